@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.h - the daemon's configuration, read from a libconfig file. config_load() parses
+ * and validates everything that can be checked without touching the file system;
+ * config_check_paths() checks the paths (watched folders exist, outputs writable) and is
+ * what --check-config and start-up run after it. Errors name the file, the line and the
+ * problem: "/etc/imgd/imgd.conf:12: pipeline 'avatar': variant 'small': mask = \"circle\"
+ * needs a format with alpha (webp, png, avif), not jpeg".
+ *
+ * A struct config is immutable once loaded; a reload builds a new one.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "variant.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/imgd/imgd.conf"
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/imgd"
+#define CONFIG_DEFAULT_SOCKET "/run/imgd/imgd.sock"
+
+struct pipeline {
+        char *name;
+        struct variant *variants;
+        size_t n_variants;
+};
+
+struct watch_config {
+        char *path;   /* absolute, no trailing slash */
+        char *output; /* absolute, no trailing slash */
+        char *pipeline_name;
+        const struct pipeline *pipeline; /* points into config.pipelines */
+        bool recursive;
+        int line; /* where it was defined, for messages */
+};
+
+struct config_limits {
+        uint64_t max_file_bytes; /* sources larger than this are refused; default 256 MiB */
+        uint64_t max_pixels;     /* default 100 000 000 */
+        unsigned job_timeout_s;  /* wall-clock limit of one render; default 120 */
+};
+
+struct config_retry {
+        unsigned max_attempts; /* default 5 */
+        unsigned base_delay_ms; /* default 1000 */
+        unsigned max_delay_ms;  /* default 300000 */
+        double jitter;          /* 0..1, default 0.2 */
+};
+
+struct config {
+        char *file; /* the file it was loaded from */
+        char *state_dir;
+        char *socket;
+        unsigned workers; /* default: number of CPUs */
+        struct watch_config *watches;
+        size_t n_watches;
+        struct pipeline *pipelines;
+        size_t n_pipelines;
+        struct config_limits limits;
+        struct config_retry retry;
+};
+
+/*
+ * Loads and validates `path`. Returns 0 and a new config in *ret, or a negative errno with
+ * a message "FILE:LINE: problem" (or "FILE: problem") in *ret_error, owned by the caller.
+ */
+int config_load(const char *path, struct config **ret, char **ret_error);
+
+/* Frees c; accepts NULL; returns NULL. */
+struct config *config_free(struct config *c);
+
+/*
+ * Checks the paths of a loaded configuration: each watched path exists and is a directory,
+ * each output directory exists or can be created and is writable, the state directory can
+ * be created. Creates missing output and state directories. Returns 0, or a negative errno
+ * with "FILE:LINE: path: cause" in *ret_error.
+ */
+int config_check_paths(const struct config *c, char **ret_error);
+
+const struct pipeline *config_find_pipeline(const struct config *c, const char *name);

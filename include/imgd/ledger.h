@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger.h - the durable job ledger: one SQLite database (WAL, synchronous=FULL) at
+ * <state_dir>/imgd.db holding every job, its outputs and its error history.
+ *
+ * A job is one (source path, content SHA-256). Its states and the function that performs
+ * each transition:
+ *
+ *                ledger_enqueue()
+ *                      |
+ *                      v         ledger_claim() (attempts += 1, lease set)
+ *   ledger_retry() +-> queued ---------------------------+
+ *   (dead->queued) |    |  ^                             v
+ *                  |    |  | ledger_recover()         running ----ledger_complete()----> done
+ *                  |    |  +---(at start)----------------+   |
+ *                  |    |                                    |  ledger_fail(retry=true)
+ *                  |    |      retry <-----------------------+
+ *                  |    |        |   (claimable again once next_at has passed)
+ *                  |    |        +------ ledger_claim() -----> running
+ *                  |    |                                    |  ledger_fail(retry=false)
+ *                  +----+------------------------------------+-----------------------> dead
+ *                       |
+ *                       +--- ledger_cancel() (queued, retry, dead, or superseded) ---> cancelled
+ *
+ * Every transition is one transaction (BEGIN IMMEDIATE). A job is only `done` once all of
+ * its outputs are published; its output rows are written in the same transaction.
+ * queued, running and retry are "active"; done, dead and cancelled are "finished".
+ *
+ * Every function returns 0 (or a documented positive value) on success, or a negative errno;
+ * after a failure ledger_errmsg() says what SQLite reported. Functions leave the database
+ * unchanged on failure.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hash.h"
+
+typedef struct ledger ledger;
+
+enum job_state {
+        JOB_QUEUED,
+        JOB_RUNNING,
+        JOB_RETRY,
+        JOB_DONE,
+        JOB_DEAD,
+        JOB_CANCELLED,
+        _JOB_STATE_MAX,
+};
+
+const char *job_state_name(enum job_state s);
+int job_state_from_name(const char *name); /* enum value, or -EINVAL */
+
+/* What identifies and locates a source; input to ledger_enqueue(). */
+struct source_info {
+        const char *watch;      /* the watched folder it came from */
+        const char *path;       /* absolute path of the source */
+        const char *output_key; /* <output>/<sub/dirs>/<stem>: where its outputs go */
+        const char *pipeline;
+        char sha256[HASH_HEX_SIZE];
+        uint64_t size;
+        int64_t mtime_ns;
+        uint64_t ino;
+};
+
+struct job {
+        int64_t id;
+        char *watch;
+        char *source_path;
+        char *output_key;
+        char *pipeline;
+        char sha256[HASH_HEX_SIZE];
+        uint64_t size;
+        int64_t mtime_ns;
+        uint64_t ino;
+        enum job_state state;
+        unsigned attempts;
+        int64_t created_us; /* wall clock, microseconds since the epoch */
+        int64_t updated_us;
+        int64_t next_at_us; /* for queued/retry: not claimable before this */
+        char *last_error;   /* NULL if none */
+};
+
+struct job_output {
+        char *variant;
+        char *path;
+        char *format;
+        unsigned width;
+        unsigned height;
+        uint64_t bytes;
+        char sha256[HASH_HEX_SIZE];
+};
+
+struct job_error {
+        unsigned attempt;
+        int64_t at_us;
+        char *message;
+};
+
+/* A job with its outputs and error history, from ledger_get(). */
+struct job_detail {
+        struct job job;
+        struct job_output *outputs;
+        size_t n_outputs;
+        struct job_error *errors;
+        size_t n_errors;
+};
+
+struct job *job_free(struct job *j);
+void job_clear(struct job *j); /* frees the members of an embedded struct job */
+struct job_detail *job_detail_free(struct job_detail *d);
+
+/*
+ * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check.
+ * A corrupt database is -EBADMSG with a message that names the file and how to recover;
+ * it is never replaced. Returns 0 and *ret, or a negative errno and a message in
+ * *ret_error (owned by the caller).
+ */
+int ledger_open(const char *path, ledger **ret, char **ret_error);
+ledger *ledger_free(ledger *l);
+
+/* SQLite's message for the last failure on l. */
+const char *ledger_errmsg(ledger *l);
+
+/*
+ * Jobs left `running` (by a daemon that died) go back to `queued`, keeping their attempt
+ * count. Returns the number of jobs recovered.
+ */
+int ledger_recover(ledger *l, int64_t now_us);
+
+/*
+ * Returns 1 if a job for `path` exists with this size, mtime and inode and is not
+ * cancelled (so the file need not be hashed again), 0 if not.
+ */
+int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns,
+                      uint64_t ino);
+
+/*
+ * Records a job for (src->path, src->sha256). Returns 1 and the new id in *ret_id when a job
+ * was created; older active jobs for the same path that are not running are cancelled as
+ * superseded. Returns 0 and the existing id when a job for that path and content already
+ * exists (its recorded size/mtime/inode are refreshed).
+ */
+int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id);
+
+/*
+ * Claims the claimable job (queued or retry, next_at <= now, no running job with the same
+ * output_key) that has waited longest: state becomes running, attempts += 1, a lease of
+ * `lease_us` is recorded for `owner`, all in one transaction. Returns 1 and the job in
+ * *ret (owned by the caller), or 0 when none is claimable.
+ */
+int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
+                 struct job **ret);
+
+/* Returns 1 and the earliest next_at of a queued or retry job in *ret_us, or 0 if none. */
+int ledger_next_due(ledger *l, int64_t *ret_us);
+
+/* running -> done with its outputs, in one transaction. -ESTALE if the job is not running. */
+int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                    int64_t now_us);
+
+/*
+ * running -> retry (retry = true; claimable from next_at_us) or dead. The error is recorded
+ * as last_error and appended to the job's error history. -ESTALE if the job is not running.
+ */
+int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
+                int64_t now_us);
+
+/*
+ * running -> queued without consuming an attempt (the attempt counter is decremented): for
+ * work handed back unfinished, e.g. at shutdown or when the failure was not the job's.
+ */
+int ledger_release(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us);
+
+/* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
+int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us);
+
+/* dead -> queued (attempts reset to 0). -ESTALE if the job is not dead. */
+int ledger_retry(ledger *l, int64_t id, int64_t now_us);
+
+/* Returns 1 if a newer job exists for the same source path as job `id`, 0 if not. */
+int ledger_superseded(ledger *l, int64_t id);
+
+/*
+ * Returns 1 and, in *ret_source (owned by the caller), the source path of a done job that
+ * published outputs under `output_key` from a different source than `source_path`; 0 if none.
+ */
+int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
+                        char **ret_source);
+
+/* Counts jobs by state into counts[_JOB_STATE_MAX]. */
+int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
+
+struct ledger_filter {
+        int state;          /* an enum job_state, or -1 for any */
+        const char *watch;  /* NULL for any */
+        int64_t since_us;   /* updated at or after; 0 for any */
+        unsigned limit;     /* 0 for the default (50) */
+};
+
+/* The newest jobs matching f, newest first. *ret is an array of *ret_n jobs (caller frees
+ * each with job_clear() and the array with free()). */
+int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size_t *ret_n);
+
+/* Returns 1 and the job with its outputs and errors, or 0 if no job has that id. */
+int ledger_get(ledger *l, int64_t id, struct job_detail **ret);
+
+/* Runs PRAGMA integrity_check; returns 0 if "ok", -EBADMSG otherwise. */
+int ledger_integrity_check(ledger *l);
+
+#include "macro.h"
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct job *, job_free)

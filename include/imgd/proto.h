@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.h - the control protocol shared by imgd and imgctl: newline-delimited JSON over a
+ * Unix stream socket. Each request is one line {"v":1,"cmd":"status", ...arguments}; each
+ * response is one line {"v":1,"ok":true,"result":{...}} or {"v":1,"ok":false,"error":"..."}.
+ * Lines are at most PROTO_MAX_LINE bytes. See README.md for the commands.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define PROTO_VERSION 1
+#define PROTO_MAX_LINE (64 * 1024)
+
+/* A new request object {"v":1,"cmd":cmd}; NULL on allocation failure. */
+json_t *proto_request_new(const char *cmd);
+
+/*
+ * Parses one request line (without its newline). Returns 0 with the request object in *ret
+ * and its command in *ret_cmd (borrowed from *ret), or -EBADMSG / -EPROTONOSUPPORT with a
+ * message in *ret_error (owned by the caller).
+ */
+int proto_parse_request(const char *line, size_t n, json_t **ret, const char **ret_cmd,
+                        char **ret_error);
+
+/* Encodes an ok response carrying `result` (borrowed), or an error response, as one line
+ * ending in "\n". Returns a new string or NULL on allocation failure. */
+char *proto_format_ok(const json_t *result);
+char *proto_format_error(const char *message);
+
+/* Encodes a request as one line ending in "\n". */
+char *proto_format_request(const json_t *req);
+
+/*
+ * A new JSON string holding s, with every byte that is not part of valid UTF-8 replaced by
+ * U+FFFD, for text from outside (file names, error messages) that jansson would refuse.
+ * NULL on allocation failure.
+ */
+json_t *proto_string_lossy(const char *s);
+
+/*
+ * Parses one response line. Returns 0 with the result in *ret (owned by the caller), or
+ * -EREMOTEIO when the daemon answered with an error (message in *ret_error), or -EBADMSG
+ * (what was wrong in *ret_error). ret_error may be NULL.
+ */
+int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_error);

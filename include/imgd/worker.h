@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker.h - the daemon's side of its worker processes. The pool keeps `n` workers running:
+ * each is the imgd-worker binary, started with fork+exec and connected to the daemon by a
+ * SOCK_SEQPACKET socketpair (see wire.h). A worker does one job at a time.
+ *
+ * Worker states:  starting/idle --worker_pool_dispatch()--> busy --result--> idle
+ *                                                            |
+ *                        exit, signal, timeout, bad message  v
+ *                                                      (killed, reaped) --> replaced
+ *
+ * Every dispatched job ends in exactly one call of the done callback: with the worker's
+ * result message, or with reply = NULL and a reason ("worker killed by SIGSEGV",
+ * "timed out after 120 s", "worker exited with status 1"). A worker that dies is replaced.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+typedef struct worker_pool worker_pool;
+
+/*
+ * Called once per dispatched job. reply: the worker's result (borrowed; NULL if the worker
+ * failed), failure: why it failed (NULL when reply is set).
+ */
+typedef void (*worker_done_fn)(worker_pool *p, int64_t job_id, const json_t *reply,
+                               const char *failure, void *userdata);
+
+struct worker_pool_options {
+        const char *worker_path; /* the imgd-worker executable */
+        unsigned n_workers;
+        unsigned job_timeout_s;
+        worker_done_fn done;
+        void *userdata;
+};
+
+/* Starts the workers. Returns 0 and *ret, or a negative errno (logged). */
+int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_pool **ret);
+
+/* Kills and reaps all workers (SIGKILL after a short SIGTERM grace). Accepts NULL. */
+worker_pool *worker_pool_free(worker_pool *p);
+
+/* Number of workers able to take a job now. */
+unsigned worker_pool_idle(const worker_pool *p);
+unsigned worker_pool_busy(const worker_pool *p);
+unsigned worker_pool_size(const worker_pool *p);
+
+/*
+ * Hands a job to an idle worker: sends the request with the descriptors (which stay owned by
+ * the caller; the worker receives duplicates). Returns 0, or -EBUSY when no worker is idle,
+ * or a negative errno when sending failed (the worker is then replaced and the callback is
+ * not called).
+ */
+int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, const int *fds,
+                         size_t n_fds);
+
+/* Appends one object per worker ({"pid":..., "state":"idle"|"busy", "job":id}) to arr. */
+int worker_pool_describe(const worker_pool *p, json_t *arr);
+
+/* Finds the imgd-worker executable: next to /proc/self/exe, else the installed path. */
+int worker_find_executable(char **ret);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Installs, with apt-get, the Debian 12 packages imgd needs that are not installed yet.
+#   scripts/deps.sh            build and runtime dependencies
+#   scripts/deps.sh --tests    also what the tests need
+set -euo pipefail
+
+packages=(gcc make cmake pkg-config libvips-dev libsqlite3-dev libconfig-dev libsystemd-dev
+          libjansson-dev libssl-dev)
+if [[ "${1:-}" == "--tests" ]]; then
+    packages+=(libcmocka-dev sqlite3 systemd)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "deps.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+fi
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,1184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c - reads and validates the libconfig configuration file; see config.h.
+ *
+ * config_load() reads the file with libconfig, then walks the tree once: every group is
+ * first checked for unknown settings (so a typo is reported as such rather than as a missing
+ * value), then each value is type- and range-checked and copied into a struct config that
+ * owns all of its memory. Pipelines are read before watches so that each watch's `pipeline`
+ * can point into config.pipelines, which is never reallocated afterwards. The first problem
+ * found stops the load and is reported as "FILE:LINE: problem", LINE being where the
+ * offending setting (or, for a missing one, the enclosing group) was written.
+ *
+ * Errors: -ENOENT (and other open errors) when the file cannot be read, -EBADMSG for a
+ * libconfig syntax error, -EINVAL for everything the validation rejects, -ENOMEM (where the
+ * message may be NULL). On success *ret_error is left alone.
+ *
+ * config_check_paths() is the only function here that touches the file system beyond
+ * reading the file: it creates missing output, state and socket directories.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "imgd/config.h"
+#include "imgd/imgformat.h"
+#include "imgd/macro.h"
+#include "imgd/variant.h"
+
+#define WORKERS_MAX 256
+#define PIPELINE_VARIANTS_MAX 32
+#define JOB_TIMEOUT_MAX 86400
+#define RETRY_ATTEMPTS_MAX 100
+#define RETRY_DELAY_MAX_MS 86400000LL /* one day */
+#define MAX_FILE_BYTES_MIN 1024
+
+static const uint8_t default_background[3] = { 255, 255, 255 };
+
+static inline void config_destroyp(config_t **p)
+{
+        if (*p)
+                config_destroy(*p);
+}
+
+static inline void config_freep(struct config **p)
+{
+        *p = config_free(*p);
+}
+
+/* State of one config_load(): the file's name, and the first error found. */
+struct parser {
+        const char *file;
+        char *error;
+        uint8_t background[3]; /* top-level default for variants */
+};
+
+/*
+ * Records "FILE:LINE: message" (or "FILE: message" when s is NULL or has no line) unless an
+ * error was already recorded, and returns err. On allocation failure the message is lost and
+ * -ENOMEM returned instead.
+ */
+_printf_(4, 5) static int fail(struct parser *p, const config_setting_t *s, int err,
+                               const char *fmt, ...)
+{
+        _cleanup_free_ char *msg = NULL;
+        const char *file = p->file;
+        unsigned line = 0;
+        va_list ap;
+        int r;
+
+        if (p->error)
+                return err;
+
+        va_start(ap, fmt);
+        r = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                msg = NULL;
+                return -ENOMEM;
+        }
+
+        if (s) {
+                line = config_setting_source_line(s);
+                if (config_setting_source_file(s))
+                        file = config_setting_source_file(s);
+        }
+        if (line > 0)
+                r = asprintf(&p->error, "%s:%u: %s", file, line, msg);
+        else
+                r = asprintf(&p->error, "%s: %s", file, msg);
+        if (r < 0) {
+                p->error = NULL;
+                return -ENOMEM;
+        }
+        return err;
+}
+
+/* A new string, or NULL on allocation failure. */
+_printf_(1, 2) static char *strdup_printf(const char *fmt, ...)
+{
+        va_list ap;
+        char *s;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        return r < 0 ? NULL : s;
+}
+
+static int oom(struct parser *p)
+{
+        return fail(p, NULL, -ENOMEM, "out of memory");
+}
+
+/*
+ * Checks that every child of `group` is named in `allowed` (NULL-terminated). `where` is
+ * appended to the message, e.g. " in variant 'small'"; "" at the top level.
+ */
+static int check_keys(struct parser *p, const config_setting_t *group, const char *const *allowed,
+                      const char *prefix, const char *where)
+{
+        int n = config_setting_length(group);
+
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *s = config_setting_get_elem(group, i);
+                const char *name = config_setting_name(s);
+                bool known = false;
+
+                for (const char *const *a = allowed; *a; a++)
+                        if (name && strcmp(name, *a) == 0) {
+                                known = true;
+                                break;
+                        }
+                if (!known)
+                        return fail(p, s, -EINVAL, "%sunknown setting '%s'%s", prefix,
+                                    name ? name : "?", where);
+        }
+        return 0;
+}
+
+/*
+ * Typed lookups of `key` in `group`. Each returns 1 and sets *ret when the setting is present
+ * and of the right type, 0 when it is absent (*ret unchanged), or -EINVAL for a wrong type.
+ * `prefix` ("pipeline 'x': variant 'y': " or "") starts the message.
+ */
+static int get_string(struct parser *p, const config_setting_t *group, const char *key,
+                      const char *prefix, const config_setting_t **ret_setting, const char **ret)
+{
+        const config_setting_t *s = config_setting_get_member(group, key);
+
+        if (!s)
+                return 0;
+        if (config_setting_type(s) != CONFIG_TYPE_STRING)
+                return fail(p, s, -EINVAL, "%s'%s' must be a string", prefix, key);
+        if (ret_setting)
+                *ret_setting = s;
+        *ret = config_setting_get_string(s);
+        return 1;
+}
+
+static int get_int(struct parser *p, const config_setting_t *group, const char *key,
+                   const char *prefix, const config_setting_t **ret_setting, long long *ret)
+{
+        const config_setting_t *s = config_setting_get_member(group, key);
+
+        if (!s)
+                return 0;
+        if (config_setting_type(s) != CONFIG_TYPE_INT &&
+            config_setting_type(s) != CONFIG_TYPE_INT64)
+                return fail(p, s, -EINVAL, "%s'%s' must be an integer", prefix, key);
+        if (ret_setting)
+                *ret_setting = s;
+        *ret = config_setting_get_int64(s);
+        return 1;
+}
+
+/* Like get_int(), and checks min <= value <= max. */
+static int get_int_range(struct parser *p, const config_setting_t *group, const char *key,
+                         const char *prefix, long long min, long long max, long long *ret)
+{
+        const config_setting_t *s = NULL;
+        long long v = 0;
+        int r;
+
+        r = get_int(p, group, key, prefix, &s, &v);
+        if (r <= 0)
+                return r;
+        if (v < min || v > max) {
+                if (max == LLONG_MAX)
+                        return fail(p, s, -EINVAL, "%s'%s' must be at least %lld, not %lld",
+                                    prefix, key, min, v);
+                return fail(p, s, -EINVAL, "%s'%s' must be between %lld and %lld, not %lld",
+                            prefix, key, min, max, v);
+        }
+        *ret = v;
+        return 1;
+}
+
+static int get_bool(struct parser *p, const config_setting_t *group, const char *key,
+                    const char *prefix, bool *ret)
+{
+        const config_setting_t *s = config_setting_get_member(group, key);
+
+        if (!s)
+                return 0;
+        if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+                return fail(p, s, -EINVAL, "%s'%s' must be true or false", prefix, key);
+        *ret = config_setting_get_bool(s);
+        return 1;
+}
+
+/* A number: float, or an integer written without a decimal point. */
+static int get_number(struct parser *p, const config_setting_t *group, const char *key,
+                      const char *prefix, const config_setting_t **ret_setting, double *ret)
+{
+        const config_setting_t *s = config_setting_get_member(group, key);
+
+        if (!s)
+                return 0;
+        switch (config_setting_type(s)) {
+        case CONFIG_TYPE_FLOAT:
+                *ret = config_setting_get_float(s);
+                break;
+        case CONFIG_TYPE_INT:
+        case CONFIG_TYPE_INT64:
+                *ret = (double)config_setting_get_int64(s);
+                break;
+        default:
+                return fail(p, s, -EINVAL, "%s'%s' must be a number", prefix, key);
+        }
+        if (ret_setting)
+                *ret_setting = s;
+        return 1;
+}
+
+/*
+ * Normalises an absolute directory path: collapses repeated slashes and strips trailing
+ * ones. Returns 0 and a new string, -EINVAL if it is relative, is "/", or has a "." or ".."
+ * component, -ENOMEM.
+ */
+static int normalize_dir(const char *path, char **ret)
+{
+        _cleanup_free_ char *out = NULL;
+        const char *c = path;
+        size_t n = 0;
+
+        if (path[0] != '/')
+                return -EINVAL;
+        out = malloc(strlen(path) + 1);
+        if (!out)
+                return -ENOMEM;
+
+        while (*c) {
+                size_t len;
+
+                while (*c == '/')
+                        c++;
+                if (!*c)
+                        break;
+                len = strcspn(c, "/");
+                if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+                        return -EINVAL;
+                out[n++] = '/';
+                memcpy(out + n, c, len);
+                n += len;
+                c += len;
+        }
+        if (n == 0)
+                return -EINVAL;
+        out[n] = '\0';
+        *ret = TAKE_PTR(out);
+        return 0;
+}
+
+/* True if `path` is `dir` or below it, comparing whole components. Both normalised. */
+static bool path_is_below_or_equal(const char *path, const char *dir)
+{
+        size_t n = strlen(dir);
+
+        return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* Reads a normalised absolute directory path setting; 0 if absent. */
+static int get_dir(struct parser *p, const config_setting_t *group, const char *key,
+                   const char *prefix, char **ret)
+{
+        const config_setting_t *s = NULL;
+        const char *v = NULL;
+        int r;
+
+        r = get_string(p, group, key, prefix, &s, &v);
+        if (r <= 0)
+                return r;
+        if (v[0] != '/')
+                return fail(p, s, -EINVAL, "%s'%s' must be an absolute path, not \"%s\"", prefix,
+                            key, v);
+        if (strspn(v, "/") == strlen(v))
+                return fail(p, s, -EINVAL, "%s'%s' must not be the root directory", prefix, key);
+        r = normalize_dir(v, ret);
+        if (r == -ENOMEM)
+                return oom(p);
+        if (r < 0)
+                return fail(p, s, -EINVAL,
+                            "%s'%s' must not contain \".\" or \"..\" components: \"%s\"", prefix,
+                            key, v);
+        return 1;
+}
+
+static int hexval(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Parses "#rrggbb" or "#rgb". */
+static int parse_colour(const char *s, uint8_t ret[3])
+{
+        size_t n = strlen(s);
+        uint8_t c[3];
+
+        if (s[0] != '#' || (n != 7 && n != 4))
+                return -EINVAL;
+        for (size_t i = 1; i < n; i++)
+                if (hexval(s[i]) < 0)
+                        return -EINVAL;
+        for (int i = 0; i < 3; i++) {
+                if (n == 7)
+                        c[i] = (uint8_t)(hexval(s[1 + 2 * i]) << 4 | hexval(s[2 + 2 * i]));
+                else
+                        c[i] = (uint8_t)(hexval(s[1 + i]) * 17);
+        }
+        memcpy(ret, c, sizeof c);
+        return 0;
+}
+
+static int get_colour(struct parser *p, const config_setting_t *group, const char *prefix,
+                      uint8_t ret[3])
+{
+        const config_setting_t *s = NULL;
+        const char *v = NULL;
+        int r;
+
+        r = get_string(p, group, "background", prefix, &s, &v);
+        if (r <= 0)
+                return r;
+        if (parse_colour(v, ret) < 0)
+                return fail(p, s, -EINVAL,
+                            "%s'background' must be a colour \"#rrggbb\" or \"#rgb\", not \"%s\"",
+                            prefix, v);
+        return 1;
+}
+
+static bool variant_name_valid(const char *name)
+{
+        size_t n = strlen(name);
+
+        if (n < 1 || n >= VARIANT_NAME_MAX)
+                return false;
+        return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") ==
+               n;
+}
+
+/* "cover, contain, inside, fill, none" and the like, into buf. */
+static const char *fit_list(char *buf, size_t size)
+{
+        size_t n = 0;
+
+        buf[0] = '\0';
+        for (int f = 0; f < _VARIANT_FIT_MAX && n < size; f++)
+                n += (size_t)snprintf(buf + n, size - n, "%s%s", f ? ", " : "",
+                                      variant_fit_name(f));
+        return buf;
+}
+
+static const char *mask_list(char *buf, size_t size)
+{
+        size_t n = 0;
+
+        buf[0] = '\0';
+        for (int m = 0; m < _VARIANT_MASK_MAX && n < size; m++)
+                n += (size_t)snprintf(buf + n, size - n, "%s%s", m ? ", " : "",
+                                      variant_mask_name(m));
+        return buf;
+}
+
+/*
+ * The writable formats in the order the documentation lists them, with alpha only if `alpha`,
+ * and "same" if `same`.
+ */
+static const char *format_list(char *buf, size_t size, bool alpha, bool same)
+{
+        static const enum image_format order[] = { IMAGE_FORMAT_JPEG, IMAGE_FORMAT_WEBP,
+                                                   IMAGE_FORMAT_PNG, IMAGE_FORMAT_AVIF };
+        size_t n = 0;
+
+        buf[0] = '\0';
+        for (size_t i = 0; i < ELEMENTSOF(order) && n < size; i++) {
+                if (!image_format_writable(order[i]) ||
+                    (alpha && !image_format_has_alpha(order[i])))
+                        continue;
+                n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "",
+                                      image_format_name(order[i]));
+        }
+        if (same && n < size)
+                snprintf(buf + n, size - n, "%ssame", n ? ", " : "");
+        return buf;
+}
+
+static int parse_variant(struct parser *p, const char *pipeline, const config_setting_t *s,
+                         int index, struct variant *ret)
+{
+        static const char *const keys[] = { "name",    "width", "height",     "fit", "format",
+                                            "quality", "mask",  "background", NULL };
+        const config_setting_t *name_s = NULL, *fit_s = NULL, *format_s = NULL, *mask_s = NULL;
+        const config_setting_t *w_s = NULL, *h_s = NULL;
+        _cleanup_free_ char *prefix = NULL, *where = NULL, *pipeline_prefix = NULL, *in = NULL;
+        const char *name = NULL, *fit = NULL, *format = NULL, *mask = NULL;
+        long long width = 0, height = 0, quality = 80;
+        struct variant v = {};
+        char list[128];
+        int r, has_w, has_h;
+
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL,
+                            "pipeline '%s': variant #%d must be a group { name = ...; ... }",
+                            pipeline, index + 1);
+
+        /* Name the variant in messages by its name where it has a usable one. */
+        name_s = config_setting_get_member(s, "name");
+        if (name_s && config_setting_type(name_s) == CONFIG_TYPE_STRING &&
+            variant_name_valid(config_setting_get_string(name_s)))
+                where = strdup_printf("variant '%s'", config_setting_get_string(name_s));
+        else
+                where = strdup_printf("variant #%d", index + 1);
+        if (!where)
+                return oom(p);
+        pipeline_prefix = strdup_printf("pipeline '%s': ", pipeline);
+        prefix = strdup_printf("pipeline '%s': %s: ", pipeline, where);
+        in = strdup_printf(" in %s", where);
+        if (!pipeline_prefix || !prefix || !in)
+                return oom(p);
+
+        r = check_keys(p, s, keys, pipeline_prefix, in);
+        if (r < 0)
+                return r;
+
+        r = get_string(p, s, "name", prefix, &name_s, &name);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return fail(p, s, -EINVAL, "%s'name' is required", prefix);
+        if (!variant_name_valid(name))
+                return fail(p, name_s, -EINVAL,
+                            "%s'name' must be 1 to %d characters of A-Z, a-z, 0-9, '_' and '-', "
+                            "not \"%s\"",
+                            prefix, VARIANT_NAME_MAX - 1, name);
+        strcpy(v.name, name);
+
+        r = get_string(p, s, "fit", prefix, &fit_s, &fit);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                v.fit = VARIANT_FIT_COVER;
+        else {
+                r = variant_fit_from_name(fit);
+                if (r < 0)
+                        return fail(p, fit_s, -EINVAL, "%sfit must be one of %s, not \"%s\"",
+                                    prefix, fit_list(list, sizeof list), fit);
+                v.fit = r;
+        }
+
+        has_w = get_int(p, s, "width", prefix, &w_s, &width);
+        if (has_w < 0)
+                return has_w;
+        has_h = get_int(p, s, "height", prefix, &h_s, &height);
+        if (has_h < 0)
+                return has_h;
+        if (v.fit == VARIANT_FIT_NONE) {
+                if (width != 0)
+                        return fail(p, w_s, -EINVAL,
+                                    "%s'width' must be absent or 0 with fit = \"none\"", prefix);
+                if (height != 0)
+                        return fail(p, h_s, -EINVAL,
+                                    "%s'height' must be absent or 0 with fit = \"none\"", prefix);
+        } else {
+                if (!has_w)
+                        return fail(p, s, -EINVAL, "%s'width' is required with fit = \"%s\"",
+                                    prefix, variant_fit_name(v.fit));
+                if (!has_h)
+                        return fail(p, s, -EINVAL, "%s'height' is required with fit = \"%s\"",
+                                    prefix, variant_fit_name(v.fit));
+                if (width < 1 || width > VARIANT_DIMENSION_MAX)
+                        return fail(p, w_s, -EINVAL,
+                                    "%s'width' must be between 1 and %d, not %lld", prefix,
+                                    VARIANT_DIMENSION_MAX, width);
+                if (height < 1 || height > VARIANT_DIMENSION_MAX)
+                        return fail(p, h_s, -EINVAL,
+                                    "%s'height' must be between 1 and %d, not %lld", prefix,
+                                    VARIANT_DIMENSION_MAX, height);
+        }
+        v.width = (unsigned)width;
+        v.height = (unsigned)height;
+
+        r = get_string(p, s, "format", prefix, &format_s, &format);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return fail(p, s, -EINVAL, "%s'format' is required (one of %s)", prefix,
+                            format_list(list, sizeof list, false, true));
+        if (strcmp(format, "same") == 0)
+                v.format = VARIANT_FORMAT_SAME;
+        else if (image_format_writable(image_format_from_name(format)))
+                v.format = image_format_from_name(format);
+        else
+                return fail(p, format_s, -EINVAL, "%sformat must be one of %s, not \"%s\"",
+                            prefix, format_list(list, sizeof list, false, true), format);
+
+        r = get_int_range(p, s, "quality", prefix, 1, 100, &quality);
+        if (r < 0)
+                return r;
+        v.quality = (unsigned)quality;
+
+        r = get_string(p, s, "mask", prefix, &mask_s, &mask);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                v.mask = VARIANT_MASK_NONE;
+        else {
+                r = variant_mask_from_name(mask);
+                if (r < 0)
+                        return fail(p, mask_s, -EINVAL, "%smask must be one of %s, not \"%s\"",
+                                    prefix, mask_list(list, sizeof list), mask);
+                v.mask = r;
+        }
+        if (v.mask == VARIANT_MASK_CIRCLE &&
+            (v.format == VARIANT_FORMAT_SAME || !image_format_has_alpha(v.format)))
+                return fail(p, mask_s, -EINVAL,
+                            "%smask = \"circle\" needs a format with alpha (%s), not %s", prefix,
+                            format_list(list, sizeof list, true, false),
+                            v.format == VARIANT_FORMAT_SAME ? "same"
+                                                            : image_format_name(v.format));
+
+        memcpy(v.background, p->background, sizeof v.background);
+        r = get_colour(p, s, prefix, v.background);
+        if (r < 0)
+                return r;
+
+        *ret = v;
+        return 0;
+}
+
+static int parse_pipeline(struct parser *p, const config_setting_t *s, struct pipeline *ret)
+{
+        _cleanup_free_ struct variant *variants = NULL;
+        _cleanup_free_ char *name = NULL;
+        int n, r;
+
+        name = strdup(config_setting_name(s));
+        if (!name)
+                return oom(p);
+        if (!config_setting_is_list(s))
+                return fail(p, s, -EINVAL,
+                            "pipeline '%s' must be a list of variants: %s = ( { name = ...; }, "
+                            "... );",
+                            name, name);
+        n = config_setting_length(s);
+        if (n < 1)
+                return fail(p, s, -EINVAL, "pipeline '%s' has no variants", name);
+        if (n > PIPELINE_VARIANTS_MAX)
+                return fail(p, s, -EINVAL, "pipeline '%s' has %d variants, at most %d are allowed",
+                            name, n, PIPELINE_VARIANTS_MAX);
+
+        variants = calloc((size_t)n, sizeof *variants);
+        if (!variants)
+                return oom(p);
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *vs = config_setting_get_elem(s, i);
+
+                r = parse_variant(p, name, vs, i, &variants[i]);
+                if (r < 0)
+                        return r;
+                for (int j = 0; j < i; j++)
+                        if (strcmp(variants[j].name, variants[i].name) == 0)
+                                return fail(p, config_setting_get_member(vs, "name"), -EINVAL,
+                                            "pipeline '%s': variant '%s' is defined twice",
+                                            name, variants[i].name);
+        }
+
+        ret->name = TAKE_PTR(name);
+        ret->variants = TAKE_PTR(variants);
+        ret->n_variants = (size_t)n;
+        return 0;
+}
+
+static int parse_pipelines(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        const config_setting_t *s = config_setting_get_member(root, "pipelines");
+        int n, r;
+
+        if (!s)
+                return fail(p, NULL, -EINVAL, "no pipelines defined: pipelines = { ... };");
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL,
+                            "'pipelines' must be a group of named lists: pipelines = { name = ( "
+                            "... ); };");
+        n = config_setting_length(s);
+        if (n < 1)
+                return fail(p, s, -EINVAL, "no pipelines defined in 'pipelines'");
+
+        c->pipelines = calloc((size_t)n, sizeof *c->pipelines);
+        if (!c->pipelines)
+                return oom(p);
+        for (int i = 0; i < n; i++) {
+                r = parse_pipeline(p, config_setting_get_elem(s, i), &c->pipelines[i]);
+                if (r < 0)
+                        return r;
+                c->n_pipelines++;
+        }
+        return 0;
+}
+
+static int parse_watch(struct parser *p, const struct config *c, const config_setting_t *s,
+                       int index, struct watch_config *ret)
+{
+        static const char *const keys[] = { "path", "output", "pipeline", "recursive", NULL };
+        _cleanup_free_ char *prefix = NULL, *where = NULL, *in = NULL, *path = NULL,
+                            *output = NULL, *pipeline_name = NULL;
+        const config_setting_t *pipeline_s = NULL, *path_s;
+        const struct pipeline *pipeline;
+        const char *pname = NULL;
+        bool recursive = false;
+        int r;
+
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL, "watch #%d must be a group { path = ...; ... }",
+                            index + 1);
+
+        path_s = config_setting_get_member(s, "path");
+        if (path_s && config_setting_type(path_s) == CONFIG_TYPE_STRING)
+                where = strdup_printf("watch '%s'", config_setting_get_string(path_s));
+        else
+                where = strdup_printf("watch #%d", index + 1);
+        if (!where)
+                return oom(p);
+        prefix = strdup_printf("%s: ", where);
+        in = strdup_printf(" in %s", where);
+        if (!prefix || !in)
+                return oom(p);
+
+        r = check_keys(p, s, keys, "", in);
+        if (r < 0)
+                return r;
+
+        r = get_dir(p, s, "path", prefix, &path);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return fail(p, s, -EINVAL, "%s'path' is required", prefix);
+        r = get_dir(p, s, "output", prefix, &output);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return fail(p, s, -EINVAL, "%s'output' is required", prefix);
+
+        r = get_string(p, s, "pipeline", prefix, &pipeline_s, &pname);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return fail(p, s, -EINVAL, "%s'pipeline' is required", prefix);
+        pipeline = config_find_pipeline(c, pname);
+        if (!pipeline)
+                return fail(p, pipeline_s, -EINVAL, "%spipeline '%s' is not defined in 'pipelines'",
+                            prefix, pname);
+        pipeline_name = strdup(pname);
+        if (!pipeline_name)
+                return oom(p);
+
+        r = get_bool(p, s, "recursive", prefix, &recursive);
+        if (r < 0)
+                return r;
+
+        ret->path = TAKE_PTR(path);
+        ret->output = TAKE_PTR(output);
+        ret->pipeline_name = TAKE_PTR(pipeline_name);
+        ret->pipeline = pipeline;
+        ret->recursive = recursive;
+        ret->line = config_setting_source_line(s);
+        return 0;
+}
+
+/* Rejects duplicate watched paths and outputs that overlap a watched path either way. */
+static int check_watch_overlaps(struct parser *p, const config_setting_t *list,
+                                const struct config *c)
+{
+        for (size_t i = 0; i < c->n_watches; i++) {
+                const struct watch_config *w = &c->watches[i];
+                const config_setting_t *s = config_setting_get_elem(list, (unsigned)i);
+
+                for (size_t j = 0; j < c->n_watches; j++) {
+                        const struct watch_config *o = &c->watches[j];
+
+                        if (j < i && strcmp(w->path, o->path) == 0)
+                                return fail(p, config_setting_get_member(s, "path"), -EINVAL,
+                                            "watch '%s': path is already watched (line %d)",
+                                            w->path, o->line);
+                        if (path_is_below_or_equal(w->output, o->path))
+                                return fail(p, config_setting_get_member(s, "output"), -EINVAL,
+                                            "watch '%s': output %s is inside watched path %s; "
+                                            "outputs would be picked up as uploads",
+                                            w->path, w->output, o->path);
+                        if (path_is_below_or_equal(w->path, o->output))
+                                return fail(p, config_setting_get_member(s, "path"), -EINVAL,
+                                            "watch '%s': watched path is inside output %s; "
+                                            "outputs would be picked up as uploads",
+                                            w->path, o->output);
+                }
+        }
+        return 0;
+}
+
+static int parse_watches(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        const config_setting_t *s = config_setting_get_member(root, "watch");
+        int n, r;
+
+        if (!s)
+                return fail(p, NULL, -EINVAL,
+                            "no watch defined: watch = ( { path = ...; output = ...; pipeline = "
+                            "...; } );");
+        if (!config_setting_is_list(s))
+                return fail(p, s, -EINVAL,
+                            "'watch' must be a list of groups: watch = ( { path = ...; } );");
+        n = config_setting_length(s);
+        if (n < 1)
+                return fail(p, s, -EINVAL, "'watch' is empty: at least one watch is needed");
+
+        c->watches = calloc((size_t)n, sizeof *c->watches);
+        if (!c->watches)
+                return oom(p);
+        for (int i = 0; i < n; i++) {
+                r = parse_watch(p, c, config_setting_get_elem(s, i), i, &c->watches[i]);
+                if (r < 0)
+                        return r;
+                c->n_watches++;
+        }
+        return check_watch_overlaps(p, s, c);
+}
+
+static int parse_limits(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        static const char *const keys[] = { "max_file_bytes", "max_pixels", "job_timeout", NULL };
+        const config_setting_t *s = config_setting_get_member(root, "limits");
+        long long v = 0;
+        int r;
+
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL, "'limits' must be a group: limits = { ... };");
+        r = check_keys(p, s, keys, "", " in limits");
+        if (r < 0)
+                return r;
+
+        r = get_int_range(p, s, "max_file_bytes", "limits: ", MAX_FILE_BYTES_MIN, LLONG_MAX, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->limits.max_file_bytes = (uint64_t)v;
+        r = get_int_range(p, s, "max_pixels", "limits: ", 1, LLONG_MAX, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->limits.max_pixels = (uint64_t)v;
+        r = get_int_range(p, s, "job_timeout", "limits: ", 1, JOB_TIMEOUT_MAX, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->limits.job_timeout_s = (unsigned)v;
+        return 0;
+}
+
+static int parse_retry(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        static const char *const keys[] = { "max_attempts", "base_delay_ms", "max_delay_ms",
+                                            "jitter", NULL };
+        const config_setting_t *s = config_setting_get_member(root, "retry");
+        const config_setting_t *js = NULL;
+        long long v = 0;
+        double jitter = 0.0;
+        int r;
+
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL, "'retry' must be a group: retry = { ... };");
+        r = check_keys(p, s, keys, "", " in retry");
+        if (r < 0)
+                return r;
+
+        r = get_int_range(p, s, "max_attempts", "retry: ", 1, RETRY_ATTEMPTS_MAX, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->retry.max_attempts = (unsigned)v;
+        r = get_int_range(p, s, "base_delay_ms", "retry: ", 1, RETRY_DELAY_MAX_MS, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->retry.base_delay_ms = (unsigned)v;
+        r = get_int_range(p, s, "max_delay_ms", "retry: ", 1, RETRY_DELAY_MAX_MS, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->retry.max_delay_ms = (unsigned)v;
+        if (c->retry.max_delay_ms < c->retry.base_delay_ms)
+                return fail(p, s, -EINVAL,
+                            "retry: 'max_delay_ms' (%u) must not be less than 'base_delay_ms' "
+                            "(%u)",
+                            c->retry.max_delay_ms, c->retry.base_delay_ms);
+
+        r = get_number(p, s, "jitter", "retry: ", &js, &jitter);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!(jitter >= 0.0 && jitter <= 1.0))
+                        return fail(p, js, -EINVAL,
+                                    "retry: 'jitter' must be between 0 and 1, not %g", jitter);
+                c->retry.jitter = jitter;
+        }
+        return 0;
+}
+
+static unsigned default_workers(void)
+{
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+        if (n < 1)
+                return 1;
+        if (n > WORKERS_MAX)
+                return WORKERS_MAX;
+        return (unsigned)n;
+}
+
+static int parse_root(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        static const char *const keys[] = { "state_dir", "socket", "workers", "background",
+                                            "limits",    "retry",  "watch",   "pipelines",
+                                            NULL };
+        const config_setting_t *s = NULL;
+        const char *v = NULL;
+        long long workers = 0;
+        int r;
+
+        r = check_keys(p, root, keys, "", "");
+        if (r < 0)
+                return r;
+
+        r = get_dir(p, root, "state_dir", "", &c->state_dir);
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                c->state_dir = strdup(CONFIG_DEFAULT_STATE_DIR);
+                if (!c->state_dir)
+                        return oom(p);
+        }
+
+        r = get_string(p, root, "socket", "", &s, &v);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                v = CONFIG_DEFAULT_SOCKET;
+        else if (v[0] != '/' || v[strlen(v) - 1] == '/')
+                return fail(p, s, -EINVAL, "'socket' must be an absolute file path, not \"%s\"",
+                            v);
+        else if (strlen(v) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+                return fail(p, s, -EINVAL, "'socket' path is too long (at most %zu bytes): %s",
+                            sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1, v);
+        c->socket = strdup(v);
+        if (!c->socket)
+                return oom(p);
+
+        r = get_int_range(p, root, "workers", "", 1, WORKERS_MAX, &workers);
+        if (r < 0)
+                return r;
+        c->workers = r > 0 ? (unsigned)workers : default_workers();
+
+        r = get_colour(p, root, "", p->background);
+        if (r < 0)
+                return r;
+
+        r = parse_limits(p, root, c);
+        if (r < 0)
+                return r;
+        r = parse_retry(p, root, c);
+        if (r < 0)
+                return r;
+        r = parse_pipelines(p, root, c);
+        if (r < 0)
+                return r;
+        return parse_watches(p, root, c);
+}
+
+/* Sets *ret_error (when not NULL) to a formatted message, or NULL if that fails. */
+_printf_(2, 3) static void set_error(char **ret_error, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (!ret_error)
+                return;
+        va_start(ap, fmt);
+        if (vasprintf(ret_error, fmt, ap) < 0)
+                *ret_error = NULL;
+        va_end(ap);
+}
+
+/* Checks that path can be opened for reading and is not a directory; sets the error. */
+static int check_readable(const char *path, char **ret_error)
+{
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                int r = negative_errno();
+
+                set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
+                return r;
+        }
+        if (S_ISDIR(st.st_mode)) {
+                set_error(ret_error, "%s: cannot read: %s", path, strerror(EISDIR));
+                return -EISDIR;
+        }
+        return 0;
+}
+
+int config_load(const char *path, struct config **ret, char **ret_error)
+{
+        _cleanup_(config_destroyp) config_t *cfg = NULL;
+        _cleanup_free_ char *dir = NULL;
+        _cleanup_(config_freep) struct config *c = NULL;
+        config_t cfg_storage;
+        struct parser p = { .file = path };
+        char *slash;
+        int r;
+
+        assert(path);
+        assert(ret);
+
+        r = check_readable(path, ret_error);
+        if (r < 0)
+                return r;
+
+        /* @include "x" is resolved next to the file, not in the current directory. */
+        dir = strdup(path);
+        if (!dir) {
+                set_error(ret_error, "%s: out of memory", path);
+                return -ENOMEM;
+        }
+        slash = strrchr(dir, '/');
+        if (slash)
+                *(slash == dir ? slash + 1 : slash) = '\0';
+
+        config_init(&cfg_storage);
+        cfg = &cfg_storage;
+        config_set_include_dir(cfg, slash ? dir : NULL);
+
+        if (!config_read_file(cfg, path)) {
+                if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
+                        set_error(ret_error, "%s: cannot read: %s",
+                                  config_error_file(cfg) ? config_error_file(cfg) : path,
+                                  config_error_text(cfg) ? config_error_text(cfg) : "I/O error");
+                        return -EIO;
+                }
+                set_error(ret_error, "%s:%d: syntax error: %s",
+                          config_error_file(cfg) ? config_error_file(cfg) : path,
+                          config_error_line(cfg),
+                          config_error_text(cfg) ? config_error_text(cfg) : "?");
+                return -EBADMSG;
+        }
+
+        c = calloc(1, sizeof *c);
+        if (!c) {
+                set_error(ret_error, "%s: out of memory", path);
+                return -ENOMEM;
+        }
+        c->limits = (struct config_limits){
+                .max_file_bytes = 256ULL * 1024 * 1024,
+                .max_pixels = 100000000ULL,
+                .job_timeout_s = 120,
+        };
+        c->retry = (struct config_retry){
+                .max_attempts = 5,
+                .base_delay_ms = 1000,
+                .max_delay_ms = 300000,
+                .jitter = 0.2,
+        };
+        memcpy(p.background, default_background, sizeof p.background);
+
+        c->file = strdup(path);
+        if (!c->file)
+                r = oom(&p);
+        else
+                r = parse_root(&p, config_root_setting(cfg), c);
+        if (r < 0) {
+                if (ret_error)
+                        *ret_error = TAKE_PTR(p.error);
+                free(p.error);
+                return r;
+        }
+
+        assert(!p.error);
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+struct config *config_free(struct config *c)
+{
+        if (!c)
+                return NULL;
+
+        for (size_t i = 0; i < c->n_watches; i++) {
+                free(c->watches[i].path);
+                free(c->watches[i].output);
+                free(c->watches[i].pipeline_name);
+        }
+        free(c->watches);
+        for (size_t i = 0; i < c->n_pipelines; i++) {
+                free(c->pipelines[i].name);
+                free(c->pipelines[i].variants);
+        }
+        free(c->pipelines);
+        free(c->file);
+        free(c->state_dir);
+        free(c->socket);
+        free(c);
+        return NULL;
+}
+
+const struct pipeline *config_find_pipeline(const struct config *c, const char *name)
+{
+        assert(c);
+
+        if (!name)
+                return NULL;
+        for (size_t i = 0; i < c->n_pipelines; i++)
+                if (strcmp(c->pipelines[i].name, name) == 0)
+                        return &c->pipelines[i];
+        return NULL;
+}
+
+/* mkdir -p: creates path and its missing parents with `mode`. Returns 0 or -errno. */
+static int mkdir_parents(const char *path, mode_t mode)
+{
+        _cleanup_free_ char *buf = strdup(path);
+
+        if (!buf)
+                return -ENOMEM;
+        for (char *c = buf + 1;; c++) {
+                char saved = *c;
+
+                if (saved != '/' && saved != '\0')
+                        continue;
+                *c = '\0';
+                if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                        return negative_errno();
+                *c = saved;
+                if (saved == '\0')
+                        break;
+        }
+        return 0;
+}
+
+/*
+ * Checks that dir is a directory in which files can be created, by creating and removing a
+ * probe file (access(W_OK) says yes to root even on a read-only mount).
+ */
+static int check_dir_writable(const char *dir)
+{
+        _cleanup_free_ char *probe = NULL;
+        struct stat st;
+        int fd;
+
+        if (stat(dir, &st) < 0)
+                return negative_errno();
+        if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        if (asprintf(&probe, "%s/.imgd-probe-XXXXXX", dir) < 0) {
+                probe = NULL;
+                return -ENOMEM;
+        }
+        fd = mkstemp(probe);
+        if (fd < 0)
+                return negative_errno();
+        close(fd);
+        if (unlink(probe) < 0)
+                return negative_errno();
+        return 0;
+}
+
+/* Creates dir with parents if needed and checks it is a writable directory. */
+static int ensure_dir_writable(const char *dir, mode_t mode)
+{
+        int r = mkdir_parents(dir, mode);
+
+        if (r < 0)
+                return r;
+        return check_dir_writable(dir);
+}
+
+int config_check_paths(const struct config *c, char **ret_error)
+{
+        _cleanup_free_ char *socket_dir = NULL;
+        struct stat st;
+        char *slash;
+        int r;
+
+        assert(c);
+
+        for (size_t i = 0; i < c->n_watches; i++) {
+                const struct watch_config *w = &c->watches[i];
+
+                if (stat(w->path, &st) < 0)
+                        r = negative_errno();
+                else
+                        r = S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+                if (r < 0) {
+                        set_error(ret_error, "%s:%d: watch path %s: %s", c->file, w->line,
+                                  w->path, strerror(-r));
+                        return r;
+                }
+        }
+
+        for (size_t i = 0; i < c->n_watches; i++) {
+                const struct watch_config *w = &c->watches[i];
+
+                r = ensure_dir_writable(w->output, 0755);
+                if (r < 0) {
+                        set_error(ret_error, "%s:%d: output %s: %s", c->file, w->line, w->output,
+                                  strerror(-r));
+                        return r;
+                }
+        }
+
+        r = ensure_dir_writable(c->state_dir, 0750);
+        if (r < 0) {
+                set_error(ret_error, "%s: state_dir %s: %s", c->file, c->state_dir, strerror(-r));
+                return r;
+        }
+
+        socket_dir = strdup(c->socket);
+        if (!socket_dir) {
+                set_error(ret_error, "%s: out of memory", c->file);
+                return -ENOMEM;
+        }
+        slash = strrchr(socket_dir, '/');
+        if (slash && slash != socket_dir) {
+                *slash = '\0';
+                r = mkdir_parents(socket_dir, 0755);
+                if (r >= 0 && stat(socket_dir, &st) < 0)
+                        r = negative_errno();
+                else if (r >= 0 && !S_ISDIR(st.st_mode))
+                        r = -ENOTDIR;
+                if (r < 0) {
+                        set_error(ret_error, "%s: socket directory %s: %s", c->file, socket_dir,
+                                  strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}

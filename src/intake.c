@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * intake.c - a file in an upload folder becomes a job; see intake.h.
+ *
+ * The file is opened O_NOFOLLOW|O_NONBLOCK (a symlink fails, a FIFO opens without waiting
+ * for a writer), and everything is decided on the descriptor: a regular file, within the
+ * size limit. Its content is hashed from that descriptor, so the recorded SHA-256 is that of
+ * one file even if the name is replaced meanwhile.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "imgd/intake.h"
+#include "imgd/macro.h"
+#include "imgd/pathmap.h"
+
+static int fail(char **ret_error, int r, const char *path, const char *why)
+{
+        if (asprintf(ret_error, "%s: %s", path, why) < 0)
+                *ret_error = NULL;
+        return r;
+}
+
+int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w,
+                const char *path, int64_t now_us, int64_t *ret_id, char **ret_error)
+{
+        _cleanup_free_ char *key = NULL;
+        _cleanup_close_ int fd = -1;
+        struct source_info src;
+        const char *name = strrchr(path, '/');
+        int64_t mtime_ns, id = 0;
+        struct stat st;
+        int r;
+
+        if (pathmap_is_ignored(name ? name + 1 : path))
+                return 0;
+        r = pathmap_output_key(w->path, w->output, path, &key);
+        if (r < 0)
+                return fail(ret_error, r, path, "not below its watched folder");
+
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0; /* gone again before we looked: nothing to do */
+                r = negative_errno();
+                return fail(ret_error, r, path, errno == ELOOP ? "is a symlink" : strerror(errno));
+        }
+        if (fstat(fd, &st) < 0) {
+                r = negative_errno();
+                return fail(ret_error, r, path, strerror(-r));
+        }
+        if (!S_ISREG(st.st_mode))
+                return 0;
+        if ((uint64_t)st.st_size > cfg->limits.max_file_bytes) {
+                char why[128];
+                snprintf(why, sizeof why, "%" PRIu64 " bytes, over limits.max_file_bytes (%" PRIu64 ")",
+                         (uint64_t)st.st_size, cfg->limits.max_file_bytes);
+                return fail(ret_error, -EFBIG, path, why);
+        }
+
+        mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        r = ledger_known_stat(l, path, (uint64_t)st.st_size, mtime_ns, (uint64_t)st.st_ino);
+        if (r < 0)
+                return fail(ret_error, r, path, ledger_errmsg(l));
+        if (r > 0)
+                return 0;
+
+        src = (struct source_info){
+                .watch = w->path,
+                .path = path,
+                .output_key = key,
+                .pipeline = w->pipeline_name,
+                .size = (uint64_t)st.st_size,
+                .mtime_ns = mtime_ns,
+                .ino = (uint64_t)st.st_ino,
+        };
+        r = hash_sha256_fd(fd, cfg->limits.max_file_bytes, src.sha256);
+        if (r < 0)
+                return fail(ret_error, r, path, r == -EFBIG ? "grew over limits.max_file_bytes"
+                                                             : strerror(-r));
+        r = ledger_enqueue(l, &src, now_us, &id);
+        if (r < 0)
+                return fail(ret_error, r, path, ledger_errmsg(l));
+        if (r > 0 && ret_id)
+                *ret_id = id;
+        return r;
+}

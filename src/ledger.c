@@ -1,0 +1,1513 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger.c - the durable job ledger in one SQLite database; see ledger.h for the contract and
+ * the state diagram.
+ *
+ * Promises:
+ * - Every transition is one transaction started with BEGIN IMMEDIATE (tx_begin()) and ended
+ *   by tx_end(), which commits on success and rolls back on every failure, so a failed call
+ *   leaves the database as it was. The work inside a transaction is done by a *_locked()
+ *   helper whose statements are reset (by their cleanup attribute) before the commit.
+ * - The database runs in WAL mode with synchronous=FULL: a transition that returned success
+ *   survives a crash or a power loss.
+ * - A database that is not one, or fails PRAGMA quick_check, is refused with -EBADMSG and is
+ *   never written, replaced or deleted.
+ * - The schema is versioned (table schema_version). ledger_open() applies the missing steps
+ *   of `migrations` one transaction each and refuses a schema newer than it knows.
+ *
+ * Statements are prepared once in ledger_open() (stmt_sql[], SQLITE_PREPARE_PERSISTENT) and
+ * kept in the struct; a user takes one with stmt_get() into a variable declared
+ * _cleanup_stmt_reset_, which resets it and clears its bindings when it goes out of scope.
+ *
+ * Scale: claiming walks the partial index jobs_due, which holds only queued and retry jobs in
+ * (next_at_us, id) order, and stops at the first one whose output_key is free; so the cost of
+ * ledger_claim() and ledger_next_due() does not grow with finished jobs, nor with a long
+ * queue. The statements name it with INDEXED BY: without statistics the planner would pick
+ * jobs_state_next and sort every due job on each claim.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "imgd/ledger.h"
+#include "imgd/macro.h"
+
+#define LEDGER_BUSY_TIMEOUT_MS 5000
+#define LEDGER_FILE_MODE 0640
+#define LEDGER_LIST_DEFAULT 50u
+#define LEDGER_LIST_MAX 10000u
+/* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */
+#define LEDGER_MESSAGE_MAX 4096
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
+
+/* Resets a cached statement and clears its bindings; it stays prepared. */
+static inline void stmt_resetp(sqlite3_stmt **p)
+{
+        if (*p) {
+                sqlite3_reset(*p);
+                sqlite3_clear_bindings(*p);
+        }
+}
+#define _cleanup_stmt_reset_ _cleanup_(stmt_resetp)
+
+/*
+ * Schema steps. Entry i turns a schema of version i into version i + 1 and is applied in one
+ * transaction together with the update of schema_version. Add a version 2 by appending an
+ * entry; never edit an entry that has been released.
+ */
+static const char *const migrations[] = {
+        /* 0 -> 1 */
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        "CREATE TABLE jobs ("
+        "  id INTEGER PRIMARY KEY,"
+        "  watch TEXT NOT NULL,"
+        "  source_path TEXT NOT NULL,"
+        "  source_sha256 TEXT NOT NULL,"
+        "  source_size INTEGER NOT NULL,"
+        "  source_mtime_ns INTEGER NOT NULL,"
+        "  source_ino INTEGER NOT NULL,"
+        "  output_key TEXT NOT NULL,"
+        "  pipeline TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN"
+        "    ('queued', 'running', 'retry', 'done', 'dead', 'cancelled')),"
+        "  attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),"
+        "  created_us INTEGER NOT NULL,"
+        "  updated_us INTEGER NOT NULL,"
+        "  next_at_us INTEGER NOT NULL,"
+        "  finished_us INTEGER,"
+        "  lease_owner TEXT,"
+        "  lease_expires_us INTEGER,"
+        "  last_error TEXT,"
+        "  CHECK (length(source_sha256) = 64));"
+        "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
+        /* Only the claimable states, ordered by (next_at_us, id): what ledger_claim() walks. */
+        "CREATE INDEX jobs_due ON jobs (next_at_us) WHERE state IN ('queued', 'retry');"
+        "CREATE INDEX jobs_path ON jobs (source_path, id);"
+        "CREATE INDEX jobs_output_key ON jobs (output_key, state);"
+        "CREATE INDEX jobs_updated ON jobs (updated_us, id);"
+        "CREATE TABLE job_errors ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  attempt INTEGER NOT NULL,"
+        "  at_us INTEGER NOT NULL,"
+        "  message TEXT NOT NULL);"
+        "CREATE INDEX job_errors_job ON job_errors (job_id);"
+        "CREATE TABLE outputs ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  variant TEXT NOT NULL,"
+        "  path TEXT NOT NULL,"
+        "  format TEXT NOT NULL,"
+        "  width INTEGER NOT NULL,"
+        "  height INTEGER NOT NULL,"
+        "  bytes INTEGER NOT NULL,"
+        "  sha256 TEXT NOT NULL,"
+        "  PRIMARY KEY (job_id, variant));"
+        "CREATE INDEX outputs_path ON outputs (path);",
+};
+#define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
+
+/* The columns read_job() expects, in this order. */
+#define JOB_COLUMNS                                                                                \
+        "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "              \
+        "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "      \
+        "last_error"
+
+enum ledger_stmt {
+        STMT_KNOWN_STAT,
+        STMT_FIND_SOURCE,
+        STMT_REFRESH_STAT,
+        STMT_INSERT_JOB,
+        STMT_SUPERSEDE,
+        STMT_CLAIM,
+        STMT_NEXT_DUE,
+        STMT_JOB_STATE,
+        STMT_SET_DONE,
+        STMT_INSERT_OUTPUT,
+        STMT_INSERT_ERROR,
+        STMT_SET_FAILED,
+        STMT_SET_RELEASED,
+        STMT_SET_CANCELLED,
+        STMT_SET_REQUEUED,
+        STMT_RECOVER,
+        STMT_SUPERSEDED,
+        STMT_OUTPUT_OWNER,
+        STMT_COUNTS,
+        STMT_GET_JOB,
+        STMT_GET_OUTPUTS,
+        STMT_GET_ERRORS,
+        _STMT_MAX,
+};
+
+static const char *const stmt_sql[_STMT_MAX] = {
+        [STMT_KNOWN_STAT] = "SELECT 1 FROM jobs WHERE source_path = ?1 AND source_size = ?2 "
+                            "AND source_mtime_ns = ?3 AND source_ino = ?4 "
+                            "AND state <> 'cancelled' LIMIT 1",
+        /* The newest job of the path: content is "known" only if it is that job's. */
+        [STMT_FIND_SOURCE] = "SELECT id, source_sha256 = ?2 FROM jobs WHERE source_path = ?1 "
+                             "ORDER BY id DESC LIMIT 1",
+        [STMT_REFRESH_STAT] = "UPDATE jobs SET source_size = ?2, source_mtime_ns = ?3, "
+                              "source_ino = ?4 WHERE id = ?1",
+        [STMT_INSERT_JOB] = "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                            "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, "
+                            "created_us, updated_us, next_at_us) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?9, ?9)",
+        [STMT_SUPERSEDE] = "UPDATE jobs SET state = 'cancelled', last_error = ?3, "
+                           "updated_us = ?4, finished_us = ?4 "
+                           "WHERE source_path = ?1 AND id < ?2 AND state IN ('queued', 'retry')",
+        [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, "
+                       "lease_owner = ?2, lease_expires_us = ?3, updated_us = ?1 "
+                       "WHERE id = (SELECT j.id FROM jobs AS j INDEXED BY jobs_due "
+                       "            WHERE j.state IN ('queued', 'retry') AND j.next_at_us <= ?1 "
+                       "              AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                       "                              WHERE r.output_key = j.output_key "
+                       "                                AND r.state = 'running') "
+                       "            ORDER BY j.next_at_us, j.id LIMIT 1) "
+                       "RETURNING " JOB_COLUMNS,
+        [STMT_NEXT_DUE] = "SELECT next_at_us FROM jobs INDEXED BY jobs_due "
+                          "WHERE state IN ('queued', 'retry') "
+                          "ORDER BY next_at_us LIMIT 1",
+        [STMT_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+        [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
+                          "lease_owner = NULL, lease_expires_us = NULL WHERE id = ?1",
+        [STMT_INSERT_OUTPUT] = "INSERT INTO outputs (job_id, variant, path, format, width, "
+                               "height, bytes, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [STMT_INSERT_ERROR] = "INSERT INTO job_errors (job_id, attempt, at_us, message) "
+                              "SELECT id, attempts, ?2, ?3 FROM jobs WHERE id = ?1",
+        [STMT_SET_FAILED] = "UPDATE jobs SET state = ?2, last_error = ?3, "
+                            "next_at_us = CASE WHEN ?2 = 'retry' THEN ?4 ELSE next_at_us END, "
+                            "finished_us = CASE WHEN ?2 = 'dead' THEN ?5 END, "
+                            "updated_us = ?5, lease_owner = NULL, lease_expires_us = NULL "
+                            "WHERE id = ?1",
+        [STMT_SET_RELEASED] = "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), "
+                              "next_at_us = ?2, updated_us = ?3, lease_owner = NULL, "
+                              "lease_expires_us = NULL WHERE id = ?1",
+        [STMT_SET_CANCELLED] = "UPDATE jobs SET state = 'cancelled', last_error = ?2, "
+                               "updated_us = ?3, finished_us = ?3, lease_owner = NULL, "
+                               "lease_expires_us = NULL WHERE id = ?1",
+        [STMT_SET_REQUEUED] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?2, "
+                              "updated_us = ?2, finished_us = NULL WHERE id = ?1",
+        [STMT_RECOVER] = "UPDATE jobs SET state = 'queued', updated_us = ?1, lease_owner = NULL, "
+                         "lease_expires_us = NULL WHERE state = 'running'",
+        [STMT_SUPERSEDED] = "SELECT EXISTS (SELECT 1 FROM jobs AS n "
+                            "               WHERE n.source_path = j.source_path AND n.id > j.id) "
+                            "FROM jobs AS j WHERE j.id = ?1",
+        [STMT_OUTPUT_OWNER] = "SELECT source_path FROM jobs WHERE output_key = ?1 "
+                              "AND state = 'done' AND source_path <> ?2 "
+                              "ORDER BY finished_us DESC, id DESC LIMIT 1",
+        [STMT_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
+        [STMT_GET_JOB] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
+        [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256 "
+                             "FROM outputs WHERE job_id = ?1 ORDER BY rowid",
+        [STMT_GET_ERRORS] = "SELECT attempt, at_us, message FROM job_errors WHERE job_id = ?1 "
+                            "ORDER BY rowid",
+};
+
+struct ledger {
+        sqlite3 *db;
+        char *path;
+        sqlite3_stmt *stmts[_STMT_MAX];
+        char errmsg[512];
+};
+
+static const char *const job_state_names[_JOB_STATE_MAX] = {
+        [JOB_QUEUED] = "queued", [JOB_RUNNING] = "running", [JOB_RETRY] = "retry",
+        [JOB_DONE] = "done",     [JOB_DEAD] = "dead",       [JOB_CANCELLED] = "cancelled",
+};
+
+const char *job_state_name(enum job_state s)
+{
+        if ((unsigned)s >= _JOB_STATE_MAX)
+                return NULL;
+        return job_state_names[s];
+}
+
+int job_state_from_name(const char *name)
+{
+        if (!name)
+                return -EINVAL;
+        for (int i = 0; i < _JOB_STATE_MAX; i++)
+                if (strcmp(name, job_state_names[i]) == 0)
+                        return i;
+        return -EINVAL;
+}
+
+void job_clear(struct job *j)
+{
+        if (!j)
+                return;
+        free(j->watch);
+        free(j->source_path);
+        free(j->output_key);
+        free(j->pipeline);
+        free(j->last_error);
+        j->watch = j->source_path = j->output_key = j->pipeline = j->last_error = NULL;
+}
+
+struct job *job_free(struct job *j)
+{
+        if (!j)
+                return NULL;
+        job_clear(j);
+        free(j);
+        return NULL;
+}
+
+static void job_output_clear(struct job_output *o)
+{
+        free(o->variant);
+        free(o->path);
+        free(o->format);
+        o->variant = o->path = o->format = NULL;
+}
+
+struct job_detail *job_detail_free(struct job_detail *d)
+{
+        if (!d)
+                return NULL;
+        job_clear(&d->job);
+        for (size_t i = 0; i < d->n_outputs; i++)
+                job_output_clear(&d->outputs[i]);
+        free(d->outputs);
+        for (size_t i = 0; i < d->n_errors; i++)
+                free(d->errors[i].message);
+        free(d->errors);
+        free(d);
+        return NULL;
+}
+/* Not named job_detail_freep: that name is left free for ledger.h. */
+static void free_detailp(struct job_detail **d)
+{
+        job_detail_free(*d);
+}
+
+/* Errors */
+
+static int errno_from_sqlite(sqlite3 *db, int rc)
+{
+        switch (rc & 0xff) {
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_IOERR:
+                return -EIO;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EBADMSG;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_CONSTRAINT:
+                return -EEXIST;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_CANTOPEN:
+                return db && sqlite3_system_errno(db) == EACCES ? -EACCES : -ENOENT;
+        default:
+                return -EIO;
+        }
+}
+
+static int ledger_error(ledger *l, int r, const char *fmt, ...) _printf_(3, 4);
+/* Records a message of our own for ledger_errmsg(); returns r. */
+static int ledger_error(ledger *l, int r, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(l->errmsg, sizeof l->errmsg, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+/* Records SQLite's message for rc; returns rc as a negative errno. */
+static int ledger_sqlite_error(ledger *l, int rc)
+{
+        const char *m = l->db ? sqlite3_errmsg(l->db) : NULL;
+
+        return ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+}
+
+const char *ledger_errmsg(ledger *l)
+{
+        if (!l)
+                return "no ledger";
+        return l->errmsg;
+}
+
+/* Statements */
+
+static int ledger_exec(ledger *l, const char *sql)
+{
+        char *m = NULL;
+        int rc, r;
+
+        rc = sqlite3_exec(l->db, sql, NULL, NULL, &m);
+        if (rc == SQLITE_OK)
+                return 0;
+        r = ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+        sqlite3_free(m);
+        return r;
+}
+
+static sqlite3_stmt *stmt_get(ledger *l, enum ledger_stmt id)
+{
+        assert(id < _STMT_MAX && l->stmts[id]);
+        return l->stmts[id];
+}
+
+/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
+static int message_len(const char *s, size_t max)
+{
+        size_t n = strlen(s);
+
+        if (n <= max)
+                return (int)n;
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+                n--;
+        return (int)n;
+}
+
+/*
+ * Binds the arguments to parameters 1, 2, ... by the letters of `types`:
+ *   't' const char * (NULL binds NULL), 'm' const char * message (cut to LEDGER_MESSAGE_MAX),
+ *   'i' int64_t.
+ * Strings are bound without copying: they must outlive the use of the statement.
+ */
+static int stmt_bind(ledger *l, sqlite3_stmt *st, const char *types, ...)
+{
+        va_list ap;
+        int rc = SQLITE_OK;
+
+        assert(strlen(types) == (size_t)sqlite3_bind_parameter_count(st));
+        va_start(ap, types);
+        for (int i = 1; *types && rc == SQLITE_OK; types++, i++) {
+                switch (*types) {
+                case 't': {
+                        const char *s = va_arg(ap, const char *);
+                        rc = s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC)
+                               : sqlite3_bind_null(st, i);
+                        break;
+                }
+                case 'm': {
+                        const char *s = va_arg(ap, const char *);
+                        rc = sqlite3_bind_text(st, i, s, message_len(s, LEDGER_MESSAGE_MAX),
+                                               SQLITE_STATIC);
+                        break;
+                }
+                case 'i':
+                        rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+                        break;
+                default:
+                        assert(!"bad stmt_bind type");
+                        rc = SQLITE_MISUSE;
+                }
+        }
+        va_end(ap);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        return 0;
+}
+
+/* Returns 1 for a row, 0 when done, or a negative errno. */
+static int stmt_step(ledger *l, sqlite3_stmt *st)
+{
+        int rc = sqlite3_step(st);
+
+        if (rc == SQLITE_ROW)
+                return 1;
+        if (rc == SQLITE_DONE)
+                return 0;
+        return ledger_sqlite_error(l, rc);
+}
+
+/* Steps a statement that returns no rows. */
+static int stmt_run(ledger *l, sqlite3_stmt *st)
+{
+        int r = stmt_step(l, st);
+
+        if (r > 0)
+                return ledger_error(l, -EIO, "statement returned a row unexpectedly");
+        return r;
+}
+
+/* Transactions */
+
+static int tx_begin(ledger *l)
+{
+        return ledger_exec(l, "BEGIN IMMEDIATE");
+}
+
+static int tx_begin_read(ledger *l)
+{
+        return ledger_exec(l, "BEGIN");
+}
+
+/*
+ * Ends the transaction begun by tx_begin(): commits when r >= 0 and returns r, or returns the
+ * commit's error; rolls back when r < 0 or the commit failed. The one way out of every
+ * transaction.
+ */
+static int tx_end(ledger *l, int r)
+{
+        if (r >= 0) {
+                int k = ledger_exec(l, "COMMIT");
+                if (k >= 0)
+                        return r;
+                r = k;
+        }
+        /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
+        if (!sqlite3_get_autocommit(l->db))
+                (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+        return r;
+}
+
+/* Rows */
+
+/* Copies a text column; a NULL column gives NULL. */
+static int column_strdup(ledger *l, sqlite3_stmt *st, int col, char **ret)
+{
+        const unsigned char *s;
+        char *p;
+
+        if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+                *ret = NULL;
+                return 0;
+        }
+        s = sqlite3_column_text(st, col);
+        if (!s)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        p = strdup((const char *)s);
+        if (!p)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        *ret = p;
+        return 0;
+}
+
+static int column_sha256(ledger *l, sqlite3_stmt *st, int col, char ret[static HASH_HEX_SIZE])
+{
+        const unsigned char *s = sqlite3_column_text(st, col);
+        int n = sqlite3_column_bytes(st, col);
+
+        if (!s || n >= HASH_HEX_SIZE)
+                return ledger_error(l, -EBADMSG, "bad sha256 in the ledger");
+        memcpy(ret, s, (size_t)n + 1);
+        return 0;
+}
+
+static int column_state(ledger *l, sqlite3_stmt *st, int col, enum job_state *ret)
+{
+        int s = job_state_from_name((const char *)sqlite3_column_text(st, col));
+
+        if (s < 0)
+                return ledger_error(l, -EBADMSG, "unknown job state in the ledger");
+        *ret = s;
+        return 0;
+}
+
+/* Reads a row of JOB_COLUMNS into *ret (whose members are overwritten, not freed). */
+static int read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
+{
+        struct job j = {
+                .id = sqlite3_column_int64(st, 0),
+                .size = (uint64_t)sqlite3_column_int64(st, 6),
+                .mtime_ns = sqlite3_column_int64(st, 7),
+                .ino = (uint64_t)sqlite3_column_int64(st, 8),
+                .attempts = (unsigned)sqlite3_column_int64(st, 10),
+                .created_us = sqlite3_column_int64(st, 11),
+                .updated_us = sqlite3_column_int64(st, 12),
+                .next_at_us = sqlite3_column_int64(st, 13),
+        };
+        int r;
+
+        r = column_strdup(l, st, 1, &j.watch);
+        if (r < 0)
+                goto fail;
+        r = column_strdup(l, st, 2, &j.source_path);
+        if (r < 0)
+                goto fail;
+        r = column_strdup(l, st, 3, &j.output_key);
+        if (r < 0)
+                goto fail;
+        r = column_strdup(l, st, 4, &j.pipeline);
+        if (r < 0)
+                goto fail;
+        r = column_sha256(l, st, 5, j.sha256);
+        if (r < 0)
+                goto fail;
+        r = column_state(l, st, 9, &j.state);
+        if (r < 0)
+                goto fail;
+        r = column_strdup(l, st, 14, &j.last_error);
+        if (r < 0)
+                goto fail;
+        if (!j.watch || !j.source_path || !j.output_key || !j.pipeline) {
+                r = ledger_error(l, -EBADMSG, "job %" PRId64 " has a NULL column", j.id);
+                goto fail;
+        }
+        *ret = j;
+        return 0;
+fail:
+        job_clear(&j);
+        return r;
+}
+
+/* Opening */
+
+static int ledger_read_version(ledger *l, int64_t *ret)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        rc = sqlite3_prepare_v2(l->db,
+                                "SELECT (SELECT count(*) FROM sqlite_master "
+                                "        WHERE type = 'table' AND name = 'schema_version'), "
+                                "       (SELECT count(*) FROM sqlite_master "
+                                "        WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\')",
+                                -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = stmt_step(l, st);
+        if (r <= 0)
+                return r < 0 ? r : ledger_error(l, -EIO, "no answer from sqlite_master");
+        if (sqlite3_column_int64(st, 0) == 0) {
+                if (sqlite3_column_int64(st, 1) > 0)
+                        return ledger_error(l, -EMEDIUMTYPE,
+                                            "not an imgd ledger (it has tables but no "
+                                            "schema_version table); imgd will not touch it");
+                *ret = 0;
+                return 0;
+        }
+        sqlite3_finalize(TAKE_PTR(st));
+
+        rc = sqlite3_prepare_v2(l->db, "SELECT max(version), count(*) FROM schema_version", -1,
+                                &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = stmt_step(l, st);
+        if (r <= 0)
+                return r < 0 ? r : ledger_error(l, -EIO, "no answer from schema_version");
+        if (sqlite3_column_int64(st, 1) != 1 || sqlite3_column_int64(st, 0) < 1)
+                return ledger_error(l, -EBADMSG, "schema_version does not hold one version");
+        *ret = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+/* Applies the next migration step if one is due; returns 1 if it did, 0 if up to date. */
+static int ledger_migrate_step_locked(ledger *l)
+{
+        char sql[128];
+        int64_t v = 0;
+        int r;
+
+        r = ledger_read_version(l, &v);
+        if (r < 0)
+                return r;
+        if (v > LEDGER_SCHEMA_VERSION)
+                return ledger_error(l, -EPROTONOSUPPORT,
+                                    "ledger schema version %" PRId64 " is newer than this imgd "
+                                    "supports (%" PRId64 "); run a newer imgd, or move the file "
+                                    "aside to begin a new ledger",
+                                    v, LEDGER_SCHEMA_VERSION);
+        if (v == LEDGER_SCHEMA_VERSION)
+                return 0;
+
+        r = ledger_exec(l, migrations[v]);
+        if (r < 0)
+                return r;
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (%" PRId64
+                 ")",
+                 v + 1);
+        r = ledger_exec(l, sql);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+static int ledger_migrate(ledger *l)
+{
+        for (;;) {
+                int r = tx_begin(l);
+                if (r < 0)
+                        return r;
+                r = tx_end(l, ledger_migrate_step_locked(l));
+                if (r <= 0)
+                        return r;
+        }
+}
+
+/*
+ * Runs PRAGMA <name> (quick_check or integrity_check); returns 0 if it answered "ok", else
+ * -EBADMSG with its first rows in the message.
+ */
+static int ledger_check_pragma(ledger *l, const char *name)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        char buf[sizeof l->errmsg] = "", sql[64];
+        size_t n = 0;
+        int rc, r;
+
+        snprintf(sql, sizeof sql, "PRAGMA %s", name);
+        rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK) {
+                r = ledger_sqlite_error(l, rc);
+                goto could_not_run;
+        }
+        for (unsigned rows = 0;; rows++) {
+                const char *s;
+
+                r = stmt_step(l, st);
+                if (r < 0)
+                        goto could_not_run;
+                if (r == 0)
+                        break;
+                s = (const char *)sqlite3_column_text(st, 0);
+                if (rows == 0 && s && strcmp(s, "ok") == 0)
+                        return 0;
+                if (n < sizeof buf - 1)
+                        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", rows ? "; " : "",
+                                              s ? s : "(null)");
+        }
+        /* One line for the log. */
+        for (char *p = buf; *p; p++)
+                if (*p == '\n')
+                        *p = ' ';
+        return ledger_error(l, -EBADMSG, "%s: %s", name, n ? buf : "no answer");
+
+could_not_run:
+        /* Corruption often stops the check itself; say which check and why. */
+        snprintf(buf, sizeof buf, "%s", l->errmsg);
+        return ledger_error(l, r, "%s: %s", name, buf);
+}
+
+static int ledger_open_db(ledger *l)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        const char *mode;
+        int fd, rc, r;
+
+        /* Create it ourselves so that it gets our mode; SQLite gives -wal and -shm the same. */
+        fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, LEDGER_FILE_MODE);
+        if (fd >= 0)
+                close(fd);
+        else if (errno != EEXIST)
+                return ledger_error(l, negative_errno(), "cannot create: %s", strerror(errno));
+
+        rc = sqlite3_open_v2(l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        sqlite3_extended_result_codes(l->db, 1);
+        rc = sqlite3_busy_timeout(l->db, LEDGER_BUSY_TIMEOUT_MS);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+
+        /* Read-only checks first: nothing is written to a file that fails them. */
+        r = ledger_check_pragma(l, "quick_check");
+        if (r < 0)
+                return r;
+
+        rc = sqlite3_prepare_v2(l->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = stmt_step(l, st);
+        if (r < 0)
+                return r;
+        mode = (const char *)sqlite3_column_text(st, 0);
+        if (r == 0 || !mode || strcmp(mode, "wal") != 0)
+                return ledger_error(l, -EIO, "cannot switch to WAL mode (journal mode is %s)",
+                                    mode ? mode : "unknown");
+        sqlite3_finalize(TAKE_PTR(st));
+
+        /*
+         * FULL in WAL mode makes every committed transition durable across power loss, which
+         * the crash-safety promise needs (NORMAL may lose the last commits); the cost is one
+         * fsync of the WAL per commit.
+         */
+        r = ledger_exec(l, "PRAGMA synchronous = FULL");
+        if (r < 0)
+                return r;
+        r = ledger_exec(l, "PRAGMA foreign_keys = ON");
+        if (r < 0)
+                return r;
+
+        r = ledger_migrate(l);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < _STMT_MAX; i++) {
+                rc = sqlite3_prepare_v3(l->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                        &l->stmts[i], NULL);
+                if (rc != SQLITE_OK)
+                        return ledger_sqlite_error(l, rc);
+        }
+        return 0;
+}
+
+/* Checks that the directory holding path exists, for an error that names both. */
+static int ledger_check_parent(const char *path, char **ret_error)
+{
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash;
+        struct stat st;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (!slash)
+                return 0;
+        if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        if (stat(dir, &st) < 0) {
+                int r = negative_errno();
+                if (asprintf(ret_error, "%s: cannot use directory %s: %s", path, dir,
+                             strerror(-r)) < 0)
+                        *ret_error = NULL;
+                return r;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                if (asprintf(ret_error, "%s: %s is not a directory", path, dir) < 0)
+                        *ret_error = NULL;
+                return -ENOTDIR;
+        }
+        return 0;
+}
+
+ledger *ledger_free(ledger *l)
+{
+        if (!l)
+                return NULL;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(l->stmts[i]);
+        sqlite3_close_v2(l->db);
+        free(l->path);
+        free(l);
+        return NULL;
+}
+/* Not named ledger_freep: that name is left free for ledger.h. */
+static void free_ledgerp(ledger **l)
+{
+        ledger_free(*l);
+}
+
+int ledger_open(const char *path, ledger **ret, char **ret_error)
+{
+        _cleanup_(free_ledgerp) ledger *l = NULL;
+        _cleanup_free_ char *msg = NULL;
+        int r;
+
+        assert(path);
+        assert(ret);
+
+        r = ledger_check_parent(path, &msg);
+        if (r < 0)
+                goto fail;
+
+        l = calloc(1, sizeof *l);
+        if (!l || !(l->path = strdup(path))) {
+                r = -ENOMEM;
+                goto fail;
+        }
+
+        r = ledger_open_db(l);
+        if (r == -EBADMSG) {
+                if (asprintf(&msg,
+                             "%s: ledger is corrupt (%s); imgd will not start over it. Stop imgd, "
+                             "move the file aside (keep it for recovery with `sqlite3 %s "
+                             ".recover`), and start imgd again to begin a new ledger.",
+                             path, l->errmsg, path) < 0)
+                        msg = NULL;
+                goto fail;
+        }
+        if (r < 0) {
+                if (asprintf(&msg, "%s: %s", path, l->errmsg) < 0)
+                        msg = NULL;
+                goto fail;
+        }
+
+        *ret = TAKE_PTR(l);
+        return 0;
+fail:
+        /* The one out-parameter written on failure; NULL only when out of memory. */
+        if (ret_error)
+                *ret_error = TAKE_PTR(msg);
+        return r;
+}
+
+/* Transitions */
+
+/* Looks up job id's state: -ENOENT if there is no such job. */
+static int job_state_locked(ledger *l, int64_t id, enum job_state *ret)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_JOB_STATE);
+        int r;
+
+        r = stmt_bind(l, st, "i", id);
+        if (r < 0)
+                return r;
+        r = stmt_step(l, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return ledger_error(l, -ENOENT, "no job %" PRId64, id);
+        return column_state(l, st, 0, ret);
+}
+
+/* -ESTALE unless job id is in one of the states of `mask` (bits 1 << enum job_state). */
+static int job_require_locked(ledger *l, int64_t id, unsigned mask, const char *wanted)
+{
+        enum job_state s;
+        int r;
+
+        r = job_state_locked(l, id, &s);
+        if (r < 0)
+                return r;
+        if (!(mask & (1u << s)))
+                return ledger_error(l, -ESTALE, "job %" PRId64 " is %s, not %s", id,
+                                    job_state_name(s), wanted);
+        return 0;
+}
+
+static int recover_locked(ledger *l, int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_RECOVER);
+        int r;
+
+        r = stmt_bind(l, st, "i", now_us);
+        if (r < 0)
+                return r;
+        r = stmt_run(l, st);
+        if (r < 0)
+                return r;
+        return sqlite3_changes(l->db);
+}
+
+int ledger_recover(ledger *l, int64_t now_us)
+{
+        int r;
+
+        assert(l);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, recover_locked(l, now_us));
+}
+
+int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns,
+                      uint64_t ino)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_KNOWN_STAT);
+        int r;
+
+        assert(path);
+
+        r = stmt_bind(l, st, "tiii", path, (int64_t)size, mtime_ns, (int64_t)ino);
+        if (r < 0)
+                return r;
+        return stmt_step(l, st);
+}
+
+static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_us,
+                          int64_t *ret_id)
+{
+        char reason[64];
+        int64_t id;
+        int r;
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_FIND_SOURCE);
+
+                r = stmt_bind(l, st, "tt", src->path, src->sha256);
+                if (r < 0)
+                        return r;
+                r = stmt_step(l, st);
+                if (r < 0)
+                        return r;
+                /* A -> B -> A: A's old job is superseded, so A needs a new job. */
+                id = r > 0 && sqlite3_column_int(st, 1) ? sqlite3_column_int64(st, 0) : 0;
+        }
+
+        if (id > 0) {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_REFRESH_STAT);
+
+                r = stmt_bind(l, st, "iiii", id, (int64_t)src->size, src->mtime_ns,
+                              (int64_t)src->ino);
+                if (r < 0)
+                        return r;
+                r = stmt_run(l, st);
+                if (r < 0)
+                        return r;
+                *ret_id = id;
+                return 0;
+        }
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_INSERT_JOB);
+
+                r = stmt_bind(l, st, "tttiiitti", src->watch, src->path, src->sha256,
+                              (int64_t)src->size, src->mtime_ns, (int64_t)src->ino,
+                              src->output_key, src->pipeline, now_us);
+                if (r < 0)
+                        return r;
+                r = stmt_run(l, st);
+                if (r < 0)
+                        return r;
+                id = sqlite3_last_insert_rowid(l->db);
+        }
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SUPERSEDE);
+
+                snprintf(reason, sizeof reason, "superseded by job %" PRId64, id);
+                r = stmt_bind(l, st, "titi", src->path, id, reason, now_us);
+                if (r < 0)
+                        return r;
+                r = stmt_run(l, st);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret_id = id;
+        return 1;
+}
+
+int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id)
+{
+        int64_t id = 0;
+        int r;
+
+        assert(l);
+        assert(src);
+
+        if (!src->watch || !src->path || !src->output_key || !src->pipeline ||
+            strnlen(src->sha256, HASH_HEX_SIZE) != HASH_HEX_SIZE - 1)
+                return ledger_error(l, -EINVAL, "incomplete source description");
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        r = tx_end(l, enqueue_locked(l, src, now_us, &id));
+        if (r < 0)
+                return r;
+        if (ret_id)
+                *ret_id = id;
+        return r;
+}
+
+static int claim_locked(ledger *l, const char *owner, int64_t now_us, int64_t expires_us,
+                        struct job **ret)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_CLAIM);
+        _cleanup_(job_freep) struct job *j = NULL;
+        int r;
+
+        r = stmt_bind(l, st, "iti", now_us, owner, expires_us);
+        if (r < 0)
+                return r;
+        r = stmt_step(l, st);
+        if (r <= 0)
+                return r;
+
+        j = calloc(1, sizeof *j);
+        if (!j)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        r = read_job(l, st, j);
+        if (r < 0)
+                return r;
+        /* Run the statement to its end so the update is complete before the commit. */
+        r = stmt_step(l, st);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(j);
+        return 1;
+}
+
+int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
+                 struct job **ret)
+{
+        _cleanup_(job_freep) struct job *j = NULL;
+        int64_t expires_us;
+        int r;
+
+        assert(l);
+        assert(owner);
+        assert(ret);
+
+        if (lease_us < 0)
+                return ledger_error(l, -EINVAL, "negative lease");
+        if (__builtin_add_overflow(now_us, lease_us, &expires_us))
+                expires_us = INT64_MAX;
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        r = tx_end(l, claim_locked(l, owner, now_us, expires_us, &j));
+        if (r <= 0)
+                return r;
+        *ret = TAKE_PTR(j);
+        return 1;
+}
+
+int ledger_next_due(ledger *l, int64_t *ret_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_NEXT_DUE);
+        int r;
+
+        r = stmt_step(l, st);
+        if (r <= 0)
+                return r;
+        if (ret_us)
+                *ret_us = sqlite3_column_int64(st, 0);
+        return 1;
+}
+
+static int complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                           int64_t now_us)
+{
+        int r;
+
+        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < n_outs; i++) {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_INSERT_OUTPUT);
+                const struct job_output *o = &outs[i];
+
+                if (!o->variant || !o->path || !o->format ||
+                    strnlen(o->sha256, HASH_HEX_SIZE) >= HASH_HEX_SIZE)
+                        return ledger_error(l, -EINVAL, "incomplete output %zu", i);
+                r = stmt_bind(l, st, "itttiiit", id, o->variant, o->path, o->format,
+                              (int64_t)o->width, (int64_t)o->height, (int64_t)o->bytes,
+                              o->sha256);
+                if (r < 0)
+                        return r;
+                r = stmt_run(l, st);
+                if (r < 0)
+                        return r;
+        }
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_DONE);
+
+                r = stmt_bind(l, st, "ii", id, now_us);
+                if (r < 0)
+                        return r;
+                return stmt_run(l, st);
+        }
+}
+
+int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                    int64_t now_us)
+{
+        int r;
+
+        assert(l);
+        assert(outs || n_outs == 0);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, complete_locked(l, id, outs, n_outs, now_us));
+}
+
+/* Appends message to job id's error history under its current attempt number. */
+static int add_error_locked(ledger *l, int64_t id, const char *message, int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_INSERT_ERROR);
+        int r;
+
+        r = stmt_bind(l, st, "iim", id, now_us, message);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
+static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
+                       int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_FAILED);
+        int r;
+
+        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        if (r < 0)
+                return r;
+        r = add_error_locked(l, id, error, now_us);
+        if (r < 0)
+                return r;
+        r = stmt_bind(l, st, "itmii", id, job_state_name(retry ? JOB_RETRY : JOB_DEAD), error,
+                      next_at_us, now_us);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
+int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
+                int64_t now_us)
+{
+        int r;
+
+        assert(l);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, fail_locked(l, id, error ? error : "unknown error", retry, next_at_us,
+                                     now_us));
+}
+
+static int release_locked(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_RELEASED);
+        int r;
+
+        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        if (r < 0)
+                return r;
+        r = stmt_bind(l, st, "iii", id, next_at_us, now_us);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
+int ledger_release(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us)
+{
+        int r;
+
+        assert(l);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, release_locked(l, id, next_at_us, now_us));
+}
+
+static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_CANCELLED);
+        int r;
+
+        r = job_require_locked(l, id,
+                               1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD |
+                                       1u << JOB_RUNNING,
+                               "queued, retry, dead or running");
+        if (r < 0)
+                return r;
+        r = add_error_locked(l, id, reason, now_us);
+        if (r < 0)
+                return r;
+        r = stmt_bind(l, st, "imi", id, reason, now_us);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
+int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        int r;
+
+        assert(l);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, cancel_locked(l, id, reason ? reason : "cancelled", now_us));
+}
+
+static int retry_locked(ledger *l, int64_t id, int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_REQUEUED);
+        int r;
+
+        r = job_require_locked(l, id, 1u << JOB_DEAD, "dead");
+        if (r < 0)
+                return r;
+        r = stmt_bind(l, st, "ii", id, now_us);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
+int ledger_retry(ledger *l, int64_t id, int64_t now_us)
+{
+        int r;
+
+        assert(l);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, retry_locked(l, id, now_us));
+}
+
+/* Queries */
+
+int ledger_superseded(ledger *l, int64_t id)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SUPERSEDED);
+        int r;
+
+        r = stmt_bind(l, st, "i", id);
+        if (r < 0)
+                return r;
+        r = stmt_step(l, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return ledger_error(l, -ENOENT, "no job %" PRId64, id);
+        return sqlite3_column_int64(st, 0) != 0;
+}
+
+int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
+                        char **ret_source)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_OUTPUT_OWNER);
+        char *s = NULL;
+        int r;
+
+        assert(output_key);
+        assert(source_path);
+
+        r = stmt_bind(l, st, "tt", output_key, source_path);
+        if (r < 0)
+                return r;
+        r = stmt_step(l, st);
+        if (r <= 0)
+                return r;
+        if (ret_source) {
+                r = column_strdup(l, st, 0, &s);
+                if (r < 0)
+                        return r;
+                *ret_source = s;
+        }
+        return 1;
+}
+
+int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX])
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_COUNTS);
+        uint64_t c[_JOB_STATE_MAX] = {0};
+        int r;
+
+        for (;;) {
+                enum job_state s;
+
+                r = stmt_step(l, st);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = column_state(l, st, 0, &s);
+                if (r < 0)
+                        return r;
+                c[s] = (uint64_t)sqlite3_column_int64(st, 1);
+        }
+        memcpy(counts, c, sizeof c);
+        return 0;
+}
+
+static void job_array_free(struct job *jobs, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+}
+
+int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size_t *ret_n)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        struct ledger_filter none = {.state = -1};
+        struct job *jobs = NULL;
+        size_t n = 0, allocated = 0;
+        unsigned limit;
+        char sql[512];
+        int rc, r;
+
+        assert(l);
+        assert(ret);
+        assert(ret_n);
+
+        if (!f)
+                f = &none;
+        if (f->state < -1 || f->state >= _JOB_STATE_MAX)
+                return ledger_error(l, -EINVAL, "bad state filter %d", f->state);
+        limit = f->limit == 0 ? LEDGER_LIST_DEFAULT
+                              : (f->limit > LEDGER_LIST_MAX ? LEDGER_LIST_MAX : f->limit);
+
+        snprintf(sql, sizeof sql,
+                 "SELECT " JOB_COLUMNS " FROM jobs WHERE 1%s%s%s "
+                 "ORDER BY updated_us DESC, id DESC LIMIT ?4",
+                 f->state >= 0 ? " AND state = ?1" : "", f->watch ? " AND watch = ?2" : "",
+                 f->since_us != 0 ? " AND updated_us >= ?3" : "");
+        rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = stmt_bind(l, st, "ttii", f->state >= 0 ? job_state_name(f->state) : NULL, f->watch,
+                      f->since_us, (int64_t)limit);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                r = stmt_step(l, st);
+                if (r < 0)
+                        goto fail;
+                if (r == 0)
+                        break;
+                if (n == allocated) {
+                        size_t a = allocated ? allocated * 2 : 16;
+                        struct job *p = reallocarray(jobs, a, sizeof *jobs);
+                        if (!p) {
+                                r = ledger_error(l, -ENOMEM, "out of memory");
+                                goto fail;
+                        }
+                        jobs = p;
+                        allocated = a;
+                }
+                r = read_job(l, st, &jobs[n]);
+                if (r < 0)
+                        goto fail;
+                n++;
+        }
+
+        *ret = jobs;
+        *ret_n = n;
+        return 0;
+fail:
+        job_array_free(jobs, n);
+        return r;
+}
+
+static int get_locked(ledger *l, int64_t id, struct job_detail **ret)
+{
+        _cleanup_(free_detailp) struct job_detail *d = NULL;
+        size_t allocated;
+        int r;
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_GET_JOB);
+
+                r = stmt_bind(l, st, "i", id);
+                if (r < 0)
+                        return r;
+                r = stmt_step(l, st);
+                if (r <= 0)
+                        return r;
+                d = calloc(1, sizeof *d);
+                if (!d)
+                        return ledger_error(l, -ENOMEM, "out of memory");
+                r = read_job(l, st, &d->job);
+                if (r < 0)
+                        return r;
+        }
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_GET_OUTPUTS);
+
+                r = stmt_bind(l, st, "i", id);
+                if (r < 0)
+                        return r;
+                allocated = 0;
+                while ((r = stmt_step(l, st)) > 0) {
+                        struct job_output *o;
+
+                        if (d->n_outputs == allocated) {
+                                size_t a = allocated ? allocated * 2 : 4;
+                                o = reallocarray(d->outputs, a, sizeof *o);
+                                if (!o)
+                                        return ledger_error(l, -ENOMEM, "out of memory");
+                                d->outputs = o;
+                                allocated = a;
+                        }
+                        o = &d->outputs[d->n_outputs];
+                        *o = (struct job_output){
+                                .width = (unsigned)sqlite3_column_int64(st, 3),
+                                .height = (unsigned)sqlite3_column_int64(st, 4),
+                                .bytes = (uint64_t)sqlite3_column_int64(st, 5),
+                        };
+                        /* Counted first so that job_detail_free() frees what was copied. */
+                        d->n_outputs++;
+                        r = column_strdup(l, st, 0, &o->variant);
+                        if (r >= 0)
+                                r = column_strdup(l, st, 1, &o->path);
+                        if (r >= 0)
+                                r = column_strdup(l, st, 2, &o->format);
+                        if (r >= 0)
+                                r = column_sha256(l, st, 6, o->sha256);
+                        if (r < 0)
+                                return r;
+                }
+                if (r < 0)
+                        return r;
+        }
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_GET_ERRORS);
+
+                r = stmt_bind(l, st, "i", id);
+                if (r < 0)
+                        return r;
+                allocated = 0;
+                while ((r = stmt_step(l, st)) > 0) {
+                        struct job_error *e;
+
+                        if (d->n_errors == allocated) {
+                                size_t a = allocated ? allocated * 2 : 4;
+                                e = reallocarray(d->errors, a, sizeof *e);
+                                if (!e)
+                                        return ledger_error(l, -ENOMEM, "out of memory");
+                                d->errors = e;
+                                allocated = a;
+                        }
+                        e = &d->errors[d->n_errors];
+                        *e = (struct job_error){
+                                .attempt = (unsigned)sqlite3_column_int64(st, 0),
+                                .at_us = sqlite3_column_int64(st, 1),
+                        };
+                        d->n_errors++;
+                        r = column_strdup(l, st, 2, &e->message);
+                        if (r < 0)
+                                return r;
+                }
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = TAKE_PTR(d);
+        return 1;
+}
+
+int ledger_get(ledger *l, int64_t id, struct job_detail **ret)
+{
+        _cleanup_(free_detailp) struct job_detail *d = NULL;
+        int r;
+
+        assert(l);
+        assert(ret);
+
+        /* One read transaction: the job, its outputs and its errors from one snapshot. */
+        r = tx_begin_read(l);
+        if (r < 0)
+                return r;
+        r = tx_end(l, get_locked(l, id, &d));
+        if (r <= 0)
+                return r;
+        *ret = TAKE_PTR(d);
+        return 1;
+}
+
+int ledger_integrity_check(ledger *l)
+{
+        assert(l);
+        return ledger_check_pragma(l, "integrity_check");
+}

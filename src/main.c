@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - imgd, the image pipeline daemon. This file only wires the modules together, in
+ * the order the data flows:
+ *
+ *   watch (inotify, start-up scan) -> intake (open safely, hash) -> ledger (enqueue)
+ *     -> scheduler (claim, retry) -> worker (libvips, in imgd-worker processes; verify)
+ *     -> publish (rename, fsync) -> ledger (complete)
+ *
+ * while control (the Unix socket, answered by api) and notify (sd_notify) only observe.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <systemd/sd-event.h>
+
+#include "imgd/api.h"
+#include "imgd/config.h"
+#include "imgd/control.h"
+#include "imgd/intake.h"
+#include "imgd/ledger.h"
+#include "imgd/log.h"
+#include "imgd/notify.h"
+#include "imgd/publish.h"
+#include "imgd/scheduler.h"
+#include "imgd/watch.h"
+#include "imgd/worker.h"
+
+struct daemon {
+        struct config *config;
+        ledger *ledger;
+        scheduler *scheduler;
+        watch *watch;
+        control *control;
+        struct api_context api;
+};
+
+static int64_t wall_now_us(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void help(void)
+{
+        printf("Usage: imgd [OPTIONS]\n"
+               "\n"
+               "The image pipeline daemon. Watches upload folders, records every file as a job\n"
+               "in a durable SQLite ledger, renders the configured variants with libvips in\n"
+               "worker processes, verifies each output and publishes it atomically.\n"
+               "\n"
+               "Options:\n"
+               "  -c, --config=FILE    configuration file (default: %s)\n"
+               "      --check-config   validate the configuration and its paths, then exit:\n"
+               "                       0 if it is valid; otherwise print FILE:LINE: problem\n"
+               "  -v, --verbose        log debug messages\n"
+               "  -h, --help           show this help and exit\n"
+               "      --version        show the version and exit\n"
+               "\n"
+               "imgd runs in the foreground and logs to standard error; under systemd it is a\n"
+               "Type=notify service. SIGTERM or SIGINT stop it: running jobs are handed back to\n"
+               "the ledger and resumed at the next start.\n"
+               "\n"
+               "Files:\n"
+               "  %s   configuration (see imgd.conf(5) and README.md)\n"
+               "  STATE_DIR/imgd.db     the job ledger\n"
+               "\n"
+               "Exit status: 0 on a clean stop or a valid configuration, 1 on any error,\n"
+               "2 on a usage error.\n"
+               "\n"
+               "See also: imgctl(1)\n",
+               CONFIG_DEFAULT_PATH, CONFIG_DEFAULT_PATH);
+}
+
+static void on_file(const struct watch_config *w, const char *path, void *userdata)
+{
+        struct daemon *d = userdata;
+        _cleanup_free_ char *error = NULL;
+        int64_t id = 0;
+        int r = intake_file(d->ledger, d->config, w, path, wall_now_us(), &id, &error);
+
+        if (r < 0) {
+                log_warning("intake %s", error ?: path);
+                return;
+        }
+        if (r > 0) {
+                log_info("job %" PRId64 " %s: queued", id, path);
+                scheduler_kick(d->scheduler);
+        }
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (si->ssi_signo == SIGHUP) {
+                log_notice("SIGHUP: configuration reload is not implemented yet; restart imgd "
+                           "to apply a changed %s", d->config->file);
+                return 0;
+        }
+        log_info("%s: stopping", strsignal((int)si->ssi_signo));
+        d->api.state = "stopping";
+        notify_stopping();
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int run(struct daemon *d)
+{
+        _cleanup_free_ char *db = NULL, *error = NULL, *worker_path = NULL;
+        sd_event *e = NULL;
+        sigset_t mask;
+        int r;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        r = sd_event_default(&e);
+        if (r < 0)
+                return log_error_errno(r, "event loop: %m");
+        (void)sd_event_add_signal(e, NULL, SIGTERM, on_signal, d);
+        (void)sd_event_add_signal(e, NULL, SIGINT, on_signal, d);
+        (void)sd_event_add_signal(e, NULL, SIGHUP, on_signal, d);
+
+        if (asprintf(&db, "%s/imgd.db", d->config->state_dir) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = ledger_open(db, &d->ledger, &error);
+        if (r < 0) {
+                log_error("%s", error ?: db);
+                goto out;
+        }
+        r = ledger_recover(d->ledger, wall_now_us());
+        if (r > 0)
+                log_notice("recovered %d job(s) left running by a previous imgd", r);
+        for (size_t i = 0; i < d->config->n_watches; i++) {
+                r = publish_sweep(d->config->watches[i].output);
+                if (r > 0)
+                        log_notice("%s: removed %d unfinished temporary file(s)",
+                                   d->config->watches[i].output, r);
+        }
+
+        r = worker_find_executable(&worker_path);
+        if (r < 0) {
+                log_error_errno(r, "cannot find the imgd-worker executable next to imgd or in "
+                                   "%s: %m", IMGD_LIBEXECDIR);
+                goto out;
+        }
+        r = scheduler_new(e, d->config, d->ledger, worker_path, &d->scheduler);
+        if (r < 0) {
+                log_error_errno(r, "start workers (%s): %m", worker_path);
+                goto out;
+        }
+        r = watch_new(e, d->config, on_file, d, &d->watch);
+        if (r < 0)
+                goto out;
+        d->api = (struct api_context){
+                .config = d->config,
+                .ledger = d->ledger,
+                .scheduler = d->scheduler,
+                .state = "starting",
+                .started_us = wall_now_us(),
+        };
+        r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
+        if (r < 0)
+                goto out;
+
+        r = watch_scan(d->watch);
+        log_info("watching %u folder(s), %d file(s) found at start, %u worker(s)",
+                 watch_count(d->watch), r < 0 ? 0 : r, d->config->workers);
+        scheduler_kick(d->scheduler);
+
+        d->api.state = "running";
+        notify_ready();
+        notify_status("watching %u folder(s), %u worker(s)", watch_count(d->watch),
+                      d->config->workers);
+        r = sd_event_loop(e);
+        if (r < 0)
+                log_error_errno(r, "event loop: %m");
+out:
+        d->control = control_free(d->control);
+        d->watch = watch_free(d->watch);
+        d->scheduler = scheduler_free(d->scheduler);
+        d->ledger = ledger_free(d->ledger);
+        sd_event_unref(e);
+        return r;
+}
+
+int main(int argc, char **argv)
+{
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "verbose", no_argument, NULL, 'v' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
+        };
+        const char *config_path = CONFIG_DEFAULT_PATH;
+        _cleanup_free_ char *error = NULL;
+        struct daemon d = {};
+        bool check_only = false;
+        int c, r;
+
+        log_setup("imgd");
+        while ((c = getopt_long(argc, argv, "c:vh", options, NULL)) >= 0) {
+                switch (c) {
+                case 'c':
+                        config_path = optarg;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        check_only = true;
+                        break;
+                case 'v':
+                        log_set_max_level(LOG_DEBUG);
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("imgd %s\n", IMGD_VERSION);
+                        return 0;
+                default:
+                        fprintf(stderr, "Try 'imgd --help' for more information.\n");
+                        return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "imgd: unexpected argument '%s'\n"
+                                "Try 'imgd --help' for more information.\n", argv[optind]);
+                return 2;
+        }
+
+        r = config_load(config_path, &d.config, &error);
+        if (r >= 0)
+                r = config_check_paths(d.config, &error);
+        if (r < 0) {
+                log_error("%s", error ?: config_path);
+                config_free(d.config);
+                return 1;
+        }
+        if (check_only) {
+                printf("%s: configuration OK (%zu watch(es), %zu pipeline(s), %u worker(s))\n",
+                       d.config->file, d.config->n_watches, d.config->n_pipelines,
+                       d.config->workers);
+                config_free(d.config);
+                return 0;
+        }
+
+        r = run(&d);
+        config_free(d.config);
+        return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * notify.c - sd_notify wrappers; see notify.h.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <systemd/sd-daemon.h>
+
+#include "imgd/notify.h"
+
+void notify_ready(void)
+{
+        sd_notify(0, "READY=1");
+}
+
+void notify_stopping(void)
+{
+        sd_notify(0, "STOPPING=1");
+}
+
+void notify_status(const char *fmt, ...)
+{
+        char buf[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        sd_notifyf(0, "STATUS=%s", buf);
+}

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * publish.c - temporary outputs, atomic renames and directory fsyncs; see publish.h.
+ *
+ * The order of one publication is: worker writes the temporary file and fsyncs it ->
+ * publish_commit() checks its size, renames it over the final name, fsyncs the directory ->
+ * the caller commits the job to the ledger. A reader of the output tree sees either the old
+ * file or the new one, never a part of one.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "imgd/log.h"
+#include "imgd/pathmap.h"
+#include "imgd/publish.h"
+
+/* mkdir -p of `dir`, mode 0755. */
+static int mkdir_parents(const char *dir)
+{
+        _cleanup_free_ char *copy = strdup(dir);
+        struct stat st;
+
+        if (!copy)
+                return -ENOMEM;
+        for (char *p = copy + 1;; p++) {
+                if (*p != '/' && *p != '\0')
+                        continue;
+                char saved = *p;
+                *p = '\0';
+                if (mkdir(copy, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+                *p = saved;
+                if (saved == '\0')
+                        break;
+        }
+        if (stat(dir, &st) < 0)
+                return negative_errno();
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static char *dir_of(const char *path)
+{
+        const char *slash = strrchr(path, '/');
+
+        if (!slash)
+                return strdup(".");
+        if (slash == path)
+                return strdup("/");
+        return strndup(path, (size_t)(slash - path));
+}
+
+int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
+                     struct publish_tmp *ret)
+{
+        _cleanup_free_ char *dir = dir_of(final_path), *tmp = NULL, *final = NULL;
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        r = mkdir_parents(dir);
+        if (r < 0)
+                return r;
+        final = strdup(final_path);
+        if (!final)
+                return -ENOMEM;
+
+        for (int tries = 0; tries < 16; tries++) {
+                uint32_t rnd;
+                int fd;
+
+                if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+                        rnd = (uint32_t)getpid() ^ (uint32_t)tries;
+                free(tmp);
+                if (asprintf(&tmp, "%s/.imgd-%" PRId64 "-%u-%08x.tmp", dir, job_id, index,
+                             rnd) < 0) {
+                        tmp = NULL;
+                        return -ENOMEM;
+                }
+                fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (fd < 0 && errno == EEXIST)
+                        continue;
+                if (fd < 0)
+                        return negative_errno();
+                *ret = (struct publish_tmp){
+                        .final_path = TAKE_PTR(final),
+                        .tmp_path = TAKE_PTR(tmp),
+                        .fd = fd,
+                };
+                return 0;
+        }
+        return -EEXIST;
+}
+
+void publish_tmp_discard(struct publish_tmp *t)
+{
+        if (!t)
+                return;
+        if (t->fd >= 0)
+                close(t->fd);
+        if (t->tmp_path && unlink(t->tmp_path) < 0 && errno != ENOENT)
+                log_debug_errno(errno, "unlink %s: %m", t->tmp_path);
+        free(t->tmp_path);
+        free(t->final_path);
+        *t = (struct publish_tmp){ .fd = -1 };
+}
+
+static int fsync_dir(const char *dir)
+{
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (fd < 0)
+                return negative_errno();
+        return fsync(fd) < 0 ? negative_errno() : 0;
+}
+
+int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
+                   const char **ret_failed_path)
+{
+        int r;
+
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+
+                if (fstat(tmps[i].fd, &st) < 0) {
+                        r = negative_errno();
+                        goto fail;
+                }
+                if ((uint64_t)st.st_size != sizes[i]) {
+                        r = -EBADMSG;
+                        goto fail_at;
+                }
+                if (rename(tmps[i].tmp_path, tmps[i].final_path) < 0) {
+                        r = negative_errno();
+                        goto fail_at;
+                }
+                /* Renamed: nothing left to unlink under the temporary name. */
+                free(tmps[i].tmp_path);
+                tmps[i].tmp_path = NULL;
+                continue;
+fail_at:
+                *ret_failed_path = tmps[i].final_path;
+                return r;
+fail:
+                *ret_failed_path = tmps[i].tmp_path;
+                return r;
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *dir = dir_of(tmps[i].final_path);
+                bool seen = false;
+
+                if (!dir)
+                        return -ENOMEM;
+                for (size_t j = 0; j < i && !seen; j++) {
+                        _cleanup_free_ char *other = dir_of(tmps[j].final_path);
+                        seen = other && strcmp(other, dir) == 0;
+                }
+                if (seen)
+                        continue;
+                r = fsync_dir(dir);
+                if (r < 0) {
+                        *ret_failed_path = tmps[i].final_path;
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static int sweep_dir(int dfd, const char *path, unsigned depth)
+{
+        DIR *d;
+        struct dirent *de;
+        int removed = 0;
+
+        if (depth > 64) {
+                close(dfd);
+                return 0;
+        }
+        d = fdopendir(dfd);
+        if (!d) {
+                close(dfd);
+                return negative_errno();
+        }
+        while ((de = readdir(d))) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                        continue;
+                unsigned char type = de->d_type;
+                if (type == DT_UNKNOWN) {
+                        struct stat st;
+                        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                continue;
+                        type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : 0;
+                }
+                if (type == DT_DIR) {
+                        int sub = openat(dirfd(d), de->d_name,
+                                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0) {
+                                int k = sweep_dir(sub, path, depth + 1);
+                                if (k > 0)
+                                        removed += k;
+                        }
+                } else if (type == DT_REG && pathmap_is_own_temp(de->d_name)) {
+                        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+                                removed++;
+                }
+        }
+        closedir(d);
+        return removed;
+}
+
+int publish_sweep(const char *root)
+{
+        int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+        if (fd < 0)
+                return errno == ENOENT ? 0 : negative_errno();
+        return sweep_dir(fd, root, 0);
+}

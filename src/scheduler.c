@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scheduler.c - from the ledger through the workers into the output tree; see scheduler.h.
+ *
+ * One pass (on_kick) claims jobs while a worker is idle. For each job it opens the source
+ * (no symlinks, no blocking), identifies its format to name the outputs, refuses outputs
+ * that would overwrite another source's, creates one temporary file per variant next to
+ * its final name, and hands the worker the descriptors. When the worker answers
+ * (on_worker_done), the outputs are published (rename, directory fsync) and only then is
+ * the job completed in the ledger; on failure the temporary files are removed and the job
+ * is retried after a backoff or, once its attempts are used up or the error is permanent,
+ * marked dead. A job whose source changed while it ran is cancelled as superseded and the
+ * source taken in again, so outputs always belong to the newest content.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "imgd/intake.h"
+#include "imgd/log.h"
+#include "imgd/pathmap.h"
+#include "imgd/publish.h"
+#include "imgd/scheduler.h"
+
+/* A job handed to a worker. */
+struct running {
+        struct job *job;
+        struct publish_tmp *tmps;
+        struct variant *variants; /* formats resolved */
+        size_t n;
+        struct running *next;
+};
+
+struct scheduler {
+        sd_event *event;
+        const struct config *cfg;
+        ledger *ledger;
+        worker_pool *pool;
+        sd_event_source *kick, *due;
+        struct running *running;
+        unsigned n_running;
+        char owner[64];
+};
+
+static int64_t wall_now_us(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static double random01(void)
+{
+        uint64_t x;
+
+        if (getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
+                x = (uint64_t)wall_now_us() * 6364136223846793005ULL;
+        return (double)(x >> 11) / 9007199254740992.0;
+}
+
+int64_t scheduler_backoff_ms(const struct config_retry *r, unsigned attempt, double rnd)
+{
+        double delay = r->base_delay_ms;
+
+        for (unsigned i = 1; i < attempt && delay < r->max_delay_ms; i++)
+                delay *= 2;
+        if (delay > r->max_delay_ms)
+                delay = r->max_delay_ms;
+        delay *= 1.0 + r->jitter * (2.0 * rnd - 1.0);
+        return delay < 0 ? 0 : (int64_t)llround(delay);
+}
+
+static void running_free(struct running *run)
+{
+        if (!run)
+                return;
+        for (size_t i = 0; i < run->n; i++)
+                publish_tmp_discard(&run->tmps[i]);
+        free(run->tmps);
+        free(run->variants);
+        job_free(run->job);
+        free(run);
+}
+
+static const struct watch_config *find_watch(const struct config *cfg, const char *path)
+{
+        for (size_t i = 0; i < cfg->n_watches; i++)
+                if (strcmp(cfg->watches[i].path, path) == 0)
+                        return &cfg->watches[i];
+        return NULL;
+}
+
+/* Records a failed attempt: retry after a backoff, or dead when permanent or out of
+ * attempts. */
+static void job_failed(scheduler *s, const struct job *job, const char *error, bool permanent)
+{
+        int64_t now = wall_now_us(), next = now;
+        bool retry = !permanent && job->attempts < s->cfg->retry.max_attempts;
+        _cleanup_free_ char *msg = NULL;
+        int r;
+
+        if (retry) {
+                next = now + 1000 * scheduler_backoff_ms(&s->cfg->retry, job->attempts,
+                                                         random01());
+                log_warning("job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s",
+                            job->id, job->source_path, job->attempts, error,
+                            (double)(next - now) / 1e6);
+        } else if (!permanent) {
+                if (asprintf(&msg, "gave up after %u attempts: %s", job->attempts, error) < 0)
+                        msg = NULL;
+                log_error("job %" PRId64 " %s: %s", job->id, job->source_path, msg ?: error);
+        } else {
+                log_error("job %" PRId64 " %s: %s", job->id, job->source_path, error);
+        }
+        r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
+        if (r < 0)
+                log_error_errno(r, "ledger: record failure of job %" PRId64 ": %s", job->id,
+                                ledger_errmsg(s->ledger));
+}
+
+/* The output format of variant v for a source in format src. */
+static enum image_format resolve_format(const struct variant *v, enum image_format src)
+{
+        if (v->format != VARIANT_FORMAT_SAME)
+                return v->format;
+        if (image_format_writable(src))
+                return src;
+        return IMAGE_FORMAT_WEBP;
+}
+
+/*
+ * Prepares and dispatches one claimed job. Returns 0 when the job went to a worker or was
+ * finished here (dead, cancelled), a negative errno when it could not be started (the job
+ * has been put back).
+ */
+static int start_job(scheduler *s, struct job *job_in)
+{
+        _cleanup_(job_freep) struct job *job = job_in;
+        _cleanup_close_ int src = -1;
+        _cleanup_(json_decrefp) json_t *req = NULL, *jvariants = NULL;
+        const struct watch_config *wc = find_watch(s->cfg, job->watch);
+        const struct pipeline *pl = config_find_pipeline(s->cfg, job->pipeline);
+        unsigned char magic[IMAGE_FORMAT_SNIFF_BYTES];
+        enum image_format src_format;
+        struct running *run = NULL;
+        _cleanup_free_ char *owner = NULL;
+        char why[512];
+        struct stat st;
+        ssize_t k;
+        int r;
+
+        if (!wc || !pl) {
+                snprintf(why, sizeof why, "watch %s or pipeline '%s' is no longer configured",
+                         job->watch, job->pipeline);
+                job_failed(s, job, why, true);
+                return 0;
+        }
+        src = open(job->source_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (src < 0 && errno == ENOENT) {
+                log_info("job %" PRId64 ": %s was removed before it was processed", job->id,
+                         job->source_path);
+                r = ledger_cancel(s->ledger, job->id, "source removed before processing",
+                                  wall_now_us());
+                return r < 0 ? log_error_errno(r, "ledger: %s", ledger_errmsg(s->ledger)) : 0;
+        }
+        if (src < 0) {
+                snprintf(why, sizeof why, "open: %s", errno == ELOOP ? "is a symlink"
+                                                                      : strerror(errno));
+                job_failed(s, job, why, errno == ELOOP);
+                return 0;
+        }
+        if (fstat(src, &st) < 0 || !S_ISREG(st.st_mode)) {
+                job_failed(s, job, "not a regular file", true);
+                return 0;
+        }
+        k = pread(src, magic, sizeof magic, 0);
+        src_format = image_format_sniff(magic, k > 0 ? (size_t)k : 0);
+
+        r = ledger_output_owner(s->ledger, job->output_key, job->source_path, &owner);
+        if (r > 0) {
+                snprintf(why, sizeof why,
+                         "its outputs %s_* would overwrite those of %s; rename one of the two",
+                         job->output_key, owner);
+                job_failed(s, job, why, true);
+                return 0;
+        }
+
+        run = calloc(1, sizeof *run);
+        if (!run)
+                return -ENOMEM;
+        run->tmps = calloc(pl->n_variants, sizeof *run->tmps);
+        run->variants = calloc(pl->n_variants, sizeof *run->variants);
+        jvariants = json_array();
+        if (!run->tmps || !run->variants || !jvariants) {
+                running_free(run);
+                return -ENOMEM;
+        }
+        int fds[1 + 32];
+        fds[0] = src;
+        for (size_t i = 0; i < pl->n_variants && i < 32; i++) {
+                _cleanup_free_ char *final = NULL;
+                struct variant *v = &run->variants[i];
+
+                *v = pl->variants[i];
+                if (v->format == VARIANT_FORMAT_SAME && src_format == IMAGE_FORMAT_UNKNOWN) {
+                        running_free(run);
+                        job_failed(s, job,
+                                   "not a supported image: its content matches no known format",
+                                   true);
+                        return 0;
+                }
+                v->format = resolve_format(v, src_format);
+                r = pathmap_output_path(job->output_key, v->name,
+                                        image_format_extension(v->format), &final);
+                if (r >= 0)
+                        r = publish_tmp_open(final, job->id, (unsigned)i, &run->tmps[i]);
+                if (r < 0) {
+                        snprintf(why, sizeof why, "create output %s: %s", final ?: "?",
+                                 strerror(-r));
+                        running_free(run);
+                        job_failed(s, job, why, false);
+                        return 0;
+                }
+                run->n = i + 1;
+                fds[1 + i] = run->tmps[i].fd;
+                json_array_append_new(jvariants, variant_to_json(v));
+        }
+
+        req = json_pack("{s:s, s:I, s:I, s:I, s:O}", "type", "job", "id", (json_int_t)job->id,
+                        "max_pixels", (json_int_t)s->cfg->limits.max_pixels, "max_bytes",
+                        (json_int_t)s->cfg->limits.max_file_bytes, "variants", jvariants);
+        if (!req) {
+                running_free(run);
+                return -ENOMEM;
+        }
+        r = worker_pool_dispatch(s->pool, job->id, req, fds, 1 + run->n);
+        if (r < 0) {
+                int64_t now = wall_now_us();
+                running_free(run);
+                log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);
+                (void)ledger_release(s->ledger, job->id, now + 1000000, now);
+                return r;
+        }
+        log_debug("job %" PRId64 " %s: dispatched (attempt %u)", job->id, job->source_path,
+                  job->attempts);
+        run->job = TAKE_PTR(job);
+        run->next = s->running;
+        s->running = run;
+        s->n_running++;
+        return 0;
+}
+
+static void arm_due_timer(scheduler *s)
+{
+        int64_t due;
+        int r = ledger_next_due(s->ledger, &due);
+
+        if (r <= 0)
+                return;
+        sd_event_source_set_time(s->due, due < 0 ? 0 : (uint64_t)due);
+        sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
+}
+
+static int on_kick(sd_event_source *es, void *userdata)
+{
+        scheduler *s = userdata;
+
+        while (worker_pool_idle(s->pool) > 0) {
+                struct job *job = NULL;
+                int64_t now = wall_now_us();
+                int r = ledger_claim(s->ledger, s->owner, now,
+                                     (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000,
+                                     &job);
+                if (r < 0) {
+                        log_error_errno(r, "ledger: claim a job: %s", ledger_errmsg(s->ledger));
+                        break;
+                }
+                if (r == 0)
+                        break;
+                if (start_job(s, job) < 0)
+                        break;
+        }
+        arm_due_timer(s);
+        return 0;
+}
+
+static int on_due(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler_kick(userdata);
+        return 0;
+}
+
+void scheduler_kick(scheduler *s)
+{
+        sd_event_source_set_enabled(s->kick, SD_EVENT_ONESHOT);
+}
+
+static struct running *take_running(scheduler *s, int64_t id)
+{
+        for (struct running **p = &s->running; *p; p = &(*p)->next) {
+                if ((*p)->job->id == id) {
+                        struct running *run = *p;
+                        *p = run->next;
+                        s->n_running--;
+                        return run;
+                }
+        }
+        return NULL;
+}
+
+/* Completes a job whose worker reported success: publish, then commit. */
+static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
+{
+        const struct job *job = run->job;
+        json_t *outs = json_object_get(reply, "outputs");
+        const char *src_sha = NULL;
+        struct job_output *rows = NULL;
+        uint64_t *sizes = NULL;
+        const char *failed = NULL;
+        char why[512];
+        int64_t now;
+        int r;
+
+        (void)json_unpack((json_t *)reply, "{s:{s:s}}", "source", "sha256", &src_sha);
+        if (!json_is_array(outs) || json_array_size(outs) != run->n) {
+                job_failed(s, job, "worker returned a malformed result", false);
+                return;
+        }
+        if (ledger_superseded(s->ledger, job->id) > 0) {
+                log_info("job %" PRId64 " %s: superseded by newer content; discarded", job->id,
+                         job->source_path);
+                (void)ledger_cancel(s->ledger, job->id, "superseded by newer content",
+                                    wall_now_us());
+                return;
+        }
+        if (!src_sha || strcmp(src_sha, job->sha256) != 0) {
+                /* The file was rewritten in place while we worked on it: take in the new
+                 * content as a job of its own and drop this one. */
+                const struct watch_config *wc = find_watch(s->cfg, job->watch);
+                _cleanup_free_ char *err = NULL;
+
+                log_info("job %" PRId64 " %s: content changed while processing; superseded",
+                         job->id, job->source_path);
+                (void)ledger_cancel(s->ledger, job->id, "source content changed during processing",
+                                    wall_now_us());
+                if (wc && intake_file(s->ledger, s->cfg, wc, job->source_path, wall_now_us(),
+                                      NULL, &err) < 0)
+                        log_error("%s", err ?: job->source_path);
+                return;
+        }
+
+        rows = calloc(run->n, sizeof *rows);
+        sizes = calloc(run->n, sizeof *sizes);
+        if (!rows || !sizes) {
+                job_failed(s, job, "out of memory", false);
+                goto out;
+        }
+        for (size_t i = 0; i < run->n; i++) {
+                json_int_t w, h, bytes;
+                const char *sha;
+
+                if (json_unpack(json_array_get(outs, i), "{s:I, s:I, s:I, s:s}", "width", &w,
+                                "height", &h, "bytes", &bytes, "sha256", &sha) < 0 ||
+                    strlen(sha) != HASH_HEX_SIZE - 1) {
+                        job_failed(s, job, "worker returned a malformed output", false);
+                        goto out;
+                }
+                rows[i] = (struct job_output){
+                        .variant = run->variants[i].name,
+                        .path = run->tmps[i].final_path,
+                        .format = (char *)image_format_name(run->variants[i].format),
+                        .width = (unsigned)w,
+                        .height = (unsigned)h,
+                        .bytes = (uint64_t)bytes,
+                };
+                memcpy(rows[i].sha256, sha, HASH_HEX_SIZE);
+                sizes[i] = (uint64_t)bytes;
+        }
+
+        r = publish_commit(run->tmps, sizes, run->n, &failed);
+        if (r < 0) {
+                snprintf(why, sizeof why, "publish %s: %s", failed ?: "?", strerror(-r));
+                job_failed(s, job, why, false);
+                goto out;
+        }
+        now = wall_now_us();
+        r = ledger_complete(s->ledger, job->id, rows, run->n, now);
+        if (r < 0)
+                log_error_errno(r, "ledger: complete job %" PRId64 ": %s", job->id,
+                                ledger_errmsg(s->ledger));
+        else
+                log_info("job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id,
+                         job->source_path, run->n, (double)(now - job->updated_us) / 1e3);
+out:
+        free(rows);
+        free(sizes);
+}
+
+static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, const char *failure,
+                           void *userdata)
+{
+        scheduler *s = userdata;
+        struct running *run = take_running(s, id);
+        int ok = 0, permanent = 0;
+        const char *error = NULL;
+
+        if (!run) {
+                log_error("worker finished job %" PRId64 ", which is not running", id);
+                return;
+        }
+        if (!reply) {
+                job_failed(s, run->job, failure ?: "worker failed", false);
+        } else if (json_unpack((json_t *)reply, "{s:b}", "ok", &ok) < 0) {
+                job_failed(s, run->job, "worker returned a malformed result", false);
+        } else if (ok) {
+                finish_ok(s, run, reply);
+        } else {
+                (void)json_unpack((json_t *)reply, "{s?s, s?b}", "error", &error, "permanent",
+                                  &permanent);
+                job_failed(s, run->job, error ?: "unknown error", permanent);
+        }
+        running_free(run);
+        scheduler_kick(s);
+}
+
+int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *worker_path,
+                  scheduler **ret)
+{
+        scheduler *s = calloc(1, sizeof *s);
+        struct worker_pool_options o = {
+                .worker_path = worker_path,
+                .n_workers = cfg->workers,
+                .job_timeout_s = cfg->limits.job_timeout_s,
+                .done = on_worker_done,
+        };
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(e);
+        s->cfg = cfg;
+        s->ledger = l;
+        snprintf(s->owner, sizeof s->owner, "imgd:%d", (int)getpid());
+        o.userdata = s;
+
+        r = sd_event_add_defer(e, &s->kick, on_kick, s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->kick, SD_EVENT_OFF);
+        r = sd_event_add_time(e, &s->due, CLOCK_REALTIME, UINT64_MAX, 1000, on_due, s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->due, SD_EVENT_OFF);
+        r = worker_pool_new(e, &o, &s->pool);
+        if (r < 0)
+                goto fail;
+        *ret = s;
+        return 0;
+fail:
+        scheduler_free(s);
+        return r;
+}
+
+scheduler *scheduler_free(scheduler *s)
+{
+        int64_t now = wall_now_us();
+
+        if (!s)
+                return NULL;
+        s->pool = worker_pool_free(s->pool);
+        /* Jobs still running were not finished: hand them back without using an attempt. */
+        while (s->running) {
+                struct running *run = s->running;
+                s->running = run->next;
+                (void)ledger_release(s->ledger, run->job->id, now, now);
+                running_free(run);
+        }
+        sd_event_source_disable_unref(s->kick);
+        sd_event_source_disable_unref(s->due);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}
+
+const worker_pool *scheduler_pool(const scheduler *s)
+{
+        return s->pool;
+}
+
+unsigned scheduler_running(const scheduler *s)
+{
+        return s->n_running;
+}

@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker.c - the daemon's worker processes; see worker.h.
+ *
+ * A worker is started with fork+exec (libvips and GLib threads do not survive a bare fork,
+ * and the daemon never loads libvips at all), with its end of a SOCK_SEQPACKET socketpair
+ * as fd 3, every other descriptor closed, and the signal mask cleared. The daemon watches
+ * it with three event sources: the socket (results), the child (exit), and, while it is
+ * busy, a timer (the job's wall-clock limit, after which it is killed).
+ *
+ * The done callback is called exactly once per dispatched job: from the socket handler
+ * when a result arrives, or from the child handler when the worker died first (a result
+ * already waiting in the socket is still taken). A dead worker is replaced; when workers die
+ * soon after starting (a broken installation), replacement backs off up to 10 s.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "imgd/log.h"
+#include "imgd/wire.h"
+#include "imgd/worker.h"
+
+#define WORKER_FD 3
+#define RESPAWN_MIN_USEC (100 * 1000ULL)
+#define RESPAWN_MAX_USEC (10 * 1000 * 1000ULL)
+#define QUICK_DEATH_USEC (2 * 1000 * 1000ULL)
+
+enum worker_state { WORKER_IDLE, WORKER_BUSY, WORKER_DOWN };
+
+struct worker {
+        worker_pool *pool;
+        unsigned slot;
+        enum worker_state state;
+        pid_t pid;
+        int sock;
+        sd_event_source *io, *child, *timer, *respawn;
+        int64_t job_id;
+        char *failure; /* why the current job is being killed, if we kill it */
+        uint64_t started_usec;
+        unsigned quick_deaths;
+        unsigned jobs_done;
+};
+
+struct worker_pool {
+        sd_event *event;
+        char *worker_path;
+        unsigned job_timeout_s;
+        worker_done_fn done;
+        void *userdata;
+        struct worker *workers;
+        unsigned n;
+};
+
+static uint64_t now_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static int worker_start(struct worker *w);
+
+static void worker_finish_job(struct worker *w, const json_t *reply, const char *failure)
+{
+        int64_t id = w->job_id;
+
+        w->timer = sd_event_source_disable_unref(w->timer);
+        w->job_id = 0;
+        free(w->failure);
+        w->failure = NULL;
+        if (w->state == WORKER_BUSY)
+                w->state = WORKER_IDLE;
+        w->jobs_done++;
+        w->pool->done(w->pool, id, reply, failure, w->pool->userdata);
+}
+
+/* Takes a result waiting on the socket, if any. Returns 1 if a job was finished by it. */
+static int worker_take_result(struct worker *w)
+{
+        _cleanup_(json_decrefp) json_t *msg = NULL;
+        int fds[WIRE_MAX_FDS];
+        size_t n_fds = 0;
+        json_int_t id = 0;
+        const char *type = NULL;
+        int r;
+
+        r = wire_recv(w->sock, &msg, fds, &n_fds);
+        if (r < 0)
+                return r == -EAGAIN ? 0 : r;
+        for (size_t i = 0; i < n_fds; i++)
+                close(fds[i]);
+        if (json_unpack(msg, "{s:s, s:I}", "type", &type, "id", &id) < 0 ||
+            strcmp(type, "result") != 0 || w->state != WORKER_BUSY || id != w->job_id) {
+                log_error("worker %d sent an unexpected message; killing it", (int)w->pid);
+                kill(w->pid, SIGKILL);
+                return -EBADMSG;
+        }
+        worker_finish_job(w, msg, NULL);
+        return 1;
+}
+
+static int on_worker_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        struct worker *w = userdata;
+
+        if (revents & EPOLLIN) {
+                int r = worker_take_result(w);
+                if (r < 0 && r != -EBADMSG)
+                        /* Closed or broken: the child handler will report and replace it. */
+                        w->io = sd_event_source_disable_unref(w->io);
+                return 0;
+        }
+        if (revents & (EPOLLHUP | EPOLLERR))
+                w->io = sd_event_source_disable_unref(w->io);
+        return 0;
+}
+
+static int on_respawn(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct worker *w = userdata;
+
+        w->respawn = sd_event_source_disable_unref(w->respawn);
+        if (worker_start(w) < 0) {
+                /* Try again later, as if it had died at once. */
+                w->quick_deaths++;
+                uint64_t delay = RESPAWN_MIN_USEC << (w->quick_deaths < 7 ? w->quick_deaths : 7);
+                if (delay > RESPAWN_MAX_USEC)
+                        delay = RESPAWN_MAX_USEC;
+                sd_event_add_time_relative(w->pool->event, &w->respawn, CLOCK_MONOTONIC, delay, 0,
+                                           on_respawn, w);
+        }
+        return 0;
+}
+
+static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        struct worker *w = userdata;
+        char reason[128];
+        uint64_t delay = 0;
+
+        if (si->si_code == CLD_EXITED)
+                snprintf(reason, sizeof reason, "worker exited with status %d", si->si_status);
+        else
+                snprintf(reason, sizeof reason, "worker killed by SIG%s",
+                         sigabbrev_np(si->si_status) ?: "?");
+
+        if (w->state == WORKER_BUSY && worker_take_result(w) <= 0) {
+                _cleanup_free_ char *why = w->failure ? strdup(w->failure) : strdup(reason);
+                log_warning("worker %d (job %" PRId64 "): %s", (int)w->pid, w->job_id,
+                            why ?: reason);
+                worker_finish_job(w, NULL, why ?: reason);
+        } else if (w->state != WORKER_DOWN) {
+                log_warning("worker %d: %s while idle", (int)w->pid, reason);
+        }
+
+        w->state = WORKER_DOWN;
+        w->child = sd_event_source_disable_unref(w->child);
+        w->io = sd_event_source_disable_unref(w->io);
+        w->timer = sd_event_source_disable_unref(w->timer);
+        if (w->sock >= 0)
+                close(w->sock);
+        w->sock = -1;
+        w->pid = 0;
+
+        if (now_usec() - w->started_usec < QUICK_DEATH_USEC && w->jobs_done == 0) {
+                w->quick_deaths++;
+                delay = RESPAWN_MIN_USEC << (w->quick_deaths < 7 ? w->quick_deaths : 7);
+                if (delay > RESPAWN_MAX_USEC)
+                        delay = RESPAWN_MAX_USEC;
+        } else {
+                w->quick_deaths = 0;
+        }
+        sd_event_add_time_relative(w->pool->event, &w->respawn, CLOCK_MONOTONIC, delay, 0,
+                                   on_respawn, w);
+        return 0;
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct worker *w = userdata;
+
+        w->timer = sd_event_source_disable_unref(w->timer);
+        free(w->failure);
+        if (asprintf(&w->failure, "timed out after %u s", w->pool->job_timeout_s) < 0)
+                w->failure = NULL;
+        log_warning("worker %d (job %" PRId64 "): timed out after %u s; killing it", (int)w->pid,
+                    w->job_id, w->pool->job_timeout_s);
+        kill(w->pid, SIGKILL);
+        return 0;
+}
+
+static _Noreturn void worker_exec(const char *path, int sock)
+{
+        sigset_t all;
+
+        /* Only async-signal-safe calls from here on. */
+        if (sock != WORKER_FD) {
+                if (dup2(sock, WORKER_FD) < 0)
+                        _exit(127);
+        } else {
+                fcntl(WORKER_FD, F_SETFD, 0);
+        }
+        close_range(WORKER_FD + 1, ~0U, 0);
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        for (int sig = 1; sig < NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        signal(sig, SIG_DFL);
+        execl(path, "imgd-worker", (char *)NULL);
+        _exit(127);
+}
+
+static int worker_start(struct worker *w)
+{
+        int sv[2];
+        pid_t pid;
+        int r;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return log_error_errno(errno, "socketpair for worker: %m");
+        pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                close(sv[0]);
+                close(sv[1]);
+                return log_error_errno(r, "fork worker: %m");
+        }
+        if (pid == 0)
+                worker_exec(w->pool->worker_path, sv[1]);
+        close(sv[1]);
+        fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+
+        *w = (struct worker){
+                .pool = w->pool,
+                .slot = w->slot,
+                .state = WORKER_IDLE,
+                .pid = pid,
+                .sock = sv[0],
+                .respawn = w->respawn,
+                .started_usec = now_usec(),
+                .quick_deaths = w->quick_deaths,
+        };
+        r = sd_event_add_child(w->pool->event, &w->child, pid, WEXITED, on_worker_exit, w);
+        if (r >= 0)
+                r = sd_event_add_io(w->pool->event, &w->io, w->sock, EPOLLIN, on_worker_io, w);
+        if (r < 0) {
+                log_error_errno(r, "watch worker %d: %m", (int)pid);
+                kill(pid, SIGKILL);
+                (void)waitpid(pid, NULL, 0);
+                w->child = sd_event_source_disable_unref(w->child);
+                w->io = sd_event_source_disable_unref(w->io);
+                close(w->sock);
+                w->sock = -1;
+                w->pid = 0;
+                w->state = WORKER_DOWN;
+                return r;
+        }
+        log_debug("worker %d started (slot %u)", (int)pid, w->slot);
+        return 0;
+}
+
+int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_pool **ret)
+{
+        worker_pool *p = calloc(1, sizeof *p);
+        int r = -ENOMEM;
+
+        if (!p)
+                return -ENOMEM;
+        p->event = sd_event_ref(e);
+        p->worker_path = strdup(o->worker_path);
+        p->job_timeout_s = o->job_timeout_s;
+        p->done = o->done;
+        p->userdata = o->userdata;
+        p->n = o->n_workers;
+        p->workers = calloc(p->n, sizeof *p->workers);
+        if (!p->worker_path || !p->workers)
+                goto fail;
+        for (unsigned i = 0; i < p->n; i++)
+                p->workers[i] = (struct worker){
+                        .pool = p, .slot = i, .state = WORKER_DOWN, .sock = -1 };
+        for (unsigned i = 0; i < p->n; i++) {
+                r = worker_start(&p->workers[i]);
+                if (r < 0)
+                        goto fail;
+        }
+        *ret = p;
+        return 0;
+fail:
+        worker_pool_free(p);
+        return r;
+}
+
+worker_pool *worker_pool_free(worker_pool *p)
+{
+        if (!p)
+                return NULL;
+        for (unsigned i = 0; p->workers && i < p->n; i++) {
+                struct worker *w = &p->workers[i];
+
+                w->io = sd_event_source_disable_unref(w->io);
+                w->timer = sd_event_source_disable_unref(w->timer);
+                w->respawn = sd_event_source_disable_unref(w->respawn);
+                w->child = sd_event_source_disable_unref(w->child);
+                if (w->sock >= 0)
+                        close(w->sock); /* an idle worker sees end of stream and exits */
+                w->sock = -1;
+                if (w->pid > 0 && w->state == WORKER_BUSY)
+                        kill(w->pid, SIGKILL);
+        }
+        for (unsigned i = 0; p->workers && i < p->n; i++) {
+                struct worker *w = &p->workers[i];
+
+                if (w->pid <= 0)
+                        continue;
+                for (int tries = 0; tries < 200; tries++) {
+                        if (waitpid(w->pid, NULL, WNOHANG) != 0)
+                                goto reaped;
+                        usleep(10 * 1000);
+                }
+                kill(w->pid, SIGKILL);
+                (void)waitpid(w->pid, NULL, 0);
+reaped:
+                w->pid = 0;
+                free(w->failure);
+        }
+        free(p->workers);
+        free(p->worker_path);
+        sd_event_unref(p->event);
+        free(p);
+        return NULL;
+}
+
+unsigned worker_pool_idle(const worker_pool *p)
+{
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < p->n; i++)
+                n += p->workers[i].state == WORKER_IDLE;
+        return n;
+}
+
+unsigned worker_pool_busy(const worker_pool *p)
+{
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < p->n; i++)
+                n += p->workers[i].state == WORKER_BUSY;
+        return n;
+}
+
+unsigned worker_pool_size(const worker_pool *p)
+{
+        return p->n;
+}
+
+int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, const int *fds,
+                         size_t n_fds)
+{
+        struct worker *w = NULL;
+        int r;
+
+        for (unsigned i = 0; i < p->n && !w; i++)
+                if (p->workers[i].state == WORKER_IDLE)
+                        w = &p->workers[i];
+        if (!w)
+                return -EBUSY;
+
+        r = wire_send(w->sock, request, fds, n_fds);
+        if (r < 0) {
+                log_warning_errno(r, "send job %" PRId64 " to worker %d: %m; replacing it",
+                                  job_id, (int)w->pid);
+                kill(w->pid, SIGKILL);
+                w->state = WORKER_DOWN; /* the child handler replaces it */
+                return r;
+        }
+        r = sd_event_add_time_relative(p->event, &w->timer, CLOCK_MONOTONIC,
+                                       (uint64_t)p->job_timeout_s * 1000000ULL, 0, on_timeout, w);
+        if (r < 0)
+                log_warning_errno(r, "job %" PRId64 ": cannot arm its timeout: %m", job_id);
+        w->state = WORKER_BUSY;
+        w->job_id = job_id;
+        return 0;
+}
+
+int worker_pool_describe(const worker_pool *p, json_t *arr)
+{
+        static const char *const names[] = { "idle", "busy", "down" };
+
+        for (unsigned i = 0; i < p->n; i++) {
+                const struct worker *w = &p->workers[i];
+                json_t *o = json_pack("{s:i, s:s, s:I, s:I}", "pid", (int)w->pid, "state",
+                                      names[w->state], "job", (json_int_t)w->job_id, "jobs_done",
+                                      (json_int_t)w->jobs_done);
+                if (!o || json_array_append_new(arr, o) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int worker_find_executable(char **ret)
+{
+        char self[PATH_MAX];
+        const char *env = getenv("IMGD_WORKER");
+        char *path = NULL;
+        ssize_t n;
+
+        if (env && *env) {
+                path = strdup(env);
+                goto found;
+        }
+        n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+                self[n] = '\0';
+                char *slash = strrchr(self, '/');
+                if (slash) {
+                        *slash = '\0';
+                        if (asprintf(&path, "%s/imgd-worker", self) < 0)
+                                return -ENOMEM;
+                        if (access(path, X_OK) == 0)
+                                goto found;
+                        free(path);
+                }
+        }
+        path = strdup(IMGD_LIBEXECDIR "/imgd-worker");
+found:
+        if (!path)
+                return -ENOMEM;
+        if (access(path, X_OK) < 0) {
+                int r = negative_errno();
+                free(path);
+                return r;
+        }
+        *ret = path;
+        return 0;
+}

@@ -1,0 +1,702 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-config.c - config_load() on a complete valid file (values and defaults), on every
+ * kind of invalid file (errno, file name, line and wording of the message), on syntax
+ * errors and missing files; config_check_paths() on missing, unusable and to-be-created
+ * directories; and the shipped etc/imgd.conf. Self-contained: files go to a temporary
+ * directory made by the group setup.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "imgd/config.h"
+#include "imgd/macro.h"
+
+static char *tmp;
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        return remove(path) < 0 ? -1 : 0;
+}
+
+static void rm_rf(const char *path)
+{
+        if (path)
+                nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+_printf_(1, 2) static char *path_join(const char *fmt, ...)
+{
+        va_list ap;
+        char *s;
+
+        va_start(ap, fmt);
+        assert_true(vasprintf(&s, fmt, ap) >= 0);
+        va_end(ap);
+        return s;
+}
+
+static void write_text(const char *path, const char *text)
+{
+        FILE *f = fopen(path, "we");
+
+        assert_non_null(f);
+        assert_int_equal(fputs(text, f) >= 0, 1);
+        assert_int_equal(fclose(f), 0);
+}
+
+static bool exists(const char *path)
+{
+        struct stat st;
+
+        return stat(path, &st) == 0;
+}
+
+static bool is_dir(const char *path)
+{
+        struct stat st;
+
+        return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int setup(void **state)
+{
+        char tmpl[] = "/tmp/test-config-XXXXXX";
+
+        if (!mkdtemp(tmpl))
+                return -1;
+        tmp = strdup(tmpl);
+        return tmp ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+        rm_rf(tmp);
+        free(tmp);
+        tmp = NULL;
+        return 0;
+}
+
+/* Writes text to <tmp>/<name> and returns the path; caller frees. */
+static char *write_conf(const char *name, const char *text)
+{
+        char *path = path_join("%s/%s", tmp, name);
+
+        write_text(path, text);
+        return path;
+}
+
+/* Line (1-based) of the first line of text containing marker; fails if none. */
+static unsigned line_of(const char *text, const char *marker)
+{
+        const char *at = strstr(text, marker);
+        unsigned line = 1;
+
+        assert_non_null(at);
+        for (const char *c = text; c < at; c++)
+                if (*c == '\n')
+                        line++;
+        return line;
+}
+
+/*
+ * Loads text, expects error err, and a message that starts with "FILE:LINE: " where LINE is
+ * the line holding `marker` (or "FILE: " when marker is NULL) and contains each word.
+ */
+static void expect_error(const char *text, int err, const char *marker, const char *const *words)
+{
+        _cleanup_free_ char *path = write_conf("bad.conf", text), *prefix = NULL;
+        _cleanup_free_ char *error = NULL;
+        struct config *c = NULL;
+        int r;
+
+        r = config_load(path, &c, &error);
+        if (r != err || !error)
+                print_error("unexpected result %d (wanted %d) for:\n%s\nmessage: %s\n", r, err,
+                            text, error ? error : "(none)");
+        assert_int_equal(r, err);
+        assert_null(c);
+        assert_non_null(error);
+
+        if (marker)
+                prefix = path_join("%s:%u: ", path, line_of(text, marker));
+        else
+                prefix = path_join("%s: ", path);
+        if (strncmp(error, prefix, strlen(prefix)) != 0)
+                print_error("message \"%s\" does not start with \"%s\"\n", error, prefix);
+        assert_true(strncmp(error, prefix, strlen(prefix)) == 0);
+        for (const char *const *w = words; w && *w; w++) {
+                if (!strstr(error, *w))
+                        print_error("message \"%s\" lacks \"%s\"\n", error, *w);
+                assert_non_null(strstr(error, *w));
+        }
+}
+
+/* Loads text and expects success; caller frees the config. */
+static struct config *expect_ok(const char *text)
+{
+        _cleanup_free_ char *path = write_conf("good.conf", text);
+        _cleanup_free_ char *error = NULL;
+        struct config *c = NULL;
+        int r;
+
+        r = config_load(path, &c, &error);
+        if (r < 0)
+                print_error("unexpected error %d: %s\nfor:\n%s\n", r, error ? error : "(none)",
+                            text);
+        assert_int_equal(r, 0);
+        assert_non_null(c);
+        assert_null(error);
+        return c;
+}
+
+#define WATCH                                                                                      \
+        "watch = ( { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; } );\n"
+#define PIPE                                                                                       \
+        "pipelines = { p = ( { name = \"a\"; width = 10; height = 10; format = \"webp\"; } ); };\n"
+/* A pipeline `p` around one variant body. */
+#define PIPE_V(body) WATCH "pipelines = {\n  p = (\n    { " body " }\n  );\n};\n"
+
+static const char full_conf[] =
+        "# a full configuration\n"
+        "state_dir = \"/var/lib/imgd-test/\";\n"
+        "socket = \"/run/imgd-test/imgd.sock\";\n"
+        "workers = 3;\n"
+        "background = \"#102030\";\n"
+        "limits = { max_file_bytes = 1073741824L; max_pixels = 5000; job_timeout = 30; };\n"
+        "retry = { max_attempts = 7; base_delay_ms = 50; max_delay_ms = 60000; jitter = 1; };\n"
+        "watch = (\n"
+        "  { path = \"/srv//uploads/avatars/\"; output = \"/srv/media/avatars\";\n"
+        "    pipeline = \"avatar\"; recursive = true; },\n"
+        "  { path = \"/srv/uploads/b\"; output = \"/srv/uploads/bc\"; pipeline = \"web\"; }\n"
+        ");\n"
+        "pipelines = {\n"
+        "  avatar = (\n"
+        "    { name = \"small\"; width = 100; height = 100; fit = \"cover\"; format = \"webp\";\n"
+        "      quality = 80; mask = \"circle\"; },\n"
+        "    { name = \"Big_one-2\"; width = 400; height = 300; format = \"png\";\n"
+        "      background = \"#abc\"; }\n"
+        "  );\n"
+        "  web = (\n"
+        "    { name = \"orig\"; fit = \"none\"; format = \"same\"; quality = 90; },\n"
+        "    { name = \"zero\"; fit = \"none\"; width = 0; height = 0; format = \"jpeg\"; },\n"
+        "    { name = \"w\"; width = 16384; height = 1; fit = \"inside\"; format = \"avif\";\n"
+        "      mask = \"none\"; }\n"
+        "  );\n"
+        "  unused = ( { name = \"x\"; width = 1; height = 1; fit = \"fill\";\n"
+        "               format = \"jpeg\"; } );\n"
+        "};\n";
+
+static void test_full(void **state)
+{
+        struct config *c = expect_ok(full_conf);
+        const struct pipeline *p;
+        const struct variant *v;
+
+        assert_non_null(strstr(c->file, "good.conf"));
+        assert_string_equal(c->state_dir, "/var/lib/imgd-test");
+        assert_string_equal(c->socket, "/run/imgd-test/imgd.sock");
+        assert_int_equal(c->workers, 3);
+        assert_int_equal(c->limits.max_file_bytes, 1073741824ULL);
+        assert_int_equal(c->limits.max_pixels, 5000);
+        assert_int_equal(c->limits.job_timeout_s, 30);
+        assert_int_equal(c->retry.max_attempts, 7);
+        assert_int_equal(c->retry.base_delay_ms, 50);
+        assert_int_equal(c->retry.max_delay_ms, 60000);
+        assert_true(c->retry.jitter == 1.0);
+
+        assert_int_equal(c->n_watches, 2);
+        assert_string_equal(c->watches[0].path, "/srv/uploads/avatars");
+        assert_string_equal(c->watches[0].output, "/srv/media/avatars");
+        assert_string_equal(c->watches[0].pipeline_name, "avatar");
+        assert_true(c->watches[0].recursive);
+        assert_int_equal(c->watches[0].line, line_of(full_conf, "/srv//uploads"));
+        assert_ptr_equal(c->watches[0].pipeline, &c->pipelines[0]);
+        assert_string_equal(c->watches[1].path, "/srv/uploads/b");
+        /* Not inside /srv/uploads/b: paths are compared by components. */
+        assert_string_equal(c->watches[1].output, "/srv/uploads/bc");
+        assert_false(c->watches[1].recursive);
+        assert_ptr_equal(c->watches[1].pipeline, config_find_pipeline(c, "web"));
+
+        assert_int_equal(c->n_pipelines, 3);
+        assert_null(config_find_pipeline(c, "nope"));
+        assert_null(config_find_pipeline(c, NULL));
+
+        p = config_find_pipeline(c, "avatar");
+        assert_non_null(p);
+        assert_string_equal(p->name, "avatar");
+        assert_int_equal(p->n_variants, 2);
+        v = &p->variants[0];
+        assert_string_equal(v->name, "small");
+        assert_int_equal(v->width, 100);
+        assert_int_equal(v->height, 100);
+        assert_int_equal(v->fit, VARIANT_FIT_COVER);
+        assert_int_equal(v->format, IMAGE_FORMAT_WEBP);
+        assert_int_equal(v->quality, 80);
+        assert_int_equal(v->mask, VARIANT_MASK_CIRCLE);
+        assert_int_equal(v->background[0], 0x10); /* top-level background */
+        assert_int_equal(v->background[1], 0x20);
+        assert_int_equal(v->background[2], 0x30);
+        v = &p->variants[1];
+        assert_string_equal(v->name, "Big_one-2");
+        assert_int_equal(v->width, 400);
+        assert_int_equal(v->height, 300);
+        assert_int_equal(v->fit, VARIANT_FIT_COVER); /* default */
+        assert_int_equal(v->format, IMAGE_FORMAT_PNG);
+        assert_int_equal(v->quality, 80); /* default */
+        assert_int_equal(v->mask, VARIANT_MASK_NONE);
+        assert_int_equal(v->background[0], 0xaa); /* "#abc" */
+        assert_int_equal(v->background[1], 0xbb);
+        assert_int_equal(v->background[2], 0xcc);
+
+        p = config_find_pipeline(c, "web");
+        assert_non_null(p);
+        assert_int_equal(p->n_variants, 3);
+        assert_int_equal(p->variants[0].fit, VARIANT_FIT_NONE);
+        assert_int_equal(p->variants[0].width, 0);
+        assert_int_equal(p->variants[0].height, 0);
+        assert_int_equal(p->variants[0].format, VARIANT_FORMAT_SAME);
+        assert_int_equal(p->variants[0].quality, 90);
+        assert_int_equal(p->variants[1].format, IMAGE_FORMAT_JPEG);
+        assert_int_equal(p->variants[2].fit, VARIANT_FIT_INSIDE);
+        assert_int_equal(p->variants[2].width, 16384);
+        assert_int_equal(p->variants[2].format, IMAGE_FORMAT_AVIF);
+
+        assert_null(config_free(c));
+        assert_null(config_free(NULL));
+}
+
+static void test_defaults(void **state)
+{
+        struct config *c = expect_ok(WATCH PIPE);
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        const struct variant *v;
+
+        assert_string_equal(c->state_dir, CONFIG_DEFAULT_STATE_DIR);
+        assert_string_equal(c->socket, CONFIG_DEFAULT_SOCKET);
+        assert_int_equal(c->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+        assert_int_equal(c->limits.max_file_bytes, 256ULL * 1024 * 1024);
+        assert_int_equal(c->limits.max_pixels, 100000000ULL);
+        assert_int_equal(c->limits.job_timeout_s, 120);
+        assert_int_equal(c->retry.max_attempts, 5);
+        assert_int_equal(c->retry.base_delay_ms, 1000);
+        assert_int_equal(c->retry.max_delay_ms, 300000);
+        assert_true(c->retry.jitter > 0.199 && c->retry.jitter < 0.201);
+        assert_false(c->watches[0].recursive);
+
+        v = &c->pipelines[0].variants[0];
+        assert_int_equal(v->fit, VARIANT_FIT_COVER);
+        assert_int_equal(v->quality, 80);
+        assert_int_equal(v->mask, VARIANT_MASK_NONE);
+        assert_int_equal(v->background[0], 255);
+        assert_int_equal(v->background[1], 255);
+        assert_int_equal(v->background[2], 255);
+        config_free(c);
+
+        /* Partial limits and retry keep the other defaults; int values for int64 fields. */
+        c = expect_ok("limits = { max_pixels = 7; };\nretry = { jitter = 0.0; };\n" WATCH PIPE);
+        assert_int_equal(c->limits.max_pixels, 7);
+        assert_int_equal(c->limits.max_file_bytes, 256ULL * 1024 * 1024);
+        assert_int_equal(c->limits.job_timeout_s, 120);
+        assert_true(c->retry.jitter == 0.0);
+        assert_int_equal(c->retry.max_attempts, 5);
+        config_free(c);
+}
+
+struct bad_case {
+        const char *text;
+        int err;
+        const char *marker; /* text on the line the message must name; NULL: no line */
+        const char *words[4];
+};
+
+static const struct bad_case bad_cases[] = {
+        /* Unknown settings and wrong types. */
+        { "wokers = 2;\n" WATCH PIPE, -EINVAL, "wokers", { "unknown setting 'wokers'" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\";\n"
+          "   recursiv = true; }\n);\n" PIPE,
+          -EINVAL, "recursiv", { "unknown setting 'recursiv' in watch '/srv/in'" } },
+        { PIPE_V("name = \"small\"; width = 1; height = 1; format = \"png\";\n qualty = 5;"),
+          -EINVAL, "qualty", { "unknown setting 'qualty' in variant 'small'", "pipeline 'p'" } },
+        { "limits = {\n job_timeout = 3;\n max_bytes = 5; };\n" WATCH PIPE, -EINVAL, "max_bytes",
+          { "unknown setting 'max_bytes' in limits" } },
+        { "retry = {\n attempts = 3; };\n" WATCH PIPE, -EINVAL, "attempts",
+          { "unknown setting 'attempts' in retry" } },
+        { "workers = \"two\";\n" WATCH PIPE, -EINVAL, "workers",
+          { "'workers' must be an integer" } },
+        { "workers = 2.5;\n" WATCH PIPE, -EINVAL, "workers", { "'workers' must be an integer" } },
+        { "workers = 0;\n" WATCH PIPE, -EINVAL, "workers", { "'workers'", "between 1 and 256" } },
+        { "workers = 257;\n" WATCH PIPE, -EINVAL, "workers", { "'workers'", "257" } },
+        { "state_dir = 5;\n" WATCH PIPE, -EINVAL, "state_dir", { "'state_dir' must be a string" } },
+        { "background = \"white\";\n" WATCH PIPE, -EINVAL, "background",
+          { "'background'", "#rrggbb", "white" } },
+        { "limits = 5;\n" WATCH PIPE, -EINVAL, "limits", { "'limits' must be a group" } },
+        { "retry = { jitter = \"x\"; };\n" WATCH PIPE, -EINVAL, "jitter",
+          { "'jitter' must be a number" } },
+
+        /* Paths. */
+        { "state_dir = \"var/lib/imgd\";\n" WATCH PIPE, -EINVAL, "state_dir",
+          { "'state_dir'", "absolute" } },
+        { "socket = \"imgd.sock\";\n" WATCH PIPE, -EINVAL, "socket", { "'socket'", "absolute" } },
+        { "socket = \"/run/"
+          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+          "xxxxxxxxxxxxxxxxxxxxxxxxxxxx.sock\";\n" WATCH PIPE,
+          -EINVAL, "socket", { "'socket'", "too long" } },
+
+        /* Watches. */
+        { PIPE, -EINVAL, NULL, { "no watch" } },
+        { "watch = ();\n" PIPE, -EINVAL, "watch", { "'watch'", "at least one" } },
+        { "watch = { path = \"/a\"; };\n" PIPE, -EINVAL, "watch", { "'watch' must be a list" } },
+        { "watch = (\n { path = \"srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "srv/in", { "watch 'srv/in'", "'path'", "absolute" } },
+        { "watch = (\n { path = \"/srv/in\";\n output = \"/srv/../out\"; pipeline = \"p\"; }\n);\n"
+          PIPE, -EINVAL, "output =",
+          { "watch '/srv/in'", "'output' must not contain", "\"..\"" } },
+        { "watch = (\n { path = \"/srv/./in\"; output = \"/srv/out\"; pipeline = \"p\"; }\n);\n"
+          PIPE, -EINVAL, "path =", { "'path'", "\".\"" } },
+        { "watch = (\n { path = \"/\"; output = \"/srv/out\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "path =", { "'path' must not be the root directory" } },
+        { "watch = (\n { output = \"/srv/out\"; pipeline = \"p\"; }\n);\n" PIPE, -EINVAL,
+          "{ output", { "watch #1", "'path' is required" } },
+        { "watch = (\n { path = \"/srv/in\"; pipeline = \"p\"; }\n);\n" PIPE, -EINVAL,
+          "{ path", { "watch '/srv/in'", "'output' is required" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; }\n);\n" PIPE, -EINVAL,
+          "{ path", { "watch '/srv/in'", "'pipeline' is required" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\";\n pipeline = \"nope\"; }\n);\n"
+          PIPE, -EINVAL, "nope", { "watch '/srv/in'", "pipeline 'nope' is not defined" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\";\n"
+          " recursive = \"yes\"; }\n);\n" PIPE,
+          -EINVAL, "recursive", { "'recursive' must be true or false" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
+          " { path = \"/srv/in/\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "/srv/in/\"", { "watch '/srv/in'", "already watched" } },
+        { "watch = (\n { path = \"/srv/in\";\n output = \"/srv/in/out\"; pipeline = \"p\"; }\n);\n"
+          PIPE, -EINVAL, "output =", { "/srv/in/out", "inside watched path /srv/in" } },
+        { "watch = (\n { path = \"/srv/in\";\n output = \"/srv/in\"; pipeline = \"p\"; }\n);\n"
+          PIPE, -EINVAL, "output =", { "inside watched path /srv/in" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
+          " { path = \"/srv/x\";\n output = \"/srv/in/sub\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "/srv/in/sub", { "watch '/srv/x'", "inside watched path /srv/in" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
+          " { path = \"/srv/out/up\"; output = \"/srv/o2\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "/srv/out/up", { "watch '/srv/out/up'", "inside output /srv/out" } },
+        { "watch = (\n { path = \"/srv/in/deep\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
+          " { path = \"/srv\"; output = \"/var/o2\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "/srv/out\"", { "watch '/srv/in/deep'", "inside watched path /srv" } },
+
+        /* Pipelines. */
+        { WATCH, -EINVAL, NULL, { "no pipelines" } },
+        { WATCH "pipelines = {\n p = ();\n};\n", -EINVAL, "p = ()",
+          { "pipeline 'p'", "no variants" } },
+        { WATCH "pipelines = {\n p = 5;\n};\n", -EINVAL, "p = 5",
+          { "pipeline 'p'", "must be a list" } },
+        { WATCH "pipelines = (\n 5 );\n", -EINVAL, "pipelines", { "'pipelines' must be a group" } },
+
+        /* Variants. */
+        { PIPE_V("width = 1; height = 1; format = \"png\";"), -EINVAL, "{ width",
+          { "pipeline 'p'", "variant #1", "'name' is required" } },
+        { PIPE_V("name = \"a b\"; width = 1; height = 1; format = \"png\";"), -EINVAL, "a b",
+          { "'name'", "A-Z", "a b" } },
+        { PIPE_V("name = \"\"; width = 1; height = 1; format = \"png\";"), -EINVAL, "name",
+          { "'name'" } },
+        { PIPE_V("name = \"x1234567890123456789012345678901234567890123456789012345678901234\";"
+                 "width = 1; height = 1; format = \"png\";"),
+          -EINVAL, "name", { "'name'", "1 to 63" } },
+        { WATCH "pipelines = {\n p = (\n"
+          "  { name = \"a\"; width = 1; height = 1; format = \"png\"; },\n"
+          "  { name = \"b\"; width = 1; height = 1; format = \"png\"; },\n"
+          "  { name = \"a\"; width = 2; height = 2; format = \"png\"; }\n );\n};\n",
+          -EINVAL, "name = \"a\"; width = 2", { "pipeline 'p'", "variant 'a'", "twice" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n fit = \"cver\";"),
+          -EINVAL, "cver",
+          { "pipeline 'p': variant 'v'", "fit must be one of cover, contain, inside, fill, none",
+            "cver" } },
+        { PIPE_V("name = \"v\"; height = 1; format = \"png\";"), -EINVAL, "{ name",
+          { "variant 'v'", "'width' is required" } },
+        { PIPE_V("name = \"v\"; width = 1; fit = \"fill\"; format = \"png\";"), -EINVAL,
+          "{ name", { "variant 'v'", "'height' is required" } },
+        { PIPE_V("name = \"v\"; height = 1; format = \"png\";\n width = 0;"), -EINVAL, "width",
+          { "'width' must be between 1 and 16384" } },
+        { PIPE_V("name = \"v\"; width = 1; format = \"png\";\n height = 16385;"), -EINVAL,
+          "height", { "'height' must be between 1 and 16384", "16385" } },
+        { PIPE_V("name = \"v\"; height = 1; format = \"png\";\n width = \"100\";"), -EINVAL,
+          "width", { "'width' must be an integer" } },
+        { PIPE_V("name = \"v\"; fit = \"none\"; format = \"png\";\n width = 100;"), -EINVAL,
+          "width", { "'width' must be absent or 0", "none" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1;"), -EINVAL, "{ name",
+          { "variant 'v'", "'format' is required" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1;\n format = \"gif\";"), -EINVAL, "gif",
+          { "variant 'v'", "format must be one of jpeg, webp, png, avif, same", "gif" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n quality = 0;"),
+          -EINVAL, "quality", { "variant 'v'", "'quality' must be between 1 and 100" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n quality = 101;"),
+          -EINVAL, "quality", { "'quality'", "101" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n mask = \"square\";"),
+          -EINVAL, "square", { "mask must be one of none, circle", "square" } },
+        { PIPE_V("name = \"small\"; width = 1; height = 1; format = \"jpeg\";\n"
+                 " mask = \"circle\";"),
+          -EINVAL, "circle",
+          { "pipeline 'p': variant 'small': mask = \"circle\" needs a format with alpha "
+            "(webp, png, avif), not jpeg" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"same\";\n mask = \"circle\";"),
+          -EINVAL, "circle", { "needs a format with alpha", "not same" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n"
+                 " background = \"#12345g\";"),
+          -EINVAL, "background", { "variant 'v'", "'background'", "#12345g" } },
+
+        /* Limits and retry. */
+        { "limits = {\n max_file_bytes = 1023; };\n" WATCH PIPE, -EINVAL, "max_file_bytes",
+          { "limits", "'max_file_bytes' must be at least 1024" } },
+        { "limits = {\n max_pixels = 0; };\n" WATCH PIPE, -EINVAL, "max_pixels",
+          { "'max_pixels' must be at least 1" } },
+        { "limits = {\n max_pixels = -5L; };\n" WATCH PIPE, -EINVAL, "max_pixels",
+          { "'max_pixels'" } },
+        { "limits = {\n job_timeout = 0; };\n" WATCH PIPE, -EINVAL, "job_timeout",
+          { "'job_timeout' must be between 1 and 86400" } },
+        { "limits = {\n job_timeout = 86401; };\n" WATCH PIPE, -EINVAL, "job_timeout",
+          { "'job_timeout'" } },
+        { "limits = {\n job_timeout = 1.5; };\n" WATCH PIPE, -EINVAL, "job_timeout",
+          { "'job_timeout' must be an integer" } },
+        { "retry = {\n max_attempts = 0; };\n" WATCH PIPE, -EINVAL, "max_attempts",
+          { "retry", "'max_attempts' must be between 1 and 100" } },
+        { "retry = {\n max_attempts = 101; };\n" WATCH PIPE, -EINVAL, "max_attempts",
+          { "'max_attempts'" } },
+        { "retry = {\n base_delay_ms = 0; };\n" WATCH PIPE, -EINVAL, "base_delay_ms",
+          { "'base_delay_ms'" } },
+        { "retry = { base_delay_ms = 5000;\n max_delay_ms = 4000; };\n" WATCH PIPE, -EINVAL,
+          "retry", { "'max_delay_ms'", "'base_delay_ms'" } },
+        { "retry = { base_delay_ms = 500000; };\n" WATCH PIPE, -EINVAL, "retry",
+          { "'max_delay_ms' (300000)", "'base_delay_ms' (500000)" } },
+        { "retry = {\n jitter = 1.5; };\n" WATCH PIPE, -EINVAL, "jitter",
+          { "'jitter' must be between 0 and 1" } },
+        { "retry = {\n jitter = -0.1; };\n" WATCH PIPE, -EINVAL, "jitter", { "'jitter'" } },
+};
+
+static void test_bad(void **state)
+{
+        for (size_t i = 0; i < ELEMENTSOF(bad_cases); i++)
+                expect_error(bad_cases[i].text, bad_cases[i].err, bad_cases[i].marker,
+                             bad_cases[i].words);
+}
+
+static void test_too_many_variants(void **state)
+{
+        static const char *const words[] = { "pipeline 'p'", "33 variants", "at most 32", NULL };
+        char text[8192];
+        size_t n;
+
+        n = (size_t)snprintf(text, sizeof text, WATCH "pipelines = {\n p = (\n");
+        for (int i = 0; i < 33; i++)
+                n += (size_t)snprintf(text + n, sizeof text - n,
+                                      "  { name = \"v%d\"; width = 1; height = 1; format = "
+                                      "\"png\"; }%s\n",
+                                      i, i < 32 ? "," : "");
+        snprintf(text + n, sizeof text - n, " );\n};\n");
+        expect_error(text, -EINVAL, " p = (", words);
+
+        /* 32 is fine. */
+        n = (size_t)snprintf(text, sizeof text, WATCH "pipelines = {\n p = (\n");
+        for (int i = 0; i < 32; i++)
+                n += (size_t)snprintf(text + n, sizeof text - n,
+                                      "  { name = \"v%d\"; width = 1; height = 1; format = "
+                                      "\"png\"; }%s\n",
+                                      i, i < 31 ? "," : "");
+        snprintf(text + n, sizeof text - n, " );\n};\n");
+        config_free(expect_ok(text));
+}
+
+static void test_syntax_error(void **state)
+{
+        static const char text[] = "state_dir = \"/var/lib/imgd\";\n"
+                                   "socket = \"/run/imgd/imgd.sock\";\n"
+                                   "workers = = 2;\n" WATCH PIPE;
+        /* No final newline: libconfig reports the end of the file on the last line. */
+        static const char text2[] = WATCH PIPE "limits = {\n max_pixels = 5;";
+        static const char *const words[] = { "syntax error", NULL };
+
+        expect_error(text, -EBADMSG, "workers", words);
+        /* An unclosed group is noticed at the end of the file. */
+        expect_error(text2, -EBADMSG, "max_pixels", words);
+}
+
+static void test_missing_file(void **state)
+{
+        _cleanup_free_ char *path = path_join("%s/does-not-exist.conf", tmp);
+        _cleanup_free_ char *expected = path_join("%s: cannot read: No such file or directory",
+                                                  path);
+        _cleanup_free_ char *error = NULL;
+        struct config *c = NULL;
+
+        assert_int_equal(config_load(path, &c, &error), -ENOENT);
+        assert_null(c);
+        assert_non_null(error);
+        assert_string_equal(error, expected);
+
+        free(error);
+        error = NULL;
+        assert_int_equal(config_load(tmp, &c, &error), -EISDIR);
+        assert_non_null(strstr(error, "cannot read"));
+}
+
+/* A configuration below <tmp>/<dir>, with the given watch path and output. */
+static struct config *paths_conf(const char *dir, const char *watch_path, const char *output)
+{
+        _cleanup_free_ char *text = NULL;
+
+        text = path_join("state_dir = \"%s/%s/state/lib\";\n"
+                         "socket = \"%s/%s/run/sub/imgd.sock\";\n"
+                         "watch = (\n"
+                         "  { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }\n"
+                         ");\n" PIPE,
+                         tmp, dir, tmp, dir, watch_path, output);
+        return expect_ok(text);
+}
+
+static void test_check_paths(void **state)
+{
+        _cleanup_free_ char *base = path_join("%s/paths", tmp), *in = NULL, *out = NULL;
+        _cleanup_free_ char *afile = NULL, *bad_out = NULL, *missing = NULL, *error = NULL;
+        _cleanup_free_ char *probe_pattern = NULL;
+        struct config *c;
+        DIR *d;
+        struct dirent *de;
+
+        assert_int_equal(mkdir(base, 0755), 0);
+        in = path_join("%s/in", base);
+        out = path_join("%s/media/deep/out", base);
+        afile = path_join("%s/afile", base);
+        bad_out = path_join("%s/afile/out", base);
+        missing = path_join("%s/missing", base);
+        write_text(afile, "not a directory\n");
+
+        /* A missing watch path is named, with the watch's line. */
+        c = paths_conf("paths", missing, out);
+        assert_int_equal(config_check_paths(c, &error), -ENOENT);
+        assert_non_null(error);
+        assert_non_null(strstr(error, c->file));
+        assert_non_null(strstr(error, ":4: "));
+        assert_non_null(strstr(error, missing));
+        assert_non_null(strstr(error, "No such file or directory"));
+        free(error);
+        error = NULL;
+        config_free(c);
+
+        /* A watch path that is a file. */
+        c = paths_conf("paths", afile, out);
+        assert_int_equal(config_check_paths(c, &error), -ENOTDIR);
+        assert_non_null(strstr(error, afile));
+        free(error);
+        error = NULL;
+        config_free(c);
+
+        /* An output that cannot be created (below a regular file). */
+        assert_int_equal(mkdir(in, 0755), 0);
+        c = paths_conf("paths", in, bad_out);
+        assert_int_equal(config_check_paths(c, &error), -ENOTDIR);
+        assert_non_null(strstr(error, c->file));
+        assert_non_null(strstr(error, bad_out));
+        assert_non_null(strstr(error, "Not a directory"));
+        free(error);
+        error = NULL;
+        config_free(c);
+
+        /* Missing outputs, state and socket directories are created, nothing left behind. */
+        c = paths_conf("paths", in, out);
+        assert_int_equal(config_check_paths(c, &error), 0);
+        assert_null(error);
+        assert_true(is_dir(out));
+        assert_true(is_dir(c->state_dir));
+        {
+                _cleanup_free_ char *sockdir = path_join("%s/run/sub", base);
+
+                assert_true(is_dir(sockdir));
+                assert_false(exists(c->socket));
+        }
+        /* Idempotent. */
+        assert_int_equal(config_check_paths(c, &error), 0);
+        d = opendir(out);
+        assert_non_null(d);
+        while ((de = readdir(d)))
+                assert_true(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0);
+        closedir(d);
+        config_free(c);
+}
+
+static void test_example_conf(void **state)
+{
+#ifdef IMGD_SOURCE_DIR
+        _cleanup_free_ char *error = NULL;
+        struct config *c = NULL;
+        const struct pipeline *p;
+        int r;
+
+        r = config_load(IMGD_SOURCE_DIR "/etc/imgd.conf", &c, &error);
+        if (r < 0)
+                print_error("%s\n", error);
+        assert_int_equal(r, 0);
+        assert_string_equal(c->state_dir, "/var/lib/imgd");
+        assert_string_equal(c->socket, "/run/imgd/imgd.sock");
+        assert_int_equal(c->n_watches, 1);
+        assert_string_equal(c->watches[0].path, "/srv/uploads/avatars");
+        assert_string_equal(c->watches[0].output, "/srv/media/avatars");
+        assert_true(c->watches[0].recursive);
+        p = c->watches[0].pipeline;
+        assert_string_equal(p->name, "avatar");
+        assert_int_equal(p->n_variants, 3);
+        for (size_t i = 0; i < 3; i++) {
+                static const char *const names[] = { "small", "medium", "large" };
+                static const unsigned sizes[] = { 100, 200, 400 };
+
+                assert_string_equal(p->variants[i].name, names[i]);
+                assert_int_equal(p->variants[i].width, sizes[i]);
+                assert_int_equal(p->variants[i].height, sizes[i]);
+                assert_int_equal(p->variants[i].fit, VARIANT_FIT_COVER);
+                assert_int_equal(p->variants[i].format, IMAGE_FORMAT_WEBP);
+                assert_int_equal(p->variants[i].quality, 80);
+                assert_int_equal(p->variants[i].mask, VARIANT_MASK_CIRCLE);
+        }
+        p = config_find_pipeline(c, "web");
+        assert_non_null(p);
+        assert_int_equal(p->n_variants, 3);
+        assert_int_equal(p->variants[0].width, 1600);
+        assert_int_equal(p->variants[0].fit, VARIANT_FIT_INSIDE);
+        assert_int_equal(p->variants[0].format, IMAGE_FORMAT_JPEG);
+        assert_int_equal(p->variants[0].quality, 82);
+        assert_int_equal(p->variants[1].width, 800);
+        assert_string_equal(p->variants[2].name, "card");
+        assert_int_equal(p->variants[2].width, 320);
+        assert_int_equal(p->variants[2].fit, VARIANT_FIT_COVER);
+        assert_int_equal(p->variants[2].format, IMAGE_FORMAT_WEBP);
+        config_free(c);
+#else
+        skip();
+#endif
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_full),
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_bad),
+                cmocka_unit_test(test_too_many_variants),
+                cmocka_unit_test(test_syntax_error),
+                cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_check_paths),
+                cmocka_unit_test(test_example_conf),
+        };
+
+        return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,1297 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-ledger.c - the job ledger on real SQLite files in a temporary directory: every state
+ * transition and its refusals, enqueue de-duplication and superseding, claim order, output
+ * key exclusion, error history, outputs, queries, persistence across close and crash, and
+ * the refusal to open corrupt, foreign or newer databases without touching them. Tests look
+ * at the stored values (through ledger_get() or a second SQLite connection), not only at
+ * return codes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "imgd/ledger.h"
+#include "imgd/macro.h"
+
+#define LEASE_US (60 * 1000000LL)
+
+struct fx {
+        char *dir;
+        char *db;
+        ledger *l;
+};
+
+/* Helpers, kept here so the test needs nothing but cmocka and the ledger. */
+
+static char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+static char *xasprintf(const char *fmt, ...)
+{
+        va_list ap;
+        char *s;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        assert_true(r >= 0);
+        return s;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st;
+        (void)flag;
+        (void)ftw;
+        remove(path);
+        return 0;
+}
+
+static void rm_rf(const char *path)
+{
+        if (path)
+                nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+        FILE *f = fopen(path, "we");
+
+        assert_non_null(f);
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        assert_int_equal(fclose(f), 0);
+}
+
+static void *read_file(const char *path, size_t *ret_len)
+{
+        struct stat st;
+        char *buf;
+        FILE *f = fopen(path, "re");
+
+        assert_non_null(f);
+        assert_int_equal(fstat(fileno(f), &st), 0);
+        buf = malloc((size_t)st.st_size + 1);
+        assert_non_null(buf);
+        assert_int_equal(fread(buf, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+        fclose(f);
+        *ret_len = (size_t)st.st_size;
+        return buf;
+}
+
+static bool exists(const char *path)
+{
+        return access(path, F_OK) == 0;
+}
+
+/* Runs SQL on a second connection to the database file. */
+static void raw_exec(const char *db, const char *sql)
+{
+        sqlite3 *h = NULL;
+        char *m = NULL;
+        int rc;
+
+        assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(h, 5000);
+        rc = sqlite3_exec(h, sql, NULL, NULL, &m);
+        if (rc != SQLITE_OK)
+                fail_msg("%s: %s", sql, m);
+        sqlite3_close(h);
+}
+
+/* The first column of the first row of a query on a second connection. */
+static int64_t raw_int(const char *db, const char *sql)
+{
+        sqlite3 *h = NULL;
+        sqlite3_stmt *st = NULL;
+        int64_t v;
+
+        assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+        return v;
+}
+
+/* Inserts n done jobs in one transaction, straight into the table. */
+static void raw_bulk_done(const char *db, unsigned n)
+{
+        char *sql = xasprintf(
+                "BEGIN;"
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %u) "
+                "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, created_us, "
+                "updated_us, next_at_us, finished_us) "
+                "SELECT 'bulk', '/bulk/' || x || '.jpg', printf('%%064d', x), 1, 1, x, "
+                "'/out/bulk/' || x, 'p', 'done', 1, x, x, x, x FROM c;"
+                "COMMIT;",
+                n);
+        raw_exec(db, sql);
+        free(sql);
+}
+
+/* A source whose content hash is made from `content`. */
+static struct source_info src_make(const char *path, const char *output_key, unsigned content)
+{
+        struct source_info s = {
+                .watch = "/srv/uploads",
+                .path = path,
+                .output_key = output_key,
+                .pipeline = "default",
+                .size = 1000 + content,
+                .mtime_ns = 1700000000000000000LL + content,
+                .ino = 42 + content,
+        };
+
+        snprintf(s.sha256, sizeof s.sha256, "%064x", content);
+        return s;
+}
+
+static int64_t enqueue(ledger *l, const char *path, const char *key, unsigned content,
+                       int64_t now)
+{
+        struct source_info s = src_make(path, key, content);
+        int64_t id = -1;
+
+        assert_int_equal(ledger_enqueue(l, &s, now, &id), 1);
+        assert_true(id > 0);
+        return id;
+}
+
+static int64_t claim(ledger *l, int64_t now)
+{
+        struct job *j = NULL;
+        int64_t id;
+
+        assert_int_equal(ledger_claim(l, "test", now, LEASE_US, &j), 1);
+        assert_non_null(j);
+        assert_int_equal(j->state, JOB_RUNNING);
+        id = j->id;
+        job_free(j);
+        return id;
+}
+
+static void assert_no_claim(ledger *l, int64_t now)
+{
+        struct job *j = NULL;
+
+        assert_int_equal(ledger_claim(l, "test", now, LEASE_US, &j), 0);
+        assert_null(j);
+}
+
+static struct job_detail *get(ledger *l, int64_t id)
+{
+        struct job_detail *d = NULL;
+
+        assert_int_equal(ledger_get(l, id, &d), 1);
+        assert_non_null(d);
+        assert_int_equal(d->job.id, id);
+        return d;
+}
+
+static enum job_state state_of(ledger *l, int64_t id)
+{
+        struct job_detail *d = get(l, id);
+        enum job_state s = d->job.state;
+
+        job_detail_free(d);
+        return s;
+}
+
+static unsigned attempts_of(ledger *l, int64_t id)
+{
+        struct job_detail *d = get(l, id);
+        unsigned a = d->job.attempts;
+
+        job_detail_free(d);
+        return a;
+}
+
+static void reopen(struct fx *f)
+{
+        char *err = NULL;
+
+        f->l = ledger_free(f->l);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_null(err);
+}
+
+static int setup(void **state)
+{
+        struct fx *f = calloc(1, sizeof *f);
+        const char *tmp = getenv("TMPDIR");
+        char *err = NULL;
+
+        assert_non_null(f);
+        f->dir = xasprintf("%s/test-ledger.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        assert_non_null(mkdtemp(f->dir));
+        f->db = xasprintf("%s/imgd.db", f->dir);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_null(err);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fx *f = *state;
+
+        ledger_free(f->l);
+        rm_rf(f->dir);
+        free(f->dir);
+        free(f->db);
+        free(f);
+        return 0;
+}
+
+/* Opening, persistence, schema */
+
+static void test_create_reopen(void **state)
+{
+        struct fx *f = *state;
+        struct source_info s = src_make("/srv/uploads/a.jpg", "/srv/media/a", 7);
+        struct job_detail *d;
+        struct stat st;
+        int64_t id;
+
+        assert_int_equal(stat(f->db, &st), 0);
+        assert_true(S_ISREG(st.st_mode));
+        assert_int_equal(st.st_mode & 0777, 0640 & ~(mode_t)022);
+
+        assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id), 1);
+        reopen(f);
+
+        d = get(f->l, id);
+        assert_string_equal(d->job.watch, "/srv/uploads");
+        assert_string_equal(d->job.source_path, "/srv/uploads/a.jpg");
+        assert_string_equal(d->job.output_key, "/srv/media/a");
+        assert_string_equal(d->job.pipeline, "default");
+        assert_string_equal(d->job.sha256, s.sha256);
+        assert_int_equal(d->job.size, 1007);
+        assert_int_equal(d->job.mtime_ns, 1700000000000000007LL);
+        assert_int_equal(d->job.ino, 49);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.attempts, 0);
+        assert_int_equal(d->job.created_us, 1000);
+        assert_int_equal(d->job.updated_us, 1000);
+        assert_int_equal(d->job.next_at_us, 1000);
+        assert_null(d->job.last_error);
+        assert_int_equal(d->n_outputs, 0);
+        assert_int_equal(d->n_errors, 0);
+        job_detail_free(d);
+
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+}
+
+static void test_schema_version(void **state)
+{
+        struct fx *f = *state;
+
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 1);
+        /* journal_mode=WAL is stored in the file: byte 18 of the header is 2. */
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_journal_mode "
+                                        "WHERE journal_mode = 'wal'"),
+                         1);
+        reopen(f);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 1);
+}
+
+static void test_crash_persists(void **state)
+{
+        struct fx *f = *state;
+        int64_t id = 0;
+        int status;
+        pid_t pid;
+
+        f->l = ledger_free(f->l);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct source_info s = src_make("/srv/uploads/c.jpg", "/srv/media/c", 1);
+                struct job *j = NULL;
+                ledger *l = NULL;
+
+                if (ledger_open(f->db, &l, NULL) < 0 || ledger_enqueue(l, &s, 10, &id) != 1 ||
+                    ledger_claim(l, "child", 20, LEASE_US, &j) != 1)
+                        _exit(1);
+                _exit(j->id == id ? 0 : 2); /* no close, no checkpoint */
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+
+        reopen(f);
+        assert_int_equal(state_of(f->l, 1), JOB_RUNNING);
+        assert_int_equal(attempts_of(f->l, 1), 1);
+        assert_int_equal(ledger_recover(f->l, 30), 1);
+        assert_int_equal(state_of(f->l, 1), JOB_QUEUED);
+}
+
+static void test_missing_parent(void **state)
+{
+        struct fx *f = *state;
+        char *dir = xasprintf("%s/no/such", f->dir);
+        char *path = xasprintf("%s/imgd.db", dir);
+        ledger *l = NULL;
+        char *err = NULL;
+
+        assert_int_equal(ledger_open(path, &l, &err), -ENOENT);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, path));
+        assert_non_null(strstr(err, dir));
+        assert_false(exists(dir));
+        free(err);
+        free(path);
+        free(dir);
+}
+
+/* Opens path expecting -EBADMSG with the corruption message, and the file unchanged. */
+static void assert_refused_corrupt(const char *path)
+{
+        size_t n_before, n_after;
+        char *before = read_file(path, &n_before);
+        char *wal = xasprintf("%s-wal", path);
+        ledger *l = NULL;
+        char *err = NULL, *after;
+
+        assert_int_equal(ledger_open(path, &l, &err), -EBADMSG);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, path));
+        assert_non_null(strstr(err, "corrupt"));
+        assert_non_null(strstr(err, ".recover"));
+        assert_non_null(strstr(err, "quick_check: "));
+
+        after = read_file(path, &n_after);
+        assert_int_equal(n_before, n_after);
+        assert_memory_equal(before, after, n_before);
+        assert_false(exists(wal));
+
+        free(err);
+        free(before);
+        free(after);
+        free(wal);
+}
+
+static void test_corrupt_garbage(void **state)
+{
+        struct fx *f = *state;
+        char garbage[8192];
+
+        f->l = ledger_free(f->l);
+        assert_int_equal(unlink(f->db), 0);
+        for (size_t i = 0; i < sizeof garbage; i++)
+                garbage[i] = (char)(i * 131 + 7);
+        write_file(f->db, garbage, sizeof garbage);
+
+        assert_refused_corrupt(f->db);
+}
+
+static void test_corrupt_pages(void **state)
+{
+        struct fx *f = *state;
+        size_t len;
+        char *buf;
+        int fd;
+
+        /* Enough rows for many b-tree pages; then closed, so the WAL is checkpointed. */
+        raw_bulk_done(f->db, 2000);
+        enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        f->l = ledger_free(f->l);
+        buf = read_file(f->db, &len);
+        free(buf);
+        assert_true(len >= 20 * 4096);
+
+        fd = open(f->db, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        for (size_t off = (len / 4096 / 2) * 4096; off < (len / 4096 / 2 + 3) * 4096; off++) {
+                char c = (char)(off * 37 + 11);
+                assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+        }
+        close(fd);
+
+        assert_refused_corrupt(f->db);
+}
+
+static void test_future_schema(void **state)
+{
+        struct fx *f = *state;
+        ledger *l = NULL;
+        char *err = NULL;
+
+        f->l = ledger_free(f->l);
+        raw_exec(f->db, "UPDATE schema_version SET version = 2");
+
+        assert_int_equal(ledger_open(f->db, &l, &err), -EPROTONOSUPPORT);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, f->db));
+        assert_non_null(strstr(err, "version 2"));
+        free(err);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 2);
+}
+
+static void test_foreign_database(void **state)
+{
+        struct fx *f = *state;
+        char *path = xasprintf("%s/other.db", f->dir);
+        ledger *l = NULL;
+        char *err = NULL;
+
+        write_file(path, "", 0);
+        raw_exec(path, "CREATE TABLE notes (x TEXT)");
+        assert_int_equal(ledger_open(path, &l, &err), -EMEDIUMTYPE);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, path));
+        free(err);
+        assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_master"), 1);
+        free(path);
+}
+
+/* Enqueue */
+
+static void test_enqueue_dedupe(void **state)
+{
+        struct fx *f = *state;
+        struct source_info s = src_make("/srv/uploads/a.jpg", "/srv/media/a", 1);
+        struct job_detail *d;
+        uint64_t counts[_JOB_STATE_MAX];
+        int64_t id1, id2 = 0, id3;
+
+        assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id1), 1);
+
+        /* Same path and content, new stat: the same job, with its stat refreshed. */
+        s.size = 5;
+        s.mtime_ns = 6;
+        s.ino = 7;
+        assert_int_equal(ledger_enqueue(f->l, &s, 2000, &id2), 0);
+        assert_int_equal(id2, id1);
+        d = get(f->l, id1);
+        assert_int_equal(d->job.size, 5);
+        assert_int_equal(d->job.mtime_ns, 6);
+        assert_int_equal(d->job.ino, 7);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.created_us, 1000);
+        job_detail_free(d);
+
+        /* Same content under another path is another job. */
+        s.path = "/srv/uploads/b.jpg";
+        assert_int_equal(ledger_enqueue(f->l, &s, 3000, &id3), 1);
+        assert_true(id3 != id1);
+
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        assert_int_equal(counts[JOB_QUEUED], 2);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM jobs"), 2);
+
+        /* A bad hash is refused. */
+        s.sha256[10] = '\0';
+        assert_int_equal(ledger_enqueue(f->l, &s, 3000, &id3), -EINVAL);
+}
+
+/* Content A, then B, then A again: A is new again (its first job was superseded). */
+static void test_enqueue_content_returns(void **state)
+{
+        struct fx *f = *state;
+        const char *p = "/srv/uploads/a.jpg";
+        int64_t a1, b, a2, again;
+        struct source_info s = src_make(p, "/srv/media/a", 1);
+
+        a1 = enqueue(f->l, p, "/srv/media/a", 1, 100);
+        b = enqueue(f->l, p, "/srv/media/a", 2, 200);
+        assert_int_equal(state_of(f->l, a1), JOB_CANCELLED);
+        a2 = enqueue(f->l, p, "/srv/media/a", 1, 300);
+        assert_true(a2 > b);
+        assert_int_equal(state_of(f->l, b), JOB_CANCELLED);
+        assert_int_equal(state_of(f->l, a2), JOB_QUEUED);
+        assert_int_equal(ledger_superseded(f->l, a2), 0);
+        /* And A once more, while A is the newest: known, same job. */
+        assert_int_equal(ledger_enqueue(f->l, &s, 400, &again), 0);
+        assert_int_equal(again, a2);
+}
+
+static void test_enqueue_supersedes(void **state)
+{
+        struct fx *f = *state;
+        const char *p = "/srv/uploads/a.jpg";
+        struct job_detail *d;
+        char expect[64];
+        int64_t running, q1, q2, r1, dead, other, newest;
+
+        /* A dead job and a running one for the path, plus a job for another path. */
+        dead = enqueue(f->l, p, "/srv/media/a", 1, 100);
+        assert_int_equal(claim(f->l, 100), dead);
+        assert_int_equal(ledger_fail(f->l, dead, "bad", false, 0, 110), 0);
+        running = enqueue(f->l, p, "/srv/media/a", 2, 200);
+        assert_int_equal(claim(f->l, 200), running);
+        other = enqueue(f->l, "/srv/uploads/other.jpg", "/srv/media/other", 3, 300);
+
+        /* Content changes: running is superseded, but keeps running. */
+        q1 = enqueue(f->l, p, "/srv/media/a", 4, 400);
+        assert_int_equal(ledger_superseded(f->l, running), 1);
+        assert_int_equal(state_of(f->l, running), JOB_RUNNING);
+
+        /* One in retry. */
+        assert_int_equal(claim(f->l, 500), other);
+        assert_int_equal(ledger_complete(f->l, other, NULL, 0, 510), 0);
+        assert_int_equal(ledger_fail(f->l, running, "x", true, 600, 520), 0);
+        r1 = running;
+        assert_int_equal(state_of(f->l, r1), JOB_RETRY);
+
+        /* Content changes again: the queued q1 and the retry r1 are cancelled. */
+        q2 = enqueue(f->l, p, "/srv/media/a", 5, 700);
+        snprintf(expect, sizeof expect, "superseded by job %" PRId64, q2);
+        d = get(f->l, q1);
+        assert_int_equal(d->job.state, JOB_CANCELLED);
+        assert_string_equal(d->job.last_error, expect);
+        assert_int_equal(d->job.updated_us, 700);
+        job_detail_free(d);
+        d = get(f->l, r1);
+        assert_int_equal(d->job.state, JOB_CANCELLED);
+        assert_string_equal(d->job.last_error, expect);
+        job_detail_free(d);
+        assert_int_equal(state_of(f->l, dead), JOB_DEAD);
+        assert_int_equal(state_of(f->l, other), JOB_DONE);
+        assert_int_equal(state_of(f->l, q2), JOB_QUEUED);
+
+        /* A running job is left alone. */
+        assert_int_equal(claim(f->l, 800), q2);
+        newest = enqueue(f->l, p, "/srv/media/a", 6, 900);
+        assert_int_equal(state_of(f->l, q2), JOB_RUNNING);
+        assert_int_equal(state_of(f->l, newest), JOB_QUEUED);
+
+        assert_int_equal(ledger_superseded(f->l, q2), 1);
+        assert_int_equal(ledger_superseded(f->l, newest), 0);
+        assert_int_equal(ledger_superseded(f->l, other), 0);
+        assert_int_equal(ledger_superseded(f->l, 9999), -ENOENT);
+}
+
+static void test_known_stat(void **state)
+{
+        struct fx *f = *state;
+        struct source_info s = src_make("/srv/uploads/a.jpg", "/srv/media/a", 1);
+        int64_t id;
+
+        assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns, s.ino), 0);
+        assert_int_equal(ledger_enqueue(f->l, &s, 100, &id), 1);
+        assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns, s.ino), 1);
+        assert_int_equal(ledger_known_stat(f->l, s.path, s.size + 1, s.mtime_ns, s.ino), 0);
+        assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns + 1, s.ino), 0);
+        assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns, s.ino + 1), 0);
+        assert_int_equal(ledger_known_stat(f->l, "/srv/uploads/b.jpg", s.size, s.mtime_ns,
+                                           s.ino),
+                         0);
+
+        /* Superseded (cancelled): no longer known; the new one is. */
+        {
+                struct source_info s2 = src_make("/srv/uploads/a.jpg", "/srv/media/a", 2);
+                int64_t id2;
+
+                assert_int_equal(ledger_enqueue(f->l, &s2, 200, &id2), 1);
+                assert_int_equal(state_of(f->l, id), JOB_CANCELLED);
+                assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns, s.ino), 0);
+                assert_int_equal(
+                        ledger_known_stat(f->l, s2.path, s2.size, s2.mtime_ns, s2.ino), 1);
+        }
+}
+
+/* Claiming */
+
+static void test_claim_fields_and_attempts(void **state)
+{
+        struct fx *f = *state;
+        struct source_info s = src_make("/srv/uploads/a.jpg", "/srv/media/a", 3);
+        struct job *j = NULL;
+        int64_t id;
+
+        assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id), 1);
+        assert_int_equal(ledger_claim(f->l, "w1", 1500, LEASE_US, &j), 1);
+        assert_int_equal(j->id, id);
+        assert_string_equal(j->watch, s.watch);
+        assert_string_equal(j->source_path, s.path);
+        assert_string_equal(j->output_key, s.output_key);
+        assert_string_equal(j->pipeline, s.pipeline);
+        assert_string_equal(j->sha256, s.sha256);
+        assert_int_equal(j->size, s.size);
+        assert_int_equal(j->mtime_ns, s.mtime_ns);
+        assert_int_equal(j->ino, s.ino);
+        assert_int_equal(j->state, JOB_RUNNING);
+        assert_int_equal(j->attempts, 1);
+        assert_int_equal(j->created_us, 1000);
+        assert_int_equal(j->updated_us, 1500);
+        assert_null(j->last_error);
+        j = job_free(j);
+        assert_null(j);
+
+        assert_int_equal(raw_int(f->db, "SELECT lease_expires_us FROM jobs"), 1500 + LEASE_US);
+        assert_int_equal(raw_int(f->db, "SELECT lease_owner = 'w1' FROM jobs"), 1);
+
+        /* Nothing else to claim. */
+        assert_no_claim(f->l, 1600);
+
+        assert_int_equal(ledger_fail(f->l, id, "oops", true, 2000, 1700), 0);
+        assert_int_equal(ledger_claim(f->l, "w2", 2000, LEASE_US, &j), 1);
+        assert_int_equal(j->attempts, 2);
+        assert_string_equal(j->last_error, "oops");
+        job_free(j);
+}
+
+static void test_claim_order_and_next_at(void **state)
+{
+        struct fx *f = *state;
+        int64_t a, b, c, due = 0;
+
+        assert_int_equal(ledger_next_due(f->l, &due), 0);
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        b = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 2000);
+        c = enqueue(f->l, "/u/c.jpg", "/m/c", 3, 2000);
+        assert_int_equal(ledger_next_due(f->l, &due), 1);
+        assert_int_equal(due, 1000);
+
+        /* Not before its next_at. */
+        assert_no_claim(f->l, 999);
+        assert_int_equal(claim(f->l, 1000), a);
+        assert_no_claim(f->l, 1999);
+
+        /* a fails and is due again at 5000, after b and c (same next_at: lower id first). */
+        assert_int_equal(ledger_fail(f->l, a, "e", true, 5000, 1100), 0);
+        assert_int_equal(ledger_next_due(f->l, &due), 1);
+        assert_int_equal(due, 2000);
+        assert_int_equal(claim(f->l, 4000), b);
+        assert_int_equal(claim(f->l, 4000), c);
+        assert_no_claim(f->l, 4999);
+        assert_int_equal(ledger_next_due(f->l, &due), 1);
+        assert_int_equal(due, 5000);
+        assert_int_equal(claim(f->l, 5000), a);
+        assert_int_equal(ledger_next_due(f->l, &due), 0);
+}
+
+static void test_claim_prefers_earlier_next_at(void **state)
+{
+        struct fx *f = *state;
+        int64_t a, b;
+
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(claim(f->l, 1000), a);
+        assert_int_equal(ledger_fail(f->l, a, "e", true, 3000, 1100), 0);
+        b = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 2000);
+        assert_true(b > a);
+        /* Both due at 4000: b (next_at 2000) has waited longer than a (3000). */
+        assert_int_equal(claim(f->l, 4000), b);
+        assert_int_equal(claim(f->l, 4000), a);
+}
+
+static void test_claim_excludes_running_output_key(void **state)
+{
+        struct fx *f = *state;
+        int64_t jpg, png, other;
+
+        jpg = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        png = enqueue(f->l, "/u/a.png", "/m/a", 2, 1001);
+        other = enqueue(f->l, "/u/b.jpg", "/m/b", 3, 1002);
+
+        assert_int_equal(claim(f->l, 2000), jpg);
+        /* png waits for jpg: its output key is busy, so the later job goes first. */
+        assert_int_equal(claim(f->l, 2000), other);
+        assert_no_claim(f->l, 2000);
+        assert_int_equal(state_of(f->l, png), JOB_QUEUED);
+
+        assert_int_equal(ledger_complete(f->l, jpg, NULL, 0, 2100), 0);
+        assert_int_equal(claim(f->l, 2200), png);
+}
+
+static void test_claim_with_many_done(void **state)
+{
+        struct fx *f = *state;
+        int64_t id, due;
+
+        raw_bulk_done(f->db, 20000);
+        id = enqueue(f->l, "/u/new.jpg", "/m/new", 1, 5000);
+
+        assert_int_equal(claim(f->l, 5000), id);
+        for (unsigned i = 0; i < 500; i++) {
+                assert_no_claim(f->l, 6000 + i);
+                assert_int_equal(ledger_next_due(f->l, &due), 0);
+        }
+        /* Timing belongs to scripts/bench-ledger.sh; here: correct with many done rows. */
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM jobs WHERE state = 'done'"),
+                         20000);
+}
+
+/* Transitions */
+
+static void test_fail_retry_then_dead(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d;
+        int64_t id;
+
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(claim(f->l, 1000), id);
+        assert_int_equal(ledger_fail(f->l, id, "decode failed", true, 3000, 1500), 0);
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_RETRY);
+        assert_int_equal(d->job.next_at_us, 3000);
+        assert_int_equal(d->job.updated_us, 1500);
+        assert_string_equal(d->job.last_error, "decode failed");
+        job_detail_free(d);
+
+        assert_int_equal(claim(f->l, 3000), id);
+        assert_int_equal(ledger_fail(f->l, id, "worker crashed", false, 99999, 3500), 0);
+
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_DEAD);
+        assert_int_equal(d->job.attempts, 2);
+        assert_int_equal(d->job.next_at_us, 3000); /* unchanged for dead */
+        assert_string_equal(d->job.last_error, "worker crashed");
+        assert_int_equal(d->n_errors, 2);
+        assert_int_equal(d->errors[0].attempt, 1);
+        assert_int_equal(d->errors[0].at_us, 1500);
+        assert_string_equal(d->errors[0].message, "decode failed");
+        assert_int_equal(d->errors[1].attempt, 2);
+        assert_int_equal(d->errors[1].at_us, 3500);
+        assert_string_equal(d->errors[1].message, "worker crashed");
+        job_detail_free(d);
+        assert_int_equal(raw_int(f->db, "SELECT finished_us FROM jobs"), 3500);
+
+        /* Dead is not claimable. */
+        assert_no_claim(f->l, 1000000);
+}
+
+static void test_fail_message_is_capped(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d;
+        char *big = malloc(100000);
+        int64_t id;
+
+        assert_non_null(big);
+        memset(big, 'x', 99999);
+        big[99999] = '\0';
+        /* A two-byte UTF-8 character straddling the cut. */
+        big[4095] = (char)0xc3;
+        big[4096] = (char)0xa9;
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(claim(f->l, 1000), id);
+        assert_int_equal(ledger_fail(f->l, id, big, false, 0, 1100), 0);
+        d = get(f->l, id);
+        assert_int_equal(strlen(d->job.last_error), 4095);
+        assert_int_equal(strlen(d->errors[0].message), 4095);
+        job_detail_free(d);
+        free(big);
+}
+
+static void test_complete_outputs(void **state)
+{
+        struct fx *f = *state;
+        struct job_output outs[2] = {
+                {.variant = "small", .path = "/m/a-small.webp", .format = "webp", .width = 100,
+                 .height = 80, .bytes = 1234},
+                {.variant = "large", .path = "/m/a-large.jpg", .format = "jpeg", .width = 1000,
+                 .height = 800, .bytes = 98765},
+        };
+        uint64_t counts[_JOB_STATE_MAX];
+        struct job_detail *d;
+        int64_t id;
+
+        snprintf(outs[0].sha256, sizeof outs[0].sha256, "%064x", 0xaaa);
+        snprintf(outs[1].sha256, sizeof outs[1].sha256, "%064x", 0xbbb);
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+
+        /* Not running yet. */
+        assert_int_equal(ledger_complete(f->l, id, outs, 2, 1100), -ESTALE);
+        assert_non_null(strstr(ledger_errmsg(f->l), "queued"));
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM outputs"), 0);
+
+        assert_int_equal(claim(f->l, 1000), id);
+        assert_int_equal(ledger_complete(f->l, id, outs, 2, 2000), 0);
+
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_DONE);
+        assert_int_equal(d->job.updated_us, 2000);
+        assert_int_equal(d->n_outputs, 2);
+        assert_string_equal(d->outputs[0].variant, "small");
+        assert_string_equal(d->outputs[0].path, "/m/a-small.webp");
+        assert_string_equal(d->outputs[0].format, "webp");
+        assert_int_equal(d->outputs[0].width, 100);
+        assert_int_equal(d->outputs[0].height, 80);
+        assert_int_equal(d->outputs[0].bytes, 1234);
+        assert_string_equal(d->outputs[0].sha256, outs[0].sha256);
+        assert_string_equal(d->outputs[1].variant, "large");
+        assert_string_equal(d->outputs[1].path, "/m/a-large.jpg");
+        assert_string_equal(d->outputs[1].format, "jpeg");
+        assert_int_equal(d->outputs[1].width, 1000);
+        assert_int_equal(d->outputs[1].height, 800);
+        assert_int_equal(d->outputs[1].bytes, 98765);
+        assert_string_equal(d->outputs[1].sha256, outs[1].sha256);
+        job_detail_free(d);
+        assert_int_equal(raw_int(f->db, "SELECT finished_us FROM jobs"), 2000);
+        assert_int_equal(raw_int(f->db, "SELECT lease_owner IS NULL FROM jobs"), 1);
+
+        /* Finished: neither complete nor fail apply, and nothing changes. */
+        assert_int_equal(ledger_complete(f->l, id, outs, 2, 3000), -ESTALE);
+        assert_int_equal(ledger_fail(f->l, id, "late", true, 0, 3000), -ESTALE);
+        assert_int_equal(ledger_release(f->l, id, 0, 3000), -ESTALE);
+        assert_int_equal(ledger_complete(f->l, 9999, outs, 2, 3000), -ENOENT);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM outputs"), 2);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM job_errors"), 0);
+        assert_int_equal(raw_int(f->db, "SELECT updated_us FROM jobs"), 2000);
+
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        assert_int_equal(counts[JOB_DONE], 1);
+        assert_int_equal(counts[JOB_RUNNING], 0);
+}
+
+static void test_complete_is_atomic(void **state)
+{
+        struct fx *f = *state;
+        struct job_output outs[2] = {
+                {.variant = "small", .path = "/m/1", .format = "webp", .width = 1, .height = 1},
+                {.variant = "small", .path = "/m/2", .format = "webp", .width = 1, .height = 1},
+        };
+        int64_t id;
+
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(claim(f->l, 1000), id);
+        /* The second output breaks the (job, variant) key: nothing is written. */
+        assert_int_equal(ledger_complete(f->l, id, outs, 2, 2000), -EEXIST);
+        assert_true(strlen(ledger_errmsg(f->l)) > 0);
+        assert_int_equal(state_of(f->l, id), JOB_RUNNING);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM outputs"), 0);
+
+        /* The ledger is usable after the rollback. */
+        assert_int_equal(ledger_complete(f->l, id, outs, 1, 2000), 0);
+        assert_int_equal(state_of(f->l, id), JOB_DONE);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM outputs"), 1);
+}
+
+static void test_not_running_is_stale(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d;
+        int64_t id;
+
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(ledger_fail(f->l, id, "x", true, 5, 1100), -ESTALE);
+        assert_int_equal(ledger_release(f->l, id, 5, 1100), -ESTALE);
+        assert_int_equal(ledger_fail(f->l, 9999, "x", true, 5, 1100), -ENOENT);
+        assert_int_equal(ledger_release(f->l, 9999, 5, 1100), -ENOENT);
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.next_at_us, 1000);
+        assert_int_equal(d->job.updated_us, 1000);
+        assert_null(d->job.last_error);
+        assert_int_equal(d->n_errors, 0);
+        job_detail_free(d);
+}
+
+static void test_recover(void **state)
+{
+        struct fx *f = *state;
+        int64_t a, b, c;
+
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        b = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 1000);
+        c = enqueue(f->l, "/u/c.jpg", "/m/c", 3, 5000);
+        assert_int_equal(claim(f->l, 1000), a);
+        assert_int_equal(claim(f->l, 1000), b);
+        assert_int_equal(ledger_fail(f->l, b, "e", true, 1500, 1100), 0);
+        assert_int_equal(claim(f->l, 1500), b);
+
+        reopen(f);
+        assert_int_equal(ledger_recover(f->l, 2000), 2);
+        assert_int_equal(state_of(f->l, a), JOB_QUEUED);
+        assert_int_equal(state_of(f->l, b), JOB_QUEUED);
+        assert_int_equal(state_of(f->l, c), JOB_QUEUED);
+        assert_int_equal(attempts_of(f->l, a), 1);
+        assert_int_equal(attempts_of(f->l, b), 2);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM jobs WHERE lease_owner IS NOT NULL"),
+                         0);
+        assert_int_equal(ledger_recover(f->l, 2100), 0);
+
+        /* The next claim counts another attempt. */
+        assert_int_equal(claim(f->l, 3000), a);
+        assert_int_equal(attempts_of(f->l, a), 2);
+}
+
+static void test_release(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d;
+        int64_t id;
+
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(claim(f->l, 1000), id);
+        assert_int_equal(attempts_of(f->l, id), 1);
+        assert_int_equal(ledger_release(f->l, id, 7000, 1200), 0);
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.attempts, 0);
+        assert_int_equal(d->job.next_at_us, 7000);
+        assert_int_equal(d->job.updated_us, 1200);
+        job_detail_free(d);
+        assert_int_equal(raw_int(f->db, "SELECT lease_owner IS NULL AND lease_expires_us IS NULL "
+                                        "FROM jobs"),
+                         1);
+
+        assert_no_claim(f->l, 6999);
+        assert_int_equal(claim(f->l, 7000), id);
+        assert_int_equal(attempts_of(f->l, id), 1);
+
+        /* Never below zero. */
+        raw_exec(f->db, "UPDATE jobs SET attempts = 0");
+        assert_int_equal(ledger_release(f->l, id, 8000, 7100), 0);
+        assert_int_equal(attempts_of(f->l, id), 0);
+}
+
+static void test_retry_dead(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d;
+        int64_t id;
+
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(ledger_retry(f->l, id, 1100), -ESTALE);
+        assert_int_equal(ledger_retry(f->l, 9999, 1100), -ENOENT);
+        assert_int_equal(claim(f->l, 1000), id);
+        assert_int_equal(ledger_retry(f->l, id, 1100), -ESTALE);
+        assert_int_equal(ledger_fail(f->l, id, "bad", false, 0, 1200), 0);
+        assert_int_equal(raw_int(f->db, "SELECT finished_us FROM jobs"), 1200);
+
+        assert_int_equal(ledger_retry(f->l, id, 5000), 0);
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.attempts, 0);
+        assert_int_equal(d->job.next_at_us, 5000);
+        assert_int_equal(d->job.updated_us, 5000);
+        assert_int_equal(d->n_errors, 1);
+        job_detail_free(d);
+        assert_int_equal(raw_int(f->db, "SELECT finished_us IS NULL FROM jobs"), 1);
+        assert_int_equal(ledger_retry(f->l, id, 5100), -ESTALE);
+
+        assert_no_claim(f->l, 4999);
+        assert_int_equal(claim(f->l, 5000), id);
+        assert_int_equal(attempts_of(f->l, id), 1);
+}
+
+static void test_cancel(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d;
+        int64_t q, r, dd, run, done;
+
+        q = enqueue(f->l, "/u/q.jpg", "/m/q", 1, 1000);
+        r = enqueue(f->l, "/u/r.jpg", "/m/r", 2, 1001);
+        dd = enqueue(f->l, "/u/d.jpg", "/m/d", 3, 1002);
+        run = enqueue(f->l, "/u/run.jpg", "/m/run", 4, 1003);
+        done = enqueue(f->l, "/u/done.jpg", "/m/done", 5, 1004);
+        /* q is claimed and handed back with a far next_at, out of the way. */
+        assert_int_equal(claim(f->l, 2000), q);
+        assert_int_equal(ledger_release(f->l, q, 1000000, 2001), 0);
+        assert_int_equal(claim(f->l, 2000), r);
+        assert_int_equal(ledger_fail(f->l, r, "e", true, 9000, 2002), 0);
+        assert_int_equal(claim(f->l, 2000), dd);
+        assert_int_equal(ledger_fail(f->l, dd, "e", false, 0, 2003), 0);
+        assert_int_equal(claim(f->l, 2000), run);
+        assert_int_equal(claim(f->l, 2000), done);
+        assert_int_equal(ledger_complete(f->l, done, NULL, 0, 2004), 0);
+        assert_int_equal(state_of(f->l, q), JOB_QUEUED);
+        assert_int_equal(state_of(f->l, r), JOB_RETRY);
+        assert_int_equal(state_of(f->l, dd), JOB_DEAD);
+        assert_int_equal(state_of(f->l, run), JOB_RUNNING);
+
+        assert_int_equal(ledger_cancel(f->l, q, "by operator", 3000), 0);
+        d = get(f->l, q);
+        assert_int_equal(d->job.state, JOB_CANCELLED);
+        assert_string_equal(d->job.last_error, "by operator");
+        assert_int_equal(d->job.updated_us, 3000);
+        assert_int_equal(d->n_errors, 1);
+        assert_string_equal(d->errors[0].message, "by operator");
+        assert_int_equal(d->errors[0].at_us, 3000);
+        job_detail_free(d);
+
+        assert_int_equal(ledger_cancel(f->l, r, "x", 3001), 0);
+        assert_int_equal(state_of(f->l, r), JOB_CANCELLED);
+        assert_int_equal(ledger_cancel(f->l, dd, "x", 3002), 0);
+        assert_int_equal(state_of(f->l, dd), JOB_CANCELLED);
+        assert_int_equal(ledger_cancel(f->l, run, "x", 3003), 0);
+        assert_int_equal(state_of(f->l, run), JOB_CANCELLED);
+        /* The worker's late result is refused. */
+        assert_int_equal(ledger_complete(f->l, run, NULL, 0, 3004), -ESTALE);
+        assert_int_equal(state_of(f->l, run), JOB_CANCELLED);
+
+        assert_int_equal(ledger_cancel(f->l, done, "x", 3005), -ESTALE);
+        assert_int_equal(state_of(f->l, done), JOB_DONE);
+        assert_int_equal(ledger_cancel(f->l, q, "again", 3006), -ESTALE);
+        assert_int_equal(ledger_cancel(f->l, 9999, "x", 3007), -ENOENT);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM job_errors WHERE message = 'again'"),
+                         0);
+
+        /* Nothing cancelled is claimable. */
+        assert_no_claim(f->l, 1000000);
+}
+
+/* Queries */
+
+static void test_counts(void **state)
+{
+        struct fx *f = *state;
+        uint64_t counts[_JOB_STATE_MAX];
+        int64_t a, b, c, d;
+
+        memset(counts, 0xff, sizeof counts);
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        for (int i = 0; i < _JOB_STATE_MAX; i++)
+                assert_int_equal(counts[i], 0);
+
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        b = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 1000);
+        c = enqueue(f->l, "/u/c.jpg", "/m/c", 3, 1000);
+        d = enqueue(f->l, "/u/d.jpg", "/m/d", 4, 1000);
+        enqueue(f->l, "/u/e.jpg", "/m/e", 5, 1000);
+        enqueue(f->l, "/u/f.jpg", "/m/f", 6, 1000);
+        assert_int_equal(claim(f->l, 1000), a);
+        assert_int_equal(claim(f->l, 1000), b);
+        assert_int_equal(claim(f->l, 1000), c);
+        assert_int_equal(claim(f->l, 1000), d);
+        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, b, "e", true, 5000, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, c, "e", false, 0, 1100), 0);
+        enqueue(f->l, "/u/f.jpg", "/m/f", 7, 1200); /* cancels the queued f */
+
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        assert_int_equal(counts[JOB_QUEUED], 2);
+        assert_int_equal(counts[JOB_RUNNING], 1);
+        assert_int_equal(counts[JOB_RETRY], 1);
+        assert_int_equal(counts[JOB_DONE], 1);
+        assert_int_equal(counts[JOB_DEAD], 1);
+        assert_int_equal(counts[JOB_CANCELLED], 1);
+}
+
+static void test_list(void **state)
+{
+        struct fx *f = *state;
+        struct ledger_filter flt = {.state = -1};
+        struct job *jobs = NULL;
+        size_t n = 99;
+        int64_t a;
+
+        /* 60 jobs: even ones in watch /w1, odd ones in /w2; updated at 1000 + i. */
+        for (unsigned i = 0; i < 60; i++) {
+                struct source_info s;
+                char path[64];
+                int64_t id;
+
+                snprintf(path, sizeof path, "/u/%u.jpg", i);
+                s = src_make(path, path, i);
+                s.watch = i % 2 ? "/w2" : "/w1";
+                assert_int_equal(ledger_enqueue(f->l, &s, 1000 + i, &id), 1);
+                assert_int_equal(id, i + 1);
+        }
+        a = claim(f->l, 5000); /* job 1, now updated at 5000 */
+        assert_int_equal(a, 1);
+
+        /* Default limit, newest first. */
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 50);
+        assert_int_equal(jobs[0].id, 1);
+        assert_int_equal(jobs[0].state, JOB_RUNNING);
+        assert_int_equal(jobs[1].id, 60);
+        assert_int_equal(jobs[49].id, 12);
+        for (size_t i = 1; i < n; i++)
+                assert_true(jobs[i - 1].updated_us >= jobs[i].updated_us);
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+
+        /* State, watch, since and limit together. */
+        flt = (struct ledger_filter){.state = JOB_QUEUED, .watch = "/w2", .since_us = 1050,
+                                     .limit = 3};
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(jobs[0].id, 60);
+        assert_int_equal(jobs[1].id, 58);
+        assert_int_equal(jobs[2].id, 56);
+        for (size_t i = 0; i < n; i++) {
+                assert_string_equal(jobs[i].watch, "/w2");
+                job_clear(&jobs[i]);
+        }
+        free(jobs);
+
+        flt = (struct ledger_filter){.state = JOB_QUEUED, .watch = "/w1", .since_us = 1050};
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 5); /* 1050, 1052, ..., 1058 */
+        assert_int_equal(jobs[4].id, 51);
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+
+        flt = (struct ledger_filter){.state = JOB_RUNNING};
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(jobs[0].id, 1);
+        job_clear(&jobs[0]);
+        free(jobs);
+
+        flt = (struct ledger_filter){.state = JOB_DEAD};
+        jobs = NULL;
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 0);
+        free(jobs);
+
+        /* NULL filter: everything, default limit. */
+        assert_int_equal(ledger_list(f->l, NULL, &jobs, &n), 0);
+        assert_int_equal(n, 50);
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+
+        flt = (struct ledger_filter){.state = _JOB_STATE_MAX};
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), -EINVAL);
+}
+
+static void test_list_limit_capped(void **state)
+{
+        struct fx *f = *state;
+        struct ledger_filter flt = {.state = JOB_DONE, .limit = 50000};
+        struct job *jobs = NULL;
+        size_t n = 0;
+
+        raw_bulk_done(f->db, 10050);
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 10000);
+        assert_int_equal(jobs[0].id, 10050);
+        assert_string_equal(jobs[0].source_path, "/bulk/10050.jpg");
+        assert_int_equal(jobs[9999].id, 51);
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+}
+
+static void test_output_owner(void **state)
+{
+        struct fx *f = *state;
+        char *owner = NULL;
+        int64_t jpg, png, gif;
+
+        jpg = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.png", &owner), 0);
+        assert_null(owner);
+        assert_int_equal(claim(f->l, 1000), jpg);
+        /* Running is not done. */
+        assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.png", &owner), 0);
+        assert_int_equal(ledger_complete(f->l, jpg, NULL, 0, 1100), 0);
+
+        assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.png", &owner), 1);
+        assert_string_equal(owner, "/u/a.jpg");
+        free(owner);
+        owner = NULL;
+        assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.jpg", &owner), 0);
+        assert_null(owner);
+        assert_int_equal(ledger_output_owner(f->l, "/m/b", "/u/a.png", &owner), 0);
+
+        /* The most recent done job wins. */
+        png = enqueue(f->l, "/u/a.png", "/m/a", 2, 1200);
+        assert_int_equal(claim(f->l, 1200), png);
+        assert_int_equal(ledger_complete(f->l, png, NULL, 0, 1300), 0);
+        gif = enqueue(f->l, "/u/a.gif", "/m/a", 3, 1400);
+        assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.gif", &owner), 1);
+        assert_string_equal(owner, "/u/a.png");
+        free(owner);
+        owner = NULL;
+        assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.png", &owner), 1);
+        assert_string_equal(owner, "/u/a.jpg");
+        free(owner);
+        owner = NULL;
+        assert_int_equal(state_of(f->l, gif), JOB_QUEUED);
+}
+
+static void test_get_missing(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d = NULL;
+
+        assert_int_equal(ledger_get(f->l, 12345, &d), 0);
+        assert_null(d);
+}
+
+static void test_state_names(void **state)
+{
+        (void)state;
+        for (int i = 0; i < _JOB_STATE_MAX; i++) {
+                const char *name = job_state_name(i);
+                assert_non_null(name);
+                assert_int_equal(job_state_from_name(name), i);
+        }
+        assert_string_equal(job_state_name(JOB_RETRY), "retry");
+        assert_string_equal(job_state_name(JOB_CANCELLED), "cancelled");
+        assert_null(job_state_name(_JOB_STATE_MAX));
+        assert_null(job_state_name((enum job_state)-1));
+        assert_int_equal(job_state_from_name("Queued"), -EINVAL);
+        assert_int_equal(job_state_from_name(""), -EINVAL);
+        assert_int_equal(job_state_from_name(NULL), -EINVAL);
+        assert_null(job_free(NULL));
+        assert_null(job_detail_free(NULL));
+        assert_null(ledger_free(NULL));
+        job_clear(NULL);
+}
+
+int main(void)
+{
+#define T(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
+        const struct CMUnitTest tests[] = {
+                T(test_create_reopen),
+                T(test_schema_version),
+                T(test_crash_persists),
+                T(test_missing_parent),
+                T(test_corrupt_garbage),
+                T(test_corrupt_pages),
+                T(test_future_schema),
+                T(test_foreign_database),
+                T(test_enqueue_dedupe),
+                T(test_enqueue_supersedes),
+                T(test_enqueue_content_returns),
+                T(test_known_stat),
+                T(test_claim_fields_and_attempts),
+                T(test_claim_order_and_next_at),
+                T(test_claim_prefers_earlier_next_at),
+                T(test_claim_excludes_running_output_key),
+                T(test_claim_with_many_done),
+                T(test_fail_retry_then_dead),
+                T(test_fail_message_is_capped),
+                T(test_complete_outputs),
+                T(test_complete_is_atomic),
+                T(test_not_running_is_stale),
+                T(test_recover),
+                T(test_release),
+                T(test_retry_dead),
+                T(test_cancel),
+                T(test_counts),
+                T(test_list),
+                T(test_list_limit_capped),
+                T(test_output_owner),
+                T(test_get_missing),
+                T(test_state_names),
+        };
+#undef T
+
+        umask(022);
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1246 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-render.c - render.c against real images made here with libvips: every fit, the
+ * circle mask, EXIF orientation, 16-bit and CMYK sources, alpha flattening, shrink-on-load,
+ * the pixel limit read from a (forged) header, truncated and non-image input, verification,
+ * each output format; and the real imgd-worker binary driven over its socket end to end.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "imgd/hash.h"
+#include "imgd/macro.h"
+#include "imgd/render.h"
+#include "imgd/variant.h"
+#include "imgd/wire.h"
+
+#ifndef IMGD_BUILD_DIR
+#error "IMGD_BUILD_DIR must name the build directory holding imgd-worker"
+#endif
+
+static inline void image_unrefp(VipsImage **p)
+{
+        if (*p)
+                g_object_unref(*p);
+}
+#define _cleanup_image_ _cleanup_(image_unrefp)
+
+static inline void gfreep(void *p)
+{
+        g_free(*(void **)p);
+}
+#define _cleanup_gfree_ _cleanup_(gfreep)
+
+static inline void render_base_freep(render_base **p)
+{
+        render_base_free(*p);
+}
+#define _cleanup_base_ _cleanup_(render_base_freep)
+
+/* ---- images made with libvips ---------------------------------------------------------- */
+
+/* Asserts that a libvips call succeeded, showing its error otherwise. */
+#define VIPS_OK(call)                                                                              \
+        do {                                                                                       \
+                if ((call) != 0) {                                                                 \
+                        fail_msg("%s: %s", #call, vips_error_buffer());                            \
+                }                                                                                  \
+        } while (0)
+
+/* A w x h sRGB gradient: R = 255 x / w, G = 255 y / h, B = 128; alpha 255 when asked. */
+static VipsImage *make_gradient(int w, int h, bool alpha)
+{
+        _cleanup_image_ VipsImage *xy = NULL, *lin = NULL, *rgbf = NULL, *rgb = NULL, *rgba = NULL;
+        double a[2] = {255.0 / w, 255.0 / h}, b[2] = {0, 0};
+        VipsImage *out = NULL;
+
+        VIPS_OK(vips_xyz(&xy, w, h, NULL));
+        VIPS_OK(vips_linear(xy, &lin, a, b, 2, NULL));
+        VIPS_OK(vips_bandjoin_const1(lin, &rgbf, 128.0, NULL));
+        VIPS_OK(vips_cast(rgbf, &rgb, VIPS_FORMAT_UCHAR, NULL));
+        if (alpha)
+                VIPS_OK(vips_bandjoin_const1(rgb, &rgba, 255.0, NULL));
+        VIPS_OK(
+            vips_copy(alpha ? rgba : rgb, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
+        return out;
+}
+
+/* A w x h sRGB image, pure `left` colour where x < w/2 and pure `right` colour elsewhere. */
+static VipsImage *make_halves(int w, int h, const double left[3], const double right[3])
+{
+        _cleanup_image_ VipsImage *xy = NULL, *x = NULL, *cond = NULL, *l = NULL, *r = NULL,
+                                  *blk = NULL, *pick = NULL;
+        VipsImage *out = NULL;
+
+        VIPS_OK(vips_xyz(&xy, w, h, NULL));
+        VIPS_OK(vips_extract_band(xy, &x, 0, NULL));
+        VIPS_OK(vips_less_const1(x, &cond, w / 2, NULL));
+        VIPS_OK(vips_black(&blk, w, h, "bands", 3, NULL));
+        VIPS_OK(vips_linear(blk, &l, (double[]){1, 1, 1}, (double *)left, 3, NULL));
+        VIPS_OK(vips_linear(blk, &r, (double[]){1, 1, 1}, (double *)right, 3, NULL));
+        VIPS_OK(vips_ifthenelse(cond, l, r, &pick, NULL));
+        {
+                _cleanup_image_ VipsImage *u8 = NULL;
+
+                VIPS_OK(vips_cast(pick, &u8, VIPS_FORMAT_UCHAR, NULL));
+                VIPS_OK(vips_copy(u8, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
+        }
+        return out;
+}
+
+/* Encodes with libvips' saver for `suffix` (".jpg[Q=90]", ".png", ...); g_free the result. */
+static void *encode(VipsImage *im, const char *suffix, size_t *ret_len)
+{
+        void *buf = NULL;
+        size_t len = 0;
+
+        VIPS_OK(vips_image_write_to_buffer(im, suffix, &buf, &len, NULL));
+        assert_non_null(buf);
+        *ret_len = len;
+        return buf;
+}
+
+/* Decodes a buffer fully into memory with libvips. */
+static VipsImage *decode(const void *buf, size_t len)
+{
+        _cleanup_image_ VipsImage *lazy = vips_image_new_from_buffer(buf, len, "", NULL);
+        VipsImage *mem;
+
+        if (!lazy)
+                fail_msg("decode: %s", vips_error_buffer());
+        mem = vips_image_copy_memory(lazy);
+        if (!mem)
+                fail_msg("decode: %s", vips_error_buffer());
+        return mem;
+}
+
+/* Band `band` of pixel (x, y). */
+static double pixel(VipsImage *im, int x, int y, int band)
+{
+        _cleanup_gfree_ double *v = NULL;
+        int n = 0;
+
+        VIPS_OK(vips_getpoint(im, &v, &n, x, y, NULL));
+        assert_true(band < n);
+        return v[band];
+}
+
+static void assert_near(double got, double want, double tolerance)
+{
+        if (got < want - tolerance || got > want + tolerance)
+                fail_msg("got %.1f, want %.1f +- %.1f", got, want, tolerance);
+}
+
+static struct variant make_variant(unsigned w, unsigned h, enum variant_fit fit,
+                                   enum image_format format)
+{
+        struct variant v = {
+            .width = w,
+            .height = h,
+            .fit = fit,
+            .format = format,
+            .quality = 90,
+            .mask = VARIANT_MASK_NONE,
+            .background = {255, 255, 255},
+        };
+
+        snprintf(v.name, sizeof(v.name), "%s-%ux%u", variant_fit_name(fit), w, h);
+        return v;
+}
+
+static render_base *base_ok(const void *buf, size_t len, const struct variant *v, size_t n)
+{
+        struct render_limits limits = {.max_pixels = 100000000};
+        struct render_error err = {};
+        render_base *b = NULL;
+        int r = render_base_new(buf, len, v, n, &limits, &b, &err);
+
+        if (r < 0)
+                fail_msg("render_base_new: %d %s", r, err.message);
+        assert_non_null(b);
+        return b;
+}
+
+/*
+ * Renders v from b, checks the reported size against want_w x want_h, that it verifies,
+ * and that libvips decodes it at that size; returns the decoded output.
+ */
+static VipsImage *render_check(render_base *b, const struct variant *v, unsigned want_w,
+                               unsigned want_h)
+{
+        _cleanup_gfree_ void *buf = NULL;
+        struct render_error err = {};
+        size_t len = 0;
+        unsigned w = 0, h = 0;
+        VipsImage *out;
+        int r;
+
+        r = render_variant(b, v, &buf, &len, &w, &h, &err);
+        if (r < 0)
+                fail_msg("render_variant %s: %d %s", v->name, r, err.message);
+        assert_true(len > 0);
+        if (w != want_w || h != want_h)
+                fail_msg("%s: got %ux%u, want %ux%u", v->name, w, h, want_w, want_h);
+        r = render_verify(buf, len, v->format, w, h, &err);
+        if (r < 0)
+                fail_msg("render_verify %s: %s", v->name, err.message);
+        assert_int_equal(image_format_sniff(buf, len), v->format);
+        out = decode(buf, len);
+        assert_int_equal(out->Xsize, (int)want_w);
+        assert_int_equal(out->Ysize, (int)want_h);
+        return out;
+}
+
+/* ---- fits -------------------------------------------------------------------------------- */
+
+static void test_fits_large_source(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(400, 300, false);
+        _cleanup_gfree_ void *jpg = NULL;
+        size_t len;
+        static const struct {
+                unsigned w, h;
+                enum variant_fit fit;
+                unsigned want_w, want_h;
+        } cases[] = {
+            {100, 100, VARIANT_FIT_COVER, 100, 100},  {37, 91, VARIANT_FIT_COVER, 37, 91},
+            {100, 100, VARIANT_FIT_CONTAIN, 100, 75}, {100, 100, VARIANT_FIT_INSIDE, 100, 75},
+            {120, 40, VARIANT_FIT_FILL, 120, 40},     {0, 0, VARIANT_FIT_NONE, 400, 300},
+        };
+        struct variant vs[ELEMENTSOF(cases)];
+        _cleanup_base_ render_base *b = NULL;
+
+        jpg = encode(src, ".jpg[Q=95]", &len);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                vs[i] = make_variant(cases[i].w, cases[i].h, cases[i].fit, IMAGE_FORMAT_PNG);
+        b = base_ok(jpg, len, vs, ELEMENTSOF(vs));
+        assert_int_equal(render_base_info(b)->format, IMAGE_FORMAT_JPEG);
+        assert_int_equal(render_base_info(b)->width, 400);
+        assert_int_equal(render_base_info(b)->height, 300);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_image_ VipsImage *out =
+                    render_check(b, &vs[i], cases[i].want_w, cases[i].want_h);
+
+                /* Output is 8-bit sRGB without alpha, as the source. */
+                assert_int_equal(out->Bands, 3);
+                assert_int_equal(out->BandFmt, VIPS_FORMAT_UCHAR);
+        }
+
+        /* Cover crops the centre: the middle of a 100x100 cover is the middle of the source. */
+        {
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[0], 100, 100);
+
+                assert_near(pixel(out, 50, 50, 0), 255.0 * 200 / 400, 6);
+                assert_near(pixel(out, 50, 50, 1), 255.0 * 150 / 300, 6);
+                /* The crop keeps the full height, so the left edge is x = 50 of the source. */
+                assert_near(pixel(out, 0, 50, 0), 255.0 * 50 / 400, 8);
+                assert_near(pixel(out, 50, 0, 1), 0, 6);
+        }
+}
+
+static void test_fits_small_source(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(50, 40, false);
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        static const struct {
+                unsigned w, h;
+                enum variant_fit fit;
+                unsigned want_w, want_h;
+        } cases[] = {
+            {200, 100, VARIANT_FIT_COVER, 200, 100},   /* enlarged to fill */
+            {200, 200, VARIANT_FIT_CONTAIN, 200, 160}, /* enlarged to fit */
+            {200, 200, VARIANT_FIT_INSIDE, 50, 40},    /* never enlarged */
+            {30, 20, VARIANT_FIT_INSIDE, 25, 20},      /* but still reduced */
+            {10, 90, VARIANT_FIT_FILL, 10, 90},        {0, 0, VARIANT_FIT_NONE, 50, 40},
+        };
+        struct variant vs[ELEMENTSOF(cases)];
+        _cleanup_base_ render_base *b = NULL;
+
+        png = encode(src, ".png", &len);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                vs[i] = make_variant(cases[i].w, cases[i].h, cases[i].fit, IMAGE_FORMAT_WEBP);
+        b = base_ok(png, len, vs, ELEMENTSOF(vs));
+        assert_int_equal(render_base_info(b)->format, IMAGE_FORMAT_PNG);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_image_ VipsImage *out =
+                    render_check(b, &vs[i], cases[i].want_w, cases[i].want_h);
+
+                assert_int_equal(out->Bands, 3);
+        }
+}
+
+/* ---- circle mask ------------------------------------------------------------------------- */
+
+static void check_circle(VipsImage *out)
+{
+        int w = out->Xsize, h = out->Ysize;
+
+        assert_int_equal(out->Bands, 4);
+        assert_int_equal(out->BandFmt, VIPS_FORMAT_UCHAR);
+        assert_int_equal((int)pixel(out, 0, 0, 3), 0);
+        assert_int_equal((int)pixel(out, w - 1, 0, 3), 0);
+        assert_int_equal((int)pixel(out, 0, h - 1, 3), 0);
+        assert_int_equal((int)pixel(out, w - 1, h - 1, 3), 0);
+        assert_int_equal((int)pixel(out, w / 2, h / 2, 3), 255);
+}
+
+static void test_circle_mask(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(200, 100, false);
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        struct variant vs[3] = {
+            make_variant(64, 64, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+            make_variant(64, 64, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+            make_variant(80, 40, VARIANT_FIT_FILL, IMAGE_FORMAT_PNG),
+        };
+        _cleanup_base_ render_base *b = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(vs); i++)
+                vs[i].mask = VARIANT_MASK_CIRCLE;
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, vs, ELEMENTSOF(vs));
+
+        {
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[0], 64, 64);
+
+                check_circle(out);
+                /* Just inside the rim (distance 30.5 of radius 32) and outside it. */
+                assert_int_equal((int)pixel(out, 32, 2, 3), 255);
+                assert_int_equal((int)pixel(out, 6, 6, 3), 0);
+                /* Colour is untouched where opaque. */
+                assert_near(pixel(out, 32, 32, 2), 128, 3);
+        }
+        {
+                /* WebP keeps alpha losslessly by default. */
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[1], 64, 64);
+
+                check_circle(out);
+        }
+        {
+                /* Not square: the circle of radius 20 is inscribed in the 80x40 box. */
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[2], 80, 40);
+
+                check_circle(out);
+                assert_int_equal((int)pixel(out, 40, 1, 3), 255);
+                assert_int_equal((int)pixel(out, 5, 20, 3), 0);
+                assert_int_equal((int)pixel(out, 75, 20, 3), 0);
+                /* The rim is anti-aliased: a pixel straddling it is partly transparent. */
+                {
+                        double edge = pixel(out, 20, 20, 3); /* distance 19.5 + 0.5 */
+
+                        assert_true(edge > 0 && edge <= 255);
+                }
+        }
+}
+
+static void test_circle_mask_with_alpha_and_jpeg(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(100, 100, false), *half = NULL, *rgba = NULL;
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        struct variant vs[2] = {
+            make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+            make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_JPEG),
+        };
+        _cleanup_base_ render_base *b = NULL;
+
+        /* A source with alpha 128 everywhere: the mask multiplies into it. */
+        VIPS_OK(vips_bandjoin_const1(src, &half, 128.0, NULL));
+        VIPS_OK(vips_copy(half, &rgba, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
+        png = encode(rgba, ".png", &len);
+        vs[0].mask = vs[1].mask = VARIANT_MASK_CIRCLE;
+        vs[1].background[0] = 0;
+        vs[1].background[1] = 0;
+        vs[1].background[2] = 255;
+        b = base_ok(png, len, vs, ELEMENTSOF(vs));
+
+        {
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[0], 50, 50);
+
+                assert_int_equal(out->Bands, 4);
+                assert_int_equal((int)pixel(out, 0, 0, 3), 0);
+                assert_near(pixel(out, 25, 25, 3), 128, 1);
+        }
+        {
+                /* JPEG has no alpha: the masked corners are flattened onto blue. */
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[1], 50, 50);
+
+                assert_int_equal(out->Bands, 3);
+                assert_near(pixel(out, 0, 0, 0), 0, 12);
+                assert_near(pixel(out, 0, 0, 1), 0, 12);
+                assert_near(pixel(out, 0, 0, 2), 255, 12);
+                /* The centre is half source (128, 128, 128), half blue. */
+                assert_near(pixel(out, 25, 25, 0), 64, 12);
+                assert_near(pixel(out, 25, 25, 2), 191, 12);
+        }
+}
+
+/* ---- source colour and geometry ---------------------------------------------------------- */
+
+static const double RED[3] = {255, 0, 0}, BLUE[3] = {0, 0, 255}, GREEN[3] = {0, 255, 0};
+
+static void test_exif_orientation(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_halves(300, 200, RED, BLUE), *tagged = NULL,
+                                  *out = NULL;
+        _cleanup_gfree_ void *jpg = NULL;
+        size_t len = 0;
+        struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_PNG);
+        struct variant cover = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        _cleanup_base_ render_base *b = NULL;
+
+        /* Stored 300x200, red left and blue right, with "rotate 90 clockwise to display". */
+        VIPS_OK(vips_copy(src, &tagged, NULL));
+        vips_image_set_int(tagged, VIPS_META_ORIENTATION, 6);
+        VIPS_OK(vips_jpegsave_buffer(tagged, &jpg, &len, "Q", 95, "strip", FALSE, NULL));
+
+        b = base_ok(jpg, len, (struct variant[]){v, cover}, 2);
+        assert_int_equal(render_base_info(b)->width, 200);
+        assert_int_equal(render_base_info(b)->height, 300);
+
+        out = render_check(b, &v, 200, 300);
+        /* Turned clockwise, the left (red) half is now on top, the blue half at the bottom. */
+        assert_true(pixel(out, 100, 20, 0) > 200);
+        assert_true(pixel(out, 100, 20, 2) < 60);
+        assert_true(pixel(out, 100, 280, 2) > 200);
+        assert_true(pixel(out, 100, 280, 0) < 60);
+
+        /* And it is not rotated a second time by the resize. */
+        {
+                _cleanup_image_ VipsImage *c = render_check(b, &cover, 100, 100);
+
+                assert_true(pixel(c, 50, 5, 0) > 200);
+                assert_true(pixel(c, 50, 95, 2) > 200);
+        }
+}
+
+static void test_16bit_png(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(64, 32, false), *wide = NULL, *u16 = NULL,
+                                  *rgb16 = NULL, *check = NULL, *out = NULL;
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_PNG);
+        _cleanup_base_ render_base *b = NULL;
+
+        VIPS_OK(vips_linear1(src, &wide, 257.0, 0.0, NULL));
+        VIPS_OK(vips_cast(wide, &u16, VIPS_FORMAT_USHORT, NULL));
+        VIPS_OK(vips_copy(u16, &rgb16, "interpretation", VIPS_INTERPRETATION_RGB16, NULL));
+        png = encode(rgb16, ".png", &len);
+        /* The test input really is 16-bit. */
+        check = decode(png, len);
+        assert_int_equal(check->BandFmt, VIPS_FORMAT_USHORT);
+
+        b = base_ok(png, len, &v, 1);
+        out = render_check(b, &v, 64, 32);
+        assert_int_equal(out->BandFmt, VIPS_FORMAT_UCHAR);
+        assert_int_equal(out->Bands, 3);
+        for (int x = 0; x < 64; x += 21) {
+                assert_near(pixel(out, x, 16, 0), pixel(src, x, 16, 0), 1);
+                assert_near(pixel(out, x, 16, 1), pixel(src, x, 16, 1), 1);
+                assert_near(pixel(out, x, 16, 2), 128, 1);
+        }
+}
+
+static void check_cmyk_source(bool keep_profile)
+{
+        _cleanup_image_ VipsImage *src = make_halves(64, 32, RED, BLUE), *cmyk = NULL, *bare = NULL,
+                                  *out = NULL;
+        _cleanup_gfree_ void *jpg = NULL;
+        size_t len = 0;
+        struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_PNG);
+        _cleanup_base_ render_base *b = NULL;
+
+        VIPS_OK(vips_colourspace(src, &cmyk, VIPS_INTERPRETATION_CMYK, NULL));
+        assert_int_equal(cmyk->Bands, 4);
+        assert_int_equal(cmyk->Type, VIPS_INTERPRETATION_CMYK);
+        VIPS_OK(vips_copy(cmyk, &bare, NULL));
+        if (!keep_profile)
+                vips_image_remove(bare, VIPS_META_ICC_NAME);
+        VIPS_OK(vips_jpegsave_buffer(bare, &jpg, &len, "Q", 95, "strip", FALSE, NULL));
+
+        b = base_ok(jpg, len, &v, 1);
+        out = render_check(b, &v, 64, 32);
+        assert_int_equal(out->Bands, 3);
+        assert_int_equal(out->Type, VIPS_INTERPRETATION_sRGB);
+        /* CMYK's gamut is smaller than sRGB's; the hues must survive the round trip. */
+        assert_true(pixel(out, 8, 16, 0) > 180);
+        assert_true(pixel(out, 8, 16, 0) > pixel(out, 8, 16, 1) + 100);
+        assert_true(pixel(out, 8, 16, 0) > pixel(out, 8, 16, 2) + 100);
+        assert_true(pixel(out, 56, 16, 2) > 120);
+        assert_true(pixel(out, 56, 16, 2) > pixel(out, 56, 16, 0) + 50);
+}
+
+static void test_cmyk_jpeg(void **state)
+{
+        check_cmyk_source(false); /* converted with libvips' own CMYK profile */
+        check_cmyk_source(true);  /* converted with the profile embedded in the file */
+}
+
+static void test_alpha_flattened_for_jpeg(void **state)
+{
+        _cleanup_image_ VipsImage *colour = make_halves(64, 64, BLUE, GREEN), *xy = NULL, *x = NULL,
+                                  *alpha = NULL, *rgba = NULL, *tagged = NULL, *out = NULL,
+                                  *out_png = NULL;
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_JPEG);
+        struct variant keep = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_PNG);
+        _cleanup_base_ render_base *b = NULL;
+
+        /* Left half fully transparent (blue underneath), right half opaque green. */
+        VIPS_OK(vips_xyz(&xy, 64, 64, NULL));
+        VIPS_OK(vips_extract_band(xy, &x, 0, NULL));
+        VIPS_OK(vips_moreeq_const1(x, &alpha, 32, NULL)); /* 255 where x >= 32, else 0 */
+        VIPS_OK(vips_bandjoin2(colour, alpha, &rgba, NULL));
+        VIPS_OK(vips_copy(rgba, &tagged, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
+        png = encode(tagged, ".png", &len);
+
+        v.background[0] = 255;
+        v.background[1] = 0;
+        v.background[2] = 0;
+        b = base_ok(png, len, (struct variant[]){v, keep}, 2);
+
+        out = render_check(b, &v, 64, 64);
+        assert_int_equal(out->Bands, 3);
+        /* Transparent pixels become the background colour, not the colour under them. */
+        assert_near(pixel(out, 5, 32, 0), 255, 12);
+        assert_near(pixel(out, 5, 32, 1), 0, 12);
+        assert_near(pixel(out, 5, 32, 2), 0, 12);
+        assert_near(pixel(out, 58, 32, 0), 0, 12);
+        assert_near(pixel(out, 58, 32, 1), 255, 12);
+        assert_near(pixel(out, 58, 32, 2), 0, 12);
+
+        /* PNG keeps the alpha as it was. */
+        out_png = render_check(b, &keep, 64, 64);
+        assert_int_equal(out_png->Bands, 4);
+        assert_int_equal((int)pixel(out_png, 5, 32, 3), 0);
+        assert_int_equal((int)pixel(out_png, 58, 32, 3), 255);
+}
+
+static void test_big_jpeg_shrink_on_load(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(4000, 3000, false);
+        _cleanup_gfree_ void *jpg = NULL;
+        size_t len;
+        struct variant vs[2] = {
+            make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+            make_variant(100, 100, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG),
+        };
+        _cleanup_base_ render_base *b = NULL;
+
+        jpg = encode(src, ".jpg[Q=85]", &len);
+        b = base_ok(jpg, len, vs, ELEMENTSOF(vs));
+        /* The info is the source's, whatever the decoder shrank it to. */
+        assert_int_equal(render_base_info(b)->width, 4000);
+        assert_int_equal(render_base_info(b)->height, 3000);
+        {
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[0], 100, 100);
+
+                assert_near(pixel(out, 50, 50, 0), 127, 8);
+                assert_near(pixel(out, 50, 50, 1), 127, 8);
+                assert_near(pixel(out, 50, 50, 2), 128, 8);
+                /* Cover keeps the full height: the top row is y ~ 0. */
+                assert_near(pixel(out, 50, 0, 1), 0, 8);
+        }
+        {
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[1], 100, 75);
+
+                assert_near(pixel(out, 99, 37, 0), 252, 10);
+                assert_near(pixel(out, 0, 37, 0), 0, 10);
+        }
+}
+
+static void test_big_webp_scale_on_load(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(1601, 1203, false);
+        _cleanup_gfree_ void *webp = NULL;
+        size_t len;
+        struct variant vs[2] = {
+            make_variant(97, 61, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+            make_variant(150, 150, VARIANT_FIT_INSIDE, IMAGE_FORMAT_PNG),
+        };
+        _cleanup_base_ render_base *b = NULL;
+
+        webp = encode(src, ".webp[Q=90]", &len);
+        b = base_ok(webp, len, vs, ELEMENTSOF(vs));
+        assert_int_equal(render_base_info(b)->format, IMAGE_FORMAT_WEBP);
+        assert_int_equal(render_base_info(b)->width, 1601);
+        {
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[0], 97, 61);
+
+                assert_near(pixel(out, 48, 30, 0), 127, 8);
+        }
+        {
+                /* 1601x1203 inside 150x150 is 150 wide and 150 * 1203 / 1601 high. */
+                _cleanup_image_ VipsImage *out = render_check(b, &vs[1], 150, 113);
+
+                assert_near(pixel(out, 75, 56, 1), 127, 8);
+        }
+}
+
+/* ---- refusals ---------------------------------------------------------------------------- */
+
+static uint32_t crc32_png(const unsigned char *p, size_t n)
+{
+        /* The CRC-32 of PNG chunks (ISO 3309), bit by bit; zlib is not linked into tests. */
+        uint32_t c = 0xffffffffu;
+
+        for (size_t i = 0; i < n; i++) {
+                c ^= p[i];
+                for (int k = 0; k < 8; k++)
+                        c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+        }
+        return c ^ 0xffffffffu;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+        p[0] = v >> 24;
+        p[1] = v >> 16;
+        p[2] = v >> 8;
+        p[3] = v;
+}
+
+static void test_max_pixels_from_header(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(64, 48, false);
+        _cleanup_gfree_ unsigned char *png = NULL;
+        struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        struct render_limits limits = {.max_pixels = 100000000};
+        struct render_error err = {};
+        render_base *b = NULL;
+        size_t len;
+        int r;
+
+        png = encode(src, ".png", &len);
+        /* Signature (8), IHDR length (4), "IHDR" at 12, width at 16, height at 20, CRC at 29. */
+        assert_memory_equal(png + 12, "IHDR", 4);
+        assert_int_equal(crc32_png(png + 12, 17), (uint32_t)png[29] << 24 |
+                                                      (uint32_t)png[30] << 16 |
+                                                      (uint32_t)png[31] << 8 | png[32]);
+        put_be32(png + 16, 60000);
+        put_be32(png + 20, 60000);
+        put_be32(png + 29, crc32_png(png + 12, 17));
+
+        r = render_base_new(png, len, &v, 1, &limits, &b, &err);
+        assert_true(r < 0);
+        assert_null(b);
+        assert_true(err.permanent);
+        /* Refused on the header's numbers: the pixel data (64x48 worth) was never decoded. */
+        assert_non_null(strstr(err.message, "60000x60000"));
+        assert_non_null(strstr(err.message, "3600000000 pixels"));
+        assert_non_null(strstr(err.message, "over the limit of 100000000"));
+}
+
+static void test_max_pixels_boundary(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(400, 300, false);
+        _cleanup_gfree_ void *jpg = NULL;
+        struct variant v = make_variant(10, 10, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        struct render_limits at = {.max_pixels = 120000}, below = {.max_pixels = 119999};
+        struct render_error err = {};
+        render_base *b = NULL;
+        size_t len;
+
+        jpg = encode(src, ".jpg", &len);
+        assert_int_equal(render_base_new(jpg, len, &v, 1, &at, &b, &err), 0);
+        assert_non_null(b);
+        b = render_base_free(b);
+        assert_null(b);
+
+        assert_true(render_base_new(jpg, len, &v, 1, &below, &b, &err) < 0);
+        assert_null(b);
+        assert_true(err.permanent);
+        assert_string_equal(err.message,
+                            "image is 400x300 (120000 pixels), over the limit of 119999");
+}
+
+static void test_truncated_jpeg(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(400, 300, false);
+        _cleanup_gfree_ void *jpg = NULL;
+        struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        struct render_limits limits = {};
+        struct render_error err = {};
+        render_base *b = NULL;
+        size_t len;
+        int r;
+
+        jpg = encode(src, ".jpg", &len);
+        r = render_base_new(jpg, len / 2, &v, 1, &limits, &b, &err);
+        assert_true(r < 0);
+        assert_null(b);
+        assert_true(err.permanent);
+        assert_non_null(strstr(err.message, "VipsJpeg: Premature end of"));
+        /* The message was taken from libvips, and its buffer cleared. */
+        assert_string_equal(vips_error_buffer(), "");
+}
+
+static void test_truncated_png(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(400, 300, false);
+        _cleanup_gfree_ void *png = NULL;
+        struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        struct render_limits limits = {};
+        struct render_error err = {};
+        render_base *b = NULL;
+        size_t len;
+
+        png = encode(src, ".png", &len);
+        assert_true(render_base_new(png, len / 2, &v, 1, &limits, &b, &err) < 0);
+        assert_null(b);
+        assert_true(err.permanent);
+        assert_true(strlen(err.message) > 10);
+        assert_string_equal(vips_error_buffer(), "");
+}
+
+static void test_not_an_image(void **state)
+{
+        static const char text[] = "just some text, certainly not a picture\n";
+        struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        struct render_limits limits = {};
+        struct render_error err = {};
+        render_base *b = NULL;
+
+        assert_true(render_base_new(text, sizeof(text) - 1, &v, 1, &limits, &b, &err) < 0);
+        assert_null(b);
+        assert_true(err.permanent);
+        assert_string_equal(err.message,
+                            "not a supported image: VipsForeignLoad: buffer is not in a known "
+                            "format");
+        assert_string_equal(vips_error_buffer(), "");
+
+        /* Nothing at all. */
+        memset(&err, 0, sizeof(err));
+        assert_true(render_base_new("", 0, &v, 1, &limits, &b, &err) < 0);
+        assert_null(b);
+        assert_true(err.permanent);
+        assert_non_null(strstr(err.message, "not a supported image: "));
+}
+
+static void test_verify(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(200, 150, false);
+        _cleanup_gfree_ void *jpg = NULL, *png = NULL, *outjpg = NULL;
+        struct variant vp = make_variant(100, 100, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_PNG);
+        struct variant vj = make_variant(100, 100, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG);
+        _cleanup_base_ render_base *b = NULL;
+        struct render_error err = {};
+        size_t len, plen = 0, jlen = 0;
+        unsigned w = 0, h = 0;
+
+        jpg = encode(src, ".jpg", &len);
+        b = base_ok(jpg, len, (struct variant[]){vp, vj}, 2);
+        assert_int_equal(render_variant(b, &vp, &png, &plen, &w, &h, &err), 0);
+        assert_int_equal(w, 100);
+        assert_int_equal(h, 75);
+        assert_int_equal(render_verify(png, plen, IMAGE_FORMAT_PNG, 100, 75, &err), 0);
+
+        /* Wrong dimensions. */
+        assert_int_equal(render_verify(png, plen, IMAGE_FORMAT_PNG, 100, 76, &err), -EBADMSG);
+        assert_string_equal(err.message, "verify: expected 100x76, found 100x75");
+        assert_int_equal(render_verify(png, plen, IMAGE_FORMAT_PNG, 75, 100, &err), -EBADMSG);
+
+        /* Wrong format. */
+        assert_int_equal(render_verify(png, plen, IMAGE_FORMAT_JPEG, 100, 75, &err), -EBADMSG);
+        assert_non_null(strstr(err.message, "expected jpeg"));
+
+        /* Truncated: the header is intact, the pixels are not. */
+        assert_int_equal(render_verify(png, plen / 2, IMAGE_FORMAT_PNG, 100, 75, &err), -EBADMSG);
+        assert_true(strlen(err.message) > 8);
+        assert_string_equal(vips_error_buffer(), "");
+
+        assert_int_equal(render_variant(b, &vj, &outjpg, &jlen, &w, &h, &err), 0);
+        assert_int_equal(render_verify(outjpg, jlen, IMAGE_FORMAT_JPEG, 100, 75, &err), 0);
+        assert_int_equal(render_verify(outjpg, jlen * 2 / 3, IMAGE_FORMAT_JPEG, 100, 75, &err),
+                         -EBADMSG);
+        assert_non_null(strstr(err.message, "VipsJpeg: Premature end of"));
+
+        /* Garbage after a valid signature. */
+        {
+                unsigned char junk[512];
+
+                memcpy(junk, png, 16);
+                for (size_t i = 16; i < sizeof(junk); i++)
+                        junk[i] = (unsigned char)(i * 37);
+                assert_int_equal(render_verify(junk, sizeof(junk), IMAGE_FORMAT_PNG, 100, 75, &err),
+                                 -EBADMSG);
+        }
+}
+
+/* ---- output formats ---------------------------------------------------------------------- */
+
+static bool have_avif_encoder(void)
+{
+        return vips_type_find("VipsOperation", "heifsave_buffer") != 0;
+}
+
+static void test_output_formats(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(320, 240, false);
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        static const struct {
+                enum image_format format;
+                const char *loader;
+        } cases[] = {
+            {IMAGE_FORMAT_JPEG, "VipsForeignLoadJpegBuffer"},
+            {IMAGE_FORMAT_PNG, "VipsForeignLoadPngBuffer"},
+            {IMAGE_FORMAT_WEBP, "VipsForeignLoadWebpBuffer"},
+            {IMAGE_FORMAT_AVIF, "VipsForeignLoadHeifBuffer"},
+        };
+        _cleanup_base_ render_base *b = NULL;
+        struct variant vs[ELEMENTSOF(cases)];
+
+        png = encode(src, ".png", &len);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                vs[i] = make_variant(64, 48, VARIANT_FIT_COVER, cases[i].format);
+        b = base_ok(png, len, vs, ELEMENTSOF(vs));
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_gfree_ void *buf = NULL;
+                _cleanup_image_ VipsImage *out = NULL;
+                struct render_error err = {};
+                unsigned w = 0, h = 0;
+                size_t n = 0;
+                int r;
+
+                r = render_variant(b, &vs[i], &buf, &n, &w, &h, &err);
+                if (cases[i].format == IMAGE_FORMAT_AVIF && !have_avif_encoder()) {
+                        assert_int_equal(r, -ENOTSUP);
+                        assert_true(err.permanent);
+                        assert_non_null(strstr(err.message, "AVIF encoder"));
+                        continue;
+                }
+                if (r < 0)
+                        fail_msg("%s: %s", image_format_name(cases[i].format), err.message);
+                assert_int_equal(image_format_sniff(buf, n), cases[i].format);
+                assert_string_equal(vips_foreign_find_load_buffer(buf, n), cases[i].loader);
+                assert_int_equal(render_verify(buf, n, cases[i].format, 64, 48, &err), 0);
+                out = decode(buf, n);
+                assert_int_equal(out->Xsize, 64);
+                assert_int_equal(out->Ysize, 48);
+                /* Metadata is stripped: no EXIF, no ICC profile. */
+                assert_false(vips_image_get_typeof(out, VIPS_META_EXIF_NAME));
+                assert_false(vips_image_get_typeof(out, VIPS_META_ICC_NAME));
+                /* The centre keeps its colour in every format. */
+                assert_near(pixel(out, 32, 24, 0), 127, 12);
+                assert_near(pixel(out, 32, 24, 1), 127, 12);
+                assert_near(pixel(out, 32, 24, 2), 128, 12);
+        }
+
+        /* Formats imgd cannot write are refused, and "same" must be resolved before. */
+        {
+                struct variant gif = make_variant(64, 48, VARIANT_FIT_COVER, IMAGE_FORMAT_GIF);
+                struct render_error err = {};
+                void *buf = NULL;
+                size_t n = 0;
+                unsigned w = 0, h = 0;
+
+                assert_int_equal(render_variant(b, &gif, &buf, &n, &w, &h, &err), -EINVAL);
+                assert_null(buf);
+                assert_int_equal(w, 0);
+                assert_true(err.permanent);
+        }
+}
+
+static void test_metadata_stripped(void **state)
+{
+        static const char xmp[] = "<x:xmpmeta xmlns:x=\"adobe:ns:meta/\">SECRET-XMP</x:xmpmeta>";
+        _cleanup_image_ VipsImage *src = make_gradient(120, 90, false), *tagged = NULL;
+        _cleanup_gfree_ void *jpg = NULL;
+        size_t len = 0;
+        struct variant vs[4] = {
+            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_JPEG),
+            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_AVIF),
+        };
+        _cleanup_base_ render_base *b = NULL;
+
+        /* A source carrying EXIF and XMP with something private in them. */
+        VIPS_OK(vips_copy(src, &tagged, NULL));
+        vips_image_set_string(tagged, "exif-ifd0-Artist", "SECRET-ARTIST");
+        vips_image_set_blob_copy(tagged, VIPS_META_XMP_NAME, xmp, sizeof(xmp) - 1);
+        VIPS_OK(vips_jpegsave_buffer(tagged, &jpg, &len, "strip", FALSE, NULL));
+        assert_non_null(memmem(jpg, len, "SECRET-ARTIST", 13));
+        assert_non_null(memmem(jpg, len, "SECRET-XMP", 10));
+
+        b = base_ok(jpg, len, vs, ELEMENTSOF(vs));
+        for (size_t i = 0; i < ELEMENTSOF(vs); i++) {
+                _cleanup_gfree_ void *buf = NULL;
+                _cleanup_image_ VipsImage *out = NULL;
+                struct render_error err = {};
+                unsigned w = 0, h = 0;
+                size_t n = 0;
+
+                if (vs[i].format == IMAGE_FORMAT_AVIF && !have_avif_encoder())
+                        continue;
+                if (render_variant(b, &vs[i], &buf, &n, &w, &h, &err) < 0)
+                        fail_msg("%s: %s", image_format_name(vs[i].format), err.message);
+                /* Nothing of it in the bytes, nor any EXIF/XMP block at all. */
+                assert_null(memmem(buf, n, "SECRET", 6));
+                assert_null(memmem(buf, n, "Exif", 4));
+                assert_null(memmem(buf, n, "EXIF", 4));
+                assert_null(memmem(buf, n, "xmpmeta", 7));
+                out = decode(buf, n);
+                assert_false(vips_image_get_typeof(out, VIPS_META_EXIF_NAME));
+                assert_false(vips_image_get_typeof(out, VIPS_META_XMP_NAME));
+                assert_int_equal(render_verify(buf, n, vs[i].format, 60, 45, &err), 0);
+        }
+}
+
+static void test_other_sources(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(80, 60, false);
+        static const char *const savers[] = {".gif", ".tif", ".avif", ".webp"};
+        static const enum image_format formats[] = {IMAGE_FORMAT_GIF, IMAGE_FORMAT_TIFF,
+                                                    IMAGE_FORMAT_AVIF, IMAGE_FORMAT_WEBP};
+        struct variant v = make_variant(40, 40, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+
+        for (size_t i = 0; i < ELEMENTSOF(savers); i++) {
+                _cleanup_gfree_ void *buf = NULL;
+                _cleanup_base_ render_base *b = NULL;
+                _cleanup_image_ VipsImage *out = NULL;
+                size_t len;
+
+                if (formats[i] == IMAGE_FORMAT_AVIF && !have_avif_encoder())
+                        continue;
+                buf = encode(src, savers[i], &len);
+                b = base_ok(buf, len, &v, 1);
+                assert_int_equal(render_base_info(b)->format, formats[i]);
+                assert_int_equal(render_base_info(b)->width, 80);
+                assert_int_equal(render_base_info(b)->height, 60);
+                out = render_check(b, &v, 40, 40);
+                assert_near(pixel(out, 20, 20, 2), 128, 16);
+        }
+
+        /* A format libvips reads but imgd does not allow: refused, naming libvips' loader. */
+        {
+                _cleanup_gfree_ void *jp2 = NULL;
+                struct render_limits limits = {};
+                struct render_error err = {};
+                render_base *b = NULL;
+                size_t len;
+
+                jp2 = encode(src, ".jp2", &len);
+                assert_true(render_base_new(jp2, len, &v, 1, &limits, &b, &err) < 0);
+                assert_null(b);
+                assert_true(err.permanent);
+                assert_string_equal(err.message, "not a supported image: format not allowed "
+                                                 "(libvips: VipsForeignLoadJp2kBuffer)");
+        }
+}
+
+/* ---- the real worker --------------------------------------------------------------------- */
+
+struct worker {
+        pid_t pid;
+        int sock;
+};
+
+static void worker_start(struct worker *w)
+{
+        int sv[2];
+
+        assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+        w->pid = fork();
+        assert_true(w->pid >= 0);
+        if (w->pid == 0) {
+                if (sv[1] == 3)
+                        fcntl(3, F_SETFD, 0);
+                else if (dup2(sv[1], 3) < 0)
+                        _exit(126);
+                execl(IMGD_BUILD_DIR "/imgd-worker", "imgd-worker", "--threads", "2", (char *)NULL);
+                _exit(127);
+        }
+        close(sv[1]);
+        w->sock = sv[0];
+        /* A hung worker fails the test instead of hanging it. */
+        assert_int_equal(setsockopt(w->sock, SOL_SOCKET, SO_RCVTIMEO,
+                                    &(struct timeval){.tv_sec = 60}, sizeof(struct timeval)),
+                         0);
+}
+
+/* Waits up to 30 s for the worker; returns its wait status. */
+static int worker_wait(struct worker *w)
+{
+        int status = 0;
+
+        for (int i = 0; i < 3000; i++) {
+                pid_t p = waitpid(w->pid, &status, WNOHANG);
+
+                assert_true(p >= 0);
+                if (p == w->pid)
+                        return status;
+                usleep(10000);
+        }
+        kill(w->pid, SIGKILL);
+        waitpid(w->pid, &status, 0);
+        fail_msg("imgd-worker did not exit");
+        return status;
+}
+
+static int open_tmp(const char *dir, const char *name, int flags)
+{
+        char path[4096];
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        fd = open(path, flags | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        return fd;
+}
+
+static json_t *make_job(int id, const struct variant *vs, size_t n, json_int_t max_bytes)
+{
+        json_t *jv = json_array();
+
+        for (size_t i = 0; i < n; i++)
+                json_array_append_new(jv, variant_to_json(&vs[i]));
+        return json_pack("{s:s, s:i, s:I, s:I, s:o}", "type", "job", "id", id, "max_pixels",
+                         (json_int_t)100000000, "max_bytes", max_bytes, "variants", jv);
+}
+
+static json_t *worker_call(struct worker *w, json_t *job, const int *fds, size_t n_fds)
+{
+        json_t *reply = NULL;
+        int rfds[WIRE_MAX_FDS];
+        size_t n_rfds = 0;
+
+        assert_int_equal(wire_send(w->sock, job, fds, n_fds), 0);
+        assert_int_equal(wire_recv(w->sock, &reply, rfds, &n_rfds), 0);
+        assert_int_equal(n_rfds, 0);
+        assert_string_equal(json_string_value(json_object_get(reply, "type")), "result");
+        return reply;
+}
+
+static void test_worker_end_to_end(void **state)
+{
+        char dir[] = "/tmp/test-render-XXXXXX";
+        _cleanup_image_ VipsImage *src = make_gradient(640, 480, false);
+        _cleanup_gfree_ void *jpg = NULL;
+        struct variant vs[2] = {
+            make_variant(120, 120, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+            make_variant(200, 200, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_PNG),
+        };
+        static const unsigned want[2][2] = {{120, 120}, {200, 150}};
+        char src_hex[HASH_HEX_SIZE];
+        struct worker w;
+        size_t len;
+        int fds[3];
+        json_t *job, *reply, *outputs;
+
+        assert_non_null(mkdtemp(dir));
+        jpg = encode(src, ".jpg", &len);
+        hash_sha256_buf(jpg, len, src_hex);
+        fds[0] = open_tmp(dir, "source.jpg", O_RDWR | O_CREAT | O_EXCL);
+        assert_int_equal(write(fds[0], jpg, len), (ssize_t)len);
+        fds[1] = open_tmp(dir, "out0.webp", O_RDWR | O_CREAT | O_EXCL);
+        /* A stale, longer file: the worker must cut it to what it writes. */
+        assert_int_equal(write(fds[1], src_hex, 64), 64);
+        for (int i = 0; i < 200; i++)
+                assert_int_equal(write(fds[1], jpg, 1024), 1024);
+        fds[2] = open_tmp(dir, "out1.png", O_RDWR | O_CREAT | O_EXCL);
+
+        worker_start(&w);
+
+        job = make_job(7, vs, 2, 268435456);
+        reply = worker_call(&w, job, fds, 3);
+        json_decref(job);
+        if (!json_is_true(json_object_get(reply, "ok")))
+                fail_msg("job failed: %s", json_string_value(json_object_get(reply, "error")));
+        assert_int_equal(json_integer_value(json_object_get(reply, "id")), 7);
+        {
+                json_t *s = json_object_get(reply, "source");
+
+                assert_string_equal(json_string_value(json_object_get(s, "format")), "jpeg");
+                assert_int_equal(json_integer_value(json_object_get(s, "width")), 640);
+                assert_int_equal(json_integer_value(json_object_get(s, "height")), 480);
+                assert_string_equal(json_string_value(json_object_get(s, "sha256")), src_hex);
+        }
+        outputs = json_object_get(reply, "outputs");
+        assert_int_equal(json_array_size(outputs), 2);
+        for (size_t i = 0; i < 2; i++) {
+                json_t *o = json_array_get(outputs, i);
+                char hex[HASH_HEX_SIZE];
+                struct stat st;
+                _cleanup_free_ void *data = NULL;
+                _cleanup_image_ VipsImage *im = NULL;
+
+                assert_int_equal(json_integer_value(json_object_get(o, "width")), want[i][0]);
+                assert_int_equal(json_integer_value(json_object_get(o, "height")), want[i][1]);
+                assert_int_equal(fstat(fds[1 + i], &st), 0);
+                assert_int_equal(json_integer_value(json_object_get(o, "bytes")), st.st_size);
+                assert_int_equal(hash_sha256_fd(fds[1 + i], 0, hex), 0);
+                assert_string_equal(json_string_value(json_object_get(o, "sha256")), hex);
+
+                data = malloc((size_t)st.st_size);
+                assert_non_null(data);
+                assert_int_equal(pread(fds[1 + i], data, (size_t)st.st_size, 0), st.st_size);
+                assert_int_equal(image_format_sniff(data, (size_t)st.st_size), vs[i].format);
+                im = decode(data, (size_t)st.st_size);
+                assert_int_equal(im->Xsize, (int)want[i][0]);
+                assert_int_equal(im->Ysize, (int)want[i][1]);
+        }
+        json_decref(reply);
+
+        /* A text file: refused for good, with libvips' reason. */
+        {
+                int tfds[2];
+                static const char text[] = "hello, this is not an image\n";
+
+                tfds[0] = open_tmp(dir, "source.txt", O_RDWR | O_CREAT | O_EXCL);
+                assert_int_equal(write(tfds[0], text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+                tfds[1] = open_tmp(dir, "out2.png", O_RDWR | O_CREAT | O_EXCL);
+                job = make_job(8, &vs[1], 1, 268435456);
+                reply = worker_call(&w, job, tfds, 2);
+                json_decref(job);
+                assert_int_equal(json_integer_value(json_object_get(reply, "id")), 8);
+                assert_true(json_is_false(json_object_get(reply, "ok")));
+                assert_true(json_is_true(json_object_get(reply, "permanent")));
+                assert_non_null(strstr(json_string_value(json_object_get(reply, "error")),
+                                       "not a supported image"));
+                json_decref(reply);
+                close(tfds[0]);
+                close(tfds[1]);
+        }
+
+        /* A source over max_bytes: refused for good, nothing written. */
+        {
+                int tfds[2];
+                struct stat st;
+
+                tfds[0] = open_tmp(dir, "source.jpg", O_RDONLY);
+                tfds[1] = open_tmp(dir, "out3.png", O_RDWR | O_CREAT | O_EXCL);
+                job = make_job(9, &vs[1], 1, (json_int_t)len - 1);
+                reply = worker_call(&w, job, tfds, 2);
+                json_decref(job);
+                assert_true(json_is_false(json_object_get(reply, "ok")));
+                assert_true(json_is_true(json_object_get(reply, "permanent")));
+                assert_non_null(
+                    strstr(json_string_value(json_object_get(reply, "error")), "over the limit"));
+                assert_int_equal(fstat(tfds[1], &st), 0);
+                assert_int_equal(st.st_size, 0);
+                json_decref(reply);
+                close(tfds[0]);
+                close(tfds[1]);
+        }
+
+        /* An output opened write-only is still read back (through /proc/self/fd). */
+        {
+                int tfds[2];
+                char hex[HASH_HEX_SIZE];
+
+                tfds[0] = open_tmp(dir, "source.jpg", O_RDONLY);
+                tfds[1] = open_tmp(dir, "out4.png", O_WRONLY | O_CREAT | O_EXCL);
+                job = make_job(10, &vs[1], 1, 268435456);
+                reply = worker_call(&w, job, tfds, 2);
+                json_decref(job);
+                if (!json_is_true(json_object_get(reply, "ok")))
+                        fail_msg("job failed: %s",
+                                 json_string_value(json_object_get(reply, "error")));
+                close(tfds[1]);
+                tfds[1] = open_tmp(dir, "out4.png", O_RDONLY);
+                assert_int_equal(hash_sha256_fd(tfds[1], 0, hex), 0);
+                assert_string_equal(
+                    json_string_value(json_object_get(
+                        json_array_get(json_object_get(reply, "outputs"), 0), "sha256")),
+                    hex);
+                json_decref(reply);
+                close(tfds[0]);
+                close(tfds[1]);
+        }
+
+        /* The daemon goes away: the worker exits 0. */
+        close(w.sock);
+        {
+                int status = worker_wait(&w);
+
+                assert_true(WIFEXITED(status));
+                assert_int_equal(WEXITSTATUS(status), 0);
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                close(fds[i]);
+        {
+                char cmd[4200];
+
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+                assert_int_equal(system(cmd), 0);
+        }
+}
+
+static void test_worker_unknown_message(void **state)
+{
+        struct worker w;
+        json_t *msg = json_pack("{s:s}", "type", "bogus");
+        int status;
+
+        worker_start(&w);
+        assert_int_equal(wire_send(w.sock, msg, NULL, 0), 0);
+        json_decref(msg);
+        status = worker_wait(&w);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 1);
+        close(w.sock);
+}
+
+static int setup(void **state)
+{
+        return render_init("test-render", 0) < 0 ? -1 : 0;
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_fits_large_source),
+            cmocka_unit_test(test_fits_small_source),
+            cmocka_unit_test(test_circle_mask),
+            cmocka_unit_test(test_circle_mask_with_alpha_and_jpeg),
+            cmocka_unit_test(test_exif_orientation),
+            cmocka_unit_test(test_16bit_png),
+            cmocka_unit_test(test_cmyk_jpeg),
+            cmocka_unit_test(test_alpha_flattened_for_jpeg),
+            cmocka_unit_test(test_big_jpeg_shrink_on_load),
+            cmocka_unit_test(test_big_webp_scale_on_load),
+            cmocka_unit_test(test_max_pixels_from_header),
+            cmocka_unit_test(test_max_pixels_boundary),
+            cmocka_unit_test(test_truncated_jpeg),
+            cmocka_unit_test(test_truncated_png),
+            cmocka_unit_test(test_not_an_image),
+            cmocka_unit_test(test_verify),
+            cmocka_unit_test(test_output_formats),
+            cmocka_unit_test(test_metadata_stripped),
+            cmocka_unit_test(test_other_sources),
+            cmocka_unit_test(test_worker_end_to_end),
+            cmocka_unit_test(test_worker_unknown_message),
+        };
+
+        int r = cmocka_run_group_tests(tests, setup, NULL);
+        render_shutdown();
+        return r;
+}
