@@ -976,7 +976,8 @@ int config_load(const char *path, struct config **ret, char **ret_error)
 
         config_init(&cfg_storage);
         cfg = &cfg_storage;
-        config_set_include_dir(cfg, slash ? dir : NULL);
+        if (slash)
+                config_set_include_dir(cfg, dir);
 
         if (!config_read_file(cfg, path)) {
                 if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {

@@ -634,6 +634,22 @@ static void test_check_paths(void **state)
         config_free(c);
 }
 
+/* A path without a directory part (imgd -c imgd.conf) loads like any other. */
+static void test_relative_path(void **state)
+{
+        _cleanup_free_ char *path = write_conf("relative.conf", WATCH PIPE);
+        _cleanup_free_ char *error = NULL, *cwd = get_current_dir_name();
+        struct config *c = NULL;
+
+        assert_non_null(cwd);
+        assert_int_equal(chdir(tmp), 0);
+        assert_int_equal(config_load("relative.conf", &c, &error), 0);
+        assert_int_equal(chdir(cwd), 0);
+        assert_non_null(c);
+        assert_string_equal(c->watches[0].path, "/srv/in");
+        config_free(c);
+}
+
 static void test_example_conf(void **state)
 {
 #ifdef IMGD_SOURCE_DIR
@@ -695,6 +711,7 @@ int main(void)
                 cmocka_unit_test(test_syntax_error),
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_check_paths),
+                cmocka_unit_test(test_relative_path),
                 cmocka_unit_test(test_example_conf),
         };
 
