@@ -15,14 +15,14 @@ scripts/deps.sh --tests
 jobs=$(nproc)
 
 echo "== build (warnings as errors) =="
-cmake -S . -B build -DIMGD_TESTS=ON -DIMGD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DIMGD_TESTS=ON -DIMGD_FAULT_INJECTION=ON -DIMGD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [[ $asan -eq 1 ]]; then
     echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer =="
-    cmake -S . -B build-asan -DIMGD_TESTS=ON -DIMGD_WERROR=ON -DCMAKE_BUILD_TYPE=Debug \
+    cmake -S . -B build-asan -DIMGD_TESTS=ON -DIMGD_FAULT_INJECTION=ON -DIMGD_WERROR=ON -DCMAKE_BUILD_TYPE=Debug \
           -DSANITIZE=address,undefined >/dev/null
     cmake --build build-asan -j"$jobs"
     echo "== tests under sanitizers =="

@@ -376,11 +376,6 @@ static json_t *errors_to_json(const struct job_detail *d)
         return TAKE_PTR(arr);
 }
 
-static inline void job_detail_freep(struct job_detail **d)
-{
-        job_detail_free(*d);
-}
-
 static int api_show(struct api_context *ctx, const json_t *request, json_t **ret_result,
                     char **ret_error)
 {

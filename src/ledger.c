@@ -86,6 +86,8 @@ static const char *const migrations[] = {
         "  lease_owner TEXT,"
         "  lease_expires_us INTEGER,"
         "  last_error TEXT,"
+        /* For a running job: NULL (claimed) or 'verified' (outputs staged, see ledger.h). */
+        "  stage TEXT CHECK (stage IS NULL OR stage = 'verified'),"
         "  CHECK (length(source_sha256) = 64));"
         "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
         /* Only the claimable states, ordered by (next_at_us, id): what ledger_claim() walks. */
@@ -108,6 +110,8 @@ static const char *const migrations[] = {
         "  height INTEGER NOT NULL,"
         "  bytes INTEGER NOT NULL,"
         "  sha256 TEXT NOT NULL,"
+        /* Set while the output waits in its temporary file (stage 'verified'). */
+        "  tmp_path TEXT,"
         "  PRIMARY KEY (job_id, variant));"
         "CREATE INDEX outputs_path ON outputs (path);",
 };
@@ -142,6 +146,11 @@ enum ledger_stmt {
         STMT_GET_JOB,
         STMT_GET_OUTPUTS,
         STMT_GET_ERRORS,
+        STMT_SET_STAGED,
+        STMT_DROP_STAGED,
+        STMT_PUBLISHED,
+        STMT_LIST_STAGED,
+        STMT_EXPIRED,
         _STMT_MAX,
 };
 
@@ -175,26 +184,28 @@ static const char *const stmt_sql[_STMT_MAX] = {
                           "ORDER BY next_at_us LIMIT 1",
         [STMT_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
         [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
-                          "lease_owner = NULL, lease_expires_us = NULL WHERE id = ?1",
+                          "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
+                          "WHERE id = ?1",
         [STMT_INSERT_OUTPUT] = "INSERT INTO outputs (job_id, variant, path, format, width, "
-                               "height, bytes, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                               "height, bytes, sha256, tmp_path) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         [STMT_INSERT_ERROR] = "INSERT INTO job_errors (job_id, attempt, at_us, message) "
                               "SELECT id, attempts, ?2, ?3 FROM jobs WHERE id = ?1",
         [STMT_SET_FAILED] = "UPDATE jobs SET state = ?2, last_error = ?3, "
                             "next_at_us = CASE WHEN ?2 = 'retry' THEN ?4 ELSE next_at_us END, "
                             "finished_us = CASE WHEN ?2 = 'dead' THEN ?5 END, "
-                            "updated_us = ?5, lease_owner = NULL, lease_expires_us = NULL "
-                            "WHERE id = ?1",
+                            "updated_us = ?5, stage = NULL, lease_owner = NULL, "
+                            "lease_expires_us = NULL WHERE id = ?1",
         [STMT_SET_RELEASED] = "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), "
-                              "next_at_us = ?2, updated_us = ?3, lease_owner = NULL, "
+                              "next_at_us = ?2, updated_us = ?3, stage = NULL, lease_owner = NULL, "
                               "lease_expires_us = NULL WHERE id = ?1",
         [STMT_SET_CANCELLED] = "UPDATE jobs SET state = 'cancelled', last_error = ?2, "
-                               "updated_us = ?3, finished_us = ?3, lease_owner = NULL, "
-                               "lease_expires_us = NULL WHERE id = ?1",
+                               "updated_us = ?3, finished_us = ?3, stage = NULL, "
+                               "lease_owner = NULL, lease_expires_us = NULL WHERE id = ?1",
         [STMT_SET_REQUEUED] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?2, "
                               "updated_us = ?2, finished_us = NULL WHERE id = ?1",
         [STMT_RECOVER] = "UPDATE jobs SET state = 'queued', updated_us = ?1, lease_owner = NULL, "
-                         "lease_expires_us = NULL WHERE state = 'running'",
+                         "lease_expires_us = NULL WHERE state = 'running' AND stage IS NULL",
         [STMT_SUPERSEDED] = "SELECT EXISTS (SELECT 1 FROM jobs AS n "
                             "               WHERE n.source_path = j.source_path AND n.id > j.id) "
                             "FROM jobs AS j WHERE j.id = ?1",
@@ -203,10 +214,19 @@ static const char *const stmt_sql[_STMT_MAX] = {
                               "ORDER BY finished_us DESC, id DESC LIMIT 1",
         [STMT_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
         [STMT_GET_JOB] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
-        [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256 "
-                             "FROM outputs WHERE job_id = ?1 ORDER BY rowid",
+        [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256, "
+                             "tmp_path FROM outputs WHERE job_id = ?1 ORDER BY rowid",
         [STMT_GET_ERRORS] = "SELECT attempt, at_us, message FROM job_errors WHERE job_id = ?1 "
                             "ORDER BY rowid",
+        [STMT_SET_STAGED] = "UPDATE jobs SET stage = 'verified', updated_us = ?2 WHERE id = ?1",
+        /* Outputs of a job that were staged and not published: forgotten with the stage. */
+        [STMT_DROP_STAGED] = "DELETE FROM outputs WHERE job_id = ?1",
+        [STMT_PUBLISHED] = "UPDATE outputs SET tmp_path = NULL WHERE job_id = ?1",
+        [STMT_LIST_STAGED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
+                             "WHERE state = 'running' AND stage = 'verified' ORDER BY id",
+        [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
+                         "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
+                         "ORDER BY id",
 };
 
 struct ledger {
@@ -264,7 +284,8 @@ static void job_output_clear(struct job_output *o)
         free(o->variant);
         free(o->path);
         free(o->format);
-        o->variant = o->path = o->format = NULL;
+        free(o->tmp_path);
+        o->variant = o->path = o->format = o->tmp_path = NULL;
 }
 
 struct job_detail *job_detail_free(struct job_detail *d)
@@ -1072,6 +1093,21 @@ int ledger_next_due(ledger *l, int64_t *ret_us)
         return 1;
 }
 
+static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output *outs,
+                                 size_t n_outs, bool staged);
+
+/* Forgets the outputs recorded for a job that is not done (staged, never published). */
+static int drop_staged_locked(ledger *l, int64_t id)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_DROP_STAGED);
+        int r;
+
+        r = stmt_bind(l, st, "i", id);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
 static int complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
                            int64_t now_us)
 {
@@ -1081,19 +1117,20 @@ static int complete_locked(ledger *l, int64_t id, const struct job_output *outs,
         if (r < 0)
                 return r;
 
-        for (size_t i = 0; i < n_outs; i++) {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_INSERT_OUTPUT);
-                const struct job_output *o = &outs[i];
+        if (n_outs == 0) {
+                /* The staged outputs are the published ones now. */
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_PUBLISHED);
 
-                if (!o->variant || !o->path || !o->format ||
-                    strnlen(o->sha256, HASH_HEX_SIZE) >= HASH_HEX_SIZE)
-                        return ledger_error(l, -EINVAL, "incomplete output %zu", i);
-                r = stmt_bind(l, st, "itttiiit", id, o->variant, o->path, o->format,
-                              (int64_t)o->width, (int64_t)o->height, (int64_t)o->bytes,
-                              o->sha256);
+                r = stmt_bind(l, st, "i", id);
+                if (r >= 0)
+                        r = stmt_run(l, st);
                 if (r < 0)
                         return r;
-                r = stmt_run(l, st);
+        } else {
+                r = drop_staged_locked(l, id);
+                if (r < 0)
+                        return r;
+                r = insert_outputs_locked(l, id, outs, n_outs, false);
                 if (r < 0)
                         return r;
         }
@@ -1106,6 +1143,109 @@ static int complete_locked(ledger *l, int64_t id, const struct job_output *outs,
                         return r;
                 return stmt_run(l, st);
         }
+}
+
+static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output *outs,
+                                 size_t n_outs, bool staged)
+{
+        int r;
+
+        for (size_t i = 0; i < n_outs; i++) {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_INSERT_OUTPUT);
+                const struct job_output *o = &outs[i];
+
+                if (!o->variant || !o->path || !o->format ||
+                    strnlen(o->sha256, HASH_HEX_SIZE) >= HASH_HEX_SIZE)
+                        return ledger_error(l, -EINVAL, "incomplete output %zu", i);
+                if (staged && !o->tmp_path)
+                        return ledger_error(l, -EINVAL, "staged output %zu has no file", i);
+                r = stmt_bind(l, st, "itttiiitt", id, o->variant, o->path, o->format,
+                              (int64_t)o->width, (int64_t)o->height, (int64_t)o->bytes,
+                              o->sha256, staged ? o->tmp_path : NULL);
+                if (r < 0)
+                        return r;
+                r = stmt_run(l, st);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                        int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_STAGED);
+        int r;
+
+        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        if (r < 0)
+                return r;
+        r = drop_staged_locked(l, id);
+        if (r < 0)
+                return r;
+        r = insert_outputs_locked(l, id, outs, n_outs, true);
+        if (r < 0)
+                return r;
+        r = stmt_bind(l, st, "ii", id, now_us);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
+int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                 int64_t now_us)
+{
+        int r;
+
+        assert(l);
+        assert(outs || n_outs == 0);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, stage_locked(l, id, outs, n_outs, now_us));
+}
+
+/* Ids from a one-column query bound to (?1 = arg, if the statement has a parameter). */
+static int list_ids(ledger *l, enum ledger_stmt which, int64_t arg, int64_t **ret,
+                    size_t *ret_n)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, which);
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        if (sqlite3_bind_parameter_count(st) > 0) {
+                r = stmt_bind(l, st, "i", arg);
+                if (r < 0)
+                        return r;
+        }
+        while ((r = stmt_step(l, st)) > 0) {
+                if (n == allocated) {
+                        size_t a = allocated ? allocated * 2 : 16;
+                        int64_t *p = reallocarray(ids, a, sizeof *p);
+                        if (!p)
+                                return ledger_error(l, -ENOMEM, "out of memory");
+                        ids = p;
+                        allocated = a;
+                }
+                ids[n++] = sqlite3_column_int64(st, 0);
+        }
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(ids);
+        *ret_n = n;
+        return 0;
+}
+
+int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n)
+{
+        return list_ids(l, STMT_LIST_STAGED, 0, ret_ids, ret_n);
+}
+
+int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *ret_n)
+{
+        return list_ids(l, STMT_EXPIRED, now_us, ret_ids, ret_n);
 }
 
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
@@ -1143,6 +1283,9 @@ static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int
         r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
         if (r < 0)
                 return r;
+        r = drop_staged_locked(l, id);
+        if (r < 0)
+                return r;
         r = add_error_locked(l, id, error, now_us);
         if (r < 0)
                 return r;
@@ -1175,6 +1318,9 @@ static int release_locked(ledger *l, int64_t id, int64_t next_at_us, int64_t now
         r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
         if (r < 0)
                 return r;
+        r = drop_staged_locked(l, id);
+        if (r < 0)
+                return r;
         r = stmt_bind(l, st, "iii", id, next_at_us, now_us);
         if (r < 0)
                 return r;
@@ -1202,6 +1348,9 @@ static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_
                                1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD |
                                        1u << JOB_RUNNING,
                                "queued, retry, dead or running");
+        if (r < 0)
+                return r;
+        r = drop_staged_locked(l, id);
         if (r < 0)
                 return r;
         r = add_error_locked(l, id, reason, now_us);
@@ -1444,6 +1593,8 @@ static int get_locked(ledger *l, int64_t id, struct job_detail **ret)
                                 r = column_strdup(l, st, 2, &o->format);
                         if (r >= 0)
                                 r = column_sha256(l, st, 6, o->sha256);
+                        if (r >= 0)
+                                r = column_strdup(l, st, 7, &o->tmp_path);
                         if (r < 0)
                                 return r;
                 }

@@ -3,6 +3,7 @@
  * main.c - imgd, the image pipeline daemon. This file only wires the modules together, in
  * the order the data flows:
  *
+ *   recover (publish what a crash left verified, requeue the rest, sweep temporary files)
  *   watch (inotify, start-up scan) -> intake (open safely, hash) -> ledger (enqueue)
  *     -> scheduler (claim, retry) -> worker (libvips, in imgd-worker processes; verify)
  *     -> publish (rename, fsync) -> ledger (complete)
@@ -26,7 +27,7 @@
 #include "imgd/ledger.h"
 #include "imgd/log.h"
 #include "imgd/notify.h"
-#include "imgd/publish.h"
+#include "imgd/recover.h"
 #include "imgd/scheduler.h"
 #include "imgd/watch.h"
 #include "imgd/worker.h"
@@ -114,6 +115,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 static int run(struct daemon *d)
 {
         _cleanup_free_ char *db = NULL, *error = NULL, *worker_path = NULL;
+        struct recover_stats rs;
         sd_event *e = NULL;
         sigset_t mask;
         int r;
@@ -142,15 +144,13 @@ static int run(struct daemon *d)
                 log_error("%s", error ?: db);
                 goto out;
         }
-        r = ledger_recover(d->ledger, wall_now_us());
-        if (r > 0)
-                log_notice("recovered %d job(s) left running by a previous imgd", r);
-        for (size_t i = 0; i < d->config->n_watches; i++) {
-                r = publish_sweep(d->config->watches[i].output);
-                if (r > 0)
-                        log_notice("%s: removed %d unfinished temporary file(s)",
-                                   d->config->watches[i].output, r);
-        }
+        r = recover_run(d->ledger, d->config, wall_now_us(), &rs);
+        if (r < 0)
+                goto out;
+        if (rs.published + rs.redone + rs.requeued + rs.swept > 0)
+                log_notice("recovered after an unclean stop: %u staged job(s) published, %u to "
+                           "render again, %u put back in the queue, %u temporary file(s) removed",
+                           rs.published, rs.redone, rs.requeued, rs.swept);
 
         r = worker_find_executable(&worker_path);
         if (r < 0) {

@@ -16,25 +16,52 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include "imgd/fault.h"
 #include "imgd/log.h"
 #include "imgd/pathmap.h"
 #include "imgd/publish.h"
 
-/* mkdir -p of `dir`, mode 0755. */
+static int fsync_dir(const char *dir)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (fault_skip("publish.dir_fsync"))
+                return 0;
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        return fsync(fd) < 0 ? negative_errno() : 0;
+}
+
+/*
+ * mkdir -p of `dir`, mode 0755. Each directory created is made durable in its parent (the
+ * parent is fsynced), so that a file later published inside it survives a power cut.
+ */
 static int mkdir_parents(const char *dir)
 {
         _cleanup_free_ char *copy = strdup(dir);
         struct stat st;
+        int r;
 
         if (!copy)
                 return -ENOMEM;
+        if (stat(dir, &st) == 0)
+                return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
         for (char *p = copy + 1;; p++) {
                 if (*p != '/' && *p != '\0')
                         continue;
                 char saved = *p;
                 *p = '\0';
-                if (mkdir(copy, 0755) < 0 && errno != EEXIST)
+                if (mkdir(copy, 0755) == 0) {
+                        char *slash = strrchr(copy, '/');
+                        *slash = '\0';
+                        r = fsync_dir(slash == copy ? "/" : copy);
+                        *slash = '/';
+                        if (r < 0)
+                                return r;
+                } else if (errno != EEXIST) {
                         return negative_errno();
+                }
                 *p = saved;
                 if (saved == '\0')
                         break;
@@ -110,15 +137,6 @@ void publish_tmp_discard(struct publish_tmp *t)
         *t = (struct publish_tmp){ .fd = -1 };
 }
 
-static int fsync_dir(const char *dir)
-{
-        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-        if (fd < 0)
-                return negative_errno();
-        return fsync(fd) < 0 ? negative_errno() : 0;
-}
-
 int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
                    const char **ret_failed_path)
 {
@@ -135,10 +153,18 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
                         r = -EBADMSG;
                         goto fail_at;
                 }
+                /* Close and check: a deferred write error surfaces here, before publishing. */
+                r = close(tmps[i].fd);
+                tmps[i].fd = -1;
+                if (r < 0) {
+                        r = negative_errno();
+                        goto fail;
+                }
                 if (rename(tmps[i].tmp_path, tmps[i].final_path) < 0) {
                         r = negative_errno();
                         goto fail_at;
                 }
+                fault_point("publish.after_rename");
                 /* Renamed: nothing left to unlink under the temporary name. */
                 free(tmps[i].tmp_path);
                 tmps[i].tmp_path = NULL;
@@ -169,7 +195,77 @@ fail:
                         return r;
                 }
         }
+        fault_point("publish.after_dir_fsync");
         return 0;
+}
+
+int publish_manifest_path(const char *output_key, char **ret)
+{
+        return asprintf(ret, "%s.manifest.json", output_key) < 0 ? -ENOMEM : 0;
+}
+
+int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
+                     const json_t *extra)
+{
+        _cleanup_(json_decrefp) json_t *m = NULL, *list = json_array();
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        struct publish_tmp tmp = { .fd = -1 };
+        const char *failed = NULL;
+        uint64_t size;
+        size_t len, off = 0;
+        int r;
+
+        if (!list)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *file = strrchr(outs[i].path, '/');
+                json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "variant",
+                                      outs[i].variant, "file", file ? file + 1 : outs[i].path,
+                                      "format", outs[i].format, "width",
+                                      (json_int_t)outs[i].width, "height",
+                                      (json_int_t)outs[i].height, "bytes",
+                                      (json_int_t)outs[i].bytes, "sha256", outs[i].sha256);
+                if (!o || json_array_append_new(list, o) < 0)
+                        return -ENOMEM;
+        }
+        m = json_pack("{s:i, s:I, s:s, s:s, s:s, s:b, s:O}", "version", 1, "job",
+                      (json_int_t)job->id, "source", job->source_path, "source_sha256",
+                      job->sha256, "pipeline", job->pipeline, "degraded", 0, "outputs", list);
+        if (!m)
+                return -ENOMEM;
+        if (extra && json_object_update((json_t *)m, (json_t *)extra) < 0)
+                return -ENOMEM;
+        text = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
+        if (!text)
+                return -ENOMEM;
+        len = strlen(text);
+        text[len++] = '\n'; /* json_dumps' NUL becomes the final newline */
+
+        r = publish_manifest_path(job->output_key, &path);
+        if (r < 0)
+                return r;
+        r = publish_tmp_open(path, job->id, 9999, &tmp);
+        if (r < 0)
+                return r;
+        while (off < len) {
+                ssize_t k = write(tmp.fd, text + off, len - off);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        r = negative_errno();
+                        goto out;
+                }
+                off += (size_t)k;
+        }
+        if (!fault_skip("publish.file_fsync") && fsync(tmp.fd) < 0) {
+                r = negative_errno();
+                goto out;
+        }
+        size = len;
+        r = publish_commit(&tmp, &size, 1, &failed);
+out:
+        publish_tmp_discard(&tmp);
+        return r;
 }
 
 static int sweep_dir(int dfd, const char *path, unsigned depth)

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "imgd/fault.h"
 #include "imgd/intake.h"
 #include "imgd/log.h"
 #include "imgd/pathmap.h"
@@ -42,11 +43,14 @@ struct scheduler {
         const struct config *cfg;
         ledger *ledger;
         worker_pool *pool;
-        sd_event_source *kick, *due;
+        sd_event_source *kick, *due, *leases;
         struct running *running;
         unsigned n_running;
+        unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
         char owner[64];
 };
+
+#define LEASE_CHECK_USEC (30 * 1000000ULL)
 
 static int64_t wall_now_us(void)
 {
@@ -122,6 +126,43 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
         if (r < 0)
                 log_error_errno(r, "ledger: record failure of job %" PRId64 ": %s", job->id,
+                                ledger_errmsg(s->ledger));
+}
+
+/* Errors of the machine rather than of the job: the output disk is full, read-only or
+ * failing, or permissions are wrong. Retrying the job cannot fix them. */
+static bool environmental(int r)
+{
+        switch (-r) {
+        case ENOSPC:
+        case EDQUOT:
+        case EROFS:
+        case EACCES:
+        case EPERM:
+        case EIO:
+        case EMFILE:
+        case ENFILE:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/*
+ * The environment failed the job (see environmental()): hand it back without using an
+ * attempt, to be claimed again after a backoff that grows with consecutive failures.
+ */
+static void job_blocked(scheduler *s, const struct job *job, const char *error)
+{
+        int64_t now = wall_now_us();
+        int64_t delay = scheduler_backoff_ms(&s->cfg->retry, ++s->env_failures, random01());
+        int r;
+
+        log_error("job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
+                  job->source_path, error, (double)delay / 1e3);
+        r = ledger_release(s->ledger, job->id, now + 1000 * delay, now);
+        if (r < 0)
+                log_error_errno(r, "ledger: hand back job %" PRId64 ": %s", job->id,
                                 ledger_errmsg(s->ledger));
 }
 
@@ -225,7 +266,10 @@ static int start_job(scheduler *s, struct job *job_in)
                         snprintf(why, sizeof why, "create output %s: %s", final ?: "?",
                                  strerror(-r));
                         running_free(run);
-                        job_failed(s, job, why, false);
+                        if (environmental(r))
+                                job_blocked(s, job, why);
+                        else
+                                job_failed(s, job, why, false);
                         return 0;
                 }
                 run->n = i + 1;
@@ -288,6 +332,39 @@ static int on_kick(sd_event_source *es, void *userdata)
                         break;
         }
         arm_due_timer(s);
+        return 0;
+}
+
+static bool is_running(const scheduler *s, int64_t id)
+{
+        for (const struct running *run = s->running; run; run = run->next)
+                if (run->job->id == id)
+                        return true;
+        return false;
+}
+
+/*
+ * A job left running in the ledger whose lease has expired and which no worker of ours is
+ * working on was lost: its attempt counts as failed, and it is retried or marked dead.
+ */
+static int on_lease_check(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler *s = userdata;
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0;
+
+        if (ledger_list_expired(s->ledger, wall_now_us(), &ids, &n) >= 0) {
+                for (size_t i = 0; i < n; i++) {
+                        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+
+                        if (is_running(s, ids[i]) || ledger_get(s->ledger, ids[i], &d) <= 0)
+                                continue;
+                        job_failed(s, &d->job, "lease expired with no worker on the job", false);
+                }
+                if (n > 0)
+                        scheduler_kick(s);
+        }
+        sd_event_source_set_time_relative(es, LEASE_CHECK_USEC);
         return 0;
 }
 
@@ -375,6 +452,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 rows[i] = (struct job_output){
                         .variant = run->variants[i].name,
                         .path = run->tmps[i].final_path,
+                        .tmp_path = run->tmps[i].tmp_path,
                         .format = (char *)image_format_name(run->variants[i].format),
                         .width = (unsigned)w,
                         .height = (unsigned)h,
@@ -384,20 +462,41 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 sizes[i] = (uint64_t)bytes;
         }
 
-        r = publish_commit(run->tmps, sizes, run->n, &failed);
+        /* Checkpoint "verified": after a crash from here on, the staged files are published
+         * without rendering them again. */
+        now = wall_now_us();
+        r = ledger_stage(s->ledger, job->id, rows, run->n, now);
         if (r < 0) {
-                snprintf(why, sizeof why, "publish %s: %s", failed ?: "?", strerror(-r));
-                job_failed(s, job, why, false);
+                snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
+                job_blocked(s, job, why);
                 goto out;
         }
-        now = wall_now_us();
-        r = ledger_complete(s->ledger, job->id, rows, run->n, now);
-        if (r < 0)
+        fault_point("stage.after_commit");
+
+        r = publish_commit(run->tmps, sizes, run->n, &failed);
+        if (r >= 0) {
+                failed = NULL;
+                r = publish_manifest(job, rows, run->n, NULL);
+        }
+        if (r < 0) {
+                snprintf(why, sizeof why, "publish %s: %s", failed ?: "manifest", strerror(-r));
+                if (environmental(r))
+                        job_blocked(s, job, why);
+                else
+                        job_failed(s, job, why, false);
+                goto out;
+        }
+        fault_point("ledger.before_complete");
+        r = ledger_complete(s->ledger, job->id, NULL, 0, wall_now_us());
+        if (r < 0) {
                 log_error_errno(r, "ledger: complete job %" PRId64 ": %s", job->id,
                                 ledger_errmsg(s->ledger));
-        else
-                log_info("job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id,
-                         job->source_path, run->n, (double)(now - job->updated_us) / 1e3);
+                goto out;
+        }
+        fault_point("ledger.after_complete");
+        s->env_failures = 0;
+        log_info("job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
+                 run->n, (double)(wall_now_us() - job->updated_us) / 1e3);
 out:
         free(rows);
         free(sizes);
@@ -458,6 +557,11 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         sd_event_source_set_enabled(s->due, SD_EVENT_OFF);
+        r = sd_event_add_time_relative(e, &s->leases, CLOCK_MONOTONIC, LEASE_CHECK_USEC, 0,
+                                       on_lease_check, s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->leases, SD_EVENT_ON);
         r = worker_pool_new(e, &o, &s->pool);
         if (r < 0)
                 goto fail;
@@ -484,6 +588,7 @@ scheduler *scheduler_free(scheduler *s)
         }
         sd_event_source_disable_unref(s->kick);
         sd_event_source_disable_unref(s->due);
+        sd_event_source_disable_unref(s->leases);
         sd_event_unref(s->event);
         free(s);
         return NULL;

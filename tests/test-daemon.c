@@ -4,6 +4,7 @@
  * temporary tree, driven with real files, real inotify, real signals and imgctl over the
  * real socket. Images are made with libvips and outputs checked by decoding them.
  */
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 
+#include "imgd/hash.h"
 #include "testutil.h"
 
 #define AVATAR                                                                                 \
@@ -89,6 +91,37 @@ static void assert_avatars(struct tu_daemon *d, const char *stem)
         }
 }
 
+/* The manifest lists every output with the SHA-256 of the file as it is on disk. */
+static void assert_manifest(struct tu_daemon *d, const char *stem, size_t n_outputs)
+{
+        char *path = tu_path("%s/%s.manifest.json", d->media, stem);
+        json_error_t err;
+        json_t *m = json_load_file(path, 0, &err), *outs, *o;
+        size_t i;
+
+        if (!m)
+                fail_msg("%s: %s", path, err.text);
+        outs = json_object_get(m, "outputs");
+        assert_int_equal(json_array_size(outs), n_outputs);
+        assert_true(json_is_string(json_object_get(m, "source_sha256")));
+        json_array_foreach(outs, i, o) {
+                const char *file = json_string_value(json_object_get(o, "file"));
+                char *dir = strdup(path), *slash = strrchr(dir, '/');
+                *slash = '\0';
+                char *fp = tu_path("%s/%s", dir, file);
+                char sha[HASH_HEX_SIZE];
+                int fd = open(fp, O_RDONLY | O_CLOEXEC);
+                assert_true(fd >= 0);
+                assert_int_equal(hash_sha256_fd(fd, 0, sha), 0);
+                close(fd);
+                assert_string_equal(sha, json_string_value(json_object_get(o, "sha256")));
+                free(fp);
+                free(dir);
+        }
+        json_decref(m);
+        free(path);
+}
+
 static void make_and_move(const char *tmpdir, const char *dest, unsigned w, unsigned h,
                           const char *fmt, bool alpha)
 {
@@ -132,7 +165,10 @@ static void test_end_to_end(void **state)
         assert_int_equal(count_state(&d, "done"), 2);
         assert_int_equal(count_state(&d, "dead"), 0);
         assert_int_equal(tu_count_files(d.media, ".imgd-*"), 0);
-        assert_int_equal(tu_count_files(d.media, "*"), 6);
+        assert_int_equal(tu_count_files(d.media, "*.webp"), 6);
+        assert_int_equal(tu_count_files(d.media, "*.manifest.json"), 2);
+        assert_int_equal(tu_count_files(d.media, "*"), 8);
+        assert_manifest(&d, "team/2026/bob", 3);
 
         /* Exactly one job per file, each with its three outputs recorded. */
         jobs = imgctl_json(&d, "jobs", NULL, NULL);
@@ -231,7 +267,8 @@ static void test_bad_input_and_ignored_names(void **state)
         tu_daemon_wait_idle(&d, 60);
         assert_int_equal(count_state(&d, "done"), 1);
         assert_avatars(&d, "upload");
-        assert_int_equal(tu_count_files(d.media, "*"), 3);
+        assert_int_equal(tu_count_files(d.media, "*.webp"), 3);
+        assert_int_equal(tu_count_files(d.media, "*"), 4); /* and one manifest */
 
         assert_int_equal(tu_imgctl(&d, &out, "status", NULL), 0);
         assert_non_null(strstr(out, "dead"));

@@ -22,8 +22,25 @@
  *                       |
  *                       +--- ledger_cancel() (queued, retry, dead, or superseded) ---> cancelled
  *
+ * Inside `running`, a job passes checkpoints, each committed in its own transaction:
+ *
+ *   claimed   ledger_claim(): attempts += 1 before any byte is decoded, lease recorded
+ *   verified  ledger_stage(): the worker rendered every output into a temporary file in its
+ *             destination directory, fsynced it, read it back and decoded it; the ledger
+ *             records each output's final path, temporary path, size and SHA-256
+ *   done      ledger_complete(): every temporary file was renamed over its final path and
+ *             the directories fsynced (publication), then the job is committed as done
+ *
+ * (the worker renders and verifies in one step, so "rendered" and "verified" are one
+ * checkpoint; "published" and "done" are one commit, made after the renames are durable.)
+ * After a crash, ledger_recover() puts claimed jobs back to `queued`, keeping their attempts,
+ * and leaves verified ones running: the caller publishes their staged files (recognising
+ * files already renamed by their SHA-256) and completes them, or, when a staged file is gone
+ * or altered, hands them back with ledger_release(). fail, release and cancel forget staged
+ * outputs.
+ *
  * Every transition is one transaction (BEGIN IMMEDIATE). A job is only `done` once all of
- * its outputs are published; its output rows are written in the same transaction.
+ * its outputs are published; its output rows are committed with it.
  * queued, running and retry are "active"; done, dead and cancelled are "finished".
  *
  * Every function returns 0 (or a documented positive value) on success, or a negative errno;
@@ -91,6 +108,7 @@ struct job_output {
         unsigned height;
         uint64_t bytes;
         char sha256[HASH_HEX_SIZE];
+        char *tmp_path; /* staged: the temporary file it waits in; NULL once published */
 };
 
 struct job_error {
@@ -125,8 +143,9 @@ ledger *ledger_free(ledger *l);
 const char *ledger_errmsg(ledger *l);
 
 /*
- * Jobs left `running` (by a daemon that died) go back to `queued`, keeping their attempt
- * count. Returns the number of jobs recovered.
+ * Jobs left `running` (by a daemon that died) and not yet verified go back to `queued`,
+ * keeping their attempt count. Verified jobs stay running for the caller to publish (see
+ * above). Returns the number of jobs put back.
  */
 int ledger_recover(ledger *l, int64_t now_us);
 
@@ -157,9 +176,25 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
 /* Returns 1 and the earliest next_at of a queued or retry job in *ret_us, or 0 if none. */
 int ledger_next_due(ledger *l, int64_t *ret_us);
 
-/* running -> done with its outputs, in one transaction. -ESTALE if the job is not running. */
+/*
+ * Checkpoint "verified": records the job's outputs (with their tmp_path) as staged; the job
+ * stays running. Replaces outputs staged earlier. -ESTALE if the job is not running.
+ */
+int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                 int64_t now_us);
+
+/*
+ * running -> done, in one transaction. With n_outs == 0 the staged outputs become the
+ * published ones; otherwise outs replace them. -ESTALE if the job is not running.
+ */
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
                     int64_t now_us);
+
+/* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
+int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
+
+/* Ids of running jobs, not verified, whose lease expired before now (owned by the caller). */
+int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *ret_n);
 
 /*
  * running -> retry (retry = true; claimable from next_at_us) or dead. The error is recorded
@@ -212,3 +247,4 @@ int ledger_integrity_check(ledger *l);
 
 #include "macro.h"
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct job *, job_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct job_detail *, job_detail_free)

@@ -8,8 +8,11 @@
  */
 #pragma once
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ledger.h"
 
 struct publish_tmp {
         char *final_path; /* where it goes */
@@ -29,13 +32,27 @@ int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
 void publish_tmp_discard(struct publish_tmp *t);
 
 /*
- * Publishes tmps[0..n): checks each file has `sizes[i]` bytes, renames each over its
+ * Publishes tmps[0..n): checks each file has `sizes[i]` bytes, closes it (checking for a
+ * deferred write error), renames each over its
  * final path, then fsyncs each distinct directory once. On failure returns a negative errno
  * with the failing path in *ret_failed_path (borrowed from tmps); files renamed before the
  * failure stay published. Frees nothing: call publish_tmp_discard() on each afterwards.
  */
 int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
                    const char **ret_failed_path);
+
+/*
+ * The manifest of a source's outputs: "<output key>.manifest.json", published after all of
+ * its variants (written to a temporary file, fsynced, renamed, directory fsynced). It lists
+ * every variant's file, format, dimensions, bytes and SHA-256, with the source's path and
+ * SHA-256, the job id and the pipeline; members of `extra` (may be NULL) are added. A reader
+ * that needs all variants of one content reads the manifest first: every file it lists has
+ * that content until the next manifest of the source replaces it. Returns 0 or a negative
+ * errno.
+ */
+int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
+                     const json_t *extra);
+int publish_manifest_path(const char *output_key, char **ret);
 
 /*
  * Removes imgd's temporary files (pathmap_is_own_temp()) below `root`, not following

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fault.c - fault injection points for test builds; see fault.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "imgd/fault.h"
+
+#ifdef IMGD_FAULT_INJECTION
+static bool listed(const char *var, const char *name)
+{
+        const char *list = getenv(var);
+        size_t n = strlen(name);
+
+        for (const char *p = list; p && *p;) {
+                const char *end = strchr(p, ',');
+                size_t len = end ? (size_t)(end - p) : strlen(p);
+
+                if (len == n && strncmp(p, name, n) == 0)
+                        return true;
+                p = end ? end + 1 : NULL;
+        }
+        return false;
+}
+
+void fault_point(const char *name)
+{
+        if (listed("IMGD_FAULT", name))
+                _exit(FAULT_EXIT_STATUS);
+}
+
+bool fault_skip(const char *name)
+{
+        return listed("IMGD_FAULT_SKIP", name);
+}
+#endif
