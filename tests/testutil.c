@@ -89,20 +89,25 @@ char *tu_path(const char *fmt, ...)
 void *tu_read_file(const char *path, size_t *ret_len)
 {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct stat st;
+        size_t got = 0, cap = 4096;
         char *buf;
 
         if (fd < 0)
                 return NULL;
-        if (fstat(fd, &st) < 0) {
-                close(fd);
-                return NULL;
-        }
-        buf = malloc((size_t)st.st_size + 1);
+        /* Read to the end: /proc files report a size of 0. */
+        buf = malloc(cap + 1);
         assert_non_null(buf);
-        size_t got = 0;
-        while (got < (size_t)st.st_size) {
-                ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+        for (;;) {
+                ssize_t k;
+
+                if (got == cap) {
+                        cap *= 2;
+                        buf = realloc(buf, cap + 1);
+                        assert_non_null(buf);
+                }
+                k = read(fd, buf + got, cap - got);
+                if (k < 0 && errno == EINTR)
+                        continue;
                 if (k <= 0)
                         break;
                 got += (size_t)k;
@@ -342,6 +347,46 @@ int tu_daemon_stop(struct tu_daemon *d, int sig)
         }
         d->pid = 0;
         return status;
+}
+
+int tu_daemon_wait_exit(struct tu_daemon *d, int timeout_ms)
+{
+        int status = 0;
+
+        if (d->pid <= 0)
+                return -1;
+        if (wait_status(d->pid, &status, timeout_ms) < 0)
+                return -1;
+        d->pid = 0;
+        return status;
+}
+
+unsigned tu_daemon_children(struct tu_daemon *d, pid_t *pids, unsigned max)
+{
+        DIR *proc = opendir("/proc");
+        struct dirent *de;
+        unsigned n = 0;
+
+        if (!proc)
+                return 0;
+        while ((de = readdir(proc)) && n < max) {
+                char *path, *stat, *close_paren;
+                int ppid;
+
+                if (de->d_name[0] < '0' || de->d_name[0] > '9')
+                        continue;
+                path = tu_path("/proc/%s/stat", de->d_name);
+                stat = tu_read_file(path, NULL);
+                free(path);
+                /* "pid (comm) state ppid ...": comm may hold spaces, so parse after ')'. */
+                close_paren = stat ? strrchr(stat, ')') : NULL;
+                if (close_paren && sscanf(close_paren + 1, " %*c %d", &ppid) == 1 &&
+                    ppid == (int)d->pid)
+                        pids[n++] = (pid_t)atoi(de->d_name);
+                free(stat);
+        }
+        closedir(proc);
+        return n;
 }
 
 void tu_daemon_cleanup(struct tu_daemon *d)

@@ -78,6 +78,13 @@ void tu_daemon_start(struct tu_daemon *d);
 /* Sends sig and waits for the daemon to exit; returns its wait status. */
 int tu_daemon_stop(struct tu_daemon *d, int sig);
 
+/* Waits up to timeout_ms for the daemon to exit by itself; returns its wait status, or -1
+ * (and the daemon is still running) on timeout. */
+int tu_daemon_wait_exit(struct tu_daemon *d, int timeout_ms);
+
+/* Pids of the daemon's child processes (its workers); returns how many, at most max. */
+unsigned tu_daemon_children(struct tu_daemon *d, pid_t *pids, unsigned max);
+
 /* Stops the daemon if running and removes the tree. */
 void tu_daemon_cleanup(struct tu_daemon *d);
 
