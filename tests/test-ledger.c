@@ -798,6 +798,95 @@ static void test_fail_message_is_capped(void **state)
         free(big);
 }
 
+/* Checkpoint "verified": staged outputs carry their temporary files, survive a restart
+ * (recover leaves the job running), become the published outputs on complete, and are
+ * forgotten when the job is handed back. */
+static void test_stage_checkpoint(void **state)
+{
+        struct fx *f = *state;
+        struct job_output outs[2] = {
+                { .variant = "s", .path = "/m/a_s.webp", .format = "webp", .width = 10,
+                  .height = 10, .bytes = 100, .tmp_path = "/m/.imgd-1-0-aa.tmp" },
+                { .variant = "l", .path = "/m/a_l.webp", .format = "webp", .width = 40,
+                  .height = 40, .bytes = 400, .tmp_path = "/m/.imgd-1-1-bb.tmp" },
+        };
+        int64_t id, other, *ids = NULL;
+        struct job_detail *d;
+        size_t n = 0;
+
+        snprintf(outs[0].sha256, sizeof outs[0].sha256, "%064x", 7);
+        snprintf(outs[1].sha256, sizeof outs[1].sha256, "%064x", 8);
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 100);
+        other = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 100);
+        assert_int_equal(claim(f->l, 200), id);
+        assert_int_equal(claim(f->l, 200), other);
+        assert_int_equal(ledger_stage(f->l, id, outs, 2, 300), 0);
+
+        /* A crash: the verified job stays running, the merely claimed one is requeued. */
+        reopen(f);
+        assert_int_equal(ledger_recover(f->l, 400), 1);
+        assert_int_equal(state_of(f->l, id), JOB_RUNNING);
+        assert_int_equal(state_of(f->l, other), JOB_QUEUED);
+        assert_int_equal(attempts_of(f->l, other), 1);
+        assert_int_equal(ledger_list_staged(f->l, &ids, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(ids[0], id);
+        free(ids);
+        d = get(f->l, id);
+        assert_int_equal(d->n_outputs, 2);
+        assert_string_equal(d->outputs[1].tmp_path, "/m/.imgd-1-1-bb.tmp");
+        assert_string_equal(d->outputs[1].sha256, outs[1].sha256);
+        job_detail_free(d);
+
+        /* Published: complete without outputs keeps the staged ones, minus their tmp files. */
+        assert_int_equal(ledger_complete(f->l, id, NULL, 0, 500), 0);
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_DONE);
+        assert_int_equal(d->n_outputs, 2);
+        assert_null(d->outputs[0].tmp_path);
+        assert_string_equal(d->outputs[0].path, "/m/a_s.webp");
+        job_detail_free(d);
+        assert_int_equal(ledger_list_staged(f->l, &ids, &n), 0);
+        assert_int_equal(n, 0);
+        free(ids);
+
+        /* Handed back after staging: the staged outputs are forgotten. */
+        assert_int_equal(claim(f->l, 600), other);
+        assert_int_equal(ledger_stage(f->l, other, outs, 1, 610), 0);
+        assert_int_equal(ledger_release(f->l, other, 620, 620), 0);
+        d = get(f->l, other);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->n_outputs, 0);
+        job_detail_free(d);
+        /* Staging a job that is not running is refused. */
+        assert_int_equal(ledger_stage(f->l, other, outs, 1, 630), -ESTALE);
+        /* A staged output without its temporary file is refused, and nothing changes. */
+        assert_int_equal(claim(f->l, 700), other);
+        outs[0].tmp_path = NULL;
+        assert_int_equal(ledger_stage(f->l, other, outs, 1, 710), -EINVAL);
+        d = get(f->l, other);
+        assert_int_equal(d->n_outputs, 0);
+        job_detail_free(d);
+}
+
+/* Leases: a running, unverified job whose lease passed is listed as expired. */
+static void test_expired_leases(void **state)
+{
+        struct fx *f = *state;
+        int64_t id, *ids = NULL;
+        size_t n = 0;
+
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 100);
+        assert_int_equal(claim(f->l, 200), id);
+        assert_int_equal(ledger_list_expired(f->l, 200 + LEASE_US - 1, &ids, &n), 0);
+        assert_int_equal(n, 0);
+        free(ids);
+        assert_int_equal(ledger_list_expired(f->l, 200 + LEASE_US + 1, &ids, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(ids[0], id);
+        free(ids);
+}
+
 static void test_complete_outputs(void **state)
 {
         struct fx *f = *state;
@@ -1268,6 +1357,8 @@ int main(void)
                 T(test_enqueue_dedupe),
                 T(test_enqueue_supersedes),
                 T(test_enqueue_content_returns),
+                T(test_stage_checkpoint),
+                T(test_expired_leases),
                 T(test_known_stat),
                 T(test_claim_fields_and_attempts),
                 T(test_claim_order_and_next_at),
