@@ -264,7 +264,9 @@ static void drop(struct tu_daemon *d, unsigned i)
         char *dst = tu_path("%s/%s/img%03u.%s", d->uploads, i % 2 ? "sub" : ".", i, exts[i % 3]);
 
         tu_make_image(tmp, 600 + 37 * (i % 11), 400 + 23 * (i % 7), fmt, i % 4 == 0);
-        mkdir(tu_path("%s/sub", d->uploads), 0755);
+        char *sub = tu_path("%s/sub", d->uploads);
+        mkdir(sub, 0755);
+        free(sub);
         if (rename(tmp, dst) != 0)
                 fail_msg("rename %s: %m", dst);
         free(tmp);
