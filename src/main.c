@@ -93,7 +93,7 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
         }
         if (r > 0) {
                 log_info("job %" PRId64 " %s: queued", id, path);
-                scheduler_kick(d->scheduler);
+                scheduler_enqueued(d->scheduler, id);
         }
 }
 

@@ -47,6 +47,10 @@ struct scheduler {
         struct running *running;
         unsigned n_running;
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
+        bool paused;
+        scheduler_event_fn event_fn;
+        void *event_userdata;
+        metrics *metrics;
         char owner[64];
 };
 
@@ -79,6 +83,25 @@ int64_t scheduler_backoff_ms(const struct config_retry *r, unsigned attempt, dou
                 delay = r->max_delay_ms;
         delay *= 1.0 + r->jitter * (2.0 * rnd - 1.0);
         return delay < 0 ? 0 : (int64_t)llround(delay);
+}
+
+/* Tells subscribers about a transition of `job`; extra members (may be NULL) are added. */
+static void emit(scheduler *s, const char *event, const struct job *job, json_t *extra)
+{
+        _cleanup_(json_decrefp) json_t *j = NULL;
+
+        if (!s->event_fn) {
+                json_decref(extra);
+                return;
+        }
+        j = json_pack("{s:I, s:s, s:s, s:s, s:I}", "id", (json_int_t)job->id, "source",
+                      job->source_path, "watch", job->watch, "pipeline", job->pipeline,
+                      "attempts", (json_int_t)job->attempts);
+        if (j && extra)
+                json_object_update(j, extra);
+        json_decref(extra);
+        if (j)
+                s->event_fn(event, j, s->event_userdata);
 }
 
 static void running_free(struct running *run)
@@ -124,9 +147,14 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
                 log_error("job %" PRId64 " %s: %s", job->id, job->source_path, error);
         }
         r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
-        if (r < 0)
+        if (r < 0) {
                 log_error_errno(r, "ledger: record failure of job %" PRId64 ": %s", job->id,
                                 ledger_errmsg(s->ledger));
+                return;
+        }
+        metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
+        emit(s, retry ? "retry" : "dead", job,
+             json_pack("{s:s, s:I}", "error", msg ?: error, "next_at_us", (json_int_t)next));
 }
 
 /* Errors of the machine rather than of the job: the output disk is full, read-only or
@@ -164,6 +192,7 @@ static void job_blocked(scheduler *s, const struct job *job, const char *error)
         if (r < 0)
                 log_error_errno(r, "ledger: hand back job %" PRId64 ": %s", job->id,
                                 ledger_errmsg(s->ledger));
+        metrics_job_failed(s->metrics, "environmental");
 }
 
 /* The output format of variant v for a source in format src. */
@@ -316,7 +345,7 @@ static int on_kick(sd_event_source *es, void *userdata)
 {
         scheduler *s = userdata;
 
-        while (worker_pool_idle(s->pool) > 0) {
+        while (!s->paused && worker_pool_idle(s->pool) > 0) {
                 struct job *job = NULL;
                 int64_t now = wall_now_us();
                 int r = ledger_claim(s->ledger, s->owner, now,
@@ -413,8 +442,10 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         if (ledger_superseded(s->ledger, job->id) > 0) {
                 log_info("job %" PRId64 " %s: superseded by newer content; discarded", job->id,
                          job->source_path);
-                (void)ledger_cancel(s->ledger, job->id, "superseded by newer content",
-                                    wall_now_us());
+                if (ledger_cancel(s->ledger, job->id, "superseded by newer content",
+                                  wall_now_us()) >= 0)
+                        emit(s, "cancelled", job,
+                             json_pack("{s:s}", "error", "superseded by newer content"));
                 return;
         }
         if (!src_sha || strcmp(src_sha, job->sha256) != 0) {
@@ -495,8 +526,22 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         }
         fault_point("ledger.after_complete");
         s->env_failures = 0;
+        double seconds = (double)(wall_now_us() - job->updated_us) / 1e6;
         log_info("job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
-                 run->n, (double)(wall_now_us() - job->updated_us) / 1e3);
+                 run->n, seconds * 1e3);
+        metrics_job_done(s->metrics, job->pipeline, seconds);
+        if (s->event_fn) {
+                json_t *list = json_array();
+                for (size_t i = 0; list && i < run->n; i++)
+                        json_array_append_new(
+                                list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "variant",
+                                                rows[i].variant, "path", rows[i].path, "width",
+                                                (json_int_t)rows[i].width, "height",
+                                                (json_int_t)rows[i].height, "bytes",
+                                                (json_int_t)rows[i].bytes, "sha256",
+                                                rows[i].sha256));
+                emit(s, "done", job, json_pack("{s:o}", "outputs", list));
+        }
 out:
         free(rows);
         free(sizes);
@@ -549,6 +594,9 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         snprintf(s->owner, sizeof s->owner, "imgd:%d", (int)getpid());
         o.userdata = s;
 
+        r = metrics_new(&s->metrics);
+        if (r < 0)
+                goto fail;
         r = sd_event_add_defer(e, &s->kick, on_kick, s);
         if (r < 0)
                 goto fail;
@@ -589,9 +637,50 @@ scheduler *scheduler_free(scheduler *s)
         sd_event_source_disable_unref(s->kick);
         sd_event_source_disable_unref(s->due);
         sd_event_source_disable_unref(s->leases);
+        metrics_free(s->metrics);
         sd_event_unref(s->event);
         free(s);
         return NULL;
+}
+
+void scheduler_pause(scheduler *s)
+{
+        if (!s->paused)
+                log_notice("intake paused: no new jobs are claimed");
+        s->paused = true;
+}
+
+void scheduler_resume(scheduler *s)
+{
+        if (s->paused)
+                log_notice("intake resumed");
+        s->paused = false;
+        scheduler_kick(s);
+}
+
+bool scheduler_paused(const scheduler *s)
+{
+        return s->paused;
+}
+
+void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *userdata)
+{
+        s->event_fn = fn;
+        s->event_userdata = userdata;
+}
+
+metrics *scheduler_metrics(scheduler *s)
+{
+        return s->metrics;
+}
+
+void scheduler_enqueued(scheduler *s, int64_t id)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+
+        if (s->event_fn && ledger_get(s->ledger, id, &d) > 0)
+                emit(s, "queued", &d->job, NULL);
+        scheduler_kick(s);
 }
 
 const worker_pool *scheduler_pool(const scheduler *s)

@@ -11,7 +11,11 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include <jansson.h>
+#include <stdbool.h>
+
 #include "config.h"
+#include "metrics.h"
 #include "ledger.h"
 #include "worker.h"
 
@@ -25,10 +29,33 @@ scheduler *scheduler_free(scheduler *s);
 /* Asks the scheduler to look for claimable work soon (coalesced; safe to call often). */
 void scheduler_kick(scheduler *s);
 
+/* Job `id` was just enqueued: tells subscribers ("queued") and kicks. */
+void scheduler_enqueued(scheduler *s, int64_t id);
+
 const worker_pool *scheduler_pool(const scheduler *s);
 
 /* Jobs dispatched and not yet finished. */
 unsigned scheduler_running(const scheduler *s);
+
+/*
+ * Intake control for operators: a paused scheduler claims no new jobs; running jobs go on
+ * and finish. (`imgctl drain` is pause, then wait for scheduler_running() to reach 0.)
+ */
+void scheduler_pause(scheduler *s);
+void scheduler_resume(scheduler *s);
+bool scheduler_paused(const scheduler *s);
+
+/*
+ * Job transitions, for subscribers (imgctl events) and hooks: called with the event name
+ * ("queued", "done", "retry", "dead", "cancelled") and a JSON object describing the job
+ * ({"id", "source", "watch", "pipeline", "attempts", and "outputs" for done, "error" for
+ * retry and dead}), borrowed for the duration of the call.
+ */
+typedef void (*scheduler_event_fn)(const char *event, const json_t *job, void *userdata);
+void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *userdata);
+
+/* The scheduler's metrics (owned by the scheduler). */
+metrics *scheduler_metrics(scheduler *s);
 
 /*
  * The delay before attempt `attempt + 1` after `attempt` failures: base * 2^(attempt-1),

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics.c - counters and histograms in Prometheus text format; see metrics.h.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgd/macro.h"
+#include "imgd/metrics.h"
+
+/* Upper bounds (seconds) of the processing-time histogram buckets; +Inf is implicit. */
+static const double buckets[] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120 };
+#define N_BUCKETS ELEMENTSOF(buckets)
+
+struct labelled {
+        char *label;
+        uint64_t count;
+        /* histogram (only for durations) */
+        uint64_t bucket[N_BUCKETS];
+        double sum;
+};
+
+struct family {
+        struct labelled items[METRICS_MAX_LABELS + 1]; /* the last is "other" */
+        size_t n;
+};
+
+struct metrics {
+        struct family done, failed, restarts;
+};
+
+int metrics_new(metrics **ret)
+{
+        metrics *m = calloc(1, sizeof *m);
+
+        if (!m)
+                return -ENOMEM;
+        *ret = m;
+        return 0;
+}
+
+static void family_clear(struct family *f)
+{
+        for (size_t i = 0; i < f->n; i++)
+                free(f->items[i].label);
+}
+
+metrics *metrics_free(metrics *m)
+{
+        if (!m)
+                return NULL;
+        family_clear(&m->done);
+        family_clear(&m->failed);
+        family_clear(&m->restarts);
+        free(m);
+        return NULL;
+}
+
+static struct labelled *find(struct family *f, const char *label)
+{
+        for (size_t i = 0; i < f->n; i++)
+                if (strcmp(f->items[i].label, label) == 0)
+                        return &f->items[i];
+        if (f->n < METRICS_MAX_LABELS) {
+                char *copy = strdup(label);
+                if (copy) {
+                        f->items[f->n].label = copy;
+                        return &f->items[f->n++];
+                }
+        }
+        /* Full (or out of memory): count under "other". */
+        for (size_t i = 0; i < f->n; i++)
+                if (strcmp(f->items[i].label, "other") == 0)
+                        return &f->items[i];
+        if (!f->items[METRICS_MAX_LABELS].label)
+                f->items[METRICS_MAX_LABELS].label = strdup("other");
+        if (f->n == METRICS_MAX_LABELS && f->items[METRICS_MAX_LABELS].label)
+                f->n++;
+        return &f->items[METRICS_MAX_LABELS];
+}
+
+void metrics_job_done(metrics *m, const char *pipeline, double seconds)
+{
+        struct labelled *l = find(&m->done, pipeline);
+
+        l->count++;
+        l->sum += seconds;
+        for (size_t i = 0; i < N_BUCKETS; i++)
+                if (seconds <= buckets[i])
+                        l->bucket[i]++;
+}
+
+void metrics_job_failed(metrics *m, const char *reason)
+{
+        find(&m->failed, reason)->count++;
+}
+
+void metrics_worker_restart(metrics *m, const char *why)
+{
+        find(&m->restarts, why)->count++;
+}
+
+/* Writes s as a Prometheus label value: backslash, double quote and newline escaped. */
+static void label(FILE *f, const char *s)
+{
+        for (; s && *s; s++) {
+                if (*s == '\\' || *s == '"')
+                        fprintf(f, "\\%c", *s);
+                else if (*s == '\n')
+                        fputs("\\n", f);
+                else
+                        fputc(*s, f);
+        }
+}
+
+int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
+{
+        static const char *const states[] = { "queued", "running", "retry",
+                                               "done",   "dead",    "cancelled" };
+
+        fputs("# HELP imgd_jobs Jobs in the ledger by state.\n# TYPE imgd_jobs gauge\n", f);
+        for (size_t i = 0; i < ELEMENTSOF(states); i++)
+                fprintf(f, "imgd_jobs{state=\"%s\"} %llu\n", states[i],
+                        (unsigned long long)g->jobs_by_state[i]);
+
+        fputs("# HELP imgd_jobs_processed_total Jobs completed since start, by pipeline.\n"
+              "# TYPE imgd_jobs_processed_total counter\n", f);
+        for (size_t i = 0; i < m->done.n; i++) {
+                fputs("imgd_jobs_processed_total{pipeline=\"", f);
+                label(f, m->done.items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)m->done.items[i].count);
+        }
+
+        fputs("# HELP imgd_jobs_failed_total Failed attempts since start, by reason.\n"
+              "# TYPE imgd_jobs_failed_total counter\n", f);
+        for (size_t i = 0; i < m->failed.n; i++) {
+                fputs("imgd_jobs_failed_total{reason=\"", f);
+                label(f, m->failed.items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)m->failed.items[i].count);
+        }
+
+        fputs("# HELP imgd_job_duration_seconds Processing time from claim to done.\n"
+              "# TYPE imgd_job_duration_seconds histogram\n", f);
+        for (size_t i = 0; i < m->done.n; i++) {
+                const struct labelled *l = &m->done.items[i];
+                for (size_t b = 0; b < N_BUCKETS; b++) {
+                        fputs("imgd_job_duration_seconds_bucket{pipeline=\"", f);
+                        label(f, l->label);
+                        fprintf(f, "\",le=\"%g\"} %llu\n", buckets[b],
+                                (unsigned long long)l->bucket[b]);
+                }
+                fputs("imgd_job_duration_seconds_bucket{pipeline=\"", f);
+                label(f, l->label);
+                fprintf(f, "\",le=\"+Inf\"} %llu\n", (unsigned long long)l->count);
+                fputs("imgd_job_duration_seconds_sum{pipeline=\"", f);
+                label(f, l->label);
+                fprintf(f, "\"} %.6f\n", l->sum);
+                fputs("imgd_job_duration_seconds_count{pipeline=\"", f);
+                label(f, l->label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)l->count);
+        }
+
+        fputs("# HELP imgd_worker_restarts_total Worker processes replaced, by cause.\n"
+              "# TYPE imgd_worker_restarts_total counter\n", f);
+        for (size_t i = 0; i < m->restarts.n; i++) {
+                fputs("imgd_worker_restarts_total{cause=\"", f);
+                label(f, m->restarts.items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)m->restarts.items[i].count);
+        }
+
+        fprintf(f,
+                "# HELP imgd_oldest_queued_seconds Age of the oldest queued job.\n"
+                "# TYPE imgd_oldest_queued_seconds gauge\n"
+                "imgd_oldest_queued_seconds %.3f\n"
+                "# HELP imgd_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.\n"
+                "# TYPE imgd_breaker_state gauge\n"
+                "imgd_breaker_state %d\n"
+                "# HELP imgd_degradation_level 0 full, 1 reduced, 2 essential, 3 paused.\n"
+                "# TYPE imgd_degradation_level gauge\n"
+                "imgd_degradation_level %d\n"
+                "# HELP imgd_health_score Overall health, 0 to 100.\n"
+                "# TYPE imgd_health_score gauge\n"
+                "imgd_health_score %.1f\n"
+                "# HELP imgd_resident_memory_bytes Resident memory of the daemon process.\n"
+                "# TYPE imgd_resident_memory_bytes gauge\n"
+                "imgd_resident_memory_bytes %llu\n"
+                "# HELP imgd_workers Worker processes, total and busy.\n"
+                "# TYPE imgd_workers gauge\n"
+                "imgd_workers{state=\"total\"} %llu\n"
+                "imgd_workers{state=\"busy\"} %llu\n",
+                g->oldest_queued_age_s, g->breaker_state, g->degradation_level, g->health_score,
+                (unsigned long long)g->rss_bytes, (unsigned long long)g->workers_total,
+                (unsigned long long)g->workers_busy);
+        return ferror(f) ? -EIO : 0;
+}
