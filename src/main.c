@@ -32,13 +32,22 @@
 #include "imgd/watch.h"
 #include "imgd/worker.h"
 
+/* How long SIGTERM waits for running jobs before handing them back to the ledger. */
+#define DRAIN_TIMEOUT_USEC (20 * 1000000ULL)
+#define STATUS_INTERVAL_USEC (2 * 1000000ULL)
+
 struct daemon {
+        sd_event *event;
         struct config *config;
         ledger *ledger;
         scheduler *scheduler;
         watch *watch;
         control *control;
         struct api_context api;
+        sd_event_source *status_timer, *watchdog_timer, *drain_timer;
+        uint64_t watchdog_usec;
+        uint64_t drain_deadline;
+        char last_status[256];
 };
 
 static int64_t wall_now_us(void)
@@ -97,19 +106,142 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
         }
 }
 
-static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+static uint64_t mono_now_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Keeps the unit's STATUS= line current: "12 queued, 2 running, 0 retry, 1 dead". */
+static void update_status(struct daemon *d)
+{
+        uint64_t counts[_JOB_STATE_MAX] = {};
+        char line[256];
+
+        if (ledger_counts(d->ledger, counts) < 0)
+                return;
+        snprintf(line, sizeof line, "%s%llu queued, %u running, %llu retry, %llu dead",
+                 scheduler_paused(d->scheduler) ? "paused: " : "",
+                 (unsigned long long)counts[JOB_QUEUED], scheduler_running(d->scheduler),
+                 (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD]);
+        if (strcmp(line, d->last_status) != 0) {
+                notify_status("%s", line);
+                snprintf(d->last_status, sizeof d->last_status, "%s", line);
+        }
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        update_status(userdata);
+        sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* Pings the watchdog only while the loop runs (it does, or this would not fire) and the
+ * workers make progress: a wedged pool stops the pings and lets systemd restart imgd. */
+static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
         struct daemon *d = userdata;
 
+        if (!scheduler_stalled(d->scheduler))
+                notify_watchdog();
+        else
+                log_error("no job has made progress for longer than the job timeout; "
+                          "withholding the watchdog ping");
+        sd_event_source_set_time_relative(s, d->watchdog_usec / 2);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/*
+ * SIGHUP: load the configuration again. An invalid one is rejected with its error and the
+ * old one stays in force; a valid one replaces watches, pipelines and limits.
+ */
+static void reload(struct daemon *d)
+{
+        _cleanup_free_ char *error = NULL;
+        struct config *next = NULL;
+        watch *w = NULL;
+        int r;
+
+        notify_reloading();
+        log_info("SIGHUP: reloading %s", d->config->file);
+        r = config_load(d->config->file, &next, &error);
+        if (r >= 0)
+                r = config_check_paths(next, &error);
+        if (r >= 0) {
+                r = watch_new(d->event, next, on_file, d, &w);
+                if (r < 0)
+                        error = strdup("cannot watch the new folders (see above)");
+        }
+        if (r < 0) {
+                log_error("reload rejected, the running configuration stays in force: %s",
+                          error ?: "unknown error");
+                config_free(next);
+                notify_ready();
+                return;
+        }
+        if (strcmp(next->socket, d->config->socket) != 0 ||
+            strcmp(next->state_dir, d->config->state_dir) != 0)
+                log_warning("reload: socket and state_dir changes take effect at the next start");
+
+        d->watch = watch_free(d->watch);
+        d->watch = w;
+        scheduler_set_config(d->scheduler, next);
+        d->api.config = next;
+        config_free(d->config);
+        d->config = next;
+        r = watch_scan(d->watch);
+        log_info("reloaded: watching %u folder(s), %d file(s) found", watch_count(d->watch),
+                 r < 0 ? 0 : r);
+        notify_ready();
+        update_status(d);
+}
+
+static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct daemon *d = userdata;
+        unsigned running = scheduler_running(d->scheduler);
+
+        if (running == 0 || mono_now_usec() >= d->drain_deadline) {
+                if (running > 0)
+                        log_notice("stopping with %u job(s) unfinished; they are handed back to "
+                                   "the ledger and resume at the next start", running);
+                return sd_event_exit(d->event, 0);
+        }
+        sd_event_source_set_time_relative(s, 100 * 1000);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        struct daemon *d = userdata;
+        int r;
+
         if (si->ssi_signo == SIGHUP) {
-                log_notice("SIGHUP: configuration reload is not implemented yet; restart imgd "
-                           "to apply a changed %s", d->config->file);
+                reload(d);
                 return 0;
         }
-        log_info("%s: stopping", strsignal((int)si->ssi_signo));
+        if (d->drain_timer) {
+                log_notice("%s again: stopping now", strsignal((int)si->ssi_signo));
+                return sd_event_exit(d->event, 0);
+        }
+        /* Drain: claim nothing new, let running jobs finish within a bound. */
+        log_info("%s: stopping; waiting up to %llu s for %u running job(s)",
+                 strsignal((int)si->ssi_signo), DRAIN_TIMEOUT_USEC / 1000000ULL,
+                 scheduler_running(d->scheduler));
         d->api.state = "stopping";
         notify_stopping();
-        return sd_event_exit(sd_event_source_get_event(s), 0);
+        scheduler_pause(d->scheduler);
+        d->watch = watch_free(d->watch);
+        d->drain_deadline = mono_now_usec() + DRAIN_TIMEOUT_USEC;
+        r = sd_event_add_time_relative(d->event, &d->drain_timer, CLOCK_MONOTONIC, 0, 0,
+                                       on_drain_timer, d);
+        return r < 0 ? sd_event_exit(d->event, 0) : 0;
 }
 
 static int run(struct daemon *d)
@@ -131,6 +263,7 @@ static int run(struct daemon *d)
         r = sd_event_default(&e);
         if (r < 0)
                 return log_error_errno(r, "event loop: %m");
+        d->event = e;
         (void)sd_event_add_signal(e, NULL, SIGTERM, on_signal, d);
         (void)sd_event_add_signal(e, NULL, SIGINT, on_signal, d);
         (void)sd_event_add_signal(e, NULL, SIGHUP, on_signal, d);
@@ -182,14 +315,22 @@ static int run(struct daemon *d)
                  watch_count(d->watch), r < 0 ? 0 : r, d->config->workers);
         scheduler_kick(d->scheduler);
 
+        (void)sd_event_add_time_relative(e, &d->status_timer, CLOCK_MONOTONIC,
+                                         STATUS_INTERVAL_USEC, 0, on_status_timer, d);
+        d->watchdog_usec = notify_watchdog_usec();
+        if (d->watchdog_usec > 0)
+                (void)sd_event_add_time_relative(e, &d->watchdog_timer, CLOCK_MONOTONIC,
+                                                 d->watchdog_usec / 2, 0, on_watchdog_timer, d);
         d->api.state = "running";
         notify_ready();
-        notify_status("watching %u folder(s), %u worker(s)", watch_count(d->watch),
-                      d->config->workers);
+        update_status(d);
         r = sd_event_loop(e);
         if (r < 0)
                 log_error_errno(r, "event loop: %m");
 out:
+        d->status_timer = sd_event_source_disable_unref(d->status_timer);
+        d->watchdog_timer = sd_event_source_disable_unref(d->watchdog_timer);
+        d->drain_timer = sd_event_source_disable_unref(d->drain_timer);
         d->control = control_free(d->control);
         d->watch = watch_free(d->watch);
         d->scheduler = scheduler_free(d->scheduler);

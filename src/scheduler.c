@@ -48,6 +48,7 @@ struct scheduler {
         unsigned n_running;
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
         bool paused;
+        uint64_t last_progress_usec; /* CLOCK_MONOTONIC: last dispatch or finished job */
         scheduler_event_fn event_fn;
         void *event_userdata;
         metrics *metrics;
@@ -55,6 +56,14 @@ struct scheduler {
 };
 
 #define LEASE_CHECK_USEC (30 * 1000000ULL)
+
+static uint64_t mono_now_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
 
 static int64_t wall_now_us(void)
 {
@@ -323,6 +332,7 @@ static int start_job(scheduler *s, struct job *job_in)
         }
         log_debug("job %" PRId64 " %s: dispatched (attempt %u)", job->id, job->source_path,
                   job->attempts);
+        s->last_progress_usec = mono_now_usec();
         run->job = TAKE_PTR(job);
         run->next = s->running;
         s->running = run;
@@ -394,6 +404,7 @@ static int on_lease_check(sd_event_source *es, uint64_t usec, void *userdata)
                         scheduler_kick(s);
         }
         sd_event_source_set_time_relative(es, LEASE_CHECK_USEC);
+        sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;
 }
 
@@ -559,6 +570,7 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
                 log_error("worker finished job %" PRId64 ", which is not running", id);
                 return;
         }
+        s->last_progress_usec = mono_now_usec();
         if (!reply) {
                 job_failed(s, run->job, failure ?: "worker failed", false);
         } else if (json_unpack((json_t *)reply, "{s:b}", "ok", &ok) < 0) {
@@ -591,6 +603,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         s->event = sd_event_ref(e);
         s->cfg = cfg;
         s->ledger = l;
+        s->last_progress_usec = mono_now_usec();
         snprintf(s->owner, sizeof s->owner, "imgd:%d", (int)getpid());
         o.userdata = s;
 
@@ -641,6 +654,32 @@ scheduler *scheduler_free(scheduler *s)
         sd_event_unref(s->event);
         free(s);
         return NULL;
+}
+
+void scheduler_set_config(scheduler *s, const struct config *cfg)
+{
+        if (cfg->workers != s->cfg->workers)
+                log_notice("workers = %u takes effect at the next start (running with %u)",
+                           cfg->workers, worker_pool_size(s->pool));
+        s->cfg = cfg;
+        worker_pool_set_timeout(s->pool, cfg->limits.job_timeout_s);
+        scheduler_kick(s);
+}
+
+bool scheduler_stalled(scheduler *s)
+{
+        uint64_t now = mono_now_usec(), grace;
+        int64_t due = 0;
+        bool pending = s->n_running > 0;
+
+        if (!pending && !s->paused && worker_pool_idle(s->pool) == 0)
+                pending = ledger_next_due(s->ledger, &due) > 0 && due <= wall_now_us();
+        if (!pending) {
+                s->last_progress_usec = now; /* idle is not stalled */
+                return false;
+        }
+        grace = ((uint64_t)s->cfg->limits.job_timeout_s + 30) * 1000000ULL;
+        return now - s->last_progress_usec > grace;
 }
 
 void scheduler_pause(scheduler *s)

@@ -339,6 +339,11 @@ reaped:
         return NULL;
 }
 
+void worker_pool_set_timeout(worker_pool *p, unsigned job_timeout_s)
+{
+        p->job_timeout_s = job_timeout_s;
+}
+
 unsigned worker_pool_idle(const worker_pool *p)
 {
         unsigned n = 0;

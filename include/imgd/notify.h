@@ -6,8 +6,14 @@
  */
 #pragma once
 
+#include <stdint.h>
+
 #include "macro.h"
 
 void notify_ready(void);
+void notify_reloading(void); /* RELOADING=1 with MONOTONIC_USEC= */
+void notify_watchdog(void);
+/* The watchdog interval systemd asked for (WatchdogSec=), 0 if none. */
+uint64_t notify_watchdog_usec(void);
 void notify_stopping(void);
 void notify_status(const char *fmt, ...) _printf_(1, 2);

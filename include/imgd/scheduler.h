@@ -34,6 +34,17 @@ void scheduler_enqueued(scheduler *s, int64_t id);
 
 const worker_pool *scheduler_pool(const scheduler *s);
 
+/* A reloaded configuration (which must outlive the scheduler or the next call). Running
+ * jobs keep the variants they started with; the worker count changes at the next start. */
+void scheduler_set_config(scheduler *s, const struct config *cfg);
+
+/*
+ * True when there is work (running jobs, or claimable ones with a worker free) and nothing
+ * has been dispatched or finished for longer than the job timeout plus 30 s: the worker pool
+ * is wedged, and the service manager's watchdog should be allowed to fire.
+ */
+bool scheduler_stalled(scheduler *s);
+
 /* Jobs dispatched and not yet finished. */
 unsigned scheduler_running(const scheduler *s);
 

@@ -42,6 +42,9 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
 /* Kills and reaps all workers (SIGKILL after a short SIGTERM grace). Accepts NULL. */
 worker_pool *worker_pool_free(worker_pool *p);
 
+/* Changes the wall-clock limit for jobs dispatched from now on. */
+void worker_pool_set_timeout(worker_pool *p, unsigned job_timeout_s);
+
 /* Number of workers able to take a job now. */
 unsigned worker_pool_idle(const worker_pool *p);
 unsigned worker_pool_busy(const worker_pool *p);

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-lifecycle.c - imgd as a service: the real daemon with a real NOTIFY_SOCKET (a
+ * datagram socket this test listens on), checking the sd_notify messages and their order;
+ * SIGHUP with a good and with a bad configuration; SIGTERM while busy.
+ */
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "testutil.h"
+
+#define PIPE_1                                                                                 \
+        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
+
+struct notify_listener {
+        int fd;
+        char *path;
+        char log[16384]; /* every message received, "|"-separated */
+};
+
+static void listener_open(struct notify_listener *n, const char *dir)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        n->path = tu_path("%s/notify.sock", dir);
+        n->log[0] = '\0';
+        n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(n->fd >= 0);
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", n->path);
+        assert_int_equal(bind(n->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        setenv("NOTIFY_SOCKET", n->path, 1);
+}
+
+/* Reads every waiting message into the log. */
+static void listener_drain(struct notify_listener *n)
+{
+        char buf[4096];
+        ssize_t k;
+
+        while ((k = recv(n->fd, buf, sizeof buf - 1, 0)) > 0) {
+                buf[k] = '\0';
+                strncat(n->log, buf, sizeof n->log - strlen(n->log) - 2);
+                strncat(n->log, "|", sizeof n->log - strlen(n->log) - 1);
+        }
+}
+
+/* Waits up to timeout_ms for a message containing `text` after position *pos; returns the
+ * position just after it. Fails the test when it does not come. */
+static size_t listener_expect(struct notify_listener *n, size_t pos, const char *text,
+                              int timeout_ms)
+{
+        for (int waited = 0; waited <= timeout_ms; waited += 20) {
+                listener_drain(n);
+                const char *hit = strstr(n->log + pos, text);
+                if (hit)
+                        return (size_t)(hit - n->log) + strlen(text);
+                usleep(20 * 1000);
+        }
+        fail_msg("no \"%s\" from imgd within %d ms; got: %s", text, timeout_ms, n->log + pos);
+        return 0;
+}
+
+static void listener_close(struct notify_listener *n)
+{
+        unsetenv("NOTIFY_SOCKET");
+        close(n->fd);
+        free(n->path);
+}
+
+/* READY=1 once the ledger, the watches and the workers are up; STATUS= follows the work;
+ * RELOADING=1 with MONOTONIC_USEC= then READY=1 on SIGHUP; STOPPING=1 on SIGTERM. */
+static void test_notify_sequence(void **state)
+{
+        struct tu_daemon d;
+        struct notify_listener n;
+        size_t pos;
+        char *p;
+
+        tu_daemon_setup(&d, PIPE_1, 1, NULL);
+        listener_open(&n, d.root);
+        tu_daemon_start(&d);
+        pos = listener_expect(&n, 0, "READY=1", 5000);
+        /* READY came after the socket answered, so the workers and watches were up. */
+        pos = listener_expect(&n, pos, "STATUS=0 queued", 5000);
+
+        p = tu_path("%s/a.jpg", d.uploads);
+        tu_make_image(p, 300, 200, "jpeg", false);
+        free(p);
+        tu_daemon_wait_idle(&d, 30);
+
+        kill(d.pid, SIGHUP);
+        pos = listener_expect(&n, pos, "RELOADING=1", 5000);
+        assert_non_null(strstr(n.log, "MONOTONIC_USEC="));
+        pos = listener_expect(&n, pos, "READY=1", 5000);
+
+        kill(d.pid, SIGTERM);
+        pos = listener_expect(&n, pos, "STOPPING=1", 5000);
+        int status = tu_daemon_wait_exit(&d, 10000);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        listener_close(&n);
+        tu_daemon_cleanup(&d);
+}
+
+/* SIGHUP with a valid new configuration: a new watch takes effect. With a broken one: the
+ * reload is rejected with the file, line and problem logged, and the old watches go on. */
+static void test_reload(void **state)
+{
+        struct tu_daemon d;
+        char *conf, *second, *second_out, *p, *log, *out = NULL;
+
+        tu_daemon_setup(&d, PIPE_1, 1, NULL);
+        tu_daemon_start(&d);
+        second = tu_path("%s/uploads2", d.root);
+        second_out = tu_path("%s/media2", d.root);
+        assert_int_equal(mkdir(second, 0755), 0);
+
+        /* Broken: a variant with an unknown fit. */
+        conf = tu_read_file(d.config, NULL);
+        char *broken = tu_path("%s\nwatch2_typo = 1;\n", conf);
+        tu_write_file(d.config, broken, (size_t)-1);
+        kill(d.pid, SIGHUP);
+        usleep(500 * 1000);
+        log = tu_read_file(d.log, NULL);
+        if (!strstr(log, "reload rejected") || !strstr(log, "watch2_typo"))
+                fail_msg("a bad reload was not rejected with its reason:\n%s", log);
+        free(log);
+        p = tu_path("%s/still.jpg", d.uploads);
+        tu_make_image(p, 200, 200, "jpeg", false);
+        free(p);
+        tu_daemon_wait_idle(&d, 30);
+        p = tu_path("%s/still_s.webp", d.media);
+        assert_true(tu_image_props(p, NULL, NULL, NULL, 0, NULL, NULL));
+        free(p);
+
+        /* Good: a second watch into its own output tree. */
+        char *good = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
+                             "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; },\n"
+                             "          { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; } );\n"
+                             "pipelines = { p = %s; };\n",
+                             d.state, d.socket, d.uploads, d.media, second, second_out, PIPE_1);
+        tu_write_file(d.config, good, (size_t)-1);
+        kill(d.pid, SIGHUP);
+        usleep(500 * 1000);
+        assert_int_equal(tu_imgctl(&d, &out, "status", "--json", NULL), 0);
+        assert_non_null(strstr(out, second));
+        free(out);
+        p = tu_path("%s/new.png", second);
+        tu_make_image(p, 200, 100, "png", false);
+        free(p);
+        tu_daemon_wait_idle(&d, 30);
+        p = tu_path("%s/new_s.webp", second_out);
+        assert_true(tu_image_props(p, NULL, NULL, NULL, 0, NULL, NULL));
+        free(p);
+
+        free(conf);
+        free(broken);
+        free(good);
+        free(second);
+        free(second_out);
+        tu_daemon_cleanup(&d);
+}
+
+/* SIGTERM while busy: running jobs finish (or are handed back) and nothing is lost; the
+ * next start completes whatever was left. */
+static void test_sigterm_while_busy(void **state)
+{
+        struct tu_daemon d;
+        char *out = NULL;
+        json_t *st;
+
+        tu_daemon_setup(&d, PIPE_1, 2, NULL);
+        tu_daemon_start(&d);
+        for (unsigned i = 0; i < 8; i++) {
+                char *p = tu_path("%s/busy%u.jpg", d.uploads, i);
+                tu_make_image(p, 2400, 1600, "jpeg", false);
+                free(p);
+        }
+        usleep(200 * 1000);
+        kill(d.pid, SIGTERM);
+        int status = tu_daemon_wait_exit(&d, 30000);
+        assert_true(status != -1);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+
+        tu_daemon_start(&d);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(tu_imgctl(&d, &out, "status", "--json", NULL), 0);
+        st = json_loads(out, 0, NULL);
+        assert_non_null(st);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "jobs"), "done")),
+                         8);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "jobs"), "dead")),
+                         0);
+        json_decref(st);
+        free(out);
+        assert_int_equal(tu_count_files(d.media, "*_s.webp"), 8);
+        tu_daemon_cleanup(&d);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_notify_sequence),
+                cmocka_unit_test(test_reload),
+                cmocka_unit_test(test_sigterm_while_busy),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
