@@ -88,6 +88,8 @@ static const char *const migrations[] = {
         "  last_error TEXT,"
         /* For a running job: NULL (claimed) or 'verified' (outputs staged, see ledger.h). */
         "  stage TEXT CHECK (stage IS NULL OR stage = 'verified'),"
+        /* Rendered below full quality (graceful degradation): to be rendered again. */
+        "  degraded INTEGER NOT NULL DEFAULT 0,"
         "  CHECK (length(source_sha256) = 64));"
         "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
         /* Only the claimable states, ordered by (next_at_us, id): what ledger_claim() walks. */
@@ -95,6 +97,7 @@ static const char *const migrations[] = {
         "CREATE INDEX jobs_path ON jobs (source_path, id);"
         "CREATE INDEX jobs_output_key ON jobs (output_key, state);"
         "CREATE INDEX jobs_updated ON jobs (updated_us, id);"
+        "CREATE INDEX jobs_degraded ON jobs (id) WHERE state = 'done' AND degraded = 1;"
         "CREATE TABLE job_errors ("
         "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
         "  attempt INTEGER NOT NULL,"
@@ -121,7 +124,7 @@ static const char *const migrations[] = {
 #define JOB_COLUMNS                                                                                \
         "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "              \
         "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "      \
-        "last_error"
+        "last_error, degraded"
 
 enum ledger_stmt {
         STMT_KNOWN_STAT,
@@ -151,6 +154,10 @@ enum ledger_stmt {
         STMT_PUBLISHED,
         STMT_LIST_STAGED,
         STMT_EXPIRED,
+        STMT_MARK_DEGRADED,
+        STMT_OLDEST_QUEUED,
+        STMT_RERENDER,
+        STMT_PRUNE,
         _STMT_MAX,
 };
 
@@ -170,7 +177,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SUPERSEDE] = "UPDATE jobs SET state = 'cancelled', last_error = ?3, "
                            "updated_us = ?4, finished_us = ?4 "
                            "WHERE source_path = ?1 AND id < ?2 AND state IN ('queued', 'retry')",
-        [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, "
+        [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, degraded = 0, "
                        "lease_owner = ?2, lease_expires_us = ?3, updated_us = ?1 "
                        "WHERE id = (SELECT j.id FROM jobs AS j INDEXED BY jobs_due "
                        "            WHERE j.state IN ('queued', 'retry') AND j.next_at_us <= ?1 "
@@ -227,6 +234,24 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
                          "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
                          "ORDER BY id",
+        [STMT_MARK_DEGRADED] = "UPDATE jobs SET degraded = ?2 WHERE id = ?1 AND state = 'running'",
+        [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs INDEXED BY jobs_due "
+                               "WHERE state IN ('queued', 'retry')",
+        /* Degraded done jobs that are still their source's newest go back to the queue. */
+        [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "
+                          "updated_us = ?1, finished_us = NULL "
+                          "WHERE id IN (SELECT j.id FROM jobs AS j INDEXED BY jobs_degraded "
+                          "             WHERE j.state = 'done' AND j.degraded = 1 "
+                          "               AND NOT EXISTS (SELECT 1 FROM jobs AS n "
+                          "                               WHERE n.source_path = j.source_path "
+                          "                                 AND n.id > j.id) "
+                          "             ORDER BY j.id LIMIT ?2)",
+        /* Finished jobs older than the cut-off that are not their source's newest job (the
+         * newest is what tells a start-up scan that a file is done). Dead jobs stay. */
+        [STMT_PRUNE] = "DELETE FROM jobs WHERE state IN ('done', 'cancelled') "
+                       "AND finished_us < ?1 "
+                       "AND EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = jobs.source_path "
+                       "            AND n.id > jobs.id)",
 };
 
 struct ledger {
@@ -564,6 +589,7 @@ static int read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
         r = column_sha256(l, st, 5, j.sha256);
         if (r < 0)
                 goto fail;
+        j.degraded = sqlite3_column_int(st, 15) != 0;
         r = column_state(l, st, 9, &j.state);
         if (r < 0)
                 goto fail;
@@ -1246,6 +1272,58 @@ int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n)
 int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *ret_n)
 {
         return list_ids(l, STMT_EXPIRED, now_us, ret_ids, ret_n);
+}
+
+/* Runs a one-statement write in its own transaction; returns the rows changed. */
+static int run_write(ledger *l, enum ledger_stmt which, const char *types, int64_t a, int64_t b)
+{
+        int r = tx_begin(l);
+
+        if (r < 0)
+                return r;
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, which);
+
+                r = strlen(types) == 2 ? stmt_bind(l, st, types, a, b)
+                                       : stmt_bind(l, st, types, a);
+                if (r >= 0)
+                        r = stmt_run(l, st);
+                if (r >= 0)
+                        r = sqlite3_changes(l->db);
+        }
+        return tx_end(l, r);
+}
+
+int ledger_mark_degraded(ledger *l, int64_t id, bool degraded)
+{
+        int r = run_write(l, STMT_MARK_DEGRADED, "ii", id, degraded ? 1 : 0);
+
+        if (r == 0)
+                return ledger_error(l, -ESTALE, "job %" PRId64 " is not running", id);
+        return r < 0 ? r : 0;
+}
+
+int ledger_oldest_queued(ledger *l, int64_t *ret_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_OLDEST_QUEUED);
+        int r = stmt_step(l, st);
+
+        if (r <= 0)
+                return r;
+        if (sqlite3_column_type(st, 0) == SQLITE_NULL)
+                return 0;
+        *ret_us = sqlite3_column_int64(st, 0);
+        return 1;
+}
+
+int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit)
+{
+        return run_write(l, STMT_RERENDER, "ii", now_us, (int64_t)limit);
+}
+
+int ledger_prune(ledger *l, int64_t cutoff_us)
+{
+        return run_write(l, STMT_PRUNE, "i", cutoff_us, 0);
 }
 
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,

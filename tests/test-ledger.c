@@ -887,6 +887,75 @@ static void test_expired_leases(void **state)
         free(ids);
 }
 
+/* Degraded renders: marked while running, reset by the next claim; only the newest job of
+ * a source goes back for a full-quality render, and only as many as asked. */
+static void test_degraded_rerender(void **state)
+{
+        struct fx *f = *state;
+        int64_t a, b, c, oldest;
+        struct job_detail *d;
+
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 100);
+        b = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 110);
+        assert_int_equal(ledger_oldest_queued(f->l, &oldest), 1);
+        assert_int_equal(oldest, 100);
+        assert_int_equal(claim(f->l, 200), a);
+        assert_int_equal(claim(f->l, 200), b);
+        assert_int_equal(ledger_oldest_queued(f->l, &oldest), 0);
+        assert_int_equal(ledger_mark_degraded(f->l, a, true), 0);
+        assert_int_equal(ledger_mark_degraded(f->l, b, true), 0);
+        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 300), 0);
+        assert_int_equal(ledger_complete(f->l, b, NULL, 0, 300), 0);
+        assert_int_equal(ledger_mark_degraded(f->l, a, false), -ESTALE);
+        /* b's source changed since: its degraded job is not the newest and stays done. */
+        c = enqueue(f->l, "/u/b.jpg", "/m/b", 3, 400);
+
+        assert_int_equal(ledger_rerender_degraded(f->l, 500, 10), 1);
+        d = get(f->l, a);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.attempts, 0);
+        assert_true(d->job.degraded);
+        job_detail_free(d);
+        assert_int_equal(state_of(f->l, b), JOB_DONE);
+        assert_int_equal(state_of(f->l, c), JOB_QUEUED);
+        /* Claimed again (after c, queued earlier): no longer marked; completed at full
+         * quality: nothing to re-render. */
+        assert_int_equal(claim(f->l, 600), c);
+        assert_int_equal(claim(f->l, 600), a);
+        d = get(f->l, a);
+        assert_false(d->job.degraded);
+        job_detail_free(d);
+        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 700), 0);
+        assert_int_equal(ledger_rerender_degraded(f->l, 800, 10), 0);
+}
+
+/* Pruning keeps each source's newest job and dead jobs; it deletes older finished ones. */
+static void test_prune(void **state)
+{
+        struct fx *f = *state;
+        int64_t old_done, newest, dead, other;
+
+        old_done = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 100);
+        assert_int_equal(claim(f->l, 100), old_done);
+        assert_int_equal(ledger_complete(f->l, old_done, NULL, 0, 150), 0);
+        newest = enqueue(f->l, "/u/a.jpg", "/m/a", 2, 200);
+        assert_int_equal(claim(f->l, 200), newest);
+        assert_int_equal(ledger_complete(f->l, newest, NULL, 0, 250), 0);
+        dead = enqueue(f->l, "/u/d.jpg", "/m/d", 3, 100);
+        assert_int_equal(claim(f->l, 100), dead);
+        assert_int_equal(ledger_fail(f->l, dead, "bad", false, 0, 150), 0);
+        other = enqueue(f->l, "/u/d.jpg", "/m/d", 4, 160); /* dead job superseded */
+
+        assert_int_equal(ledger_prune(f->l, 100), 0); /* nothing finished before 100 */
+        assert_int_equal(ledger_prune(f->l, 1000), 1);
+        struct job_detail *d = NULL;
+        assert_int_equal(ledger_get(f->l, old_done, &d), 0);
+        assert_int_equal(state_of(f->l, newest), JOB_DONE);
+        assert_int_equal(state_of(f->l, dead), JOB_DEAD);
+        assert_int_equal(state_of(f->l, other), JOB_QUEUED);
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+}
+
 static void test_complete_outputs(void **state)
 {
         struct fx *f = *state;
@@ -1359,6 +1428,8 @@ int main(void)
                 T(test_enqueue_content_returns),
                 T(test_stage_checkpoint),
                 T(test_expired_leases),
+                T(test_degraded_rerender),
+                T(test_prune),
                 T(test_known_stat),
                 T(test_claim_fields_and_attempts),
                 T(test_claim_order_and_next_at),

@@ -22,6 +22,9 @@
  *                       |
  *                       +--- ledger_cancel() (queued, retry, dead, or superseded) ---> cancelled
  *
+ *   done --ledger_rerender_degraded()--> queued   (rendered degraded: render again at full
+ *                                                  quality once health returns)
+ *
  * Inside `running`, a job passes checkpoints, each committed in its own transaction:
  *
  *   claimed   ledger_claim(): attempts += 1 before any byte is decoded, lease recorded
@@ -98,6 +101,7 @@ struct job {
         int64_t updated_us;
         int64_t next_at_us; /* for queued/retry: not claimable before this */
         char *last_error;   /* NULL if none */
+        bool degraded;      /* rendered below full quality */
 };
 
 struct job_output {
@@ -189,6 +193,27 @@ int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_
  */
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
                     int64_t now_us);
+
+/* Records whether the running job is being rendered below full quality (degraded). Claims
+ * reset the mark. -ESTALE if the job is not running. */
+int ledger_mark_degraded(ledger *l, int64_t id, bool degraded);
+
+/*
+ * done -> queued for up to `limit` degraded jobs that are still their source's newest
+ * (attempts reset), so that they are rendered again at full quality; their published
+ * outputs stay until the new ones replace them. Returns how many were queued.
+ */
+int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit);
+
+/* Returns 1 and the creation time of the oldest queued or retry job, 0 if none. */
+int ledger_oldest_queued(ledger *l, int64_t *ret_us);
+
+/*
+ * Deletes done and cancelled jobs finished before cutoff_us, with their outputs and errors,
+ * except each source's newest job (which start-up scans rely on). Dead jobs are kept until
+ * retried or cancelled. Returns how many were deleted.
+ */
+int ledger_prune(ledger *l, int64_t cutoff_us);
 
 /* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
 int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
