@@ -122,10 +122,14 @@ static void update_status(struct daemon *d)
 
         if (ledger_counts(d->ledger, counts) < 0)
                 return;
-        snprintf(line, sizeof line, "%s%llu queued, %u running, %llu retry, %llu dead",
+        const char *reason = NULL;
+        const char *breaker = scheduler_breaker(d->scheduler, &reason);
+
+        snprintf(line, sizeof line, "%s%llu queued, %u running, %llu retry, %llu dead, breaker %s%s%s",
                  scheduler_paused(d->scheduler) ? "paused: " : "",
                  (unsigned long long)counts[JOB_QUEUED], scheduler_running(d->scheduler),
-                 (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD]);
+                 (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD],
+                 breaker, reason && *reason ? ": " : "", reason ? reason : "");
         if (strcmp(line, d->last_status) != 0) {
                 notify_status("%s", line);
                 snprintf(d->last_status, sizeof d->last_status, "%s", line);

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "imgd/breaker.h"
 #include "imgd/fault.h"
 #include "imgd/intake.h"
 #include "imgd/log.h"
@@ -52,6 +53,8 @@ struct scheduler {
         scheduler_event_fn event_fn;
         void *event_userdata;
         metrics *metrics;
+        breaker *breaker;
+        sd_event_source *breaker_timer;
         char owner[64];
 };
 
@@ -64,6 +67,8 @@ static uint64_t mono_now_usec(void)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
 }
+
+static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
 
 static int64_t wall_now_us(void)
 {
@@ -162,6 +167,7 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
                 return;
         }
         metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
+        breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE, error);
         emit(s, retry ? "retry" : "dead", job,
              json_pack("{s:s, s:I}", "error", msg ?: error, "next_at_us", (json_int_t)next));
 }
@@ -202,6 +208,7 @@ static void job_blocked(scheduler *s, const struct job *job, const char *error)
                 log_error_errno(r, "ledger: hand back job %" PRId64 ": %s", job->id,
                                 ledger_errmsg(s->ledger));
         metrics_job_failed(s->metrics, "environmental");
+        breaker_note(s, BREAKER_OUTPUT_FAILURE, error);
 }
 
 /* The output format of variant v for a source in format src. */
@@ -357,16 +364,38 @@ static int on_kick(sd_event_source *es, void *userdata)
 
         while (!s->paused && worker_pool_idle(s->pool) > 0) {
                 struct job *job = NULL;
-                int64_t now = wall_now_us();
-                int r = ledger_claim(s->ledger, s->owner, now,
+                int64_t now = wall_now_us(), due;
+                int r;
+
+                if (breaker_state(s->breaker) != BREAKER_CLOSED) {
+                        /* Open: nothing is claimed until the cool-down has passed; then one
+                         * job at a time probes the way (spend the probe only on real work). */
+                        if (ledger_next_due(s->ledger, &due) <= 0 || due > now)
+                                break;
+                        if (!breaker_allow(s->breaker, mono_now_usec())) {
+                                uint64_t at = breaker_retry_at(s->breaker);
+                                if (at > 0) {
+                                        sd_event_source_set_time(s->breaker_timer, at);
+                                        sd_event_source_set_enabled(s->breaker_timer,
+                                                                    SD_EVENT_ONESHOT);
+                                }
+                                break;
+                        }
+                        log_notice("circuit breaker half-open: probing with one job");
+                }
+                r = ledger_claim(s->ledger, s->owner, now,
                                      (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000,
                                      &job);
                 if (r < 0) {
                         log_error_errno(r, "ledger: claim a job: %s", ledger_errmsg(s->ledger));
                         break;
                 }
-                if (r == 0)
+                if (r == 0) {
+                        if (breaker_state(s->breaker) == BREAKER_HALF_OPEN)
+                                breaker_record(s->breaker, BREAKER_JOB_FAILURE, NULL,
+                                               mono_now_usec()); /* probe unspent */
                         break;
+                }
                 if (start_job(s, job) < 0)
                         break;
         }
@@ -406,6 +435,40 @@ static int on_lease_check(sd_event_source *es, uint64_t usec, void *userdata)
         sd_event_source_set_time_relative(es, LEASE_CHECK_USEC);
         sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;
+}
+
+/* Records an outcome with the breaker and logs its transitions. */
+static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason)
+{
+        enum breaker_state before = breaker_state(s->breaker), after;
+
+        breaker_record(s->breaker, o, reason, mono_now_usec());
+        after = breaker_state(s->breaker);
+        if (after == before)
+                return;
+        if (after == BREAKER_OPEN) {
+                log_error("circuit breaker open, no new jobs are claimed for %.0f s: %s",
+                          (double)breaker_cooldown(s->breaker) / 1e6,
+                          breaker_reason(s->breaker));
+                sd_event_source_set_time(s->breaker_timer, breaker_retry_at(s->breaker));
+                sd_event_source_set_enabled(s->breaker_timer, SD_EVENT_ONESHOT);
+        } else if (after == BREAKER_CLOSED) {
+                log_notice("circuit breaker closed: the probe succeeded, work resumes");
+                scheduler_kick(s);
+        }
+}
+
+static int on_breaker_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler_kick(userdata);
+        return 0;
+}
+
+const char *scheduler_breaker(const scheduler *s, const char **ret_reason)
+{
+        if (ret_reason)
+                *ret_reason = breaker_reason(s->breaker);
+        return breaker_state_name(breaker_state(s->breaker));
 }
 
 static int on_due(sd_event_source *es, uint64_t usec, void *userdata)
@@ -537,6 +600,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         }
         fault_point("ledger.after_complete");
         s->env_failures = 0;
+        breaker_note(s, BREAKER_SUCCESS, NULL);
         double seconds = (double)(wall_now_us() - job->updated_us) / 1e6;
         log_info("job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
                  run->n, seconds * 1e3);
@@ -610,6 +674,14 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         r = metrics_new(&s->metrics);
         if (r < 0)
                 goto fail;
+        r = breaker_new(NULL, &s->breaker);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_time(e, &s->breaker_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
+                              on_breaker_timer, s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->breaker_timer, SD_EVENT_OFF);
         r = sd_event_add_defer(e, &s->kick, on_kick, s);
         if (r < 0)
                 goto fail;
@@ -651,6 +723,8 @@ scheduler *scheduler_free(scheduler *s)
         sd_event_source_disable_unref(s->due);
         sd_event_source_disable_unref(s->leases);
         metrics_free(s->metrics);
+        breaker_free(s->breaker);
+        sd_event_source_disable_unref(s->breaker_timer);
         sd_event_unref(s->event);
         free(s);
         return NULL;

@@ -65,6 +65,10 @@ bool scheduler_paused(const scheduler *s);
 typedef void (*scheduler_event_fn)(const char *event, const json_t *job, void *userdata);
 void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *userdata);
 
+/* The circuit breaker's state ("closed", "half-open", "open") and, in *ret_reason (may be
+ * NULL; "" while closed), why it opened. */
+const char *scheduler_breaker(const scheduler *s, const char **ret_reason);
+
 /* The scheduler's metrics (owned by the scheduler). */
 metrics *scheduler_metrics(scheduler *s);
 
