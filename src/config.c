@@ -15,7 +15,8 @@
  * message may be NULL). On success *ret_error is left alone.
  *
  * config_check_paths() is the only function here that touches the file system beyond
- * reading the file: it creates missing output, state and socket directories.
+ * reading the file: it creates missing output, state and socket directories, and opens each
+ * watermark image to check it is there and looks like an image.
  */
 #include <assert.h>
 #include <errno.h>
@@ -347,20 +348,21 @@ static int parse_colour(const char *s, uint8_t ret[3])
         return 0;
 }
 
-static int get_colour(struct parser *p, const config_setting_t *group, const char *prefix,
-                      uint8_t ret[3])
+/* Reads the colour setting `key` ("#rrggbb" or "#rgb"); 0 if absent. */
+static int get_colour(struct parser *p, const config_setting_t *group, const char *key,
+                      const char *prefix, uint8_t ret[3])
 {
         const config_setting_t *s = NULL;
         const char *v = NULL;
         int r;
 
-        r = get_string(p, group, "background", prefix, &s, &v);
+        r = get_string(p, group, key, prefix, &s, &v);
         if (r <= 0)
                 return r;
         if (parse_colour(v, ret) < 0)
                 return fail(p, s, -EINVAL,
-                            "%s'background' must be a colour \"#rrggbb\" or \"#rgb\", not \"%s\"",
-                            prefix, v);
+                            "%s'%s' must be a colour \"#rrggbb\" or \"#rgb\", not \"%s\"",
+                            prefix, key, v);
         return 1;
 }
 
@@ -374,43 +376,81 @@ static bool variant_name_valid(const char *name)
                n;
 }
 
+/* "a, b, c": the names of names[0..n), into buf. */
+static const char *name_list(char *buf, size_t size, const char *(*name)(int), int first, int n)
+{
+        size_t len = 0;
+
+        buf[0] = '\0';
+        for (int i = first; i < n && len < size; i++)
+                len += (size_t)snprintf(buf + len, size - len, "%s%s", i > first ? ", " : "",
+                                        name(i));
+        return buf;
+}
+
+static const char *fit_name_i(int i)
+{
+        return variant_fit_name(i);
+}
+
+static const char *mask_name_i(int i)
+{
+        return variant_mask_name(i);
+}
+
+static const char *gravity_name_i(int i)
+{
+        return variant_gravity_name(i);
+}
+
+static const char *chroma_name_i(int i)
+{
+        return variant_chroma_name(i);
+}
+
 /* "cover, contain, inside, fill, none" and the like, into buf. */
 static const char *fit_list(char *buf, size_t size)
 {
-        size_t n = 0;
-
-        buf[0] = '\0';
-        for (int f = 0; f < _VARIANT_FIT_MAX && n < size; f++)
-                n += (size_t)snprintf(buf + n, size - n, "%s%s", f ? ", " : "",
-                                      variant_fit_name(f));
-        return buf;
+        return name_list(buf, size, fit_name_i, 0, _VARIANT_FIT_MAX);
 }
 
 static const char *mask_list(char *buf, size_t size)
 {
-        size_t n = 0;
+        return name_list(buf, size, mask_name_i, 0, _VARIANT_MASK_MAX);
+}
 
-        buf[0] = '\0';
-        for (int m = 0; m < _VARIANT_MASK_MAX && n < size; m++)
-                n += (size_t)snprintf(buf + n, size - n, "%s%s", m ? ", " : "",
-                                      variant_mask_name(m));
-        return buf;
+static bool format_alpha_writable(enum image_format f)
+{
+        return variant_format_writable(f) && image_format_has_alpha(f);
+}
+
+static bool format_effort(enum image_format f)
+{
+        return variant_format_effort_max(f) > 0;
+}
+
+static bool format_lossy(enum image_format f)
+{
+        struct variant v = { .format = f };
+
+        return variant_uses_quality(&v);
 }
 
 /*
- * The writable formats in the order the documentation lists them, with alpha only if `alpha`,
- * and "same" if `same`.
+ * The output formats for which pred() holds, in the order the documentation lists them,
+ * and "same" if `same`: "jpeg, webp, png, avif, gif, same".
  */
-static const char *format_list(char *buf, size_t size, bool alpha, bool same)
+static const char *format_list(char *buf, size_t size, bool (*pred)(enum image_format),
+                               bool same)
 {
         static const enum image_format order[] = { IMAGE_FORMAT_JPEG, IMAGE_FORMAT_WEBP,
-                                                   IMAGE_FORMAT_PNG, IMAGE_FORMAT_AVIF };
+                                                   IMAGE_FORMAT_PNG, IMAGE_FORMAT_AVIF,
+                                                   IMAGE_FORMAT_GIF };
         size_t n = 0;
 
         buf[0] = '\0';
         for (size_t i = 0; i < ELEMENTSOF(order) && n < size; i++) {
-                if (!image_format_writable(order[i]) ||
-                    (alpha && !image_format_has_alpha(order[i])))
+                if (!pred(order[i]))
                         continue;
                 n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "",
                                       image_format_name(order[i]));
@@ -420,20 +460,311 @@ static const char *format_list(char *buf, size_t size, bool alpha, bool same)
         return buf;
 }
 
+static const char *format_name(enum image_format f)
+{
+        return f == VARIANT_FORMAT_SAME ? "same" : image_format_name(f);
+}
+
+/*
+ * Fails unless the option `key` (set at s) applies to format f, i.e. pred(f) holds; the
+ * message lists the formats it applies to.
+ */
+static int check_option_format(struct parser *p, const config_setting_t *s, const char *prefix,
+                               const char *key, enum image_format f,
+                               bool (*pred)(enum image_format))
+{
+        char list[128];
+
+        if (f != VARIANT_FORMAT_SAME && pred(f))
+                return 0;
+        return fail(p, s, -EINVAL, "%s'%s' applies to %s only, not %s%s", prefix, key,
+                    format_list(list, sizeof list, pred, false), format_name(f),
+                    f == VARIANT_FORMAT_SAME ? " (name the output format)" : "");
+}
+
+/* A number in (0, 1] (or [0, 1] when zero_ok); 0 if absent. */
+static int get_fraction(struct parser *p, const config_setting_t *group, const char *key,
+                        const char *prefix, const char *what, double *ret)
+{
+        const config_setting_t *s = NULL;
+        double v = 0;
+        int r;
+
+        r = get_number(p, group, key, prefix, &s, &v);
+        if (r <= 0)
+                return r;
+        if (!(v > 0.0 && v <= 1.0))
+                return fail(p, s, -EINVAL, "%s'%s' must be more than 0 and at most 1%s, not %g",
+                            prefix, key, what, v);
+        *ret = v;
+        return 1;
+}
+
+/* Reads watermark = { ... } of a variant into v->watermark; 0 if absent. */
+static int parse_watermark(struct parser *p, const config_setting_t *variant, const char *prefix,
+                           const char *where, struct variant *v)
+{
+        static const char *const keys[] = { "image",  "text",    "font",  "color", "position",
+                                            "margin", "opacity", "width", NULL };
+        const config_setting_t *s = config_setting_get_member(variant, "watermark");
+        const config_setting_t *image_s = NULL, *text_s = NULL, *font_s = NULL, *pos_s = NULL;
+        _cleanup_free_ char *wprefix = NULL, *in = NULL;
+        struct variant_watermark w = {
+                .position = VARIANT_GRAVITY_SOUTH_EAST,
+                .margin = 16,
+                .opacity = 1.0,
+        };
+        const char *image = NULL, *text = NULL, *font = NULL, *position = NULL;
+        long long margin = 0;
+        char list[192];
+        int r, has_image, has_text;
+
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL,
+                            "%s'watermark' must be a group: watermark = { image = \"...\"; } or "
+                            "watermark = { text = \"...\"; }",
+                            prefix);
+        wprefix = strdup_printf("%swatermark: ", prefix);
+        in = strdup_printf(" in the watermark of %s", where);
+        if (!wprefix || !in)
+                return oom(p);
+        r = check_keys(p, s, keys, prefix, in);
+        if (r < 0)
+                return r;
+
+        has_image = get_string(p, s, "image", wprefix, &image_s, &image);
+        if (has_image < 0)
+                return has_image;
+        has_text = get_string(p, s, "text", wprefix, &text_s, &text);
+        if (has_text < 0)
+                return has_text;
+        if (has_image && has_text)
+                return fail(p, text_s, -EINVAL, "%s'image' and 'text' cannot both be set",
+                            wprefix);
+        if (!has_image && !has_text)
+                return fail(p, s, -EINVAL, "%s'image' or 'text' is required", wprefix);
+
+        if (has_image) {
+                w.kind = VARIANT_WATERMARK_IMAGE;
+                w.width = 0.25;
+                if (image[0] != '/')
+                        return fail(p, image_s, -EINVAL,
+                                    "%s'image' must be an absolute path, not \"%s\"", wprefix,
+                                    image);
+                if (strlen(image) >= sizeof w.image)
+                        return fail(p, image_s, -EINVAL, "%s'image' path is too long (at most %d "
+                                    "bytes)", wprefix, VARIANT_PATH_MAX - 1);
+                strcpy(w.image, image);
+                if (config_setting_get_member(s, "font"))
+                        return fail(p, config_setting_get_member(s, "font"), -EINVAL,
+                                    "%s'font' applies to text watermarks only", wprefix);
+                if (config_setting_get_member(s, "color"))
+                        return fail(p, config_setting_get_member(s, "color"), -EINVAL,
+                                    "%s'color' applies to text watermarks only", wprefix);
+        } else {
+                w.kind = VARIANT_WATERMARK_TEXT;
+                if (text[0] == '\0' || strlen(text) >= sizeof w.text)
+                        return fail(p, text_s, -EINVAL,
+                                    "%s'text' must be 1 to %d bytes long", wprefix,
+                                    VARIANT_TEXT_MAX - 1);
+                strcpy(w.text, text);
+                r = get_string(p, s, "font", wprefix, &font_s, &font);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        font = "sans 24";
+                if (font[0] == '\0' || strlen(font) >= sizeof w.font)
+                        return fail(p, font_s, -EINVAL,
+                                    "%s'font' must be a font description such as \"sans bold "
+                                    "24\" (at most %d bytes)",
+                                    wprefix, VARIANT_FONT_MAX - 1);
+                strcpy(w.font, font);
+                memset(w.color, 255, sizeof w.color);
+                r = get_colour(p, s, "color", wprefix, w.color);
+                if (r < 0)
+                        return r;
+        }
+
+        r = get_string(p, s, "position", wprefix, &pos_s, &position);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                r = variant_gravity_from_name(position);
+                if (r < 0 || r >= _VARIANT_POSITION_MAX)
+                        return fail(p, pos_s, -EINVAL, "%sposition must be one of %s, not \"%s\"",
+                                    wprefix,
+                                    name_list(list, sizeof list, gravity_name_i, 0,
+                                              _VARIANT_POSITION_MAX),
+                                    position);
+                w.position = r;
+        }
+        r = get_int_range(p, s, "margin", wprefix, 0, VARIANT_MARGIN_MAX, &margin);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                w.margin = (unsigned)margin;
+        r = get_fraction(p, s, "opacity", wprefix, "", &w.opacity);
+        if (r < 0)
+                return r;
+        r = get_fraction(p, s, "width", wprefix, " (a fraction of the output's width)",
+                         &w.width);
+        if (r < 0)
+                return r;
+
+        v->watermark = w;
+        return 0;
+}
+
+/* Reads keep = [ "icc", "copyright" ] into v->keep. */
+static int parse_keep(struct parser *p, const config_setting_t *variant, const char *prefix,
+                      struct variant *v)
+{
+        const config_setting_t *s = config_setting_get_member(variant, "keep");
+        int n;
+
+        if (!s)
+                return 0;
+        if (!config_setting_is_array(s) && !config_setting_is_list(s))
+                return fail(p, s, -EINVAL,
+                            "%s'keep' must be a list of names: keep = [ \"icc\", \"copyright\" ];",
+                            prefix);
+        n = config_setting_length(s);
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+                const char *name = config_setting_type(e) == CONFIG_TYPE_STRING
+                                           ? config_setting_get_string(e)
+                                           : NULL;
+                int bit = variant_keep_from_name(name);
+
+                if (bit < 0)
+                        return fail(p, e, -EINVAL,
+                                    "%s'keep' entries must be \"icc\" or \"copyright\", not %s%s%s",
+                                    prefix, name ? "\"" : "", name ? name : "a non-string",
+                                    name ? "\"" : "");
+                if (v->keep & (unsigned)bit)
+                        return fail(p, e, -EINVAL, "%s'keep' lists \"%s\" twice", prefix, name);
+                v->keep |= (unsigned)bit;
+        }
+        /* "same" is fine: every format it can become keeps both. */
+        if (v->keep && v->format != VARIANT_FORMAT_SAME)
+                return check_option_format(p, s, prefix, "keep", v->format, variant_format_keep);
+        return 0;
+}
+
+/* The encoder settings of a variant: effort, progressive, lossless, chroma, max_bytes. */
+static int parse_encoder(struct parser *p, const config_setting_t *s, const char *prefix,
+                         struct variant *v)
+{
+        const config_setting_t *set = NULL;
+        const char *chroma = NULL;
+        long long effort = 0, max_bytes = 0;
+        char list[128];
+        int r;
+
+        r = get_int(p, s, "effort", prefix, &set, &effort);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                unsigned max = v->format == VARIANT_FORMAT_SAME
+                                       ? 0
+                                       : variant_format_effort_max(v->format);
+
+                r = check_option_format(p, set, prefix, "effort", v->format, format_effort);
+                if (r < 0)
+                        return r;
+                if (effort < 0 || effort > max)
+                        return fail(p, set, -EINVAL,
+                                    "%s'effort' must be between 0 and %u for %s, not %lld", prefix,
+                                    max, image_format_name(v->format), effort);
+                v->effort = (unsigned)effort;
+        }
+
+        set = config_setting_get_member(s, "progressive");
+        r = get_bool(p, s, "progressive", prefix, &v->progressive);
+        if (r < 0)
+                return r;
+        if (r > 0 && v->progressive) {
+                r = check_option_format(p, set, prefix, "progressive", v->format,
+                                        variant_format_progressive);
+                if (r < 0)
+                        return r;
+        }
+
+        set = config_setting_get_member(s, "lossless");
+        r = get_bool(p, s, "lossless", prefix, &v->lossless);
+        if (r < 0)
+                return r;
+        if (r > 0 && v->lossless) {
+                r = check_option_format(p, set, prefix, "lossless", v->format,
+                                        variant_format_lossless);
+                if (r < 0)
+                        return r;
+        }
+
+        r = get_string(p, s, "chroma", prefix, &set, &chroma);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                r = variant_chroma_from_name(chroma);
+                if (r < 0)
+                        return fail(p, set, -EINVAL, "%schroma must be one of %s, not \"%s\"",
+                                    prefix,
+                                    name_list(list, sizeof list, chroma_name_i, 0,
+                                              _VARIANT_CHROMA_MAX),
+                                    chroma);
+                v->chroma = r;
+                r = check_option_format(p, set, prefix, "chroma", v->format,
+                                        variant_format_chroma);
+                if (r < 0)
+                        return r;
+        }
+
+        r = get_int(p, s, "max_bytes", prefix, &set, &max_bytes);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (max_bytes < VARIANT_MAX_BYTES_MIN)
+                        return fail(p, set, -EINVAL, "%s'max_bytes' must be at least %d, not %lld",
+                                    prefix, VARIANT_MAX_BYTES_MIN, max_bytes);
+                if (v->format == VARIANT_FORMAT_SAME || !variant_uses_quality(v))
+                        return fail(p, set, -EINVAL,
+                                    "%s'max_bytes' needs a format encoded with a quality (%s), "
+                                    "not %s%s",
+                                    prefix, format_list(list, sizeof list, format_lossy, false),
+                                    v->lossless ? "lossless " : "", format_name(v->format));
+                v->max_bytes = (uint64_t)max_bytes;
+        }
+        set = config_setting_get_member(s, "max_bytes_strict");
+        r = get_bool(p, s, "max_bytes_strict", prefix, &v->max_bytes_strict);
+        if (r < 0)
+                return r;
+        if (v->max_bytes_strict && v->max_bytes == 0)
+                return fail(p, set, -EINVAL, "%s'max_bytes_strict' needs 'max_bytes'", prefix);
+        return 0;
+}
+
 static int parse_variant(struct parser *p, const char *pipeline, const config_setting_t *s,
                          int index, struct variant *ret)
 {
-        static const char *const keys[] = { "name",    "width", "height",     "fit", "format",
-                                            "quality", "mask",  "background", NULL };
+        static const char *const keys[] = {
+                "name",     "width",       "height",   "fit",      "format",    "quality",
+                "mask",     "background",  "gravity",  "effort",   "progressive", "lossless",
+                "chroma",   "keep",        "max_bytes", "max_bytes_strict", "animated",
+                "watermark", "essential", NULL
+        };
         const config_setting_t *name_s = NULL, *fit_s = NULL, *format_s = NULL, *mask_s = NULL;
-        const config_setting_t *w_s = NULL, *h_s = NULL;
+        const config_setting_t *w_s = NULL, *h_s = NULL, *gravity_s = NULL, *set = NULL;
         _cleanup_free_ char *prefix = NULL, *where = NULL, *pipeline_prefix = NULL, *in = NULL;
-        const char *name = NULL, *fit = NULL, *format = NULL, *mask = NULL;
+        _cleanup_free_ char *check_error = NULL;
+        const char *name = NULL, *fit = NULL, *format = NULL, *mask = NULL, *gravity = NULL;
         long long width = 0, height = 0, quality = 80;
-        struct variant v = {};
-        char list[128];
+        struct variant v;
+        char list[192];
         int r, has_w, has_h;
 
+        variant_init(&v);
         if (!config_setting_is_group(s))
                 return fail(p, s, -EINVAL,
                             "pipeline '%s': variant #%d must be a group { name = ...; ... }",
@@ -515,24 +846,48 @@ static int parse_variant(struct parser *p, const char *pipeline, const config_se
         v.width = (unsigned)width;
         v.height = (unsigned)height;
 
+        r = get_string(p, s, "gravity", prefix, &gravity_s, &gravity);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                r = variant_gravity_from_name(gravity);
+                if (r < 0)
+                        return fail(p, gravity_s, -EINVAL,
+                                    "%sgravity must be one of %s, not \"%s\"", prefix,
+                                    name_list(list, sizeof list, gravity_name_i, 0,
+                                              _VARIANT_GRAVITY_MAX),
+                                    gravity);
+                if (v.fit != VARIANT_FIT_COVER)
+                        return fail(p, gravity_s, -EINVAL,
+                                    "%s'gravity' needs fit = \"cover\" (it says which part a "
+                                    "crop keeps), not fit = \"%s\"",
+                                    prefix, variant_fit_name(v.fit));
+                v.gravity = r;
+        }
+
         r = get_string(p, s, "format", prefix, &format_s, &format);
         if (r < 0)
                 return r;
         if (r == 0)
                 return fail(p, s, -EINVAL, "%s'format' is required (one of %s)", prefix,
-                            format_list(list, sizeof list, false, true));
+                            format_list(list, sizeof list, variant_format_writable, true));
         if (strcmp(format, "same") == 0)
                 v.format = VARIANT_FORMAT_SAME;
-        else if (image_format_writable(image_format_from_name(format)))
+        else if (variant_format_writable(image_format_from_name(format)))
                 v.format = image_format_from_name(format);
         else
                 return fail(p, format_s, -EINVAL, "%sformat must be one of %s, not \"%s\"",
-                            prefix, format_list(list, sizeof list, false, true), format);
+                            prefix, format_list(list, sizeof list, variant_format_writable, true),
+                            format);
 
         r = get_int_range(p, s, "quality", prefix, 1, 100, &quality);
         if (r < 0)
                 return r;
         v.quality = (unsigned)quality;
+
+        r = get_bool(p, s, "essential", prefix, &v.essential);
+        if (r < 0)
+                return r;
 
         r = get_string(p, s, "mask", prefix, &mask_s, &mask);
         if (r < 0)
@@ -550,33 +905,52 @@ static int parse_variant(struct parser *p, const char *pipeline, const config_se
             (v.format == VARIANT_FORMAT_SAME || !image_format_has_alpha(v.format)))
                 return fail(p, mask_s, -EINVAL,
                             "%smask = \"circle\" needs a format with alpha (%s), not %s", prefix,
-                            format_list(list, sizeof list, true, false),
-                            v.format == VARIANT_FORMAT_SAME ? "same"
-                                                            : image_format_name(v.format));
+                            format_list(list, sizeof list, format_alpha_writable, false),
+                            format_name(v.format));
 
         memcpy(v.background, p->background, sizeof v.background);
-        r = get_colour(p, s, prefix, v.background);
+        r = get_colour(p, s, "background", prefix, v.background);
         if (r < 0)
                 return r;
+
+        r = parse_encoder(p, s, prefix, &v);
+        if (r < 0)
+                return r;
+        r = parse_keep(p, s, prefix, &v);
+        if (r < 0)
+                return r;
+
+        set = config_setting_get_member(s, "animated");
+        r = get_bool(p, s, "animated", prefix, &v.animated);
+        if (r < 0)
+                return r;
+        if (v.animated && v.format != VARIANT_FORMAT_SAME && !variant_format_animated(v.format))
+                return fail(p, set, -EINVAL,
+                            "%s'animated' needs a format that can hold an animation (%s) or "
+                            "same, not %s",
+                            prefix, format_list(list, sizeof list, variant_format_animated, false),
+                            image_format_name(v.format));
+
+        r = parse_watermark(p, s, prefix, where, &v);
+        if (r < 0)
+                return r;
+
+        /* What the workers will check; the settings above must already have said why. */
+        r = variant_check(&v, &check_error);
+        if (r < 0)
+                return fail(p, s, r, "%s%s", prefix, check_error ? check_error : "invalid");
 
         *ret = v;
         return 0;
 }
 
-static int parse_pipeline(struct parser *p, const config_setting_t *s, struct pipeline *ret)
+/* Reads the variants of a pipeline from the list s into ret. */
+static int parse_variants(struct parser *p, const char *name, const config_setting_t *s,
+                          struct pipeline *ret)
 {
         _cleanup_free_ struct variant *variants = NULL;
-        _cleanup_free_ char *name = NULL;
         int n, r;
 
-        name = strdup(config_setting_name(s));
-        if (!name)
-                return oom(p);
-        if (!config_setting_is_list(s))
-                return fail(p, s, -EINVAL,
-                            "pipeline '%s' must be a list of variants: %s = ( { name = ...; }, "
-                            "... );",
-                            name, name);
         n = config_setting_length(s);
         if (n < 1)
                 return fail(p, s, -EINVAL, "pipeline '%s' has no variants", name);
@@ -599,10 +973,59 @@ static int parse_pipeline(struct parser *p, const config_setting_t *s, struct pi
                                             "pipeline '%s': variant '%s' is defined twice",
                                             name, variants[i].name);
         }
-
-        ret->name = TAKE_PTR(name);
         ret->variants = TAKE_PTR(variants);
         ret->n_variants = (size_t)n;
+        return 0;
+}
+
+/*
+ * A pipeline is a list of variants, or a group { placeholder = true; variants = ( ... ); }
+ * for the pipeline-wide settings.
+ */
+static int parse_pipeline(struct parser *p, const config_setting_t *s, struct pipeline *ret)
+{
+        static const char *const keys[] = { "variants", "placeholder", NULL };
+        _cleanup_free_ char *name = NULL, *prefix = NULL, *in = NULL;
+        const config_setting_t *list = s;
+        bool placeholder = false;
+        int r;
+
+        name = strdup(config_setting_name(s));
+        if (!name)
+                return oom(p);
+        if (config_setting_is_group(s)) {
+                prefix = strdup_printf("pipeline '%s': ", name);
+                in = strdup_printf(" in pipeline '%s'", name);
+                if (!prefix || !in)
+                        return oom(p);
+                r = check_keys(p, s, keys, "", in);
+                if (r < 0)
+                        return r;
+                r = get_bool(p, s, "placeholder", prefix, &placeholder);
+                if (r < 0)
+                        return r;
+                list = config_setting_get_member(s, "variants");
+                if (!list)
+                        return fail(p, s, -EINVAL,
+                                    "%s'variants' is required: variants = ( { name = ...; }, ... );",
+                                    prefix);
+                if (!config_setting_is_list(list))
+                        return fail(p, list, -EINVAL,
+                                    "%s'variants' must be a list: variants = ( { name = ...; }, "
+                                    "... );",
+                                    prefix);
+        } else if (!config_setting_is_list(s)) {
+                return fail(p, s, -EINVAL,
+                            "pipeline '%s' must be a list of variants: %s = ( { name = ...; }, "
+                            "... ); or a group: %s = { placeholder = true; variants = ( ... ); };",
+                            name, name, name);
+        }
+
+        r = parse_variants(p, name, list, ret);
+        if (r < 0)
+                return r;
+        ret->name = TAKE_PTR(name);
+        ret->placeholder = placeholder;
         return 0;
 }
 
@@ -762,7 +1185,9 @@ static int parse_watches(struct parser *p, const config_setting_t *root, struct 
 
 static int parse_limits(struct parser *p, const config_setting_t *root, struct config *c)
 {
-        static const char *const keys[] = { "max_file_bytes", "max_pixels", "job_timeout", NULL };
+        static const char *const keys[] = { "max_file_bytes", "max_pixels",      "job_timeout",
+                                            "worker_memory",  "worker_max_jobs", "allow_hardlinks",
+                                            "allow_heif",     NULL };
         const config_setting_t *s = config_setting_get_member(root, "limits");
         long long v = 0;
         int r;
@@ -790,6 +1215,83 @@ static int parse_limits(struct parser *p, const config_setting_t *root, struct c
                 return r;
         if (r > 0)
                 c->limits.job_timeout_s = (unsigned)v;
+        /* In MiB: enough for libvips to open a header, at most 1 TiB. */
+        r = get_int_range(p, s, "worker_memory", "limits: ", 64, 1048576, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->limits.worker_memory = (uint64_t)v << 20;
+        r = get_int_range(p, s, "worker_max_jobs", "limits: ", 0, 1000000, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->limits.worker_max_jobs = (unsigned)v;
+        r = get_bool(p, s, "allow_hardlinks", "limits: ", &c->limits.allow_hardlinks);
+        if (r < 0)
+                return r;
+        r = get_bool(p, s, "allow_heif", "limits: ", &c->limits.allow_heif);
+        if (r < 0)
+                return r;
+        return 0;
+}
+
+static int parse_breaker(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        static const char *const keys[] = { "output_failures", "worker_failure_rate",
+                                            "worker_min_samples", "window_ms", "cooldown_ms",
+                                            "max_cooldown_ms", NULL };
+        const config_setting_t *s = config_setting_get_member(root, "breaker"), *rs = NULL;
+        struct config_breaker *b = &c->breaker;
+        long long v = 0;
+        double rate = 0;
+        int r;
+
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL, "'breaker' must be a group: breaker = { ... };");
+        r = check_keys(p, s, keys, "", " in breaker");
+        if (r < 0)
+                return r;
+        r = get_int_range(p, s, "output_failures", "breaker: ", 1, 1000, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                b->output_failures = (unsigned)v;
+        r = get_number(p, s, "worker_failure_rate", "breaker: ", &rs, &rate);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!(rate > 0.0 && rate <= 1.0))
+                        return fail(p, rs, -EINVAL,
+                                    "breaker: 'worker_failure_rate' must be above 0 and at most "
+                                    "1, not %g", rate);
+                b->worker_failure_rate = rate;
+        }
+        r = get_int_range(p, s, "worker_min_samples", "breaker: ", 1, 256, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                b->worker_min_samples = (unsigned)v;
+        r = get_int_range(p, s, "window_ms", "breaker: ", 1000, 86400000, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                b->window_ms = (unsigned)v;
+        r = get_int_range(p, s, "cooldown_ms", "breaker: ", 10, 86400000, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                b->cooldown_ms = (unsigned)v;
+        r = get_int_range(p, s, "max_cooldown_ms", "breaker: ", 10, 86400000, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                b->max_cooldown_ms = (unsigned)v;
+        if (b->max_cooldown_ms < b->cooldown_ms)
+                return fail(p, s, -EINVAL,
+                            "breaker: 'max_cooldown_ms' (%u) must not be less than "
+                            "'cooldown_ms' (%u)", b->max_cooldown_ms, b->cooldown_ms);
         return 0;
 }
 
@@ -857,9 +1359,11 @@ static unsigned default_workers(void)
 
 static int parse_root(struct parser *p, const config_setting_t *root, struct config *c)
 {
-        static const char *const keys[] = { "state_dir", "socket", "workers", "background",
-                                            "limits",    "retry",  "watch",   "pipelines",
-                                            NULL };
+        static const char *const keys[] = { "state_dir",  "socket",        "workers",
+                                            "background", "limits",        "retry",
+                                            "breaker",    "prune_after_days", "control_group",
+                                            "watch",      "pipelines",     NULL };
+        long long days = 0;
         const config_setting_t *s = NULL;
         const char *v = NULL;
         long long workers = 0;
@@ -898,7 +1402,7 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                 return r;
         c->workers = r > 0 ? (unsigned)workers : default_workers();
 
-        r = get_colour(p, root, "", p->background);
+        r = get_colour(p, root, "background", "", p->background);
         if (r < 0)
                 return r;
 
@@ -908,6 +1412,24 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         r = parse_retry(p, root, c);
         if (r < 0)
                 return r;
+        r = parse_breaker(p, root, c);
+        if (r < 0)
+                return r;
+        r = get_int_range(p, root, "prune_after_days", "", 0, 36500, &days);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->prune_after_days = (unsigned)days;
+        r = get_string(p, root, "control_group", "", &s, &v);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!*v)
+                        return fail(p, s, -EINVAL, "'control_group' must name a group");
+                c->control_group = strdup(v);
+                if (!c->control_group)
+                        return oom(p);
+        }
         r = parse_pipelines(p, root, c);
         if (r < 0)
                 return r;
@@ -1002,7 +1524,19 @@ int config_load(const char *path, struct config **ret, char **ret_error)
                 .max_file_bytes = 256ULL * 1024 * 1024,
                 .max_pixels = 100000000ULL,
                 .job_timeout_s = 120,
+                .worker_memory = 1024ULL << 20,
+                .worker_max_jobs = 200,
+                .allow_heif = true,
         };
+        c->breaker = (struct config_breaker){
+                .output_failures = 3,
+                .worker_failure_rate = 0.5,
+                .worker_min_samples = 10,
+                .window_ms = 60000,
+                .cooldown_ms = 30000,
+                .max_cooldown_ms = 600000,
+        };
+        c->prune_after_days = 30;
         c->retry = (struct config_retry){
                 .max_attempts = 5,
                 .base_delay_ms = 1000,
@@ -1039,6 +1573,7 @@ struct config *config_free(struct config *c)
                 free(c->watches[i].pipeline_name);
         }
         free(c->watches);
+        free(c->control_group);
         for (size_t i = 0; i < c->n_pipelines; i++) {
                 free(c->pipelines[i].name);
                 free(c->pipelines[i].variants);
@@ -1122,6 +1657,63 @@ static int ensure_dir_writable(const char *dir, mode_t mode)
         return check_dir_writable(dir);
 }
 
+/*
+ * Checks the watermark image of variant v: a regular file that can be read, not over
+ * VARIANT_WATERMARK_FILE_MAX bytes, whose first bytes are those of a format the workers
+ * decode. Whether it decodes completely is only known to a worker (the daemon never decodes
+ * images); one that does not fails its jobs with a message naming the file.
+ */
+static int check_watermark(const struct config *c, const struct pipeline *pl,
+                           const struct variant *v, char **ret_error)
+{
+        const char *path = v->watermark.image;
+        unsigned char magic[IMAGE_FORMAT_SNIFF_BYTES];
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        ssize_t k;
+        int r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                r = negative_errno();
+                set_error(ret_error, "%s: pipeline '%s': variant '%s': watermark image %s: %s",
+                          c->file, pl->name, v->name, path, strerror(-r));
+                return r;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                set_error(ret_error,
+                          "%s: pipeline '%s': variant '%s': watermark image %s: not a regular "
+                          "file",
+                          c->file, pl->name, v->name, path);
+                return -EINVAL;
+        }
+        if (st.st_size > VARIANT_WATERMARK_FILE_MAX) {
+                set_error(ret_error,
+                          "%s: pipeline '%s': variant '%s': watermark image %s: %lld bytes, over "
+                          "the limit of %d",
+                          c->file, pl->name, v->name, path, (long long)st.st_size,
+                          VARIANT_WATERMARK_FILE_MAX);
+                return -EFBIG;
+        }
+        do
+                k = pread(fd, magic, sizeof magic, 0);
+        while (k < 0 && errno == EINTR);
+        if (k < 0) {
+                r = negative_errno();
+                set_error(ret_error, "%s: pipeline '%s': variant '%s': watermark image %s: %s",
+                          c->file, pl->name, v->name, path, strerror(-r));
+                return r;
+        }
+        if (image_format_sniff(magic, (size_t)k) == IMAGE_FORMAT_UNKNOWN) {
+                set_error(ret_error,
+                          "%s: pipeline '%s': variant '%s': watermark image %s: not a supported "
+                          "image (PNG, JPEG, WebP, GIF, TIFF, HEIF or AVIF)",
+                          c->file, pl->name, v->name, path);
+                return -EMEDIUMTYPE;
+        }
+        return 0;
+}
+
 int config_check_paths(const struct config *c, char **ret_error)
 {
         _cleanup_free_ char *socket_dir = NULL;
@@ -1155,6 +1747,17 @@ int config_check_paths(const struct config *c, char **ret_error)
                         return r;
                 }
         }
+
+        for (size_t i = 0; i < c->n_pipelines; i++)
+                for (size_t j = 0; j < c->pipelines[i].n_variants; j++) {
+                        const struct variant *v = &c->pipelines[i].variants[j];
+
+                        if (v->watermark.kind != VARIANT_WATERMARK_IMAGE)
+                                continue;
+                        r = check_watermark(c, &c->pipelines[i], v, ret_error);
+                        if (r < 0)
+                                return r;
+                }
 
         r = ensure_dir_writable(c->state_dir, 0750);
         if (r < 0) {

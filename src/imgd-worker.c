@@ -3,11 +3,15 @@
  * imgd-worker.c - the worker process: the daemon execs it with its end of a SOCK_SEQPACKET
  * socketpair as fd 3 and sends it jobs (wire.h). For each job it reads the source from the
  * descriptor it was given, decodes it once, renders every variant into the output descriptor
- * for it, fsyncs, reads the file back, hashes and decodes what is on disk, and answers with
- * one result. It keeps no state between jobs and closes every descriptor a job brought.
+ * for it, fsyncs, reads the file back, hashes and decodes what is on disk, computes the
+ * source's placeholder when the job asks for one, and answers with one result. Between jobs
+ * it keeps only its cache of decoded watermark images (render_cache: each watermark file is
+ * decoded once per worker process, again only when the file changes); it closes every
+ * descriptor a job brought.
  *
  *   wait (wire_recv) --job--> read source --> render_base_new --> for each variant:
- *   render_variant -> write -> fsync -> read back -> hash -> render_verify --> reply --> wait
+ *   render_variant_full -> write -> fsync -> read back -> hash -> render_verify_pages -->
+ *   [render_placeholder] --> reply --> wait
  *
  * It exits 0 when the daemon closes the socket, 1 on a protocol error, and is killed with
  * the daemon (PR_SET_PDEATHSIG), so a worker never outlives it. A crash or an allocation
@@ -24,11 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
 
+#include "imgd/fault.h"
 #include "imgd/hash.h"
 #include "imgd/log.h"
 #include "imgd/macro.h"
@@ -37,6 +43,9 @@
 #include "imgd/wire.h"
 
 #define WORKER_SOCKET_FD 3
+
+/* Decoded watermark images, kept for the life of the process. */
+static render_cache *watermarks;
 
 /* json_decrefp() is jansson's own (jansson.h, 2.11 and later). */
 #define _cleanup_json_ _cleanup_(json_decrefp)
@@ -55,6 +64,7 @@ static inline void gfreep(void *p)
 struct job_error {
         char message[1024];
         bool permanent;
+        int error; /* the errno behind it, for the daemon's classification; 0 if none */
 };
 
 _printf_(4, 5) static int job_fail(struct job_error *e, int r, bool permanent, const char *fmt, ...)
@@ -65,6 +75,7 @@ _printf_(4, 5) static int job_fail(struct job_error *e, int r, bool permanent, c
         vsnprintf(e->message, sizeof(e->message), fmt, ap);
         va_end(ap);
         e->permanent = permanent;
+        e->error = r < 0 ? -r : r;
         return r;
 }
 
@@ -187,26 +198,32 @@ static int read_back(int fd, size_t expected, void **ret_buf, size_t *ret_len)
 static int job_variant(render_base *base, const struct variant *v, size_t i, int fd,
                        json_t **ret_out, struct job_error *e)
 {
-        _cleanup_(gfreep) void *buf = NULL;
         _cleanup_free_ void *back = NULL;
+        _cleanup_(gfreep) void *buf = NULL;
+        _cleanup_(json_decrefp) json_t *out = NULL;
         char hex[HASH_HEX_SIZE];
         struct render_error rerr = {};
+        struct render_output ro;
         size_t len = 0, back_len = 0;
-        unsigned w = 0, h = 0;
-        json_t *out;
         int r;
 
-        r = render_variant(base, v, &buf, &len, &w, &h, &rerr);
+        r = render_variant_full(base, v, watermarks, &ro, &rerr);
         if (r < 0)
                 return job_fail(e, r, rerr.permanent, "variant %s: %s", v->name, rerr.message);
+        buf = ro.buf;
+        len = ro.size;
 
         r = write_fd_all(fd, buf, len);
         if (r < 0)
                 return job_fail(e, r, false, "variant %s: write: %s", v->name, strerror(-r));
-        if (fsync(fd) < 0) {
+        fault_point("worker.after_write");
+        /* On an fsync error the daemon discards this file and the job renders again: the
+         * fsync is never retried (its failure may have dropped the dirty pages). */
+        if (!fault_skip("worker.file_fsync") && fsync(fd) < 0) {
                 r = negative_errno();
                 return job_fail(e, r, false, "fsync: %s", strerror(-r));
         }
+        fault_point("worker.after_fsync");
 
         r = read_back(fd, len, &back, &back_len);
         if (r == -EFBIG || (r >= 0 && back_len != len))
@@ -222,16 +239,50 @@ static int job_variant(render_base *base, const struct variant *v, size_t i, int
                                 v->name);
 
         hash_sha256_buf(back, back_len, hex);
-        r = render_verify(back, back_len, v->format, w, h, &rerr);
+        r = render_verify_pages(back, back_len, v->format, ro.width, ro.height, ro.pages, &rerr);
         if (r < 0)
                 return job_fail(e, r, rerr.permanent, "variant %s: %s", v->name, rerr.message);
 
-        out = json_pack("{s:I, s:I, s:I, s:s}", "width", (json_int_t)w, "height", (json_int_t)h,
-                        "bytes", (json_int_t)len, "sha256", hex);
-        if (!out)
+        out = json_pack("{s:I, s:I, s:I, s:s}", "width", (json_int_t)ro.width, "height",
+                        (json_int_t)ro.height, "bytes", (json_int_t)len, "sha256", hex);
+        if (!out || (ro.quality >= 0 && json_object_set_new(out, "quality",
+                                                            json_integer(ro.quality)) < 0) ||
+            (ro.warning[0] &&
+             json_object_set_new(out, "warning", json_string(ro.warning)) < 0))
                 return job_fail(e, -ENOMEM, false, "out of memory");
-        log_debug("job variant %zu (%s): %ux%u, %zu bytes", i, v->name, w, h, len);
-        *ret_out = out;
+        if (ro.warning[0])
+                log_warning("variant %s: %s", v->name, ro.warning);
+        log_debug("job variant %zu (%s): %ux%u x %u frames, %zu bytes, quality %d", i, v->name,
+                  ro.width, ro.height, ro.pages, len, ro.quality);
+        *ret_out = TAKE_PTR(out);
+        return 0;
+}
+
+/*
+ * The placeholder of the source in base: {"blurhash":..., "dominant":"#rrggbb",
+ * "data_uri":"data:image/webp;base64,..."}. Returns 0 and *ret, or a negative errno with e
+ * filled in.
+ */
+static int job_placeholder(render_base *base, const uint8_t background[3], json_t **ret,
+                           struct job_error *e)
+{
+        struct render_placeholder ph = {};
+        struct render_error rerr = {};
+        char dominant[8];
+        json_t *j;
+        int r;
+
+        r = render_placeholder(base, background, &ph, &rerr);
+        if (r < 0)
+                return job_fail(e, r, rerr.permanent, "placeholder: %s", rerr.message);
+        snprintf(dominant, sizeof dominant, "#%02x%02x%02x", ph.dominant[0], ph.dominant[1],
+                 ph.dominant[2]);
+        j = json_pack("{s:s, s:s, s:s}", "blurhash", ph.blurhash, "dominant", dominant,
+                      "data_uri", ph.data_uri);
+        render_placeholder_clear(&ph);
+        if (!j)
+                return job_fail(e, -ENOMEM, false, "out of memory");
+        *ret = j;
         return 0;
 }
 
@@ -251,6 +302,9 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
         const json_t *jvariants = json_object_get(msg, "variants");
         const json_t *jmax_pixels = json_object_get(msg, "max_pixels");
         const json_t *jmax_bytes = json_object_get(msg, "max_bytes");
+        const json_t *jplaceholder = json_object_get(msg, "placeholder");
+        const json_t *jheif = json_object_get(msg, "allow_heif");
+        const json_t *jtimeout = json_object_get(msg, "timeout_s");
         const struct render_info *info;
         struct render_limits limits = {};
         struct render_error rerr = {};
@@ -269,6 +323,9 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
              (!json_is_integer(jmax_pixels) || json_integer_value(jmax_pixels) < 0)) ||
             (jmax_bytes && (!json_is_integer(jmax_bytes) || json_integer_value(jmax_bytes) < 0)))
                 return job_fail(e, -EINVAL, true, "malformed job: bad limits");
+        /* Absent means no placeholder: a daemon that does not ask gets none. */
+        if (jplaceholder && !json_is_boolean(jplaceholder))
+                return job_fail(e, -EINVAL, true, "malformed job: bad placeholder");
         limits.max_pixels = jmax_pixels ? (uint64_t)json_integer_value(jmax_pixels) : 0;
         max_bytes = jmax_bytes ? (uint64_t)json_integer_value(jmax_bytes) : 0;
 
@@ -294,6 +351,35 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
         if (r < 0)
                 return job_fail(e, r, false, "read source: %s", strerror(-r));
         hash_sha256_buf(src, src_len, src_hex);
+#ifdef IMGD_FAULT_INJECTION
+        /* Test hook: a "poison" source that crashes its worker every time. */
+        {
+                const char *poison = getenv("IMGD_TEST_CRASH_SHA");
+                if (poison && *poison && strncmp(src_hex, poison, strlen(poison)) == 0)
+                        abort();
+        }
+#endif
+        if (json_is_false(jheif)) {
+                enum image_format f = image_format_sniff(src, src_len);
+                if (f == IMAGE_FORMAT_HEIF || f == IMAGE_FORMAT_AVIF)
+                        return job_fail(e, -EMEDIUMTYPE, true,
+                                        "%s sources are disabled (limits.allow_heif = false)",
+                                        image_format_name(f));
+        }
+        /* CPU time for this job: its wall-clock limit (SIGXCPU ends a runaway decoder even
+         * when the daemon's timer cannot fire in time). */
+        if (json_is_integer(jtimeout) && json_integer_value(jtimeout) > 0) {
+                struct rusage ru;
+                struct rlimit rl;
+
+                if (getrusage(RUSAGE_SELF, &ru) == 0 && getrlimit(RLIMIT_CPU, &rl) == 0) {
+                        rlim_t used = (rlim_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec);
+                        rl.rlim_cur = used + (rlim_t)json_integer_value(jtimeout) + 1;
+                        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
+                                rl.rlim_cur = rl.rlim_max;
+                        (void)setrlimit(RLIMIT_CPU, &rl);
+                }
+        }
 
         r = render_base_new(src, src_len, variants, n, &limits, &base, &rerr);
         if (r < 0)
@@ -318,6 +404,16 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
                          "height", (json_int_t)info->height, "sha256", src_hex, "outputs", outputs);
         if (!body)
                 return job_fail(e, -ENOMEM, false, "out of memory");
+        if (json_is_true(jplaceholder)) {
+                json_t *ph = NULL;
+
+                /* Flattened for the hash onto what the first variant flattens onto. */
+                r = job_placeholder(base, variants[0].background, &ph, e);
+                if (r < 0)
+                        return r;
+                if (json_object_set_new(body, "placeholder", ph) < 0)
+                        return job_fail(e, -ENOMEM, false, "out of memory");
+        }
         *ret_body = TAKE_PTR(body);
         return 0;
 }
@@ -334,8 +430,8 @@ static int job_handle(const json_t *msg, const int *fds, size_t n_fds)
         r = job_run(msg, fds, n_fds, &body, &e);
         if (r < 0) {
                 log_debug("job %" JSON_INTEGER_FORMAT ": %s", json_integer_value(id), e.message);
-                body = json_pack("{s:b, s:s, s:b}", "ok", 0, "error", e.message, "permanent",
-                                 e.permanent);
+                body = json_pack("{s:b, s:s, s:b, s:i}", "ok", 0, "error", e.message,
+                                 "permanent", e.permanent, "errno", e.error);
                 if (!body)
                         return -ENOMEM;
         }
@@ -429,6 +525,24 @@ int main(int argc, char **argv)
                 log_error("cannot start libvips");
                 return EXIT_FAILURE;
         }
+        watermarks = render_cache_new();
+        if (!watermarks) {
+                log_error("out of memory");
+                render_shutdown();
+                return EXIT_FAILURE;
+        }
+
+        /* Tell the daemon libvips is up: only now does it hand this worker jobs. */
+        {
+                _cleanup_json_ json_t *ready = json_pack("{s:s, s:i}", "type", "ready", "pid",
+                                                         (int)getpid());
+                r = ready ? wire_send(WORKER_SOCKET_FD, ready, NULL, 0) : -ENOMEM;
+                if (r < 0) {
+                        log_error_errno(r, "tell the daemon this worker is ready: %m");
+                        r = EXIT_FAILURE;
+                        goto shutdown;
+                }
+        }
 
         for (;;) {
                 _cleanup_json_ json_t *msg = NULL;
@@ -465,6 +579,7 @@ int main(int argc, char **argv)
         }
         r = EXIT_SUCCESS;
 shutdown:
+        watermarks = render_cache_free(watermarks);
         render_shutdown();
         return r;
 }

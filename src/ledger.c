@@ -90,6 +90,8 @@ static const char *const migrations[] = {
         "  stage TEXT CHECK (stage IS NULL OR stage = 'verified'),"
         /* Rendered below full quality (graceful degradation): to be rendered again. */
         "  degraded INTEGER NOT NULL DEFAULT 0,"
+        /* What the render reported beyond its outputs (JSON: placeholder, warnings). */
+        "  info TEXT,"
         "  CHECK (length(source_sha256) = 64));"
         "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
         /* Only the claimable states, ordered by (next_at_us, id): what ledger_claim() walks. */
@@ -124,7 +126,7 @@ static const char *const migrations[] = {
 #define JOB_COLUMNS                                                                                \
         "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "              \
         "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "      \
-        "last_error, degraded"
+        "last_error, degraded, info"
 
 enum ledger_stmt {
         STMT_KNOWN_STAT,
@@ -154,7 +156,6 @@ enum ledger_stmt {
         STMT_PUBLISHED,
         STMT_LIST_STAGED,
         STMT_EXPIRED,
-        STMT_MARK_DEGRADED,
         STMT_OLDEST_QUEUED,
         STMT_RERENDER,
         STMT_PRUNE,
@@ -225,7 +226,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
                              "tmp_path FROM outputs WHERE job_id = ?1 ORDER BY rowid",
         [STMT_GET_ERRORS] = "SELECT attempt, at_us, message FROM job_errors WHERE job_id = ?1 "
                             "ORDER BY rowid",
-        [STMT_SET_STAGED] = "UPDATE jobs SET stage = 'verified', updated_us = ?2 WHERE id = ?1",
+        [STMT_SET_STAGED] = "UPDATE jobs SET stage = 'verified', updated_us = ?2, degraded = ?3, "
+                            "info = ?4 WHERE id = ?1",
         /* Outputs of a job that were staged and not published: forgotten with the stage. */
         [STMT_DROP_STAGED] = "DELETE FROM outputs WHERE job_id = ?1",
         [STMT_PUBLISHED] = "UPDATE outputs SET tmp_path = NULL WHERE job_id = ?1",
@@ -234,7 +236,6 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
                          "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
                          "ORDER BY id",
-        [STMT_MARK_DEGRADED] = "UPDATE jobs SET degraded = ?2 WHERE id = ?1 AND state = 'running'",
         [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs INDEXED BY jobs_due "
                                "WHERE state IN ('queued', 'retry')",
         /* Degraded done jobs that are still their source's newest go back to the queue. */
@@ -292,7 +293,8 @@ void job_clear(struct job *j)
         free(j->output_key);
         free(j->pipeline);
         free(j->last_error);
-        j->watch = j->source_path = j->output_key = j->pipeline = j->last_error = NULL;
+        free(j->info);
+        j->watch = j->source_path = j->output_key = j->pipeline = j->last_error = j->info = NULL;
 }
 
 struct job *job_free(struct job *j)
@@ -590,6 +592,9 @@ static int read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
         if (r < 0)
                 goto fail;
         j.degraded = sqlite3_column_int(st, 15) != 0;
+        r = column_strdup(l, st, 16, &j.info);
+        if (r < 0)
+                goto fail;
         r = column_state(l, st, 9, &j.state);
         if (r < 0)
                 goto fail;
@@ -1198,7 +1203,7 @@ static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output 
 }
 
 static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                        int64_t now_us)
+                        bool degraded, const char *info, int64_t now_us)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_STAGED);
         int r;
@@ -1212,14 +1217,14 @@ static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, si
         r = insert_outputs_locked(l, id, outs, n_outs, true);
         if (r < 0)
                 return r;
-        r = stmt_bind(l, st, "ii", id, now_us);
+        r = stmt_bind(l, st, "iiit", id, now_us, (int64_t)degraded, info);
         if (r < 0)
                 return r;
         return stmt_run(l, st);
 }
 
 int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                 int64_t now_us)
+                 bool degraded, const char *info, int64_t now_us)
 {
         int r;
 
@@ -1229,7 +1234,7 @@ int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_
         r = tx_begin(l);
         if (r < 0)
                 return r;
-        return tx_end(l, stage_locked(l, id, outs, n_outs, now_us));
+        return tx_end(l, stage_locked(l, id, outs, n_outs, degraded, info, now_us));
 }
 
 /* Ids from a one-column query bound to (?1 = arg, if the statement has a parameter). */
@@ -1292,15 +1297,6 @@ static int run_write(ledger *l, enum ledger_stmt which, const char *types, int64
                         r = sqlite3_changes(l->db);
         }
         return tx_end(l, r);
-}
-
-int ledger_mark_degraded(ledger *l, int64_t id, bool degraded)
-{
-        int r = run_write(l, STMT_MARK_DEGRADED, "ii", id, degraded ? 1 : 0);
-
-        if (r == 0)
-                return ledger_error(l, -ESTALE, "job %" PRId64 " is not running", id);
-        return r < 0 ? r : 0;
 }
 
 int ledger_oldest_queued(ledger *l, int64_t *ret_us)

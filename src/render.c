@@ -4,14 +4,24 @@
  *
  * A render_base holds one decoded source: an in-memory VipsImage, already auto-rotated and
  * converted to 8-bit sRGB (3 bands, or 4 with alpha), with no metadata at all attached (no
- * EXIF, XMP, ICC profile or orientation). Its life:
+ * EXIF, XMP, ICC profile or orientation); beside it, what variants may keep (whether the
+ * source had an ICC profile, its EXIF copyright) and, for an animated source that a variant
+ * wants animated, all frames stacked vertically ("toilet roll") with their delays. Its life:
  *
  *   bytes --render_base_new()--> sniffed (allowlist) --> header read, pixel limit checked
  *         --> shrink-on-load chosen --> decoded to memory --> rotated, sRGB --> in memory
- *   render_variant() reads it any number of times; render_base_free() drops it.
+ *         [--> animated and wanted: frame and pixel limits over all frames checked -->
+ *              every frame decoded, sRGB --> in memory]
+ *   render_variant_full() reads it any number of times; render_base_free() drops it.
+ *
+ * A variant is made frame by frame (one frame unless animated): resize and crop (fit,
+ * gravity) --> watermark --> mask; then the frames are joined, alpha is flattened where the
+ * format has none, the metadata to keep is attached, and it is encoded; with max_bytes the
+ * encode is repeated at lower qualities, at most VARIANT_MAX_BYTES_STEPS encodes in all.
  *
  * Pixels are only decoded after the header passed the limit. Loaders are picked from the
- * sniffed format, never by libvips' own search, so only allowlisted decoders ever run.
+ * sniffed format, never by libvips' own search, so only allowlisted decoders ever run (for
+ * watermark images too).
  *
  * libvips' error buffer is global: every failing call is followed right away by
  * vips_error_buffer_copy(), which takes the text and clears the buffer. Some successful
@@ -19,13 +29,17 @@
  * starts and after every successful open.
  *
  * Worked around here for libvips 8.14 (Debian 12): webpsave ignores "strip" (see
- * render_webp_strip()); hence also no metadata on the base.
+ * render_webp_strip()); hence also no metadata on the base. thumbnail_image does not know
+ * about pages (it would resize a toilet roll as one image), hence frame by frame.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <vips/vips.h>
 
@@ -35,6 +49,15 @@
 struct render_base {
         struct render_info info;
         VipsImage *image; /* in memory, oriented, 8-bit sRGB, 3 or 4 bands */
+        uint64_t max_pixels; /* the job's limit, also applied to watermark images; 0: none */
+        bool had_icc;        /* the source had an ICC profile (keep = ["icc"]) */
+        char *copyright;     /* libvips' exif-ifd0-Copyright of the source, or NULL */
+        /* An animated source that a variant wants animated, else frames is NULL: */
+        VipsImage *frames;   /* every frame, stacked vertically, as image; in memory */
+        int page_height;
+        int *delays; /* ms per frame, n_delays of them (may be 0) */
+        int n_delays;
+        int loop; /* 0: forever */
 };
 
 static inline void render_image_unrefp(VipsImage **p)
@@ -49,6 +72,11 @@ static inline void render_gfreep(void *p)
         g_free(*(void **)p);
 }
 #define _cleanup_gfree_ _cleanup_(render_gfreep)
+
+static inline void render_base_freep(render_base **p)
+{
+        render_base_free(*p);
+}
 
 /* Fills err with a printf-style message; returns r. */
 _printf_(4, 5) static int render_fail(struct render_error *err, int r, bool permanent,
@@ -129,10 +157,11 @@ static bool render_format_allowed(enum image_format f)
 /*
  * Opens data with the loader for format f, lazily: only the header is read here, pixels are
  * decoded when the image is first computed. shrink (JPEG) and scale (WebP) ask the decoder
- * for a smaller image. Returns 0 and *ret, or -1 with libvips' error buffer set.
+ * for a smaller image; n is the number of frames of a GIF or WebP (1, or -1 for all).
+ * Returns 0 and *ret, or -1 with libvips' error buffer set.
  */
 static int render_open(const void *data, size_t size, enum image_format f, int shrink, double scale,
-                       VipsImage **ret)
+                       int n, VipsImage **ret)
 {
         void *buf = (void *)data; /* libvips' loaders take a non-const pointer; they only read */
         VipsImage *out = NULL;
@@ -149,11 +178,12 @@ static int render_open(const void *data, size_t size, enum image_format f, int s
                 break;
         case IMAGE_FORMAT_WEBP:
                 r = vips_webpload_buffer(buf, size, &out, "access", VIPS_ACCESS_SEQUENTIAL,
-                                         "fail_on", VIPS_FAIL_ON_ERROR, "scale", scale, NULL);
+                                         "fail_on", VIPS_FAIL_ON_ERROR, "scale", scale, "n", n,
+                                         NULL);
                 break;
         case IMAGE_FORMAT_GIF:
                 r = vips_gifload_buffer(buf, size, &out, "access", VIPS_ACCESS_SEQUENTIAL,
-                                        "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+                                        "fail_on", VIPS_FAIL_ON_ERROR, "n", n, NULL);
                 break;
         case IMAGE_FORMAT_TIFF:
                 r = vips_tiffload_buffer(buf, size, &out, "access", VIPS_ACCESS_SEQUENTIAL,
@@ -180,8 +210,8 @@ static int render_open(const void *data, size_t size, enum image_format f, int s
 }
 
 /*
- * Rounding for the non-negative sizes below, without libm (imgd-render does not link it):
- * sizes are at most VIPS_MAX_COORD, far inside what uint64_t holds exactly.
+ * Rounding for the non-negative sizes below: sizes are at most VIPS_MAX_COORD, far inside
+ * what uint64_t holds exactly.
  */
 static double render_floor(double x)
 {
@@ -254,7 +284,7 @@ static int render_shrink_on_load(const void *data, size_t size, enum image_forma
                         if (render_floor(W / shrinks[i]) < need_w ||
                             render_floor(H / shrinks[i]) < need_h)
                                 continue;
-                        if (render_open(data, size, f, shrinks[i], 1.0, &t) < 0)
+                        if (render_open(data, size, f, shrinks[i], 1.0, 1, &t) < 0)
                                 return -1;
                         render_oriented_size(t, &w, &h);
                         if (w >= need_w && h >= need_h) {
@@ -272,7 +302,7 @@ static int render_shrink_on_load(const void *data, size_t size, enum image_forma
 
                         if (scale >= 1.0)
                                 break;
-                        if (render_open(data, size, f, 1, scale, &t) < 0)
+                        if (render_open(data, size, f, 1, scale, 1, &t) < 0)
                                 return -1;
                         render_oriented_size(t, &w, &h);
                         if (w >= need_w && h >= need_h) {
@@ -345,15 +375,82 @@ static void render_remove_metadata(VipsImage *im)
         g_strfreev(fields);
 }
 
+/*
+ * Whether variant v wants the source's animation: it asks for it and its output format can
+ * hold one ("same" resolves, for the GIF and WebP sources that animate, to WebP).
+ */
+static bool render_wants_animation(const struct variant *v)
+{
+        return v->animated &&
+               (v->format == VARIANT_FORMAT_SAME || variant_format_animated(v->format));
+}
+
+/*
+ * Decodes every frame of an animated GIF or WebP into b (frames, page height, delays, loop),
+ * after checking the frame count and the pixels of all frames together against the limits.
+ * Returns 0, or a negative errno with err filled in.
+ */
+static int render_base_animation(render_base *b, const void *data, size_t size, enum image_format f,
+                                 int pages, const struct render_limits *limits,
+                                 struct render_error *err)
+{
+        _cleanup_image_ VipsImage *im = NULL, *mem = NULL, *srgb = NULL, *copy = NULL;
+        uint64_t pixels;
+        int *delays = NULL, n_delays = 0, page_height;
+
+        if (pages > RENDER_FRAMES_MAX)
+                return render_fail(err, -E2BIG, true,
+                                   "animation has %d frames, over the limit of %d", pages,
+                                   RENDER_FRAMES_MAX);
+        if (render_open(data, size, f, 1, 1.0, -1, &im) < 0)
+                return render_fail_vips(err, -EBADMSG, "decode animation");
+        page_height = vips_image_get_page_height(im);
+        if (page_height <= 0 || im->Ysize != page_height * pages)
+                return render_fail(err, -EBADMSG, true,
+                                   "decode animation: %d frames of %dx%d do not make %dx%d",
+                                   pages, im->Xsize, page_height, im->Xsize, im->Ysize);
+        pixels = (uint64_t)im->Xsize * (uint64_t)im->Ysize;
+        if (limits && limits->max_pixels > 0 && pixels > limits->max_pixels)
+                return render_fail(err, -E2BIG, true,
+                                   "animation is %d frames of %dx%d (%" PRIu64
+                                   " pixels in all), over the limit of %" PRIu64,
+                                   pages, im->Xsize, page_height, pixels, limits->max_pixels);
+
+        mem = vips_image_copy_memory(im);
+        if (!mem)
+                return render_fail_vips(err, -EBADMSG, "decode animation");
+        if (vips_image_get_typeof(mem, "delay") &&
+            vips_image_get_array_int(mem, "delay", &delays, &n_delays) < 0)
+                return render_fail_vips(err, -EBADMSG, "decode animation");
+        if (vips_image_get_typeof(mem, "loop") && vips_image_get_int(mem, "loop", &b->loop) < 0)
+                return render_fail_vips(err, -EBADMSG, "decode animation");
+        if (n_delays > 0) {
+                b->delays = g_memdup2(delays, sizeof(int) * (size_t)n_delays);
+                b->n_delays = n_delays;
+        }
+        if (render_to_srgb8(mem, &srgb) < 0 ||
+            vips_copy(srgb, &copy, "interpretation", VIPS_INTERPRETATION_sRGB, NULL) < 0)
+                return render_fail_vips(err, -EBADMSG, "convert animation to sRGB");
+        render_remove_metadata(copy);
+        b->frames = vips_image_copy_memory(copy);
+        if (!b->frames)
+                return render_fail_vips(err, -EBADMSG, "decode animation");
+        b->page_height = page_height;
+        return 0;
+}
+
 int render_base_new(const void *data, size_t size, const struct variant *variants,
                     size_t n_variants, const struct render_limits *limits, render_base **ret,
                     struct render_error *err)
 {
         _cleanup_image_ VipsImage *im = NULL, *mem = NULL, *rot = NULL, *srgb = NULL, *copy = NULL;
+        _cleanup_(render_base_freep) render_base *b = NULL;
+        const char *copyright = NULL;
         enum image_format f;
         double W, H, need_w = 0, need_h = 0;
+        bool want_animation = false;
         uint64_t pixels;
-        render_base *b;
+        int pages = 1, r;
 
         vips_error_clear(); /* whatever is there is not about this image */
         f = image_format_sniff(data,
@@ -369,7 +466,7 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
         }
 
         /* Header only: no pixel has been decoded yet. */
-        if (render_open(data, size, f, 1, 1.0, &im) < 0)
+        if (render_open(data, size, f, 1, 1.0, 1, &im) < 0)
                 return render_fail_vips(err, -EBADMSG, "decode");
 
         render_oriented_size(im, &W, &H);
@@ -379,6 +476,8 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                                    "image is %dx%d (%" PRIu64
                                    " pixels), over the limit of %" PRIu64,
                                    im->Xsize, im->Ysize, pixels, limits->max_pixels);
+        if (f == IMAGE_FORMAT_GIF || f == IMAGE_FORMAT_WEBP)
+                pages = MAX(vips_image_get_n_pages(im), 1);
 
         for (size_t i = 0; i < n_variants; i++) {
                 double w, h;
@@ -386,6 +485,7 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                 render_needed_size(&variants[i], W, H, &w, &h);
                 need_w = MAX(need_w, w);
                 need_h = MAX(need_h, h);
+                want_animation |= render_wants_animation(&variants[i]);
         }
         if (n_variants == 0) {
                 need_w = W;
@@ -399,6 +499,16 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
         if (!mem)
                 return render_fail_vips(err, -EBADMSG, "decode");
         g_clear_object(&im);
+
+        b = g_try_new0(render_base, 1);
+        if (!b)
+                return render_fail(err, -ENOMEM, false, "out of memory");
+        b->max_pixels = limits ? limits->max_pixels : 0;
+        b->had_icc = vips_image_get_typeof(mem, VIPS_META_ICC_NAME) != 0;
+        if (vips_image_get_typeof(mem, "exif-ifd0-Copyright") &&
+            vips_image_get_string(mem, "exif-ifd0-Copyright", &copyright) == 0)
+                b->copyright = g_strdup(copyright);
+        vips_error_clear();
 
         if (vips_autorot(mem, &rot, NULL) < 0)
                 return render_fail_vips(err, -EBADMSG, "rotate");
@@ -414,18 +524,20 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                 return render_fail_vips(err, -EBADMSG, "convert to sRGB");
         render_remove_metadata(copy);
 
-        b = g_try_new0(render_base, 1);
-        if (!b)
-                return render_fail(err, -ENOMEM, false, "out of memory");
         b->image = vips_image_copy_memory(copy);
-        if (!b->image) {
-                g_free(b);
+        if (!b->image)
                 return render_fail_vips(err, -EBADMSG, "convert to sRGB");
-        }
         b->info.format = f;
         b->info.width = (unsigned)W;
         b->info.height = (unsigned)H;
-        *ret = b;
+        b->info.pages = (unsigned)pages;
+
+        if (want_animation && pages > 1) {
+                r = render_base_animation(b, data, size, f, pages, limits, err);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(b);
         return 0;
 }
 
@@ -435,6 +547,10 @@ render_base *render_base_free(render_base *b)
                 return NULL;
         if (b->image)
                 g_object_unref(b->image);
+        if (b->frames)
+                g_object_unref(b->frames);
+        g_free(b->delays);
+        g_free(b->copyright);
         g_free(b);
         return NULL;
 }
@@ -444,15 +560,74 @@ const struct render_info *render_base_info(const render_base *b)
         return &b->info;
 }
 
-/* Resizes in per fit. Returns 0 and *ret, or -1 with libvips' error set. */
+/* Where a compass gravity puts a crop (or a watermark): 0 left/top, 1 centre, 2 right/bottom. */
+static void render_compass(enum variant_gravity g, int *ret_x, int *ret_y)
+{
+        static const signed char xy[_VARIANT_POSITION_MAX][2] = {
+                [VARIANT_GRAVITY_CENTRE] = { 1, 1 },     [VARIANT_GRAVITY_NORTH] = { 1, 0 },
+                [VARIANT_GRAVITY_SOUTH] = { 1, 2 },      [VARIANT_GRAVITY_EAST] = { 2, 1 },
+                [VARIANT_GRAVITY_WEST] = { 0, 1 },       [VARIANT_GRAVITY_NORTH_EAST] = { 2, 0 },
+                [VARIANT_GRAVITY_NORTH_WEST] = { 0, 0 }, [VARIANT_GRAVITY_SOUTH_EAST] = { 2, 2 },
+                [VARIANT_GRAVITY_SOUTH_WEST] = { 0, 2 },
+        };
+        int i = g >= 0 && g < _VARIANT_POSITION_MAX ? (int)g : 0;
+
+        *ret_x = xy[i][0];
+        *ret_y = xy[i][1];
+}
+
+/*
+ * fit = cover with a compass gravity: scales in so that it covers w x h (one side exact, the
+ * other at least as long), then keeps the w x h part that the gravity names. Returns 0 and
+ * *ret, or -1 with libvips' error set.
+ */
+static int render_cover_compass(VipsImage *in, int w, int h, enum variant_gravity g,
+                                VipsImage **ret)
+{
+        _cleanup_image_ VipsImage *scaled = NULL;
+        int gx, gy, r;
+
+        /* Wider than the box (w/h): match the height; else match the width. */
+        if ((double)in->Xsize * h > (double)in->Ysize * w)
+                r = vips_thumbnail_image(in, &scaled, VIPS_MAX_COORD, "height", h, "size",
+                                         VIPS_SIZE_BOTH, NULL);
+        else
+                r = vips_thumbnail_image(in, &scaled, w, "height", VIPS_MAX_COORD, "size",
+                                         VIPS_SIZE_BOTH, NULL);
+        if (r < 0)
+                return -1;
+        if (scaled->Xsize < w || scaled->Ysize < h) {
+                vips_error("render", "cover scaled %dx%d to %dx%d, short of %dx%d", in->Xsize,
+                           in->Ysize, scaled->Xsize, scaled->Ysize, w, h);
+                return -1;
+        }
+        render_compass(g, &gx, &gy);
+        return vips_extract_area(scaled, ret, (scaled->Xsize - w) * gx / 2,
+                                 (scaled->Ysize - h) * gy / 2, w, h, NULL);
+}
+
+/* Resizes in per fit and gravity. Returns 0 and *ret, or -1 with libvips' error set. */
 static int render_resize(VipsImage *in, const struct variant *v, VipsImage **ret)
 {
         int w = (int)v->width, h = (int)v->height;
 
         switch (v->fit) {
         case VARIANT_FIT_COVER:
-                return vips_thumbnail_image(in, ret, w, "height", h, "crop",
-                                            VIPS_INTERESTING_CENTRE, "size", VIPS_SIZE_BOTH, NULL);
+                switch (v->gravity) {
+                case VARIANT_GRAVITY_CENTRE:
+                        return vips_thumbnail_image(in, ret, w, "height", h, "crop",
+                                                    VIPS_INTERESTING_CENTRE, "size",
+                                                    VIPS_SIZE_BOTH, NULL);
+                case VARIANT_GRAVITY_ATTENTION:
+                case VARIANT_GRAVITY_ENTROPY:
+                        return vips_thumbnail_image(in, ret, w, "height", h, "crop",
+                                                    v->gravity == VARIANT_GRAVITY_ATTENTION
+                                                            ? VIPS_INTERESTING_ATTENTION
+                                                            : VIPS_INTERESTING_ENTROPY,
+                                                    "size", VIPS_SIZE_BOTH, NULL);
+                default:
+                        return render_cover_compass(in, w, h, v->gravity, ret);
+                }
         case VARIANT_FIT_CONTAIN:
                 return vips_thumbnail_image(in, ret, w, "height", h, "size", VIPS_SIZE_BOTH, NULL);
         case VARIANT_FIT_INSIDE:
@@ -537,6 +712,348 @@ static int render_circle_mask(VipsImage *in, VipsImage **ret)
         return 0;
 }
 
+/* ---- watermarks ------------------------------------------------------------------------ */
+
+struct render_cache_entry {
+        char path[VARIANT_PATH_MAX];
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime;
+        VipsImage *image; /* 8-bit sRGB with alpha, in memory */
+        uint64_t used;    /* when last used, for eviction */
+};
+
+struct render_cache {
+        struct render_cache_entry entries[RENDER_CACHE_MAX];
+        size_t n;
+        uint64_t clock;
+        unsigned loads;
+};
+
+render_cache *render_cache_new(void)
+{
+        return g_try_new0(render_cache, 1);
+}
+
+render_cache *render_cache_free(render_cache *c)
+{
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < c->n; i++)
+                g_object_unref(c->entries[i].image);
+        g_free(c);
+        return NULL;
+}
+
+unsigned render_cache_loads(const render_cache *c)
+{
+        return c ? c->loads : 0;
+}
+
+static inline void render_cache_freep(render_cache **p)
+{
+        render_cache_free(*p);
+}
+
+static bool render_same_file(const struct render_cache_entry *e, const struct stat *st)
+{
+        return e->dev == st->st_dev && e->ino == st->st_ino && e->size == st->st_size &&
+               e->mtime.tv_sec == st->st_mtim.tv_sec && e->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+/* Prefixes err's message with "watermark image PATH: ", marked transient; returns r. */
+static int render_fail_watermark(struct render_error *err, int r, const char *path)
+{
+        char msg[sizeof(err->message)];
+
+        memcpy(msg, err->message, sizeof(msg));
+        return render_fail(err, r, false, "watermark image %s: %s", path, msg);
+}
+
+/*
+ * Decodes the watermark image file at fd (path for messages) into 8-bit sRGB with alpha in
+ * memory: read whole (at most VARIANT_WATERMARK_FILE_MAX bytes), format sniffed and
+ * allowlisted, pixels checked against max_pixels from the header, oriented, converted, an
+ * opaque alpha added where there is none. Returns 0 and *ret, or a negative errno with err
+ * filled in (transient: the configuration's file, not the job's source, is at fault).
+ */
+static int render_watermark_load(int fd, const struct stat *st, const char *path,
+                                 uint64_t max_pixels, VipsImage **ret, struct render_error *err)
+{
+        _cleanup_image_ VipsImage *im = NULL, *mem = NULL, *rot = NULL, *srgb = NULL,
+                                  *alpha = NULL, *copy = NULL;
+        _cleanup_gfree_ uint8_t *data = NULL;
+        size_t len = 0;
+        enum image_format f;
+        uint64_t pixels;
+        VipsImage *out;
+
+        if (!S_ISREG(st->st_mode))
+                return render_fail(err, -EINVAL, false, "watermark image %s: not a regular file",
+                                   path);
+        if (st->st_size > VARIANT_WATERMARK_FILE_MAX)
+                return render_fail(err, -EFBIG, false,
+                                   "watermark image %s: over the limit of %d bytes", path,
+                                   VARIANT_WATERMARK_FILE_MAX);
+        data = g_try_malloc((size_t)st->st_size + 1);
+        if (!data)
+                return render_fail(err, -ENOMEM, false, "out of memory");
+        while (len <= (size_t)st->st_size) {
+                ssize_t k = pread(fd, data + len, (size_t)st->st_size + 1 - len, (off_t)len);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return render_fail(err, negative_errno(), false,
+                                           "watermark image %s: read: %s", path,
+                                           strerror(errno));
+                if (k == 0)
+                        break;
+                len += (size_t)k;
+        }
+        if (len != (size_t)st->st_size)
+                return render_fail(err, -EIO, false,
+                                   "watermark image %s: changed while it was read", path);
+
+        f = image_format_sniff(data, MIN(len, (size_t)IMAGE_FORMAT_SNIFF_BYTES));
+        if (!render_format_allowed(f))
+                return render_fail(err, -EMEDIUMTYPE, false,
+                                   "watermark image %s: not a supported image", path);
+        if (render_open(data, len, f, 1, 1.0, 1, &im) < 0)
+                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"),
+                                             path);
+        pixels = (uint64_t)im->Xsize * (uint64_t)im->Ysize;
+        if (pixels > (uint64_t)VARIANT_DIMENSION_MAX * VARIANT_DIMENSION_MAX ||
+            (max_pixels > 0 && pixels > max_pixels))
+                return render_fail(err, -E2BIG, false,
+                                   "watermark image %s: %dx%d is over the pixel limit", path,
+                                   im->Xsize, im->Ysize);
+        mem = vips_image_copy_memory(im);
+        if (!mem || vips_autorot(mem, &rot, NULL) < 0 || render_to_srgb8(rot, &srgb) < 0 ||
+            (!vips_image_hasalpha(srgb) &&
+             vips_bandjoin_const1(srgb, &alpha, 255.0, NULL) < 0) ||
+            vips_copy(alpha ? alpha : srgb, &copy, "interpretation", VIPS_INTERPRETATION_sRGB,
+                      NULL) < 0)
+                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"),
+                                             path);
+        render_remove_metadata(copy);
+        out = vips_image_copy_memory(copy);
+        if (!out)
+                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"),
+                                             path);
+        *ret = out;
+        return 0;
+}
+
+/*
+ * The decoded watermark image at path: from the cache when the file (device, inode, size,
+ * mtime) is the one decoded before, else decoded now and cached (the least recently used
+ * entry makes room). Returns 0 and a new reference in *ret, or a negative errno with err
+ * filled in.
+ */
+static int render_cache_get(render_cache *c, const char *path, uint64_t max_pixels,
+                            VipsImage **ret, struct render_error *err)
+{
+        _cleanup_close_ int fd = -1;
+        struct render_cache_entry *slot = NULL;
+        struct stat st;
+        VipsImage *im = NULL;
+        int r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return render_fail(err, negative_errno(), false, "watermark image %s: %s", path,
+                                   strerror(errno));
+        for (size_t i = 0; i < c->n; i++) {
+                struct render_cache_entry *e = &c->entries[i];
+
+                if (strcmp(e->path, path) != 0)
+                        continue;
+                if (render_same_file(e, &st)) {
+                        e->used = ++c->clock;
+                        *ret = g_object_ref(e->image);
+                        return 0;
+                }
+                slot = e; /* the file changed: replace its entry */
+                break;
+        }
+
+        r = render_watermark_load(fd, &st, path, max_pixels, &im, err);
+        if (r < 0)
+                return r;
+        c->loads++;
+        if (!slot && c->n < RENDER_CACHE_MAX)
+                slot = &c->entries[c->n++];
+        else if (!slot) {
+                slot = &c->entries[0];
+                for (size_t i = 1; i < c->n; i++)
+                        if (c->entries[i].used < slot->used)
+                                slot = &c->entries[i];
+        }
+        if (slot->image)
+                g_object_unref(slot->image);
+        *slot = (struct render_cache_entry){
+                .dev = st.st_dev,
+                .ino = st.st_ino,
+                .size = st.st_size,
+                .mtime = st.st_mtim,
+                .image = im,
+                .used = ++c->clock,
+        };
+        snprintf(slot->path, sizeof slot->path, "%s", path);
+        *ret = g_object_ref(im);
+        return 0;
+}
+
+/* Multiplies the alpha (last band) of an 8-bit image by opacity. */
+static int render_fade(VipsImage *in, double opacity, VipsImage **ret)
+{
+        _cleanup_image_ VipsImage *rgb = NULL, *alpha = NULL, *faded = NULL, *faded8 = NULL,
+                                  *joined = NULL;
+
+        if (opacity >= 1.0)
+                return vips_copy(in, ret, NULL);
+        if (vips_extract_band(in, &rgb, 0, "n", in->Bands - 1, NULL) < 0 ||
+            vips_extract_band(in, &alpha, in->Bands - 1, NULL) < 0 ||
+            vips_linear1(alpha, &faded, opacity, 0.5, NULL) < 0 ||
+            vips_cast(faded, &faded8, VIPS_FORMAT_UCHAR, NULL) < 0 ||
+            vips_bandjoin2(rgb, faded8, &joined, NULL) < 0)
+                return -1;
+        return vips_copy(joined, ret, "interpretation", VIPS_INTERPRETATION_sRGB, NULL);
+}
+
+/*
+ * The text watermark as 8-bit sRGB with alpha: the text in its font and colour, the
+ * coverage times opacity as alpha. Sized to `width` of out_w when that is set, else at the
+ * font's size (at 72 dpi); in both cases no larger than max_w x max_h. Returns 0 and *ret, or
+ * -1 with libvips' error set.
+ */
+static int render_text_overlay(const struct variant_watermark *w, int out_w, int max_w,
+                               int max_h, VipsImage **ret)
+{
+        _cleanup_image_ VipsImage *t = NULL, *t2 = NULL, *blk = NULL, *col = NULL, *col8 = NULL,
+                                  *alpha = NULL, *alpha8 = NULL, *joined = NULL;
+        _cleanup_gfree_ char *markup = g_markup_escape_text(w->text, -1);
+        double scale = 1.0, want;
+        int dpi = 72;
+        VipsImage *cur;
+
+        if (vips_text(&t, markup, "font", w->font, "dpi", dpi, NULL) < 0)
+                return -1;
+        if (t->Xsize < 1 || t->Ysize < 1) {
+                vips_error("render", "watermark text renders as an empty image");
+                return -1;
+        }
+        if (w->width > 0.0) {
+                want = MAX(1.0, w->width * out_w);
+                scale = want / t->Xsize;
+        }
+        scale = MIN(scale, MIN((double)max_w / t->Xsize, (double)max_h / t->Ysize));
+        cur = t;
+        if (scale != 1.0) {
+                /* Text scales with the resolution: render again at the size wanted. */
+                dpi = MAX(1, (int)(72.0 * scale));
+                if (vips_text(&t2, markup, "font", w->font, "dpi", dpi, NULL) < 0)
+                        return -1;
+                cur = t2;
+                if (cur->Xsize > max_w || cur->Ysize > max_h) {
+                        _cleanup_image_ VipsImage *fit = NULL;
+
+                        if (vips_thumbnail_image(cur, &fit, max_w, "height", max_h, "size",
+                                                 VIPS_SIZE_DOWN, NULL) < 0)
+                                return -1;
+                        g_object_unref(t2);
+                        t2 = TAKE_PTR(fit);
+                        cur = t2;
+                }
+        }
+
+        if (vips_black(&blk, cur->Xsize, cur->Ysize, "bands", 3, NULL) < 0 ||
+            vips_linear(blk, &col, (double[]){ 1, 1, 1 },
+                        (double[]){ w->color[0], w->color[1], w->color[2] }, 3, NULL) < 0 ||
+            vips_cast(col, &col8, VIPS_FORMAT_UCHAR, NULL) < 0 ||
+            vips_linear1(cur, &alpha, w->opacity, 0.5, NULL) < 0 ||
+            vips_cast(alpha, &alpha8, VIPS_FORMAT_UCHAR, NULL) < 0 ||
+            vips_bandjoin2(col8, alpha8, &joined, NULL) < 0)
+                return -1;
+        return vips_copy(joined, ret, "interpretation", VIPS_INTERPRETATION_sRGB, NULL);
+}
+
+/*
+ * Makes the overlay of v's watermark for an out_w x out_h output and where it goes:
+ * *ret (8-bit sRGB with alpha, opacity applied) at (*ret_x, *ret_y). The margin is dropped
+ * where the output is too small for it, and the watermark is made smaller where it would
+ * not fit. Returns 0, or a negative errno with err filled in.
+ */
+static int render_watermark_overlay(render_cache *cache, const struct variant *v,
+                                    uint64_t max_pixels, int out_w, int out_h, VipsImage **ret,
+                                    int *ret_x, int *ret_y, struct render_error *err)
+{
+        const struct variant_watermark *w = &v->watermark;
+        _cleanup_image_ VipsImage *src = NULL, *sized = NULL, *overlay = NULL;
+        int m = (int)w->margin, box_w, box_h, gx, gy, r;
+
+        if (2 * m >= out_w || 2 * m >= out_h)
+                m = 0;
+        box_w = out_w - 2 * m;
+        box_h = out_h - 2 * m;
+
+        if (w->kind == VARIANT_WATERMARK_IMAGE) {
+                double tw, th, s;
+
+                r = render_cache_get(cache, w->image, max_pixels, &src, err);
+                if (r < 0)
+                        return r;
+                tw = MAX(1.0, render_floor(w->width * out_w + 0.5));
+                th = MAX(1.0, render_floor(src->Ysize * tw / src->Xsize + 0.5));
+                if (tw > box_w || th > box_h) {
+                        s = MIN(box_w / tw, box_h / th);
+                        tw = MAX(1.0, render_floor(tw * s));
+                        th = MAX(1.0, render_floor(th * s));
+                }
+                if (vips_thumbnail_image(src, &sized, (int)tw, "height", (int)th, "size",
+                                         VIPS_SIZE_FORCE, NULL) < 0 ||
+                    render_fade(sized, w->opacity, &overlay) < 0)
+                        return render_fail_vips(err, -EBADMSG, "watermark");
+        } else {
+                if (render_text_overlay(w, out_w, box_w, box_h, &overlay) < 0)
+                        return render_fail_vips(err, -EBADMSG, "watermark text");
+        }
+
+        render_compass(w->position, &gx, &gy);
+        *ret_x = gx == 0 ? m : gx == 2 ? out_w - m - overlay->Xsize : (out_w - overlay->Xsize) / 2;
+        *ret_y = gy == 0 ? m : gy == 2 ? out_h - m - overlay->Ysize : (out_h - overlay->Ysize) / 2;
+        *ret = TAKE_PTR(overlay);
+        return 0;
+}
+
+/*
+ * Blends overlay onto in at (x, y). Only the area under the overlay is recomputed; every
+ * other pixel is in's, unchanged. in keeps its bands (an alpha is not added). Returns 0 and
+ * *ret, or -1 with libvips' error set.
+ */
+static int render_composite(VipsImage *in, VipsImage *overlay, int x, int y, VipsImage **ret)
+{
+        _cleanup_image_ VipsImage *area = NULL, *blended = NULL, *bands = NULL, *rounded = NULL,
+                                  *area8 = NULL;
+        VipsImage *cur;
+
+        if (vips_extract_area(in, &area, x, y, overlay->Xsize, overlay->Ysize, NULL) < 0 ||
+            vips_composite2(area, overlay, &blended, VIPS_BLEND_MODE_OVER, NULL) < 0)
+                return -1;
+        cur = blended;
+        if (cur->Bands > in->Bands) {
+                if (vips_extract_band(cur, &bands, 0, "n", in->Bands, NULL) < 0)
+                        return -1;
+                cur = bands;
+        }
+        if (vips_linear1(cur, &rounded, 1.0, 0.5, NULL) < 0 ||
+            vips_cast(rounded, &area8, VIPS_FORMAT_UCHAR, NULL) < 0)
+                return -1;
+        return vips_insert(in, area8, ret, x, y, NULL);
+}
+
 static uint32_t render_le32(const uint8_t *p)
 {
         return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -592,22 +1109,43 @@ static size_t render_webp_strip(uint8_t *p, size_t len)
         return out;
 }
 
-static int render_encode(VipsImage *in, const struct variant *v, void **ret_buf, size_t *ret_len,
-                         struct render_error *err)
+static VipsForeignSubsample render_subsample(enum variant_chroma c)
 {
-        int q = v->quality >= 1 && v->quality <= 100 ? (int)v->quality : 80;
+        switch (c) {
+        case VARIANT_CHROMA_444:
+                return VIPS_FOREIGN_SUBSAMPLE_OFF;
+        case VARIANT_CHROMA_420:
+                return VIPS_FOREIGN_SUBSAMPLE_ON;
+        default:
+                return VIPS_FOREIGN_SUBSAMPLE_AUTO;
+        }
+}
+
+/*
+ * Encodes in as v's format at quality q with v's encoder settings. `strip`: no metadata at
+ * all (else what is attached to in is written: only what the variant keeps). Returns 0,
+ * *ret_buf (g_free()) and *ret_len, or a negative errno with err filled in.
+ */
+static int render_encode(VipsImage *in, const struct variant *v, int q, bool strip,
+                         void **ret_buf, size_t *ret_len, struct render_error *err)
+{
         void *buf = NULL;
         size_t len = 0;
         int r;
 
+        if (q < 1 || q > 100)
+                q = 80;
         switch (v->format) {
         case IMAGE_FORMAT_JPEG:
                 r = vips_jpegsave_buffer(in, &buf, &len, "Q", q, "optimize_coding", TRUE, "strip",
-                                         TRUE, NULL);
+                                         strip, "interlace", v->progressive, "subsample_mode",
+                                         render_subsample(v->chroma), NULL);
                 break;
         case IMAGE_FORMAT_WEBP:
-                r = vips_webpsave_buffer(in, &buf, &len, "Q", q, "effort", 4, "strip", TRUE, NULL);
-                if (r == 0) {
+                r = vips_webpsave_buffer(in, &buf, &len, "Q", q, "effort", (int)v->effort,
+                                         "lossless", v->lossless, "strip", TRUE, NULL);
+                /* What is kept is the ICC profile (its own chunk) and the EXIF copyright. */
+                if (r == 0 && !(!strip && (v->keep & VARIANT_KEEP_COPYRIGHT))) {
                         size_t stripped = render_webp_strip(buf, len);
 
                         if (stripped == 0) {
@@ -620,7 +1158,12 @@ static int render_encode(VipsImage *in, const struct variant *v, void **ret_buf,
                 }
                 break;
         case IMAGE_FORMAT_PNG:
-                r = vips_pngsave_buffer(in, &buf, &len, "compression", 6, "strip", TRUE, NULL);
+                r = vips_pngsave_buffer(in, &buf, &len, "compression", 6, "strip", strip,
+                                        "interlace", v->progressive, NULL);
+                break;
+        case IMAGE_FORMAT_GIF:
+                r = vips_gifsave_buffer(in, &buf, &len, "strip", TRUE, "interlace",
+                                        v->progressive, NULL);
                 break;
         case IMAGE_FORMAT_AVIF:
                 if (vips_type_find("VipsOperation", "heifsave_buffer") == 0)
@@ -628,8 +1171,9 @@ static int render_encode(VipsImage *in, const struct variant *v, void **ret_buf,
                                            "encode avif: this libvips has no AVIF encoder "
                                            "(heifsave_buffer is missing)");
                 r = vips_heifsave_buffer(in, &buf, &len, "compression",
-                                         VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "Q", q, "effort", 4,
-                                         "strip", TRUE, NULL);
+                                         VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "Q", q, "effort",
+                                         (int)v->effort, "subsample_mode",
+                                         render_subsample(v->chroma), "strip", strip, NULL);
                 if (r != 0)
                         return render_fail_vips(err, -ENOTSUP, "encode avif (AV1 encoder)");
                 break;
@@ -648,16 +1192,198 @@ static int render_encode(VipsImage *in, const struct variant *v, void **ret_buf,
         return 0;
 }
 
-int render_variant(render_base *b, const struct variant *v, void **ret_buf, size_t *ret_size,
-                   unsigned *ret_width, unsigned *ret_height, struct render_error *err)
+/*
+ * Encodes in for v into *ret (buf, size, quality, warning). Without max_bytes, one encode at
+ * v's quality. With it: v's quality if that fits; else the lowest allowed quality
+ * (VARIANT_MAX_BYTES_QUALITY_MIN, or v's own if lower) and, when that fits, a bisection for
+ * the highest quality that fits, VARIANT_MAX_BYTES_STEPS encodes in all at most. An output
+ * that does not fit even at the lowest quality is returned with a warning, or fails with
+ * -EFBIG (permanent) when max_bytes_strict. Returns 0 or a negative errno with err filled in.
+ */
+static int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
+                             struct render_output *ret, struct render_error *err)
 {
-        _cleanup_image_ VipsImage *resized = NULL, *masked = NULL, *flat = NULL, *flat8 = NULL;
+        _cleanup_gfree_ void *best = NULL;
+        size_t best_len = 0;
+        int q = (int)v->quality, lo, hi, steps = 0, r;
+
+        r = render_encode(in, v, q, strip, &best, &best_len, err);
+        if (r < 0)
+                return r;
+        steps++;
+        if (v->max_bytes > 0 && variant_uses_quality(v) && best_len > v->max_bytes) {
+                lo = MIN(q, VARIANT_MAX_BYTES_QUALITY_MIN);
+                hi = q; /* does not fit */
+                if (lo < hi) {
+                        _cleanup_gfree_ void *buf = NULL;
+                        size_t len = 0;
+
+                        r = render_encode(in, v, lo, strip, &buf, &len, err);
+                        if (r < 0)
+                                return r;
+                        steps++;
+                        g_free(best);
+                        best = TAKE_PTR(buf);
+                        best_len = len;
+                        q = lo;
+                }
+                if (best_len > v->max_bytes) {
+                        if (v->max_bytes_strict)
+                                return render_fail(err, -EFBIG, true,
+                                                   "max_bytes %" PRIu64 " not reached at the "
+                                                   "lowest quality %d (%zu bytes)",
+                                                   v->max_bytes, q, best_len);
+                        snprintf(ret->warning, sizeof(ret->warning),
+                                 "max_bytes %" PRIu64 " not reached at the lowest quality %d; "
+                                 "published at %zu bytes",
+                                 v->max_bytes, q, best_len);
+                } else {
+                        /* lo fits, hi does not: bisect while steps remain. */
+                        while (hi - lo > 1 && steps < VARIANT_MAX_BYTES_STEPS) {
+                                _cleanup_gfree_ void *buf = NULL;
+                                size_t len = 0;
+                                int mid = lo + (hi - lo) / 2;
+
+                                r = render_encode(in, v, mid, strip, &buf, &len, err);
+                                if (r < 0)
+                                        return r;
+                                steps++;
+                                if (len <= v->max_bytes) {
+                                        g_free(best);
+                                        best = TAKE_PTR(buf);
+                                        best_len = len;
+                                        lo = mid;
+                                } else {
+                                        hi = mid;
+                                }
+                        }
+                        q = lo;
+                }
+        }
+        ret->buf = TAKE_PTR(best);
+        ret->size = best_len;
+        ret->quality = variant_uses_quality(v) ? q : -1;
+        return 0;
+}
+
+/*
+ * One frame of variant v from in (a whole image, or one frame of an animation): resized
+ * and cropped, its fit checked, watermarked (overlay, made for the first frame, is reused
+ * for the others), masked. Returns 0 and *ret, or a negative errno with err filled in.
+ */
+static int render_frame(render_base *b, VipsImage *in, const struct variant *v,
+                        render_cache *cache, VipsImage **overlay, int *ox, int *oy,
+                        VipsImage **ret, struct render_error *err)
+{
+        _cleanup_image_ VipsImage *resized = NULL, *marked = NULL, *masked = NULL;
         VipsImage *cur;
-        void *buf = NULL;
-        size_t len = 0;
         int r;
 
-        if (!image_format_writable(v->format))
+        if (render_resize(in, v, &resized) < 0)
+                return render_fail_vips(err, -EBADMSG, "resize");
+        if (!render_fit_holds(v, in->Xsize, in->Ysize, resized->Xsize, resized->Ysize))
+                return render_fail(err, -EIO, true, "resize: %s %ux%u of %dx%d gave %dx%d",
+                                   variant_fit_name(v->fit), v->width, v->height, in->Xsize,
+                                   in->Ysize, resized->Xsize, resized->Ysize);
+        cur = resized;
+
+        if (v->watermark.kind != VARIANT_WATERMARK_NONE) {
+                if (!*overlay) {
+                        r = render_watermark_overlay(cache, v, b->max_pixels, cur->Xsize,
+                                                     cur->Ysize, overlay, ox, oy, err);
+                        if (r < 0)
+                                return r;
+                }
+                if (render_composite(cur, *overlay, *ox, *oy, &marked) < 0)
+                        return render_fail_vips(err, -EBADMSG, "watermark");
+                cur = marked;
+        }
+
+        if (v->mask == VARIANT_MASK_CIRCLE) {
+                if (render_circle_mask(cur, &masked) < 0)
+                        return render_fail_vips(err, -EBADMSG, "mask");
+                cur = masked;
+        }
+        *ret = g_object_ref(cur);
+        return 0;
+}
+
+/*
+ * Attaches to im an EXIF block ("exif-data") for a w x h image holding the copyright, as
+ * libvips' own EXIF writer makes it (through a throw-away JPEG of a black w x h image).
+ * Returns 0, or -1 with libvips' error set.
+ */
+static int render_exif_block(int w, int h, const char *copyright, VipsImage *im)
+{
+        _cleanup_image_ VipsImage *blk = NULL, *tagged = NULL, *back = NULL;
+        _cleanup_gfree_ void *jpg = NULL;
+        const void *exif = NULL;
+        size_t len = 0, exif_len = 0;
+
+        if (vips_black(&blk, w, h, NULL) < 0 ||
+            vips_copy(blk, &tagged, "format", VIPS_FORMAT_UCHAR, "interpretation",
+                      VIPS_INTERPRETATION_B_W, NULL) < 0)
+                return -1;
+        vips_image_set_string(tagged, "exif-ifd0-Copyright", copyright);
+        if (vips_jpegsave_buffer(tagged, &jpg, &len, "Q", 10, "strip", FALSE, NULL) < 0 ||
+            vips_jpegload_buffer(jpg, len, &back, NULL) < 0 ||
+            vips_image_get_blob(back, VIPS_META_EXIF_NAME, &exif, &exif_len) < 0)
+                return -1;
+        vips_image_set_blob_copy(im, VIPS_META_EXIF_NAME, exif, exif_len);
+        return 0;
+}
+
+/*
+ * Attaches to a copy of in what v keeps and the source had: an sRGB ICC profile (the pixels
+ * are sRGB) and the EXIF copyright. Returns 0, *ret and *ret_any (whether anything was
+ * attached), or -1 with libvips' error set.
+ */
+static int render_attach_kept(render_base *b, VipsImage *in, const struct variant *v,
+                              VipsImage **ret, bool *ret_any)
+{
+        _cleanup_image_ VipsImage *copy = NULL;
+        bool any = false;
+
+        if (vips_copy(in, &copy, NULL) < 0)
+                return -1;
+        if ((v->keep & VARIANT_KEEP_ICC) && b->had_icc) {
+                VipsBlob *profile = NULL;
+                const void *data;
+                size_t len = 0;
+
+                if (vips_profile_load("srgb", &profile, NULL) < 0)
+                        return -1;
+                data = vips_area_get_data(VIPS_AREA(profile), &len, NULL, NULL, NULL);
+                vips_image_set_blob_copy(copy, VIPS_META_ICC_NAME, data, len);
+                vips_area_unref(VIPS_AREA(profile));
+                any = true;
+        }
+        if ((v->keep & VARIANT_KEEP_COPYRIGHT) && b->copyright) {
+                vips_image_set_string(copy, "exif-ifd0-Copyright", b->copyright);
+                /* pngsave writes an EXIF block as it is, it does not make one from fields. */
+                if (v->format == IMAGE_FORMAT_PNG &&
+                    render_exif_block(copy->Xsize, copy->Ysize, b->copyright, copy) < 0)
+                        return -1;
+                any = true;
+        }
+        *ret = TAKE_PTR(copy);
+        *ret_any = any;
+        return 0;
+}
+
+int render_variant_full(render_base *b, const struct variant *v, render_cache *cache,
+                        struct render_output *ret, struct render_error *err)
+{
+        _cleanup_(render_cache_freep) render_cache *own_cache = NULL;
+        _cleanup_image_ VipsImage *overlay = NULL, *joined = NULL, *flat = NULL, *flat8 = NULL,
+                                  *kept = NULL;
+        _cleanup_free_ VipsImage **frames = NULL;
+        struct render_output out = { .quality = -1 };
+        bool animate, keep_any = false;
+        int n = 1, ox = 0, oy = 0, r = 0;
+        VipsImage *cur;
+
+        if (!variant_format_writable(v->format))
                 return render_fail(err, -EINVAL, true, "variant %s: cannot write format %s",
                                    v->name, image_format_name(v->format));
         if (v->fit != VARIANT_FIT_NONE &&
@@ -665,21 +1391,53 @@ int render_variant(render_base *b, const struct variant *v, void **ret_buf, size
              v->height > VARIANT_DIMENSION_MAX))
                 return render_fail(err, -EINVAL, true, "variant %s: bad size %ux%u", v->name,
                                    v->width, v->height);
+        if (v->watermark.kind != VARIANT_WATERMARK_NONE && !cache) {
+                cache = own_cache = render_cache_new();
+                if (!cache)
+                        return render_fail(err, -ENOMEM, false, "out of memory");
+        }
 
         vips_error_clear();
-        if (render_resize(b->image, v, &resized) < 0)
-                return render_fail_vips(err, -EBADMSG, "resize");
-        if (!render_fit_holds(v, b->image->Xsize, b->image->Ysize, resized->Xsize, resized->Ysize))
-                return render_fail(err, -EIO, true, "resize: %s %ux%u of %dx%d gave %dx%d",
-                                   variant_fit_name(v->fit), v->width, v->height, b->image->Xsize,
-                                   b->image->Ysize, resized->Xsize, resized->Ysize);
-        cur = resized;
+        animate = v->animated && b->frames && variant_format_animated(v->format);
+        if (animate)
+                n = b->frames->Ysize / b->page_height;
+        frames = calloc((size_t)n, sizeof(*frames));
+        if (!frames)
+                return render_fail(err, -ENOMEM, false, "out of memory");
+        for (int i = 0; i < n && r >= 0; i++) {
+                _cleanup_image_ VipsImage *frame = NULL;
 
-        if (v->mask == VARIANT_MASK_CIRCLE) {
-                if (render_circle_mask(cur, &masked) < 0)
-                        return render_fail_vips(err, -EBADMSG, "mask");
-                cur = masked;
+                if (!animate)
+                        frame = g_object_ref(b->image);
+                else if (vips_extract_area(b->frames, &frame, 0, i * b->page_height,
+                                           b->frames->Xsize, b->page_height, NULL) < 0) {
+                        r = render_fail_vips(err, -EBADMSG, "frame");
+                        break;
+                }
+                r = render_frame(b, frame, v, cache, &overlay, &ox, &oy, &frames[i], err);
         }
+        if (r >= 0 && n > 1) {
+                if (vips_arrayjoin(frames, &joined, n, "across", 1, NULL) < 0) {
+                        r = render_fail_vips(err, -EBADMSG, "join frames");
+                } else {
+                        vips_image_set_int(joined, VIPS_META_PAGE_HEIGHT, frames[0]->Ysize);
+                        vips_image_set_int(joined, VIPS_META_N_PAGES, n);
+                        vips_image_set_int(joined, "loop", b->loop);
+                        if (b->n_delays > 0)
+                                vips_image_set_array_int(joined, "delay", b->delays,
+                                                         b->n_delays);
+                }
+        }
+        if (r < 0) {
+                for (int i = 0; i < n; i++)
+                        if (frames[i])
+                                g_object_unref(frames[i]);
+                return r;
+        }
+        cur = n > 1 ? joined : frames[0];
+        out.width = (unsigned)frames[0]->Xsize;
+        out.height = (unsigned)frames[0]->Ysize;
+        out.pages = (unsigned)n;
 
         if (!image_format_has_alpha(v->format) && vips_image_hasalpha(cur)) {
                 VipsArrayDouble *bg =
@@ -689,23 +1447,46 @@ int render_variant(render_base *b, const struct variant *v, void **ret_buf, size
                 r = vips_flatten(cur, &flat, "background", bg, NULL);
                 vips_area_unref(VIPS_AREA(bg));
                 if (r < 0)
-                        return render_fail_vips(err, -EBADMSG, "flatten");
-                cur = flat;
-                if (cur->BandFmt != VIPS_FORMAT_UCHAR) {
+                        r = render_fail_vips(err, -EBADMSG, "flatten");
+                else
+                        cur = flat;
+                if (r >= 0 && cur->BandFmt != VIPS_FORMAT_UCHAR) {
                         if (vips_cast(cur, &flat8, VIPS_FORMAT_UCHAR, NULL) < 0)
-                                return render_fail_vips(err, -EBADMSG, "flatten");
-                        cur = flat8;
+                                r = render_fail_vips(err, -EBADMSG, "flatten");
+                        else
+                                cur = flat8;
                 }
         }
+        if (r >= 0 && v->keep) {
+                if (render_attach_kept(b, cur, v, &kept, &keep_any) < 0)
+                        r = render_fail_vips(err, -EBADMSG, "metadata");
+                else
+                        cur = kept;
+        }
+        if (r >= 0)
+                r = render_encode_fit(cur, v, !keep_any, &out, err);
 
-        r = render_encode(cur, v, &buf, &len, err);
+        for (int i = 0; i < n; i++)
+                g_object_unref(frames[i]);
         if (r < 0)
                 return r;
+        *ret = out;
+        return 0;
+}
 
-        *ret_width = (unsigned)cur->Xsize;
-        *ret_height = (unsigned)cur->Ysize;
-        *ret_buf = buf;
-        *ret_size = len;
+int render_variant(render_base *b, const struct variant *v, void **ret_buf, size_t *ret_size,
+                   unsigned *ret_width, unsigned *ret_height, struct render_error *err)
+{
+        struct render_output out;
+        int r;
+
+        r = render_variant_full(b, v, NULL, &out, err);
+        if (r < 0)
+                return r;
+        *ret_buf = out.buf;
+        *ret_size = out.size;
+        *ret_width = out.width;
+        *ret_height = out.height;
         return 0;
 }
 
@@ -731,12 +1512,13 @@ static const char *render_loader_stem(enum image_format f)
         }
 }
 
-int render_verify(const void *buf, size_t size, enum image_format f, unsigned width,
-                  unsigned height, struct render_error *err)
+int render_verify_pages(const void *buf, size_t size, enum image_format f, unsigned width,
+                        unsigned height, unsigned pages, struct render_error *err)
 {
         _cleanup_image_ VipsImage *im = NULL;
         const char *stem = render_loader_stem(f), *loader;
         enum image_format sniffed;
+        unsigned got_pages = 1, page_height;
         double avg;
 
         vips_error_clear();
@@ -745,6 +1527,9 @@ int render_verify(const void *buf, size_t size, enum image_format f, unsigned wi
         if (!stem || sniffed != f)
                 return render_fail(err, -EBADMSG, true, "verify: expected %s, found %s",
                                    image_format_name(f), image_format_name(sniffed));
+        if (pages > 1 && !variant_format_animated(f))
+                return render_fail(err, -EBADMSG, true, "verify: %s has no frames",
+                                   image_format_name(f));
 
         loader = vips_foreign_find_load_buffer(buf, size);
         if (!loader) {
@@ -755,13 +1540,25 @@ int render_verify(const void *buf, size_t size, enum image_format f, unsigned wi
                 return render_fail(err, -EBADMSG, true, "verify: expected %s, libvips picks %s",
                                    image_format_name(f), loader);
 
-        if (render_open(buf, size, f, 1, 1.0, &im) < 0) {
+        if (render_open(buf, size, f, 1, 1.0, pages > 1 ? -1 : 1, &im) < 0) {
                 render_fail_vips(err, -EBADMSG, "verify");
                 return -EBADMSG;
         }
-        if ((unsigned)im->Xsize != width || (unsigned)im->Ysize != height)
+        if (pages > 1) {
+                got_pages = (unsigned)MAX(vips_image_get_n_pages(im), 1);
+                page_height = (unsigned)vips_image_get_page_height(im);
+        } else {
+                page_height = (unsigned)im->Ysize;
+        }
+        if (pages == 1 && ((unsigned)im->Xsize != width || (unsigned)im->Ysize != height))
                 return render_fail(err, -EBADMSG, true, "verify: expected %ux%u, found %dx%d",
                                    width, height, im->Xsize, im->Ysize);
+        if ((unsigned)im->Xsize != width || page_height != height || got_pages != pages ||
+            (unsigned)im->Ysize != height * pages)
+                return render_fail(err, -EBADMSG, true,
+                                   "verify: expected %u frame%s of %ux%u, found %u of %dx%u",
+                                   pages, pages == 1 ? "" : "s", width, height, got_pages,
+                                   im->Xsize, page_height);
 
         /* Decode every pixel: a truncated or corrupt body fails here (fail_on error). */
         if (vips_avg(im, &avg, NULL) < 0) {
@@ -770,4 +1567,124 @@ int render_verify(const void *buf, size_t size, enum image_format f, unsigned wi
                 return -EBADMSG;
         }
         return 0;
+}
+
+int render_verify(const void *buf, size_t size, enum image_format f, unsigned width,
+                  unsigned height, struct render_error *err)
+{
+        return render_verify_pages(buf, size, f, width, height, 1, err);
+}
+
+/* ---- placeholders ---------------------------------------------------------------------- */
+
+/*
+ * The dominant colour of `pixels` (n pixels of `bands` 8-bit bands, sRGB first, alpha
+ * fourth): the pixels are counted in 16 x 16 x 16 colour cells, transparent ones (alpha
+ * below 128) not at all, and the mean of the fullest cell (the first of equals) wins.
+ * Returns false when no pixel counted.
+ */
+static bool render_dominant(const uint8_t *pixels, size_t n, int bands, uint8_t ret[3])
+{
+        _cleanup_free_ uint32_t *cells = calloc(4096 * 4, sizeof(uint32_t));
+        size_t best = 0;
+
+        if (!cells)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                const uint8_t *p = pixels + i * (size_t)bands;
+                size_t c;
+
+                if (bands == 4 && p[3] < 128)
+                        continue;
+                c = ((size_t)(p[0] >> 4) << 8 | (size_t)(p[1] >> 4) << 4 | (size_t)(p[2] >> 4)) *
+                    4;
+                cells[c]++;
+                cells[c + 1] += p[0];
+                cells[c + 2] += p[1];
+                cells[c + 3] += p[2];
+        }
+        for (size_t c = 0; c < 4096; c++)
+                if (cells[c * 4] > cells[best * 4])
+                        best = c;
+        if (cells[best * 4] == 0)
+                return false;
+        for (int k = 0; k < 3; k++)
+                ret[k] = (uint8_t)((cells[best * 4 + 1 + k] + cells[best * 4] / 2) /
+                                   cells[best * 4]);
+        return true;
+}
+
+int render_placeholder(render_base *b, const uint8_t background[3], struct render_placeholder *ret,
+                       struct render_error *err)
+{
+        _cleanup_image_ VipsImage *tiny = NULL, *small = NULL, *flat = NULL;
+        _cleanup_gfree_ void *webp = NULL;
+        _cleanup_gfree_ uint8_t *px = NULL, *flat_px = NULL;
+        _cleanup_gfree_ char *b64 = NULL;
+        struct render_placeholder p = {};
+        VipsArrayDouble *bg;
+        size_t len = 0, n = 0, flat_n = 0;
+        int r;
+
+        vips_error_clear();
+        /* The data URI: a WebP of at most 32 x 32, never enlarged, alpha kept. */
+        if (vips_thumbnail_image(b->image, &tiny, RENDER_PLACEHOLDER_SIZE, "height",
+                                 RENDER_PLACEHOLDER_SIZE, "size", VIPS_SIZE_DOWN, NULL) < 0)
+                return render_fail_vips(err, -EBADMSG, "placeholder");
+        if (vips_webpsave_buffer(tiny, &webp, &len, "Q", 50, "effort", 4, "strip", TRUE, NULL) < 0)
+                return render_fail_vips(err, -EIO, "placeholder: encode webp");
+        len = render_webp_strip(webp, len);
+        if (len == 0)
+                return render_fail(err, -EIO, true,
+                                   "placeholder: libvips wrote a malformed RIFF container");
+        b64 = g_base64_encode(webp, len);
+        p.data_uri = g_strconcat("data:image/webp;base64,", b64, NULL);
+
+        /* BlurHash and dominant colour, from at most 64 x 64 pixels. */
+        if (vips_thumbnail_image(b->image, &small, 64, "height", 64, "size", VIPS_SIZE_DOWN,
+                                 NULL) < 0)
+                goto fail_vips;
+        px = vips_image_write_to_memory(small, &n);
+        if (!px)
+                goto fail_vips;
+        if (!render_dominant(px, n / (size_t)small->Bands, small->Bands, p.dominant))
+                memcpy(p.dominant, background, 3);
+
+        bg = vips_array_double_newv(3, (double)background[0], (double)background[1],
+                                    (double)background[2]);
+        r = vips_image_hasalpha(small) ? vips_flatten(small, &flat, "background", bg, NULL)
+                                       : vips_copy(small, &flat, NULL);
+        vips_area_unref(VIPS_AREA(bg));
+        if (r < 0)
+                goto fail_vips;
+        {
+                _cleanup_image_ VipsImage *flat8 = NULL;
+
+                if (vips_cast(flat, &flat8, VIPS_FORMAT_UCHAR, NULL) < 0)
+                        goto fail_vips;
+                flat_px = vips_image_write_to_memory(flat8, &flat_n);
+                if (!flat_px || flat8->Bands != 3)
+                        goto fail_vips;
+                r = blurhash_encode(flat_px, (unsigned)flat8->Xsize, (unsigned)flat8->Ysize,
+                                    (size_t)flat8->Xsize * 3, 3, flat8->Xsize >= flat8->Ysize ? 4 : 3,
+                                    flat8->Xsize >= flat8->Ysize ? 3 : 4, p.blurhash);
+        }
+        if (r < 0) {
+                g_free(p.data_uri);
+                return render_fail(err, r, true, "placeholder: blurhash: %s", strerror(-r));
+        }
+        *ret = p;
+        return 0;
+
+fail_vips:
+        g_free(p.data_uri);
+        return render_fail_vips(err, -EBADMSG, "placeholder");
+}
+
+void render_placeholder_clear(struct render_placeholder *p)
+{
+        if (!p)
+                return;
+        g_free(p->data_uri);
+        *p = (struct render_placeholder){};
 }

@@ -322,9 +322,12 @@ static int start_job(scheduler *s, struct job *job_in)
                 json_array_append_new(jvariants, variant_to_json(v));
         }
 
-        req = json_pack("{s:s, s:I, s:I, s:I, s:O}", "type", "job", "id", (json_int_t)job->id,
-                        "max_pixels", (json_int_t)s->cfg->limits.max_pixels, "max_bytes",
-                        (json_int_t)s->cfg->limits.max_file_bytes, "variants", jvariants);
+        req = json_pack("{s:s, s:I, s:I, s:I, s:O, s:b, s:b, s:i}", "type", "job", "id",
+                        (json_int_t)job->id, "max_pixels", (json_int_t)s->cfg->limits.max_pixels,
+                        "max_bytes", (json_int_t)s->cfg->limits.max_file_bytes, "variants",
+                        jvariants, "placeholder", (int)pl->placeholder, "allow_heif",
+                        (int)s->cfg->limits.allow_heif, "timeout_s",
+                        (int)s->cfg->limits.job_timeout_s);
         if (!req) {
                 running_free(run);
                 return -ENOMEM;
@@ -504,6 +507,8 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         struct job_output *rows = NULL;
         uint64_t *sizes = NULL;
         const char *failed = NULL;
+        _cleanup_(json_decrefp) json_t *info = NULL;
+        _cleanup_free_ char *info_text = NULL;
         char why[512];
         int64_t now;
         int r;
@@ -567,10 +572,27 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 sizes[i] = (uint64_t)bytes;
         }
 
+        /* What the worker reported beyond the files: the placeholder, and per output the
+         * quality it used and any warning (max_bytes not reached). */
+        info = json_object();
+        if (info && json_object_get(reply, "placeholder"))
+                json_object_set(info, "placeholder", json_object_get(reply, "placeholder"));
+        for (size_t i = 0; info && i < run->n; i++) {
+                json_t *o = json_array_get(outs, i), *q = json_object_get(o, "quality"),
+                       *w = json_object_get(o, "warning");
+                if (!q && !w)
+                        continue;
+                if (!json_object_get(info, "variants"))
+                        json_object_set_new(info, "variants", json_object());
+                json_object_set_new(json_object_get(info, "variants"), run->variants[i].name,
+                                    json_pack("{s:O?, s:O?}", "quality", q, "warning", w));
+        }
+        info_text = info && json_object_size(info) > 0 ? json_dumps(info, JSON_COMPACT) : NULL;
+
         /* Checkpoint "verified": after a crash from here on, the staged files are published
          * without rendering them again. */
         now = wall_now_us();
-        r = ledger_stage(s->ledger, job->id, rows, run->n, now);
+        r = ledger_stage(s->ledger, job->id, rows, run->n, false, info_text, now);
         if (r < 0) {
                 snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
                 job_blocked(s, job, why);
@@ -581,7 +603,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         r = publish_commit(run->tmps, sizes, run->n, &failed);
         if (r >= 0) {
                 failed = NULL;
-                r = publish_manifest(job, rows, run->n, NULL);
+                r = publish_manifest(job, rows, run->n, info);
         }
         if (r < 0) {
                 snprintf(why, sizeof why, "publish %s: %s", failed ?: "manifest", strerror(-r));
@@ -626,10 +648,15 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
                            void *userdata)
 {
         scheduler *s = userdata;
-        struct running *run = take_running(s, id);
+        struct running *run;
         int ok = 0, permanent = 0;
         const char *error = NULL;
 
+        if (id == 0) {
+                scheduler_kick(s); /* a worker became ready */
+                return;
+        }
+        run = take_running(s, id);
         if (!run) {
                 log_error("worker finished job %" PRId64 ", which is not running", id);
                 return;
@@ -642,9 +669,14 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
         } else if (ok) {
                 finish_ok(s, run, reply);
         } else {
-                (void)json_unpack((json_t *)reply, "{s?s, s?b}", "error", &error, "permanent",
-                                  &permanent);
-                job_failed(s, run->job, error ?: "unknown error", permanent);
+                int err = 0;
+
+                (void)json_unpack((json_t *)reply, "{s?s, s?b, s?i}", "error", &error,
+                                  "permanent", &permanent, "errno", &err);
+                if (!permanent && err > 0 && environmental(-err))
+                        job_blocked(s, run->job, error ?: strerror(err));
+                else
+                        job_failed(s, run->job, error ?: "unknown error", permanent);
         }
         running_free(run);
         scheduler_kick(s);
@@ -658,6 +690,9 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
                 .worker_path = worker_path,
                 .n_workers = cfg->workers,
                 .job_timeout_s = cfg->limits.job_timeout_s,
+                .memory_limit = cfg->limits.worker_memory,
+                .max_jobs = cfg->limits.worker_max_jobs,
+                .max_output_bytes = cfg->limits.max_file_bytes,
                 .done = on_worker_done,
         };
         int r;
@@ -674,7 +709,15 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         r = metrics_new(&s->metrics);
         if (r < 0)
                 goto fail;
-        r = breaker_new(NULL, &s->breaker);
+        struct breaker_config bc = {
+                .output_failures = cfg->breaker.output_failures,
+                .worker_failure_rate = cfg->breaker.worker_failure_rate,
+                .worker_min_samples = cfg->breaker.worker_min_samples,
+                .window_us = (uint64_t)cfg->breaker.window_ms * 1000,
+                .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
+                .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
+        };
+        r = breaker_new(&bc, &s->breaker);
         if (r < 0)
                 goto fail;
         r = sd_event_add_time(e, &s->breaker_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,

@@ -18,9 +18,11 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -33,7 +35,11 @@
 #define RESPAWN_MAX_USEC (10 * 1000 * 1000ULL)
 #define QUICK_DEATH_USEC (2 * 1000 * 1000ULL)
 
-enum worker_state { WORKER_IDLE, WORKER_BUSY, WORKER_DOWN };
+/* STARTING until the worker's {"type":"ready"}: a worker that cannot even start libvips
+ * is never handed a job. */
+enum worker_state { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_DOWN };
+
+#define RSS_POLL_USEC (100 * 1000ULL)
 
 struct worker {
         worker_pool *pool;
@@ -47,14 +53,22 @@ struct worker {
         uint64_t started_usec;
         unsigned quick_deaths;
         unsigned jobs_done;
+        uint64_t rss, peak_rss; /* bytes, sampled while busy and after each job */
+        bool recycling;         /* retired on purpose: its exit is not a failure */
 };
 
 struct worker_pool {
         sd_event *event;
         char *worker_path;
         unsigned job_timeout_s;
+        uint64_t memory_limit;
+        unsigned max_jobs;
+        uint64_t max_output_bytes;
         worker_done_fn done;
         void *userdata;
+        sd_event_source *rss_timer;
+        uint64_t peak_rss; /* the most any worker used */
+        unsigned restarts;
         struct worker *workers;
         unsigned n;
 };
@@ -69,6 +83,80 @@ static uint64_t now_usec(void)
 
 static int worker_start(struct worker *w);
 
+/* Resident set of a process in bytes, 0 if it cannot be read. */
+static uint64_t rss_of(pid_t pid)
+{
+        char path[64], buf[128];
+        unsigned long long size, resident;
+        _cleanup_close_ int fd = -1;
+        ssize_t k;
+
+        snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        k = read(fd, buf, sizeof buf - 1);
+        if (k <= 0)
+                return 0;
+        buf[k] = '\0';
+        if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+                return 0;
+        return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void sample_rss(struct worker *w)
+{
+        w->rss = rss_of(w->pid);
+        if (w->rss > w->peak_rss)
+                w->peak_rss = w->rss;
+        if (w->rss > w->pool->peak_rss)
+                w->pool->peak_rss = w->rss;
+}
+
+/* Retires an idle worker (its socket closes, it exits, it is replaced). */
+static void worker_recycle(struct worker *w, const char *why)
+{
+        log_debug("worker %d: recycling after %u job(s) (%s)", (int)w->pid, w->jobs_done, why);
+        w->recycling = true;
+        w->state = WORKER_DOWN;
+        w->io = sd_event_source_disable_unref(w->io);
+        if (w->sock >= 0)
+                close(w->sock);
+        w->sock = -1;
+}
+
+/* While jobs run, kills a worker whose memory passes the limit (libvips cannot be stopped
+ * cleanly inside a decoder; its job costs one attempt with the reason). */
+static int on_rss_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        worker_pool *p = userdata;
+        bool busy = false;
+
+        for (unsigned i = 0; i < p->n; i++) {
+                struct worker *w = &p->workers[i];
+
+                if (w->state != WORKER_BUSY)
+                        continue;
+                busy = true;
+                sample_rss(w);
+                if (p->memory_limit > 0 && w->rss > p->memory_limit && !w->failure) {
+                        if (asprintf(&w->failure, "exceeded %llu MiB",
+                                     (unsigned long long)(p->memory_limit >> 20)) < 0)
+                                w->failure = NULL;
+                        log_warning("worker %d (job %" PRId64 "): %llu MiB resident, over the "
+                                    "limit of %llu MiB; killing it",
+                                    (int)w->pid, w->job_id, (unsigned long long)(w->rss >> 20),
+                                    (unsigned long long)(p->memory_limit >> 20));
+                        kill(w->pid, SIGKILL);
+                }
+        }
+        if (busy) {
+                sd_event_source_set_time_relative(s, RSS_POLL_USEC);
+                sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        return 0;
+}
+
 static void worker_finish_job(struct worker *w, const json_t *reply, const char *failure)
 {
         int64_t id = w->job_id;
@@ -80,6 +168,14 @@ static void worker_finish_job(struct worker *w, const json_t *reply, const char 
         if (w->state == WORKER_BUSY)
                 w->state = WORKER_IDLE;
         w->jobs_done++;
+        if (w->state == WORKER_IDLE) {
+                sample_rss(w);
+                /* Long-running libvips processes fragment their heap: start afresh. */
+                if (w->pool->max_jobs > 0 && w->jobs_done >= w->pool->max_jobs)
+                        worker_recycle(w, "job limit");
+                else if (w->pool->memory_limit > 0 && w->rss > w->pool->memory_limit / 2)
+                        worker_recycle(w, "memory");
+        }
         w->pool->done(w->pool, id, reply, failure, w->pool->userdata);
 }
 
@@ -98,6 +194,13 @@ static int worker_take_result(struct worker *w)
                 return r == -EAGAIN ? 0 : r;
         for (size_t i = 0; i < n_fds; i++)
                 close(fds[i]);
+        if (json_unpack(msg, "{s:s}", "type", &type) == 0 && strcmp(type, "ready") == 0 &&
+            w->state == WORKER_STARTING) {
+                w->state = WORKER_IDLE;
+                log_debug("worker %d ready", (int)w->pid);
+                w->pool->done(w->pool, 0, NULL, NULL, w->pool->userdata); /* a worker is free */
+                return 0;
+        }
         if (json_unpack(msg, "{s:s, s:I}", "type", &type, "id", &id) < 0 ||
             strcmp(type, "result") != 0 || w->state != WORKER_BUSY || id != w->job_id) {
                 log_error("worker %d sent an unexpected message; killing it", (int)w->pid);
@@ -158,9 +261,11 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                 log_warning("worker %d (job %" PRId64 "): %s", (int)w->pid, w->job_id,
                             why ?: reason);
                 worker_finish_job(w, NULL, why ?: reason);
-        } else if (w->state != WORKER_DOWN) {
-                log_warning("worker %d: %s while idle", (int)w->pid, reason);
+        } else if (!w->recycling) {
+                log_warning("worker %d: %s while %s", (int)w->pid, reason,
+                            w->state == WORKER_STARTING ? "starting" : "idle");
         }
+        w->pool->restarts++;
 
         w->state = WORKER_DOWN;
         w->child = sd_event_source_disable_unref(w->child);
@@ -171,7 +276,8 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         w->sock = -1;
         w->pid = 0;
 
-        if (now_usec() - w->started_usec < QUICK_DEATH_USEC && w->jobs_done == 0) {
+        if (!w->recycling && now_usec() - w->started_usec < QUICK_DEATH_USEC &&
+            w->jobs_done == 0) {
                 w->quick_deaths++;
                 delay = RESPAWN_MIN_USEC << (w->quick_deaths < 7 ? w->quick_deaths : 7);
                 if (delay > RESPAWN_MAX_USEC)
@@ -198,8 +304,16 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
-static _Noreturn void worker_exec(const char *path, int sock)
+static void set_limit(int resource, uint64_t soft, uint64_t hard)
 {
+        struct rlimit rl = { .rlim_cur = soft, .rlim_max = hard };
+
+        (void)setrlimit(resource, &rl);
+}
+
+static _Noreturn void worker_exec(const worker_pool *p, int sock)
+{
+        const char *path = p->worker_path;
         sigset_t all;
 
         /* Only async-signal-safe calls from here on. */
@@ -210,6 +324,19 @@ static _Noreturn void worker_exec(const char *path, int sock)
                 fcntl(WORKER_FD, F_SETFD, 0);
         }
         close_range(WORKER_FD + 1, ~0U, 0);
+        /* Limits: no core dumps of untrusted input's decoders; outputs no larger than the
+         * largest source allowed; the address space as a backstop behind the RSS limit the
+         * daemon enforces (libvips maps more than it touches: 4x). The worker lowers its
+         * own soft CPU limit for each job. */
+        set_limit(RLIMIT_CORE, 0, 0);
+        if (p->max_output_bytes > 0)
+                set_limit(RLIMIT_FSIZE, p->max_output_bytes, p->max_output_bytes);
+        if (p->memory_limit > 0) {
+                uint64_t as = p->memory_limit * 4 < (1ULL << 30) ? (1ULL << 30)
+                                                                 : p->memory_limit * 4;
+                set_limit(RLIMIT_AS, as, as);
+        }
+        set_limit(RLIMIT_NOFILE, 256, 256);
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
         for (int sig = 1; sig < NSIG; sig++)
@@ -235,14 +362,14 @@ static int worker_start(struct worker *w)
                 return log_error_errno(r, "fork worker: %m");
         }
         if (pid == 0)
-                worker_exec(w->pool->worker_path, sv[1]);
+                worker_exec(w->pool, sv[1]);
         close(sv[1]);
         fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 
         *w = (struct worker){
                 .pool = w->pool,
                 .slot = w->slot,
-                .state = WORKER_IDLE,
+                .state = WORKER_STARTING,
                 .pid = pid,
                 .sock = sv[0],
                 .respawn = w->respawn,
@@ -278,6 +405,9 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         p->event = sd_event_ref(e);
         p->worker_path = strdup(o->worker_path);
         p->job_timeout_s = o->job_timeout_s;
+        p->memory_limit = o->memory_limit;
+        p->max_jobs = o->max_jobs;
+        p->max_output_bytes = o->max_output_bytes;
         p->done = o->done;
         p->userdata = o->userdata;
         p->n = o->n_workers;
@@ -287,6 +417,11 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         for (unsigned i = 0; i < p->n; i++)
                 p->workers[i] = (struct worker){
                         .pool = p, .slot = i, .state = WORKER_DOWN, .sock = -1 };
+        r = sd_event_add_time_relative(e, &p->rss_timer, CLOCK_MONOTONIC, RSS_POLL_USEC, 0,
+                                       on_rss_timer, p);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(p->rss_timer, SD_EVENT_OFF);
         for (unsigned i = 0; i < p->n; i++) {
                 r = worker_start(&p->workers[i]);
                 if (r < 0)
@@ -332,6 +467,7 @@ reaped:
                 w->pid = 0;
                 free(w->failure);
         }
+        sd_event_source_disable_unref(p->rss_timer);
         free(p->workers);
         free(p->worker_path);
         sd_event_unref(p->event);
@@ -360,6 +496,16 @@ unsigned worker_pool_busy(const worker_pool *p)
         for (unsigned i = 0; i < p->n; i++)
                 n += p->workers[i].state == WORKER_BUSY;
         return n;
+}
+
+uint64_t worker_pool_peak_rss(const worker_pool *p)
+{
+        return p->peak_rss;
+}
+
+unsigned worker_pool_restarts(const worker_pool *p)
+{
+        return p->restarts;
 }
 
 unsigned worker_pool_size(const worker_pool *p)
@@ -393,18 +539,23 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
                 log_warning_errno(r, "job %" PRId64 ": cannot arm its timeout: %m", job_id);
         w->state = WORKER_BUSY;
         w->job_id = job_id;
+        if (p->memory_limit > 0) {
+                sd_event_source_set_time_relative(p->rss_timer, RSS_POLL_USEC);
+                sd_event_source_set_enabled(p->rss_timer, SD_EVENT_ONESHOT);
+        }
         return 0;
 }
 
 int worker_pool_describe(const worker_pool *p, json_t *arr)
 {
-        static const char *const names[] = { "idle", "busy", "down" };
+        static const char *const names[] = { "starting", "idle", "busy", "down" };
 
         for (unsigned i = 0; i < p->n; i++) {
                 const struct worker *w = &p->workers[i];
-                json_t *o = json_pack("{s:i, s:s, s:I, s:I}", "pid", (int)w->pid, "state",
-                                      names[w->state], "job", (json_int_t)w->job_id, "jobs_done",
-                                      (json_int_t)w->jobs_done);
+                json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:I}", "pid", (int)w->pid,
+                                      "state", names[w->state], "job", (json_int_t)w->job_id,
+                                      "jobs_done", (json_int_t)w->jobs_done, "rss",
+                                      (json_int_t)w->rss, "peak_rss", (json_int_t)w->peak_rss);
                 if (!o || json_array_append_new(arr, o) < 0)
                         return -ENOMEM;
         }

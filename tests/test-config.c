@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "imgd/config.h"
 #include "imgd/macro.h"
 
@@ -315,6 +317,225 @@ static void test_defaults(void **state)
         config_free(c);
 }
 
+static const char options_conf[] =
+        WATCH
+        "pipelines = {\n"
+        "  p = {\n"
+        "    placeholder = true;\n"
+        "    variants = (\n"
+        "      { name = \"card\"; width = 320; height = 200; gravity = \"attention\";\n"
+        "        format = \"webp\"; quality = 75; effort = 6; },\n"
+        "      { name = \"nw\"; width = 10; height = 10; fit = \"cover\"; gravity = \"north-west\";\n"
+        "        format = \"jpeg\"; progressive = true; chroma = \"4:4:4\";\n"
+        "        keep = [ \"copyright\", \"icc\" ]; max_bytes = 1024; max_bytes_strict = true; },\n"
+        "      { name = \"wm\"; width = 1600; height = 1600; fit = \"inside\"; format = \"png\";\n"
+        "        progressive = true; keep = ( \"icc\" );\n"
+        "        watermark = { image = \"/etc/imgd/logo.png\"; position = \"north\"; margin = 0;\n"
+        "                      opacity = 0.5; width = 1; }; },\n"
+        "      { name = \"text\"; fit = \"none\"; format = \"avif\"; effort = 9; chroma = \"4:2:0\";\n"
+        "        max_bytes = 20000;\n"
+        "        watermark = { text = \"\xc2\xa9 Example\"; color = \"#f00\"; }; },\n"
+        "      { name = \"anim\"; width = 100; height = 100; format = \"gif\"; animated = true;\n"
+        "        progressive = true; mask = \"circle\"; },\n"
+        "      { name = \"anim2\"; fit = \"none\"; format = \"same\"; animated = true;\n"
+        "        keep = [ \"icc\" ]; },\n"
+        "      { name = \"lossless\"; fit = \"none\"; format = \"webp\"; lossless = true;\n"
+        "        effort = 0; }\n"
+        "    );\n"
+        "  };\n"
+        "  q = ( { name = \"a\"; width = 1; height = 1; format = \"png\"; } );\n"
+        "  r = { variants = ( { name = \"a\"; width = 1; height = 1; format = \"png\"; } ); };\n"
+        "};\n";
+
+/* Every image option read into the variant, with the defaults of those not set. */
+static void test_image_options(void **state)
+{
+        struct config *c = expect_ok(options_conf);
+        const struct pipeline *p = config_find_pipeline(c, "p");
+        const struct variant *v;
+
+        assert_non_null(p);
+        assert_true(p->placeholder);
+        assert_int_equal(p->n_variants, 7);
+        assert_false(config_find_pipeline(c, "q")->placeholder); /* a list: no placeholder */
+        assert_false(config_find_pipeline(c, "r")->placeholder); /* a group without it */
+        assert_int_equal(config_find_pipeline(c, "r")->n_variants, 1);
+
+        v = &p->variants[0];
+        assert_int_equal(v->gravity, VARIANT_GRAVITY_ATTENTION);
+        assert_int_equal(v->fit, VARIANT_FIT_COVER);
+        assert_int_equal(v->effort, 6);
+        assert_int_equal(v->quality, 75);
+        assert_false(v->progressive);
+        assert_false(v->lossless);
+        assert_int_equal(v->chroma, VARIANT_CHROMA_AUTO);
+        assert_int_equal(v->keep, 0);
+        assert_int_equal(v->max_bytes, 0);
+        assert_false(v->animated);
+        assert_int_equal(v->watermark.kind, VARIANT_WATERMARK_NONE);
+
+        v = &p->variants[1];
+        assert_int_equal(v->gravity, VARIANT_GRAVITY_NORTH_WEST);
+        assert_true(v->progressive);
+        assert_int_equal(v->chroma, VARIANT_CHROMA_444);
+        assert_int_equal(v->keep, VARIANT_KEEP_ICC | VARIANT_KEEP_COPYRIGHT);
+        assert_int_equal(v->max_bytes, 1024);
+        assert_true(v->max_bytes_strict);
+        assert_int_equal(v->effort, VARIANT_EFFORT_DEFAULT);
+
+        v = &p->variants[2];
+        assert_int_equal(v->gravity, VARIANT_GRAVITY_CENTRE);
+        assert_int_equal(v->keep, VARIANT_KEEP_ICC);
+        assert_int_equal(v->watermark.kind, VARIANT_WATERMARK_IMAGE);
+        assert_string_equal(v->watermark.image, "/etc/imgd/logo.png");
+        assert_int_equal(v->watermark.position, VARIANT_GRAVITY_NORTH);
+        assert_int_equal(v->watermark.margin, 0);
+        assert_true(v->watermark.opacity == 0.5);
+        assert_true(v->watermark.width == 1.0);
+        assert_string_equal(v->watermark.text, "");
+
+        v = &p->variants[3];
+        assert_int_equal(v->format, IMAGE_FORMAT_AVIF);
+        assert_int_equal(v->effort, 9);
+        assert_int_equal(v->chroma, VARIANT_CHROMA_420);
+        assert_int_equal(v->max_bytes, 20000);
+        assert_false(v->max_bytes_strict);
+        assert_int_equal(v->watermark.kind, VARIANT_WATERMARK_TEXT);
+        assert_string_equal(v->watermark.text, "\xc2\xa9 Example");
+        assert_string_equal(v->watermark.font, "sans 24"); /* defaults */
+        assert_int_equal(v->watermark.position, VARIANT_GRAVITY_SOUTH_EAST);
+        assert_int_equal(v->watermark.margin, 16);
+        assert_true(v->watermark.opacity == 1.0);
+        assert_true(v->watermark.width == 0.0); /* text: its font's size */
+        assert_int_equal(v->watermark.color[0], 255);
+        assert_int_equal(v->watermark.color[1], 0);
+        assert_int_equal(v->watermark.color[2], 0);
+
+        v = &p->variants[4];
+        assert_int_equal(v->format, IMAGE_FORMAT_GIF);
+        assert_true(v->animated);
+        assert_true(v->progressive);
+        assert_int_equal(v->mask, VARIANT_MASK_CIRCLE);
+        assert_true(p->variants[5].animated);
+        assert_int_equal(p->variants[5].format, VARIANT_FORMAT_SAME);
+        assert_true(p->variants[6].lossless);
+        assert_int_equal(p->variants[6].effort, 0);
+
+        /* An image watermark's default width is a quarter of the output's. */
+        config_free(c);
+        c = expect_ok(PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n"
+                             " watermark = { image = \"/a.png\"; };"));
+        v = &c->pipelines[0].variants[0];
+        assert_true(v->watermark.width == 0.25);
+        assert_true(v->watermark.opacity == 1.0);
+        assert_int_equal(v->watermark.margin, 16);
+        assert_int_equal(v->watermark.position, VARIANT_GRAVITY_SOUTH_EAST);
+        config_free(c);
+}
+
+/*
+ * Every variant of options_conf through the JSON sent to workers and back is the same
+ * variant; and the reader is strict: an unknown member, a missing one, a wrong type or a
+ * combination the configuration refuses is an error.
+ */
+static void test_variant_json(void **state)
+{
+        struct config *c = expect_ok(options_conf);
+        const struct pipeline *p = config_find_pipeline(c, "p");
+        static const struct {
+                const char *member;
+                const char *json; /* replaces the member's value; NULL: removes it */
+                const char *words;
+        } broken[] = {
+                { "bogus", "1", "malformed variant" },
+                { "gravity", NULL, "malformed variant" },
+                { "gravity", "\"up\"", "unknown gravity 'up'" },
+                { "effort", "\"4\"", "malformed variant" },
+                { "keep", "[\"exif\"]", "invalid keep entry" },
+                { "max_bytes", "10", "max_bytes below 1024" },
+                { "animated", "1", "malformed variant" },
+                { "lossless", "true", "lossless does not apply to jpeg" },
+                { "fit", "\"none\"", "fit none takes no width or height" },
+                { "watermark", "{\"image\":\"/a.png\",\"position\":\"north\",\"margin\":1,"
+                               "\"opacity\":2,\"width\":0.5}",
+                  "watermark opacity out of range" },
+                { "watermark", "{\"image\":\"a.png\",\"position\":\"north\",\"margin\":1,"
+                               "\"opacity\":1,\"width\":0.5}",
+                  "must be an absolute path" },
+                { "watermark", "{\"image\":\"/a.png\",\"position\":\"attention\",\"margin\":1,"
+                               "\"opacity\":1,\"width\":0.5}",
+                  "unknown watermark position" },
+                { "watermark", "{\"image\":\"/a.png\",\"text\":\"x\",\"position\":\"north\","
+                               "\"margin\":1,\"opacity\":1,\"width\":0.5}",
+                  "either an image or text" },
+                { "watermark", "{\"image\":\"/a.png\",\"position\":\"north\",\"margin\":1,"
+                               "\"opacity\":1,\"width\":0.5,\"extra\":1}",
+                  "malformed watermark" },
+        };
+
+        /* "same" with animated = true, resolved for a still JPEG source: still a variant. */
+        {
+                struct variant v = p->variants[5], back;
+                _cleanup_free_ char *err = NULL;
+                json_t *j;
+
+                v.format = IMAGE_FORMAT_JPEG;
+                j = variant_to_json(&v);
+                if (variant_from_json(j, &back, &err) < 0)
+                        fail_msg("resolved animated variant: %s", err);
+                assert_true(back.animated);
+                json_decref(j);
+        }
+
+        for (size_t i = 0; i < p->n_variants; i++) {
+                json_t *j = variant_to_json(&p->variants[i]), *j2;
+                _cleanup_free_ char *err = NULL;
+                struct variant back;
+
+                assert_non_null(j);
+                memset(&back, 0x5a, sizeof back);
+                if (variant_from_json(j, &back, &err) < 0)
+                        fail_msg("variant %s: %s", p->variants[i].name, err);
+                j2 = variant_to_json(&back);
+                assert_true(json_equal(j, j2));
+                assert_string_equal(back.name, p->variants[i].name);
+                assert_int_equal(back.gravity, p->variants[i].gravity);
+                assert_int_equal(back.keep, p->variants[i].keep);
+                assert_int_equal(back.max_bytes, p->variants[i].max_bytes);
+                assert_int_equal(back.watermark.kind, p->variants[i].watermark.kind);
+                assert_string_equal(back.watermark.image, p->variants[i].watermark.image);
+                assert_string_equal(back.watermark.text, p->variants[i].watermark.text);
+                assert_true(back.watermark.opacity == p->variants[i].watermark.opacity);
+                assert_memory_equal(back.watermark.color, p->variants[i].watermark.color, 3);
+                json_decref(j);
+                json_decref(j2);
+        }
+
+        /* Variant 1 (jpeg, 10x10, north-west) with one member broken at a time. */
+        for (size_t i = 0; i < ELEMENTSOF(broken); i++) {
+                json_t *j = variant_to_json(&p->variants[1]);
+                _cleanup_free_ char *err = NULL;
+                struct variant back = {};
+
+                if (broken[i].json) {
+                        json_t *val = json_loads(broken[i].json, JSON_DECODE_ANY, NULL);
+
+                        assert_non_null(val);
+                        json_object_set_new(j, broken[i].member, val);
+                } else {
+                        json_object_del(j, broken[i].member);
+                }
+                assert_int_equal(variant_from_json(j, &back, &err), -EINVAL);
+                assert_non_null(err);
+                if (!strstr(err, broken[i].words))
+                        fail_msg("%s: \"%s\" lacks \"%s\"", broken[i].member, err,
+                                 broken[i].words);
+                assert_string_equal(back.name, ""); /* unchanged */
+                json_decref(j);
+        }
+        config_free(c);
+}
+
 struct bad_case {
         const char *text;
         int err;
@@ -437,8 +658,10 @@ static const struct bad_case bad_cases[] = {
           "width", { "'width' must be absent or 0", "none" } },
         { PIPE_V("name = \"v\"; width = 1; height = 1;"), -EINVAL, "{ name",
           { "variant 'v'", "'format' is required" } },
-        { PIPE_V("name = \"v\"; width = 1; height = 1;\n format = \"gif\";"), -EINVAL, "gif",
-          { "variant 'v'", "format must be one of jpeg, webp, png, avif, same", "gif" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1;\n format = \"bmp\";"), -EINVAL, "bmp",
+          { "variant 'v'", "format must be one of jpeg, webp, png, avif, gif, same", "bmp" } },
+        { PIPE_V("name = \"v\"; width = 1; height = 1;\n format = \"tiff\";"), -EINVAL,
+          "tiff", { "variant 'v'", "format must be one of", "tiff" } },
         { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n quality = 0;"),
           -EINVAL, "quality", { "variant 'v'", "'quality' must be between 1 and 100" } },
         { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n quality = 101;"),
@@ -449,12 +672,161 @@ static const struct bad_case bad_cases[] = {
                  " mask = \"circle\";"),
           -EINVAL, "circle",
           { "pipeline 'p': variant 'small': mask = \"circle\" needs a format with alpha "
-            "(webp, png, avif), not jpeg" } },
+            "(webp, png, avif, gif), not jpeg" } },
         { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"same\";\n mask = \"circle\";"),
           -EINVAL, "circle", { "needs a format with alpha", "not same" } },
         { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n"
                  " background = \"#12345g\";"),
           -EINVAL, "background", { "variant 'v'", "'background'", "#12345g" } },
+
+        /* Gravity: known names, and only with fit = "cover". */
+        { PIPE_V("name = \"v\"; width = 1; height = 1; format = \"png\";\n gravity = \"top\";"),
+          -EINVAL, "top",
+          { "pipeline 'p': variant 'v': gravity must be one of centre, north, south, east, west, "
+            "north-east, north-west, south-east, south-west, attention, entropy",
+            "not \"top\"" } },
+        { PIPE_V("name = \"v\"; fit = \"none\"; format = \"png\";\n gravity = \"north\";"),
+          -EINVAL, "gravity", { "variant 'v'", "'gravity' needs fit = \"cover\"",
+                                "not fit = \"none\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; fit = \"contain\"; format = \"png\";\n"
+                 " gravity = \"attention\";"),
+          -EINVAL, "gravity", { "'gravity' needs fit = \"cover\"", "not fit = \"contain\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; fit = \"inside\"; format = \"png\";\n"
+                 " gravity = \"centre\";"),
+          -EINVAL, "gravity", { "'gravity' needs fit = \"cover\"", "not fit = \"inside\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; fit = \"fill\"; format = \"png\";\n"
+                 " gravity = \"south\";"),
+          -EINVAL, "gravity", { "not fit = \"fill\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n gravity = 3;"),
+          -EINVAL, "gravity", { "'gravity' must be a string" } },
+
+        /* Encoder settings that the format does not have. */
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n lossless = true;"),
+          -EINVAL, "lossless",
+          { "pipeline 'p': variant 'v': 'lossless' applies to webp only, not jpeg" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"same\";\n lossless = true;"),
+          -EINVAL, "lossless", { "'lossless' applies to webp only, not same" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n"
+                 " chroma = \"4:4:4\";"),
+          -EINVAL, "chroma", { "variant 'v'", "'chroma' applies to jpeg, avif only, not png" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n"
+                 " chroma = \"4:2:2\";"),
+          -EINVAL, "4:2:2", { "chroma must be one of auto, 4:4:4, 4:2:0, not \"4:2:2\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n effort = 3;"),
+          -EINVAL, "effort", { "'effort' applies to webp, avif only, not jpeg" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"webp\";\n effort = 7;"),
+          -EINVAL, "effort", { "'effort' must be between 0 and 6 for webp, not 7" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"avif\";\n effort = 10;"),
+          -EINVAL, "effort", { "'effort' must be between 0 and 9 for avif, not 10" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"webp\";\n"
+                 " progressive = true;"),
+          -EINVAL, "progressive", { "'progressive' applies to jpeg, png, gif only, not webp" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n progressive = 1;"),
+          -EINVAL, "progressive", { "'progressive' must be true or false" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n"
+                 " keep = [ \"exif\" ];"),
+          -EINVAL, "keep", { "'keep' entries must be \"icc\" or \"copyright\", not \"exif\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n"
+                 " keep = [ \"icc\", \"icc\" ];"),
+          -EINVAL, "keep", { "'keep' lists \"icc\" twice" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n keep = \"icc\";"),
+          -EINVAL, "keep", { "'keep' must be a list of names" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"gif\";\n"
+                 " keep = [ \"copyright\" ];"),
+          -EINVAL, "keep", { "'keep' applies to jpeg, webp, png, avif only, not gif" } },
+
+        /* max_bytes: a minimum, a format encoded with a quality, strict only with it. */
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n max_bytes = 1023;"),
+          -EINVAL, "max_bytes",
+          { "pipeline 'p': variant 'v': 'max_bytes' must be at least 1024, not 1023" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n max_bytes = 5000;"),
+          -EINVAL, "max_bytes",
+          { "'max_bytes' needs a format encoded with a quality (jpeg, webp, avif), not png" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"webp\"; lossless = true;\n"
+                 " max_bytes = 5000;"),
+          -EINVAL, "max_bytes", { "'max_bytes' needs a format", "not lossless webp" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"same\";\n max_bytes = 5000;"),
+          -EINVAL, "max_bytes", { "'max_bytes' needs a format", "not same" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n"
+                 " max_bytes_strict = true;"),
+          -EINVAL, "max_bytes_strict", { "'max_bytes_strict' needs 'max_bytes'" } },
+
+        /* animated: only where the output can hold an animation. */
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"jpeg\";\n animated = true;"),
+          -EINVAL, "animated",
+          { "pipeline 'p': variant 'v': 'animated' needs a format that can hold an animation "
+            "(webp, gif) or same, not jpeg" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n animated = true;"),
+          -EINVAL, "animated", { "'animated' needs a format", "not png" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"avif\";\n animated = true;"),
+          -EINVAL, "animated", { "'animated' needs a format", "not avif" } },
+
+        /* Watermarks. */
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n"
+                 " watermark = \"logo.png\";"),
+          -EINVAL, "watermark", { "variant 'v'", "'watermark' must be a group" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n"
+                 " watermark = { position = \"north\"; };"),
+          -EINVAL, "watermark", { "variant 'v': watermark: 'image' or 'text' is required" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"/a.png\";\n text = \"x\"; };"),
+          -EINVAL, "text = ", { "'image' and 'text' cannot both be set" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"logo.png\"; };"),
+          -EINVAL, "logo.png", { "watermark: 'image' must be an absolute path, not \"logo.png\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"/a.png\";\n opacity = 1.5; };"),
+          -EINVAL, "opacity",
+          { "pipeline 'p': variant 'v': watermark: 'opacity' must be more than 0 and at most 1, "
+            "not 1.5" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"/a.png\";\n opacity = -0.2; };"),
+          -EINVAL, "opacity", { "'opacity' must be more than 0 and at most 1, not -0.2" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " text = \"(c)\";\n opacity = 0; };"),
+          -EINVAL, "opacity", { "'opacity' must be more than 0 and at most 1, not 0" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"/a.png\";\n width = 0; };"),
+          -EINVAL, "width = 0",
+          { "watermark: 'width' must be more than 0 and at most 1 (a fraction of the output's "
+            "width), not 0" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " text = \"x\";\n width = 1.25; };"),
+          -EINVAL, "width = 1.25", { "'width' must be more than 0 and at most 1", "1.25" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"/a.png\";\n position = \"attention\"; };"),
+          -EINVAL, "attention",
+          { "watermark: position must be one of centre, north, south, east, west, north-east, "
+            "north-west, south-east, south-west, not \"attention\"" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"/a.png\";\n margin = -1; };"),
+          -EINVAL, "margin", { "watermark: 'margin' must be between 0 and 4096, not -1" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " image = \"/a.png\";\n font = \"sans 9\"; };"),
+          -EINVAL, "font", { "'font' applies to text watermarks only" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " text = \"x\";\n color = \"red\"; };"),
+          -EINVAL, "color", { "watermark: 'color' must be a colour \"#rrggbb\"", "red" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " text = \"\"; };"),
+          -EINVAL, "text = ", { "watermark: 'text' must be 1 to 255 bytes long" } },
+        { PIPE_V("name = \"v\"; width = 9; height = 9; format = \"png\";\n watermark = {\n"
+                 " text = \"x\";\n colour = \"#fff\"; };"),
+          -EINVAL, "colour", { "unknown setting 'colour' in the watermark of variant 'v'" } },
+
+        /* Pipelines as groups. */
+        { WATCH "pipelines = {\n p = { variants = ( { name = \"a\"; width = 1; height = 1; "
+          "format = \"png\"; } );\n placeholder = \"yes\"; };\n};\n",
+          -EINVAL, "placeholder", { "pipeline 'p': 'placeholder' must be true or false" } },
+        { WATCH "pipelines = {\n p = { placeholder = true; };\n};\n", -EINVAL, "p = {",
+          { "pipeline 'p': 'variants' is required" } },
+        { WATCH "pipelines = {\n p = { placeholder = true;\n variants = 5; };\n};\n", -EINVAL,
+          "variants = 5", { "pipeline 'p': 'variants' must be a list" } },
+        { WATCH "pipelines = {\n p = { variants = ( { name = \"a\"; width = 1; height = 1; "
+          "format = \"png\"; } );\n blurhash = true; };\n};\n",
+          -EINVAL, "blurhash", { "unknown setting 'blurhash' in pipeline 'p'" } },
+        { WATCH "pipelines = {\n p = { variants = ();\n};\n};\n", -EINVAL, "variants = ()",
+          { "pipeline 'p' has no variants" } },
 
         /* Limits and retry. */
         { "limits = {\n max_file_bytes = 1023; };\n" WATCH PIPE, -EINVAL, "max_file_bytes",
@@ -634,6 +1006,82 @@ static void test_check_paths(void **state)
         config_free(c);
 }
 
+/* A configuration whose variant 'v' of pipeline 'w' (unused by the watch) has the watermark
+ * image `image`. */
+static struct config *watermark_conf(const char *base, const char *image)
+{
+        _cleanup_free_ char *text = NULL;
+
+        text = path_join("state_dir = \"%s/state\";\n"
+                         "socket = \"%s/imgd.sock\";\n"
+                         "watch = ( { path = \"%s/in\"; output = \"%s/out\"; pipeline = \"p\"; } );\n"
+                         "pipelines = {\n"
+                         "  p = ( { name = \"a\"; width = 10; height = 10; format = \"webp\"; } );\n"
+                         "  w = ( { name = \"a\"; width = 10; height = 10; format = \"webp\"; },\n"
+                         "        { name = \"v\"; width = 10; height = 10; format = \"png\";\n"
+                         "          watermark = { image = \"%s\"; }; } );\n"
+                         "};\n",
+                         base, base, base, base, image);
+        return expect_ok(text);
+}
+
+/* --check-config: a watermark image that is missing, not a file, or not an image is a
+ * configuration error naming the pipeline, the variant and the file. */
+static void test_check_paths_watermark(void **state)
+{
+        static const unsigned char png_magic[] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                                                   0, 0, 0, 13, 'I', 'H', 'D', 'R' };
+        _cleanup_free_ char *base = path_join("%s/wm", tmp), *in = NULL, *logo = NULL;
+        _cleanup_free_ char *text = NULL, *missing = NULL;
+        static const struct {
+                const char *name;
+                int err;
+                const char *cause;
+        } cases[] = {
+                { "missing.png", -ENOENT, "No such file or directory" },
+                { "notes.png", -EMEDIUMTYPE, "not a supported image" },
+                { "in", -EINVAL, "not a regular file" },
+        };
+
+        assert_int_equal(mkdir(base, 0755), 0);
+        in = path_join("%s/in", base);
+        assert_int_equal(mkdir(in, 0755), 0);
+        text = path_join("%s/notes.png", base);
+        write_text(text, "this is a text file named .png\n");
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *image = path_join("%s/%s", base, cases[i].name);
+                _cleanup_free_ char *error = NULL, *want = NULL;
+                struct config *c = watermark_conf(base, image);
+
+                assert_int_equal(config_check_paths(c, &error), cases[i].err);
+                assert_non_null(error);
+                want = path_join("%s: pipeline 'w': variant 'v': watermark image %s: %s", c->file,
+                                 image, cases[i].cause);
+                if (strncmp(error, want, strlen(want)) != 0)
+                        fail_msg("\"%s\" is not \"%s...\"", error, want);
+                config_free(c);
+        }
+
+        /* A file that starts like a PNG passes (the workers decode it). */
+        logo = path_join("%s/logo.png", base);
+        {
+                FILE *f = fopen(logo, "we");
+
+                assert_non_null(f);
+                assert_int_equal(fwrite(png_magic, 1, sizeof png_magic, f), sizeof png_magic);
+                assert_int_equal(fclose(f), 0);
+        }
+        {
+                _cleanup_free_ char *error = NULL;
+                struct config *c = watermark_conf(base, logo);
+
+                assert_int_equal(config_check_paths(c, &error), 0);
+                assert_null(error);
+                config_free(c);
+        }
+}
+
 /* A path without a directory part (imgd -c imgd.conf) loads like any other. */
 static void test_relative_path(void **state)
 {
@@ -685,16 +1133,30 @@ static void test_example_conf(void **state)
         }
         p = config_find_pipeline(c, "web");
         assert_non_null(p);
-        assert_int_equal(p->n_variants, 3);
-        assert_int_equal(p->variants[0].width, 1600);
-        assert_int_equal(p->variants[0].fit, VARIANT_FIT_INSIDE);
-        assert_int_equal(p->variants[0].format, IMAGE_FORMAT_JPEG);
-        assert_int_equal(p->variants[0].quality, 82);
-        assert_int_equal(p->variants[1].width, 800);
-        assert_string_equal(p->variants[2].name, "card");
-        assert_int_equal(p->variants[2].width, 320);
-        assert_int_equal(p->variants[2].fit, VARIANT_FIT_COVER);
-        assert_int_equal(p->variants[2].format, IMAGE_FORMAT_WEBP);
+        assert_true(p->placeholder);
+        assert_int_equal(p->n_variants, 6);
+        for (size_t i = 0; i < 4; i++) {
+                const struct variant *v = &p->variants[i];
+
+                assert_int_equal(v->width, i < 2 ? 1600 : 800);
+                assert_int_equal(v->height, v->width);
+                assert_int_equal(v->fit, VARIANT_FIT_INSIDE);
+                assert_int_equal(v->format, i % 2 ? IMAGE_FORMAT_WEBP : IMAGE_FORMAT_JPEG);
+                assert_int_equal(v->quality, i % 2 ? 80 : 82);
+                assert_int_equal(v->progressive, i % 2 == 0);
+                assert_int_equal(v->keep, i % 2 ? 0 : VARIANT_KEEP_ICC | VARIANT_KEEP_COPYRIGHT);
+        }
+        assert_string_equal(p->variants[4].name, "marked");
+        assert_int_equal(p->variants[4].width, 1600);
+        assert_int_equal(p->variants[4].watermark.kind, VARIANT_WATERMARK_TEXT);
+        assert_string_equal(p->variants[4].watermark.text, "\xc2\xa9 Example");
+        assert_int_equal(p->variants[4].watermark.position, VARIANT_GRAVITY_SOUTH_EAST);
+        assert_string_equal(p->variants[5].name, "card");
+        assert_int_equal(p->variants[5].width, 320);
+        assert_int_equal(p->variants[5].fit, VARIANT_FIT_COVER);
+        assert_int_equal(p->variants[5].gravity, VARIANT_GRAVITY_ATTENTION);
+        assert_int_equal(p->variants[5].format, IMAGE_FORMAT_WEBP);
+        assert_int_equal(p->variants[5].max_bytes, 20000);
         config_free(c);
 #else
         skip();
@@ -706,11 +1168,14 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_full),
                 cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_image_options),
+                cmocka_unit_test(test_variant_json),
                 cmocka_unit_test(test_bad),
                 cmocka_unit_test(test_too_many_variants),
                 cmocka_unit_test(test_syntax_error),
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_check_paths),
+                cmocka_unit_test(test_check_paths_watermark),
                 cmocka_unit_test(test_relative_path),
                 cmocka_unit_test(test_example_conf),
         };

@@ -820,7 +820,7 @@ static void test_stage_checkpoint(void **state)
         other = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 100);
         assert_int_equal(claim(f->l, 200), id);
         assert_int_equal(claim(f->l, 200), other);
-        assert_int_equal(ledger_stage(f->l, id, outs, 2, 300), 0);
+        assert_int_equal(ledger_stage(f->l, id, outs, 2, false, "{\"placeholder\":{\"blurhash\":\"x\"}}", 300), 0);
 
         /* A crash: the verified job stays running, the merely claimed one is requeued. */
         reopen(f);
@@ -834,6 +834,7 @@ static void test_stage_checkpoint(void **state)
         free(ids);
         d = get(f->l, id);
         assert_int_equal(d->n_outputs, 2);
+        assert_string_equal(d->job.info, "{\"placeholder\":{\"blurhash\":\"x\"}}");
         assert_string_equal(d->outputs[1].tmp_path, "/m/.imgd-1-1-bb.tmp");
         assert_string_equal(d->outputs[1].sha256, outs[1].sha256);
         job_detail_free(d);
@@ -852,18 +853,18 @@ static void test_stage_checkpoint(void **state)
 
         /* Handed back after staging: the staged outputs are forgotten. */
         assert_int_equal(claim(f->l, 600), other);
-        assert_int_equal(ledger_stage(f->l, other, outs, 1, 610), 0);
+        assert_int_equal(ledger_stage(f->l, other, outs, 1, false, NULL, 610), 0);
         assert_int_equal(ledger_release(f->l, other, 620, 620), 0);
         d = get(f->l, other);
         assert_int_equal(d->job.state, JOB_QUEUED);
         assert_int_equal(d->n_outputs, 0);
         job_detail_free(d);
         /* Staging a job that is not running is refused. */
-        assert_int_equal(ledger_stage(f->l, other, outs, 1, 630), -ESTALE);
+        assert_int_equal(ledger_stage(f->l, other, outs, 1, false, NULL, 630), -ESTALE);
         /* A staged output without its temporary file is refused, and nothing changes. */
         assert_int_equal(claim(f->l, 700), other);
         outs[0].tmp_path = NULL;
-        assert_int_equal(ledger_stage(f->l, other, outs, 1, 710), -EINVAL);
+        assert_int_equal(ledger_stage(f->l, other, outs, 1, false, NULL, 710), -EINVAL);
         d = get(f->l, other);
         assert_int_equal(d->n_outputs, 0);
         job_detail_free(d);
@@ -902,11 +903,11 @@ static void test_degraded_rerender(void **state)
         assert_int_equal(claim(f->l, 200), a);
         assert_int_equal(claim(f->l, 200), b);
         assert_int_equal(ledger_oldest_queued(f->l, &oldest), 0);
-        assert_int_equal(ledger_mark_degraded(f->l, a, true), 0);
-        assert_int_equal(ledger_mark_degraded(f->l, b, true), 0);
+        assert_int_equal(ledger_stage(f->l, a, NULL, 0, true, NULL, 250), 0);
+        assert_int_equal(ledger_stage(f->l, b, NULL, 0, true, NULL, 250), 0);
         assert_int_equal(ledger_complete(f->l, a, NULL, 0, 300), 0);
         assert_int_equal(ledger_complete(f->l, b, NULL, 0, 300), 0);
-        assert_int_equal(ledger_mark_degraded(f->l, a, false), -ESTALE);
+        assert_int_equal(ledger_stage(f->l, a, NULL, 0, false, NULL, 310), -ESTALE);
         /* b's source changed since: its degraded job is not the newest and stays done. */
         c = enqueue(f->l, "/u/b.jpg", "/m/b", 3, 400);
 

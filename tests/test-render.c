@@ -152,16 +152,14 @@ static void assert_near(double got, double want, double tolerance)
 static struct variant make_variant(unsigned w, unsigned h, enum variant_fit fit,
                                    enum image_format format)
 {
-        struct variant v = {
-            .width = w,
-            .height = h,
-            .fit = fit,
-            .format = format,
-            .quality = 90,
-            .mask = VARIANT_MASK_NONE,
-            .background = {255, 255, 255},
-        };
+        struct variant v;
 
+        variant_init(&v);
+        v.width = w;
+        v.height = h;
+        v.fit = fit;
+        v.format = format;
+        v.quality = 90;
         snprintf(v.name, sizeof(v.name), "%s-%ux%u", variant_fit_name(fit), w, h);
         return v;
 }
@@ -811,6 +809,7 @@ static void test_output_formats(void **state)
             {IMAGE_FORMAT_PNG, "VipsForeignLoadPngBuffer"},
             {IMAGE_FORMAT_WEBP, "VipsForeignLoadWebpBuffer"},
             {IMAGE_FORMAT_AVIF, "VipsForeignLoadHeifBuffer"},
+            {IMAGE_FORMAT_GIF, "VipsForeignLoadNsgifBuffer"},
         };
         _cleanup_base_ render_base *b = NULL;
         struct variant vs[ELEMENTSOF(cases)];
@@ -854,13 +853,13 @@ static void test_output_formats(void **state)
 
         /* Formats imgd cannot write are refused, and "same" must be resolved before. */
         {
-                struct variant gif = make_variant(64, 48, VARIANT_FIT_COVER, IMAGE_FORMAT_GIF);
+                struct variant tiff = make_variant(64, 48, VARIANT_FIT_COVER, IMAGE_FORMAT_TIFF);
                 struct render_error err = {};
                 void *buf = NULL;
                 size_t n = 0;
                 unsigned w = 0, h = 0;
 
-                assert_int_equal(render_variant(b, &gif, &buf, &n, &w, &h, &err), -EINVAL);
+                assert_int_equal(render_variant(b, &tiff, &buf, &n, &w, &h, &err), -EINVAL);
                 assert_null(buf);
                 assert_int_equal(w, 0);
                 assert_true(err.permanent);
@@ -955,6 +954,989 @@ static void test_other_sources(void **state)
         }
 }
 
+/* ---- image options: gravity, watermarks, encoder settings, keep, max_bytes, animation,
+ * placeholders ------------------------------------------------------------------------------ */
+
+/* A w x h sRGB image of one colour. */
+static VipsImage *make_solid(int w, int h, const double rgb[3])
+{
+        _cleanup_image_ VipsImage *blk = NULL, *lin = NULL, *u8 = NULL;
+        VipsImage *out = NULL;
+
+        VIPS_OK(vips_black(&blk, w, h, "bands", 3, NULL));
+        VIPS_OK(vips_linear(blk, &lin, (double[]){1, 1, 1}, (double *)rgb, 3, NULL));
+        VIPS_OK(vips_cast(lin, &u8, VIPS_FORMAT_UCHAR, NULL));
+        VIPS_OK(vips_copy(u8, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
+        return out;
+}
+
+/* A w x h sRGB image of random noise (hard to compress), the same for the same seed. */
+static VipsImage *make_noise(int w, int h, int seed)
+{
+        _cleanup_image_ VipsImage *r = NULL, *g = NULL, *b = NULL, *rgb = NULL, *u8 = NULL;
+        VipsImage *out = NULL;
+
+        VIPS_OK(vips_gaussnoise(&r, w, h, "mean", 128.0, "sigma", 60.0, "seed", seed, NULL));
+        VIPS_OK(vips_gaussnoise(&g, w, h, "mean", 128.0, "sigma", 60.0, "seed", seed + 1, NULL));
+        VIPS_OK(vips_gaussnoise(&b, w, h, "mean", 128.0, "sigma", 60.0, "seed", seed + 2, NULL));
+        VIPS_OK(vips_bandjoin((VipsImage *[]){r, g, b}, &rgb, 3, NULL));
+        VIPS_OK(vips_cast(rgb, &u8, VIPS_FORMAT_UCHAR, NULL));
+        VIPS_OK(vips_copy(u8, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
+        return out;
+}
+
+/* Pastes `patch` onto `in` at (x, y); a new image. */
+static VipsImage *paste(VipsImage *in, VipsImage *patch, int x, int y)
+{
+        VipsImage *out = NULL;
+
+        VIPS_OK(vips_insert(in, patch, &out, x, y, NULL));
+        return out;
+}
+
+/* Renders v from b with cache (may be NULL); asserts success, verifies; returns the output. */
+static struct render_output render_ok(render_base *b, const struct variant *v, render_cache *cache)
+{
+        struct render_output out;
+        struct render_error err = {};
+        int r = render_variant_full(b, v, cache, &out, &err);
+
+        if (r < 0)
+                fail_msg("render_variant_full %s: %d %s", v->name, r, err.message);
+        if (render_verify_pages(out.buf, out.size, v->format, out.width, out.height, out.pages,
+                                &err) < 0)
+                fail_msg("render_verify_pages %s: %s", v->name, err.message);
+        return out;
+}
+
+/* The pixels of an 8-bit image as bytes; g_free(). */
+static uint8_t *pixels_of(VipsImage *im, size_t *ret_len)
+{
+        _cleanup_image_ VipsImage *u8 = NULL;
+        uint8_t *p;
+
+        VIPS_OK(vips_cast(im, &u8, VIPS_FORMAT_UCHAR, NULL));
+        p = vips_image_write_to_memory(u8, ret_len);
+        assert_non_null(p);
+        return p;
+}
+
+/*
+ * Counts the pixels where a and b (same size and bands) differ, and their bounding box
+ * [x0, x1) x [y0, y1).
+ */
+static size_t diff_box(VipsImage *a, VipsImage *b, int *x0, int *y0, int *x1, int *y1)
+{
+        _cleanup_gfree_ uint8_t *pa = NULL, *pb = NULL;
+        size_t la = 0, lb = 0, n = 0;
+        int bands = a->Bands;
+
+        assert_int_equal(a->Xsize, b->Xsize);
+        assert_int_equal(a->Ysize, b->Ysize);
+        assert_int_equal(a->Bands, b->Bands);
+        pa = pixels_of(a, &la);
+        pb = pixels_of(b, &lb);
+        assert_int_equal(la, lb);
+        *x0 = *y0 = INT32_MAX;
+        *x1 = *y1 = -1;
+        for (int y = 0; y < a->Ysize; y++)
+                for (int x = 0; x < a->Xsize; x++) {
+                        size_t o = ((size_t)y * a->Xsize + x) * bands;
+
+                        if (memcmp(pa + o, pb + o, bands) == 0)
+                                continue;
+                        n++;
+                        *x0 = MIN(*x0, x);
+                        *y0 = MIN(*y0, y);
+                        *x1 = MAX(*x1, x + 1);
+                        *y1 = MAX(*y1, y + 1);
+                }
+        return n;
+}
+
+/* A temporary directory for files; rm_tree() removes it. */
+static char *temp_dir(void)
+{
+        char *dir = strdup("/tmp/test-render-XXXXXX");
+
+        assert_non_null(dir);
+        assert_non_null(mkdtemp(dir));
+        return dir;
+}
+
+static void rm_tree(char *dir)
+{
+        char cmd[4200];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+        free(dir);
+}
+
+static void test_gravity(void **state)
+{
+        /* Wide: red left, blue right. Tall: green top, blue bottom. */
+        _cleanup_image_ VipsImage *wide = make_halves(300, 100, RED, BLUE), *tall = NULL;
+        _cleanup_gfree_ void *wide_png = NULL, *tall_png = NULL;
+        _cleanup_base_ render_base *bw = NULL, *bt = NULL;
+        size_t wl, tl;
+        static const struct {
+                enum variant_gravity g;
+                bool wide;       /* which source */
+                double want[3];  /* the colour of the whole 50x50 output */
+        } cases[] = {
+            {VARIANT_GRAVITY_WEST, true, {255, 0, 0}},
+            {VARIANT_GRAVITY_EAST, true, {0, 0, 255}},
+            {VARIANT_GRAVITY_NORTH_WEST, true, {255, 0, 0}},
+            {VARIANT_GRAVITY_SOUTH_EAST, true, {0, 0, 255}},
+            {VARIANT_GRAVITY_NORTH, false, {0, 255, 0}},
+            {VARIANT_GRAVITY_SOUTH, false, {0, 0, 255}},
+            {VARIANT_GRAVITY_NORTH_EAST, false, {0, 255, 0}},
+            {VARIANT_GRAVITY_SOUTH_WEST, false, {0, 0, 255}},
+        };
+
+        {
+                _cleanup_image_ VipsImage *top = make_solid(100, 150, GREEN),
+                                          *bottom = make_solid(100, 150, BLUE);
+
+                VIPS_OK(vips_join(top, bottom, &tall, VIPS_DIRECTION_VERTICAL, NULL));
+        }
+        wide_png = encode(wide, ".png", &wl);
+        tall_png = encode(tall, ".png", &tl);
+        bw = base_ok(wide_png, wl, NULL, 0);
+        bt = base_ok(tall_png, tl, NULL, 0);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct variant v = make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+                _cleanup_image_ VipsImage *out = NULL;
+
+                v.gravity = cases[i].g;
+                out = render_check(cases[i].wide ? bw : bt, &v, 50, 50);
+                for (int k = 0; k < 3; k++) {
+                        assert_near(pixel(out, 0, 0, k), cases[i].want[k], 2);
+                        assert_near(pixel(out, 49, 49, k), cases[i].want[k], 2);
+                        assert_near(pixel(out, 25, 25, k), cases[i].want[k], 2);
+                }
+        }
+
+        /* Centre (the default) keeps the middle: both colours. */
+        {
+                struct variant v = make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+                _cleanup_image_ VipsImage *out = render_check(bw, &v, 50, 50);
+
+                assert_near(pixel(out, 5, 25, 0), 255, 2);
+                assert_near(pixel(out, 45, 25, 2), 255, 2);
+        }
+}
+
+static void test_gravity_smart(void **state)
+{
+        /* Flat grey, and at the right a small saturated, busy patch: both smart crops go there. */
+        static const double GREY[3] = {128, 128, 128};
+        _cleanup_image_ VipsImage *grey = make_solid(400, 100, GREY), *noise = make_noise(60, 60, 7),
+                                  *src = NULL;
+        _cleanup_gfree_ void *png = NULL;
+        _cleanup_base_ render_base *b = NULL;
+        size_t len;
+        static const enum variant_gravity gs[] = {VARIANT_GRAVITY_ATTENTION,
+                                                  VARIANT_GRAVITY_ENTROPY};
+
+        src = paste(grey, noise, 320, 20);
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, NULL, 0);
+        for (size_t i = 0; i < ELEMENTSOF(gs); i++) {
+                struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+                _cleanup_image_ VipsImage *out = NULL;
+                double sd = 0;
+
+                v.gravity = gs[i];
+                out = render_check(b, &v, 100, 100);
+                /* The busy patch is in it: far from flat grey. */
+                VIPS_OK(vips_deviate(out, &sd, NULL));
+                if (sd < 20)
+                        fail_msg("%s crop missed the patch (deviation %.1f)",
+                                 variant_gravity_name(gs[i]), sd);
+        }
+        /* Centre does not: it is all grey. */
+        {
+                struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+                _cleanup_image_ VipsImage *out = render_check(b, &v, 100, 100);
+                double sd = 0;
+
+                VIPS_OK(vips_deviate(out, &sd, NULL));
+                assert_true(sd < 1);
+        }
+}
+
+/* A w x h watermark file of one colour (TIFF, uncompressed: the size depends on w and h only). */
+static void write_mark(const char *path, int w, int h, const double rgb[3])
+{
+        _cleanup_image_ VipsImage *im = make_solid(w, h, rgb);
+
+        VIPS_OK(vips_tiffsave(im, path, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_NONE, NULL));
+}
+
+static void test_watermark_image(void **state)
+{
+        char *dir = temp_dir();
+        _cleanup_free_ char *logo = NULL;
+        _cleanup_image_ VipsImage *src = make_gradient(400, 300, false);
+        _cleanup_gfree_ void *png = NULL;
+        _cleanup_base_ render_base *b = NULL;
+        render_cache *cache = render_cache_new();
+        struct variant plain = make_variant(400, 300, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        struct variant marked = plain;
+        struct render_output o1, o2;
+        _cleanup_image_ VipsImage *d1 = NULL, *d2 = NULL;
+        int x0, y0, x1, y1;
+        size_t len, n;
+
+        assert_non_null(cache);
+        assert_true(asprintf(&logo, "%s/logo.tif", dir) > 0);
+        write_mark(logo, 200, 100, RED);
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, NULL, 0);
+
+        marked.watermark = (struct variant_watermark){
+            .kind = VARIANT_WATERMARK_IMAGE,
+            .position = VARIANT_GRAVITY_SOUTH_EAST,
+            .margin = 16,
+            .opacity = 0.5,
+            .width = 0.25,
+        };
+        snprintf(marked.watermark.image, sizeof(marked.watermark.image), "%s", logo);
+
+        o1 = render_ok(b, &plain, cache);
+        o2 = render_ok(b, &marked, cache);
+        d1 = decode(o1.buf, o1.size);
+        d2 = decode(o2.buf, o2.size);
+        /* 400 x 0.25 = 100 wide, 50 high, 16 px from the bottom right corner; nothing else. */
+        n = diff_box(d1, d2, &x0, &y0, &x1, &y1);
+        assert_int_equal(x0, 400 - 16 - 100);
+        assert_int_equal(y0, 300 - 16 - 50);
+        assert_int_equal(x1, 400 - 16);
+        assert_int_equal(y1, 300 - 16);
+        assert_true(n > 100 * 50 * 9 / 10);
+        /* Half red over the gradient. */
+        {
+                double base_r = pixel(d1, 330, 260, 0), base_b = pixel(d1, 330, 260, 2);
+
+                assert_near(pixel(d2, 330, 260, 0), (base_r + 255) / 2, 3);
+                assert_near(pixel(d2, 330, 260, 2), base_b / 2, 3);
+        }
+        assert_int_equal(d2->Bands, 3); /* no alpha added */
+        assert_int_equal(render_cache_loads(cache), 1);
+        g_free(o2.buf);
+
+        /* Other positions and sizes; the file is decoded once for all of them. */
+        marked.watermark.position = VARIANT_GRAVITY_NORTH_WEST;
+        marked.watermark.margin = 0;
+        marked.watermark.width = 0.5;
+        marked.watermark.opacity = 1.0;
+        o2 = render_ok(b, &marked, cache);
+        g_object_unref(d2);
+        d2 = decode(o2.buf, o2.size);
+        n = diff_box(d1, d2, &x0, &y0, &x1, &y1);
+        assert_int_equal(x0, 0);
+        assert_int_equal(y0, 0);
+        assert_int_equal(x1, 200);
+        assert_int_equal(y1, 100);
+        assert_near(pixel(d2, 100, 50, 0), 255, 1);
+        assert_near(pixel(d2, 100, 50, 1), 0, 1);
+        assert_int_equal(render_cache_loads(cache), 1);
+        g_free(o2.buf);
+
+        /* A watermark too wide for the output is made smaller to fit inside the margins. */
+        marked.watermark.position = VARIANT_GRAVITY_CENTRE;
+        marked.watermark.margin = 100;
+        marked.watermark.width = 1.0;
+        o2 = render_ok(b, &marked, cache);
+        g_object_unref(d2);
+        d2 = decode(o2.buf, o2.size);
+        n = diff_box(d1, d2, &x0, &y0, &x1, &y1);
+        assert_int_equal(x1 - x0, 200); /* box 200 x 100, the mark is 2:1 */
+        assert_int_equal(y1 - y0, 100);
+        assert_int_equal(x0, 100);
+        assert_int_equal(y0, 100);
+        g_free(o2.buf);
+
+        /* A changed file (new mtime) is decoded again; an unchanged one is not. */
+        write_mark(logo, 200, 100, BLUE);
+        {
+                struct timespec ts[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+
+                assert_int_equal(utimensat(AT_FDCWD, logo, ts, 0), 0);
+        }
+        o2 = render_ok(b, &marked, cache);
+        assert_int_equal(render_cache_loads(cache), 2);
+        g_object_unref(d2);
+        d2 = decode(o2.buf, o2.size);
+        assert_near(pixel(d2, 200, 150, 2), 255, 1);
+        g_free(o2.buf);
+        o2 = render_ok(b, &marked, cache);
+        assert_int_equal(render_cache_loads(cache), 2);
+        g_free(o2.buf);
+
+        /* A watermark on an output with alpha keeps the alpha of the image under it. */
+        {
+                _cleanup_image_ VipsImage *rgba = make_gradient(100, 100, true), *out = NULL;
+                _cleanup_gfree_ void *apng = NULL;
+                _cleanup_base_ render_base *ba = NULL;
+                struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP);
+                struct render_output o;
+
+                v.mask = VARIANT_MASK_CIRCLE;
+                v.watermark = marked.watermark;
+                v.watermark.margin = 0;
+                v.watermark.position = VARIANT_GRAVITY_NORTH;
+                v.watermark.width = 0.5;
+                apng = encode(rgba, ".png", &len);
+                ba = base_ok(apng, len, NULL, 0);
+                o = render_ok(ba, &v, cache);
+                out = decode(o.buf, o.size);
+                assert_int_equal(out->Bands, 4);
+                assert_near(pixel(out, 0, 0, 3), 0, 1);     /* masked corner */
+                assert_near(pixel(out, 50, 10, 2), 255, 8); /* blue mark at the top */
+                assert_near(pixel(out, 50, 10, 3), 255, 1);
+                g_free(o.buf);
+        }
+
+        /* A missing file fails the variant, naming it, as transient. */
+        {
+                struct render_output o = {.size = 12345};
+                struct render_error err = {};
+
+                assert_int_equal(unlink(logo), 0);
+                assert_int_equal(render_variant_full(b, &marked, cache, &o, &err), -ENOENT);
+                assert_int_equal(o.size, 12345);
+                assert_false(err.permanent);
+                assert_non_null(strstr(err.message, logo));
+                assert_non_null(strstr(err.message, "No such file or directory"));
+                /* And a file that is not an image. */
+                {
+                        FILE *f = fopen(logo, "we");
+
+                        assert_non_null(f);
+                        fputs("not an image\n", f);
+                        assert_int_equal(fclose(f), 0);
+                }
+                assert_true(render_variant_full(b, &marked, cache, &o, &err) < 0);
+                assert_non_null(strstr(err.message, logo));
+                assert_non_null(strstr(err.message, "not a supported image"));
+        }
+
+        g_free(o1.buf);
+        render_cache_free(cache);
+        rm_tree(dir);
+}
+
+static void test_watermark_text(void **state)
+{
+        static const double DARK[3] = {20, 30, 40};
+        _cleanup_image_ VipsImage *src = make_solid(400, 200, DARK), *d1 = NULL, *d2 = NULL;
+        _cleanup_gfree_ void *png = NULL;
+        _cleanup_base_ render_base *b = NULL;
+        struct variant plain = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_PNG);
+        struct variant marked = plain;
+        struct render_output o1, o2;
+        int x0, y0, x1, y1;
+        size_t len, n;
+
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, NULL, 0);
+        marked.watermark = (struct variant_watermark){
+            .kind = VARIANT_WATERMARK_TEXT,
+            .text = "\xc2\xa9 Example & <Co>",
+            .font = "sans 24",
+            .color = {255, 255, 0},
+            .position = VARIANT_GRAVITY_SOUTH_EAST,
+            .margin = 10,
+            .opacity = 1.0,
+        };
+        o1 = render_ok(b, &plain, NULL);
+        o2 = render_ok(b, &marked, NULL);
+        d1 = decode(o1.buf, o1.size);
+        d2 = decode(o2.buf, o2.size);
+        n = diff_box(d1, d2, &x0, &y0, &x1, &y1);
+        /* Some text at the font's size (about 24 px high) in the bottom right corner. */
+        assert_true(n > 100);
+        assert_true(x1 <= 400 - 10 && x1 > 400 - 10 - 8);
+        assert_true(y1 <= 200 - 10 && y1 > 200 - 10 - 12);
+        assert_true(y1 - y0 >= 12 && y1 - y0 <= 40);
+        assert_true(x1 - x0 > 100 && x1 - x0 < 350);
+        /* Yellow strokes: some pixel in the box is (nearly) pure yellow. */
+        {
+                double maxv[3] = {0};
+                _cleanup_image_ VipsImage *area = NULL, *r = NULL, *bl = NULL;
+
+                VIPS_OK(vips_extract_area(d2, &area, x0, y0, x1 - x0, y1 - y0, NULL));
+                VIPS_OK(vips_extract_band(area, &r, 0, NULL));
+                VIPS_OK(vips_extract_band(area, &bl, 2, NULL));
+                VIPS_OK(vips_max(r, &maxv[0], NULL));
+                VIPS_OK(vips_min(bl, &maxv[2], NULL));
+                assert_true(maxv[0] > 240);
+                assert_true(maxv[2] < 50);
+        }
+        g_free(o2.buf);
+
+        /* width = 0.5: the text is scaled to half the output's width, opacity applied. */
+        marked.watermark.width = 0.5;
+        marked.watermark.opacity = 0.5;
+        marked.watermark.position = VARIANT_GRAVITY_NORTH_WEST;
+        o2 = render_ok(b, &marked, NULL);
+        g_object_unref(d2);
+        d2 = decode(o2.buf, o2.size);
+        n = diff_box(d1, d2, &x0, &y0, &x1, &y1);
+        assert_true(n > 100);
+        assert_true(x0 >= 10 && x0 < 20);
+        assert_true(y0 >= 10 && y0 < 30);
+        assert_true(x1 - x0 > 160 && x1 - x0 <= 200);
+        {
+                _cleanup_image_ VipsImage *area = NULL, *r = NULL;
+                double maxr = 0;
+
+                VIPS_OK(vips_extract_area(d2, &area, x0, y0, x1 - x0, y1 - y0, NULL));
+                VIPS_OK(vips_extract_band(area, &r, 0, NULL));
+                VIPS_OK(vips_max(r, &maxr, NULL));
+                assert_near(maxr, (20 + 255) / 2.0, 6); /* half yellow over dark */
+        }
+        g_free(o1.buf);
+        g_free(o2.buf);
+}
+
+/* libvips' metadata of the encoded output buf (decoded header). */
+static VipsImage *header_of(const struct render_output *o)
+{
+        VipsImage *im = vips_image_new_from_buffer(o->buf, o->size, "", NULL);
+
+        if (!im)
+                fail_msg("header: %s", vips_error_buffer());
+        return im;
+}
+
+static void test_encoder_options(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_noise(256, 192, 3);
+        _cleanup_gfree_ void *png = NULL;
+        _cleanup_base_ render_base *b = NULL;
+        size_t len;
+
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, NULL, 0);
+
+        /* jpeg: progressive (multiscan), chroma, quality. */
+        {
+                struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_JPEG);
+                struct render_output base_o, prog_o, o444, o420, lowq;
+                _cleanup_image_ VipsImage *h1 = NULL, *h2 = NULL, *h3 = NULL, *h4 = NULL;
+                const char *sub = NULL;
+                int multiscan = -1;
+
+                v.quality = 80;
+                base_o = render_ok(b, &v, NULL);
+                h1 = header_of(&base_o);
+                VIPS_OK(vips_image_get_int(h1, "jpeg-multiscan", &multiscan));
+                assert_int_equal(multiscan, 0);
+                assert_int_equal(base_o.quality, 80);
+                v.progressive = true;
+                prog_o = render_ok(b, &v, NULL);
+                h2 = header_of(&prog_o);
+                VIPS_OK(vips_image_get_int(h2, "jpeg-multiscan", &multiscan));
+                assert_int_equal(multiscan, 1);
+                v.progressive = false;
+                v.chroma = VARIANT_CHROMA_444;
+                o444 = render_ok(b, &v, NULL);
+                h3 = header_of(&o444);
+                VIPS_OK(vips_image_get_string(h3, "jpeg-chroma-subsample", &sub));
+                assert_string_equal(sub, "4:4:4");
+                v.chroma = VARIANT_CHROMA_420;
+                v.quality = 95; /* where libvips would pick 4:4:4 by itself */
+                o420 = render_ok(b, &v, NULL);
+                h4 = header_of(&o420);
+                VIPS_OK(vips_image_get_string(h4, "jpeg-chroma-subsample", &sub));
+                assert_string_equal(sub, "4:2:0");
+                v.chroma = VARIANT_CHROMA_AUTO;
+                v.quality = 20;
+                lowq = render_ok(b, &v, NULL);
+                assert_true(lowq.size < base_o.size);
+                assert_int_equal(lowq.quality, 20);
+                g_free(base_o.buf);
+                g_free(prog_o.buf);
+                g_free(o444.buf);
+                g_free(o420.buf);
+                g_free(lowq.buf);
+        }
+
+        /* png: interlaced; no quality. */
+        {
+                struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_PNG);
+                struct render_output o1, o2;
+                _cleanup_image_ VipsImage *h1 = NULL, *h2 = NULL;
+                int interlaced = -1;
+
+                o1 = render_ok(b, &v, NULL);
+                v.progressive = true;
+                o2 = render_ok(b, &v, NULL);
+                h1 = header_of(&o1);
+                h2 = header_of(&o2);
+                assert_false(vips_image_get_typeof(h1, "interlaced") &&
+                             vips_image_get_int(h1, "interlaced", &interlaced) == 0 &&
+                             interlaced);
+                VIPS_OK(vips_image_get_int(h2, "interlaced", &interlaced));
+                assert_int_equal(interlaced, 1);
+                assert_int_equal(o1.quality, -1);
+                assert_int_not_equal(o1.size, o2.size);
+                g_free(o1.buf);
+                g_free(o2.buf);
+        }
+
+        /* webp: lossless is pixel for pixel; effort changes the encoding, not the image. */
+        {
+                struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_WEBP);
+                struct render_output lossy, lossless, e0, e6;
+                _cleanup_image_ VipsImage *dl = NULL, *dy = NULL;
+                int x0, y0, x1, y1;
+
+                lossy = render_ok(b, &v, NULL);
+                v.lossless = true;
+                lossless = render_ok(b, &v, NULL);
+                assert_int_equal(lossless.quality, -1);
+                dl = decode(lossless.buf, lossless.size);
+                assert_int_equal(diff_box(dl, src, &x0, &y0, &x1, &y1), 0);
+                dy = decode(lossy.buf, lossy.size);
+                assert_true(diff_box(dy, src, &x0, &y0, &x1, &y1) > 1000);
+                v.lossless = false;
+                v.effort = 0;
+                e0 = render_ok(b, &v, NULL);
+                v.effort = 6;
+                e6 = render_ok(b, &v, NULL);
+                assert_int_not_equal(e0.size, e6.size);
+                g_free(lossy.buf);
+                g_free(lossless.buf);
+                g_free(e0.buf);
+                g_free(e6.buf);
+        }
+
+        /* avif: effort and chroma are accepted by the encoder. */
+        if (have_avif_encoder()) {
+                struct variant v = make_variant(64, 48, VARIANT_FIT_COVER, IMAGE_FORMAT_AVIF);
+                struct render_output o;
+
+                v.effort = 0;
+                v.chroma = VARIANT_CHROMA_444;
+                o = render_ok(b, &v, NULL);
+                assert_int_equal(o.quality, (int)v.quality);
+                g_free(o.buf);
+        }
+
+        /* gif: interlaced, encoded without a quality. */
+        {
+                struct variant v = make_variant(64, 48, VARIANT_FIT_COVER, IMAGE_FORMAT_GIF);
+                struct render_output o;
+
+                v.progressive = true;
+                o = render_ok(b, &v, NULL);
+                assert_int_equal(o.quality, -1);
+                assert_int_equal(image_format_sniff(o.buf, o.size), IMAGE_FORMAT_GIF);
+                g_free(o.buf);
+        }
+}
+
+static void test_keep_metadata(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(120, 90, false), *tagged = NULL;
+        _cleanup_gfree_ void *jpg = NULL, *plain_jpg = NULL;
+        _cleanup_base_ render_base *b = NULL, *bare = NULL;
+        VipsBlob *p3 = NULL;
+        const void *p3_data;
+        size_t len = 0, plain_len = 0, p3_len = 0;
+        static const enum image_format formats[] = {IMAGE_FORMAT_JPEG, IMAGE_FORMAT_PNG,
+                                                    IMAGE_FORMAT_WEBP, IMAGE_FORMAT_AVIF};
+
+        /* A source with a (Display P3) profile, a copyright and a private artist. */
+        VIPS_OK(vips_profile_load("p3", &p3, NULL));
+        p3_data = vips_area_get_data(VIPS_AREA(p3), &p3_len, NULL, NULL, NULL);
+        VIPS_OK(vips_copy(src, &tagged, NULL));
+        vips_image_set_blob_copy(tagged, VIPS_META_ICC_NAME, p3_data, p3_len);
+        vips_image_set_string(tagged, "exif-ifd0-Copyright", "(c) Jane Doe 2024");
+        vips_image_set_string(tagged, "exif-ifd0-Artist", "SECRET-ARTIST");
+        VIPS_OK(vips_jpegsave_buffer(tagged, &jpg, &len, "strip", FALSE, NULL));
+        vips_area_unref(VIPS_AREA(p3));
+        plain_jpg = encode(src, ".jpg", &plain_len);
+        b = base_ok(jpg, len, NULL, 0);
+        bare = base_ok(plain_jpg, plain_len, NULL, 0);
+
+        for (size_t i = 0; i < ELEMENTSOF(formats); i++) {
+                static const unsigned keeps[] = {0, VARIANT_KEEP_ICC, VARIANT_KEEP_COPYRIGHT,
+                                                 VARIANT_KEEP_ICC | VARIANT_KEEP_COPYRIGHT};
+
+                if (formats[i] == IMAGE_FORMAT_AVIF && !have_avif_encoder())
+                        continue;
+                for (size_t k = 0; k < ELEMENTSOF(keeps); k++) {
+                        struct variant v = make_variant(60, 45, VARIANT_FIT_COVER, formats[i]);
+                        _cleanup_image_ VipsImage *h = NULL;
+                        struct render_output o;
+                        const char *cr = NULL;
+
+                        v.keep = keeps[k];
+                        o = render_ok(b, &v, NULL);
+                        h = header_of(&o);
+                        if (!!vips_image_get_typeof(h, VIPS_META_ICC_NAME) !=
+                            !!(keeps[k] & VARIANT_KEEP_ICC))
+                                fail_msg("%s keep %u: ICC profile %s", image_format_name(formats[i]),
+                                         keeps[k], (keeps[k] & VARIANT_KEEP_ICC) ? "missing"
+                                                                                 : "kept");
+                        if (keeps[k] & VARIANT_KEEP_ICC) {
+                                /* sRGB: what the pixels are now, not the source's P3. */
+                                const void *icc;
+                                size_t icc_len;
+
+                                VIPS_OK(vips_image_get_blob(h, VIPS_META_ICC_NAME, &icc,
+                                                            &icc_len));
+                                assert_non_null(memmem(icc, icc_len, "sRGB", 4));
+                                assert_false(icc_len == p3_len && memcmp(icc, p3_data, p3_len) == 0);
+                        }
+                        if (keeps[k] & VARIANT_KEEP_COPYRIGHT) {
+                                if (vips_image_get_string(h, "exif-ifd0-Copyright", &cr) < 0)
+                                        fail_msg("%s keep %u: no copyright",
+                                                 image_format_name(formats[i]), keeps[k]);
+                                assert_non_null(strstr(cr, "(c) Jane Doe 2024"));
+                        } else {
+                                assert_null(memmem(o.buf, o.size, "Jane Doe", 8));
+                        }
+                        /* Never anything else. */
+                        assert_null(memmem(o.buf, o.size, "SECRET", 6));
+                        vips_error_clear();
+                        g_free(o.buf);
+                }
+        }
+
+        /* Nothing to keep where the source had nothing: no profile, no EXIF made up. */
+        {
+                struct variant v = make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_JPEG);
+                struct render_output o;
+                _cleanup_image_ VipsImage *h = NULL;
+
+                v.keep = VARIANT_KEEP_ICC | VARIANT_KEEP_COPYRIGHT;
+                o = render_ok(bare, &v, NULL);
+                h = header_of(&o);
+                assert_false(vips_image_get_typeof(h, VIPS_META_ICC_NAME));
+                assert_null(memmem(o.buf, o.size, "Exif", 4));
+                g_free(o.buf);
+        }
+}
+
+static void test_max_bytes(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_noise(400, 300, 11);
+        _cleanup_gfree_ void *png = NULL;
+        _cleanup_base_ render_base *b = NULL;
+        struct variant v = make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_JPEG);
+        struct render_output full, fit, next;
+        size_t len;
+
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, NULL, 0);
+        v.quality = 95;
+        full = render_ok(b, &v, NULL);
+        assert_int_equal(full.quality, 95);
+
+        /* Half the size: the highest quality that fits, no warning. */
+        v.max_bytes = full.size / 2;
+        fit = render_ok(b, &v, NULL);
+        assert_true(fit.size <= v.max_bytes);
+        assert_true(fit.quality >= VARIANT_MAX_BYTES_QUALITY_MIN && fit.quality < 95);
+        assert_string_equal(fit.warning, "");
+        {
+                struct variant one_more = v;
+
+                one_more.max_bytes = 0;
+                one_more.quality = (unsigned)fit.quality + 1;
+                next = render_ok(b, &one_more, NULL);
+                assert_true(next.size > v.max_bytes);
+                g_free(next.buf);
+        }
+        g_free(fit.buf);
+
+        /* Already small enough: untouched. */
+        v.max_bytes = full.size;
+        fit = render_ok(b, &v, NULL);
+        assert_int_equal(fit.quality, 95);
+        assert_int_equal(fit.size, full.size);
+        g_free(fit.buf);
+
+        /* Unreachable: published at the lowest quality, with a warning... */
+        v.max_bytes = 1024;
+        fit = render_ok(b, &v, NULL);
+        assert_int_equal(fit.quality, VARIANT_MAX_BYTES_QUALITY_MIN);
+        assert_true(fit.size > 1024);
+        {
+                char want[256];
+
+                snprintf(want, sizeof(want),
+                         "max_bytes 1024 not reached at the lowest quality 30; published at %zu "
+                         "bytes",
+                         fit.size);
+                assert_string_equal(fit.warning, want);
+        }
+        g_free(fit.buf);
+
+        /* ...or, strict, refused for good. */
+        v.max_bytes_strict = true;
+        {
+                struct render_output o = {.size = 7};
+                struct render_error err = {};
+
+                assert_int_equal(render_variant_full(b, &v, NULL, &o, &err), -EFBIG);
+                assert_int_equal(o.size, 7);
+                assert_true(err.permanent);
+                assert_non_null(strstr(err.message, "max_bytes 1024 not reached at the lowest "
+                                                    "quality 30"));
+        }
+
+        /* webp and avif too. */
+        v.max_bytes_strict = false;
+        for (int i = 0; i < 2; i++) {
+                v.format = i == 0 ? IMAGE_FORMAT_WEBP : IMAGE_FORMAT_AVIF;
+                v.effort = i == 0 ? 4 : 0;
+                v.max_bytes = 0;
+                if (v.format == IMAGE_FORMAT_AVIF && !have_avif_encoder())
+                        continue;
+                next = render_ok(b, &v, NULL);
+                v.max_bytes = next.size * 2 / 3;
+                fit = render_ok(b, &v, NULL);
+                assert_true(fit.size <= v.max_bytes);
+                assert_true(fit.quality < 95 && fit.quality >= VARIANT_MAX_BYTES_QUALITY_MIN);
+                g_free(fit.buf);
+                g_free(next.buf);
+        }
+        g_free(full.buf);
+}
+
+/* An animated GIF of `n` w x h frames, frame i a solid colour COLOURS[i % 4]. */
+static const double COLOURS[4][3] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {255, 255, 0}};
+
+static void *make_animation(int w, int h, int n, const char *suffix, size_t *ret_len)
+{
+        _cleanup_free_ VipsImage **frames = calloc((size_t)n, sizeof(VipsImage *));
+        _cleanup_image_ VipsImage *roll = NULL, *tagged = NULL;
+        _cleanup_free_ int *delays = calloc((size_t)n, sizeof(int));
+        void *buf = NULL;
+
+        assert_non_null(frames);
+        for (int i = 0; i < n; i++) {
+                frames[i] = make_solid(w, h, COLOURS[i % 4]);
+                delays[i] = 100 + 10 * i;
+        }
+        VIPS_OK(vips_arrayjoin(frames, &roll, n, "across", 1, NULL));
+        for (int i = 0; i < n; i++)
+                g_object_unref(frames[i]);
+        VIPS_OK(vips_copy(roll, &tagged, NULL));
+        vips_image_set_int(tagged, VIPS_META_PAGE_HEIGHT, h);
+        vips_image_set_array_int(tagged, "delay", delays, n);
+        vips_image_set_int(tagged, "loop", 0);
+        VIPS_OK(vips_image_write_to_buffer(tagged, suffix, &buf, ret_len, NULL));
+        return buf;
+}
+
+/* Decodes every frame of buf; asserts n frames of w x h, frame i of COLOURS[i % 4]. */
+static void check_animation(const void *buf, size_t len, int w, int h, int n)
+{
+        _cleanup_image_ VipsImage *im =
+            n > 1 ? vips_image_new_from_buffer(buf, len, "", "n", -1, NULL)
+                  : vips_image_new_from_buffer(buf, len, "", NULL);
+
+        assert_non_null(im);
+        assert_int_equal(vips_image_get_n_pages(im), n);
+        assert_int_equal(vips_image_get_page_height(im), h);
+        assert_int_equal(im->Xsize, w);
+        assert_int_equal(im->Ysize, h * n);
+        for (int i = 0; i < n; i++)
+                for (int k = 0; k < 3; k++)
+                        assert_near(pixel(im, w / 2, i * h + h / 2, k), COLOURS[i % 4][k], 24);
+}
+
+static void test_animated(void **state)
+{
+        static const char *const suffixes[] = {".gif", ".webp"};
+
+        for (size_t s = 0; s < ELEMENTSOF(suffixes); s++) {
+                _cleanup_gfree_ void *src = NULL;
+                _cleanup_base_ render_base *b = NULL;
+                struct variant vs[4] = {
+                    make_variant(30, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+                    make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_GIF),
+                    make_variant(30, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP), /* not animated */
+                    make_variant(30, 30, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+                };
+                size_t len;
+
+                vs[0].animated = vs[1].animated = true;
+                vs[3].animated = true; /* "same" may resolve to a static format: first frame */
+                src = make_animation(60, 40, 5, suffixes[s], &len);
+                b = base_ok(src, len, vs, ELEMENTSOF(vs));
+                assert_int_equal(render_base_info(b)->pages, 5);
+                assert_int_equal(render_base_info(b)->height, 40);
+
+                for (size_t i = 0; i < ELEMENTSOF(vs); i++) {
+                        struct render_output o = render_ok(b, &vs[i], NULL);
+                        int w = vs[i].fit == VARIANT_FIT_NONE ? 60 : (int)vs[i].width;
+                        int h = vs[i].fit == VARIANT_FIT_NONE ? 40 : (int)vs[i].height;
+                        int n = vs[i].animated && variant_format_animated(vs[i].format) ? 5 : 1;
+
+                        assert_int_equal(o.pages, n);
+                        assert_int_equal(o.width, w);
+                        assert_int_equal(o.height, h);
+                        check_animation(o.buf, o.size, w, h, n);
+                        if (n > 1) {
+                                /* Delays kept. */
+                                _cleanup_image_ VipsImage *im =
+                                    vips_image_new_from_buffer(o.buf, o.size, "", NULL);
+                                int *d = NULL, nd = 0;
+
+                                VIPS_OK(vips_image_get_array_int(im, "delay", &d, &nd));
+                                assert_int_equal(nd, 5);
+                                assert_int_equal(d[4], 140);
+                        }
+                        g_free(o.buf);
+                }
+        }
+
+        /* Limits count every frame: max_pixels over 5 frames... */
+        {
+                _cleanup_gfree_ void *src = NULL;
+                struct variant v = make_variant(30, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP);
+                struct render_limits limits = {.max_pixels = 60 * 40 * 4};
+                struct render_error err = {};
+                render_base *b = NULL;
+                size_t len;
+
+                src = make_animation(60, 40, 5, ".gif", &len);
+                /* Without animation, one frame is within the limit. */
+                assert_int_equal(render_base_new(src, len, &v, 1, &limits, &b, &err), 0);
+                b = render_base_free(b);
+                v.animated = true;
+                assert_int_equal(render_base_new(src, len, &v, 1, &limits, &b, &err), -E2BIG);
+                assert_null(b);
+                assert_true(err.permanent);
+                assert_non_null(strstr(err.message, "animation is 5 frames of 60x40 (12000 "
+                                                    "pixels in all), over the limit of 9600"));
+        }
+        /* ...and the number of frames. */
+        {
+                _cleanup_gfree_ void *src = NULL;
+                struct variant v = make_variant(2, 2, VARIANT_FIT_COVER, IMAGE_FORMAT_GIF);
+                struct render_limits limits = {};
+                struct render_error err = {};
+                render_base *b = NULL;
+                size_t len;
+
+                v.animated = true;
+                src = make_animation(2, 2, RENDER_FRAMES_MAX + 1, ".gif", &len);
+                assert_int_equal(render_base_new(src, len, &v, 1, &limits, &b, &err), -E2BIG);
+                assert_non_null(strstr(err.message, "animation has 1001 frames, over the limit "
+                                                    "of 1000"));
+        }
+}
+
+/* The DC component of a hash: its average colour. */
+static void hash_dc(const char *hash, uint8_t rgb[3])
+{
+        long v = blurhash_decode83(hash + 2, 4);
+
+        assert_true(v >= 0);
+        rgb[0] = (uint8_t)(v >> 16);
+        rgb[1] = (uint8_t)(v >> 8);
+        rgb[2] = (uint8_t)v;
+}
+
+static void test_placeholder(void **state)
+{
+        static const double COL[3] = {0x33, 0x66, 0xcc};
+        static const uint8_t white[3] = {255, 255, 255};
+        _cleanup_image_ VipsImage *solid = make_solid(200, 100, COL);
+        _cleanup_gfree_ void *png = NULL;
+        _cleanup_base_ render_base *b = NULL;
+        struct render_placeholder p = {};
+        struct render_error err = {};
+        uint8_t dc[3];
+        size_t len;
+
+        png = encode(solid, ".png", &len);
+        b = base_ok(png, len, NULL, 0);
+        assert_int_equal(render_placeholder(b, white, &p, &err), 0);
+        assert_int_equal(strlen(p.blurhash), 28);
+        assert_int_equal(p.blurhash[0], 'L'); /* 4 x 3 components: (4 - 1) + (3 - 1) 9 = 21 */
+        hash_dc(p.blurhash, dc);
+        assert_near(dc[0], 0x33, 1);
+        assert_near(dc[1], 0x66, 1);
+        assert_near(dc[2], 0xcc, 1);
+        assert_int_equal(p.dominant[0], 0x33);
+        assert_int_equal(p.dominant[1], 0x66);
+        assert_int_equal(p.dominant[2], 0xcc);
+        assert_non_null(p.data_uri);
+        assert_true(strncmp(p.data_uri, "data:image/webp;base64,", 23) == 0);
+        {
+                gsize n = 0;
+                _cleanup_gfree_ guchar *webp = g_base64_decode(p.data_uri + 23, &n);
+                _cleanup_image_ VipsImage *tiny = decode(webp, n);
+
+                assert_int_equal(image_format_sniff(webp, n), IMAGE_FORMAT_WEBP);
+                assert_int_equal(tiny->Xsize, 32);
+                assert_int_equal(tiny->Ysize, 16);
+                assert_near(pixel(tiny, 16, 8, 2), 0xcc, 8);
+                assert_null(memmem(webp, n, "EXIF", 4));
+        }
+        render_placeholder_clear(&p);
+        assert_null(p.data_uri);
+
+        /*
+         * Portrait, with alpha: mostly transparent green, an opaque red band. The dominant
+         * colour counts opaque pixels only (red); the hash sees the image flattened onto the
+         * background (white, mostly) and has 3 x 4 components.
+         */
+        {
+                _cleanup_image_ VipsImage *green = make_solid(60, 120, GREEN), *ga = NULL,
+                                          *red = make_solid(60, 20, RED), *ra = NULL,
+                                          *src = NULL;
+                _cleanup_gfree_ void *apng = NULL;
+                _cleanup_base_ render_base *ba = NULL;
+                static const uint8_t grey[3] = {100, 100, 100};
+
+                VIPS_OK(vips_bandjoin_const1(green, &ga, 0.0, NULL));
+                VIPS_OK(vips_bandjoin_const1(red, &ra, 255.0, NULL));
+                VIPS_OK(vips_insert(ga, ra, &src, 0, 50, NULL));
+                apng = encode(src, ".png", &len);
+                ba = base_ok(apng, len, NULL, 0);
+                assert_int_equal(render_placeholder(ba, grey, &p, &err), 0);
+                assert_int_equal(p.dominant[0], 255);
+                assert_int_equal(p.dominant[1], 0);
+                assert_int_equal(p.dominant[2], 0);
+                assert_int_equal(strlen(p.blurhash), 28);
+                assert_int_equal(p.blurhash[0], 'T'); /* (3 - 1) + (4 - 1) 9 = 29 */
+                hash_dc(p.blurhash, dc);
+                /* 1/6 red, 5/6 grey, averaged in linear light. */
+                {
+                        double lr = (1.0 / 6) * 1.0 + (5.0 / 6) * blurhash_srgb_to_linear(100);
+                        double lg = (5.0 / 6) * blurhash_srgb_to_linear(100);
+
+                        assert_near(dc[0], blurhash_linear_to_srgb(lr), 3);
+                        assert_near(dc[1], blurhash_linear_to_srgb(lg), 3);
+                        assert_near(dc[2], blurhash_linear_to_srgb(lg), 3);
+                }
+                {
+                        gsize n = 0;
+                        _cleanup_gfree_ guchar *webp = g_base64_decode(p.data_uri + 23, &n);
+                        _cleanup_image_ VipsImage *tiny = decode(webp, n);
+
+                        assert_int_equal(tiny->Xsize, 16);
+                        assert_int_equal(tiny->Ysize, 32);
+                        assert_int_equal(tiny->Bands, 4); /* alpha kept */
+                }
+                render_placeholder_clear(&p);
+        }
+}
+
 /* ---- the real worker --------------------------------------------------------------------- */
 
 struct worker {
@@ -983,6 +1965,18 @@ static void worker_start(struct worker *w)
         assert_int_equal(setsockopt(w->sock, SOL_SOCKET, SO_RCVTIMEO,
                                     &(struct timeval){.tv_sec = 60}, sizeof(struct timeval)),
                          0);
+        /* The worker says it is ready (libvips is up) before it takes any job. */
+        {
+                json_t *ready = NULL;
+                int rfds[WIRE_MAX_FDS];
+                size_t n_rfds = 0;
+
+                assert_int_equal(wire_recv(w->sock, &ready, rfds, &n_rfds), 0);
+                assert_int_equal(n_rfds, 0);
+                assert_string_equal(json_string_value(json_object_get(ready, "type")), "ready");
+                assert_int_equal(json_integer_value(json_object_get(ready, "pid")), w->pid);
+                json_decref(ready);
+        }
 }
 
 /* Waits up to 30 s for the worker; returns its wait status. */
@@ -1194,6 +2188,192 @@ static void test_worker_end_to_end(void **state)
         }
 }
 
+/* Renders one job on worker w: source file src, one output per variant in dir. */
+static json_t *worker_job(struct worker *w, const char *dir, const char *src, int id,
+                          const struct variant *vs, size_t n, json_t *placeholder)
+{
+        json_t *job = make_job(id, vs, n, 268435456), *reply;
+        int fds[1 + 8];
+
+        assert_true(n <= 8);
+        if (placeholder)
+                json_object_set_new(job, "placeholder", placeholder);
+        fds[0] = open_tmp(dir, src, O_RDONLY);
+        for (size_t i = 0; i < n; i++) {
+                char name[64];
+
+                snprintf(name, sizeof(name), "out-%d-%zu", id, i);
+                fds[1 + i] = open_tmp(dir, name, O_RDWR | O_CREAT | O_EXCL);
+        }
+        reply = worker_call(w, job, fds, 1 + n);
+        json_decref(job);
+        for (size_t i = 0; i < 1 + n; i++)
+                close(fds[i]);
+        return reply;
+}
+
+/* Output i of job id, decoded. */
+static VipsImage *worker_output(const char *dir, int id, size_t i)
+{
+        char path[4200];
+        _cleanup_free_ void *data = NULL;
+        struct stat st;
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/out-%d-%zu", dir, id, i);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        data = malloc((size_t)st.st_size);
+        assert_non_null(data);
+        assert_int_equal(read(fd, data, (size_t)st.st_size), st.st_size);
+        close(fd);
+        return decode(data, (size_t)st.st_size);
+}
+
+static void assert_ok_reply(json_t *reply)
+{
+        if (!json_is_true(json_object_get(reply, "ok")))
+                fail_msg("job failed: %s", json_string_value(json_object_get(reply, "error")));
+}
+
+/*
+ * The worker's result carries the quality used and max_bytes warnings per output, and the
+ * placeholder when the job asks for it; the worker decodes a watermark image once for as
+ * long as the file stays the same (path, inode, size, mtime), not once per job.
+ */
+static void test_worker_image_options(void **state)
+{
+        char *dir = temp_dir();
+        _cleanup_free_ char *logo = NULL, *srcpath = NULL;
+        _cleanup_image_ VipsImage *noise = make_noise(300, 200, 5);
+        struct variant vs[3] = {
+            make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_WEBP),
+            make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_JPEG),
+            make_variant(300, 200, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+        };
+        struct timespec mtime;
+        struct worker w;
+        struct stat st;
+        ino_t ino;
+        off_t size;
+        json_t *reply, *outs, *ph;
+
+        assert_true(asprintf(&logo, "%s/logo.tif", dir) > 0);
+        assert_true(asprintf(&srcpath, "%s/noise.png", dir) > 0);
+        VIPS_OK(vips_image_write_to_file(noise, srcpath, NULL));
+        write_mark(logo, 100, 50, RED);
+        assert_int_equal(stat(logo, &st), 0);
+        mtime = st.st_mtim;
+        ino = st.st_ino;
+        size = st.st_size;
+
+        vs[0].quality = 70;
+        vs[1].quality = 90;
+        vs[1].max_bytes = 1024; /* noise: not even at quality 30 */
+        vs[2].watermark = (struct variant_watermark){
+            .kind = VARIANT_WATERMARK_IMAGE,
+            .position = VARIANT_GRAVITY_NORTH_WEST,
+            .opacity = 1.0,
+            .width = 0.5,
+        };
+        snprintf(vs[2].watermark.image, sizeof(vs[2].watermark.image), "%s", logo);
+
+        worker_start(&w);
+        reply = worker_job(&w, dir, "noise.png", 1, vs, 3, json_true());
+        assert_ok_reply(reply);
+        outs = json_object_get(reply, "outputs");
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(outs, 0), "quality")),
+                         70);
+        assert_null(json_object_get(json_array_get(outs, 0), "warning"));
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(outs, 1), "quality")),
+                         30);
+        {
+                char want[200];
+
+                snprintf(want, sizeof(want),
+                         "max_bytes 1024 not reached at the lowest quality 30; published at %"
+                         JSON_INTEGER_FORMAT " bytes",
+                         json_integer_value(
+                             json_object_get(json_array_get(outs, 1), "bytes")));
+                assert_string_equal(
+                    json_string_value(json_object_get(json_array_get(outs, 1), "warning")), want);
+        }
+        assert_null(json_object_get(json_array_get(outs, 2), "quality")); /* png */
+        ph = json_object_get(reply, "placeholder");
+        assert_true(json_is_object(ph));
+        assert_int_equal(json_object_size(ph), 3);
+        assert_int_equal(strlen(json_string_value(json_object_get(ph, "blurhash"))), 28);
+        assert_int_equal(strlen(json_string_value(json_object_get(ph, "dominant"))), 7);
+        assert_int_equal(json_string_value(json_object_get(ph, "dominant"))[0], '#');
+        assert_true(strncmp(json_string_value(json_object_get(ph, "data_uri")),
+                            "data:image/webp;base64,", 23) == 0);
+        {
+                _cleanup_image_ VipsImage *o = worker_output(dir, 1, 2);
+
+                assert_near(pixel(o, 10, 10, 0), 255, 1); /* the red mark */
+                assert_near(pixel(o, 10, 10, 2), 0, 1);
+        }
+        json_decref(reply);
+
+        /*
+         * The file rewritten in place, blue, with its old size and mtime: the worker still
+         * has it decoded and does not read it again; so the mark stays red.
+         */
+        write_mark(logo, 100, 50, BLUE);
+        assert_int_equal(stat(logo, &st), 0);
+        assert_int_equal(st.st_ino, ino);
+        assert_int_equal(st.st_size, size);
+        assert_int_equal(utimensat(AT_FDCWD, logo, (struct timespec[]){mtime, mtime}, 0), 0);
+        reply = worker_job(&w, dir, "noise.png", 2, &vs[2], 1, NULL);
+        assert_ok_reply(reply);
+        assert_null(json_object_get(reply, "placeholder")); /* not asked for */
+        {
+                _cleanup_image_ VipsImage *o = worker_output(dir, 2, 0);
+
+                assert_near(pixel(o, 10, 10, 0), 255, 1);
+        }
+        json_decref(reply);
+
+        /* A new mtime: decoded again, now blue. */
+        mtime.tv_sec -= 100;
+        assert_int_equal(utimensat(AT_FDCWD, logo, (struct timespec[]){mtime, mtime}, 0), 0);
+        reply = worker_job(&w, dir, "noise.png", 3, &vs[2], 1, json_false());
+        assert_ok_reply(reply);
+        assert_null(json_object_get(reply, "placeholder"));
+        {
+                _cleanup_image_ VipsImage *o = worker_output(dir, 3, 0);
+
+                assert_near(pixel(o, 10, 10, 0), 0, 1);
+                assert_near(pixel(o, 10, 10, 2), 255, 1);
+        }
+        json_decref(reply);
+
+        /* A watermark file gone: the job fails, naming it, and may be retried. */
+        assert_int_equal(unlink(logo), 0);
+        reply = worker_job(&w, dir, "noise.png", 4, &vs[2], 1, NULL);
+        assert_true(json_is_false(json_object_get(reply, "ok")));
+        assert_true(json_is_false(json_object_get(reply, "permanent")));
+        assert_non_null(strstr(json_string_value(json_object_get(reply, "error")), logo));
+        json_decref(reply);
+
+        /* A placeholder member that is not a boolean is a malformed job. */
+        reply = worker_job(&w, dir, "noise.png", 5, vs, 1, json_string("yes"));
+        assert_true(json_is_false(json_object_get(reply, "ok")));
+        assert_non_null(strstr(json_string_value(json_object_get(reply, "error")),
+                               "malformed job: bad placeholder"));
+        json_decref(reply);
+
+        close(w.sock);
+        {
+                int status = worker_wait(&w);
+
+                assert_true(WIFEXITED(status));
+                assert_int_equal(WEXITSTATUS(status), 0);
+        }
+        rm_tree(dir);
+}
+
 static void test_worker_unknown_message(void **state)
 {
         struct worker w;
@@ -1236,7 +2416,17 @@ int main(void)
             cmocka_unit_test(test_output_formats),
             cmocka_unit_test(test_metadata_stripped),
             cmocka_unit_test(test_other_sources),
+            cmocka_unit_test(test_gravity),
+            cmocka_unit_test(test_gravity_smart),
+            cmocka_unit_test(test_watermark_image),
+            cmocka_unit_test(test_watermark_text),
+            cmocka_unit_test(test_encoder_options),
+            cmocka_unit_test(test_keep_metadata),
+            cmocka_unit_test(test_max_bytes),
+            cmocka_unit_test(test_animated),
+            cmocka_unit_test(test_placeholder),
             cmocka_unit_test(test_worker_end_to_end),
+            cmocka_unit_test(test_worker_image_options),
             cmocka_unit_test(test_worker_unknown_message),
         };
 

@@ -2,10 +2,11 @@
 /*
  * config.h - the daemon's configuration, read from a libconfig file. config_load() parses
  * and validates everything that can be checked without touching the file system;
- * config_check_paths() checks the paths (watched folders exist, outputs writable) and is
- * what --check-config and start-up run after it. Errors name the file, the line and the
+ * config_check_paths() checks the paths (watched folders exist, outputs writable, watermark
+ * images readable and of a supported format) and is what --check-config and start-up run
+ * after it. Errors name the file, the line and the
  * problem: "/etc/imgd/imgd.conf:12: pipeline 'avatar': variant 'small': mask = \"circle\"
- * needs a format with alpha (webp, png, avif), not jpeg".
+ * needs a format with alpha (webp, png, avif, gif), not jpeg".
  *
  * A struct config is immutable once loaded; a reload builds a new one.
  */
@@ -25,6 +26,7 @@ struct pipeline {
         char *name;
         struct variant *variants;
         size_t n_variants;
+        bool placeholder; /* also compute a BlurHash, dominant colour and tiny data URI */
 };
 
 struct watch_config {
@@ -40,6 +42,19 @@ struct config_limits {
         uint64_t max_file_bytes; /* sources larger than this are refused; default 256 MiB */
         uint64_t max_pixels;     /* default 100 000 000 */
         unsigned job_timeout_s;  /* wall-clock limit of one render; default 120 */
+        uint64_t worker_memory;  /* resident bytes a worker may use; default 1 GiB */
+        unsigned worker_max_jobs; /* jobs before a worker is replaced; default 200 */
+        bool allow_hardlinks;    /* take sources with st_nlink > 1; default false */
+        bool allow_heif;         /* decode HEIF/AVIF sources; default true */
+};
+
+struct config_breaker {
+        unsigned output_failures;   /* consecutive output failures that open it; default 3 */
+        double worker_failure_rate; /* over the window; default 0.5 */
+        unsigned worker_min_samples; /* default 10 */
+        unsigned window_ms;          /* default 60000 */
+        unsigned cooldown_ms;        /* default 30000, doubling per failed probe */
+        unsigned max_cooldown_ms;    /* default 600000 */
 };
 
 struct config_retry {
@@ -60,6 +75,9 @@ struct config {
         size_t n_pipelines;
         struct config_limits limits;
         struct config_retry retry;
+        struct config_breaker breaker;
+        unsigned prune_after_days; /* finished jobs older than this are pruned; 0: never */
+        char *control_group;       /* group whose members may use the socket; NULL: none */
 };
 
 /*
@@ -74,8 +92,10 @@ struct config *config_free(struct config *c);
 /*
  * Checks the paths of a loaded configuration: each watched path exists and is a directory,
  * each output directory exists or can be created and is writable, the state directory can
- * be created. Creates missing output and state directories. Returns 0, or a negative errno
- * with "FILE:LINE: path: cause" in *ret_error.
+ * be created, each watermark image is a readable regular file of at most
+ * VARIANT_WATERMARK_FILE_MAX bytes whose content is a supported image format. Creates missing
+ * output and state directories. Returns 0, or a negative errno with "FILE:LINE: path: cause"
+ * (or "FILE: pipeline 'p': variant 'v': watermark image PATH: cause") in *ret_error.
  */
 int config_check_paths(const struct config *c, char **ret_error);
 

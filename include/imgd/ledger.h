@@ -102,6 +102,7 @@ struct job {
         int64_t next_at_us; /* for queued/retry: not claimable before this */
         char *last_error;   /* NULL if none */
         bool degraded;      /* rendered below full quality */
+        char *info;         /* JSON the render reported (placeholder, warnings); NULL if none */
 };
 
 struct job_output {
@@ -181,11 +182,13 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
 int ledger_next_due(ledger *l, int64_t *ret_us);
 
 /*
- * Checkpoint "verified": records the job's outputs (with their tmp_path) as staged; the job
- * stays running. Replaces outputs staged earlier. -ESTALE if the job is not running.
+ * Checkpoint "verified": records the job's outputs (with their tmp_path) as staged, whether
+ * they were rendered degraded (below full quality; claims reset the mark), and `info` (JSON
+ * text, may be NULL); the job stays running. Replaces outputs staged earlier. -ESTALE if
+ * the job is not running.
  */
 int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                 int64_t now_us);
+                 bool degraded, const char *info, int64_t now_us);
 
 /*
  * running -> done, in one transaction. With n_outs == 0 the staged outputs become the
@@ -193,10 +196,6 @@ int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_
  */
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
                     int64_t now_us);
-
-/* Records whether the running job is being rendered below full quality (degraded). Claims
- * reset the mark. -ESTALE if the job is not running. */
-int ledger_mark_degraded(ledger *l, int64_t id, bool degraded);
 
 /*
  * done -> queued for up to `limit` degraded jobs that are still their source's newest

@@ -7,9 +7,21 @@
  * must be on the allowlist; the header is read first and images over max_pixels are refused
  * before any pixel is decoded; JPEG and WebP are shrunk on load as far as the largest
  * variant allows; the result is auto-rotated by its EXIF orientation, converted to 8-bit
- * sRGB (embedded ICC profiles and CMYK included) and held in memory. Every variant is then
- * made from that one decode (render_variant): resized and cropped per its fit, masked,
- * flattened where the output format has no alpha, and encoded with metadata stripped.
+ * sRGB (embedded ICC profiles and CMYK included) and held in memory. When a variant asks for
+ * animation (animated = true) and the source is an animated GIF or WebP, every frame is
+ * decoded too (a second decode, of all frames, refused when the frames together are over
+ * max_pixels or there are more than RENDER_FRAMES_MAX). Every variant is then made from
+ * that decode (render_variant_full): resized and cropped per its fit and gravity, frame by
+ * frame for an animated output, watermarked, masked, flattened where the output format has
+ * no alpha, and encoded with the variant's encoder settings and with metadata stripped
+ * except what it keeps; with max_bytes, re-encoded at lower qualities (a bounded search)
+ * until it fits.
+ *
+ * Watermark images are decoded through a render_cache: once per process for each file
+ * (path, device, inode, size and mtime), not once per job.
+ *
+ * render_placeholder() makes what a web page shows while a variant loads: a BlurHash, the
+ * dominant colour and a tiny WebP as a data: URI.
  *
  * Errors carry libvips' message (its error buffer is copied and cleared right away) and
  * whether the failure is permanent (the input will never work) or may succeed later.
@@ -20,10 +32,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blurhash.h"
 #include "imgformat.h"
 #include "variant.h"
 
+/* The most frames an animated source may have for its animation to be kept. */
+#define RENDER_FRAMES_MAX 1000
+/* Watermark images a render_cache holds at most (the least recently used one goes). */
+#define RENDER_CACHE_MAX 32
+/* The tiny image of a placeholder fits in this many pixels either way. */
+#define RENDER_PLACEHOLDER_SIZE 32
+
 typedef struct render_base render_base;
+typedef struct render_cache render_cache;
 
 struct render_error {
         char message[1024];
@@ -38,6 +59,25 @@ struct render_info {
         enum image_format format;
         unsigned width; /* of the source, after EXIF orientation */
         unsigned height;
+        unsigned pages; /* frames of an animated source, else 1 */
+};
+
+/* One rendered output. */
+struct render_output {
+        void *buf; /* g_free() */
+        size_t size;
+        unsigned width; /* of a frame */
+        unsigned height;
+        unsigned pages; /* frames: more than 1 for an animated output */
+        int quality;    /* the encoder quality used (max_bytes may have lowered it); -1: none */
+        char warning[256]; /* "" or why the output is not quite what was asked */
+};
+
+/* What a web page shows while a variant loads. */
+struct render_placeholder {
+        char blurhash[BLURHASH_MAX]; /* 4 x 3 components (3 x 4 for portrait images) */
+        uint8_t dominant[3];         /* sRGB */
+        char *data_uri;              /* "data:image/webp;base64,..."; g_free() */
 };
 
 /*
@@ -61,9 +101,28 @@ render_base *render_base_free(render_base *b);
 const struct render_info *render_base_info(const render_base *b);
 
 /*
- * Renders variant v (its format must not be VARIANT_FORMAT_SAME) from b into a new buffer:
- * *ret_buf (caller frees with g_free()), *ret_size, and the output's dimensions. Returns 0
- * or a negative errno with err filled in; outputs are written only on success.
+ * A cache of decoded watermark images for one process; render_cache_free() accepts NULL and
+ * returns NULL. render_cache_loads() counts the files it decoded (for tests and logs).
+ */
+render_cache *render_cache_new(void);
+render_cache *render_cache_free(render_cache *c);
+unsigned render_cache_loads(const render_cache *c);
+
+/*
+ * Renders variant v (its format must not be VARIANT_FORMAT_SAME) from b into *ret, using
+ * cache for its watermark image (NULL: decode it for this call only). Returns 0 and *ret
+ * (the caller frees ret->buf with g_free()), or a negative errno with err filled in and *ret
+ * unchanged. A watermark image that cannot be read or decoded fails with a message naming
+ * the file, as transient (the file may be fixed); max_bytes_strict not met fails as
+ * permanent.
+ */
+int render_variant_full(render_base *b, const struct variant *v, render_cache *cache,
+                        struct render_output *ret, struct render_error *err);
+
+/*
+ * render_variant_full() without a cache, for a single-frame result: *ret_buf (caller frees
+ * with g_free()), *ret_size, and the output's dimensions. Returns 0 or a negative errno with
+ * err filled in; outputs are written only on success.
  */
 int render_variant(render_base *b, const struct variant *v, void **ret_buf, size_t *ret_size,
                    unsigned *ret_width, unsigned *ret_height, struct render_error *err);
@@ -74,3 +133,18 @@ int render_variant(render_base *b, const struct variant *v, void **ret_buf, size
  */
 int render_verify(const void *buf, size_t size, enum image_format f, unsigned width,
                   unsigned height, struct render_error *err);
+
+/* Like render_verify(), for `pages` frames of width x height each (every frame decoded). */
+int render_verify_pages(const void *buf, size_t size, enum image_format f, unsigned width,
+                        unsigned height, unsigned pages, struct render_error *err);
+
+/*
+ * Computes the placeholder of b's (first) frame: a BlurHash and the dominant colour of the
+ * image flattened onto `background` (the dominant colour counts opaque pixels only), and a
+ * WebP of at most RENDER_PLACEHOLDER_SIZE pixels either way (never enlarged; alpha kept) as
+ * a data: URI. Returns 0 and *ret (release with render_placeholder_clear()), or a negative
+ * errno with err filled in and *ret unchanged.
+ */
+int render_placeholder(render_base *b, const uint8_t background[3], struct render_placeholder *ret,
+                       struct render_error *err);
+void render_placeholder_clear(struct render_placeholder *p);

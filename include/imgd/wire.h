@@ -5,17 +5,31 @@
  *
  * Daemon -> worker, a job:
  *   {"type":"job", "id":42, "max_pixels":100000000, "max_bytes":268435456,
- *    "variants":[<variant_to_json()>...]}
+ *    "variants":[<variant_to_json()>...], "placeholder":true}
  *   with fds [source, output_0, ..., output_{n-1}]: the source open read-only, and one
  *   empty temporary file per variant, open for writing, created by the daemon in the
  *   destination directory. Formats are resolved ("same" never reaches a worker).
+ *   "placeholder" (the pipeline's setting) is optional: absent means false.
  *
  * Worker -> daemon, the result:
  *   {"type":"result", "id":42, "ok":true, "source":{"format":"jpeg","width":W,"height":H,
- *    "sha256":"..."}, "outputs":[{"width":W,"height":H,"bytes":N,"sha256":"..."}...]}
+ *    "sha256":"..."}, "outputs":[{"width":W,"height":H,"bytes":N,"sha256":"...",
+ *    "quality":Q, "warning":"..."}...],
+ *    "placeholder":{"blurhash":"LEHV6nWB2yk8...", "dominant":"#rrggbb",
+ *                   "data_uri":"data:image/webp;base64,..."}}
  *   or {"type":"result", "id":42, "ok":false, "error":"...", "permanent":true|false}.
  *   An ok result promises that every output file was written completely, fsynced, read
- *   back, decoded, and found to have the format and dimensions given.
+ *   back, decoded, and found to have the format and dimensions given (width and height are
+ *   those of one frame; an animated output has the frames of its source).
+ *   Optional members of an ok result:
+ *     outputs[i].quality  the encoder quality used (1..100), for outputs encoded with one
+ *                         (jpeg, avif, lossy webp); lower than the variant's quality when
+ *                         max_bytes made it so.
+ *     outputs[i].warning  why the output is not quite what was asked, e.g. "max_bytes 20000
+ *                         not reached at the lowest quality 30; published at 24512 bytes".
+ *     placeholder         only when the job asked for it: the source's BlurHash (28
+ *                         characters, 4 x 3 components or 3 x 4 for portrait images), its
+ *                         dominant colour, and a WebP of at most 32 x 32 pixels as a data: URI.
  */
 #pragma once
 

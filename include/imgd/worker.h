@@ -4,7 +4,7 @@
  * each is the imgd-worker binary, started with fork+exec and connected to the daemon by a
  * SOCK_SEQPACKET socketpair (see wire.h). A worker does one job at a time.
  *
- * Worker states:  starting/idle --worker_pool_dispatch()--> busy --result--> idle
+ * Worker states:  starting --ready--> idle --worker_pool_dispatch()--> busy --result--> idle
  *                                                            |
  *                        exit, signal, timeout, bad message  v
  *                                                      (killed, reaped) --> replaced
@@ -32,7 +32,10 @@ struct worker_pool_options {
         const char *worker_path; /* the imgd-worker executable */
         unsigned n_workers;
         unsigned job_timeout_s;
-        worker_done_fn done;
+        uint64_t memory_limit;     /* resident bytes a busy worker may use; 0: none */
+        unsigned max_jobs;         /* jobs before a worker is replaced; 0: never */
+        uint64_t max_output_bytes; /* RLIMIT_FSIZE of workers; 0: none */
+        worker_done_fn done;       /* also called with job_id 0 when a worker becomes ready */
         void *userdata;
 };
 
@@ -44,6 +47,10 @@ worker_pool *worker_pool_free(worker_pool *p);
 
 /* Changes the wall-clock limit for jobs dispatched from now on. */
 void worker_pool_set_timeout(worker_pool *p, unsigned job_timeout_s);
+
+/* The largest resident set any worker reached, in bytes; worker processes replaced. */
+uint64_t worker_pool_peak_rss(const worker_pool *p);
+unsigned worker_pool_restarts(const worker_pool *p);
 
 /* Number of workers able to take a job now. */
 unsigned worker_pool_idle(const worker_pool *p);
