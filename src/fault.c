@@ -2,6 +2,7 @@
 /*
  * fault.c - fault injection points for test builds; see fault.h.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,9 +26,24 @@ static bool listed(const char *var, const char *name)
         return false;
 }
 
+/* With $IMGD_FAULT_ONCE naming a file, only the first process to create it faults. */
+static bool first_time(void)
+{
+        const char *once = getenv("IMGD_FAULT_ONCE");
+        int fd;
+
+        if (!once || !*once)
+                return true;
+        fd = open(once, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return false;
+        close(fd);
+        return true;
+}
+
 void fault_point(const char *name)
 {
-        if (listed("IMGD_FAULT", name))
+        if (listed("IMGD_FAULT", name) && first_time())
                 _exit(FAULT_EXIT_STATUS);
 }
 

@@ -333,6 +333,33 @@ static void crash_at(const char *point, bool staged)
         tu_daemon_cleanup(&d);
 }
 
+/* A worker that dies at a step of writing an output costs that attempt; the job is
+ * rendered again and published once. */
+static void worker_crash_at(const char *point)
+{
+        struct tu_daemon d;
+        struct counts c;
+        char *once;
+
+        tu_daemon_setup(&d, PIPE_3, 1, RETRY_FAST);
+        once = tu_path("%s/fault-once", d.root);
+        setenv("IMGD_FAULT", point, 1);
+        setenv("IMGD_FAULT_ONCE", once, 1);
+        tu_daemon_start(&d);
+        unsetenv("IMGD_FAULT");
+        unsetenv("IMGD_FAULT_ONCE");
+        drop(&d, 1);
+        tu_daemon_wait_idle(&d, 60);
+        c = check(&d, true);
+        print_counts(point, &c, 1);
+        assert_clean(&c, 1);
+        assert_true(access(once, F_OK) == 0); /* the fault did fire */
+        assert_true(log_contains(&d, "worker exited with status 99"));
+        assert_int_equal(job_attempts(&d, "done"), 2);
+        free(once);
+        tu_daemon_cleanup(&d);
+}
+
 static void test_crash_points(void **state)
 {
 #ifndef IMGD_FAULT_INJECTION
@@ -343,6 +370,8 @@ static void test_crash_points(void **state)
         crash_at("publish.after_dir_fsync", true);
         crash_at("ledger.before_complete", true);
         crash_at("ledger.after_complete", false);
+        worker_crash_at("worker.after_write");
+        worker_crash_at("worker.after_fsync");
 }
 
 /* ------------------------------------------------------------------ kill -9 battery */
@@ -595,7 +624,9 @@ static void test_disk_full(void **state)
         int64_t attempts;
 
         tu_daemon_setup(&d, PIPE_3, 1, "retry = { max_attempts = 2; base_delay_ms = 100; "
-                                       "max_delay_ms = 300; };");
+                                       "max_delay_ms = 300; };\n"
+                                       "breaker = { output_failures = 3; cooldown_ms = 500; "
+                                       "max_cooldown_ms = 1000; };");
         assert_int_equal(mkdir(d.media, 0755), 0);
         flag = tu_path("%s/disk-full", d.root);
         setenv("LD_PRELOAD", IMGD_FSSHIM, 1);
@@ -616,6 +647,9 @@ static void test_disk_full(void **state)
         usleep(2500 * 1000);
         assert_true(log_contains(&d, "No space left on device"));
         assert_true(log_contains(&d, "no attempt used"));
+        /* The breaker opened on the repeated output failures, and probes after cool-downs. */
+        assert_true(log_contains(&d, "circuit breaker open"));
+        assert_true(log_contains(&d, "half-open"));
         assert_int_equal(job_attempts(&d, "dead"), -1);
         assert_int_equal(job_attempts(&d, "done"), -1);
         assert_true(job_attempts(&d, "queued") <= 0);
@@ -624,6 +658,7 @@ static void test_disk_full(void **state)
         /* Space returns: everything completes, each job in one attempt. */
         assert_int_equal(unlink(flag), 0);
         tu_daemon_wait_idle(&d, 60);
+        assert_true(log_contains(&d, "circuit breaker closed"));
         c = check(&d, true);
         print_counts("disk full", &c, 0);
         assert_clean(&c, 2);

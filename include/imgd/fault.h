@@ -12,7 +12,9 @@
  *                                         (e.g. without the directory fsync) and show that
  *                                         the power-cut test catches it.
  *
- * Both variables hold a comma-separated list of point names.
+ * Both variables hold a comma-separated list of point names. With $IMGD_FAULT_ONCE naming a
+ * file, a fault point fires only in the first process that gets there (it creates the file),
+ * so a worker fault costs one attempt instead of every attempt.
  */
 #pragma once
 
