@@ -1059,9 +1059,15 @@ static int parse_pipelines(struct parser *p, const config_setting_t *root, struc
 static int parse_watch(struct parser *p, const struct config *c, const config_setting_t *s,
                        int index, struct watch_config *ret)
 {
-        static const char *const keys[] = { "path", "output", "pipeline", "recursive", NULL };
+        static const char *const keys[] = { "path",    "output",  "pipeline",     "recursive",
+                                            "quarantine", "on_done", "on_dead", "hook_timeout",
+                                            NULL };
         _cleanup_free_ char *prefix = NULL, *where = NULL, *in = NULL, *path = NULL,
-                            *output = NULL, *pipeline_name = NULL;
+                            *output = NULL, *pipeline_name = NULL, *quarantine = NULL,
+                            *on_done = NULL, *on_dead = NULL;
+        const config_setting_t *hook_s = NULL;
+        const char *hook = NULL;
+        long long hook_timeout = 30;
         const config_setting_t *pipeline_s = NULL, *path_s;
         const struct pipeline *pipeline;
         const char *pname = NULL;
@@ -1116,6 +1122,41 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         if (r < 0)
                 return r;
 
+        r = get_dir(p, s, "quarantine", prefix, &quarantine);
+        if (r < 0)
+                return r;
+        if (quarantine && (path_is_below_or_equal(quarantine, path) ||
+                           path_is_below_or_equal(quarantine, output)))
+                return fail(p, config_setting_get_member(s, "quarantine"), -EINVAL,
+                            "%squarantine %s must be outside the watched path and the output",
+                            prefix, quarantine);
+        for (int k = 0; k < 2; k++) {
+                const char *key = k == 0 ? "on_done" : "on_dead";
+                r = get_string(p, s, key, prefix, &hook_s, &hook);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        continue;
+                if (hook[0] != '/')
+                        return fail(p, hook_s, -EINVAL,
+                                    "%s'%s' must be an absolute path to a program, not \"%s\"",
+                                    prefix, key, hook);
+                char *copy = strdup(hook);
+                if (!copy)
+                        return oom(p);
+                if (k == 0)
+                        on_done = copy;
+                else
+                        on_dead = copy;
+        }
+        r = get_int_range(p, s, "hook_timeout", prefix, 1, 3600, &hook_timeout);
+        if (r < 0)
+                return r;
+
+        ret->quarantine = TAKE_PTR(quarantine);
+        ret->on_done = TAKE_PTR(on_done);
+        ret->on_dead = TAKE_PTR(on_dead);
+        ret->hook_timeout_s = (unsigned)hook_timeout;
         ret->path = TAKE_PTR(path);
         ret->output = TAKE_PTR(output);
         ret->pipeline_name = TAKE_PTR(pipeline_name);
@@ -1571,6 +1612,9 @@ struct config *config_free(struct config *c)
                 free(c->watches[i].path);
                 free(c->watches[i].output);
                 free(c->watches[i].pipeline_name);
+                free(c->watches[i].quarantine);
+                free(c->watches[i].on_done);
+                free(c->watches[i].on_dead);
         }
         free(c->watches);
         free(c->control_group);

@@ -2,10 +2,13 @@
 /*
  * intake.c - a file in an upload folder becomes a job; see intake.h.
  *
- * The file is opened O_NOFOLLOW|O_NONBLOCK (a symlink fails, a FIFO opens without waiting
- * for a writer), and everything is decided on the descriptor: a regular file, within the
- * size limit. Its content is hashed from that descriptor, so the recorded SHA-256 is that of
- * one file even if the name is replaced meanwhile.
+ * Anything but a regular file is refused with a reason, before it is opened (a device is
+ * never opened at all): symlinks (imgd does not follow links out of the upload tree), FIFOs,
+ * devices, sockets. The file is then opened O_NOFOLLOW|O_NONBLOCK (a symlink swapped in
+ * fails, a FIFO swapped in opens without waiting for a writer) and everything is decided
+ * again on the descriptor: a regular file, not hard-linked elsewhere unless allowed, within
+ * the size limit. Its content is hashed from that descriptor, so the recorded SHA-256 is
+ * that of one file even if the name is replaced meanwhile.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,19 @@ static int fail(char **ret_error, int r, const char *path, const char *why)
         return r;
 }
 
+static const char *file_type_refusal(mode_t mode)
+{
+        if (S_ISFIFO(mode))
+                return "refused: a FIFO, not a regular file";
+        if (S_ISCHR(mode) || S_ISBLK(mode))
+                return "refused: a device, not a regular file";
+        if (S_ISSOCK(mode))
+                return "refused: a socket, not a regular file";
+        if (S_ISDIR(mode))
+                return "refused: a directory, not a regular file";
+        return "refused: not a regular file";
+}
+
 int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w,
                 const char *path, int64_t now_us, int64_t *ret_id, char **ret_error)
 {
@@ -38,6 +54,13 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
 
         if (pathmap_is_ignored(name ? name + 1 : path))
                 return 0;
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : fail(ret_error, negative_errno(), path, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return fail(ret_error, S_ISLNK(st.st_mode) ? -ELOOP : -EINVAL, path,
+                            S_ISLNK(st.st_mode) ? "refused: a symbolic link (imgd does not follow "
+                                                  "links out of the upload folder)"
+                                                : file_type_refusal(st.st_mode));
         r = pathmap_output_key(w->path, w->output, path, &key);
         if (r < 0)
                 return fail(ret_error, r, path, "not below its watched folder");
@@ -47,14 +70,23 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
                 if (errno == ENOENT)
                         return 0; /* gone again before we looked: nothing to do */
                 r = negative_errno();
-                return fail(ret_error, r, path, errno == ELOOP ? "is a symlink" : strerror(errno));
+                return fail(ret_error, r, path,
+                            errno == ELOOP ? "refused: a symbolic link" : strerror(errno));
         }
         if (fstat(fd, &st) < 0) {
                 r = negative_errno();
                 return fail(ret_error, r, path, strerror(-r));
         }
         if (!S_ISREG(st.st_mode))
-                return 0;
+                return fail(ret_error, -EINVAL, path, file_type_refusal(st.st_mode));
+        if (st.st_nlink > 1 && !cfg->limits.allow_hardlinks) {
+                char why[200];
+                snprintf(why, sizeof why,
+                         "refused: it has %lu hard links, and a hard link can expose a file from "
+                         "outside the upload folder (limits.allow_hardlinks = false)",
+                         (unsigned long)st.st_nlink);
+                return fail(ret_error, -EMLINK, path, why);
+        }
         if ((uint64_t)st.st_size > cfg->limits.max_file_bytes) {
                 char why[128];
                 snprintf(why, sizeof why, "%" PRIu64 " bytes, over limits.max_file_bytes (%" PRIu64 ")",

@@ -24,6 +24,7 @@
 
 #include "imgd/breaker.h"
 #include "imgd/fault.h"
+#include "imgd/hooks.h"
 #include "imgd/intake.h"
 #include "imgd/log.h"
 #include "imgd/pathmap.h"
@@ -54,6 +55,7 @@ struct scheduler {
         void *event_userdata;
         metrics *metrics;
         breaker *breaker;
+        hooks *hooks;
         sd_event_source *breaker_timer;
         char owner[64];
 };
@@ -99,12 +101,20 @@ int64_t scheduler_backoff_ms(const struct config_retry *r, unsigned attempt, dou
         return delay < 0 ? 0 : (int64_t)llround(delay);
 }
 
-/* Tells subscribers about a transition of `job`; extra members (may be NULL) are added. */
+static const struct watch_config *find_watch(const struct config *cfg, const char *path);
+
+/* Tells subscribers and the watch's hooks about a transition of `job`; extra members (may be
+ * NULL) are added. */
 static void emit(scheduler *s, const char *event, const struct job *job, json_t *extra)
 {
         _cleanup_(json_decrefp) json_t *j = NULL;
+        const struct watch_config *wc = find_watch(s->cfg, job->watch);
+        const char *hook = !wc ? NULL
+                           : strcmp(event, "done") == 0 ? wc->on_done
+                           : strcmp(event, "dead") == 0 ? wc->on_dead
+                                                        : NULL;
 
-        if (!s->event_fn) {
+        if (!s->event_fn && !hook) {
                 json_decref(extra);
                 return;
         }
@@ -114,8 +124,47 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
         if (j && extra)
                 json_object_update(j, extra);
         json_decref(extra);
-        if (j)
+        if (j && s->event_fn)
                 s->event_fn(event, j, s->event_userdata);
+        if (j && hook)
+                hooks_run(s->hooks, hook, wc->hook_timeout_s, event, j);
+}
+
+/* Moves a dead job's source into its watch's quarantine folder, keeping its sub-path. */
+static void quarantine(scheduler *s, const struct job *job)
+{
+        const struct watch_config *wc = find_watch(s->cfg, job->watch);
+        _cleanup_free_ char *dest = NULL, *dir = NULL;
+        size_t n;
+
+        if (!wc || !wc->quarantine)
+                return;
+        n = strlen(wc->path);
+        if (strncmp(job->source_path, wc->path, n) != 0 || job->source_path[n] != '/')
+                return;
+        if (asprintf(&dest, "%s%s", wc->quarantine, job->source_path + n) < 0)
+                return;
+        dir = strdup(dest);
+        if (!dir)
+                return;
+        *strrchr(dir, '/') = '\0';
+        /* mkdir -p */
+        for (char *p = dir + 1;; p++) {
+                if (*p != '/' && *p != '\0')
+                        continue;
+                char saved = *p;
+                *p = '\0';
+                (void)mkdir(dir, 0750);
+                *p = saved;
+                if (!saved)
+                        break;
+        }
+        if (rename(job->source_path, dest) < 0)
+                log_warning_errno(errno, "job %" PRId64 ": quarantine %s -> %s: %m", job->id,
+                                  job->source_path, dest);
+        else
+                log_notice("job %" PRId64 ": moved %s to quarantine %s", job->id,
+                           job->source_path, dest);
 }
 
 static void running_free(struct running *run)
@@ -167,6 +216,8 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
                 return;
         }
         metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
+        if (!retry)
+                quarantine(s, job);
         breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE, error);
         emit(s, retry ? "retry" : "dead", job,
              json_pack("{s:s, s:I}", "error", msg ?: error, "next_at_us", (json_int_t)next));
@@ -627,7 +678,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         log_info("job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
                  run->n, seconds * 1e3);
         metrics_job_done(s->metrics, job->pipeline, seconds);
-        if (s->event_fn) {
+        {
                 json_t *list = json_array();
                 for (size_t i = 0; list && i < run->n; i++)
                         json_array_append_new(
@@ -717,6 +768,9 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
                 .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
                 .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
         };
+        r = hooks_new(e, &s->hooks);
+        if (r < 0)
+                goto fail;
         r = breaker_new(&bc, &s->breaker);
         if (r < 0)
                 goto fail;
@@ -767,6 +821,7 @@ scheduler *scheduler_free(scheduler *s)
         sd_event_source_disable_unref(s->leases);
         metrics_free(s->metrics);
         breaker_free(s->breaker);
+        hooks_free(s->hooks);
         sd_event_source_disable_unref(s->breaker_timer);
         sd_event_unref(s->event);
         free(s);

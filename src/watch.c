@@ -156,8 +156,9 @@ static int walk(watch *w, const struct watch_config *wc, const char *path, bool 
                 }
                 if (type == DT_DIR && !wc->recursive)
                         continue;
-                if (type != DT_DIR && (type != DT_REG || !report ||
-                                       pathmap_is_ignored(de->d_name)))
+                /* Everything that is not a directory is reported, so that intake can refuse
+                 * symlinks, FIFOs and devices with a reason rather than pass them over. */
+                if (type != DT_DIR && (!report || pathmap_is_ignored(de->d_name)))
                         continue;
                 child = join(path, de->d_name);
                 if (!child)
@@ -235,8 +236,17 @@ static void handle_event(watch *w, const struct inotify_event *ev)
                         (void)walk(w, dir->wc, path, true, true, 0);
                 return;
         }
-        if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) || pathmap_is_ignored(ev->name))
+        if (pathmap_is_ignored(ev->name))
                 return;
+        if (ev->mask & IN_CREATE) {
+                /* A regular file is reported when it is closed after writing; anything else
+                 * (a symlink, a FIFO, a device) never will be: report it now to be refused. */
+                struct stat st;
+                if (lstat(path, &st) < 0 || S_ISREG(st.st_mode))
+                        return;
+        } else if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO))) {
+                return;
+        }
         w->fn(dir->wc, path, w->userdata);
 }
 

@@ -35,6 +35,9 @@ struct watch_config {
         char *pipeline_name;
         const struct pipeline *pipeline; /* points into config.pipelines */
         bool recursive;
+        char *quarantine;        /* dead sources are moved here; NULL: left in place */
+        char *on_done, *on_dead; /* hook programs; NULL: none */
+        unsigned hook_timeout_s; /* default 30 */
         int line; /* where it was defined, for messages */
 };
 

@@ -1,0 +1,588 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-systemd.c - the systemd unit, systemd/imgd.service: what issue 5 asks of it, how
+ * `systemd-analyze security` rates it (at most 2.0), that `systemd-analyze verify` finds
+ * nothing wrong with it, and that imgd still renders under its MemoryDenyWriteExecute=yes.
+ *
+ * systemd-analyze must be installed (Debian package systemd, installed by
+ * scripts/deps.sh --tests): a missing one fails these tests rather than skipping them, so
+ * the checks cannot silently stop running.
+ *
+ * verify needs a unit whose programs exist and whose man pages man(1) can find, so it is
+ * run on a copy in a temporary directory with /usr/sbin/imgd replaced by the build tree's
+ * imgd, and with MANPATH pointing at a temporary man tree holding man/imgd.8, imgctl.1 and
+ * imgd.conf.5 (the unit's Documentation=). Everything else is checked as shipped: User=imgd
+ * stays, since verify does not look users up; /bin/kill (ExecReload=) must exist. A copy
+ * whose ExecStart= names a missing program must fail, which shows verify really checks.
+ *
+ * MemoryDenyWriteExecute= cannot be tried through systemd here (no systemd is running in a
+ * build container), so the test builds the same seccomp filter that systemd installs for it
+ * (mmap with PROT_WRITE|PROT_EXEC, mprotect and pkey_mprotect adding PROT_EXEC, shmat with
+ * SHM_EXEC fail with EPERM), starts the real imgd under it with the unit's Environment=,
+ * renders real images, and then checks every executable mapping of the daemon and its
+ * workers: none is writable, and each is a file of the system or of the build tree, never
+ * anonymous memory or a temporary file (liborc's generated code lives in a deleted
+ * "orcexec.*" file mapped twice, which MemoryDenyWriteExecute= alone does not stop).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define UNIT_PATH IMGD_SOURCE_DIR "/systemd/imgd.service"
+#define EXPOSURE_MAX 2.0
+
+/* Where `name` is in $PATH or the sbin directories; fails the test if nowhere. */
+static char *find_program(const char *name, const char *package)
+{
+        const char *path = getenv("PATH");
+        char *dirs = tu_path("%s:/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin",
+                             path ? path : "");
+        char *save = NULL;
+
+        for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+                char *p = tu_path("%s/%s", *d ? d : ".", name);
+
+                if (access(p, X_OK) == 0) {
+                        free(dirs);
+                        return p;
+                }
+                free(p);
+        }
+        free(dirs);
+        fail_msg("%s is not installed; it comes with the Debian package %s "
+                 "(scripts/deps.sh --tests installs it)", name, package);
+        return NULL;
+}
+
+/* ---- the unit file ----------------------------------------------------------------------- */
+
+/*
+ * The values assigned to `key` in [section] of a unit file's text, in order, joined by a
+ * space; an empty assignment resets the list, as systemd does. NULL when the key is never
+ * assigned. Caller frees.
+ */
+static char *unit_get(const char *unit, const char *section, const char *key)
+{
+        char *copy = strdup(unit), *save = NULL, *value = NULL;
+        bool in_section = false;
+        size_t klen = strlen(key);
+
+        assert_non_null(copy);
+        for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                line += strspn(line, " \t");
+                if (line[0] == '#' || line[0] == ';' || line[0] == '\0')
+                        continue;
+                if (line[0] == '[') {
+                        in_section = strncmp(line + 1, section, strlen(section)) == 0 &&
+                                     line[1 + strlen(section)] == ']';
+                        continue;
+                }
+                if (!in_section || strncmp(line, key, klen) != 0 || line[klen] != '=')
+                        continue;
+                line += klen + 1;
+                if (*line == '\0') {
+                        free(value);
+                        value = strdup("");
+                } else if (value && *value) {
+                        char *joined = tu_path("%s %s", value, line);
+
+                        free(value);
+                        value = joined;
+                } else {
+                        free(value);
+                        value = strdup(line);
+                }
+                assert_non_null(value);
+        }
+        free(copy);
+        return value;
+}
+
+static char *read_unit(void)
+{
+        char *unit = tu_read_file(UNIT_PATH, NULL);
+
+        if (!unit)
+                fail_msg("cannot read %s", UNIT_PATH);
+        return unit;
+}
+
+/* [Service] key is set, and its value (all assignments joined) is exactly `want`. */
+static void assert_service(const char *unit, const char *key, const char *want)
+{
+        char *v = unit_get(unit, "Service", key);
+
+        if (!v || strcmp(v, want) != 0)
+                fail_msg("imgd.service: expected %s=%s, found %s%s%s", key, want,
+                         v ? key : "(not set)", v ? "=" : "", v ? v : "");
+        free(v);
+}
+
+/* [Service] key has the word `word` among its values. */
+static void assert_service_has(const char *unit, const char *key, const char *word)
+{
+        char *v = unit_get(unit, "Service", key);
+        bool found = false;
+
+        if (v) {
+                char *save = NULL;
+
+                for (char *w = strtok_r(v, " ", &save); w && !found; w = strtok_r(NULL, " ", &save))
+                        found = strcmp(w, word) == 0;
+        }
+        free(v);
+        if (!found)
+                fail_msg("imgd.service: %s= does not contain %s", key, word);
+}
+
+static void test_unit_contents(void **state)
+{
+        char *unit = read_unit();
+        char *v;
+
+        (void)state;
+        assert_service(unit, "Type", "notify");
+        assert_service(unit, "ExecReload", "/bin/kill -HUP $MAINPID");
+        assert_service(unit, "Restart", "on-failure");
+        assert_service(unit, "WatchdogSec", "30s");
+        assert_service(unit, "User", "imgd");
+        assert_service(unit, "Group", "imgd");
+        assert_service(unit, "StateDirectory", "imgd");
+        assert_service(unit, "RuntimeDirectory", "imgd");
+        assert_service(unit, "RuntimeDirectoryMode", "0750");
+        assert_service(unit, "UMask", "0022");
+        assert_service(unit, "ProtectSystem", "strict");
+        assert_service_has(unit, "ReadWritePaths", "-/srv/uploads");
+        assert_service_has(unit, "ReadWritePaths", "-/srv/media");
+        assert_service(unit, "ProtectHome", "yes");
+        assert_service(unit, "PrivateTmp", "yes");
+        assert_service(unit, "PrivateDevices", "yes");
+        assert_service(unit, "PrivateNetwork", "yes");
+        assert_service(unit, "NoNewPrivileges", "yes");
+        assert_service(unit, "RestrictAddressFamilies", "AF_UNIX");
+        assert_service(unit, "RestrictNamespaces", "yes");
+        assert_service(unit, "LockPersonality", "yes");
+        assert_service(unit, "SystemCallArchitectures", "native");
+        assert_service_has(unit, "SystemCallFilter", "@system-service");
+        assert_service(unit, "CapabilityBoundingSet", "");
+        assert_service(unit, "MemoryDenyWriteExecute", "yes");
+        assert_service_has(unit, "Environment", "VIPS_NOVECTOR=1");
+
+        v = unit_get(unit, "Service", "MemoryMax");
+        assert_non_null(v);
+        free(v);
+        v = unit_get(unit, "Service", "TasksMax");
+        assert_non_null(v);
+        free(v);
+        /* The daemon checks its configuration before systemd considers it started. */
+        v = unit_get(unit, "Service", "ExecStartPre");
+        assert_non_null(v);
+        assert_non_null(strstr(v, "--check-config"));
+        free(v);
+        v = unit_get(unit, "Service", "ExecStart");
+        assert_non_null(v);
+        assert_non_null(strstr(v, "/usr/sbin/imgd -c /etc/imgd/imgd.conf"));
+        free(v);
+        v = unit_get(unit, "Install", "WantedBy");
+        assert_non_null(v);
+        assert_string_equal(v, "multi-user.target");
+        free(v);
+        free(unit);
+}
+
+/* ---- systemd-analyze security ------------------------------------------------------------ */
+
+static void test_security_exposure(void **state)
+{
+        char *analyze = find_program("systemd-analyze", "systemd");
+        char *out = NULL, *line, *end, *save = NULL;
+        const char *tag = "Overall exposure level for imgd.service:";
+        double exposure = -1;
+        int rc;
+
+        (void)state;
+        /* --threshold is in tenths: the command itself fails above 2.0 too. */
+        rc = tu_run(&out, analyze, "security", "--offline=true", "--threshold=20", UNIT_PATH,
+                    NULL);
+        line = strstr(out ? out : "", tag);
+        if (!line)
+                fail_msg("systemd-analyze security printed no \"%s\" line (exit %d):\n%s", tag,
+                         rc, out ? out : "");
+        exposure = strtod(line + strlen(tag), &end);
+        if (end == line + strlen(tag))
+                fail_msg("cannot read the exposure level in: %.80s", line);
+        print_message("systemd-analyze security: exposure %.1f (at most %.1f allowed)\n",
+                      exposure, EXPOSURE_MAX);
+        /* What is left, for the record. */
+        for (char *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (strncmp(l, "\xe2\x9c\x97", 3) == 0) /* ✗ */
+                        print_message("  %s\n", l);
+        if (exposure > EXPOSURE_MAX)
+                fail_msg("imgd.service is rated %.1f, more than %.1f", exposure, EXPOSURE_MAX);
+        assert_int_equal(rc, 0);
+        free(out);
+        free(analyze);
+}
+
+/* ---- systemd-analyze verify -------------------------------------------------------------- */
+
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+        size_t n = 0, flen = strlen(from), tlen = strlen(to);
+        char *out, *q;
+
+        for (const char *p = strstr(s, from); p; p = strstr(p + flen, from))
+                n++;
+        out = q = malloc(strlen(s) + n * tlen + 1);
+        assert_non_null(out);
+        for (const char *p = s;;) {
+                const char *m = strstr(p, from);
+
+                if (!m) {
+                        strcpy(q, p);
+                        break;
+                }
+                memcpy(q, p, (size_t)(m - p));
+                q += m - p;
+                memcpy(q, to, tlen);
+                q += tlen;
+                p = m + flen;
+        }
+        return out;
+}
+
+/* A man tree under dir with the pages of man/, as an installation has them. */
+static char *make_man_tree(const char *dir)
+{
+        static const char *const pages[][2] = {
+                { "imgd.8", "man8" }, { "imgctl.1", "man1" }, { "imgd.conf.5", "man5" },
+        };
+        char *root = tu_path("%s/man", dir);
+
+        for (size_t i = 0; i < ELEMENTSOF(pages); i++) {
+                char *src = tu_path("%s/man/%s", IMGD_SOURCE_DIR, pages[i][0]);
+                char *dst = tu_path("%s/%s/%s", root, pages[i][1], pages[i][0]);
+                size_t len = 0;
+                char *text = tu_read_file(src, &len);
+
+                if (!text)
+                        fail_msg("cannot read %s", src);
+                tu_write_file(dst, text, len);
+                free(text);
+                free(src);
+                free(dst);
+        }
+        return root;
+}
+
+static void test_verify(void **state)
+{
+        char *analyze = find_program("systemd-analyze", "systemd");
+        char *dir = tu_mkdtemp();
+        char *unit = read_unit();
+        char *copy = replace_all(unit, "/usr/sbin/imgd", IMGD_BUILD_DIR "/imgd");
+        char *broken = replace_all(unit, "/usr/sbin/imgd", "/nonexistent/imgd");
+        char *unit_path = tu_path("%s/imgd.service", dir);
+        char *broken_dir = tu_path("%s/broken", dir);
+        char *broken_path = tu_path("%s/imgd.service", broken_dir);
+        char *man = make_man_tree(dir);
+        char *old_manpath = getenv("MANPATH") ? strdup(getenv("MANPATH")) : NULL;
+        char *out = NULL;
+        int rc;
+
+        (void)state;
+        assert_int_equal(access("/bin/kill", X_OK), 0);
+        tu_write_file(unit_path, copy, (size_t)-1);
+        tu_write_file(broken_path, broken, (size_t)-1);
+        setenv("MANPATH", man, 1);
+
+        rc = tu_run(&out, analyze, "verify", unit_path, NULL);
+        if (rc != 0 || (out && *out))
+                fail_msg("systemd-analyze verify %s: exit %d:\n%s", unit_path, rc,
+                         out ? out : "");
+        free(out);
+        out = NULL;
+
+        /* The control: a missing program is reported, so the check above means something. */
+        rc = tu_run(&out, analyze, "verify", broken_path, NULL);
+        assert_int_not_equal(rc, 0);
+        assert_non_null(out);
+        if (!strstr(out, "/nonexistent/imgd"))
+                fail_msg("systemd-analyze verify did not name the missing program:\n%s", out);
+        free(out);
+
+        if (old_manpath)
+                setenv("MANPATH", old_manpath, 1);
+        else
+                unsetenv("MANPATH");
+        free(old_manpath);
+        tu_rm_rf(dir);
+        free(man);
+        free(broken_path);
+        free(broken_dir);
+        free(unit_path);
+        free(broken);
+        free(copy);
+        free(unit);
+        free(dir);
+        free(analyze);
+}
+
+/* ---- MemoryDenyWriteExecute= ------------------------------------------------------------- */
+
+#define SECCOMP_ARG2 (offsetof(struct seccomp_data, args) + 2 * sizeof(__u64))
+
+/*
+ * Installs the filter of systemd's MemoryDenyWriteExecute=yes (src/shared/seccomp-util.c,
+ * seccomp_memory_deny_write_execute()): no new memory that is both writable and
+ * executable, no memory made executable later. Returns 0 or -errno.
+ */
+static int deny_write_execute(void)
+{
+        struct sock_filter f[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                /* mmap: EPERM when prot has both PROT_WRITE and PROT_EXEC */
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 3),
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SECCOMP_ARG2),
+                BPF_STMT(BPF_ALU | BPF_AND | BPF_K, PROT_WRITE | PROT_EXEC),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PROT_WRITE | PROT_EXEC, 10, 11),
+                /* mprotect, pkey_mprotect: EPERM when prot has PROT_EXEC */
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mprotect, 1, 0),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pkey_mprotect, 0, 3),
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SECCOMP_ARG2),
+                BPF_STMT(BPF_ALU | BPF_AND | BPF_K, PROT_EXEC),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 6, 5),
+                /* shmat: EPERM when shmflg has SHM_EXEC */
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_shmat, 0, 5),
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SECCOMP_ARG2),
+                BPF_STMT(BPF_ALU | BPF_AND | BPF_K, SHM_EXEC),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = ELEMENTSOF(f), .filter = f };
+
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+                return -errno;
+        return 0;
+}
+
+/* The filter works as intended: checked in a child, which then goes away with it. */
+static void test_mdwe_filter(void **state)
+{
+        pid_t pid;
+        int status;
+
+        (void)state;
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                void *rw, *rwx;
+
+                if (deny_write_execute() < 0)
+                        _exit(10);
+                rwx = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (rwx != MAP_FAILED || errno != EPERM)
+                        _exit(11);
+                rw = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                          0);
+                if (rw == MAP_FAILED)
+                        _exit(12);
+                if (mprotect(rw, 4096, PROT_READ | PROT_EXEC) == 0 || errno != EPERM)
+                        _exit(13);
+                if (mprotect(rw, 4096, PROT_READ) != 0)
+                        _exit(14);
+                _exit(0);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Sets each VAR=VALUE of the unit's Environment= (no quoting is used there). */
+static void apply_unit_environment(const char *unit)
+{
+        char *env = unit_get(unit, "Service", "Environment"), *save = NULL;
+
+        if (!env)
+                return;
+        for (char *w = strtok_r(env, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+                char *eq = strchr(w, '=');
+
+                if (eq) {
+                        *eq = '\0';
+                        setenv(w, eq + 1, 1);
+                }
+        }
+        free(env);
+}
+
+/*
+ * Checks /proc/pid/maps: no mapping is writable and executable, and every executable one
+ * is a file below one of the allowed directories or the kernel's [vdso]/[vsyscall].
+ */
+static void assert_no_generated_code(pid_t pid)
+{
+        char *path = tu_path("/proc/%d/maps", (int)pid);
+        char *maps = tu_read_file(path, NULL), *save = NULL;
+        unsigned executable = 0;
+
+        if (!maps)
+                fail_msg("cannot read %s", path);
+        for (char *l = strtok_r(maps, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+                char perms[5] = "", file[4096] = "";
+
+                if (sscanf(l, "%*s %4s %*s %*s %*s %4095[^\n]", perms, file) < 1)
+                        continue;
+                if (perms[2] != 'x')
+                        continue;
+                executable++;
+                if (perms[1] == 'w')
+                        fail_msg("pid %d has writable executable memory: %s", (int)pid, l);
+                if (strcmp(file, "[vdso]") == 0 || strcmp(file, "[vsyscall]") == 0)
+                        continue;
+                if (strstr(file, "orcexec") || strstr(file, "(deleted)"))
+                        fail_msg("pid %d runs generated code from a temporary file: %s",
+                                 (int)pid, l);
+                if (strncmp(file, "/usr/", 5) != 0 && strncmp(file, "/lib", 4) != 0 &&
+                    strncmp(file, IMGD_BUILD_DIR "/", strlen(IMGD_BUILD_DIR) + 1) != 0)
+                        fail_msg("pid %d has executable memory that is not a program or "
+                                 "library: %s", (int)pid, l);
+        }
+        assert_true(executable > 0);
+        free(maps);
+        free(path);
+}
+
+/* The process runs under a seccomp filter (the "Seccomp:" line of /proc/pid/status). */
+static void assert_seccomp(pid_t pid)
+{
+        char *path = tu_path("/proc/%d/status", (int)pid);
+        char *status = tu_read_file(path, NULL);
+        char *line;
+
+        assert_non_null(status);
+        line = strstr(status, "\nSeccomp:");
+        assert_non_null(line);
+        if (strtol(line + strlen("\nSeccomp:"), NULL, 10) != SECCOMP_MODE_FILTER)
+                fail_msg("pid %d is not under a seccomp filter", (int)pid);
+        free(status);
+        free(path);
+}
+
+static void test_renders_under_mdwe(void **state)
+{
+        /* Resizing a decoded PNG is where libvips would use orc's generated code. */
+        static const char pipeline[] =
+                "( { name = \"small\"; width = 100; height = 100; fit = \"cover\"; "
+                "format = \"webp\"; mask = \"circle\"; },"
+                "  { name = \"web\"; width = 700; height = 700; fit = \"inside\"; "
+                "format = \"jpeg\"; quality = 82; } )";
+        char *unit = read_unit();
+        struct tu_daemon d;
+        pid_t pid, workers[16];
+        unsigned n_workers;
+        char *out = NULL, *p;
+        json_t *st, *jobs;
+        int status;
+
+        (void)state;
+        tu_daemon_setup(&d, pipeline, 2, NULL);
+        p = tu_path("%s/a.png", d.uploads);
+        tu_make_image(p, 1600, 1200, "png", true);
+        free(p);
+        p = tu_path("%s/sub/b.jpg", d.uploads);
+        tu_make_image(p, 2000, 1500, "jpeg", false);
+        free(p);
+
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                int fd = open(d.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+                if (fd >= 0) {
+                        dup2(fd, STDERR_FILENO);
+                        dup2(fd, STDOUT_FILENO);
+                }
+                apply_unit_environment(unit);
+                if (deny_write_execute() < 0)
+                        _exit(126);
+                execl(IMGD_BUILD_DIR "/imgd", "imgd", "-v", "-c", d.config, (char *)NULL);
+                _exit(127);
+        }
+        d.pid = pid;
+        for (int i = 0;; i++) {
+                if (tu_imgctl(&d, NULL, "status", NULL) == 0)
+                        break;
+                if (waitpid(pid, &status, WNOHANG) == pid) {
+                        char *log = tu_read_file(d.log, NULL);
+
+                        d.pid = 0;
+                        fail_msg("imgd exited during start-up (status %d):\n%s", status,
+                                 log ? log : "");
+                }
+                if (i == 2000)
+                        fail_msg("imgd did not answer on %s within 20 s", d.socket);
+                usleep(10 * 1000);
+        }
+        tu_daemon_wait_idle(&d, 120);
+
+        assert_int_equal(tu_imgctl(&d, &out, "status", "--json", NULL), 0);
+        st = json_loads(out, 0, NULL);
+        assert_non_null(st);
+        jobs = json_object_get(st, "jobs");
+        if (json_integer_value(json_object_get(jobs, "done")) != 2) {
+                char *log = tu_read_file(d.log, NULL);
+
+                fail_msg("expected 2 jobs done under MemoryDenyWriteExecute, got: %s\n%s", out,
+                         log ? log : "");
+        }
+        json_decref(st);
+        free(out);
+        assert_int_equal(tu_count_files(d.media, "*_small.webp"), 2);
+        assert_int_equal(tu_count_files(d.media, "*_web.jpg"), 2);
+
+        /* The workers that rendered are still there (one job at a time, long-lived). */
+        assert_seccomp(d.pid);
+        assert_no_generated_code(d.pid);
+        n_workers = tu_daemon_children(&d, workers, ELEMENTSOF(workers));
+        assert_true(n_workers > 0);
+        for (unsigned i = 0; i < n_workers; i++) {
+                assert_seccomp(workers[i]);
+                assert_no_generated_code(workers[i]);
+        }
+
+        tu_daemon_cleanup(&d);
+        free(unit);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_unit_contents),
+                cmocka_unit_test(test_security_exposure),
+                cmocka_unit_test(test_verify),
+                cmocka_unit_test(test_mdwe_filter),
+                cmocka_unit_test(test_renders_under_mdwe),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
