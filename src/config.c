@@ -1276,6 +1276,96 @@ static int parse_limits(struct parser *p, const config_setting_t *root, struct c
         return 0;
 }
 
+/* degradation = { enabled = true; recover_ms = 60000;
+ *                 reduced = { queued = 500; oldest_s = 300; memory = 0.85; error_rate = 0.25; };
+ *                 essential = { ... }; paused = { ... }; }; */
+static int parse_level(struct parser *p, const config_setting_t *group, const char *name,
+                       struct health_thresholds *t)
+{
+        static const char *const keys[] = { "queued", "oldest_s", "memory", "error_rate", NULL };
+        const config_setting_t *s = config_setting_get_member(group, name), *ns = NULL;
+        _cleanup_free_ char *prefix = strdup_printf("degradation: %s: ", name);
+        _cleanup_free_ char *in = strdup_printf(" in degradation.%s", name);
+        long long v = 0;
+        double d = 0;
+        int r;
+
+        if (!prefix || !in)
+                return oom(p);
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL, "%smust be a group { queued = ...; }", prefix);
+        r = check_keys(p, s, keys, "", in);
+        if (r < 0)
+                return r;
+        r = get_int_range(p, s, "queued", prefix, 1, LLONG_MAX, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                t->queued = (uint64_t)v;
+        r = get_int_range(p, s, "oldest_s", prefix, 1, 86400 * 365, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                t->oldest_age_us = (uint64_t)v * 1000000ULL;
+        for (int k = 0; k < 2; k++) {
+                const char *key = k == 0 ? "memory" : "error_rate";
+                r = get_number(p, s, key, prefix, &ns, &d);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        continue;
+                if (!(d > 0.0 && d <= 1.0))
+                        return fail(p, ns, -EINVAL, "%s'%s' must be above 0 and at most 1, not %g",
+                                    prefix, key, d);
+                if (k == 0)
+                        t->memory_pressure = d;
+                else
+                        t->error_rate = d;
+        }
+        return 0;
+}
+
+static int parse_degradation(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        static const char *const keys[] = { "enabled", "recover_ms", "reduced", "essential",
+                                            "paused", NULL };
+        const config_setting_t *s = config_setting_get_member(root, "degradation");
+        long long v = 0;
+        health *check = NULL;
+        int r;
+
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL, "'degradation' must be a group: degradation = { ... };");
+        r = check_keys(p, s, keys, "", " in degradation");
+        if (r < 0)
+                return r;
+        r = get_bool(p, s, "enabled", "degradation: ", &c->degradation);
+        if (r < 0)
+                return r;
+        r = get_int_range(p, s, "recover_ms", "degradation: ", 0, 86400000, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->health.recover_us = (uint64_t)v * 1000;
+        r = parse_level(p, s, "reduced", &c->health.reduced);
+        if (r >= 0)
+                r = parse_level(p, s, "essential", &c->health.essential);
+        if (r >= 0)
+                r = parse_level(p, s, "paused", &c->health.paused);
+        if (r < 0)
+                return r;
+        if (health_new(&c->health, &check) < 0)
+                return fail(p, s, -EINVAL,
+                            "degradation: each threshold must grow from reduced to essential to "
+                            "paused");
+        health_free(check);
+        return 0;
+}
+
 static int parse_breaker(struct parser *p, const config_setting_t *root, struct config *c)
 {
         static const char *const keys[] = { "output_failures", "worker_failure_rate",
@@ -1403,7 +1493,8 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         static const char *const keys[] = { "state_dir",  "socket",        "workers",
                                             "background", "limits",        "retry",
                                             "breaker",    "prune_after_days", "control_group",
-                                            "watch",      "pipelines",     NULL };
+                                            "degradation", "watch",        "pipelines",
+                                            NULL };
         long long days = 0;
         const config_setting_t *s = NULL;
         const char *v = NULL;
@@ -1454,6 +1545,9 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         if (r < 0)
                 return r;
         r = parse_breaker(p, root, c);
+        if (r < 0)
+                return r;
+        r = parse_degradation(p, root, c);
         if (r < 0)
                 return r;
         r = get_int_range(p, root, "prune_after_days", "", 0, 36500, &days);
@@ -1578,6 +1672,8 @@ int config_load(const char *path, struct config **ret, char **ret_error)
                 .max_cooldown_ms = 600000,
         };
         c->prune_after_days = 30;
+        c->degradation = true;
+        health_config_init(&c->health);
         c->retry = (struct config_retry){
                 .max_attempts = 5,
                 .base_delay_ms = 1000,

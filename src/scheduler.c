@@ -24,6 +24,7 @@
 
 #include "imgd/breaker.h"
 #include "imgd/fault.h"
+#include "imgd/health.h"
 #include "imgd/hooks.h"
 #include "imgd/intake.h"
 #include "imgd/log.h"
@@ -34,6 +35,7 @@
 /* A job handed to a worker. */
 struct running {
         struct job *job;
+        bool degraded; /* rendered below full quality, or without its non-essential variants */
         struct publish_tmp *tmps;
         struct variant *variants; /* formats resolved */
         size_t n;
@@ -56,11 +58,21 @@ struct scheduler {
         metrics *metrics;
         breaker *breaker;
         hooks *hooks;
-        sd_event_source *breaker_timer;
+        health *health;
+        sd_event_source *breaker_timer, *health_timer;
+        /* Recent outcomes for the error rate: (time, failed) in a ring. */
+        struct {
+                uint64_t at;
+                bool failed;
+        } outcomes[128];
+        unsigned n_outcomes, next_outcome;
         char owner[64];
 };
 
 #define LEASE_CHECK_USEC (30 * 1000000ULL)
+#define HEALTH_CHECK_USEC (5 * 1000000ULL)
+#define ERROR_WINDOW_USEC (5 * 60 * 1000000ULL)
+#define RERENDER_BATCH 20
 
 static uint64_t mono_now_usec(void)
 {
@@ -340,11 +352,24 @@ static int start_job(scheduler *s, struct job *job_in)
                 return -ENOMEM;
         }
         int fds[1 + 32];
+        enum health_level level = s->cfg->degradation ? health_level(s->health) : HEALTH_FULL;
+        bool any_essential = false;
+        size_t n = 0;
+
+        for (size_t i = 0; i < pl->n_variants; i++)
+                any_essential |= pl->variants[i].essential;
         fds[0] = src;
         for (size_t i = 0; i < pl->n_variants && i < 32; i++) {
                 _cleanup_free_ char *final = NULL;
-                struct variant *v = &run->variants[i];
+                struct variant *v = &run->variants[n];
 
+                /* Degraded: at "essential", only the variants marked so (all of them when
+                 * none is); at "reduced" and worse, lower quality and the fastest effort. The
+                 * job is recorded as degraded and rendered again once health returns. */
+                if (any_essential && !health_variant_enabled(pl->variants[i].essential, level)) {
+                        run->degraded = true;
+                        continue;
+                }
                 *v = pl->variants[i];
                 if (v->format == VARIANT_FORMAT_SAME && src_format == IMAGE_FORMAT_UNKNOWN) {
                         running_free(run);
@@ -354,10 +379,24 @@ static int start_job(scheduler *s, struct job *job_in)
                         return 0;
                 }
                 v->format = resolve_format(v, src_format);
+                if (level != HEALTH_FULL) {
+                        /* Quality where the encoder has one; effort for webp and avif. */
+                        bool lossy = v->format == IMAGE_FORMAT_JPEG ||
+                                     v->format == IMAGE_FORMAT_AVIF ||
+                                     (v->format == IMAGE_FORMAT_WEBP && !v->lossless);
+                        bool effort = v->format == IMAGE_FORMAT_WEBP ||
+                                      v->format == IMAGE_FORMAT_AVIF;
+                        unsigned q = lossy ? health_quality(v->quality, level) : v->quality;
+                        unsigned e = effort ? (unsigned)health_effort((int)v->effort, level)
+                                            : v->effort;
+                        run->degraded |= q != v->quality || e != v->effort;
+                        v->quality = q;
+                        v->effort = e;
+                }
                 r = pathmap_output_path(job->output_key, v->name,
                                         image_format_extension(v->format), &final);
                 if (r >= 0)
-                        r = publish_tmp_open(final, job->id, (unsigned)i, &run->tmps[i]);
+                        r = publish_tmp_open(final, job->id, (unsigned)n, &run->tmps[n]);
                 if (r < 0) {
                         snprintf(why, sizeof why, "create output %s: %s", final ?: "?",
                                  strerror(-r));
@@ -368,8 +407,8 @@ static int start_job(scheduler *s, struct job *job_in)
                                 job_failed(s, job, why, false);
                         return 0;
                 }
-                run->n = i + 1;
-                fds[1 + i] = run->tmps[i].fd;
+                run->n = ++n;
+                fds[n] = run->tmps[n - 1].fd;
                 json_array_append_new(jvariants, variant_to_json(v));
         }
 
@@ -416,7 +455,8 @@ static int on_kick(sd_event_source *es, void *userdata)
 {
         scheduler *s = userdata;
 
-        while (!s->paused && worker_pool_idle(s->pool) > 0) {
+        while (!s->paused && worker_pool_idle(s->pool) > 0 &&
+               !(s->cfg->degradation && health_level(s->health) == HEALTH_PAUSED)) {
                 struct job *job = NULL;
                 int64_t now = wall_now_us(), due;
                 int r;
@@ -496,6 +536,13 @@ static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reaso
 {
         enum breaker_state before = breaker_state(s->breaker), after;
 
+        /* Every outcome also feeds the error rate of the health score. */
+        s->outcomes[s->next_outcome].at = mono_now_usec();
+        s->outcomes[s->next_outcome].failed = o != BREAKER_SUCCESS;
+        s->next_outcome = (s->next_outcome + 1) % ELEMENTSOF(s->outcomes);
+        if (s->n_outcomes < ELEMENTSOF(s->outcomes))
+                s->n_outcomes++;
+
         breaker_record(s->breaker, o, reason, mono_now_usec());
         after = breaker_state(s->breaker);
         if (after == before)
@@ -516,6 +563,104 @@ static int on_breaker_timer(sd_event_source *es, uint64_t usec, void *userdata)
 {
         scheduler_kick(userdata);
         return 0;
+}
+
+static double memory_pressure(void)
+{
+        unsigned long long total = 0, avail = 0, v;
+        char line[256];
+        FILE *f = fopen("/proc/meminfo", "re");
+
+        if (!f)
+                return 0;
+        while (fgets(line, sizeof line, f)) {
+                if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
+                        total = v;
+                else if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
+                        avail = v;
+        }
+        fclose(f);
+        return total > 0 && avail <= total ? 1.0 - (double)avail / (double)total : 0;
+}
+
+static void health_inputs_now(scheduler *s, struct health_inputs *in)
+{
+        uint64_t counts[_JOB_STATE_MAX] = {}, now = mono_now_usec();
+        int64_t oldest = 0;
+        unsigned total = 0, failed = 0;
+
+        (void)ledger_counts(s->ledger, counts);
+        *in = (struct health_inputs){ .queued = counts[JOB_QUEUED] + counts[JOB_RETRY] };
+        if (ledger_oldest_queued(s->ledger, &oldest) > 0 && wall_now_us() > oldest)
+                in->oldest_queued_age_us = (uint64_t)(wall_now_us() - oldest);
+        in->memory_pressure = memory_pressure();
+        for (unsigned i = 0; i < s->n_outcomes; i++) {
+                if (now - s->outcomes[i].at > ERROR_WINDOW_USEC)
+                        continue;
+                total++;
+                failed += s->outcomes[i].failed;
+        }
+        /* A handful of failures is not a rate: below 10 outcomes it counts as none. */
+        in->error_rate = total >= 10 ? (double)failed / total : 0;
+}
+
+/* Checked often enough to notice recovery within a quarter of recover_us. */
+static uint64_t health_interval(const scheduler *s)
+{
+        uint64_t t = s->cfg->health.recover_us / 4;
+
+        return t < 200000 ? 200000 : t > HEALTH_CHECK_USEC ? HEALTH_CHECK_USEC : t;
+}
+
+static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler *s = userdata;
+        struct health_inputs in;
+        enum health_level before = health_level(s->health), after;
+
+        health_inputs_now(s, &in);
+        after = health_update(s->health, &in, mono_now_usec());
+        if (after != before) {
+                if (after > before)
+                        log_warning("degradation level %s (was %s): %s", health_level_name(after),
+                                    health_level_name(before), health_reason(s->health));
+                else
+                        log_notice("degradation level %s (was %s)", health_level_name(after),
+                                   health_level_name(before));
+                scheduler_kick(s);
+        }
+        /* Back to full health with a quiet queue: render degraded outputs again. */
+        if (after == HEALTH_FULL && in.queued == 0 && s->n_running == 0) {
+                /* In the background: a batch small enough never to trip the reduced level
+                 * itself (which would degrade the re-render and loop). */
+                uint64_t batch = worker_pool_size(s->pool);
+                if (batch > RERENDER_BATCH)
+                        batch = RERENDER_BATCH;
+                if (batch >= s->cfg->health.reduced.queued)
+                        batch = s->cfg->health.reduced.queued > 1
+                                        ? s->cfg->health.reduced.queued - 1 : 1;
+                int k = ledger_rerender_degraded(s->ledger, wall_now_us(), (unsigned)batch);
+                if (k > 0) {
+                        log_info("rendering %d degraded job(s) again at full quality", k);
+                        scheduler_kick(s);
+                }
+        }
+        sd_event_source_set_time_relative(es, health_interval(s));
+        sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+const char *scheduler_health(scheduler *s, double *ret_score, const char **ret_reason)
+{
+        struct health_inputs in;
+
+        if (ret_score) {
+                health_inputs_now(s, &in);
+                *ret_score = health_score(&in, &s->cfg->health);
+        }
+        if (ret_reason)
+                *ret_reason = health_reason(s->health);
+        return health_level_name(health_level(s->health));
 }
 
 const char *scheduler_breaker(const scheduler *s, const char **ret_reason)
@@ -638,12 +783,14 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 json_object_set_new(json_object_get(info, "variants"), run->variants[i].name,
                                     json_pack("{s:O?, s:O?}", "quality", q, "warning", w));
         }
+        if (info && run->degraded)
+                json_object_set_new(info, "degraded", json_true());
         info_text = info && json_object_size(info) > 0 ? json_dumps(info, JSON_COMPACT) : NULL;
 
         /* Checkpoint "verified": after a crash from here on, the staged files are published
          * without rendering them again. */
         now = wall_now_us();
-        r = ledger_stage(s->ledger, job->id, rows, run->n, false, info_text, now);
+        r = ledger_stage(s->ledger, job->id, rows, run->n, run->degraded, info_text, now);
         if (r < 0) {
                 snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
                 job_blocked(s, job, why);
@@ -771,6 +918,13 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         r = hooks_new(e, &s->hooks);
         if (r < 0)
                 goto fail;
+        r = health_new(&cfg->health, &s->health);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_time_relative(e, &s->health_timer, CLOCK_MONOTONIC, health_interval(s),
+                                       0, on_health_timer, s);
+        if (r < 0)
+                goto fail;
         r = breaker_new(&bc, &s->breaker);
         if (r < 0)
                 goto fail;
@@ -822,6 +976,8 @@ scheduler *scheduler_free(scheduler *s)
         metrics_free(s->metrics);
         breaker_free(s->breaker);
         hooks_free(s->hooks);
+        health_free(s->health);
+        sd_event_source_disable_unref(s->health_timer);
         sd_event_source_disable_unref(s->breaker_timer);
         sd_event_unref(s->event);
         free(s);

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "health.h"
 #include "variant.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/imgd/imgd.conf"
@@ -80,6 +81,8 @@ struct config {
         struct config_retry retry;
         struct config_breaker breaker;
         unsigned prune_after_days; /* finished jobs older than this are pruned; 0: never */
+        bool degradation;          /* graceful degradation on; default true */
+        struct health_config health; /* its thresholds (health.h) */
         char *control_group;       /* group whose members may use the socket; NULL: none */
 };
 

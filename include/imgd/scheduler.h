@@ -69,6 +69,10 @@ void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *user
  * NULL; "" while closed), why it opened. */
 const char *scheduler_breaker(const scheduler *s, const char **ret_reason);
 
+/* The degradation level ("full", "reduced", "essential", "paused"), the health score (0..100)
+ * in *ret_score and what drives the level in *ret_reason (both may be NULL). */
+const char *scheduler_health(scheduler *s, double *ret_score, const char **ret_reason);
+
 /* The scheduler's metrics (owned by the scheduler). */
 metrics *scheduler_metrics(scheduler *s);
 
