@@ -59,7 +59,7 @@ struct scheduler {
         breaker *breaker;
         hooks *hooks;
         health *health;
-        sd_event_source *breaker_timer, *health_timer;
+        sd_event_source *breaker_timer, *health_timer, *prune_timer;
         /* Recent outcomes for the error rate: (time, failed) in a ring. */
         struct {
                 uint64_t at;
@@ -73,6 +73,7 @@ struct scheduler {
 #define HEALTH_CHECK_USEC (5 * 1000000ULL)
 #define ERROR_WINDOW_USEC (5 * 60 * 1000000ULL)
 #define RERENDER_BATCH 20
+#define PRUNE_USEC (3600 * 1000000ULL)
 
 static uint64_t mono_now_usec(void)
 {
@@ -604,6 +605,26 @@ static void health_inputs_now(scheduler *s, struct health_inputs *in)
         in->error_rate = total >= 10 ? (double)failed / total : 0;
 }
 
+/* Hourly (and a minute after start): finished jobs older than prune_after_days go, except
+ * each source's newest; the ledger stays small on a server that runs for years. */
+static int on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler *s = userdata;
+
+        if (s->cfg->prune_after_days > 0) {
+                int64_t cutoff = wall_now_us() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
+                int k = ledger_prune(s->ledger, cutoff);
+                if (k < 0)
+                        log_warning_errno(k, "ledger: prune: %s", ledger_errmsg(s->ledger));
+                else if (k > 0)
+                        log_info("pruned %d finished job(s) older than %u days", k,
+                                 s->cfg->prune_after_days);
+        }
+        sd_event_source_set_time_relative(es, PRUNE_USEC);
+        sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
+        return 0;
+}
+
 /* Checked often enough to notice recovery within a quarter of recover_us. */
 static uint64_t health_interval(const scheduler *s)
 {
@@ -918,6 +939,10 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         r = hooks_new(e, &s->hooks);
         if (r < 0)
                 goto fail;
+        r = sd_event_add_time_relative(e, &s->prune_timer, CLOCK_MONOTONIC, 60 * 1000000ULL, 0,
+                                       on_prune_timer, s);
+        if (r < 0)
+                goto fail;
         r = health_new(&cfg->health, &s->health);
         if (r < 0)
                 goto fail;
@@ -978,6 +1003,7 @@ scheduler *scheduler_free(scheduler *s)
         hooks_free(s->hooks);
         health_free(s->health);
         sd_event_source_disable_unref(s->health_timer);
+        sd_event_source_disable_unref(s->prune_timer);
         sd_event_source_disable_unref(s->breaker_timer);
         sd_event_unref(s->event);
         free(s);
