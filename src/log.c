@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-journal.h>
 
 #include "imgd/log.h"
 
@@ -78,4 +79,28 @@ int log_internal(int level, int error, const char *fmt, ...)
 out:
         errno = saved;
         return -error;
+}
+
+int log_job(int level, int64_t job_id, const char *source, const char *variant, const char *fmt,
+            ...)
+{
+        char buf[4096];
+        va_list ap;
+
+        if (level > log_max_level)
+                return 0;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        if (!log_to_journal)
+                return log_internal(level, 0, "%s", buf);
+        if (variant)
+                sd_journal_send("MESSAGE=%s", buf, "PRIORITY=%i", level, "SYSLOG_IDENTIFIER=%s",
+                                log_program, "JOB_ID=%lld", (long long)job_id, "SOURCE=%s",
+                                source ? source : "", "VARIANT=%s", variant, NULL);
+        else
+                sd_journal_send("MESSAGE=%s", buf, "PRIORITY=%i", level, "SYSLOG_IDENTIFIER=%s",
+                                log_program, "JOB_ID=%lld", (long long)job_id, "SOURCE=%s",
+                                source ? source : "", NULL);
+        return 0;
 }

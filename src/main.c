@@ -101,7 +101,7 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
                 return;
         }
         if (r > 0) {
-                log_info("job %" PRId64 " %s: queued", id, path);
+                log_job(LOG_INFO, id, path, NULL, "job %" PRId64 " %s: queued", id, path);
                 scheduler_enqueued(d->scheduler, id);
         }
 }
@@ -125,7 +125,8 @@ static void update_status(struct daemon *d)
         const char *reason = NULL;
         const char *breaker = scheduler_breaker(d->scheduler, &reason);
 
-        snprintf(line, sizeof line, "%s%llu queued, %u running, %llu retry, %llu dead, breaker %s%s%s",
+        snprintf(line, sizeof line,
+                 "%s%llu queued, %u running, %llu retry, %llu dead, breaker %s%s%s",
                  scheduler_paused(d->scheduler) ? "paused: " : "",
                  (unsigned long long)counts[JOB_QUEUED], scheduler_running(d->scheduler),
                  (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD],
@@ -213,7 +214,8 @@ static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata)
         if (running == 0 || mono_now_usec() >= d->drain_deadline) {
                 if (running > 0)
                         log_notice("stopping with %u job(s) unfinished; they are handed back to "
-                                   "the ledger and resume at the next start", running);
+                                   "the ledger and resume at the next start",
+                                   running);
                 return sd_event_exit(d->event, 0);
         }
         sd_event_source_set_time_relative(s, 100 * 1000);
@@ -291,8 +293,10 @@ static int run(struct daemon *d)
 
         r = worker_find_executable(&worker_path);
         if (r < 0) {
-                log_error_errno(r, "cannot find the imgd-worker executable next to imgd or in "
-                                   "%s: %m", IMGD_LIBEXECDIR);
+                log_error_errno(r,
+                                "cannot find the imgd-worker executable next to imgd or in "
+                                "%s: %m",
+                                IMGD_LIBEXECDIR);
                 goto out;
         }
         r = scheduler_new(e, d->config, d->ledger, worker_path, &d->scheduler);
@@ -304,11 +308,11 @@ static int run(struct daemon *d)
         if (r < 0)
                 goto out;
         d->api = (struct api_context){
-                .config = d->config,
-                .ledger = d->ledger,
-                .scheduler = d->scheduler,
-                .state = "starting",
-                .started_us = wall_now_us(),
+            .config = d->config,
+            .ledger = d->ledger,
+            .scheduler = d->scheduler,
+            .state = "starting",
+            .started_us = wall_now_us(),
         };
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)
@@ -319,8 +323,8 @@ static int run(struct daemon *d)
                  watch_count(d->watch), r < 0 ? 0 : r, d->config->workers);
         scheduler_kick(d->scheduler);
 
-        (void)sd_event_add_time_relative(e, &d->status_timer, CLOCK_MONOTONIC,
-                                         STATUS_INTERVAL_USEC, 0, on_status_timer, d);
+        (void)sd_event_add_time_relative(e, &d->status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC,
+                                         0, on_status_timer, d);
         d->watchdog_usec = notify_watchdog_usec();
         if (d->watchdog_usec > 0)
                 (void)sd_event_add_time_relative(e, &d->watchdog_timer, CLOCK_MONOTONIC,
@@ -347,12 +351,12 @@ int main(int argc, char **argv)
 {
         enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
         static const struct option options[] = {
-                { "config", required_argument, NULL, 'c' },
-                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
-                { "verbose", no_argument, NULL, 'v' },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                {},
+            {"config", required_argument, NULL, 'c'},
+            {"check-config", no_argument, NULL, ARG_CHECK_CONFIG},
+            {"verbose", no_argument, NULL, 'v'},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, ARG_VERSION},
+            {},
         };
         const char *config_path = CONFIG_DEFAULT_PATH;
         _cleanup_free_ char *error = NULL;
@@ -384,8 +388,10 @@ int main(int argc, char **argv)
                 }
         }
         if (optind < argc) {
-                fprintf(stderr, "imgd: unexpected argument '%s'\n"
-                                "Try 'imgd --help' for more information.\n", argv[optind]);
+                fprintf(stderr,
+                        "imgd: unexpected argument '%s'\n"
+                        "Try 'imgd --help' for more information.\n",
+                        argv[optind]);
                 return 2;
         }
 

@@ -54,8 +54,9 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
                 return r;
         if (r > 0) {
                 unlink_staged(d);
-                log_info("job %" PRId64 " %s: superseded while staged; cancelled", id,
-                         d->job.source_path);
+                log_job(LOG_INFO, id, d->job.source_path, NULL,
+                        "job %" PRId64 " %s: superseded while staged; cancelled", id,
+                        d->job.source_path);
                 return ledger_cancel(l, id, "superseded by newer content", now_us);
         }
 
@@ -73,9 +74,9 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
                         if (fd < 0)
                                 goto redo;
                         tmps[n_tmps] = (struct publish_tmp){
-                                .final_path = o->path,
-                                .tmp_path = strdup(o->tmp_path),
-                                .fd = fd,
+                            .final_path = o->path,
+                            .tmp_path = strdup(o->tmp_path),
+                            .fd = fd,
                         };
                         sizes[n_tmps++] = o->bytes;
                         if (!tmps[n_tmps - 1].tmp_path) {
@@ -87,7 +88,8 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
                 if (file_has(o->path, o->sha256))
                         continue; /* renamed before the crash: already published */
                 log_warning("job %" PRId64 ": staged output %s is missing or altered; "
-                            "rendering again", id, o->tmp_path ? o->tmp_path : o->path);
+                            "rendering again",
+                            id, o->tmp_path ? o->tmp_path : o->path);
                 goto redo;
         }
 
@@ -101,8 +103,9 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
         }
         r = ledger_complete(l, id, NULL, 0, now_us);
         if (r >= 0) {
-                log_info("job %" PRId64 " %s: published from staging after restart", id,
-                         d->job.source_path);
+                log_job(LOG_INFO, id, d->job.source_path, NULL,
+                        "job %" PRId64 " %s: published from staging after restart", id,
+                        d->job.source_path);
                 r = 1;
         }
         goto out;

@@ -122,7 +122,7 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
 {
         _cleanup_(json_decrefp) json_t *j = NULL;
         const struct watch_config *wc = find_watch(s->cfg, job->watch);
-        const char *hook = !wc ? NULL
+        const char *hook = !wc                          ? NULL
                            : strcmp(event, "done") == 0 ? wc->on_done
                            : strcmp(event, "dead") == 0 ? wc->on_dead
                                                         : NULL;
@@ -132,8 +132,8 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
                 return;
         }
         j = json_pack("{s:I, s:s, s:s, s:s, s:I}", "id", (json_int_t)job->id, "source",
-                      job->source_path, "watch", job->watch, "pipeline", job->pipeline,
-                      "attempts", (json_int_t)job->attempts);
+                      job->source_path, "watch", job->watch, "pipeline", job->pipeline, "attempts",
+                      (json_int_t)job->attempts);
         if (j && extra)
                 json_object_update(j, extra);
         json_decref(extra);
@@ -176,8 +176,8 @@ static void quarantine(scheduler *s, const struct job *job)
                 log_warning_errno(errno, "job %" PRId64 ": quarantine %s -> %s: %m", job->id,
                                   job->source_path, dest);
         else
-                log_notice("job %" PRId64 ": moved %s to quarantine %s", job->id,
-                           job->source_path, dest);
+                log_notice("job %" PRId64 ": moved %s to quarantine %s", job->id, job->source_path,
+                           dest);
 }
 
 static void running_free(struct running *run)
@@ -210,17 +210,18 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         int r;
 
         if (retry) {
-                next = now + 1000 * scheduler_backoff_ms(&s->cfg->retry, job->attempts,
-                                                         random01());
-                log_warning("job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s",
-                            job->id, job->source_path, job->attempts, error,
-                            (double)(next - now) / 1e6);
+                next = now + 1000 * scheduler_backoff_ms(&s->cfg->retry, job->attempts, random01());
+                log_job(LOG_WARNING, job->id, job->source_path, NULL,
+                        "job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s", job->id,
+                        job->source_path, job->attempts, error, (double)(next - now) / 1e6);
         } else if (!permanent) {
                 if (asprintf(&msg, "gave up after %u attempts: %s", job->attempts, error) < 0)
                         msg = NULL;
-                log_error("job %" PRId64 " %s: %s", job->id, job->source_path, msg ?: error);
+                log_job(LOG_ERR, job->id, job->source_path, NULL, "job %" PRId64 " %s: %s", job->id,
+                        job->source_path, msg ?: error);
         } else {
-                log_error("job %" PRId64 " %s: %s", job->id, job->source_path, error);
+                log_job(LOG_ERR, job->id, job->source_path, NULL, "job %" PRId64 " %s: %s", job->id,
+                        job->source_path, error);
         }
         r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
         if (r < 0) {
@@ -265,8 +266,9 @@ static void job_blocked(scheduler *s, const struct job *job, const char *error)
         int64_t delay = scheduler_backoff_ms(&s->cfg->retry, ++s->env_failures, random01());
         int r;
 
-        log_error("job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
-                  job->source_path, error, (double)delay / 1e3);
+        log_job(LOG_ERR, job->id, job->source_path, NULL,
+                "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
+                job->source_path, error, (double)delay / 1e3);
         r = ledger_release(s->ledger, job->id, now + 1000 * delay, now);
         if (r < 0)
                 log_error_errno(r, "ledger: hand back job %" PRId64 ": %s", job->id,
@@ -321,8 +323,8 @@ static int start_job(scheduler *s, struct job *job_in)
                 return r < 0 ? log_error_errno(r, "ledger: %s", ledger_errmsg(s->ledger)) : 0;
         }
         if (src < 0) {
-                snprintf(why, sizeof why, "open: %s", errno == ELOOP ? "is a symlink"
-                                                                      : strerror(errno));
+                snprintf(why, sizeof why, "open: %s",
+                         errno == ELOOP ? "is a symlink" : strerror(errno));
                 job_failed(s, job, why, errno == ELOOP);
                 return 0;
         }
@@ -385,17 +387,17 @@ static int start_job(scheduler *s, struct job *job_in)
                         bool lossy = v->format == IMAGE_FORMAT_JPEG ||
                                      v->format == IMAGE_FORMAT_AVIF ||
                                      (v->format == IMAGE_FORMAT_WEBP && !v->lossless);
-                        bool effort = v->format == IMAGE_FORMAT_WEBP ||
-                                      v->format == IMAGE_FORMAT_AVIF;
+                        bool effort =
+                            v->format == IMAGE_FORMAT_WEBP || v->format == IMAGE_FORMAT_AVIF;
                         unsigned q = lossy ? health_quality(v->quality, level) : v->quality;
-                        unsigned e = effort ? (unsigned)health_effort((int)v->effort, level)
-                                            : v->effort;
+                        unsigned e =
+                            effort ? (unsigned)health_effort((int)v->effort, level) : v->effort;
                         run->degraded |= q != v->quality || e != v->effort;
                         v->quality = q;
                         v->effort = e;
                 }
-                r = pathmap_output_path(job->output_key, v->name,
-                                        image_format_extension(v->format), &final);
+                r = pathmap_output_path(job->output_key, v->name, image_format_extension(v->format),
+                                        &final);
                 if (r >= 0)
                         r = publish_tmp_open(final, job->id, (unsigned)n, &run->tmps[n]);
                 if (r < 0) {
@@ -479,8 +481,7 @@ static int on_kick(sd_event_source *es, void *userdata)
                         log_notice("circuit breaker half-open: probing with one job");
                 }
                 r = ledger_claim(s->ledger, s->owner, now,
-                                     (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000,
-                                     &job);
+                                 (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000, &job);
                 if (r < 0) {
                         log_error_errno(r, "ledger: claim a job: %s", ledger_errmsg(s->ledger));
                         break;
@@ -550,8 +551,7 @@ static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reaso
                 return;
         if (after == BREAKER_OPEN) {
                 log_error("circuit breaker open, no new jobs are claimed for %.0f s: %s",
-                          (double)breaker_cooldown(s->breaker) / 1e6,
-                          breaker_reason(s->breaker));
+                          (double)breaker_cooldown(s->breaker) / 1e6, breaker_reason(s->breaker));
                 sd_event_source_set_time(s->breaker_timer, breaker_retry_at(s->breaker));
                 sd_event_source_set_enabled(s->breaker_timer, SD_EVENT_ONESHOT);
         } else if (after == BREAKER_CLOSED) {
@@ -591,7 +591,7 @@ static void health_inputs_now(scheduler *s, struct health_inputs *in)
         unsigned total = 0, failed = 0;
 
         (void)ledger_counts(s->ledger, counts);
-        *in = (struct health_inputs){ .queued = counts[JOB_QUEUED] + counts[JOB_RETRY] };
+        *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
         if (ledger_oldest_queued(s->ledger, &oldest) > 0 && wall_now_us() > oldest)
                 in->oldest_queued_age_us = (uint64_t)(wall_now_us() - oldest);
         in->memory_pressure = memory_pressure();
@@ -612,7 +612,8 @@ static int on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
         scheduler *s = userdata;
 
         if (s->cfg->prune_after_days > 0) {
-                int64_t cutoff = wall_now_us() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
+                int64_t cutoff =
+                    wall_now_us() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
                 int k = ledger_prune(s->ledger, cutoff);
                 if (k < 0)
                         log_warning_errno(k, "ledger: prune: %s", ledger_errmsg(s->ledger));
@@ -659,7 +660,8 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
                         batch = RERENDER_BATCH;
                 if (batch >= s->cfg->health.reduced.queued)
                         batch = s->cfg->health.reduced.queued > 1
-                                        ? s->cfg->health.reduced.queued - 1 : 1;
+                                    ? s->cfg->health.reduced.queued - 1
+                                    : 1;
                 int k = ledger_rerender_degraded(s->ledger, wall_now_us(), (unsigned)batch);
                 if (k > 0) {
                         log_info("rendering %d degraded job(s) again at full quality", k);
@@ -736,8 +738,9 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 return;
         }
         if (ledger_superseded(s->ledger, job->id) > 0) {
-                log_info("job %" PRId64 " %s: superseded by newer content; discarded", job->id,
-                         job->source_path);
+                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                        "job %" PRId64 " %s: superseded by newer content; discarded", job->id,
+                        job->source_path);
                 if (ledger_cancel(s->ledger, job->id, "superseded by newer content",
                                   wall_now_us()) >= 0)
                         emit(s, "cancelled", job,
@@ -750,12 +753,13 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 const struct watch_config *wc = find_watch(s->cfg, job->watch);
                 _cleanup_free_ char *err = NULL;
 
-                log_info("job %" PRId64 " %s: content changed while processing; superseded",
-                         job->id, job->source_path);
+                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                        "job %" PRId64 " %s: content changed while processing; superseded", job->id,
+                        job->source_path);
                 (void)ledger_cancel(s->ledger, job->id, "source content changed during processing",
                                     wall_now_us());
-                if (wc && intake_file(s->ledger, s->cfg, wc, job->source_path, wall_now_us(),
-                                      NULL, &err) < 0)
+                if (wc && intake_file(s->ledger, s->cfg, wc, job->source_path, wall_now_us(), NULL,
+                                      &err) < 0)
                         log_error("%s", err ?: job->source_path);
                 return;
         }
@@ -777,13 +781,13 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                         goto out;
                 }
                 rows[i] = (struct job_output){
-                        .variant = run->variants[i].name,
-                        .path = run->tmps[i].final_path,
-                        .tmp_path = run->tmps[i].tmp_path,
-                        .format = (char *)image_format_name(run->variants[i].format),
-                        .width = (unsigned)w,
-                        .height = (unsigned)h,
-                        .bytes = (uint64_t)bytes,
+                    .variant = run->variants[i].name,
+                    .path = run->tmps[i].final_path,
+                    .tmp_path = run->tmps[i].tmp_path,
+                    .format = (char *)image_format_name(run->variants[i].format),
+                    .width = (unsigned)w,
+                    .height = (unsigned)h,
+                    .bytes = (uint64_t)bytes,
                 };
                 memcpy(rows[i].sha256, sha, HASH_HEX_SIZE);
                 sizes[i] = (uint64_t)bytes;
@@ -843,19 +847,19 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         s->env_failures = 0;
         breaker_note(s, BREAKER_SUCCESS, NULL);
         double seconds = (double)(wall_now_us() - job->updated_us) / 1e6;
-        log_info("job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
-                 run->n, seconds * 1e3);
+        log_job(LOG_INFO, job->id, job->source_path, NULL,
+                "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
+                run->n, seconds * 1e3);
         metrics_job_done(s->metrics, job->pipeline, seconds);
         {
                 json_t *list = json_array();
                 for (size_t i = 0; list && i < run->n; i++)
                         json_array_append_new(
-                                list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "variant",
-                                                rows[i].variant, "path", rows[i].path, "width",
-                                                (json_int_t)rows[i].width, "height",
-                                                (json_int_t)rows[i].height, "bytes",
-                                                (json_int_t)rows[i].bytes, "sha256",
-                                                rows[i].sha256));
+                            list,
+                            json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "variant", rows[i].variant,
+                                      "path", rows[i].path, "width", (json_int_t)rows[i].width,
+                                      "height", (json_int_t)rows[i].height, "bytes",
+                                      (json_int_t)rows[i].bytes, "sha256", rows[i].sha256));
                 emit(s, "done", job, json_pack("{s:o}", "outputs", list));
         }
 out:
@@ -890,8 +894,8 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
         } else {
                 int err = 0;
 
-                (void)json_unpack((json_t *)reply, "{s?s, s?b, s?i}", "error", &error,
-                                  "permanent", &permanent, "errno", &err);
+                (void)json_unpack((json_t *)reply, "{s?s, s?b, s?i}", "error", &error, "permanent",
+                                  &permanent, "errno", &err);
                 if (!permanent && err > 0 && environmental(-err))
                         job_blocked(s, run->job, error ?: strerror(err));
                 else
@@ -906,13 +910,13 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
 {
         scheduler *s = calloc(1, sizeof *s);
         struct worker_pool_options o = {
-                .worker_path = worker_path,
-                .n_workers = cfg->workers,
-                .job_timeout_s = cfg->limits.job_timeout_s,
-                .memory_limit = cfg->limits.worker_memory,
-                .max_jobs = cfg->limits.worker_max_jobs,
-                .max_output_bytes = cfg->limits.max_file_bytes,
-                .done = on_worker_done,
+            .worker_path = worker_path,
+            .n_workers = cfg->workers,
+            .job_timeout_s = cfg->limits.job_timeout_s,
+            .memory_limit = cfg->limits.worker_memory,
+            .max_jobs = cfg->limits.worker_max_jobs,
+            .max_output_bytes = cfg->limits.max_file_bytes,
+            .done = on_worker_done,
         };
         int r;
 
@@ -929,12 +933,12 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         struct breaker_config bc = {
-                .output_failures = cfg->breaker.output_failures,
-                .worker_failure_rate = cfg->breaker.worker_failure_rate,
-                .worker_min_samples = cfg->breaker.worker_min_samples,
-                .window_us = (uint64_t)cfg->breaker.window_ms * 1000,
-                .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
-                .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
+            .output_failures = cfg->breaker.output_failures,
+            .worker_failure_rate = cfg->breaker.worker_failure_rate,
+            .worker_min_samples = cfg->breaker.worker_min_samples,
+            .window_us = (uint64_t)cfg->breaker.window_ms * 1000,
+            .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
+            .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
         };
         r = hooks_new(e, &s->hooks);
         if (r < 0)
@@ -946,8 +950,8 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         r = health_new(&cfg->health, &s->health);
         if (r < 0)
                 goto fail;
-        r = sd_event_add_time_relative(e, &s->health_timer, CLOCK_MONOTONIC, health_interval(s),
-                                       0, on_health_timer, s);
+        r = sd_event_add_time_relative(e, &s->health_timer, CLOCK_MONOTONIC, health_interval(s), 0,
+                                       on_health_timer, s);
         if (r < 0)
                 goto fail;
         r = breaker_new(&bc, &s->breaker);

@@ -4,6 +4,7 @@
  * datagram socket this test listens on), checking the sd_notify messages and their order;
  * SIGHUP with a good and with a bad configuration; SIGTERM while busy.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -205,12 +206,68 @@ static void test_sigterm_while_busy(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * Under journald, job lines carry JOB_ID= and SOURCE= fields (journalctl -u imgd JOB_ID=42).
+ * The test plays journald: it listens on /run/systemd/journal/socket (only where no real
+ * journald owns it) and points JOURNAL_STREAM at the daemon's stderr.
+ */
+static void test_journal_fields(void **state)
+{
+        const char *path = "/run/systemd/journal/socket";
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct tu_daemon d;
+        struct stat st;
+        char buf[8192], stream[64], *p, *want;
+        bool found = false;
+        int fd;
+
+        if (stat(path, &st) == 0 || (mkdir("/run/systemd", 0755) < 0 && errno != EEXIST) ||
+            (mkdir("/run/systemd/journal", 0755) < 0 && errno != EEXIST)) {
+                /* A real journald is here (or /run is not ours): do not disturb it. */
+                skip();
+        }
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(fd >= 0);
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+        assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+
+        tu_daemon_setup(&d, PIPE_1, 1, NULL);
+        tu_write_file(d.log, "", 0);
+        assert_int_equal(stat(d.log, &st), 0);
+        snprintf(stream, sizeof stream, "%llu:%llu", (unsigned long long)st.st_dev,
+                 (unsigned long long)st.st_ino);
+        setenv("JOURNAL_STREAM", stream, 1);
+        tu_daemon_start(&d);
+        unsetenv("JOURNAL_STREAM");
+        p = tu_path("%s/j.png", d.uploads);
+        tu_make_image(p, 100, 100, "png", false);
+        tu_daemon_wait_idle(&d, 30);
+        want = tu_path("SOURCE=%s", p);
+        for (int i = 0; i < 200 && !found; i++) {
+                ssize_t k = recv(fd, buf, sizeof buf - 1, 0);
+                if (k < 0) {
+                        usleep(10 * 1000);
+                        continue;
+                }
+                buf[k] = '\0';
+                found = strstr(buf, "JOB_ID=1\n") && strstr(buf, want) &&
+                        strstr(buf, "SYSLOG_IDENTIFIER=imgd") && strstr(buf, "MESSAGE=job 1");
+        }
+        close(fd);
+        unlink(path);
+        assert_true(found);
+        free(want);
+        free(p);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_notify_sequence),
                 cmocka_unit_test(test_reload),
                 cmocka_unit_test(test_sigterm_while_busy),
+                cmocka_unit_test(test_journal_fields),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

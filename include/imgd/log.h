@@ -12,6 +12,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <syslog.h>
 
 #include "macro.h"
@@ -25,6 +26,14 @@ int log_get_max_level(void);
 
 /* Writes one message; returns -abs(error) (or 0 when error is 0). */
 int log_internal(int level, int error, const char *fmt, ...) _printf_(3, 4);
+
+/*
+ * A message about one job. Under journald it is sent with the structured fields JOB_ID=,
+ * SOURCE= and (when not NULL) VARIANT=, so that `journalctl -u imgd JOB_ID=42` finds every
+ * line of job 42; on a plain stderr it is the same line as log_internal() writes.
+ */
+int log_job(int level, int64_t job_id, const char *source, const char *variant, const char *fmt,
+            ...) _printf_(5, 6);
 
 #define log_full_errno(level, error, ...) log_internal((level), (error), __VA_ARGS__)
 
