@@ -2,15 +2,27 @@
 /*
  * api.c - what the control commands do (see api.h and README.md):
  *
- *   ping    {"pong":true}
- *   status  the daemon's state, pid, version, uptime and configuration file, its watches,
- *           its workers, and the number of jobs in every state
- *   jobs    the newest jobs, filtered by "state", "watch", "since" (microseconds since the
- *           epoch) and "limit" (1..10000, default 50)
- *   show    one job ("id") with its outputs and its error history
+ *   ping     {"pong":true}
+ *   status   the daemon's state, pid, version, uptime and configuration file, whether intake
+ *            is paused, how many jobs are dispatched, the circuit breaker and the health
+ *            level, its watches, its workers, and the number of jobs in every state
+ *   jobs     the newest jobs, filtered by "state", "watch", "since" (microseconds since the
+ *            epoch) and "limit" (1..10000, default 50)
+ *   show     one job ("id") with its outputs and its error history
+ *   retry    a dead job ("id") or dead jobs ("dead": true, at most API_RETRY_BATCH a
+ *            request; the answer says how many remain) back to queued
+ *   cancel   a queued, retry or dead job ("id"); a running one is refused
+ *   pause    claim no new jobs (running ones finish); resume: claim again; drain: pause and
+ *            say how many are still running (imgctl drain waits for 0)
+ *   enqueue  a file ("path", absolute) below a watched folder becomes a job now, whether or
+ *            not the watch saw it; a file already known answers its existing job
+ *   metrics  the Prometheus text exposition (metrics.h) as {"text": "..."}
  *
- * Everything here only reads: the ledger, the configuration and the scheduler's view of the
- * workers. Arguments are checked and refused with a message that says what was expected.
+ * ping, status, jobs, show and metrics only read: the ledger, the configuration and the
+ * scheduler's view of the workers. The others change jobs only through the ledger's own
+ * transitions (ledger_retry, ledger_cancel, intake_file) and tell the scheduler
+ * (scheduler_enqueued, which also emits "queued"). Arguments are checked and refused with a
+ * message that says what was expected.
  * Strings from outside (paths, error texts) go into JSON through proto_string_lossy(), so a
  * file name that is not UTF-8 cannot make an answer unencodable.
  *
@@ -19,16 +31,24 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "imgd/api.h"
+#include "imgd/intake.h"
+#include "imgd/log.h"
 #include "imgd/macro.h"
+#include "imgd/metrics.h"
+#include "imgd/pathmap.h"
 #include "imgd/proto.h"
 #include "imgd/worker.h"
 
@@ -38,6 +58,12 @@
 #define API_LINE_RESERVE 256
 /* How much of a client's text (a command, a state name) is repeated in an error message. */
 #define API_ECHO_MAX 64
+/* Dead jobs put back per "retry" request: each is one transaction (an fsync), and the daemon
+ * answers nobody else meanwhile. imgctl repeats the request until none remain. */
+#define API_RETRY_BATCH 200
+/* Jobs of a watch searched for the existing job of a file "enqueue" finds already known. */
+#define API_ENQUEUE_LOOKUP 10000
+#define API_CANCEL_REASON "cancelled by operator"
 
 typedef int (*api_command_fn)(struct api_context *ctx, const json_t *request,
                               json_t **ret_result, char **ret_error);
@@ -189,6 +215,26 @@ static json_t *watches_to_json(const struct config *cfg)
         return TAKE_PTR(arr);
 }
 
+/* {"state": "closed", "reason": ""} of the circuit breaker; NULL when out of memory. */
+static json_t *breaker_to_json(const scheduler *s)
+{
+        const char *reason = NULL, *state = scheduler_breaker(s, &reason);
+
+        return json_pack("{s:s, s:o}", "state", state ? state : "closed", "reason",
+                         proto_string_lossy(reason ? reason : ""));
+}
+
+/* {"level": "full", "score": 100, "reason": ""} of graceful degradation. */
+static json_t *health_to_json(scheduler *s)
+{
+        const char *reason = NULL, *level;
+        double score = 100;
+
+        level = scheduler_health(s, &score, &reason);
+        return json_pack("{s:s, s:f, s:o}", "level", level ? level : "full", "score", score,
+                         "reason", proto_string_lossy(reason ? reason : ""));
+}
+
 static int api_status(struct api_context *ctx, const json_t *request, json_t **ret_result,
                       char **ret_error)
 {
@@ -228,12 +274,16 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
         if (uptime_us < 0 || ctx->started_us <= 0)
                 uptime_us = 0;
 
-        result = json_pack("{s:s, s:i, s:s, s:I, s:o, s:o, s:{s:i, s:i, s:i, s:O}, s:O}",
+        result = json_pack("{s:s, s:i, s:s, s:I, s:o, s:b, s:i, s:i, s:o, "
+                           "s:{s:i, s:i, s:i, s:O}, s:O}",
                            "state", ctx->state ? ctx->state : "running",
                            "pid", (int)getpid(),
                            "version", IMGD_VERSION,
                            "uptime_s", (json_int_t)(uptime_us / 1000000),
                            "config", text_or_null(ctx->config ? ctx->config->file : NULL),
+                           "paused", ctx->scheduler ? (int)scheduler_paused(ctx->scheduler) : 0,
+                           "running", ctx->scheduler ? (int)scheduler_running(ctx->scheduler) : 0,
+                           "subscribers", (int)control_subscribers(ctx->control),
                            "watches", watches_to_json(ctx->config),
                            "workers",
                            "total", pool ? (int)worker_pool_size(pool) : 0,
@@ -243,6 +293,12 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                            "jobs", jobs);
         if (!result)
                 return -ENOMEM;
+        if (ctx->scheduler &&
+            (json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler)) < 0 ||
+             json_object_set_new(result, "health", health_to_json(ctx->scheduler)) < 0)) {
+                json_decref(result);
+                return -ENOMEM;
+        }
         *ret_result = result;
         return 0;
 }
@@ -416,6 +472,485 @@ static int api_show(struct api_context *ctx, const json_t *request, json_t **ret
         return 0;
 }
 
+
+static int require_ledger(struct api_context *ctx, char **ret_error)
+{
+        if (!ctx->ledger)
+                return api_error(ret_error, -ENODEV, "the job ledger is not open");
+        if (!ctx->scheduler)
+                return api_error(ret_error, -ENODEV, "the scheduler is not running");
+        return 0;
+}
+
+/* A required "id" argument. */
+static int arg_job_id(const json_t *request, const char *cmd, int64_t *ret, char **ret_error)
+{
+        int r = arg_integer(request, "id", 1, INT64_MAX, "a job id (a positive integer)", ret,
+                            ret_error);
+
+        if (r == 0)
+                return api_error(ret_error, -EINVAL, "%s needs a job \"id\"", cmd);
+        return r;
+}
+
+/* The job's state, or a negative errno with a message ("no job 7"). */
+static int job_state_of(struct api_context *ctx, int64_t id, char **ret_error)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+        int r = ledger_get(ctx->ledger, id, &d);
+
+        if (r < 0)
+                return ledger_failure(ctx, r, "cannot read the job", ret_error);
+        if (r == 0)
+                return api_error(ret_error, -ENOENT, "no job %" PRId64, id);
+        return (int)d->job.state;
+}
+
+/* The fields the scheduler's events carry, for events api.c emits itself. */
+static json_t *job_event_json(const struct job *j)
+{
+        return json_pack("{s:I, s:o, s:o, s:o, s:I}", "id", (json_int_t)j->id,
+                         "source", text_or_null(j->source_path),
+                         "watch", text_or_null(j->watch),
+                         "pipeline", text_or_null(j->pipeline),
+                         "attempts", (json_int_t)j->attempts);
+}
+
+static int api_retry(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                     char **ret_error)
+{
+        const json_t *dead = json_object_get(request, "dead");
+        int64_t id = 0, now = wall_now_us();
+        uint64_t counts[_JOB_STATE_MAX];
+        json_t *result;
+        unsigned retried = 0;
+        int r, state;
+
+        r = require_ledger(ctx, ret_error);
+        if (r < 0)
+                return r;
+        if (dead && !json_is_boolean(dead))
+                return api_error(ret_error, -EINVAL, "\"dead\" must be true or false");
+        r = arg_integer(request, "id", 1, INT64_MAX, "a job id (a positive integer)", &id,
+                        ret_error);
+        if (r < 0)
+                return r;
+        if ((r > 0) == json_is_true(dead))
+                return api_error(ret_error, -EINVAL,
+                                 "retry needs either a job \"id\" or \"dead\": true");
+
+        if (id > 0) {
+                state = job_state_of(ctx, id, ret_error);
+                if (state < 0)
+                        return state;
+                if (state != JOB_DEAD)
+                        return api_error(ret_error, -ESTALE,
+                                         "job %" PRId64 " is %s; only dead jobs can be retried",
+                                         id, job_state_name(state));
+                r = ledger_retry(ctx->ledger, id, now);
+                if (r < 0)
+                        return ledger_failure(ctx, r, "cannot retry the job", ret_error);
+                log_info("job %" PRId64 ": retried by operator", id);
+                scheduler_enqueued(ctx->scheduler, id);
+                result = json_pack("{s:i, s:[I], s:i}", "retried", 1, "ids", (json_int_t)id,
+                                   "remaining", 0);
+                if (!result)
+                        return -ENOMEM;
+                *ret_result = result;
+                return 0;
+        }
+
+        /* All dead jobs, a batch at a time. */
+        {
+                struct ledger_filter f = {.state = JOB_DEAD, .limit = API_RETRY_BATCH};
+                struct job *jobs = NULL;
+                size_t n = 0;
+
+                r = ledger_list(ctx->ledger, &f, &jobs, &n);
+                if (r < 0)
+                        return ledger_failure(ctx, r, "cannot list dead jobs", ret_error);
+                for (size_t i = 0; i < n; i++) {
+                        if (r >= 0) {
+                                r = ledger_retry(ctx->ledger, jobs[i].id, now);
+                                if (r >= 0) {
+                                        retried++;
+                                        scheduler_enqueued(ctx->scheduler, jobs[i].id);
+                                }
+                        }
+                        job_clear(&jobs[i]);
+                }
+                free(jobs);
+                if (r < 0)
+                        return ledger_failure(ctx, r, "cannot retry a dead job", ret_error);
+        }
+        if (retried > 0)
+                log_info("%u dead job(s) retried by operator", retried);
+        r = ledger_counts(ctx->ledger, counts);
+        if (r < 0)
+                return ledger_failure(ctx, r, "cannot count jobs", ret_error);
+        result = json_pack("{s:i, s:I}", "retried", (int)retried, "remaining",
+                           (json_int_t)counts[JOB_DEAD]);
+        if (!result)
+                return -ENOMEM;
+        *ret_result = result;
+        return 0;
+}
+
+static int api_cancel(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                      char **ret_error)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+        _cleanup_(json_decrefp) json_t *event = NULL;
+        json_t *result;
+        int64_t id = 0;
+        int r;
+
+        r = require_ledger(ctx, ret_error);
+        if (r < 0)
+                return r;
+        r = arg_job_id(request, "cancel", &id, ret_error);
+        if (r < 0)
+                return r;
+        r = ledger_get(ctx->ledger, id, &d);
+        if (r < 0)
+                return ledger_failure(ctx, r, "cannot read the job", ret_error);
+        if (r == 0)
+                return api_error(ret_error, -ENOENT, "no job %" PRId64, id);
+        switch (d->job.state) {
+        case JOB_QUEUED:
+        case JOB_RETRY:
+        case JOB_DEAD:
+                break;
+        case JOB_RUNNING:
+                /* Its worker is rendering it; the scheduler owns it until it finishes. */
+                return api_error(ret_error, -EBUSY,
+                                 "job %" PRId64 " is running; only queued, retry or dead jobs "
+                                 "can be cancelled (wait for it to finish)",
+                                 id);
+        default:
+                return api_error(ret_error, -ESTALE,
+                                 "job %" PRId64 " is %s already; only queued, retry or dead "
+                                 "jobs can be cancelled",
+                                 id, job_state_name(d->job.state));
+        }
+        r = ledger_cancel(ctx->ledger, id, API_CANCEL_REASON, wall_now_us());
+        if (r < 0)
+                return ledger_failure(ctx, r, "cannot cancel the job", ret_error);
+        log_info("job %" PRId64 " %s: cancelled by operator", id, d->job.source_path);
+
+        event = job_event_json(&d->job);
+        if (event && json_object_set_new(event, "error", json_string(API_CANCEL_REASON)) >= 0)
+                api_on_event("cancelled", event, ctx);
+
+        result = json_pack("{s:I, s:s}", "cancelled", (json_int_t)id, "was",
+                           job_state_name(d->job.state));
+        if (!result)
+                return -ENOMEM;
+        *ret_result = result;
+        return 0;
+}
+
+/* {"paused": ..., "running": N}: the answer of pause, resume and drain. */
+static int intake_answer(struct api_context *ctx, json_t **ret_result)
+{
+        json_t *result = json_pack("{s:b, s:i}", "paused", (int)scheduler_paused(ctx->scheduler),
+                                   "running", (int)scheduler_running(ctx->scheduler));
+
+        if (!result)
+                return -ENOMEM;
+        *ret_result = result;
+        return 0;
+}
+
+static int api_pause(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                     char **ret_error)
+{
+        int r = require_ledger(ctx, ret_error);
+
+        (void)request;
+        if (r < 0)
+                return r;
+        scheduler_pause(ctx->scheduler);
+        return intake_answer(ctx, ret_result);
+}
+
+static int api_resume(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                      char **ret_error)
+{
+        int r = require_ledger(ctx, ret_error);
+
+        (void)request;
+        if (r < 0)
+                return r;
+        if (ctx->state && strcmp(ctx->state, "stopping") == 0)
+                return api_error(ret_error, -ESHUTDOWN,
+                                 "imgd is stopping; it claims no new jobs until it is started "
+                                 "again");
+        scheduler_resume(ctx->scheduler);
+        return intake_answer(ctx, ret_result);
+}
+
+static int api_drain(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                     char **ret_error)
+{
+        return api_pause(ctx, request, ret_result, ret_error);
+}
+
+/* True if path is dir or below it, by whole components ("/a/bc" is not below "/a/b"). */
+static bool path_below(const char *path, const char *dir, size_t *ret_len)
+{
+        size_t n = strlen(dir);
+
+        while (n > 1 && dir[n - 1] == '/')
+                n--;
+        if (strncmp(path, dir, n) != 0 || (path[n] != '/' && !(n == 1 && dir[0] == '/')))
+                return false;
+        *ret_len = n == 1 ? 0 : n;
+        return true;
+}
+
+/*
+ * The watch whose folder holds the file at `real` (a resolved path), and the file's path as
+ * that watch sees it (its path + the rest, in *ret_source). With nested watches, the
+ * deepest one. A non-recursive watch only holds files directly in its folder. Returns 1 and
+ * the watch, 0 if none, -ENOMEM.
+ */
+static int find_watch_of(const struct config *cfg, const char *real,
+                         const struct watch_config **ret, char **ret_source)
+{
+        const struct watch_config *best = NULL;
+        size_t best_len = 0, best_rest = 0;
+
+        for (size_t i = 0; cfg && i < cfg->n_watches; i++) {
+                const struct watch_config *w = &cfg->watches[i];
+                _cleanup_free_ char *wreal = realpath(w->path, NULL);
+                size_t len;
+
+                if (!wreal || !path_below(real, wreal, &len) || real[len] != '/' ||
+                    real[len + 1] == '\0')
+                        continue;
+                if (!w->recursive && strchr(real + len + 1, '/'))
+                        continue;
+                if (!best || len > best_len) {
+                        best = w;
+                        best_len = len;
+                        best_rest = len;
+                }
+        }
+        if (!best)
+                return 0;
+        if (asprintf(ret_source, "%s%s", best->path, real + best_rest) < 0)
+                return -ENOMEM;
+        *ret = best;
+        return 1;
+}
+
+/* The newest job of `source` (from watch `w`) that is not cancelled: 1 and its id and state,
+ * 0 if none is among the watch's newest API_ENQUEUE_LOOKUP jobs. */
+static int find_job_of(struct api_context *ctx, const struct watch_config *w,
+                       const char *source, int64_t *ret_id, enum job_state *ret_state)
+{
+        struct ledger_filter f = {.state = -1, .watch = w->path, .limit = API_ENQUEUE_LOOKUP};
+        struct job *jobs = NULL;
+        size_t n = 0;
+        int r, found = 0;
+
+        r = ledger_list(ctx->ledger, &f, &jobs, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                if (!found && jobs[i].state != JOB_CANCELLED && jobs[i].source_path &&
+                    strcmp(jobs[i].source_path, source) == 0) {
+                        *ret_id = jobs[i].id;
+                        *ret_state = jobs[i].state;
+                        found = 1;
+                }
+                job_clear(&jobs[i]);
+        }
+        free(jobs);
+        return found;
+}
+
+static int api_enqueue(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                       char **ret_error)
+{
+        _cleanup_free_ char *real = NULL, *source = NULL, *error = NULL;
+        const struct watch_config *w = NULL;
+        const char *path = NULL, *name;
+        enum job_state state = JOB_QUEUED;
+        bool created = false;
+        int64_t id = 0;
+        struct stat st;
+        json_t *result;
+        int r;
+
+        r = require_ledger(ctx, ret_error);
+        if (r < 0)
+                return r;
+        r = arg_string(request, "path", &path, ret_error);
+        if (r < 0)
+                return r;
+        if (!path)
+                return api_error(ret_error, -EINVAL, "enqueue needs a \"path\"");
+        if (path[0] != '/')
+                return api_error(ret_error, -EINVAL, "\"path\" must be absolute, not '%.*s%s'",
+                                 API_ECHO_MAX, path, ellipsis(path));
+        if (strlen(path) >= PATH_MAX)
+                return api_error(ret_error, -ENAMETOOLONG, "\"path\" is too long");
+
+        /* Where the file really is decides which watch it belongs to: a path through a
+         * symlinked folder that leads out of the watch is not below it. */
+        real = realpath(path, NULL);
+        if (!real)
+                return api_error(ret_error, negative_errno(), "%s: %s", path, strerror(errno));
+        r = find_watch_of(ctx->config, real, &w, &source);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return api_error(ret_error, -EXDEV, "%s is not below a watched folder", real);
+        if (lstat(source, &st) < 0)
+                return api_error(ret_error, negative_errno(), "%s: %s", source, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return api_error(ret_error, -EINVAL, "%s is not a regular file", source);
+        name = strrchr(source, '/') + 1;
+        if (pathmap_is_ignored(name))
+                return api_error(ret_error, -EINVAL,
+                                 "%s has a hidden or temporary name, which imgd ignores; "
+                                 "rename it first",
+                                 source);
+
+        r = intake_file(ctx->ledger, ctx->config, w, source, wall_now_us(), &id, &error);
+        if (r < 0) {
+                if (r == -ENOMEM && !error)
+                        return -ENOMEM;
+                return api_error(ret_error, r, "%s", error ? error : strerror(-r));
+        }
+        if (r > 0) {
+                created = true;
+                log_info("job %" PRId64 " %s: queued by operator", id, source);
+                scheduler_enqueued(ctx->scheduler, id);
+        } else {
+                r = find_job_of(ctx, w, source, &id, &state);
+                if (r < 0)
+                        return ledger_failure(ctx, r, "cannot look the file up", ret_error);
+        }
+
+        result = json_pack("{s:o, s:b, s:o, s:o}", "id",
+                           id > 0 ? json_integer((json_int_t)id) : json_null(), "created",
+                           (int)created, "state",
+                           id > 0 ? json_string(job_state_name(state)) : json_null(), "source",
+                           text_or_null(source));
+        if (!result)
+                return -ENOMEM;
+        *ret_result = result;
+        return 0;
+}
+
+/* The daemon's resident set size in bytes, from /proc/self/statm; 0 if unknown. */
+static uint64_t rss_bytes(void)
+{
+        unsigned long long size = 0, resident = 0;
+        long page = sysconf(_SC_PAGESIZE);
+        FILE *f = fopen("/proc/self/statm", "re");
+
+        if (!f)
+                return 0;
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+                resident = 0;
+        fclose(f);
+        return page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
+}
+
+static int api_metrics(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                       char **ret_error)
+{
+        const worker_pool *pool;
+        static const char *const breaker_states[] = {"closed", "half-open", "open"};
+        static const char *const levels[] = {"full", "reduced", "essential", "paused"};
+        struct metrics_gauges g = {.health_score = 100};
+        _cleanup_free_ char *text = NULL;
+        const char *name;
+        int64_t oldest_us = 0;
+        size_t size = 0;
+        json_t *result;
+        FILE *f;
+        int r;
+
+        (void)request;
+        r = require_ledger(ctx, ret_error);
+        if (r < 0)
+                return r;
+        r = ledger_counts(ctx->ledger, g.jobs_by_state);
+        if (r < 0)
+                return ledger_failure(ctx, r, "cannot count jobs", ret_error);
+        pool = scheduler_pool(ctx->scheduler);
+        if (pool) {
+                g.workers_busy = worker_pool_busy(pool);
+                g.workers_total = worker_pool_size(pool);
+        }
+        g.rss_bytes = rss_bytes();
+        r = ledger_oldest_queued(ctx->ledger, &oldest_us);
+        if (r < 0)
+                return ledger_failure(ctx, r, "cannot find the oldest queued job", ret_error);
+        if (r > 0 && wall_now_us() > oldest_us)
+                g.oldest_queued_age_s = (double)(wall_now_us() - oldest_us) / 1e6;
+        name = scheduler_breaker(ctx->scheduler, NULL);
+        for (int i = 0; name && i < (int)ELEMENTSOF(breaker_states); i++)
+                if (strcmp(name, breaker_states[i]) == 0)
+                        g.breaker_state = i;
+        name = scheduler_health(ctx->scheduler, &g.health_score, NULL);
+        for (int i = 0; name && i < (int)ELEMENTSOF(levels); i++)
+                if (strcmp(name, levels[i]) == 0)
+                        g.degradation_level = i;
+
+        f = open_memstream(&text, &size);
+        if (!f)
+                return -ENOMEM;
+        r = metrics_render(scheduler_metrics(ctx->scheduler), &g, f);
+        if (fclose(f) != 0 || r < 0 || !text)
+                return api_error(ret_error, -EIO, "cannot render the metrics");
+        result = json_pack("{s:o}", "text", proto_string_lossy(text));
+        if (!result)
+                return -ENOMEM;
+        *ret_result = result;
+        return 0;
+}
+
+void api_on_event(const char *event, const json_t *job, void *userdata)
+{
+        struct api_context *ctx = userdata;
+        _cleanup_free_ char *line = NULL;
+        int r;
+
+        assert(event);
+        assert(job);
+        if (!ctx || !ctx->control || control_subscribers(ctx->control) == 0)
+                return;
+
+        line = proto_format_event(event, wall_now_us(), job);
+        if (line && strlen(line) > PROTO_MAX_LINE + 1) {
+                /* Hundreds of outputs: tell the event, subscribers can "show" the job. */
+                _cleanup_(json_decrefp) json_t *small = json_copy((json_t *)job);
+
+                free(line);
+                line = NULL;
+                if (small && json_object_del(small, "outputs") == 0 &&
+                    json_object_set_new(small, "outputs_omitted", json_true()) == 0)
+                        line = proto_format_event(event, wall_now_us(), small);
+                if (line && strlen(line) > PROTO_MAX_LINE + 1) {
+                        log_warning("event %s: too large to send", event);
+                        return;
+                }
+        }
+        if (!line) {
+                log_warning("event %s: out of memory; subscribers miss it", event);
+                return;
+        }
+        r = control_broadcast(ctx->control, line);
+        if (r < 0)
+                log_warning_errno(r, "event %s: cannot send it to subscribers: %m", event);
+}
+
 static const struct {
         const char *name;
         api_command_fn fn;
@@ -424,6 +959,13 @@ static const struct {
         {"status", api_status},
         {"jobs", api_jobs},
         {"show", api_show},
+        {"retry", api_retry},
+        {"cancel", api_cancel},
+        {"pause", api_pause},
+        {"resume", api_resume},
+        {"drain", api_drain},
+        {"enqueue", api_enqueue},
+        {"metrics", api_metrics},
 };
 
 int api_handle(const char *cmd, const json_t *request, void *userdata, json_t **ret_result,

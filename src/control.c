@@ -4,25 +4,43 @@
  * and up to CONTROL_MAX_CLIENTS connections, all driven by the daemon's sd_event loop; no
  * call here blocks. Each connection carries any number of request lines, answered in order.
  *
+ * Authorization happens once per connection, in client_new(): the kernel's record of the
+ * peer (SO_PEERCRED: uid, gid, pid; SO_PEERGROUPS: its supplementary groups, both as of
+ * connect()) must be root, the daemon's effective uid, or a member of the group set with
+ * control_set_group(). Where the kernel lacks SO_PEERGROUPS (before Linux 4.13), the
+ * "Groups:" line of /proc/<pid>/status is read instead; that is racy (the peer may exit and
+ * its pid be reused), which is why it is only the fallback. A refused peer gets one error
+ * line and is closed; refusals are logged at most once per CONTROL_REFUSAL_LOG_USEC.
+ *
  * Limits, so that no client can stall or exhaust the daemon:
  *   - input: one buffer of PROTO_MAX_LINE + 1 bytes per client (a line and its newline);
  *     a longer line is answered "request too long" and the client is disconnected;
- *   - output: at most CONTROL_MAX_OUTPUT bytes of unsent answers per client; a client that
- *     does not read its answers is disconnected beyond that;
+ *   - output: at most CONTROL_MAX_OUTPUT bytes of unsent answers per client, and
+ *     CONTROL_MAX_SUBSCRIBER_OUTPUT for a subscriber (answers and events); a client that
+ *     does not read is disconnected beyond that;
  *   - time: a client that sends no complete request for the idle timeout (reset by each
- *     request) is disconnected;
+ *     request) is disconnected, except a subscriber, which is expected to be silent;
  *   - count: beyond CONTROL_MAX_CLIENTS, a new connection gets one error line and is closed.
  *
  * Client states and the function that performs each transition:
  *
- *   client_new()                 client_on_io(): EOF, or client_handle_input(): line too long
- *       |                                      (error answer queued)
- *       v                                           |
+ *   client_new() --- peer not authorized: one error line ---------------------> closed
+ *       |
+ *       |                        client_on_io(): EOF, or client_handle_input(): line too long
+ *       v                                      (error answer queued)
  *     OPEN (reading; answers written as the socket  +---> DRAINING (no more reading)
- *       |   accepts them, EPOLLOUT while blocked)                 |
- *       |                                                         | queue written
- *       +--- I/O error, idle timeout (client_on_timer),           v
- *            output over CONTROL_MAX_OUTPUT ------------------> closed: client_free()
+ *       |   accepts them, EPOLLOUT while blocked)   |                 |
+ *       |                                           |                 | queue written
+ *       | {"cmd":"events"}: client_subscribe()      |                 v
+ *       v                                           |         closed: client_free()
+ *     SUBSCRIBED (as OPEN, plus every line of  -----+                 ^
+ *       |   control_broadcast(); no idle timeout)                     |
+ *       +--- I/O error, idle timeout (client_on_timer), output over the limit
+ *            (client_queue(), control_broadcast()) -------------------+
+ *
+ * control_broadcast() may run while a request of the same client is being handled (the
+ * handler retries a job, the scheduler emits "queued"); it then only marks that client
+ * `broken`, and client_on_io() frees it once the handler has returned.
  */
 #include <assert.h>
 #include <errno.h>
@@ -30,10 +48,12 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "imgd/control.h"
 #include "imgd/log.h"
@@ -45,6 +65,13 @@
 #define CONTROL_INPUT_SIZE (PROTO_MAX_LINE + 1)
 #define CONTROL_ACCEPT_BURST 32
 #define CONTROL_ACCEPT_PAUSE_USEC (1 * USEC_PER_SEC)
+#define CONTROL_REFUSAL_LOG_USEC (10 * USEC_PER_SEC)
+/* Supplementary groups of a peer we look at; Linux allows 65536 (NGROUPS_MAX). */
+#define CONTROL_MAX_PEER_GROUPS 65536u
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59 /* Linux 4.13 */
+#endif
 
 struct client {
         control *control;
@@ -60,7 +87,9 @@ struct client {
         char *out; /* unsent answers are out[out_start..out_end) */
         size_t out_start, out_end, out_alloc;
 
-        bool draining; /* reads no more; closed once the output is written */
+        bool draining;   /* reads no more; closed once the output is written */
+        bool subscriber; /* receives control_broadcast() lines */
+        bool broken;     /* to be closed as soon as its request has been handled */
 };
 
 struct control {
@@ -79,8 +108,17 @@ struct control {
 
         struct client *clients;
         unsigned n_clients;
+        unsigned n_subscribers;
         bool warned_full; /* logged "too many clients" since the last client left */
         uint64_t client_timeout_usec;
+        struct client *serving; /* whose request the handler is answering now, or NULL */
+
+        uid_t uid;        /* the daemon's effective uid: always served */
+        bool has_group;   /* members of `group` are served too */
+        gid_t group;
+        char *group_name; /* for messages: the name, or the number */
+        uint64_t refusal_logged_usec; /* CLOCK_MONOTONIC of the last logged refusal */
+        unsigned refusals_unlogged;   /* refusals since then, not logged */
 };
 
 static void client_free(struct client *cl)
@@ -99,7 +137,12 @@ static void client_free(struct client *cl)
                 cl->next->prev = cl->prev;
         assert(c->n_clients > 0);
         c->n_clients--;
+        if (cl->subscriber) {
+                assert(c->n_subscribers > 0);
+                c->n_subscribers--;
+        }
         c->warned_full = false;
+        assert(c->serving != cl);
 
         sd_event_source_disable_unref(cl->io);
         sd_event_source_disable_unref(cl->timer);
@@ -115,29 +158,19 @@ static size_t client_pending(const struct client *cl)
         return cl->out_end - cl->out_start;
 }
 
-/*
- * Where authorization goes. There is no policy yet: the socket's mode (0660) and owner decide
- * who can connect, and every connected client may run every command. A policy would look at
- * cl->cred (uid, gid, pid as the kernel reported them at connect time) and at cmd, e.g.
- * allow read-only commands to all and commands that change jobs only to root or to members
- * of the socket's group. Returns 0 to allow, or -EPERM with a message in *ret_error.
- */
-static int client_authorize(const struct client *cl, const char *cmd, char **ret_error)
+static size_t client_max_output(const struct client *cl)
 {
-        (void)cl;
-        (void)cmd;
-        (void)ret_error;
-        return 0;
+        return cl->subscriber ? CONTROL_MAX_SUBSCRIBER_OUTPUT : CONTROL_MAX_OUTPUT;
 }
 
-/* Appends n bytes to the output queue. -ENOBUFS beyond CONTROL_MAX_OUTPUT; unchanged on
+/* Appends n bytes to the output queue. -ENOBUFS beyond client_max_output(); unchanged on
  * failure. */
 static int client_queue(struct client *cl, const char *data, size_t n)
 {
         size_t pending = client_pending(cl), want;
         char *p;
 
-        if (n > CONTROL_MAX_OUTPUT - pending)
+        if (pending > client_max_output(cl) || n > client_max_output(cl) - pending)
                 return -ENOBUFS;
 
         if (cl->out_start > 0 && cl->out_end + n > cl->out_alloc) {
@@ -192,6 +225,35 @@ static int client_queue_error(struct client *cl, const char *message)
         return client_queue(cl, line, strlen(line));
 }
 
+/* Restarts the idle timeout; a subscriber has none. */
+static int client_arm_timer(struct client *cl)
+{
+        int r;
+
+        if (cl->subscriber)
+                return sd_event_source_set_enabled(cl->timer, SD_EVENT_OFF);
+        r = sd_event_source_set_time_relative(cl->timer, cl->control->client_timeout_usec);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(cl->timer, SD_EVENT_ONESHOT);
+}
+
+/* {"cmd":"events"}: the client becomes a subscriber. Returns 0 and the answer's result. */
+static int client_subscribe(struct client *cl, json_t **ret_result)
+{
+        json_t *result = json_pack("{s:b}", "subscribed", 1);
+
+        if (!result)
+                return -ENOMEM;
+        if (!cl->subscriber) {
+                cl->subscriber = true;
+                cl->control->n_subscribers++;
+                log_debug("control client pid %d: subscribed to events", (int)cl->cred.pid);
+        }
+        *ret_result = result;
+        return client_arm_timer(cl);
+}
+
 /* Answers one request line (without its newline). Returns 0, or a negative errno when the
  * answer cannot be queued (the client is then disconnected). */
 static int client_handle_line(struct client *cl, const char *line, size_t n)
@@ -204,17 +266,21 @@ static int client_handle_line(struct client *cl, const char *line, size_t n)
         size_t len;
         int r;
 
-        r = sd_event_source_set_time_relative(cl->timer, c->client_timeout_usec);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(cl->timer, SD_EVENT_ONESHOT);
+        r = client_arm_timer(cl);
         if (r < 0)
                 return r;
 
         r = proto_parse_request(line, n, &req, &cmd, &error);
-        if (r >= 0)
-                r = client_authorize(cl, cmd, &error);
-        if (r >= 0) {
+        if (r >= 0 && strcmp(cmd, "events") == 0) {
+                r = client_subscribe(cl, &result);
+                if (r >= 0)
+                        answer = proto_format_ok(result);
+        } else if (r >= 0) {
+                c->serving = cl;
                 r = c->fn(cmd, req, c->userdata, &result, &error);
+                c->serving = NULL;
+                if (cl->broken)
+                        return -ECONNRESET; /* dropped by control_broadcast() meanwhile */
                 if (r >= 0)
                         answer = proto_format_ok(result);
         }
@@ -301,10 +367,23 @@ static int client_read(struct client *cl)
         return client_handle_input(cl, n == 0);
 }
 
+/* Waits for what the client needs next: input (unless draining), output room (while
+ * something is queued). -ECONNRESET when it needs nothing more (drained): close it. */
+static int client_arm(struct client *cl)
+{
+        uint32_t events;
+
+        if (cl->broken)
+                return -ECONNRESET;
+        events = (cl->draining ? 0 : EPOLLIN) | (client_pending(cl) > 0 ? EPOLLOUT : 0);
+        if (events == 0)
+                return -ECONNRESET; /* draining and everything written */
+        return sd_event_source_set_io_events(cl->io, events);
+}
+
 static int client_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         struct client *cl = userdata;
-        uint32_t events;
         int r = 0;
 
         (void)s;
@@ -319,11 +398,7 @@ static int client_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 goto disconnect;
         }
 
-        events = (cl->draining ? 0 : EPOLLIN) | (client_pending(cl) > 0 ? EPOLLOUT : 0);
-        if (events == 0)
-                goto disconnect; /* draining and everything written */
-        r = sd_event_source_set_io_events(cl->io, events);
-        if (r < 0)
+        if (client_arm(cl) < 0)
                 goto disconnect;
         return 0;
 
@@ -344,10 +419,155 @@ static int client_on_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
-/* Takes over fd (closed on failure too). Returns 0 or a negative errno. */
+static uint64_t mono_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/*
+ * Whether process `pid` has supplementary group gid, from the "Groups:" line of
+ * /proc/<pid>/status: 1 yes, 0 no, or a negative errno (no such process, unreadable).
+ */
+static int proc_has_group(pid_t pid, gid_t gid)
+{
+        _cleanup_free_ char *line = NULL;
+        char path[64];
+        size_t size = 0;
+        ssize_t n;
+        FILE *f;
+        int r = 0;
+
+        if (pid <= 0)
+                return -ESRCH; /* in another pid namespace */
+        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+        f = fopen(path, "re");
+        if (!f)
+                return negative_errno();
+        while ((n = getline(&line, &size, f)) > 0) {
+                char *p, *end;
+
+                if (strncmp(line, "Groups:", 7) != 0)
+                        continue;
+                for (p = line + 7;; p = end) {
+                        unsigned long v;
+
+                        while (*p == ' ' || *p == '\t')
+                                p++;
+                        if (*p < '0' || *p > '9')
+                                break;
+                        errno = 0;
+                        v = strtoul(p, &end, 10);
+                        if (errno != 0 || end == p)
+                                break;
+                        if ((gid_t)v == gid && v == (unsigned long)(gid_t)v) {
+                                r = 1;
+                                break;
+                        }
+                }
+                break;
+        }
+        fclose(f);
+        return r;
+}
+
+/*
+ * Whether the peer of fd has supplementary group gid, as of its connect(): 1 yes, 0 no, or a
+ * negative errno. Asks the kernel (SO_PEERGROUPS); falls back to proc_has_group().
+ */
+static int peer_has_group(int fd, pid_t pid, gid_t gid)
+{
+        gid_t small[64];
+        _cleanup_free_ gid_t *big = NULL;
+        gid_t *groups = small;
+        socklen_t len = sizeof small;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+                if (errno == ENOPROTOOPT)
+                        return proc_has_group(pid, gid);
+                if (errno != ERANGE || len > CONTROL_MAX_PEER_GROUPS * sizeof(gid_t))
+                        return negative_errno();
+                big = malloc(len);
+                if (!big)
+                        return -ENOMEM;
+                groups = big;
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+                        return negative_errno();
+        }
+        for (size_t i = 0; i < len / sizeof(gid_t); i++)
+                if (groups[i] == gid)
+                        return 1;
+        return 0;
+}
+
+/*
+ * Whether the peer `cred` on fd may use the socket. Returns 1 (allowed), or 0 with the
+ * refusal in *ret_message (owned by the caller), or -ENOMEM.
+ */
+static int control_authorize(control *c, int fd, const struct ucred *cred, char **ret_message)
+{
+        int r;
+
+        if (cred->uid == 0 || cred->uid == c->uid)
+                return 1;
+        if (c->has_group) {
+                if (cred->gid == c->group)
+                        return 1;
+                r = peer_has_group(fd, cred->pid, c->group);
+                if (r > 0)
+                        return 1;
+                if (r < 0 && r != -ESRCH && r != -ENOENT)
+                        log_debug_errno(r, "control client pid %d: cannot read its groups: %m",
+                                        (int)cred->pid);
+                r = asprintf(ret_message,
+                             "permission denied: uid %u is not root, imgd's user or in group %s",
+                             (unsigned)cred->uid, c->group_name);
+        } else
+                r = asprintf(ret_message, "permission denied: uid %u is not root or imgd's user",
+                             (unsigned)cred->uid);
+        return r < 0 ? -ENOMEM : 0;
+}
+
+/* Logs a refusal, at most once per CONTROL_REFUSAL_LOG_USEC (a local user must not be able
+ * to flood the journal by connecting in a loop). */
+static void control_log_refusal(control *c, const struct ucred *cred, const char *message)
+{
+        uint64_t now = mono_usec();
+
+        if (c->refusal_logged_usec != 0 &&
+            now - c->refusal_logged_usec < CONTROL_REFUSAL_LOG_USEC) {
+                c->refusals_unlogged++;
+                return;
+        }
+        if (c->refusals_unlogged > 0)
+                log_warning("control socket %s: refused pid %d: %s (and %u more connection(s) "
+                            "refused before)",
+                            c->path, (int)cred->pid, message, c->refusals_unlogged);
+        else
+                log_warning("control socket %s: refused pid %d: %s", c->path, (int)cred->pid,
+                            message);
+        c->refusal_logged_usec = now;
+        c->refusals_unlogged = 0;
+}
+
+/* Sends one error line on a fresh connection, without waiting: its send buffer is empty, so
+ * a short line fits, or the peer is gone already. */
+static void send_error_now(int fd, const char *message)
+{
+        _cleanup_free_ char *line = proto_format_error(message);
+
+        if (line)
+                (void)send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Takes over fd (closed on failure too). Returns 0 (also when the peer was refused and the
+ * connection closed) or a negative errno. */
 static int client_new(control *c, int fd)
 {
         _cleanup_close_ int cfd = fd;
+        _cleanup_free_ char *refusal = NULL;
         struct client *cl;
         socklen_t len = sizeof cl->cred;
         int r;
@@ -360,6 +580,15 @@ static int client_new(control *c, int fd)
         if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cl->cred, &len) < 0) {
                 r = negative_errno();
                 goto free_client;
+        }
+        r = control_authorize(c, cfd, &cl->cred, &refusal);
+        if (r < 0)
+                goto free_client;
+        if (r == 0) {
+                control_log_refusal(c, &cl->cred, refusal);
+                send_error_now(cfd, refusal);
+                free(cl);
+                return 0;
         }
         cl->in = malloc(CONTROL_INPUT_SIZE);
         if (!cl->in) {
@@ -396,16 +625,13 @@ free_client:
 static void control_reject(control *c, int fd)
 {
         _cleanup_close_ int cfd = fd;
-        _cleanup_free_ char *line = proto_format_error("too many clients");
 
         if (!c->warned_full) {
                 log_warning("control socket %s: refusing clients beyond %d", c->path,
                             CONTROL_MAX_CLIENTS);
                 c->warned_full = true;
         }
-        /* A new socket's buffer is empty: one short line fits, or the client is gone. */
-        if (line)
-                (void)send(cfd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+        send_error_now(cfd, "too many clients");
 }
 
 static int control_on_accept_pause(sd_event_source *s, uint64_t usec, void *userdata)
@@ -551,6 +777,7 @@ int control_new(sd_event *e, const char *path, control_handler_fn fn, void *user
         c->fn = fn;
         c->userdata = userdata;
         c->client_timeout_usec = CONTROL_CLIENT_TIMEOUT_S * USEC_PER_SEC;
+        c->uid = geteuid();
         c->path = strdup(path);
         if (!c->path)
                 return log_error_errno(-ENOMEM, "control socket %s: %m", path);
@@ -606,6 +833,7 @@ control *control_free(control *c)
                 (void)unlink(c->path);
         sd_event_unref(c->event);
         free(c->path);
+        free(c->group_name);
         free(c);
         return NULL;
 }
@@ -614,4 +842,80 @@ void control_set_client_timeout(control *c, uint64_t usec)
 {
         assert(c);
         c->client_timeout_usec = usec > 0 ? usec : CONTROL_CLIENT_TIMEOUT_S * USEC_PER_SEC;
+}
+
+void control_set_group(control *c, gid_t gid)
+{
+        struct group grp, *found = NULL;
+        char buf[4096];
+        char *name = NULL;
+
+        assert(c);
+        if (gid == (gid_t)-1) {
+                c->has_group = false;
+                free(c->group_name);
+                c->group_name = NULL;
+                return;
+        }
+        if (getgrgid_r(gid, &grp, buf, sizeof buf, &found) == 0 && found && found->gr_name)
+                name = strdup(found->gr_name);
+        else if (asprintf(&name, "%u", (unsigned)gid) < 0)
+                name = NULL;
+        free(c->group_name);
+        c->group_name = name ? name : strdup("(unknown)");
+        c->group = gid;
+        c->has_group = true;
+}
+
+int control_broadcast(control *c, const char *line)
+{
+        _cleanup_free_ char *terminated = NULL;
+        struct client *cl, *next;
+        size_t n;
+        int sent = 0, r;
+
+        if (!c)
+                return 0;
+        assert(line);
+        n = strlen(line);
+        if (n == 0 || line[n - 1] != '\n') {
+                if (asprintf(&terminated, "%s\n", line) < 0)
+                        return -ENOMEM;
+                line = terminated;
+                n++;
+        }
+
+        for (cl = c->clients; cl; cl = next) {
+                next = cl->next;
+                if (!cl->subscriber || cl->draining || cl->broken)
+                        continue;
+                r = client_queue(cl, line, n);
+                if (r == -ENOBUFS) {
+                        log_warning("control client pid %d: events subscriber dropped: more than "
+                                    "%u KiB of events unread",
+                                    (int)cl->cred.pid, CONTROL_MAX_SUBSCRIBER_OUTPUT / 1024);
+                } else if (r < 0) {
+                        return r; /* -ENOMEM: the other subscribers stay, without this line */
+                } else {
+                        r = client_flush(cl);
+                        if (r >= 0)
+                                r = client_arm(cl);
+                        if (r >= 0) {
+                                sent++;
+                                continue;
+                        }
+                        log_debug_errno(r, "control client pid %d: disconnecting: %m",
+                                        (int)cl->cred.pid);
+                }
+                if (cl == c->serving)
+                        cl->broken = true; /* client_handle_line() returns, then it is freed */
+                else
+                        client_free(cl);
+        }
+        return sent;
+}
+
+unsigned control_subscribers(const control *c)
+{
+        return c ? c->n_subscribers : 0;
 }

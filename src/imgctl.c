@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * imgctl.c - the command-line client of imgd's control socket: status, jobs, show, wait.
+ * imgctl.c - the command-line client of imgd's control socket: status, jobs, show, wait,
+ * retry, cancel, pause, resume, drain, enqueue, metrics, events, top, verify.
  *
  * It finds the socket (-s, else the "socket" setting of the configuration named by -c, else
  * $IMGD_SOCKET, else CONFIG_DEFAULT_SOCKET), connects, and sends one request line per
- * command over one connection (wait sends one every 100 ms). Every read and write has a
- * deadline of 10 s; an answer is one line of at most PROTO_MAX_LINE bytes, parsed with the
- * same codec as the daemon's (proto.h). It never touches the ledger itself.
+ * command over one connection (wait and drain send one every 100 ms, top every second).
+ * Every read and write has a deadline of 10 s (events waits for events as long as it
+ * runs); an answer is one line of at most PROTO_MAX_LINE bytes, parsed with the same codec
+ * as the daemon's (proto.h). It never touches the ledger itself: verify reads the output
+ * tree and asks imgd ("show") for the ledger's record.
  *
  * Everything printed that came from the daemon (file names, error texts) is stripped of
  * control characters first, so a file name cannot play tricks on a terminal.
@@ -16,25 +19,33 @@
  * or its answer was not understood).
  */
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "imgd/config.h"
+#include "imgd/hash.h"
 #include "imgd/macro.h"
+#include "imgd/pathmap.h"
 #include "imgd/proto.h"
 
 enum {
@@ -485,7 +496,9 @@ static int ctl_call(struct ctl *ctl, const json_t *req, json_t **ret_result, cha
         }
 
         r = ctl_send(ctl, line, strlen(line), deadline);
-        if (r >= 0)
+        /* imgd may have answered and closed before the request arrived (a refused peer):
+         * its answer is still there to read. */
+        if (r >= 0 || r == -EPIPE || r == -ECONNRESET)
                 r = ctl_read_line(ctl, deadline, &answer, &n);
         switch (r) {
         case 0:
@@ -538,6 +551,9 @@ static int call_failed(int r, const char *error)
         _cleanup_free_ char *clean = clean_text(error ? error : strerror(-r), 0);
 
         errorf("%s", clean);
+        /* imgd refusing the connection is not a failed command: it was not reached. */
+        if (r == -EREMOTEIO && strncmp(clean, "permission denied", 17) == 0)
+                return EXIT_UNREACHABLE;
         return r == -EREMOTEIO ? EXIT_FAILED : EXIT_UNREACHABLE;
 }
 
@@ -575,8 +591,10 @@ struct command {
 
 static const char help_status[] =
         "    Show the daemon's state, version, process id and uptime, its configuration\n"
-        "    file, the watched folders with their output folder and pipeline, the\n"
-        "    workers (how many, how many busy) and the number of jobs in each state.\n"
+        "    file, whether intake is paused, the circuit breaker (and why it is open),\n"
+        "    the health score and degradation level (and what drives it), the watched\n"
+        "    folders with their output folder and pipeline, the workers (how many, how\n"
+        "    many busy) and the number of jobs in each state.\n"
         "\n"
         "    --json    print the daemon's answer as indented JSON instead\n";
 
@@ -612,12 +630,109 @@ static const char help_wait[] =
         "                       is left to stderr and exit with status 1. Without it,\n"
         "                       wait as long as it takes.\n";
 
+static const char help_retry[] =
+        "    Put dead job JOB back in the queue, or with --dead every dead job. Its\n"
+        "    attempts start again from 0; the errors of earlier attempts stay in its\n"
+        "    history (see show).\n"
+        "\n"
+        "    --dead    retry every dead job and print how many\n"
+        "    --json    print the daemon's answer as indented JSON instead\n";
+
+static const char help_cancel[] =
+        "    Cancel job JOB, which must be queued, waiting for a retry or dead; a running\n"
+        "    job cannot be cancelled (it publishes nothing until it is done).\n"
+        "\n"
+        "    --json    print the daemon's answer as indented JSON instead\n";
+
+static const char help_pause[] =
+        "    Stop starting new jobs. Running jobs finish; new uploads are still recorded\n"
+        "    and wait in the queue until resume.\n"
+        "\n"
+        "    --json    print the daemon's answer as indented JSON instead\n";
+
+static const char help_resume[] =
+        "    Start jobs again after pause or drain.\n"
+        "\n"
+        "    --json    print the daemon's answer as indented JSON instead\n";
+
+static const char help_drain[] =
+        "    Pause, then wait until no job is running, asking the daemon every 100 ms:\n"
+        "    afterwards nothing is being rendered or published (for maintenance of the\n"
+        "    output tree, or before stopping). Intake stays paused until resume.\n"
+        "\n"
+        "    --timeout SECONDS  give up after SECONDS: say how many jobs still run and\n"
+        "                       exit with status 1 (intake stays paused)\n"
+        "    --json             print {\"paused\": true, \"running\": 0} when drained\n";
+
+static const char help_enqueue[] =
+        "    Make a job of the file PATH now (relative to the current directory or\n"
+        "    absolute), whether or not imgd noticed it: for files that arrived without\n"
+        "    a close or rename imgd could see (a file written as an O_TMPFILE elsewhere\n"
+        "    and linked in with linkat(), some network file systems).\n"
+        "    PATH must be below a watched folder, as it really is (symlinks resolved),\n"
+        "    and must not have a hidden or temporary name. A file whose content imgd\n"
+        "    already has a job for is not processed again: its job is shown.\n"
+        "\n"
+        "    --json    print the daemon's answer as indented JSON instead\n";
+
+static const char help_metrics[] =
+        "    Print the daemon's metrics in the Prometheus text format: jobs by state,\n"
+        "    jobs processed and failed, processing time histograms by pipeline, worker\n"
+        "    restarts, queue age, workers, memory. For node_exporter's textfile\n"
+        "    collector, write it to a temporary file and rename it (see README.md):\n"
+        "      imgctl metrics > DIR/imgd.prom.$$ && mv DIR/imgd.prom.$$ DIR/imgd.prom\n"
+        "\n"
+        "    --json    print {\"text\": ...} instead\n";
+
+static const char help_events[] =
+        "    Print job transitions as they happen, one line each: queued, done (with\n"
+        "    the number of outputs), retry and dead (with the error), cancelled.\n"
+        "    Without --follow, stop once no job is queued, running or waiting for a\n"
+        "    retry (checked every 500 ms); at once when there is nothing to wait for.\n"
+        "\n"
+        "    --follow  go on until interrupted\n"
+        "    --json    print each event as the daemon sends it, one JSON object a line:\n"
+        "              {\"v\":1,\"event\":\"done\",\"at_us\":...,\"job\":{\"id\":...,\n"
+        "              \"source\":...,\"outputs\":[...]}}\n";
+
+static const char help_top[] =
+        "    A live view, refreshed every second: the daemon's state, whether intake is\n"
+        "    paused, a progress bar of the backlog (jobs finished since top started\n"
+        "    against those still queued, running or waiting for a retry), throughput\n"
+        "    over the last 10 seconds, and what each worker is doing. Press q or\n"
+        "    Ctrl-C to quit. When standard output is not a terminal, prints one summary\n"
+        "    line a second instead.\n"
+        "\n"
+        "    --iterations N  stop after N refreshes\n";
+
+static const char help_verify[] =
+        "    Check the published outputs against their manifests and the ledger: every\n"
+        "    file a manifest (*.manifest.json) lists must exist with the size and\n"
+        "    SHA-256 it lists (else it is missing or altered), the ledger's record of the\n"
+        "    manifest's job must agree (else a mismatch), and every other file in the\n"
+        "    tree is orphaned (imgd's own temporary files aside). Checks the output\n"
+        "    folders of all watches, or the folder or manifest PATH. Exit status 1 when\n"
+        "    anything is wrong.\n"
+        "\n"
+        "    --all     every watch's output folder (the default)\n"
+        "    --json    print a report object: ok, counts, and the lists of problems\n";
+
 static const char help_help[] = "    Show this text, or the text of one COMMAND.\n";
 
 static int run_status(struct ctl *ctl, int argc, char **argv);
 static int run_jobs(struct ctl *ctl, int argc, char **argv);
 static int run_show(struct ctl *ctl, int argc, char **argv);
 static int run_wait(struct ctl *ctl, int argc, char **argv);
+static int run_retry(struct ctl *ctl, int argc, char **argv);
+static int run_cancel(struct ctl *ctl, int argc, char **argv);
+static int run_pause(struct ctl *ctl, int argc, char **argv);
+static int run_resume(struct ctl *ctl, int argc, char **argv);
+static int run_drain(struct ctl *ctl, int argc, char **argv);
+static int run_enqueue(struct ctl *ctl, int argc, char **argv);
+static int run_metrics(struct ctl *ctl, int argc, char **argv);
+static int run_events(struct ctl *ctl, int argc, char **argv);
+static int run_top(struct ctl *ctl, int argc, char **argv);
+static int run_verify(struct ctl *ctl, int argc, char **argv);
 static int run_help(struct ctl *ctl, int argc, char **argv);
 
 static const struct command commands[] = {
@@ -626,6 +741,16 @@ static const struct command commands[] = {
          "jobs [--state STATE] [--watch DIR] [--since WHEN] [--limit N] [--json]", help_jobs},
         {"show", run_show, "show JOB [--json]", help_show},
         {"wait", run_wait, "wait [--timeout SECONDS]", help_wait},
+        {"retry", run_retry, "retry JOB|--dead [--json]", help_retry},
+        {"cancel", run_cancel, "cancel JOB [--json]", help_cancel},
+        {"pause", run_pause, "pause [--json]", help_pause},
+        {"resume", run_resume, "resume [--json]", help_resume},
+        {"drain", run_drain, "drain [--timeout SECONDS] [--json]", help_drain},
+        {"enqueue", run_enqueue, "enqueue PATH [--json]", help_enqueue},
+        {"metrics", run_metrics, "metrics [--json]", help_metrics},
+        {"events", run_events, "events [--follow] [--json]", help_events},
+        {"top", run_top, "top [--iterations N]", help_top},
+        {"verify", run_verify, "verify [PATH|--all] [--json]", help_verify},
         {"help", run_help, "help [COMMAND]", help_help},
 };
 
@@ -643,8 +768,9 @@ static void print_help(void)
                "       %s help [COMMAND]\n"
                "       %s --version\n"
                "\n"
-               "Ask imgd, the image variant daemon, what it is doing, through its control\n"
-               "socket. imgctl only reads; it never changes a job.\n"
+               "Ask imgd, the image variant daemon, what it is doing and steer it, through its\n"
+               "control socket. imgctl never opens the job ledger itself: every change (retry,\n"
+               "cancel, pause, enqueue) is made by imgd.\n"
                "\n"
                "Commands:\n",
                program, program, program);
@@ -661,11 +787,14 @@ static void print_help(void)
                "Exit status:\n"
                "  0  success\n"
                "  1  the command failed: imgd answered with an error (for example, no such\n"
-               "     job), or wait timed out\n"
+               "     job), wait or drain timed out, verify found a problem, or events lost\n"
+               "     its subscription\n"
                "  2  usage error: unknown command or option, missing or malformed argument\n"
                "  3  imgd could not be reached: no socket, connection refused, permission\n"
-               "     denied, no answer within %d s, or an answer imgctl does not\n"
-               "     understand; also when the configuration given with -c cannot be read\n"
+               "     denied (by the socket's mode, or by imgd: only root, imgd's user and\n"
+               "     members of its control group are served), no answer within %d s, or\n"
+               "     an answer imgctl does not understand; also when the configuration\n"
+               "     given with -c cannot be read\n"
                "\n"
                "Environment:\n"
                "  IMGD_SOCKET\n"
@@ -683,9 +812,12 @@ static void print_help(void)
                "  %s status\n"
                "  %s jobs --state dead --since 1d\n"
                "  %s show 42 --json\n"
-               "  %s wait --timeout 60 && echo all uploads processed\n",
+               "  %s wait --timeout 60 && echo all uploads processed\n"
+               "  %s retry --dead\n"
+               "  %s events --follow --json\n"
+               "  %s verify --all || echo outputs changed behind imgd's back\n",
                IO_TIMEOUT_MS / 1000, CONFIG_DEFAULT_SOCKET, CONFIG_DEFAULT_PATH, program,
-               program, program, program);
+               program, program, program, program, program, program);
 }
 
 static void print_command_help(const struct command *c)
@@ -897,6 +1029,24 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
         workers = json_object_get(result, "workers");
         printf("workers  %" PRId64 " (%" PRId64 " busy)\n", get_int(workers, "total"),
                get_int(workers, "busy"));
+        if (json_is_true(json_object_get(result, "paused")))
+                printf("intake   paused: no new jobs are started ('%s resume')\n", program);
+        v = json_object_get(result, "breaker");
+        if (json_is_object(v)) {
+                _cleanup_free_ char *bstate = clean_text(get_str(v, "state", "?"), 16);
+                _cleanup_free_ char *why = clean_text(get_str(v, "reason", ""), 0);
+
+                printf("breaker  %s%s%s\n", bstate, *why ? ": " : "", why);
+        }
+        v = json_object_get(result, "health");
+        if (json_is_object(v)) {
+                _cleanup_free_ char *level = clean_text(get_str(v, "level", "?"), 16);
+                _cleanup_free_ char *why = clean_text(get_str(v, "reason", ""), 0);
+
+                printf("health   %.0f/100, level %s%s%s\n",
+                       json_number_value(json_object_get(v, "score")), level, *why ? ": " : "",
+                       why);
+        }
 
         /* Every state the daemon reports, in its order: queued 0  running 1  retry 0 ... */
         jobs = json_object_get(result, "jobs");
@@ -1250,6 +1400,1290 @@ static int run_wait(struct ctl *ctl, int argc, char **argv)
         }
 }
 
+/* ---- operator commands ---------------------------------------------------------------- */
+
+/*
+ * Parses the options of a command that takes nothing but --json (when json is not NULL) and
+ * --help, and no arguments. Returns -1 to go on, or the exit status to return.
+ */
+static int parse_plain_options(const char *cmd, int argc, char **argv, bool *json)
+{
+        static const struct option with_json[] = {
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        int c;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":h", with_json, NULL)) >= 0) {
+                switch (c) {
+                case 'j':
+                        if (!json)
+                                return option_error(cmd, '?', argv);
+                        *json = true;
+                        break;
+                case 'h':
+                        print_command_help(find_command(cmd));
+                        return EXIT_OK;
+                default:
+                        return option_error(cmd, c, argv);
+                }
+        }
+        if (optind < argc)
+                return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+        return -1;
+}
+
+/* The one JOB argument of a command ("42" or "#42"). Returns EXIT_OK or EXIT_USAGE. */
+static int parse_job_arg(const char *cmd, int argc, char **argv, int64_t *ret)
+{
+        const char *arg;
+
+        if (optind >= argc)
+                return usage_error(cmd, "which job? Give its ID, as listed by 'jobs'");
+        if (optind + 1 < argc)
+                return usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+        arg = argv[optind];
+        if (arg[0] == '#')
+                arg++;
+        if (parse_int(arg, 1, INT64_MAX, ret) < 0)
+                return usage_error(cmd, "'%s' is not a job ID (a positive number)",
+                                   argv[optind]);
+        return EXIT_OK;
+}
+
+/* A number of seconds (may have a fraction) for --timeout. Returns EXIT_OK or EXIT_USAGE. */
+static int parse_seconds(const char *cmd, const char *arg, double *ret)
+{
+        char *end;
+        double v;
+
+        errno = 0;
+        v = strtod(arg, &end);
+        if (end == arg || *end != '\0' || errno == ERANGE || !isfinite(v) || v < 0 || v > 1e9)
+                return usage_error(cmd, "--timeout '%s': expected a number of seconds", arg);
+        *ret = v;
+        return EXIT_OK;
+}
+
+static json_t *request_with_id(const char *cmd, int64_t id)
+{
+        json_t *req = proto_request_new(cmd);
+
+        if (!req || json_object_set_new(req, "id", json_integer(id)) < 0)
+                oom();
+        return req;
+}
+
+static int run_retry(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option options[] = {
+                {"dead", no_argument, NULL, 'D'},
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool json = false, dead = false;
+        int64_t id = 0, total = 0, remaining = 0, first = -1;
+        int c, r;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'D':
+                        dead = true;
+                        break;
+                case 'j':
+                        json = true;
+                        break;
+                case 'h':
+                        print_command_help(find_command("retry"));
+                        return EXIT_OK;
+                default:
+                        return option_error("retry", c, argv);
+                }
+        }
+        if (dead) {
+                if (optind < argc)
+                        return usage_error("retry", "give either JOB or --dead, not both");
+        } else {
+                r = parse_job_arg("retry", argc, argv, &id);
+                if (r != EXIT_OK)
+                        return r;
+        }
+
+        if (!dead) {
+                r = call(ctl, request_with_id("retry", id), &result);
+                if (r != EXIT_OK)
+                        return r;
+                if (json)
+                        return print_json(result);
+                printf("job %" PRId64 " queued again\n", id);
+                return EXIT_OK;
+        }
+
+        /* imgd retries a batch per request and says how many remain. Jobs that die again
+         * meanwhile are not retried twice: stop after as many as there were at first. */
+        for (;;) {
+                _cleanup_(json_decrefp) json_t *batch = NULL;
+                json_t *req = proto_request_new("retry");
+                int64_t retried;
+
+                if (!req || json_object_set_new(req, "dead", json_true()) < 0)
+                        oom();
+                r = call(ctl, req, &batch);
+                if (r != EXIT_OK)
+                        return r;
+                retried = get_int(batch, "retried");
+                remaining = get_int(batch, "remaining");
+                if (first < 0)
+                        first = retried + remaining;
+                total += retried;
+                if (remaining <= 0 || retried <= 0 || total >= first)
+                        break;
+        }
+        if (json) {
+                result = json_pack("{s:I, s:I}", "retried", (json_int_t)total, "remaining",
+                                   (json_int_t)remaining);
+                if (!result)
+                        oom();
+                return print_json(result);
+        }
+        printf("%" PRId64 " dead job(s) queued again\n", total);
+        if (remaining > 0)
+                printf("%" PRId64 " job(s) dead again already or meanwhile\n", remaining);
+        return EXIT_OK;
+}
+
+static int run_cancel(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option options[] = {
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool json = false;
+        int64_t id = 0;
+        int c, r;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'j':
+                        json = true;
+                        break;
+                case 'h':
+                        print_command_help(find_command("cancel"));
+                        return EXIT_OK;
+                default:
+                        return option_error("cancel", c, argv);
+                }
+        }
+        r = parse_job_arg("cancel", argc, argv, &id);
+        if (r != EXIT_OK)
+                return r;
+        r = call(ctl, request_with_id("cancel", id), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (json)
+                return print_json(result);
+        {
+                _cleanup_free_ char *was = clean_text(get_str(result, "was", "?"), 0);
+
+                printf("job %" PRId64 " cancelled (it was %s)\n", id, was);
+        }
+        return EXIT_OK;
+}
+
+static int run_pause(struct ctl *ctl, int argc, char **argv)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool json = false;
+        int r;
+
+        r = parse_plain_options("pause", argc, argv, &json);
+        if (r >= 0)
+                return r;
+        r = call(ctl, proto_request_new("pause"), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (json)
+                return print_json(result);
+        printf("intake paused: no new jobs are started; %" PRId64 " job(s) still running\n",
+               get_int(result, "running"));
+        return EXIT_OK;
+}
+
+static int run_resume(struct ctl *ctl, int argc, char **argv)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool json = false;
+        int r;
+
+        r = parse_plain_options("resume", argc, argv, &json);
+        if (r >= 0)
+                return r;
+        r = call(ctl, proto_request_new("resume"), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (json)
+                return print_json(result);
+        printf("intake resumed\n");
+        return EXIT_OK;
+}
+
+/* The number of dispatched jobs in a status answer ("running"; older daemons: the ledger's
+ * count). */
+static int64_t status_running(const json_t *status)
+{
+        const json_t *v = json_object_get(status, "running");
+
+        if (json_is_integer(v))
+                return (int64_t)json_integer_value(v);
+        return get_int(json_object_get(status, "jobs"), "running");
+}
+
+static int run_drain(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option options[] = {
+                {"timeout", required_argument, NULL, 't'},
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool json = false, has_timeout = false;
+        double timeout_s = 0;
+        int64_t deadline = 0, running;
+        int c, r;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":ht:", options, NULL)) >= 0) {
+                switch (c) {
+                case 't':
+                        r = parse_seconds("drain", optarg, &timeout_s);
+                        if (r != EXIT_OK)
+                                return r;
+                        has_timeout = true;
+                        break;
+                case 'j':
+                        json = true;
+                        break;
+                case 'h':
+                        print_command_help(find_command("drain"));
+                        return EXIT_OK;
+                default:
+                        return option_error("drain", c, argv);
+                }
+        }
+        if (optind < argc)
+                return usage_error("drain", "unexpected argument '%s'", argv[optind]);
+        if (has_timeout)
+                deadline = mono_now_us() + (int64_t)(timeout_s * 1e6);
+
+        r = call(ctl, proto_request_new("drain"), &result);
+        if (r != EXIT_OK)
+                return r;
+        running = get_int(result, "running");
+        while (running > 0) {
+                _cleanup_(json_decrefp) json_t *status = NULL;
+
+                if (has_timeout && mono_now_us() >= deadline) {
+                        errorf("timed out after %g s: %" PRId64 " job(s) still running; intake "
+                               "stays paused ('%s resume' to continue)",
+                               timeout_s, running, program);
+                        return EXIT_FAILED;
+                }
+                usleep(WAIT_POLL_MS * 1000);
+                r = call(ctl, proto_request_new("status"), &status);
+                if (r != EXIT_OK)
+                        return r;
+                running = status_running(status);
+        }
+        if (json) {
+                json_decref(result);
+                result = json_pack("{s:b, s:i}", "paused", 1, "running", 0);
+                if (!result)
+                        oom();
+                return print_json(result);
+        }
+        printf("drained: intake paused and no job running ('%s resume' to continue)\n",
+               program);
+        return EXIT_OK;
+}
+
+static int run_enqueue(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option options[] = {
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        _cleanup_free_ char *real = NULL, *source = NULL, *state = NULL;
+        bool json = false;
+        json_t *req;
+        int c, r;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'j':
+                        json = true;
+                        break;
+                case 'h':
+                        print_command_help(find_command("enqueue"));
+                        return EXIT_OK;
+                default:
+                        return option_error("enqueue", c, argv);
+                }
+        }
+        if (optind >= argc)
+                return usage_error("enqueue", "which file? Give its path");
+        if (optind + 1 < argc)
+                return usage_error("enqueue", "unexpected argument '%s'", argv[optind + 1]);
+
+        /* imgd resolves the path again itself; this makes a relative one absolute. */
+        real = realpath(argv[optind], NULL);
+        if (!real) {
+                _cleanup_free_ char *clean = clean_text(argv[optind], 0);
+
+                errorf("%s: %s", clean, strerror(errno));
+                return EXIT_FAILED;
+        }
+        req = proto_request_new("enqueue");
+        if (!req || json_object_set_new(req, "path", proto_string_lossy(real)) < 0)
+                oom();
+        r = call(ctl, req, &result);
+        if (r != EXIT_OK)
+                return r;
+        if (json)
+                return print_json(result);
+
+        source = clean_text(get_str(result, "source", real), 0);
+        state = clean_text(get_str(result, "state", "?"), 0);
+        if (json_is_true(json_object_get(result, "created")))
+                printf("job %" PRId64 " queued: %s\n", get_int(result, "id"), source);
+        else if (get_int(result, "id") > 0)
+                printf("job %" PRId64 " for %s exists already (%s)\n", get_int(result, "id"),
+                       source, state);
+        else
+                printf("%s is known to imgd already; no job was created\n", source);
+        return EXIT_OK;
+}
+
+static int run_metrics(struct ctl *ctl, int argc, char **argv)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool json = false;
+        const char *text;
+        int r;
+
+        r = parse_plain_options("metrics", argc, argv, &json);
+        if (r >= 0)
+                return r;
+        r = call(ctl, proto_request_new("metrics"), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (json)
+                return print_json(result);
+        /* The exposition as it is, except for control characters other than newlines. */
+        for (text = get_str(result, "text", ""); *text; text++) {
+                unsigned char ch = (unsigned char)*text;
+
+                fputc(ch == '\n' || (ch >= 0x20 && ch != 0x7f) ? ch : '?', stdout);
+        }
+        return EXIT_OK;
+}
+
+/* ---- events --------------------------------------------------------------------------- */
+
+#define EVENTS_POLL_MS 500
+
+/* One event as a line for people: "done      #12 /srv/uploads/a.jpg  3 outputs". */
+static void print_event(const json_t *ev)
+{
+        const json_t *job = json_object_get(ev, "job");
+        const char *name = get_str(ev, "event", "?");
+        _cleanup_free_ char *event = clean_text(name, 16);
+        _cleanup_free_ char *source = clean_text(get_str(job, "source", "-"), 0);
+        _cleanup_free_ char *error = NULL;
+
+        printf("%-9s #%-5" PRId64 " %s", event, get_int(job, "id"), source);
+        if (strcmp(name, "done") == 0) {
+                size_t n = json_array_size(json_object_get(job, "outputs"));
+
+                printf("  %zu output%s", n, n == 1 ? "" : "s");
+        } else if (json_is_string(json_object_get(job, "error"))) {
+                error = clean_text(get_str(job, "error", ""), 0);
+                printf("  %s", error);
+                if (strcmp(name, "retry") == 0 && get_int(job, "next_at_us") > 0) {
+                        char at[32];
+
+                        format_time(get_int(job, "next_at_us"), at, sizeof at);
+                        printf(" (next try %s)", at);
+                }
+        }
+        fputc('\n', stdout);
+}
+
+/* True when status says no job is queued, running or waiting for a retry. */
+static int events_idle(struct ctl *status_ctl, bool *ret_idle)
+{
+        _cleanup_(json_decrefp) json_t *status = NULL;
+        const json_t *jobs;
+        int r;
+
+        r = call(status_ctl, proto_request_new("status"), &status);
+        if (r != EXIT_OK)
+                return r;
+        jobs = json_object_get(status, "jobs");
+        *ret_idle = get_int(jobs, "queued") + get_int(jobs, "running") + get_int(jobs, "retry") ==
+                    0;
+        return EXIT_OK;
+}
+
+static int run_events(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option options[] = {
+                {"follow", no_argument, NULL, 'f'},
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        struct ctl status_ctl = {.socket = ctl->socket, .fd = -1};
+        bool json = false, follow = false, idle = false;
+        int64_t next_check = 0;
+        int c, r;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":fh", options, NULL)) >= 0) {
+                switch (c) {
+                case 'f':
+                        follow = true;
+                        break;
+                case 'j':
+                        json = true;
+                        break;
+                case 'h':
+                        print_command_help(find_command("events"));
+                        return EXIT_OK;
+                default:
+                        return option_error("events", c, argv);
+                }
+        }
+        if (optind < argc)
+                return usage_error("events", "unexpected argument '%s'", argv[optind]);
+
+        r = call(ctl, proto_request_new("events"), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (!json_is_true(json_object_get(result, "subscribed"))) {
+                errorf("imgd did not subscribe this client to events");
+                return EXIT_FAILED;
+        }
+
+        for (;;) {
+                _cleanup_(json_decrefp) json_t *ev = NULL;
+                _cleanup_free_ char *error = NULL;
+                int64_t now = mono_now_us(), deadline;
+                char *line = NULL;
+                size_t n = 0;
+
+                if (!follow && now >= next_check) {
+                        /* Before reading on: is there anything left to report? Events already
+                         * sent are read first (below, with a zero wait) once it is idle. */
+                        r = events_idle(&status_ctl, &idle);
+                        if (r != EXIT_OK)
+                                goto out;
+                        next_check = mono_now_us() + EVENTS_POLL_MS * 1000;
+                }
+                if (idle)
+                        deadline = mono_now_us() + 1000; /* only what has arrived */
+                else if (follow)
+                        deadline = now + 3600 * INT64_C(1000000);
+                else
+                        deadline = next_check;
+                r = ctl_read_line(ctl, deadline, &line, &n);
+                if (r == -ETIMEDOUT) {
+                        if (idle) {
+                                r = EXIT_OK;
+                                goto out;
+                        }
+                        continue;
+                }
+                if (r < 0) {
+                        if (r == -ECONNRESET)
+                                errorf("imgd on %s ended the subscription (events not read fast "
+                                       "enough, or imgd stopped)",
+                                       ctl->socket);
+                        else
+                                errorf("%s: %s", ctl->socket, strerror(-r));
+                        r = EXIT_FAILED;
+                        goto out;
+                }
+                r = proto_parse_event(line, n, &ev, &error);
+                if (r == -ENOMEM)
+                        oom();
+                if (r < 0)
+                        continue; /* an answer, or something newer than this imgctl knows */
+                if (json) {
+                        _cleanup_free_ char *s = json_dumps(ev, JSON_COMPACT);
+
+                        if (!s)
+                                oom();
+                        puts(s);
+                } else
+                        print_event(ev);
+                fflush(stdout);
+        }
+out:
+        ctl_close(&status_ctl);
+        return r;
+}
+
+/* ---- top ------------------------------------------------------------------------------ */
+
+#define TOP_INTERVAL_MS 1000
+#define TOP_RATE_WINDOW_US (10 * INT64_C(1000000))
+#define TOP_SAMPLES 16 /* one a second: more than the rate window */
+#define TOP_SOURCE_CACHE 64
+
+static volatile sig_atomic_t top_interrupted;
+
+static void top_on_signal(int sig)
+{
+        (void)sig;
+        top_interrupted = 1;
+}
+
+struct top {
+        struct ctl *ctl;
+        bool tty;
+        unsigned columns;
+        int64_t finished0; /* done + dead + cancelled when top started */
+        struct {
+                int64_t at_us, finished;
+        } samples[TOP_SAMPLES];
+        size_t n_samples;
+        struct {
+                int64_t id;
+                char *source;
+        } cache[TOP_SOURCE_CACHE]; /* sources of jobs seen on workers */
+        size_t next_cache;
+};
+
+/* The source of job `id` ("" if imgd does not say), asked once and remembered. */
+static const char *top_source(struct top *t, int64_t id)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        _cleanup_free_ char *error = NULL;
+        json_t *req;
+        size_t slot;
+        int r;
+
+        for (size_t i = 0; i < TOP_SOURCE_CACHE; i++)
+                if (t->cache[i].source && t->cache[i].id == id)
+                        return t->cache[i].source;
+        req = request_with_id("show", id);
+        r = ctl_call(t->ctl, req, &result, &error);
+        json_decref(req);
+        if (r < 0)
+                return "";
+        slot = t->next_cache++ % TOP_SOURCE_CACHE;
+        free(t->cache[slot].source);
+        t->cache[slot].id = id;
+        t->cache[slot].source =
+                xstrdup(get_str(json_object_get(result, "job"), "source", ""));
+        return t->cache[slot].source;
+}
+
+/* Jobs per second over the last TOP_RATE_WINDOW_US (0 until there are two samples); records
+ * this sample. */
+static double top_rate(struct top *t, int64_t now, int64_t finished)
+{
+        size_t n = t->n_samples < TOP_SAMPLES ? t->n_samples : TOP_SAMPLES;
+        int64_t at = now, base = finished;
+
+        for (size_t i = 0; i < n; i++)
+                if (now - t->samples[i].at_us <= TOP_RATE_WINDOW_US && t->samples[i].at_us < at) {
+                        at = t->samples[i].at_us;
+                        base = t->samples[i].finished;
+                }
+        t->samples[t->n_samples % TOP_SAMPLES].at_us = now;
+        t->samples[t->n_samples % TOP_SAMPLES].finished = finished;
+        t->n_samples++;
+        if (at >= now || finished < base)
+                return 0;
+        return (double)(finished - base) * 1e6 / (double)(now - at);
+}
+
+static void top_bar(double fraction, unsigned width)
+{
+        unsigned filled = (unsigned)(fraction * width + 0.5);
+
+        fputc('[', stdout);
+        for (unsigned i = 0; i < width; i++)
+                fputc(i < filled ? '#' : '-', stdout);
+        fputc(']', stdout);
+}
+
+/* One refresh: the whole screen (TTY) or one line. */
+static void top_render(struct top *t, const json_t *status, int64_t now_mono)
+{
+        const json_t *jobs = json_object_get(status, "jobs");
+        const json_t *workers = json_object_get(status, "workers");
+        const json_t *list = json_object_get(workers, "list");
+        const json_t *breaker = json_object_get(status, "breaker");
+        int64_t queued = get_int(jobs, "queued"), running = get_int(jobs, "running"),
+                retry = get_int(jobs, "retry"), done = get_int(jobs, "done"),
+                dead = get_int(jobs, "dead"), cancelled = get_int(jobs, "cancelled");
+        int64_t finished = done + dead + cancelled, left = queued + running + retry;
+        int64_t processed = finished - t->finished0;
+        bool paused = json_is_true(json_object_get(status, "paused"));
+        _cleanup_free_ char *state = clean_text(get_str(status, "state", "?"), 16);
+        _cleanup_free_ char *breaker_state = NULL, *level = NULL;
+        const json_t *health_j = json_object_get(status, "health");
+        double rate = top_rate(t, now_mono, finished), fraction;
+        char now[32], uptime[32];
+
+        if (processed < 0)
+                processed = 0; /* finished jobs pruned meanwhile */
+        fraction = processed + left > 0 ? (double)processed / (double)(processed + left) : 1;
+        if (json_is_string(breaker))
+                breaker_state = clean_text(json_string_value(breaker), 16);
+        else if (json_is_object(breaker))
+                breaker_state = clean_text(get_str(breaker, "state", "?"), 16);
+        if (json_is_object(health_j))
+                level = clean_text(get_str(health_j, "level", "?"), 16);
+        format_time(wall_now_us(), now, sizeof now);
+
+        if (!t->tty) {
+                printf("%s %s%s queued=%" PRId64 " running=%" PRId64 " retry=%" PRId64
+                       " done=%" PRId64 " dead=%" PRId64 " cancelled=%" PRId64
+                       " workers=%" PRId64 "/%" PRId64 " rate=%.2f/s backlog=%.0f%%%s%s%s%s\n",
+                       now, state, paused ? " paused" : "", queued, running, retry, done, dead,
+                       cancelled, get_int(workers, "busy"), get_int(workers, "total"), rate,
+                       fraction * 100, breaker_state ? " breaker=" : "",
+                       breaker_state ? breaker_state : "", level ? " level=" : "",
+                       level ? level : "");
+                fflush(stdout);
+                return;
+        }
+
+        format_uptime(get_int(status, "uptime_s"), uptime, sizeof uptime);
+        fputs("\033[H\033[2J", stdout);
+        {
+                _cleanup_free_ char *version = clean_text(get_str(status, "version", "?"), 16);
+
+                printf("imgd %s %s, pid %" PRId64 ", up %s    %s\n", version, state,
+                       get_int(status, "pid"), uptime, now);
+        }
+        printf("intake %s", paused ? "PAUSED" : "running");
+        if (breaker_state)
+                printf("    breaker %s", breaker_state);
+        if (level)
+                printf("    health %.0f/100, level %s",
+                       json_number_value(json_object_get(health_j, "score")), level);
+        printf("\n\nbacklog    ");
+        top_bar(fraction, t->columns > 60 ? t->columns - 50 : 10);
+        printf(" %3.0f%%  %" PRId64 " processed, %" PRId64 " left\n", fraction * 100, processed,
+               left);
+        printf("throughput %.2f jobs/s (last 10 s)\n", rate);
+        printf("jobs       queued %" PRId64 "  running %" PRId64 "  retry %" PRId64
+               "  done %" PRId64 "  dead %" PRId64 "  cancelled %" PRId64 "\n\n",
+               queued, running, retry, done, dead, cancelled);
+
+        printf("workers    %" PRId64 " busy of %" PRId64 "\n", get_int(workers, "busy"),
+               get_int(workers, "total"));
+        if (json_array_size(list) > 0) {
+                struct table tab;
+                size_t width = t->columns > 40 ? t->columns - 40 : 20;
+
+                table_init(&tab, 5);
+                table_add(&tab, "PID", "STATE", "DONE", "JOB", "SOURCE");
+                for (size_t i = 0; i < json_array_size(list); i++) {
+                        const json_t *w = json_array_get(list, i);
+                        const char *wstate = get_str(w, "state", "?");
+                        int64_t job = get_int(w, "job");
+                        _cleanup_free_ char *source = NULL;
+                        char pid[24], jobs_done[24], jobid[24] = "";
+
+                        snprintf(pid, sizeof pid, "%" PRId64, get_int(w, "pid"));
+                        snprintf(jobs_done, sizeof jobs_done, "%" PRId64, get_int(w, "jobs_done"));
+                        if (strcmp(wstate, "busy") == 0 && job > 0) {
+                                snprintf(jobid, sizeof jobid, "#%" PRId64, job);
+                                source = clean_text(top_source(t, job), width);
+                        }
+                        table_add(&tab, pid, wstate, jobs_done, jobid, source ? source : "");
+                }
+                table_print(&tab, "  ");
+                table_clear(&tab);
+        }
+        printf("\nq or Ctrl-C: quit\n");
+        fflush(stdout);
+}
+
+static int run_top(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option options[] = {
+                {"iterations", required_argument, NULL, 'n'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        struct top t = {.ctl = ctl};
+        struct termios saved, raw;
+        struct sigaction sa = {.sa_handler = top_on_signal}, old_int, old_term;
+        bool keys = false;
+        int64_t iterations = 0;
+        int c, r = EXIT_OK;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":hn:", options, NULL)) >= 0) {
+                switch (c) {
+                case 'n':
+                        if (parse_int(optarg, 1, INT32_MAX, &iterations) < 0)
+                                return usage_error("top",
+                                                   "--iterations '%s': expected a positive number",
+                                                   optarg);
+                        break;
+                case 'h':
+                        print_command_help(find_command("top"));
+                        return EXIT_OK;
+                default:
+                        return option_error("top", c, argv);
+                }
+        }
+        if (optind < argc)
+                return usage_error("top", "unexpected argument '%s'", argv[optind]);
+
+        t.tty = isatty(STDOUT_FILENO);
+        t.columns = 80;
+        if (t.tty) {
+                struct winsize ws;
+
+                if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 40)
+                        t.columns = ws.ws_col;
+        }
+        /* Keys without Enter, not echoed; Ctrl-C still a signal. */
+        if (t.tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
+                raw = saved;
+                raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+                raw.c_cc[VMIN] = 0;
+                raw.c_cc[VTIME] = 0;
+                keys = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+        }
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+
+        for (int64_t i = 0; !top_interrupted; i++) {
+                _cleanup_(json_decrefp) json_t *status = NULL;
+                const json_t *jobs;
+                int64_t wake;
+
+                r = call(ctl, proto_request_new("status"), &status);
+                if (r != EXIT_OK)
+                        break;
+                jobs = json_object_get(status, "jobs");
+                if (i == 0)
+                        t.finished0 = get_int(jobs, "done") + get_int(jobs, "dead") +
+                                      get_int(jobs, "cancelled");
+                top_render(&t, status, mono_now_us());
+                if (iterations > 0 && i + 1 >= iterations)
+                        break;
+
+                /* Wait for the next refresh, or a key. */
+                wake = mono_now_us() + TOP_INTERVAL_MS * 1000;
+                while (!top_interrupted) {
+                        struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+                        int64_t left = wake - mono_now_us();
+                        char key;
+
+                        if (left <= 0)
+                                break;
+                        if (poll(keys ? &p : NULL, keys ? 1 : 0, (int)((left + 999) / 1000)) > 0 &&
+                            read(STDIN_FILENO, &key, 1) == 1 && (key == 'q' || key == 'Q'))
+                                top_interrupted = 1;
+                }
+        }
+
+        if (keys)
+                tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        for (size_t i = 0; i < TOP_SOURCE_CACHE; i++)
+                free(t.cache[i].source);
+        return r;
+}
+
+/* ---- verify --------------------------------------------------------------------------- */
+
+#define VERIFY_MAX_DEPTH 64
+#define VERIFY_MANIFEST_MAX (1024 * 1024)
+#define MANIFEST_SUFFIX ".manifest.json"
+
+struct verify {
+        struct ctl *ctl;
+        char **files; /* every non-directory entry of the trees walked */
+        size_t n_files, alloc_files;
+        char **listed; /* files some manifest lists */
+        size_t n_listed, alloc_listed;
+        unsigned manifests, checked, unrecorded;
+        json_t *missing, *altered, *orphaned, *mismatched, *bad;
+};
+
+static void strv_push(char ***v, size_t *n, size_t *alloc, char *s)
+{
+        if (*n == *alloc) {
+                size_t a = *alloc ? *alloc * 2 : 64;
+                char **p = reallocarray(*v, a, sizeof *p);
+
+                if (!p)
+                        oom();
+                *v = p;
+                *alloc = a;
+        }
+        (*v)[(*n)++] = s;
+}
+
+static void strv_free(char **v, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+        size_t n = strlen(s), m = strlen(suffix);
+
+        return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Appends {"path": path, key: value, ...} to a problem list (pairs end with NULL). */
+static void verify_problem(json_t *list, const char *path, ...)
+{
+        json_t *o = json_object();
+        const char *key;
+        va_list ap;
+
+        if (!o || json_object_set_new(o, "path", proto_string_lossy(path)) < 0)
+                oom();
+        va_start(ap, path);
+        while ((key = va_arg(ap, const char *))) {
+                const char *value = va_arg(ap, const char *);
+
+                if (json_object_set_new(o, key, proto_string_lossy(value)) < 0)
+                        oom();
+        }
+        va_end(ap);
+        if (json_array_append_new(list, o) < 0)
+                oom();
+}
+
+/* Collects every non-directory below dir (not following symlinks) into v->files. */
+static void verify_walk(struct verify *v, const char *dir, unsigned depth)
+{
+        struct dirent *de;
+        DIR *d;
+
+        if (depth > VERIFY_MAX_DEPTH)
+                return;
+        d = opendir(dir);
+        if (!d) {
+                if (errno != ENOENT || depth > 0)
+                        verify_problem(v->bad, dir, "error", strerror(errno), NULL);
+                return;
+        }
+        while ((de = readdir(d))) {
+                char *path;
+                struct stat st;
+
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                        continue;
+                path = xasprintf("%s/%s", strcmp(dir, "/") == 0 ? "" : dir, de->d_name);
+                if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+                        verify_walk(v, path, depth + 1);
+                        free(path);
+                } else
+                        strv_push(&v->files, &v->n_files, &v->alloc_files, path);
+        }
+        closedir(d);
+}
+
+/* The file of a manifest entry: a plain name in the manifest's directory, or NULL. */
+static char *manifest_entry_path(const char *dir, const char *file)
+{
+        if (!file || !*file || strchr(file, '/') || strcmp(file, ".") == 0 ||
+            strcmp(file, "..") == 0)
+                return NULL;
+        return xasprintf("%s/%s", dir, file);
+}
+
+/* Compares the manifest with the ledger's record of its job (imgd's "show"). */
+static int verify_against_ledger(struct verify *v, const char *mpath, const json_t *manifest,
+                                 const char *dir)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        _cleanup_free_ char *error = NULL;
+        const json_t *job, *outs = json_object_get(manifest, "outputs"), *o;
+        int64_t id = get_int(manifest, "job");
+        const char *state;
+        json_t *req;
+        size_t i;
+        int r;
+
+        if (id <= 0) {
+                verify_problem(v->bad, mpath, "error", "no job id", NULL);
+                return EXIT_OK;
+        }
+        req = request_with_id("show", id);
+        r = ctl_call(v->ctl, req, &result, &error);
+        json_decref(req);
+        if (r == -EREMOTEIO) {
+                /* Pruned from the ledger (or never there): only the files can be checked. */
+                v->unrecorded++;
+                return EXIT_OK;
+        }
+        if (r < 0)
+                return call_failed(r, error);
+
+        job = json_object_get(result, "job");
+        state = get_str(job, "state", "?");
+        if (strcmp(state, "done") != 0) {
+                _cleanup_free_ char *why = xasprintf("the ledger has its job %" PRId64 " as %s",
+                                                     id, state);
+
+                verify_problem(v->mismatched, mpath, "error", why, NULL);
+                return EXIT_OK;
+        }
+        if (strcmp(get_str(job, "sha256", ""), get_str(manifest, "source_sha256", "")) != 0)
+                verify_problem(v->mismatched, mpath, "error",
+                               "the ledger records another source SHA-256", NULL);
+
+        json_array_foreach(outs, i, o) {
+                const char *file = get_str(o, "file", NULL), *sha = get_str(o, "sha256", "");
+                _cleanup_free_ char *path = manifest_entry_path(dir, file);
+                const json_t *lo, *found = NULL;
+                size_t k;
+
+                if (!path)
+                        continue; /* reported as a bad manifest already */
+                json_array_foreach(json_object_get(job, "outputs"), k, lo) {
+                        const char *lpath = get_str(lo, "path", "");
+                        const char *base = strrchr(lpath, '/');
+
+                        if (strcmp(base ? base + 1 : lpath, file) == 0)
+                                found = lo;
+                }
+                if (!found) {
+                        _cleanup_free_ char *why = xasprintf(
+                                "the ledger's job %" PRId64 " has no such output", id);
+
+                        verify_problem(v->mismatched, path, "manifest", mpath, "error", why,
+                                       NULL);
+                } else if (strcmp(get_str(found, "sha256", ""), sha) != 0) {
+                        _cleanup_free_ char *why = xasprintf(
+                                "the ledger's job %" PRId64 " records SHA-256 %s, the manifest %s",
+                                id, get_str(found, "sha256", "?"), sha);
+
+                        verify_problem(v->mismatched, path, "manifest", mpath, "error", why,
+                                       NULL);
+                }
+        }
+        return EXIT_OK;
+}
+
+/* Checks one manifest: every file it lists exists with its size and SHA-256, and the ledger
+ * agrees. Returns EXIT_OK or, when imgd cannot be asked, an exit status. */
+static int verify_manifest(struct verify *v, const char *mpath)
+{
+        _cleanup_(json_decrefp) json_t *m = NULL;
+        _cleanup_free_ char *text = NULL, *dir = xstrdup(mpath);
+        _cleanup_close_ int mfd = -1;
+        json_error_t jerr;
+        const json_t *outs, *o;
+        char *slash;
+        size_t i;
+        ssize_t n;
+
+        slash = strrchr(dir, '/');
+        if (slash == dir)
+                slash[1] = '\0';
+        else if (slash)
+                *slash = '\0';
+        v->manifests++;
+
+        mfd = open(mpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (mfd < 0) {
+                verify_problem(v->bad, mpath, "error", strerror(errno), NULL);
+                return EXIT_OK;
+        }
+        text = malloc(VERIFY_MANIFEST_MAX + 1);
+        if (!text)
+                oom();
+        n = read(mfd, text, VERIFY_MANIFEST_MAX + 1);
+        if (n < 0 || n > VERIFY_MANIFEST_MAX) {
+                verify_problem(v->bad, mpath, "error",
+                               n < 0 ? strerror(errno) : "larger than 1 MiB", NULL);
+                return EXIT_OK;
+        }
+        m = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+        outs = json_object_get(m, "outputs");
+        if (!m || !json_is_array(outs)) {
+                _cleanup_free_ char *why = xasprintf("not a manifest: %s",
+                                                     m ? "no \"outputs\" list" : jerr.text);
+
+                verify_problem(v->bad, mpath, "error", why, NULL);
+                return EXIT_OK;
+        }
+
+        json_array_foreach(outs, i, o) {
+                const char *file = get_str(o, "file", NULL), *sha = get_str(o, "sha256", "");
+                char *path = manifest_entry_path(dir, file);
+                _cleanup_close_ int fd = -1;
+                char actual[HASH_HEX_SIZE];
+                struct stat st;
+                int r;
+
+                if (!path) {
+                        verify_problem(v->bad, mpath, "error",
+                                       "lists a file that is not a plain name", NULL);
+                        continue;
+                }
+                strv_push(&v->listed, &v->n_listed, &v->alloc_listed, path);
+                v->checked++;
+                fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+                if (fd < 0) {
+                        if (errno == ENOENT)
+                                verify_problem(v->missing, path, "manifest", mpath, NULL);
+                        else
+                                verify_problem(v->altered, path, "manifest", mpath, "error",
+                                               errno == ELOOP ? "is a symlink" : strerror(errno),
+                                               NULL);
+                        continue;
+                }
+                if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                        verify_problem(v->altered, path, "manifest", mpath, "error",
+                                       "not a regular file", NULL);
+                        continue;
+                }
+                r = hash_sha256_fd(fd, 0, actual);
+                if (r < 0) {
+                        verify_problem(v->altered, path, "manifest", mpath, "error",
+                                       strerror(-r), NULL);
+                        continue;
+                }
+                if (strcmp(actual, sha) != 0 || (int64_t)st.st_size != get_int(o, "bytes")) {
+                        _cleanup_free_ char *why = xasprintf(
+                                "SHA-256 %.12s..., %jd bytes; the manifest says %.12s..., %" PRId64
+                                " bytes",
+                                actual, (intmax_t)st.st_size, sha, get_int(o, "bytes"));
+
+                        verify_problem(v->altered, path, "manifest", mpath, "expected", sha,
+                                       "actual", actual, "error", why, NULL);
+                }
+        }
+        return verify_against_ledger(v, mpath, m, dir);
+}
+
+/* Verifies a tree: its manifests, then what no manifest lists. */
+static int verify_tree(struct verify *v, const char *root)
+{
+        size_t first = v->n_files;
+        int r;
+
+        verify_walk(v, root, 0);
+        qsort(v->files + first, v->n_files - first, sizeof *v->files, cmp_str);
+        for (size_t i = first; i < v->n_files; i++)
+                if (has_suffix(v->files[i], MANIFEST_SUFFIX)) {
+                        r = verify_manifest(v, v->files[i]);
+                        if (r != EXIT_OK)
+                                return r;
+                }
+        qsort(v->listed, v->n_listed, sizeof *v->listed, cmp_str);
+        for (size_t i = first; i < v->n_files; i++) {
+                const char *path = v->files[i], *name = strrchr(path, '/') + 1;
+
+                if (has_suffix(path, MANIFEST_SUFFIX) || pathmap_is_own_temp(name))
+                        continue;
+                if (!bsearch(&path, v->listed, v->n_listed, sizeof *v->listed, cmp_str))
+                        verify_problem(v->orphaned, path, NULL);
+        }
+        return EXIT_OK;
+}
+
+static void verify_print(const char *what, const json_t *list)
+{
+        const json_t *o;
+        size_t i;
+
+        json_array_foreach(list, i, o) {
+                _cleanup_free_ char *path = clean_text(get_str(o, "path", "?"), 0);
+                _cleanup_free_ char *error = clean_text(get_str(o, "error", ""), 0);
+                _cleanup_free_ char *manifest = clean_text(get_str(o, "manifest", ""), 0);
+
+                printf("%-10s %s", what, path);
+                if (*error)
+                        printf(": %s", error);
+                else if (*manifest)
+                        printf(" (listed in %s)", manifest);
+                fputc('\n', stdout);
+        }
+}
+
+static int run_verify(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option options[] = {
+                {"all", no_argument, NULL, 'a'},
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        _cleanup_(json_decrefp) json_t *report = NULL, *roots = json_array();
+        struct verify v = {.ctl = ctl};
+        bool json = false, all = false, ok;
+        size_t problems;
+        int c, r = EXIT_OK;
+
+        COMMAND_GETOPT_RESET();
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'a':
+                        all = true;
+                        break;
+                case 'j':
+                        json = true;
+                        break;
+                case 'h':
+                        print_command_help(find_command("verify"));
+                        return EXIT_OK;
+                default:
+                        return option_error("verify", c, argv);
+                }
+        }
+        if (optind + 1 < argc)
+                return usage_error("verify", "unexpected argument '%s'", argv[optind + 1]);
+        if (all && optind < argc)
+                return usage_error("verify", "give either PATH or --all, not both");
+
+        v.missing = json_array();
+        v.altered = json_array();
+        v.orphaned = json_array();
+        v.mismatched = json_array();
+        v.bad = json_array();
+        if (!roots || !v.missing || !v.altered || !v.orphaned || !v.mismatched || !v.bad)
+                oom();
+
+        if (optind < argc) {
+                _cleanup_free_ char *real = realpath(argv[optind], NULL);
+                struct stat st;
+
+                if (!real || stat(real, &st) < 0) {
+                        _cleanup_free_ char *clean = clean_text(argv[optind], 0);
+
+                        errorf("%s: %s", clean, strerror(errno));
+                        r = EXIT_FAILED;
+                        goto out;
+                }
+                if (json_array_append_new(roots, proto_string_lossy(real)) < 0)
+                        oom();
+                if (S_ISDIR(st.st_mode))
+                        r = verify_tree(&v, real);
+                else if (S_ISREG(st.st_mode) && has_suffix(real, MANIFEST_SUFFIX))
+                        r = verify_manifest(&v, real);
+                else {
+                        _cleanup_free_ char *clean = clean_text(real, 0);
+
+                        errorf("%s is neither a folder nor a manifest (*%s)", clean,
+                               MANIFEST_SUFFIX);
+                        r = EXIT_FAILED;
+                }
+        } else {
+                _cleanup_(json_decrefp) json_t *status = NULL;
+                const json_t *w;
+                size_t i;
+
+                r = call(ctl, proto_request_new("status"), &status);
+                if (r != EXIT_OK)
+                        goto out;
+                /* Every output tree once, even when several watches share one. */
+                json_array_foreach(json_object_get(status, "watches"), i, w) {
+                        const char *output = get_str(w, "output", NULL);
+                        const json_t *seen;
+                        size_t k;
+                        bool dup = false;
+
+                        if (!output)
+                                continue;
+                        json_array_foreach(roots, k, seen)
+                                if (strcmp(json_string_value(seen), output) == 0)
+                                        dup = true;
+                        if (dup)
+                                continue;
+                        if (json_array_append_new(roots, json_string(output)) < 0)
+                                oom();
+                        r = verify_tree(&v, output);
+                        if (r != EXIT_OK)
+                                goto out;
+                }
+        }
+        if (r != EXIT_OK)
+                goto out;
+
+        problems = json_array_size(v.missing) + json_array_size(v.altered) +
+                   json_array_size(v.orphaned) + json_array_size(v.mismatched) +
+                   json_array_size(v.bad);
+        ok = problems == 0;
+        if (json) {
+                report = json_pack("{s:b, s:O, s:i, s:i, s:i, s:O, s:O, s:O, s:O, s:O}", "ok",
+                                   (int)ok, "roots", roots, "manifests", (int)v.manifests,
+                                   "files", (int)v.checked, "unrecorded", (int)v.unrecorded,
+                                   "missing", v.missing, "altered", v.altered, "orphaned",
+                                   v.orphaned, "mismatched", v.mismatched, "bad", v.bad);
+                if (!report)
+                        oom();
+                print_json(report);
+        } else {
+                verify_print("missing", v.missing);
+                verify_print("altered", v.altered);
+                verify_print("orphaned", v.orphaned);
+                verify_print("mismatch", v.mismatched);
+                verify_print("bad", v.bad);
+                printf("%s: %u manifest(s), %u file(s) checked: %zu missing, %zu altered, "
+                       "%zu orphaned, %zu ledger mismatch(es), %zu unreadable",
+                       ok ? "ok" : "PROBLEMS", v.manifests, v.checked,
+                       json_array_size(v.missing), json_array_size(v.altered),
+                       json_array_size(v.orphaned), json_array_size(v.mismatched),
+                       json_array_size(v.bad));
+                if (v.unrecorded > 0)
+                        printf(" (%u manifest(s) of jobs no longer in the ledger: files checked "
+                               "only)",
+                               v.unrecorded);
+                fputc('\n', stdout);
+        }
+        r = ok ? EXIT_OK : EXIT_FAILED;
+out:
+        strv_free(v.files, v.n_files);
+        strv_free(v.listed, v.n_listed);
+        json_decref(v.missing);
+        json_decref(v.altered);
+        json_decref(v.orphaned);
+        json_decref(v.mismatched);
+        json_decref(v.bad);
+        return r;
+}
+
 static int run_help(struct ctl *ctl, int argc, char **argv)
 {
         const struct command *c;
@@ -1338,7 +2772,9 @@ int main(int argc, char **argv)
         if (socket_arg && config_arg)
                 return usage_error(NULL, "give either -c CONFIG or -s SOCKET, not both");
         if (optind >= argc)
-                return usage_error(NULL, "no command given (status, jobs, show, wait, help)");
+                return usage_error(NULL, "no command given (status, jobs, show, wait, retry, "
+                                         "cancel, pause, resume, drain, enqueue, metrics, "
+                                         "events, top, verify, help)");
 
         cmd = find_command(argv[optind]);
         if (!cmd)

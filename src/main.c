@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -317,6 +318,16 @@ static int run(struct daemon *d)
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)
                 goto out;
+        d->api.control = d->control;
+        if (d->config->control_group) {
+                struct group *g = getgrnam(d->config->control_group);
+                if (g)
+                        control_set_group(d->control, g->gr_gid);
+                else
+                        log_warning("control_group '%s' does not exist; only root and imgd's "
+                                    "user may use the socket", d->config->control_group);
+        }
+        scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
 
         r = watch_scan(d->watch);
         log_info("watching %u folder(s), %d file(s) found at start, %u worker(s)",
@@ -340,6 +351,7 @@ out:
         d->watchdog_timer = sd_event_source_disable_unref(d->watchdog_timer);
         d->drain_timer = sd_event_source_disable_unref(d->drain_timer);
         d->control = control_free(d->control);
+        d->api.control = NULL;
         d->watch = watch_free(d->watch);
         d->scheduler = scheduler_free(d->scheduler);
         d->ledger = ledger_free(d->ledger);

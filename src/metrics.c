@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * metrics.c - counters and histograms in Prometheus text format; see metrics.h.
+ *
+ * Each labelled family holds at most METRICS_MAX_LABELS label values in items[0..n), plus,
+ * once they are used up (or a label cannot be copied), the value "other", so n is at most
+ * METRICS_MAX_LABELS + 1. Recording never fails and never allocates more than that.
  */
 #include <errno.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,8 +19,11 @@
 static const double buckets[] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120 };
 #define N_BUCKETS ELEMENTSOF(buckets)
 
+#define OTHER "other"
+
 struct labelled {
-        char *label;
+        const char *label;
+        bool owned; /* label is ours to free (not the static OTHER) */
         uint64_t count;
         /* histogram (only for durations) */
         uint64_t bucket[N_BUCKETS];
@@ -22,7 +31,7 @@ struct labelled {
 };
 
 struct family {
-        struct labelled items[METRICS_MAX_LABELS + 1]; /* the last is "other" */
+        struct labelled items[METRICS_MAX_LABELS + 1]; /* and room for "other" */
         size_t n;
 };
 
@@ -43,7 +52,8 @@ int metrics_new(metrics **ret)
 static void family_clear(struct family *f)
 {
         for (size_t i = 0; i < f->n; i++)
-                free(f->items[i].label);
+                if (f->items[i].owned)
+                        free((char *)f->items[i].label);
 }
 
 metrics *metrics_free(metrics *m)
@@ -57,33 +67,38 @@ metrics *metrics_free(metrics *m)
         return NULL;
 }
 
+/* The item counting `label` (NULL counts as "unknown"), added while there is room; once the
+ * family is full (or a label cannot be copied), "other". Never NULL. */
 static struct labelled *find(struct family *f, const char *label)
 {
+        if (!label)
+                label = "unknown";
         for (size_t i = 0; i < f->n; i++)
                 if (strcmp(f->items[i].label, label) == 0)
                         return &f->items[i];
         if (f->n < METRICS_MAX_LABELS) {
                 char *copy = strdup(label);
+
                 if (copy) {
-                        f->items[f->n].label = copy;
+                        f->items[f->n] = (struct labelled){.label = copy, .owned = true};
                         return &f->items[f->n++];
                 }
         }
-        /* Full (or out of memory): count under "other". */
         for (size_t i = 0; i < f->n; i++)
-                if (strcmp(f->items[i].label, "other") == 0)
+                if (strcmp(f->items[i].label, OTHER) == 0)
                         return &f->items[i];
-        if (!f->items[METRICS_MAX_LABELS].label)
-                f->items[METRICS_MAX_LABELS].label = strdup("other");
-        if (f->n == METRICS_MAX_LABELS && f->items[METRICS_MAX_LABELS].label)
-                f->n++;
-        return &f->items[METRICS_MAX_LABELS];
+        /* Only "other" is ever added beyond METRICS_MAX_LABELS, so there is room for it. */
+        f->items[f->n] = (struct labelled){.label = OTHER, .owned = false};
+        return &f->items[f->n++];
 }
 
 void metrics_job_done(metrics *m, const char *pipeline, double seconds)
 {
         struct labelled *l = find(&m->done, pipeline);
 
+        /* A clock step can make a duration negative; it must not break the histogram. */
+        if (!isfinite(seconds) || seconds < 0)
+                seconds = 0;
         l->count++;
         l->sum += seconds;
         for (size_t i = 0; i < N_BUCKETS; i++)

@@ -7,6 +7,7 @@
  *
  *   request:  {"v":1,"cmd":"jobs","state":"dead"}
  *   response: {"v":1,"ok":true,"result":{...}}  or  {"v":1,"ok":false,"error":"..."}
+ *   event:    {"v":1,"event":"done","at_us":1763900000000000,"job":{...}}  (to subscribers)
  */
 #include <assert.h>
 #include <errno.h>
@@ -244,6 +245,49 @@ int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_er
                 return fail(-EBADMSG, ret_error, msg("response has no \"result\""));
 
         *ret = json_incref((json_t *)result);
+        return 0;
+}
+
+char *proto_format_event(const char *event, int64_t at_us, const json_t *job)
+{
+        _cleanup_(json_decrefp) json_t *ev = NULL;
+
+        assert(event);
+        assert(job);
+        ev = json_pack("{s:i, s:s, s:I, s:O}", "v", PROTO_VERSION, "event", event, "at_us",
+                       (json_int_t)at_us, "job", (json_t *)job);
+        if (!ev)
+                return NULL;
+        return dump_line(ev);
+}
+
+int proto_parse_event(const char *line, size_t n, json_t **ret, char **ret_error)
+{
+        _cleanup_(json_decrefp) json_t *ev = NULL;
+        const json_t *v, *event;
+        char shown[48];
+        int r;
+
+        assert(line || n == 0);
+        assert(ret);
+
+        r = load_object("event", line ? line : "", n, &ev, ret_error);
+        if (r < 0)
+                return r;
+        v = json_object_get(ev, "v");
+        if (!json_is_integer(v) || json_integer_value(v) != PROTO_VERSION) {
+                describe_value(v, shown, sizeof shown);
+                return fail(-EBADMSG, ret_error,
+                            msg("event has protocol version %s (this imgctl speaks %d)", shown,
+                                PROTO_VERSION));
+        }
+        event = json_object_get(ev, "event");
+        if (!json_is_string(event) || json_string_length(event) == 0 ||
+            strlen(json_string_value(event)) != json_string_length(event))
+                return fail(-EBADMSG, ret_error, msg("event has no \"event\" name"));
+        if (!json_is_object(json_object_get(ev, "job")))
+                return fail(-EBADMSG, ret_error, msg("event has no \"job\" object"));
+        *ret = TAKE_PTR(ev);
         return 0;
 }
 

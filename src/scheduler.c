@@ -450,7 +450,11 @@ static void arm_due_timer(scheduler *s)
 
         if (r <= 0)
                 return;
-        sd_event_source_set_time(s->due, due < 0 ? 0 : (uint64_t)due);
+        /* Work already due waits for a worker to free up (its result kicks the scheduler);
+         * a timer in the past would only spin the loop. */
+        if (due <= wall_now_us())
+                return;
+        sd_event_source_set_time(s->due, (uint64_t)due);
         sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
 }
 
@@ -540,7 +544,10 @@ static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reaso
 
         /* Every outcome also feeds the error rate of the health score. */
         s->outcomes[s->next_outcome].at = mono_now_usec();
-        s->outcomes[s->next_outcome].failed = o != BREAKER_SUCCESS;
+        /* A bad upload is the input's fault, not the service's: only failures of workers
+         * and of the output side count against health (permanent ones are completions). */
+        s->outcomes[s->next_outcome].failed =
+                o == BREAKER_WORKER_FAILURE || o == BREAKER_OUTPUT_FAILURE;
         s->next_outcome = (s->next_outcome + 1) % ELEMENTSOF(s->outcomes);
         if (s->n_outcomes < ELEMENTSOF(s->outcomes))
                 s->n_outcomes++;
@@ -641,7 +648,7 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
         enum health_level before = health_level(s->health), after;
 
         health_inputs_now(s, &in);
-        after = health_update(s->health, &in, mono_now_usec());
+        after = s->cfg->degradation ? health_update(s->health, &in, mono_now_usec()) : before;
         if (after != before) {
                 if (after > before)
                         log_warning("degradation level %s (was %s): %s", health_level_name(after),

@@ -240,9 +240,10 @@ static void handle_event(watch *w, const struct inotify_event *ev)
                 return;
         if (ev->mask & IN_CREATE) {
                 /* A regular file is reported when it is closed after writing; anything else
-                 * (a symlink, a FIFO, a device) never will be: report it now to be refused. */
+                 * (a symlink, a FIFO, a device, a hard link) never will be: report it now. */
                 struct stat st;
-                if (lstat(path, &st) < 0 || S_ISREG(st.st_mode))
+                /* A hard link made in place (link()) is complete at once and never closed. */
+                if (lstat(path, &st) < 0 || (S_ISREG(st.st_mode) && st.st_nlink < 2))
                         return;
         } else if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO))) {
                 return;

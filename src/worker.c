@@ -331,11 +331,14 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock)
         set_limit(RLIMIT_CORE, 0, 0);
         if (p->max_output_bytes > 0)
                 set_limit(RLIMIT_FSIZE, p->max_output_bytes, p->max_output_bytes);
+#if !defined(__SANITIZE_ADDRESS__)
+        /* (Not under AddressSanitizer, whose shadow memory needs a huge address space.) */
         if (p->memory_limit > 0) {
                 uint64_t as = p->memory_limit * 4 < (1ULL << 30) ? (1ULL << 30)
                                                                  : p->memory_limit * 4;
                 set_limit(RLIMIT_AS, as, as);
         }
+#endif
         set_limit(RLIMIT_NOFILE, 256, 256);
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);

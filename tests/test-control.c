@@ -5,11 +5,16 @@
  * plays the client, and a fake handler that answers "ping" and refuses everything else.
  * Covers: several requests on one connection, pipelining and half-close, over-long requests,
  * idle clients, the client limit, stale/live/foreign files at the socket path, the socket
- * mode, and cleanup.
+ * mode, and cleanup; authorization of peers by uid and (primary or supplementary) group, with
+ * connections made by a child that drops to another user and hands the connected socket
+ * back (SO_PEERCRED and SO_PEERGROUPS are those of connect()); event subscriptions: only
+ * subscribers get broadcasts, are not timed out, and are dropped beyond their output bound,
+ * also while their own request is being handled.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <grp.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +47,7 @@ struct fixture {
         sd_event *event;
         control *control;
         unsigned calls;
+        int broadcast_result; /* of the last "flood" */
 };
 
 /* A client connection with its own read buffer. */
@@ -95,6 +102,21 @@ static int fake_handler(const char *cmd, const json_t *request, void *userdata,
         f->calls++;
         if (strcmp(cmd, "ping") == 0) {
                 *ret_result = json_pack("{s:b}", "pong", 1);
+                return *ret_result ? 0 : -ENOMEM;
+        }
+        if (strcmp(cmd, "flood") == 0) {
+                /* Broadcasts while a request is being handled, until no subscriber is left
+                 * (the asking client may be one of them). */
+                static char line[16 * 1024];
+
+                memset(line, 'e', sizeof line - 2);
+                line[sizeof line - 2] = '\n';
+                for (int i = 0; i < 1000; i++) {
+                        f->broadcast_result = control_broadcast(f->control, line);
+                        if (f->broadcast_result <= 0)
+                                break;
+                }
+                *ret_result = json_pack("{s:i}", "subscribers", f->broadcast_result);
                 return *ret_result ? 0 : -ENOMEM;
         }
         if (asprintf(ret_error, "unknown command '%s'", cmd) < 0)
@@ -569,6 +591,332 @@ static void test_free_with_clients(void **state)
         conn_close(c2);
 }
 
+
+/* ---- authorization ------------------------------------------------------------------- */
+
+/*
+ * A connection to path made by a child running as uid/gid with supplementary groups
+ * groups[0..n): the child connects and hands the socket over (SCM_RIGHTS), so the daemon
+ * sees that user's credentials, as the kernel recorded them at connect().
+ */
+static struct conn *conn_open_as(const char *path, uid_t uid, gid_t gid, const gid_t *groups,
+                                 size_t n)
+{
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control_buf;
+        char byte = 0;
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                             .msg_control = control_buf.buf,
+                             .msg_controllen = sizeof control_buf.buf};
+        struct conn *c = calloc(1, sizeof *c);
+        int sv[2], status;
+        pid_t pid;
+
+        assert_non_null(c);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct sockaddr_un addr = {.sun_family = AF_UNIX};
+                struct cmsghdr *cm;
+                int fd;
+
+                close(sv[0]);
+                if (setgroups(n, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+                        _exit(10);
+                snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+                        _exit(11);
+                cm = CMSG_FIRSTHDR(&msg);
+                cm->cmsg_level = SOL_SOCKET;
+                cm->cmsg_type = SCM_RIGHTS;
+                cm->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+                _exit(sendmsg(sv[1], &msg, 0) == 1 ? 0 : 12);
+        }
+        close(sv[1]);
+        assert_int_equal(recvmsg(sv[0], &msg, 0), 1);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        assert_non_null(CMSG_FIRSTHDR(&msg));
+        memcpy(&c->fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof c->fd);
+        close(sv[0]);
+        assert_true(fcntl(c->fd, F_SETFL, O_NONBLOCK) == 0);
+        return c;
+}
+
+/* Starts the socket open to everybody, so that only imgd's own check decides. */
+static bool start_open(struct fixture *f)
+{
+        if (geteuid() != 0)
+                return false;
+        start(f);
+        assert_int_equal(chmod(f->dir, 0711), 0);
+        assert_int_equal(chmod(f->path, 0666), 0);
+        return true;
+}
+
+/* Reads the one refusal line and the end of the connection; the handler never runs. */
+static void assert_refused(struct fixture *f, struct conn *c, const char *message)
+{
+        _cleanup_free_ char *error = NULL;
+        json_t *result = NULL;
+
+        assert_int_equal(conn_answer(f, c, &result, &error), -EREMOTEIO);
+        assert_string_equal(error, message);
+        assert_closed(f, c);
+        assert_int_equal(f->calls, 0);
+}
+
+static void test_peer_refused(void **state)
+{
+        struct fixture *f = *state;
+        struct conn *c;
+
+        if (!start_open(f))
+                skip();
+        c = conn_open_as(f->path, 65534, 65534, NULL, 0);
+        assert_refused(f, c, "permission denied: uid 65534 is not root or imgd's user");
+        conn_close(c);
+
+        /* Root and the daemon's own user still are served. */
+        c = conn_open(f->path);
+        conn_send_str(f, c, ping);
+        assert_pong(f, c);
+        conn_close(c);
+}
+
+static void test_peer_in_group(void **state)
+{
+        struct fixture *f = *state;
+        static const gid_t other[] = {4243, 4244};
+        static const gid_t member[] = {4243, 4242};
+        struct conn *c;
+
+        if (!start_open(f))
+                skip();
+        control_set_group(f->control, 4242); /* no such group name: shown by number */
+
+        c = conn_open_as(f->path, 65534, 65534, other, ELEMENTSOF(other));
+        assert_refused(f, c,
+                       "permission denied: uid 65534 is not root, imgd's user or in group 4242");
+        conn_close(c);
+
+        c = conn_open_as(f->path, 65534, 65534, member, ELEMENTSOF(member)); /* supplementary */
+        conn_send_str(f, c, ping);
+        assert_pong(f, c);
+        conn_close(c);
+
+        c = conn_open_as(f->path, 65534, 4242, NULL, 0); /* primary */
+        conn_send_str(f, c, ping);
+        assert_pong(f, c);
+        conn_close(c);
+
+        /* Back to no group. */
+        control_set_group(f->control, (gid_t)-1);
+        c = conn_open_as(f->path, 65534, 4242, NULL, 0);
+        conn_send_str(f, c, ping); /* answered with the refusal, not a pong */
+        {
+                _cleanup_free_ char *error = NULL;
+                json_t *result = NULL;
+
+                assert_int_equal(conn_answer(f, c, &result, &error), -EREMOTEIO);
+                assert_non_null(strstr(error, "permission denied"));
+        }
+        conn_close(c);
+}
+
+/* The group is named by its name when it has one. */
+static void test_peer_group_named(void **state)
+{
+        struct fixture *f = *state;
+        struct group *g = getgrgid(65534);
+        char *message = NULL;
+        struct conn *c;
+
+        if (!g || !start_open(f))
+                skip();
+        assert_true(asprintf(&message, "permission denied: uid 4321 is not root, imgd's user or "
+                                       "in group %s",
+                             g->gr_name) > 0);
+        control_set_group(f->control, 65534);
+        c = conn_open_as(f->path, 4321, 4321, NULL, 0);
+        assert_refused(f, c, message);
+        conn_close(c);
+        free(message);
+}
+
+/* ---- subscriptions ------------------------------------------------------------------- */
+
+static const char events[] = "{\"v\":1,\"cmd\":\"events\"}\n";
+
+static void subscribe(struct fixture *f, struct conn *c)
+{
+        json_t *result = NULL;
+
+        conn_send_str(f, c, events);
+        assert_int_equal(conn_answer(f, c, &result, NULL), 0);
+        assert_true(json_is_true(json_object_get(result, "subscribed")));
+        json_decref(result);
+}
+
+static void test_broadcast_reaches_subscribers_only(void **state)
+{
+        struct fixture *f = *state;
+        struct conn *sub, *other;
+        _cleanup_free_ char *line = NULL;
+
+        start(f);
+        assert_int_equal(control_broadcast(NULL, "x"), 0);
+        sub = conn_open(f->path);
+        other = conn_open(f->path);
+        subscribe(f, sub);
+        conn_send_str(f, other, ping);
+        assert_pong(f, other);
+        assert_int_equal(control_subscribers(f->control), 1);
+        assert_int_equal(f->calls, 1); /* "events" is answered by control, not the handler */
+
+        assert_int_equal(control_broadcast(f->control, "{\"event\":1}\n"), 1);
+        assert_int_equal(control_broadcast(f->control, "{\"event\":2}"), 1); /* newline added */
+        assert_int_equal(conn_read_line(f, sub, &line), 1);
+        assert_string_equal(line, "{\"event\":1}");
+        free(line);
+        line = NULL;
+        assert_int_equal(conn_read_line(f, sub, &line), 1);
+        assert_string_equal(line, "{\"event\":2}");
+
+        /* A subscriber may still ask. */
+        conn_send_str(f, sub, ping);
+        assert_pong(f, sub);
+
+        /* The other saw nothing. */
+        {
+                char buf[16];
+
+                pump(f);
+                assert_int_equal(recv(other->fd, buf, sizeof buf, 0), -1);
+                assert_int_equal(errno, EAGAIN);
+        }
+        conn_close(sub);
+        for (int i = 0; i < 100 && control_subscribers(f->control) > 0; i++)
+                pump(f);
+        assert_int_equal(control_subscribers(f->control), 0);
+        assert_int_equal(control_broadcast(f->control, "x\n"), 0);
+        conn_close(other);
+}
+
+/* A silent subscriber is not timed out; a silent ordinary client is. */
+static void test_subscriber_not_timed_out(void **state)
+{
+        struct fixture *f = *state;
+        struct conn *sub, *other;
+        _cleanup_free_ char *line = NULL;
+        int64_t until;
+
+        start(f);
+        control_set_client_timeout(f->control, 200 * 1000);
+        sub = conn_open(f->path);
+        other = conn_open(f->path);
+        subscribe(f, sub);
+        conn_send_str(f, other, ping);
+        assert_pong(f, other);
+        until = now_us() + 600 * 1000;
+        while (now_us() < until)
+                pump(f);
+        assert_closed(f, other);
+        assert_int_equal(control_broadcast(f->control, "still here\n"), 1);
+        assert_int_equal(conn_read_line(f, sub, &line), 1);
+        assert_string_equal(line, "still here");
+        conn_close(sub);
+        conn_close(other);
+}
+
+/* A subscriber that does not read is dropped once its queue passes the bound; the others and
+ * the socket go on. */
+static void test_slow_subscriber_dropped(void **state)
+{
+        struct fixture *f = *state;
+        static char line[8192];
+        struct conn *slow, *fast, *other;
+        unsigned sent = 0;
+        int r = 1;
+
+        start(f);
+        slow = conn_open(f->path);
+        other = conn_open(f->path);
+        subscribe(f, slow);
+        memset(line, 'e', sizeof line - 2);
+        line[sizeof line - 2] = '\n';
+        /* The bound and a kernel socket buffer of a few hundred KiB. */
+        while (r > 0 && sent < 16 * (CONTROL_MAX_SUBSCRIBER_OUTPUT / sizeof line)) {
+                r = control_broadcast(f->control, line);
+                sent++;
+        }
+        assert_int_equal(r, 0);
+        assert_true(sent * sizeof line > CONTROL_MAX_SUBSCRIBER_OUTPUT);
+        assert_int_equal(control_subscribers(f->control), 0);
+
+        conn_send_str(f, other, ping);
+        assert_pong(f, other);
+        fast = conn_open(f->path);
+        subscribe(f, fast);
+        assert_int_equal(control_broadcast(f->control, "next\n"), 1);
+        {
+                _cleanup_free_ char *got = NULL;
+
+                assert_int_equal(conn_read_line(f, fast, &got), 1);
+                assert_string_equal(got, "next");
+        }
+        /* The dropped one gets what its socket held, then the end. */
+        for (;;) {
+                _cleanup_free_ char *got = NULL;
+                int k = conn_read_line(f, slow, &got);
+
+                assert_true(k >= 0);
+                if (k == 0)
+                        break;
+        }
+        conn_close(slow);
+        conn_close(fast);
+        conn_close(other);
+}
+
+/* A subscriber dropped by a broadcast made while its own request is being handled is closed
+ * once the handler returns (not freed under it). */
+static void test_subscriber_dropped_during_its_request(void **state)
+{
+        struct fixture *f = *state;
+        struct conn *c, *other;
+
+        start(f);
+        c = conn_open(f->path);
+        other = conn_open(f->path);
+        subscribe(f, c);
+        conn_send_str(f, c, "{\"v\":1,\"cmd\":\"flood\"}\n");
+        for (int i = 0; i < 100 && f->calls == 0; i++)
+                pump(f);
+        assert_int_equal(f->broadcast_result, 0);
+        assert_int_equal(control_subscribers(f->control), 0);
+        for (;;) {
+                _cleanup_free_ char *got = NULL;
+                int k = conn_read_line(f, c, &got);
+
+                assert_true(k >= 0);
+                if (k == 0)
+                        break;
+                assert_null(strstr(got, "\"subscribers\"")); /* no answer after the drop */
+        }
+        conn_send_str(f, other, ping);
+        assert_pong(f, other);
+        conn_close(c);
+        conn_close(other);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -589,6 +937,15 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_path_too_long, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_socket_mode_and_cleanup, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_with_clients, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_peer_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_peer_in_group, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_peer_group_named, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_broadcast_reaches_subscribers_only, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_subscriber_not_timed_out, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_slow_subscriber_dropped, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_subscriber_dropped_during_its_request, setup,
+                                                teardown),
         };
 
         log_setup("test-control");

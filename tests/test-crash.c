@@ -644,7 +644,8 @@ static void test_disk_full(void **state)
 
         /* Several rounds of failing for the disk: more than max_attempts, and yet no attempt
          * is used, nothing is published, nothing is dead. */
-        usleep(2500 * 1000);
+        for (int waited = 0; waited < 300 && !log_contains(&d, "half-open"); waited++)
+                usleep(50 * 1000);
         assert_true(log_contains(&d, "No space left on device"));
         assert_true(log_contains(&d, "no attempt used"));
         /* The breaker opened on the repeated output failures, and probes after cool-downs. */
@@ -668,6 +669,40 @@ static void test_disk_full(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* ------------------------------------------------------------------ fsync error */
+
+/* An fsync that fails: the temporary file is discarded and the output rendered again (the
+ * fsync itself is never retried); nothing partial or unsynced is published. */
+static void test_fsync_error(void **state)
+{
+        struct tu_daemon d;
+        struct counts c;
+        char *flag;
+
+        tu_daemon_setup(&d, PIPE_3, 1, RETRY_FAST);
+        assert_int_equal(mkdir(d.media, 0755), 0);
+        flag = tu_path("%s/fsync-fails", d.root);
+        tu_write_file(flag, "", 0);
+        setenv("LD_PRELOAD", IMGD_FSSHIM, 1);
+        setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=0", 1);
+        setenv("IMGD_SHIM_ROOT", d.media, 1);
+        setenv("IMGD_SHIM_FSYNC_EIO", flag, 1);
+        tu_daemon_start(&d);
+        unsetenv("LD_PRELOAD");
+        unsetenv("ASAN_OPTIONS");
+        unsetenv("IMGD_SHIM_ROOT");
+        unsetenv("IMGD_SHIM_FSYNC_EIO");
+        drop(&d, 5);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(access(flag, F_OK), -1); /* the failure happened */
+        assert_true(log_contains(&d, "fsync: Input/output error"));
+        c = check(&d, true);
+        print_counts("fsync error", &c, 0);
+        assert_clean(&c, 1);
+        free(flag);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -675,6 +710,7 @@ int main(void)
                 cmocka_unit_test(test_kill9_battery),
                 cmocka_unit_test(test_power_cut),
                 cmocka_unit_test(test_disk_full),
+                cmocka_unit_test(test_fsync_error),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -304,6 +304,31 @@ static int wait_status(pid_t pid, int *status, int timeout_ms)
         return -ETIMEDOUT;
 }
 
+/* Daemons still running when the test program exits (a failed check skips the cleanup)
+ * are killed, so none outlives its test. */
+static pid_t started[64];
+
+static void kill_started(void)
+{
+        for (size_t i = 0; i < ELEMENTSOF(started); i++)
+                if (started[i] > 0 && kill(started[i], SIGKILL) == 0)
+                        (void)waitpid(started[i], NULL, 0);
+}
+
+static void remember(pid_t pid)
+{
+        static bool registered;
+
+        if (!registered)
+                registered = atexit(kill_started) == 0;
+        for (size_t i = 0; i < ELEMENTSOF(started); i++) {
+                if (started[i] <= 0 || kill(started[i], 0) < 0) {
+                        started[i] = pid;
+                        return;
+                }
+        }
+}
+
 void tu_daemon_start(struct tu_daemon *d)
 {
         pid_t pid = fork();
@@ -319,6 +344,7 @@ void tu_daemon_start(struct tu_daemon *d)
                 _exit(127);
         }
         d->pid = pid;
+        remember(pid);
         for (int i = 0; i < 2000; i++) {
                 int status;
                 if (tu_imgctl(d, NULL, "status", NULL) == 0)

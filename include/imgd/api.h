@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * api.h - what the control commands do: status, jobs, show, ping. Reads the ledger and the
- * scheduler's view of the workers; never changes a job behind the scheduler's back.
+ * api.h - what the control commands do: status, jobs, show, ping (read-only), retry, cancel,
+ * pause, resume, drain, enqueue (operator actions, each through the ledger's own transitions
+ * and the scheduler's entry points, never behind the scheduler's back: a running job is not
+ * cancelled under its worker), and metrics. Also turns the scheduler's job transitions into
+ * event lines for the control socket's subscribers (api_on_event()). See README.md, "The
+ * control protocol", for every command's arguments and answer.
  */
 #pragma once
 
 #include <jansson.h>
 
 #include "config.h"
+#include "control.h"
 #include "ledger.h"
 #include "scheduler.h"
 
@@ -15,10 +20,19 @@ struct api_context {
         const struct config *config;
         ledger *ledger;
         scheduler *scheduler;
-        const char *state; /* "starting", "running", "stopping" */
+        control *control;   /* for api_on_event(); NULL: events go nowhere */
+        const char *state;  /* "starting", "running", "stopping" */
         int64_t started_us; /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
 };
 
 /* A control_handler_fn; userdata is a struct api_context. */
 int api_handle(const char *cmd, const json_t *request, void *userdata, json_t **ret_result,
                char **ret_error);
+
+/*
+ * A scheduler_event_fn; userdata is a struct api_context. Sends
+ * {"v":1,"event":EVENT,"at_us":NOW,"job":JOB} to every subscriber of ctx->control (nothing
+ * when it is NULL or has none). An event that would not fit in one protocol line is sent
+ * without its "outputs" (and with "outputs_omitted": true). Never fails, never blocks.
+ */
+void api_on_event(const char *event, const json_t *job, void *userdata);

@@ -5,15 +5,29 @@
  * each bounded to PROTO_MAX_LINE bytes and CONTROL_CLIENT_TIMEOUT_S seconds of silence,
  * passes each request to the handler, and writes its answer. A client that breaks the rules
  * is answered with an error and disconnected; none can stall the daemon.
+ *
+ * Authorization: each connection is checked once, when it is accepted, by the peer's
+ * credentials as the kernel recorded them at connect time (SO_PEERCRED, SO_PEERGROUPS). Root,
+ * the daemon's own (effective) user and members of the group set with control_set_group()
+ * (primary or supplementary) are served; anyone else gets one error line ("permission denied:
+ * uid N is not root, imgd's user or in group G") and is disconnected.
+ *
+ * Subscriptions: the request {"cmd":"events"} is answered here, not by the handler: the
+ * connection becomes a subscriber ({"subscribed":true}), is no longer timed out for silence,
+ * and receives every line passed to control_broadcast(). A subscriber with more than
+ * CONTROL_MAX_SUBSCRIBER_OUTPUT bytes of unsent events is disconnected (and that is logged),
+ * so a client that stops reading never holds the daemon up.
  */
 #pragma once
 
 #include <jansson.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-event.h>
 
 #define CONTROL_MAX_CLIENTS 64
 #define CONTROL_CLIENT_TIMEOUT_S 30
+#define CONTROL_MAX_SUBSCRIBER_OUTPUT (1024u * 1024)
 
 typedef struct control control;
 
@@ -36,3 +50,23 @@ control *control_free(control *c);
  * CONTROL_CLIENT_TIMEOUT_S; 0 restores the default). Applies from each client's next request
  * or connection. For tests. */
 void control_set_client_timeout(control *c, uint64_t usec);
+
+/*
+ * Also serves members of group `gid` (besides root and the daemon's user); (gid_t)-1 serves
+ * no group. Applies to connections accepted from now on. The group's name, for messages, is
+ * looked up here (once), so this may block on NSS: call it at start-up or reload, not per
+ * request.
+ */
+void control_set_group(control *c, gid_t gid);
+
+/*
+ * Sends `line` (one protocol line; a missing final newline is added) to every subscriber.
+ * Never blocks: what a subscriber's socket does not take at once is queued, and a subscriber
+ * whose queue would exceed CONTROL_MAX_SUBSCRIBER_OUTPUT is disconnected (logged once per
+ * subscriber). Returns the number of subscribers the line was queued for, or -ENOMEM. Safe to
+ * call with c == NULL (returns 0).
+ */
+int control_broadcast(control *c, const char *line);
+
+/* Number of connected subscribers (for status and tests). */
+unsigned control_subscribers(const control *c);

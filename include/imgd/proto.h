@@ -4,11 +4,15 @@
  * Unix stream socket. Each request is one line {"v":1,"cmd":"status", ...arguments}; each
  * response is one line {"v":1,"ok":true,"result":{...}} or {"v":1,"ok":false,"error":"..."}.
  * Lines are at most PROTO_MAX_LINE bytes. See README.md for the commands.
+ *
+ * A client that sent {"v":1,"cmd":"events"} is a subscriber: after the answer, it also
+ * receives one event line per job transition, {"v":1,"event":"done","at_us":...,"job":{...}}.
  */
 #pragma once
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define PROTO_VERSION 1
 #define PROTO_MAX_LINE (64 * 1024)
@@ -45,3 +49,16 @@ json_t *proto_string_lossy(const char *s);
  * (what was wrong in *ret_error). ret_error may be NULL.
  */
 int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_error);
+
+/*
+ * Encodes an event line {"v":1,"event":event,"at_us":at_us,"job":job} ending in "\n"; job is
+ * borrowed. Returns a new string, or NULL on allocation failure.
+ */
+char *proto_format_event(const char *event, int64_t at_us, const json_t *job);
+
+/*
+ * Parses one event line. Returns 0 with the whole event object in *ret (owned by the
+ * caller; "event" is a non-empty string, "job" an object), or -EBADMSG with what was wrong
+ * in *ret_error (may be NULL). A response line is not an event: -EBADMSG.
+ */
+int proto_parse_event(const char *line, size_t n, json_t **ret, char **ret_error);

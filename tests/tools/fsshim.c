@@ -12,6 +12,9 @@
  *
  * Disk full ($IMGD_SHIM_ENOSPC, a path): while that file exists, creating files or
  * directories below the root and writing to files below the root fail with ENOSPC.
+ *
+ * A failing fsync ($IMGD_SHIM_FSYNC_EIO, a path): the next fsync of a regular file below the
+ * root removes that file and fails with EIO, without syncing.
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -159,9 +162,23 @@ done:
         free(rec);
 }
 
+static bool fsync_fails(int fd)
+{
+        const char *flag = getenv("IMGD_SHIM_FSYNC_EIO");
+        struct stat st;
+
+        if (!flag || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !fd_below_root(fd))
+                return false;
+        return unlink(flag) == 0; /* once */
+}
+
 int fsync(int fd)
 {
         REAL(fsync);
+        if (fsync_fails(fd)) {
+                errno = EIO;
+                return -1;
+        }
         record_sync(fd);
         return real_fsync(fd);
 }
