@@ -42,6 +42,8 @@
 #include <unistd.h>
 
 #include <vips/vips.h>
+#include <webp/decode.h>
+#include <webp/demux.h>
 
 #include "imgd/macro.h"
 #include "imgd/render.h"
@@ -439,6 +441,52 @@ static int render_base_animation(render_base *b, const void *data, size_t size, 
         return 0;
 }
 
+/*
+ * A WebP's canvas (what libvips reports) and the size in each frame's own bitstream header
+ * (what libwebp allocates for) can disagree in a crafted file: check every frame's own
+ * dimensions against the pixel limit too, before anything is decoded.
+ */
+static int webp_check_frames(const void *data, size_t size, const struct render_limits *limits,
+                             struct render_error *err)
+{
+        WebPData wd = { .bytes = data, .size = size };
+        WebPDemuxer *demux;
+        WebPIterator it;
+        int r = 0;
+
+        if (!limits || limits->max_pixels == 0)
+                return 0;
+        demux = WebPDemux(&wd);
+        if (!demux)
+                return render_fail(err, -EBADMSG, true, "decode: not a valid WebP container");
+        if (WebPDemuxGetFrame(demux, 1, &it)) {
+                do {
+                        WebPBitstreamFeatures feat;
+                        uint64_t px;
+
+                        if (WebPGetFeatures(it.fragment.bytes, it.fragment.size, &feat) !=
+                            VP8_STATUS_OK) {
+                                r = render_fail(err, -EBADMSG, true,
+                                                "decode: WebP frame %d has a bad header",
+                                                it.frame_num);
+                                break;
+                        }
+                        px = (uint64_t)feat.width * (uint64_t)feat.height;
+                        if (px > limits->max_pixels) {
+                                r = render_fail(err, -E2BIG, true,
+                                                "WebP frame %d is %dx%d (%" PRIu64
+                                                " pixels), over the limit of %" PRIu64,
+                                                it.frame_num, feat.width, feat.height, px,
+                                                limits->max_pixels);
+                                break;
+                        }
+                } while (WebPDemuxNextFrame(&it));
+                WebPDemuxReleaseIterator(&it);
+        }
+        WebPDemuxDelete(demux);
+        return r;
+}
+
 int render_base_new(const void *data, size_t size, const struct variant *variants,
                     size_t n_variants, const struct render_limits *limits, render_base **ret,
                     struct render_error *err)
@@ -476,6 +524,11 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                                    "image is %dx%d (%" PRIu64
                                    " pixels), over the limit of %" PRIu64,
                                    im->Xsize, im->Ysize, pixels, limits->max_pixels);
+        if (f == IMAGE_FORMAT_WEBP) {
+                r = webp_check_frames(data, size, limits, err);
+                if (r < 0)
+                        return r;
+        }
         if (f == IMAGE_FORMAT_GIF || f == IMAGE_FORMAT_WEBP)
                 pages = MAX(vips_image_get_n_pages(im), 1);
 
