@@ -155,14 +155,6 @@ static void assert_contains(const char *haystack, const char *needle)
                 fail_msg("expected '%s' in:\n%s", needle, haystack ? haystack : "(nothing)");
 }
 
-static bool log_contains(struct tu_daemon *d, const char *needle)
-{
-        char *log = tu_read_file(d->log, NULL);
-        bool found = log && strstr(log, needle);
-
-        free(log);
-        return found;
-}
 
 static unsigned count_lines(const char *s)
 {
@@ -848,7 +840,7 @@ static void test_slow_subscriber_dropped(void **state)
                 /* Answered within imgctl's 10 s: the stalled subscriber holds nothing up. */
                 assert_int_equal(tu_imgctl(&d, NULL, "status", NULL), 0);
                 for (int i = 0; i < 20 && !dropped; i++) {
-                        dropped = log_contains(&d, "events subscriber dropped");
+                        dropped = tu_log_contains(&d, "events subscriber dropped");
                         usleep(25 * 1000);
                 }
                 if (files >= 3000)
@@ -1114,7 +1106,7 @@ static void test_authorization(void **state)
         if (WEXITSTATUS(status) != 127) /* the build tree may not be reachable for nobody */
                 assert_int_equal(WEXITSTATUS(status), 3);
 
-        assert_true(log_contains(&d, "refused pid"));
+        assert_true(tu_log_contains(&d, "refused pid"));
         assert_int_equal(tu_imgctl(&d, NULL, "status", NULL), 0);
         tu_daemon_cleanup(&d);
 }

@@ -293,14 +293,6 @@ static int64_t job_attempts(struct tu_daemon *d, const char *state)
         return v;
 }
 
-static bool log_contains(struct tu_daemon *d, const char *text)
-{
-        char *log = tu_read_file(d->log, NULL);
-        bool found = log && strstr(log, text);
-
-        free(log);
-        return found;
-}
 
 /* ------------------------------------------------------------------ crash points */
 
@@ -328,7 +320,7 @@ static void crash_at(const char *point, bool staged)
         /* Verified work is published from staging, not rendered again. */
         if (staged) {
                 assert_int_equal(job_attempts(&d, "done"), 1);
-                assert_true(log_contains(&d, "published from staging after restart"));
+                assert_true(tu_log_contains(&d, "published from staging after restart"));
         }
         tu_daemon_cleanup(&d);
 }
@@ -354,7 +346,7 @@ static void worker_crash_at(const char *point)
         print_counts(point, &c, 1);
         assert_clean(&c, 1);
         assert_true(access(once, F_OK) == 0); /* the fault did fire */
-        assert_true(log_contains(&d, "worker exited with status 99"));
+        assert_true(tu_log_contains(&d, "worker exited with status 99"));
         assert_int_equal(job_attempts(&d, "done"), 2);
         free(once);
         tu_daemon_cleanup(&d);
@@ -644,13 +636,13 @@ static void test_disk_full(void **state)
 
         /* Several rounds of failing for the disk: more than max_attempts, and yet no attempt
          * is used, nothing is published, nothing is dead. */
-        for (int waited = 0; waited < 300 && !log_contains(&d, "half-open"); waited++)
+        for (int waited = 0; waited < 300 && !tu_log_contains(&d, "half-open"); waited++)
                 usleep(50 * 1000);
-        assert_true(log_contains(&d, "No space left on device"));
-        assert_true(log_contains(&d, "no attempt used"));
+        assert_true(tu_log_contains(&d, "No space left on device"));
+        assert_true(tu_log_contains(&d, "no attempt used"));
         /* The breaker opened on the repeated output failures, and probes after cool-downs. */
-        assert_true(log_contains(&d, "circuit breaker open"));
-        assert_true(log_contains(&d, "half-open"));
+        assert_true(tu_log_contains(&d, "circuit breaker open"));
+        assert_true(tu_log_contains(&d, "half-open"));
         assert_int_equal(job_attempts(&d, "dead"), -1);
         assert_int_equal(job_attempts(&d, "done"), -1);
         assert_true(job_attempts(&d, "queued") <= 0);
@@ -659,7 +651,7 @@ static void test_disk_full(void **state)
         /* Space returns: everything completes, each job in one attempt. */
         assert_int_equal(unlink(flag), 0);
         tu_daemon_wait_idle(&d, 60);
-        assert_true(log_contains(&d, "circuit breaker closed"));
+        assert_true(tu_log_contains(&d, "circuit breaker closed"));
         c = check(&d, true);
         print_counts("disk full", &c, 0);
         assert_clean(&c, 2);
@@ -695,7 +687,7 @@ static void test_fsync_error(void **state)
         drop(&d, 5);
         tu_daemon_wait_idle(&d, 60);
         assert_int_equal(access(flag, F_OK), -1); /* the failure happened */
-        assert_true(log_contains(&d, "fsync: Input/output error"));
+        assert_true(tu_log_contains(&d, "fsync: Input/output error"));
         c = check(&d, true);
         print_counts("fsync error", &c, 0);
         assert_clean(&c, 1);

@@ -38,14 +38,6 @@ static int64_t query(struct tu_daemon *d, const char *sql)
         return v;
 }
 
-static bool log_contains(struct tu_daemon *d, const char *text)
-{
-        char *log = tu_read_file(d->log, NULL);
-        bool found = log && strstr(log, text);
-
-        free(log);
-        return found;
-}
 
 static void test_backlog_degrades_then_recovers(void **state)
 {
@@ -64,7 +56,7 @@ static void test_backlog_degrades_then_recovers(void **state)
                 free(dst);
         }
         tu_daemon_wait_idle(&d, 120);
-        assert_true(log_contains(&d, "degradation level essential"));
+        assert_true(tu_log_contains(&d, "degradation level essential"));
 
         /* Health returns; the degraded jobs are rendered again, until none is left. */
         for (int waited = 0; waited < 60; waited++) {
@@ -74,8 +66,8 @@ static void test_backlog_degrades_then_recovers(void **state)
                         break;
                 usleep(500 * 1000);
         }
-        assert_true(log_contains(&d, "rendering"));
-        assert_true(log_contains(&d, "degraded job(s) again at full quality"));
+        assert_true(tu_log_contains(&d, "rendering"));
+        assert_true(tu_log_contains(&d, "degraded job(s) again at full quality"));
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         /* Every source has both variants again, the big one at its full quality. */

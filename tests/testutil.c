@@ -415,6 +415,15 @@ unsigned tu_daemon_children(struct tu_daemon *d, pid_t *pids, unsigned max)
         return n;
 }
 
+bool tu_log_contains(struct tu_daemon *d, const char *text)
+{
+        char *log = tu_read_file(d->log, NULL);
+        bool found = log && strstr(log, text);
+
+        free(log);
+        return found;
+}
+
 void tu_daemon_cleanup(struct tu_daemon *d)
 {
         if (d->pid > 0)

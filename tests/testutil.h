@@ -85,6 +85,9 @@ int tu_daemon_wait_exit(struct tu_daemon *d, int timeout_ms);
 /* Pids of the daemon's child processes (its workers); returns how many, at most max. */
 unsigned tu_daemon_children(struct tu_daemon *d, pid_t *pids, unsigned max);
 
+/* True if the daemon's log (stderr) contains `text`. */
+bool tu_log_contains(struct tu_daemon *d, const char *text);
+
 /* Stops the daemon if running and removes the tree. */
 void tu_daemon_cleanup(struct tu_daemon *d);
 
