@@ -442,16 +442,20 @@ static int render_base_animation(render_base *b, const void *data, size_t size, 
 }
 
 /*
- * A WebP's canvas (what libvips reports) and the size in each frame's own bitstream header
- * (what libwebp allocates for) can disagree in a crafted file: check every frame's own
- * dimensions against the pixel limit too, before anything is decoded.
+ * A WebP's size, checked from its own headers before libvips sees it: libvips 8.14's
+ * webpload allocates a buffer for the whole canvas while it reads the header, so a 4 KB
+ * file claiming 16383x16383 costs a gigabyte before any limit could be applied to what it
+ * reports. The canvas and each frame's own bitstream header (what libwebp allocates for,
+ * which a crafted file can make disagree with the canvas) must be within the pixel limit; an
+ * animation kept whole is counted over all its frames later, as GIFs are.
  */
-static int webp_check_frames(const void *data, size_t size, const struct render_limits *limits,
+static int webp_check_header(const void *data, size_t size, const struct render_limits *limits,
                              struct render_error *err)
 {
         WebPData wd = { .bytes = data, .size = size };
         WebPDemuxer *demux;
         WebPIterator it;
+        uint64_t w, h;
         int r = 0;
 
         if (!limits || limits->max_pixels == 0)
@@ -459,6 +463,15 @@ static int webp_check_frames(const void *data, size_t size, const struct render_
         demux = WebPDemux(&wd);
         if (!demux)
                 return render_fail(err, -EBADMSG, true, "decode: not a valid WebP container");
+        w = WebPDemuxGetI(demux, WEBP_FF_CANVAS_WIDTH);
+        h = WebPDemuxGetI(demux, WEBP_FF_CANVAS_HEIGHT);
+        if (w * h > limits->max_pixels) {
+                WebPDemuxDelete(demux);
+                return render_fail(err, -E2BIG, true,
+                                   "image is %" PRIu64 "x%" PRIu64 " (%" PRIu64
+                                   " pixels), over the limit of %" PRIu64,
+                                   w, h, w * h, limits->max_pixels);
+        }
         if (WebPDemuxGetFrame(demux, 1, &it)) {
                 do {
                         WebPBitstreamFeatures feat;
@@ -513,6 +526,12 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                                    loader);
         }
 
+        if (f == IMAGE_FORMAT_WEBP) {
+                r = webp_check_header(data, size, limits, err);
+                if (r < 0)
+                        return r;
+        }
+
         /* Header only: no pixel has been decoded yet. */
         if (render_open(data, size, f, 1, 1.0, 1, &im) < 0)
                 return render_fail_vips(err, -EBADMSG, "decode");
@@ -524,11 +543,6 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                                    "image is %dx%d (%" PRIu64
                                    " pixels), over the limit of %" PRIu64,
                                    im->Xsize, im->Ysize, pixels, limits->max_pixels);
-        if (f == IMAGE_FORMAT_WEBP) {
-                r = webp_check_frames(data, size, limits, err);
-                if (r < 0)
-                        return r;
-        }
         if (f == IMAGE_FORMAT_GIF || f == IMAGE_FORMAT_WEBP)
                 pages = MAX(vips_image_get_n_pages(im), 1);
 
