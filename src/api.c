@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -224,15 +225,40 @@ static json_t *breaker_to_json(const scheduler *s)
                          proto_string_lossy(reason ? reason : ""));
 }
 
-/* {"level": "full", "score": 100, "reason": ""} of graceful degradation. */
-static json_t *health_to_json(scheduler *s)
+/*
+ * {"level": "full", "score": 100, "reason": "", "error_rate": 0, "finished_per_s": 1.5,
+ *  "backlog": 3, "drain_s": 2 (null: not draining), "oldest_queued_s": 0.4} and, in
+ * *ret_alerts, [{"alert": "queue_depth", "message": "..."}] of the active alerts; NULL when
+ * out of memory.
+ */
+static json_t *health_to_json(const struct scheduler_report *rep, json_t **ret_alerts)
 {
-        const char *reason = NULL, *level;
-        double score = 100;
+        _cleanup_(json_decrefp) json_t *alerts = json_array(), *h = NULL;
+        const struct health_alert_report *a = &rep->alerts;
 
-        level = scheduler_health(s, &score, &reason);
-        return json_pack("{s:s, s:f, s:o}", "level", level ? level : "full", "score", score,
-                         "reason", proto_string_lossy(reason ? reason : ""));
+        if (!alerts)
+                return NULL;
+        for (int i = 0; i < _HEALTH_ALERT_MAX; i++) {
+                if (!(a->active & (1u << i)))
+                        continue;
+                if (json_array_append_new(alerts,
+                                          json_pack("{s:s, s:o}", "alert", health_alert_name(i),
+                                                    "message",
+                                                    proto_string_lossy(a->text[i]))) < 0)
+                        return NULL;
+        }
+        h = json_pack("{s:s, s:f, s:o, s:f, s:f, s:I, s:o, s:f}", "level",
+                      rep->level ? rep->level : "full", "score", rep->score, "reason",
+                      proto_string_lossy(rep->level_reason ? rep->level_reason : ""),
+                      "error_rate", rep->error_rate, "finished_per_s", rep->finished_per_s,
+                      "backlog", (json_int_t)rep->backlog, "drain_s",
+                      a->drain_us == HEALTH_DRAIN_NEVER ? json_null()
+                                                        : json_real((double)a->drain_us / 1e6),
+                      "oldest_queued_s", (double)rep->oldest_queued_age_us / 1e6);
+        if (!h)
+                return NULL;
+        *ret_alerts = TAKE_PTR(alerts);
+        return TAKE_PTR(h);
 }
 
 static int api_status(struct api_context *ctx, const json_t *request, json_t **ret_result,
@@ -293,11 +319,20 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                            "jobs", jobs);
         if (!result)
                 return -ENOMEM;
-        if (ctx->scheduler &&
-            (json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler)) < 0 ||
-             json_object_set_new(result, "health", health_to_json(ctx->scheduler)) < 0)) {
-                json_decref(result);
-                return -ENOMEM;
+        if (ctx->scheduler) {
+                struct scheduler_report rep;
+                json_t *alerts = NULL, *hj;
+
+                (void)scheduler_report(ctx->scheduler, &rep); /* counts were read just above */
+                hj = health_to_json(&rep, &alerts);
+                /* Each call takes its value, even on failure: no short-circuit. */
+                r = json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler));
+                r |= json_object_set_new(result, "health", hj);
+                r |= json_object_set_new(result, "alerts", alerts);
+                if (r < 0) {
+                        json_decref(result);
+                        return -ENOMEM;
+                }
         }
         *ret_result = result;
         return 0;
@@ -902,6 +937,17 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
         for (int i = 0; name && i < (int)ELEMENTSOF(levels); i++)
                 if (strcmp(name, levels[i]) == 0)
                         g.degradation_level = i;
+        {
+                struct scheduler_report rep;
+
+                (void)scheduler_report(ctx->scheduler, &rep); /* counts were read above */
+                g.alerts = rep.alerts.active;
+                g.drain_s = rep.alerts.drain_us == HEALTH_DRAIN_NEVER
+                                ? INFINITY
+                                : (double)rep.alerts.drain_us / 1e6;
+                g.error_rate = rep.error_rate;
+                g.finished_per_s = rep.finished_per_s;
+        }
 
         f = open_memstream(&text, &size);
         if (!f)

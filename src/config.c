@@ -1366,6 +1366,58 @@ static int parse_degradation(struct parser *p, const config_setting_t *root, str
         return 0;
 }
 
+/* alerts = { error_rate = 0.10; queued = 1000; oldest_s = 600; drain_s = 3600;
+ *            breaker = true; degraded = true; };  0 or false turns one off. */
+static int parse_alerts(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        static const char *const keys[] = { "error_rate", "queued", "oldest_s", "drain_s",
+                                            "breaker",    "degraded", NULL };
+        const config_setting_t *s = config_setting_get_member(root, "alerts"), *ns = NULL;
+        struct health_alerts_config *a = &c->alerts;
+        long long v = 0;
+        double d = 0;
+        int r;
+
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL, "'alerts' must be a group: alerts = { ... };");
+        r = check_keys(p, s, keys, "", " in alerts");
+        if (r < 0)
+                return r;
+        r = get_number(p, s, "error_rate", "alerts: ", &ns, &d);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!(d >= 0.0 && d <= 1.0))
+                        return fail(p, ns, -EINVAL,
+                                    "alerts: 'error_rate' must be from 0 (off) to 1, not %g", d);
+                a->error_rate = d;
+        }
+        r = get_int_range(p, s, "queued", "alerts: ", 0, LLONG_MAX, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                a->queued = (uint64_t)v;
+        r = get_int_range(p, s, "oldest_s", "alerts: ", 0, 86400 * 365, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                a->oldest_us = (uint64_t)v * 1000000ULL;
+        r = get_int_range(p, s, "drain_s", "alerts: ", 0, 86400 * 365, &v);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                a->drain_us = (uint64_t)v * 1000000ULL;
+        r = get_bool(p, s, "breaker", "alerts: ", &a->breaker);
+        if (r < 0)
+                return r;
+        r = get_bool(p, s, "degraded", "alerts: ", &a->degraded);
+        if (r < 0)
+                return r;
+        return 0;
+}
+
 static int parse_breaker(struct parser *p, const config_setting_t *root, struct config *c)
 {
         static const char *const keys[] = { "output_failures", "worker_failure_rate",
@@ -1493,8 +1545,8 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         static const char *const keys[] = { "state_dir",  "socket",        "workers",
                                             "background", "limits",        "retry",
                                             "breaker",    "prune_after_days", "control_group",
-                                            "degradation", "watch",        "pipelines",
-                                            NULL };
+                                            "degradation", "alerts",       "watch",
+                                            "pipelines",   NULL };
         long long days = 0;
         const config_setting_t *s = NULL;
         const char *v = NULL;
@@ -1548,6 +1600,9 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         if (r < 0)
                 return r;
         r = parse_degradation(p, root, c);
+        if (r < 0)
+                return r;
+        r = parse_alerts(p, root, c);
         if (r < 0)
                 return r;
         r = get_int_range(p, root, "prune_after_days", "", 0, 36500, &days);
@@ -1674,6 +1729,7 @@ int config_load(const char *path, struct config **ret, char **ret_error)
         c->prune_after_days = 30;
         c->degradation = true;
         health_config_init(&c->health);
+        health_alerts_config_init(&c->alerts);
         c->retry = (struct config_retry){
                 .max_attempts = 5,
                 .base_delay_ms = 1000,

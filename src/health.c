@@ -348,3 +348,102 @@ bool health_check(const health *h)
                 return false;
         return (h->level == HEALTH_FULL) == (h->reason[0] == '\0');
 }
+
+/* ---- alerts ------------------------------------------------------------------------------ */
+
+void health_alerts_config_init(struct health_alerts_config *c)
+{
+        *c = (struct health_alerts_config){
+                .error_rate = 0.10,
+                .queued = 1000,
+                .oldest_us = 10 * MIN_US,
+                .drain_us = 60 * MIN_US,
+                .breaker = true,
+                .degraded = true,
+        };
+}
+
+uint64_t health_drain_us(uint64_t backlog, double per_s)
+{
+        double us;
+
+        if (backlog == 0)
+                return 0;
+        if (!(per_s > 0))
+                return HEALTH_DRAIN_NEVER;
+        us = (double)backlog / per_s * 1e6;
+        return us >= (double)(HEALTH_DRAIN_NEVER - 1) ? HEALTH_DRAIN_NEVER - 1 : (uint64_t)us;
+}
+
+_printf_(3, 4) static void alert_set(struct health_alert_report *r, enum health_alert a,
+                                     const char *fmt, ...)
+{
+        va_list ap;
+
+        r->active |= 1u << a;
+        va_start(ap, fmt);
+        vsnprintf(r->text[a], sizeof r->text[a], fmt, ap);
+        va_end(ap);
+}
+
+void health_alerts_evaluate(const struct health_alert_inputs *in,
+                            const struct health_alerts_config *c,
+                            struct health_alert_report *ret)
+{
+        const struct health_inputs *h = &in->health;
+        char a[32], b[32], w[32];
+        double rate = ratio(h->error_rate);
+
+        memset(ret, 0, sizeof *ret);
+        ret->drain_us = health_drain_us(in->backlog, in->finished_per_s);
+
+        if (c->error_rate > 0 && rate >= c->error_rate)
+                alert_set(ret, HEALTH_ALERT_ERROR_RATE,
+                          "error rate %.0f%% of recent attempts (alert at %.0f%%)", rate * 100,
+                          c->error_rate * 100);
+        if (c->queued > 0 && h->queued >= c->queued)
+                alert_set(ret, HEALTH_ALERT_QUEUED, "%" PRIu64 " jobs waiting (alert at %" PRIu64 ")",
+                          h->queued, c->queued);
+        if (c->oldest_us > 0 && h->queued > 0 && h->oldest_queued_age_us >= c->oldest_us) {
+                format_duration(a, sizeof a, h->oldest_queued_age_us);
+                format_duration(b, sizeof b, c->oldest_us);
+                alert_set(ret, HEALTH_ALERT_OLDEST, "oldest queued job waiting %s (alert at %s)", a,
+                          b);
+        }
+        if (c->drain_us > 0 && ret->drain_us == HEALTH_DRAIN_NEVER) {
+                if (h->queued > 0 && h->oldest_queued_age_us >= HEALTH_STALL_US) {
+                        format_duration(w, sizeof w, in->rate_window_us);
+                        alert_set(ret, HEALTH_ALERT_DRAIN,
+                                  "backlog of %" PRIu64 " jobs is not draining: none finished "
+                                  "in the last %s",
+                                  in->backlog, w);
+                }
+        } else if (c->drain_us > 0 && ret->drain_us > c->drain_us) {
+                format_duration(a, sizeof a, ret->drain_us);
+                format_duration(b, sizeof b, c->drain_us);
+                alert_set(ret, HEALTH_ALERT_DRAIN,
+                          "backlog of %" PRIu64 " jobs drains in about %s at %.2f jobs/s "
+                          "(alert at %s)",
+                          in->backlog, a, in->finished_per_s, b);
+        }
+        if (c->breaker && in->breaker_state && strcmp(in->breaker_state, "closed") != 0)
+                alert_set(ret, HEALTH_ALERT_BREAKER, "circuit breaker %s%s%s", in->breaker_state,
+                          in->breaker_reason && *in->breaker_reason ? ": " : "",
+                          in->breaker_reason ? in->breaker_reason : "");
+        if (c->degraded && in->level != HEALTH_FULL)
+                alert_set(ret, HEALTH_ALERT_DEGRADED, "degradation level %s%s%s",
+                          health_level_name(in->level) ?: "?",
+                          in->level_reason && *in->level_reason ? ": " : "",
+                          in->level_reason ? in->level_reason : "");
+}
+
+const char *health_alert_name(enum health_alert a)
+{
+        static const char *const names[_HEALTH_ALERT_MAX] = {
+                [HEALTH_ALERT_ERROR_RATE] = "error_rate", [HEALTH_ALERT_QUEUED] = "queue_depth",
+                [HEALTH_ALERT_OLDEST] = "queue_age",      [HEALTH_ALERT_DRAIN] = "drain_time",
+                [HEALTH_ALERT_BREAKER] = "breaker",       [HEALTH_ALERT_DEGRADED] = "degraded",
+        };
+
+        return a >= 0 && a < _HEALTH_ALERT_MAX ? names[a] : NULL;
+}

@@ -15,7 +15,7 @@
  * control characters first, so a file name cannot play tricks on a terminal.
  *
  * Exit status: 0 success; 1 the command failed (imgd answered with an error, wait timed
- * out); 2 usage error; 3 imgd could not be reached (or its configuration could not be read,
+ * out, status found an alert active, verify found a problem); 2 usage error; 3 imgd could not be reached (or its configuration could not be read,
  * or its answer was not understood).
  */
 #include <assert.h>
@@ -592,11 +592,22 @@ struct command {
 static const char help_status[] =
         "    Show the daemon's state, version, process id and uptime, its configuration\n"
         "    file, whether intake is paused, the circuit breaker (and why it is open),\n"
-        "    the health score and degradation level (and what drives it), the watched\n"
-        "    folders with their output folder and pipeline, the workers (how many, how\n"
-        "    many busy) and the number of jobs in each state.\n"
+        "    the health score and degradation level (and what drives it), the backlog\n"
+        "    with the rate at which jobs finish and the predicted time to drain it, the\n"
+        "    recent error rate, the active alerts, the watched folders with their output\n"
+        "    folder and pipeline, the workers (how many, how many busy) and the number of\n"
+        "    jobs in each state.\n"
         "\n"
-        "    --json    print the daemon's answer as indented JSON instead\n";
+        "    An alert is active while a condition of the configuration's alerts group\n"
+        "    holds (imgd.conf(5)): the error rate, the number of waiting jobs or the age\n"
+        "    of the oldest one over its threshold, a backlog predicted to take too long\n"
+        "    to drain or not draining at all, the circuit breaker not closed, or a\n"
+        "    degradation level below full. Each is printed on an ALERT line, and the\n"
+        "    exit status is 1 while any is active, so that 'imgctl status' can serve as\n"
+        "    a monitoring check (0 healthy, 1 alert, 3 imgd unreachable).\n"
+        "\n"
+        "    --json    print the daemon's answer as indented JSON instead (the exit\n"
+        "              status is the same)\n";
 
 static const char help_jobs[] =
         "    List jobs, most recently updated first, as a table: ID, STATE, ATTEMPTS,\n"
@@ -986,12 +997,12 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
-        const json_t *watches, *workers, *jobs, *v;
+        const json_t *watches, *workers, *jobs, *alerts, *v;
         const char *key;
         char uptime[32];
         struct table t;
         bool json = false, first;
-        int c, r;
+        int c, r, status;
 
         COMMAND_GETOPT_RESET();
         while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
@@ -1012,8 +1023,12 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
         r = call(ctl, proto_request_new("status"), &result);
         if (r != EXIT_OK)
                 return r;
-        if (json)
-                return print_json(result);
+        alerts = json_object_get(result, "alerts");
+        status = json_array_size(alerts) > 0 ? EXIT_FAILED : EXIT_OK;
+        if (json) {
+                r = print_json(result);
+                return r != EXIT_OK ? r : status;
+        }
 
         format_uptime(get_int(result, "uptime_s"), uptime, sizeof uptime);
         {
@@ -1043,9 +1058,31 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
                 _cleanup_free_ char *level = clean_text(get_str(v, "level", "?"), 16);
                 _cleanup_free_ char *why = clean_text(get_str(v, "reason", ""), 0);
 
+                const json_t *drain = json_object_get(v, "drain_s");
+                int64_t backlog = get_int(v, "backlog");
+                char eta[32];
+
                 printf("health   %.0f/100, level %s%s%s\n",
                        json_number_value(json_object_get(v, "score")), level, *why ? ": " : "",
                        why);
+                if (backlog == 0)
+                        printf("backlog  none");
+                else if (json_is_number(drain)) {
+                        format_uptime((int64_t)ceil(json_number_value(drain)), eta, sizeof eta);
+                        printf("backlog  %" PRId64 " job%s, drained in about %s", backlog,
+                               backlog == 1 ? "" : "s", eta);
+                } else
+                        printf("backlog  %" PRId64 " job%s, not draining (none finished recently)",
+                               backlog, backlog == 1 ? "" : "s");
+                printf("; %.2f jobs/s finished, error rate %.0f%%\n",
+                       json_number_value(json_object_get(v, "finished_per_s")),
+                       100 * json_number_value(json_object_get(v, "error_rate")));
+        }
+        for (size_t i = 0; i < json_array_size(alerts); i++) {
+                _cleanup_free_ char *msg =
+                    clean_text(get_str(json_array_get(alerts, i), "message", "?"), 0);
+
+                printf("ALERT    %s\n", msg);
         }
 
         /* Every state the daemon reports, in its order: queued 0  running 1  retry 0 ... */
@@ -1063,7 +1100,7 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
         watches = json_object_get(result, "watches");
         if (json_array_size(watches) == 0) {
                 printf("no watched folders\n");
-                return EXIT_OK;
+                return status;
         }
         table_init(&t, 4);
         table_add(&t, "WATCH", "OUTPUT", "PIPELINE", "RECURSIVE");
@@ -1076,7 +1113,7 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
         }
         table_print(&t, "");
         table_clear(&t);
-        return EXIT_OK;
+        return status;
 }
 
 /* A watch path as imgd records it: absolute, without a trailing slash. */
@@ -2048,8 +2085,9 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
         _cleanup_free_ char *state = clean_text(get_str(status, "state", "?"), 16);
         _cleanup_free_ char *breaker_state = NULL, *level = NULL;
         const json_t *health_j = json_object_get(status, "health");
+        const json_t *alerts = json_object_get(status, "alerts");
         double rate = top_rate(t, now_mono, finished), fraction;
-        char now[32], uptime[32];
+        char now[32], uptime[32], eta[32];
 
         if (processed < 0)
                 processed = 0; /* finished jobs pruned meanwhile */
@@ -2062,15 +2100,26 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
                 level = clean_text(get_str(health_j, "level", "?"), 16);
         format_time(wall_now_us(), now, sizeof now);
 
+        {
+                const json_t *drain = json_object_get(health_j, "drain_s");
+
+                if (left == 0)
+                        snprintf(eta, sizeof eta, "0s");
+                else if (json_is_number(drain))
+                        format_uptime((int64_t)ceil(json_number_value(drain)), eta, sizeof eta);
+                else
+                        snprintf(eta, sizeof eta, "never");
+        }
         if (!t->tty) {
                 printf("%s %s%s queued=%" PRId64 " running=%" PRId64 " retry=%" PRId64
                        " done=%" PRId64 " dead=%" PRId64 " cancelled=%" PRId64
-                       " workers=%" PRId64 "/%" PRId64 " rate=%.2f/s backlog=%.0f%%%s%s%s%s\n",
+                       " workers=%" PRId64 "/%" PRId64 " rate=%.2f/s backlog=%.0f%% eta=%s"
+                       "%s%s%s%s alerts=%zu\n",
                        now, state, paused ? " paused" : "", queued, running, retry, done, dead,
                        cancelled, get_int(workers, "busy"), get_int(workers, "total"), rate,
-                       fraction * 100, breaker_state ? " breaker=" : "",
+                       fraction * 100, eta, breaker_state ? " breaker=" : "",
                        breaker_state ? breaker_state : "", level ? " level=" : "",
-                       level ? level : "");
+                       level ? level : "", json_array_size(alerts));
                 fflush(stdout);
                 return;
         }
@@ -2093,10 +2142,19 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
         top_bar(fraction, t->columns > 60 ? t->columns - 50 : 10);
         printf(" %3.0f%%  %" PRId64 " processed, %" PRId64 " left\n", fraction * 100, processed,
                left);
-        printf("throughput %.2f jobs/s (last 10 s)\n", rate);
+        printf("throughput %.2f jobs/s (last 10 s), backlog drained in about %s\n", rate, eta);
         printf("jobs       queued %" PRId64 "  running %" PRId64 "  retry %" PRId64
                "  done %" PRId64 "  dead %" PRId64 "  cancelled %" PRId64 "\n\n",
                queued, running, retry, done, dead, cancelled);
+        for (size_t i = 0; i < json_array_size(alerts); i++) {
+                _cleanup_free_ char *msg = clean_text(
+                    get_str(json_array_get(alerts, i), "message", "?"),
+                    t->columns > 12 ? t->columns - 11 : 40);
+
+                printf("ALERT      %s\n", msg);
+        }
+        if (json_array_size(alerts) > 0)
+                printf("\n");
 
         printf("workers    %" PRId64 " busy of %" PRId64 "\n", get_int(workers, "busy"),
                get_int(workers, "total"));

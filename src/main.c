@@ -48,7 +48,7 @@ struct daemon {
         sd_event_source *status_timer, *watchdog_timer, *drain_timer;
         uint64_t watchdog_usec;
         uint64_t drain_deadline;
-        char last_status[256];
+        char last_status[512];
 };
 
 static int64_t wall_now_us(void)
@@ -115,23 +115,34 @@ static uint64_t mono_now_usec(void)
         return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* Keeps the unit's STATUS= line current: "12 queued, 2 running, 0 retry, 1 dead". */
+/*
+ * Keeps the unit's STATUS= line current: "12 queued, 2 running, 0 retry, 1 dead, level full,
+ * health 97/100, breaker closed", with ", ALERT: <names>" while alerts are active (imgctl
+ * status has their messages) and the breaker's reason last.
+ */
 static void update_status(struct daemon *d)
 {
         uint64_t counts[_JOB_STATE_MAX] = {};
-        char line[256];
+        struct scheduler_report rep;
+        char line[512], alerts[128] = "";
+        size_t n = 0;
 
         if (ledger_counts(d->ledger, counts) < 0)
                 return;
-        const char *reason = NULL;
-        const char *breaker = scheduler_breaker(d->scheduler, &reason);
-
+        (void)scheduler_report(d->scheduler, &rep);
+        for (int i = 0; i < _HEALTH_ALERT_MAX; i++)
+                if (rep.alerts.active & (1u << i) && n < sizeof alerts)
+                        n += (size_t)snprintf(alerts + n, sizeof alerts - n, "%s%s",
+                                              n ? ", " : ", ALERT: ", health_alert_name(i));
         snprintf(line, sizeof line,
-                 "%s%llu queued, %u running, %llu retry, %llu dead, breaker %s%s%s",
+                 "%s%llu queued, %u running, %llu retry, %llu dead, level %s, health %.0f/100%s, "
+                 "breaker %s%s%s",
                  scheduler_paused(d->scheduler) ? "paused: " : "",
                  (unsigned long long)counts[JOB_QUEUED], scheduler_running(d->scheduler),
                  (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD],
-                 breaker, reason && *reason ? ": " : "", reason ? reason : "");
+                 rep.level ? rep.level : "full", rep.score, alerts, rep.breaker,
+                 rep.breaker_reason && *rep.breaker_reason ? ": " : "",
+                 rep.breaker_reason ? rep.breaker_reason : "");
         if (strcmp(line, d->last_status) != 0) {
                 notify_status("%s", line);
                 snprintf(d->last_status, sizeof d->last_status, "%s", line);

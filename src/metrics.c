@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "imgd/macro.h"
+#include "imgd/health.h"
 #include "imgd/metrics.h"
 
 /* Upper bounds (seconds) of the processing-time histogram buckets; +Inf is implicit. */
@@ -207,5 +208,26 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 g->oldest_queued_age_s, g->breaker_state, g->degradation_level, g->health_score,
                 (unsigned long long)g->rss_bytes, (unsigned long long)g->workers_total,
                 (unsigned long long)g->workers_busy);
+        fputs("# HELP imgd_alert Alert conditions, 1 while active (imgctl status then exits 1).\n"
+              "# TYPE imgd_alert gauge\n", f);
+        for (int a = 0; a < _HEALTH_ALERT_MAX; a++)
+                fprintf(f, "imgd_alert{alert=\"%s\"} %d\n", health_alert_name(a),
+                        (g->alerts >> a) & 1 ? 1 : 0);
+        fputs("# HELP imgd_drain_seconds Predicted time to finish the backlog at the recent "
+              "rate (+Inf: not draining).\n"
+              "# TYPE imgd_drain_seconds gauge\n", f);
+        if (isinf(g->drain_s))
+                fputs("imgd_drain_seconds +Inf\n", f);
+        else
+                fprintf(f, "imgd_drain_seconds %.3f\n", g->drain_s);
+        fprintf(f,
+                "# HELP imgd_error_rate Failed share of the attempts of the last 5 minutes.\n"
+                "# TYPE imgd_error_rate gauge\n"
+                "imgd_error_rate %.4f\n"
+                "# HELP imgd_finished_per_second Jobs finished (done or dead) per second, "
+                "recently.\n"
+                "# TYPE imgd_finished_per_second gauge\n"
+                "imgd_finished_per_second %.4f\n",
+                g->error_rate, g->finished_per_s);
         return ferror(f) ? -EIO : 0;
 }

@@ -66,6 +66,10 @@ struct scheduler {
                 bool failed;
         } outcomes[128];
         unsigned n_outcomes, next_outcome;
+        /* When recent jobs finished (done or dead), in a ring, for the drain rate. */
+        uint64_t finished[256];
+        unsigned n_finished, next_finished;
+        uint64_t started_usec; /* CLOCK_MONOTONIC */
         char owner[64];
 };
 
@@ -84,6 +88,7 @@ static uint64_t mono_now_usec(void)
 }
 
 static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
+static void note_finished(scheduler *s);
 
 static int64_t wall_now_us(void)
 {
@@ -230,8 +235,10 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
                 return;
         }
         metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
-        if (!retry)
+        if (!retry) {
+                note_finished(s);
                 quarantine(s, job);
+        }
         breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE, error);
         emit(s, retry ? "retry" : "dead", job,
              json_pack("{s:s, s:I}", "error", msg ?: error, "next_at_us", (json_int_t)next));
@@ -612,6 +619,77 @@ static void health_inputs_now(scheduler *s, struct health_inputs *in)
         in->error_rate = total >= 10 ? (double)failed / total : 0;
 }
 
+/* A job left the backlog for good (done or dead). */
+static void note_finished(scheduler *s)
+{
+        s->finished[s->next_finished] = mono_now_usec();
+        s->next_finished = (s->next_finished + 1) % ELEMENTSOF(s->finished);
+        if (s->n_finished < ELEMENTSOF(s->finished))
+                s->n_finished++;
+}
+
+/*
+ * Jobs finished per second over the error window (or since start, if shorter); when the ring
+ * holds only the newest of more jobs than that, over the span the ring covers. In
+ * *ret_window_us the span the rate is taken over.
+ */
+static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_window_us)
+{
+        uint64_t span = ERROR_WINDOW_USEC, oldest = now;
+        unsigned n = 0;
+
+        if (now - s->started_usec < span)
+                span = now - s->started_usec;
+        for (unsigned i = 0; i < s->n_finished; i++) {
+                if (now - s->finished[i] > ERROR_WINDOW_USEC)
+                        continue;
+                n++;
+                if (s->finished[i] < oldest)
+                        oldest = s->finished[i];
+        }
+        if (n == ELEMENTSOF(s->finished))
+                span = now - oldest;
+        *ret_window_us = span;
+        if (span < 1000000)
+                span = 1000000;
+        return (double)n / ((double)span / 1e6);
+}
+
+int scheduler_report(scheduler *s, struct scheduler_report *ret)
+{
+        uint64_t counts[_JOB_STATE_MAX] = {}, window = 0, now = mono_now_usec();
+        struct health_inputs in;
+        struct health_alert_inputs ai;
+        int r;
+
+        r = ledger_counts(s->ledger, counts);
+        health_inputs_now(s, &in);
+        *ret = (struct scheduler_report){
+                .score = health_score(&in, &s->cfg->health),
+                .level = health_level_name(health_level(s->health)),
+                .level_reason = health_reason(s->health),
+                .breaker = breaker_state_name(breaker_state(s->breaker)),
+                .breaker_reason = breaker_reason(s->breaker),
+                .queued = in.queued,
+                .backlog = counts[JOB_QUEUED] + counts[JOB_RETRY] + counts[JOB_RUNNING],
+                .oldest_queued_age_us = in.oldest_queued_age_us,
+                .error_rate = in.error_rate,
+                .finished_per_s = finished_per_s(s, now, &window),
+        };
+        ai = (struct health_alert_inputs){
+                .health = in,
+                .backlog = ret->backlog,
+                .finished_per_s = ret->finished_per_s,
+                .rate_window_us = window,
+                .breaker_state = ret->breaker,
+                .breaker_reason = ret->breaker_reason,
+                .level = health_level(s->health),
+                .level_reason = ret->level_reason,
+        };
+        health_alerts_evaluate(&ai, &s->cfg->alerts, &ret->alerts);
+        return r < 0 ? r : 0;
+}
+
 /* Hourly (and a minute after start): finished jobs older than prune_after_days go, except
  * each source's newest; the ledger stays small on a server that runs for years. */
 static int on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
@@ -853,6 +931,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         fault_point("ledger.after_complete");
         s->env_failures = 0;
         breaker_note(s, BREAKER_SUCCESS, NULL);
+        note_finished(s);
         double seconds = (double)(wall_now_us() - job->updated_us) / 1e6;
         log_job(LOG_INFO, job->id, job->source_path, NULL,
                 "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
@@ -934,6 +1013,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         s->ledger = l;
         s->last_progress_usec = mono_now_usec();
         snprintf(s->owner, sizeof s->owner, "imgd:%d", (int)getpid());
+        s->started_usec = mono_now_usec();
         o.userdata = s;
 
         r = metrics_new(&s->metrics);

@@ -1038,6 +1038,8 @@ static void test_top_not_a_tty(void **state)
         assert_null(strchr(out, '\033'));
         assert_contains(out, " running queued=0 running=0 retry=0 done=0");
         assert_contains(out, "workers=0/1");
+        assert_contains(out, " backlog=100% eta=0s ");
+        assert_contains(out, " alerts=0\n");
         free(out);
         assert_int_equal(tu_imgctl(&d, NULL, "top", "--iterations", "0", NULL), 2);
         tu_daemon_cleanup(&d);

@@ -638,7 +638,7 @@ static char *log_line_for(struct tu_daemon *d, const char *path, const char *con
                         if (next == '/' || isalnum((unsigned char)next) || next == '.' ||
                             next == '_' || next == '-')
                                 continue;
-                        for (size_t r = 0; reasons[r]; r++)
+                        for (size_t r = 0; reasons[r] && !found; r++)
                                 if (strstr(line, reasons[r]))
                                         found = strdup(line);
                         if (!found && ret_other && !*ret_other)

@@ -297,6 +297,18 @@ static void test_defaults(void **state)
         assert_int_equal(c->retry.max_delay_ms, 300000);
         assert_true(c->retry.jitter > 0.199 && c->retry.jitter < 0.201);
         assert_false(c->watches[0].recursive);
+        /* The alerts' defaults are health.h's. */
+        {
+                struct health_alerts_config a;
+
+                health_alerts_config_init(&a);
+                assert_true(c->alerts.error_rate == a.error_rate);
+                assert_int_equal(c->alerts.queued, a.queued);
+                assert_int_equal(c->alerts.oldest_us, a.oldest_us);
+                assert_int_equal(c->alerts.drain_us, a.drain_us);
+                assert_true(c->alerts.breaker == a.breaker && a.breaker);
+                assert_true(c->alerts.degraded == a.degraded && a.degraded);
+        }
 
         v = &c->pipelines[0].variants[0];
         assert_int_equal(v->fit, VARIANT_FIT_COVER);
@@ -348,6 +360,27 @@ static const char options_conf[] =
         "};\n";
 
 /* Every image option read into the variant, with the defaults of those not set. */
+/* The alerts group: each threshold, 0 and false turning one off, the rest left at defaults. */
+static void test_alerts(void **state)
+{
+        struct config *c = expect_ok("alerts = { error_rate = 0.2; queued = 50; oldest_s = 120;\n"
+                                     "  drain_s = 0; breaker = false; };\n" WATCH PIPE);
+
+        (void)state;
+        assert_true(c->alerts.error_rate > 0.199 && c->alerts.error_rate < 0.201);
+        assert_int_equal(c->alerts.queued, 50);
+        assert_int_equal(c->alerts.oldest_us, 120 * 1000000ULL);
+        assert_int_equal(c->alerts.drain_us, 0);
+        assert_false(c->alerts.breaker);
+        assert_true(c->alerts.degraded);
+        config_free(c);
+        c = expect_ok("alerts = { error_rate = 0; degraded = false; };\n" WATCH PIPE);
+        assert_true(c->alerts.error_rate == 0);
+        assert_false(c->alerts.degraded);
+        assert_int_equal(c->alerts.queued, 1000);
+        config_free(c);
+}
+
 static void test_image_options(void **state)
 {
         struct config *c = expect_ok(options_conf);
@@ -566,6 +599,17 @@ static const struct bad_case bad_cases[] = {
         { "limits = 5;\n" WATCH PIPE, -EINVAL, "limits", { "'limits' must be a group" } },
         { "retry = { jitter = \"x\"; };\n" WATCH PIPE, -EINVAL, "jitter",
           { "'jitter' must be a number" } },
+        { "alerts = 5;\n" WATCH PIPE, -EINVAL, "alerts", { "'alerts' must be a group" } },
+        { "alerts = {\n queue = 5; };\n" WATCH PIPE, -EINVAL, "queue",
+          { "unknown setting 'queue' in alerts" } },
+        { "alerts = {\n error_rate = 1.5; };\n" WATCH PIPE, -EINVAL, "error_rate",
+          { "alerts: 'error_rate' must be from 0 (off) to 1, not 1.5" } },
+        { "alerts = {\n queued = -1; };\n" WATCH PIPE, -EINVAL, "queued",
+          { "alerts: 'queued'" } },
+        { "alerts = {\n drain_s = 1.5; };\n" WATCH PIPE, -EINVAL, "drain_s",
+          { "alerts: 'drain_s' must be an integer" } },
+        { "alerts = {\n breaker = 1; };\n" WATCH PIPE, -EINVAL, "breaker",
+          { "alerts: 'breaker' must be true or false" } },
 
         /* Paths. */
         { "state_dir = \"var/lib/imgd\";\n" WATCH PIPE, -EINVAL, "state_dir",
@@ -1168,6 +1212,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_full),
                 cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_alerts),
                 cmocka_unit_test(test_image_options),
                 cmocka_unit_test(test_variant_json),
                 cmocka_unit_test(test_bad),

@@ -643,6 +643,15 @@ static void test_disk_full(void **state)
         /* The breaker opened on the repeated output failures, and probes after cool-downs. */
         assert_true(tu_log_contains(&d, "circuit breaker open"));
         assert_true(tu_log_contains(&d, "half-open"));
+        /* Not closed (open, or half-open on a probe): an alert, and status says so. */
+        {
+                char *out = NULL;
+
+                assert_int_equal(tu_imgctl(&d, &out, "status", NULL), 1);
+                if (!out || !strstr(out, "ALERT    circuit breaker "))
+                        fail_msg("no breaker alert in imgctl status:\n%s", out ? out : "");
+                free(out);
+        }
         assert_int_equal(job_attempts(&d, "dead"), -1);
         assert_int_equal(job_attempts(&d, "done"), -1);
         assert_true(job_attempts(&d, "queued") <= 0);
@@ -652,6 +661,14 @@ static void test_disk_full(void **state)
         assert_int_equal(unlink(flag), 0);
         tu_daemon_wait_idle(&d, 60);
         assert_true(tu_log_contains(&d, "circuit breaker closed"));
+        {
+                char *out = NULL;
+
+                (void)tu_imgctl(&d, &out, "status", NULL); /* the error rate may still alert */
+                if (!out || !strstr(out, "breaker  closed") || strstr(out, "ALERT    circuit"))
+                        fail_msg("the breaker alert outlived the breaker:\n%s", out ? out : "");
+                free(out);
+        }
         c = check(&d, true);
         print_counts("disk full", &c, 0);
         assert_clean(&c, 2);

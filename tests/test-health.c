@@ -4,7 +4,9 @@
  * each level at its thresholds (and not just below them), escalation is immediate, recovery
  * waits recover_us and goes one level per recover_us, a sample at the level restarts the
  * wait, reason strings, the health score (100 when idle, at the level boundaries, monotonic
- * in each input), the quality, effort and variant helpers, and configuration checks.
+ * in each input), the quality, effort and variant helpers, configuration checks, and the
+ * alerts (each at its threshold and not below it, turned off by 0, the drain prediction and
+ * the not-draining rule, breaker and level, their messages).
  */
 #include <errno.h>
 #include <math.h>
@@ -13,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -426,6 +429,199 @@ static void test_variant_enabled(void **state)
         assert_false(health_variant_enabled(false, HEALTH_PAUSED));
 }
 
+/* ---- alerts ---------------------------------------------------------------------------- */
+
+/* Quiet inputs for the alerts: nothing waiting, breaker closed, full level. */
+static struct health_alert_inputs quiet(void)
+{
+        return (struct health_alert_inputs){ .breaker_state = "closed",
+                                             .level = HEALTH_FULL,
+                                             .rate_window_us = 5 * MIN_US };
+}
+
+static unsigned alerts_of(const struct health_alert_inputs *in,
+                          const struct health_alerts_config *c, struct health_alert_report *r)
+{
+        health_alerts_evaluate(in, c, r);
+        for (int a = 0; a < _HEALTH_ALERT_MAX; a++)
+                if (((r->active >> a) & 1) != (r->text[a][0] != '\0'))
+                        fail_msg("alert %s: active %u but message \"%s\"", health_alert_name(a),
+                                 (r->active >> a) & 1, r->text[a]);
+        return r->active;
+}
+
+#define BIT(a) (1u << (a))
+
+static void assert_has(const char *text, const char *part)
+{
+        if (!strstr(text, part))
+                fail_msg("\"%s\" does not contain \"%s\"", text, part);
+}
+
+static void test_alerts_defaults_and_names(void **state)
+{
+        struct health_alerts_config c;
+        struct health_alert_inputs in = quiet();
+        struct health_alert_report r;
+
+        (void)state;
+        health_alerts_config_init(&c);
+        assert_close(c.error_rate, 0.10);
+        assert_int_equal(c.queued, 1000);
+        assert_int_equal(c.oldest_us, 10 * MIN_US);
+        assert_int_equal(c.drain_us, 60 * MIN_US);
+        assert_true(c.breaker);
+        assert_true(c.degraded);
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        assert_int_equal(r.drain_us, 0);
+
+        assert_string_equal(health_alert_name(HEALTH_ALERT_ERROR_RATE), "error_rate");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_QUEUED), "queue_depth");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_OLDEST), "queue_age");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_DRAIN), "drain_time");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_BREAKER), "breaker");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_DEGRADED), "degraded");
+        assert_null(health_alert_name(_HEALTH_ALERT_MAX));
+        assert_null(health_alert_name((enum health_alert)-1));
+}
+
+/* Each threshold raises its alert at the threshold, not just below it, and 0 turns it off. */
+static void test_alerts_thresholds(void **state)
+{
+        struct health_alerts_config c;
+        struct health_alert_inputs in;
+        struct health_alert_report r;
+
+        (void)state;
+        health_alerts_config_init(&c);
+
+        in = quiet();
+        in.health.error_rate = 0.0999;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        in.health.error_rate = 0.10;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_ERROR_RATE));
+        assert_has(r.text[HEALTH_ALERT_ERROR_RATE], "error rate 10% of recent attempts (alert at 10%)");
+        in.health.error_rate = NAN;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+
+        /* Queue depth, with the backlog draining fast enough not to alert. */
+        in = quiet();
+        in.health.queued = in.backlog = 999;
+        in.finished_per_s = 100;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        in.health.queued = in.backlog = 1000;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_QUEUED));
+        assert_string_equal(r.text[HEALTH_ALERT_QUEUED], "1000 jobs waiting (alert at 1000)");
+        c.queued = 0;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        health_alerts_config_init(&c);
+
+        /* Age of the oldest queued job; only while something is queued. */
+        in = quiet();
+        in.health.queued = in.backlog = 3;
+        in.finished_per_s = 1;
+        in.health.oldest_queued_age_us = 10 * MIN_US - 1;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        in.health.oldest_queued_age_us = 12 * MIN_US;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_OLDEST));
+        assert_string_equal(r.text[HEALTH_ALERT_OLDEST],
+                            "oldest queued job waiting 12 min (alert at 10 min)");
+        in.health.queued = 0;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        c.oldest_us = 0;
+        in.health.queued = 3;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+}
+
+static void test_alerts_drain(void **state)
+{
+        struct health_alerts_config c;
+        struct health_alert_inputs in = quiet();
+        struct health_alert_report r;
+
+        (void)state;
+        assert_int_equal(health_drain_us(0, 0), 0);
+        assert_int_equal(health_drain_us(0, 5), 0);
+        assert_true(health_drain_us(10, 0) == HEALTH_DRAIN_NEVER);
+        assert_true(health_drain_us(10, -1) == HEALTH_DRAIN_NEVER);
+        assert_true(health_drain_us(10, NAN) == HEALTH_DRAIN_NEVER);
+        assert_int_equal(health_drain_us(10, 2.0), 5 * S_US);
+        assert_true(health_drain_us(UINT64_MAX, 1e-300) < HEALTH_DRAIN_NEVER);
+
+        health_alerts_config_init(&c);
+        /* 100 jobs at 1 a second: 100 s, fine; at 0.01 a second: 10000 s, over an hour. */
+        in.health.queued = in.backlog = 100;
+        in.finished_per_s = 1;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        assert_int_equal(r.drain_us, 100 * S_US);
+        in.finished_per_s = 0.01;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_DRAIN));
+        assert_int_equal(r.drain_us, 10000 * S_US);
+        assert_has(r.text[HEALTH_ALERT_DRAIN], "backlog of 100 jobs drains in about 2 h at 0.01 "
+                                               "jobs/s (alert at 60 min)");
+
+        /* Nothing finishing: not an alert while the oldest job is fresh (it may just have
+         * arrived), an alert once it has waited HEALTH_STALL_US. */
+        in.finished_per_s = 0;
+        in.health.oldest_queued_age_us = HEALTH_STALL_US - 1;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        assert_true(r.drain_us == HEALTH_DRAIN_NEVER);
+        in.health.oldest_queued_age_us = HEALTH_STALL_US;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_DRAIN));
+        assert_string_equal(r.text[HEALTH_ALERT_DRAIN], "backlog of 100 jobs is not draining: "
+                                                        "none finished in the last 5 min");
+        /* Only running jobs (none queued): they are being worked on, no alert. */
+        in.health.queued = 0;
+        in.backlog = 2;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+        /* Off. */
+        in.health.queued = 100;
+        c.drain_us = 0;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+}
+
+static void test_alerts_breaker_and_level(void **state)
+{
+        struct health_alerts_config c;
+        struct health_alert_inputs in = quiet();
+        struct health_alert_report r;
+
+        (void)state;
+        health_alerts_config_init(&c);
+        in.breaker_state = "open";
+        in.breaker_reason = "3 output failures in a row: No space left on device";
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_BREAKER));
+        assert_string_equal(r.text[HEALTH_ALERT_BREAKER],
+                            "circuit breaker open: 3 output failures in a row: No space left on "
+                            "device");
+        in.breaker_state = "half-open";
+        in.breaker_reason = NULL;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_BREAKER));
+        assert_string_equal(r.text[HEALTH_ALERT_BREAKER], "circuit breaker half-open");
+        c.breaker = false;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+
+        in = quiet();
+        in.level = HEALTH_REDUCED;
+        in.level_reason = "2400 jobs queued (reduced at 500)";
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_DEGRADED));
+        assert_string_equal(r.text[HEALTH_ALERT_DEGRADED],
+                            "degradation level reduced: 2400 jobs queued (reduced at 500)");
+        c.degraded = false;
+        assert_int_equal(alerts_of(&in, &c, &r), 0);
+
+        /* Several at once, each with its own message. */
+        health_alerts_config_init(&c);
+        in.breaker_state = "open";
+        in.health.error_rate = 0.5;
+        in.health.queued = in.backlog = 5000;
+        in.finished_per_s = 0.5;
+        assert_int_equal(alerts_of(&in, &c, &r),
+                         BIT(HEALTH_ALERT_ERROR_RATE) | BIT(HEALTH_ALERT_QUEUED) |
+                             BIT(HEALTH_ALERT_DRAIN) | BIT(HEALTH_ALERT_BREAKER) |
+                             BIT(HEALTH_ALERT_DEGRADED));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -443,6 +639,10 @@ int main(void)
                 cmocka_unit_test(test_quality),
                 cmocka_unit_test(test_effort),
                 cmocka_unit_test(test_variant_enabled),
+                cmocka_unit_test(test_alerts_defaults_and_names),
+                cmocka_unit_test(test_alerts_thresholds),
+                cmocka_unit_test(test_alerts_drain),
+                cmocka_unit_test(test_alerts_breaker_and_level),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

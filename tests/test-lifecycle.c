@@ -261,6 +261,144 @@ static void test_journal_fields(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* The number of jobs in `state`, from `imgctl status --json` (whatever its exit status). */
+static long status_jobs(struct tu_daemon *d, const char *state)
+{
+        char *out = NULL;
+        json_t *j;
+        long n;
+
+        (void)tu_imgctl(d, &out, "status", "--json", NULL);
+        j = json_loads(out ? out : "", 0, NULL);
+        free(out);
+        assert_non_null(j);
+        n = (long)json_integer_value(json_object_get(json_object_get(j, "jobs"), state));
+        json_decref(j);
+        return n;
+}
+
+static void drop_image(struct tu_daemon *d, const char *name)
+{
+        char *p = tu_path("%s/%s", d->uploads, name);
+
+        tu_make_image(p, 300, 200, "jpeg", false);
+        free(p);
+}
+
+static void assert_contains(const char *text, const char *part)
+{
+        if (!text || !strstr(text, part))
+                fail_msg("\"%s\" not found in:\n%s", part, text ? text : "(nothing)");
+}
+
+static void assert_lacks(const char *text, const char *part)
+{
+        if (text && strstr(text, part))
+                fail_msg("\"%s\" found in:\n%s", part, text);
+}
+
+/*
+ * Alerts: with thresholds of 2 waiting jobs, 1 s of age and 1 s of predicted drain time, a
+ * paused daemon with 3 jobs waiting makes `imgctl status` (and --json) exit 1 naming each
+ * alert, sets the imgd_alert gauges, and names them on the STATUS= line; once resumed and
+ * idle, status exits 0 and the alerts are gone everywhere.
+ */
+static void test_alerts(void **state)
+{
+        struct tu_daemon d;
+        struct notify_listener n;
+        char *out = NULL;
+        json_t *j;
+        size_t pos;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_1, 1, "alerts = { queued = 2; oldest_s = 1; drain_s = 1; };");
+        listener_open(&n, d.root);
+        tu_daemon_start(&d);
+        pos = listener_expect(&n, 0, "READY=1", 5000);
+
+        assert_int_equal(tu_imgctl(&d, &out, "status", NULL), 0);
+        assert_contains(out, "backlog  none");
+        assert_lacks(out, "ALERT");
+        free(out);
+        assert_int_equal(tu_imgctl(&d, &out, "metrics", NULL), 0);
+        assert_contains(out, "imgd_alert{alert=\"queue_depth\"} 0\n");
+        assert_contains(out, "imgd_drain_seconds 0.000\n");
+        free(out);
+
+        /* One job done first, so that jobs are known to finish at some rate. */
+        drop_image(&d, "first.jpg");
+        tu_daemon_wait_idle(&d, 30);
+
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        drop_image(&d, "a.jpg");
+        drop_image(&d, "b.jpg");
+        drop_image(&d, "c.jpg");
+        for (int waited = 0; status_jobs(&d, "queued") < 3; waited += 50) {
+                assert_true(waited < 20000);
+                usleep(50 * 1000);
+        }
+        usleep(1100 * 1000); /* the oldest has waited over 1 s */
+
+        assert_int_equal(tu_imgctl(&d, &out, "status", NULL), 1);
+        assert_contains(out, "ALERT    3 jobs waiting (alert at 2)\n");
+        assert_contains(out, "ALERT    oldest queued job waiting ");
+        assert_contains(out, "ALERT    backlog of 3 jobs drains in about ");
+        assert_contains(out, "backlog  3 jobs, drained in about ");
+        assert_lacks(out, "circuit breaker");
+        free(out);
+
+        assert_int_equal(tu_imgctl(&d, &out, "status", "--json", NULL), 1);
+        j = json_loads(out, 0, NULL);
+        assert_non_null(j);
+        {
+                const json_t *alerts = json_object_get(j, "alerts");
+                const char *want[] = { "queue_depth", "queue_age", "drain_time" };
+
+                assert_int_equal(json_array_size(alerts), 3);
+                for (size_t i = 0; i < 3; i++)
+                        assert_string_equal(
+                            json_string_value(json_object_get(json_array_get(alerts, i), "alert")),
+                            want[i]);
+                assert_int_equal(
+                    json_integer_value(json_object_get(json_object_get(j, "health"), "backlog")),
+                    3);
+                assert_true(json_real_value(json_object_get(json_object_get(j, "health"),
+                                                            "finished_per_s")) > 0);
+        }
+        json_decref(j);
+        free(out);
+
+        assert_int_equal(tu_imgctl(&d, &out, "metrics", NULL), 0);
+        assert_contains(out, "imgd_alert{alert=\"queue_depth\"} 1\n");
+        assert_contains(out, "imgd_alert{alert=\"queue_age\"} 1\n");
+        assert_contains(out, "imgd_alert{alert=\"drain_time\"} 1\n");
+        assert_contains(out, "imgd_alert{alert=\"breaker\"} 0\n");
+        assert_contains(out, "imgd_alert{alert=\"degraded\"} 0\n");
+        free(out);
+        pos = listener_expect(&n, pos, "ALERT: queue_depth, queue_age, drain_time, breaker closed",
+                              5000);
+
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(tu_imgctl(&d, &out, "status", NULL), 0);
+        assert_lacks(out, "ALERT");
+        free(out);
+        /* The next STATUS= line: nothing queued, no alert. */
+        pos = listener_expect(&n, pos, "STATUS=0 queued, 0 running, 0 retry, 0 dead, level full",
+                              5000);
+        {
+                const char *end = strchr(n.log + pos, '|');
+                char *line = strndup(n.log + pos, end ? (size_t)(end - (n.log + pos)) : 256);
+
+                assert_lacks(line, "ALERT");
+                assert_contains(line, "breaker closed");
+                free(line);
+        }
+        listener_close(&n);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -268,6 +406,7 @@ int main(void)
                 cmocka_unit_test(test_reload),
                 cmocka_unit_test(test_sigterm_while_busy),
                 cmocka_unit_test(test_journal_fields),
+                cmocka_unit_test(test_alerts),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

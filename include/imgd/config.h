@@ -83,6 +83,7 @@ struct config {
         unsigned prune_after_days; /* finished jobs older than this are pruned; 0: never */
         bool degradation;          /* graceful degradation on; default true */
         struct health_config health; /* its thresholds (health.h) */
+        struct health_alerts_config alerts; /* when status reports an alert (health.h) */
         char *control_group;       /* group whose members may use the socket; NULL: none */
 };
 

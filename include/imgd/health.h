@@ -146,3 +146,81 @@ bool health_variant_enabled(bool essential, enum health_level l);
 
 /* The invariants of h, for assert(health_check(h)). */
 bool health_check(const health *h);
+
+/* ---- alerts ------------------------------------------------------------------------------
+ *
+ * Conditions an operator is paged for, evaluated from one sample (no hysteresis: an alert is
+ * active exactly while its condition holds). `imgctl status` lists the active ones and exits
+ * non-zero while any is, metrics carry one imgd_alert gauge per kind, the STATUS= line names
+ * them. Defaults (health_alerts_config_init), 0 (or false) turning one off:
+ *
+ *      error_rate   0.10    failed share of the recent attempts (the health input above)
+ *      queued       1000    jobs waiting (queued and retry)
+ *      oldest_us    10 min  age of the oldest queued job
+ *      drain_us     60 min  predicted time to finish the backlog at the recent rate, or
+ *                           a backlog that is not draining at all (see health_drain_us)
+ *      breaker      true    the circuit breaker is not closed
+ *      degraded     true    the degradation level is not full
+ */
+enum health_alert {
+        HEALTH_ALERT_ERROR_RATE,
+        HEALTH_ALERT_QUEUED,
+        HEALTH_ALERT_OLDEST,
+        HEALTH_ALERT_DRAIN,
+        HEALTH_ALERT_BREAKER,
+        HEALTH_ALERT_DEGRADED,
+        _HEALTH_ALERT_MAX,
+};
+
+#define HEALTH_ALERT_TEXT_MAX 256 /* bytes of one alert's message, with its NUL */
+/* A backlog with no job finished this long, its oldest job waiting this long, is stalled. */
+#define HEALTH_STALL_US (60 * UINT64_C(1000000))
+#define HEALTH_DRAIN_NEVER UINT64_MAX
+
+struct health_alerts_config {
+        double error_rate;
+        uint64_t queued;
+        uint64_t oldest_us;
+        uint64_t drain_us;
+        bool breaker;
+        bool degraded;
+};
+
+struct health_alert_inputs {
+        struct health_inputs health; /* queued, oldest_queued_age_us, error_rate are used */
+        uint64_t backlog;            /* jobs still to finish: queued, retry and running */
+        double finished_per_s;       /* jobs finished (done or dead) per second, recently */
+        uint64_t rate_window_us;     /* what "recently" is, for the message */
+        const char *breaker_state;   /* "closed", "half-open", "open" */
+        const char *breaker_reason;  /* may be NULL or "" */
+        enum health_level level;
+        const char *level_reason; /* health_reason(); may be NULL or "" */
+};
+
+struct health_alert_report {
+        unsigned active;                                      /* bit (1 << enum health_alert) */
+        char text[_HEALTH_ALERT_MAX][HEALTH_ALERT_TEXT_MAX]; /* "" where not active */
+        uint64_t drain_us; /* health_drain_us() of the inputs */
+};
+
+void health_alerts_config_init(struct health_alerts_config *c);
+
+/*
+ * The predicted time to finish backlog jobs at per_s jobs a second: 0 for an empty backlog,
+ * HEALTH_DRAIN_NEVER when there is a backlog and no job finishes (per_s <= 0 or NaN).
+ */
+uint64_t health_drain_us(uint64_t backlog, double per_s);
+
+/*
+ * Evaluates every alert of c on in into *ret, each active one with a message naming the value
+ * and the threshold ("1200 jobs waiting (alert at 1000)"). The drain alert is active when the
+ * predicted drain time is over c->drain_us, or when the backlog is not draining (no job
+ * finished recently) while its oldest queued job has waited HEALTH_STALL_US or more.
+ */
+void health_alerts_evaluate(const struct health_alert_inputs *in,
+                            const struct health_alerts_config *c,
+                            struct health_alert_report *ret);
+
+/* "error_rate", "queue_depth", "queue_age", "drain_time", "breaker", "degraded"; NULL for a
+ * value out of range. These are the label values of imgd_alert in the metrics. */
+const char *health_alert_name(enum health_alert a);

@@ -33,6 +33,10 @@ struct metrics_gauges {
         int breaker_state;         /* 0 closed, 1 half-open, 2 open */
         int degradation_level;     /* 0 full, 1 reduced, 2 essential, 3 paused */
         double health_score;       /* 0..100 */
+        unsigned alerts;           /* active alerts: bit (1 << enum health_alert) */
+        double drain_s;            /* predicted time to drain the backlog; INFINITY: never */
+        double error_rate;         /* failed share of the recent attempts, 0..1 */
+        double finished_per_s;     /* jobs finished (done or dead) per second, recently */
         uint64_t rss_bytes;        /* the daemon's resident set */
         uint64_t workers_busy;
         uint64_t workers_total;

@@ -73,6 +73,25 @@ const char *scheduler_breaker(const scheduler *s, const char **ret_reason);
  * in *ret_score and what drives the level in *ret_reason (both may be NULL). */
 const char *scheduler_health(scheduler *s, double *ret_score, const char **ret_reason);
 
+/* How the service is doing right now, for status, metrics and the STATUS= line. */
+struct scheduler_report {
+        double score;               /* health_score(), 0..100 */
+        const char *level;          /* "full", "reduced", "essential", "paused" */
+        const char *level_reason;   /* health_reason(); "" at full */
+        const char *breaker;        /* "closed", "half-open", "open" */
+        const char *breaker_reason; /* "" while closed */
+        uint64_t queued;            /* queued and retry */
+        uint64_t backlog;           /* queued, retry and running */
+        uint64_t oldest_queued_age_us;
+        double error_rate;          /* failed share of the recent attempts */
+        double finished_per_s;      /* jobs finished (done or dead) per second, recently */
+        struct health_alert_report alerts; /* against the configuration's alerts */
+};
+
+/* Fills *ret (its strings owned by s, valid until the scheduler next runs). Returns 0, or a
+ * negative errno when the ledger cannot be read (the report then holds what was known). */
+int scheduler_report(scheduler *s, struct scheduler_report *ret);
+
 /* The scheduler's metrics (owned by the scheduler). */
 metrics *scheduler_metrics(scheduler *s);
 
