@@ -8,7 +8,8 @@
  *            level, its watches, its workers, and the number of jobs in every state
  *   jobs     the newest jobs, filtered by "state", "watch", "since" (microseconds since the
  *            epoch) and "limit" (1..10000, default 50)
- *   show     one job ("id") with its outputs and its error history
+ *   show     one job ("id") with its outputs, its error history and, for a pipeline with
+ *            placeholder = true, the placeholder its render reported
  *   retry    a dead job ("id") or dead jobs ("dead": true, at most API_RETRY_BATCH a
  *            request; the answer says how many remain) back to queued
  *   cancel   a queued, retry or dead job ("id"); a running one is refused
@@ -467,6 +468,36 @@ static json_t *errors_to_json(const struct job_detail *d)
         return TAKE_PTR(arr);
 }
 
+/*
+ * The placeholder the render reported for j (its "info", which the scheduler writes from the
+ * worker's reply): {"blurhash", "dominant", "data_uri"}, each a string or null, or null when
+ * the job has none (its pipeline has no placeholder, or it is not rendered yet). Only those
+ * three members are passed on. NULL when out of memory.
+ */
+static json_t *placeholder_to_json(const struct job *j)
+{
+        static const char *const keys[] = { "blurhash", "dominant", "data_uri" };
+        _cleanup_(json_decrefp) json_t *info = NULL, *out = NULL;
+        const json_t *ph;
+
+        if (!j->info)
+                return json_null();
+        info = json_loads(j->info, 0, NULL);
+        ph = json_object_get(info, "placeholder");
+        if (!json_is_object(ph))
+                return json_null();
+        out = json_object();
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                const char *v = json_string_value(json_object_get(ph, keys[i]));
+
+                if (json_object_set_new(out, keys[i], text_or_null(v)) < 0)
+                        return NULL;
+        }
+        return TAKE_PTR(out);
+}
+
 static int api_show(struct api_context *ctx, const json_t *request, json_t **ret_result,
                     char **ret_error)
 {
@@ -497,7 +528,8 @@ static int api_show(struct api_context *ctx, const json_t *request, json_t **ret
                 return -ENOMEM;
         if (json_object_set_new(job, "output_key", text_or_null(d->job.output_key)) < 0 ||
             json_object_set_new(job, "outputs", outputs_to_json(d)) < 0 ||
-            json_object_set_new(job, "errors", errors_to_json(d)) < 0)
+            json_object_set_new(job, "errors", errors_to_json(d)) < 0 ||
+            json_object_set_new(job, "placeholder", placeholder_to_json(&d->job)) < 0)
                 return -ENOMEM;
 
         result = json_pack("{s:O}", "job", job);

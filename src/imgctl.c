@@ -627,9 +627,10 @@ static const char help_jobs[] =
 
 static const char help_show[] =
         "    Show job JOB (its numeric ID, as listed by jobs): source, watch, pipeline,\n"
-        "    output key, content SHA-256, state, attempts, times, and last error; then\n"
-        "    the outputs it published (variant, format, size, path) and the error of\n"
-        "    every failed attempt.\n"
+        "    output key, content SHA-256, state, attempts, times, and last error; the\n"
+        "    placeholder (BlurHash, dominant colour, data: URI) where its pipeline has\n"
+        "    placeholder = true; then the outputs it published (variant, format, size,\n"
+        "    path) and the error of every failed attempt.\n"
         "\n"
         "    --json    print the daemon's answer as indented JSON instead\n";
 
@@ -1251,6 +1252,7 @@ static void print_job(const json_t *job)
 {
         const json_t *outputs = json_object_get(job, "outputs");
         const json_t *errors = json_object_get(job, "errors");
+        const json_t *placeholder = json_object_get(job, "placeholder");
         const char *state = get_str(job, "state", "?");
         char buf[64];
         struct table t;
@@ -1275,6 +1277,11 @@ static void print_job(const json_t *job)
         }
         if (json_is_string(json_object_get(job, "error")))
                 print_field("error:", get_str(job, "error", ""));
+        if (json_is_object(placeholder)) {
+                print_field("blurhash:", get_str(placeholder, "blurhash", "-"));
+                print_field("dominant:", get_str(placeholder, "dominant", "-"));
+                print_field("data URI:", get_str(placeholder, "data_uri", "-"));
+        }
 
         printf("\noutputs:\n");
         if (json_array_size(outputs) == 0) {

@@ -182,6 +182,8 @@ static void test_end_to_end(void **state)
         assert_int_equal(json_array_size(outs), 3);
         assert_int_equal(json_integer_value(json_object_get(json_array_get(outs, 2), "width")),
                          400);
+        /* A pipeline without placeholder = true has none. */
+        assert_true(json_is_null(json_object_get(json_object_get(show, "job"), "placeholder")));
         json_decref(show);
         json_decref(jobs);
 

@@ -10,7 +10,11 @@
  *    completion offers the command and its options. Adding an imgctl command therefore
  *    means documenting it and completing it;
  *  - the completion, sourced into a plain bash (no bash-completion package needed), finds
- *    its function with `complete -p imgctl` and answers a few real inputs.
+ *    its function with `complete -p imgctl` and answers a few real inputs;
+ *  - imgd.conf(5) keeps up with src/config.c: every setting name that config.c accepts (the
+ *    strings of its `keys[] = { ..., NULL }` arrays, which check_keys() holds every group
+ *    to) is the tag of a .TP paragraph in the page, and no tag that looks like a setting
+ *    (a lower-case word with an underscore) names one that config.c does not accept.
  *
  * groff (Debian package groff-base) must be installed; scripts/deps.sh --tests installs it.
  * A missing groff fails the test rather than skipping it.
@@ -23,6 +27,7 @@
 #include "testutil.h"
 
 #define MAN_DIR IMGD_SOURCE_DIR "/man"
+#define CONFIG_SOURCE IMGD_SOURCE_DIR "/src/config.c"
 #define COMPLETION IMGD_SOURCE_DIR "/completion/imgctl.bash"
 
 static char *find_program(const char *name, const char *package)
@@ -381,6 +386,143 @@ static void test_imgd_in_step(void **state)
         free(page);
 }
 
+/* ---- imgd.conf(5) in step with src/config.c ----------------------------------------------- */
+
+/* Appends " word " to the set (a space-separated string with a space at both ends) once. */
+static char *set_add(char *set, const char *word, size_t n)
+{
+        char *w = tu_path(" %.*s ", (int)n, word), *with;
+
+        if (!strstr(set, w)) {
+                with = tu_path("%s%s", set, w + 1);
+                free(set);
+                set = with;
+        }
+        free(w);
+        return set;
+}
+
+static bool set_has(const char *set, const char *word)
+{
+        char *w = tu_path(" %s ", word);
+        bool found = strstr(set, w) != NULL;
+
+        free(w);
+        return found;
+}
+
+/*
+ * The setting names src/config.c accepts: every string literal between "keys[] = {" and
+ * the NULL that ends the array. *ret_arrays: how many such arrays there were.
+ */
+static char *config_keys(unsigned *ret_arrays)
+{
+        char *source = tu_read_file(CONFIG_SOURCE, NULL), *keys = strdup(" ");
+        unsigned arrays = 0;
+
+        if (!source)
+                fail_msg("cannot read %s", CONFIG_SOURCE);
+        assert_non_null(keys);
+        for (const char *p = strstr(source, "keys[] = {"); p; p = strstr(p, "keys[] = {")) {
+                const char *end = strstr(p, "NULL");
+
+                assert_non_null(end);
+                arrays++;
+                for (p = strchr(p, '{'); (p = strchr(p, '"')) && p < end;) {
+                        const char *q = strchr(p + 1, '"');
+
+                        assert_non_null(q);
+                        keys = set_add(keys, p + 1, (size_t)(q - p - 1));
+                        p = q + 1;
+                }
+                p = end;
+        }
+        free(source);
+        *ret_arrays = arrays;
+        return keys;
+}
+
+/*
+ * The words of the page's .TP tags (the line after each .TP), font escapes and macros
+ * removed: ".BR width \", \" height" gives "width" and "height".
+ */
+static char *tag_words(const char *page)
+{
+        char *words = strdup(" ");
+
+        assert_non_null(words);
+        for (const char *p = strstr(page, "\n.TP\n"); p; p = strstr(p, "\n.TP\n")) {
+                const char *tag = p + 5, *eol = strchr(tag, '\n');
+
+                if (!eol)
+                        break;
+                if (*tag == '.') /* the macro: .B, .BR, .BI, ... */
+                        tag += strcspn(tag, " \n");
+                for (const char *c = tag; c < eol;) {
+                        size_t n;
+
+                        if (c[0] == '\\' && c[1] == 'f' && c + 2 < eol) {
+                                c += 3; /* \fB, \fI, \fR, \fP */
+                                continue;
+                        }
+                        n = strspn(c, "abcdefghijklmnopqrstuvwxyz0123456789_");
+                        if (n > (size_t)(eol - c))
+                                n = (size_t)(eol - c);
+                        if (n == 0) {
+                                c++;
+                                continue;
+                        }
+                        words = set_add(words, c, n);
+                        c += n;
+                }
+                p = eol - 1;
+        }
+        return words;
+}
+
+static void test_imgd_conf_in_step(void **state)
+{
+        char *page = read_page("imgd.conf.5"), *keys, *tags, *save = NULL, *list;
+        unsigned arrays = 0, n = 0;
+
+        (void)state;
+        keys = config_keys(&arrays);
+        /* The extraction still works: the groups and a few settings it must find. */
+        if (arrays < 10)
+                fail_msg("found only %u keys[] arrays in %s", arrays, CONFIG_SOURCE);
+        assert_true(set_has(keys, "state_dir"));
+        assert_true(set_has(keys, "max_bytes_strict"));
+        assert_true(set_has(keys, "worker_failure_rate"));
+        assert_true(set_has(keys, "hook_timeout"));
+        assert_true(set_has(keys, "placeholder"));
+        assert_true(set_has(keys, "opacity"));
+
+        tags = tag_words(page);
+        list = strdup(keys);
+        assert_non_null(list);
+        for (char *k = strtok_r(list, " ", &save); k; k = strtok_r(NULL, " ", &save)) {
+                n++;
+                if (!set_has(tags, k))
+                        fail_msg("imgd.conf.5 does not document the setting '%s' that %s "
+                                 "accepts (as a .TP tag)",
+                                 k, CONFIG_SOURCE);
+        }
+        assert_true(n >= 60);
+        free(list);
+
+        /* Nothing invented: a tag like a setting name is one config.c accepts. */
+        list = strdup(tags);
+        assert_non_null(list);
+        for (char *t = strtok_r(list, " ", &save); t; t = strtok_r(NULL, " ", &save))
+                if (strchr(t, '_') && !set_has(keys, t))
+                        fail_msg("imgd.conf.5 documents a setting '%s' that %s does not accept",
+                                 t, CONFIG_SOURCE);
+        free(list);
+        free(tags);
+        free(keys);
+        free(page);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -390,6 +532,7 @@ int main(void)
                 cmocka_unit_test(test_completion),
                 cmocka_unit_test(test_imgctl_in_step),
                 cmocka_unit_test(test_imgd_in_step),
+                cmocka_unit_test(test_imgd_conf_in_step),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -653,14 +653,17 @@ static void test_animated(void **state)
 }
 
 /*
- * A pipeline written as a group with placeholder = true runs like any other. (The
- * placeholder itself reaches the ledger once the daemon asks workers for it; the worker's
- * part is tested in test-render.)
+ * A pipeline written as a group with placeholder = true runs like any other, and its
+ * placeholder reaches the manifest and `imgctl show`, human and --json. (How the worker
+ * computes it is tested in test-render.)
  */
 static void test_placeholder_pipeline(void **state)
 {
         struct tu_daemon d;
-        char *p;
+        json_t *jobs, *show, *ph, *manifest;
+        const char *blurhash, *dominant, *data_uri;
+        char *p, *out = NULL, *line, ids[32];
+        json_error_t jerr;
 
         tu_daemon_setup(&d,
                         "{ placeholder = true;"
@@ -679,6 +682,53 @@ static void test_placeholder_pipeline(void **state)
                 assert_size(s, 64, 64);
                 assert_true(vips_image_hasalpha(s));
         }
+
+        /* show --json carries what the manifest has: a 4 x 3 BlurHash (the image is
+         * landscape), the dominant colour and the tiny WebP. */
+        jobs = imgctl_json(&d, "jobs", NULL, NULL);
+        assert_int_equal(json_array_size(json_object_get(jobs, "jobs")), 1);
+        snprintf(ids, sizeof ids, "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(
+                         json_object_get(json_array_get(json_object_get(jobs, "jobs"), 0), "id")));
+        show = imgctl_json(&d, "show", ids, NULL);
+        ph = json_object_get(json_object_get(show, "job"), "placeholder");
+        if (!json_is_object(ph))
+                fail_msg("imgctl show --json has no placeholder: %s",
+                         json_dumps(show, JSON_INDENT(1)));
+        blurhash = json_string_value(json_object_get(ph, "blurhash"));
+        dominant = json_string_value(json_object_get(ph, "dominant"));
+        data_uri = json_string_value(json_object_get(ph, "data_uri"));
+        assert_non_null(blurhash);
+        assert_int_equal(strlen(blurhash), blurhash_length(4, 3));
+        assert_non_null(dominant);
+        assert_int_equal(strlen(dominant), 7);
+        assert_int_equal(dominant[0], '#');
+        assert_non_null(data_uri);
+        assert_true(strncmp(data_uri, "data:image/webp;base64,", 23) == 0);
+        p = tu_path("%s/photo.manifest.json", d.media);
+        manifest = json_load_file(p, 0, &jerr);
+        if (!manifest)
+                fail_msg("%s: %s", p, jerr.text);
+        free(p);
+        assert_true(json_equal(ph, json_object_get(manifest, "placeholder")));
+
+        /* The human output prints the same three. */
+        assert_int_equal(tu_imgctl(&d, &out, "show", ids, NULL), 0);
+        line = tu_path("\nblurhash:   %s\n", blurhash);
+        if (!strstr(out, line))
+                fail_msg("imgctl show does not print the blurhash %s:\n%s", blurhash, out);
+        free(line);
+        line = tu_path("\ndominant:   %s\n", dominant);
+        assert_non_null(strstr(out, line));
+        free(line);
+        line = tu_path("\ndata URI:   %s\n", data_uri);
+        assert_non_null(strstr(out, line));
+        free(line);
+        free(out);
+
+        json_decref(manifest);
+        json_decref(show);
+        json_decref(jobs);
         tu_daemon_cleanup(&d);
 }
 
