@@ -19,6 +19,7 @@
  * or its answer was not understood).
  */
 #include <assert.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -2395,6 +2396,40 @@ static char *manifest_entry_path(const char *dir, const char *file)
         return xasprintf("%s/%s", dir, file);
 }
 
+/*
+ * The name of a manifest entry's file as bytes: "file_hex" decoded when present (imgd
+ * writes it for names that are not UTF-8; "file" then holds a lossy copy), else "file".
+ * NULL (and nothing allocated) for malformed hex. Caller frees.
+ */
+static char *manifest_entry_name(const json_t *o)
+{
+        const char *hex = get_str(o, "file_hex", NULL), *file = get_str(o, "file", NULL);
+        size_t n;
+        char *name;
+
+        if (!hex)
+                return file ? xstrdup(file) : NULL;
+        n = strlen(hex);
+        if (n == 0 || n % 2 != 0)
+                return NULL;
+        name = malloc(n / 2 + 1);
+        if (!name)
+                oom();
+        for (size_t i = 0; i < n / 2; i++) {
+                unsigned v;
+
+                if (!isxdigit((unsigned char)hex[2 * i]) ||
+                    !isxdigit((unsigned char)hex[2 * i + 1]) ||
+                    sscanf(hex + 2 * i, "%2x", &v) != 1 || v == 0) {
+                        free(name);
+                        return NULL;
+                }
+                name[i] = (char)v;
+        }
+        name[n / 2] = '\0';
+        return name;
+}
+
 /* Compares the manifest with the ledger's record of its job (imgd's "show"). */
 static int verify_against_ledger(struct verify *v, const char *mpath, const json_t *manifest,
                                  const char *dir)
@@ -2438,7 +2473,8 @@ static int verify_against_ledger(struct verify *v, const char *mpath, const json
 
         json_array_foreach(outs, i, o) {
                 const char *file = get_str(o, "file", NULL), *sha = get_str(o, "sha256", "");
-                _cleanup_free_ char *path = manifest_entry_path(dir, file);
+                _cleanup_free_ char *name = manifest_entry_name(o);
+                _cleanup_free_ char *path = manifest_entry_path(dir, name);
                 const json_t *lo, *found = NULL;
                 size_t k;
 
@@ -2514,8 +2550,9 @@ static int verify_manifest(struct verify *v, const char *mpath)
         }
 
         json_array_foreach(outs, i, o) {
-                const char *file = get_str(o, "file", NULL), *sha = get_str(o, "sha256", "");
-                char *path = manifest_entry_path(dir, file);
+                const char *sha = get_str(o, "sha256", "");
+                _cleanup_free_ char *name = manifest_entry_name(o);
+                char *path = manifest_entry_path(dir, name);
                 _cleanup_close_ int fd = -1;
                 char actual[HASH_HEX_SIZE];
                 struct stat st;

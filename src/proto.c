@@ -324,6 +324,19 @@ static size_t utf8_seq_len(const unsigned char *s)
         return len;
 }
 
+bool proto_utf8_valid(const char *s)
+{
+        size_t k;
+
+        assert(s);
+        for (const unsigned char *p = (const unsigned char *)s; *p; p += k) {
+                k = utf8_seq_len(p);
+                if (k == 0)
+                        return false;
+        }
+        return true;
+}
+
 json_t *proto_string_lossy(const char *s)
 {
         static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -19,6 +20,7 @@
 #include "imgd/fault.h"
 #include "imgd/log.h"
 #include "imgd/pathmap.h"
+#include "imgd/proto.h"
 #include "imgd/publish.h"
 
 static int fsync_dir(const char *dir)
@@ -204,6 +206,30 @@ int publish_manifest_path(const char *output_key, char **ret)
         return asprintf(ret, "%s.manifest.json", output_key) < 0 ? -ENOMEM : 0;
 }
 
+/*
+ * A file name that is not UTF-8 goes into the manifest twice: lossily (U+FFFD for the bytes
+ * that are not UTF-8) under its usual key, for people, and as the hex of its bytes under
+ * `key`, for programs that open the file (imgctl verify). UTF-8 names only once.
+ */
+static int add_raw_name(json_t *o, const char *key, const char *name)
+{
+        static const char digits[] = "0123456789abcdef";
+        _cleanup_free_ char *hex = NULL;
+        size_t n = strlen(name);
+
+        if (proto_utf8_valid(name))
+                return 0;
+        hex = malloc(2 * n + 1);
+        if (!hex)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                hex[2 * i] = digits[(unsigned char)name[i] >> 4];
+                hex[2 * i + 1] = digits[(unsigned char)name[i] & 0xf];
+        }
+        hex[2 * n] = '\0';
+        return json_object_set_new(o, key, json_string(hex)) < 0 ? -ENOMEM : 0;
+}
+
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
                      const json_t *extra)
 {
@@ -219,20 +245,29 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 const char *file = strrchr(outs[i].path, '/');
-                json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "variant",
-                                      outs[i].variant, "file", file ? file + 1 : outs[i].path,
-                                      "format", outs[i].format, "width",
-                                      (json_int_t)outs[i].width, "height",
-                                      (json_int_t)outs[i].height, "bytes",
-                                      (json_int_t)outs[i].bytes, "sha256", outs[i].sha256);
+                json_t *o;
+
+                file = file ? file + 1 : outs[i].path;
+                o = json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:s}", "variant", outs[i].variant,
+                              "file", proto_string_lossy(file), "format", outs[i].format,
+                              "width", (json_int_t)outs[i].width, "height",
+                              (json_int_t)outs[i].height, "bytes", (json_int_t)outs[i].bytes,
+                              "sha256", outs[i].sha256);
                 if (!o || json_array_append_new(list, o) < 0)
                         return -ENOMEM;
+                r = add_raw_name(o, "file_hex", file);
+                if (r < 0)
+                        return r;
         }
-        m = json_pack("{s:i, s:I, s:s, s:s, s:s, s:b, s:O}", "version", 1, "job",
-                      (json_int_t)job->id, "source", job->source_path, "source_sha256",
-                      job->sha256, "pipeline", job->pipeline, "degraded", 0, "outputs", list);
+        m = json_pack("{s:i, s:I, s:o, s:s, s:s, s:b, s:O}", "version", 1, "job",
+                      (json_int_t)job->id, "source", proto_string_lossy(job->source_path),
+                      "source_sha256", job->sha256, "pipeline", job->pipeline, "degraded", 0,
+                      "outputs", list);
         if (!m)
                 return -ENOMEM;
+        r = add_raw_name(m, "source_hex", job->source_path);
+        if (r < 0)
+                return r;
         if (extra && json_object_update((json_t *)m, (json_t *)extra) < 0)
                 return -ENOMEM;
         text = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);

@@ -29,6 +29,7 @@
 #include "imgd/intake.h"
 #include "imgd/log.h"
 #include "imgd/pathmap.h"
+#include "imgd/proto.h"
 #include "imgd/publish.h"
 #include "imgd/scheduler.h"
 
@@ -136,8 +137,10 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
                 json_decref(extra);
                 return;
         }
-        j = json_pack("{s:I, s:s, s:s, s:s, s:I}", "id", (json_int_t)job->id, "source",
-                      job->source_path, "watch", job->watch, "pipeline", job->pipeline, "attempts",
+        /* File names need not be UTF-8; JSON strings must be (proto_string_lossy). */
+        j = json_pack("{s:I, s:o, s:o, s:s, s:I}", "id", (json_int_t)job->id, "source",
+                      proto_string_lossy(job->source_path), "watch",
+                      proto_string_lossy(job->watch), "pipeline", job->pipeline, "attempts",
                       (json_int_t)job->attempts);
         if (j && extra)
                 json_object_update(j, extra);
@@ -241,7 +244,8 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         }
         breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE, error);
         emit(s, retry ? "retry" : "dead", job,
-             json_pack("{s:s, s:I}", "error", msg ?: error, "next_at_us", (json_int_t)next));
+             json_pack("{s:o, s:I}", "error", proto_string_lossy(msg ?: error), "next_at_us",
+                       (json_int_t)next));
 }
 
 /* Errors of the machine rather than of the job: the output disk is full, read-only or
@@ -942,8 +946,8 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 for (size_t i = 0; list && i < run->n; i++)
                         json_array_append_new(
                             list,
-                            json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "variant", rows[i].variant,
-                                      "path", rows[i].path, "width", (json_int_t)rows[i].width,
+                            json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", rows[i].variant,
+                                      "path", proto_string_lossy(rows[i].path), "width", (json_int_t)rows[i].width,
                                       "height", (json_int_t)rows[i].height, "bytes",
                                       (json_int_t)rows[i].bytes, "sha256", rows[i].sha256));
                 emit(s, "done", job, json_pack("{s:o}", "outputs", list));

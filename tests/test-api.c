@@ -712,6 +712,91 @@ static void test_events_raw(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* A file name that is not UTF-8 still gets its events (and its hook-visible fields), with
+ * the bytes that are not UTF-8 replaced by U+FFFD; its outputs are published under the raw
+ * name. */
+static void test_events_non_utf8(void **state)
+{
+        struct tu_daemon d;
+        struct raw c;
+        bool queued = false, done = false;
+        char *p, *out;
+
+        (void)state;
+        tu_daemon_setup(&d, TWO_VARIANTS, 1, NULL);
+        tu_daemon_start(&d);
+        raw_subscribe(&c, d.socket);
+        assert_events_wired(&d);
+        drop_image(&d, "caf\xe9.jpg", 320, 240); /* Latin-1 e-acute */
+
+        while (!done) {
+                char *line = raw_read_line(&c, 30000, NULL);
+                json_t *ev, *job;
+                const char *name, *source;
+
+                if (!line)
+                        fail_msg("no event within 30 s:\n%s", (char *)tu_read_file(d.log, NULL));
+                assert_int_equal(proto_parse_event(line, strlen(line), &ev, NULL), 0);
+                name = json_string_value(json_object_get(ev, "event"));
+                job = json_object_get(ev, "job");
+                source = json_string_value(json_object_get(job, "source"));
+                assert_non_null(source);
+                assert_non_null(strstr(source, "/caf\xef\xbf\xbd.jpg"));
+                if (strcmp(name, "queued") == 0)
+                        queued = true;
+                else if (strcmp(name, "done") == 0) {
+                        const json_t *outs = json_object_get(job, "outputs");
+
+                        assert_true(queued);
+                        assert_int_equal(json_array_size(outs), 2);
+                        assert_non_null(strstr(json_string_value(json_object_get(
+                                                   json_array_get(outs, 0), "path")),
+                                               "caf\xef\xbf\xbd_"));
+                        done = true;
+                }
+                json_decref(ev);
+                free(line);
+        }
+        close(c.fd);
+        out = tu_path("%s/caf\xe9_s.webp", d.media);
+        p = tu_path("%s/caf\xe9_m.jpg", d.media);
+        if (access(out, F_OK) != 0 || access(p, F_OK) != 0) {
+                char *ls = NULL;
+
+                tu_run(&ls, "/bin/ls", "-b", d.media, NULL);
+                fail_msg("no output under the raw name in %s:\n%s", d.media, ls ? ls : "");
+        }
+        free(out);
+        free(p);
+
+        /* The manifest names the files lossily for people and by their bytes for programs:
+         * imgctl verify finds both outputs intact. */
+        {
+                char *mpath = tu_path("%s/caf\xe9.manifest.json", d.media), *text;
+                json_t *m, *o;
+
+                text = tu_read_file(mpath, NULL);
+                m = json_loads(text, 0, NULL);
+                assert_non_null(m);
+                assert_non_null(strstr(json_string_value(json_object_get(m, "source")),
+                                       "/caf\xef\xbf\xbd.jpg"));
+                assert_non_null(strstr(json_string_value(json_object_get(m, "source_hex")),
+                                       "636166e92e6a7067")); /* "caf\xe9.jpg" */
+                o = json_array_get(json_object_get(m, "outputs"), 0);
+                assert_non_null(strstr(json_string_value(json_object_get(o, "file")),
+                                       "caf\xef\xbf\xbd_"));
+                assert_non_null(strstr(json_string_value(json_object_get(o, "file_hex")),
+                                       "636166e95f")); /* "caf\xe9_" */
+                json_decref(m);
+                free(text);
+                free(mpath);
+                assert_int_equal(tu_imgctl(&d, &out, "verify", NULL), 0);
+                assert_contains(out, "ok: 1 manifest(s), 2 file(s) checked");
+                free(out);
+        }
+        tu_daemon_cleanup(&d);
+}
+
 /* Starts imgctl -s SOCKET args... with stdout into out_path; returns its pid. */
 static pid_t spawn_imgctl(struct tu_daemon *d, const char *out_path, const char *a1,
                           const char *a2)
@@ -1158,6 +1243,7 @@ int main(void)
                 cmocka_unit_test(test_enqueue),
                 cmocka_unit_test(test_metrics),
                 cmocka_unit_test(test_events_raw),
+                cmocka_unit_test(test_events_non_utf8),
                 cmocka_unit_test(test_events_imgctl),
                 cmocka_unit_test(test_slow_subscriber_dropped),
                 cmocka_unit_test(test_verify),

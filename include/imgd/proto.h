@@ -11,6 +11,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,9 @@ char *proto_format_request(const json_t *req);
  * NULL on allocation failure.
  */
 json_t *proto_string_lossy(const char *s);
+
+/* Whether s is valid UTF-8 in full, so that JSON can carry it unchanged. */
+bool proto_utf8_valid(const char *s);
 
 /*
  * Parses one response line. Returns 0 with the result in *ret (owned by the caller), or
