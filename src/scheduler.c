@@ -1110,6 +1110,21 @@ void scheduler_set_config(scheduler *s, const struct config *cfg)
         if (cfg->workers != s->cfg->workers)
                 log_notice("workers = %u takes effect at the next start (running with %u)",
                            cfg->workers, worker_pool_size(s->pool));
+        /* New degradation thresholds: a new health state, judged afresh from the next
+         * sample (a worse level is entered at once, so nothing is lost by starting full). */
+        if (memcmp(&cfg->health, &s->cfg->health, sizeof cfg->health) != 0) {
+                health *h = NULL;
+                int r = health_new(&cfg->health, &h);
+
+                if (r < 0)
+                        log_warning_errno(r, "keeping the previous degradation thresholds: %s",
+                                          strerror(-r));
+                else {
+                        health_free(s->health);
+                        s->health = h;
+                        log_info("degradation thresholds changed; level judged afresh");
+                }
+        }
         s->cfg = cfg;
         worker_pool_set_timeout(s->pool, cfg->limits.job_timeout_s);
         scheduler_kick(s);

@@ -3,8 +3,11 @@
  * test-degrade.c - graceful degradation against the real daemon: a backlog past the
  * configured thresholds lowers the level (reduced, essential); jobs rendered meanwhile are
  * recorded as degraded, skip their non-essential variants, and are rendered again at full
- * quality once health returns, so degradation is temporary for the outputs too.
+ * quality once health returns, so degradation is temporary for the outputs too; a reload
+ * applies new thresholds.
  */
+#include <jansson.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
@@ -83,10 +86,84 @@ static void test_backlog_degrades_then_recovers(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* The degradation level from `imgctl status --json`. */
+static char *level_of(struct tu_daemon *d)
+{
+        char *out = NULL, *level;
+        json_t *j;
+
+        (void)tu_imgctl(d, &out, "status", "--json", NULL); /* 1 while alerts are active */
+        j = json_loads(out ? out : "", 0, NULL);
+        assert_non_null(j);
+        level = strdup(json_string_value(json_object_get(json_object_get(j, "health"), "level")));
+        json_decref(j);
+        free(out);
+        return level;
+}
+
+static void wait_level(struct tu_daemon *d, const char *want, int timeout_ms)
+{
+        char *level = NULL;
+
+        for (int waited = 0;; waited += 100) {
+                free(level);
+                level = level_of(d);
+                if (strcmp(level, want) == 0)
+                        break;
+                if (waited > timeout_ms)
+                        fail_msg("level %s, not %s, after %d ms", level, want, timeout_ms);
+                usleep(100 * 1000);
+        }
+        free(level);
+}
+
+/*
+ * A reload applies new degradation thresholds: paused intake holds 4 queued jobs, over a
+ * reduced threshold of 3 (with a recovery that would take 10 minutes); after SIGHUP with a
+ * threshold of 9 the level is full again at the next sample, not after the old wait.
+ */
+static void test_reload_thresholds(void **state)
+{
+        struct tu_daemon d;
+        char *conf;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 1,
+                        "degradation = { recover_ms = 600000; reduced = { queued = 3; }; };");
+        tu_daemon_start(&d);
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        for (unsigned i = 0; i < 4; i++) {
+                char *p = tu_path("%s/q%u.jpg", d.uploads, i);
+                tu_make_image(p, 200, 100, "jpeg", false);
+                free(p);
+        }
+        wait_level(&d, "reduced", 20000);
+
+        conf = tu_read_file(d.config, NULL);
+        assert_non_null(conf);
+        {
+                char *at = strstr(conf, "queued = 3;");
+                assert_non_null(at);
+                memcpy(at, "queued = 9;", 11); /* same length; 9 is above the 4 queued */
+        }
+        tu_write_file(d.config, conf, strlen(conf));
+        kill(d.pid, SIGHUP);
+        for (int waited = 0; !tu_log_contains(&d, "degradation thresholds changed"); waited += 50) {
+                assert_true(waited < 10000);
+                usleep(50 * 1000);
+        }
+        wait_level(&d, "full", 10000);
+        free(conf);
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        tu_daemon_wait_idle(&d, 60);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_backlog_degrades_then_recovers),
+                cmocka_unit_test(test_reload_thresholds),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
