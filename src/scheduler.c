@@ -633,17 +633,18 @@ static void note_finished(scheduler *s)
 }
 
 /*
- * Jobs finished per second over the error window (or since start, if shorter); when the ring
- * holds only the newest of more jobs than that, over the span the ring covers. In
- * *ret_window_us the span the rate is taken over.
+ * Jobs finished per second recently: those of the last ERROR_WINDOW_USEC (as far as the ring
+ * holds them) over the time from the oldest of them to now, so that a burst after a quiet
+ * spell is measured at its own pace. In *ret_window_us the time looked back over: the window,
+ * or the time since start if shorter.
  */
 static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_window_us)
 {
-        uint64_t span = ERROR_WINDOW_USEC, oldest = now;
+        uint64_t span, oldest = now;
         unsigned n = 0;
 
-        if (now - s->started_usec < span)
-                span = now - s->started_usec;
+        *ret_window_us = now - s->started_usec < ERROR_WINDOW_USEC ? now - s->started_usec
+                                                                  : ERROR_WINDOW_USEC;
         for (unsigned i = 0; i < s->n_finished; i++) {
                 if (now - s->finished[i] > ERROR_WINDOW_USEC)
                         continue;
@@ -651,11 +652,7 @@ static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_win
                 if (s->finished[i] < oldest)
                         oldest = s->finished[i];
         }
-        if (n == ELEMENTSOF(s->finished))
-                span = now - oldest;
-        *ret_window_us = span;
-        if (span < 1000000)
-                span = 1000000;
+        span = now - oldest > 1000000 ? now - oldest : 1000000;
         return (double)n / ((double)span / 1e6);
 }
 
