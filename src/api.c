@@ -618,7 +618,7 @@ static int api_retry(struct api_context *ctx, const json_t *request, json_t **re
                 if (r < 0)
                         return ledger_failure(ctx, r, "cannot retry the job", ret_error);
                 log_info("job %" PRId64 ": retried by operator", id);
-                scheduler_enqueued(ctx->scheduler, id);
+                scheduler_retried(ctx->scheduler, id);
                 result = json_pack("{s:i, s:[I], s:i}", "retried", 1, "ids", (json_int_t)id,
                                    "remaining", 0);
                 if (!result)
@@ -641,7 +641,7 @@ static int api_retry(struct api_context *ctx, const json_t *request, json_t **re
                                 r = ledger_retry(ctx->ledger, jobs[i].id, now);
                                 if (r >= 0) {
                                         retried++;
-                                        scheduler_enqueued(ctx->scheduler, jobs[i].id);
+                                        scheduler_retried(ctx->scheduler, jobs[i].id);
                                 }
                         }
                         job_clear(&jobs[i]);

@@ -1191,6 +1191,19 @@ static int check_watch_overlaps(struct parser *p, const config_setting_t *list,
                                             "watch '%s': watched path is inside output %s; "
                                             "outputs would be picked up as uploads",
                                             w->path, o->output);
+                        if (w->quarantine && (path_is_below_or_equal(w->quarantine, o->path) ||
+                                              path_is_below_or_equal(o->path, w->quarantine)))
+                                return fail(p, config_setting_get_member(s, "quarantine"),
+                                            -EINVAL,
+                                            "watch '%s': quarantine %s overlaps watched path "
+                                            "%s; quarantined files would be picked up as "
+                                            "uploads",
+                                            w->path, w->quarantine, o->path);
+                        if (w->quarantine && path_is_below_or_equal(w->quarantine, o->output))
+                                return fail(p, config_setting_get_member(s, "quarantine"),
+                                            -EINVAL,
+                                            "watch '%s': quarantine %s is inside output %s",
+                                            w->path, w->quarantine, o->output);
                 }
         }
         return 0;

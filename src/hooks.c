@@ -151,6 +151,8 @@ void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *ev
                                  json_string_value(json_object_get(job, "pipeline")));
         env[n_env++] = env_entry("IMGD_OUTPUTS", outputs);
         env[n_env++] = env_entry("IMGD_ERROR", json_string_value(json_object_get(job, "error")));
+        env[n_env++] = env_entry("IMGD_QUARANTINED",
+                                 json_string_value(json_object_get(job, "quarantined")));
         env[n_env++] = env_entry("PATH", "/usr/local/bin:/usr/bin:/bin");
         free(outputs);
 

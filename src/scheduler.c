@@ -151,25 +151,33 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
                 hooks_run(s->hooks, hook, wc->hook_timeout_s, event, j);
 }
 
-/* Moves a dead job's source into its watch's quarantine folder, keeping its sub-path. */
-static void quarantine(scheduler *s, const struct job *job)
+/* Where a job's source goes in its watch's quarantine folder (keeping its sub-path), or
+ * NULL when the watch has none (or the source is not below it). Caller frees. */
+static char *quarantine_path(scheduler *s, const struct job *job)
 {
         const struct watch_config *wc = find_watch(s->cfg, job->watch);
-        _cleanup_free_ char *dest = NULL, *dir = NULL;
+        char *dest = NULL;
         size_t n;
 
         if (!wc || !wc->quarantine)
-                return;
+                return NULL;
         n = strlen(wc->path);
         if (strncmp(job->source_path, wc->path, n) != 0 || job->source_path[n] != '/')
-                return;
+                return NULL;
         if (asprintf(&dest, "%s%s", wc->quarantine, job->source_path + n) < 0)
+                return NULL;
+        return dest;
+}
+
+/* mkdir -p of the directory that holds path. */
+static void make_parents(const char *path)
+{
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+
+        if (!slash || slash == dir)
                 return;
-        dir = strdup(dest);
-        if (!dir)
-                return;
-        *strrchr(dir, '/') = '\0';
-        /* mkdir -p */
+        *slash = '\0';
         for (char *p = dir + 1;; p++) {
                 if (*p != '/' && *p != '\0')
                         continue;
@@ -180,12 +188,47 @@ static void quarantine(scheduler *s, const struct job *job)
                 if (!saved)
                         break;
         }
-        if (rename(job->source_path, dest) < 0)
-                log_warning_errno(errno, "job %" PRId64 ": quarantine %s -> %s: %m", job->id,
-                                  job->source_path, dest);
+}
+
+/*
+ * Moves a dead job's source into its watch's quarantine folder, keeping its sub-path.
+ * Returns where it went (caller frees), or NULL when it stayed.
+ */
+static char *quarantine(scheduler *s, const struct job *job)
+{
+        _cleanup_free_ char *dest = quarantine_path(s, job);
+
+        if (!dest)
+                return NULL;
+        make_parents(dest);
+        if (rename(job->source_path, dest) < 0) {
+                log_warning_errno(errno, "job %" PRId64 ": quarantine %s -> %s: %m%s", job->id,
+                                  job->source_path, dest,
+                                  errno == EXDEV ? " (the quarantine folder must be on the "
+                                                   "upload folder's file system)"
+                                                 : "");
+                return NULL;
+        }
+        log_notice("job %" PRId64 ": moved %s to quarantine %s", job->id, job->source_path, dest);
+        return TAKE_PTR(dest);
+}
+
+/* A dead job retried: its source comes back from quarantine, if it went there and nothing
+ * has taken its place meanwhile. */
+static void unquarantine(scheduler *s, const struct job *job)
+{
+        _cleanup_free_ char *from = quarantine_path(s, job);
+        struct stat st;
+
+        if (!from || lstat(job->source_path, &st) == 0 || lstat(from, &st) < 0)
+                return;
+        make_parents(job->source_path);
+        if (rename(from, job->source_path) < 0)
+                log_warning_errno(errno, "job %" PRId64 ": back from quarantine %s -> %s: %m",
+                                  job->id, from, job->source_path);
         else
-                log_notice("job %" PRId64 ": moved %s to quarantine %s", job->id, job->source_path,
-                           dest);
+                log_notice("job %" PRId64 ": moved %s back from quarantine to %s", job->id, from,
+                           job->source_path);
 }
 
 static void running_free(struct running *run)
@@ -214,7 +257,8 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
 {
         int64_t now = wall_now_us(), next = now;
         bool retry = !permanent && job->attempts < s->cfg->retry.max_attempts;
-        _cleanup_free_ char *msg = NULL;
+        _cleanup_free_ char *msg = NULL, *moved = NULL;
+        json_t *extra;
         int r;
 
         if (retry) {
@@ -240,12 +284,14 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
         if (!retry) {
                 note_finished(s);
-                quarantine(s, job);
+                moved = quarantine(s, job);
         }
         breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE, error);
-        emit(s, retry ? "retry" : "dead", job,
-             json_pack("{s:o, s:I}", "error", proto_string_lossy(msg ?: error), "next_at_us",
-                       (json_int_t)next));
+        extra = json_pack("{s:o, s:I}", "error", proto_string_lossy(msg ?: error), "next_at_us",
+                          (json_int_t)next);
+        if (extra && moved)
+                json_object_set_new(extra, "quarantined", proto_string_lossy(moved));
+        emit(s, retry ? "retry" : "dead", job, extra);
 }
 
 /* Errors of the machine rather than of the job: the output disk is full, read-only or
@@ -1181,6 +1227,15 @@ void scheduler_enqueued(scheduler *s, int64_t id)
         if (s->event_fn && ledger_get(s->ledger, id, &d) > 0)
                 emit(s, "queued", &d->job, NULL);
         scheduler_kick(s);
+}
+
+void scheduler_retried(scheduler *s, int64_t id)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+
+        if (ledger_get(s->ledger, id, &d) > 0)
+                unquarantine(s, &d->job);
+        scheduler_enqueued(s, id);
 }
 
 const worker_pool *scheduler_pool(const scheduler *s)

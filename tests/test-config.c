@@ -898,6 +898,17 @@ static const struct bad_case bad_cases[] = {
         { "retry = {\n jitter = 1.5; };\n" WATCH PIPE, -EINVAL, "jitter",
           { "'jitter' must be between 0 and 1" } },
         { "retry = {\n jitter = -0.1; };\n" WATCH PIPE, -EINVAL, "jitter", { "'jitter'" } },
+        /* A quarantine folder inside another watch would feed dead files back in. */
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\";\n"
+          "   quarantine = \"/srv/in2/q\"; },\n"
+          " { path = \"/srv/in2\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "quarantine",
+          { "watch '/srv/in': quarantine /srv/in2/q overlaps watched path /srv/in2" } },
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\";\n"
+          "   quarantine = \"/srv/out2/q\"; },\n"
+          " { path = \"/srv/in2\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "quarantine",
+          { "watch '/srv/in': quarantine /srv/out2/q is inside output /srv/out2" } },
 };
 
 static void test_bad(void **state)

@@ -94,6 +94,10 @@ static void test_done_and_dead_hooks(void **state)
         text = tu_read_file(dead_out, NULL);
         assert_non_null(strstr(text, "IMGD_EVENT=dead"));
         assert_non_null(strstr(text, "IMGD_ERROR=not a supported image"));
+        /* The hook learns where the source went (it is no longer at IMGD_SOURCE). */
+        p = tu_path("IMGD_QUARANTINED=%s/sub/bad.jpg\n", quarantine);
+        assert_non_null(strstr(text, p));
+        free(p);
         free(text);
         tu_daemon_wait_idle(&d, 30);
         p = tu_path("%s/sub/bad.jpg", quarantine);
@@ -101,6 +105,22 @@ static void test_done_and_dead_hooks(void **state)
         free(p);
         p = tu_path("%s/sub/bad.jpg", d.uploads);
         assert_int_equal(access(p, F_OK), -1);
+        free(p);
+
+        /* Retried, the source comes back from quarantine and is tried again (failing for
+         * what it is, not for being gone), then goes back to quarantine. */
+        assert_int_equal(unlink(dead_out), 0);
+        assert_int_equal(tu_imgctl(&d, NULL, "retry", "2", NULL), 0);
+        assert_true(wait_for_file(dead_out, 30000));
+        tu_daemon_wait_idle(&d, 30);
+        assert_true(tu_log_contains(&d, "back from quarantine"));
+        text = NULL;
+        assert_int_equal(tu_imgctl(&d, &text, "show", "2", NULL), 0);
+        if (!text || strstr(text, "No such file") || !strstr(text, "not a supported image"))
+                fail_msg("the retried job did not see its source again:\n%s", text ? text : "");
+        free(text);
+        p = tu_path("%s/sub/bad.jpg", quarantine);
+        assert_true(wait_for_file(p, 5000));
         free(p);
 
         free(done_hook);

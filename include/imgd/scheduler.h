@@ -31,6 +31,9 @@ void scheduler_kick(scheduler *s);
 
 /* Job `id` was just enqueued: tells subscribers ("queued") and kicks. */
 void scheduler_enqueued(scheduler *s, int64_t id);
+/* A dead job was put back in the queue (ledger_retry): as scheduler_enqueued, after moving
+ * its source back from its watch's quarantine folder if it went there. */
+void scheduler_retried(scheduler *s, int64_t id);
 
 const worker_pool *scheduler_pool(const scheduler *s);
 
