@@ -444,16 +444,6 @@ static int job_handle(const json_t *msg, const int *fds, size_t n_fds)
         return wire_send(WORKER_SOCKET_FD, reply, NULL, 0);
 }
 
-/*
- * libvips reports per-image trouble (a damaged tile, an ignored colour profile) as GLib
- * warnings; the job's result already carries what matters, so they go to the debug log.
- */
-static void vips_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message,
-                             gpointer userdata)
-{
-        log_debug("libvips: %s", message);
-}
-
 static void close_all(int *fds, size_t n)
 {
         for (size_t i = 0; i < n; i++)
@@ -519,8 +509,6 @@ int main(int argc, char **argv)
                           WORKER_SOCKET_FD);
                 return EXIT_FAILURE;
         }
-        g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
-                          vips_log_handler, NULL);
         if (render_init(argv[0], threads) < 0) {
                 log_error("cannot start libvips");
                 return EXIT_FAILURE;

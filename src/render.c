@@ -45,6 +45,7 @@
 #include <webp/decode.h>
 #include <webp/demux.h>
 
+#include "imgd/log.h"
 #include "imgd/macro.h"
 #include "imgd/render.h"
 
@@ -94,9 +95,36 @@ _printf_(4, 5) static int render_fail(struct render_error *err, int r, bool perm
 }
 
 /*
+ * Some loaders report why they failed only as a GLib warning and leave libvips' error
+ * buffer empty (libpng's "IHDR: invalid" through pngload): the last warning of the
+ * current image is kept here, as the reason of last resort. Warnings may come from libvips'
+ * worker threads, hence the lock.
+ */
+G_LOCK_DEFINE_STATIC(last_warning);
+static char last_warning[256];
+
+static void render_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                               gpointer userdata)
+{
+        G_LOCK(last_warning);
+        g_strlcpy(last_warning, message ? message : "", sizeof last_warning);
+        G_UNLOCK(last_warning);
+        log_debug("libvips: %s", message ? message : "");
+}
+
+static void render_clear_errors(void)
+{
+        vips_error_clear();
+        G_LOCK(last_warning);
+        last_warning[0] = '\0';
+        G_UNLOCK(last_warning);
+}
+
+/*
  * Takes (and clears) libvips' error buffer into err as "<what>: <text>", its lines joined
- * with "; ". An allocation failure becomes -ENOMEM and transient; anything else returns r
- * and is permanent (the same input fails the same way).
+ * with "; " (or, when it is empty, the last libvips warning). An allocation failure becomes
+ * -ENOMEM and transient; anything else returns r and is permanent (the same input fails the
+ * same way).
  */
 static int render_fail_vips(struct render_error *err, int r, const char *what)
 {
@@ -113,8 +141,14 @@ static int render_fail_vips(struct render_error *err, int r, const char *what)
                 }
         }
         joined[n] = '\0';
-        if (n == 0)
-                snprintf(joined, sizeof(joined), "unknown libvips error");
+        if (n == 0) {
+                G_LOCK(last_warning);
+                if (last_warning[0])
+                        snprintf(joined, sizeof(joined), "%s", last_warning);
+                else
+                        snprintf(joined, sizeof(joined), "unknown libvips error");
+                G_UNLOCK(last_warning);
+        }
 
         if (strstr(joined, "out of memory") || strstr(joined, "failed to allocate"))
                 return render_fail(err, -ENOMEM, false, "%s: %s", what, joined);
@@ -132,6 +166,8 @@ int render_init(const char *argv0, unsigned threads)
         /* One decode per job and no sharing between jobs: the cache would only hold memory. */
         vips_cache_set_max(0);
         vips_block_untrusted_set(TRUE);
+        g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
+                          render_log_handler, NULL);
         return 0;
 }
 
@@ -513,7 +549,7 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
         uint64_t pixels;
         int pages = 1, r;
 
-        vips_error_clear(); /* whatever is there is not about this image */
+        render_clear_errors(); /* whatever is there is not about this image */
         f = image_format_sniff(data,
                                size < IMAGE_FORMAT_SNIFF_BYTES ? size : IMAGE_FORMAT_SNIFF_BYTES);
         if (!render_format_allowed(f)) {

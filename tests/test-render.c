@@ -715,6 +715,50 @@ static void test_truncated_png(void **state)
         assert_string_equal(vips_error_buffer(), "");
 }
 
+/* The PNG chunk CRC (ISO 3309, as zlib's crc32) of n bytes. */
+static uint32_t png_crc(const unsigned char *p, size_t n)
+{
+        uint32_t c = 0xffffffffu;
+
+        for (size_t i = 0; i < n; i++) {
+                c ^= p[i];
+                for (int k = 0; k < 8; k++)
+                        c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        }
+        return c ^ 0xffffffffu;
+}
+
+/*
+ * A PNG whose IHDR is well-formed but invalid (bit depth 3, with a correct CRC): libpng says
+ * why only through a warning ("IHDR: invalid"), leaving libvips' error buffer empty. The
+ * job's error still says it, not "unknown libvips error".
+ */
+static void test_png_reason_from_warning(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(64, 48, false);
+        _cleanup_gfree_ unsigned char *png = NULL;
+        struct variant v = make_variant(32, 32, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
+        struct render_limits limits = {};
+        struct render_error err = {};
+        render_base *b = NULL;
+        uint32_t crc;
+        size_t len;
+
+        (void)state;
+        png = encode(src, ".png", &len);
+        assert_true(len > 33);
+        assert_memory_equal(png + 12, "IHDR", 4);
+        png[24] = 3; /* bit depth: 1, 2, 4, 8 or 16 */
+        crc = png_crc(png + 12, 17);
+        png[29] = (unsigned char)(crc >> 24), png[30] = (unsigned char)(crc >> 16);
+        png[31] = (unsigned char)(crc >> 8), png[32] = (unsigned char)crc;
+        assert_true(render_base_new(png, len, &v, 1, &limits, &b, &err) < 0);
+        assert_null(b);
+        assert_true(err.permanent);
+        if (!strstr(err.message, "IHDR") || strstr(err.message, "unknown libvips error"))
+                fail_msg("unexpected error: %s", err.message);
+}
+
 static void test_not_an_image(void **state)
 {
         static const char text[] = "just some text, certainly not a picture\n";
@@ -2411,6 +2455,7 @@ int main(void)
             cmocka_unit_test(test_max_pixels_boundary),
             cmocka_unit_test(test_truncated_jpeg),
             cmocka_unit_test(test_truncated_png),
+                cmocka_unit_test(test_png_reason_from_warning),
             cmocka_unit_test(test_not_an_image),
             cmocka_unit_test(test_verify),
             cmocka_unit_test(test_output_formats),

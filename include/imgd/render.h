@@ -82,8 +82,9 @@ struct render_placeholder {
 
 /*
  * Starts libvips for this process (argv0 for its messages), with `threads` libvips worker
- * threads (0: libvips' default), the operation cache off and untrusted loaders blocked.
- * Returns 0 or -EIO.
+ * threads (0: libvips' default), the operation cache off and untrusted loaders blocked;
+ * libvips' warnings go to the debug log, and the last one of an image becomes its error when
+ * libvips gives no other. Returns 0 or -EIO.
  */
 int render_init(const char *argv0, unsigned threads);
 void render_shutdown(void);
