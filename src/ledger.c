@@ -23,7 +23,9 @@
  * (next_at_us, id) order, and stops at the first one whose output_key is free; so the cost of
  * ledger_claim() and ledger_next_due() does not grow with finished jobs, nor with a long
  * queue. The statements name it with INDEXED BY: without statistics the planner would pick
- * jobs_state_next and sort every due job on each claim.
+ * another index and sort every due job on each claim. Counting jobs by state reads the six
+ * rows of job_counts (kept by triggers); listing the newest jobs of a state walks
+ * jobs_state_updated; ledger_known_stat() is answered by jobs_path alone.
  */
 #include <assert.h>
 #include <errno.h>
@@ -119,6 +121,39 @@ static const char *const migrations[] = {
         "  tmp_path TEXT,"
         "  PRIMARY KEY (job_id, variant));"
         "CREATE INDEX outputs_path ON outputs (path);",
+        /*
+         * 1 -> 2: sizes of a million jobs (issue 7).
+         * - jobs_state_updated (state, updated_us; the rowid id follows) answers "the newest
+         *   jobs in a state" from the index in order, and finds running jobs; it replaces
+         *   jobs_state_next, which nothing needed next_at_us in.
+         * - jobs_path carries the stat columns and the state, so that a start-up scan learns
+         *   whether a file is known from the index alone, without reading the table's rows.
+         * - job_counts holds the number of jobs in each state, kept by triggers in the same
+         *   transaction as every insert, delete and change of state (whoever makes it), so
+         *   that counting does not read a million rows.
+         */
+        "DROP INDEX jobs_state_next;"
+        "CREATE INDEX jobs_state_updated ON jobs (state, updated_us);"
+        "DROP INDEX jobs_path;"
+        "CREATE INDEX jobs_path ON jobs (source_path, id, source_size, source_mtime_ns, "
+        "  source_ino, state);"
+        "CREATE TABLE job_counts ("
+        "  state TEXT PRIMARY KEY,"
+        "  n INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO job_counts (state, n) VALUES ('queued', 0), ('running', 0), ('retry', 0),"
+        "  ('done', 0), ('dead', 0), ('cancelled', 0);"
+        "UPDATE job_counts SET n = (SELECT count(*) FROM jobs WHERE jobs.state = job_counts.state);"
+        "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
+        "END;"
+        "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "END;"
+        "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs"
+        "  WHEN OLD.state IS NOT NEW.state BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
+        "END;",
 };
 #define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 
@@ -148,6 +183,7 @@ enum ledger_stmt {
         STMT_SUPERSEDED,
         STMT_OUTPUT_OWNER,
         STMT_COUNTS,
+        STMT_COUNTS_SCAN,
         STMT_GET_JOB,
         STMT_GET_OUTPUTS,
         STMT_GET_ERRORS,
@@ -220,7 +256,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_OUTPUT_OWNER] = "SELECT source_path FROM jobs WHERE output_key = ?1 "
                               "AND state = 'done' AND source_path <> ?2 "
                               "ORDER BY finished_us DESC, id DESC LIMIT 1",
-        [STMT_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
+        [STMT_COUNTS] = "SELECT state, n FROM job_counts",
+        /* What ledger_integrity_check() compares job_counts with. */
+        [STMT_COUNTS_SCAN] = "SELECT c.state, c.n, (SELECT count(*) FROM jobs "
+                             "                     WHERE jobs.state = c.state) "
+                             "FROM job_counts AS c",
         [STMT_GET_JOB] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
         [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256, "
                              "tmp_path FROM outputs WHERE job_id = ?1 ORDER BY rowid",
@@ -231,9 +271,9 @@ static const char *const stmt_sql[_STMT_MAX] = {
         /* Outputs of a job that were staged and not published: forgotten with the stage. */
         [STMT_DROP_STAGED] = "DELETE FROM outputs WHERE job_id = ?1",
         [STMT_PUBLISHED] = "UPDATE outputs SET tmp_path = NULL WHERE job_id = ?1",
-        [STMT_LIST_STAGED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
+        [STMT_LIST_STAGED] = "SELECT id FROM jobs INDEXED BY jobs_state_updated "
                              "WHERE state = 'running' AND stage = 'verified' ORDER BY id",
-        [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
+        [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_updated "
                          "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
                          "ORDER BY id",
         [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs INDEXED BY jobs_due "
@@ -248,9 +288,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
                           "                                 AND n.id > j.id) "
                           "             ORDER BY j.id LIMIT ?2)",
         /* Finished jobs older than the cut-off that are not their source's newest job (the
-         * newest is what tells a start-up scan that a file is done). Dead jobs stay. */
+         * newest is what tells a start-up scan that a file is done). Dead jobs stay. A done or
+         * cancelled job's updated_us is its finished_us (every statement sets both): the
+         * bound on it lets jobs_state_updated skip the jobs finished since the cut-off. */
         [STMT_PRUNE] = "DELETE FROM jobs WHERE state IN ('done', 'cancelled') "
-                       "AND finished_us < ?1 "
+                       "AND updated_us < ?1 AND finished_us < ?1 "
                        "AND EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = jobs.source_path "
                        "            AND n.id > jobs.id)",
 };
@@ -846,6 +888,7 @@ ledger *ledger_free(ledger *l)
         free(l);
         return NULL;
 }
+
 /* Not named ledger_freep: that name is left free for ledger.h. */
 static void free_ledgerp(ledger **l)
 {
@@ -1534,6 +1577,9 @@ int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX])
                 r = column_state(l, st, 0, &s);
                 if (r < 0)
                         return r;
+                if (sqlite3_column_int64(st, 1) < 0)
+                        return ledger_error(l, -EBADMSG, "job_counts: %s is negative",
+                                            job_state_name(s));
                 c[s] = (uint64_t)sqlite3_column_int64(st, 1);
         }
         memcpy(counts, c, sizeof c);
@@ -1731,8 +1777,39 @@ int ledger_get(ledger *l, int64_t id, struct job_detail **ret)
         return 1;
 }
 
+/* -EBADMSG unless every row of job_counts equals a count of the jobs table. */
+static int counts_check(ledger *l)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_COUNTS_SCAN);
+        unsigned rows = 0;
+        int r;
+
+        while ((r = stmt_step(l, st)) > 0) {
+                const char *state = (const char *)sqlite3_column_text(st, 0);
+                int64_t kept = sqlite3_column_int64(st, 1), real = sqlite3_column_int64(st, 2);
+
+                if (kept != real)
+                        return ledger_error(l, -EBADMSG,
+                                            "job_counts: %s holds %" PRId64 ", the jobs table has "
+                                            "%" PRId64,
+                                            state ? state : "(null)", kept, real);
+                rows++;
+        }
+        if (r < 0)
+                return r;
+        if (rows != _JOB_STATE_MAX)
+                return ledger_error(l, -EBADMSG, "job_counts: %u rows, not %d", rows,
+                                    _JOB_STATE_MAX);
+        return 0;
+}
+
 int ledger_integrity_check(ledger *l)
 {
+        int r;
+
         assert(l);
-        return ledger_check_pragma(l, "integrity_check");
+        r = ledger_check_pragma(l, "integrity_check");
+        if (r < 0)
+                return r;
+        return counts_check(l);
 }

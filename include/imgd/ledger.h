@@ -156,7 +156,7 @@ int ledger_recover(ledger *l, int64_t now_us);
 
 /*
  * Returns 1 if a job for `path` exists with this size, mtime and inode and is not
- * cancelled (so the file need not be hashed again), 0 if not.
+ * cancelled (so the file need not be hashed again), 0 if not. Answered from an index.
  */
 int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns,
                       uint64_t ino);
@@ -249,7 +249,7 @@ int ledger_superseded(ledger *l, int64_t id);
 int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
                         char **ret_source);
 
-/* Counts jobs by state into counts[_JOB_STATE_MAX]. */
+/* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
 
 struct ledger_filter {
@@ -266,7 +266,8 @@ int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size
 /* Returns 1 and the job with its outputs and errors, or 0 if no job has that id. */
 int ledger_get(ledger *l, int64_t id, struct job_detail **ret);
 
-/* Runs PRAGMA integrity_check; returns 0 if "ok", -EBADMSG otherwise. */
+/* Runs PRAGMA integrity_check and compares the kept counts by state with a count of the
+ * jobs; returns 0 if both agree, -EBADMSG otherwise. Reads the whole file. */
 int ledger_integrity_check(ledger *l);
 
 #include "macro.h"
