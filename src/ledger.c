@@ -25,7 +25,9 @@
  * queue. The statements name it with INDEXED BY: without statistics the planner would pick
  * another index and sort every due job on each claim. Counting jobs by state reads the six
  * rows of job_counts (kept by triggers); listing the newest jobs of a state walks
- * jobs_state_updated; ledger_known_stat() is answered by jobs_path alone.
+ * jobs_state_updated; ledger_known_stat() is answered by jobs_path alone. A caller that
+ * makes many lookups in a row (the start-up scan) wraps them in ledger_read_begin() and
+ * ledger_read_end(): one read transaction instead of one per lookup.
  */
 #include <assert.h>
 #include <errno.h>
@@ -301,6 +303,8 @@ struct ledger {
         sqlite3 *db;
         char *path;
         sqlite3_stmt *stmts[_STMT_MAX];
+        bool read_batch;   /* between ledger_read_begin() and ledger_read_end() */
+        bool read_open;    /* ... and its read transaction is open */
         char errmsg[512];
 };
 
@@ -531,33 +535,93 @@ static int stmt_run(ledger *l, sqlite3_stmt *st)
 
 /* Transactions */
 
-static int tx_begin(ledger *l)
+/*
+ * Read batches (ledger_read_begin()): while one is open, l->read_open says that a read
+ * transaction (BEGIN DEFERRED) is open for the lookups to share. A write transition ends it
+ * (read_pause()) before its BEGIN IMMEDIATE, so that it writes on the newest snapshot, and
+ * tx_end() opens a new one after the commit (read_resume()); so a batch never holds back a
+ * write, and its reads see every write made through l.
+ */
+static void read_pause(ledger *l)
 {
-        return ledger_exec(l, "BEGIN IMMEDIATE");
+        if (!l->read_open)
+                return;
+        l->read_open = false;
+        /* A read transaction has nothing to commit; COMMIT just ends it. SQLite may have
+         * ended it already after an I/O error. */
+        if (!sqlite3_get_autocommit(l->db))
+                (void)sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL);
 }
 
+static void read_resume(ledger *l)
+{
+        if (!l->read_batch || l->read_open)
+                return;
+        /* Without it the lookups run in their own transactions: slower, not wrong. */
+        l->read_open = sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+static int tx_begin(ledger *l)
+{
+        int r;
+
+        read_pause(l);
+        r = ledger_exec(l, "BEGIN IMMEDIATE");
+        if (r < 0)
+                read_resume(l);
+        return r;
+}
+
+/*
+ * Begins a read transaction for a group of reads that must see one snapshot; returns 1 when
+ * the open read batch already provides one (the caller then must not call tx_end()), 0 when
+ * it began one for tx_end() to end.
+ */
 static int tx_begin_read(ledger *l)
 {
-        return ledger_exec(l, "BEGIN");
+        int r;
+
+        if (l->read_open && !sqlite3_get_autocommit(l->db))
+                return 1;
+        l->read_open = false;
+        r = ledger_exec(l, "BEGIN");
+        return r < 0 ? r : 0;
 }
 
 /*
  * Ends the transaction begun by tx_begin(): commits when r >= 0 and returns r, or returns the
  * commit's error; rolls back when r < 0 or the commit failed. The one way out of every
- * transaction.
+ * transaction. An open read batch gets its read transaction back.
  */
 static int tx_end(ledger *l, int r)
 {
         if (r >= 0) {
                 int k = ledger_exec(l, "COMMIT");
                 if (k >= 0)
-                        return r;
+                        goto out;
                 r = k;
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
                 (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+out:
+        read_resume(l);
         return r;
+}
+
+void ledger_read_begin(ledger *l)
+{
+        assert(l);
+        assert(!l->read_batch);
+        l->read_batch = true;
+        read_resume(l);
+}
+
+void ledger_read_end(ledger *l)
+{
+        assert(l);
+        read_pause(l);
+        l->read_batch = false;
 }
 
 /* Rows */
@@ -881,6 +945,7 @@ ledger *ledger_free(ledger *l)
 {
         if (!l)
                 return NULL;
+        read_pause(l);
         for (size_t i = 0; i < _STMT_MAX; i++)
                 sqlite3_finalize(l->stmts[i]);
         sqlite3_close_v2(l->db);
@@ -1770,7 +1835,10 @@ int ledger_get(ledger *l, int64_t id, struct job_detail **ret)
         r = tx_begin_read(l);
         if (r < 0)
                 return r;
-        r = tx_end(l, get_locked(l, id, &d));
+        if (r > 0)
+                r = get_locked(l, id, &d); /* inside the open read batch */
+        else
+                r = tx_end(l, get_locked(l, id, &d));
         if (r <= 0)
                 return r;
         *ret = TAKE_PTR(d);

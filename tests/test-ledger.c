@@ -1473,6 +1473,53 @@ static void test_migrate_v1(void **state)
         assert_counts_real(f);
 }
 
+/* Lookups inside a read batch, with transitions in between: every write goes through, and
+ * the reads see it. */
+static void test_read_batch(void **state)
+{
+        struct fx *f = *state;
+        struct source_info s = src_make("/u/b.jpg", "/m/b", 2);
+        struct job_detail *d = NULL;
+        int64_t a, b = 0;
+
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        ledger_read_begin(f->l);
+        assert_int_equal(ledger_known_stat(f->l, "/u/a.jpg", 1001, 1700000000000000001LL, 43),
+                         1);
+        assert_int_equal(ledger_known_stat(f->l, "/u/b.jpg", s.size, s.mtime_ns, s.ino), 0);
+        assert_int_equal(ledger_enqueue(f->l, &s, 1100, &b), 1);
+        assert_int_equal(ledger_known_stat(f->l, "/u/b.jpg", s.size, s.mtime_ns, s.ino), 1);
+        assert_int_equal(claim(f->l, 1200), a);
+        assert_int_equal(ledger_get(f->l, a, &d), 1);
+        assert_int_equal(d->job.state, JOB_RUNNING);
+        d = job_detail_free(d);
+        assert_int_equal(ledger_get(f->l, 999, &d), 0);
+        assert_counts(f->l, 1, 1, 0, 0, 0, 0);
+        /* Another connection can write meanwhile; the next transition sees its row. */
+        raw_bulk_done(f->db, 3);
+        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1300), 0);
+        assert_counts(f->l, 1, 0, 0, 4, 0, 0);
+        ledger_read_end(f->l);
+
+        /* No transaction is left open: another connection checkpoints the whole WAL. */
+        {
+                sqlite3 *h = NULL;
+                sqlite3_stmt *st = NULL;
+
+                assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READWRITE, NULL),
+                                 SQLITE_OK);
+                assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA wal_checkpoint(TRUNCATE)", -1,
+                                                    &st, NULL),
+                                 SQLITE_OK);
+                assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+                assert_int_equal(sqlite3_column_int(st, 0), 0); /* not busy */
+                sqlite3_finalize(st);
+                sqlite3_close(h);
+        }
+        assert_int_equal(state_of(f->l, b), JOB_QUEUED);
+        assert_counts_real(f);
+}
+
 /* Listing the newest jobs of a state walks an index in order (no sort of every job in that
  * state), with ties on updated_us broken by id as before. */
 static void test_list_state_uses_index(void **state)
@@ -1718,6 +1765,7 @@ int main(void)
                 T(test_counts_kept),
                 T(test_counts_checked),
                 T(test_migrate_v1),
+                T(test_read_batch),
                 T(test_list_state_uses_index),
                 T(test_list),
                 T(test_list_limit_capped),

@@ -249,6 +249,16 @@ int ledger_superseded(ledger *l, int64_t id);
 int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
                         char **ret_source);
 
+/*
+ * Read batch: between ledger_read_begin() and ledger_read_end(), lookups (ledger_known_stat(),
+ * ledger_get(), ...) share one read transaction instead of one each, which is what makes a
+ * scan of many files cheap. Transitions made meanwhile work as usual: each ends the read
+ * transaction before it writes and starts a new one after, so reads see every write made
+ * through l. Batches do not nest. Call ledger_read_end() before returning to the event loop.
+ */
+void ledger_read_begin(ledger *l);
+void ledger_read_end(ledger *l);
+
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
 
