@@ -11,7 +11,14 @@
  * - The database runs in WAL mode with synchronous=FULL: a transition that returned success
  *   survives a crash or a power loss.
  * - A database that is not one, or fails PRAGMA quick_check, is refused with -EBADMSG and is
- *   never written, replaced or deleted.
+ *   never written, replaced or deleted. The check reads the whole file (a million jobs take
+ *   seconds warm, a minute cold), so it is skipped only where it cannot find anything new:
+ *   ledger_close() leaves a record of a clean stop next to the file (<path>.closed: its
+ *   device, inode, size, mtime and ctime after the last checkpoint), and ledger_open() checks
+ *   only the schema when that record matches the file exactly, no WAL is left over, and the
+ *   file is larger than LEDGER_ALWAYS_CHECK_BYTES. A crash, a kill, a failed close, or any
+ *   write to the file by something else (which moves its ctime) leaves no matching record,
+ *   and the whole file is checked. The record is removed before the first write of a run.
  * - The schema is versioned (table schema_version). ledger_open() applies the missing steps
  *   of `migrations` one transaction each and refuses a schema newer than it knows.
  *
@@ -49,6 +56,11 @@
 #define LEDGER_LIST_MAX 10000u
 /* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */
 #define LEDGER_MESSAGE_MAX 4096
+/* Ledgers up to this size are checked in full at every open: it takes milliseconds. */
+#define LEDGER_ALWAYS_CHECK_BYTES (4u << 20)
+/* The first word of a clean-stop record, and the longest record read. */
+#define LEDGER_CLOSED_MAGIC "imgd-ledger-closed-v1"
+#define LEDGER_CLOSED_MAX 256
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
 
@@ -302,9 +314,12 @@ static const char *const stmt_sql[_STMT_MAX] = {
 struct ledger {
         sqlite3 *db;
         char *path;
+        char *closed_path; /* <path>.closed, the clean-stop record */
         sqlite3_stmt *stmts[_STMT_MAX];
         bool read_batch;   /* between ledger_read_begin() and ledger_read_end() */
         bool read_open;    /* ... and its read transaction is open */
+        bool saw_corrupt;  /* SQLite reported corruption: the next open checks everything */
+        const char *open_check; /* what ledger_open() checked, for ledger_open_check() */
         char errmsg[512];
 };
 
@@ -425,6 +440,9 @@ static int ledger_error(ledger *l, int r, const char *fmt, ...)
 static int ledger_sqlite_error(ledger *l, int rc)
 {
         const char *m = l->db ? sqlite3_errmsg(l->db) : NULL;
+
+        if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
+                l->saw_corrupt = true;
 
         return ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
 }
@@ -847,6 +865,156 @@ could_not_run:
         return ledger_error(l, r, "%s: %s", name, buf);
 }
 
+/* Clean-stop records */
+
+/* Fsyncs the directory holding path, so that a rename or unlink in it is durable. */
+static int fsync_parent(const char *path)
+{
+        _cleanup_free_ char *dir = strdup(path);
+        _cleanup_close_ int fd = -1;
+        char *slash;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (!slash)
+                strcpy(dir, ".");
+        else if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
+/* The text of a clean-stop record for the file as st describes it. */
+static void closed_record(const struct stat *st, char *buf, size_t size)
+{
+        snprintf(buf, size,
+                 LEDGER_CLOSED_MAGIC " dev=%ju ino=%ju size=%jd mtime=%jd.%09ld ctime=%jd.%09ld\n",
+                 (uintmax_t)st->st_dev, (uintmax_t)st->st_ino, (intmax_t)st->st_size,
+                 (intmax_t)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, (intmax_t)st->st_ctim.tv_sec,
+                 st->st_ctim.tv_nsec);
+}
+
+/* Whether a WAL with content lies next to the ledger (or cannot be ruled out). */
+static bool wal_left(const ledger *l)
+{
+        _cleanup_free_ char *wal = NULL;
+        struct stat st;
+
+        if (asprintf(&wal, "%s-wal", l->path) < 0)
+                return true;
+        if (stat(wal, &st) < 0)
+                return errno != ENOENT;
+        return st.st_size > 0;
+}
+
+/*
+ * Whether <path>.closed records a clean stop of the file exactly as st describes it, with no
+ * WAL left beside it. Anything unexpected (no record, unreadable, another file) is false.
+ */
+static bool closed_cleanly(const ledger *l, const struct stat *st)
+{
+        char have[LEDGER_CLOSED_MAX + 1], want[LEDGER_CLOSED_MAX];
+        _cleanup_close_ int fd = -1;
+        ssize_t n;
+
+        fd = open(l->closed_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        n = read(fd, have, LEDGER_CLOSED_MAX);
+        if (n <= 0)
+                return false;
+        have[n] = '\0';
+        closed_record(st, want, sizeof want);
+        return strcmp(have, want) == 0 && !wal_left(l);
+}
+
+/*
+ * Writes <path>.closed for the ledger file as it is now (after the last connection closed
+ * it: checkpointed, WAL removed). Returns 0, or a negative errno with the cause in l->errmsg.
+ * Not fsynced: a record lost in a power cut only costs a full check at the next open.
+ */
+static int closed_record_write(ledger *l)
+{
+        char rec[LEDGER_CLOSED_MAX];
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        size_t len;
+        int r;
+
+        if (wal_left(l))
+                return ledger_error(l, -EBUSY, "the WAL is still there (is another program "
+                                               "holding the ledger open?)");
+        if (stat(l->path, &st) < 0)
+                return ledger_error(l, negative_errno(), "stat: %s", strerror(errno));
+        closed_record(&st, rec, sizeof rec);
+        len = strlen(rec);
+        if (asprintf(&tmp, "%s.tmp", l->closed_path) < 0)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, LEDGER_FILE_MODE);
+        if (fd < 0)
+                return ledger_error(l, negative_errno(), "%s: %s", tmp, strerror(errno));
+        if (write(fd, rec, len) != (ssize_t)len) {
+                r = errno ? negative_errno() : -EIO;
+                (void)unlink(tmp);
+                return ledger_error(l, r, "%s: %s", tmp, strerror(-r));
+        }
+        if (rename(tmp, l->closed_path) < 0) {
+                r = negative_errno();
+                (void)unlink(tmp);
+                return ledger_error(l, r, "%s: %s", l->closed_path, strerror(-r));
+        }
+        return 0;
+}
+
+/*
+ * The check at open, read-only: PRAGMA quick_check of the whole file, or of the schema only
+ * when closed_cleanly() and the file is larger than LEDGER_ALWAYS_CHECK_BYTES. Then the
+ * clean-stop record is removed, durably, before anything is written: from here on only
+ * ledger_close() may write a new one.
+ */
+static int ledger_check_at_open(ledger *l)
+{
+        struct stat st;
+        bool whole = true;
+        int r;
+
+        if (stat(l->path, &st) < 0)
+                return ledger_error(l, negative_errno(), "stat: %s", strerror(errno));
+        if ((uint64_t)st.st_size <= LEDGER_ALWAYS_CHECK_BYTES) {
+                l->open_check = "PRAGMA quick_check of the whole file (a small ledger is always "
+                                "checked in full)";
+        } else if (!closed_cleanly(l, &st)) {
+                l->open_check = "PRAGMA quick_check of the whole file (imgd did not record a "
+                                "clean stop of the file as it is now)";
+        } else {
+                l->open_check = "PRAGMA quick_check of the schema only (closed cleanly by imgd "
+                                "and not changed since)";
+                whole = false;
+        }
+
+        r = ledger_check_pragma(l, whole ? "quick_check" : "quick_check(sqlite_schema)");
+        if (r < 0)
+                return r;
+
+        if (unlink(l->closed_path) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return ledger_error(l, negative_errno(), "cannot remove %s: %s", l->closed_path,
+                                    strerror(errno));
+        }
+        r = fsync_parent(l->closed_path);
+        if (r < 0)
+                return ledger_error(l, r, "cannot sync the directory of %s: %s", l->closed_path,
+                                    strerror(-r));
+        return 0;
+}
+
 static int ledger_open_db(ledger *l)
 {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
@@ -869,7 +1037,7 @@ static int ledger_open_db(ledger *l)
                 return ledger_sqlite_error(l, rc);
 
         /* Read-only checks first: nothing is written to a file that fails them. */
-        r = ledger_check_pragma(l, "quick_check");
+        r = ledger_check_at_open(l);
         if (r < 0)
                 return r;
 
@@ -941,19 +1109,60 @@ static int ledger_check_parent(const char *path, char **ret_error)
         return 0;
 }
 
-ledger *ledger_free(ledger *l)
+/* Finalizes the statements and closes the connection; returns SQLite's rc of the close. */
+static int ledger_close_db(ledger *l)
 {
-        if (!l)
-                return NULL;
+        int rc;
+
         read_pause(l);
+        l->read_batch = false;
         for (size_t i = 0; i < _STMT_MAX; i++)
-                sqlite3_finalize(l->stmts[i]);
-        sqlite3_close_v2(l->db);
+                l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
+        /* Every statement is finalized, so a failure here means the close did not happen:
+         * then close_v2 closes once the stragglers are gone. */
+        rc = sqlite3_close(l->db);
+        if (rc != SQLITE_OK)
+                sqlite3_close_v2(l->db);
+        l->db = NULL;
+        return rc;
+}
+
+static ledger *ledger_dispose(ledger *l)
+{
+        free(l->closed_path);
         free(l->path);
         free(l);
         return NULL;
 }
 
+ledger *ledger_free(ledger *l)
+{
+        if (!l)
+                return NULL;
+        (void)ledger_close_db(l);
+        return ledger_dispose(l);
+}
+
+int ledger_close(ledger *l, char **ret_error)
+{
+        int rc, r = 0;
+
+        if (!l)
+                return 0;
+        rc = ledger_close_db(l);
+        if (rc != SQLITE_OK)
+                r = ledger_error(l, errno_from_sqlite(NULL, rc), "close: %s", sqlite3_errstr(rc));
+        else if (!l->open_check)
+                r = ledger_error(l, -EINVAL, "the ledger was not opened");
+        else if (l->saw_corrupt)
+                r = ledger_error(l, -EBADMSG, "SQLite reported corruption while it was open");
+        else
+                r = closed_record_write(l);
+        if (r < 0 && ret_error && asprintf(ret_error, "%s: %s", l->path, l->errmsg) < 0)
+                *ret_error = NULL;
+        ledger_dispose(l);
+        return r;
+}
 /* Not named ledger_freep: that name is left free for ledger.h. */
 static void free_ledgerp(ledger **l)
 {
@@ -974,7 +1183,9 @@ int ledger_open(const char *path, ledger **ret, char **ret_error)
                 goto fail;
 
         l = calloc(1, sizeof *l);
-        if (!l || !(l->path = strdup(path))) {
+        if (!l || !(l->path = strdup(path)) || asprintf(&l->closed_path, "%s.closed", path) < 0) {
+                if (l)
+                        l->closed_path = NULL;
                 r = -ENOMEM;
                 goto fail;
         }
@@ -1843,6 +2054,12 @@ int ledger_get(ledger *l, int64_t id, struct job_detail **ret)
                 return r;
         *ret = TAKE_PTR(d);
         return 1;
+}
+
+const char *ledger_open_check(const ledger *l)
+{
+        assert(l);
+        return l->open_check;
 }
 
 /* -EBADMSG unless every row of job_counts equals a count of the jobs table. */

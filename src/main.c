@@ -296,6 +296,7 @@ static int run(struct daemon *d)
                 log_error("%s", error ?: db);
                 goto out;
         }
+        log_info("ledger %s: %s", db, ledger_open_check(d->ledger));
         r = recover_run(d->ledger, d->config, wall_now_us(), &rs);
         if (r < 0)
                 goto out;
@@ -366,7 +367,15 @@ out:
         d->api.control = NULL;
         d->watch = watch_free(d->watch);
         d->scheduler = scheduler_free(d->scheduler);
-        d->ledger = ledger_free(d->ledger);
+        if (d->ledger) {
+                _cleanup_free_ char *why = NULL;
+                int k = ledger_close(TAKE_PTR(d->ledger), &why);
+
+                if (k < 0)
+                        log_warning("%s; no clean stop recorded, so the next start checks the "
+                                    "whole ledger",
+                                    why ?: strerror(-k));
+        }
         sd_event_unref(e);
         return r;
 }

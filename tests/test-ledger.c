@@ -290,6 +290,25 @@ static void assert_counts(ledger *l, uint64_t queued, uint64_t running, uint64_t
         assert_int_equal(c[JOB_CANCELLED], cancelled);
 }
 
+/* Closes the ledger recording a clean stop, and opens it again. */
+static void reopen_clean(struct fx *f)
+{
+        char *err = NULL;
+
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_null(err);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_null(err);
+}
+
+static bool checked_whole(ledger *l)
+{
+        const char *what = ledger_open_check(l);
+
+        assert_non_null(what);
+        return strstr(what, "whole file") != NULL;
+}
+
 static void reopen(struct fx *f)
 {
         char *err = NULL;
@@ -1394,7 +1413,7 @@ static void test_counts_kept(void **state)
         raw_exec(f->db, "UPDATE jobs SET state = 'dead' WHERE source_path = '/bulk/7.jpg';"
                         "DELETE FROM jobs WHERE source_path = '/bulk/8.jpg'");
         assert_counts(f->l, 1, 0, 0, 101, 1, 1);
-        reopen(f);
+        reopen_clean(f);
         assert_counts(f->l, 1, 0, 0, 101, 1, 1);
         assert_counts_real(f);
 }
@@ -1518,6 +1537,113 @@ static void test_read_batch(void **state)
         }
         assert_int_equal(state_of(f->l, b), JOB_QUEUED);
         assert_counts_real(f);
+}
+
+/* Past this size (ledger.c's LEDGER_ALWAYS_CHECK_BYTES) the clean-stop record decides. */
+static void make_large(struct fx *f)
+{
+        struct stat st;
+
+        raw_bulk_done(f->db, 40000);
+        reopen(f); /* checkpointed into the file */
+        assert_int_equal(stat(f->db, &st), 0);
+        assert_true(st.st_size > 4 << 20);
+}
+
+/* The whole file is checked at open unless imgd recorded a clean stop of the file exactly as
+ * it is; the record is used once. */
+static void test_clean_stop(void **state)
+{
+        struct fx *f = *state;
+        char *closed = xasprintf("%s.closed", f->db);
+        char *wal = xasprintf("%s-wal", f->db);
+        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
+        sqlite3 *h = NULL;
+        char *err = NULL;
+        struct stat st;
+
+        /* A small ledger is checked in full, record or not. */
+        assert_true(checked_whole(f->l));
+        reopen_clean(f);
+        assert_true(checked_whole(f->l));
+        assert_false(exists(closed));
+
+        make_large(f);
+        assert_true(checked_whole(f->l)); /* closed without a record */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_true(exists(closed));
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_false(checked_whole(f->l));
+        assert_false(exists(closed)); /* gone before the first write */
+        assert_counts(f->l, 0, 0, 0, 40000, 0, 0);
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+
+        /* Killed, or closed without ledger_close(): in full. */
+        reopen(f);
+        assert_true(checked_whole(f->l));
+
+        /* A WAL left beside the file: in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        write_file(wal, "not a WAL", 9);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+
+        /* A record of another file, or of this one before it changed: in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        write_file(closed, "imgd-ledger-closed-v1 dev=1 ino=2 size=3 mtime=4.0 ctime=5.0\n", 61);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(stat(f->db, &st), 0);
+        times[1] = (struct timespec){.tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0};
+        assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+
+        /* Another program writing to it after the clean stop (and still holding it open,
+         * so that its WAL stays): in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(h, "UPDATE jobs SET attempts = 2 WHERE id = 1", NULL, NULL,
+                                      NULL),
+                         SQLITE_OK);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+        sqlite3_close(h);
+        assert_counts_real(f);
+
+        free(wal);
+        free(closed);
+}
+
+/* Pages corrupted after a clean stop: the write moved the file's times, so the record no
+ * longer matches and the whole file is checked. */
+static void test_clean_stop_then_changed(void **state)
+{
+        struct fx *f = *state;
+        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
+        char *err = NULL;
+        struct stat st;
+        int fd;
+
+        make_large(f);
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(stat(f->db, &st), 0);
+
+        fd = open(f->db, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        for (off_t off = (st.st_size / 4096 / 2) * 4096; off < (st.st_size / 4096 / 2 + 3) * 4096;
+             off++) {
+                char c = (char)(off * 37 + 11);
+                assert_int_equal(pwrite(fd, &c, 1, off), 1);
+        }
+        close(fd);
+        /* The write moved mtime, unless within one tick of the file system's clock: move it
+         * for certain. */
+        times[1] = (struct timespec){.tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0};
+        assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
+
+        assert_refused_corrupt(f->db);
 }
 
 /* Listing the newest jobs of a state walks an index in order (no sort of every job in that
@@ -1766,6 +1892,8 @@ int main(void)
                 T(test_counts_checked),
                 T(test_migrate_v1),
                 T(test_read_batch),
+                T(test_clean_stop),
+                T(test_clean_stop_then_changed),
                 T(test_list_state_uses_index),
                 T(test_list),
                 T(test_list_limit_capped),

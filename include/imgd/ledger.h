@@ -136,12 +136,28 @@ void job_clear(struct job *j); /* frees the members of an embedded struct job */
 struct job_detail *job_detail_free(struct job_detail *d);
 
 /*
- * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check.
- * A corrupt database is -EBADMSG with a message that names the file and how to recover;
- * it is never replaced. Returns 0 and *ret, or a negative errno and a message in
+ * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check
+ * before writing anything: the whole file, unless ledger_close() recorded a clean stop of
+ * the file exactly as it is now (then the schema only; small ledgers are always checked in
+ * full). A corrupt database is -EBADMSG with a message that names the file and how to
+ * recover; it is never replaced. Returns 0 and *ret, or a negative errno and a message in
  * *ret_error (owned by the caller).
  */
 int ledger_open(const char *path, ledger **ret, char **ret_error);
+
+/* What ledger_open() checked and why, as a phrase for the log. */
+const char *ledger_open_check(const ledger *l);
+
+/*
+ * Closes l and frees it (in every case), then records the clean stop in <path>.closed so
+ * that the next ledger_open() need not check the whole file. Returns 0, or a negative errno
+ * and a message in *ret_error (owned by the caller; may be NULL) when no record was made
+ * (the close failed, SQLite reported corruption meanwhile, another program holds the file
+ * open, the record could not be written): then the next open checks everything.
+ */
+int ledger_close(ledger *l, char **ret_error);
+
+/* Closes l without recording a clean stop (the next open checks everything). */
 ledger *ledger_free(ledger *l);
 
 /* SQLite's message for the last failure on l. */
