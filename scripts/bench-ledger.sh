@@ -10,7 +10,9 @@
 # three avatar outputs, of which the newest --files (default 100,000) belong to small files
 # that it creates in the watched tree, with their real size, mtime_ns and inode, so that the
 # start-up scan finds every one of them already done (src/intake.c, ledger_known_stat()).
-# Then it starts imgd on that ledger and measures:
+# Then it starts imgd on that ledger and measures (after a fill, whose writes imgd did not
+# make, imgd checks the whole ledger at open; a --reuse run after a run that stopped cleanly
+# measures an ordinary restart, with the schema-only check; the result names the check):
 #   - the start: from exec to the "watching ... found at start" log line, and to the control
 #     socket's first answer (the scan runs before the event loop, so the socket answers
 #     after it);
@@ -174,6 +176,8 @@ def read_log():
         for line in p.stderr:
             logf.write(line)
             logf.flush()
+            if "PRAGMA quick_check" in line and "check" not in found:
+                found["check"] = line.strip()
             if "found at start" in line and "t" not in found:
                 found["t"] = time.monotonic() - t0
                 found["line"] = line.strip()
@@ -238,6 +242,7 @@ s.close()
 stop()
 
 print("ledger: %s" % ", ".join("%s %d" % kv for kv in sorted(jobs.items())))
+print("ledger check at open: %s" % found.get("check", "not logged"))
 print("start-up: 'found at start' logged after %.2f s (%s); socket answered after %.2f s" % (
     found.get("t", float("nan")), found.get("line", "no such line"), answered))
 print("supervisor RSS: %.1f MB after start (VmHWM %.1f MB); %.1f MB after the queries "

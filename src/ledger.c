@@ -11,7 +11,14 @@
  * - The database runs in WAL mode with synchronous=FULL: a transition that returned success
  *   survives a crash or a power loss.
  * - A database that is not one, or fails PRAGMA quick_check, is refused with -EBADMSG and is
- *   never written, replaced or deleted.
+ *   never written, replaced or deleted. The check reads the whole file (a million jobs take
+ *   seconds warm, a minute cold), so it is skipped only where it cannot find anything new:
+ *   ledger_close() leaves a record of a clean stop next to the file (<path>.closed: its
+ *   device, inode, size, mtime and ctime after the last checkpoint), and ledger_open() checks
+ *   only the schema when that record matches the file exactly, no WAL is left over, and the
+ *   file is larger than LEDGER_ALWAYS_CHECK_BYTES. A crash, a kill, a failed close, or any
+ *   write to the file by something else (which moves its ctime) leaves no matching record,
+ *   and the whole file is checked. The record is removed before the first write of a run.
  * - The schema is versioned (table schema_version). ledger_open() applies the missing steps
  *   of `migrations` one transaction each and refuses a schema newer than it knows.
  *
@@ -23,7 +30,11 @@
  * (next_at_us, id) order, and stops at the first one whose output_key is free; so the cost of
  * ledger_claim() and ledger_next_due() does not grow with finished jobs, nor with a long
  * queue. The statements name it with INDEXED BY: without statistics the planner would pick
- * jobs_state_next and sort every due job on each claim.
+ * another index and sort every due job on each claim. Counting jobs by state reads the six
+ * rows of job_counts (kept by triggers); listing the newest jobs of a state walks
+ * jobs_state_updated; ledger_known_stat() is answered by jobs_path alone. A caller that
+ * makes many lookups in a row (the start-up scan) wraps them in ledger_read_begin() and
+ * ledger_read_end(): one read transaction instead of one per lookup.
  */
 #include <assert.h>
 #include <errno.h>
@@ -45,6 +56,11 @@
 #define LEDGER_LIST_MAX 10000u
 /* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */
 #define LEDGER_MESSAGE_MAX 4096
+/* Ledgers up to this size are checked in full at every open: it takes milliseconds. */
+#define LEDGER_ALWAYS_CHECK_BYTES (4u << 20)
+/* The first word of a clean-stop record, and the longest record read. */
+#define LEDGER_CLOSED_MAGIC "imgd-ledger-closed-v1"
+#define LEDGER_CLOSED_MAX 256
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
 
@@ -119,6 +135,39 @@ static const char *const migrations[] = {
         "  tmp_path TEXT,"
         "  PRIMARY KEY (job_id, variant));"
         "CREATE INDEX outputs_path ON outputs (path);",
+        /*
+         * 1 -> 2: sizes of a million jobs (issue 7).
+         * - jobs_state_updated (state, updated_us; the rowid id follows) answers "the newest
+         *   jobs in a state" from the index in order, and finds running jobs; it replaces
+         *   jobs_state_next, which nothing needed next_at_us in.
+         * - jobs_path carries the stat columns and the state, so that a start-up scan learns
+         *   whether a file is known from the index alone, without reading the table's rows.
+         * - job_counts holds the number of jobs in each state, kept by triggers in the same
+         *   transaction as every insert, delete and change of state (whoever makes it), so
+         *   that counting does not read a million rows.
+         */
+        "DROP INDEX jobs_state_next;"
+        "CREATE INDEX jobs_state_updated ON jobs (state, updated_us);"
+        "DROP INDEX jobs_path;"
+        "CREATE INDEX jobs_path ON jobs (source_path, id, source_size, source_mtime_ns, "
+        "  source_ino, state);"
+        "CREATE TABLE job_counts ("
+        "  state TEXT PRIMARY KEY,"
+        "  n INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO job_counts (state, n) VALUES ('queued', 0), ('running', 0), ('retry', 0),"
+        "  ('done', 0), ('dead', 0), ('cancelled', 0);"
+        "UPDATE job_counts SET n = (SELECT count(*) FROM jobs WHERE jobs.state = job_counts.state);"
+        "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
+        "END;"
+        "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "END;"
+        "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs"
+        "  WHEN OLD.state IS NOT NEW.state BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
+        "END;",
 };
 #define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 
@@ -148,6 +197,7 @@ enum ledger_stmt {
         STMT_SUPERSEDED,
         STMT_OUTPUT_OWNER,
         STMT_COUNTS,
+        STMT_COUNTS_SCAN,
         STMT_GET_JOB,
         STMT_GET_OUTPUTS,
         STMT_GET_ERRORS,
@@ -220,7 +270,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_OUTPUT_OWNER] = "SELECT source_path FROM jobs WHERE output_key = ?1 "
                               "AND state = 'done' AND source_path <> ?2 "
                               "ORDER BY finished_us DESC, id DESC LIMIT 1",
-        [STMT_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
+        [STMT_COUNTS] = "SELECT state, n FROM job_counts",
+        /* What ledger_integrity_check() compares job_counts with. */
+        [STMT_COUNTS_SCAN] = "SELECT c.state, c.n, (SELECT count(*) FROM jobs "
+                             "                     WHERE jobs.state = c.state) "
+                             "FROM job_counts AS c",
         [STMT_GET_JOB] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
         [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256, "
                              "tmp_path FROM outputs WHERE job_id = ?1 ORDER BY rowid",
@@ -231,9 +285,9 @@ static const char *const stmt_sql[_STMT_MAX] = {
         /* Outputs of a job that were staged and not published: forgotten with the stage. */
         [STMT_DROP_STAGED] = "DELETE FROM outputs WHERE job_id = ?1",
         [STMT_PUBLISHED] = "UPDATE outputs SET tmp_path = NULL WHERE job_id = ?1",
-        [STMT_LIST_STAGED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
+        [STMT_LIST_STAGED] = "SELECT id FROM jobs INDEXED BY jobs_state_updated "
                              "WHERE state = 'running' AND stage = 'verified' ORDER BY id",
-        [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_next "
+        [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_updated "
                          "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
                          "ORDER BY id",
         [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs INDEXED BY jobs_due "
@@ -248,9 +302,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
                           "                                 AND n.id > j.id) "
                           "             ORDER BY j.id LIMIT ?2)",
         /* Finished jobs older than the cut-off that are not their source's newest job (the
-         * newest is what tells a start-up scan that a file is done). Dead jobs stay. */
+         * newest is what tells a start-up scan that a file is done). Dead jobs stay. A done or
+         * cancelled job's updated_us is its finished_us (every statement sets both): the
+         * bound on it lets jobs_state_updated skip the jobs finished since the cut-off. */
         [STMT_PRUNE] = "DELETE FROM jobs WHERE state IN ('done', 'cancelled') "
-                       "AND finished_us < ?1 "
+                       "AND updated_us < ?1 AND finished_us < ?1 "
                        "AND EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = jobs.source_path "
                        "            AND n.id > jobs.id)",
 };
@@ -258,7 +314,12 @@ static const char *const stmt_sql[_STMT_MAX] = {
 struct ledger {
         sqlite3 *db;
         char *path;
+        char *closed_path; /* <path>.closed, the clean-stop record */
         sqlite3_stmt *stmts[_STMT_MAX];
+        bool read_batch;   /* between ledger_read_begin() and ledger_read_end() */
+        bool read_open;    /* ... and its read transaction is open */
+        bool saw_corrupt;  /* SQLite reported corruption: the next open checks everything */
+        const char *open_check; /* what ledger_open() checked, for ledger_open_check() */
         char errmsg[512];
 };
 
@@ -380,6 +441,9 @@ static int ledger_sqlite_error(ledger *l, int rc)
 {
         const char *m = l->db ? sqlite3_errmsg(l->db) : NULL;
 
+        if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
+                l->saw_corrupt = true;
+
         return ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
 }
 
@@ -489,33 +553,93 @@ static int stmt_run(ledger *l, sqlite3_stmt *st)
 
 /* Transactions */
 
-static int tx_begin(ledger *l)
+/*
+ * Read batches (ledger_read_begin()): while one is open, l->read_open says that a read
+ * transaction (BEGIN DEFERRED) is open for the lookups to share. A write transition ends it
+ * (read_pause()) before its BEGIN IMMEDIATE, so that it writes on the newest snapshot, and
+ * tx_end() opens a new one after the commit (read_resume()); so a batch never holds back a
+ * write, and its reads see every write made through l.
+ */
+static void read_pause(ledger *l)
 {
-        return ledger_exec(l, "BEGIN IMMEDIATE");
+        if (!l->read_open)
+                return;
+        l->read_open = false;
+        /* A read transaction has nothing to commit; COMMIT just ends it. SQLite may have
+         * ended it already after an I/O error. */
+        if (!sqlite3_get_autocommit(l->db))
+                (void)sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL);
 }
 
+static void read_resume(ledger *l)
+{
+        if (!l->read_batch || l->read_open)
+                return;
+        /* Without it the lookups run in their own transactions: slower, not wrong. */
+        l->read_open = sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+static int tx_begin(ledger *l)
+{
+        int r;
+
+        read_pause(l);
+        r = ledger_exec(l, "BEGIN IMMEDIATE");
+        if (r < 0)
+                read_resume(l);
+        return r;
+}
+
+/*
+ * Begins a read transaction for a group of reads that must see one snapshot; returns 1 when
+ * the open read batch already provides one (the caller then must not call tx_end()), 0 when
+ * it began one for tx_end() to end.
+ */
 static int tx_begin_read(ledger *l)
 {
-        return ledger_exec(l, "BEGIN");
+        int r;
+
+        if (l->read_open && !sqlite3_get_autocommit(l->db))
+                return 1;
+        l->read_open = false;
+        r = ledger_exec(l, "BEGIN");
+        return r < 0 ? r : 0;
 }
 
 /*
  * Ends the transaction begun by tx_begin(): commits when r >= 0 and returns r, or returns the
  * commit's error; rolls back when r < 0 or the commit failed. The one way out of every
- * transaction.
+ * transaction. An open read batch gets its read transaction back.
  */
 static int tx_end(ledger *l, int r)
 {
         if (r >= 0) {
                 int k = ledger_exec(l, "COMMIT");
                 if (k >= 0)
-                        return r;
+                        goto out;
                 r = k;
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
                 (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+out:
+        read_resume(l);
         return r;
+}
+
+void ledger_read_begin(ledger *l)
+{
+        assert(l);
+        assert(!l->read_batch);
+        l->read_batch = true;
+        read_resume(l);
+}
+
+void ledger_read_end(ledger *l)
+{
+        assert(l);
+        read_pause(l);
+        l->read_batch = false;
 }
 
 /* Rows */
@@ -741,6 +865,156 @@ could_not_run:
         return ledger_error(l, r, "%s: %s", name, buf);
 }
 
+/* Clean-stop records */
+
+/* Fsyncs the directory holding path, so that a rename or unlink in it is durable. */
+static int fsync_parent(const char *path)
+{
+        _cleanup_free_ char *dir = strdup(path);
+        _cleanup_close_ int fd = -1;
+        char *slash;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (!slash)
+                strcpy(dir, ".");
+        else if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
+/* The text of a clean-stop record for the file as st describes it. */
+static void closed_record(const struct stat *st, char *buf, size_t size)
+{
+        snprintf(buf, size,
+                 LEDGER_CLOSED_MAGIC " dev=%ju ino=%ju size=%jd mtime=%jd.%09ld ctime=%jd.%09ld\n",
+                 (uintmax_t)st->st_dev, (uintmax_t)st->st_ino, (intmax_t)st->st_size,
+                 (intmax_t)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, (intmax_t)st->st_ctim.tv_sec,
+                 st->st_ctim.tv_nsec);
+}
+
+/* Whether a WAL with content lies next to the ledger (or cannot be ruled out). */
+static bool wal_left(const ledger *l)
+{
+        _cleanup_free_ char *wal = NULL;
+        struct stat st;
+
+        if (asprintf(&wal, "%s-wal", l->path) < 0)
+                return true;
+        if (stat(wal, &st) < 0)
+                return errno != ENOENT;
+        return st.st_size > 0;
+}
+
+/*
+ * Whether <path>.closed records a clean stop of the file exactly as st describes it, with no
+ * WAL left beside it. Anything unexpected (no record, unreadable, another file) is false.
+ */
+static bool closed_cleanly(const ledger *l, const struct stat *st)
+{
+        char have[LEDGER_CLOSED_MAX + 1], want[LEDGER_CLOSED_MAX];
+        _cleanup_close_ int fd = -1;
+        ssize_t n;
+
+        fd = open(l->closed_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        n = read(fd, have, LEDGER_CLOSED_MAX);
+        if (n <= 0)
+                return false;
+        have[n] = '\0';
+        closed_record(st, want, sizeof want);
+        return strcmp(have, want) == 0 && !wal_left(l);
+}
+
+/*
+ * Writes <path>.closed for the ledger file as it is now (after the last connection closed
+ * it: checkpointed, WAL removed). Returns 0, or a negative errno with the cause in l->errmsg.
+ * Not fsynced: a record lost in a power cut only costs a full check at the next open.
+ */
+static int closed_record_write(ledger *l)
+{
+        char rec[LEDGER_CLOSED_MAX];
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        size_t len;
+        int r;
+
+        if (wal_left(l))
+                return ledger_error(l, -EBUSY, "the WAL is still there (is another program "
+                                               "holding the ledger open?)");
+        if (stat(l->path, &st) < 0)
+                return ledger_error(l, negative_errno(), "stat: %s", strerror(errno));
+        closed_record(&st, rec, sizeof rec);
+        len = strlen(rec);
+        if (asprintf(&tmp, "%s.tmp", l->closed_path) < 0)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, LEDGER_FILE_MODE);
+        if (fd < 0)
+                return ledger_error(l, negative_errno(), "%s: %s", tmp, strerror(errno));
+        if (write(fd, rec, len) != (ssize_t)len) {
+                r = errno ? negative_errno() : -EIO;
+                (void)unlink(tmp);
+                return ledger_error(l, r, "%s: %s", tmp, strerror(-r));
+        }
+        if (rename(tmp, l->closed_path) < 0) {
+                r = negative_errno();
+                (void)unlink(tmp);
+                return ledger_error(l, r, "%s: %s", l->closed_path, strerror(-r));
+        }
+        return 0;
+}
+
+/*
+ * The check at open, read-only: PRAGMA quick_check of the whole file, or of the schema only
+ * when closed_cleanly() and the file is larger than LEDGER_ALWAYS_CHECK_BYTES. Then the
+ * clean-stop record is removed, durably, before anything is written: from here on only
+ * ledger_close() may write a new one.
+ */
+static int ledger_check_at_open(ledger *l)
+{
+        struct stat st;
+        bool whole = true;
+        int r;
+
+        if (stat(l->path, &st) < 0)
+                return ledger_error(l, negative_errno(), "stat: %s", strerror(errno));
+        if ((uint64_t)st.st_size <= LEDGER_ALWAYS_CHECK_BYTES) {
+                l->open_check = "PRAGMA quick_check of the whole file (a small ledger is always "
+                                "checked in full)";
+        } else if (!closed_cleanly(l, &st)) {
+                l->open_check = "PRAGMA quick_check of the whole file (imgd did not record a "
+                                "clean stop of the file as it is now)";
+        } else {
+                l->open_check = "PRAGMA quick_check of the schema only (closed cleanly by imgd "
+                                "and not changed since)";
+                whole = false;
+        }
+
+        r = ledger_check_pragma(l, whole ? "quick_check" : "quick_check(sqlite_schema)");
+        if (r < 0)
+                return r;
+
+        if (unlink(l->closed_path) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return ledger_error(l, negative_errno(), "cannot remove %s: %s", l->closed_path,
+                                    strerror(errno));
+        }
+        r = fsync_parent(l->closed_path);
+        if (r < 0)
+                return ledger_error(l, r, "cannot sync the directory of %s: %s", l->closed_path,
+                                    strerror(-r));
+        return 0;
+}
+
 static int ledger_open_db(ledger *l)
 {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
@@ -763,7 +1037,7 @@ static int ledger_open_db(ledger *l)
                 return ledger_sqlite_error(l, rc);
 
         /* Read-only checks first: nothing is written to a file that fails them. */
-        r = ledger_check_pragma(l, "quick_check");
+        r = ledger_check_at_open(l);
         if (r < 0)
                 return r;
 
@@ -835,16 +1109,59 @@ static int ledger_check_parent(const char *path, char **ret_error)
         return 0;
 }
 
+/* Finalizes the statements and closes the connection; returns SQLite's rc of the close. */
+static int ledger_close_db(ledger *l)
+{
+        int rc;
+
+        read_pause(l);
+        l->read_batch = false;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
+        /* Every statement is finalized, so a failure here means the close did not happen:
+         * then close_v2 closes once the stragglers are gone. */
+        rc = sqlite3_close(l->db);
+        if (rc != SQLITE_OK)
+                sqlite3_close_v2(l->db);
+        l->db = NULL;
+        return rc;
+}
+
+static ledger *ledger_dispose(ledger *l)
+{
+        free(l->closed_path);
+        free(l->path);
+        free(l);
+        return NULL;
+}
+
 ledger *ledger_free(ledger *l)
 {
         if (!l)
                 return NULL;
-        for (size_t i = 0; i < _STMT_MAX; i++)
-                sqlite3_finalize(l->stmts[i]);
-        sqlite3_close_v2(l->db);
-        free(l->path);
-        free(l);
-        return NULL;
+        (void)ledger_close_db(l);
+        return ledger_dispose(l);
+}
+
+int ledger_close(ledger *l, char **ret_error)
+{
+        int rc, r = 0;
+
+        if (!l)
+                return 0;
+        rc = ledger_close_db(l);
+        if (rc != SQLITE_OK)
+                r = ledger_error(l, errno_from_sqlite(NULL, rc), "close: %s", sqlite3_errstr(rc));
+        else if (!l->open_check)
+                r = ledger_error(l, -EINVAL, "the ledger was not opened");
+        else if (l->saw_corrupt)
+                r = ledger_error(l, -EBADMSG, "SQLite reported corruption while it was open");
+        else
+                r = closed_record_write(l);
+        if (r < 0 && ret_error && asprintf(ret_error, "%s: %s", l->path, l->errmsg) < 0)
+                *ret_error = NULL;
+        ledger_dispose(l);
+        return r;
 }
 /* Not named ledger_freep: that name is left free for ledger.h. */
 static void free_ledgerp(ledger **l)
@@ -866,7 +1183,9 @@ int ledger_open(const char *path, ledger **ret, char **ret_error)
                 goto fail;
 
         l = calloc(1, sizeof *l);
-        if (!l || !(l->path = strdup(path))) {
+        if (!l || !(l->path = strdup(path)) || asprintf(&l->closed_path, "%s.closed", path) < 0) {
+                if (l)
+                        l->closed_path = NULL;
                 r = -ENOMEM;
                 goto fail;
         }
@@ -1534,6 +1853,9 @@ int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX])
                 r = column_state(l, st, 0, &s);
                 if (r < 0)
                         return r;
+                if (sqlite3_column_int64(st, 1) < 0)
+                        return ledger_error(l, -EBADMSG, "job_counts: %s is negative",
+                                            job_state_name(s));
                 c[s] = (uint64_t)sqlite3_column_int64(st, 1);
         }
         memcpy(counts, c, sizeof c);
@@ -1724,15 +2046,55 @@ int ledger_get(ledger *l, int64_t id, struct job_detail **ret)
         r = tx_begin_read(l);
         if (r < 0)
                 return r;
-        r = tx_end(l, get_locked(l, id, &d));
+        if (r > 0)
+                r = get_locked(l, id, &d); /* inside the open read batch */
+        else
+                r = tx_end(l, get_locked(l, id, &d));
         if (r <= 0)
                 return r;
         *ret = TAKE_PTR(d);
         return 1;
 }
 
-int ledger_integrity_check(ledger *l)
+const char *ledger_open_check(const ledger *l)
 {
         assert(l);
-        return ledger_check_pragma(l, "integrity_check");
+        return l->open_check;
+}
+
+/* -EBADMSG unless every row of job_counts equals a count of the jobs table. */
+static int counts_check(ledger *l)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_COUNTS_SCAN);
+        unsigned rows = 0;
+        int r;
+
+        while ((r = stmt_step(l, st)) > 0) {
+                const char *state = (const char *)sqlite3_column_text(st, 0);
+                int64_t kept = sqlite3_column_int64(st, 1), real = sqlite3_column_int64(st, 2);
+
+                if (kept != real)
+                        return ledger_error(l, -EBADMSG,
+                                            "job_counts: %s holds %" PRId64 ", the jobs table has "
+                                            "%" PRId64,
+                                            state ? state : "(null)", kept, real);
+                rows++;
+        }
+        if (r < 0)
+                return r;
+        if (rows != _JOB_STATE_MAX)
+                return ledger_error(l, -EBADMSG, "job_counts: %u rows, not %d", rows,
+                                    _JOB_STATE_MAX);
+        return 0;
+}
+
+int ledger_integrity_check(ledger *l)
+{
+        int r;
+
+        assert(l);
+        r = ledger_check_pragma(l, "integrity_check");
+        if (r < 0)
+                return r;
+        return counts_check(l);
 }

@@ -107,6 +107,18 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
         }
 }
 
+/* Scans the watched trees for files that arrived while imgd was not watching; the lookups
+ * share one read transaction of the ledger. Returns the files found, or a negative errno. */
+static int scan(struct daemon *d)
+{
+        int r;
+
+        ledger_read_begin(d->ledger);
+        r = watch_scan(d->watch);
+        ledger_read_end(d->ledger);
+        return r;
+}
+
 static uint64_t mono_now_usec(void)
 {
         struct timespec ts;
@@ -211,7 +223,7 @@ static void reload(struct daemon *d)
         d->api.config = next;
         config_free(d->config);
         d->config = next;
-        r = watch_scan(d->watch);
+        r = scan(d);
         log_info("reloaded: watching %u folder(s), %d file(s) found", watch_count(d->watch),
                  r < 0 ? 0 : r);
         notify_ready();
@@ -295,6 +307,7 @@ static int run(struct daemon *d)
                 log_error("%s", error ?: db);
                 goto out;
         }
+        log_info("ledger %s: %s", db, ledger_open_check(d->ledger));
         r = recover_run(d->ledger, d->config, wall_now_us(), &rs);
         if (r < 0)
                 goto out;
@@ -340,7 +353,7 @@ static int run(struct daemon *d)
         }
         scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
 
-        r = watch_scan(d->watch);
+        r = scan(d);
         log_info("watching %u folder(s), %d file(s) found at start, %u worker(s)",
                  watch_count(d->watch), r < 0 ? 0 : r, d->config->workers);
         scheduler_kick(d->scheduler);
@@ -365,7 +378,15 @@ out:
         d->api.control = NULL;
         d->watch = watch_free(d->watch);
         d->scheduler = scheduler_free(d->scheduler);
-        d->ledger = ledger_free(d->ledger);
+        if (d->ledger) {
+                _cleanup_free_ char *why = NULL;
+                int k = ledger_close(TAKE_PTR(d->ledger), &why);
+
+                if (k < 0)
+                        log_warning("%s; no clean stop recorded, so the next start checks the "
+                                    "whole ledger",
+                                    why ?: strerror(-k));
+        }
         sd_event_unref(e);
         return r;
 }

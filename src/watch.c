@@ -22,6 +22,13 @@
 #include "imgd/watch.h"
 
 #define WATCH_MAX_DEPTH 64
+/*
+ * A walk reads a directory's entries in batches of this many and handles each batch in name
+ * order: the ledger's path index is in that order too, so the lookups of a start-up scan
+ * move forward through it rather than jump around it in readdir's (hash) order. Bounded so
+ * that a huge directory costs no more memory than one batch per level.
+ */
+#define WATCH_SCAN_BATCH 1024
 
 #define DIR_MASK                                                                               \
         (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE_SELF |           \
@@ -103,6 +110,23 @@ static void drop_tree(watch *w, const char *path)
         }
 }
 
+/* A directory entry waiting in a walk's batch. */
+struct entry {
+        char *name;
+        unsigned char type; /* DT_DIR, DT_REG, or 0 for anything else */
+};
+
+static int entry_cmp(const void *a, const void *b)
+{
+        return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
+}
+
+static void *mfree(void *p)
+{
+        free(p);
+        return NULL;
+}
+
 /*
  * Walks `path`: adds watches (when add is set, on directories of recursive watches, and on
  * `path` itself) and reports files (when report is set). Returns files reported, or a
@@ -111,6 +135,7 @@ static void drop_tree(watch *w, const char *path)
 static int walk(watch *w, const struct watch_config *wc, const char *path, bool add, bool report,
                 unsigned depth)
 {
+        struct entry *batch;
         DIR *d;
         struct dirent *de;
         int fd, reported = 0;
@@ -142,36 +167,58 @@ static int walk(watch *w, const struct watch_config *wc, const char *path, bool 
                 close(fd);
                 return -ENOMEM;
         }
-        while ((de = readdir(d))) {
-                unsigned char type = de->d_type;
-                _cleanup_free_ char *child = NULL;
+        batch = calloc(WATCH_SCAN_BATCH, sizeof *batch);
+        if (!batch) {
+                closedir(d);
+                return -ENOMEM;
+        }
+        for (bool more = true; more;) {
+                size_t n = 0;
 
-                if (de->d_name[0] == '.')
-                        continue; /* ".", "..", and hidden names */
-                if (type == DT_UNKNOWN) {
-                        struct stat st;
-                        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                while (n < WATCH_SCAN_BATCH && (de = readdir(d))) {
+                        unsigned char type = de->d_type;
+
+                        if (de->d_name[0] == '.')
+                                continue; /* ".", "..", and hidden names */
+                        if (type == DT_UNKNOWN) {
+                                struct stat st;
+                                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                        continue;
+                                type = S_ISDIR(st.st_mode)   ? DT_DIR
+                                       : S_ISREG(st.st_mode) ? DT_REG
+                                                             : 0;
+                        }
+                        if (type == DT_DIR && !wc->recursive)
                                 continue;
-                        type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : 0;
+                        /* Everything that is not a directory is reported, so that intake can
+                         * refuse symlinks, FIFOs and devices with a reason rather than pass
+                         * them over. */
+                        if (type != DT_DIR && (!report || pathmap_is_ignored(de->d_name)))
+                                continue;
+                        batch[n].name = strdup(de->d_name);
+                        if (!batch[n].name)
+                                break;
+                        batch[n++].type = type;
                 }
-                if (type == DT_DIR && !wc->recursive)
-                        continue;
-                /* Everything that is not a directory is reported, so that intake can refuse
-                 * symlinks, FIFOs and devices with a reason rather than pass them over. */
-                if (type != DT_DIR && (!report || pathmap_is_ignored(de->d_name)))
-                        continue;
-                child = join(path, de->d_name);
-                if (!child)
-                        break;
-                if (type == DT_DIR) {
-                        int k = walk(w, wc, child, add, report, depth + 1);
-                        if (k > 0)
-                                reported += k;
-                } else {
-                        w->fn(wc, child, w->userdata);
-                        reported++;
+                more = n == WATCH_SCAN_BATCH;
+                qsort(batch, n, sizeof *batch, entry_cmp);
+                for (size_t i = 0; i < n; i++) {
+                        _cleanup_free_ char *child = join(path, batch[i].name);
+
+                        batch[i].name = mfree(batch[i].name);
+                        if (!child)
+                                continue;
+                        if (batch[i].type == DT_DIR) {
+                                int k = walk(w, wc, child, add, report, depth + 1);
+                                if (k > 0)
+                                        reported += k;
+                        } else {
+                                w->fn(wc, child, w->userdata);
+                                reported++;
+                        }
                 }
         }
+        free(batch);
         closedir(d);
         return reported;
 }

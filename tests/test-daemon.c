@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "imgd/hash.h"
 #include "testutil.h"
@@ -370,6 +371,46 @@ static void test_fits_and_formats(void **state)
 }
 
 /* Start-up errors name the path and the cause; --check-config validates. */
+static bool exists(const char *path)
+{
+        return access(path, F_OK) == 0;
+}
+
+/* A stop on SIGTERM records the clean stop next to the ledger; a start consumes the record
+ * before it writes; a kill leaves none, and the next start checks the whole ledger. */
+static void test_clean_stop_record(void **state)
+{
+        struct tu_daemon d;
+        char *closed, *a;
+
+        tu_daemon_setup(&d, AVATAR, 1, NULL);
+        closed = tu_path("%s/imgd.db.closed", d.state);
+        a = tu_path("%s/a.jpg", d.uploads);
+        tu_make_image(a, 320, 240, "jpeg", false);
+        tu_daemon_start(&d);
+        assert_true(tu_log_contains(&d, "PRAGMA quick_check of the whole file"));
+        tu_daemon_wait_idle(&d, 60);
+        assert_false(exists(closed));
+        assert_int_equal(tu_daemon_stop(&d, SIGTERM), 0);
+        assert_true(exists(closed));
+
+        tu_daemon_start(&d);
+        assert_false(exists(closed));
+        assert_int_equal(count_state(&d, "done"), 1);
+        tu_daemon_stop(&d, SIGKILL);
+        assert_false(exists(closed));
+
+        tu_daemon_start(&d);
+        assert_int_equal(count_state(&d, "done"), 1);
+        assert_int_equal(count_state(&d, "queued"), 0);
+        assert_int_equal(tu_daemon_stop(&d, SIGTERM), 0);
+        assert_true(exists(closed));
+
+        free(a);
+        free(closed);
+        tu_daemon_cleanup(&d);
+}
+
 static void test_startup_errors(void **state)
 {
         struct tu_daemon d;
@@ -415,6 +456,7 @@ int main(void)
                 cmocka_unit_test(test_replace_and_collision),
                 cmocka_unit_test(test_fits_and_formats),
                 cmocka_unit_test(test_startup_errors),
+                cmocka_unit_test(test_clean_stop_record),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,6 +144,42 @@ static void raw_bulk_done(const char *db, unsigned n)
         free(sql);
 }
 
+/* The schema of version 1, as imgd 0.1 created it (ledger.c migrations[0], released). */
+static const char schema_v1[] =
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        "CREATE TABLE jobs ("
+        "  id INTEGER PRIMARY KEY, watch TEXT NOT NULL, source_path TEXT NOT NULL,"
+        "  source_sha256 TEXT NOT NULL, source_size INTEGER NOT NULL,"
+        "  source_mtime_ns INTEGER NOT NULL, source_ino INTEGER NOT NULL,"
+        "  output_key TEXT NOT NULL, pipeline TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN"
+        "    ('queued', 'running', 'retry', 'done', 'dead', 'cancelled')),"
+        "  attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),"
+        "  created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL,"
+        "  next_at_us INTEGER NOT NULL, finished_us INTEGER, lease_owner TEXT,"
+        "  lease_expires_us INTEGER, last_error TEXT,"
+        "  stage TEXT CHECK (stage IS NULL OR stage = 'verified'),"
+        "  degraded INTEGER NOT NULL DEFAULT 0, info TEXT,"
+        "  CHECK (length(source_sha256) = 64));"
+        "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
+        "CREATE INDEX jobs_due ON jobs (next_at_us) WHERE state IN ('queued', 'retry');"
+        "CREATE INDEX jobs_path ON jobs (source_path, id);"
+        "CREATE INDEX jobs_output_key ON jobs (output_key, state);"
+        "CREATE INDEX jobs_updated ON jobs (updated_us, id);"
+        "CREATE INDEX jobs_degraded ON jobs (id) WHERE state = 'done' AND degraded = 1;"
+        "CREATE TABLE job_errors ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  attempt INTEGER NOT NULL, at_us INTEGER NOT NULL, message TEXT NOT NULL);"
+        "CREATE INDEX job_errors_job ON job_errors (job_id);"
+        "CREATE TABLE outputs ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  variant TEXT NOT NULL, path TEXT NOT NULL, format TEXT NOT NULL,"
+        "  width INTEGER NOT NULL, height INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+        "  sha256 TEXT NOT NULL, tmp_path TEXT,"
+        "  PRIMARY KEY (job_id, variant));"
+        "CREATE INDEX outputs_path ON outputs (path);"
+        "INSERT INTO schema_version (version) VALUES (1);";
+
 /* A source whose content hash is made from `content`. */
 static struct source_info src_make(const char *path, const char *output_key, unsigned content)
 {
@@ -219,6 +255,58 @@ static unsigned attempts_of(ledger *l, int64_t id)
 
         job_detail_free(d);
         return a;
+}
+
+/* ledger_counts() agrees with a count of the table, and so does ledger_integrity_check(). */
+static void assert_counts_real(struct fx *f)
+{
+        uint64_t counts[_JOB_STATE_MAX];
+
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        for (int i = 0; i < _JOB_STATE_MAX; i++) {
+                char *sql = xasprintf("SELECT count(*) FROM jobs WHERE state = '%s'",
+                                      job_state_name(i));
+                int64_t real = raw_int(f->db, sql);
+
+                if ((int64_t)counts[i] != real)
+                        fail_msg("%s: counted %" PRIu64 ", the table has %" PRId64,
+                                 job_state_name(i), counts[i], real);
+                free(sql);
+        }
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+}
+
+static void assert_counts(ledger *l, uint64_t queued, uint64_t running, uint64_t retry,
+                          uint64_t done, uint64_t dead, uint64_t cancelled)
+{
+        uint64_t c[_JOB_STATE_MAX];
+
+        assert_int_equal(ledger_counts(l, c), 0);
+        assert_int_equal(c[JOB_QUEUED], queued);
+        assert_int_equal(c[JOB_RUNNING], running);
+        assert_int_equal(c[JOB_RETRY], retry);
+        assert_int_equal(c[JOB_DONE], done);
+        assert_int_equal(c[JOB_DEAD], dead);
+        assert_int_equal(c[JOB_CANCELLED], cancelled);
+}
+
+/* Closes the ledger recording a clean stop, and opens it again. */
+static void reopen_clean(struct fx *f)
+{
+        char *err = NULL;
+
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_null(err);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_null(err);
+}
+
+static bool checked_whole(ledger *l)
+{
+        const char *what = ledger_open_check(l);
+
+        assert_non_null(what);
+        return strstr(what, "whole file") != NULL;
 }
 
 static void reopen(struct fx *f)
@@ -302,14 +390,14 @@ static void test_schema_version(void **state)
         struct fx *f = *state;
 
         assert_int_equal(raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 1);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 2);
         /* journal_mode=WAL is stored in the file: byte 18 of the header is 2. */
         assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_journal_mode "
                                         "WHERE journal_mode = 'wal'"),
                          1);
         reopen(f);
         assert_int_equal(raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 1);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 2);
 }
 
 static void test_crash_persists(void **state)
@@ -437,15 +525,15 @@ static void test_future_schema(void **state)
         char *err = NULL;
 
         f->l = ledger_free(f->l);
-        raw_exec(f->db, "UPDATE schema_version SET version = 2");
+        raw_exec(f->db, "UPDATE schema_version SET version = 3");
 
         assert_int_equal(ledger_open(f->db, &l, &err), -EPROTONOSUPPORT);
         assert_null(l);
         assert_non_null(err);
         assert_non_null(strstr(err, f->db));
-        assert_non_null(strstr(err, "version 2"));
+        assert_non_null(strstr(err, "version 3"));
         free(err);
-        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 2);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 3);
 }
 
 static void test_foreign_database(void **state)
@@ -1244,6 +1332,359 @@ static void test_counts(void **state)
         assert_int_equal(counts[JOB_CANCELLED], 1);
 }
 
+/* The counts kept by the triggers follow every transition, a restart, and writes made
+ * behind imgd's back (the bench fills the ledger with the sqlite3 CLI). */
+static void test_counts_kept(void **state)
+{
+        struct fx *f = *state;
+        int64_t a, b, c, d, e, a2;
+        struct job *j = NULL;
+
+        assert_counts(f->l, 0, 0, 0, 0, 0, 0);
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        b = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 1000);
+        c = enqueue(f->l, "/u/c.jpg", "/m/c", 3, 1000);
+        d = enqueue(f->l, "/u/d.jpg", "/m/d", 4, 1000);
+        e = enqueue(f->l, "/u/e.jpg", "/m/e", 5, 1000);
+        assert_counts(f->l, 5, 0, 0, 0, 0, 0);
+        /* Enqueueing known content changes nothing. */
+        {
+                struct source_info s = src_make("/u/a.jpg", "/m/a", 1);
+                int64_t id;
+                assert_int_equal(ledger_enqueue(f->l, &s, 1001, &id), 0);
+        }
+        assert_counts(f->l, 5, 0, 0, 0, 0, 0);
+
+        assert_int_equal(claim(f->l, 1000), a);
+        assert_int_equal(claim(f->l, 1000), b);
+        assert_int_equal(claim(f->l, 1000), c);
+        assert_int_equal(claim(f->l, 1000), d);
+        assert_counts(f->l, 1, 4, 0, 0, 0, 0);
+        assert_int_equal(ledger_stage(f->l, a, NULL, 0, true, NULL, 1050), 0);
+        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, b, "e", true, 5000, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, c, "e", false, 0, 1100), 0);
+        assert_int_equal(ledger_release(f->l, d, 1200, 1100), 0);
+        assert_counts(f->l, 2, 0, 1, 1, 1, 0);
+        /* Refused transitions change nothing. */
+        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1150), -ESTALE);
+        assert_int_equal(ledger_retry(f->l, b, 1150), -ESTALE);
+        assert_int_equal(ledger_cancel(f->l, 999, "x", 1150), -ENOENT);
+        assert_counts(f->l, 2, 0, 1, 1, 1, 0);
+        assert_counts_real(f);
+
+        assert_int_equal(ledger_retry(f->l, c, 1200), 0);       /* dead -> queued */
+        assert_int_equal(ledger_cancel(f->l, e, "no", 1200), 0); /* queued -> cancelled */
+        assert_counts(f->l, 2, 0, 1, 1, 0, 1);
+        a2 = enqueue(f->l, "/u/b.jpg", "/m/b", 9, 1300); /* cancels b, waiting to retry */
+        assert_counts(f->l, 3, 0, 0, 1, 0, 2);
+        assert_int_equal(ledger_rerender_degraded(f->l, 1400, 10), 1); /* a: done -> queued */
+        assert_counts(f->l, 4, 0, 0, 0, 0, 2);
+        for (int i = 0; i < 2; i++) {
+                assert_int_equal(ledger_claim(f->l, "test", 1500, LEASE_US, &j), 1);
+                j = job_free(j);
+        }
+        assert_counts(f->l, 2, 2, 0, 0, 0, 2);
+        assert_counts_real(f);
+
+        /* After a crash: the running jobs go back to the queue at recovery. */
+        reopen(f);
+        assert_counts(f->l, 2, 2, 0, 0, 0, 2);
+        assert_int_equal(ledger_recover(f->l, 1600), 2);
+        assert_counts(f->l, 4, 0, 0, 0, 0, 2);
+
+        /* Pruning deletes counted jobs: a's old one and b's cancelled one, no longer their
+         * sources' newest; e's cancelled job is its source's newest and stays. */
+        for (int i = 0; i < 4; i++) {
+                assert_int_equal(ledger_claim(f->l, "test", 1700, LEASE_US, &j), 1);
+                assert_int_equal(ledger_complete(f->l, j->id, NULL, 0, 1710), 0);
+                j = job_free(j);
+        }
+        assert_counts(f->l, 0, 0, 0, 4, 0, 2);
+        (void)enqueue(f->l, "/u/a.jpg", "/m/a", 11, 1720);
+        assert_counts(f->l, 1, 0, 0, 4, 0, 2);
+        assert_int_equal(ledger_prune(f->l, 100000), 2);
+        assert_counts(f->l, 1, 0, 0, 3, 0, 1);
+        assert_counts_real(f);
+        assert_int_equal(state_of(f->l, a2), JOB_DONE);
+
+        /* Rows written by another program are counted too. */
+        raw_bulk_done(f->db, 100);
+        raw_exec(f->db, "UPDATE jobs SET state = 'dead' WHERE source_path = '/bulk/7.jpg';"
+                        "DELETE FROM jobs WHERE source_path = '/bulk/8.jpg'");
+        assert_counts(f->l, 1, 0, 0, 101, 1, 1);
+        reopen_clean(f);
+        assert_counts(f->l, 1, 0, 0, 101, 1, 1);
+        assert_counts_real(f);
+}
+
+/* A kept count that went wrong is corruption to ledger_integrity_check(). */
+static void test_counts_checked(void **state)
+{
+        struct fx *f = *state;
+        uint64_t c[_JOB_STATE_MAX];
+
+        enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+        raw_exec(f->db, "UPDATE job_counts SET n = n + 1 WHERE state = 'done'");
+        assert_int_equal(ledger_integrity_check(f->l), -EBADMSG);
+        assert_non_null(strstr(ledger_errmsg(f->l), "job_counts: done holds 1"));
+        raw_exec(f->db, "UPDATE job_counts SET n = -1 WHERE state = 'done'");
+        assert_int_equal(ledger_counts(f->l, c), -EBADMSG);
+}
+
+/* A ledger of schema version 1 is migrated at open: indexes replaced, counts filled from
+ * the jobs it holds, and kept from then on. */
+static void test_migrate_v1(void **state)
+{
+        struct fx *f = *state;
+        struct ledger_filter flt = {.state = JOB_DONE, .limit = 2};
+        struct job *jobs = NULL;
+        size_t n = 0;
+        int64_t id;
+
+        f->l = ledger_free(f->l);
+        assert_int_equal(unlink(f->db), 0);
+        write_file(f->db, "", 0);
+        raw_exec(f->db, schema_v1);
+        raw_exec(f->db, "PRAGMA journal_mode = WAL");
+        raw_bulk_done(f->db, 30);
+        raw_exec(f->db, "UPDATE jobs SET state = 'queued' WHERE id <= 3;"
+                        "UPDATE jobs SET state = 'dead', finished_us = 7 WHERE id = 4;"
+                        "UPDATE jobs SET state = 'cancelled' WHERE id = 5;"
+                        "UPDATE jobs SET state = 'running', lease_owner = 'x' WHERE id = 6;");
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 1);
+
+        reopen(f);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 2);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_master "
+                                        "WHERE name = 'jobs_state_next'"),
+                         0);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                        "AND name IN ('jobs_state_updated', 'jobs_path')"),
+                         2);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_master "
+                                        "WHERE type = 'trigger'"),
+                         3);
+        assert_counts(f->l, 3, 1, 0, 24, 1, 1);
+        assert_counts_real(f);
+
+        /* The migrated ledger works as a new one: lookups, lists, transitions, counts. */
+        assert_int_equal(ledger_known_stat(f->l, "/bulk/9.jpg", 1, 1, 9), 1);
+        assert_int_equal(ledger_known_stat(f->l, "/bulk/9.jpg", 1, 1, 10), 0);
+        assert_int_equal(ledger_known_stat(f->l, "/bulk/5.jpg", 1, 1, 5), 0); /* cancelled */
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(jobs[0].id, 30);
+        assert_int_equal(jobs[1].id, 29);
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+        assert_int_equal(ledger_recover(f->l, 100), 1);
+        id = enqueue(f->l, "/u/new.jpg", "/m/new", 77, 200);
+        assert_int_equal(claim(f->l, 200), 1);
+        assert_counts(f->l, 4, 1, 0, 24, 1, 1);
+        assert_int_equal(state_of(f->l, id), JOB_QUEUED);
+
+        /* Opened again, nothing is migrated twice. */
+        reopen(f);
+        assert_int_equal(raw_int(f->db, "SELECT version FROM schema_version"), 2);
+        assert_counts_real(f);
+}
+
+/* Lookups inside a read batch, with transitions in between: every write goes through, and
+ * the reads see it. */
+static void test_read_batch(void **state)
+{
+        struct fx *f = *state;
+        struct source_info s = src_make("/u/b.jpg", "/m/b", 2);
+        struct job_detail *d = NULL;
+        int64_t a, b = 0;
+
+        a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        ledger_read_begin(f->l);
+        assert_int_equal(ledger_known_stat(f->l, "/u/a.jpg", 1001, 1700000000000000001LL, 43),
+                         1);
+        assert_int_equal(ledger_known_stat(f->l, "/u/b.jpg", s.size, s.mtime_ns, s.ino), 0);
+        assert_int_equal(ledger_enqueue(f->l, &s, 1100, &b), 1);
+        assert_int_equal(ledger_known_stat(f->l, "/u/b.jpg", s.size, s.mtime_ns, s.ino), 1);
+        assert_int_equal(claim(f->l, 1200), a);
+        assert_int_equal(ledger_get(f->l, a, &d), 1);
+        assert_int_equal(d->job.state, JOB_RUNNING);
+        d = job_detail_free(d);
+        assert_int_equal(ledger_get(f->l, 999, &d), 0);
+        assert_counts(f->l, 1, 1, 0, 0, 0, 0);
+        /* Another connection can write meanwhile; the next transition sees its row. */
+        raw_bulk_done(f->db, 3);
+        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1300), 0);
+        assert_counts(f->l, 1, 0, 0, 4, 0, 0);
+        ledger_read_end(f->l);
+
+        /* No transaction is left open: another connection checkpoints the whole WAL. */
+        {
+                sqlite3 *h = NULL;
+                sqlite3_stmt *st = NULL;
+
+                assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READWRITE, NULL),
+                                 SQLITE_OK);
+                assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA wal_checkpoint(TRUNCATE)", -1,
+                                                    &st, NULL),
+                                 SQLITE_OK);
+                assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+                assert_int_equal(sqlite3_column_int(st, 0), 0); /* not busy */
+                sqlite3_finalize(st);
+                sqlite3_close(h);
+        }
+        assert_int_equal(state_of(f->l, b), JOB_QUEUED);
+        assert_counts_real(f);
+}
+
+/* Past this size (ledger.c's LEDGER_ALWAYS_CHECK_BYTES) the clean-stop record decides. */
+static void make_large(struct fx *f)
+{
+        struct stat st;
+
+        raw_bulk_done(f->db, 40000);
+        reopen(f); /* checkpointed into the file */
+        assert_int_equal(stat(f->db, &st), 0);
+        assert_true(st.st_size > 4 << 20);
+}
+
+/* The whole file is checked at open unless imgd recorded a clean stop of the file exactly as
+ * it is; the record is used once. */
+static void test_clean_stop(void **state)
+{
+        struct fx *f = *state;
+        char *closed = xasprintf("%s.closed", f->db);
+        char *wal = xasprintf("%s-wal", f->db);
+        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
+        sqlite3 *h = NULL;
+        char *err = NULL;
+        struct stat st;
+
+        /* A small ledger is checked in full, record or not. */
+        assert_true(checked_whole(f->l));
+        reopen_clean(f);
+        assert_true(checked_whole(f->l));
+        assert_false(exists(closed));
+
+        make_large(f);
+        assert_true(checked_whole(f->l)); /* closed without a record */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_true(exists(closed));
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_false(checked_whole(f->l));
+        assert_false(exists(closed)); /* gone before the first write */
+        assert_counts(f->l, 0, 0, 0, 40000, 0, 0);
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+
+        /* Killed, or closed without ledger_close(): in full. */
+        reopen(f);
+        assert_true(checked_whole(f->l));
+
+        /* A WAL left beside the file: in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        write_file(wal, "not a WAL", 9);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+
+        /* A record of another file, or of this one before it changed: in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        write_file(closed, "imgd-ledger-closed-v1 dev=1 ino=2 size=3 mtime=4.0 ctime=5.0\n", 61);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(stat(f->db, &st), 0);
+        times[1] = (struct timespec){.tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0};
+        assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+
+        /* Another program writing to it after the clean stop (and still holding it open,
+         * so that its WAL stays): in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(h, "UPDATE jobs SET attempts = 2 WHERE id = 1", NULL, NULL,
+                                      NULL),
+                         SQLITE_OK);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+        sqlite3_close(h);
+        assert_counts_real(f);
+
+        free(wal);
+        free(closed);
+}
+
+/* Pages corrupted after a clean stop: the write moved the file's times, so the record no
+ * longer matches and the whole file is checked. */
+static void test_clean_stop_then_changed(void **state)
+{
+        struct fx *f = *state;
+        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
+        char *err = NULL;
+        struct stat st;
+        int fd;
+
+        make_large(f);
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(stat(f->db, &st), 0);
+
+        fd = open(f->db, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        for (off_t off = (st.st_size / 4096 / 2) * 4096; off < (st.st_size / 4096 / 2 + 3) * 4096;
+             off++) {
+                char c = (char)(off * 37 + 11);
+                assert_int_equal(pwrite(fd, &c, 1, off), 1);
+        }
+        close(fd);
+        /* The write moved mtime, unless within one tick of the file system's clock: move it
+         * for certain. */
+        times[1] = (struct timespec){.tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0};
+        assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
+
+        assert_refused_corrupt(f->db);
+}
+
+/* Listing the newest jobs of a state walks an index in order (no sort of every job in that
+ * state), with ties on updated_us broken by id as before. */
+static void test_list_state_uses_index(void **state)
+{
+        struct fx *f = *state;
+        struct ledger_filter flt = {.state = JOB_DONE, .limit = 3};
+        struct job *jobs = NULL;
+        sqlite3_stmt *st = NULL;
+        sqlite3 *h = NULL;
+        size_t n = 0;
+        char plan[512] = "";
+
+        raw_bulk_done(f->db, 50);
+        raw_exec(f->db, "UPDATE jobs SET updated_us = 1000 WHERE id > 40");
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(jobs[0].id, 50);
+        assert_int_equal(jobs[1].id, 49);
+        assert_int_equal(jobs[2].id, 48);
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+
+        assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(h,
+                                            "EXPLAIN QUERY PLAN SELECT id, state FROM jobs "
+                                            "WHERE 1 AND state = ?1 "
+                                            "ORDER BY updated_us DESC, id DESC LIMIT ?4",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW)
+                snprintf(plan + strlen(plan), sizeof plan - strlen(plan), "%s;",
+                         (const char *)sqlite3_column_text(st, 3));
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+        assert_non_null(strstr(plan, "jobs_state_updated"));
+        assert_null(strstr(plan, "TEMP B-TREE"));
+}
+
 static void test_list(void **state)
 {
         struct fx *f = *state;
@@ -1447,6 +1888,13 @@ int main(void)
                 T(test_retry_dead),
                 T(test_cancel),
                 T(test_counts),
+                T(test_counts_kept),
+                T(test_counts_checked),
+                T(test_migrate_v1),
+                T(test_read_batch),
+                T(test_clean_stop),
+                T(test_clean_stop_then_changed),
+                T(test_list_state_uses_index),
                 T(test_list),
                 T(test_list_limit_capped),
                 T(test_output_owner),

@@ -136,12 +136,28 @@ void job_clear(struct job *j); /* frees the members of an embedded struct job */
 struct job_detail *job_detail_free(struct job_detail *d);
 
 /*
- * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check.
- * A corrupt database is -EBADMSG with a message that names the file and how to recover;
- * it is never replaced. Returns 0 and *ret, or a negative errno and a message in
+ * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check
+ * before writing anything: the whole file, unless ledger_close() recorded a clean stop of
+ * the file exactly as it is now (then the schema only; small ledgers are always checked in
+ * full). A corrupt database is -EBADMSG with a message that names the file and how to
+ * recover; it is never replaced. Returns 0 and *ret, or a negative errno and a message in
  * *ret_error (owned by the caller).
  */
 int ledger_open(const char *path, ledger **ret, char **ret_error);
+
+/* What ledger_open() checked and why, as a phrase for the log. */
+const char *ledger_open_check(const ledger *l);
+
+/*
+ * Closes l and frees it (in every case), then records the clean stop in <path>.closed so
+ * that the next ledger_open() need not check the whole file. Returns 0, or a negative errno
+ * and a message in *ret_error (owned by the caller; may be NULL) when no record was made
+ * (the close failed, SQLite reported corruption meanwhile, another program holds the file
+ * open, the record could not be written): then the next open checks everything.
+ */
+int ledger_close(ledger *l, char **ret_error);
+
+/* Closes l without recording a clean stop (the next open checks everything). */
 ledger *ledger_free(ledger *l);
 
 /* SQLite's message for the last failure on l. */
@@ -156,7 +172,7 @@ int ledger_recover(ledger *l, int64_t now_us);
 
 /*
  * Returns 1 if a job for `path` exists with this size, mtime and inode and is not
- * cancelled (so the file need not be hashed again), 0 if not.
+ * cancelled (so the file need not be hashed again), 0 if not. Answered from an index.
  */
 int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns,
                       uint64_t ino);
@@ -249,7 +265,17 @@ int ledger_superseded(ledger *l, int64_t id);
 int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
                         char **ret_source);
 
-/* Counts jobs by state into counts[_JOB_STATE_MAX]. */
+/*
+ * Read batch: between ledger_read_begin() and ledger_read_end(), lookups (ledger_known_stat(),
+ * ledger_get(), ...) share one read transaction instead of one each, which is what makes a
+ * scan of many files cheap. Transitions made meanwhile work as usual: each ends the read
+ * transaction before it writes and starts a new one after, so reads see every write made
+ * through l. Batches do not nest. Call ledger_read_end() before returning to the event loop.
+ */
+void ledger_read_begin(ledger *l);
+void ledger_read_end(ledger *l);
+
+/* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
 
 struct ledger_filter {
@@ -266,7 +292,8 @@ int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size
 /* Returns 1 and the job with its outputs and errors, or 0 if no job has that id. */
 int ledger_get(ledger *l, int64_t id, struct job_detail **ret);
 
-/* Runs PRAGMA integrity_check; returns 0 if "ok", -EBADMSG otherwise. */
+/* Runs PRAGMA integrity_check and compares the kept counts by state with a count of the
+ * jobs; returns 0 if both agree, -EBADMSG otherwise. Reads the whole file. */
 int ledger_integrity_check(ledger *l);
 
 #include "macro.h"
