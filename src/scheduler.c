@@ -6,8 +6,9 @@
  * (no symlinks, no blocking), identifies its format to name the outputs, refuses outputs
  * that would overwrite another source's, creates one temporary file per variant next to
  * its final name, and hands the worker the descriptors. When the worker answers
- * (on_worker_done), the outputs are published (rename, directory fsync) and only then is
- * the job completed in the ledger; on failure the temporary files are removed and the job
+ * (on_worker_done), the job waits in `finished` while the next pass hands the worker its
+ * next job; then (on_publish) the outputs are published (rename, directory fsync) and only
+ * then is the job completed in the ledger; on failure the temporary files are removed and the job
  * is retried after a backoff or, once its attempts are used up or the error is permanent,
  * marked dead. A job whose source changed while it ran is cancelled as superseded and the
  * source taken in again, so outputs always belong to the newest content.
@@ -32,13 +33,14 @@
 #include "imgd/publish.h"
 #include "imgd/scheduler.h"
 
-/* A job handed to a worker. */
+/* A job handed to a worker; then, once the worker reported success, waiting to be published. */
 struct running {
         struct job *job;
         bool degraded; /* rendered below full quality, or without its non-essential variants */
         struct publish_tmp *tmps;
         struct variant *variants; /* formats resolved */
         size_t n;
+        json_t *reply; /* the worker's result while waiting in `finished` */
         struct running *next;
 };
 
@@ -47,9 +49,14 @@ struct scheduler {
         const struct config *cfg;
         ledger *ledger;
         worker_pool *pool;
-        sd_event_source *kick, *due, *leases;
+        sd_event_source *kick, *due, *leases, *publish;
         struct running *running;
         unsigned n_running;
+        /* Rendered and verified, oldest first, published by on_publish() once the idle
+         * workers have their next jobs: the fsyncs of publishing do not keep them waiting.
+         * Still running in the ledger and counted in scheduler_running(). */
+        struct running *finished, **finished_tail;
+        unsigned n_finished;
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
         bool paused;
         uint64_t last_progress_usec; /* CLOCK_MONOTONIC: last dispatch or finished job */
@@ -184,6 +191,7 @@ static void running_free(struct running *run)
 {
         if (!run)
                 return;
+        json_decref(run->reply);
         for (size_t i = 0; i < run->n; i++)
                 publish_tmp_discard(&run->tmps[i]);
         free(run->tmps);
@@ -508,6 +516,9 @@ static bool is_running(const scheduler *s, int64_t id)
         for (const struct running *run = s->running; run; run = run->next)
                 if (run->job->id == id)
                         return true;
+        for (const struct running *run = s->finished; run; run = run->next)
+                if (run->job->id == id)
+                        return true;
         return false;
 }
 
@@ -659,7 +670,7 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
                 scheduler_kick(s);
         }
         /* Back to full health with a quiet queue: render degraded outputs again. */
-        if (after == HEALTH_FULL && in.queued == 0 && s->n_running == 0) {
+        if (after == HEALTH_FULL && in.queued == 0 && scheduler_running(s) == 0) {
                 /* In the background: a batch small enough never to trip the reduced level
                  * itself (which would degrade the re-render and loop). */
                 uint64_t batch = worker_pool_size(s->pool);
@@ -874,6 +885,30 @@ out:
         free(sizes);
 }
 
+/* Publishes every job waiting in `finished`, oldest first. */
+static void publish_finished(scheduler *s)
+{
+        while (s->finished) {
+                struct running *run = s->finished;
+
+                s->finished = run->next;
+                if (!s->finished)
+                        s->finished_tail = &s->finished;
+                s->n_finished--;
+                finish_ok(s, run, run->reply);
+                running_free(run);
+        }
+}
+
+static int on_publish(sd_event_source *es, void *userdata)
+{
+        scheduler *s = userdata;
+
+        publish_finished(s);
+        scheduler_kick(s); /* a published job frees its output_key for the next one */
+        return 0;
+}
+
 static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, const char *failure,
                            void *userdata)
 {
@@ -897,7 +932,15 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
         } else if (json_unpack((json_t *)reply, "{s:b}", "ok", &ok) < 0) {
                 job_failed(s, run->job, "worker returned a malformed result", false);
         } else if (ok) {
-                finish_ok(s, run, reply);
+                /* Published by on_publish(), after on_kick() gave the worker its next job. */
+                run->reply = json_incref((json_t *)reply);
+                run->next = NULL;
+                *s->finished_tail = run;
+                s->finished_tail = &run->next;
+                s->n_finished++;
+                sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
+                scheduler_kick(s);
+                return;
         } else {
                 int err = 0;
 
@@ -973,6 +1016,16 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         sd_event_source_set_enabled(s->kick, SD_EVENT_OFF);
+        /* After the kick: a worker that just finished gets its next job before the fsyncs
+         * of publishing the last one. */
+        s->finished_tail = &s->finished;
+        r = sd_event_add_defer(e, &s->publish, on_publish, s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->publish, SD_EVENT_OFF);
+        r = sd_event_source_set_priority(s->publish, SD_EVENT_PRIORITY_NORMAL + 1);
+        if (r < 0)
+                goto fail;
         r = sd_event_add_time(e, &s->due, CLOCK_REALTIME, UINT64_MAX, 1000, on_due, s);
         if (r < 0)
                 goto fail;
@@ -999,6 +1052,9 @@ scheduler *scheduler_free(scheduler *s)
         if (!s)
                 return NULL;
         s->pool = worker_pool_free(s->pool);
+        /* Rendered and verified: publish rather than render again at the next start. */
+        if (s->finished_tail)
+                publish_finished(s);
         /* Jobs still running were not finished: hand them back without using an attempt. */
         while (s->running) {
                 struct running *run = s->running;
@@ -1007,6 +1063,7 @@ scheduler *scheduler_free(scheduler *s)
                 running_free(run);
         }
         sd_event_source_disable_unref(s->kick);
+        sd_event_source_disable_unref(s->publish);
         sd_event_source_disable_unref(s->due);
         sd_event_source_disable_unref(s->leases);
         metrics_free(s->metrics);
@@ -1035,7 +1092,7 @@ bool scheduler_stalled(scheduler *s)
 {
         uint64_t now = mono_now_usec(), grace;
         int64_t due = 0;
-        bool pending = s->n_running > 0;
+        bool pending = scheduler_running(s) > 0;
 
         if (!pending && !s->paused && worker_pool_idle(s->pool) == 0)
                 pending = ledger_next_due(s->ledger, &due) > 0 && due <= wall_now_us();
@@ -1094,5 +1151,5 @@ const worker_pool *scheduler_pool(const scheduler *s)
 
 unsigned scheduler_running(const scheduler *s)
 {
-        return s->n_running;
+        return s->n_running + s->n_finished;
 }
