@@ -8,10 +8,10 @@
  * its final name, and hands the worker the descriptors. When the worker answers
  * (on_worker_done), the job waits in `finished` while the next pass hands the worker its
  * next job; then (on_publish) the outputs are published (rename, directory fsync) and only
- * then is the job completed in the ledger; on failure the temporary files are removed and the job
- * is retried after a backoff or, once its attempts are used up or the error is permanent,
- * marked dead. A job whose source changed while it ran is cancelled as superseded and the
- * source taken in again, so outputs always belong to the newest content.
+ * then is the job completed in the ledger; on failure the temporary files are removed and
+ * the job is retried after a backoff or, once its attempts are used up or the error is
+ * permanent, marked dead. A job whose source changed while it ran is cancelled as superseded
+ * and the source taken in again, so outputs always belong to the newest content.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +33,7 @@
 #include "imgd/publish.h"
 #include "imgd/scheduler.h"
 
-/* A job handed to a worker; then, once the worker reported success, waiting to be published. */
+/* A job handed to a worker; then, once the worker reported success, waiting for publication. */
 struct running {
         struct job *job;
         bool degraded; /* rendered below full quality, or without its non-essential variants */
@@ -73,6 +73,8 @@ struct scheduler {
                 bool failed;
         } outcomes[128];
         unsigned n_outcomes, next_outcome;
+        double mem_pressure;      /* memory_pressure(): the last reading */
+        uint64_t mem_pressure_at; /* CLOCK_MONOTONIC of it, 0: none yet */
         char owner[64];
 };
 
@@ -81,6 +83,7 @@ struct scheduler {
 #define ERROR_WINDOW_USEC (5 * 60 * 1000000ULL)
 #define RERENDER_BATCH 20
 #define PRUNE_USEC (3600 * 1000000ULL)
+#define MEMINFO_USEC (1000000ULL)
 
 static uint64_t mono_now_usec(void)
 {
@@ -584,7 +587,8 @@ static int on_breaker_timer(sd_event_source *es, uint64_t usec, void *userdata)
         return 0;
 }
 
-static double memory_pressure(void)
+/* The share of memory not available, from /proc/meminfo (0 if it cannot be read). */
+static double memory_pressure_read(void)
 {
         unsigned long long total = 0, avail = 0, v;
         char line[256];
@@ -592,7 +596,8 @@ static double memory_pressure(void)
 
         if (!f)
                 return 0;
-        while (fgets(line, sizeof line, f)) {
+        /* MemTotal and MemAvailable are among the first lines: stop once both are seen. */
+        while ((total == 0 || avail == 0) && fgets(line, sizeof line, f)) {
                 if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
                         total = v;
                 else if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
@@ -600,6 +605,20 @@ static double memory_pressure(void)
         }
         fclose(f);
         return total > 0 && avail <= total ? 1.0 - (double)avail / (double)total : 0;
+}
+
+/* memory_pressure_read(), at most once per MEMINFO_USEC: the health score is asked for by
+ * the timer and by every status request, and a client polling status should not make the
+ * kernel format /proc/meminfo each time. */
+static double memory_pressure(scheduler *s)
+{
+        uint64_t now = mono_now_usec();
+
+        if (s->mem_pressure_at == 0 || now - s->mem_pressure_at >= MEMINFO_USEC) {
+                s->mem_pressure = memory_pressure_read();
+                s->mem_pressure_at = now;
+        }
+        return s->mem_pressure;
 }
 
 static void health_inputs_now(scheduler *s, struct health_inputs *in)
@@ -612,7 +631,7 @@ static void health_inputs_now(scheduler *s, struct health_inputs *in)
         *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
         if (ledger_oldest_queued(s->ledger, &oldest) > 0 && wall_now_us() > oldest)
                 in->oldest_queued_age_us = (uint64_t)(wall_now_us() - oldest);
-        in->memory_pressure = memory_pressure();
+        in->memory_pressure = memory_pressure(s);
         for (unsigned i = 0; i < s->n_outcomes; i++) {
                 if (now - s->outcomes[i].at > ERROR_WINDOW_USEC)
                         continue;
