@@ -5,9 +5,9 @@
  * A worker is started with fork+exec (libvips and GLib threads do not survive a bare fork,
  * and the daemon never loads libvips at all), with its end of a SOCK_SEQPACKET socketpair
  * as fd 3, every other descriptor closed, the signal mask cleared, and --threads: the CPUs
- * shared out between the workers (one each when there are as many workers as CPUs). The daemon watches
- * it with three event sources: the socket (results), the child (exit), and, while it is
- * busy, a timer (the job's wall-clock limit, after which it is killed).
+ * shared out between the workers (one each when there are as many workers as CPUs). The
+ * daemon watches it with three event sources: the socket (results), the child (exit), and,
+ * while it is busy, a timer (the job's wall-clock limit, after which it is killed).
  *
  * The done callback is called exactly once per dispatched job: from the socket handler
  * when a result arrives, or from the child handler when the worker died first (a result
