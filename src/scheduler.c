@@ -6,11 +6,12 @@
  * (no symlinks, no blocking), identifies its format to name the outputs, refuses outputs
  * that would overwrite another source's, creates one temporary file per variant next to
  * its final name, and hands the worker the descriptors. When the worker answers
- * (on_worker_done), the outputs are published (rename, directory fsync) and only then is
- * the job completed in the ledger; on failure the temporary files are removed and the job
- * is retried after a backoff or, once its attempts are used up or the error is permanent,
- * marked dead. A job whose source changed while it ran is cancelled as superseded and the
- * source taken in again, so outputs always belong to the newest content.
+ * (on_worker_done), the job waits in `finished` while the next pass hands the worker its
+ * next job; then (on_publish) the outputs are published (rename, directory fsync) and only
+ * then is the job completed in the ledger; on failure the temporary files are removed and
+ * the job is retried after a backoff or, once its attempts are used up or the error is
+ * permanent, marked dead. A job whose source changed while it ran is cancelled as superseded
+ * and the source taken in again, so outputs always belong to the newest content.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,13 +34,14 @@
 #include "imgd/publish.h"
 #include "imgd/scheduler.h"
 
-/* A job handed to a worker. */
+/* A job handed to a worker; then, once the worker reported success, waiting for publication. */
 struct running {
         struct job *job;
         bool degraded; /* rendered below full quality, or without its non-essential variants */
         struct publish_tmp *tmps;
         struct variant *variants; /* formats resolved */
         size_t n;
+        json_t *reply; /* the worker's result while waiting in `finished` */
         struct running *next;
 };
 
@@ -48,9 +50,14 @@ struct scheduler {
         const struct config *cfg;
         ledger *ledger;
         worker_pool *pool;
-        sd_event_source *kick, *due, *leases;
+        sd_event_source *kick, *due, *leases, *publish;
         struct running *running;
         unsigned n_running;
+        /* Rendered and verified, oldest first, published by on_publish() once the idle
+         * workers have their next jobs: the fsyncs of publishing do not keep them waiting.
+         * Still running in the ledger and counted in scheduler_running(). */
+        struct running *finished, **finished_tail;
+        unsigned n_finished;
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
         bool paused;
         uint64_t last_progress_usec; /* CLOCK_MONOTONIC: last dispatch or finished job */
@@ -68,9 +75,11 @@ struct scheduler {
         } outcomes[128];
         unsigned n_outcomes, next_outcome;
         /* When recent jobs finished (done or dead), in a ring, for the drain rate. */
-        uint64_t finished[256];
-        unsigned n_finished, next_finished;
-        uint64_t started_usec; /* CLOCK_MONOTONIC */
+        uint64_t completions[256];
+        unsigned n_completions, next_completion;
+        uint64_t started_usec;    /* CLOCK_MONOTONIC */
+        double mem_pressure;      /* memory_pressure(): the last reading */
+        uint64_t mem_pressure_at; /* CLOCK_MONOTONIC of it, 0: none yet */
         char owner[64];
 };
 
@@ -79,6 +88,7 @@ struct scheduler {
 #define ERROR_WINDOW_USEC (5 * 60 * 1000000ULL)
 #define RERENDER_BATCH 20
 #define PRUNE_USEC (3600 * 1000000ULL)
+#define MEMINFO_USEC (1000000ULL)
 
 static uint64_t mono_now_usec(void)
 {
@@ -235,6 +245,7 @@ static void running_free(struct running *run)
 {
         if (!run)
                 return;
+        json_decref(run->reply);
         for (size_t i = 0; i < run->n; i++)
                 publish_tmp_discard(&run->tmps[i]);
         free(run->tmps);
@@ -565,6 +576,9 @@ static bool is_running(const scheduler *s, int64_t id)
         for (const struct running *run = s->running; run; run = run->next)
                 if (run->job->id == id)
                         return true;
+        for (const struct running *run = s->finished; run; run = run->next)
+                if (run->job->id == id)
+                        return true;
         return false;
 }
 
@@ -630,7 +644,8 @@ static int on_breaker_timer(sd_event_source *es, uint64_t usec, void *userdata)
         return 0;
 }
 
-static double memory_pressure(void)
+/* The share of memory not available, from /proc/meminfo (0 if it cannot be read). */
+static double memory_pressure_read(void)
 {
         unsigned long long total = 0, avail = 0, v;
         char line[256];
@@ -638,7 +653,8 @@ static double memory_pressure(void)
 
         if (!f)
                 return 0;
-        while (fgets(line, sizeof line, f)) {
+        /* MemTotal and MemAvailable are among the first lines: stop once both are seen. */
+        while ((total == 0 || avail == 0) && fgets(line, sizeof line, f)) {
                 if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
                         total = v;
                 else if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
@@ -646,6 +662,20 @@ static double memory_pressure(void)
         }
         fclose(f);
         return total > 0 && avail <= total ? 1.0 - (double)avail / (double)total : 0;
+}
+
+/* memory_pressure_read(), at most once per MEMINFO_USEC: the health score is asked for by
+ * the timer and by every status request, and a client polling status should not make the
+ * kernel format /proc/meminfo each time. */
+static double memory_pressure(scheduler *s)
+{
+        uint64_t now = mono_now_usec();
+
+        if (s->mem_pressure_at == 0 || now - s->mem_pressure_at >= MEMINFO_USEC) {
+                s->mem_pressure = memory_pressure_read();
+                s->mem_pressure_at = now;
+        }
+        return s->mem_pressure;
 }
 
 static void health_inputs_now(scheduler *s, struct health_inputs *in)
@@ -658,7 +688,7 @@ static void health_inputs_now(scheduler *s, struct health_inputs *in)
         *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
         if (ledger_oldest_queued(s->ledger, &oldest) > 0 && wall_now_us() > oldest)
                 in->oldest_queued_age_us = (uint64_t)(wall_now_us() - oldest);
-        in->memory_pressure = memory_pressure();
+        in->memory_pressure = memory_pressure(s);
         for (unsigned i = 0; i < s->n_outcomes; i++) {
                 if (now - s->outcomes[i].at > ERROR_WINDOW_USEC)
                         continue;
@@ -672,10 +702,10 @@ static void health_inputs_now(scheduler *s, struct health_inputs *in)
 /* A job left the backlog for good (done or dead). */
 static void note_finished(scheduler *s)
 {
-        s->finished[s->next_finished] = mono_now_usec();
-        s->next_finished = (s->next_finished + 1) % ELEMENTSOF(s->finished);
-        if (s->n_finished < ELEMENTSOF(s->finished))
-                s->n_finished++;
+        s->completions[s->next_completion] = mono_now_usec();
+        s->next_completion = (s->next_completion + 1) % ELEMENTSOF(s->completions);
+        if (s->n_completions < ELEMENTSOF(s->completions))
+                s->n_completions++;
 }
 
 /*
@@ -691,12 +721,12 @@ static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_win
 
         *ret_window_us = now - s->started_usec < ERROR_WINDOW_USEC ? now - s->started_usec
                                                                   : ERROR_WINDOW_USEC;
-        for (unsigned i = 0; i < s->n_finished; i++) {
-                if (now - s->finished[i] > ERROR_WINDOW_USEC)
+        for (unsigned i = 0; i < s->n_completions; i++) {
+                if (now - s->completions[i] > ERROR_WINDOW_USEC)
                         continue;
                 n++;
-                if (s->finished[i] < oldest)
-                        oldest = s->finished[i];
+                if (s->completions[i] < oldest)
+                        oldest = s->completions[i];
         }
         span = now - oldest > 1000000 ? now - oldest : 1000000;
         return (double)n / ((double)span / 1e6);
@@ -784,7 +814,7 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
                 scheduler_kick(s);
         }
         /* Back to full health with a quiet queue: render degraded outputs again. */
-        if (after == HEALTH_FULL && in.queued == 0 && s->n_running == 0) {
+        if (after == HEALTH_FULL && in.queued == 0 && scheduler_running(s) == 0) {
                 /* In the background: a batch small enough never to trip the reduced level
                  * itself (which would degrade the re-render and loop). */
                 uint64_t batch = worker_pool_size(s->pool);
@@ -1000,6 +1030,30 @@ out:
         free(sizes);
 }
 
+/* Publishes every job waiting in `finished`, oldest first. */
+static void publish_finished(scheduler *s)
+{
+        while (s->finished) {
+                struct running *run = s->finished;
+
+                s->finished = run->next;
+                if (!s->finished)
+                        s->finished_tail = &s->finished;
+                s->n_finished--;
+                finish_ok(s, run, run->reply);
+                running_free(run);
+        }
+}
+
+static int on_publish(sd_event_source *es, void *userdata)
+{
+        scheduler *s = userdata;
+
+        publish_finished(s);
+        scheduler_kick(s); /* a published job frees its output_key for the next one */
+        return 0;
+}
+
 static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, const char *failure,
                            void *userdata)
 {
@@ -1023,7 +1077,15 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
         } else if (json_unpack((json_t *)reply, "{s:b}", "ok", &ok) < 0) {
                 job_failed(s, run->job, "worker returned a malformed result", false);
         } else if (ok) {
-                finish_ok(s, run, reply);
+                /* Published by on_publish(), after on_kick() gave the worker its next job. */
+                run->reply = json_incref((json_t *)reply);
+                run->next = NULL;
+                *s->finished_tail = run;
+                s->finished_tail = &run->next;
+                s->n_finished++;
+                sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
+                scheduler_kick(s);
+                return;
         } else {
                 int err = 0;
 
@@ -1100,6 +1162,16 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         sd_event_source_set_enabled(s->kick, SD_EVENT_OFF);
+        /* After the kick: a worker that just finished gets its next job before the fsyncs
+         * of publishing the last one. */
+        s->finished_tail = &s->finished;
+        r = sd_event_add_defer(e, &s->publish, on_publish, s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->publish, SD_EVENT_OFF);
+        r = sd_event_source_set_priority(s->publish, SD_EVENT_PRIORITY_NORMAL + 1);
+        if (r < 0)
+                goto fail;
         r = sd_event_add_time(e, &s->due, CLOCK_REALTIME, UINT64_MAX, 1000, on_due, s);
         if (r < 0)
                 goto fail;
@@ -1126,6 +1198,9 @@ scheduler *scheduler_free(scheduler *s)
         if (!s)
                 return NULL;
         s->pool = worker_pool_free(s->pool);
+        /* Rendered and verified: publish rather than render again at the next start. */
+        if (s->finished_tail)
+                publish_finished(s);
         /* Jobs still running were not finished: hand them back without using an attempt. */
         while (s->running) {
                 struct running *run = s->running;
@@ -1134,6 +1209,7 @@ scheduler *scheduler_free(scheduler *s)
                 running_free(run);
         }
         sd_event_source_disable_unref(s->kick);
+        sd_event_source_disable_unref(s->publish);
         sd_event_source_disable_unref(s->due);
         sd_event_source_disable_unref(s->leases);
         metrics_free(s->metrics);
@@ -1177,7 +1253,7 @@ bool scheduler_stalled(scheduler *s)
 {
         uint64_t now = mono_now_usec(), grace;
         int64_t due = 0;
-        bool pending = s->n_running > 0;
+        bool pending = scheduler_running(s) > 0;
 
         if (!pending && !s->paused && worker_pool_idle(s->pool) == 0)
                 pending = ledger_next_due(s->ledger, &due) > 0 && due <= wall_now_us();
@@ -1245,5 +1321,5 @@ const worker_pool *scheduler_pool(const scheduler *s)
 
 unsigned scheduler_running(const scheduler *s)
 {
-        return s->n_running;
+        return s->n_running + s->n_finished;
 }

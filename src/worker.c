@@ -4,9 +4,10 @@
  *
  * A worker is started with fork+exec (libvips and GLib threads do not survive a bare fork,
  * and the daemon never loads libvips at all), with its end of a SOCK_SEQPACKET socketpair
- * as fd 3, every other descriptor closed, and the signal mask cleared. The daemon watches
- * it with three event sources: the socket (results), the child (exit), and, while it is
- * busy, a timer (the job's wall-clock limit, after which it is killed).
+ * as fd 3, every other descriptor closed, the signal mask cleared, and --threads: the CPUs
+ * shared out between the workers (one each when there are as many workers as CPUs). The
+ * daemon watches it with three event sources: the socket (results), the child (exit), and,
+ * while it is busy, a timer (the job's wall-clock limit, after which it is killed).
  *
  * The done callback is called exactly once per dispatched job: from the socket handler
  * when a result arrives, or from the child handler when the worker died first (a result
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -60,6 +62,7 @@ struct worker {
 struct worker_pool {
         sd_event *event;
         char *worker_path;
+        char threads_arg[32]; /* "--threads=N": libvips threads of each worker */
         unsigned job_timeout_s;
         uint64_t memory_limit;
         unsigned max_jobs;
@@ -345,7 +348,7 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock)
         for (int sig = 1; sig < NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         signal(sig, SIG_DFL);
-        execl(path, "imgd-worker", (char *)NULL);
+        execl(path, "imgd-worker", p->threads_arg, (char *)NULL);
         _exit(127);
 }
 
@@ -398,6 +401,25 @@ static int worker_start(struct worker *w)
         return 0;
 }
 
+/*
+ * libvips threads for each of n workers: the CPUs this process may run on, shared out, at
+ * least one. With as many workers as CPUs (the default), each worker computes on one thread:
+ * the workers already keep every CPU busy, and more threads only add locking and memory.
+ */
+static unsigned worker_threads(unsigned n)
+{
+        cpu_set_t set;
+        long cpus = 0;
+
+        if (sched_getaffinity(0, sizeof set, &set) == 0)
+                cpus = CPU_COUNT(&set);
+        if (cpus < 1)
+                cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (cpus < 1 || n == 0 || (unsigned long)cpus <= n)
+                return 1;
+        return (unsigned)cpus / n;
+}
+
 int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_pool **ret)
 {
         worker_pool *p = calloc(1, sizeof *p);
@@ -414,6 +436,8 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         p->done = o->done;
         p->userdata = o->userdata;
         p->n = o->n_workers;
+        snprintf(p->threads_arg, sizeof p->threads_arg, "--threads=%u",
+                 o->threads > 0 ? o->threads : worker_threads(p->n));
         p->workers = calloc(p->n, sizeof *p->workers);
         if (!p->worker_path || !p->workers)
                 goto fail;

@@ -6,6 +6,7 @@
  */
 #include <fcntl.h>
 #include <jansson.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -138,6 +139,43 @@ static void make_and_move(const char *tmpdir, const char *dest, unsigned w, unsi
 /* cp-style (written in place) and mv-style (renamed in) files are each processed once, into
  * three circle-masked WebP avatars of the right sizes; nested folders map to nested outputs;
  * no temporary file is left behind. */
+/* Each of the daemon's `workers` workers runs libvips on its share of the CPUs, at least 1. */
+static void assert_worker_threads(struct tu_daemon *d, unsigned workers)
+{
+        pid_t pids[16];
+        unsigned n = tu_daemon_children(d, pids, 16);
+        cpu_set_t set;
+        long cpus = 0;
+        char want[32];
+
+        if (sched_getaffinity(0, sizeof set, &set) == 0)
+                cpus = CPU_COUNT(&set);
+        snprintf(want, sizeof want, "--threads=%ld",
+                 cpus > (long)workers ? cpus / (long)workers : 1L);
+        assert_int_equal(n, workers);
+        for (unsigned i = 0; i < n; i++) {
+                char path[64], cmdline[256];
+                size_t k = 0;
+
+                snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pids[i]);
+                /* Forked before the socket answered; exec'd (argv[0] "imgd-worker") soon. */
+                for (int tries = 0; tries < 500; tries++) {
+                        FILE *f = fopen(path, "re");
+
+                        assert_non_null(f);
+                        memset(cmdline, 0, sizeof cmdline);
+                        k = fread(cmdline, 1, sizeof cmdline - 1, f);
+                        fclose(f);
+                        if (strcmp(cmdline, "imgd-worker") == 0)
+                                break;
+                        usleep(10 * 1000);
+                }
+                assert_string_equal(cmdline, "imgd-worker");
+                assert_true(k > strlen(cmdline) + 1);
+                assert_string_equal(cmdline + strlen(cmdline) + 1, want);
+        }
+}
+
 static void test_end_to_end(void **state)
 {
         struct tu_daemon d;
@@ -146,6 +184,7 @@ static void test_end_to_end(void **state)
 
         tu_daemon_setup(&d, AVATAR, 2, NULL);
         tu_daemon_start(&d);
+        assert_worker_threads(&d, 2);
 
         p = tu_path("%s/alice.jpg", d.uploads);
         tu_make_image(p, 1200, 800, "jpeg", false); /* written in place */

@@ -462,6 +462,87 @@ static void test_16bit_png(void **state)
         }
 }
 
+/*
+ * A PNG (no shrink-on-load) far larger than its variants need is shrunk once after the decode:
+ * every output keeps the size the full decode gives (the rounding of "inside" and "contain"
+ * included) and shows the same picture; an alpha that is opaque everywhere is dropped, a real
+ * one is kept.
+ */
+static void test_png_shrunk_once(void **state)
+{
+        static const struct {
+                unsigned w, h;
+                enum variant_fit fit;
+        } cases[] = {
+            {800, 800, VARIANT_FIT_INSIDE}, {333, 333, VARIANT_FIT_INSIDE},
+            {251, 97, VARIANT_FIT_CONTAIN}, {100, 100, VARIANT_FIT_COVER},
+            {64, 40, VARIANT_FIT_FILL},
+        };
+        /* Sizes whose outputs come out a pixel off when resized from the shrunk image. */
+        static const int sizes[][2] = {{1501, 1170}, {1170, 1501}};
+
+        for (size_t k = 0; k < ELEMENTSOF(sizes); k++) {
+                int W = sizes[k][0], H = sizes[k][1];
+                _cleanup_image_ VipsImage *src = make_gradient(W, H, true), *hole = NULL,
+                                          *holed = NULL;
+                _cleanup_gfree_ void *png = NULL, *png_hole = NULL;
+                struct variant vs[ELEMENTSOF(cases)];
+                _cleanup_base_ render_base *b = NULL, *bh = NULL;
+                size_t len, len_hole;
+
+                png = encode(src, ".png[compression=1]", &len);
+                /* The same with a transparent 8 x 8 square in the top left corner. */
+                VIPS_OK(vips_black(&hole, 8, 8, "bands", 4, NULL));
+                VIPS_OK(vips_insert(src, hole, &holed, 0, 0, NULL));
+                png_hole = encode(holed, ".png[compression=1]", &len_hole);
+
+                for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                        vs[i] = make_variant(cases[i].w, cases[i].h, cases[i].fit,
+                                             IMAGE_FORMAT_PNG);
+                b = base_ok(png, len, vs, ELEMENTSOF(vs));
+                bh = base_ok(png_hole, len_hole, vs, ELEMENTSOF(vs));
+                assert_int_equal(render_base_info(b)->width, W);
+                assert_int_equal(render_base_info(b)->height, H);
+
+                for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                        _cleanup_image_ VipsImage *want = NULL, *out = NULL, *out_hole = NULL;
+                        int cx, cy;
+
+                        /* What the variant's resize makes of the full decode. */
+                        if (cases[i].fit == VARIANT_FIT_COVER)
+                                VIPS_OK(vips_thumbnail_image(src, &want, cases[i].w, "height",
+                                                             cases[i].h, "crop",
+                                                             VIPS_INTERESTING_CENTRE, NULL));
+                        else
+                                VIPS_OK(vips_thumbnail_image(
+                                    src, &want, cases[i].w, "height", cases[i].h, "size",
+                                    cases[i].fit == VARIANT_FIT_INSIDE  ? VIPS_SIZE_DOWN
+                                    : cases[i].fit == VARIANT_FIT_FILL ? VIPS_SIZE_FORCE
+                                                                        : VIPS_SIZE_BOTH,
+                                    NULL));
+                        out = render_check(b, &vs[i], (unsigned)want->Xsize,
+                                           (unsigned)want->Ysize);
+                        /* Opaque alpha: gone. */
+                        assert_int_equal(out->Bands, 3);
+                        /* The same picture: the gradient at the centre and near a corner. */
+                        cx = want->Xsize / 2;
+                        cy = want->Ysize / 2;
+                        for (int band = 0; band < 3; band++) {
+                                assert_near(pixel(out, cx, cy, band), pixel(want, cx, cy, band),
+                                            3);
+                                assert_near(pixel(out, want->Xsize - 3, want->Ysize - 3, band),
+                                            pixel(want, want->Xsize - 3, want->Ysize - 3, band),
+                                            4);
+                        }
+
+                        out_hole = render_check(bh, &vs[i], (unsigned)want->Xsize,
+                                                (unsigned)want->Ysize);
+                        assert_int_equal(out_hole->Bands, 4);
+                        assert_near(pixel(out_hole, cx, cy, 3), 255, 0);
+                }
+        }
+}
+
 static void check_cmyk_source(bool keep_profile)
 {
         _cleanup_image_ VipsImage *src = make_halves(64, 32, RED, BLUE), *cmyk = NULL, *bare = NULL,
@@ -2447,6 +2528,7 @@ int main(void)
             cmocka_unit_test(test_circle_mask_with_alpha_and_jpeg),
             cmocka_unit_test(test_exif_orientation),
             cmocka_unit_test(test_16bit_png),
+            cmocka_unit_test(test_png_shrunk_once),
             cmocka_unit_test(test_cmyk_jpeg),
             cmocka_unit_test(test_alpha_flattened_for_jpeg),
             cmocka_unit_test(test_big_jpeg_shrink_on_load),

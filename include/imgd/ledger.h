@@ -189,7 +189,8 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int
  * Claims the claimable job (queued or retry, next_at <= now, no running job with the same
  * output_key) that has waited longest: state becomes running, attempts += 1, a lease of
  * `lease_us` is recorded for `owner`, all in one transaction. Returns 1 and the job in
- * *ret (owned by the caller), or 0 when none is claimable.
+ * *ret (owned by the caller), or 0 when none is claimable. The one transition not flushed
+ * to disk before it returns: a power cut (not a crash) may undo it, leaving the job queued.
  */
 int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
                  struct job **ret);

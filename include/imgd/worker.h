@@ -31,6 +31,7 @@ typedef void (*worker_done_fn)(worker_pool *p, int64_t job_id, const json_t *rep
 struct worker_pool_options {
         const char *worker_path; /* the imgd-worker executable */
         unsigned n_workers;
+        unsigned threads; /* libvips threads of each worker; 0: the CPUs shared out, at least 1 */
         unsigned job_timeout_s;
         uint64_t memory_limit;     /* resident bytes a busy worker may use; 0: none */
         unsigned max_jobs;         /* jobs before a worker is replaced; 0: never */
