@@ -535,7 +535,10 @@ start_imgd() { # DIR
     "$build/imgd" -c "$1/imgd.conf" 2> "$1/imgd.log" &
     imgd_pid=$!
     for _ in $(seq 200); do
-        "$build/imgctl" -s "$1/imgd.sock" status >/dev/null 2>&1 && return 0
+        # 3: not answering yet; 1 is an answer with an alert active.
+        local rc=0
+        "$build/imgctl" -s "$1/imgd.sock" status >/dev/null 2>&1 || rc=$?
+        [ "$rc" -ne 3 ] && return 0
         sleep 0.05
     done
     echo "imgd did not start; see $1/imgd.log" >&2
