@@ -4,7 +4,7 @@
 # (build/imgd-bench-pipeline: imgd's own render code without daemon, ledger, verify or disk
 # writes), vipsthumbnail run once per variant, ImageMagick's convert at its best and sharp,
 # every contender at parallelism = JOBS (default: nproc), all in one invocation so that the
-# ratios hold on a noisy machine, for the avatar and web pipelines of etc/imgd.conf. Then the
+# ratios hold on a noisy machine, for the avatar and web pipelines of issue 7. Then the
 # drop-to-published latency of one 12-megapixel JPEG on an idle imgd against the bare
 # pipeline's time for it, and (--profile) where the bare pipeline spends its time.
 #
@@ -510,7 +510,7 @@ mp_total=$(for s in "${selection[@]}"; do grep -P "^\Q$s\E\t" "$corpus/corpus.ts
 log "corpus: $n images ($(printf '%s\n' "${selection[@]}" | grep -c '\.jpg$') JPEG," \
     "$(printf '%s\n' "${selection[@]}" | grep -c '\.png$') PNG, $mp_total megapixels in all)"
 
-# --- the configuration: etc/imgd.conf's pipelines, one watch per pipeline ------------------
+# --- the configuration: the benchmark's pipelines, one watch per pipeline -----------------
 write_config() { # DIR PIPELINE...
     local d=$1; shift
     mkdir -p "$d"
@@ -526,7 +526,29 @@ write_config() { # DIR PIPELINE...
             mkdir -p "$d/up-$p" "$d/out-$p" "$d/stage-$p"
         done
         printf ');\n'
-        sed -n '/^pipelines = {/,/^};/p' "$top/etc/imgd.conf"
+        # The work of issue 7, the same for every contender: the avatar pipeline (as in
+        # etc/imgd.conf) and the web pipeline it defines (etc/imgd.conf's "web" does more:
+        # WebP copies, a watermark, a smart crop under max_bytes, placeholders).
+        cat <<'EOF'
+pipelines = {
+    avatar = (
+        { name = "small";  width = 100; height = 100; fit = "cover";
+          format = "webp"; quality = 80; mask = "circle"; },
+        { name = "medium"; width = 200; height = 200; fit = "cover";
+          format = "webp"; quality = 80; mask = "circle"; },
+        { name = "large";  width = 400; height = 400; fit = "cover";
+          format = "webp"; quality = 80; mask = "circle"; }
+    );
+    web = (
+        { name = "1600"; width = 1600; height = 1600; fit = "inside";
+          format = "jpeg"; quality = 82; },
+        { name = "800";  width = 800;  height = 800;  fit = "inside";
+          format = "jpeg"; quality = 82; },
+        { name = "card"; width = 320;  height = 320;  fit = "cover";
+          format = "webp"; quality = 80; }
+    );
+};
+EOF
     } > "$d/imgd.conf"
 }
 
