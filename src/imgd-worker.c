@@ -301,6 +301,7 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
         _cleanup_json_ json_t *body = NULL;
         const json_t *jvariants = json_object_get(msg, "variants");
         const json_t *jmax_pixels = json_object_get(msg, "max_pixels");
+        const json_t *jmax_decode = json_object_get(msg, "max_decode_bytes");
         const json_t *jmax_bytes = json_object_get(msg, "max_bytes");
         const json_t *jplaceholder = json_object_get(msg, "placeholder");
         const json_t *jheif = json_object_get(msg, "allow_heif");
@@ -321,12 +322,15 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
                                 n, n_fds);
         if ((jmax_pixels &&
              (!json_is_integer(jmax_pixels) || json_integer_value(jmax_pixels) < 0)) ||
-            (jmax_bytes && (!json_is_integer(jmax_bytes) || json_integer_value(jmax_bytes) < 0)))
+            (jmax_bytes && (!json_is_integer(jmax_bytes) || json_integer_value(jmax_bytes) < 0)) ||
+            (jmax_decode &&
+             (!json_is_integer(jmax_decode) || json_integer_value(jmax_decode) < 0)))
                 return job_fail(e, -EINVAL, true, "malformed job: bad limits");
         /* Absent means no placeholder: a daemon that does not ask gets none. */
         if (jplaceholder && !json_is_boolean(jplaceholder))
                 return job_fail(e, -EINVAL, true, "malformed job: bad placeholder");
         limits.max_pixels = jmax_pixels ? (uint64_t)json_integer_value(jmax_pixels) : 0;
+        limits.max_decode_bytes = jmax_decode ? (uint64_t)json_integer_value(jmax_decode) : 0;
         max_bytes = jmax_bytes ? (uint64_t)json_integer_value(jmax_bytes) : 0;
 
         variants = calloc(n, sizeof(*variants));

@@ -655,6 +655,63 @@ static int webp_check_header(const void *data, size_t size, const struct render_
         return r;
 }
 
+/*
+ * The memory libjpeg needs for the coefficients of a progressive JPEG (it keeps every one of
+ * the whole image, 64 of 2 bytes per 8x8 block of each component, whatever the shrink), read
+ * from its SOF2 header: 0 for a baseline JPEG or one whose header cannot be read (the decoder
+ * then says what is wrong).
+ */
+static uint64_t jpeg_progressive_bytes(const unsigned char *p, size_t n)
+{
+        size_t i = 2;
+
+        while (i + 4 <= n) {
+                unsigned marker, len;
+
+                if (p[i] != 0xff)
+                        return 0;
+                marker = p[i + 1];
+                if (marker == 0xff) { /* fill byte */
+                        i++;
+                        continue;
+                }
+                len = (unsigned)p[i + 2] << 8 | p[i + 3];
+                if (marker == 0xd9 || marker == 0xda || len < 2)
+                        return 0; /* end, or scan data before any frame header */
+                if (marker == 0xc2 || marker == 0xc6 || marker == 0xca || marker == 0xce) {
+                        const unsigned char *f = p + i + 4;
+                        uint64_t w, h, total = 0;
+                        unsigned nc, hmax = 1, vmax = 1;
+
+                        if (i + 4 + 6 > n)
+                                return 0;
+                        h = (uint64_t)f[1] << 8 | f[2];
+                        w = (uint64_t)f[3] << 8 | f[4];
+                        nc = f[5];
+                        if (nc == 0 || i + 4 + 6 + 3 * (size_t)nc > n)
+                                return 0;
+                        for (unsigned c = 0; c < nc; c++) {
+                                hmax = MAX(hmax, (unsigned)(f[7 + 3 * c] >> 4));
+                                vmax = MAX(vmax, (unsigned)(f[7 + 3 * c] & 0xf));
+                        }
+                        for (unsigned c = 0; c < nc; c++) {
+                                unsigned hs = MAX(f[7 + 3 * c] >> 4, 1);
+                                unsigned vs = MAX(f[7 + 3 * c] & 0xf, 1);
+                                uint64_t bw = (w * hs + 8 * hmax - 1) / (8 * hmax);
+                                uint64_t bh = (h * vs + 8 * vmax - 1) / (8 * vmax);
+
+                                total += bw * bh * 64 * 2;
+                        }
+                        return total;
+                }
+                if (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 &&
+                    marker != 0xcc)
+                        return 0; /* a non-progressive frame */
+                i += 2 + len;
+        }
+        return 0;
+}
+
 int render_base_new(const void *data, size_t size, const struct variant *variants,
                     size_t n_variants, const struct render_limits *limits, render_base **ret,
                     struct render_error *err)
@@ -687,6 +744,17 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                 r = webp_check_header(data, size, limits, err);
                 if (r < 0)
                         return r;
+        }
+        if (f == IMAGE_FORMAT_JPEG && limits && limits->max_decode_bytes > 0) {
+                uint64_t need = jpeg_progressive_bytes(data, size);
+
+                if (need > limits->max_decode_bytes)
+                        return render_fail(err, -E2BIG, true,
+                                           "progressive JPEG needs %" PRIu64
+                                           " MiB to decode, over the limit of %" PRIu64
+                                           " MiB (limits.worker_memory)",
+                                           (need + (1 << 20) - 1) >> 20,
+                                           limits->max_decode_bytes >> 20);
         }
 
         /* Header only: no pixel has been decoded yet. */

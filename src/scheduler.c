@@ -483,8 +483,11 @@ static int start_job(scheduler *s, struct job *job_in)
                 json_array_append_new(jvariants, variant_to_json(v));
         }
 
-        req = json_pack("{s:s, s:I, s:I, s:I, s:O, s:b, s:b, s:i}", "type", "job", "id",
+        /* What a decoder may need beside the image: three quarters of the worker's memory. */
+        req = json_pack("{s:s, s:I, s:I, s:I, s:I, s:O, s:b, s:b, s:i}", "type", "job", "id",
                         (json_int_t)job->id, "max_pixels", (json_int_t)s->cfg->limits.max_pixels,
+                        "max_decode_bytes",
+                        (json_int_t)(s->cfg->limits.worker_memory / 4 * 3),
                         "max_bytes", (json_int_t)s->cfg->limits.max_file_bytes, "variants",
                         jvariants, "placeholder", (int)pl->placeholder, "allow_heif",
                         (int)s->cfg->limits.allow_heif, "timeout_s",

@@ -15,6 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <vips/vips.h>
+
 #include "imgd/hash.h"
 #include "testutil.h"
 
@@ -318,6 +320,62 @@ static void test_bad_input_and_ignored_names(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * A progressive JPEG whose coefficients alone need more than three quarters of
+ * limits.worker_memory (64 MiB: 48 MiB; 3200x2800 at 4:4:4 needs 51.3 MiB) is refused from
+ * its header in one attempt, with the reason, not killed for its memory and retried; the
+ * same picture as a baseline JPEG is rendered.
+ */
+static void test_progressive_jpeg_limit(void **state)
+{
+        struct tu_daemon d;
+        VipsImage *im = NULL;
+        char *p, *staged;
+        json_t *jobs, *job;
+        const char *err;
+
+        (void)state;
+        tu_daemon_setup(&d, AVATAR, 1, "limits = { worker_memory = 64; };");
+        tu_daemon_start(&d);
+        assert_int_equal(VIPS_INIT("test-daemon"), 0);
+        {
+                VipsImage *n[3] = {};
+
+                for (int i = 0; i < 3; i++)
+                        assert_int_equal(vips_gaussnoise(&n[i], 3200, 2800, NULL), 0);
+                assert_int_equal(vips_bandjoin(n, &im, 3, NULL), 0); /* RGB: 3 components */
+                for (int i = 0; i < 3; i++)
+                        g_object_unref(n[i]);
+        }
+        staged = tu_path("%s/prog.jpg", d.root);
+        assert_int_equal(vips_image_write_to_file(im, staged, "Q", 85, "interlace", TRUE,
+                                                  "subsample_mode", VIPS_FOREIGN_SUBSAMPLE_OFF,
+                                                  NULL),
+                         0);
+        p = tu_path("%s/prog.jpg", d.uploads);
+        assert_int_equal(rename(staged, p), 0);
+        free(p);
+        assert_int_equal(vips_image_write_to_file(im, staged, "Q", 85, NULL), 0);
+        p = tu_path("%s/base.jpg", d.uploads);
+        assert_int_equal(rename(staged, p), 0);
+        free(p);
+        free(staged);
+        g_object_unref(im);
+        tu_daemon_wait_idle(&d, 120);
+
+        assert_int_equal(count_state(&d, "done"), 1);
+        assert_avatars(&d, "base");
+        jobs = imgctl_json(&d, "jobs", "--state", "dead");
+        job = json_array_get(json_object_get(jobs, "jobs"), 0);
+        err = json_string_value(json_object_get(job, "error"));
+        if (!err || !strstr(err, "progressive JPEG needs 52 MiB to decode, over the limit of 48 "
+                                 "MiB (limits.worker_memory)"))
+                fail_msg("unexpected error for the progressive JPEG: %s", err ? err : "(none)");
+        assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
+        json_decref(jobs);
+        tu_daemon_cleanup(&d);
+}
+
 /* A source replaced with new content gets new outputs; a second source whose outputs would
  * overwrite the first's (a.jpg, a.png) is refused, never silently overwriting. */
 static void test_replace_and_collision(void **state)
@@ -492,6 +550,7 @@ int main(void)
                 cmocka_unit_test(test_end_to_end),
                 cmocka_unit_test(test_dropped_while_stopped),
                 cmocka_unit_test(test_bad_input_and_ignored_names),
+                cmocka_unit_test(test_progressive_jpeg_limit),
                 cmocka_unit_test(test_replace_and_collision),
                 cmocka_unit_test(test_fits_and_formats),
                 cmocka_unit_test(test_startup_errors),

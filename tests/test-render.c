@@ -840,6 +840,75 @@ static void test_png_reason_from_warning(void **state)
                 fail_msg("unexpected error: %s", err.message);
 }
 
+/* render_base_new() that must succeed with these limits. */
+static render_base *base_ok_limits(const void *buf, size_t len, const struct variant *v,
+                                   const struct render_limits *limits)
+{
+        struct render_error err = {};
+        render_base *b = NULL;
+
+        if (render_base_new(buf, len, v, 1, limits, &b, &err) < 0)
+                fail_msg("render_base_new: %s", err.message);
+        assert_non_null(b);
+        return b;
+}
+
+/* A JPEG of im: progressive or not, with 4:4:4 or 4:2:0 chroma. */
+static void *jpeg_of(VipsImage *im, bool progressive, bool subsample, size_t *ret_len)
+{
+        void *buf = NULL;
+
+        VIPS_OK(vips_jpegsave_buffer(im, &buf, ret_len, "Q", 85, "interlace", progressive,
+                                     "subsample_mode",
+                                     subsample ? VIPS_FOREIGN_SUBSAMPLE_ON
+                                               : VIPS_FOREIGN_SUBSAMPLE_OFF,
+                                     NULL));
+        return buf;
+}
+
+/*
+ * A progressive JPEG makes libjpeg keep every coefficient (2000x1500 at 4:4:4: 250x188
+ * blocks x 3 components x 128 bytes = 18.0 MB; at 4:2:0: 9.0 MB): one over max_decode_bytes
+ * is refused from its header, for its size, at once; a baseline one of the same size, or a
+ * progressive one within the limit, is rendered.
+ */
+static void test_progressive_jpeg_memory(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(2000, 1500, false);
+        struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP);
+        struct render_limits limits = {.max_decode_bytes = 16 << 20};
+        struct render_error err = {};
+        render_base *b = NULL;
+        void *p444, *base, *p420;
+        size_t n444, nbase, n420;
+
+        (void)state;
+        p444 = jpeg_of(src, true, false, &n444);
+        base = jpeg_of(src, false, false, &nbase);
+        p420 = jpeg_of(src, true, true, &n420);
+
+        assert_int_equal(render_base_new(p444, n444, &v, 1, &limits, &b, &err), -E2BIG);
+        assert_null(b);
+        assert_true(err.permanent);
+        if (!strstr(err.message, "progressive JPEG needs 18 MiB to decode, over the limit of "
+                                 "16 MiB"))
+                fail_msg("unexpected error: %s", err.message);
+
+        b = base_ok_limits(base, nbase, &v, &limits);
+        b = render_base_free(b);
+        b = base_ok_limits(p420, n420, &v, &limits);
+        b = render_base_free(b);
+        limits.max_decode_bytes = 32 << 20;
+        b = base_ok_limits(p444, n444, &v, &limits);
+        b = render_base_free(b);
+        limits.max_decode_bytes = 0; /* no limit */
+        b = base_ok_limits(p444, n444, &v, &limits);
+        b = render_base_free(b);
+        g_free(p444);
+        g_free(base);
+        g_free(p420);
+}
+
 static void test_not_an_image(void **state)
 {
         static const char text[] = "just some text, certainly not a picture\n";
@@ -2538,6 +2607,7 @@ int main(void)
             cmocka_unit_test(test_truncated_jpeg),
             cmocka_unit_test(test_truncated_png),
                 cmocka_unit_test(test_png_reason_from_warning),
+                cmocka_unit_test(test_progressive_jpeg_memory),
             cmocka_unit_test(test_not_an_image),
             cmocka_unit_test(test_verify),
             cmocka_unit_test(test_output_formats),

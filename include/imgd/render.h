@@ -53,6 +53,12 @@ struct render_error {
 
 struct render_limits {
         uint64_t max_pixels; /* 0: no limit */
+        /*
+         * Memory the decoder may need beyond the image itself, 0: no limit. A progressive
+         * JPEG makes libjpeg keep every DCT coefficient of the whole image (2 bytes a sample,
+         * whatever the shrink); one that would need more is refused before decoding.
+         */
+        uint64_t max_decode_bytes;
 };
 
 struct render_info {
