@@ -325,7 +325,7 @@ struct ledger {
         bool saw_corrupt;  /* SQLite reported corruption: the next open checks everything */
         const char *open_check; /* what ledger_open() checked, for ledger_open_check() */
         char errmsg[512];
-        bool lazy_sync; /* synchronous=NORMAL (ledger_claim()) not yet set back to FULL */
+        bool lazy_sync; /* synchronous=NORMAL (set by ledger_claim()) is in force */
 };
 
 static const char *const job_state_names[_JOB_STATE_MAX] = {
@@ -584,25 +584,35 @@ static void read_resume(ledger *l)
         l->read_open = sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
 }
 
-static int tx_begin(ledger *l)
+/*
+ * Begins a write transaction whose commit is flushed to disk (flush: synchronous=FULL, every
+ * transition) or not (synchronous=NORMAL, a claim; see the top of this file). The setting
+ * stays until a transaction needs the other one (l->lazy_sync says which is in force), and
+ * it can only change outside a transaction, hence after read_pause().
+ */
+static int tx_begin_sync(ledger *l, bool flush)
 {
         int r;
 
         read_pause(l);
-        /* Every transition but a claim is flushed before it returns (synchronous can only
-         * change outside a transaction, hence after read_pause()). */
-        if (l->lazy_sync) {
-                r = ledger_exec(l, "PRAGMA synchronous = FULL");
+        if (l->lazy_sync == flush) {
+                r = ledger_exec(l, flush ? "PRAGMA synchronous = FULL"
+                                         : "PRAGMA synchronous = NORMAL");
                 if (r < 0) {
                         read_resume(l);
                         return r;
                 }
-                l->lazy_sync = false;
+                l->lazy_sync = !flush;
         }
         r = ledger_exec(l, "BEGIN IMMEDIATE");
         if (r < 0)
                 read_resume(l);
         return r;
+}
+
+static int tx_begin(ledger *l)
+{
+        return tx_begin_sync(l, true);
 }
 
 /*
@@ -1436,23 +1446,11 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
                 expires_us = INT64_MAX;
 
         /* Not flushed (see the top of this file): losing it to a power cut loses nothing.
-         * (SQLite refuses the change inside a transaction.) FULL is back right after the
-         * commit, or else before the next transition begins (tx_begin()). */
-        read_pause(l);
-        r = ledger_exec(l, "PRAGMA synchronous = NORMAL");
-        if (r < 0) {
-                read_resume(l);
+         * The next transition's tx_begin() sets FULL again before it begins. */
+        r = tx_begin_sync(l, false);
+        if (r < 0)
                 return r;
-        }
-        l->lazy_sync = true;
-        r = ledger_exec(l, "BEGIN IMMEDIATE");
-        if (r >= 0)
-                r = tx_end(l, claim_locked(l, owner, now_us, expires_us, &j));
-        else
-                read_resume(l);
-        /* Fails harmlessly inside a read batch's transaction: tx_begin() does it then. */
-        if (sqlite3_get_autocommit(l->db) && ledger_exec(l, "PRAGMA synchronous = FULL") >= 0)
-                l->lazy_sync = false;
+        r = tx_end(l, claim_locked(l, owner, now_us, expires_us, &j));
         if (r <= 0)
                 return r;
         *ret = TAKE_PTR(j);
