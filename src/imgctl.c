@@ -200,6 +200,22 @@ static void format_uptime(int64_t s, char *buf, size_t size)
                 snprintf(buf, size, "%" PRId64 "d %" PRId64 "h", s / 86400, s / 3600 % 24);
 }
 
+/*
+ * The predicted time to drain the backlog, from the "health" object of status ("2m", "0s"),
+ * or "never" when it is not draining (drain_s is null, or missing); returns false then.
+ */
+static bool format_drain(const json_t *health_obj, char *buf, size_t size)
+{
+        const json_t *drain = json_object_get(health_obj, "drain_s");
+
+        if (!json_is_number(drain)) {
+                snprintf(buf, size, "never");
+                return false;
+        }
+        format_uptime((int64_t)ceil(json_number_value(drain)), buf, size);
+        return true;
+}
+
 /* "512 B", "12.1 KiB", "3.4 MiB". */
 static void format_bytes(uint64_t n, char *buf, size_t size)
 {
@@ -1060,7 +1076,6 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
                 _cleanup_free_ char *level = clean_text(get_str(v, "level", "?"), 16);
                 _cleanup_free_ char *why = clean_text(get_str(v, "reason", ""), 0);
 
-                const json_t *drain = json_object_get(v, "drain_s");
                 int64_t backlog = get_int(v, "backlog");
                 char eta[32];
 
@@ -1069,11 +1084,10 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
                        why);
                 if (backlog == 0)
                         printf("backlog  none");
-                else if (json_is_number(drain)) {
-                        format_uptime((int64_t)ceil(json_number_value(drain)), eta, sizeof eta);
+                else if (format_drain(v, eta, sizeof eta))
                         printf("backlog  %" PRId64 " job%s, drained in about %s", backlog,
                                backlog == 1 ? "" : "s", eta);
-                } else
+                else
                         printf("backlog  %" PRId64 " job%s, not draining (none finished recently)",
                                backlog, backlog == 1 ? "" : "s");
                 printf("; %.2f jobs/s finished, error rate %.0f%%\n",
@@ -2108,16 +2122,10 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
                 level = clean_text(get_str(health_j, "level", "?"), 16);
         format_time(wall_now_us(), now, sizeof now);
 
-        {
-                const json_t *drain = json_object_get(health_j, "drain_s");
-
-                if (left == 0)
-                        snprintf(eta, sizeof eta, "0s");
-                else if (json_is_number(drain))
-                        format_uptime((int64_t)ceil(json_number_value(drain)), eta, sizeof eta);
-                else
-                        snprintf(eta, sizeof eta, "never");
-        }
+        if (left == 0)
+                snprintf(eta, sizeof eta, "0s");
+        else
+                (void)format_drain(health_j, eta, sizeof eta);
         if (!t->tty) {
                 printf("%s %s%s queued=%" PRId64 " running=%" PRId64 " retry=%" PRId64
                        " done=%" PRId64 " dead=%" PRId64 " cancelled=%" PRId64
