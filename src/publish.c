@@ -35,11 +35,7 @@ static int fsync_dir(const char *dir)
         return fsync(fd) < 0 ? negative_errno() : 0;
 }
 
-/*
- * mkdir -p of `dir`, mode 0755. Each directory created is made durable in its parent (the
- * parent is fsynced), so that a file later published inside it survives a power cut.
- */
-static int mkdir_parents(const char *dir)
+int publish_mkdir_parents(const char *dir, mode_t mode)
 {
         _cleanup_free_ char *copy = strdup(dir);
         struct stat st;
@@ -54,7 +50,7 @@ static int mkdir_parents(const char *dir)
                         continue;
                 char saved = *p;
                 *p = '\0';
-                if (mkdir(copy, 0755) == 0) {
+                if (mkdir(copy, mode) == 0) {
                         char *slash = strrchr(copy, '/');
                         *slash = '\0';
                         r = fsync_dir(slash == copy ? "/" : copy);
@@ -92,7 +88,7 @@ int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
 
         if (!dir)
                 return -ENOMEM;
-        r = mkdir_parents(dir);
+        r = publish_mkdir_parents(dir, 0755);
         if (r < 0)
                 return r;
         final = strdup(final_path);

@@ -179,25 +179,23 @@ static char *quarantine_path(scheduler *s, const struct job *job)
         return dest;
 }
 
-/* mkdir -p of the directory that holds path. */
-static void make_parents(const char *path)
+/* mkdir -p (durably, mode 0750) of the directory that holds path; logs why it failed. */
+static int make_parents(const struct job *job, const char *path)
 {
         _cleanup_free_ char *dir = strdup(path);
         char *slash = dir ? strrchr(dir, '/') : NULL;
+        int r;
 
-        if (!slash || slash == dir)
-                return;
+        if (!slash)
+                return -ENOMEM;
+        if (slash == dir)
+                return 0;
         *slash = '\0';
-        for (char *p = dir + 1;; p++) {
-                if (*p != '/' && *p != '\0')
-                        continue;
-                char saved = *p;
-                *p = '\0';
-                (void)mkdir(dir, 0750);
-                *p = saved;
-                if (!saved)
-                        break;
-        }
+        r = publish_mkdir_parents(dir, 0750);
+        if (r < 0)
+                log_warning_errno(r, "job %" PRId64 ": cannot create %s: %s", job->id, dir,
+                                  strerror(-r));
+        return r;
 }
 
 /*
@@ -208,9 +206,8 @@ static char *quarantine(scheduler *s, const struct job *job)
 {
         _cleanup_free_ char *dest = quarantine_path(s, job);
 
-        if (!dest)
+        if (!dest || make_parents(job, dest) < 0)
                 return NULL;
-        make_parents(dest);
         if (rename(job->source_path, dest) < 0) {
                 log_warning_errno(errno, "job %" PRId64 ": quarantine %s -> %s: %m%s", job->id,
                                   job->source_path, dest,
@@ -230,9 +227,9 @@ static void unquarantine(scheduler *s, const struct job *job)
         _cleanup_free_ char *from = quarantine_path(s, job);
         struct stat st;
 
-        if (!from || lstat(job->source_path, &st) == 0 || lstat(from, &st) < 0)
+        if (!from || lstat(job->source_path, &st) == 0 || lstat(from, &st) < 0 ||
+            make_parents(job, job->source_path) < 0)
                 return;
-        make_parents(job->source_path);
         if (rename(from, job->source_path) < 0)
                 log_warning_errno(errno, "job %" PRId64 ": back from quarantine %s -> %s: %m",
                                   job->id, from, job->source_path);

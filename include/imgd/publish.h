@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ledger.h"
 
@@ -27,6 +28,13 @@ struct publish_tmp {
  */
 int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
                      struct publish_tmp *ret);
+
+/*
+ * mkdir -p of `dir` (absolute) with `mode`. Each directory created is made durable in its
+ * parent (the parent is fsynced), so that a file later renamed into it survives a power cut.
+ * Returns 0, -ENOTDIR when something else is in the way, or the negative errno of mkdir/fsync.
+ */
+int publish_mkdir_parents(const char *dir, mode_t mode);
 
 /* Closes and unlinks the temporary file if it still exists, frees the members. */
 void publish_tmp_discard(struct publish_tmp *t);
