@@ -267,7 +267,9 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
 {
         _cleanup_(json_decrefp) json_t *jobs = NULL, *list = NULL;
         const worker_pool *pool = ctx->scheduler ? scheduler_pool(ctx->scheduler) : NULL;
-        uint64_t counts[_JOB_STATE_MAX];
+        const uint64_t *counts;
+        uint64_t own[_JOB_STATE_MAX];
+        struct scheduler_report rep;
         int64_t uptime_us;
         json_t *result;
         int r;
@@ -276,9 +278,12 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
 
         if (!ctx->ledger)
                 return api_error(ret_error, -ENODEV, "the job ledger is not open");
-        r = ledger_counts(ctx->ledger, counts);
+        /* The scheduler's report holds the counts; without a scheduler, ask the ledger. */
+        r = ctx->scheduler ? scheduler_report(ctx->scheduler, &rep)
+                           : ledger_counts(ctx->ledger, own);
         if (r < 0)
                 return ledger_failure(ctx, r, "cannot count jobs", ret_error);
+        counts = ctx->scheduler ? rep.jobs : own;
 
         jobs = json_object();
         if (!jobs)
@@ -321,11 +326,8 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
         if (!result)
                 return -ENOMEM;
         if (ctx->scheduler) {
-                struct scheduler_report rep;
-                json_t *alerts = NULL, *hj;
+                json_t *alerts = NULL, *hj = health_to_json(&rep, &alerts);
 
-                (void)scheduler_report(ctx->scheduler, &rep); /* counts were read just above */
-                hj = health_to_json(&rep, &alerts);
                 /* Each call takes its value, even on failure: no short-circuit. */
                 r = json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler));
                 r |= json_object_set_new(result, "health", hj);
@@ -933,11 +935,9 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
 {
         const worker_pool *pool;
         static const char *const breaker_states[] = {"closed", "half-open", "open"};
-        static const char *const levels[] = {"full", "reduced", "essential", "paused"};
         struct metrics_gauges g = {.health_score = 100};
         _cleanup_free_ char *text = NULL;
-        const char *name;
-        int64_t oldest_us = 0;
+        struct scheduler_report rep;
         size_t size = 0;
         json_t *result;
         FILE *f;
@@ -947,39 +947,28 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
         r = require_ledger(ctx, ret_error);
         if (r < 0)
                 return r;
-        r = ledger_counts(ctx->ledger, g.jobs_by_state);
+        r = scheduler_report(ctx->scheduler, &rep);
         if (r < 0)
                 return ledger_failure(ctx, r, "cannot count jobs", ret_error);
+        for (int i = 0; i < _JOB_STATE_MAX && i < (int)ELEMENTSOF(g.jobs_by_state); i++)
+                g.jobs_by_state[i] = rep.jobs[i];
         pool = scheduler_pool(ctx->scheduler);
         if (pool) {
                 g.workers_busy = worker_pool_busy(pool);
                 g.workers_total = worker_pool_size(pool);
         }
         g.rss_bytes = rss_bytes();
-        r = ledger_oldest_queued(ctx->ledger, &oldest_us);
-        if (r < 0)
-                return ledger_failure(ctx, r, "cannot find the oldest queued job", ret_error);
-        if (r > 0 && wall_now_us() > oldest_us)
-                g.oldest_queued_age_s = (double)(wall_now_us() - oldest_us) / 1e6;
-        name = scheduler_breaker(ctx->scheduler, NULL);
-        for (int i = 0; name && i < (int)ELEMENTSOF(breaker_states); i++)
-                if (strcmp(name, breaker_states[i]) == 0)
+        g.oldest_queued_age_s = (double)rep.oldest_queued_age_us / 1e6;
+        for (int i = 0; i < (int)ELEMENTSOF(breaker_states); i++)
+                if (strcmp(rep.breaker, breaker_states[i]) == 0)
                         g.breaker_state = i;
-        name = scheduler_health(ctx->scheduler, &g.health_score, NULL);
-        for (int i = 0; name && i < (int)ELEMENTSOF(levels); i++)
-                if (strcmp(name, levels[i]) == 0)
-                        g.degradation_level = i;
-        {
-                struct scheduler_report rep;
-
-                (void)scheduler_report(ctx->scheduler, &rep); /* counts were read above */
-                g.alerts = rep.alerts.active;
-                g.drain_s = rep.alerts.drain_us == HEALTH_DRAIN_NEVER
-                                ? INFINITY
-                                : (double)rep.alerts.drain_us / 1e6;
-                g.error_rate = rep.error_rate;
-                g.finished_per_s = rep.finished_per_s;
-        }
+        g.degradation_level = (int)rep.level_value; /* numbered as the gauge (health.h) */
+        g.health_score = rep.score;
+        g.alerts = rep.alerts.active;
+        g.drain_s = rep.alerts.drain_us == HEALTH_DRAIN_NEVER ? INFINITY
+                                                             : (double)rep.alerts.drain_us / 1e6;
+        g.error_rate = rep.error_rate;
+        g.finished_per_s = rep.finished_per_s;
 
         f = open_memstream(&text, &size);
         if (!f)

@@ -134,14 +134,13 @@ static uint64_t mono_now_usec(void)
  */
 static void update_status(struct daemon *d)
 {
-        uint64_t counts[_JOB_STATE_MAX] = {};
         struct scheduler_report rep;
+        const uint64_t *counts = rep.jobs;
         char line[512], alerts[128] = "";
         size_t n = 0;
 
-        if (ledger_counts(d->ledger, counts) < 0)
+        if (scheduler_report(d->scheduler, &rep) < 0)
                 return;
-        (void)scheduler_report(d->scheduler, &rep);
         for (int i = 0; i < _HEALTH_ALERT_MAX; i++)
                 if (rep.alerts.active & (1u << i) && n < sizeof alerts)
                         n += (size_t)snprintf(alerts + n, sizeof alerts - n, "%s%s",

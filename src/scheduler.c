@@ -678,16 +678,26 @@ static double memory_pressure(scheduler *s)
         return s->mem_pressure;
 }
 
-static void health_inputs_now(scheduler *s, struct health_inputs *in)
+/*
+ * Samples the health inputs into *in, and the jobs in every state into counts (the ledger is
+ * read once for both). Returns 0, or the ledger's error (the inputs then hold what was read).
+ */
+static int health_inputs_now(scheduler *s, uint64_t counts[static _JOB_STATE_MAX],
+                             struct health_inputs *in)
 {
-        uint64_t counts[_JOB_STATE_MAX] = {}, now = mono_now_usec();
+        uint64_t now = mono_now_usec();
         int64_t oldest = 0;
         unsigned total = 0, failed = 0;
+        int r, k;
 
-        (void)ledger_counts(s->ledger, counts);
+        memset(counts, 0, _JOB_STATE_MAX * sizeof counts[0]);
+        r = ledger_counts(s->ledger, counts);
         *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
-        if (ledger_oldest_queued(s->ledger, &oldest) > 0 && wall_now_us() > oldest)
+        k = ledger_oldest_queued(s->ledger, &oldest);
+        if (k > 0 && wall_now_us() > oldest)
                 in->oldest_queued_age_us = (uint64_t)(wall_now_us() - oldest);
+        if (r >= 0 && k < 0)
+                r = k;
         in->memory_pressure = memory_pressure(s);
         for (unsigned i = 0; i < s->n_outcomes; i++) {
                 if (now - s->outcomes[i].at > ERROR_WINDOW_USEC)
@@ -697,6 +707,7 @@ static void health_inputs_now(scheduler *s, struct health_inputs *in)
         }
         /* A handful of failures is not a rate: below 10 outcomes it counts as none. */
         in->error_rate = total >= 10 ? (double)failed / total : 0;
+        return r < 0 ? r : 0;
 }
 
 /* A job left the backlog for good (done or dead). */
@@ -734,15 +745,15 @@ static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_win
 
 int scheduler_report(scheduler *s, struct scheduler_report *ret)
 {
-        uint64_t counts[_JOB_STATE_MAX] = {}, window = 0, now = mono_now_usec();
+        uint64_t counts[_JOB_STATE_MAX], window = 0, now = mono_now_usec();
         struct health_inputs in;
         struct health_alert_inputs ai;
         int r;
 
-        r = ledger_counts(s->ledger, counts);
-        health_inputs_now(s, &in);
+        r = health_inputs_now(s, counts, &in);
         *ret = (struct scheduler_report){
                 .score = health_score(&in, &s->cfg->health),
+                .level_value = health_level(s->health),
                 .level = health_level_name(health_level(s->health)),
                 .level_reason = health_reason(s->health),
                 .breaker = breaker_state_name(breaker_state(s->breaker)),
@@ -764,7 +775,8 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 .level_reason = ret->level_reason,
         };
         health_alerts_evaluate(&ai, &s->cfg->alerts, &ret->alerts);
-        return r < 0 ? r : 0;
+        memcpy(ret->jobs, counts, sizeof ret->jobs);
+        return r;
 }
 
 /* Hourly (and a minute after start): finished jobs older than prune_after_days go, except
@@ -799,10 +811,11 @@ static uint64_t health_interval(const scheduler *s)
 static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
 {
         scheduler *s = userdata;
+        uint64_t counts[_JOB_STATE_MAX];
         struct health_inputs in;
         enum health_level before = health_level(s->health), after;
 
-        health_inputs_now(s, &in);
+        (void)health_inputs_now(s, counts, &in);
         after = s->cfg->degradation ? health_update(s->health, &in, mono_now_usec()) : before;
         if (after != before) {
                 if (after > before)
@@ -833,19 +846,6 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
         sd_event_source_set_time_relative(es, health_interval(s));
         sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;
-}
-
-const char *scheduler_health(scheduler *s, double *ret_score, const char **ret_reason)
-{
-        struct health_inputs in;
-
-        if (ret_score) {
-                health_inputs_now(s, &in);
-                *ret_score = health_score(&in, &s->cfg->health);
-        }
-        if (ret_reason)
-                *ret_reason = health_reason(s->health);
-        return health_level_name(health_level(s->health));
 }
 
 const char *scheduler_breaker(const scheduler *s, const char **ret_reason)

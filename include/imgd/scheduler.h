@@ -72,14 +72,12 @@ void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *user
  * NULL; "" while closed), why it opened. */
 const char *scheduler_breaker(const scheduler *s, const char **ret_reason);
 
-/* The degradation level ("full", "reduced", "essential", "paused"), the health score (0..100)
- * in *ret_score and what drives the level in *ret_reason (both may be NULL). */
-const char *scheduler_health(scheduler *s, double *ret_score, const char **ret_reason);
-
 /* How the service is doing right now, for status, metrics and the STATUS= line. */
 struct scheduler_report {
+        uint64_t jobs[_JOB_STATE_MAX]; /* jobs in each state */
         double score;               /* health_score(), 0..100 */
-        const char *level;          /* "full", "reduced", "essential", "paused" */
+        enum health_level level_value;
+        const char *level;          /* its name: "full", "reduced", "essential", "paused" */
         const char *level_reason;   /* health_reason(); "" at full */
         const char *breaker;        /* "closed", "half-open", "open" */
         const char *breaker_reason; /* "" while closed */
