@@ -52,11 +52,14 @@ case $build in /*) ;; *) build=$top/$build ;; esac
 case $out in /*) ;; *) out=$top/$out ;; esac
 log() { printf '== %s\n' "$*" >&2; }
 
-if ! command -v sqlite3 >/dev/null; then
-    log "installing sqlite3"
-    apt-get update -qq >/dev/null || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3 >/dev/null
-fi
+for tool in sqlite3 python3; do
+    if ! command -v "$tool" >/dev/null; then
+        log "installing $tool"
+        apt-get update -qq >/dev/null || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null
+    fi
+done
+scripts/deps.sh
 log "building into $build"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target imgd imgd-worker imgctl >/dev/null

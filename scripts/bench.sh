@@ -78,6 +78,7 @@ if [ "$install" = 1 ]; then
     command -v gnuplot >/dev/null || need+=(gnuplot-nox)
     command -v node >/dev/null || need+=(nodejs npm)
     command -v sqlite3 >/dev/null || need+=(sqlite3)
+    command -v python3 >/dev/null || need+=(python3)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]}"
         apt-get update -qq >/dev/null || true
@@ -108,6 +109,7 @@ if has vipsthumbnail && ! command -v vipsthumbnail >/dev/null; then
     contenders=${contenders/vipsthumbnail/}
 fi
 
+scripts/deps.sh
 log "building into $build"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target imgd imgd-worker imgctl imgd-mksample \

@@ -49,6 +49,12 @@ case $build in /*) ;; *) build=$top/$build ;; esac
 case $out in /*) ;; *) out=$top/$out ;; esac
 log() { printf '== %s\n' "$*" >&2; }
 
+scripts/deps.sh
+if ! command -v python3 >/dev/null; then
+    log "installing python3"
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null
+fi
 log "building into $build"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target imgd imgd-worker imgctl imgd-mksample >/dev/null
