@@ -1302,7 +1302,13 @@ void scheduler_enqueued(scheduler *s, int64_t id)
 
         if (s->event_fn && ledger_get(s->ledger, id, &d) > 0)
                 emit(s, "queued", &d->job, NULL);
-        scheduler_kick(s);
+        /* An idle worker starts on it now: a burst of files is taken in one event-loop turn,
+         * and waiting for the turn's end would leave the workers idle until the last file of
+         * the burst is hashed and recorded. */
+        if (worker_pool_idle(s->pool) > 0)
+                (void)on_kick(NULL, s);
+        else
+                scheduler_kick(s);
 }
 
 void scheduler_retried(scheduler *s, int64_t id)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "imgd/log.h"
 #include "imgd/pathmap.h"
@@ -29,6 +30,8 @@
  * that a huge directory costs no more memory than one batch per level.
  */
 #define WATCH_SCAN_BATCH 1024
+/* Event handling per event-loop turn (see on_inotify()). */
+#define WATCH_TURN_USEC 10000
 
 #define DIR_MASK                                                                               \
         (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE_SELF |           \
@@ -298,12 +301,31 @@ static void handle_event(watch *w, const struct inotify_event *ev)
         w->fn(dir->wc, path, w->userdata);
 }
 
+static uint64_t mono_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/*
+ * Handles the queued events for at most WATCH_TURN_USEC, then returns with the rest still
+ * queued in the kernel: the descriptor stays readable, so the loop comes back for them after
+ * the other sources that are ready. A burst of uploads (each one hashed and recorded) thus
+ * does not keep the workers' results waiting; reads are one long name in size so that a
+ * turn ends within a few events of its budget.
+ */
 static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         watch *w = userdata;
-        char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+        char buf[sizeof(struct inotify_event) + NAME_MAX + 1]
+                __attribute__((aligned(__alignof__(struct inotify_event))));
+        uint64_t start = mono_usec();
 
         for (;;) {
+                if (mono_usec() - start >= WATCH_TURN_USEC)
+                        return 0;
                 ssize_t n = read(fd, buf, sizeof buf);
 
                 if (n < 0) {
@@ -343,6 +365,13 @@ int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *use
         r = sd_event_add_io(e, &w->source, w->fd, EPOLLIN, on_inotify, w);
         if (r < 0) {
                 log_error_errno(r, "add inotify to event loop: %m");
+                goto fail;
+        }
+        /* New work waits for work in flight: the workers' results and the claims go first,
+         * and publishing (the scheduler's, at this same priority) takes turns with intake. */
+        r = sd_event_source_set_priority(w->source, SD_EVENT_PRIORITY_NORMAL + 1);
+        if (r < 0) {
+                log_error_errno(r, "set the priority of inotify's event source: %m");
                 goto fail;
         }
         *ret = w;

@@ -233,6 +233,60 @@ static void test_end_to_end(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * A burst of uploads is worked on while it is being taken in: the first job is done before
+ * the last file of the burst is queued (taking in a file hashes and records it, so a burst of
+ * hundreds takes far longer than one small job), rather than the workers waiting for the
+ * whole burst.
+ */
+static void test_burst_worked_while_taken_in(void **state)
+{
+        enum { N = 300 };
+        struct tu_daemon d;
+        _cleanup_free_ char *stage = NULL, *first = NULL, *src = NULL, *log = NULL,
+                            *done1 = NULL, *queued_last = NULL;
+        void *img;
+        size_t len;
+        const char *at_done, *at_queued;
+
+        tu_daemon_setup(&d, "( { name = \"s\"; width = 32; height = 32; fit = \"cover\"; "
+                            "format = \"webp\"; } )",
+                        1, NULL);
+        tu_daemon_start(&d);
+        stage = tu_path("%s/stage", d.root);
+        assert_int_equal(mkdir(stage, 0755), 0);
+        src = tu_path("%s/src.jpg", d.root);
+        tu_make_image(src, 64, 48, "jpeg", false);
+        img = tu_read_file(src, &len);
+        for (int i = 0; i < N; i++) {
+                _cleanup_free_ char *p = tu_path("%s/f%03d.jpg", stage, i);
+                tu_write_file(p, img, len);
+        }
+        free(img);
+        for (int i = 0; i < N; i++) {
+                _cleanup_free_ char *from = tu_path("%s/f%03d.jpg", stage, i);
+                _cleanup_free_ char *to = tu_path("%s/f%03d.jpg", d.uploads, i);
+                assert_int_equal(rename(from, to), 0);
+        }
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(count_state(&d, "done"), N);
+
+        log = tu_read_file(d.log, NULL);
+        first = tu_path("%s/f000.jpg", d.uploads);
+        done1 = tu_path("job 1 %s: done", first);
+        queued_last = tu_path("job %d %s/f%03d.jpg: queued", N, d.uploads, N - 1);
+        at_done = strstr(log, done1);
+        at_queued = strstr(log, queued_last);
+        assert_non_null(at_done);
+        assert_non_null(at_queued);
+        if (at_done > at_queued)
+                fprintf(stderr, "job 1 was done only after the burst was taken in:\n%s", log);
+        assert_true(at_done < at_queued);
+
+        assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
+        tu_daemon_cleanup(&d);
+}
+
 /* Files dropped while imgd is stopped are processed at the next start; files already done
  * are not redone; touching a file without changing it creates no new job. */
 static void test_dropped_while_stopped(void **state)
@@ -547,6 +601,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_end_to_end),
                 cmocka_unit_test(test_dropped_while_stopped),
+                cmocka_unit_test(test_burst_worked_while_taken_in),
                 cmocka_unit_test(test_bad_input_and_ignored_names),
                 cmocka_unit_test(test_progressive_jpeg_limit),
                 cmocka_unit_test(test_replace_and_collision),

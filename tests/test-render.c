@@ -983,6 +983,57 @@ static void test_verify(void **state)
         }
 }
 
+static void *make_animation(int w, int h, int n, const char *suffix, size_t *ret_len);
+
+/* A still WebP is verified by libwebp itself: every failure the libvips path catches. */
+static void test_verify_webp(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(200, 150, true);
+        _cleanup_gfree_ void *jpg = NULL, *webp = NULL, *anim = NULL;
+        struct variant vw = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP);
+        _cleanup_base_ render_base *b = NULL;
+        struct render_error err = {};
+        size_t len, wlen = 0, alen = 0;
+        unsigned w = 0, h = 0;
+
+        vw.mask = VARIANT_MASK_CIRCLE; /* an alpha channel, decoded too */
+        jpg = encode(src, ".png", &len);
+        b = base_ok(jpg, len, &vw, 1);
+        assert_int_equal(render_variant(b, &vw, &webp, &wlen, &w, &h, &err), 0);
+        assert_int_equal(render_verify(webp, wlen, IMAGE_FORMAT_WEBP, 100, 100, &err), 0);
+
+        assert_int_equal(render_verify(webp, wlen, IMAGE_FORMAT_WEBP, 100, 99, &err), -EBADMSG);
+        assert_string_equal(err.message, "verify: expected 100x99, found 100x100");
+        assert_true(err.permanent);
+        assert_int_equal(render_verify(webp, wlen, IMAGE_FORMAT_PNG, 100, 100, &err), -EBADMSG);
+        assert_non_null(strstr(err.message, "expected png"));
+
+        /* Cut anywhere after the header: every cut fails, none crashes. */
+        for (size_t cut = 30; cut < wlen; cut += 1 + wlen / 40) {
+                assert_int_equal(render_verify(webp, cut, IMAGE_FORMAT_WEBP, 100, 100, &err),
+                                 -EBADMSG);
+                assert_non_null(strstr(err.message, "verify: WebP "));
+        }
+        /* Garbage after a valid RIFF/WEBP signature. */
+        {
+                unsigned char junk[512];
+
+                memcpy(junk, webp, 16);
+                for (size_t i = 16; i < sizeof(junk); i++)
+                        junk[i] = (unsigned char)(i * 37);
+                assert_int_equal(render_verify(junk, sizeof(junk), IMAGE_FORMAT_WEBP, 100, 100,
+                                               &err),
+                                 -EBADMSG);
+        }
+
+        /* An animation where a still image was written. */
+        anim = make_animation(60, 40, 3, ".webp", &alen);
+        assert_int_equal(render_verify(anim, alen, IMAGE_FORMAT_WEBP, 60, 40, &err), -EBADMSG);
+        assert_string_equal(err.message, "verify: expected a still WebP, found an animation");
+        assert_int_equal(render_verify_pages(anim, alen, IMAGE_FORMAT_WEBP, 60, 40, 3, &err), 0);
+        assert_string_equal(vips_error_buffer(), "");
+}
+
 /* ---- output formats ---------------------------------------------------------------------- */
 
 static bool have_avif_encoder(void)
@@ -2610,6 +2661,7 @@ int main(void)
                 cmocka_unit_test(test_progressive_jpeg_memory),
             cmocka_unit_test(test_not_an_image),
             cmocka_unit_test(test_verify),
+            cmocka_unit_test(test_verify_webp),
             cmocka_unit_test(test_output_formats),
             cmocka_unit_test(test_metadata_stripped),
             cmocka_unit_test(test_other_sources),
