@@ -933,6 +933,19 @@ static void test_not_an_image(void **state)
         assert_non_null(strstr(err.message, "not a supported image: "));
 }
 
+/* Garbage after the first 16 bytes (the signature) of a real file fails verification. */
+static void assert_junk_fails_verify(const void *real, enum image_format f, unsigned w,
+                                     unsigned h)
+{
+        struct render_error err = {};
+        unsigned char junk[512];
+
+        memcpy(junk, real, 16);
+        for (size_t i = 16; i < sizeof(junk); i++)
+                junk[i] = (unsigned char)(i * 37);
+        assert_int_equal(render_verify(junk, sizeof(junk), f, w, h, &err), -EBADMSG);
+}
+
 static void test_verify(void **state)
 {
         _cleanup_image_ VipsImage *src = make_gradient(200, 150, false);
@@ -971,16 +984,7 @@ static void test_verify(void **state)
                          -EBADMSG);
         assert_non_null(strstr(err.message, "VipsJpeg: Premature end of"));
 
-        /* Garbage after a valid signature. */
-        {
-                unsigned char junk[512];
-
-                memcpy(junk, png, 16);
-                for (size_t i = 16; i < sizeof(junk); i++)
-                        junk[i] = (unsigned char)(i * 37);
-                assert_int_equal(render_verify(junk, sizeof(junk), IMAGE_FORMAT_PNG, 100, 75, &err),
-                                 -EBADMSG);
-        }
+        assert_junk_fails_verify(png, IMAGE_FORMAT_PNG, 100, 75);
 }
 
 static void *make_animation(int w, int h, int n, const char *suffix, size_t *ret_len);
@@ -1014,17 +1018,7 @@ static void test_verify_webp(void **state)
                                  -EBADMSG);
                 assert_non_null(strstr(err.message, "verify: WebP "));
         }
-        /* Garbage after a valid RIFF/WEBP signature. */
-        {
-                unsigned char junk[512];
-
-                memcpy(junk, webp, 16);
-                for (size_t i = 16; i < sizeof(junk); i++)
-                        junk[i] = (unsigned char)(i * 37);
-                assert_int_equal(render_verify(junk, sizeof(junk), IMAGE_FORMAT_WEBP, 100, 100,
-                                               &err),
-                                 -EBADMSG);
-        }
+        assert_junk_fails_verify(webp, IMAGE_FORMAT_WEBP, 100, 100);
 
         /* An animation where a still image was written. */
         anim = make_animation(60, 40, 3, ".webp", &alen);
