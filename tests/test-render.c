@@ -982,9 +982,57 @@ static void test_verify(void **state)
         assert_int_equal(render_verify(outjpg, jlen, IMAGE_FORMAT_JPEG, 100, 75, &err), 0);
         assert_int_equal(render_verify(outjpg, jlen * 2 / 3, IMAGE_FORMAT_JPEG, 100, 75, &err),
                          -EBADMSG);
-        assert_non_null(strstr(err.message, "VipsJpeg: Premature end of"));
+        assert_string_equal(err.message, "verify: JPEG: Premature end of JPEG file");
 
         assert_junk_fails_verify(png, IMAGE_FORMAT_PNG, 100, 75);
+}
+
+/* A JPEG is verified by libjpeg itself, its warnings (truncated, corrupt data) failures. */
+static void test_verify_jpeg(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(640, 480, false);
+        _cleanup_gfree_ unsigned char *jpg = NULL, *grey = NULL;
+        _cleanup_gfree_ void *out = NULL;
+        struct variant vj = make_variant(400, 300, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG);
+        _cleanup_base_ render_base *b = NULL;
+        struct render_error err = {};
+        size_t len, jlen = 0;
+        unsigned w = 0, h = 0;
+        int tries = 0, failed = 0;
+
+        jpg = encode(src, ".png", &len);
+        b = base_ok(jpg, len, &vj, 1);
+        assert_int_equal(render_variant(b, &vj, &out, &jlen, &w, &h, &err), 0);
+        assert_int_equal(render_verify(out, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err), 0);
+
+        assert_int_equal(render_verify(out, jlen, IMAGE_FORMAT_JPEG, 300, 400, &err), -EBADMSG);
+        assert_string_equal(err.message, "verify: expected 300x400, found 400x300");
+        assert_true(err.permanent);
+
+        /* Cut anywhere after the signature: every cut fails, none crashes. */
+        for (size_t cut = 4; cut < jlen - 2; cut += 1 + jlen / 60) {
+                assert_int_equal(render_verify(out, cut, IMAGE_FORMAT_JPEG, 400, 300, &err),
+                                 -EBADMSG);
+                assert_non_null(strstr(err.message, "verify: "));
+        }
+        assert_junk_fails_verify(out, IMAGE_FORMAT_JPEG, 400, 300);
+
+        /*
+         * A marker in the middle of the entropy-coded data (libjpeg only warns, and decodes
+         * the rest as grey): caught wherever it is put.
+         */
+        grey = g_memdup2(out, jlen);
+        for (size_t at = jlen / 3; at < jlen - 4; at += jlen / 7) {
+                memcpy(grey, out, jlen);
+                grey[at] = 0xff;
+                grey[at + 1] = 0xd0 + (unsigned char)(at % 8); /* a restart marker */
+                tries++;
+                failed += render_verify(grey, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err) ==
+                          -EBADMSG;
+        }
+        assert_true(tries >= 4);
+        assert_int_equal(failed, tries);
+        assert_string_equal(vips_error_buffer(), "");
 }
 
 static void *make_animation(int w, int h, int n, const char *suffix, size_t *ret_len);
@@ -2656,6 +2704,7 @@ int main(void)
             cmocka_unit_test(test_not_an_image),
             cmocka_unit_test(test_verify),
             cmocka_unit_test(test_verify_webp),
+            cmocka_unit_test(test_verify_jpeg),
             cmocka_unit_test(test_output_formats),
             cmocka_unit_test(test_metadata_stripped),
             cmocka_unit_test(test_other_sources),

@@ -135,8 +135,9 @@ int render_variant(render_base *b, const struct variant *v, void **ret_buf, size
                    unsigned *ret_width, unsigned *ret_height, struct render_error *err);
 
 /*
- * Checks that buf[0..size) fully decodes as format `f` with dimensions width x height.
- * Returns 0, or -EBADMSG with err filled in.
+ * Checks that buf[0..size) fully decodes as format `f` with dimensions width x height: every
+ * pixel is decoded, and a decoder's warning (a truncated or corrupt JPEG) fails it too.
+ * Returns 0, or -EBADMSG (-ENOMEM when memory ran out) with err filled in.
  */
 int render_verify(const void *buf, size_t size, enum image_format f, unsigned width,
                   unsigned height, struct render_error *err);
