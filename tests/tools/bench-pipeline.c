@@ -17,7 +17,8 @@
  * It prints one line of key=value figures: images, outputs, errors, wall_s (from the first
  * fork to the last exit), cpu_s (user + system of the children, getrusage RUSAGE_CHILDREN),
  * maxrss_kb (largest peak RSS of a child) and images_per_s. -m writes a tab-separated line
- * per image ("image", path, source width, height, bytes, microseconds) and per output
+ * per image ("image", path, source width, height, bytes, microseconds in all, of which in the
+ * decode: render_base_new) and per output
  * ("output", path, variant, width, height, bytes) into MANIFEST (one line per write, so the
  * children can share it). -o writes the outputs to OUTDIR/<stem>_<variant>.<ext> after the
  * image's clock stopped, for looking at them; the timed work never touches the disk.
@@ -167,7 +168,7 @@ static int bench_one(const struct bench *b, const char *path)
         struct render_error err = {};
         enum image_format f;
         size_t size = 0, n = p->n_variants;
-        int64_t t0 = now_us(), t1;
+        int64_t t0 = now_us(), t_base, t1;
         int r;
 
         if (n > ELEMENTSOF(variants))
@@ -185,6 +186,7 @@ static int bench_one(const struct bench *b, const char *path)
         }
 
         r = render_base_new(data, size, variants, n, NULL, &base, &err);
+        t_base = now_us();
         if (r < 0) {
                 fprintf(stderr, "imgd-bench-pipeline: %s: %s\n", path, err.message);
                 return r;
@@ -200,8 +202,8 @@ static int bench_one(const struct bench *b, const char *path)
         if (r >= 0) {
                 const struct render_info *info = render_base_info(base);
 
-                manifest(b, "image\t%s\t%u\t%u\t%zu\t%" PRId64 "\n", path, info->width,
-                         info->height, size, t1 - t0);
+                manifest(b, "image\t%s\t%u\t%u\t%zu\t%" PRId64 "\t%" PRId64 "\n", path,
+                         info->width, info->height, size, t1 - t0, t_base - t0);
                 for (size_t i = 0; i < n; i++) {
                         manifest(b, "output\t%s\t%s\t%u\t%u\t%zu\n", path, variants[i].name,
                                  ws[i], hs[i], lens[i]);
