@@ -10,8 +10,12 @@
 #
 #   scripts/bench.sh [--quick] [--corpus DIR] [--out DIR] [--build DIR] [--jobs N]
 #                    [--pipelines "avatar web"] [--contenders "imgd bare vipsthumbnail
-#                    imagemagick sharp"] [--no-latency] [--profile] [--no-install]
+#                    imagemagick sharp"] [--rounds N] [--no-latency] [--profile] [--no-install]
 #
+# --rounds N runs every contender N times, in turns (the order reversed every round, so that
+# a drift of the machine's speed falls on every contender alike), and reports the median of
+# each figure and the spread of the per-round ratios; on a machine whose speed swings by 10%
+# from one minute to the next, one round cannot resolve a 10% target. Default 1.
 # --quick uses 12 images of the corpus instead of all of them. The corpus is built once in
 # --corpus (default $IMGD_BENCH_CORPUS or ~/.cache/imgd-bench): the JPEG and PNG photographs
 # of 2 to 15 megapixels shipped by Debian's wallpaper packages (installed with apt-get when
@@ -33,6 +37,7 @@ out=$top/build/bench
 build=${IMGD_BUILD:-$top/build}
 jobs=$(nproc)
 pipelines="avatar web"
+rounds=1
 contenders="imgd bare vipsthumbnail imagemagick sharp"
 latency=1
 profile=0
@@ -52,6 +57,7 @@ while [ $# -gt 0 ]; do
         --jobs) jobs=$2; shift ;;
         --pipelines) pipelines=$2; shift ;;
         --contenders) contenders=$2; shift ;;
+        --rounds) rounds=$2; shift ;;
         --no-latency) latency=0 ;;
         --profile) profile=1 ;;
         --no-install) install=0 ;;
@@ -60,6 +66,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+case $rounds in ''|*[!0-9]*|0) echo "bench.sh: --rounds wants a positive number, not '$rounds'" >&2; exit 2 ;; esac
 case $build in /*) ;; *) build=$top/$build ;; esac
 case $out in /*) ;; *) out=$top/$out ;; esac
 mkdir -p "$corpus" "$out"
@@ -296,23 +303,52 @@ VARIANTS = {"avatar": ["small", "medium", "large"], "web": ["1600", "800", "card
 NAMES = {"imgd": "imgd end to end", "bare": "bare pipeline", "vipsthumbnail": "vipsthumbnail",
          "imagemagick": "ImageMagick", "sharp": "sharp"}
 
+def rounds_of(out, pl, c):
+    """Every round's figures of contender c (a list of dicts, oldest first)."""
+    try:
+        return [dict(x.split("=", 1) for x in line.split() if "=" in x)
+                for line in open(os.path.join(out, pl, "rounds-%s.txt" % c)) if "=" in line]
+    except OSError:
+        return []
+
+MEDIAN_KEYS = ("wall_s", "cpu_s", "p50_ms", "p99_ms", "supervisor_cpu_s")
+
+def median_result(rs):
+    """One result from several rounds: the median of each timing, the largest peak RSS."""
+    r = dict(rs[-1])
+    for k in MEDIAN_KEYS:
+        xs = [float(x[k]) for x in rs if k in x]
+        if xs:
+            r[k] = ("%.0f" if k.endswith("_ms") else "%.3f") % statistics.median(xs)
+    for k in ("maxrss_kb", "supervisor_hwm_kb"):
+        xs = [int(x[k]) for x in rs if k in x]
+        if xs:
+            r[k] = str(max(xs))
+    r["images_per_s"] = "%.3f" % (int(r["images"]) / float(r["wall_s"]))
+    return r
+
 def cmd_report(out, pipelines, contenders):
     rows, lines = [], []
     say = lambda s="": lines.append(s)
     for pl in pipelines.split():
         variants = VARIANTS.get(pl, [])
-        res = {}
+        res, rounds = {}, {}
         for c in contenders.split():
             r = kv(os.path.join(out, pl, c, "result.txt"))
+            rounds[c] = rounds_of(out, pl, c)
+            if len(rounds[c]) > 1:
+                r = median_result(rounds[c])
             if r:
                 res[c] = r
         if not res:
             continue
+        n_rounds = max(len(x) for x in rounds.values())
         ref_ips = float(res["imgd"]["images_per_s"]) if "imgd" in res else None
         ref_cpi = (float(res["imgd"]["cpu_s"]) / max(1, int(res["imgd"]["images"]))
                    if "imgd" in res else None)
-        say("pipeline %s (%s images, %s jobs)" % (pl, next(iter(res.values())).get("images"),
-                                                   next(iter(res.values())).get("jobs")))
+        say("pipeline %s (%s images, %s jobs%s)" % (
+            pl, next(iter(res.values())).get("images"), next(iter(res.values())).get("jobs"),
+            ", median of %d rounds" % n_rounds if n_rounds > 1 else ""))
         say("%-17s %6s %8s %8s %9s %9s %8s %8s %10s %10s" % ("contender", "images", "wall s",
             "images/s", "CPU-s/img", "peak RSS", "p50 ms", "p99 ms", "imgd/this", "by CPU"))
         for c, r in res.items():
@@ -332,6 +368,17 @@ def cmd_report(out, pipelines, contenders):
                          "%.3f" % ips, "%.4f" % cpu, "%.1f" % rss, p50, p99,
                          "%.3f" % ratio if ratio else "", "%.3f" % cratio if cratio else "",
                          r.get("note", "").replace("_", " ")])
+        if n_rounds > 1 and "imgd" in res:
+            say("  imgd/this per round, by wall time (by CPU): min..max")
+            for c in res:
+                if c == "imgd":
+                    continue
+                pairs = list(zip(rounds["imgd"], rounds[c]))
+                w = [float(b["wall_s"]) / float(a["wall_s"]) for a, b in pairs]
+                u = [float(b["cpu_s"]) / float(a["cpu_s"]) for a, b in pairs]
+                say("    %-15s %.2f..%.2f (%.2f..%.2f): %s" % (
+                    NAMES.get(c, c), min(w), max(w), min(u), max(u),
+                    " ".join("%.2f" % x for x in w)))
         if "imgd" in res and "supervisor_hwm_kb" in res["imgd"]:
             say("  imgd: supervisor peak RSS %.1f MB, worker peak RSS %.1f MB (largest), "
                 "CPU split supervisor %.1f s / workers %.1f s" % (
@@ -421,7 +468,8 @@ def cmd_report(out, pipelines, contenders):
         for pl in pipelines.split():
             vals = []
             for c in cs:
-                r = kv(os.path.join(out, pl, c, "result.txt"))
+                rs = rounds_of(out, pl, c)
+                r = median_result(rs) if len(rs) > 1 else kv(os.path.join(out, pl, c, "result.txt"))
                 vals.append(r.get("images_per_s", "0") if r else "0")
             fh.write("%s %s\n" % (pl, " ".join(vals)))
     return 0
@@ -719,13 +767,19 @@ for p in $pipelines; do
     rm -rf "${out:?}/$p"
     mkdir -p "$out/$p"
     write_config "$out/$p" "$p"
-    for c in $contenders; do
-        log "$p: $c"
-        rm -rf "${out:?}/$p/$c"
-        mkdir -p "$out/$p/$c"
-        sync
-        "run_$c" "$p" "$out/$p/$c"
-        cat "$out/$p/$c/result.txt" >&2
+    order=$contenders
+    for c in $contenders; do : > "$out/$p/rounds-$c.txt"; done
+    for ((round = 1; round <= rounds; round++)); do
+        for c in $order; do
+            log "$p: $c$( [ "$rounds" = 1 ] || echo " (round $round of $rounds)")"
+            rm -rf "${out:?}/$p/$c"
+            mkdir -p "$out/$p/$c"
+            sync
+            "run_$c" "$p" "$out/$p/$c"
+            cat "$out/$p/$c/result.txt" >&2
+            cat "$out/$p/$c/result.txt" >> "$out/$p/rounds-$c.txt"
+        done
+        order=$(printf '%s\n' $order | tac | tr '\n' ' ')
     done
 done
 
