@@ -419,14 +419,6 @@ static int client_on_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
-static uint64_t mono_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /*
  * Whether process `pid` has supplementary group gid, from the "Groups:" line of
  * /proc/<pid>/status: 1 yes, 0 no, or a negative errno (no such process, unreadable).

@@ -108,14 +108,6 @@ static char *xasprintf(const char *fmt, ...)
         return s;
 }
 
-static int64_t mono_now_us(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static int64_t wall_now_us(void)
 {
         struct timespec ts;
@@ -401,7 +393,7 @@ static int ctl_poll(struct ctl *ctl, short events, int64_t deadline)
         int r;
 
         for (;;) {
-                left = deadline - mono_now_us();
+                left = deadline - (int64_t)mono_usec();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 r = poll(&p, 1, (int)((left + 999) / 1000));
@@ -492,7 +484,7 @@ static int ctl_read_line(struct ctl *ctl, int64_t deadline, char **ret_line, siz
  */
 static int ctl_call(struct ctl *ctl, const json_t *req, json_t **ret_result, char **ret_error)
 {
-        int64_t deadline = mono_now_us() + (int64_t)IO_TIMEOUT_MS * 1000;
+        int64_t deadline = (int64_t)mono_usec() + (int64_t)IO_TIMEOUT_MS * 1000;
         _cleanup_free_ char *line = NULL, *error = NULL;
         char *answer = NULL;
         size_t n = 0;
@@ -1425,7 +1417,7 @@ static int run_wait(struct ctl *ctl, int argc, char **argv)
                 return usage_error("wait", "unexpected argument '%s'", argv[optind]);
 
         if (timeout_arg)
-                deadline = mono_now_us() + (int64_t)(timeout_s * 1e6);
+                deadline = (int64_t)mono_usec() + (int64_t)(timeout_s * 1e6);
 
         for (;;) {
                 _cleanup_(json_decrefp) json_t *result = NULL;
@@ -1443,7 +1435,7 @@ static int run_wait(struct ctl *ctl, int argc, char **argv)
                         return EXIT_OK;
 
                 if (timeout_arg) {
-                        left = deadline - mono_now_us();
+                        left = deadline - (int64_t)mono_usec();
                         if (left <= 0) {
                                 errorf("timed out after %g s: %" PRId64 " queued, %" PRId64
                                        " running, %" PRId64 " retry",
@@ -1741,7 +1733,7 @@ static int run_drain(struct ctl *ctl, int argc, char **argv)
         if (optind < argc)
                 return usage_error("drain", "unexpected argument '%s'", argv[optind]);
         if (has_timeout)
-                deadline = mono_now_us() + (int64_t)(timeout_s * 1e6);
+                deadline = (int64_t)mono_usec() + (int64_t)(timeout_s * 1e6);
 
         r = call(ctl, proto_request_new("drain"), &result);
         if (r != EXIT_OK)
@@ -1750,7 +1742,7 @@ static int run_drain(struct ctl *ctl, int argc, char **argv)
         while (running > 0) {
                 _cleanup_(json_decrefp) json_t *status = NULL;
 
-                if (has_timeout && mono_now_us() >= deadline) {
+                if (has_timeout && (int64_t)mono_usec() >= deadline) {
                         errorf("timed out after %g s: %" PRId64 " job(s) still running; intake "
                                "stays paused ('%s resume' to continue)",
                                timeout_s, running, program);
@@ -1949,7 +1941,7 @@ static int run_events(struct ctl *ctl, int argc, char **argv)
         for (;;) {
                 _cleanup_(json_decrefp) json_t *ev = NULL;
                 _cleanup_free_ char *error = NULL;
-                int64_t now = mono_now_us(), deadline;
+                int64_t now = (int64_t)mono_usec(), deadline;
                 char *line = NULL;
                 size_t n = 0;
 
@@ -1959,10 +1951,10 @@ static int run_events(struct ctl *ctl, int argc, char **argv)
                         r = events_idle(&status_ctl, &idle);
                         if (r != EXIT_OK)
                                 goto out;
-                        next_check = mono_now_us() + EVENTS_POLL_MS * 1000;
+                        next_check = (int64_t)mono_usec() + EVENTS_POLL_MS * 1000;
                 }
                 if (idle)
-                        deadline = mono_now_us() + 1000; /* only what has arrived */
+                        deadline = (int64_t)mono_usec() + 1000; /* only what has arrived */
                 else if (follow)
                         deadline = now + 3600 * INT64_C(1000000);
                 else
@@ -2267,15 +2259,15 @@ static int run_top(struct ctl *ctl, int argc, char **argv)
                 if (i == 0)
                         t.finished0 = get_int(jobs, "done") + get_int(jobs, "dead") +
                                       get_int(jobs, "cancelled");
-                top_render(&t, status, mono_now_us());
+                top_render(&t, status, (int64_t)mono_usec());
                 if (iterations > 0 && i + 1 >= iterations)
                         break;
 
                 /* Wait for the next refresh, or a key. */
-                wake = mono_now_us() + TOP_INTERVAL_MS * 1000;
+                wake = (int64_t)mono_usec() + TOP_INTERVAL_MS * 1000;
                 while (!top_interrupted) {
                         struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
-                        int64_t left = wake - mono_now_us();
+                        int64_t left = wake - (int64_t)mono_usec();
                         char key;
 
                         if (left <= 0)

@@ -119,14 +119,6 @@ static int scan(struct daemon *d)
         return r;
 }
 
-static uint64_t mono_now_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /*
  * Keeps the unit's STATUS= line current: "12 queued, 2 running, 0 retry, 1 dead, level full,
  * health 97/100, breaker closed", with ", ALERT: <names>" while alerts are active (imgctl
@@ -234,7 +226,7 @@ static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata)
         struct daemon *d = userdata;
         unsigned running = scheduler_running(d->scheduler);
 
-        if (running == 0 || mono_now_usec() >= d->drain_deadline) {
+        if (running == 0 || mono_usec() >= d->drain_deadline) {
                 if (running > 0)
                         log_notice("stopping with %u job(s) unfinished; they are handed back to "
                                    "the ledger and resume at the next start",
@@ -267,7 +259,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         notify_stopping();
         scheduler_pause(d->scheduler);
         d->watch = watch_free(d->watch);
-        d->drain_deadline = mono_now_usec() + DRAIN_TIMEOUT_USEC;
+        d->drain_deadline = mono_usec() + DRAIN_TIMEOUT_USEC;
         r = sd_event_add_time_relative(d->event, &d->drain_timer, CLOCK_MONOTONIC, 0, 0,
                                        on_drain_timer, d);
         return r < 0 ? sd_event_exit(d->event, 0) : 0;

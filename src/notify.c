@@ -7,6 +7,7 @@
 #include <time.h>
 #include <systemd/sd-daemon.h>
 
+#include "imgd/macro.h"
 #include "imgd/notify.h"
 
 void notify_ready(void)
@@ -16,11 +17,7 @@ void notify_ready(void)
 
 void notify_reloading(void)
 {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
-                   (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)mono_usec());
 }
 
 void notify_watchdog(void)

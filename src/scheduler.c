@@ -90,14 +90,6 @@ struct scheduler {
 #define PRUNE_USEC (3600 * 1000000ULL)
 #define MEMINFO_USEC (1000000ULL)
 
-static uint64_t mono_now_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
 static void note_finished(scheduler *s);
 
@@ -503,7 +495,7 @@ static int start_job(scheduler *s, struct job *job_in)
         }
         log_debug("job %" PRId64 " %s: dispatched (attempt %u)", job->id, job->source_path,
                   job->attempts);
-        s->last_progress_usec = mono_now_usec();
+        s->last_progress_usec = mono_usec();
         run->job = TAKE_PTR(job);
         run->next = s->running;
         s->running = run;
@@ -541,7 +533,7 @@ static int on_kick(sd_event_source *es, void *userdata)
                          * job at a time probes the way (spend the probe only on real work). */
                         if (ledger_next_due(s->ledger, &due) <= 0 || due > now)
                                 break;
-                        if (!breaker_allow(s->breaker, mono_now_usec())) {
+                        if (!breaker_allow(s->breaker, mono_usec())) {
                                 uint64_t at = breaker_retry_at(s->breaker);
                                 if (at > 0) {
                                         sd_event_source_set_time(s->breaker_timer, at);
@@ -561,7 +553,7 @@ static int on_kick(sd_event_source *es, void *userdata)
                 if (r == 0) {
                         if (breaker_state(s->breaker) == BREAKER_HALF_OPEN)
                                 breaker_record(s->breaker, BREAKER_JOB_FAILURE, NULL,
-                                               mono_now_usec()); /* probe unspent */
+                                               mono_usec()); /* probe unspent */
                         break;
                 }
                 if (start_job(s, job) < 0)
@@ -614,7 +606,7 @@ static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reaso
         enum breaker_state before = breaker_state(s->breaker), after;
 
         /* Every outcome also feeds the error rate of the health score. */
-        s->outcomes[s->next_outcome].at = mono_now_usec();
+        s->outcomes[s->next_outcome].at = mono_usec();
         /* A bad upload is the input's fault, not the service's: only failures of workers
          * and of the output side count against health (permanent ones are completions). */
         s->outcomes[s->next_outcome].failed =
@@ -623,7 +615,7 @@ static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reaso
         if (s->n_outcomes < ELEMENTSOF(s->outcomes))
                 s->n_outcomes++;
 
-        breaker_record(s->breaker, o, reason, mono_now_usec());
+        breaker_record(s->breaker, o, reason, mono_usec());
         after = breaker_state(s->breaker);
         if (after == before)
                 return;
@@ -669,7 +661,7 @@ static double memory_pressure_read(void)
  * kernel format /proc/meminfo each time. */
 static double memory_pressure(scheduler *s)
 {
-        uint64_t now = mono_now_usec();
+        uint64_t now = mono_usec();
 
         if (s->mem_pressure_at == 0 || now - s->mem_pressure_at >= MEMINFO_USEC) {
                 s->mem_pressure = memory_pressure_read();
@@ -685,7 +677,7 @@ static double memory_pressure(scheduler *s)
 static int health_inputs_now(scheduler *s, uint64_t counts[static _JOB_STATE_MAX],
                              struct health_inputs *in)
 {
-        uint64_t now = mono_now_usec();
+        uint64_t now = mono_usec();
         int64_t oldest = 0;
         unsigned total = 0, failed = 0;
         int r, k;
@@ -713,7 +705,7 @@ static int health_inputs_now(scheduler *s, uint64_t counts[static _JOB_STATE_MAX
 /* A job left the backlog for good (done or dead). */
 static void note_finished(scheduler *s)
 {
-        s->completions[s->next_completion] = mono_now_usec();
+        s->completions[s->next_completion] = mono_usec();
         s->next_completion = (s->next_completion + 1) % ELEMENTSOF(s->completions);
         if (s->n_completions < ELEMENTSOF(s->completions))
                 s->n_completions++;
@@ -745,7 +737,7 @@ static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_win
 
 int scheduler_report(scheduler *s, struct scheduler_report *ret)
 {
-        uint64_t counts[_JOB_STATE_MAX], window = 0, now = mono_now_usec();
+        uint64_t counts[_JOB_STATE_MAX], window = 0, now = mono_usec();
         struct health_inputs in;
         struct health_alert_inputs ai;
         int r;
@@ -816,7 +808,7 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
         enum health_level before = health_level(s->health), after;
 
         (void)health_inputs_now(s, counts, &in);
-        after = s->cfg->degradation ? health_update(s->health, &in, mono_now_usec()) : before;
+        after = s->cfg->degradation ? health_update(s->health, &in, mono_usec()) : before;
         if (after != before) {
                 if (after > before)
                         log_warning("degradation level %s (was %s): %s", health_level_name(after),
@@ -1071,7 +1063,7 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
                 log_error("worker finished job %" PRId64 ", which is not running", id);
                 return;
         }
-        s->last_progress_usec = mono_now_usec();
+        s->last_progress_usec = mono_usec();
         if (!reply) {
                 job_failed(s, run->job, failure ?: "worker failed", false);
         } else if (json_unpack((json_t *)reply, "{s:b}", "ok", &ok) < 0) {
@@ -1120,9 +1112,9 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         s->event = sd_event_ref(e);
         s->cfg = cfg;
         s->ledger = l;
-        s->last_progress_usec = mono_now_usec();
+        s->last_progress_usec = mono_usec();
         snprintf(s->owner, sizeof s->owner, "imgd:%d", (int)getpid());
-        s->started_usec = mono_now_usec();
+        s->started_usec = mono_usec();
         o.userdata = s;
 
         r = metrics_new(&s->metrics);
@@ -1251,7 +1243,7 @@ void scheduler_set_config(scheduler *s, const struct config *cfg)
 
 bool scheduler_stalled(scheduler *s)
 {
-        uint64_t now = mono_now_usec(), grace;
+        uint64_t now = mono_usec(), grace;
         int64_t due = 0;
         bool pending = scheduler_running(s) > 0;
 

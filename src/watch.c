@@ -301,14 +301,6 @@ static void handle_event(watch *w, const struct inotify_event *ev)
         w->fn(dir->wc, path, w->userdata);
 }
 
-static uint64_t mono_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /*
  * Handles the queued events for at most WATCH_TURN_USEC, then returns with the rest still
  * queued in the kernel: the descriptor stays readable, so the loop comes back for them after

@@ -76,14 +76,6 @@ struct worker_pool {
         unsigned n;
 };
 
-static uint64_t now_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static int worker_start(struct worker *w);
 
 /* Resident set of a process in bytes, 0 if it cannot be read. */
@@ -279,7 +271,7 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         w->sock = -1;
         w->pid = 0;
 
-        if (!w->recycling && now_usec() - w->started_usec < QUICK_DEATH_USEC &&
+        if (!w->recycling && mono_usec() - w->started_usec < QUICK_DEATH_USEC &&
             w->jobs_done == 0) {
                 w->quick_deaths++;
                 delay = RESPAWN_MIN_USEC << (w->quick_deaths < 7 ? w->quick_deaths : 7);
@@ -379,7 +371,7 @@ static int worker_start(struct worker *w)
                 .pid = pid,
                 .sock = sv[0],
                 .respawn = w->respawn,
-                .started_usec = now_usec(),
+                .started_usec = mono_usec(),
                 .quick_deaths = w->quick_deaths,
         };
         r = sd_event_add_child(w->pool->event, &w->child, pid, WEXITED, on_worker_exit, w);

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <vips/vips.h>
 
+#include "imgd/macro.h"
 #include "imgd/render.h"
 #include "testutil.h"
 
@@ -258,10 +259,7 @@ unsigned tu_count_files(const char *dir, const char *pattern)
 
 int64_t tu_now_us(void)
 {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        return (int64_t)mono_usec();
 }
 
 void tu_daemon_setup(struct tu_daemon *d, const char *pipeline_body, unsigned workers,

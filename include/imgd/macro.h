@@ -7,7 +7,9 @@
 #pragma once
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -62,4 +64,13 @@ static inline void closep(int *fd)
 static inline int negative_errno(void)
 {
         return errno > 0 ? -errno : -EIO;
+}
+
+/* CLOCK_MONOTONIC in microseconds: for intervals and deadlines, never for wall-clock times. */
+static inline uint64_t mono_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }

@@ -57,14 +57,6 @@ struct bench {
         unsigned *next; /* shared between the children: index of the next item to take */
 };
 
-static int64_t now_us(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static int usage(void)
 {
         fprintf(stderr, "usage: imgd-bench-pipeline -c CONFIG -p PIPELINE [-j JOBS] [-t THREADS] "
@@ -168,7 +160,7 @@ static int bench_one(const struct bench *b, const char *path)
         struct render_error err = {};
         enum image_format f;
         size_t size = 0, n = p->n_variants;
-        int64_t t0 = now_us(), t_base, t1;
+        int64_t t0 = (int64_t)mono_usec(), t_base, t1;
         int r;
 
         if (n > ELEMENTSOF(variants))
@@ -186,7 +178,7 @@ static int bench_one(const struct bench *b, const char *path)
         }
 
         r = render_base_new(data, size, variants, n, NULL, &base, &err);
-        t_base = now_us();
+        t_base = (int64_t)mono_usec();
         if (r < 0) {
                 fprintf(stderr, "imgd-bench-pipeline: %s: %s\n", path, err.message);
                 return r;
@@ -197,7 +189,7 @@ static int bench_one(const struct bench *b, const char *path)
                         fprintf(stderr, "imgd-bench-pipeline: %s: %s: %s\n", path,
                                 variants[i].name, err.message);
         }
-        t1 = now_us();
+        t1 = (int64_t)mono_usec();
 
         if (r >= 0) {
                 const struct render_info *info = render_base_info(base);
@@ -305,7 +297,7 @@ int main(int argc, char **argv)
         }
         *b.next = 0;
 
-        t0 = now_us();
+        t0 = (int64_t)mono_usec();
         for (long i = 0; i < jobs; i++) {
                 pid_t pid = fork();
 
@@ -331,7 +323,7 @@ int main(int argc, char **argv)
                 else
                         errors += WEXITSTATUS(status);
         }
-        t1 = now_us();
+        t1 = (int64_t)mono_usec();
         getrusage(RUSAGE_CHILDREN, &ru);
 
         double wall = (double)(t1 - t0) / 1e6;
