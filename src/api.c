@@ -106,14 +106,6 @@ static json_t *text_or_null(const char *s)
         return s ? proto_string_lossy(s) : json_null();
 }
 
-static int64_t wall_now_us(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* The fields "jobs" and "show" share. A new object, or NULL when out of memory. */
 static json_t *job_to_json(const struct job *j)
 {
@@ -302,7 +294,7 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                         return r;
         }
 
-        uptime_us = wall_now_us() - ctx->started_us;
+        uptime_us = wall_usec() - ctx->started_us;
         if (uptime_us < 0 || ctx->started_us <= 0)
                 uptime_us = 0;
 
@@ -589,7 +581,7 @@ static int api_retry(struct api_context *ctx, const json_t *request, json_t **re
                      char **ret_error)
 {
         const json_t *dead = json_object_get(request, "dead");
-        int64_t id = 0, now = wall_now_us();
+        int64_t id = 0, now = wall_usec();
         uint64_t counts[_JOB_STATE_MAX];
         json_t *result;
         unsigned retried = 0;
@@ -702,7 +694,7 @@ static int api_cancel(struct api_context *ctx, const json_t *request, json_t **r
                                  "jobs can be cancelled",
                                  id, job_state_name(d->job.state));
         }
-        r = ledger_cancel(ctx->ledger, id, API_CANCEL_REASON, wall_now_us());
+        r = ledger_cancel(ctx->ledger, id, API_CANCEL_REASON, wall_usec());
         if (r < 0)
                 return ledger_failure(ctx, r, "cannot cancel the job", ret_error);
         log_info("job %" PRId64 " %s: cancelled by operator", id, d->job.source_path);
@@ -888,7 +880,7 @@ static int api_enqueue(struct api_context *ctx, const json_t *request, json_t **
                                  "rename it first",
                                  source);
 
-        r = intake_file(ctx->ledger, ctx->config, w, source, wall_now_us(), &id, &error);
+        r = intake_file(ctx->ledger, ctx->config, w, source, wall_usec(), &id, &error);
         if (r < 0) {
                 if (r == -ENOMEM && !error)
                         return -ENOMEM;
@@ -994,7 +986,7 @@ void api_on_event(const char *event, const json_t *job, void *userdata)
         if (!ctx || !ctx->control || control_subscribers(ctx->control) == 0)
                 return;
 
-        line = proto_format_event(event, wall_now_us(), job);
+        line = proto_format_event(event, wall_usec(), job);
         if (line && strlen(line) > PROTO_MAX_LINE + 1) {
                 /* Hundreds of outputs: tell the event, subscribers can "show" the job. */
                 _cleanup_(json_decrefp) json_t *small = json_copy((json_t *)job);
@@ -1003,7 +995,7 @@ void api_on_event(const char *event, const json_t *job, void *userdata)
                 line = NULL;
                 if (small && json_object_del(small, "outputs") == 0 &&
                     json_object_set_new(small, "outputs_omitted", json_true()) == 0)
-                        line = proto_format_event(event, wall_now_us(), small);
+                        line = proto_format_event(event, wall_usec(), small);
                 if (line && strlen(line) > PROTO_MAX_LINE + 1) {
                         log_warning("event %s: too large to send", event);
                         return;

@@ -108,14 +108,6 @@ static char *xasprintf(const char *fmt, ...)
         return s;
 }
 
-static int64_t wall_now_us(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* Characters (not bytes) in a UTF-8 string, for column widths. */
 static size_t text_width(const char *s)
 {
@@ -979,7 +971,7 @@ static int parse_since(const char *s, int64_t *ret_us)
         int64_t us;
 
         if (parse_duration(s, &us) == 0) {
-                us = wall_now_us() - us;
+                us = wall_usec() - us;
                 *ret_us = us > 0 ? us : 1;
                 return 0;
         }
@@ -2112,7 +2104,7 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
                 breaker_state = clean_text(get_str(breaker, "state", "?"), 16);
         if (json_is_object(health_j))
                 level = clean_text(get_str(health_j, "level", "?"), 16);
-        format_time(wall_now_us(), now, sizeof now);
+        format_time(wall_usec(), now, sizeof now);
 
         if (left == 0)
                 snprintf(eta, sizeof eta, "0s");

@@ -27,6 +27,7 @@
 #include "imgd/intake.h"
 #include "imgd/ledger.h"
 #include "imgd/log.h"
+#include "imgd/macro.h"
 #include "imgd/notify.h"
 #include "imgd/recover.h"
 #include "imgd/scheduler.h"
@@ -50,14 +51,6 @@ struct daemon {
         uint64_t drain_deadline;
         char last_status[512];
 };
-
-static int64_t wall_now_us(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void help(void)
 {
@@ -95,7 +88,7 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
         struct daemon *d = userdata;
         _cleanup_free_ char *error = NULL;
         int64_t id = 0;
-        int r = intake_file(d->ledger, d->config, w, path, wall_now_us(), &id, &error);
+        int r = intake_file(d->ledger, d->config, w, path, wall_usec(), &id, &error);
 
         if (r < 0) {
                 log_warning("intake %s", error ?: path);
@@ -299,7 +292,7 @@ static int run(struct daemon *d)
                 goto out;
         }
         log_info("ledger %s: %s", db, ledger_open_check(d->ledger));
-        r = recover_run(d->ledger, d->config, wall_now_us(), &rs);
+        r = recover_run(d->ledger, d->config, wall_usec(), &rs);
         if (r < 0)
                 goto out;
         if (rs.published + rs.redone + rs.requeued + rs.swept > 0)
@@ -328,7 +321,7 @@ static int run(struct daemon *d)
             .ledger = d->ledger,
             .scheduler = d->scheduler,
             .state = "starting",
-            .started_us = wall_now_us(),
+            .started_us = wall_usec(),
         };
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)

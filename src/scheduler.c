@@ -29,6 +29,7 @@
 #include "imgd/hooks.h"
 #include "imgd/intake.h"
 #include "imgd/log.h"
+#include "imgd/macro.h"
 #include "imgd/pathmap.h"
 #include "imgd/proto.h"
 #include "imgd/publish.h"
@@ -93,20 +94,12 @@ struct scheduler {
 static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
 static void note_finished(scheduler *s);
 
-static int64_t wall_now_us(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static double random01(void)
 {
         uint64_t x;
 
         if (getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
-                x = (uint64_t)wall_now_us() * 6364136223846793005ULL;
+                x = (uint64_t)wall_usec() * 6364136223846793005ULL;
         return (double)(x >> 11) / 9007199254740992.0;
 }
 
@@ -255,7 +248,7 @@ static const struct watch_config *find_watch(const struct config *cfg, const cha
  * attempts. */
 static void job_failed(scheduler *s, const struct job *job, const char *error, bool permanent)
 {
-        int64_t now = wall_now_us(), next = now;
+        int64_t now = wall_usec(), next = now;
         bool retry = !permanent && job->attempts < s->cfg->retry.max_attempts;
         _cleanup_free_ char *msg = NULL, *moved = NULL;
         json_t *extra;
@@ -319,7 +312,7 @@ static bool environmental(int r)
  */
 static void job_blocked(scheduler *s, const struct job *job, const char *error)
 {
-        int64_t now = wall_now_us();
+        int64_t now = wall_usec();
         int64_t delay = scheduler_backoff_ms(&s->cfg->retry, ++s->env_failures, random01());
         int r;
 
@@ -376,7 +369,7 @@ static int start_job(scheduler *s, struct job *job_in)
                 log_info("job %" PRId64 ": %s was removed before it was processed", job->id,
                          job->source_path);
                 r = ledger_cancel(s->ledger, job->id, "source removed before processing",
-                                  wall_now_us());
+                                  wall_usec());
                 return r < 0 ? log_error_errno(r, "ledger: %s", ledger_errmsg(s->ledger)) : 0;
         }
         if (src < 0) {
@@ -487,7 +480,7 @@ static int start_job(scheduler *s, struct job *job_in)
         }
         r = worker_pool_dispatch(s->pool, job->id, req, fds, 1 + run->n);
         if (r < 0) {
-                int64_t now = wall_now_us();
+                int64_t now = wall_usec();
                 running_free(run);
                 log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);
                 (void)ledger_release(s->ledger, job->id, now + 1000000, now);
@@ -512,7 +505,7 @@ static void arm_due_timer(scheduler *s)
                 return;
         /* Work already due waits for a worker to free up (its result kicks the scheduler);
          * a timer in the past would only spin the loop. */
-        if (due <= wall_now_us())
+        if (due <= wall_usec())
                 return;
         sd_event_source_set_time(s->due, (uint64_t)due);
         sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
@@ -525,7 +518,7 @@ static int on_kick(sd_event_source *es, void *userdata)
         while (!s->paused && worker_pool_idle(s->pool) > 0 &&
                !(s->cfg->degradation && health_level(s->health) == HEALTH_PAUSED)) {
                 struct job *job = NULL;
-                int64_t now = wall_now_us(), due;
+                int64_t now = wall_usec(), due;
                 int r;
 
                 if (breaker_state(s->breaker) != BREAKER_CLOSED) {
@@ -584,7 +577,7 @@ static int on_lease_check(sd_event_source *es, uint64_t usec, void *userdata)
         _cleanup_free_ int64_t *ids = NULL;
         size_t n = 0;
 
-        if (ledger_list_expired(s->ledger, wall_now_us(), &ids, &n) >= 0) {
+        if (ledger_list_expired(s->ledger, wall_usec(), &ids, &n) >= 0) {
                 for (size_t i = 0; i < n; i++) {
                         _cleanup_(job_detail_freep) struct job_detail *d = NULL;
 
@@ -686,8 +679,8 @@ static int health_inputs_now(scheduler *s, uint64_t counts[static _JOB_STATE_MAX
         r = ledger_counts(s->ledger, counts);
         *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
         k = ledger_oldest_queued(s->ledger, &oldest);
-        if (k > 0 && wall_now_us() > oldest)
-                in->oldest_queued_age_us = (uint64_t)(wall_now_us() - oldest);
+        if (k > 0 && wall_usec() > oldest)
+                in->oldest_queued_age_us = (uint64_t)(wall_usec() - oldest);
         if (r >= 0 && k < 0)
                 r = k;
         in->memory_pressure = memory_pressure(s);
@@ -779,7 +772,7 @@ static int on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
 
         if (s->cfg->prune_after_days > 0) {
                 int64_t cutoff =
-                    wall_now_us() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
+                    wall_usec() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
                 int k = ledger_prune(s->ledger, cutoff);
                 if (k < 0)
                         log_warning_errno(k, "ledger: prune: %s", ledger_errmsg(s->ledger));
@@ -829,7 +822,7 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
                         batch = s->cfg->health.reduced.queued > 1
                                     ? s->cfg->health.reduced.queued - 1
                                     : 1;
-                int k = ledger_rerender_degraded(s->ledger, wall_now_us(), (unsigned)batch);
+                int k = ledger_rerender_degraded(s->ledger, wall_usec(), (unsigned)batch);
                 if (k > 0) {
                         log_info("rendering %d degraded job(s) again at full quality", k);
                         scheduler_kick(s);
@@ -896,7 +889,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                         "job %" PRId64 " %s: superseded by newer content; discarded", job->id,
                         job->source_path);
                 if (ledger_cancel(s->ledger, job->id, "superseded by newer content",
-                                  wall_now_us()) >= 0)
+                                  wall_usec()) >= 0)
                         emit(s, "cancelled", job,
                              json_pack("{s:s}", "error", "superseded by newer content"));
                 return;
@@ -911,8 +904,8 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                         "job %" PRId64 " %s: content changed while processing; superseded", job->id,
                         job->source_path);
                 (void)ledger_cancel(s->ledger, job->id, "source content changed during processing",
-                                    wall_now_us());
-                if (wc && intake_file(s->ledger, s->cfg, wc, job->source_path, wall_now_us(), NULL,
+                                    wall_usec());
+                if (wc && intake_file(s->ledger, s->cfg, wc, job->source_path, wall_usec(), NULL,
                                       &err) < 0)
                         log_error("%s", err ?: job->source_path);
                 return;
@@ -968,7 +961,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
 
         /* Checkpoint "verified": after a crash from here on, the staged files are published
          * without rendering them again. */
-        now = wall_now_us();
+        now = wall_usec();
         r = ledger_stage(s->ledger, job->id, rows, run->n, run->degraded, info_text, now);
         if (r < 0) {
                 snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
@@ -991,7 +984,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 goto out;
         }
         fault_point("ledger.before_complete");
-        r = ledger_complete(s->ledger, job->id, NULL, 0, wall_now_us());
+        r = ledger_complete(s->ledger, job->id, NULL, 0, wall_usec());
         if (r < 0) {
                 log_error_errno(r, "ledger: complete job %" PRId64 ": %s", job->id,
                                 ledger_errmsg(s->ledger));
@@ -1001,7 +994,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         s->env_failures = 0;
         breaker_note(s, BREAKER_SUCCESS, NULL);
         note_finished(s);
-        double seconds = (double)(wall_now_us() - job->updated_us) / 1e6;
+        double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
         log_job(LOG_INFO, job->id, job->source_path, NULL,
                 "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
                 run->n, seconds * 1e3);
@@ -1185,7 +1178,7 @@ fail:
 
 scheduler *scheduler_free(scheduler *s)
 {
-        int64_t now = wall_now_us();
+        int64_t now = wall_usec();
 
         if (!s)
                 return NULL;
@@ -1248,7 +1241,7 @@ bool scheduler_stalled(scheduler *s)
         bool pending = scheduler_running(s) > 0;
 
         if (!pending && !s->paused && worker_pool_idle(s->pool) == 0)
-                pending = ledger_next_due(s->ledger, &due) > 0 && due <= wall_now_us();
+                pending = ledger_next_due(s->ledger, &due) > 0 && due <= wall_usec();
         if (!pending) {
                 s->last_progress_usec = now; /* idle is not stalled */
                 return false;
