@@ -213,6 +213,7 @@ enum ledger_stmt {
         STMT_OLDEST_QUEUED,
         STMT_RERENDER,
         STMT_PRUNE,
+        STMT_MAX_ID,
         _STMT_MAX,
 };
 
@@ -309,10 +310,14 @@ static const char *const stmt_sql[_STMT_MAX] = {
          * newest is what tells a start-up scan that a file is done). Dead jobs stay. A done or
          * cancelled job's updated_us is its finished_us (every statement sets both): the
          * bound on it lets jobs_state_updated skip the jobs finished since the cut-off. */
-        [STMT_PRUNE] = "DELETE FROM jobs WHERE state IN ('done', 'cancelled') "
-                       "AND updated_us < ?1 AND finished_us < ?1 "
+        /* One batch of ids (?2, ?3]: the rowid range, never an index over all the old jobs
+         * (the unary + keeps the planner off jobs_state_updated). */
+        [STMT_PRUNE] = "DELETE FROM jobs WHERE id > ?2 AND id <= ?3 "
+                       "AND +state IN ('done', 'cancelled') "
+                       "AND +updated_us < ?1 AND finished_us < ?1 "
                        "AND EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = jobs.source_path "
                        "            AND n.id > jobs.id)",
+        [STMT_MAX_ID] = "SELECT max(id) FROM jobs",
 };
 
 struct ledger {
@@ -1663,9 +1668,38 @@ int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit)
         return run_write(l, STMT_RERENDER, "ii", now_us, (int64_t)limit);
 }
 
-int ledger_prune(ledger *l, int64_t cutoff_us)
+int ledger_prune(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch)
 {
-        return run_write(l, STMT_PRUNE, "i", cutoff_us, 0);
+        int64_t from = *cursor, to, max_id = 0;
+        int r;
+
+        assert(batch > 0);
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_MAX_ID);
+
+                r = stmt_step(l, st);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        max_id = sqlite3_column_int64(st, 0);
+        }
+        to = from + (int64_t)batch;
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_PRUNE);
+
+                r = stmt_bind(l, st, "iii", cutoff_us, from, to);
+                if (r >= 0)
+                        r = stmt_run(l, st);
+                if (r >= 0)
+                        r = sqlite3_changes(l->db);
+        }
+        r = tx_end(l, r);
+        if (r >= 0)
+                *cursor = to >= max_id ? 0 : to;
+        return r;
 }
 
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,

@@ -69,6 +69,10 @@ struct scheduler {
         hooks *hooks;
         health *health;
         sd_event_source *breaker_timer, *health_timer, *prune_timer;
+        /* The prune pass under way: where its next batch starts (0: none under way), the
+         * cutoff it started with, how many it deleted so far. */
+        int64_t prune_cursor, prune_cutoff;
+        int prune_total;
         /* Recent outcomes for the error rate: (time, failed) in a ring. */
         struct {
                 uint64_t at;
@@ -89,6 +93,10 @@ struct scheduler {
 #define ERROR_WINDOW_USEC (5 * 60 * 1000000ULL)
 #define RERENDER_BATCH 20
 #define PRUNE_USEC (3600 * 1000000ULL)
+/* A prune pass goes through the ledger in batches of ids with a pause between them: each
+ * batch holds the event loop for milliseconds, a million jobs take a few seconds in all. */
+#define PRUNE_BATCH 2000u
+#define PRUNE_PAUSE_USEC (20 * 1000ULL)
 #define MEMINFO_USEC (1000000ULL)
 
 static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
@@ -765,22 +773,37 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
 }
 
 /* Hourly (and a minute after start): finished jobs older than prune_after_days go, except
- * each source's newest; the ledger stays small on a server that runs for years. */
+ * each source's newest; the ledger stays small on a server that runs for years. One batch
+ * per call (ledger_prune()); the pass goes on PRUNE_PAUSE_USEC later until it is through. */
 static int on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
 {
         scheduler *s = userdata;
+        uint64_t next = PRUNE_USEC;
 
         if (s->cfg->prune_after_days > 0) {
-                int64_t cutoff =
-                    wall_usec() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
-                int k = ledger_prune(s->ledger, cutoff);
-                if (k < 0)
+                int k;
+
+                if (s->prune_cursor == 0) {
+                        s->prune_cutoff =
+                            wall_usec() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
+                        s->prune_total = 0;
+                }
+                k = ledger_prune(s->ledger, s->prune_cutoff, &s->prune_cursor, PRUNE_BATCH);
+                if (k < 0) {
                         log_warning_errno(k, "ledger: prune: %s", ledger_errmsg(s->ledger));
-                else if (k > 0)
-                        log_info("pruned %d finished job(s) older than %u days", k,
-                                 s->cfg->prune_after_days);
+                        s->prune_cursor = 0; /* the next pass starts over */
+                } else {
+                        s->prune_total += k;
+                        if (s->prune_cursor != 0)
+                                next = PRUNE_PAUSE_USEC;
+                        else if (s->prune_total > 0)
+                                log_info("pruned %d finished job(s) older than %u days",
+                                         s->prune_total, s->cfg->prune_after_days);
+                }
+        } else {
+                s->prune_cursor = 0; /* turned off by a reload: a later pass starts over */
         }
-        sd_event_source_set_time_relative(es, PRUNE_USEC);
+        sd_event_source_set_time_relative(es, next);
         sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;
 }

@@ -1018,6 +1018,29 @@ static void test_degraded_rerender(void **state)
         assert_int_equal(ledger_rerender_degraded(f->l, 800, 10), 0);
 }
 
+/* The rest of a prune pass from *cursor in batches of `batch` ids; returns how many went. */
+static int prune_all_from(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch)
+{
+        int total = 0, k, calls = 0;
+
+        do {
+                k = ledger_prune(l, cutoff_us, cursor, batch);
+                if (k < 0)
+                        return k;
+                total += k;
+                assert_true(++calls < 1000000);
+        } while (*cursor != 0);
+        return total;
+}
+
+/* A whole prune pass in batches of `batch` ids; returns how many were deleted. */
+static int prune_all(ledger *l, int64_t cutoff_us, unsigned batch)
+{
+        int64_t cursor = 0;
+
+        return prune_all_from(l, cutoff_us, &cursor, batch);
+}
+
 /* Pruning keeps each source's newest job and dead jobs; it deletes older finished ones. */
 static void test_prune(void **state)
 {
@@ -1035,13 +1058,65 @@ static void test_prune(void **state)
         assert_int_equal(ledger_fail(f->l, dead, "bad", false, 0, 150), 0);
         other = enqueue(f->l, "/u/d.jpg", "/m/d", 4, 160); /* dead job superseded */
 
-        assert_int_equal(ledger_prune(f->l, 100), 0); /* nothing finished before 100 */
-        assert_int_equal(ledger_prune(f->l, 1000), 1);
+        assert_int_equal(prune_all(f->l, 100, 1000), 0); /* nothing finished before 100 */
+        assert_int_equal(prune_all(f->l, 1000, 1000), 1);
         struct job_detail *d = NULL;
         assert_int_equal(ledger_get(f->l, old_done, &d), 0);
         assert_int_equal(state_of(f->l, newest), JOB_DONE);
         assert_int_equal(state_of(f->l, dead), JOB_DEAD);
         assert_int_equal(state_of(f->l, other), JOB_QUEUED);
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+}
+
+/*
+ * A prune pass goes batch by batch: each call deletes only within its range of ids and says
+ * where the next one starts; the pass ends (cursor 0) at the newest job, over gaps too.
+ */
+static void test_prune_batches(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d = NULL;
+        int64_t ids[20], cursor = 0;
+        char path[32];
+        int k;
+
+        /* Sources s0..s9, each done twice: ids 1..10 the old jobs, 11..20 the newest. */
+        for (int round = 0; round < 2; round++) {
+                for (int i = 0; i < 10; i++) {
+                        int64_t id;
+
+                        snprintf(path, sizeof path, "/u/s%d.jpg", i);
+                        id = enqueue(f->l, path, path, (unsigned)(round * 10 + i + 1), 100);
+                        assert_int_equal(claim(f->l, 100), id);
+                        assert_int_equal(ledger_complete(f->l, id, NULL, 0, 150), 0);
+                        ids[round * 10 + i] = id;
+                }
+        }
+        for (int i = 0; i < 20; i++)
+                assert_int_equal(ids[i], ids[0] + i);
+
+        /* The first batch covers ids[0] and ids[1] only. */
+        cursor = ids[0] - 1;
+        k = ledger_prune(f->l, 1000, &cursor, 2);
+        assert_int_equal(k, 2);
+        assert_int_equal(cursor, ids[1]);
+        assert_int_equal(ledger_get(f->l, ids[0], &d), 0); /* gone */
+        assert_int_equal(state_of(f->l, ids[2]), JOB_DONE);
+
+        /* Ids 3..4 then 5..6: deleted in their turns, nothing beyond. */
+        assert_int_equal(ledger_prune(f->l, 1000, &cursor, 2), 2);
+        assert_int_equal(ledger_prune(f->l, 1000, &cursor, 2), 2);
+        assert_int_equal(cursor, ids[5]);
+        assert_int_equal(state_of(f->l, ids[6]), JOB_DONE);
+
+        /* The rest of the pass in batches of 3: 4 more old jobs, none of the newest. */
+        assert_int_equal(prune_all_from(f->l, 1000, &cursor, 3), 4);
+        assert_int_equal(cursor, 0);
+        for (int i = 10; i < 20; i++)
+                assert_int_equal(state_of(f->l, ids[i]), JOB_DONE);
+
+        /* A new pass over a ledger with a gap of ten ids at its start deletes nothing more. */
+        assert_int_equal(prune_all(f->l, 1000, 4), 0);
         assert_int_equal(ledger_integrity_check(f->l), 0);
 }
 
@@ -1403,7 +1478,7 @@ static void test_counts_kept(void **state)
         assert_counts(f->l, 0, 0, 0, 4, 0, 2);
         (void)enqueue(f->l, "/u/a.jpg", "/m/a", 11, 1720);
         assert_counts(f->l, 1, 0, 0, 4, 0, 2);
-        assert_int_equal(ledger_prune(f->l, 100000), 2);
+        assert_int_equal(prune_all(f->l, 100000, 1), 2);
         assert_counts(f->l, 1, 0, 0, 3, 0, 1);
         assert_counts_real(f);
         assert_int_equal(state_of(f->l, a2), JOB_DONE);
@@ -1872,6 +1947,7 @@ int main(void)
                 T(test_expired_leases),
                 T(test_degraded_rerender),
                 T(test_prune),
+                T(test_prune_batches),
                 T(test_known_stat),
                 T(test_claim_fields_and_attempts),
                 T(test_claim_order_and_next_at),

@@ -227,9 +227,12 @@ int ledger_oldest_queued(ledger *l, int64_t *ret_us);
 /*
  * Deletes done and cancelled jobs finished before cutoff_us, with their outputs and errors,
  * except each source's newest job (which start-up scans rely on). Dead jobs are kept until
- * retried or cancelled. Returns how many were deleted.
+ * retried or cancelled. One batch per call, so that a ledger of millions never holds the
+ * caller up for long: the jobs with ids in (*cursor, *cursor + batch]; *cursor is then where
+ * the next batch starts, or 0 when this one reached the newest job (a pass starts with 0).
+ * Returns how many were deleted.
  */
-int ledger_prune(ledger *l, int64_t cutoff_us);
+int ledger_prune(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch);
 
 /* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
 int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
