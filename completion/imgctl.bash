@@ -16,7 +16,7 @@ _imgctl()
 
         local commands='status jobs show wait retry cancel pause resume drain enqueue metrics
                 events top verify help'
-        local global_opts='-c --config -s --socket -h --help --version'
+        local global_opts='-c --config -s --socket --connect-timeout -h --help --version'
         local states='queued running retry done dead cancelled'
 
         # "--opt=value": bash splits it into "--opt", "=", "value" (or "=" then an empty
@@ -32,7 +32,7 @@ _imgctl()
         local i cmd= cmd_index=0
         for ((i = 1; i < cword; i++)); do
                 case ${words[i]} in
-                -c | --config | -s | --socket)
+                -c | --config | -s | --socket | --connect-timeout)
                         # The argument follows, possibly after "=".
                         [[ ${words[i+1]} == = ]] && ((i++))
                         ((i++))
@@ -53,6 +53,9 @@ _imgctl()
                         compopt -o filenames 2>/dev/null
                         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
                         return 0
+                        ;;
+                --connect-timeout)
+                        return 0 # a duration: nothing to offer
                         ;;
                 esac
                 if [[ $cur == -* ]]; then

@@ -312,6 +312,7 @@ static void table_clear(struct table *t)
 
 struct ctl {
         const char *socket;
+        int64_t connect_wait_us; /* --connect-timeout: how long to retry an absent socket */
         int fd;
         char *buf;   /* PROTO_MAX_LINE + 1 bytes: one answer and its newline */
         size_t len;  /* bytes in buf */
@@ -319,8 +320,9 @@ struct ctl {
 };
 
 /*
- * Connects to the socket. Returns 0, or a negative errno with the message in *ret_error:
- * "cannot connect to PATH: CAUSE (HINT)".
+ * Connects to the socket; while it does not exist or refuses (imgd starting or restarting),
+ * tries again every 50 ms for up to ctl->connect_wait_us. Returns 0, or a negative errno with
+ * the message in *ret_error: "cannot connect to PATH: CAUSE (HINT)".
  */
 static int ctl_connect(struct ctl *ctl, char **ret_error)
 {
@@ -345,8 +347,17 @@ static int ctl_connect(struct ctl *ctl, char **ret_error)
         }
         /* A connect to a listener whose backlog is full would wait: bound it too. */
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        for (int64_t until = (int64_t)mono_usec() + ctl->connect_wait_us;;) {
+                if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+                        r = 0;
+                        break;
+                }
                 r = negative_errno();
+                if ((r != -ENOENT && r != -ECONNREFUSED) || (int64_t)mono_usec() >= until)
+                        break;
+                (void)usleep(50 * 1000);
+        }
+        if (r < 0) {
                 switch (-r) {
                 case ENOENT:
                 case ECONNREFUSED:
@@ -793,6 +804,10 @@ static void print_help(void)
                "  -c, --config FILE    read the socket path from imgd's configuration FILE\n"
                "                       (its \"socket\" setting)\n"
                "  -s, --socket PATH    use the control socket at PATH\n"
+               "      --connect-timeout DURATION\n"
+               "                       while the socket is missing or refuses (imgd is\n"
+               "                       starting), keep trying for up to DURATION (30s, 2m;\n"
+               "                       a bare number is seconds) instead of failing at once\n"
                "  -h, --help           show this text and exit\n"
                "      --version        show imgctl's version and exit\n"
                "  COMMAND --help       show the text of one command\n"
@@ -2834,11 +2849,13 @@ int main(int argc, char **argv)
         static const struct option options[] = {
                 {"config", required_argument, NULL, 'c'},
                 {"socket", required_argument, NULL, 's'},
+                {"connect-timeout", required_argument, NULL, 'T'},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, 'V'},
                 {},
         };
         const char *socket_arg = NULL, *config_arg = NULL;
+        int64_t connect_wait_us = 0;
         _cleanup_free_ char *socket_path = NULL;
         const struct command *cmd;
         struct ctl ctl = {.fd = -1};
@@ -2852,6 +2869,13 @@ int main(int argc, char **argv)
                         break;
                 case 's':
                         socket_arg = optarg;
+                        break;
+                case 'T':
+                        if (parse_duration(optarg, &connect_wait_us) < 0)
+                                return usage_error(NULL,
+                                                   "--connect-timeout: '%s' is not a duration "
+                                                   "(30s, 2m; a bare number is seconds)",
+                                                   optarg);
                         break;
                 case 'h':
                         print_help();
@@ -2887,6 +2911,7 @@ int main(int argc, char **argv)
         if (r != EXIT_OK)
                 return r;
         ctl.socket = socket_path;
+        ctl.connect_wait_us = connect_wait_us;
 
         r = cmd->run(&ctl, argc - optind, argv + optind);
         ctl_close(&ctl);

@@ -596,6 +596,52 @@ static void test_startup_errors(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * imgctl --connect-timeout: without a daemon it keeps trying for the time given, then exits 3
+ * naming the socket; started before the daemon, it gets its answer once the daemon is up.
+ */
+static void test_connect_timeout(void **state)
+{
+        struct tu_daemon d;
+        char *out = NULL;
+        int64_t t0;
+        pid_t pid;
+        int r, status;
+
+        tu_daemon_setup(&d, AVATAR, 1, NULL);
+
+        t0 = tu_now_us();
+        r = tu_imgctl(&d, &out, "--connect-timeout", "1", "status", NULL);
+        assert_int_equal(r, 3);
+        assert_true(tu_now_us() - t0 >= 1000000);
+        assert_non_null(strstr(out, d.socket));
+        free(out);
+
+        r = tu_imgctl(&d, &out, "--connect-timeout", "soon", "status", NULL);
+        assert_int_equal(r, 2);
+        assert_non_null(strstr(out, "--connect-timeout: 'soon' is not a duration"));
+        free(out);
+
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                int null = open("/dev/null", O_WRONLY);
+
+                dup2(null, STDOUT_FILENO);
+                dup2(null, STDERR_FILENO);
+                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d.socket, "--connect-timeout",
+                      "30", "status", (char *)NULL);
+                _exit(127);
+        }
+        usleep(300 * 1000); /* imgctl is retrying by now */
+        assert_int_equal(waitpid(pid, &status, WNOHANG), 0);
+        tu_daemon_start(&d);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -607,6 +653,7 @@ int main(void)
                 cmocka_unit_test(test_replace_and_collision),
                 cmocka_unit_test(test_fits_and_formats),
                 cmocka_unit_test(test_startup_errors),
+                cmocka_unit_test(test_connect_timeout),
                 cmocka_unit_test(test_clean_stop_record),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -202,7 +202,9 @@ static void test_completion(void **state)
                                        "pause\nresume\nretry\nshow\nstatus\ntop\nverify\nwait\n");
         assert_completes(complete("re"), "resume\nretry\n");
         assert_completes(complete("--v"), "--version\n");
-        assert_completes(complete("-"), "--config\n--help\n--socket\n--version\n-c\n-h\n-s\n");
+        assert_completes(complete("-"),
+                         "--config\n--connect-timeout\n--help\n--socket\n--version\n-c\n-h\n-s\n");
+        assert_completes(complete("--connect-timeout", "5", "st"), "status\n");
         assert_completes(complete("jobs", "--state", "d"), "dead\ndone\n");
         assert_completes(complete("jobs", "--state", ""),
                          "cancelled\ndead\ndone\nqueued\nretry\nrunning\n");
