@@ -84,12 +84,9 @@ mkdir -p "$out/up" "$out/media" "$out/state"
 log "creating the ledger's schema (imgd on an empty tree)"
 "$build/imgd" -c "$conf" 2> "$out/imgd-first.log" &
 pid=$!
-for _ in $(seq 200); do
-    # 3: not answering yet; 1 is an answer with an alert active.
-    rc=0; "$build/imgctl" -s "$out/imgd.sock" status >/dev/null 2>&1 || rc=$?
-    [ "$rc" -ne 3 ] && break
-    sleep 0.05
-done
+# 3: no answer within 10 s; 1 is an answer with an alert active.
+rc=0; "$build/imgctl" -s "$out/imgd.sock" --connect-timeout 10 status >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 3 ] || { log "imgd did not start; see $out/imgd-first.log"; exit 1; }
 kill -TERM "$pid"
 wait "$pid" || true
 

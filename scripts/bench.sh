@@ -606,13 +606,10 @@ imgd_pid=
 start_imgd() { # DIR
     "$build/imgd" -c "$1/imgd.conf" 2> "$1/imgd.log" &
     imgd_pid=$!
-    for _ in $(seq 200); do
-        # 3: not answering yet; 1 is an answer with an alert active.
-        local rc=0
-        "$build/imgctl" -s "$1/imgd.sock" status >/dev/null 2>&1 || rc=$?
-        [ "$rc" -ne 3 ] && return 0
-        sleep 0.05
-    done
+    # 3: no answer within 10 s; 1 is an answer with an alert active.
+    local rc=0
+    "$build/imgctl" -s "$1/imgd.sock" --connect-timeout 10 status >/dev/null 2>&1 || rc=$?
+    [ "$rc" -ne 3 ] && return 0
     echo "imgd did not start; see $1/imgd.log" >&2
     exit 1
 }

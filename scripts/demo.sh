@@ -25,12 +25,12 @@ echo "== starting imgd =="
 build/imgd -c "$demo/imgd.conf" 2> "$demo/imgd.log" &
 imgd_pid=$!
 trap 'kill $imgd_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    # 3: not reachable yet; 0 or 1 (an alert) means imgd answers.
-    rc=0; build/imgctl -c "$demo/imgd.conf" status >/dev/null 2>&1 || rc=$?
-    [ "$rc" -ne 3 ] && break
-    sleep 0.1
-done
+# Exit status 3: no answer within 10 s; 0, or 1 for an alert, is an answer.
+rc=0; build/imgctl -c "$demo/imgd.conf" --connect-timeout 10 status >/dev/null 2>&1 || rc=$?
+if [ "$rc" -eq 3 ]; then
+    echo "imgd did not start; see $demo/imgd.log" >&2
+    exit 1
+fi
 
 echo "== dropping sample images into $demo/srv/uploads/avatars =="
 samples=$demo/samples
