@@ -68,23 +68,16 @@ for i in $(seq 1 20); do
     "$build/imgd-mksample" "$out/pool/p$i.jpg" "$w" "$h" --seed "$i" >/dev/null
 done
 
-cat > "$out/imgd.conf" <<EOF
+{
+    cat <<EOF
 state_dir = "$out/state";
 socket = "$out/imgd.sock";
 workers = $workers;
 limits = { worker_max_jobs = $max_jobs; };
 watch = ( { path = "$out/up"; output = "$out/media"; pipeline = "avatar"; recursive = true; } );
-pipelines = {
-    avatar = (
-        { name = "small";  width = 100; height = 100; fit = "cover";
-          format = "webp"; quality = 80; mask = "circle"; },
-        { name = "medium"; width = 200; height = 200; fit = "cover";
-          format = "webp"; quality = 80; mask = "circle"; },
-        { name = "large";  width = 400; height = 400; fit = "cover";
-          format = "webp"; quality = 80; mask = "circle"; }
-    );
-};
 EOF
+    sed -n '/^pipelines = {/,/^};/p' "$top/etc/imgd.conf"
+} > "$out/imgd.conf"
 
 "$build/imgd" -c "$out/imgd.conf" 2> "$out/imgd.log" &
 imgd_pid=$!
@@ -94,11 +87,9 @@ cleanup() {
     [ "$keep" -eq 1 ] || rm -rf "$out"
 }
 trap cleanup EXIT
-for _ in $(seq 200); do
-    rc=0; "$build/imgctl" -s "$out/imgd.sock" status >/dev/null 2>&1 || rc=$?
-    [ "$rc" -ne 3 ] && break
-    sleep 0.1
-done
+# 3: no answer within 20 s; 1 is an answer with an alert active.
+rc=0; "$build/imgctl" -s "$out/imgd.sock" --connect-timeout 20 status >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 3 ] || { log "imgd did not start; see $out/imgd.log"; exit 1; }
 
 log "soak: $images images, warm-up $warmup, batches of $batch, $workers worker(s), worker_max_jobs $max_jobs"
 python3 - "$build" "$out" "$imgd_pid" "$images" "$warmup" "$batch" <<'PY'
