@@ -991,7 +991,7 @@ static void test_verify(void **state)
 static void test_verify_jpeg(void **state)
 {
         _cleanup_image_ VipsImage *src = make_gradient(640, 480, false);
-        _cleanup_gfree_ unsigned char *jpg = NULL, *grey = NULL;
+        _cleanup_gfree_ unsigned char *png = NULL, *grey = NULL;
         _cleanup_gfree_ void *out = NULL;
         struct variant vj = make_variant(400, 300, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG);
         _cleanup_base_ render_base *b = NULL;
@@ -1000,8 +1000,8 @@ static void test_verify_jpeg(void **state)
         unsigned w = 0, h = 0;
         int tries = 0, failed = 0;
 
-        jpg = encode(src, ".png", &len);
-        b = base_ok(jpg, len, &vj, 1);
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, &vj, 1);
         assert_int_equal(render_variant(b, &vj, &out, &jlen, &w, &h, &err), 0);
         assert_int_equal(render_verify(out, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err), 0);
 
