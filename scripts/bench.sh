@@ -139,24 +139,32 @@ def connect(path):
     s.connect(path)
     return s, s.makefile("r")
 
-def counts(path):
+def cmd_wait_events(path, n, timeout):
+    """Subscribes to imgd's events, says "subscribed", then waits (blocked in a read, never
+    polling: a poller would compete with imgd for the CPUs) until n jobs finished (done, dead
+    or cancelled) and says "finished"."""
+    n, finished = int(n), set()
     s, f = connect(path)
+    s.settimeout(float(timeout))
+    if not sock_req(s, f, {"cmd": "events"}).get("ok"):
+        print("imgd refused the subscription", flush=True)
+        return 1
+    print("subscribed", flush=True)
     try:
-        return sock_req(s, f, {"cmd": "status"})["result"]["jobs"]
-    finally:
-        s.close()
-
-def cmd_wait_count(path, n, timeout):
-    """Until done + dead + cancelled >= n."""
-    end = time.time() + float(timeout)
-    n = int(n)
-    while time.time() < end:
-        c = counts(path)
-        if c.get("done", 0) + c.get("dead", 0) + c.get("cancelled", 0) >= n:
-            return 0
-        time.sleep(0.05)
-    print("timed out waiting for %d finished jobs: %s" % (n, counts(path)), file=sys.stderr)
-    return 1
+        while len(finished) < n:
+            line = f.readline()
+            if not line:
+                print("imgd closed the subscription after %d finished jobs" % len(finished))
+                return 1
+            ev = json.loads(line)
+            if ev.get("event") in ("done", "dead", "cancelled"):
+                finished.add(ev["job"]["id"])
+    except socket.timeout:
+        print("timed out after %s s waiting for %d finished jobs (%d so far)" % (
+            timeout, n, len(finished)))
+        return 1
+    print("finished")
+    return 0
 
 def cmd_jobs(path, first, last):
     """id state created_us updated_us source for ids first..last (imgctl show's data)."""
@@ -623,6 +631,27 @@ trap stop_imgd EXIT
 
 now_us() { date +%s%6N; }
 
+# Follows imgd's events until N jobs finished: follow_start SOCKET N TIMEOUT returns once the
+# follower is subscribed, follow_wait returns once they finished (and fails if they did not).
+follow_start() {
+    local ready=
+    exec {follow_fd}< <(py wait-events "$1" "$2" "$3")
+    read -r -u "$follow_fd" ready || true
+    if [ "$ready" != subscribed ]; then
+        echo "bench.sh: cannot follow imgd's events on $1: ${ready:-no answer}" >&2
+        exit 1
+    fi
+}
+follow_wait() {
+    local said=
+    read -r -u "$follow_fd" said || true
+    exec {follow_fd}<&-
+    if [ "$said" != finished ]; then
+        echo "bench.sh: ${said:-the event follower died}" >&2
+        exit 1
+    fi
+}
+
 run_imgd() { # PIPELINE DIR
     local p=$1 d=$2
     write_config "$d/tree" "$p"
@@ -634,9 +663,10 @@ run_imgd() { # PIPELINE DIR
     before=$(py cpu "$imgd_pid")
     local sup0
     sup0=$(awk '{ print $14 + $15 }' "/proc/$imgd_pid/stat")
+    follow_start "$t/imgd.sock" "$n" 3600
     t0=$(now_us)
     mv "$t/stage-$p"/* "$t/up-$p/"
-    py wait-count "$t/imgd.sock" "$n" 3600
+    follow_wait
     after=$(py cpu "$imgd_pid")
     local sup1
     sup1=$(awk '{ print $14 + $15 }' "/proc/$imgd_pid/stat")
@@ -798,14 +828,13 @@ if [ "$latency" = 1 ]; then
             cp "$big" "$d/stage-$p/drop$i.jpg"
             sync
             sleep 0.5
+            # Subscribed before the drop: nothing starts or polls while the job runs (a
+            # Python interpreter started then competed with the worker for the 2 CPUs).
+            follow_start "$d/imgd.sock" 1 120
             t0=$(now_us)
             mv "$d/stage-$p/drop$i.jpg" "$d/up-$p/drop$i.jpg"
             total=$(( total + 1 ))
-            # Idle while the job runs: a poller started now (a Python interpreter) competes
-            # with the worker for the 2 CPUs and added 50-100 ms to a 12 MP avatar job. The
-            # times come from the ledger, so waiting longer costs nothing.
-            sleep 2
-            py wait-count "$d/imgd.sock" "$total" 120
+            follow_wait
             py jobs "$d/imgd.sock" "$total" "$total" |
                 awk -F'\t' -v t0="$t0" -v i="$i" '{ print i "\t" ($4 - t0) / 1000 "\t" ($4 - $3) / 1000 "\t" $2 }' \
                 >> "$d/$p.tsv"
