@@ -987,51 +987,62 @@ static void test_verify(void **state)
         assert_junk_fails_verify(png, IMAGE_FORMAT_PNG, 100, 75);
 }
 
-/* A JPEG is verified by libjpeg itself, its warnings (truncated, corrupt data) failures. */
-static void test_verify_jpeg(void **state)
+/*
+ * Every damage to a 400x300 JPEG fails its verification: a cut anywhere after the signature,
+ * garbage after it, a marker put in the middle of the entropy-coded data (libjpeg only warns
+ * about those, and decodes the rest as grey).
+ */
+static void assert_jpeg_damage_fails(const unsigned char *out, size_t jlen)
 {
-        _cleanup_image_ VipsImage *src = make_gradient(640, 480, false);
-        _cleanup_gfree_ unsigned char *png = NULL, *grey = NULL;
-        _cleanup_gfree_ void *out = NULL;
-        struct variant vj = make_variant(400, 300, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG);
-        _cleanup_base_ render_base *b = NULL;
+        _cleanup_free_ unsigned char *damaged = malloc(jlen);
         struct render_error err = {};
-        size_t len, jlen = 0;
-        unsigned w = 0, h = 0;
         int tries = 0, failed = 0;
 
-        png = encode(src, ".png", &len);
-        b = base_ok(png, len, &vj, 1);
-        assert_int_equal(render_variant(b, &vj, &out, &jlen, &w, &h, &err), 0);
-        assert_int_equal(render_verify(out, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err), 0);
-
-        assert_int_equal(render_verify(out, jlen, IMAGE_FORMAT_JPEG, 300, 400, &err), -EBADMSG);
-        assert_string_equal(err.message, "verify: expected 300x400, found 400x300");
-        assert_true(err.permanent);
-
-        /* Cut anywhere after the signature: every cut fails, none crashes. */
+        assert_non_null(damaged);
         for (size_t cut = 4; cut < jlen - 2; cut += 1 + jlen / 60) {
                 assert_int_equal(render_verify(out, cut, IMAGE_FORMAT_JPEG, 400, 300, &err),
                                  -EBADMSG);
                 assert_non_null(strstr(err.message, "verify: "));
         }
         assert_junk_fails_verify(out, IMAGE_FORMAT_JPEG, 400, 300);
-
-        /*
-         * A marker in the middle of the entropy-coded data (libjpeg only warns, and decodes
-         * the rest as grey): caught wherever it is put.
-         */
-        grey = g_memdup2(out, jlen);
         for (size_t at = jlen / 3; at < jlen - 4; at += jlen / 7) {
-                memcpy(grey, out, jlen);
-                grey[at] = 0xff;
-                grey[at + 1] = 0xd0 + (unsigned char)(at % 8); /* a restart marker */
+                memcpy(damaged, out, jlen);
+                damaged[at] = 0xff;
+                damaged[at + 1] = 0xd0 + (unsigned char)(at % 8); /* a restart marker */
                 tries++;
-                failed += render_verify(grey, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err) ==
+                failed += render_verify(damaged, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err) ==
                           -EBADMSG;
         }
         assert_true(tries >= 4);
         assert_int_equal(failed, tries);
+}
+
+/* A JPEG, baseline or progressive, is verified by libjpeg itself, its warnings failures. */
+static void test_verify_jpeg(void **state)
+{
+        _cleanup_image_ VipsImage *src = make_gradient(640, 480, false);
+        _cleanup_gfree_ unsigned char *png = NULL;
+        struct variant vj = make_variant(400, 300, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG);
+        _cleanup_base_ render_base *b = NULL;
+        struct render_error err = {};
+        size_t len;
+
+        png = encode(src, ".png", &len);
+        b = base_ok(png, len, &vj, 1);
+        for (int progressive = 0; progressive <= 1; progressive++) {
+                _cleanup_gfree_ void *out = NULL;
+                size_t jlen = 0;
+                unsigned w = 0, h = 0;
+
+                vj.progressive = progressive;
+                assert_int_equal(render_variant(b, &vj, &out, &jlen, &w, &h, &err), 0);
+                assert_int_equal(render_verify(out, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err), 0);
+                assert_int_equal(render_verify(out, jlen, IMAGE_FORMAT_JPEG, 300, 400, &err),
+                                 -EBADMSG);
+                assert_string_equal(err.message, "verify: expected 300x400, found 400x300");
+                assert_true(err.permanent);
+                assert_jpeg_damage_fails(out, jlen);
+        }
         assert_string_equal(vips_error_buffer(), "");
 }
 
