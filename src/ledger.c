@@ -213,7 +213,7 @@ enum ledger_stmt {
         STMT_OLDEST_QUEUED,
         STMT_RERENDER,
         STMT_PRUNE,
-        STMT_MAX_ID,
+        STMT_ID_RANGE,
         _STMT_MAX,
 };
 
@@ -317,7 +317,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                        "AND +updated_us < ?1 AND finished_us < ?1 "
                        "AND EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = jobs.source_path "
                        "            AND n.id > jobs.id)",
-        [STMT_MAX_ID] = "SELECT max(id) FROM jobs",
+        [STMT_ID_RANGE] = "SELECT min(id), max(id) FROM jobs",
 };
 
 struct ledger {
@@ -1630,8 +1630,12 @@ int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *re
         return list_ids(l, STMT_EXPIRED, now_us, ret_ids, ret_n);
 }
 
-/* Runs a one-statement write in its own transaction; returns the rows changed. */
-static int run_write(ledger *l, enum ledger_stmt which, const char *types, int64_t a, int64_t b)
+/*
+ * Runs a one-statement write in its own transaction, its parameters the first strlen(types)
+ * of a, b, c ('i' each); returns the rows changed.
+ */
+static int run_write(ledger *l, enum ledger_stmt which, const char *types, int64_t a, int64_t b,
+                     int64_t c)
 {
         int r = tx_begin(l);
 
@@ -1640,8 +1644,7 @@ static int run_write(ledger *l, enum ledger_stmt which, const char *types, int64
         {
                 _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, which);
 
-                r = strlen(types) == 2 ? stmt_bind(l, st, types, a, b)
-                                       : stmt_bind(l, st, types, a);
+                r = stmt_bind(l, st, types, a, b, c); /* binds only what types names */
                 if (r >= 0)
                         r = stmt_run(l, st);
                 if (r >= 0)
@@ -1665,38 +1668,31 @@ int ledger_oldest_queued(ledger *l, int64_t *ret_us)
 
 int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit)
 {
-        return run_write(l, STMT_RERENDER, "ii", now_us, (int64_t)limit);
+        return run_write(l, STMT_RERENDER, "ii", now_us, (int64_t)limit, 0);
 }
 
 int ledger_prune(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch)
 {
-        int64_t from = *cursor, to, max_id = 0;
+        int64_t from = *cursor, to, min_id = 0, max_id = 0;
         int r;
 
         assert(batch > 0);
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_MAX_ID);
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_ID_RANGE);
 
                 r = stmt_step(l, st);
                 if (r < 0)
                         return r;
-                if (r > 0)
-                        max_id = sqlite3_column_int64(st, 0);
+                if (r > 0) {
+                        min_id = sqlite3_column_int64(st, 0);
+                        max_id = sqlite3_column_int64(st, 1);
+                }
         }
+        /* A pass starts at the oldest job, not at id 1: years of pruning leave no gap to walk. */
+        if (from == 0)
+                from = min_id > 0 ? min_id - 1 : 0;
         to = from + (int64_t)batch;
-        r = tx_begin(l);
-        if (r < 0)
-                return r;
-        {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_PRUNE);
-
-                r = stmt_bind(l, st, "iii", cutoff_us, from, to);
-                if (r >= 0)
-                        r = stmt_run(l, st);
-                if (r >= 0)
-                        r = sqlite3_changes(l->db);
-        }
-        r = tx_end(l, r);
+        r = run_write(l, STMT_PRUNE, "iii", cutoff_us, from, to);
         if (r >= 0)
                 *cursor = to >= max_id ? 0 : to;
         return r;
