@@ -335,6 +335,10 @@ def median_result(rs):
     r["images_per_s"] = "%.3f" % (int(r["images"]) / float(r["wall_s"]))
     return r
 
+def result_of(out, pl, c, rs):
+    """Contender c's figures: the median of its rounds rs, or its one result."""
+    return median_result(rs) if len(rs) > 1 else kv(os.path.join(out, pl, c, "result.txt"))
+
 def cmd_report(out, pipelines, contenders):
     rows, lines = [], []
     say = lambda s="": lines.append(s)
@@ -342,10 +346,8 @@ def cmd_report(out, pipelines, contenders):
         variants = VARIANTS.get(pl, [])
         res, rounds = {}, {}
         for c in contenders.split():
-            r = kv(os.path.join(out, pl, c, "result.txt"))
             rounds[c] = rounds_of(out, pl, c)
-            if len(rounds[c]) > 1:
-                r = median_result(rounds[c])
+            r = result_of(out, pl, c, rounds[c])
             if r:
                 res[c] = r
         if not res:
@@ -476,8 +478,7 @@ def cmd_report(out, pipelines, contenders):
         for pl in pipelines.split():
             vals = []
             for c in cs:
-                rs = rounds_of(out, pl, c)
-                r = median_result(rs) if len(rs) > 1 else kv(os.path.join(out, pl, c, "result.txt"))
+                r = result_of(out, pl, c, rounds_of(out, pl, c))
                 vals.append(r.get("images_per_s", "0") if r else "0")
             fh.write("%s %s\n" % (pl, " ".join(vals)))
     return 0
