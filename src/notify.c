@@ -4,7 +4,6 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
-#include <time.h>
 #include <systemd/sd-daemon.h>
 
 #include "imgd/macro.h"

@@ -16,9 +16,9 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "imgd/log.h"
+#include "imgd/macro.h"
 #include "imgd/pathmap.h"
 #include "imgd/watch.h"
 
