@@ -299,7 +299,7 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                 uptime_us = 0;
 
         result = json_pack("{s:s, s:i, s:s, s:I, s:o, s:b, s:i, s:i, s:o, "
-                           "s:{s:i, s:i, s:i, s:O}, s:O}",
+                           "s:{s:i, s:i, s:i, s:O}, s:O, s:b}",
                            "state", ctx->state ? ctx->state : "running",
                            "pid", (int)getpid(),
                            "version", IMGD_VERSION,
@@ -314,7 +314,8 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                            "busy", pool ? (int)worker_pool_busy(pool) : 0,
                            "idle", pool ? (int)worker_pool_idle(pool) : 0,
                            "list", list,
-                           "jobs", jobs);
+                           "jobs", jobs,
+                           "intake_pending", (int)watch_intake_pending(ctx->watch));
         if (!result)
                 return -ENOMEM;
         if (ctx->scheduler) {

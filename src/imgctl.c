@@ -224,6 +224,19 @@ static int64_t get_int(const json_t *o, const char *key)
         return (int64_t)json_integer_value(json_object_get(o, key));
 }
 
+/*
+ * Whether a status answer says imgd has nothing left to do: no job queued, running or waiting
+ * for a retry, and no upload reported by the kernel that it has not taken in yet (a file
+ * dropped just before the question is not a job yet, but it will be).
+ */
+static bool status_idle(const json_t *status)
+{
+        const json_t *jobs = json_object_get(status, "jobs");
+
+        return get_int(jobs, "queued") + get_int(jobs, "running") + get_int(jobs, "retry") == 0 &&
+               !json_is_true(json_object_get(status, "intake_pending"));
+}
+
 /* The string at key, or `fallback` when it is missing or not a string. */
 static const char *get_str(const json_t *o, const char *key, const char *fallback)
 {
@@ -648,7 +661,8 @@ static const char help_show[] =
 
 static const char help_wait[] =
         "    Wait until no job is queued, running or waiting for a retry, asking the\n"
-        "    daemon every 100 ms. Uploads the daemon has not noticed yet are not counted.\n"
+        "    daemon every 100 ms. Uploads already complete in a watched folder count\n"
+        "    even before they become jobs; files still being written do not.\n"
         "\n"
         "    --timeout SECONDS  give up after SECONDS (may have a fraction): print what\n"
         "                       is left to stderr and exit with status 1. Without it,\n"
@@ -1434,12 +1448,12 @@ static int run_wait(struct ctl *ctl, int argc, char **argv)
                 r = call(ctl, proto_request_new("status"), &result);
                 if (r != EXIT_OK)
                         return r;
+                if (status_idle(result))
+                        return EXIT_OK;
                 jobs = json_object_get(result, "jobs");
                 queued = get_int(jobs, "queued");
                 running = get_int(jobs, "running");
                 retry = get_int(jobs, "retry");
-                if (queued + running + retry == 0)
-                        return EXIT_OK;
 
                 if (timeout_arg) {
                         left = deadline - (int64_t)mono_usec();
@@ -1892,15 +1906,12 @@ static void print_event(const json_t *ev)
 static int events_idle(struct ctl *status_ctl, bool *ret_idle)
 {
         _cleanup_(json_decrefp) json_t *status = NULL;
-        const json_t *jobs;
         int r;
 
         r = call(status_ctl, proto_request_new("status"), &status);
         if (r != EXIT_OK)
                 return r;
-        jobs = json_object_get(status, "jobs");
-        *ret_idle = get_int(jobs, "queued") + get_int(jobs, "running") + get_int(jobs, "retry") ==
-                    0;
+        *ret_idle = status_idle(status);
         return EXIT_OK;
 }
 

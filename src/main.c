@@ -203,6 +203,7 @@ static void reload(struct daemon *d)
 
         d->watch = watch_free(d->watch);
         d->watch = w;
+        d->api.watch = w;
         scheduler_set_config(d->scheduler, next);
         d->api.config = next;
         config_free(d->config);
@@ -251,6 +252,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         d->api.state = "stopping";
         notify_stopping();
         scheduler_pause(d->scheduler);
+        d->api.watch = NULL;
         d->watch = watch_free(d->watch);
         d->drain_deadline = mono_usec() + DRAIN_TIMEOUT_USEC;
         r = sd_event_add_time_relative(d->event, &d->drain_timer, CLOCK_MONOTONIC, 0, 0,
@@ -322,6 +324,7 @@ static int run(struct daemon *d)
             .scheduler = d->scheduler,
             .state = "starting",
             .started_us = wall_usec(),
+            .watch = d->watch,
         };
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)
@@ -360,6 +363,7 @@ out:
         d->drain_timer = sd_event_source_disable_unref(d->drain_timer);
         d->control = control_free(d->control);
         d->api.control = NULL;
+        d->api.watch = NULL;
         d->watch = watch_free(d->watch);
         d->scheduler = scheduler_free(d->scheduler);
         if (d->ledger) {

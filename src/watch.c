@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "imgd/log.h"
@@ -386,6 +387,13 @@ watch *watch_free(watch *w)
         sd_event_unref(w->event);
         free(w);
         return NULL;
+}
+
+bool watch_intake_pending(const watch *w)
+{
+        int n = 0;
+
+        return w && ioctl(w->fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 unsigned watch_count(const watch *w)

@@ -642,6 +642,50 @@ static void test_connect_timeout(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * A file dropped while imgd could not look (stopped, here; busy, in life) is work that
+ * `imgctl wait` waits for, even when its question is answered before the upload is taken in:
+ * on SIGCONT the control socket goes first (intake runs at a lower priority), and status says
+ * "intake_pending" until the kernel's report is read.
+ */
+static void test_wait_counts_uploads_not_yet_taken_in(void **state)
+{
+        struct tu_daemon d;
+        char *staged, *dest;
+        pid_t pid;
+        int status;
+
+        tu_daemon_setup(&d, AVATAR, 1, NULL);
+        staged = tu_path("%s/a.jpg", d.root);
+        dest = tu_path("%s/a.jpg", d.uploads);
+        tu_make_image(staged, 320, 240, "jpeg", false);
+        tu_daemon_start(&d);
+
+        assert_int_equal(kill(d.pid, SIGSTOP), 0);
+        assert_int_equal(rename(staged, dest), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                int null = open("/dev/null", O_WRONLY);
+
+                dup2(null, STDOUT_FILENO);
+                dup2(null, STDERR_FILENO);
+                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d.socket, "wait", "--timeout",
+                      "60", (char *)NULL);
+                _exit(127);
+        }
+        usleep(300 * 1000); /* imgctl has connected and asked (the kernel holds both) */
+        assert_int_equal(kill(d.pid, SIGCONT), 0);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        assert_int_equal(count_state(&d, "done"), 1);
+
+        free(staged);
+        free(dest);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -654,6 +698,7 @@ int main(void)
                 cmocka_unit_test(test_fits_and_formats),
                 cmocka_unit_test(test_startup_errors),
                 cmocka_unit_test(test_connect_timeout),
+                cmocka_unit_test(test_wait_counts_uploads_not_yet_taken_in),
                 cmocka_unit_test(test_clean_stop_record),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,12 +15,14 @@
 #include "control.h"
 #include "ledger.h"
 #include "scheduler.h"
+#include "watch.h"
 
 struct api_context {
         const struct config *config;
         ledger *ledger;
         scheduler *scheduler;
         control *control;   /* for api_on_event(); NULL: events go nowhere */
+        watch *watch;       /* for status' "intake_pending"; NULL: none (stopping) */
         const char *state;  /* "starting", "running", "stopping" */
         int64_t started_us; /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
 };

@@ -9,6 +9,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <systemd/sd-event.h>
 
 #include "config.h"
@@ -29,3 +30,10 @@ int watch_scan(watch *w);
 
 /* Number of directories being watched. */
 unsigned watch_count(const watch *w);
+
+/*
+ * Whether the kernel has reported changes that w has not read yet: files a moment away from
+ * becoming jobs (intake runs below the workers' results and the control socket, so a burst
+ * of uploads can wait a few event-loop turns). False for NULL.
+ */
+bool watch_intake_pending(const watch *w);
