@@ -596,6 +596,23 @@ static void test_startup_errors(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* Starts `imgctl -s SOCKET a b c` in the background, its output dropped; returns its pid. */
+static pid_t spawn_imgctl(struct tu_daemon *d, const char *a, const char *b, const char *c)
+{
+        pid_t pid = fork();
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                int null = open("/dev/null", O_WRONLY);
+
+                dup2(null, STDOUT_FILENO);
+                dup2(null, STDERR_FILENO);
+                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d->socket, a, b, c, (char *)NULL);
+                _exit(127);
+        }
+        return pid;
+}
+
 /*
  * imgctl --connect-timeout: without a daemon it keeps trying for the time given, then exits 3
  * naming the socket; started before the daemon, it gets its answer once the daemon is up.
@@ -622,17 +639,7 @@ static void test_connect_timeout(void **state)
         assert_non_null(strstr(out, "--connect-timeout: 'soon' is not a duration"));
         free(out);
 
-        pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                int null = open("/dev/null", O_WRONLY);
-
-                dup2(null, STDOUT_FILENO);
-                dup2(null, STDERR_FILENO);
-                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d.socket, "--connect-timeout",
-                      "30", "status", (char *)NULL);
-                _exit(127);
-        }
+        pid = spawn_imgctl(&d, "--connect-timeout", "30", "status");
         usleep(300 * 1000); /* imgctl is retrying by now */
         assert_int_equal(waitpid(pid, &status, WNOHANG), 0);
         tu_daemon_start(&d);
@@ -663,17 +670,7 @@ static void test_wait_counts_uploads_not_yet_taken_in(void **state)
 
         assert_int_equal(kill(d.pid, SIGSTOP), 0);
         assert_int_equal(rename(staged, dest), 0);
-        pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                int null = open("/dev/null", O_WRONLY);
-
-                dup2(null, STDOUT_FILENO);
-                dup2(null, STDERR_FILENO);
-                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d.socket, "wait", "--timeout",
-                      "60", (char *)NULL);
-                _exit(127);
-        }
+        pid = spawn_imgctl(&d, "wait", "--timeout", "60");
         usleep(300 * 1000); /* imgctl has connected and asked (the kernel holds both) */
         assert_int_equal(kill(d.pid, SIGCONT), 0);
         assert_int_equal(waitpid(pid, &status, 0), pid);
