@@ -330,12 +330,19 @@ bool health_variant_enabled(bool essential, enum health_level l)
         case HEALTH_REDUCED:
                 return true;
         case HEALTH_ESSENTIAL:
-                return essential;
         case HEALTH_PAUSED:
+                return essential;
         case _HEALTH_LEVEL_MAX:
                 break;
         }
         return false;
+}
+
+unsigned health_max_running(unsigned workers, enum health_level l)
+{
+        if (l == HEALTH_PAUSED && workers > HEALTH_PAUSED_RUNNING)
+                return HEALTH_PAUSED_RUNNING;
+        return workers;
 }
 
 bool health_check(const health *h)

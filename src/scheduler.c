@@ -61,6 +61,9 @@ struct scheduler {
         unsigned n_finished;
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
         bool paused;
+        /* CLOCK_REALTIME of the operator's last resume (0: none): a job's wait is counted
+         * from then, as the operator's pause is not the system's ill health. */
+        int64_t resumed_usec;
         uint64_t last_progress_usec; /* CLOCK_MONOTONIC: last dispatch or finished job */
         scheduler_event_fn event_fn;
         void *event_userdata;
@@ -523,8 +526,12 @@ static int on_kick(sd_event_source *es, void *userdata)
 {
         scheduler *s = userdata;
 
-        while (!s->paused && worker_pool_idle(s->pool) > 0 &&
-               !(s->cfg->degradation && health_level(s->health) == HEALTH_PAUSED)) {
+        /* At the paused level a trickle of jobs still runs, oldest first: the backlog that
+         * took it there drains, and the level can be left again. */
+        enum health_level level = s->cfg->degradation ? health_level(s->health) : HEALTH_FULL;
+        unsigned max_running = health_max_running(worker_pool_size(s->pool), level);
+
+        while (!s->paused && worker_pool_idle(s->pool) > 0 && scheduler_running(s) < max_running) {
                 struct job *job = NULL;
                 int64_t now = wall_usec(), due;
                 int r;
@@ -687,7 +694,11 @@ static int health_inputs_now(scheduler *s, uint64_t counts[static _JOB_STATE_MAX
         r = ledger_counts(s->ledger, counts);
         *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
         k = ledger_oldest_queued(s->ledger, &oldest);
-        if (k > 0 && wall_usec() > oldest)
+        /* While the operator holds the work, nothing waits through the system's fault; after
+         * a resume, waits count from the resume. */
+        if (k > 0 && oldest < s->resumed_usec)
+                oldest = s->resumed_usec;
+        if (k > 0 && !s->paused && wall_usec() > oldest)
                 in->oldest_queued_age_us = (uint64_t)(wall_usec() - oldest);
         if (r >= 0 && k < 0)
                 r = k;
@@ -1282,8 +1293,10 @@ void scheduler_pause(scheduler *s)
 
 void scheduler_resume(scheduler *s)
 {
-        if (s->paused)
+        if (s->paused) {
                 log_notice("intake resumed");
+                s->resumed_usec = wall_usec();
+        }
         s->paused = false;
         scheduler_kick(s);
 }

@@ -119,8 +119,11 @@ static void wait_level(struct tu_daemon *d, const char *want, int timeout_ms)
                 level = level_of(d);
                 if (strcmp(level, want) == 0)
                         break;
-                if (waited > timeout_ms)
-                        fail_msg("level %s, not %s, after %d ms", level, want, timeout_ms);
+                if (waited > timeout_ms) {
+                        char *log = tu_read_file(d->log, NULL);
+                        fail_msg("level %s, not %s, after %d ms; daemon log:\n%s", level, want,
+                                 timeout_ms, log ? log : "");
+                }
                 usleep(100 * 1000);
         }
         free(level);
@@ -168,11 +171,130 @@ static void test_reload_thresholds(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* Makes n images of w x h in `format` ("jpeg", "png") outside the watched folder, then moves
+ * them all in at once. */
+static void drop_images(struct tu_daemon *d, const char *prefix, unsigned n, unsigned w,
+                        unsigned h, const char *format)
+{
+        for (unsigned i = 0; i < n; i++) {
+                char *tmp = tu_path("%s/%s%03u.%s", d->root, prefix, i, format);
+                tu_make_image(tmp, w, h, format, false);
+                free(tmp);
+        }
+        for (unsigned i = 0; i < n; i++) {
+                char *tmp = tu_path("%s/%s%03u.%s", d->root, prefix, i, format);
+                char *dst = tu_path("%s/%s%03u.%s", d->uploads, prefix, i, format);
+                assert_int_equal(rename(tmp, dst), 0);
+                free(tmp);
+                free(dst);
+        }
+}
+
+/*
+ * A backlog over every threshold, paused included, still drains: the paused level keeps a
+ * trickle of one job at a time going, oldest first, so the queue shrinks, the level steps
+ * back down and the daemon returns to full health (before, paused claimed nothing and the
+ * only way out, a shorter queue, could never come).
+ */
+static void test_backlog_over_paused_drains(void **state)
+{
+        struct tu_daemon d;
+        const unsigned n = 100;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 2,
+                        "degradation = { recover_ms = 300; reduced = { queued = 20; };"
+                        "  essential = { queued = 40; }; paused = { queued = 60; }; };");
+        tu_daemon_start(&d);
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        drop_images(&d, "deep", n, 300, 200, "jpeg");
+        wait_level(&d, "paused", 30000);
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        wait_level(&d, "full", 30000);
+        /* Back at full health, what was rendered degraded is rendered again. */
+        for (int waited = 0; waited < 120; waited++) {
+                if (query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
+                        break;
+                usleep(500 * 1000);
+        }
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
+        assert_int_equal(tu_count_files(d.media, "*_thumb.webp"), n);
+        assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
+        tu_daemon_cleanup(&d);
+}
+
+/*
+ * An operator's pause is not ill health: jobs held by `imgctl pause` for longer than the
+ * paused level's age threshold do not move the level, and after `imgctl resume` they drain.
+ * Without the fix the held jobs' age took the level to paused, which claimed nothing, so
+ * nothing ever ran again.
+ */
+static void test_operator_pause_is_not_ill_health(void **state)
+{
+        struct tu_daemon d;
+        const unsigned n = 10;
+        char *level;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 1,
+                        "degradation = { recover_ms = 300; reduced = { oldest_s = 1; };"
+                        "  essential = { oldest_s = 2; }; paused = { oldest_s = 3; }; };");
+        tu_daemon_start(&d);
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        drop_images(&d, "held", n, 300, 200, "jpeg");
+        sleep(5); /* the maintenance window: past every age threshold */
+        level = level_of(&d);
+        assert_string_equal(level, "full");
+        free(level);
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        level = level_of(&d);
+        assert_string_equal(level, "full");
+        free(level);
+        assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
+        tu_daemon_cleanup(&d);
+}
+
+/*
+ * The age of the oldest job alone, with no operator involved, takes the level to paused
+ * (here the only worker is stopped while uploads arrive); once the worker goes on, the
+ * trickle drains the backlog, oldest first, and the level steps back to full. Without the
+ * trickle nothing was claimed after the stopped worker's job, and the level never left.
+ */
+static void test_age_over_paused_drains(void **state)
+{
+        struct tu_daemon d;
+        const unsigned n = 10;
+        pid_t worker;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 1,
+                        "degradation = { recover_ms = 300; reduced = { oldest_s = 1; };"
+                        "  essential = { oldest_s = 2; }; paused = { oldest_s = 3; }; };");
+        tu_daemon_start(&d);
+        assert_int_equal(tu_daemon_children(&d, &worker, 1), 1);
+        assert_int_equal(kill(worker, SIGSTOP), 0);
+        drop_images(&d, "aged", n, 300, 200, "jpeg");
+        wait_level(&d, "paused", 30000);
+        assert_int_equal(kill(worker, SIGCONT), 0);
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        wait_level(&d, "full", 30000);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_backlog_degrades_then_recovers),
                 cmocka_unit_test(test_reload_thresholds),
+                cmocka_unit_test(test_backlog_over_paused_drains),
+                cmocka_unit_test(test_operator_pause_is_not_ill_health),
+                cmocka_unit_test(test_age_over_paused_drains),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -425,8 +425,21 @@ static void test_variant_enabled(void **state)
         assert_true(health_variant_enabled(false, HEALTH_REDUCED));
         assert_true(health_variant_enabled(true, HEALTH_ESSENTIAL));
         assert_false(health_variant_enabled(false, HEALTH_ESSENTIAL));
-        assert_false(health_variant_enabled(true, HEALTH_PAUSED));
+        /* Paused still drains its trickle of jobs, rendered as at essential. */
+        assert_true(health_variant_enabled(true, HEALTH_PAUSED));
         assert_false(health_variant_enabled(false, HEALTH_PAUSED));
+}
+
+/* Every worker below paused; paused keeps one job going (never none), whatever the pool. */
+static void test_max_running(void **state)
+{
+        for (enum health_level l = HEALTH_FULL; l < HEALTH_PAUSED; l++) {
+                assert_int_equal(health_max_running(1, l), 1);
+                assert_int_equal(health_max_running(8, l), 8);
+        }
+        assert_int_equal(health_max_running(1, HEALTH_PAUSED), 1);
+        assert_int_equal(health_max_running(8, HEALTH_PAUSED), HEALTH_PAUSED_RUNNING);
+        assert_true(HEALTH_PAUSED_RUNNING >= 1);
 }
 
 /* ---- alerts ---------------------------------------------------------------------------- */
@@ -640,6 +653,7 @@ int main(void)
                 cmocka_unit_test(test_effort),
                 cmocka_unit_test(test_variant_enabled),
                 cmocka_unit_test(test_alerts_defaults_and_names),
+                cmocka_unit_test(test_max_running),
                 cmocka_unit_test(test_alerts_thresholds),
                 cmocka_unit_test(test_alerts_drain),
                 cmocka_unit_test(test_alerts_breaker_and_level),

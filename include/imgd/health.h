@@ -23,8 +23,11 @@
  *
  * What the levels mean (the caller acts on them): REDUCED renders every variant at a lower
  * quality (health_quality) and the fastest encoder effort (health_effort); ESSENTIAL also
- * renders only the variants marked essential (health_variant_enabled); PAUSED stops intake
- * and renders nothing new.
+ * renders only the variants marked essential (health_variant_enabled); PAUSED renders as
+ * ESSENTIAL does, but only health_max_running() jobs at a time (a trickle, the oldest
+ * first): the backlog still drains, so a level entered because the queue is long or old can
+ * always be left again. A level that claimed nothing could only be left by the queue
+ * shrinking, which nothing would do.
  *
  * Defaults (health_config_init), a level being entered when any one is reached:
  *
@@ -139,10 +142,17 @@ int health_effort(int effort, enum health_level l);
 
 /*
  * Whether a variant is rendered at level l: every variant at full and reduced, only the
- * essential ones at HEALTH_ESSENTIAL, none at HEALTH_PAUSED (paused also stops intake, which
- * is the caller's to do).
+ * essential ones at HEALTH_ESSENTIAL and HEALTH_PAUSED.
  */
 bool health_variant_enabled(bool essential, enum health_level l);
+
+#define HEALTH_PAUSED_RUNNING 1 /* jobs in flight at HEALTH_PAUSED: the trickle */
+
+/*
+ * How many jobs may be in flight at level l with `workers` workers: all of them below
+ * HEALTH_PAUSED, HEALTH_PAUSED_RUNNING (but no more than `workers`) at HEALTH_PAUSED.
+ */
+unsigned health_max_running(unsigned workers, enum health_level l);
 
 /* The invariants of h, for assert(health_check(h)). */
 bool health_check(const health *h);
