@@ -20,7 +20,14 @@
  *     does not read is disconnected beyond that;
  *   - time: a client that sends no complete request for the idle timeout (reset by each
  *     request) is disconnected, except a subscriber, which is expected to be silent;
- *   - count: beyond CONTROL_MAX_CLIENTS, a new connection gets one error line and is closed.
+ *   - count: at most CONTROL_MAX_SUBSCRIBERS of the clients are subscribers (a further
+ *     {"cmd":"events"} is answered with an error); when all CONTROL_MAX_CLIENTS slots are
+ *     taken, a new (authorized) connection takes the slot of the ordinary client that has
+ *     been quiet longest (control_evict(): nothing read from it or written to it), which gets
+ *     one error line and is closed. Since subscribers can hold only some of the slots, there
+ *     is always such a client: a crowd of silent or idle connections delays an operator's
+ *     request by nothing, and a new connection is the last to be evicted. Only where no
+ *     client can be evicted (not possible with these limits) is the newcomer refused.
  *
  * Client states and the function that performs each transition:
  *
@@ -66,6 +73,8 @@
 #define CONTROL_ACCEPT_BURST 32
 #define CONTROL_ACCEPT_PAUSE_USEC (1 * USEC_PER_SEC)
 #define CONTROL_REFUSAL_LOG_USEC (10 * USEC_PER_SEC)
+_Static_assert(CONTROL_MAX_SUBSCRIBERS < CONTROL_MAX_CLIENTS,
+               "subscribers must leave slots for ordinary clients");
 /* Supplementary groups of a peer we look at; Linux allows 65536 (NGROUPS_MAX). */
 #define CONTROL_MAX_PEER_GROUPS 65536u
 
@@ -80,6 +89,7 @@ struct client {
         sd_event_source *io;
         sd_event_source *timer;
         struct ucred cred; /* the peer at connect time (SO_PEERCRED), for authorization */
+        uint64_t active_usec; /* CLOCK_MONOTONIC of connect or the last byte read or written */
 
         char *in; /* CONTROL_INPUT_SIZE bytes */
         size_t in_len;
@@ -110,6 +120,7 @@ struct control {
         unsigned n_clients;
         unsigned n_subscribers;
         bool warned_full; /* logged "too many clients" since the last client left */
+        bool warned_subscribers; /* logged "too many subscribers" since the last one left */
         uint64_t client_timeout_usec;
         struct client *serving; /* whose request the handler is answering now, or NULL */
 
@@ -119,6 +130,8 @@ struct control {
         char *group_name; /* for messages: the name, or the number */
         uint64_t refusal_logged_usec; /* CLOCK_MONOTONIC of the last logged refusal */
         unsigned refusals_unlogged;   /* refusals since then, not logged */
+        uint64_t evict_logged_usec;   /* the same for control_evict() */
+        unsigned evictions_unlogged;
 };
 
 static void client_free(struct client *cl)
@@ -140,6 +153,7 @@ static void client_free(struct client *cl)
         if (cl->subscriber) {
                 assert(c->n_subscribers > 0);
                 c->n_subscribers--;
+                c->warned_subscribers = false;
         }
         c->warned_full = false;
         assert(c->serving != cl);
@@ -210,6 +224,7 @@ static int client_flush(struct client *cl)
                         return negative_errno();
                 }
                 cl->out_start += (size_t)n;
+                cl->active_usec = mono_usec();
         }
         cl->out_start = cl->out_end = 0;
         return 0;
@@ -238,11 +253,28 @@ static int client_arm_timer(struct client *cl)
         return sd_event_source_set_enabled(cl->timer, SD_EVENT_ONESHOT);
 }
 
-/* {"cmd":"events"}: the client becomes a subscriber. Returns 0 and the answer's result. */
-static int client_subscribe(struct client *cl, json_t **ret_result)
+/*
+ * {"cmd":"events"}: the client becomes a subscriber. Returns 0 and the answer's result, or
+ * -EUSERS with the message in *ret_error (owned by the caller) when CONTROL_MAX_SUBSCRIBERS
+ * others are subscribed already: the client stays an ordinary one.
+ */
+static int client_subscribe(struct client *cl, json_t **ret_result, char **ret_error)
 {
-        json_t *result = json_pack("{s:b}", "subscribed", 1);
+        control *c = cl->control;
+        json_t *result;
 
+        if (!cl->subscriber && c->n_subscribers >= CONTROL_MAX_SUBSCRIBERS) {
+                if (!c->warned_subscribers) {
+                        log_warning("control socket %s: refusing event subscribers beyond %d",
+                                    c->path, CONTROL_MAX_SUBSCRIBERS);
+                        c->warned_subscribers = true;
+                }
+                if (asprintf(ret_error, "too many event subscribers (at most %d); try again later",
+                             CONTROL_MAX_SUBSCRIBERS) < 0)
+                        return -ENOMEM;
+                return -EUSERS;
+        }
+        result = json_pack("{s:b}", "subscribed", 1);
         if (!result)
                 return -ENOMEM;
         if (!cl->subscriber) {
@@ -272,7 +304,7 @@ static int client_handle_line(struct client *cl, const char *line, size_t n)
 
         r = proto_parse_request(line, n, &req, &cmd, &error);
         if (r >= 0 && strcmp(cmd, "events") == 0) {
-                r = client_subscribe(cl, &result);
+                r = client_subscribe(cl, &result, &error);
                 if (r >= 0)
                         answer = proto_format_ok(result);
         } else if (r >= 0) {
@@ -364,6 +396,8 @@ static int client_read(struct client *cl)
                 return negative_errno();
         }
         cl->in_len += (size_t)n;
+        if (n > 0)
+                cl->active_usec = mono_usec();
         return client_handle_input(cl, n == 0);
 }
 
@@ -554,6 +588,53 @@ static void send_error_now(int fd, const char *message)
                 (void)send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+/* Answers a connection beyond the limit with one error line and closes it. */
+static void control_reject(control *c, int fd)
+{
+        _cleanup_close_ int cfd = fd;
+
+        if (!c->warned_full) {
+                log_warning("control socket %s: refusing clients beyond %d", c->path,
+                            CONTROL_MAX_CLIENTS);
+                c->warned_full = true;
+        }
+        send_error_now(cfd, "too many clients");
+}
+
+/*
+ * Makes room for one more client: closes the ordinary client (not a subscriber) that has been
+ * quiet longest, after one error line. Returns true, or false when every client is a
+ * subscriber or being served. Evictions are logged at most once per CONTROL_REFUSAL_LOG_USEC.
+ */
+static bool control_evict(control *c)
+{
+        struct client *victim = NULL;
+        uint64_t now = mono_usec();
+
+        for (struct client *cl = c->clients; cl; cl = cl->next)
+                if (!cl->subscriber && cl != c->serving &&
+                    (!victim || cl->active_usec < victim->active_usec))
+                        victim = cl;
+        if (!victim)
+                return false;
+
+        if (c->evict_logged_usec == 0 || now - c->evict_logged_usec >= CONTROL_REFUSAL_LOG_USEC) {
+                log_warning("control socket %s: %d clients connected, the limit; closing the one "
+                            "quiet longest (pid %d, %llu ms) to make room (%u more since the "
+                            "last such message)",
+                            c->path, CONTROL_MAX_CLIENTS, (int)victim->cred.pid,
+                            (unsigned long long)((now - victim->active_usec) / 1000),
+                            c->evictions_unlogged);
+                c->evict_logged_usec = now;
+                c->evictions_unlogged = 0;
+        } else
+                c->evictions_unlogged++;
+        send_error_now(victim->fd, "too many clients: closing this connection, the one quiet "
+                                   "longest, to make room for a new one");
+        client_free(victim);
+        return true;
+}
+
 /* Takes over fd (closed on failure too). Returns 0 (also when the peer was refused and the
  * connection closed) or a negative errno. */
 static int client_new(control *c, int fd)
@@ -582,6 +663,11 @@ static int client_new(control *c, int fd)
                 free(cl);
                 return 0;
         }
+        if (c->n_clients >= CONTROL_MAX_CLIENTS && !control_evict(c)) {
+                control_reject(c, TAKE_FD(cfd));
+                free(cl);
+                return 0;
+        }
         cl->in = malloc(CONTROL_INPUT_SIZE);
         if (!cl->in) {
                 r = -ENOMEM;
@@ -596,6 +682,7 @@ static int client_new(control *c, int fd)
                 goto free_client;
 
         cl->fd = TAKE_FD(cfd);
+        cl->active_usec = mono_usec();
         cl->next = c->clients;
         if (c->clients)
                 c->clients->prev = cl;
@@ -611,19 +698,6 @@ free_client:
         free(cl->in);
         free(cl);
         return r;
-}
-
-/* Answers a connection beyond the limit with one error line and closes it. */
-static void control_reject(control *c, int fd)
-{
-        _cleanup_close_ int cfd = fd;
-
-        if (!c->warned_full) {
-                log_warning("control socket %s: refusing clients beyond %d", c->path,
-                            CONTROL_MAX_CLIENTS);
-                c->warned_full = true;
-        }
-        send_error_now(cfd, "too many clients");
 }
 
 static int control_on_accept_pause(sd_event_source *s, uint64_t usec, void *userdata)
@@ -672,10 +746,6 @@ static int control_on_accept(sd_event_source *s, int fd, uint32_t revents, void 
                             errno == ENOMEM)
                                 control_pause_accept(c);
                         break;
-                }
-                if (c->n_clients >= CONTROL_MAX_CLIENTS) {
-                        control_reject(c, cfd);
-                        continue;
                 }
                 r = client_new(c, cfd);
                 if (r < 0)

@@ -727,6 +727,8 @@ static const char help_events[] =
         "    the number of outputs), retry and dead (with the error), cancelled.\n"
         "    Without --follow, stop once no job is queued, running or waiting for a\n"
         "    retry (checked every 500 ms); at once when there is nothing to wait for.\n"
+        "    imgd serves at most 16 subscribers at a time; beyond that, events fails\n"
+        "    with 'too many event subscribers'.\n"
         "\n"
         "    --follow  go on until interrupted\n"
         "    --json    print each event as the daemon sends it, one JSON object a line:\n"

@@ -26,6 +26,7 @@
 #include "imgd/control.h"
 #include "imgd/intake.h"
 #include "imgd/ledger.h"
+#include "imgd/lockfile.h"
 #include "imgd/log.h"
 #include "imgd/macro.h"
 #include "imgd/notify.h"
@@ -41,6 +42,7 @@
 struct daemon {
         sd_event *event;
         struct config *config;
+        lockfile *state_lock, *socket_lock;
         ledger *ledger;
         scheduler *scheduler;
         watch *watch;
@@ -75,6 +77,9 @@ static void help(void)
                "Files:\n"
                "  %s   configuration (see imgd.conf(5) and README.md)\n"
                "  STATE_DIR/imgd.db     the job ledger\n"
+               "  STATE_DIR/imgd.lock   held while imgd runs; a second imgd on the same\n"
+               "                        state directory refuses to start\n"
+               "  SOCKET.lock           the same for the control socket\n"
                "\n"
                "Exit status: 0 on a clean stop or a valid configuration, 1 on any error,\n"
                "2 on a usage error.\n"
@@ -260,6 +265,56 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return r < 0 ? sd_event_exit(d->event, 0) : 0;
 }
 
+/*
+ * Takes the lock at `path` into *ret, or logs who holds it and why that stops this start
+ * (`what` says what the holder is using). Returns 0 or a negative errno.
+ */
+static int take_lock(const char *path, const char *what, lockfile **ret)
+{
+        pid_t holder = 0;
+        int r = lockfile_take(path, ret, &holder);
+
+        if (r == -EWOULDBLOCK) {
+                if (holder > 0)
+                        log_error("another imgd (pid %ld) holds %s: it is using %s; refusing to "
+                                  "start",
+                                  (long)holder, path, what);
+                else
+                        log_error("another imgd holds %s: it is using %s; refusing to start", path,
+                                  what);
+                return r;
+        }
+        if (r < 0)
+                return log_error_errno(r, "lock %s: %m", path);
+        return 0;
+}
+
+/*
+ * One imgd per state directory (its ledger, staging and recovery) and per control socket:
+ * takes STATE_DIR/imgd.lock and SOCKET.lock, held until the end of run(). Returns 0, or a
+ * negative errno (logged) when another imgd holds either, and then nothing has been touched.
+ */
+static int take_locks(struct daemon *d)
+{
+        _cleanup_free_ char *state = NULL, *socket = NULL, *what = NULL;
+        int r;
+
+        if (asprintf(&state, "%s/imgd.lock", d->config->state_dir) < 0 ||
+            asprintf(&socket, "%s.lock", d->config->socket) < 0)
+                return log_error_errno(-ENOMEM, "lock: %m");
+        if (asprintf(&what, "the state directory %s", d->config->state_dir) < 0)
+                return log_error_errno(-ENOMEM, "lock: %m");
+        r = take_lock(state, what, &d->state_lock);
+        if (r < 0)
+                return r;
+        if (lockfile_same_file(d->state_lock, socket))
+                return 0; /* socket = STATE_DIR/imgd: one lock covers both */
+        free(what);
+        if (asprintf(&what, "the control socket %s", d->config->socket) < 0)
+                return log_error_errno(-ENOMEM, "lock: %m");
+        return take_lock(socket, what, &d->socket_lock);
+}
+
 static int run(struct daemon *d)
 {
         _cleanup_free_ char *db = NULL, *error = NULL, *worker_path = NULL;
@@ -267,6 +322,10 @@ static int run(struct daemon *d)
         sd_event *e = NULL;
         sigset_t mask;
         int r;
+
+        r = take_locks(d);
+        if (r < 0)
+                goto out;
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -376,6 +435,8 @@ out:
                                     why ?: strerror(-k));
         }
         sd_event_unref(e);
+        d->socket_lock = lockfile_free(d->socket_lock);
+        d->state_lock = lockfile_free(d->state_lock);
         return r;
 }
 

@@ -4,12 +4,16 @@
  * real sd_event loop that the test drives itself (sd_event_run with short timeouts) while it
  * plays the client, and a fake handler that answers "ping" and refuses everything else.
  * Covers: several requests on one connection, pipelining and half-close, over-long requests,
- * idle clients, the client limit, stale/live/foreign files at the socket path, the socket
+ * idle clients, the client limit (the quietest client makes room for a new one, so a crowd of
+ * silent connections locks nobody out), stale/live/foreign files at the socket path, the socket
  * mode, and cleanup; authorization of peers by uid and (primary or supplementary) group, with
  * connections made by a child that drops to another user and hands the connected socket
  * back (SO_PEERCRED and SO_PEERGROUPS are those of connect()); event subscriptions: only
  * subscribers get broadcasts, are not timed out, and are dropped beyond their output bound,
- * also while their own request is being handled.
+ * also while their own request is being handled, and at most CONTROL_MAX_SUBSCRIBERS of them.
+ * Last, the real daemon under abuse (idle subscribers, silent connections, a 10 MB line,
+ * invalid UTF-8, deep nesting): `imgctl status` still answers within 1 s, the latencies are
+ * printed (issue 20).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +41,7 @@
 #include "imgd/log.h"
 #include "imgd/macro.h"
 #include "imgd/proto.h"
+#include "testutil.h"
 
 #define PUMP_SLICE_US 10000
 #define WAIT_US (5 * 1000000)
@@ -435,11 +440,17 @@ static void test_silent_client_disconnected(void **state)
         conn_close(c);
 }
 
-static void test_too_many_clients(void **state)
+/*
+ * Issue 20: with every slot taken, a new connection is served and the client quiet longest
+ * is told "too many clients" and closed; the others keep working. (It used to be the
+ * newcomer that was turned away, so 64 silent connections locked everyone out.)
+ */
+static void test_full_evicts_quietest(void **state)
 {
         struct fixture *f = *state;
         struct conn *clients[CONTROL_MAX_CLIENTS];
         struct conn *extra, *late;
+        const size_t quiet = 5;
 
         start(f);
         /* Each client is known to be accepted once it got an answer. */
@@ -448,28 +459,70 @@ static void test_too_many_clients(void **state)
                 conn_send_str(f, clients[i], ping);
                 assert_pong(f, clients[i]);
         }
+        /* All but one ask again: that one is now the quietest. */
+        for (size_t i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+                if (i == quiet)
+                        continue;
+                conn_send_str(f, clients[i], ping);
+                assert_pong(f, clients[i]);
+        }
 
         extra = conn_open(f->path);
-        assert_error_contains(f, extra, "too many clients");
-        assert_closed(f, extra);
-        conn_close(extra);
+        conn_send_str(f, extra, ping);
+        assert_pong(f, extra);
+        assert_error_contains(f, clients[quiet], "too many clients");
+        assert_closed(f, clients[quiet]);
 
         /* The ones already connected keep working. */
         conn_send_str(f, clients[0], ping);
         assert_pong(f, clients[0]);
+        conn_send_str(f, clients[CONTROL_MAX_CLIENTS - 1], ping);
+        assert_pong(f, clients[CONTROL_MAX_CLIENTS - 1]);
 
-        /* A slot freed is a slot available. */
-        conn_close(clients[CONTROL_MAX_CLIENTS - 1]);
-        clients[CONTROL_MAX_CLIENTS - 1] = NULL;
-        for (int i = 0; i < 20; i++)
-                pump(f);
+        /* The next newcomer takes the slot of the next quietest: clients[1], as clients[0]
+         * has just asked again. */
         late = conn_open(f->path);
         conn_send_str(f, late, ping);
         assert_pong(f, late);
-        conn_close(late);
+        assert_error_contains(f, clients[1], "too many clients");
+        assert_closed(f, clients[1]);
+        conn_send_str(f, extra, ping);
+        assert_pong(f, extra);
 
+        conn_close(late);
+        conn_close(extra);
         for (size_t i = 0; i < CONTROL_MAX_CLIENTS; i++)
                 conn_close(clients[i]);
+}
+
+/*
+ * Issue 20: many more connections than slots that never send anything (a slot each until
+ * their idle timeout, 30 s) delay a new client by nothing: it is answered at once.
+ */
+static void test_silent_crowd_does_not_lock_out(void **state)
+{
+        struct fixture *f = *state;
+        struct conn *silent[100 + CONTROL_MAX_CLIENTS];
+        struct conn *c;
+        int64_t t0;
+
+        start(f);
+        for (size_t i = 0; i < ELEMENTSOF(silent); i++) {
+                silent[i] = conn_open(f->path);
+                pump(f);
+        }
+        for (int i = 0; i < 50; i++)
+                pump(f);
+        t0 = (int64_t)mono_usec();
+        c = conn_open(f->path);
+        conn_send_str(f, c, ping);
+        assert_pong(f, c);
+        print_message("ping behind %zu silent connections: %lld us\n", ELEMENTSOF(silent),
+                      (long long)((int64_t)mono_usec() - t0));
+        assert_true((int64_t)mono_usec() - t0 < 1000000);
+        conn_close(c);
+        for (size_t i = 0; i < ELEMENTSOF(silent); i++)
+                conn_close(silent[i]);
 }
 
 static void test_stale_socket_replaced(void **state)
@@ -909,35 +962,372 @@ static void test_subscriber_dropped_during_its_request(void **state)
         conn_close(other);
 }
 
+/*
+ * Issue 20: at most CONTROL_MAX_SUBSCRIBERS subscribers; one more is refused with an error and
+ * stays an ordinary client. Subscribers are never evicted to make room: with all of them
+ * idle and every other slot silent, a new client is still served and every subscriber still
+ * gets events.
+ */
+static void test_subscriber_limit(void **state)
+{
+        struct fixture *f = *state;
+        struct conn *subs[CONTROL_MAX_SUBSCRIBERS], *silent[CONTROL_MAX_CLIENTS];
+        struct conn *one_more, *c;
+
+        start(f);
+        for (size_t i = 0; i < CONTROL_MAX_SUBSCRIBERS; i++) {
+                subs[i] = conn_open(f->path);
+                subscribe(f, subs[i]);
+        }
+        assert_int_equal(control_subscribers(f->control), CONTROL_MAX_SUBSCRIBERS);
+        one_more = conn_open(f->path);
+        conn_send_str(f, one_more, events);
+        assert_error_contains(f, one_more, "too many event subscribers (at most 16)");
+        assert_int_equal(control_subscribers(f->control), CONTROL_MAX_SUBSCRIBERS);
+        conn_send_str(f, one_more, ping);
+        assert_pong(f, one_more);
+
+        /* Fill every other slot with silent clients, and more. */
+        for (size_t i = 0; i < ELEMENTSOF(silent); i++) {
+                silent[i] = conn_open(f->path);
+                pump(f);
+        }
+        for (int i = 0; i < 50; i++)
+                pump(f);
+        c = conn_open(f->path);
+        conn_send_str(f, c, ping);
+        assert_pong(f, c);
+        assert_int_equal(control_subscribers(f->control), CONTROL_MAX_SUBSCRIBERS);
+        assert_int_equal(control_broadcast(f->control, "{\"event\":\"x\"}\n"),
+                         CONTROL_MAX_SUBSCRIBERS);
+        for (size_t i = 0; i < CONTROL_MAX_SUBSCRIBERS; i++) {
+                _cleanup_free_ char *line = NULL;
+
+                assert_int_equal(conn_read_line(f, subs[i], &line), 1);
+                assert_string_equal(line, "{\"event\":\"x\"}");
+        }
+
+        /* A subscriber that leaves frees its place. */
+        conn_close(subs[0]);
+        for (int i = 0; i < 100 && control_subscribers(f->control) == CONTROL_MAX_SUBSCRIBERS; i++)
+                pump(f);
+        subs[0] = conn_open(f->path);
+        subscribe(f, subs[0]);
+
+        conn_close(c);
+        conn_close(one_more);
+        for (size_t i = 0; i < ELEMENTSOF(silent); i++)
+                conn_close(silent[i]);
+        for (size_t i = 0; i < CONTROL_MAX_SUBSCRIBERS; i++)
+                conn_close(subs[i]);
+}
+
+/* ---- the real daemon under abuse (issue 20) ------------------------------------------ */
+
+/* A blocking connection to the socket at path, with 10 s send and receive timeouts. */
+static int raw_connect(const char *path)
+{
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        struct timeval tv = {.tv_sec = 10};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        assert_true(fd >= 0);
+        snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+        assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+        return fd;
+}
+
+/*
+ * Sends data on fd and reads what comes back: a new string with the first answer line, or
+ * "(closed)" when the daemon closed the connection without one. Stops sending when the
+ * daemon stops reading (it answered already). Fails the test on a timeout.
+ */
+static char *raw_exchange_on(int fd, const char *data, size_t n)
+{
+        char buf[4096];
+        size_t len = 0;
+        ssize_t k;
+
+        while (n > 0) {
+                k = send(fd, data, n, MSG_NOSIGNAL);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        assert_true(errno == EPIPE || errno == ECONNRESET);
+                        break;
+                }
+                data += k;
+                n -= (size_t)k;
+        }
+        for (;;) {
+                char *nl = memchr(buf, '\n', len);
+
+                if (nl)
+                        return strndup(buf, (size_t)(nl - buf));
+                assert_true(len < sizeof buf);
+                k = recv(fd, buf + len, sizeof buf - len, 0);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k == 0 || (k < 0 && errno == ECONNRESET))
+                        return strdup("(closed)");
+                if (k < 0)
+                        fail_msg("no answer within 10 s: %s", strerror(errno));
+                len += (size_t)k;
+        }
+}
+
+/* raw_exchange_on() on a connection of its own. */
+static char *raw_exchange(const char *path, const char *data, size_t n)
+{
+        int fd = raw_connect(path);
+        char *line = raw_exchange_on(fd, data, n);
+
+        close(fd);
+        return line;
+}
+
+/* How long `imgctl status` takes (its own start included); fails the test if it fails. */
+static int64_t status_us(struct tu_daemon *d)
+{
+        int64_t t0 = tu_now_us();
+        char *out = NULL;
+        int r = tu_imgctl(d, &out, "status", NULL);
+
+        if (r != 0)
+                fail_msg("imgctl status exited %d: %s", r, out ? out : "");
+        free(out);
+        return tu_now_us() - t0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+        return (x > y) - (x < y);
+}
+
+/* Runs `imgctl status` n times (n <= 16); prints the median and the worst, fails the test if
+ * any took 1 s or more. */
+static void measure_status(struct tu_daemon *d, const char *what, unsigned n)
+{
+        int64_t t[16];
+
+        assert_true(n > 0 && n <= ELEMENTSOF(t));
+        for (unsigned i = 0; i < n; i++)
+                t[i] = status_us(d);
+        qsort(t, n, sizeof t[0], cmp_i64);
+        print_message("imgctl status %s: median %.1f ms, worst %.1f ms (%u runs)\n", what,
+                      (double)t[n / 2] / 1000, (double)t[n - 1] / 1000, n);
+        if (t[n - 1] >= 1000000)
+                fail_msg("imgctl status %s took %.1f ms", what, (double)t[n - 1] / 1000);
+}
+
+/* Malformed requests: a 10 MB line without a newline, a line of invalid UTF-8, 100000 nested
+ * brackets (over the line limit) and 30000 (within it). */
+struct abuse {
+        char *big, *nested, *nested_short;
+        size_t big_len, nested_len, nested_short_len;
+};
+
+static void abuse_init(struct abuse *a)
+{
+        a->big_len = 10u * 1024 * 1024;
+        a->big = malloc(a->big_len);
+        assert_non_null(a->big);
+        memset(a->big, 'x', a->big_len);
+        a->nested_len = 100000 + 1;
+        a->nested = malloc(a->nested_len);
+        assert_non_null(a->nested);
+        memset(a->nested, '[', a->nested_len - 1);
+        a->nested[a->nested_len - 1] = '\n';
+        a->nested_short_len = 30000 + 1;
+        a->nested_short = malloc(a->nested_short_len);
+        assert_non_null(a->nested_short);
+        memset(a->nested_short, '[', a->nested_short_len - 1);
+        a->nested_short[a->nested_short_len - 1] = '\n';
+}
+
+static const char bad_utf8[] = "{\"v\":1,\"cmd\":\"st\xff\xfe\xc3\x28tus\"}\n";
+
+static void abuse_free(struct abuse *a)
+{
+        free(a->big);
+        free(a->nested);
+        free(a->nested_short);
+}
+
+/* Sends each malformed request on its own connection; each must get an error answer (or, if
+ * too long, be closed). */
+static void abuse_once(const char *path, const struct abuse *a)
+{
+        struct {
+                const char *data;
+                size_t n;
+                const char *expect;
+                bool may_close; /* too long: the daemon may close before we read its answer */
+        } cases[] = {
+            {a->big, a->big_len, "request too long", true},
+            {bad_utf8, sizeof bad_utf8 - 1, "not valid JSON", false},
+            {a->nested, a->nested_len, "request too long", true},
+            {a->nested_short, a->nested_short_len, "not valid JSON", false},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *got = raw_exchange(path, cases[i].data, cases[i].n);
+
+                if (!(cases[i].may_close && strcmp(got, "(closed)") == 0) &&
+                    (!strstr(got, "\"ok\":false") || !strstr(got, cases[i].expect)))
+                        fail_msg("malformed request %zu answered \"%s\" (expected an error "
+                                 "saying \"%s\")",
+                                 i, got, cases[i].expect);
+                free(got);
+        }
+}
+
+/* The malformed requests again and again, each on its own connection, without looking at
+ * the answers: for a child process, which must not return into the test (it never does). */
+_Noreturn static void abuse_forever(const char *path, const struct abuse *a)
+{
+        const struct {
+                const char *data;
+                size_t n;
+        } cases[] = {
+            {a->big, a->big_len},
+            {bad_utf8, sizeof bad_utf8 - 1},
+            {a->nested, a->nested_len},
+            {a->nested_short, a->nested_short_len},
+        };
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        char buf[4096];
+
+        snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+        for (size_t i = 0;; i = (i + 1) % ELEMENTSOF(cases)) {
+                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                size_t sent = 0;
+                ssize_t k;
+
+                if (fd < 0)
+                        _exit(1);
+                if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+                        close(fd);
+                        usleep(1000);
+                        continue;
+                }
+                while (sent < cases[i].n) {
+                        k = send(fd, cases[i].data + sent, cases[i].n - sent, MSG_NOSIGNAL);
+                        if (k <= 0)
+                                break;
+                        sent += (size_t)k;
+                }
+                (void)recv(fd, buf, sizeof buf, 0);
+                close(fd);
+        }
+}
+
+/*
+ * Issue 20, against the real daemon: CONTROL_MAX_SUBSCRIBERS idle subscribers and 100
+ * connections that never send anything (they used to lock everyone out, the silent ones for
+ * 30 s, the subscribers for good), then malformed requests (a 10 MB line, invalid UTF-8,
+ * deep nesting) sent again and again by another process: `imgctl status` answers within 1 s
+ * throughout; the latencies are printed. One subscriber more is refused with an error.
+ */
+static void test_daemon_under_abuse(void **state)
+{
+        struct tu_daemon d;
+        int subs[CONTROL_MAX_SUBSCRIBERS], silent[100], extra;
+        struct abuse a;
+        char *line, *out = NULL;
+        json_t *st;
+        pid_t abuser;
+
+        (void)state;
+        tu_daemon_setup(&d,
+                        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; "
+                        "format = \"webp\"; } )",
+                        1, NULL);
+        tu_daemon_start(&d);
+        abuse_init(&a);
+        measure_status(&d, "alone", 9);
+
+        for (size_t i = 0; i < ELEMENTSOF(subs); i++) {
+                subs[i] = raw_connect(d.socket);
+                line = raw_exchange_on(subs[i], events, strlen(events));
+                assert_non_null(strstr(line, "\"subscribed\":true"));
+                free(line);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(silent); i++)
+                silent[i] = raw_connect(d.socket);
+        usleep(200 * 1000);
+        measure_status(&d, "with 16 idle subscribers and 100 silent connections", 9);
+
+        extra = raw_connect(d.socket);
+        line = raw_exchange_on(extra, events, strlen(events));
+        if (!strstr(line, "too many event subscribers"))
+                fail_msg("subscriber %d was answered \"%s\"", CONTROL_MAX_SUBSCRIBERS + 1, line);
+        free(line);
+        close(extra);
+
+        abuse_once(d.socket, &a);
+        measure_status(&d, "after malformed requests", 5);
+
+        /* The same, sent again and again by another process while status is asked. */
+        abuser = fork();
+        assert_true(abuser >= 0);
+        if (abuser == 0)
+                abuse_forever(d.socket, &a);
+        usleep(100 * 1000);
+        measure_status(&d, "while malformed requests keep coming", 15);
+        kill(abuser, SIGKILL);
+        waitpid(abuser, NULL, 0);
+
+        /* The subscribers are all still there. */
+        assert_int_equal(tu_imgctl(&d, &out, "status", "--json", NULL), 0);
+        st = json_loads(out, 0, NULL);
+        assert_non_null(st);
+        assert_int_equal(json_integer_value(json_object_get(st, "subscribers")),
+                         CONTROL_MAX_SUBSCRIBERS);
+        json_decref(st);
+        free(out);
+
+        for (size_t i = 0; i < ELEMENTSOF(silent); i++)
+                close(silent[i]);
+        for (size_t i = 0; i < ELEMENTSOF(subs); i++)
+                close(subs[i]);
+        abuse_free(&a);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_two_requests_one_connection, setup,
-                                                teardown),
-                cmocka_unit_test_setup_teardown(test_bad_requests_answered, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_pipelined_and_half_closed, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_request_too_long, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_longest_request_accepted, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_client_not_reading_disconnected, setup,
-                                                teardown),
-                cmocka_unit_test_setup_teardown(test_silent_client_disconnected, setup,
-                                                teardown),
-                cmocka_unit_test_setup_teardown(test_too_many_clients, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_live_socket_refused, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_non_socket_refused, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_path_too_long, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_socket_mode_and_cleanup, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_free_with_clients, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_peer_refused, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_peer_in_group, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_peer_group_named, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_broadcast_reaches_subscribers_only, setup,
-                                                teardown),
-                cmocka_unit_test_setup_teardown(test_subscriber_not_timed_out, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_slow_subscriber_dropped, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_subscriber_dropped_during_its_request, setup,
-                                                teardown),
+            cmocka_unit_test_setup_teardown(test_two_requests_one_connection, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_bad_requests_answered, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_pipelined_and_half_closed, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_request_too_long, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_longest_request_accepted, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_client_not_reading_disconnected, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_silent_client_disconnected, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_full_evicts_quietest, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_silent_crowd_does_not_lock_out, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_live_socket_refused, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_non_socket_refused, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_path_too_long, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_socket_mode_and_cleanup, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_free_with_clients, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_peer_refused, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_peer_in_group, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_peer_group_named, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_broadcast_reaches_subscribers_only, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_subscriber_not_timed_out, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_subscriber_limit, setup, teardown),
+            cmocka_unit_test(test_daemon_under_abuse),
+            cmocka_unit_test_setup_teardown(test_slow_subscriber_dropped, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_subscriber_dropped_during_its_request, setup,
+                                            teardown),
         };
 
         log_setup("test-control");

@@ -2,7 +2,8 @@
 /*
  * test-lifecycle.c - imgd as a service: the real daemon with a real NOTIFY_SOCKET (a
  * datagram socket this test listens on), checking the sd_notify messages and their order;
- * SIGHUP with a good and with a bad configuration; SIGTERM while busy.
+ * SIGHUP with a good and with a bad configuration; SIGTERM while busy; a second imgd on the
+ * same state directory or socket refused before it touches anything (issue 20).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -399,14 +400,225 @@ static void test_alerts(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* ---- one imgd per state directory and per socket (issue 20) ------------------------- */
+
+/* A configuration like d's with `key` (state_dir or socket) set to `value`, written to
+ * root/<name>; the caller frees the returned path. */
+static char *config_with(struct tu_daemon *d, const char *name, const char *key,
+                         const char *value)
+{
+        char *conf = tu_read_file(d->config, NULL), *path = tu_path("%s/%s", d->root, name);
+        char *line, *end, *edited;
+
+        assert_non_null(conf);
+        line = strstr(conf, key);
+        assert_non_null(line);
+        end = strchr(line, '\n');
+        assert_non_null(end);
+        edited = tu_path("%.*s%s = \"%s\";%s", (int)(line - conf), conf, key, value, end);
+        tu_write_file(path, edited, (size_t)-1);
+        free(edited);
+        free(conf);
+        return path;
+}
+
+/*
+ * Starts a second imgd on `config`, logging to root/<log_name>, and waits up to 10 s for it
+ * to exit by itself. Returns its log (caller frees); fails the test if it did not exit, or
+ * exited 0. *ret_elapsed_us: how long it ran.
+ */
+static char *run_second(struct tu_daemon *d, const char *config, const char *log_name,
+                        int64_t *ret_elapsed_us)
+{
+        struct tu_daemon second = {.log = tu_path("%s/%s", d->root, log_name)};
+        int64_t t0 = tu_now_us();
+        char *log;
+        int status;
+        pid_t pid = fork();
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                int fd = open(second.log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+                if (fd >= 0) {
+                        dup2(fd, STDERR_FILENO);
+                        dup2(fd, STDOUT_FILENO);
+                }
+                execl(IMGD_BUILD_DIR "/imgd", "imgd", "-v", "-c", config, (char *)NULL);
+                _exit(127);
+        }
+        second.pid = pid;
+        status = tu_daemon_wait_exit(&second, 10000);
+        *ret_elapsed_us = tu_now_us() - t0;
+        if (status == -1)
+                (void)tu_daemon_stop(&second, SIGKILL);
+        log = tu_read_file(second.log, NULL);
+        if (status == -1)
+                fail_msg("a second imgd on %s kept running:\n%s", config, log ? log : "");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) == 0)
+                fail_msg("a second imgd on %s exited with status %d:\n%s", config, status,
+                         log ? log : "");
+        free(second.log);
+        return log;
+}
+
+/* Every job done at its first attempt, none dead, from `imgctl jobs --json`; returns how
+ * many jobs there are. */
+static size_t assert_all_done_first_attempt(struct tu_daemon *d)
+{
+        char *out = NULL;
+        json_t *j, *job;
+        size_t i, n;
+
+        assert_int_equal(tu_imgctl(d, &out, "jobs", "--json", NULL), 0);
+        j = json_loads(out, 0, NULL);
+        assert_non_null(j);
+        n = json_array_size(json_object_get(j, "jobs"));
+        json_array_foreach(json_object_get(j, "jobs"), i, job)
+        {
+                const char *st = json_string_value(json_object_get(job, "state"));
+                json_int_t attempts = json_integer_value(json_object_get(job, "attempts"));
+
+                if (!st || strcmp(st, "done") != 0 || attempts != 1)
+                        fail_msg("job %lld is %s after %lld attempt(s):\n%s",
+                                 (long long)json_integer_value(json_object_get(job, "id")),
+                                 st ? st : "?", (long long)attempts, out);
+        }
+        json_decref(j);
+        free(out);
+        return n;
+}
+
+/*
+ * Issue 20: a second imgd on the same configuration, started while the first is rendering,
+ * refuses at once, naming the lock file and the first one's pid, before it recovers, opens
+ * or sweeps anything: the first finishes every job at its first attempt. The same with only
+ * the state directory shared (another socket), which used to run two daemons on one ledger.
+ */
+static void test_second_instance_refused(void **state)
+{
+        struct tu_daemon d;
+        char *log, *other_socket, *config2, *lock, *pid;
+        int64_t elapsed;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_1, 2, NULL);
+        tu_daemon_start(&d);
+        /* Six slow jobs (large PNGs), queued while paused, so that the second imgd comes
+         * while two of them are running. */
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        for (unsigned i = 0; i < 6; i++) {
+                char *p = tu_path("%s/busy%u.png", d.uploads, i);
+
+                tu_make_image(p, 3000, 2000, "png", false);
+                free(p);
+        }
+        for (int waited = 0; status_jobs(&d, "queued") < 6; waited += 20) {
+                assert_true(waited < 20000);
+                usleep(20 * 1000);
+        }
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        for (int waited = 0; status_jobs(&d, "running") == 0; waited += 5) {
+                assert_true(waited < 20000);
+                usleep(5 * 1000);
+        }
+
+        lock = tu_path("%s/imgd.lock", d.state);
+        pid = tu_path("pid %d", (int)d.pid);
+        log = run_second(&d, d.config, "second.log", &elapsed);
+        print_message("second imgd on the same configuration refused after %lld ms\n",
+                      (long long)(elapsed / 1000));
+        assert_true(elapsed < 5 * 1000000);
+        assert_contains(log, "refusing to start");
+        assert_contains(log, lock);
+        assert_contains(log, pid);
+        assert_lacks(log, "recovered");
+        assert_lacks(log, "ledger");
+        free(log);
+
+        other_socket = tu_path("%s/other.sock", d.root);
+        config2 = config_with(&d, "other-socket.conf", "socket", other_socket);
+        log = run_second(&d, config2, "second-other-socket.log", &elapsed);
+        assert_contains(log, "refusing to start");
+        assert_contains(log, lock);
+        assert_lacks(log, "recovered");
+        assert_true(access(other_socket, F_OK) < 0);
+        free(log);
+
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(assert_all_done_first_attempt(&d), 6);
+        assert_int_equal(status_jobs(&d, "dead"), 0);
+        assert_int_equal(tu_count_files(d.media, "*_s.webp"), 6);
+
+        free(other_socket);
+        free(config2);
+        free(lock);
+        free(pid);
+        tu_daemon_cleanup(&d);
+}
+
+/*
+ * Issue 20: a second imgd with its own state directory but the first one's socket refuses
+ * before it creates its ledger, and leaves the live socket alone: the first still answers.
+ */
+static void test_second_instance_same_socket_refused(void **state)
+{
+        struct tu_daemon d;
+        char *log, *other_state, *config2, *lock, *db;
+        int64_t elapsed;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_1, 1, NULL);
+        tu_daemon_start(&d);
+
+        other_state = tu_path("%s/other-state", d.root);
+        config2 = config_with(&d, "other-state.conf", "state_dir", other_state);
+        lock = tu_path("%s.lock", d.socket);
+        log = run_second(&d, config2, "second-other-state.log", &elapsed);
+        print_message("second imgd on the same socket refused after %lld ms\n",
+                      (long long)(elapsed / 1000));
+        assert_contains(log, "refusing to start");
+        assert_contains(log, lock);
+        db = tu_path("%s/imgd.db", other_state);
+        assert_true(access(db, F_OK) < 0);
+        free(log);
+
+        assert_int_equal(tu_imgctl(&d, NULL, "status", NULL), 0);
+        drop_image(&d, "after.jpg");
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(assert_all_done_first_attempt(&d), 1);
+
+        /* Once the first has stopped, the same configurations start (the locks are free). */
+        assert_int_equal(tu_daemon_stop(&d, SIGTERM), 0);
+        {
+                struct tu_daemon again = d;
+
+                again.config = config2;
+                again.log = tu_path("%s/again.log", d.root);
+                tu_daemon_start(&again);
+                assert_int_equal(tu_daemon_stop(&again, SIGTERM), 0);
+                free(again.log);
+        }
+        tu_daemon_start(&d);
+        assert_int_equal(tu_imgctl(&d, NULL, "status", NULL), 0);
+
+        free(other_state);
+        free(config2);
+        free(lock);
+        free(db);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_notify_sequence),
-                cmocka_unit_test(test_reload),
-                cmocka_unit_test(test_sigterm_while_busy),
-                cmocka_unit_test(test_journal_fields),
-                cmocka_unit_test(test_alerts),
+            cmocka_unit_test(test_notify_sequence),
+            cmocka_unit_test(test_reload),
+            cmocka_unit_test(test_sigterm_while_busy),
+            cmocka_unit_test(test_journal_fields),
+            cmocka_unit_test(test_alerts),
+            cmocka_unit_test(test_second_instance_refused),
+            cmocka_unit_test(test_second_instance_same_socket_refused),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,12 @@
  * passes each request to the handler, and writes its answer. A client that breaks the rules
  * is answered with an error and disconnected; none can stall the daemon.
  *
+ * Room for one more: when all CONTROL_MAX_CLIENTS slots are taken, a new connection is
+ * served, and the ordinary client (not a subscriber) that has been quiet longest (nothing
+ * read from it or written to it) gets the error line "too many clients: ..." and is closed.
+ * So connections that hold a slot and do nothing cannot lock an operator out; a new
+ * connection is the last one to go.
+ *
  * Authorization: each connection is checked once, when it is accepted, by the peer's
  * credentials as the kernel recorded them at connect time (SO_PEERCRED, SO_PEERGROUPS). Root,
  * the daemon's own (effective) user and members of the group set with control_set_group()
@@ -14,9 +20,12 @@
  *
  * Subscriptions: the request {"cmd":"events"} is answered here, not by the handler: the
  * connection becomes a subscriber ({"subscribed":true}), is no longer timed out for silence,
- * and receives every line passed to control_broadcast(). A subscriber with more than
- * CONTROL_MAX_SUBSCRIBER_OUTPUT bytes of unsent events is disconnected (and that is logged),
- * so a client that stops reading never holds the daemon up.
+ * and receives every line passed to control_broadcast(). At most CONTROL_MAX_SUBSCRIBERS
+ * clients are subscribers at a time; a further {"cmd":"events"} is answered with the error
+ * "too many event subscribers (at most N); try again later" and the client stays an ordinary
+ * one. A subscriber with more than CONTROL_MAX_SUBSCRIBER_OUTPUT bytes of unsent events is
+ * disconnected (and that is logged), so a client that stops reading never holds the daemon
+ * up.
  */
 #pragma once
 
@@ -26,6 +35,7 @@
 #include <systemd/sd-event.h>
 
 #define CONTROL_MAX_CLIENTS 64
+#define CONTROL_MAX_SUBSCRIBERS 16 /* fewer than CONTROL_MAX_CLIENTS: room for the others */
 #define CONTROL_CLIENT_TIMEOUT_S 30
 #define CONTROL_MAX_SUBSCRIBER_OUTPUT (1024u * 1024)
 
