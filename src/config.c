@@ -1195,27 +1195,29 @@ static int check_watch_overlaps(struct parser *p, const config_setting_t *list,
                                             w->path, o->path, o->line);
                         if (path_is_below_or_equal(w->output, o->path))
                                 return fail(p, config_setting_get_member(s, "output"), -EINVAL,
-                                            "watch '%s': output %s is inside watched path %s; "
-                                            "outputs would be picked up as uploads",
-                                            w->path, w->output, o->path);
+                                            "watch '%s': output %s is inside watched path %s "
+                                            "(line %d); outputs would be picked up as uploads",
+                                            w->path, w->output, o->path, o->line);
                         if (path_is_below_or_equal(w->path, o->output))
                                 return fail(p, config_setting_get_member(s, "path"), -EINVAL,
-                                            "watch '%s': watched path is inside output %s; "
-                                            "outputs would be picked up as uploads",
-                                            w->path, o->output);
+                                            "watch '%s': watched path is inside output %s of "
+                                            "watch '%s' (line %d); outputs would be picked up as "
+                                            "uploads",
+                                            w->path, o->output, o->path, o->line);
                         if (w->quarantine && (path_is_below_or_equal(w->quarantine, o->path) ||
                                               path_is_below_or_equal(o->path, w->quarantine)))
                                 return fail(p, config_setting_get_member(s, "quarantine"),
                                             -EINVAL,
                                             "watch '%s': quarantine %s overlaps watched path "
-                                            "%s; quarantined files would be picked up as "
-                                            "uploads",
-                                            w->path, w->quarantine, o->path);
+                                            "%s (line %d); quarantined files would be picked up "
+                                            "as uploads",
+                                            w->path, w->quarantine, o->path, o->line);
                         if (w->quarantine && path_is_below_or_equal(w->quarantine, o->output))
                                 return fail(p, config_setting_get_member(s, "quarantine"),
                                             -EINVAL,
-                                            "watch '%s': quarantine %s is inside output %s",
-                                            w->path, w->quarantine, o->output);
+                                            "watch '%s': quarantine %s is inside output %s of "
+                                            "watch '%s' (line %d)",
+                                            w->path, w->quarantine, o->output, o->path, o->line);
                 }
         }
         return 0;

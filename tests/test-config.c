@@ -656,10 +656,11 @@ static const struct bad_case bad_cases[] = {
           PIPE, -EINVAL, "output =", { "inside watched path /srv/in" } },
         { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
           " { path = \"/srv/x\";\n output = \"/srv/in/sub\"; pipeline = \"p\"; }\n);\n" PIPE,
-          -EINVAL, "/srv/in/sub", { "watch '/srv/x'", "inside watched path /srv/in" } },
+          -EINVAL, "/srv/in/sub", { "watch '/srv/x'", "inside watched path /srv/in (line 2)" } },
         { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
           " { path = \"/srv/out/up\"; output = \"/srv/o2\"; pipeline = \"p\"; }\n);\n" PIPE,
-          -EINVAL, "/srv/out/up", { "watch '/srv/out/up'", "inside output /srv/out" } },
+          -EINVAL, "/srv/out/up",
+          { "watch '/srv/out/up'", "inside output /srv/out of watch '/srv/in' (line 2)" } },
         { "watch = (\n { path = \"/srv/in/deep\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
           " { path = \"/srv\"; output = \"/var/o2\"; pipeline = \"p\"; }\n);\n" PIPE,
           -EINVAL, "/srv/out\"", { "watch '/srv/in/deep'", "inside watched path /srv" } },
@@ -920,12 +921,13 @@ static const struct bad_case bad_cases[] = {
           "   quarantine = \"/srv/in2/q\"; },\n"
           " { path = \"/srv/in2\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
           -EINVAL, "quarantine",
-          { "watch '/srv/in': quarantine /srv/in2/q overlaps watched path /srv/in2" } },
+          { "watch '/srv/in': quarantine /srv/in2/q overlaps watched path /srv/in2 (line 4)" } },
         { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\";\n"
           "   quarantine = \"/srv/out2/q\"; },\n"
           " { path = \"/srv/in2\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
           -EINVAL, "quarantine",
-          { "watch '/srv/in': quarantine /srv/out2/q is inside output /srv/out2" } },
+          { "watch '/srv/in': quarantine /srv/out2/q is inside output /srv/out2 of watch "
+            "'/srv/in2' (line 4)" } },
 };
 
 static void test_bad(void **state)
