@@ -15,8 +15,11 @@
  * message may be NULL). On success *ret_error is left alone.
  *
  * config_check_paths() is the only function here that touches the file system beyond
- * reading the file: it creates missing output, state and socket directories, and opens each
- * watermark image to check it is there and looks like an image.
+ * reading the file: it resolves every configured folder (realpath() of its nearest existing
+ * ancestor, and the device and inode of each directory up to "/") and checks again, on what
+ * the file system shows, the overlaps config_load() checked by name; only then does it create
+ * missing output, state and socket directories, and open each watermark image to check it is
+ * there and looks like an image.
  */
 #include <assert.h>
 #include <errno.h>
