@@ -15,8 +15,11 @@
  * message may be NULL). On success *ret_error is left alone.
  *
  * config_check_paths() is the only function here that touches the file system beyond
- * reading the file: it creates missing output, state and socket directories, and opens each
- * watermark image to check it is there and looks like an image.
+ * reading the file: it resolves every configured folder (realpath() of its nearest existing
+ * ancestor, and the device and inode of each directory up to "/") and checks again, on what
+ * the file system shows, the overlaps config_load() checked by name; only then does it create
+ * missing output, state and socket directories, and open each watermark image to check it is
+ * there and looks like an image.
  */
 #include <assert.h>
 #include <errno.h>
@@ -1166,7 +1169,12 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         return 0;
 }
 
-/* Rejects duplicate watched paths and outputs that overlap a watched path either way. */
+/*
+ * Rejects, by name: duplicate watched paths, a watched path inside a recursive watch (the
+ * inner tree would belong to both), outputs and quarantine folders that overlap a watched
+ * path, and quarantine folders inside an output. config_check_paths() does it again on the
+ * resolved directories.
+ */
 static int check_watch_overlaps(struct parser *p, const config_setting_t *list,
                                 const struct config *c)
 {
@@ -1181,29 +1189,38 @@ static int check_watch_overlaps(struct parser *p, const config_setting_t *list,
                                 return fail(p, config_setting_get_member(s, "path"), -EINVAL,
                                             "watch '%s': path is already watched (line %d)",
                                             w->path, o->line);
+                        if (j != i && o->recursive && path_is_below_or_equal(w->path, o->path) &&
+                            strcmp(w->path, o->path) != 0)
+                                return fail(p, config_setting_get_member(s, "path"), -EINVAL,
+                                            "watch '%s': path is inside watch '%s' (line %d), "
+                                            "which is recursive; files below it would belong to "
+                                            "both watches",
+                                            w->path, o->path, o->line);
                         if (path_is_below_or_equal(w->output, o->path))
                                 return fail(p, config_setting_get_member(s, "output"), -EINVAL,
-                                            "watch '%s': output %s is inside watched path %s; "
-                                            "outputs would be picked up as uploads",
-                                            w->path, w->output, o->path);
+                                            "watch '%s': output %s is inside watched path %s "
+                                            "(line %d); outputs would be picked up as uploads",
+                                            w->path, w->output, o->path, o->line);
                         if (path_is_below_or_equal(w->path, o->output))
                                 return fail(p, config_setting_get_member(s, "path"), -EINVAL,
-                                            "watch '%s': watched path is inside output %s; "
-                                            "outputs would be picked up as uploads",
-                                            w->path, o->output);
+                                            "watch '%s': watched path is inside output %s of "
+                                            "watch '%s' (line %d); outputs would be picked up as "
+                                            "uploads",
+                                            w->path, o->output, o->path, o->line);
                         if (w->quarantine && (path_is_below_or_equal(w->quarantine, o->path) ||
                                               path_is_below_or_equal(o->path, w->quarantine)))
                                 return fail(p, config_setting_get_member(s, "quarantine"),
                                             -EINVAL,
                                             "watch '%s': quarantine %s overlaps watched path "
-                                            "%s; quarantined files would be picked up as "
-                                            "uploads",
-                                            w->path, w->quarantine, o->path);
+                                            "%s (line %d); quarantined files would be picked up "
+                                            "as uploads",
+                                            w->path, w->quarantine, o->path, o->line);
                         if (w->quarantine && path_is_below_or_equal(w->quarantine, o->output))
                                 return fail(p, config_setting_get_member(s, "quarantine"),
                                             -EINVAL,
-                                            "watch '%s': quarantine %s is inside output %s",
-                                            w->path, w->quarantine, o->output);
+                                            "watch '%s': quarantine %s is inside output %s of "
+                                            "watch '%s' (line %d)",
+                                            w->path, w->quarantine, o->output, o->path, o->line);
                 }
         }
         return 0;
@@ -1573,6 +1590,10 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         r = get_dir(p, root, "state_dir", "", &c->state_dir);
         if (r < 0)
                 return r;
+        if (r > 0) {
+                s = config_setting_get_member(root, "state_dir");
+                c->state_dir_line = (int)config_setting_source_line(s);
+        }
         if (r == 0) {
                 c->state_dir = strdup(CONFIG_DEFAULT_STATE_DIR);
                 if (!c->state_dir)
@@ -1636,7 +1657,16 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         r = parse_pipelines(p, root, c);
         if (r < 0)
                 return r;
-        return parse_watches(p, root, c);
+        r = parse_watches(p, root, c);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < c->n_watches; i++)
+                if (path_is_below_or_equal(c->state_dir, c->watches[i].path))
+                        return fail(p, config_setting_get_member(root, "state_dir"), -EINVAL,
+                                    "state_dir %s is inside watched path %s (line %d); the "
+                                    "ledger's files would be picked up as uploads",
+                                    c->state_dir, c->watches[i].path, c->watches[i].line);
+        return 0;
 }
 
 /* Sets *ret_error (when not NULL) to a formatted message, or NULL if that fails. */
@@ -1923,6 +1953,308 @@ static int check_watermark(const struct config *c, const struct pipeline *pl,
         return 0;
 }
 
+/* A directory's identity on the file system. */
+struct dir_id {
+        dev_t dev;
+        ino_t ino;
+};
+
+/*
+ * A configured directory as the file system has it, for the overlap checks of
+ * config_check_paths(): two names of one directory (through a symbolic link, or a bind mount)
+ * have the same `real` path or the same device and inode.
+ */
+struct resolved_dir {
+        char *real;         /* the nearest existing ancestor-or-self with symbolic links resolved
+                             * (realpath), then the components below it that do not exist yet */
+        char *shown;        /* "NAME", or "NAME (resolved: REAL)" when they differ; for messages */
+        bool exists;        /* the directory itself exists: ids[0] is its own identity */
+        struct dir_id *ids; /* that ancestor-or-self and each of its parents up to "/" */
+        size_t n_ids;
+};
+
+static void resolved_dir_done(struct resolved_dir *d)
+{
+        free(d->real);
+        free(d->shown);
+        free(d->ids);
+        *d = (struct resolved_dir){ 0 };
+}
+
+/*
+ * Resolves the normalised absolute path `name` (which need not exist) into *ret. Returns 0,
+ * -ENOMEM, -ENOLINK when a symbolic link on the way points to nothing, or the errno of
+ * realpath() other than ENOENT (a component that is a file: -ENOTDIR; a loop of links:
+ * -ELOOP; -EACCES); *ret is written only on success.
+ */
+static int resolve_dir(const char *name, struct resolved_dir *ret)
+{
+        _cleanup_free_ char *prefix = strdup(name), *real = NULL, *full = NULL, *up = NULL;
+        _cleanup_free_ char *shown = NULL;
+        _cleanup_free_ struct dir_id *ids = NULL;
+        size_t cut = strlen(name), n_ids = 0;
+        int r;
+
+        if (!prefix)
+                return -ENOMEM;
+        /* The nearest ancestor-or-self that exists; "/" always does. */
+        while (!(real = realpath(prefix, NULL))) {
+                char *slash = strrchr(prefix, '/');
+                struct stat st;
+
+                if (errno != ENOENT || !slash || strcmp(prefix, "/") == 0)
+                        return negative_errno();
+                if (lstat(prefix, &st) == 0)
+                        return -ENOLINK; /* there, but a symbolic link to nothing */
+                cut = (size_t)(slash - prefix);
+                if (slash == prefix)
+                        slash[1] = '\0';
+                else
+                        *slash = '\0';
+        }
+        /* "/" and "/a" make "/a", not "//a". */
+        r = asprintf(&full, "%s%s", strcmp(real, "/") == 0 && name[cut] ? "" : real, name + cut);
+        if (r < 0) {
+                full = NULL;
+                return -ENOMEM;
+        }
+
+        /* The identities of real's existing part and of each of its parents. */
+        up = strdup(real);
+        if (!up)
+                return -ENOMEM;
+        ids = calloc(strlen(up) + 1, sizeof *ids); /* at most one per slash, plus one */
+        if (!ids)
+                return -ENOMEM;
+        for (;;) {
+                struct stat st;
+                char *slash;
+
+                if (stat(up, &st) < 0)
+                        break; /* unreadable: compared by name only from here up */
+                ids[n_ids++] = (struct dir_id){ .dev = st.st_dev, .ino = st.st_ino };
+                slash = strrchr(up, '/');
+                if (!slash || strcmp(up, "/") == 0)
+                        break;
+                if (slash == up)
+                        slash[1] = '\0';
+                else
+                        *slash = '\0';
+        }
+
+        if (strcmp(full, name) == 0)
+                shown = strdup(name);
+        else if (asprintf(&shown, "%s (resolved: %s)", name, full) < 0)
+                shown = NULL;
+        if (!shown)
+                return -ENOMEM;
+
+        *ret = (struct resolved_dir){
+                .real = TAKE_PTR(full),
+                .shown = TAKE_PTR(shown),
+                .exists = name[cut] == '\0',
+                .ids = TAKE_PTR(ids),
+                .n_ids = n_ids,
+        };
+        return 0;
+}
+
+enum {
+        DIR_APART = 0,
+        DIR_BY_NAME,  /* below or at, by the resolved names */
+        DIR_BY_INODE, /* below or at, found only by device and inode (a bind mount) */
+};
+
+/* Whether x is y or below it: DIR_APART, DIR_BY_NAME or DIR_BY_INODE. */
+static int dir_within(const struct resolved_dir *x, const struct resolved_dir *y)
+{
+        if (path_is_below_or_equal(x->real, y->real))
+                return DIR_BY_NAME;
+        /* A directory that does not exist yet holds nothing that exists. */
+        if (!y->exists || y->n_ids == 0)
+                return DIR_APART;
+        for (size_t i = 0; i < x->n_ids; i++)
+                if (x->ids[i].dev == y->ids[0].dev && x->ids[i].ino == y->ids[0].ino)
+                        return DIR_BY_INODE;
+        return DIR_APART;
+}
+
+/* Whether x and y are one directory: DIR_APART, DIR_BY_NAME or DIR_BY_INODE. */
+static int dir_same(const struct resolved_dir *x, const struct resolved_dir *y)
+{
+        if (strcmp(x->real, y->real) == 0)
+                return DIR_BY_NAME;
+        if (x->exists && y->exists && x->n_ids > 0 && y->n_ids > 0 &&
+            x->ids[0].dev == y->ids[0].dev && x->ids[0].ino == y->ids[0].ino)
+                return DIR_BY_INODE;
+        return DIR_APART;
+}
+
+static const char *how(int within)
+{
+        return within == DIR_BY_INODE ? " (the same directory by device and inode: a bind mount?)"
+                                      : "";
+}
+
+/* The resolved directories of one watch; quarantine.real is NULL when it has none. */
+struct resolved_watch {
+        struct resolved_dir path, output, quarantine;
+};
+
+static void resolved_watches_free(struct resolved_watch *rw, size_t n)
+{
+        for (size_t i = 0; rw && i < n; i++) {
+                resolved_dir_done(&rw[i].path);
+                resolved_dir_done(&rw[i].output);
+                resolved_dir_done(&rw[i].quarantine);
+        }
+        free(rw);
+}
+
+/*
+ * The overlap checks of config_check_paths() on the resolved directories (see config.h).
+ * Touches nothing. Returns 0, or a negative errno with "FILE:LINE: problem" in *ret_error,
+ * LINE being that of the watch (or of state_dir) at fault; the message names the other
+ * watch and its line.
+ */
+static int check_resolved_overlaps(const struct config *c, char **ret_error)
+{
+        struct resolved_watch *rw = NULL;
+        struct resolved_dir state = { 0 };
+        int r = 0;
+
+        rw = calloc(c->n_watches, sizeof *rw);
+        if (!rw) {
+                set_error(ret_error, "%s: out of memory", c->file);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < c->n_watches; i++) {
+                const struct watch_config *w = &c->watches[i];
+                const char *what = "watch path", *name = w->path;
+
+                r = resolve_dir(w->path, &rw[i].path);
+                if (r >= 0) {
+                        what = "output";
+                        name = w->output;
+                        r = resolve_dir(w->output, &rw[i].output);
+                }
+                if (r >= 0 && w->quarantine) {
+                        what = "quarantine";
+                        name = w->quarantine;
+                        r = resolve_dir(w->quarantine, &rw[i].quarantine);
+                }
+                if (r < 0) {
+                        set_error(ret_error, "%s:%d: %s %s: %s", c->file, w->line, what, name,
+                                  r == -ENOLINK ? "a symbolic link on the way points to nothing"
+                                                : strerror(-r));
+                        goto done;
+                }
+        }
+        r = resolve_dir(c->state_dir, &state);
+        if (r < 0) {
+                set_error(ret_error, "%s: state_dir %s: %s", c->file, c->state_dir,
+                          r == -ENOLINK ? "a symbolic link on the way points to nothing"
+                                        : strerror(-r));
+                goto done;
+        }
+
+        r = -EINVAL;
+        for (size_t i = 0; i < c->n_watches; i++) {
+                const struct watch_config *w = &c->watches[i];
+                const struct resolved_watch *a = &rw[i];
+                int k;
+
+                for (size_t j = 0; j < c->n_watches; j++) {
+                        const struct watch_config *o = &c->watches[j];
+                        const struct resolved_watch *b = &rw[j];
+
+                        k = j < i ? dir_same(&a->path, &b->path) : DIR_APART;
+                        if (k) {
+                                set_error(ret_error,
+                                          "%s:%d: watch '%s': path %s is the same directory as "
+                                          "watch '%s' (line %d)%s",
+                                          c->file, w->line, w->path, a->path.shown, o->path,
+                                          o->line, how(k));
+                                goto done;
+                        }
+                        k = dir_within(&a->output, &b->path);
+                        if (k) {
+                                set_error(ret_error,
+                                          "%s:%d: watch '%s': output %s is inside watched path "
+                                          "%s (line %d)%s; outputs would be picked up as uploads",
+                                          c->file, w->line, w->path, a->output.shown, b->path.shown,
+                                          o->line, how(k));
+                                goto done;
+                        }
+                        k = dir_within(&a->path, &b->output);
+                        if (k) {
+                                set_error(ret_error,
+                                          "%s:%d: watch '%s': watched path %s is inside output "
+                                          "%s of watch '%s' (line %d)%s; outputs would be picked "
+                                          "up as uploads",
+                                          c->file, w->line, w->path, a->path.shown, b->output.shown,
+                                          o->path, o->line, how(k));
+                                goto done;
+                        }
+                        k = j != i && o->recursive && !dir_same(&a->path, &b->path)
+                                ? dir_within(&a->path, &b->path)
+                                : DIR_APART;
+                        if (k) {
+                                set_error(ret_error,
+                                          "%s:%d: watch '%s': path %s is inside watch '%s' (line "
+                                          "%d)%s, which is recursive; files below it would belong "
+                                          "to both watches",
+                                          c->file, w->line, w->path, a->path.shown, o->path,
+                                          o->line, how(k));
+                                goto done;
+                        }
+                        if (!w->quarantine)
+                                continue;
+                        k = dir_within(&a->quarantine, &b->path);
+                        if (!k)
+                                k = dir_within(&b->path, &a->quarantine);
+                        if (k) {
+                                set_error(ret_error,
+                                          "%s:%d: watch '%s': quarantine %s overlaps watched path "
+                                          "%s (line %d)%s; quarantined files would be picked up "
+                                          "as uploads",
+                                          c->file, w->line, w->path, a->quarantine.shown,
+                                          b->path.shown, o->line, how(k));
+                                goto done;
+                        }
+                        k = dir_within(&a->quarantine, &b->output);
+                        if (k) {
+                                set_error(ret_error,
+                                          "%s:%d: watch '%s': quarantine %s is inside output %s "
+                                          "of watch '%s' (line %d)%s",
+                                          c->file, w->line, w->path, a->quarantine.shown,
+                                          b->output.shown, o->path, o->line, how(k));
+                                goto done;
+                        }
+                }
+                k = dir_within(&state, &a->path);
+                if (k) {
+                        if (c->state_dir_line > 0)
+                                set_error(ret_error,
+                                          "%s:%d: state_dir %s is inside watched path %s (line "
+                                          "%d)%s; the ledger's files would be picked up as uploads",
+                                          c->file, c->state_dir_line, state.shown, a->path.shown,
+                                          w->line, how(k));
+                        else
+                                set_error(ret_error,
+                                          "%s: state_dir %s is inside watched path %s (line %d)%s; "
+                                          "the ledger's files would be picked up as uploads",
+                                          c->file, state.shown, a->path.shown, w->line, how(k));
+                        goto done;
+                }
+        }
+        r = 0;
+done:
+        resolved_dir_done(&state);
+        resolved_watches_free(rw, c->n_watches);
+        return r;
+}
+
 int config_check_paths(const struct config *c, char **ret_error)
 {
         _cleanup_free_ char *socket_dir = NULL;
@@ -1935,6 +2267,18 @@ int config_check_paths(const struct config *c, char **ret_error)
         for (size_t i = 0; i < c->n_watches; i++) {
                 const struct watch_config *w = &c->watches[i];
 
+                /* The watcher opens its folders without following a last symbolic link
+                 * (O_NOFOLLOW, IN_DONT_FOLLOW), so such a watch would fail at start. */
+                if (lstat(w->path, &st) == 0 && S_ISLNK(st.st_mode)) {
+                        _cleanup_free_ char *target = realpath(w->path, NULL);
+
+                        set_error(ret_error,
+                                  "%s:%d: watch path %s is a symbolic link%s%s; imgd does not "
+                                  "follow it: write the directory it points to instead",
+                                  c->file, w->line, w->path, target ? " to " : "",
+                                  target ? target : "");
+                        return -ELOOP;
+                }
                 if (stat(w->path, &st) < 0)
                         r = negative_errno();
                 else
@@ -1945,6 +2289,11 @@ int config_check_paths(const struct config *c, char **ret_error)
                         return r;
                 }
         }
+
+        /* Before anything is created: an output made inside a watched tree would be seen. */
+        r = check_resolved_overlaps(c, ret_error);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < c->n_watches; i++) {
                 const struct watch_config *w = &c->watches[i];

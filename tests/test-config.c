@@ -16,7 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -653,13 +656,28 @@ static const struct bad_case bad_cases[] = {
           PIPE, -EINVAL, "output =", { "inside watched path /srv/in" } },
         { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
           " { path = \"/srv/x\";\n output = \"/srv/in/sub\"; pipeline = \"p\"; }\n);\n" PIPE,
-          -EINVAL, "/srv/in/sub", { "watch '/srv/x'", "inside watched path /srv/in" } },
+          -EINVAL, "/srv/in/sub", { "watch '/srv/x'", "inside watched path /srv/in (line 2)" } },
         { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
           " { path = \"/srv/out/up\"; output = \"/srv/o2\"; pipeline = \"p\"; }\n);\n" PIPE,
-          -EINVAL, "/srv/out/up", { "watch '/srv/out/up'", "inside output /srv/out" } },
+          -EINVAL, "/srv/out/up",
+          { "watch '/srv/out/up'", "inside output /srv/out of watch '/srv/in' (line 2)" } },
         { "watch = (\n { path = \"/srv/in/deep\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
           " { path = \"/srv\"; output = \"/var/o2\"; pipeline = \"p\"; }\n);\n" PIPE,
           -EINVAL, "/srv/out\"", { "watch '/srv/in/deep'", "inside watched path /srv" } },
+
+        /* Nested watches: the inner tree would belong to both when the outer one recurses. */
+        { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\";\n"
+          "   recursive = true; },\n"
+          " { path = \"/srv/in/sub\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
+          -EINVAL, "/srv/in/sub",
+          { "watch '/srv/in/sub': path is inside watch '/srv/in' (line 2), which is recursive" } },
+        { "watch = (\n { path = \"/srv/in/sub\"; output = \"/srv/out\"; pipeline = \"p\"; },\n"
+          " { path = \"/srv/in\"; output = \"/srv/out2\"; pipeline = \"p\";\n"
+          "   recursive = true; }\n);\n" PIPE,
+          -EINVAL, "/srv/in/sub", { "watch '/srv/in/sub'", "inside watch '/srv/in' (line 3)" } },
+        /* The ledger's files inside a watched tree. */
+        { "state_dir = \"/srv/in/.imgd\";\n" WATCH PIPE, -EINVAL, "state_dir",
+          { "state_dir /srv/in/.imgd is inside watched path /srv/in (line 2)" } },
 
         /* Pipelines. */
         { WATCH, -EINVAL, NULL, { "no pipelines" } },
@@ -903,12 +921,13 @@ static const struct bad_case bad_cases[] = {
           "   quarantine = \"/srv/in2/q\"; },\n"
           " { path = \"/srv/in2\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
           -EINVAL, "quarantine",
-          { "watch '/srv/in': quarantine /srv/in2/q overlaps watched path /srv/in2" } },
+          { "watch '/srv/in': quarantine /srv/in2/q overlaps watched path /srv/in2 (line 4)" } },
         { "watch = (\n { path = \"/srv/in\"; output = \"/srv/out\"; pipeline = \"p\";\n"
           "   quarantine = \"/srv/out2/q\"; },\n"
           " { path = \"/srv/in2\"; output = \"/srv/out2\"; pipeline = \"p\"; }\n);\n" PIPE,
           -EINVAL, "quarantine",
-          { "watch '/srv/in': quarantine /srv/out2/q is inside output /srv/out2" } },
+          { "watch '/srv/in': quarantine /srv/out2/q is inside output /srv/out2 of watch "
+            "'/srv/in2' (line 4)" } },
 };
 
 static void test_bad(void **state)
@@ -1138,6 +1157,387 @@ static void test_check_paths_watermark(void **state)
 }
 
 /* A path without a directory part (imgd -c imgd.conf) loads like any other. */
+/*
+ * A configuration with state_dir `state` (NULL: <tmp>/state), a socket below <tmp>, and the watch groups
+ * `watches` (each "  { ... },\n", the last comma dropped); caller frees.
+ */
+static char *overlap_text(const char *state, const char *watches)
+{
+        _cleanup_free_ char *list = strdup(watches);
+        char *comma;
+
+        assert_non_null(list);
+        comma = strrchr(list, ',');
+        assert_non_null(comma);
+        *comma = ' ';
+        if (state)
+                return path_join("state_dir = \"%s\";\n"
+                                 "socket = \"%s/run/imgd.sock\";\n"
+                                 "watch = (\n%s);\n" PIPE,
+                                 state, tmp, list);
+        return path_join("state_dir = \"%s/state\";\n"
+                         "socket = \"%s/run/imgd.sock\";\n"
+                         "watch = (\n%s);\n" PIPE,
+                         tmp, tmp, list);
+}
+
+/*
+ * Loads text (valid by name) and expects config_check_paths() to fail with err and a
+ * message starting "FILE:LINE: ", LINE being the line holding marker, that contains each of
+ * words.
+ */
+static void expect_paths_error(const char *text, int err, const char *marker,
+                               const char *const *words)
+{
+        _cleanup_free_ char *error = NULL, *prefix = NULL;
+        struct config *c = expect_ok(text);
+        int r;
+
+        r = config_check_paths(c, &error);
+        if (r != err || !error)
+                print_error("unexpected result %d (wanted %d) for:\n%s\nmessage: %s\n", r, err,
+                            text, error ? error : "(none)");
+        assert_int_equal(r, err);
+        assert_non_null(error);
+        prefix = path_join("%s:%u: ", c->file, line_of(text, marker));
+        if (strncmp(error, prefix, strlen(prefix)) != 0)
+                print_error("message \"%s\" does not start with \"%s\"\n", error, prefix);
+        assert_true(strncmp(error, prefix, strlen(prefix)) == 0);
+        for (const char *const *w = words; *w; w++) {
+                if (!strstr(error, *w))
+                        print_error("message \"%s\" lacks \"%s\"\n", error, *w);
+                assert_non_null(strstr(error, *w));
+        }
+        config_free(c);
+}
+
+/* Loads text and expects config_check_paths() to accept it. */
+static void expect_paths_ok(const char *text)
+{
+        _cleanup_free_ char *error = NULL;
+        struct config *c = expect_ok(text);
+        int r;
+
+        r = config_check_paths(c, &error);
+        if (r < 0)
+                print_error("unexpected error %d: %s\nfor:\n%s\n", r, error ? error : "(none)",
+                            text);
+        assert_int_equal(r, 0);
+        config_free(c);
+}
+
+/*
+ * Overlaps that only the file system shows: an output, a quarantine folder or the state
+ * directory reached through a symbolic link into a watched tree, two watches of one folder
+ * under two names, a watch inside a recursive one through a link. Each is refused by
+ * config_check_paths() (what --check-config, start-up and a reload run) with the line of the
+ * watch at fault, the other watch and its line, and the resolved path; nothing is created
+ * inside the watched tree. A watch path that is itself a symbolic link is refused with its
+ * target. Names that only share a prefix (up, up2) and a watch inside a non-recursive one
+ * are accepted.
+ */
+static void test_check_paths_overlap(void **state)
+{
+        _cleanup_free_ char *b = path_join("%s/ov", tmp), *up = NULL, *up2 = NULL;
+        _cleanup_free_ char *link_up = NULL, *link_b = NULL, *sub = NULL, *link_sub = NULL;
+        _cleanup_free_ char *dangling = NULL;
+        char *text, *w, *created;
+
+        assert_int_equal(mkdir(b, 0755), 0);
+        up = path_join("%s/up", b);
+        up2 = path_join("%s/up2", b);
+        sub = path_join("%s/up/sub", b);
+        link_up = path_join("%s/link-up", b);   /* -> up */
+        link_b = path_join("%s/link-b", b);     /* -> b */
+        link_sub = path_join("%s/link-sub", b); /* -> up/sub */
+        dangling = path_join("%s/dangling", b); /* -> up/nothing */
+        assert_int_equal(mkdir(up, 0755), 0);
+        assert_int_equal(mkdir(up2, 0755), 0);
+        assert_int_equal(mkdir(sub, 0755), 0);
+        assert_int_equal(symlink(up, link_up), 0);
+        assert_int_equal(symlink(b, link_b), 0);
+        assert_int_equal(symlink(sub, link_sub), 0);
+        assert_int_equal(symlink("up/nothing", dangling), 0);
+
+        /* An output through a link into the watched tree, not there yet: refused, and not
+         * created (a reload would otherwise make it inside the running watch). */
+        w = path_join("  { path = \"%s/up\"; output = \"%s/link-up/out\"; pipeline = \"p\"; },\n",
+                      b, b);
+        text = overlap_text(NULL, w);
+        {
+                _cleanup_free_ char *m1 = path_join("output %s/link-up/out (resolved: %s/up/out)",
+                                                    b, b);
+                _cleanup_free_ char *m2 = path_join("inside watched path %s/up (line 4)", b);
+                const char *const words[] = { m1, m2, "picked up as uploads", NULL };
+
+                expect_paths_error(text, -EINVAL, "link-up/out", words);
+        }
+        created = path_join("%s/out", up);
+        assert_false(exists(created));
+        free(created);
+        free(text);
+        free(w);
+
+        /* An output that is a link to an existing folder in the tree, in another watch. */
+        w = path_join("  { path = \"%s/up2\"; output = \"%s/o2\"; pipeline = \"p\"; },\n"
+                      "  { path = \"%s/up\"; output = \"%s/o1\"; pipeline = \"p\";\n"
+                      "    recursive = true; },\n"
+                      "  { path = \"%s/x\"; output = \"%s/link-sub\"; pipeline = \"p\"; },\n",
+                      b, b, b, b, tmp, b);
+        text = overlap_text(NULL, w);
+        {
+                _cleanup_free_ char *m1 = path_join("watch '%s/x': output %s/link-sub "
+                                                    "(resolved: %s)",
+                                                    tmp, b, sub);
+                _cleanup_free_ char *m2 = path_join("inside watched path %s/up (line 5)", b);
+                const char *const words[] = { m1, m2, NULL };
+                _cleanup_free_ char *x = path_join("%s/x", tmp);
+
+                assert_int_equal(mkdir(x, 0755), 0);
+                expect_paths_error(text, -EINVAL, "link-sub", words);
+        }
+        free(text);
+        free(w);
+
+        /* A dangling link as output: said so, not "No such file". */
+        w = path_join("  { path = \"%s/up2\"; output = \"%s/dangling/o\"; pipeline = \"p\"; },\n",
+                      b, b);
+        text = overlap_text(NULL, w);
+        {
+                _cleanup_free_ char *m1 = path_join("output %s/dangling/o: a symbolic link", b);
+                const char *const words[] = { m1, "points to nothing", NULL };
+
+                expect_paths_error(text, -ENOLINK, "dangling", words);
+        }
+        free(text);
+        free(w);
+
+        /* A watch path that is a symbolic link: refused with its target (the watcher does not
+         * follow it, and start-up would fail with "Not a directory"). */
+        w = path_join("  { path = \"%s/link-up\"; output = \"%s/o1\"; pipeline = \"p\"; },\n", b,
+                      b);
+        text = overlap_text(NULL, w);
+        {
+                _cleanup_free_ char *m1 = path_join("watch path %s/link-up is a symbolic link "
+                                                    "to %s",
+                                                    b, up);
+                const char *const words[] = { m1, "write the directory it points to", NULL };
+
+                expect_paths_error(text, -ELOOP, "link-up", words);
+        }
+        free(text);
+        free(w);
+
+        /* One folder watched under two names (a link higher up in one of them). */
+        w = path_join("  { path = \"%s/up\"; output = \"%s/o1\"; pipeline = \"p\"; },\n"
+                      "  { path = \"%s/link-b/up\"; output = \"%s/o2\"; pipeline = \"p\"; },\n",
+                      b, b, b, b);
+        text = overlap_text(NULL, w);
+        {
+                _cleanup_free_ char *m1 = path_join("watch '%s/link-b/up': path %s/link-b/up "
+                                                    "(resolved: %s) is the same directory as "
+                                                    "watch '%s' (line 4)",
+                                                    b, b, up, up);
+                const char *const words[] = { m1, NULL };
+
+                expect_paths_error(text, -EINVAL, "link-b/up", words);
+        }
+        free(text);
+        free(w);
+
+        /* A watch inside a recursive watch, through a link: named with both lines. */
+        w = path_join("  { path = \"%s/link-b/up/sub\"; output = \"%s/o2\"; pipeline = \"p\"; },\n"
+                      "  { path = \"%s/up\"; output = \"%s/o1\"; pipeline = \"p\";\n"
+                      "    recursive = true; },\n",
+                      b, b, b, b);
+        text = overlap_text(NULL, w);
+        {
+                _cleanup_free_ char *m1 = path_join("watch '%s/link-b/up/sub': path "
+                                                    "%s/link-b/up/sub (resolved: %s) is inside "
+                                                    "watch '%s' (line 5), which is recursive",
+                                                    b, b, sub, up);
+                const char *const words[] = { m1, "belong to both watches", NULL };
+
+                expect_paths_error(text, -EINVAL, "link-b/up/sub", words);
+        }
+        free(text);
+        free(w);
+
+        /* A quarantine folder through a link into a watched tree. */
+        w = path_join("  { path = \"%s/up2\"; output = \"%s/o2\"; pipeline = \"p\";\n"
+                      "    quarantine = \"%s/link-up/dead\"; },\n"
+                      "  { path = \"%s/up\"; output = \"%s/o1\"; pipeline = \"p\"; },\n",
+                      b, b, b, b, b);
+        text = overlap_text(NULL, w);
+        {
+                _cleanup_free_ char *m1 = path_join("watch '%s': quarantine %s/link-up/dead "
+                                                    "(resolved: %s/dead) overlaps watched path "
+                                                    "%s (line 6)",
+                                                    up2, b, up, up);
+                const char *const words[] = { m1, NULL };
+
+                expect_paths_error(text, -EINVAL, "{ path", words);
+        }
+        free(text);
+        free(w);
+
+        /* The state directory through a link into a watched tree: its own line; not made. */
+        w = path_join("  { path = \"%s/up\"; output = \"%s/o1\"; pipeline = \"p\"; },\n", b, b);
+        {
+                _cleanup_free_ char *st = path_join("%s/link-up/state", b);
+                _cleanup_free_ char *m1 = path_join("state_dir %s (resolved: %s/state) is inside "
+                                                    "watched path %s (line 4)",
+                                                    st, up, up);
+                const char *const words[] = { m1, "ledger", NULL };
+
+                text = overlap_text(st, w);
+                expect_paths_error(text, -EINVAL, "state_dir", words);
+        }
+        created = path_join("%s/state", up);
+        assert_false(exists(created));
+        free(created);
+        free(text);
+        free(w);
+
+        /* Accepted: names that share a prefix (up, up2, and up2's output up2-out next to
+         * them), links higher up in a watch path, a watch inside a non-recursive one. */
+        w = path_join("  { path = \"%s/up\"; output = \"%s/up2-out\"; pipeline = \"p\";\n"
+                      "    recursive = true; quarantine = \"%s/up-dead\"; },\n"
+                      "  { path = \"%s/link-b/up2\"; output = \"%s/up-out\"; pipeline = \"p\";\n"
+                      "    recursive = true; },\n",
+                      b, b, b, b, b);
+        {
+                _cleanup_free_ char *st = path_join("%s/up-state", b);
+
+                text = overlap_text(st, w);
+                expect_paths_ok(text);
+                assert_true(is_dir(st));
+        }
+        free(text);
+        free(w);
+        w = path_join("  { path = \"%s/up\"; output = \"%s/o1\"; pipeline = \"p\"; },\n"
+                      "  { path = \"%s/link-b/up/sub\"; output = \"%s/o2\"; pipeline = \"p\";\n"
+                      "    recursive = true; },\n",
+                      b, b, b, b);
+        text = overlap_text(NULL, w);
+        expect_paths_ok(text);
+        free(text);
+        free(w);
+}
+
+/*
+ * In a child process with its own mount namespace (skipped where one cannot be had): binds
+ * `source` onto `target` and runs config_check_paths() on each of cfgs, expecting -EINVAL
+ * and a message with each of its words. Returns the child's exit status: 0 when all were as
+ * expected, 77 when the namespace or the mount could not be made, 1 otherwise (the reason on
+ * stderr).
+ */
+static int check_paths_with_bind(const char *source, const char *target, struct config **cfgs,
+                                 const char *const (*words)[4], size_t n)
+{
+        int status;
+        pid_t pid = fork();
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                if (unshare(CLONE_NEWNS) < 0) {
+                        /* Not root: a user namespace of our own, mapped to our ids. */
+                        uid_t uid = getuid();
+                        gid_t gid = getgid();
+                        char map[64];
+                        int fd;
+
+                        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+                                _exit(77);
+                        fd = open("/proc/self/setgroups", O_WRONLY | O_CLOEXEC);
+                        if (fd >= 0) {
+                                (void)!write(fd, "deny", 4);
+                                close(fd);
+                        }
+                        snprintf(map, sizeof map, "%u %u 1", (unsigned)uid, (unsigned)uid);
+                        fd = open("/proc/self/uid_map", O_WRONLY | O_CLOEXEC);
+                        if (fd < 0 || write(fd, map, strlen(map)) < 0)
+                                _exit(77);
+                        close(fd);
+                        snprintf(map, sizeof map, "%u %u 1", (unsigned)gid, (unsigned)gid);
+                        fd = open("/proc/self/gid_map", O_WRONLY | O_CLOEXEC);
+                        if (fd < 0 || write(fd, map, strlen(map)) < 0)
+                                _exit(77);
+                        close(fd);
+                }
+                /* Nothing done here may reach the namespace the tests run in. */
+                if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+                    mount(source, target, NULL, MS_BIND, NULL) < 0)
+                        _exit(77);
+                for (size_t i = 0; i < n; i++) {
+                        char *error = NULL;
+                        int r = config_check_paths(cfgs[i], &error);
+
+                        if (r != -EINVAL || !error) {
+                                fprintf(stderr, "case %zu: %d, wanted -EINVAL: %s\n", i, r,
+                                        error ? error : "(none)");
+                                _exit(1);
+                        }
+                        for (size_t k = 0; k < 4 && words[i][k]; k++)
+                                if (!strstr(error, words[i][k])) {
+                                        fprintf(stderr, "case %zu: \"%s\" lacks \"%s\"\n", i,
+                                                error, words[i][k]);
+                                        _exit(1);
+                                }
+                        free(error);
+                }
+                _exit(0);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        return WEXITSTATUS(status);
+}
+
+/*
+ * A bind mount of a watched folder is the same folder under another name, which no
+ * resolving of symbolic links shows: an output below the bind and a second watch of it are
+ * found by device and inode, and refused with the line of the watch.
+ */
+static void test_check_paths_bind_mount(void **state)
+{
+        _cleanup_free_ char *b = path_join("%s/bind", tmp), *up = NULL, *alias = NULL;
+        _cleanup_free_ char *w1 = NULL, *w2 = NULL, *t1 = NULL, *t2 = NULL, *m1 = NULL;
+        _cleanup_free_ char *m2 = NULL, *created = NULL;
+        struct config *cfgs[2];
+        int r;
+
+        up = path_join("%s/up", b);
+        alias = path_join("%s/alias", b);
+        assert_int_equal(mkdir(b, 0755), 0);
+        assert_int_equal(mkdir(up, 0755), 0);
+        assert_int_equal(mkdir(alias, 0755), 0);
+
+        w1 = path_join("  { path = \"%s\"; output = \"%s/out\"; pipeline = \"p\"; },\n", up,
+                       alias);
+        w2 = path_join("  { path = \"%s\"; output = \"%s/o1\"; pipeline = \"p\"; },\n"
+                       "  { path = \"%s\"; output = \"%s/o2\"; pipeline = \"p\"; },\n",
+                       up, b, alias, b);
+        t1 = overlap_text(NULL, w1);
+        t2 = overlap_text(NULL, w2);
+        m1 = path_join("%s:4: watch '%s': output %s/out is inside watched path %s (line 4)",
+                       tmp, up, alias, up);
+        m2 = path_join("%s:5: watch '%s': path %s is the same directory as watch '%s' (line 4)",
+                       tmp, alias, alias, up);
+        const char *const words[2][4] = { { m1 + strlen(tmp) + 1, "device and inode", NULL },
+                                          { m2 + strlen(tmp) + 1, "device and inode", NULL } };
+
+        cfgs[0] = expect_ok(t1);
+        cfgs[1] = expect_ok(t2);
+        r = check_paths_with_bind(up, alias, cfgs, words, 2);
+        config_free(cfgs[0]);
+        config_free(cfgs[1]);
+        if (r == 77)
+                skip();
+        assert_int_equal(r, 0);
+        created = path_join("%s/out", up);
+        assert_false(exists(created));
+}
+
 static void test_relative_path(void **state)
 {
         _cleanup_free_ char *path = write_conf("relative.conf", WATCH PIPE);
@@ -1232,6 +1632,8 @@ int main(void)
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_check_paths),
                 cmocka_unit_test(test_check_paths_watermark),
+                cmocka_unit_test(test_check_paths_overlap),
+                cmocka_unit_test(test_check_paths_bind_mount),
                 cmocka_unit_test(test_relative_path),
                 cmocka_unit_test(test_example_conf),
         };

@@ -2,8 +2,9 @@
 /*
  * test-lifecycle.c - imgd as a service: the real daemon with a real NOTIFY_SOCKET (a
  * datagram socket this test listens on), checking the sd_notify messages and their order;
- * SIGHUP with a good and with a bad configuration; SIGTERM while busy; a second imgd on the
- * same state directory or socket refused before it touches anything (issue 20).
+ * SIGHUP with a good and with a bad configuration, and with one whose output is inside the
+ * watched tree through a symbolic link; SIGTERM while busy; a second imgd on the same state
+ * directory or socket refused before it touches anything (issue 20).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -167,6 +168,61 @@ static void test_reload(void **state)
         free(good);
         free(second);
         free(second_out);
+        tu_daemon_cleanup(&d);
+}
+
+/*
+ * An output reached through a symbolic link into the watched tree: --check-config refuses
+ * it, and so does a SIGHUP, naming the resolved path, with the running configuration kept:
+ * a new upload is published to the old output and nothing is written inside the watched
+ * tree (where outputs would come back as uploads, over and over).
+ */
+static void test_reload_overlap(void **state)
+{
+        struct tu_daemon d;
+        char *link, *conf, *p, *inside, *out = NULL;
+        bool rejected = false;
+        int r;
+
+        tu_daemon_setup(&d, PIPE_1, 1, NULL);
+        tu_daemon_start(&d);
+        link = tu_path("%s/link-up", d.root);
+        assert_int_equal(symlink(d.uploads, link), 0);
+        conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
+                       "watch = ( { path = \"%s\"; output = \"%s/out\"; pipeline = \"p\";\n"
+                       "            recursive = true; } );\n"
+                       "pipelines = { p = %s; };\n",
+                       d.state, d.socket, d.uploads, link, PIPE_1);
+        tu_write_file(d.config, conf, (size_t)-1);
+
+        r = tu_run(&out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", d.config, NULL);
+        if (r == 0 || !strstr(out, "inside watched path") || !strstr(out, "resolved:"))
+                fail_msg("--check-config accepted an output inside the watch (%d): %s", r, out);
+        free(out);
+
+        kill(d.pid, SIGHUP);
+        for (int waited = 0; waited < 20000 && !rejected; waited += 50) {
+                rejected = tu_log_contains(&d, "reload rejected");
+                if (!rejected)
+                        usleep(50 * 1000);
+        }
+        if (!rejected || !tu_log_contains(&d, "inside watched path"))
+                fail_msg("the reload was not rejected:\n%s", (char *)tu_read_file(d.log, NULL));
+
+        p = tu_path("%s/after.jpg", d.uploads);
+        tu_make_image(p, 200, 200, "jpeg", false);
+        free(p);
+        tu_daemon_wait_idle(&d, 30);
+        p = tu_path("%s/after_s.webp", d.media);
+        assert_true(tu_image_props(p, NULL, NULL, NULL, 0, NULL, NULL));
+        free(p);
+        inside = tu_path("%s/out", d.uploads);
+        assert_int_equal(access(inside, F_OK), -1);
+        assert_int_equal(tu_count_files(d.uploads, "*"), 1);
+
+        free(inside);
+        free(conf);
+        free(link);
         tu_daemon_cleanup(&d);
 }
 
@@ -612,13 +668,14 @@ static void test_second_instance_same_socket_refused(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_notify_sequence),
-            cmocka_unit_test(test_reload),
-            cmocka_unit_test(test_sigterm_while_busy),
-            cmocka_unit_test(test_journal_fields),
-            cmocka_unit_test(test_alerts),
-            cmocka_unit_test(test_second_instance_refused),
-            cmocka_unit_test(test_second_instance_same_socket_refused),
+                cmocka_unit_test(test_notify_sequence),
+                cmocka_unit_test(test_reload),
+                cmocka_unit_test(test_reload_overlap),
+                cmocka_unit_test(test_sigterm_while_busy),
+                cmocka_unit_test(test_journal_fields),
+                cmocka_unit_test(test_alerts),
+                cmocka_unit_test(test_second_instance_refused),
+                cmocka_unit_test(test_second_instance_same_socket_refused),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

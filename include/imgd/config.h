@@ -71,6 +71,7 @@ struct config_retry {
 struct config {
         char *file; /* the file it was loaded from */
         char *state_dir;
+        int state_dir_line; /* where state_dir was set, for messages; 0: the default */
         char *socket;
         unsigned workers; /* default: number of CPUs */
         struct watch_config *watches;
@@ -97,12 +98,24 @@ int config_load(const char *path, struct config **ret, char **ret_error);
 struct config *config_free(struct config *c);
 
 /*
- * Checks the paths of a loaded configuration: each watched path exists and is a directory,
- * each output directory exists or can be created and is writable, the state directory can
- * be created, each watermark image is a readable regular file of at most
- * VARIANT_WATERMARK_FILE_MAX bytes whose content is a supported image format. Creates missing
- * output and state directories. Returns 0, or a negative errno with "FILE:LINE: path: cause"
- * (or "FILE: pipeline 'p': variant 'v': watermark image PATH: cause") in *ret_error.
+ * Checks the paths of a loaded configuration: each watched path exists and is a directory
+ * that is not itself a symbolic link (-ELOOP), each output directory exists or can be created
+ * and is writable, the state directory can be created, each watermark image is a readable
+ * regular file of at most VARIANT_WATERMARK_FILE_MAX bytes whose content is a supported image
+ * format.
+ *
+ * Before creating anything it compares the directories as the file system has them, not as
+ * written: symbolic links resolved, and each directory's device and inode (so a bind mount is
+ * the same directory as its source). A path that does not exist yet counts as its nearest
+ * existing ancestor, resolved, plus the rest. It refuses (-EINVAL) what config_load() refuses
+ * by name, when only the resolved paths show it: an output, a quarantine folder or the state
+ * directory inside a watched path, a watched path inside an output, a quarantine folder inside
+ * an output or containing a watched path, two watches of one directory, and a watched path
+ * inside a recursive watch.
+ *
+ * Creates missing output and state directories. Returns 0, or a negative errno with
+ * "FILE:LINE: path: cause" (or "FILE: pipeline 'p': variant 'v': watermark image PATH:
+ * cause") in *ret_error.
  */
 int config_check_paths(const struct config *c, char **ret_error);
 
