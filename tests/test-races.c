@@ -4,6 +4,8 @@
  * workers, real files and real signals (SIGSTOP/SIGCONT of the daemon and of its workers
  * hold a job in flight, or a result and a timeout back, at exactly the moment a race needs):
  *
+ * - a job superseded by a new upload of its path fails: the new upload is neither
+ *   quarantined nor lost, and is processed; the old job ends cancelled, not dead;
  * - a daemon stopped past the job timeout while jobs run: the results that arrived meanwhile
  *   win over the overdue timeouts, and no worker being killed is handed the next job.
  */
@@ -78,6 +80,22 @@ static void wait_count(struct tu_daemon *d, const char *state, json_int_t want, 
                  (long long)want);
 }
 
+/* The jobs of `source` (newest first), from `imgctl jobs --json`; caller decrefs. */
+static json_t *jobs_of(struct tu_daemon *d, const char *source)
+{
+        json_t *all = imgctl_json(d, "jobs", "--limit", "1000");
+        json_t *mine = json_array(), *job;
+        size_t i;
+
+        json_array_foreach(json_object_get(all, "jobs"), i, job)
+        {
+                if (strcmp(json_string_value(json_object_get(job, "source")), source) == 0)
+                        json_array_append(mine, job);
+        }
+        json_decref(all);
+        return mine;
+}
+
 static const char *job_state(const json_t *job)
 {
         return json_string_value(json_object_get(job, "state"));
@@ -88,6 +106,129 @@ static void move(const char *from, const char *to)
 {
         if (rename(from, to) != 0)
                 fail_msg("rename %s -> %s: %m", from, to);
+}
+
+static bool exists(const char *path)
+{
+        struct stat st;
+
+        return lstat(path, &st) == 0;
+}
+
+/* The daemon's one worker, once it is idle (ready for a job). */
+static pid_t the_worker(struct tu_daemon *d)
+{
+        pid_t pids[4];
+
+        for (int waited = 0; waited <= 20000; waited += 50) {
+                if (status_int(d, "workers", "idle") == 1 && tu_daemon_children(d, pids, 4) == 1)
+                        return pids[0];
+                usleep(50 * 1000);
+        }
+        fail_msg("the worker did not become idle");
+        return 0;
+}
+
+/* A file that starts like a PNG and is not one: it fails in the decoder, for good. */
+static void write_corrupt_png(const char *path)
+{
+        static const char png[] = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x10\0\0\0\x10\0\x08\x06"
+                                  "\0\0\0 and then nothing a decoder could use";
+
+        tu_write_file(path, png, sizeof png - 1);
+}
+
+/* ---- a superseded job's failure -------------------------------------------------------- */
+
+/*
+ * A corrupt PNG is uploaded and its job handed to the worker, which is held with SIGSTOP so
+ * that the job stays in flight; meanwhile a good image is moved over it. The old job's
+ * failure must not move the good file to quarantine (nor retry or kill anything for it):
+ * the good file stays and is processed, and the old job ends cancelled as superseded.
+ *
+ * With `daemon_stopped`, the daemon is stopped too while the good file arrives and the
+ * worker fails, so that the old job's failure may be handled before the daemon has taken in
+ * the new upload (the worker's result and the watch event wait in the same loop turn, in
+ * either order): the file there is not the job's, and stays.
+ */
+static void superseded_failure(bool daemon_stopped)
+{
+        struct tu_daemon d;
+        char *quarantine, *conf, *bad, *good, *source, *held, *output;
+        json_t *jobs, *newest, *oldest;
+        pid_t worker;
+
+        tu_daemon_setup(&d, ONE_VARIANT, 1, NULL);
+        quarantine = tu_path("%s/quarantine", d.root);
+        conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
+                       "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
+                       "recursive = true; quarantine = \"%s\"; } );\n"
+                       "pipelines = { p = %s; };\n",
+                       d.state, d.socket, d.uploads, d.media, quarantine, ONE_VARIANT);
+        tu_write_file(d.config, conf, (size_t)-1);
+        free(conf);
+        tu_daemon_start(&d);
+        bad = tu_path("%s/bad.png", d.root);
+        good = tu_path("%s/good.png", d.root);
+        source = tu_path("%s/photo.png", d.uploads);
+        held = tu_path("%s/photo.png", quarantine);
+        output = tu_path("%s/photo_s.webp", d.media);
+
+        worker = the_worker(&d);
+        assert_int_equal(kill(worker, SIGSTOP), 0);
+        write_corrupt_png(bad);
+        tu_make_image(good, 300, 200, "png", false);
+        move(bad, source);
+        wait_count(&d, "running", 1, 20000); /* on the stopped worker */
+        if (!daemon_stopped) {
+                move(good, source);
+                wait_count(&d, "queued", 1, 20000); /* the new upload's job */
+                assert_int_equal(kill(worker, SIGCONT), 0);
+        } else {
+                assert_int_equal(kill(d.pid, SIGSTOP), 0);
+                move(good, source);
+                assert_int_equal(kill(worker, SIGCONT), 0);
+                usleep(500 * 1000); /* the worker's failure is in the socket */
+                assert_int_equal(kill(d.pid, SIGCONT), 0);
+        }
+        tu_daemon_wait_idle(&d, 60);
+
+        if (!exists(source) || exists(held))
+                fail_msg("the new upload %s was %s", source, exists(held) ? "quarantined" : "lost");
+        assert_true(exists(output));
+        jobs = jobs_of(&d, source);
+        assert_int_equal(json_array_size(jobs), 2);
+        newest = json_array_get(jobs, 0);
+        oldest = json_array_get(jobs, 1);
+        assert_string_equal(job_state(newest), "done");
+        assert_int_equal(json_integer_value(json_object_get(newest, "attempts")), 1);
+        if (!daemon_stopped) {
+                /* Superseded when it failed: cancelled, with why. */
+                assert_string_equal(job_state(oldest), "cancelled");
+                assert_non_null(
+                    strstr(json_string_value(json_object_get(oldest, "error")), "superseded"));
+        }
+        json_decref(jobs);
+        assert_int_equal(tu_count_files(quarantine, "*"), 0);
+        free(bad);
+        free(good);
+        free(source);
+        free(held);
+        free(output);
+        free(quarantine);
+        tu_daemon_cleanup(&d);
+}
+
+static void test_superseded_failure(void **state)
+{
+        (void)state;
+        superseded_failure(false);
+}
+
+static void test_superseded_failure_daemon_stopped(void **state)
+{
+        (void)state;
+        superseded_failure(true);
 }
 
 /* ---- a stopped daemon's overdue timeouts ----------------------------------------------- */
@@ -164,6 +305,8 @@ static void test_stopped_past_timeout(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_superseded_failure),
+            cmocka_unit_test(test_superseded_failure_daemon_stopped),
             cmocka_unit_test(test_stopped_past_timeout),
         };
 
