@@ -6,6 +6,9 @@
  *
  * - a job superseded by a new upload of its path fails: the new upload is neither
  *   quarantined nor lost, and is processed; the old job ends cancelled, not dead;
+ * - content whose job was cancelled (moved away while queued, then moved back; cancelled by
+ *   an operator) is processed when it comes back: by its watch event, by `imgctl enqueue`,
+ *   by the scan at the next start;
  * - a daemon stopped past the job timeout while jobs run: the results that arrived meanwhile
  *   win over the overdue timeouts, and no worker being killed is handed the next job.
  */
@@ -231,6 +234,136 @@ static void test_superseded_failure_daemon_stopped(void **state)
         superseded_failure(true);
 }
 
+/* ---- cancelled content coming back ----------------------------------------------------- */
+
+/* An image made beside the watched tree, then renamed into it (one IN_MOVED_TO). */
+static char *drop_image(struct tu_daemon *d, const char *name)
+{
+        char *tmp = tu_path("%s/%s", d->root, name);
+        char *dest = tu_path("%s/%s", d->uploads, name);
+
+        tu_make_image(tmp, 300, 200, "jpeg", false);
+        move(tmp, dest);
+        free(tmp);
+        return dest;
+}
+
+/* Pauses the daemon's intake and queues one image `name` in it; returns the path
+ * of the upload (caller frees). */
+static char *queue_paused(struct tu_daemon *d, const char *name)
+{
+        char *src;
+
+        json_decref(imgctl_json(d, "pause", NULL, NULL));
+        src = drop_image(d, name);
+        wait_count(d, "queued", 1, 20000);
+        return src;
+}
+
+/*
+ * A job is queued (intake paused), its file moved away: the job is cancelled when claimed
+ * ("source removed before processing"). The same file moved back while imgd runs is
+ * processed. A cancelled job cannot be retried: the answer says to enqueue its file.
+ */
+static void test_cancelled_then_moved_back(void **state)
+{
+        struct tu_daemon d;
+        char *out = NULL, *away, *src, *output, ids[32];
+        json_t *jobs;
+
+        (void)state;
+        tu_daemon_setup(&d, ONE_VARIANT, 1, NULL);
+        tu_daemon_start(&d);
+        src = queue_paused(&d, "a.jpg");
+        away = tu_path("%s/a.jpg", d.root);
+        move(src, away);
+        json_decref(imgctl_json(&d, "resume", NULL, NULL));
+        wait_count(&d, "cancelled", 1, 20000);
+        tu_daemon_wait_idle(&d, 30);
+        move(away, src);
+        tu_daemon_wait_idle(&d, 60);
+
+        assert_int_equal(count_state(&d, "done"), 1);
+        output = tu_path("%s/a_s.webp", d.media);
+        assert_true(exists(output));
+        jobs = jobs_of(&d, src);
+        assert_int_equal(json_array_size(jobs), 2);
+        assert_string_equal(job_state(json_array_get(jobs, 0)), "done");
+        assert_string_equal(job_state(json_array_get(jobs, 1)), "cancelled");
+
+        snprintf(ids, sizeof ids, "%lld",
+                 (long long)json_integer_value(json_object_get(json_array_get(jobs, 1), "id")));
+        assert_int_equal(tu_imgctl(&d, &out, "retry", ids, NULL), 1);
+        if (!out || !strstr(out, "is cancelled") || !strstr(out, "imgctl enqueue"))
+                fail_msg("retry of a cancelled job: %s", out ? out : "");
+        free(out);
+        json_decref(jobs);
+        free(output);
+        free(away);
+        free(src);
+        tu_daemon_cleanup(&d);
+}
+
+/* Cancelled by the operator, enqueued by the operator: a new job, processed. */
+static void test_cancelled_then_enqueued(void **state)
+{
+        struct tu_daemon d;
+        char *src, ids[32];
+        json_t *jobs, *r;
+
+        (void)state;
+        tu_daemon_setup(&d, ONE_VARIANT, 1, NULL);
+        tu_daemon_start(&d);
+        src = queue_paused(&d, "b.jpg");
+        jobs = jobs_of(&d, src);
+        snprintf(ids, sizeof ids, "%lld",
+                 (long long)json_integer_value(json_object_get(json_array_get(jobs, 0), "id")));
+        json_decref(jobs);
+        assert_int_equal(tu_imgctl(&d, NULL, "cancel", ids, NULL), 0);
+
+        r = imgctl_json(&d, "enqueue", src, NULL);
+        if (!json_is_true(json_object_get(r, "created")))
+                fail_msg("enqueue of content whose job was cancelled created no job: %s",
+                         json_dumps(r, JSON_COMPACT));
+        json_decref(r);
+        json_decref(imgctl_json(&d, "resume", NULL, NULL));
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(count_state(&d, "done"), 1);
+        free(src);
+        tu_daemon_cleanup(&d);
+}
+
+/* Queued, moved away while imgd is down and cancelled at the next start (its file gone),
+ * moved back while imgd is down again: the scan at start takes it in. */
+static void test_cancelled_then_restart(void **state)
+{
+        struct tu_daemon d;
+        char *src, *away, *output;
+
+        (void)state;
+        tu_daemon_setup(&d, ONE_VARIANT, 1, NULL);
+        tu_daemon_start(&d);
+        src = queue_paused(&d, "c.jpg");
+        tu_daemon_stop(&d, SIGTERM);
+        away = tu_path("%s/c.jpg", d.root);
+        move(src, away);
+        tu_daemon_start(&d); /* not paused: claims the job, finds its file gone */
+        wait_count(&d, "cancelled", 1, 20000);
+        tu_daemon_wait_idle(&d, 30);
+        tu_daemon_stop(&d, SIGTERM);
+        move(away, src);
+        tu_daemon_start(&d);
+        tu_daemon_wait_idle(&d, 60);
+
+        assert_int_equal(count_state(&d, "done"), 1);
+        output = tu_path("%s/c_s.webp", d.media);
+        assert_true(exists(output));
+        free(output);
+        free(away);
+        free(src);
+        tu_daemon_cleanup(&d);
+}
+
 /* ---- a stopped daemon's overdue timeouts ----------------------------------------------- */
 
 /*
@@ -307,6 +440,9 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_superseded_failure),
             cmocka_unit_test(test_superseded_failure_daemon_stopped),
+            cmocka_unit_test(test_cancelled_then_moved_back),
+            cmocka_unit_test(test_cancelled_then_enqueued),
+            cmocka_unit_test(test_cancelled_then_restart),
             cmocka_unit_test(test_stopped_past_timeout),
         };
 
