@@ -578,6 +578,25 @@ static json_t *job_event_json(const struct job *j)
                          "attempts", (json_int_t)j->attempts);
 }
 
+/*
+ * The refusal to retry cancelled job `id`. A cancelled job stays cancelled: it may have been
+ * superseded by newer content, or its file may be gone. Its file, if it is still there, is
+ * enqueued instead, which makes a new job of its current content (a cancelled job does not
+ * count as known). Returns -ESTALE (or the ledger's error) with the message in *ret_error.
+ */
+static int cancelled_not_retried(struct api_context *ctx, int64_t id, char **ret_error)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+        int r = ledger_get(ctx->ledger, id, &d);
+
+        if (r < 0)
+                return ledger_failure(ctx, r, "cannot read the job", ret_error);
+        return api_error(ret_error, -ESTALE,
+                         "job %" PRId64 " is cancelled; only dead jobs can be retried (to "
+                         "process its file again: imgctl enqueue %s)",
+                         id, r > 0 && d->job.source_path ? d->job.source_path : "PATH");
+}
+
 static int api_retry(struct api_context *ctx, const json_t *request, json_t **ret_result,
                      char **ret_error)
 {
@@ -605,6 +624,8 @@ static int api_retry(struct api_context *ctx, const json_t *request, json_t **re
                 state = job_state_of(ctx, id, ret_error);
                 if (state < 0)
                         return state;
+                if (state == JOB_CANCELLED)
+                        return cancelled_not_retried(ctx, id, ret_error);
                 if (state != JOB_DEAD)
                         return api_error(ret_error, -ESTALE,
                                          "job %" PRId64 " is %s; only dead jobs can be retried",

@@ -671,14 +671,16 @@ static const char help_wait[] =
 static const char help_retry[] =
         "    Put dead job JOB back in the queue, or with --dead every dead job. Its\n"
         "    attempts start again from 0; the errors of earlier attempts stay in its\n"
-        "    history (see show).\n"
+        "    history (see show). A cancelled job is refused: enqueue its file instead.\n"
         "\n"
         "    --dead    retry every dead job and print how many\n"
         "    --json    print the daemon's answer as indented JSON instead\n";
 
 static const char help_cancel[] =
         "    Cancel job JOB, which must be queued, waiting for a retry or dead; a running\n"
-        "    job cannot be cancelled (it publishes nothing until it is done).\n"
+        "    job cannot be cancelled (it publishes nothing until it is done). Its file\n"
+        "    is not ignored: an event on it, enqueue or the next start's scan makes a\n"
+        "    new job while it stays in the upload folder.\n"
         "\n"
         "    --json    print the daemon's answer as indented JSON instead\n";
 
@@ -709,7 +711,8 @@ static const char help_enqueue[] =
         "    and linked in with linkat(), some network file systems).\n"
         "    PATH must be below a watched folder, as it really is (symlinks resolved),\n"
         "    and must not have a hidden or temporary name. A file whose content imgd\n"
-        "    already has a job for is not processed again: its job is shown.\n"
+        "    already has a job for is not processed again: its job is shown (a\n"
+        "    cancelled job does not count).\n"
         "\n"
         "    --json    print the daemon's answer as indented JSON instead\n";
 

@@ -221,9 +221,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_KNOWN_STAT] = "SELECT 1 FROM jobs WHERE source_path = ?1 AND source_size = ?2 "
                             "AND source_mtime_ns = ?3 AND source_ino = ?4 "
                             "AND state <> 'cancelled' LIMIT 1",
-        /* The newest job of the path: content is "known" only if it is that job's. */
-        [STMT_FIND_SOURCE] = "SELECT id, source_sha256 = ?2 FROM jobs WHERE source_path = ?1 "
-                             "ORDER BY id DESC LIMIT 1",
+        /* The newest job of the path: content is "known" only if it is that job's, and that
+         * job was not cancelled (the content coming back after its file went away, or after
+         * an operator's cancel, is work to do again). */
+        [STMT_FIND_SOURCE] = "SELECT id, source_sha256 = ?2 AND state <> 'cancelled' FROM jobs "
+                             "WHERE source_path = ?1 ORDER BY id DESC LIMIT 1",
         [STMT_REFRESH_STAT] = "UPDATE jobs SET source_size = ?2, source_mtime_ns = ?3, "
                               "source_ino = ?4 WHERE id = ?1",
         [STMT_INSERT_JOB] = "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
@@ -1335,7 +1337,8 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
                 r = stmt_step(l, st);
                 if (r < 0)
                         return r;
-                /* A -> B -> A: A's old job is superseded, so A needs a new job. */
+                /* A -> B -> A: A's old job is superseded, so A needs a new job; so does
+                 * content whose job was cancelled. */
                 id = r > 0 && sqlite3_column_int(st, 1) ? sqlite3_column_int64(st, 0) : 0;
         }
 

@@ -11,7 +11,8 @@
  * then is the job completed in the ledger; on failure the temporary files are removed and
  * the job is retried after a backoff or, once its attempts are used up or the error is
  * permanent, marked dead. A job whose source changed while it ran is cancelled as superseded
- * and the source taken in again, so outputs always belong to the newest content.
+ * and the source taken in again, so outputs always belong to the newest content; its failure
+ * is no failure of the new file, which is neither retried for it nor quarantined.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -195,14 +196,45 @@ static int make_parents(const struct job *job, const char *path)
 }
 
 /*
- * Moves a dead job's source into its watch's quarantine folder, keeping its sub-path.
- * Returns where it went (caller frees), or NULL when it stayed.
+ * True if the file at the job's source path is still the one the job was made of: the size,
+ * mtime and inode intake recorded, or failing that the same SHA-256. False when it is gone
+ * or something else took its place (an upload that replaced it while the job ran).
+ */
+static bool source_is_jobs(scheduler *s, const struct job *job)
+{
+        _cleanup_close_ int fd = -1;
+        char sha[HASH_HEX_SIZE];
+        struct stat st;
+
+        if (lstat(job->source_path, &st) < 0 || !S_ISREG(st.st_mode))
+                return false;
+        if ((uint64_t)st.st_size == job->size && (uint64_t)st.st_ino == job->ino &&
+            (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == job->mtime_ns)
+                return true;
+        fd = open(job->source_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || hash_sha256_fd(fd, s->cfg->limits.max_file_bytes, sha) < 0)
+                return false;
+        return strcmp(sha, job->sha256) == 0;
+}
+
+/*
+ * Moves a dead job's source into its watch's quarantine folder, keeping its sub-path, if the
+ * file there is still the job's (source_is_jobs()). Returns where it went (caller frees), or
+ * NULL when it stayed.
  */
 static char *quarantine(scheduler *s, const struct job *job)
 {
         _cleanup_free_ char *dest = quarantine_path(s, job);
 
-        if (!dest || make_parents(job, dest) < 0)
+        if (!dest)
+                return NULL;
+        if (!source_is_jobs(s, job)) {
+                log_notice("job %" PRId64 ": %s is no longer the file this job failed on; "
+                           "not moved to quarantine",
+                           job->id, job->source_path);
+                return NULL;
+        }
+        if (make_parents(job, dest) < 0)
                 return NULL;
         if (rename(job->source_path, dest) < 0) {
                 log_warning_errno(errno, "job %" PRId64 ": quarantine %s -> %s: %m%s", job->id,
@@ -256,7 +288,9 @@ static const struct watch_config *find_watch(const struct config *cfg, const cha
 }
 
 /* Records a failed attempt: retry after a backoff, or dead when permanent or out of
- * attempts. */
+ * attempts. A job whose path has newer content (a job of its own) is cancelled as
+ * superseded instead: its failure says nothing about the file there now, which it leaves
+ * alone. */
 static void job_failed(scheduler *s, const struct job *job, const char *error, bool permanent)
 {
         int64_t now = wall_usec(), next = now;
@@ -265,6 +299,23 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         json_t *extra;
         int r;
 
+        if (ledger_superseded(s->ledger, job->id) > 0) {
+                if (asprintf(&msg, "superseded by newer content (attempt %u failed: %s)",
+                             job->attempts, error) < 0)
+                        msg = NULL;
+                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                        "job %" PRId64 " %s: %s; cancelled", job->id, job->source_path,
+                        msg ?: error);
+                r = ledger_cancel(s->ledger, job->id, msg ?: "superseded by newer content", now);
+                if (r < 0)
+                        log_error_errno(r, "ledger: cancel job %" PRId64 ": %s", job->id,
+                                        ledger_errmsg(s->ledger));
+                else
+                        emit(s, "cancelled", job,
+                             json_pack("{s:o}", "error",
+                                       proto_string_lossy(msg ?: "superseded by newer content")));
+                return;
+        }
         if (retry) {
                 next = now + 1000 * scheduler_backoff_ms(&s->cfg->retry, job->attempts, random01());
                 log_job(LOG_WARNING, job->id, job->source_path, NULL,

@@ -13,6 +13,13 @@
  * when a result arrives, or from the child handler when the worker died first (a result
  * already waiting in the socket is still taken). A dead worker is replaced; when workers die
  * soon after starting (a broken installation), replacement backs off up to 10 s.
+ *
+ * Killing a worker (its job's timeout, its memory) races with its result: after the daemon
+ * was stopped (SIGSTOP, a loaded machine), a result and an overdue timeout are ready in the
+ * same loop turn, in either order. So a timeout fires only for the job it was armed for,
+ * and takes a result already waiting in the socket before it kills (the result wins); and a
+ * worker once sent SIGKILL is `killed` for good: a result it still delivers finishes its
+ * job, but it never goes back to idle and is never handed another job (it is replaced).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +59,7 @@ struct worker {
         sd_event_source *io, *child, *timer, *respawn;
         int64_t job_id;
         char *failure; /* why the current job is being killed, if we kill it */
+        bool killed;   /* sent SIGKILL: never handed another job, replaced once it is reaped */
         uint64_t started_usec;
         unsigned quick_deaths;
         unsigned jobs_done;
@@ -108,6 +116,16 @@ static void sample_rss(struct worker *w)
                 w->pool->peak_rss = w->rss;
 }
 
+/* Sends SIGKILL to a busy worker, recording why its job failed (`why` is copied; NULL keeps
+ * a reason given earlier). From here on the worker takes no new job. */
+static void worker_kill(struct worker *w, const char *why)
+{
+        if (why && !w->failure)
+                w->failure = strdup(why);
+        w->killed = true;
+        kill(w->pid, SIGKILL);
+}
+
 /* Retires an idle worker (its socket closes, it exits, it is replaced). */
 static void worker_recycle(struct worker *w, const char *why)
 {
@@ -134,15 +152,16 @@ static int on_rss_timer(sd_event_source *s, uint64_t usec, void *userdata)
                         continue;
                 busy = true;
                 sample_rss(w);
-                if (p->memory_limit > 0 && w->rss > p->memory_limit && !w->failure) {
-                        if (asprintf(&w->failure, "exceeded %llu MiB",
-                                     (unsigned long long)(p->memory_limit >> 20)) < 0)
-                                w->failure = NULL;
+                if (p->memory_limit > 0 && w->rss > p->memory_limit && !w->killed) {
+                        char why[64];
+
+                        snprintf(why, sizeof why, "exceeded %llu MiB",
+                                 (unsigned long long)(p->memory_limit >> 20));
                         log_warning("worker %d (job %" PRId64 "): %llu MiB resident, over the "
                                     "limit of %llu MiB; killing it",
                                     (int)w->pid, w->job_id, (unsigned long long)(w->rss >> 20),
                                     (unsigned long long)(p->memory_limit >> 20));
-                        kill(w->pid, SIGKILL);
+                        worker_kill(w, why);
                 }
         }
         if (busy) {
@@ -160,8 +179,10 @@ static void worker_finish_job(struct worker *w, const json_t *reply, const char 
         w->job_id = 0;
         free(w->failure);
         w->failure = NULL;
+        /* A worker being killed is done for, whatever it still delivers: it must not be
+         * handed the next job (which its death would then fail). */
         if (w->state == WORKER_BUSY)
-                w->state = WORKER_IDLE;
+                w->state = w->killed ? WORKER_DOWN : WORKER_IDLE;
         w->jobs_done++;
         if (w->state == WORKER_IDLE) {
                 sample_rss(w);
@@ -199,7 +220,7 @@ static int worker_take_result(struct worker *w)
         if (json_unpack(msg, "{s:s, s:I}", "type", &type, "id", &id) < 0 ||
             strcmp(type, "result") != 0 || w->state != WORKER_BUSY || id != w->job_id) {
                 log_error("worker %d sent an unexpected message; killing it", (int)w->pid);
-                kill(w->pid, SIGKILL);
+                worker_kill(w, NULL);
                 return -EBADMSG;
         }
         worker_finish_job(w, msg, NULL);
@@ -256,6 +277,8 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                 log_warning("worker %d (job %" PRId64 "): %s", (int)w->pid, w->job_id,
                             why ?: reason);
                 worker_finish_job(w, NULL, why ?: reason);
+        } else if (w->killed) {
+                log_debug("worker %d: %s, as sent after its last job", (int)w->pid, reason);
         } else if (!w->recycling) {
                 log_warning("worker %d: %s while %s", (int)w->pid, reason,
                             w->state == WORKER_STARTING ? "starting" : "idle");
@@ -285,17 +308,28 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         return 0;
 }
 
+/*
+ * The wall-clock limit of the job the timer was armed for. Only that job, still on this
+ * worker, is timed out; and a result already waiting in the socket (the daemon was late to
+ * look, not the worker to answer) finishes the job instead.
+ */
 static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 {
         struct worker *w = userdata;
+        char why[64];
+        int r;
 
+        if (s != w->timer || w->state != WORKER_BUSY || w->killed)
+                return 0;
         w->timer = sd_event_source_disable_unref(w->timer);
+        r = worker_take_result(w);
+        if (r > 0 || r == -EBADMSG)
+                return 0; /* the result won, or a bad message had the worker killed */
+        snprintf(why, sizeof why, "timed out after %u s", w->pool->job_timeout_s);
+        log_warning("worker %d (job %" PRId64 "): %s; killing it", (int)w->pid, w->job_id, why);
         free(w->failure);
-        if (asprintf(&w->failure, "timed out after %u s", w->pool->job_timeout_s) < 0)
-                w->failure = NULL;
-        log_warning("worker %d (job %" PRId64 "): timed out after %u s; killing it", (int)w->pid,
-                    w->job_id, w->pool->job_timeout_s);
-        kill(w->pid, SIGKILL);
+        w->failure = NULL;
+        worker_kill(w, why);
         return 0;
 }
 
@@ -548,7 +582,7 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
         if (r < 0) {
                 log_warning_errno(r, "send job %" PRId64 " to worker %d: %m; replacing it",
                                   job_id, (int)w->pid);
-                kill(w->pid, SIGKILL);
+                worker_kill(w, NULL);
                 w->state = WORKER_DOWN; /* the child handler replaces it */
                 return r;
         }

@@ -615,6 +615,39 @@ static void test_enqueue_content_returns(void **state)
         assert_int_equal(again, a2);
 }
 
+/* A cancelled job does not hold its content: the same file coming back (moved away while
+ * queued, so cancelled, then moved back; or cancelled by an operator) is a new job. */
+static void test_enqueue_after_cancel(void **state)
+{
+        struct fx *f = *state;
+        const char *p = "/srv/uploads/a.jpg";
+        struct source_info s = src_make(p, "/srv/media/a", 1);
+        int64_t first, again, second, third;
+
+        first = enqueue(f->l, p, "/srv/media/a", 1, 100);
+        assert_int_equal(claim(f->l, 200), first);
+        assert_int_equal(ledger_cancel(f->l, first, "source removed before processing", 210), 0);
+        /* The same file, the same stat: not known by its stat, and not by its content. */
+        assert_int_equal(ledger_known_stat(f->l, p, s.size, s.mtime_ns, s.ino), 0);
+        assert_int_equal(ledger_enqueue(f->l, &s, 300, &second), 1);
+        assert_true(second > first);
+        assert_int_equal(state_of(f->l, second), JOB_QUEUED);
+        assert_int_equal(state_of(f->l, first), JOB_CANCELLED);
+        /* The new job is its content's job from now on. */
+        assert_int_equal(ledger_enqueue(f->l, &s, 400, &again), 0);
+        assert_int_equal(again, second);
+
+        /* Cancelled while queued (by an operator): enqueued again, a new job too. */
+        assert_int_equal(ledger_cancel(f->l, second, "cancelled by operator", 500), 0);
+        assert_int_equal(ledger_enqueue(f->l, &s, 600, &third), 1);
+        assert_true(third > second);
+        assert_int_equal(claim(f->l, 700), third);
+        assert_int_equal(ledger_complete(f->l, third, NULL, 0, 710), 0);
+        /* Done: known again. */
+        assert_int_equal(ledger_enqueue(f->l, &s, 800, &again), 0);
+        assert_int_equal(again, third);
+}
+
 static void test_enqueue_supersedes(void **state)
 {
         struct fx *f = *state;
@@ -1948,6 +1981,7 @@ int main(void)
                 T(test_enqueue_dedupe),
                 T(test_enqueue_supersedes),
                 T(test_enqueue_content_returns),
+                T(test_enqueue_after_cancel),
                 T(test_stage_checkpoint),
                 T(test_expired_leases),
                 T(test_degraded_rerender),

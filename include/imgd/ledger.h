@@ -180,8 +180,9 @@ int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_
 /*
  * Records a job for (src->path, src->sha256). Returns 1 and the new id in *ret_id when a job
  * was created; older active jobs for the same path that are not running are cancelled as
- * superseded. Returns 0 and the existing id when a job for that path and content already
- * exists (its recorded size/mtime/inode are refreshed).
+ * superseded. Returns 0 and the existing id when the path's newest job is for that content
+ * and not cancelled (its recorded size/mtime/inode are refreshed); content whose job was
+ * cancelled (its file went away, an operator cancelled it) gets a new job.
  */
 int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id);
 
