@@ -92,6 +92,7 @@ struct watch {
         size_t n_dirs;     /* allocated slots */
         unsigned count;    /* slots in use */
         struct walk bg;    /* the background walk */
+        bool rescanning;   /* it includes a rescan of every tree */
         sd_event_source *bg_source, *unwatched_timer;
         struct wdir *unwatched; /* folders that could not be watched, sorted by path */
         size_t n_unwatched, a_unwatched;
@@ -483,8 +484,10 @@ static int on_background(sd_event_source *s, void *userdata)
         if (w->batch_fn)
                 w->batch_fn(false, w->userdata);
         if (!more) {
-                log_info("scan of the watched folders done: %u file(s) reported", w->bg.reported);
+                log_full_errno(w->rescanning ? LOG_INFO : LOG_DEBUG, 0,
+                               "background scan done: %u file(s) reported", w->bg.reported);
                 w->bg.reported = 0;
+                w->rescanning = false;
                 sd_event_source_set_enabled(s, SD_EVENT_OFF);
         }
         return 0;
@@ -507,6 +510,7 @@ void watch_rescan(watch *w)
         /* What the walk under way has seen may have changed since: start again. */
         walk_clear(&w->bg);
         w->bg.reported = 0;
+        w->rescanning = true;
         for (size_t i = 0; i < w->cfg->n_watches; i++)
                 walk_later(w, &w->cfg->watches[i], w->cfg->watches[i].path);
 }
