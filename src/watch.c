@@ -227,15 +227,16 @@ static void unwatched_add(watch *w, const struct watch_config *wc, const char *p
         w->unwatched_error = r;
 }
 
-/* `path` is watched now. */
-static void unwatched_remove(watch *w, const char *path)
+/* `path` is watched now (watched = true), or gone. */
+static void unwatched_remove(watch *w, const char *path, bool watched)
 {
         bool found;
         size_t i = w->n_unwatched ? unwatched_find(w, path, &found) : 0;
 
         if (!w->n_unwatched || !found)
                 return;
-        log_notice("watching %s again", path);
+        if (watched)
+                log_notice("watching %s again", path);
         free(w->unwatched[i].path);
         memmove(w->unwatched + i, w->unwatched + i + 1,
                 (w->n_unwatched - i - 1) * sizeof *w->unwatched);
@@ -320,14 +321,16 @@ static int walk_open(watch *w, struct walk *k, const struct root *root, const ch
 
                 if (wd < 0) {
                         r = negative_errno();
-                        if (r != -ENOSPC && r != -ENOMEM)
+                        if (r != -ENOSPC && r != -ENOMEM) {
+                                unwatched_remove(w, path, false); /* removed, say */
                                 return log_error_errno(r, "watch %s: %m", path);
+                        }
                         unwatched_add(w, root->wc, path, r);
                 } else {
                         r = set_dir(w, wd, path, root->wc);
                         if (r < 0)
                                 return r;
-                        unwatched_remove(w, path);
+                        unwatched_remove(w, path, true);
                 }
         }
         fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
