@@ -337,6 +337,17 @@ static bool put(const char *path, const char *text)
 
 #define SKIP_STATUS 77
 
+/* The daemon started in a user namespace, killed at exit if a failed test left it running. */
+static pid_t userns_daemon;
+
+static void kill_userns_daemon(void)
+{
+        if (userns_daemon > 0) {
+                kill(userns_daemon, SIGKILL);
+                waitpid(userns_daemon, NULL, 0);
+        }
+}
+
 /*
  * Starts the daemon in a user namespace of its own (root mapped to root) whose inotify watch
  * limit is max_watches. Skips the test where user namespaces are not available.
@@ -368,7 +379,8 @@ static void start_in_userns(struct tu_daemon *d, unsigned max_watches)
                 int status;
 
                 if (tu_imgctl(d, NULL, "status", NULL) == 0) {
-                        d->pid = pid;
+                        d->pid = userns_daemon = pid;
+                        atexit(kill_userns_daemon);
                         return;
                 }
                 if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -481,6 +493,7 @@ static void test_unwatched_folders(void **state)
         json_decref(st);
         assert_once_each(&d, 12);
         tu_daemon_cleanup(&d);
+        userns_daemon = 0;
 }
 
 int main(void)
