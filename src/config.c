@@ -1576,8 +1576,8 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                                             "background", "limits",        "retry",
                                             "breaker",    "prune_after_days", "control_group",
                                             "degradation", "alerts",       "watch",
-                                            "pipelines",   NULL };
-        long long days = 0;
+                                            "pipelines",   "unwatched_scan_interval", NULL };
+        long long days = 0, interval = 0;
         const config_setting_t *s = NULL;
         const char *v = NULL;
         long long workers = 0;
@@ -1644,6 +1644,11 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                 return r;
         if (r > 0)
                 c->prune_after_days = (unsigned)days;
+        r = get_int_range(p, root, "unwatched_scan_interval", "", 1, 86400, &interval);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                c->unwatched_scan_interval_s = (unsigned)interval;
         r = get_string(p, root, "control_group", "", &s, &v);
         if (r < 0)
                 return r;
@@ -1770,6 +1775,7 @@ int config_load(const char *path, struct config **ret, char **ret_error)
                 .max_cooldown_ms = 600000,
         };
         c->prune_after_days = 30;
+        c->unwatched_scan_interval_s = 60;
         c->degradation = true;
         health_config_init(&c->health);
         health_alerts_config_init(&c->alerts);

@@ -226,15 +226,17 @@ static int64_t get_int(const json_t *o, const char *key)
 
 /*
  * Whether a status answer says imgd has nothing left to do: no job queued, running or waiting
- * for a retry, and no upload reported by the kernel that it has not taken in yet (a file
- * dropped just before the question is not a job yet, but it will be).
+ * for a retry, no upload reported by the kernel that it has not taken in yet (a file
+ * dropped just before the question is not a job yet, but it will be), none waiting for its
+ * intake to be retried.
  */
 static bool status_idle(const json_t *status)
 {
         const json_t *jobs = json_object_get(status, "jobs");
 
         return get_int(jobs, "queued") + get_int(jobs, "running") + get_int(jobs, "retry") == 0 &&
-               !json_is_true(json_object_get(status, "intake_pending"));
+               !json_is_true(json_object_get(status, "intake_pending")) &&
+               get_int(status, "intake_retry") == 0;
 }
 
 /* The string at key, or `fallback` when it is missing or not a string. */
@@ -627,7 +629,9 @@ static const char help_status[] =
         "    holds (imgd.conf(5)): the error rate, the number of waiting jobs or the age\n"
         "    of the oldest one over its threshold, a backlog predicted to take too long\n"
         "    to drain or not draining at all, the circuit breaker not closed, or a\n"
-        "    degradation level below full. Each is printed on an ALERT line, and the\n"
+        "    degradation level below full; uploads waiting for their intake to be\n"
+        "    retried (intake_failing), folders not watched for the inotify watch limit\n"
+        "    (unwatched_folders). Each is printed on an ALERT line, and the\n"
         "    exit status is 1 while any is active, so that 'imgctl status' can serve as\n"
         "    a monitoring check (0 healthy, 1 alert, 3 imgd unreachable).\n"
         "\n"

@@ -46,6 +46,7 @@ struct daemon {
         ledger *ledger;
         scheduler *scheduler;
         watch *watch;
+        intake_retry *retry; /* uploads whose intake failed for a transient reason */
         control *control;
         struct api_context api;
         sd_event_source *status_timer, *watchdog_timer, *drain_timer;
@@ -88,21 +89,69 @@ static void help(void)
                CONFIG_DEFAULT_PATH, CONFIG_DEFAULT_PATH);
 }
 
-static void on_file(const struct watch_config *w, const char *path, void *userdata)
+/* Takes in `path`: 1 and logs a new job, 0 when it needs none, or a negative errno and the
+ * message in *ret_error. */
+static int take_in(struct daemon *d, const struct watch_config *w, const char *path,
+                   char **ret_error)
 {
-        struct daemon *d = userdata;
-        _cleanup_free_ char *error = NULL;
         int64_t id = 0;
-        int r = intake_file(d->ledger, d->config, w, path, wall_usec(), &id, &error);
+        int r = intake_file(d->ledger, d->config, w, path, wall_usec(), &id, ret_error);
 
-        if (r < 0) {
-                log_warning("intake %s", error ?: path);
-                return;
-        }
         if (r > 0) {
                 log_job(LOG_INFO, id, path, NULL, "job %" PRId64 " %s: queued", id, path);
                 scheduler_enqueued(d->scheduler, id);
         }
+        return r;
+}
+
+static void on_file(const struct watch_config *w, const char *path, void *userdata)
+{
+        struct daemon *d = userdata;
+        _cleanup_free_ char *error = NULL;
+        int r = take_in(d, w, path, &error);
+
+        if (r >= 0)
+                return;
+        if (!intake_error_transient(r)) {
+                log_warning("intake %s", error ?: path);
+                return;
+        }
+        /* The machine's fault, not the file's: nothing else would take it in again. */
+        if (intake_retry_add(d->retry, w->path, path, error) < 0)
+                log_warning("intake %s; not kept for a retry (too many), a rescan will find it",
+                            error ?: path);
+        else
+                log_warning("intake %s; retrying", error ?: path);
+}
+
+/* An intake_retry_fn: the watch is looked up again, the configuration may have changed. */
+static int on_retry(const char *watch_path, const char *path, char **ret_error, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        for (size_t i = 0; i < d->config->n_watches; i++)
+                if (strcmp(d->config->watches[i].path, watch_path) == 0)
+                        return take_in(d, &d->config->watches[i], path, ret_error);
+        return 0; /* no longer watched */
+}
+
+static void on_retry_rescan(void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (d->watch)
+                watch_rescan(d->watch);
+}
+
+/* A watch_batch_fn: a slice of a background walk shares one read transaction. */
+static void on_batch(bool begin, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (begin)
+                ledger_read_begin(d->ledger);
+        else
+                ledger_read_end(d->ledger);
 }
 
 /* Scans the watched trees for files that arrived while imgd was not watching; the lookups
@@ -111,6 +160,7 @@ static int scan(struct daemon *d)
 {
         int r;
 
+        watch_set_batch_fn(d->watch, on_batch);
         ledger_read_begin(d->ledger);
         r = watch_scan(d->watch);
         ledger_read_end(d->ledger);
@@ -213,6 +263,7 @@ static void reload(struct daemon *d)
         d->api.config = next;
         config_free(d->config);
         d->config = next;
+        intake_retry_clear(d->retry); /* the scan reports them again */
         r = scan(d);
         log_info("reloaded: watching %u folder(s), %d file(s) found", watch_count(d->watch),
                  r < 0 ? 0 : r);
@@ -374,6 +425,11 @@ static int run(struct daemon *d)
                 log_error_errno(r, "start workers (%s): %m", worker_path);
                 goto out;
         }
+        r = intake_retry_new(e, on_retry, on_retry_rescan, d, &d->retry);
+        if (r < 0) {
+                log_error_errno(r, "intake retries: %m");
+                goto out;
+        }
         r = watch_new(e, d->config, on_file, d, &d->watch);
         if (r < 0)
                 goto out;
@@ -384,6 +440,7 @@ static int run(struct daemon *d)
             .state = "starting",
             .started_us = wall_usec(),
             .watch = d->watch,
+            .retry = d->retry,
         };
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)
@@ -424,6 +481,8 @@ out:
         d->api.control = NULL;
         d->api.watch = NULL;
         d->watch = watch_free(d->watch);
+        d->api.retry = NULL;
+        d->retry = intake_retry_free(d->retry);
         d->scheduler = scheduler_free(d->scheduler);
         if (d->ledger) {
                 _cleanup_free_ char *why = NULL;

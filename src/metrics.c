@@ -229,5 +229,16 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 "# TYPE imgd_finished_per_second gauge\n"
                 "imgd_finished_per_second %.4f\n",
                 g->error_rate, g->finished_per_s);
+        fprintf(f,
+                "# HELP imgd_intake_retry_pending Uploads whose intake failed for a transient "
+                "reason (ledger disk full, out of descriptors), waiting to be taken in again.\n"
+                "# TYPE imgd_intake_retry_pending gauge\n"
+                "imgd_intake_retry_pending %llu\n"
+                "# HELP imgd_unwatched_folders Folders that could not be watched (inotify watch "
+                "limit), scanned periodically instead.\n"
+                "# TYPE imgd_unwatched_folders gauge\n"
+                "imgd_unwatched_folders %llu\n",
+                (unsigned long long)g->intake_retry_pending,
+                (unsigned long long)g->unwatched_folders);
         return ferror(f) ? -EIO : 0;
 }

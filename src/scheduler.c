@@ -47,6 +47,13 @@ struct running {
         struct running *next;
 };
 
+/* A job to hand back to the ledger (running -> queued, no attempt used) once it can write. */
+struct handback {
+        int64_t id;
+        int64_t delay_us; /* claimable this long after the hand-back */
+        struct handback *next;
+};
+
 struct scheduler {
         sd_event *event;
         const struct config *cfg;
@@ -61,6 +68,10 @@ struct scheduler {
         struct running *finished, **finished_tail;
         unsigned n_finished;
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
+        /* Jobs whose hand-back to the ledger failed (hand_back()): still ours, retried. */
+        struct handback *handbacks;
+        sd_event_source *handback_timer;
+        uint64_t handback_delay_usec;
         bool paused;
         /* CLOCK_REALTIME of the operator's last resume (0: none): a job's wait is counted
          * from then, as the operator's pause is not the system's ill health. */
@@ -102,6 +113,9 @@ struct scheduler {
 #define PRUNE_BATCH 2000u
 #define PRUNE_PAUSE_USEC (20 * 1000ULL)
 #define MEMINFO_USEC (1000000ULL)
+/* A failed hand-back is tried again after this, doubling up to the maximum. */
+#define HANDBACK_MIN_USEC (1000000ULL)
+#define HANDBACK_MAX_USEC (30 * 1000000ULL)
 
 static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
 static void note_finished(scheduler *s);
@@ -368,23 +382,90 @@ static bool environmental(int r)
         }
 }
 
+/* Tries the hand-backs that failed again; those that fail again wait longer. */
+static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler *s = userdata;
+        int64_t now = wall_usec();
+        bool any = false;
+
+        for (struct handback **p = &s->handbacks; *p;) {
+                struct handback *h = *p;
+                int r = ledger_release(s->ledger, h->id, now + h->delay_us, now);
+
+                /* -ESTALE: not running any more (a reset of the ledger); nothing to hand back. */
+                if (r < 0 && r != -ESTALE) {
+                        p = &h->next;
+                        continue;
+                }
+                log_notice("job %" PRId64 ": handed back to the ledger", h->id);
+                *p = h->next;
+                free(h);
+                any = true;
+        }
+        if (any)
+                scheduler_kick(s);
+        if (s->handbacks) {
+                s->handback_delay_usec = 2 * s->handback_delay_usec > HANDBACK_MAX_USEC
+                                             ? HANDBACK_MAX_USEC
+                                             : 2 * s->handback_delay_usec;
+                log_warning("ledger: hand-backs still failing (%s); trying again in %.0f s",
+                            ledger_errmsg(s->ledger), (double)s->handback_delay_usec / 1e6);
+                sd_event_source_set_time_relative(es, s->handback_delay_usec);
+                sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
+        }
+        return 0;
+}
+
+/*
+ * Hands job `id` back to the ledger (running -> queued without using an attempt), claimable
+ * delay_us from now. When the ledger cannot record it (its disk full, say), the job stays
+ * ours and the hand-back is tried again with a backoff, rather than left to its lease (whose
+ * expiry would use an attempt).
+ */
+static void hand_back(scheduler *s, int64_t id, int64_t delay_us)
+{
+        int64_t now = wall_usec();
+        struct handback *h;
+        int r = ledger_release(s->ledger, id, now + delay_us, now);
+
+        if (r >= 0 || r == -ESTALE)
+                return;
+        h = malloc(sizeof *h);
+        if (!h) {
+                log_error_errno(r, "ledger: hand back job %" PRId64 ": %s; left to its lease", id,
+                                ledger_errmsg(s->ledger));
+                return;
+        }
+        *h = (struct handback){.id = id, .delay_us = delay_us, .next = s->handbacks};
+        s->handbacks = h;
+        if (!s->handback_timer) {
+                s->handback_delay_usec = HANDBACK_MIN_USEC;
+                r = sd_event_add_time_relative(s->event, &s->handback_timer, CLOCK_MONOTONIC,
+                                               HANDBACK_MIN_USEC, 0, on_handback_timer, s);
+                if (r < 0)
+                        log_error_errno(r, "hand-back timer: %m");
+        } else if (sd_event_source_get_enabled(s->handback_timer, NULL) == 0) {
+                s->handback_delay_usec = HANDBACK_MIN_USEC;
+                sd_event_source_set_time_relative(s->handback_timer, HANDBACK_MIN_USEC);
+                sd_event_source_set_enabled(s->handback_timer, SD_EVENT_ONESHOT);
+        }
+        log_error_errno(r, "ledger: hand back job %" PRId64 ": %s; trying again in %.0f s", id,
+                        ledger_errmsg(s->ledger), (double)s->handback_delay_usec / 1e6);
+}
+
 /*
  * The environment failed the job (see environmental()): hand it back without using an
  * attempt, to be claimed again after a backoff that grows with consecutive failures.
  */
 static void job_blocked(scheduler *s, const struct job *job, const char *error)
 {
-        int64_t now = wall_usec();
         int64_t delay = scheduler_backoff_ms(&s->cfg->retry, ++s->env_failures, random01());
-        int r;
 
         log_job(LOG_ERR, job->id, job->source_path, NULL,
                 "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
                 job->source_path, error, (double)delay / 1e3);
-        r = ledger_release(s->ledger, job->id, now + 1000 * delay, now);
-        if (r < 0)
-                log_error_errno(r, "ledger: hand back job %" PRId64 ": %s", job->id,
-                                ledger_errmsg(s->ledger));
+        hand_back(s, job->id, 1000 * delay);
         metrics_job_failed(s->metrics, "environmental");
         breaker_note(s, BREAKER_OUTPUT_FAILURE, error);
 }
@@ -542,10 +623,9 @@ static int start_job(scheduler *s, struct job *job_in)
         }
         r = worker_pool_dispatch(s->pool, job->id, req, fds, 1 + run->n);
         if (r < 0) {
-                int64_t now = wall_usec();
                 running_free(run);
                 log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);
-                (void)ledger_release(s->ledger, job->id, now + 1000000, now);
+                hand_back(s, job->id, 1000000);
                 return r;
         }
         log_debug("job %" PRId64 " %s: dispatched (attempt %u)", job->id, job->source_path,
@@ -629,6 +709,9 @@ static bool is_running(const scheduler *s, int64_t id)
                         return true;
         for (const struct running *run = s->finished; run; run = run->next)
                 if (run->job->id == id)
+                        return true;
+        for (const struct handback *h = s->handbacks; h; h = h->next)
+                if (h->id == id)
                         return true;
         return false;
 }
@@ -1278,6 +1361,14 @@ scheduler *scheduler_free(scheduler *s)
                 (void)ledger_release(s->ledger, run->job->id, now, now);
                 running_free(run);
         }
+        /* Hand-backs that failed: once more (if not, the next start requeues them). */
+        while (s->handbacks) {
+                struct handback *h = s->handbacks;
+                s->handbacks = h->next;
+                (void)ledger_release(s->ledger, h->id, now, now);
+                free(h);
+        }
+        sd_event_source_disable_unref(s->handback_timer);
         sd_event_source_disable_unref(s->kick);
         sd_event_source_disable_unref(s->publish);
         sd_event_source_disable_unref(s->due);

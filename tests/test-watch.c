@@ -4,11 +4,27 @@
  * hidden names and hidden folders are passed over, other file types are reported (for intake
  * to refuse), sub-folders only for recursive watches; and a large folder is reported in name
  * order, batch by batch, so that the ledger lookups that follow walk its path index forward.
+ *
+ * With the real daemon:
+ *  - an inotify queue overflow (20 000 uploads made while the daemon is stopped with SIGSTOP)
+ *    is followed by a rescan that takes turns with the event loop: `imgctl status` answers
+ *    within a second throughout, and every upload becomes one job;
+ *  - past the inotify watch limit (a real one: the daemon runs in a user namespace of its own
+ *    whose max_inotify_watches is lowered, the machine's limit is not touched), uploads in
+ *    the folders that could not be watched are found by the periodic scan, status says how
+ *    many folders are not watched, and they are watched again once the limit allows.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <sched.h>
+#include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "imgd/watch.h"
@@ -137,10 +153,355 @@ static void test_scan_tree(void **state)
         free(root);
 }
 
+/* ---- with the real daemon ------------------------------------------------------------------ */
+
+/* The daemon's answer to `imgctl status --json` (which exits 1 while an alert is active); the
+ * time it took in *ret_us when not NULL. */
+static json_t *status_json(struct tu_daemon *d, int64_t *ret_us)
+{
+        int64_t t0 = tu_now_us();
+        char *out = NULL;
+        json_error_t err;
+        json_t *j;
+        int r = tu_imgctl(d, &out, "status", "--json", NULL);
+
+        if (ret_us)
+                *ret_us = tu_now_us() - t0;
+        if (r != 0 && r != 1)
+                fail_msg("imgctl status failed (%d): %s", r, out ? out : "");
+        j = json_loads(out, 0, &err);
+        if (!j)
+                fail_msg("imgctl status --json printed no JSON (%s): %s", err.text, out);
+        free(out);
+        return j;
+}
+
+static json_int_t jobs_in(const json_t *status, const char *state)
+{
+        return json_integer_value(json_object_get(json_object_get(status, "jobs"), state));
+}
+
+static json_int_t status_int(const json_t *status, const char *key)
+{
+        return json_integer_value(json_object_get(status, key));
+}
+
+static const char *alert_message(const json_t *status, const char *name)
+{
+        const json_t *alerts = json_object_get(status, "alerts");
+
+        for (size_t i = 0; i < json_array_size(alerts); i++) {
+                const json_t *a = json_array_get(alerts, i);
+                const char *n = json_string_value(json_object_get(a, "alert"));
+                if (n && strcmp(n, name) == 0)
+                        return json_string_value(json_object_get(a, "message"));
+        }
+        return NULL;
+}
+
+/* One integer from the ledger (read-only, beside the daemon). */
+static int64_t ledger_int(struct tu_daemon *d, const char *sql)
+{
+        char *db_path = tu_path("%s/imgd.db", d->state);
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        int64_t v = -1;
+
+        assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+                v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        free(db_path);
+        return v;
+}
+
+static void assert_once_each(struct tu_daemon *d, int64_t n)
+{
+        assert_int_equal(ledger_int(d, "SELECT count(*) FROM jobs"), n);
+        assert_int_equal(ledger_int(d, "SELECT count(DISTINCT source_path) FROM jobs"), n);
+}
+
+static void fail_with_log(struct tu_daemon *d, const json_t *st, const char *what)
+{
+        char *text = st ? json_dumps(st, JSON_INDENT(2)) : NULL;
+        char *log = tu_read_file(d->log, NULL);
+        size_t len = log ? strlen(log) : 0;
+
+        fail_msg("%s; last status:\n%s\ndaemon log (end):\n%s", what, text ? text : "",
+                 log ? log + (len > 20000 ? len - 20000 : 0) : "");
+}
+
+/* Waits up to timeout_s for `queued` jobs and nothing left to take in; returns the answer. */
+static json_t *wait_queued(struct tu_daemon *d, json_int_t queued, unsigned timeout_s)
+{
+        int64_t until = tu_now_us() + (int64_t)timeout_s * 1000000;
+
+        for (;;) {
+                json_t *st = status_json(d, NULL);
+
+                if (jobs_in(st, "queued") >= queued &&
+                    !json_is_true(json_object_get(st, "intake_pending")))
+                        return st;
+                if (tu_now_us() > until) {
+                        char what[128];
+                        snprintf(what, sizeof what, "not %lld jobs queued within %u s",
+                                 (long long)queued, timeout_s);
+                        fail_with_log(d, st, what);
+                }
+                json_decref(st);
+                usleep(200 * 1000);
+        }
+}
+
+#define OVERFLOW_FILES 20000
+
+static void test_overflow_rescan(void **state)
+{
+        char *q = tu_read_file("/proc/sys/fs/inotify/max_queued_events", NULL);
+        int64_t max_us = 0, t0, total_us = 0;
+        unsigned samples = 0;
+        struct tu_daemon d;
+        json_t *st = NULL;
+
+        (void)state;
+        /* Two events an upload (IN_CREATE, IN_CLOSE_WRITE): the queue must overflow. */
+        if (!q || atol(q) >= 2 * OVERFLOW_FILES) {
+                free(q);
+                skip();
+        }
+        free(q);
+        tu_daemon_setup(&d, "( { name = \"s\"; width = 8; height = 8; format = \"png\"; } )", 1,
+                        NULL);
+        tu_daemon_start(&d);
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0); /* intake alone is tested */
+
+        assert_int_equal(kill(d.pid, SIGSTOP), 0);
+        for (unsigned i = 0; i < OVERFLOW_FILES; i++) {
+                char path[512], content[32];
+                int fd, len = snprintf(content, sizeof content, "upload %u\n", i);
+
+                snprintf(path, sizeof path, "%s/f%05u.jpg", d.uploads, i);
+                fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                assert_true(fd >= 0);
+                assert_int_equal(write(fd, content, (size_t)len), len);
+                close(fd);
+        }
+        assert_int_equal(kill(d.pid, SIGCONT), 0);
+
+        /* Status all along: the rescan takes turns with the control socket. */
+        t0 = tu_now_us();
+        for (;;) {
+                int64_t us;
+
+                json_decref(st);
+                st = status_json(&d, &us);
+                samples++;
+                total_us += us;
+                if (us > max_us)
+                        max_us = us;
+                if (jobs_in(st, "queued") >= OVERFLOW_FILES &&
+                    !json_is_true(json_object_get(st, "intake_pending")))
+                        break;
+                if (tu_now_us() - t0 > 600 * 1000000LL)
+                        fail_with_log(&d, st, "the uploads were not all taken in within 600 s");
+        }
+        printf("%u uploads after an overflow: taken in in %.1f s; imgctl status answered %u "
+               "times, in %.0f ms at most, %.0f ms on average\n",
+               OVERFLOW_FILES, (double)(tu_now_us() - t0) / 1e6, samples, (double)max_us / 1e3,
+               (double)total_us / samples / 1e3);
+        if (!tu_log_contains(&d, "inotify queue overflowed"))
+                fail_with_log(&d, st, "the inotify queue did not overflow");
+        assert_int_equal(jobs_in(st, "queued"), OVERFLOW_FILES);
+        json_decref(st);
+        assert_once_each(&d, OVERFLOW_FILES);
+        if (max_us >= 1000000)
+                fail_msg("imgctl status took %.1f s during the rescan (at most 1 s)",
+                         (double)max_us / 1e6);
+        tu_daemon_cleanup(&d);
+}
+
+/* Writes text to path; false if it cannot. */
+static bool put(const char *path, const char *text)
+{
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        bool ok;
+
+        if (fd < 0)
+                return false;
+        ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+        return close(fd) == 0 && ok;
+}
+
+#define SKIP_STATUS 77
+
+/* The daemon started in a user namespace, killed at exit if a failed test left it running. */
+static pid_t userns_daemon;
+
+static void kill_userns_daemon(void)
+{
+        if (userns_daemon > 0) {
+                kill(userns_daemon, SIGKILL);
+                waitpid(userns_daemon, NULL, 0);
+        }
+}
+
+/*
+ * Starts the daemon in a user namespace of its own (root mapped to root) whose inotify watch
+ * limit is max_watches. Skips the test where user namespaces are not available.
+ */
+static void start_in_userns(struct tu_daemon *d, unsigned max_watches)
+{
+        pid_t pid = fork();
+        char limit[32];
+
+        assert_true(pid >= 0);
+        snprintf(limit, sizeof limit, "%u", max_watches);
+        if (pid == 0) {
+                int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                char map[64];
+
+                snprintf(map, sizeof map, "0 %d 1", (int)getuid());
+                if (unshare(CLONE_NEWUSER) < 0 || !put("/proc/self/setgroups", "deny") ||
+                    !put("/proc/self/uid_map", map) || !put("/proc/self/gid_map", map) ||
+                    !put("/proc/sys/user/max_inotify_watches", limit))
+                        _exit(SKIP_STATUS);
+                if (fd >= 0) {
+                        dup2(fd, STDERR_FILENO);
+                        dup2(fd, STDOUT_FILENO);
+                }
+                execl(IMGD_BUILD_DIR "/imgd", "imgd", "-v", "-c", d->config, (char *)NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 2000; i++) {
+                int status;
+
+                if (tu_imgctl(d, NULL, "status", NULL) == 0) {
+                        d->pid = userns_daemon = pid;
+                        atexit(kill_userns_daemon);
+                        return;
+                }
+                if (waitpid(pid, &status, WNOHANG) == pid) {
+                        if (WIFEXITED(status) && WEXITSTATUS(status) == SKIP_STATUS)
+                                skip(); /* no user namespaces here */
+                        fail_with_log(d, NULL, "imgd exited during start-up");
+                }
+                usleep(10 * 1000);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("imgd did not answer within 20 s");
+}
+
+/* Sets the inotify watch limit of the daemon's user namespace. */
+static void set_watch_limit(struct tu_daemon *d, unsigned max_watches)
+{
+        pid_t pid = fork();
+        int status;
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                char ns[64], limit[32];
+                int fd;
+
+                snprintf(ns, sizeof ns, "/proc/%d/ns/user", (int)d->pid);
+                snprintf(limit, sizeof limit, "%u", max_watches);
+                fd = open(ns, O_RDONLY | O_CLOEXEC);
+                if (fd < 0 || setns(fd, CLONE_NEWUSER) < 0 ||
+                    !put("/proc/sys/user/max_inotify_watches", limit))
+                        _exit(1);
+                _exit(0);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void drop_in(struct tu_daemon *d, unsigned dir, const char *name)
+{
+        char *p = tu_path("%s/s%u/%s.jpg", d->uploads, dir, name);
+        char *content = tu_path("%u %s", dir, name);
+
+        tu_write_file(p, content, (size_t)-1);
+        free(content);
+        free(p);
+}
+
+static json_t *wait_unwatched(struct tu_daemon *d, json_int_t n, unsigned timeout_s)
+{
+        int64_t until = tu_now_us() + (int64_t)timeout_s * 1000000;
+
+        for (;;) {
+                json_t *st = status_json(d, NULL);
+
+                if (status_int(st, "unwatched_folders") == n)
+                        return st;
+                if (tu_now_us() > until)
+                        fail_with_log(d, st, "unwatched_folders did not reach its count");
+                json_decref(st);
+                usleep(200 * 1000);
+        }
+}
+
+static void test_unwatched_folders(void **state)
+{
+        struct tu_daemon d;
+        const char *msg;
+        json_t *st;
+
+        (void)state;
+        if (geteuid() != 0)
+                skip(); /* the user namespace maps root to root */
+        tu_daemon_setup(&d, "( { name = \"s\"; width = 8; height = 8; format = \"png\"; } )", 1,
+                        "unwatched_scan_interval = 2;");
+        /* The upload folder and two more: of five new folders, three cannot be watched. */
+        start_in_userns(&d, 3);
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0); /* intake alone is tested */
+        for (unsigned i = 0; i < 5; i++) {
+                char *p = tu_path("%s/s%u", d.uploads, i);
+                assert_int_equal(mkdir(p, 0755), 0);
+                free(p);
+        }
+        st = wait_unwatched(&d, 3, 30);
+        json_decref(st);
+        assert_true(tu_log_contains(&d, "inotify watch limit reached"));
+
+        /* Uploads in every folder are taken in, the unwatched ones by the periodic scan. */
+        for (unsigned i = 0; i < 5; i++) {
+                drop_in(&d, i, "a");
+                drop_in(&d, i, "b");
+        }
+        st = wait_queued(&d, 10, 30);
+        json_decref(st);
+        drop_in(&d, 4, "later"); /* and later ones too */
+        st = wait_queued(&d, 11, 30);
+        assert_int_equal(status_int(st, "unwatched_folders"), 3);
+        msg = alert_message(st, "unwatched_folders");
+        if (!msg || !strstr(msg, "3 folder(s) not watched") || !strstr(msg, "inotify watch limit"))
+                fail_with_log(&d, st, "no alert for the unwatched folders");
+        json_decref(st);
+
+        /* The limit is raised: the next scan watches them, the alert goes. */
+        set_watch_limit(&d, 100);
+        st = wait_unwatched(&d, 0, 30);
+        assert_null(alert_message(st, "unwatched_folders"));
+        json_decref(st);
+        assert_true(tu_log_contains(&d, "watching "));
+        drop_in(&d, 3, "watched");
+        st = wait_queued(&d, 12, 30);
+        json_decref(st);
+        assert_once_each(&d, 12);
+        tu_daemon_cleanup(&d);
+        userns_daemon = 0;
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_scan_tree),
+            cmocka_unit_test(test_scan_tree),
+            cmocka_unit_test(test_overflow_rescan),
+            cmocka_unit_test(test_unwatched_folders),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "intake.h"
 #include "ledger.h"
 #include "scheduler.h"
 #include "watch.h"
@@ -23,6 +24,7 @@ struct api_context {
         scheduler *scheduler;
         control *control;   /* for api_on_event(); NULL: events go nowhere */
         watch *watch;       /* for status' "intake_pending"; NULL: none (stopping) */
+        intake_retry *retry; /* for status' "intake_retry"; NULL: none */
         const char *state;  /* "starting", "running", "stopping" */
         int64_t started_us; /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
 };

@@ -82,6 +82,8 @@ struct config {
         struct config_retry retry;
         struct config_breaker breaker;
         unsigned prune_after_days; /* finished jobs older than this are pruned; 0: never */
+        /* Seconds between scans of the folders that could not be watched; default 60. */
+        unsigned unwatched_scan_interval_s;
         bool degradation;          /* graceful degradation on; default true */
         struct health_config health; /* its thresholds (health.h) */
         struct health_alerts_config alerts; /* when status reports an alert (health.h) */

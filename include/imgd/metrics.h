@@ -40,6 +40,8 @@ struct metrics_gauges {
         uint64_t rss_bytes;        /* the daemon's resident set */
         uint64_t workers_busy;
         uint64_t workers_total;
+        uint64_t intake_retry_pending; /* uploads waiting to be taken in again */
+        uint64_t unwatched_folders;    /* folders past the inotify watch limit */
 };
 
 /* Writes the whole exposition (HELP, TYPE, samples) to f. Returns 0 or -EIO. */
