@@ -335,11 +335,18 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock)
         }
 #endif
         set_limit(RLIMIT_NOFILE, 256, 256);
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
+        /* A stop is the daemon's decision, never a signal to the whole process group
+         * (systemd's KillMode=control-group, `kill -TERM -<pgid>`, ^C in a terminal): the
+         * worker ignores SIGTERM, SIGINT and SIGHUP, set before the mask is cleared so that
+         * one already pending is discarded, and kept across exec. It stops when the daemon
+         * closes its socket or kills it with SIGKILL (its own timeouts, or the daemon's
+         * death through PR_SET_PDEATHSIG). */
         for (int sig = 1; sig < NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
-                        signal(sig, SIG_DFL);
+                        signal(sig, sig == SIGTERM || sig == SIGINT || sig == SIGHUP ? SIG_IGN
+                                                                                   : SIG_DFL);
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
         execl(path, "imgd-worker", p->threads_arg, (char *)NULL);
         _exit(127);
 }

@@ -159,6 +159,8 @@ static void test_unit_contents(void **state)
         assert_service(unit, "Type", "notify");
         assert_service(unit, "ExecReload", "/bin/kill -HUP $MAINPID");
         assert_service(unit, "Restart", "on-failure");
+        /* systemctl stop signals imgd, not its workers (issue 14). */
+        assert_service(unit, "KillMode", "mixed");
         assert_service(unit, "WatchdogSec", "30s");
         assert_service(unit, "User", "imgd");
         assert_service(unit, "Group", "imgd");
@@ -488,6 +490,53 @@ static void assert_seccomp(pid_t pid)
         free(path);
 }
 
+/*
+ * Starts build/imgd -v -c d->config as systemd would: with the unit's Environment= when
+ * `unit` is given, under the MemoryDenyWriteExecute= filter when `mdwe`, and, when
+ * `own_group`, as the leader of its own process group (as in a service's cgroup, where
+ * `kill -TERM -<pgid>` reaches the daemon and every worker). Waits until the socket answers.
+ */
+static void start_daemon(struct tu_daemon *d, const char *unit, bool mdwe, bool own_group)
+{
+        pid_t pid = fork();
+        int status;
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+                if (own_group)
+                        (void)setpgid(0, 0);
+                if (fd >= 0) {
+                        dup2(fd, STDERR_FILENO);
+                        dup2(fd, STDOUT_FILENO);
+                }
+                if (unit)
+                        apply_unit_environment(unit);
+                if (mdwe && deny_write_execute() < 0)
+                        _exit(126);
+                execl(IMGD_BUILD_DIR "/imgd", "imgd", "-v", "-c", d->config, (char *)NULL);
+                _exit(127);
+        }
+        if (own_group)
+                (void)setpgid(pid, pid);
+        d->pid = pid;
+        for (int i = 0;; i++) {
+                if (tu_imgctl(d, NULL, "status", NULL) == 0)
+                        break;
+                if (waitpid(pid, &status, WNOHANG) == pid) {
+                        char *log = tu_read_file(d->log, NULL);
+
+                        d->pid = 0;
+                        fail_msg("imgd exited during start-up (status %d):\n%s", status,
+                                 log ? log : "");
+                }
+                if (i == 2000)
+                        fail_msg("imgd did not answer on %s within 20 s", d->socket);
+                usleep(10 * 1000);
+        }
+}
+
 static void test_renders_under_mdwe(void **state)
 {
         /* Resizing a decoded PNG is where libvips would use orc's generated code. */
@@ -498,11 +547,10 @@ static void test_renders_under_mdwe(void **state)
                 "format = \"jpeg\"; quality = 82; } )";
         char *unit = read_unit();
         struct tu_daemon d;
-        pid_t pid, workers[16];
+        pid_t workers[16];
         unsigned n_workers;
         char *out = NULL, *p;
         json_t *st, *jobs;
-        int status;
 
         (void)state;
         tu_daemon_setup(&d, pipeline, 2, NULL);
@@ -513,36 +561,7 @@ static void test_renders_under_mdwe(void **state)
         tu_make_image(p, 2000, 1500, "jpeg", false);
         free(p);
 
-        pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                int fd = open(d.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-
-                if (fd >= 0) {
-                        dup2(fd, STDERR_FILENO);
-                        dup2(fd, STDOUT_FILENO);
-                }
-                apply_unit_environment(unit);
-                if (deny_write_execute() < 0)
-                        _exit(126);
-                execl(IMGD_BUILD_DIR "/imgd", "imgd", "-v", "-c", d.config, (char *)NULL);
-                _exit(127);
-        }
-        d.pid = pid;
-        for (int i = 0;; i++) {
-                if (tu_imgctl(&d, NULL, "status", NULL) == 0)
-                        break;
-                if (waitpid(pid, &status, WNOHANG) == pid) {
-                        char *log = tu_read_file(d.log, NULL);
-
-                        d.pid = 0;
-                        fail_msg("imgd exited during start-up (status %d):\n%s", status,
-                                 log ? log : "");
-                }
-                if (i == 2000)
-                        fail_msg("imgd did not answer on %s within 20 s", d.socket);
-                usleep(10 * 1000);
-        }
+        start_daemon(&d, unit, true, false);
         tu_daemon_wait_idle(&d, 120);
 
         assert_int_equal(tu_imgctl(&d, &out, "status", "--json", NULL), 0);
@@ -574,6 +593,106 @@ static void test_renders_under_mdwe(void **state)
         free(unit);
 }
 
+/* ---- stopping: KillMode=mixed, and SIGTERM to the whole process group --------------------- */
+
+#define PIPE_1 "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
+
+/* A job's member `key` from `imgctl show ID --json` (an integer). */
+static long long job_field(struct tu_daemon *d, int id, const char *key)
+{
+        char *out = NULL, *ids = tu_path("%d", id);
+        json_t *j, *job;
+        long long v;
+
+        if (tu_imgctl(d, &out, "show", ids, "--json", NULL) != 0)
+                fail_msg("imgctl show %d failed: %s", id, out ? out : "");
+        j = json_loads(out, 0, NULL);
+        assert_non_null(j);
+        job = json_object_get(j, "job") ?: j;
+        v = json_integer_value(json_object_get(job, key));
+        json_decref(j);
+        free(out);
+        free(ids);
+        return v;
+}
+
+static long status_int(struct tu_daemon *d, const char *obj, const char *key)
+{
+        char *out = NULL;
+        json_t *j, *o;
+        long v;
+
+        (void)tu_imgctl(d, &out, "status", "--json", NULL);
+        j = json_loads(out ? out : "", 0, NULL);
+        free(out);
+        assert_non_null(j);
+        o = obj ? json_object_get(j, obj) : j;
+        v = (long)json_integer_value(json_object_get(o, key));
+        json_decref(j);
+        return v;
+}
+
+/*
+ * `systemctl stop` with systemd's default KillMode=control-group, or `kill -TERM -<pgid>`,
+ * sends SIGTERM to the daemon and every worker at once. A running job must not die of it:
+ * it finishes within the daemon's drain (or is handed back) and costs no attempt. The job
+ * here sleeps 4 s inside its worker (the worker.job fault delay), the group gets SIGTERM
+ * while it does, and the daemon must exit 0 with nothing left in the group; after a restart
+ * the job is done with 1 attempt, and no worker was killed by SIGTERM.
+ */
+static void test_group_sigterm(void **state)
+{
+        struct tu_daemon d;
+        char *p, *log;
+        pid_t pgid;
+        int status = -1;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_1, 2, NULL);
+        setenv("IMGD_FAULT_DELAY", "worker.job", 1);
+        setenv("IMGD_FAULT_DELAY_MS", "4000", 1);
+        start_daemon(&d, NULL, false, true);
+        unsetenv("IMGD_FAULT_DELAY");
+        unsetenv("IMGD_FAULT_DELAY_MS");
+        pgid = d.pid;
+        assert_int_equal(getpgid(d.pid), pgid);
+
+        p = tu_path("%s/slow.png", d.uploads);
+        tu_make_image(p, 200, 150, "png", false);
+        free(p);
+        for (int i = 0; status_int(&d, NULL, "running") < 1; i++) {
+                if (i == 3000)
+                        fail_msg("the job did not start within 30 s");
+                usleep(10 * 1000);
+        }
+        usleep(500 * 1000); /* inside the worker's 4 s */
+
+        assert_int_equal(kill(-pgid, SIGTERM), 0);
+        status = tu_daemon_wait_exit(&d, 40000);
+        assert_int_not_equal(status, -1);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        /* The workers went with the daemon (it reaps them before it exits). */
+        for (int i = 0; kill(-pgid, 0) == 0; i++) {
+                if (i == 500)
+                        fail_msg("processes of group %d outlived the daemon", (int)pgid);
+                usleep(10 * 1000);
+        }
+
+        log = tu_read_file(d.log, NULL);
+        if (log && (strstr(log, "killed by SIGTERM") || strstr(log, "attempt 1 failed")))
+                fail_msg("a worker died of the group's SIGTERM:\n%s", log);
+        free(log);
+
+        tu_daemon_start(&d);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(status_int(&d, "jobs", "done"), 1);
+        assert_int_equal(status_int(&d, "jobs", "dead"), 0);
+        assert_int_equal(job_field(&d, 1, "attempts"), 1);
+        assert_int_equal(tu_count_files(d.media, "*_s.webp"), 1);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -582,6 +701,7 @@ int main(void)
                 cmocka_unit_test(test_verify),
                 cmocka_unit_test(test_mdwe_filter),
                 cmocka_unit_test(test_renders_under_mdwe),
+                cmocka_unit_test(test_group_sigterm),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
