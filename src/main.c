@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 #include <time.h>
 
 #include <systemd/sd-event.h>
@@ -76,8 +77,9 @@ static void help(void)
                "  %s   configuration (see imgd.conf(5) and README.md)\n"
                "  STATE_DIR/imgd.db     the job ledger\n"
                "\n"
-               "Exit status: 0 on a clean stop or a valid configuration, 1 on any error,\n"
-               "2 on a usage error.\n"
+               "Exit status: 0 on a clean stop or a valid configuration, 78 (EX_CONFIG) when\n"
+               "the daemon does not start because of its configuration, 1 on any other error\n"
+               "(and on an invalid configuration with --check-config), 2 on a usage error.\n"
                "\n"
                "See also: imgctl(1)\n",
                CONFIG_DEFAULT_PATH, CONFIG_DEFAULT_PATH);
@@ -433,7 +435,9 @@ int main(int argc, char **argv)
         if (r < 0) {
                 log_error("%s", error ?: config_path);
                 config_free(d.config);
-                return 1;
+                /* EX_CONFIG: the unit's RestartPreventExitStatus= ends in a failed unit
+                 * instead of restarting on the same file forever. */
+                return check_only ? 1 : EX_CONFIG;
         }
         if (check_only) {
                 printf("%s: configuration OK (%zu watch(es), %zu pipeline(s), %u worker(s))\n",

@@ -191,10 +191,21 @@ static void test_unit_contents(void **state)
         v = unit_get(unit, "Service", "TasksMax");
         assert_non_null(v);
         free(v);
-        /* The daemon checks its configuration before systemd considers it started. */
+        /* The daemon checks its configuration before systemd considers it started: before
+         * READY=1 (Type=notify), and a configuration error is its exit status 78, which
+         * RestartPreventExitStatus= turns into a failed unit rather than a restart loop.
+         * Not in an ExecStartPre=: its failure is not the main process' exit status, so
+         * RestartPreventExitStatus= would not apply and Restart=on-failure would loop. */
         v = unit_get(unit, "Service", "ExecStartPre");
+        if (v)
+                fail_msg("imgd.service: ExecStartPre=%s: a failing one is restarted", v);
+        assert_service(unit, "RestartPreventExitStatus", "78");
+        v = unit_get(unit, "Unit", "StartLimitIntervalSec");
         assert_non_null(v);
-        assert_non_null(strstr(v, "--check-config"));
+        free(v);
+        v = unit_get(unit, "Unit", "StartLimitBurst");
+        assert_non_null(v);
+        assert_true(atoi(v) > 0);
         free(v);
         v = unit_get(unit, "Service", "ExecStart");
         assert_non_null(v);
@@ -693,6 +704,66 @@ static void test_group_sigterm(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* ---- a configuration error ends the unit (RestartPreventExitStatus=78) ------------------- */
+
+/* imgd -c `config`: its exit status (128+signal if killed), and its output in *ret_out. */
+static int run_imgd(const char *config, char **ret_out)
+{
+        return tu_run(ret_out, IMGD_BUILD_DIR "/imgd", "-c", config, NULL);
+}
+
+/*
+ * A configuration that cannot be used, whether it does not parse, does not validate or
+ * names a folder that is missing, makes imgd exit with 78 (EX_CONFIG), the status the unit's
+ * RestartPreventExitStatus= names, and with the reason; --check-config still exits 1.
+ */
+static void test_config_error_exit_status(void **state)
+{
+        char *unit = read_unit();
+        char *prevent = unit_get(unit, "Service", "RestartPreventExitStatus");
+        struct tu_daemon d;
+        char *out = NULL, *bad;
+        int r;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_1, 1, NULL);
+
+        bad = tu_path("%s/syntax.conf", d.root);
+        tu_write_file(bad, "workers = ;\n", (size_t)-1);
+        r = run_imgd(bad, &out);
+        if (r != 78 || !strstr(out, bad))
+                fail_msg("imgd with a configuration that does not parse: exit %d (want 78):\n%s",
+                         r, out ? out : "");
+        free(out);
+        free(bad);
+
+        bad = tu_path("%s/invalid.conf", d.root);
+        tu_write_file(bad, "workers = 0;\n", (size_t)-1);
+        r = run_imgd(bad, &out);
+        if (r != 78 || !strstr(out, "workers"))
+                fail_msg("imgd with workers = 0: exit %d (want 78):\n%s", r, out ? out : "");
+        free(out);
+        r = tu_run(&out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", bad, NULL);
+        assert_int_equal(r, 1);
+        free(out);
+        free(bad);
+
+        tu_rm_rf(d.uploads);
+        r = run_imgd(d.config, &out);
+        if (r != 78 || !strstr(out, d.uploads))
+                fail_msg("imgd with a missing watched folder: exit %d (want 78):\n%s", r,
+                         out ? out : "");
+        free(out);
+
+        /* The unit names that status. */
+        if (!prevent || !strstr(prevent, "78"))
+                fail_msg("imgd.service: RestartPreventExitStatus=%s lacks 78",
+                         prevent ? prevent : "(not set)");
+        free(prevent);
+        free(unit);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -702,6 +773,7 @@ int main(void)
                 cmocka_unit_test(test_mdwe_filter),
                 cmocka_unit_test(test_renders_under_mdwe),
                 cmocka_unit_test(test_group_sigterm),
+                cmocka_unit_test(test_config_error_exit_status),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
