@@ -172,10 +172,12 @@ static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 /*
- * SIGHUP: load the configuration again. An invalid one is rejected with its error and the
- * old one stays in force; a valid one replaces watches, pipelines and limits.
+ * SIGHUP, or the control command "reload" (imgctl reload, the unit's ExecReload=): load the
+ * configuration again. An invalid one is rejected and the old one stays in force: returns a
+ * negative errno and, when ret_error is not NULL, the reason in *ret_error (caller frees). A
+ * valid one replaces watches, pipelines and limits; returns 0.
  */
-static void reload(struct daemon *d)
+static int reload(struct daemon *d, char **ret_error)
 {
         _cleanup_free_ char *error = NULL;
         struct config *next = NULL;
@@ -183,7 +185,7 @@ static void reload(struct daemon *d)
         int r;
 
         notify_reloading();
-        log_info("SIGHUP: reloading %s", d->config->file);
+        log_info("reloading %s", d->config->file);
         r = config_load(d->config->file, &next, &error);
         if (r >= 0)
                 r = config_check_paths(next, &error);
@@ -197,7 +199,9 @@ static void reload(struct daemon *d)
                           error ?: "unknown error");
                 config_free(next);
                 notify_ready();
-                return;
+                if (ret_error)
+                        *ret_error = TAKE_PTR(error);
+                return r;
         }
         if (strcmp(next->socket, d->config->socket) != 0 ||
             strcmp(next->state_dir, d->config->state_dir) != 0)
@@ -215,6 +219,19 @@ static void reload(struct daemon *d)
                  r < 0 ? 0 : r);
         notify_ready();
         update_status(d);
+        return 0;
+}
+
+/* The api's reload hook (api.h): refused while stopping, when the watches are gone. */
+static int api_reload(void *userdata, char **ret_error)
+{
+        struct daemon *d = userdata;
+
+        if (d->drain_timer) {
+                *ret_error = strdup("imgd is stopping");
+                return -ESHUTDOWN;
+        }
+        return reload(d, ret_error);
 }
 
 static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata)
@@ -240,7 +257,9 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         int r;
 
         if (si->ssi_signo == SIGHUP) {
-                reload(d);
+                log_info("SIGHUP");
+                if (!d->drain_timer)
+                        (void)reload(d, NULL);
                 return 0;
         }
         if (d->drain_timer) {
@@ -327,6 +346,8 @@ static int run(struct daemon *d)
             .state = "starting",
             .started_us = wall_usec(),
             .watch = d->watch,
+            .reload = api_reload,
+            .reload_userdata = d,
         };
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)

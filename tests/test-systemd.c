@@ -9,10 +9,10 @@
  * the checks cannot silently stop running.
  *
  * verify needs a unit whose programs exist and whose man pages man(1) can find, so it is
- * run on a copy in a temporary directory with /usr/sbin/imgd replaced by the build tree's
- * imgd, and with MANPATH pointing at a temporary man tree holding man/imgd.8, imgctl.1 and
+ * run on a copy in a temporary directory with /usr/sbin/imgd and /usr/bin/imgctl replaced by
+ * the build tree's, and with MANPATH pointing at a temporary man tree holding man/imgd.8, imgctl.1 and
  * imgd.conf.5 (the unit's Documentation=). Everything else is checked as shipped: User=imgd
- * stays, since verify does not look users up; /bin/kill (ExecReload=) must exist. A copy
+ * stays, since verify does not look users up. A copy
  * whose ExecStart= names a missing program must fail, which shows verify really checks.
  *
  * MemoryDenyWriteExecute= cannot be tried through systemd here (no systemd is running in a
@@ -157,7 +157,8 @@ static void test_unit_contents(void **state)
 
         (void)state;
         assert_service(unit, "Type", "notify");
-        assert_service(unit, "ExecReload", "/bin/kill -HUP $MAINPID");
+        /* A rejected reload fails systemctl reload (issue 14): not a bare kill -HUP. */
+        assert_service(unit, "ExecReload", "/usr/bin/imgctl -c /etc/imgd/imgd.conf reload");
         assert_service(unit, "Restart", "on-failure");
         /* systemctl stop signals imgd, not its workers (issue 14). */
         assert_service(unit, "KillMode", "mixed");
@@ -308,7 +309,8 @@ static void test_verify(void **state)
         char *analyze = find_program("systemd-analyze", "systemd");
         char *dir = tu_mkdtemp();
         char *unit = read_unit();
-        char *copy = replace_all(unit, "/usr/sbin/imgd", IMGD_BUILD_DIR "/imgd");
+        char *copy0 = replace_all(unit, "/usr/sbin/imgd", IMGD_BUILD_DIR "/imgd");
+        char *copy = replace_all(copy0, "/usr/bin/imgctl", IMGD_BUILD_DIR "/imgctl");
         char *broken = replace_all(unit, "/usr/sbin/imgd", "/nonexistent/imgd");
         char *unit_path = tu_path("%s/imgd.service", dir);
         char *broken_dir = tu_path("%s/broken", dir);
@@ -319,7 +321,7 @@ static void test_verify(void **state)
         int rc;
 
         (void)state;
-        assert_int_equal(access("/bin/kill", X_OK), 0);
+        assert_int_equal(access(IMGD_BUILD_DIR "/imgctl", X_OK), 0);
         tu_write_file(unit_path, copy, (size_t)-1);
         tu_write_file(broken_path, broken, (size_t)-1);
         setenv("MANPATH", man, 1);
@@ -351,6 +353,7 @@ static void test_verify(void **state)
         free(unit_path);
         free(broken);
         free(copy);
+        free(copy0);
         free(unit);
         free(dir);
         free(analyze);
@@ -764,6 +767,129 @@ static void test_config_error_exit_status(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* ---- systemctl reload: ExecReload= fails, with the reason, when imgd rejects it ------------ */
+
+/*
+ * Runs the unit's ExecReload= command line for the daemon d as systemd would (its words
+ * split at spaces, $MAINPID the daemon's pid), with the programs and the configuration of
+ * the build and the test tree in place of /usr/bin/imgctl and /etc/imgd/imgd.conf. Returns
+ * its exit status and its output in *ret_out.
+ */
+static int run_exec_reload(struct tu_daemon *d, const char *unit, char **ret_out)
+{
+        char *line = unit_get(unit, "Service", "ExecReload"), *save = NULL;
+        char *words[9] = {}, pid[16];
+        size_t n = 0;
+        int rc;
+
+        assert_non_null(line);
+        snprintf(pid, sizeof pid, "%d", (int)d->pid);
+        for (char *w = strtok_r(line, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+                assert_true(n < ELEMENTSOF(words) - 1);
+                if (strcmp(w, "$MAINPID") == 0)
+                        words[n++] = strdup(pid);
+                else if (strcmp(w, "/usr/bin/imgctl") == 0)
+                        words[n++] = strdup(IMGD_BUILD_DIR "/imgctl");
+                else if (strcmp(w, "/etc/imgd/imgd.conf") == 0)
+                        words[n++] = strdup(d->config);
+                else
+                        words[n++] = strdup(w);
+        }
+        assert_true(n > 0);
+        rc = tu_run(ret_out, words[0], words[1], words[2], words[3], words[4], words[5],
+                    words[6], words[7], NULL);
+        for (size_t i = 0; i < n; i++)
+                free(words[i]);
+        free(line);
+        return rc;
+}
+
+static char *config_text(struct tu_daemon *d, const char *watches)
+{
+        return tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
+                       "watch = ( %s );\npipelines = { p = %s; };\n",
+                       d->state, d->socket, watches, PIPE_1);
+}
+
+/*
+ * systemctl reload runs ExecReload= and reports its exit status. A new configuration that
+ * imgd takes makes it exit 0, and the change is in force (a second watch renders); one that
+ * does not parse, or that imgd rejects (a watched folder missing), makes it exit non-zero
+ * and print the reason, and the running configuration stays in force.
+ */
+static void test_exec_reload(void **state)
+{
+        char *unit = read_unit();
+        struct tu_daemon d;
+        char *out = NULL, *uploads2, *media2, *missing, *watch1, *watches, *conf, *p;
+        int rc;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_1, 1, NULL);
+        uploads2 = tu_path("%s/uploads2", d.root);
+        media2 = tu_path("%s/media2", d.root);
+        missing = tu_path("%s/missing", d.root);
+        assert_int_equal(mkdir(uploads2, 0755), 0);
+        tu_daemon_start(&d);
+        assert_int_equal(status_int(&d, "workers", "total"), 1);
+
+        /* A good one: in force when the command returns. */
+        watch1 = tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads,
+                         d.media);
+        watches = tu_path("%s, { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", watch1,
+                          uploads2, media2);
+        conf = config_text(&d, watches);
+        tu_write_file(d.config, conf, (size_t)-1);
+        free(conf);
+        free(watches);
+        rc = run_exec_reload(&d, unit, &out);
+        if (rc != 0)
+                fail_msg("ExecReload= with a good configuration: exit %d:\n%s", rc,
+                         out ? out : "");
+        free(out);
+        p = tu_path("%s/second.png", uploads2);
+        tu_make_image(p, 120, 90, "png", false);
+        free(p);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(tu_count_files(media2, "*_s.webp"), 1);
+
+        /* One that does not parse. */
+        tu_write_file(d.config, "workers = ;\n", (size_t)-1);
+        rc = run_exec_reload(&d, unit, &out);
+        if (rc == 0 || !out || !strstr(out, d.config))
+                fail_msg("ExecReload= with a configuration that does not parse: exit %d "
+                         "(want non-zero, with the reason):\n%s", rc, out ? out : "");
+        free(out);
+
+        /* One that parses but that imgd rejects: a watched folder is missing. */
+        watches = tu_path("%s, { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", watch1,
+                          missing, media2);
+        conf = config_text(&d, watches);
+        tu_write_file(d.config, conf, (size_t)-1);
+        free(conf);
+        free(watches);
+        rc = run_exec_reload(&d, unit, &out);
+        if (rc == 0 || !out || !strstr(out, missing) || !strstr(out, "rejected"))
+                fail_msg("ExecReload= with a configuration imgd rejects: exit %d (want "
+                         "non-zero, with the reason):\n%s", rc, out ? out : "");
+        free(out);
+
+        /* The daemon runs on with the configuration it had. */
+        assert_int_equal(tu_imgctl(&d, NULL, "status", NULL), 0);
+        p = tu_path("%s/third.png", uploads2);
+        tu_make_image(p, 120, 90, "png", false);
+        free(p);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(tu_count_files(media2, "*_s.webp"), 2);
+
+        free(watch1);
+        free(missing);
+        free(media2);
+        free(uploads2);
+        free(unit);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -774,6 +900,7 @@ int main(void)
                 cmocka_unit_test(test_renders_under_mdwe),
                 cmocka_unit_test(test_group_sigterm),
                 cmocka_unit_test(test_config_error_exit_status),
+                cmocka_unit_test(test_exec_reload),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
