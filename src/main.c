@@ -97,7 +97,8 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
                 return;
         }
         if (r > 0) {
-                log_job(LOG_INFO, id, path, NULL, "job %" PRId64 " %s: queued", id, path);
+                log_job(LOG_INFO, LOG_JOB_QUEUED, id, path, w->pipeline_name,
+                        "job %" PRId64 " %s: queued", id, path);
                 scheduler_enqueued(d->scheduler, id);
         }
 }

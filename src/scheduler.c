@@ -264,17 +264,17 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
 
         if (retry) {
                 next = now + 1000 * scheduler_backoff_ms(&s->cfg->retry, job->attempts, random01());
-                log_job(LOG_WARNING, job->id, job->source_path, NULL,
+                log_job(LOG_WARNING, LOG_JOB_RETRY, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s", job->id,
                         job->source_path, job->attempts, error, (double)(next - now) / 1e6);
         } else if (!permanent) {
                 if (asprintf(&msg, "gave up after %u attempts: %s", job->attempts, error) < 0)
                         msg = NULL;
-                log_job(LOG_ERR, job->id, job->source_path, NULL, "job %" PRId64 " %s: %s", job->id,
-                        job->source_path, msg ?: error);
+                log_job(LOG_ERR, LOG_JOB_DEAD, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s", job->id, job->source_path, msg ?: error);
         } else {
-                log_job(LOG_ERR, job->id, job->source_path, NULL, "job %" PRId64 " %s: %s", job->id,
-                        job->source_path, error);
+                log_job(LOG_ERR, LOG_JOB_DEAD, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s", job->id, job->source_path, error);
         }
         r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
         if (r < 0) {
@@ -324,7 +324,7 @@ static void job_blocked(scheduler *s, const struct job *job, const char *error)
         int64_t delay = scheduler_backoff_ms(&s->cfg->retry, ++s->env_failures, random01());
         int r;
 
-        log_job(LOG_ERR, job->id, job->source_path, NULL,
+        log_job(LOG_ERR, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
                 job->source_path, error, (double)delay / 1e3);
         r = ledger_release(s->ledger, job->id, now + 1000 * delay, now);
@@ -908,7 +908,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 return;
         }
         if (ledger_superseded(s->ledger, job->id) > 0) {
-                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: superseded by newer content; discarded", job->id,
                         job->source_path);
                 if (ledger_cancel(s->ledger, job->id, "superseded by newer content",
@@ -923,7 +923,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 const struct watch_config *wc = find_watch(s->cfg, job->watch);
                 _cleanup_free_ char *err = NULL;
 
-                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: content changed while processing; superseded", job->id,
                         job->source_path);
                 (void)ledger_cancel(s->ledger, job->id, "source content changed during processing",
@@ -1018,7 +1018,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         breaker_note(s, BREAKER_SUCCESS, NULL);
         note_finished(s);
         double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
-        log_job(LOG_INFO, job->id, job->source_path, NULL,
+        log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
                 run->n, seconds * 1e3);
         metrics_job_done(s->metrics, job->pipeline, seconds);
