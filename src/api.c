@@ -951,6 +951,7 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
         pool = scheduler_pool(ctx->scheduler);
         if (pool) {
                 g.workers_busy = worker_pool_busy(pool);
+                g.workers_idle = worker_pool_idle(pool);
                 g.workers_total = worker_pool_size(pool);
         }
         g.rss_bytes = rss_bytes();

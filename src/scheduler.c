@@ -1062,6 +1062,15 @@ static int on_publish(sd_event_source *es, void *userdata)
         return 0;
 }
 
+/* A worker is being replaced: counted in imgd_worker_restarts_total{cause}. */
+static void on_worker_restarted(worker_pool *p, const char *cause, void *userdata)
+{
+        scheduler *s = userdata;
+
+        if (s->metrics)
+                metrics_worker_restart(s->metrics, cause);
+}
+
 static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, const char *failure,
                            void *userdata)
 {
@@ -1120,6 +1129,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
             .max_jobs = cfg->limits.worker_max_jobs,
             .max_output_bytes = cfg->limits.max_file_bytes,
             .done = on_worker_done,
+            .restarted = on_worker_restarted,
         };
         int r;
 

@@ -68,6 +68,7 @@ struct worker_pool {
         unsigned max_jobs;
         uint64_t max_output_bytes;
         worker_done_fn done;
+        void (*restarted)(worker_pool *p, const char *cause, void *userdata);
         void *userdata;
         sd_event_source *rss_timer;
         uint64_t peak_rss; /* the most any worker used */
@@ -239,9 +240,21 @@ static int on_respawn(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
+/* Why a worker ended, as worker_pool_options.restarted reports it. w->failure is set when
+ * imgd killed it over a limit ("timed out ...", "exceeded ... MiB"). */
+static const char *restart_cause(const struct worker *w, const siginfo_t *si)
+{
+        if (w->recycling)
+                return "recycle";
+        if (w->failure)
+                return strncmp(w->failure, "exceeded", 8) == 0 ? "memory" : "timeout";
+        return si->si_code == CLD_EXITED ? "exit" : "crash";
+}
+
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 {
         struct worker *w = userdata;
+        const char *cause = restart_cause(w, si);
         char reason[128];
         uint64_t delay = 0;
 
@@ -261,6 +274,8 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                             w->state == WORKER_STARTING ? "starting" : "idle");
         }
         w->pool->restarts++;
+        if (w->pool->restarted)
+                w->pool->restarted(w->pool, cause, w->pool->userdata);
 
         w->state = WORKER_DOWN;
         w->child = sd_event_source_disable_unref(w->child);
@@ -433,6 +448,7 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         p->max_jobs = o->max_jobs;
         p->max_output_bytes = o->max_output_bytes;
         p->done = o->done;
+        p->restarted = o->restarted;
         p->userdata = o->userdata;
         p->n = o->n_workers;
         snprintf(p->threads_arg, sizeof p->threads_arg, "--threads=%u",

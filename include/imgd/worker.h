@@ -37,6 +37,11 @@ struct worker_pool_options {
         unsigned max_jobs;         /* jobs before a worker is replaced; 0: never */
         uint64_t max_output_bytes; /* RLIMIT_FSIZE of workers; 0: none */
         worker_done_fn done;       /* also called with job_id 0 when a worker becomes ready */
+        /* Called when a worker process ended and is to be replaced, with the cause: "crash"
+         * (killed by a signal imgd did not send), "exit" (it exited by itself), "timeout"
+         * and "memory" (imgd killed it over limits.job_timeout or limits.worker_memory),
+         * "recycle" (retired on purpose, limits.worker_max_jobs or its memory). May be NULL. */
+        void (*restarted)(worker_pool *p, const char *cause, void *userdata);
         void *userdata;
 };
 
