@@ -621,7 +621,15 @@ int worker_find_executable(char **ret)
                 char *slash = strrchr(self, '/');
                 if (slash) {
                         *slash = '\0';
+                        /* Beside imgd (the build tree), then where the install put it
+                         * relative to imgd (sbin/../libexec/imgd), whatever the prefix. */
                         if (asprintf(&path, "%s/imgd-worker", self) < 0)
+                                return -ENOMEM;
+                        if (access(path, X_OK) == 0)
+                                goto found;
+                        free(path);
+                        if (asprintf(&path, "%s/%s/imgd-worker", self, IMGD_LIBEXEC_FROM_SBIN) <
+                            0)
                                 return -ENOMEM;
                         if (access(path, X_OK) == 0)
                                 goto found;

@@ -75,5 +75,8 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
 /* Appends one object per worker ({"pid":..., "state":"idle"|"busy", "job":id}) to arr. */
 int worker_pool_describe(const worker_pool *p, json_t *arr);
 
-/* Finds the imgd-worker executable: next to /proc/self/exe, else the installed path. */
+/* Finds the imgd-worker executable: $IMGD_WORKER; else next to /proc/self/exe (the build
+ * tree); else at the install's place relative to it (../libexec/imgd/imgd-worker from sbin,
+ * whatever prefix it was installed under); else the configured IMGD_LIBEXECDIR. Returns 0
+ * and *ret (caller frees), or a negative errno. */
 int worker_find_executable(char **ret);
