@@ -1073,10 +1073,95 @@ static void test_configure_without_cmocka(void **state)
         free(dir);
 }
 
+/* ---- W^X for files: nothing writable is executable, and nothing is made writable --------- */
+
+/* A path of `list` (words, "-" prefixes dropped) is `path` or a parent of it. */
+static bool covered_by(const char *list, const char *path)
+{
+        char *copy = strdup(list ? list : ""), *save = NULL;
+        bool found = false;
+
+        assert_non_null(copy);
+        for (char *w = strtok_r(copy, " ", &save); w && !found; w = strtok_r(NULL, " ", &save)) {
+                size_t n;
+
+                w += *w == '-';
+                n = strlen(w);
+                while (n > 1 && w[n - 1] == '/')
+                        w[--n] = '\0';
+                found = strcmp(w, "/") == 0 ||
+                        (strncmp(path, w, n) == 0 && (path[n] == '\0' || path[n] == '/'));
+        }
+        free(copy);
+        return found;
+}
+
+/*
+ * On systemd 252, a path in ExecPaths= becomes a bind mount of its own that the read-only
+ * pass of ProtectSystem=strict skips: ExecPaths=/usr made /usr writable inside the service's
+ * namespace. So the unit has no ExecPaths= at all, and W^X comes from NoExecPaths= on every
+ * place the service can write instead: the ReadWritePaths=, its StateDirectory= and
+ * RuntimeDirectory=, the private /tmp and /var/tmp, and /dev/shm. NoExecPaths=/ is not
+ * usable without ExecPaths=, so it must not be there either.
+ */
+static void test_unit_wx(void **state)
+{
+        char *unit = read_unit();
+        char *exec = unit_get(unit, "Service", "ExecPaths");
+        char *noexec = unit_get(unit, "Service", "NoExecPaths");
+        char *rw = unit_get(unit, "Service", "ReadWritePaths"), *save = NULL, *p;
+        char *dirs[] = { unit_get(unit, "Service", "StateDirectory"),
+                         unit_get(unit, "Service", "RuntimeDirectory") };
+        const char *parents[] = { "/var/lib", "/run" };
+
+        (void)state;
+        assert_service(unit, "ProtectSystem", "strict");
+        if (exec && *exec)
+                fail_msg("imgd.service: ExecPaths=%s makes those paths writable on systemd 252",
+                         exec);
+        if (!noexec)
+                fail_msg("imgd.service: no NoExecPaths=");
+        for (char *w = strtok_r(noexec, " ", &save); w; w = strtok_r(NULL, " ", &save))
+                if (strcmp(w + (*w == '-'), "/") == 0)
+                        fail_msg("imgd.service: NoExecPaths=/ without ExecPaths= runs nothing");
+        free(noexec);
+        noexec = unit_get(unit, "Service", "NoExecPaths");
+
+        save = NULL;
+        for (char *w = strtok_r(rw, " ", &save); w; w = strtok_r(NULL, " ", &save))
+                if (!covered_by(noexec, w + (*w == '-')))
+                        fail_msg("imgd.service: ReadWritePaths=%s is not in NoExecPaths=%s", w,
+                                 noexec);
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                assert_non_null(dirs[i]);
+                p = tu_path("%s/%s", parents[i], dirs[i]);
+                if (!covered_by(noexec, p))
+                        fail_msg("imgd.service: %s is writable and not in NoExecPaths=%s", p,
+                                 noexec);
+                free(p);
+                free(dirs[i]);
+        }
+        for (size_t i = 0; i < 3; i++) {
+                static const char *const always[] = { "/tmp", "/var/tmp", "/dev/shm" };
+
+                if (!covered_by(noexec, always[i]))
+                        fail_msg("imgd.service: %s is writable and not in NoExecPaths=%s",
+                                 always[i], noexec);
+        }
+        /* The programs stay executable. */
+        assert_false(covered_by(noexec, "/usr/sbin/imgd"));
+        assert_false(covered_by(noexec, "/usr/lib"));
+        free(rw);
+        free(noexec);
+        free(exec);
+        free(unit);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_unit_contents),
+                cmocka_unit_test(test_unit_wx),
                 cmocka_unit_test(test_security_exposure),
                 cmocka_unit_test(test_verify),
                 cmocka_unit_test(test_mdwe_filter),
