@@ -15,8 +15,8 @@
  * control characters first, so a file name cannot play tricks on a terminal.
  *
  * Exit status: 0 success; 1 the command failed (imgd answered with an error, wait timed
- * out, status found an alert active, verify found a problem); 2 usage error; 3 imgd could not be reached (or its configuration could not be read,
- * or its answer was not understood).
+ * out, status found an alert active, verify found a problem); 2 usage error; 3 imgd could not be
+ * reached (or its configuration could not be read, or its answer was not understood).
  */
 #include <assert.h>
 #include <ctype.h>

@@ -135,8 +135,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         static const char *const states[] = { "queued", "running", "retry",
                                                "done",   "dead",    "cancelled" };
         uint64_t starting = g->workers_total > g->workers_busy + g->workers_idle
-                                    ? g->workers_total - g->workers_busy - g->workers_idle
-                                    : 0;
+                                ? g->workers_total - g->workers_busy - g->workers_idle
+                                : 0;
 
         fputs("# HELP imgd_jobs Jobs in the ledger by state.\n# TYPE imgd_jobs gauge\n", f);
         for (size_t i = 0; i < ELEMENTSOF(states); i++)

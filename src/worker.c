@@ -359,7 +359,7 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock)
         for (int sig = 1; sig < NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         signal(sig, sig == SIGTERM || sig == SIGINT || sig == SIGHUP ? SIG_IGN
-                                                                                   : SIG_DFL);
+                                                                                     : SIG_DFL);
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
         execl(path, "imgd-worker", p->threads_arg, (char *)NULL);
@@ -628,8 +628,7 @@ int worker_find_executable(char **ret)
                         if (access(path, X_OK) == 0)
                                 goto found;
                         free(path);
-                        if (asprintf(&path, "%s/%s/imgd-worker", self, IMGD_LIBEXEC_FROM_SBIN) <
-                            0)
+                        if (asprintf(&path, "%s/%s/imgd-worker", self, IMGD_LIBEXEC_FROM_SBIN) < 0)
                                 return -ENOMEM;
                         if (access(path, X_OK) == 0)
                                 goto found;

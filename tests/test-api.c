@@ -617,8 +617,8 @@ static void test_metrics(void **state)
         assert_int_equal(prom_value(out, "imgd_jobs_failed_total{reason=\"permanent\"}"), 1);
         /* imgd_workers by state sums to the pool's size. */
         assert_int_equal(prom_value(out, "imgd_workers{state=\"busy\"}") +
-                                 prom_value(out, "imgd_workers{state=\"idle\"}") +
-                                 prom_value(out, "imgd_workers{state=\"starting\"}"),
+                             prom_value(out, "imgd_workers{state=\"idle\"}") +
+                             prom_value(out, "imgd_workers{state=\"starting\"}"),
                          2);
         assert_true(prom_value(out, "imgd_resident_memory_bytes") > 1024 * 1024);
 

@@ -260,8 +260,7 @@ static void test_journal_fields(void **state)
                 /* journald's own JOB_ID= is not used (it is systemd's job, not imgd's). */
                 if (strstr(buf, "\nJOB_ID=") || strncmp(buf, "JOB_ID=", 7) == 0 ||
                     strstr(buf, "CODE_FUNC=log_job"))
-                        fail_msg("a job message with journald's names or log.c's site:\n%s",
-                                 buf);
+                        fail_msg("a job message with journald's names or log.c's site:\n%s", buf);
                 job1 = strstr(buf, "\nIMGD_JOB_ID=1\n") && strstr(buf, want) &&
                        strstr(buf, "SYSLOG_IDENTIFIER=imgd") && strstr(buf, "MESSAGE=job 1") &&
                        strstr(buf, "\nIMGD_PIPELINE=p\n");
@@ -269,8 +268,8 @@ static void test_journal_fields(void **state)
                     strstr(buf, "\nCODE_FILE=src/main.c\n") && strstr(buf, "\nCODE_LINE="))
                         queued = true;
                 if (job1 && strstr(buf, done_id) && strstr(buf, "\nIMGD_EVENT=done\n") &&
-                    strstr(buf, "\nCODE_FILE=src/scheduler.c\n") &&
-                    strstr(buf, "\nCODE_FUNC=") && !strstr(buf, "CODE_FILE=src/log.c"))
+                    strstr(buf, "\nCODE_FILE=src/scheduler.c\n") && strstr(buf, "\nCODE_FUNC=") &&
+                    !strstr(buf, "CODE_FILE=src/log.c"))
                         done = true;
         }
         close(fd);

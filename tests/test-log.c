@@ -47,13 +47,13 @@ static void assert_value(const struct log_job_fields *f, const char *name, const
 
 static void test_fields(void **state)
 {
-        const struct log_site site = { "/home/build/imgd/src/scheduler.c", 1021, "job_done" };
+        const struct log_site site = {"/home/build/imgd/src/scheduler.c", 1021, "job_done"};
         struct log_job_fields f;
         int n;
 
         (void)state;
-        n = log_job_fields(&f, LOG_INFO, "imgd", LOG_JOB_DONE, 42, "/srv/uploads/a.jpg",
-                           "avatar", &site, "job 42 /srv/uploads/a.jpg: done");
+        n = log_job_fields(&f, LOG_INFO, "imgd", LOG_JOB_DONE, 42, "/srv/uploads/a.jpg", "avatar",
+                           &site, "job 42 /srv/uploads/a.jpg: done");
         assert_int_equal(n, 11);
         assert_string_equal(field(&f, 0), "MESSAGE=job 42 /srv/uploads/a.jpg: done");
         assert_value(&f, "MESSAGE_ID", log_job_message_id(LOG_JOB_DONE));
@@ -77,15 +77,15 @@ static void test_fields(void **state)
         assert_value(&f, "IMGD_SOURCE", "");
         assert_value(&f, "PRIORITY", "3");
 
-        assert_int_equal(log_job_fields(&f, LOG_INFO, "imgd", _LOG_JOB_EVENT_MAX, 1, NULL, NULL,
-                                        &site, "x"),
-                         -EINVAL);
+        assert_int_equal(
+            log_job_fields(&f, LOG_INFO, "imgd", _LOG_JOB_EVENT_MAX, 1, NULL, NULL, &site, "x"),
+            -EINVAL);
 }
 
 /* A message longer than the buffer is cut, and every field after it is still there. */
 static void test_long_message(void **state)
 {
-        const struct log_site site = { "src/main.c", 1, "f" };
+        const struct log_site site = {"src/main.c", 1, "f"};
         struct log_job_fields f;
         char *msg = malloc(20000);
 
@@ -112,7 +112,8 @@ static void test_message_ids(void **state)
                 assert_non_null(log_job_event_name(i));
                 assert_int_equal(strlen(id), 32);
                 for (size_t k = 0; k < 32; k++)
-                        assert_true(isxdigit((unsigned char)id[k]) && !isupper((unsigned char)id[k]));
+                        assert_true(isxdigit((unsigned char)id[k]) &&
+                                    !isupper((unsigned char)id[k]));
                 for (int j = 0; j < i; j++) {
                         assert_string_not_equal(id, log_job_message_id(j));
                         assert_string_not_equal(log_job_event_name(i), log_job_event_name(j));
@@ -140,10 +141,10 @@ static void test_code_file(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_fields),
-                cmocka_unit_test(test_long_message),
-                cmocka_unit_test(test_message_ids),
-                cmocka_unit_test(test_code_file),
+            cmocka_unit_test(test_fields),
+            cmocka_unit_test(test_long_message),
+            cmocka_unit_test(test_message_ids),
+            cmocka_unit_test(test_code_file),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

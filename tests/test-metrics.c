@@ -189,15 +189,15 @@ static void test_empty_exposition(void **state)
 static void test_gauges_rendered(void **state)
 {
         struct metrics_gauges g = {
-                .jobs_by_state = {3, 2, 1, 40, 5, 6},
-                .oldest_queued_age_s = 12.5,
-                .breaker_state = 2,
-                .degradation_level = 1,
-                .health_score = 87.5,
-                .rss_bytes = 123456789,
-                .workers_busy = 2,
-                .workers_idle = 1,
-                .workers_total = 4,
+            .jobs_by_state = {3, 2, 1, 40, 5, 6},
+            .oldest_queued_age_s = 12.5,
+            .breaker_state = 2,
+            .degradation_level = 1,
+            .health_score = 87.5,
+            .rss_bytes = 123456789,
+            .workers_busy = 2,
+            .workers_idle = 1,
+            .workers_total = 4,
         };
         metrics *m = NULL;
         char *text;
@@ -497,15 +497,15 @@ static void test_daemon_worker_restarts(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_empty_exposition),
-                cmocka_unit_test(test_gauges_rendered),
-                cmocka_unit_test(test_histogram_cumulative),
-                cmocka_unit_test(test_odd_durations),
-                cmocka_unit_test(test_label_escaping),
-                cmocka_unit_test(test_label_overflow),
-                cmocka_unit_test(test_overflow_joins_existing_other),
-                cmocka_unit_test(test_build_info),
-                cmocka_unit_test(test_daemon_worker_restarts),
+            cmocka_unit_test(test_empty_exposition),
+            cmocka_unit_test(test_gauges_rendered),
+            cmocka_unit_test(test_histogram_cumulative),
+            cmocka_unit_test(test_odd_durations),
+            cmocka_unit_test(test_label_escaping),
+            cmocka_unit_test(test_label_overflow),
+            cmocka_unit_test(test_overflow_joins_existing_other),
+            cmocka_unit_test(test_build_info),
+            cmocka_unit_test(test_daemon_worker_restarts),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,8 +10,8 @@
  *
  * verify needs a unit whose programs exist and whose man pages man(1) can find, so it is
  * run on a copy in a temporary directory with /usr/sbin/imgd and /usr/bin/imgctl replaced by
- * the build tree's, and with MANPATH pointing at a temporary man tree holding man/imgd.8, imgctl.1 and
- * imgd.conf.5 (the unit's Documentation=). Everything else is checked as shipped: User=imgd
+ * the build tree's, and with MANPATH pointing at a temporary man tree holding man/imgd.8, imgctl.1
+ * and imgd.conf.5 (the unit's Documentation=). Everything else is checked as shipped: User=imgd
  * stays, since verify does not look users up. A copy
  * whose ExecStart= names a missing program must fail, which shows verify really checks.
  *
@@ -505,10 +505,10 @@ static void assert_seccomp(pid_t pid)
 }
 
 /*
- * Starts `program` (NULL: build/imgd) -v -c d->config as systemd would: with the unit's Environment= when
- * `unit` is given, under the MemoryDenyWriteExecute= filter when `mdwe`, and, when
- * `own_group`, as the leader of its own process group (as in a service's cgroup, where
- * `kill -TERM -<pgid>` reaches the daemon and every worker). Waits until the socket answers.
+ * Starts `program` (NULL: build/imgd) -v -c d->config as systemd would: with the unit's
+ * Environment= when `unit` is given, under the MemoryDenyWriteExecute= filter when `mdwe`, and,
+ * when `own_group`, as the leader of its own process group (as in a service's cgroup, where `kill
+ * -TERM -<pgid>` reaches the daemon and every worker). Waits until the socket answers.
  */
 static void start_daemon(struct tu_daemon *d, const char *program, const char *unit, bool mdwe,
                          bool own_group)
@@ -557,10 +557,10 @@ static void test_renders_under_mdwe(void **state)
 {
         /* Resizing a decoded PNG is where libvips would use orc's generated code. */
         static const char pipeline[] =
-                "( { name = \"small\"; width = 100; height = 100; fit = \"cover\"; "
-                "format = \"webp\"; mask = \"circle\"; },"
-                "  { name = \"web\"; width = 700; height = 700; fit = \"inside\"; "
-                "format = \"jpeg\"; quality = 82; } )";
+            "( { name = \"small\"; width = 100; height = 100; fit = \"cover\"; "
+            "format = \"webp\"; mask = \"circle\"; },"
+            "  { name = \"web\"; width = 700; height = 700; fit = \"inside\"; "
+            "format = \"jpeg\"; quality = 82; } )";
         char *unit = read_unit();
         struct tu_daemon d;
         pid_t workers[16];
@@ -737,8 +737,8 @@ static void test_config_error_exit_status(void **state)
         tu_write_file(bad, "workers = ;\n", (size_t)-1);
         r = run_imgd(bad, &out);
         if (r != 78 || !strstr(out, bad))
-                fail_msg("imgd with a configuration that does not parse: exit %d (want 78):\n%s",
-                         r, out ? out : "");
+                fail_msg("imgd with a configuration that does not parse: exit %d (want 78):\n%s", r,
+                         out ? out : "");
         free(out);
         free(bad);
 
@@ -798,8 +798,8 @@ static int run_exec_reload(struct tu_daemon *d, const char *unit, char **ret_out
                         words[n++] = strdup(w);
         }
         assert_true(n > 0);
-        rc = tu_run(ret_out, words[0], words[1], words[2], words[3], words[4], words[5],
-                    words[6], words[7], NULL);
+        rc = tu_run(ret_out, words[0], words[1], words[2], words[3], words[4], words[5], words[6],
+                    words[7], NULL);
         for (size_t i = 0; i < n; i++)
                 free(words[i]);
         free(line);
@@ -836,8 +836,8 @@ static void test_exec_reload(void **state)
         assert_int_equal(status_int(&d, "workers", "total"), 1);
 
         /* A good one: in force when the command returns. */
-        watch1 = tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads,
-                         d.media);
+        watch1 =
+            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads, d.media);
         watches = tu_path("%s, { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", watch1,
                           uploads2, media2);
         conf = config_text(&d, watches);
@@ -846,8 +846,7 @@ static void test_exec_reload(void **state)
         free(watches);
         rc = run_exec_reload(&d, unit, &out);
         if (rc != 0)
-                fail_msg("ExecReload= with a good configuration: exit %d:\n%s", rc,
-                         out ? out : "");
+                fail_msg("ExecReload= with a good configuration: exit %d:\n%s", rc, out ? out : "");
         free(out);
         p = tu_path("%s/second.png", uploads2);
         tu_make_image(p, 120, 90, "png", false);
@@ -860,7 +859,8 @@ static void test_exec_reload(void **state)
         rc = run_exec_reload(&d, unit, &out);
         if (rc == 0 || !out || !strstr(out, d.config))
                 fail_msg("ExecReload= with a configuration that does not parse: exit %d "
-                         "(want non-zero, with the reason):\n%s", rc, out ? out : "");
+                         "(want non-zero, with the reason):\n%s",
+                         rc, out ? out : "");
         free(out);
 
         /* One that parses but that imgd rejects: a watched folder is missing. */
@@ -873,7 +873,8 @@ static void test_exec_reload(void **state)
         rc = run_exec_reload(&d, unit, &out);
         if (rc == 0 || !out || !strstr(out, missing) || !strstr(out, "rejected"))
                 fail_msg("ExecReload= with a configuration imgd rejects: exit %d (want "
-                         "non-zero, with the reason):\n%s", rc, out ? out : "");
+                         "non-zero, with the reason):\n%s",
+                         rc, out ? out : "");
         free(out);
 
         /* The daemon runs on with the configuration it had. */
@@ -998,8 +999,8 @@ static void check_install(const char *prefix, const char *etc_dir)
                 assert_true(k > 0);
                 if (strncmp(exe, dest, strlen(dest)) != 0) {
                         log = tu_read_file(d.log, NULL);
-                        fail_msg("--prefix %s: the installed imgd runs worker %s\n%s", prefix,
-                                 exe, log ? log : "");
+                        fail_msg("--prefix %s: the installed imgd runs worker %s\n%s", prefix, exe,
+                                 log ? log : "");
                 }
                 free(link);
         }
@@ -1050,17 +1051,17 @@ static void test_install_opt(void **state)
 static void test_configure_without_cmocka(void **state)
 {
         static const char script[] =
-                "set -e\n"
-                "pc=$1/pc; mkdir -p \"$pc\"\n"
-                "for d in $(pkg-config --variable pc_path pkg-config | tr : ' '); do\n"
-                "  [ -d \"$d\" ] || continue\n"
-                "  for f in \"$d\"/*.pc; do\n"
-                "    [ -e \"$f\" ] || continue\n"
-                "    [ \"${f##*/}\" = cmocka.pc ] || ln -sf \"$f\" \"$pc/\"\n"
-                "  done\n"
-                "done\n"
-                "! PKG_CONFIG_LIBDIR=$pc pkg-config --exists cmocka\n"
-                "PKG_CONFIG_LIBDIR=$pc cmake -S \"$2\" -B \"$1/build\" 2>&1\n";
+            "set -e\n"
+            "pc=$1/pc; mkdir -p \"$pc\"\n"
+            "for d in $(pkg-config --variable pc_path pkg-config | tr : ' '); do\n"
+            "  [ -d \"$d\" ] || continue\n"
+            "  for f in \"$d\"/*.pc; do\n"
+            "    [ -e \"$f\" ] || continue\n"
+            "    [ \"${f##*/}\" = cmocka.pc ] || ln -sf \"$f\" \"$pc/\"\n"
+            "  done\n"
+            "done\n"
+            "! PKG_CONFIG_LIBDIR=$pc pkg-config --exists cmocka\n"
+            "PKG_CONFIG_LIBDIR=$pc cmake -S \"$2\" -B \"$1/build\" 2>&1\n";
         char *dir = tu_mkdtemp(), *out = NULL;
         int rc;
 
@@ -1110,9 +1111,9 @@ static void test_unit_wx(void **state)
         char *exec = unit_get(unit, "Service", "ExecPaths");
         char *noexec = unit_get(unit, "Service", "NoExecPaths");
         char *rw = unit_get(unit, "Service", "ReadWritePaths"), *save = NULL, *p;
-        char *dirs[] = { unit_get(unit, "Service", "StateDirectory"),
-                         unit_get(unit, "Service", "RuntimeDirectory") };
-        const char *parents[] = { "/var/lib", "/run" };
+        char *dirs[] = {unit_get(unit, "Service", "StateDirectory"),
+                        unit_get(unit, "Service", "RuntimeDirectory")};
+        const char *parents[] = {"/var/lib", "/run"};
 
         (void)state;
         assert_service(unit, "ProtectSystem", "strict");
@@ -1142,7 +1143,7 @@ static void test_unit_wx(void **state)
                 free(dirs[i]);
         }
         for (size_t i = 0; i < 3; i++) {
-                static const char *const always[] = { "/tmp", "/var/tmp", "/dev/shm" };
+                static const char *const always[] = {"/tmp", "/var/tmp", "/dev/shm"};
 
                 if (!covered_by(noexec, always[i]))
                         fail_msg("imgd.service: %s is writable and not in NoExecPaths=%s",
@@ -1160,18 +1161,18 @@ static void test_unit_wx(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_unit_contents),
-                cmocka_unit_test(test_unit_wx),
-                cmocka_unit_test(test_security_exposure),
-                cmocka_unit_test(test_verify),
-                cmocka_unit_test(test_mdwe_filter),
-                cmocka_unit_test(test_renders_under_mdwe),
-                cmocka_unit_test(test_group_sigterm),
-                cmocka_unit_test(test_config_error_exit_status),
-                cmocka_unit_test(test_exec_reload),
-                cmocka_unit_test(test_install_usr),
-                cmocka_unit_test(test_install_opt),
-                cmocka_unit_test(test_configure_without_cmocka),
+            cmocka_unit_test(test_unit_contents),
+            cmocka_unit_test(test_unit_wx),
+            cmocka_unit_test(test_security_exposure),
+            cmocka_unit_test(test_verify),
+            cmocka_unit_test(test_mdwe_filter),
+            cmocka_unit_test(test_renders_under_mdwe),
+            cmocka_unit_test(test_group_sigterm),
+            cmocka_unit_test(test_config_error_exit_status),
+            cmocka_unit_test(test_exec_reload),
+            cmocka_unit_test(test_install_usr),
+            cmocka_unit_test(test_install_opt),
+            cmocka_unit_test(test_configure_without_cmocka),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

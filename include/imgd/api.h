@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * api.h - what the control commands do: status, jobs, show, ping (read-only), retry, cancel,
- * pause, resume, drain, enqueue, reload (operator actions, each through the ledger's own transitions
- * and the scheduler's entry points, never behind the scheduler's back: a running job is not
- * cancelled under its worker), and metrics. Also turns the scheduler's job transitions into
+ * pause, resume, drain, enqueue, reload (operator actions, each through the ledger's own
+ * transitions and the scheduler's entry points, never behind the scheduler's back: a running job is
+ * not cancelled under its worker), and metrics. Also turns the scheduler's job transitions into
  * event lines for the control socket's subscribers (api_on_event()). See README.md, "The
  * control protocol", for every command's arguments and answer.
  */

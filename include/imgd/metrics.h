@@ -39,9 +39,9 @@ struct metrics_gauges {
         double error_rate;         /* failed share of the recent attempts, 0..1 */
         double finished_per_s;     /* jobs finished (done or dead) per second, recently */
         uint64_t rss_bytes;        /* the daemon's resident set */
-        uint64_t workers_busy;  /* with a job */
-        uint64_t workers_idle;  /* ready for one */
-        uint64_t workers_total; /* the pool's size: the rest are starting or being replaced */
+        uint64_t workers_busy;     /* with a job */
+        uint64_t workers_idle;     /* ready for one */
+        uint64_t workers_total;    /* the pool's size: the rest are starting or being replaced */
 };
 
 /* Writes the whole exposition (HELP, TYPE, samples) to f. Returns 0 or -EIO. */

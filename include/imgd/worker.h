@@ -48,7 +48,9 @@ struct worker_pool_options {
 /* Starts the workers. Returns 0 and *ret, or a negative errno (logged). */
 int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_pool **ret);
 
-/* Kills and reaps all workers (SIGKILL after a short SIGTERM grace). Accepts NULL. */
+/* Stops and reaps all workers: an idle one sees its socket close and exits, a busy one is
+ * killed with SIGKILL, and one still there after 2 s too (workers ignore SIGTERM). Accepts
+ * NULL. */
 worker_pool *worker_pool_free(worker_pool *p);
 
 /* Changes the wall-clock limit for jobs dispatched from now on. */
