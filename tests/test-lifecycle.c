@@ -224,6 +224,17 @@ static void test_journal_fields(void **state)
         bool queued = false, done = false;
         int fd;
 
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+        if (stat(path, &st) == 0) {
+                /* One nobody listens on was left by an earlier run that failed: remove it. */
+                int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+                if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) < 0 &&
+                    errno == ECONNREFUSED)
+                        (void)unlink(path);
+                if (probe >= 0)
+                        close(probe);
+        }
         if (stat(path, &st) == 0 || (mkdir("/run/systemd", 0755) < 0 && errno != EEXIST) ||
             (mkdir("/run/systemd/journal", 0755) < 0 && errno != EEXIST)) {
                 /* A real journald is here (or /run is not ours): do not disturb it. */
