@@ -14,8 +14,8 @@ _imgctl()
         cword=$COMP_CWORD
         COMPREPLY=()
 
-        local commands='status jobs show wait retry cancel pause resume drain enqueue metrics
-                events top verify help'
+        local commands='status jobs show wait retry cancel pause resume drain enqueue reload
+                metrics events top verify help'
         local global_opts='-c --config -s --socket --connect-timeout -h --help --version'
         local states='queued running retry done dead cancelled'
 
@@ -96,7 +96,7 @@ _imgctl()
         retry)
                 [[ $cur == -* ]] && COMPREPLY=($(compgen -W '--dead --json --help' -- "$cur"))
                 ;;
-        pause | resume | metrics)
+        pause | resume | reload | metrics)
                 COMPREPLY=($(compgen -W '--json --help' -- "$cur"))
                 ;;
         wait | drain)

@@ -18,6 +18,9 @@
  *   enqueue  a file ("path", absolute) below a watched folder becomes a job now, whether or
  *            not the watch saw it; a file already known answers its existing job
  *   metrics  the Prometheus text exposition (metrics.h) as {"text": "..."}
+ *   reload   load the configuration file again, as SIGHUP does, and say whether it was
+ *            taken: {"reloaded": true, "config": FILE, "watches": N}, or an error with the
+ *            reason it was rejected (the running configuration stays in force)
  *
  * ping, status, jobs, show and metrics only read: the ledger, the configuration and the
  * scheduler's view of the workers. The others change jobs only through the ledger's own
@@ -1016,6 +1019,7 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
         pool = scheduler_pool(ctx->scheduler);
         if (pool) {
                 g.workers_busy = worker_pool_busy(pool);
+                g.workers_idle = worker_pool_idle(pool);
                 g.workers_total = worker_pool_size(pool);
         }
         g.rss_bytes = rss_bytes();
@@ -1040,6 +1044,34 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
         if (fclose(f) != 0 || r < 0 || !text)
                 return api_error(ret_error, -EIO, "cannot render the metrics");
         result = json_pack("{s:o}", "text", proto_string_lossy(text));
+        if (!result)
+                return -ENOMEM;
+        *ret_result = result;
+        return 0;
+}
+
+static int api_reload(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                      char **ret_error)
+{
+        _cleanup_free_ char *why = NULL;
+        json_t *result;
+        int r;
+
+        (void)request;
+        if (!ctx->reload)
+                return api_error(ret_error, -EOPNOTSUPP, "reload is not available");
+        r = ctx->reload(ctx->reload_userdata, &why);
+        if (r < 0) {
+                if (r == -ENOMEM && !why)
+                        return r;
+                return api_error(ret_error, r,
+                                 "reload rejected, the running configuration stays in force: %s",
+                                 why ?: strerror(-r));
+        }
+        /* ctx->config is the new configuration now. */
+        result = json_pack("{s:b, s:o, s:I}", "reloaded", 1, "config",
+                           proto_string_lossy(ctx->config->file), "watches",
+                           (json_int_t)ctx->config->n_watches);
         if (!result)
                 return -ENOMEM;
         *ret_result = result;
@@ -1096,6 +1128,7 @@ static const struct {
         {"drain", api_drain},
         {"enqueue", api_enqueue},
         {"metrics", api_metrics},
+        {"reload", api_reload},
 };
 
 int api_handle(const char *cmd, const json_t *request, void *userdata, json_t **ret_result,

@@ -2,9 +2,11 @@
 /*
  * fault.c - fault injection points for test builds; see fault.h.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "imgd/fault.h"
@@ -50,5 +52,17 @@ void fault_point(const char *name)
 bool fault_skip(const char *name)
 {
         return listed("IMGD_FAULT_SKIP", name);
+}
+
+void fault_delay(const char *name)
+{
+        const char *ms = getenv("IMGD_FAULT_DELAY_MS");
+        long n = ms && *ms ? strtol(ms, NULL, 10) : 1000;
+        struct timespec left = {.tv_sec = n / 1000, .tv_nsec = (n % 1000) * 1000000L};
+
+        if (!listed("IMGD_FAULT_DELAY", name) || n <= 0)
+                return;
+        while (nanosleep(&left, &left) < 0 && errno == EINTR)
+                ;
 }
 #endif

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * imgctl.c - the command-line client of imgd's control socket: status, jobs, show, wait,
- * retry, cancel, pause, resume, drain, enqueue, metrics, events, top, verify.
+ * retry, cancel, pause, resume, drain, enqueue, reload, metrics, events, top, verify.
  *
  * It finds the socket (-s, else the "socket" setting of the configuration named by -c, else
  * $IMGD_SOCKET, else CONFIG_DEFAULT_SOCKET), connects, and sends one request line per
@@ -15,8 +15,8 @@
  * control characters first, so a file name cannot play tricks on a terminal.
  *
  * Exit status: 0 success; 1 the command failed (imgd answered with an error, wait timed
- * out, status found an alert active, verify found a problem); 2 usage error; 3 imgd could not be reached (or its configuration could not be read,
- * or its answer was not understood).
+ * out, status found an alert active, verify found a problem); 2 usage error; 3 imgd could not be
+ * reached (or its configuration could not be read, or its answer was not understood).
  */
 #include <assert.h>
 #include <ctype.h>
@@ -720,6 +720,15 @@ static const char help_enqueue[] =
         "\n"
         "    --json    print the daemon's answer as indented JSON instead\n";
 
+static const char help_reload[] =
+        "    Have imgd load its configuration file again, as SIGHUP does, and wait for\n"
+        "    the outcome: exit status 0 when the new configuration is in force, 1 with\n"
+        "    the reason when imgd rejected it (the running configuration then stays in\n"
+        "    force). The unit's ExecReload= runs it, so that 'systemctl reload imgd'\n"
+        "    fails, with the reason, when the new configuration is rejected.\n"
+        "\n"
+        "    --json    print the daemon's answer as indented JSON instead\n";
+
 static const char help_metrics[] =
         "    Print the daemon's metrics in the Prometheus text format: jobs by state,\n"
         "    jobs processed and failed, processing time histograms by pipeline, worker\n"
@@ -776,6 +785,7 @@ static int run_pause(struct ctl *ctl, int argc, char **argv);
 static int run_resume(struct ctl *ctl, int argc, char **argv);
 static int run_drain(struct ctl *ctl, int argc, char **argv);
 static int run_enqueue(struct ctl *ctl, int argc, char **argv);
+static int run_reload(struct ctl *ctl, int argc, char **argv);
 static int run_metrics(struct ctl *ctl, int argc, char **argv);
 static int run_events(struct ctl *ctl, int argc, char **argv);
 static int run_top(struct ctl *ctl, int argc, char **argv);
@@ -794,6 +804,7 @@ static const struct command commands[] = {
         {"resume", run_resume, "resume [--json]", help_resume},
         {"drain", run_drain, "drain [--timeout SECONDS] [--json]", help_drain},
         {"enqueue", run_enqueue, "enqueue PATH [--json]", help_enqueue},
+        {"reload", run_reload, "reload [--json]", help_reload},
         {"metrics", run_metrics, "metrics [--json]", help_metrics},
         {"events", run_events, "events [--follow] [--json]", help_events},
         {"top", run_top, "top [--iterations N]", help_top},
@@ -1856,6 +1867,29 @@ static int run_enqueue(struct ctl *ctl, int argc, char **argv)
         return EXIT_OK;
 }
 
+static int run_reload(struct ctl *ctl, int argc, char **argv)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool json = false;
+        int r;
+
+        r = parse_plain_options("reload", argc, argv, &json);
+        if (r >= 0)
+                return r;
+        r = call(ctl, proto_request_new("reload"), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (json)
+                return print_json(result);
+        {
+                _cleanup_free_ char *file = clean_text(get_str(result, "config", "?"), 0);
+
+                printf("reloaded %s: watching %" PRId64 " folder(s)\n", file,
+                       get_int(result, "watches"));
+        }
+        return EXIT_OK;
+}
+
 static int run_metrics(struct ctl *ctl, int argc, char **argv)
 {
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -2911,8 +2945,8 @@ int main(int argc, char **argv)
                 return usage_error(NULL, "give either -c CONFIG or -s SOCKET, not both");
         if (optind >= argc)
                 return usage_error(NULL, "no command given (status, jobs, show, wait, retry, "
-                                         "cancel, pause, resume, drain, enqueue, metrics, "
-                                         "events, top, verify, help)");
+                                         "cancel, pause, resume, drain, enqueue, reload, "
+                                         "metrics, events, top, verify, help)");
 
         cmd = find_command(argv[optind]);
         if (!cmd)

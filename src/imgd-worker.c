@@ -14,7 +14,10 @@
  *   [render_placeholder] --> reply --> wait
  *
  * It exits 0 when the daemon closes the socket, 1 on a protocol error, and is killed with
- * the daemon (PR_SET_PDEATHSIG), so a worker never outlives it. A crash or an allocation
+ * the daemon (PR_SET_PDEATHSIG), so a worker never outlives it. It ignores SIGTERM, SIGINT
+ * and SIGHUP: a signal to the whole process group or cgroup (systemctl stop without
+ * KillMode=mixed, kill -TERM -PGID, ^C) is the daemon's to act on, which lets running jobs
+ * finish or hands them back without using an attempt. A crash or an allocation
  * failure here costs one attempt of one job, never the daemon.
  */
 #include <errno.h>
@@ -431,6 +434,7 @@ static int job_handle(const json_t *msg, const int *fds, size_t n_fds)
         struct job_error e = {};
         int r;
 
+        fault_delay("worker.job");
         r = job_run(msg, fds, n_fds, &body, &e);
         if (r < 0) {
                 log_debug("job %" JSON_INTEGER_FORMAT ": %s", json_integer_value(id), e.message);
@@ -505,6 +509,12 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
         /* A daemon that went away shows up as EPIPE from sending, not as a signal. */
         signal(SIGPIPE, SIG_IGN);
+        /* Only the daemon stops a worker (closing the socket, or SIGKILL): a SIGTERM, SIGINT
+         * or SIGHUP sent to the whole process group or cgroup must not cost a running job an
+         * attempt. (imgd already starts it with these ignored; this is for any other way.) */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
 
         if (parse_argv(argc, argv, &threads) < 0)
                 return EXIT_FAILURE;

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 #include <time.h>
 
 #include <systemd/sd-event.h>
@@ -82,8 +83,9 @@ static void help(void)
                "                        state directory refuses to start\n"
                "  SOCKET.lock           the same for the control socket\n"
                "\n"
-               "Exit status: 0 on a clean stop or a valid configuration, 1 on any error,\n"
-               "2 on a usage error.\n"
+               "Exit status: 0 on a clean stop or a valid configuration, 78 (EX_CONFIG) when\n"
+               "the daemon does not start because of its configuration, 1 on any other error\n"
+               "(and on an invalid configuration with --check-config), 2 on a usage error.\n"
                "\n"
                "See also: imgctl(1)\n",
                CONFIG_DEFAULT_PATH, CONFIG_DEFAULT_PATH);
@@ -98,7 +100,8 @@ static int take_in(struct daemon *d, const struct watch_config *w, const char *p
         int r = intake_file(d->ledger, d->config, w, path, wall_usec(), &id, ret_error);
 
         if (r > 0) {
-                log_job(LOG_INFO, id, path, NULL, "job %" PRId64 " %s: queued", id, path);
+                log_job(LOG_INFO, LOG_JOB_QUEUED, id, path, w->pipeline_name,
+                        "job %" PRId64 " %s: queued", id, path);
                 scheduler_enqueued(d->scheduler, id);
         }
         return r;
@@ -225,10 +228,12 @@ static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 /*
- * SIGHUP: load the configuration again. An invalid one is rejected with its error and the
- * old one stays in force; a valid one replaces watches, pipelines and limits.
+ * SIGHUP, or the control command "reload" (imgctl reload, the unit's ExecReload=): load the
+ * configuration again. An invalid one is rejected and the old one stays in force: returns a
+ * negative errno and, when ret_error is not NULL, the reason in *ret_error (caller frees). A
+ * valid one replaces watches, pipelines and limits; returns 0.
  */
-static void reload(struct daemon *d)
+static int reload(struct daemon *d, char **ret_error)
 {
         _cleanup_free_ char *error = NULL;
         struct config *next = NULL;
@@ -236,7 +241,7 @@ static void reload(struct daemon *d)
         int r;
 
         notify_reloading();
-        log_info("SIGHUP: reloading %s", d->config->file);
+        log_info("reloading %s", d->config->file);
         r = config_load(d->config->file, &next, &error);
         if (r >= 0)
                 r = config_check_paths(next, &error);
@@ -250,7 +255,9 @@ static void reload(struct daemon *d)
                           error ?: "unknown error");
                 config_free(next);
                 notify_ready();
-                return;
+                if (ret_error)
+                        *ret_error = TAKE_PTR(error);
+                return r;
         }
         if (strcmp(next->socket, d->config->socket) != 0 ||
             strcmp(next->state_dir, d->config->state_dir) != 0)
@@ -269,6 +276,19 @@ static void reload(struct daemon *d)
                  r < 0 ? 0 : r);
         notify_ready();
         update_status(d);
+        return 0;
+}
+
+/* The api's reload hook (api.h): refused while stopping, when the watches are gone. */
+static int api_reload(void *userdata, char **ret_error)
+{
+        struct daemon *d = userdata;
+
+        if (d->drain_timer) {
+                *ret_error = strdup("imgd is stopping");
+                return -ESHUTDOWN;
+        }
+        return reload(d, ret_error);
 }
 
 static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata)
@@ -294,7 +314,9 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         int r;
 
         if (si->ssi_signo == SIGHUP) {
-                reload(d);
+                log_info("SIGHUP");
+                if (!d->drain_timer)
+                        (void)reload(d, NULL);
                 return 0;
         }
         if (d->drain_timer) {
@@ -441,6 +463,8 @@ static int run(struct daemon *d)
             .started_us = wall_usec(),
             .watch = d->watch,
             .retry = d->retry,
+            .reload = api_reload,
+            .reload_userdata = d,
         };
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)
@@ -553,7 +577,9 @@ int main(int argc, char **argv)
         if (r < 0) {
                 log_error("%s", error ?: config_path);
                 config_free(d.config);
-                return 1;
+                /* EX_CONFIG: the unit's RestartPreventExitStatus= ends in a failed unit
+                 * instead of restarting on the same file forever. */
+                return check_only ? 1 : EX_CONFIG;
         }
         if (check_only) {
                 printf("%s: configuration OK (%zu watch(es), %zu pipeline(s), %u worker(s))\n",

@@ -134,6 +134,9 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
 {
         static const char *const states[] = { "queued", "running", "retry",
                                                "done",   "dead",    "cancelled" };
+        uint64_t starting = g->workers_total > g->workers_busy + g->workers_idle
+                                ? g->workers_total - g->workers_busy - g->workers_idle
+                                : 0;
 
         fputs("# HELP imgd_jobs Jobs in the ledger by state.\n# TYPE imgd_jobs gauge\n", f);
         for (size_t i = 0; i < ELEMENTSOF(states); i++)
@@ -201,13 +204,18 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 "# HELP imgd_resident_memory_bytes Resident memory of the daemon process.\n"
                 "# TYPE imgd_resident_memory_bytes gauge\n"
                 "imgd_resident_memory_bytes %llu\n"
-                "# HELP imgd_workers Worker processes, total and busy.\n"
+                "# HELP imgd_workers Worker processes by state: busy (with a job), idle (ready "
+                "for one), starting (started or being replaced); they sum to the pool's size.\n"
                 "# TYPE imgd_workers gauge\n"
-                "imgd_workers{state=\"total\"} %llu\n"
-                "imgd_workers{state=\"busy\"} %llu\n",
+                "imgd_workers{state=\"busy\"} %llu\n"
+                "imgd_workers{state=\"idle\"} %llu\n"
+                "imgd_workers{state=\"starting\"} %llu\n"
+                "# HELP imgd_build_info The version of imgd, as a label; always 1.\n"
+                "# TYPE imgd_build_info gauge\n"
+                "imgd_build_info{version=\"%s\"} 1\n",
                 g->oldest_queued_age_s, g->breaker_state, g->degradation_level, g->health_score,
-                (unsigned long long)g->rss_bytes, (unsigned long long)g->workers_total,
-                (unsigned long long)g->workers_busy);
+                (unsigned long long)g->rss_bytes, (unsigned long long)g->workers_busy,
+                (unsigned long long)g->workers_idle, (unsigned long long)starting, IMGD_VERSION);
         fputs("# HELP imgd_alert Alert conditions, 1 while active (imgctl status then exits 1).\n"
               "# TYPE imgd_alert gauge\n", f);
         for (int a = 0; a < _HEALTH_ALERT_MAX; a++)

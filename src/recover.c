@@ -54,7 +54,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
                 return r;
         if (r > 0) {
                 unlink_staged(d);
-                log_job(LOG_INFO, id, d->job.source_path, NULL,
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: superseded while staged; cancelled", id,
                         d->job.source_path);
                 return ledger_cancel(l, id, "superseded by newer content", now_us);
@@ -103,7 +103,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
         }
         r = ledger_complete(l, id, NULL, 0, now_us);
         if (r >= 0) {
-                log_job(LOG_INFO, id, d->job.source_path, NULL,
+                log_job(LOG_INFO, LOG_JOB_DONE, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: published from staging after restart", id,
                         d->job.source_path);
                 r = 1;

@@ -332,17 +332,17 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         }
         if (retry) {
                 next = now + 1000 * scheduler_backoff_ms(&s->cfg->retry, job->attempts, random01());
-                log_job(LOG_WARNING, job->id, job->source_path, NULL,
+                log_job(LOG_WARNING, LOG_JOB_RETRY, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s", job->id,
                         job->source_path, job->attempts, error, (double)(next - now) / 1e6);
         } else if (!permanent) {
                 if (asprintf(&msg, "gave up after %u attempts: %s", job->attempts, error) < 0)
                         msg = NULL;
-                log_job(LOG_ERR, job->id, job->source_path, NULL, "job %" PRId64 " %s: %s", job->id,
-                        job->source_path, msg ?: error);
+                log_job(LOG_ERR, LOG_JOB_DEAD, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s", job->id, job->source_path, msg ?: error);
         } else {
-                log_job(LOG_ERR, job->id, job->source_path, NULL, "job %" PRId64 " %s: %s", job->id,
-                        job->source_path, error);
+                log_job(LOG_ERR, LOG_JOB_DEAD, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s", job->id, job->source_path, error);
         }
         r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
         if (r < 0) {
@@ -462,7 +462,7 @@ static void job_blocked(scheduler *s, const struct job *job, const char *error)
 {
         int64_t delay = scheduler_backoff_ms(&s->cfg->retry, ++s->env_failures, random01());
 
-        log_job(LOG_ERR, job->id, job->source_path, NULL,
+        log_job(LOG_ERR, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
                 job->source_path, error, (double)delay / 1e3);
         hand_back(s, job->id, 1000 * delay);
@@ -1053,7 +1053,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 return;
         }
         if (ledger_superseded(s->ledger, job->id) > 0) {
-                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: superseded by newer content; discarded", job->id,
                         job->source_path);
                 if (ledger_cancel(s->ledger, job->id, "superseded by newer content",
@@ -1068,7 +1068,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 const struct watch_config *wc = find_watch(s->cfg, job->watch);
                 _cleanup_free_ char *err = NULL;
 
-                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: content changed while processing; superseded", job->id,
                         job->source_path);
                 (void)ledger_cancel(s->ledger, job->id, "source content changed during processing",
@@ -1163,7 +1163,7 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         breaker_note(s, BREAKER_SUCCESS, NULL);
         note_finished(s);
         double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
-        log_job(LOG_INFO, job->id, job->source_path, NULL,
+        log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
                 run->n, seconds * 1e3);
         metrics_job_done(s->metrics, job->pipeline, seconds);
@@ -1205,6 +1205,15 @@ static int on_publish(sd_event_source *es, void *userdata)
         publish_finished(s);
         scheduler_kick(s); /* a published job frees its output_key for the next one */
         return 0;
+}
+
+/* A worker is being replaced: counted in imgd_worker_restarts_total{cause}. */
+static void on_worker_restarted(worker_pool *p, const char *cause, void *userdata)
+{
+        scheduler *s = userdata;
+
+        if (s->metrics)
+                metrics_worker_restart(s->metrics, cause);
 }
 
 static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, const char *failure,
@@ -1265,6 +1274,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
             .max_jobs = cfg->limits.worker_max_jobs,
             .max_output_bytes = cfg->limits.max_file_bytes,
             .done = on_worker_done,
+            .restarted = on_worker_restarted,
         };
         int r;
 

@@ -76,6 +76,7 @@ struct worker_pool {
         unsigned max_jobs;
         uint64_t max_output_bytes;
         worker_done_fn done;
+        void (*restarted)(worker_pool *p, const char *cause, void *userdata);
         void *userdata;
         sd_event_source *rss_timer;
         uint64_t peak_rss; /* the most any worker used */
@@ -260,9 +261,21 @@ static int on_respawn(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
+/* Why a worker ended, as worker_pool_options.restarted reports it. w->failure is set when
+ * imgd killed it over a limit ("timed out ...", "exceeded ... MiB"). */
+static const char *restart_cause(const struct worker *w, const siginfo_t *si)
+{
+        if (w->recycling)
+                return "recycle";
+        if (w->failure)
+                return strncmp(w->failure, "exceeded", 8) == 0 ? "memory" : "timeout";
+        return si->si_code == CLD_EXITED ? "exit" : "crash";
+}
+
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 {
         struct worker *w = userdata;
+        const char *cause = restart_cause(w, si);
         char reason[128];
         uint64_t delay = 0;
 
@@ -284,6 +297,8 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                             w->state == WORKER_STARTING ? "starting" : "idle");
         }
         w->pool->restarts++;
+        if (w->pool->restarted)
+                w->pool->restarted(w->pool, cause, w->pool->userdata);
 
         w->state = WORKER_DOWN;
         w->child = sd_event_source_disable_unref(w->child);
@@ -369,11 +384,18 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock)
         }
 #endif
         set_limit(RLIMIT_NOFILE, 256, 256);
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
+        /* A stop is the daemon's decision, never a signal to the whole process group
+         * (systemd's KillMode=control-group, `kill -TERM -<pgid>`, ^C in a terminal): the
+         * worker ignores SIGTERM, SIGINT and SIGHUP, set before the mask is cleared so that
+         * one already pending is discarded, and kept across exec. It stops when the daemon
+         * closes its socket or kills it with SIGKILL (its own timeouts, or the daemon's
+         * death through PR_SET_PDEATHSIG). */
         for (int sig = 1; sig < NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
-                        signal(sig, SIG_DFL);
+                        signal(sig, sig == SIGTERM || sig == SIGINT || sig == SIGHUP ? SIG_IGN
+                                                                                     : SIG_DFL);
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
         execl(path, "imgd-worker", p->threads_arg, (char *)NULL);
         _exit(127);
 }
@@ -460,6 +482,7 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         p->max_jobs = o->max_jobs;
         p->max_output_bytes = o->max_output_bytes;
         p->done = o->done;
+        p->restarted = o->restarted;
         p->userdata = o->userdata;
         p->n = o->n_workers;
         snprintf(p->threads_arg, sizeof p->threads_arg, "--threads=%u",
@@ -632,7 +655,14 @@ int worker_find_executable(char **ret)
                 char *slash = strrchr(self, '/');
                 if (slash) {
                         *slash = '\0';
+                        /* Beside imgd (the build tree), then where the install put it
+                         * relative to imgd (sbin/../libexec/imgd), whatever the prefix. */
                         if (asprintf(&path, "%s/imgd-worker", self) < 0)
+                                return -ENOMEM;
+                        if (access(path, X_OK) == 0)
+                                goto found;
+                        free(path);
+                        if (asprintf(&path, "%s/%s/imgd-worker", self, IMGD_LIBEXEC_FROM_SBIN) < 0)
                                 return -ENOMEM;
                         if (access(path, X_OK) == 0)
                                 goto found;

@@ -199,8 +199,9 @@ static void test_completion(void **state)
 
         assert_completes(complete("st"), "status\n");
         assert_completes(complete(""), "cancel\ndrain\nenqueue\nevents\nhelp\njobs\nmetrics\n"
-                                       "pause\nresume\nretry\nshow\nstatus\ntop\nverify\nwait\n");
-        assert_completes(complete("re"), "resume\nretry\n");
+                                       "pause\nreload\nresume\nretry\nshow\nstatus\ntop\nverify\n"
+                                       "wait\n");
+        assert_completes(complete("re"), "reload\nresume\nretry\n");
         assert_completes(complete("--v"), "--version\n");
         assert_completes(complete("-"),
                          "--config\n--connect-timeout\n--help\n--socket\n--version\n-c\n-h\n-s\n");

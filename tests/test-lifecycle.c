@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "imgd/log.h"
 #include "testutil.h"
 
 #define PIPE_1                                                                                 \
@@ -264,7 +265,9 @@ static void test_sigterm_while_busy(void **state)
 }
 
 /*
- * Under journald, job lines carry JOB_ID= and SOURCE= fields (journalctl -u imgd JOB_ID=42).
+ * Under journald, job lines carry imgd's own fields, IMGD_JOB_ID=, IMGD_SOURCE=,
+ * IMGD_PIPELINE= and IMGD_EVENT= (journalctl -u imgd IMGD_JOB_ID=42), a MESSAGE_ID= for each
+ * kind of event, and the caller's CODE_FILE=/CODE_LINE=/CODE_FUNC=, not log.c's log_job.
  * The test plays journald: it listens on /run/systemd/journal/socket (only where no real
  * journald owns it) and points JOURNAL_STREAM at the daemon's stderr.
  */
@@ -274,10 +277,21 @@ static void test_journal_fields(void **state)
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct tu_daemon d;
         struct stat st;
-        char buf[8192], stream[64], *p, *want;
-        bool found = false;
+        char buf[8192], stream[64], *p, *want, *queued_id, *done_id;
+        bool queued = false, done = false;
         int fd;
 
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+        if (stat(path, &st) == 0) {
+                /* One nobody listens on was left by an earlier run that failed: remove it. */
+                int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+                if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) < 0 &&
+                    errno == ECONNREFUSED)
+                        (void)unlink(path);
+                if (probe >= 0)
+                        close(probe);
+        }
         if (stat(path, &st) == 0 || (mkdir("/run/systemd", 0755) < 0 && errno != EEXIST) ||
             (mkdir("/run/systemd/journal", 0755) < 0 && errno != EEXIST)) {
                 /* A real journald is here (or /run is not ours): do not disturb it. */
@@ -299,20 +313,39 @@ static void test_journal_fields(void **state)
         p = tu_path("%s/j.png", d.uploads);
         tu_make_image(p, 100, 100, "png", false);
         tu_daemon_wait_idle(&d, 30);
-        want = tu_path("SOURCE=%s", p);
-        for (int i = 0; i < 200 && !found; i++) {
+        want = tu_path("\nIMGD_SOURCE=%s\n", p);
+        queued_id = tu_path("MESSAGE_ID=%s\n", log_job_message_id(LOG_JOB_QUEUED));
+        done_id = tu_path("MESSAGE_ID=%s\n", log_job_message_id(LOG_JOB_DONE));
+        for (int i = 0; i < 200 && !(queued && done); i++) {
                 ssize_t k = recv(fd, buf, sizeof buf - 1, 0);
+                bool job1;
+
                 if (k < 0) {
                         usleep(10 * 1000);
                         continue;
                 }
                 buf[k] = '\0';
-                found = strstr(buf, "JOB_ID=1\n") && strstr(buf, want) &&
-                        strstr(buf, "SYSLOG_IDENTIFIER=imgd") && strstr(buf, "MESSAGE=job 1");
+                /* journald's own JOB_ID= is not used (it is systemd's job, not imgd's). */
+                if (strstr(buf, "\nJOB_ID=") || strncmp(buf, "JOB_ID=", 7) == 0 ||
+                    strstr(buf, "CODE_FUNC=log_job"))
+                        fail_msg("a job message with journald's names or log.c's site:\n%s", buf);
+                job1 = strstr(buf, "\nIMGD_JOB_ID=1\n") && strstr(buf, want) &&
+                       strstr(buf, "SYSLOG_IDENTIFIER=imgd") && strstr(buf, "MESSAGE=job 1") &&
+                       strstr(buf, "\nIMGD_PIPELINE=p\n");
+                if (job1 && strstr(buf, queued_id) && strstr(buf, "\nIMGD_EVENT=queued\n") &&
+                    strstr(buf, "\nCODE_FILE=src/main.c\n") && strstr(buf, "\nCODE_LINE="))
+                        queued = true;
+                if (job1 && strstr(buf, done_id) && strstr(buf, "\nIMGD_EVENT=done\n") &&
+                    strstr(buf, "\nCODE_FILE=src/scheduler.c\n") && strstr(buf, "\nCODE_FUNC=") &&
+                    !strstr(buf, "CODE_FILE=src/log.c"))
+                        done = true;
         }
         close(fd);
         unlink(path);
-        assert_true(found);
+        assert_true(queued);
+        assert_true(done);
+        free(done_id);
+        free(queued_id);
         free(want);
         free(p);
         tu_daemon_cleanup(&d);

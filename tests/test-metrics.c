@@ -4,9 +4,12 @@
  * (HELP before TYPE, once per family) or a well-formed sample; histogram buckets are
  * cumulative and end in +Inf = _count; label values are escaped; a family holds at most
  * METRICS_MAX_LABELS label values and counts the rest under "other"; odd durations (negative,
- * NaN) do not break the histogram; the gauges are rendered as given.
+ * NaN) do not break the histogram; the gauges are rendered as given, imgd_workers by state
+ * summing to the pool, with imgd_build_info. With the real daemon: a worker killed with
+ * SIGKILL is counted by imgd_worker_restarts_total.
  */
 #include <ctype.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,14 +189,15 @@ static void test_empty_exposition(void **state)
 static void test_gauges_rendered(void **state)
 {
         struct metrics_gauges g = {
-                .jobs_by_state = {3, 2, 1, 40, 5, 6},
-                .oldest_queued_age_s = 12.5,
-                .breaker_state = 2,
-                .degradation_level = 1,
-                .health_score = 87.5,
-                .rss_bytes = 123456789,
-                .workers_busy = 2,
-                .workers_total = 4,
+            .jobs_by_state = {3, 2, 1, 40, 5, 6},
+            .oldest_queued_age_s = 12.5,
+            .breaker_state = 2,
+            .degradation_level = 1,
+            .health_score = 87.5,
+            .rss_bytes = 123456789,
+            .workers_busy = 2,
+            .workers_idle = 1,
+            .workers_total = 4,
         };
         metrics *m = NULL;
         char *text;
@@ -213,8 +217,12 @@ static void test_gauges_rendered(void **state)
         assert_int_equal(sample(text, "imgd_degradation_level"), 1);
         assert_true(fabs(sample(text, "imgd_health_score") - 87.5) < 1e-9);
         assert_int_equal(sample(text, "imgd_resident_memory_bytes"), 123456789);
+        /* By state, summing to the pool's size (no "total" among them to double it). */
         assert_int_equal(sample(text, "imgd_workers{state=\"busy\"}"), 2);
-        assert_int_equal(sample(text, "imgd_workers{state=\"total\"}"), 4);
+        assert_int_equal(sample(text, "imgd_workers{state=\"idle\"}"), 1);
+        assert_int_equal(sample(text, "imgd_workers{state=\"starting\"}"), 1);
+        assert_int_equal(count_lines_starting(text, "imgd_workers{"), 3);
+        assert_false(has_line_starting(text, "imgd_workers{state=\"total\"}"));
         free(text);
         metrics_free(m);
 }
@@ -385,16 +393,119 @@ static void test_overflow_joins_existing_other(void **state)
         metrics_free(m);
 }
 
+/* imgd_build_info{version="..."} 1, the Prometheus idiom for the version. */
+static void test_build_info(void **state)
+{
+        metrics *m = NULL;
+        char *text, *series;
+
+        (void)state;
+        assert_int_equal(metrics_new(&m), 0);
+        text = render(m, NULL);
+        check_exposition(text);
+        assert_true(has_line_starting(text, "# TYPE imgd_build_info gauge"));
+        series = tu_path("imgd_build_info{version=\"%s\"}", IMGD_VERSION);
+        assert_int_equal(sample(text, series), 1);
+        free(series);
+        free(text);
+        metrics_free(m);
+}
+
+/* ---- the real daemon ---------------------------------------------------------------------- */
+
+#define PIPE_1 "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
+
+static char *daemon_metrics(struct tu_daemon *d)
+{
+        char *out = NULL;
+
+        if (tu_imgctl(d, &out, "metrics", NULL) != 0)
+                fail_msg("imgctl metrics failed: %s", out ? out : "");
+        check_exposition(out);
+        return out;
+}
+
+/* The sum of every sample of `family` (e.g. "imgd_workers{"); 0 when there is none. */
+static double sum_of(const char *text, const char *family)
+{
+        size_t n = strlen(family);
+        double sum = 0;
+
+        for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+                if (strncmp(l, family, n) == 0) {
+                        const char *sp = strchr(l, ' ');
+
+                        sum += sp ? strtod(sp + 1, NULL) : 0;
+                }
+        return sum;
+}
+
+/* Waits until all `n` workers of d are idle and the one with pid `old` (if any) is gone. */
+static void wait_workers_idle(struct tu_daemon *d, unsigned n, pid_t old)
+{
+        for (int i = 0;; i++) {
+                char *text = daemon_metrics(d);
+                bool idle = sample(text, "imgd_workers{state=\"idle\"}") == n;
+
+                free(text);
+                if (idle && (old <= 0 || kill(old, 0) < 0))
+                        return;
+                if (i == 3000)
+                        fail_msg("the workers did not all become idle within 30 s");
+                usleep(10 * 1000);
+        }
+}
+
+/*
+ * A worker killed with SIGKILL (the OOM killer, an operator) is replaced, and
+ * imgd_worker_restarts_total counts it (cause "crash"); imgd_workers{state} sums to the
+ * pool's size; imgd_build_info names the version.
+ */
+static void test_daemon_worker_restarts(void **state)
+{
+        struct tu_daemon d;
+        pid_t workers[8];
+        char *text, *series;
+        unsigned n;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_1, 2, NULL);
+        tu_daemon_start(&d);
+        wait_workers_idle(&d, 2, 0);
+
+        text = daemon_metrics(&d);
+        assert_int_equal(sum_of(text, "imgd_workers{"), 2);
+        assert_int_equal(sum_of(text, "imgd_worker_restarts_total{"), 0);
+        series = tu_path("imgd_build_info{version=\"%s\"}", IMGD_VERSION);
+        assert_int_equal(sample(text, series), 1);
+        free(series);
+        free(text);
+
+        n = tu_daemon_children(&d, workers, ELEMENTSOF(workers));
+        assert_int_equal(n, 2);
+        assert_int_equal(kill(workers[0], SIGKILL), 0);
+        wait_workers_idle(&d, 2, workers[0]);
+
+        text = daemon_metrics(&d);
+        assert_int_equal(sum_of(text, "imgd_workers{"), 2);
+        assert_int_equal(sample(text, "imgd_worker_restarts_total{cause=\"crash\"}"), 1);
+        assert_int_equal(sum_of(text, "imgd_worker_restarts_total{"), 1);
+        free(text);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_empty_exposition),
-                cmocka_unit_test(test_gauges_rendered),
-                cmocka_unit_test(test_histogram_cumulative),
-                cmocka_unit_test(test_odd_durations),
-                cmocka_unit_test(test_label_escaping),
-                cmocka_unit_test(test_label_overflow),
-                cmocka_unit_test(test_overflow_joins_existing_other),
+            cmocka_unit_test(test_empty_exposition),
+            cmocka_unit_test(test_gauges_rendered),
+            cmocka_unit_test(test_histogram_cumulative),
+            cmocka_unit_test(test_odd_durations),
+            cmocka_unit_test(test_label_escaping),
+            cmocka_unit_test(test_label_overflow),
+            cmocka_unit_test(test_overflow_joins_existing_other),
+            cmocka_unit_test(test_build_info),
+            cmocka_unit_test(test_daemon_worker_restarts),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

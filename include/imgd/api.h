@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * api.h - what the control commands do: status, jobs, show, ping (read-only), retry, cancel,
- * pause, resume, drain, enqueue (operator actions, each through the ledger's own transitions
- * and the scheduler's entry points, never behind the scheduler's back: a running job is not
- * cancelled under its worker), and metrics. Also turns the scheduler's job transitions into
+ * pause, resume, drain, enqueue, reload (operator actions, each through the ledger's own
+ * transitions and the scheduler's entry points, never behind the scheduler's back: a running job is
+ * not cancelled under its worker), and metrics. Also turns the scheduler's job transitions into
  * event lines for the control socket's subscribers (api_on_event()). See README.md, "The
  * control protocol", for every command's arguments and answer.
  */
@@ -27,6 +27,11 @@ struct api_context {
         intake_retry *retry; /* for status' "intake_retry"; NULL: none */
         const char *state;  /* "starting", "running", "stopping" */
         int64_t started_us; /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
+        /* "reload": loads the configuration again (main.c); returns 0, or a negative errno
+         * and the reason in *ret_error (caller frees) when the new one is rejected and the
+         * running one stays in force. May replace config and watch. NULL: not offered. */
+        int (*reload)(void *userdata, char **ret_error);
+        void *reload_userdata;
 };
 
 /* A control_handler_fn; userdata is a struct api_context. */

@@ -10,7 +10,10 @@
  *   fault_skip("publish.dir_fsync")       returns true when $IMGD_FAULT_SKIP names the point,
  *                                         so a test can build a deliberately broken run
  *                                         (e.g. without the directory fsync) and show that
- *                                         the power-cut test catches it.
+ *                                         the power-cut test catches it;
+ *   fault_delay("worker.job")             sleeps $IMGD_FAULT_DELAY_MS milliseconds (default
+ *                                         1000) when $IMGD_FAULT_DELAY names the point, so a
+ *                                         test can have a job still running when it acts.
  *
  * Both variables hold a comma-separated list of point names. With $IMGD_FAULT_ONCE naming a
  * file, a fault point fires only in the first process that gets there (it creates the file),
@@ -25,6 +28,7 @@
 #ifdef IMGD_FAULT_INJECTION
 void fault_point(const char *name);
 bool fault_skip(const char *name);
+void fault_delay(const char *name);
 #else
 static inline void fault_point(const char *name)
 {
@@ -34,5 +38,9 @@ static inline bool fault_skip(const char *name)
 {
         (void)name;
         return false;
+}
+static inline void fault_delay(const char *name)
+{
+        (void)name;
 }
 #endif

@@ -23,7 +23,8 @@ void metrics_job_done(metrics *m, const char *pipeline, double seconds);
 /* A failed attempt, by reason class: "permanent", "transient", "environmental", "timeout",
  * "crash", "memory". */
 void metrics_job_failed(metrics *m, const char *reason);
-/* A worker process was replaced after dying or being killed or recycled. */
+/* A worker process was replaced after dying or being killed or recycled, by cause
+ * (worker.h: "crash", "exit", "timeout", "memory", "recycle"). */
 void metrics_worker_restart(metrics *m, const char *why);
 
 /* Values that are sampled rather than counted, set before rendering. */
@@ -38,8 +39,9 @@ struct metrics_gauges {
         double error_rate;         /* failed share of the recent attempts, 0..1 */
         double finished_per_s;     /* jobs finished (done or dead) per second, recently */
         uint64_t rss_bytes;        /* the daemon's resident set */
-        uint64_t workers_busy;
-        uint64_t workers_total;
+        uint64_t workers_busy;     /* with a job */
+        uint64_t workers_idle;     /* ready for one */
+        uint64_t workers_total;    /* the pool's size: the rest are starting or being replaced */
         uint64_t intake_retry_pending; /* uploads waiting to be taken in again */
         uint64_t unwatched_folders;    /* folders past the inotify watch limit */
 };

@@ -37,13 +37,20 @@ struct worker_pool_options {
         unsigned max_jobs;         /* jobs before a worker is replaced; 0: never */
         uint64_t max_output_bytes; /* RLIMIT_FSIZE of workers; 0: none */
         worker_done_fn done;       /* also called with job_id 0 when a worker becomes ready */
+        /* Called when a worker process ended and is to be replaced, with the cause: "crash"
+         * (killed by a signal imgd did not send), "exit" (it exited by itself), "timeout"
+         * and "memory" (imgd killed it over limits.job_timeout or limits.worker_memory),
+         * "recycle" (retired on purpose, limits.worker_max_jobs or its memory). May be NULL. */
+        void (*restarted)(worker_pool *p, const char *cause, void *userdata);
         void *userdata;
 };
 
 /* Starts the workers. Returns 0 and *ret, or a negative errno (logged). */
 int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_pool **ret);
 
-/* Kills and reaps all workers (SIGKILL after a short SIGTERM grace). Accepts NULL. */
+/* Stops and reaps all workers: an idle one sees its socket close and exits, a busy one is
+ * killed with SIGKILL, and one still there after 2 s too (workers ignore SIGTERM). Accepts
+ * NULL. */
 worker_pool *worker_pool_free(worker_pool *p);
 
 /* Changes the wall-clock limit for jobs dispatched from now on. */
@@ -70,5 +77,8 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
 /* Appends one object per worker ({"pid":..., "state":"idle"|"busy", "job":id}) to arr. */
 int worker_pool_describe(const worker_pool *p, json_t *arr);
 
-/* Finds the imgd-worker executable: next to /proc/self/exe, else the installed path. */
+/* Finds the imgd-worker executable: $IMGD_WORKER; else next to /proc/self/exe (the build
+ * tree); else at the install's place relative to it (../libexec/imgd/imgd-worker from sbin,
+ * whatever prefix it was installed under); else the configured IMGD_LIBEXECDIR. Returns 0
+ * and *ret (caller frees), or a negative errno. */
 int worker_find_executable(char **ret);
