@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -124,6 +125,7 @@ int64_t scheduler_backoff_ms(const struct config_retry *r, unsigned attempt, dou
 }
 
 static const struct watch_config *find_watch(const struct config *cfg, const char *path);
+static char *quarantine_path(scheduler *s, const struct job *job);
 
 /* Tells subscribers and the watch's hooks about a transition of `job`; extra members (may be
  * NULL) are added. */
@@ -150,8 +152,35 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
         json_decref(extra);
         if (j && s->event_fn)
                 s->event_fn(event, j, s->event_userdata);
-        if (j && hook)
-                hooks_run(s->hooks, hook, wc->hook_timeout_s, event, j);
+        if (j && hook) {
+                /* The hook gets the names as bytes, to open them: the published outputs from
+                 * the ledger, the quarantine path as quarantine() makes it (if it is the one
+                 * reported). */
+                _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+                _cleanup_free_ char *moved = NULL;
+                _cleanup_free_ const char **outputs = NULL;
+                const char *reported = json_string_value(json_object_get(j, "quarantined"));
+                const json_t *list = json_object_get(j, "outputs");
+                struct hook_names names = {.source = job->source_path, .watch = job->watch};
+
+                if (reported) {
+                        _cleanup_(json_decrefp) json_t *lossy = NULL;
+
+                        moved = quarantine_path(s, job);
+                        lossy = moved ? proto_string_lossy(moved) : NULL;
+                        if (lossy && strcmp(json_string_value(lossy), reported) == 0)
+                                names.quarantined = moved;
+                }
+                if (json_array_size(list) > 0 && ledger_get(s->ledger, job->id, &d) > 0 &&
+                    d->n_outputs == json_array_size(list) &&
+                    (outputs = calloc(d->n_outputs, sizeof *outputs))) {
+                        for (size_t i = 0; i < d->n_outputs; i++)
+                                outputs[i] = d->outputs[i].path;
+                        names.outputs = outputs;
+                        names.n_outputs = d->n_outputs;
+                }
+                hooks_run(s->hooks, hook, wc->hook_timeout_s, event, j, &names);
+        }
 }
 
 /* Where a job's source goes in its watch's quarantine folder (keeping its sub-path), or
@@ -360,7 +389,7 @@ static int start_job(scheduler *s, struct job *job_in)
         unsigned char magic[IMAGE_FORMAT_SNIFF_BYTES];
         enum image_format src_format;
         struct running *run = NULL;
-        _cleanup_free_ char *owner = NULL;
+        _cleanup_free_ char *owner = NULL, *manifest = NULL;
         char why[512];
         struct stat st;
         ssize_t k;
@@ -369,6 +398,16 @@ static int start_job(scheduler *s, struct job *job_in)
         if (!wc || !pl) {
                 snprintf(why, sizeof why, "watch %s or pipeline '%s' is no longer configured",
                          job->watch, job->pipeline);
+                job_failed(s, job, why, true);
+                return 0;
+        }
+        /* A name the file system cannot hold fails the same way every time: permanent. */
+        r = publish_manifest_path(job->output_key, &manifest);
+        if (r < 0)
+                return r;
+        if (pathmap_name_too_long(manifest)) {
+                snprintf(why, sizeof why, "output name too long: %s (NAME_MAX %d)",
+                         strrchr(manifest, '/') + 1, NAME_MAX);
                 job_failed(s, job, why, true);
                 return 0;
         }
@@ -456,16 +495,22 @@ static int start_job(scheduler *s, struct job *job_in)
                 }
                 r = pathmap_output_path(job->output_key, v->name, image_format_extension(v->format),
                                         &final);
+                if (r >= 0 && pathmap_name_too_long(final))
+                        r = -ENAMETOOLONG;
                 if (r >= 0)
                         r = publish_tmp_open(final, job->id, (unsigned)n, &run->tmps[n]);
-                if (r < 0) {
+                if (r == -ENAMETOOLONG && final)
+                        snprintf(why, sizeof why, "output name too long: %s (NAME_MAX %d)",
+                                 strrchr(final, '/') + 1, NAME_MAX);
+                else if (r < 0)
                         snprintf(why, sizeof why, "create output %s: %s", final ?: "?",
                                  strerror(-r));
+                if (r < 0) {
                         running_free(run);
                         if (environmental(r))
                                 job_blocked(s, job, why);
                         else
-                                job_failed(s, job, why, false);
+                                job_failed(s, job, why, r == -ENAMETOOLONG);
                         return 0;
                 }
                 run->n = ++n;
