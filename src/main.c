@@ -204,6 +204,13 @@ static void reload(struct daemon *d)
         d->watch = watch_free(d->watch);
         d->watch = w;
         d->api.watch = w;
+        /* Jobs held because their watch was gone are tried again under the new configuration
+         * (held again at their claim if it is still gone). */
+        r = ledger_unhold(d->ledger, wall_usec());
+        if (r < 0)
+                log_error_errno(r, "ledger: wake held jobs: %s", ledger_errmsg(d->ledger));
+        else if (r > 0)
+                log_info("reload: %d held job(s) queued again", r);
         scheduler_set_config(d->scheduler, next);
         d->api.config = next;
         config_free(d->config);

@@ -385,21 +385,65 @@ static int start_job(scheduler *s, struct job *job_in)
         _cleanup_close_ int src = -1;
         _cleanup_(json_decrefp) json_t *req = NULL, *jvariants = NULL;
         const struct watch_config *wc = find_watch(s->cfg, job->watch);
-        const struct pipeline *pl = config_find_pipeline(s->cfg, job->pipeline);
+        /* The watch's pipeline and output folder as configured now, not at intake: a reload
+         * that renamed the pipeline or moved the output applies to the jobs already queued. */
+        const struct pipeline *pl = wc ? config_find_pipeline(s->cfg, wc->pipeline_name) : NULL;
         unsigned char magic[IMAGE_FORMAT_SNIFF_BYTES];
         enum image_format src_format;
         struct running *run = NULL;
-        _cleanup_free_ char *owner = NULL, *manifest = NULL;
+        _cleanup_free_ char *owner = NULL, *key = NULL, *manifest = NULL;
         char why[512];
         struct stat st;
         ssize_t k;
         int r;
 
         if (!wc || !pl) {
-                snprintf(why, sizeof why, "watch %s or pipeline '%s' is no longer configured",
-                         job->watch, job->pipeline);
+                /* Not the job's fault: held, no attempt used, never dead or quarantined; a
+                 * reload that configures the watch again, or `imgctl retry`, wakes it. */
+                if (!wc)
+                        snprintf(why, sizeof why,
+                                 "watch %s is no longer configured; held until it is again (or "
+                                 "imgctl retry %" PRId64 ")",
+                                 job->watch, job->id);
+                else
+                        snprintf(why, sizeof why,
+                                 "pipeline '%s' of watch %s is not configured; held until it is "
+                                 "(or imgctl retry %" PRId64 ")",
+                                 wc->pipeline_name, job->watch, job->id);
+                log_job(LOG_WARNING, job->id, job->source_path, NULL, "job %" PRId64 " %s: %s",
+                        job->id, job->source_path, why);
+                r = ledger_hold(s->ledger, job->id, why, wall_usec());
+                return r < 0 ? log_error_errno(r, "ledger: hold job %" PRId64 ": %s", job->id,
+                                               ledger_errmsg(s->ledger))
+                             : 0;
+        }
+        r = pathmap_output_key(wc->path, wc->output, job->source_path, &key);
+        if (r < 0) {
+                snprintf(why, sizeof why, "not below its watched folder %s", wc->path);
                 job_failed(s, job, why, true);
                 return 0;
+        }
+        if (strcmp(key, job->output_key) != 0 || strcmp(wc->pipeline_name, job->pipeline) != 0) {
+                char *pipeline = strdup(wc->pipeline_name);
+
+                r = pipeline ? ledger_relocate(s->ledger, job->id, pipeline, key) : -ENOMEM;
+                if (r < 0) {
+                        int64_t now = wall_usec();
+
+                        free(pipeline);
+                        log_error_errno(r, "ledger: job %" PRId64 ": record its new output %s: %s",
+                                        job->id, key, ledger_errmsg(s->ledger));
+                        (void)ledger_release(s->ledger, job->id, now + 1000000, now);
+                        return r;
+                }
+                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                        "job %" PRId64 " %s: configuration changed since intake: pipeline '%s', "
+                        "outputs %s_*",
+                        job->id, job->source_path, pipeline, key);
+                free(job->pipeline);
+                job->pipeline = pipeline;
+                free(job->output_key);
+                job->output_key = TAKE_PTR(key);
         }
         /* A name the file system cannot hold fails the same way every time: permanent. */
         r = publish_manifest_path(job->output_key, &manifest);
