@@ -61,8 +61,11 @@ static long long count(struct tu_daemon *d, const char *state)
         char *out = NULL;
         json_t *st;
         long long n;
+        int r = tu_imgctl(d, &out, "status", "--json", NULL);
 
-        assert_int_equal(tu_imgctl(d, &out, "status", "--json", NULL), 0);
+        /* 1: an alert is active (a backlog of 500 waiting may well raise one). */
+        if (r != 0 && r != 1)
+                fail_msg("imgctl status failed (%d): %s", r, out ? out : "");
         st = json_loads(out, 0, NULL);
         if (!st)
                 fail_msg("imgctl status printed no JSON: %s", out);
