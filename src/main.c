@@ -170,6 +170,20 @@ static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 /*
+ * Jobs held because their watch was gone are tried again under the configuration loaded now
+ * (at start or reload); they are held again at their claim if it is still gone.
+ */
+static void wake_held(ledger *l)
+{
+        int r = ledger_unhold(l, wall_usec());
+
+        if (r < 0)
+                log_error_errno(r, "ledger: wake held jobs: %s", ledger_errmsg(l));
+        else if (r > 0)
+                log_info("%d held job(s) queued again under the configuration as it is now", r);
+}
+
+/*
  * SIGHUP: load the configuration again. An invalid one is rejected with its error and the
  * old one stays in force; a valid one replaces watches, pipelines and limits.
  */
@@ -204,13 +218,7 @@ static void reload(struct daemon *d)
         d->watch = watch_free(d->watch);
         d->watch = w;
         d->api.watch = w;
-        /* Jobs held because their watch was gone are tried again under the new configuration
-         * (held again at their claim if it is still gone). */
-        r = ledger_unhold(d->ledger, wall_usec());
-        if (r < 0)
-                log_error_errno(r, "ledger: wake held jobs: %s", ledger_errmsg(d->ledger));
-        else if (r > 0)
-                log_info("reload: %d held job(s) queued again", r);
+        wake_held(d->ledger);
         scheduler_set_config(d->scheduler, next);
         d->api.config = next;
         config_free(d->config);
@@ -308,6 +316,7 @@ static int run(struct daemon *d)
                 log_notice("recovered after an unclean stop: %u staged job(s) published, %u to "
                            "render again, %u put back in the queue, %u temporary file(s) removed",
                            rs.published, rs.redone, rs.requeued, rs.swept);
+        wake_held(d->ledger);
 
         r = worker_find_executable(&worker_path);
         if (r < 0) {

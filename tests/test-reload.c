@@ -157,33 +157,42 @@ static void test_output_moved(void **state)
 }
 
 /*
- * A watch removed with jobs queued: they are held, not dead, none quarantined (the watch
- * had a quarantine folder), 'imgctl wait' returns, status counts them as held; 'imgctl
- * retry' of one is accepted (held again, the watch still gone); the watch configured again,
- * all are done.
+ * Two watches removed with jobs queued: their jobs are held, not dead, none quarantined (the
+ * watches had a quarantine folder), 'imgctl wait' returns, status counts them as held, the
+ * reason is on each; 'imgctl retry' of one is accepted (held again, the watch still gone).
+ * One watch configured again by a reload: its jobs are done. The other by a restart: its
+ * jobs are done too.
  */
 static void test_watch_removed(void **state)
 {
         struct tu_daemon d;
-        char *both, *first, *uploads2, *media2, *quarantine, *out = NULL;
+        char *first, *second, *third, *conf, *uploads[2], *media[2], *quarantine, *out = NULL;
         json_t *jobs;
         char id[32];
 
         (void)state;
         tu_daemon_setup(&d, PIPE_1, 2, NULL);
-        uploads2 = tu_path("%s/uploads2", d.root);
-        media2 = tu_path("%s/media2", d.root);
         quarantine = tu_path("%s/quarantine", d.root);
-        assert_int_equal(mkdir(uploads2, 0755), 0);
+        for (unsigned i = 0; i < 2; i++) {
+                uploads[i] = tu_path("%s/uploads%u", d.root, i + 2);
+                media[i] = tu_path("%s/media%u", d.root, i + 2);
+                assert_int_equal(mkdir(uploads[i], 0755), 0);
+        }
         first =
             tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads, d.media);
-        both = tu_path("%s, { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
-                       "quarantine = \"%s\"; }",
-                       first, uploads2, media2, quarantine);
-        write_config(&d, both, "p");
+        second =
+            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; quarantine = \"%s\"; }",
+                    uploads[0], media[0], quarantine);
+        third =
+            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; quarantine = \"%s\"; }",
+                    uploads[1], media[1], quarantine);
+        conf = tu_path("%s, %s, %s", first, second, third);
+        write_config(&d, conf, "p");
+        free(conf);
         tu_daemon_start(&d);
         assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
-        drop(uploads2, "img", 20);
+        drop(uploads[0], "img", 10);
+        drop(uploads[1], "img", 10);
         wait_count(&d, "queued", 20, 60);
 
         write_config(&d, first, "p");
@@ -193,7 +202,8 @@ static void test_watch_removed(void **state)
         tu_daemon_wait_idle(&d, 30); /* held jobs are not work to wait for */
         assert_int_equal(count(&d, "dead"), 0);
         assert_int_equal(count(&d, "done"), 0);
-        assert_int_equal(tu_count_files(uploads2, "img*.png"), 20);
+        assert_int_equal(tu_count_files(uploads[0], "img*.png"), 10);
+        assert_int_equal(tu_count_files(uploads[1], "img*.png"), 10);
         assert_int_equal(tu_count_files(d.root, "*_s.webp"), 0);
         assert_true(access(quarantine, F_OK) < 0);
         assert_true(tu_log_contains(&d, "is no longer configured"));
@@ -209,7 +219,7 @@ static void test_watch_removed(void **state)
 
                 assert_non_null(error);
                 assert_non_null(strstr(error, "is no longer configured"));
-                assert_non_null(strstr(error, uploads2));
+                assert_non_null(strstr(error, d.root));
                 assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 0);
                 snprintf(id, sizeof id, "%lld",
                          (long long)json_integer_value(json_object_get(j, "id")));
@@ -218,19 +228,37 @@ static void test_watch_removed(void **state)
         assert_int_equal(tu_imgctl(&d, NULL, "retry", id, NULL), 0);
         wait_count(&d, "held", 20, 60);
 
-        /* Configured again: all of them done, into its output folder. */
-        write_config(&d, both, "p");
+        /* One configured again by a reload: its jobs done, into its output folder. */
+        conf = tu_path("%s, %s", first, second);
+        write_config(&d, conf, "p");
+        free(conf);
         reload(&d);
+        wait_count(&d, "done", 10, 120);
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(count(&d, "held"), 10);
+        assert_int_equal(tu_count_files(media[0], "img*_s.webp"), 10);
+
+        /* The other by a restart. */
+        assert_int_equal(tu_daemon_stop(&d, SIGTERM), 0);
+        conf = tu_path("%s, %s, %s", first, second, third);
+        write_config(&d, conf, "p");
+        free(conf);
+        tu_daemon_start(&d);
+        (void)tu_imgctl(&d, NULL, "resume", NULL);
+        wait_count(&d, "done", 20, 120);
         tu_daemon_wait_idle(&d, 120);
         assert_int_equal(count(&d, "held"), 0);
-        assert_int_equal(count(&d, "done"), 20);
         assert_int_equal(count(&d, "dead"), 0);
-        assert_int_equal(tu_count_files(media2, "img*_s.webp"), 20);
+        assert_int_equal(tu_count_files(media[1], "img*_s.webp"), 10);
+        assert_true(access(quarantine, F_OK) < 0);
 
-        free(both);
+        for (unsigned i = 0; i < 2; i++) {
+                free(uploads[i]);
+                free(media[i]);
+        }
         free(first);
-        free(uploads2);
-        free(media2);
+        free(second);
+        free(third);
         free(quarantine);
         tu_daemon_cleanup(&d);
 }
