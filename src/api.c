@@ -10,7 +10,7 @@
  *            epoch) and "limit" (1..10000, default 50)
  *   show     one job ("id") with its outputs, its error history and, for a pipeline with
  *            placeholder = true, the placeholder its render reported
- *   retry    a dead job ("id") or dead jobs ("dead": true, at most API_RETRY_BATCH a
+ *   retry    a dead or held job ("id") or dead jobs ("dead": true, at most API_RETRY_BATCH a
  *            request; the answer says how many remain) back to queued
  *   cancel   a queued, retry or dead job ("id"); a running one is refused
  *   pause    claim no new jobs (running ones finish); resume: claim again; drain: pause and
@@ -333,6 +333,16 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                 if (json_object_set_new(jobs, job_state_name(s),
                                         json_integer((json_int_t)counts[s])) < 0)
                         return -ENOMEM;
+        {
+                /* Of the queued: held until their watch is configured again. */
+                uint64_t held = 0;
+
+                r = ledger_count_held(ctx->ledger, &held);
+                if (r < 0)
+                        return ledger_failure(ctx, r, "cannot count held jobs", ret_error);
+                if (json_object_set_new(jobs, "held", json_integer((json_int_t)held)) < 0)
+                        return -ENOMEM;
+        }
 
         list = json_array();
         if (!list)
@@ -676,11 +686,14 @@ static int api_retry(struct api_context *ctx, const json_t *request, json_t **re
                         return state;
                 if (state == JOB_CANCELLED)
                         return cancelled_not_retried(ctx, id, ret_error);
-                if (state != JOB_DEAD)
+                /* Dead, or queued and held (its watch was gone at its claim). */
+                r = state == JOB_DEAD || state == JOB_QUEUED ? ledger_retry(ctx->ledger, id, now)
+                                                             : -ESTALE;
+                if (r == -ESTALE)
                         return api_error(ret_error, -ESTALE,
-                                         "job %" PRId64 " is %s; only dead jobs can be retried",
+                                         "job %" PRId64 " is %s; only dead jobs can be retried "
+                                         "(and queued ones held for a removed watch)",
                                          id, job_state_name(state));
-                r = ledger_retry(ctx->ledger, id, now);
                 if (r < 0)
                         return ledger_failure(ctx, r, "cannot retry the job", ret_error);
                 log_info("job %" PRId64 ": retried by operator", id);

@@ -9,10 +9,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "imgd/hooks.h"
 #include "imgd/log.h"
+#include "imgd/macro.h"
 
 struct hook {
         hooks *owner;
@@ -110,13 +113,50 @@ static char *env_entry(const char *name, const char *value)
         return asprintf(&e, "%s=%s", name, value ? value : "") < 0 ? NULL : e;
 }
 
+/* The string at `key` of `job`, or NULL. */
+static const char *job_str(const json_t *job, const char *key)
+{
+        return json_string_value(json_object_get(job, key));
+}
+
+/*
+ * A memory file holding `n` paths, each followed by a NUL byte, read from its start: the
+ * hook's standard input. Returns the descriptor (close-on-exec) or a negative errno.
+ */
+static int outputs_memfd(const char *const *paths, size_t n)
+{
+        _cleanup_close_ int fd = memfd_create("imgd-hook-outputs", MFD_CLOEXEC);
+
+        if (fd < 0)
+                return -errno;
+        for (size_t i = 0; i < n; i++) {
+                size_t len = strlen(paths[i]) + 1, done = 0; /* with its NUL */
+
+                while (done < len) {
+                        ssize_t k = write(fd, paths[i] + done, len - done);
+                        if (k < 0 && errno == EINTR)
+                                continue;
+                        if (k < 0)
+                                return -errno;
+                        done += (size_t)k;
+                }
+        }
+        if (lseek(fd, 0, SEEK_SET) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
 void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *event,
-               const json_t *job)
+               const json_t *job, const struct hook_names *names)
 {
         struct hook *k = NULL;
         char *env[16] = {};
-        char *outputs = NULL, id[32];
+        _cleanup_free_ const char **json_outputs = NULL;
+        const char *const *outputs = names ? names->outputs : NULL;
+        size_t n_outputs = names ? names->n_outputs : 0;
+        char *joined = NULL, id[32], count[32];
         size_t n_env = 0, len = 0;
+        _cleanup_close_ int input = -1;
         FILE *f;
         pid_t pid;
         int r;
@@ -132,37 +172,54 @@ void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *ev
                 return;
         }
 
-        f = open_memstream(&outputs, &len);
+        if (!outputs) {
+                /* No exact names given: those of the event object. */
+                const json_t *list = json_object_get(job, "outputs");
+
+                json_outputs = calloc(json_array_size(list) + 1, sizeof *json_outputs);
+                for (size_t i = 0; json_outputs && i < json_array_size(list); i++) {
+                        const json_t *o = json_array_get(list, i);
+
+                        json_outputs[i] = json_string_value(json_object_get(o, "path")) ?: "";
+                        n_outputs = i + 1;
+                }
+                outputs = json_outputs;
+        }
+        f = open_memstream(&joined, &len);
         if (f) {
-                size_t i;
-                json_t *o;
-                json_array_foreach(json_object_get(job, "outputs"), i, o)
-                        fprintf(f, "%s%s", i ? "\n" : "",
-                                json_string_value(json_object_get(o, "path")) ?: "");
+                for (size_t i = 0; i < n_outputs; i++)
+                        fprintf(f, "%s%s", i ? "\n" : "", outputs[i]);
                 fclose(f);
         }
+        input = outputs_memfd(outputs, n_outputs);
+        if (input < 0)
+                log_warning_errno(input, "hook %s: cannot pass the outputs on stdin: %m", program);
         snprintf(id, sizeof id, "%" JSON_INTEGER_FORMAT,
                  json_integer_value(json_object_get(job, "id")));
+        snprintf(count, sizeof count, "%zu", n_outputs);
         env[n_env++] = env_entry("IMGD_EVENT", event);
         env[n_env++] = env_entry("IMGD_JOB_ID", id);
-        env[n_env++] = env_entry("IMGD_SOURCE", json_string_value(json_object_get(job, "source")));
-        env[n_env++] = env_entry("IMGD_WATCH", json_string_value(json_object_get(job, "watch")));
-        env[n_env++] = env_entry("IMGD_PIPELINE",
-                                 json_string_value(json_object_get(job, "pipeline")));
-        env[n_env++] = env_entry("IMGD_OUTPUTS", outputs);
-        env[n_env++] = env_entry("IMGD_ERROR", json_string_value(json_object_get(job, "error")));
-        env[n_env++] = env_entry("IMGD_QUARANTINED",
-                                 json_string_value(json_object_get(job, "quarantined")));
+        env[n_env++] = env_entry("IMGD_SOURCE",
+                                 names && names->source ? names->source : job_str(job, "source"));
+        env[n_env++] =
+            env_entry("IMGD_WATCH", names && names->watch ? names->watch : job_str(job, "watch"));
+        env[n_env++] = env_entry("IMGD_PIPELINE", job_str(job, "pipeline"));
+        env[n_env++] = env_entry("IMGD_OUTPUTS", joined);
+        env[n_env++] = env_entry("IMGD_OUTPUTS_COUNT", count);
+        env[n_env++] = env_entry("IMGD_ERROR", job_str(job, "error"));
+        env[n_env++] = env_entry("IMGD_QUARANTINED", names && names->quarantined
+                                                         ? names->quarantined
+                                                         : job_str(job, "quarantined"));
         env[n_env++] = env_entry("PATH", "/usr/local/bin:/usr/bin:/bin");
-        free(outputs);
+        free(joined);
 
         pid = fork();
         if (pid == 0) {
                 sigset_t all;
-                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                int in = input >= 0 ? input : open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-                if (null >= 0)
-                        dup2(null, STDIN_FILENO);
+                if (in >= 0)
+                        dup2(in, STDIN_FILENO);
                 close_range(3, ~0U, 0);
                 sigemptyset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);

@@ -225,16 +225,18 @@ static int64_t get_int(const json_t *o, const char *key)
 }
 
 /*
- * Whether a status answer says imgd has nothing left to do: no job queued, running or waiting
- * for a retry, no upload reported by the kernel that it has not taken in yet (a file
- * dropped just before the question is not a job yet, but it will be), none waiting for its
- * intake to be retried.
+ * Whether a status answer says imgd has nothing left to do: no job queued (but held, waiting
+ * for its watch to be configured again), running or waiting for a retry, no upload reported
+ * by the kernel that it has not taken in yet (a file dropped just before the question is not
+ * a job yet, but it will be), none waiting for its intake to be retried.
  */
 static bool status_idle(const json_t *status)
 {
         const json_t *jobs = json_object_get(status, "jobs");
 
-        return get_int(jobs, "queued") + get_int(jobs, "running") + get_int(jobs, "retry") == 0 &&
+        return get_int(jobs, "queued") - get_int(jobs, "held") + get_int(jobs, "running") +
+                       get_int(jobs, "retry") ==
+                   0 &&
                !json_is_true(json_object_get(status, "intake_pending")) &&
                get_int(status, "intake_retry") == 0;
 }
@@ -666,16 +668,18 @@ static const char help_show[] =
 static const char help_wait[] =
         "    Wait until no job is queued, running or waiting for a retry, asking the\n"
         "    daemon every 100 ms. Uploads already complete in a watched folder count\n"
-        "    even before they become jobs; files still being written do not.\n"
+        "    even before they become jobs; files still being written do not, nor do\n"
+        "    jobs held because their watch is no longer configured.\n"
         "\n"
         "    --timeout SECONDS  give up after SECONDS (may have a fraction): print what\n"
         "                       is left to stderr and exit with status 1. Without it,\n"
         "                       wait as long as it takes.\n";
 
 static const char help_retry[] =
-        "    Put dead job JOB back in the queue, or with --dead every dead job. Its\n"
-        "    attempts start again from 0; the errors of earlier attempts stay in its\n"
-        "    history (see show). A cancelled job is refused: enqueue its file instead.\n"
+        "    Put dead job JOB (or one held because its watch is no longer configured)\n"
+        "    back in the queue, or with --dead every dead job. Its attempts start again\n"
+        "    from 0; the errors of earlier attempts stay in its history (see show).\n"
+        "    A cancelled job is refused: enqueue its file instead.\n"
         "\n"
         "    --dead    retry every dead job and print how many\n"
         "    --json    print the daemon's answer as indented JSON instead\n";

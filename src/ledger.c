@@ -214,8 +214,17 @@ enum ledger_stmt {
         STMT_RERENDER,
         STMT_PRUNE,
         STMT_ID_RANGE,
+        STMT_SET_HELD,
+        STMT_IS_HELD,
+        STMT_UNHOLD,
+        STMT_COUNT_HELD,
+        STMT_RELOCATE,
         _STMT_MAX,
 };
+
+/* LEDGER_HELD in SQL. */
+#define HELD_SQL "9223372036854775807"
+static_assert(LEDGER_HELD == 9223372036854775807, "HELD_SQL is LEDGER_HELD");
 
 static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_KNOWN_STAT] = "SELECT 1 FROM jobs WHERE source_path = ?1 AND source_size = ?2 "
@@ -245,7 +254,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                        "            ORDER BY j.next_at_us, j.id LIMIT 1) "
                        "RETURNING " JOB_COLUMNS,
         [STMT_NEXT_DUE] = "SELECT next_at_us FROM jobs INDEXED BY jobs_due "
-                          "WHERE state IN ('queued', 'retry') "
+                          "WHERE state IN ('queued', 'retry') AND next_at_us < " HELD_SQL " "
                           "ORDER BY next_at_us LIMIT 1",
         [STMT_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
         [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
@@ -298,7 +307,20 @@ static const char *const stmt_sql[_STMT_MAX] = {
                          "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
                          "ORDER BY id",
         [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs INDEXED BY jobs_due "
-                               "WHERE state IN ('queued', 'retry')",
+                               "WHERE state IN ('queued', 'retry') AND next_at_us < " HELD_SQL,
+        /* Held (ledger_hold()): queued, the attempt given back, not claimable until woken. */
+        [STMT_SET_HELD] = "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), "
+                          "next_at_us = " HELD_SQL ", last_error = ?2, updated_us = ?3, "
+                          "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
+                          "WHERE id = ?1",
+        [STMT_IS_HELD] = "SELECT state = 'queued' AND next_at_us = " HELD_SQL " FROM jobs "
+                         "WHERE id = ?1",
+        [STMT_UNHOLD] = "UPDATE jobs SET next_at_us = ?1, updated_us = ?1 "
+                        "WHERE state = 'queued' AND next_at_us = " HELD_SQL,
+        [STMT_COUNT_HELD] = "SELECT count(*) FROM jobs INDEXED BY jobs_due "
+                            "WHERE state IN ('queued', 'retry') AND next_at_us = " HELD_SQL,
+        [STMT_RELOCATE] = "UPDATE jobs SET pipeline = ?2, output_key = ?3 "
+                          "WHERE id = ?1 AND state = 'running'",
         /* Degraded done jobs that are still their source's newest go back to the queue. */
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "
                           "updated_us = ?1, finished_us = NULL "
@@ -1827,12 +1849,25 @@ int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us)
         return tx_end(l, cancel_locked(l, id, reason ? reason : "cancelled", now_us));
 }
 
+/* 1 if job id is held (see ledger_hold()), 0 if not. */
+static int held_locked(ledger *l, int64_t id)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_IS_HELD);
+        int r = stmt_bind(l, st, "i", id);
+
+        if (r >= 0)
+                r = stmt_step(l, st);
+        return r <= 0 ? r : sqlite3_column_int64(st, 0) != 0;
+}
+
 static int retry_locked(ledger *l, int64_t id, int64_t now_us)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_REQUEUED);
         int r;
 
-        r = job_require_locked(l, id, 1u << JOB_DEAD, "dead");
+        r = held_locked(l, id);
+        if (r == 0)
+                r = job_require_locked(l, id, 1u << JOB_DEAD, "dead (or held)");
         if (r < 0)
                 return r;
         r = stmt_bind(l, st, "ii", id, now_us);
@@ -1853,7 +1888,76 @@ int ledger_retry(ledger *l, int64_t id, int64_t now_us)
         return tx_end(l, retry_locked(l, id, now_us));
 }
 
+static int hold_locked(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_HELD);
+        int r;
+
+        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        if (r < 0)
+                return r;
+        r = drop_staged_locked(l, id);
+        if (r < 0)
+                return r;
+        r = stmt_bind(l, st, "imi", id, reason, now_us);
+        if (r < 0)
+                return r;
+        return stmt_run(l, st);
+}
+
+int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        int r;
+
+        assert(l);
+        assert(reason);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        return tx_end(l, hold_locked(l, id, reason, now_us));
+}
+
+int ledger_unhold(ledger *l, int64_t now_us)
+{
+        return run_write(l, STMT_UNHOLD, "i", now_us, 0, 0);
+}
+
+int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key)
+{
+        int r;
+
+        assert(l);
+        assert(pipeline);
+        assert(output_key);
+
+        r = tx_begin(l);
+        if (r < 0)
+                return r;
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_RELOCATE);
+
+                r = stmt_bind(l, st, "itt", id, pipeline, output_key);
+                if (r >= 0)
+                        r = stmt_run(l, st);
+                if (r >= 0 && sqlite3_changes(l->db) == 0)
+                        r = ledger_error(l, -ESTALE, "job %" PRId64 " is not running", id);
+        }
+        return tx_end(l, r);
+}
+
 /* Queries */
+
+int ledger_count_held(ledger *l, uint64_t *ret_n)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_COUNT_HELD);
+        int r = stmt_step(l, st);
+
+        if (r < 0)
+                return r;
+        *ret_n = r > 0 ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        return 0;
+}
 
 int ledger_superseded(ledger *l, int64_t id)
 {

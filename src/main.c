@@ -228,10 +228,24 @@ static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 /*
+ * Jobs held because their watch was gone are tried again under the configuration loaded now
+ * (at start or reload); they are held again at their claim if it is still gone.
+ */
+static void wake_held(ledger *l)
+{
+        int r = ledger_unhold(l, wall_usec());
+
+        if (r < 0)
+                log_error_errno(r, "ledger: wake held jobs: %s", ledger_errmsg(l));
+        else if (r > 0)
+                log_info("%d held job(s) queued again under the configuration as it is now", r);
+}
+
+/*
  * SIGHUP, or the control command "reload" (imgctl reload, the unit's ExecReload=): load the
  * configuration again. An invalid one is rejected and the old one stays in force: returns a
  * negative errno and, when ret_error is not NULL, the reason in *ret_error (caller frees). A
- * valid one replaces watches, pipelines and limits; returns 0.
+ * valid one replaces watches, pipelines and limits; returns 0 (held jobs are woken).
  */
 static int reload(struct daemon *d, char **ret_error)
 {
@@ -266,6 +280,7 @@ static int reload(struct daemon *d, char **ret_error)
         d->watch = watch_free(d->watch);
         d->watch = w;
         d->api.watch = w;
+        wake_held(d->ledger);
         scheduler_set_config(d->scheduler, next);
         d->api.config = next;
         config_free(d->config);
@@ -433,6 +448,7 @@ static int run(struct daemon *d)
                 log_notice("recovered after an unclean stop: %u staged job(s) published, %u to "
                            "render again, %u put back in the queue, %u temporary file(s) removed",
                            rs.published, rs.redone, rs.requeued, rs.swept);
+        wake_held(d->ledger);
 
         r = worker_find_executable(&worker_path);
         if (r < 0) {

@@ -6,6 +6,7 @@
  * root. Pure functions, no state.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,4 +135,11 @@ int pathmap_output_path(const char *key, const char *variant, const char *ext, c
                 return -ENOMEM;
         *ret = s;
         return 0;
+}
+
+bool pathmap_name_too_long(const char *path)
+{
+        const char *name = strrchr(path, '/');
+
+        return strlen(name ? name + 1 : path) > NAME_MAX;
 }

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -142,6 +143,7 @@ int64_t scheduler_backoff_ms(const struct config_retry *r, unsigned attempt, dou
 }
 
 static const struct watch_config *find_watch(const struct config *cfg, const char *path);
+static char *quarantine_path(scheduler *s, const struct job *job);
 
 /* Tells subscribers and the watch's hooks about a transition of `job`; extra members (may be
  * NULL) are added. */
@@ -168,8 +170,35 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
         json_decref(extra);
         if (j && s->event_fn)
                 s->event_fn(event, j, s->event_userdata);
-        if (j && hook)
-                hooks_run(s->hooks, hook, wc->hook_timeout_s, event, j);
+        if (j && hook) {
+                /* The hook gets the names as bytes, to open them: the published outputs from
+                 * the ledger, the quarantine path as quarantine() makes it (if it is the one
+                 * reported). */
+                _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+                _cleanup_free_ char *moved = NULL;
+                _cleanup_free_ const char **outputs = NULL;
+                const char *reported = json_string_value(json_object_get(j, "quarantined"));
+                const json_t *list = json_object_get(j, "outputs");
+                struct hook_names names = {.source = job->source_path, .watch = job->watch};
+
+                if (reported) {
+                        _cleanup_(json_decrefp) json_t *lossy = NULL;
+
+                        moved = quarantine_path(s, job);
+                        lossy = moved ? proto_string_lossy(moved) : NULL;
+                        if (lossy && strcmp(json_string_value(lossy), reported) == 0)
+                                names.quarantined = moved;
+                }
+                if (json_array_size(list) > 0 && ledger_get(s->ledger, job->id, &d) > 0 &&
+                    d->n_outputs == json_array_size(list) &&
+                    (outputs = calloc(d->n_outputs, sizeof *outputs))) {
+                        for (size_t i = 0; i < d->n_outputs; i++)
+                                outputs[i] = d->outputs[i].path;
+                        names.outputs = outputs;
+                        names.n_outputs = d->n_outputs;
+                }
+                hooks_run(s->hooks, hook, wc->hook_timeout_s, event, j, &names);
+        }
 }
 
 /* Where a job's source goes in its watch's quarantine folder (keeping its sub-path), or
@@ -317,7 +346,7 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
                 if (asprintf(&msg, "superseded by newer content (attempt %u failed: %s)",
                              job->attempts, error) < 0)
                         msg = NULL;
-                log_job(LOG_INFO, job->id, job->source_path, NULL,
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: %s; cancelled", job->id, job->source_path,
                         msg ?: error);
                 r = ledger_cancel(s->ledger, job->id, msg ?: "superseded by newer content", now);
@@ -491,19 +520,72 @@ static int start_job(scheduler *s, struct job *job_in)
         _cleanup_close_ int src = -1;
         _cleanup_(json_decrefp) json_t *req = NULL, *jvariants = NULL;
         const struct watch_config *wc = find_watch(s->cfg, job->watch);
-        const struct pipeline *pl = config_find_pipeline(s->cfg, job->pipeline);
+        /* The watch's pipeline and output folder as configured now, not at intake: a reload
+         * that renamed the pipeline or moved the output applies to the jobs already queued. */
+        const struct pipeline *pl = wc ? config_find_pipeline(s->cfg, wc->pipeline_name) : NULL;
         unsigned char magic[IMAGE_FORMAT_SNIFF_BYTES];
         enum image_format src_format;
         struct running *run = NULL;
-        _cleanup_free_ char *owner = NULL;
+        _cleanup_free_ char *owner = NULL, *key = NULL, *manifest = NULL;
         char why[512];
         struct stat st;
         ssize_t k;
         int r;
 
         if (!wc || !pl) {
-                snprintf(why, sizeof why, "watch %s or pipeline '%s' is no longer configured",
-                         job->watch, job->pipeline);
+                /* Not the job's fault: held, no attempt used, never dead or quarantined; a
+                 * reload that configures the watch again, or `imgctl retry`, wakes it. */
+                if (!wc)
+                        snprintf(why, sizeof why,
+                                 "watch %s is no longer configured; held until it is again (or "
+                                 "imgctl retry %" PRId64 ")",
+                                 job->watch, job->id);
+                else
+                        snprintf(why, sizeof why,
+                                 "pipeline '%s' of watch %s is not configured; held until it is "
+                                 "(or imgctl retry %" PRId64 ")",
+                                 wc->pipeline_name, job->watch, job->id);
+                log_job(LOG_WARNING, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s", job->id, job->source_path, why);
+                r = ledger_hold(s->ledger, job->id, why, wall_usec());
+                return r < 0 ? log_error_errno(r, "ledger: hold job %" PRId64 ": %s", job->id,
+                                               ledger_errmsg(s->ledger))
+                             : 0;
+        }
+        r = pathmap_output_key(wc->path, wc->output, job->source_path, &key);
+        if (r < 0) {
+                snprintf(why, sizeof why, "not below its watched folder %s", wc->path);
+                job_failed(s, job, why, true);
+                return 0;
+        }
+        if (strcmp(key, job->output_key) != 0 || strcmp(wc->pipeline_name, job->pipeline) != 0) {
+                char *pipeline = strdup(wc->pipeline_name);
+
+                r = pipeline ? ledger_relocate(s->ledger, job->id, pipeline, key) : -ENOMEM;
+                if (r < 0) {
+                        int64_t now = wall_usec();
+
+                        free(pipeline);
+                        log_error_errno(r, "ledger: job %" PRId64 ": record its new output %s: %s",
+                                        job->id, key, ledger_errmsg(s->ledger));
+                        (void)ledger_release(s->ledger, job->id, now + 1000000, now);
+                        return r;
+                }
+                log_info("job %" PRId64 " %s: configuration changed since intake: pipeline '%s', "
+                         "outputs %s_*",
+                         job->id, job->source_path, pipeline, key);
+                free(job->pipeline);
+                job->pipeline = pipeline;
+                free(job->output_key);
+                job->output_key = TAKE_PTR(key);
+        }
+        /* A name the file system cannot hold fails the same way every time: permanent. */
+        r = publish_manifest_path(job->output_key, &manifest);
+        if (r < 0)
+                return r;
+        if (pathmap_name_too_long(manifest)) {
+                snprintf(why, sizeof why, "output name too long: %s (NAME_MAX %d)",
+                         strrchr(manifest, '/') + 1, NAME_MAX);
                 job_failed(s, job, why, true);
                 return 0;
         }
@@ -591,16 +673,22 @@ static int start_job(scheduler *s, struct job *job_in)
                 }
                 r = pathmap_output_path(job->output_key, v->name, image_format_extension(v->format),
                                         &final);
+                if (r >= 0 && pathmap_name_too_long(final))
+                        r = -ENAMETOOLONG;
                 if (r >= 0)
                         r = publish_tmp_open(final, job->id, (unsigned)n, &run->tmps[n]);
-                if (r < 0) {
+                if (r == -ENAMETOOLONG && final)
+                        snprintf(why, sizeof why, "output name too long: %s (NAME_MAX %d)",
+                                 strrchr(final, '/') + 1, NAME_MAX);
+                else if (r < 0)
                         snprintf(why, sizeof why, "create output %s: %s", final ?: "?",
                                  strerror(-r));
+                if (r < 0) {
                         running_free(run);
                         if (environmental(r))
                                 job_blocked(s, job, why);
                         else
-                                job_failed(s, job, why, false);
+                                job_failed(s, job, why, r == -ENAMETOOLONG);
                         return 0;
                 }
                 run->n = ++n;

@@ -1321,6 +1321,47 @@ static void test_release(void **state)
         assert_int_equal(attempts_of(f->l, id), 0);
 }
 
+/* Held: queued with its attempt given back and a reason, claimable only once woken (by
+ * ledger_unhold() or ledger_retry()); not due, not the oldest queued. Relocated: a running
+ * job's pipeline and output key change. */
+static void test_hold_and_relocate(void **state)
+{
+        struct fx *f = *state;
+        struct job_detail *d;
+        int64_t id, due, oldest;
+        uint64_t held;
+
+        id = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        assert_int_equal(ledger_hold(f->l, id, "watch /u is gone", 1100), -ESTALE);
+        assert_int_equal(claim(f->l, 1000), id);
+        assert_int_equal(ledger_relocate(f->l, id, "q", "/n/a"), 0);
+        assert_int_equal(ledger_hold(f->l, id, "watch /u is gone", 1100), 0);
+        d = get(f->l, id);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.attempts, 0);
+        assert_string_equal(d->job.last_error, "watch /u is gone");
+        assert_string_equal(d->job.pipeline, "q");
+        assert_string_equal(d->job.output_key, "/n/a");
+        job_detail_free(d);
+        assert_int_equal(ledger_count_held(f->l, &held), 0);
+        assert_int_equal(held, 1);
+        assert_no_claim(f->l, INT64_MAX - 1);
+        assert_int_equal(ledger_next_due(f->l, &due), 0);
+        assert_int_equal(ledger_oldest_queued(f->l, &oldest), 0);
+        assert_int_equal(ledger_relocate(f->l, id, "p", "/m/a"), -ESTALE);
+
+        assert_int_equal(ledger_unhold(f->l, 2000), 1);
+        assert_int_equal(ledger_count_held(f->l, &held), 0);
+        assert_int_equal(held, 0);
+        assert_int_equal(claim(f->l, 2000), id);
+        assert_int_equal(ledger_hold(f->l, id, "watch /u is gone", 2100), 0);
+        assert_int_equal(ledger_retry(f->l, id, 3000), 0);
+        assert_int_equal(state_of(f->l, id), JOB_QUEUED);
+        assert_int_equal(claim(f->l, 3000), id);
+        assert_int_equal(ledger_unhold(f->l, 4000), 0);
+        assert_counts_real(f);
+}
+
 static void test_retry_dead(void **state)
 {
         struct fx *f = *state;
@@ -2000,6 +2041,7 @@ int main(void)
                 T(test_not_running_is_stale),
                 T(test_recover),
                 T(test_release),
+                T(test_hold_and_relocate),
                 T(test_retry_dead),
                 T(test_cancel),
                 T(test_counts),

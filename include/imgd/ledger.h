@@ -22,6 +22,9 @@
  *                       |
  *                       +--- ledger_cancel() (queued, retry, dead, or superseded) ---> cancelled
  *
+ *   running --ledger_hold()--> queued, held (not claimable; no attempt used) --ledger_unhold()
+ *                                                                  or ledger_retry()--> queued
+ *
  *   done --ledger_rerender_degraded()--> queued   (rendered degraded: render again at full
  *                                                  quality once health returns)
  *
@@ -196,7 +199,8 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int
 int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
                  struct job **ret);
 
-/* Returns 1 and the earliest next_at of a queued or retry job in *ret_us, or 0 if none. */
+/* Returns 1 and the earliest next_at of a queued or retry job (not held) in *ret_us, or 0
+ * if none. */
 int ledger_next_due(ledger *l, int64_t *ret_us);
 
 /*
@@ -257,8 +261,33 @@ int ledger_release(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us);
 /* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
 int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us);
 
-/* dead -> queued (attempts reset to 0). -ESTALE if the job is not dead. */
+/* dead or held -> queued (attempts reset to 0). -ESTALE if the job is neither. */
 int ledger_retry(ledger *l, int64_t id, int64_t now_us);
+
+/*
+ * The next_at_us of a held job: queued, but not claimable until ledger_unhold() or
+ * ledger_retry() wakes it. Not counted by ledger_next_due() or ledger_oldest_queued().
+ */
+#define LEDGER_HELD INT64_MAX
+
+/*
+ * running -> queued and held, without consuming an attempt (as ledger_release()), `reason`
+ * recorded as last_error: for a job that cannot run in the configuration as it is (its watch
+ * was removed), to be woken when the configuration changes. -ESTALE if the job is not running.
+ */
+int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_us);
+
+/* Makes every held job claimable from now_us. Returns how many were held. */
+int ledger_unhold(ledger *l, int64_t now_us);
+
+/* Counts the held jobs (in the "queued" count too) into *ret_n. */
+int ledger_count_held(ledger *l, uint64_t *ret_n);
+
+/*
+ * Sets a running job's pipeline and output_key: where the configuration as it is now sends
+ * its outputs (it may have changed since intake). -ESTALE if the job is not running.
+ */
+int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key);
 
 /* Returns 1 if a newer job exists for the same source path as job `id`, 0 if not. */
 int ledger_superseded(ledger *l, int64_t id);

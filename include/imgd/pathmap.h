@@ -28,3 +28,9 @@ int pathmap_output_key(const char *watch_path, const char *output_root, const ch
 
 /* "<key>_<variant>.<ext>". Returns 0 and a new string in *ret, or -ENOMEM. */
 int pathmap_output_path(const char *key, const char *variant, const char *ext, char **ret);
+
+/*
+ * True when the last component of `path` is longer than NAME_MAX (255 bytes): no Linux file
+ * system can hold it, so the output cannot be published under that name.
+ */
+bool pathmap_name_too_long(const char *path);
