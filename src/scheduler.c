@@ -904,7 +904,7 @@ static double memory_pressure(scheduler *s)
  * Samples the health inputs into *in, and the jobs in every state into counts (the ledger is
  * read once for both). Returns 0, or the ledger's error (the inputs then hold what was read).
  */
-static int health_inputs_now(scheduler *s, uint64_t counts[static _JOB_STATE_MAX],
+static int health_inputs_now(scheduler *s, bool for_level, uint64_t counts[static _JOB_STATE_MAX],
                              struct health_inputs *in)
 {
         uint64_t now = mono_usec();
@@ -916,11 +916,12 @@ static int health_inputs_now(scheduler *s, uint64_t counts[static _JOB_STATE_MAX
         r = ledger_counts(s->ledger, counts);
         *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
         k = ledger_oldest_queued(s->ledger, &oldest);
-        /* While the operator holds the work, nothing waits through the system's fault; after
-         * a resume, waits count from the resume. */
-        if (k > 0 && oldest < s->resumed_usec)
+        /* For the degradation level: while the operator holds the work, nothing waits through
+         * the system's fault, and after a resume waits count from the resume. (Status, metrics
+         * and alerts report the plain age.) */
+        if (for_level && k > 0 && oldest < s->resumed_usec)
                 oldest = s->resumed_usec;
-        if (k > 0 && !s->paused && wall_usec() > oldest)
+        if (k > 0 && !(for_level && s->paused) && wall_usec() > oldest)
                 in->oldest_queued_age_us = (uint64_t)(wall_usec() - oldest);
         if (r >= 0 && k < 0)
                 r = k;
@@ -976,7 +977,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
         struct health_alert_inputs ai;
         int r;
 
-        r = health_inputs_now(s, counts, &in);
+        r = health_inputs_now(s, false, counts, &in);
         *ret = (struct scheduler_report){
                 .score = health_score(&in, &s->cfg->health),
                 .level_value = health_level(s->health),
@@ -1056,7 +1057,7 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
         struct health_inputs in;
         enum health_level before = health_level(s->health), after;
 
-        (void)health_inputs_now(s, counts, &in);
+        (void)health_inputs_now(s, true, counts, &in);
         after = s->cfg->degradation ? health_update(s->health, &in, mono_usec()) : before;
         if (after != before) {
                 if (after > before)
