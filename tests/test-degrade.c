@@ -239,15 +239,24 @@ static void test_operator_pause_is_not_ill_health(void **state)
         char *level;
 
         (void)state;
+        /* Only the age counts here: the machine's memory (shared with other tests) and the
+         * error rate are kept out of reach. */
         tu_daemon_setup(&d, PIPE, 1,
-                        "degradation = { recover_ms = 300; reduced = { oldest_s = 1; };"
-                        "  essential = { oldest_s = 2; }; paused = { oldest_s = 3; }; };");
+                        "degradation = { recover_ms = 300;"
+                        "  reduced = { oldest_s = 1; memory = 1.0; error_rate = 1.0; };"
+                        "  essential = { oldest_s = 2; memory = 1.0; error_rate = 1.0; };"
+                        "  paused = { oldest_s = 3; memory = 1.0; error_rate = 1.0; }; };");
         tu_daemon_start(&d);
         assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
         drop_images(&d, "held", n, 300, 200, "jpeg");
         sleep(5); /* the maintenance window: past every age threshold */
         level = level_of(&d);
-        assert_string_equal(level, "full");
+        if (strcmp(level, "full") != 0) {
+                char *out = NULL, *log = tu_read_file(d.log, NULL);
+                (void)tu_imgctl(&d, &out, "status", NULL);
+                fail_msg("level %s during the operator's pause:\n%s\nlog:\n%s", level,
+                         out ? out : "", log ? log : "");
+        }
         free(level);
         assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
         tu_daemon_wait_idle(&d, 60);
