@@ -261,9 +261,15 @@ static void test_operator_pause_is_not_ill_health(void **state)
         assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
         tu_daemon_wait_idle(&d, 60);
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
-        level = level_of(&d);
-        assert_string_equal(level, "full");
-        free(level);
+        /* Waits count from the resume: on a slow machine the last of them may have waited
+         * long enough for a level, which is left again once the queue is empty. */
+        wait_level(&d, "full", 30000);
+        for (int waited = 0; waited < 120; waited++) {
+                if (query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
+                        break;
+                usleep(500 * 1000);
+        }
+        tu_daemon_wait_idle(&d, 60);
         assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
         tu_daemon_cleanup(&d);
 }
