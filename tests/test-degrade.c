@@ -171,6 +171,18 @@ static void test_reload_thresholds(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* Waits (up to 60 s) until no job is left degraded, then until the daemon is idle: back at
+ * full health the degraded jobs are queued again, in batches, for their full render. */
+static void wait_rerendered(struct tu_daemon *d)
+{
+        for (int waited = 0; waited < 120; waited++) {
+                if (query(d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
+                        break;
+                usleep(500 * 1000);
+        }
+        tu_daemon_wait_idle(d, 60);
+}
+
 /* Makes n images of w x h in `format` ("jpeg", "png") outside the watched folder, then moves
  * them all in at once. */
 static void drop_images(struct tu_daemon *d, const char *prefix, unsigned n, unsigned w,
@@ -219,12 +231,7 @@ static void test_backlog_over_paused_drains(void **state)
                          0);
         wait_level(&d, "full", 30000);
         /* Back at full health, what was rendered degraded is rendered again. */
-        for (int waited = 0; waited < 120; waited++) {
-                if (query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
-                        break;
-                usleep(500 * 1000);
-        }
-        tu_daemon_wait_idle(&d, 60);
+        wait_rerendered(&d);
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         assert_int_equal(tu_count_files(d.media, "*_thumb.webp"), n);
@@ -270,12 +277,7 @@ static void test_operator_pause_is_not_ill_health(void **state)
         /* Waits count from the resume: on a slow machine the last of them may have waited
          * long enough for a level, which is left again once the queue is empty. */
         wait_level(&d, "full", 30000);
-        for (int waited = 0; waited < 120; waited++) {
-                if (query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
-                        break;
-                usleep(500 * 1000);
-        }
-        tu_daemon_wait_idle(&d, 60);
+        wait_rerendered(&d);
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
         tu_daemon_cleanup(&d);
@@ -307,12 +309,7 @@ static void test_age_over_paused_drains(void **state)
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs"), n);
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'dead'"), 0);
         wait_level(&d, "full", 30000);
-        for (int waited = 0; waited < 120; waited++) {
-                if (query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
-                        break;
-                usleep(500 * 1000);
-        }
-        tu_daemon_wait_idle(&d, 60);
+        wait_rerendered(&d);
         assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
         tu_daemon_cleanup(&d);
