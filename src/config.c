@@ -1800,6 +1800,7 @@ int config_load(const char *path, struct config **ret, char **ret_error)
         }
 
         assert(!p.error);
+        memcpy(c->background, p.background, sizeof c->background);
         *ret = TAKE_PTR(c);
         return 0;
 }

@@ -23,6 +23,7 @@
 #include <systemd/sd-event.h>
 
 #include "imgd/api.h"
+#include "imgd/confdump.h"
 #include "imgd/config.h"
 #include "imgd/control.h"
 #include "imgd/intake.h"
@@ -68,6 +69,9 @@ static void help(void)
                "  -c, --config=FILE    configuration file (default: %s)\n"
                "      --check-config   validate the configuration and its paths, then exit:\n"
                "                       0 if it is valid; otherwise print FILE:LINE: problem\n"
+               "      --dump-config    print the effective configuration, every default filled\n"
+               "                       in, in the file's syntax (imgd reads it back), then exit;\n"
+               "                       an invalid configuration fails as with --check-config\n"
                "  -v, --verbose        log debug messages\n"
                "  -h, --help           show this help and exit\n"
                "      --version        show the version and exit\n"
@@ -541,10 +545,11 @@ out:
 
 int main(int argc, char **argv)
 {
-        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_DUMP_CONFIG, ARG_VERSION };
         static const struct option options[] = {
             {"config", required_argument, NULL, 'c'},
             {"check-config", no_argument, NULL, ARG_CHECK_CONFIG},
+            {"dump-config", no_argument, NULL, ARG_DUMP_CONFIG},
             {"verbose", no_argument, NULL, 'v'},
             {"help", no_argument, NULL, 'h'},
             {"version", no_argument, NULL, ARG_VERSION},
@@ -553,7 +558,7 @@ int main(int argc, char **argv)
         const char *config_path = CONFIG_DEFAULT_PATH;
         _cleanup_free_ char *error = NULL;
         struct daemon d = {};
-        bool check_only = false;
+        bool check_only = false, dump = false;
         int c, r;
 
         log_setup("imgd");
@@ -564,6 +569,9 @@ int main(int argc, char **argv)
                         break;
                 case ARG_CHECK_CONFIG:
                         check_only = true;
+                        break;
+                case ARG_DUMP_CONFIG:
+                        check_only = dump = true;
                         break;
                 case 'v':
                         log_set_max_level(LOG_DEBUG);
@@ -596,6 +604,14 @@ int main(int argc, char **argv)
                 /* EX_CONFIG: the unit's RestartPreventExitStatus= ends in a failed unit
                  * instead of restarting on the same file forever. */
                 return check_only ? 1 : EX_CONFIG;
+        }
+        if (dump) {
+                r = config_dump(d.config, stdout);
+                if (r < 0)
+                        log_error("--dump-config: cannot write the configuration: %s",
+                                  strerror(-r));
+                config_free(d.config);
+                return r < 0 ? 1 : 0;
         }
         if (check_only) {
                 printf("%s: configuration OK (%zu watch(es), %zu pipeline(s), %u worker(s))\n",

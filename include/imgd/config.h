@@ -74,6 +74,7 @@ struct config {
         int state_dir_line; /* where state_dir was set, for messages; 0: the default */
         char *socket;
         unsigned workers; /* default: number of CPUs */
+        uint8_t background[3]; /* the top-level `background`, the variants' default; white */
         struct watch_config *watches;
         size_t n_watches;
         struct pipeline *pipelines;
