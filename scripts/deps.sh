@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(gcc make cmake pkg-config libvips-dev libsqlite3-dev libconfig-dev libsystemd-dev
           libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev fonts-dejavu-core)
 if [[ "${1:-}" == "--tests" ]]; then
-    packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps)
+    packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps zsh nodejs python3)
 fi
 
 missing=()
