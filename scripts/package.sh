@@ -7,7 +7,9 @@
 # temporary directory first, because dpkg-buildpackage builds in place and writes its
 # results to the parent directory. OUTDIR receives imgd_<version>_amd64.deb, the .changes
 # and the .buildinfo; lintian's verdict is printed and is the script's exit status (errors
-# fail it; warnings and the tags listed in debian/source/lintian-overrides do not).
+# fail it, warnings do not; on Debian 12 it reports no warning, only the info tag
+# package-supports-alternative-init-but-no-init.d-script: imgd is a Type=notify service
+# with systemd's sandbox and ships no init.d script on purpose).
 # Needs: scripts/deps.sh --package (and the build dependencies: scripts/deps.sh).
 set -euo pipefail
 
@@ -33,8 +35,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 tree="$work/imgd-$version"
 mkdir "$tree"
-(cd "$src" && git ls-files -z --cached --others --exclude-standard |
-     xargs -0 -r tar -cf - --no-recursion) | tar -C "$tree" -xf -
+if git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+    # Files deleted but not yet committed are skipped (--ignore-failed-read).
+    (cd "$src" && git ls-files -z --cached --others --exclude-standard |
+         tar -cf - --null --no-recursion --ignore-failed-read -T - 2>/dev/null) |
+        tar -C "$tree" -xf -
+else
+    tar -C "$src" -cf - --exclude='./build*' --exclude='./obj-*' . | tar -C "$tree" -xf -
+fi
 
 echo "package.sh: building imgd $version in $tree"
 (cd "$tree" && dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1 ||
