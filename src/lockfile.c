@@ -103,7 +103,9 @@ lockfile *lockfile_free(lockfile *l)
 {
         if (!l)
                 return NULL;
-        (void)ftruncate(l->fd, 0);
+        if (ftruncate(l->fd, 0) < 0) {
+                /* Best effort: a pid left behind is only a hint; the flock is the lock. */
+        }
         close(l->fd);
         free(l);
         return NULL;
