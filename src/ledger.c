@@ -355,6 +355,17 @@ struct ledger {
         const char *open_check; /* what ledger_open() checked, for ledger_open_check() */
         char errmsg[512];
         bool lazy_sync; /* synchronous=NORMAL (set by ledger_claim()) is in force */
+        bool in_write;  /* between tx_begin_sync() and tx_end() */
+        /* The WAL this connection writes to (dev, ino: wal_files_note()), and whether it was
+         * seen gone from its path: then every commit is checkpointed at once, until
+         * ledger_check_files() gives the connection a new WAL. */
+        dev_t wal_dev;
+        ino_t wal_ino;
+        bool wal_known, wal_lost;
+        /* The same for the -shm (the WAL index), which only a restart can give back. */
+        dev_t shm_dev;
+        ino_t shm_ino;
+        bool shm_known, shm_lost;
 };
 
 static const char *const job_state_names[_JOB_STATE_MAX] = {
@@ -614,6 +625,80 @@ static void read_resume(ledger *l)
 }
 
 /*
+ * The WAL and the WAL index (-shm) removed from under the connection (`rm imgd.db-wal`):
+ * SQLite keeps writing to the file it has open, unlinked, so that every commit since the last
+ * checkpoint lives only in a file nobody can open again, and is lost with the next crash. A
+ * stat() of the path after each write transaction (a microsecond next to the fsync of the
+ * commit) notices it; from then on every commit is checkpointed into the database file at
+ * once (durable: synchronous=FULL syncs the database in a checkpoint), until
+ * ledger_check_files() gives the connection a new WAL.
+ */
+
+/* What to do about a removed WAL index: only closing every connection makes a new one. */
+#define SHM_LOST_ADVICE                                                                            \
+        "until imgd is restarted, other programs that open the ledger (sqlite3) may see an "     \
+        "older state and must not write to it"
+
+/* Whether the file at `suffix` beside the ledger is missing or not the one recorded. */
+static bool aux_gone(const ledger *l, const char *suffix, dev_t dev, ino_t ino)
+{
+        _cleanup_free_ char *path = NULL;
+        struct stat st;
+
+        if (asprintf(&path, "%s%s", l->path, suffix) < 0)
+                return false; /* cannot tell: assume not */
+        if (stat(path, &st) < 0)
+                return errno == ENOENT;
+        return st.st_dev != dev || st.st_ino != ino;
+}
+
+/* Records the identity of the WAL (when wal_too) and the -shm (when shm_too) the connection
+ * uses, after it opened them. */
+static void aux_note(ledger *l, bool wal_too, bool shm_too)
+{
+        _cleanup_free_ char *wal = NULL, *shm = NULL;
+        struct stat st;
+
+        if (asprintf(&wal, "%s-wal", l->path) < 0 || asprintf(&shm, "%s-shm", l->path) < 0)
+                return;
+        if (wal_too && stat(wal, &st) == 0) {
+                l->wal_dev = st.st_dev;
+                l->wal_ino = st.st_ino;
+                l->wal_known = true;
+        }
+        if (shm_too && stat(shm, &st) == 0) {
+                l->shm_dev = st.st_dev;
+                l->shm_ino = st.st_ino;
+                l->shm_known = true;
+        }
+}
+
+/* Checkpoints the whole WAL into the database file; returns 0 or a negative errno. */
+static int wal_checkpoint(ledger *l, int mode)
+{
+        int log = 0, done = 0, rc;
+
+        rc = sqlite3_wal_checkpoint_v2(l->db, NULL, mode, &log, &done);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        if (log != done)
+                return ledger_error(l, -EBUSY,
+                                    "checkpoint copied %d of %d WAL frames (a reader holds an "
+                                    "older snapshot)",
+                                    done, log);
+        return 0;
+}
+
+/* After a write transaction committed: when the WAL is gone from its path, checkpoint now. */
+static void wal_commit_durable(ledger *l)
+{
+        if (!l->wal_lost && l->wal_known && aux_gone(l, "-wal", l->wal_dev, l->wal_ino))
+                l->wal_lost = true;
+        if (l->wal_lost)
+                (void)wal_checkpoint(l, SQLITE_CHECKPOINT_FULL);
+}
+
+/*
  * Begins a write transaction whose commit is flushed to disk (flush: synchronous=FULL, every
  * transition) or not (synchronous=NORMAL, a claim; see the top of this file). The setting
  * stays until a transaction needs the other one (l->lazy_sync says which is in force), and
@@ -636,6 +721,8 @@ static int tx_begin_sync(ledger *l, bool flush)
         r = ledger_exec(l, "BEGIN IMMEDIATE");
         if (r < 0)
                 read_resume(l);
+        else
+                l->in_write = true;
         return r;
 }
 
@@ -667,10 +754,16 @@ static int tx_begin_read(ledger *l)
  */
 static int tx_end(ledger *l, int r)
 {
+        bool wrote = l->in_write;
+
+        l->in_write = false;
         if (r >= 0) {
                 int k = ledger_exec(l, "COMMIT");
-                if (k >= 0)
+                if (k >= 0) {
+                        if (wrote)
+                                wal_commit_durable(l);
                         goto out;
+                }
                 r = k;
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
@@ -1069,18 +1162,10 @@ static int ledger_check_at_open(ledger *l)
         return 0;
 }
 
-static int ledger_open_db(ledger *l)
+/* Opens a connection to l->path into l->db (extended result codes, the busy timeout). */
+static int db_connect(ledger *l)
 {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-        const char *mode;
-        int fd, rc, r;
-
-        /* Create it ourselves so that it gets our mode; SQLite gives -wal and -shm the same. */
-        fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, LEDGER_FILE_MODE);
-        if (fd >= 0)
-                close(fd);
-        else if (errno != EEXIST)
-                return ledger_error(l, negative_errno(), "cannot create: %s", strerror(errno));
+        int rc;
 
         rc = sqlite3_open_v2(l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc != SQLITE_OK)
@@ -1089,11 +1174,15 @@ static int ledger_open_db(ledger *l)
         rc = sqlite3_busy_timeout(l->db, LEDGER_BUSY_TIMEOUT_MS);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
+        return 0;
+}
 
-        /* Read-only checks first: nothing is written to a file that fails them. */
-        r = ledger_check_at_open(l);
-        if (r < 0)
-                return r;
+/* The settings of every connection to the ledger: WAL, synchronous=FULL, foreign keys. */
+static int db_configure(ledger *l)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        const char *mode;
+        int rc, r;
 
         rc = sqlite3_prepare_v2(l->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
         if (rc != SQLITE_OK)
@@ -1115,20 +1204,52 @@ static int ledger_open_db(ledger *l)
         r = ledger_exec(l, "PRAGMA synchronous = FULL");
         if (r < 0)
                 return r;
-        r = ledger_exec(l, "PRAGMA foreign_keys = ON");
-        if (r < 0)
-                return r;
+        l->lazy_sync = false;
+        return ledger_exec(l, "PRAGMA foreign_keys = ON");
+}
 
-        r = ledger_migrate(l);
-        if (r < 0)
-                return r;
-
+/* Prepares every statement of stmt_sql[] on l->db into l->stmts. */
+static int db_prepare(ledger *l)
+{
         for (size_t i = 0; i < _STMT_MAX; i++) {
-                rc = sqlite3_prepare_v3(l->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                                        &l->stmts[i], NULL);
+                int rc = sqlite3_prepare_v3(l->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                            &l->stmts[i], NULL);
                 if (rc != SQLITE_OK)
                         return ledger_sqlite_error(l, rc);
         }
+        return 0;
+}
+
+static int ledger_open_db(ledger *l)
+{
+        int fd, r;
+
+        /* Create it ourselves so that it gets our mode; SQLite gives -wal and -shm the same. */
+        fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, LEDGER_FILE_MODE);
+        if (fd >= 0)
+                close(fd);
+        else if (errno != EEXIST)
+                return ledger_error(l, negative_errno(), "cannot create: %s", strerror(errno));
+
+        r = db_connect(l);
+        if (r < 0)
+                return r;
+
+        /* Read-only checks first: nothing is written to a file that fails them. */
+        r = ledger_check_at_open(l);
+        if (r < 0)
+                return r;
+
+        r = db_configure(l);
+        if (r < 0)
+                return r;
+        r = ledger_migrate(l);
+        if (r < 0)
+                return r;
+        r = db_prepare(l);
+        if (r < 0)
+                return r;
+        aux_note(l, true, true);
         return 0;
 }
 
@@ -1217,6 +1338,104 @@ int ledger_close(ledger *l, char **ret_error)
         ledger_dispose(l);
         return r;
 }
+/*
+ * A second connection replaces l's, once the WAL was checkpointed with TRUNCATE: it opens a
+ * new WAL at the path (the WAL index it shares with the old connection, which is the
+ * process's own, says the WAL is empty). The old connection is closed after; it is not the
+ * last one, so it neither checkpoints nor deletes anything. On failure l keeps the old one.
+ */
+static int reconnect(ledger *l)
+{
+        sqlite3 *old_db = l->db;
+        sqlite3_stmt *old_stmts[_STMT_MAX];
+        int r;
+
+        memcpy(old_stmts, l->stmts, sizeof old_stmts);
+        memset(l->stmts, 0, sizeof l->stmts);
+        l->db = NULL;
+        r = db_connect(l);
+        if (r >= 0)
+                r = db_configure(l);
+        if (r >= 0)
+                r = db_prepare(l);
+        if (r < 0) {
+                char msg[sizeof l->errmsg];
+
+                snprintf(msg, sizeof msg, "%s", l->errmsg);
+                for (size_t i = 0; i < _STMT_MAX; i++)
+                        l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
+                sqlite3_close_v2(l->db);
+                l->db = old_db;
+                memcpy(l->stmts, old_stmts, sizeof old_stmts);
+                return ledger_error(l, r, "%s", msg);
+        }
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(old_stmts[i]);
+        if (sqlite3_close(old_db) != SQLITE_OK)
+                sqlite3_close_v2(old_db);
+        return 0;
+}
+
+int ledger_check_files(ledger *l)
+{
+        bool wal, shm;
+        int r, found = 0;
+
+        assert(l);
+        /* Only between transactions and read batches (the event loop's top level). */
+        if (l->in_write || l->read_open || !sqlite3_get_autocommit(l->db))
+                return 0;
+        wal = l->wal_lost || (l->wal_known && aux_gone(l, "-wal", l->wal_dev, l->wal_ino));
+        shm = !l->shm_lost && l->shm_known && aux_gone(l, "-shm", l->shm_dev, l->shm_ino);
+        if (shm) {
+                l->shm_lost = true;
+                found |= LEDGER_SHM_LOST;
+        }
+        if (wal) {
+                l->wal_lost = true;
+                r = wal_checkpoint(l, SQLITE_CHECKPOINT_TRUNCATE);
+                if (r < 0) {
+                        char msg[sizeof l->errmsg];
+
+                        snprintf(msg, sizeof msg, "%s", l->errmsg);
+                        return ledger_error(l, r,
+                                            "%s-wal was removed while imgd had it open; its "
+                                            "content cannot be checkpointed into %s: %s (each "
+                                            "commit is checkpointed at once meanwhile)",
+                                            l->path, l->path, msg);
+                }
+                r = reconnect(l);
+                if (r < 0) {
+                        char msg[sizeof l->errmsg];
+
+                        snprintf(msg, sizeof msg, "%s", l->errmsg);
+                        return ledger_error(l, r,
+                                            "%s-wal was removed while imgd had it open; its "
+                                            "content is checkpointed into %s, but no new WAL "
+                                            "could be started: %s (each commit is checkpointed "
+                                            "at once meanwhile)",
+                                            l->path, l->path, msg);
+                }
+                l->wal_lost = false;
+                aux_note(l, true, false);
+                found |= LEDGER_WAL_RESTORED;
+        }
+        if (found == (LEDGER_WAL_RESTORED | LEDGER_SHM_LOST))
+                ledger_error(l, found, "%s-wal and %s-shm were removed while imgd had them open: "
+                                       "the commits of the removed WAL are checkpointed into %s "
+                                       "and a new WAL is started; " SHM_LOST_ADVICE,
+                             l->path, l->path, l->path);
+        else if (found == LEDGER_WAL_RESTORED)
+                ledger_error(l, found, "%s-wal was removed while imgd had it open: the commits it "
+                                       "held are checkpointed into %s and a new WAL is started",
+                             l->path, l->path);
+        else if (found == LEDGER_SHM_LOST)
+                ledger_error(l, found, "%s-shm was removed while imgd had it open: the ledger "
+                                       "stays durable; " SHM_LOST_ADVICE,
+                             l->path);
+        return found;
+}
+
 /* Not named ledger_freep: that name is left free for ledger.h. */
 static void free_ledgerp(ledger **l)
 {

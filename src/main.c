@@ -203,8 +203,27 @@ static void update_status(struct daemon *d)
         }
 }
 
+/*
+ * The ledger's WAL and WAL index still in place (ledger_check_files()): what was found is
+ * logged once; a failure to save a removed WAL's commits is logged each time it changes.
+ */
+static void check_ledger_files(struct daemon *d)
+{
+        static char last[512];
+        int r = ledger_check_files(d->ledger);
+
+        if (r > 0) {
+                log_error("ledger: %s", ledger_errmsg(d->ledger));
+                last[0] = '\0';
+        } else if (r < 0 && strcmp(last, ledger_errmsg(d->ledger)) != 0) {
+                snprintf(last, sizeof last, "%s", ledger_errmsg(d->ledger));
+                log_error_errno(r, "ledger: %s", last);
+        }
+}
+
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
+        check_ledger_files(userdata);
         update_status(userdata);
         sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);

@@ -12,6 +12,7 @@
  *   - a source truncated, overwritten, deleted and replaced 20 times a second while its jobs
  *     run: the newest content wins and nothing stale is left published.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "imgd/hash.h"
@@ -344,6 +346,180 @@ static void test_source_churn(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* ---- the state directory's storage ----------------------------------------------------- */
+
+/* Moves n images made in root/staging into uploads (each complete at once: IN_MOVED_TO). */
+static void drop_images(struct tu_daemon *d, const char *prefix, unsigned n)
+{
+        for (unsigned i = 0; i < n; i++) {
+                char *tmp = tu_path("%s/staging/%s%03u.png", d->root, prefix, i);
+                char *dst = tu_path("%s/%s%03u.png", d->uploads, prefix, i);
+
+                tu_make_image(tmp, 40 + i % 30, 30 + i % 20, "png", false);
+                assert_int_equal(rename(tmp, dst), 0);
+                free(tmp);
+                free(dst);
+        }
+}
+
+/* Waits until the daemon's log holds `text` (fails after timeout_ms). */
+static void wait_log(struct tu_daemon *d, const char *text, int timeout_ms)
+{
+        for (int waited = 0; !tu_log_contains(d, text); waited += 50) {
+                if (waited > timeout_ms) {
+                        char *log = log_of(d);
+                        fail_msg("the log does not say \"%s\" within %d ms:\n%s", text, timeout_ms,
+                                 log);
+                }
+                usleep(50 * 1000);
+        }
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * "name:inode " for each output in media (flat), sorted by name; caller frees. A job rendered
+ * and published again replaces its outputs by new files: the signature changes.
+ */
+static char *outputs_signature(struct tu_daemon *d)
+{
+        DIR *dir = opendir(d->media);
+        struct dirent *de;
+        char **names = NULL, *sig;
+        size_t n = 0, len = 0;
+
+        assert_non_null(dir);
+        while ((de = readdir(dir))) {
+                if (!strstr(de->d_name, "_s.webp"))
+                        continue;
+                names = realloc(names, (n + 1) * sizeof *names);
+                assert_non_null(names);
+                names[n++] = tu_path("%s:%llu ", de->d_name, (unsigned long long)de->d_ino);
+        }
+        closedir(dir);
+        qsort(names, n, sizeof *names, compare_strings);
+        for (size_t i = 0; i < n; i++)
+                len += strlen(names[i]);
+        sig = calloc(1, len + 1);
+        assert_non_null(sig);
+        for (size_t i = 0; i < n; i++) {
+                strcat(sig, names[i]);
+                free(names[i]);
+        }
+        free(names);
+        return sig;
+}
+
+/* Kills the daemon with SIGKILL (a crash: nothing is closed or checkpointed) and starts it
+ * again on the same tree. */
+static void crash_and_restart(struct tu_daemon *d)
+{
+        int status = tu_daemon_stop(d, SIGKILL);
+
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        tu_daemon_start(d);
+}
+
+/*
+ * The ledger's write-ahead log deleted under the running daemon (`rm STATE/imgd.db-wal`):
+ * SQLite would go on writing into the unlinked file, and every transition since the last
+ * checkpoint would be lost with the next crash. A trustworthy daemon notices, says so naming
+ * the file, checkpoints what the unlinked log holds into the database while it still can and
+ * starts a new log. Checked twice: the log deleted while idle (its earlier commits must
+ * survive a kill -9 a few seconds later), and deleted with uploads arriving after it (their
+ * jobs must survive a kill -9 right after they are done). Every job done exactly once.
+ */
+static void test_wal_deleted(void **state)
+{
+        struct tu_daemon d;
+        char *wal, *before, *after;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 2, NULL);
+        wal = tu_path("%s/imgd.db-wal", d.state);
+        tu_daemon_start(&d);
+
+        /* Idle: ten jobs done, their commits in the log; the log deleted, then a crash. */
+        drop_images(&d, "idle", 10);
+        tu_daemon_wait_idle(&d, 120);
+        before = outputs_signature(&d);
+        assert_int_equal(unlink(wal), 0);
+        wait_log(&d, "imgd.db-wal was removed", 10000);
+        crash_and_restart(&d);
+        tu_daemon_wait_idle(&d, 120);
+        assert_each_done_once(&d, 10);
+        /* Not rendered and published a second time because the ledger forgot them. */
+        after = outputs_signature(&d);
+        if (strcmp(before, after) != 0) {
+                char *log = log_of(&d);
+                fail_msg("outputs published again after the restart:\nbefore %s\nafter  %s\n"
+                         "log:\n%s",
+                         before, after, log);
+        }
+        free(before);
+        free(after);
+
+        /* Busy: the log deleted, then ten more uploads done, then a crash at once. */
+        assert_int_equal(unlink(wal), 0);
+        drop_images(&d, "busy", 10);
+        tu_daemon_wait_idle(&d, 120);
+        before = outputs_signature(&d);
+        crash_and_restart(&d);
+        tu_daemon_wait_idle(&d, 120);
+        assert_each_done_once(&d, 20);
+        after = outputs_signature(&d);
+        if (strcmp(before, after) != 0) {
+                char *log = log_of(&d);
+                fail_msg("outputs published again after the restart:\nbefore %s\nafter  %s\n"
+                         "log:\n%s",
+                         before, after, log);
+        }
+        assert_int_equal(access(wal, F_OK), 0);
+
+        free(before);
+        free(after);
+        free(wal);
+        tu_daemon_cleanup(&d);
+}
+
+/*
+ * The WAL index deleted under the running daemon (`rm STATE/imgd.db-shm`): imgd's own
+ * connection keeps the mapping it has, so the ledger stays durable, but no new index can be
+ * made while it runs. A trustworthy daemon says so, naming the file and what it means, and
+ * loses nothing: uploads after it are done exactly once across a kill -9 and a restart, which
+ * makes the index again.
+ */
+static void test_shm_deleted(void **state)
+{
+        struct tu_daemon d;
+        char *shm, *before, *after;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 2, NULL);
+        shm = tu_path("%s/imgd.db-shm", d.state);
+        tu_daemon_start(&d);
+        drop_images(&d, "first", 5);
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(unlink(shm), 0);
+        wait_log(&d, "imgd.db-shm was removed", 10000);
+        drop_images(&d, "then", 5);
+        tu_daemon_wait_idle(&d, 120);
+        before = outputs_signature(&d);
+        crash_and_restart(&d);
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(access(shm, F_OK), 0);
+        assert_each_done_once(&d, 10);
+        after = outputs_signature(&d);
+        assert_string_equal(before, after);
+        free(before);
+        free(after);
+        free(shm);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -351,6 +527,12 @@ int main(void)
                 cmocka_unit_test(test_overflow_new_subfolders),
                 cmocka_unit_test(test_folders_renamed),
                 cmocka_unit_test(test_source_churn),
+                cmocka_unit_test(test_wal_deleted),
+                cmocka_unit_test(test_shm_deleted),
         };
+
+        /* IMGD_TEST_FILTER=test_wal_* runs only the cases whose names match. */
+        if (getenv("IMGD_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("IMGD_TEST_FILTER"));
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
