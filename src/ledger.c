@@ -636,7 +636,7 @@ static void read_resume(ledger *l)
 
 /* What to do about a removed WAL index: only closing every connection makes a new one. */
 #define SHM_LOST_ADVICE                                                                            \
-        "until imgd is restarted, other programs that open the ledger (sqlite3) may see an "     \
+        "until imgd is restarted, other programs that open the ledger (sqlite3) may see an "       \
         "older state and must not write to it"
 
 /* Whether the file at `suffix` beside the ledger is missing or not the one recorded. */
@@ -1421,17 +1421,20 @@ int ledger_check_files(ledger *l)
                 found |= LEDGER_WAL_RESTORED;
         }
         if (found == (LEDGER_WAL_RESTORED | LEDGER_SHM_LOST))
-                ledger_error(l, found, "%s-wal and %s-shm were removed while imgd had them open: "
-                                       "the commits of the removed WAL are checkpointed into %s "
-                                       "and a new WAL is started; " SHM_LOST_ADVICE,
+                ledger_error(l, found,
+                             "%s-wal and %s-shm were removed while imgd had them open: "
+                             "the commits of the removed WAL are checkpointed into %s "
+                             "and a new WAL is started; " SHM_LOST_ADVICE,
                              l->path, l->path, l->path);
         else if (found == LEDGER_WAL_RESTORED)
-                ledger_error(l, found, "%s-wal was removed while imgd had it open: the commits it "
-                                       "held are checkpointed into %s and a new WAL is started",
+                ledger_error(l, found,
+                             "%s-wal was removed while imgd had it open: the commits it "
+                             "held are checkpointed into %s and a new WAL is started",
                              l->path, l->path);
         else if (found == LEDGER_SHM_LOST)
-                ledger_error(l, found, "%s-shm was removed while imgd had it open: the ledger "
-                                       "stays durable; " SHM_LOST_ADVICE,
+                ledger_error(l, found,
+                             "%s-shm was removed while imgd had it open: the ledger "
+                             "stays durable; " SHM_LOST_ADVICE,
                              l->path);
         return found;
 }
