@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "imgd/ledger.h"
 #include "imgd/macro.h"
@@ -356,6 +357,11 @@ struct ledger {
         char errmsg[512];
         bool lazy_sync; /* synchronous=NORMAL (set by ledger_claim()) is in force */
         bool in_write;  /* between tx_begin_sync() and tx_end() */
+        /* The file system refused the last write transaction (storage_errno()): its message
+         * and since when (wall clock), until a write transaction commits again. */
+        char write_failure[512];
+        int64_t write_failed_since_us;
+        sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() at the write's BEGIN */
         /* The WAL this connection writes to (dev, ino: wal_files_note()), and whether it was
          * seen gone from its path: then every commit is checkpointed at once, until
          * ledger_check_files() gives the connection a new WAL. */
@@ -481,15 +487,46 @@ static int ledger_error(ledger *l, int r, const char *fmt, ...)
         return r;
 }
 
-/* Records SQLite's message for rc; returns rc as a negative errno. */
+/* Failures of the file system under the ledger rather than of the ledger. */
+static bool storage_errno(int e)
+{
+        return e == EROFS || e == ENOSPC || e == EDQUOT || e == EIO || e == EACCES || e == EPERM;
+}
+
+/*
+ * Records SQLite's message m (NULL: the text of rc) for rc; returns rc as a negative errno. A
+ * failure of the file system (SQLite's "disk I/O error", "database or disk is full", ...)
+ * names the ledger file and the system's error ("/var/lib/imgd/imgd.db: disk I/O error
+ * (Read-only file system)"), and is returned as that errno.
+ */
+static int ledger_sqlite_error_msg(ledger *l, int rc, const char *m, int saved_errno)
+{
+        int primary = rc & 0xff, sys = l->db ? sqlite3_system_errno(l->db) : 0;
+
+        /* SQLite records no errno for a failed write (SQLITE_IOERR_WRITE): the errno the
+         * failing call left, saved by the caller right after it, is the system's answer. */
+        if (sys == 0 && storage_errno(saved_errno))
+                sys = saved_errno;
+
+        if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
+                l->saw_corrupt = true;
+        /* (corruption found by ledger_exec() is seen here too) */
+        if ((primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_READONLY ||
+             primary == SQLITE_CANTOPEN) &&
+            sys > 0)
+                return ledger_error(l, storage_errno(sys) ? -sys : errno_from_sqlite(l->db, rc),
+                                    "%s: %s (%s)", l->path, m ? m : sqlite3_errstr(rc),
+                                    strerror(sys));
+        return ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+}
+
+/* As ledger_sqlite_error_msg() with SQLite's message; the first thing called after the
+ * failing SQLite call (for its errno). */
 static int ledger_sqlite_error(ledger *l, int rc)
 {
-        const char *m = l->db ? sqlite3_errmsg(l->db) : NULL;
+        int saved_errno = errno;
 
-        if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
-                l->saw_corrupt = true;
-
-        return ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+        return ledger_sqlite_error_msg(l, rc, l->db ? sqlite3_errmsg(l->db) : NULL, saved_errno);
 }
 
 const char *ledger_errmsg(ledger *l)
@@ -504,12 +541,14 @@ const char *ledger_errmsg(ledger *l)
 static int ledger_exec(ledger *l, const char *sql)
 {
         char *m = NULL;
-        int rc, r;
+        int rc, r, saved_errno;
 
+        errno = 0;
         rc = sqlite3_exec(l->db, sql, NULL, NULL, &m);
+        saved_errno = errno;
         if (rc == SQLITE_OK)
                 return 0;
-        r = ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+        r = ledger_sqlite_error_msg(l, rc, m, saved_errno);
         sqlite3_free(m);
         return r;
 }
@@ -577,7 +616,10 @@ static int stmt_bind(ledger *l, sqlite3_stmt *st, const char *types, ...)
 /* Returns 1 for a row, 0 when done, or a negative errno. */
 static int stmt_step(ledger *l, sqlite3_stmt *st)
 {
-        int rc = sqlite3_step(st);
+        int rc;
+
+        errno = 0;
+        rc = sqlite3_step(st);
 
         if (rc == SQLITE_ROW)
                 return 1;
@@ -721,8 +763,10 @@ static int tx_begin_sync(ledger *l, bool flush)
         r = ledger_exec(l, "BEGIN IMMEDIATE");
         if (r < 0)
                 read_resume(l);
-        else
+        else {
                 l->in_write = true;
+                l->changes_at_begin = sqlite3_total_changes64(l->db);
+        }
         return r;
 }
 
@@ -762,9 +806,20 @@ static int tx_end(ledger *l, int r)
                 if (k >= 0) {
                         if (wrote)
                                 wal_commit_durable(l);
+                        /* Only a commit that wrote something says the disk takes writes. */
+                        if (wrote && sqlite3_total_changes64(l->db) != l->changes_at_begin)
+                                l->write_failed_since_us = 0;
                         goto out;
                 }
                 r = k;
+        }
+        if (wrote && storage_errno(-r)) {
+                struct timespec ts;
+
+                snprintf(l->write_failure, sizeof l->write_failure, "%s", l->errmsg);
+                if (l->write_failed_since_us == 0 && clock_gettime(CLOCK_REALTIME, &ts) == 0)
+                        l->write_failed_since_us =
+                                (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
@@ -1234,6 +1289,21 @@ static int ledger_open_db(ledger *l)
         r = db_connect(l);
         if (r < 0)
                 return r;
+        /* SQLite opens a file it may not write read-only, without a word: say why now, not
+         * at the first transition. */
+        if (sqlite3_db_readonly(l->db, "main") == 1) {
+                int e = EROFS;
+
+                fd = open(l->path, O_RDWR | O_CLOEXEC);
+                if (fd < 0)
+                        e = errno;
+                else
+                        close(fd);
+                return ledger_error(l, -e,
+                                    "%s: cannot be written: %s (imgd records every job in it "
+                                    "and must write to it)",
+                                    l->path, strerror(e));
+        }
 
         /* Read-only checks first: nothing is written to a file that fails them. */
         r = ledger_check_at_open(l);
@@ -1376,6 +1446,27 @@ static int reconnect(ledger *l)
         return 0;
 }
 
+const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us)
+{
+        if (!l || l->write_failed_since_us == 0)
+                return NULL;
+        if (ret_since_us)
+                *ret_since_us = l->write_failed_since_us;
+        return l->write_failure;
+}
+
+/* While writes fail: one small write to learn whether the file system takes them again (a
+ * row of job_counts changed and changed back: the page is written, its content the same). */
+static void write_probe(ledger *l)
+{
+        int r = tx_begin(l);
+
+        if (r < 0)
+                return;
+        (void)tx_end(l, ledger_exec(l, "UPDATE job_counts SET n = n + 1 WHERE state = 'queued';"
+                                       "UPDATE job_counts SET n = n - 1 WHERE state = 'queued'"));
+}
+
 int ledger_check_files(ledger *l)
 {
         bool wal, shm;
@@ -1385,6 +1476,8 @@ int ledger_check_files(ledger *l)
         /* Only between transactions and read batches (the event loop's top level). */
         if (l->in_write || l->read_open || !sqlite3_get_autocommit(l->db))
                 return 0;
+        if (l->write_failed_since_us != 0)
+                write_probe(l);
         wal = l->wal_lost || (l->wal_known && aux_gone(l, "-wal", l->wal_dev, l->wal_ino));
         shm = !l->shm_lost && l->shm_known && aux_gone(l, "-shm", l->shm_dev, l->shm_ino);
         if (shm) {
@@ -1477,7 +1570,10 @@ int ledger_open(const char *path, ledger **ret, char **ret_error)
                 goto fail;
         }
         if (r < 0) {
-                if (asprintf(&msg, "%s: %s", path, l->errmsg) < 0)
+                /* Failures of the file system name the file already. */
+                if (strncmp(l->errmsg, path, strlen(path)) == 0)
+                        msg = strdup(l->errmsg);
+                else if (asprintf(&msg, "%s: %s", path, l->errmsg) < 0)
                         msg = NULL;
                 goto fail;
         }

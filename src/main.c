@@ -54,6 +54,7 @@ struct daemon {
         uint64_t watchdog_usec;
         uint64_t drain_deadline;
         char last_status[512];
+        int exit_status; /* when run() fails: main()'s exit status, if not 1 */
 };
 
 static void help(void)
@@ -84,7 +85,8 @@ static void help(void)
                "  SOCKET.lock           the same for the control socket\n"
                "\n"
                "Exit status: 0 on a clean stop or a valid configuration, 78 (EX_CONFIG) when\n"
-               "the daemon does not start because of its configuration, 1 on any other error\n"
+               "the daemon does not start because of its configuration (or because its state\n"
+               "directory or ledger cannot be written), 1 on any other error\n"
                "(and on an invalid configuration with --check-config), 2 on a usage error.\n"
                "\n"
                "See also: imgctl(1)\n",
@@ -457,6 +459,9 @@ static int run(struct daemon *d)
         r = ledger_open(db, &d->ledger, &error);
         if (r < 0) {
                 log_error("%s", error ?: db);
+                /* The environment's fault, as a configuration's is: restarting cannot help. */
+                if (r == -EROFS || r == -EACCES || r == -EPERM)
+                        d->exit_status = EX_CONFIG;
                 goto out;
         }
         log_info("ledger %s: %s", db, ledger_open_check(d->ledger));
@@ -626,5 +631,5 @@ int main(int argc, char **argv)
 
         r = run(&d);
         config_free(d.config);
-        return r < 0 ? 1 : 0;
+        return r >= 0 ? 0 : d.exit_status > 0 ? d.exit_status : 1;
 }

@@ -180,6 +180,14 @@ ledger *ledger_free(ledger *l);
 #define LEDGER_SHM_LOST 2
 int ledger_check_files(ledger *l);
 
+/*
+ * While the file system refuses the ledger's writes (read-only, full, failing: the last write
+ * transaction failed with EROFS, ENOSPC, EDQUOT, EIO, EACCES or EPERM): its message, naming
+ * the file and the cause, and in *ret_since_us (may be NULL) since when (wall clock). NULL
+ * once a write transaction commits again (ledger_check_files() tries one while it lasts).
+ */
+const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us);
+
 /* SQLite's message for the last failure on l. */
 const char *ledger_errmsg(ledger *l);
 
