@@ -818,8 +818,7 @@ static int tx_end(ledger *l, int r)
 
                 snprintf(l->write_failure, sizeof l->write_failure, "%s", l->errmsg);
                 if (l->write_failed_since_us == 0 && clock_gettime(CLOCK_REALTIME, &ts) == 0)
-                        l->write_failed_since_us =
-                                (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+                        l->write_failed_since_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))

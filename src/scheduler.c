@@ -55,8 +55,8 @@ struct running {
  */
 struct handback {
         int64_t id;
-        int64_t delay_us;  /* claimable this long after the hand-back */
-        struct job *done;  /* the job to complete (owned), or NULL to hand back */
+        int64_t delay_us; /* claimable this long after the hand-back */
+        struct job *done; /* the job to complete (owned), or NULL to hand back */
         struct handback *next;
 };
 
@@ -386,8 +386,9 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         if (r < 0) {
                 /* Unrecorded, the attempt is given back: the job is handed back (as soon as
                  * the ledger can write) rather than left running until its lease expires. */
-                log_error_errno(r, "ledger: record failure of job %" PRId64 ": %s; handing it "
-                                   "back without using an attempt",
+                log_error_errno(r,
+                                "ledger: record failure of job %" PRId64 ": %s; handing it "
+                                "back without using an attempt",
                                 job->id, ledger_errmsg(s->ledger));
                 hand_back(s, job->id, next - now);
                 return;
@@ -442,11 +443,10 @@ static void completed_late(scheduler *s, const struct job *job)
                         const struct job_output *o = &d->outputs[i];
 
                         json_array_append_new(
-                                list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant",
-                                                o->variant, "path", proto_string_lossy(o->path),
-                                                "width", (json_int_t)o->width, "height",
-                                                (json_int_t)o->height, "bytes",
-                                                (json_int_t)o->bytes, "sha256", o->sha256));
+                            list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", o->variant,
+                                            "path", proto_string_lossy(o->path), "width",
+                                            (json_int_t)o->width, "height", (json_int_t)o->height,
+                                            "bytes", (json_int_t)o->bytes, "sha256", o->sha256));
                 }
         emit(s, "done", job, list ? json_pack("{s:o}", "outputs", list) : NULL);
 }
@@ -833,8 +833,9 @@ static int on_kick(sd_event_source *es, void *userdata)
                         /* Tried every second while it fails: logged once a minute. */
                         if (mono_usec() - s->claim_failure_logged_usec >= 60 * 1000000ULL ||
                             s->claim_failure_logged_usec == 0) {
-                                log_error_errno(r, "ledger: claim a job: %s; trying again every "
-                                                   "%.0f s",
+                                log_error_errno(r,
+                                                "ledger: claim a job: %s; trying again every "
+                                                "%.0f s",
                                                 ledger_errmsg(s->ledger),
                                                 (double)CLAIM_RETRY_USEC / 1e6);
                                 s->claim_failure_logged_usec = mono_usec();
@@ -1321,9 +1322,10 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                  * outputs stay staged in it meanwhile, for the recovery after a crash). */
                 struct handback *h = calloc(1, sizeof *h);
 
-                log_error_errno(r, "ledger: complete job %" PRId64 ": %s; its outputs are "
-                                   "published, the completion is recorded once the ledger can "
-                                   "be written",
+                log_error_errno(r,
+                                "ledger: complete job %" PRId64 ": %s; its outputs are "
+                                "published, the completion is recorded once the ledger can "
+                                "be written",
                                 job->id, ledger_errmsg(s->ledger));
                 if (h) {
                         h->id = job->id;
