@@ -13,6 +13,7 @@
  *     run: the newest content wins and nothing stale is left published.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -845,6 +846,108 @@ static void test_start_read_only(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* Fills the file system holding path with a file there until a write fails with ENOSPC. */
+static void fill_up(const char *path)
+{
+        static char block[65536];
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        ssize_t k;
+
+        assert_true(fd >= 0);
+        memset(block, 0x5a, sizeof block);
+        while ((k = write(fd, block, sizeof block)) > 0)
+                ;
+        /* The last bytes a block would not hold. */
+        while (write(fd, block, 1) == 1)
+                ;
+        assert_int_equal(errno, ENOSPC);
+        close(fd);
+}
+
+/*
+ * The state directory's own file system (a real 8 MiB tmpfs, in a mount namespace of the
+ * test's own) fills up while jobs are in flight and uploads arrive, then a file is removed
+ * and the space comes back. A trustworthy daemon keeps the ledger intact, names the ledger
+ * and ENOSPC in its log and in a status alert, fails no job for it, retries intake, and does
+ * every upload exactly once when there is space again. (test-intake-faults covers the same
+ * with the fsshim, for intake and hand-backs alone.)
+ */
+static void test_state_dir_full(void **state)
+{
+        const unsigned before = 4, inflight = 4, during = 6;
+        struct tu_daemon d;
+        char *filler, *alerts, *text;
+        json_t *st;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 2, "retry = { base_delay_ms = 200; max_delay_ms = 2000; };\n");
+        assert_int_equal(mkdir(d.state, 0750), 0);
+        /* The test program's own mount namespace: the tmpfs and the daemon live in it. */
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("imgd-test", d.state, "tmpfs", 0, "size=8m,mode=0750") < 0) {
+                tu_daemon_cleanup(&d);
+                skip();
+        }
+        filler = tu_path("%s/filler", d.state);
+        tu_daemon_start(&d);
+        drop_images(&d, "before", before);
+        tu_daemon_wait_idle(&d, 120);
+
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        drop_images(&d, "inflight", inflight);
+        wait_jobs(&d, "queued", inflight);
+        signal_workers(&d, SIGSTOP);
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        wait_jobs(&d, "running", 2);
+        fill_up(filler);
+        signal_workers(&d, SIGCONT);
+        drop_images(&d, "during", during);
+        sleep(4);
+
+        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state IN ('dead', 'retry') "
+                                   "OR attempts > 1"),
+                         0);
+        st = status_json(&d);
+        alerts = alert_messages(st);
+        text = log_of(&d);
+        if (!strstr(text, "imgd.db") || !strstr(text, "No space left on device"))
+                fail_msg("the log does not name the ledger and ENOSPC:\n%s", text);
+        if (!strstr(alerts, "imgd.db") || !strstr(alerts, "No space left on device"))
+                fail_msg("no alert names the ledger and ENOSPC:\n%s\nlog:\n%s", alerts, text);
+        free(alerts);
+        free(text);
+        json_decref(st);
+
+        /* Space again: everything done, once, at the first attempt. */
+        assert_int_equal(unlink(filler), 0);
+        for (int waited = 0;; waited += 500) {
+                st = status_json(&d);
+                json_int_t done = jobs_in(st, "done"), running = jobs_in(st, "running");
+                json_decref(st);
+                if (done >= before + inflight + during && running == 0)
+                        break;
+                if (waited > 120000) {
+                        char *log = log_of(&d);
+                        fail_msg("%lld of %u done 120 s after the space came back; log:\n%s",
+                                 (long long)done, before + inflight + during, log);
+                }
+                usleep(500 * 1000);
+        }
+        tu_daemon_wait_idle(&d, 60);
+        assert_each_done_once(&d, before + inflight + during);
+        assert_ledger_intact(&d);
+        st = status_json(&d);
+        alerts = alert_messages(st);
+        if (strstr(alerts, "imgd.db"))
+                fail_msg("the ledger's alert outlived the fault:\n%s", alerts);
+        free(alerts);
+        json_decref(st);
+        tu_daemon_stop(&d, SIGTERM);
+        assert_int_equal(umount2(d.state, MNT_DETACH), 0);
+        free(filler);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -857,6 +960,7 @@ int main(void)
                 cmocka_unit_test(test_ledger_read_only),
                 cmocka_unit_test(test_ledger_read_only_at_completion),
                 cmocka_unit_test(test_start_read_only),
+                cmocka_unit_test(test_state_dir_full),
         };
 
         /* IMGD_TEST_FILTER=test_wal_* runs only the cases whose names match. */
