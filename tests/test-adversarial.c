@@ -948,6 +948,95 @@ static void test_state_dir_full(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* ---- the daemon and its workers stopped --------------------------------------------------- */
+
+/* Milliseconds `imgctl status` takes to answer. */
+static double status_ms(struct tu_daemon *d)
+{
+        int64_t t0 = tu_now_us();
+        int r = tu_imgctl(d, NULL, "status", NULL);
+
+        assert_true(r == 0 || r == 1);
+        return (double)(tu_now_us() - t0) / 1e3;
+}
+
+/*
+ * The supervisor stopped (SIGSTOP) with jobs in flight and uploads arriving, for longer than
+ * the job timeout (5 s here, $IMGD_SIGSTOP_S; 40 s in scripts/adversarial.sh --case sigstop),
+ * then continued. The workers went on meanwhile: what they finished is no timeout, the
+ * supervisor's pause is not theirs. Everything is done exactly once at the first attempt,
+ * nothing timed out or lost its lease, and status answers within a second of the continue.
+ */
+static void test_daemon_stopped(void **state)
+{
+        const char *env = getenv("IMGD_SIGSTOP_S");
+        unsigned stop_s = env && atoi(env) > 0 ? (unsigned)atoi(env) : 5;
+        const unsigned first = 8, during = 12;
+        struct tu_daemon d;
+        double first_ms;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 2, "limits = { job_timeout = 3; };\n");
+        tu_daemon_start(&d);
+        drop_images(&d, "first", first);
+        wait_jobs(&d, "running", 2);
+        assert_int_equal(kill(d.pid, SIGSTOP), 0);
+        drop_images(&d, "during", during);
+        sleep(stop_s);
+        assert_int_equal(kill(d.pid, SIGCONT), 0);
+        first_ms = status_ms(&d);
+        printf("stopped %u s: status answered %.0f ms after SIGCONT\n", stop_s, first_ms);
+        if (first_ms > 1000) {
+                char *log = log_of(&d);
+                fail_msg("status took %.0f ms after SIGCONT; log:\n%s", first_ms, log);
+        }
+        tu_daemon_wait_idle(&d, 120);
+        assert_each_done_once(&d, first + during);
+        assert_false(tu_log_contains(&d, "timed out after"));
+        assert_false(tu_log_contains(&d, "lease expired"));
+        tu_daemon_cleanup(&d);
+}
+
+/*
+ * A worker stopped (SIGSTOP) past the job timeout: it is killed, the attempt counts (the
+ * worker, not the supervisor, failed to answer), the job is retried on a new worker and done.
+ */
+static void test_worker_stopped(void **state)
+{
+        struct tu_daemon d;
+        pid_t pids[4];
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE, 1,
+                        "limits = { job_timeout = 2; };\n"
+                        "retry = { base_delay_ms = 100; max_delay_ms = 500; };\n");
+        tu_daemon_start(&d);
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        drop_images(&d, "held", 1);
+        wait_jobs(&d, "queued", 1);
+        assert_int_equal(tu_daemon_children(&d, pids, 4), 1);
+        /* Stopped once it is ready for work: then the job goes to it. */
+        {
+                char *ready = tu_path("worker %d ready", (int)pids[0]);
+                wait_log(&d, ready, 20000);
+                free(ready);
+        }
+        assert_int_equal(kill(pids[0], SIGSTOP), 0);
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        wait_log(&d, "timed out after 2 s", 20000);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
+                                   "attempts = 2"),
+                         1);
+        assert_int_equal(query(&d, "SELECT count(*) FROM job_errors WHERE message LIKE "
+                                   "'%timed out%'"),
+                         1);
+        assert_int_equal(tu_count_files(d.media, "*_s.webp"), 1);
+        assert_verify_clean(&d);
+        (void)kill(pids[0], SIGKILL); /* reaped by the daemon already; harmless */
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -961,6 +1050,8 @@ int main(void)
                 cmocka_unit_test(test_ledger_read_only_at_completion),
                 cmocka_unit_test(test_start_read_only),
                 cmocka_unit_test(test_state_dir_full),
+                cmocka_unit_test(test_daemon_stopped),
+                cmocka_unit_test(test_worker_stopped),
         };
 
         /* IMGD_TEST_FILTER=test_wal_* runs only the cases whose names match. */
