@@ -1417,6 +1417,7 @@ static int reconnect(ledger *l)
 {
         sqlite3 *old_db = l->db;
         sqlite3_stmt *old_stmts[_STMT_MAX];
+        bool old_lazy_sync = l->lazy_sync;
         int r;
 
         memcpy(old_stmts, l->stmts, sizeof old_stmts);
@@ -1435,6 +1436,7 @@ static int reconnect(ledger *l)
                         l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
                 sqlite3_close_v2(l->db);
                 l->db = old_db;
+                l->lazy_sync = old_lazy_sync;
                 memcpy(l->stmts, old_stmts, sizeof old_stmts);
                 return ledger_error(l, r, "%s", msg);
         }
