@@ -9,35 +9,48 @@
 # job per file, every job done at its first attempt, every output and manifest there,
 # `imgctl verify` clean, no temporary file left.
 #
-#   scripts/adversarial.sh [--files N] [--dirs N] [--workers N] [--build DIR] [--out DIR]
-#                          [--keep]
+# With --case sigstop the supervisor is stopped instead (SIGSTOP) for --stop seconds (40),
+# past a job timeout of 10 s, with jobs in flight and the second half of --files (default
+# 2000 for this case) arriving meanwhile, then continued (SIGCONT): it prints how long status
+# took to answer after the continue, and checks that every job is done once at its first
+# attempt and that nothing timed out or lost its lease (the supervisor's pause is not the
+# workers'). --case all runs both.
 #
-# Defaults: 50000 files, 200 folders, workers = nproc; the tree goes to --out (default
-# build/adversarial) and is removed at the end unless --keep is given. Exit status 1 when a
-# check fails.
+#   scripts/adversarial.sh [--case burst|sigstop|all] [--files N] [--dirs N] [--stop S]
+#                          [--workers N] [--build DIR] [--out DIR] [--keep]
+#
+# Defaults: --case burst, 50000 files, 200 folders, workers = nproc; the tree goes to --out
+# (default build/adversarial) and is removed at the end unless --keep is given. Exit status 1
+# when a check fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 
-files=50000
+files=
 dirs=200
+case_=burst
+stop_s=40
 workers=$(nproc)
 build=${IMGD_BUILD:-$top/build}
 out=$top/build/adversarial
 keep=0
 while [ $# -gt 0 ]; do
     case $1 in
+        --case) case_=$2; shift ;;
+        --stop) stop_s=$2; shift ;;
         --files) files=$2; shift ;;
         --dirs) dirs=$2; shift ;;
         --workers) workers=$2; shift ;;
         --build) build=$2; shift ;;
         --out) out=$2; shift ;;
         --keep) keep=1 ;;
-        -h|--help) sed -n '/^#   scripts/,/^#  *\[--keep/p' "$0" | sed 's/^# *//' >&2; exit 2 ;;
+        -h|--help) sed -n '/^#   scripts/,/^#  *\[--workers/p' "$0" | sed 's/^# *//' >&2; exit 2 ;;
         *) echo "adversarial.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
     shift
 done
+case $case_ in burst|sigstop|all) ;; *) echo "adversarial.sh: unknown case '$case_'" >&2; exit 2 ;; esac
+[ -n "$files" ] || { [ "$case_" = sigstop ] && files=2000 || files=50000; }
 case $build in /*) ;; *) build=$top/$build ;; esac
 case $out in /*) ;; *) out=$top/$out ;; esac
 log() { printf '== %s\n' "$*" >&2; }
@@ -143,9 +156,75 @@ move_dirs() { # new folders: their files are seen by the walk of each folder mov
     for d in "$1"/staging/dirs/d*; do mv "$d" "$1/uploads/"; done
 }
 
+# The supervisor stopped for stop_s seconds with jobs in flight and uploads arriving.
+run_sigstop() {
+    local root=$out/sigstop half=$(( files / 2 ))
+    rm -rf "$root"
+    mkdir -p "$root/uploads" "$root/media" "$root/state" "$root/staging/a" "$root/staging/b"
+    cat >"$root/imgd.conf" <<EOF
+state_dir = "$root/state";
+socket = "$root/imgd.sock";
+workers = $workers;
+watch = ( { path = "$root/uploads"; output = "$root/media"; pipeline = "p"; recursive = true; } );
+pipelines = { p = ( { name = "s"; width = 32; height = 32; fit = "cover"; format = "webp"; } ); };
+limits = { job_timeout = 10; };
+degradation = { enabled = false; };
+EOF
+    sample
+    for ((i = 0; i < files; i++)); do
+        printf '%s/staging/%s/f%06d.png\n' "$root" "$([ $i -lt $half ] && echo a || echo b)" "$i"
+    done | xargs -n 1000 sh -c 'for f; do cp "'"$out"'/sample.png" "$f"; done' sh
+    "$build/imgd" -c "$root/imgd.conf" 2>"$root/imgd.log" &
+    local pid=$!
+    "$build/imgctl" -s "$root/imgd.sock" --connect-timeout 20s status >/dev/null || true
+    find "$root/staging/a" -name '*.png' -print0 | xargs -0 -n 1000 mv -t "$root/uploads"
+    # Jobs in flight, then the stop; the second half arrives while it lasts.
+    local running=0
+    while [ "${running:-0}" -eq 0 ]; do
+        sleep 0.05
+        running=$(sqlite3 "$root/state/imgd.db" "SELECT count(*) FROM jobs WHERE state = 'running'" 2>/dev/null || echo 0)
+    done
+    kill -STOP "$pid"
+    local t_stop
+    t_stop=$(now_ms)
+    find "$root/staging/b" -name '*.png' -print0 | xargs -0 -n 1000 mv -t "$root/uploads"
+    local left=$(( stop_s * 1000 - ($(now_ms) - t_stop) ))
+    [ "$left" -gt 0 ] && sleep "$(echo "$left / 1000" | bc -l)"
+    kill -CONT "$pid"
+    local t0 lat
+    t0=$(now_ms)
+    "$build/imgctl" -s "$root/imgd.sock" status >/dev/null 2>&1 || true
+    lat=$(( $(now_ms) - t0 ))
+    "$build/imgctl" -s "$root/imgd.sock" wait --timeout 3600 >/dev/null 2>&1 || true
+    local drain_ms=$(( $(now_ms) - t0 ))
+    local verify=0
+    "$build/imgctl" -s "$root/imgd.sock" verify >"$root/verify.txt" 2>&1 || verify=$?
+    kill -TERM "$pid"; wait "$pid" || true
+    local db=$root/state/imgd.db
+    printf 'sigstop: %d files (%d running at the stop), stopped %d s, status answered %d ms after SIGCONT, all done %.1f s after it\n' \
+        "$files" "$running" "$stop_s" "$lat" "$(echo "$drain_ms / 1000" | bc -l)"
+    check "status within 1 s of SIGCONT" yes "$([ "$lat" -le 1000 ] && echo yes || echo no)"
+    check "jobs" "$files" "$(sqlite3 "$db" 'SELECT count(*) FROM jobs')"
+    check "one job per file" "$files" "$(sqlite3 "$db" 'SELECT count(DISTINCT source_path) FROM jobs')"
+    check "done at the first attempt" "$files" \
+        "$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1")"
+    check "timed out (log)" 0 "$(grep -c 'timed out after' "$root/imgd.log" || true)"
+    check "lease expired (log)" 0 "$(grep -c 'lease expired' "$root/imgd.log" || true)"
+    check "outputs" "$files" "$(find "$root/media" -name '*_s.webp' | wc -l)"
+    check "temporary files" 0 "$(find "$root/media" -name '.imgd-*' | wc -l)"
+    check "imgctl verify exit status" 0 "$verify"
+    [ $keep -eq 1 ] || rm -rf "$root"
+}
+
 command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null 2>&1 || true; }
-log "flat: $files files moved in one by one"
-run flat
-log "dirs: $files files in $dirs new folders moved in"
-run dirs
+if [ "$case_" = burst ] || [ "$case_" = all ]; then
+    log "flat: $files files moved in one by one"
+    run flat
+    log "dirs: $files files in $dirs new folders moved in"
+    run dirs
+fi
+if [ "$case_" = sigstop ] || [ "$case_" = all ]; then
+    log "sigstop: the supervisor stopped for $stop_s s with jobs in flight, $files files"
+    run_sigstop
+fi
 exit $failed

@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "imgd/ledger.h"
 #include "imgd/macro.h"
@@ -355,6 +356,22 @@ struct ledger {
         const char *open_check; /* what ledger_open() checked, for ledger_open_check() */
         char errmsg[512];
         bool lazy_sync; /* synchronous=NORMAL (set by ledger_claim()) is in force */
+        bool in_write;  /* between tx_begin_sync() and tx_end() */
+        /* The file system refused the last write transaction (storage_errno()): its message
+         * and since when (wall clock), until a write transaction commits again. */
+        char write_failure[512];
+        int64_t write_failed_since_us;
+        sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() at the write's BEGIN */
+        /* The WAL this connection writes to (dev, ino: wal_files_note()), and whether it was
+         * seen gone from its path: then every commit is checkpointed at once, until
+         * ledger_check_files() gives the connection a new WAL. */
+        dev_t wal_dev;
+        ino_t wal_ino;
+        bool wal_known, wal_lost;
+        /* The same for the -shm (the WAL index), which only a restart can give back. */
+        dev_t shm_dev;
+        ino_t shm_ino;
+        bool shm_known, shm_lost;
 };
 
 static const char *const job_state_names[_JOB_STATE_MAX] = {
@@ -470,15 +487,46 @@ static int ledger_error(ledger *l, int r, const char *fmt, ...)
         return r;
 }
 
-/* Records SQLite's message for rc; returns rc as a negative errno. */
+/* Failures of the file system under the ledger rather than of the ledger. */
+static bool storage_errno(int e)
+{
+        return e == EROFS || e == ENOSPC || e == EDQUOT || e == EIO || e == EACCES || e == EPERM;
+}
+
+/*
+ * Records SQLite's message m (NULL: the text of rc) for rc; returns rc as a negative errno. A
+ * failure of the file system (SQLite's "disk I/O error", "database or disk is full", ...)
+ * names the ledger file and the system's error ("/var/lib/imgd/imgd.db: disk I/O error
+ * (Read-only file system)"), and is returned as that errno.
+ */
+static int ledger_sqlite_error_msg(ledger *l, int rc, const char *m, int saved_errno)
+{
+        int primary = rc & 0xff, sys = l->db ? sqlite3_system_errno(l->db) : 0;
+
+        /* SQLite records no errno for a failed write (SQLITE_IOERR_WRITE): the errno the
+         * failing call left, saved by the caller right after it, is the system's answer. */
+        if (sys == 0 && storage_errno(saved_errno))
+                sys = saved_errno;
+
+        if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
+                l->saw_corrupt = true;
+        /* (corruption found by ledger_exec() is seen here too) */
+        if ((primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_READONLY ||
+             primary == SQLITE_CANTOPEN) &&
+            sys > 0)
+                return ledger_error(l, storage_errno(sys) ? -sys : errno_from_sqlite(l->db, rc),
+                                    "%s: %s (%s)", l->path, m ? m : sqlite3_errstr(rc),
+                                    strerror(sys));
+        return ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+}
+
+/* As ledger_sqlite_error_msg() with SQLite's message; the first thing called after the
+ * failing SQLite call (for its errno). */
 static int ledger_sqlite_error(ledger *l, int rc)
 {
-        const char *m = l->db ? sqlite3_errmsg(l->db) : NULL;
+        int saved_errno = errno;
 
-        if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
-                l->saw_corrupt = true;
-
-        return ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+        return ledger_sqlite_error_msg(l, rc, l->db ? sqlite3_errmsg(l->db) : NULL, saved_errno);
 }
 
 const char *ledger_errmsg(ledger *l)
@@ -493,12 +541,14 @@ const char *ledger_errmsg(ledger *l)
 static int ledger_exec(ledger *l, const char *sql)
 {
         char *m = NULL;
-        int rc, r;
+        int rc, r, saved_errno;
 
+        errno = 0;
         rc = sqlite3_exec(l->db, sql, NULL, NULL, &m);
+        saved_errno = errno;
         if (rc == SQLITE_OK)
                 return 0;
-        r = ledger_error(l, errno_from_sqlite(l->db, rc), "%s", m ? m : sqlite3_errstr(rc));
+        r = ledger_sqlite_error_msg(l, rc, m, saved_errno);
         sqlite3_free(m);
         return r;
 }
@@ -566,7 +616,10 @@ static int stmt_bind(ledger *l, sqlite3_stmt *st, const char *types, ...)
 /* Returns 1 for a row, 0 when done, or a negative errno. */
 static int stmt_step(ledger *l, sqlite3_stmt *st)
 {
-        int rc = sqlite3_step(st);
+        int rc;
+
+        errno = 0;
+        rc = sqlite3_step(st);
 
         if (rc == SQLITE_ROW)
                 return 1;
@@ -614,6 +667,80 @@ static void read_resume(ledger *l)
 }
 
 /*
+ * The WAL and the WAL index (-shm) removed from under the connection (`rm imgd.db-wal`):
+ * SQLite keeps writing to the file it has open, unlinked, so that every commit since the last
+ * checkpoint lives only in a file nobody can open again, and is lost with the next crash. A
+ * stat() of the path after each write transaction (a microsecond next to the fsync of the
+ * commit) notices it; from then on every commit is checkpointed into the database file at
+ * once (durable: synchronous=FULL syncs the database in a checkpoint), until
+ * ledger_check_files() gives the connection a new WAL.
+ */
+
+/* What to do about a removed WAL index: only closing every connection makes a new one. */
+#define SHM_LOST_ADVICE                                                                            \
+        "until imgd is restarted, other programs that open the ledger (sqlite3) may see an "       \
+        "older state and must not write to it"
+
+/* Whether the file at `suffix` beside the ledger is missing or not the one recorded. */
+static bool aux_gone(const ledger *l, const char *suffix, dev_t dev, ino_t ino)
+{
+        _cleanup_free_ char *path = NULL;
+        struct stat st;
+
+        if (asprintf(&path, "%s%s", l->path, suffix) < 0)
+                return false; /* cannot tell: assume not */
+        if (stat(path, &st) < 0)
+                return errno == ENOENT;
+        return st.st_dev != dev || st.st_ino != ino;
+}
+
+/* Records the identity of the WAL (when wal_too) and the -shm (when shm_too) the connection
+ * uses, after it opened them. */
+static void aux_note(ledger *l, bool wal_too, bool shm_too)
+{
+        _cleanup_free_ char *wal = NULL, *shm = NULL;
+        struct stat st;
+
+        if (asprintf(&wal, "%s-wal", l->path) < 0 || asprintf(&shm, "%s-shm", l->path) < 0)
+                return;
+        if (wal_too && stat(wal, &st) == 0) {
+                l->wal_dev = st.st_dev;
+                l->wal_ino = st.st_ino;
+                l->wal_known = true;
+        }
+        if (shm_too && stat(shm, &st) == 0) {
+                l->shm_dev = st.st_dev;
+                l->shm_ino = st.st_ino;
+                l->shm_known = true;
+        }
+}
+
+/* Checkpoints the whole WAL into the database file; returns 0 or a negative errno. */
+static int wal_checkpoint(ledger *l, int mode)
+{
+        int log = 0, done = 0, rc;
+
+        rc = sqlite3_wal_checkpoint_v2(l->db, NULL, mode, &log, &done);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        if (log != done)
+                return ledger_error(l, -EBUSY,
+                                    "checkpoint copied %d of %d WAL frames (a reader holds an "
+                                    "older snapshot)",
+                                    done, log);
+        return 0;
+}
+
+/* After a write transaction committed: when the WAL is gone from its path, checkpoint now. */
+static void wal_commit_durable(ledger *l)
+{
+        if (!l->wal_lost && l->wal_known && aux_gone(l, "-wal", l->wal_dev, l->wal_ino))
+                l->wal_lost = true;
+        if (l->wal_lost)
+                (void)wal_checkpoint(l, SQLITE_CHECKPOINT_FULL);
+}
+
+/*
  * Begins a write transaction whose commit is flushed to disk (flush: synchronous=FULL, every
  * transition) or not (synchronous=NORMAL, a claim; see the top of this file). The setting
  * stays until a transaction needs the other one (l->lazy_sync says which is in force), and
@@ -636,6 +763,10 @@ static int tx_begin_sync(ledger *l, bool flush)
         r = ledger_exec(l, "BEGIN IMMEDIATE");
         if (r < 0)
                 read_resume(l);
+        else {
+                l->in_write = true;
+                l->changes_at_begin = sqlite3_total_changes64(l->db);
+        }
         return r;
 }
 
@@ -667,11 +798,27 @@ static int tx_begin_read(ledger *l)
  */
 static int tx_end(ledger *l, int r)
 {
+        bool wrote = l->in_write;
+
+        l->in_write = false;
         if (r >= 0) {
                 int k = ledger_exec(l, "COMMIT");
-                if (k >= 0)
+                if (k >= 0) {
+                        if (wrote)
+                                wal_commit_durable(l);
+                        /* Only a commit that wrote something says the disk takes writes. */
+                        if (wrote && sqlite3_total_changes64(l->db) != l->changes_at_begin)
+                                l->write_failed_since_us = 0;
                         goto out;
+                }
                 r = k;
+        }
+        if (wrote && storage_errno(-r)) {
+                struct timespec ts;
+
+                snprintf(l->write_failure, sizeof l->write_failure, "%s", l->errmsg);
+                if (l->write_failed_since_us == 0 && clock_gettime(CLOCK_REALTIME, &ts) == 0)
+                        l->write_failed_since_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
@@ -1069,18 +1216,10 @@ static int ledger_check_at_open(ledger *l)
         return 0;
 }
 
-static int ledger_open_db(ledger *l)
+/* Opens a connection to l->path into l->db (extended result codes, the busy timeout). */
+static int db_connect(ledger *l)
 {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-        const char *mode;
-        int fd, rc, r;
-
-        /* Create it ourselves so that it gets our mode; SQLite gives -wal and -shm the same. */
-        fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, LEDGER_FILE_MODE);
-        if (fd >= 0)
-                close(fd);
-        else if (errno != EEXIST)
-                return ledger_error(l, negative_errno(), "cannot create: %s", strerror(errno));
+        int rc;
 
         rc = sqlite3_open_v2(l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc != SQLITE_OK)
@@ -1089,11 +1228,15 @@ static int ledger_open_db(ledger *l)
         rc = sqlite3_busy_timeout(l->db, LEDGER_BUSY_TIMEOUT_MS);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
+        return 0;
+}
 
-        /* Read-only checks first: nothing is written to a file that fails them. */
-        r = ledger_check_at_open(l);
-        if (r < 0)
-                return r;
+/* The settings of every connection to the ledger: WAL, synchronous=FULL, foreign keys. */
+static int db_configure(ledger *l)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        const char *mode;
+        int rc, r;
 
         rc = sqlite3_prepare_v2(l->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
         if (rc != SQLITE_OK)
@@ -1115,20 +1258,67 @@ static int ledger_open_db(ledger *l)
         r = ledger_exec(l, "PRAGMA synchronous = FULL");
         if (r < 0)
                 return r;
-        r = ledger_exec(l, "PRAGMA foreign_keys = ON");
-        if (r < 0)
-                return r;
+        l->lazy_sync = false;
+        return ledger_exec(l, "PRAGMA foreign_keys = ON");
+}
 
-        r = ledger_migrate(l);
-        if (r < 0)
-                return r;
-
+/* Prepares every statement of stmt_sql[] on l->db into l->stmts. */
+static int db_prepare(ledger *l)
+{
         for (size_t i = 0; i < _STMT_MAX; i++) {
-                rc = sqlite3_prepare_v3(l->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                                        &l->stmts[i], NULL);
+                int rc = sqlite3_prepare_v3(l->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                            &l->stmts[i], NULL);
                 if (rc != SQLITE_OK)
                         return ledger_sqlite_error(l, rc);
         }
+        return 0;
+}
+
+static int ledger_open_db(ledger *l)
+{
+        int fd, r;
+
+        /* Create it ourselves so that it gets our mode; SQLite gives -wal and -shm the same. */
+        fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, LEDGER_FILE_MODE);
+        if (fd >= 0)
+                close(fd);
+        else if (errno != EEXIST)
+                return ledger_error(l, negative_errno(), "cannot create: %s", strerror(errno));
+
+        r = db_connect(l);
+        if (r < 0)
+                return r;
+        /* SQLite opens a file it may not write read-only, without a word: say why now, not
+         * at the first transition. */
+        if (sqlite3_db_readonly(l->db, "main") == 1) {
+                int e = EROFS;
+
+                fd = open(l->path, O_RDWR | O_CLOEXEC);
+                if (fd < 0)
+                        e = errno;
+                else
+                        close(fd);
+                return ledger_error(l, -e,
+                                    "%s: cannot be written: %s (imgd records every job in it "
+                                    "and must write to it)",
+                                    l->path, strerror(e));
+        }
+
+        /* Read-only checks first: nothing is written to a file that fails them. */
+        r = ledger_check_at_open(l);
+        if (r < 0)
+                return r;
+
+        r = db_configure(l);
+        if (r < 0)
+                return r;
+        r = ledger_migrate(l);
+        if (r < 0)
+                return r;
+        r = db_prepare(l);
+        if (r < 0)
+                return r;
+        aux_note(l, true, true);
         return 0;
 }
 
@@ -1217,6 +1407,132 @@ int ledger_close(ledger *l, char **ret_error)
         ledger_dispose(l);
         return r;
 }
+/*
+ * A second connection replaces l's, once the WAL was checkpointed with TRUNCATE: it opens a
+ * new WAL at the path (the WAL index it shares with the old connection, which is the
+ * process's own, says the WAL is empty). The old connection is closed after; it is not the
+ * last one, so it neither checkpoints nor deletes anything. On failure l keeps the old one.
+ */
+static int reconnect(ledger *l)
+{
+        sqlite3 *old_db = l->db;
+        sqlite3_stmt *old_stmts[_STMT_MAX];
+        bool old_lazy_sync = l->lazy_sync;
+        int r;
+
+        memcpy(old_stmts, l->stmts, sizeof old_stmts);
+        memset(l->stmts, 0, sizeof l->stmts);
+        l->db = NULL;
+        r = db_connect(l);
+        if (r >= 0)
+                r = db_configure(l);
+        if (r >= 0)
+                r = db_prepare(l);
+        if (r < 0) {
+                char msg[sizeof l->errmsg];
+
+                snprintf(msg, sizeof msg, "%s", l->errmsg);
+                for (size_t i = 0; i < _STMT_MAX; i++)
+                        l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
+                sqlite3_close_v2(l->db);
+                l->db = old_db;
+                l->lazy_sync = old_lazy_sync;
+                memcpy(l->stmts, old_stmts, sizeof old_stmts);
+                return ledger_error(l, r, "%s", msg);
+        }
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(old_stmts[i]);
+        if (sqlite3_close(old_db) != SQLITE_OK)
+                sqlite3_close_v2(old_db);
+        return 0;
+}
+
+const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us)
+{
+        if (!l || l->write_failed_since_us == 0)
+                return NULL;
+        if (ret_since_us)
+                *ret_since_us = l->write_failed_since_us;
+        return l->write_failure;
+}
+
+/* While writes fail: one small write to learn whether the file system takes them again (a
+ * row of job_counts changed and changed back: the page is written, its content the same). */
+static void write_probe(ledger *l)
+{
+        int r = tx_begin(l);
+
+        if (r < 0)
+                return;
+        (void)tx_end(l, ledger_exec(l, "UPDATE job_counts SET n = n + 1 WHERE state = 'queued';"
+                                       "UPDATE job_counts SET n = n - 1 WHERE state = 'queued'"));
+}
+
+int ledger_check_files(ledger *l)
+{
+        bool wal, shm;
+        int r, found = 0;
+
+        assert(l);
+        /* Only between transactions and read batches (the event loop's top level). */
+        if (l->in_write || l->read_open || !sqlite3_get_autocommit(l->db))
+                return 0;
+        if (l->write_failed_since_us != 0)
+                write_probe(l);
+        wal = l->wal_lost || (l->wal_known && aux_gone(l, "-wal", l->wal_dev, l->wal_ino));
+        shm = !l->shm_lost && l->shm_known && aux_gone(l, "-shm", l->shm_dev, l->shm_ino);
+        if (shm) {
+                l->shm_lost = true;
+                found |= LEDGER_SHM_LOST;
+        }
+        if (wal) {
+                l->wal_lost = true;
+                r = wal_checkpoint(l, SQLITE_CHECKPOINT_TRUNCATE);
+                if (r < 0) {
+                        char msg[sizeof l->errmsg];
+
+                        snprintf(msg, sizeof msg, "%s", l->errmsg);
+                        return ledger_error(l, r,
+                                            "%s-wal was removed while imgd had it open; its "
+                                            "content cannot be checkpointed into %s: %s (each "
+                                            "commit is checkpointed at once meanwhile)",
+                                            l->path, l->path, msg);
+                }
+                r = reconnect(l);
+                if (r < 0) {
+                        char msg[sizeof l->errmsg];
+
+                        snprintf(msg, sizeof msg, "%s", l->errmsg);
+                        return ledger_error(l, r,
+                                            "%s-wal was removed while imgd had it open; its "
+                                            "content is checkpointed into %s, but no new WAL "
+                                            "could be started: %s (each commit is checkpointed "
+                                            "at once meanwhile)",
+                                            l->path, l->path, msg);
+                }
+                l->wal_lost = false;
+                aux_note(l, true, false);
+                found |= LEDGER_WAL_RESTORED;
+        }
+        if (found == (LEDGER_WAL_RESTORED | LEDGER_SHM_LOST))
+                ledger_error(l, found,
+                             "%s-wal and %s-shm were removed while imgd had them open: "
+                             "the commits of the removed WAL are checkpointed into %s "
+                             "and a new WAL is started; " SHM_LOST_ADVICE,
+                             l->path, l->path, l->path);
+        else if (found == LEDGER_WAL_RESTORED)
+                ledger_error(l, found,
+                             "%s-wal was removed while imgd had it open: the commits it "
+                             "held are checkpointed into %s and a new WAL is started",
+                             l->path, l->path);
+        else if (found == LEDGER_SHM_LOST)
+                ledger_error(l, found,
+                             "%s-shm was removed while imgd had it open: the ledger "
+                             "stays durable; " SHM_LOST_ADVICE,
+                             l->path);
+        return found;
+}
+
 /* Not named ledger_freep: that name is left free for ledger.h. */
 static void free_ledgerp(ledger **l)
 {
@@ -1255,7 +1571,10 @@ int ledger_open(const char *path, ledger **ret, char **ret_error)
                 goto fail;
         }
         if (r < 0) {
-                if (asprintf(&msg, "%s: %s", path, l->errmsg) < 0)
+                /* Failures of the file system name the file already. */
+                if (strncmp(l->errmsg, path, strlen(path)) == 0)
+                        msg = strdup(l->errmsg);
+                else if (asprintf(&msg, "%s: %s", path, l->errmsg) < 0)
                         msg = NULL;
                 goto fail;
         }

@@ -55,6 +55,7 @@ struct daemon {
         uint64_t watchdog_usec;
         uint64_t drain_deadline;
         char last_status[512];
+        int exit_status; /* when run() fails: main()'s exit status, if not 1 */
 };
 
 static void help(void)
@@ -88,7 +89,8 @@ static void help(void)
                "  SOCKET.lock           the same for the control socket\n"
                "\n"
                "Exit status: 0 on a clean stop or a valid configuration, 78 (EX_CONFIG) when\n"
-               "the daemon does not start because of its configuration, 1 on any other error\n"
+               "the daemon does not start because of its configuration (or because its state\n"
+               "directory or ledger cannot be written), 1 on any other error\n"
                "(and on an invalid configuration with --check-config), 2 on a usage error.\n"
                "\n"
                "See also: imgctl(1)\n",
@@ -207,8 +209,27 @@ static void update_status(struct daemon *d)
         }
 }
 
+/*
+ * The ledger's WAL and WAL index still in place (ledger_check_files()): what was found is
+ * logged once; a failure to save a removed WAL's commits is logged each time it changes.
+ */
+static void check_ledger_files(struct daemon *d)
+{
+        static char last[512];
+        int r = ledger_check_files(d->ledger);
+
+        if (r > 0) {
+                log_error("ledger: %s", ledger_errmsg(d->ledger));
+                last[0] = '\0';
+        } else if (r < 0 && strcmp(last, ledger_errmsg(d->ledger)) != 0) {
+                snprintf(last, sizeof last, "%s", ledger_errmsg(d->ledger));
+                log_error_errno(r, "ledger: %s", last);
+        }
+}
+
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
+        check_ledger_files(userdata);
         update_status(userdata);
         sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
@@ -442,6 +463,9 @@ static int run(struct daemon *d)
         r = ledger_open(db, &d->ledger, &error);
         if (r < 0) {
                 log_error("%s", error ?: db);
+                /* The environment's fault, as a configuration's is: restarting cannot help. */
+                if (r == -EROFS || r == -EACCES || r == -EPERM)
+                        d->exit_status = EX_CONFIG;
                 goto out;
         }
         log_info("ledger %s: %s", db, ledger_open_check(d->ledger));
@@ -623,5 +647,5 @@ int main(int argc, char **argv)
 
         r = run(&d);
         config_free(d.config);
-        return r < 0 ? 1 : 0;
+        return r >= 0 ? 0 : d.exit_status > 0 ? d.exit_status : 1;
 }

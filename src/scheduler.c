@@ -48,10 +48,15 @@ struct running {
         struct running *next;
 };
 
-/* A job to hand back to the ledger (running -> queued, no attempt used) once it can write. */
+/*
+ * A job to hand back to the ledger (running -> queued, no attempt used) once it can write; or,
+ * with `done` set, a job whose outputs are published and whose completion the ledger could
+ * not record (running -> done, recorded once it can write: never rendered again for it).
+ */
 struct handback {
         int64_t id;
         int64_t delay_us; /* claimable this long after the hand-back */
+        struct job *done; /* the job to complete (owned), or NULL to hand back */
         struct handback *next;
 };
 
@@ -73,6 +78,7 @@ struct scheduler {
         struct handback *handbacks;
         sd_event_source *handback_timer;
         uint64_t handback_delay_usec;
+        uint64_t claim_failure_logged_usec; /* CLOCK_MONOTONIC; 0: the last claim worked */
         bool paused;
         /* CLOCK_REALTIME of the operator's last resume (0: none): a job's wait is counted
          * from then, as the operator's pause is not the system's ill health. */
@@ -117,9 +123,12 @@ struct scheduler {
 /* A failed hand-back is tried again after this, doubling up to the maximum. */
 #define HANDBACK_MIN_USEC (1000000ULL)
 #define HANDBACK_MAX_USEC (30 * 1000000ULL)
+/* A claim the ledger could not record (its disk read-only, full) is tried again after this. */
+#define CLAIM_RETRY_USEC (1000000ULL)
 
 static void breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
 static void note_finished(scheduler *s);
+static void hand_back(scheduler *s, int64_t id, int64_t delay_us);
 
 static double random01(void)
 {
@@ -375,8 +384,13 @@ static void job_failed(scheduler *s, const struct job *job, const char *error, b
         }
         r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
         if (r < 0) {
-                log_error_errno(r, "ledger: record failure of job %" PRId64 ": %s", job->id,
-                                ledger_errmsg(s->ledger));
+                /* Unrecorded, the attempt is given back: the job is handed back (as soon as
+                 * the ledger can write) rather than left running until its lease expires. */
+                log_error_errno(r,
+                                "ledger: record failure of job %" PRId64 ": %s; handing it "
+                                "back without using an attempt",
+                                job->id, ledger_errmsg(s->ledger));
+                hand_back(s, job->id, next - now);
                 return;
         }
         metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
@@ -411,7 +425,34 @@ static bool environmental(int r)
         }
 }
 
-/* Tries the hand-backs that failed again; those that fail again wait longer. */
+/* A job whose completion the ledger recorded late (a kept handback with `done`): what
+ * finish_ok() does after a completion, with the outputs the ledger holds. */
+static void completed_late(scheduler *s, const struct job *job)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+        json_t *list = json_array();
+        double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
+
+        log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
+                "job %" PRId64 " %s: done (recorded once the ledger could be written again)",
+                job->id, job->source_path);
+        note_finished(s);
+        metrics_job_done(s->metrics, job->pipeline, seconds);
+        if (list && ledger_get(s->ledger, job->id, &d) > 0)
+                for (size_t i = 0; i < d->n_outputs; i++) {
+                        const struct job_output *o = &d->outputs[i];
+
+                        json_array_append_new(
+                            list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", o->variant,
+                                            "path", proto_string_lossy(o->path), "width",
+                                            (json_int_t)o->width, "height", (json_int_t)o->height,
+                                            "bytes", (json_int_t)o->bytes, "sha256", o->sha256));
+                }
+        emit(s, "done", job, list ? json_pack("{s:o}", "outputs", list) : NULL);
+}
+
+/* Tries the hand-backs (and completions) that failed again; those that fail again wait
+ * longer. */
 static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
 {
         scheduler *s = userdata;
@@ -420,15 +461,20 @@ static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
 
         for (struct handback **p = &s->handbacks; *p;) {
                 struct handback *h = *p;
-                int r = ledger_release(s->ledger, h->id, now + h->delay_us, now);
+                int r = h->done ? ledger_complete(s->ledger, h->id, NULL, 0, now)
+                                : ledger_release(s->ledger, h->id, now + h->delay_us, now);
 
                 /* -ESTALE: not running any more (a reset of the ledger); nothing to hand back. */
                 if (r < 0 && r != -ESTALE) {
                         p = &h->next;
                         continue;
                 }
-                log_notice("job %" PRId64 ": handed back to the ledger", h->id);
+                if (h->done && r >= 0)
+                        completed_late(s, h->done);
+                else
+                        log_notice("job %" PRId64 ": handed back to the ledger", h->id);
                 *p = h->next;
+                job_free(h->done);
                 free(h);
                 any = true;
         }
@@ -446,6 +492,26 @@ static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
         return 0;
 }
 
+/* Keeps h (a failed hand-back or completion) for on_handback_timer(), which is armed. */
+static void handback_keep(scheduler *s, struct handback *h)
+{
+        int r;
+
+        h->next = s->handbacks;
+        s->handbacks = h;
+        if (!s->handback_timer) {
+                s->handback_delay_usec = HANDBACK_MIN_USEC;
+                r = sd_event_add_time_relative(s->event, &s->handback_timer, CLOCK_MONOTONIC,
+                                               HANDBACK_MIN_USEC, 0, on_handback_timer, s);
+                if (r < 0)
+                        log_error_errno(r, "hand-back timer: %m");
+        } else if (sd_event_source_get_enabled(s->handback_timer, NULL) == 0) {
+                s->handback_delay_usec = HANDBACK_MIN_USEC;
+                sd_event_source_set_time_relative(s->handback_timer, HANDBACK_MIN_USEC);
+                sd_event_source_set_enabled(s->handback_timer, SD_EVENT_ONESHOT);
+        }
+}
+
 /*
  * Hands job `id` back to the ledger (running -> queued without using an attempt), claimable
  * delay_us from now. When the ledger cannot record it (its disk full, say), the job stays
@@ -460,25 +526,14 @@ static void hand_back(scheduler *s, int64_t id, int64_t delay_us)
 
         if (r >= 0 || r == -ESTALE)
                 return;
-        h = malloc(sizeof *h);
+        h = calloc(1, sizeof *h);
         if (!h) {
                 log_error_errno(r, "ledger: hand back job %" PRId64 ": %s; left to its lease", id,
                                 ledger_errmsg(s->ledger));
                 return;
         }
-        *h = (struct handback){.id = id, .delay_us = delay_us, .next = s->handbacks};
-        s->handbacks = h;
-        if (!s->handback_timer) {
-                s->handback_delay_usec = HANDBACK_MIN_USEC;
-                r = sd_event_add_time_relative(s->event, &s->handback_timer, CLOCK_MONOTONIC,
-                                               HANDBACK_MIN_USEC, 0, on_handback_timer, s);
-                if (r < 0)
-                        log_error_errno(r, "hand-back timer: %m");
-        } else if (sd_event_source_get_enabled(s->handback_timer, NULL) == 0) {
-                s->handback_delay_usec = HANDBACK_MIN_USEC;
-                sd_event_source_set_time_relative(s->handback_timer, HANDBACK_MIN_USEC);
-                sd_event_source_set_enabled(s->handback_timer, SD_EVENT_ONESHOT);
-        }
+        *h = (struct handback){.id = id, .delay_us = delay_us};
+        handback_keep(s, h);
         log_error_errno(r, "ledger: hand back job %" PRId64 ": %s; trying again in %.0f s", id,
                         ledger_errmsg(s->ledger), (double)s->handback_delay_usec / 1e6);
 }
@@ -749,6 +804,7 @@ static int on_kick(sd_event_source *es, void *userdata)
          * took it there drains, and the level can be left again. */
         enum health_level level = s->cfg->degradation ? health_level(s->health) : HEALTH_FULL;
         unsigned max_running = health_max_running(worker_pool_size(s->pool), level);
+        bool claim_failed = false;
 
         while (!s->paused && worker_pool_idle(s->pool) > 0 && scheduler_running(s) < max_running) {
                 struct job *job = NULL;
@@ -774,9 +830,20 @@ static int on_kick(sd_event_source *es, void *userdata)
                 r = ledger_claim(s->ledger, s->owner, now,
                                  (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000, &job);
                 if (r < 0) {
-                        log_error_errno(r, "ledger: claim a job: %s", ledger_errmsg(s->ledger));
+                        /* Tried every second while it fails: logged once a minute. */
+                        if (mono_usec() - s->claim_failure_logged_usec >= 60 * 1000000ULL ||
+                            s->claim_failure_logged_usec == 0) {
+                                log_error_errno(r,
+                                                "ledger: claim a job: %s; trying again every "
+                                                "%.0f s",
+                                                ledger_errmsg(s->ledger),
+                                                (double)CLAIM_RETRY_USEC / 1e6);
+                                s->claim_failure_logged_usec = mono_usec();
+                        }
+                        claim_failed = true;
                         break;
                 }
+                s->claim_failure_logged_usec = 0;
                 if (r == 0) {
                         if (breaker_state(s->breaker) == BREAKER_HALF_OPEN)
                                 breaker_record(s->breaker, BREAKER_JOB_FAILURE, NULL,
@@ -785,6 +852,13 @@ static int on_kick(sd_event_source *es, void *userdata)
                 }
                 if (start_job(s, job) < 0)
                         break;
+        }
+        if (claim_failed) {
+                /* Nothing else may kick again (no job finishes, no upload comes): look again
+                 * in a second, until the ledger can be written. */
+                sd_event_source_set_time(s->due, (uint64_t)wall_usec() + CLAIM_RETRY_USEC);
+                sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
+                return 0;
         }
         arm_due_timer(s);
         return 0;
@@ -1241,10 +1315,23 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 goto out;
         }
         fault_point("ledger.before_complete");
+        fault_delay("ledger.before_complete");
         r = ledger_complete(s->ledger, job->id, NULL, 0, wall_usec());
         if (r < 0) {
-                log_error_errno(r, "ledger: complete job %" PRId64 ": %s", job->id,
-                                ledger_errmsg(s->ledger));
+                /* Published: the completion is recorded once the ledger can write (the
+                 * outputs stay staged in it meanwhile, for the recovery after a crash). */
+                struct handback *h = calloc(1, sizeof *h);
+
+                log_error_errno(r,
+                                "ledger: complete job %" PRId64 ": %s; its outputs are "
+                                "published, the completion is recorded once the ledger can "
+                                "be written",
+                                job->id, ledger_errmsg(s->ledger));
+                if (h) {
+                        h->id = job->id;
+                        h->done = TAKE_PTR(run->job);
+                        handback_keep(s, h);
+                }
                 goto out;
         }
         fault_point("ledger.after_complete");
@@ -1464,7 +1551,11 @@ scheduler *scheduler_free(scheduler *s)
         while (s->handbacks) {
                 struct handback *h = s->handbacks;
                 s->handbacks = h->next;
-                (void)ledger_release(s->ledger, h->id, now, now);
+                if (h->done)
+                        (void)ledger_complete(s->ledger, h->id, NULL, 0, now);
+                else
+                        (void)ledger_release(s->ledger, h->id, now, now);
+                job_free(h->done);
                 free(h);
         }
         sd_event_source_disable_unref(s->handback_timer);

@@ -163,6 +163,31 @@ int ledger_close(ledger *l, char **ret_error);
 /* Closes l without recording a clean stop (the next open checks everything). */
 ledger *ledger_free(ledger *l);
 
+/*
+ * Checks that the WAL (<path>-wal) and the WAL index (<path>-shm) at their paths are the
+ * files the connection uses; to be called every few seconds, outside transactions and read
+ * batches. A WAL removed from under the connection holds commits that would be lost with the
+ * next crash (SQLite keeps writing to the unlinked file): it is checkpointed into the database
+ * file and the connection replaced by one with a new WAL (and from the moment a write
+ * transition notices it, each commit is checkpointed at once). A removed -shm cannot be made
+ * again while imgd runs (every connection of the process shares it); the ledger stays
+ * durable, only other programs reading the file are affected, until a restart. Returns 0
+ * when nothing was found, else the bits LEDGER_WAL_RESTORED and LEDGER_SHM_LOST (each
+ * reported once) with a message naming the files in ledger_errmsg(); or a negative errno
+ * and the message when the WAL's content could not be saved.
+ */
+#define LEDGER_WAL_RESTORED 1
+#define LEDGER_SHM_LOST 2
+int ledger_check_files(ledger *l);
+
+/*
+ * While the file system refuses the ledger's writes (read-only, full, failing: the last write
+ * transaction failed with EROFS, ENOSPC, EDQUOT, EIO, EACCES or EPERM): its message, naming
+ * the file and the cause, and in *ret_since_us (may be NULL) since when (wall clock). NULL
+ * once a write transaction commits again (ledger_check_files() tries one while it lasts).
+ */
+const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us);
+
 /* SQLite's message for the last failure on l. */
 const char *ledger_errmsg(ledger *l);
 

@@ -13,6 +13,12 @@
  * Disk full ($IMGD_SHIM_ENOSPC, a path): while that file exists, creating files or
  * directories below the root and writing to files below the root fail with ENOSPC.
  *
+ * Read-only file system ($IMGD_SHIM_EROFS, a path): while that file exists, what a file system
+ * remounted read-only refuses fails with EROFS below the root: creating, opening for writing,
+ * writing, truncating, renaming and removing files and directories (descriptors opened
+ * before stay open, as they do when the kernel remounts a file system read-only after an
+ * error; only their writes fail).
+ *
  * A failing fsync ($IMGD_SHIM_FSYNC_EIO, a path): the next fsync of a regular file below the
  * root removes that file and fails with EIO, without syncing.
  */
@@ -68,6 +74,24 @@ static bool disk_full(void)
         const char *flag = getenv("IMGD_SHIM_ENOSPC");
 
         return flag && access(flag, F_OK) == 0;
+}
+
+/* The error a write below the root fails with now: ENOSPC, EROFS, or 0 (none). */
+static int write_fault(void)
+{
+        const char *ro = getenv("IMGD_SHIM_EROFS");
+
+        if (disk_full())
+                return ENOSPC;
+        if (ro && access(ro, F_OK) == 0)
+                return EROFS;
+        return 0;
+}
+
+static int fail_with(int e)
+{
+        errno = e;
+        return -1;
 }
 
 static bool abs_below_root(int dirfd, const char *path)
@@ -190,12 +214,6 @@ int fdatasync(int fd)
         return real_fdatasync(fd);
 }
 
-static int enospc(void)
-{
-        errno = ENOSPC;
-        return -1;
-}
-
 int open(const char *path, int flags, ...)
 {
         mode_t mode = 0;
@@ -206,9 +224,12 @@ int open(const char *path, int flags, ...)
                 va_start(ap, flags);
                 mode = va_arg(ap, mode_t);
                 va_end(ap);
-                if (disk_full() && abs_below_root(AT_FDCWD, path))
-                        return enospc();
+                if (write_fault() && abs_below_root(AT_FDCWD, path))
+                        return fail_with(write_fault());
         }
+        if ((flags & O_ACCMODE) != O_RDONLY && write_fault() == EROFS &&
+            abs_below_root(AT_FDCWD, path))
+                return fail_with(EROFS);
         return real_open(path, flags, mode);
 }
 
@@ -224,33 +245,36 @@ int openat(int dirfd, const char *path, int flags, ...)
                 va_start(ap, flags);
                 mode = va_arg(ap, mode_t);
                 va_end(ap);
-                if (disk_full() && abs_below_root(dirfd, path))
-                        return enospc();
+                if (write_fault() && abs_below_root(dirfd, path))
+                        return fail_with(write_fault());
         }
+        if ((flags & O_ACCMODE) != O_RDONLY && write_fault() == EROFS &&
+            abs_below_root(dirfd, path))
+                return fail_with(EROFS);
         return real_openat(dirfd, path, flags, mode);
 }
 
 int mkdir(const char *path, mode_t mode)
 {
         REAL(mkdir);
-        if (disk_full() && abs_below_root(AT_FDCWD, path))
-                return enospc();
+        if (write_fault() && abs_below_root(AT_FDCWD, path))
+                return fail_with(write_fault());
         return real_mkdir(path, mode);
 }
 
 ssize_t write(int fd, const void *buf, size_t n)
 {
         REAL(write);
-        if (n > 0 && disk_full() && fd_below_root(fd))
-                return enospc();
+        if (n > 0 && write_fault() && fd_below_root(fd))
+                return fail_with(write_fault());
         return real_write(fd, buf, n);
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
         REAL(pwrite);
-        if (n > 0 && disk_full() && fd_below_root(fd))
-                return enospc();
+        if (n > 0 && write_fault() && fd_below_root(fd))
+                return fail_with(write_fault());
         return real_pwrite(fd, buf, n, off);
 }
 
@@ -259,7 +283,25 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) __attribute__((al
 int ftruncate(int fd, off_t len)
 {
         REAL(ftruncate);
-        if (len > 0 && disk_full() && fd_below_root(fd))
-                return enospc();
+        if (write_fault() == EROFS ? fd_below_root(fd)
+                                   : len > 0 && disk_full() && fd_below_root(fd))
+                return fail_with(write_fault());
         return real_ftruncate(fd, len);
+}
+
+int unlink(const char *path)
+{
+        REAL(unlink);
+        if (write_fault() == EROFS && abs_below_root(AT_FDCWD, path))
+                return fail_with(EROFS);
+        return real_unlink(path);
+}
+
+int rename(const char *from, const char *to)
+{
+        REAL(rename);
+        if (write_fault() == EROFS &&
+            (abs_below_root(AT_FDCWD, from) || abs_below_root(AT_FDCWD, to)))
+                return fail_with(EROFS);
+        return real_rename(from, to);
 }
