@@ -730,3 +730,8 @@ unsigned watch_unwatched(const watch *w, int *ret_error)
                 *ret_error = w->unwatched_error;
         return (unsigned)w->n_unwatched;
 }
+
+const char *watch_unwatched_first(const watch *w)
+{
+        return w && w->n_unwatched > 0 ? w->unwatched[0].path : NULL;
+}

@@ -54,6 +54,9 @@ unsigned watch_count(const watch *w);
  * (-ENOSPC: the inotify watch limit). 0 for NULL. */
 unsigned watch_unwatched(const watch *w, int *ret_error);
 
+/* The first of those folders by path (owned by w, valid until it next runs), or NULL. */
+const char *watch_unwatched_first(const watch *w);
+
 /*
  * Whether the kernel has reported changes that w has not read yet: files a moment away from
  * becoming jobs (intake runs below the workers' results and the control socket, so a burst
