@@ -11,8 +11,9 @@
  * workers are served meanwhile.
  *
  * A folder that cannot be watched for want of inotify watches (fs.inotify.max_user_watches)
- * or kernel memory is scanned instead, every `unwatched_scan_interval` seconds, and each scan
- * tries to watch it again; watch_unwatched() counts such folders for status and alerts.
+ * or kernel memory, or cannot be read for want of file descriptors (EMFILE, ENFILE), is
+ * scanned instead, every `unwatched_scan_interval` seconds, and each scan tries to watch it
+ * again; watch_unwatched() counts such folders for status and alerts.
  */
 #pragma once
 
