@@ -260,47 +260,18 @@ static json_t *health_to_json(const struct scheduler_report *rep, json_t **ret_a
 /*
  * Sets status' "intake_retry" (uploads waiting to be taken in again after a transient
  * failure) and "unwatched_folders" (folders past the inotify watch limit, scanned instead) in
- * result, and appends an alert to `alerts` (may be NULL) for each that is not 0. Returns 0 or
+ * result; their alerts are the scheduler's report's (health.h has the one list). Returns 0 or
  * -ENOMEM.
  */
-static int intake_alerts(const struct api_context *ctx, json_t *result, json_t *alerts)
+static int intake_counts(const struct api_context *ctx, json_t *result)
 {
-        const char *why = NULL;
-        size_t retry = intake_retry_pending(ctx->retry, &why);
-        int error = 0;
-        unsigned unwatched = watch_unwatched(ctx->watch, &error);
-        char msg[512];
+        size_t retry = intake_retry_pending(ctx->retry, NULL);
+        unsigned unwatched = watch_unwatched(ctx->watch, NULL);
         int r;
 
         r = json_object_set_new(result, "intake_retry", json_integer((json_int_t)retry));
         r |= json_object_set_new(result, "unwatched_folders", json_integer(unwatched));
-        if (r < 0)
-                return -ENOMEM;
-        if (alerts && retry > 0) {
-                snprintf(msg, sizeof msg,
-                         "%zu upload(s) could not be taken in and wait for a "
-                         "retry: %s",
-                         retry, why);
-                if (json_array_append_new(alerts, json_pack("{s:s, s:o}", "alert", "intake_failing",
-                                                            "message", proto_string_lossy(msg))) <
-                    0)
-                        return -ENOMEM;
-        }
-        if (alerts && unwatched > 0) {
-                snprintf(msg, sizeof msg,
-                         "%u folder(s) not watched: %s; scanned every %u s "
-                         "instead",
-                         unwatched,
-                         error == -ENOSPC ? "inotify watch limit reached (raise "
-                                            "fs.inotify.max_user_watches)"
-                                          : strerror(-error),
-                         ctx->config ? ctx->config->unwatched_scan_interval_s : 0);
-                if (json_array_append_new(alerts,
-                                          json_pack("{s:s, s:o}", "alert", "unwatched_folders",
-                                                    "message", proto_string_lossy(msg))) < 0)
-                        return -ENOMEM;
-        }
-        return 0;
+        return r < 0 ? -ENOMEM : 0;
 }
 
 /*
@@ -404,7 +375,7 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                 /* Each call takes its value, even on failure: no short-circuit. */
                 r = json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler));
                 r |= json_object_set_new(result, "health", hj);
-                r |= intake_alerts(ctx, result, alerts);
+                r |= intake_counts(ctx, result);
                 r |= ledger_alert(ctx, alerts);
                 r |= json_object_set_new(result, "alerts", alerts);
                 if (r < 0) {

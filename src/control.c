@@ -22,6 +22,8 @@
  *     request) is disconnected, except a subscriber, which is expected to be silent;
  *   - count: at most CONTROL_MAX_SUBSCRIBERS of the clients are subscribers (a further
  *     {"cmd":"events"} is answered with an error); when all CONTROL_MAX_CLIENTS slots are
+ *     (both fewer when RLIMIT_NOFILE is low, control_limits(), and when accept() fails for
+ *     want of descriptors the quiet client is evicted too)
  *     taken, a new (authorized) connection takes the slot of the ordinary client that has
  *     been quiet longest (control_evict(): nothing read from it or written to it), which gets
  *     one error line and is closed. Since subscribers can hold only some of the slots, there
@@ -57,6 +59,7 @@
 #include <string.h>
 #include <grp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -119,6 +122,8 @@ struct control {
         struct client *clients;
         unsigned n_clients;
         unsigned n_subscribers;
+        unsigned max_clients;     /* control_limits(): CONTROL_MAX_CLIENTS, fewer with few fds */
+        unsigned max_subscribers; /* the same for CONTROL_MAX_SUBSCRIBERS */
         bool warned_full; /* logged "too many clients" since the last client left */
         bool warned_subscribers; /* logged "too many subscribers" since the last one left */
         uint64_t client_timeout_usec;
@@ -263,14 +268,14 @@ static int client_subscribe(struct client *cl, json_t **ret_result, char **ret_e
         control *c = cl->control;
         json_t *result;
 
-        if (!cl->subscriber && c->n_subscribers >= CONTROL_MAX_SUBSCRIBERS) {
+        if (!cl->subscriber && c->n_subscribers >= c->max_subscribers) {
                 if (!c->warned_subscribers) {
-                        log_warning("control socket %s: refusing event subscribers beyond %d",
-                                    c->path, CONTROL_MAX_SUBSCRIBERS);
+                        log_warning("control socket %s: refusing event subscribers beyond %u",
+                                    c->path, c->max_subscribers);
                         c->warned_subscribers = true;
                 }
-                if (asprintf(ret_error, "too many event subscribers (at most %d); try again later",
-                             CONTROL_MAX_SUBSCRIBERS) < 0)
+                if (asprintf(ret_error, "too many event subscribers (at most %u); try again later",
+                             c->max_subscribers) < 0)
                         return -ENOMEM;
                 return -EUSERS;
         }
@@ -594,8 +599,8 @@ static void control_reject(control *c, int fd)
         _cleanup_close_ int cfd = fd;
 
         if (!c->warned_full) {
-                log_warning("control socket %s: refusing clients beyond %d", c->path,
-                            CONTROL_MAX_CLIENTS);
+                log_warning("control socket %s: refusing clients beyond %u", c->path,
+                            c->max_clients);
                 c->warned_full = true;
         }
         send_error_now(cfd, "too many clients");
@@ -619,10 +624,10 @@ static bool control_evict(control *c)
                 return false;
 
         if (c->evict_logged_usec == 0 || now - c->evict_logged_usec >= CONTROL_REFUSAL_LOG_USEC) {
-                log_warning("control socket %s: %d clients connected, the limit; closing the one "
+                log_warning("control socket %s: %u clients connected, the limit; closing the one "
                             "quiet longest (pid %d, %llu ms) to make room (%u more since the "
                             "last such message)",
-                            c->path, CONTROL_MAX_CLIENTS, (int)victim->cred.pid,
+                            c->path, c->n_clients, (int)victim->cred.pid,
                             (unsigned long long)((now - victim->active_usec) / 1000),
                             c->evictions_unlogged);
                 c->evict_logged_usec = now;
@@ -663,7 +668,7 @@ static int client_new(control *c, int fd)
                 free(cl);
                 return 0;
         }
-        if (c->n_clients >= CONTROL_MAX_CLIENTS && !control_evict(c)) {
+        if (c->n_clients >= c->max_clients && !control_evict(c)) {
                 control_reject(c, TAKE_FD(cfd));
                 free(cl);
                 return 0;
@@ -742,6 +747,11 @@ static int control_on_accept(sd_event_source *s, int fd, uint32_t revents, void 
                         if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
                                 continue;
                         log_warning_errno(errno, "control socket %s: accept: %m", c->path);
+                        /* Out of descriptors: a quiet client gives its own up for the new
+                         * one, as when the slots are full; else wait a moment. */
+                        if ((errno == EMFILE || errno == ENFILE) && c->n_clients > 0 &&
+                            control_evict(c))
+                                continue;
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
                             errno == ENOMEM)
                                 control_pause_accept(c);
@@ -805,6 +815,32 @@ static inline void control_freep(control **c)
         control_free(*c);
 }
 
+/*
+ * Sets c's client and subscriber limits from the descriptors the process may have: a quarter
+ * of RLIMIT_NOFILE at most for clients (but CONTROL_MIN_CLIENTS at least, CONTROL_MAX_CLIENTS at
+ * most), a quarter of those for subscribers (CONTROL_MAX_SUBSCRIBERS at most). Under `ulimit -n
+ * 64` a crowd of silent connections would otherwise take the descriptors that intake, the
+ * ledger and the workers need, and then accept() itself would fail for the operator.
+ */
+static void control_limits(control *c)
+{
+        struct rlimit rl;
+        rlim_t quarter = CONTROL_MAX_CLIENTS;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+                quarter = rl.rlim_cur / 4;
+        c->max_clients = quarter < CONTROL_MIN_CLIENTS   ? CONTROL_MIN_CLIENTS
+                         : quarter > CONTROL_MAX_CLIENTS ? CONTROL_MAX_CLIENTS
+                                                         : (unsigned)quarter;
+        c->max_subscribers = c->max_clients / 4 < CONTROL_MAX_SUBSCRIBERS ? c->max_clients / 4
+                                                                         : CONTROL_MAX_SUBSCRIBERS;
+        if (c->max_clients < CONTROL_MAX_CLIENTS)
+                log_info("control socket %s: at most %u clients and %u event subscribers "
+                         "(RLIMIT_NOFILE is %llu)",
+                         c->path, c->max_clients, c->max_subscribers,
+                         (unsigned long long)rl.rlim_cur);
+}
+
 int control_new(sd_event *e, const char *path, control_handler_fn fn, void *userdata,
                 control **ret)
 {
@@ -843,6 +879,7 @@ int control_new(sd_event *e, const char *path, control_handler_fn fn, void *user
         c->path = strdup(path);
         if (!c->path)
                 return log_error_errno(-ENOMEM, "control socket %s: %m", path);
+        control_limits(c);
 
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->fd < 0)

@@ -442,6 +442,27 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                           health_level_name(in->level) ?: "?",
                           in->level_reason && *in->level_reason ? ": " : "",
                           in->level_reason ? in->level_reason : "");
+        if (in->intake_retry > 0)
+                alert_set(ret, HEALTH_ALERT_INTAKE,
+                          "%" PRIu64 " upload(s) could not be taken in and wait for a retry: %s",
+                          in->intake_retry, in->intake_reason ? in->intake_reason : "");
+        if (in->unwatched > 0) {
+                char why[128];
+
+                if (in->unwatched_error == -ENOSPC)
+                        snprintf(why, sizeof why, "inotify watch limit reached (raise "
+                                                  "fs.inotify.max_user_watches)");
+                else
+                        snprintf(why, sizeof why, "%s",
+                                 strerror(in->unwatched_error < 0 ? -in->unwatched_error
+                                                                  : in->unwatched_error));
+                alert_set(ret, HEALTH_ALERT_UNWATCHED,
+                          "%" PRIu64 " folder(s) not watched%s%s%s: %s; scanned every %u s "
+                          "instead",
+                          in->unwatched, in->unwatched_first ? " (first: " : "",
+                          in->unwatched_first ? in->unwatched_first : "",
+                          in->unwatched_first ? ")" : "", why, in->unwatched_scan_s);
+        }
 }
 
 const char *health_alert_name(enum health_alert a)
@@ -450,6 +471,7 @@ const char *health_alert_name(enum health_alert a)
                 [HEALTH_ALERT_ERROR_RATE] = "error_rate", [HEALTH_ALERT_QUEUED] = "queue_depth",
                 [HEALTH_ALERT_OLDEST] = "queue_age",      [HEALTH_ALERT_DRAIN] = "drain_time",
                 [HEALTH_ALERT_BREAKER] = "breaker",       [HEALTH_ALERT_DEGRADED] = "degraded",
+                [HEALTH_ALERT_INTAKE] = "intake_failing", [HEALTH_ALERT_UNWATCHED] = "unwatched_folders",
         };
 
         return a >= 0 && a < _HEALTH_ALERT_MAX ? names[a] : NULL;

@@ -52,6 +52,31 @@ int log_get_max_level(void)
         return log_max_level;
 }
 
+/*
+ * Rewrites buf (NUL-terminated, `size` bytes in all) so that it is one line: each control
+ * character but tab (C0 and DEL: a newline or carriage return in a file name, an escape
+ * sequence) becomes "\xNN". An upload named "a\n<0>forged" would otherwise write a line of
+ * its own, which journald (reading the "<N>" prefix) or a reader of the log takes for one of
+ * imgd's. What does not fit is cut.
+ */
+static void one_line(char *buf, size_t size)
+{
+        char out[4096];
+        size_t n = 0;
+
+        if (!strpbrk(buf, "\x01\x02\x03\x04\x05\x06\x07\x08\n\v\f\r\x0e\x0f\x10\x11"
+                          "\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f"))
+                return;
+        for (const unsigned char *p = (const unsigned char *)buf; *p && n + 5 < sizeof out; p++) {
+                if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+                        n += (size_t)snprintf(out + n, sizeof out - n, "\\x%02x", *p);
+                else
+                        out[n++] = (char)*p;
+        }
+        out[n] = '\0';
+        snprintf(buf, size, "%s", out);
+}
+
 int log_internal(int level, int error, const char *fmt, ...)
 {
         static const char *const names[] = {
@@ -72,6 +97,7 @@ int log_internal(int level, int error, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);
+        one_line(buf, sizeof buf);
 
         if (log_to_journal)
                 fprintf(stderr, "<%d>%s\n", level, buf);
@@ -182,6 +208,7 @@ int log_job_internal(int level, enum log_job_event event, int64_t job_id, const 
         va_start(ap, fmt);
         vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);
+        one_line(buf, sizeof buf); /* MESSAGE= too; IMGD_SOURCE= keeps the name's bytes */
         if (!log_to_journal ||
             log_job_fields(&f, level, log_program, event, job_id, source, pipeline, site, buf) <
                 0 ||

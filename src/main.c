@@ -176,16 +176,33 @@ static int scan(struct daemon *d)
         return r;
 }
 
+/* The intake's part of the alerts (scheduler_set_intake_probe()): uploads waiting for a retry
+ * and folders that could not be watched. */
+static void intake_probe(struct health_alert_inputs *in, void *userdata)
+{
+        struct daemon *d = userdata;
+        const char *why = NULL;
+        int error = 0;
+
+        in->intake_retry = intake_retry_pending(d->retry, &why);
+        in->intake_reason = why;
+        in->unwatched = watch_unwatched(d->watch, &error);
+        in->unwatched_error = error;
+        in->unwatched_first = watch_unwatched_first(d->watch);
+        in->unwatched_scan_s = d->config ? d->config->unwatched_scan_interval_s : 0;
+}
+
 /*
  * Keeps the unit's STATUS= line current: "12 queued, 2 running, 0 retry, 1 dead, level full,
- * health 97/100, breaker closed", with ", ALERT: <names>" while alerts are active (imgctl
- * status has their messages) and the breaker's reason last.
+ * health 97/100, breaker closed", with "12 queued (10 held)" while jobs are held for a removed
+ * watch, ", ALERT: <names>" while alerts are active (imgctl status has their messages) and the
+ * breaker's reason last.
  */
 static void update_status(struct daemon *d)
 {
         struct scheduler_report rep;
         const uint64_t *counts = rep.jobs;
-        char line[512], alerts[128] = "";
+        char line[512], alerts[192] = "", held[48] = "";
         size_t n = 0;
 
         if (scheduler_report(d->scheduler, &rep) < 0)
@@ -194,11 +211,13 @@ static void update_status(struct daemon *d)
                 if (rep.alerts.active & (1u << i) && n < sizeof alerts)
                         n += (size_t)snprintf(alerts + n, sizeof alerts - n, "%s%s",
                                               n ? ", " : ", ALERT: ", health_alert_name(i));
+        if (rep.held > 0)
+                snprintf(held, sizeof held, " (%llu held)", (unsigned long long)rep.held);
         snprintf(line, sizeof line,
-                 "%s%llu queued, %u running, %llu retry, %llu dead, level %s, health %.0f/100%s, "
+                 "%s%llu queued%s, %u running, %llu retry, %llu dead, level %s, health %.0f/100%s, "
                  "breaker %s%s%s",
                  scheduler_paused(d->scheduler) ? "paused: " : "",
-                 (unsigned long long)counts[JOB_QUEUED], scheduler_running(d->scheduler),
+                 (unsigned long long)counts[JOB_QUEUED], held, scheduler_running(d->scheduler),
                  (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD],
                  rep.level ? rep.level : "full", rep.score, alerts, rep.breaker,
                  rep.breaker_reason && *rep.breaker_reason ? ": " : "",
@@ -523,6 +542,7 @@ static int run(struct daemon *d)
                                     "user may use the socket", d->config->control_group);
         }
         scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
+        scheduler_set_intake_probe(d->scheduler, intake_probe, d);
 
         r = scan(d);
         log_info("watching %u folder(s), %d file(s) found at start, %u worker(s)",

@@ -86,6 +86,8 @@ struct scheduler {
         uint64_t last_progress_usec; /* CLOCK_MONOTONIC: last dispatch or finished job */
         scheduler_event_fn event_fn;
         void *event_userdata;
+        scheduler_intake_fn intake_fn;
+        void *intake_userdata;
         metrics *metrics;
         breaker *breaker;
         hooks *hooks;
@@ -975,20 +977,29 @@ static double memory_pressure(scheduler *s)
 }
 
 /*
- * Samples the health inputs into *in, and the jobs in every state into counts (the ledger is
- * read once for both). Returns 0, or the ledger's error (the inputs then hold what was read).
+ * Samples the health inputs into *in, the jobs in every state into counts (the ledger is read
+ * once for both) and, into *ret_held, how many of the queued are held. Held jobs are not in
+ * in->queued: they cannot run until their watch is configured again, so no level or alert
+ * can make them drain (ledger_oldest_queued() leaves them out too). Returns 0, or the
+ * ledger's error (the inputs then hold what was read).
  */
 static int health_inputs_now(scheduler *s, bool for_level, uint64_t counts[static _JOB_STATE_MAX],
-                             struct health_inputs *in)
+                             uint64_t *ret_held, struct health_inputs *in)
 {
-        uint64_t now = mono_usec();
+        uint64_t now = mono_usec(), held = 0;
         int64_t oldest = 0;
         unsigned total = 0, failed = 0;
         int r, k;
 
         memset(counts, 0, _JOB_STATE_MAX * sizeof counts[0]);
         r = ledger_counts(s->ledger, counts);
-        *in = (struct health_inputs){.queued = counts[JOB_QUEUED] + counts[JOB_RETRY]};
+        k = ledger_count_held(s->ledger, &held);
+        if (r >= 0 && k < 0)
+                r = k;
+        if (held > counts[JOB_QUEUED])
+                held = counts[JOB_QUEUED];
+        *ret_held = held;
+        *in = (struct health_inputs){.queued = counts[JOB_QUEUED] - held + counts[JOB_RETRY]};
         k = ledger_oldest_queued(s->ledger, &oldest);
         /* For the degradation level: while the operator holds the work, nothing waits through
          * the system's fault, and after a resume waits count from the resume. (Status, metrics
@@ -1046,12 +1057,12 @@ static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_win
 
 int scheduler_report(scheduler *s, struct scheduler_report *ret)
 {
-        uint64_t counts[_JOB_STATE_MAX], window = 0, now = mono_usec();
+        uint64_t counts[_JOB_STATE_MAX], window = 0, now = mono_usec(), held = 0;
         struct health_inputs in;
         struct health_alert_inputs ai;
         int r;
 
-        r = health_inputs_now(s, false, counts, &in);
+        r = health_inputs_now(s, false, counts, &held, &in);
         *ret = (struct scheduler_report){
                 .score = health_score(&in, &s->cfg->health),
                 .level_value = health_level(s->health),
@@ -1060,7 +1071,8 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 .breaker = breaker_state_name(breaker_state(s->breaker)),
                 .breaker_reason = breaker_reason(s->breaker),
                 .queued = in.queued,
-                .backlog = counts[JOB_QUEUED] + counts[JOB_RETRY] + counts[JOB_RUNNING],
+                .held = held,
+                .backlog = in.queued + counts[JOB_RUNNING],
                 .oldest_queued_age_us = in.oldest_queued_age_us,
                 .error_rate = in.error_rate,
                 .finished_per_s = finished_per_s(s, now, &window),
@@ -1075,6 +1087,8 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 .level = health_level(s->health),
                 .level_reason = ret->level_reason,
         };
+        if (s->intake_fn)
+                s->intake_fn(&ai, s->intake_userdata);
         health_alerts_evaluate(&ai, &s->cfg->alerts, &ret->alerts);
         memcpy(ret->jobs, counts, sizeof ret->jobs);
         return r;
@@ -1127,11 +1141,11 @@ static uint64_t health_interval(const scheduler *s)
 static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
 {
         scheduler *s = userdata;
-        uint64_t counts[_JOB_STATE_MAX];
+        uint64_t counts[_JOB_STATE_MAX], held;
         struct health_inputs in;
         enum health_level before = health_level(s->health), after;
 
-        (void)health_inputs_now(s, true, counts, &in);
+        (void)health_inputs_now(s, true, counts, &held, &in);
         after = s->cfg->degradation ? health_update(s->health, &in, mono_usec()) : before;
         if (after != before) {
                 if (after > before)
@@ -1642,6 +1656,12 @@ void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *user
 {
         s->event_fn = fn;
         s->event_userdata = userdata;
+}
+
+void scheduler_set_intake_probe(scheduler *s, scheduler_intake_fn fn, void *userdata)
+{
+        s->intake_fn = fn;
+        s->intake_userdata = userdata;
 }
 
 metrics *scheduler_metrics(scheduler *s)

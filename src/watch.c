@@ -302,7 +302,9 @@ static int walk_push(struct walk *k, const struct watch_config *wc, const char *
  * Starts on the directory `path` of walk k: adds its watch (when the root was queued with
  * add, for the root and the directories of recursive watches) and opens it. A directory that
  * cannot be watched for want of watches or kernel memory is recorded as unwatched (and is read
- * all the same). Returns 0, or a negative errno if `path` cannot be watched or read.
+ * all the same), and so is one that cannot be read for want of descriptors or memory (read
+ * again by the periodic scan). Returns 0, or a negative errno if `path` cannot be watched or
+ * read.
  */
 static int walk_open(watch *w, struct walk *k, const struct root *root, const char *path,
                      unsigned depth)
@@ -334,8 +336,15 @@ static int walk_open(watch *w, struct walk *k, const struct root *root, const ch
                 }
         }
         fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return log_error_errno(errno, "scan %s: %m", path);
+        if (fd < 0) {
+                r = negative_errno();
+                /* Out of descriptors or memory for now: the files in it that came before its
+                 * watch have no events, so it is read again by the periodic scan of the
+                 * folders not watched, until it can be. */
+                if (r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -ENOBUFS)
+                        unwatched_add(w, root->wc, path, r);
+                return log_error_errno(r, "scan %s: %m", path);
+        }
         d = fdopendir(fd);
         if (!d) {
                 close(fd);
@@ -729,4 +738,9 @@ unsigned watch_unwatched(const watch *w, int *ret_error)
         if (ret_error)
                 *ret_error = w->unwatched_error;
         return (unsigned)w->n_unwatched;
+}
+
+const char *watch_unwatched_first(const watch *w)
+{
+        return w && w->n_unwatched > 0 ? w->unwatched[0].path : NULL;
 }

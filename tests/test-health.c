@@ -494,6 +494,10 @@ static void test_alerts_defaults_and_names(void **state)
         assert_string_equal(health_alert_name(HEALTH_ALERT_DRAIN), "drain_time");
         assert_string_equal(health_alert_name(HEALTH_ALERT_BREAKER), "breaker");
         assert_string_equal(health_alert_name(HEALTH_ALERT_DEGRADED), "degraded");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_INTAKE), "intake_failing");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_UNWATCHED), "unwatched_folders");
+        for (int a = 0; a < _HEALTH_ALERT_MAX; a++)
+                assert_non_null(health_alert_name(a));
         assert_null(health_alert_name(_HEALTH_ALERT_MAX));
         assert_null(health_alert_name((enum health_alert)-1));
 }
@@ -635,9 +639,46 @@ static void test_alerts_breaker_and_level(void **state)
                              BIT(HEALTH_ALERT_DEGRADED));
 }
 
+/*
+ * Issue 13: the intake's alerts are in the one list, whatever the alerts configuration (they
+ * cannot be turned off): uploads waiting for a retry with the cause, folders not watched with
+ * the first of them, the limit to raise and how often they are scanned instead.
+ */
+static void test_alerts_intake(void **state)
+{
+        struct health_alerts_config c = { 0 }; /* every configurable alert off */
+        struct health_alert_inputs in = quiet();
+        struct health_alert_report r;
+
+        (void)state;
+        in.intake_retry = 3;
+        in.intake_reason = "open /srv/up/a.jpg: Too many open files";
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_INTAKE));
+        assert_string_equal(r.text[HEALTH_ALERT_INTAKE],
+                            "3 upload(s) could not be taken in and wait for a retry: open "
+                            "/srv/up/a.jpg: Too many open files");
+
+        in = quiet();
+        in.unwatched = 250;
+        in.unwatched_error = -ENOSPC;
+        in.unwatched_first = "/srv/up/a/b";
+        in.unwatched_scan_s = 60;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_UNWATCHED));
+        assert_string_equal(r.text[HEALTH_ALERT_UNWATCHED],
+                            "250 folder(s) not watched (first: /srv/up/a/b): inotify watch limit "
+                            "reached (raise fs.inotify.max_user_watches); scanned every 60 s "
+                            "instead");
+        in.unwatched_error = -ENOMEM;
+        in.unwatched_first = NULL;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_UNWATCHED));
+        assert_has(r.text[HEALTH_ALERT_UNWATCHED], "250 folder(s) not watched: ");
+        assert_has(r.text[HEALTH_ALERT_UNWATCHED], strerror(ENOMEM));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_alerts_intake),
                 cmocka_unit_test(test_config),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_each_input_alone),

@@ -12,7 +12,9 @@
  *  - past the inotify watch limit (a real one: the daemon runs in a user namespace of its own
  *    whose max_inotify_watches is lowered, the machine's limit is not touched), uploads in
  *    the folders that could not be watched are found by the periodic scan, status says how
- *    many folders are not watched, and they are watched again once the limit allows.
+ *    many folders are not watched, and they are watched again once the limit allows; a tree
+ *    larger than the limit at start-up: imgd starts, names the limit and the first folder
+ *    not watched, and loses no upload.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -378,7 +380,10 @@ static void start_in_userns(struct tu_daemon *d, unsigned max_watches)
         for (int i = 0; i < 2000; i++) {
                 int status;
 
-                if (tu_imgctl(d, NULL, "status", NULL) == 0) {
+                int rc = tu_imgctl(d, NULL, "status", NULL);
+
+                /* 1: an alert is active, such as the unwatched folders' one. */
+                if (rc == 0 || rc == 1) {
                         d->pid = userns_daemon = pid;
                         atexit(kill_userns_daemon);
                         return;
@@ -496,12 +501,92 @@ static void test_unwatched_folders(void **state)
         userns_daemon = 0;
 }
 
+/* Waits up to timeout_s until the ledger holds n jobs, none of them queued or running. */
+static void wait_jobs_finished(struct tu_daemon *d, int64_t n, unsigned timeout_s)
+{
+        int64_t until = tu_now_us() + (int64_t)timeout_s * 1000000;
+
+        while (ledger_int(d, "SELECT count(*) FROM jobs") != n ||
+               ledger_int(d, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retry', "
+                             "'running')") != 0) {
+                if (tu_now_us() > until) {
+                        char what[128];
+                        snprintf(what, sizeof what, "not %lld jobs finished within %u s",
+                                 (long long)n, timeout_s);
+                        fail_with_log(d, NULL, what);
+                }
+                usleep(200 * 1000);
+        }
+}
+
+/*
+ * Issue 13 (j): imgd started on a tree of more folders than the inotify watch limit allows
+ * (31 folders, 10 watches: the machine's fs.inotify.max_user_watches is not touched, the
+ * daemon's user namespace has the limit) starts, says which limit ran short and names the
+ * first folder not watched (log, status alert), raises the unwatched_folders alert in the
+ * metrics (imgd_alert) as in status, and loses nothing: every upload there at the start, and
+ * every one made later in any folder, is done once.
+ */
+static void test_unwatched_at_start(void **state)
+{
+        enum { DIRS = 30, LIMIT = 10 };
+        struct tu_daemon d;
+        const char *msg;
+        char *out = NULL, *first;
+        json_t *st;
+        unsigned n = 0;
+
+        (void)state;
+        if (geteuid() != 0)
+                skip(); /* the user namespace maps root to root */
+        tu_daemon_setup(&d, "( { name = \"s\"; width = 8; height = 8; format = \"png\"; } )", 1,
+                        "unwatched_scan_interval = 2;");
+        for (unsigned i = 0; i < DIRS; i++)
+                for (unsigned k = 0; k < 2; k++, n++) {
+                        char *p = tu_path("%s/d%02u/before%u.png", d.uploads, i, k);
+
+                        tu_make_image(p, 10 + i, 10 + k, "png", false);
+                        free(p);
+                }
+        start_in_userns(&d, LIMIT);
+        wait_jobs_finished(&d, n, 120);
+        st = wait_unwatched(&d, DIRS + 1 - LIMIT, 30);
+        msg = alert_message(st, "unwatched_folders");
+        /* The folders are watched in name order: the first not watched is d09. */
+        first = tu_path("(first: %s/d%02u)", d.uploads, LIMIT - 1);
+        if (!msg || !strstr(msg, "21 folder(s) not watched") || !strstr(msg, first) ||
+            !strstr(msg, "fs.inotify.max_user_watches") || !strstr(msg, "scanned every 2 s"))
+                fail_with_log(&d, st, "the alert does not name the limit and the folders");
+        json_decref(st);
+        assert_true(tu_log_contains(&d, "inotify watch limit reached"));
+        assert_int_equal(tu_imgctl(&d, &out, "metrics", NULL), 0);
+        if (!strstr(out, "imgd_alert{alert=\"unwatched_folders\"} 1\n") ||
+            !strstr(out, "imgd_unwatched_folders 21\n"))
+                fail_msg("metrics:\n%s", out);
+        free(out);
+
+        /* Later uploads, in every folder: watched or not, each is done once. */
+        for (unsigned i = 0; i < DIRS; i++, n++) {
+                char *p = tu_path("%s/d%02u/after.png", d.uploads, i);
+
+                tu_make_image(p, 30 + i, 20, "png", false);
+                free(p);
+        }
+        wait_jobs_finished(&d, n, 120);
+        assert_once_each(&d, n);
+        assert_int_equal(ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        free(first);
+        tu_daemon_cleanup(&d);
+        userns_daemon = 0;
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_scan_tree),
             cmocka_unit_test(test_overflow_rescan),
             cmocka_unit_test(test_unwatched_folders),
+            cmocka_unit_test(test_unwatched_at_start),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

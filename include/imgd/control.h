@@ -34,7 +34,12 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+/* With RLIMIT_NOFILE below 4 * CONTROL_MAX_CLIENTS, a quarter of it is the client limit (at
+ * least CONTROL_MIN_CLIENTS), and a quarter of that the subscriber limit: under `ulimit -n
+ * 64`, 16 clients and 4 subscribers, so that silent connections cannot take the descriptors
+ * intake and the workers need. */
 #define CONTROL_MAX_CLIENTS 64
+#define CONTROL_MIN_CLIENTS 8
 #define CONTROL_MAX_SUBSCRIBERS 16 /* fewer than CONTROL_MAX_CLIENTS: room for the others */
 #define CONTROL_CLIENT_TIMEOUT_S 30
 #define CONTROL_MAX_SUBSCRIBER_OUTPUT (1024u * 1024)

@@ -58,7 +58,8 @@ enum health_level {
 };
 
 struct health_inputs {
-        uint64_t queued;               /* jobs waiting to be claimed */
+        uint64_t queued;               /* jobs waiting to be claimed (held ones are not: they
+                                        * cannot run until their watch is configured again) */
         uint64_t oldest_queued_age_us; /* how long the oldest of them has waited */
         double memory_pressure; /* 0..1, e.g. 1 - MemAvailable/MemTotal, or PSI some avg10/100 */
         double error_rate;      /* failures / completions over the recent window, 0..1 */
@@ -160,9 +161,10 @@ bool health_check(const health *h);
 /* ---- alerts ------------------------------------------------------------------------------
  *
  * Conditions an operator is paged for, evaluated from one sample (no hysteresis: an alert is
- * active exactly while its condition holds). `imgctl status` lists the active ones and exits
- * non-zero while any is, metrics carry one imgd_alert gauge per kind, the STATUS= line names
- * them. Defaults (health_alerts_config_init), 0 (or false) turning one off:
+ * active exactly while its condition holds). This is the one list of them: `imgctl status`
+ * lists the active ones and exits non-zero while any is, metrics carry one imgd_alert gauge
+ * per kind, the STATUS= line names them. Defaults (health_alerts_config_init), 0 (or false)
+ * turning one off:
  *
  *      error_rate   0.10    failed share of the recent attempts (the health input above)
  *      queued       1000    jobs waiting (queued and retry)
@@ -171,6 +173,13 @@ bool health_check(const health *h);
  *                           a backlog that is not draining at all (see health_drain_us)
  *      breaker      true    the circuit breaker is not closed
  *      degraded     true    the degradation level is not full
+ *
+ * and two that are always on, about uploads that intake could not take in the usual way:
+ *
+ *      intake_failing      uploads wait for a retry after a transient failure (EMFILE, a
+ *                          full ledger disk, ...)
+ *      unwatched_folders   folders that could not be watched (the inotify watch limit), found
+ *                          by a periodic scan instead
  */
 enum health_alert {
         HEALTH_ALERT_ERROR_RATE,
@@ -179,10 +188,12 @@ enum health_alert {
         HEALTH_ALERT_DRAIN,
         HEALTH_ALERT_BREAKER,
         HEALTH_ALERT_DEGRADED,
+        HEALTH_ALERT_INTAKE,
+        HEALTH_ALERT_UNWATCHED,
         _HEALTH_ALERT_MAX,
 };
 
-#define HEALTH_ALERT_TEXT_MAX 256 /* bytes of one alert's message, with its NUL */
+#define HEALTH_ALERT_TEXT_MAX 512 /* bytes of one alert's message, with its NUL */
 /* A backlog with no job finished this long, its oldest job waiting this long, is stalled. */
 #define HEALTH_STALL_US (60 * UINT64_C(1000000))
 #define HEALTH_DRAIN_NEVER UINT64_MAX
@@ -198,13 +209,19 @@ struct health_alerts_config {
 
 struct health_alert_inputs {
         struct health_inputs health; /* queued, oldest_queued_age_us, error_rate are used */
-        uint64_t backlog;            /* jobs still to finish: queued, retry and running */
+        uint64_t backlog;            /* jobs still to finish: queued, retry and running, not held */
         double finished_per_s;       /* jobs finished (done or dead) per second, recently */
         uint64_t rate_window_us;     /* what "recently" is, for the message */
         const char *breaker_state;   /* "closed", "half-open", "open" */
         const char *breaker_reason;  /* may be NULL or "" */
         enum health_level level;
         const char *level_reason; /* health_reason(); may be NULL or "" */
+        uint64_t intake_retry;        /* uploads waiting to be taken in again */
+        const char *intake_reason;    /* why the last of them failed; may be NULL */
+        uint64_t unwatched;           /* folders that could not be watched */
+        int unwatched_error;          /* negative errno of the last such failure */
+        const char *unwatched_first;  /* the first of them by path; may be NULL */
+        unsigned unwatched_scan_s;    /* how often they are scanned instead */
 };
 
 struct health_alert_report {
@@ -231,6 +248,7 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                             const struct health_alerts_config *c,
                             struct health_alert_report *ret);
 
-/* "error_rate", "queue_depth", "queue_age", "drain_time", "breaker", "degraded"; NULL for a
- * value out of range. These are the label values of imgd_alert in the metrics. */
+/* "error_rate", "queue_depth", "queue_age", "drain_time", "breaker", "degraded",
+ * "intake_failing", "unwatched_folders"; NULL for a value out of range. These are the label
+ * values of imgd_alert in the metrics and the "alert" names of imgctl status. */
 const char *health_alert_name(enum health_alert a);

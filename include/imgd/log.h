@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * log.h - the daemon's and the CLI's logging. Messages go to stderr, one line each. When
+ * log.h - the daemon's and the CLI's logging. Messages go to stderr, one line each (control
+ * characters in them, say a newline in a file name, are written as "\xNN"). When
  * stderr is connected to the journal (JOURNAL_STREAM matches it), lines carry a "<N>"
  * syslog priority prefix so journald files them at the right level; otherwise they carry
  * the program name. The *_errno variants set errno from their error argument so that "%m"

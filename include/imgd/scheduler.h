@@ -68,6 +68,15 @@ bool scheduler_paused(const scheduler *s);
 typedef void (*scheduler_event_fn)(const char *event, const json_t *job, void *userdata);
 void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *userdata);
 
+/*
+ * Fills the intake part of the alert inputs (intake_retry, intake_reason, unwatched,
+ * unwatched_error, unwatched_first, unwatched_scan_s), which the scheduler does not know: called by
+ * scheduler_report() each time, so that status, metrics and the STATUS= line see one list of
+ * alerts. The strings need only live until the call returns to scheduler_report().
+ */
+typedef void (*scheduler_intake_fn)(struct health_alert_inputs *in, void *userdata);
+void scheduler_set_intake_probe(scheduler *s, scheduler_intake_fn fn, void *userdata);
+
 /* The circuit breaker's state ("closed", "half-open", "open") and, in *ret_reason (may be
  * NULL; "" while closed), why it opened. */
 const char *scheduler_breaker(const scheduler *s, const char **ret_reason);
@@ -81,8 +90,9 @@ struct scheduler_report {
         const char *level_reason;   /* health_reason(); "" at full */
         const char *breaker;        /* "closed", "half-open", "open" */
         const char *breaker_reason; /* "" while closed */
-        uint64_t queued;            /* queued and retry */
-        uint64_t backlog;           /* queued, retry and running */
+        uint64_t queued;            /* queued and retry, not held */
+        uint64_t held;              /* queued but held (their watch is gone): in jobs[] */
+        uint64_t backlog;           /* queued, retry and running, not held */
         uint64_t oldest_queued_age_us;
         double error_rate;          /* failed share of the recent attempts */
         double finished_per_s;      /* jobs finished (done or dead) per second, recently */

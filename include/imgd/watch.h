@@ -11,8 +11,9 @@
  * workers are served meanwhile.
  *
  * A folder that cannot be watched for want of inotify watches (fs.inotify.max_user_watches)
- * or kernel memory is scanned instead, every `unwatched_scan_interval` seconds, and each scan
- * tries to watch it again; watch_unwatched() counts such folders for status and alerts.
+ * or kernel memory, or cannot be read for want of file descriptors (EMFILE, ENFILE), is
+ * scanned instead, every `unwatched_scan_interval` seconds, and each scan tries to watch it
+ * again; watch_unwatched() counts such folders for status and alerts.
  */
 #pragma once
 
@@ -53,6 +54,9 @@ unsigned watch_count(const watch *w);
  * instead), and in *ret_error (may be NULL) the negative errno of the last such failure
  * (-ENOSPC: the inotify watch limit). 0 for NULL. */
 unsigned watch_unwatched(const watch *w, int *ret_error);
+
+/* The first of those folders by path (owned by w, valid until it next runs), or NULL. */
+const char *watch_unwatched_first(const watch *w);
 
 /*
  * Whether the kernel has reported changes that w has not read yet: files a moment away from
