@@ -1144,6 +1144,20 @@ static const struct {
         {"reload", api_reload},
 };
 
+/* The commands that change nothing, for the control socket's read-only role. */
+static const char *const api_read_only_commands[] = {"ping", "status", "jobs", "show", "metrics"};
+
+bool api_command_read_only(const char *cmd)
+{
+        for (size_t i = 0; i < ELEMENTSOF(api_read_only_commands); i++)
+                if (strcmp(cmd, api_read_only_commands[i]) == 0)
+                        return true;
+        for (size_t i = 0; i < ELEMENTSOF(api_commands); i++)
+                if (strcmp(cmd, api_commands[i].name) == 0)
+                        return false;
+        return true;
+}
+
 int api_handle(const char *cmd, const json_t *request, void *userdata, json_t **ret_result,
                char **ret_error)
 {

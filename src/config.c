@@ -24,6 +24,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libconfig.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -1577,7 +1578,8 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                                             "background", "limits",        "retry",
                                             "breaker",    "prune_after_days", "control_group",
                                             "degradation", "alerts",       "watch",
-                                            "pipelines",   "unwatched_scan_interval", NULL };
+                                            "pipelines",   "unwatched_scan_interval", "read_group",
+                                            NULL };
         long long days = 0, interval = 0;
         const config_setting_t *s = NULL;
         const char *v = NULL;
@@ -1658,6 +1660,16 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                         return fail(p, s, -EINVAL, "'control_group' must name a group");
                 c->control_group = strdup(v);
                 if (!c->control_group)
+                        return oom(p);
+        }
+        r = get_string(p, root, "read_group", "", &s, &v);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!*v)
+                        return fail(p, s, -EINVAL, "'read_group' must name a group");
+                c->read_group = strdup(v);
+                if (!c->read_group)
                         return oom(p);
         }
         r = parse_pipelines(p, root, c);
@@ -1820,6 +1832,7 @@ struct config *config_free(struct config *c)
         }
         free(c->watches);
         free(c->control_group);
+        free(c->read_group);
         for (size_t i = 0; i < c->n_pipelines; i++) {
                 free(c->pipelines[i].name);
                 free(c->pipelines[i].variants);
@@ -2384,6 +2397,17 @@ int config_check_paths(const struct config *c, char **ret_error)
         if (r < 0) {
                 set_write_error(ret_error, c->file, "state_dir", c->state_dir, r);
                 return r;
+        }
+
+        /* A group named in the file must exist (the default "imgd" need not). */
+        for (size_t i = 0; i < 2; i++) {
+                const char *key = i == 0 ? "control_group" : "read_group";
+                const char *name = i == 0 ? c->control_group : c->read_group;
+
+                if (name && !getgrnam(name)) {
+                        set_error(ret_error, "%s: %s '%s': no such group", c->file, key, name);
+                        return -EINVAL;
+                }
         }
 
         socket_dir = strdup(c->socket);

@@ -16,7 +16,8 @@
  *
  * Exit status: 0 success; 1 the command failed (imgd answered with an error, wait timed
  * out, status found an alert active, verify found a problem); 2 usage error; 3 imgd could not be
- * reached (or its configuration could not be read, or its answer was not understood).
+ * reached (or its configuration could not be read, or its answer was not understood); 4 the
+ * command needs the operator role and the user has the read-only one (read_group).
  */
 #include <assert.h>
 #include <ctype.h>
@@ -54,6 +55,7 @@ enum {
         EXIT_FAILED = 1,
         EXIT_USAGE = 2,
         EXIT_UNREACHABLE = 3,
+        EXIT_FORBIDDEN = 4, /* the command needs the operator role; this user has read-only */
 };
 
 #define IO_TIMEOUT_MS 10000
@@ -580,6 +582,9 @@ static int call_failed(int r, const char *error)
         _cleanup_free_ char *clean = clean_text(error ? error : strerror(-r), 0);
 
         errorf("%s", clean);
+        if (r == -EREMOTEIO && strncmp(clean, "permission denied: '", 20) == 0 &&
+            strstr(clean, "needs the operator role"))
+                return EXIT_FORBIDDEN;
         /* imgd refusing the connection is not a failed command: it was not reached. */
         if (r == -EREMOTEIO && strncmp(clean, "permission denied", 17) == 0)
                 return EXIT_UNREACHABLE;
@@ -861,6 +866,9 @@ static void print_help(void)
                "     members of its control group are served), no answer within %d s, or\n"
                "     an answer imgctl does not understand; also when the configuration\n"
                "     given with -c cannot be read\n"
+               "  4  permission denied for this command: it needs the operator role (root,\n"
+               "     imgd's user, control_group) and you are in the read-only role\n"
+               "     (read_group), which may only ask (status, jobs, show, metrics, events)\n"
                "\n"
                "Environment:\n"
                "  IMGD_SOCKET\n"
