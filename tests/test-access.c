@@ -237,6 +237,8 @@ static void test_roles(void **state)
         free(out);
         assert_true(imgctl_as(&d, ro_gid, &out, "status", NULL) <= 1);
         free(out);
+        assert_int_equal(imgctl_as(&d, ro_gid, &out, "events", NULL), 0); /* subscribes */
+        free(out);
         /* ... but may not steer: a distinct exit status and a message naming both roles. */
         denied = tu_path("permission denied: 'pause' needs the operator role (group '%s'); you "
                          "are in the read-only role (group '%s')",
