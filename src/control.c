@@ -10,7 +10,10 @@
  * control_set_group(). Where the kernel lacks SO_PEERGROUPS (before Linux 4.13), the
  * "Groups:" line of /proc/<pid>/status is read instead; that is racy (the peer may exit and
  * its pid be reused), which is why it is only the fallback. A refused peer gets one error
- * line and is closed; refusals are logged at most once per CONTROL_REFUSAL_LOG_USEC.
+ * line and is closed; refusals are logged at most once per CONTROL_REFUSAL_LOG_USEC. A member
+ * of the group of control_set_read_group() (and of no operator's group) is served in the
+ * read-only role: client_check_role() answers each command the read-only predicate does not
+ * accept with an error, and the connection stays.
  *
  * Limits, so that no client can stall or exhaust the daemon:
  *   - input: one buffer of PROTO_MAX_LINE + 1 bytes per client (a line and its newline);
