@@ -55,6 +55,7 @@
 #include "imgd/metrics.h"
 #include "imgd/pathmap.h"
 #include "imgd/proto.h"
+#include "imgd/publish.h"
 #include "imgd/worker.h"
 
 #define API_LIST_DEFAULT 50
@@ -546,6 +547,18 @@ static json_t *placeholder_to_json(const struct job *j)
         return TAKE_PTR(out);
 }
 
+/* The manifest of a done job j (its path, lossy UTF-8), or null; NULL when out of memory. */
+static json_t *manifest_to_json(const struct job *j)
+{
+        _cleanup_free_ char *path = NULL;
+
+        if (j->state != JOB_DONE || !j->output_key)
+                return json_null();
+        if (publish_manifest_path(j->output_key, &path) < 0)
+                return NULL;
+        return proto_string_lossy(path);
+}
+
 static int api_show(struct api_context *ctx, const json_t *request, json_t **ret_result,
                     char **ret_error)
 {
@@ -577,7 +590,8 @@ static int api_show(struct api_context *ctx, const json_t *request, json_t **ret
         if (json_object_set_new(job, "output_key", text_or_null(d->job.output_key)) < 0 ||
             json_object_set_new(job, "outputs", outputs_to_json(d)) < 0 ||
             json_object_set_new(job, "errors", errors_to_json(d)) < 0 ||
-            json_object_set_new(job, "placeholder", placeholder_to_json(&d->job)) < 0)
+            json_object_set_new(job, "placeholder", placeholder_to_json(&d->job)) < 0 ||
+            json_object_set_new(job, "manifest", manifest_to_json(&d->job)) < 0)
                 return -ENOMEM;
 
         result = json_pack("{s:O}", "job", job);
@@ -1136,6 +1150,20 @@ static const struct {
         {"metrics", api_metrics},
         {"reload", api_reload},
 };
+
+/* The commands that change nothing, for the control socket's read-only role. */
+static const char *const api_read_only_commands[] = {"ping", "status", "jobs", "show", "metrics"};
+
+bool api_command_read_only(const char *cmd)
+{
+        for (size_t i = 0; i < ELEMENTSOF(api_read_only_commands); i++)
+                if (strcmp(cmd, api_read_only_commands[i]) == 0)
+                        return true;
+        for (size_t i = 0; i < ELEMENTSOF(api_commands); i++)
+                if (strcmp(cmd, api_commands[i].name) == 0)
+                        return false;
+        return true;
+}
 
 int api_handle(const char *cmd, const json_t *request, void *userdata, json_t **ret_result,
                char **ret_error)

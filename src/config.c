@@ -24,6 +24,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libconfig.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -1576,7 +1578,8 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                                             "background", "limits",        "retry",
                                             "breaker",    "prune_after_days", "control_group",
                                             "degradation", "alerts",       "watch",
-                                            "pipelines",   "unwatched_scan_interval", NULL };
+                                            "pipelines",   "unwatched_scan_interval", "read_group",
+                                            NULL };
         long long days = 0, interval = 0;
         const config_setting_t *s = NULL;
         const char *v = NULL;
@@ -1657,6 +1660,16 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                         return fail(p, s, -EINVAL, "'control_group' must name a group");
                 c->control_group = strdup(v);
                 if (!c->control_group)
+                        return oom(p);
+        }
+        r = get_string(p, root, "read_group", "", &s, &v);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!*v)
+                        return fail(p, s, -EINVAL, "'read_group' must name a group");
+                c->read_group = strdup(v);
+                if (!c->read_group)
                         return oom(p);
         }
         r = parse_pipelines(p, root, c);
@@ -1820,6 +1833,7 @@ struct config *config_free(struct config *c)
         }
         free(c->watches);
         free(c->control_group);
+        free(c->read_group);
         for (size_t i = 0; i < c->n_pipelines; i++) {
                 free(c->pipelines[i].name);
                 free(c->pipelines[i].variants);
@@ -1901,6 +1915,48 @@ static int ensure_dir_writable(const char *dir, mode_t mode)
         if (r < 0)
                 return r;
         return check_dir_writable(dir);
+}
+
+/*
+ * Whether the file system of path, or of its nearest existing parent when path does not exist
+ * yet, is mounted read-only: returns -EROFS if so, 0 if not, or another negative errno. Reads
+ * the mount's flags (statvfs ST_RDONLY), so root is told too, and nothing is created: for
+ * folders imgd writes only now and then (a watch it moves dead sources out of, a quarantine).
+ */
+static int check_not_read_only(const char *path)
+{
+        _cleanup_free_ char *buf = strdup(path);
+        struct statvfs sv;
+
+        if (!buf)
+                return -ENOMEM;
+        while (statvfs(buf, &sv) < 0) {
+                char *slash = strrchr(buf, '/');
+
+                if (errno != ENOENT || !slash || slash == buf)
+                        return negative_errno();
+                *slash = '\0';
+        }
+        return (sv.f_flag & ST_RDONLY) ? -EROFS : 0;
+}
+
+/*
+ * Sets *ret_error to "WHERE: WHAT PATH: cause" for a folder imgd must write. A read-only file
+ * system is what a path outside the unit's ReadWritePaths= looks like under ProtectSystem=strict
+ * (where --check-config run from a shell saw it writable), so that message says what to do.
+ */
+static void set_write_error(char **ret_error, const char *where, const char *what, const char *path,
+                            int r)
+{
+        if (r != -EROFS) {
+                set_error(ret_error, "%s: %s %s: %s", where, what, path, strerror(-r));
+                return;
+        }
+        set_error(ret_error,
+                  "%s: %s '%s' is on a read-only file system (EROFS) and imgd must write there; "
+                  "under systemd, add it to the unit: `systemctl edit imgd` and put `[Service]` / "
+                  "`ReadWritePaths=%s` (and, outside /srv, `NoExecPaths=%s`), then restart imgd",
+                  where, what, path, path, path);
 }
 
 /*
@@ -2304,11 +2360,25 @@ int config_check_paths(const struct config *c, char **ret_error)
 
         for (size_t i = 0; i < c->n_watches; i++) {
                 const struct watch_config *w = &c->watches[i];
+                char where[PATH_MAX + 16];
 
+                snprintf(where, sizeof where, "%s:%d", c->file, w->line);
                 r = ensure_dir_writable(w->output, 0755);
                 if (r < 0) {
-                        set_error(ret_error, "%s:%d: output %s: %s", c->file, w->line, w->output,
-                                  strerror(-r));
+                        set_write_error(ret_error, where, "output", w->output, r);
+                        return r;
+                }
+                /* Dead sources are moved out of the watched folder into the quarantine. */
+                if (!w->quarantine)
+                        continue;
+                r = check_not_read_only(w->path);
+                if (r < 0) {
+                        set_write_error(ret_error, where, "watch", w->path, r);
+                        return r;
+                }
+                r = check_not_read_only(w->quarantine);
+                if (r < 0) {
+                        set_write_error(ret_error, where, "quarantine", w->quarantine, r);
                         return r;
                 }
         }
@@ -2326,8 +2396,19 @@ int config_check_paths(const struct config *c, char **ret_error)
 
         r = ensure_dir_writable(c->state_dir, 0750);
         if (r < 0) {
-                set_error(ret_error, "%s: state_dir %s: %s", c->file, c->state_dir, strerror(-r));
+                set_write_error(ret_error, c->file, "state_dir", c->state_dir, r);
                 return r;
+        }
+
+        /* A group named in the file must exist (the default "imgd" need not). */
+        for (size_t i = 0; i < 2; i++) {
+                const char *key = i == 0 ? "control_group" : "read_group";
+                const char *name = i == 0 ? c->control_group : c->read_group;
+
+                if (name && !getgrnam(name)) {
+                        set_error(ret_error, "%s: %s '%s': no such group", c->file, key, name);
+                        return -EINVAL;
+                }
         }
 
         socket_dir = strdup(c->socket);
@@ -2344,8 +2425,7 @@ int config_check_paths(const struct config *c, char **ret_error)
                 else if (r >= 0 && !S_ISDIR(st.st_mode))
                         r = -ENOTDIR;
                 if (r < 0) {
-                        set_error(ret_error, "%s: socket directory %s: %s", c->file, socket_dir,
-                                  strerror(-r));
+                        set_write_error(ret_error, c->file, "socket directory", socket_dir, r);
                         return r;
                 }
         }

@@ -10,7 +10,10 @@
  * control_set_group(). Where the kernel lacks SO_PEERGROUPS (before Linux 4.13), the
  * "Groups:" line of /proc/<pid>/status is read instead; that is racy (the peer may exit and
  * its pid be reused), which is why it is only the fallback. A refused peer gets one error
- * line and is closed; refusals are logged at most once per CONTROL_REFUSAL_LOG_USEC.
+ * line and is closed; refusals are logged at most once per CONTROL_REFUSAL_LOG_USEC. A member
+ * of the group of control_set_read_group() (and of no operator's group) is served in the
+ * read-only role: client_check_role() answers each command the read-only predicate does not
+ * accept with an error, and the connection stays.
  *
  * Limits, so that no client can stall or exhaust the daemon:
  *   - input: one buffer of PROTO_MAX_LINE + 1 bytes per client (a line and its newline);
@@ -92,6 +95,7 @@ struct client {
         sd_event_source *io;
         sd_event_source *timer;
         struct ucred cred; /* the peer at connect time (SO_PEERCRED), for authorization */
+        bool read_only;    /* in the read-only role: control_set_read_group() */
         uint64_t active_usec; /* CLOCK_MONOTONIC of connect or the last byte read or written */
 
         char *in; /* CONTROL_INPUT_SIZE bytes */
@@ -133,6 +137,12 @@ struct control {
         bool has_group;   /* members of `group` are served too */
         gid_t group;
         char *group_name; /* for messages: the name, or the number */
+        bool has_read_group; /* members of `read_group` are served read-only commands */
+        gid_t read_group;
+        char *read_group_name;
+        control_read_only_fn read_only; /* which commands the read-only role may send */
+        gid_t socket_gid;               /* the socket file's group, which mode 0660 lets in */
+        mode_t mode;                  /* the mode control_new() or control_update_mode() gave it */
         uint64_t refusal_logged_usec; /* CLOCK_MONOTONIC of the last logged refusal */
         unsigned refusals_unlogged;   /* refusals since then, not logged */
         uint64_t evict_logged_usec;   /* the same for control_evict() */
@@ -291,6 +301,30 @@ static int client_subscribe(struct client *cl, json_t **ret_result, char **ret_e
         return client_arm_timer(cl);
 }
 
+/*
+ * Whether a client in the read-only role may send cmd. Returns 0, or -EACCES with the refusal
+ * in *ret_error (owned by the caller).
+ */
+static int client_check_role(struct client *cl, const char *cmd, char **ret_error)
+{
+        control *c = cl->control;
+        int r;
+
+        if (!cl->read_only || strcmp(cmd, "events") == 0 || (c->read_only && c->read_only(cmd)))
+                return 0;
+        if (c->has_group)
+                r = asprintf(ret_error,
+                             "permission denied: '%.64s' needs the operator role (group '%s'); "
+                             "you are in the read-only role (group '%s')",
+                             cmd, c->group_name, c->read_group_name);
+        else
+                r = asprintf(ret_error,
+                             "permission denied: '%.64s' needs the operator role (root or imgd's "
+                             "user); you are in the read-only role (group '%s')",
+                             cmd, c->read_group_name);
+        return r < 0 ? -ENOMEM : -EACCES;
+}
+
 /* Answers one request line (without its newline). Returns 0, or a negative errno when the
  * answer cannot be queued (the client is then disconnected). */
 static int client_handle_line(struct client *cl, const char *line, size_t n)
@@ -308,6 +342,8 @@ static int client_handle_line(struct client *cl, const char *line, size_t n)
                 return r;
 
         r = proto_parse_request(line, n, &req, &cmd, &error);
+        if (r >= 0)
+                r = client_check_role(cl, cmd, &error);
         if (r >= 0 && strcmp(cmd, "events") == 0) {
                 r = client_subscribe(cl, &result, &error);
                 if (r >= 0)
@@ -533,29 +569,47 @@ static int peer_has_group(int fd, pid_t pid, gid_t gid)
         return 0;
 }
 
+/* Whether the peer `cred` on fd is in group gid, primary or supplementary: 1 or 0. */
+static int peer_in_group(int fd, const struct ucred *cred, gid_t gid)
+{
+        int r;
+
+        if (cred->gid == gid)
+                return 1;
+        r = peer_has_group(fd, cred->pid, gid);
+        if (r < 0 && r != -ESRCH && r != -ENOENT)
+                log_debug_errno(r, "control client pid %d: cannot read its groups: %m",
+                                (int)cred->pid);
+        return r > 0;
+}
+
 /*
- * Whether the peer `cred` on fd may use the socket. Returns 1 (allowed), or 0 with the
- * refusal in *ret_message (owned by the caller), or -ENOMEM.
+ * Whether the peer `cred` on fd may use the socket. Returns 2 (the operator's role: root,
+ * imgd's user, the group of control_set_group()), 1 (the read-only role: the group of
+ * control_set_read_group()), or 0 with the refusal in *ret_message (owned by the caller), or
+ * -ENOMEM.
  */
 static int control_authorize(control *c, int fd, const struct ucred *cred, char **ret_message)
 {
         int r;
 
         if (cred->uid == 0 || cred->uid == c->uid)
+                return 2;
+        if (c->has_group && peer_in_group(fd, cred, c->group))
+                return 2;
+        if (c->has_read_group && peer_in_group(fd, cred, c->read_group))
                 return 1;
-        if (c->has_group) {
-                if (cred->gid == c->group)
-                        return 1;
-                r = peer_has_group(fd, cred->pid, c->group);
-                if (r > 0)
-                        return 1;
-                if (r < 0 && r != -ESRCH && r != -ENOENT)
-                        log_debug_errno(r, "control client pid %d: cannot read its groups: %m",
-                                        (int)cred->pid);
+        if (c->has_group && c->has_read_group)
+                r = asprintf(ret_message,
+                             "permission denied: uid %u is not root, imgd's user or in group %s "
+                             "(operators) or %s (read-only)",
+                             (unsigned)cred->uid, c->group_name, c->read_group_name);
+        else if (c->has_group || c->has_read_group)
                 r = asprintf(ret_message,
                              "permission denied: uid %u is not root, imgd's user or in group %s",
-                             (unsigned)cred->uid, c->group_name);
-        } else
+                             (unsigned)cred->uid,
+                             c->has_group ? c->group_name : c->read_group_name);
+        else
                 r = asprintf(ret_message, "permission denied: uid %u is not root or imgd's user",
                              (unsigned)cred->uid);
         return r < 0 ? -ENOMEM : 0;
@@ -668,6 +722,7 @@ static int client_new(control *c, int fd)
                 free(cl);
                 return 0;
         }
+        cl->read_only = r == 1;
         if (c->n_clients >= c->max_clients && !control_evict(c)) {
                 control_reject(c, TAKE_FD(cfd));
                 free(cl);
@@ -900,9 +955,11 @@ int control_new(sd_event *e, const char *path, control_handler_fn fn, void *user
         c->bound = true;
         c->dev = st.st_dev;
         c->ino = st.st_ino;
+        c->socket_gid = st.st_gid;
 
         if (chmod(path, 0660) < 0)
                 return log_error_errno(errno, "control socket %s: chmod: %m", path);
+        c->mode = 0660;
         if (listen(c->fd, SOMAXCONN) < 0)
                 return log_error_errno(errno, "control socket %s: listen: %m", path);
 
@@ -933,6 +990,7 @@ control *control_free(control *c)
         sd_event_unref(c->event);
         free(c->path);
         free(c->group_name);
+        free(c->read_group_name);
         free(c);
         return NULL;
 }
@@ -943,27 +1001,70 @@ void control_set_client_timeout(control *c, uint64_t usec)
         c->client_timeout_usec = usec > 0 ? usec : CONTROL_CLIENT_TIMEOUT_S * USEC_PER_SEC;
 }
 
-void control_set_group(control *c, gid_t gid)
+/* The name of group gid for messages (caller frees): its name, or its number; NULL when out
+ * of memory. May block on NSS. */
+static char *group_name_new(gid_t gid)
 {
         struct group grp, *found = NULL;
         char buf[4096];
         char *name = NULL;
 
-        assert(c);
-        if (gid == (gid_t)-1) {
-                c->has_group = false;
-                free(c->group_name);
-                c->group_name = NULL;
-                return;
-        }
         if (getgrgid_r(gid, &grp, buf, sizeof buf, &found) == 0 && found && found->gr_name)
                 name = strdup(found->gr_name);
         else if (asprintf(&name, "%u", (unsigned)gid) < 0)
                 name = NULL;
+        return name ? name : strdup("(unknown)");
+}
+
+/*
+ * The socket's mode: 0660 while every group served is the socket file's own, 0666 when
+ * another one is, so that its members can connect at all; the check of each connection's
+ * credentials (control_authorize()) is what keeps everyone else out. A mode someone else gave
+ * the socket since is left alone.
+ */
+static void control_update_mode(control *c)
+{
+        mode_t mode = 0660;
+        struct stat st;
+
+        if ((c->has_group && c->group != c->socket_gid) ||
+            (c->has_read_group && c->read_group != c->socket_gid))
+                mode = 0666;
+        if (!c->bound || mode == c->mode || lstat(c->path, &st) < 0 || st.st_dev != c->dev ||
+            st.st_ino != c->ino || (st.st_mode & 07777) != c->mode)
+                return;
+        if (chmod(c->path, mode) < 0)
+                log_warning_errno(errno, "control socket %s: chmod %04o: %m", c->path,
+                                  (unsigned)mode);
+        else
+                c->mode = mode;
+}
+
+void control_set_group(control *c, gid_t gid)
+{
+        assert(c);
         free(c->group_name);
-        c->group_name = name ? name : strdup("(unknown)");
-        c->group = gid;
-        c->has_group = true;
+        c->group_name = NULL;
+        c->has_group = gid != (gid_t)-1;
+        if (c->has_group) {
+                c->group_name = group_name_new(gid);
+                c->group = gid;
+        }
+        control_update_mode(c);
+}
+
+void control_set_read_group(control *c, gid_t gid, control_read_only_fn read_only)
+{
+        assert(c);
+        free(c->read_group_name);
+        c->read_group_name = NULL;
+        c->read_only = read_only;
+        c->has_read_group = gid != (gid_t)-1;
+        if (c->has_read_group) {
+                c->read_group_name = group_name_new(gid);
+                c->read_group = gid;
+        }
+        control_update_mode(c);
 }
 
 int control_broadcast(control *c, const char *line)

@@ -16,7 +16,8 @@
  *
  * Exit status: 0 success; 1 the command failed (imgd answered with an error, wait timed
  * out, status found an alert active, verify found a problem); 2 usage error; 3 imgd could not be
- * reached (or its configuration could not be read, or its answer was not understood).
+ * reached (or its configuration could not be read, or its answer was not understood); 4 the
+ * command needs the operator role and the user has the read-only one (read_group).
  */
 #include <assert.h>
 #include <ctype.h>
@@ -25,7 +26,9 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <langinfo.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -42,6 +45,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "imgd/config.h"
 #include "imgd/hash.h"
@@ -54,6 +58,7 @@ enum {
         EXIT_FAILED = 1,
         EXIT_USAGE = 2,
         EXIT_UNREACHABLE = 3,
+        EXIT_FORBIDDEN = 4, /* the command needs the operator role; this user has read-only */
 };
 
 #define IO_TIMEOUT_MS 10000
@@ -108,53 +113,79 @@ static char *xasprintf(const char *fmt, ...)
         return s;
 }
 
-/* Characters (not bytes) in a UTF-8 string, for column widths. */
+/*
+ * The character at s (not at its end) as a terminal shows it: returns its length in bytes and
+ * puts in shown (NUL-terminated) what to print and in *ret_cols its display columns
+ * (wcwidth() under the UTF-8 locale main() sets): the character itself; "?" (1 column) for a
+ * control character (C0, DEL, C1); "\xNN" (4 columns) for a byte that does not begin a valid
+ * character.
+ */
+static size_t text_char(const char *s, char shown[static MB_LEN_MAX + 1], size_t *ret_cols)
+{
+        mbstate_t st = {0};
+        wchar_t wc;
+        size_t k = mbrtowc(&wc, s, strnlen(s, MB_LEN_MAX), &st);
+        int w;
+
+        if (k == (size_t)-1 || k == (size_t)-2 || k == 0) {
+                snprintf(shown, MB_LEN_MAX + 1, "\\x%02x", (unsigned char)*s);
+                *ret_cols = 4;
+                return 1;
+        }
+        if (wc < 0x20 || wc == 0x7f || (wc >= 0x80 && wc <= 0x9f)) {
+                strcpy(shown, "?");
+                *ret_cols = 1;
+                return k;
+        }
+        memcpy(shown, s, k);
+        shown[k] = '\0';
+        w = wcwidth(wc);
+        *ret_cols = w < 0 ? 1 : (size_t)w;
+        return k;
+}
+
+/* Display columns of s as clean_text() prints it, for column widths. */
 static size_t text_width(const char *s)
 {
-        size_t n = 0;
+        char shown[MB_LEN_MAX + 1];
+        size_t n = 0, cols;
 
-        for (; *s; s++)
-                if (((unsigned char)*s & 0xc0) != 0x80)
-                        n++;
+        while (*s) {
+                s += text_char(s, shown, &cols);
+                n += cols;
+        }
         return n;
 }
 
 /*
- * A copy of s fit for a terminal: control characters (C0, DEL and the UTF-8 encoded C1
- * range) become '?'. With max_chars > 0, a longer text is cut to max_chars characters, the
- * last three of them "...".
+ * A copy of s fit for a terminal (text_char()): control characters become '?', bytes that
+ * are not UTF-8 "\xNN". With max_cols > 0, a text wider than max_cols display columns is cut
+ * to at most max_cols, the last three of them "...".
  */
-static char *clean_text(const char *s, size_t max_chars)
+static char *clean_text(const char *s, size_t max_cols)
 {
-        const unsigned char *p = (const unsigned char *)(s ? s : "");
-        size_t keep = SIZE_MAX, chars = 0;
+        const char *p = s ? s : "";
+        size_t keep = SIZE_MAX, used = 0, len = strlen(p);
+        char shown[MB_LEN_MAX + 1];
         char *out, *q;
 
-        if (max_chars > 3 && text_width((const char *)p) > max_chars)
-                keep = max_chars - 3;
-        out = q = malloc(strlen((const char *)p) + 4);
+        if (max_cols > 3 && text_width(p) > max_cols)
+                keep = max_cols - 3;
+        /* At worst every byte becomes "\xNN". */
+        out = q = malloc(4 * len + 4);
         if (!out)
                 oom();
-        while (*p && chars < keep) {
-                size_t k = 1;
+        while (*p) {
+                size_t cols, k = text_char(p, shown, &cols);
 
-                if (*p < 0x20 || *p == 0x7f) {
-                        *q++ = '?';
-                } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
-                        *q++ = '?';
-                        k = 2;
-                } else {
-                        *q++ = (char)*p;
-                        while (p[k] && (p[k] & 0xc0) == 0x80)
-                                *q++ = (char)p[k++];
-                }
+                if (used + cols > keep)
+                        break;
+                q = stpcpy(q, shown);
+                used += cols;
                 p += k;
-                chars++;
         }
-        if (*p) {
-                memcpy(q, "...", 3);
-                q += 3;
-        }
+        if (*p)
+                q = stpcpy(q, "...");
         *q = '\0';
         return out;
 }
@@ -580,6 +611,9 @@ static int call_failed(int r, const char *error)
         _cleanup_free_ char *clean = clean_text(error ? error : strerror(-r), 0);
 
         errorf("%s", clean);
+        if (r == -EREMOTEIO && strncmp(clean, "permission denied: '", 20) == 0 &&
+            strstr(clean, "needs the operator role"))
+                return EXIT_FORBIDDEN;
         /* imgd refusing the connection is not a failed command: it was not reached. */
         if (r == -EREMOTEIO && strncmp(clean, "permission denied", 17) == 0)
                 return EXIT_UNREACHABLE;
@@ -861,6 +895,9 @@ static void print_help(void)
                "     members of its control group are served), no answer within %d s, or\n"
                "     an answer imgctl does not understand; also when the configuration\n"
                "     given with -c cannot be read\n"
+               "  4  permission denied for this command: it needs the operator role (root,\n"
+               "     imgd's user, control_group) and you are in the read-only role\n"
+               "     (read_group), which may only ask (status, jobs, show, metrics, events)\n"
                "\n"
                "Environment:\n"
                "  IMGD_SOCKET\n"
@@ -1316,6 +1353,8 @@ static void print_job(const json_t *job)
         print_field("watch:", get_str(job, "watch", "-"));
         print_field("pipeline:", get_str(job, "pipeline", "-"));
         print_field("output key:", get_str(job, "output_key", "-"));
+        if (json_is_string(json_object_get(job, "manifest")))
+                print_field("manifest:", get_str(job, "manifest", "-"));
         print_field("sha256:", get_str(job, "sha256", "-"));
         snprintf(buf, sizeof buf, "%" PRId64, get_int(job, "attempts"));
         print_field("attempts:", buf);
@@ -2918,6 +2957,11 @@ int main(int argc, char **argv)
         const struct command *cmd;
         struct ctl ctl = {.fd = -1};
         int c, r;
+
+        /* Table columns are display columns of UTF-8 text (text_char()), whatever the
+         * terminal's locale says (imgd's text is UTF-8). */
+        if (!setlocale(LC_CTYPE, "") || strcmp(nl_langinfo(CODESET), "UTF-8") != 0)
+                (void)setlocale(LC_CTYPE, "C.UTF-8");
 
         opterr = 0;
         while ((c = getopt_long(argc, argv, "+:c:s:h", options, NULL)) >= 0) {

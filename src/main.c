@@ -286,6 +286,31 @@ static void wake_held(ledger *l)
 }
 
 /*
+ * Who may use the control socket under d->config (at start and reload; connections accepted
+ * from now on): the operators' group control_group, or CONFIG_DEFAULT_CONTROL_GROUP when that is
+ * not set and exists, and the read-only group read_group. config_check_paths() has checked
+ * that the groups set exist; one gone since is logged and not served.
+ */
+static void set_control_groups(struct daemon *d)
+{
+        const char *names[2] = {d->config->control_group ?: CONFIG_DEFAULT_CONTROL_GROUP,
+                                d->config->read_group};
+        gid_t gids[2] = {(gid_t)-1, (gid_t)-1};
+
+        for (size_t i = 0; i < 2; i++) {
+                struct group *g = names[i] ? getgrnam(names[i]) : NULL;
+
+                if (g)
+                        gids[i] = g->gr_gid;
+                else if (names[i] && (i == 1 || d->config->control_group))
+                        log_warning("%s '%s' does not exist; its members are not served",
+                                    i == 0 ? "control_group" : "read_group", names[i]);
+        }
+        control_set_group(d->control, gids[0]);
+        control_set_read_group(d->control, gids[1], api_command_read_only);
+}
+
+/*
  * SIGHUP, or the control command "reload" (imgctl reload, the unit's ExecReload=): load the
  * configuration again. An invalid one is rejected and the old one stays in force: returns a
  * negative errno and, when ret_error is not NULL, the reason in *ret_error (caller frees). A
@@ -329,6 +354,7 @@ static int reload(struct daemon *d, char **ret_error)
         d->api.config = next;
         config_free(d->config);
         d->config = next;
+        set_control_groups(d);
         intake_retry_clear(d->retry); /* the scan reports them again */
         r = scan(d);
         log_info("reloaded: watching %u folder(s), %d file(s) found", watch_count(d->watch),
@@ -533,14 +559,7 @@ static int run(struct daemon *d)
         if (r < 0)
                 goto out;
         d->api.control = d->control;
-        if (d->config->control_group) {
-                struct group *g = getgrnam(d->config->control_group);
-                if (g)
-                        control_set_group(d->control, g->gr_gid);
-                else
-                        log_warning("control_group '%s' does not exist; only root and imgd's "
-                                    "user may use the socket", d->config->control_group);
-        }
+        set_control_groups(d);
         scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
         scheduler_set_intake_probe(d->scheduler, intake_probe, d);
 

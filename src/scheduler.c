@@ -1366,7 +1366,17 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                                       "path", proto_string_lossy(rows[i].path), "width", (json_int_t)rows[i].width,
                                       "height", (json_int_t)rows[i].height, "bytes",
                                       (json_int_t)rows[i].bytes, "sha256", rows[i].sha256));
-                emit(s, "done", job, json_pack("{s:o}", "outputs", list));
+                /* And what an application needs next without asking: the manifest and the
+                 * placeholder (null when the pipeline has none). */
+                _cleanup_free_ char *manifest = NULL;
+                json_t *ph = info ? json_object_get(info, "placeholder") : NULL;
+
+                if (publish_manifest_path(job->output_key, &manifest) < 0)
+                        manifest = NULL;
+                emit(s, "done", job,
+                     json_pack("{s:o, s:o, s:O?}", "outputs", list, "manifest",
+                               manifest ? proto_string_lossy(manifest) : json_null(), "placeholder",
+                               json_is_object(ph) ? ph : NULL));
         }
 out:
         free(rows);

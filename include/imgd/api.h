@@ -34,6 +34,13 @@ struct api_context {
         void *reload_userdata;
 };
 
+/*
+ * A control_read_only_fn: whether cmd only reads (ping, status, jobs, show, metrics), so the
+ * control socket's read-only role may send it. An unknown command is let through too: it is
+ * answered "unknown command".
+ */
+bool api_command_read_only(const char *cmd);
+
 /* A control_handler_fn; userdata is a struct api_context. */
 int api_handle(const char *cmd, const json_t *request, void *userdata, json_t **ret_result,
                char **ret_error);

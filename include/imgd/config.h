@@ -22,6 +22,8 @@
 #define CONFIG_DEFAULT_PATH "/etc/imgd/imgd.conf"
 #define CONFIG_DEFAULT_STATE_DIR "/var/lib/imgd"
 #define CONFIG_DEFAULT_SOCKET "/run/imgd/imgd.sock"
+/* The operators' group of the control socket when control_group is not set, if it exists. */
+#define CONFIG_DEFAULT_CONTROL_GROUP "imgd"
 
 struct pipeline {
         char *name;
@@ -88,7 +90,9 @@ struct config {
         bool degradation;          /* graceful degradation on; default true */
         struct health_config health; /* its thresholds (health.h) */
         struct health_alerts_config alerts; /* when status reports an alert (health.h) */
-        char *control_group;       /* group whose members may use the socket; NULL: none */
+        char
+            *control_group; /* operators' group of the socket; NULL: CONFIG_DEFAULT_CONTROL_GROUP */
+        char *read_group;   /* group whose members may send read-only commands; NULL: none */
 };
 
 /*
@@ -115,6 +119,9 @@ struct config *config_free(struct config *c);
  * directory inside a watched path, a watched path inside an output, a quarantine folder inside
  * an output or containing a watched path, two watches of one directory, and a watched path
  * inside a recursive watch.
+ *
+ * A control_group or read_group that is set must name an existing group. A folder imgd must
+ * write on a read-only file system is refused with what to do under systemd.
  *
  * Creates missing output and state directories. Returns 0, or a negative errno with
  * "FILE:LINE: path: cause" (or "FILE: pipeline 'p': variant 'v': watermark image PATH:

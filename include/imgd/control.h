@@ -15,8 +15,13 @@
  * Authorization: each connection is checked once, when it is accepted, by the peer's
  * credentials as the kernel recorded them at connect time (SO_PEERCRED, SO_PEERGROUPS). Root,
  * the daemon's own (effective) user and members of the group set with control_set_group()
- * (primary or supplementary) are served; anyone else gets one error line ("permission denied:
- * uid N is not root, imgd's user or in group G") and is disconnected.
+ * (primary or supplementary) are served in the operator's role, members of the group set with
+ * control_set_read_group() in the read-only role; anyone else gets one error line ("permission
+ * denied: uid N is not root, imgd's user or in group G") and is disconnected. A client in the
+ * read-only role may send "events" and the commands its predicate accepts; any other is answered
+ * "permission denied: 'CMD' needs the operator role (group 'G'); you are in the read-only role
+ * (group 'R')", and the connection stays. The socket file is mode 0660 while the groups served
+ * are its own group, 0666 when another one is (its members could not connect otherwise).
  *
  * Subscriptions: the request {"cmd":"events"} is answered here, not by the handler: the
  * connection becomes a subscriber ({"subscribed":true}), is no longer timed out for silence,
@@ -30,6 +35,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
@@ -73,6 +79,17 @@ void control_set_client_timeout(control *c, uint64_t usec);
  * request.
  */
 void control_set_group(control *c, gid_t gid);
+
+/* Whether the read-only role may send command cmd (besides "events"). */
+typedef bool (*control_read_only_fn)(const char *cmd);
+
+/*
+ * Serves members of group `gid` in the read-only role: the commands read_only() accepts, and
+ * "events"; (gid_t)-1 serves no such group. Root, the daemon's user and members of the group of
+ * control_set_group() keep the operator's role. Applies to connections accepted from now on;
+ * may block on NSS, as control_set_group().
+ */
+void control_set_read_group(control *c, gid_t gid, control_read_only_fn read_only);
 
 /*
  * Sends `line` (one protocol line; a missing final newline is added) to every subscriber.

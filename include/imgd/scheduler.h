@@ -62,8 +62,10 @@ bool scheduler_paused(const scheduler *s);
 /*
  * Job transitions, for subscribers (imgctl events) and hooks: called with the event name
  * ("queued", "done", "retry", "dead", "cancelled") and a JSON object describing the job
- * ({"id", "source", "watch", "pipeline", "attempts", and "outputs" for done, "error" for
- * retry and dead}), borrowed for the duration of the call.
+ * ({"id", "source", "watch", "pipeline", "attempts", and "outputs", "manifest" and
+ * "placeholder" (null when none) for done, "error" and "next_at_us" for retry and dead,
+ * "quarantined" for a dead job whose source was moved, "error" for cancelled}), borrowed for the
+ * duration of the call.
  */
 typedef void (*scheduler_event_fn)(const char *event, const json_t *job, void *userdata);
 void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *userdata);

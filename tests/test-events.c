@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-events.c - what an application and an operator read, with the real daemon (issue 14):
+ * the done event carries the manifest's path and the placeholder (no second request needed),
+ * as does `imgctl show --json`; the dead event carries its error inside `job`; and `imgctl
+ * jobs` lines up its columns in display columns when a file name has wide (Japanese)
+ * characters.
+ */
+#include <jansson.h>
+#include <locale.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <wchar.h>
+
+#include "testutil.h"
+
+#define PLACEHOLDER_PIPE                                                                           \
+        "{ placeholder = true; variants = ( { name = \"s\"; width = 64; height = 64; "             \
+        "format = \"webp\"; } ); }"
+
+/* A subscriber: connected to d's socket, subscribed to events. */
+struct sub {
+        int fd;
+        char buf[1 << 17];
+        size_t len;
+};
+
+static void sub_open(struct sub *s, struct tu_daemon *d)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        static const char req[] = "{\"v\":1,\"cmd\":\"events\"}\n";
+
+        s->len = 0;
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket);
+        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(s->fd >= 0);
+        assert_int_equal(connect(s->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(send(s->fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
+}
+
+/* The next line (caller frees), or NULL after timeout_ms. */
+static char *sub_line(struct sub *s, int timeout_ms)
+{
+        int64_t deadline = tu_now_us() + (int64_t)timeout_ms * 1000;
+
+        for (;;) {
+                char *nl = memchr(s->buf, '\n', s->len);
+                struct pollfd p = {.fd = s->fd, .events = POLLIN};
+                int64_t left = deadline - tu_now_us();
+                ssize_t k;
+
+                if (nl) {
+                        size_t n = (size_t)(nl - s->buf);
+                        char *line = strndup(s->buf, n);
+
+                        memmove(s->buf, nl + 1, s->len - n - 1);
+                        s->len -= n + 1;
+                        return line;
+                }
+                if (left <= 0 || poll(&p, 1, (int)(left / 1000) + 1) <= 0)
+                        return NULL;
+                k = recv(s->fd, s->buf + s->len, sizeof s->buf - s->len, 0);
+                if (k <= 0)
+                        return NULL;
+                s->len += (size_t)k;
+        }
+}
+
+/* The job of the next event named `event` (the event's other members are only v and at_us);
+ * fails after 60 s. Caller decrefs. */
+static json_t *sub_wait_event(struct sub *s, const char *event)
+{
+        for (;;) {
+                char *line = sub_line(s, 60000);
+                json_t *ev, *job;
+
+                if (!line)
+                        fail_msg("no %s event within 60 s", event);
+                ev = json_loads(line, 0, NULL);
+                assert_non_null(ev);
+                if (strcmp(json_string_value(json_object_get(ev, "event")) ?: "", event) != 0) {
+                        json_decref(ev);
+                        free(line);
+                        continue;
+                }
+                /* Everything the event says about the job is in "job". */
+                assert_int_equal(json_object_size(ev), 4);
+                job = json_incref(json_object_get(ev, "job"));
+                json_decref(ev);
+                free(line);
+                return job;
+        }
+}
+
+static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg)
+{
+        char *out = NULL;
+        json_t *j;
+
+        assert_int_equal(arg ? tu_imgctl(d, &out, cmd, arg, "--json", NULL)
+                             : tu_imgctl(d, &out, cmd, "--json", NULL),
+                         0);
+        j = json_loads(out, 0, NULL);
+        if (!j)
+                fail_msg("imgctl %s printed no JSON: %s", cmd, out);
+        free(out);
+        return j;
+}
+
+static void test_done_event(void **state)
+{
+        _cleanup_free_ char *src = NULL, *manifest = NULL, *ids = NULL;
+        const json_t *ph, *err;
+        json_t *job, *show;
+        struct tu_daemon d;
+        struct sub s;
+        struct stat st;
+
+        (void)state;
+        tu_daemon_setup(&d, PLACEHOLDER_PIPE, 1, NULL);
+        tu_daemon_start(&d);
+        sub_open(&s, &d);
+        free(sub_line(&s, 5000)); /* {"subscribed":true} */
+
+        src = tu_path("%s/photo.png", d.uploads);
+        tu_make_image(src, 200, 100, "png", false);
+        job = sub_wait_event(&s, "done");
+        manifest = tu_path("%s/photo.manifest.json", d.media);
+        if (!json_is_string(json_object_get(job, "manifest")))
+                fail_msg("done event without its manifest: %s", json_dumps(job, 0));
+        assert_string_equal(json_string_value(json_object_get(job, "manifest")), manifest);
+        assert_int_equal(stat(manifest, &st), 0);
+        ph = json_object_get(job, "placeholder");
+        if (!json_is_object(ph))
+                fail_msg("done event without its placeholder: %s", json_dumps(job, 0));
+        assert_true(strlen(json_string_value(json_object_get(ph, "blurhash")) ?: "") >= 6);
+        assert_int_equal(strlen(json_string_value(json_object_get(ph, "dominant")) ?: ""), 7);
+        assert_non_null(
+            strstr(json_string_value(json_object_get(ph, "data_uri")) ?: "", "data:image/"));
+
+        /* show --json: the same manifest. */
+        ids = tu_path("%lld", (long long)json_integer_value(json_object_get(job, "id")));
+        show = imgctl_json(&d, "show", ids);
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(show, "job"), "manifest")) ?: "",
+            manifest);
+        json_decref(show);
+        json_decref(job);
+
+        /* A dead job's error is a member of "job", as the README says now. */
+        free(src);
+        src = tu_path("%s/broken.png", d.uploads);
+        tu_write_file(src, "not an image at all", (size_t)-1);
+        job = sub_wait_event(&s, "dead");
+        err = json_object_get(job, "error");
+        assert_true(json_is_string(err));
+        assert_true(json_is_null(json_object_get(job, "manifest")) ||
+                    !json_object_get(job, "manifest"));
+        json_decref(job);
+
+        close(s.fd);
+        assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
+        tu_daemon_cleanup(&d);
+}
+
+/* Display columns of the first n bytes of the UTF-8 text s. */
+static size_t columns(const char *s, size_t n)
+{
+        char *prefix = strndup(s, n);
+        wchar_t w[1024];
+        size_t k = mbstowcs(w, prefix, ELEMENTSOF(w));
+        int cols;
+
+        free(prefix);
+        assert_true(k != (size_t)-1);
+        cols = wcswidth(w, k);
+        assert_true(cols >= 0);
+        return (size_t)cols;
+}
+
+/*
+ * Two dead jobs, one with a Japanese name (five characters, ten columns) and one ASCII:
+ * `imgctl jobs` starts the ERROR field (and every other) at the same display column on
+ * every line.
+ */
+static void test_jobs_wide_names(void **state)
+{
+        static const char *const names[] = {"写真の名前.png", "plain-name.png"};
+        char *out = NULL, *line, *save = NULL;
+        size_t error_col = 0, lines = 0;
+        struct tu_daemon d;
+
+        (void)state;
+        if (!setlocale(LC_CTYPE, "C.UTF-8"))
+                skip();
+        tu_daemon_setup(&d, PLACEHOLDER_PIPE, 1, NULL);
+        tu_daemon_start(&d);
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                char *p = tu_path("%s/%s", d.uploads, names[i]);
+
+                tu_write_file(p, "not an image at all", (size_t)-1);
+                free(p);
+        }
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(tu_imgctl(&d, &out, "jobs", NULL), 0);
+        for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                const char *at = lines == 0 ? strstr(line, "ERROR") : strstr(line, ".png");
+                size_t col;
+
+                assert_non_null(at);
+                if (lines > 0) {
+                        /* The error follows the source and its padding. */
+                        at += strlen(".png");
+                        while (*at == ' ')
+                                at++;
+                }
+                col = columns(line, (size_t)(at - line));
+                if (lines == 0)
+                        error_col = col;
+                else if (col != error_col)
+                        fail_msg("ERROR starts at column %zu on line %zu, %zu in the header:\n%s",
+                                 col, lines, error_col, line);
+                lines++;
+        }
+        assert_int_equal(lines, 3);
+        free(out);
+        assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
+        tu_daemon_cleanup(&d);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_done_event),
+            cmocka_unit_test(test_jobs_wide_names),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
