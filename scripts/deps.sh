@@ -6,9 +6,12 @@
 set -euo pipefail
 
 packages=(gcc make cmake pkg-config libvips-dev libsqlite3-dev libconfig-dev libsystemd-dev
-          libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev fonts-dejavu-core)
+          libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev libmicrohttpd-dev
+          fonts-dejavu-core)
 if [[ "${1:-}" == "--tests" ]]; then
-    packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps)
+    # prometheus: for its promtool (test-http-promtool lints GET /metrics); Debian ships no
+    # smaller package with it.
+    packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps prometheus)
 fi
 
 missing=()
