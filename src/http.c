@@ -9,6 +9,12 @@
  * process), calls MHD_run(), which accepts, reads, answers and closes without blocking.
  * After each run the timer is set again. The request handler answers on its first call,
  * from the state the daemon has at that moment; nothing is kept between requests.
+ *
+ * Each accepted connection is tracked (MHD_OPTION_NOTIFY_CONNECTION) with the time of its
+ * last activity (accepted, a request started, a response completed), for make_room(): MHD's
+ * own limit is a little above HTTP_MAX_CONNECTIONS, and a connection past that number has
+ * the quietest one shut down (shutdown(), not close(): the descriptor stays MHD's, which
+ * sees the end of the stream and closes it).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,9 +39,22 @@
 #include "imgd/macro.h"
 
 #define LISTEN_BACKLOG 64
+/* MHD's own limit: room beyond HTTP_MAX_CONNECTIONS for the newcomer and for connections
+ * closed here that MHD has not reaped yet. */
+#define MHD_LIMIT (HTTP_MAX_CONNECTIONS + 8)
+
+/* One accepted connection (MHD's socket_context), in http.conns. */
+struct conn {
+        struct conn *next, **pprev;
+        int fd;
+        uint64_t active_usec; /* accepted, or a request started or answered (monotonic) */
+        bool evicted;         /* shut down here to make room; MHD closes it */
+};
 
 struct http {
         struct api_context *api;
+        struct conn *conns;
+        unsigned n_live; /* in conns and not evicted */
         struct MHD_Daemon *mhd;
         sd_event_source *io, *timer;
         char *unix_path; /* a socket file bound here, removed at the end */
@@ -195,6 +214,82 @@ static int bind_listen(const struct config_http *cfg, char **ret_unix_path)
         return TAKE_FD(fd);
 }
 
+/* Records activity on the connection of c: it is not the quiet one to close. */
+static void touch(struct MHD_Connection *c)
+{
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        struct conn *k = info ? info->socket_context : NULL;
+
+        if (k)
+                k->active_usec = mono_usec();
+}
+
+/*
+ * Room for one more: with more than HTTP_MAX_CONNECTIONS open, the one quiet longest (other
+ * than `keep`, the newcomer) is shut down; MHD sees it end and closes it at once. So idle
+ * connections, or ones stuck in the middle of a request, cannot keep a scraper out.
+ */
+static void make_room(http *h, const struct conn *keep)
+{
+        struct conn *quiet = NULL;
+
+        if (h->n_live <= HTTP_MAX_CONNECTIONS)
+                return;
+        for (struct conn *k = h->conns; k; k = k->next)
+                if (k != keep && !k->evicted && (!quiet || k->active_usec < quiet->active_usec))
+                        quiet = k;
+        if (!quiet)
+                return;
+        log_debug("http: %u connections open; closing the one quiet for %" PRIu64 " ms", h->n_live,
+                  (mono_usec() - quiet->active_usec) / 1000);
+        (void)shutdown(quiet->fd, SHUT_RDWR);
+        quiet->evicted = true;
+        h->n_live--;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+        http *h = cls;
+        struct conn *k = *socket_context;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *info =
+                    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+                k = calloc(1, sizeof *k);
+                if (!k || !info) {
+                        free(k); /* untracked: MHD's own limit and timeout still apply */
+                        return;
+                }
+                k->fd = info->connect_fd;
+                k->active_usec = mono_usec();
+                k->next = h->conns;
+                if (k->next)
+                        k->next->pprev = &k->next;
+                k->pprev = &h->conns;
+                h->conns = k;
+                h->n_live++;
+                *socket_context = k;
+                make_room(h, k);
+        } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && k) {
+                *k->pprev = k->next;
+                if (k->next)
+                        k->next->pprev = k->pprev;
+                if (!k->evicted)
+                        h->n_live--;
+                free(k);
+                *socket_context = NULL;
+        }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+        touch(c);
+}
+
 /*
  * Queues `body` (malloc'ed, taken over; NULL: out of memory) with `status` and `type`.
  * HEAD gets the headers alone (MHD leaves the body out).
@@ -278,6 +373,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         unsigned status = MHD_HTTP_OK;
         char *body;
 
+        touch(c);
         if (!is_metrics && !is_health)
                 return reply(c, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8",
                              strdup("not found: imgd serves /metrics and /health\n"), NULL);
@@ -376,7 +472,8 @@ int http_new(sd_event *e, const struct config_http *cfg, int passed_fd, struct a
         h->mhd = MHD_start_daemon(
             MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, h,
             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)MHD_LIMIT, MHD_OPTION_NOTIFY_CONNECTION,
+            on_connection, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
         if (!h->mhd) {
@@ -413,6 +510,12 @@ http *http_free(http *h)
         h->timer = sd_event_source_disable_unref(h->timer);
         if (h->mhd)
                 MHD_stop_daemon(h->mhd);
+        while (h->conns) { /* none, unless MHD left a close unreported */
+                struct conn *k = h->conns;
+
+                h->conns = k->next;
+                free(k);
+        }
         if (h->unix_path)
                 (void)unlink(h->unix_path);
         free(h->unix_path);

@@ -8,11 +8,13 @@
  *
  * HTTP is libmicrohttpd's, run inside the daemon's sd_event loop without a thread of its own
  * (MHD_USE_EPOLL in external mode): MHD's epoll descriptor is an io source of the loop, and a
- * timer follows MHD_get_timeout(), each calling MHD_run(), which never blocks. Bounds: at
- * most HTTP_MAX_CONNECTIONS connections at a time (further ones wait in the listen backlog),
- * each closed after HTTP_CONNECTION_TIMEOUT_S seconds without progress, with at most
- * HTTP_CONNECTION_MEMORY bytes for its request; so slow or silent clients cost a connection
- * slot each, never the supervisor's time.
+ * timer follows MHD_get_timeout(), each calling MHD_run(), which never blocks. Bounds: each
+ * connection is closed after HTTP_CONNECTION_TIMEOUT_S seconds without progress and has at
+ * most HTTP_CONNECTION_MEMORY bytes for its request; at most HTTP_MAX_CONNECTIONS are kept
+ * open, and room is made for one more: a new connection past that number is served, and
+ * the open one that has been quiet longest (no request started or answered since it was
+ * accepted or last served) is closed. So slow or silent clients never take the supervisor's
+ * time, nor keep a scraper out.
  *
  * GET /health: 200 with {"status":"ok",...} while imgd is running and none of the conditions
  * counted by http.health_alerts (config.h) holds, else 503 with "status":"failing" and the
