@@ -423,6 +423,52 @@ static void test_health_transitions(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* While imgd drains at SIGTERM (a job still running, slowed down in the worker), /health is
+ * 503 "stopping" whatever health_alerts counts, and /metrics still answers. */
+static void test_health_stopping(void **state)
+{
+#ifdef IMGD_FAULT_INJECTION
+        struct tu_daemon d;
+        struct reply r;
+        bool running = false;
+        char *port;
+        int status;
+
+        setenv("IMGD_FAULT_DELAY", "worker.job", 1);
+        setenv("IMGD_FAULT_DELAY_MS", "4000", 1);
+        tu_daemon_setup(&d, PIPE, 1, "http = { listen = \"127.0.0.1:0\"; health_alerts = [ ]; };");
+        tu_daemon_start(&d);
+        unsetenv("IMGD_FAULT_DELAY");
+        unsetenv("IMGD_FAULT_DELAY_MS");
+        port = logged_port(&d);
+        drop_image(&d, "a.jpg");
+        for (int i = 0; i < 500; i++) {
+                must_request(port, "GET", "/metrics", &r);
+                running = strstr(r.body, "imgd_jobs{state=\"running\"} 1\n") != NULL;
+                reply_done(&r);
+                if (running)
+                        break;
+                usleep(10 * 1000);
+        }
+        assert_true(running);
+
+        kill(d.pid, SIGTERM);
+        health_until(port, "\"state\":\"stopping\"", &r);
+        assert_int_equal(r.status, 503);
+        assert_non_null(strstr(r.body, "\"failing\":[\"stopping\"]"));
+        reply_done(&r);
+        must_request(port, "GET", "/metrics", &r);
+        assert_int_equal(r.status, 200);
+        reply_done(&r);
+        status = tu_daemon_wait_exit(&d, 30000);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        free(port);
+        tu_daemon_cleanup(&d);
+#else
+        skip();
+#endif
+}
+
 /* ---- slow and silent clients ------------------------------------------------------------- */
 
 /* Microseconds `imgctl status` takes; fails the test if it fails. */
@@ -821,8 +867,9 @@ int main(int argc, char **argv)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_metrics_and_routes), cmocka_unit_test(test_unix_socket),
-            cmocka_unit_test(test_health_transitions), cmocka_unit_test(test_slow_clients),
-            cmocka_unit_test(test_socket_activation),  cmocka_unit_test(test_bad_config),
+            cmocka_unit_test(test_health_transitions), cmocka_unit_test(test_health_stopping),
+            cmocka_unit_test(test_slow_clients),       cmocka_unit_test(test_socket_activation),
+            cmocka_unit_test(test_bad_config),
         };
         const struct CMUnitTest lint[] = {
             cmocka_unit_test(test_promtool),
