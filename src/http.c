@@ -76,12 +76,13 @@ static int set_flags(int fd)
 int http_take_passed_fd(void)
 {
         char **names = NULL;
-        int fd = -ENOENT, n;
+        int fd = -ENOENT, n, r;
 
         n = sd_listen_fds_with_names(1, &names);
+        if (n < 0)
+                log_warning_errno(n, "the sockets systemd passed (LISTEN_FDS): %m");
         if (n <= 0)
-                return n < 0   ? log_warning_errno(n, "systemd's passed sockets: %m"),
-                       -ENOENT : -ENOENT;
+                return -ENOENT;
         for (int i = 0; i < n; i++) {
                 int f = SD_LISTEN_FDS_START + i;
                 const char *name = names && names[i] ? names[i] : "unknown";
@@ -93,8 +94,8 @@ int http_take_passed_fd(void)
                                           name);
                                 fd = -ENOTSOCK;
                                 close(f);
-                        } else if (set_flags(f) < 0) {
-                                fd = log_error_errno(-errno, "the socket passed as '%s': %m", name);
+                        } else if ((r = set_flags(f)) < 0) {
+                                fd = log_error_errno(r, "the socket passed as '%s': %m", name);
                                 close(f);
                         } else
                                 fd = f;
@@ -140,7 +141,7 @@ static void format_address(int fd, char *buf, size_t size)
 }
 
 /*
- * Removes the Unix socket file at `path` when nothing answers on it (left by a process that
+ * Removes the Unix socket file at un->sun_path when nothing answers on it (left by a process that
  * died); returns 0 (also when there is no file), -EADDRINUSE when a process answers, or
  * -EEXIST when it is not a socket.
  */
@@ -153,10 +154,11 @@ static int remove_stale_socket(const struct sockaddr_un *un, socklen_t len)
                 return 0;
         if (!S_ISSOCK(st.st_mode))
                 return -EEXIST;
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-        if (connect(fd, (const struct sockaddr *)un, len) == 0)
+        /* Non-blocking: a live server with a full backlog answers EAGAIN, still in use. */
+        if (connect(fd, (const struct sockaddr *)un, len) == 0 || errno == EAGAIN)
                 return -EADDRINUSE;
         if (unlink(un->sun_path) < 0 && errno != ENOENT)
                 return -errno;

@@ -312,6 +312,23 @@ static void test_unix_socket(void **state)
         assert_int_equal(st.st_mode & 0777, 0666);
         assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
         assert_int_equal(access(path, F_OK), -1);
+
+        /* A socket a live process listens on is left alone, and the start refused. */
+        {
+                struct sockaddr_un un = {.sun_family = AF_UNIX};
+                int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+                char *out = NULL;
+
+                snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+                assert_int_equal(bind(fd, (struct sockaddr *)&un, sizeof un), 0);
+                assert_int_equal(listen(fd, 4), 0);
+                assert_int_equal(tu_run(&out, IMGD_BUILD_DIR "/imgd", "-c", d.config, NULL), 1);
+                if (!strstr(out, "another process answers on that socket"))
+                        fail_msg("imgd on a live Unix socket:\n%s", out);
+                assert_int_equal(access(path, F_OK), 0);
+                free(out);
+                close(fd);
+        }
         tu_daemon_cleanup(&d);
         tu_rm_rf(root);
         free(root);
