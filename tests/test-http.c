@@ -497,6 +497,27 @@ static int64_t status_time_us(struct tu_daemon *d)
         return tu_now_us() - t0;
 }
 
+/*
+ * Runs `imgctl status` 5 times: the best must answer within 1 s (a supervisor held up by
+ * HTTP clients would be slow every time; one slow start of imgctl on a loaded machine is not
+ * that), and the worst within 5 s.
+ */
+static void status_times(struct tu_daemon *d, unsigned n, const char *what)
+{
+        int64_t best = INT64_MAX, worst = 0;
+
+        for (int i = 0; i < 5; i++) {
+                int64_t t = status_time_us(d);
+
+                best = t < best ? t : best;
+                worst = t > worst ? t : worst;
+        }
+        print_message("imgctl status with %u %s: best %lld ms, worst %lld ms\n", n, what,
+                      (long long)(best / 1000), (long long)(worst / 1000));
+        assert_true(best < 1000000);
+        assert_true(worst < 5000000);
+}
+
 static void test_slow_clients(void **state)
 {
         enum { SILENT = 50, SLOW = 5, OVER = HTTP_MAX_CONNECTIONS + 10 };
@@ -505,7 +526,7 @@ static void test_slow_clients(void **state)
         struct tu_daemon d;
         struct reply r;
         char *port;
-        int64_t t, worst = 0;
+        int64_t t;
 
         tu_daemon_setup(&d, PIPE, 1, "http = { listen = \"127.0.0.1:0\"; };");
         tu_daemon_start(&d);
@@ -519,13 +540,7 @@ static void test_slow_clients(void **state)
                 assert_int_equal(write(fds[n], "GET /metr", 9), 9);
         }
         usleep(200 * 1000);
-        for (int i = 0; i < 5; i++) {
-                t = status_time_us(&d);
-                worst = t > worst ? t : worst;
-        }
-        print_message("imgctl status with %u idle HTTP connections: worst %lld ms\n", n,
-                      (long long)(worst / 1000));
-        assert_true(worst < 1000000);
+        status_times(&d, n, "idle HTTP connections");
         t = tu_now_us();
         assert_int_equal(request(port, "GET", "/metrics", 5000, &r), 0);
         assert_int_equal(r.status, 200);
@@ -537,14 +552,7 @@ static void test_slow_clients(void **state)
          * quietest connections being closed to make room. */
         for (; n < OVER + SLOW; n++)
                 assert_true((fds[n] = connect_to(port)) >= 0);
-        worst = 0;
-        for (int i = 0; i < 5; i++) {
-                t = status_time_us(&d);
-                worst = t > worst ? t : worst;
-        }
-        print_message("imgctl status with %u HTTP connections (limit %d): worst %lld ms\n", n,
-                      HTTP_MAX_CONNECTIONS, (long long)(worst / 1000));
-        assert_true(worst < 1000000);
+        status_times(&d, n, "HTTP connections, over the limit");
         t = tu_now_us();
         assert_int_equal(request(port, "GET", "/metrics", 5000, &r), 0);
         assert_int_equal(r.status, 200);
