@@ -259,8 +259,11 @@ if [ $mode = deb ]; then
     step "installing $(basename "$deb")"
     XS "DEBIAN_FRONTEND=noninteractive apt-get install -y -q /var/tmp/$(basename "$deb")" \
         </dev/null >"$run/install.log" 2>&1 || { tail -n 30 "$run/install.log"; die "apt-get install failed"; }
+    # The package enables and starts imgd at once: say how that went, before the upload
+    # folder of the shipped configuration exists.
+    echo "note: after apt-get install: imgd $(prop imgd ActiveState) ($(prop imgd Result)," \
+         "status $(prop imgd ExecMainStatus))$(X journalctl -q -o cat -u imgd -p err -n 1 | sed 's/^/: /')"
     upload_setup
-    # The package starts imgd at once; before the upload folder existed, it may have failed.
     X systemctl restart imgd
 else
     step "installing with cmake --install (no debian/ in this tree)"
@@ -473,6 +476,6 @@ fi
 
 X systemctl --failed --no-legend --plain | sed 's/^/  failed unit: /'
 took=$(($(date +%s) - t_start))
-printf '%d passed, %d failed, %d skipped in %d s (%dm%02ds)\n' $n_ok $n_fail $n_skip "$took" \
-       $((took / 60)) $((took % 60))
+printf 'systemd-test: %d passed, %d failed, %d skipped\n' $n_ok $n_fail $n_skip
+printf 'time: %d s (%dm%02ds)\n' "$took" $((took / 60)) $((took % 60))
 [ $n_fail -eq 0 ]
