@@ -3,13 +3,19 @@
 # Installs, with apt-get, the Debian 12 packages imgd needs that are not installed yet.
 #   scripts/deps.sh            build and runtime dependencies
 #   scripts/deps.sh --tests    also what the tests need
+#   scripts/deps.sh --package  also what scripts/package.sh needs (Debian's packaging tools)
+# The flags can be combined.
 set -euo pipefail
 
 packages=(gcc make cmake pkg-config libvips-dev libsqlite3-dev libconfig-dev libsystemd-dev
           libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev fonts-dejavu-core)
-if [[ "${1:-}" == "--tests" ]]; then
-    packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps)
-fi
+for arg in "$@"; do
+    case "$arg" in
+    --tests) packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps) ;;
+    --package) packages+=(build-essential dpkg-dev debhelper fakeroot lintian) ;;
+    *) echo "deps.sh: unknown option $arg (--tests, --package)" >&2; exit 2 ;;
+    esac
+done
 
 missing=()
 for p in "${packages[@]}"; do
