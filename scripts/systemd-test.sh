@@ -81,14 +81,11 @@ else
 fi
 
 # ---- the package (or a cmake build) ----------------------------------------------------
-# A package built from the same tree is reused: its key is the commit, the diff against it
-# and the untracked files that scripts/package.sh copies.
+# A package built from the same tree is reused: its key is what scripts/package.sh copies
+# (tracked files as they are now, and untracked ones not ignored), this script aside.
 tree_key() {
-    {
-        git rev-parse HEAD
-        git diff HEAD
-        git ls-files -z --others --exclude-standard | xargs -0 -r sha256sum
-    } 2>/dev/null | sha256sum | cut -d' ' -f1
+    git ls-files -z --cached --others --exclude-standard -- . ':!scripts/systemd-test.sh' |
+        xargs -0 -r sha256sum 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 debdir=$top/build/nspawn-deb
 if [ $mode = deb ] && [ -z "$deb" ]; then
@@ -168,6 +165,16 @@ trap 'exit 130' INT TERM
 
 rm -rf "$run"
 mkdir -p "$run/upper" "$run/work" "$root"
+# Before the boot: the package's dependencies. Those the cached root lacks (a dependency
+# added since it was made) are installed into it from the mirror, once.
+if [ $mode = deb ]; then
+    deps=$(dpkg-deb -f "$deb" Depends)
+    if ! chroot "$base" apt-get satisfy -y -qq "$deps" >"$run/satisfy.log" 2>&1; then
+        step "adding the package's dependencies to the cached root"
+        chroot "$base" sh -c 'apt-get update -qq && apt-get satisfy -y -qq "$1" && apt-get clean' \
+               sh "$deps" >>"$run/satisfy.log" 2>&1 || die "cannot install $deps: $run/satisfy.log"
+    fi
+fi
 if mount -t overlay overlay -o "lowerdir=$base,upperdir=$run/upper,workdir=$run/work" "$root" \
         2>"$run/mount.err"; then
     overlay=1
@@ -183,17 +190,35 @@ X() {
 }
 # As X, with a shell command line.
 XS() { X sh -c "$1"; }
+imgctl() { X imgctl "$@"; }
+prop() { X systemctl show -p "$2" --value "$1"; }
+# wait_for SECONDS COMMAND...: until COMMAND succeeds; 1 on time-out.
+wait_for() {
+    local end=$(($(date +%s) + $1))
+    shift
+    until "$@"; do
+        [ "$(date +%s)" -ge $end ] && return 1
+        sleep 0.2
+    done
+}
+is_active() { [ "$(prop imgd ActiveState)" = active ]; }
+# drop NAME...: www-data copies each sample into the upload folder under a hidden name
+# and renames it, as an uploader does.
+drop() {
+    local f
+    for f in "$@"; do
+        X runuser -u www-data -- sh -c \
+            "cp /var/tmp/imgd-samples/$f /srv/uploads/avatars/.$f.part &&
+             mv /srv/uploads/avatars/.$f.part /srv/uploads/avatars/$f" || return 1
+    done
+}
+jobs_json() { imgctl jobs --limit 1000 --json; }
+status_field() { imgctl status --json | jq -r "$1"; }
+running() { [ "$(status_field '.jobs.running // 0')" -ge "$1" ] 2>/dev/null; }
+journal_since() { X journalctl --no-pager -q -o cat --since "@$1" "${@:2}"; }
 
-# Before the boot: the package's dependencies, from the mirror (none when the cached root
-# has them all, as it does for this version of debian/control).
 if [ $mode = deb ]; then
     cp "$deb" "$root/var/tmp/"
-    deps=$(dpkg-deb -f "$deb" Depends)
-    if ! chroot "$root" apt-get satisfy -y -qq "$deps" >"$run/satisfy.log" 2>&1; then
-        step "installing the package's dependencies from the mirror"
-        chroot "$root" sh -c 'apt-get update -qq && apt-get satisfy -y -qq "$1"' sh "$deps" \
-               >>"$run/satisfy.log" 2>&1 || die "cannot install $deps: $run/satisfy.log"
-    fi
 else
     DESTDIR=$root cmake --install "$build" --prefix /usr >"$run/install.log" 2>&1 ||
         die "cmake --install failed: $run/install.log"
@@ -262,7 +287,7 @@ if [ $mode = deb ]; then
     # The package enables and starts imgd at once: say how that went, before the upload
     # folder of the shipped configuration exists.
     echo "note: after apt-get install: imgd $(prop imgd ActiveState) ($(prop imgd Result)," \
-         "status $(prop imgd ExecMainStatus))$(X journalctl -q -o cat -u imgd -p err -n 1 | sed 's/^/: /')"
+         "status $(prop imgd ExecMainStatus))$(X journalctl -q -o cat SYSLOG_IDENTIFIER=imgd -p err -n 1 | sed 's/^/: /')"
     upload_setup
     X systemctl restart imgd
 else
@@ -272,33 +297,6 @@ else
     X systemctl daemon-reload
     X systemctl enable --now imgd 2>/dev/null
 fi
-
-imgctl() { X imgctl "$@"; }
-prop() { X systemctl show -p "$2" --value "$1"; }
-# wait_for SECONDS COMMAND...: until COMMAND succeeds; 1 on time-out.
-wait_for() {
-    local end=$(($(date +%s) + $1))
-    shift
-    until "$@"; do
-        [ "$(date +%s)" -ge $end ] && return 1
-        sleep 0.2
-    done
-}
-is_active() { [ "$(prop imgd ActiveState)" = active ]; }
-# drop NAME...: www-data copies each sample into the upload folder under a hidden name
-# and renames it, as an uploader does.
-drop() {
-    local f
-    for f in "$@"; do
-        X runuser -u www-data -- sh -c \
-            "cp /var/tmp/imgd-samples/$f /srv/uploads/avatars/.$f.part &&
-             mv /srv/uploads/avatars/.$f.part /srv/uploads/avatars/$f" || return 1
-    done
-}
-jobs_json() { imgctl jobs --limit 1000 --json; }
-status_field() { imgctl status --json | jq -r "$1"; }
-running() { [ "$(status_field '.jobs.running // 0')" -ge "$1" ] 2>/dev/null; }
-journal_since() { X journalctl --no-pager -q -o cat --since "@$1" "${@:2}"; }
 
 # ---- checks ----------------------------------------------------------------------------
 step "checks"

@@ -3,7 +3,7 @@
 # Installs what is missing, builds imgd with warnings as errors, and runs every test with
 # ctest; then builds again with AddressSanitizer and UndefinedBehaviorSanitizer and runs the
 # tests once more, and checks the systemd unit under a real systemd in a Debian 12 container
-# (scripts/systemd-test.sh: about 8 minutes the first time, 1.5 with its root cached).
+# (scripts/systemd-test.sh: about 8 minutes the first time, 1 to 3.5 with its root cached).
 # CI (.ci/run) calls exactly this.
 #   scripts/test.sh               everything
 #   scripts/test.sh --no-asan     skip the sanitizer pass
