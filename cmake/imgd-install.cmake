@@ -11,8 +11,9 @@
 #
 #   sysconfdir  /etc for the prefixes / and /usr (as GNUInstallDirs does when the prefix is
 #               given at configure time), else PREFIX/etc, unless configured absolute
-#   unit        PREFIX/lib/systemd/system/imgd.service (/usr/lib/systemd/system for /usr,
-#               /usr/local/lib/systemd/system for /usr/local: both on systemd's search path)
+#   units       PREFIX/lib/systemd/system/imgd.service and imgd-http.socket
+#               (/usr/lib/systemd/system for /usr, /usr/local/lib/systemd/system for
+#               /usr/local: both on systemd's search path)
 
 set(prefix "${CMAKE_INSTALL_PREFIX}")
 string(REGEX REPLACE "/+$" "" prefix "${prefix}")
@@ -48,6 +49,9 @@ string(REPLACE "/usr/bin/imgctl" "${bindir}/imgctl" unit "${unit}")
 string(REPLACE "/etc/imgd/" "${sysconfdir}/imgd/" unit "${unit}")
 file(WRITE "${IMGD_BINARY_DIR}/install/imgd.service" "${unit}")
 file(INSTALL DESTINATION "${unitdir}" TYPE FILE FILES "${IMGD_BINARY_DIR}/install/imgd.service")
+# GET /metrics and /health by socket activation (off until enabled: systemctl enable --now
+# imgd-http.socket); it names no path of the install.
+file(INSTALL DESTINATION "${unitdir}" TYPE FILE FILES "${IMGD_SOURCE_DIR}/systemd/imgd-http.socket")
 
 # The configuration: an operator's file is never overwritten.
 set(conf "${sysconfdir}/imgd/imgd.conf")

@@ -8,10 +8,13 @@
 set -euo pipefail
 
 packages=(gcc make cmake pkg-config libvips-dev libsqlite3-dev libconfig-dev libsystemd-dev
-          libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev fonts-dejavu-core)
+          libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev libmicrohttpd-dev
+          fonts-dejavu-core)
 for arg in "$@"; do
     case "$arg" in
-    --tests) packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps) ;;
+    # prometheus: for its promtool (test-http-promtool lints GET /metrics); Debian ships no
+    # smaller package with it.
+    --tests) packages+=(libcmocka-dev sqlite3 systemd groff-base man-db procps prometheus) ;;
     --package) packages+=(build-essential dpkg-dev debhelper fakeroot lintian) ;;
     *) echo "deps.sh: unknown option $arg (--tests, --package)" >&2; exit 2 ;;
     esac

@@ -1007,8 +1007,7 @@ static uint64_t rss_bytes(void)
         return page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
 }
 
-static int api_metrics(struct api_context *ctx, const json_t *request, json_t **ret_result,
-                       char **ret_error)
+int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
 {
         const worker_pool *pool;
         static const char *const breaker_states[] = {"closed", "half-open", "open"};
@@ -1016,11 +1015,9 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
         _cleanup_free_ char *text = NULL;
         struct scheduler_report rep;
         size_t size = 0;
-        json_t *result;
         FILE *f;
         int r;
 
-        (void)request;
         r = require_ledger(ctx, ret_error);
         if (r < 0)
                 return r;
@@ -1056,6 +1053,21 @@ static int api_metrics(struct api_context *ctx, const json_t *request, json_t **
         r = metrics_render(scheduler_metrics(ctx->scheduler), &g, f);
         if (fclose(f) != 0 || r < 0 || !text)
                 return api_error(ret_error, -EIO, "cannot render the metrics");
+        *ret_text = TAKE_PTR(text);
+        return 0;
+}
+
+static int api_metrics(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                       char **ret_error)
+{
+        _cleanup_free_ char *text = NULL;
+        json_t *result;
+        int r;
+
+        (void)request;
+        r = api_metrics_text(ctx, &text, ret_error);
+        if (r < 0)
+                return r;
         result = json_pack("{s:o}", "text", proto_string_lossy(text));
         if (!result)
                 return -ENOMEM;

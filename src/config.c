@@ -21,11 +21,13 @@
  * missing output, state and socket directories, and open each watermark image to check it is
  * there and looks like an image.
  */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libconfig.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1448,6 +1450,140 @@ static int parse_alerts(struct parser *p, const config_setting_t *root, struct c
         return 0;
 }
 
+/*
+ * Parses an HTTP listen address: "IPV4:PORT", "[IPV6]:PORT" (numeric only: no name is looked
+ * up) or an absolute Unix socket path. Returns 0 and the address in *ret, *ret_len, or
+ * -EINVAL with what is wrong in *ret_why (static text).
+ */
+static int parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len,
+                        const char **ret_why)
+{
+        struct sockaddr_storage ss = {};
+        char host[INET6_ADDRSTRLEN + 1];
+        const char *colon, *h = s;
+        size_t hlen;
+        char *end;
+        long port;
+
+        if (s[0] == '/') {
+                struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+
+                if (strlen(s) >= sizeof un->sun_path) {
+                        *ret_why = "the socket path is too long";
+                        return -EINVAL;
+                }
+                un->sun_family = AF_UNIX;
+                strcpy(un->sun_path, s);
+                *ret = ss;
+                *ret_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(s) + 1);
+                return 0;
+        }
+        colon = strrchr(s, ':');
+        if (!colon || colon == s) {
+                *ret_why = "expected IPV4:PORT, [IPV6]:PORT or an absolute Unix socket path";
+                return -EINVAL;
+        }
+        hlen = (size_t)(colon - s);
+        if (s[0] == '[') {
+                if (hlen < 2 || s[hlen - 1] != ']') {
+                        *ret_why = "an IPv6 address is written in brackets: [::1]:9118";
+                        return -EINVAL;
+                }
+                h = s + 1;
+                hlen -= 2;
+        }
+        if (hlen == 0 || hlen >= sizeof host) {
+                *ret_why = "the address is not a numeric IPv4 or IPv6 address";
+                return -EINVAL;
+        }
+        memcpy(host, h, hlen);
+        host[hlen] = '\0';
+        errno = 0;
+        port = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || errno || port < 0 || port > 65535 || colon[1] == '+' ||
+            colon[1] == '-' || colon[1] == ' ') {
+                *ret_why = "the port must be a number from 0 to 65535";
+                return -EINVAL;
+        }
+        if (s[0] != '[' && inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+                struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+                in->sin_family = AF_INET;
+                in->sin_port = htons((uint16_t)port);
+                *ret_len = sizeof *in;
+        } else if (s[0] == '[' &&
+                   inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons((uint16_t)port);
+                *ret_len = sizeof *in6;
+        } else {
+                *ret_why = s[0] == '[' ? "not a numeric IPv6 address in the brackets"
+                                       : "not a numeric IPv4 address (IPv6 goes in brackets: "
+                                         "[::1]:9118; names are not looked up)";
+                return -EINVAL;
+        }
+        *ret = ss;
+        return 0;
+}
+
+/* http = { listen = "127.0.0.1:9118"; health_alerts = [ "breaker", "paused" ]; }; */
+static int parse_http(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        static const char *const keys[] = { "listen", "health_alerts", NULL };
+        const config_setting_t *s = config_setting_get_member(root, "http"), *ls = NULL, *list;
+        const char *v = NULL, *why = NULL;
+        int r;
+
+        c->http.health_alerts = (1u << _HEALTH_ALERT_MAX) - 1;
+        if (!s)
+                return 0;
+        if (!config_setting_is_group(s))
+                return fail(p, s, -EINVAL,
+                            "'http' must be a group: http = { listen = \"127.0.0.1:9118\"; };");
+        r = check_keys(p, s, keys, "", " in http");
+        if (r < 0)
+                return r;
+        r = get_string(p, s, "listen", "http: ", &ls, &v);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (parse_listen(v, &c->http.addr, &c->http.addr_len, &why) < 0)
+                        return fail(p, ls, -EINVAL, "http: listen = \"%s\": %s", v, why);
+                c->http.listen = strdup(v);
+                if (!c->http.listen)
+                        return oom(p);
+                c->http.line = (int)config_setting_source_line(ls);
+        }
+        list = config_setting_get_member(s, "health_alerts");
+        if (!list)
+                return 0;
+        if (!config_setting_is_array(list) && !config_setting_is_list(list))
+                return fail(p, list, -EINVAL,
+                            "http: 'health_alerts' must be a list of names: [ \"breaker\" ]");
+        c->http.health_alerts = 0;
+        for (int i = 0; i < config_setting_length(list); i++) {
+                const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+                const char *name = config_setting_get_string(e);
+                unsigned bit = 0;
+
+                if (name && strcmp(name, "paused") == 0)
+                        bit = CONFIG_HTTP_PAUSED;
+                for (int a = 0; name && !bit && a < _HEALTH_ALERT_MAX; a++)
+                        if (strcmp(name, health_alert_name(a)) == 0)
+                                bit = 1u << a;
+                if (!bit)
+                        return fail(p, e, -EINVAL,
+                                    "http: health_alerts: unknown name %s%s%s (one of "
+                                    "error_rate, queue_depth, queue_age, drain_time, breaker, "
+                                    "degraded, paused)",
+                                    name ? "\"" : "", name ?: "(not a string)", name ? "\"" : "");
+                c->http.health_alerts |= bit;
+        }
+        return 0;
+}
+
 static int parse_breaker(struct parser *p, const config_setting_t *root, struct config *c)
 {
         static const char *const keys[] = { "output_failures", "worker_failure_rate",
@@ -1576,7 +1712,8 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
                                             "background", "limits",        "retry",
                                             "breaker",    "prune_after_days", "control_group",
                                             "degradation", "alerts",       "watch",
-                                            "pipelines",   "unwatched_scan_interval", NULL };
+                                            "pipelines",   "unwatched_scan_interval", "http",
+                                            NULL };
         long long days = 0, interval = 0;
         const config_setting_t *s = NULL;
         const char *v = NULL;
@@ -1637,6 +1774,9 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         if (r < 0)
                 return r;
         r = parse_alerts(p, root, c);
+        if (r < 0)
+                return r;
+        r = parse_http(p, root, c);
         if (r < 0)
                 return r;
         r = get_int_range(p, root, "prune_after_days", "", 0, 36500, &days);
@@ -1819,6 +1959,7 @@ struct config *config_free(struct config *c)
         }
         free(c->watches);
         free(c->control_group);
+        free(c->http.listen);
         for (size_t i = 0; i < c->n_pipelines; i++) {
                 free(c->pipelines[i].name);
                 free(c->pipelines[i].variants);

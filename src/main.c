@@ -19,12 +19,14 @@
 #include <string.h>
 #include <sysexits.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <systemd/sd-event.h>
 
 #include "imgd/api.h"
 #include "imgd/config.h"
 #include "imgd/control.h"
+#include "imgd/http.h"
 #include "imgd/intake.h"
 #include "imgd/ledger.h"
 #include "imgd/lockfile.h"
@@ -49,6 +51,8 @@ struct daemon {
         watch *watch;
         intake_retry *retry; /* uploads whose intake failed for a transient reason */
         control *control;
+        http *http;  /* GET /metrics and /health; NULL: not configured */
+        int http_fd; /* the socket systemd passed for it until http_new() takes it */
         struct api_context api;
         sd_event_source *status_timer, *watchdog_timer, *drain_timer;
         uint64_t watchdog_usec;
@@ -276,6 +280,9 @@ static int reload(struct daemon *d, char **ret_error)
         if (strcmp(next->socket, d->config->socket) != 0 ||
             strcmp(next->state_dir, d->config->state_dir) != 0)
                 log_warning("reload: socket and state_dir changes take effect at the next start");
+        if (!next->http.listen != !d->config->http.listen ||
+            (next->http.listen && strcmp(next->http.listen, d->config->http.listen) != 0))
+                log_warning("reload: an http.listen change takes effect at the next start");
 
         d->watch = watch_free(d->watch);
         d->watch = w;
@@ -414,6 +421,12 @@ static int run(struct daemon *d)
         r = take_locks(d);
         if (r < 0)
                 goto out;
+        /* Before any process is started: workers must not inherit it, nor LISTEN_FDS. */
+        d->http_fd = http_take_passed_fd();
+        if (d->http_fd < 0 && d->http_fd != -ENOENT) {
+                r = d->http_fd;
+                goto out;
+        }
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -495,6 +508,10 @@ static int run(struct daemon *d)
                                     "user may use the socket", d->config->control_group);
         }
         scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
+        r = http_new(e, &d->config->http, d->http_fd, &d->api, &d->http);
+        d->http_fd = -1; /* taken */
+        if (r < 0)
+                goto out;
 
         r = scan(d);
         log_info("watching %u folder(s), %d file(s) found at start, %u worker(s)",
@@ -517,6 +534,10 @@ out:
         d->status_timer = sd_event_source_disable_unref(d->status_timer);
         d->watchdog_timer = sd_event_source_disable_unref(d->watchdog_timer);
         d->drain_timer = sd_event_source_disable_unref(d->drain_timer);
+        d->http = http_free(d->http);
+        if (d->http_fd >= 0)
+                close(d->http_fd);
+        d->http_fd = -1;
         d->control = control_free(d->control);
         d->api.control = NULL;
         d->api.watch = NULL;
@@ -552,7 +573,7 @@ int main(int argc, char **argv)
         };
         const char *config_path = CONFIG_DEFAULT_PATH;
         _cleanup_free_ char *error = NULL;
-        struct daemon d = {};
+        struct daemon d = {.http_fd = -1};
         bool check_only = false;
         int c, r;
 

@@ -217,6 +217,25 @@ static void test_unit_contents(void **state)
         assert_string_equal(v, "multi-user.target");
         free(v);
         free(unit);
+
+        /* GET /metrics and /health reach the service through a socket systemd opens in the
+         * host's network and passes as "http" (http.h), so PrivateNetwork=yes above stays. */
+        unit = tu_read_file(IMGD_SOURCE_DIR "/systemd/imgd-http.socket", NULL);
+        assert_non_null(unit);
+        static const char *const want[][3] = {
+                {"Socket", "ListenStream", "127.0.0.1:9118"},
+                {"Socket", "FileDescriptorName", "http"},
+                {"Socket", "Service", "imgd.service"},
+                {"Install", "WantedBy", "sockets.target"},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+                v = unit_get(unit, want[i][0], want[i][1]);
+                if (!v || strcmp(v, want[i][2]) != 0)
+                        fail_msg("imgd-http.socket: %s=%s, expected %s", want[i][1], v ? v : "",
+                                 want[i][2]);
+                free(v);
+        }
+        free(unit);
 }
 
 /* ---- systemd-analyze security ------------------------------------------------------------ */
@@ -332,6 +351,23 @@ static void test_verify(void **state)
                          out ? out : "");
         free(out);
         out = NULL;
+
+        /* The HTTP socket, beside the service it activates. */
+        {
+                char *sock = tu_read_file(IMGD_SOURCE_DIR "/systemd/imgd-http.socket", NULL);
+                char *sock_path = tu_path("%s/imgd-http.socket", dir);
+
+                assert_non_null(sock);
+                tu_write_file(sock_path, sock, (size_t)-1);
+                rc = tu_run(&out, analyze, "verify", sock_path, NULL);
+                if (rc != 0 || (out && *out))
+                        fail_msg("systemd-analyze verify %s: exit %d:\n%s", sock_path, rc,
+                                 out ? out : "");
+                free(out);
+                out = NULL;
+                free(sock_path);
+                free(sock);
+        }
 
         /* The control: a missing program is reported, so the check above means something. */
         rc = tu_run(&out, analyze, "verify", broken_path, NULL);
@@ -949,6 +985,11 @@ static void check_install(const char *prefix, const char *etc_dir)
         unit = tu_read_file(unit_path, NULL);
         if (!unit)
                 fail_msg("--prefix %s: no unit at %s", prefix, unit_path);
+        p = tu_path("%s%s/lib/systemd/system/imgd-http.socket", dest, prefix);
+        if (access(p, R_OK) != 0)
+                fail_msg("--prefix %s: imgd-http.socket was not installed beside imgd.service",
+                         prefix);
+        free(p);
 
         start = unit_word(unit, "ExecStart", 0);
         p = tu_path("%s%s", dest, start);

@@ -39,6 +39,13 @@ int api_handle(const char *cmd, const json_t *request, void *userdata, json_t **
                char **ret_error);
 
 /*
+ * The Prometheus text exposition (metrics.h) that the command "metrics" answers with, also
+ * served over HTTP (http.h). Returns 0 and the text in *ret_text (caller frees), or a
+ * negative errno with a message in *ret_error (caller frees; may be left NULL on -ENOMEM).
+ */
+int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error);
+
+/*
  * A scheduler_event_fn; userdata is a struct api_context. Sends
  * {"v":1,"event":EVENT,"at_us":NOW,"job":JOB} to every subscriber of ctx->control (nothing
  * when it is NULL or has none). An event that would not fit in one protocol line is sent

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "health.h"
 #include "variant.h"
@@ -68,6 +69,22 @@ struct config_retry {
         double jitter;          /* 0..1, default 0.2 */
 };
 
+/*
+ * http = { listen = "127.0.0.1:9118"; health_alerts = [ "breaker", "paused" ]; }; (http.h).
+ * listen is "IPV4:PORT", "[IPV6]:PORT" (numeric, no name lookup; port 0: any free one) or an
+ * absolute Unix socket path; a socket passed by systemd (named "http") wins over it.
+ */
+#define CONFIG_HTTP_PAUSED (1u << _HEALTH_ALERT_MAX) /* "paused" in health_alerts */
+struct config_http {
+        char *listen;                 /* as written; NULL: no address of its own */
+        struct sockaddr_storage addr; /* listen, parsed (AF_INET, AF_INET6 or AF_UNIX) */
+        socklen_t addr_len;           /* 0 when listen is NULL */
+        int line;                     /* where listen was set, for messages */
+        /* What makes GET /health answer 503: bit (1 << enum health_alert) for each alert
+         * counted, CONFIG_HTTP_PAUSED for an operator's pause. Default: every alert. */
+        unsigned health_alerts;
+};
+
 struct config {
         char *file; /* the file it was loaded from */
         char *state_dir;
@@ -88,6 +105,7 @@ struct config {
         struct health_config health; /* its thresholds (health.h) */
         struct health_alerts_config alerts; /* when status reports an alert (health.h) */
         char *control_group;       /* group whose members may use the socket; NULL: none */
+        struct config_http http;
 };
 
 /*
