@@ -116,7 +116,7 @@ cmake --build "$build" -j"$(nproc)" >"$build/build.log" 2>&1 ||
 # Everything the checks need is in it, so the booted system needs no network: imgd's
 # runtime libraries, systemd, curl and jq for the checks, fonts for text watermarks.
 include=systemd,systemd-sysv,dbus,libvips42,libsqlite3-0,libconfig9,libsystemd0,libjansson4
-include=$include,libssl3,fonts-dejavu-core,adduser,curl,jq,ca-certificates,procps
+include=$include,libssl3,libmicrohttpd12,fonts-dejavu-core,adduser,curl,jq,ca-certificates,procps
 mirror() {
     # The first Debian (not security) URI of apt's sources, else the default mirror.
     local u
@@ -457,17 +457,20 @@ else
     skip "upgrade: no Debian package in this tree (installed with cmake --install)"
 fi
 
-# /metrics and /health through the socket-activated HTTP endpoint.
+# /metrics and /health through the socket-activated HTTP endpoint: with imgd stopped and
+# only systemd listening, the first connection starts imgd, which takes the socket.
 if X test -f /lib/systemd/system/imgd-http.socket -o -f /usr/lib/systemd/system/imgd-http.socket; then
     X systemctl start imgd-http.socket
+    X systemctl stop imgd
     listen=$(prop imgd-http.socket Listen | head -n1)
     addr=${listen% *}
-    case $addr in [0-9]*) addr=127.0.0.1:$addr ;; \[::\]:*) addr=127.0.0.1:${addr##*:} ;; esac
-    m=$(X curl -s -m 10 "http://$addr/metrics")
-    h=$(X curl -s -m 10 -o /dev/null -w '%{http_code}' "http://$addr/health")
+    case $addr in [0-9]*:*) ;; [0-9]*) addr=127.0.0.1:$addr ;; \[::\]:*) addr=127.0.0.1:${addr##*:} ;; esac
+    h=$(X curl -s -m 30 -o /dev/null -w '%{http_code}' "http://$addr/health")
+    state=$(prop imgd ActiveState)
+    m=$(X curl -s -m 30 "http://$addr/metrics")
     check "/metrics and /health through imgd-http.socket ($listen)" \
-          "metrics $(echo "$m" | grep -c '^imgd_') imgd_ lines, health HTTP $h, socket $(prop imgd-http.socket ActiveState)" \
-          test "$(echo "$m" | grep -c '^imgd_build_info')" -ge 1 -a "$h" = 200
+          "socket $(prop imgd-http.socket ActiveState), GET /health with imgd stopped: HTTP $h, imgd then $state; /metrics: $(echo "$m" | grep -c '^imgd_') imgd_ lines, $(echo "$m" | grep -m1 '^imgd_build_info')" \
+          test "$h" = 200 -a "$state" = active -a "$(echo "$m" | grep -c '^imgd_build_info')" -ge 1
 else
     skip "no imgd-http.socket in this build"
 fi
