@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "imgd/confdump.h"
+#include "imgd/health.h"
 #include "imgd/imgformat.h"
 #include "imgd/macro.h"
 #include "imgd/variant.h"
@@ -33,6 +34,7 @@ enum setting_kind {
         SETTING_ENUM,   /* an enum, written by its name (.enum_name) */
         SETTING_FORMAT, /* enum image_format or VARIANT_FORMAT_SAME */
         SETTING_KEEP,   /* unsigned VARIANT_KEEP_* bits, written [ "icc", ... ] */
+        SETTING_ALERTS, /* unsigned bits (1 << enum health_alert) and CONFIG_HTTP_PAUSED */
         SETTING_GROUP,  /* name = { .members }; a struct at .offset (the degradation group: 0) */
         SETTING_LIST,   /* name = ( { .members }, ... ); an array of elements */
         SETTING_NAMED,  /* name = { NAME = { .members }; ... }; NAME at .name_offset */
@@ -274,6 +276,13 @@ static const struct setting alerts_settings[] = {
     {},
 };
 
+#define HT(field) offsetof(struct config_http, field)
+static const struct setting http_settings[] = {
+    {.name = "listen", .kind = SETTING_STRING, .offset = HT(listen)},
+    {.name = "health_alerts", .kind = SETTING_ALERTS, .offset = HT(health_alerts)},
+    {},
+};
+
 /* The top level, in the order of etc/imgd.conf. */
 static const struct setting config_settings[] = {
     {.name = "state_dir", .kind = SETTING_STRING, .offset = S(struct config, state_dir)},
@@ -291,6 +300,7 @@ static const struct setting config_settings[] = {
      .kind = SETTING_UINT,
      .offset = S(struct config, unwatched_scan_interval_s)},
     {.name = "control_group", .kind = SETTING_STRING, .offset = S(struct config, control_group)},
+    {.name = "read_group", .kind = SETTING_STRING, .offset = S(struct config, read_group)},
     {.name = "retry",
      .kind = SETTING_GROUP,
      .offset = S(struct config, retry),
@@ -304,6 +314,7 @@ static const struct setting config_settings[] = {
      .kind = SETTING_GROUP,
      .offset = S(struct config, alerts),
      .members = alerts_settings},
+    {.name = "http", .kind = SETTING_GROUP, .offset = S(struct config, http), .members = http_settings},
     {.name = "watch",
      .kind = SETTING_LIST,
      .offset = S(struct config, watches),
@@ -446,6 +457,21 @@ static void dump_setting(FILE *f, const struct setting *s, const void *base, uns
                                 continue;
                         fputs(first ? " " : ", ", f);
                         put_string(f, variant_keep_name(bit));
+                        first = false;
+                }
+                fputs(first ? "]" : " ]", f);
+                break;
+        }
+        case SETTING_ALERTS: {
+                unsigned bits = *AT(base, s->offset, unsigned);
+                bool first = true;
+
+                fputc('[', f);
+                for (int a = 0; a <= _HEALTH_ALERT_MAX; a++) {
+                        if (!(bits & (1u << a)))
+                                continue;
+                        fputs(first ? " " : ", ", f);
+                        put_string(f, a < _HEALTH_ALERT_MAX ? health_alert_name(a) : "paused");
                         first = false;
                 }
                 fputs(first ? "]" : " ]", f);

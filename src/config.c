@@ -1575,12 +1575,19 @@ static int parse_http(struct parser *p, const config_setting_t *root, struct con
                 for (int a = 0; name && !bit && a < _HEALTH_ALERT_MAX; a++)
                         if (strcmp(name, health_alert_name(a)) == 0)
                                 bit = 1u << a;
-                if (!bit)
+                if (!bit) {
+                        char names[256] = "";
+
+                        for (int a = 0; a < _HEALTH_ALERT_MAX; a++) {
+                                strncat(names, health_alert_name(a),
+                                        sizeof names - strlen(names) - 1);
+                                strncat(names, ", ", sizeof names - strlen(names) - 1);
+                        }
                         return fail(p, e, -EINVAL,
-                                    "http: health_alerts: unknown name %s%s%s (one of "
-                                    "error_rate, queue_depth, queue_age, drain_time, breaker, "
-                                    "degraded, paused)",
-                                    name ? "\"" : "", name ?: "(not a string)", name ? "\"" : "");
+                                    "http: health_alerts: unknown name %s%s%s (one of %spaused)",
+                                    name ? "\"" : "", name ?: "(not a string)", name ? "\"" : "",
+                                    names);
+                }
                 c->http.health_alerts |= bit;
         }
         return 0;

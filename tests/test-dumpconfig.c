@@ -221,7 +221,7 @@ static const char full_conf[] =
     "socket = \"@/imgd.sock\";\n"
     "workers = 3;\n"
     "background = \"#123\";\n"
-    "control_group = \"imgd\";\n"
+    "control_group = \"root\";\n"
     "prune_after_days = 0;\n"
     "unwatched_scan_interval = 5;\n"
     "limits = { max_file_bytes = 5000000000L; max_pixels = 4096; job_timeout = 45;\n"
@@ -309,7 +309,7 @@ static void test_every_setting(void **state)
         assert_has(text, "workers = 3;");
         assert_has(text, "background = \"#112233\";");
         assert_has(text, "background = \"#abcdef\";");
-        assert_has(text, "control_group = \"imgd\";");
+        assert_has(text, "control_group = \"root\";");
         assert_has(text, "prune_after_days = 0;");
         assert_has(text, "max_file_bytes = 5000000000L;");
         assert_has(text, "queued = 3000000000L;");
