@@ -275,27 +275,6 @@ static int intake_counts(const struct api_context *ctx, json_t *result)
         return r < 0 ? -ENOMEM : 0;
 }
 
-/*
- * Appends the alert "ledger_failing" to `alerts` while the file system refuses the ledger's
- * writes (ledger_write_failure()): jobs wait and uploads are retried meanwhile. Returns 0 or
- * -ENOMEM.
- */
-static int ledger_alert(const struct api_context *ctx, json_t *alerts)
-{
-        int64_t since = 0;
-        const char *why = ledger_write_failure(ctx->ledger, &since);
-        char msg[768];
-
-        if (!alerts || !why)
-                return 0;
-        snprintf(msg, sizeof msg,
-                 "the job ledger cannot be written (for %.0f s): %s; no job is failed for it: "
-                 "work waits and uploads are retried until it can",
-                 (double)(wall_usec() - since) / 1e6, why);
-        return json_array_append_new(alerts, json_pack("{s:s, s:o}", "alert", "ledger_failing",
-                                                       "message", proto_string_lossy(msg)));
-}
-
 static int api_status(struct api_context *ctx, const json_t *request, json_t **ret_result,
                       char **ret_error)
 {
@@ -377,7 +356,6 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
                 r = json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler));
                 r |= json_object_set_new(result, "health", hj);
                 r |= intake_counts(ctx, result);
-                r |= ledger_alert(ctx, alerts);
                 r |= json_object_set_new(result, "alerts", alerts);
                 if (r < 0) {
                         json_decref(result);

@@ -463,6 +463,11 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                           in->unwatched_first ? in->unwatched_first : "",
                           in->unwatched_first ? ")" : "", why, in->unwatched_scan_s);
         }
+        if (in->ledger_failure)
+                alert_set(ret, HEALTH_ALERT_LEDGER,
+                          "the job ledger cannot be written (for %.0f s): %s; no job is failed "
+                          "for it: work waits and uploads are retried until it can",
+                          (double)in->ledger_failing_us / 1e6, in->ledger_failure);
 }
 
 const char *health_alert_name(enum health_alert a)
@@ -472,6 +477,7 @@ const char *health_alert_name(enum health_alert a)
                 [HEALTH_ALERT_OLDEST] = "queue_age",      [HEALTH_ALERT_DRAIN] = "drain_time",
                 [HEALTH_ALERT_BREAKER] = "breaker",       [HEALTH_ALERT_DEGRADED] = "degraded",
                 [HEALTH_ALERT_INTAKE] = "intake_failing", [HEALTH_ALERT_UNWATCHED] = "unwatched_folders",
+                [HEALTH_ALERT_LEDGER] = "ledger_failing",
         };
 
         return a >= 0 && a < _HEALTH_ALERT_MAX ? names[a] : NULL;

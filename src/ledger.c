@@ -50,7 +50,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "imgd/ledger.h"
 #include "imgd/macro.h"
@@ -349,6 +348,8 @@ struct ledger {
         sqlite3 *db;
         char *path;
         char *closed_path; /* <path>.closed, the clean-stop record */
+        char *wal_path;    /* <path>-wal, the WAL, and <path>-shm, its index */
+        char *shm_path;
         sqlite3_stmt *stmts[_STMT_MAX];
         bool read_batch;   /* between ledger_read_begin() and ledger_read_end() */
         bool read_open;    /* ... and its read transaction is open */
@@ -681,34 +682,29 @@ static void read_resume(ledger *l)
         "until imgd is restarted, other programs that open the ledger (sqlite3) may see an "       \
         "older state and must not write to it"
 
-/* Whether the file at `suffix` beside the ledger is missing or not the one recorded. */
-static bool aux_gone(const ledger *l, const char *suffix, dev_t dev, ino_t ino)
+/* Whether the file at `path` is missing or not the one recorded. */
+static bool aux_gone(const char *path, dev_t dev, ino_t ino)
 {
-        _cleanup_free_ char *path = NULL;
         struct stat st;
 
-        if (asprintf(&path, "%s%s", l->path, suffix) < 0)
-                return false; /* cannot tell: assume not */
         if (stat(path, &st) < 0)
                 return errno == ENOENT;
         return st.st_dev != dev || st.st_ino != ino;
 }
 
 /* Records the identity of the WAL (when wal_too) and the -shm (when shm_too) the connection
- * uses, after it opened them. */
+ * uses, when they exist (SQLite makes the WAL at the first write after a checkpoint that
+ * truncated it). */
 static void aux_note(ledger *l, bool wal_too, bool shm_too)
 {
-        _cleanup_free_ char *wal = NULL, *shm = NULL;
         struct stat st;
 
-        if (asprintf(&wal, "%s-wal", l->path) < 0 || asprintf(&shm, "%s-shm", l->path) < 0)
-                return;
-        if (wal_too && stat(wal, &st) == 0) {
+        if (wal_too && stat(l->wal_path, &st) == 0) {
                 l->wal_dev = st.st_dev;
                 l->wal_ino = st.st_ino;
                 l->wal_known = true;
         }
-        if (shm_too && stat(shm, &st) == 0) {
+        if (shm_too && stat(l->shm_path, &st) == 0) {
                 l->shm_dev = st.st_dev;
                 l->shm_ino = st.st_ino;
                 l->shm_known = true;
@@ -731,10 +727,13 @@ static int wal_checkpoint(ledger *l, int mode)
         return 0;
 }
 
-/* After a write transaction committed: when the WAL is gone from its path, checkpoint now. */
+/* After a write transaction committed: when the WAL is gone from its path, checkpoint now.
+ * (A WAL not seen yet, as after a reconnect, is recorded at the first commit that made it.) */
 static void wal_commit_durable(ledger *l)
 {
-        if (!l->wal_lost && l->wal_known && aux_gone(l, "-wal", l->wal_dev, l->wal_ino))
+        if (!l->wal_known)
+                aux_note(l, true, false);
+        else if (!l->wal_lost && aux_gone(l->wal_path, l->wal_dev, l->wal_ino))
                 l->wal_lost = true;
         if (l->wal_lost)
                 (void)wal_checkpoint(l, SQLITE_CHECKPOINT_FULL);
@@ -814,11 +813,9 @@ static int tx_end(ledger *l, int r)
                 r = k;
         }
         if (wrote && storage_errno(-r)) {
-                struct timespec ts;
-
                 snprintf(l->write_failure, sizeof l->write_failure, "%s", l->errmsg);
-                if (l->write_failed_since_us == 0 && clock_gettime(CLOCK_REALTIME, &ts) == 0)
-                        l->write_failed_since_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+                if (l->write_failed_since_us == 0)
+                        l->write_failed_since_us = wall_usec();
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
@@ -1371,9 +1368,19 @@ static int ledger_close_db(ledger *l)
         return rc;
 }
 
+/* path followed by suffix (caller frees), or NULL when out of memory. */
+static char *path_with(const char *path, const char *suffix)
+{
+        char *s;
+
+        return asprintf(&s, "%s%s", path, suffix) < 0 ? NULL : s;
+}
+
 static ledger *ledger_dispose(ledger *l)
 {
         free(l->closed_path);
+        free(l->wal_path);
+        free(l->shm_path);
         free(l->path);
         free(l);
         return NULL;
@@ -1479,8 +1486,8 @@ int ledger_check_files(ledger *l)
                 return 0;
         if (l->write_failed_since_us != 0)
                 write_probe(l);
-        wal = l->wal_lost || (l->wal_known && aux_gone(l, "-wal", l->wal_dev, l->wal_ino));
-        shm = !l->shm_lost && l->shm_known && aux_gone(l, "-shm", l->shm_dev, l->shm_ino);
+        wal = l->wal_lost || (l->wal_known && aux_gone(l->wal_path, l->wal_dev, l->wal_ino));
+        shm = !l->shm_lost && l->shm_known && aux_gone(l->shm_path, l->shm_dev, l->shm_ino);
         if (shm) {
                 l->shm_lost = true;
                 found |= LEDGER_SHM_LOST;
@@ -1553,9 +1560,8 @@ int ledger_open(const char *path, ledger **ret, char **ret_error)
                 goto fail;
 
         l = calloc(1, sizeof *l);
-        if (!l || !(l->path = strdup(path)) || asprintf(&l->closed_path, "%s.closed", path) < 0) {
-                if (l)
-                        l->closed_path = NULL;
+        if (!l || !(l->path = strdup(path)) || !(l->closed_path = path_with(path, ".closed")) ||
+            !(l->wal_path = path_with(path, "-wal")) || !(l->shm_path = path_with(path, "-shm"))) {
                 r = -ENOMEM;
                 goto fail;
         }

@@ -59,6 +59,7 @@ struct daemon {
         uint64_t watchdog_usec;
         uint64_t drain_deadline;
         char last_status[512];
+        char last_ledger_error[512]; /* check_ledger_files(): logged once until it changes */
         int exit_status; /* when run() fails: main()'s exit status, if not 1 */
 };
 
@@ -238,14 +239,14 @@ static void update_status(struct daemon *d)
  */
 static void check_ledger_files(struct daemon *d)
 {
-        static char last[512];
+        char *last = d->last_ledger_error;
         int r = ledger_check_files(d->ledger);
 
         if (r > 0) {
                 log_error("ledger: %s", ledger_errmsg(d->ledger));
                 last[0] = '\0';
         } else if (r < 0 && strcmp(last, ledger_errmsg(d->ledger)) != 0) {
-                snprintf(last, sizeof last, "%s", ledger_errmsg(d->ledger));
+                snprintf(last, sizeof d->last_ledger_error, "%s", ledger_errmsg(d->ledger));
                 log_error_errno(r, "ledger: %s", last);
         }
 }

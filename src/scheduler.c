@@ -1089,6 +1089,13 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
         };
         if (s->intake_fn)
                 s->intake_fn(&ai, s->intake_userdata);
+        {
+                int64_t since = 0, wall = wall_usec();
+
+                ai.ledger_failure = ledger_write_failure(s->ledger, &since);
+                if (ai.ledger_failure && wall > since)
+                        ai.ledger_failing_us = (uint64_t)(wall - since);
+        }
         health_alerts_evaluate(&ai, &s->cfg->alerts, &ret->alerts);
         memcpy(ret->jobs, counts, sizeof ret->jobs);
         return r;

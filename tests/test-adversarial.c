@@ -693,6 +693,15 @@ static void test_ledger_read_only(void **state)
         free(alerts);
         free(text);
         json_decref(st);
+        /* The alert is one of health.h's list: in the metrics too, as every alert is. */
+        {
+                char *metrics = NULL;
+
+                assert_int_equal(tu_imgctl(&d, &metrics, "metrics", NULL), 0);
+                if (!strstr(metrics, "imgd_alert{alert=\"ledger_failing\"} 1\n"))
+                        fail_msg("imgd_alert{alert=\"ledger_failing\"} is not 1:\n%s", metrics);
+                free(metrics);
+        }
 
         /* Writable again: everything done, once, at the first attempt. */
         assert_int_equal(unlink(flag), 0);

@@ -174,12 +174,14 @@ bool health_check(const health *h);
  *      breaker      true    the circuit breaker is not closed
  *      degraded     true    the degradation level is not full
  *
- * and two that are always on, about uploads that intake could not take in the usual way:
+ * and three that are always on, about uploads that intake could not take in the usual way
+ * and a ledger that cannot be written:
  *
  *      intake_failing      uploads wait for a retry after a transient failure (EMFILE, a
  *                          full ledger disk, ...)
  *      unwatched_folders   folders that could not be watched (the inotify watch limit), found
  *                          by a periodic scan instead
+ *      ledger_failing      the file system refuses the ledger's writes (ledger_write_failure())
  */
 enum health_alert {
         HEALTH_ALERT_ERROR_RATE,
@@ -190,6 +192,7 @@ enum health_alert {
         HEALTH_ALERT_DEGRADED,
         HEALTH_ALERT_INTAKE,
         HEALTH_ALERT_UNWATCHED,
+        HEALTH_ALERT_LEDGER,
         _HEALTH_ALERT_MAX,
 };
 
@@ -222,6 +225,8 @@ struct health_alert_inputs {
         int unwatched_error;          /* negative errno of the last such failure */
         const char *unwatched_first;  /* the first of them by path; may be NULL */
         unsigned unwatched_scan_s;    /* how often they are scanned instead */
+        const char *ledger_failure;   /* why the ledger cannot be written; NULL: it can */
+        uint64_t ledger_failing_us;   /* for how long */
 };
 
 struct health_alert_report {
@@ -249,6 +254,6 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                             struct health_alert_report *ret);
 
 /* "error_rate", "queue_depth", "queue_age", "drain_time", "breaker", "degraded",
- * "intake_failing", "unwatched_folders"; NULL for a value out of range. These are the label
- * values of imgd_alert in the metrics and the "alert" names of imgctl status. */
+ * "intake_failing", "unwatched_folders", "ledger_failing"; NULL for a value out of range. These are
+ * the label values of imgd_alert in the metrics and the "alert" names of imgctl status. */
 const char *health_alert_name(enum health_alert a);
