@@ -28,28 +28,6 @@
 /* compinit's dump file, shared by the tests of this run: compinit without one takes seconds. */
 static char *tmpdir, *zsh_dump;
 
-static char *find_program(const char *name, const char *package)
-{
-        const char *path = getenv("PATH");
-        char *dirs = tu_path("%s:/usr/bin:/bin", path ? path : "");
-        char *save = NULL;
-
-        for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-                char *p = tu_path("%s/%s", *d ? d : ".", name);
-
-                if (access(p, X_OK) == 0) {
-                        free(dirs);
-                        return p;
-                }
-                free(p);
-        }
-        free(dirs);
-        fail_msg("%s is not installed; it comes with the Debian package %s "
-                 "(scripts/deps.sh --tests installs it)",
-                 name, package);
-        return NULL;
-}
-
 /* " a b c ": set of words; set_has() looks one up. */
 static char *set_add(char *set, const char *word, size_t n)
 {
@@ -108,7 +86,7 @@ static char *long_options(const char *text)
  */
 static char *zsh_complete(const char *line)
 {
-        char *zsh = find_program("zsh", "zsh"), *out = NULL, *set = strdup(" "), *save = NULL;
+        char *zsh = tu_find_program("zsh", "zsh"), *out = NULL, *set = strdup(" "), *save = NULL;
         int rc = tu_run(&out, zsh, "-f", ZSH_COMPLETE, COMPLETION_DIR, line, zsh_dump, NULL);
 
         if (rc != 0)
@@ -136,7 +114,7 @@ static char *bash_complete(const char *word1, const char *word2)
             "_imgctl imgctl \"${COMP_WORDS[COMP_CWORD]}\" \"${COMP_WORDS[COMP_CWORD-1]}\" "
             "|| exit 93\n"
             "printf '%s\\n' \"${COMPREPLY[@]}\"\n";
-        char *bash = find_program("bash", "bash"), *out = NULL, *set = strdup(" "), *save = NULL;
+        char *bash = tu_find_program("bash", "bash"), *out = NULL, *set = strdup(" "), *save = NULL;
         int rc = tu_run(&out, bash, "--norc", "--noprofile", "-c", script, "complete",
                         COMPLETION_DIR "/imgctl.bash", word1, word2 ? word2 : "", NULL);
 
@@ -184,7 +162,7 @@ static char *imgctl_synopses(void)
 
 static void test_zsh_loads(void **state)
 {
-        char *zsh = find_program("zsh", "zsh"), *out = NULL;
+        char *zsh = tu_find_program("zsh", "zsh"), *out = NULL;
         int rc;
 
         (void)state;

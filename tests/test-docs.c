@@ -30,27 +30,6 @@
 #define CONFIG_SOURCE IMGD_SOURCE_DIR "/src/config.c"
 #define COMPLETION IMGD_SOURCE_DIR "/completion/imgctl.bash"
 
-static char *find_program(const char *name, const char *package)
-{
-        const char *path = getenv("PATH");
-        char *dirs = tu_path("%s:/usr/bin:/bin", path ? path : "");
-        char *save = NULL;
-
-        for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-                char *p = tu_path("%s/%s", *d ? d : ".", name);
-
-                if (access(p, X_OK) == 0) {
-                        free(dirs);
-                        return p;
-                }
-                free(p);
-        }
-        free(dirs);
-        fail_msg("%s is not installed; it comes with the Debian package %s "
-                 "(scripts/deps.sh --tests installs it)", name, package);
-        return NULL;
-}
-
 static char *read_page(const char *name)
 {
         char *path = tu_path("%s/%s", MAN_DIR, name);
@@ -78,7 +57,7 @@ static void assert_section(const char *page, const char *text, const char *secti
 
 static void check_page(const char *page, const char *const *sections)
 {
-        char *groff = find_program("groff", "groff-base");
+        char *groff = tu_find_program("groff", "groff-base");
         char *path = tu_path("%s/%s", MAN_DIR, page);
         char *text = read_page(page);
         char *out = NULL;
@@ -151,7 +130,7 @@ static char *complete_words(const char **words)
 {
         /* NULL-padded, so that passing every slot hands tu_run() its terminating NULL. */
         const char *a[16] = { NULL };
-        char *bash = find_program("bash", "bash");
+        char *bash = tu_find_program("bash", "bash");
         char *out = NULL;
         size_t n = 0;
         int rc;

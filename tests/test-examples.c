@@ -36,34 +36,12 @@ static const struct example python = {"python3", "python3",
         "  { name = \"large\"; width = 200; height = 200; fit = \"inside\"; format = \"jpeg\"; } " \
         ")"
 
-static char *find_program(const char *name, const char *package)
-{
-        const char *path = getenv("PATH");
-        char *dirs = tu_path("%s:/usr/bin:/bin", path ? path : "");
-        char *save = NULL;
-
-        for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-                char *p = tu_path("%s/%s", *d ? d : ".", name);
-
-                if (access(p, X_OK) == 0) {
-                        free(dirs);
-                        return p;
-                }
-                free(p);
-        }
-        free(dirs);
-        fail_msg("%s is not installed; it comes with the Debian package %s "
-                 "(scripts/deps.sh --tests installs it)",
-                 name, package);
-        return NULL;
-}
-
 /* Runs the example on `file` with the given socket and timeout; returns its exit status and
  * its output (stdout and stderr) in *ret_out. */
 static int run_example(const struct example *e, struct tu_daemon *d, const char *socket,
                        const char *timeout, const char *file, char **ret_out)
 {
-        char *interpreter = find_program(e->interpreter, e->package);
+        char *interpreter = tu_find_program(e->interpreter, e->package);
         int rc = tu_run(ret_out, interpreter, e->script, "--socket", socket, "--watch", d->uploads,
                         "--timeout", timeout, file, NULL);
 

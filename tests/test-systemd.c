@@ -47,28 +47,6 @@
 #define EXPOSURE_MAX 2.0
 
 /* Where `name` is in $PATH or the sbin directories; fails the test if nowhere. */
-static char *find_program(const char *name, const char *package)
-{
-        const char *path = getenv("PATH");
-        char *dirs = tu_path("%s:/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin",
-                             path ? path : "");
-        char *save = NULL;
-
-        for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-                char *p = tu_path("%s/%s", *d ? d : ".", name);
-
-                if (access(p, X_OK) == 0) {
-                        free(dirs);
-                        return p;
-                }
-                free(p);
-        }
-        free(dirs);
-        fail_msg("%s is not installed; it comes with the Debian package %s "
-                 "(scripts/deps.sh --tests installs it)", name, package);
-        return NULL;
-}
-
 /* ---- the unit file ----------------------------------------------------------------------- */
 
 /*
@@ -242,7 +220,7 @@ static void test_unit_contents(void **state)
 
 static void test_security_exposure(void **state)
 {
-        char *analyze = find_program("systemd-analyze", "systemd");
+        char *analyze = tu_find_program("systemd-analyze", "systemd");
         char *out = NULL, *line, *end, *save = NULL;
         const char *tag = "Overall exposure level for imgd.service:";
         double exposure = -1;
@@ -325,7 +303,7 @@ static char *make_man_tree(const char *dir)
 
 static void test_verify(void **state)
 {
-        char *analyze = find_program("systemd-analyze", "systemd");
+        char *analyze = tu_find_program("systemd-analyze", "systemd");
         char *dir = tu_mkdtemp();
         char *unit = read_unit();
         char *copy0 = replace_all(unit, "/usr/sbin/imgd", IMGD_BUILD_DIR "/imgd");
@@ -952,7 +930,7 @@ static char *unit_word(const char *unit, const char *key, unsigned skip)
 /* `cmake --install build --prefix PREFIX` into DESTDIR=dest; fails the test if it fails. */
 static void cmake_install(const char *dest, const char *prefix)
 {
-        char *cmake = find_program("cmake", "cmake");
+        char *cmake = tu_find_program("cmake", "cmake");
         char *out = NULL;
         int rc;
 

@@ -59,42 +59,19 @@ static int drop_to(uid_t uid, gid_t gid, gid_t upload_gid, mode_t mask)
         return 0;
 }
 
+/* In the child that becomes imgd: the user, groups and umask the unit gives it. */
+static void as_imgd(struct tu_daemon *d)
+{
+        if (drop_to(IMGD_UID, IMGD_GID, UPLOAD_GID, 0022) < 0)
+                _exit(126);
+        setenv("HOME", d->state, 1);
+}
+
 /* Starts build/imgd as IMGD_UID (groups IMGD_GID and UPLOAD_GID, umask 0022, as the unit
  * runs it) and waits until its socket answers. */
 static void start_daemon_as_imgd(struct tu_daemon *d)
 {
-        pid_t pid = fork();
-
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-
-                if (fd >= 0) {
-                        dup2(fd, STDERR_FILENO);
-                        dup2(fd, STDOUT_FILENO);
-                }
-                if (drop_to(IMGD_UID, IMGD_GID, UPLOAD_GID, 0022) < 0)
-                        _exit(126);
-                setenv("HOME", d->state, 1);
-                execl(IMGD_BUILD_DIR "/imgd", "imgd", "-v", "-c", d->config, (char *)NULL);
-                _exit(127);
-        }
-        d->pid = pid;
-        for (int i = 0; i < 2000; i++) {
-                int status;
-
-                if (tu_imgctl(d, NULL, "status", NULL) == 0)
-                        return;
-                if (waitpid(pid, &status, WNOHANG) == pid) {
-                        char *log = tu_read_file(d->log, NULL);
-
-                        d->pid = 0;
-                        fail_msg("imgd exited during start-up (status %d):\n%s", status,
-                                 log ? log : "");
-                }
-                usleep(10 * 1000);
-        }
-        fail_msg("imgd did not answer on %s within 20 s", d->socket);
+        tu_daemon_start_with(d, as_imgd);
 }
 
 /* What the web server does, in a child running as WEB_UID. */

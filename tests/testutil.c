@@ -329,6 +329,33 @@ static void remember(pid_t pid)
 
 void tu_daemon_start(struct tu_daemon *d)
 {
+        tu_daemon_start_with(d, NULL);
+}
+
+char *tu_find_program(const char *name, const char *package)
+{
+        const char *path = getenv("PATH");
+        char *dirs = tu_path("%s:/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin", path ? path : "");
+        char *save = NULL;
+
+        for (char *dir = strtok_r(dirs, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+                char *p = tu_path("%s/%s", *dir ? dir : ".", name);
+
+                if (access(p, X_OK) == 0) {
+                        free(dirs);
+                        return p;
+                }
+                free(p);
+        }
+        free(dirs);
+        fail_msg("%s is not installed; it comes with the Debian package %s "
+                 "(scripts/deps.sh --tests installs it)",
+                 name, package);
+        return NULL;
+}
+
+void tu_daemon_start_with(struct tu_daemon *d, void (*in_child)(struct tu_daemon *d))
+{
         pid_t pid = fork();
 
         assert_true(pid >= 0);
@@ -338,6 +365,8 @@ void tu_daemon_start(struct tu_daemon *d)
                         dup2(fd, STDERR_FILENO);
                         dup2(fd, STDOUT_FILENO);
                 }
+                if (in_child)
+                        in_child(d);
                 execl(IMGD_BUILD_DIR "/imgd", "imgd", "-v", "-c", d->config, (char *)NULL);
                 _exit(127);
         }

@@ -75,6 +75,16 @@ void tu_daemon_setup(struct tu_daemon *d, const char *pipeline_body, unsigned wo
 /* Starts build/imgd -c config and waits until its socket answers (fails after 20 s). */
 void tu_daemon_start(struct tu_daemon *d);
 
+/* The same, with in_child(d) called in the child just before the exec (to change its user,
+ * say; it _exit()s if it cannot). */
+void tu_daemon_start_with(struct tu_daemon *d, void (*in_child)(struct tu_daemon *d));
+
+/*
+ * The path of program `name` (caller frees), looked up in PATH and the usual bin and sbin
+ * folders; fails the test, naming the Debian package that has it, when it is not installed.
+ */
+char *tu_find_program(const char *name, const char *package);
+
 /* Sends sig and waits for the daemon to exit; returns its wait status. */
 int tu_daemon_stop(struct tu_daemon *d, int sig);
 
