@@ -55,6 +55,7 @@ struct http {
         struct api_context *api;
         struct conn *conns;
         unsigned n_live; /* in conns and not evicted */
+        bool closed;     /* a connection was closed during this MHD_run(): see schedule() */
         struct MHD_Daemon *mhd;
         sd_event_source *io, *timer;
         char *unix_path; /* a socket file bound here, removed at the end */
@@ -281,6 +282,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                         k->next->pprev = k->pprev;
                 if (!k->evicted)
                         h->n_live--;
+                h->closed = true;
                 free(k);
                 *socket_context = NULL;
         }
@@ -402,12 +404,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return reply(c, status, "application/json", body, NULL);
 }
 
-/* Sets the timer from MHD_get_timeout(): off when MHD waits for nothing but the socket. */
+/*
+ * Sets the timer from MHD_get_timeout(): off when MHD waits for nothing but the socket. At
+ * its connection limit MHD takes the listening socket out of its epoll set, and puts it back
+ * only at the start of a run: when connections were closed during this one (evicted ones
+ * reaped, after a burst filled the limit before they were), run again at once, or the
+ * connections waiting in the backlog would wait for the next idle timeout (10 s).
+ */
 static void schedule(http *h)
 {
         MHD_UNSIGNED_LONG_LONG ms = 0;
 
-        if (MHD_get_timeout(h->mhd, &ms) != MHD_YES) {
+        if (h->closed) {
+                h->closed = false;
+                ms = 0;
+        } else if (MHD_get_timeout(h->mhd, &ms) != MHD_YES) {
                 (void)sd_event_source_set_enabled(h->timer, SD_EVENT_OFF);
                 return;
         }
