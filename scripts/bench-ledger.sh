@@ -9,7 +9,7 @@
 # fills the ledger with the sqlite3 CLI: --jobs (default 1,000,000) done jobs, each with its
 # three avatar outputs, of which the newest --files (default 100,000) belong to small files
 # that it creates in the watched tree, with their real size, mtime_ns and inode, so that the
-# start-up scan finds every one of them already done (src/intake.c, ledger_known_stat()).
+# start-up scan finds every one of them already done (src/daemon/intake.c, ledger_known_stat()).
 # Then it starts imgd on that ledger and measures (after a fill, whose writes imgd did not
 # make, imgd checks the whole ledger at open; a --reuse run after a run that stopped cleanly
 # measures an ordinary restart, with the schema-only check; the result names the check):

@@ -415,7 +415,7 @@ check "watchdog restarts a stopped daemon" \
       restarted
 
 # Journal fields: a job's own lines, and the done lines by MESSAGE_ID.
-done_id=$(sed -n 's/.*LOG_JOB_DONE.*"done", *"\([0-9a-f]\{32\}\)".*/\1/p' src/log.c)
+done_id=$(sed -n 's/.*LOG_JOB_DONE.*"done", *"\([0-9a-f]\{32\}\)".*/\1/p' src/shared/log.c)
 [ -n "$done_id" ] || done_id=73e4f80e147c457693a399f5f03c80cf
 j1=$(X journalctl --no-pager -o json IMGD_JOB_ID=1)
 j1_imgd=$(echo "$j1" | jq -r 'select(.SYSLOG_IDENTIFIER | test("^imgd")) | .MESSAGE' | grep -c .)
@@ -457,18 +457,26 @@ else
     skip "upgrade: no Debian package in this tree (installed with cmake --install)"
 fi
 
-# /metrics and /health through the socket-activated HTTP endpoint: with imgd stopped and
-# only systemd listening, the first connection starts imgd, which takes the socket.
+# /metrics and /health through the socket-activated HTTP endpoint, enabled with README.md's
+# command while imgd runs; then with imgd stopped and only systemd listening, the first
+# connection starts imgd, which takes the socket.
 if X test -f /lib/systemd/system/imgd-http.socket -o -f /usr/lib/systemd/system/imgd-http.socket; then
-    X systemctl start imgd-http.socket
-    X systemctl stop imgd
+    cmd=$(sed -n 's/^sudo \(systemctl stop imgd && .*imgd-http.socket.*\)$/\1/p' README.md | sed 's/sudo //g')
+    XS "$cmd" >"$run/socket.log" 2>&1
+    rc=$?
     listen=$(prop imgd-http.socket Listen | head -n1)
     addr=${listen% *}
     case $addr in [0-9]*:*) ;; [0-9]*) addr=127.0.0.1:$addr ;; \[::\]:*) addr=127.0.0.1:${addr##*:} ;; esac
+    m=$(X curl -s -m 30 "http://$addr/metrics")
+    check "README's enable of imgd-http.socket with imgd running" \
+          "'$cmd': exit $rc $(head -c 200 "$run/socket.log" | tr '\n' ' '), socket $(prop imgd-http.socket ActiveState), imgd $(prop imgd ActiveState), /metrics: $(echo "$m" | grep -c '^imgd_') imgd_ lines" \
+          test -n "$cmd" -a $rc = 0 -a "$(prop imgd-http.socket ActiveState)" = active -a \
+               "$(echo "$m" | grep -c '^imgd_build_info')" -ge 1
+    X systemctl stop imgd
     h=$(X curl -s -m 30 -o /dev/null -w '%{http_code}' "http://$addr/health")
     state=$(prop imgd ActiveState)
     m=$(X curl -s -m 30 "http://$addr/metrics")
-    check "/metrics and /health through imgd-http.socket ($listen)" \
+    check "/metrics and /health through imgd-http.socket ($listen), imgd stopped" \
           "socket $(prop imgd-http.socket ActiveState), GET /health with imgd stopped: HTTP $h, imgd then $state; /metrics: $(echo "$m" | grep -c '^imgd_') imgd_ lines, $(echo "$m" | grep -m1 '^imgd_build_info')" \
           test "$h" = 200 -a "$state" = active -a "$(echo "$m" | grep -c '^imgd_build_info')" -ge 1
 else

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "imgd/proto.h"
+#include "shared/proto.h"
 
 /* A violated invariant: abort, which libFuzzer and ctest both report. */
 #define CHECK(x)                                                                               \

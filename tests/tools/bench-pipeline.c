@@ -40,11 +40,11 @@
 
 #include <glib.h>
 
-#include "imgd/config.h"
-#include "imgd/imgformat.h"
-#include "imgd/macro.h"
-#include "imgd/render.h"
-#include "imgd/variant.h"
+#include "shared/config.h"
+#include "shared/imgformat.h"
+#include "shared/macro.h"
+#include "worker/render.h"
+#include "shared/variant.h"
 
 struct bench {
         const struct pipeline *pipeline;

@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * breaker.c - the circuit breaker's state machine; see breaker.h for the states and the
+ * transitions. The worker failure rate is kept in a ring of the last BREAKER_MAX_SAMPLES
+ * outcomes (time, worker failed?) recorded while closed; samples older than the window are
+ * skipped when the rate is computed, and the ring is emptied whenever the breaker opens.
+ * No I/O, no allocation after breaker_new().
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/breaker.h"
+#include "shared/macro.h"
+
+struct sample {
+        uint64_t time_us;
+        bool worker_failed;
+};
+
+struct breaker {
+        struct breaker_config cfg;
+        enum breaker_state state;
+
+        /* CLOSED */
+        unsigned consecutive_output; /* output failures since the last success */
+        struct sample ring[BREAKER_MAX_SAMPLES];
+        size_t ring_next; /* where the next sample goes */
+        size_t ring_n;    /* samples held, <= BREAKER_MAX_SAMPLES */
+
+        /* OPEN and HALF-OPEN */
+        uint64_t cooldown_us; /* of the current or the next opening */
+        uint64_t retry_at_us; /* OPEN: when the probe is allowed */
+        bool probe_out;       /* HALF-OPEN: breaker_allow() let the probe through */
+        char reason[BREAKER_REASON_MAX];
+
+        uint64_t transitions;
+};
+
+void breaker_config_init(struct breaker_config *c)
+{
+        *c = (struct breaker_config){
+                .output_failures = 3,
+                .worker_failure_rate = 0.5,
+                .worker_min_samples = 10,
+                .window_us = UINT64_C(60) * 1000000,
+                .cooldown_us = UINT64_C(30) * 1000000,
+                .max_cooldown_us = UINT64_C(600) * 1000000,
+        };
+}
+
+static bool config_valid(const struct breaker_config *c)
+{
+        /* Written so that a NaN rate is refused too. */
+        return c->output_failures > 0 && c->worker_failure_rate > 0 &&
+               c->worker_failure_rate <= 1 && c->worker_min_samples > 0 &&
+               c->worker_min_samples <= BREAKER_MAX_SAMPLES && c->window_us > 0 &&
+               c->cooldown_us > 0 && c->max_cooldown_us >= c->cooldown_us;
+}
+
+int breaker_new(const struct breaker_config *cfg, breaker **ret)
+{
+        struct breaker_config defaults;
+        breaker *b;
+
+        if (!cfg) {
+                breaker_config_init(&defaults);
+                cfg = &defaults;
+        }
+        if (!config_valid(cfg))
+                return -EINVAL;
+        b = calloc(1, sizeof *b);
+        if (!b)
+                return -ENOMEM;
+        b->cfg = *cfg;
+        b->state = BREAKER_CLOSED;
+        b->cooldown_us = cfg->cooldown_us;
+        *ret = b;
+        return 0;
+}
+
+breaker *breaker_free(breaker *b)
+{
+        free(b);
+        return NULL;
+}
+
+static void set_state(breaker *b, enum breaker_state s)
+{
+        if (b->state != s)
+                b->transitions++;
+        b->state = s;
+}
+
+static void forget_closed_history(breaker *b)
+{
+        b->consecutive_output = 0;
+        b->ring_next = 0;
+        b->ring_n = 0;
+}
+
+static void push_sample(breaker *b, uint64_t now_us, bool worker_failed)
+{
+        b->ring[b->ring_next] = (struct sample){ .time_us = now_us,
+                                                 .worker_failed = worker_failed };
+        b->ring_next = (b->ring_next + 1) % BREAKER_MAX_SAMPLES;
+        if (b->ring_n < BREAKER_MAX_SAMPLES)
+                b->ring_n++;
+}
+
+/*
+ * Counts the samples in the window (now - window_us, now] into *ret_n and the worker
+ * failures among them into *ret_failed. A sample from "after" now (a clock that went back)
+ * counts as in the window.
+ */
+static void window_counts(const breaker *b, uint64_t now_us, unsigned *ret_n, unsigned *ret_failed)
+{
+        unsigned n = 0, failed = 0;
+
+        for (size_t i = 0; i < b->ring_n; i++) {
+                const struct sample *s = &b->ring[i];
+
+                if (s->time_us < now_us && now_us - s->time_us >= b->cfg.window_us)
+                        continue;
+                n++;
+                if (s->worker_failed)
+                        failed++;
+        }
+        *ret_n = n;
+        *ret_failed = failed;
+}
+
+/* "60 s", or "1500 ms" for a window that is not whole seconds. */
+static void format_duration(char *buf, size_t size, uint64_t us)
+{
+        if (us % 1000000 == 0)
+                snprintf(buf, size, "%" PRIu64 " s", us / 1000000);
+        else
+                snprintf(buf, size, "%" PRIu64 " ms", us / 1000);
+}
+
+static void open_breaker(breaker *b, uint64_t now_us)
+{
+        set_state(b, BREAKER_OPEN);
+        b->retry_at_us = now_us + b->cooldown_us;
+        b->probe_out = false;
+        forget_closed_history(b);
+}
+
+static void record_closed(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_us)
+{
+        unsigned n, failed;
+        char window[32];
+
+        push_sample(b, now_us, o == BREAKER_WORKER_FAILURE);
+        switch (o) {
+        case BREAKER_SUCCESS:
+                b->consecutive_output = 0;
+                return;
+        case BREAKER_OUTPUT_FAILURE:
+                if (++b->consecutive_output < b->cfg.output_failures)
+                        return;
+                snprintf(b->reason, sizeof b->reason, "%u consecutive output failure%s%s%s",
+                         b->consecutive_output, b->consecutive_output == 1 ? "" : "s",
+                         reason ? ": " : "", reason ? reason : "");
+                open_breaker(b, now_us);
+                return;
+        case BREAKER_WORKER_FAILURE:
+                window_counts(b, now_us, &n, &failed);
+                if (n < b->cfg.worker_min_samples ||
+                    (double)failed / (double)n < b->cfg.worker_failure_rate)
+                        return;
+                format_duration(window, sizeof window, b->cfg.window_us);
+                snprintf(b->reason, sizeof b->reason,
+                         "worker failure rate %u%% over the last %s (%u of %u)%s%s",
+                         (unsigned)((100.0 * failed) / n + 0.5), window, failed, n,
+                         reason ? "; last: " : "", reason ? reason : "");
+                open_breaker(b, now_us);
+                return;
+        case BREAKER_JOB_FAILURE:
+        case _BREAKER_OUTCOME_MAX:
+                return;
+        }
+}
+
+static void record_half_open(breaker *b, enum breaker_outcome o, const char *reason,
+                             uint64_t now_us)
+{
+        switch (o) {
+        case BREAKER_SUCCESS:
+                set_state(b, BREAKER_CLOSED);
+                b->cooldown_us = b->cfg.cooldown_us;
+                b->retry_at_us = 0;
+                b->probe_out = false;
+                b->reason[0] = '\0';
+                return;
+        case BREAKER_OUTPUT_FAILURE:
+        case BREAKER_WORKER_FAILURE:
+                snprintf(b->reason, sizeof b->reason, "probe failed: %s",
+                         reason ? reason
+                         : o == BREAKER_OUTPUT_FAILURE ? "output failure"
+                                                       : "worker failure");
+                b->cooldown_us = b->cooldown_us > b->cfg.max_cooldown_us / 2
+                                         ? b->cfg.max_cooldown_us
+                                         : b->cooldown_us * 2;
+                open_breaker(b, now_us);
+                return;
+        case BREAKER_JOB_FAILURE:
+                /* A bad input says nothing about the output side: let another probe out. */
+                b->probe_out = false;
+                return;
+        case _BREAKER_OUTCOME_MAX:
+                return;
+        }
+}
+
+bool breaker_allow(breaker *b, uint64_t now_us)
+{
+        switch (b->state) {
+        case BREAKER_CLOSED:
+                return true;
+        case BREAKER_OPEN:
+                if (now_us < b->retry_at_us)
+                        return false;
+                set_state(b, BREAKER_HALF_OPEN);
+                b->retry_at_us = 0;
+                b->probe_out = true;
+                return true;
+        case BREAKER_HALF_OPEN:
+                if (b->probe_out)
+                        return false;
+                b->probe_out = true;
+                return true;
+        case _BREAKER_STATE_MAX:
+                break;
+        }
+        return false;
+}
+
+void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_us)
+{
+        assert((unsigned)o < _BREAKER_OUTCOME_MAX);
+        switch (b->state) {
+        case BREAKER_CLOSED:
+                record_closed(b, o, reason, now_us);
+                break;
+        case BREAKER_HALF_OPEN:
+                record_half_open(b, o, reason, now_us);
+                break;
+        case BREAKER_OPEN:
+        case _BREAKER_STATE_MAX:
+                break;
+        }
+        assert(breaker_check(b));
+}
+
+enum breaker_state breaker_state(const breaker *b)
+{
+        return b->state;
+}
+
+const char *breaker_state_name(enum breaker_state s)
+{
+        static const char *const names[_BREAKER_STATE_MAX] = {
+                [BREAKER_CLOSED] = "closed",
+                [BREAKER_HALF_OPEN] = "half-open",
+                [BREAKER_OPEN] = "open",
+        };
+
+        return (unsigned)s < ELEMENTSOF(names) ? names[s] : NULL;
+}
+
+const char *breaker_reason(const breaker *b)
+{
+        return b->reason;
+}
+
+uint64_t breaker_retry_at(const breaker *b)
+{
+        return b->state == BREAKER_OPEN ? b->retry_at_us : 0;
+}
+
+uint64_t breaker_cooldown(const breaker *b)
+{
+        return b->cooldown_us;
+}
+
+uint64_t breaker_transitions(const breaker *b)
+{
+        return b->transitions;
+}
+
+bool breaker_check(const breaker *b)
+{
+        if (!b || (unsigned)b->state >= _BREAKER_STATE_MAX)
+                return false;
+        if (b->ring_n > BREAKER_MAX_SAMPLES || b->ring_next >= BREAKER_MAX_SAMPLES)
+                return false;
+        if (b->cooldown_us < b->cfg.cooldown_us || b->cooldown_us > b->cfg.max_cooldown_us)
+                return false;
+        if (memchr(b->reason, '\0', sizeof b->reason) == NULL)
+                return false;
+        switch (b->state) {
+        case BREAKER_CLOSED:
+                return b->consecutive_output < b->cfg.output_failures && !b->probe_out &&
+                       b->reason[0] == '\0';
+        case BREAKER_OPEN:
+                return b->ring_n == 0 && !b->probe_out && b->reason[0] != '\0';
+        case BREAKER_HALF_OPEN:
+                return b->ring_n == 0 && b->retry_at_us == 0 && b->reason[0] != '\0';
+        case _BREAKER_STATE_MAX:
+                break;
+        }
+        return false;
+}

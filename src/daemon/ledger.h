@@ -1,0 +1,360 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger.h - the durable job ledger: one SQLite database (WAL, synchronous=FULL) at
+ * <state_dir>/imgd.db holding every job, its outputs and its error history.
+ *
+ * A job is one (source path, content SHA-256). Its states and the function that performs
+ * each transition:
+ *
+ *                ledger_enqueue()
+ *                      |
+ *                      v         ledger_claim() (attempts += 1, lease set)
+ *   ledger_retry() +-> queued ---------------------------+
+ *   (dead->queued) |    |  ^                             v
+ *                  |    |  | ledger_recover()         running ----ledger_complete()----> done
+ *                  |    |  +---(at start)----------------+   |
+ *                  |    |                                    |  ledger_fail(retry=true)
+ *                  |    |      retry <-----------------------+
+ *                  |    |        |   (claimable again once next_at has passed)
+ *                  |    |        +------ ledger_claim() -----> running
+ *                  |    |                                    |  ledger_fail(retry=false)
+ *                  +----+------------------------------------+-----------------------> dead
+ *                       |
+ *                       +--- ledger_cancel() (queued, retry, dead, or superseded) ---> cancelled
+ *
+ *   running --ledger_hold()--> queued, held (not claimable; no attempt used) --ledger_unhold()
+ *                                                                  or ledger_retry()--> queued
+ *
+ *   done --ledger_rerender_degraded()--> queued   (rendered degraded: render again at full
+ *                                                  quality once health returns)
+ *
+ * Inside `running`, a job passes checkpoints, each committed in its own transaction:
+ *
+ *   claimed   ledger_claim(): attempts += 1 before any byte is decoded, lease recorded
+ *   verified  ledger_stage(): the worker rendered every output into a temporary file in its
+ *             destination directory, fsynced it, read it back and decoded it; the ledger
+ *             records each output's final path, temporary path, size and SHA-256
+ *   done      ledger_complete(): every temporary file was renamed over its final path and
+ *             the directories fsynced (publication), then the job is committed as done
+ *
+ * (the worker renders and verifies in one step, so "rendered" and "verified" are one
+ * checkpoint; "published" and "done" are one commit, made after the renames are durable.)
+ * After a crash, ledger_recover() puts claimed jobs back to `queued`, keeping their attempts,
+ * and leaves verified ones running: the caller publishes their staged files (recognising
+ * files already renamed by their SHA-256) and completes them, or, when a staged file is gone
+ * or altered, hands them back with ledger_release(). fail, release and cancel forget staged
+ * outputs.
+ *
+ * Every transition is one transaction (BEGIN IMMEDIATE). A job is only `done` once all of
+ * its outputs are published; its output rows are committed with it.
+ * queued, running and retry are "active"; done, dead and cancelled are "finished".
+ *
+ * Every function returns 0 (or a documented positive value) on success, or a negative errno;
+ * after a failure ledger_errmsg() says what SQLite reported. Functions leave the database
+ * unchanged on failure.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shared/hash.h"
+
+typedef struct ledger ledger;
+
+enum job_state {
+        JOB_QUEUED,
+        JOB_RUNNING,
+        JOB_RETRY,
+        JOB_DONE,
+        JOB_DEAD,
+        JOB_CANCELLED,
+        _JOB_STATE_MAX,
+};
+
+const char *job_state_name(enum job_state s);
+int job_state_from_name(const char *name); /* enum value, or -EINVAL */
+
+/* What identifies and locates a source; input to ledger_enqueue(). */
+struct source_info {
+        const char *watch;      /* the watched folder it came from */
+        const char *path;       /* absolute path of the source */
+        const char *output_key; /* <output>/<sub/dirs>/<stem>: where its outputs go */
+        const char *pipeline;
+        char sha256[HASH_HEX_SIZE];
+        uint64_t size;
+        int64_t mtime_ns;
+        uint64_t ino;
+};
+
+struct job {
+        int64_t id;
+        char *watch;
+        char *source_path;
+        char *output_key;
+        char *pipeline;
+        char sha256[HASH_HEX_SIZE];
+        uint64_t size;
+        int64_t mtime_ns;
+        uint64_t ino;
+        enum job_state state;
+        unsigned attempts;
+        int64_t created_us; /* wall clock, microseconds since the epoch */
+        int64_t updated_us;
+        int64_t next_at_us; /* for queued/retry: not claimable before this */
+        char *last_error;   /* NULL if none */
+        bool degraded;      /* rendered below full quality */
+        char *info;         /* JSON the render reported (placeholder, warnings); NULL if none */
+};
+
+struct job_output {
+        char *variant;
+        char *path;
+        char *format;
+        unsigned width;
+        unsigned height;
+        uint64_t bytes;
+        char sha256[HASH_HEX_SIZE];
+        char *tmp_path; /* staged: the temporary file it waits in; NULL once published */
+};
+
+struct job_error {
+        unsigned attempt;
+        int64_t at_us;
+        char *message;
+};
+
+/* A job with its outputs and error history, from ledger_get(). */
+struct job_detail {
+        struct job job;
+        struct job_output *outputs;
+        size_t n_outputs;
+        struct job_error *errors;
+        size_t n_errors;
+};
+
+struct job *job_free(struct job *j);
+void job_clear(struct job *j); /* frees the members of an embedded struct job */
+struct job_detail *job_detail_free(struct job_detail *d);
+
+/*
+ * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check
+ * before writing anything: the whole file, unless ledger_close() recorded a clean stop of
+ * the file exactly as it is now (then the schema only; small ledgers are always checked in
+ * full). A corrupt database is -EBADMSG with a message that names the file and how to
+ * recover; it is never replaced. Returns 0 and *ret, or a negative errno and a message in
+ * *ret_error (owned by the caller).
+ */
+int ledger_open(const char *path, ledger **ret, char **ret_error);
+
+/* What ledger_open() checked and why, as a phrase for the log. */
+const char *ledger_open_check(const ledger *l);
+
+/*
+ * Closes l and frees it (in every case), then records the clean stop in <path>.closed so
+ * that the next ledger_open() need not check the whole file. Returns 0, or a negative errno
+ * and a message in *ret_error (owned by the caller; may be NULL) when no record was made
+ * (the close failed, SQLite reported corruption meanwhile, another program holds the file
+ * open, the record could not be written): then the next open checks everything.
+ */
+int ledger_close(ledger *l, char **ret_error);
+
+/* Closes l without recording a clean stop (the next open checks everything). */
+ledger *ledger_free(ledger *l);
+
+/*
+ * Checks that the WAL (<path>-wal) and the WAL index (<path>-shm) at their paths are the
+ * files the connection uses; to be called every few seconds, outside transactions and read
+ * batches. A WAL removed from under the connection holds commits that would be lost with the
+ * next crash (SQLite keeps writing to the unlinked file): it is checkpointed into the database
+ * file and the connection replaced by one with a new WAL (and from the moment a write
+ * transition notices it, each commit is checkpointed at once). A removed -shm cannot be made
+ * again while imgd runs (every connection of the process shares it); the ledger stays
+ * durable, only other programs reading the file are affected, until a restart. Returns 0
+ * when nothing was found, else the bits LEDGER_WAL_RESTORED and LEDGER_SHM_LOST (each
+ * reported once) with a message naming the files in ledger_errmsg(); or a negative errno
+ * and the message when the WAL's content could not be saved.
+ */
+#define LEDGER_WAL_RESTORED 1
+#define LEDGER_SHM_LOST 2
+int ledger_check_files(ledger *l);
+
+/*
+ * While the file system refuses the ledger's writes (read-only, full, failing: the last write
+ * transaction failed with EROFS, ENOSPC, EDQUOT, EIO, EACCES or EPERM): its message, naming
+ * the file and the cause, and in *ret_since_us (may be NULL) since when (wall clock). NULL
+ * once a write transaction commits again (ledger_check_files() tries one while it lasts).
+ */
+const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us);
+
+/* SQLite's message for the last failure on l. */
+const char *ledger_errmsg(ledger *l);
+
+/*
+ * Jobs left `running` (by a daemon that died) and not yet verified go back to `queued`,
+ * keeping their attempt count. Verified jobs stay running for the caller to publish (see
+ * above). Returns the number of jobs put back.
+ */
+int ledger_recover(ledger *l, int64_t now_us);
+
+/*
+ * Returns 1 if a job for `path` exists with this size, mtime and inode and is not
+ * cancelled (so the file need not be hashed again), 0 if not. Answered from an index.
+ */
+int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns,
+                      uint64_t ino);
+
+/*
+ * Records a job for (src->path, src->sha256). Returns 1 and the new id in *ret_id when a job
+ * was created; older active jobs for the same path that are not running are cancelled as
+ * superseded. Returns 0 and the existing id when the path's newest job is for that content
+ * and not cancelled (its recorded size/mtime/inode are refreshed); content whose job was
+ * cancelled (its file went away, an operator cancelled it) gets a new job.
+ */
+int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id);
+
+/*
+ * Claims the claimable job (queued or retry, next_at <= now, no running job with the same
+ * output_key) that has waited longest: state becomes running, attempts += 1, a lease of
+ * `lease_us` is recorded for `owner`, all in one transaction. Returns 1 and the job in
+ * *ret (owned by the caller), or 0 when none is claimable. The one transition not flushed
+ * to disk before it returns: a power cut (not a crash) may undo it, leaving the job queued.
+ */
+int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
+                 struct job **ret);
+
+/* Returns 1 and the earliest next_at of a queued or retry job (not held) in *ret_us, or 0
+ * if none. */
+int ledger_next_due(ledger *l, int64_t *ret_us);
+
+/*
+ * Checkpoint "verified": records the job's outputs (with their tmp_path) as staged, whether
+ * they were rendered degraded (below full quality; claims reset the mark), and `info` (JSON
+ * text, may be NULL); the job stays running. Replaces outputs staged earlier. -ESTALE if
+ * the job is not running.
+ */
+int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                 bool degraded, const char *info, int64_t now_us);
+
+/*
+ * running -> done, in one transaction. With n_outs == 0 the staged outputs become the
+ * published ones; otherwise outs replace them. -ESTALE if the job is not running.
+ */
+int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                    int64_t now_us);
+
+/*
+ * done -> queued for up to `limit` degraded jobs that are still their source's newest
+ * (attempts reset), so that they are rendered again at full quality; their published
+ * outputs stay until the new ones replace them. Returns how many were queued.
+ */
+int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit);
+
+/* Returns 1 and the creation time of the oldest queued or retry job, 0 if none. */
+int ledger_oldest_queued(ledger *l, int64_t *ret_us);
+
+/*
+ * Deletes done and cancelled jobs finished before cutoff_us, with their outputs and errors,
+ * except each source's newest job (which start-up scans rely on). Dead jobs are kept until
+ * retried or cancelled. One batch per call, so that a ledger of millions never holds the
+ * caller up for long: the jobs with ids in (*cursor, *cursor + batch]; *cursor is then where
+ * the next batch starts, or 0 when this one reached the newest job (a pass starts with 0).
+ * Returns how many were deleted.
+ */
+int ledger_prune(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch);
+
+/* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
+int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
+
+/* Ids of running jobs, not verified, whose lease expired before now (owned by the caller). */
+int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *ret_n);
+
+/*
+ * running -> retry (retry = true; claimable from next_at_us) or dead. The error is recorded
+ * as last_error and appended to the job's error history. -ESTALE if the job is not running.
+ */
+int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
+                int64_t now_us);
+
+/*
+ * running -> queued without consuming an attempt (the attempt counter is decremented): for
+ * work handed back unfinished, e.g. at shutdown or when the failure was not the job's.
+ */
+int ledger_release(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us);
+
+/* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
+int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us);
+
+/* dead or held -> queued (attempts reset to 0). -ESTALE if the job is neither. */
+int ledger_retry(ledger *l, int64_t id, int64_t now_us);
+
+/*
+ * The next_at_us of a held job: queued, but not claimable until ledger_unhold() or
+ * ledger_retry() wakes it. Not counted by ledger_next_due() or ledger_oldest_queued().
+ */
+#define LEDGER_HELD INT64_MAX
+
+/*
+ * running -> queued and held, without consuming an attempt (as ledger_release()), `reason`
+ * recorded as last_error: for a job that cannot run in the configuration as it is (its watch
+ * was removed), to be woken when the configuration changes. -ESTALE if the job is not running.
+ */
+int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_us);
+
+/* Makes every held job claimable from now_us. Returns how many were held. */
+int ledger_unhold(ledger *l, int64_t now_us);
+
+/* Counts the held jobs (in the "queued" count too) into *ret_n. */
+int ledger_count_held(ledger *l, uint64_t *ret_n);
+
+/*
+ * Sets a running job's pipeline and output_key: where the configuration as it is now sends
+ * its outputs (it may have changed since intake). -ESTALE if the job is not running.
+ */
+int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key);
+
+/* Returns 1 if a newer job exists for the same source path as job `id`, 0 if not. */
+int ledger_superseded(ledger *l, int64_t id);
+
+/*
+ * Returns 1 and, in *ret_source (owned by the caller), the source path of a done job that
+ * published outputs under `output_key` from a different source than `source_path`; 0 if none.
+ */
+int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
+                        char **ret_source);
+
+/*
+ * Read batch: between ledger_read_begin() and ledger_read_end(), lookups (ledger_known_stat(),
+ * ledger_get(), ...) share one read transaction instead of one each, which is what makes a
+ * scan of many files cheap. Transitions made meanwhile work as usual: each ends the read
+ * transaction before it writes and starts a new one after, so reads see every write made
+ * through l. Batches do not nest. Call ledger_read_end() before returning to the event loop.
+ */
+void ledger_read_begin(ledger *l);
+void ledger_read_end(ledger *l);
+
+/* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
+int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
+
+struct ledger_filter {
+        int state;          /* an enum job_state, or -1 for any */
+        const char *watch;  /* NULL for any */
+        int64_t since_us;   /* updated at or after; 0 for any */
+        unsigned limit;     /* 0 for the default (50) */
+};
+
+/* The newest jobs matching f, newest first. *ret is an array of *ret_n jobs (caller frees
+ * each with job_clear() and the array with free()). */
+int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size_t *ret_n);
+
+/* Returns 1 and the job with its outputs and errors, or 0 if no job has that id. */
+int ledger_get(ledger *l, int64_t id, struct job_detail **ret);
+
+/* Runs PRAGMA integrity_check and compares the kept counts by state with a count of the
+ * jobs; returns 0 if both agree, -EBADMSG otherwise. Reads the whole file. */
+int ledger_integrity_check(ledger *l);
+
+#include "shared/macro.h"
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct job *, job_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct job_detail *, job_detail_free)

@@ -1,0 +1,712 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - imgd, the image pipeline daemon. This file only wires the modules together, in
+ * the order the data flows:
+ *
+ *   recover (publish what a crash left verified, requeue the rest, sweep temporary files)
+ *   watch (inotify, start-up scan) -> intake (open safely, hash) -> ledger (enqueue)
+ *     -> scheduler (claim, retry) -> worker (libvips, in imgd-worker processes; verify)
+ *     -> publish (rename, fsync) -> ledger (complete)
+ *
+ * while control (the Unix socket, answered by api) and notify (sd_notify) only observe.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-event.h>
+
+#include "daemon/api.h"
+#include "shared/confdump.h"
+#include "shared/config.h"
+#include "daemon/control.h"
+#include "daemon/http.h"
+#include "daemon/intake.h"
+#include "daemon/ledger.h"
+#include "daemon/lockfile.h"
+#include "shared/log.h"
+#include "shared/macro.h"
+#include "daemon/notify.h"
+#include "daemon/recover.h"
+#include "daemon/scheduler.h"
+#include "daemon/watch.h"
+#include "daemon/worker-pool.h"
+
+/* How long SIGTERM waits for running jobs before handing them back to the ledger. */
+#define DRAIN_TIMEOUT_USEC (20 * 1000000ULL)
+#define STATUS_INTERVAL_USEC (2 * 1000000ULL)
+
+struct daemon {
+        sd_event *event;
+        struct config *config;
+        lockfile *state_lock, *socket_lock;
+        ledger *ledger;
+        scheduler *scheduler;
+        watch *watch;
+        intake_retry *retry; /* uploads whose intake failed for a transient reason */
+        control *control;
+        http *http;  /* GET /metrics and /health; NULL: not configured */
+        int http_fd; /* the socket systemd passed for it until http_new() takes it */
+        struct api_context api;
+        sd_event_source *status_timer, *watchdog_timer, *drain_timer;
+        uint64_t watchdog_usec;
+        uint64_t drain_deadline;
+        char last_status[512];
+        char last_ledger_error[512]; /* check_ledger_files(): logged once until it changes */
+        int exit_status; /* when run() fails: main()'s exit status, if not 1 */
+};
+
+static void help(void)
+{
+        printf("Usage: imgd [OPTIONS]\n"
+               "\n"
+               "The image pipeline daemon. Watches upload folders, records every file as a job\n"
+               "in a durable SQLite ledger, renders the configured variants with libvips in\n"
+               "worker processes, verifies each output and publishes it atomically.\n"
+               "\n"
+               "Options:\n"
+               "  -c, --config=FILE    configuration file (default: %s)\n"
+               "      --check-config   validate the configuration and its paths, then exit:\n"
+               "                       0 if it is valid; otherwise print FILE:LINE: problem\n"
+               "      --dump-config    print the effective configuration, every default filled\n"
+               "                       in, in the file's syntax (imgd reads it back), then exit;\n"
+               "                       an invalid configuration fails as with --check-config\n"
+               "  -v, --verbose        log debug messages\n"
+               "  -h, --help           show this help and exit\n"
+               "      --version        show the version and exit\n"
+               "\n"
+               "imgd runs in the foreground and logs to standard error; under systemd it is a\n"
+               "Type=notify service. SIGTERM or SIGINT stop it: running jobs are handed back to\n"
+               "the ledger and resumed at the next start.\n"
+               "\n"
+               "Files:\n"
+               "  %s   configuration (see imgd.conf(5) and README.md)\n"
+               "  STATE_DIR/imgd.db     the job ledger\n"
+               "  STATE_DIR/imgd.lock   held while imgd runs; a second imgd on the same\n"
+               "                        state directory refuses to start\n"
+               "  SOCKET.lock           the same for the control socket\n"
+               "\n"
+               "Exit status: 0 on a clean stop or a valid configuration, 78 (EX_CONFIG) when\n"
+               "the daemon does not start because of its configuration (or because its state\n"
+               "directory or ledger cannot be written), 1 on any other error\n"
+               "(and on an invalid configuration with --check-config), 2 on a usage error.\n"
+               "\n"
+               "See also: imgctl(1)\n",
+               CONFIG_DEFAULT_PATH, CONFIG_DEFAULT_PATH);
+}
+
+/* Takes in `path`: 1 and logs a new job, 0 when it needs none, or a negative errno and the
+ * message in *ret_error. */
+static int take_in(struct daemon *d, const struct watch_config *w, const char *path,
+                   char **ret_error)
+{
+        int64_t id = 0;
+        int r = intake_file(d->ledger, d->config, w, path, wall_usec(), &id, ret_error);
+
+        if (r > 0) {
+                log_job(LOG_INFO, LOG_JOB_QUEUED, id, path, w->pipeline_name,
+                        "job %" PRId64 " %s: queued", id, path);
+                scheduler_enqueued(d->scheduler, id);
+        }
+        return r;
+}
+
+static void on_file(const struct watch_config *w, const char *path, void *userdata)
+{
+        struct daemon *d = userdata;
+        _cleanup_free_ char *error = NULL;
+        int r = take_in(d, w, path, &error);
+
+        if (r >= 0)
+                return;
+        if (!intake_error_transient(r)) {
+                log_warning("intake %s", error ?: path);
+                return;
+        }
+        /* The machine's fault, not the file's: nothing else would take it in again. */
+        if (intake_retry_add(d->retry, w->path, path, error) < 0)
+                log_warning("intake %s; not kept for a retry (too many), a rescan will find it",
+                            error ?: path);
+        else
+                log_warning("intake %s; retrying", error ?: path);
+}
+
+/* An intake_retry_fn: the watch is looked up again, the configuration may have changed. */
+static int on_retry(const char *watch_path, const char *path, char **ret_error, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        for (size_t i = 0; i < d->config->n_watches; i++)
+                if (strcmp(d->config->watches[i].path, watch_path) == 0)
+                        return take_in(d, &d->config->watches[i], path, ret_error);
+        return 0; /* no longer watched */
+}
+
+static void on_retry_rescan(void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (d->watch)
+                watch_rescan(d->watch);
+}
+
+/* A watch_batch_fn: a slice of a background walk shares one read transaction. */
+static void on_batch(bool begin, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (begin)
+                ledger_read_begin(d->ledger);
+        else
+                ledger_read_end(d->ledger);
+}
+
+/* Scans the watched trees for files that arrived while imgd was not watching; the lookups
+ * share one read transaction of the ledger. Returns the files found, or a negative errno. */
+static int scan(struct daemon *d)
+{
+        int r;
+
+        watch_set_batch_fn(d->watch, on_batch);
+        ledger_read_begin(d->ledger);
+        r = watch_scan(d->watch);
+        ledger_read_end(d->ledger);
+        return r;
+}
+
+/* The intake's part of the alerts (scheduler_set_intake_probe()): uploads waiting for a retry
+ * and folders that could not be watched. */
+static void intake_probe(struct health_alert_inputs *in, void *userdata)
+{
+        struct daemon *d = userdata;
+        const char *why = NULL;
+        int error = 0;
+
+        in->intake_retry = intake_retry_pending(d->retry, &why);
+        in->intake_reason = why;
+        in->unwatched = watch_unwatched(d->watch, &error);
+        in->unwatched_error = error;
+        in->unwatched_first = watch_unwatched_first(d->watch);
+        in->unwatched_scan_s = d->config ? d->config->unwatched_scan_interval_s : 0;
+}
+
+/*
+ * Keeps the unit's STATUS= line current: "12 queued, 2 running, 0 retry, 1 dead, level full,
+ * health 97/100, breaker closed", with "12 queued (10 held)" while jobs are held for a removed
+ * watch, ", ALERT: <names>" while alerts are active (imgctl status has their messages) and the
+ * breaker's reason last.
+ */
+static void update_status(struct daemon *d)
+{
+        struct scheduler_report rep;
+        const uint64_t *counts = rep.jobs;
+        char line[512], alerts[192] = "", held[48] = "";
+        size_t n = 0;
+
+        if (scheduler_report(d->scheduler, &rep) < 0)
+                return;
+        for (int i = 0; i < _HEALTH_ALERT_MAX; i++)
+                if (rep.alerts.active & (1u << i) && n < sizeof alerts)
+                        n += (size_t)snprintf(alerts + n, sizeof alerts - n, "%s%s",
+                                              n ? ", " : ", ALERT: ", health_alert_name(i));
+        if (rep.held > 0)
+                snprintf(held, sizeof held, " (%llu held)", (unsigned long long)rep.held);
+        snprintf(line, sizeof line,
+                 "%s%llu queued%s, %u running, %llu retry, %llu dead, level %s, health %.0f/100%s, "
+                 "breaker %s%s%s",
+                 scheduler_paused(d->scheduler) ? "paused: " : "",
+                 (unsigned long long)counts[JOB_QUEUED], held, scheduler_running(d->scheduler),
+                 (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD],
+                 rep.level ? rep.level : "full", rep.score, alerts, rep.breaker,
+                 rep.breaker_reason && *rep.breaker_reason ? ": " : "",
+                 rep.breaker_reason ? rep.breaker_reason : "");
+        if (strcmp(line, d->last_status) != 0) {
+                notify_status("%s", line);
+                snprintf(d->last_status, sizeof d->last_status, "%s", line);
+        }
+}
+
+/*
+ * The ledger's WAL and WAL index still in place (ledger_check_files()): what was found is
+ * logged once; a failure to save a removed WAL's commits is logged each time it changes.
+ */
+static void check_ledger_files(struct daemon *d)
+{
+        char *last = d->last_ledger_error;
+        int r = ledger_check_files(d->ledger);
+
+        if (r > 0) {
+                log_error("ledger: %s", ledger_errmsg(d->ledger));
+                last[0] = '\0';
+        } else if (r < 0 && strcmp(last, ledger_errmsg(d->ledger)) != 0) {
+                snprintf(last, sizeof d->last_ledger_error, "%s", ledger_errmsg(d->ledger));
+                log_error_errno(r, "ledger: %s", last);
+        }
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        check_ledger_files(userdata);
+        update_status(userdata);
+        sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* Pings the watchdog only while the loop runs (it does, or this would not fire) and the
+ * workers make progress: a wedged pool stops the pings and lets systemd restart imgd. */
+static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (!scheduler_stalled(d->scheduler))
+                notify_watchdog();
+        else
+                log_error("no job has made progress for longer than the job timeout; "
+                          "withholding the watchdog ping");
+        sd_event_source_set_time_relative(s, d->watchdog_usec / 2);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/*
+ * Jobs held because their watch was gone are tried again under the configuration loaded now
+ * (at start or reload); they are held again at their claim if it is still gone.
+ */
+static void wake_held(ledger *l)
+{
+        int r = ledger_unhold(l, wall_usec());
+
+        if (r < 0)
+                log_error_errno(r, "ledger: wake held jobs: %s", ledger_errmsg(l));
+        else if (r > 0)
+                log_info("%d held job(s) queued again under the configuration as it is now", r);
+}
+
+/*
+ * Who may use the control socket under d->config (at start and reload; connections accepted
+ * from now on): the operators' group control_group, or CONFIG_DEFAULT_CONTROL_GROUP when that is
+ * not set and exists, and the read-only group read_group. config_check_paths() has checked
+ * that the groups set exist; one gone since is logged and not served.
+ */
+static void set_control_groups(struct daemon *d)
+{
+        const char *names[2] = {d->config->control_group ?: CONFIG_DEFAULT_CONTROL_GROUP,
+                                d->config->read_group};
+        gid_t gids[2] = {(gid_t)-1, (gid_t)-1};
+
+        for (size_t i = 0; i < 2; i++) {
+                struct group *g = names[i] ? getgrnam(names[i]) : NULL;
+
+                if (g)
+                        gids[i] = g->gr_gid;
+                else if (names[i] && (i == 1 || d->config->control_group))
+                        log_warning("%s '%s' does not exist; its members are not served",
+                                    i == 0 ? "control_group" : "read_group", names[i]);
+        }
+        control_set_group(d->control, gids[0]);
+        control_set_read_group(d->control, gids[1], api_command_read_only);
+}
+
+/*
+ * SIGHUP, or the control command "reload" (imgctl reload, the unit's ExecReload=): load the
+ * configuration again. An invalid one is rejected and the old one stays in force: returns a
+ * negative errno and, when ret_error is not NULL, the reason in *ret_error (caller frees). A
+ * valid one replaces watches, pipelines and limits; returns 0 (held jobs are woken).
+ */
+static int reload(struct daemon *d, char **ret_error)
+{
+        _cleanup_free_ char *error = NULL;
+        struct config *next = NULL;
+        watch *w = NULL;
+        int r;
+
+        notify_reloading();
+        log_info("reloading %s", d->config->file);
+        r = config_load(d->config->file, &next, &error);
+        if (r >= 0)
+                r = config_check_paths(next, &error);
+        if (r >= 0) {
+                r = watch_new(d->event, next, on_file, d, &w);
+                if (r < 0)
+                        error = strdup("cannot watch the new folders (see above)");
+        }
+        if (r < 0) {
+                log_error("reload rejected, the running configuration stays in force: %s",
+                          error ?: "unknown error");
+                config_free(next);
+                notify_ready();
+                if (ret_error)
+                        *ret_error = TAKE_PTR(error);
+                return r;
+        }
+        if (strcmp(next->socket, d->config->socket) != 0 ||
+            strcmp(next->state_dir, d->config->state_dir) != 0)
+                log_warning("reload: socket and state_dir changes take effect at the next start");
+        if (!next->http.listen != !d->config->http.listen ||
+            (next->http.listen && strcmp(next->http.listen, d->config->http.listen) != 0))
+                log_warning("reload: an http.listen change takes effect at the next start");
+
+        d->watch = watch_free(d->watch);
+        d->watch = w;
+        d->api.watch = w;
+        wake_held(d->ledger);
+        scheduler_set_config(d->scheduler, next);
+        d->api.config = next;
+        config_free(d->config);
+        d->config = next;
+        set_control_groups(d);
+        intake_retry_clear(d->retry); /* the scan reports them again */
+        r = scan(d);
+        log_info("reloaded: watching %u folder(s), %d file(s) found", watch_count(d->watch),
+                 r < 0 ? 0 : r);
+        notify_ready();
+        update_status(d);
+        return 0;
+}
+
+/* The api's reload hook (api.h): refused while stopping, when the watches are gone. */
+static int api_reload(void *userdata, char **ret_error)
+{
+        struct daemon *d = userdata;
+
+        if (d->drain_timer) {
+                *ret_error = strdup("imgd is stopping");
+                return -ESHUTDOWN;
+        }
+        return reload(d, ret_error);
+}
+
+static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct daemon *d = userdata;
+        unsigned running = scheduler_running(d->scheduler);
+
+        if (running == 0 || mono_usec() >= d->drain_deadline) {
+                if (running > 0)
+                        log_notice("stopping with %u job(s) unfinished; they are handed back to "
+                                   "the ledger and resume at the next start",
+                                   running);
+                return sd_event_exit(d->event, 0);
+        }
+        sd_event_source_set_time_relative(s, 100 * 1000);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        struct daemon *d = userdata;
+        int r;
+
+        if (si->ssi_signo == SIGHUP) {
+                log_info("SIGHUP");
+                if (!d->drain_timer)
+                        (void)reload(d, NULL);
+                return 0;
+        }
+        if (d->drain_timer) {
+                log_notice("%s again: stopping now", strsignal((int)si->ssi_signo));
+                return sd_event_exit(d->event, 0);
+        }
+        /* Drain: claim nothing new, let running jobs finish within a bound. */
+        log_info("%s: stopping; waiting up to %llu s for %u running job(s)",
+                 strsignal((int)si->ssi_signo), DRAIN_TIMEOUT_USEC / 1000000ULL,
+                 scheduler_running(d->scheduler));
+        d->api.state = "stopping";
+        notify_stopping();
+        scheduler_pause(d->scheduler);
+        d->api.watch = NULL;
+        d->watch = watch_free(d->watch);
+        d->drain_deadline = mono_usec() + DRAIN_TIMEOUT_USEC;
+        r = sd_event_add_time_relative(d->event, &d->drain_timer, CLOCK_MONOTONIC, 0, 0,
+                                       on_drain_timer, d);
+        return r < 0 ? sd_event_exit(d->event, 0) : 0;
+}
+
+/*
+ * Takes the lock at `path` into *ret, or logs who holds it and why that stops this start
+ * (`what` says what the holder is using). Returns 0 or a negative errno.
+ */
+static int take_lock(const char *path, const char *what, lockfile **ret)
+{
+        pid_t holder = 0;
+        int r = lockfile_take(path, ret, &holder);
+
+        if (r == -EWOULDBLOCK) {
+                if (holder > 0)
+                        log_error("another imgd (pid %ld) holds %s: it is using %s; refusing to "
+                                  "start",
+                                  (long)holder, path, what);
+                else
+                        log_error("another imgd holds %s: it is using %s; refusing to start", path,
+                                  what);
+                return r;
+        }
+        if (r < 0)
+                return log_error_errno(r, "lock %s: %m", path);
+        return 0;
+}
+
+/*
+ * One imgd per state directory (its ledger, staging and recovery) and per control socket:
+ * takes STATE_DIR/imgd.lock and SOCKET.lock, held until the end of run(). Returns 0, or a
+ * negative errno (logged) when another imgd holds either, and then nothing has been touched.
+ */
+static int take_locks(struct daemon *d)
+{
+        _cleanup_free_ char *state = NULL, *socket = NULL, *what = NULL;
+        int r;
+
+        if (asprintf(&state, "%s/imgd.lock", d->config->state_dir) < 0 ||
+            asprintf(&socket, "%s.lock", d->config->socket) < 0)
+                return log_error_errno(-ENOMEM, "lock: %m");
+        if (asprintf(&what, "the state directory %s", d->config->state_dir) < 0)
+                return log_error_errno(-ENOMEM, "lock: %m");
+        r = take_lock(state, what, &d->state_lock);
+        if (r < 0)
+                return r;
+        if (lockfile_same_file(d->state_lock, socket))
+                return 0; /* socket = STATE_DIR/imgd: one lock covers both */
+        free(what);
+        if (asprintf(&what, "the control socket %s", d->config->socket) < 0)
+                return log_error_errno(-ENOMEM, "lock: %m");
+        return take_lock(socket, what, &d->socket_lock);
+}
+
+static int run(struct daemon *d)
+{
+        _cleanup_free_ char *db = NULL, *error = NULL, *worker_path = NULL;
+        struct recover_stats rs;
+        sd_event *e = NULL;
+        sigset_t mask;
+        int r;
+
+        r = take_locks(d);
+        if (r < 0)
+                goto out;
+        /* Before any process is started: workers must not inherit it, nor LISTEN_FDS. */
+        d->http_fd = http_take_passed_fd();
+        if (d->http_fd < 0 && d->http_fd != -ENOENT) {
+                r = d->http_fd;
+                goto out;
+        }
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        r = sd_event_default(&e);
+        if (r < 0)
+                return log_error_errno(r, "event loop: %m");
+        d->event = e;
+        (void)sd_event_add_signal(e, NULL, SIGTERM, on_signal, d);
+        (void)sd_event_add_signal(e, NULL, SIGINT, on_signal, d);
+        (void)sd_event_add_signal(e, NULL, SIGHUP, on_signal, d);
+
+        if (asprintf(&db, "%s/imgd.db", d->config->state_dir) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = ledger_open(db, &d->ledger, &error);
+        if (r < 0) {
+                log_error("%s", error ?: db);
+                /* The environment's fault, as a configuration's is: restarting cannot help. */
+                if (r == -EROFS || r == -EACCES || r == -EPERM)
+                        d->exit_status = EX_CONFIG;
+                goto out;
+        }
+        log_info("ledger %s: %s", db, ledger_open_check(d->ledger));
+        r = recover_run(d->ledger, d->config, wall_usec(), &rs);
+        if (r < 0)
+                goto out;
+        if (rs.published + rs.redone + rs.requeued + rs.swept > 0)
+                log_notice("recovered after an unclean stop: %u staged job(s) published, %u to "
+                           "render again, %u put back in the queue, %u temporary file(s) removed",
+                           rs.published, rs.redone, rs.requeued, rs.swept);
+        wake_held(d->ledger);
+
+        r = worker_find_executable(&worker_path);
+        if (r < 0) {
+                log_error_errno(r,
+                                "cannot find the imgd-worker executable next to imgd or in "
+                                "%s: %m",
+                                IMGD_LIBEXECDIR);
+                goto out;
+        }
+        r = scheduler_new(e, d->config, d->ledger, worker_path, &d->scheduler);
+        if (r < 0) {
+                log_error_errno(r, "start workers (%s): %m", worker_path);
+                goto out;
+        }
+        r = intake_retry_new(e, on_retry, on_retry_rescan, d, &d->retry);
+        if (r < 0) {
+                log_error_errno(r, "intake retries: %m");
+                goto out;
+        }
+        r = watch_new(e, d->config, on_file, d, &d->watch);
+        if (r < 0)
+                goto out;
+        d->api = (struct api_context){
+            .config = d->config,
+            .ledger = d->ledger,
+            .scheduler = d->scheduler,
+            .state = "starting",
+            .started_us = wall_usec(),
+            .watch = d->watch,
+            .retry = d->retry,
+            .reload = api_reload,
+            .reload_userdata = d,
+        };
+        r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
+        if (r < 0)
+                goto out;
+        d->api.control = d->control;
+        set_control_groups(d);
+        scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
+        scheduler_set_intake_probe(d->scheduler, intake_probe, d);
+        r = http_new(e, &d->config->http, d->http_fd, &d->api, &d->http);
+        d->http_fd = -1; /* taken */
+        if (r < 0)
+                goto out;
+
+        r = scan(d);
+        log_info("watching %u folder(s), %d file(s) found at start, %u worker(s)",
+                 watch_count(d->watch), r < 0 ? 0 : r, d->config->workers);
+        scheduler_kick(d->scheduler);
+
+        (void)sd_event_add_time_relative(e, &d->status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC,
+                                         0, on_status_timer, d);
+        d->watchdog_usec = notify_watchdog_usec();
+        if (d->watchdog_usec > 0)
+                (void)sd_event_add_time_relative(e, &d->watchdog_timer, CLOCK_MONOTONIC,
+                                                 d->watchdog_usec / 2, 0, on_watchdog_timer, d);
+        d->api.state = "running";
+        notify_ready();
+        update_status(d);
+        r = sd_event_loop(e);
+        if (r < 0)
+                log_error_errno(r, "event loop: %m");
+out:
+        d->status_timer = sd_event_source_disable_unref(d->status_timer);
+        d->watchdog_timer = sd_event_source_disable_unref(d->watchdog_timer);
+        d->drain_timer = sd_event_source_disable_unref(d->drain_timer);
+        d->http = http_free(d->http);
+        if (d->http_fd >= 0)
+                close(d->http_fd);
+        d->http_fd = -1;
+        d->control = control_free(d->control);
+        d->api.control = NULL;
+        d->api.watch = NULL;
+        d->watch = watch_free(d->watch);
+        d->api.retry = NULL;
+        d->retry = intake_retry_free(d->retry);
+        d->scheduler = scheduler_free(d->scheduler);
+        if (d->ledger) {
+                _cleanup_free_ char *why = NULL;
+                int k = ledger_close(TAKE_PTR(d->ledger), &why);
+
+                if (k < 0)
+                        log_warning("%s; no clean stop recorded, so the next start checks the "
+                                    "whole ledger",
+                                    why ?: strerror(-k));
+        }
+        sd_event_unref(e);
+        d->socket_lock = lockfile_free(d->socket_lock);
+        d->state_lock = lockfile_free(d->state_lock);
+        return r;
+}
+
+int main(int argc, char **argv)
+{
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_DUMP_CONFIG, ARG_VERSION };
+        static const struct option options[] = {
+            {"config", required_argument, NULL, 'c'},
+            {"check-config", no_argument, NULL, ARG_CHECK_CONFIG},
+            {"dump-config", no_argument, NULL, ARG_DUMP_CONFIG},
+            {"verbose", no_argument, NULL, 'v'},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, ARG_VERSION},
+            {},
+        };
+        const char *config_path = CONFIG_DEFAULT_PATH;
+        _cleanup_free_ char *error = NULL;
+        struct daemon d = {.http_fd = -1};
+        bool check_only = false, dump = false;
+        int c, r;
+
+        log_setup("imgd");
+        while ((c = getopt_long(argc, argv, "c:vh", options, NULL)) >= 0) {
+                switch (c) {
+                case 'c':
+                        config_path = optarg;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        check_only = true;
+                        break;
+                case ARG_DUMP_CONFIG:
+                        check_only = dump = true;
+                        break;
+                case 'v':
+                        log_set_max_level(LOG_DEBUG);
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("imgd %s\n", IMGD_VERSION);
+                        return 0;
+                default:
+                        fprintf(stderr, "Try 'imgd --help' for more information.\n");
+                        return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr,
+                        "imgd: unexpected argument '%s'\n"
+                        "Try 'imgd --help' for more information.\n",
+                        argv[optind]);
+                return 2;
+        }
+
+        r = config_load(config_path, &d.config, &error);
+        if (r >= 0)
+                r = config_check_paths(d.config, &error);
+        if (r < 0) {
+                log_error("%s", error ?: config_path);
+                config_free(d.config);
+                /* EX_CONFIG: the unit's RestartPreventExitStatus= ends in a failed unit
+                 * instead of restarting on the same file forever. */
+                return check_only ? 1 : EX_CONFIG;
+        }
+        if (dump) {
+                r = config_dump(d.config, stdout);
+                if (r < 0)
+                        log_error("--dump-config: cannot write the configuration: %s",
+                                  strerror(-r));
+                config_free(d.config);
+                return r < 0 ? 1 : 0;
+        }
+        if (check_only) {
+                printf("%s: configuration OK (%zu watch(es), %zu pipeline(s), %u worker(s))\n",
+                       d.config->file, d.config->n_watches, d.config->n_pipelines,
+                       d.config->workers);
+                config_free(d.config);
+                return 0;
+        }
+
+        r = run(&d);
+        config_free(d.config);
+        return r >= 0 ? 0 : d.exit_status > 0 ? d.exit_status : 1;
+}

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics.c - counters and histograms in Prometheus text format; see metrics.h.
+ *
+ * Each labelled family holds at most METRICS_MAX_LABELS label values in items[0..n), plus,
+ * once they are used up (or a label cannot be copied), the value "other", so n is at most
+ * METRICS_MAX_LABELS + 1. Recording never fails and never allocates more than that.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shared/macro.h"
+#include "shared/health.h"
+#include "daemon/metrics.h"
+
+/* Upper bounds (seconds) of the processing-time histogram buckets; +Inf is implicit. */
+static const double buckets[] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120 };
+#define N_BUCKETS ELEMENTSOF(buckets)
+
+#define OTHER "other"
+
+struct labelled {
+        const char *label;
+        bool owned; /* label is ours to free (not the static OTHER) */
+        uint64_t count;
+        /* histogram (only for durations) */
+        uint64_t bucket[N_BUCKETS];
+        double sum;
+};
+
+struct family {
+        struct labelled items[METRICS_MAX_LABELS + 1]; /* and room for "other" */
+        size_t n;
+};
+
+struct metrics {
+        struct family done, failed, restarts;
+};
+
+int metrics_new(metrics **ret)
+{
+        metrics *m = calloc(1, sizeof *m);
+
+        if (!m)
+                return -ENOMEM;
+        *ret = m;
+        return 0;
+}
+
+static void family_clear(struct family *f)
+{
+        for (size_t i = 0; i < f->n; i++)
+                if (f->items[i].owned)
+                        free((char *)f->items[i].label);
+}
+
+metrics *metrics_free(metrics *m)
+{
+        if (!m)
+                return NULL;
+        family_clear(&m->done);
+        family_clear(&m->failed);
+        family_clear(&m->restarts);
+        free(m);
+        return NULL;
+}
+
+/* The item counting `label` (NULL counts as "unknown"), added while there is room; once the
+ * family is full (or a label cannot be copied), "other". Never NULL. */
+static struct labelled *find(struct family *f, const char *label)
+{
+        if (!label)
+                label = "unknown";
+        for (size_t i = 0; i < f->n; i++)
+                if (strcmp(f->items[i].label, label) == 0)
+                        return &f->items[i];
+        if (f->n < METRICS_MAX_LABELS) {
+                char *copy = strdup(label);
+
+                if (copy) {
+                        f->items[f->n] = (struct labelled){.label = copy, .owned = true};
+                        return &f->items[f->n++];
+                }
+        }
+        for (size_t i = 0; i < f->n; i++)
+                if (strcmp(f->items[i].label, OTHER) == 0)
+                        return &f->items[i];
+        /* Only "other" is ever added beyond METRICS_MAX_LABELS, so there is room for it. */
+        f->items[f->n] = (struct labelled){.label = OTHER, .owned = false};
+        return &f->items[f->n++];
+}
+
+void metrics_job_done(metrics *m, const char *pipeline, double seconds)
+{
+        struct labelled *l = find(&m->done, pipeline);
+
+        /* A clock step can make a duration negative; it must not break the histogram. */
+        if (!isfinite(seconds) || seconds < 0)
+                seconds = 0;
+        l->count++;
+        l->sum += seconds;
+        for (size_t i = 0; i < N_BUCKETS; i++)
+                if (seconds <= buckets[i])
+                        l->bucket[i]++;
+}
+
+void metrics_job_failed(metrics *m, const char *reason)
+{
+        find(&m->failed, reason)->count++;
+}
+
+void metrics_worker_restart(metrics *m, const char *why)
+{
+        find(&m->restarts, why)->count++;
+}
+
+/* Writes s as a Prometheus label value: backslash, double quote and newline escaped. */
+static void label(FILE *f, const char *s)
+{
+        for (; s && *s; s++) {
+                if (*s == '\\' || *s == '"')
+                        fprintf(f, "\\%c", *s);
+                else if (*s == '\n')
+                        fputs("\\n", f);
+                else
+                        fputc(*s, f);
+        }
+}
+
+int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
+{
+        static const char *const states[] = { "queued", "running", "retry",
+                                               "done",   "dead",    "cancelled" };
+        uint64_t starting = g->workers_total > g->workers_busy + g->workers_idle
+                                ? g->workers_total - g->workers_busy - g->workers_idle
+                                : 0;
+
+        fputs("# HELP imgd_jobs Jobs in the ledger by state.\n# TYPE imgd_jobs gauge\n", f);
+        for (size_t i = 0; i < ELEMENTSOF(states); i++)
+                fprintf(f, "imgd_jobs{state=\"%s\"} %llu\n", states[i],
+                        (unsigned long long)g->jobs_by_state[i]);
+
+        fputs("# HELP imgd_jobs_processed_total Jobs completed since start, by pipeline.\n"
+              "# TYPE imgd_jobs_processed_total counter\n", f);
+        for (size_t i = 0; i < m->done.n; i++) {
+                fputs("imgd_jobs_processed_total{pipeline=\"", f);
+                label(f, m->done.items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)m->done.items[i].count);
+        }
+
+        fputs("# HELP imgd_jobs_failed_total Failed attempts since start, by reason.\n"
+              "# TYPE imgd_jobs_failed_total counter\n", f);
+        for (size_t i = 0; i < m->failed.n; i++) {
+                fputs("imgd_jobs_failed_total{reason=\"", f);
+                label(f, m->failed.items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)m->failed.items[i].count);
+        }
+
+        fputs("# HELP imgd_job_duration_seconds Processing time from claim to done.\n"
+              "# TYPE imgd_job_duration_seconds histogram\n", f);
+        for (size_t i = 0; i < m->done.n; i++) {
+                const struct labelled *l = &m->done.items[i];
+                for (size_t b = 0; b < N_BUCKETS; b++) {
+                        fputs("imgd_job_duration_seconds_bucket{pipeline=\"", f);
+                        label(f, l->label);
+                        fprintf(f, "\",le=\"%g\"} %llu\n", buckets[b],
+                                (unsigned long long)l->bucket[b]);
+                }
+                fputs("imgd_job_duration_seconds_bucket{pipeline=\"", f);
+                label(f, l->label);
+                fprintf(f, "\",le=\"+Inf\"} %llu\n", (unsigned long long)l->count);
+                fputs("imgd_job_duration_seconds_sum{pipeline=\"", f);
+                label(f, l->label);
+                fprintf(f, "\"} %.6f\n", l->sum);
+                fputs("imgd_job_duration_seconds_count{pipeline=\"", f);
+                label(f, l->label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)l->count);
+        }
+
+        fputs("# HELP imgd_worker_restarts_total Worker processes replaced, by cause.\n"
+              "# TYPE imgd_worker_restarts_total counter\n", f);
+        for (size_t i = 0; i < m->restarts.n; i++) {
+                fputs("imgd_worker_restarts_total{cause=\"", f);
+                label(f, m->restarts.items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)m->restarts.items[i].count);
+        }
+
+        fprintf(f,
+                "# HELP imgd_oldest_queued_seconds Age of the oldest queued job.\n"
+                "# TYPE imgd_oldest_queued_seconds gauge\n"
+                "imgd_oldest_queued_seconds %.3f\n"
+                "# HELP imgd_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.\n"
+                "# TYPE imgd_breaker_state gauge\n"
+                "imgd_breaker_state %d\n"
+                "# HELP imgd_degradation_level 0 full, 1 reduced, 2 essential, 3 paused.\n"
+                "# TYPE imgd_degradation_level gauge\n"
+                "imgd_degradation_level %d\n"
+                "# HELP imgd_health_score Overall health, 0 to 100.\n"
+                "# TYPE imgd_health_score gauge\n"
+                "imgd_health_score %.1f\n"
+                "# HELP imgd_resident_memory_bytes Resident memory of the daemon process.\n"
+                "# TYPE imgd_resident_memory_bytes gauge\n"
+                "imgd_resident_memory_bytes %llu\n"
+                "# HELP imgd_workers Worker processes by state: busy (with a job), idle (ready "
+                "for one), starting (started or being replaced); they sum to the pool's size.\n"
+                "# TYPE imgd_workers gauge\n"
+                "imgd_workers{state=\"busy\"} %llu\n"
+                "imgd_workers{state=\"idle\"} %llu\n"
+                "imgd_workers{state=\"starting\"} %llu\n"
+                "# HELP imgd_build_info The version of imgd, as a label; always 1.\n"
+                "# TYPE imgd_build_info gauge\n"
+                "imgd_build_info{version=\"%s\"} 1\n",
+                g->oldest_queued_age_s, g->breaker_state, g->degradation_level, g->health_score,
+                (unsigned long long)g->rss_bytes, (unsigned long long)g->workers_busy,
+                (unsigned long long)g->workers_idle, (unsigned long long)starting, IMGD_VERSION);
+        fputs("# HELP imgd_alert Alert conditions, 1 while active (imgctl status then exits 1).\n"
+              "# TYPE imgd_alert gauge\n", f);
+        for (int a = 0; a < _HEALTH_ALERT_MAX; a++)
+                fprintf(f, "imgd_alert{alert=\"%s\"} %d\n", health_alert_name(a),
+                        (g->alerts >> a) & 1 ? 1 : 0);
+        fputs("# HELP imgd_drain_seconds Predicted time to finish the backlog at the recent "
+              "rate (+Inf: not draining).\n"
+              "# TYPE imgd_drain_seconds gauge\n", f);
+        if (isinf(g->drain_s))
+                fputs("imgd_drain_seconds +Inf\n", f);
+        else
+                fprintf(f, "imgd_drain_seconds %.3f\n", g->drain_s);
+        fprintf(f,
+                "# HELP imgd_error_rate Failed share of the attempts of the last 5 minutes.\n"
+                "# TYPE imgd_error_rate gauge\n"
+                "imgd_error_rate %.4f\n"
+                "# HELP imgd_finished_per_second Jobs finished (done or dead) per second, "
+                "recently.\n"
+                "# TYPE imgd_finished_per_second gauge\n"
+                "imgd_finished_per_second %.4f\n",
+                g->error_rate, g->finished_per_s);
+        fprintf(f,
+                "# HELP imgd_intake_retry_pending Uploads whose intake failed for a transient "
+                "reason (ledger disk full, out of descriptors), waiting to be taken in again.\n"
+                "# TYPE imgd_intake_retry_pending gauge\n"
+                "imgd_intake_retry_pending %llu\n"
+                "# HELP imgd_unwatched_folders Folders that could not be watched (inotify watch "
+                "limit), scanned periodically instead.\n"
+                "# TYPE imgd_unwatched_folders gauge\n"
+                "imgd_unwatched_folders %llu\n",
+                (unsigned long long)g->intake_retry_pending,
+                (unsigned long long)g->unwatched_folders);
+        return ferror(f) ? -EIO : 0;
+}

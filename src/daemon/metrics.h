@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics.h - the daemon's counters and histograms, rendered in the Prometheus text
+ * exposition format (version 0.0.4) for `imgctl metrics` and node_exporter's textfile
+ * collector. The scheduler and the worker pool record; api.c renders. Single-threaded, no
+ * I/O. Label values (pipelines, reasons) are bounded: at most METRICS_MAX_LABELS distinct
+ * values per family, further ones are counted under "other".
+ */
+#pragma once
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define METRICS_MAX_LABELS 64
+
+typedef struct metrics metrics;
+
+int metrics_new(metrics **ret);
+metrics *metrics_free(metrics *m);
+
+/* A job finished: done, with its processing time (claim to done) in seconds. */
+void metrics_job_done(metrics *m, const char *pipeline, double seconds);
+/* A failed attempt, by reason class: "permanent", "transient", "environmental", "timeout",
+ * "crash", "memory". */
+void metrics_job_failed(metrics *m, const char *reason);
+/* A worker process was replaced after dying or being killed or recycled, by cause
+ * (worker-pool.h: "crash", "exit", "timeout", "memory", "recycle"). */
+void metrics_worker_restart(metrics *m, const char *why);
+
+/* Values that are sampled rather than counted, set before rendering. */
+struct metrics_gauges {
+        uint64_t jobs_by_state[6]; /* indexed by enum job_state */
+        double oldest_queued_age_s;
+        int breaker_state;         /* 0 closed, 1 half-open, 2 open */
+        int degradation_level;     /* 0 full, 1 reduced, 2 essential, 3 paused */
+        double health_score;       /* 0..100 */
+        unsigned alerts;           /* active alerts: bit (1 << enum health_alert) */
+        double drain_s;            /* predicted time to drain the backlog; INFINITY: never */
+        double error_rate;         /* failed share of the recent attempts, 0..1 */
+        double finished_per_s;     /* jobs finished (done or dead) per second, recently */
+        uint64_t rss_bytes;        /* the daemon's resident set */
+        uint64_t workers_busy;     /* with a job */
+        uint64_t workers_idle;     /* ready for one */
+        uint64_t workers_total;    /* the pool's size: the rest are starting or being replaced */
+        uint64_t intake_retry_pending; /* uploads waiting to be taken in again */
+        uint64_t unwatched_folders;    /* folders past the inotify watch limit */
+};
+
+/* Writes the whole exposition (HELP, TYPE, samples) to f. Returns 0 or -EIO. */
+int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f);

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * publish.c - temporary outputs, atomic renames and directory fsyncs; see publish.h.
+ *
+ * The order of one publication is: worker writes the temporary file and fsyncs it ->
+ * publish_commit() checks its size, renames it over the final name, fsyncs the directory ->
+ * the caller commits the job to the ledger. A reader of the output tree sees either the old
+ * file or the new one, never a part of one.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "shared/fault.h"
+#include "shared/log.h"
+#include "shared/pathmap.h"
+#include "shared/proto.h"
+#include "daemon/publish.h"
+
+static int fsync_dir(const char *dir)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (fault_skip("publish.dir_fsync"))
+                return 0;
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        return fsync(fd) < 0 ? negative_errno() : 0;
+}
+
+int publish_mkdir_parents(const char *dir, mode_t mode)
+{
+        _cleanup_free_ char *copy = strdup(dir);
+        struct stat st;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        if (stat(dir, &st) == 0)
+                return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+        for (char *p = copy + 1;; p++) {
+                if (*p != '/' && *p != '\0')
+                        continue;
+                char saved = *p;
+                *p = '\0';
+                if (mkdir(copy, mode) == 0) {
+                        char *slash = strrchr(copy, '/');
+                        *slash = '\0';
+                        r = fsync_dir(slash == copy ? "/" : copy);
+                        *slash = '/';
+                        if (r < 0)
+                                return r;
+                } else if (errno != EEXIST) {
+                        return negative_errno();
+                }
+                *p = saved;
+                if (saved == '\0')
+                        break;
+        }
+        if (stat(dir, &st) < 0)
+                return negative_errno();
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static char *dir_of(const char *path)
+{
+        const char *slash = strrchr(path, '/');
+
+        if (!slash)
+                return strdup(".");
+        if (slash == path)
+                return strdup("/");
+        return strndup(path, (size_t)(slash - path));
+}
+
+int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
+                     struct publish_tmp *ret)
+{
+        _cleanup_free_ char *dir = dir_of(final_path), *tmp = NULL, *final = NULL;
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        r = publish_mkdir_parents(dir, 0755);
+        if (r < 0)
+                return r;
+        final = strdup(final_path);
+        if (!final)
+                return -ENOMEM;
+
+        for (int tries = 0; tries < 16; tries++) {
+                uint32_t rnd;
+                int fd;
+
+                if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+                        rnd = (uint32_t)getpid() ^ (uint32_t)tries;
+                free(tmp);
+                if (asprintf(&tmp, "%s/.imgd-%" PRId64 "-%u-%08x.tmp", dir, job_id, index,
+                             rnd) < 0) {
+                        tmp = NULL;
+                        return -ENOMEM;
+                }
+                fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (fd < 0 && errno == EEXIST)
+                        continue;
+                if (fd < 0)
+                        return negative_errno();
+                *ret = (struct publish_tmp){
+                        .final_path = TAKE_PTR(final),
+                        .tmp_path = TAKE_PTR(tmp),
+                        .fd = fd,
+                };
+                return 0;
+        }
+        return -EEXIST;
+}
+
+void publish_tmp_discard(struct publish_tmp *t)
+{
+        if (!t)
+                return;
+        if (t->fd >= 0)
+                close(t->fd);
+        if (t->tmp_path && unlink(t->tmp_path) < 0 && errno != ENOENT)
+                log_debug_errno(errno, "unlink %s: %m", t->tmp_path);
+        free(t->tmp_path);
+        free(t->final_path);
+        *t = (struct publish_tmp){ .fd = -1 };
+}
+
+int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
+                   const char **ret_failed_path)
+{
+        int r;
+
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+
+                if (fstat(tmps[i].fd, &st) < 0) {
+                        r = negative_errno();
+                        goto fail;
+                }
+                if ((uint64_t)st.st_size != sizes[i]) {
+                        r = -EBADMSG;
+                        goto fail_at;
+                }
+                /* Close and check: a deferred write error surfaces here, before publishing. */
+                r = close(tmps[i].fd);
+                tmps[i].fd = -1;
+                if (r < 0) {
+                        r = negative_errno();
+                        goto fail;
+                }
+                if (rename(tmps[i].tmp_path, tmps[i].final_path) < 0) {
+                        r = negative_errno();
+                        goto fail_at;
+                }
+                fault_point("publish.after_rename");
+                /* Renamed: nothing left to unlink under the temporary name. */
+                free(tmps[i].tmp_path);
+                tmps[i].tmp_path = NULL;
+                continue;
+fail_at:
+                *ret_failed_path = tmps[i].final_path;
+                return r;
+fail:
+                *ret_failed_path = tmps[i].tmp_path;
+                return r;
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *dir = dir_of(tmps[i].final_path);
+                bool seen = false;
+
+                if (!dir)
+                        return -ENOMEM;
+                for (size_t j = 0; j < i && !seen; j++) {
+                        _cleanup_free_ char *other = dir_of(tmps[j].final_path);
+                        seen = other && strcmp(other, dir) == 0;
+                }
+                if (seen)
+                        continue;
+                r = fsync_dir(dir);
+                if (r < 0) {
+                        *ret_failed_path = tmps[i].final_path;
+                        return r;
+                }
+        }
+        fault_point("publish.after_dir_fsync");
+        return 0;
+}
+
+int publish_manifest_path(const char *output_key, char **ret)
+{
+        return asprintf(ret, "%s.manifest.json", output_key) < 0 ? -ENOMEM : 0;
+}
+
+/*
+ * A file name that is not UTF-8 goes into the manifest twice: lossily (U+FFFD for the bytes
+ * that are not UTF-8) under its usual key, for people, and as the hex of its bytes under
+ * `key`, for programs that open the file (imgctl verify). UTF-8 names only once.
+ */
+static int add_raw_name(json_t *o, const char *key, const char *name)
+{
+        static const char digits[] = "0123456789abcdef";
+        _cleanup_free_ char *hex = NULL;
+        size_t n = strlen(name);
+
+        if (proto_utf8_valid(name))
+                return 0;
+        hex = malloc(2 * n + 1);
+        if (!hex)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                hex[2 * i] = digits[(unsigned char)name[i] >> 4];
+                hex[2 * i + 1] = digits[(unsigned char)name[i] & 0xf];
+        }
+        hex[2 * n] = '\0';
+        return json_object_set_new(o, key, json_string(hex)) < 0 ? -ENOMEM : 0;
+}
+
+int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
+                     const json_t *extra)
+{
+        _cleanup_(json_decrefp) json_t *m = NULL, *list = json_array();
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        struct publish_tmp tmp = { .fd = -1 };
+        const char *failed = NULL;
+        uint64_t size;
+        size_t len, off = 0;
+        int r;
+
+        if (!list)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *file = strrchr(outs[i].path, '/');
+                json_t *o;
+
+                file = file ? file + 1 : outs[i].path;
+                o = json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:s}", "variant", outs[i].variant,
+                              "file", proto_string_lossy(file), "format", outs[i].format,
+                              "width", (json_int_t)outs[i].width, "height",
+                              (json_int_t)outs[i].height, "bytes", (json_int_t)outs[i].bytes,
+                              "sha256", outs[i].sha256);
+                if (!o || json_array_append_new(list, o) < 0)
+                        return -ENOMEM;
+                r = add_raw_name(o, "file_hex", file);
+                if (r < 0)
+                        return r;
+        }
+        m = json_pack("{s:i, s:I, s:o, s:s, s:s, s:b, s:O}", "version", 1, "job",
+                      (json_int_t)job->id, "source", proto_string_lossy(job->source_path),
+                      "source_sha256", job->sha256, "pipeline", job->pipeline, "degraded", 0,
+                      "outputs", list);
+        if (!m)
+                return -ENOMEM;
+        r = add_raw_name(m, "source_hex", job->source_path);
+        if (r < 0)
+                return r;
+        if (extra && json_object_update((json_t *)m, (json_t *)extra) < 0)
+                return -ENOMEM;
+        text = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
+        if (!text)
+                return -ENOMEM;
+        len = strlen(text);
+        text[len++] = '\n'; /* json_dumps' NUL becomes the final newline */
+
+        r = publish_manifest_path(job->output_key, &path);
+        if (r < 0)
+                return r;
+        r = publish_tmp_open(path, job->id, 9999, &tmp);
+        if (r < 0)
+                return r;
+        while (off < len) {
+                ssize_t k = write(tmp.fd, text + off, len - off);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        r = negative_errno();
+                        goto out;
+                }
+                off += (size_t)k;
+        }
+        if (!fault_skip("publish.file_fsync") && fsync(tmp.fd) < 0) {
+                r = negative_errno();
+                goto out;
+        }
+        size = len;
+        r = publish_commit(&tmp, &size, 1, &failed);
+out:
+        publish_tmp_discard(&tmp);
+        return r;
+}
+
+static int sweep_dir(int dfd, const char *path, unsigned depth)
+{
+        DIR *d;
+        struct dirent *de;
+        int removed = 0;
+
+        if (depth > 64) {
+                close(dfd);
+                return 0;
+        }
+        d = fdopendir(dfd);
+        if (!d) {
+                close(dfd);
+                return negative_errno();
+        }
+        while ((de = readdir(d))) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                        continue;
+                unsigned char type = de->d_type;
+                if (type == DT_UNKNOWN) {
+                        struct stat st;
+                        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                continue;
+                        type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : 0;
+                }
+                if (type == DT_DIR) {
+                        int sub = openat(dirfd(d), de->d_name,
+                                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0) {
+                                int k = sweep_dir(sub, path, depth + 1);
+                                if (k > 0)
+                                        removed += k;
+                        }
+                } else if (type == DT_REG && pathmap_is_own_temp(de->d_name)) {
+                        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+                                removed++;
+                }
+        }
+        closedir(d);
+        return removed;
+}
+
+int publish_sweep(const char *root)
+{
+        int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+        if (fd < 0)
+                return errno == ENOENT ? 0 : negative_errno();
+        return sweep_dir(fd, root, 0);
+}

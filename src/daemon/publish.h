@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * publish.h - putting outputs into the output tree so that a reader never sees a partial
+ * file. An output is first a temporary file ".imgd-<job>-<n>-<random>.tmp" created in its
+ * destination directory (O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC), written and fsynced by a
+ * worker, then renamed over its final name; the directory is fsynced after the rename.
+ * Temporary files left by a crash are removed by publish_sweep() at start.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon/ledger.h"
+
+struct publish_tmp {
+        char *final_path; /* where it goes */
+        char *tmp_path;   /* where it is being written */
+        int fd;           /* open for writing, -1 once closed */
+};
+
+/*
+ * Creates the destination directory of final_path (and its parents, mode 0755) and a new
+ * temporary file beside final_path for job `job_id`, output `index`. Returns 0 and fills
+ * *ret, or a negative errno (the directory may have been created).
+ */
+int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
+                     struct publish_tmp *ret);
+
+/*
+ * mkdir -p of `dir` (absolute) with `mode`. Each directory created is made durable in its
+ * parent (the parent is fsynced), so that a file later renamed into it survives a power cut.
+ * Returns 0, -ENOTDIR when something else is in the way, or the negative errno of mkdir/fsync.
+ */
+int publish_mkdir_parents(const char *dir, mode_t mode);
+
+/* Closes and unlinks the temporary file if it still exists, frees the members. */
+void publish_tmp_discard(struct publish_tmp *t);
+
+/*
+ * Publishes tmps[0..n): checks each file has `sizes[i]` bytes, closes it (checking for a
+ * deferred write error), renames each over its
+ * final path, then fsyncs each distinct directory once. On failure returns a negative errno
+ * with the failing path in *ret_failed_path (borrowed from tmps); files renamed before the
+ * failure stay published. Frees nothing: call publish_tmp_discard() on each afterwards.
+ */
+int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
+                   const char **ret_failed_path);
+
+/*
+ * The manifest of a source's outputs: "<output key>.manifest.json", published after all of
+ * its variants (written to a temporary file, fsynced, renamed, directory fsynced). It lists
+ * every variant's file, format, dimensions, bytes and SHA-256, with the source's path and
+ * SHA-256, the job id and the pipeline; members of `extra` (may be NULL) are added. A reader
+ * that needs all variants of one content reads the manifest first: every file it lists has
+ * that content until the next manifest of the source replaces it. Returns 0 or a negative
+ * errno.
+ */
+int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
+                     const json_t *extra);
+int publish_manifest_path(const char *output_key, char **ret);
+
+/*
+ * Removes imgd's temporary files (pathmap_is_own_temp()) below `root`, not following
+ * symlinks. Returns the number removed, or a negative errno if root cannot be read.
+ */
+int publish_sweep(const char *root);

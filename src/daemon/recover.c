@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * recover.c - start-up recovery; see recover.h. Runs before the event loop and the workers,
+ * so nothing else touches the ledger or the output trees meanwhile.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "shared/hash.h"
+#include "shared/log.h"
+#include "daemon/publish.h"
+#include "daemon/recover.h"
+
+/* 1 if the file at path is a regular file whose SHA-256 is sha, 0 if not (or missing). */
+static int file_has(const char *path, const char *sha)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        char got[HASH_HEX_SIZE];
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        if (hash_sha256_fd(fd, 0, got) < 0)
+                return 0;
+        return strcmp(got, sha) == 0;
+}
+
+static void unlink_staged(const struct job_detail *d)
+{
+        for (size_t i = 0; i < d->n_outputs; i++)
+                if (d->outputs[i].tmp_path)
+                        (void)unlink(d->outputs[i].tmp_path);
+}
+
+/* Publishes one verified job. Returns 1 if completed, 0 if handed back, <0 on ledger error. */
+static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+        struct publish_tmp *tmps = NULL;
+        uint64_t *sizes = NULL;
+        size_t n_tmps = 0;
+        const char *failed = NULL;
+        int r;
+
+        r = ledger_get(l, id, &d);
+        if (r <= 0)
+                return r;
+
+        r = ledger_superseded(l, id);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                unlink_staged(d);
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, id, d->job.source_path, d->job.pipeline,
+                        "job %" PRId64 " %s: superseded while staged; cancelled", id,
+                        d->job.source_path);
+                return ledger_cancel(l, id, "superseded by newer content", now_us);
+        }
+
+        tmps = calloc(d->n_outputs ? d->n_outputs : 1, sizeof *tmps);
+        sizes = calloc(d->n_outputs ? d->n_outputs : 1, sizeof *sizes);
+        if (!tmps || !sizes) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < d->n_outputs; i++) {
+                const struct job_output *o = &d->outputs[i];
+
+                if (o->tmp_path && file_has(o->tmp_path, o->sha256)) {
+                        int fd = open(o->tmp_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                        if (fd < 0)
+                                goto redo;
+                        tmps[n_tmps] = (struct publish_tmp){
+                            .final_path = o->path,
+                            .tmp_path = strdup(o->tmp_path),
+                            .fd = fd,
+                        };
+                        sizes[n_tmps++] = o->bytes;
+                        if (!tmps[n_tmps - 1].tmp_path) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                        continue;
+                }
+                if (file_has(o->path, o->sha256))
+                        continue; /* renamed before the crash: already published */
+                log_warning("job %" PRId64 ": staged output %s is missing or altered; "
+                            "rendering again",
+                            id, o->tmp_path ? o->tmp_path : o->path);
+                goto redo;
+        }
+
+        r = publish_commit(tmps, sizes, n_tmps, &failed);
+        if (r >= 0)
+                r = publish_manifest(&d->job, d->outputs, d->n_outputs, NULL);
+        if (r < 0) {
+                log_warning_errno(r, "job %" PRId64 ": publish %s: %m; rendering again", id,
+                                  failed ? failed : "manifest");
+                goto redo;
+        }
+        r = ledger_complete(l, id, NULL, 0, now_us);
+        if (r >= 0) {
+                log_job(LOG_INFO, LOG_JOB_DONE, id, d->job.source_path, d->job.pipeline,
+                        "job %" PRId64 " %s: published from staging after restart", id,
+                        d->job.source_path);
+                r = 1;
+        }
+        goto out;
+
+redo:
+        unlink_staged(d);
+        r = ledger_release(l, id, now_us, now_us);
+out:
+        for (size_t i = 0; i < n_tmps; i++) {
+                tmps[i].final_path = NULL; /* borrowed from d */
+                publish_tmp_discard(&tmps[i]);
+        }
+        free(tmps);
+        free(sizes);
+        return r;
+}
+
+int recover_run(ledger *l, const struct config *cfg, int64_t now_us, struct recover_stats *ret)
+{
+        _cleanup_free_ int64_t *ids = NULL;
+        struct recover_stats st = {};
+        size_t n = 0;
+        int r;
+
+        r = ledger_list_staged(l, &ids, &n);
+        if (r < 0)
+                return log_error_errno(r, "ledger: list staged jobs: %s", ledger_errmsg(l));
+        for (size_t i = 0; i < n; i++) {
+                r = recover_staged_job(l, ids[i], now_us);
+                if (r < 0)
+                        return log_error_errno(r, "ledger: recover job %" PRId64 ": %s", ids[i],
+                                               ledger_errmsg(l));
+                if (r > 0)
+                        st.published++;
+                else
+                        st.redone++;
+        }
+
+        r = ledger_recover(l, now_us);
+        if (r < 0)
+                return log_error_errno(r, "ledger: recover running jobs: %s", ledger_errmsg(l));
+        st.requeued = (unsigned)r;
+
+        for (size_t i = 0; i < cfg->n_watches; i++) {
+                r = publish_sweep(cfg->watches[i].output);
+                if (r < 0)
+                        log_warning_errno(r, "sweep %s: %m", cfg->watches[i].output);
+                else
+                        st.swept += (unsigned)r;
+        }
+        *ret = st;
+        return 0;
+}

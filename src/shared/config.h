@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.h - the daemon's configuration, read from a libconfig file. config_load() parses
+ * and validates everything that can be checked without touching the file system;
+ * config_check_paths() checks the paths (watched folders exist, outputs writable, watermark
+ * images readable and of a supported format) and is what --check-config and start-up run
+ * after it. Errors name the file, the line and the
+ * problem: "/etc/imgd/imgd.conf:12: pipeline 'avatar': variant 'small': mask = \"circle\"
+ * needs a format with alpha (webp, png, avif, gif), not jpeg".
+ *
+ * A struct config is immutable once loaded; a reload builds a new one.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "shared/health.h"
+#include "shared/variant.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/imgd/imgd.conf"
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/imgd"
+#define CONFIG_DEFAULT_SOCKET "/run/imgd/imgd.sock"
+/* The operators' group of the control socket when control_group is not set, if it exists. */
+#define CONFIG_DEFAULT_CONTROL_GROUP "imgd"
+
+struct pipeline {
+        char *name;
+        struct variant *variants;
+        size_t n_variants;
+        bool placeholder; /* also compute a BlurHash, dominant colour and tiny data URI */
+};
+
+struct watch_config {
+        char *path;   /* absolute, no trailing slash */
+        char *output; /* absolute, no trailing slash */
+        char *pipeline_name;
+        const struct pipeline *pipeline; /* points into config.pipelines */
+        bool recursive;
+        char *quarantine;        /* dead sources are moved here; NULL: left in place */
+        char *on_done, *on_dead; /* hook programs; NULL: none */
+        unsigned hook_timeout_s; /* default 30 */
+        int line; /* where it was defined, for messages */
+};
+
+struct config_limits {
+        uint64_t max_file_bytes; /* sources larger than this are refused; default 256 MiB */
+        uint64_t max_pixels;     /* default 100 000 000 */
+        unsigned job_timeout_s;  /* wall-clock limit of one render; default 120 */
+        uint64_t worker_memory;  /* resident bytes a worker may use; default 1 GiB */
+        unsigned worker_max_jobs; /* jobs before a worker is replaced; default 200 */
+        bool allow_hardlinks;    /* take sources with st_nlink > 1; default false */
+        bool allow_heif;         /* decode HEIF/AVIF sources; default true */
+};
+
+struct config_breaker {
+        unsigned output_failures;   /* consecutive output failures that open it; default 3 */
+        double worker_failure_rate; /* over the window; default 0.5 */
+        unsigned worker_min_samples; /* default 10 */
+        unsigned window_ms;          /* default 60000 */
+        unsigned cooldown_ms;        /* default 30000, doubling per failed probe */
+        unsigned max_cooldown_ms;    /* default 600000 */
+};
+
+struct config_retry {
+        unsigned max_attempts; /* default 5 */
+        unsigned base_delay_ms; /* default 1000 */
+        unsigned max_delay_ms;  /* default 300000 */
+        double jitter;          /* 0..1, default 0.2 */
+};
+
+/*
+ * http = { listen = "127.0.0.1:9118"; health_alerts = [ "breaker", "paused" ]; }; (http.h).
+ * listen is "IPV4:PORT", "[IPV6]:PORT" (numeric, no name lookup; port 0: any free one) or an
+ * absolute Unix socket path; a socket passed by systemd (named "http") wins over it.
+ */
+#define CONFIG_HTTP_PAUSED (1u << _HEALTH_ALERT_MAX) /* "paused" in health_alerts */
+struct config_http {
+        char *listen;                 /* as written; NULL: no address of its own */
+        struct sockaddr_storage addr; /* listen, parsed (AF_INET, AF_INET6 or AF_UNIX) */
+        socklen_t addr_len;           /* 0 when listen is NULL */
+        int line;                     /* where listen was set, for messages */
+        /* What makes GET /health answer 503: bit (1 << enum health_alert) for each alert
+         * counted, CONFIG_HTTP_PAUSED for an operator's pause. Default: every alert. */
+        unsigned health_alerts;
+};
+
+struct config {
+        char *file; /* the file it was loaded from */
+        char *state_dir;
+        int state_dir_line; /* where state_dir was set, for messages; 0: the default */
+        char *socket;
+        unsigned workers; /* default: number of CPUs */
+        uint8_t background[3]; /* the top-level `background`, the variants' default; white */
+        struct watch_config *watches;
+        size_t n_watches;
+        struct pipeline *pipelines;
+        size_t n_pipelines;
+        struct config_limits limits;
+        struct config_retry retry;
+        struct config_breaker breaker;
+        unsigned prune_after_days; /* finished jobs older than this are pruned; 0: never */
+        /* Seconds between scans of the folders that could not be watched; default 60. */
+        unsigned unwatched_scan_interval_s;
+        bool degradation;          /* graceful degradation on; default true */
+        struct health_config health; /* its thresholds (health.h) */
+        struct health_alerts_config alerts; /* when status reports an alert (health.h) */
+        char
+            *control_group; /* operators' group of the socket; NULL: CONFIG_DEFAULT_CONTROL_GROUP */
+        char *read_group;   /* group whose members may send read-only commands; NULL: none */
+        struct config_http http;
+};
+
+/*
+ * Loads and validates `path`. Returns 0 and a new config in *ret, or a negative errno with
+ * a message "FILE:LINE: problem" (or "FILE: problem") in *ret_error, owned by the caller.
+ */
+int config_load(const char *path, struct config **ret, char **ret_error);
+
+/* Frees c; accepts NULL; returns NULL. */
+struct config *config_free(struct config *c);
+
+/*
+ * Checks the paths of a loaded configuration: each watched path exists and is a directory
+ * that is not itself a symbolic link (-ELOOP), each output directory exists or can be created
+ * and is writable, the state directory can be created, each watermark image is a readable
+ * regular file of at most VARIANT_WATERMARK_FILE_MAX bytes whose content is a supported image
+ * format.
+ *
+ * Before creating anything it compares the directories as the file system has them, not as
+ * written: symbolic links resolved, and each directory's device and inode (so a bind mount is
+ * the same directory as its source). A path that does not exist yet counts as its nearest
+ * existing ancestor, resolved, plus the rest. It refuses (-EINVAL) what config_load() refuses
+ * by name, when only the resolved paths show it: an output, a quarantine folder or the state
+ * directory inside a watched path, a watched path inside an output, a quarantine folder inside
+ * an output or containing a watched path, two watches of one directory, and a watched path
+ * inside a recursive watch.
+ *
+ * A control_group or read_group that is set must name an existing group. A folder imgd must
+ * write on a read-only file system is refused with what to do under systemd.
+ *
+ * Creates missing output and state directories. Returns 0, or a negative errno with
+ * "FILE:LINE: path: cause" (or "FILE: pipeline 'p': variant 'v': watermark image PATH:
+ * cause") in *ret_error.
+ */
+int config_check_paths(const struct config *c, char **ret_error);
+
+const struct pipeline *config_find_pipeline(const struct config *c, const char *name);

@@ -1,0 +1,573 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * variant.c - names of fits, masks, gravities, chroma modes and kept metadata; what each
+ * output format can do; the one check of a variant's combinations (variant_check); and the
+ * JSON codec for variants sent to workers; see variant.h. variant_from_json() validates what
+ * it reads as strictly as config.c does, since a worker must not trust a malformed request
+ * either: both end in variant_check().
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shared/macro.h"
+#include "shared/variant.h"
+
+static const char *const fit_names[_VARIANT_FIT_MAX] = {
+        [VARIANT_FIT_COVER] = "cover", [VARIANT_FIT_CONTAIN] = "contain",
+        [VARIANT_FIT_INSIDE] = "inside", [VARIANT_FIT_FILL] = "fill",
+        [VARIANT_FIT_NONE] = "none",
+};
+
+static const char *const mask_names[_VARIANT_MASK_MAX] = {
+        [VARIANT_MASK_NONE] = "none",
+        [VARIANT_MASK_CIRCLE] = "circle",
+};
+
+static const char *const gravity_names[_VARIANT_GRAVITY_MAX] = {
+        [VARIANT_GRAVITY_CENTRE] = "centre",
+        [VARIANT_GRAVITY_NORTH] = "north",
+        [VARIANT_GRAVITY_SOUTH] = "south",
+        [VARIANT_GRAVITY_EAST] = "east",
+        [VARIANT_GRAVITY_WEST] = "west",
+        [VARIANT_GRAVITY_NORTH_EAST] = "north-east",
+        [VARIANT_GRAVITY_NORTH_WEST] = "north-west",
+        [VARIANT_GRAVITY_SOUTH_EAST] = "south-east",
+        [VARIANT_GRAVITY_SOUTH_WEST] = "south-west",
+        [VARIANT_GRAVITY_ATTENTION] = "attention",
+        [VARIANT_GRAVITY_ENTROPY] = "entropy",
+};
+
+static const char *const chroma_names[_VARIANT_CHROMA_MAX] = {
+        [VARIANT_CHROMA_AUTO] = "auto",
+        [VARIANT_CHROMA_444] = "4:4:4",
+        [VARIANT_CHROMA_420] = "4:2:0",
+};
+
+static const struct {
+        unsigned bit;
+        const char *name;
+} keep_names[] = {
+        { VARIANT_KEEP_ICC, "icc" },
+        { VARIANT_KEEP_COPYRIGHT, "copyright" },
+};
+
+static int lookup(const char *const *names, int n, const char *name)
+{
+        if (!name)
+                return -EINVAL;
+        for (int i = 0; i < n; i++)
+                if (strcmp(names[i], name) == 0)
+                        return i;
+        return -EINVAL;
+}
+
+void variant_init(struct variant *v)
+{
+        *v = (struct variant){
+                .fit = VARIANT_FIT_COVER,
+                .quality = 80,
+                .mask = VARIANT_MASK_NONE,
+                .background = { 255, 255, 255 },
+                .gravity = VARIANT_GRAVITY_CENTRE,
+                .effort = VARIANT_EFFORT_DEFAULT,
+                .chroma = VARIANT_CHROMA_AUTO,
+        };
+}
+
+const char *variant_fit_name(enum variant_fit f)
+{
+        return f >= 0 && f < _VARIANT_FIT_MAX ? fit_names[f] : "invalid";
+}
+
+int variant_fit_from_name(const char *name)
+{
+        return lookup(fit_names, _VARIANT_FIT_MAX, name);
+}
+
+const char *variant_mask_name(enum variant_mask m)
+{
+        return m >= 0 && m < _VARIANT_MASK_MAX ? mask_names[m] : "invalid";
+}
+
+int variant_mask_from_name(const char *name)
+{
+        return lookup(mask_names, _VARIANT_MASK_MAX, name);
+}
+
+const char *variant_gravity_name(enum variant_gravity g)
+{
+        return g >= 0 && g < _VARIANT_GRAVITY_MAX ? gravity_names[g] : "invalid";
+}
+
+int variant_gravity_from_name(const char *name)
+{
+        return lookup(gravity_names, _VARIANT_GRAVITY_MAX, name);
+}
+
+const char *variant_chroma_name(enum variant_chroma c)
+{
+        return c >= 0 && c < _VARIANT_CHROMA_MAX ? chroma_names[c] : "invalid";
+}
+
+int variant_chroma_from_name(const char *name)
+{
+        return lookup(chroma_names, _VARIANT_CHROMA_MAX, name);
+}
+
+const char *variant_keep_name(unsigned bit)
+{
+        for (size_t i = 0; i < ELEMENTSOF(keep_names); i++)
+                if (keep_names[i].bit == bit)
+                        return keep_names[i].name;
+        return NULL;
+}
+
+int variant_keep_from_name(const char *name)
+{
+        for (size_t i = 0; name && i < ELEMENTSOF(keep_names); i++)
+                if (strcmp(keep_names[i].name, name) == 0)
+                        return (int)keep_names[i].bit;
+        return -EINVAL;
+}
+
+bool variant_format_writable(enum image_format f)
+{
+        return image_format_writable(f) || f == IMAGE_FORMAT_GIF;
+}
+
+unsigned variant_format_effort_max(enum image_format f)
+{
+        switch (f) {
+        case IMAGE_FORMAT_WEBP:
+                return 6;
+        case IMAGE_FORMAT_AVIF:
+                return 9;
+        default:
+                return 0;
+        }
+}
+
+bool variant_format_progressive(enum image_format f)
+{
+        return f == IMAGE_FORMAT_JPEG || f == IMAGE_FORMAT_PNG || f == IMAGE_FORMAT_GIF;
+}
+
+bool variant_format_lossless(enum image_format f)
+{
+        return f == IMAGE_FORMAT_WEBP;
+}
+
+bool variant_format_chroma(enum image_format f)
+{
+        return f == IMAGE_FORMAT_JPEG || f == IMAGE_FORMAT_AVIF;
+}
+
+bool variant_format_keep(enum image_format f)
+{
+        return f == IMAGE_FORMAT_JPEG || f == IMAGE_FORMAT_PNG || f == IMAGE_FORMAT_WEBP ||
+               f == IMAGE_FORMAT_AVIF;
+}
+
+bool variant_format_animated(enum image_format f)
+{
+        return f == IMAGE_FORMAT_WEBP || f == IMAGE_FORMAT_GIF;
+}
+
+bool variant_uses_quality(const struct variant *v)
+{
+        switch (v->format) {
+        case IMAGE_FORMAT_JPEG:
+        case IMAGE_FORMAT_AVIF:
+                return true;
+        case IMAGE_FORMAT_WEBP:
+                return !v->lossless;
+        default:
+                return false;
+        }
+}
+
+static json_t *watermark_to_json(const struct variant_watermark *w)
+{
+        json_t *j = json_pack("{s:s, s:I, s:f, s:f}", "position",
+                              variant_gravity_name(w->position), "margin", (json_int_t)w->margin,
+                              "opacity", w->opacity, "width", w->width);
+        int r = 0;
+
+        if (!j)
+                return NULL;
+        if (w->kind == VARIANT_WATERMARK_IMAGE)
+                r = json_object_set_new(j, "image", json_string(w->image));
+        else
+                r = json_object_set_new(j, "text", json_string(w->text)) |
+                    json_object_set_new(j, "font", json_string(w->font)) |
+                    json_object_set_new(j, "color",
+                                        json_pack("[I,I,I]", (json_int_t)w->color[0],
+                                                  (json_int_t)w->color[1],
+                                                  (json_int_t)w->color[2]));
+        if (r < 0) {
+                json_decref(j);
+                return NULL;
+        }
+        return j;
+}
+
+json_t *variant_to_json(const struct variant *v)
+{
+        const char *format =
+                v->format == VARIANT_FORMAT_SAME ? "same" : image_format_name(v->format);
+        json_t *j, *keep;
+
+        keep = json_array();
+        if (!keep)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(keep_names); i++)
+                if ((v->keep & keep_names[i].bit) &&
+                    json_array_append_new(keep, json_string(keep_names[i].name)) < 0) {
+                        json_decref(keep);
+                        return NULL;
+                }
+
+        j = json_pack("{s:s, s:I, s:I, s:s, s:s, s:I, s:s, s:[I,I,I], s:s, s:I, s:b, s:b, s:s, "
+                      "s:o, s:I, s:b, s:b}",
+                      "name", v->name, "width", (json_int_t)v->width, "height",
+                      (json_int_t)v->height, "fit", variant_fit_name(v->fit), "format", format,
+                      "quality", (json_int_t)v->quality, "mask", variant_mask_name(v->mask),
+                      "background", (json_int_t)v->background[0], (json_int_t)v->background[1],
+                      (json_int_t)v->background[2], "gravity", variant_gravity_name(v->gravity),
+                      "effort", (json_int_t)v->effort, "progressive", (int)v->progressive,
+                      "lossless", (int)v->lossless, "chroma", variant_chroma_name(v->chroma),
+                      "keep", keep, "max_bytes", (json_int_t)v->max_bytes, "max_bytes_strict",
+                      (int)v->max_bytes_strict, "animated", (int)v->animated);
+        if (!j)
+                return NULL;
+        if (v->watermark.kind != VARIANT_WATERMARK_NONE) {
+                json_t *w = watermark_to_json(&v->watermark);
+
+                if (!w || json_object_set_new(j, "watermark", w) < 0) {
+                        json_decref(j);
+                        return NULL;
+                }
+        }
+        return j;
+}
+
+_printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (!ret_error)
+                return -EINVAL;
+        va_start(ap, fmt);
+        if (vasprintf(ret_error, fmt, ap) < 0)
+                *ret_error = NULL;
+        va_end(ap);
+        return -EINVAL;
+}
+
+static const char *format_name(enum image_format f)
+{
+        return f == VARIANT_FORMAT_SAME ? "same" : image_format_name(f);
+}
+
+/* Whether the bytes of s form valid UTF-8 (no overlong forms, surrogates or > U+10FFFF). */
+static bool utf8_valid(const char *s)
+{
+        const unsigned char *p = (const unsigned char *)s;
+
+        while (*p) {
+                unsigned c = *p, n, cp;
+
+                if (c < 0x80) {
+                        p++;
+                        continue;
+                }
+                if (c >= 0xC2 && c <= 0xDF)
+                        n = 1, cp = c & 0x1F;
+                else if (c >= 0xE0 && c <= 0xEF)
+                        n = 2, cp = c & 0x0F;
+                else if (c >= 0xF0 && c <= 0xF4)
+                        n = 3, cp = c & 0x07;
+                else
+                        return false;
+                for (unsigned i = 1; i <= n; i++) {
+                        if ((p[i] & 0xC0) != 0x80)
+                                return false;
+                        cp = cp << 6 | (p[i] & 0x3F);
+                }
+                if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+                    (cp >= 0xD800 && cp <= 0xDFFF))
+                        return false;
+                p += n + 1;
+        }
+        return true;
+}
+
+static int watermark_check(const struct variant *v, char **ret_error)
+{
+        const struct variant_watermark *w = &v->watermark;
+        const char *n = v->name;
+
+        switch (w->kind) {
+        case VARIANT_WATERMARK_NONE:
+                return 0;
+        case VARIANT_WATERMARK_IMAGE:
+                if (w->image[0] != '/' || strnlen(w->image, sizeof w->image) >= sizeof w->image)
+                        return fail(ret_error, "variant '%s': watermark image must be an "
+                                               "absolute path", n);
+                if (w->text[0] || w->font[0])
+                        return fail(ret_error, "variant '%s': watermark has both an image and "
+                                               "text", n);
+                if (!(w->width > 0.0 && w->width <= 1.0))
+                        return fail(ret_error, "variant '%s': watermark width out of range", n);
+                break;
+        case VARIANT_WATERMARK_TEXT:
+                if (w->image[0])
+                        return fail(ret_error, "variant '%s': watermark has both an image and "
+                                               "text", n);
+                if (!w->text[0] || strnlen(w->text, sizeof w->text) >= sizeof w->text ||
+                    !utf8_valid(w->text))
+                        return fail(ret_error, "variant '%s': watermark text must be 1 to %d "
+                                               "bytes of UTF-8", n, VARIANT_TEXT_MAX - 1);
+                if (!w->font[0] || strnlen(w->font, sizeof w->font) >= sizeof w->font ||
+                    !utf8_valid(w->font))
+                        return fail(ret_error, "variant '%s': invalid watermark font", n);
+                if (!(w->width >= 0.0 && w->width <= 1.0))
+                        return fail(ret_error, "variant '%s': watermark width out of range", n);
+                break;
+        default:
+                return fail(ret_error, "variant '%s': unknown watermark kind", n);
+        }
+        if (w->position < 0 || w->position >= _VARIANT_POSITION_MAX)
+                return fail(ret_error, "variant '%s': invalid watermark position", n);
+        if (w->margin > VARIANT_MARGIN_MAX)
+                return fail(ret_error, "variant '%s': watermark margin out of range", n);
+        if (!(w->opacity > 0.0 && w->opacity <= 1.0))
+                return fail(ret_error, "variant '%s': watermark opacity out of range", n);
+        return 0;
+}
+
+int variant_check(const struct variant *v, char **ret_error)
+{
+        enum image_format f = v->format;
+        bool same = f == VARIANT_FORMAT_SAME;
+        const char *n = v->name;
+        size_t len = strnlen(v->name, sizeof v->name);
+
+        if (len == 0 || len >= sizeof v->name)
+                return fail(ret_error, "invalid variant name");
+        if (v->fit < 0 || v->fit >= _VARIANT_FIT_MAX)
+                return fail(ret_error, "variant '%s': unknown fit", n);
+        if (v->width > VARIANT_DIMENSION_MAX || v->height > VARIANT_DIMENSION_MAX)
+                return fail(ret_error, "variant '%s': dimensions out of range", n);
+        if (v->fit != VARIANT_FIT_NONE && (v->width == 0 || v->height == 0))
+                return fail(ret_error, "variant '%s': width and height are required", n);
+        if (v->fit == VARIANT_FIT_NONE && (v->width != 0 || v->height != 0))
+                return fail(ret_error, "variant '%s': fit none takes no width or height", n);
+        if (!same && !variant_format_writable(f))
+                return fail(ret_error, "variant '%s': cannot write format %s", n,
+                            image_format_name(f));
+        if (v->quality < 1 || v->quality > 100)
+                return fail(ret_error, "variant '%s': quality out of range", n);
+        if (v->mask < 0 || v->mask >= _VARIANT_MASK_MAX)
+                return fail(ret_error, "variant '%s': unknown mask", n);
+        if (v->mask != VARIANT_MASK_NONE && (same || !image_format_has_alpha(f)))
+                return fail(ret_error, "variant '%s': mask needs a format with alpha, not %s", n,
+                            format_name(f));
+        if (v->gravity < 0 || v->gravity >= _VARIANT_GRAVITY_MAX)
+                return fail(ret_error, "variant '%s': unknown gravity", n);
+        if (v->gravity != VARIANT_GRAVITY_CENTRE && v->fit != VARIANT_FIT_COVER)
+                return fail(ret_error, "variant '%s': gravity needs fit cover, not %s", n,
+                            variant_fit_name(v->fit));
+        if (same ? v->effort != VARIANT_EFFORT_DEFAULT
+                 : variant_format_effort_max(f) == 0 ? v->effort != VARIANT_EFFORT_DEFAULT
+                                                     : v->effort > variant_format_effort_max(f))
+                return fail(ret_error, "variant '%s': effort %u does not apply to %s", n,
+                            v->effort, format_name(f));
+        if (v->progressive && (same || !variant_format_progressive(f)))
+                return fail(ret_error, "variant '%s': progressive does not apply to %s", n,
+                            format_name(f));
+        if (v->lossless && (same || !variant_format_lossless(f)))
+                return fail(ret_error, "variant '%s': lossless does not apply to %s", n,
+                            format_name(f));
+        if (v->chroma < 0 || v->chroma >= _VARIANT_CHROMA_MAX)
+                return fail(ret_error, "variant '%s': unknown chroma", n);
+        if (v->chroma != VARIANT_CHROMA_AUTO && (same || !variant_format_chroma(f)))
+                return fail(ret_error, "variant '%s': chroma does not apply to %s", n,
+                            format_name(f));
+        if (v->keep & ~(unsigned)_VARIANT_KEEP_ALL)
+                return fail(ret_error, "variant '%s': unknown metadata to keep", n);
+        if (v->keep && !same && !variant_format_keep(f))
+                return fail(ret_error, "variant '%s': keep does not apply to %s", n,
+                            format_name(f));
+        if (v->max_bytes != 0) {
+                if (v->max_bytes < VARIANT_MAX_BYTES_MIN)
+                        return fail(ret_error, "variant '%s': max_bytes below %d", n,
+                                    VARIANT_MAX_BYTES_MIN);
+                if (same || !variant_uses_quality(v))
+                        return fail(ret_error, "variant '%s': max_bytes does not apply to %s%s",
+                                    n, v->lossless ? "lossless " : "", format_name(f));
+        }
+        if (v->max_bytes_strict && v->max_bytes == 0)
+                return fail(ret_error, "variant '%s': max_bytes_strict without max_bytes", n);
+        /*
+         * animated is not checked against the format: "same" resolves to a format without
+         * frames for still sources (a JPEG stays a JPEG), and there it means the first frame.
+         * The configuration refuses it with an explicit format that cannot animate.
+         */
+        return watermark_check(v, ret_error);
+}
+
+/* Copies a string member into a fixed buffer; false if it does not fit. */
+static bool copy_string(char *dst, size_t size, const char *src)
+{
+        size_t n = strlen(src);
+
+        if (n >= size)
+                return false;
+        memcpy(dst, src, n + 1);
+        return true;
+}
+
+static int watermark_from_json(const json_t *j, const char *name, struct variant_watermark *w,
+                               char **ret_error)
+{
+        const char *image = NULL, *text = NULL, *font = NULL, *position;
+        json_int_t margin, c[3] = { -1, -1, -1 };
+        json_t *color = NULL;
+        json_error_t jerr;
+        int r;
+
+        if (json_unpack_ex((json_t *)j, &jerr, JSON_STRICT,
+                           "{s?s, s?s, s?s, s?o, s:s, s:I, s:F, s:F}", "image", &image, "text",
+                           &text, "font", &font, "color", &color, "position", &position,
+                           "margin", &margin, "opacity", &w->opacity, "width", &w->width) < 0)
+                return fail(ret_error, "variant '%s': malformed watermark: %s", name, jerr.text);
+        if (image && !text && !font && !color) {
+                w->kind = VARIANT_WATERMARK_IMAGE;
+                if (!copy_string(w->image, sizeof w->image, image))
+                        return fail(ret_error, "variant '%s': watermark image path too long",
+                                    name);
+        } else if (!image && text && font && color) {
+                w->kind = VARIANT_WATERMARK_TEXT;
+                if (!copy_string(w->text, sizeof w->text, text) ||
+                    !copy_string(w->font, sizeof w->font, font))
+                        return fail(ret_error, "variant '%s': watermark text or font too long",
+                                    name);
+                if (json_unpack_ex(color, &jerr, JSON_STRICT, "[III]", &c[0], &c[1], &c[2]) < 0)
+                        return fail(ret_error, "variant '%s': malformed watermark color: %s",
+                                    name, jerr.text);
+                for (int i = 0; i < 3; i++) {
+                        if (c[i] < 0 || c[i] > 255)
+                                return fail(ret_error,
+                                            "variant '%s': watermark color out of range", name);
+                        w->color[i] = (uint8_t)c[i];
+                }
+        } else {
+                return fail(ret_error,
+                            "variant '%s': a watermark has either an image or text, font and "
+                            "color",
+                            name);
+        }
+        r = variant_gravity_from_name(position);
+        if (r < 0 || r >= _VARIANT_POSITION_MAX)
+                return fail(ret_error, "variant '%s': unknown watermark position '%s'", name,
+                            position);
+        w->position = r;
+        if (margin < 0 || margin > VARIANT_MARGIN_MAX)
+                return fail(ret_error, "variant '%s': watermark margin out of range", name);
+        w->margin = (unsigned)margin;
+        return 0;
+}
+
+int variant_from_json(const json_t *j, struct variant *ret, char **ret_error)
+{
+        const char *name, *fit, *format, *mask, *gravity, *chroma;
+        json_int_t w, h, q, bg[3], effort, max_bytes;
+        int progressive, lossless, strict, animated;
+        json_t *keep, *watermark = NULL;
+        json_error_t jerr;
+        struct variant v;
+        size_t i;
+        json_t *k;
+        int r;
+
+        variant_init(&v);
+        if (json_unpack_ex((json_t *)j, &jerr, JSON_STRICT,
+                           "{s:s, s:I, s:I, s:s, s:s, s:I, s:s, s:[III], s:s, s:I, s:b, s:b, s:s, "
+                           "s:o, s:I, s:b, s:b, s?o}",
+                           "name", &name, "width", &w, "height", &h, "fit", &fit, "format",
+                           &format, "quality", &q, "mask", &mask, "background", &bg[0], &bg[1],
+                           &bg[2], "gravity", &gravity, "effort", &effort, "progressive",
+                           &progressive, "lossless", &lossless, "chroma", &chroma, "keep", &keep,
+                           "max_bytes", &max_bytes, "max_bytes_strict", &strict, "animated",
+                           &animated, "watermark", &watermark) < 0)
+                return fail(ret_error, "malformed variant: %s", jerr.text);
+
+        if (!copy_string(v.name, sizeof v.name, name) || v.name[0] == '\0')
+                return fail(ret_error, "invalid variant name '%s'", name);
+        if (w < 0 || h < 0 || w > VARIANT_DIMENSION_MAX || h > VARIANT_DIMENSION_MAX)
+                return fail(ret_error, "variant '%s': dimensions out of range", name);
+        v.width = (unsigned)w;
+        v.height = (unsigned)h;
+        r = variant_fit_from_name(fit);
+        if (r < 0)
+                return fail(ret_error, "unknown fit '%s'", fit);
+        v.fit = r;
+        if (strcmp(format, "same") == 0)
+                v.format = VARIANT_FORMAT_SAME;
+        else if (variant_format_writable(image_format_from_name(format)))
+                v.format = image_format_from_name(format);
+        else
+                return fail(ret_error, "unknown output format '%s'", format);
+        if (q < 1 || q > 100)
+                return fail(ret_error, "variant '%s': quality out of range", name);
+        v.quality = (unsigned)q;
+        r = variant_mask_from_name(mask);
+        if (r < 0)
+                return fail(ret_error, "unknown mask '%s'", mask);
+        v.mask = r;
+        for (i = 0; i < 3; i++) {
+                if (bg[i] < 0 || bg[i] > 255)
+                        return fail(ret_error, "variant '%s': background out of range", name);
+                v.background[i] = (uint8_t)bg[i];
+        }
+        r = variant_gravity_from_name(gravity);
+        if (r < 0)
+                return fail(ret_error, "unknown gravity '%s'", gravity);
+        v.gravity = r;
+        if (effort < 0 || effort > 100)
+                return fail(ret_error, "variant '%s': effort out of range", name);
+        v.effort = (unsigned)effort;
+        v.progressive = progressive;
+        v.lossless = lossless;
+        r = variant_chroma_from_name(chroma);
+        if (r < 0)
+                return fail(ret_error, "unknown chroma '%s'", chroma);
+        v.chroma = r;
+        if (!json_is_array(keep))
+                return fail(ret_error, "variant '%s': keep must be an array", name);
+        json_array_foreach (keep, i, k) {
+                r = variant_keep_from_name(json_string_value(k));
+                if (r < 0 || (v.keep & (unsigned)r))
+                        return fail(ret_error, "variant '%s': invalid keep entry", name);
+                v.keep |= (unsigned)r;
+        }
+        if (max_bytes < 0)
+                return fail(ret_error, "variant '%s': max_bytes out of range", name);
+        v.max_bytes = (uint64_t)max_bytes;
+        v.max_bytes_strict = strict;
+        v.animated = animated;
+        if (watermark) {
+                r = watermark_from_json(watermark, v.name, &v.watermark, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        r = variant_check(&v, ret_error);
+        if (r < 0)
+                return r;
+        *ret = v;
+        return 0;
+}

@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - imgd-worker, the worker process: the daemon execs it with its end of a SOCK_SEQPACKET
+ * socketpair as fd 3 and sends it jobs (wire.h). For each job it reads the source from the
+ * descriptor it was given, decodes it once, renders every variant into the output descriptor
+ * for it, fsyncs, reads the file back, hashes and decodes what is on disk, computes the
+ * source's placeholder when the job asks for one, and answers with one result. Between jobs
+ * it keeps only its cache of decoded watermark images (render_cache: each watermark file is
+ * decoded once per worker process, again only when the file changes); it closes every
+ * descriptor a job brought.
+ *
+ *   wait (wire_recv) --job--> read source --> render_base_new --> for each variant:
+ *   render_variant_full -> write -> fsync -> read back -> hash -> render_verify_pages -->
+ *   [render_placeholder] --> reply --> wait
+ *
+ * It exits 0 when the daemon closes the socket, 1 on a protocol error, and is killed with
+ * the daemon (PR_SET_PDEATHSIG), so a worker never outlives it. It ignores SIGTERM, SIGINT
+ * and SIGHUP: a signal to the whole process group or cgroup (systemctl stop without
+ * KillMode=mixed, kill -TERM -PGID, ^C) is the daemon's to act on, which lets running jobs
+ * finish or hands them back without using an attempt. A crash or an allocation
+ * failure here costs one attempt of one job, never the daemon.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "shared/fault.h"
+#include "shared/hash.h"
+#include "shared/log.h"
+#include "shared/macro.h"
+#include "worker/render.h"
+#include "shared/variant.h"
+#include "shared/wire.h"
+
+#define WORKER_SOCKET_FD 3
+
+/* Decoded watermark images, kept for the life of the process. */
+static render_cache *watermarks;
+
+/* json_decrefp() is jansson's own (jansson.h, 2.11 and later). */
+#define _cleanup_json_ _cleanup_(json_decrefp)
+
+static inline void render_base_freep(render_base **p)
+{
+        render_base_free(*p);
+}
+
+static inline void gfreep(void *p)
+{
+        g_free(*(void **)p);
+}
+
+/* Why a job failed, as sent back to the daemon. */
+struct job_error {
+        char message[1024];
+        bool permanent;
+        int error; /* the errno behind it, for the daemon's classification; 0 if none */
+};
+
+_printf_(4, 5) static int job_fail(struct job_error *e, int r, bool permanent, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(e->message, sizeof(e->message), fmt, ap);
+        va_end(ap);
+        e->permanent = permanent;
+        e->error = r < 0 ? -r : r;
+        return r;
+}
+
+/*
+ * Reads the whole file open at fd from offset 0 into a new buffer (caller frees), refusing
+ * files over max_bytes (0: no limit) with -EFBIG. Returns 0, *ret_buf and *ret_len, or a
+ * negative errno.
+ */
+static int read_fd_all(int fd, uint64_t max_bytes, void **ret_buf, size_t *ret_len)
+{
+        _cleanup_free_ char *buf = NULL;
+        size_t cap, len = 0;
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if (max_bytes > 0 && (uint64_t)st.st_size > max_bytes)
+                return -EFBIG;
+
+        /* One byte more than expected, so a file that grew is noticed without a realloc. */
+        cap = (size_t)st.st_size + 1;
+        buf = malloc(cap);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t k;
+
+                if (len == cap) {
+                        size_t ncap = cap * 2;
+                        char *n;
+
+                        if (max_bytes > 0 && ncap > max_bytes + 1)
+                                ncap = max_bytes + 1;
+                        if (ncap <= cap)
+                                return -EFBIG;
+                        n = realloc(buf, ncap);
+                        if (!n)
+                                return -ENOMEM;
+                        buf = n;
+                        cap = ncap;
+                }
+                k = pread(fd, buf + len, cap - len, (off_t)len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (k == 0)
+                        break;
+                len += (size_t)k;
+                if (max_bytes > 0 && len > max_bytes)
+                        return -EFBIG;
+        }
+        *ret_buf = TAKE_PTR(buf);
+        *ret_len = len;
+        return 0;
+}
+
+/* Writes buf[0..len) to fd from offset 0, the file cut to exactly len bytes first. */
+static int write_fd_all(int fd, const void *buf, size_t len)
+{
+        const char *p = buf;
+        size_t done = 0;
+        int flags;
+
+        /* pwrite() on an O_APPEND descriptor appends on Linux; write at the offsets we mean. */
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0)
+                return negative_errno();
+        if ((flags & O_APPEND) && fcntl(fd, F_SETFL, flags & ~O_APPEND) < 0)
+                return negative_errno();
+
+        if (ftruncate(fd, (off_t)len) < 0)
+                return negative_errno();
+        while (done < len) {
+                ssize_t k = pwrite(fd, p + done, len - done, (off_t)done);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (k == 0)
+                        return -EIO;
+                done += (size_t)k;
+        }
+        return 0;
+}
+
+/*
+ * Reads back the output file at fd. A descriptor opened write-only cannot be read, so that
+ * one is reopened read-only through /proc/self/fd (same file, even when unlinked).
+ */
+static int read_back(int fd, size_t expected, void **ret_buf, size_t *ret_len)
+{
+        _cleanup_close_ int rfd = -1;
+        int flags = fcntl(fd, F_GETFL);
+
+        if (flags < 0)
+                return negative_errno();
+        if ((flags & O_ACCMODE) == O_WRONLY) {
+                char path[64];
+
+                snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+                rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (rfd < 0)
+                        return negative_errno();
+                fd = rfd;
+        }
+        /* A limit just above the expected size: a longer file fails without being read. */
+        return read_fd_all(fd, (uint64_t)expected + 1, ret_buf, ret_len);
+}
+
+/*
+ * Renders variant i of the job into fd and checks what reached the disk. Returns 0 and the
+ * output's description in *ret_out, or a negative errno with e filled in.
+ */
+static int job_variant(render_base *base, const struct variant *v, size_t i, int fd,
+                       json_t **ret_out, struct job_error *e)
+{
+        _cleanup_free_ void *back = NULL;
+        _cleanup_(gfreep) void *buf = NULL;
+        _cleanup_(json_decrefp) json_t *out = NULL;
+        char hex[HASH_HEX_SIZE];
+        struct render_error rerr = {};
+        struct render_output ro;
+        size_t len = 0, back_len = 0;
+        int r;
+
+        r = render_variant_full(base, v, watermarks, &ro, &rerr);
+        if (r < 0)
+                return job_fail(e, r, rerr.permanent, "variant %s: %s", v->name, rerr.message);
+        buf = ro.buf;
+        len = ro.size;
+
+        r = write_fd_all(fd, buf, len);
+        if (r < 0)
+                return job_fail(e, r, false, "variant %s: write: %s", v->name, strerror(-r));
+        fault_point("worker.after_write");
+        /* On an fsync error the daemon discards this file and the job renders again: the
+         * fsync is never retried (its failure may have dropped the dirty pages). */
+        if (!fault_skip("worker.file_fsync") && fsync(fd) < 0) {
+                r = negative_errno();
+                return job_fail(e, r, false, "fsync: %s", strerror(-r));
+        }
+        fault_point("worker.after_fsync");
+
+        r = read_back(fd, len, &back, &back_len);
+        if (r == -EFBIG || (r >= 0 && back_len != len))
+                return job_fail(e, -EIO, false,
+                                "variant %s: read back a different length than the %zu bytes "
+                                "written",
+                                v->name, len);
+        if (r < 0)
+                return job_fail(e, r, false, "variant %s: read back: %s", v->name, strerror(-r));
+        if (memcmp(back, buf, len) != 0)
+                return job_fail(e, -EIO, false,
+                                "variant %s: the file read back differs from what was written",
+                                v->name);
+
+        hash_sha256_buf(back, back_len, hex);
+        r = render_verify_pages(back, back_len, v->format, ro.width, ro.height, ro.pages, &rerr);
+        if (r < 0)
+                return job_fail(e, r, rerr.permanent, "variant %s: %s", v->name, rerr.message);
+
+        out = json_pack("{s:I, s:I, s:I, s:s}", "width", (json_int_t)ro.width, "height",
+                        (json_int_t)ro.height, "bytes", (json_int_t)len, "sha256", hex);
+        if (!out || (ro.quality >= 0 && json_object_set_new(out, "quality",
+                                                            json_integer(ro.quality)) < 0) ||
+            (ro.warning[0] &&
+             json_object_set_new(out, "warning", json_string(ro.warning)) < 0))
+                return job_fail(e, -ENOMEM, false, "out of memory");
+        if (ro.warning[0])
+                log_warning("variant %s: %s", v->name, ro.warning);
+        log_debug("job variant %zu (%s): %ux%u x %u frames, %zu bytes, quality %d", i, v->name,
+                  ro.width, ro.height, ro.pages, len, ro.quality);
+        *ret_out = TAKE_PTR(out);
+        return 0;
+}
+
+/*
+ * The placeholder of the source in base: {"blurhash":..., "dominant":"#rrggbb",
+ * "data_uri":"data:image/webp;base64,..."}. Returns 0 and *ret, or a negative errno with e
+ * filled in.
+ */
+static int job_placeholder(render_base *base, const uint8_t background[3], json_t **ret,
+                           struct job_error *e)
+{
+        struct render_placeholder ph = {};
+        struct render_error rerr = {};
+        char dominant[8];
+        json_t *j;
+        int r;
+
+        r = render_placeholder(base, background, &ph, &rerr);
+        if (r < 0)
+                return job_fail(e, r, rerr.permanent, "placeholder: %s", rerr.message);
+        snprintf(dominant, sizeof dominant, "#%02x%02x%02x", ph.dominant[0], ph.dominant[1],
+                 ph.dominant[2]);
+        j = json_pack("{s:s, s:s, s:s}", "blurhash", ph.blurhash, "dominant", dominant,
+                      "data_uri", ph.data_uri);
+        render_placeholder_clear(&ph);
+        if (!j)
+                return job_fail(e, -ENOMEM, false, "out of memory");
+        *ret = j;
+        return 0;
+}
+
+/*
+ * Runs one job. fds[0] is the source, fds[1 + i] the output for variant i. Returns 0 and
+ * the body of an ok result (without type and id) in *ret_body, or a negative errno with e
+ * filled in.
+ */
+static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret_body,
+                   struct job_error *e)
+{
+        _cleanup_(render_base_freep) render_base *base = NULL;
+        _cleanup_free_ struct variant *variants = NULL;
+        _cleanup_free_ void *src = NULL;
+        _cleanup_json_ json_t *outputs = NULL;
+        _cleanup_json_ json_t *body = NULL;
+        const json_t *jvariants = json_object_get(msg, "variants");
+        const json_t *jmax_pixels = json_object_get(msg, "max_pixels");
+        const json_t *jmax_decode = json_object_get(msg, "max_decode_bytes");
+        const json_t *jmax_bytes = json_object_get(msg, "max_bytes");
+        const json_t *jplaceholder = json_object_get(msg, "placeholder");
+        const json_t *jheif = json_object_get(msg, "allow_heif");
+        const json_t *jtimeout = json_object_get(msg, "timeout_s");
+        const struct render_info *info;
+        struct render_limits limits = {};
+        struct render_error rerr = {};
+        char src_hex[HASH_HEX_SIZE];
+        uint64_t max_bytes = 0;
+        size_t n, src_len = 0;
+        int r;
+
+        if (!json_is_array(jvariants) || json_array_size(jvariants) == 0)
+                return job_fail(e, -EINVAL, true, "malformed job: no variants");
+        n = json_array_size(jvariants);
+        if (n_fds != 1 + n)
+                return job_fail(e, -EINVAL, true, "malformed job: %zu variants but %zu descriptors",
+                                n, n_fds);
+        if ((jmax_pixels &&
+             (!json_is_integer(jmax_pixels) || json_integer_value(jmax_pixels) < 0)) ||
+            (jmax_bytes && (!json_is_integer(jmax_bytes) || json_integer_value(jmax_bytes) < 0)) ||
+            (jmax_decode &&
+             (!json_is_integer(jmax_decode) || json_integer_value(jmax_decode) < 0)))
+                return job_fail(e, -EINVAL, true, "malformed job: bad limits");
+        /* Absent means no placeholder: a daemon that does not ask gets none. */
+        if (jplaceholder && !json_is_boolean(jplaceholder))
+                return job_fail(e, -EINVAL, true, "malformed job: bad placeholder");
+        limits.max_pixels = jmax_pixels ? (uint64_t)json_integer_value(jmax_pixels) : 0;
+        limits.max_decode_bytes = jmax_decode ? (uint64_t)json_integer_value(jmax_decode) : 0;
+        max_bytes = jmax_bytes ? (uint64_t)json_integer_value(jmax_bytes) : 0;
+
+        variants = calloc(n, sizeof(*variants));
+        if (!variants)
+                return job_fail(e, -ENOMEM, false, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *verr = NULL;
+
+                r = variant_from_json(json_array_get(jvariants, i), &variants[i], &verr);
+                if (r < 0)
+                        return job_fail(e, r, true, "variant %zu: %s", i, verr ? verr : "invalid");
+                if (variants[i].format == VARIANT_FORMAT_SAME)
+                        return job_fail(e, -EINVAL, true,
+                                        "variant %s: format \"same\" was not resolved",
+                                        variants[i].name);
+        }
+
+        r = read_fd_all(fds[0], max_bytes, &src, &src_len);
+        if (r == -EFBIG)
+                return job_fail(e, r, true, "source is over the limit of %" PRIu64 " bytes",
+                                max_bytes);
+        if (r < 0)
+                return job_fail(e, r, false, "read source: %s", strerror(-r));
+        hash_sha256_buf(src, src_len, src_hex);
+#ifdef IMGD_FAULT_INJECTION
+        /* Test hook: a "poison" source that crashes its worker every time. */
+        {
+                const char *poison = getenv("IMGD_TEST_CRASH_SHA");
+                if (poison && *poison && strncmp(src_hex, poison, strlen(poison)) == 0)
+                        abort();
+        }
+#endif
+        if (json_is_false(jheif)) {
+                enum image_format f = image_format_sniff(src, src_len);
+                if (f == IMAGE_FORMAT_HEIF || f == IMAGE_FORMAT_AVIF)
+                        return job_fail(e, -EMEDIUMTYPE, true,
+                                        "%s sources are disabled (limits.allow_heif = false)",
+                                        image_format_name(f));
+        }
+        /* CPU time for this job: its wall-clock limit (SIGXCPU ends a runaway decoder even
+         * when the daemon's timer cannot fire in time). */
+        if (json_is_integer(jtimeout) && json_integer_value(jtimeout) > 0) {
+                struct rusage ru;
+                struct rlimit rl;
+
+                if (getrusage(RUSAGE_SELF, &ru) == 0 && getrlimit(RLIMIT_CPU, &rl) == 0) {
+                        rlim_t used = (rlim_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec);
+                        rl.rlim_cur = used + (rlim_t)json_integer_value(jtimeout) + 1;
+                        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
+                                rl.rlim_cur = rl.rlim_max;
+                        (void)setrlimit(RLIMIT_CPU, &rl);
+                }
+        }
+
+        r = render_base_new(src, src_len, variants, n, &limits, &base, &rerr);
+        if (r < 0)
+                return job_fail(e, r, rerr.permanent, "%s", rerr.message);
+        info = render_base_info(base);
+
+        outputs = json_array();
+        if (!outputs)
+                return job_fail(e, -ENOMEM, false, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+                json_t *out = NULL;
+
+                r = job_variant(base, &variants[i], i, fds[1 + i], &out, e);
+                if (r < 0)
+                        return r;
+                if (json_array_append_new(outputs, out) < 0)
+                        return job_fail(e, -ENOMEM, false, "out of memory");
+        }
+
+        body = json_pack("{s:b, s:{s:s, s:I, s:I, s:s}, s:O}", "ok", 1, "source", "format",
+                         image_format_name(info->format), "width", (json_int_t)info->width,
+                         "height", (json_int_t)info->height, "sha256", src_hex, "outputs", outputs);
+        if (!body)
+                return job_fail(e, -ENOMEM, false, "out of memory");
+        if (json_is_true(jplaceholder)) {
+                json_t *ph = NULL;
+
+                /* Flattened for the hash onto what the first variant flattens onto. */
+                r = job_placeholder(base, variants[0].background, &ph, e);
+                if (r < 0)
+                        return r;
+                if (json_object_set_new(body, "placeholder", ph) < 0)
+                        return job_fail(e, -ENOMEM, false, "out of memory");
+        }
+        *ret_body = TAKE_PTR(body);
+        return 0;
+}
+
+/* Handles one job message and sends its result. Returns 0, or a negative errno from sending. */
+static int job_handle(const json_t *msg, const int *fds, size_t n_fds)
+{
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *body = NULL;
+        json_t *id = json_object_get(msg, "id");
+        struct job_error e = {};
+        int r;
+
+        fault_delay("worker.job");
+        r = job_run(msg, fds, n_fds, &body, &e);
+        if (r < 0) {
+                log_debug("job %" JSON_INTEGER_FORMAT ": %s", json_integer_value(id), e.message);
+                body = json_pack("{s:b, s:s, s:b, s:i}", "ok", 0, "error", e.message,
+                                 "permanent", e.permanent, "errno", e.error);
+                if (!body)
+                        return -ENOMEM;
+        }
+        reply = json_pack("{s:s, s:O?}", "type", "result", "id", id);
+        if (!reply || json_object_update(reply, body) < 0) {
+                json_decref(body);
+                return -ENOMEM;
+        }
+        json_decref(body);
+        return wire_send(WORKER_SOCKET_FD, reply, NULL, 0);
+}
+
+static void close_all(int *fds, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+}
+
+static int parse_argv(int argc, char **argv, unsigned *ret_threads)
+{
+        static const struct option options[] = {
+            {"threads", required_argument, NULL, 't'},
+            {},
+        };
+        unsigned threads = 0;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                switch (c) {
+                case 't': {
+                        char *end;
+                        unsigned long t;
+
+                        errno = 0;
+                        t = strtoul(optarg, &end, 10);
+                        if (errno != 0 || *end != '\0' || end == optarg || t > 1024)
+                                return log_error_errno(EINVAL, "invalid --threads '%s'", optarg);
+                        threads = (unsigned)t;
+                        break;
+                }
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc)
+                return log_error_errno(EINVAL, "unexpected argument '%s'", argv[optind]);
+        *ret_threads = threads;
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        pid_t parent = getppid();
+        unsigned threads = 0;
+        struct stat st;
+        int r;
+
+        log_setup("imgd-worker");
+
+        /* Die with the daemon; and if it already died before this took effect, go now. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) {
+                log_error_errno(errno, "prctl(PR_SET_PDEATHSIG): %m");
+                return EXIT_FAILURE;
+        }
+        if (getppid() != parent)
+                return EXIT_FAILURE;
+        /* A daemon that went away shows up as EPIPE from sending, not as a signal. */
+        signal(SIGPIPE, SIG_IGN);
+        /* Only the daemon stops a worker (closing the socket, or SIGKILL): a SIGTERM, SIGINT
+         * or SIGHUP sent to the whole process group or cgroup must not cost a running job an
+         * attempt. (imgd already starts it with these ignored; this is for any other way.) */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+
+        if (parse_argv(argc, argv, &threads) < 0)
+                return EXIT_FAILURE;
+        if (fstat(WORKER_SOCKET_FD, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+                log_error("fd %d is not the daemon's socket; imgd-worker is started by imgd",
+                          WORKER_SOCKET_FD);
+                return EXIT_FAILURE;
+        }
+        if (render_init(argv[0], threads) < 0) {
+                log_error("cannot start libvips");
+                return EXIT_FAILURE;
+        }
+        watermarks = render_cache_new();
+        if (!watermarks) {
+                log_error("out of memory");
+                render_shutdown();
+                return EXIT_FAILURE;
+        }
+
+        /* Tell the daemon libvips is up: only now does it hand this worker jobs. */
+        {
+                _cleanup_json_ json_t *ready = json_pack("{s:s, s:i}", "type", "ready", "pid",
+                                                         (int)getpid());
+                r = ready ? wire_send(WORKER_SOCKET_FD, ready, NULL, 0) : -ENOMEM;
+                if (r < 0) {
+                        log_error_errno(r, "tell the daemon this worker is ready: %m");
+                        r = EXIT_FAILURE;
+                        goto shutdown;
+                }
+        }
+
+        for (;;) {
+                _cleanup_json_ json_t *msg = NULL;
+                int fds[WIRE_MAX_FDS];
+                size_t n_fds = 0;
+                const char *type;
+
+                r = wire_recv(WORKER_SOCKET_FD, &msg, fds, &n_fds);
+                if (r == -ECONNRESET)
+                        break;
+                if (r < 0) {
+                        log_error_errno(r, "receive from daemon: %m");
+                        r = EXIT_FAILURE;
+                        goto shutdown;
+                }
+
+                type = json_string_value(json_object_get(msg, "type"));
+                if (!type || strcmp(type, "job") != 0) {
+                        close_all(fds, n_fds);
+                        log_error("unknown message type '%s' from daemon", type ? type : "");
+                        r = EXIT_FAILURE;
+                        goto shutdown;
+                }
+
+                r = job_handle(msg, fds, n_fds);
+                close_all(fds, n_fds);
+                if (r == -EPIPE || r == -ECONNRESET)
+                        break;
+                if (r < 0) {
+                        log_error_errno(r, "send result to daemon: %m");
+                        r = EXIT_FAILURE;
+                        goto shutdown;
+                }
+        }
+        r = EXIT_SUCCESS;
+shutdown:
+        watermarks = render_cache_free(watermarks);
+        render_shutdown();
+        return r;
+}
