@@ -4,7 +4,7 @@
 # Installed as share/bash-completion/completions/imgctl, where bash-completion loads it on
 # first use; it can also be sourced by hand. It needs nothing from bash-completion.
 # Keep the command and option lists in step with src/imgctl/main.c and completion/_imgctl (zsh);
-# tests/test-completion.c checks that both offer every command.
+# tests/integration/test-completion.c checks that both offer every command.
 
 _imgctl()
 {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # The full-size crash battery (issue 3): builds imgd with its fault points and runs
-# tests/test-crash.c with IMGD_CRASH_BATTERY=full: 60 images, 120 rounds of SIGKILL to the
+# tests/integration/test-crash.c with IMGD_CRASH_BATTERY=full: 60 images, 120 rounds of SIGKILL to the
 # daemon with worker kills in between, the crash points, the power-cut trials and disk full.
 # Prints the counts (kills, jobs, lost, corrupt, duplicate, leftover, stuck) and the time
 # from restart to the socket answering. CI runs the quick size as part of scripts/test.sh.

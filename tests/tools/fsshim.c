@@ -8,7 +8,7 @@
  * "F <inode> <snapshot>" to $IMGD_SHIM_LOG/journal; every fsync of a directory appends
  * "D <path>" and one "<type> <inode> <name>" line per entry, then "E". Replaying the journal
  * gives what would survive a power cut at any moment: each directory as of its last fsync,
- * each file's content as of its last fsync (tests/test-crash.c does the replay).
+ * each file's content as of its last fsync (tests/integration/test-crash.c does the replay).
  *
  * Disk full ($IMGD_SHIM_ENOSPC, a path): while that file exists, creating files or
  * directories below the root and writing to files below the root fail with ENOSPC.
