@@ -229,13 +229,13 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         else
                 fprintf(f, "imgd_drain_seconds %.3f\n", g->drain_s);
         fprintf(f,
-                "# HELP imgd_error_rate Failed share of the attempts of the last 5 minutes.\n"
-                "# TYPE imgd_error_rate gauge\n"
-                "imgd_error_rate %.4f\n"
-                "# HELP imgd_finished_per_second Jobs finished (done or dead) per second, "
+                "# HELP imgd_error_ratio Failed share of the attempts of the last 5 minutes.\n"
+                "# TYPE imgd_error_ratio gauge\n"
+                "imgd_error_ratio %.4f\n"
+                "# HELP imgd_jobs_finished_per_second Jobs finished (done or dead) per second, "
                 "recently.\n"
-                "# TYPE imgd_finished_per_second gauge\n"
-                "imgd_finished_per_second %.4f\n",
+                "# TYPE imgd_jobs_finished_per_second gauge\n"
+                "imgd_jobs_finished_per_second %.4f\n",
                 g->error_rate, g->finished_per_s);
         fprintf(f,
                 "# HELP imgd_intake_retry_pending Uploads whose intake failed for a transient "

@@ -198,6 +198,8 @@ static void test_gauges_rendered(void **state)
             .workers_busy = 2,
             .workers_idle = 1,
             .workers_total = 4,
+            .error_rate = 0.125,
+            .finished_per_s = 2.5,
         };
         metrics *m = NULL;
         char *text;
@@ -217,6 +219,9 @@ static void test_gauges_rendered(void **state)
         assert_int_equal(sample(text, "imgd_degradation_level"), 1);
         assert_true(fabs(sample(text, "imgd_health_score") - 87.5) < 1e-9);
         assert_int_equal(sample(text, "imgd_resident_memory_bytes"), 123456789);
+        /* Units as the Prometheus naming guide has them: a 0..1 share is a _ratio. */
+        assert_true(fabs(sample(text, "imgd_error_ratio") - 0.125) < 1e-9);
+        assert_true(fabs(sample(text, "imgd_jobs_finished_per_second") - 2.5) < 1e-9);
         /* By state, summing to the pool's size (no "total" among them to double it). */
         assert_int_equal(sample(text, "imgd_workers{state=\"busy\"}"), 2);
         assert_int_equal(sample(text, "imgd_workers{state=\"idle\"}"), 1);
