@@ -15,6 +15,7 @@
 
 #include "daemon/breaker.h"
 #include "shared/macro.h"
+#include "shared/string-table.h"
 
 struct sample {
         uint64_t time_us;
@@ -262,16 +263,13 @@ enum breaker_state breaker_state(const breaker *b)
         return b->state;
 }
 
-const char *breaker_state_name(enum breaker_state s)
-{
-        static const char *const names[_BREAKER_STATE_MAX] = {
-                [BREAKER_CLOSED] = "closed",
-                [BREAKER_HALF_OPEN] = "half-open",
-                [BREAKER_OPEN] = "open",
-        };
+static const char *const breaker_state_table[_BREAKER_STATE_MAX] = {
+        [BREAKER_CLOSED] = "closed",
+        [BREAKER_HALF_OPEN] = "half-open",
+        [BREAKER_OPEN] = "open",
+};
 
-        return (unsigned)s < ELEMENTSOF(names) ? names[s] : NULL;
-}
+DEFINE_STRING_TABLE_LOOKUP(breaker_state, enum breaker_state, NULL)
 
 const char *breaker_reason(const breaker *b)
 {

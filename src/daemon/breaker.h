@@ -102,6 +102,8 @@ void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint
 enum breaker_state breaker_state(const breaker *b);
 /* "closed", "open", "half-open"; NULL for a value out of range. */
 const char *breaker_state_name(enum breaker_state s);
+/* The state named, or -EINVAL. */
+int breaker_state_from_name(const char *name);
 
 /*
  * Why the breaker opened, while it is open or half-open: "3 consecutive output failures:

@@ -53,6 +53,7 @@
 
 #include "daemon/ledger.h"
 #include "shared/macro.h"
+#include "shared/string-table.h"
 
 #define LEDGER_BUSY_TIMEOUT_MS 5000
 #define LEDGER_FILE_MODE 0640
@@ -375,27 +376,12 @@ struct ledger {
         bool shm_known, shm_lost;
 };
 
-static const char *const job_state_names[_JOB_STATE_MAX] = {
+static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_QUEUED] = "queued", [JOB_RUNNING] = "running", [JOB_RETRY] = "retry",
         [JOB_DONE] = "done",     [JOB_DEAD] = "dead",       [JOB_CANCELLED] = "cancelled",
 };
 
-const char *job_state_name(enum job_state s)
-{
-        if ((unsigned)s >= _JOB_STATE_MAX)
-                return NULL;
-        return job_state_names[s];
-}
-
-int job_state_from_name(const char *name)
-{
-        if (!name)
-                return -EINVAL;
-        for (int i = 0; i < _JOB_STATE_MAX; i++)
-                if (strcmp(name, job_state_names[i]) == 0)
-                        return i;
-        return -EINVAL;
-}
+DEFINE_STRING_TABLE_LOOKUP(job_state, enum job_state, NULL)
 
 void job_clear(struct job *j)
 {

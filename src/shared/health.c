@@ -15,6 +15,7 @@
 
 #include "shared/health.h"
 #include "shared/macro.h"
+#include "shared/string-table.h"
 
 #define MIN_US (UINT64_C(60) * 1000000)
 
@@ -254,17 +255,14 @@ enum health_level health_level(const health *h)
         return h->level;
 }
 
-const char *health_level_name(enum health_level l)
-{
-        static const char *const names[_HEALTH_LEVEL_MAX] = {
-                [HEALTH_FULL] = "full",
-                [HEALTH_REDUCED] = "reduced",
-                [HEALTH_ESSENTIAL] = "essential",
-                [HEALTH_PAUSED] = "paused",
-        };
+static const char *const health_level_table[_HEALTH_LEVEL_MAX] = {
+        [HEALTH_FULL] = "full",
+        [HEALTH_REDUCED] = "reduced",
+        [HEALTH_ESSENTIAL] = "essential",
+        [HEALTH_PAUSED] = "paused",
+};
 
-        return (unsigned)l < ELEMENTSOF(names) ? names[l] : NULL;
-}
+DEFINE_STRING_TABLE_LOOKUP(health_level, enum health_level, NULL)
 
 const char *health_reason(const health *h)
 {
@@ -470,15 +468,12 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                           (double)in->ledger_failing_us / 1e6, in->ledger_failure);
 }
 
-const char *health_alert_name(enum health_alert a)
-{
-        static const char *const names[_HEALTH_ALERT_MAX] = {
-                [HEALTH_ALERT_ERROR_RATE] = "error_rate", [HEALTH_ALERT_QUEUED] = "queue_depth",
-                [HEALTH_ALERT_OLDEST] = "queue_age",      [HEALTH_ALERT_DRAIN] = "drain_time",
-                [HEALTH_ALERT_BREAKER] = "breaker",       [HEALTH_ALERT_DEGRADED] = "degraded",
-                [HEALTH_ALERT_INTAKE] = "intake_failing", [HEALTH_ALERT_UNWATCHED] = "unwatched_folders",
-                [HEALTH_ALERT_LEDGER] = "ledger_failing",
-        };
+static const char *const health_alert_table[_HEALTH_ALERT_MAX] = {
+        [HEALTH_ALERT_ERROR_RATE] = "error_rate", [HEALTH_ALERT_QUEUED] = "queue_depth",
+        [HEALTH_ALERT_OLDEST] = "queue_age",      [HEALTH_ALERT_DRAIN] = "drain_time",
+        [HEALTH_ALERT_BREAKER] = "breaker",       [HEALTH_ALERT_DEGRADED] = "degraded",
+        [HEALTH_ALERT_INTAKE] = "intake_failing", [HEALTH_ALERT_UNWATCHED] = "unwatched_folders",
+        [HEALTH_ALERT_LEDGER] = "ledger_failing",
+};
 
-        return a >= 0 && a < _HEALTH_ALERT_MAX ? names[a] : NULL;
-}
+DEFINE_STRING_TABLE_LOOKUP(health_alert, enum health_alert, NULL)

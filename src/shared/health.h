@@ -107,6 +107,8 @@ enum health_level health_update(health *h, const struct health_inputs *in, uint6
 enum health_level health_level(const health *h);
 /* "full", "reduced", "essential", "paused"; NULL for a value out of range. */
 const char *health_level_name(enum health_level l);
+/* The level named, or -EINVAL. */
+int health_level_from_name(const char *name);
 
 /*
  * What holds the level, as of the last health_update(): each input at or above the level's
@@ -257,3 +259,5 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
  * "intake_failing", "unwatched_folders", "ledger_failing"; NULL for a value out of range. These are
  * the label values of imgd_alert in the metrics and the "alert" names of imgctl status. */
 const char *health_alert_name(enum health_alert a);
+/* The alert named, or -EINVAL. */
+int health_alert_from_name(const char *name);

@@ -12,20 +12,21 @@
 #include <string.h>
 
 #include "shared/macro.h"
+#include "shared/string-table.h"
 #include "shared/variant.h"
 
-static const char *const fit_names[_VARIANT_FIT_MAX] = {
+static const char *const variant_fit_table[_VARIANT_FIT_MAX] = {
         [VARIANT_FIT_COVER] = "cover", [VARIANT_FIT_CONTAIN] = "contain",
         [VARIANT_FIT_INSIDE] = "inside", [VARIANT_FIT_FILL] = "fill",
         [VARIANT_FIT_NONE] = "none",
 };
 
-static const char *const mask_names[_VARIANT_MASK_MAX] = {
+static const char *const variant_mask_table[_VARIANT_MASK_MAX] = {
         [VARIANT_MASK_NONE] = "none",
         [VARIANT_MASK_CIRCLE] = "circle",
 };
 
-static const char *const gravity_names[_VARIANT_GRAVITY_MAX] = {
+static const char *const variant_gravity_table[_VARIANT_GRAVITY_MAX] = {
         [VARIANT_GRAVITY_CENTRE] = "centre",
         [VARIANT_GRAVITY_NORTH] = "north",
         [VARIANT_GRAVITY_SOUTH] = "south",
@@ -39,7 +40,7 @@ static const char *const gravity_names[_VARIANT_GRAVITY_MAX] = {
         [VARIANT_GRAVITY_ENTROPY] = "entropy",
 };
 
-static const char *const chroma_names[_VARIANT_CHROMA_MAX] = {
+static const char *const variant_chroma_table[_VARIANT_CHROMA_MAX] = {
         [VARIANT_CHROMA_AUTO] = "auto",
         [VARIANT_CHROMA_444] = "4:4:4",
         [VARIANT_CHROMA_420] = "4:2:0",
@@ -52,16 +53,6 @@ static const struct {
         { VARIANT_KEEP_ICC, "icc" },
         { VARIANT_KEEP_COPYRIGHT, "copyright" },
 };
-
-static int lookup(const char *const *names, int n, const char *name)
-{
-        if (!name)
-                return -EINVAL;
-        for (int i = 0; i < n; i++)
-                if (strcmp(names[i], name) == 0)
-                        return i;
-        return -EINVAL;
-}
 
 void variant_init(struct variant *v)
 {
@@ -76,45 +67,13 @@ void variant_init(struct variant *v)
         };
 }
 
-const char *variant_fit_name(enum variant_fit f)
-{
-        return f >= 0 && f < _VARIANT_FIT_MAX ? fit_names[f] : "invalid";
-}
+DEFINE_STRING_TABLE_LOOKUP(variant_fit, enum variant_fit, "invalid")
 
-int variant_fit_from_name(const char *name)
-{
-        return lookup(fit_names, _VARIANT_FIT_MAX, name);
-}
+DEFINE_STRING_TABLE_LOOKUP(variant_mask, enum variant_mask, "invalid")
 
-const char *variant_mask_name(enum variant_mask m)
-{
-        return m >= 0 && m < _VARIANT_MASK_MAX ? mask_names[m] : "invalid";
-}
+DEFINE_STRING_TABLE_LOOKUP(variant_gravity, enum variant_gravity, "invalid")
 
-int variant_mask_from_name(const char *name)
-{
-        return lookup(mask_names, _VARIANT_MASK_MAX, name);
-}
-
-const char *variant_gravity_name(enum variant_gravity g)
-{
-        return g >= 0 && g < _VARIANT_GRAVITY_MAX ? gravity_names[g] : "invalid";
-}
-
-int variant_gravity_from_name(const char *name)
-{
-        return lookup(gravity_names, _VARIANT_GRAVITY_MAX, name);
-}
-
-const char *variant_chroma_name(enum variant_chroma c)
-{
-        return c >= 0 && c < _VARIANT_CHROMA_MAX ? chroma_names[c] : "invalid";
-}
-
-int variant_chroma_from_name(const char *name)
-{
-        return lookup(chroma_names, _VARIANT_CHROMA_MAX, name);
-}
+DEFINE_STRING_TABLE_LOOKUP(variant_chroma, enum variant_chroma, "invalid")
 
 const char *variant_keep_name(unsigned bit)
 {
