@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Installs what is missing, builds imgd with warnings as errors, and runs every test with
-# ctest; then builds again with AddressSanitizer and UndefinedBehaviorSanitizer and runs the
+# Installs what is missing, checks the C sources' format (scripts/format.sh --check), builds
+# imgd with warnings as errors, and runs every test with ctest; then builds again with AddressSanitizer and UndefinedBehaviorSanitizer and runs the
 # tests once more; with --systemd (as root) it also checks the unit under a real systemd in a
 # Debian 12 container (scripts/systemd-test.sh: 8-23 minutes cold, 1 to 3.5 with its root cached).
 # CI (.ci/run) calls exactly this.
@@ -23,6 +23,9 @@ done
 
 scripts/deps.sh --tests
 jobs=$(nproc)
+
+echo "== format (scripts/format.sh --check) =="
+scripts/format.sh --check
 
 echo "== build (warnings as errors) =="
 cmake -S . -B build -DIMGD_TESTS=ON -DIMGD_FAULT_INJECTION=ON -DIMGD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

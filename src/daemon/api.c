@@ -71,8 +71,8 @@
 #define API_ENQUEUE_LOOKUP 10000
 #define API_CANCEL_REASON "cancelled by operator"
 
-typedef int (*api_command_fn)(struct api_context *ctx, const json_t *request,
-                              json_t **ret_result, char **ret_error);
+typedef int (*api_command_fn)(struct api_context *ctx, const json_t *request, json_t **ret_result,
+                              char **ret_error);
 
 /* Sets *ret_error to a formatted message and returns r, or -ENOMEM if it cannot. */
 static int api_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
@@ -115,18 +115,13 @@ static json_t *job_to_json(const struct job *j)
 {
         const char *state = job_state_name(j->state);
 
-        return json_pack("{s:I, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:s, s:o}",
-                         "id", (json_int_t)j->id,
-                         "state", state ? state : "unknown",
-                         "source", text_or_null(j->source_path),
-                         "watch", text_or_null(j->watch),
-                         "pipeline", text_or_null(j->pipeline),
-                         "attempts", (json_int_t)j->attempts,
-                         "created_us", (json_int_t)j->created_us,
-                         "updated_us", (json_int_t)j->updated_us,
-                         "next_at_us", (json_int_t)j->next_at_us,
-                         "sha256", j->sha256,
-                         "error", text_or_null(j->last_error));
+        return json_pack("{s:I, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:s, s:o}", "id",
+                         (json_int_t)j->id, "state", state ? state : "unknown", "source",
+                         text_or_null(j->source_path), "watch", text_or_null(j->watch), "pipeline",
+                         text_or_null(j->pipeline), "attempts", (json_int_t)j->attempts,
+                         "created_us", (json_int_t)j->created_us, "updated_us",
+                         (json_int_t)j->updated_us, "next_at_us", (json_int_t)j->next_at_us,
+                         "sha256", j->sha256, "error", text_or_null(j->last_error));
 }
 
 /* "expected one of queued, running, ..." for messages; static storage. */
@@ -202,10 +197,9 @@ static json_t *watches_to_json(const struct config *cfg)
         for (size_t i = 0; cfg && i < cfg->n_watches; i++) {
                 const struct watch_config *w = &cfg->watches[i];
 
-                if (json_array_append_new(arr, json_pack("{s:o, s:o, s:o, s:b}",
-                                                         "path", text_or_null(w->path),
-                                                         "output", text_or_null(w->output),
-                                                         "pipeline",
+                if (json_array_append_new(arr, json_pack("{s:o, s:o, s:o, s:b}", "path",
+                                                         text_or_null(w->path), "output",
+                                                         text_or_null(w->output), "pipeline",
                                                          text_or_null(w->pipeline_name),
                                                          "recursive", (int)w->recursive)) < 0)
                         return NULL;
@@ -240,15 +234,14 @@ static json_t *health_to_json(const struct scheduler_report *rep, json_t **ret_a
                         continue;
                 if (json_array_append_new(alerts,
                                           json_pack("{s:s, s:o}", "alert", health_alert_name(i),
-                                                    "message",
-                                                    proto_string_lossy(a->text[i]))) < 0)
+                                                    "message", proto_string_lossy(a->text[i]))) < 0)
                         return NULL;
         }
         h = json_pack("{s:s, s:f, s:o, s:f, s:f, s:I, s:o, s:f}", "level",
                       rep->level ? rep->level : "full", "score", rep->score, "reason",
-                      proto_string_lossy(rep->level_reason ? rep->level_reason : ""),
-                      "error_rate", rep->error_rate, "finished_per_s", rep->finished_per_s,
-                      "backlog", (json_int_t)rep->backlog, "drain_s",
+                      proto_string_lossy(rep->level_reason ? rep->level_reason : ""), "error_rate",
+                      rep->error_rate, "finished_per_s", rep->finished_per_s, "backlog",
+                      (json_int_t)rep->backlog, "drain_s",
                       a->drain_us == HEALTH_DRAIN_NEVER ? json_null()
                                                         : json_real((double)a->drain_us / 1e6),
                       "oldest_queued_s", (double)rep->oldest_queued_age_us / 1e6);
@@ -331,21 +324,16 @@ static int api_status(struct api_context *ctx, const json_t *request, json_t **r
 
         result = json_pack("{s:s, s:i, s:s, s:I, s:o, s:b, s:i, s:i, s:o, "
                            "s:{s:i, s:i, s:i, s:O}, s:O, s:b}",
-                           "state", ctx->state ? ctx->state : "running",
-                           "pid", (int)getpid(),
-                           "version", IMGD_VERSION,
-                           "uptime_s", (json_int_t)(uptime_us / 1000000),
-                           "config", text_or_null(ctx->config ? ctx->config->file : NULL),
-                           "paused", ctx->scheduler ? (int)scheduler_paused(ctx->scheduler) : 0,
-                           "running", ctx->scheduler ? (int)scheduler_running(ctx->scheduler) : 0,
-                           "subscribers", (int)control_subscribers(ctx->control),
-                           "watches", watches_to_json(ctx->config),
-                           "workers",
-                           "total", pool ? (int)worker_pool_size(pool) : 0,
-                           "busy", pool ? (int)worker_pool_busy(pool) : 0,
-                           "idle", pool ? (int)worker_pool_idle(pool) : 0,
-                           "list", list,
-                           "jobs", jobs,
+                           "state", ctx->state ? ctx->state : "running", "pid", (int)getpid(),
+                           "version", IMGD_VERSION, "uptime_s", (json_int_t)(uptime_us / 1000000),
+                           "config", text_or_null(ctx->config ? ctx->config->file : NULL), "paused",
+                           ctx->scheduler ? (int)scheduler_paused(ctx->scheduler) : 0, "running",
+                           ctx->scheduler ? (int)scheduler_running(ctx->scheduler) : 0,
+                           "subscribers", (int)control_subscribers(ctx->control), "watches",
+                           watches_to_json(ctx->config), "workers", "total",
+                           pool ? (int)worker_pool_size(pool) : 0, "busy",
+                           pool ? (int)worker_pool_busy(pool) : 0, "idle",
+                           pool ? (int)worker_pool_idle(pool) : 0, "list", list, "jobs", jobs,
                            "intake_pending", (int)watch_intake_pending(ctx->watch));
         if (!result)
                 return -ENOMEM;
@@ -370,7 +358,7 @@ static int api_jobs(struct api_context *ctx, const json_t *request, json_t **ret
                     char **ret_error)
 {
         _cleanup_(json_decrefp) json_t *arr = NULL, *result = NULL;
-        struct ledger_filter f = {.state = -1, .limit = API_LIST_DEFAULT};
+        struct ledger_filter f = { .state = -1, .limit = API_LIST_DEFAULT };
         const char *state = NULL;
         struct job *jobs = NULL;
         size_t n = 0, i, used = API_LINE_RESERVE;
@@ -389,8 +377,7 @@ static int api_jobs(struct api_context *ctx, const json_t *request, json_t **ret
                 if (f.state < 0)
                         return api_error(ret_error, -EINVAL,
                                          "unknown state '%.*s%s' (expected one of %s)",
-                                         API_ECHO_MAX, state, ellipsis(state),
-                                         state_names_list());
+                                         API_ECHO_MAX, state, ellipsis(state), state_names_list());
         }
         r = arg_string(request, "watch", &f.watch, ret_error);
         if (r < 0)
@@ -463,14 +450,12 @@ static json_t *outputs_to_json(const struct job_detail *d)
         for (size_t i = 0; i < d->n_outputs; i++) {
                 const struct job_output *o = &d->outputs[i];
 
-                if (json_array_append_new(arr, json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:s}",
-                                                         "variant", text_or_null(o->variant),
-                                                         "path", text_or_null(o->path),
-                                                         "format", text_or_null(o->format),
-                                                         "width", (json_int_t)o->width,
-                                                         "height", (json_int_t)o->height,
-                                                         "bytes", (json_int_t)o->bytes,
-                                                         "sha256", o->sha256)) < 0)
+                if (json_array_append_new(
+                            arr, json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:s}", "variant",
+                                           text_or_null(o->variant), "path", text_or_null(o->path),
+                                           "format", text_or_null(o->format), "width",
+                                           (json_int_t)o->width, "height", (json_int_t)o->height,
+                                           "bytes", (json_int_t)o->bytes, "sha256", o->sha256)) < 0)
                         return NULL;
         }
         return TAKE_PTR(arr);
@@ -485,10 +470,9 @@ static json_t *errors_to_json(const struct job_detail *d)
         for (size_t i = 0; i < d->n_errors; i++) {
                 const struct job_error *e = &d->errors[i];
 
-                if (json_array_append_new(arr, json_pack("{s:I, s:I, s:o}",
-                                                         "attempt", (json_int_t)e->attempt,
-                                                         "at_us", (json_int_t)e->at_us,
-                                                         "message",
+                if (json_array_append_new(arr, json_pack("{s:I, s:I, s:o}", "attempt",
+                                                         (json_int_t)e->attempt, "at_us",
+                                                         (json_int_t)e->at_us, "message",
                                                          text_or_null(e->message))) < 0)
                         return NULL;
         }
@@ -579,7 +563,6 @@ static int api_show(struct api_context *ctx, const json_t *request, json_t **ret
         return 0;
 }
 
-
 static int require_ledger(struct api_context *ctx, char **ret_error)
 {
         if (!ctx->ledger)
@@ -616,11 +599,9 @@ static int job_state_of(struct api_context *ctx, int64_t id, char **ret_error)
 /* The fields the scheduler's events carry, for events api.c emits itself. */
 static json_t *job_event_json(const struct job *j)
 {
-        return json_pack("{s:I, s:o, s:o, s:o, s:I}", "id", (json_int_t)j->id,
-                         "source", text_or_null(j->source_path),
-                         "watch", text_or_null(j->watch),
-                         "pipeline", text_or_null(j->pipeline),
-                         "attempts", (json_int_t)j->attempts);
+        return json_pack("{s:I, s:o, s:o, s:o, s:I}", "id", (json_int_t)j->id, "source",
+                         text_or_null(j->source_path), "watch", text_or_null(j->watch), "pipeline",
+                         text_or_null(j->pipeline), "attempts", (json_int_t)j->attempts);
 }
 
 /*
@@ -693,7 +674,7 @@ static int api_retry(struct api_context *ctx, const json_t *request, json_t **re
 
         /* All dead jobs, a batch at a time. */
         {
-                struct ledger_filter f = {.state = JOB_DEAD, .limit = API_RETRY_BATCH};
+                struct ledger_filter f = { .state = JOB_DEAD, .limit = API_RETRY_BATCH };
                 struct job *jobs = NULL;
                 size_t n = 0;
 
@@ -878,10 +859,10 @@ static int find_watch_of(const struct config *cfg, const char *real,
 
 /* The newest job of `source` (from watch `w`) that is not cancelled: 1 and its id and state,
  * 0 if none is among the watch's newest API_ENQUEUE_LOOKUP jobs. */
-static int find_job_of(struct api_context *ctx, const struct watch_config *w,
-                       const char *source, int64_t *ret_id, enum job_state *ret_state)
+static int find_job_of(struct api_context *ctx, const struct watch_config *w, const char *source,
+                       int64_t *ret_id, enum job_state *ret_state)
 {
-        struct ledger_filter f = {.state = -1, .watch = w->path, .limit = API_ENQUEUE_LOOKUP};
+        struct ledger_filter f = { .state = -1, .watch = w->path, .limit = API_ENQUEUE_LOOKUP };
         struct job *jobs = NULL;
         size_t n = 0;
         int r, found = 0;
@@ -995,8 +976,8 @@ static uint64_t rss_bytes(void)
 int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
 {
         const worker_pool *pool;
-        static const char *const breaker_states[] = {"closed", "half-open", "open"};
-        struct metrics_gauges g = {.health_score = 100};
+        static const char *const breaker_states[] = { "closed", "half-open", "open" };
+        struct metrics_gauges g = { .health_score = 100 };
         _cleanup_free_ char *text = NULL;
         struct scheduler_report rep;
         size_t size = 0;
@@ -1026,7 +1007,7 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
         g.health_score = rep.score;
         g.alerts = rep.alerts.active;
         g.drain_s = rep.alerts.drain_us == HEALTH_DRAIN_NEVER ? INFINITY
-                                                             : (double)rep.alerts.drain_us / 1e6;
+                                                              : (double)rep.alerts.drain_us / 1e6;
         g.error_rate = rep.error_rate;
         g.finished_per_s = rep.finished_per_s;
         g.intake_retry_pending = intake_retry_pending(ctx->retry, NULL);
@@ -1127,22 +1108,14 @@ static const struct {
         const char *name;
         api_command_fn fn;
 } api_commands[] = {
-        {"ping", api_ping},
-        {"status", api_status},
-        {"jobs", api_jobs},
-        {"show", api_show},
-        {"retry", api_retry},
-        {"cancel", api_cancel},
-        {"pause", api_pause},
-        {"resume", api_resume},
-        {"drain", api_drain},
-        {"enqueue", api_enqueue},
-        {"metrics", api_metrics},
-        {"reload", api_reload},
+        { "ping", api_ping },       { "status", api_status },   { "jobs", api_jobs },
+        { "show", api_show },       { "retry", api_retry },     { "cancel", api_cancel },
+        { "pause", api_pause },     { "resume", api_resume },   { "drain", api_drain },
+        { "enqueue", api_enqueue }, { "metrics", api_metrics }, { "reload", api_reload },
 };
 
 /* The commands that change nothing, for the control socket's read-only role. */
-static const char *const api_read_only_commands[] = {"ping", "status", "jobs", "show", "metrics"};
+static const char *const api_read_only_commands[] = { "ping", "status", "jobs", "show", "metrics" };
 
 bool api_command_read_only(const char *cmd)
 {

@@ -105,8 +105,8 @@ static void forget_closed_history(breaker *b)
 
 static void push_sample(breaker *b, uint64_t now_us, bool worker_failed)
 {
-        b->ring[b->ring_next] = (struct sample){ .time_us = now_us,
-                                                 .worker_failed = worker_failed };
+        b->ring[b->ring_next] =
+                (struct sample){ .time_us = now_us, .worker_failed = worker_failed };
         b->ring_next = (b->ring_next + 1) % BREAKER_MAX_SAMPLES;
         if (b->ring_n < BREAKER_MAX_SAMPLES)
                 b->ring_n++;
@@ -201,7 +201,7 @@ static void record_half_open(breaker *b, enum breaker_outcome o, const char *rea
         case BREAKER_OUTPUT_FAILURE:
         case BREAKER_WORKER_FAILURE:
                 snprintf(b->reason, sizeof b->reason, "probe failed: %s",
-                         reason ? reason
+                         reason                        ? reason
                          : o == BREAKER_OUTPUT_FAILURE ? "output failure"
                                                        : "worker failure");
                 b->cooldown_us = b->cooldown_us > b->cfg.max_cooldown_us / 2

@@ -61,8 +61,8 @@ enum breaker_outcome {
 };
 
 struct breaker_config {
-        unsigned output_failures;   /* consecutive output failures that open it; 3 */
-        double worker_failure_rate; /* (0, 1]: worker failures / outcomes that open it; 0.5 */
+        unsigned output_failures;    /* consecutive output failures that open it; 3 */
+        double worker_failure_rate;  /* (0, 1]: worker failures / outcomes that open it; 0.5 */
         unsigned worker_min_samples; /* 1..BREAKER_MAX_SAMPLES outcomes in the window; 10 */
         uint64_t window_us;          /* the rate's sliding window; 60 s */
         uint64_t cooldown_us;        /* open before the first probe; 30 s */

@@ -94,8 +94,8 @@ struct client {
         int fd;
         sd_event_source *io;
         sd_event_source *timer;
-        struct ucred cred; /* the peer at connect time (SO_PEERCRED), for authorization */
-        bool read_only;    /* in the read-only role: control_set_read_group() */
+        struct ucred cred;    /* the peer at connect time (SO_PEERCRED), for authorization */
+        bool read_only;       /* in the read-only role: control_set_read_group() */
         uint64_t active_usec; /* CLOCK_MONOTONIC of connect or the last byte read or written */
 
         char *in; /* CONTROL_INPUT_SIZE bytes */
@@ -128,15 +128,15 @@ struct control {
         unsigned n_subscribers;
         unsigned max_clients;     /* control_limits(): CONTROL_MAX_CLIENTS, fewer with few fds */
         unsigned max_subscribers; /* the same for CONTROL_MAX_SUBSCRIBERS */
-        bool warned_full; /* logged "too many clients" since the last client left */
-        bool warned_subscribers; /* logged "too many subscribers" since the last one left */
+        bool warned_full;         /* logged "too many clients" since the last client left */
+        bool warned_subscribers;  /* logged "too many subscribers" since the last one left */
         uint64_t client_timeout_usec;
         struct client *serving; /* whose request the handler is answering now, or NULL */
 
-        uid_t uid;        /* the daemon's effective uid: always served */
-        bool has_group;   /* members of `group` are served too */
+        uid_t uid;      /* the daemon's effective uid: always served */
+        bool has_group; /* members of `group` are served too */
         gid_t group;
-        char *group_name; /* for messages: the name, or the number */
+        char *group_name;    /* for messages: the name, or the number */
         bool has_read_group; /* members of `read_group` are served read-only commands */
         gid_t read_group;
         char *read_group_name;
@@ -408,8 +408,8 @@ static int client_handle_input(struct client *cl, bool at_eof)
                 /* A full buffer without a newline: the line is longer than allowed. */
                 char message[64];
 
-                log_debug("control client pid %d: request longer than %d bytes",
-                          (int)cl->cred.pid, PROTO_MAX_LINE);
+                log_debug("control client pid %d: request longer than %d bytes", (int)cl->cred.pid,
+                          PROTO_MAX_LINE);
                 snprintf(message, sizeof message, "request too long (more than %d bytes)",
                          PROTO_MAX_LINE);
                 cl->in_len = 0;
@@ -780,8 +780,7 @@ static void control_pause_accept(control *c)
         if (c->accept_pause)
                 return;
         r = sd_event_add_time_relative(c->event, &c->accept_pause, CLOCK_MONOTONIC,
-                                       CONTROL_ACCEPT_PAUSE_USEC, 0, control_on_accept_pause,
-                                       c);
+                                       CONTROL_ACCEPT_PAUSE_USEC, 0, control_on_accept_pause, c);
         if (r >= 0)
                 (void)sd_event_source_set_enabled(c->io, SD_EVENT_OFF);
 }
@@ -854,9 +853,8 @@ static int control_take_path(const char *path, const struct sockaddr_un *addr, s
         if (errno == ENOENT)
                 return 0; /* gone meanwhile */
         if (errno != ECONNREFUSED)
-                return log_error_errno(errno,
-                                       "control socket %s: cannot tell whether it is in use: %m",
-                                       path);
+                return log_error_errno(
+                        errno, "control socket %s: cannot tell whether it is in use: %m", path);
 
         if (unlink(path) < 0 && errno != ENOENT)
                 return log_error_errno(errno, "control socket %s: cannot remove stale socket: %m",
@@ -888,7 +886,7 @@ static void control_limits(control *c)
                          : quarter > CONTROL_MAX_CLIENTS ? CONTROL_MAX_CLIENTS
                                                          : (unsigned)quarter;
         c->max_subscribers = c->max_clients / 4 < CONTROL_MAX_SUBSCRIBERS ? c->max_clients / 4
-                                                                         : CONTROL_MAX_SUBSCRIBERS;
+                                                                          : CONTROL_MAX_SUBSCRIBERS;
         if (c->max_clients < CONTROL_MAX_CLIENTS)
                 log_info("control socket %s: at most %u clients and %u event subscribers "
                          "(RLIMIT_NOFILE is %llu)",
@@ -896,11 +894,10 @@ static void control_limits(control *c)
                          (unsigned long long)rl.rlim_cur);
 }
 
-int control_new(sd_event *e, const char *path, control_handler_fn fn, void *userdata,
-                control **ret)
+int control_new(sd_event *e, const char *path, control_handler_fn fn, void *userdata, control **ret)
 {
         _cleanup_(control_freep) control *c = NULL;
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
         socklen_t alen;
         struct stat st;
         size_t len;

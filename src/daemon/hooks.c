@@ -86,8 +86,8 @@ static int on_hook_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
                 log_warning("hook %s (job %" PRId64 ") timed out and was killed", k->program,
                             k->job_id);
         else if (si->si_code != CLD_EXITED)
-                log_warning("hook %s (job %" PRId64 ") was killed by SIG%s", k->program,
-                            k->job_id, sigabbrev_np(si->si_status) ?: "?");
+                log_warning("hook %s (job %" PRId64 ") was killed by SIG%s", k->program, k->job_id,
+                            sigabbrev_np(si->si_status) ?: "?");
         else if (si->si_status != 0)
                 log_warning("hook %s (job %" PRId64 ") failed with status %d", k->program,
                             k->job_id, si->si_status);
@@ -201,15 +201,15 @@ void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *ev
         env[n_env++] = env_entry("IMGD_JOB_ID", id);
         env[n_env++] = env_entry("IMGD_SOURCE",
                                  names && names->source ? names->source : job_str(job, "source"));
-        env[n_env++] =
-            env_entry("IMGD_WATCH", names && names->watch ? names->watch : job_str(job, "watch"));
+        env[n_env++] = env_entry("IMGD_WATCH",
+                                 names && names->watch ? names->watch : job_str(job, "watch"));
         env[n_env++] = env_entry("IMGD_PIPELINE", job_str(job, "pipeline"));
         env[n_env++] = env_entry("IMGD_OUTPUTS", joined);
         env[n_env++] = env_entry("IMGD_OUTPUTS_COUNT", count);
         env[n_env++] = env_entry("IMGD_ERROR", job_str(job, "error"));
         env[n_env++] = env_entry("IMGD_QUARANTINED", names && names->quarantined
-                                                         ? names->quarantined
-                                                         : job_str(job, "quarantined"));
+                                                             ? names->quarantined
+                                                             : job_str(job, "quarantined"));
         env[n_env++] = env_entry("PATH", "/usr/local/bin:/usr/bin:/bin");
         free(joined);
 
@@ -232,14 +232,15 @@ void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *ev
                 log_warning_errno(errno, "hook %s for job %s: fork: %m", program, id);
                 return;
         }
-        *k = (struct hook){ .owner = h, .pid = pid, .program = strdup(program),
-                            .job_id = strtoll(id, NULL, 10) };
+        *k = (struct hook){
+                .owner = h, .pid = pid, .program = strdup(program), .job_id = strtoll(id, NULL, 10)
+        };
         h->n++;
         r = sd_event_add_child(h->event, &k->child, pid, WEXITED, on_hook_exit, k);
         if (r >= 0)
                 r = sd_event_add_time_relative(h->event, &k->timer, CLOCK_MONOTONIC,
-                                               (uint64_t)timeout_s * 1000000ULL, 0,
-                                               on_hook_timeout, k);
+                                               (uint64_t)timeout_s * 1000000ULL, 0, on_hook_timeout,
+                                               k);
         if (r < 0) {
                 log_warning_errno(r, "hook %s for job %s: cannot watch it: %m", program, id);
                 kill(pid, SIGKILL);

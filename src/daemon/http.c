@@ -221,7 +221,7 @@ static int bind_listen(const struct config_http *cfg, char **ret_unix_path)
 static void touch(struct MHD_Connection *c)
 {
         const union MHD_ConnectionInfo *info =
-            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+                MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         struct conn *k = info ? info->socket_context : NULL;
 
         if (k)
@@ -259,7 +259,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 
         if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
                 const union MHD_ConnectionInfo *info =
-                    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+                        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 
                 k = calloc(1, sizeof *k);
                 if (!k || !info) {
@@ -483,12 +483,12 @@ int http_new(sd_event *e, const struct config_http *cfg, int passed_fd, struct a
         format_address(fd, h->address, sizeof h->address);
 
         h->mhd = MHD_start_daemon(
-            MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, h,
-            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)MHD_LIMIT, MHD_OPTION_NOTIFY_CONNECTION,
-            on_connection, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
+                MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, h,
+                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned)MHD_LIMIT, MHD_OPTION_NOTIFY_CONNECTION,
+                on_connection, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
         if (!h->mhd) {
                 r = log_error_errno(-EIO, "http: %s: cannot start the HTTP server", h->address);
                 http_free(h);

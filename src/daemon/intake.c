@@ -61,7 +61,8 @@ static int check_limits(const struct config *cfg, const char *path, const struct
         }
         if ((uint64_t)st->st_size > cfg->limits.max_file_bytes) {
                 char why[128];
-                snprintf(why, sizeof why, "%" PRIu64 " bytes, over limits.max_file_bytes (%" PRIu64 ")",
+                snprintf(why, sizeof why,
+                         "%" PRIu64 " bytes, over limits.max_file_bytes (%" PRIu64 ")",
                          (uint64_t)st->st_size, cfg->limits.max_file_bytes);
                 return fail(ret_error, -EFBIG, path, why);
         }
@@ -89,8 +90,8 @@ static int known(ledger *l, const char *path, const struct stat *st, char **ret_
         return r < 0 ? fail(ret_error, r, path, ledger_errmsg(l)) : r;
 }
 
-int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w,
-                const char *path, int64_t now_us, int64_t *ret_id, char **ret_error)
+int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w, const char *path,
+                int64_t now_us, int64_t *ret_id, char **ret_error)
 {
         _cleanup_free_ char *key = NULL;
         _cleanup_close_ int fd = -1;
@@ -103,7 +104,8 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
         if (pathmap_is_ignored(name ? name + 1 : path))
                 return 0;
         if (lstat(path, &lst) < 0)
-                return errno == ENOENT ? 0 : fail(ret_error, negative_errno(), path, strerror(errno));
+                return errno == ENOENT ? 0
+                                       : fail(ret_error, negative_errno(), path, strerror(errno));
         if (!S_ISREG(lst.st_mode))
                 return fail(ret_error, S_ISLNK(lst.st_mode) ? -ELOOP : -EINVAL, path,
                             S_ISLNK(lst.st_mode) ? "refused: a symbolic link (imgd does not follow "
@@ -158,8 +160,8 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
         };
         r = hash_sha256_fd(fd, cfg->limits.max_file_bytes, src.sha256);
         if (r < 0)
-                return fail(ret_error, r, path, r == -EFBIG ? "grew over limits.max_file_bytes"
-                                                             : strerror(-r));
+                return fail(ret_error, r, path,
+                            r == -EFBIG ? "grew over limits.max_file_bytes" : strerror(-r));
         r = ledger_enqueue(l, &src, now_us, &id);
         if (r < 0)
                 return fail(ret_error, r, path, ledger_errmsg(l));
@@ -331,11 +333,11 @@ int intake_retry_new(sd_event *e, intake_retry_fn fn, intake_rescan_fn rescan, v
 
         if (!q)
                 return -ENOMEM;
-        *q = (intake_retry){.event = sd_event_ref(e),
-                            .fn = fn,
-                            .rescan = rescan,
-                            .userdata = userdata,
-                            .delay_usec = INTAKE_RETRY_MIN_USEC};
+        *q = (intake_retry){ .event = sd_event_ref(e),
+                             .fn = fn,
+                             .rescan = rescan,
+                             .userdata = userdata,
+                             .delay_usec = INTAKE_RETRY_MIN_USEC };
         r = sd_event_add_time_relative(e, &q->timer, CLOCK_MONOTONIC, INTAKE_RETRY_MIN_USEC, 0,
                                        on_timer, q);
         if (r >= 0)
@@ -406,7 +408,7 @@ int intake_retry_add(intake_retry *q, const char *watch_path, const char *path, 
                 q->files = p;
                 q->allocated = n;
         }
-        f = (struct retry_file){.watch = strdup(watch_path), .path = strdup(path)};
+        f = (struct retry_file){ .watch = strdup(watch_path), .path = strdup(path) };
         node = f.watch && f.path ? tsearch(f.path, &q->index, path_cmp) : NULL;
         if (!node) {
                 free(f.watch);

@@ -20,8 +20,8 @@
  * NULL) when a job was created, 0 when the file needs no job (already known, ignored name,
  * not a regular file), or a negative errno with a message in *ret_error (owned by caller).
  */
-int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w,
-                const char *path, int64_t now_us, int64_t *ret_id, char **ret_error);
+int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w, const char *path,
+                int64_t now_us, int64_t *ret_id, char **ret_error);
 
 /*
  * Whether an error of intake_file() is the machine's rather than the file's (the ledger's

@@ -178,8 +178,8 @@ static const char *const migrations[] = {
 
 /* The columns read_job() expects, in this order. */
 #define JOB_COLUMNS                                                                                \
-        "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "              \
-        "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "      \
+        "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "               \
+        "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "       \
         "last_error, degraded, info"
 
 enum ledger_stmt {
@@ -352,9 +352,9 @@ struct ledger {
         char *wal_path;    /* <path>-wal, the WAL, and <path>-shm, its index */
         char *shm_path;
         sqlite3_stmt *stmts[_STMT_MAX];
-        bool read_batch;   /* between ledger_read_begin() and ledger_read_end() */
-        bool read_open;    /* ... and its read transaction is open */
-        bool saw_corrupt;  /* SQLite reported corruption: the next open checks everything */
+        bool read_batch;        /* between ledger_read_begin() and ledger_read_end() */
+        bool read_open;         /* ... and its read transaction is open */
+        bool saw_corrupt;       /* SQLite reported corruption: the next open checks everything */
         const char *open_check; /* what ledger_open() checked, for ledger_open_check() */
         char errmsg[512];
         bool lazy_sync; /* synchronous=NORMAL (set by ledger_claim()) is in force */
@@ -948,8 +948,8 @@ static int ledger_read_version(ledger *l, int64_t *ret)
         }
         sqlite3_finalize(TAKE_PTR(st));
 
-        rc = sqlite3_prepare_v2(l->db, "SELECT max(version), count(*) FROM schema_version", -1,
-                                &st, NULL);
+        rc = sqlite3_prepare_v2(l->db, "SELECT max(version), count(*) FROM schema_version", -1, &st,
+                                NULL);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
         r = stmt_step(l, st);
@@ -1132,8 +1132,9 @@ static int closed_record_write(ledger *l)
         int r;
 
         if (wal_left(l))
-                return ledger_error(l, -EBUSY, "the WAL is still there (is another program "
-                                               "holding the ledger open?)");
+                return ledger_error(l, -EBUSY,
+                                    "the WAL is still there (is another program "
+                                    "holding the ledger open?)");
         if (stat(l->path, &st) < 0)
                 return ledger_error(l, negative_errno(), "stat: %s", strerror(errno));
         closed_record(&st, rec, sizeof rec);
@@ -1640,8 +1641,7 @@ int ledger_recover(ledger *l, int64_t now_us)
         return tx_end(l, recover_locked(l, now_us));
 }
 
-int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns,
-                      uint64_t ino)
+int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns, uint64_t ino)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_KNOWN_STAT);
         int r;
@@ -1654,8 +1654,7 @@ int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_
         return stmt_step(l, st);
 }
 
-static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_us,
-                          int64_t *ret_id)
+static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id)
 {
         char reason[64];
         int64_t id;
@@ -1693,8 +1692,8 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
                 _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_INSERT_JOB);
 
                 r = stmt_bind(l, st, "tttiiitti", src->watch, src->path, src->sha256,
-                              (int64_t)src->size, src->mtime_ns, (int64_t)src->ino,
-                              src->output_key, src->pipeline, now_us);
+                              (int64_t)src->size, src->mtime_ns, (int64_t)src->ino, src->output_key,
+                              src->pipeline, now_us);
                 if (r < 0)
                         return r;
                 r = stmt_run(l, st);
@@ -1770,8 +1769,7 @@ static int claim_locked(ledger *l, const char *owner, int64_t now_us, int64_t ex
         return 1;
 }
 
-int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
-                 struct job **ret)
+int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us, struct job **ret)
 {
         _cleanup_(job_freep) struct job *j = NULL;
         int64_t expires_us;
@@ -1878,8 +1876,8 @@ static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output 
                 if (staged && !o->tmp_path)
                         return ledger_error(l, -EINVAL, "staged output %zu has no file", i);
                 r = stmt_bind(l, st, "itttiiitt", id, o->variant, o->path, o->format,
-                              (int64_t)o->width, (int64_t)o->height, (int64_t)o->bytes,
-                              o->sha256, staged ? o->tmp_path : NULL);
+                              (int64_t)o->width, (int64_t)o->height, (int64_t)o->bytes, o->sha256,
+                              staged ? o->tmp_path : NULL);
                 if (r < 0)
                         return r;
                 r = stmt_run(l, st);
@@ -1910,8 +1908,8 @@ static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, si
         return stmt_run(l, st);
 }
 
-int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                 bool degraded, const char *info, int64_t now_us)
+int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
+                 const char *info, int64_t now_us)
 {
         int r;
 
@@ -1925,8 +1923,7 @@ int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_
 }
 
 /* Ids from a one-column query bound to (?1 = arg, if the statement has a parameter). */
-static int list_ids(ledger *l, enum ledger_stmt which, int64_t arg, int64_t **ret,
-                    size_t *ret_n)
+static int list_ids(ledger *l, enum ledger_stmt which, int64_t arg, int64_t **ret, size_t *ret_n)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, which);
         _cleanup_free_ int64_t *ids = NULL;
@@ -2092,8 +2089,8 @@ int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t ne
         r = tx_begin(l);
         if (r < 0)
                 return r;
-        return tx_end(l, fail_locked(l, id, error ? error : "unknown error", retry, next_at_us,
-                                     now_us));
+        return tx_end(
+                l, fail_locked(l, id, error ? error : "unknown error", retry, next_at_us, now_us));
 }
 
 static int release_locked(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us)
@@ -2130,10 +2127,9 @@ static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_
         _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_SET_CANCELLED);
         int r;
 
-        r = job_require_locked(l, id,
-                               1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD |
-                                       1u << JOB_RUNNING,
-                               "queued, retry, dead or running");
+        r = job_require_locked(
+                l, id, 1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD | 1u << JOB_RUNNING,
+                "queued, retry, dead or running");
         if (r < 0)
                 return r;
         r = drop_staged_locked(l, id);
@@ -2314,7 +2310,7 @@ int ledger_output_owner(ledger *l, const char *output_key, const char *source_pa
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX])
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = stmt_get(l, STMT_COUNTS);
-        uint64_t c[_JOB_STATE_MAX] = {0};
+        uint64_t c[_JOB_STATE_MAX] = { 0 };
         int r;
 
         for (;;) {
@@ -2347,7 +2343,7 @@ static void job_array_free(struct job *jobs, size_t n)
 int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size_t *ret_n)
 {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-        struct ledger_filter none = {.state = -1};
+        struct ledger_filter none = { .state = -1 };
         struct job *jobs = NULL;
         size_t n = 0, allocated = 0;
         unsigned limit;

@@ -202,8 +202,7 @@ int ledger_recover(ledger *l, int64_t now_us);
  * Returns 1 if a job for `path` exists with this size, mtime and inode and is not
  * cancelled (so the file need not be hashed again), 0 if not. Answered from an index.
  */
-int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns,
-                      uint64_t ino);
+int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns, uint64_t ino);
 
 /*
  * Records a job for (src->path, src->sha256). Returns 1 and the new id in *ret_id when a job
@@ -221,8 +220,7 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int
  * *ret (owned by the caller), or 0 when none is claimable. The one transition not flushed
  * to disk before it returns: a power cut (not a crash) may undo it, leaving the job queued.
  */
-int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
-                 struct job **ret);
+int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us, struct job **ret);
 
 /* Returns 1 and the earliest next_at of a queued or retry job (not held) in *ret_us, or 0
  * if none. */
@@ -234,8 +232,8 @@ int ledger_next_due(ledger *l, int64_t *ret_us);
  * text, may be NULL); the job stays running. Replaces outputs staged earlier. -ESTALE if
  * the job is not running.
  */
-int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                 bool degraded, const char *info, int64_t now_us);
+int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
+                 const char *info, int64_t now_us);
 
 /*
  * running -> done, in one transaction. With n_outs == 0 the staged outputs become the
@@ -338,10 +336,10 @@ void ledger_read_end(ledger *l);
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
 
 struct ledger_filter {
-        int state;          /* an enum job_state, or -1 for any */
-        const char *watch;  /* NULL for any */
-        int64_t since_us;   /* updated at or after; 0 for any */
-        unsigned limit;     /* 0 for the default (50) */
+        int state;         /* an enum job_state, or -1 for any */
+        const char *watch; /* NULL for any */
+        int64_t since_us;  /* updated at or after; 0 for any */
+        unsigned limit;    /* 0 for the default (50) */
 };
 
 /* The newest jobs matching f, newest first. *ret is an array of *ret_n jobs (caller frees

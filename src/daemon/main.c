@@ -60,7 +60,7 @@ struct daemon {
         uint64_t drain_deadline;
         char last_status[512];
         char last_ledger_error[512]; /* check_ledger_files(): logged once until it changes */
-        int exit_status; /* when run() fails: main()'s exit status, if not 1 */
+        int exit_status;             /* when run() fails: main()'s exit status, if not 1 */
 };
 
 static void help(void)
@@ -298,9 +298,9 @@ static void wake_held(ledger *l)
  */
 static void set_control_groups(struct daemon *d)
 {
-        const char *names[2] = {d->config->control_group ?: CONFIG_DEFAULT_CONTROL_GROUP,
-                                d->config->read_group};
-        gid_t gids[2] = {(gid_t)-1, (gid_t)-1};
+        const char *names[2] = { d->config->control_group ?: CONFIG_DEFAULT_CONTROL_GROUP,
+                                 d->config->read_group };
+        gid_t gids[2] = { (gid_t)-1, (gid_t)-1 };
 
         for (size_t i = 0; i < 2; i++) {
                 struct group *g = names[i] ? getgrnam(names[i]) : NULL;
@@ -559,15 +559,15 @@ static int run(struct daemon *d)
         if (r < 0)
                 goto out;
         d->api = (struct api_context){
-            .config = d->config,
-            .ledger = d->ledger,
-            .scheduler = d->scheduler,
-            .state = "starting",
-            .started_us = wall_usec(),
-            .watch = d->watch,
-            .retry = d->retry,
-            .reload = api_reload,
-            .reload_userdata = d,
+                .config = d->config,
+                .ledger = d->ledger,
+                .scheduler = d->scheduler,
+                .state = "starting",
+                .started_us = wall_usec(),
+                .watch = d->watch,
+                .retry = d->retry,
+                .reload = api_reload,
+                .reload_userdata = d,
         };
         r = control_new(e, d->config->socket, api_handle, &d->api, &d->control);
         if (r < 0)
@@ -632,17 +632,17 @@ int main(int argc, char **argv)
 {
         enum { ARG_CHECK_CONFIG = 0x100, ARG_DUMP_CONFIG, ARG_VERSION };
         static const struct option options[] = {
-            {"config", required_argument, NULL, 'c'},
-            {"check-config", no_argument, NULL, ARG_CHECK_CONFIG},
-            {"dump-config", no_argument, NULL, ARG_DUMP_CONFIG},
-            {"verbose", no_argument, NULL, 'v'},
-            {"help", no_argument, NULL, 'h'},
-            {"version", no_argument, NULL, ARG_VERSION},
-            {},
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "dump-config", no_argument, NULL, ARG_DUMP_CONFIG },
+                { "verbose", no_argument, NULL, 'v' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
         };
         const char *config_path = CONFIG_DEFAULT_PATH;
         _cleanup_free_ char *error = NULL;
-        struct daemon d = {.http_fd = -1};
+        struct daemon d = { .http_fd = -1 };
         bool check_only = false, dump = false;
         int c, r;
 

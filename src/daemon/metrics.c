@@ -81,7 +81,7 @@ static struct labelled *find(struct family *f, const char *label)
                 char *copy = strdup(label);
 
                 if (copy) {
-                        f->items[f->n] = (struct labelled){.label = copy, .owned = true};
+                        f->items[f->n] = (struct labelled){ .label = copy, .owned = true };
                         return &f->items[f->n++];
                 }
         }
@@ -89,7 +89,7 @@ static struct labelled *find(struct family *f, const char *label)
                 if (strcmp(f->items[i].label, OTHER) == 0)
                         return &f->items[i];
         /* Only "other" is ever added beyond METRICS_MAX_LABELS, so there is room for it. */
-        f->items[f->n] = (struct labelled){.label = OTHER, .owned = false};
+        f->items[f->n] = (struct labelled){ .label = OTHER, .owned = false };
         return &f->items[f->n++];
 }
 
@@ -133,10 +133,10 @@ static void label(FILE *f, const char *s)
 int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
 {
         static const char *const states[] = { "queued", "running", "retry",
-                                               "done",   "dead",    "cancelled" };
+                                              "done",   "dead",    "cancelled" };
         uint64_t starting = g->workers_total > g->workers_busy + g->workers_idle
-                                ? g->workers_total - g->workers_busy - g->workers_idle
-                                : 0;
+                                    ? g->workers_total - g->workers_busy - g->workers_idle
+                                    : 0;
 
         fputs("# HELP imgd_jobs Jobs in the ledger by state.\n# TYPE imgd_jobs gauge\n", f);
         for (size_t i = 0; i < ELEMENTSOF(states); i++)
@@ -144,7 +144,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                         (unsigned long long)g->jobs_by_state[i]);
 
         fputs("# HELP imgd_jobs_processed_total Jobs completed since start, by pipeline.\n"
-              "# TYPE imgd_jobs_processed_total counter\n", f);
+              "# TYPE imgd_jobs_processed_total counter\n",
+              f);
         for (size_t i = 0; i < m->done.n; i++) {
                 fputs("imgd_jobs_processed_total{pipeline=\"", f);
                 label(f, m->done.items[i].label);
@@ -152,7 +153,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         }
 
         fputs("# HELP imgd_jobs_failed_total Failed attempts since start, by reason.\n"
-              "# TYPE imgd_jobs_failed_total counter\n", f);
+              "# TYPE imgd_jobs_failed_total counter\n",
+              f);
         for (size_t i = 0; i < m->failed.n; i++) {
                 fputs("imgd_jobs_failed_total{reason=\"", f);
                 label(f, m->failed.items[i].label);
@@ -160,7 +162,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         }
 
         fputs("# HELP imgd_job_duration_seconds Processing time from claim to done.\n"
-              "# TYPE imgd_job_duration_seconds histogram\n", f);
+              "# TYPE imgd_job_duration_seconds histogram\n",
+              f);
         for (size_t i = 0; i < m->done.n; i++) {
                 const struct labelled *l = &m->done.items[i];
                 for (size_t b = 0; b < N_BUCKETS; b++) {
@@ -181,7 +184,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         }
 
         fputs("# HELP imgd_worker_restarts_total Worker processes replaced, by cause.\n"
-              "# TYPE imgd_worker_restarts_total counter\n", f);
+              "# TYPE imgd_worker_restarts_total counter\n",
+              f);
         for (size_t i = 0; i < m->restarts.n; i++) {
                 fputs("imgd_worker_restarts_total{cause=\"", f);
                 label(f, m->restarts.items[i].label);
@@ -217,13 +221,15 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 (unsigned long long)g->rss_bytes, (unsigned long long)g->workers_busy,
                 (unsigned long long)g->workers_idle, (unsigned long long)starting, IMGD_VERSION);
         fputs("# HELP imgd_alert Alert conditions, 1 while active (imgctl status then exits 1).\n"
-              "# TYPE imgd_alert gauge\n", f);
+              "# TYPE imgd_alert gauge\n",
+              f);
         for (int a = 0; a < _HEALTH_ALERT_MAX; a++)
                 fprintf(f, "imgd_alert{alert=\"%s\"} %d\n", health_alert_name(a),
                         (g->alerts >> a) & 1 ? 1 : 0);
         fputs("# HELP imgd_drain_seconds Predicted time to finish the backlog at the recent "
               "rate (+Inf: not draining).\n"
-              "# TYPE imgd_drain_seconds gauge\n", f);
+              "# TYPE imgd_drain_seconds gauge\n",
+              f);
         if (isinf(g->drain_s))
                 fputs("imgd_drain_seconds +Inf\n", f);
         else

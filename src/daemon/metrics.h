@@ -31,17 +31,17 @@ void metrics_worker_restart(metrics *m, const char *why);
 struct metrics_gauges {
         uint64_t jobs_by_state[6]; /* indexed by enum job_state */
         double oldest_queued_age_s;
-        int breaker_state;         /* 0 closed, 1 half-open, 2 open */
-        int degradation_level;     /* 0 full, 1 reduced, 2 essential, 3 paused */
-        double health_score;       /* 0..100 */
-        unsigned alerts;           /* active alerts: bit (1 << enum health_alert) */
-        double drain_s;            /* predicted time to drain the backlog; INFINITY: never */
-        double error_rate;         /* failed share of the recent attempts, 0..1 */
-        double finished_per_s;     /* jobs finished (done or dead) per second, recently */
-        uint64_t rss_bytes;        /* the daemon's resident set */
-        uint64_t workers_busy;     /* with a job */
-        uint64_t workers_idle;     /* ready for one */
-        uint64_t workers_total;    /* the pool's size: the rest are starting or being replaced */
+        int breaker_state;      /* 0 closed, 1 half-open, 2 open */
+        int degradation_level;  /* 0 full, 1 reduced, 2 essential, 3 paused */
+        double health_score;    /* 0..100 */
+        unsigned alerts;        /* active alerts: bit (1 << enum health_alert) */
+        double drain_s;         /* predicted time to drain the backlog; INFINITY: never */
+        double error_rate;      /* failed share of the recent attempts, 0..1 */
+        double finished_per_s;  /* jobs finished (done or dead) per second, recently */
+        uint64_t rss_bytes;     /* the daemon's resident set */
+        uint64_t workers_busy;  /* with a job */
+        uint64_t workers_idle;  /* ready for one */
+        uint64_t workers_total; /* the pool's size: the rest are starting or being replaced */
         uint64_t intake_retry_pending; /* uploads waiting to be taken in again */
         uint64_t unwatched_folders;    /* folders past the inotify watch limit */
 };

@@ -102,8 +102,8 @@ int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
                 if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
                         rnd = (uint32_t)getpid() ^ (uint32_t)tries;
                 free(tmp);
-                if (asprintf(&tmp, "%s/.imgd-%" PRId64 "-%u-%08x.tmp", dir, job_id, index,
-                             rnd) < 0) {
+                if (asprintf(&tmp, "%s/.imgd-%" PRId64 "-%u-%08x.tmp", dir, job_id, index, rnd) <
+                    0) {
                         tmp = NULL;
                         return -ENOMEM;
                 }
@@ -167,10 +167,10 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
                 free(tmps[i].tmp_path);
                 tmps[i].tmp_path = NULL;
                 continue;
-fail_at:
+        fail_at:
                 *ret_failed_path = tmps[i].final_path;
                 return r;
-fail:
+        fail:
                 *ret_failed_path = tmps[i].tmp_path;
                 return r;
         }
@@ -245,10 +245,9 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
 
                 file = file ? file + 1 : outs[i].path;
                 o = json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:s}", "variant", outs[i].variant,
-                              "file", proto_string_lossy(file), "format", outs[i].format,
-                              "width", (json_int_t)outs[i].width, "height",
-                              (json_int_t)outs[i].height, "bytes", (json_int_t)outs[i].bytes,
-                              "sha256", outs[i].sha256);
+                              "file", proto_string_lossy(file), "format", outs[i].format, "width",
+                              (json_int_t)outs[i].width, "height", (json_int_t)outs[i].height,
+                              "bytes", (json_int_t)outs[i].bytes, "sha256", outs[i].sha256);
                 if (!o || json_array_append_new(list, o) < 0)
                         return -ENOMEM;
                 r = add_raw_name(o, "file_hex", file);

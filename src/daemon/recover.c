@@ -74,9 +74,9 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
                         if (fd < 0)
                                 goto redo;
                         tmps[n_tmps] = (struct publish_tmp){
-                            .final_path = o->path,
-                            .tmp_path = strdup(o->tmp_path),
-                            .fd = fd,
+                                .final_path = o->path,
+                                .tmp_path = strdup(o->tmp_path),
+                                .fd = fd,
                         };
                         sizes[n_tmps++] = o->bytes;
                         if (!tmps[n_tmps - 1].tmp_path) {

@@ -173,9 +173,8 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
         }
         /* File names need not be UTF-8; JSON strings must be (proto_string_lossy). */
         j = json_pack("{s:I, s:o, s:o, s:s, s:I}", "id", (json_int_t)job->id, "source",
-                      proto_string_lossy(job->source_path), "watch",
-                      proto_string_lossy(job->watch), "pipeline", job->pipeline, "attempts",
-                      (json_int_t)job->attempts);
+                      proto_string_lossy(job->source_path), "watch", proto_string_lossy(job->watch),
+                      "pipeline", job->pipeline, "attempts", (json_int_t)job->attempts);
         if (j && extra)
                 json_object_update(j, extra);
         json_decref(extra);
@@ -190,7 +189,7 @@ static void emit(scheduler *s, const char *event, const struct job *job, json_t 
                 _cleanup_free_ const char **outputs = NULL;
                 const char *reported = json_string_value(json_object_get(j, "quarantined"));
                 const json_t *list = json_object_get(j, "outputs");
-                struct hook_names names = {.source = job->source_path, .watch = job->watch};
+                struct hook_names names = { .source = job->source_path, .watch = job->watch };
 
                 if (reported) {
                         _cleanup_(json_decrefp) json_t *lossy = NULL;
@@ -445,10 +444,11 @@ static void completed_late(scheduler *s, const struct job *job)
                         const struct job_output *o = &d->outputs[i];
 
                         json_array_append_new(
-                            list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", o->variant,
-                                            "path", proto_string_lossy(o->path), "width",
-                                            (json_int_t)o->width, "height", (json_int_t)o->height,
-                                            "bytes", (json_int_t)o->bytes, "sha256", o->sha256));
+                                list,
+                                json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", o->variant,
+                                          "path", proto_string_lossy(o->path), "width",
+                                          (json_int_t)o->width, "height", (json_int_t)o->height,
+                                          "bytes", (json_int_t)o->bytes, "sha256", o->sha256));
                 }
         emit(s, "done", job, list ? json_pack("{s:o}", "outputs", list) : NULL);
 }
@@ -484,8 +484,8 @@ static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
                 scheduler_kick(s);
         if (s->handbacks) {
                 s->handback_delay_usec = 2 * s->handback_delay_usec > HANDBACK_MAX_USEC
-                                             ? HANDBACK_MAX_USEC
-                                             : 2 * s->handback_delay_usec;
+                                                 ? HANDBACK_MAX_USEC
+                                                 : 2 * s->handback_delay_usec;
                 log_warning("ledger: hand-backs still failing (%s); trying again in %.0f s",
                             ledger_errmsg(s->ledger), (double)s->handback_delay_usec / 1e6);
                 sd_event_source_set_time_relative(es, s->handback_delay_usec);
@@ -534,7 +534,7 @@ static void hand_back(scheduler *s, int64_t id, int64_t delay_us)
                                 ledger_errmsg(s->ledger));
                 return;
         }
-        *h = (struct handback){.id = id, .delay_us = delay_us};
+        *h = (struct handback){ .id = id, .delay_us = delay_us };
         handback_keep(s, h);
         log_error_errno(r, "ledger: hand back job %" PRId64 ": %s; trying again in %.0f s", id,
                         ledger_errmsg(s->ledger), (double)s->handback_delay_usec / 1e6);
@@ -720,10 +720,10 @@ static int start_job(scheduler *s, struct job *job_in)
                                      v->format == IMAGE_FORMAT_AVIF ||
                                      (v->format == IMAGE_FORMAT_WEBP && !v->lossless);
                         bool effort =
-                            v->format == IMAGE_FORMAT_WEBP || v->format == IMAGE_FORMAT_AVIF;
+                                v->format == IMAGE_FORMAT_WEBP || v->format == IMAGE_FORMAT_AVIF;
                         unsigned q = lossy ? health_quality(v->quality, level) : v->quality;
                         unsigned e =
-                            effort ? (unsigned)health_effort((int)v->effort, level) : v->effort;
+                                effort ? (unsigned)health_effort((int)v->effort, level) : v->effort;
                         run->degraded |= q != v->quality || e != v->effort;
                         v->quality = q;
                         v->effort = e;
@@ -756,8 +756,7 @@ static int start_job(scheduler *s, struct job *job_in)
         /* What a decoder may need beside the image: three quarters of the worker's memory. */
         req = json_pack("{s:s, s:I, s:I, s:I, s:I, s:O, s:b, s:b, s:i}", "type", "job", "id",
                         (json_int_t)job->id, "max_pixels", (json_int_t)s->cfg->limits.max_pixels,
-                        "max_decode_bytes",
-                        (json_int_t)(s->cfg->limits.worker_memory / 4 * 3),
+                        "max_decode_bytes", (json_int_t)(s->cfg->limits.worker_memory / 4 * 3),
                         "max_bytes", (json_int_t)s->cfg->limits.max_file_bytes, "variants",
                         jvariants, "placeholder", (int)pl->placeholder, "allow_heif",
                         (int)s->cfg->limits.allow_heif, "timeout_s",
@@ -999,7 +998,7 @@ static int health_inputs_now(scheduler *s, bool for_level, uint64_t counts[stati
         if (held > counts[JOB_QUEUED])
                 held = counts[JOB_QUEUED];
         *ret_held = held;
-        *in = (struct health_inputs){.queued = counts[JOB_QUEUED] - held + counts[JOB_RETRY]};
+        *in = (struct health_inputs){ .queued = counts[JOB_QUEUED] - held + counts[JOB_RETRY] };
         k = ledger_oldest_queued(s->ledger, &oldest);
         /* For the degradation level: while the operator holds the work, nothing waits through
          * the system's fault, and after a resume waits count from the resume. (Status, metrics
@@ -1043,7 +1042,7 @@ static double finished_per_s(const scheduler *s, uint64_t now, uint64_t *ret_win
         unsigned n = 0;
 
         *ret_window_us = now - s->started_usec < ERROR_WINDOW_USEC ? now - s->started_usec
-                                                                  : ERROR_WINDOW_USEC;
+                                                                   : ERROR_WINDOW_USEC;
         for (unsigned i = 0; i < s->n_completions; i++) {
                 if (now - s->completions[i] > ERROR_WINDOW_USEC)
                         continue;
@@ -1114,7 +1113,7 @@ static int on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
 
                 if (s->prune_cursor == 0) {
                         s->prune_cutoff =
-                            wall_usec() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
+                                wall_usec() - (int64_t)s->cfg->prune_after_days * 86400 * 1000000;
                         s->prune_total = 0;
                 }
                 k = ledger_prune(s->ledger, s->prune_cutoff, &s->prune_cursor, PRUNE_BATCH);
@@ -1172,8 +1171,8 @@ static int on_health_timer(sd_event_source *es, uint64_t usec, void *userdata)
                         batch = RERENDER_BATCH;
                 if (batch >= s->cfg->health.reduced.queued)
                         batch = s->cfg->health.reduced.queued > 1
-                                    ? s->cfg->health.reduced.queued - 1
-                                    : 1;
+                                        ? s->cfg->health.reduced.queued - 1
+                                        : 1;
                 int k = ledger_rerender_degraded(s->ledger, wall_usec(), (unsigned)batch);
                 if (k > 0) {
                         log_info("rendering %d degraded job(s) again at full quality", k);
@@ -1240,8 +1239,8 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: superseded by newer content; discarded", job->id,
                         job->source_path);
-                if (ledger_cancel(s->ledger, job->id, "superseded by newer content",
-                                  wall_usec()) >= 0)
+                if (ledger_cancel(s->ledger, job->id, "superseded by newer content", wall_usec()) >=
+                    0)
                         emit(s, "cancelled", job,
                              json_pack("{s:s}", "error", "superseded by newer content"));
                 return;
@@ -1280,13 +1279,13 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
                         goto out;
                 }
                 rows[i] = (struct job_output){
-                    .variant = run->variants[i].name,
-                    .path = run->tmps[i].final_path,
-                    .tmp_path = run->tmps[i].tmp_path,
-                    .format = (char *)image_format_name(run->variants[i].format),
-                    .width = (unsigned)w,
-                    .height = (unsigned)h,
-                    .bytes = (uint64_t)bytes,
+                        .variant = run->variants[i].name,
+                        .path = run->tmps[i].final_path,
+                        .tmp_path = run->tmps[i].tmp_path,
+                        .format = (char *)image_format_name(run->variants[i].format),
+                        .width = (unsigned)w,
+                        .height = (unsigned)h,
+                        .bytes = (uint64_t)bytes,
                 };
                 memcpy(rows[i].sha256, sha, HASH_HEX_SIZE);
                 sizes[i] = (uint64_t)bytes;
@@ -1367,12 +1366,13 @@ static void finish_ok(scheduler *s, struct running *run, const json_t *reply)
         {
                 json_t *list = json_array();
                 for (size_t i = 0; list && i < run->n; i++)
-                        json_array_append_new(
-                            list,
-                            json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", rows[i].variant,
-                                      "path", proto_string_lossy(rows[i].path), "width", (json_int_t)rows[i].width,
-                                      "height", (json_int_t)rows[i].height, "bytes",
-                                      (json_int_t)rows[i].bytes, "sha256", rows[i].sha256));
+                        json_array_append_new(list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}",
+                                                              "variant", rows[i].variant, "path",
+                                                              proto_string_lossy(rows[i].path),
+                                                              "width", (json_int_t)rows[i].width,
+                                                              "height", (json_int_t)rows[i].height,
+                                                              "bytes", (json_int_t)rows[i].bytes,
+                                                              "sha256", rows[i].sha256));
                 /* And what an application needs next without asking: the manifest and the
                  * placeholder (null when the pipeline has none). */
                 _cleanup_free_ char *manifest = NULL;
@@ -1474,14 +1474,14 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
 {
         scheduler *s = calloc(1, sizeof *s);
         struct worker_pool_options o = {
-            .worker_path = worker_path,
-            .n_workers = cfg->workers,
-            .job_timeout_s = cfg->limits.job_timeout_s,
-            .memory_limit = cfg->limits.worker_memory,
-            .max_jobs = cfg->limits.worker_max_jobs,
-            .max_output_bytes = cfg->limits.max_file_bytes,
-            .done = on_worker_done,
-            .restarted = on_worker_restarted,
+                .worker_path = worker_path,
+                .n_workers = cfg->workers,
+                .job_timeout_s = cfg->limits.job_timeout_s,
+                .memory_limit = cfg->limits.worker_memory,
+                .max_jobs = cfg->limits.worker_max_jobs,
+                .max_output_bytes = cfg->limits.max_file_bytes,
+                .done = on_worker_done,
+                .restarted = on_worker_restarted,
         };
         int r;
 
@@ -1499,12 +1499,12 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         struct breaker_config bc = {
-            .output_failures = cfg->breaker.output_failures,
-            .worker_failure_rate = cfg->breaker.worker_failure_rate,
-            .worker_min_samples = cfg->breaker.worker_min_samples,
-            .window_us = (uint64_t)cfg->breaker.window_ms * 1000,
-            .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
-            .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
+                .output_failures = cfg->breaker.output_failures,
+                .worker_failure_rate = cfg->breaker.worker_failure_rate,
+                .worker_min_samples = cfg->breaker.worker_min_samples,
+                .window_us = (uint64_t)cfg->breaker.window_ms * 1000,
+                .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
+                .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
         };
         r = hooks_new(e, &s->hooks);
         if (r < 0)

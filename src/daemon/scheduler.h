@@ -86,7 +86,7 @@ const char *scheduler_breaker(const scheduler *s, const char **ret_reason);
 /* How the service is doing right now, for status, metrics and the STATUS= line. */
 struct scheduler_report {
         uint64_t jobs[_JOB_STATE_MAX]; /* jobs in each state */
-        double score;               /* health_score(), 0..100 */
+        double score;                  /* health_score(), 0..100 */
         enum health_level level_value;
         const char *level;          /* its name: "full", "reduced", "essential", "paused" */
         const char *level_reason;   /* health_reason(); "" at full */
@@ -96,8 +96,8 @@ struct scheduler_report {
         uint64_t held;              /* queued but held (their watch is gone): in jobs[] */
         uint64_t backlog;           /* queued, retry and running, not held */
         uint64_t oldest_queued_age_us;
-        double error_rate;          /* failed share of the recent attempts */
-        double finished_per_s;      /* jobs finished (done or dead) per second, recently */
+        double error_rate;                 /* failed share of the recent attempts */
+        double finished_per_s;             /* jobs finished (done or dead) per second, recently */
         struct health_alert_report alerts; /* against the configuration's alerts */
 };
 

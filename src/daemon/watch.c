@@ -34,8 +34,8 @@
 /* Event handling per event-loop turn (see on_inotify()). */
 #define WATCH_TURN_USEC 10000
 
-#define DIR_MASK                                                                               \
-        (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE_SELF |           \
+#define DIR_MASK                                                                                   \
+        (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE_SELF |               \
          IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 
 /* A directory entry waiting in a walk's batch. */
@@ -222,7 +222,7 @@ static void unwatched_add(watch *w, const struct watch_config *wc, const char *p
         if (!copy)
                 return;
         memmove(w->unwatched + i + 1, w->unwatched + i, (w->n_unwatched - i) * sizeof *u);
-        w->unwatched[i] = (struct wdir){.path = copy, .wc = wc};
+        w->unwatched[i] = (struct wdir){ .path = copy, .wc = wc };
         w->n_unwatched++;
         w->unwatched_error = r;
 }
@@ -291,7 +291,7 @@ static int walk_push(struct walk *k, const struct watch_config *wc, const char *
                 k->a_roots = n;
         }
         r = &k->roots[k->n_roots];
-        *r = (struct root){.wc = wc, .path = strdup(path), .add = add};
+        *r = (struct root){ .wc = wc, .path = strdup(path), .add = add };
         if (!r->path)
                 return -ENOMEM;
         k->n_roots++;
@@ -357,11 +357,11 @@ static int walk_open(watch *w, struct walk *k, const struct root *root, const ch
                 return -ENOMEM;
         }
         k->frames[k->n_frames++] = (struct frame){
-            .path = TAKE_PTR(copy),
-            .d = d,
-            .batch = TAKE_PTR(batch),
-            .more = true,
-            .depth = depth,
+                .path = TAKE_PTR(copy),
+                .d = d,
+                .batch = TAKE_PTR(batch),
+                .more = true,
+                .depth = depth,
         };
         return 0;
 }
@@ -456,7 +456,7 @@ static bool walk_step(watch *w, struct walk *k)
 static int walk_now(watch *w, const struct watch_config *wc, const char *path, bool add,
                     bool report)
 {
-        struct walk k = {.report = report};
+        struct walk k = { .report = report };
         int r = walk_push(&k, wc, path, add);
 
         if (r < 0)
@@ -640,8 +640,7 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
         }
 }
 
-int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *userdata,
-              watch **ret)
+int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *userdata, watch **ret)
 {
         watch *w = calloc(1, sizeof *w);
         int r;

@@ -32,8 +32,7 @@ typedef void (*watch_batch_fn)(bool begin, void *userdata);
 
 /* Sets up the inotify watches. Returns 0 and *ret, or a negative errno (logged, naming the
  * path). The module borrows cfg, which must outlive it. */
-int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *userdata,
-              watch **ret);
+int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *userdata, watch **ret);
 watch *watch_free(watch *w);
 
 /* Sets the function called around the slices of the background walk (NULL: none); it gets

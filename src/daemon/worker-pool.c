@@ -378,8 +378,8 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock)
 #if !defined(__SANITIZE_ADDRESS__)
         /* (Not under AddressSanitizer, whose shadow memory needs a huge address space.) */
         if (p->memory_limit > 0) {
-                uint64_t as = p->memory_limit * 4 < (1ULL << 30) ? (1ULL << 30)
-                                                                 : p->memory_limit * 4;
+                uint64_t as =
+                        p->memory_limit * 4 < (1ULL << 30) ? (1ULL << 30) : p->memory_limit * 4;
                 set_limit(RLIMIT_AS, as, as);
         }
 #endif
@@ -491,8 +491,8 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         if (!p->worker_path || !p->workers)
                 goto fail;
         for (unsigned i = 0; i < p->n; i++)
-                p->workers[i] = (struct worker){
-                        .pool = p, .slot = i, .state = WORKER_DOWN, .sock = -1 };
+                p->workers[i] =
+                        (struct worker){ .pool = p, .slot = i, .state = WORKER_DOWN, .sock = -1 };
         r = sd_event_add_time_relative(e, &p->rss_timer, CLOCK_MONOTONIC, RSS_POLL_USEC, 0,
                                        on_rss_timer, p);
         if (r < 0)
@@ -539,7 +539,7 @@ worker_pool *worker_pool_free(worker_pool *p)
                 }
                 kill(w->pid, SIGKILL);
                 (void)waitpid(w->pid, NULL, 0);
-reaped:
+        reaped:
                 w->pid = 0;
                 free(w->failure);
         }
@@ -603,8 +603,8 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
 
         r = wire_send(w->sock, request, fds, n_fds);
         if (r < 0) {
-                log_warning_errno(r, "send job %" PRId64 " to worker %d: %m; replacing it",
-                                  job_id, (int)w->pid);
+                log_warning_errno(r, "send job %" PRId64 " to worker %d: %m; replacing it", job_id,
+                                  (int)w->pid);
                 worker_kill(w, NULL);
                 w->state = WORKER_DOWN; /* the child handler replaces it */
                 return r;
@@ -628,10 +628,10 @@ int worker_pool_describe(const worker_pool *p, json_t *arr)
 
         for (unsigned i = 0; i < p->n; i++) {
                 const struct worker *w = &p->workers[i];
-                json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:I}", "pid", (int)w->pid,
-                                      "state", names[w->state], "job", (json_int_t)w->job_id,
-                                      "jobs_done", (json_int_t)w->jobs_done, "rss",
-                                      (json_int_t)w->rss, "peak_rss", (json_int_t)w->peak_rss);
+                json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:I}", "pid", (int)w->pid, "state",
+                                      names[w->state], "job", (json_int_t)w->job_id, "jobs_done",
+                                      (json_int_t)w->jobs_done, "rss", (json_int_t)w->rss,
+                                      "peak_rss", (json_int_t)w->peak_rss);
                 if (!o || json_array_append_new(arr, o) < 0)
                         return -ENOMEM;
         }

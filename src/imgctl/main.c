@@ -122,7 +122,7 @@ static char *xasprintf(const char *fmt, ...)
  */
 static size_t text_char(const char *s, char shown[static MB_LEN_MAX + 1], size_t *ret_cols)
 {
-        mbstate_t st = {0};
+        mbstate_t st = { 0 };
         wchar_t wc;
         size_t k = mbrtowc(&wc, s, strnlen(s, MB_LEN_MAX), &st);
         int w;
@@ -234,7 +234,7 @@ static bool format_drain(const json_t *health_obj, char *buf, size_t size)
 /* "512 B", "12.1 KiB", "3.4 MiB". */
 static void format_bytes(uint64_t n, char *buf, size_t size)
 {
-        static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+        static const char *const units[] = { "KiB", "MiB", "GiB", "TiB" };
         double v = (double)n;
         size_t u = 0;
 
@@ -266,8 +266,8 @@ static bool status_idle(const json_t *status)
         const json_t *jobs = json_object_get(status, "jobs");
 
         return get_int(jobs, "queued") - get_int(jobs, "held") + get_int(jobs, "running") +
-                       get_int(jobs, "retry") ==
-                   0 &&
+                               get_int(jobs, "retry") ==
+                       0 &&
                !json_is_true(json_object_get(status, "intake_pending")) &&
                get_int(status, "intake_retry") == 0;
 }
@@ -289,7 +289,7 @@ struct table {
 
 static void table_init(struct table *t, size_t n_cols)
 {
-        *t = (struct table){.n_cols = n_cols};
+        *t = (struct table){ .n_cols = n_cols };
 }
 
 /* Adds a row of n_cols strings (NULL prints as "-"). The first row is the header. */
@@ -318,7 +318,7 @@ static void table_add(struct table *t, ...)
 
 static void table_print(const struct table *t, const char *indent)
 {
-        size_t width[16] = {0};
+        size_t width[16] = { 0 };
 
         assert(t->n_cols <= ELEMENTSOF(width));
         for (size_t r = 0; r < t->n_rows; r++)
@@ -353,7 +353,7 @@ static void table_clear(struct table *t)
         for (size_t i = 0; i < t->n_rows * t->n_cols; i++)
                 free(t->cells[i]);
         free(t->cells);
-        *t = (struct table){0};
+        *t = (struct table){ 0 };
 }
 
 /* ---- talking to imgd ------------------------------------------------------------------ */
@@ -374,8 +374,8 @@ struct ctl {
  */
 static int ctl_connect(struct ctl *ctl, char **ret_error)
 {
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
-        struct timeval tv = {.tv_sec = IO_TIMEOUT_MS / 1000};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        struct timeval tv = { .tv_sec = IO_TIMEOUT_MS / 1000 };
         _cleanup_close_ int fd = -1;
         const char *hint = "";
         int r;
@@ -423,8 +423,8 @@ static int ctl_connect(struct ctl *ctl, char **ret_error)
                 default:
                         break;
                 }
-                *ret_error = xasprintf("cannot connect to %s: %s%s", ctl->socket, strerror(-r),
-                                       hint);
+                *ret_error =
+                        xasprintf("cannot connect to %s: %s%s", ctl->socket, strerror(-r), hint);
                 return r;
         }
         if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
@@ -439,7 +439,7 @@ static int ctl_connect(struct ctl *ctl, char **ret_error)
 /* Waits until fd is ready for `events` or the deadline (monotonic µs) passes. */
 static int ctl_poll(struct ctl *ctl, short events, int64_t deadline)
 {
-        struct pollfd p = {.fd = ctl->fd, .events = events};
+        struct pollfd p = { .fd = ctl->fd, .events = events };
         int64_t left;
         int r;
 
@@ -832,23 +832,23 @@ static int run_verify(struct ctl *ctl, int argc, char **argv);
 static int run_help(struct ctl *ctl, int argc, char **argv);
 
 static const struct command commands[] = {
-        {"status", run_status, "status [--json]", help_status},
-        {"jobs", run_jobs,
-         "jobs [--state STATE] [--watch DIR] [--since WHEN] [--limit N] [--json]", help_jobs},
-        {"show", run_show, "show JOB [--json]", help_show},
-        {"wait", run_wait, "wait [--timeout SECONDS]", help_wait},
-        {"retry", run_retry, "retry JOB|--dead [--json]", help_retry},
-        {"cancel", run_cancel, "cancel JOB [--json]", help_cancel},
-        {"pause", run_pause, "pause [--json]", help_pause},
-        {"resume", run_resume, "resume [--json]", help_resume},
-        {"drain", run_drain, "drain [--timeout SECONDS] [--json]", help_drain},
-        {"enqueue", run_enqueue, "enqueue PATH [--json]", help_enqueue},
-        {"reload", run_reload, "reload [--json]", help_reload},
-        {"metrics", run_metrics, "metrics [--json]", help_metrics},
-        {"events", run_events, "events [--follow] [--json]", help_events},
-        {"top", run_top, "top [--iterations N]", help_top},
-        {"verify", run_verify, "verify [PATH|--all] [--json]", help_verify},
-        {"help", run_help, "help [COMMAND]", help_help},
+        { "status", run_status, "status [--json]", help_status },
+        { "jobs", run_jobs,
+          "jobs [--state STATE] [--watch DIR] [--since WHEN] [--limit N] [--json]", help_jobs },
+        { "show", run_show, "show JOB [--json]", help_show },
+        { "wait", run_wait, "wait [--timeout SECONDS]", help_wait },
+        { "retry", run_retry, "retry JOB|--dead [--json]", help_retry },
+        { "cancel", run_cancel, "cancel JOB [--json]", help_cancel },
+        { "pause", run_pause, "pause [--json]", help_pause },
+        { "resume", run_resume, "resume [--json]", help_resume },
+        { "drain", run_drain, "drain [--timeout SECONDS] [--json]", help_drain },
+        { "enqueue", run_enqueue, "enqueue PATH [--json]", help_enqueue },
+        { "reload", run_reload, "reload [--json]", help_reload },
+        { "metrics", run_metrics, "metrics [--json]", help_metrics },
+        { "events", run_events, "events [--follow] [--json]", help_events },
+        { "top", run_top, "top [--iterations N]", help_top },
+        { "verify", run_verify, "verify [PATH|--all] [--json]", help_verify },
+        { "help", run_help, "help [COMMAND]", help_help },
 };
 
 static const struct command *find_command(const char *name)
@@ -920,15 +920,14 @@ static void print_help(void)
                "  %s retry --dead\n"
                "  %s events --follow --json\n"
                "  %s verify --all || echo outputs changed behind imgd's back\n",
-               IO_TIMEOUT_MS / 1000, CONFIG_DEFAULT_SOCKET, CONFIG_DEFAULT_PATH, program,
-               program, program, program, program, program, program);
+               IO_TIMEOUT_MS / 1000, CONFIG_DEFAULT_SOCKET, CONFIG_DEFAULT_PATH, program, program,
+               program, program, program, program, program);
 }
 
 static void print_command_help(const struct command *c)
 {
         printf("Usage: %s [-c CONFIG | -s SOCKET] %s\n\n%s", program, c->synopsis, c->help);
-        printf("\nSee '%s help' for the global options, exit status and environment.\n",
-               program);
+        printf("\nSee '%s help' for the global options, exit status and environment.\n", program);
 }
 
 /* Reports a usage error and returns EXIT_USAGE. */
@@ -951,7 +950,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 static int option_error(const char *cmd, int c, char **argv)
 {
         const char *arg = optind > 0 ? argv[optind - 1] : NULL;
-        char opt[3] = {'-', (char)optopt, '\0'};
+        char opt[3] = { '-', (char)optopt, '\0' };
         int len;
 
         if (arg && strncmp(arg, "--", 2) == 0) {
@@ -992,7 +991,7 @@ static int parse_duration(const char *s, int64_t *ret_us)
         static const struct {
                 char unit;
                 int64_t seconds;
-        } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}};
+        } units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 }, { 'w', 7 * 86400 } };
         const int64_t max_s = INT64_C(100) * 366 * 86400;
         int64_t total = 0;
         const char *p = s;
@@ -1033,12 +1032,12 @@ static int parse_duration(const char *s, int64_t *ret_us)
 static int parse_date(const char *s, int64_t *ret_us)
 {
         static const char *const formats[] = {
-                "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M",
-                "%Y-%m-%d",
+                "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S",
+                "%Y-%m-%d %H:%M",    "%Y-%m-%d",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(formats); i++) {
-                struct tm tm = {0};
+                struct tm tm = { 0 };
                 const char *end = strptime(s, formats[i], &tm);
                 bool utc;
                 time_t t;
@@ -1085,8 +1084,8 @@ static int parse_since(const char *s, int64_t *ret_us)
 static int run_status(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -1171,7 +1170,7 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
         }
         for (size_t i = 0; i < json_array_size(alerts); i++) {
                 _cleanup_free_ char *msg =
-                    clean_text(get_str(json_array_get(alerts, i), "message", "?"), 0);
+                        clean_text(get_str(json_array_get(alerts, i), "message", "?"), 0);
 
                 printf("ALERT    %s\n", msg);
         }
@@ -1180,7 +1179,8 @@ static int run_status(struct ctl *ctl, int argc, char **argv)
         jobs = json_object_get(result, "jobs");
         printf("jobs     ");
         first = true;
-        json_object_foreach((json_t *)jobs, key, v) {
+        json_object_foreach((json_t *)jobs, key, v)
+        {
                 _cleanup_free_ char *name = clean_text(key, 0);
 
                 printf("%s%s %" PRId64, first ? "" : "  ", name, (int64_t)json_integer_value(v));
@@ -1233,12 +1233,12 @@ static char *normalize_watch(const char *s)
 static int run_jobs(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"state", required_argument, NULL, 'S'},
-                {"watch", required_argument, NULL, 'W'},
-                {"since", required_argument, NULL, 'T'},
-                {"limit", required_argument, NULL, 'L'},
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "state", required_argument, NULL, 'S' },
+                { "watch", required_argument, NULL, 'W' },
+                { "since", required_argument, NULL, 'T' },
+                { "limit", required_argument, NULL, 'L' },
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -1388,8 +1388,8 @@ static void print_job(const json_t *job)
                         snprintf(size, sizeof size, "%" PRId64 "x%" PRId64, get_int(o, "width"),
                                  get_int(o, "height"));
                         format_bytes((uint64_t)get_int(o, "bytes"), bytes, sizeof bytes);
-                        table_add(&t, get_str(o, "variant", NULL), get_str(o, "format", NULL),
-                                  size, bytes, get_str(o, "path", NULL));
+                        table_add(&t, get_str(o, "variant", NULL), get_str(o, "format", NULL), size,
+                                  bytes, get_str(o, "path", NULL));
                 }
                 table_print(&t, "  ");
                 table_clear(&t);
@@ -1417,8 +1417,8 @@ static void print_job(const json_t *job)
 static int run_show(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -1467,8 +1467,8 @@ static int run_show(struct ctl *ctl, int argc, char **argv)
 static int run_wait(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"timeout", required_argument, NULL, 't'},
-                {"help", no_argument, NULL, 'h'},
+                { "timeout", required_argument, NULL, 't' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         const char *timeout_arg = NULL;
@@ -1545,8 +1545,8 @@ static int run_wait(struct ctl *ctl, int argc, char **argv)
 static int parse_plain_options(const char *cmd, int argc, char **argv, bool *json)
 {
         static const struct option with_json[] = {
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         int c;
@@ -1584,8 +1584,7 @@ static int parse_job_arg(const char *cmd, int argc, char **argv, int64_t *ret)
         if (arg[0] == '#')
                 arg++;
         if (parse_int(arg, 1, INT64_MAX, ret) < 0)
-                return usage_error(cmd, "'%s' is not a job ID (a positive number)",
-                                   argv[optind]);
+                return usage_error(cmd, "'%s' is not a job ID (a positive number)", argv[optind]);
         return EXIT_OK;
 }
 
@@ -1615,9 +1614,9 @@ static json_t *request_with_id(const char *cmd, int64_t id)
 static int run_retry(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"dead", no_argument, NULL, 'D'},
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "dead", no_argument, NULL, 'D' },
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -1696,8 +1695,8 @@ static int run_retry(struct ctl *ctl, int argc, char **argv)
 static int run_cancel(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -1785,9 +1784,9 @@ static int64_t status_running(const json_t *status)
 static int run_drain(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"timeout", required_argument, NULL, 't'},
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "timeout", required_argument, NULL, 't' },
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -1846,16 +1845,15 @@ static int run_drain(struct ctl *ctl, int argc, char **argv)
                         oom();
                 return print_json(result);
         }
-        printf("drained: intake paused and no job running ('%s resume' to continue)\n",
-               program);
+        printf("drained: intake paused and no job running ('%s resume' to continue)\n", program);
         return EXIT_OK;
 }
 
 static int run_enqueue(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -2005,13 +2003,13 @@ static int events_idle(struct ctl *status_ctl, bool *ret_idle)
 static int run_events(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"follow", no_argument, NULL, 'f'},
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "follow", no_argument, NULL, 'f' },
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *result = NULL;
-        struct ctl status_ctl = {.socket = ctl->socket, .fd = -1};
+        struct ctl status_ctl = { .socket = ctl->socket, .fd = -1 };
         bool json = false, follow = false, idle = false;
         int64_t next_check = 0;
         int c, r;
@@ -2153,8 +2151,7 @@ static const char *top_source(struct top *t, int64_t id)
         slot = t->next_cache++ % TOP_SOURCE_CACHE;
         free(t->cache[slot].source);
         t->cache[slot].id = id;
-        t->cache[slot].source =
-                xstrdup(get_str(json_object_get(result, "job"), "source", ""));
+        t->cache[slot].source = xstrdup(get_str(json_object_get(result, "job"), "source", ""));
         return t->cache[slot].source;
 }
 
@@ -2225,8 +2222,8 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
                 (void)format_drain(health_j, eta, sizeof eta);
         if (!t->tty) {
                 printf("%s %s%s queued=%" PRId64 " running=%" PRId64 " retry=%" PRId64
-                       " done=%" PRId64 " dead=%" PRId64 " cancelled=%" PRId64
-                       " workers=%" PRId64 "/%" PRId64 " rate=%.2f/s backlog=%.0f%% eta=%s"
+                       " done=%" PRId64 " dead=%" PRId64 " cancelled=%" PRId64 " workers=%" PRId64
+                       "/%" PRId64 " rate=%.2f/s backlog=%.0f%% eta=%s"
                        "%s%s%s%s alerts=%zu\n",
                        now, state, paused ? " paused" : "", queued, running, retry, done, dead,
                        cancelled, get_int(workers, "busy"), get_int(workers, "total"), rate,
@@ -2260,9 +2257,9 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
                "  done %" PRId64 "  dead %" PRId64 "  cancelled %" PRId64 "\n\n",
                queued, running, retry, done, dead, cancelled);
         for (size_t i = 0; i < json_array_size(alerts); i++) {
-                _cleanup_free_ char *msg = clean_text(
-                    get_str(json_array_get(alerts, i), "message", "?"),
-                    t->columns > 12 ? t->columns - 11 : 40);
+                _cleanup_free_ char *msg =
+                        clean_text(get_str(json_array_get(alerts, i), "message", "?"),
+                                   t->columns > 12 ? t->columns - 11 : 40);
 
                 printf("ALERT      %s\n", msg);
         }
@@ -2302,13 +2299,13 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
 static int run_top(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"iterations", required_argument, NULL, 'n'},
-                {"help", no_argument, NULL, 'h'},
+                { "iterations", required_argument, NULL, 'n' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
-        struct top t = {.ctl = ctl};
+        struct top t = { .ctl = ctl };
         struct termios saved, raw;
-        struct sigaction sa = {.sa_handler = top_on_signal}, old_int, old_term;
+        struct sigaction sa = { .sa_handler = top_on_signal }, old_int, old_term;
         bool keys = false;
         int64_t iterations = 0;
         int c, r = EXIT_OK;
@@ -2371,7 +2368,7 @@ static int run_top(struct ctl *ctl, int argc, char **argv)
                 /* Wait for the next refresh, or a key. */
                 wake = (int64_t)mono_usec() + TOP_INTERVAL_MS * 1000;
                 while (!top_interrupted) {
-                        struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+                        struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
                         int64_t left = wake - (int64_t)mono_usec();
                         char key;
 
@@ -2566,8 +2563,8 @@ static int verify_against_ledger(struct verify *v, const char *mpath, const json
         job = json_object_get(result, "job");
         state = get_str(job, "state", "?");
         if (strcmp(state, "done") != 0) {
-                _cleanup_free_ char *why = xasprintf("the ledger has its job %" PRId64 " as %s",
-                                                     id, state);
+                _cleanup_free_ char *why =
+                        xasprintf("the ledger has its job %" PRId64 " as %s", id, state);
 
                 verify_problem(v->mismatched, mpath, "error", why, NULL);
                 return EXIT_OK;
@@ -2576,7 +2573,8 @@ static int verify_against_ledger(struct verify *v, const char *mpath, const json
                 verify_problem(v->mismatched, mpath, "error",
                                "the ledger records another source SHA-256", NULL);
 
-        json_array_foreach(outs, i, o) {
+        json_array_foreach(outs, i, o)
+        {
                 const char *file = get_str(o, "file", NULL), *sha = get_str(o, "sha256", "");
                 _cleanup_free_ char *name = manifest_entry_name(o);
                 _cleanup_free_ char *path = manifest_entry_path(dir, name);
@@ -2585,7 +2583,8 @@ static int verify_against_ledger(struct verify *v, const char *mpath, const json
 
                 if (!path)
                         continue; /* reported as a bad manifest already */
-                json_array_foreach(json_object_get(job, "outputs"), k, lo) {
+                json_array_foreach(json_object_get(job, "outputs"), k, lo)
+                {
                         const char *lpath = get_str(lo, "path", "");
                         const char *base = strrchr(lpath, '/');
 
@@ -2593,18 +2592,16 @@ static int verify_against_ledger(struct verify *v, const char *mpath, const json
                                 found = lo;
                 }
                 if (!found) {
-                        _cleanup_free_ char *why = xasprintf(
-                                "the ledger's job %" PRId64 " has no such output", id);
+                        _cleanup_free_ char *why =
+                                xasprintf("the ledger's job %" PRId64 " has no such output", id);
 
-                        verify_problem(v->mismatched, path, "manifest", mpath, "error", why,
-                                       NULL);
+                        verify_problem(v->mismatched, path, "manifest", mpath, "error", why, NULL);
                 } else if (strcmp(get_str(found, "sha256", ""), sha) != 0) {
                         _cleanup_free_ char *why = xasprintf(
                                 "the ledger's job %" PRId64 " records SHA-256 %s, the manifest %s",
                                 id, get_str(found, "sha256", "?"), sha);
 
-                        verify_problem(v->mismatched, path, "manifest", mpath, "error", why,
-                                       NULL);
+                        verify_problem(v->mismatched, path, "manifest", mpath, "error", why, NULL);
                 }
         }
         return EXIT_OK;
@@ -2647,14 +2644,15 @@ static int verify_manifest(struct verify *v, const char *mpath)
         m = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
         outs = json_object_get(m, "outputs");
         if (!m || !json_is_array(outs)) {
-                _cleanup_free_ char *why = xasprintf("not a manifest: %s",
-                                                     m ? "no \"outputs\" list" : jerr.text);
+                _cleanup_free_ char *why =
+                        xasprintf("not a manifest: %s", m ? "no \"outputs\" list" : jerr.text);
 
                 verify_problem(v->bad, mpath, "error", why, NULL);
                 return EXIT_OK;
         }
 
-        json_array_foreach(outs, i, o) {
+        json_array_foreach(outs, i, o)
+        {
                 const char *sha = get_str(o, "sha256", "");
                 _cleanup_free_ char *name = manifest_entry_name(o);
                 char *path = manifest_entry_path(dir, name);
@@ -2687,8 +2685,8 @@ static int verify_manifest(struct verify *v, const char *mpath)
                 }
                 r = hash_sha256_fd(fd, 0, actual);
                 if (r < 0) {
-                        verify_problem(v->altered, path, "manifest", mpath, "error",
-                                       strerror(-r), NULL);
+                        verify_problem(v->altered, path, "manifest", mpath, "error", strerror(-r),
+                                       NULL);
                         continue;
                 }
                 if (strcmp(actual, sha) != 0 || (int64_t)st.st_size != get_int(o, "bytes")) {
@@ -2735,7 +2733,8 @@ static void verify_print(const char *what, const json_t *list)
         const json_t *o;
         size_t i;
 
-        json_array_foreach(list, i, o) {
+        json_array_foreach(list, i, o)
+        {
                 _cleanup_free_ char *path = clean_text(get_str(o, "path", "?"), 0);
                 _cleanup_free_ char *error = clean_text(get_str(o, "error", ""), 0);
                 _cleanup_free_ char *manifest = clean_text(get_str(o, "manifest", ""), 0);
@@ -2752,13 +2751,13 @@ static void verify_print(const char *what, const json_t *list)
 static int run_verify(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option options[] = {
-                {"all", no_argument, NULL, 'a'},
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
+                { "all", no_argument, NULL, 'a' },
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(json_decrefp) json_t *report = NULL, *roots = json_array();
-        struct verify v = {.ctl = ctl};
+        struct verify v = { .ctl = ctl };
         bool json = false, all = false, ok;
         size_t problems;
         int c, r = EXIT_OK;
@@ -2825,7 +2824,8 @@ static int run_verify(struct ctl *ctl, int argc, char **argv)
                 if (r != EXIT_OK)
                         goto out;
                 /* Every output tree once, even when several watches share one. */
-                json_array_foreach(json_object_get(status, "watches"), i, w) {
+                json_array_foreach(json_object_get(status, "watches"), i, w)
+                {
                         const char *output = get_str(w, "output", NULL);
                         const json_t *seen;
                         size_t k;
@@ -2833,9 +2833,8 @@ static int run_verify(struct ctl *ctl, int argc, char **argv)
 
                         if (!output)
                                 continue;
-                        json_array_foreach(roots, k, seen)
-                                if (strcmp(json_string_value(seen), output) == 0)
-                                        dup = true;
+                        json_array_foreach(roots, k, seen) if (strcmp(json_string_value(seen),
+                                                                      output) == 0) dup = true;
                         if (dup)
                                 continue;
                         if (json_array_append_new(roots, json_string(output)) < 0)
@@ -2854,10 +2853,10 @@ static int run_verify(struct ctl *ctl, int argc, char **argv)
         ok = problems == 0;
         if (json) {
                 report = json_pack("{s:b, s:O, s:i, s:i, s:i, s:O, s:O, s:O, s:O, s:O}", "ok",
-                                   (int)ok, "roots", roots, "manifests", (int)v.manifests,
-                                   "files", (int)v.checked, "unrecorded", (int)v.unrecorded,
-                                   "missing", v.missing, "altered", v.altered, "orphaned",
-                                   v.orphaned, "mismatched", v.mismatched, "bad", v.bad);
+                                   (int)ok, "roots", roots, "manifests", (int)v.manifests, "files",
+                                   (int)v.checked, "unrecorded", (int)v.unrecorded, "missing",
+                                   v.missing, "altered", v.altered, "orphaned", v.orphaned,
+                                   "mismatched", v.mismatched, "bad", v.bad);
                 if (!report)
                         oom();
                 print_json(report);
@@ -2869,10 +2868,9 @@ static int run_verify(struct ctl *ctl, int argc, char **argv)
                 verify_print("bad", v.bad);
                 printf("%s: %u manifest(s), %u file(s) checked: %zu missing, %zu altered, "
                        "%zu orphaned, %zu ledger mismatch(es), %zu unreadable",
-                       ok ? "ok" : "PROBLEMS", v.manifests, v.checked,
-                       json_array_size(v.missing), json_array_size(v.altered),
-                       json_array_size(v.orphaned), json_array_size(v.mismatched),
-                       json_array_size(v.bad));
+                       ok ? "ok" : "PROBLEMS", v.manifests, v.checked, json_array_size(v.missing),
+                       json_array_size(v.altered), json_array_size(v.orphaned),
+                       json_array_size(v.mismatched), json_array_size(v.bad));
                 if (v.unrecorded > 0)
                         printf(" (%u manifest(s) of jobs no longer in the ledger: files checked "
                                "only)",
@@ -2932,8 +2930,7 @@ static int find_socket(const char *socket_arg, const char *config_arg, char **re
                         errorf("cannot read the socket path from %s: %s", config_arg, clean);
                         return EXIT_UNREACHABLE;
                 }
-                *ret = xstrdup(cfg->socket && *cfg->socket ? cfg->socket
-                                                           : CONFIG_DEFAULT_SOCKET);
+                *ret = xstrdup(cfg->socket && *cfg->socket ? cfg->socket : CONFIG_DEFAULT_SOCKET);
                 config_free(cfg);
                 return EXIT_OK;
         }
@@ -2945,18 +2942,18 @@ static int find_socket(const char *socket_arg, const char *config_arg, char **re
 int main(int argc, char **argv)
 {
         static const struct option options[] = {
-                {"config", required_argument, NULL, 'c'},
-                {"socket", required_argument, NULL, 's'},
-                {"connect-timeout", required_argument, NULL, 'T'},
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},
+                { "config", required_argument, NULL, 'c' },
+                { "socket", required_argument, NULL, 's' },
+                { "connect-timeout", required_argument, NULL, 'T' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
                 {},
         };
         const char *socket_arg = NULL, *config_arg = NULL;
         int64_t connect_wait_us = 0;
         _cleanup_free_ char *socket_path = NULL;
         const struct command *cmd;
-        struct ctl ctl = {.fd = -1};
+        struct ctl ctl = { .fd = -1 };
         int c, r;
 
         /* Table columns are display columns of UTF-8 text (text_char()), whatever the

@@ -204,10 +204,10 @@ static int get_int_range(struct parser *p, const config_setting_t *group, const 
                 return r;
         if (v < min || v > max) {
                 if (max == LLONG_MAX)
-                        return fail(p, s, -EINVAL, "%s'%s' must be at least %lld, not %lld",
-                                    prefix, key, min, v);
-                return fail(p, s, -EINVAL, "%s'%s' must be between %lld and %lld, not %lld",
-                            prefix, key, min, max, v);
+                        return fail(p, s, -EINVAL, "%s'%s' must be at least %lld, not %lld", prefix,
+                                    key, min, v);
+                return fail(p, s, -EINVAL, "%s'%s' must be between %lld and %lld, not %lld", prefix,
+                            key, min, max, v);
         }
         *ret = v;
         return 1;
@@ -368,8 +368,8 @@ static int get_colour(struct parser *p, const config_setting_t *group, const cha
                 return r;
         if (parse_colour(v, ret) < 0)
                 return fail(p, s, -EINVAL,
-                            "%s'%s' must be a colour \"#rrggbb\" or \"#rgb\", not \"%s\"",
-                            prefix, key, v);
+                            "%s'%s' must be a colour \"#rrggbb\" or \"#rgb\", not \"%s\"", prefix,
+                            key, v);
         return 1;
 }
 
@@ -447,8 +447,7 @@ static bool format_lossy(enum image_format f)
  * The output formats for which pred() holds, in the order the documentation lists them,
  * and "same" if `same`: "jpeg, webp, png, avif, gif, same".
  */
-static const char *format_list(char *buf, size_t size, bool (*pred)(enum image_format),
-                               bool same)
+static const char *format_list(char *buf, size_t size, bool (*pred)(enum image_format), bool same)
 {
         static const enum image_format order[] = { IMAGE_FORMAT_JPEG, IMAGE_FORMAT_WEBP,
                                                    IMAGE_FORMAT_PNG, IMAGE_FORMAT_AVIF,
@@ -548,8 +547,7 @@ static int parse_watermark(struct parser *p, const config_setting_t *variant, co
         if (has_text < 0)
                 return has_text;
         if (has_image && has_text)
-                return fail(p, text_s, -EINVAL, "%s'image' and 'text' cannot both be set",
-                            wprefix);
+                return fail(p, text_s, -EINVAL, "%s'image' and 'text' cannot both be set", wprefix);
         if (!has_image && !has_text)
                 return fail(p, s, -EINVAL, "%s'image' or 'text' is required", wprefix);
 
@@ -561,8 +559,10 @@ static int parse_watermark(struct parser *p, const config_setting_t *variant, co
                                     "%s'image' must be an absolute path, not \"%s\"", wprefix,
                                     image);
                 if (strlen(image) >= sizeof w.image)
-                        return fail(p, image_s, -EINVAL, "%s'image' path is too long (at most %d "
-                                    "bytes)", wprefix, VARIANT_PATH_MAX - 1);
+                        return fail(p, image_s, -EINVAL,
+                                    "%s'image' path is too long (at most %d "
+                                    "bytes)",
+                                    wprefix, VARIANT_PATH_MAX - 1);
                 strcpy(w.image, image);
                 if (config_setting_get_member(s, "font"))
                         return fail(p, config_setting_get_member(s, "font"), -EINVAL,
@@ -573,9 +573,8 @@ static int parse_watermark(struct parser *p, const config_setting_t *variant, co
         } else {
                 w.kind = VARIANT_WATERMARK_TEXT;
                 if (text[0] == '\0' || strlen(text) >= sizeof w.text)
-                        return fail(p, text_s, -EINVAL,
-                                    "%s'text' must be 1 to %d bytes long", wprefix,
-                                    VARIANT_TEXT_MAX - 1);
+                        return fail(p, text_s, -EINVAL, "%s'text' must be 1 to %d bytes long",
+                                    wprefix, VARIANT_TEXT_MAX - 1);
                 strcpy(w.text, text);
                 r = get_string(p, s, "font", wprefix, &font_s, &font);
                 if (r < 0)
@@ -615,8 +614,7 @@ static int parse_watermark(struct parser *p, const config_setting_t *variant, co
         r = get_fraction(p, s, "opacity", wprefix, "", &w.opacity);
         if (r < 0)
                 return r;
-        r = get_fraction(p, s, "width", wprefix, " (a fraction of the output's width)",
-                         &w.width);
+        r = get_fraction(p, s, "width", wprefix, " (a fraction of the output's width)", &w.width);
         if (r < 0)
                 return r;
 
@@ -674,9 +672,8 @@ static int parse_encoder(struct parser *p, const config_setting_t *s, const char
         if (r < 0)
                 return r;
         if (r > 0) {
-                unsigned max = v->format == VARIANT_FORMAT_SAME
-                                       ? 0
-                                       : variant_format_effort_max(v->format);
+                unsigned max =
+                        v->format == VARIANT_FORMAT_SAME ? 0 : variant_format_effort_max(v->format);
 
                 r = check_option_format(p, set, prefix, "effort", v->format, format_effort);
                 if (r < 0)
@@ -716,14 +713,12 @@ static int parse_encoder(struct parser *p, const config_setting_t *s, const char
         if (r > 0) {
                 r = variant_chroma_from_name(chroma);
                 if (r < 0)
-                        return fail(p, set, -EINVAL, "%schroma must be one of %s, not \"%s\"",
-                                    prefix,
-                                    name_list(list, sizeof list, chroma_name_i, 0,
-                                              _VARIANT_CHROMA_MAX),
-                                    chroma);
+                        return fail(
+                                p, set, -EINVAL, "%schroma must be one of %s, not \"%s\"", prefix,
+                                name_list(list, sizeof list, chroma_name_i, 0, _VARIANT_CHROMA_MAX),
+                                chroma);
                 v->chroma = r;
-                r = check_option_format(p, set, prefix, "chroma", v->format,
-                                        variant_format_chroma);
+                r = check_option_format(p, set, prefix, "chroma", v->format, variant_format_chroma);
                 if (r < 0)
                         return r;
         }
@@ -756,10 +751,11 @@ static int parse_variant(struct parser *p, const char *pipeline, const config_se
                          int index, struct variant *ret)
 {
         static const char *const keys[] = {
-                "name",     "width",       "height",   "fit",      "format",    "quality",
-                "mask",     "background",  "gravity",  "effort",   "progressive", "lossless",
-                "chroma",   "keep",        "max_bytes", "max_bytes_strict", "animated",
-                "watermark", "essential", NULL
+                "name",     "width",     "height",      "fit",
+                "format",   "quality",   "mask",        "background",
+                "gravity",  "effort",    "progressive", "lossless",
+                "chroma",   "keep",      "max_bytes",   "max_bytes_strict",
+                "animated", "watermark", "essential",   NULL
         };
         const config_setting_t *name_s = NULL, *fit_s = NULL, *format_s = NULL, *mask_s = NULL;
         const config_setting_t *w_s = NULL, *h_s = NULL, *gravity_s = NULL, *set = NULL;
@@ -842,9 +838,8 @@ static int parse_variant(struct parser *p, const char *pipeline, const config_se
                         return fail(p, s, -EINVAL, "%s'height' is required with fit = \"%s\"",
                                     prefix, variant_fit_name(v.fit));
                 if (width < 1 || width > VARIANT_DIMENSION_MAX)
-                        return fail(p, w_s, -EINVAL,
-                                    "%s'width' must be between 1 and %d, not %lld", prefix,
-                                    VARIANT_DIMENSION_MAX, width);
+                        return fail(p, w_s, -EINVAL, "%s'width' must be between 1 and %d, not %lld",
+                                    prefix, VARIANT_DIMENSION_MAX, width);
                 if (height < 1 || height > VARIANT_DIMENSION_MAX)
                         return fail(p, h_s, -EINVAL,
                                     "%s'height' must be between 1 and %d, not %lld", prefix,
@@ -883,9 +878,8 @@ static int parse_variant(struct parser *p, const char *pipeline, const config_se
         else if (variant_format_writable(image_format_from_name(format)))
                 v.format = image_format_from_name(format);
         else
-                return fail(p, format_s, -EINVAL, "%sformat must be one of %s, not \"%s\"",
-                            prefix, format_list(list, sizeof list, variant_format_writable, true),
-                            format);
+                return fail(p, format_s, -EINVAL, "%sformat must be one of %s, not \"%s\"", prefix,
+                            format_list(list, sizeof list, variant_format_writable, true), format);
 
         r = get_int_range(p, s, "quality", prefix, 1, 100, &quality);
         if (r < 0)
@@ -977,8 +971,8 @@ static int parse_variants(struct parser *p, const char *name, const config_setti
                 for (int j = 0; j < i; j++)
                         if (strcmp(variants[j].name, variants[i].name) == 0)
                                 return fail(p, config_setting_get_member(vs, "name"), -EINVAL,
-                                            "pipeline '%s': variant '%s' is defined twice",
-                                            name, variants[i].name);
+                                            "pipeline '%s': variant '%s' is defined twice", name,
+                                            variants[i].name);
         }
         ret->variants = TAKE_PTR(variants);
         ret->n_variants = (size_t)n;
@@ -1013,9 +1007,10 @@ static int parse_pipeline(struct parser *p, const config_setting_t *s, struct pi
                         return r;
                 list = config_setting_get_member(s, "variants");
                 if (!list)
-                        return fail(p, s, -EINVAL,
-                                    "%s'variants' is required: variants = ( { name = ...; }, ... );",
-                                    prefix);
+                        return fail(
+                                p, s, -EINVAL,
+                                "%s'variants' is required: variants = ( { name = ...; }, ... );",
+                                prefix);
                 if (!config_setting_is_list(list))
                         return fail(p, list, -EINVAL,
                                     "%s'variants' must be a list: variants = ( { name = ...; }, "
@@ -1066,12 +1061,12 @@ static int parse_pipelines(struct parser *p, const config_setting_t *root, struc
 static int parse_watch(struct parser *p, const struct config *c, const config_setting_t *s,
                        int index, struct watch_config *ret)
 {
-        static const char *const keys[] = { "path",    "output",  "pipeline",     "recursive",
-                                            "quarantine", "on_done", "on_dead", "hook_timeout",
-                                            NULL };
-        _cleanup_free_ char *prefix = NULL, *where = NULL, *in = NULL, *path = NULL,
-                            *output = NULL, *pipeline_name = NULL, *quarantine = NULL,
-                            *on_done = NULL, *on_dead = NULL;
+        static const char *const keys[] = { "path",      "output",       "pipeline",
+                                            "recursive", "quarantine",   "on_done",
+                                            "on_dead",   "hook_timeout", NULL };
+        _cleanup_free_ char *prefix = NULL, *where = NULL, *in = NULL, *path = NULL, *output = NULL,
+                            *pipeline_name = NULL, *quarantine = NULL, *on_done = NULL,
+                            *on_dead = NULL;
         const config_setting_t *hook_s = NULL;
         const char *hook = NULL;
         long long hook_timeout = 30;
@@ -1213,15 +1208,13 @@ static int check_watch_overlaps(struct parser *p, const config_setting_t *list,
                                             w->path, o->output, o->path, o->line);
                         if (w->quarantine && (path_is_below_or_equal(w->quarantine, o->path) ||
                                               path_is_below_or_equal(o->path, w->quarantine)))
-                                return fail(p, config_setting_get_member(s, "quarantine"),
-                                            -EINVAL,
+                                return fail(p, config_setting_get_member(s, "quarantine"), -EINVAL,
                                             "watch '%s': quarantine %s overlaps watched path "
                                             "%s (line %d); quarantined files would be picked up "
                                             "as uploads",
                                             w->path, w->quarantine, o->path, o->line);
                         if (w->quarantine && path_is_below_or_equal(w->quarantine, o->output))
-                                return fail(p, config_setting_get_member(s, "quarantine"),
-                                            -EINVAL,
+                                return fail(p, config_setting_get_member(s, "quarantine"), -EINVAL,
                                             "watch '%s': quarantine %s is inside output %s of "
                                             "watch '%s' (line %d)",
                                             w->path, w->quarantine, o->output, o->path, o->line);
@@ -1260,9 +1253,10 @@ static int parse_watches(struct parser *p, const config_setting_t *root, struct 
 
 static int parse_limits(struct parser *p, const config_setting_t *root, struct config *c)
 {
-        static const char *const keys[] = { "max_file_bytes", "max_pixels",      "job_timeout",
-                                            "worker_memory",  "worker_max_jobs", "allow_hardlinks",
-                                            "allow_heif",     NULL };
+        static const char *const keys[] = { "max_file_bytes",  "max_pixels",
+                                            "job_timeout",     "worker_memory",
+                                            "worker_max_jobs", "allow_hardlinks",
+                                            "allow_heif",      NULL };
         const config_setting_t *s = config_setting_get_member(root, "limits");
         long long v = 0;
         int r;
@@ -1363,8 +1357,8 @@ static int parse_level(struct parser *p, const config_setting_t *group, const ch
 
 static int parse_degradation(struct parser *p, const config_setting_t *root, struct config *c)
 {
-        static const char *const keys[] = { "enabled", "recover_ms", "reduced", "essential",
-                                            "paused", NULL };
+        static const char *const keys[] = { "enabled",   "recover_ms", "reduced",
+                                            "essential", "paused",     NULL };
         const config_setting_t *s = config_setting_get_member(root, "degradation");
         long long v = 0;
         health *check = NULL;
@@ -1404,7 +1398,7 @@ static int parse_degradation(struct parser *p, const config_setting_t *root, str
  *            breaker = true; degraded = true; };  0 or false turns one off. */
 static int parse_alerts(struct parser *p, const config_setting_t *root, struct config *c)
 {
-        static const char *const keys[] = { "error_rate", "queued", "oldest_s", "drain_s",
+        static const char *const keys[] = { "error_rate", "queued",   "oldest_s", "drain_s",
                                             "breaker",    "degraded", NULL };
         const config_setting_t *s = config_setting_get_member(root, "alerts"), *ns = NULL;
         struct health_alerts_config *a = &c->alerts;
@@ -1595,9 +1589,13 @@ static int parse_http(struct parser *p, const config_setting_t *root, struct con
 
 static int parse_breaker(struct parser *p, const config_setting_t *root, struct config *c)
 {
-        static const char *const keys[] = { "output_failures", "worker_failure_rate",
-                                            "worker_min_samples", "window_ms", "cooldown_ms",
-                                            "max_cooldown_ms", NULL };
+        static const char *const keys[] = { "output_failures",
+                                            "worker_failure_rate",
+                                            "worker_min_samples",
+                                            "window_ms",
+                                            "cooldown_ms",
+                                            "max_cooldown_ms",
+                                            NULL };
         const config_setting_t *s = config_setting_get_member(root, "breaker"), *rs = NULL;
         struct config_breaker *b = &c->breaker;
         long long v = 0;
@@ -1623,7 +1621,8 @@ static int parse_breaker(struct parser *p, const config_setting_t *root, struct 
                 if (!(rate > 0.0 && rate <= 1.0))
                         return fail(p, rs, -EINVAL,
                                     "breaker: 'worker_failure_rate' must be above 0 and at most "
-                                    "1, not %g", rate);
+                                    "1, not %g",
+                                    rate);
                 b->worker_failure_rate = rate;
         }
         r = get_int_range(p, s, "worker_min_samples", "breaker: ", 1, 256, &v);
@@ -1649,7 +1648,8 @@ static int parse_breaker(struct parser *p, const config_setting_t *root, struct 
         if (b->max_cooldown_ms < b->cooldown_ms)
                 return fail(p, s, -EINVAL,
                             "breaker: 'max_cooldown_ms' (%u) must not be less than "
-                            "'cooldown_ms' (%u)", b->max_cooldown_ms, b->cooldown_ms);
+                            "'cooldown_ms' (%u)",
+                            b->max_cooldown_ms, b->cooldown_ms);
         return 0;
 }
 
@@ -1717,11 +1717,21 @@ static unsigned default_workers(void)
 
 static int parse_root(struct parser *p, const config_setting_t *root, struct config *c)
 {
-        static const char *const keys[] = { "state_dir",  "socket",        "workers",
-                                            "background", "limits",        "retry",
-                                            "breaker",    "prune_after_days", "control_group",
-                                            "degradation", "alerts",       "watch",
-                                            "pipelines",   "unwatched_scan_interval", "read_group",
+        static const char *const keys[] = { "state_dir",
+                                            "socket",
+                                            "workers",
+                                            "background",
+                                            "limits",
+                                            "retry",
+                                            "breaker",
+                                            "prune_after_days",
+                                            "control_group",
+                                            "degradation",
+                                            "alerts",
+                                            "watch",
+                                            "pipelines",
+                                            "unwatched_scan_interval",
+                                            "read_group",
                                             "http",
                                             NULL };
         long long days = 0, interval = 0;
@@ -1753,8 +1763,7 @@ static int parse_root(struct parser *p, const config_setting_t *root, struct con
         if (r == 0)
                 v = CONFIG_DEFAULT_SOCKET;
         else if (v[0] != '/' || v[strlen(v) - 1] == '/')
-                return fail(p, s, -EINVAL, "'socket' must be an absolute file path, not \"%s\"",
-                            v);
+                return fail(p, s, -EINVAL, "'socket' must be an absolute file path, not \"%s\"", v);
         else if (strlen(v) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
                 return fail(p, s, -EINVAL, "'socket' path is too long (at most %zu bytes): %s",
                             sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1, v);
@@ -2408,8 +2417,8 @@ static int check_resolved_overlaps(const struct config *c, char **ret_error)
                                 goto done;
                         }
                         k = j != i && o->recursive && !dir_same(&a->path, &b->path)
-                                ? dir_within(&a->path, &b->path)
-                                : DIR_APART;
+                                    ? dir_within(&a->path, &b->path)
+                                    : DIR_APART;
                         if (k) {
                                 set_error(ret_error,
                                           "%s:%d: watch '%s': path %s is inside watch '%s' (line "
@@ -2495,8 +2504,8 @@ int config_check_paths(const struct config *c, char **ret_error)
                 else
                         r = S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
                 if (r < 0) {
-                        set_error(ret_error, "%s:%d: watch path %s: %s", c->file, w->line,
-                                  w->path, strerror(-r));
+                        set_error(ret_error, "%s:%d: watch path %s: %s", c->file, w->line, w->path,
+                                  strerror(-r));
                         return r;
                 }
         }

@@ -42,22 +42,22 @@ struct watch_config {
         char *quarantine;        /* dead sources are moved here; NULL: left in place */
         char *on_done, *on_dead; /* hook programs; NULL: none */
         unsigned hook_timeout_s; /* default 30 */
-        int line; /* where it was defined, for messages */
+        int line;                /* where it was defined, for messages */
 };
 
 struct config_limits {
-        uint64_t max_file_bytes; /* sources larger than this are refused; default 256 MiB */
-        uint64_t max_pixels;     /* default 100 000 000 */
-        unsigned job_timeout_s;  /* wall-clock limit of one render; default 120 */
-        uint64_t worker_memory;  /* resident bytes a worker may use; default 1 GiB */
+        uint64_t max_file_bytes;  /* sources larger than this are refused; default 256 MiB */
+        uint64_t max_pixels;      /* default 100 000 000 */
+        unsigned job_timeout_s;   /* wall-clock limit of one render; default 120 */
+        uint64_t worker_memory;   /* resident bytes a worker may use; default 1 GiB */
         unsigned worker_max_jobs; /* jobs before a worker is replaced; default 200 */
-        bool allow_hardlinks;    /* take sources with st_nlink > 1; default false */
-        bool allow_heif;         /* decode HEIF/AVIF sources; default true */
+        bool allow_hardlinks;     /* take sources with st_nlink > 1; default false */
+        bool allow_heif;          /* decode HEIF/AVIF sources; default true */
 };
 
 struct config_breaker {
-        unsigned output_failures;   /* consecutive output failures that open it; default 3 */
-        double worker_failure_rate; /* over the window; default 0.5 */
+        unsigned output_failures;    /* consecutive output failures that open it; default 3 */
+        double worker_failure_rate;  /* over the window; default 0.5 */
         unsigned worker_min_samples; /* default 10 */
         unsigned window_ms;          /* default 60000 */
         unsigned cooldown_ms;        /* default 30000, doubling per failed probe */
@@ -65,7 +65,7 @@ struct config_breaker {
 };
 
 struct config_retry {
-        unsigned max_attempts; /* default 5 */
+        unsigned max_attempts;  /* default 5 */
         unsigned base_delay_ms; /* default 1000 */
         unsigned max_delay_ms;  /* default 300000 */
         double jitter;          /* 0..1, default 0.2 */
@@ -92,7 +92,7 @@ struct config {
         char *state_dir;
         int state_dir_line; /* where state_dir was set, for messages; 0: the default */
         char *socket;
-        unsigned workers; /* default: number of CPUs */
+        unsigned workers;      /* default: number of CPUs */
         uint8_t background[3]; /* the top-level `background`, the variants' default; white */
         struct watch_config *watches;
         size_t n_watches;
@@ -104,12 +104,12 @@ struct config {
         unsigned prune_after_days; /* finished jobs older than this are pruned; 0: never */
         /* Seconds between scans of the folders that could not be watched; default 60. */
         unsigned unwatched_scan_interval_s;
-        bool degradation;          /* graceful degradation on; default true */
-        struct health_config health; /* its thresholds (health.h) */
+        bool degradation;                   /* graceful degradation on; default true */
+        struct health_config health;        /* its thresholds (health.h) */
         struct health_alerts_config alerts; /* when status reports an alert (health.h) */
-        char
-            *control_group; /* operators' group of the socket; NULL: CONFIG_DEFAULT_CONTROL_GROUP */
-        char *read_group;   /* group whose members may send read-only commands; NULL: none */
+        char *control_group; /* operators' group of the socket; NULL: CONFIG_DEFAULT_CONTROL_GROUP
+                              */
+        char *read_group;    /* group whose members may send read-only commands; NULL: none */
         struct config_http http;
 };
 

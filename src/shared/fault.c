@@ -58,7 +58,7 @@ void fault_delay(const char *name)
 {
         const char *ms = getenv("IMGD_FAULT_DELAY_MS");
         long n = ms && *ms ? strtol(ms, NULL, 10) : 1000;
-        struct timespec left = {.tv_sec = n / 1000, .tv_nsec = (n % 1000) * 1000000L};
+        struct timespec left = { .tv_sec = n / 1000, .tv_nsec = (n % 1000) * 1000000L };
 
         if (!listed("IMGD_FAULT_DELAY", name) || n <= 0)
                 return;

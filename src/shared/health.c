@@ -22,8 +22,8 @@
 struct health {
         struct health_config cfg;
         enum health_level level;
-        bool recovering;       /* every sample since below_since was below level's thresholds */
-        uint64_t below_since;  /* when recovering: the start of the wait for the next step */
+        bool recovering;      /* every sample since below_since was below level's thresholds */
+        uint64_t below_since; /* when recovering: the start of the wait for the next step */
         char reason[HEALTH_REASON_MAX];
 };
 
@@ -65,8 +65,7 @@ static const struct health_thresholds *thresholds(const struct health_config *c,
         return NULL;
 }
 
-static bool thresholds_valid(const struct health_thresholds *lo,
-                             const struct health_thresholds *hi)
+static bool thresholds_valid(const struct health_thresholds *lo, const struct health_thresholds *hi)
 {
         /* Written so that NaN is refused. */
         return lo->queued > 0 && lo->oldest_age_us > 0 && lo->memory_pressure > 0 &&
@@ -140,8 +139,7 @@ static unsigned crossed(const struct health_config *c, const struct health_input
 }
 
 /* The worst level whose thresholds the inputs reach. */
-static enum health_level target_level(const struct health_config *c,
-                                      const struct health_inputs *in)
+static enum health_level target_level(const struct health_config *c, const struct health_inputs *in)
 {
         for (enum health_level l = HEALTH_PAUSED; l > HEALTH_FULL; l--)
                 if (crossed(c, in, l))
@@ -297,10 +295,9 @@ double health_score(const struct health_inputs *in, const struct health_config *
                                      (double)p->queued));
         worst = fmax(worst, pressure((double)in->oldest_queued_age_us, (double)r->oldest_age_us,
                                      (double)e->oldest_age_us, (double)p->oldest_age_us));
-        worst = fmax(worst, pressure(in->memory_pressure, r->memory_pressure,
-                                     e->memory_pressure, p->memory_pressure));
-        worst = fmax(worst, pressure(in->error_rate, r->error_rate, e->error_rate,
-                                     p->error_rate));
+        worst = fmax(worst, pressure(in->memory_pressure, r->memory_pressure, e->memory_pressure,
+                                     p->memory_pressure));
+        worst = fmax(worst, pressure(in->error_rate, r->error_rate, e->error_rate, p->error_rate));
         return 100 * (1 - worst);
 }
 
@@ -392,8 +389,7 @@ _printf_(3, 4) static void alert_set(struct health_alert_report *r, enum health_
 }
 
 void health_alerts_evaluate(const struct health_alert_inputs *in,
-                            const struct health_alerts_config *c,
-                            struct health_alert_report *ret)
+                            const struct health_alerts_config *c, struct health_alert_report *ret)
 {
         const struct health_inputs *h = &in->health;
         char a[32], b[32], w[32];
@@ -407,8 +403,8 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                           "error rate %.0f%% of recent attempts (alert at %.0f%%)", rate * 100,
                           c->error_rate * 100);
         if (c->queued > 0 && h->queued >= c->queued)
-                alert_set(ret, HEALTH_ALERT_QUEUED, "%" PRIu64 " jobs waiting (alert at %" PRIu64 ")",
-                          h->queued, c->queued);
+                alert_set(ret, HEALTH_ALERT_QUEUED,
+                          "%" PRIu64 " jobs waiting (alert at %" PRIu64 ")", h->queued, c->queued);
         if (c->oldest_us > 0 && h->queued > 0 && h->oldest_queued_age_us >= c->oldest_us) {
                 format_duration(a, sizeof a, h->oldest_queued_age_us);
                 format_duration(b, sizeof b, c->oldest_us);
@@ -448,8 +444,9 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                 char why[128];
 
                 if (in->unwatched_error == -ENOSPC)
-                        snprintf(why, sizeof why, "inotify watch limit reached (raise "
-                                                  "fs.inotify.max_user_watches)");
+                        snprintf(why, sizeof why,
+                                 "inotify watch limit reached (raise "
+                                 "fs.inotify.max_user_watches)");
                 else
                         snprintf(why, sizeof why, "%s",
                                  strerror(in->unwatched_error < 0 ? -in->unwatched_error

@@ -220,21 +220,21 @@ struct health_alert_inputs {
         const char *breaker_state;   /* "closed", "half-open", "open" */
         const char *breaker_reason;  /* may be NULL or "" */
         enum health_level level;
-        const char *level_reason; /* health_reason(); may be NULL or "" */
-        uint64_t intake_retry;        /* uploads waiting to be taken in again */
-        const char *intake_reason;    /* why the last of them failed; may be NULL */
-        uint64_t unwatched;           /* folders that could not be watched */
-        int unwatched_error;          /* negative errno of the last such failure */
-        const char *unwatched_first;  /* the first of them by path; may be NULL */
-        unsigned unwatched_scan_s;    /* how often they are scanned instead */
-        const char *ledger_failure;   /* why the ledger cannot be written; NULL: it can */
-        uint64_t ledger_failing_us;   /* for how long */
+        const char *level_reason;    /* health_reason(); may be NULL or "" */
+        uint64_t intake_retry;       /* uploads waiting to be taken in again */
+        const char *intake_reason;   /* why the last of them failed; may be NULL */
+        uint64_t unwatched;          /* folders that could not be watched */
+        int unwatched_error;         /* negative errno of the last such failure */
+        const char *unwatched_first; /* the first of them by path; may be NULL */
+        unsigned unwatched_scan_s;   /* how often they are scanned instead */
+        const char *ledger_failure;  /* why the ledger cannot be written; NULL: it can */
+        uint64_t ledger_failing_us;  /* for how long */
 };
 
 struct health_alert_report {
-        unsigned active;                                      /* bit (1 << enum health_alert) */
+        unsigned active;                                     /* bit (1 << enum health_alert) */
         char text[_HEALTH_ALERT_MAX][HEALTH_ALERT_TEXT_MAX]; /* "" where not active */
-        uint64_t drain_us; /* health_drain_us() of the inputs */
+        uint64_t drain_us;                                   /* health_drain_us() of the inputs */
 };
 
 void health_alerts_config_init(struct health_alerts_config *c);
@@ -252,8 +252,7 @@ uint64_t health_drain_us(uint64_t backlog, double per_s);
  * finished recently) while its oldest queued job has waited HEALTH_STALL_US or more.
  */
 void health_alerts_evaluate(const struct health_alert_inputs *in,
-                            const struct health_alerts_config *c,
-                            struct health_alert_report *ret);
+                            const struct health_alerts_config *c, struct health_alert_report *ret);
 
 /* "error_rate", "queue_depth", "queue_age", "drain_time", "breaker", "degraded",
  * "intake_failing", "unwatched_folders", "ledger_failing"; NULL for a value out of range. These are

@@ -80,7 +80,7 @@ static void one_line(char *buf, size_t size)
 int log_internal(int level, int error, const char *fmt, ...)
 {
         static const char *const names[] = {
-                [LOG_EMERG] = "emergency", [LOG_ALERT] = "alert", [LOG_CRIT] = "critical",
+                [LOG_EMERG] = "emergency", [LOG_ALERT] = "alert",     [LOG_CRIT] = "critical",
                 [LOG_ERR] = "error",       [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
                 [LOG_INFO] = "info",       [LOG_DEBUG] = "debug",
         };
@@ -114,12 +114,12 @@ static const struct {
         const char *name;
         const char *message_id; /* made once with systemd-id128 new; never change one */
 } job_events[_LOG_JOB_EVENT_MAX] = {
-    [LOG_JOB_QUEUED] = {"queued", "b3e2289ec1534f428e59b154bf670195"},
-    [LOG_JOB_DONE] = {"done", "73e4f80e147c457693a399f5f03c80cf"},
-    [LOG_JOB_RETRY] = {"retry", "1d6ffde6848b4711851b2f7ebb370e15"},
-    [LOG_JOB_DEAD] = {"dead", "233807dbbf69464690c61f4717262301"},
-    [LOG_JOB_RELEASED] = {"released", "bf58606c59dc49eea08826d2e24fb2d9"},
-    [LOG_JOB_CANCELLED] = {"cancelled", "00533d2d30af430b8acdaeef4df592a9"},
+        [LOG_JOB_QUEUED] = { "queued", "b3e2289ec1534f428e59b154bf670195" },
+        [LOG_JOB_DONE] = { "done", "73e4f80e147c457693a399f5f03c80cf" },
+        [LOG_JOB_RETRY] = { "retry", "1d6ffde6848b4711851b2f7ebb370e15" },
+        [LOG_JOB_DEAD] = { "dead", "233807dbbf69464690c61f4717262301" },
+        [LOG_JOB_RELEASED] = { "released", "bf58606c59dc49eea08826d2e24fb2d9" },
+        [LOG_JOB_CANCELLED] = { "cancelled", "00533d2d30af430b8acdaeef4df592a9" },
 };
 
 const char *log_job_event_name(enum log_job_event event)
@@ -134,7 +134,7 @@ const char *log_job_message_id(enum log_job_event event)
 
 const char *log_code_file(const char *file)
 {
-        static const char *const roots[] = {"src/", "include/", "tests/"};
+        static const char *const roots[] = { "src/", "include/", "tests/" };
         const char *best = NULL;
 
         if (!file)
@@ -156,8 +156,8 @@ _printf_(2, 3) static void add_field(struct log_job_fields *f, const char *fmt, 
         int k;
 
         if (f->n > 0)
-                used =
-                    (size_t)((char *)f->iov[f->n - 1].iov_base - f->buf) + f->iov[f->n - 1].iov_len;
+                used = (size_t)((char *)f->iov[f->n - 1].iov_base - f->buf) +
+                       f->iov[f->n - 1].iov_len;
         if (f->n >= LOG_JOB_FIELDS_MAX || used >= sizeof f->buf)
                 return;
         at = f->buf + used;
@@ -211,7 +211,7 @@ int log_job_internal(int level, enum log_job_event event, int64_t job_id, const 
         one_line(buf, sizeof buf); /* MESSAGE= too; IMGD_SOURCE= keeps the name's bytes */
         if (!log_to_journal ||
             log_job_fields(&f, level, log_program, event, job_id, source, pipeline, site, buf) <
-                0 ||
+                    0 ||
             sd_journal_sendv(f.iov, (int)f.n) < 0)
                 return log_internal(level, 0, "%s", buf);
         return 0;

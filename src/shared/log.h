@@ -84,7 +84,7 @@ int log_job_fields(struct log_job_fields *f, int level, const char *program,
 /* log_job()'s function; call it through the macro, which passes the call site. */
 int log_job_internal(int level, enum log_job_event event, int64_t job_id, const char *source,
                      const char *pipeline, const struct log_site *site, const char *fmt, ...)
-    _printf_(7, 8);
+        _printf_(7, 8);
 
 /*
  * A message about one job, of a kind (enum log_job_event). Under journald it is sent with
@@ -95,7 +95,7 @@ int log_job_internal(int level, enum log_job_event event, int64_t job_id, const 
  */
 #define log_job(level, event, job_id, source, pipeline, ...)                                       \
         log_job_internal((level), (event), (job_id), (source), (pipeline),                         \
-                         &(const struct log_site){__FILE__, __LINE__, __func__}, __VA_ARGS__)
+                         &(const struct log_site){ __FILE__, __LINE__, __func__ }, __VA_ARGS__)
 
 #define log_full_errno(level, error, ...) log_internal((level), (error), __VA_ARGS__)
 

@@ -74,8 +74,7 @@ static void describe_value(const json_t *v, char *buf, size_t size)
  * Decodes one line into an object. Returns 0 and the object, or -EBADMSG with a message
  * prefixed by `what` ("request", "response").
  */
-static int load_object(const char *what, const char *line, size_t n, json_t **ret,
-                       char **ret_error)
+static int load_object(const char *what, const char *line, size_t n, json_t **ret, char **ret_error)
 {
         json_error_t jerr;
         json_t *j;
@@ -90,9 +89,9 @@ static int load_object(const char *what, const char *line, size_t n, json_t **re
 
         j = json_loadb(line, n, PROTO_LOAD_FLAGS, &jerr);
         if (!j)
-                return fail(-EBADMSG, ret_error,
-                            msg("%s is not valid JSON: %s at column %d", what, jerr.text,
-                                jerr.column));
+                return fail(
+                        -EBADMSG, ret_error,
+                        msg("%s is not valid JSON: %s at column %d", what, jerr.text, jerr.column));
         if (!json_is_object(j)) {
                 json_decref(j);
                 return fail(-EBADMSG, ret_error, msg("%s is not a JSON object", what));
@@ -142,8 +141,7 @@ int proto_parse_request(const char *line, size_t n, json_t **ret, const char **r
                 return fail(-EBADMSG, ret_error, msg("request has no \"cmd\""));
         if (!json_is_string(cmd) || json_string_length(cmd) == 0 ||
             strlen(json_string_value(cmd)) != json_string_length(cmd))
-                return fail(-EBADMSG, ret_error,
-                            msg("request \"cmd\" must be a non-empty string"));
+                return fail(-EBADMSG, ret_error, msg("request \"cmd\" must be a non-empty string"));
 
         *ret_cmd = json_string_value(cmd);
         *ret = TAKE_PTR(req);
@@ -223,8 +221,8 @@ int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_er
         if (!json_is_integer(v) || json_integer_value(v) != PROTO_VERSION) {
                 describe_value(v, shown, sizeof shown);
                 return fail(-EBADMSG, ret_error,
-                            msg("response has protocol version %s (this imgctl speaks %d)",
-                                shown, PROTO_VERSION));
+                            msg("response has protocol version %s (this imgctl speaks %d)", shown,
+                                PROTO_VERSION));
         }
 
         ok = json_object_get(resp, "ok");

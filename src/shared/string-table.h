@@ -44,7 +44,7 @@ static inline int string_table_lookup(const char *const *table, size_t n, const 
         const char *name##_name(type v)                                                            \
         {                                                                                          \
                 const char *s_ = string_table_name(                                                \
-                    name##_table, sizeof(name##_table) / sizeof(name##_table[0]), (long)v);        \
+                        name##_table, sizeof(name##_table) / sizeof(name##_table[0]), (long)v);    \
                 return s_ ? s_ : (fallback);                                                       \
         }                                                                                          \
         int name##_from_name(const char *s)                                                        \

@@ -16,7 +16,7 @@
 #include "shared/variant.h"
 
 static const char *const variant_fit_table[_VARIANT_FIT_MAX] = {
-        [VARIANT_FIT_COVER] = "cover", [VARIANT_FIT_CONTAIN] = "contain",
+        [VARIANT_FIT_COVER] = "cover",   [VARIANT_FIT_CONTAIN] = "contain",
         [VARIANT_FIT_INSIDE] = "inside", [VARIANT_FIT_FILL] = "fill",
         [VARIANT_FIT_NONE] = "none",
 };
@@ -149,9 +149,9 @@ bool variant_uses_quality(const struct variant *v)
 
 static json_t *watermark_to_json(const struct variant_watermark *w)
 {
-        json_t *j = json_pack("{s:s, s:I, s:f, s:f}", "position",
-                              variant_gravity_name(w->position), "margin", (json_int_t)w->margin,
-                              "opacity", w->opacity, "width", w->width);
+        json_t *j = json_pack("{s:s, s:I, s:f, s:f}", "position", variant_gravity_name(w->position),
+                              "margin", (json_int_t)w->margin, "opacity", w->opacity, "width",
+                              w->width);
         int r = 0;
 
         if (!j)
@@ -273,22 +273,30 @@ static int watermark_check(const struct variant *v, char **ret_error)
                 return 0;
         case VARIANT_WATERMARK_IMAGE:
                 if (w->image[0] != '/' || strnlen(w->image, sizeof w->image) >= sizeof w->image)
-                        return fail(ret_error, "variant '%s': watermark image must be an "
-                                               "absolute path", n);
+                        return fail(ret_error,
+                                    "variant '%s': watermark image must be an "
+                                    "absolute path",
+                                    n);
                 if (w->text[0] || w->font[0])
-                        return fail(ret_error, "variant '%s': watermark has both an image and "
-                                               "text", n);
+                        return fail(ret_error,
+                                    "variant '%s': watermark has both an image and "
+                                    "text",
+                                    n);
                 if (!(w->width > 0.0 && w->width <= 1.0))
                         return fail(ret_error, "variant '%s': watermark width out of range", n);
                 break;
         case VARIANT_WATERMARK_TEXT:
                 if (w->image[0])
-                        return fail(ret_error, "variant '%s': watermark has both an image and "
-                                               "text", n);
+                        return fail(ret_error,
+                                    "variant '%s': watermark has both an image and "
+                                    "text",
+                                    n);
                 if (!w->text[0] || strnlen(w->text, sizeof w->text) >= sizeof w->text ||
                     !utf8_valid(w->text))
-                        return fail(ret_error, "variant '%s': watermark text must be 1 to %d "
-                                               "bytes of UTF-8", n, VARIANT_TEXT_MAX - 1);
+                        return fail(ret_error,
+                                    "variant '%s': watermark text must be 1 to %d "
+                                    "bytes of UTF-8",
+                                    n, VARIANT_TEXT_MAX - 1);
                 if (!w->font[0] || strnlen(w->font, sizeof w->font) >= sizeof w->font ||
                     !utf8_valid(w->font))
                         return fail(ret_error, "variant '%s': invalid watermark font", n);
@@ -339,11 +347,11 @@ int variant_check(const struct variant *v, char **ret_error)
         if (v->gravity != VARIANT_GRAVITY_CENTRE && v->fit != VARIANT_FIT_COVER)
                 return fail(ret_error, "variant '%s': gravity needs fit cover, not %s", n,
                             variant_fit_name(v->fit));
-        if (same ? v->effort != VARIANT_EFFORT_DEFAULT
-                 : variant_format_effort_max(f) == 0 ? v->effort != VARIANT_EFFORT_DEFAULT
-                                                     : v->effort > variant_format_effort_max(f))
-                return fail(ret_error, "variant '%s': effort %u does not apply to %s", n,
-                            v->effort, format_name(f));
+        if (same                                ? v->effort != VARIANT_EFFORT_DEFAULT
+            : variant_format_effort_max(f) == 0 ? v->effort != VARIANT_EFFORT_DEFAULT
+                                                : v->effort > variant_format_effort_max(f))
+                return fail(ret_error, "variant '%s': effort %u does not apply to %s", n, v->effort,
+                            format_name(f));
         if (v->progressive && (same || !variant_format_progressive(f)))
                 return fail(ret_error, "variant '%s': progressive does not apply to %s", n,
                             format_name(f));
@@ -365,8 +373,8 @@ int variant_check(const struct variant *v, char **ret_error)
                         return fail(ret_error, "variant '%s': max_bytes below %d", n,
                                     VARIANT_MAX_BYTES_MIN);
                 if (same || !variant_uses_quality(v))
-                        return fail(ret_error, "variant '%s': max_bytes does not apply to %s%s",
-                                    n, v->lossless ? "lossless " : "", format_name(f));
+                        return fail(ret_error, "variant '%s': max_bytes does not apply to %s%s", n,
+                                    v->lossless ? "lossless " : "", format_name(f));
         }
         if (v->max_bytes_strict && v->max_bytes == 0)
                 return fail(ret_error, "variant '%s': max_bytes_strict without max_bytes", n);
@@ -400,14 +408,13 @@ static int watermark_from_json(const json_t *j, const char *name, struct variant
 
         if (json_unpack_ex((json_t *)j, &jerr, JSON_STRICT,
                            "{s?s, s?s, s?s, s?o, s:s, s:I, s:F, s:F}", "image", &image, "text",
-                           &text, "font", &font, "color", &color, "position", &position,
-                           "margin", &margin, "opacity", &w->opacity, "width", &w->width) < 0)
+                           &text, "font", &font, "color", &color, "position", &position, "margin",
+                           &margin, "opacity", &w->opacity, "width", &w->width) < 0)
                 return fail(ret_error, "variant '%s': malformed watermark: %s", name, jerr.text);
         if (image && !text && !font && !color) {
                 w->kind = VARIANT_WATERMARK_IMAGE;
                 if (!copy_string(w->image, sizeof w->image, image))
-                        return fail(ret_error, "variant '%s': watermark image path too long",
-                                    name);
+                        return fail(ret_error, "variant '%s': watermark image path too long", name);
         } else if (!image && text && font && color) {
                 w->kind = VARIANT_WATERMARK_TEXT;
                 if (!copy_string(w->text, sizeof w->text, text) ||
@@ -415,12 +422,12 @@ static int watermark_from_json(const json_t *j, const char *name, struct variant
                         return fail(ret_error, "variant '%s': watermark text or font too long",
                                     name);
                 if (json_unpack_ex(color, &jerr, JSON_STRICT, "[III]", &c[0], &c[1], &c[2]) < 0)
-                        return fail(ret_error, "variant '%s': malformed watermark color: %s",
-                                    name, jerr.text);
+                        return fail(ret_error, "variant '%s': malformed watermark color: %s", name,
+                                    jerr.text);
                 for (int i = 0; i < 3; i++) {
                         if (c[i] < 0 || c[i] > 255)
-                                return fail(ret_error,
-                                            "variant '%s': watermark color out of range", name);
+                                return fail(ret_error, "variant '%s': watermark color out of range",
+                                            name);
                         w->color[i] = (uint8_t)c[i];
                 }
         } else {
@@ -456,12 +463,12 @@ int variant_from_json(const json_t *j, struct variant *ret, char **ret_error)
         if (json_unpack_ex((json_t *)j, &jerr, JSON_STRICT,
                            "{s:s, s:I, s:I, s:s, s:s, s:I, s:s, s:[III], s:s, s:I, s:b, s:b, s:s, "
                            "s:o, s:I, s:b, s:b, s?o}",
-                           "name", &name, "width", &w, "height", &h, "fit", &fit, "format",
-                           &format, "quality", &q, "mask", &mask, "background", &bg[0], &bg[1],
-                           &bg[2], "gravity", &gravity, "effort", &effort, "progressive",
-                           &progressive, "lossless", &lossless, "chroma", &chroma, "keep", &keep,
-                           "max_bytes", &max_bytes, "max_bytes_strict", &strict, "animated",
-                           &animated, "watermark", &watermark) < 0)
+                           "name", &name, "width", &w, "height", &h, "fit", &fit, "format", &format,
+                           "quality", &q, "mask", &mask, "background", &bg[0], &bg[1], &bg[2],
+                           "gravity", &gravity, "effort", &effort, "progressive", &progressive,
+                           "lossless", &lossless, "chroma", &chroma, "keep", &keep, "max_bytes",
+                           &max_bytes, "max_bytes_strict", &strict, "animated", &animated,
+                           "watermark", &watermark) < 0)
                 return fail(ret_error, "malformed variant: %s", jerr.text);
 
         if (!copy_string(v.name, sizeof v.name, name) || v.name[0] == '\0')
@@ -507,7 +514,8 @@ int variant_from_json(const json_t *j, struct variant *ret, char **ret_error)
         v.chroma = r;
         if (!json_is_array(keep))
                 return fail(ret_error, "variant '%s': keep must be an array", name);
-        json_array_foreach (keep, i, k) {
+        json_array_foreach(keep, i, k)
+        {
                 r = variant_keep_from_name(json_string_value(k));
                 if (r < 0 || (v.keep & (unsigned)r))
                         return fail(ret_error, "variant '%s': invalid keep entry", name);

@@ -24,7 +24,7 @@
 #define VARIANT_MARGIN_MAX 4096
 #define VARIANT_WATERMARK_FILE_MAX (32 * 1024 * 1024) /* bytes of a watermark image file */
 #define VARIANT_EFFORT_DEFAULT 4
-#define VARIANT_MAX_BYTES_MIN 1024 /* the smallest max_bytes accepted */
+#define VARIANT_MAX_BYTES_MIN 1024       /* the smallest max_bytes accepted */
 #define VARIANT_MAX_BYTES_QUALITY_MIN 30 /* max_bytes lowers quality down to this, no lower */
 #define VARIANT_MAX_BYTES_STEPS 9 /* encodes at most for max_bytes (enough to bisect 30..100) */
 
@@ -87,10 +87,10 @@ enum variant_watermark_kind {
 
 struct variant_watermark {
         enum variant_watermark_kind kind;
-        char image[VARIANT_PATH_MAX]; /* absolute path (kind IMAGE), else "" */
-        char text[VARIANT_TEXT_MAX];  /* UTF-8 (kind TEXT), else "" */
-        char font[VARIANT_FONT_MAX];  /* Pango font description (kind TEXT), else "" */
-        uint8_t color[3];             /* text colour, sRGB */
+        char image[VARIANT_PATH_MAX];  /* absolute path (kind IMAGE), else "" */
+        char text[VARIANT_TEXT_MAX];   /* UTF-8 (kind TEXT), else "" */
+        char font[VARIANT_FONT_MAX];   /* Pango font description (kind TEXT), else "" */
+        uint8_t color[3];              /* text colour, sRGB */
         enum variant_gravity position; /* a compass value */
         unsigned margin;               /* pixels between the watermark and the edges */
         double opacity;                /* (0, 1] */
@@ -113,7 +113,7 @@ struct variant {
         enum image_format format; /* or VARIANT_FORMAT_SAME */
         unsigned quality;         /* 1..100 */
         enum variant_mask mask;
-        uint8_t background[3]; /* sRGB colour that alpha is flattened onto */
+        uint8_t background[3];        /* sRGB colour that alpha is flattened onto */
         enum variant_gravity gravity; /* only other than centre with fit = cover */
         unsigned effort;              /* webp 0..6, avif 0..9; default 4 */
         bool progressive;             /* jpeg, png, gif: interlaced */
@@ -136,7 +136,7 @@ int variant_fit_from_name(const char *name); /* enum value, or -EINVAL */
 const char *variant_mask_name(enum variant_mask m);
 int variant_mask_from_name(const char *name); /* enum value, or -EINVAL */
 const char *variant_gravity_name(enum variant_gravity g);
-int variant_gravity_from_name(const char *name); /* enum value, or -EINVAL */
+int variant_gravity_from_name(const char *name);        /* enum value, or -EINVAL */
 const char *variant_chroma_name(enum variant_chroma c); /* "auto", "4:4:4", "4:2:0" */
 int variant_chroma_from_name(const char *name);         /* enum value, or -EINVAL */
 const char *variant_keep_name(unsigned bit);            /* "icc", "copyright"; NULL if none */

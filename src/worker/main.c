@@ -248,10 +248,10 @@ static int job_variant(render_base *base, const struct variant *v, size_t i, int
 
         out = json_pack("{s:I, s:I, s:I, s:s}", "width", (json_int_t)ro.width, "height",
                         (json_int_t)ro.height, "bytes", (json_int_t)len, "sha256", hex);
-        if (!out || (ro.quality >= 0 && json_object_set_new(out, "quality",
-                                                            json_integer(ro.quality)) < 0) ||
-            (ro.warning[0] &&
-             json_object_set_new(out, "warning", json_string(ro.warning)) < 0))
+        if (!out ||
+            (ro.quality >= 0 &&
+             json_object_set_new(out, "quality", json_integer(ro.quality)) < 0) ||
+            (ro.warning[0] && json_object_set_new(out, "warning", json_string(ro.warning)) < 0))
                 return job_fail(e, -ENOMEM, false, "out of memory");
         if (ro.warning[0])
                 log_warning("variant %s: %s", v->name, ro.warning);
@@ -280,8 +280,8 @@ static int job_placeholder(render_base *base, const uint8_t background[3], json_
                 return job_fail(e, r, rerr.permanent, "placeholder: %s", rerr.message);
         snprintf(dominant, sizeof dominant, "#%02x%02x%02x", ph.dominant[0], ph.dominant[1],
                  ph.dominant[2]);
-        j = json_pack("{s:s, s:s, s:s}", "blurhash", ph.blurhash, "dominant", dominant,
-                      "data_uri", ph.data_uri);
+        j = json_pack("{s:s, s:s, s:s}", "blurhash", ph.blurhash, "dominant", dominant, "data_uri",
+                      ph.data_uri);
         render_placeholder_clear(&ph);
         if (!j)
                 return job_fail(e, -ENOMEM, false, "out of memory");
@@ -326,8 +326,7 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
         if ((jmax_pixels &&
              (!json_is_integer(jmax_pixels) || json_integer_value(jmax_pixels) < 0)) ||
             (jmax_bytes && (!json_is_integer(jmax_bytes) || json_integer_value(jmax_bytes) < 0)) ||
-            (jmax_decode &&
-             (!json_is_integer(jmax_decode) || json_integer_value(jmax_decode) < 0)))
+            (jmax_decode && (!json_is_integer(jmax_decode) || json_integer_value(jmax_decode) < 0)))
                 return job_fail(e, -EINVAL, true, "malformed job: bad limits");
         /* Absent means no placeholder: a daemon that does not ask gets none. */
         if (jplaceholder && !json_is_boolean(jplaceholder))
@@ -438,8 +437,8 @@ static int job_handle(const json_t *msg, const int *fds, size_t n_fds)
         r = job_run(msg, fds, n_fds, &body, &e);
         if (r < 0) {
                 log_debug("job %" JSON_INTEGER_FORMAT ": %s", json_integer_value(id), e.message);
-                body = json_pack("{s:b, s:s, s:b, s:i}", "ok", 0, "error", e.message,
-                                 "permanent", e.permanent, "errno", e.error);
+                body = json_pack("{s:b, s:s, s:b, s:i}", "ok", 0, "error", e.message, "permanent",
+                                 e.permanent, "errno", e.error);
                 if (!body)
                         return -ENOMEM;
         }
@@ -462,8 +461,8 @@ static void close_all(int *fds, size_t n)
 static int parse_argv(int argc, char **argv, unsigned *ret_threads)
 {
         static const struct option options[] = {
-            {"threads", required_argument, NULL, 't'},
-            {},
+                { "threads", required_argument, NULL, 't' },
+                {},
         };
         unsigned threads = 0;
         int c;
@@ -536,8 +535,8 @@ int main(int argc, char **argv)
 
         /* Tell the daemon libvips is up: only now does it hand this worker jobs. */
         {
-                _cleanup_json_ json_t *ready = json_pack("{s:s, s:i}", "type", "ready", "pid",
-                                                         (int)getpid());
+                _cleanup_json_ json_t *ready =
+                        json_pack("{s:s, s:i}", "type", "ready", "pid", (int)getpid());
                 r = ready ? wire_send(WORKER_SOCKET_FD, ready, NULL, 0) : -ENOMEM;
                 if (r < 0) {
                         log_error_errno(r, "tell the daemon this worker is ready: %m");

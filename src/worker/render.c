@@ -67,7 +67,7 @@ struct render_base {
         bool had_icc;        /* the source had an ICC profile (keep = ["icc"]) */
         char *copyright;     /* libvips' exif-ifd0-Copyright of the source, or NULL */
         /* An animated source that a variant wants animated, else frames is NULL: */
-        VipsImage *frames;   /* every frame, stacked vertically, as image; in memory */
+        VipsImage *frames; /* every frame, stacked vertically, as image; in memory */
         int page_height;
         int *delays; /* ms per frame, n_delays of them (may be 0) */
         int n_delays;
@@ -335,7 +335,7 @@ static int render_shrink_on_load(const void *data, size_t size, enum image_forma
         render_oriented_size(*im, &W, &H);
 
         if (f == IMAGE_FORMAT_JPEG) {
-                static const int shrinks[] = {8, 4, 2};
+                static const int shrinks[] = { 8, 4, 2 };
 
                 for (size_t i = 0; i < ELEMENTSOF(shrinks); i++) {
                         _cleanup_image_ VipsImage *t = NULL;
@@ -575,8 +575,8 @@ static int render_base_animation(render_base *b, const void *data, size_t size, 
         page_height = vips_image_get_page_height(im);
         if (page_height <= 0 || im->Ysize != page_height * pages)
                 return render_fail(err, -EBADMSG, true,
-                                   "decode animation: %d frames of %dx%d do not make %dx%d",
-                                   pages, im->Xsize, page_height, im->Xsize, im->Ysize);
+                                   "decode animation: %d frames of %dx%d do not make %dx%d", pages,
+                                   im->Xsize, page_height, im->Xsize, im->Ysize);
         pixels = (uint64_t)im->Xsize * (uint64_t)im->Ysize;
         if (limits && limits->max_pixels > 0 && pixels > limits->max_pixels)
                 return render_fail(err, -E2BIG, true,
@@ -727,8 +727,8 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
                     size_t n_variants, const struct render_limits *limits, render_base **ret,
                     struct render_error *err)
 {
-        _cleanup_image_ VipsImage *im = NULL, *mem = NULL, *solid = NULL, *rot = NULL,
-                                  *srgb = NULL, *copy = NULL, *small = NULL;
+        _cleanup_image_ VipsImage *im = NULL, *mem = NULL, *solid = NULL, *rot = NULL, *srgb = NULL,
+                                  *copy = NULL, *small = NULL;
         _cleanup_(render_base_freep) render_base *b = NULL;
         const char *copyright = NULL;
         enum image_format f;
@@ -818,8 +818,7 @@ int render_base_new(const void *data, size_t size, const struct variant *variant
         if (vips_autorot(solid, &rot, NULL) < 0)
                 return render_fail_vips(err, -EBADMSG, "rotate");
         cur = rot;
-        if (n_variants > 0 &&
-            render_wants_preshrink(f, rot->Xsize, rot->Ysize, need_w, need_h)) {
+        if (n_variants > 0 && render_wants_preshrink(f, rot->Xsize, rot->Ysize, need_w, need_h)) {
                 if (render_preshrink(rot, need_w, need_h, &small) < 0)
                         return render_fail_vips(err, -EBADMSG, "shrink");
                 b->ref_width = rot->Xsize;
@@ -934,16 +933,15 @@ static int render_resize(VipsImage *in, int ref_w, int ref_h, const struct varia
             (v->fit == VARIANT_FIT_CONTAIN || v->fit == VARIANT_FIT_INSIDE)) {
                 if (render_fit_size(ref_w, ref_h, v, &w, &h) < 0)
                         return -1;
-                return vips_thumbnail_image(in, ret, w, "height", h, "size", VIPS_SIZE_FORCE,
-                                            NULL);
+                return vips_thumbnail_image(in, ret, w, "height", h, "size", VIPS_SIZE_FORCE, NULL);
         }
         switch (v->fit) {
         case VARIANT_FIT_COVER:
                 switch (v->gravity) {
                 case VARIANT_GRAVITY_CENTRE:
                         return vips_thumbnail_image(in, ret, w, "height", h, "crop",
-                                                    VIPS_INTERESTING_CENTRE, "size",
-                                                    VIPS_SIZE_BOTH, NULL);
+                                                    VIPS_INTERESTING_CENTRE, "size", VIPS_SIZE_BOTH,
+                                                    NULL);
                 case VARIANT_GRAVITY_ATTENTION:
                 case VARIANT_GRAVITY_ENTROPY:
                         return vips_thumbnail_image(in, ret, w, "height", h, "crop",
@@ -1001,7 +999,7 @@ static int render_circle_mask(VipsImage *in, VipsImage **ret)
                                   *alpha = NULL, *prod = NULL, *scaled = NULL, *newalpha = NULL;
         double w = in->Xsize, h = in->Ysize;
         double r = MIN(w, h) / 2.0;
-        double a2[2] = {1.0, 1.0}, b2[2] = {0.5 - w / 2.0, 0.5 - h / 2.0};
+        double a2[2] = { 1.0, 1.0 }, b2[2] = { 0.5 - w / 2.0, 0.5 - h / 2.0 };
         bool has_alpha = vips_image_hasalpha(in);
 
         if (vips_xyz(&xy, in->Xsize, in->Ysize, NULL) < 0 ||
@@ -1107,8 +1105,8 @@ static int render_fail_watermark(struct render_error *err, int r, const char *pa
 static int render_watermark_load(int fd, const struct stat *st, const char *path,
                                  uint64_t max_pixels, VipsImage **ret, struct render_error *err)
 {
-        _cleanup_image_ VipsImage *im = NULL, *mem = NULL, *rot = NULL, *srgb = NULL,
-                                  *alpha = NULL, *copy = NULL;
+        _cleanup_image_ VipsImage *im = NULL, *mem = NULL, *rot = NULL, *srgb = NULL, *alpha = NULL,
+                                  *copy = NULL;
         _cleanup_gfree_ uint8_t *data = NULL;
         size_t len = 0;
         enum image_format f;
@@ -1132,8 +1130,7 @@ static int render_watermark_load(int fd, const struct stat *st, const char *path
                         continue;
                 if (k < 0)
                         return render_fail(err, negative_errno(), false,
-                                           "watermark image %s: read: %s", path,
-                                           strerror(errno));
+                                           "watermark image %s: read: %s", path, strerror(errno));
                 if (k == 0)
                         break;
                 len += (size_t)k;
@@ -1147,8 +1144,7 @@ static int render_watermark_load(int fd, const struct stat *st, const char *path
                 return render_fail(err, -EMEDIUMTYPE, false,
                                    "watermark image %s: not a supported image", path);
         if (render_open(data, len, f, 1, 1.0, 1, &im) < 0)
-                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"),
-                                             path);
+                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"), path);
         pixels = (uint64_t)im->Xsize * (uint64_t)im->Ysize;
         if (pixels > (uint64_t)VARIANT_DIMENSION_MAX * VARIANT_DIMENSION_MAX ||
             (max_pixels > 0 && pixels > max_pixels))
@@ -1157,17 +1153,14 @@ static int render_watermark_load(int fd, const struct stat *st, const char *path
                                    im->Xsize, im->Ysize);
         mem = vips_image_copy_memory(im);
         if (!mem || vips_autorot(mem, &rot, NULL) < 0 || render_to_srgb8(rot, &srgb) < 0 ||
-            (!vips_image_hasalpha(srgb) &&
-             vips_bandjoin_const1(srgb, &alpha, 255.0, NULL) < 0) ||
+            (!vips_image_hasalpha(srgb) && vips_bandjoin_const1(srgb, &alpha, 255.0, NULL) < 0) ||
             vips_copy(alpha ? alpha : srgb, &copy, "interpretation", VIPS_INTERPRETATION_sRGB,
                       NULL) < 0)
-                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"),
-                                             path);
+                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"), path);
         render_remove_metadata(copy);
         out = vips_image_copy_memory(copy);
         if (!out)
-                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"),
-                                             path);
+                return render_fail_watermark(err, render_fail_vips(err, -EBADMSG, "decode"), path);
         *ret = out;
         return 0;
 }
@@ -1178,8 +1171,8 @@ static int render_watermark_load(int fd, const struct stat *st, const char *path
  * entry makes room). Returns 0 and a new reference in *ret, or a negative errno with err
  * filled in.
  */
-static int render_cache_get(render_cache *c, const char *path, uint64_t max_pixels,
-                            VipsImage **ret, struct render_error *err)
+static int render_cache_get(render_cache *c, const char *path, uint64_t max_pixels, VipsImage **ret,
+                            struct render_error *err)
 {
         _cleanup_close_ int fd = -1;
         struct render_cache_entry *slot = NULL;
@@ -1255,8 +1248,8 @@ static int render_fade(VipsImage *in, double opacity, VipsImage **ret)
  * font's size (at 72 dpi); in both cases no larger than max_w x max_h. Returns 0 and *ret, or
  * -1 with libvips' error set.
  */
-static int render_text_overlay(const struct variant_watermark *w, int out_w, int max_w,
-                               int max_h, VipsImage **ret)
+static int render_text_overlay(const struct variant_watermark *w, int out_w, int max_w, int max_h,
+                               VipsImage **ret)
 {
         _cleanup_image_ VipsImage *t = NULL, *t2 = NULL, *blk = NULL, *col = NULL, *col8 = NULL,
                                   *alpha = NULL, *alpha8 = NULL, *joined = NULL;
@@ -1452,8 +1445,8 @@ static VipsForeignSubsample render_subsample(enum variant_chroma c)
  * all (else what is attached to in is written: only what the variant keeps). Returns 0,
  * *ret_buf (g_free()) and *ret_len, or a negative errno with err filled in.
  */
-static int render_encode(VipsImage *in, const struct variant *v, int q, bool strip,
-                         void **ret_buf, size_t *ret_len, struct render_error *err)
+static int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, void **ret_buf,
+                         size_t *ret_len, struct render_error *err)
 {
         void *buf = NULL;
         size_t len = 0;
@@ -1488,8 +1481,8 @@ static int render_encode(VipsImage *in, const struct variant *v, int q, bool str
                                         "interlace", v->progressive, NULL);
                 break;
         case IMAGE_FORMAT_GIF:
-                r = vips_gifsave_buffer(in, &buf, &len, "strip", TRUE, "interlace",
-                                        v->progressive, NULL);
+                r = vips_gifsave_buffer(in, &buf, &len, "strip", TRUE, "interlace", v->progressive,
+                                        NULL);
                 break;
         case IMAGE_FORMAT_AVIF:
                 if (vips_type_find("VipsOperation", "heifsave_buffer") == 0)
@@ -1597,9 +1590,9 @@ static int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
  * and cropped, its fit checked, watermarked (overlay, made for the first frame, is reused
  * for the others), masked. Returns 0 and *ret, or a negative errno with err filled in.
  */
-static int render_frame(render_base *b, VipsImage *in, const struct variant *v,
-                        render_cache *cache, VipsImage **overlay, int *ox, int *oy,
-                        VipsImage **ret, struct render_error *err)
+static int render_frame(render_base *b, VipsImage *in, const struct variant *v, render_cache *cache,
+                        VipsImage **overlay, int *ox, int *oy, VipsImage **ret,
+                        struct render_error *err)
 {
         _cleanup_image_ VipsImage *resized = NULL, *marked = NULL, *masked = NULL;
         /* The base image shrunk after its decode: sizes follow from the decoded size. */
@@ -1612,8 +1605,8 @@ static int render_frame(render_base *b, VipsImage *in, const struct variant *v,
                 return render_fail_vips(err, -EBADMSG, "resize");
         if (!render_fit_holds(v, src_w, src_h, resized->Xsize, resized->Ysize))
                 return render_fail(err, -EIO, true, "resize: %s %ux%u of %dx%d gave %dx%d",
-                                   variant_fit_name(v->fit), v->width, v->height, src_w,
-                                   src_h, resized->Xsize, resized->Ysize);
+                                   variant_fit_name(v->fit), v->width, v->height, src_w, src_h,
+                                   resized->Xsize, resized->Ysize);
         cur = resized;
 
         if (v->watermark.kind != VARIANT_WATERMARK_NONE) {
@@ -1753,8 +1746,7 @@ int render_variant_full(render_base *b, const struct variant *v, render_cache *c
                         vips_image_set_int(joined, VIPS_META_N_PAGES, n);
                         vips_image_set_int(joined, "loop", b->loop);
                         if (b->n_delays > 0)
-                                vips_image_set_array_int(joined, "delay", b->delays,
-                                                         b->n_delays);
+                                vips_image_set_array_int(joined, "delay", b->delays, b->n_delays);
                 }
         }
         if (r < 0) {
@@ -1770,8 +1762,8 @@ int render_variant_full(render_base *b, const struct variant *v, render_cache *c
 
         if (!image_format_has_alpha(v->format) && vips_image_hasalpha(cur)) {
                 VipsArrayDouble *bg =
-                    vips_array_double_newv(3, (double)v->background[0], (double)v->background[1],
-                                           (double)v->background[2]);
+                        vips_array_double_newv(3, (double)v->background[0],
+                                               (double)v->background[1], (double)v->background[2]);
 
                 r = vips_flatten(cur, &flat, "background", bg, NULL);
                 vips_area_unref(VIPS_AREA(bg));
@@ -1987,7 +1979,7 @@ int render_verify_pages(const void *buf, size_t size, enum image_format f, unsig
 
         vips_error_clear();
         sniffed = image_format_sniff(
-            buf, size < IMAGE_FORMAT_SNIFF_BYTES ? size : IMAGE_FORMAT_SNIFF_BYTES);
+                buf, size < IMAGE_FORMAT_SNIFF_BYTES ? size : IMAGE_FORMAT_SNIFF_BYTES);
         if (!stem || sniffed != f)
                 return render_fail(err, -EBADMSG, true, "verify: expected %s, found %s",
                                    image_format_name(f), image_format_name(sniffed));
@@ -2025,9 +2017,9 @@ int render_verify_pages(const void *buf, size_t size, enum image_format f, unsig
         if ((unsigned)im->Xsize != width || page_height != height || got_pages != pages ||
             (unsigned)im->Ysize != height * pages)
                 return render_fail(err, -EBADMSG, true,
-                                   "verify: expected %u frame%s of %ux%u, found %u of %dx%u",
-                                   pages, pages == 1 ? "" : "s", width, height, got_pages,
-                                   im->Xsize, page_height);
+                                   "verify: expected %u frame%s of %ux%u, found %u of %dx%u", pages,
+                                   pages == 1 ? "" : "s", width, height, got_pages, im->Xsize,
+                                   page_height);
 
         /* Decode every pixel: a truncated or corrupt body fails here (fail_on error). */
         if (vips_avg(im, &avg, NULL) < 0) {
@@ -2065,8 +2057,7 @@ static bool render_dominant(const uint8_t *pixels, size_t n, int bands, uint8_t 
 
                 if (bands == 4 && p[3] < 128)
                         continue;
-                c = ((size_t)(p[0] >> 4) << 8 | (size_t)(p[1] >> 4) << 4 | (size_t)(p[2] >> 4)) *
-                    4;
+                c = ((size_t)(p[0] >> 4) << 8 | (size_t)(p[1] >> 4) << 4 | (size_t)(p[2] >> 4)) * 4;
                 cells[c]++;
                 cells[c + 1] += p[0];
                 cells[c + 2] += p[1];
@@ -2110,8 +2101,8 @@ int render_placeholder(render_base *b, const uint8_t background[3], struct rende
         p.data_uri = g_strconcat("data:image/webp;base64,", b64, NULL);
 
         /* BlurHash and dominant colour, from at most 64 x 64 pixels. */
-        if (vips_thumbnail_image(b->image, &small, 64, "height", 64, "size", VIPS_SIZE_DOWN,
-                                 NULL) < 0)
+        if (vips_thumbnail_image(b->image, &small, 64, "height", 64, "size", VIPS_SIZE_DOWN, NULL) <
+            0)
                 goto fail_vips;
         px = vips_image_write_to_memory(small, &n);
         if (!px)
@@ -2135,7 +2126,8 @@ int render_placeholder(render_base *b, const uint8_t background[3], struct rende
                 if (!flat_px || flat8->Bands != 3)
                         goto fail_vips;
                 r = blurhash_encode(flat_px, (unsigned)flat8->Xsize, (unsigned)flat8->Ysize,
-                                    (size_t)flat8->Xsize * 3, 3, flat8->Xsize >= flat8->Ysize ? 4 : 3,
+                                    (size_t)flat8->Xsize * 3, 3,
+                                    flat8->Xsize >= flat8->Ysize ? 4 : 3,
                                     flat8->Xsize >= flat8->Ysize ? 3 : 4, p.blurhash);
         }
         if (r < 0) {

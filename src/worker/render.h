@@ -74,8 +74,8 @@ struct render_output {
         size_t size;
         unsigned width; /* of a frame */
         unsigned height;
-        unsigned pages; /* frames: more than 1 for an animated output */
-        int quality;    /* the encoder quality used (max_bytes may have lowered it); -1: none */
+        unsigned pages;    /* frames: more than 1 for an animated output */
+        int quality;       /* the encoder quality used (max_bytes may have lowered it); -1: none */
         char warning[256]; /* "" or why the output is not quite what was asked */
 };
 

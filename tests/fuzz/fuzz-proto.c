@@ -19,10 +19,10 @@
 #include "shared/proto.h"
 
 /* A violated invariant: abort, which libFuzzer and ctest both report. */
-#define CHECK(x)                                                                               \
-        do {                                                                                   \
-                if (!(x))                                                                      \
-                        abort();                                                               \
+#define CHECK(x)                                                                                   \
+        do {                                                                                       \
+                if (!(x))                                                                          \
+                        abort();                                                                   \
         } while (0)
 
 static void check_request(const char *line, size_t n)
@@ -46,8 +46,8 @@ static void check_request(const char *line, size_t n)
         CHECK(formatted);
         CHECK(strlen(formatted) > 0 && formatted[strlen(formatted) - 1] == '\n');
         if (strlen(formatted) - 1 <= PROTO_MAX_LINE) {
-                CHECK(proto_parse_request(formatted, strlen(formatted) - 1, &again, &cmd2,
-                                          NULL) == 0);
+                CHECK(proto_parse_request(formatted, strlen(formatted) - 1, &again, &cmd2, NULL) ==
+                      0);
                 CHECK(strcmp(cmd, cmd2) == 0);
                 json_decref(again);
         }

@@ -64,7 +64,7 @@ static void assert_has_all(const char *what, const char *text, ...)
 static void assert_refused_read_only(struct tu_daemon *d, const char *what, const char *path)
 {
         _cleanup_free_ char *named =
-            tu_path("%s '%s' is on a read-only file system (EROFS)", what, path);
+                tu_path("%s '%s' is on a read-only file system (EROFS)", what, path);
         _cleanup_free_ char *dropin = tu_path("`ReadWritePaths=%s`", path);
         _cleanup_free_ char *out = NULL, *out2 = NULL;
 
@@ -319,9 +319,9 @@ static void test_default_group(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_read_only_mount),
-            cmocka_unit_test_teardown(test_roles, groups_teardown),
-            cmocka_unit_test_teardown(test_default_group, groups_teardown),
+                cmocka_unit_test(test_read_only_mount),
+                cmocka_unit_test_teardown(test_roles, groups_teardown),
+                cmocka_unit_test_teardown(test_default_group, groups_teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,8 +29,7 @@
 #include "shared/hash.h"
 #include "testutil.h"
 
-#define PIPE                                                                                   \
-        "( { name = \"s\"; width = 48; height = 48; fit = \"inside\"; format = \"webp\"; } )"
+#define PIPE "( { name = \"s\"; width = 48; height = 48; fit = \"inside\"; format = \"webp\"; } )"
 
 /* The kernel's default fs.inotify.max_queued_events is 16384: a burst of more events than
  * that while the daemon does not read overflows its queue. */
@@ -151,8 +150,8 @@ static void test_overflow_new_subfolders(void **state)
                 if (i < TOP)
                         paths[i] = tu_path("%s/top%03u.png", d.uploads, i);
                 else
-                        paths[i] = tu_path("%s/d%02u/inner/f%03u.png", d.uploads,
-                                           (i - TOP) / PER, i);
+                        paths[i] =
+                                tu_path("%s/d%02u/inner/f%03u.png", d.uploads, (i - TOP) / PER, i);
                 tu_make_image(paths[i], 40 + i % 50, 30 + i % 40, "png", false);
         }
         /* The new folders are not watched yet: the events come from the top folder's files. */
@@ -327,8 +326,8 @@ static void test_source_churn(void **state)
         assert_non_null(recorded);
         if (strcmp(recorded, final_sha) != 0) {
                 char *log = log_of(&d);
-                fail_msg("published from %s, the last content is %s; log:\n%s", recorded,
-                         final_sha, log);
+                fail_msg("published from %s, the last content is %s; log:\n%s", recorded, final_sha,
+                         log);
         }
         out = tu_path("%s/churn_s.webp", d.media);
         assert_true(tu_image_props(out, &w, &h, NULL, 0, NULL, NULL));
@@ -1159,7 +1158,7 @@ static long proc_kb(pid_t pid, const char *name)
 /* A connection to the daemon's socket. */
 static int connect_raw(struct tu_daemon *d)
 {
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
         assert_true(fd >= 0);
@@ -1177,7 +1176,7 @@ static int connect_raw(struct tu_daemon *d)
 static int64_t status_latency_us(struct tu_daemon *d)
 {
         static const char request[] = "{\"v\":1,\"cmd\":\"status\"}\n";
-        struct timeval tv = {.tv_sec = 10};
+        struct timeval tv = { .tv_sec = 10 };
         int64_t t0 = tu_now_us();
         int fd = connect_raw(d);
         char buf[65536];
@@ -1258,38 +1257,38 @@ static void test_check_config_refuses_overlaps(void **state)
                 const char *state;   /* NULL: root/state */
                 const char *words[3];
         } cases[] = {
-            {"{ path = \"%1$s\"; output = \"%1$s/out\"; pipeline = \"p\"; }",
-             NULL,
-             {"/uploads/out", "inside watched path"}},
-            {"{ path = \"%1$s\"; output = \"%1$s\"; pipeline = \"p\"; }",
-             NULL,
-             {"inside watched path"}},
-            {"{ path = \"%1$s\"; output = \"%3$s/link/out\"; pipeline = \"p\"; }",
-             NULL,
-             {"/link/out", "resolved", "inside watched path"}},
-            {"{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
-             "{ path = \"%3$s/up2\"; output = \"%1$s/o2\"; pipeline = \"p\"; }",
-             NULL,
-             {"/up2'", "inside watched path"}},
-            {"{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; recursive = true; },"
-             "{ path = \"%1$s/sub\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
-             NULL,
-             {"/uploads/sub'", "recursive"}},
-            {"{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
-             "{ path = \"%3$s/link\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
-             NULL,
-             {"/link", "symbolic link"}},
-            {"{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
-             "{ path = \"%3$s/rl/uploads\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
-             NULL,
-             {"/rl/uploads'", "same directory"}},
-            {"{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
-             "{ path = \"%2$s/again\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
-             NULL,
-             {"/media/again'", "inside output"}},
-            {"{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; }",
-             "%1$s/.state",
-             {"state_dir", "inside watched path"}},
+                { "{ path = \"%1$s\"; output = \"%1$s/out\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "/uploads/out", "inside watched path" } },
+                { "{ path = \"%1$s\"; output = \"%1$s\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "inside watched path" } },
+                { "{ path = \"%1$s\"; output = \"%3$s/link/out\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "/link/out", "resolved", "inside watched path" } },
+                { "{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
+                  "{ path = \"%3$s/up2\"; output = \"%1$s/o2\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "/up2'", "inside watched path" } },
+                { "{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; recursive = true; },"
+                  "{ path = \"%1$s/sub\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "/uploads/sub'", "recursive" } },
+                { "{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
+                  "{ path = \"%3$s/link\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "/link", "symbolic link" } },
+                { "{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
+                  "{ path = \"%3$s/rl/uploads\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "/rl/uploads'", "same directory" } },
+                { "{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; },"
+                  "{ path = \"%2$s/again\"; output = \"%3$s/o2\"; pipeline = \"p\"; }",
+                  NULL,
+                  { "/media/again'", "inside output" } },
+                { "{ path = \"%1$s\"; output = \"%2$s\"; pipeline = \"p\"; }",
+                  "%1$s/.state",
+                  { "state_dir", "inside watched path" } },
         };
 
         (void)state;
@@ -1464,10 +1463,10 @@ static void test_subscriber_never_reads(void **state)
 static void test_names_do_not_forge_log_lines(void **state)
 {
         static const char *const names[] = {
-            "a\nimgd: error: forged one.png",
-            "b\n<0>forged two.png",
-            "c\r<3>forged three.png",
-            "d\x1b[2Jforged four.png",
+                "a\nimgd: error: forged one.png",
+                "b\n<0>forged two.png",
+                "c\r<3>forged three.png",
+                "d\x1b[2Jforged four.png",
         };
         struct tu_daemon d;
         char *log;
@@ -1508,7 +1507,7 @@ static void start_with_nofile(struct tu_daemon *d, rlim_t nofile)
 
         assert_true(pid >= 0);
         if (pid == 0) {
-                struct rlimit rl = {.rlim_cur = nofile, .rlim_max = nofile};
+                struct rlimit rl = { .rlim_cur = nofile, .rlim_max = nofile };
                 int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 
                 if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -1619,7 +1618,7 @@ static void test_fd_limit_64(void **state)
 static rlim_t lowest_free_fd(pid_t pid)
 {
         char *dir = tu_path("/proc/%d/fd", (int)pid);
-        bool used[4096] = {false};
+        bool used[4096] = { false };
         DIR *dp = opendir(dir);
         struct dirent *de;
         rlim_t n = 0;
@@ -1742,8 +1741,8 @@ static void test_reload_changes_pipeline_of_500_queued(void **state)
 
         (void)state;
         tu_daemon_setup(&d, PIPE, 2, NULL);
-        watch =
-            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads, d.media);
+        watch = tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads,
+                        d.media);
         write_conf(&d, watch, PIPE, "degradation = { enabled = false; };");
         tu_daemon_start(&d);
         assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
@@ -1780,7 +1779,7 @@ struct notify_sock {
 
 static void notify_open(struct notify_sock *n, const char *dir)
 {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
         n->path = tu_path("%s/notify.sock", dir);
         n->last_status[0] = '\0';
@@ -1829,9 +1828,9 @@ static void test_reload_removes_watch_of_500_queued(void **state)
 {
         enum { N = 500 };
         static const char thresholds[] =
-            "degradation = { recover_ms = 500; reduced = { queued = 100; };"
-            " essential = { queued = 200; }; paused = { queued = 100000; }; };\n"
-            "alerts = { queued = 100; };";
+                "degradation = { recover_ms = 500; reduced = { queued = 100; };"
+                " essential = { queued = 200; }; paused = { queued = 100000; }; };\n"
+                "alerts = { queued = 100; };";
         struct tu_daemon d;
         struct notify_sock n;
         char *both, *other, *uploads2, *media2, *out = NULL;

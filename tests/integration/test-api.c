@@ -29,10 +29,10 @@
 #include "shared/proto.h"
 #include "testutil.h"
 
-#define ONE_VARIANT                                                                            \
+#define ONE_VARIANT                                                                                \
         "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
-#define TWO_VARIANTS                                                                           \
-        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; },"     \
+#define TWO_VARIANTS                                                                               \
+        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; },"        \
         "  { name = \"m\"; width = 128; height = 96; fit = \"inside\"; format = \"jpeg\"; } )"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -155,7 +155,6 @@ static void assert_contains(const char *haystack, const char *needle)
                 fail_msg("expected '%s' in:\n%s", needle, haystack ? haystack : "(nothing)");
 }
 
-
 static unsigned count_lines(const char *s)
 {
         unsigned n = 0;
@@ -175,7 +174,7 @@ struct raw {
 
 static void raw_connect(struct raw *c, const char *path)
 {
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
 
         c->len = 0;
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -205,7 +204,7 @@ static char *raw_read_line(struct raw *c, int timeout_ms, bool *ret_eof)
                 *ret_eof = false;
         for (;;) {
                 char *nl = memchr(c->buf, '\n', c->len);
-                struct pollfd p = {.fd = c->fd, .events = POLLIN};
+                struct pollfd p = { .fd = c->fd, .events = POLLIN };
                 int64_t left;
                 ssize_t k;
 
@@ -470,8 +469,7 @@ static void test_pause_resume_drain(void **state)
  * leaves for the close, and the close is reported where the file was opened: no event
  * announces it as complete.
  */
-static void publish_tmpfile(const char *tmpdir, const char *dest, const void *content,
-                            size_t len)
+static void publish_tmpfile(const char *tmpdir, const char *dest, const void *content, size_t len)
 {
         char proc[64];
         int fd = open(tmpdir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
@@ -589,8 +587,8 @@ static void test_metrics(void **state)
 {
         struct tu_daemon d;
         char *out = NULL, series[128];
-        static const char *const states[] = {"queued", "running", "retry", "done", "dead",
-                                             "cancelled"};
+        static const char *const states[] = { "queued", "running", "retry",
+                                              "done",   "dead",    "cancelled" };
         json_t *r;
 
         (void)state;
@@ -606,19 +604,17 @@ static void test_metrics(void **state)
         assert_contains(out, "# TYPE imgd_job_duration_seconds histogram\n");
         for (size_t i = 0; i < ELEMENTSOF(states); i++) {
                 snprintf(series, sizeof series, "imgd_jobs{state=\"%s\"}", states[i]);
-                assert_int_equal((json_int_t)prom_value(out, series),
-                                 count_state(&d, states[i]));
+                assert_int_equal((json_int_t)prom_value(out, series), count_state(&d, states[i]));
         }
         assert_int_equal(prom_value(out, "imgd_job_duration_seconds_count{pipeline=\"p\"}"), 2);
         assert_int_equal(
-                prom_value(out, "imgd_job_duration_seconds_bucket{pipeline=\"p\",le=\"+Inf\"}"),
-                2);
+                prom_value(out, "imgd_job_duration_seconds_bucket{pipeline=\"p\",le=\"+Inf\"}"), 2);
         assert_int_equal(prom_value(out, "imgd_jobs_processed_total{pipeline=\"p\"}"), 2);
         assert_int_equal(prom_value(out, "imgd_jobs_failed_total{reason=\"permanent\"}"), 1);
         /* imgd_workers by state sums to the pool's size. */
         assert_int_equal(prom_value(out, "imgd_workers{state=\"busy\"}") +
-                             prom_value(out, "imgd_workers{state=\"idle\"}") +
-                             prom_value(out, "imgd_workers{state=\"starting\"}"),
+                                 prom_value(out, "imgd_workers{state=\"idle\"}") +
+                                 prom_value(out, "imgd_workers{state=\"starting\"}"),
                          2);
         assert_true(prom_value(out, "imgd_resident_memory_bytes") > 1024 * 1024);
 
@@ -683,8 +679,8 @@ static void test_events_raw(void **state)
                 assert_true(json_is_integer(json_object_get(ev, "at_us")));
                 name = json_string_value(json_object_get(ev, "event"));
                 job = json_object_get(ev, "job");
-                assert_non_null(strstr(json_string_value(json_object_get(job, "source")),
-                                       "/a.jpg"));
+                assert_non_null(
+                        strstr(json_string_value(json_object_get(job, "source")), "/a.jpg"));
                 if (strcmp(name, "queued") == 0) {
                         assert_false(queued);
                         queued = true;
@@ -696,7 +692,8 @@ static void test_events_raw(void **state)
                         assert_true(queued); /* queued came first */
                         assert_int_equal(json_integer_value(json_object_get(job, "id")), id);
                         assert_int_equal(json_array_size(outs), 2);
-                        json_array_foreach(outs, i, o) {
+                        json_array_foreach(outs, i, o)
+                        {
                                 struct stat st;
                                 const char *p = json_string_value(json_object_get(o, "path"));
 
@@ -753,9 +750,9 @@ static void test_events_non_utf8(void **state)
 
                         assert_true(queued);
                         assert_int_equal(json_array_size(outs), 2);
-                        assert_non_null(strstr(json_string_value(json_object_get(
-                                                   json_array_get(outs, 0), "path")),
-                                               "caf\xef\xbf\xbd_"));
+                        assert_non_null(strstr(
+                                json_string_value(json_object_get(json_array_get(outs, 0), "path")),
+                                "caf\xef\xbf\xbd_"));
                         done = true;
                 }
                 json_decref(ev);
@@ -787,8 +784,8 @@ static void test_events_non_utf8(void **state)
                 assert_non_null(strstr(json_string_value(json_object_get(m, "source_hex")),
                                        "636166e92e6a7067")); /* "caf\xe9.jpg" */
                 o = json_array_get(json_object_get(m, "outputs"), 0);
-                assert_non_null(strstr(json_string_value(json_object_get(o, "file")),
-                                       "caf\xef\xbf\xbd_"));
+                assert_non_null(
+                        strstr(json_string_value(json_object_get(o, "file")), "caf\xef\xbf\xbd_"));
                 assert_non_null(strstr(json_string_value(json_object_get(o, "file_hex")),
                                        "636166e95f")); /* "caf\xe9_" */
                 json_decref(m);
@@ -802,8 +799,7 @@ static void test_events_non_utf8(void **state)
 }
 
 /* Starts imgctl -s SOCKET args... with stdout into out_path; returns its pid. */
-static pid_t spawn_imgctl(struct tu_daemon *d, const char *out_path, const char *a1,
-                          const char *a2)
+static pid_t spawn_imgctl(struct tu_daemon *d, const char *out_path, const char *a1, const char *a2)
 {
         pid_t pid = fork();
 
@@ -813,8 +809,7 @@ static pid_t spawn_imgctl(struct tu_daemon *d, const char *out_path, const char 
 
                 if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0)
                         _exit(126);
-                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d->socket, a1, a2,
-                      (char *)NULL);
+                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d->socket, a1, a2, (char *)NULL);
                 _exit(127);
         }
         return pid;
@@ -975,8 +970,8 @@ static json_t *verify_json(struct tu_daemon *d, int expect_status, const char *a
         int r;
 
         if (arg)
-                r = tu_run(&out, IMGD_BUILD_DIR "/imgctl", "-s", d->socket, "verify", arg,
-                           "--json", NULL);
+                r = tu_run(&out, IMGD_BUILD_DIR "/imgctl", "-s", d->socket, "verify", arg, "--json",
+                           NULL);
         else
                 r = tu_run(&out, IMGD_BUILD_DIR "/imgctl", "-s", d->socket, "verify", "--json",
                            NULL);
@@ -1076,10 +1071,10 @@ static void test_verify(void **state)
         /* Tampering that keeps file and manifest consistent is caught by the ledger. */
         m = json_load_file(manifest, 0, NULL);
         assert_non_null(m);
-        json_array_foreach(json_object_get(m, "outputs"), i, o)
-                if (strcmp(json_string_value(json_object_get(o, "file")), "a_s.webp") == 0)
-                        snprintf(sha, sizeof sha, "%s",
-                                 json_string_value(json_object_get(o, "sha256")));
+        json_array_foreach(
+                json_object_get(m, "outputs"), i,
+                o) if (strcmp(json_string_value(json_object_get(o, "file")), "a_s.webp") == 0)
+                snprintf(sha, sizeof sha, "%s", json_string_value(json_object_get(o, "sha256")));
         json_decref(m);
         assert_int_equal(strlen(sha), 64);
         {
@@ -1193,8 +1188,7 @@ static void test_authorization(void **state)
                 if (null < 0 || dup2(null, STDOUT_FILENO) < 0 || dup2(null, STDERR_FILENO) < 0 ||
                     setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
                         _exit(10);
-                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d.socket, "status",
-                      (char *)NULL);
+                execl(IMGD_BUILD_DIR "/imgctl", "imgctl", "-s", d.socket, "status", (char *)NULL);
                 _exit(127);
         }
         assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -1210,10 +1204,9 @@ static void test_authorization(void **state)
 /* Every command has --help (no daemon needed), and unknown options are usage errors. */
 static void test_help(void **state)
 {
-        static const char *const commands[] = {"status", "jobs",    "show",    "wait",
-                                               "retry",  "cancel",  "pause",   "resume",
-                                               "drain",  "enqueue", "metrics", "events",
-                                               "top",    "verify"};
+        static const char *const commands[] = { "status",  "jobs",   "show",   "wait",  "retry",
+                                                "cancel",  "pause",  "resume", "drain", "enqueue",
+                                                "metrics", "events", "top",    "verify" };
         char *out = NULL;
 
         (void)state;

@@ -61,18 +61,18 @@ _printf_(1, 2) static void problem(const char *fmt, ...)
 }
 
 /* Like problem(), but only the first 10 of a kind are printed; *n counts them all. */
-#define PROBLEM_CAPPED(n, ...)                                                                 \
-        do {                                                                                   \
-                if ((*(n))++ < 10)                                                             \
-                        problem(__VA_ARGS__);                                                  \
-                else                                                                           \
-                        problems++;                                                            \
+#define PROBLEM_CAPPED(n, ...)                                                                     \
+        do {                                                                                       \
+                if ((*(n))++ < 10)                                                                 \
+                        problem(__VA_ARGS__);                                                      \
+                else                                                                               \
+                        problems++;                                                                \
         } while (0)
 
-#define CHECK(cond, ...)                                                                       \
-        do {                                                                                   \
-                if (!(cond))                                                                   \
-                        problem(__VA_ARGS__);                                                  \
+#define CHECK(cond, ...)                                                                           \
+        do {                                                                                       \
+                if (!(cond))                                                                       \
+                        problem(__VA_ARGS__);                                                      \
         } while (0)
 
 static void end_checks(const char *test)
@@ -276,17 +276,17 @@ static size_t make_matlab(unsigned char *buf, size_t cap)
         memset(p, ' ', 116);
         memcpy(p, "MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024",
                77);
-        memset(p + 116, 0, 8);                /* subsystem data offset */
-        p[124] = 0x00, p[125] = 0x01;         /* version 0x0100, little-endian */
+        memset(p + 116, 0, 8);        /* subsystem data offset */
+        p[124] = 0x00, p[125] = 0x01; /* version 0x0100, little-endian */
         p[126] = 'I', p[127] = 'M';
         p += 128;
 #define LE32(x) (u = (uint32_t)(x), memcpy(p, &u, 4), p += 4)
-        LE32(14), LE32(16 + 16 + 16 + 40);            /* miMATRIX, size of what follows */
-        LE32(6), LE32(8), LE32(6), LE32(0);            /* array flags: mxDOUBLE_CLASS */
-        LE32(5), LE32(8), LE32(2), LE32(2);            /* dimensions 2x2 */
-        LE32(1), LE32(1);                              /* name "a", padded to 8 */
+        LE32(14), LE32(16 + 16 + 16 + 40);  /* miMATRIX, size of what follows */
+        LE32(6), LE32(8), LE32(6), LE32(0); /* array flags: mxDOUBLE_CLASS */
+        LE32(5), LE32(8), LE32(2), LE32(2); /* dimensions 2x2 */
+        LE32(1), LE32(1);                   /* name "a", padded to 8 */
         memcpy(p, "a\0\0\0\0\0\0\0", 8), p += 8;
-        LE32(9), LE32(32);                             /* miDOUBLE, 4 values */
+        LE32(9), LE32(32); /* miDOUBLE, 4 values */
 #undef LE32
         memcpy(p, v, sizeof v), p += sizeof v;
         return (size_t)(p - buf);
@@ -359,8 +359,7 @@ static json_int_t status_jobs_total(json_t *st)
         const char *k;
         json_int_t n = 0;
 
-        json_object_foreach(jobs, k, v)
-                n += json_integer_value(v);
+        json_object_foreach(jobs, k, v) n += json_integer_value(v);
         return n;
 }
 
@@ -399,7 +398,8 @@ static void sample_memory(struct tu_daemon *d, json_t *status, struct memory *m)
         }
         if (!status)
                 return;
-        json_array_foreach(json_object_get(json_object_get(status, "workers"), "list"), i, w) {
+        json_array_foreach(json_object_get(json_object_get(status, "workers"), "list"), i, w)
+        {
                 json_t *p = json_object_get(w, "peak_rss");
                 if (json_is_integer(p) && (uint64_t)json_integer_value(p) > m->status_peak)
                         m->status_peak = (uint64_t)json_integer_value(p);
@@ -446,10 +446,10 @@ struct job_row {
         char *error; /* NULL when none */
         char *sha;
         int64_t created_us, updated_us, finished_us;
-        int n_errors;     /* rows in job_errors */
-        char *errors;     /* every attempt's error, joined with " | " */
+        int n_errors; /* rows in job_errors */
+        char *errors; /* every attempt's error, joined with " | " */
         int n_outputs;
-        char *output;     /* the first output's path */
+        char *output; /* the first output's path */
 };
 
 static void job_row_clear(struct job_row *j)
@@ -498,8 +498,8 @@ static bool job_of(sqlite3 *db, const char *path, struct job_row *j)
         sqlite3_bind_int64(st, 1, j->id);
         while (sqlite3_step(st) == SQLITE_ROW) {
                 const char *m = (const char *)sqlite3_column_text(st, 0);
-                char *joined = tu_path("%s%s%s", j->errors ? j->errors : "",
-                                       j->errors ? " | " : "", m ? m : "");
+                char *joined = tu_path("%s%s%s", j->errors ? j->errors : "", j->errors ? " | " : "",
+                                       m ? m : "");
                 free(j->errors);
                 j->errors = joined;
                 j->n_errors++;
@@ -855,8 +855,8 @@ static int by_count(const void *a, const void *b)
         return x->count == y->count ? strcmp(x->text, y->text) : (int)y->count - (int)x->count;
 }
 
-static const char *const KINDS[] = { "good", "wrongext", "trunc", "flip", "zero",
-                                     "text", "matlab", "vector", "huge" };
+static const char *const KINDS[] = { "good", "wrongext", "trunc",  "flip", "zero",
+                                     "text", "matlab",   "vector", "huge" };
 
 static void make_battery(struct battery *b, bool full)
 {
@@ -866,8 +866,9 @@ static void make_battery(struct battery *b, bool full)
                 { .fmt = "webp", .ext = "webp" },
                 { .fmt = "gif", .ext = "gif" },
         };
-        static const unsigned sizes[4][2] = { { 320, 240 }, { 240, 180 }, { 320, 240 },
-                                              { 160, 120 } };
+        static const unsigned sizes[4][2] = {
+                { 320, 240 }, { 240, 180 }, { 320, 240 }, { 160, 120 }
+        };
         unsigned n_trunc = full ? 180 : 35, n_flip = full ? 260 : 40;
         char name[128];
 
@@ -903,12 +904,12 @@ static void make_battery(struct battery *b, bool full)
 
                         if (k < n_head)
                                 cut = n_head > 1 ? (size_t)(1 + (double)(head - 1) * k * k /
-                                                                ((double)(n_head - 1) *
-                                                                 (n_head - 1)))
+                                                                        ((double)(n_head - 1) *
+                                                                         (n_head - 1)))
                                                  : 1;
                         else
-                                cut = len / 8 + (len - 1 - len / 8) * (k - n_head) /
-                                                        (n_trunc - n_head - 1);
+                                cut = len / 8 +
+                                      (len - 1 - len / 8) * (k - n_head) / (n_trunc - n_head - 1);
                         if (cut < 1)
                                 cut = 1;
                         if (cut >= len)
@@ -1125,10 +1126,8 @@ static void test_battery(void **state)
                 if (strcmp(j.state, "done") == 0) {
                         done++;
                         by_kind_done[kind]++;
-                        CHECK(j.n_outputs == 1, "%s: done with %d outputs", f->dest,
-                              j.n_outputs);
-                        CHECK(j.output && tu_image_props(j.output, NULL, NULL, NULL, 0, NULL,
-                                                         NULL),
+                        CHECK(j.n_outputs == 1, "%s: done with %d outputs", f->dest, j.n_outputs);
+                        CHECK(j.output && tu_image_props(j.output, NULL, NULL, NULL, 0, NULL, NULL),
                               "%s: done, but its output %s does not decode", f->dest,
                               j.output ? j.output : "(none)");
                         CHECK(f->expect == EXPECT_ANY || f->expect == EXPECT_DONE,
@@ -1144,8 +1143,8 @@ static void test_battery(void **state)
                               "%s: dead after %d attempt(s) with %d error(s) recorded", f->dest,
                               j.attempts, j.n_errors);
                         CHECK(j.attempts >= 1 && j.attempts <= (int)max_attempts,
-                              "%s: dead after %d attempts (max_attempts = %u)", f->dest,
-                              j.attempts, max_attempts);
+                              "%s: dead after %d attempts (max_attempts = %u)", f->dest, j.attempts,
+                              max_attempts);
                         CHECK(j.n_outputs == 0, "%s: dead with %d outputs recorded", f->dest,
                               j.n_outputs);
                         if (dot)
@@ -1154,8 +1153,8 @@ static void test_battery(void **state)
                         CHECK(access(out, F_OK) != 0, "%s: dead, yet %s exists", f->dest, out);
                         free(out);
                         free(stem);
-                        CHECK(f->expect != EXPECT_DONE, "%s: a good image ended dead: %s",
-                              f->dest, j.error ? j.error : "");
+                        CHECK(f->expect != EXPECT_DONE, "%s: a good image ended dead: %s", f->dest,
+                              j.error ? j.error : "");
                         if (f->expect == EXPECT_UNSUPPORTED || f->expect == EXPECT_LIMIT ||
                             f->expect == EXPECT_DEAD)
                                 CHECK(j.attempts == 1,
@@ -1163,21 +1162,22 @@ static void test_battery(void **state)
                                       j.attempts, j.errors ? j.errors : "");
                         if (f->expect == EXPECT_UNSUPPORTED)
                                 CHECK(j.error && strstr(j.error, "not a supported image"),
-                                      "%s: expected \"not a supported image\", got: %s",
-                                      f->dest, j.error ? j.error : "");
+                                      "%s: expected \"not a supported image\", got: %s", f->dest,
+                                      j.error ? j.error : "");
                         if (f->expect == EXPECT_LIMIT)
                                 CHECK(j.error && strstr(j.error, "limit"),
-                                      "%s: expected the pixel limit in the error, got: %s",
-                                      f->dest, j.error ? j.error : "");
+                                      "%s: expected the pixel limit in the error, got: %s", f->dest,
+                                      j.error ? j.error : "");
                 } else {
-                        PROBLEM_CAPPED(&unfinished, "%s: left %s (attempts %d, error %s)",
-                                       f->dest, j.state, j.attempts, j.error ? j.error : "none");
+                        PROBLEM_CAPPED(&unfinished, "%s: left %s (attempts %d, error %s)", f->dest,
+                                       j.state, j.attempts, j.error ? j.error : "none");
                 }
                 job_row_clear(&j);
         }
         if (missing > 10 || unfinished > 10)
-                fprintf(stderr, "(%u files without a job and %u unfinished in all; the first 10 "
-                                "of each are listed)\n",
+                fprintf(stderr,
+                        "(%u files without a job and %u unfinished in all; the first 10 "
+                        "of each are listed)\n",
                         missing, unfinished);
         /* (With jobs still running, their temporary files are expected.) */
         CHECK(unfinished > 0 || tu_count_files(d->media, ".imgd-*.tmp") == 0,
@@ -1192,8 +1192,8 @@ static void test_battery(void **state)
         fprintf(stderr,
                 "bad-input battery: files %zu, jobs %lld, done %u, dead %u, unfinished %u, "
                 "never picked up %u\n",
-                b.n, (long long)query_int(db, "SELECT count(*) FROM jobs"), done, dead,
-                unfinished, missing);
+                b.n, (long long)query_int(db, "SELECT count(*) FROM jobs"), done, dead, unfinished,
+                missing);
         for (size_t k = 0; k < ELEMENTSOF(KINDS); k++)
                 fprintf(stderr, "  %-9s done %4u  dead %4u\n", KINDS[k], by_kind_done[k],
                         by_kind_dead[k]);
@@ -1408,8 +1408,7 @@ static void test_special_files(void **state)
         int fd;
 
         (void)state;
-#define REFUSE(p, w, ...)                                                                      \
-        (r[n] = (struct refused){ (p), (w), { __VA_ARGS__, NULL } }, n++)
+#define REFUSE(p, w, ...) (r[n] = (struct refused){ (p), (w), { __VA_ARGS__, NULL } }, n++)
         tu_daemon_setup(d, PIPE_T, 2, "limits = { job_timeout = 10; };");
 
         /* Outside the tree: real images, which would render if they were ever read. */
@@ -1479,8 +1478,7 @@ static void test_special_files(void **state)
         if (mknod(tmp, S_IFCHR | 0666, makedev(1, 3)) == 0) {
                 REFUSE(tmp, "character device 1:3", "not a regular file", "device");
         } else {
-                fprintf(stderr, "special files: mknod %s: %m; the device case is skipped\n",
-                        tmp);
+                fprintf(stderr, "special files: mknod %s: %m; the device case is skipped\n", tmp);
                 free(tmp);
         }
 
@@ -1554,13 +1552,15 @@ static void test_special_files(void **state)
                         *dot = '\0';
                 out = tu_path("%s/%s_t.webp", d->media, stem);
                 fprintf(stderr, "  %-44s %s\n", r[i].what,
-                        line ? line : other ? other : "(not in the log)");
+                        line    ? line
+                        : other ? other
+                                : "(not in the log)");
                 CHECK(!has_job, "%s (%s) became job %lld (%s)", r[i].path, r[i].what,
                       (long long)j.id, j.state);
-                CHECK(access(out, F_OK) != 0, "%s (%s) was published as %s", r[i].path,
-                      r[i].what, out);
-                CHECK(line, "the log does not name %s (%s) with a reason (\"%s\")%s%s",
-                      r[i].path, r[i].what, r[i].reasons[0], other ? "; it only says: " : "",
+                CHECK(access(out, F_OK) != 0, "%s (%s) was published as %s", r[i].path, r[i].what,
+                      out);
+                CHECK(line, "the log does not name %s (%s) with a reason (\"%s\")%s%s", r[i].path,
+                      r[i].what, r[i].reasons[0], other ? "; it only says: " : "",
                       other ? other : "");
                 job_row_clear(&j);
                 free(line);
@@ -1570,8 +1570,8 @@ static void test_special_files(void **state)
         }
         {
                 /* The folders behind the symlinks were never entered. */
-                char *o1 = tu_path("%s/linkdir", d->media), *o2 = tu_path("%s/pre-linkdir",
-                                                                           d->media);
+                char *o1 = tu_path("%s/linkdir", d->media),
+                     *o2 = tu_path("%s/pre-linkdir", d->media);
                 CHECK(access(o1, F_OK) != 0 && access(o2, F_OK) != 0,
                       "outputs were made for a symlinked folder");
                 free(o1);
@@ -1645,20 +1645,17 @@ static void test_bombs(void **state)
                 fprintf(stderr,
                         "bomb %s (%ux%u claimed, %zu bytes): %s in %lld ms after %d attempt(s): "
                         "%s\n",
-                        bombs[i].fmt, bombs[i].w, bombs[i].h, len,
-                        j.state[0] ? j.state : "no job", (long long)ms, j.attempts,
-                        j.error ? j.error : "(no error)");
+                        bombs[i].fmt, bombs[i].w, bombs[i].h, len, j.state[0] ? j.state : "no job",
+                        (long long)ms, j.attempts, j.error ? j.error : "(no error)");
                 CHECK(strcmp(j.state, "dead") == 0, "the %s bomb is %s, not dead", bombs[i].fmt,
                       j.state[0] ? j.state : "not a job");
-                CHECK(ms >= 0 && ms <= 2500, "the %s bomb took %lld ms to be refused",
-                      bombs[i].fmt, (long long)ms);
-                CHECK(j.attempts == 1, "the %s bomb used %d attempts", bombs[i].fmt,
-                      j.attempts);
+                CHECK(ms >= 0 && ms <= 2500, "the %s bomb took %lld ms to be refused", bombs[i].fmt,
+                      (long long)ms);
+                CHECK(j.attempts == 1, "the %s bomb used %d attempts", bombs[i].fmt, j.attempts);
                 CHECK(j.error && strstr(j.error, "limit"),
                       "the %s bomb's error does not mention the limit: %s", bombs[i].fmt,
                       j.error ? j.error : "(none)");
-                CHECK(access(out, F_OK) != 0, "the %s bomb was published as %s", bombs[i].fmt,
-                      out);
+                CHECK(access(out, F_OK) != 0, "the %s bomb was published as %s", bombs[i].fmt, out);
                 job_row_clear(&j);
                 free(real);
                 free(staged);

@@ -106,14 +106,14 @@ static char *zsh_complete(const char *line)
 static char *bash_complete(const char *word1, const char *word2)
 {
         static const char script[] =
-            "source \"$1\" || exit 90\n"
-            "COMP_WORDS=(imgctl \"$2\" \"$3\")\n"
-            "COMP_CWORD=$(( $# - 1 ))\n"
-            "[[ -z $3 ]] && COMP_WORDS=(imgctl \"$2\") && COMP_CWORD=1\n"
-            "COMPREPLY=()\n"
-            "_imgctl imgctl \"${COMP_WORDS[COMP_CWORD]}\" \"${COMP_WORDS[COMP_CWORD-1]}\" "
-            "|| exit 93\n"
-            "printf '%s\\n' \"${COMPREPLY[@]}\"\n";
+                "source \"$1\" || exit 90\n"
+                "COMP_WORDS=(imgctl \"$2\" \"$3\")\n"
+                "COMP_CWORD=$(( $# - 1 ))\n"
+                "[[ -z $3 ]] && COMP_WORDS=(imgctl \"$2\") && COMP_CWORD=1\n"
+                "COMPREPLY=()\n"
+                "_imgctl imgctl \"${COMP_WORDS[COMP_CWORD]}\" \"${COMP_WORDS[COMP_CWORD-1]}\" "
+                "|| exit 93\n"
+                "printf '%s\\n' \"${COMPREPLY[@]}\"\n";
         char *bash = tu_find_program("bash", "bash"), *out = NULL, *set = strdup(" "), *save = NULL;
         int rc = tu_run(&out, bash, "--norc", "--noprofile", "-c", script, "complete",
                         COMPLETION_DIR "/imgctl.bash", word1, word2 ? word2 : "", NULL);
@@ -283,9 +283,9 @@ static int teardown(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_zsh_loads),
-            cmocka_unit_test(test_imgctl_commands),
-            cmocka_unit_test(test_global_options),
+                cmocka_unit_test(test_zsh_loads),
+                cmocka_unit_test(test_imgctl_commands),
+                cmocka_unit_test(test_global_options),
         };
 
         return cmocka_run_group_tests(tests, setup, teardown);

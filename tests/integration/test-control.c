@@ -90,8 +90,8 @@ static void remove_tree(const char *dir)
                 (void)nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static int fake_handler(const char *cmd, const json_t *request, void *userdata,
-                        json_t **ret_result, char **ret_error)
+static int fake_handler(const char *cmd, const json_t *request, void *userdata, json_t **ret_result,
+                        char **ret_error)
 {
         struct fixture *f = userdata;
 
@@ -159,7 +159,7 @@ static void pump(struct fixture *f)
 
 static struct conn *conn_open(const char *path)
 {
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
         struct conn *c = calloc(1, sizeof *c);
 
         assert_non_null(c);
@@ -528,7 +528,7 @@ static void test_silent_crowd_does_not_lock_out(void **state)
 static void test_stale_socket_replaced(void **state)
 {
         struct fixture *f = *state;
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
         struct stat st;
         struct conn *c;
         int fd;
@@ -571,7 +571,7 @@ static void test_non_socket_refused(void **state)
 {
         struct fixture *f = *state;
         control *c = NULL;
-        char buf[16] = {0};
+        char buf[16] = { 0 };
         int fd;
 
         fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -636,7 +636,6 @@ static void test_free_with_clients(void **state)
         conn_close(c2);
 }
 
-
 /* ---- authorization ------------------------------------------------------------------- */
 
 /*
@@ -652,10 +651,11 @@ static struct conn *conn_open_as(const char *path, uid_t uid, gid_t gid, const g
                 char buf[CMSG_SPACE(sizeof(int))];
         } control_buf;
         char byte = 0;
-        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
-                             .msg_control = control_buf.buf,
-                             .msg_controllen = sizeof control_buf.buf};
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr msg = { .msg_iov = &iov,
+                              .msg_iovlen = 1,
+                              .msg_control = control_buf.buf,
+                              .msg_controllen = sizeof control_buf.buf };
         struct conn *c = calloc(1, sizeof *c);
         int sv[2], status;
         pid_t pid;
@@ -665,7 +665,7 @@ static struct conn *conn_open_as(const char *path, uid_t uid, gid_t gid, const g
         pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-                struct sockaddr_un addr = {.sun_family = AF_UNIX};
+                struct sockaddr_un addr = { .sun_family = AF_UNIX };
                 struct cmsghdr *cm;
                 int fd;
 
@@ -739,8 +739,8 @@ static void test_peer_refused(void **state)
 static void test_peer_in_group(void **state)
 {
         struct fixture *f = *state;
-        static const gid_t other[] = {4243, 4244};
-        static const gid_t member[] = {4243, 4242};
+        static const gid_t other[] = { 4243, 4244 };
+        static const gid_t member[] = { 4243, 4242 };
         struct conn *c;
 
         if (!start_open(f))
@@ -786,8 +786,9 @@ static void test_peer_group_named(void **state)
 
         if (!g || !start_open(f))
                 skip();
-        assert_true(asprintf(&message, "permission denied: uid 4321 is not root, imgd's user or "
-                                       "in group %s",
+        assert_true(asprintf(&message,
+                             "permission denied: uid 4321 is not root, imgd's user or "
+                             "in group %s",
                              g->gr_name) > 0);
         control_set_group(f->control, 65534);
         c = conn_open_as(f->path, 4321, 4321, NULL, 0);
@@ -1027,8 +1028,8 @@ static void test_subscriber_limit(void **state)
 /* A blocking connection to the socket at path, with 10 s send and receive timeouts. */
 static int raw_connect(const char *path)
 {
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
-        struct timeval tv = {.tv_sec = 10};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        struct timeval tv = { .tv_sec = 10 };
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
         assert_true(fd >= 0);
@@ -1168,10 +1169,10 @@ static void abuse_once(const char *path, const struct abuse *a)
                 const char *expect;
                 bool may_close; /* too long: the daemon may close before we read its answer */
         } cases[] = {
-            {a->big, a->big_len, "request too long", true},
-            {bad_utf8, sizeof bad_utf8 - 1, "not valid JSON", false},
-            {a->nested, a->nested_len, "request too long", true},
-            {a->nested_short, a->nested_short_len, "not valid JSON", false},
+                { a->big, a->big_len, "request too long", true },
+                { bad_utf8, sizeof bad_utf8 - 1, "not valid JSON", false },
+                { a->nested, a->nested_len, "request too long", true },
+                { a->nested_short, a->nested_short_len, "not valid JSON", false },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -1194,12 +1195,12 @@ _Noreturn static void abuse_forever(const char *path, const struct abuse *a)
                 const char *data;
                 size_t n;
         } cases[] = {
-            {a->big, a->big_len},
-            {bad_utf8, sizeof bad_utf8 - 1},
-            {a->nested, a->nested_len},
-            {a->nested_short, a->nested_short_len},
+                { a->big, a->big_len },
+                { bad_utf8, sizeof bad_utf8 - 1 },
+                { a->nested, a->nested_len },
+                { a->nested_short, a->nested_short_len },
         };
-        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
         char buf[4096];
 
         snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
@@ -1302,32 +1303,34 @@ static void test_daemon_under_abuse(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_two_requests_one_connection, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_bad_requests_answered, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_pipelined_and_half_closed, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_request_too_long, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_longest_request_accepted, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_client_not_reading_disconnected, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_silent_client_disconnected, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_full_evicts_quietest, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_silent_crowd_does_not_lock_out, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_live_socket_refused, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_non_socket_refused, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_path_too_long, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_socket_mode_and_cleanup, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_free_with_clients, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_peer_refused, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_peer_in_group, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_peer_group_named, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_broadcast_reaches_subscribers_only, setup,
-                                            teardown),
-            cmocka_unit_test_setup_teardown(test_subscriber_not_timed_out, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_subscriber_limit, setup, teardown),
-            cmocka_unit_test(test_daemon_under_abuse),
-            cmocka_unit_test_setup_teardown(test_slow_subscriber_dropped, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_subscriber_dropped_during_its_request, setup,
-                                            teardown),
+                cmocka_unit_test_setup_teardown(test_two_requests_one_connection, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bad_requests_answered, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pipelined_and_half_closed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_request_too_long, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_longest_request_accepted, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_client_not_reading_disconnected, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_silent_client_disconnected, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_full_evicts_quietest, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_silent_crowd_does_not_lock_out, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_live_socket_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_non_socket_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_path_too_long, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_socket_mode_and_cleanup, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_free_with_clients, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_peer_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_peer_in_group, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_peer_group_named, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_broadcast_reaches_subscribers_only, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_subscriber_not_timed_out, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_subscriber_limit, setup, teardown),
+                cmocka_unit_test(test_daemon_under_abuse),
+                cmocka_unit_test_setup_teardown(test_slow_subscriber_dropped, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_subscriber_dropped_during_its_request, setup,
+                                                teardown),
         };
 
         log_setup("test-control");

@@ -28,10 +28,10 @@
 #include "shared/hash.h"
 #include "testutil.h"
 
-#define PIPE_3                                                                                 \
-        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; "        \
-        "mask = \"circle\"; },"                                                                 \
-        "  { name = \"m\"; width = 160; height = 160; fit = \"inside\"; format = \"jpeg\"; },"  \
+#define PIPE_3                                                                                     \
+        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; "          \
+        "mask = \"circle\"; },"                                                                    \
+        "  { name = \"m\"; width = 160; height = 160; fit = \"inside\"; format = \"jpeg\"; },"     \
         "  { name = \"l\"; width = 320; height = 320; fit = \"inside\"; format = \"png\"; } )"
 
 /* Fast retries, and enough attempts that killed workers never make a job dead. */
@@ -55,8 +55,8 @@ static int collect(const char *path, const struct stat *st, int flag, struct FTW
         (void)st;
         (void)ftw;
         if (flag == FTW_F) {
-                walk_target->paths = realloc(walk_target->paths,
-                                             (walk_target->n + 1) * sizeof(char *));
+                walk_target->paths =
+                        realloc(walk_target->paths, (walk_target->n + 1) * sizeof(char *));
                 walk_target->paths[walk_target->n++] = strdup(path);
         }
         return 0;
@@ -110,8 +110,9 @@ static struct counts check(struct tu_daemon *d, bool verbose)
         assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
         sqlite3_finalize(st);
 
-        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), sum(state IN ('queued', "
-                                                "'running', 'retry')) FROM jobs",
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "SELECT count(*), sum(state IN ('queued', "
+                                            "'running', 'retry')) FROM jobs",
                                             -1, &st, NULL),
                          0);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -120,9 +121,10 @@ static struct counts check(struct tu_daemon *d, bool verbose)
         sqlite3_finalize(st);
 
         /* The same content done twice for one path is a duplicate publication. */
-        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM (SELECT 1 FROM jobs "
-                                                "WHERE state = 'done' GROUP BY source_path, "
-                                                "source_sha256 HAVING count(*) > 1)",
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "SELECT count(*) FROM (SELECT 1 FROM jobs "
+                                            "WHERE state = 'done' GROUP BY source_path, "
+                                            "source_sha256 HAVING count(*) > 1)",
                                             -1, &st, NULL),
                          0);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -141,10 +143,11 @@ static struct counts check(struct tu_daemon *d, bool verbose)
                         continue;
                 c.sources++;
                 assert_true(hash_file(src, sha));
-                assert_int_equal(sqlite3_prepare_v2(db, "SELECT id, state = 'done' AND "
-                                                        "source_sha256 = ?2, output_key FROM jobs "
-                                                        "WHERE source_path = ?1 ORDER BY id DESC "
-                                                        "LIMIT 1",
+                assert_int_equal(sqlite3_prepare_v2(db,
+                                                    "SELECT id, state = 'done' AND "
+                                                    "source_sha256 = ?2, output_key FROM jobs "
+                                                    "WHERE source_path = ?1 ORDER BY id DESC "
+                                                    "LIMIT 1",
                                                     -1, &st, NULL),
                                  0);
                 sqlite3_bind_text(st, 1, src, -1, SQLITE_STATIC);
@@ -154,21 +157,21 @@ static struct counts check(struct tu_daemon *d, bool verbose)
                         done = sqlite3_column_int(st, 1);
                         if (done) {
                                 expected = realloc(expected, (n_expected + 1) * sizeof(char *));
-                                expected[n_expected++] = tu_path(
-                                        "%s.manifest.json", sqlite3_column_text(st, 2));
+                                expected[n_expected++] =
+                                        tu_path("%s.manifest.json", sqlite3_column_text(st, 2));
                         }
                 }
                 sqlite3_finalize(st);
                 if (!done) {
                         if (verbose)
-                                fprintf(stderr, "lost: %s has no done job for its content\n",
-                                        src);
+                                fprintf(stderr, "lost: %s has no done job for its content\n", src);
                         c.lost++;
                         continue;
                 }
 
-                assert_int_equal(sqlite3_prepare_v2(db, "SELECT path, sha256 FROM outputs "
-                                                        "WHERE job_id = ?1",
+                assert_int_equal(sqlite3_prepare_v2(db,
+                                                    "SELECT path, sha256 FROM outputs "
+                                                    "WHERE job_id = ?1",
                                                     -1, &st, NULL),
                                  0);
                 sqlite3_bind_int64(st, 1, id);
@@ -195,8 +198,8 @@ static struct counts check(struct tu_daemon *d, bool verbose)
                 sqlite3_finalize(st);
                 if (n_out != 3) {
                         if (verbose)
-                                fprintf(stderr, "corrupt: job %lld has %u outputs\n",
-                                        (long long)id, n_out);
+                                fprintf(stderr, "corrupt: job %lld has %u outputs\n", (long long)id,
+                                        n_out);
                         c.corrupt++;
                 }
                 /* The manifest names this content. */
@@ -292,7 +295,6 @@ static int64_t job_attempts(struct tu_daemon *d, const char *state)
         free(db_path);
         return v;
 }
-
 
 /* ------------------------------------------------------------------ crash points */
 
@@ -412,8 +414,9 @@ static void test_kill9_battery(void **state)
         tu_daemon_wait_idle(&d, full ? 600 : 120);
         c = check(&d, true);
         print_counts("kill -9 battery", &c, kills + worker_kills);
-        fprintf(stderr, "kill -9 battery: %u daemon kills, %u worker kills, restart to socket "
-                        "ready %.0f ms\n",
+        fprintf(stderr,
+                "kill -9 battery: %u daemon kills, %u worker kills, restart to socket "
+                "ready %.0f ms\n",
                 kills, worker_kills, (double)recovery_us / 1e3);
         assert_clean(&c, n_images);
         tu_daemon_cleanup(&d);
@@ -615,10 +618,11 @@ static void test_disk_full(void **state)
         char *flag;
         int64_t attempts;
 
-        tu_daemon_setup(&d, PIPE_3, 1, "retry = { max_attempts = 2; base_delay_ms = 100; "
-                                       "max_delay_ms = 300; };\n"
-                                       "breaker = { output_failures = 3; cooldown_ms = 500; "
-                                       "max_cooldown_ms = 1000; };");
+        tu_daemon_setup(&d, PIPE_3, 1,
+                        "retry = { max_attempts = 2; base_delay_ms = 100; "
+                        "max_delay_ms = 300; };\n"
+                        "breaker = { output_failures = 3; cooldown_ms = 500; "
+                        "max_cooldown_ms = 1000; };");
         assert_int_equal(mkdir(d.media, 0755), 0);
         flag = tu_path("%s/disk-full", d.root);
         setenv("LD_PRELOAD", IMGD_FSSHIM, 1);
@@ -715,10 +719,8 @@ static void test_fsync_error(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_crash_points),
-                cmocka_unit_test(test_kill9_battery),
-                cmocka_unit_test(test_power_cut),
-                cmocka_unit_test(test_disk_full),
+                cmocka_unit_test(test_crash_points), cmocka_unit_test(test_kill9_battery),
+                cmocka_unit_test(test_power_cut),    cmocka_unit_test(test_disk_full),
                 cmocka_unit_test(test_fsync_error),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

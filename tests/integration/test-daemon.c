@@ -20,16 +20,15 @@
 #include "shared/hash.h"
 #include "testutil.h"
 
-#define AVATAR                                                                                 \
-        "( { name = \"small\"; width = 100; height = 100; fit = \"cover\"; format = \"webp\"; "  \
-        "quality = 80; mask = \"circle\"; },"                                                   \
-        "  { name = \"medium\"; width = 200; height = 200; fit = \"cover\"; format = \"webp\"; " \
-        "quality = 80; mask = \"circle\"; },"                                                   \
-        "  { name = \"large\"; width = 400; height = 400; fit = \"cover\"; format = \"webp\"; "  \
+#define AVATAR                                                                                     \
+        "( { name = \"small\"; width = 100; height = 100; fit = \"cover\"; format = \"webp\"; "    \
+        "quality = 80; mask = \"circle\"; },"                                                      \
+        "  { name = \"medium\"; width = 200; height = 200; fit = \"cover\"; format = \"webp\"; "   \
+        "quality = 80; mask = \"circle\"; },"                                                      \
+        "  { name = \"large\"; width = 400; height = 400; fit = \"cover\"; format = \"webp\"; "    \
         "quality = 80; mask = \"circle\"; } )"
 
-static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1,
-                           const char *arg2)
+static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1, const char *arg2)
 {
         char *out = NULL;
         json_error_t err;
@@ -108,7 +107,8 @@ static void assert_manifest(struct tu_daemon *d, const char *stem, size_t n_outp
         outs = json_object_get(m, "outputs");
         assert_int_equal(json_array_size(outs), n_outputs);
         assert_true(json_is_string(json_object_get(m, "source_sha256")));
-        json_array_foreach(outs, i, o) {
+        json_array_foreach(outs, i, o)
+        {
                 const char *file = json_string_value(json_object_get(o, "file"));
                 char *dir = strdup(path), *slash = strrchr(dir, '/');
                 *slash = '\0';
@@ -243,14 +243,15 @@ static void test_burst_worked_while_taken_in(void **state)
 {
         enum { N = 300 };
         struct tu_daemon d;
-        _cleanup_free_ char *stage = NULL, *first = NULL, *src = NULL, *log = NULL,
-                            *done1 = NULL, *queued_last = NULL;
+        _cleanup_free_ char *stage = NULL, *first = NULL, *src = NULL, *log = NULL, *done1 = NULL,
+                            *queued_last = NULL;
         void *img;
         size_t len;
         const char *at_done, *at_queued;
 
-        tu_daemon_setup(&d, "( { name = \"s\"; width = 32; height = 32; fit = \"cover\"; "
-                            "format = \"webp\"; } )",
+        tu_daemon_setup(&d,
+                        "( { name = \"s\"; width = 32; height = 32; fit = \"cover\"; "
+                        "format = \"webp\"; } )",
                         1, NULL);
         tu_daemon_start(&d);
         stage = tu_path("%s/stage", d.root);
@@ -488,11 +489,14 @@ static void test_replace_and_collision(void **state)
 /* Fits, formats, EXIF rotation and flattening, end to end. */
 static void test_fits_and_formats(void **state)
 {
-        const char *pipe =
-                "( { name = \"cover\"; width = 120; height = 80; fit = \"cover\"; format = \"png\"; },"
-                "  { name = \"contain\"; width = 120; height = 80; fit = \"contain\"; format = \"jpeg\"; },"
-                "  { name = \"inside\"; width = 5000; height = 5000; fit = \"inside\"; format = \"webp\"; },"
-                "  { name = \"same\"; width = 64; height = 64; fit = \"cover\"; format = \"same\"; } )";
+        const char *pipe = "( { name = \"cover\"; width = 120; height = 80; fit = \"cover\"; "
+                           "format = \"png\"; },"
+                           "  { name = \"contain\"; width = 120; height = 80; fit = \"contain\"; "
+                           "format = \"jpeg\"; },"
+                           "  { name = \"inside\"; width = 5000; height = 5000; fit = \"inside\"; "
+                           "format = \"webp\"; },"
+                           "  { name = \"same\"; width = 64; height = 64; fit = \"cover\"; format "
+                           "= \"same\"; } )";
         struct tu_daemon d;
         char *p;
 

@@ -14,15 +14,16 @@
 
 #include "testutil.h"
 
-#define PIPE                                                                                   \
-        "( { name = \"thumb\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; "    \
-        "essential = true; },"                                                                  \
-        "  { name = \"big\"; width = 900; height = 900; fit = \"inside\"; format = \"jpeg\"; "   \
+#define PIPE                                                                                       \
+        "( { name = \"thumb\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; "      \
+        "essential = true; },"                                                                     \
+        "  { name = \"big\"; width = 900; height = 900; fit = \"inside\"; format = \"jpeg\"; "     \
         "quality = 90; } )"
 
-#define DEGRADATION                                                                            \
-        "degradation = { recover_ms = 600;"                                                     \
-        "  reduced = { queued = 3; }; essential = { queued = 6; }; paused = { queued = 100000; }; };"
+#define DEGRADATION                                                                                \
+        "degradation = { recover_ms = 600;"                                                        \
+        "  reduced = { queued = 3; }; essential = { queued = 6; }; paused = { queued = 100000; "   \
+        "}; };"
 
 static int64_t query(struct tu_daemon *d, const char *sql)
 {
@@ -40,7 +41,6 @@ static int64_t query(struct tu_daemon *d, const char *sql)
         free(db_path);
         return v;
 }
-
 
 static void test_backlog_degrades_then_recovers(void **state)
 {
@@ -185,8 +185,8 @@ static void wait_rerendered(struct tu_daemon *d)
 
 /* Makes n images of w x h in `format` ("jpeg", "png") outside the watched folder, then moves
  * them all in at once. */
-static void drop_images(struct tu_daemon *d, const char *prefix, unsigned n, unsigned w,
-                        unsigned h, const char *format)
+static void drop_images(struct tu_daemon *d, const char *prefix, unsigned n, unsigned w, unsigned h,
+                        const char *format)
 {
         for (unsigned i = 0; i < n; i++) {
                 char *tmp = tu_path("%s/%s%03u.%s", d->root, prefix, i, format);

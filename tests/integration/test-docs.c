@@ -76,10 +76,9 @@ static void check_page(const char *page, const char *const *sections)
 
 static void test_imgd_8(void **state)
 {
-        static const char *const sections[] = { "NAME",        "SYNOPSIS", "DESCRIPTION",
-                                                "OPTIONS",     "SIGNALS",  "EXIT STATUS",
-                                                "ENVIRONMENT", "FILES",    "EXAMPLES",
-                                                "SEE ALSO",    NULL };
+        static const char *const sections[] = { "NAME",     "SYNOPSIS",    "DESCRIPTION", "OPTIONS",
+                                                "SIGNALS",  "EXIT STATUS", "ENVIRONMENT", "FILES",
+                                                "EXAMPLES", "SEE ALSO",    NULL };
         (void)state;
         check_page("imgd.8", sections);
 }
@@ -96,7 +95,7 @@ static void test_imgctl_1(void **state)
 
 static void test_imgd_conf_5(void **state)
 {
-        static const char *const sections[] = { "NAME",  "SYNOPSIS", "DESCRIPTION", "FILES",
+        static const char *const sections[] = { "NAME",     "SYNOPSIS", "DESCRIPTION", "FILES",
                                                 "EXAMPLES", "SEE ALSO", NULL };
         (void)state;
         check_page("imgd.conf.5", sections);
@@ -145,8 +144,8 @@ static char *complete_words(const char **words)
                 assert_true(n < ELEMENTSOF(a) - 1);
                 a[n++] = words[i];
         }
-        rc = tu_run(&out, bash, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9],
-                    a[10], a[11], a[12], a[13], a[14], a[15], NULL);
+        rc = tu_run(&out, bash, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10],
+                    a[11], a[12], a[13], a[14], a[15], NULL);
         if (rc != 0)
                 fail_msg("completing failed (exit %d): %s", rc, out ? out : "");
         free(bash);
@@ -368,7 +367,8 @@ static void test_imgd_in_step(void **state)
         free(page);
 }
 
-/* ---- imgd.conf(5) in step with src/shared/config.c ----------------------------------------------- */
+/* ---- imgd.conf(5) in step with src/shared/config.c
+ * ----------------------------------------------- */
 
 /* Appends " word " to the set (a space-separated string with a space at both ends) once. */
 static char *set_add(char *set, const char *word, size_t n)
@@ -497,8 +497,8 @@ static void test_imgd_conf_in_step(void **state)
         assert_non_null(list);
         for (char *t = strtok_r(list, " ", &save); t; t = strtok_r(NULL, " ", &save))
                 if (strchr(t, '_') && !set_has(keys, t))
-                        fail_msg("imgd.conf.5 documents a setting '%s' that %s does not accept",
-                                 t, CONFIG_SOURCE);
+                        fail_msg("imgd.conf.5 documents a setting '%s' that %s does not accept", t,
+                                 CONFIG_SOURCE);
         free(list);
         free(tags);
         free(keys);

@@ -170,10 +170,10 @@ static void test_example(void **state)
 }
 
 static const char minimal_conf[] =
-    "state_dir = \"@/state\";\n"
-    "socket = \"@/imgd.sock\";\n"
-    "watch = ( { path = \"@/up\"; output = \"@/media\"; pipeline = \"p\"; } );\n"
-    "pipelines = { p = ( { name = \"s\"; width = 10; height = 10; format = \"png\"; } ); };\n";
+        "state_dir = \"@/state\";\n"
+        "socket = \"@/imgd.sock\";\n"
+        "watch = ( { path = \"@/up\"; output = \"@/media\"; pipeline = \"p\"; } );\n"
+        "pipelines = { p = ( { name = \"s\"; width = 10; height = 10; format = \"png\"; } ); };\n";
 
 static void test_minimal(void **state)
 {
@@ -217,46 +217,46 @@ static void test_minimal(void **state)
 
 /* Every kind of setting, set to something other than its default. */
 static const char full_conf[] =
-    "state_dir = \"@/state\";\n"
-    "socket = \"@/imgd.sock\";\n"
-    "workers = 3;\n"
-    "background = \"#123\";\n"
-    "control_group = \"root\";\n"
-    "prune_after_days = 0;\n"
-    "unwatched_scan_interval = 5;\n"
-    "limits = { max_file_bytes = 5000000000L; max_pixels = 4096; job_timeout = 45;\n"
-    "           worker_memory = 2048; worker_max_jobs = 0; allow_hardlinks = true;\n"
-    "           allow_heif = false; };\n"
-    "retry = { max_attempts = 2; base_delay_ms = 10; max_delay_ms = 20; jitter = 0; };\n"
-    "breaker = { output_failures = 9; worker_failure_rate = 1; worker_min_samples = 2;\n"
-    "            window_ms = 1000; cooldown_ms = 10; max_cooldown_ms = 10; };\n"
-    "degradation = { enabled = false; recover_ms = 1500;\n"
-    "    reduced = { queued = 1; oldest_s = 1; memory = 0.125; error_rate = 0.1; };\n"
-    "    essential = { queued = 2; oldest_s = 2; memory = 0.25; error_rate = 0.2; };\n"
-    "    paused = { queued = 3000000000L; oldest_s = 3; memory = 0.5; error_rate = 0.3; };\n"
-    "};\n"
-    "alerts = { error_rate = 0; queued = 0; oldest_s = 0; drain_s = 7; breaker = false;\n"
-    "           degraded = false; };\n"
-    "watch = ( { path = \"@/up\"; output = \"@/media\"; pipeline = \"p\"; recursive = true;\n"
-    "            quarantine = \"@/q\"; on_done = \"/bin/true\"; on_dead = \"/bin/false\";\n"
-    "            hook_timeout = 3; },\n"
-    "          { path = \"@/up2\"; output = \"@/media2\"; pipeline = \"q\"; } );\n"
-    "pipelines = {\n"
-    "  p = { placeholder = true; variants = (\n"
-    "    { name = \"a\"; fit = \"none\"; format = \"same\"; animated = true; },\n"
-    "    { name = \"b\"; width = 20; height = 30; fit = \"inside\"; format = \"jpeg\";\n"
-    "      quality = 90; progressive = true; chroma = \"4:4:4\"; keep = [ \"icc\" ];\n"
-    "      max_bytes = 4096; max_bytes_strict = true; essential = true;\n"
-    "      background = \"#abcdef\";\n"
-    "      watermark = { text = \"say \\\"hi\\\" \\\\ there\"; font = \"serif 9\";\n"
-    "                    color = \"#000000\"; position = \"north-west\"; margin = 0;\n"
-    "                    opacity = 0.5; }; },\n"
-    "    { name = \"c\"; width = 5; height = 5; format = \"webp\"; lossless = true;\n"
-    "      effort = 6; mask = \"circle\"; gravity = \"entropy\";\n"
-    "      watermark = { image = \"@/logo.png\"; width = 0.3; }; }\n"
-    "  ); };\n"
-    "  q = ( { name = \"x\"; width = 1; height = 1; format = \"avif\"; effort = 9; } );\n"
-    "};\n";
+        "state_dir = \"@/state\";\n"
+        "socket = \"@/imgd.sock\";\n"
+        "workers = 3;\n"
+        "background = \"#123\";\n"
+        "control_group = \"root\";\n"
+        "prune_after_days = 0;\n"
+        "unwatched_scan_interval = 5;\n"
+        "limits = { max_file_bytes = 5000000000L; max_pixels = 4096; job_timeout = 45;\n"
+        "           worker_memory = 2048; worker_max_jobs = 0; allow_hardlinks = true;\n"
+        "           allow_heif = false; };\n"
+        "retry = { max_attempts = 2; base_delay_ms = 10; max_delay_ms = 20; jitter = 0; };\n"
+        "breaker = { output_failures = 9; worker_failure_rate = 1; worker_min_samples = 2;\n"
+        "            window_ms = 1000; cooldown_ms = 10; max_cooldown_ms = 10; };\n"
+        "degradation = { enabled = false; recover_ms = 1500;\n"
+        "    reduced = { queued = 1; oldest_s = 1; memory = 0.125; error_rate = 0.1; };\n"
+        "    essential = { queued = 2; oldest_s = 2; memory = 0.25; error_rate = 0.2; };\n"
+        "    paused = { queued = 3000000000L; oldest_s = 3; memory = 0.5; error_rate = 0.3; };\n"
+        "};\n"
+        "alerts = { error_rate = 0; queued = 0; oldest_s = 0; drain_s = 7; breaker = false;\n"
+        "           degraded = false; };\n"
+        "watch = ( { path = \"@/up\"; output = \"@/media\"; pipeline = \"p\"; recursive = true;\n"
+        "            quarantine = \"@/q\"; on_done = \"/bin/true\"; on_dead = \"/bin/false\";\n"
+        "            hook_timeout = 3; },\n"
+        "          { path = \"@/up2\"; output = \"@/media2\"; pipeline = \"q\"; } );\n"
+        "pipelines = {\n"
+        "  p = { placeholder = true; variants = (\n"
+        "    { name = \"a\"; fit = \"none\"; format = \"same\"; animated = true; },\n"
+        "    { name = \"b\"; width = 20; height = 30; fit = \"inside\"; format = \"jpeg\";\n"
+        "      quality = 90; progressive = true; chroma = \"4:4:4\"; keep = [ \"icc\" ];\n"
+        "      max_bytes = 4096; max_bytes_strict = true; essential = true;\n"
+        "      background = \"#abcdef\";\n"
+        "      watermark = { text = \"say \\\"hi\\\" \\\\ there\"; font = \"serif 9\";\n"
+        "                    color = \"#000000\"; position = \"north-west\"; margin = 0;\n"
+        "                    opacity = 0.5; }; },\n"
+        "    { name = \"c\"; width = 5; height = 5; format = \"webp\"; lossless = true;\n"
+        "      effort = 6; mask = \"circle\"; gravity = \"entropy\";\n"
+        "      watermark = { image = \"@/logo.png\"; width = 0.3; }; }\n"
+        "  ); };\n"
+        "  q = ( { name = \"x\"; width = 1; height = 1; format = \"avif\"; effort = 9; } );\n"
+        "};\n";
 
 /* The setting names src/shared/config.c accepts (the strings of its keys[] arrays), " a b c ". */
 static char *config_keys(void)
@@ -341,7 +341,8 @@ static void test_every_setting(void **state)
                 for (const char *p = text; !found && (p = strstr(p, set + 1)); p++)
                         found = p == text || p[-1] == ' ' || p[-1] == '\n';
                 if (!found)
-                        fail_msg("the dump lacks the setting '%s' that src/shared/config.c accepts:\n%s",
+                        fail_msg("the dump lacks the setting '%s' that src/shared/config.c "
+                                 "accepts:\n%s",
                                  k, text);
                 free(set);
                 free(unset);
@@ -361,9 +362,9 @@ static void test_every_setting(void **state)
 static void test_invalid(void **state)
 {
         static const char *const bad[] = {
-            "workers = 0;\n",         /* out of range */
-            "workers = ;\n",          /* syntax */
-            "no_such_setting = 1;\n", /* unknown */
+                "workers = 0;\n",         /* out of range */
+                "workers = ;\n",          /* syntax */
+                "no_such_setting = 1;\n", /* unknown */
         };
         struct tree t;
 
@@ -412,10 +413,10 @@ static void test_invalid(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_example),
-            cmocka_unit_test(test_minimal),
-            cmocka_unit_test(test_every_setting),
-            cmocka_unit_test(test_invalid),
+                cmocka_unit_test(test_example),
+                cmocka_unit_test(test_minimal),
+                cmocka_unit_test(test_every_setting),
+                cmocka_unit_test(test_invalid),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,7 +35,7 @@ struct sub {
 
 static void sub_open(struct sub *s, struct tu_daemon *d)
 {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         static const char req[] = "{\"v\":1,\"cmd\":\"events\"}\n";
 
         s->len = 0;
@@ -53,7 +53,7 @@ static char *sub_line(struct sub *s, int timeout_ms)
 
         for (;;) {
                 char *nl = memchr(s->buf, '\n', s->len);
-                struct pollfd p = {.fd = s->fd, .events = POLLIN};
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
                 int64_t left = deadline - tu_now_us();
                 ssize_t k;
 
@@ -144,14 +144,14 @@ static void test_done_event(void **state)
         assert_true(strlen(json_string_value(json_object_get(ph, "blurhash")) ?: "") >= 6);
         assert_int_equal(strlen(json_string_value(json_object_get(ph, "dominant")) ?: ""), 7);
         assert_non_null(
-            strstr(json_string_value(json_object_get(ph, "data_uri")) ?: "", "data:image/"));
+                strstr(json_string_value(json_object_get(ph, "data_uri")) ?: "", "data:image/"));
 
         /* show --json: the same manifest. */
         ids = tu_path("%lld", (long long)json_integer_value(json_object_get(job, "id")));
         show = imgctl_json(&d, "show", ids);
         assert_string_equal(
-            json_string_value(json_object_get(json_object_get(show, "job"), "manifest")) ?: "",
-            manifest);
+                json_string_value(json_object_get(json_object_get(show, "job"), "manifest")) ?: "",
+                manifest);
         json_decref(show);
         json_decref(job);
 
@@ -193,7 +193,7 @@ static size_t columns(const char *s, size_t n)
  */
 static void test_jobs_wide_names(void **state)
 {
-        static const char *const names[] = {"写真の名前.png", "plain-name.png"};
+        static const char *const names[] = { "写真の名前.png", "plain-name.png" };
         char *out = NULL, *line, *save = NULL;
         size_t error_col = 0, lines = 0;
         struct tu_daemon d;
@@ -239,8 +239,8 @@ static void test_jobs_wide_names(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_done_event),
-            cmocka_unit_test(test_jobs_wide_names),
+                cmocka_unit_test(test_done_event),
+                cmocka_unit_test(test_jobs_wide_names),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

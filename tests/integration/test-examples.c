@@ -26,10 +26,10 @@ struct example {
         const char *interpreter, *package, *script;
 };
 
-static const struct example node = {"node", "nodejs",
-                                    IMGD_SOURCE_DIR "/examples/node/upload-and-wait.js"};
-static const struct example python = {"python3", "python3",
-                                      IMGD_SOURCE_DIR "/examples/python/upload_and_wait.py"};
+static const struct example node = { "node", "nodejs",
+                                     IMGD_SOURCE_DIR "/examples/node/upload-and-wait.js" };
+static const struct example python = { "python3", "python3",
+                                       IMGD_SOURCE_DIR "/examples/python/upload_and_wait.py" };
 
 #define PIPELINE                                                                                   \
         "( { name = \"small\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; },"    \
@@ -148,10 +148,10 @@ static void test_dead(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_prestate(test_upload_and_wait, (void *)&node),
-            cmocka_unit_test_prestate(test_dead, (void *)&node),
-            cmocka_unit_test_prestate(test_upload_and_wait, (void *)&python),
-            cmocka_unit_test_prestate(test_dead, (void *)&python),
+                cmocka_unit_test_prestate(test_upload_and_wait, (void *)&node),
+                cmocka_unit_test_prestate(test_dead, (void *)&node),
+                cmocka_unit_test_prestate(test_upload_and_wait, (void *)&python),
+                cmocka_unit_test_prestate(test_dead, (void *)&python),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,8 +13,7 @@
 
 #include "testutil.h"
 
-#define PIPE_1                                                                                 \
-        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
+#define PIPE_1 "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
 
 static char *write_hook(const char *dir, const char *name, const char *body)
 {
@@ -210,7 +209,7 @@ static void test_exact_names(void **state)
 {
         struct tu_daemon d;
         char *hook, *body, *conf, *got, *p, *long_name;
-        static const char *const names[] = {"new\nline.png", "-rf.png", "\xff\xfe.png"};
+        static const char *const names[] = { "new\nline.png", "-rf.png", "\xff\xfe.png" };
         unsigned seen[3] = {};
         bool dead_seen = false;
         DIR *dir;
@@ -297,10 +296,10 @@ static void test_exact_names(void **state)
                         if (json_integer_value(json_object_get(job, "attempts")) != 1 || !error ||
                             !strstr(error, "output name too long: nnnn") ||
                             !strstr(error, "(NAME_MAX 255)"))
-                                fail_msg(
-                                    "the 255-byte name: attempts %lld, error %s",
-                                    (long long)json_integer_value(json_object_get(job, "attempts")),
-                                    error ? error : "(none)");
+                                fail_msg("the 255-byte name: attempts %lld, error %s",
+                                         (long long)json_integer_value(
+                                                 json_object_get(job, "attempts")),
+                                         error ? error : "(none)");
                         json_decref(job);
                 } else {
                         size_t i;

@@ -68,7 +68,7 @@ static int connect_to(const char *where)
         int fd;
 
         if (where[0] == '/') {
-                struct sockaddr_un un = {.sun_family = AF_UNIX};
+                struct sockaddr_un un = { .sun_family = AF_UNIX };
 
                 snprintf(un.sun_path, sizeof un.sun_path, "%s", where);
                 fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -77,9 +77,9 @@ static int connect_to(const char *where)
                         fd = -1;
                 }
         } else {
-                struct sockaddr_in in = {.sin_family = AF_INET,
-                                         .sin_port = htons((uint16_t)atoi(where)),
-                                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+                struct sockaddr_in in = { .sin_family = AF_INET,
+                                          .sin_port = htons((uint16_t)atoi(where)),
+                                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 
                 fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (fd >= 0 && connect(fd, (struct sockaddr *)&in, sizeof in) < 0) {
@@ -112,7 +112,7 @@ static int request(const char *where, const char *method, const char *path, int 
                 r = -EIO;
         free(req);
         while (r == 0) {
-                struct pollfd p = {.fd = fd, .events = POLLIN};
+                struct pollfd p = { .fd = fd, .events = POLLIN };
                 int64_t left = deadline - tu_now_us();
                 ssize_t n;
 
@@ -255,15 +255,15 @@ static void test_metrics_and_routes(void **state)
         reply_done(&r);
 
         /* Other paths 404, other methods 405 with Allow. */
-        static const char *const paths[] = {"/", "/metrics/", "/healthz", "/../metrics",
-                                            "/METRICS"};
+        static const char *const paths[] = { "/", "/metrics/", "/healthz", "/../metrics",
+                                             "/METRICS" };
         for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
                 must_request(port, "GET", paths[i], &r);
                 if (r.status != 404)
                         fail_msg("GET %s: %d, expected 404", paths[i], r.status);
                 reply_done(&r);
         }
-        static const char *const methods[] = {"POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+        static const char *const methods[] = { "POST", "PUT", "DELETE", "OPTIONS", "PATCH" };
         for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
                 must_request(port, methods[i], i % 2 ? "/health" : "/metrics", &r);
                 if (r.status != 405)
@@ -296,7 +296,7 @@ static void test_unix_socket(void **state)
         tu_daemon_setup(&d, PIPE, 1, extra);
         /* A stale socket file (its process died) is replaced. */
         {
-                struct sockaddr_un un = {.sun_family = AF_UNIX};
+                struct sockaddr_un un = { .sun_family = AF_UNIX };
                 int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 
                 snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
@@ -315,7 +315,7 @@ static void test_unix_socket(void **state)
 
         /* A socket a live process listens on is left alone, and the start refused. */
         {
-                struct sockaddr_un un = {.sun_family = AF_UNIX};
+                struct sockaddr_un un = { .sun_family = AF_UNIX };
                 int fd = socket(AF_UNIX, SOCK_STREAM, 0);
                 char *out = NULL;
 
@@ -562,7 +562,7 @@ static void test_slow_clients(void **state)
         assert_true(tu_now_us() - t < 3000000);
         /* The first one, quiet longest, was closed, well before its timeout. */
         {
-                struct pollfd p = {.fd = fds[0], .events = POLLIN};
+                struct pollfd p = { .fd = fds[0], .events = POLLIN };
                 char c;
 
                 assert_int_equal(poll(&p, 1, 1000), 1);
@@ -585,7 +585,7 @@ static void test_slow_clients(void **state)
         /* Each silent connection is closed by the server within the timeout (and a bit). */
         t = tu_now_us();
         for (unsigned i = 0; i < n; i++) {
-                struct pollfd p = {.fd = fds[i], .events = POLLIN};
+                struct pollfd p = { .fd = fds[i], .events = POLLIN };
                 int64_t left = (HTTP_CONNECTION_TIMEOUT_S + 10) * 1000000LL - (tu_now_us() - t);
                 char c;
 
@@ -606,7 +606,8 @@ static void test_slow_clients(void **state)
 /* A listening TCP socket on 127.0.0.1, any free port; its port in *ret_port. */
 static int listen_any(unsigned *ret_port)
 {
-        struct sockaddr_in in = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct sockaddr_in in = { .sin_family = AF_INET,
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t len = sizeof in;
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -798,17 +799,17 @@ static void test_bad_config(void **state)
 
         /* Accepted. */
         static const char *const good[] = {
-            "http = { listen = \"[::1]:9118\"; };",
-            "http = { listen = \"0.0.0.0:9118\"; health_alerts = [ ]; };",
-            "http = { listen = \"/run/imgd/http.sock\"; health_alerts = [ \"error_rate\", "
-            "\"queue_depth\", \"queue_age\", \"drain_time\", \"breaker\", \"degraded\", "
-            "\"paused\" ]; };",
-            "http = { health_alerts = [ \"breaker\" ]; };",
+                "http = { listen = \"[::1]:9118\"; };",
+                "http = { listen = \"0.0.0.0:9118\"; health_alerts = [ ]; };",
+                "http = { listen = \"/run/imgd/http.sock\"; health_alerts = [ \"error_rate\", "
+                "\"queue_depth\", \"queue_age\", \"drain_time\", \"breaker\", \"degraded\", "
+                "\"paused\" ]; };",
+                "http = { health_alerts = [ \"breaker\" ]; };",
         };
         for (size_t i = 0; i < ELEMENTSOF(good); i++) {
                 tu_daemon_setup(&d, PIPE, 1, good[i]);
-                status =
-                    tu_run(&out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", d.config, NULL);
+                status = tu_run(&out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", d.config,
+                                NULL);
                 if (status != 0)
                         fail_msg("%s: exit %d:\n%s", good[i], status, out);
                 free(out);
@@ -842,7 +843,7 @@ static void test_bad_config(void **state)
  * retried, so that every labelled family has samples: any lint problem fails. */
 static void test_promtool(void **state)
 {
-        static const char *const dirs[] = {"/usr/bin", "/usr/local/bin", "/bin"};
+        static const char *const dirs[] = { "/usr/bin", "/usr/local/bin", "/bin" };
         char *promtool = NULL, *port, *body, *out = NULL, *garbage, *cmd;
         struct tu_daemon d;
         struct reply r;
@@ -891,13 +892,13 @@ static void test_promtool(void **state)
 int main(int argc, char **argv)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_metrics_and_routes), cmocka_unit_test(test_unix_socket),
-            cmocka_unit_test(test_health_transitions), cmocka_unit_test(test_health_stopping),
-            cmocka_unit_test(test_slow_clients),       cmocka_unit_test(test_socket_activation),
-            cmocka_unit_test(test_bad_config),
+                cmocka_unit_test(test_metrics_and_routes), cmocka_unit_test(test_unix_socket),
+                cmocka_unit_test(test_health_transitions), cmocka_unit_test(test_health_stopping),
+                cmocka_unit_test(test_slow_clients),       cmocka_unit_test(test_socket_activation),
+                cmocka_unit_test(test_bad_config),
         };
         const struct CMUnitTest lint[] = {
-            cmocka_unit_test(test_promtool),
+                cmocka_unit_test(test_promtool),
         };
 
         if (argc > 1 && strcmp(argv[1], "promtool") == 0)

@@ -32,7 +32,7 @@ static inline void image_unrefp(VipsImage **p)
 }
 #define _cleanup_image_ _cleanup_(image_unrefp)
 
-static const double RED[3] = {255, 0, 0}, BLUE[3] = {0, 0, 255}, GREY[3] = {128, 128, 128};
+static const double RED[3] = { 255, 0, 0 }, BLUE[3] = { 0, 0, 255 }, GREY[3] = { 128, 128, 128 };
 
 /* ---- images ------------------------------------------------------------------------------ */
 
@@ -42,7 +42,7 @@ static VipsImage *solid(int w, int h, const double rgb[3])
         VipsImage *out = NULL;
 
         VIPS_OK(vips_black(&blk, w, h, "bands", 3, NULL));
-        VIPS_OK(vips_linear(blk, &lin, (double[]){1, 1, 1}, (double *)rgb, 3, NULL));
+        VIPS_OK(vips_linear(blk, &lin, (double[]){ 1, 1, 1 }, (double *)rgb, 3, NULL));
         VIPS_OK(vips_cast(lin, &u8, VIPS_FORMAT_UCHAR, NULL));
         VIPS_OK(vips_copy(u8, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
         return out;
@@ -57,7 +57,7 @@ static VipsImage *noise(int w, int h)
         VIPS_OK(vips_gaussnoise(&r, w, h, "mean", 128.0, "sigma", 60.0, "seed", 1, NULL));
         VIPS_OK(vips_gaussnoise(&g, w, h, "mean", 128.0, "sigma", 60.0, "seed", 2, NULL));
         VIPS_OK(vips_gaussnoise(&b, w, h, "mean", 128.0, "sigma", 60.0, "seed", 3, NULL));
-        VIPS_OK(vips_bandjoin((VipsImage *[]){r, g, b}, &rgb, 3, NULL));
+        VIPS_OK(vips_bandjoin((VipsImage *[]){ r, g, b }, &rgb, 3, NULL));
         VIPS_OK(vips_cast(rgb, &u8, VIPS_FORMAT_UCHAR, NULL));
         VIPS_OK(vips_copy(u8, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
         return out;
@@ -94,9 +94,8 @@ static void drop(struct tu_daemon *d, const char *name, VipsImage *im, const cha
 static VipsImage *load(struct tu_daemon *d, const char *name, bool all_pages)
 {
         char *path = tu_path("%s/%s", d->media, name);
-        _cleanup_image_ VipsImage *lazy =
-            all_pages ? vips_image_new_from_file(path, "n", -1, NULL)
-                      : vips_image_new_from_file(path, NULL);
+        _cleanup_image_ VipsImage *lazy = all_pages ? vips_image_new_from_file(path, "n", -1, NULL)
+                                                    : vips_image_new_from_file(path, NULL);
         VipsImage *mem;
 
         if (!lazy)
@@ -188,8 +187,7 @@ static size_t diff_box(VipsImage *a, VipsImage *b, int box[4])
 
 /* ---- the daemon -------------------------------------------------------------------------- */
 
-static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1,
-                           const char *arg2)
+static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1, const char *arg2)
 {
         char *out = NULL;
         json_error_t err;
@@ -316,8 +314,8 @@ static void test_gravity(void **state)
                 assert_near(pixel(c, 45, 25, 2), 255, 2);
         }
         {
-                static const char *const names[] = {"busy_card.png", "busy_ent.png",
-                                                    "busy_c.png"};
+                static const char *const names[] = { "busy_card.png", "busy_ent.png",
+                                                     "busy_c.png" };
 
                 for (int i = 0; i < 3; i++) {
                         _cleanup_image_ VipsImage *o = load(&d, names[i], false);
@@ -325,8 +323,7 @@ static void test_gravity(void **state)
 
                         VIPS_OK(vips_deviate(o, &sd, NULL));
                         if (i < 2 && sd < 20)
-                                fail_msg("%s missed the busy patch (deviation %.1f)", names[i],
-                                         sd);
+                                fail_msg("%s missed the busy patch (deviation %.1f)", names[i], sd);
                         if (i == 2 && sd > 1)
                                 fail_msg("%s: the centre is grey, deviation %.1f", names[i], sd);
                 }
@@ -550,9 +547,10 @@ static void test_max_bytes(void **state)
 static VipsImage *animation(void)
 {
         static const double colours[5][3] = {
-            {255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {255, 255, 0}, {255, 0, 0}};
+                { 255, 0, 0 }, { 0, 255, 0 }, { 0, 0, 255 }, { 255, 255, 0 }, { 255, 0, 0 }
+        };
         VipsImage *frames[5], *roll = NULL, *out = NULL;
-        int delays[5] = {100, 100, 100, 100, 300};
+        int delays[5] = { 100, 100, 100, 100, 300 };
 
         for (int i = 0; i < 5; i++)
                 frames[i] = solid(60, 40, colours[i]);
@@ -590,14 +588,15 @@ static void test_animated(void **state)
         _cleanup_image_ VipsImage *anim = animation();
         char *err;
 
-        tu_daemon_setup(&d,
-                        "( { name = \"aw\"; width = 30; height = 20; format = \"webp\";"
-                        "    animated = true; },"
-                        "  { name = \"ag\"; fit = \"none\"; format = \"gif\"; animated = true; },"
-                        "  { name = \"same\"; fit = \"none\"; format = \"same\"; animated = true; },"
-                        "  { name = \"still\"; width = 30; height = 20; format = \"webp\"; },"
-                        "  { name = \"png\"; width = 30; height = 20; format = \"png\"; } )",
-                        1, NULL);
+        tu_daemon_setup(
+                &d,
+                "( { name = \"aw\"; width = 30; height = 20; format = \"webp\";"
+                "    animated = true; },"
+                "  { name = \"ag\"; fit = \"none\"; format = \"gif\"; animated = true; },"
+                "  { name = \"same\"; fit = \"none\"; format = \"same\"; animated = true; },"
+                "  { name = \"still\"; width = 30; height = 20; format = \"webp\"; },"
+                "  { name = \"png\"; width = 30; height = 20; format = \"png\"; } )",
+                1, NULL);
         tu_daemon_start(&d);
         drop(&d, "anim.gif", anim, ".gif");
         /* A still JPEG through the same variants: "same" stays a JPEG, one frame. */
@@ -740,13 +739,13 @@ static int setup(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_fit_none_fill),
-            cmocka_unit_test(test_gravity),
-            cmocka_unit_test(test_watermark),
-            cmocka_unit_test(test_encoder),
-            cmocka_unit_test(test_max_bytes),
-            cmocka_unit_test(test_animated),
-            cmocka_unit_test(test_placeholder_pipeline),
+                cmocka_unit_test(test_fit_none_fill),
+                cmocka_unit_test(test_gravity),
+                cmocka_unit_test(test_watermark),
+                cmocka_unit_test(test_encoder),
+                cmocka_unit_test(test_max_bytes),
+                cmocka_unit_test(test_animated),
+                cmocka_unit_test(test_placeholder_pipeline),
         };
 
         return cmocka_run_group_tests(tests, setup, NULL);

@@ -139,8 +139,8 @@ static bool taken_in(const json_t *st, void *arg)
 
         return !json_is_true(json_object_get(st, "intake_pending")) &&
                jobs_in(st, "queued") + jobs_in(st, "running") + jobs_in(st, "retry") +
-                       jobs_in(st, "done") + jobs_in(st, "dead") >=
-                   n;
+                               jobs_in(st, "done") + jobs_in(st, "dead") >=
+                       n;
 }
 
 static bool all_done(const json_t *st, void *arg)
@@ -374,9 +374,9 @@ static void test_handback_retried(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_ledger_full),
-            cmocka_unit_test(test_out_of_descriptors),
-            cmocka_unit_test(test_handback_retried),
+                cmocka_unit_test(test_ledger_full),
+                cmocka_unit_test(test_out_of_descriptors),
+                cmocka_unit_test(test_handback_retried),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,8 +20,7 @@
 #include "shared/log.h"
 #include "testutil.h"
 
-#define PIPE_1                                                                                 \
-        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
+#define PIPE_1 "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
 
 struct notify_listener {
         int fd;
@@ -336,8 +335,8 @@ static void test_journal_fields(void **state)
                     strstr(buf, "\nCODE_FILE=src/daemon/main.c\n") && strstr(buf, "\nCODE_LINE="))
                         queued = true;
                 if (job1 && strstr(buf, done_id) && strstr(buf, "\nIMGD_EVENT=done\n") &&
-                    strstr(buf, "\nCODE_FILE=src/daemon/scheduler.c\n") && strstr(buf, "\nCODE_FUNC=") &&
-                    !strstr(buf, "CODE_FILE=src/shared/log.c"))
+                    strstr(buf, "\nCODE_FILE=src/daemon/scheduler.c\n") &&
+                    strstr(buf, "\nCODE_FUNC=") && !strstr(buf, "CODE_FILE=src/shared/log.c"))
                         done = true;
         }
         close(fd);
@@ -447,12 +446,12 @@ static void test_alerts(void **state)
 
                 assert_int_equal(json_array_size(alerts), 3);
                 for (size_t i = 0; i < 3; i++)
-                        assert_string_equal(
-                            json_string_value(json_object_get(json_array_get(alerts, i), "alert")),
-                            want[i]);
-                assert_int_equal(
-                    json_integer_value(json_object_get(json_object_get(j, "health"), "backlog")),
-                    3);
+                        assert_string_equal(json_string_value(json_object_get(
+                                                    json_array_get(alerts, i), "alert")),
+                                            want[i]);
+                assert_int_equal(json_integer_value(
+                                         json_object_get(json_object_get(j, "health"), "backlog")),
+                                 3);
                 assert_true(json_real_value(json_object_get(json_object_get(j, "health"),
                                                             "finished_per_s")) > 0);
         }
@@ -493,8 +492,7 @@ static void test_alerts(void **state)
 
 /* A configuration like d's with `key` (state_dir or socket) set to `value`, written to
  * root/<name>; the caller frees the returned path. */
-static char *config_with(struct tu_daemon *d, const char *name, const char *key,
-                         const char *value)
+static char *config_with(struct tu_daemon *d, const char *name, const char *key, const char *value)
 {
         char *conf = tu_read_file(d->config, NULL), *path = tu_path("%s/%s", d->root, name);
         char *line, *end, *edited;
@@ -519,7 +517,7 @@ static char *config_with(struct tu_daemon *d, const char *name, const char *key,
 static char *run_second(struct tu_daemon *d, const char *config, const char *log_name,
                         int64_t *ret_elapsed_us)
 {
-        struct tu_daemon second = {.log = tu_path("%s/%s", d->root, log_name)};
+        struct tu_daemon second = { .log = tu_path("%s/%s", d->root, log_name) };
         int64_t t0 = tu_now_us();
         char *log;
         int status;

@@ -21,7 +21,7 @@
 /* The whole exposition of m with gauges g (or zeros); caller frees. */
 static char *render(const metrics *m, const struct metrics_gauges *g)
 {
-        struct metrics_gauges zero = {0};
+        struct metrics_gauges zero = { 0 };
         char *text = NULL;
         size_t size = 0;
         FILE *f = open_memstream(&text, &size);
@@ -189,17 +189,17 @@ static void test_empty_exposition(void **state)
 static void test_gauges_rendered(void **state)
 {
         struct metrics_gauges g = {
-            .jobs_by_state = {3, 2, 1, 40, 5, 6},
-            .oldest_queued_age_s = 12.5,
-            .breaker_state = 2,
-            .degradation_level = 1,
-            .health_score = 87.5,
-            .rss_bytes = 123456789,
-            .workers_busy = 2,
-            .workers_idle = 1,
-            .workers_total = 4,
-            .error_rate = 0.125,
-            .finished_per_s = 2.5,
+                .jobs_by_state = { 3, 2, 1, 40, 5, 6 },
+                .oldest_queued_age_s = 12.5,
+                .breaker_state = 2,
+                .degradation_level = 1,
+                .health_score = 87.5,
+                .rss_bytes = 123456789,
+                .workers_busy = 2,
+                .workers_idle = 1,
+                .workers_total = 4,
+                .error_rate = 0.125,
+                .finished_per_s = 2.5,
         };
         metrics *m = NULL;
         char *text;
@@ -236,13 +236,14 @@ static void test_gauges_rendered(void **state)
  * (+Inf) equals _count. */
 static void test_histogram_cumulative(void **state)
 {
-        static const double durations[] = {0.03, 0.05, 0.2, 0.7, 3, 45, 200};
+        static const double durations[] = { 0.03, 0.05, 0.2, 0.7, 3, 45, 200 };
         static const struct {
                 const char *le;
                 unsigned expect;
         } buckets[] = {
-                {"0.05", 2}, {"0.1", 2}, {"0.25", 3}, {"0.5", 3}, {"1", 4}, {"2.5", 4},
-                {"5", 5},    {"10", 5},  {"30", 5},   {"60", 6},  {"120", 6}, {"+Inf", 7},
+                { "0.05", 2 }, { "0.1", 2 }, { "0.25", 3 }, { "0.5", 3 },
+                { "1", 4 },    { "2.5", 4 }, { "5", 5 },    { "10", 5 },
+                { "30", 5 },   { "60", 6 },  { "120", 6 },  { "+Inf", 7 },
         };
         metrics *m = NULL;
         double sum = 0, previous = 0;
@@ -356,8 +357,7 @@ static void test_label_overflow(void **state)
                 assert_false(has_line_starting(text, series));
         }
         assert_int_equal(sample(text, "imgd_jobs_failed_total{reason=\"other\"}"), 11);
-        assert_int_equal(count_lines_starting(text, "imgd_jobs_failed_total{reason=\"other\"}"),
-                         1);
+        assert_int_equal(count_lines_starting(text, "imgd_jobs_failed_total{reason=\"other\"}"), 1);
 
         /* The histogram family overflows the same way, with buckets for "other". */
         for (unsigned i = 0; i < METRICS_MAX_LABELS + 3; i++) {
@@ -369,8 +369,7 @@ static void test_label_overflow(void **state)
         check_exposition(text);
         assert_int_equal(sample(text, "imgd_job_duration_seconds_count{pipeline=\"other\"}"), 3);
         assert_int_equal(
-                sample(text, "imgd_job_duration_seconds_bucket{pipeline=\"other\",le=\"0.5\"}"),
-                3);
+                sample(text, "imgd_job_duration_seconds_bucket{pipeline=\"other\",le=\"0.5\"}"), 3);
         free(text);
         metrics_free(m);
 }
@@ -502,15 +501,15 @@ static void test_daemon_worker_restarts(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_empty_exposition),
-            cmocka_unit_test(test_gauges_rendered),
-            cmocka_unit_test(test_histogram_cumulative),
-            cmocka_unit_test(test_odd_durations),
-            cmocka_unit_test(test_label_escaping),
-            cmocka_unit_test(test_label_overflow),
-            cmocka_unit_test(test_overflow_joins_existing_other),
-            cmocka_unit_test(test_build_info),
-            cmocka_unit_test(test_daemon_worker_restarts),
+                cmocka_unit_test(test_empty_exposition),
+                cmocka_unit_test(test_gauges_rendered),
+                cmocka_unit_test(test_histogram_cumulative),
+                cmocka_unit_test(test_odd_durations),
+                cmocka_unit_test(test_label_escaping),
+                cmocka_unit_test(test_label_overflow),
+                cmocka_unit_test(test_overflow_joins_existing_other),
+                cmocka_unit_test(test_build_info),
+                cmocka_unit_test(test_daemon_worker_restarts),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

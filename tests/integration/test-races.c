@@ -210,7 +210,7 @@ static void superseded_failure(bool daemon_stopped)
                 /* Superseded when it failed: cancelled, with why. */
                 assert_string_equal(job_state(oldest), "cancelled");
                 assert_non_null(
-                    strstr(json_string_value(json_object_get(oldest, "error")), "superseded"));
+                        strstr(json_string_value(json_object_get(oldest, "error")), "superseded"));
         }
         json_decref(jobs);
         assert_int_equal(tu_count_files(quarantine, "*"), 0);
@@ -446,12 +446,12 @@ static void test_stopped_past_timeout(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_superseded_failure),
-            cmocka_unit_test(test_superseded_failure_daemon_stopped),
-            cmocka_unit_test(test_cancelled_then_moved_back),
-            cmocka_unit_test(test_cancelled_then_enqueued),
-            cmocka_unit_test(test_cancelled_then_restart),
-            cmocka_unit_test(test_stopped_past_timeout),
+                cmocka_unit_test(test_superseded_failure),
+                cmocka_unit_test(test_superseded_failure_daemon_stopped),
+                cmocka_unit_test(test_cancelled_then_moved_back),
+                cmocka_unit_test(test_cancelled_then_enqueued),
+                cmocka_unit_test(test_cancelled_then_restart),
+                cmocka_unit_test(test_stopped_past_timeout),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

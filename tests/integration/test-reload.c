@@ -106,8 +106,8 @@ static void test_pipeline_renamed(void **state)
 
         (void)state;
         tu_daemon_setup(&d, PIPE_1, 2, NULL);
-        watch =
-            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads, d.media);
+        watch = tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads,
+                        d.media);
         write_config(&d, watch, "p");
         free(watch);
         tu_daemon_start(&d);
@@ -178,14 +178,14 @@ static void test_watch_removed(void **state)
                 media[i] = tu_path("%s/media%u", d.root, i + 2);
                 assert_int_equal(mkdir(uploads[i], 0755), 0);
         }
-        first =
-            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads, d.media);
-        second =
-            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; quarantine = \"%s\"; }",
-                    uploads[0], media[0], quarantine);
-        third =
-            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; quarantine = \"%s\"; }",
-                    uploads[1], media[1], quarantine);
+        first = tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads,
+                        d.media);
+        second = tu_path(
+                "{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; quarantine = \"%s\"; }",
+                uploads[0], media[0], quarantine);
+        third = tu_path(
+                "{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; quarantine = \"%s\"; }",
+                uploads[1], media[1], quarantine);
         conf = tu_path("%s, %s, %s", first, second, third);
         write_config(&d, conf, "p");
         free(conf);
@@ -266,9 +266,9 @@ static void test_watch_removed(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_pipeline_renamed),
-            cmocka_unit_test(test_output_moved),
-            cmocka_unit_test(test_watch_removed),
+                cmocka_unit_test(test_pipeline_renamed),
+                cmocka_unit_test(test_output_moved),
+                cmocka_unit_test(test_watch_removed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

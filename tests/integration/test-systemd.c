@@ -201,10 +201,10 @@ static void test_unit_contents(void **state)
         unit = tu_read_file(IMGD_SOURCE_DIR "/systemd/imgd-http.socket", NULL);
         assert_non_null(unit);
         static const char *const want[][3] = {
-                {"Socket", "ListenStream", "127.0.0.1:9118"},
-                {"Socket", "FileDescriptorName", "http"},
-                {"Socket", "Service", "imgd.service"},
-                {"Install", "WantedBy", "sockets.target"},
+                { "Socket", "ListenStream", "127.0.0.1:9118" },
+                { "Socket", "FileDescriptorName", "http" },
+                { "Socket", "Service", "imgd.service" },
+                { "Install", "WantedBy", "sockets.target" },
         };
         for (size_t i = 0; i < ELEMENTSOF(want); i++) {
                 v = unit_get(unit, want[i][0], want[i][1]);
@@ -228,17 +228,16 @@ static void test_security_exposure(void **state)
 
         (void)state;
         /* --threshold is in tenths: the command itself fails above 2.0 too. */
-        rc = tu_run(&out, analyze, "security", "--offline=true", "--threshold=20", UNIT_PATH,
-                    NULL);
+        rc = tu_run(&out, analyze, "security", "--offline=true", "--threshold=20", UNIT_PATH, NULL);
         line = strstr(out ? out : "", tag);
         if (!line)
-                fail_msg("systemd-analyze security printed no \"%s\" line (exit %d):\n%s", tag,
-                         rc, out ? out : "");
+                fail_msg("systemd-analyze security printed no \"%s\" line (exit %d):\n%s", tag, rc,
+                         out ? out : "");
         exposure = strtod(line + strlen(tag), &end);
         if (end == line + strlen(tag))
                 fail_msg("cannot read the exposure level in: %.80s", line);
-        print_message("systemd-analyze security: exposure %.1f (at most %.1f allowed)\n",
-                      exposure, EXPOSURE_MAX);
+        print_message("systemd-analyze security: exposure %.1f (at most %.1f allowed)\n", exposure,
+                      EXPOSURE_MAX);
         /* What is left, for the record. */
         for (char *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
                 if (strncmp(l, "\xe2\x9c\x97", 3) == 0) /* ✗ */
@@ -281,7 +280,9 @@ static char *replace_all(const char *s, const char *from, const char *to)
 static char *make_man_tree(const char *dir)
 {
         static const char *const pages[][2] = {
-                { "imgd.8", "man8" }, { "imgctl.1", "man1" }, { "imgd.conf.5", "man5" },
+                { "imgd.8", "man8" },
+                { "imgctl.1", "man1" },
+                { "imgd.conf.5", "man5" },
         };
         char *root = tu_path("%s/man", dir);
 
@@ -325,8 +326,7 @@ static void test_verify(void **state)
 
         rc = tu_run(&out, analyze, "verify", unit_path, NULL);
         if (rc != 0 || (out && *out))
-                fail_msg("systemd-analyze verify %s: exit %d:\n%s", unit_path, rc,
-                         out ? out : "");
+                fail_msg("systemd-analyze verify %s: exit %d:\n%s", unit_path, rc, out ? out : "");
         free(out);
         out = NULL;
 
@@ -432,8 +432,7 @@ static void test_mdwe_filter(void **state)
                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (rwx != MAP_FAILED || errno != EPERM)
                         _exit(11);
-                rw = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                          0);
+                rw = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (rw == MAP_FAILED)
                         _exit(12);
                 if (mprotect(rw, 4096, PROT_READ | PROT_EXEC) == 0 || errno != EPERM)
@@ -490,12 +489,13 @@ static void assert_no_generated_code(pid_t pid)
                 if (strcmp(file, "[vdso]") == 0 || strcmp(file, "[vsyscall]") == 0)
                         continue;
                 if (strstr(file, "orcexec") || strstr(file, "(deleted)"))
-                        fail_msg("pid %d runs generated code from a temporary file: %s",
-                                 (int)pid, l);
+                        fail_msg("pid %d runs generated code from a temporary file: %s", (int)pid,
+                                 l);
                 if (strncmp(file, "/usr/", 5) != 0 && strncmp(file, "/lib", 4) != 0 &&
                     strncmp(file, IMGD_BUILD_DIR "/", strlen(IMGD_BUILD_DIR) + 1) != 0)
                         fail_msg("pid %d has executable memory that is not a program or "
-                                 "library: %s", (int)pid, l);
+                                 "library: %s",
+                                 (int)pid, l);
         }
         assert_true(executable > 0);
         free(maps);
@@ -571,10 +571,10 @@ static void test_renders_under_mdwe(void **state)
 {
         /* Resizing a decoded PNG is where libvips would use orc's generated code. */
         static const char pipeline[] =
-            "( { name = \"small\"; width = 100; height = 100; fit = \"cover\"; "
-            "format = \"webp\"; mask = \"circle\"; },"
-            "  { name = \"web\"; width = 700; height = 700; fit = \"inside\"; "
-            "format = \"jpeg\"; quality = 82; } )";
+                "( { name = \"small\"; width = 100; height = 100; fit = \"cover\"; "
+                "format = \"webp\"; mask = \"circle\"; },"
+                "  { name = \"web\"; width = 700; height = 700; fit = \"inside\"; "
+                "format = \"jpeg\"; quality = 82; } )";
         char *unit = read_unit();
         struct tu_daemon d;
         pid_t workers[16];
@@ -850,8 +850,8 @@ static void test_exec_reload(void **state)
         assert_int_equal(status_int(&d, "workers", "total"), 1);
 
         /* A good one: in force when the command returns. */
-        watch1 =
-            tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads, d.media);
+        watch1 = tu_path("{ path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", d.uploads,
+                         d.media);
         watches = tu_path("%s, { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; }", watch1,
                           uploads2, media2);
         conf = config_text(&d, watches);
@@ -1070,17 +1070,17 @@ static void test_install_opt(void **state)
 static void test_configure_without_cmocka(void **state)
 {
         static const char script[] =
-            "set -e\n"
-            "pc=$1/pc; mkdir -p \"$pc\"\n"
-            "for d in $(pkg-config --variable pc_path pkg-config | tr : ' '); do\n"
-            "  [ -d \"$d\" ] || continue\n"
-            "  for f in \"$d\"/*.pc; do\n"
-            "    [ -e \"$f\" ] || continue\n"
-            "    [ \"${f##*/}\" = cmocka.pc ] || ln -sf \"$f\" \"$pc/\"\n"
-            "  done\n"
-            "done\n"
-            "! PKG_CONFIG_LIBDIR=$pc pkg-config --exists cmocka\n"
-            "PKG_CONFIG_LIBDIR=$pc cmake -S \"$2\" -B \"$1/build\" 2>&1\n";
+                "set -e\n"
+                "pc=$1/pc; mkdir -p \"$pc\"\n"
+                "for d in $(pkg-config --variable pc_path pkg-config | tr : ' '); do\n"
+                "  [ -d \"$d\" ] || continue\n"
+                "  for f in \"$d\"/*.pc; do\n"
+                "    [ -e \"$f\" ] || continue\n"
+                "    [ \"${f##*/}\" = cmocka.pc ] || ln -sf \"$f\" \"$pc/\"\n"
+                "  done\n"
+                "done\n"
+                "! PKG_CONFIG_LIBDIR=$pc pkg-config --exists cmocka\n"
+                "PKG_CONFIG_LIBDIR=$pc cmake -S \"$2\" -B \"$1/build\" 2>&1\n";
         char *dir = tu_mkdtemp(), *out = NULL;
         int rc;
 
@@ -1156,9 +1156,9 @@ static void test_unit_wx(void **state)
         char *exec = unit_get(unit, "Service", "ExecPaths");
         char *noexec = unit_get(unit, "Service", "NoExecPaths");
         char *rw = unit_get(unit, "Service", "ReadWritePaths"), *save = NULL, *p;
-        char *dirs[] = {unit_get(unit, "Service", "StateDirectory"),
-                        unit_get(unit, "Service", "RuntimeDirectory")};
-        const char *parents[] = {"/var/lib", "/run"};
+        char *dirs[] = { unit_get(unit, "Service", "StateDirectory"),
+                         unit_get(unit, "Service", "RuntimeDirectory") };
+        const char *parents[] = { "/var/lib", "/run" };
 
         (void)state;
         assert_service(unit, "ProtectSystem", "strict");
@@ -1188,7 +1188,7 @@ static void test_unit_wx(void **state)
                 free(dirs[i]);
         }
         for (size_t i = 0; i < 3; i++) {
-                static const char *const always[] = {"/tmp", "/var/tmp", "/dev/shm"};
+                static const char *const always[] = { "/tmp", "/var/tmp", "/dev/shm" };
 
                 if (!named_in(noexec, always[i]))
                         fail_msg("imgd.service: %s is writable and not in NoExecPaths=%s",
@@ -1206,18 +1206,18 @@ static void test_unit_wx(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_unit_contents),
-            cmocka_unit_test(test_unit_wx),
-            cmocka_unit_test(test_security_exposure),
-            cmocka_unit_test(test_verify),
-            cmocka_unit_test(test_mdwe_filter),
-            cmocka_unit_test(test_renders_under_mdwe),
-            cmocka_unit_test(test_group_sigterm),
-            cmocka_unit_test(test_config_error_exit_status),
-            cmocka_unit_test(test_exec_reload),
-            cmocka_unit_test(test_install_usr),
-            cmocka_unit_test(test_install_opt),
-            cmocka_unit_test(test_configure_without_cmocka),
+                cmocka_unit_test(test_unit_contents),
+                cmocka_unit_test(test_unit_wx),
+                cmocka_unit_test(test_security_exposure),
+                cmocka_unit_test(test_verify),
+                cmocka_unit_test(test_mdwe_filter),
+                cmocka_unit_test(test_renders_under_mdwe),
+                cmocka_unit_test(test_group_sigterm),
+                cmocka_unit_test(test_config_error_exit_status),
+                cmocka_unit_test(test_exec_reload),
+                cmocka_unit_test(test_install_usr),
+                cmocka_unit_test(test_install_opt),
+                cmocka_unit_test(test_configure_without_cmocka),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -303,9 +303,9 @@ static void check_setup(bool private_outputs)
         assert_owned(path, IMGD_UID, out_gid, 0644);
         assert_int_equal(as_web_server(serve_fn, path), 0);
         /* Other local users read them too, or, with private outputs, cannot. */
-        assert_int_equal(
-            as_user(OTHER_UID, OTHER_GID, OTHER_GID, private_outputs ? refused_fn : serve_fn, path),
-            0);
+        assert_int_equal(as_user(OTHER_UID, OTHER_GID, OTHER_GID,
+                                 private_outputs ? refused_fn : serve_fn, path),
+                         0);
         free(path);
         path = tu_path("%s/sub", d->media);
         assert_owned(path, IMGD_UID, out_gid, out_dir_mode);
@@ -368,8 +368,8 @@ static int teardown(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_teardown(test_web_server_uploads, teardown),
-            cmocka_unit_test_teardown(test_private_outputs, teardown),
+                cmocka_unit_test_teardown(test_web_server_uploads, teardown),
+                cmocka_unit_test_teardown(test_private_outputs, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

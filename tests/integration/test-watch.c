@@ -76,10 +76,12 @@ static size_t count_path(const struct seen *s, const char *path)
 static int scan(const char *up, bool recursive, struct seen *s)
 {
         struct watch_config wc = {
-                .path = (char *)up, .output = "/nonexistent", .pipeline_name = "p",
+                .path = (char *)up,
+                .output = "/nonexistent",
+                .pipeline_name = "p",
                 .recursive = recursive,
         };
-        struct config cfg = {.watches = &wc, .n_watches = 1};
+        struct config cfg = { .watches = &wc, .n_watches = 1 };
         sd_event *e = NULL;
         watch *w = NULL;
         int r;
@@ -583,10 +585,10 @@ static void test_unwatched_at_start(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_scan_tree),
-            cmocka_unit_test(test_overflow_rescan),
-            cmocka_unit_test(test_unwatched_folders),
-            cmocka_unit_test(test_unwatched_at_start),
+                cmocka_unit_test(test_scan_tree),
+                cmocka_unit_test(test_overflow_rescan),
+                cmocka_unit_test(test_unwatched_folders),
+                cmocka_unit_test(test_unwatched_at_start),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

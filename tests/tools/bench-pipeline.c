@@ -170,7 +170,8 @@ static int bench_one(const struct bench *b, const char *path)
                 fprintf(stderr, "imgd-bench-pipeline: %s: %s\n", path, strerror(-r));
                 return r;
         }
-        f = image_format_sniff(data, size < IMAGE_FORMAT_SNIFF_BYTES ? size : IMAGE_FORMAT_SNIFF_BYTES);
+        f = image_format_sniff(data,
+                               size < IMAGE_FORMAT_SNIFF_BYTES ? size : IMAGE_FORMAT_SNIFF_BYTES);
         for (size_t i = 0; i < n; i++) {
                 variants[i] = p->variants[i];
                 if (variants[i].format == VARIANT_FORMAT_SAME)
@@ -186,19 +187,19 @@ static int bench_one(const struct bench *b, const char *path)
         for (size_t i = 0; i < n && r >= 0; i++) {
                 r = render_variant(base, &variants[i], &bufs[i], &lens[i], &ws[i], &hs[i], &err);
                 if (r < 0)
-                        fprintf(stderr, "imgd-bench-pipeline: %s: %s: %s\n", path,
-                                variants[i].name, err.message);
+                        fprintf(stderr, "imgd-bench-pipeline: %s: %s: %s\n", path, variants[i].name,
+                                err.message);
         }
         t1 = (int64_t)mono_usec();
 
         if (r >= 0) {
                 const struct render_info *info = render_base_info(base);
 
-                manifest(b, "image\t%s\t%u\t%u\t%zu\t%" PRId64 "\t%" PRId64 "\n", path,
-                         info->width, info->height, size, t1 - t0, t_base - t0);
+                manifest(b, "image\t%s\t%u\t%u\t%zu\t%" PRId64 "\t%" PRId64 "\n", path, info->width,
+                         info->height, size, t1 - t0, t_base - t0);
                 for (size_t i = 0; i < n; i++) {
-                        manifest(b, "output\t%s\t%s\t%u\t%u\t%zu\n", path, variants[i].name,
-                                 ws[i], hs[i], lens[i]);
+                        manifest(b, "output\t%s\t%s\t%u\t%u\t%zu\n", path, variants[i].name, ws[i],
+                                 hs[i], lens[i]);
                         if (b->outdir)
                                 write_output(b, path, &variants[i], bufs[i], lens[i]);
                 }
@@ -255,14 +256,29 @@ int main(int argc, char **argv)
 
         while ((c = getopt_long(argc, argv, "c:p:j:t:r:m:o:", options, NULL)) >= 0) {
                 switch (c) {
-                case 'c': config_path = optarg; break;
-                case 'p': pipeline = optarg; break;
-                case 'j': jobs = atol(optarg); break;
-                case 't': b.threads = (unsigned)atoi(optarg); break;
-                case 'r': b.repeat = (unsigned)atoi(optarg); break;
-                case 'm': manifest_path = optarg; break;
-                case 'o': b.outdir = optarg; break;
-                default: return usage();
+                case 'c':
+                        config_path = optarg;
+                        break;
+                case 'p':
+                        pipeline = optarg;
+                        break;
+                case 'j':
+                        jobs = atol(optarg);
+                        break;
+                case 't':
+                        b.threads = (unsigned)atoi(optarg);
+                        break;
+                case 'r':
+                        b.repeat = (unsigned)atoi(optarg);
+                        break;
+                case 'm':
+                        manifest_path = optarg;
+                        break;
+                case 'o':
+                        b.outdir = optarg;
+                        break;
+                default:
+                        return usage();
                 }
         }
         if (!config_path || !pipeline || optind >= argc || jobs < 1 || b.repeat < 1)
@@ -289,8 +305,8 @@ int main(int argc, char **argv)
                         return 1;
                 }
         }
-        b.next = mmap(NULL, sizeof(*b.next), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                      -1, 0);
+        b.next = mmap(NULL, sizeof(*b.next), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+                      0);
         if (b.next == MAP_FAILED) {
                 fprintf(stderr, "imgd-bench-pipeline: mmap: %m\n");
                 return 1;

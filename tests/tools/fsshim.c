@@ -35,8 +35,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define REAL(name) static __typeof__(name) *real_##name; \
-        if (!real_##name) real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+#define REAL(name)                                                                                 \
+        static __typeof__(name) *real_##name;                                                      \
+        if (!real_##name)                                                                          \
+        real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
 
 static bool below_root(const char *path)
 {

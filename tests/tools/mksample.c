@@ -40,11 +40,20 @@ int main(int argc, char **argv)
                 vips_error_exit(NULL);
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 switch (c) {
-                case 'a': alpha = 1; break;
-                case 'o': orientation = atoi(optarg); break;
-                case 's': seed = atoi(optarg); break;
-                case 'q': quality = atoi(optarg); break;
-                default: return usage();
+                case 'a':
+                        alpha = 1;
+                        break;
+                case 'o':
+                        orientation = atoi(optarg);
+                        break;
+                case 's':
+                        seed = atoi(optarg);
+                        break;
+                case 'q':
+                        quality = atoi(optarg);
+                        break;
+                default:
+                        return usage();
                 }
         }
         if (argc - optind != 3)
@@ -57,10 +66,10 @@ int main(int argc, char **argv)
         base = vips_image_new();
         t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 20);
         double fx = 5.0 + seed % 7, fy = 4.0 + seed % 5;
-        /* x, y in [0,1), then three colour bands from sines of them (libvips angles are degrees). */
+        /* x, y in [0,1), then three colour bands from sines of them (libvips angles are degrees).
+         */
         if (vips_xyz(&t[0], w, h, NULL) ||
-            vips_linear(t[0], &t[1], (double[]){ 1.0 / w, 1.0 / h }, (double[]){ 0, 0 }, 2,
-                        NULL) ||
+            vips_linear(t[0], &t[1], (double[]){ 1.0 / w, 1.0 / h }, (double[]){ 0, 0 }, 2, NULL) ||
             vips_extract_band(t[1], &t[2], 0, NULL) || vips_extract_band(t[1], &t[3], 1, NULL) ||
             vips_linear1(t[2], &t[4], fx * 180.0, seed * 40.0, NULL) ||
             vips_linear1(t[3], &t[5], fy * 180.0, seed * 75.0, NULL) ||
@@ -79,8 +88,7 @@ int main(int argc, char **argv)
         if (alpha) {
                 /* Opaque in the middle, fading to transparent at the left and right. */
                 if (vips_math(t[4], &t[16], VIPS_OPERATION_MATH_SIN, NULL) ||
-                    vips_abs(t[16], &t[17], NULL) ||
-                    vips_linear1(t[17], &t[18], 255, 0, NULL) ||
+                    vips_abs(t[16], &t[17], NULL) || vips_linear1(t[17], &t[18], 255, 0, NULL) ||
                     vips_cast(t[18], &t[19], VIPS_FORMAT_UCHAR, NULL) ||
                     vips_bandjoin2(img, t[19], &img, NULL))
                         vips_error_exit("%s", out);

@@ -133,8 +133,7 @@ static void ensure_vips(void)
 void tu_make_image(const char *path, unsigned width, unsigned height, const char *format,
                    bool alpha)
 {
-        VipsImage *xyz = NULL, *r = NULL, *g = NULL, *b = NULL, *rgb = NULL, *u = NULL,
-                  *img = NULL;
+        VipsImage *xyz = NULL, *r = NULL, *g = NULL, *b = NULL, *rgb = NULL, *u = NULL, *img = NULL;
         char *name = NULL;
 
         ensure_vips();

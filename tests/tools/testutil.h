@@ -53,14 +53,14 @@ int64_t tu_now_us(void);
 
 /* A daemon under test. */
 struct tu_daemon {
-        char *root;     /* temporary tree: root/uploads, root/media, root/state */
+        char *root; /* temporary tree: root/uploads, root/media, root/state */
         char *uploads;
         char *media;
         char *state;
-        char *config;   /* root/imgd.conf */
-        char *socket;   /* root/imgd.sock */
-        char *log;      /* root/imgd.log: the daemon's stderr */
-        pid_t pid;      /* 0 when not running */
+        char *config; /* root/imgd.conf */
+        char *socket; /* root/imgd.sock */
+        char *log;    /* root/imgd.log: the daemon's stderr */
+        pid_t pid;    /* 0 when not running */
 };
 
 /*

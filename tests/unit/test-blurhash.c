@@ -47,7 +47,7 @@ static void decode_components(const char *hash, unsigned *nx, unsigned *ny, doub
         colours[0][2] = blurhash_srgb_to_linear((uint8_t)dc);
         for (unsigned c = 1; c < (*nx) * (*ny); c++) {
                 long v = blurhash_decode83(hash + 4 + 2 * c, 2);
-                long q[3] = {v / (19 * 19), (v / 19) % 19, v % 19};
+                long q[3] = { v / (19 * 19), (v / 19) % 19, v % 19 };
 
                 assert_true(v >= 0 && v < 19 * 19 * 19);
                 for (int k = 0; k < 3; k++)
@@ -66,12 +66,12 @@ static uint8_t *decode(const char *hash, unsigned w, unsigned h)
         decode_components(hash, &nx, &ny, colours);
         for (unsigned y = 0; y < h; y++)
                 for (unsigned x = 0; x < w; x++) {
-                        double rgb[3] = {0, 0, 0};
+                        double rgb[3] = { 0, 0, 0 };
 
                         for (unsigned j = 0; j < ny; j++)
                                 for (unsigned i = 0; i < nx; i++) {
-                                        double basis = cos(M_PI * x * i / w) *
-                                                       cos(M_PI * y * j / h);
+                                        double basis =
+                                                cos(M_PI * x * i / w) * cos(M_PI * y * j / h);
 
                                         for (int k = 0; k < 3; k++)
                                                 rgb[k] += colours[j * nx + i][k] * basis;
@@ -123,7 +123,7 @@ static uint8_t *halves(unsigned w, unsigned h, unsigned channels, const uint8_t 
 
 static void test_lengths(void **state)
 {
-        static const uint8_t grey[3] = {128, 128, 128};
+        static const uint8_t grey[3] = { 128, 128, 128 };
         _cleanup_free_ uint8_t *px = halves(16, 16, 3, grey, grey);
         char hash[BLURHASH_MAX];
 
@@ -153,7 +153,7 @@ static void test_lengths(void **state)
  */
 static void test_solid(void **state)
 {
-        static const uint8_t col[3] = {0x33, 0x66, 0xcc};
+        static const uint8_t col[3] = { 0x33, 0x66, 0xcc };
         _cleanup_free_ uint8_t *px = halves(200, 150, 3, col, col), *back = NULL;
         char hash[BLURHASH_MAX];
         uint8_t dc[3];
@@ -179,7 +179,7 @@ static void test_solid(void **state)
  */
 static void test_halves(void **state)
 {
-        static const uint8_t red[3] = {255, 0, 0}, blue[3] = {0, 0, 255};
+        static const uint8_t red[3] = { 255, 0, 0 }, blue[3] = { 0, 0, 255 };
         _cleanup_free_ uint8_t *px = halves(64, 32, 3, red, blue), *back = NULL;
         char hash[BLURHASH_MAX];
         uint8_t dc[3];
@@ -210,7 +210,7 @@ static void test_gradient_average(void **state)
 {
         enum { W = 48, H = 36 };
         _cleanup_free_ uint8_t *px = malloc(W * H * 3), *back = NULL;
-        double sum[3] = {0, 0, 0}, dsum[3] = {0, 0, 0};
+        double sum[3] = { 0, 0, 0 }, dsum[3] = { 0, 0, 0 };
         char hash[BLURHASH_MAX];
         uint8_t dc[3];
 
@@ -244,7 +244,7 @@ static void test_gradient_average(void **state)
 /* Rows with padding and a fourth (ignored) channel give the same hash as packed RGB. */
 static void test_layouts(void **state)
 {
-        static const uint8_t a[3] = {10, 200, 30}, b[3] = {240, 20, 90};
+        static const uint8_t a[3] = { 10, 200, 30 }, b[3] = { 240, 20, 90 };
         _cleanup_free_ uint8_t *rgb = halves(30, 20, 3, a, b), *rgba = halves(30, 20, 4, a, b);
         _cleanup_free_ uint8_t *padded = calloc(20, 100);
         char h1[BLURHASH_MAX], h2[BLURHASH_MAX], h3[BLURHASH_MAX];
@@ -283,7 +283,7 @@ static void test_specification_example(void **state)
 
 static void test_invalid(void **state)
 {
-        static const uint8_t c[3] = {1, 2, 3};
+        static const uint8_t c[3] = { 1, 2, 3 };
         _cleanup_free_ uint8_t *px = halves(4, 4, 3, c, c);
         char hash[BLURHASH_MAX] = "unchanged";
 
@@ -299,13 +299,10 @@ static void test_invalid(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_lengths),
-            cmocka_unit_test(test_solid),
-            cmocka_unit_test(test_halves),
-            cmocka_unit_test(test_gradient_average),
-            cmocka_unit_test(test_layouts),
-            cmocka_unit_test(test_specification_example),
-            cmocka_unit_test(test_invalid),
+                cmocka_unit_test(test_lengths), cmocka_unit_test(test_solid),
+                cmocka_unit_test(test_halves),  cmocka_unit_test(test_gradient_average),
+                cmocka_unit_test(test_layouts), cmocka_unit_test(test_specification_example),
+                cmocka_unit_test(test_invalid),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

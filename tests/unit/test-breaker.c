@@ -112,7 +112,7 @@ static void test_names(void **state)
         assert_string_equal(breaker_state_name(BREAKER_OPEN), "open");
         assert_string_equal(breaker_state_name(BREAKER_HALF_OPEN), "half-open");
         assert_null(breaker_state_name(_BREAKER_STATE_MAX));
-        assert_null(breaker_state_name((enum breaker_state)-1));
+        assert_null(breaker_state_name((enum breaker_state) - 1));
         /* The gauge numbering of metrics.h. */
         assert_int_equal(BREAKER_CLOSED, 0);
         assert_int_equal(BREAKER_HALF_OPEN, 1);

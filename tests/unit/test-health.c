@@ -111,7 +111,7 @@ static void test_names(void **state)
         assert_string_equal(health_level_name(HEALTH_ESSENTIAL), "essential");
         assert_string_equal(health_level_name(HEALTH_PAUSED), "paused");
         assert_null(health_level_name(_HEALTH_LEVEL_MAX));
-        assert_null(health_level_name((enum health_level)-1));
+        assert_null(health_level_name((enum health_level) - 1));
         /* The gauge numbering of metrics.h. */
         assert_int_equal(HEALTH_FULL, 0);
         assert_int_equal(HEALTH_REDUCED, 1);
@@ -499,7 +499,7 @@ static void test_alerts_defaults_and_names(void **state)
         for (int a = 0; a < _HEALTH_ALERT_MAX; a++)
                 assert_non_null(health_alert_name(a));
         assert_null(health_alert_name(_HEALTH_ALERT_MAX));
-        assert_null(health_alert_name((enum health_alert)-1));
+        assert_null(health_alert_name((enum health_alert) - 1));
 }
 
 /* Each threshold raises its alert at the threshold, not just below it, and 0 turns it off. */
@@ -517,7 +517,8 @@ static void test_alerts_thresholds(void **state)
         assert_int_equal(alerts_of(&in, &c, &r), 0);
         in.health.error_rate = 0.10;
         assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_ERROR_RATE));
-        assert_has(r.text[HEALTH_ALERT_ERROR_RATE], "error rate 10% of recent attempts (alert at 10%)");
+        assert_has(r.text[HEALTH_ALERT_ERROR_RATE],
+                   "error rate 10% of recent attempts (alert at 10%)");
         in.health.error_rate = NAN;
         assert_int_equal(alerts_of(&in, &c, &r), 0);
 
@@ -635,8 +636,8 @@ static void test_alerts_breaker_and_level(void **state)
         in.finished_per_s = 0.5;
         assert_int_equal(alerts_of(&in, &c, &r),
                          BIT(HEALTH_ALERT_ERROR_RATE) | BIT(HEALTH_ALERT_QUEUED) |
-                             BIT(HEALTH_ALERT_DRAIN) | BIT(HEALTH_ALERT_BREAKER) |
-                             BIT(HEALTH_ALERT_DEGRADED));
+                                 BIT(HEALTH_ALERT_DRAIN) | BIT(HEALTH_ALERT_BREAKER) |
+                                 BIT(HEALTH_ALERT_DEGRADED));
 }
 
 /*

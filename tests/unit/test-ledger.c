@@ -197,8 +197,7 @@ static struct source_info src_make(const char *path, const char *output_key, uns
         return s;
 }
 
-static int64_t enqueue(ledger *l, const char *path, const char *key, unsigned content,
-                       int64_t now)
+static int64_t enqueue(ledger *l, const char *path, const char *key, unsigned content, int64_t now)
 {
         struct source_info s = src_make(path, key, content);
         int64_t id = -1;
@@ -716,8 +715,7 @@ static void test_known_stat(void **state)
         assert_int_equal(ledger_known_stat(f->l, s.path, s.size + 1, s.mtime_ns, s.ino), 0);
         assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns + 1, s.ino), 0);
         assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns, s.ino + 1), 0);
-        assert_int_equal(ledger_known_stat(f->l, "/srv/uploads/b.jpg", s.size, s.mtime_ns,
-                                           s.ino),
+        assert_int_equal(ledger_known_stat(f->l, "/srv/uploads/b.jpg", s.size, s.mtime_ns, s.ino),
                          0);
 
         /* Superseded (cancelled): no longer known; the new one is. */
@@ -728,8 +726,7 @@ static void test_known_stat(void **state)
                 assert_int_equal(ledger_enqueue(f->l, &s2, 200, &id2), 1);
                 assert_int_equal(state_of(f->l, id), JOB_CANCELLED);
                 assert_int_equal(ledger_known_stat(f->l, s.path, s.size, s.mtime_ns, s.ino), 0);
-                assert_int_equal(
-                        ledger_known_stat(f->l, s2.path, s2.size, s2.mtime_ns, s2.ino), 1);
+                assert_int_equal(ledger_known_stat(f->l, s2.path, s2.size, s2.mtime_ns, s2.ino), 1);
         }
 }
 
@@ -852,8 +849,7 @@ static void test_claim_with_many_done(void **state)
                 assert_int_equal(ledger_next_due(f->l, &due), 0);
         }
         /* Timing belongs to scripts/bench-ledger.sh; here: correct with many done rows. */
-        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM jobs WHERE state = 'done'"),
-                         20000);
+        assert_int_equal(raw_int(f->db, "SELECT count(*) FROM jobs WHERE state = 'done'"), 20000);
 }
 
 /* Transitions */
@@ -926,10 +922,20 @@ static void test_stage_checkpoint(void **state)
 {
         struct fx *f = *state;
         struct job_output outs[2] = {
-                { .variant = "s", .path = "/m/a_s.webp", .format = "webp", .width = 10,
-                  .height = 10, .bytes = 100, .tmp_path = "/m/.imgd-1-0-aa.tmp" },
-                { .variant = "l", .path = "/m/a_l.webp", .format = "webp", .width = 40,
-                  .height = 40, .bytes = 400, .tmp_path = "/m/.imgd-1-1-bb.tmp" },
+                { .variant = "s",
+                  .path = "/m/a_s.webp",
+                  .format = "webp",
+                  .width = 10,
+                  .height = 10,
+                  .bytes = 100,
+                  .tmp_path = "/m/.imgd-1-0-aa.tmp" },
+                { .variant = "l",
+                  .path = "/m/a_l.webp",
+                  .format = "webp",
+                  .width = 40,
+                  .height = 40,
+                  .bytes = 400,
+                  .tmp_path = "/m/.imgd-1-1-bb.tmp" },
         };
         int64_t id, other, *ids = NULL;
         struct job_detail *d;
@@ -941,7 +947,9 @@ static void test_stage_checkpoint(void **state)
         other = enqueue(f->l, "/u/b.jpg", "/m/b", 2, 100);
         assert_int_equal(claim(f->l, 200), id);
         assert_int_equal(claim(f->l, 200), other);
-        assert_int_equal(ledger_stage(f->l, id, outs, 2, false, "{\"placeholder\":{\"blurhash\":\"x\"}}", 300), 0);
+        assert_int_equal(ledger_stage(f->l, id, outs, 2, false,
+                                      "{\"placeholder\":{\"blurhash\":\"x\"}}", 300),
+                         0);
 
         /* A crash: the verified job stays running, the merely claimed one is requeued. */
         reopen(f);
@@ -1162,10 +1170,18 @@ static void test_complete_outputs(void **state)
 {
         struct fx *f = *state;
         struct job_output outs[2] = {
-                {.variant = "small", .path = "/m/a-small.webp", .format = "webp", .width = 100,
-                 .height = 80, .bytes = 1234},
-                {.variant = "large", .path = "/m/a-large.jpg", .format = "jpeg", .width = 1000,
-                 .height = 800, .bytes = 98765},
+                { .variant = "small",
+                  .path = "/m/a-small.webp",
+                  .format = "webp",
+                  .width = 100,
+                  .height = 80,
+                  .bytes = 1234 },
+                { .variant = "large",
+                  .path = "/m/a-large.jpg",
+                  .format = "jpeg",
+                  .width = 1000,
+                  .height = 800,
+                  .bytes = 98765 },
         };
         uint64_t counts[_JOB_STATE_MAX];
         struct job_detail *d;
@@ -1223,8 +1239,8 @@ static void test_complete_is_atomic(void **state)
 {
         struct fx *f = *state;
         struct job_output outs[2] = {
-                {.variant = "small", .path = "/m/1", .format = "webp", .width = 1, .height = 1},
-                {.variant = "small", .path = "/m/2", .format = "webp", .width = 1, .height = 1},
+                { .variant = "small", .path = "/m/1", .format = "webp", .width = 1, .height = 1 },
+                { .variant = "small", .path = "/m/2", .format = "webp", .width = 1, .height = 1 },
         };
         int64_t id;
 
@@ -1527,7 +1543,7 @@ static void test_counts_kept(void **state)
         assert_counts(f->l, 2, 0, 1, 1, 1, 0);
         assert_counts_real(f);
 
-        assert_int_equal(ledger_retry(f->l, c, 1200), 0);       /* dead -> queued */
+        assert_int_equal(ledger_retry(f->l, c, 1200), 0);        /* dead -> queued */
         assert_int_equal(ledger_cancel(f->l, e, "no", 1200), 0); /* queued -> cancelled */
         assert_counts(f->l, 2, 0, 1, 1, 0, 1);
         a2 = enqueue(f->l, "/u/b.jpg", "/m/b", 9, 1300); /* cancels b, waiting to retry */
@@ -1592,7 +1608,7 @@ static void test_counts_checked(void **state)
 static void test_migrate_v1(void **state)
 {
         struct fx *f = *state;
-        struct ledger_filter flt = {.state = JOB_DONE, .limit = 2};
+        struct ledger_filter flt = { .state = JOB_DONE, .limit = 2 };
         struct job *jobs = NULL;
         size_t n = 0;
         int64_t id;
@@ -1657,8 +1673,7 @@ static void test_read_batch(void **state)
 
         a = enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
         ledger_read_begin(f->l);
-        assert_int_equal(ledger_known_stat(f->l, "/u/a.jpg", 1001, 1700000000000000001LL, 43),
-                         1);
+        assert_int_equal(ledger_known_stat(f->l, "/u/a.jpg", 1001, 1700000000000000001LL, 43), 1);
         assert_int_equal(ledger_known_stat(f->l, "/u/b.jpg", s.size, s.mtime_ns, s.ino), 0);
         assert_int_equal(ledger_enqueue(f->l, &s, 1100, &b), 1);
         assert_int_equal(ledger_known_stat(f->l, "/u/b.jpg", s.size, s.mtime_ns, s.ino), 1);
@@ -1681,9 +1696,9 @@ static void test_read_batch(void **state)
 
                 assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READWRITE, NULL),
                                  SQLITE_OK);
-                assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA wal_checkpoint(TRUNCATE)", -1,
-                                                    &st, NULL),
-                                 SQLITE_OK);
+                assert_int_equal(
+                        sqlite3_prepare_v2(h, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, NULL),
+                        SQLITE_OK);
                 assert_int_equal(sqlite3_step(st), SQLITE_ROW);
                 assert_int_equal(sqlite3_column_int(st, 0), 0); /* not busy */
                 sqlite3_finalize(st);
@@ -1711,7 +1726,7 @@ static void test_clean_stop(void **state)
         struct fx *f = *state;
         char *closed = xasprintf("%s.closed", f->db);
         char *wal = xasprintf("%s-wal", f->db);
-        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
+        struct timespec times[2] = { { .tv_nsec = UTIME_OMIT } };
         sqlite3 *h = NULL;
         char *err = NULL;
         struct stat st;
@@ -1749,7 +1764,7 @@ static void test_clean_stop(void **state)
         assert_true(checked_whole(f->l));
         assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
         assert_int_equal(stat(f->db, &st), 0);
-        times[1] = (struct timespec){.tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0};
+        times[1] = (struct timespec){ .tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0 };
         assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
         assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
         assert_true(checked_whole(f->l));
@@ -1758,9 +1773,9 @@ static void test_clean_stop(void **state)
          * so that its WAL stays): in full. */
         assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
         assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_exec(h, "UPDATE jobs SET attempts = 2 WHERE id = 1", NULL, NULL,
-                                      NULL),
-                         SQLITE_OK);
+        assert_int_equal(
+                sqlite3_exec(h, "UPDATE jobs SET attempts = 2 WHERE id = 1", NULL, NULL, NULL),
+                SQLITE_OK);
         assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
         assert_true(checked_whole(f->l));
         sqlite3_close(h);
@@ -1775,7 +1790,7 @@ static void test_clean_stop(void **state)
 static void test_clean_stop_then_changed(void **state)
 {
         struct fx *f = *state;
-        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
+        struct timespec times[2] = { { .tv_nsec = UTIME_OMIT } };
         char *err = NULL;
         struct stat st;
         int fd;
@@ -1794,7 +1809,7 @@ static void test_clean_stop_then_changed(void **state)
         close(fd);
         /* The write moved mtime, unless within one tick of the file system's clock: move it
          * for certain. */
-        times[1] = (struct timespec){.tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0};
+        times[1] = (struct timespec){ .tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0 };
         assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
 
         assert_refused_corrupt(f->db);
@@ -1805,7 +1820,7 @@ static void test_clean_stop_then_changed(void **state)
 static void test_list_state_uses_index(void **state)
 {
         struct fx *f = *state;
-        struct ledger_filter flt = {.state = JOB_DONE, .limit = 3};
+        struct ledger_filter flt = { .state = JOB_DONE, .limit = 3 };
         struct job *jobs = NULL;
         sqlite3_stmt *st = NULL;
         sqlite3 *h = NULL;
@@ -1842,7 +1857,7 @@ static void test_list_state_uses_index(void **state)
 static void test_list(void **state)
 {
         struct fx *f = *state;
-        struct ledger_filter flt = {.state = -1};
+        struct ledger_filter flt = { .state = -1 };
         struct job *jobs = NULL;
         size_t n = 99;
         int64_t a;
@@ -1876,8 +1891,9 @@ static void test_list(void **state)
         free(jobs);
 
         /* State, watch, since and limit together. */
-        flt = (struct ledger_filter){.state = JOB_QUEUED, .watch = "/w2", .since_us = 1050,
-                                     .limit = 3};
+        flt = (struct ledger_filter){
+                .state = JOB_QUEUED, .watch = "/w2", .since_us = 1050, .limit = 3
+        };
         assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
         assert_int_equal(n, 3);
         assert_int_equal(jobs[0].id, 60);
@@ -1889,7 +1905,7 @@ static void test_list(void **state)
         }
         free(jobs);
 
-        flt = (struct ledger_filter){.state = JOB_QUEUED, .watch = "/w1", .since_us = 1050};
+        flt = (struct ledger_filter){ .state = JOB_QUEUED, .watch = "/w1", .since_us = 1050 };
         assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
         assert_int_equal(n, 5); /* 1050, 1052, ..., 1058 */
         assert_int_equal(jobs[4].id, 51);
@@ -1897,14 +1913,14 @@ static void test_list(void **state)
                 job_clear(&jobs[i]);
         free(jobs);
 
-        flt = (struct ledger_filter){.state = JOB_RUNNING};
+        flt = (struct ledger_filter){ .state = JOB_RUNNING };
         assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
         assert_int_equal(n, 1);
         assert_int_equal(jobs[0].id, 1);
         job_clear(&jobs[0]);
         free(jobs);
 
-        flt = (struct ledger_filter){.state = JOB_DEAD};
+        flt = (struct ledger_filter){ .state = JOB_DEAD };
         jobs = NULL;
         assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
         assert_int_equal(n, 0);
@@ -1917,14 +1933,14 @@ static void test_list(void **state)
                 job_clear(&jobs[i]);
         free(jobs);
 
-        flt = (struct ledger_filter){.state = _JOB_STATE_MAX};
+        flt = (struct ledger_filter){ .state = _JOB_STATE_MAX };
         assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), -EINVAL);
 }
 
 static void test_list_limit_capped(void **state)
 {
         struct fx *f = *state;
-        struct ledger_filter flt = {.state = JOB_DONE, .limit = 50000};
+        struct ledger_filter flt = { .state = JOB_DONE, .limit = 50000 };
         struct job *jobs = NULL;
         size_t n = 0;
 
@@ -1997,7 +2013,7 @@ static void test_state_names(void **state)
         assert_string_equal(job_state_name(JOB_RETRY), "retry");
         assert_string_equal(job_state_name(JOB_CANCELLED), "cancelled");
         assert_null(job_state_name(_JOB_STATE_MAX));
-        assert_null(job_state_name((enum job_state)-1));
+        assert_null(job_state_name((enum job_state) - 1));
         assert_int_equal(job_state_from_name("Queued"), -EINVAL);
         assert_int_equal(job_state_from_name(""), -EINVAL);
         assert_int_equal(job_state_from_name(NULL), -EINVAL);

@@ -150,7 +150,7 @@ static void test_same_file(void **state)
         tu_write_file(other, "", 0);
         assert_false(lockfile_same_file(l, other));
         /* And the lock file itself must not be a symlink: refused, not followed. */
-        assert_int_equal(lockfile_take(link, &(lockfile *){NULL}, NULL), -ELOOP);
+        assert_int_equal(lockfile_take(link, &(lockfile *){ NULL }, NULL), -ELOOP);
         l = lockfile_free(l);
         free(path);
         free(link);
@@ -162,10 +162,10 @@ static void test_same_file(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_held_and_released),
-            cmocka_unit_test(test_not_inherited_by_exec),
-            cmocka_unit_test(test_free_after_holder_killed),
-            cmocka_unit_test(test_same_file),
+                cmocka_unit_test(test_held_and_released),
+                cmocka_unit_test(test_not_inherited_by_exec),
+                cmocka_unit_test(test_free_after_holder_killed),
+                cmocka_unit_test(test_same_file),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,7 +47,7 @@ static void assert_value(const struct log_job_fields *f, const char *name, const
 
 static void test_fields(void **state)
 {
-        const struct log_site site = {"/home/build/imgd/src/scheduler.c", 1021, "job_done"};
+        const struct log_site site = { "/home/build/imgd/src/scheduler.c", 1021, "job_done" };
         struct log_job_fields f;
         int n;
 
@@ -78,14 +78,14 @@ static void test_fields(void **state)
         assert_value(&f, "PRIORITY", "3");
 
         assert_int_equal(
-            log_job_fields(&f, LOG_INFO, "imgd", _LOG_JOB_EVENT_MAX, 1, NULL, NULL, &site, "x"),
-            -EINVAL);
+                log_job_fields(&f, LOG_INFO, "imgd", _LOG_JOB_EVENT_MAX, 1, NULL, NULL, &site, "x"),
+                -EINVAL);
 }
 
 /* A message longer than the buffer is cut, and every field after it is still there. */
 static void test_long_message(void **state)
 {
-        const struct log_site site = {"src/main.c", 1, "f"};
+        const struct log_site site = { "src/main.c", 1, "f" };
         struct log_job_fields f;
         char *msg = malloc(20000);
 
@@ -136,16 +136,17 @@ static void test_code_file(void **state)
         assert_string_equal(log_code_file("x.c"), "x.c");
         /* As this build compiles it (-fmacro-prefix-map, or the path stripped). */
         assert_string_equal(log_code_file(__FILE__), "tests/unit/test-log.c");
-        assert_string_equal(log_code_file("/w/imgd/src/daemon/scheduler.c"), "src/daemon/scheduler.c");
+        assert_string_equal(log_code_file("/w/imgd/src/daemon/scheduler.c"),
+                            "src/daemon/scheduler.c");
 }
 
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_fields),
-            cmocka_unit_test(test_long_message),
-            cmocka_unit_test(test_message_ids),
-            cmocka_unit_test(test_code_file),
+                cmocka_unit_test(test_fields),
+                cmocka_unit_test(test_long_message),
+                cmocka_unit_test(test_message_ids),
+                cmocka_unit_test(test_code_file),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

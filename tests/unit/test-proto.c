@@ -64,8 +64,7 @@ static void test_request_round_trip(void **state)
 
         line = proto_format_request(req);
         assert_non_null(line);
-        assert_int_equal(proto_parse_request(line, line_length(line), &parsed, &cmd, &error),
-                         0);
+        assert_int_equal(proto_parse_request(line, line_length(line), &parsed, &cmd, &error), 0);
         assert_null(error);
         assert_string_equal(cmd, "jobs");
         assert_true(json_equal(req, parsed));
@@ -235,15 +234,15 @@ static void test_string_lossy(void **state)
         static const struct {
                 const char *in, *out;
         } cases[] = {
-                {"", ""},
-                {"plain", "plain"},
-                {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
-                 "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
-                {"a\xffz", "a\xef\xbf\xbdz"},
-                {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},         /* overlong '/' */
-                {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
-                {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
-                {"end\xe2\x82", "end\xef\xbf\xbd\xef\xbf\xbd"}, /* truncated at the end */
+                { "", "" },
+                { "plain", "plain" },
+                { "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                  "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+                { "a\xffz", "a\xef\xbf\xbdz" },
+                { "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd" },                 /* overlong '/' */
+                { "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" }, /* surrogate */
+                { "\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+                { "end\xe2\x82", "end\xef\xbf\xbd\xef\xbf\xbd" }, /* truncated at the end */
         };
 
         (void)state;
@@ -296,9 +295,9 @@ static void test_response_too_long_or_nul(void **state)
         assert_int_equal(proto_parse_response(line, n, &result, NULL), -EBADMSG);
         assert_int_equal(proto_parse_response(line, n - 1, &result, NULL), 0);
         json_decref(result);
-        assert_int_equal(proto_parse_response("{\"v\":1,\"ok\":true,\"result\":{}}\0", 30, &result,
-                                              NULL),
-                         -EBADMSG);
+        assert_int_equal(
+                proto_parse_response("{\"v\":1,\"ok\":true,\"result\":{}}\0", 30, &result, NULL),
+                -EBADMSG);
 }
 
 int main(void)

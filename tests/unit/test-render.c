@@ -69,7 +69,7 @@ static inline void render_base_freep(render_base **p)
 static VipsImage *make_gradient(int w, int h, bool alpha)
 {
         _cleanup_image_ VipsImage *xy = NULL, *lin = NULL, *rgbf = NULL, *rgb = NULL, *rgba = NULL;
-        double a[2] = {255.0 / w, 255.0 / h}, b[2] = {0, 0};
+        double a[2] = { 255.0 / w, 255.0 / h }, b[2] = { 0, 0 };
         VipsImage *out = NULL;
 
         VIPS_OK(vips_xyz(&xy, w, h, NULL));
@@ -78,8 +78,8 @@ static VipsImage *make_gradient(int w, int h, bool alpha)
         VIPS_OK(vips_cast(rgbf, &rgb, VIPS_FORMAT_UCHAR, NULL));
         if (alpha)
                 VIPS_OK(vips_bandjoin_const1(rgb, &rgba, 255.0, NULL));
-        VIPS_OK(
-            vips_copy(alpha ? rgba : rgb, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
+        VIPS_OK(vips_copy(alpha ? rgba : rgb, &out, "interpretation", VIPS_INTERPRETATION_sRGB,
+                          NULL));
         return out;
 }
 
@@ -94,8 +94,8 @@ static VipsImage *make_halves(int w, int h, const double left[3], const double r
         VIPS_OK(vips_extract_band(xy, &x, 0, NULL));
         VIPS_OK(vips_less_const1(x, &cond, w / 2, NULL));
         VIPS_OK(vips_black(&blk, w, h, "bands", 3, NULL));
-        VIPS_OK(vips_linear(blk, &l, (double[]){1, 1, 1}, (double *)left, 3, NULL));
-        VIPS_OK(vips_linear(blk, &r, (double[]){1, 1, 1}, (double *)right, 3, NULL));
+        VIPS_OK(vips_linear(blk, &l, (double[]){ 1, 1, 1 }, (double *)left, 3, NULL));
+        VIPS_OK(vips_linear(blk, &r, (double[]){ 1, 1, 1 }, (double *)right, 3, NULL));
         VIPS_OK(vips_ifthenelse(cond, l, r, &pick, NULL));
         {
                 _cleanup_image_ VipsImage *u8 = NULL;
@@ -166,7 +166,7 @@ static struct variant make_variant(unsigned w, unsigned h, enum variant_fit fit,
 
 static render_base *base_ok(const void *buf, size_t len, const struct variant *v, size_t n)
 {
-        struct render_limits limits = {.max_pixels = 100000000};
+        struct render_limits limits = { .max_pixels = 100000000 };
         struct render_error err = {};
         render_base *b = NULL;
         int r = render_base_new(buf, len, v, n, &limits, &b, &err);
@@ -219,9 +219,12 @@ static void test_fits_large_source(void **state)
                 enum variant_fit fit;
                 unsigned want_w, want_h;
         } cases[] = {
-            {100, 100, VARIANT_FIT_COVER, 100, 100},  {37, 91, VARIANT_FIT_COVER, 37, 91},
-            {100, 100, VARIANT_FIT_CONTAIN, 100, 75}, {100, 100, VARIANT_FIT_INSIDE, 100, 75},
-            {120, 40, VARIANT_FIT_FILL, 120, 40},     {0, 0, VARIANT_FIT_NONE, 400, 300},
+                { 100, 100, VARIANT_FIT_COVER, 100, 100 },
+                { 37, 91, VARIANT_FIT_COVER, 37, 91 },
+                { 100, 100, VARIANT_FIT_CONTAIN, 100, 75 },
+                { 100, 100, VARIANT_FIT_INSIDE, 100, 75 },
+                { 120, 40, VARIANT_FIT_FILL, 120, 40 },
+                { 0, 0, VARIANT_FIT_NONE, 400, 300 },
         };
         struct variant vs[ELEMENTSOF(cases)];
         _cleanup_base_ render_base *b = NULL;
@@ -236,7 +239,7 @@ static void test_fits_large_source(void **state)
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 _cleanup_image_ VipsImage *out =
-                    render_check(b, &vs[i], cases[i].want_w, cases[i].want_h);
+                        render_check(b, &vs[i], cases[i].want_w, cases[i].want_h);
 
                 /* Output is 8-bit sRGB without alpha, as the source. */
                 assert_int_equal(out->Bands, 3);
@@ -265,11 +268,11 @@ static void test_fits_small_source(void **state)
                 enum variant_fit fit;
                 unsigned want_w, want_h;
         } cases[] = {
-            {200, 100, VARIANT_FIT_COVER, 200, 100},   /* enlarged to fill */
-            {200, 200, VARIANT_FIT_CONTAIN, 200, 160}, /* enlarged to fit */
-            {200, 200, VARIANT_FIT_INSIDE, 50, 40},    /* never enlarged */
-            {30, 20, VARIANT_FIT_INSIDE, 25, 20},      /* but still reduced */
-            {10, 90, VARIANT_FIT_FILL, 10, 90},        {0, 0, VARIANT_FIT_NONE, 50, 40},
+                { 200, 100, VARIANT_FIT_COVER, 200, 100 },   /* enlarged to fill */
+                { 200, 200, VARIANT_FIT_CONTAIN, 200, 160 }, /* enlarged to fit */
+                { 200, 200, VARIANT_FIT_INSIDE, 50, 40 },    /* never enlarged */
+                { 30, 20, VARIANT_FIT_INSIDE, 25, 20 },      /* but still reduced */
+                { 10, 90, VARIANT_FIT_FILL, 10, 90 },        { 0, 0, VARIANT_FIT_NONE, 50, 40 },
         };
         struct variant vs[ELEMENTSOF(cases)];
         _cleanup_base_ render_base *b = NULL;
@@ -282,7 +285,7 @@ static void test_fits_small_source(void **state)
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 _cleanup_image_ VipsImage *out =
-                    render_check(b, &vs[i], cases[i].want_w, cases[i].want_h);
+                        render_check(b, &vs[i], cases[i].want_w, cases[i].want_h);
 
                 assert_int_equal(out->Bands, 3);
         }
@@ -309,9 +312,9 @@ static void test_circle_mask(void **state)
         _cleanup_gfree_ void *png = NULL;
         size_t len;
         struct variant vs[3] = {
-            make_variant(64, 64, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
-            make_variant(64, 64, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
-            make_variant(80, 40, VARIANT_FIT_FILL, IMAGE_FORMAT_PNG),
+                make_variant(64, 64, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+                make_variant(64, 64, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+                make_variant(80, 40, VARIANT_FIT_FILL, IMAGE_FORMAT_PNG),
         };
         _cleanup_base_ render_base *b = NULL;
 
@@ -359,8 +362,8 @@ static void test_circle_mask_with_alpha_and_jpeg(void **state)
         _cleanup_gfree_ void *png = NULL;
         size_t len;
         struct variant vs[2] = {
-            make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
-            make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_JPEG),
+                make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+                make_variant(50, 50, VARIANT_FIT_COVER, IMAGE_FORMAT_JPEG),
         };
         _cleanup_base_ render_base *b = NULL;
 
@@ -397,7 +400,7 @@ static void test_circle_mask_with_alpha_and_jpeg(void **state)
 
 /* ---- source colour and geometry ---------------------------------------------------------- */
 
-static const double RED[3] = {255, 0, 0}, BLUE[3] = {0, 0, 255}, GREEN[3] = {0, 255, 0};
+static const double RED[3] = { 255, 0, 0 }, BLUE[3] = { 0, 0, 255 }, GREEN[3] = { 0, 255, 0 };
 
 static void test_exif_orientation(void **state)
 {
@@ -414,7 +417,7 @@ static void test_exif_orientation(void **state)
         vips_image_set_int(tagged, VIPS_META_ORIENTATION, 6);
         VIPS_OK(vips_jpegsave_buffer(tagged, &jpg, &len, "Q", 95, "strip", FALSE, NULL));
 
-        b = base_ok(jpg, len, (struct variant[]){v, cover}, 2);
+        b = base_ok(jpg, len, (struct variant[]){ v, cover }, 2);
         assert_int_equal(render_base_info(b)->width, 200);
         assert_int_equal(render_base_info(b)->height, 300);
 
@@ -474,12 +477,12 @@ static void test_png_shrunk_once(void **state)
                 unsigned w, h;
                 enum variant_fit fit;
         } cases[] = {
-            {800, 800, VARIANT_FIT_INSIDE}, {333, 333, VARIANT_FIT_INSIDE},
-            {251, 97, VARIANT_FIT_CONTAIN}, {100, 100, VARIANT_FIT_COVER},
-            {64, 40, VARIANT_FIT_FILL},
+                { 800, 800, VARIANT_FIT_INSIDE }, { 333, 333, VARIANT_FIT_INSIDE },
+                { 251, 97, VARIANT_FIT_CONTAIN }, { 100, 100, VARIANT_FIT_COVER },
+                { 64, 40, VARIANT_FIT_FILL },
         };
         /* Sizes whose outputs come out a pixel off when resized from the shrunk image. */
-        static const int sizes[][2] = {{1501, 1170}, {1170, 1501}};
+        static const int sizes[][2] = { { 1501, 1170 }, { 1170, 1501 } };
 
         for (size_t k = 0; k < ELEMENTSOF(sizes); k++) {
                 int W = sizes[k][0], H = sizes[k][1];
@@ -515,24 +518,21 @@ static void test_png_shrunk_once(void **state)
                                                              VIPS_INTERESTING_CENTRE, NULL));
                         else
                                 VIPS_OK(vips_thumbnail_image(
-                                    src, &want, cases[i].w, "height", cases[i].h, "size",
-                                    cases[i].fit == VARIANT_FIT_INSIDE  ? VIPS_SIZE_DOWN
-                                    : cases[i].fit == VARIANT_FIT_FILL ? VIPS_SIZE_FORCE
-                                                                        : VIPS_SIZE_BOTH,
-                                    NULL));
-                        out = render_check(b, &vs[i], (unsigned)want->Xsize,
-                                           (unsigned)want->Ysize);
+                                        src, &want, cases[i].w, "height", cases[i].h, "size",
+                                        cases[i].fit == VARIANT_FIT_INSIDE ? VIPS_SIZE_DOWN
+                                        : cases[i].fit == VARIANT_FIT_FILL ? VIPS_SIZE_FORCE
+                                                                           : VIPS_SIZE_BOTH,
+                                        NULL));
+                        out = render_check(b, &vs[i], (unsigned)want->Xsize, (unsigned)want->Ysize);
                         /* Opaque alpha: gone. */
                         assert_int_equal(out->Bands, 3);
                         /* The same picture: the gradient at the centre and near a corner. */
                         cx = want->Xsize / 2;
                         cy = want->Ysize / 2;
                         for (int band = 0; band < 3; band++) {
-                                assert_near(pixel(out, cx, cy, band), pixel(want, cx, cy, band),
-                                            3);
+                                assert_near(pixel(out, cx, cy, band), pixel(want, cx, cy, band), 3);
                                 assert_near(pixel(out, want->Xsize - 3, want->Ysize - 3, band),
-                                            pixel(want, want->Xsize - 3, want->Ysize - 3, band),
-                                            4);
+                                            pixel(want, want->Xsize - 3, want->Ysize - 3, band), 4);
                         }
 
                         out_hole = render_check(bh, &vs[i], (unsigned)want->Xsize,
@@ -600,7 +600,7 @@ static void test_alpha_flattened_for_jpeg(void **state)
         v.background[0] = 255;
         v.background[1] = 0;
         v.background[2] = 0;
-        b = base_ok(png, len, (struct variant[]){v, keep}, 2);
+        b = base_ok(png, len, (struct variant[]){ v, keep }, 2);
 
         out = render_check(b, &v, 64, 64);
         assert_int_equal(out->Bands, 3);
@@ -625,8 +625,8 @@ static void test_big_jpeg_shrink_on_load(void **state)
         _cleanup_gfree_ void *jpg = NULL;
         size_t len;
         struct variant vs[2] = {
-            make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
-            make_variant(100, 100, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG),
+                make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+                make_variant(100, 100, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_JPEG),
         };
         _cleanup_base_ render_base *b = NULL;
 
@@ -658,8 +658,8 @@ static void test_big_webp_scale_on_load(void **state)
         _cleanup_gfree_ void *webp = NULL;
         size_t len;
         struct variant vs[2] = {
-            make_variant(97, 61, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
-            make_variant(150, 150, VARIANT_FIT_INSIDE, IMAGE_FORMAT_PNG),
+                make_variant(97, 61, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+                make_variant(150, 150, VARIANT_FIT_INSIDE, IMAGE_FORMAT_PNG),
         };
         _cleanup_base_ render_base *b = NULL;
 
@@ -708,7 +708,7 @@ static void test_max_pixels_from_header(void **state)
         _cleanup_image_ VipsImage *src = make_gradient(64, 48, false);
         _cleanup_gfree_ unsigned char *png = NULL;
         struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
-        struct render_limits limits = {.max_pixels = 100000000};
+        struct render_limits limits = { .max_pixels = 100000000 };
         struct render_error err = {};
         render_base *b = NULL;
         size_t len;
@@ -718,8 +718,8 @@ static void test_max_pixels_from_header(void **state)
         /* Signature (8), IHDR length (4), "IHDR" at 12, width at 16, height at 20, CRC at 29. */
         assert_memory_equal(png + 12, "IHDR", 4);
         assert_int_equal(crc32_png(png + 12, 17), (uint32_t)png[29] << 24 |
-                                                      (uint32_t)png[30] << 16 |
-                                                      (uint32_t)png[31] << 8 | png[32]);
+                                                          (uint32_t)png[30] << 16 |
+                                                          (uint32_t)png[31] << 8 | png[32]);
         put_be32(png + 16, 60000);
         put_be32(png + 20, 60000);
         put_be32(png + 29, crc32_png(png + 12, 17));
@@ -739,7 +739,7 @@ static void test_max_pixels_boundary(void **state)
         _cleanup_image_ VipsImage *src = make_gradient(400, 300, false);
         _cleanup_gfree_ void *jpg = NULL;
         struct variant v = make_variant(10, 10, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
-        struct render_limits at = {.max_pixels = 120000}, below = {.max_pixels = 119999};
+        struct render_limits at = { .max_pixels = 120000 }, below = { .max_pixels = 119999 };
         struct render_error err = {};
         render_base *b = NULL;
         size_t len;
@@ -858,11 +858,9 @@ static void *jpeg_of(VipsImage *im, bool progressive, bool subsample, size_t *re
 {
         void *buf = NULL;
 
-        VIPS_OK(vips_jpegsave_buffer(im, &buf, ret_len, "Q", 85, "interlace", progressive,
-                                     "subsample_mode",
-                                     subsample ? VIPS_FOREIGN_SUBSAMPLE_ON
-                                               : VIPS_FOREIGN_SUBSAMPLE_OFF,
-                                     NULL));
+        VIPS_OK(vips_jpegsave_buffer(
+                im, &buf, ret_len, "Q", 85, "interlace", progressive, "subsample_mode",
+                subsample ? VIPS_FOREIGN_SUBSAMPLE_ON : VIPS_FOREIGN_SUBSAMPLE_OFF, NULL));
         return buf;
 }
 
@@ -876,7 +874,7 @@ static void test_progressive_jpeg_memory(void **state)
 {
         _cleanup_image_ VipsImage *src = make_gradient(2000, 1500, false);
         struct variant v = make_variant(100, 100, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP);
-        struct render_limits limits = {.max_decode_bytes = 16 << 20};
+        struct render_limits limits = { .max_decode_bytes = 16 << 20 };
         struct render_error err = {};
         render_base *b = NULL;
         void *p444, *base, *p420;
@@ -934,8 +932,7 @@ static void test_not_an_image(void **state)
 }
 
 /* Garbage after the first 16 bytes (the signature) of a real file fails verification. */
-static void assert_junk_fails_verify(const void *real, enum image_format f, unsigned w,
-                                     unsigned h)
+static void assert_junk_fails_verify(const void *real, enum image_format f, unsigned w, unsigned h)
 {
         struct render_error err = {};
         unsigned char junk[512];
@@ -958,7 +955,7 @@ static void test_verify(void **state)
         unsigned w = 0, h = 0;
 
         jpg = encode(src, ".jpg", &len);
-        b = base_ok(jpg, len, (struct variant[]){vp, vj}, 2);
+        b = base_ok(jpg, len, (struct variant[]){ vp, vj }, 2);
         assert_int_equal(render_variant(b, &vp, &png, &plen, &w, &h, &err), 0);
         assert_int_equal(w, 100);
         assert_int_equal(h, 75);
@@ -1010,8 +1007,8 @@ static void assert_jpeg_damage_fails(const unsigned char *out, size_t jlen)
                 damaged[at] = 0xff;
                 damaged[at + 1] = 0xd0 + (unsigned char)(at % 8); /* a restart marker */
                 tries++;
-                failed += render_verify(damaged, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err) ==
-                          -EBADMSG;
+                failed +=
+                        render_verify(damaged, jlen, IMAGE_FORMAT_JPEG, 400, 300, &err) == -EBADMSG;
         }
         assert_true(tries >= 4);
         assert_int_equal(failed, tries);
@@ -1103,11 +1100,11 @@ static void test_output_formats(void **state)
                 enum image_format format;
                 const char *loader;
         } cases[] = {
-            {IMAGE_FORMAT_JPEG, "VipsForeignLoadJpegBuffer"},
-            {IMAGE_FORMAT_PNG, "VipsForeignLoadPngBuffer"},
-            {IMAGE_FORMAT_WEBP, "VipsForeignLoadWebpBuffer"},
-            {IMAGE_FORMAT_AVIF, "VipsForeignLoadHeifBuffer"},
-            {IMAGE_FORMAT_GIF, "VipsForeignLoadNsgifBuffer"},
+                { IMAGE_FORMAT_JPEG, "VipsForeignLoadJpegBuffer" },
+                { IMAGE_FORMAT_PNG, "VipsForeignLoadPngBuffer" },
+                { IMAGE_FORMAT_WEBP, "VipsForeignLoadWebpBuffer" },
+                { IMAGE_FORMAT_AVIF, "VipsForeignLoadHeifBuffer" },
+                { IMAGE_FORMAT_GIF, "VipsForeignLoadNsgifBuffer" },
         };
         _cleanup_base_ render_base *b = NULL;
         struct variant vs[ELEMENTSOF(cases)];
@@ -1171,10 +1168,10 @@ static void test_metadata_stripped(void **state)
         _cleanup_gfree_ void *jpg = NULL;
         size_t len = 0;
         struct variant vs[4] = {
-            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_JPEG),
-            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
-            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
-            make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_AVIF),
+                make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_JPEG),
+                make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+                make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+                make_variant(60, 45, VARIANT_FIT_COVER, IMAGE_FORMAT_AVIF),
         };
         _cleanup_base_ render_base *b = NULL;
 
@@ -1213,9 +1210,9 @@ static void test_metadata_stripped(void **state)
 static void test_other_sources(void **state)
 {
         _cleanup_image_ VipsImage *src = make_gradient(80, 60, false);
-        static const char *const savers[] = {".gif", ".tif", ".avif", ".webp"};
-        static const enum image_format formats[] = {IMAGE_FORMAT_GIF, IMAGE_FORMAT_TIFF,
-                                                    IMAGE_FORMAT_AVIF, IMAGE_FORMAT_WEBP};
+        static const char *const savers[] = { ".gif", ".tif", ".avif", ".webp" };
+        static const enum image_format formats[] = { IMAGE_FORMAT_GIF, IMAGE_FORMAT_TIFF,
+                                                     IMAGE_FORMAT_AVIF, IMAGE_FORMAT_WEBP };
         struct variant v = make_variant(40, 40, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG);
 
         for (size_t i = 0; i < ELEMENTSOF(savers); i++) {
@@ -1262,7 +1259,7 @@ static VipsImage *make_solid(int w, int h, const double rgb[3])
         VipsImage *out = NULL;
 
         VIPS_OK(vips_black(&blk, w, h, "bands", 3, NULL));
-        VIPS_OK(vips_linear(blk, &lin, (double[]){1, 1, 1}, (double *)rgb, 3, NULL));
+        VIPS_OK(vips_linear(blk, &lin, (double[]){ 1, 1, 1 }, (double *)rgb, 3, NULL));
         VIPS_OK(vips_cast(lin, &u8, VIPS_FORMAT_UCHAR, NULL));
         VIPS_OK(vips_copy(u8, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
         return out;
@@ -1277,7 +1274,7 @@ static VipsImage *make_noise(int w, int h, int seed)
         VIPS_OK(vips_gaussnoise(&r, w, h, "mean", 128.0, "sigma", 60.0, "seed", seed, NULL));
         VIPS_OK(vips_gaussnoise(&g, w, h, "mean", 128.0, "sigma", 60.0, "seed", seed + 1, NULL));
         VIPS_OK(vips_gaussnoise(&b, w, h, "mean", 128.0, "sigma", 60.0, "seed", seed + 2, NULL));
-        VIPS_OK(vips_bandjoin((VipsImage *[]){r, g, b}, &rgb, 3, NULL));
+        VIPS_OK(vips_bandjoin((VipsImage *[]){ r, g, b }, &rgb, 3, NULL));
         VIPS_OK(vips_cast(rgb, &u8, VIPS_FORMAT_UCHAR, NULL));
         VIPS_OK(vips_copy(u8, &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL));
         return out;
@@ -1380,17 +1377,17 @@ static void test_gravity(void **state)
         size_t wl, tl;
         static const struct {
                 enum variant_gravity g;
-                bool wide;       /* which source */
-                double want[3];  /* the colour of the whole 50x50 output */
+                bool wide;      /* which source */
+                double want[3]; /* the colour of the whole 50x50 output */
         } cases[] = {
-            {VARIANT_GRAVITY_WEST, true, {255, 0, 0}},
-            {VARIANT_GRAVITY_EAST, true, {0, 0, 255}},
-            {VARIANT_GRAVITY_NORTH_WEST, true, {255, 0, 0}},
-            {VARIANT_GRAVITY_SOUTH_EAST, true, {0, 0, 255}},
-            {VARIANT_GRAVITY_NORTH, false, {0, 255, 0}},
-            {VARIANT_GRAVITY_SOUTH, false, {0, 0, 255}},
-            {VARIANT_GRAVITY_NORTH_EAST, false, {0, 255, 0}},
-            {VARIANT_GRAVITY_SOUTH_WEST, false, {0, 0, 255}},
+                { VARIANT_GRAVITY_WEST, true, { 255, 0, 0 } },
+                { VARIANT_GRAVITY_EAST, true, { 0, 0, 255 } },
+                { VARIANT_GRAVITY_NORTH_WEST, true, { 255, 0, 0 } },
+                { VARIANT_GRAVITY_SOUTH_EAST, true, { 0, 0, 255 } },
+                { VARIANT_GRAVITY_NORTH, false, { 0, 255, 0 } },
+                { VARIANT_GRAVITY_SOUTH, false, { 0, 0, 255 } },
+                { VARIANT_GRAVITY_NORTH_EAST, false, { 0, 255, 0 } },
+                { VARIANT_GRAVITY_SOUTH_WEST, false, { 0, 0, 255 } },
         };
 
         {
@@ -1430,14 +1427,14 @@ static void test_gravity(void **state)
 static void test_gravity_smart(void **state)
 {
         /* Flat grey, and at the right a small saturated, busy patch: both smart crops go there. */
-        static const double GREY[3] = {128, 128, 128};
-        _cleanup_image_ VipsImage *grey = make_solid(400, 100, GREY), *noise = make_noise(60, 60, 7),
-                                  *src = NULL;
+        static const double GREY[3] = { 128, 128, 128 };
+        _cleanup_image_ VipsImage *grey = make_solid(400, 100, GREY),
+                                  *noise = make_noise(60, 60, 7), *src = NULL;
         _cleanup_gfree_ void *png = NULL;
         _cleanup_base_ render_base *b = NULL;
         size_t len;
-        static const enum variant_gravity gs[] = {VARIANT_GRAVITY_ATTENTION,
-                                                  VARIANT_GRAVITY_ENTROPY};
+        static const enum variant_gravity gs[] = { VARIANT_GRAVITY_ATTENTION,
+                                                   VARIANT_GRAVITY_ENTROPY };
 
         src = paste(grey, noise, 320, 20);
         png = encode(src, ".png", &len);
@@ -1496,11 +1493,11 @@ static void test_watermark_image(void **state)
         b = base_ok(png, len, NULL, 0);
 
         marked.watermark = (struct variant_watermark){
-            .kind = VARIANT_WATERMARK_IMAGE,
-            .position = VARIANT_GRAVITY_SOUTH_EAST,
-            .margin = 16,
-            .opacity = 0.5,
-            .width = 0.25,
+                .kind = VARIANT_WATERMARK_IMAGE,
+                .position = VARIANT_GRAVITY_SOUTH_EAST,
+                .margin = 16,
+                .opacity = 0.5,
+                .width = 0.25,
         };
         snprintf(marked.watermark.image, sizeof(marked.watermark.image), "%s", logo);
 
@@ -1561,7 +1558,7 @@ static void test_watermark_image(void **state)
         /* A changed file (new mtime) is decoded again; an unchanged one is not. */
         write_mark(logo, 200, 100, BLUE);
         {
-                struct timespec ts[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+                struct timespec ts[2] = { { .tv_sec = 1000000000 }, { .tv_sec = 1000000000 } };
 
                 assert_int_equal(utimensat(AT_FDCWD, logo, ts, 0), 0);
         }
@@ -1601,7 +1598,7 @@ static void test_watermark_image(void **state)
 
         /* A missing file fails the variant, naming it, as transient. */
         {
-                struct render_output o = {.size = 12345};
+                struct render_output o = { .size = 12345 };
                 struct render_error err = {};
 
                 assert_int_equal(unlink(logo), 0);
@@ -1630,7 +1627,7 @@ static void test_watermark_image(void **state)
 
 static void test_watermark_text(void **state)
 {
-        static const double DARK[3] = {20, 30, 40};
+        static const double DARK[3] = { 20, 30, 40 };
         _cleanup_image_ VipsImage *src = make_solid(400, 200, DARK), *d1 = NULL, *d2 = NULL;
         _cleanup_gfree_ void *png = NULL;
         _cleanup_base_ render_base *b = NULL;
@@ -1643,13 +1640,13 @@ static void test_watermark_text(void **state)
         png = encode(src, ".png", &len);
         b = base_ok(png, len, NULL, 0);
         marked.watermark = (struct variant_watermark){
-            .kind = VARIANT_WATERMARK_TEXT,
-            .text = "\xc2\xa9 Example & <Co>",
-            .font = "sans 24",
-            .color = {255, 255, 0},
-            .position = VARIANT_GRAVITY_SOUTH_EAST,
-            .margin = 10,
-            .opacity = 1.0,
+                .kind = VARIANT_WATERMARK_TEXT,
+                .text = "\xc2\xa9 Example & <Co>",
+                .font = "sans 24",
+                .color = { 255, 255, 0 },
+                .position = VARIANT_GRAVITY_SOUTH_EAST,
+                .margin = 10,
+                .opacity = 1.0,
         };
         o1 = render_ok(b, &plain, NULL);
         o2 = render_ok(b, &marked, NULL);
@@ -1664,7 +1661,7 @@ static void test_watermark_text(void **state)
         assert_true(x1 - x0 > 100 && x1 - x0 < 350);
         /* Yellow strokes: some pixel in the box is (nearly) pure yellow. */
         {
-                double maxv[3] = {0};
+                double maxv[3] = { 0 };
                 _cleanup_image_ VipsImage *area = NULL, *r = NULL, *bl = NULL;
 
                 VIPS_OK(vips_extract_area(d2, &area, x0, y0, x1 - x0, y1 - y0, NULL));
@@ -1778,8 +1775,7 @@ static void test_encoder_options(void **state)
                 h1 = header_of(&o1);
                 h2 = header_of(&o2);
                 assert_false(vips_image_get_typeof(h1, "interlaced") &&
-                             vips_image_get_int(h1, "interlaced", &interlaced) == 0 &&
-                             interlaced);
+                             vips_image_get_int(h1, "interlaced", &interlaced) == 0 && interlaced);
                 VIPS_OK(vips_image_get_int(h2, "interlaced", &interlaced));
                 assert_int_equal(interlaced, 1);
                 assert_int_equal(o1.quality, -1);
@@ -1848,8 +1844,8 @@ static void test_keep_metadata(void **state)
         VipsBlob *p3 = NULL;
         const void *p3_data;
         size_t len = 0, plain_len = 0, p3_len = 0;
-        static const enum image_format formats[] = {IMAGE_FORMAT_JPEG, IMAGE_FORMAT_PNG,
-                                                    IMAGE_FORMAT_WEBP, IMAGE_FORMAT_AVIF};
+        static const enum image_format formats[] = { IMAGE_FORMAT_JPEG, IMAGE_FORMAT_PNG,
+                                                     IMAGE_FORMAT_WEBP, IMAGE_FORMAT_AVIF };
 
         /* A source with a (Display P3) profile, a copyright and a private artist. */
         VIPS_OK(vips_profile_load("p3", &p3, NULL));
@@ -1865,8 +1861,8 @@ static void test_keep_metadata(void **state)
         bare = base_ok(plain_jpg, plain_len, NULL, 0);
 
         for (size_t i = 0; i < ELEMENTSOF(formats); i++) {
-                static const unsigned keeps[] = {0, VARIANT_KEEP_ICC, VARIANT_KEEP_COPYRIGHT,
-                                                 VARIANT_KEEP_ICC | VARIANT_KEEP_COPYRIGHT};
+                static const unsigned keeps[] = { 0, VARIANT_KEEP_ICC, VARIANT_KEEP_COPYRIGHT,
+                                                  VARIANT_KEEP_ICC | VARIANT_KEEP_COPYRIGHT };
 
                 if (formats[i] == IMAGE_FORMAT_AVIF && !have_avif_encoder())
                         continue;
@@ -1881,18 +1877,18 @@ static void test_keep_metadata(void **state)
                         h = header_of(&o);
                         if (!!vips_image_get_typeof(h, VIPS_META_ICC_NAME) !=
                             !!(keeps[k] & VARIANT_KEEP_ICC))
-                                fail_msg("%s keep %u: ICC profile %s", image_format_name(formats[i]),
-                                         keeps[k], (keeps[k] & VARIANT_KEEP_ICC) ? "missing"
-                                                                                 : "kept");
+                                fail_msg("%s keep %u: ICC profile %s",
+                                         image_format_name(formats[i]), keeps[k],
+                                         (keeps[k] & VARIANT_KEEP_ICC) ? "missing" : "kept");
                         if (keeps[k] & VARIANT_KEEP_ICC) {
                                 /* sRGB: what the pixels are now, not the source's P3. */
                                 const void *icc;
                                 size_t icc_len;
 
-                                VIPS_OK(vips_image_get_blob(h, VIPS_META_ICC_NAME, &icc,
-                                                            &icc_len));
+                                VIPS_OK(vips_image_get_blob(h, VIPS_META_ICC_NAME, &icc, &icc_len));
                                 assert_non_null(memmem(icc, icc_len, "sRGB", 4));
-                                assert_false(icc_len == p3_len && memcmp(icc, p3_data, p3_len) == 0);
+                                assert_false(icc_len == p3_len &&
+                                             memcmp(icc, p3_data, p3_len) == 0);
                         }
                         if (keeps[k] & VARIANT_KEEP_COPYRIGHT) {
                                 if (vips_image_get_string(h, "exif-ifd0-Copyright", &cr) < 0)
@@ -1982,7 +1978,7 @@ static void test_max_bytes(void **state)
         /* ...or, strict, refused for good. */
         v.max_bytes_strict = true;
         {
-                struct render_output o = {.size = 7};
+                struct render_output o = { .size = 7 };
                 struct render_error err = {};
 
                 assert_int_equal(render_variant_full(b, &v, NULL, &o, &err), -EFBIG);
@@ -2012,7 +2008,9 @@ static void test_max_bytes(void **state)
 }
 
 /* An animated GIF of `n` w x h frames, frame i a solid colour COLOURS[i % 4]. */
-static const double COLOURS[4][3] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {255, 255, 0}};
+static const double COLOURS[4][3] = {
+        { 255, 0, 0 }, { 0, 255, 0 }, { 0, 0, 255 }, { 255, 255, 0 }
+};
 
 static void *make_animation(int w, int h, int n, const char *suffix, size_t *ret_len)
 {
@@ -2041,8 +2039,8 @@ static void *make_animation(int w, int h, int n, const char *suffix, size_t *ret
 static void check_animation(const void *buf, size_t len, int w, int h, int n)
 {
         _cleanup_image_ VipsImage *im =
-            n > 1 ? vips_image_new_from_buffer(buf, len, "", "n", -1, NULL)
-                  : vips_image_new_from_buffer(buf, len, "", NULL);
+                n > 1 ? vips_image_new_from_buffer(buf, len, "", "n", -1, NULL)
+                      : vips_image_new_from_buffer(buf, len, "", NULL);
 
         assert_non_null(im);
         assert_int_equal(vips_image_get_n_pages(im), n);
@@ -2056,16 +2054,17 @@ static void check_animation(const void *buf, size_t len, int w, int h, int n)
 
 static void test_animated(void **state)
 {
-        static const char *const suffixes[] = {".gif", ".webp"};
+        static const char *const suffixes[] = { ".gif", ".webp" };
 
         for (size_t s = 0; s < ELEMENTSOF(suffixes); s++) {
                 _cleanup_gfree_ void *src = NULL;
                 _cleanup_base_ render_base *b = NULL;
                 struct variant vs[4] = {
-                    make_variant(30, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
-                    make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_GIF),
-                    make_variant(30, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP), /* not animated */
-                    make_variant(30, 30, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+                        make_variant(30, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+                        make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_GIF),
+                        make_variant(30, 20, VARIANT_FIT_COVER,
+                                     IMAGE_FORMAT_WEBP), /* not animated */
+                        make_variant(30, 30, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
                 };
                 size_t len;
 
@@ -2089,7 +2088,7 @@ static void test_animated(void **state)
                         if (n > 1) {
                                 /* Delays kept. */
                                 _cleanup_image_ VipsImage *im =
-                                    vips_image_new_from_buffer(o.buf, o.size, "", NULL);
+                                        vips_image_new_from_buffer(o.buf, o.size, "", NULL);
                                 int *d = NULL, nd = 0;
 
                                 VIPS_OK(vips_image_get_array_int(im, "delay", &d, &nd));
@@ -2104,7 +2103,7 @@ static void test_animated(void **state)
         {
                 _cleanup_gfree_ void *src = NULL;
                 struct variant v = make_variant(30, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP);
-                struct render_limits limits = {.max_pixels = 60 * 40 * 4};
+                struct render_limits limits = { .max_pixels = 60 * 40 * 4 };
                 struct render_error err = {};
                 render_base *b = NULL;
                 size_t len;
@@ -2150,8 +2149,8 @@ static void hash_dc(const char *hash, uint8_t rgb[3])
 
 static void test_placeholder(void **state)
 {
-        static const double COL[3] = {0x33, 0x66, 0xcc};
-        static const uint8_t white[3] = {255, 255, 255};
+        static const double COL[3] = { 0x33, 0x66, 0xcc };
+        static const uint8_t white[3] = { 255, 255, 255 };
         _cleanup_image_ VipsImage *solid = make_solid(200, 100, COL);
         _cleanup_gfree_ void *png = NULL;
         _cleanup_base_ render_base *b = NULL;
@@ -2195,11 +2194,10 @@ static void test_placeholder(void **state)
          */
         {
                 _cleanup_image_ VipsImage *green = make_solid(60, 120, GREEN), *ga = NULL,
-                                          *red = make_solid(60, 20, RED), *ra = NULL,
-                                          *src = NULL;
+                                          *red = make_solid(60, 20, RED), *ra = NULL, *src = NULL;
                 _cleanup_gfree_ void *apng = NULL;
                 _cleanup_base_ render_base *ba = NULL;
-                static const uint8_t grey[3] = {100, 100, 100};
+                static const uint8_t grey[3] = { 100, 100, 100 };
 
                 VIPS_OK(vips_bandjoin_const1(green, &ga, 0.0, NULL));
                 VIPS_OK(vips_bandjoin_const1(red, &ra, 255.0, NULL));
@@ -2261,7 +2259,7 @@ static void worker_start(struct worker *w)
         w->sock = sv[0];
         /* A hung worker fails the test instead of hanging it. */
         assert_int_equal(setsockopt(w->sock, SOL_SOCKET, SO_RCVTIMEO,
-                                    &(struct timeval){.tv_sec = 60}, sizeof(struct timeval)),
+                                    &(struct timeval){ .tv_sec = 60 }, sizeof(struct timeval)),
                          0);
         /* The worker says it is ready (libvips is up) before it takes any job. */
         {
@@ -2336,10 +2334,10 @@ static void test_worker_end_to_end(void **state)
         _cleanup_image_ VipsImage *src = make_gradient(640, 480, false);
         _cleanup_gfree_ void *jpg = NULL;
         struct variant vs[2] = {
-            make_variant(120, 120, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
-            make_variant(200, 200, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_PNG),
+                make_variant(120, 120, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP),
+                make_variant(200, 200, VARIANT_FIT_CONTAIN, IMAGE_FORMAT_PNG),
         };
-        static const unsigned want[2][2] = {{120, 120}, {200, 150}};
+        static const unsigned want[2][2] = { { 120, 120 }, { 200, 150 } };
         char src_hex[HASH_HEX_SIZE];
         struct worker w;
         size_t len;
@@ -2433,8 +2431,8 @@ static void test_worker_end_to_end(void **state)
                 json_decref(job);
                 assert_true(json_is_false(json_object_get(reply, "ok")));
                 assert_true(json_is_true(json_object_get(reply, "permanent")));
-                assert_non_null(
-                    strstr(json_string_value(json_object_get(reply, "error")), "over the limit"));
+                assert_non_null(strstr(json_string_value(json_object_get(reply, "error")),
+                                       "over the limit"));
                 assert_int_equal(fstat(tfds[1], &st), 0);
                 assert_int_equal(st.st_size, 0);
                 json_decref(reply);
@@ -2459,9 +2457,9 @@ static void test_worker_end_to_end(void **state)
                 tfds[1] = open_tmp(dir, "out4.png", O_RDONLY);
                 assert_int_equal(hash_sha256_fd(tfds[1], 0, hex), 0);
                 assert_string_equal(
-                    json_string_value(json_object_get(
-                        json_array_get(json_object_get(reply, "outputs"), 0), "sha256")),
-                    hex);
+                        json_string_value(json_object_get(
+                                json_array_get(json_object_get(reply, "outputs"), 0), "sha256")),
+                        hex);
                 json_decref(reply);
                 close(tfds[0]);
                 close(tfds[1]);
@@ -2546,9 +2544,9 @@ static void test_worker_image_options(void **state)
         _cleanup_free_ char *logo = NULL, *srcpath = NULL;
         _cleanup_image_ VipsImage *noise = make_noise(300, 200, 5);
         struct variant vs[3] = {
-            make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_WEBP),
-            make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_JPEG),
-            make_variant(300, 200, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+                make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_WEBP),
+                make_variant(0, 0, VARIANT_FIT_NONE, IMAGE_FORMAT_JPEG),
+                make_variant(300, 200, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
         };
         struct timespec mtime;
         struct worker w;
@@ -2570,10 +2568,10 @@ static void test_worker_image_options(void **state)
         vs[1].quality = 90;
         vs[1].max_bytes = 1024; /* noise: not even at quality 30 */
         vs[2].watermark = (struct variant_watermark){
-            .kind = VARIANT_WATERMARK_IMAGE,
-            .position = VARIANT_GRAVITY_NORTH_WEST,
-            .opacity = 1.0,
-            .width = 0.5,
+                .kind = VARIANT_WATERMARK_IMAGE,
+                .position = VARIANT_GRAVITY_NORTH_WEST,
+                .opacity = 1.0,
+                .width = 0.5,
         };
         snprintf(vs[2].watermark.image, sizeof(vs[2].watermark.image), "%s", logo);
 
@@ -2590,12 +2588,12 @@ static void test_worker_image_options(void **state)
                 char want[200];
 
                 snprintf(want, sizeof(want),
-                         "max_bytes 1024 not reached at the lowest quality 30; published at %"
-                         JSON_INTEGER_FORMAT " bytes",
-                         json_integer_value(
-                             json_object_get(json_array_get(outs, 1), "bytes")));
+                         "max_bytes 1024 not reached at the lowest quality 30; published at "
+                         "%" JSON_INTEGER_FORMAT " bytes",
+                         json_integer_value(json_object_get(json_array_get(outs, 1), "bytes")));
                 assert_string_equal(
-                    json_string_value(json_object_get(json_array_get(outs, 1), "warning")), want);
+                        json_string_value(json_object_get(json_array_get(outs, 1), "warning")),
+                        want);
         }
         assert_null(json_object_get(json_array_get(outs, 2), "quality")); /* png */
         ph = json_object_get(reply, "placeholder");
@@ -2622,7 +2620,7 @@ static void test_worker_image_options(void **state)
         assert_int_equal(stat(logo, &st), 0);
         assert_int_equal(st.st_ino, ino);
         assert_int_equal(st.st_size, size);
-        assert_int_equal(utimensat(AT_FDCWD, logo, (struct timespec[]){mtime, mtime}, 0), 0);
+        assert_int_equal(utimensat(AT_FDCWD, logo, (struct timespec[]){ mtime, mtime }, 0), 0);
         reply = worker_job(&w, dir, "noise.png", 2, &vs[2], 1, NULL);
         assert_ok_reply(reply);
         assert_null(json_object_get(reply, "placeholder")); /* not asked for */
@@ -2635,7 +2633,7 @@ static void test_worker_image_options(void **state)
 
         /* A new mtime: decoded again, now blue. */
         mtime.tv_sec -= 100;
-        assert_int_equal(utimensat(AT_FDCWD, logo, (struct timespec[]){mtime, mtime}, 0), 0);
+        assert_int_equal(utimensat(AT_FDCWD, logo, (struct timespec[]){ mtime, mtime }, 0), 0);
         reply = worker_job(&w, dir, "noise.png", 3, &vs[2], 1, json_false());
         assert_ok_reply(reply);
         assert_null(json_object_get(reply, "placeholder"));
@@ -2695,42 +2693,42 @@ static int setup(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_fits_large_source),
-            cmocka_unit_test(test_fits_small_source),
-            cmocka_unit_test(test_circle_mask),
-            cmocka_unit_test(test_circle_mask_with_alpha_and_jpeg),
-            cmocka_unit_test(test_exif_orientation),
-            cmocka_unit_test(test_16bit_png),
-            cmocka_unit_test(test_png_shrunk_once),
-            cmocka_unit_test(test_cmyk_jpeg),
-            cmocka_unit_test(test_alpha_flattened_for_jpeg),
-            cmocka_unit_test(test_big_jpeg_shrink_on_load),
-            cmocka_unit_test(test_big_webp_scale_on_load),
-            cmocka_unit_test(test_max_pixels_from_header),
-            cmocka_unit_test(test_max_pixels_boundary),
-            cmocka_unit_test(test_truncated_jpeg),
-            cmocka_unit_test(test_truncated_png),
+                cmocka_unit_test(test_fits_large_source),
+                cmocka_unit_test(test_fits_small_source),
+                cmocka_unit_test(test_circle_mask),
+                cmocka_unit_test(test_circle_mask_with_alpha_and_jpeg),
+                cmocka_unit_test(test_exif_orientation),
+                cmocka_unit_test(test_16bit_png),
+                cmocka_unit_test(test_png_shrunk_once),
+                cmocka_unit_test(test_cmyk_jpeg),
+                cmocka_unit_test(test_alpha_flattened_for_jpeg),
+                cmocka_unit_test(test_big_jpeg_shrink_on_load),
+                cmocka_unit_test(test_big_webp_scale_on_load),
+                cmocka_unit_test(test_max_pixels_from_header),
+                cmocka_unit_test(test_max_pixels_boundary),
+                cmocka_unit_test(test_truncated_jpeg),
+                cmocka_unit_test(test_truncated_png),
                 cmocka_unit_test(test_png_reason_from_warning),
                 cmocka_unit_test(test_progressive_jpeg_memory),
-            cmocka_unit_test(test_not_an_image),
-            cmocka_unit_test(test_verify),
-            cmocka_unit_test(test_verify_webp),
-            cmocka_unit_test(test_verify_jpeg),
-            cmocka_unit_test(test_output_formats),
-            cmocka_unit_test(test_metadata_stripped),
-            cmocka_unit_test(test_other_sources),
-            cmocka_unit_test(test_gravity),
-            cmocka_unit_test(test_gravity_smart),
-            cmocka_unit_test(test_watermark_image),
-            cmocka_unit_test(test_watermark_text),
-            cmocka_unit_test(test_encoder_options),
-            cmocka_unit_test(test_keep_metadata),
-            cmocka_unit_test(test_max_bytes),
-            cmocka_unit_test(test_animated),
-            cmocka_unit_test(test_placeholder),
-            cmocka_unit_test(test_worker_end_to_end),
-            cmocka_unit_test(test_worker_image_options),
-            cmocka_unit_test(test_worker_unknown_message),
+                cmocka_unit_test(test_not_an_image),
+                cmocka_unit_test(test_verify),
+                cmocka_unit_test(test_verify_webp),
+                cmocka_unit_test(test_verify_jpeg),
+                cmocka_unit_test(test_output_formats),
+                cmocka_unit_test(test_metadata_stripped),
+                cmocka_unit_test(test_other_sources),
+                cmocka_unit_test(test_gravity),
+                cmocka_unit_test(test_gravity_smart),
+                cmocka_unit_test(test_watermark_image),
+                cmocka_unit_test(test_watermark_text),
+                cmocka_unit_test(test_encoder_options),
+                cmocka_unit_test(test_keep_metadata),
+                cmocka_unit_test(test_max_bytes),
+                cmocka_unit_test(test_animated),
+                cmocka_unit_test(test_placeholder),
+                cmocka_unit_test(test_worker_end_to_end),
+                cmocka_unit_test(test_worker_image_options),
+                cmocka_unit_test(test_worker_unknown_message),
         };
 
         int r = cmocka_run_group_tests(tests, setup, NULL);
