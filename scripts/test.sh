@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Installs what is missing, checks the C sources' format (scripts/format.sh --check), builds
-# imgd with warnings as errors, and runs every test with ctest; then builds again with AddressSanitizer and UndefinedBehaviorSanitizer and runs the
-# tests once more; with --systemd (as root) it also checks the unit under a real systemd in a
-# Debian 12 container (scripts/systemd-test.sh: 8-23 minutes cold, 1 to 3.5 with its root cached).
+# imgd with warnings as errors, and runs every test with ctest; then builds again with
+# AddressSanitizer and UndefinedBehaviorSanitizer and runs the tests once more; with --systemd
+# (as root) it also checks the unit under a real systemd in a Debian 12 container
+# (scripts/systemd-test.sh: 8-23 minutes cold, 1 to 3.5 with its root cached).
 # CI (.ci/run) calls exactly this.
 #   scripts/test.sh               everything
 #   scripts/test.sh --no-asan     skip the sanitizer pass
