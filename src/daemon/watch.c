@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include "shared/alloc.h"
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/pathmap.h"
@@ -113,19 +114,13 @@ static int set_dir(watch *w, int wd, const char *path, const struct watch_config
         if (!copy)
                 return -ENOMEM;
         if ((size_t)wd >= w->n_dirs) {
-                size_t n = w->n_dirs ? w->n_dirs : 64;
-                struct wdir *d;
+                size_t was = w->n_dirs;
 
-                while (n <= (size_t)wd)
-                        n *= 2;
-                d = realloc(w->dirs, n * sizeof *d);
-                if (!d) {
+                if (GROW_ARRAY(w->dirs, w->n_dirs, (size_t)wd + 1) < 0) {
                         free(copy);
                         return -ENOMEM;
                 }
-                memset(d + w->n_dirs, 0, (n - w->n_dirs) * sizeof *d);
-                w->dirs = d;
-                w->n_dirs = n;
+                memset(w->dirs + was, 0, (w->n_dirs - was) * sizeof *w->dirs);
         }
         if (!w->dirs[wd].path)
                 w->count++;
@@ -192,7 +187,6 @@ static void unwatched_add(watch *w, const struct watch_config *wc, const char *p
 {
         bool found;
         size_t i = unwatched_find(w, path, &found);
-        struct wdir *u;
         char *copy;
 
         if (found) {
@@ -209,19 +203,13 @@ static void unwatched_add(watch *w, const struct watch_config *wc, const char *p
                                 "watch %s: %m; its uploads are found by a scan every %u s "
                                 "instead",
                                 path, w->cfg->unwatched_scan_interval_s);
-        if (w->n_unwatched == w->a_unwatched) {
-                size_t n = w->a_unwatched ? 2 * w->a_unwatched : 16;
-
-                u = realloc(w->unwatched, n * sizeof *u);
-                if (!u)
-                        return;
-                w->unwatched = u;
-                w->a_unwatched = n;
-        }
+        if (GROW_ARRAY(w->unwatched, w->a_unwatched, w->n_unwatched + 1) < 0)
+                return;
         copy = strdup(path);
         if (!copy)
                 return;
-        memmove(w->unwatched + i + 1, w->unwatched + i, (w->n_unwatched - i) * sizeof *u);
+        memmove(w->unwatched + i + 1, w->unwatched + i,
+                (w->n_unwatched - i) * sizeof *w->unwatched);
         w->unwatched[i] = (struct wdir){ .path = copy, .wc = wc };
         w->n_unwatched++;
         w->unwatched_error = r;
@@ -281,15 +269,8 @@ static int walk_push(struct walk *k, const struct watch_config *wc, const char *
         for (size_t i = k->next_root; i < k->n_roots; i++)
                 if (strcmp(k->roots[i].path, path) == 0 && k->roots[i].add >= add)
                         return 0; /* already waiting */
-        if (k->n_roots == k->a_roots) {
-                size_t n = k->a_roots ? 2 * k->a_roots : 8;
-
-                r = realloc(k->roots, n * sizeof *r);
-                if (!r)
-                        return -ENOMEM;
-                k->roots = r;
-                k->a_roots = n;
-        }
+        if (GROW_ARRAY(k->roots, k->a_roots, k->n_roots + 1) < 0)
+                return -ENOMEM;
         r = &k->roots[k->n_roots];
         *r = (struct root){ .wc = wc, .path = strdup(path), .add = add };
         if (!r->path)
