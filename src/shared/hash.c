@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <unistd.h>
 
+#include "shared/fileio.h"
 #include "shared/hash.h"
 #include "shared/macro.h"
 
@@ -43,18 +44,12 @@ int hash_sha256_fd(int fd, uint64_t max_bytes, char ret_hex[static HASH_HEX_SIZE
         if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
                 return -ENOMEM;
         for (;;) {
-                ssize_t k = pread(fd, buf, sizeof buf, (off_t)off);
+                ssize_t k = read_at_step(fd, buf, sizeof buf, &off, max_bytes);
 
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
+                if (k < 0)
+                        return (int)k;
                 if (k == 0)
                         break;
-                off += (uint64_t)k;
-                if (max_bytes > 0 && off > max_bytes)
-                        return -EFBIG;
                 if (EVP_DigestUpdate(ctx, buf, (size_t)k) != 1)
                         return -EIO;
         }

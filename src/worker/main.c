@@ -38,6 +38,7 @@
 #include <glib.h>
 
 #include "shared/fault.h"
+#include "shared/fileio.h"
 #include "shared/hash.h"
 #include "shared/log.h"
 #include "shared/macro.h"
@@ -90,7 +91,8 @@ _printf_(4, 5) static int job_fail(struct job_error *e, int r, bool permanent, c
 static int read_fd_all(int fd, uint64_t max_bytes, void **ret_buf, size_t *ret_len)
 {
         _cleanup_free_ char *buf = NULL;
-        size_t cap, len = 0;
+        uint64_t len = 0;
+        size_t cap;
         struct stat st;
 
         if (fstat(fd, &st) < 0)
@@ -122,20 +124,14 @@ static int read_fd_all(int fd, uint64_t max_bytes, void **ret_buf, size_t *ret_l
                         buf = n;
                         cap = ncap;
                 }
-                k = pread(fd, buf + len, cap - len, (off_t)len);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
+                k = read_at_step(fd, buf + len, cap - len, &len, max_bytes);
+                if (k < 0)
+                        return (int)k;
                 if (k == 0)
                         break;
-                len += (size_t)k;
-                if (max_bytes > 0 && len > max_bytes)
-                        return -EFBIG;
         }
         *ret_buf = TAKE_PTR(buf);
-        *ret_len = len;
+        *ret_len = (size_t)len;
         return 0;
 }
 
