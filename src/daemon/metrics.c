@@ -14,6 +14,7 @@
 
 #include "shared/macro.h"
 #include "shared/health.h"
+#include "daemon/ledger.h"
 #include "daemon/metrics.h"
 
 /* Upper bounds (seconds) of the processing-time histogram buckets; +Inf is implicit. */
@@ -132,15 +133,13 @@ static void label(FILE *f, const char *s)
 
 int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
 {
-        static const char *const states[] = { "queued", "running", "retry",
-                                              "done",   "dead",    "cancelled" };
         uint64_t starting = g->workers_total > g->workers_busy + g->workers_idle
                                     ? g->workers_total - g->workers_busy - g->workers_idle
                                     : 0;
 
         fputs("# HELP imgd_jobs Jobs in the ledger by state.\n# TYPE imgd_jobs gauge\n", f);
-        for (size_t i = 0; i < ELEMENTSOF(states); i++)
-                fprintf(f, "imgd_jobs{state=\"%s\"} %llu\n", states[i],
+        for (int i = 0; i < _JOB_STATE_MAX; i++)
+                fprintf(f, "imgd_jobs{state=\"%s\"} %llu\n", job_state_name(i),
                         (unsigned long long)g->jobs_by_state[i]);
 
         fputs("# HELP imgd_jobs_processed_total Jobs completed since start, by pipeline.\n"

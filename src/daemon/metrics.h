@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "daemon/ledger.h" /* enum job_state */
+
 #define METRICS_MAX_LABELS 64
 
 typedef struct metrics metrics;
@@ -29,7 +31,7 @@ void metrics_worker_restart(metrics *m, const char *why);
 
 /* Values that are sampled rather than counted, set before rendering. */
 struct metrics_gauges {
-        uint64_t jobs_by_state[6]; /* indexed by enum job_state */
+        uint64_t jobs_by_state[_JOB_STATE_MAX];
         double oldest_queued_age_s;
         int breaker_state;      /* 0 closed, 1 half-open, 2 open */
         int degradation_level;  /* 0 full, 1 reduced, 2 essential, 3 paused */

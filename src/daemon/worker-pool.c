@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "shared/log.h"
+#include "shared/string-table.h"
 #include "shared/wire.h"
 #include "daemon/worker-pool.h"
 
@@ -46,7 +47,15 @@
 
 /* STARTING until the worker's {"type":"ready"}: a worker that cannot even start libvips
  * is never handed a job. */
-enum worker_state { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_DOWN };
+enum worker_state { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_DOWN, _WORKER_STATE_MAX };
+
+static const char *const worker_state_table[_WORKER_STATE_MAX] = {
+        [WORKER_STARTING] = "starting",
+        [WORKER_IDLE] = "idle",
+        [WORKER_BUSY] = "busy",
+        [WORKER_DOWN] = "down",
+};
+DEFINE_PRIVATE_STRING_TABLE_NAME(worker_state, enum worker_state, "unknown")
 
 #define RSS_POLL_USEC (100 * 1000ULL)
 
@@ -624,14 +633,12 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
 
 int worker_pool_describe(const worker_pool *p, json_t *arr)
 {
-        static const char *const names[] = { "starting", "idle", "busy", "down" };
-
         for (unsigned i = 0; i < p->n; i++) {
                 const struct worker *w = &p->workers[i];
                 json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:I}", "pid", (int)w->pid, "state",
-                                      names[w->state], "job", (json_int_t)w->job_id, "jobs_done",
-                                      (json_int_t)w->jobs_done, "rss", (json_int_t)w->rss,
-                                      "peak_rss", (json_int_t)w->peak_rss);
+                                      worker_state_name(w->state), "job", (json_int_t)w->job_id,
+                                      "jobs_done", (json_int_t)w->jobs_done, "rss",
+                                      (json_int_t)w->rss, "peak_rss", (json_int_t)w->peak_rss);
                 if (!o || json_array_append_new(arr, o) < 0)
                         return -ENOMEM;
         }

@@ -16,7 +16,9 @@
  *   int job_state_from_name(const char *name);       the value, or -EINVAL for NULL or an
  *                                                    unknown name
  *
- * whose prototypes the module's header declares. A hole in the table (a value without a
+ * whose prototypes the module's header declares. For an enum private to one file,
+ * DEFINE_PRIVATE_STRING_TABLE_NAME(name, type, fallback) defines only a static name##_name().
+ * A hole in the table (a value without a
  * name) reads as the fallback and is never matched.
  */
 #pragma once
@@ -51,4 +53,12 @@ static inline int string_table_lookup(const char *const *table, size_t n, const 
         {                                                                                          \
                 return string_table_lookup(name##_table,                                           \
                                            sizeof(name##_table) / sizeof(name##_table[0]), s);     \
+        }
+
+#define DEFINE_PRIVATE_STRING_TABLE_NAME(name, type, fallback)                                     \
+        static const char *name##_name(type v)                                                     \
+        {                                                                                          \
+                const char *s_ = string_table_name(                                                \
+                        name##_table, sizeof(name##_table) / sizeof(name##_table[0]), (long)v);    \
+                return s_ ? s_ : (fallback);                                                       \
         }
