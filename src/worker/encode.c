@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * encode.c - flattening and encoding: alpha flattened onto a background colour for formats
+ * without one, each output format's saver called with the variant's encoder settings, and
+ * with max_bytes the bounded search for the highest quality that fits; see
+ * render-private.h.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#include <vips/vips.h>
+
+#include "shared/macro.h"
+#include "worker/render-private.h"
+
+int render_flatten(VipsImage *in, const uint8_t background[3], VipsImage **ret)
+{
+        VipsArrayDouble *bg = vips_array_double_newv(3, (double)background[0],
+                                                     (double)background[1], (double)background[2]);
+        int r;
+
+        r = vips_flatten(in, ret, "background", bg, NULL);
+        vips_area_unref(VIPS_AREA(bg));
+        return r;
+}
+
+static VipsForeignSubsample render_subsample(enum variant_chroma c)
+{
+        switch (c) {
+        case VARIANT_CHROMA_444:
+                return VIPS_FOREIGN_SUBSAMPLE_OFF;
+        case VARIANT_CHROMA_420:
+                return VIPS_FOREIGN_SUBSAMPLE_ON;
+        default:
+                return VIPS_FOREIGN_SUBSAMPLE_AUTO;
+        }
+}
+
+/*
+ * Encodes in as v's format at quality q with v's encoder settings. `strip`: no metadata at
+ * all (else what is attached to in is written: only what the variant keeps). Returns 0,
+ * *ret_buf (g_free()) and *ret_len, or a negative errno with err filled in.
+ */
+static int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, void **ret_buf,
+                         size_t *ret_len, struct render_error *err)
+{
+        void *buf = NULL;
+        size_t len = 0;
+        int r;
+
+        if (q < 1 || q > 100)
+                q = 80;
+        switch (v->format) {
+        case IMAGE_FORMAT_JPEG:
+                r = vips_jpegsave_buffer(in, &buf, &len, "Q", q, "optimize_coding", TRUE, "strip",
+                                         strip, "interlace", v->progressive, "subsample_mode",
+                                         render_subsample(v->chroma), NULL);
+                break;
+        case IMAGE_FORMAT_WEBP:
+                r = vips_webpsave_buffer(in, &buf, &len, "Q", q, "effort", (int)v->effort,
+                                         "lossless", v->lossless, "strip", TRUE, NULL);
+                /* What is kept is the ICC profile (its own chunk) and the EXIF copyright. */
+                if (r == 0 && !(!strip && (v->keep & VARIANT_KEEP_COPYRIGHT))) {
+                        size_t stripped = render_webp_strip(buf, len);
+
+                        if (stripped == 0) {
+                                g_free(buf);
+                                return render_fail(err, -EIO, true,
+                                                   "encode webp: libvips wrote a malformed "
+                                                   "RIFF container");
+                        }
+                        len = stripped;
+                }
+                break;
+        case IMAGE_FORMAT_PNG:
+                r = vips_pngsave_buffer(in, &buf, &len, "compression", 6, "strip", strip,
+                                        "interlace", v->progressive, NULL);
+                break;
+        case IMAGE_FORMAT_GIF:
+                r = vips_gifsave_buffer(in, &buf, &len, "strip", TRUE, "interlace", v->progressive,
+                                        NULL);
+                break;
+        case IMAGE_FORMAT_AVIF:
+                if (vips_type_find("VipsOperation", "heifsave_buffer") == 0)
+                        return render_fail(err, -ENOTSUP, true,
+                                           "encode avif: this libvips has no AVIF encoder "
+                                           "(heifsave_buffer is missing)");
+                r = vips_heifsave_buffer(in, &buf, &len, "compression",
+                                         VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "Q", q, "effort",
+                                         (int)v->effort, "subsample_mode",
+                                         render_subsample(v->chroma), "strip", strip, NULL);
+                if (r != 0)
+                        return render_fail_vips(err, -ENOTSUP, "encode avif (AV1 encoder)");
+                break;
+        default:
+                return render_fail(err, -EINVAL, true, "cannot write %s",
+                                   image_format_name(v->format));
+        }
+        if (r != 0) {
+                char what[64];
+
+                snprintf(what, sizeof(what), "encode %s", image_format_name(v->format));
+                return render_fail_vips(err, -EIO, what);
+        }
+        *ret_buf = buf;
+        *ret_len = len;
+        return 0;
+}
+
+int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct render_output *ret,
+                      struct render_error *err)
+{
+        _cleanup_gfree_ void *best = NULL;
+        size_t best_len = 0;
+        int q = (int)v->quality, lo, hi, steps = 0, r;
+
+        r = render_encode(in, v, q, strip, &best, &best_len, err);
+        if (r < 0)
+                return r;
+        steps++;
+        if (v->max_bytes > 0 && variant_uses_quality(v) && best_len > v->max_bytes) {
+                lo = MIN(q, VARIANT_MAX_BYTES_QUALITY_MIN);
+                hi = q; /* does not fit */
+                if (lo < hi) {
+                        _cleanup_gfree_ void *buf = NULL;
+                        size_t len = 0;
+
+                        r = render_encode(in, v, lo, strip, &buf, &len, err);
+                        if (r < 0)
+                                return r;
+                        steps++;
+                        g_free(best);
+                        best = TAKE_PTR(buf);
+                        best_len = len;
+                        q = lo;
+                }
+                if (best_len > v->max_bytes) {
+                        if (v->max_bytes_strict)
+                                return render_fail(err, -EFBIG, true,
+                                                   "max_bytes %" PRIu64 " not reached at the "
+                                                   "lowest quality %d (%zu bytes)",
+                                                   v->max_bytes, q, best_len);
+                        snprintf(ret->warning, sizeof(ret->warning),
+                                 "max_bytes %" PRIu64 " not reached at the lowest quality %d; "
+                                 "published at %zu bytes",
+                                 v->max_bytes, q, best_len);
+                } else {
+                        /* lo fits, hi does not: bisect while steps remain. */
+                        while (hi - lo > 1 && steps < VARIANT_MAX_BYTES_STEPS) {
+                                _cleanup_gfree_ void *buf = NULL;
+                                size_t len = 0;
+                                int mid = lo + (hi - lo) / 2;
+
+                                r = render_encode(in, v, mid, strip, &buf, &len, err);
+                                if (r < 0)
+                                        return r;
+                                steps++;
+                                if (len <= v->max_bytes) {
+                                        g_free(best);
+                                        best = TAKE_PTR(buf);
+                                        best_len = len;
+                                        lo = mid;
+                                } else {
+                                        hi = mid;
+                                }
+                        }
+                        q = lo;
+                }
+        }
+        ret->buf = TAKE_PTR(best);
+        ret->size = best_len;
+        ret->quality = variant_uses_quality(v) ? q : -1;
+        return 0;
+}
