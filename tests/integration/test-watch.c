@@ -3,7 +3,8 @@
  * test-watch.c - the start-up scan of watch.c on a real tree: every file is reported once,
  * hidden names and hidden folders are passed over, other file types are reported (for intake
  * to refuse), sub-folders only for recursive watches; and a large folder is reported in name
- * order, batch by batch, so that the ledger lookups that follow walk its path index forward.
+ * order, batch by batch, so that the ledger lookups that follow walk its path index forward;
+ * a file changed within the last 2 s is reported only once it has stopped changing for 2 s.
  *
  * With the real daemon:
  *  - an inotify queue overflow (20 000 uploads made while the daemon is stopped with SIGSTOP)
@@ -14,7 +15,9 @@
  *    the folders that could not be watched are found by the periodic scan, status says how
  *    many folders are not watched, and they are watched again once the limit allows; a tree
  *    larger than the limit at start-up: imgd starts, names the limit and the first folder
- *    not watched, and loses no upload.
+ *    not watched, and loses no upload;
+ *  - a file still being written when the start-up scan or the walk of a new folder finds it
+ *    becomes one job once complete, not a failed job for its first half.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/watch.h"
@@ -72,6 +76,15 @@ static size_t count_path(const struct seen *s, const char *path)
         return k;
 }
 
+/* Writes a one-byte file whose last change was an hour ago: a walk reports it at once. */
+static void put_old(const char *path)
+{
+        struct timespec t[2] = { { .tv_sec = time(NULL) - 3600 }, { .tv_sec = time(NULL) - 3600 } };
+
+        tu_write_file(path, "x", 1);
+        assert_int_equal(utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW), 0);
+}
+
 /* Scans `up` with one watch; the paths reported go to *s. */
 static int scan(const char *up, bool recursive, struct seen *s)
 {
@@ -106,21 +119,23 @@ static void test_scan_tree(void **state)
         /* Created in a scrambled order: neither creation nor hash order is name order. */
         for (unsigned i = 0; i < N_FILES; i++)
                 order[i] = (i * 1237u) % N_FILES;
+        /* Files last changed an hour ago: the walk reports each at once (test_scan_settles
+         * has the ones that may still be being written). */
         for (unsigned i = 0; i < N_FILES; i++) {
                 p = tu_path("%s/f%04u.jpg", up, order[i]);
-                tu_write_file(p, "x", 1);
+                put_old(p);
                 free(p);
         }
-        p = tu_path("%s/.hidden.jpg", up), tu_write_file(p, "x", 1), free(p);
-        p = tu_path("%s/upload.jpg.part", up), tu_write_file(p, "x", 1), free(p);
+        p = tu_path("%s/.hidden.jpg", up), put_old(p), free(p);
+        p = tu_path("%s/upload.jpg.part", up), put_old(p), free(p);
         p = tu_path("%s/link.jpg", up);
         assert_int_equal(symlink("/etc/passwd", p), 0);
         free(p);
         p = tu_path("%s/sub", up), assert_int_equal(mkdir(p, 0755), 0), free(p);
-        p = tu_path("%s/sub/a.jpg", up), tu_write_file(p, "x", 1), free(p);
-        p = tu_path("%s/sub/b.jpg", up), tu_write_file(p, "x", 1), free(p);
+        p = tu_path("%s/sub/a.jpg", up), put_old(p), free(p);
+        p = tu_path("%s/sub/b.jpg", up), put_old(p), free(p);
         p = tu_path("%s/.cache", up), assert_int_equal(mkdir(p, 0755), 0), free(p);
-        p = tu_path("%s/.cache/c.jpg", up), tu_write_file(p, "x", 1), free(p);
+        p = tu_path("%s/.cache/c.jpg", up), put_old(p), free(p);
 
         assert_int_equal(scan(up, true, &s), N_FILES + 3);
         assert_int_equal(s.n, N_FILES + 3);
@@ -155,6 +170,91 @@ static void test_scan_tree(void **state)
         tu_rm_rf(root);
         free(up);
         free(root);
+}
+
+/*
+ * A file a walk finds changed within the last 2 s may still be being written: it is reported
+ * when its writer closes it (its event), or once it has not changed for 2 s if the writer
+ * keeps it open, and once either way. A file last changed long ago is reported at once by the
+ * same walk.
+ */
+static void test_scan_settles(void **state)
+{
+        char *root = tu_mkdtemp(), *up = tu_path("%s/up", root);
+        char *fresh = tu_path("%s/fresh.jpg", up), *growing = tu_path("%s/growing.jpg", up);
+        char *stalled = tu_path("%s/stalled.jpg", up), *old = tu_path("%s/old.jpg", up);
+        struct watch_config wc = {
+                .path = up,
+                .output = "/nonexistent",
+                .pipeline_name = "p",
+                .recursive = true,
+        };
+        struct config cfg = { .watches = &wc, .n_watches = 1 };
+        int64_t t0, fresh_at = 0, growing_at = 0, stalled_at = 0, last_write = 0;
+        sd_event *e = NULL;
+        watch *w = NULL;
+        struct seen s = {};
+        int fd, stalled_fd;
+
+        (void)state;
+        assert_int_equal(mkdir(up, 0755), 0);
+        put_old(old);
+        tu_write_file(fresh, "x", 1);
+        fd = open(growing, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "x", 1), 1);
+        stalled_fd = open(stalled, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        assert_true(stalled_fd >= 0);
+
+        assert_int_equal(sd_event_new(&e), 0);
+        assert_int_equal(watch_new(e, &cfg, on_file, &s, &w), 0);
+        t0 = tu_now_us();
+        assert_int_equal(watch_scan(w), 4);
+        /* Only the old file at once; the others are still to come. */
+        assert_int_equal(s.n, 1);
+        assert_int_equal(count_path(&s, old), 1);
+        assert_true(watch_intake_pending(w));
+
+        /* growing.jpg: written a byte every 300 ms for 3 s, then closed. stalled.jpg: written
+         * for 1 s, then left open and unchanged. */
+        while (tu_now_us() - t0 < 7 * 1000000) {
+                int64_t now = tu_now_us();
+
+                if (now - t0 < 3 * 1000000 && now - last_write >= 300 * 1000) {
+                        assert_int_equal(write(fd, "x", 1), 1);
+                        if (now - t0 < 1000000)
+                                assert_int_equal(write(stalled_fd, "x", 1), 1);
+                        last_write = now;
+                } else if (now - t0 >= 3 * 1000000 && fd >= 0) {
+                        close(fd);
+                        fd = -1;
+                }
+                assert_true(sd_event_run(e, 50 * 1000) >= 0);
+                if (!fresh_at && count_path(&s, fresh))
+                        fresh_at = tu_now_us() - t0;
+                if (!growing_at && count_path(&s, growing))
+                        growing_at = tu_now_us() - t0;
+                if (!stalled_at && count_path(&s, stalled))
+                        stalled_at = tu_now_us() - t0;
+        }
+        print_message("reported after: fresh.jpg %.2f s, growing.jpg (closed at 3 s) %.2f s, "
+                      "stalled.jpg (last written at 0.9 s, left open) %.2f s\n",
+                      (double)fresh_at / 1e6, (double)growing_at / 1e6, (double)stalled_at / 1e6);
+        assert_int_equal(count_path(&s, fresh), 1);
+        assert_int_equal(count_path(&s, growing), 1);
+        assert_int_equal(count_path(&s, stalled), 1);
+        assert_int_equal(s.n, 4);
+        assert_true(fresh_at >= 1900 * 1000 && fresh_at < 4 * 1000000);
+        assert_true(growing_at >= 2900 * 1000);
+        assert_true(stalled_at >= 2800 * 1000 && stalled_at < 6 * 1000000);
+        assert_false(watch_intake_pending(w));
+
+        close(stalled_fd);
+        watch_free(w);
+        sd_event_unref(e);
+        seen_clear(&s);
+        tu_rm_rf(root);
+        free(old), free(stalled), free(growing), free(fresh), free(up), free(root);
 }
 
 /* ---- with the real daemon ------------------------------------------------------------------ */
@@ -582,14 +682,68 @@ static void test_unwatched_at_start(void **state)
         userns_daemon = 0;
 }
 
+/*
+ * A file its writer has not finished when imgd finds it by a walk (the start-up scan here,
+ * the walk of a folder made and filled at once in the second part) is taken when complete:
+ * one job, done at the first attempt, no failed job for the half of it that was there. Before
+ * files found by walks waited to settle, each half-written file became a dead job ("libpng
+ * read error") and a second job once it was closed.
+ */
+static void test_half_written_when_found(void **state)
+{
+        struct tu_daemon d;
+        char *sample, *data, *at_start, *in_new, *dir;
+        size_t len;
+        int fd;
+
+        (void)state;
+        tu_daemon_setup(&d, "( { name = \"s\"; width = 8; height = 8; format = \"png\"; } )", 1,
+                        NULL);
+        sample = tu_path("%s/sample.png", d.root);
+        tu_make_image(sample, 64, 48, "png", false);
+        data = tu_read_file(sample, &len);
+        at_start = tu_path("%s/at-start.png", d.uploads);
+        fd = open(at_start, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, data, len / 2), (ssize_t)(len / 2));
+        tu_daemon_start(&d);
+        usleep(1000 * 1000);
+        assert_int_equal(write(fd, data + len / 2, len - len / 2), (ssize_t)(len - len / 2));
+        close(fd);
+
+        dir = tu_path("%s/new", d.uploads);
+        in_new = tu_path("%s/in-new.png", dir);
+        assert_int_equal(mkdir(dir, 0755), 0);
+        fd = open(in_new, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, data, len / 2), (ssize_t)(len / 2));
+        usleep(1000 * 1000); /* the folder's walk has met the half */
+        assert_int_equal(write(fd, data + len / 2, len - len / 2), (ssize_t)(len - len / 2));
+        close(fd);
+
+        tu_daemon_wait_idle(&d, 60);
+        wait_jobs_finished(&d, 2, 60);
+        if (ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1") != 2)
+                fail_with_log(&d, NULL, "not one job done at the first attempt per file");
+        assert_once_each(&d, 2);
+        assert_false(tu_log_contains(&d, "error"));
+        free(sample), free(data), free(at_start), free(in_new), free(dir);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_scan_tree),
+                cmocka_unit_test(test_scan_settles),
                 cmocka_unit_test(test_overflow_rescan),
                 cmocka_unit_test(test_unwatched_folders),
                 cmocka_unit_test(test_unwatched_at_start),
+                cmocka_unit_test(test_half_written_when_found),
         };
 
+        /* IMGD_TEST_FILTER=test_scan_* runs only the cases whose names match. */
+        if (getenv("IMGD_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("IMGD_TEST_FILTER"));
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
