@@ -222,6 +222,7 @@ static int worker_take_result(struct worker *w)
                 close(fds[i]);
         if (json_unpack(msg, "{s:s}", "type", &type) == 0 && strcmp(type, "ready") == 0 &&
             w->state == WORKER_STARTING) {
+                w->timer = sd_event_source_disable_unref(w->timer); /* its start timeout */
                 w->state = WORKER_IDLE;
                 log_debug("worker %d ready", (int)w->pid);
                 w->pool->done(w->pool, 0, NULL, NULL, w->pool->userdata); /* a worker is free */
@@ -357,6 +358,28 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
+/*
+ * A worker that has not said it is ready within job_timeout (libvips hung at start-up, the
+ * worker stopped before its first message) is killed and replaced like one that died: it
+ * would otherwise hold its slot for ever, and with workers = 1 nothing would run.
+ */
+static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct worker *w = userdata;
+        char why[64];
+
+        (void)usec;
+        if (s != w->timer || w->state != WORKER_STARTING || w->killed)
+                return 0;
+        w->timer = sd_event_source_disable_unref(w->timer);
+        if (worker_take_result(w) < 0 || w->state != WORKER_STARTING)
+                return 0; /* its "ready" was waiting in the socket, or it sent nonsense */
+        snprintf(why, sizeof why, "not ready after %u s", w->pool->job_timeout_s);
+        log_warning("worker %d: %s; killing it", (int)w->pid, why);
+        worker_kill(w, why);
+        return 0;
+}
+
 static void set_limit(int resource, uint64_t soft, uint64_t hard)
 {
         struct rlimit rl = { .rlim_cur = soft, .rlim_max = hard };
@@ -442,12 +465,17 @@ static int worker_start(struct worker *w)
         r = sd_event_add_child(w->pool->event, &w->child, pid, WEXITED, on_worker_exit, w);
         if (r >= 0)
                 r = sd_event_add_io(w->pool->event, &w->io, w->sock, EPOLLIN, on_worker_io, w);
+        if (r >= 0)
+                r = sd_event_add_time_relative(w->pool->event, &w->timer, CLOCK_MONOTONIC,
+                                               (uint64_t)w->pool->job_timeout_s * 1000000ULL, 0,
+                                               on_start_timeout, w);
         if (r < 0) {
                 log_error_errno(r, "watch worker %d: %m", (int)pid);
                 kill(pid, SIGKILL);
                 (void)waitpid(pid, NULL, 0);
                 w->child = sd_event_source_disable_unref(w->child);
                 w->io = sd_event_source_disable_unref(w->io);
+                w->timer = sd_event_source_disable_unref(w->timer);
                 close(w->sock);
                 w->sock = -1;
                 w->pid = 0;

@@ -60,7 +60,7 @@ void fault_delay(const char *name)
         long n = ms && *ms ? strtol(ms, NULL, 10) : 1000;
         struct timespec left = { .tv_sec = n / 1000, .tv_nsec = (n % 1000) * 1000000L };
 
-        if (!listed("IMGD_FAULT_DELAY", name) || n <= 0)
+        if (!listed("IMGD_FAULT_DELAY", name) || n <= 0 || !first_time())
                 return;
         while (nanosleep(&left, &left) < 0 && errno == EINTR)
                 ;

@@ -15,9 +15,9 @@
  *                                         1000) when $IMGD_FAULT_DELAY names the point, so a
  *                                         test can have a job still running when it acts.
  *
- * Both variables hold a comma-separated list of point names. With $IMGD_FAULT_ONCE naming a
- * file, a fault point fires only in the first process that gets there (it creates the file),
- * so a worker fault costs one attempt instead of every attempt.
+ * The variables hold a comma-separated list of point names. With $IMGD_FAULT_ONCE naming a
+ * file, a fault point (or a delay) fires only in the first process that gets there (it
+ * creates the file), so a worker fault costs one attempt instead of every attempt.
  */
 #pragma once
 

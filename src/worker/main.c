@@ -530,6 +530,7 @@ int main(int argc, char **argv)
         }
 
         /* Tell the daemon libvips is up: only now does it hand this worker jobs. */
+        fault_delay("worker.before_ready");
         {
                 _cleanup_json_ json_t *ready =
                         json_pack("{s:s, s:i}", "type", "ready", "pid", (int)getpid());

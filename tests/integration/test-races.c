@@ -10,12 +10,15 @@
  *   an operator) is processed when it comes back: by its watch event, by `imgctl enqueue`,
  *   by the scan at the next start;
  * - a daemon stopped past the job timeout while jobs run: the results that arrived meanwhile
- *   win over the overdue timeouts, and no worker being killed is handed the next job.
+ *   win over the overdue timeouts, and no worker being killed is handed the next job;
+ * - a worker that hangs before it says it is ready is killed after job_timeout and replaced,
+ *   so the only worker's slot is not held for ever.
  */
 #include <errno.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -443,6 +446,46 @@ static void test_stopped_past_timeout(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * The only worker hangs before its "ready" (a delay at the fault point worker.before_ready,
+ * in the first worker only): after job_timeout (2 s) it is killed and replaced, and the upload
+ * is done at its first attempt (it was never dispatched to the hung worker). Before the start
+ * had a timeout, the upload stayed queued for ever.
+ */
+static void test_worker_hangs_at_start(void **state)
+{
+        struct tu_daemon d;
+        char *once, *src;
+        int64_t t0;
+        json_t *all, *job;
+
+        (void)state;
+        tu_daemon_setup(&d, ONE_VARIANT, 1, "limits = { job_timeout = 2; };");
+        once = tu_path("%s/fault-once", d.root);
+        setenv("IMGD_FAULT_DELAY", "worker.before_ready", 1);
+        setenv("IMGD_FAULT_DELAY_MS", "600000", 1);
+        setenv("IMGD_FAULT_ONCE", once, 1);
+        tu_daemon_start(&d);
+        unsetenv("IMGD_FAULT_ONCE");
+        unsetenv("IMGD_FAULT_DELAY_MS");
+        unsetenv("IMGD_FAULT_DELAY");
+        t0 = tu_now_us();
+        src = tu_path("%s/a.png", d.uploads);
+        tu_make_image(src, 80, 60, "png", false);
+        tu_daemon_wait_idle(&d, 30);
+        print_message("done %.1f s after the upload (job_timeout 2 s)\n",
+                      (double)(tu_now_us() - t0) / 1e6);
+        all = imgctl_json(&d, "jobs", NULL, NULL);
+        assert_int_equal(json_array_size(json_object_get(all, "jobs")), 1);
+        job = json_array_get(json_object_get(all, "jobs"), 0);
+        assert_string_equal(json_string_value(json_object_get(job, "state")), "done");
+        assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
+        json_decref(all);
+        assert_true(tu_log_contains(&d, "not ready after 2 s; killing it"));
+        free(src), free(once);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -452,7 +495,11 @@ int main(void)
                 cmocka_unit_test(test_cancelled_then_enqueued),
                 cmocka_unit_test(test_cancelled_then_restart),
                 cmocka_unit_test(test_stopped_past_timeout),
+                cmocka_unit_test(test_worker_hangs_at_start),
         };
 
+        /* IMGD_TEST_FILTER=test_worker_* runs only the cases whose names match. */
+        if (getenv("IMGD_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("IMGD_TEST_FILTER"));
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
