@@ -61,6 +61,15 @@ static int add_error_locked(ledger *l, int64_t id, const char *message, int64_t 
         return ledger_stmt_exec(l, STMT_INSERT_ERROR, "iim", id, now_us, message);
 }
 
+/* -ESTALE unless job id is running; then forgets its staged outputs: how a transition out
+ * of running (other than to done) and a new stage begin. */
+static int leave_running_locked(ledger *l, int64_t id)
+{
+        int r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+
+        return r < 0 ? r : drop_staged_locked(l, id);
+}
+
 static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output *outs,
                                  size_t n_outs, bool staged)
 {
@@ -215,10 +224,7 @@ static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, si
 {
         int r;
 
-        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
-        if (r < 0)
-                return r;
-        r = drop_staged_locked(l, id);
+        r = leave_running_locked(l, id);
         if (r < 0)
                 return r;
         r = insert_outputs_locked(l, id, outs, n_outs, true);
@@ -296,10 +302,7 @@ static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int
 {
         int r;
 
-        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
-        if (r < 0)
-                return r;
-        r = drop_staged_locked(l, id);
+        r = leave_running_locked(l, id);
         if (r < 0)
                 return r;
         r = add_error_locked(l, id, error, now_us);
@@ -323,10 +326,7 @@ static int release_locked(ledger *l, int64_t id, int64_t next_at_us, int64_t now
 {
         int r;
 
-        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
-        if (r < 0)
-                return r;
-        r = drop_staged_locked(l, id);
+        r = leave_running_locked(l, id);
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_us, now_us);
@@ -343,10 +343,7 @@ static int hold_locked(ledger *l, int64_t id, const char *reason, int64_t now_us
 {
         int r;
 
-        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
-        if (r < 0)
-                return r;
-        r = drop_staged_locked(l, id);
+        r = leave_running_locked(l, id);
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_HELD, "imi", id, reason, now_us);

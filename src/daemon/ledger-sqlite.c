@@ -208,34 +208,39 @@ int ledger_bind_step(ledger *l, sqlite3_stmt *st, const char *types, ...)
         return ledger_stmt_step(l, st);
 }
 
-int ledger_stmt_exec(ledger *l, enum ledger_stmt id, const char *types, ...)
+/* Takes statement id, binds ap, runs it (no rows) and resets it: the number of rows it
+ * changed, or a negative errno. */
+static int stmt_execv(ledger *l, enum ledger_stmt id, const char *types, va_list ap)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, id);
+        int r;
+
+        r = stmt_bindv(l, st, types, ap);
+        if (r >= 0)
+                r = ledger_stmt_run(l, st);
+        return r < 0 ? r : sqlite3_changes(l->db);
+}
+
+int ledger_stmt_exec(ledger *l, enum ledger_stmt id, const char *types, ...)
+{
         va_list ap;
         int r;
 
         va_start(ap, types);
-        r = stmt_bindv(l, st, types, ap);
+        r = stmt_execv(l, id, types, ap);
         va_end(ap);
-        if (r < 0)
-                return r;
-        return ledger_stmt_run(l, st);
+        return r < 0 ? r : 0;
 }
 
 int ledger_stmt_changes(ledger *l, enum ledger_stmt id, const char *types, ...)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, id);
         va_list ap;
         int r;
 
         va_start(ap, types);
-        r = stmt_bindv(l, st, types, ap);
+        r = stmt_execv(l, id, types, ap);
         va_end(ap);
-        if (r >= 0)
-                r = ledger_stmt_run(l, st);
-        if (r < 0)
-                return r;
-        return sqlite3_changes(l->db);
+        return r;
 }
 
 /* Transactions */
