@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ledger.h - the durable job ledger: one SQLite database (WAL, synchronous=FULL) at
- * <state_dir>/imgd.db holding every job, its outputs and its error history.
+ * ledger.h - the durable job ledger: every job, its outputs and its error history. This is
+ * the ledger's contract (its states, checkpoints, recovery and transactions), which every
+ * engine implements; the engine today is SQLite, one database (WAL, synchronous=FULL) at
+ * <state_dir>/imgd.db (ledger-private.h says how the files of the ledger divide the work).
  *
  * A job is one (source path, content SHA-256). Its states and the function that performs
  * each transition:
@@ -45,13 +47,13 @@
  * or altered, hands them back with ledger_release(). fail, release and cancel forget staged
  * outputs.
  *
- * Every transition is one transaction (BEGIN IMMEDIATE). A job is only `done` once all of
- * its outputs are published; its output rows are committed with it.
+ * Every transition is one transaction (SQLite: BEGIN IMMEDIATE). A job is only `done` once
+ * all of its outputs are published; its output rows are committed with it.
  * queued, running and retry are "active"; done, dead and cancelled are "finished".
  *
  * Every function returns 0 (or a documented positive value) on success, or a negative errno;
- * after a failure ledger_errmsg() says what SQLite reported. Functions leave the database
- * unchanged on failure.
+ * after a failure ledger_errmsg() says what the engine (SQLite) reported. Functions leave the
+ * ledger unchanged on failure.
  */
 #pragma once
 
@@ -188,7 +190,7 @@ int ledger_check_files(ledger *l);
  */
 const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us);
 
-/* SQLite's message for the last failure on l. */
+/* The message of the last failure on l: the engine's (SQLite's) or the ledger's own. */
 const char *ledger_errmsg(ledger *l);
 
 /*

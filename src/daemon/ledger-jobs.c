@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger-jobs.c - the ledger's state machine: every transition of ledger.h's diagram
+ * (enqueue, claim, stage, complete, fail, release, cancel, retry, hold, unhold, relocate,
+ * recover, re-render), each one transaction.
+ *
+ * Each public transition checks its arguments and runs its *_locked() helper inside
+ * LEDGER_WRITE() (ledger_claim() alone in a transaction not flushed to disk: see
+ * ledger-sqlite.c). A *_locked() helper first checks the job's state where the contract asks
+ * for one (job_require_locked(): -ESTALE with the state it found), then changes it with the
+ * prepared statements of ledger-schema.c; a failure anywhere rolls the whole transition back.
+ * Leaving `running` other than by ledger_complete() forgets the staged outputs
+ * (drop_staged_locked()).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/ledger-private.h"
+
+/* Looks up job id's state: -ENOENT if there is no such job. */
+static int job_state_locked(ledger *l, int64_t id, enum job_state *ret)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_JOB_STATE);
+        int r;
+
+        r = ledger_bind_step(l, st, "i", id);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return ledger_error(l, -ENOENT, "no job %" PRId64, id);
+        return ledger_column_state(l, st, 0, ret);
+}
+
+/* -ESTALE unless job id is in one of the states of `mask` (bits 1 << enum job_state). */
+static int job_require_locked(ledger *l, int64_t id, unsigned mask, const char *wanted)
+{
+        enum job_state s;
+        int r;
+
+        r = job_state_locked(l, id, &s);
+        if (r < 0)
+                return r;
+        if (!(mask & (1u << s)))
+                return ledger_error(l, -ESTALE, "job %" PRId64 " is %s, not %s", id,
+                                    job_state_name(s), wanted);
+        return 0;
+}
+
+/* Forgets the outputs recorded for a job that is not done (staged, never published). */
+static int drop_staged_locked(ledger *l, int64_t id)
+{
+        return ledger_stmt_exec(l, STMT_DROP_STAGED, "i", id);
+}
+
+/* Appends message to job id's error history under its current attempt number. */
+static int add_error_locked(ledger *l, int64_t id, const char *message, int64_t now_us)
+{
+        return ledger_stmt_exec(l, STMT_INSERT_ERROR, "iim", id, now_us, message);
+}
+
+/* -ESTALE unless job id is running; then forgets its staged outputs: how a transition out
+ * of running (other than to done) and a new stage begin. */
+static int leave_running_locked(ledger *l, int64_t id)
+{
+        int r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+
+        return r < 0 ? r : drop_staged_locked(l, id);
+}
+
+static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output *outs,
+                                 size_t n_outs, bool staged)
+{
+        int r;
+
+        for (size_t i = 0; i < n_outs; i++) {
+                const struct job_output *o = &outs[i];
+
+                if (!o->variant || !o->path || !o->format ||
+                    strnlen(o->sha256, HASH_HEX_SIZE) >= HASH_HEX_SIZE)
+                        return ledger_error(l, -EINVAL, "incomplete output %zu", i);
+                if (staged && !o->tmp_path)
+                        return ledger_error(l, -EINVAL, "staged output %zu has no file", i);
+                r = ledger_stmt_exec(l, STMT_INSERT_OUTPUT, "itttiiitt", id, o->variant, o->path,
+                                     o->format, (int64_t)o->width, (int64_t)o->height,
+                                     (int64_t)o->bytes, o->sha256, staged ? o->tmp_path : NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Recovery */
+
+int ledger_recover(ledger *l, int64_t now_us)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RECOVER, "i", now_us));
+}
+
+/* Intake */
+
+static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id)
+{
+        char reason[64];
+        int64_t id;
+        int r;
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_FIND_SOURCE);
+
+                r = ledger_bind_step(l, st, "tt", src->path, src->sha256);
+                if (r < 0)
+                        return r;
+                /* A -> B -> A: A's old job is superseded, so A needs a new job; so does
+                 * content whose job was cancelled. */
+                id = r > 0 && sqlite3_column_int(st, 1) ? sqlite3_column_int64(st, 0) : 0;
+        }
+
+        if (id > 0) {
+                r = ledger_stmt_exec(l, STMT_REFRESH_STAT, "iiii", id, (int64_t)src->size,
+                                     src->mtime_ns, (int64_t)src->ino);
+                if (r < 0)
+                        return r;
+                *ret_id = id;
+                return 0;
+        }
+
+        r = ledger_stmt_exec(l, STMT_INSERT_JOB, "tttiiitti", src->watch, src->path, src->sha256,
+                             (int64_t)src->size, src->mtime_ns, (int64_t)src->ino, src->output_key,
+                             src->pipeline, now_us);
+        if (r < 0)
+                return r;
+        id = sqlite3_last_insert_rowid(l->db);
+
+        snprintf(reason, sizeof reason, "superseded by job %" PRId64, id);
+        r = ledger_stmt_exec(l, STMT_SUPERSEDE, "titi", src->path, id, reason, now_us);
+        if (r < 0)
+                return r;
+
+        *ret_id = id;
+        return 1;
+}
+
+int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id)
+{
+        int64_t id = 0;
+        int r;
+
+        assert(l);
+        assert(src);
+
+        if (!src->watch || !src->path || !src->output_key || !src->pipeline ||
+            strnlen(src->sha256, HASH_HEX_SIZE) != HASH_HEX_SIZE - 1)
+                return ledger_error(l, -EINVAL, "incomplete source description");
+
+        r = LEDGER_WRITE(l, enqueue_locked(l, src, now_us, &id));
+        if (r < 0)
+                return r;
+        if (ret_id)
+                *ret_id = id;
+        return r;
+}
+
+/* Running: claim, the checkpoint "verified", done */
+
+static int claim_locked(ledger *l, const char *owner, int64_t now_us, int64_t expires_us,
+                        struct job **ret)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_CLAIM);
+        _cleanup_(job_freep) struct job *j = NULL;
+        int r;
+
+        r = ledger_bind_step(l, st, "iti", now_us, owner, expires_us);
+        if (r <= 0)
+                return r;
+
+        j = calloc(1, sizeof *j);
+        if (!j)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        r = ledger_read_job(l, st, j);
+        if (r < 0)
+                return r;
+        /* Run the statement to its end so the update is complete before the commit. */
+        r = ledger_stmt_step(l, st);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(j);
+        return 1;
+}
+
+int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us, struct job **ret)
+{
+        _cleanup_(job_freep) struct job *j = NULL;
+        int64_t expires_us;
+        int r;
+
+        assert(l);
+        assert(owner);
+        assert(ret);
+
+        if (lease_us < 0)
+                return ledger_error(l, -EINVAL, "negative lease");
+        if (__builtin_add_overflow(now_us, lease_us, &expires_us))
+                expires_us = INT64_MAX;
+
+        /* Not flushed (see ledger-sqlite.c): losing it to a power cut loses nothing. The next
+         * transition's ledger_tx_begin() sets FULL again before it begins. */
+        r = ledger_tx_begin_sync(l, false);
+        if (r < 0)
+                return r;
+        r = ledger_tx_end(l, claim_locked(l, owner, now_us, expires_us, &j));
+        if (r <= 0)
+                return r;
+        *ret = TAKE_PTR(j);
+        return 1;
+}
+
+static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                        bool degraded, const char *info, int64_t now_us)
+{
+        int r;
+
+        r = leave_running_locked(l, id);
+        if (r < 0)
+                return r;
+        r = insert_outputs_locked(l, id, outs, n_outs, true);
+        if (r < 0)
+                return r;
+        return ledger_stmt_exec(l, STMT_SET_STAGED, "iiit", id, now_us, (int64_t)degraded, info);
+}
+
+int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
+                 const char *info, int64_t now_us)
+{
+        assert(l);
+        assert(outs || n_outs == 0);
+
+        return LEDGER_WRITE(l, stage_locked(l, id, outs, n_outs, degraded, info, now_us));
+}
+
+static int complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                           int64_t now_us)
+{
+        int r;
+
+        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        if (r < 0)
+                return r;
+
+        if (n_outs == 0) {
+                /* The staged outputs are the published ones now. */
+                r = ledger_stmt_exec(l, STMT_PUBLISHED, "i", id);
+                if (r < 0)
+                        return r;
+        } else {
+                r = drop_staged_locked(l, id);
+                if (r < 0)
+                        return r;
+                r = insert_outputs_locked(l, id, outs, n_outs, false);
+                if (r < 0)
+                        return r;
+        }
+
+        return ledger_stmt_exec(l, STMT_SET_DONE, "ii", id, now_us);
+}
+
+int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                    int64_t now_us)
+{
+        assert(l);
+        assert(outs || n_outs == 0);
+
+        return LEDGER_WRITE(l, complete_locked(l, id, outs, n_outs, now_us));
+}
+
+static int relocate_locked(ledger *l, int64_t id, const char *pipeline, const char *output_key)
+{
+        int r = ledger_stmt_changes(l, STMT_RELOCATE, "itt", id, pipeline, output_key);
+
+        if (r == 0)
+                return ledger_error(l, -ESTALE, "job %" PRId64 " is not running", id);
+        return r < 0 ? r : 0;
+}
+
+int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key)
+{
+        assert(l);
+        assert(pipeline);
+        assert(output_key);
+
+        return LEDGER_WRITE(l, relocate_locked(l, id, pipeline, output_key));
+}
+
+/* Leaving running: retry, dead, released, held */
+
+static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
+                       int64_t now_us)
+{
+        int r;
+
+        r = leave_running_locked(l, id);
+        if (r < 0)
+                return r;
+        r = add_error_locked(l, id, error, now_us);
+        if (r < 0)
+                return r;
+        return ledger_stmt_exec(l, STMT_SET_FAILED, "itmii", id,
+                                job_state_name(retry ? JOB_RETRY : JOB_DEAD), error, next_at_us,
+                                now_us);
+}
+
+int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
+                int64_t now_us)
+{
+        assert(l);
+
+        return LEDGER_WRITE(
+                l, fail_locked(l, id, error ? error : "unknown error", retry, next_at_us, now_us));
+}
+
+static int release_locked(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us)
+{
+        int r;
+
+        r = leave_running_locked(l, id);
+        if (r < 0)
+                return r;
+        return ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_us, now_us);
+}
+
+int ledger_release(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l, release_locked(l, id, next_at_us, now_us));
+}
+
+static int hold_locked(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        int r;
+
+        r = leave_running_locked(l, id);
+        if (r < 0)
+                return r;
+        return ledger_stmt_exec(l, STMT_SET_HELD, "imi", id, reason, now_us);
+}
+
+int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        assert(l);
+        assert(reason);
+
+        return LEDGER_WRITE(l, hold_locked(l, id, reason, now_us));
+}
+
+int ledger_unhold(ledger *l, int64_t now_us)
+{
+        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_UNHOLD, "i", now_us));
+}
+
+/* Operators and health: cancel, retry, re-render */
+
+static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        int r;
+
+        r = job_require_locked(
+                l, id, 1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD | 1u << JOB_RUNNING,
+                "queued, retry, dead or running");
+        if (r < 0)
+                return r;
+        r = drop_staged_locked(l, id);
+        if (r < 0)
+                return r;
+        r = add_error_locked(l, id, reason, now_us);
+        if (r < 0)
+                return r;
+        return ledger_stmt_exec(l, STMT_SET_CANCELLED, "imi", id, reason, now_us);
+}
+
+int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l, cancel_locked(l, id, reason ? reason : "cancelled", now_us));
+}
+
+/* 1 if job id is held (see ledger_hold()), 0 if not. */
+static int held_locked(ledger *l, int64_t id)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_IS_HELD);
+        int r = ledger_bind_step(l, st, "i", id);
+
+        return r <= 0 ? r : sqlite3_column_int64(st, 0) != 0;
+}
+
+static int retry_locked(ledger *l, int64_t id, int64_t now_us)
+{
+        int r;
+
+        r = held_locked(l, id);
+        if (r == 0)
+                r = job_require_locked(l, id, 1u << JOB_DEAD, "dead (or held)");
+        if (r < 0)
+                return r;
+        return ledger_stmt_exec(l, STMT_SET_REQUEUED, "ii", id, now_us);
+}
+
+int ledger_retry(ledger *l, int64_t id, int64_t now_us)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l, retry_locked(l, id, now_us));
+}
+
+int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit)
+{
+        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RERENDER, "ii", now_us, (int64_t)limit));
+}

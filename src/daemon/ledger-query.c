@@ -1,0 +1,356 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger-query.c - the ledger's read-only queries: lookups for intake and the scheduler
+ * (known_stat, next_due, oldest_queued, superseded, output_owner, the staged and expired
+ * ids), the counts, the newest jobs (ledger_list()) and one job's detail (ledger_get()).
+ *
+ * Nothing here writes. A query runs in the open read batch's transaction when there is one
+ * (ledger_read_begin()), else in its own; ledger_get() reads the job, its outputs and its
+ * errors from one snapshot. Arrays handed to the caller are owned by the caller.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/ledger-private.h"
+#include "shared/alloc.h"
+
+#define LEDGER_LIST_DEFAULT 50u
+#define LEDGER_LIST_MAX 10000u
+
+/* Lookups */
+
+int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns, uint64_t ino)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_KNOWN_STAT);
+
+        assert(path);
+
+        return ledger_bind_step(l, st, "tiii", path, (int64_t)size, mtime_ns, (int64_t)ino);
+}
+
+int ledger_next_due(ledger *l, int64_t *ret_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_NEXT_DUE);
+        int r;
+
+        r = ledger_stmt_step(l, st);
+        if (r <= 0)
+                return r;
+        if (ret_us)
+                *ret_us = sqlite3_column_int64(st, 0);
+        return 1;
+}
+
+int ledger_oldest_queued(ledger *l, int64_t *ret_us)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_OLDEST_QUEUED);
+        int r = ledger_stmt_step(l, st);
+
+        if (r <= 0)
+                return r;
+        if (sqlite3_column_type(st, 0) == SQLITE_NULL)
+                return 0;
+        *ret_us = sqlite3_column_int64(st, 0);
+        return 1;
+}
+
+int ledger_superseded(ledger *l, int64_t id)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_SUPERSEDED);
+        int r;
+
+        r = ledger_bind_step(l, st, "i", id);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return ledger_error(l, -ENOENT, "no job %" PRId64, id);
+        return sqlite3_column_int64(st, 0) != 0;
+}
+
+int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
+                        char **ret_source)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_OUTPUT_OWNER);
+        char *s = NULL;
+        int r;
+
+        assert(output_key);
+        assert(source_path);
+
+        r = ledger_bind_step(l, st, "tt", output_key, source_path);
+        if (r <= 0)
+                return r;
+        if (ret_source) {
+                r = ledger_column_strdup(l, st, 0, &s);
+                if (r < 0)
+                        return r;
+                *ret_source = s;
+        }
+        return 1;
+}
+
+/* Ids from a one-column query bound to (?1 = arg, if the statement has a parameter). */
+static int list_ids(ledger *l, enum ledger_stmt which, int64_t arg, int64_t **ret, size_t *ret_n)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, which);
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        if (sqlite3_bind_parameter_count(st) > 0) {
+                r = ledger_stmt_bind(l, st, "i", arg);
+                if (r < 0)
+                        return r;
+        }
+        while ((r = ledger_stmt_step(l, st)) > 0) {
+                if (GROW_ARRAY(ids, allocated, n + 1) < 0)
+                        return ledger_error(l, -ENOMEM, "out of memory");
+                ids[n++] = sqlite3_column_int64(st, 0);
+        }
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(ids);
+        *ret_n = n;
+        return 0;
+}
+
+int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n)
+{
+        return list_ids(l, STMT_LIST_STAGED, 0, ret_ids, ret_n);
+}
+
+int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *ret_n)
+{
+        return list_ids(l, STMT_EXPIRED, now_us, ret_ids, ret_n);
+}
+
+/* Counts */
+
+int ledger_count_held(ledger *l, uint64_t *ret_n)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_COUNT_HELD);
+        int r = ledger_stmt_step(l, st);
+
+        if (r < 0)
+                return r;
+        *ret_n = r > 0 ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        return 0;
+}
+
+int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX])
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_COUNTS);
+        uint64_t c[_JOB_STATE_MAX] = { 0 };
+        int r;
+
+        for (;;) {
+                enum job_state s;
+
+                r = ledger_stmt_step(l, st);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = ledger_column_state(l, st, 0, &s);
+                if (r < 0)
+                        return r;
+                if (sqlite3_column_int64(st, 1) < 0)
+                        return ledger_error(l, -EBADMSG, "job_counts: %s is negative",
+                                            job_state_name(s));
+                c[s] = (uint64_t)sqlite3_column_int64(st, 1);
+        }
+        memcpy(counts, c, sizeof c);
+        return 0;
+}
+
+/* Lists and details */
+
+static void job_array_free(struct job *jobs, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+}
+
+int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size_t *ret_n)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        struct ledger_filter none = { .state = -1 };
+        struct job *jobs = NULL;
+        size_t n = 0, allocated = 0;
+        unsigned limit;
+        char sql[512];
+        int rc, r;
+
+        assert(l);
+        assert(ret);
+        assert(ret_n);
+
+        if (!f)
+                f = &none;
+        if (f->state < -1 || f->state >= _JOB_STATE_MAX)
+                return ledger_error(l, -EINVAL, "bad state filter %d", f->state);
+        limit = f->limit == 0 ? LEDGER_LIST_DEFAULT
+                              : (f->limit > LEDGER_LIST_MAX ? LEDGER_LIST_MAX : f->limit);
+
+        snprintf(sql, sizeof sql,
+                 "SELECT " JOB_COLUMNS " FROM jobs WHERE 1%s%s%s "
+                 "ORDER BY updated_us DESC, id DESC LIMIT ?4",
+                 f->state >= 0 ? " AND state = ?1" : "", f->watch ? " AND watch = ?2" : "",
+                 f->since_us != 0 ? " AND updated_us >= ?3" : "");
+        rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = ledger_stmt_bind(l, st, "ttii", f->state >= 0 ? job_state_name(f->state) : NULL,
+                             f->watch, f->since_us, (int64_t)limit);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                r = ledger_stmt_step(l, st);
+                if (r < 0)
+                        goto fail;
+                if (r == 0)
+                        break;
+                if (GROW_ARRAY(jobs, allocated, n + 1) < 0) {
+                        r = ledger_error(l, -ENOMEM, "out of memory");
+                        goto fail;
+                }
+                r = ledger_read_job(l, st, &jobs[n]);
+                if (r < 0)
+                        goto fail;
+                n++;
+        }
+
+        *ret = jobs;
+        *ret_n = n;
+        return 0;
+fail:
+        job_array_free(jobs, n);
+        return r;
+}
+
+/* Not named job_detail_freep: that name is left free for ledger.h. */
+static void free_detailp(struct job_detail **d)
+{
+        job_detail_free(*d);
+}
+
+static int get_outputs_locked(ledger *l, int64_t id, struct job_detail *d)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_OUTPUTS);
+        size_t allocated = 0;
+        int r;
+
+        r = ledger_stmt_bind(l, st, "i", id);
+        if (r < 0)
+                return r;
+        while ((r = ledger_stmt_step(l, st)) > 0) {
+                struct job_output *o;
+
+                if (GROW_ARRAY(d->outputs, allocated, d->n_outputs + 1) < 0)
+                        return ledger_error(l, -ENOMEM, "out of memory");
+                o = &d->outputs[d->n_outputs];
+                *o = (struct job_output){
+                        .width = (unsigned)sqlite3_column_int64(st, 3),
+                        .height = (unsigned)sqlite3_column_int64(st, 4),
+                        .bytes = (uint64_t)sqlite3_column_int64(st, 5),
+                };
+                /* Counted first so that job_detail_free() frees what was copied. */
+                d->n_outputs++;
+                r = ledger_column_strdup(l, st, 0, &o->variant);
+                if (r >= 0)
+                        r = ledger_column_strdup(l, st, 1, &o->path);
+                if (r >= 0)
+                        r = ledger_column_strdup(l, st, 2, &o->format);
+                if (r >= 0)
+                        r = ledger_column_sha256(l, st, 6, o->sha256);
+                if (r >= 0)
+                        r = ledger_column_strdup(l, st, 7, &o->tmp_path);
+                if (r < 0)
+                        return r;
+        }
+        return r;
+}
+
+static int get_errors_locked(ledger *l, int64_t id, struct job_detail *d)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_ERRORS);
+        size_t allocated = 0;
+        int r;
+
+        r = ledger_stmt_bind(l, st, "i", id);
+        if (r < 0)
+                return r;
+        while ((r = ledger_stmt_step(l, st)) > 0) {
+                struct job_error *e;
+
+                if (GROW_ARRAY(d->errors, allocated, d->n_errors + 1) < 0)
+                        return ledger_error(l, -ENOMEM, "out of memory");
+                e = &d->errors[d->n_errors];
+                *e = (struct job_error){
+                        .attempt = (unsigned)sqlite3_column_int64(st, 0),
+                        .at_us = sqlite3_column_int64(st, 1),
+                };
+                d->n_errors++;
+                r = ledger_column_strdup(l, st, 2, &e->message);
+                if (r < 0)
+                        return r;
+        }
+        return r;
+}
+
+static int get_locked(ledger *l, int64_t id, struct job_detail **ret)
+{
+        _cleanup_(free_detailp) struct job_detail *d = NULL;
+        int r;
+
+        {
+                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_JOB);
+
+                r = ledger_bind_step(l, st, "i", id);
+                if (r <= 0)
+                        return r;
+                d = calloc(1, sizeof *d);
+                if (!d)
+                        return ledger_error(l, -ENOMEM, "out of memory");
+                r = ledger_read_job(l, st, &d->job);
+                if (r < 0)
+                        return r;
+        }
+
+        r = get_outputs_locked(l, id, d);
+        if (r < 0)
+                return r;
+        r = get_errors_locked(l, id, d);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(d);
+        return 1;
+}
+
+int ledger_get(ledger *l, int64_t id, struct job_detail **ret)
+{
+        _cleanup_(free_detailp) struct job_detail *d = NULL;
+        int r;
+
+        assert(l);
+        assert(ret);
+
+        /* One read transaction: the job, its outputs and its errors from one snapshot. */
+        r = ledger_tx_begin_read(l);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                r = get_locked(l, id, &d); /* inside the open read batch */
+        else
+                r = ledger_tx_end(l, get_locked(l, id, &d));
+        if (r <= 0)
+                return r;
+        *ret = TAKE_PTR(d);
+        return 1;
+}

@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger-schema.c - the SQLite ledger's schema, its migrations, and the SQL of every
+ * prepared statement: what to read, in one place, when the schema changes.
+ *
+ * The schema is versioned (table schema_version). ledger_open() applies the missing steps of
+ * `migrations` one transaction each (ledger_migrate()) and refuses a schema newer than it
+ * knows. The statements of ledger_stmt_sql[] are prepared once per connection
+ * (ledger_prepare(), SQLITE_PREPARE_PERSISTENT).
+ *
+ * Scale: claiming walks the partial index jobs_due, which holds only queued and retry jobs in
+ * (next_at_us, id) order, and stops at the first one whose output_key is free; so the cost of
+ * ledger_claim() and ledger_next_due() does not grow with finished jobs, nor with a long
+ * queue. The statements name it with INDEXED BY: without statistics the planner would pick
+ * another index and sort every due job on each claim. Counting jobs by state reads the six
+ * rows of job_counts (kept by triggers); listing the newest jobs of a state walks
+ * jobs_state_updated; ledger_known_stat() is answered by jobs_path alone. A caller that
+ * makes many lookups in a row (the start-up scan) wraps them in ledger_read_begin() and
+ * ledger_read_end(): one read transaction instead of one per lookup.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "daemon/ledger-private.h"
+
+/*
+ * Schema steps. Entry i turns a schema of version i into version i + 1 and is applied in one
+ * transaction together with the update of schema_version. Add a version 2 by appending an
+ * entry; never edit an entry that has been released.
+ */
+static const char *const migrations[] = {
+        /* 0 -> 1 */
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        "CREATE TABLE jobs ("
+        "  id INTEGER PRIMARY KEY,"
+        "  watch TEXT NOT NULL,"
+        "  source_path TEXT NOT NULL,"
+        "  source_sha256 TEXT NOT NULL,"
+        "  source_size INTEGER NOT NULL,"
+        "  source_mtime_ns INTEGER NOT NULL,"
+        "  source_ino INTEGER NOT NULL,"
+        "  output_key TEXT NOT NULL,"
+        "  pipeline TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN"
+        "    ('queued', 'running', 'retry', 'done', 'dead', 'cancelled')),"
+        "  attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),"
+        "  created_us INTEGER NOT NULL,"
+        "  updated_us INTEGER NOT NULL,"
+        "  next_at_us INTEGER NOT NULL,"
+        "  finished_us INTEGER,"
+        "  lease_owner TEXT,"
+        "  lease_expires_us INTEGER,"
+        "  last_error TEXT,"
+        /* For a running job: NULL (claimed) or 'verified' (outputs staged, see ledger.h). */
+        "  stage TEXT CHECK (stage IS NULL OR stage = 'verified'),"
+        /* Rendered below full quality (graceful degradation): to be rendered again. */
+        "  degraded INTEGER NOT NULL DEFAULT 0,"
+        /* What the render reported beyond its outputs (JSON: placeholder, warnings). */
+        "  info TEXT,"
+        "  CHECK (length(source_sha256) = 64));"
+        "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
+        /* Only the claimable states, ordered by (next_at_us, id): what ledger_claim() walks. */
+        "CREATE INDEX jobs_due ON jobs (next_at_us) WHERE state IN ('queued', 'retry');"
+        "CREATE INDEX jobs_path ON jobs (source_path, id);"
+        "CREATE INDEX jobs_output_key ON jobs (output_key, state);"
+        "CREATE INDEX jobs_updated ON jobs (updated_us, id);"
+        "CREATE INDEX jobs_degraded ON jobs (id) WHERE state = 'done' AND degraded = 1;"
+        "CREATE TABLE job_errors ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  attempt INTEGER NOT NULL,"
+        "  at_us INTEGER NOT NULL,"
+        "  message TEXT NOT NULL);"
+        "CREATE INDEX job_errors_job ON job_errors (job_id);"
+        "CREATE TABLE outputs ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  variant TEXT NOT NULL,"
+        "  path TEXT NOT NULL,"
+        "  format TEXT NOT NULL,"
+        "  width INTEGER NOT NULL,"
+        "  height INTEGER NOT NULL,"
+        "  bytes INTEGER NOT NULL,"
+        "  sha256 TEXT NOT NULL,"
+        /* Set while the output waits in its temporary file (stage 'verified'). */
+        "  tmp_path TEXT,"
+        "  PRIMARY KEY (job_id, variant));"
+        "CREATE INDEX outputs_path ON outputs (path);",
+        /*
+         * 1 -> 2: sizes of a million jobs (issue 7).
+         * - jobs_state_updated (state, updated_us; the rowid id follows) answers "the newest
+         *   jobs in a state" from the index in order, and finds running jobs; it replaces
+         *   jobs_state_next, which nothing needed next_at_us in.
+         * - jobs_path carries the stat columns and the state, so that a start-up scan learns
+         *   whether a file is known from the index alone, without reading the table's rows.
+         * - job_counts holds the number of jobs in each state, kept by triggers in the same
+         *   transaction as every insert, delete and change of state (whoever makes it), so
+         *   that counting does not read a million rows.
+         */
+        "DROP INDEX jobs_state_next;"
+        "CREATE INDEX jobs_state_updated ON jobs (state, updated_us);"
+        "DROP INDEX jobs_path;"
+        "CREATE INDEX jobs_path ON jobs (source_path, id, source_size, source_mtime_ns, "
+        "  source_ino, state);"
+        "CREATE TABLE job_counts ("
+        "  state TEXT PRIMARY KEY,"
+        "  n INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO job_counts (state, n) VALUES ('queued', 0), ('running', 0), ('retry', 0),"
+        "  ('done', 0), ('dead', 0), ('cancelled', 0);"
+        "UPDATE job_counts SET n = (SELECT count(*) FROM jobs WHERE jobs.state = job_counts.state);"
+        "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
+        "END;"
+        "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "END;"
+        "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs"
+        "  WHEN OLD.state IS NOT NEW.state BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
+        "END;",
+};
+#define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
+
+/* LEDGER_HELD in SQL. */
+#define HELD_SQL "9223372036854775807"
+static_assert(LEDGER_HELD == 9223372036854775807, "HELD_SQL is LEDGER_HELD");
+
+const char *const ledger_stmt_sql[_STMT_MAX] = {
+        [STMT_KNOWN_STAT] = "SELECT 1 FROM jobs WHERE source_path = ?1 AND source_size = ?2 "
+                            "AND source_mtime_ns = ?3 AND source_ino = ?4 "
+                            "AND state <> 'cancelled' LIMIT 1",
+        /* The newest job of the path: content is "known" only if it is that job's, and that
+         * job was not cancelled (the content coming back after its file went away, or after
+         * an operator's cancel, is work to do again). */
+        [STMT_FIND_SOURCE] = "SELECT id, source_sha256 = ?2 AND state <> 'cancelled' FROM jobs "
+                             "WHERE source_path = ?1 ORDER BY id DESC LIMIT 1",
+        [STMT_REFRESH_STAT] = "UPDATE jobs SET source_size = ?2, source_mtime_ns = ?3, "
+                              "source_ino = ?4 WHERE id = ?1",
+        [STMT_INSERT_JOB] = "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                            "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, "
+                            "created_us, updated_us, next_at_us) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?9, ?9)",
+        [STMT_SUPERSEDE] = "UPDATE jobs SET state = 'cancelled', last_error = ?3, "
+                           "updated_us = ?4, finished_us = ?4 "
+                           "WHERE source_path = ?1 AND id < ?2 AND state IN ('queued', 'retry')",
+        [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, degraded = 0, "
+                       "lease_owner = ?2, lease_expires_us = ?3, updated_us = ?1 "
+                       "WHERE id = (SELECT j.id FROM jobs AS j INDEXED BY jobs_due "
+                       "            WHERE j.state IN ('queued', 'retry') AND j.next_at_us <= ?1 "
+                       "              AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                       "                              WHERE r.output_key = j.output_key "
+                       "                                AND r.state = 'running') "
+                       "            ORDER BY j.next_at_us, j.id LIMIT 1) "
+                       "RETURNING " JOB_COLUMNS,
+        [STMT_NEXT_DUE] = "SELECT next_at_us FROM jobs INDEXED BY jobs_due "
+                          "WHERE state IN ('queued', 'retry') AND next_at_us < " HELD_SQL " "
+                          "ORDER BY next_at_us LIMIT 1",
+        [STMT_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+        [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
+                          "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
+                          "WHERE id = ?1",
+        [STMT_INSERT_OUTPUT] = "INSERT INTO outputs (job_id, variant, path, format, width, "
+                               "height, bytes, sha256, tmp_path) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        [STMT_INSERT_ERROR] = "INSERT INTO job_errors (job_id, attempt, at_us, message) "
+                              "SELECT id, attempts, ?2, ?3 FROM jobs WHERE id = ?1",
+        [STMT_SET_FAILED] = "UPDATE jobs SET state = ?2, last_error = ?3, "
+                            "next_at_us = CASE WHEN ?2 = 'retry' THEN ?4 ELSE next_at_us END, "
+                            "finished_us = CASE WHEN ?2 = 'dead' THEN ?5 END, "
+                            "updated_us = ?5, stage = NULL, lease_owner = NULL, "
+                            "lease_expires_us = NULL WHERE id = ?1",
+        [STMT_SET_RELEASED] = "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), "
+                              "next_at_us = ?2, updated_us = ?3, stage = NULL, lease_owner = NULL, "
+                              "lease_expires_us = NULL WHERE id = ?1",
+        [STMT_SET_CANCELLED] = "UPDATE jobs SET state = 'cancelled', last_error = ?2, "
+                               "updated_us = ?3, finished_us = ?3, stage = NULL, "
+                               "lease_owner = NULL, lease_expires_us = NULL WHERE id = ?1",
+        [STMT_SET_REQUEUED] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?2, "
+                              "updated_us = ?2, finished_us = NULL WHERE id = ?1",
+        [STMT_RECOVER] = "UPDATE jobs SET state = 'queued', updated_us = ?1, lease_owner = NULL, "
+                         "lease_expires_us = NULL WHERE state = 'running' AND stage IS NULL",
+        [STMT_SUPERSEDED] = "SELECT EXISTS (SELECT 1 FROM jobs AS n "
+                            "               WHERE n.source_path = j.source_path AND n.id > j.id) "
+                            "FROM jobs AS j WHERE j.id = ?1",
+        [STMT_OUTPUT_OWNER] = "SELECT source_path FROM jobs WHERE output_key = ?1 "
+                              "AND state = 'done' AND source_path <> ?2 "
+                              "ORDER BY finished_us DESC, id DESC LIMIT 1",
+        [STMT_COUNTS] = "SELECT state, n FROM job_counts",
+        /* What ledger_integrity_check() compares job_counts with. */
+        [STMT_COUNTS_SCAN] = "SELECT c.state, c.n, (SELECT count(*) FROM jobs "
+                             "                     WHERE jobs.state = c.state) "
+                             "FROM job_counts AS c",
+        [STMT_GET_JOB] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
+        [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256, "
+                             "tmp_path FROM outputs WHERE job_id = ?1 ORDER BY rowid",
+        [STMT_GET_ERRORS] = "SELECT attempt, at_us, message FROM job_errors WHERE job_id = ?1 "
+                            "ORDER BY rowid",
+        [STMT_SET_STAGED] = "UPDATE jobs SET stage = 'verified', updated_us = ?2, degraded = ?3, "
+                            "info = ?4 WHERE id = ?1",
+        /* Outputs of a job that were staged and not published: forgotten with the stage. */
+        [STMT_DROP_STAGED] = "DELETE FROM outputs WHERE job_id = ?1",
+        [STMT_PUBLISHED] = "UPDATE outputs SET tmp_path = NULL WHERE job_id = ?1",
+        [STMT_LIST_STAGED] = "SELECT id FROM jobs INDEXED BY jobs_state_updated "
+                             "WHERE state = 'running' AND stage = 'verified' ORDER BY id",
+        [STMT_EXPIRED] = "SELECT id FROM jobs INDEXED BY jobs_state_updated "
+                         "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
+                         "ORDER BY id",
+        [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs INDEXED BY jobs_due "
+                               "WHERE state IN ('queued', 'retry') AND next_at_us < " HELD_SQL,
+        /* Held (ledger_hold()): queued, the attempt given back, not claimable until woken. */
+        [STMT_SET_HELD] = "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), "
+                          "next_at_us = " HELD_SQL ", last_error = ?2, updated_us = ?3, "
+                          "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
+                          "WHERE id = ?1",
+        [STMT_IS_HELD] = "SELECT state = 'queued' AND next_at_us = " HELD_SQL " FROM jobs "
+                         "WHERE id = ?1",
+        [STMT_UNHOLD] = "UPDATE jobs SET next_at_us = ?1, updated_us = ?1 "
+                        "WHERE state = 'queued' AND next_at_us = " HELD_SQL,
+        [STMT_COUNT_HELD] = "SELECT count(*) FROM jobs INDEXED BY jobs_due "
+                            "WHERE state IN ('queued', 'retry') AND next_at_us = " HELD_SQL,
+        [STMT_RELOCATE] = "UPDATE jobs SET pipeline = ?2, output_key = ?3 "
+                          "WHERE id = ?1 AND state = 'running'",
+        /* Degraded done jobs that are still their source's newest go back to the queue. */
+        [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "
+                          "updated_us = ?1, finished_us = NULL "
+                          "WHERE id IN (SELECT j.id FROM jobs AS j INDEXED BY jobs_degraded "
+                          "             WHERE j.state = 'done' AND j.degraded = 1 "
+                          "               AND NOT EXISTS (SELECT 1 FROM jobs AS n "
+                          "                               WHERE n.source_path = j.source_path "
+                          "                                 AND n.id > j.id) "
+                          "             ORDER BY j.id LIMIT ?2)",
+        /* Finished jobs older than the cut-off that are not their source's newest job (the
+         * newest is what tells a start-up scan that a file is done). Dead jobs stay. A done or
+         * cancelled job's updated_us is its finished_us (every statement sets both): the
+         * bound on it lets jobs_state_updated skip the jobs finished since the cut-off. */
+        /* One batch of ids (?2, ?3]: the rowid range, never an index over all the old jobs
+         * (the unary + keeps the planner off jobs_state_updated). */
+        [STMT_PRUNE] = "DELETE FROM jobs WHERE id > ?2 AND id <= ?3 "
+                       "AND +state IN ('done', 'cancelled') "
+                       "AND +updated_us < ?1 AND finished_us < ?1 "
+                       "AND EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = jobs.source_path "
+                       "            AND n.id > jobs.id)",
+        [STMT_ID_RANGE] = "SELECT min(id), max(id) FROM jobs",
+};
+
+/* Migrations */
+
+static int ledger_read_version(ledger *l, int64_t *ret)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        rc = sqlite3_prepare_v2(l->db,
+                                "SELECT (SELECT count(*) FROM sqlite_master "
+                                "        WHERE type = 'table' AND name = 'schema_version'), "
+                                "       (SELECT count(*) FROM sqlite_master "
+                                "        WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\')",
+                                -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = ledger_stmt_step(l, st);
+        if (r <= 0)
+                return r < 0 ? r : ledger_error(l, -EIO, "no answer from sqlite_master");
+        if (sqlite3_column_int64(st, 0) == 0) {
+                if (sqlite3_column_int64(st, 1) > 0)
+                        return ledger_error(l, -EMEDIUMTYPE,
+                                            "not an imgd ledger (it has tables but no "
+                                            "schema_version table); imgd will not touch it");
+                *ret = 0;
+                return 0;
+        }
+        sqlite3_finalize(TAKE_PTR(st));
+
+        rc = sqlite3_prepare_v2(l->db, "SELECT max(version), count(*) FROM schema_version", -1, &st,
+                                NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = ledger_stmt_step(l, st);
+        if (r <= 0)
+                return r < 0 ? r : ledger_error(l, -EIO, "no answer from schema_version");
+        if (sqlite3_column_int64(st, 1) != 1 || sqlite3_column_int64(st, 0) < 1)
+                return ledger_error(l, -EBADMSG, "schema_version does not hold one version");
+        *ret = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+/* Applies the next migration step if one is due; returns 1 if it did, 0 if up to date. */
+static int ledger_migrate_step_locked(ledger *l)
+{
+        char sql[128];
+        int64_t v = 0;
+        int r;
+
+        r = ledger_read_version(l, &v);
+        if (r < 0)
+                return r;
+        if (v > LEDGER_SCHEMA_VERSION)
+                return ledger_error(l, -EPROTONOSUPPORT,
+                                    "ledger schema version %" PRId64 " is newer than this imgd "
+                                    "supports (%" PRId64 "); run a newer imgd, or move the file "
+                                    "aside to begin a new ledger",
+                                    v, LEDGER_SCHEMA_VERSION);
+        if (v == LEDGER_SCHEMA_VERSION)
+                return 0;
+
+        r = ledger_exec(l, migrations[v]);
+        if (r < 0)
+                return r;
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (%" PRId64
+                 ")",
+                 v + 1);
+        r = ledger_exec(l, sql);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+int ledger_migrate(ledger *l)
+{
+        for (;;) {
+                int r = LEDGER_WRITE(l, ledger_migrate_step_locked(l));
+                if (r <= 0)
+                        return r;
+        }
+}
+
+int ledger_prepare(ledger *l)
+{
+        for (size_t i = 0; i < _STMT_MAX; i++) {
+                int rc = sqlite3_prepare_v3(l->db, ledger_stmt_sql[i], -1,
+                                            SQLITE_PREPARE_PERSISTENT, &l->stmts[i], NULL);
+                if (rc != SQLITE_OK)
+                        return ledger_sqlite_error(l, rc);
+        }
+        return 0;
+}

@@ -1,0 +1,599 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger-sqlite.c - the ledger's SQLite engine: a connection and its settings, SQLite's
+ * errors turned into a negative errno and a message, the statement helpers, transactions and
+ * read batches, the watch on the WAL files, and the reading of rows.
+ *
+ * Promises:
+ * - Every transition is one transaction started with BEGIN IMMEDIATE (ledger_tx_begin()) and
+ *   ended by ledger_tx_end(), which commits on success and rolls back on every failure.
+ * - The database runs in WAL mode with synchronous=FULL: a transition that returned success
+ *   survives a crash or a power loss. One exception, ledger_claim(), commits without waiting
+ *   for the disk (synchronous=NORMAL for that transaction): it survives a crash of imgd, and
+ *   the next transition's sync makes it durable; a power cut before that can only lose the
+ *   claim, which leaves the job queued as before it (to be claimed again), never a half of
+ *   it. It saves a disk flush in front of every job a worker waits for.
+ * - An SQLite failure becomes a negative errno and a message in l->errmsg; a failure of the
+ *   file system names the ledger file and the system's error, and is remembered (for
+ *   ledger_write_failure()) while write transactions fail.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "daemon/ledger-private.h"
+
+#define LEDGER_BUSY_TIMEOUT_MS 5000
+/* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */
+#define LEDGER_MESSAGE_MAX 4096
+
+/* Errors */
+
+int ledger_errno_from_sqlite(sqlite3 *db, int rc)
+{
+        switch (rc & 0xff) {
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_IOERR:
+                return -EIO;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EBADMSG;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_CONSTRAINT:
+                return -EEXIST;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_CANTOPEN:
+                return db && sqlite3_system_errno(db) == EACCES ? -EACCES : -ENOENT;
+        default:
+                return -EIO;
+        }
+}
+
+/*
+ * Records SQLite's message m (NULL: the text of rc) for rc; returns rc as a negative errno. A
+ * failure of the file system (SQLite's "disk I/O error", "database or disk is full", ...)
+ * names the ledger file and the system's error ("/var/lib/imgd/imgd.db: disk I/O error
+ * (Read-only file system)"), and is returned as that errno.
+ */
+static int ledger_sqlite_error_msg(ledger *l, int rc, const char *m, int saved_errno)
+{
+        int primary = rc & 0xff, sys = l->db ? sqlite3_system_errno(l->db) : 0;
+
+        /* SQLite records no errno for a failed write (SQLITE_IOERR_WRITE): the errno the
+         * failing call left, saved by the caller right after it, is the system's answer. */
+        if (sys == 0 && ledger_storage_errno(saved_errno))
+                sys = saved_errno;
+
+        if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
+                l->saw_corrupt = true;
+        /* (corruption found by ledger_exec() is seen here too) */
+        if ((primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_READONLY ||
+             primary == SQLITE_CANTOPEN) &&
+            sys > 0)
+                return ledger_error(
+                        l, ledger_storage_errno(sys) ? -sys : ledger_errno_from_sqlite(l->db, rc),
+                        "%s: %s (%s)", l->path, m ? m : sqlite3_errstr(rc), strerror(sys));
+        return ledger_error(l, ledger_errno_from_sqlite(l->db, rc), "%s",
+                            m ? m : sqlite3_errstr(rc));
+}
+
+/* As ledger_sqlite_error_msg() with SQLite's message; the first thing called after the
+ * failing SQLite call (for its errno). */
+int ledger_sqlite_error(ledger *l, int rc)
+{
+        int saved_errno = errno;
+
+        return ledger_sqlite_error_msg(l, rc, l->db ? sqlite3_errmsg(l->db) : NULL, saved_errno);
+}
+
+/* Statements */
+
+int ledger_exec(ledger *l, const char *sql)
+{
+        char *m = NULL;
+        int rc, r, saved_errno;
+
+        errno = 0;
+        rc = sqlite3_exec(l->db, sql, NULL, NULL, &m);
+        saved_errno = errno;
+        if (rc == SQLITE_OK)
+                return 0;
+        r = ledger_sqlite_error_msg(l, rc, m, saved_errno);
+        sqlite3_free(m);
+        return r;
+}
+
+/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
+static int message_len(const char *s, size_t max)
+{
+        size_t n = strlen(s);
+
+        if (n <= max)
+                return (int)n;
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+                n--;
+        return (int)n;
+}
+
+/* ledger_stmt_bind() with a va_list. */
+static int stmt_bindv(ledger *l, sqlite3_stmt *st, const char *types, va_list ap)
+{
+        int rc = SQLITE_OK;
+
+        assert(strlen(types) == (size_t)sqlite3_bind_parameter_count(st));
+        for (int i = 1; *types && rc == SQLITE_OK; types++, i++) {
+                switch (*types) {
+                case 't': {
+                        const char *s = va_arg(ap, const char *);
+                        rc = s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC)
+                               : sqlite3_bind_null(st, i);
+                        break;
+                }
+                case 'm': {
+                        const char *s = va_arg(ap, const char *);
+                        rc = sqlite3_bind_text(st, i, s, message_len(s, LEDGER_MESSAGE_MAX),
+                                               SQLITE_STATIC);
+                        break;
+                }
+                case 'i':
+                        rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+                        break;
+                default:
+                        assert(!"bad ledger_stmt_bind type");
+                        rc = SQLITE_MISUSE;
+                }
+        }
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        return 0;
+}
+
+int ledger_stmt_bind(ledger *l, sqlite3_stmt *st, const char *types, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = stmt_bindv(l, st, types, ap);
+        va_end(ap);
+        return r;
+}
+
+/* Returns 1 for a row, 0 when done, or a negative errno. */
+int ledger_stmt_step(ledger *l, sqlite3_stmt *st)
+{
+        int rc;
+
+        errno = 0;
+        rc = sqlite3_step(st);
+
+        if (rc == SQLITE_ROW)
+                return 1;
+        if (rc == SQLITE_DONE)
+                return 0;
+        return ledger_sqlite_error(l, rc);
+}
+
+/* Steps a statement that returns no rows. */
+int ledger_stmt_run(ledger *l, sqlite3_stmt *st)
+{
+        int r = ledger_stmt_step(l, st);
+
+        if (r > 0)
+                return ledger_error(l, -EIO, "statement returned a row unexpectedly");
+        return r;
+}
+
+int ledger_bind_step(ledger *l, sqlite3_stmt *st, const char *types, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = stmt_bindv(l, st, types, ap);
+        va_end(ap);
+        if (r < 0)
+                return r;
+        return ledger_stmt_step(l, st);
+}
+
+/* Takes statement id, binds ap, runs it (no rows) and resets it: the number of rows it
+ * changed, or a negative errno. */
+static int stmt_execv(ledger *l, enum ledger_stmt id, const char *types, va_list ap)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, id);
+        int r;
+
+        r = stmt_bindv(l, st, types, ap);
+        if (r >= 0)
+                r = ledger_stmt_run(l, st);
+        return r < 0 ? r : sqlite3_changes(l->db);
+}
+
+int ledger_stmt_exec(ledger *l, enum ledger_stmt id, const char *types, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = stmt_execv(l, id, types, ap);
+        va_end(ap);
+        return r < 0 ? r : 0;
+}
+
+int ledger_stmt_changes(ledger *l, enum ledger_stmt id, const char *types, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = stmt_execv(l, id, types, ap);
+        va_end(ap);
+        return r;
+}
+
+/* Transactions */
+
+/*
+ * Read batches (ledger_read_begin()): while one is open, l->read_open says that a read
+ * transaction (BEGIN DEFERRED) is open for the lookups to share. A write transition ends it
+ * (read_pause()) before its BEGIN IMMEDIATE, so that it writes on the newest snapshot, and
+ * ledger_tx_end() opens a new one after the commit (read_resume()); so a batch never holds back a
+ * write, and its reads see every write made through l.
+ */
+static void read_pause(ledger *l)
+{
+        if (!l->read_open)
+                return;
+        l->read_open = false;
+        /* A read transaction has nothing to commit; COMMIT just ends it. SQLite may have
+         * ended it already after an I/O error. */
+        if (!sqlite3_get_autocommit(l->db))
+                (void)sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL);
+}
+
+static void read_resume(ledger *l)
+{
+        if (!l->read_batch || l->read_open)
+                return;
+        /* Without it the lookups run in their own transactions: slower, not wrong. */
+        l->read_open = sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+/* The WAL files */
+
+/*
+ * The WAL and the WAL index (-shm) removed from under the connection (`rm imgd.db-wal`):
+ * SQLite keeps writing to the file it has open, unlinked, so that every commit since the last
+ * checkpoint lives only in a file nobody can open again, and is lost with the next crash. A
+ * stat() of the path after each write transaction (a microsecond next to the fsync of the
+ * commit) notices it; from then on every commit is checkpointed into the database file at
+ * once (durable: synchronous=FULL syncs the database in a checkpoint), until
+ * ledger_check_files() gives the connection a new WAL.
+ */
+
+/* Whether the file at `path` is missing or not the one recorded. */
+bool ledger_aux_gone(const char *path, dev_t dev, ino_t ino)
+{
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return errno == ENOENT;
+        return st.st_dev != dev || st.st_ino != ino;
+}
+
+/* Records the identity of the WAL (when wal_too) and the -shm (when shm_too) the connection
+ * uses, when they exist (SQLite makes the WAL at the first write after a checkpoint that
+ * truncated it). */
+void ledger_aux_note(ledger *l, bool wal_too, bool shm_too)
+{
+        struct stat st;
+
+        if (wal_too && stat(l->wal_path, &st) == 0) {
+                l->wal_dev = st.st_dev;
+                l->wal_ino = st.st_ino;
+                l->wal_known = true;
+        }
+        if (shm_too && stat(l->shm_path, &st) == 0) {
+                l->shm_dev = st.st_dev;
+                l->shm_ino = st.st_ino;
+                l->shm_known = true;
+        }
+}
+
+/* Checkpoints the whole WAL into the database file; returns 0 or a negative errno. */
+int ledger_wal_checkpoint(ledger *l, int mode)
+{
+        int log = 0, done = 0, rc;
+
+        rc = sqlite3_wal_checkpoint_v2(l->db, NULL, mode, &log, &done);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        if (log != done)
+                return ledger_error(l, -EBUSY,
+                                    "checkpoint copied %d of %d WAL frames (a reader holds an "
+                                    "older snapshot)",
+                                    done, log);
+        return 0;
+}
+
+/* After a write transaction committed: when the WAL is gone from its path, checkpoint now.
+ * (A WAL not seen yet, as after a reconnect, is recorded at the first commit that made it.) */
+static void wal_commit_durable(ledger *l)
+{
+        if (!l->wal_known)
+                ledger_aux_note(l, true, false);
+        else if (!l->wal_lost && ledger_aux_gone(l->wal_path, l->wal_dev, l->wal_ino))
+                l->wal_lost = true;
+        if (l->wal_lost)
+                (void)ledger_wal_checkpoint(l, SQLITE_CHECKPOINT_FULL);
+}
+
+/* Write transactions */
+
+/*
+ * Begins a write transaction whose commit is flushed to disk (flush: synchronous=FULL, every
+ * transition) or not (synchronous=NORMAL, a claim; see the top of this file). The setting
+ * stays until a transaction needs the other one (l->lazy_sync says which is in force), and
+ * it can only change outside a transaction, hence after read_pause().
+ */
+int ledger_tx_begin_sync(ledger *l, bool flush)
+{
+        int r;
+
+        read_pause(l);
+        if (l->lazy_sync == flush) {
+                r = ledger_exec(l, flush ? "PRAGMA synchronous = FULL"
+                                         : "PRAGMA synchronous = NORMAL");
+                if (r < 0) {
+                        read_resume(l);
+                        return r;
+                }
+                l->lazy_sync = !flush;
+        }
+        r = ledger_exec(l, "BEGIN IMMEDIATE");
+        if (r < 0)
+                read_resume(l);
+        else {
+                l->in_write = true;
+                l->changes_at_begin = sqlite3_total_changes64(l->db);
+        }
+        return r;
+}
+
+/*
+ * Begins a read transaction for a group of reads that must see one snapshot; returns 1 when
+ * the open read batch already provides one (the caller then must not call ledger_tx_end()), 0 when
+ * it began one for ledger_tx_end() to end.
+ */
+int ledger_tx_begin_read(ledger *l)
+{
+        int r;
+
+        if (l->read_open && !sqlite3_get_autocommit(l->db))
+                return 1;
+        l->read_open = false;
+        r = ledger_exec(l, "BEGIN");
+        return r < 0 ? r : 0;
+}
+
+/*
+ * Ends the transaction begun by ledger_tx_begin(): commits when r >= 0 and returns r, or returns
+ * the commit's error; rolls back when r < 0 or the commit failed. The one way out of every
+ * transaction. An open read batch gets its read transaction back.
+ */
+int ledger_tx_end(ledger *l, int r)
+{
+        bool wrote = l->in_write;
+
+        l->in_write = false;
+        if (r >= 0) {
+                int k = ledger_exec(l, "COMMIT");
+                if (k >= 0) {
+                        if (wrote)
+                                wal_commit_durable(l);
+                        /* Only a commit that wrote something says the disk takes writes. */
+                        if (wrote && sqlite3_total_changes64(l->db) != l->changes_at_begin)
+                                l->write_failed_since_us = 0;
+                        goto out;
+                }
+                r = k;
+        }
+        if (wrote && ledger_storage_errno(-r)) {
+                snprintf(l->write_failure, sizeof l->write_failure, "%s", l->errmsg);
+                if (l->write_failed_since_us == 0)
+                        l->write_failed_since_us = wall_usec();
+        }
+        /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
+        if (!sqlite3_get_autocommit(l->db))
+                (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+out:
+        read_resume(l);
+        return r;
+}
+
+void ledger_read_begin(ledger *l)
+{
+        assert(l);
+        assert(!l->read_batch);
+        l->read_batch = true;
+        read_resume(l);
+}
+
+void ledger_read_end(ledger *l)
+{
+        assert(l);
+        read_pause(l);
+        l->read_batch = false;
+}
+
+/* Rows */
+
+/* Copies a text column; a NULL column gives NULL. */
+int ledger_column_strdup(ledger *l, sqlite3_stmt *st, int col, char **ret)
+{
+        const unsigned char *s;
+        char *p;
+
+        if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+                *ret = NULL;
+                return 0;
+        }
+        s = sqlite3_column_text(st, col);
+        if (!s)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        p = strdup((const char *)s);
+        if (!p)
+                return ledger_error(l, -ENOMEM, "out of memory");
+        *ret = p;
+        return 0;
+}
+
+int ledger_column_sha256(ledger *l, sqlite3_stmt *st, int col, char ret[static HASH_HEX_SIZE])
+{
+        const unsigned char *s = sqlite3_column_text(st, col);
+        int n = sqlite3_column_bytes(st, col);
+
+        if (!s || n >= HASH_HEX_SIZE)
+                return ledger_error(l, -EBADMSG, "bad sha256 in the ledger");
+        memcpy(ret, s, (size_t)n + 1);
+        return 0;
+}
+
+int ledger_column_state(ledger *l, sqlite3_stmt *st, int col, enum job_state *ret)
+{
+        int s = job_state_from_name((const char *)sqlite3_column_text(st, col));
+
+        if (s < 0)
+                return ledger_error(l, -EBADMSG, "unknown job state in the ledger");
+        *ret = s;
+        return 0;
+}
+
+/* Reads a row of JOB_COLUMNS into *ret (whose members are overwritten, not freed). */
+int ledger_read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
+{
+        struct job j = {
+                .id = sqlite3_column_int64(st, 0),
+                .size = (uint64_t)sqlite3_column_int64(st, 6),
+                .mtime_ns = sqlite3_column_int64(st, 7),
+                .ino = (uint64_t)sqlite3_column_int64(st, 8),
+                .attempts = (unsigned)sqlite3_column_int64(st, 10),
+                .created_us = sqlite3_column_int64(st, 11),
+                .updated_us = sqlite3_column_int64(st, 12),
+                .next_at_us = sqlite3_column_int64(st, 13),
+        };
+        int r;
+
+        r = ledger_column_strdup(l, st, 1, &j.watch);
+        if (r < 0)
+                goto fail;
+        r = ledger_column_strdup(l, st, 2, &j.source_path);
+        if (r < 0)
+                goto fail;
+        r = ledger_column_strdup(l, st, 3, &j.output_key);
+        if (r < 0)
+                goto fail;
+        r = ledger_column_strdup(l, st, 4, &j.pipeline);
+        if (r < 0)
+                goto fail;
+        r = ledger_column_sha256(l, st, 5, j.sha256);
+        if (r < 0)
+                goto fail;
+        j.degraded = sqlite3_column_int(st, 15) != 0;
+        r = ledger_column_strdup(l, st, 16, &j.info);
+        if (r < 0)
+                goto fail;
+        r = ledger_column_state(l, st, 9, &j.state);
+        if (r < 0)
+                goto fail;
+        r = ledger_column_strdup(l, st, 14, &j.last_error);
+        if (r < 0)
+                goto fail;
+        if (!j.watch || !j.source_path || !j.output_key || !j.pipeline) {
+                r = ledger_error(l, -EBADMSG, "job %" PRId64 " has a NULL column", j.id);
+                goto fail;
+        }
+        *ret = j;
+        return 0;
+fail:
+        job_clear(&j);
+        return r;
+}
+
+/* The connection */
+
+/* Opens a connection to l->path into l->db (extended result codes, the busy timeout). */
+int ledger_connect(ledger *l)
+{
+        int rc;
+
+        rc = sqlite3_open_v2(l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        sqlite3_extended_result_codes(l->db, 1);
+        rc = sqlite3_busy_timeout(l->db, LEDGER_BUSY_TIMEOUT_MS);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        return 0;
+}
+
+/* The settings of every connection to the ledger: WAL, synchronous=FULL, foreign keys. */
+int ledger_configure(ledger *l)
+{
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        const char *mode;
+        int rc, r;
+
+        rc = sqlite3_prepare_v2(l->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        r = ledger_stmt_step(l, st);
+        if (r < 0)
+                return r;
+        mode = (const char *)sqlite3_column_text(st, 0);
+        if (r == 0 || !mode || strcmp(mode, "wal") != 0)
+                return ledger_error(l, -EIO, "cannot switch to WAL mode (journal mode is %s)",
+                                    mode ? mode : "unknown");
+        sqlite3_finalize(TAKE_PTR(st));
+
+        /*
+         * FULL in WAL mode makes every committed transition durable across power loss, which
+         * the crash-safety promise needs (NORMAL may lose the last commits); the cost is one
+         * fsync of the WAL per commit.
+         */
+        r = ledger_exec(l, "PRAGMA synchronous = FULL");
+        if (r < 0)
+                return r;
+        l->lazy_sync = false;
+        return ledger_exec(l, "PRAGMA foreign_keys = ON");
+}
+
+/* Finalizes the statements and closes the connection; returns SQLite's rc of the close. */
+int ledger_close_db(ledger *l)
+{
+        int rc;
+
+        read_pause(l);
+        l->read_batch = false;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
+        /* Every statement is finalized, so a failure here means the close did not happen:
+         * then close_v2 closes once the stragglers are gone. */
+        rc = sqlite3_close(l->db);
+        if (rc != SQLITE_OK)
+                sqlite3_close_v2(l->db);
+        l->db = NULL;
+        return rc;
+}
