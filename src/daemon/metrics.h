@@ -2,7 +2,7 @@
 /*
  * metrics.h - the daemon's counters and histograms, rendered in the Prometheus text
  * exposition format (version 0.0.4) for `imgctl metrics` and node_exporter's textfile
- * collector. The scheduler and the worker pool record; api.c renders. Single-threaded, no
+ * collector. The scheduler and the worker pool record; api-status.c renders. Single-threaded, no
  * I/O. Label values (pipelines, reasons) are bounded: at most METRICS_MAX_LABELS distinct
  * values per family, further ones are counted under "other".
  */

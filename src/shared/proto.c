@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * proto.c - the control protocol codec shared by imgd (control.c, api.c) and imgctl: one
- * JSON object per line, each at most PROTO_MAX_LINE bytes without its newline. Parsing is
- * left to jansson; this module only decides what a well-formed request or response is and
- * says precisely what is wrong with one that is not. It holds no state.
+ * proto.c - the control protocol codec shared by imgd (control-framing.c, api*.c) and
+ * imgctl: one JSON object per line, each at most PROTO_MAX_LINE bytes without its newline.
+ * Parsing is left to jansson; this module only decides what a well-formed request or
+ * response is and says precisely what is wrong with one that is not. It holds no state.
  *
  *   request:  {"v":1,"cmd":"jobs","state":"dead"}
  *   response: {"v":1,"ok":true,"result":{...}}  or  {"v":1,"ok":false,"error":"..."}

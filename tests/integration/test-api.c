@@ -1201,6 +1201,152 @@ static void test_authorization(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* Sends one request line and returns its error message (caller frees); fails the test when the
+ * request is answered without an error. */
+static char *raw_call_error(struct raw *c, const char *request)
+{
+        char *line, *error = NULL;
+        json_t *result = NULL;
+
+        raw_send(c, request);
+        line = raw_read_line(c, 10000, NULL);
+        assert_non_null(line);
+        if (proto_parse_response(line, strlen(line), &result, &error) >= 0)
+                fail_msg("%s -> %s: expected an error", request, line);
+        assert_non_null(error);
+        json_decref(result);
+        free(line);
+        return error;
+}
+
+/* Every argument of every command is checked, in the order of its schema, and refused with a
+ * message that says what was expected (the exact texts are the protocol's: imgctl prints
+ * them). Arguments a command does not take are ignored. */
+static void test_bad_arguments(void **state)
+{
+        static const char a70[] =
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        static const struct {
+                const char *request;
+                const char *error;
+        } cases[] = {
+                /* jobs: state, watch, since, limit, in that order */
+                { "\"cmd\":\"jobs\",\"state\":\"bogus\"",
+                  "unknown state 'bogus' (expected one of queued, running, retry, done, dead, "
+                  "cancelled)" },
+                { "\"cmd\":\"jobs\",\"state\":5", "\"state\" must be a string" },
+                { "\"cmd\":\"jobs\",\"state\":null,\"watch\":3", "\"watch\" must be a string" },
+                { "\"cmd\":\"jobs\",\"since\":\"x\"",
+                  "\"since\" must be an integer number of microseconds since the epoch" },
+                { "\"cmd\":\"jobs\",\"since\":-1",
+                  "\"since\" must be an integer number of microseconds since the epoch, not -1" },
+                { "\"cmd\":\"jobs\",\"limit\":0",
+                  "\"limit\" must be an integer from 1 to 10000, not 0" },
+                { "\"cmd\":\"jobs\",\"limit\":10001",
+                  "\"limit\" must be an integer from 1 to 10000, not 10001" },
+                { "\"cmd\":\"jobs\",\"limit\":1.5",
+                  "\"limit\" must be an integer from 1 to 10000" },
+                { "\"cmd\":\"jobs\",\"limit\":0,\"state\":\"bogus\"",
+                  "unknown state 'bogus' (expected one of queued, running, retry, done, dead, "
+                  "cancelled)" },
+                { "\"cmd\":\"jobs\",\"limit\":0,\"watch\":true", "\"watch\" must be a string" },
+                /* show, cancel: a required id */
+                { "\"cmd\":\"show\"", "show needs a job \"id\"" },
+                { "\"cmd\":\"show\",\"id\":null", "show needs a job \"id\"" },
+                { "\"cmd\":\"show\",\"id\":\"1\"", "\"id\" must be a job id (a positive integer)" },
+                { "\"cmd\":\"show\",\"id\":0",
+                  "\"id\" must be a job id (a positive integer), not 0" },
+                { "\"cmd\":\"show\",\"id\":999999", "no job 999999" },
+                { "\"cmd\":\"cancel\"", "cancel needs a job \"id\"" },
+                { "\"cmd\":\"cancel\",\"id\":\"x\"",
+                  "\"id\" must be a job id (a positive integer)" },
+                { "\"cmd\":\"cancel\",\"id\":999999", "no job 999999" },
+                /* retry: "dead" (true or false, not null), then "id", then one of them */
+                { "\"cmd\":\"retry\"", "retry needs either a job \"id\" or \"dead\": true" },
+                { "\"cmd\":\"retry\",\"dead\":false",
+                  "retry needs either a job \"id\" or \"dead\": true" },
+                { "\"cmd\":\"retry\",\"dead\":true,\"id\":1",
+                  "retry needs either a job \"id\" or \"dead\": true" },
+                { "\"cmd\":\"retry\",\"dead\":null", "\"dead\" must be true or false" },
+                { "\"cmd\":\"retry\",\"dead\":1,\"id\":\"x\"", "\"dead\" must be true or false" },
+                { "\"cmd\":\"retry\",\"id\":-3",
+                  "\"id\" must be a job id (a positive integer), not -3" },
+                { "\"cmd\":\"retry\",\"id\":999999", "no job 999999" },
+                /* enqueue: a required absolute path */
+                { "\"cmd\":\"enqueue\"", "enqueue needs a \"path\"" },
+                { "\"cmd\":\"enqueue\",\"path\":null", "enqueue needs a \"path\"" },
+                { "\"cmd\":\"enqueue\",\"path\":5", "\"path\" must be a string" },
+                { "\"cmd\":\"enqueue\",\"path\":\"up/a.jpg\"",
+                  "\"path\" must be absolute, not 'up/a.jpg'" },
+                { "\"cmd\":\"enqueue\",\"path\":\"/nonexistent-imgd-test/a.jpg\"",
+                  "/nonexistent-imgd-test/a.jpg: No such file or directory" },
+                { "\"cmd\":\"frobnicate\",\"id\":1", "unknown command 'frobnicate'" },
+        };
+        struct tu_daemon d;
+        struct raw c;
+        char *error, *request, *long_path;
+
+        (void)state;
+        tu_daemon_setup(&d, ONE_VARIANT, 1, NULL);
+        tu_daemon_start(&d);
+        raw_connect(&c, d.socket);
+
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                request = tu_path("{\"v\":1,%s}\n", cases[i].request);
+                error = raw_call_error(&c, request);
+                if (strcmp(error, cases[i].error) != 0)
+                        fail_msg("%s -> '%s', expected '%s'", cases[i].request, error,
+                                 cases[i].error);
+                free(error);
+                free(request);
+        }
+
+        /* What is repeated of a client's text is cut at 64 bytes. */
+        request = tu_path("{\"v\":1,\"cmd\":\"jobs\",\"state\":\"%s\"}\n", a70);
+        error = raw_call_error(&c, request);
+        long_path = tu_path("unknown state '%.64s...' (expected one of queued, running, retry, "
+                            "done, dead, cancelled)",
+                            a70);
+        assert_string_equal(error, long_path);
+        free(long_path);
+        free(error);
+        free(request);
+        request = tu_path("{\"v\":1,\"cmd\":\"enqueue\",\"path\":\"%s\"}\n", a70);
+        error = raw_call_error(&c, request);
+        long_path = tu_path("\"path\" must be absolute, not '%.64s...'", a70);
+        assert_string_equal(error, long_path);
+        free(long_path);
+        free(error);
+        free(request);
+        request = tu_path("{\"v\":1,\"cmd\":\"%s\"}\n", a70);
+        error = raw_call_error(&c, request);
+        long_path = tu_path("unknown command '%.64s...'", a70);
+        assert_string_equal(error, long_path);
+        free(long_path);
+        free(error);
+        free(request);
+
+        /* A path of PATH_MAX bytes or more. */
+        long_path = malloc(5001);
+        assert_non_null(long_path);
+        memset(long_path, 'a', 5000);
+        long_path[0] = '/';
+        long_path[5000] = '\0';
+        request = tu_path("{\"v\":1,\"cmd\":\"enqueue\",\"path\":\"%s\"}\n", long_path);
+        error = raw_call_error(&c, request);
+        assert_string_equal(error, "\"path\" is too long");
+        free(error);
+        free(request);
+        free(long_path);
+
+        /* Arguments a command does not take change nothing. */
+        json_decref(raw_call(&c, "{\"v\":1,\"cmd\":\"ping\",\"id\":\"x\",\"dead\":null}\n"));
+        json_decref(raw_call(&c, "{\"v\":1,\"cmd\":\"status\",\"limit\":0}\n"));
+
+        close(c.fd);
+        tu_daemon_cleanup(&d);
+}
+
 /* Every command has --help (no daemon needed), and unknown options are usage errors. */
 static void test_help(void **state)
 {
@@ -1239,6 +1385,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_help),
+                cmocka_unit_test(test_bad_arguments),
                 cmocka_unit_test(test_retry),
                 cmocka_unit_test(test_cancel_queued),
                 cmocka_unit_test(test_pause_resume_drain),

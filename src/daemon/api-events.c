@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * api-events.c - the scheduler's job transitions, and the ones the commands make themselves
+ * ("cancelled"), as event lines for the control socket's subscribers (api_on_event(), a
+ * scheduler_event_fn). An event never fails and never blocks its caller: a line that cannot
+ * be made or sent is logged and dropped.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/api-private.h"
+#include "shared/log.h"
+#include "shared/macro.h"
+#include "shared/proto.h"
+
+/* The fields of a job in the events api-operate.c emits itself (see api-private.h). */
+json_t *api_job_event_json(const struct job *j)
+{
+        return json_pack("{s:I, s:o, s:o, s:o, s:I}", "id", (json_int_t)j->id, "source",
+                         api_text_or_null(j->source_path), "watch", api_text_or_null(j->watch),
+                         "pipeline", api_text_or_null(j->pipeline), "attempts",
+                         (json_int_t)j->attempts);
+}
+
+void api_on_event(const char *event, const json_t *job, void *userdata)
+{
+        struct api_context *ctx = userdata;
+        _cleanup_free_ char *line = NULL;
+        int r;
+
+        assert(event);
+        assert(job);
+        if (!ctx || !ctx->control || control_subscribers(ctx->control) == 0)
+                return;
+
+        line = proto_format_event(event, wall_usec(), job);
+        if (line && strlen(line) > PROTO_MAX_LINE + 1) {
+                /* Hundreds of outputs: tell the event, subscribers can "show" the job. */
+                _cleanup_(json_decrefp) json_t *small = json_copy((json_t *)job);
+
+                free(line);
+                line = NULL;
+                if (small && json_object_del(small, "outputs") == 0 &&
+                    json_object_set_new(small, "outputs_omitted", json_true()) == 0)
+                        line = proto_format_event(event, wall_usec(), small);
+                if (line && strlen(line) > PROTO_MAX_LINE + 1) {
+                        log_warning("event %s: too large to send", event);
+                        return;
+                }
+        }
+        if (!line) {
+                log_warning("event %s: out of memory; subscribers miss it", event);
+                return;
+        }
+        r = control_broadcast(ctx->control, line);
+        if (r < 0)
+                log_warning_errno(r, "event %s: cannot send it to subscribers: %m", event);
+}
