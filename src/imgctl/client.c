@@ -300,6 +300,8 @@ void client_close(struct client *ctl)
         ctl->len = ctl->used = 0;
 }
 
+/* ---- requests ------------------------------------------------------------------------- */
+
 /* Prints a failed call's message and returns the exit status for it. */
 int client_failed(int r, const char *error)
 {
@@ -330,8 +332,6 @@ int client_request(struct client *ctl, json_t *req, json_t **ret_result)
         return EXIT_OK;
 }
 
-/* ---- requests ------------------------------------------------------------------------- */
-
 json_t *client_request_with_id(const char *cmd, int64_t id)
 {
         json_t *req = proto_request_new(cmd);
@@ -341,7 +341,8 @@ json_t *client_request_with_id(const char *cmd, int64_t id)
         return req;
 }
 
-/* The socket to use, per -s, -c, $IMGD_SOCKET, default. Returns EXIT_OK or an exit status. */
+/* ---- the socket ----------------------------------------------------------------------- */
+
 int client_find_socket(const char *socket_arg, const char *config_arg, char **ret)
 {
         _cleanup_free_ char *error = NULL, *clean = NULL;

@@ -76,7 +76,7 @@ enum imgctl_option {
 
 struct verb {
         const char *name; /* NULL: the global options before the verb */
-        int (*run)(struct client *c, const struct verb_args *a);
+        int (*run)(struct client *ctl, const struct verb_args *a);
         const enum imgctl_option *options; /* in getopt's order, ending with OPTION_END */
         enum verb_operands operands;
         const char *synopsis;
@@ -154,23 +154,23 @@ int client_find_socket(const char *socket_arg, const char *config_arg, char **re
  * the caller); -EREMOTEIO when imgd answered with an error; another negative errno when imgd
  * could not be reached or not understood. On failure the message is in *ret_error.
  */
-int client_call(struct client *c, const json_t *req, json_t **ret_result, char **ret_error);
+int client_call(struct client *ctl, const json_t *req, json_t **ret_result, char **ret_error);
 
 /*
  * Reads one line (an event). Returns 0 with the line (NUL-terminated in place, without its
  * newline, valid until the next call) and its length, -ECONNRESET when imgd closed the
  * connection, -EMSGSIZE for an over-long line, -ETIMEDOUT, or another negative errno.
  */
-int client_read_line(struct client *c, int64_t deadline, char **ret_line, size_t *ret_n);
+int client_read_line(struct client *ctl, int64_t deadline, char **ret_line, size_t *ret_n);
 
 /* Closes the connection; the client may connect again. */
-void client_close(struct client *c);
+void client_close(struct client *ctl);
 
 /* Prints a failed call's message and returns the exit status for it. */
 int client_failed(int r, const char *error);
 
 /* Sends req (taken over) and stores the result; returns EXIT_OK or the failure's exit status. */
-int client_request(struct client *c, json_t *req, json_t **ret_result);
+int client_request(struct client *ctl, json_t *req, json_t **ret_result);
 
 /* A new request {"cmd": cmd, "id": id}. */
 json_t *client_request_with_id(const char *cmd, int64_t id);
@@ -226,19 +226,19 @@ void output_table_clear(struct output_table *t);
 
 /* ---- the verbs ---------------------------------------------------------------------------- */
 
-int query_status(struct client *c, const struct verb_args *a);
-int query_jobs(struct client *c, const struct verb_args *a);
-int query_show(struct client *c, const struct verb_args *a);
-int query_wait(struct client *c, const struct verb_args *a);
-int query_metrics(struct client *c, const struct verb_args *a);
+int query_status(struct client *ctl, const struct verb_args *a);
+int query_jobs(struct client *ctl, const struct verb_args *a);
+int query_show(struct client *ctl, const struct verb_args *a);
+int query_wait(struct client *ctl, const struct verb_args *a);
+int query_metrics(struct client *ctl, const struct verb_args *a);
 
-int operate_retry(struct client *c, const struct verb_args *a);
-int operate_cancel(struct client *c, const struct verb_args *a);
-int operate_intake(struct client *c, const struct verb_args *a); /* pause, resume */
-int operate_drain(struct client *c, const struct verb_args *a);
-int operate_enqueue(struct client *c, const struct verb_args *a);
-int operate_reload(struct client *c, const struct verb_args *a);
+int operate_retry(struct client *ctl, const struct verb_args *a);
+int operate_cancel(struct client *ctl, const struct verb_args *a);
+int operate_intake(struct client *ctl, const struct verb_args *a); /* pause, resume */
+int operate_drain(struct client *ctl, const struct verb_args *a);
+int operate_enqueue(struct client *ctl, const struct verb_args *a);
+int operate_reload(struct client *ctl, const struct verb_args *a);
 
-int events_run(struct client *c, const struct verb_args *a);
-int top_run(struct client *c, const struct verb_args *a);
-int verify_run(struct client *c, const struct verb_args *a);
+int events_run(struct client *ctl, const struct verb_args *a);
+int top_run(struct client *ctl, const struct verb_args *a);
+int verify_run(struct client *ctl, const struct verb_args *a);

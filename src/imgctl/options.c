@@ -385,6 +385,7 @@ static int parse_operands(const struct verb *v, int first, int argc, char **argv
         case OPERANDS_UNPARSED:
                 return 0;
         }
+        /* argv[first] is one operand too many. */
         options_usage_error(v->name, "unexpected argument '%s'", argv[first]);
         return -EINVAL;
 }
@@ -430,22 +431,22 @@ int options_parse(const struct verb *v, int argc, char **argv, struct verb_args 
                                 id = ids[i];
                 if (id == OPTION_END) {
                         r = option_error(v->name, c, argv);
-                        goto fail;
+                        goto discard;
                 }
                 r = option_apply(v->name, id, option_defs[id].has_arg ? optarg : NULL, &a);
                 if (r != OPTIONS_RUN)
-                        goto fail;
+                        goto discard;
         }
         if (!v->name)
                 a.next = optind;
         else {
                 r = parse_operands(v, optind, argc, argv, &a);
                 if (r < 0)
-                        goto fail;
+                        goto discard;
         }
         *ret = a;
         return OPTIONS_RUN;
-fail:
+discard:
         verb_args_clear(&a);
         return r;
 }
