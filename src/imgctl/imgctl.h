@@ -14,7 +14,7 @@
  *
  * A verb's function gets the connection (not connected yet: the first request connects) and
  * its parsed options, and returns the exit status. Out of memory, imgctl says so and exits
- * (imgctl_oom()): the x-helpers below never return NULL.
+ * (imgctl_oom()): imgctl_strdup(), imgctl_asprintf() and output.c never return NULL.
  */
 #pragma once
 

@@ -291,20 +291,24 @@ static int verify_tree(struct verify *v, const char *root)
         int r;
 
         verify_walk(v, root, 0);
-        qsort(v->files + first, v->n_files - first, sizeof *v->files, cmp_str);
+        /* (qsort() and bsearch() want an array even for none: files and listed may be NULL.) */
+        if (v->n_files > first)
+                qsort(v->files + first, v->n_files - first, sizeof *v->files, cmp_str);
         for (size_t i = first; i < v->n_files; i++)
                 if (has_suffix(v->files[i], MANIFEST_SUFFIX)) {
                         r = verify_manifest(v, v->files[i]);
                         if (r != EXIT_OK)
                                 return r;
                 }
-        qsort(v->listed, v->n_listed, sizeof *v->listed, cmp_str);
+        if (v->n_listed > 0)
+                qsort(v->listed, v->n_listed, sizeof *v->listed, cmp_str);
         for (size_t i = first; i < v->n_files; i++) {
                 const char *path = v->files[i], *name = strrchr(path, '/') + 1;
 
                 if (has_suffix(path, MANIFEST_SUFFIX) || pathmap_is_own_temp(name))
                         continue;
-                if (!bsearch(&path, v->listed, v->n_listed, sizeof *v->listed, cmp_str))
+                if (v->n_listed == 0 ||
+                    !bsearch(&path, v->listed, v->n_listed, sizeof *v->listed, cmp_str))
                         verify_problem(v->orphaned, path, NULL);
         }
         return EXIT_OK;
