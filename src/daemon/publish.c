@@ -19,8 +19,8 @@
 
 #include "shared/fault.h"
 #include "shared/log.h"
+#include "shared/manifest.h"
 #include "shared/pathmap.h"
-#include "shared/proto.h"
 #include "daemon/publish.h"
 
 static int fsync_dir(const char *dir)
@@ -199,37 +199,19 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
 
 int publish_manifest_path(const char *output_key, char **ret)
 {
-        return asprintf(ret, "%s.manifest.json", output_key) < 0 ? -ENOMEM : 0;
-}
-
-/*
- * A file name that is not UTF-8 goes into the manifest twice: lossily (U+FFFD for the bytes
- * that are not UTF-8) under its usual key, for people, and as the hex of its bytes under
- * `key`, for programs that open the file (imgctl verify). UTF-8 names only once.
- */
-static int add_raw_name(json_t *o, const char *key, const char *name)
-{
-        static const char digits[] = "0123456789abcdef";
-        _cleanup_free_ char *hex = NULL;
-        size_t n = strlen(name);
-
-        if (proto_utf8_valid(name))
-                return 0;
-        hex = malloc(2 * n + 1);
-        if (!hex)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                hex[2 * i] = digits[(unsigned char)name[i] >> 4];
-                hex[2 * i + 1] = digits[(unsigned char)name[i] & 0xf];
-        }
-        hex[2 * n] = '\0';
-        return json_object_set_new(o, key, json_string(hex)) < 0 ? -ENOMEM : 0;
+        return manifest_path(output_key, ret);
 }
 
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
                      const json_t *extra)
 {
-        _cleanup_(json_decrefp) json_t *m = NULL, *list = json_array();
+        const struct manifest_source src = {
+                .job = job->id,
+                .path = job->source_path,
+                .sha256 = job->sha256,
+                .pipeline = job->pipeline,
+        };
+        _cleanup_free_ struct manifest_output *list = NULL;
         _cleanup_free_ char *path = NULL, *text = NULL;
         struct publish_tmp tmp = { .fd = -1 };
         const char *failed = NULL;
@@ -237,41 +219,27 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
         size_t len, off = 0;
         int r;
 
+        list = calloc(n ? n : 1, sizeof *list);
         if (!list)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 const char *file = strrchr(outs[i].path, '/');
-                json_t *o;
 
-                file = file ? file + 1 : outs[i].path;
-                o = json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:s}", "variant", outs[i].variant,
-                              "file", proto_string_lossy(file), "format", outs[i].format, "width",
-                              (json_int_t)outs[i].width, "height", (json_int_t)outs[i].height,
-                              "bytes", (json_int_t)outs[i].bytes, "sha256", outs[i].sha256);
-                if (!o || json_array_append_new(list, o) < 0)
-                        return -ENOMEM;
-                r = add_raw_name(o, "file_hex", file);
-                if (r < 0)
-                        return r;
+                list[i] = (struct manifest_output){
+                        .variant = outs[i].variant,
+                        .file = file ? file + 1 : outs[i].path,
+                        .format = outs[i].format,
+                        .width = outs[i].width,
+                        .height = outs[i].height,
+                        .bytes = outs[i].bytes,
+                        .sha256 = outs[i].sha256,
+                };
         }
-        m = json_pack("{s:i, s:I, s:o, s:s, s:s, s:b, s:O}", "version", 1, "job",
-                      (json_int_t)job->id, "source", proto_string_lossy(job->source_path),
-                      "source_sha256", job->sha256, "pipeline", job->pipeline, "degraded", 0,
-                      "outputs", list);
-        if (!m)
-                return -ENOMEM;
-        r = add_raw_name(m, "source_hex", job->source_path);
+        r = manifest_format(&src, list, n, extra, &text, &len);
         if (r < 0)
                 return r;
-        if (extra && json_object_update((json_t *)m, (json_t *)extra) < 0)
-                return -ENOMEM;
-        text = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
-        if (!text)
-                return -ENOMEM;
-        len = strlen(text);
-        text[len++] = '\n'; /* json_dumps' NUL becomes the final newline */
 
-        r = publish_manifest_path(job->output_key, &path);
+        r = manifest_path(job->output_key, &path);
         if (r < 0)
                 return r;
         r = publish_tmp_open(path, job->id, 9999, &tmp);

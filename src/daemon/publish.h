@@ -53,10 +53,10 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
  * The manifest of a source's outputs: "<output key>.manifest.json", published after all of
  * its variants (written to a temporary file, fsynced, renamed, directory fsynced). It lists
  * every variant's file, format, dimensions, bytes and SHA-256, with the source's path and
- * SHA-256, the job id and the pipeline; members of `extra` (may be NULL) are added. A reader
- * that needs all variants of one content reads the manifest first: every file it lists has
- * that content until the next manifest of the source replaces it. Returns 0 or a negative
- * errno.
+ * SHA-256, the job id and the pipeline; members of `extra` (may be NULL) are added (the
+ * format: shared/manifest.h, which imgctl verify reads it with). A reader that needs all
+ * variants of one content reads the manifest first: every file it lists has that content
+ * until the next manifest of the source replaces it. Returns 0 or a negative errno.
  */
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
                      const json_t *extra);

@@ -1000,7 +1000,7 @@ static const char *first_path(const json_t *report, const char *key)
 static void test_verify(void **state)
 {
         struct tu_daemon d;
-        char *out = NULL, *small, *medium, *stray, *tmpfile, *manifest;
+        char *out = NULL, *small, *medium, *stray, *tmpfile, *manifest, *hexonly;
         json_t *rep, *m, *o;
         size_t i;
         char sha[65] = "";
@@ -1095,6 +1095,34 @@ static void test_verify(void **state)
         assert_int_equal(tu_imgctl(&d, NULL, "verify", "--all", small, NULL), 2);
         assert_int_equal(tu_imgctl(&d, NULL, "verify", small, NULL), 1); /* not a manifest */
 
+        /* An entry with the bytes of its name ("file_hex") but no "file": a bad entry, not a
+         * crash (verify once compared the ledger's outputs with its NULL "file"). The ledger's
+         * job is done and has the output, so the other entry is compared with it. */
+        m = json_load_file(manifest, 0, NULL);
+        assert_non_null(m);
+        json_array_foreach(json_object_get(m, "outputs"), i, o)
+        {
+                if (strcmp(json_string_value(json_object_get(o, "file")), "a_s.webp") != 0)
+                        continue;
+                assert_int_equal(json_object_del(o, "file"), 0);
+                assert_int_equal(
+                        json_object_set_new(o, "file_hex", json_string("615f732e77656270")), 0);
+        }
+        hexonly = tu_path("%s/hexonly.manifest.json", d.media);
+        assert_int_equal(json_dump_file(m, hexonly, 0), 0);
+        json_decref(m);
+        rep = verify_json(&d, 1, hexonly);
+        assert_int_equal(list_size(rep, "bad"), 1);
+        assert_string_equal(first_path(rep, "bad"), hexonly);
+        assert_string_equal(json_string_value(json_object_get(
+                                    json_array_get(json_object_get(rep, "bad"), 0), "error")),
+                            "lists a file without a \"file\" name");
+        assert_int_equal(json_integer_value(json_object_get(rep, "files")), 1);
+        assert_int_equal(list_size(rep, "mismatched"), 0);
+        json_decref(rep);
+        assert_int_equal(unlink(hexonly), 0);
+
+        free(hexonly);
         free(manifest);
         free(tmpfile);
         free(stray);

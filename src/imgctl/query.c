@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * query.c - the verbs that only ask imgd (imgctl.h): status (a monitoring check: exit status
+ * 1 while an alert is active), jobs (a table of jobs, or --json), show (one job, its outputs
+ * and errors), wait (until nothing is queued, running or waiting for a retry), metrics (the
+ * Prometheus text). Each sends its request over the client, and prints the answer for people
+ * (text from imgd cleaned by output.c) or as imgd sent it (--json).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shared/proto.h"
+#include "imgctl/imgctl.h"
+
+/* The widest error text of the jobs table. */
+#define ERROR_COLUMN_CHARS 48
+
+int query_status(struct client *ctl, const struct verb_args *a)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        const json_t *watches, *workers, *jobs, *alerts, *v;
+        const char *key;
+        char uptime[32];
+        struct output_table t;
+        bool first;
+        int r, status;
+
+        r = client_request(ctl, proto_request_new("status"), &result);
+        if (r != EXIT_OK)
+                return r;
+        alerts = json_object_get(result, "alerts");
+        status = json_array_size(alerts) > 0 ? EXIT_FAILED : EXIT_OK;
+        if (a->json) {
+                r = output_json(result);
+                return r != EXIT_OK ? r : status;
+        }
+
+        output_uptime(client_get_int(result, "uptime_s"), uptime, sizeof uptime);
+        {
+                _cleanup_free_ char *state = output_clean(client_get_str(result, "state", "?"), 0);
+                _cleanup_free_ char *version =
+                        output_clean(client_get_str(result, "version", "?"), 0);
+                _cleanup_free_ char *config =
+                        output_clean(client_get_str(result, "config", "-"), 0);
+
+                printf("imgd %s %s, pid %" PRId64 ", up %s\n", version, state,
+                       client_get_int(result, "pid"), uptime);
+                printf("config   %s\n", config);
+        }
+
+        workers = json_object_get(result, "workers");
+        printf("workers  %" PRId64 " (%" PRId64 " busy)\n", client_get_int(workers, "total"),
+               client_get_int(workers, "busy"));
+        if (json_is_true(json_object_get(result, "paused")))
+                printf("intake   paused: no new jobs are started ('%s resume')\n", IMGCTL_PROGRAM);
+        v = json_object_get(result, "breaker");
+        if (json_is_object(v)) {
+                _cleanup_free_ char *bstate = output_clean(client_get_str(v, "state", "?"), 16);
+                _cleanup_free_ char *why = output_clean(client_get_str(v, "reason", ""), 0);
+
+                printf("breaker  %s%s%s\n", bstate, *why ? ": " : "", why);
+        }
+        v = json_object_get(result, "health");
+        if (json_is_object(v)) {
+                _cleanup_free_ char *level = output_clean(client_get_str(v, "level", "?"), 16);
+                _cleanup_free_ char *why = output_clean(client_get_str(v, "reason", ""), 0);
+
+                int64_t backlog = client_get_int(v, "backlog");
+                char eta[32];
+
+                printf("health   %.0f/100, level %s%s%s\n",
+                       json_number_value(json_object_get(v, "score")), level, *why ? ": " : "",
+                       why);
+                if (backlog == 0)
+                        printf("backlog  none");
+                else if (output_drain(v, eta, sizeof eta))
+                        printf("backlog  %" PRId64 " job%s, drained in about %s", backlog,
+                               backlog == 1 ? "" : "s", eta);
+                else
+                        printf("backlog  %" PRId64 " job%s, not draining (none finished recently)",
+                               backlog, backlog == 1 ? "" : "s");
+                printf("; %.2f jobs/s finished, error rate %.0f%%\n",
+                       json_number_value(json_object_get(v, "finished_per_s")),
+                       100 * json_number_value(json_object_get(v, "error_rate")));
+        }
+        for (size_t i = 0; i < json_array_size(alerts); i++) {
+                _cleanup_free_ char *msg =
+                        output_clean(client_get_str(json_array_get(alerts, i), "message", "?"), 0);
+
+                printf("ALERT    %s\n", msg);
+        }
+
+        /* Every state the daemon reports, in its order: queued 0  running 1  retry 0 ... */
+        jobs = json_object_get(result, "jobs");
+        printf("jobs     ");
+        first = true;
+        json_object_foreach((json_t *)jobs, key, v)
+        {
+                _cleanup_free_ char *name = output_clean(key, 0);
+
+                printf("%s%s %" PRId64, first ? "" : "  ", name, (int64_t)json_integer_value(v));
+                first = false;
+        }
+        printf("\n\n");
+
+        watches = json_object_get(result, "watches");
+        if (json_array_size(watches) == 0) {
+                printf("no watched folders\n");
+                return status;
+        }
+        output_table_init(&t, 4);
+        output_table_add(&t, "WATCH", "OUTPUT", "PIPELINE", "RECURSIVE");
+        for (size_t i = 0; i < json_array_size(watches); i++) {
+                const json_t *w = json_array_get(watches, i);
+
+                output_table_add(&t, client_get_str(w, "path", NULL),
+                                 client_get_str(w, "output", NULL),
+                                 client_get_str(w, "pipeline", NULL),
+                                 json_is_true(json_object_get(w, "recursive")) ? "yes" : "no");
+        }
+        output_table_print(&t, "");
+        output_table_clear(&t);
+        return status;
+}
+
+int query_jobs(struct client *ctl, const struct verb_args *a)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        const json_t *jobs;
+        json_t *req;
+        struct output_table t;
+        int r;
+
+        req = proto_request_new("jobs");
+        if (!req)
+                imgctl_oom();
+        if ((a->state && json_object_set_new(req, "state", proto_string_lossy(a->state)) < 0) ||
+            (a->watch && json_object_set_new(req, "watch", proto_string_lossy(a->watch)) < 0) ||
+            (a->since_usec > 0 &&
+             json_object_set_new(req, "since", json_integer(a->since_usec)) < 0) ||
+            (a->limit > 0 && json_object_set_new(req, "limit", json_integer(a->limit)) < 0))
+                imgctl_oom();
+        r = client_request(ctl, req, &result);
+        if (r != EXIT_OK)
+                return r;
+        if (a->json)
+                return output_json(result);
+
+        jobs = json_object_get(result, "jobs");
+        if (json_array_size(jobs) == 0) {
+                printf("no jobs\n");
+                return EXIT_OK;
+        }
+        output_table_init(&t, 6);
+        output_table_add(&t, "ID", "STATE", "ATTEMPTS", "UPDATED", "SOURCE", "ERROR");
+        for (size_t i = 0; i < json_array_size(jobs); i++) {
+                const json_t *j = json_array_get(jobs, i);
+                _cleanup_free_ char *error = NULL;
+                char id[24], attempts[24], updated[32];
+
+                snprintf(id, sizeof id, "%" PRId64, client_get_int(j, "id"));
+                snprintf(attempts, sizeof attempts, "%" PRId64, client_get_int(j, "attempts"));
+                output_time(client_get_int(j, "updated_us"), updated, sizeof updated);
+                error = output_clean(client_get_str(j, "error", ""), ERROR_COLUMN_CHARS);
+                output_table_add(&t, id, client_get_str(j, "state", NULL), attempts, updated,
+                                 client_get_str(j, "source", NULL), error);
+        }
+        output_table_print(&t, "");
+        output_table_clear(&t);
+        if (json_is_true(json_object_get(result, "truncated")))
+                fprintf(stderr,
+                        "%s: only the newest %zu jobs fit in one answer; narrow the list with "
+                        "--state, --watch, --since or --limit\n",
+                        IMGCTL_PROGRAM, json_array_size(jobs));
+        return EXIT_OK;
+}
+
+static void print_job(const json_t *job)
+{
+        const json_t *outputs = json_object_get(job, "outputs");
+        const json_t *errors = json_object_get(job, "errors");
+        const json_t *placeholder = json_object_get(job, "placeholder");
+        const char *state = client_get_str(job, "state", "?");
+        char buf[64];
+        struct output_table t;
+
+        snprintf(buf, sizeof buf, "%" PRId64, client_get_int(job, "id"));
+        output_field("id:", buf);
+        output_field("state:", state);
+        output_field("source:", client_get_str(job, "source", "-"));
+        output_field("watch:", client_get_str(job, "watch", "-"));
+        output_field("pipeline:", client_get_str(job, "pipeline", "-"));
+        output_field("output key:", client_get_str(job, "output_key", "-"));
+        if (json_is_string(json_object_get(job, "manifest")))
+                output_field("manifest:", client_get_str(job, "manifest", "-"));
+        output_field("sha256:", client_get_str(job, "sha256", "-"));
+        snprintf(buf, sizeof buf, "%" PRId64, client_get_int(job, "attempts"));
+        output_field("attempts:", buf);
+        output_time(client_get_int(job, "created_us"), buf, sizeof buf);
+        output_field("created:", buf);
+        output_time(client_get_int(job, "updated_us"), buf, sizeof buf);
+        output_field("updated:", buf);
+        if (strcmp(state, "queued") == 0 || strcmp(state, "retry") == 0) {
+                output_time(client_get_int(job, "next_at_us"), buf, sizeof buf);
+                output_field("next try:", buf);
+        }
+        if (json_is_string(json_object_get(job, "error")))
+                output_field("error:", client_get_str(job, "error", ""));
+        if (json_is_object(placeholder)) {
+                output_field("blurhash:", client_get_str(placeholder, "blurhash", "-"));
+                output_field("dominant:", client_get_str(placeholder, "dominant", "-"));
+                output_field("data URI:", client_get_str(placeholder, "data_uri", "-"));
+        }
+
+        printf("\noutputs:\n");
+        if (json_array_size(outputs) == 0) {
+                printf("  none\n");
+        } else {
+                output_table_init(&t, 5);
+                output_table_add(&t, "VARIANT", "FORMAT", "SIZE", "BYTES", "PATH");
+                for (size_t i = 0; i < json_array_size(outputs); i++) {
+                        const json_t *o = json_array_get(outputs, i);
+                        char size[48], bytes[32];
+
+                        snprintf(size, sizeof size, "%" PRId64 "x%" PRId64,
+                                 client_get_int(o, "width"), client_get_int(o, "height"));
+                        output_bytes((uint64_t)client_get_int(o, "bytes"), bytes, sizeof bytes);
+                        output_table_add(&t, client_get_str(o, "variant", NULL),
+                                         client_get_str(o, "format", NULL), size, bytes,
+                                         client_get_str(o, "path", NULL));
+                }
+                output_table_print(&t, "  ");
+                output_table_clear(&t);
+        }
+
+        printf("\nerrors:\n");
+        if (json_array_size(errors) == 0) {
+                printf("  none\n");
+                return;
+        }
+        output_table_init(&t, 3);
+        output_table_add(&t, "ATTEMPT", "AT", "MESSAGE");
+        for (size_t i = 0; i < json_array_size(errors); i++) {
+                const json_t *e = json_array_get(errors, i);
+                char attempt[24], at[32];
+
+                snprintf(attempt, sizeof attempt, "%" PRId64, client_get_int(e, "attempt"));
+                output_time(client_get_int(e, "at_us"), at, sizeof at);
+                output_table_add(&t, attempt, at, client_get_str(e, "message", NULL));
+        }
+        output_table_print(&t, "  ");
+        output_table_clear(&t);
+}
+
+int query_show(struct client *ctl, const struct verb_args *a)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        int r;
+
+        r = client_request(ctl, client_request_with_id("show", a->job), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (a->json)
+                return output_json(result);
+        print_job(json_object_get(result, "job"));
+        return EXIT_OK;
+}
+
+int query_wait(struct client *ctl, const struct verb_args *a)
+{
+        int64_t deadline = 0;
+        int r;
+
+        if (a->has_timeout)
+                deadline = (int64_t)mono_usec() + (int64_t)(a->timeout_s * 1e6);
+
+        for (;;) {
+                _cleanup_(json_decrefp) json_t *result = NULL;
+                const json_t *jobs;
+                int64_t queued, running, retry, left;
+
+                r = client_request(ctl, proto_request_new("status"), &result);
+                if (r != EXIT_OK)
+                        return r;
+                if (client_status_idle(result))
+                        return EXIT_OK;
+                jobs = json_object_get(result, "jobs");
+                queued = client_get_int(jobs, "queued");
+                running = client_get_int(jobs, "running");
+                retry = client_get_int(jobs, "retry");
+
+                if (a->has_timeout) {
+                        left = deadline - (int64_t)mono_usec();
+                        if (left <= 0) {
+                                imgctl_error("timed out after %g s: %" PRId64 " queued, %" PRId64
+                                             " running, %" PRId64 " retry",
+                                             a->timeout_s, queued, running, retry);
+                                return EXIT_FAILED;
+                        }
+                        if (left < WAIT_POLL_MS * 1000) {
+                                usleep((useconds_t)left);
+                                continue;
+                        }
+                }
+                usleep(WAIT_POLL_MS * 1000);
+        }
+}
+
+int query_metrics(struct client *ctl, const struct verb_args *a)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        const char *text;
+        int r;
+
+        r = client_request(ctl, proto_request_new("metrics"), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (a->json)
+                return output_json(result);
+        /* The exposition as it is, except for control characters other than newlines. */
+        for (text = client_get_str(result, "text", ""); *text; text++) {
+                unsigned char ch = (unsigned char)*text;
+
+                fputc(ch == '\n' || (ch >= 0x20 && ch != 0x7f) ? ch : '?', stdout);
+        }
+        return EXIT_OK;
+}
