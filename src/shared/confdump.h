@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * confdump.h - writes a loaded configuration back as libconfig text (imgd --dump-config):
- * every setting config.c knows, with its default filled in where the file left it out, in
- * the structure of etc/imgd.conf and in the file's units (seconds, milliseconds, MiB, days).
- * config_load() of the text gives a configuration whose dump is the same text. A setting
+ * every setting config-schema.c declares, with its default filled in where the file left it
+ * out, in the structure of etc/imgd.conf and in the file's units (seconds, milliseconds, MiB,
+ * days). config_load() of the text gives a configuration whose dump is the same text. A setting
  * whose "not set" cannot be written as a value (quarantine, hooks, control_group, max_bytes,
  * a watermark) is written as a comment saying so.
  *

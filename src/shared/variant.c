@@ -3,7 +3,7 @@
  * variant.c - names of fits, masks, gravities, chroma modes and kept metadata; what each
  * output format can do; the one check of a variant's combinations (variant_check); and the
  * JSON codec for variants sent to workers; see variant.h. variant_from_json() validates what
- * it reads as strictly as config.c does, since a worker must not trust a malformed request
+ * it reads as strictly as config-variant.c does, since a worker must not trust a malformed request
  * either: both end in variant_check().
  */
 #include <errno.h>
@@ -145,6 +145,63 @@ bool variant_uses_quality(const struct variant *v)
         default:
                 return false;
         }
+}
+
+bool variant_size_applies(const struct variant *v)
+{
+        return v->fit != VARIANT_FIT_NONE;
+}
+
+bool variant_gravity_applies(const struct variant *v)
+{
+        return v->fit == VARIANT_FIT_COVER;
+}
+
+bool variant_mask_applies(const struct variant *v)
+{
+        return v->format != VARIANT_FORMAT_SAME && image_format_has_alpha(v->format);
+}
+
+bool variant_effort_applies(const struct variant *v)
+{
+        return v->format != VARIANT_FORMAT_SAME && variant_format_effort_max(v->format) > 0;
+}
+
+bool variant_progressive_applies(const struct variant *v)
+{
+        return v->format != VARIANT_FORMAT_SAME && variant_format_progressive(v->format);
+}
+
+bool variant_lossless_applies(const struct variant *v)
+{
+        return v->format != VARIANT_FORMAT_SAME && variant_format_lossless(v->format);
+}
+
+bool variant_chroma_applies(const struct variant *v)
+{
+        return v->format != VARIANT_FORMAT_SAME && variant_format_chroma(v->format);
+}
+
+/* "same" is fine: every format it can become keeps both. */
+bool variant_keep_applies(const struct variant *v)
+{
+        return v->format == VARIANT_FORMAT_SAME || variant_format_keep(v->format);
+}
+
+bool variant_max_bytes_applies(const struct variant *v)
+{
+        return v->format != VARIANT_FORMAT_SAME && variant_uses_quality(v);
+}
+
+bool variant_max_bytes_strict_applies(const struct variant *v)
+{
+        return v->max_bytes != 0;
+}
+
+/* "same" is fine: a still source stays still, an animated one keeps its frames. */
+bool variant_animated_applies(const struct variant *v)
+{
+        return v->format == VARIANT_FORMAT_SAME || variant_format_animated(v->format);
 }
 
 static json_t *watermark_to_json(const struct variant_watermark *w)
@@ -328,9 +385,9 @@ int variant_check(const struct variant *v, char **ret_error)
                 return fail(ret_error, "variant '%s': unknown fit", n);
         if (v->width > VARIANT_DIMENSION_MAX || v->height > VARIANT_DIMENSION_MAX)
                 return fail(ret_error, "variant '%s': dimensions out of range", n);
-        if (v->fit != VARIANT_FIT_NONE && (v->width == 0 || v->height == 0))
+        if (variant_size_applies(v) && (v->width == 0 || v->height == 0))
                 return fail(ret_error, "variant '%s': width and height are required", n);
-        if (v->fit == VARIANT_FIT_NONE && (v->width != 0 || v->height != 0))
+        if (!variant_size_applies(v) && (v->width != 0 || v->height != 0))
                 return fail(ret_error, "variant '%s': fit none takes no width or height", n);
         if (!same && !variant_format_writable(f))
                 return fail(ret_error, "variant '%s': cannot write format %s", n,
@@ -339,44 +396,43 @@ int variant_check(const struct variant *v, char **ret_error)
                 return fail(ret_error, "variant '%s': quality out of range", n);
         if (v->mask < 0 || v->mask >= _VARIANT_MASK_MAX)
                 return fail(ret_error, "variant '%s': unknown mask", n);
-        if (v->mask != VARIANT_MASK_NONE && (same || !image_format_has_alpha(f)))
+        if (v->mask != VARIANT_MASK_NONE && !variant_mask_applies(v))
                 return fail(ret_error, "variant '%s': mask needs a format with alpha, not %s", n,
                             format_name(f));
         if (v->gravity < 0 || v->gravity >= _VARIANT_GRAVITY_MAX)
                 return fail(ret_error, "variant '%s': unknown gravity", n);
-        if (v->gravity != VARIANT_GRAVITY_CENTRE && v->fit != VARIANT_FIT_COVER)
+        if (v->gravity != VARIANT_GRAVITY_CENTRE && !variant_gravity_applies(v))
                 return fail(ret_error, "variant '%s': gravity needs fit cover, not %s", n,
                             variant_fit_name(v->fit));
-        if (same                                ? v->effort != VARIANT_EFFORT_DEFAULT
-            : variant_format_effort_max(f) == 0 ? v->effort != VARIANT_EFFORT_DEFAULT
-                                                : v->effort > variant_format_effort_max(f))
+        if (variant_effort_applies(v) ? v->effort > variant_format_effort_max(f)
+                                      : v->effort != VARIANT_EFFORT_DEFAULT)
                 return fail(ret_error, "variant '%s': effort %u does not apply to %s", n, v->effort,
                             format_name(f));
-        if (v->progressive && (same || !variant_format_progressive(f)))
+        if (v->progressive && !variant_progressive_applies(v))
                 return fail(ret_error, "variant '%s': progressive does not apply to %s", n,
                             format_name(f));
-        if (v->lossless && (same || !variant_format_lossless(f)))
+        if (v->lossless && !variant_lossless_applies(v))
                 return fail(ret_error, "variant '%s': lossless does not apply to %s", n,
                             format_name(f));
         if (v->chroma < 0 || v->chroma >= _VARIANT_CHROMA_MAX)
                 return fail(ret_error, "variant '%s': unknown chroma", n);
-        if (v->chroma != VARIANT_CHROMA_AUTO && (same || !variant_format_chroma(f)))
+        if (v->chroma != VARIANT_CHROMA_AUTO && !variant_chroma_applies(v))
                 return fail(ret_error, "variant '%s': chroma does not apply to %s", n,
                             format_name(f));
         if (v->keep & ~(unsigned)_VARIANT_KEEP_ALL)
                 return fail(ret_error, "variant '%s': unknown metadata to keep", n);
-        if (v->keep && !same && !variant_format_keep(f))
+        if (v->keep && !variant_keep_applies(v))
                 return fail(ret_error, "variant '%s': keep does not apply to %s", n,
                             format_name(f));
         if (v->max_bytes != 0) {
                 if (v->max_bytes < VARIANT_MAX_BYTES_MIN)
                         return fail(ret_error, "variant '%s': max_bytes below %d", n,
                                     VARIANT_MAX_BYTES_MIN);
-                if (same || !variant_uses_quality(v))
+                if (!variant_max_bytes_applies(v))
                         return fail(ret_error, "variant '%s': max_bytes does not apply to %s%s", n,
                                     v->lossless ? "lossless " : "", format_name(f));
         }
-        if (v->max_bytes_strict && v->max_bytes == 0)
+        if (v->max_bytes_strict && !variant_max_bytes_strict_applies(v))
                 return fail(ret_error, "variant '%s': max_bytes_strict without max_bytes", n);
         /*
          * animated is not checked against the format: "same" resolves to a format without

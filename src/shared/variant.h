@@ -103,7 +103,7 @@ struct variant_watermark {
 /*
  * A plain value (no pointers): it is copied freely, e.g. from the configuration into a
  * running job. Fields that do not apply to the format keep their defaults (checked by
- * config.c and variant_from_json()).
+ * config-variant.c and variant_from_json()).
  */
 struct variant {
         char name[VARIANT_NAME_MAX];
@@ -156,6 +156,26 @@ bool variant_format_keep(enum image_format f);           /* jpeg, png, webp, avi
 bool variant_format_animated(enum image_format f);       /* webp, gif */
 /* Whether v's output is encoded with a quality (jpeg, avif, webp unless lossless). */
 bool variant_uses_quality(const struct variant *v);
+
+/*
+ * The variant rules, each stated once: whether a setting applies to v, given the settings it
+ * depends on (its fit, its format, lossless, max_bytes). The configuration (config-variant.c)
+ * refuses a setting written where it does not apply, variant_check() a value other than the
+ * default there, and --dump-config leaves out gravity, effort and chroma where they do not.
+ * "same" (VARIANT_FORMAT_SAME) is no format with the ability: only keep and animated apply
+ * to it.
+ */
+bool variant_size_applies(const struct variant *v);        /* width, height: fit other than none */
+bool variant_gravity_applies(const struct variant *v);     /* fit cover */
+bool variant_mask_applies(const struct variant *v);        /* a format with alpha */
+bool variant_effort_applies(const struct variant *v);      /* webp, avif */
+bool variant_progressive_applies(const struct variant *v); /* jpeg, png, gif */
+bool variant_lossless_applies(const struct variant *v);    /* webp */
+bool variant_chroma_applies(const struct variant *v);      /* jpeg, avif */
+bool variant_keep_applies(const struct variant *v);        /* same, jpeg, png, webp, avif */
+bool variant_max_bytes_applies(const struct variant *v);   /* encoded with a quality */
+bool variant_max_bytes_strict_applies(const struct variant *v); /* max_bytes set */
+bool variant_animated_applies(const struct variant *v);         /* same, webp, gif */
 
 /* New JSON object describing v; NULL on allocation failure. */
 json_t *variant_to_json(const struct variant *v);

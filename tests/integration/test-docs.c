@@ -11,10 +11,10 @@
  *    means documenting it and completing it;
  *  - the completion, sourced into a plain bash (no bash-completion package needed), finds
  *    its function with `complete -p imgctl` and answers a few real inputs;
- *  - imgd.conf(5) keeps up with src/shared/config.c: every setting name that config.c accepts (the
- *    strings of its `keys[] = { ..., NULL }` arrays, which check_keys() holds every group
+ *  - imgd.conf(5) keeps up with src/shared/config-schema.c: every setting name the configuration
+ *    accepts (the `.name = "..."` of its tables, which config_check_keys() holds every group
  *    to) is the tag of a .TP paragraph in the page, and no tag that looks like a setting
- *    (a lower-case word with an underscore) names one that config.c does not accept.
+ *    (a lower-case word with an underscore) names one that the tables do not declare.
  *
  * groff (Debian package groff-base) must be installed; scripts/deps.sh --tests installs it.
  * A missing groff fails the test rather than skipping it.
@@ -27,7 +27,7 @@
 #include "testutil.h"
 
 #define MAN_DIR IMGD_SOURCE_DIR "/man"
-#define CONFIG_SOURCE IMGD_SOURCE_DIR "/src/shared/config.c"
+#define CONFIG_SOURCE IMGD_SOURCE_DIR "/src/shared/config-schema.c"
 #define COMPLETION IMGD_SOURCE_DIR "/completion/imgctl.bash"
 
 static char *read_page(const char *name)
@@ -367,7 +367,7 @@ static void test_imgd_in_step(void **state)
         free(page);
 }
 
-/* ---- imgd.conf(5) in step with src/shared/config.c
+/* ---- imgd.conf(5) in step with src/shared/config-schema.c
  * ----------------------------------------------- */
 
 /* Appends " word " to the set (a space-separated string with a space at both ends) once. */
@@ -394,33 +394,32 @@ static bool set_has(const char *set, const char *word)
 }
 
 /*
- * The setting names src/shared/config.c accepts: every string literal between "keys[] = {" and
- * the NULL that ends the array. *ret_arrays: how many such arrays there were.
+ * The setting names the configuration accepts: every `.name = "..."` of the tables of settings
+ * in src/shared/config-schema.c. *ret_tables: how many tables (`config_setting ...[] = {`).
  */
-static char *config_keys(unsigned *ret_arrays)
+static char *config_keys(unsigned *ret_tables)
 {
         char *source = tu_read_file(CONFIG_SOURCE, NULL), *keys = strdup(" ");
-        unsigned arrays = 0;
+        unsigned tables = 0;
 
         if (!source)
                 fail_msg("cannot read %s", CONFIG_SOURCE);
         assert_non_null(keys);
-        for (const char *p = strstr(source, "keys[] = {"); p; p = strstr(p, "keys[] = {")) {
-                const char *end = strstr(p, "NULL");
+        for (const char *p = strstr(source, "config_setting "); p;
+             p = strstr(p + 1, "config_setting "))
+                if (strncmp(p + strcspn(p, "[;("), "[] = {", 6) == 0)
+                        tables++;
+        for (const char *p = strstr(source, ".name = \""); p; p = strstr(p, ".name = \"")) {
+                const char *q;
 
-                assert_non_null(end);
-                arrays++;
-                for (p = strchr(p, '{'); (p = strchr(p, '"')) && p < end;) {
-                        const char *q = strchr(p + 1, '"');
-
-                        assert_non_null(q);
-                        keys = set_add(keys, p + 1, (size_t)(q - p - 1));
-                        p = q + 1;
-                }
-                p = end;
+                p += strlen(".name = \"");
+                q = strchr(p, '"');
+                assert_non_null(q);
+                keys = set_add(keys, p, (size_t)(q - p));
+                p = q + 1;
         }
         free(source);
-        *ret_arrays = arrays;
+        *ret_tables = tables;
         return keys;
 }
 
@@ -465,13 +464,13 @@ static char *tag_words(const char *page)
 static void test_imgd_conf_in_step(void **state)
 {
         char *page = read_page("imgd.conf.5"), *keys, *tags, *save = NULL, *list;
-        unsigned arrays = 0, n = 0;
+        unsigned tables = 0, n = 0;
 
         (void)state;
-        keys = config_keys(&arrays);
+        keys = config_keys(&tables);
         /* The extraction still works: the groups and a few settings it must find. */
-        if (arrays < 10)
-                fail_msg("found only %u keys[] arrays in %s", arrays, CONFIG_SOURCE);
+        if (tables < 10)
+                fail_msg("found only %u tables of settings in %s", tables, CONFIG_SOURCE);
         assert_true(set_has(keys, "state_dir"));
         assert_true(set_has(keys, "max_bytes_strict"));
         assert_true(set_has(keys, "worker_failure_rate"));
@@ -492,7 +491,7 @@ static void test_imgd_conf_in_step(void **state)
         assert_true(n >= 60);
         free(list);
 
-        /* Nothing invented: a tag like a setting name is one config.c accepts. */
+        /* Nothing invented: a tag like a setting name is one the configuration accepts. */
         list = strdup(tags);
         assert_non_null(list);
         for (char *t = strtok_r(list, " ", &save); t; t = strtok_r(NULL, " ", &save))

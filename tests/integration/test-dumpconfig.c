@@ -7,9 +7,9 @@
  *    the file's units (seconds, milliseconds, MiB);
  *  - round trip: the dump, written to a file, passes `imgd --check-config` and dumps to the
  *    very same text;
- *  - every setting name src/shared/config.c accepts (its `keys[] = { ..., NULL }` arrays) is in the
+ *  - every setting name src/shared/config-schema.c declares (its `.name = "..."`) is in the
  *    dump of a file that uses every kind of setting, as a value or as "# NAME: not set", so
- *    a setting added to the parser and not to the dump's table fails here;
+ *    a setting the dump leaves out of the table it writes from fails here;
  *  - an invalid file fails with what --check-config prints, and its exit code.
  */
 #include <stdio.h>
@@ -258,33 +258,32 @@ static const char full_conf[] =
         "  q = ( { name = \"x\"; width = 1; height = 1; format = \"avif\"; effort = 9; } );\n"
         "};\n";
 
-/* The setting names src/shared/config.c accepts (the strings of its keys[] arrays), " a b c ". */
+/*
+ * The setting names the configuration accepts, " a b c ": every `.name = "..."` of the tables
+ * of settings in src/shared/config-schema.c.
+ */
 static char *config_keys(void)
 {
-        char *source = tu_read_file(IMGD_SOURCE_DIR "/src/shared/config.c", NULL);
+        char *source = tu_read_file(IMGD_SOURCE_DIR "/src/shared/config-schema.c", NULL);
         char *keys = strdup(" ");
-        unsigned arrays = 0;
+        unsigned names = 0;
 
         assert_non_null(source);
         assert_non_null(keys);
-        for (const char *p = strstr(source, "keys[] = {"); p; p = strstr(p, "keys[] = {")) {
-                const char *end = strstr(p, "NULL");
+        for (const char *p = strstr(source, ".name = \""); p; p = strstr(p, ".name = \"")) {
+                const char *q;
+                char *more;
 
-                assert_non_null(end);
-                arrays++;
-                for (p = strchr(p, '{'); (p = strchr(p, '"')) && p < end;) {
-                        const char *q = strchr(p + 1, '"');
-                        char *more;
-
-                        assert_non_null(q);
-                        more = tu_path("%s%.*s ", keys, (int)(q - p - 1), p + 1);
-                        free(keys);
-                        keys = more;
-                        p = q + 1;
-                }
-                p = end;
+                p += strlen(".name = \"");
+                q = strchr(p, '"');
+                assert_non_null(q);
+                more = tu_path("%s%.*s ", keys, (int)(q - p), p);
+                free(keys);
+                keys = more;
+                p = q + 1;
+                names++;
         }
-        assert_true(arrays >= 8);
+        assert_true(names >= 60);
         free(source);
         return keys;
 }
@@ -341,8 +340,8 @@ static void test_every_setting(void **state)
                 for (const char *p = text; !found && (p = strstr(p, set + 1)); p++)
                         found = p == text || p[-1] == ' ' || p[-1] == '\n';
                 if (!found)
-                        fail_msg("the dump lacks the setting '%s' that src/shared/config.c "
-                                 "accepts:\n%s",
+                        fail_msg("the dump lacks the setting '%s' that "
+                                 "src/shared/config-schema.c declares:\n%s",
                                  k, text);
                 free(set);
                 free(unset);
