@@ -151,8 +151,18 @@ static void test_essential(void **state)
         assert_int_equal(sel.n, 2);
         assert_string_equal(v[0].name, "web");
         assert_string_equal(v[1].name, "png");
-        /* Left out, even with nothing lowered, is degraded. */
         assert_true(sel.degraded);
+        /* Left out, even with nothing lowered (png has no quality nor effort), is degraded. */
+        pl.n_variants = 2;
+        pipeline_variants[0] = make("a", IMAGE_FORMAT_PNG, true);
+        pipeline_variants[1] = make("b", IMAGE_FORMAT_PNG, false);
+        jobprep_select(&pl, IMAGE_FORMAT_JPEG, HEALTH_ESSENTIAL, v, &sel);
+        assert_int_equal(sel.n, 1);
+        assert_int_equal(v[0].quality, 80);
+        assert_true(sel.degraded);
+        jobprep_select(&pl, IMAGE_FORMAT_JPEG, HEALTH_REDUCED, v, &sel);
+        assert_int_equal(sel.n, 2);
+        assert_false(sel.degraded);
 }
 
 static void test_unsupported(void **state)
