@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 
 #include "daemon/intake.h"
+#include "daemon/retry.h"
 #include "daemon/source.h"
 #include "shared/log.h"
 #include "shared/macro.h"
@@ -161,15 +162,10 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
 
 bool intake_error_transient(int r)
 {
+        /* The errors of the machine that block a job (retry.h), and passing shortages. */
+        if (retry_environmental(r))
+                return true;
         switch (-r) {
-        case ENOSPC:
-        case EDQUOT:
-        case EROFS:
-        case EACCES:
-        case EPERM:
-        case EIO:
-        case EMFILE:
-        case ENFILE:
         case ENOMEM:
         case ENOBUFS:
         case EBUSY:
