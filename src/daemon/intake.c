@@ -13,7 +13,6 @@
  * recorded SHA-256 is that of one file even if the name is replaced meanwhile.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <search.h>
 #include <stdbool.h>
@@ -23,6 +22,8 @@
 #include <sys/stat.h>
 
 #include "daemon/intake.h"
+#include "daemon/retry.h"
+#include "daemon/source.h"
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/pathmap.h"
@@ -69,22 +70,17 @@ static int check_limits(const struct config *cfg, const char *path, const struct
         return 0;
 }
 
-static int64_t mtime_ns_of(const struct stat *st)
-{
-        return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-}
-
 /* What ledger_known_stat() compares. */
 static bool same_stat(const struct stat *a, const struct stat *b)
 {
         return a->st_size == b->st_size && a->st_ino == b->st_ino &&
-               mtime_ns_of(a) == mtime_ns_of(b);
+               source_mtime_ns(a) == source_mtime_ns(b);
 }
 
 /* 1 if the ledger has a job for path with st's size, mtime and inode, 0 if not. */
 static int known(ledger *l, const char *path, const struct stat *st, char **ret_error)
 {
-        int r = ledger_known_stat(l, path, (uint64_t)st->st_size, mtime_ns_of(st),
+        int r = ledger_known_stat(l, path, (uint64_t)st->st_size, source_mtime_ns(st),
                                   (uint64_t)st->st_ino);
 
         return r < 0 ? fail(ret_error, r, path, ledger_errmsg(l)) : r;
@@ -123,20 +119,14 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
         if (r != 0)
                 return r < 0 ? r : 0;
 
-        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) {
-                if (errno == ENOENT)
-                        return 0; /* gone again before we looked: nothing to do */
-                r = negative_errno();
-                return fail(ret_error, r, path,
-                            errno == ELOOP ? "refused: a symbolic link" : strerror(errno));
-        }
-        if (fstat(fd, &st) < 0) {
-                r = negative_errno();
-                return fail(ret_error, r, path, strerror(-r));
-        }
-        if (!S_ISREG(st.st_mode))
+        fd = source_open(path, &st);
+        if (fd == -ENOENT)
+                return 0; /* gone again before we looked: nothing to do */
+        if (fd == -EINVAL)
                 return fail(ret_error, -EINVAL, path, file_type_refusal(st.st_mode));
+        if (fd < 0)
+                return fail(ret_error, fd, path,
+                            fd == -ELOOP ? "refused: a symbolic link" : strerror(-fd));
         r = check_limits(cfg, path, &st, ret_error);
         if (r < 0)
                 return r;
@@ -147,7 +137,7 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
                         return r < 0 ? r : 0;
         }
 
-        mtime_ns = mtime_ns_of(&st);
+        mtime_ns = source_mtime_ns(&st);
 
         src = (struct source_info){
                 .watch = w->path,
@@ -172,15 +162,10 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
 
 bool intake_error_transient(int r)
 {
+        /* The errors of the machine that block a job (retry.h), and passing shortages. */
+        if (retry_environmental(r))
+                return true;
         switch (-r) {
-        case ENOSPC:
-        case EDQUOT:
-        case EROFS:
-        case EACCES:
-        case EPERM:
-        case EIO:
-        case EMFILE:
-        case ENFILE:
         case ENOMEM:
         case ENOBUFS:
         case EBUSY:

@@ -118,6 +118,17 @@ static int take_in(struct daemon *d, const struct watch_config *w, const char *p
         return r;
 }
 
+/* A running job's source was rewritten while it ran (scheduler_set_changed_handler()): the
+ * new content is taken in as a job of its own. */
+static void on_source_changed(const struct watch_config *w, const char *path, void *userdata)
+{
+        struct daemon *d = userdata;
+        _cleanup_free_ char *error = NULL;
+
+        if (intake_file(d->ledger, d->config, w, path, wall_usec(), NULL, &error) < 0)
+                log_error("%s", error ?: path);
+}
+
 static void on_file(const struct watch_config *w, const char *path, void *userdata)
 {
         struct daemon *d = userdata;
@@ -576,6 +587,7 @@ static int run(struct daemon *d)
         set_control_groups(d);
         scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
         scheduler_set_intake_probe(d->scheduler, intake_probe, d);
+        scheduler_set_changed_handler(d->scheduler, on_source_changed, d);
         r = http_new(e, &d->config->http, d->http_fd, &d->api, &d->http);
         d->http_fd = -1; /* taken */
         if (r < 0)

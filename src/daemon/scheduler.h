@@ -71,6 +71,17 @@ typedef void (*scheduler_event_fn)(const char *event, const json_t *job, void *u
 void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *userdata);
 
 /*
+ * A running job's source was rewritten in place while the job ran (the worker read other
+ * content than intake hashed): the job is cancelled, and `path`, a file below watch `w`, is
+ * to be taken in again as new content. The scheduler does not take files in itself: main.c
+ * registers intake here, so that the data flow has one owner of intake. Without a handler
+ * the new content waits for the next scan.
+ */
+typedef void (*scheduler_changed_fn)(const struct watch_config *w, const char *path,
+                                     void *userdata);
+void scheduler_set_changed_handler(scheduler *s, scheduler_changed_fn fn, void *userdata);
+
+/*
  * Fills the intake part of the alert inputs (intake_retry, intake_reason, unwatched,
  * unwatched_error, unwatched_first, unwatched_scan_s), which the scheduler does not know: called by
  * scheduler_report() each time, so that status, metrics and the STATUS= line see one list of
@@ -107,9 +118,3 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret);
 
 /* The scheduler's metrics (owned by the scheduler). */
 metrics *scheduler_metrics(scheduler *s);
-
-/*
- * The delay before attempt `attempt + 1` after `attempt` failures: base * 2^(attempt-1),
- * capped at max, then spread by +-jitter using `random01` (a number in [0, 1)). Pure.
- */
-int64_t scheduler_backoff_ms(const struct config_retry *r, unsigned attempt, double random01);

@@ -335,7 +335,7 @@ static void test_journal_fields(void **state)
                     strstr(buf, "\nCODE_FILE=src/daemon/main.c\n") && strstr(buf, "\nCODE_LINE="))
                         queued = true;
                 if (job1 && strstr(buf, done_id) && strstr(buf, "\nIMGD_EVENT=done\n") &&
-                    strstr(buf, "\nCODE_FILE=src/daemon/scheduler.c\n") &&
+                    strstr(buf, "\nCODE_FILE=src/daemon/scheduler-complete.c\n") &&
                     strstr(buf, "\nCODE_FUNC=") && !strstr(buf, "CODE_FILE=src/shared/log.c"))
                         done = true;
         }

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * jobprep.c - the variants, paths and request of a claimed job; see jobprep.h.
+ */
+#include <errno.h>
+
+#include "daemon/jobprep.h"
+#include "shared/pathmap.h"
+
+enum image_format jobprep_format(const struct variant *v, enum image_format src)
+{
+        if (v->format != VARIANT_FORMAT_SAME)
+                return v->format;
+        if (image_format_writable(src))
+                return src;
+        return IMAGE_FORMAT_WEBP;
+}
+
+void jobprep_select(const struct pipeline *pl, enum image_format src_format,
+                    enum health_level level, struct variant *variants,
+                    struct jobprep_selection *ret)
+{
+        struct jobprep_selection sel = { 0 };
+        bool any_essential = false;
+
+        for (size_t i = 0; i < pl->n_variants; i++)
+                any_essential |= pl->variants[i].essential;
+        for (size_t i = 0; i < pl->n_variants && i < JOBPREP_MAX_VARIANTS; i++) {
+                struct variant *v = &variants[sel.n];
+
+                /* Degraded: at "essential", only the variants marked so (all of them when
+                 * none is); at "reduced" and worse, lower quality and the fastest effort. The
+                 * job is recorded as degraded and rendered again once health returns. */
+                if (any_essential && !health_variant_enabled(pl->variants[i].essential, level)) {
+                        sel.degraded = true;
+                        continue;
+                }
+                *v = pl->variants[i];
+                if (v->format == VARIANT_FORMAT_SAME && src_format == IMAGE_FORMAT_UNKNOWN) {
+                        sel.unsupported = true;
+                        break;
+                }
+                v->format = jobprep_format(v, src_format);
+                if (level != HEALTH_FULL) {
+                        /* Quality where the encoder has one; effort for webp and avif. */
+                        bool lossy = v->format == IMAGE_FORMAT_JPEG ||
+                                     v->format == IMAGE_FORMAT_AVIF ||
+                                     (v->format == IMAGE_FORMAT_WEBP && !v->lossless);
+                        bool effort =
+                                v->format == IMAGE_FORMAT_WEBP || v->format == IMAGE_FORMAT_AVIF;
+                        unsigned q = lossy ? health_quality(v->quality, level) : v->quality;
+                        unsigned e =
+                                effort ? (unsigned)health_effort((int)v->effort, level) : v->effort;
+                        sel.degraded |= q != v->quality || e != v->effort;
+                        v->quality = q;
+                        v->effort = e;
+                }
+                sel.n++;
+        }
+        *ret = sel;
+}
+
+int jobprep_output_path(const char *output_key, const struct variant *v, char **ret)
+{
+        return pathmap_output_path(output_key, v->name, image_format_extension(v->format), ret);
+}
+
+json_t *jobprep_request(const struct config *cfg, const struct pipeline *pl, int64_t id,
+                        json_t *variants)
+{
+        /* What a decoder may need beside the image: three quarters of the worker's memory. */
+        return json_pack("{s:s, s:I, s:I, s:I, s:I, s:O, s:b, s:b, s:i}", "type", "job", "id",
+                         (json_int_t)id, "max_pixels", (json_int_t)cfg->limits.max_pixels,
+                         "max_decode_bytes", (json_int_t)(cfg->limits.worker_memory / 4 * 3),
+                         "max_bytes", (json_int_t)cfg->limits.max_file_bytes, "variants", variants,
+                         "placeholder", (int)pl->placeholder, "allow_heif",
+                         (int)cfg->limits.allow_heif, "timeout_s", (int)cfg->limits.job_timeout_s);
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * jobprep.h - what preparing a claimed job computes, as pure functions: the variants it
+ * renders (the pipeline's, with their output formats resolved against the source's, and at a
+ * degraded health level only the essential ones, at lower quality and the fastest effort),
+ * each output's final path, and the request a worker gets. The scheduler does the rest
+ * (opening the source, creating the temporary files, dispatching).
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shared/config.h"
+#include "shared/health.h"
+#include "shared/imgformat.h"
+#include "shared/variant.h"
+
+/* A job renders at most this many variants (the descriptors handed to a worker). */
+#define JOBPREP_MAX_VARIANTS 32
+
+/* The output format of variant v for a source in format src: the variant's own, else the
+ * source's when it can be written, else WebP. */
+enum image_format jobprep_format(const struct variant *v, enum image_format src);
+
+struct jobprep_selection {
+        size_t n;         /* variants written */
+        bool degraded;    /* some left out, or rendered below their quality or effort */
+        bool unsupported; /* stopped at a variant that keeps the source's format, which is
+                           * unknown: the job fails (after the n before it) */
+};
+
+/*
+ * The variants a job of pipeline pl renders for a source in src_format at health level
+ * `level`, in pipeline order, formats resolved, at most JOBPREP_MAX_VARIANTS of the
+ * pipeline's: at "essential" and worse only the variants marked essential (all of them when
+ * none is); at "reduced" and worse the quality of lossy formats and the effort of webp and
+ * avif lowered (health_quality(), health_effort()). Writes them to `variants` (room for
+ * pl->n_variants) and what was chosen to *ret.
+ */
+void jobprep_select(const struct pipeline *pl, enum image_format src_format,
+                    enum health_level level, struct variant *variants,
+                    struct jobprep_selection *ret);
+
+/* The final path of variant v (format resolved) of the outputs `output_key`: 0 and *ret
+ * (caller frees), or -ENOMEM. The name may still be too long (pathmap_name_too_long()). */
+int jobprep_output_path(const char *output_key, const struct variant *v, char **ret);
+
+/* The worker's request for job `id` of pipeline pl with `variants` (variant_to_json()s, a
+ * reference taken): limits from cfg. NULL when out of memory. */
+json_t *jobprep_request(const struct config *cfg, const struct pipeline *pl, int64_t id,
+                        json_t *variants);

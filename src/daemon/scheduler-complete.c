@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scheduler-complete.c - the end of a job's attempt. On success (scheduler_finish_ok(),
+ * called for each job waiting in `finished`): the outputs are staged in the ledger
+ * (checkpoint "verified"), published (rename, directory fsync, manifest) and only then is
+ * the job completed, logged "done" and told to subscribers; a job superseded meanwhile is
+ * cancelled, and one whose source was rewritten in place while it ran is cancelled and its
+ * path handed to the changed handler (main.c takes the new content in). On failure, what
+ * retry.h decides: a retry after a backoff, dead (its source quarantined when the watch has
+ * a quarantine folder), or, for the machine's errors, handed back without using an attempt.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/quarantine.h"
+#include "daemon/retry.h"
+#include "daemon/scheduler-private.h"
+#include "shared/fault.h"
+#include "shared/hash.h"
+#include "shared/log.h"
+#include "shared/macro.h"
+#include "shared/proto.h"
+
+/* Records a failed attempt: retry after a backoff, or dead when permanent or out of
+ * attempts. A job whose path has newer content (a job of its own) is cancelled as
+ * superseded instead: its failure says nothing about the file there now, which it leaves
+ * alone. */
+void scheduler_job_failed(scheduler *s, const struct job *job, const char *error, bool permanent)
+{
+        int64_t now = wall_usec(), next = now;
+        enum retry_decision decision = retry_decide(&s->cfg->retry, job->attempts, permanent);
+        bool retry = decision == RETRY_AGAIN;
+        _cleanup_free_ char *msg = NULL, *moved = NULL;
+        json_t *extra;
+        int r;
+
+        if (ledger_superseded(s->ledger, job->id) > 0) {
+                if (asprintf(&msg, "superseded by newer content (attempt %u failed: %s)",
+                             job->attempts, error) < 0)
+                        msg = NULL;
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s; cancelled", job->id, job->source_path,
+                        msg ?: error);
+                r = ledger_cancel(s->ledger, job->id, msg ?: "superseded by newer content", now);
+                if (r < 0)
+                        log_error_errno(r, "ledger: cancel job %" PRId64 ": %s", job->id,
+                                        ledger_errmsg(s->ledger));
+                else
+                        scheduler_emit(s, "cancelled", job,
+                                       json_pack("{s:o}", "error",
+                                                 proto_string_lossy(
+                                                         msg ?: "superseded by newer content")));
+                return;
+        }
+        if (retry) {
+                next = now +
+                       1000 * retry_backoff_ms(&s->cfg->retry, job->attempts, retry_random01());
+                log_job(LOG_WARNING, LOG_JOB_RETRY, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s", job->id,
+                        job->source_path, job->attempts, error, (double)(next - now) / 1e6);
+        } else if (decision == RETRY_DEAD_EXHAUSTED) {
+                if (asprintf(&msg, "gave up after %u attempts: %s", job->attempts, error) < 0)
+                        msg = NULL;
+                log_job(LOG_ERR, LOG_JOB_DEAD, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s", job->id, job->source_path, msg ?: error);
+        } else {
+                log_job(LOG_ERR, LOG_JOB_DEAD, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: %s", job->id, job->source_path, error);
+        }
+        r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
+        if (r < 0) {
+                /* Unrecorded, the attempt is given back: the job is handed back (as soon as
+                 * the ledger can write) rather than left running until its lease expires. */
+                log_error_errno(r,
+                                "ledger: record failure of job %" PRId64 ": %s; handing it "
+                                "back without using an attempt",
+                                job->id, ledger_errmsg(s->ledger));
+                scheduler_hand_back(s, job->id, next - now);
+                return;
+        }
+        metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
+        if (!retry) {
+                scheduler_note_finished(s);
+                moved = quarantine_move(scheduler_find_watch(s->cfg, job->watch), job,
+                                        s->cfg->limits.max_file_bytes);
+        }
+        scheduler_breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE, error);
+        extra = json_pack("{s:o, s:I}", "error", proto_string_lossy(msg ?: error), "next_at_us",
+                          (json_int_t)next);
+        if (extra && moved)
+                json_object_set_new(extra, "quarantined", proto_string_lossy(moved));
+        scheduler_emit(s, retry ? "retry" : "dead", job, extra);
+}
+
+/* A job whose completion the ledger recorded late (a kept handback with `done`): what
+ * finish_ok() does after a completion, with the outputs the ledger holds. */
+void scheduler_completed_late(scheduler *s, const struct job *job)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+        json_t *list = json_array();
+        double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
+
+        log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
+                "job %" PRId64 " %s: done (recorded once the ledger could be written again)",
+                job->id, job->source_path);
+        scheduler_note_finished(s);
+        metrics_job_done(s->metrics, job->pipeline, seconds);
+        if (list && ledger_get(s->ledger, job->id, &d) > 0)
+                for (size_t i = 0; i < d->n_outputs; i++) {
+                        const struct job_output *o = &d->outputs[i];
+
+                        json_array_append_new(
+                                list,
+                                json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", o->variant,
+                                          "path", proto_string_lossy(o->path), "width",
+                                          (json_int_t)o->width, "height", (json_int_t)o->height,
+                                          "bytes", (json_int_t)o->bytes, "sha256", o->sha256));
+                }
+        scheduler_emit(s, "done", job, list ? json_pack("{s:o}", "outputs", list) : NULL);
+}
+
+/*
+ * The environment failed the job (see retry_environmental()): hand it back without using an
+ * attempt, to be claimed again after a backoff that grows with consecutive failures.
+ */
+void scheduler_job_blocked(scheduler *s, const struct job *job, const char *error)
+{
+        int64_t delay = retry_backoff_ms(&s->cfg->retry, ++s->env_failures, retry_random01());
+
+        log_job(LOG_ERR, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
+                "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
+                job->source_path, error, (double)delay / 1e3);
+        scheduler_hand_back(s, job->id, 1000 * delay);
+        metrics_job_failed(s->metrics, "environmental");
+        scheduler_breaker_note(s, BREAKER_OUTPUT_FAILURE, error);
+}
+
+void scheduler_job_failure(scheduler *s, const struct job *job, const char *error, int r,
+                           bool permanent)
+{
+        if (retry_classify(r, permanent) == RETRY_CLASS_BLOCKED)
+                scheduler_job_blocked(s, job, error);
+        else
+                scheduler_job_failed(s, job, error, permanent);
+}
+
+/* Completes a job whose worker reported success: publish, then commit. */
+void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
+{
+        const struct job *job = run->job;
+        json_t *outs = json_object_get(reply, "outputs");
+        const char *src_sha = NULL;
+        struct job_output *rows = NULL;
+        uint64_t *sizes = NULL;
+        const char *failed = NULL;
+        _cleanup_(json_decrefp) json_t *info = NULL;
+        _cleanup_free_ char *info_text = NULL;
+        char why[512];
+        int64_t now;
+        int r;
+
+        (void)json_unpack((json_t *)reply, "{s:{s:s}}", "source", "sha256", &src_sha);
+        if (!json_is_array(outs) || json_array_size(outs) != run->n) {
+                scheduler_job_failed(s, job, "worker returned a malformed result", false);
+                return;
+        }
+        if (ledger_superseded(s->ledger, job->id) > 0) {
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: superseded by newer content; discarded", job->id,
+                        job->source_path);
+                if (ledger_cancel(s->ledger, job->id, "superseded by newer content", wall_usec()) >=
+                    0)
+                        scheduler_emit(s, "cancelled", job,
+                                       json_pack("{s:s}", "error", "superseded by newer content"));
+                return;
+        }
+        if (!src_sha || strcmp(src_sha, job->sha256) != 0) {
+                /* The file was rewritten in place while we worked on it: take in the new
+                 * content as a job of its own and drop this one. */
+                const struct watch_config *wc = scheduler_find_watch(s->cfg, job->watch);
+
+                log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
+                        "job %" PRId64 " %s: content changed while processing; superseded", job->id,
+                        job->source_path);
+                (void)ledger_cancel(s->ledger, job->id, "source content changed during processing",
+                                    wall_usec());
+                if (wc && s->changed_fn)
+                        s->changed_fn(wc, job->source_path, s->changed_userdata);
+                return;
+        }
+
+        rows = calloc(run->n, sizeof *rows);
+        sizes = calloc(run->n, sizeof *sizes);
+        if (!rows || !sizes) {
+                scheduler_job_failed(s, job, "out of memory", false);
+                goto out;
+        }
+        for (size_t i = 0; i < run->n; i++) {
+                json_int_t w, h, bytes;
+                const char *sha;
+
+                if (json_unpack(json_array_get(outs, i), "{s:I, s:I, s:I, s:s}", "width", &w,
+                                "height", &h, "bytes", &bytes, "sha256", &sha) < 0 ||
+                    strlen(sha) != HASH_HEX_SIZE - 1) {
+                        scheduler_job_failed(s, job, "worker returned a malformed output", false);
+                        goto out;
+                }
+                rows[i] = (struct job_output){
+                        .variant = run->variants[i].name,
+                        .path = run->tmps[i].final_path,
+                        .tmp_path = run->tmps[i].tmp_path,
+                        .format = (char *)image_format_name(run->variants[i].format),
+                        .width = (unsigned)w,
+                        .height = (unsigned)h,
+                        .bytes = (uint64_t)bytes,
+                };
+                memcpy(rows[i].sha256, sha, HASH_HEX_SIZE);
+                sizes[i] = (uint64_t)bytes;
+        }
+
+        /* What the worker reported beyond the files: the placeholder, and per output the
+         * quality it used and any warning (max_bytes not reached). */
+        info = json_object();
+        if (info && json_object_get(reply, "placeholder"))
+                json_object_set(info, "placeholder", json_object_get(reply, "placeholder"));
+        for (size_t i = 0; info && i < run->n; i++) {
+                json_t *o = json_array_get(outs, i), *q = json_object_get(o, "quality"),
+                       *w = json_object_get(o, "warning");
+                if (!q && !w)
+                        continue;
+                if (!json_object_get(info, "variants"))
+                        json_object_set_new(info, "variants", json_object());
+                json_object_set_new(json_object_get(info, "variants"), run->variants[i].name,
+                                    json_pack("{s:O?, s:O?}", "quality", q, "warning", w));
+        }
+        if (info && run->degraded)
+                json_object_set_new(info, "degraded", json_true());
+        info_text = info && json_object_size(info) > 0 ? json_dumps(info, JSON_COMPACT) : NULL;
+
+        /* Checkpoint "verified": after a crash from here on, the staged files are published
+         * without rendering them again. */
+        now = wall_usec();
+        r = ledger_stage(s->ledger, job->id, rows, run->n, run->degraded, info_text, now);
+        if (r < 0) {
+                snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
+                scheduler_job_blocked(s, job, why);
+                goto out;
+        }
+        fault_point("stage.after_commit");
+
+        r = publish_commit(run->tmps, sizes, run->n, &failed);
+        if (r >= 0) {
+                failed = NULL;
+                r = publish_manifest(job, rows, run->n, info);
+        }
+        if (r < 0) {
+                snprintf(why, sizeof why, "publish %s: %s", failed ?: "manifest", strerror(-r));
+                scheduler_job_failure(s, job, why, r, false);
+                goto out;
+        }
+        fault_point("ledger.before_complete");
+        fault_delay("ledger.before_complete");
+        r = ledger_complete(s->ledger, job->id, NULL, 0, wall_usec());
+        if (r < 0) {
+                /* Published: the completion is recorded once the ledger can write (the
+                 * outputs stay staged in it meanwhile, for the recovery after a crash). */
+                struct handback *h = calloc(1, sizeof *h);
+
+                log_error_errno(r,
+                                "ledger: complete job %" PRId64 ": %s; its outputs are "
+                                "published, the completion is recorded once the ledger can "
+                                "be written",
+                                job->id, ledger_errmsg(s->ledger));
+                if (h) {
+                        h->id = job->id;
+                        h->done = TAKE_PTR(run->job);
+                        scheduler_handback_keep(s, h);
+                }
+                goto out;
+        }
+        fault_point("ledger.after_complete");
+        s->env_failures = 0;
+        scheduler_breaker_note(s, BREAKER_SUCCESS, NULL);
+        scheduler_note_finished(s);
+        double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
+        log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
+                "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
+                run->n, seconds * 1e3);
+        metrics_job_done(s->metrics, job->pipeline, seconds);
+        {
+                json_t *list = json_array();
+                for (size_t i = 0; list && i < run->n; i++)
+                        json_array_append_new(list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}",
+                                                              "variant", rows[i].variant, "path",
+                                                              proto_string_lossy(rows[i].path),
+                                                              "width", (json_int_t)rows[i].width,
+                                                              "height", (json_int_t)rows[i].height,
+                                                              "bytes", (json_int_t)rows[i].bytes,
+                                                              "sha256", rows[i].sha256));
+                /* And what an application needs next without asking: the manifest and the
+                 * placeholder (null when the pipeline has none). */
+                _cleanup_free_ char *manifest = NULL;
+                json_t *ph = info ? json_object_get(info, "placeholder") : NULL;
+
+                if (publish_manifest_path(job->output_key, &manifest) < 0)
+                        manifest = NULL;
+                scheduler_emit(s, "done", job,
+                               json_pack("{s:o, s:o, s:O?}", "outputs", list, "manifest",
+                                         manifest ? proto_string_lossy(manifest) : json_null(),
+                                         "placeholder", json_is_object(ph) ? ph : NULL));
+        }
+out:
+        free(rows);
+        free(sizes);
+}

@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scheduler-private.h - what the scheduler's files share (private header, as libvips'
+ * pforeign.h): the scheduler's state and the functions one file calls in another.
+ *
+ *   scheduler.c           the hub: the claim loop (on_kick), a job's preparation and
+ *                         dispatch (start_job), the worker's answers, lease checks, wiring
+ *   scheduler-complete.c  a job's end: publish and complete, or retry, dead, blocked
+ *   scheduler-handback.c  jobs handed back to the ledger (running -> queued) when it could not
+ *                         record them at once, and all of them at stop
+ *   scheduler-health.c    the breaker's and the health score's inputs, the report, the health
+ *                         (re-render) and prune timers
+ *   scheduler-events.c    transitions told to subscribers and the watch's hooks
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "daemon/breaker.h"
+#include "daemon/hooks.h"
+#include "daemon/outcomes.h"
+#include "daemon/prune.h"
+#include "daemon/publish.h"
+#include "daemon/scheduler.h"
+
+/* A job handed to a worker; then, once the worker reported success, waiting for publication. */
+struct running {
+        struct job *job;
+        bool degraded; /* rendered below full quality, or without its non-essential variants */
+        struct publish_tmp *tmps;
+        struct variant *variants; /* formats resolved */
+        size_t n;
+        json_t *reply; /* the worker's result while waiting in `finished` */
+        struct running *next;
+};
+
+/*
+ * A job to hand back to the ledger (running -> queued, no attempt used) once it can write; or,
+ * with `done` set, a job whose outputs are published and whose completion the ledger could
+ * not record (running -> done, recorded once it can write: never rendered again for it).
+ */
+struct handback {
+        int64_t id;
+        int64_t delay_us; /* claimable this long after the hand-back */
+        struct job *done; /* the job to complete (owned), or NULL to hand back */
+        struct handback *next;
+};
+
+struct scheduler {
+        sd_event *event;
+        const struct config *cfg;
+        ledger *ledger;
+        worker_pool *pool;
+        sd_event_source *kick, *due, *leases, *publish;
+        struct running *running;
+        unsigned n_running;
+        /* Rendered and verified, oldest first, published by on_publish() once the idle
+         * workers have their next jobs: the fsyncs of publishing do not keep them waiting.
+         * Still running in the ledger and counted in scheduler_running(). */
+        struct running *finished, **finished_tail;
+        unsigned n_finished;
+        unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
+        /* Jobs whose hand-back to the ledger failed (scheduler_hand_back()): still ours,
+         * retried. */
+        struct handback *handbacks;
+        sd_event_source *handback_timer;
+        uint64_t handback_delay_usec;
+        uint64_t claim_failure_logged_usec; /* CLOCK_MONOTONIC; 0: the last claim worked */
+        bool paused;
+        /* CLOCK_REALTIME of the operator's last resume (0: none): a job's wait is counted
+         * from then, as the operator's pause is not the system's ill health. */
+        int64_t resumed_usec;
+        uint64_t last_progress_usec; /* CLOCK_MONOTONIC: last dispatch or finished job */
+        scheduler_event_fn event_fn;
+        void *event_userdata;
+        scheduler_intake_fn intake_fn;
+        void *intake_userdata;
+        scheduler_changed_fn changed_fn;
+        void *changed_userdata;
+        metrics *metrics;
+        breaker *breaker;
+        hooks *hooks;
+        health *health;
+        sd_event_source *breaker_timer, *health_timer, *prune_timer;
+        struct prune_pass prune;
+        /* Recent outcomes for the error rate, recent completions for the drain rate. */
+        outcomes *outcomes;
+        double mem_pressure;      /* memory_pressure(): the last reading */
+        uint64_t mem_pressure_at; /* CLOCK_MONOTONIC of it, 0: none yet */
+        char owner[64];
+};
+
+/* A failed hand-back is tried again after this, doubling up to the maximum. */
+#define HANDBACK_MIN_USEC (1000000ULL)
+#define HANDBACK_MAX_USEC (30 * 1000000ULL)
+
+/* scheduler.c */
+const struct watch_config *scheduler_find_watch(const struct config *cfg, const char *path);
+void scheduler_running_free(struct running *run);
+
+/* scheduler-complete.c */
+/* Completes a job whose worker reported success: publish, then commit. */
+void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply);
+/* Records a failed attempt: retry after a backoff, or dead when permanent or out of
+ * attempts; cancelled as superseded when its path has newer content. */
+void scheduler_job_failed(scheduler *s, const struct job *job, const char *error, bool permanent);
+/* The environment failed the job: handed back without using an attempt, after a backoff
+ * that grows with consecutive failures. */
+void scheduler_job_blocked(scheduler *s, const struct job *job, const char *error);
+/* scheduler_job_blocked() or scheduler_job_failed(), as retry_classify() says of error r (a
+ * negative errno, 0 when none is known). */
+void scheduler_job_failure(scheduler *s, const struct job *job, const char *error, int r,
+                           bool permanent);
+/* A job whose completion the ledger recorded late (a kept handback with `done`). */
+void scheduler_completed_late(scheduler *s, const struct job *job);
+
+/* scheduler-handback.c */
+/* Hands job `id` back to the ledger (running -> queued without using an attempt), claimable
+ * delay_us from now; kept and tried again with a backoff if the ledger cannot record it. */
+void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_us);
+/* Keeps h (a failed hand-back or completion, owned from now on) for a retry. */
+void scheduler_handback_keep(scheduler *s, struct handback *h);
+/* At stop: every running job handed back (claimable at `now`), every kept hand-back or
+ * completion tried once more (if not, the next start requeues them). */
+void scheduler_handback_all(scheduler *s, int64_t now);
+
+/* scheduler-health.c */
+/* Records an outcome with the breaker and the error rate, and logs the breaker's
+ * transitions. */
+void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
+/* A job left the backlog for good (done or dead). */
+void scheduler_note_finished(scheduler *s);
+/* How often the health timer runs: often enough to notice recovery within a quarter of
+ * recover_us. */
+uint64_t scheduler_health_interval(const scheduler *s);
+int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata);
+int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata);
+
+/* scheduler-events.c */
+/* Tells subscribers and the watch's hooks about a transition of `job`; extra members (may be
+ * NULL, taken over) are added. */
+void scheduler_emit(scheduler *s, const char *event, const struct job *job, json_t *extra);
