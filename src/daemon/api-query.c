@@ -16,6 +16,7 @@
 #include "daemon/api-private.h"
 #include "daemon/publish.h"
 #include "shared/macro.h"
+#include "shared/manifest.h"
 #include "shared/proto.h"
 
 #define API_LIST_DEFAULT 50
@@ -173,7 +174,7 @@ static json_t *manifest_to_json(const struct job *j)
 
         if (j->state != JOB_DONE || !j->output_key)
                 return json_null();
-        if (publish_manifest_path(j->output_key, &path) < 0)
+        if (manifest_path(j->output_key, &path) < 0)
                 return NULL;
         return proto_string_lossy(path);
 }

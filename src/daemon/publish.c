@@ -197,11 +197,6 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
         return 0;
 }
 
-int publish_manifest_path(const char *output_key, char **ret)
-{
-        return manifest_path(output_key, ret);
-}
-
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
                      const json_t *extra)
 {

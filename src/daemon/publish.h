@@ -60,7 +60,6 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
  */
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
                      const json_t *extra);
-int publish_manifest_path(const char *output_key, char **ret);
 
 /*
  * Removes imgd's temporary files (pathmap_is_own_temp()) below `root`, not following

@@ -22,6 +22,7 @@
 #include "shared/hash.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/manifest.h"
 #include "shared/proto.h"
 
 /* Records a failed attempt: retry after a backoff, or dead when permanent or out of
@@ -305,7 +306,7 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
                 _cleanup_free_ char *manifest = NULL;
                 json_t *ph = info ? json_object_get(info, "placeholder") : NULL;
 
-                if (publish_manifest_path(job->output_key, &manifest) < 0)
+                if (manifest_path(job->output_key, &manifest) < 0)
                         manifest = NULL;
                 scheduler_emit(s, "done", job,
                                json_pack("{s:o, s:o, s:O?}", "outputs", list, "manifest",

@@ -33,6 +33,7 @@
 #include "shared/health.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/manifest.h"
 #include "shared/pathmap.h"
 
 #define LEASE_CHECK_USEC (30 * 1000000ULL)
@@ -131,7 +132,7 @@ static int start_job(scheduler *s, struct job *job_in)
                 job->output_key = TAKE_PTR(key);
         }
         /* A name the file system cannot hold fails the same way every time: permanent. */
-        r = publish_manifest_path(job->output_key, &manifest);
+        r = manifest_path(job->output_key, &manifest);
         if (r < 0)
                 return r;
         if (pathmap_name_too_long(manifest)) {
