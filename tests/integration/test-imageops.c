@@ -654,7 +654,7 @@ static void test_animated(void **state)
 /*
  * A pipeline written as a group with placeholder = true runs like any other, and its
  * placeholder reaches the manifest and `imgctl show`, human and --json. (How the worker
- * computes it is tested in test-render.)
+ * computes it is tested in test-render-overlay.)
  */
 static void test_placeholder_pipeline(void **state)
 {
