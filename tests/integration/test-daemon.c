@@ -380,8 +380,8 @@ static void test_bad_input_and_ignored_names(void **state)
  * limits.worker_memory (128 MiB: 96 MiB; 4800x4000 at 4:4:4 needs 110 MiB) is refused from
  * its header in one attempt, with the reason, not killed for its memory and retried; a
  * good image after it is rendered. (That the same picture as a baseline JPEG is rendered
- * within the same limit is test-render-decode's test_progressive_jpeg_memory: under AddressSanitizer
- * a worker's own memory would not fit such a test here.)
+ * within the same limit is test-render-decode's test_progressive_jpeg_memory: under
+ * AddressSanitizer a worker's own memory would not fit such a test here.)
  */
 static void test_progressive_jpeg_limit(void **state)
 {
