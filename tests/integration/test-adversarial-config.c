@@ -296,9 +296,9 @@ static void test_reload_changes_pipeline_of_500_queued(void **state)
         reload_now(&d);
         assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
         tu_daemon_wait_idle(&d, 600);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs"), N);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
-                                         "attempts = 1"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs"), N);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
+                                           "attempts = 1"),
                          N);
         assert_int_equal(tu_count_files(d.media, "*_m.png"), N);
         assert_int_equal(tu_count_files(d.media, "*_s.webp"), 0);
@@ -442,9 +442,9 @@ static void test_reload_removes_watch_of_500_queued(void **state)
         reload_now(&d);
         advfx_wait_jobs_until(&d, "done", N, 600);
         tu_daemon_wait_idle(&d, 120);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs"), N);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
-                                         "attempts = 1"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs"), N);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
+                                           "attempts = 1"),
                          N);
         assert_int_equal(tu_count_files(d.media, "h*_s.webp"), N);
         free(both);

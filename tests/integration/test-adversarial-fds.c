@@ -49,18 +49,6 @@ static long proc_kb(pid_t pid, const char *name)
         return kb;
 }
 
-/* A connection to the daemon's socket. */
-static int connect_raw(struct tu_daemon *d)
-{
-        struct sockaddr_un addr = { .sun_family = AF_UNIX };
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        assert_true(fd >= 0);
-        snprintf(addr.sun_path, sizeof addr.sun_path, "%s", d->socket);
-        assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-        return fd;
-}
-
 /*
  * How long the daemon takes to answer a status request, in microseconds: connect, send
  * {"cmd":"status"}, read the whole answer line, as imgctl does, but without starting a
@@ -72,7 +60,7 @@ static int64_t status_latency_us(struct tu_daemon *d)
         static const char request[] = "{\"v\":1,\"cmd\":\"status\"}\n";
         struct timeval tv = { .tv_sec = 10 };
         int64_t t0 = tu_now_us();
-        int fd = connect_raw(d);
+        int fd = tu_connect_raw(d->socket);
         char buf[65536];
         size_t len = 0;
 
@@ -129,7 +117,7 @@ static void test_subscriber_never_reads(void **state)
                 free(opts);
         }
         hwm_before = proc_kb(d.pid, "VmHWM:");
-        sub = connect_raw(&d);
+        sub = tu_connect_raw(d.socket);
         assert_int_equal(setsockopt(sub, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
         assert_int_equal(send(sub, events, strlen(events), MSG_NOSIGNAL), (ssize_t)strlen(events));
         for (int waited = 0;; waited += 50) {
@@ -261,7 +249,7 @@ static void test_fd_limit_64(void **state)
                 assert_int_equal(got.rlim_max, 64);
         }
         for (unsigned i = 0; i < SILENT; i++)
-                silent[i] = connect_raw(&d);
+                silent[i] = tu_connect_raw(d.socket);
         for (unsigned i = 0; i < N; i++) {
                 char *p = tu_path("%s/d%u/fd%03u.png", d.uploads, i % 8, i);
 
@@ -375,8 +363,8 @@ static void test_fd_exhausted_folder_moved_in(void **state)
         usleep(500 * 1000);
         assert_int_equal(prlimit(d.pid, RLIMIT_NOFILE, &old, NULL), 0);
         advfx_wait_jobs_until(&d, "queued", N, 30);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs"), N);
-        assert_int_equal(advfx_query(&d, "SELECT count(DISTINCT source_path) FROM jobs"), N);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs"), N);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(DISTINCT source_path) FROM jobs"), N);
         free(msg);
         free(inside);
         free(outside);

@@ -34,8 +34,8 @@
 static void wait_jobs_at_least(struct tu_daemon *d, const char *state, json_int_t n)
 {
         for (int waited = 0;; waited += 50) {
-                json_t *st = advfx_status_json(d);
-                json_int_t k = advfx_jobs_in(st, state);
+                json_t *st = tu_status_json(d, NULL);
+                json_int_t k = tu_jobs_in(st, state);
 
                 json_decref(st);
                 if (k >= n)
@@ -134,11 +134,11 @@ static void test_worker_stopped(void **state)
         assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
         advfx_wait_log(&d, "timed out after 2 s", 20000);
         tu_daemon_wait_idle(&d, 60);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
-                                         "attempts = 2"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
+                                           "attempts = 2"),
                          1);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM job_errors WHERE message LIKE "
-                                         "'%timed out%'"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM job_errors WHERE message LIKE "
+                                           "'%timed out%'"),
                          1);
         assert_int_equal(tu_count_files(d.media, "*_s.webp"), 1);
         advfx_assert_verify_clean(&d);

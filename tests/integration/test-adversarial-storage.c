@@ -272,12 +272,12 @@ static void test_ledger_read_only(void **state)
         signal_workers(&d, SIGCONT);
         advfx_drop_images(&d, "during", during);
         sleep(4);
-        assert_int_equal(advfx_query(&d,
-                                     "SELECT count(*) FROM jobs WHERE state IN ('dead', 'retry') "
-                                     "OR attempts > 1"),
+        assert_int_equal(tu_ledger_int(&d,
+                                       "SELECT count(*) FROM jobs WHERE state IN ('dead', 'retry') "
+                                       "OR attempts > 1"),
                          0);
 
-        st = advfx_status_json(&d);
+        st = tu_status_json(&d, NULL);
         alerts = alert_messages(st);
         text = advfx_log_of(&d);
         if (!strstr(text, "imgd.db") || !strstr(text, "Read-only file system"))
@@ -300,8 +300,8 @@ static void test_ledger_read_only(void **state)
         /* Writable again: everything done, once, at the first attempt. */
         assert_int_equal(unlink(flag), 0);
         for (int waited = 0;; waited += 500) {
-                st = advfx_status_json(&d);
-                json_int_t done = advfx_jobs_in(st, "done"), running = advfx_jobs_in(st, "running");
+                st = tu_status_json(&d, NULL);
+                json_int_t done = tu_jobs_in(st, "done"), running = tu_jobs_in(st, "running");
                 json_decref(st);
                 if (done >= before + inflight + during && running == 0)
                         break;
@@ -316,7 +316,7 @@ static void test_ledger_read_only(void **state)
         tu_daemon_wait_idle(&d, 60);
         advfx_assert_each_done_once(&d, before + inflight + during);
         assert_ledger_intact(&d);
-        st = advfx_status_json(&d);
+        st = tu_status_json(&d, NULL);
         alerts = alert_messages(st);
         if (strstr(alerts, "imgd.db"))
                 fail_msg("the ledger's alert outlived the fault:\n%s", alerts);
@@ -360,8 +360,8 @@ static void test_ledger_read_only_at_completion(void **state)
         tu_write_file(flag, "", 0);
         before = outputs_signature(&d);
         sleep(4);
-        st = advfx_status_json(&d);
-        assert_int_equal(advfx_jobs_in(st, "done"), 0);
+        st = tu_status_json(&d, NULL);
+        assert_int_equal(tu_jobs_in(st, "done"), 0);
         alerts = alert_messages(st);
         if (!strstr(alerts, "Read-only file system"))
                 fail_msg("no alert names EROFS:\n%s", alerts);
@@ -372,8 +372,8 @@ static void test_ledger_read_only_at_completion(void **state)
         t0 = tu_now_us();
         assert_int_equal(unlink(flag), 0);
         for (;;) {
-                st = advfx_status_json(&d);
-                json_int_t done = advfx_jobs_in(st, "done");
+                st = tu_status_json(&d, NULL);
+                json_int_t done = tu_jobs_in(st, "done");
                 json_decref(st);
                 if (done == 1)
                         break;
@@ -527,11 +527,11 @@ static void test_state_dir_full(void **state)
         advfx_drop_images(&d, "during", during);
         sleep(4);
 
-        assert_int_equal(advfx_query(&d,
-                                     "SELECT count(*) FROM jobs WHERE state IN ('dead', 'retry') "
-                                     "OR attempts > 1"),
+        assert_int_equal(tu_ledger_int(&d,
+                                       "SELECT count(*) FROM jobs WHERE state IN ('dead', 'retry') "
+                                       "OR attempts > 1"),
                          0);
-        st = advfx_status_json(&d);
+        st = tu_status_json(&d, NULL);
         alerts = alert_messages(st);
         text = advfx_log_of(&d);
         if (!strstr(text, "imgd.db") || !strstr(text, "No space left on device"))
@@ -545,8 +545,8 @@ static void test_state_dir_full(void **state)
         /* Space again: everything done, once, at the first attempt. */
         assert_int_equal(unlink(filler), 0);
         for (int waited = 0;; waited += 500) {
-                st = advfx_status_json(&d);
-                json_int_t done = advfx_jobs_in(st, "done"), running = advfx_jobs_in(st, "running");
+                st = tu_status_json(&d, NULL);
+                json_int_t done = tu_jobs_in(st, "done"), running = tu_jobs_in(st, "running");
                 json_decref(st);
                 if (done >= before + inflight + during && running == 0)
                         break;
@@ -560,7 +560,7 @@ static void test_state_dir_full(void **state)
         tu_daemon_wait_idle(&d, 60);
         advfx_assert_each_done_once(&d, before + inflight + during);
         assert_ledger_intact(&d);
-        st = advfx_status_json(&d);
+        st = tu_status_json(&d, NULL);
         alerts = alert_messages(st);
         if (strstr(alerts, "imgd.db"))
                 fail_msg("the ledger's alert outlived the fault:\n%s", alerts);

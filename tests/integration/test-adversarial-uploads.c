@@ -195,17 +195,17 @@ static void test_folders_renamed(void **state)
         free(p);
         wait_published(&d, "sentinel");
         tu_daemon_wait_idle(&d, 60);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE source_path LIKE "
-                                         "'%after.png'"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE source_path LIKE "
+                                           "'%after.png'"),
                          0);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE state <> 'done'"), 0);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state <> 'done'"), 0);
         /* Renamed within: the files are sources under their new names (each a job of its
          * own, as any new name is); the new one once. */
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE source_path LIKE "
-                                         "'%/album-2026/deeper/%'"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE source_path LIKE "
+                                           "'%/album-2026/deeper/%'"),
                          4);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE source_path LIKE "
-                                         "'%/album/deeper/%'"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE source_path LIKE "
+                                           "'%/album/deeper/%'"),
                          3);
         assert_int_equal(tu_count_files(d.media, ".imgd-*"), 0);
 
@@ -284,8 +284,8 @@ static void test_source_churn(void **state)
         assert_true(tu_image_props(out, &w, &h, NULL, 0, NULL, NULL));
         assert_int_equal(w, 48);
         assert_int_equal(h, 12);
-        assert_int_equal(advfx_query(&d, "SELECT count(*) FROM jobs WHERE state IN "
-                                         "('queued', 'running', 'retry')"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state IN "
+                                           "('queued', 'running', 'retry')"),
                          0);
         assert_int_equal(tu_count_files(d.media, ".imgd-*"), 0);
         assert_int_equal(tu_count_files(d.media, "*_s.webp"), 1);

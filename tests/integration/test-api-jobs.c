@@ -29,7 +29,7 @@
 /* The id of the newest job in `state`. */
 static json_int_t newest_id(struct tu_daemon *d, const char *state)
 {
-        json_t *jobs = apifx_imgctl_json(d, "jobs", "--state", state);
+        json_t *jobs = tu_imgctl_json(d, "jobs", "--state", state);
         json_t *first = json_array_get(json_object_get(jobs, "jobs"), 0);
         json_int_t id;
 
@@ -46,7 +46,7 @@ static json_t *show(struct tu_daemon *d, json_int_t id)
         json_t *r, *job;
 
         snprintf(ids, sizeof ids, "%lld", (long long)id);
-        r = apifx_imgctl_json(d, "show", ids, NULL);
+        r = tu_imgctl_json(d, "show", ids, NULL);
         job = json_incref(json_object_get(r, "job"));
         json_decref(r);
         return job;
@@ -113,7 +113,7 @@ static void test_retry(void **state)
         apifx_drop_text(&d, "worse.jpg");
         tu_daemon_wait_idle(&d, 30);
         assert_int_equal(apifx_count_state(&d, "dead"), 2);
-        r = apifx_imgctl_json(&d, "retry", "--dead", NULL);
+        r = tu_imgctl_json(&d, "retry", "--dead", NULL);
         assert_int_equal(json_integer_value(json_object_get(r, "retried")), 2);
         assert_int_equal(json_integer_value(json_object_get(r, "remaining")), 0);
         json_decref(r);
@@ -153,7 +153,7 @@ static void test_cancel_queued(void **state)
         tu_daemon_setup(&d, ONE_VARIANT, 1, NULL);
         tu_daemon_start(&d);
 
-        r = apifx_imgctl_json(&d, "pause", NULL, NULL);
+        r = tu_imgctl_json(&d, "pause", NULL, NULL);
         assert_true(json_is_true(json_object_get(r, "paused")));
         json_decref(r);
         assert_int_equal(apifx_status_int(&d, NULL, "paused"), 1);
@@ -175,7 +175,7 @@ static void test_cancel_queued(void **state)
         apifx_assert_contains(out, "no job 4242");
         free(out);
 
-        r = apifx_imgctl_json(&d, "resume", NULL, NULL);
+        r = tu_imgctl_json(&d, "resume", NULL, NULL);
         assert_false(json_is_true(json_object_get(r, "paused")));
         json_decref(r);
         tu_daemon_wait_idle(&d, 30);
@@ -244,7 +244,7 @@ static void test_pause_resume_drain(void **state)
                 json_decref(r);
                 close(c.fd);
         }
-        r = apifx_imgctl_json(&d, "drain", "--timeout", "120");
+        r = tu_imgctl_json(&d, "drain", "--timeout", "120");
         assert_true(json_is_true(json_object_get(r, "paused")));
         assert_int_equal(json_integer_value(json_object_get(r, "running")), 0);
         json_decref(r);
@@ -311,11 +311,11 @@ static void test_enqueue(void **state)
                 free(content);
         }
         usleep(700 * 1000);
-        jobs = apifx_imgctl_json(&d, "jobs", NULL, NULL);
+        jobs = tu_imgctl_json(&d, "jobs", NULL, NULL);
         assert_int_equal(json_array_size(json_object_get(jobs, "jobs")), 0);
         json_decref(jobs);
 
-        r = apifx_imgctl_json(&d, "enqueue", dest, NULL);
+        r = tu_imgctl_json(&d, "enqueue", dest, NULL);
         assert_true(json_is_true(json_object_get(r, "created")));
         id = json_integer_value(json_object_get(r, "id"));
         assert_true(id > 0);
@@ -328,7 +328,7 @@ static void test_enqueue(void **state)
         cwd = getcwd(NULL, 0);
         assert_non_null(cwd);
         assert_int_equal(chdir(d.uploads), 0);
-        r = apifx_imgctl_json(&d, "enqueue", "linked.jpg", NULL);
+        r = tu_imgctl_json(&d, "enqueue", "linked.jpg", NULL);
         assert_int_equal(chdir(cwd), 0);
         free(cwd);
         assert_false(json_is_true(json_object_get(r, "created")));
@@ -425,7 +425,7 @@ static void test_metrics(void **state)
         assert_true(prom_value(out, "imgd_degradation_level") >= 0); /* load-dependent */
         free(out);
 
-        r = apifx_imgctl_json(&d, "metrics", NULL, NULL);
+        r = tu_imgctl_json(&d, "metrics", NULL, NULL);
         assert_true(json_is_string(json_object_get(r, "text")));
         json_decref(r);
 
@@ -439,7 +439,7 @@ static void test_metrics(void **state)
         free(out);
 
         /* status tells the breaker and the health level. */
-        r = apifx_imgctl_json(&d, "status", NULL, NULL);
+        r = tu_imgctl_json(&d, "status", NULL, NULL);
         assert_string_equal(
                 json_string_value(json_object_get(json_object_get(r, "breaker"), "state")),
                 "closed");

@@ -36,13 +36,9 @@
 /* A blocking connection to the socket at path, with 10 s send and receive timeouts. */
 static int raw_connect(const char *path)
 {
-        struct sockaddr_un addr = { .sun_family = AF_UNIX };
         struct timeval tv = { .tv_sec = 10 };
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int fd = tu_connect_raw(path);
 
-        assert_true(fd >= 0);
-        snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
-        assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
         assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
         assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
         return fd;

@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * adversarial-fixture.c - helpers of the adversarial battery (test-adversarial-*): one integer
- * from the ledger, the daemon's log, `imgctl verify` clean, every upload done exactly once, images
- * dropped into the uploads, waits on the log and on status, and a raw status request timed on the
- * socket.
+ * adversarial-fixture.c - helpers of the adversarial battery (test-adversarial-*): the daemon's
+ * log, `imgctl verify` clean, every upload done exactly once, images dropped into the uploads, and
+ * waits on the log and on the job counts of status.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -26,23 +25,6 @@
 #include "testutil.h"
 #include "adversarial-fixture.h"
 
-int64_t advfx_query(struct tu_daemon *d, const char *sql)
-{
-        char *db_path = tu_path("%s/imgd.db", d->state);
-        sqlite3 *db;
-        sqlite3_stmt *st;
-        int64_t v = -1;
-
-        assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_step(st) == SQLITE_ROW)
-                v = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-        free(db_path);
-        return v;
-}
-
 char *advfx_log_of(struct tu_daemon *d)
 {
         char *log = tu_read_file(d->log, NULL);
@@ -61,16 +43,16 @@ void advfx_assert_verify_clean(struct tu_daemon *d)
 
 void advfx_assert_each_done_once(struct tu_daemon *d, unsigned n)
 {
-        int64_t jobs = advfx_query(d, "SELECT count(*) FROM jobs");
+        int64_t jobs = tu_ledger_int(d, "SELECT count(*) FROM jobs");
         int64_t done =
-                advfx_query(d, "SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1");
+                tu_ledger_int(d, "SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1");
 
         if (jobs != n || done != n) {
                 char *log = advfx_log_of(d);
                 fail_msg("%lld jobs, %lld done at the first attempt, for %u files; log:\n%s",
                          (long long)jobs, (long long)done, n, log);
         }
-        assert_int_equal(advfx_query(d, "SELECT count(DISTINCT source_path) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(d, "SELECT count(DISTINCT source_path) FROM jobs"), n);
         assert_int_equal(tu_count_files(d->media, "*_s.webp"), n);
         assert_int_equal(tu_count_files(d->media, "*.manifest.json"), n);
         assert_int_equal(tu_count_files(d->media, ".imgd-*"), 0);
@@ -102,32 +84,11 @@ void advfx_wait_log(struct tu_daemon *d, const char *text, int timeout_ms)
         }
 }
 
-json_t *advfx_status_json(struct tu_daemon *d)
-{
-        char *out = NULL;
-        json_error_t err;
-        json_t *j;
-        int r = tu_imgctl(d, &out, "status", "--json", NULL);
-
-        if (r != 0 && r != 1)
-                fail_msg("imgctl status failed (%d): %s", r, out ? out : "");
-        j = json_loads(out, 0, &err);
-        if (!j)
-                fail_msg("imgctl status --json printed no JSON (%s): %s", err.text, out);
-        free(out);
-        return j;
-}
-
-json_int_t advfx_jobs_in(const json_t *status, const char *state)
-{
-        return json_integer_value(json_object_get(json_object_get(status, "jobs"), state));
-}
-
 void advfx_wait_jobs(struct tu_daemon *d, const char *state, json_int_t n)
 {
         for (int waited = 0;; waited += 50) {
-                json_t *st = advfx_status_json(d);
-                json_int_t k = advfx_jobs_in(st, state);
+                json_t *st = tu_status_json(d, NULL);
+                json_int_t k = tu_jobs_in(st, state);
 
                 json_decref(st);
                 if (k == n)

@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * adversarial-fixture.h - helpers of the adversarial battery (test-adversarial-*): one integer
- * from the ledger, the daemon's log, `imgctl verify` clean, every upload done exactly once, images
- * dropped into the uploads, waits on the log and on status, and a raw status request timed on the
- * socket.
+ * adversarial-fixture.h - helpers of the adversarial battery (test-adversarial-*): the daemon's
+ * log, `imgctl verify` clean, every upload done exactly once, images dropped into the uploads, and
+ * waits on the log and on the job counts of status.
  */
 #pragma once
 
@@ -16,8 +15,6 @@
 #include "testutil.h"
 
 #define PIPE "( { name = \"s\"; width = 48; height = 48; fit = \"inside\"; format = \"webp\"; } )"
-
-int64_t advfx_query(struct tu_daemon *d, const char *sql);
 
 /* The daemon's log, for a failure message; caller frees. */
 char *advfx_log_of(struct tu_daemon *d);
@@ -33,11 +30,6 @@ void advfx_drop_images(struct tu_daemon *d, const char *prefix, unsigned n);
 
 /* Waits until the daemon's log holds `text` (fails after timeout_ms). */
 void advfx_wait_log(struct tu_daemon *d, const char *text, int timeout_ms);
-
-/* The daemon's answer to `imgctl status --json` (which exits 1 while an alert is active). */
-json_t *advfx_status_json(struct tu_daemon *d);
-
-json_int_t advfx_jobs_in(const json_t *status, const char *state);
 
 /* Waits until status counts n jobs in `state` (fails after 30 s). */
 void advfx_wait_jobs(struct tu_daemon *d, const char *state, json_int_t n);

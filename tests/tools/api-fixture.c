@@ -22,31 +22,9 @@
 #include "testutil.h"
 #include "api-fixture.h"
 
-json_t *apifx_imgctl_json(struct tu_daemon *d, const char *cmd, const char *a1, const char *a2)
-{
-        char *out = NULL;
-        json_error_t err;
-        json_t *j;
-        int r;
-
-        if (a2)
-                r = tu_imgctl(d, &out, cmd, a1, a2, "--json", NULL);
-        else if (a1)
-                r = tu_imgctl(d, &out, cmd, a1, "--json", NULL);
-        else
-                r = tu_imgctl(d, &out, cmd, "--json", NULL);
-        if (r != 0)
-                fail_msg("imgctl %s %s failed (%d): %s", cmd, a1 ? a1 : "", r, out ? out : "");
-        j = json_loads(out, 0, &err);
-        if (!j)
-                fail_msg("imgctl %s --json printed no JSON (%s): %s", cmd, err.text, out);
-        free(out);
-        return j;
-}
-
 json_int_t apifx_status_int(struct tu_daemon *d, const char *group, const char *key)
 {
-        json_t *st = apifx_imgctl_json(d, "status", NULL, NULL);
+        json_t *st = tu_imgctl_json(d, "status", NULL, NULL);
         json_t *o = group ? json_object_get(st, group) : st;
         json_t *v = json_object_get(o, key);
         json_int_t n;

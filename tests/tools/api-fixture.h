@@ -19,9 +19,6 @@
         "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; },"        \
         "  { name = \"m\"; width = 128; height = 96; fit = \"inside\"; format = \"jpeg\"; } )"
 
-/* Runs imgctl with up to three arguments and --json; fails the test unless it exits 0. */
-json_t *apifx_imgctl_json(struct tu_daemon *d, const char *cmd, const char *a1, const char *a2);
-
 json_int_t apifx_status_int(struct tu_daemon *d, const char *group, const char *key);
 
 json_int_t apifx_count_state(struct tu_daemon *d, const char *state);
