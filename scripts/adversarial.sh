@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # The adversarial battery's burst case at full size (issue 13; the quick sizes are ctest's
-# test-adversarial): --files small PNGs are moved into the watched folder at once, flat
-# (one rename each) and then as --dirs new sub-folders (one rename of each folder), so that
-# the inotify queue overflows and imgd must rescan. For each it prints the drain time
-# (first move to the last job finished), the jobs per second, the worst `imgctl status`
-# latency sampled during the drain, the supervisor's peak RSS (VmHWM), and the checks: one
+# test-adversarial-uploads and, for --case sigstop, test-adversarial-stopped): --files small
+# PNGs are moved into the watched folder at once, flat (one rename each) and then as --dirs
+# new sub-folders (one rename of each folder), so that the inotify queue overflows and imgd
+# must rescan. For each it prints the drain time (first move to the last job finished), the
+# jobs per second, the worst `imgctl status` latency sampled during the drain, the
+# supervisor's peak RSS (VmHWM), and the checks: one
 # job per file, every job done at its first attempt, every output and manifest there,
 # `imgctl verify` clean, no temporary file left.
 #

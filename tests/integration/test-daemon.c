@@ -28,31 +28,9 @@
         "  { name = \"large\"; width = 400; height = 400; fit = \"cover\"; format = \"webp\"; "    \
         "quality = 80; mask = \"circle\"; } )"
 
-static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1, const char *arg2)
-{
-        char *out = NULL;
-        json_error_t err;
-        json_t *j;
-        int r;
-
-        if (arg2)
-                r = tu_imgctl(d, &out, cmd, arg1, arg2, "--json", NULL);
-        else if (arg1)
-                r = tu_imgctl(d, &out, cmd, arg1, "--json", NULL);
-        else
-                r = tu_imgctl(d, &out, cmd, "--json", NULL);
-        if (r != 0)
-                fail_msg("imgctl %s failed (%d): %s", cmd, r, out ? out : "");
-        j = json_loads(out, 0, &err);
-        if (!j)
-                fail_msg("imgctl %s --json printed no JSON (%s): %s", cmd, err.text, out);
-        free(out);
-        return j;
-}
-
 static json_int_t count_state(struct tu_daemon *d, const char *state)
 {
-        json_t *st = imgctl_json(d, "status", NULL, NULL);
+        json_t *st = tu_imgctl_json(d, "status", NULL, NULL);
         json_t *n = json_object_get(json_object_get(st, "jobs"), state);
         json_int_t v;
 
@@ -213,13 +191,13 @@ static void test_end_to_end(void **state)
         assert_manifest(&d, "team/2026/bob", 3);
 
         /* Exactly one job per file, each with its three outputs recorded. */
-        jobs = imgctl_json(&d, "jobs", NULL, NULL);
+        jobs = tu_imgctl_json(&d, "jobs", NULL, NULL);
         json_t *list = json_object_get(jobs, "jobs");
         assert_int_equal(json_array_size(list), 2);
         json_int_t id = json_integer_value(json_object_get(json_array_get(list, 0), "id"));
         char ids[32];
         snprintf(ids, sizeof ids, "%lld", (long long)id);
-        json_t *show = imgctl_json(&d, "show", ids, NULL);
+        json_t *show = tu_imgctl_json(&d, "show", ids, NULL);
         json_t *outs = json_object_get(json_object_get(show, "job"), "outputs");
         assert_int_equal(json_array_size(outs), 3);
         assert_int_equal(json_integer_value(json_object_get(json_array_get(outs, 2), "width")),
@@ -349,7 +327,7 @@ static void test_bad_input_and_ignored_names(void **state)
 
         assert_int_equal(count_state(&d, "dead"), 1);
         assert_int_equal(count_state(&d, "done"), 0);
-        jobs = imgctl_json(&d, "jobs", "--state", "dead");
+        jobs = tu_imgctl_json(&d, "jobs", "--state", "dead");
         job = json_array_get(json_object_get(jobs, "jobs"), 0);
         const char *err = json_string_value(json_object_get(job, "error"));
         assert_non_null(err);
@@ -380,8 +358,8 @@ static void test_bad_input_and_ignored_names(void **state)
  * limits.worker_memory (128 MiB: 96 MiB; 4800x4000 at 4:4:4 needs 110 MiB) is refused from
  * its header in one attempt, with the reason, not killed for its memory and retried; a
  * good image after it is rendered. (That the same picture as a baseline JPEG is rendered
- * within the same limit is test-render's test_progressive_jpeg_memory: under AddressSanitizer
- * a worker's own memory would not fit such a test here.)
+ * within the same limit is test-render-decode's test_progressive_jpeg_memory: under
+ * AddressSanitizer a worker's own memory would not fit such a test here.)
  */
 static void test_progressive_jpeg_limit(void **state)
 {
@@ -418,7 +396,7 @@ static void test_progressive_jpeg_limit(void **state)
 
         assert_int_equal(count_state(&d, "done"), 1);
         assert_avatars(&d, "good");
-        jobs = imgctl_json(&d, "jobs", "--state", "dead");
+        jobs = tu_imgctl_json(&d, "jobs", "--state", "dead");
         job = json_array_get(json_object_get(jobs, "jobs"), 0);
         err = json_string_value(json_object_get(job, "error"));
         if (!err || !strstr(err, "progressive JPEG needs 110 MiB to decode, over the limit of "
@@ -467,7 +445,7 @@ static void test_replace_and_collision(void **state)
         make_and_move(d.root, other, 500, 500, "png", false);
         tu_daemon_wait_idle(&d, 60);
         assert_int_equal(count_state(&d, "dead"), 1);
-        json_t *jobs = imgctl_json(&d, "jobs", "--state", "dead");
+        json_t *jobs = tu_imgctl_json(&d, "jobs", "--state", "dead");
         const char *err = json_string_value(
                 json_object_get(json_array_get(json_object_get(jobs, "jobs"), 0), "error"));
         assert_non_null(err);

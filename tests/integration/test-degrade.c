@@ -25,23 +25,6 @@
         "  reduced = { queued = 3; }; essential = { queued = 6; }; paused = { queued = 100000; "   \
         "}; };"
 
-static int64_t query(struct tu_daemon *d, const char *sql)
-{
-        char *db_path = tu_path("%s/imgd.db", d->state);
-        sqlite3 *db;
-        sqlite3_stmt *st;
-        int64_t v = -1;
-
-        assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_step(st) == SQLITE_ROW)
-                v = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-        free(db_path);
-        return v;
-}
-
 static void test_backlog_degrades_then_recovers(void **state)
 {
         struct tu_daemon d;
@@ -72,20 +55,21 @@ static void test_backlog_degrades_then_recovers(void **state)
 
         /* Health returns; the degraded jobs are rendered again, until none is left. */
         for (int waited = 0; waited < 60; waited++) {
-                if (query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0 &&
-                    query(&d, "SELECT count(*) FROM jobs WHERE state IN "
-                              "('queued','running','retry')") == 0)
+                if (tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0 &&
+                    tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state IN "
+                                      "('queued','running','retry')") == 0)
                         break;
                 usleep(500 * 1000);
         }
         assert_true(tu_log_contains(&d, "rendering"));
         assert_true(tu_log_contains(&d, "degraded job(s) again at full quality"));
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         /* Every source has both variants again, the big one at its full quality. */
         assert_int_equal(tu_count_files(d.media, "*_thumb.webp"), n);
         assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
-        assert_int_equal(query(&d, "SELECT count(*) FROM outputs WHERE variant = 'big'"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM outputs WHERE variant = 'big'"),
+                         n);
         char *m = tu_path("%s/burst00.manifest.json", d.media);
         char *text = tu_read_file(m, NULL);
         assert_non_null(text);
@@ -176,7 +160,7 @@ static void test_reload_thresholds(void **state)
 static void wait_rerendered(struct tu_daemon *d)
 {
         for (int waited = 0; waited < 120; waited++) {
-                if (query(d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
+                if (tu_ledger_int(d, "SELECT count(*) FROM jobs WHERE degraded = 1") == 0)
                         break;
                 usleep(500 * 1000);
         }
@@ -225,15 +209,15 @@ static void test_backlog_over_paused_drains(void **state)
         tu_daemon_wait_idle(&d, 120);
         /* Every job finished (done; back at full health a degraded one may already be
          * queued again for its full render, so "done" is counted at the end). */
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs"), n);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state NOT IN "
-                                   "('done', 'queued', 'running')"),
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state NOT IN "
+                                           "('done', 'queued', 'running')"),
                          0);
         wait_level(&d, "full", 30000);
         /* Back at full health, what was rendered degraded is rendered again. */
         wait_rerendered(&d);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         assert_int_equal(tu_count_files(d.media, "*_thumb.webp"), n);
         assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
         tu_daemon_cleanup(&d);
@@ -273,12 +257,12 @@ static void test_operator_pause_is_not_ill_health(void **state)
         free(level);
         assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
         tu_daemon_wait_idle(&d, 60);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs"), n);
         /* Waits count from the resume: on a slow machine the last of them may have waited
          * long enough for a level, which is left again once the queue is empty. */
         wait_level(&d, "full", 30000);
         wait_rerendered(&d);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
         tu_daemon_cleanup(&d);
 }
@@ -306,11 +290,11 @@ static void test_age_over_paused_drains(void **state)
         wait_level(&d, "paused", 30000);
         assert_int_equal(kill(worker, SIGCONT), 0);
         tu_daemon_wait_idle(&d, 120);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs"), n);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'dead'"), 0);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'dead'"), 0);
         wait_level(&d, "full", 30000);
         wait_rerendered(&d);
-        assert_int_equal(query(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         assert_int_equal(tu_count_files(d.media, "*_big.jpg"), n);
         tu_daemon_cleanup(&d);
 }

@@ -100,21 +100,6 @@ static json_t *sub_wait_event(struct sub *s, const char *event)
         }
 }
 
-static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg)
-{
-        char *out = NULL;
-        json_t *j;
-
-        assert_int_equal(arg ? tu_imgctl(d, &out, cmd, arg, "--json", NULL)
-                             : tu_imgctl(d, &out, cmd, "--json", NULL),
-                         0);
-        j = json_loads(out, 0, NULL);
-        if (!j)
-                fail_msg("imgctl %s printed no JSON: %s", cmd, out);
-        free(out);
-        return j;
-}
-
 static void test_done_event(void **state)
 {
         _cleanup_free_ char *src = NULL, *manifest = NULL, *ids = NULL;
@@ -148,7 +133,7 @@ static void test_done_event(void **state)
 
         /* show --json: the same manifest. */
         ids = tu_path("%lld", (long long)json_integer_value(json_object_get(job, "id")));
-        show = imgctl_json(&d, "show", ids);
+        show = tu_imgctl_json(&d, "show", ids, NULL);
         assert_string_equal(
                 json_string_value(json_object_get(json_object_get(show, "job"), "manifest")) ?: "",
                 manifest);

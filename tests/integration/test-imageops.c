@@ -187,36 +187,14 @@ static size_t diff_box(VipsImage *a, VipsImage *b, int box[4])
 
 /* ---- the daemon -------------------------------------------------------------------------- */
 
-static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1, const char *arg2)
-{
-        char *out = NULL;
-        json_error_t err;
-        json_t *j;
-        int r;
-
-        if (arg2)
-                r = tu_imgctl(d, &out, cmd, arg1, arg2, "--json", NULL);
-        else if (arg1)
-                r = tu_imgctl(d, &out, cmd, arg1, "--json", NULL);
-        else
-                r = tu_imgctl(d, &out, cmd, "--json", NULL);
-        if (r != 0)
-                fail_msg("imgctl %s failed (%d): %s", cmd, r, out ? out : "");
-        j = json_loads(out, 0, &err);
-        if (!j)
-                fail_msg("imgctl %s --json printed no JSON (%s): %s", cmd, err.text, out);
-        free(out);
-        return j;
-}
-
 /* Asserts that the jobs are all done, or shows the errors and the daemon's log. */
 static void assert_all_done(struct tu_daemon *d, int n)
 {
-        json_t *st = imgctl_json(d, "status", NULL, NULL);
+        json_t *st = tu_imgctl_json(d, "status", NULL, NULL);
         json_t *jobs = json_object_get(st, "jobs");
 
         if (json_integer_value(json_object_get(jobs, "done")) != n) {
-                json_t *dead = imgctl_json(d, "jobs", "--state", "dead");
+                json_t *dead = tu_imgctl_json(d, "jobs", "--state", "dead");
                 char *s = json_dumps(dead, JSON_INDENT(1));
                 char *log = tu_read_file(d->log, NULL);
 
@@ -229,7 +207,7 @@ static void assert_all_done(struct tu_daemon *d, int n)
 /* The error of the only dead job; caller frees. */
 static char *dead_error(struct tu_daemon *d)
 {
-        json_t *jobs = imgctl_json(d, "jobs", "--state", "dead");
+        json_t *jobs = tu_imgctl_json(d, "jobs", "--state", "dead");
         json_t *list = json_object_get(jobs, "jobs");
         char *err;
 
@@ -654,7 +632,7 @@ static void test_animated(void **state)
 /*
  * A pipeline written as a group with placeholder = true runs like any other, and its
  * placeholder reaches the manifest and `imgctl show`, human and --json. (How the worker
- * computes it is tested in test-render.)
+ * computes it is tested in test-render-overlay.)
  */
 static void test_placeholder_pipeline(void **state)
 {
@@ -684,12 +662,12 @@ static void test_placeholder_pipeline(void **state)
 
         /* show --json carries what the manifest has: a 4 x 3 BlurHash (the image is
          * landscape), the dominant colour and the tiny WebP. */
-        jobs = imgctl_json(&d, "jobs", NULL, NULL);
+        jobs = tu_imgctl_json(&d, "jobs", NULL, NULL);
         assert_int_equal(json_array_size(json_object_get(jobs, "jobs")), 1);
         snprintf(ids, sizeof ids, "%" JSON_INTEGER_FORMAT,
                  json_integer_value(
                          json_object_get(json_array_get(json_object_get(jobs, "jobs"), 0), "id")));
-        show = imgctl_json(&d, "show", ids, NULL);
+        show = tu_imgctl_json(&d, "show", ids, NULL);
         ph = json_object_get(json_object_get(show, "job"), "placeholder");
         if (!json_is_object(ph))
                 fail_msg("imgctl show --json has no placeholder: %s",

@@ -36,65 +36,11 @@
         "  { name = \"c\"; width = 1600; height = 1600; fit = \"inside\"; format = \"webp\"; "     \
         "quality = 90; } )"
 
-/* The daemon's answer to `imgctl status --json` (which exits 1 while an alert is active). */
-static json_t *status_json(struct tu_daemon *d)
-{
-        char *out = NULL;
-        json_error_t err;
-        json_t *j;
-        int r = tu_imgctl(d, &out, "status", "--json", NULL);
-
-        if (r != 0 && r != 1)
-                fail_msg("imgctl status failed (%d): %s", r, out ? out : "");
-        j = json_loads(out, 0, &err);
-        if (!j)
-                fail_msg("imgctl status --json printed no JSON (%s): %s", err.text, out);
-        free(out);
-        return j;
-}
-
-static json_int_t jobs_in(const json_t *status, const char *state)
-{
-        return json_integer_value(json_object_get(json_object_get(status, "jobs"), state));
-}
-
-/* The message of the alert named `name` in a status answer, or NULL. */
-static const char *alert_message(const json_t *status, const char *name)
-{
-        const json_t *alerts = json_object_get(status, "alerts");
-
-        for (size_t i = 0; i < json_array_size(alerts); i++) {
-                const json_t *a = json_array_get(alerts, i);
-                if (strcmp(json_string_value(json_object_get(a, "alert")) ?: "", name) == 0)
-                        return json_string_value(json_object_get(a, "message"));
-        }
-        return NULL;
-}
-
-/* One integer from the ledger (read-only, beside the daemon). */
-static int64_t ledger_int(struct tu_daemon *d, const char *sql)
-{
-        char *db_path = tu_path("%s/imgd.db", d->state);
-        sqlite3 *db;
-        sqlite3_stmt *st;
-        int64_t v = -1;
-
-        assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        sqlite3_busy_timeout(db, 5000);
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-                v = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-        free(db_path);
-        return v;
-}
-
 /* Every upload has exactly one job, and there are n of them. */
 static void assert_once_each(struct tu_daemon *d, int64_t n)
 {
-        assert_int_equal(ledger_int(d, "SELECT count(*) FROM jobs"), n);
-        assert_int_equal(ledger_int(d, "SELECT count(DISTINCT source_path) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(d, "SELECT count(*) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(d, "SELECT count(DISTINCT source_path) FROM jobs"), n);
 }
 
 /* Moves n images made in root/staging into uploads (complete at once: IN_MOVED_TO). */
@@ -118,7 +64,7 @@ static json_t *wait_status(struct tu_daemon *d, unsigned timeout_s, const char *
         int64_t until = tu_now_us() + (int64_t)timeout_s * 1000000;
 
         for (;;) {
-                json_t *st = status_json(d);
+                json_t *st = tu_status_json(d, NULL);
 
                 if (done(st, arg))
                         return st;
@@ -138,8 +84,8 @@ static bool taken_in(const json_t *st, void *arg)
         json_int_t n = *(json_int_t *)arg;
 
         return !json_is_true(json_object_get(st, "intake_pending")) &&
-               jobs_in(st, "queued") + jobs_in(st, "running") + jobs_in(st, "retry") +
-                               jobs_in(st, "done") + jobs_in(st, "dead") >=
+               tu_jobs_in(st, "queued") + tu_jobs_in(st, "running") + tu_jobs_in(st, "retry") +
+                               tu_jobs_in(st, "done") + tu_jobs_in(st, "dead") >=
                        n;
 }
 
@@ -147,7 +93,7 @@ static bool all_done(const json_t *st, void *arg)
 {
         json_int_t n = *(json_int_t *)arg;
 
-        return jobs_in(st, "done") >= n && jobs_in(st, "running") == 0;
+        return tu_jobs_in(st, "done") >= n && tu_jobs_in(st, "running") == 0;
 }
 
 static bool events_read(const json_t *st, void *arg)
@@ -190,9 +136,9 @@ static void test_ledger_full(void **state)
         st = wait_status(&d, 60, "inotify events read", events_read, NULL);
         json_decref(st);
         sleep(2); /* a retry or two fails too */
-        during = status_json(&d);
+        during = tu_status_json(&d, NULL);
         assert_true(tu_log_contains(&d, "database or disk is full"));
-        assert_int_equal(jobs_in(during, "queued") + jobs_in(during, "done"), 0);
+        assert_int_equal(tu_jobs_in(during, "queued") + tu_jobs_in(during, "done"), 0);
 
         /* Space returns: every upload is taken in and done, once. */
         assert_int_equal(unlink(flag), 0);
@@ -204,12 +150,12 @@ static void test_ledger_full(void **state)
 
         /* While it lasted, status said so: the uploads waiting, and an alert. */
         assert_int_equal(json_integer_value(json_object_get(during, "intake_retry")), n);
-        msg = alert_message(during, "intake_failing");
+        msg = tu_alert_message(during, "intake_failing");
         if (!msg || !strstr(msg, "database or disk is full"))
                 fail_msg("no intake_failing alert naming the cause: %s", msg ? msg : "(none)");
-        st = status_json(&d);
+        st = tu_status_json(&d, NULL);
         assert_int_equal(json_integer_value(json_object_get(st, "intake_retry")), 0);
-        assert_null(alert_message(st, "intake_failing"));
+        assert_null(tu_alert_message(st, "intake_failing"));
         json_decref(st);
         json_decref(during);
         free(flag);
@@ -276,7 +222,7 @@ static void test_out_of_descriptors(void **state)
         assert_int_equal(prlimit(d.pid, RLIMIT_NOFILE, &old, NULL), 0);
         st = wait_status(&d, 90, "all uploads taken in once descriptors are available", taken_in,
                          (void *)&n);
-        assert_int_equal(jobs_in(st, "queued"), n);
+        assert_int_equal(tu_jobs_in(st, "queued"), n);
         assert_int_equal(json_integer_value(json_object_get(st, "intake_retry")), 0);
         json_decref(st);
         assert_once_each(&d, n);
@@ -298,7 +244,7 @@ static void signal_workers(struct tu_daemon *d, int sig)
 static bool one_running(const json_t *st, void *arg)
 {
         (void)arg;
-        return jobs_in(st, "running") == 1;
+        return tu_jobs_in(st, "running") == 1;
 }
 
 static void test_handback_retried(void **state)
@@ -330,8 +276,8 @@ static void test_handback_retried(void **state)
                 st = wait_status(&d, 60, "the job running", one_running, NULL);
                 json_decref(st);
                 signal_workers(&d, SIGSTOP);
-                st = status_json(&d);
-                if (jobs_in(st, "running") == 1) {
+                st = tu_status_json(&d, NULL);
+                if (tu_jobs_in(st, "running") == 1) {
                         tu_write_file(flag, "", 0); /* the ledger's disk fills up */
                         blocked = true;
                 }
@@ -357,15 +303,16 @@ static void test_handback_retried(void **state)
         t0 = tu_now_us();
         assert_int_equal(unlink(flag), 0);
         {
-                json_int_t n = ledger_int(&d, "SELECT count(*) FROM jobs");
+                json_int_t n = tu_ledger_int(&d, "SELECT count(*) FROM jobs");
                 st = wait_status(&d, 90, "the handed-back job done", all_done, &n);
                 json_decref(st);
         }
         printf("handed back and done %.1f s after the ledger had space again\n",
                (double)(tu_now_us() - t0) / 1e6);
         assert_true(tu_log_contains(&d, "handed back to the ledger"));
-        assert_int_equal(ledger_int(&d, "SELECT max(attempts) FROM jobs WHERE state = 'done'"), 1);
-        assert_int_equal(ledger_int(&d, "SELECT count(*) FROM jobs WHERE state != 'done'"), 0);
+        assert_int_equal(tu_ledger_int(&d, "SELECT max(attempts) FROM jobs WHERE state = 'done'"),
+                         1);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state != 'done'"), 0);
         free(src);
         free(flag);
         tu_daemon_cleanup(&d);

@@ -29,34 +29,10 @@
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-/* Runs `imgctl <args...> --json` (up to three arguments); fails the test unless it exits 0
- * (or 1 for status, which says so while an alert is active: its answer is still there). */
-static json_t *imgctl_json(struct tu_daemon *d, const char *cmd, const char *a1, const char *a2)
-{
-        char *out = NULL;
-        json_error_t err;
-        json_t *j;
-        int r;
-
-        if (a2)
-                r = tu_imgctl(d, &out, cmd, a1, a2, "--json", NULL);
-        else if (a1)
-                r = tu_imgctl(d, &out, cmd, a1, "--json", NULL);
-        else
-                r = tu_imgctl(d, &out, cmd, "--json", NULL);
-        if (r != 0 && !(r == 1 && strcmp(cmd, "status") == 0))
-                fail_msg("imgctl %s %s failed (%d): %s", cmd, a1 ? a1 : "", r, out ? out : "");
-        j = json_loads(out, 0, &err);
-        if (!j)
-                fail_msg("imgctl %s --json printed no JSON (%s): %s", cmd, err.text, out);
-        free(out);
-        return j;
-}
-
 /* A member of `imgctl status --json` (of its group `group` unless NULL). */
 static json_int_t status_int(struct tu_daemon *d, const char *group, const char *key)
 {
-        json_t *st = imgctl_json(d, "status", NULL, NULL);
+        json_t *st = tu_status_json(d, NULL);
         json_t *o = group ? json_object_get(st, group) : st;
         json_t *v = json_object_get(o, key);
         json_int_t n;
@@ -90,7 +66,7 @@ static void wait_count(struct tu_daemon *d, const char *state, json_int_t want, 
 /* The jobs of `source` (newest first), from `imgctl jobs --json`; caller decrefs. */
 static json_t *jobs_of(struct tu_daemon *d, const char *source)
 {
-        json_t *all = imgctl_json(d, "jobs", "--limit", "1000");
+        json_t *all = tu_imgctl_json(d, "jobs", "--limit", "1000");
         json_t *mine = json_array(), *job;
         size_t i;
 
@@ -258,7 +234,7 @@ static char *queue_paused(struct tu_daemon *d, const char *name)
 {
         char *src;
 
-        json_decref(imgctl_json(d, "pause", NULL, NULL));
+        json_decref(tu_imgctl_json(d, "pause", NULL, NULL));
         src = drop_image(d, name);
         wait_count(d, "queued", 1, 20000);
         return src;
@@ -281,7 +257,7 @@ static void test_cancelled_then_moved_back(void **state)
         src = queue_paused(&d, "a.jpg");
         away = tu_path("%s/a.jpg", d.root);
         move(src, away);
-        json_decref(imgctl_json(&d, "resume", NULL, NULL));
+        json_decref(tu_imgctl_json(&d, "resume", NULL, NULL));
         wait_count(&d, "cancelled", 1, 20000);
         tu_daemon_wait_idle(&d, 30);
         move(away, src);
@@ -325,12 +301,12 @@ static void test_cancelled_then_enqueued(void **state)
         json_decref(jobs);
         assert_int_equal(tu_imgctl(&d, NULL, "cancel", ids, NULL), 0);
 
-        r = imgctl_json(&d, "enqueue", src, NULL);
+        r = tu_imgctl_json(&d, "enqueue", src, NULL);
         if (!json_is_true(json_object_get(r, "created")))
                 fail_msg("enqueue of content whose job was cancelled created no job: %s",
                          json_dumps(r, JSON_COMPACT));
         json_decref(r);
-        json_decref(imgctl_json(&d, "resume", NULL, NULL));
+        json_decref(tu_imgctl_json(&d, "resume", NULL, NULL));
         tu_daemon_wait_idle(&d, 60);
         assert_int_equal(count_state(&d, "done"), 1);
         free(src);
@@ -403,7 +379,7 @@ static void test_stopped_past_timeout(void **state)
         for (unsigned round = 0; round < rounds; round++) {
                 int waited;
 
-                json_decref(imgctl_json(&d, "pause", NULL, NULL));
+                json_decref(tu_imgctl_json(&d, "pause", NULL, NULL));
                 for (unsigned k = 0; k < per_round; k++) {
                         char *tmp = tu_path("%s/r%u-%u.png", d.root, round, k);
                         char *dest = tu_path("%s/r%u-%u.png", d.uploads, round, k);
@@ -414,7 +390,7 @@ static void test_stopped_past_timeout(void **state)
                         free(dest);
                 }
                 wait_count(&d, "queued", per_round, 20000);
-                json_decref(imgctl_json(&d, "resume", NULL, NULL));
+                json_decref(tu_imgctl_json(&d, "resume", NULL, NULL));
                 /* Every worker on a job, then the daemon stopped past their timeouts. */
                 for (waited = 0; waited < 5000 && status_int(&d, "workers", "busy") < workers;
                      waited += 5)
@@ -425,7 +401,7 @@ static void test_stopped_past_timeout(void **state)
                 tu_daemon_wait_idle(&d, 120);
         }
 
-        all = imgctl_json(&d, "jobs", "--limit", "1000");
+        all = tu_imgctl_json(&d, "jobs", "--limit", "1000");
         assert_int_equal(json_array_size(json_object_get(all, "jobs")), rounds * per_round);
         json_array_foreach(json_object_get(all, "jobs"), i, job)
         {
@@ -475,7 +451,7 @@ static void test_worker_hangs_at_start(void **state)
         tu_daemon_wait_idle(&d, 30);
         print_message("done %.1f s after the upload (job_timeout 2 s)\n",
                       (double)(tu_now_us() - t0) / 1e6);
-        all = imgctl_json(&d, "jobs", NULL, NULL);
+        all = tu_imgctl_json(&d, "jobs", NULL, NULL);
         assert_int_equal(json_array_size(json_object_get(all, "jobs")), 1);
         job = json_array_get(json_object_get(all, "jobs"), 0);
         assert_string_equal(json_string_value(json_object_get(job, "state")), "done");

@@ -259,73 +259,15 @@ static void test_scan_settles(void **state)
 
 /* ---- with the real daemon ------------------------------------------------------------------ */
 
-/* The daemon's answer to `imgctl status --json` (which exits 1 while an alert is active); the
- * time it took in *ret_us when not NULL. */
-static json_t *status_json(struct tu_daemon *d, int64_t *ret_us)
-{
-        int64_t t0 = tu_now_us();
-        char *out = NULL;
-        json_error_t err;
-        json_t *j;
-        int r = tu_imgctl(d, &out, "status", "--json", NULL);
-
-        if (ret_us)
-                *ret_us = tu_now_us() - t0;
-        if (r != 0 && r != 1)
-                fail_msg("imgctl status failed (%d): %s", r, out ? out : "");
-        j = json_loads(out, 0, &err);
-        if (!j)
-                fail_msg("imgctl status --json printed no JSON (%s): %s", err.text, out);
-        free(out);
-        return j;
-}
-
-static json_int_t jobs_in(const json_t *status, const char *state)
-{
-        return json_integer_value(json_object_get(json_object_get(status, "jobs"), state));
-}
-
 static json_int_t status_int(const json_t *status, const char *key)
 {
         return json_integer_value(json_object_get(status, key));
 }
 
-static const char *alert_message(const json_t *status, const char *name)
-{
-        const json_t *alerts = json_object_get(status, "alerts");
-
-        for (size_t i = 0; i < json_array_size(alerts); i++) {
-                const json_t *a = json_array_get(alerts, i);
-                const char *n = json_string_value(json_object_get(a, "alert"));
-                if (n && strcmp(n, name) == 0)
-                        return json_string_value(json_object_get(a, "message"));
-        }
-        return NULL;
-}
-
-/* One integer from the ledger (read-only, beside the daemon). */
-static int64_t ledger_int(struct tu_daemon *d, const char *sql)
-{
-        char *db_path = tu_path("%s/imgd.db", d->state);
-        sqlite3 *db;
-        sqlite3_stmt *st;
-        int64_t v = -1;
-
-        assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        sqlite3_busy_timeout(db, 5000);
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-                v = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-        free(db_path);
-        return v;
-}
-
 static void assert_once_each(struct tu_daemon *d, int64_t n)
 {
-        assert_int_equal(ledger_int(d, "SELECT count(*) FROM jobs"), n);
-        assert_int_equal(ledger_int(d, "SELECT count(DISTINCT source_path) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(d, "SELECT count(*) FROM jobs"), n);
+        assert_int_equal(tu_ledger_int(d, "SELECT count(DISTINCT source_path) FROM jobs"), n);
 }
 
 static void fail_with_log(struct tu_daemon *d, const json_t *st, const char *what)
@@ -344,9 +286,9 @@ static json_t *wait_queued(struct tu_daemon *d, json_int_t queued, unsigned time
         int64_t until = tu_now_us() + (int64_t)timeout_s * 1000000;
 
         for (;;) {
-                json_t *st = status_json(d, NULL);
+                json_t *st = tu_status_json(d, NULL);
 
-                if (jobs_in(st, "queued") >= queued &&
+                if (tu_jobs_in(st, "queued") >= queued &&
                     !json_is_true(json_object_get(st, "intake_pending")))
                         return st;
                 if (tu_now_us() > until) {
@@ -401,12 +343,12 @@ static void test_overflow_rescan(void **state)
                 int64_t us;
 
                 json_decref(st);
-                st = status_json(&d, &us);
+                st = tu_status_json(&d, &us);
                 samples++;
                 total_us += us;
                 if (us > max_us)
                         max_us = us;
-                if (jobs_in(st, "queued") >= OVERFLOW_FILES &&
+                if (tu_jobs_in(st, "queued") >= OVERFLOW_FILES &&
                     !json_is_true(json_object_get(st, "intake_pending")))
                         break;
                 if (tu_now_us() - t0 > 600 * 1000000LL)
@@ -418,7 +360,7 @@ static void test_overflow_rescan(void **state)
                (double)total_us / samples / 1e3);
         if (!tu_log_contains(&d, "inotify queue overflowed"))
                 fail_with_log(&d, st, "the inotify queue did not overflow");
-        assert_int_equal(jobs_in(st, "queued"), OVERFLOW_FILES);
+        assert_int_equal(tu_jobs_in(st, "queued"), OVERFLOW_FILES);
         json_decref(st);
         assert_once_each(&d, OVERFLOW_FILES);
         if (max_us >= 1000000)
@@ -540,7 +482,7 @@ static json_t *wait_unwatched(struct tu_daemon *d, json_int_t n, unsigned timeou
         int64_t until = tu_now_us() + (int64_t)timeout_s * 1000000;
 
         for (;;) {
-                json_t *st = status_json(d, NULL);
+                json_t *st = tu_status_json(d, NULL);
 
                 if (status_int(st, "unwatched_folders") == n)
                         return st;
@@ -584,7 +526,7 @@ static void test_unwatched_folders(void **state)
         drop_in(&d, 4, "later"); /* and later ones too */
         st = wait_queued(&d, 11, 30);
         assert_int_equal(status_int(st, "unwatched_folders"), 3);
-        msg = alert_message(st, "unwatched_folders");
+        msg = tu_alert_message(st, "unwatched_folders");
         if (!msg || !strstr(msg, "3 folder(s) not watched") || !strstr(msg, "inotify watch limit"))
                 fail_with_log(&d, st, "no alert for the unwatched folders");
         json_decref(st);
@@ -592,7 +534,7 @@ static void test_unwatched_folders(void **state)
         /* The limit is raised: the next scan watches them, the alert goes. */
         set_watch_limit(&d, 100);
         st = wait_unwatched(&d, 0, 30);
-        assert_null(alert_message(st, "unwatched_folders"));
+        assert_null(tu_alert_message(st, "unwatched_folders"));
         json_decref(st);
         assert_true(tu_log_contains(&d, "watching "));
         drop_in(&d, 3, "watched");
@@ -608,9 +550,9 @@ static void wait_jobs_finished(struct tu_daemon *d, int64_t n, unsigned timeout_
 {
         int64_t until = tu_now_us() + (int64_t)timeout_s * 1000000;
 
-        while (ledger_int(d, "SELECT count(*) FROM jobs") != n ||
-               ledger_int(d, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retry', "
-                             "'running')") != 0) {
+        while (tu_ledger_int(d, "SELECT count(*) FROM jobs") != n ||
+               tu_ledger_int(d, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retry', "
+                                "'running')") != 0) {
                 if (tu_now_us() > until) {
                         char what[128];
                         snprintf(what, sizeof what, "not %lld jobs finished within %u s",
@@ -653,7 +595,7 @@ static void test_unwatched_at_start(void **state)
         start_in_userns(&d, LIMIT);
         wait_jobs_finished(&d, n, 120);
         st = wait_unwatched(&d, DIRS + 1 - LIMIT, 30);
-        msg = alert_message(st, "unwatched_folders");
+        msg = tu_alert_message(st, "unwatched_folders");
         /* The folders are watched in name order: the first not watched is d09. */
         first = tu_path("(first: %s/d%02u)", d.uploads, LIMIT - 1);
         if (!msg || !strstr(msg, "21 folder(s) not watched") || !strstr(msg, first) ||
@@ -676,7 +618,7 @@ static void test_unwatched_at_start(void **state)
         }
         wait_jobs_finished(&d, n, 120);
         assert_once_each(&d, n);
-        assert_int_equal(ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done'"), n);
         free(first);
         tu_daemon_cleanup(&d);
         userns_daemon = 0;
@@ -723,7 +665,8 @@ static void test_half_written_when_found(void **state)
 
         tu_daemon_wait_idle(&d, 60);
         wait_jobs_finished(&d, 2, 60);
-        if (ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1") != 2)
+        if (tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1") !=
+            2)
                 fail_with_log(&d, NULL, "not one job done at the first attempt per file");
         assert_once_each(&d, 2);
         assert_false(tu_log_contains(&d, "error"));

@@ -8,9 +8,12 @@
 #include <fnmatch.h>
 #include <ftw.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <vips/vips.h>
@@ -562,4 +565,93 @@ int tu_run(char **ret_out, const char *prog, ...)
         va_end(ap);
         argv[n] = NULL;
         return run_argv(ret_out, argv);
+}
+
+json_t *tu_imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1, const char *arg2)
+{
+        char *out = NULL;
+        json_error_t err;
+        json_t *j;
+        int r;
+
+        if (arg2)
+                r = tu_imgctl(d, &out, cmd, arg1, arg2, "--json", NULL);
+        else if (arg1)
+                r = tu_imgctl(d, &out, cmd, arg1, "--json", NULL);
+        else
+                r = tu_imgctl(d, &out, cmd, "--json", NULL);
+        if (r != 0)
+                fail_msg("imgctl %s %s failed (%d): %s", cmd, arg1 ? arg1 : "", r, out ? out : "");
+        j = json_loads(out, 0, &err);
+        if (!j)
+                fail_msg("imgctl %s --json printed no JSON (%s): %s", cmd, err.text, out);
+        free(out);
+        return j;
+}
+
+json_t *tu_status_json(struct tu_daemon *d, int64_t *ret_us)
+{
+        int64_t t0 = tu_now_us();
+        char *out = NULL;
+        json_error_t err;
+        json_t *j;
+        int r = tu_imgctl(d, &out, "status", "--json", NULL);
+
+        if (ret_us)
+                *ret_us = tu_now_us() - t0;
+        if (r != 0 && r != 1)
+                fail_msg("imgctl status failed (%d): %s", r, out ? out : "");
+        j = json_loads(out, 0, &err);
+        if (!j)
+                fail_msg("imgctl status --json printed no JSON (%s): %s", err.text, out);
+        free(out);
+        return j;
+}
+
+json_int_t tu_jobs_in(const json_t *status, const char *state)
+{
+        return json_integer_value(json_object_get(json_object_get(status, "jobs"), state));
+}
+
+const char *tu_alert_message(const json_t *status, const char *name)
+{
+        const json_t *alerts = json_object_get(status, "alerts");
+
+        for (size_t i = 0; i < json_array_size(alerts); i++) {
+                const json_t *a = json_array_get(alerts, i);
+                const char *n = json_string_value(json_object_get(a, "alert"));
+
+                if (n && strcmp(n, name) == 0)
+                        return json_string_value(json_object_get(a, "message"));
+        }
+        return NULL;
+}
+
+int64_t tu_ledger_int(struct tu_daemon *d, const char *sql)
+{
+        char *db_path = tu_path("%s/imgd.db", d->state);
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        int64_t v = -1;
+
+        assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+                v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        free(db_path);
+        return v;
+}
+
+int tu_connect_raw(const char *path)
+{
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        assert_true(fd >= 0);
+        snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+        assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+        return fd;
 }

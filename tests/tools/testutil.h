@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "shared/macro.h"
 
@@ -113,3 +114,33 @@ void tu_daemon_wait_idle(struct tu_daemon *d, unsigned timeout_s);
 /* Runs a program (NULL-terminated argv), captures stdout/stderr into *ret_out (may be NULL);
  * returns the exit status (or 128+signal). */
 int tu_run(char **ret_out, const char *prog, ...);
+
+/*
+ * Runs `imgctl <cmd> [arg1 [arg2]] --json` and returns its parsed answer (caller decrefs);
+ * fails the test when imgctl exits non-zero or prints no JSON.
+ */
+json_t *tu_imgctl_json(struct tu_daemon *d, const char *cmd, const char *arg1, const char *arg2);
+
+/*
+ * Runs `imgctl status --json` and returns its parsed answer (caller decrefs). Exit status 1
+ * (an alert is active) is accepted; anything else fails the test. *ret_us, when not NULL,
+ * is how long imgctl took, in microseconds.
+ */
+json_t *tu_status_json(struct tu_daemon *d, int64_t *ret_us);
+
+/* The count of jobs in `state` ("queued", "done", ...) in a status answer; 0 if absent. */
+json_int_t tu_jobs_in(const json_t *status, const char *state);
+
+/* The message of the alert named `name` in a status answer, or NULL. */
+const char *tu_alert_message(const json_t *status, const char *name);
+
+/*
+ * One integer from the ledger (state/imgd.db, opened read-only beside the daemon, waiting
+ * up to 5 s for a lock): the first column of the first row of `sql`, or -1 when there is no
+ * row or it is NULL. Fails the test when the ledger cannot be opened or `sql` not prepared.
+ */
+int64_t tu_ledger_int(struct tu_daemon *d, const char *sql);
+
+/* A stream socket connected to the Unix socket at `path` (the daemon's control socket, say);
+ * fails the test if it cannot connect. Caller closes. */
+int tu_connect_raw(const char *path);

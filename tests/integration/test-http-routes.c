@@ -1,14 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-http.c - GET /metrics and GET /health (http.h) on the real imgd, over real TCP on the
- * loopback (and a Unix socket) with a small HTTP client of the test's own: routes, methods and
- * HEAD, the health transitions (an operator's pause, an alert, a reload of health_alerts),
- * silent and slow clients against the supervisor's responsiveness, socket activation
- * (systemd-socket-activate, or the LISTEN_FDS protocol by hand when it is not installed),
- * configuration errors, and `promtool check metrics` on the real body.
+ * test-http-routes.c - GET /metrics (http.h) on the real imgd, over real TCP on the loopback (and
+ * a Unix socket) with the HTTP client of http-fixture.h: routes, methods and HEAD, silent and slow
+ * clients against the supervisor's responsiveness, socket activation (systemd-socket-activate, or
+ * the LISTEN_FDS protocol by hand when it is not installed), configuration errors, and `promtool
+ * check metrics` on the real body.
  *
- *   test-http            everything but promtool
- *   test-http promtool   only the promtool lint (its own ctest test, test-http-promtool)
+ *   test-http-routes            everything but promtool
+ *   test-http-routes promtool   only the promtool lint (its own ctest test, test-http-promtool)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,169 +26,7 @@
 
 #include "daemon/http.h"
 #include "testutil.h"
-
-#define PIPE                                                                                       \
-        "( { name = \"small\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
-
-struct reply {
-        int status;    /* 0: no answer */
-        char *headers; /* the status line and headers, as received */
-        char *body;
-        size_t body_len;
-};
-
-static void reply_done(struct reply *r)
-{
-        free(r->headers);
-        free(r->body);
-        *r = (struct reply){};
-}
-
-/* The value of header `name` in r (a new string), or NULL. */
-static char *header(const struct reply *r, const char *name)
-{
-        for (const char *p = r->headers; p && (p = strstr(p, "\r\n")); p += 2) {
-                const char *line = p + 2, *end = strstr(line, "\r\n");
-
-                if (strncasecmp(line, name, strlen(name)) == 0 && line[strlen(name)] == ':') {
-                        const char *v = line + strlen(name) + 1;
-
-                        while (*v == ' ')
-                                v++;
-                        return strndup(v, end ? (size_t)(end - v) : strlen(v));
-                }
-        }
-        return NULL;
-}
-
-/* A connected stream socket to `where` ("PORT" on 127.0.0.1, or a Unix socket path), or -1. */
-static int connect_to(const char *where)
-{
-        int fd;
-
-        if (where[0] == '/') {
-                struct sockaddr_un un = { .sun_family = AF_UNIX };
-
-                snprintf(un.sun_path, sizeof un.sun_path, "%s", where);
-                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                if (fd >= 0 && connect(fd, (struct sockaddr *)&un, sizeof un) < 0) {
-                        close(fd);
-                        fd = -1;
-                }
-        } else {
-                struct sockaddr_in in = { .sin_family = AF_INET,
-                                          .sin_port = htons((uint16_t)atoi(where)),
-                                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-
-                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                if (fd >= 0 && connect(fd, (struct sockaddr *)&in, sizeof in) < 0) {
-                        close(fd);
-                        fd = -1;
-                }
-        }
-        return fd;
-}
-
-/*
- * One request, "Connection: close", read to the end within timeout_ms. Returns 0 and *ret
- * (status 0 when the answer was not HTTP), or -errno (-ETIMEDOUT, a refused connection...).
- */
-static int request(const char *where, const char *method, const char *path, int timeout_ms,
-                   struct reply *ret)
-{
-        char *req = NULL, *buf = NULL, *split;
-        size_t len = 0, cap = 0;
-        int64_t deadline = tu_now_us() + (int64_t)timeout_ms * 1000;
-        int fd, r = 0;
-
-        *ret = (struct reply){};
-        fd = connect_to(where);
-        if (fd < 0)
-                return -errno;
-        assert_true(asprintf(&req, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                             method, path) > 0);
-        if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
-                r = -EIO;
-        free(req);
-        while (r == 0) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                int64_t left = deadline - tu_now_us();
-                ssize_t n;
-
-                if (left <= 0 || poll(&p, 1, (int)(left / 1000) + 1) == 0) {
-                        r = -ETIMEDOUT;
-                        break;
-                }
-                if (len + 4096 + 1 > cap) {
-                        cap = cap ? cap * 2 : 16384;
-                        buf = realloc(buf, cap);
-                        assert_non_null(buf);
-                }
-                n = read(fd, buf + len, 4096);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        r = -errno;
-                        break;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-        }
-        close(fd);
-        if (r < 0 && len == 0) {
-                free(buf);
-                return r;
-        }
-        if (!buf)
-                return -ECONNRESET;
-        buf[len] = '\0';
-        split = strstr(buf, "\r\n\r\n");
-        if (split && sscanf(buf, "HTTP/1.%*d %d", &ret->status) == 1) {
-                ret->headers = strndup(buf, (size_t)(split - buf));
-                ret->body_len = len - (size_t)(split + 4 - buf);
-                ret->body = strndup(split + 4, ret->body_len);
-        }
-        free(buf);
-        return 0;
-}
-
-/* request() that must be answered: fails the test otherwise. */
-static void must_request(const char *where, const char *method, const char *path, struct reply *ret)
-{
-        int r = request(where, method, path, 10000, ret);
-
-        if (r < 0 || ret->status == 0)
-                fail_msg("%s %s on %s: no HTTP answer (%s)", method, path, where,
-                         r < 0 ? strerror(-r) : "not HTTP");
-}
-
-/* The port imgd logged ("http: serving /metrics and /health on 127.0.0.1:PORT"). */
-static char *logged_port(struct tu_daemon *d)
-{
-        char *log = tu_read_file(d->log, NULL), *p, *port;
-
-        assert_non_null(log);
-        p = strstr(log, "/health on 127.0.0.1:");
-        if (!p)
-                fail_msg("imgd did not log its HTTP address:\n%s", log);
-        port = strndup(p + strlen("/health on 127.0.0.1:"),
-                       strspn(p + strlen("/health on 127.0.0.1:"), "0123456789"));
-        free(log);
-        return port;
-}
-
-static void drop_image(struct tu_daemon *d, const char *name)
-{
-        char *tmp = tu_path("%s/.%s", d->root, name), *dst = tu_path("%s/%s", d->uploads, name);
-
-        tu_make_image(tmp, 120, 80, "jpeg", false);
-        assert_int_equal(rename(tmp, dst), 0);
-        free(tmp);
-        free(dst);
-}
-
-/* ---- routes, methods, the metrics' content ------------------------------------------------ */
+#include "http-fixture.h"
 
 static void test_metrics_and_routes(void **state)
 {
@@ -199,16 +36,16 @@ static void test_metrics_and_routes(void **state)
 
         tu_daemon_setup(&d, PIPE, 1, "http = { listen = \"127.0.0.1:0\"; };");
         tu_daemon_start(&d);
-        port = logged_port(&d);
-        drop_image(&d, "a.jpg");
+        port = httpfx_logged_port(&d);
+        httpfx_drop_image(&d, "a.jpg");
         garbage = tu_path("%s/b.jpg", d.uploads);
         tu_write_file(garbage, "not an image", (size_t)-1);
         free(garbage);
         tu_daemon_wait_idle(&d, 60);
 
-        must_request(port, "GET", "/metrics", &r);
+        httpfx_must_request(port, "GET", "/metrics", &r);
         assert_int_equal(r.status, 200);
-        v = header(&r, "Content-Type");
+        v = httpfx_header(&r, "Content-Type");
         assert_string_equal(v, "text/plain; version=0.0.4; charset=utf-8");
         free(v);
         assert_non_null(strstr(r.body, "# TYPE imgd_jobs gauge\n"));
@@ -233,50 +70,50 @@ static void test_metrics_and_routes(void **state)
                 }
         }
         free(cli);
-        reply_done(&r);
+        httpfx_reply_done(&r);
 
         /* HEAD: the headers of GET, no body. */
-        must_request(port, "HEAD", "/metrics", &r);
+        httpfx_must_request(port, "HEAD", "/metrics", &r);
         assert_int_equal(r.status, 200);
-        v = header(&r, "Content-Length");
+        v = httpfx_header(&r, "Content-Length");
         assert_non_null(v);
         assert_true(atoi(v) > 1000);
         free(v);
         assert_int_equal(r.body_len, 0);
-        reply_done(&r);
-        must_request(port, "HEAD", "/health", &r);
+        httpfx_reply_done(&r);
+        httpfx_must_request(port, "HEAD", "/health", &r);
         assert_int_equal(r.status, 200);
         assert_int_equal(r.body_len, 0);
-        reply_done(&r);
+        httpfx_reply_done(&r);
 
         /* A query string does not change the path. */
-        must_request(port, "GET", "/metrics?debug=1", &r);
+        httpfx_must_request(port, "GET", "/metrics?debug=1", &r);
         assert_int_equal(r.status, 200);
-        reply_done(&r);
+        httpfx_reply_done(&r);
 
         /* Other paths 404, other methods 405 with Allow. */
         static const char *const paths[] = { "/", "/metrics/", "/healthz", "/../metrics",
                                              "/METRICS" };
         for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
-                must_request(port, "GET", paths[i], &r);
+                httpfx_must_request(port, "GET", paths[i], &r);
                 if (r.status != 404)
                         fail_msg("GET %s: %d, expected 404", paths[i], r.status);
-                reply_done(&r);
+                httpfx_reply_done(&r);
         }
         static const char *const methods[] = { "POST", "PUT", "DELETE", "OPTIONS", "PATCH" };
         for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
-                must_request(port, methods[i], i % 2 ? "/health" : "/metrics", &r);
+                httpfx_must_request(port, methods[i], i % 2 ? "/health" : "/metrics", &r);
                 if (r.status != 405)
                         fail_msg("%s: %d, expected 405", methods[i], r.status);
-                v = header(&r, "Allow");
+                v = httpfx_header(&r, "Allow");
                 assert_string_equal(v, "GET, HEAD");
                 free(v);
-                reply_done(&r);
+                httpfx_reply_done(&r);
         }
         /* A request imgd's HTTP server will not parse gets an error, never a hang. */
-        assert_int_equal(request(port, "GET", "not-a-path", 10000, &r), 0);
+        assert_int_equal(httpfx_request(port, "GET", "not-a-path", 10000, &r), 0);
         assert_true(r.status >= 400 || r.status == 0);
-        reply_done(&r);
+        httpfx_reply_done(&r);
 
         free(port);
         assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
@@ -304,10 +141,10 @@ static void test_unix_socket(void **state)
                 close(fd);
         }
         tu_daemon_start(&d);
-        must_request(path, "GET", "/health", &r);
+        httpfx_must_request(path, "GET", "/health", &r);
         assert_int_equal(r.status, 200);
         assert_non_null(strstr(r.body, "\"status\":\"ok\""));
-        reply_done(&r);
+        httpfx_reply_done(&r);
         assert_int_equal(stat(path, &st), 0);
         assert_int_equal(st.st_mode & 0777, 0666);
         assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
@@ -335,158 +172,6 @@ static void test_unix_socket(void **state)
         free(path);
         free(extra);
 }
-
-/* ---- /health ------------------------------------------------------------------------------ */
-
-/* GET /health until its body contains `text` (within 15 s); returns the last reply. */
-static void health_until(const char *port, const char *text, struct reply *r)
-{
-        for (int i = 0; i < 150; i++) {
-                must_request(port, "GET", "/health", r);
-                if (strstr(r->body, text))
-                        return;
-                reply_done(r);
-                usleep(100 * 1000);
-        }
-        must_request(port, "GET", "/health", r);
-        fail_msg("/health never said %s; last: %d %s", text, r->status, r->body);
-}
-
-static void rewrite_config(struct tu_daemon *d, const char *from, const char *to)
-{
-        char *text = tu_read_file(d->config, NULL), *at, *next;
-
-        assert_non_null(text);
-        at = strstr(text, from);
-        assert_non_null(at);
-        *at = '\0';
-        next = tu_path("%s%s%s", text, to, at + strlen(from));
-        tu_write_file(d->config, next, (size_t)-1);
-        free(next);
-        free(text);
-}
-
-static void test_health_transitions(void **state)
-{
-        struct tu_daemon d;
-        struct reply r;
-        char *port, *v;
-
-        tu_daemon_setup(&d, PIPE, 1,
-                        "alerts = { queued = 1; };\n"
-                        "http = { listen = \"127.0.0.1:0\";\n"
-                        "         health_alerts = [ \"queue_depth\", \"paused\" ]; };");
-        tu_daemon_start(&d);
-        port = logged_port(&d);
-
-        must_request(port, "GET", "/health", &r);
-        assert_int_equal(r.status, 200);
-        v = header(&r, "Content-Type");
-        assert_string_equal(v, "application/json");
-        free(v);
-        assert_string_equal(r.body, "{\"status\":\"ok\",\"state\":\"running\",\"level\":\"full\","
-                                    "\"paused\":false,\"alerts\":[],\"failing\":[]}\n");
-        reply_done(&r);
-
-        /* An operator's pause, counted: 503. */
-        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
-        must_request(port, "GET", "/health", &r);
-        assert_int_equal(r.status, 503);
-        assert_non_null(strstr(r.body, "\"status\":\"failing\""));
-        assert_non_null(strstr(r.body, "\"paused\":true"));
-        assert_non_null(strstr(r.body, "\"failing\":[\"paused\"]"));
-        reply_done(&r);
-        must_request(port, "HEAD", "/health", &r);
-        assert_int_equal(r.status, 503);
-        reply_done(&r);
-
-        /* A job waits: the queue_depth alert (at 1), counted too. */
-        drop_image(&d, "a.jpg");
-        health_until(port, "\"alerts\":[\"queue_depth\"]", &r);
-        assert_int_equal(r.status, 503);
-        assert_non_null(strstr(r.body, "\"failing\":[\"paused\",\"queue_depth\"]"));
-        reply_done(&r);
-
-        /* The operator stops counting them: a reload applies at once, and the alert is
-         * still listed. */
-        rewrite_config(&d, "health_alerts = [ \"queue_depth\", \"paused\" ]",
-                       "health_alerts = [ ]");
-        assert_int_equal(tu_imgctl(&d, NULL, "reload", NULL), 0);
-        must_request(port, "GET", "/health", &r);
-        assert_int_equal(r.status, 200);
-        assert_non_null(strstr(r.body, "\"status\":\"ok\""));
-        assert_non_null(strstr(r.body, "\"alerts\":[\"queue_depth\"]"));
-        assert_non_null(strstr(r.body, "\"failing\":[]"));
-        reply_done(&r);
-
-        /* Counted again (the default: every alert, not the pause): 503 for the alert alone. */
-        rewrite_config(&d, "health_alerts = [ ];", "");
-        assert_int_equal(tu_imgctl(&d, NULL, "reload", NULL), 0);
-        must_request(port, "GET", "/health", &r);
-        assert_int_equal(r.status, 503);
-        assert_non_null(strstr(r.body, "\"failing\":[\"queue_depth\"]"));
-        reply_done(&r);
-
-        /* Resumed and drained: 200 again. */
-        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
-        tu_daemon_wait_idle(&d, 60);
-        health_until(port, "\"alerts\":[]", &r);
-        assert_int_equal(r.status, 200);
-        assert_non_null(strstr(r.body, "\"status\":\"ok\""));
-        reply_done(&r);
-
-        free(port);
-        assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
-        tu_daemon_cleanup(&d);
-}
-
-/* While imgd drains at SIGTERM (a job still running, slowed down in the worker), /health is
- * 503 "stopping" whatever health_alerts counts, and /metrics still answers. */
-static void test_health_stopping(void **state)
-{
-#ifdef IMGD_FAULT_INJECTION
-        struct tu_daemon d;
-        struct reply r;
-        bool running = false;
-        char *port;
-        int status;
-
-        setenv("IMGD_FAULT_DELAY", "worker.job", 1);
-        setenv("IMGD_FAULT_DELAY_MS", "4000", 1);
-        tu_daemon_setup(&d, PIPE, 1, "http = { listen = \"127.0.0.1:0\"; health_alerts = [ ]; };");
-        tu_daemon_start(&d);
-        unsetenv("IMGD_FAULT_DELAY");
-        unsetenv("IMGD_FAULT_DELAY_MS");
-        port = logged_port(&d);
-        drop_image(&d, "a.jpg");
-        for (int i = 0; i < 500; i++) {
-                must_request(port, "GET", "/metrics", &r);
-                running = strstr(r.body, "imgd_jobs{state=\"running\"} 1\n") != NULL;
-                reply_done(&r);
-                if (running)
-                        break;
-                usleep(10 * 1000);
-        }
-        assert_true(running);
-
-        kill(d.pid, SIGTERM);
-        health_until(port, "\"state\":\"stopping\"", &r);
-        assert_int_equal(r.status, 503);
-        assert_non_null(strstr(r.body, "\"failing\":[\"stopping\"]"));
-        reply_done(&r);
-        must_request(port, "GET", "/metrics", &r);
-        assert_int_equal(r.status, 200);
-        reply_done(&r);
-        status = tu_daemon_wait_exit(&d, 30000);
-        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        free(port);
-        tu_daemon_cleanup(&d);
-#else
-        skip();
-#endif
-}
-
-/* ---- slow and silent clients ------------------------------------------------------------- */
 
 /* Microseconds `imgctl status` takes; fails the test if it fails. */
 static int64_t status_time_us(struct tu_daemon *d)
@@ -530,33 +215,33 @@ static void test_slow_clients(void **state)
 
         tu_daemon_setup(&d, PIPE, 1, "http = { listen = \"127.0.0.1:0\"; };");
         tu_daemon_start(&d);
-        port = logged_port(&d);
+        port = httpfx_logged_port(&d);
 
         /* 50 connections that say nothing, 5 that stop in the middle of a request line. */
         for (; n < SILENT; n++)
-                assert_true((fds[n] = connect_to(port)) >= 0);
+                assert_true((fds[n] = httpfx_connect_to(port)) >= 0);
         for (; n < SILENT + SLOW; n++) {
-                assert_true((fds[n] = connect_to(port)) >= 0);
+                assert_true((fds[n] = httpfx_connect_to(port)) >= 0);
                 assert_int_equal(write(fds[n], "GET /metr", 9), 9);
         }
         usleep(200 * 1000);
         status_times(&d, n, "idle HTTP connections");
         t = tu_now_us();
-        assert_int_equal(request(port, "GET", "/metrics", 5000, &r), 0);
+        assert_int_equal(httpfx_request(port, "GET", "/metrics", 5000, &r), 0);
         assert_int_equal(r.status, 200);
         assert_non_null(strstr(r.body, "imgd_jobs{state=\"queued\"}"));
-        reply_done(&r);
+        httpfx_reply_done(&r);
         print_message("GET /metrics beside them: %lld ms\n", (long long)((tu_now_us() - t) / 1000));
 
         /* More than the limit: the daemon still answers at once, and so does HTTP, the
          * quietest connections being closed to make room. */
         for (; n < OVER + SLOW; n++)
-                assert_true((fds[n] = connect_to(port)) >= 0);
+                assert_true((fds[n] = httpfx_connect_to(port)) >= 0);
         status_times(&d, n, "HTTP connections, over the limit");
         t = tu_now_us();
-        assert_int_equal(request(port, "GET", "/metrics", 5000, &r), 0);
+        assert_int_equal(httpfx_request(port, "GET", "/metrics", 5000, &r), 0);
         assert_int_equal(r.status, 200);
-        reply_done(&r);
+        httpfx_reply_done(&r);
         print_message("GET /metrics over the limit: answered after %lld ms\n",
                       (long long)((tu_now_us() - t) / 1000));
         assert_true(tu_now_us() - t < 3000000);
@@ -571,12 +256,12 @@ static void test_slow_clients(void **state)
         /* Over and over: every new request is served. */
         t = tu_now_us();
         for (int i = 0; i < 20; i++) {
-                int extra = connect_to(port);
+                int extra = httpfx_connect_to(port);
 
                 assert_true(extra >= 0);
-                assert_int_equal(request(port, "GET", "/health", 5000, &r), 0);
+                assert_int_equal(httpfx_request(port, "GET", "/health", 5000, &r), 0);
                 assert_int_equal(r.status, 200);
-                reply_done(&r);
+                httpfx_reply_done(&r);
                 close(extra);
         }
         print_message("20 more connections and requests over the limit: %lld ms\n",
@@ -600,8 +285,6 @@ static void test_slow_clients(void **state)
         assert_true(WIFEXITED(tu_daemon_stop(&d, SIGTERM)));
         tu_daemon_cleanup(&d);
 }
-
-/* ---- socket activation -------------------------------------------------------------------- */
 
 /* A listening TCP socket on 127.0.0.1, any free port; its port in *ret_port. */
 static int listen_any(unsigned *ret_port)
@@ -692,7 +375,7 @@ static void socket_activation(bool by_hand)
 
         /* The first request starts imgd (systemd-socket-activate) and is answered by it. */
         for (int i = 0; i < 100; i++) {
-                if (request(portstr, "GET", "/metrics", 20000, &r) == 0)
+                if (httpfx_request(portstr, "GET", "/metrics", 20000, &r) == 0)
                         break;
                 usleep(50 * 1000); /* systemd-socket-activate not listening yet */
         }
@@ -701,12 +384,12 @@ static void socket_activation(bool by_hand)
                 fail_msg("GET /metrics through the passed socket: %d\n%s", r.status, log);
         }
         assert_non_null(strstr(r.body, "# TYPE imgd_jobs gauge"));
-        reply_done(&r);
+        httpfx_reply_done(&r);
         for (int i = 0; i < 500 && tu_imgctl(&d, NULL, "status", NULL) != 0; i++)
                 usleep(20 * 1000);
-        must_request(portstr, "GET", "/health", &r);
+        httpfx_must_request(portstr, "GET", "/health", &r);
         assert_int_equal(r.status, 200);
-        reply_done(&r);
+        httpfx_reply_done(&r);
         assert_true(tu_log_contains(&d, "serving on the socket systemd passed"));
 
         imgd = read_pid(lock);
@@ -752,8 +435,6 @@ static void test_socket_activation(void **state)
                               "passing the socket by hand only\n");
         socket_activation(true);
 }
-
-/* ---- configuration ------------------------------------------------------------------------ */
 
 static void expect_config_error(const char *text, const char *message, int line)
 {
@@ -837,8 +518,6 @@ static void test_bad_config(void **state)
         close(busy);
 }
 
-/* ---- promtool ----------------------------------------------------------------------------- */
-
 /* `promtool check metrics` on the real body of GET /metrics, with jobs done, dead and
  * retried, so that every labelled family has samples: any lint problem fails. */
 static void test_promtool(void **state)
@@ -862,18 +541,18 @@ static void test_promtool(void **state)
 
         tu_daemon_setup(&d, PIPE, 1, "http = { listen = \"127.0.0.1:0\"; };");
         tu_daemon_start(&d);
-        port = logged_port(&d);
-        drop_image(&d, "a.jpg");
+        port = httpfx_logged_port(&d);
+        httpfx_drop_image(&d, "a.jpg");
         garbage = tu_path("%s/b.jpg", d.uploads);
         tu_write_file(garbage, "not an image", (size_t)-1);
         free(garbage);
         tu_daemon_wait_idle(&d, 60);
-        must_request(port, "GET", "/metrics", &r);
+        httpfx_must_request(port, "GET", "/metrics", &r);
         assert_int_equal(r.status, 200);
         assert_non_null(strstr(r.body, "imgd_jobs_failed_total{reason="));
         body = tu_path("%s/metrics.txt", d.root);
         tu_write_file(body, r.body, r.body_len);
-        reply_done(&r);
+        httpfx_reply_done(&r);
 
         cmd = tu_path("'%s' check metrics < '%s' 2>&1", promtool, body);
         status = tu_run(&out, "/bin/sh", "-c", cmd, NULL);
@@ -893,7 +572,6 @@ int main(int argc, char **argv)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_metrics_and_routes), cmocka_unit_test(test_unix_socket),
-                cmocka_unit_test(test_health_transitions), cmocka_unit_test(test_health_stopping),
                 cmocka_unit_test(test_slow_clients),       cmocka_unit_test(test_socket_activation),
                 cmocka_unit_test(test_bad_config),
         };
