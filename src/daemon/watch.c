@@ -8,13 +8,9 @@
  * before their watch existed); directories moved out are dropped, with their descendants.
  * Hidden directories are neither watched nor scanned.
  *
- * A file found by a walk rather than by an event may still be being written: a folder made
- * and filled at once (mkdir, then a file created and written) is walked as soon as its watch
- * exists, and the walk can meet a file whose writer has not closed it yet; the start-up scan
- * and the rescans can too. Such a file (a regular file changed within WATCH_SETTLE_USEC) is
- * not reported at once but kept in `settling` and looked at again after WATCH_SETTLE_USEC:
- * unchanged since, it is reported; changed, it waits again. Its IN_CLOSE_WRITE (or a rename
- * over it), if the writer closes it meanwhile, reports it at once and it waits no longer.
+ * A file found by a walk rather than by an event may still be being written: it goes through
+ * settle.c, which reports it once it is complete; its event, if one comes first, reports it
+ * at once and settle.c forgets it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -30,6 +26,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/pathmap.h"
+#include "daemon/settle.h"
 #include "daemon/watch.h"
 
 #define WATCH_MAX_DEPTH 64
@@ -42,10 +39,6 @@
 #define WATCH_SCAN_BATCH 1024
 /* Event handling per event-loop turn (see on_inotify()). */
 #define WATCH_TURN_USEC 10000
-/* A file a walk finds changed within this long waits until it has not changed for as long. */
-#define WATCH_SETTLE_USEC (2 * 1000000LL)
-/* At most this many files wait so; past it a walk reports a young file at once. */
-#define WATCH_SETTLE_MAX 10000
 
 #define DIR_MASK                                                                                   \
         (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE_SELF |               \
@@ -70,14 +63,6 @@ struct frame {
         size_t n, i;
         bool more; /* more entries to read after this batch */
         unsigned depth;
-};
-
-/* A file found by a walk, waiting until it stops changing. */
-struct settling {
-        const struct watch_config *wc;
-        char *path;
-        int64_t size, mtime_ns; /* as last seen */
-        uint64_t due_usec;      /* CLOCK_MONOTONIC: when to look again */
 };
 
 /* A tree queued for a walk. */
@@ -117,10 +102,8 @@ struct watch {
         sd_event_source *bg_source, *unwatched_timer;
         struct wdir *unwatched; /* folders that could not be watched, sorted by path */
         size_t n_unwatched, a_unwatched;
-        int unwatched_error;       /* why the last one could not be */
-        struct settling *settling; /* files found by walks that may still be written */
-        size_t n_settling, a_settling;
-        sd_event_source *settle_timer;
+        int unwatched_error; /* why the last one could not be */
+        settle *settle;      /* files found by walks that may still be being written */
 };
 
 static char *join(const char *dir, const char *name)
@@ -402,117 +385,6 @@ static void frame_read(const struct walk *k, const struct root *root, struct fra
         qsort(f->batch, f->n, sizeof *f->batch, entry_cmp);
 }
 
-static int64_t mtime_ns_of(const struct stat *st)
-{
-        return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-}
-
-/* Whether st was modified within WATCH_SETTLE_USEC (a time in the future does not count: it
- * was set, not written). */
-static bool changed_lately(const struct stat *st)
-{
-        int64_t age_usec = wall_usec() - mtime_ns_of(st) / 1000;
-
-        return age_usec >= -1000000 && age_usec < WATCH_SETTLE_USEC;
-}
-
-static void settle_arm(watch *w)
-{
-        uint64_t due = UINT64_MAX;
-
-        for (size_t i = 0; i < w->n_settling; i++)
-                if (w->settling[i].due_usec < due)
-                        due = w->settling[i].due_usec;
-        if (due == UINT64_MAX) {
-                sd_event_source_set_enabled(w->settle_timer, SD_EVENT_OFF);
-                return;
-        }
-        sd_event_source_set_time(w->settle_timer, due);
-        sd_event_source_set_enabled(w->settle_timer, SD_EVENT_ONESHOT);
-}
-
-/* Keeps path to be looked at again; returns 0, or a negative errno (it was not kept: more than
- * WATCH_SETTLE_MAX wait, or no memory). */
-static int settle_add(watch *w, const struct watch_config *wc, const char *path,
-                      const struct stat *st)
-{
-        char *copy;
-
-        if (w->n_settling >= WATCH_SETTLE_MAX || !w->settle_timer)
-                return -ENOBUFS;
-        if (GROW_ARRAY(w->settling, w->a_settling, w->n_settling + 1) < 0)
-                return -ENOMEM;
-        copy = strdup(path);
-        if (!copy)
-                return -ENOMEM;
-        w->settling[w->n_settling++] = (struct settling){
-                .wc = wc,
-                .path = copy,
-                .size = (int64_t)st->st_size,
-                .mtime_ns = mtime_ns_of(st),
-                .due_usec = mono_usec() + WATCH_SETTLE_USEC,
-        };
-        if (w->n_settling == 1)
-                settle_arm(w);
-        return 0;
-}
-
-/* A file found by a walk: reported now, or once it has stopped changing (see the top). */
-static void report_found(watch *w, const struct watch_config *wc, const char *path)
-{
-        struct stat st;
-
-        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && changed_lately(&st) &&
-            settle_add(w, wc, path, &st) == 0)
-                return;
-        w->fn(wc, path, w->userdata);
-}
-
-/* path was reported by its event: it no longer waits. */
-static void settle_forget(watch *w, const char *path)
-{
-        for (size_t i = 0; i < w->n_settling; i++)
-                if (strcmp(w->settling[i].path, path) == 0) {
-                        free(w->settling[i].path);
-                        w->settling[i] = w->settling[--w->n_settling];
-                        return;
-                }
-}
-
-/* Looks again at the files due: reports the ones unchanged since, keeps the others. */
-static int on_settle_timer(sd_event_source *s, uint64_t usec, void *userdata)
-{
-        watch *w = userdata;
-        uint64_t now = mono_usec();
-        size_t kept = 0;
-
-        (void)s, (void)usec;
-        for (size_t i = 0; i < w->n_settling; i++) {
-                struct settling *f = &w->settling[i];
-                struct stat st;
-
-                if (f->due_usec > now) {
-                        w->settling[kept++] = *f;
-                        continue;
-                }
-                if (lstat(f->path, &st) == 0 && S_ISREG(st.st_mode) &&
-                    ((int64_t)st.st_size != f->size || mtime_ns_of(&st) != f->mtime_ns)) {
-                        f->size = (int64_t)st.st_size;
-                        f->mtime_ns = mtime_ns_of(&st);
-                        f->due_usec = now + WATCH_SETTLE_USEC;
-                        w->settling[kept++] = *f;
-                        continue;
-                }
-                /* Unchanged, or no longer a regular file (intake says why), or gone (intake
-                 * finds nothing to do). */
-                w->fn(f->wc, f->path, w->userdata);
-                free(f->path);
-        }
-        w->n_settling = kept;
-        settle_arm(w);
-        return 0;
-}
-
 /*
  * Does one step of walk k: opens the next queued tree, or reports one file, or opens one
  * sub-directory, or reads the next batch of a directory, or closes one. Returns true while
@@ -549,7 +421,7 @@ static bool walk_step(watch *w, struct walk *k)
                 if (e->type == DT_DIR)
                         (void)walk_open(w, k, root, child, f->depth + 1);
                 else {
-                        report_found(w, root->wc, child);
+                        settle_found(w->settle, root->wc, child);
                         k->reported++;
                 }
                 return true;
@@ -718,8 +590,7 @@ static void handle_event(watch *w, const struct inotify_event *ev)
         } else if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO))) {
                 return;
         }
-        if (w->n_settling > 0)
-                settle_forget(w, path);
+        settle_forget(w->settle, path);
         w->fn(dir->wc, path, w->userdata);
 }
 
@@ -799,10 +670,7 @@ int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *use
                                                unwatched_interval_usec(w), 0, on_unwatched_timer,
                                                w);
         if (r >= 0)
-                r = sd_event_add_time(e, &w->settle_timer, CLOCK_MONOTONIC, 0, 0, on_settle_timer,
-                                      w);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(w->settle_timer, SD_EVENT_OFF);
+                r = settle_new(e, fn, userdata, &w->settle);
         if (r < 0) {
                 log_error_errno(r, "add the background scan to the event loop: %m");
                 goto fail;
@@ -821,10 +689,7 @@ watch *watch_free(watch *w)
         sd_event_source_disable_unref(w->source);
         sd_event_source_disable_unref(w->bg_source);
         sd_event_source_disable_unref(w->unwatched_timer);
-        sd_event_source_disable_unref(w->settle_timer);
-        for (size_t i = 0; i < w->n_settling; i++)
-                free(w->settling[i].path);
-        free(w->settling);
+        settle_free(w->settle);
         walk_clear(&w->bg);
         if (w->fd >= 0)
                 close(w->fd);
@@ -848,7 +713,7 @@ bool watch_intake_pending(const watch *w)
 {
         int n = 0;
 
-        return w && (walk_busy(&w->bg) || w->n_settling > 0 ||
+        return w && (walk_busy(&w->bg) || settle_pending(w->settle) > 0 ||
                      (ioctl(w->fd, FIONREAD, &n) == 0 && n > 0));
 }
 
