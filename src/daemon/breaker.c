@@ -16,6 +16,7 @@
 #include "daemon/breaker.h"
 #include "shared/macro.h"
 #include "shared/string-table.h"
+#include "shared/time-util.h"
 
 struct sample {
         uint64_t time_us;
@@ -47,9 +48,9 @@ void breaker_config_init(struct breaker_config *c)
                 .output_failures = 3,
                 .worker_failure_rate = 0.5,
                 .worker_min_samples = 10,
-                .window_us = UINT64_C(60) * 1000000,
-                .cooldown_us = UINT64_C(30) * 1000000,
-                .max_cooldown_us = UINT64_C(600) * 1000000,
+                .window_us = 60 * USEC_PER_SEC,
+                .cooldown_us = 30 * USEC_PER_SEC,
+                .max_cooldown_us = 600 * USEC_PER_SEC,
         };
 }
 
@@ -137,10 +138,10 @@ static void window_counts(const breaker *b, uint64_t now_us, unsigned *ret_n, un
 /* "60 s", or "1500 ms" for a window that is not whole seconds. */
 static void format_duration(char *buf, size_t size, uint64_t us)
 {
-        if (us % 1000000 == 0)
-                snprintf(buf, size, "%" PRIu64 " s", us / 1000000);
+        if (us % USEC_PER_SEC == 0)
+                snprintf(buf, size, "%" PRIu64 " s", us / USEC_PER_SEC);
         else
-                snprintf(buf, size, "%" PRIu64 " ms", us / 1000);
+                snprintf(buf, size, "%" PRIu64 " ms", us / USEC_PER_MSEC);
 }
 
 static void open_breaker(breaker *b, uint64_t now_us)

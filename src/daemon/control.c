@@ -46,6 +46,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 #define CONTROL_ACCEPT_BURST 32
 #define CONTROL_ACCEPT_PAUSE_USEC (1 * USEC_PER_SEC)

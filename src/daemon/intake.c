@@ -27,6 +27,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/pathmap.h"
+#include "shared/time-util.h"
 
 static int fail(char **ret_error, int r, const char *path, const char *why)
 {
@@ -264,7 +265,7 @@ static void round_end(intake_retry *q)
                                                                           : q->delay_usec * 2;
                 log_warning("intake: %zu upload(s) still cannot be taken in (last: %s); "
                             "retrying in %.0f s",
-                            q->n, q->error ?: "?", (double)q->delay_usec / 1e6);
+                            q->n, q->error ?: "?", (double)q->delay_usec / (double)USEC_PER_SEC);
         }
         arm(q);
 }

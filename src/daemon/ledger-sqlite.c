@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "daemon/ledger-private.h"
+#include "shared/time-util.h"
 
 #define LEDGER_BUSY_TIMEOUT_MS 5000
 /* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */

@@ -7,6 +7,7 @@
 
 #include "daemon/outcomes.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 struct outcomes {
         struct {
@@ -80,6 +81,6 @@ double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_wi
                 if (o->completions[i] < oldest)
                         oldest = o->completions[i];
         }
-        span = now - oldest > 1000000 ? now - oldest : 1000000;
-        return (double)n / ((double)span / 1e6);
+        span = now - oldest > USEC_PER_SEC ? now - oldest : USEC_PER_SEC;
+        return (double)n / ((double)span / (double)USEC_PER_SEC);
 }

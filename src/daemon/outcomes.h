@@ -9,9 +9,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "shared/time-util.h"
 
 /* How far back the error rate and the drain rate look. */
-#define OUTCOMES_WINDOW_USEC (5 * 60 * 1000000ULL)
+#define OUTCOMES_WINDOW_USEC (5 * USEC_PER_MINUTE)
 #define OUTCOMES_MAX 128u
 #define OUTCOMES_MAX_FINISHED 256u
 

@@ -4,6 +4,7 @@
  */
 #include "daemon/prune.h"
 #include "shared/log.h"
+#include "shared/time-util.h"
 
 uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_us)
 {
@@ -15,7 +16,7 @@ uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_
                 return next;
         }
         if (p->cursor == 0) {
-                p->cutoff = now_us - (int64_t)days * 86400 * 1000000;
+                p->cutoff = now_us - (int64_t)days * 86400 * (int64_t)USEC_PER_SEC;
                 p->total = 0;
         }
         k = ledger_prune(l, p->cutoff, &p->cursor, PRUNE_BATCH);

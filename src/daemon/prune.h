@@ -14,11 +14,12 @@
 #include <stdint.h>
 
 #include "daemon/ledger.h"
+#include "shared/time-util.h"
 
 /* Passes start this long apart; a pass under way goes on after PRUNE_PAUSE_USEC. */
-#define PRUNE_USEC (3600 * 1000000ULL)
+#define PRUNE_USEC (3600 * USEC_PER_SEC)
 #define PRUNE_BATCH 2000u
-#define PRUNE_PAUSE_USEC (20 * 1000ULL)
+#define PRUNE_PAUSE_USEC (20 * USEC_PER_MSEC)
 
 /* A pass: where its next batch starts (0: none under way), the cutoff it started with, how
  * many it deleted so far. Zero-initialised: idle. */

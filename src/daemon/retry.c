@@ -8,6 +8,7 @@
 
 #include "daemon/retry.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 bool retry_environmental(int r)
 {

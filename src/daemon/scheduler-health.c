@@ -14,10 +14,11 @@
 #include "shared/health.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
-#define HEALTH_CHECK_USEC (5 * 1000000ULL)
+#define HEALTH_CHECK_USEC (5 * USEC_PER_SEC)
 #define RERENDER_BATCH 20
-#define MEMINFO_USEC (1000000ULL)
+#define MEMINFO_USEC USEC_PER_SEC
 
 /* Records an outcome with the breaker and logs its transitions. */
 void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *reason)
@@ -36,7 +37,8 @@ void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *re
                 return;
         if (after == BREAKER_OPEN) {
                 log_error("circuit breaker open, no new jobs are claimed for %.0f s: %s",
-                          (double)breaker_cooldown(s->breaker) / 1e6, breaker_reason(s->breaker));
+                          (double)breaker_cooldown(s->breaker) / (double)USEC_PER_SEC,
+                          breaker_reason(s->breaker));
                 sd_event_source_set_time(s->breaker_timer, breaker_retry_at(s->breaker));
                 sd_event_source_set_enabled(s->breaker_timer, SD_EVENT_ONESHOT);
         } else if (after == BREAKER_CLOSED) {

@@ -25,6 +25,7 @@
 #include "daemon/prune.h"
 #include "daemon/publish.h"
 #include "daemon/scheduler.h"
+#include "shared/time-util.h"
 
 /* A job handed to a worker; then, once the worker reported success, waiting for publication. */
 struct running {
@@ -94,8 +95,8 @@ struct scheduler {
 };
 
 /* A failed hand-back is tried again after this, doubling up to the maximum. */
-#define HANDBACK_MIN_USEC (1000000ULL)
-#define HANDBACK_MAX_USEC (30 * 1000000ULL)
+#define HANDBACK_MIN_USEC USEC_PER_SEC
+#define HANDBACK_MAX_USEC (30 * USEC_PER_SEC)
 
 /* scheduler.c */
 const struct watch_config *scheduler_find_watch(const struct config *cfg, const char *path);

@@ -35,10 +35,11 @@
 #include "shared/macro.h"
 #include "shared/manifest.h"
 #include "shared/pathmap.h"
+#include "shared/time-util.h"
 
-#define LEASE_CHECK_USEC (30 * 1000000ULL)
+#define LEASE_CHECK_USEC (30 * USEC_PER_SEC)
 /* A claim the ledger could not record (its disk read-only, full) is tried again after this. */
-#define CLAIM_RETRY_USEC (1000000ULL)
+#define CLAIM_RETRY_USEC USEC_PER_SEC
 
 void scheduler_running_free(struct running *run)
 {
@@ -120,7 +121,7 @@ static int start_job(scheduler *s, struct job *job_in)
                         free(pipeline);
                         log_error_errno(r, "ledger: job %" PRId64 ": record its new output %s: %s",
                                         job->id, key, ledger_errmsg(s->ledger));
-                        (void)ledger_release(s->ledger, job->id, now + 1000000, now);
+                        (void)ledger_release(s->ledger, job->id, now + (int64_t)USEC_PER_SEC, now);
                         return r;
                 }
                 log_info("job %" PRId64 " %s: configuration changed since intake: pipeline '%s', "
@@ -229,7 +230,7 @@ static int start_job(scheduler *s, struct job *job_in)
         if (r < 0) {
                 scheduler_running_free(run);
                 log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);
-                scheduler_hand_back(s, job->id, 1000000);
+                scheduler_hand_back(s, job->id, USEC_PER_SEC);
                 return r;
         }
         log_debug("job %" PRId64 " %s: dispatched (attempt %u)", job->id, job->source_path,
@@ -292,13 +293,13 @@ static int on_kick(sd_event_source *es, void *userdata)
                                  (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000, &job);
                 if (r < 0) {
                         /* Tried every second while it fails: logged once a minute. */
-                        if (mono_usec() - s->claim_failure_logged_usec >= 60 * 1000000ULL ||
+                        if (mono_usec() - s->claim_failure_logged_usec >= 60 * USEC_PER_SEC ||
                             s->claim_failure_logged_usec == 0) {
                                 log_error_errno(r,
                                                 "ledger: claim a job: %s; trying again every "
                                                 "%.0f s",
                                                 ledger_errmsg(s->ledger),
-                                                (double)CLAIM_RETRY_USEC / 1e6);
+                                                (double)CLAIM_RETRY_USEC / (double)USEC_PER_SEC);
                                 s->claim_failure_logged_usec = mono_usec();
                         }
                         claim_failed = true;
@@ -517,7 +518,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         r = hooks_new(e, &s->hooks);
         if (r < 0)
                 goto fail;
-        r = sd_event_add_time_relative(e, &s->prune_timer, CLOCK_MONOTONIC, 60 * 1000000ULL, 0,
+        r = sd_event_add_time_relative(e, &s->prune_timer, CLOCK_MONOTONIC, 60 * USEC_PER_SEC, 0,
                                        scheduler_on_prune_timer, s);
         if (r < 0)
                 goto fail;

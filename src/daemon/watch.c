@@ -30,6 +30,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/pathmap.h"
+#include "shared/time-util.h"
 #include "daemon/watch.h"
 
 #define WATCH_MAX_DEPTH 64
@@ -43,7 +44,7 @@
 /* Event handling per event-loop turn (see on_inotify()). */
 #define WATCH_TURN_USEC 10000
 /* A file a walk finds changed within this long waits until it has not changed for as long. */
-#define WATCH_SETTLE_USEC (2 * 1000000LL)
+#define WATCH_SETTLE_USEC (2 * (int64_t)USEC_PER_SEC)
 /* At most this many files wait so; past it a walk reports a young file at once. */
 #define WATCH_SETTLE_MAX 10000
 
@@ -404,16 +405,16 @@ static void frame_read(const struct walk *k, const struct root *root, struct fra
 
 static int64_t mtime_ns_of(const struct stat *st)
 {
-        return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+        return (int64_t)st->st_mtim.tv_sec * (int64_t)NSEC_PER_SEC + st->st_mtim.tv_nsec;
 }
 
 /* Whether st was modified within WATCH_SETTLE_USEC (a time in the future does not count: it
  * was set, not written). */
 static bool changed_lately(const struct stat *st)
 {
-        int64_t age_usec = wall_usec() - mtime_ns_of(st) / 1000;
+        int64_t age_usec = wall_usec() - mtime_ns_of(st) / (int64_t)NSEC_PER_USEC;
 
-        return age_usec >= -1000000 && age_usec < WATCH_SETTLE_USEC;
+        return age_usec >= -(int64_t)USEC_PER_SEC && age_usec < WATCH_SETTLE_USEC;
 }
 
 static void settle_arm(watch *w)

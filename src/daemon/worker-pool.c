@@ -37,13 +37,14 @@
 
 #include "shared/log.h"
 #include "shared/string-table.h"
+#include "shared/time-util.h"
 #include "shared/wire.h"
 #include "daemon/worker-pool.h"
 
 #define WORKER_FD 3
-#define RESPAWN_MIN_USEC (100 * 1000ULL)
-#define RESPAWN_MAX_USEC (10 * 1000 * 1000ULL)
-#define QUICK_DEATH_USEC (2 * 1000 * 1000ULL)
+#define RESPAWN_MIN_USEC (100 * USEC_PER_MSEC)
+#define RESPAWN_MAX_USEC (10 * USEC_PER_SEC)
+#define QUICK_DEATH_USEC (2 * USEC_PER_SEC)
 
 /* STARTING until the worker's {"type":"ready"}: a worker that cannot even start libvips
  * is never handed a job. */
@@ -57,7 +58,7 @@ static const char *const worker_state_table[_WORKER_STATE_MAX] = {
 };
 DEFINE_PRIVATE_STRING_TABLE_NAME(worker_state, enum worker_state, "unknown")
 
-#define RSS_POLL_USEC (100 * 1000ULL)
+#define RSS_POLL_USEC (100 * USEC_PER_MSEC)
 
 struct worker {
         worker_pool *pool;
@@ -572,7 +573,7 @@ worker_pool *worker_pool_free(worker_pool *p)
                 for (int tries = 0; tries < 200; tries++) {
                         if (waitpid(w->pid, NULL, WNOHANG) != 0)
                                 goto reaped;
-                        usleep(10 * 1000);
+                        usleep(10 * USEC_PER_MSEC);
                 }
                 kill(w->pid, SIGKILL);
                 (void)waitpid(w->pid, NULL, 0);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "shared/proto.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
 #define EVENTS_POLL_MS 500
@@ -86,12 +87,13 @@ int events_run(struct client *ctl, const struct verb_args *a)
                         r = events_idle(&status_ctl, &idle);
                         if (r != EXIT_OK)
                                 goto out;
-                        next_check = (int64_t)mono_usec() + EVENTS_POLL_MS * 1000;
+                        next_check = (int64_t)mono_usec() + EVENTS_POLL_MS * (int64_t)USEC_PER_MSEC;
                 }
                 if (idle)
-                        deadline = (int64_t)mono_usec() + 1000; /* only what has arrived */
+                        deadline = (int64_t)mono_usec() +
+                                   (int64_t)USEC_PER_MSEC; /* only what has arrived */
                 else if (a->follow)
-                        deadline = now + 3600 * INT64_C(1000000);
+                        deadline = now + 3600 * (int64_t)USEC_PER_SEC;
                 else
                         deadline = next_check;
                 r = client_read_line(ctl, deadline, &line, &n);

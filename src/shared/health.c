@@ -16,8 +16,9 @@
 #include "shared/health.h"
 #include "shared/macro.h"
 #include "shared/string-table.h"
+#include "shared/time-util.h"
 
-#define MIN_US (UINT64_C(60) * 1000000)
+#define MIN_US USEC_PER_MINUTE
 
 struct health {
         struct health_config cfg;
@@ -150,10 +151,10 @@ static enum health_level target_level(const struct health_config *c, const struc
 /* "250 ms", "90 s", "7 min", "3 h": the largest unit that leaves at least 2 of it, rounded down. */
 static void format_duration(char *buf, size_t size, uint64_t us)
 {
-        if (us < 2 * UINT64_C(1000000))
-                snprintf(buf, size, "%" PRIu64 " ms", us / 1000);
+        if (us < 2 * USEC_PER_SEC)
+                snprintf(buf, size, "%" PRIu64 " ms", us / USEC_PER_MSEC);
         else if (us < 2 * MIN_US)
-                snprintf(buf, size, "%" PRIu64 " s", us / 1000000);
+                snprintf(buf, size, "%" PRIu64 " s", us / USEC_PER_SEC);
         else if (us < 120 * MIN_US)
                 snprintf(buf, size, "%" PRIu64 " min", us / MIN_US);
         else
@@ -373,7 +374,7 @@ uint64_t health_drain_us(uint64_t backlog, double per_s)
                 return 0;
         if (!(per_s > 0))
                 return HEALTH_DRAIN_NEVER;
-        us = (double)backlog / per_s * 1e6;
+        us = (double)backlog / per_s * (double)USEC_PER_SEC;
         return us >= (double)(HEALTH_DRAIN_NEVER - 1) ? HEALTH_DRAIN_NEVER - 1 : (uint64_t)us;
 }
 
@@ -462,7 +463,7 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                 alert_set(ret, HEALTH_ALERT_LEDGER,
                           "the job ledger cannot be written (for %.0f s): %s; no job is failed "
                           "for it: work waits and uploads are retried until it can",
-                          (double)in->ledger_failing_us / 1e6, in->ledger_failure);
+                          (double)in->ledger_failing_us / (double)USEC_PER_SEC, in->ledger_failure);
 }
 
 static const char *const health_alert_table[_HEALTH_ALERT_MAX] = {

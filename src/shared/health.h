@@ -42,6 +42,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "shared/time-util.h"
 
 #define HEALTH_REASON_MAX 512    /* bytes of health_reason(), with its NUL; longer is cut */
 #define HEALTH_QUALITY_FACTOR 85 /* percent of the configured quality, from REDUCED on */
@@ -200,7 +201,7 @@ enum health_alert {
 
 #define HEALTH_ALERT_TEXT_MAX 512 /* bytes of one alert's message, with its NUL */
 /* A backlog with no job finished this long, its oldest job waiting this long, is stalled. */
-#define HEALTH_STALL_US (60 * UINT64_C(1000000))
+#define HEALTH_STALL_US (60 * USEC_PER_SEC)
 #define HEALTH_DRAIN_NEVER UINT64_MAX
 
 struct health_alerts_config {
