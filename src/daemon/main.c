@@ -206,7 +206,7 @@ static void intake_probe(struct health_alert_inputs *in, void *userdata)
         in->unwatched = watch_unwatched(d->watch, &error);
         in->unwatched_error = error;
         in->unwatched_first = watch_unwatched_first(d->watch);
-        in->unwatched_scan_s = d->config ? d->config->unwatched_scan_interval_s : 0;
+        in->unwatched_scan_usec = d->config ? d->config->unwatched_scan_interval_usec : 0;
 }
 
 /*

@@ -59,7 +59,7 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
         }
         if (retry) {
                 next = now +
-                       1000 * retry_backoff_ms(&s->cfg->retry, job->attempts, retry_random01());
+                       (int64_t)retry_backoff_usec(&s->cfg->retry, job->attempts, retry_random01());
                 log_job(LOG_WARNING, LOG_JOB_RETRY, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s", job->id,
                         job->source_path, job->attempts, error,
@@ -131,12 +131,12 @@ void scheduler_completed_late(scheduler *s, const struct job *job)
  */
 void scheduler_job_blocked(scheduler *s, const struct job *job, const char *error)
 {
-        int64_t delay = retry_backoff_ms(&s->cfg->retry, ++s->env_failures, retry_random01());
+        usec_t delay_usec = retry_backoff_usec(&s->cfg->retry, ++s->env_failures, retry_random01());
 
         log_job(LOG_ERR, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
-                job->source_path, error, (double)delay / 1e3);
-        scheduler_hand_back(s, job->id, 1000 * delay);
+                job->source_path, error, (double)delay_usec / (double)USEC_PER_SEC);
+        scheduler_hand_back(s, job->id, (int64_t)delay_usec);
         metrics_job_failed(s->metrics, "environmental");
         scheduler_breaker_note(s, BREAKER_OUTPUT_FAILURE, error);
 }

@@ -290,7 +290,8 @@ static int on_kick(sd_event_source *es, void *userdata)
                         log_notice("circuit breaker half-open: probing with one job");
                 }
                 r = ledger_claim(s->ledger, s->owner, now,
-                                 (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000, &job);
+                                 (int64_t)(s->cfg->limits.job_timeout_usec + 60 * USEC_PER_SEC),
+                                 &job);
                 if (r < 0) {
                         /* Tried every second while it fails: logged once a minute. */
                         if (mono_usec() - s->claim_failure_logged_usec >= 60 * USEC_PER_SEC ||
@@ -483,7 +484,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         struct worker_pool_options o = {
                 .worker_path = worker_path,
                 .n_workers = cfg->workers,
-                .job_timeout_s = cfg->limits.job_timeout_s,
+                .job_timeout_usec = cfg->limits.job_timeout_usec,
                 .memory_limit = cfg->limits.worker_memory,
                 .max_jobs = cfg->limits.worker_max_jobs,
                 .max_output_bytes = cfg->limits.max_file_bytes,
@@ -511,9 +512,9 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
                 .output_failures = cfg->breaker.output_failures,
                 .worker_failure_rate = cfg->breaker.worker_failure_rate,
                 .worker_min_samples = cfg->breaker.worker_min_samples,
-                .window_us = (uint64_t)cfg->breaker.window_ms * 1000,
-                .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
-                .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
+                .window_us = cfg->breaker.window_usec,
+                .cooldown_us = cfg->breaker.cooldown_usec,
+                .max_cooldown_us = cfg->breaker.max_cooldown_usec,
         };
         r = hooks_new(e, &s->hooks);
         if (r < 0)
@@ -620,7 +621,7 @@ void scheduler_set_config(scheduler *s, const struct config *cfg)
                 }
         }
         s->cfg = cfg;
-        worker_pool_set_timeout(s->pool, cfg->limits.job_timeout_s);
+        worker_pool_set_timeout(s->pool, cfg->limits.job_timeout_usec);
         scheduler_kick(s);
 }
 
@@ -636,7 +637,7 @@ bool scheduler_stalled(scheduler *s)
                 s->last_progress_usec = now; /* idle is not stalled */
                 return false;
         }
-        grace = ((uint64_t)s->cfg->limits.job_timeout_s + 30) * 1000000ULL;
+        grace = s->cfg->limits.job_timeout_usec + 30 * USEC_PER_SEC;
         return now - s->last_progress_usec > grace;
 }
 

@@ -83,8 +83,8 @@ void scheduler_set_changed_handler(scheduler *s, scheduler_changed_fn fn, void *
 
 /*
  * Fills the intake part of the alert inputs (intake_retry, intake_reason, unwatched,
- * unwatched_error, unwatched_first, unwatched_scan_s), which the scheduler does not know: called by
- * scheduler_report() each time, so that status, metrics and the STATUS= line see one list of
+ * unwatched_error, unwatched_first, unwatched_scan_usec), which the scheduler does not know: called
+ * by scheduler_report() each time, so that status, metrics and the STATUS= line see one list of
  * alerts. The strings need only live until the call returns to scheduler_report().
  */
 typedef void (*scheduler_intake_fn)(struct health_alert_inputs *in, void *userdata);

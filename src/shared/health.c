@@ -457,7 +457,8 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                           "instead",
                           in->unwatched, in->unwatched_first ? " (first: " : "",
                           in->unwatched_first ? in->unwatched_first : "",
-                          in->unwatched_first ? ")" : "", why, in->unwatched_scan_s);
+                          in->unwatched_first ? ")" : "", why,
+                          (unsigned)(in->unwatched_scan_usec / USEC_PER_SEC));
         }
         if (in->ledger_failure)
                 alert_set(ret, HEALTH_ALERT_LEDGER,

@@ -227,7 +227,7 @@ struct health_alert_inputs {
         uint64_t unwatched;          /* folders that could not be watched */
         int unwatched_error;         /* negative errno of the last such failure */
         const char *unwatched_first; /* the first of them by path; may be NULL */
-        unsigned unwatched_scan_s;   /* how often they are scanned instead */
+        usec_t unwatched_scan_usec;  /* how often they are scanned instead */
         const char *ledger_failure;  /* why the ledger cannot be written; NULL: it can */
         uint64_t ledger_failing_us;  /* for how long */
 };

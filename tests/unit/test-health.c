@@ -21,6 +21,7 @@
 
 #include "shared/health.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 #define S_US UINT64_C(1000000)
 #define MIN_US (60 * S_US)
@@ -663,7 +664,7 @@ static void test_alerts_intake(void **state)
         in.unwatched = 250;
         in.unwatched_error = -ENOSPC;
         in.unwatched_first = "/srv/up/a/b";
-        in.unwatched_scan_s = 60;
+        in.unwatched_scan_usec = 60 * USEC_PER_SEC;
         assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_UNWATCHED));
         assert_string_equal(r.text[HEALTH_ALERT_UNWATCHED],
                             "250 folder(s) not watched (first: /srv/up/a/b): inotify watch limit "
