@@ -22,7 +22,7 @@
  * not a regular file), or a negative errno with a message in *ret_error (owned by caller).
  */
 int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w, const char *path,
-                int64_t now_us, int64_t *ret_id, char **ret_error);
+                int64_t now_usec, int64_t *ret_id, char **ret_error);
 
 /*
  * Whether an error of intake_file() is the machine's rather than the file's (the ledger's

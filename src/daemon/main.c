@@ -576,7 +576,7 @@ static int run(struct daemon *d)
                 .ledger = d->ledger,
                 .scheduler = d->scheduler,
                 .state = "starting",
-                .started_us = wall_usec(),
+                .started_usec = wall_usec(),
                 .watch = d->watch,
                 .retry = d->retry,
                 .reload = api_reload,

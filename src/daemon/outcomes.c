@@ -67,13 +67,13 @@ double outcomes_error_rate(const outcomes *o, uint64_t now)
         return total >= 10 ? (double)failed / total : 0;
 }
 
-double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_us)
+double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_usec)
 {
         uint64_t span, oldest = now;
         unsigned n = 0;
 
-        *ret_window_us = now - o->started_usec < OUTCOMES_WINDOW_USEC ? now - o->started_usec
-                                                                      : OUTCOMES_WINDOW_USEC;
+        *ret_window_usec = now - o->started_usec < OUTCOMES_WINDOW_USEC ? now - o->started_usec
+                                                                        : OUTCOMES_WINDOW_USEC;
         for (unsigned i = 0; i < o->n_completions; i++) {
                 if (now - o->completions[i] > OUTCOMES_WINDOW_USEC)
                         continue;

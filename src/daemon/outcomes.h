@@ -34,7 +34,7 @@ double outcomes_error_rate(const outcomes *o, uint64_t now);
 /*
  * Jobs finished per second recently: those of the last OUTCOMES_WINDOW_USEC (as far as the
  * ring holds them) over the time from the oldest of them to now (at least one second), so
- * that a burst after a quiet spell is measured at its own pace. In *ret_window_us the time
+ * that a burst after a quiet spell is measured at its own pace. In *ret_window_usec the time
  * looked back over: the window, or the time since start if shorter.
  */
-double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_us);
+double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_usec);

@@ -6,7 +6,7 @@
 #include "shared/log.h"
 #include "shared/time-util.h"
 
-uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_us)
+uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_usec)
 {
         uint64_t next = PRUNE_USEC;
         int k;
@@ -16,7 +16,7 @@ uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_
                 return next;
         }
         if (p->cursor == 0) {
-                p->cutoff = now_us - (int64_t)days * 86400 * (int64_t)USEC_PER_SEC;
+                p->cutoff = now_usec - (int64_t)days * 86400 * (int64_t)USEC_PER_SEC;
                 p->total = 0;
         }
         k = ledger_prune(l, p->cutoff, &p->cursor, PRUNE_BATCH);

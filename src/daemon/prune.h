@@ -28,7 +28,7 @@ struct prune_pass {
         int total;
 };
 
-/* Runs one batch of the pass (starting one at now_us if none is under way) with the
+/* Runs one batch of the pass (starting one at now_usec if none is under way) with the
  * configured `days` (0: off). Logs a failure, and the total at the end of a pass that
  * deleted any. Returns the delay before the next call. */
-uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_us);
+uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_usec);

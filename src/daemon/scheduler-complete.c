@@ -104,7 +104,7 @@ void scheduler_completed_late(scheduler *s, const struct job *job)
 {
         _cleanup_(job_detail_freep) struct job_detail *d = NULL;
         json_t *list = json_array();
-        double seconds = (double)(wall_usec() - job->updated_us) / (double)USEC_PER_SEC;
+        double seconds = (double)(wall_usec() - job->updated_usec) / (double)USEC_PER_SEC;
 
         log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: done (recorded once the ledger could be written again)",
@@ -288,7 +288,7 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
         s->env_failures = 0;
         scheduler_breaker_note(s, BREAKER_SUCCESS, NULL);
         scheduler_note_finished(s);
-        double seconds = (double)(wall_usec() - job->updated_us) / (double)USEC_PER_SEC;
+        double seconds = (double)(wall_usec() - job->updated_usec) / (double)USEC_PER_SEC;
         log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
                 run->n, seconds * (double)MSEC_PER_SEC);

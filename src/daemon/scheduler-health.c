@@ -96,7 +96,7 @@ static int health_inputs_now(scheduler *s, bool for_level, uint64_t counts[stati
         if (for_level && k > 0 && oldest < s->resumed_usec)
                 oldest = s->resumed_usec;
         if (k > 0 && !(for_level && s->paused) && wall_usec() > oldest)
-                in->oldest_queued_age_us = (uint64_t)(wall_usec() - oldest);
+                in->oldest_queued_age_usec = (uint64_t)(wall_usec() - oldest);
         if (r >= 0 && k < 0)
                 r = k;
         in->memory_pressure = memory_pressure(s);
@@ -123,7 +123,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 .queued = in.queued,
                 .held = held,
                 .backlog = in.queued + counts[JOB_RUNNING],
-                .oldest_queued_age_us = in.oldest_queued_age_us,
+                .oldest_queued_age_usec = in.oldest_queued_age_usec,
                 .error_rate = in.error_rate,
                 .finished_per_s = outcomes_finished_per_s(s->outcomes, now, &window),
         };
@@ -131,7 +131,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 .health = in,
                 .backlog = ret->backlog,
                 .finished_per_s = ret->finished_per_s,
-                .rate_window_us = window,
+                .rate_window_usec = window,
                 .breaker_state = ret->breaker,
                 .breaker_reason = ret->breaker_reason,
                 .level = health_level(s->health),
@@ -144,7 +144,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
 
                 ai.ledger_failure = ledger_write_failure(s->ledger, &since);
                 if (ai.ledger_failure && wall > since)
-                        ai.ledger_failing_us = (uint64_t)(wall - since);
+                        ai.ledger_failing_usec = (uint64_t)(wall - since);
         }
         health_alerts_evaluate(&ai, &s->cfg->alerts, &ret->alerts);
         memcpy(ret->jobs, counts, sizeof ret->jobs);
@@ -163,10 +163,10 @@ int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
         return 0;
 }
 
-/* Checked often enough to notice recovery within a quarter of recover_us. */
+/* Checked often enough to notice recovery within a quarter of recover_usec. */
 uint64_t scheduler_health_interval(const scheduler *s)
 {
-        uint64_t t = s->cfg->health.recover_us / 4;
+        uint64_t t = s->cfg->health.recover_usec / 4;
 
         return t < 200000 ? 200000 : t > HEALTH_CHECK_USEC ? HEALTH_CHECK_USEC : t;
 }

@@ -45,8 +45,8 @@ struct running {
  */
 struct handback {
         int64_t id;
-        int64_t delay_us; /* claimable this long after the hand-back */
-        struct job *done; /* the job to complete (owned), or NULL to hand back */
+        int64_t delay_usec; /* claimable this long after the hand-back */
+        struct job *done;   /* the job to complete (owned), or NULL to hand back */
         struct handback *next;
 };
 
@@ -120,8 +120,8 @@ void scheduler_completed_late(scheduler *s, const struct job *job);
 
 /* scheduler-handback.c */
 /* Hands job `id` back to the ledger (running -> queued without using an attempt), claimable
- * delay_us from now; kept and tried again with a backoff if the ledger cannot record it. */
-void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_us);
+ * delay_usec from now; kept and tried again with a backoff if the ledger cannot record it. */
+void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_usec);
 /* Keeps h (a failed hand-back or completion, owned from now on) for a retry. */
 void scheduler_handback_keep(scheduler *s, struct handback *h);
 /* At stop: every running job handed back (claimable at `now`), every kept hand-back or
@@ -135,7 +135,7 @@ void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *re
 /* A job left the backlog for good (done or dead). */
 void scheduler_note_finished(scheduler *s);
 /* How often the health timer runs: often enough to notice recovery within a quarter of
- * recover_us. */
+ * recover_usec. */
 uint64_t scheduler_health_interval(const scheduler *s);
 int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata);
 int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata);

@@ -512,9 +512,9 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
                 .output_failures = cfg->breaker.output_failures,
                 .worker_failure_rate = cfg->breaker.worker_failure_rate,
                 .worker_min_samples = cfg->breaker.worker_min_samples,
-                .window_us = cfg->breaker.window_usec,
-                .cooldown_us = cfg->breaker.cooldown_usec,
-                .max_cooldown_us = cfg->breaker.max_cooldown_usec,
+                .window_usec = cfg->breaker.window_usec,
+                .cooldown_usec = cfg->breaker.cooldown_usec,
+                .max_cooldown_usec = cfg->breaker.max_cooldown_usec,
         };
         r = hooks_new(e, &s->hooks);
         if (r < 0)

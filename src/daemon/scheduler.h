@@ -106,7 +106,7 @@ struct scheduler_report {
         uint64_t queued;            /* queued and retry, not held */
         uint64_t held;              /* queued but held (their watch is gone): in jobs[] */
         uint64_t backlog;           /* queued, retry and running, not held */
-        uint64_t oldest_queued_age_us;
+        uint64_t oldest_queued_age_usec;
         double error_rate;                 /* failed share of the recent attempts */
         double finished_per_s;             /* jobs finished (done or dead) per second, recently */
         struct health_alert_report alerts; /* against the configuration's alerts */

@@ -41,7 +41,7 @@ struct top {
         unsigned columns;
         int64_t finished0; /* done + dead + cancelled when top started */
         struct {
-                int64_t at_us, finished;
+                int64_t at_usec, finished;
         } samples[TOP_SAMPLES];
         size_t n_samples;
         struct {
@@ -84,11 +84,12 @@ static double top_rate(struct top *t, int64_t now, int64_t finished)
         int64_t at = now, base = finished;
 
         for (size_t i = 0; i < n; i++)
-                if (now - t->samples[i].at_us <= TOP_RATE_WINDOW_USEC && t->samples[i].at_us < at) {
-                        at = t->samples[i].at_us;
+                if (now - t->samples[i].at_usec <= TOP_RATE_WINDOW_USEC &&
+                    t->samples[i].at_usec < at) {
+                        at = t->samples[i].at_usec;
                         base = t->samples[i].finished;
                 }
-        t->samples[t->n_samples % TOP_SAMPLES].at_us = now;
+        t->samples[t->n_samples % TOP_SAMPLES].at_usec = now;
         t->samples[t->n_samples % TOP_SAMPLES].finished = finished;
         t->n_samples++;
         if (at >= now || finished < base)

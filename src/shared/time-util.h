@@ -16,9 +16,11 @@
  * convert at that edge with the constants below; names that are a stored or public format
  * keep their unit (the ledger's columns such as updated_us, the JSON keys such as uptime_s,
  * the settings, the metrics).
- * The one exception: file modification times are kept as stat()'s nanoseconds (`_ns`, such
- * as mtime_ns), stored so in the ledger, so that a file rewritten within the same
- * microsecond still compares unequal.
+ * Also kept in another unit: file modification times, stat()'s nanoseconds (`_ns`, such as
+ * mtime_ns), stored so in the ledger, so that a file rewritten within the same microsecond
+ * still compares unequal; rates (`_per_s`, jobs per second), which are not times; and
+ * imgctl's --timeout value (timeout_s), fractional seconds as the user wrote them, echoed
+ * back in its messages with %g.
  */
 #pragma once
 

@@ -190,7 +190,7 @@ static void test_gauges_rendered(void **state)
 {
         struct metrics_gauges g = {
                 .jobs_by_state = { 3, 2, 1, 40, 5, 6 },
-                .oldest_queued_age_s = 12.5,
+                .oldest_queued_age_usec = 12500 * USEC_PER_MSEC,
                 .breaker_state = 2,
                 .degradation_level = 1,
                 .health_score = 87.5,

@@ -260,8 +260,8 @@ static void test_scan_settles(void **state)
 /* ---- with the real daemon ------------------------------------------------------------------ */
 
 /* The daemon's answer to `imgctl status --json` (which exits 1 while an alert is active); the
- * time it took in *ret_us when not NULL. */
-static json_t *status_json(struct tu_daemon *d, int64_t *ret_us)
+ * time it took in *ret_usec when not NULL. */
+static json_t *status_json(struct tu_daemon *d, int64_t *ret_usec)
 {
         int64_t t0 = tu_now_us();
         char *out = NULL;
@@ -269,8 +269,8 @@ static json_t *status_json(struct tu_daemon *d, int64_t *ret_us)
         json_t *j;
         int r = tu_imgctl(d, &out, "status", "--json", NULL);
 
-        if (ret_us)
-                *ret_us = tu_now_us() - t0;
+        if (ret_usec)
+                *ret_usec = tu_now_us() - t0;
         if (r != 0 && r != 1)
                 fail_msg("imgctl status failed (%d): %s", r, out ? out : "");
         j = json_loads(out, 0, &err);

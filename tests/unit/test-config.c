@@ -308,8 +308,8 @@ static void test_defaults(void **state)
                 health_alerts_config_init(&a);
                 assert_true(c->alerts.error_rate == a.error_rate);
                 assert_int_equal(c->alerts.queued, a.queued);
-                assert_int_equal(c->alerts.oldest_us, a.oldest_us);
-                assert_int_equal(c->alerts.drain_us, a.drain_us);
+                assert_int_equal(c->alerts.oldest_usec, a.oldest_usec);
+                assert_int_equal(c->alerts.drain_usec, a.drain_usec);
                 assert_true(c->alerts.breaker == a.breaker && a.breaker);
                 assert_true(c->alerts.degraded == a.degraded && a.degraded);
         }
@@ -374,8 +374,8 @@ static void test_alerts(void **state)
         (void)state;
         assert_true(c->alerts.error_rate > 0.199 && c->alerts.error_rate < 0.201);
         assert_int_equal(c->alerts.queued, 50);
-        assert_int_equal(c->alerts.oldest_us, 120 * 1000000ULL);
-        assert_int_equal(c->alerts.drain_us, 0);
+        assert_int_equal(c->alerts.oldest_usec, 120 * 1000000ULL);
+        assert_int_equal(c->alerts.drain_usec, 0);
         assert_false(c->alerts.breaker);
         assert_true(c->alerts.degraded);
         config_free(c);
