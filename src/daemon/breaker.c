@@ -278,12 +278,12 @@ const char *breaker_reason(const breaker *b)
         return b->reason;
 }
 
-uint64_t breaker_retry_at(const breaker *b)
+uint64_t breaker_retry_at_usec(const breaker *b)
 {
         return b->state == BREAKER_OPEN ? b->retry_at_usec : 0;
 }
 
-uint64_t breaker_cooldown(const breaker *b)
+uint64_t breaker_cooldown_usec(const breaker *b)
 {
         return b->cooldown_usec;
 }

@@ -14,7 +14,7 @@
  *     +--------+                                                      +------+
  *         ^                                                            |   ^
  *         |                 breaker_allow() at or after                |   | breaker_record():
- *         |                 breaker_retry_at(): returns true           |   | the probe failed
+ *         |                 breaker_retry_at_usec(): returns true           |   | the probe failed
  *         |                 once (the probe)                           v   | (output or worker
  *         |                                                     +-----------+ failure); the
  *         +---------------------------------------------------- | HALF-OPEN | cool-down doubles,
@@ -27,7 +27,7 @@
  * BREAKER_MAX_SAMPLES outcomes, newest kept), judged when a worker failure is recorded and
  * only once worker_min_samples outcomes are in the window. Job failures (bad input) never
  * open the breaker but are outcomes for the rate; output failures and successes are too.
- * OPEN: nothing is allowed until breaker_retry_at(); outcomes of jobs that were already
+ * OPEN: nothing is allowed until breaker_retry_at_usec(); outcomes of jobs that were already
  * running when it opened change nothing. HALF-OPEN: breaker_allow() has returned true once,
  * for the probe, and returns false until an outcome is recorded. The breaker cannot tell
  * the probe from a job that was already running, so the first outcome recorded in
@@ -85,7 +85,7 @@ int breaker_new(const struct breaker_config *cfg, breaker **ret);
 breaker *breaker_free(breaker *b);
 
 /*
- * Whether a job may be claimed now. CLOSED: true. OPEN: false before breaker_retry_at();
+ * Whether a job may be claimed now. CLOSED: true. OPEN: false before breaker_retry_at_usec();
  * from then on the first call moves to HALF-OPEN and returns true (the probe). HALF-OPEN:
  * false while the probe is out.
  */
@@ -115,10 +115,10 @@ int breaker_state_from_name(const char *name);
 const char *breaker_reason(const breaker *b);
 
 /* While open: when breaker_allow() will let the probe through. Otherwise 0. */
-uint64_t breaker_retry_at(const breaker *b);
+uint64_t breaker_retry_at_usec(const breaker *b);
 
 /* The cool-down the next opening will use, or the current one while open. */
-uint64_t breaker_cooldown(const breaker *b);
+uint64_t breaker_cooldown_usec(const breaker *b);
 
 /* State changes since breaker_new() (every arrow in the diagram counts one). */
 uint64_t breaker_transitions(const breaker *b);

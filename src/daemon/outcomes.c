@@ -11,7 +11,7 @@
 
 struct outcomes {
         struct {
-                uint64_t at;
+                uint64_t at_usec;
                 bool failed;
         } outcomes[OUTCOMES_MAX];
         unsigned n_outcomes, next_outcome;
@@ -39,7 +39,7 @@ outcomes *outcomes_free(outcomes *o)
 
 void outcomes_note(outcomes *o, uint64_t now, bool failed)
 {
-        o->outcomes[o->next_outcome].at = now;
+        o->outcomes[o->next_outcome].at_usec = now;
         o->outcomes[o->next_outcome].failed = failed;
         o->next_outcome = (o->next_outcome + 1) % ELEMENTSOF(o->outcomes);
         if (o->n_outcomes < ELEMENTSOF(o->outcomes))
@@ -59,7 +59,7 @@ double outcomes_error_rate(const outcomes *o, uint64_t now)
         unsigned total = 0, failed = 0;
 
         for (unsigned i = 0; i < o->n_outcomes; i++) {
-                if (now - o->outcomes[i].at > OUTCOMES_WINDOW_USEC)
+                if (now - o->outcomes[i].at_usec > OUTCOMES_WINDOW_USEC)
                         continue;
                 total++;
                 failed += o->outcomes[i].failed;

@@ -24,7 +24,7 @@
 /* A pass: where its next batch starts (0: none under way), the cutoff it started with, how
  * many it deleted so far. Zero-initialised: idle. */
 struct prune_pass {
-        int64_t cursor, cutoff;
+        int64_t cursor, cutoff_usec;
         int total;
 };
 

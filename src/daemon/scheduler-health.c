@@ -37,9 +37,9 @@ void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *re
                 return;
         if (after == BREAKER_OPEN) {
                 log_error("circuit breaker open, no new jobs are claimed for %.0f s: %s",
-                          (double)breaker_cooldown(s->breaker) / (double)USEC_PER_SEC,
+                          (double)breaker_cooldown_usec(s->breaker) / (double)USEC_PER_SEC,
                           breaker_reason(s->breaker));
-                sd_event_source_set_time(s->breaker_timer, breaker_retry_at(s->breaker));
+                sd_event_source_set_time(s->breaker_timer, breaker_retry_at_usec(s->breaker));
                 sd_event_source_set_enabled(s->breaker_timer, SD_EVENT_ONESHOT);
         } else if (after == BREAKER_CLOSED) {
                 log_notice("circuit breaker closed: the probe succeeded, work resumes");
@@ -59,9 +59,9 @@ static double memory_pressure(scheduler *s)
 {
         uint64_t now = mono_usec();
 
-        if (s->mem_pressure_at == 0 || now - s->mem_pressure_at >= MEMINFO_USEC) {
+        if (s->mem_pressure_at_usec == 0 || now - s->mem_pressure_at_usec >= MEMINFO_USEC) {
                 s->mem_pressure = meminfo_pressure_read();
-                s->mem_pressure_at = now;
+                s->mem_pressure_at_usec = now;
         }
         return s->mem_pressure;
 }
@@ -164,7 +164,7 @@ int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
 }
 
 /* Checked often enough to notice recovery within a quarter of recover_usec. */
-uint64_t scheduler_health_interval(const scheduler *s)
+uint64_t scheduler_health_interval_usec(const scheduler *s)
 {
         uint64_t t = s->cfg->health.recover_usec / 4;
 
@@ -206,7 +206,7 @@ int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata
                         scheduler_kick(s);
                 }
         }
-        sd_event_source_set_time_relative(es, scheduler_health_interval(s));
+        sd_event_source_set_time_relative(es, scheduler_health_interval_usec(s));
         sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;
 }

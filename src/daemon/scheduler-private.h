@@ -89,8 +89,8 @@ struct scheduler {
         struct prune_pass prune;
         /* Recent outcomes for the error rate, recent completions for the drain rate. */
         outcomes *outcomes;
-        double mem_pressure;      /* memory_pressure(): the last reading */
-        uint64_t mem_pressure_at; /* CLOCK_MONOTONIC of it, 0: none yet */
+        double mem_pressure;           /* memory_pressure(): the last reading */
+        uint64_t mem_pressure_at_usec; /* CLOCK_MONOTONIC of it, 0: none yet */
         char owner[64];
 };
 
@@ -136,7 +136,7 @@ void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *re
 void scheduler_note_finished(scheduler *s);
 /* How often the health timer runs: often enough to notice recovery within a quarter of
  * recover_usec. */
-uint64_t scheduler_health_interval(const scheduler *s);
+uint64_t scheduler_health_interval_usec(const scheduler *s);
 int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata);
 int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata);
 

@@ -279,7 +279,7 @@ static int on_kick(sd_event_source *es, void *userdata)
                         if (ledger_next_due(s->ledger, &due) <= 0 || due > now)
                                 break;
                         if (!breaker_allow(s->breaker, mono_usec())) {
-                                uint64_t at = breaker_retry_at(s->breaker);
+                                uint64_t at = breaker_retry_at_usec(s->breaker);
                                 if (at > 0) {
                                         sd_event_source_set_time(s->breaker_timer, at);
                                         sd_event_source_set_enabled(s->breaker_timer,
@@ -527,8 +527,8 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         r = sd_event_add_time_relative(e, &s->health_timer, CLOCK_MONOTONIC,
-                                       scheduler_health_interval(s), 0, scheduler_on_health_timer,
-                                       s);
+                                       scheduler_health_interval_usec(s), 0,
+                                       scheduler_on_health_timer, s);
         if (r < 0)
                 goto fail;
         r = breaker_new(&bc, &s->breaker);

@@ -21,8 +21,8 @@
 struct health {
         struct health_config cfg;
         enum health_level level;
-        bool recovering;      /* every sample since below_since was below level's thresholds */
-        uint64_t below_since; /* when recovering: the start of the wait for the next step */
+        bool recovering; /* every sample since below_since_usec was below level's thresholds */
+        uint64_t below_since_usec; /* when recovering: the start of the wait for the next step */
         char reason[HEALTH_REASON_MAX];
 };
 
@@ -203,7 +203,8 @@ static void describe_recovery(health *h, uint64_t now_usec)
 {
         char a[32], b[32];
 
-        format_duration(a, sizeof a, now_usec >= h->below_since ? now_usec - h->below_since : 0);
+        format_duration(a, sizeof a,
+                        now_usec >= h->below_since_usec ? now_usec - h->below_since_usec : 0);
         format_duration(b, sizeof b, h->cfg.recover_usec);
         snprintf(h->reason, sizeof h->reason,
                  "recovering from %s: below its thresholds for %s of %s",
@@ -218,7 +219,7 @@ enum health_level health_update(health *h, const struct health_inputs *in, uint6
                 /* Worse at once; at the same level the wait for recovery starts over. */
                 h->level = target;
                 h->recovering = false;
-                h->below_since = 0;
+                h->below_since_usec = 0;
                 if (target == HEALTH_FULL)
                         h->reason[0] = '\0';
                 else
@@ -228,13 +229,14 @@ enum health_level health_update(health *h, const struct health_inputs *in, uint6
 
         if (!h->recovering) {
                 h->recovering = true;
-                h->below_since = now_usec;
+                h->below_since_usec = now_usec;
         }
-        if (now_usec >= h->below_since && now_usec - h->below_since >= h->cfg.recover_usec) {
+        if (now_usec >= h->below_since_usec &&
+            now_usec - h->below_since_usec >= h->cfg.recover_usec) {
                 /* One level better; the next step needs its own recover_usec. */
                 h->level--;
                 h->recovering = target < h->level;
-                h->below_since = h->recovering ? now_usec : 0;
+                h->below_since_usec = h->recovering ? now_usec : 0;
         }
         if (h->recovering)
                 describe_recovery(h, now_usec);
@@ -266,9 +268,9 @@ const char *health_reason(const health *h)
         return h->reason;
 }
 
-uint64_t health_recover_at(const health *h)
+uint64_t health_recover_at_usec(const health *h)
 {
-        return h->recovering ? h->below_since + h->cfg.recover_usec : 0;
+        return h->recovering ? h->below_since_usec + h->cfg.recover_usec : 0;
 }
 
 /* 0 at 0, 1/3 at r, 2/3 at e, 1 at p and above, linear in between (r <= e <= p, r > 0). */

@@ -122,7 +122,7 @@ int health_level_from_name(const char *name);
 const char *health_reason(const health *h);
 
 /* While waiting to step down: when the next step happens if the inputs stay below. Else 0. */
-uint64_t health_recover_at(const health *h);
+uint64_t health_recover_at_usec(const health *h);
 
 /*
  * 0..100, 100 = healthy, from the inputs alone (no hysteresis). Each input's pressure is 0

@@ -126,7 +126,7 @@ static void test_closed_allows(void **state)
         for (uint64_t t = T0; t < T0 + 10 * USEC_PER_SEC; t += USEC_PER_SEC)
                 assert_true(breaker_allow(b, t));
         assert_string_equal(breaker_reason(b), "");
-        assert_int_equal(breaker_retry_at(b), 0);
+        assert_int_equal(breaker_retry_at_usec(b), 0);
         assert_int_equal(breaker_transitions(b), 0);
         breaker_free(b);
 }
@@ -145,8 +145,8 @@ static void test_open_by_consecutive_output_failures(void **state)
         assert_string_equal(breaker_reason(b),
                             "3 consecutive output failures: publish /srv/media/x.webp: No space "
                             "left on device");
-        assert_int_equal(breaker_retry_at(b), T0 + 3 + 30 * USEC_PER_SEC);
-        assert_int_equal(breaker_cooldown(b), 30 * USEC_PER_SEC);
+        assert_int_equal(breaker_retry_at_usec(b), T0 + 3 + 30 * USEC_PER_SEC);
+        assert_int_equal(breaker_cooldown_usec(b), 30 * USEC_PER_SEC);
         assert_int_equal(breaker_transitions(b), 1);
         assert_false(breaker_allow(b, T0 + 4));
         assert_true(breaker_check(b));
@@ -203,7 +203,7 @@ static void test_open_by_worker_rate(void **state)
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
         assert_string_equal(breaker_reason(b),
                             "worker failure rate 70% over the last 60 s (7 of 10)");
-        assert_int_equal(breaker_retry_at(b), t + 30 * USEC_PER_SEC);
+        assert_int_equal(breaker_retry_at_usec(b), t + 30 * USEC_PER_SEC);
         assert_int_equal(breaker_transitions(b), 1);
         breaker_free(b);
 
@@ -297,7 +297,7 @@ static void test_half_open_single_probe(void **state)
         uint64_t retry;
 
         open_by_output(b, T0);
-        retry = breaker_retry_at(b);
+        retry = breaker_retry_at_usec(b);
         assert_int_equal(retry, T0 + 30 * USEC_PER_SEC);
         assert_false(breaker_allow(b, T0));
         assert_false(breaker_allow(b, retry - 1));
@@ -306,7 +306,7 @@ static void test_half_open_single_probe(void **state)
         /* Exactly one probe, however often and however late it is asked. */
         assert_true(breaker_allow(b, retry));
         assert_int_equal(breaker_state(b), BREAKER_HALF_OPEN);
-        assert_int_equal(breaker_retry_at(b), 0);
+        assert_int_equal(breaker_retry_at_usec(b), 0);
         assert_int_equal(breaker_transitions(b), 2);
         for (uint64_t t = retry; t < retry + 3600 * USEC_PER_SEC; t += 7 * USEC_PER_SEC)
                 assert_false(breaker_allow(b, t));
@@ -334,12 +334,12 @@ static void test_half_open_success_closes(void **state)
         /* Opened by the worker rate; the probe succeeds. */
         record_n(b, BREAKER_WORKER_FAILURE, 10, T0);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
-        t = breaker_retry_at(b);
+        t = breaker_retry_at_usec(b);
         assert_true(breaker_allow(b, t));
         breaker_record(b, BREAKER_SUCCESS, NULL, t + USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
         assert_string_equal(breaker_reason(b), "");
-        assert_int_equal(breaker_retry_at(b), 0);
+        assert_int_equal(breaker_retry_at_usec(b), 0);
         assert_int_equal(breaker_transitions(b), 3);
         assert_true(breaker_allow(b, t + USEC_PER_SEC));
         assert_true(breaker_allow(b, t + USEC_PER_SEC));
@@ -354,13 +354,13 @@ static void test_half_open_success_closes(void **state)
         /* The output failure count starts over too: two after closing do not open it. */
         b = new_default();
         open_by_output(b, T0);
-        assert_true(breaker_allow(b, breaker_retry_at(b)));
+        assert_true(breaker_allow(b, breaker_retry_at_usec(b)));
         breaker_record(b, BREAKER_SUCCESS, NULL, T0 + 31 * USEC_PER_SEC);
         record_n(b, BREAKER_OUTPUT_FAILURE, 2, T0 + 32 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
         breaker_record(b, BREAKER_OUTPUT_FAILURE, NULL, T0 + 32 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
-        assert_int_equal(breaker_retry_at(b), T0 + 62 * USEC_PER_SEC);
+        assert_int_equal(breaker_retry_at_usec(b), T0 + 62 * USEC_PER_SEC);
         breaker_free(b);
 }
 
@@ -371,19 +371,19 @@ static void test_half_open_failure_doubles_cooldown(void **state)
         uint64_t t = T0;
 
         open_by_output(b, t);
-        assert_int_equal(breaker_retry_at(b), t + 30 * USEC_PER_SEC);
+        assert_int_equal(breaker_retry_at_usec(b), t + 30 * USEC_PER_SEC);
         for (size_t i = 0; i < ELEMENTSOF(expected_s); i++) {
                 enum breaker_outcome o = i % 2 ? BREAKER_WORKER_FAILURE : BREAKER_OUTPUT_FAILURE;
                 uint64_t transitions = breaker_transitions(b);
 
-                t = breaker_retry_at(b);
+                t = breaker_retry_at_usec(b);
                 assert_false(breaker_allow(b, t - 1));
                 assert_true(breaker_allow(b, t));
                 t += 5 * USEC_PER_SEC;
                 breaker_record(b, o, i == 0 ? enospc : NULL, t);
                 assert_int_equal(breaker_state(b), BREAKER_OPEN);
-                assert_int_equal(breaker_cooldown(b), expected_s[i] * USEC_PER_SEC);
-                assert_int_equal(breaker_retry_at(b), t + expected_s[i] * USEC_PER_SEC);
+                assert_int_equal(breaker_cooldown_usec(b), expected_s[i] * USEC_PER_SEC);
+                assert_int_equal(breaker_retry_at_usec(b), t + expected_s[i] * USEC_PER_SEC);
                 assert_int_equal(breaker_transitions(b), transitions + 2);
                 if (i == 0)
                         assert_string_equal(breaker_reason(b), "probe failed: publish "
@@ -397,13 +397,13 @@ static void test_half_open_failure_doubles_cooldown(void **state)
         }
 
         /* A successful probe resets the cool-down: the next opening waits 30 s again. */
-        t = breaker_retry_at(b);
+        t = breaker_retry_at_usec(b);
         assert_true(breaker_allow(b, t));
         breaker_record(b, BREAKER_SUCCESS, NULL, t);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
-        assert_int_equal(breaker_cooldown(b), 30 * USEC_PER_SEC);
+        assert_int_equal(breaker_cooldown_usec(b), 30 * USEC_PER_SEC);
         open_by_output(b, t + USEC_PER_SEC);
-        assert_int_equal(breaker_retry_at(b), t + 31 * USEC_PER_SEC);
+        assert_int_equal(breaker_retry_at_usec(b), t + 31 * USEC_PER_SEC);
         breaker_free(b);
 
         /* A worker failure as the probe's outcome also re-opens. */
@@ -413,7 +413,7 @@ static void test_half_open_failure_doubles_cooldown(void **state)
         breaker_record(b, BREAKER_WORKER_FAILURE, "timed out after 30 s", T0 + 40 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
         assert_string_equal(breaker_reason(b), "probe failed: timed out after 30 s");
-        assert_int_equal(breaker_retry_at(b), T0 + 100 * USEC_PER_SEC);
+        assert_int_equal(breaker_retry_at_usec(b), T0 + 100 * USEC_PER_SEC);
         breaker_free(b);
 }
 
@@ -434,7 +434,7 @@ static void test_job_failures_never_open(void **state)
         /* In half-open a job failure decides nothing: another probe may go out. */
         b = new_default();
         open_by_output(b, T0);
-        t = breaker_retry_at(b);
+        t = breaker_retry_at_usec(b);
         assert_true(breaker_allow(b, t));
         assert_false(breaker_allow(b, t));
         breaker_record(b, BREAKER_JOB_FAILURE, "not an image", t + 1);
@@ -452,14 +452,14 @@ static void test_open_ignores_outcomes(void **state)
         uint64_t retry;
 
         open_by_output(b, T0);
-        retry = breaker_retry_at(b);
+        retry = breaker_retry_at_usec(b);
         /* Jobs that were running when it opened finish: nothing changes. */
         breaker_record(b, BREAKER_SUCCESS, NULL, T0 + USEC_PER_SEC);
         breaker_record(b, BREAKER_OUTPUT_FAILURE, "other", T0 + 2 * USEC_PER_SEC);
         breaker_record(b, BREAKER_WORKER_FAILURE, "other", T0 + 3 * USEC_PER_SEC);
         breaker_record(b, BREAKER_JOB_FAILURE, "other", T0 + 4 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
-        assert_int_equal(breaker_retry_at(b), retry);
+        assert_int_equal(breaker_retry_at_usec(b), retry);
         assert_int_equal(breaker_transitions(b), 1);
         assert_string_equal(breaker_reason(b),
                             "3 consecutive output failures: publish /srv/media/x.webp: No space "

@@ -169,7 +169,7 @@ static void test_each_input_alone(void **state)
                 assert_int_equal(l, cases[i].level);
                 assert_int_equal(health_level(h), cases[i].level);
                 assert_int_equal(health_reason(h)[0] == '\0', cases[i].level == HEALTH_FULL);
-                assert_int_equal(health_recover_at(h), 0);
+                assert_int_equal(health_recover_at_usec(h), 0);
                 health_free(h);
         }
 }
@@ -233,7 +233,7 @@ static void test_escalation_is_immediate(void **state)
         assert_int_equal(health_level(h), HEALTH_REDUCED);
         assert_int_equal(health_update(h, IN(.memory_pressure = 0.98), T0 + 2 * USEC_PER_SEC),
                          HEALTH_PAUSED);
-        assert_int_equal(health_recover_at(h), 0);
+        assert_int_equal(health_recover_at_usec(h), 0);
         health_free(h);
 }
 
@@ -248,14 +248,14 @@ static void test_stepwise_recovery(void **state)
         /* Idle from T0 + 1 s: not before recover_usec... */
         t = T0 + USEC_PER_SEC;
         assert_int_equal(health_update(h, &idle, t), HEALTH_PAUSED);
-        assert_int_equal(health_recover_at(h), t + R);
+        assert_int_equal(health_recover_at_usec(h), t + R);
         assert_int_equal(health_update(h, &idle, t + 30 * USEC_PER_SEC), HEALTH_PAUSED);
         assert_string_equal(health_reason(h), "recovering from paused: below its thresholds for "
                                               "30 s of 60 s");
         assert_int_equal(health_update(h, &idle, t + R - 1), HEALTH_PAUSED);
         /* ...then one level per recover_usec. */
         assert_int_equal(health_update(h, &idle, t + R), HEALTH_ESSENTIAL);
-        assert_int_equal(health_recover_at(h), t + 2 * R);
+        assert_int_equal(health_recover_at_usec(h), t + 2 * R);
         assert_int_equal(health_update(h, &idle, t + R + 1), HEALTH_ESSENTIAL);
         assert_int_equal(health_update(h, &idle, t + 2 * R - 1), HEALTH_ESSENTIAL);
         assert_int_equal(health_update(h, &idle, t + 2 * R), HEALTH_REDUCED);
@@ -264,7 +264,7 @@ static void test_stepwise_recovery(void **state)
                                               "59 s of 60 s");
         assert_int_equal(health_update(h, &idle, t + 3 * R), HEALTH_FULL);
         assert_string_equal(health_reason(h), "");
-        assert_int_equal(health_recover_at(h), 0);
+        assert_int_equal(health_recover_at_usec(h), 0);
         assert_int_equal(health_update(h, &idle, t + 100 * R), HEALTH_FULL);
         assert_true(health_check(h));
         health_free(h);
@@ -287,7 +287,7 @@ static void test_recovery_restarts(void **state)
         /* A sample back at paused 50 s in restarts the wait. */
         assert_int_equal(health_update(h, IN(.queued = 10000), T0 + 50 * USEC_PER_SEC),
                          HEALTH_PAUSED);
-        assert_int_equal(health_recover_at(h), 0);
+        assert_int_equal(health_recover_at_usec(h), 0);
         assert_int_equal(health_update(h, &idle, T0 + 51 * USEC_PER_SEC), HEALTH_PAUSED);
         assert_int_equal(health_update(h, &idle, T0 + R), HEALTH_PAUSED);
         assert_int_equal(health_update(h, &idle, T0 + 51 * USEC_PER_SEC + R - 1), HEALTH_PAUSED);
@@ -302,7 +302,7 @@ static void test_recovery_restarts(void **state)
         assert_int_equal(health_update(h, &busy, T0 + R), HEALTH_ESSENTIAL);
         assert_int_equal(health_update(h, &busy, T0 + 2 * R), HEALTH_REDUCED);
         assert_string_equal(health_reason(h), "600 jobs queued (reduced at 500)");
-        assert_int_equal(health_recover_at(h), 0);
+        assert_int_equal(health_recover_at_usec(h), 0);
         assert_int_equal(health_update(h, &busy, T0 + 50 * R), HEALTH_REDUCED);
         /* ...and leaves it recover_usec after the inputs drop. */
         assert_int_equal(health_update(h, &idle, T0 + 51 * R), HEALTH_REDUCED);
