@@ -303,7 +303,7 @@ void verb_print_help(void)
                "  %s retry --dead\n"
                "  %s events --follow --json\n"
                "  %s verify --all || echo outputs changed behind imgd's back\n",
-               IO_TIMEOUT_MS / (int)MSEC_PER_SEC, CONFIG_DEFAULT_SOCKET, CONFIG_DEFAULT_PATH,
+               (int)(IO_TIMEOUT_USEC / USEC_PER_SEC), CONFIG_DEFAULT_SOCKET, CONFIG_DEFAULT_PATH,
                IMGCTL_PROGRAM, IMGCTL_PROGRAM, IMGCTL_PROGRAM, IMGCTL_PROGRAM, IMGCTL_PROGRAM,
                IMGCTL_PROGRAM, IMGCTL_PROGRAM);
 }

@@ -151,7 +151,7 @@ int operate_drain(struct client *ctl, const struct verb_args *a)
                                      a->timeout_s, running, IMGCTL_PROGRAM);
                         return EXIT_FAILED;
                 }
-                usleep(WAIT_POLL_MS * USEC_PER_MSEC);
+                usleep(WAIT_POLL_USEC);
                 r = client_request(ctl, proto_request_new("status"), &status);
                 if (r != EXIT_OK)
                         return r;

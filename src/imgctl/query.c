@@ -300,12 +300,12 @@ int query_wait(struct client *ctl, const struct verb_args *a)
                                              a->timeout_s, queued, running, retry);
                                 return EXIT_FAILED;
                         }
-                        if (left < WAIT_POLL_MS * (int64_t)USEC_PER_MSEC) {
+                        if (left < (int64_t)WAIT_POLL_USEC) {
                                 usleep((useconds_t)left);
                                 continue;
                         }
                 }
-                usleep(WAIT_POLL_MS * USEC_PER_MSEC);
+                usleep(WAIT_POLL_USEC);
         }
 }
 

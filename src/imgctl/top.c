@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * top.c - imgctl top (imgctl.h): a live view of imgd, refreshed every TOP_INTERVAL_MS from a
+ * top.c - imgctl top (imgctl.h): a live view of imgd, refreshed every TOP_INTERVAL_USEC from a
  * status request: the daemon's state, intake, the breaker and health level, a progress bar of
  * the backlog (jobs finished since top started against those left), the throughput over the
  * last 10 s, the alerts and what each worker is doing (the source of its job asked once with
@@ -22,7 +22,7 @@
 #include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
-#define TOP_INTERVAL_MS 1000
+#define TOP_INTERVAL_USEC USEC_PER_SEC
 #define TOP_RATE_WINDOW_USEC (10 * (int64_t)USEC_PER_SEC)
 #define TOP_SAMPLES 16 /* one a second: more than the rate window */
 #define TOP_SOURCE_CACHE 64
@@ -265,7 +265,7 @@ int top_run(struct client *ctl, const struct verb_args *a)
                         break;
 
                 /* Wait for the next refresh, or a key. */
-                wake = (int64_t)mono_usec() + TOP_INTERVAL_MS * (int64_t)USEC_PER_MSEC;
+                wake = (int64_t)mono_usec() + (int64_t)TOP_INTERVAL_USEC;
                 while (!top_interrupted) {
                         struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
                         int64_t left = wake - (int64_t)mono_usec();

@@ -17,6 +17,7 @@
 
 #include "daemon/metrics.h"
 #include "testutil.h"
+#include "shared/time-util.h"
 
 /* The whole exposition of m with gauges g (or zeros); caller frees. */
 static char *render(const metrics *m, const struct metrics_gauges *g)
