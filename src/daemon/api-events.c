@@ -13,6 +13,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 /* The fields of a job in the events api-operate.c emits itself (see api-private.h). */
 json_t *api_job_event_json(const struct job *j)

@@ -26,6 +26,7 @@
 #include "shared/macro.h"
 #include "shared/pathmap.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 /* Dead jobs put back per "retry" request: each is one transaction (an fsync), and the daemon
  * answers nobody else meanwhile. imgctl repeats the request until none remain. */

@@ -42,13 +42,13 @@ enum {
  * argument keeps the value given here; a present one is within its schema's limits.
  */
 struct api_args {
-        int64_t id;        /* "id": a job id >= 1; 0 when absent */
-        bool dead;         /* "dead": true or false; false when absent */
-        int state;         /* "state": an enum job_state; -1 when absent */
-        const char *watch; /* "watch": NULL when absent; borrowed from the request */
-        int64_t since_us;  /* "since": >= 0; 0 when absent */
-        int64_t limit;     /* "limit": 1..10000; 0 when absent */
-        const char *path;  /* "path": absolute, shorter than PATH_MAX; NULL when absent */
+        int64_t id;         /* "id": a job id >= 1; 0 when absent */
+        bool dead;          /* "dead": true or false; false when absent */
+        int state;          /* "state": an enum job_state; -1 when absent */
+        const char *watch;  /* "watch": NULL when absent; borrowed from the request */
+        int64_t since_usec; /* "since": >= 0; 0 when absent */
+        int64_t limit;      /* "limit": 1..10000; 0 when absent */
+        const char *path;   /* "path": absolute, shorter than PATH_MAX; NULL when absent */
 };
 
 typedef int (*api_command_fn)(struct api_context *ctx, const struct api_args *args,

@@ -28,13 +28,14 @@ static json_t *job_to_json(const struct job *j)
 {
         const char *state = job_state_name(j->state);
 
-        return json_pack(
-                "{s:I, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:s, s:o}", "id", (json_int_t)j->id,
-                "state", state ? state : "unknown", "source", api_text_or_null(j->source_path),
-                "watch", api_text_or_null(j->watch), "pipeline", api_text_or_null(j->pipeline),
-                "attempts", (json_int_t)j->attempts, "created_us", (json_int_t)j->created_us,
-                "updated_us", (json_int_t)j->updated_us, "next_at_us", (json_int_t)j->next_at_us,
-                "sha256", j->sha256, "error", api_text_or_null(j->last_error));
+        return json_pack("{s:I, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:s, s:o}", "id",
+                         (json_int_t)j->id, "state", state ? state : "unknown", "source",
+                         api_text_or_null(j->source_path), "watch", api_text_or_null(j->watch),
+                         "pipeline", api_text_or_null(j->pipeline), "attempts",
+                         (json_int_t)j->attempts, "created_us", (json_int_t)j->created_usec,
+                         "updated_us", (json_int_t)j->updated_usec, "next_at_us",
+                         (json_int_t)j->next_at_usec, "sha256", j->sha256, "error",
+                         api_text_or_null(j->last_error));
 }
 
 int api_jobs(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
@@ -44,7 +45,7 @@ int api_jobs(struct api_context *ctx, const struct api_args *args, json_t **ret_
         struct ledger_filter f = {
                 .state = args->state,
                 .watch = args->watch,
-                .since_us = args->since_us,
+                .since_usec = args->since_usec,
                 .limit = args->limit > 0 ? (unsigned)args->limit : API_LIST_DEFAULT,
         };
         struct job *jobs = NULL;
@@ -130,7 +131,7 @@ static json_t *errors_to_json(const struct job_detail *d)
 
                 if (json_array_append_new(arr, json_pack("{s:I, s:I, s:o}", "attempt",
                                                          (json_int_t)e->attempt, "at_us",
-                                                         (json_int_t)e->at_us, "message",
+                                                         (json_int_t)e->at_usec, "message",
                                                          api_text_or_null(e->message))) < 0)
                         return NULL;
         }

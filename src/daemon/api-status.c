@@ -21,6 +21,7 @@
 #include "daemon/worker-pool.h"
 #include "shared/macro.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 int api_ping(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
              char **ret_error)
@@ -91,9 +92,11 @@ static json_t *health_to_json(const struct scheduler_report *rep, json_t **ret_a
                       proto_string_lossy(rep->level_reason ? rep->level_reason : ""), "error_rate",
                       rep->error_rate, "finished_per_s", rep->finished_per_s, "backlog",
                       (json_int_t)rep->backlog, "drain_s",
-                      a->drain_us == HEALTH_DRAIN_NEVER ? json_null()
-                                                        : json_real((double)a->drain_us / 1e6),
-                      "oldest_queued_s", (double)rep->oldest_queued_age_us / 1e6);
+                      a->drain_usec == HEALTH_DRAIN_NEVER
+                              ? json_null()
+                              : json_real((double)a->drain_usec / (double)USEC_PER_SEC),
+                      "oldest_queued_s",
+                      (double)rep->oldest_queued_age_usec / (double)USEC_PER_SEC);
         if (!h)
                 return NULL;
         *ret_alerts = TAKE_PTR(alerts);
@@ -125,7 +128,7 @@ int api_status(struct api_context *ctx, const struct api_args *args, json_t **re
         const uint64_t *counts;
         uint64_t own[_JOB_STATE_MAX];
         struct scheduler_report rep;
-        int64_t uptime_us;
+        int64_t uptime_usec;
         json_t *result;
         int r;
 
@@ -165,23 +168,23 @@ int api_status(struct api_context *ctx, const struct api_args *args, json_t **re
                         return r;
         }
 
-        uptime_us = wall_usec() - ctx->started_us;
-        if (uptime_us < 0 || ctx->started_us <= 0)
-                uptime_us = 0;
+        uptime_usec = wall_usec() - ctx->started_usec;
+        if (uptime_usec < 0 || ctx->started_usec <= 0)
+                uptime_usec = 0;
 
-        result = json_pack("{s:s, s:i, s:s, s:I, s:o, s:b, s:i, s:i, s:o, "
-                           "s:{s:i, s:i, s:i, s:O}, s:O, s:b}",
-                           "state", ctx->state ? ctx->state : "running", "pid", (int)getpid(),
-                           "version", IMGD_VERSION, "uptime_s", (json_int_t)(uptime_us / 1000000),
-                           "config", api_text_or_null(ctx->config ? ctx->config->file : NULL),
-                           "paused", ctx->scheduler ? (int)scheduler_paused(ctx->scheduler) : 0,
-                           "running", ctx->scheduler ? (int)scheduler_running(ctx->scheduler) : 0,
-                           "subscribers", (int)control_subscribers(ctx->control), "watches",
-                           watches_to_json(ctx->config), "workers", "total",
-                           pool ? (int)worker_pool_size(pool) : 0, "busy",
-                           pool ? (int)worker_pool_busy(pool) : 0, "idle",
-                           pool ? (int)worker_pool_idle(pool) : 0, "list", list, "jobs", jobs,
-                           "intake_pending", (int)watch_intake_pending(ctx->watch));
+        result = json_pack(
+                "{s:s, s:i, s:s, s:I, s:o, s:b, s:i, s:i, s:o, "
+                "s:{s:i, s:i, s:i, s:O}, s:O, s:b}",
+                "state", ctx->state ? ctx->state : "running", "pid", (int)getpid(), "version",
+                IMGD_VERSION, "uptime_s", (json_int_t)(uptime_usec / USEC_PER_SEC), "config",
+                api_text_or_null(ctx->config ? ctx->config->file : NULL), "paused",
+                ctx->scheduler ? (int)scheduler_paused(ctx->scheduler) : 0, "running",
+                ctx->scheduler ? (int)scheduler_running(ctx->scheduler) : 0, "subscribers",
+                (int)control_subscribers(ctx->control), "watches", watches_to_json(ctx->config),
+                "workers", "total", pool ? (int)worker_pool_size(pool) : 0, "busy",
+                pool ? (int)worker_pool_busy(pool) : 0, "idle",
+                pool ? (int)worker_pool_idle(pool) : 0, "list", list, "jobs", jobs,
+                "intake_pending", (int)watch_intake_pending(ctx->watch));
         if (!result)
                 return -ENOMEM;
         if (ctx->scheduler) {
@@ -241,15 +244,14 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
                 g.workers_total = worker_pool_size(pool);
         }
         g.rss_bytes = rss_bytes();
-        g.oldest_queued_age_s = (double)rep.oldest_queued_age_us / 1e6;
+        g.oldest_queued_age_usec = rep.oldest_queued_age_usec;
         bs = breaker_state_from_name(rep.breaker);
         if (bs >= 0)
                 g.breaker_state = bs;               /* numbered as the gauge (breaker.h) */
         g.degradation_level = (int)rep.level_value; /* numbered as the gauge (health.h) */
         g.health_score = rep.score;
         g.alerts = rep.alerts.active;
-        g.drain_s = rep.alerts.drain_us == HEALTH_DRAIN_NEVER ? INFINITY
-                                                              : (double)rep.alerts.drain_us / 1e6;
+        g.drain_usec = rep.alerts.drain_usec;
         g.error_rate = rep.error_rate;
         g.finished_per_s = rep.finished_per_s;
         g.intake_retry_pending = intake_retry_pending(ctx->retry, NULL);

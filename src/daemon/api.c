@@ -213,7 +213,7 @@ static const struct api_arg api_args_jobs[] = {
         { .key = "watch", .kind = API_ARG_STRING, .offset = offsetof(struct api_args, watch) },
         { .key = "since",
           .kind = API_ARG_INTEGER,
-          .offset = offsetof(struct api_args, since_us),
+          .offset = offsetof(struct api_args, since_usec),
           .min = 0,
           .max = INT64_MAX,
           .what = "an integer number of microseconds since the epoch" },

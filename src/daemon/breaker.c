@@ -16,9 +16,10 @@
 #include "daemon/breaker.h"
 #include "shared/macro.h"
 #include "shared/string-table.h"
+#include "shared/time-util.h"
 
 struct sample {
-        uint64_t time_us;
+        uint64_t time_usec;
         bool worker_failed;
 };
 
@@ -33,9 +34,9 @@ struct breaker {
         size_t ring_n;    /* samples held, <= BREAKER_MAX_SAMPLES */
 
         /* OPEN and HALF-OPEN */
-        uint64_t cooldown_us; /* of the current or the next opening */
-        uint64_t retry_at_us; /* OPEN: when the probe is allowed */
-        bool probe_out;       /* HALF-OPEN: breaker_allow() let the probe through */
+        uint64_t cooldown_usec; /* of the current or the next opening */
+        uint64_t retry_at_usec; /* OPEN: when the probe is allowed */
+        bool probe_out;         /* HALF-OPEN: breaker_allow() let the probe through */
         char reason[BREAKER_REASON_MAX];
 
         uint64_t transitions;
@@ -47,9 +48,9 @@ void breaker_config_init(struct breaker_config *c)
                 .output_failures = 3,
                 .worker_failure_rate = 0.5,
                 .worker_min_samples = 10,
-                .window_us = UINT64_C(60) * 1000000,
-                .cooldown_us = UINT64_C(30) * 1000000,
-                .max_cooldown_us = UINT64_C(600) * 1000000,
+                .window_usec = 60 * USEC_PER_SEC,
+                .cooldown_usec = 30 * USEC_PER_SEC,
+                .max_cooldown_usec = 600 * USEC_PER_SEC,
         };
 }
 
@@ -58,8 +59,8 @@ static bool config_valid(const struct breaker_config *c)
         /* Written so that a NaN rate is refused too. */
         return c->output_failures > 0 && c->worker_failure_rate > 0 &&
                c->worker_failure_rate <= 1 && c->worker_min_samples > 0 &&
-               c->worker_min_samples <= BREAKER_MAX_SAMPLES && c->window_us > 0 &&
-               c->cooldown_us > 0 && c->max_cooldown_us >= c->cooldown_us;
+               c->worker_min_samples <= BREAKER_MAX_SAMPLES && c->window_usec > 0 &&
+               c->cooldown_usec > 0 && c->max_cooldown_usec >= c->cooldown_usec;
 }
 
 int breaker_new(const struct breaker_config *cfg, breaker **ret)
@@ -78,7 +79,7 @@ int breaker_new(const struct breaker_config *cfg, breaker **ret)
                 return -ENOMEM;
         b->cfg = *cfg;
         b->state = BREAKER_CLOSED;
-        b->cooldown_us = cfg->cooldown_us;
+        b->cooldown_usec = cfg->cooldown_usec;
         *ret = b;
         return 0;
 }
@@ -103,28 +104,29 @@ static void forget_closed_history(breaker *b)
         b->ring_n = 0;
 }
 
-static void push_sample(breaker *b, uint64_t now_us, bool worker_failed)
+static void push_sample(breaker *b, uint64_t now_usec, bool worker_failed)
 {
         b->ring[b->ring_next] =
-                (struct sample){ .time_us = now_us, .worker_failed = worker_failed };
+                (struct sample){ .time_usec = now_usec, .worker_failed = worker_failed };
         b->ring_next = (b->ring_next + 1) % BREAKER_MAX_SAMPLES;
         if (b->ring_n < BREAKER_MAX_SAMPLES)
                 b->ring_n++;
 }
 
 /*
- * Counts the samples in the window (now - window_us, now] into *ret_n and the worker
+ * Counts the samples in the window (now - window_usec, now] into *ret_n and the worker
  * failures among them into *ret_failed. A sample from "after" now (a clock that went back)
  * counts as in the window.
  */
-static void window_counts(const breaker *b, uint64_t now_us, unsigned *ret_n, unsigned *ret_failed)
+static void window_counts(const breaker *b, uint64_t now_usec, unsigned *ret_n,
+                          unsigned *ret_failed)
 {
         unsigned n = 0, failed = 0;
 
         for (size_t i = 0; i < b->ring_n; i++) {
                 const struct sample *s = &b->ring[i];
 
-                if (s->time_us < now_us && now_us - s->time_us >= b->cfg.window_us)
+                if (s->time_usec < now_usec && now_usec - s->time_usec >= b->cfg.window_usec)
                         continue;
                 n++;
                 if (s->worker_failed)
@@ -135,28 +137,28 @@ static void window_counts(const breaker *b, uint64_t now_us, unsigned *ret_n, un
 }
 
 /* "60 s", or "1500 ms" for a window that is not whole seconds. */
-static void format_duration(char *buf, size_t size, uint64_t us)
+static void format_duration(char *buf, size_t size, uint64_t usec)
 {
-        if (us % 1000000 == 0)
-                snprintf(buf, size, "%" PRIu64 " s", us / 1000000);
+        if (usec % USEC_PER_SEC == 0)
+                snprintf(buf, size, "%" PRIu64 " s", usec / USEC_PER_SEC);
         else
-                snprintf(buf, size, "%" PRIu64 " ms", us / 1000);
+                snprintf(buf, size, "%" PRIu64 " ms", usec / USEC_PER_MSEC);
 }
 
-static void open_breaker(breaker *b, uint64_t now_us)
+static void open_breaker(breaker *b, uint64_t now_usec)
 {
         set_state(b, BREAKER_OPEN);
-        b->retry_at_us = now_us + b->cooldown_us;
+        b->retry_at_usec = now_usec + b->cooldown_usec;
         b->probe_out = false;
         forget_closed_history(b);
 }
 
-static void record_closed(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_us)
+static void record_closed(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_usec)
 {
         unsigned n, failed;
         char window[32];
 
-        push_sample(b, now_us, o == BREAKER_WORKER_FAILURE);
+        push_sample(b, now_usec, o == BREAKER_WORKER_FAILURE);
         switch (o) {
         case BREAKER_SUCCESS:
                 b->consecutive_output = 0;
@@ -167,19 +169,19 @@ static void record_closed(breaker *b, enum breaker_outcome o, const char *reason
                 snprintf(b->reason, sizeof b->reason, "%u consecutive output failure%s%s%s",
                          b->consecutive_output, b->consecutive_output == 1 ? "" : "s",
                          reason ? ": " : "", reason ? reason : "");
-                open_breaker(b, now_us);
+                open_breaker(b, now_usec);
                 return;
         case BREAKER_WORKER_FAILURE:
-                window_counts(b, now_us, &n, &failed);
+                window_counts(b, now_usec, &n, &failed);
                 if (n < b->cfg.worker_min_samples ||
                     (double)failed / (double)n < b->cfg.worker_failure_rate)
                         return;
-                format_duration(window, sizeof window, b->cfg.window_us);
+                format_duration(window, sizeof window, b->cfg.window_usec);
                 snprintf(b->reason, sizeof b->reason,
                          "worker failure rate %u%% over the last %s (%u of %u)%s%s",
                          (unsigned)((100.0 * failed) / n + 0.5), window, failed, n,
                          reason ? "; last: " : "", reason ? reason : "");
-                open_breaker(b, now_us);
+                open_breaker(b, now_usec);
                 return;
         case BREAKER_JOB_FAILURE:
         case _BREAKER_OUTCOME_MAX:
@@ -188,13 +190,13 @@ static void record_closed(breaker *b, enum breaker_outcome o, const char *reason
 }
 
 static void record_half_open(breaker *b, enum breaker_outcome o, const char *reason,
-                             uint64_t now_us)
+                             uint64_t now_usec)
 {
         switch (o) {
         case BREAKER_SUCCESS:
                 set_state(b, BREAKER_CLOSED);
-                b->cooldown_us = b->cfg.cooldown_us;
-                b->retry_at_us = 0;
+                b->cooldown_usec = b->cfg.cooldown_usec;
+                b->retry_at_usec = 0;
                 b->probe_out = false;
                 b->reason[0] = '\0';
                 return;
@@ -204,10 +206,10 @@ static void record_half_open(breaker *b, enum breaker_outcome o, const char *rea
                          reason                        ? reason
                          : o == BREAKER_OUTPUT_FAILURE ? "output failure"
                                                        : "worker failure");
-                b->cooldown_us = b->cooldown_us > b->cfg.max_cooldown_us / 2
-                                         ? b->cfg.max_cooldown_us
-                                         : b->cooldown_us * 2;
-                open_breaker(b, now_us);
+                b->cooldown_usec = b->cooldown_usec > b->cfg.max_cooldown_usec / 2
+                                           ? b->cfg.max_cooldown_usec
+                                           : b->cooldown_usec * 2;
+                open_breaker(b, now_usec);
                 return;
         case BREAKER_JOB_FAILURE:
                 /* A bad input says nothing about the output side: let another probe out. */
@@ -218,16 +220,16 @@ static void record_half_open(breaker *b, enum breaker_outcome o, const char *rea
         }
 }
 
-bool breaker_allow(breaker *b, uint64_t now_us)
+bool breaker_allow(breaker *b, uint64_t now_usec)
 {
         switch (b->state) {
         case BREAKER_CLOSED:
                 return true;
         case BREAKER_OPEN:
-                if (now_us < b->retry_at_us)
+                if (now_usec < b->retry_at_usec)
                         return false;
                 set_state(b, BREAKER_HALF_OPEN);
-                b->retry_at_us = 0;
+                b->retry_at_usec = 0;
                 b->probe_out = true;
                 return true;
         case BREAKER_HALF_OPEN:
@@ -241,15 +243,15 @@ bool breaker_allow(breaker *b, uint64_t now_us)
         return false;
 }
 
-void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_us)
+void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_usec)
 {
         assert((unsigned)o < _BREAKER_OUTCOME_MAX);
         switch (b->state) {
         case BREAKER_CLOSED:
-                record_closed(b, o, reason, now_us);
+                record_closed(b, o, reason, now_usec);
                 break;
         case BREAKER_HALF_OPEN:
-                record_half_open(b, o, reason, now_us);
+                record_half_open(b, o, reason, now_usec);
                 break;
         case BREAKER_OPEN:
         case _BREAKER_STATE_MAX:
@@ -276,14 +278,14 @@ const char *breaker_reason(const breaker *b)
         return b->reason;
 }
 
-uint64_t breaker_retry_at(const breaker *b)
+uint64_t breaker_retry_at_usec(const breaker *b)
 {
-        return b->state == BREAKER_OPEN ? b->retry_at_us : 0;
+        return b->state == BREAKER_OPEN ? b->retry_at_usec : 0;
 }
 
-uint64_t breaker_cooldown(const breaker *b)
+uint64_t breaker_cooldown_usec(const breaker *b)
 {
-        return b->cooldown_us;
+        return b->cooldown_usec;
 }
 
 uint64_t breaker_transitions(const breaker *b)
@@ -297,7 +299,7 @@ bool breaker_check(const breaker *b)
                 return false;
         if (b->ring_n > BREAKER_MAX_SAMPLES || b->ring_next >= BREAKER_MAX_SAMPLES)
                 return false;
-        if (b->cooldown_us < b->cfg.cooldown_us || b->cooldown_us > b->cfg.max_cooldown_us)
+        if (b->cooldown_usec < b->cfg.cooldown_usec || b->cooldown_usec > b->cfg.max_cooldown_usec)
                 return false;
         if (memchr(b->reason, '\0', sizeof b->reason) == NULL)
                 return false;
@@ -308,7 +310,7 @@ bool breaker_check(const breaker *b)
         case BREAKER_OPEN:
                 return b->ring_n == 0 && !b->probe_out && b->reason[0] != '\0';
         case BREAKER_HALF_OPEN:
-                return b->ring_n == 0 && b->retry_at_us == 0 && b->reason[0] != '\0';
+                return b->ring_n == 0 && b->retry_at_usec == 0 && b->reason[0] != '\0';
         case _BREAKER_STATE_MAX:
                 break;
         }

@@ -14,20 +14,20 @@
  *     +--------+                                                      +------+
  *         ^                                                            |   ^
  *         |                 breaker_allow() at or after                |   | breaker_record():
- *         |                 breaker_retry_at(): returns true           |   | the probe failed
+ *         |                 breaker_retry_at_usec(): returns true           |   | the probe failed
  *         |                 once (the probe)                           v   | (output or worker
  *         |                                                     +-----------+ failure); the
  *         +---------------------------------------------------- | HALF-OPEN | cool-down doubles,
  *           breaker_record(): the probe succeeded; the          +-----------+ up to the maximum
- *           cool-down is reset to cooldown_us
+ *           cool-down is reset to cooldown_usec
  *
  * CLOSED: every claim is allowed. "Consecutive" output failures are ones without a success
  * between them; worker and job failures neither count towards them nor interrupt them. The
- * worker failure rate is worker failures / outcomes over the last window_us (at most
+ * worker failure rate is worker failures / outcomes over the last window_usec (at most
  * BREAKER_MAX_SAMPLES outcomes, newest kept), judged when a worker failure is recorded and
  * only once worker_min_samples outcomes are in the window. Job failures (bad input) never
  * open the breaker but are outcomes for the rate; output failures and successes are too.
- * OPEN: nothing is allowed until breaker_retry_at(); outcomes of jobs that were already
+ * OPEN: nothing is allowed until breaker_retry_at_usec(); outcomes of jobs that were already
  * running when it opened change nothing. HALF-OPEN: breaker_allow() has returned true once,
  * for the probe, and returns false until an outcome is recorded. The breaker cannot tell
  * the probe from a job that was already running, so the first outcome recorded in
@@ -64,9 +64,9 @@ struct breaker_config {
         unsigned output_failures;    /* consecutive output failures that open it; 3 */
         double worker_failure_rate;  /* (0, 1]: worker failures / outcomes that open it; 0.5 */
         unsigned worker_min_samples; /* 1..BREAKER_MAX_SAMPLES outcomes in the window; 10 */
-        uint64_t window_us;          /* the rate's sliding window; 60 s */
-        uint64_t cooldown_us;        /* open before the first probe; 30 s */
-        uint64_t max_cooldown_us;    /* the cool-down doubles per failed probe up to this; 10 min */
+        uint64_t window_usec;        /* the rate's sliding window; 60 s */
+        uint64_t cooldown_usec;      /* open before the first probe; 30 s */
+        uint64_t max_cooldown_usec;  /* the cool-down doubles per failed probe up to this; 10 min */
 };
 
 typedef struct breaker breaker;
@@ -77,7 +77,7 @@ void breaker_config_init(struct breaker_config *c);
 /*
  * A new breaker, closed, with a copy of cfg (NULL: the defaults). Returns 0, -EINVAL if a
  * value is out of range (zero counts or times, a rate outside (0, 1], min samples above
- * BREAKER_MAX_SAMPLES, max_cooldown_us below cooldown_us), or -ENOMEM; *ret is written only
+ * BREAKER_MAX_SAMPLES, max_cooldown_usec below cooldown_usec), or -ENOMEM; *ret is written only
  * on success.
  */
 int breaker_new(const struct breaker_config *cfg, breaker **ret);
@@ -85,11 +85,11 @@ int breaker_new(const struct breaker_config *cfg, breaker **ret);
 breaker *breaker_free(breaker *b);
 
 /*
- * Whether a job may be claimed now. CLOSED: true. OPEN: false before breaker_retry_at();
+ * Whether a job may be claimed now. CLOSED: true. OPEN: false before breaker_retry_at_usec();
  * from then on the first call moves to HALF-OPEN and returns true (the probe). HALF-OPEN:
  * false while the probe is out.
  */
-bool breaker_allow(breaker *b, uint64_t now_us);
+bool breaker_allow(breaker *b, uint64_t now_usec);
 
 /*
  * Records the outcome of one finished attempt and makes the transitions described above.
@@ -97,7 +97,7 @@ bool breaker_allow(breaker *b, uint64_t now_us);
  * on device" or "worker killed by SIGSEGV"; it is copied into breaker_reason() when it opens
  * the breaker, and is borrowed only for the call.
  */
-void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_us);
+void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_usec);
 
 enum breaker_state breaker_state(const breaker *b);
 /* "closed", "open", "half-open"; NULL for a value out of range. */
@@ -115,10 +115,10 @@ int breaker_state_from_name(const char *name);
 const char *breaker_reason(const breaker *b);
 
 /* While open: when breaker_allow() will let the probe through. Otherwise 0. */
-uint64_t breaker_retry_at(const breaker *b);
+uint64_t breaker_retry_at_usec(const breaker *b);
 
 /* The cool-down the next opening will use, or the current one while open. */
-uint64_t breaker_cooldown(const breaker *b);
+uint64_t breaker_cooldown_usec(const breaker *b);
 
 /* State changes since breaker_new() (every arrow in the diagram counts one). */
 uint64_t breaker_transitions(const breaker *b);

@@ -31,6 +31,7 @@
 #include "daemon/control-private.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 /* Supplementary groups of a peer we look at; Linux allows 65536 (NGROUPS_MAX). */
 #define CONTROL_MAX_PEER_GROUPS 65536u

@@ -47,6 +47,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 void control_client_free(struct client *cl)
 {
@@ -238,7 +239,7 @@ static int client_on_timer(sd_event_source *s, uint64_t usec, void *userdata)
         (void)s;
         (void)usec;
         log_debug("control client pid %d: silent for %llu ms, disconnecting", (int)cl->cred.pid,
-                  (unsigned long long)(cl->control->client_timeout_usec / 1000));
+                  (unsigned long long)(cl->control->client_timeout_usec / USEC_PER_MSEC));
         control_client_free(cl);
         return 0;
 }
@@ -288,7 +289,7 @@ bool control_evict(control *c)
                             "quiet longest (pid %d, %llu ms) to make room (%u more since the "
                             "last such message)",
                             c->path, c->n_clients, (int)victim->cred.pid,
-                            (unsigned long long)((now - victim->active_usec) / 1000),
+                            (unsigned long long)((now - victim->active_usec) / USEC_PER_MSEC),
                             c->evictions_unlogged);
                 c->evict_logged_usec = now;
                 c->evictions_unlogged = 0;

@@ -24,6 +24,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 /* Answers one request line (without its newline). Returns 0, or a negative errno when the
  * answer cannot be queued (the client is then disconnected). */

@@ -24,8 +24,8 @@
 
 #include "daemon/control.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
-#define USEC_PER_SEC UINT64_C(1000000)
 #define CONTROL_MAX_OUTPUT (4u * 1024 * 1024)
 #define CONTROL_INPUT_SIZE (PROTO_MAX_LINE + 1)
 #define CONTROL_REFUSAL_LOG_USEC (10 * USEC_PER_SEC)

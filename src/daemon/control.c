@@ -46,6 +46,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 #define CONTROL_ACCEPT_BURST 32
 #define CONTROL_ACCEPT_PAUSE_USEC (1 * USEC_PER_SEC)
@@ -216,7 +217,7 @@ int control_new(sd_event *e, const char *path, control_handler_fn fn, void *user
         c->event = sd_event_ref(e);
         c->fn = fn;
         c->userdata = userdata;
-        c->client_timeout_usec = CONTROL_CLIENT_TIMEOUT_S * USEC_PER_SEC;
+        c->client_timeout_usec = CONTROL_CLIENT_TIMEOUT_USEC;
         c->uid = geteuid();
         c->path = strdup(path);
         if (!c->path)
@@ -285,7 +286,7 @@ control *control_free(control *c)
 void control_set_client_timeout(control *c, uint64_t usec)
 {
         assert(c);
-        c->client_timeout_usec = usec > 0 ? usec : CONTROL_CLIENT_TIMEOUT_S * USEC_PER_SEC;
+        c->client_timeout_usec = usec > 0 ? usec : CONTROL_CLIENT_TIMEOUT_USEC;
 }
 
 int control_broadcast(control *c, const char *line)

@@ -2,7 +2,7 @@
 /*
  * control.h - the daemon's control socket. Listens on a Unix stream socket (mode 0660),
  * reads newline-delimited requests (see proto.h) from at most CONTROL_MAX_CLIENTS clients,
- * each bounded to PROTO_MAX_LINE bytes and CONTROL_CLIENT_TIMEOUT_S seconds of silence,
+ * each bounded to PROTO_MAX_LINE bytes and CONTROL_CLIENT_TIMEOUT_USEC of silence,
  * passes each request to the handler, and writes its answer. A client that breaks the rules
  * is answered with an error and disconnected; none can stall the daemon.
  *
@@ -39,6 +39,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
+#include "shared/time-util.h"
 
 /* With RLIMIT_NOFILE below 4 * CONTROL_MAX_CLIENTS, a quarter of it is the client limit (at
  * least CONTROL_MIN_CLIENTS), and a quarter of that the subscriber limit: under `ulimit -n
@@ -47,7 +48,7 @@
 #define CONTROL_MAX_CLIENTS 64
 #define CONTROL_MIN_CLIENTS 8
 #define CONTROL_MAX_SUBSCRIBERS 16 /* fewer than CONTROL_MAX_CLIENTS: room for the others */
-#define CONTROL_CLIENT_TIMEOUT_S 30
+#define CONTROL_CLIENT_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define CONTROL_MAX_SUBSCRIBER_OUTPUT (1024u * 1024)
 
 typedef struct control control;
@@ -68,7 +69,7 @@ int control_new(sd_event *e, const char *path, control_handler_fn fn, void *user
 control *control_free(control *c);
 
 /* Sets how long a client may stay silent before it is disconnected (default
- * CONTROL_CLIENT_TIMEOUT_S; 0 restores the default). Applies from each client's next request
+ * CONTROL_CLIENT_TIMEOUT_USEC; 0 restores the default). Applies from each client's next request
  * or connection. For tests. */
 void control_set_client_timeout(control *c, uint64_t usec);
 

@@ -16,6 +16,7 @@
 #include "daemon/hooks.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 struct hook {
         hooks *owner;
@@ -146,7 +147,7 @@ static int outputs_memfd(const char *const *paths, size_t n)
         return TAKE_FD(fd);
 }
 
-void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *event,
+void hooks_run(hooks *h, const char *program, usec_t timeout_usec, const char *event,
                const json_t *job, const struct hook_names *names)
 {
         struct hook *k = NULL;
@@ -238,9 +239,8 @@ void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *ev
         h->n++;
         r = sd_event_add_child(h->event, &k->child, pid, WEXITED, on_hook_exit, k);
         if (r >= 0)
-                r = sd_event_add_time_relative(h->event, &k->timer, CLOCK_MONOTONIC,
-                                               (uint64_t)timeout_s * 1000000ULL, 0, on_hook_timeout,
-                                               k);
+                r = sd_event_add_time_relative(h->event, &k->timer, CLOCK_MONOTONIC, timeout_usec,
+                                               0, on_hook_timeout, k);
         if (r < 0) {
                 log_warning_errno(r, "hook %s for job %s: cannot watch it: %m", program, id);
                 kill(pid, SIGKILL);

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <systemd/sd-event.h>
 
+#include "shared/time-util.h"
+
 #define HOOKS_MAX_RUNNING 16
 
 typedef struct hooks hooks;
@@ -37,7 +39,7 @@ struct hook_names {
 
 /* Starts `program` for `event` ("done" or "dead") of `job` (a scheduler event object), with
  * the exact paths of `names` (may be NULL). Borrows everything. */
-void hooks_run(hooks *h, const char *program, unsigned timeout_s, const char *event,
+void hooks_run(hooks *h, const char *program, usec_t timeout_usec, const char *event,
                const json_t *job, const struct hook_names *names);
 
 /* Number of hooks running now. */

@@ -37,6 +37,7 @@
 #include "daemon/http.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 #define LISTEN_BACKLOG 64
 /* MHD's own limit: room beyond HTTP_MAX_CONNECTIONS for the newcomer and for connections
@@ -245,7 +246,7 @@ static void make_room(http *h, const struct conn *keep)
         if (!quiet)
                 return;
         log_debug("http: %u connections open; closing the one quiet for %" PRIu64 " ms", h->n_live,
-                  (mono_usec() - quiet->active_usec) / 1000);
+                  (mono_usec() - quiet->active_usec) / USEC_PER_MSEC);
         (void)shutdown(quiet->fd, SHUT_RDWR);
         quiet->evicted = true;
         h->n_live--;
@@ -422,7 +423,7 @@ static void schedule(http *h)
                 (void)sd_event_source_set_enabled(h->timer, SD_EVENT_OFF);
                 return;
         }
-        (void)sd_event_source_set_time_relative(h->timer, (uint64_t)ms * 1000);
+        (void)sd_event_source_set_time_relative(h->timer, (uint64_t)ms * USEC_PER_MSEC);
         (void)sd_event_source_set_enabled(h->timer, SD_EVENT_ONESHOT);
 }
 

@@ -27,6 +27,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/pathmap.h"
+#include "shared/time-util.h"
 
 static int fail(char **ret_error, int r, const char *path, const char *why)
 {
@@ -87,7 +88,7 @@ static int known(ledger *l, const char *path, const struct stat *st, char **ret_
 }
 
 int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w, const char *path,
-                int64_t now_us, int64_t *ret_id, char **ret_error)
+                int64_t now_usec, int64_t *ret_id, char **ret_error)
 {
         _cleanup_free_ char *key = NULL;
         _cleanup_close_ int fd = -1;
@@ -152,7 +153,7 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
         if (r < 0)
                 return fail(ret_error, r, path,
                             r == -EFBIG ? "grew over limits.max_file_bytes" : strerror(-r));
-        r = ledger_enqueue(l, &src, now_us, &id);
+        r = ledger_enqueue(l, &src, now_usec, &id);
         if (r < 0)
                 return fail(ret_error, r, path, ledger_errmsg(l));
         if (r > 0 && ret_id)
@@ -264,7 +265,7 @@ static void round_end(intake_retry *q)
                                                                           : q->delay_usec * 2;
                 log_warning("intake: %zu upload(s) still cannot be taken in (last: %s); "
                             "retrying in %.0f s",
-                            q->n, q->error ?: "?", (double)q->delay_usec / 1e6);
+                            q->n, q->error ?: "?", (double)q->delay_usec / (double)USEC_PER_SEC);
         }
         arm(q);
 }

@@ -13,6 +13,7 @@
 #include <systemd/sd-event.h>
 
 #include "shared/config.h"
+#include "shared/time-util.h"
 #include "daemon/ledger.h"
 
 /*
@@ -21,7 +22,7 @@
  * not a regular file), or a negative errno with a message in *ret_error (owned by caller).
  */
 int intake_file(ledger *l, const struct config *cfg, const struct watch_config *w, const char *path,
-                int64_t now_us, int64_t *ret_id, char **ret_error);
+                int64_t now_usec, int64_t *ret_id, char **ret_error);
 
 /*
  * Whether an error of intake_file() is the machine's rather than the file's (the ledger's
@@ -41,8 +42,8 @@ bool intake_error_transient(int r);
  */
 typedef struct intake_retry intake_retry;
 
-#define INTAKE_RETRY_MIN_USEC (1000000ULL)
-#define INTAKE_RETRY_MAX_USEC (30 * 1000000ULL)
+#define INTAKE_RETRY_MIN_USEC USEC_PER_SEC
+#define INTAKE_RETRY_MAX_USEC (30 * USEC_PER_SEC)
 #define INTAKE_RETRY_MAX_FILES 100000
 
 /* Takes `path` (below the watched folder `watch_path`) in again. Returns what intake_file()

@@ -6,6 +6,7 @@
 
 #include "daemon/jobprep.h"
 #include "shared/pathmap.h"
+#include "shared/time-util.h"
 
 enum image_format jobprep_format(const struct variant *v, enum image_format src)
 {
@@ -74,5 +75,6 @@ json_t *jobprep_request(const struct config *cfg, const struct pipeline *pl, int
                          "max_decode_bytes", (json_int_t)(cfg->limits.worker_memory / 4 * 3),
                          "max_bytes", (json_int_t)cfg->limits.max_file_bytes, "variants", variants,
                          "placeholder", (int)pl->placeholder, "allow_heif",
-                         (int)cfg->limits.allow_heif, "timeout_s", (int)cfg->limits.job_timeout_s);
+                         (int)cfg->limits.allow_heif, "timeout_s",
+                         (int)(cfg->limits.job_timeout_usec / USEC_PER_SEC));
 }

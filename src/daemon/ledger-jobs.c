@@ -56,9 +56,9 @@ static int drop_staged_locked(ledger *l, int64_t id)
 }
 
 /* Appends message to job id's error history under its current attempt number. */
-static int add_error_locked(ledger *l, int64_t id, const char *message, int64_t now_us)
+static int add_error_locked(ledger *l, int64_t id, const char *message, int64_t now_usec)
 {
-        return ledger_stmt_exec(l, STMT_INSERT_ERROR, "iim", id, now_us, message);
+        return ledger_stmt_exec(l, STMT_INSERT_ERROR, "iim", id, now_usec, message);
 }
 
 /* -ESTALE unless job id is running; then forgets its staged outputs: how a transition out
@@ -94,16 +94,17 @@ static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output 
 
 /* Recovery */
 
-int ledger_recover(ledger *l, int64_t now_us)
+int ledger_recover(ledger *l, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RECOVER, "i", now_us));
+        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RECOVER, "i", now_usec));
 }
 
 /* Intake */
 
-static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id)
+static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_usec,
+                          int64_t *ret_id)
 {
         char reason[64];
         int64_t id;
@@ -131,13 +132,13 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
 
         r = ledger_stmt_exec(l, STMT_INSERT_JOB, "tttiiitti", src->watch, src->path, src->sha256,
                              (int64_t)src->size, src->mtime_ns, (int64_t)src->ino, src->output_key,
-                             src->pipeline, now_us);
+                             src->pipeline, now_usec);
         if (r < 0)
                 return r;
         id = sqlite3_last_insert_rowid(l->db);
 
         snprintf(reason, sizeof reason, "superseded by job %" PRId64, id);
-        r = ledger_stmt_exec(l, STMT_SUPERSEDE, "titi", src->path, id, reason, now_us);
+        r = ledger_stmt_exec(l, STMT_SUPERSEDE, "titi", src->path, id, reason, now_usec);
         if (r < 0)
                 return r;
 
@@ -145,7 +146,7 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
         return 1;
 }
 
-int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id)
+int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, int64_t *ret_id)
 {
         int64_t id = 0;
         int r;
@@ -157,7 +158,7 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int
             strnlen(src->sha256, HASH_HEX_SIZE) != HASH_HEX_SIZE - 1)
                 return ledger_error(l, -EINVAL, "incomplete source description");
 
-        r = LEDGER_WRITE(l, enqueue_locked(l, src, now_us, &id));
+        r = LEDGER_WRITE(l, enqueue_locked(l, src, now_usec, &id));
         if (r < 0)
                 return r;
         if (ret_id)
@@ -167,14 +168,14 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int
 
 /* Running: claim, the checkpoint "verified", done */
 
-static int claim_locked(ledger *l, const char *owner, int64_t now_us, int64_t expires_us,
+static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t expires_usec,
                         struct job **ret)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_CLAIM);
         _cleanup_(job_freep) struct job *j = NULL;
         int r;
 
-        r = ledger_bind_step(l, st, "iti", now_us, owner, expires_us);
+        r = ledger_bind_step(l, st, "iti", now_usec, owner, expires_usec);
         if (r <= 0)
                 return r;
 
@@ -192,27 +193,28 @@ static int claim_locked(ledger *l, const char *owner, int64_t now_us, int64_t ex
         return 1;
 }
 
-int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us, struct job **ret)
+int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
+                 struct job **ret)
 {
         _cleanup_(job_freep) struct job *j = NULL;
-        int64_t expires_us;
+        int64_t expires_usec;
         int r;
 
         assert(l);
         assert(owner);
         assert(ret);
 
-        if (lease_us < 0)
+        if (lease_usec < 0)
                 return ledger_error(l, -EINVAL, "negative lease");
-        if (__builtin_add_overflow(now_us, lease_us, &expires_us))
-                expires_us = INT64_MAX;
+        if (__builtin_add_overflow(now_usec, lease_usec, &expires_usec))
+                expires_usec = INT64_MAX;
 
         /* Not flushed (see ledger-sqlite.c): losing it to a power cut loses nothing. The next
          * transition's ledger_tx_begin() sets FULL again before it begins. */
         r = ledger_tx_begin_sync(l, false);
         if (r < 0)
                 return r;
-        r = ledger_tx_end(l, claim_locked(l, owner, now_us, expires_us, &j));
+        r = ledger_tx_end(l, claim_locked(l, owner, now_usec, expires_usec, &j));
         if (r <= 0)
                 return r;
         *ret = TAKE_PTR(j);
@@ -220,7 +222,7 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us,
 }
 
 static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                        bool degraded, const char *info, int64_t now_us)
+                        bool degraded, const char *info, int64_t now_usec)
 {
         int r;
 
@@ -230,20 +232,20 @@ static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, si
         r = insert_outputs_locked(l, id, outs, n_outs, true);
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_STAGED, "iiit", id, now_us, (int64_t)degraded, info);
+        return ledger_stmt_exec(l, STMT_SET_STAGED, "iiit", id, now_usec, (int64_t)degraded, info);
 }
 
 int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
-                 const char *info, int64_t now_us)
+                 const char *info, int64_t now_usec)
 {
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, stage_locked(l, id, outs, n_outs, degraded, info, now_us));
+        return LEDGER_WRITE(l, stage_locked(l, id, outs, n_outs, degraded, info, now_usec));
 }
 
 static int complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                           int64_t now_us)
+                           int64_t now_usec)
 {
         int r;
 
@@ -265,16 +267,16 @@ static int complete_locked(ledger *l, int64_t id, const struct job_output *outs,
                         return r;
         }
 
-        return ledger_stmt_exec(l, STMT_SET_DONE, "ii", id, now_us);
+        return ledger_stmt_exec(l, STMT_SET_DONE, "ii", id, now_usec);
 }
 
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                    int64_t now_us)
+                    int64_t now_usec)
 {
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, complete_locked(l, id, outs, n_outs, now_us));
+        return LEDGER_WRITE(l, complete_locked(l, id, outs, n_outs, now_usec));
 }
 
 static int relocate_locked(ledger *l, int64_t id, const char *pipeline, const char *output_key)
@@ -297,74 +299,74 @@ int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *out
 
 /* Leaving running: retry, dead, released, held */
 
-static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
-                       int64_t now_us)
+static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
+                       int64_t now_usec)
 {
         int r;
 
         r = leave_running_locked(l, id);
         if (r < 0)
                 return r;
-        r = add_error_locked(l, id, error, now_us);
+        r = add_error_locked(l, id, error, now_usec);
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_FAILED, "itmii", id,
-                                job_state_name(retry ? JOB_RETRY : JOB_DEAD), error, next_at_us,
-                                now_us);
+                                job_state_name(retry ? JOB_RETRY : JOB_DEAD), error, next_at_usec,
+                                now_usec);
 }
 
-int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
-                int64_t now_us)
+int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
+                int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(
-                l, fail_locked(l, id, error ? error : "unknown error", retry, next_at_us, now_us));
+        return LEDGER_WRITE(l, fail_locked(l, id, error ? error : "unknown error", retry,
+                                           next_at_usec, now_usec));
 }
 
-static int release_locked(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us)
+static int release_locked(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec)
 {
         int r;
 
         r = leave_running_locked(l, id);
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_us, now_us);
+        return ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_usec, now_usec);
 }
 
-int ledger_release(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us)
+int ledger_release(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, release_locked(l, id, next_at_us, now_us));
+        return LEDGER_WRITE(l, release_locked(l, id, next_at_usec, now_usec));
 }
 
-static int hold_locked(ledger *l, int64_t id, const char *reason, int64_t now_us)
+static int hold_locked(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 {
         int r;
 
         r = leave_running_locked(l, id);
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_HELD, "imi", id, reason, now_us);
+        return ledger_stmt_exec(l, STMT_SET_HELD, "imi", id, reason, now_usec);
 }
 
-int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_us)
+int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 {
         assert(l);
         assert(reason);
 
-        return LEDGER_WRITE(l, hold_locked(l, id, reason, now_us));
+        return LEDGER_WRITE(l, hold_locked(l, id, reason, now_usec));
 }
 
-int ledger_unhold(ledger *l, int64_t now_us)
+int ledger_unhold(ledger *l, int64_t now_usec)
 {
-        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_UNHOLD, "i", now_us));
+        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_UNHOLD, "i", now_usec));
 }
 
 /* Operators and health: cancel, retry, re-render */
 
-static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_us)
+static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 {
         int r;
 
@@ -376,17 +378,17 @@ static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_
         r = drop_staged_locked(l, id);
         if (r < 0)
                 return r;
-        r = add_error_locked(l, id, reason, now_us);
+        r = add_error_locked(l, id, reason, now_usec);
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_CANCELLED, "imi", id, reason, now_us);
+        return ledger_stmt_exec(l, STMT_SET_CANCELLED, "imi", id, reason, now_usec);
 }
 
-int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us)
+int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, cancel_locked(l, id, reason ? reason : "cancelled", now_us));
+        return LEDGER_WRITE(l, cancel_locked(l, id, reason ? reason : "cancelled", now_usec));
 }
 
 /* 1 if job id is held (see ledger_hold()), 0 if not. */
@@ -398,7 +400,7 @@ static int held_locked(ledger *l, int64_t id)
         return r <= 0 ? r : sqlite3_column_int64(st, 0) != 0;
 }
 
-static int retry_locked(ledger *l, int64_t id, int64_t now_us)
+static int retry_locked(ledger *l, int64_t id, int64_t now_usec)
 {
         int r;
 
@@ -407,17 +409,18 @@ static int retry_locked(ledger *l, int64_t id, int64_t now_us)
                 r = job_require_locked(l, id, 1u << JOB_DEAD, "dead (or held)");
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_REQUEUED, "ii", id, now_us);
+        return ledger_stmt_exec(l, STMT_SET_REQUEUED, "ii", id, now_usec);
 }
 
-int ledger_retry(ledger *l, int64_t id, int64_t now_us)
+int ledger_retry(ledger *l, int64_t id, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, retry_locked(l, id, now_us));
+        return LEDGER_WRITE(l, retry_locked(l, id, now_usec));
 }
 
-int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit)
+int ledger_rerender_degraded(ledger *l, int64_t now_usec, unsigned limit)
 {
-        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RERENDER, "ii", now_us, (int64_t)limit));
+        return LEDGER_WRITE(l,
+                            ledger_stmt_changes(l, STMT_RERENDER, "ii", now_usec, (int64_t)limit));
 }

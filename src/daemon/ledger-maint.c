@@ -157,7 +157,7 @@ int ledger_check_files(ledger *l)
         /* Only between transactions and read batches (the event loop's top level). */
         if (l->in_write || l->read_open || !sqlite3_get_autocommit(l->db))
                 return 0;
-        if (l->write_failed_since_us != 0)
+        if (l->write_failed_since_usec != 0)
                 write_probe(l);
         wal = l->wal_lost || (l->wal_known && ledger_aux_gone(l->wal_path, l->wal_dev, l->wal_ino));
         shm = !l->shm_lost && l->shm_known && ledger_aux_gone(l->shm_path, l->shm_dev, l->shm_ino);
@@ -215,7 +215,7 @@ int ledger_check_files(ledger *l)
 
 /* Pruning */
 
-int ledger_prune(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch)
+int ledger_prune(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch)
 {
         int64_t from = *cursor, to, min_id = 0, max_id = 0;
         int r;
@@ -236,7 +236,7 @@ int ledger_prune(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch)
         if (from == 0)
                 from = min_id > 0 ? min_id - 1 : 0;
         to = from + (int64_t)batch;
-        r = LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_PRUNE, "iii", cutoff_us, from, to));
+        r = LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_PRUNE, "iii", cutoff_usec, from, to));
         if (r >= 0)
                 *cursor = to >= max_id ? 0 : to;
         return r;

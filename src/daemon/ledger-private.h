@@ -111,7 +111,7 @@ struct ledger {
         /* The file system refused the last write transaction (ledger_storage_errno()): its
          * message and since when (wall clock), until a write transaction commits again. */
         char write_failure[512];
-        int64_t write_failed_since_us;
+        int64_t write_failed_since_usec;
 
         /* The SQLite engine: the connection and its statements. */
         sqlite3 *db;

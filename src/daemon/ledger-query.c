@@ -31,7 +31,7 @@ int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_
         return ledger_bind_step(l, st, "tiii", path, (int64_t)size, mtime_ns, (int64_t)ino);
 }
 
-int ledger_next_due(ledger *l, int64_t *ret_us)
+int ledger_next_due(ledger *l, int64_t *ret_usec)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_NEXT_DUE);
         int r;
@@ -39,12 +39,12 @@ int ledger_next_due(ledger *l, int64_t *ret_us)
         r = ledger_stmt_step(l, st);
         if (r <= 0)
                 return r;
-        if (ret_us)
-                *ret_us = sqlite3_column_int64(st, 0);
+        if (ret_usec)
+                *ret_usec = sqlite3_column_int64(st, 0);
         return 1;
 }
 
-int ledger_oldest_queued(ledger *l, int64_t *ret_us)
+int ledger_oldest_queued(ledger *l, int64_t *ret_usec)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_OLDEST_QUEUED);
         int r = ledger_stmt_step(l, st);
@@ -53,7 +53,7 @@ int ledger_oldest_queued(ledger *l, int64_t *ret_us)
                 return r;
         if (sqlite3_column_type(st, 0) == SQLITE_NULL)
                 return 0;
-        *ret_us = sqlite3_column_int64(st, 0);
+        *ret_usec = sqlite3_column_int64(st, 0);
         return 1;
 }
 
@@ -122,9 +122,9 @@ int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n)
         return list_ids(l, STMT_LIST_STAGED, 0, ret_ids, ret_n);
 }
 
-int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *ret_n)
+int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *ret_n)
 {
-        return list_ids(l, STMT_EXPIRED, now_us, ret_ids, ret_n);
+        return list_ids(l, STMT_EXPIRED, now_usec, ret_ids, ret_n);
 }
 
 /* Counts */
@@ -200,12 +200,12 @@ int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size
                  "SELECT " JOB_COLUMNS " FROM jobs WHERE 1%s%s%s "
                  "ORDER BY updated_us DESC, id DESC LIMIT ?4",
                  f->state >= 0 ? " AND state = ?1" : "", f->watch ? " AND watch = ?2" : "",
-                 f->since_us != 0 ? " AND updated_us >= ?3" : "");
+                 f->since_usec != 0 ? " AND updated_us >= ?3" : "");
         rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
         r = ledger_stmt_bind(l, st, "ttii", f->state >= 0 ? job_state_name(f->state) : NULL,
-                             f->watch, f->since_us, (int64_t)limit);
+                             f->watch, f->since_usec, (int64_t)limit);
         if (r < 0)
                 return r;
 
@@ -293,7 +293,7 @@ static int get_errors_locked(ledger *l, int64_t id, struct job_detail *d)
                 e = &d->errors[d->n_errors];
                 *e = (struct job_error){
                         .attempt = (unsigned)sqlite3_column_int64(st, 0),
-                        .at_us = sqlite3_column_int64(st, 1),
+                        .at_usec = sqlite3_column_int64(st, 1),
                 };
                 d->n_errors++;
                 r = ledger_column_strdup(l, st, 2, &e->message);

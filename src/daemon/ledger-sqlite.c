@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "daemon/ledger-private.h"
+#include "shared/time-util.h"
 
 #define LEDGER_BUSY_TIMEOUT_MS 5000
 /* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */
@@ -405,15 +406,15 @@ int ledger_tx_end(ledger *l, int r)
                                 wal_commit_durable(l);
                         /* Only a commit that wrote something says the disk takes writes. */
                         if (wrote && sqlite3_total_changes64(l->db) != l->changes_at_begin)
-                                l->write_failed_since_us = 0;
+                                l->write_failed_since_usec = 0;
                         goto out;
                 }
                 r = k;
         }
         if (wrote && ledger_storage_errno(-r)) {
                 snprintf(l->write_failure, sizeof l->write_failure, "%s", l->errmsg);
-                if (l->write_failed_since_us == 0)
-                        l->write_failed_since_us = wall_usec();
+                if (l->write_failed_since_usec == 0)
+                        l->write_failed_since_usec = wall_usec();
         }
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
@@ -490,9 +491,9 @@ int ledger_read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
                 .mtime_ns = sqlite3_column_int64(st, 7),
                 .ino = (uint64_t)sqlite3_column_int64(st, 8),
                 .attempts = (unsigned)sqlite3_column_int64(st, 10),
-                .created_us = sqlite3_column_int64(st, 11),
-                .updated_us = sqlite3_column_int64(st, 12),
-                .next_at_us = sqlite3_column_int64(st, 13),
+                .created_usec = sqlite3_column_int64(st, 11),
+                .updated_usec = sqlite3_column_int64(st, 12),
+                .next_at_usec = sqlite3_column_int64(st, 13),
         };
         int r;
 

@@ -106,11 +106,11 @@ const char *ledger_open_check(const ledger *l)
         return l->open_check;
 }
 
-const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us)
+const char *ledger_write_failure(const ledger *l, int64_t *ret_since_usec)
 {
-        if (!l || l->write_failed_since_us == 0)
+        if (!l || l->write_failed_since_usec == 0)
                 return NULL;
-        if (ret_since_us)
-                *ret_since_us = l->write_failed_since_us;
+        if (ret_since_usec)
+                *ret_since_usec = l->write_failed_since_usec;
         return l->write_failure;
 }

@@ -102,12 +102,12 @@ struct job {
         uint64_t ino;
         enum job_state state;
         unsigned attempts;
-        int64_t created_us; /* wall clock, microseconds since the epoch */
-        int64_t updated_us;
-        int64_t next_at_us; /* for queued/retry: not claimable before this */
-        char *last_error;   /* NULL if none */
-        bool degraded;      /* rendered below full quality */
-        char *info;         /* JSON the render reported (placeholder, warnings); NULL if none */
+        int64_t created_usec; /* wall clock, microseconds since the epoch */
+        int64_t updated_usec;
+        int64_t next_at_usec; /* for queued/retry: not claimable before this */
+        char *last_error;     /* NULL if none */
+        bool degraded;        /* rendered below full quality */
+        char *info;           /* JSON the render reported (placeholder, warnings); NULL if none */
 };
 
 struct job_output {
@@ -123,7 +123,7 @@ struct job_output {
 
 struct job_error {
         unsigned attempt;
-        int64_t at_us;
+        int64_t at_usec;
         char *message;
 };
 
@@ -185,10 +185,10 @@ int ledger_check_files(ledger *l);
 /*
  * While the file system refuses the ledger's writes (read-only, full, failing: the last write
  * transaction failed with EROFS, ENOSPC, EDQUOT, EIO, EACCES or EPERM): its message, naming
- * the file and the cause, and in *ret_since_us (may be NULL) since when (wall clock). NULL
+ * the file and the cause, and in *ret_since_usec (may be NULL) since when (wall clock). NULL
  * once a write transaction commits again (ledger_check_files() tries one while it lasts).
  */
-const char *ledger_write_failure(const ledger *l, int64_t *ret_since_us);
+const char *ledger_write_failure(const ledger *l, int64_t *ret_since_usec);
 
 /* The message of the last failure on l: the engine's (SQLite's) or the ledger's own. */
 const char *ledger_errmsg(ledger *l);
@@ -198,7 +198,7 @@ const char *ledger_errmsg(ledger *l);
  * keeping their attempt count. Verified jobs stay running for the caller to publish (see
  * above). Returns the number of jobs put back.
  */
-int ledger_recover(ledger *l, int64_t now_us);
+int ledger_recover(ledger *l, int64_t now_usec);
 
 /*
  * Returns 1 if a job for `path` exists with this size, mtime and inode and is not
@@ -213,20 +213,21 @@ int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_
  * and not cancelled (its recorded size/mtime/inode are refreshed); content whose job was
  * cancelled (its file went away, an operator cancelled it) gets a new job.
  */
-int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_us, int64_t *ret_id);
+int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, int64_t *ret_id);
 
 /*
  * Claims the claimable job (queued or retry, next_at <= now, no running job with the same
  * output_key) that has waited longest: state becomes running, attempts += 1, a lease of
- * `lease_us` is recorded for `owner`, all in one transaction. Returns 1 and the job in
+ * `lease_usec` is recorded for `owner`, all in one transaction. Returns 1 and the job in
  * *ret (owned by the caller), or 0 when none is claimable. The one transition not flushed
  * to disk before it returns: a power cut (not a crash) may undo it, leaving the job queued.
  */
-int ledger_claim(ledger *l, const char *owner, int64_t now_us, int64_t lease_us, struct job **ret);
+int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
+                 struct job **ret);
 
-/* Returns 1 and the earliest next_at of a queued or retry job (not held) in *ret_us, or 0
+/* Returns 1 and the earliest next_at of a queued or retry job (not held) in *ret_usec, or 0
  * if none. */
-int ledger_next_due(ledger *l, int64_t *ret_us);
+int ledger_next_due(ledger *l, int64_t *ret_usec);
 
 /*
  * Checkpoint "verified": records the job's outputs (with their tmp_path) as staged, whether
@@ -235,59 +236,59 @@ int ledger_next_due(ledger *l, int64_t *ret_us);
  * the job is not running.
  */
 int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
-                 const char *info, int64_t now_us);
+                 const char *info, int64_t now_usec);
 
 /*
  * running -> done, in one transaction. With n_outs == 0 the staged outputs become the
  * published ones; otherwise outs replace them. -ESTALE if the job is not running.
  */
 int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                    int64_t now_us);
+                    int64_t now_usec);
 
 /*
  * done -> queued for up to `limit` degraded jobs that are still their source's newest
  * (attempts reset), so that they are rendered again at full quality; their published
  * outputs stay until the new ones replace them. Returns how many were queued.
  */
-int ledger_rerender_degraded(ledger *l, int64_t now_us, unsigned limit);
+int ledger_rerender_degraded(ledger *l, int64_t now_usec, unsigned limit);
 
 /* Returns 1 and the creation time of the oldest queued or retry job, 0 if none. */
-int ledger_oldest_queued(ledger *l, int64_t *ret_us);
+int ledger_oldest_queued(ledger *l, int64_t *ret_usec);
 
 /*
- * Deletes done and cancelled jobs finished before cutoff_us, with their outputs and errors,
+ * Deletes done and cancelled jobs finished before cutoff_usec, with their outputs and errors,
  * except each source's newest job (which start-up scans rely on). Dead jobs are kept until
  * retried or cancelled. One batch per call, so that a ledger of millions never holds the
  * caller up for long: the jobs with ids in (*cursor, *cursor + batch]; *cursor is then where
  * the next batch starts, or 0 when this one reached the newest job (a pass starts with 0).
  * Returns how many were deleted.
  */
-int ledger_prune(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch);
+int ledger_prune(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch);
 
 /* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
 int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
 
 /* Ids of running jobs, not verified, whose lease expired before now (owned by the caller). */
-int ledger_list_expired(ledger *l, int64_t now_us, int64_t **ret_ids, size_t *ret_n);
+int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *ret_n);
 
 /*
  * running -> retry (retry = true; claimable from next_at_us) or dead. The error is recorded
  * as last_error and appended to the job's error history. -ESTALE if the job is not running.
  */
-int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_us,
-                int64_t now_us);
+int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
+                int64_t now_usec);
 
 /*
  * running -> queued without consuming an attempt (the attempt counter is decremented): for
  * work handed back unfinished, e.g. at shutdown or when the failure was not the job's.
  */
-int ledger_release(ledger *l, int64_t id, int64_t next_at_us, int64_t now_us);
+int ledger_release(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec);
 
 /* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
-int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_us);
+int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec);
 
 /* dead or held -> queued (attempts reset to 0). -ESTALE if the job is neither. */
-int ledger_retry(ledger *l, int64_t id, int64_t now_us);
+int ledger_retry(ledger *l, int64_t id, int64_t now_usec);
 
 /*
  * The next_at_us of a held job: queued, but not claimable until ledger_unhold() or
@@ -300,10 +301,10 @@ int ledger_retry(ledger *l, int64_t id, int64_t now_us);
  * recorded as last_error: for a job that cannot run in the configuration as it is (its watch
  * was removed), to be woken when the configuration changes. -ESTALE if the job is not running.
  */
-int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_us);
+int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_usec);
 
-/* Makes every held job claimable from now_us. Returns how many were held. */
-int ledger_unhold(ledger *l, int64_t now_us);
+/* Makes every held job claimable from now_usec. Returns how many were held. */
+int ledger_unhold(ledger *l, int64_t now_usec);
 
 /* Counts the held jobs (in the "queued" count too) into *ret_n. */
 int ledger_count_held(ledger *l, uint64_t *ret_n);
@@ -338,10 +339,10 @@ void ledger_read_end(ledger *l);
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
 
 struct ledger_filter {
-        int state;         /* an enum job_state, or -1 for any */
-        const char *watch; /* NULL for any */
-        int64_t since_us;  /* updated at or after; 0 for any */
-        unsigned limit;    /* 0 for the default (50) */
+        int state;          /* an enum job_state, or -1 for any */
+        const char *watch;  /* NULL for any */
+        int64_t since_usec; /* updated at or after; 0 for any */
+        unsigned limit;     /* 0 for the default (50) */
 };
 
 /* The newest jobs matching f, newest first. *ret is an array of *ret_n jobs (caller frees

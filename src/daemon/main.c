@@ -33,6 +33,7 @@
 #include "daemon/lockfile.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 #include "daemon/notify.h"
 #include "daemon/recover.h"
 #include "daemon/scheduler.h"
@@ -40,8 +41,8 @@
 #include "daemon/worker-pool.h"
 
 /* How long SIGTERM waits for running jobs before handing them back to the ledger. */
-#define DRAIN_TIMEOUT_USEC (20 * 1000000ULL)
-#define STATUS_INTERVAL_USEC (2 * 1000000ULL)
+#define DRAIN_TIMEOUT_USEC (20 * USEC_PER_SEC)
+#define STATUS_INTERVAL_USEC (2 * USEC_PER_SEC)
 
 struct daemon {
         sd_event *event;
@@ -205,7 +206,7 @@ static void intake_probe(struct health_alert_inputs *in, void *userdata)
         in->unwatched = watch_unwatched(d->watch, &error);
         in->unwatched_error = error;
         in->unwatched_first = watch_unwatched_first(d->watch);
-        in->unwatched_scan_s = d->config ? d->config->unwatched_scan_interval_s : 0;
+        in->unwatched_scan_usec = d->config ? d->config->unwatched_scan_interval_usec : 0;
 }
 
 /*
@@ -407,7 +408,7 @@ static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata)
                                    running);
                 return sd_event_exit(d->event, 0);
         }
-        sd_event_source_set_time_relative(s, 100 * 1000);
+        sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
 }
@@ -429,7 +430,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         }
         /* Drain: claim nothing new, let running jobs finish within a bound. */
         log_info("%s: stopping; waiting up to %llu s for %u running job(s)",
-                 strsignal((int)si->ssi_signo), DRAIN_TIMEOUT_USEC / 1000000ULL,
+                 strsignal((int)si->ssi_signo),
+                 (unsigned long long)(DRAIN_TIMEOUT_USEC / USEC_PER_SEC),
                  scheduler_running(d->scheduler));
         d->api.state = "stopping";
         notify_stopping();
@@ -574,7 +576,7 @@ static int run(struct daemon *d)
                 .ledger = d->ledger,
                 .scheduler = d->scheduler,
                 .state = "starting",
-                .started_us = wall_usec(),
+                .started_usec = wall_usec(),
                 .watch = d->watch,
                 .retry = d->retry,
                 .reload = api_reload,

@@ -14,6 +14,7 @@
 
 #include "shared/macro.h"
 #include "shared/health.h"
+#include "shared/time-util.h"
 #include "daemon/ledger.h"
 #include "daemon/metrics.h"
 
@@ -216,9 +217,10 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 "# HELP imgd_build_info The version of imgd, as a label; always 1.\n"
                 "# TYPE imgd_build_info gauge\n"
                 "imgd_build_info{version=\"%s\"} 1\n",
-                g->oldest_queued_age_s, g->breaker_state, g->degradation_level, g->health_score,
-                (unsigned long long)g->rss_bytes, (unsigned long long)g->workers_busy,
-                (unsigned long long)g->workers_idle, (unsigned long long)starting, IMGD_VERSION);
+                (double)g->oldest_queued_age_usec / (double)USEC_PER_SEC, g->breaker_state,
+                g->degradation_level, g->health_score, (unsigned long long)g->rss_bytes,
+                (unsigned long long)g->workers_busy, (unsigned long long)g->workers_idle,
+                (unsigned long long)starting, IMGD_VERSION);
         fputs("# HELP imgd_alert Alert conditions, 1 while active (imgctl status then exits 1).\n"
               "# TYPE imgd_alert gauge\n",
               f);
@@ -229,10 +231,11 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
               "rate (+Inf: not draining).\n"
               "# TYPE imgd_drain_seconds gauge\n",
               f);
-        if (isinf(g->drain_s))
+        if (g->drain_usec == HEALTH_DRAIN_NEVER)
                 fputs("imgd_drain_seconds +Inf\n", f);
         else
-                fprintf(f, "imgd_drain_seconds %.3f\n", g->drain_s);
+                fprintf(f, "imgd_drain_seconds %.3f\n",
+                        (double)g->drain_usec / (double)USEC_PER_SEC);
         fprintf(f,
                 "# HELP imgd_error_ratio Failed share of the attempts of the last 5 minutes.\n"
                 "# TYPE imgd_error_ratio gauge\n"

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "daemon/ledger.h" /* enum job_state */
+#include "shared/time-util.h"
 
 #define METRICS_MAX_LABELS 64
 
@@ -32,12 +33,12 @@ void metrics_worker_restart(metrics *m, const char *why);
 /* Values that are sampled rather than counted, set before rendering. */
 struct metrics_gauges {
         uint64_t jobs_by_state[_JOB_STATE_MAX];
-        double oldest_queued_age_s;
-        int breaker_state;      /* 0 closed, 1 half-open, 2 open */
-        int degradation_level;  /* 0 full, 1 reduced, 2 essential, 3 paused */
-        double health_score;    /* 0..100 */
-        unsigned alerts;        /* active alerts: bit (1 << enum health_alert) */
-        double drain_s;         /* predicted time to drain the backlog; INFINITY: never */
+        usec_t oldest_queued_age_usec; /* written in seconds */
+        int breaker_state;             /* 0 closed, 1 half-open, 2 open */
+        int degradation_level;         /* 0 full, 1 reduced, 2 essential, 3 paused */
+        double health_score;           /* 0..100 */
+        unsigned alerts;               /* active alerts: bit (1 << enum health_alert) */
+        usec_t drain_usec;      /* predicted time to drain the backlog; HEALTH_DRAIN_NEVER: never */
         double error_rate;      /* failed share of the recent attempts, 0..1 */
         double finished_per_s;  /* jobs finished (done or dead) per second, recently */
         uint64_t rss_bytes;     /* the daemon's resident set */

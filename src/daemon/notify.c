@@ -7,6 +7,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "shared/macro.h"
+#include "shared/time-util.h"
 #include "daemon/notify.h"
 
 void notify_ready(void)

@@ -7,10 +7,11 @@
 
 #include "daemon/outcomes.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 struct outcomes {
         struct {
-                uint64_t at;
+                uint64_t at_usec;
                 bool failed;
         } outcomes[OUTCOMES_MAX];
         unsigned n_outcomes, next_outcome;
@@ -38,7 +39,7 @@ outcomes *outcomes_free(outcomes *o)
 
 void outcomes_note(outcomes *o, uint64_t now, bool failed)
 {
-        o->outcomes[o->next_outcome].at = now;
+        o->outcomes[o->next_outcome].at_usec = now;
         o->outcomes[o->next_outcome].failed = failed;
         o->next_outcome = (o->next_outcome + 1) % ELEMENTSOF(o->outcomes);
         if (o->n_outcomes < ELEMENTSOF(o->outcomes))
@@ -58,7 +59,7 @@ double outcomes_error_rate(const outcomes *o, uint64_t now)
         unsigned total = 0, failed = 0;
 
         for (unsigned i = 0; i < o->n_outcomes; i++) {
-                if (now - o->outcomes[i].at > OUTCOMES_WINDOW_USEC)
+                if (now - o->outcomes[i].at_usec > OUTCOMES_WINDOW_USEC)
                         continue;
                 total++;
                 failed += o->outcomes[i].failed;
@@ -66,13 +67,13 @@ double outcomes_error_rate(const outcomes *o, uint64_t now)
         return total >= 10 ? (double)failed / total : 0;
 }
 
-double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_us)
+double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_usec)
 {
         uint64_t span, oldest = now;
         unsigned n = 0;
 
-        *ret_window_us = now - o->started_usec < OUTCOMES_WINDOW_USEC ? now - o->started_usec
-                                                                      : OUTCOMES_WINDOW_USEC;
+        *ret_window_usec = now - o->started_usec < OUTCOMES_WINDOW_USEC ? now - o->started_usec
+                                                                        : OUTCOMES_WINDOW_USEC;
         for (unsigned i = 0; i < o->n_completions; i++) {
                 if (now - o->completions[i] > OUTCOMES_WINDOW_USEC)
                         continue;
@@ -80,6 +81,6 @@ double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_wi
                 if (o->completions[i] < oldest)
                         oldest = o->completions[i];
         }
-        span = now - oldest > 1000000 ? now - oldest : 1000000;
-        return (double)n / ((double)span / 1e6);
+        span = now - oldest > USEC_PER_SEC ? now - oldest : USEC_PER_SEC;
+        return (double)n / ((double)span / (double)USEC_PER_SEC);
 }

@@ -9,9 +9,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "shared/time-util.h"
 
 /* How far back the error rate and the drain rate look. */
-#define OUTCOMES_WINDOW_USEC (5 * 60 * 1000000ULL)
+#define OUTCOMES_WINDOW_USEC (5 * USEC_PER_MINUTE)
 #define OUTCOMES_MAX 128u
 #define OUTCOMES_MAX_FINISHED 256u
 
@@ -33,7 +34,7 @@ double outcomes_error_rate(const outcomes *o, uint64_t now);
 /*
  * Jobs finished per second recently: those of the last OUTCOMES_WINDOW_USEC (as far as the
  * ring holds them) over the time from the oldest of them to now (at least one second), so
- * that a burst after a quiet spell is measured at its own pace. In *ret_window_us the time
+ * that a burst after a quiet spell is measured at its own pace. In *ret_window_usec the time
  * looked back over: the window, or the time since start if shorter.
  */
-double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_us);
+double outcomes_finished_per_s(const outcomes *o, uint64_t now, uint64_t *ret_window_usec);

@@ -4,8 +4,9 @@
  */
 #include "daemon/prune.h"
 #include "shared/log.h"
+#include "shared/time-util.h"
 
-uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_us)
+uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_usec)
 {
         uint64_t next = PRUNE_USEC;
         int k;
@@ -15,10 +16,10 @@ uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_
                 return next;
         }
         if (p->cursor == 0) {
-                p->cutoff = now_us - (int64_t)days * 86400 * 1000000;
+                p->cutoff_usec = now_usec - (int64_t)days * 86400 * (int64_t)USEC_PER_SEC;
                 p->total = 0;
         }
-        k = ledger_prune(l, p->cutoff, &p->cursor, PRUNE_BATCH);
+        k = ledger_prune(l, p->cutoff_usec, &p->cursor, PRUNE_BATCH);
         if (k < 0) {
                 log_warning_errno(k, "ledger: prune: %s", ledger_errmsg(l));
                 p->cursor = 0; /* the next pass starts over */

@@ -14,20 +14,21 @@
 #include <stdint.h>
 
 #include "daemon/ledger.h"
+#include "shared/time-util.h"
 
 /* Passes start this long apart; a pass under way goes on after PRUNE_PAUSE_USEC. */
-#define PRUNE_USEC (3600 * 1000000ULL)
+#define PRUNE_USEC (3600 * USEC_PER_SEC)
 #define PRUNE_BATCH 2000u
-#define PRUNE_PAUSE_USEC (20 * 1000ULL)
+#define PRUNE_PAUSE_USEC (20 * USEC_PER_MSEC)
 
 /* A pass: where its next batch starts (0: none under way), the cutoff it started with, how
  * many it deleted so far. Zero-initialised: idle. */
 struct prune_pass {
-        int64_t cursor, cutoff;
+        int64_t cursor, cutoff_usec;
         int total;
 };
 
-/* Runs one batch of the pass (starting one at now_us if none is under way) with the
+/* Runs one batch of the pass (starting one at now_usec if none is under way) with the
  * configured `days` (0: off). Logs a failure, and the total at the end of a pass that
  * deleted any. Returns the delay before the next call. */
-uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_us);
+uint64_t prune_step(struct prune_pass *p, ledger *l, unsigned days, int64_t now_usec);

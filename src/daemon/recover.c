@@ -36,7 +36,7 @@ static void unlink_staged(const struct job_detail *d)
 }
 
 /* Publishes one verified job. Returns 1 if completed, 0 if handed back, <0 on ledger error. */
-static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
+static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
 {
         _cleanup_(job_detail_freep) struct job_detail *d = NULL;
         struct publish_tmp *tmps = NULL;
@@ -57,7 +57,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: superseded while staged; cancelled", id,
                         d->job.source_path);
-                return ledger_cancel(l, id, "superseded by newer content", now_us);
+                return ledger_cancel(l, id, "superseded by newer content", now_usec);
         }
 
         tmps = calloc(d->n_outputs ? d->n_outputs : 1, sizeof *tmps);
@@ -101,7 +101,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
                                   failed ? failed : "manifest");
                 goto redo;
         }
-        r = ledger_complete(l, id, NULL, 0, now_us);
+        r = ledger_complete(l, id, NULL, 0, now_usec);
         if (r >= 0) {
                 log_job(LOG_INFO, LOG_JOB_DONE, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: published from staging after restart", id,
@@ -112,7 +112,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_us)
 
 redo:
         unlink_staged(d);
-        r = ledger_release(l, id, now_us, now_us);
+        r = ledger_release(l, id, now_usec, now_usec);
 out:
         for (size_t i = 0; i < n_tmps; i++) {
                 tmps[i].final_path = NULL; /* borrowed from d */
@@ -123,7 +123,7 @@ out:
         return r;
 }
 
-int recover_run(ledger *l, const struct config *cfg, int64_t now_us, struct recover_stats *ret)
+int recover_run(ledger *l, const struct config *cfg, int64_t now_usec, struct recover_stats *ret)
 {
         _cleanup_free_ int64_t *ids = NULL;
         struct recover_stats st = {};
@@ -134,7 +134,7 @@ int recover_run(ledger *l, const struct config *cfg, int64_t now_us, struct reco
         if (r < 0)
                 return log_error_errno(r, "ledger: list staged jobs: %s", ledger_errmsg(l));
         for (size_t i = 0; i < n; i++) {
-                r = recover_staged_job(l, ids[i], now_us);
+                r = recover_staged_job(l, ids[i], now_usec);
                 if (r < 0)
                         return log_error_errno(r, "ledger: recover job %" PRId64 ": %s", ids[i],
                                                ledger_errmsg(l));
@@ -144,7 +144,7 @@ int recover_run(ledger *l, const struct config *cfg, int64_t now_us, struct reco
                         st.redone++;
         }
 
-        r = ledger_recover(l, now_us);
+        r = ledger_recover(l, now_usec);
         if (r < 0)
                 return log_error_errno(r, "ledger: recover running jobs: %s", ledger_errmsg(l));
         st.requeued = (unsigned)r;

@@ -25,4 +25,4 @@ struct recover_stats {
 };
 
 /* Returns 0, or a negative errno when the ledger failed (the daemon should not start). */
-int recover_run(ledger *l, const struct config *cfg, int64_t now_us, struct recover_stats *ret);
+int recover_run(ledger *l, const struct config *cfg, int64_t now_usec, struct recover_stats *ret);

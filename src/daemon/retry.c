@@ -8,6 +8,7 @@
 
 #include "daemon/retry.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 bool retry_environmental(int r)
 {
@@ -44,16 +45,18 @@ enum retry_decision retry_decide(const struct config_retry *r, unsigned attempts
         return RETRY_DEAD_EXHAUSTED;
 }
 
-int64_t retry_backoff_ms(const struct config_retry *r, unsigned attempt, double rnd)
+usec_t retry_backoff_usec(const struct config_retry *r, unsigned attempt, double rnd)
 {
-        double delay = r->base_delay_ms;
+        /* In milliseconds, the unit of the settings, so that the rounding stays where it was. */
+        double delay_msec = (double)(r->base_delay_usec / USEC_PER_MSEC);
+        double max_msec = (double)(r->max_delay_usec / USEC_PER_MSEC);
 
-        for (unsigned i = 1; i < attempt && delay < r->max_delay_ms; i++)
-                delay *= 2;
-        if (delay > r->max_delay_ms)
-                delay = r->max_delay_ms;
-        delay *= 1.0 + r->jitter * (2.0 * rnd - 1.0);
-        return delay < 0 ? 0 : (int64_t)llround(delay);
+        for (unsigned i = 1; i < attempt && delay_msec < max_msec; i++)
+                delay_msec *= 2;
+        if (delay_msec > max_msec)
+                delay_msec = max_msec;
+        delay_msec *= 1.0 + r->jitter * (2.0 * rnd - 1.0);
+        return delay_msec < 0 ? 0 : (usec_t)llround(delay_msec) * USEC_PER_MSEC;
 }
 
 double retry_random01(void)

@@ -2,7 +2,7 @@
 /*
  * retry.h - what a failed attempt of a job leads to, as pure functions: whether the error
  * is the job's or the machine's (retry_classify), whether the job is tried again or is dead
- * (retry_decide), and how long it waits first (retry_backoff_ms: exponential, capped, with
+ * (retry_decide), and how long it waits first (retry_backoff_usec: exponential, capped, with
  * jitter). The scheduler applies the answers; nothing here touches the ledger or the clock.
  */
 #pragma once
@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "shared/config.h"
+#include "shared/time-util.h"
 
 enum retry_class {
         RETRY_CLASS_TRANSIENT, /* the job's, may pass: an attempt is used */
@@ -31,7 +32,7 @@ bool retry_environmental(int r);
 enum retry_class retry_classify(int r, bool permanent);
 
 enum retry_decision {
-        RETRY_AGAIN,          /* retry after retry_backoff_ms() */
+        RETRY_AGAIN,          /* retry after retry_backoff_usec() */
         RETRY_DEAD_PERMANENT, /* dead: the failure was permanent */
         RETRY_DEAD_EXHAUSTED, /* dead: `attempts` used up retry.max_attempts */
 };
@@ -42,9 +43,9 @@ enum retry_decision retry_decide(const struct config_retry *r, unsigned attempts
 /*
  * The delay before attempt `attempt + 1` after `attempt` failures: base * 2^(attempt-1),
  * capped at max, then spread by +-jitter using `random01` (a number in [0, 1)), never
- * below 0, rounded to the nearest millisecond.
+ * below 0, rounded to the nearest millisecond; in microseconds.
  */
-int64_t retry_backoff_ms(const struct config_retry *r, unsigned attempt, double random01);
+usec_t retry_backoff_usec(const struct config_retry *r, unsigned attempt, double random01);
 
 /* A number in [0, 1) from getrandom() (from the clock if that fails): the jitter's draw.
  * Not pure, unlike the rest. */

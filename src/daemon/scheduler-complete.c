@@ -24,6 +24,7 @@
 #include "shared/macro.h"
 #include "shared/manifest.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 
 /* Records a failed attempt: retry after a backoff, or dead when permanent or out of
  * attempts. A job whose path has newer content (a job of its own) is cancelled as
@@ -58,10 +59,11 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
         }
         if (retry) {
                 next = now +
-                       1000 * retry_backoff_ms(&s->cfg->retry, job->attempts, retry_random01());
+                       (int64_t)retry_backoff_usec(&s->cfg->retry, job->attempts, retry_random01());
                 log_job(LOG_WARNING, LOG_JOB_RETRY, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: attempt %u failed: %s; retrying in %.1f s", job->id,
-                        job->source_path, job->attempts, error, (double)(next - now) / 1e6);
+                        job->source_path, job->attempts, error,
+                        (double)(next - now) / (double)USEC_PER_SEC);
         } else if (decision == RETRY_DEAD_EXHAUSTED) {
                 if (asprintf(&msg, "gave up after %u attempts: %s", job->attempts, error) < 0)
                         msg = NULL;
@@ -102,7 +104,7 @@ void scheduler_completed_late(scheduler *s, const struct job *job)
 {
         _cleanup_(job_detail_freep) struct job_detail *d = NULL;
         json_t *list = json_array();
-        double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
+        double seconds = (double)(wall_usec() - job->updated_usec) / (double)USEC_PER_SEC;
 
         log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: done (recorded once the ledger could be written again)",
@@ -129,12 +131,12 @@ void scheduler_completed_late(scheduler *s, const struct job *job)
  */
 void scheduler_job_blocked(scheduler *s, const struct job *job, const char *error)
 {
-        int64_t delay = retry_backoff_ms(&s->cfg->retry, ++s->env_failures, retry_random01());
+        usec_t delay_usec = retry_backoff_usec(&s->cfg->retry, ++s->env_failures, retry_random01());
 
         log_job(LOG_ERR, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
-                job->source_path, error, (double)delay / 1e3);
-        scheduler_hand_back(s, job->id, 1000 * delay);
+                job->source_path, error, (double)delay_usec / (double)USEC_PER_SEC);
+        scheduler_hand_back(s, job->id, (int64_t)delay_usec);
         metrics_job_failed(s->metrics, "environmental");
         scheduler_breaker_note(s, BREAKER_OUTPUT_FAILURE, error);
 }
@@ -286,10 +288,10 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
         s->env_failures = 0;
         scheduler_breaker_note(s, BREAKER_SUCCESS, NULL);
         scheduler_note_finished(s);
-        double seconds = (double)(wall_usec() - job->updated_us) / 1e6;
+        double seconds = (double)(wall_usec() - job->updated_usec) / (double)USEC_PER_SEC;
         log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
-                run->n, seconds * 1e3);
+                run->n, seconds * (double)MSEC_PER_SEC);
         metrics_job_done(s->metrics, job->pipeline, seconds);
         {
                 json_t *list = json_array();

@@ -61,7 +61,7 @@ void scheduler_emit(scheduler *s, const char *event, const struct job *job, json
                         names.outputs = outputs;
                         names.n_outputs = d->n_outputs;
                 }
-                hooks_run(s->hooks, hook, wc->hook_timeout_s, event, j, &names);
+                hooks_run(s->hooks, hook, wc->hook_timeout_usec, event, j, &names);
         }
 }
 

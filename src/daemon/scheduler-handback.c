@@ -14,6 +14,7 @@
 #include "daemon/scheduler-private.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 /* Tries the hand-backs (and completions) that failed again; those that fail again wait
  * longer. */
@@ -26,7 +27,7 @@ static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
         for (struct handback **p = &s->handbacks; *p;) {
                 struct handback *h = *p;
                 int r = h->done ? ledger_complete(s->ledger, h->id, NULL, 0, now)
-                                : ledger_release(s->ledger, h->id, now + h->delay_us, now);
+                                : ledger_release(s->ledger, h->id, now + h->delay_usec, now);
 
                 /* -ESTALE: not running any more (a reset of the ledger); nothing to hand back. */
                 if (r < 0 && r != -ESTALE) {
@@ -49,7 +50,8 @@ static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
                                                  ? HANDBACK_MAX_USEC
                                                  : 2 * s->handback_delay_usec;
                 log_warning("ledger: hand-backs still failing (%s); trying again in %.0f s",
-                            ledger_errmsg(s->ledger), (double)s->handback_delay_usec / 1e6);
+                            ledger_errmsg(s->ledger),
+                            (double)s->handback_delay_usec / (double)USEC_PER_SEC);
                 sd_event_source_set_time_relative(es, s->handback_delay_usec);
                 sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         }
@@ -75,11 +77,11 @@ void scheduler_handback_keep(scheduler *s, struct handback *h)
         }
 }
 
-void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_us)
+void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_usec)
 {
         int64_t now = wall_usec();
         struct handback *h;
-        int r = ledger_release(s->ledger, id, now + delay_us, now);
+        int r = ledger_release(s->ledger, id, now + delay_usec, now);
 
         if (r >= 0 || r == -ESTALE)
                 return;
@@ -89,10 +91,11 @@ void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_us)
                                 ledger_errmsg(s->ledger));
                 return;
         }
-        *h = (struct handback){ .id = id, .delay_us = delay_us };
+        *h = (struct handback){ .id = id, .delay_usec = delay_usec };
         scheduler_handback_keep(s, h);
         log_error_errno(r, "ledger: hand back job %" PRId64 ": %s; trying again in %.0f s", id,
-                        ledger_errmsg(s->ledger), (double)s->handback_delay_usec / 1e6);
+                        ledger_errmsg(s->ledger),
+                        (double)s->handback_delay_usec / (double)USEC_PER_SEC);
 }
 
 void scheduler_handback_all(scheduler *s, int64_t now)

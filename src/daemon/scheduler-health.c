@@ -14,10 +14,11 @@
 #include "shared/health.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
-#define HEALTH_CHECK_USEC (5 * 1000000ULL)
+#define HEALTH_CHECK_USEC (5 * USEC_PER_SEC)
 #define RERENDER_BATCH 20
-#define MEMINFO_USEC (1000000ULL)
+#define MEMINFO_USEC USEC_PER_SEC
 
 /* Records an outcome with the breaker and logs its transitions. */
 void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *reason)
@@ -36,8 +37,9 @@ void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *re
                 return;
         if (after == BREAKER_OPEN) {
                 log_error("circuit breaker open, no new jobs are claimed for %.0f s: %s",
-                          (double)breaker_cooldown(s->breaker) / 1e6, breaker_reason(s->breaker));
-                sd_event_source_set_time(s->breaker_timer, breaker_retry_at(s->breaker));
+                          (double)breaker_cooldown_usec(s->breaker) / (double)USEC_PER_SEC,
+                          breaker_reason(s->breaker));
+                sd_event_source_set_time(s->breaker_timer, breaker_retry_at_usec(s->breaker));
                 sd_event_source_set_enabled(s->breaker_timer, SD_EVENT_ONESHOT);
         } else if (after == BREAKER_CLOSED) {
                 log_notice("circuit breaker closed: the probe succeeded, work resumes");
@@ -57,9 +59,9 @@ static double memory_pressure(scheduler *s)
 {
         uint64_t now = mono_usec();
 
-        if (s->mem_pressure_at == 0 || now - s->mem_pressure_at >= MEMINFO_USEC) {
+        if (s->mem_pressure_at_usec == 0 || now - s->mem_pressure_at_usec >= MEMINFO_USEC) {
                 s->mem_pressure = meminfo_pressure_read();
-                s->mem_pressure_at = now;
+                s->mem_pressure_at_usec = now;
         }
         return s->mem_pressure;
 }
@@ -94,7 +96,7 @@ static int health_inputs_now(scheduler *s, bool for_level, uint64_t counts[stati
         if (for_level && k > 0 && oldest < s->resumed_usec)
                 oldest = s->resumed_usec;
         if (k > 0 && !(for_level && s->paused) && wall_usec() > oldest)
-                in->oldest_queued_age_us = (uint64_t)(wall_usec() - oldest);
+                in->oldest_queued_age_usec = (uint64_t)(wall_usec() - oldest);
         if (r >= 0 && k < 0)
                 r = k;
         in->memory_pressure = memory_pressure(s);
@@ -121,7 +123,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 .queued = in.queued,
                 .held = held,
                 .backlog = in.queued + counts[JOB_RUNNING],
-                .oldest_queued_age_us = in.oldest_queued_age_us,
+                .oldest_queued_age_usec = in.oldest_queued_age_usec,
                 .error_rate = in.error_rate,
                 .finished_per_s = outcomes_finished_per_s(s->outcomes, now, &window),
         };
@@ -129,7 +131,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 .health = in,
                 .backlog = ret->backlog,
                 .finished_per_s = ret->finished_per_s,
-                .rate_window_us = window,
+                .rate_window_usec = window,
                 .breaker_state = ret->breaker,
                 .breaker_reason = ret->breaker_reason,
                 .level = health_level(s->health),
@@ -142,7 +144,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
 
                 ai.ledger_failure = ledger_write_failure(s->ledger, &since);
                 if (ai.ledger_failure && wall > since)
-                        ai.ledger_failing_us = (uint64_t)(wall - since);
+                        ai.ledger_failing_usec = (uint64_t)(wall - since);
         }
         health_alerts_evaluate(&ai, &s->cfg->alerts, &ret->alerts);
         memcpy(ret->jobs, counts, sizeof ret->jobs);
@@ -161,10 +163,10 @@ int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
         return 0;
 }
 
-/* Checked often enough to notice recovery within a quarter of recover_us. */
-uint64_t scheduler_health_interval(const scheduler *s)
+/* Checked often enough to notice recovery within a quarter of recover_usec. */
+uint64_t scheduler_health_interval_usec(const scheduler *s)
 {
-        uint64_t t = s->cfg->health.recover_us / 4;
+        uint64_t t = s->cfg->health.recover_usec / 4;
 
         return t < 200000 ? 200000 : t > HEALTH_CHECK_USEC ? HEALTH_CHECK_USEC : t;
 }
@@ -204,7 +206,7 @@ int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata
                         scheduler_kick(s);
                 }
         }
-        sd_event_source_set_time_relative(es, scheduler_health_interval(s));
+        sd_event_source_set_time_relative(es, scheduler_health_interval_usec(s));
         sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;
 }

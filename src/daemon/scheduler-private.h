@@ -25,6 +25,7 @@
 #include "daemon/prune.h"
 #include "daemon/publish.h"
 #include "daemon/scheduler.h"
+#include "shared/time-util.h"
 
 /* A job handed to a worker; then, once the worker reported success, waiting for publication. */
 struct running {
@@ -44,8 +45,8 @@ struct running {
  */
 struct handback {
         int64_t id;
-        int64_t delay_us; /* claimable this long after the hand-back */
-        struct job *done; /* the job to complete (owned), or NULL to hand back */
+        int64_t delay_usec; /* claimable this long after the hand-back */
+        struct job *done;   /* the job to complete (owned), or NULL to hand back */
         struct handback *next;
 };
 
@@ -88,14 +89,14 @@ struct scheduler {
         struct prune_pass prune;
         /* Recent outcomes for the error rate, recent completions for the drain rate. */
         outcomes *outcomes;
-        double mem_pressure;      /* memory_pressure(): the last reading */
-        uint64_t mem_pressure_at; /* CLOCK_MONOTONIC of it, 0: none yet */
+        double mem_pressure;           /* memory_pressure(): the last reading */
+        uint64_t mem_pressure_at_usec; /* CLOCK_MONOTONIC of it, 0: none yet */
         char owner[64];
 };
 
 /* A failed hand-back is tried again after this, doubling up to the maximum. */
-#define HANDBACK_MIN_USEC (1000000ULL)
-#define HANDBACK_MAX_USEC (30 * 1000000ULL)
+#define HANDBACK_MIN_USEC USEC_PER_SEC
+#define HANDBACK_MAX_USEC (30 * USEC_PER_SEC)
 
 /* scheduler.c */
 const struct watch_config *scheduler_find_watch(const struct config *cfg, const char *path);
@@ -119,8 +120,8 @@ void scheduler_completed_late(scheduler *s, const struct job *job);
 
 /* scheduler-handback.c */
 /* Hands job `id` back to the ledger (running -> queued without using an attempt), claimable
- * delay_us from now; kept and tried again with a backoff if the ledger cannot record it. */
-void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_us);
+ * delay_usec from now; kept and tried again with a backoff if the ledger cannot record it. */
+void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_usec);
 /* Keeps h (a failed hand-back or completion, owned from now on) for a retry. */
 void scheduler_handback_keep(scheduler *s, struct handback *h);
 /* At stop: every running job handed back (claimable at `now`), every kept hand-back or
@@ -134,8 +135,8 @@ void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *re
 /* A job left the backlog for good (done or dead). */
 void scheduler_note_finished(scheduler *s);
 /* How often the health timer runs: often enough to notice recovery within a quarter of
- * recover_us. */
-uint64_t scheduler_health_interval(const scheduler *s);
+ * recover_usec. */
+uint64_t scheduler_health_interval_usec(const scheduler *s);
 int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata);
 int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata);
 

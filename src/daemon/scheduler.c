@@ -35,10 +35,11 @@
 #include "shared/macro.h"
 #include "shared/manifest.h"
 #include "shared/pathmap.h"
+#include "shared/time-util.h"
 
-#define LEASE_CHECK_USEC (30 * 1000000ULL)
+#define LEASE_CHECK_USEC (30 * USEC_PER_SEC)
 /* A claim the ledger could not record (its disk read-only, full) is tried again after this. */
-#define CLAIM_RETRY_USEC (1000000ULL)
+#define CLAIM_RETRY_USEC USEC_PER_SEC
 
 void scheduler_running_free(struct running *run)
 {
@@ -120,7 +121,7 @@ static int start_job(scheduler *s, struct job *job_in)
                         free(pipeline);
                         log_error_errno(r, "ledger: job %" PRId64 ": record its new output %s: %s",
                                         job->id, key, ledger_errmsg(s->ledger));
-                        (void)ledger_release(s->ledger, job->id, now + 1000000, now);
+                        (void)ledger_release(s->ledger, job->id, now + (int64_t)USEC_PER_SEC, now);
                         return r;
                 }
                 log_info("job %" PRId64 " %s: configuration changed since intake: pipeline '%s', "
@@ -229,7 +230,7 @@ static int start_job(scheduler *s, struct job *job_in)
         if (r < 0) {
                 scheduler_running_free(run);
                 log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);
-                scheduler_hand_back(s, job->id, 1000000);
+                scheduler_hand_back(s, job->id, USEC_PER_SEC);
                 return r;
         }
         log_debug("job %" PRId64 " %s: dispatched (attempt %u)", job->id, job->source_path,
@@ -278,7 +279,7 @@ static int on_kick(sd_event_source *es, void *userdata)
                         if (ledger_next_due(s->ledger, &due) <= 0 || due > now)
                                 break;
                         if (!breaker_allow(s->breaker, mono_usec())) {
-                                uint64_t at = breaker_retry_at(s->breaker);
+                                uint64_t at = breaker_retry_at_usec(s->breaker);
                                 if (at > 0) {
                                         sd_event_source_set_time(s->breaker_timer, at);
                                         sd_event_source_set_enabled(s->breaker_timer,
@@ -289,16 +290,17 @@ static int on_kick(sd_event_source *es, void *userdata)
                         log_notice("circuit breaker half-open: probing with one job");
                 }
                 r = ledger_claim(s->ledger, s->owner, now,
-                                 (int64_t)(s->cfg->limits.job_timeout_s + 60) * 1000000, &job);
+                                 (int64_t)(s->cfg->limits.job_timeout_usec + 60 * USEC_PER_SEC),
+                                 &job);
                 if (r < 0) {
                         /* Tried every second while it fails: logged once a minute. */
-                        if (mono_usec() - s->claim_failure_logged_usec >= 60 * 1000000ULL ||
+                        if (mono_usec() - s->claim_failure_logged_usec >= 60 * USEC_PER_SEC ||
                             s->claim_failure_logged_usec == 0) {
                                 log_error_errno(r,
                                                 "ledger: claim a job: %s; trying again every "
                                                 "%.0f s",
                                                 ledger_errmsg(s->ledger),
-                                                (double)CLAIM_RETRY_USEC / 1e6);
+                                                (double)CLAIM_RETRY_USEC / (double)USEC_PER_SEC);
                                 s->claim_failure_logged_usec = mono_usec();
                         }
                         claim_failed = true;
@@ -482,7 +484,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         struct worker_pool_options o = {
                 .worker_path = worker_path,
                 .n_workers = cfg->workers,
-                .job_timeout_s = cfg->limits.job_timeout_s,
+                .job_timeout_usec = cfg->limits.job_timeout_usec,
                 .memory_limit = cfg->limits.worker_memory,
                 .max_jobs = cfg->limits.worker_max_jobs,
                 .max_output_bytes = cfg->limits.max_file_bytes,
@@ -510,14 +512,14 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
                 .output_failures = cfg->breaker.output_failures,
                 .worker_failure_rate = cfg->breaker.worker_failure_rate,
                 .worker_min_samples = cfg->breaker.worker_min_samples,
-                .window_us = (uint64_t)cfg->breaker.window_ms * 1000,
-                .cooldown_us = (uint64_t)cfg->breaker.cooldown_ms * 1000,
-                .max_cooldown_us = (uint64_t)cfg->breaker.max_cooldown_ms * 1000,
+                .window_usec = cfg->breaker.window_usec,
+                .cooldown_usec = cfg->breaker.cooldown_usec,
+                .max_cooldown_usec = cfg->breaker.max_cooldown_usec,
         };
         r = hooks_new(e, &s->hooks);
         if (r < 0)
                 goto fail;
-        r = sd_event_add_time_relative(e, &s->prune_timer, CLOCK_MONOTONIC, 60 * 1000000ULL, 0,
+        r = sd_event_add_time_relative(e, &s->prune_timer, CLOCK_MONOTONIC, 60 * USEC_PER_SEC, 0,
                                        scheduler_on_prune_timer, s);
         if (r < 0)
                 goto fail;
@@ -525,8 +527,8 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         r = sd_event_add_time_relative(e, &s->health_timer, CLOCK_MONOTONIC,
-                                       scheduler_health_interval(s), 0, scheduler_on_health_timer,
-                                       s);
+                                       scheduler_health_interval_usec(s), 0,
+                                       scheduler_on_health_timer, s);
         if (r < 0)
                 goto fail;
         r = breaker_new(&bc, &s->breaker);
@@ -619,7 +621,7 @@ void scheduler_set_config(scheduler *s, const struct config *cfg)
                 }
         }
         s->cfg = cfg;
-        worker_pool_set_timeout(s->pool, cfg->limits.job_timeout_s);
+        worker_pool_set_timeout(s->pool, cfg->limits.job_timeout_usec);
         scheduler_kick(s);
 }
 
@@ -635,7 +637,7 @@ bool scheduler_stalled(scheduler *s)
                 s->last_progress_usec = now; /* idle is not stalled */
                 return false;
         }
-        grace = ((uint64_t)s->cfg->limits.job_timeout_s + 30) * 1000000ULL;
+        grace = s->cfg->limits.job_timeout_usec + 30 * USEC_PER_SEC;
         return now - s->last_progress_usec > grace;
 }
 

@@ -83,8 +83,8 @@ void scheduler_set_changed_handler(scheduler *s, scheduler_changed_fn fn, void *
 
 /*
  * Fills the intake part of the alert inputs (intake_retry, intake_reason, unwatched,
- * unwatched_error, unwatched_first, unwatched_scan_s), which the scheduler does not know: called by
- * scheduler_report() each time, so that status, metrics and the STATUS= line see one list of
+ * unwatched_error, unwatched_first, unwatched_scan_usec), which the scheduler does not know: called
+ * by scheduler_report() each time, so that status, metrics and the STATUS= line see one list of
  * alerts. The strings need only live until the call returns to scheduler_report().
  */
 typedef void (*scheduler_intake_fn)(struct health_alert_inputs *in, void *userdata);
@@ -106,7 +106,7 @@ struct scheduler_report {
         uint64_t queued;            /* queued and retry, not held */
         uint64_t held;              /* queued but held (their watch is gone): in jobs[] */
         uint64_t backlog;           /* queued, retry and running, not held */
-        uint64_t oldest_queued_age_us;
+        uint64_t oldest_queued_age_usec;
         double error_rate;                 /* failed share of the recent attempts */
         double finished_per_s;             /* jobs finished (done or dead) per second, recently */
         struct health_alert_report alerts; /* against the configuration's alerts */

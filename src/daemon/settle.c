@@ -14,6 +14,7 @@
 
 #include "shared/alloc.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 #include "daemon/settle.h"
 
 /* A file waiting until it stops changing. */
@@ -34,16 +35,16 @@ struct settle {
 
 static int64_t mtime_ns_of(const struct stat *st)
 {
-        return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+        return (int64_t)st->st_mtim.tv_sec * (int64_t)NSEC_PER_SEC + st->st_mtim.tv_nsec;
 }
 
 /* Whether st was modified within SETTLE_USEC (a time in the future does not count: it
  * was set, not written). */
 static bool changed_lately(const struct stat *st)
 {
-        int64_t age_usec = wall_usec() - mtime_ns_of(st) / 1000;
+        int64_t age_usec = wall_usec() - mtime_ns_of(st) / (int64_t)NSEC_PER_USEC;
 
-        return age_usec >= -1000000 && age_usec < SETTLE_USEC;
+        return age_usec >= -(int64_t)USEC_PER_SEC && age_usec < SETTLE_USEC;
 }
 
 static void settle_arm(settle *set)

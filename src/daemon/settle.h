@@ -17,10 +17,11 @@
 #include <stddef.h>
 #include <systemd/sd-event.h>
 
+#include "shared/time-util.h"
 #include "daemon/watch.h"
 
 /* A file a walk finds changed within this long waits until it has not changed for as long. */
-#define SETTLE_USEC (2 * 1000000LL)
+#define SETTLE_USEC (2 * (int64_t)USEC_PER_SEC)
 /* At most this many files wait; past it a file is reported at once. */
 #define SETTLE_MAX 10000
 

@@ -8,6 +8,7 @@
 
 #include "daemon/source.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 int source_open(const char *path, struct stat *ret_st)
 {
@@ -27,5 +28,5 @@ int source_open(const char *path, struct stat *ret_st)
 
 int64_t source_mtime_ns(const struct stat *st)
 {
-        return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+        return (int64_t)st->st_mtim.tv_sec * (int64_t)NSEC_PER_SEC + st->st_mtim.tv_nsec;
 }

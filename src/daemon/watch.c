@@ -26,6 +26,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/pathmap.h"
+#include "shared/time-util.h"
 #include "daemon/settle.h"
 #include "daemon/watch.h"
 
@@ -203,12 +204,13 @@ static void unwatched_add(watch *w, const struct watch_config *wc, const char *p
                 log_error("watch %s: inotify watch limit reached (raise "
                           "fs.inotify.max_user_watches); its uploads are found by a scan every "
                           "%u s instead",
-                          path, w->cfg->unwatched_scan_interval_s);
+                          path, (unsigned)(w->cfg->unwatched_scan_interval_usec / USEC_PER_SEC));
         else
                 log_error_errno(r,
                                 "watch %s: %m; its uploads are found by a scan every %u s "
                                 "instead",
-                                path, w->cfg->unwatched_scan_interval_s);
+                                path,
+                                (unsigned)(w->cfg->unwatched_scan_interval_usec / USEC_PER_SEC));
         if (GROW_ARRAY(w->unwatched, w->a_unwatched, w->n_unwatched + 1) < 0)
                 return;
         copy = strdup(path);
@@ -524,9 +526,8 @@ static void rescan(watch *w)
 
 static uint64_t unwatched_interval_usec(const watch *w)
 {
-        return (uint64_t)(w->cfg->unwatched_scan_interval_s ? w->cfg->unwatched_scan_interval_s
-                                                            : 60) *
-               1000000ULL;
+        return w->cfg->unwatched_scan_interval_usec ? w->cfg->unwatched_scan_interval_usec
+                                                    : 60 * USEC_PER_SEC;
 }
 
 /* Every unwatched_scan_interval: tries to watch the folders that could not be, and reports

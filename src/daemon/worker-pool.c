@@ -37,13 +37,14 @@
 
 #include "shared/log.h"
 #include "shared/string-table.h"
+#include "shared/time-util.h"
 #include "shared/wire.h"
 #include "daemon/worker-pool.h"
 
 #define WORKER_FD 3
-#define RESPAWN_MIN_USEC (100 * 1000ULL)
-#define RESPAWN_MAX_USEC (10 * 1000 * 1000ULL)
-#define QUICK_DEATH_USEC (2 * 1000 * 1000ULL)
+#define RESPAWN_MIN_USEC (100 * USEC_PER_MSEC)
+#define RESPAWN_MAX_USEC (10 * USEC_PER_SEC)
+#define QUICK_DEATH_USEC (2 * USEC_PER_SEC)
 
 /* STARTING until the worker's {"type":"ready"}: a worker that cannot even start libvips
  * is never handed a job. */
@@ -57,7 +58,7 @@ static const char *const worker_state_table[_WORKER_STATE_MAX] = {
 };
 DEFINE_PRIVATE_STRING_TABLE_NAME(worker_state, enum worker_state, "unknown")
 
-#define RSS_POLL_USEC (100 * 1000ULL)
+#define RSS_POLL_USEC (100 * USEC_PER_MSEC)
 
 struct worker {
         worker_pool *pool;
@@ -80,7 +81,7 @@ struct worker_pool {
         sd_event *event;
         char *worker_path;
         char threads_arg[32]; /* "--threads=N": libvips threads of each worker */
-        unsigned job_timeout_s;
+        usec_t job_timeout_usec;
         uint64_t memory_limit;
         unsigned max_jobs;
         uint64_t max_output_bytes;
@@ -350,7 +351,8 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         r = worker_take_result(w);
         if (r > 0 || r == -EBADMSG)
                 return 0; /* the result won, or a bad message had the worker killed */
-        snprintf(why, sizeof why, "timed out after %u s", w->pool->job_timeout_s);
+        snprintf(why, sizeof why, "timed out after %u s",
+                 (unsigned)(w->pool->job_timeout_usec / USEC_PER_SEC));
         log_warning("worker %d (job %" PRId64 "): %s; killing it", (int)w->pid, w->job_id, why);
         free(w->failure);
         w->failure = NULL;
@@ -374,7 +376,8 @@ static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         w->timer = sd_event_source_disable_unref(w->timer);
         if (worker_take_result(w) < 0 || w->state != WORKER_STARTING)
                 return 0; /* its "ready" was waiting in the socket, or it sent nonsense */
-        snprintf(why, sizeof why, "not ready after %u s", w->pool->job_timeout_s);
+        snprintf(why, sizeof why, "not ready after %u s",
+                 (unsigned)(w->pool->job_timeout_usec / USEC_PER_SEC));
         log_warning("worker %d: %s; killing it", (int)w->pid, why);
         worker_kill(w, why);
         return 0;
@@ -467,8 +470,7 @@ static int worker_start(struct worker *w)
                 r = sd_event_add_io(w->pool->event, &w->io, w->sock, EPOLLIN, on_worker_io, w);
         if (r >= 0)
                 r = sd_event_add_time_relative(w->pool->event, &w->timer, CLOCK_MONOTONIC,
-                                               (uint64_t)w->pool->job_timeout_s * 1000000ULL, 0,
-                                               on_start_timeout, w);
+                                               w->pool->job_timeout_usec, 0, on_start_timeout, w);
         if (r < 0) {
                 log_error_errno(r, "watch worker %d: %m", (int)pid);
                 kill(pid, SIGKILL);
@@ -514,7 +516,7 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
                 return -ENOMEM;
         p->event = sd_event_ref(e);
         p->worker_path = strdup(o->worker_path);
-        p->job_timeout_s = o->job_timeout_s;
+        p->job_timeout_usec = o->job_timeout_usec;
         p->memory_limit = o->memory_limit;
         p->max_jobs = o->max_jobs;
         p->max_output_bytes = o->max_output_bytes;
@@ -572,7 +574,7 @@ worker_pool *worker_pool_free(worker_pool *p)
                 for (int tries = 0; tries < 200; tries++) {
                         if (waitpid(w->pid, NULL, WNOHANG) != 0)
                                 goto reaped;
-                        usleep(10 * 1000);
+                        usleep(10 * USEC_PER_MSEC);
                 }
                 kill(w->pid, SIGKILL);
                 (void)waitpid(w->pid, NULL, 0);
@@ -588,9 +590,9 @@ worker_pool *worker_pool_free(worker_pool *p)
         return NULL;
 }
 
-void worker_pool_set_timeout(worker_pool *p, unsigned job_timeout_s)
+void worker_pool_set_timeout(worker_pool *p, usec_t job_timeout_usec)
 {
-        p->job_timeout_s = job_timeout_s;
+        p->job_timeout_usec = job_timeout_usec;
 }
 
 unsigned worker_pool_idle(const worker_pool *p)
@@ -646,8 +648,8 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
                 w->state = WORKER_DOWN; /* the child handler replaces it */
                 return r;
         }
-        r = sd_event_add_time_relative(p->event, &w->timer, CLOCK_MONOTONIC,
-                                       (uint64_t)p->job_timeout_s * 1000000ULL, 0, on_timeout, w);
+        r = sd_event_add_time_relative(p->event, &w->timer, CLOCK_MONOTONIC, p->job_timeout_usec, 0,
+                                       on_timeout, w);
         if (r < 0)
                 log_warning_errno(r, "job %" PRId64 ": cannot arm its timeout: %m", job_id);
         w->state = WORKER_BUSY;

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "shared/time-util.h"
+
 typedef struct worker_pool worker_pool;
 
 /*
@@ -32,7 +34,7 @@ struct worker_pool_options {
         const char *worker_path; /* the imgd-worker executable */
         unsigned n_workers;
         unsigned threads; /* libvips threads of each worker; 0: the CPUs shared out, at least 1 */
-        unsigned job_timeout_s;
+        usec_t job_timeout_usec;
         uint64_t memory_limit;     /* resident bytes a busy worker may use; 0: none */
         unsigned max_jobs;         /* jobs before a worker is replaced; 0: never */
         uint64_t max_output_bytes; /* RLIMIT_FSIZE of workers; 0: none */
@@ -54,7 +56,7 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
 worker_pool *worker_pool_free(worker_pool *p);
 
 /* Changes the wall-clock limit for jobs dispatched from now on. */
-void worker_pool_set_timeout(worker_pool *p, unsigned job_timeout_s);
+void worker_pool_set_timeout(worker_pool *p, usec_t job_timeout_usec);
 
 /* The largest resident set any worker reached, in bytes; worker processes replaced. */
 uint64_t worker_pool_peak_rss(const worker_pool *p);

@@ -6,7 +6,7 @@
  * $IMGD_SOCKET, else CONFIG_DEFAULT_SOCKET. The first request connects; every request is one
  * line and its answer one line of at most PROTO_MAX_LINE bytes, parsed with the same codec
  * as the daemon's (shared/proto.h), over one connection. Every read and write has a deadline
- * of IO_TIMEOUT_MS (events reads lines as long as it runs). imgctl never touches the ledger
+ * of IO_TIMEOUT_USEC (events reads lines as long as it runs). imgctl never touches the ledger
  * itself: every change is a request to imgd.
  *
  * States of a client: closed (fd -1) -> client_call() connects -> open -> client_close() ->
@@ -24,6 +24,7 @@
 
 #include "shared/config.h"
 #include "shared/proto.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
 /* ---- answers -------------------------------------------------------------------------- */
@@ -68,7 +69,7 @@ const char *client_get_str(const json_t *o, const char *key, const char *fallbac
 static int client_connect(struct client *ctl, char **ret_error)
 {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
-        struct timeval tv = { .tv_sec = IO_TIMEOUT_MS / 1000 };
+        struct timeval tv = { .tv_sec = (time_t)(IO_TIMEOUT_USEC / USEC_PER_SEC) };
         _cleanup_close_ int fd = -1;
         const char *hint = "";
         int r;
@@ -97,7 +98,7 @@ static int client_connect(struct client *ctl, char **ret_error)
                 r = negative_errno();
                 if ((r != -ENOENT && r != -ECONNREFUSED) || (int64_t)mono_usec() >= until)
                         break;
-                (void)usleep(50 * 1000);
+                (void)usleep(50 * USEC_PER_MSEC);
         }
         if (r < 0) {
                 switch (-r) {
@@ -141,7 +142,8 @@ static int client_poll(struct client *ctl, short events, int64_t deadline)
                 left = deadline - (int64_t)mono_usec();
                 if (left <= 0)
                         return -ETIMEDOUT;
-                r = poll(&p, 1, (int)((left + 999) / 1000));
+                r = poll(&p, 1,
+                         (int)((left + (int64_t)USEC_PER_MSEC - 1) / (int64_t)USEC_PER_MSEC));
                 if (r > 0)
                         return 0;
                 if (r < 0 && errno != EINTR)
@@ -229,7 +231,7 @@ int client_read_line(struct client *ctl, int64_t deadline, char **ret_line, size
  */
 int client_call(struct client *ctl, const json_t *req, json_t **ret_result, char **ret_error)
 {
-        int64_t deadline = (int64_t)mono_usec() + (int64_t)IO_TIMEOUT_MS * 1000;
+        int64_t deadline = (int64_t)mono_usec() + (int64_t)IO_TIMEOUT_USEC;
         _cleanup_free_ char *line = NULL, *error = NULL;
         char *answer = NULL;
         size_t n = 0;
@@ -260,7 +262,7 @@ int client_call(struct client *ctl, const json_t *req, json_t **ret_result, char
                 break;
         case -ETIMEDOUT:
                 *ret_error = imgctl_asprintf("no answer from imgd on %s within %d s", ctl->socket,
-                                             IO_TIMEOUT_MS / 1000);
+                                             (int)(IO_TIMEOUT_USEC / USEC_PER_SEC));
                 return r;
         case -ECONNRESET:
         case -EPIPE:

@@ -3,7 +3,7 @@
  * events.c - imgctl events (imgctl.h): subscribes to imgd's job transitions and prints each
  * as it arrives, one line for people or the event's JSON as imgd sent it. Without --follow it
  * stops once nothing is queued, running or waiting for a retry, asked over a second
- * connection every EVENTS_POLL_MS (the subscribed one only carries events), after reading
+ * connection every EVENTS_POLL_USEC (the subscribed one only carries events), after reading
  * what has already arrived. Exit status 1 when imgd ends the subscription.
  */
 #include <errno.h>
@@ -12,9 +12,10 @@
 #include <string.h>
 
 #include "shared/proto.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
-#define EVENTS_POLL_MS 500
+#define EVENTS_POLL_USEC (500 * USEC_PER_MSEC)
 
 /* One event as a line for people: "done      #12 /srv/uploads/a.jpg  3 outputs". */
 static void print_event(const json_t *ev)
@@ -86,12 +87,13 @@ int events_run(struct client *ctl, const struct verb_args *a)
                         r = events_idle(&status_ctl, &idle);
                         if (r != EXIT_OK)
                                 goto out;
-                        next_check = (int64_t)mono_usec() + EVENTS_POLL_MS * 1000;
+                        next_check = (int64_t)mono_usec() + (int64_t)EVENTS_POLL_USEC;
                 }
                 if (idle)
-                        deadline = (int64_t)mono_usec() + 1000; /* only what has arrived */
+                        deadline = (int64_t)mono_usec() +
+                                   (int64_t)USEC_PER_MSEC; /* only what has arrived */
                 else if (a->follow)
-                        deadline = now + 3600 * INT64_C(1000000);
+                        deadline = now + 3600 * (int64_t)USEC_PER_SEC;
                 else
                         deadline = next_check;
                 r = client_read_line(ctl, deadline, &line, &n);

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 enum {
         EXIT_OK = 0,
@@ -34,8 +35,8 @@ enum {
 };
 
 #define IMGCTL_PROGRAM "imgctl"
-#define IO_TIMEOUT_MS 10000
-#define WAIT_POLL_MS 100
+#define IO_TIMEOUT_USEC (10 * USEC_PER_SEC)
+#define WAIT_POLL_USEC (100 * USEC_PER_MSEC)
 #define LIST_MAX 10000
 
 /* ---- main.c: the verb table ------------------------------------------------------------ */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "shared/config.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
 /* ---- help texts ------------------------------------------------------------------------- */
@@ -302,9 +303,9 @@ void verb_print_help(void)
                "  %s retry --dead\n"
                "  %s events --follow --json\n"
                "  %s verify --all || echo outputs changed behind imgd's back\n",
-               IO_TIMEOUT_MS / 1000, CONFIG_DEFAULT_SOCKET, CONFIG_DEFAULT_PATH, IMGCTL_PROGRAM,
+               (int)(IO_TIMEOUT_USEC / USEC_PER_SEC), CONFIG_DEFAULT_SOCKET, CONFIG_DEFAULT_PATH,
                IMGCTL_PROGRAM, IMGCTL_PROGRAM, IMGCTL_PROGRAM, IMGCTL_PROGRAM, IMGCTL_PROGRAM,
-               IMGCTL_PROGRAM);
+               IMGCTL_PROGRAM, IMGCTL_PROGRAM);
 }
 
 void verb_print_verb_help(const struct verb *v)

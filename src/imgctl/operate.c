@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "shared/proto.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
 int operate_retry(struct client *ctl, const struct verb_args *a)
@@ -134,7 +135,7 @@ int operate_drain(struct client *ctl, const struct verb_args *a)
         int r;
 
         if (a->has_timeout)
-                deadline = (int64_t)mono_usec() + (int64_t)(a->timeout_s * 1e6);
+                deadline = (int64_t)mono_usec() + (int64_t)(a->timeout_s * (double)USEC_PER_SEC);
 
         r = client_request(ctl, proto_request_new("drain"), &result);
         if (r != EXIT_OK)
@@ -150,7 +151,7 @@ int operate_drain(struct client *ctl, const struct verb_args *a)
                                      a->timeout_s, running, IMGCTL_PROGRAM);
                         return EXIT_FAILED;
                 }
-                usleep(WAIT_POLL_MS * 1000);
+                usleep(WAIT_POLL_USEC);
                 r = client_request(ctl, proto_request_new("status"), &status);
                 if (r != EXIT_OK)
                         return r;

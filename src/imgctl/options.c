@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "imgctl/imgctl.h"
+#include "shared/time-util.h"
 
 /* The getopt_long value of an option without a short letter. */
 #define LONG_ONLY(id) (256 + (int)(id))
@@ -146,7 +147,7 @@ static int parse_duration(const char *s, int64_t *ret_usec)
                 if (total > max_s)
                         return -ERANGE;
         }
-        *ret_usec = total * 1000000;
+        *ret_usec = total * (int64_t)USEC_PER_SEC;
         return 0;
 }
 
@@ -172,7 +173,7 @@ static int parse_date(const char *s, int64_t *ret_usec)
                 t = utc ? timegm(&tm) : mktime(&tm);
                 if (t == (time_t)-1)
                         return -ERANGE;
-                *ret_usec = (int64_t)t * 1000000;
+                *ret_usec = (int64_t)t * (int64_t)USEC_PER_SEC;
                 return 0;
         }
         return -EINVAL;

@@ -20,6 +20,7 @@
 #include <wchar.h>
 
 #include "shared/alloc.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
 /* ---- messages and memory --------------------------------------------------------------- */
@@ -143,12 +144,13 @@ char *output_clean(const char *s, size_t max_cols)
 }
 
 /* "2026-11-23 10:04:12" in local time, or "-" for 0. */
-void output_time(int64_t us, char *buf, size_t size)
+void output_time(int64_t usec, char *buf, size_t size)
 {
-        time_t t = (time_t)(us / 1000000);
+        time_t t = (time_t)(usec / (int64_t)USEC_PER_SEC);
         struct tm tm;
 
-        if (us <= 0 || !localtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+        if (usec <= 0 || !localtime_r(&t, &tm) ||
+            strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
                 snprintf(buf, size, "-");
 }
 

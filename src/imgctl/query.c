@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "shared/proto.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
 /* The widest error text of the jobs table. */
@@ -274,7 +275,7 @@ int query_wait(struct client *ctl, const struct verb_args *a)
         int r;
 
         if (a->has_timeout)
-                deadline = (int64_t)mono_usec() + (int64_t)(a->timeout_s * 1e6);
+                deadline = (int64_t)mono_usec() + (int64_t)(a->timeout_s * (double)USEC_PER_SEC);
 
         for (;;) {
                 _cleanup_(json_decrefp) json_t *result = NULL;
@@ -299,12 +300,12 @@ int query_wait(struct client *ctl, const struct verb_args *a)
                                              a->timeout_s, queued, running, retry);
                                 return EXIT_FAILED;
                         }
-                        if (left < WAIT_POLL_MS * 1000) {
+                        if (left < (int64_t)WAIT_POLL_USEC) {
                                 usleep((useconds_t)left);
                                 continue;
                         }
                 }
-                usleep(WAIT_POLL_MS * 1000);
+                usleep(WAIT_POLL_USEC);
         }
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * top.c - imgctl top (imgctl.h): a live view of imgd, refreshed every TOP_INTERVAL_MS from a
+ * top.c - imgctl top (imgctl.h): a live view of imgd, refreshed every TOP_INTERVAL_USEC from a
  * status request: the daemon's state, intake, the breaker and health level, a progress bar of
  * the backlog (jobs finished since top started against those left), the throughput over the
  * last 10 s, the alerts and what each worker is doing (the source of its job asked once with
@@ -19,10 +19,11 @@
 #include <unistd.h>
 
 #include "shared/proto.h"
+#include "shared/time-util.h"
 #include "imgctl/imgctl.h"
 
-#define TOP_INTERVAL_MS 1000
-#define TOP_RATE_WINDOW_US (10 * INT64_C(1000000))
+#define TOP_INTERVAL_USEC USEC_PER_SEC
+#define TOP_RATE_WINDOW_USEC (10 * (int64_t)USEC_PER_SEC)
 #define TOP_SAMPLES 16 /* one a second: more than the rate window */
 #define TOP_SOURCE_CACHE 64
 
@@ -40,7 +41,7 @@ struct top {
         unsigned columns;
         int64_t finished0; /* done + dead + cancelled when top started */
         struct {
-                int64_t at_us, finished;
+                int64_t at_usec, finished;
         } samples[TOP_SAMPLES];
         size_t n_samples;
         struct {
@@ -75,7 +76,7 @@ static const char *top_source(struct top *t, int64_t id)
         return t->cache[slot].source;
 }
 
-/* Jobs per second over the last TOP_RATE_WINDOW_US (0 until there are two samples); records
+/* Jobs per second over the last TOP_RATE_WINDOW_USEC (0 until there are two samples); records
  * this sample. */
 static double top_rate(struct top *t, int64_t now, int64_t finished)
 {
@@ -83,16 +84,17 @@ static double top_rate(struct top *t, int64_t now, int64_t finished)
         int64_t at = now, base = finished;
 
         for (size_t i = 0; i < n; i++)
-                if (now - t->samples[i].at_us <= TOP_RATE_WINDOW_US && t->samples[i].at_us < at) {
-                        at = t->samples[i].at_us;
+                if (now - t->samples[i].at_usec <= TOP_RATE_WINDOW_USEC &&
+                    t->samples[i].at_usec < at) {
+                        at = t->samples[i].at_usec;
                         base = t->samples[i].finished;
                 }
-        t->samples[t->n_samples % TOP_SAMPLES].at_us = now;
+        t->samples[t->n_samples % TOP_SAMPLES].at_usec = now;
         t->samples[t->n_samples % TOP_SAMPLES].finished = finished;
         t->n_samples++;
         if (at >= now || finished < base)
                 return 0;
-        return (double)(finished - base) * 1e6 / (double)(now - at);
+        return (double)(finished - base) * (double)USEC_PER_SEC / (double)(now - at);
 }
 
 static void top_bar(double fraction, unsigned width)
@@ -263,7 +265,7 @@ int top_run(struct client *ctl, const struct verb_args *a)
                         break;
 
                 /* Wait for the next refresh, or a key. */
-                wake = (int64_t)mono_usec() + TOP_INTERVAL_MS * 1000;
+                wake = (int64_t)mono_usec() + (int64_t)TOP_INTERVAL_USEC;
                 while (!top_interrupted) {
                         struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
                         int64_t left = wake - (int64_t)mono_usec();
@@ -271,7 +273,9 @@ int top_run(struct client *ctl, const struct verb_args *a)
 
                         if (left <= 0)
                                 break;
-                        if (poll(keys ? &p : NULL, keys ? 1 : 0, (int)((left + 999) / 1000)) > 0 &&
+                        if (poll(keys ? &p : NULL, keys ? 1 : 0,
+                                 (int)((left + (int64_t)USEC_PER_MSEC - 1) /
+                                       (int64_t)USEC_PER_MSEC)) > 0 &&
                             read(STDIN_FILENO, &key, 1) == 1 && (key == 'q' || key == 'Q'))
                                 top_interrupted = 1;
                 }

@@ -5,7 +5,7 @@
  *
  * It writes from the table of settings the parser reads (config-schema.c, config-private.h):
  * each entry's name, the kind of its value, its offset in its struct, and the factor between
- * the stored value and the file's unit (microseconds stored, seconds written: 1000000). A
+ * the stored value and the file's unit (microseconds stored, seconds written: USEC_PER_SEC). A
  * group's entry points to the table of its members; a list's entry also names where its
  * element count is and how large one element is. dump_settings() walks a table; nothing here
  * knows a setting by name.
@@ -23,6 +23,7 @@
 #include "shared/health.h"
 #include "shared/imgformat.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 #include "shared/variant.h"
 
 #define AT(base, offset, type) ((const type *)(const void *)((const char *)(base) + (offset)))

@@ -4,8 +4,8 @@
  *
  * One table per group of the file: each entry gives the setting's name, the kind of its
  * value, its offset in the struct that holds it, the factor between the stored value and the
- * file's unit (microseconds stored, seconds written: 1000000), its range and its default.
- * config_parse_table() (config-parse.c) reads the file's groups from these tables, and
+ * file's unit (microseconds stored, seconds written: USEC_PER_SEC; time-util.h), its range and its
+ * default. config_parse_table() (config-parse.c) reads the file's groups from these tables, and
  * confdump.c writes a configuration back from them, in the order of etc/imgd.conf. What one
  * kind cannot say has a small .parse (a setting read its own way) or .check (a rule between
  * settings of a group) here, beside its entry. The settings of pipelines, variants,
@@ -20,6 +20,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -31,6 +32,7 @@
 #include "shared/config-private.h"
 #include "shared/health.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 #include "shared/variant.h"
 
 #define JOB_TIMEOUT_MAX 86400
@@ -156,11 +158,12 @@ static int check_retry_delays(struct parser *p, const config_setting_t *group, v
 {
         const struct config_retry *r = base;
 
-        if (r->max_delay_ms < r->base_delay_ms)
+        if (r->max_delay_usec < r->base_delay_usec)
                 return config_fail(p, group, -EINVAL,
-                                   "retry: 'max_delay_ms' (%u) must not be less than "
-                                   "'base_delay_ms' (%u)",
-                                   r->max_delay_ms, r->base_delay_ms);
+                                   "retry: 'max_delay_ms' (%" PRIu64 ") must not be less than "
+                                   "'base_delay_ms' (%" PRIu64 ")",
+                                   r->max_delay_usec / USEC_PER_MSEC,
+                                   r->base_delay_usec / USEC_PER_MSEC);
         return 0;
 }
 
@@ -168,11 +171,12 @@ static int check_breaker_cooldowns(struct parser *p, const config_setting_t *gro
 {
         const struct config_breaker *b = base;
 
-        if (b->max_cooldown_ms < b->cooldown_ms)
+        if (b->max_cooldown_usec < b->cooldown_usec)
                 return config_fail(p, group, -EINVAL,
-                                   "breaker: 'max_cooldown_ms' (%u) must not be less than "
-                                   "'cooldown_ms' (%u)",
-                                   b->max_cooldown_ms, b->cooldown_ms);
+                                   "breaker: 'max_cooldown_ms' (%" PRIu64 ") must not be less "
+                                   "than 'cooldown_ms' (%" PRIu64 ")",
+                                   b->max_cooldown_usec / USEC_PER_MSEC,
+                                   b->cooldown_usec / USEC_PER_MSEC);
         return 0;
 }
 
@@ -483,11 +487,12 @@ const struct config_setting config_schema_watch[] = {
         { .name = "on_done", .kind = CONFIG_STRING, .offset = S(struct watch_config, on_done) },
         { .name = "on_dead", .kind = CONFIG_STRING, .offset = S(struct watch_config, on_dead) },
         { .name = "hook_timeout",
-          .kind = CONFIG_UINT,
-          .offset = S(struct watch_config, hook_timeout_s),
+          .kind = CONFIG_U64,
+          .offset = S(struct watch_config, hook_timeout_usec),
+          .scale = USEC_PER_SEC,
           .min = 1,
           .max = 3600,
-          .def = 30 },
+          .def = 30 * USEC_PER_SEC },
         {},
 };
 
@@ -506,11 +511,12 @@ static const struct config_setting limits_settings[] = {
           .max = LLONG_MAX,
           .def = 100000000ULL },
         { .name = "job_timeout",
-          .kind = CONFIG_UINT,
-          .offset = L(job_timeout_s),
+          .kind = CONFIG_U64,
+          .offset = L(job_timeout_usec),
+          .scale = USEC_PER_SEC,
           .min = 1,
           .max = JOB_TIMEOUT_MAX,
-          .def = 120 },
+          .def = 120 * USEC_PER_SEC },
         /* In MiB: enough for libvips to open a header, at most 1 TiB. */
         { .name = "worker_memory",
           .kind = CONFIG_U64,
@@ -539,17 +545,19 @@ static const struct config_setting retry_settings[] = {
           .max = RETRY_ATTEMPTS_MAX,
           .def = 5 },
         { .name = "base_delay_ms",
-          .kind = CONFIG_UINT,
-          .offset = R(base_delay_ms),
+          .kind = CONFIG_U64,
+          .offset = R(base_delay_usec),
+          .scale = USEC_PER_MSEC,
           .min = 1,
           .max = RETRY_DELAY_MAX_MS,
-          .def = 1000 },
+          .def = 1000 * USEC_PER_MSEC },
         { .name = "max_delay_ms",
-          .kind = CONFIG_UINT,
-          .offset = R(max_delay_ms),
+          .kind = CONFIG_U64,
+          .offset = R(max_delay_usec),
+          .scale = USEC_PER_MSEC,
           .min = 1,
           .max = RETRY_DELAY_MAX_MS,
-          .def = 300000,
+          .def = 300000 * USEC_PER_MSEC,
           .check = check_retry_delays },
         { .name = "jitter",
           .kind = CONFIG_DOUBLE,
@@ -582,23 +590,26 @@ static const struct config_setting breaker_settings[] = {
           .max = 256,
           .def = 10 },
         { .name = "window_ms",
-          .kind = CONFIG_UINT,
-          .offset = B(window_ms),
+          .kind = CONFIG_U64,
+          .offset = B(window_usec),
+          .scale = USEC_PER_MSEC,
           .min = 1000,
           .max = 86400000,
-          .def = 60000 },
+          .def = 60000 * USEC_PER_MSEC },
         { .name = "cooldown_ms",
-          .kind = CONFIG_UINT,
-          .offset = B(cooldown_ms),
+          .kind = CONFIG_U64,
+          .offset = B(cooldown_usec),
+          .scale = USEC_PER_MSEC,
           .min = 10,
           .max = 86400000,
-          .def = 30000 },
+          .def = 30000 * USEC_PER_MSEC },
         { .name = "max_cooldown_ms",
-          .kind = CONFIG_UINT,
-          .offset = B(max_cooldown_ms),
+          .kind = CONFIG_U64,
+          .offset = B(max_cooldown_usec),
+          .scale = USEC_PER_MSEC,
           .min = 10,
           .max = 86400000,
-          .def = 600000,
+          .def = 600000 * USEC_PER_MSEC,
           .check = check_breaker_cooldowns },
         {},
 };
@@ -609,8 +620,8 @@ static const struct config_setting level_settings[] = {
         { .name = "queued", .kind = CONFIG_U64, .offset = T(queued), .min = 1, .max = LLONG_MAX },
         { .name = "oldest_s",
           .kind = CONFIG_U64,
-          .offset = T(oldest_age_us),
-          .scale = 1000000,
+          .offset = T(oldest_age_usec),
+          .scale = USEC_PER_SEC,
           .min = 1,
           .max = 86400 * 365 },
         { .name = "memory",
@@ -635,8 +646,8 @@ static const struct config_setting degradation_settings[] = {
           .def = true },
         { .name = "recover_ms",
           .kind = CONFIG_U64,
-          .offset = H(recover_us),
-          .scale = 1000,
+          .offset = H(recover_usec),
+          .scale = USEC_PER_MSEC,
           .min = 0,
           .max = 86400000 },
         { .name = "reduced",
@@ -670,14 +681,14 @@ static const struct config_setting alerts_settings[] = {
         { .name = "queued", .kind = CONFIG_U64, .offset = A(queued), .min = 0, .max = LLONG_MAX },
         { .name = "oldest_s",
           .kind = CONFIG_U64,
-          .offset = A(oldest_us),
-          .scale = 1000000,
+          .offset = A(oldest_usec),
+          .scale = USEC_PER_SEC,
           .min = 0,
           .max = 86400 * 365 },
         { .name = "drain_s",
           .kind = CONFIG_U64,
-          .offset = A(drain_us),
-          .scale = 1000000,
+          .offset = A(drain_usec),
+          .scale = USEC_PER_SEC,
           .min = 0,
           .max = 86400 * 365 },
         { .name = "breaker", .kind = CONFIG_BOOL, .offset = A(breaker) },
@@ -734,11 +745,12 @@ const struct config_setting config_schema[] = {
           .def = 30,
           .pass = 1 },
         { .name = "unwatched_scan_interval",
-          .kind = CONFIG_UINT,
-          .offset = S(struct config, unwatched_scan_interval_s),
+          .kind = CONFIG_U64,
+          .offset = S(struct config, unwatched_scan_interval_usec),
+          .scale = USEC_PER_SEC,
           .min = 1,
           .max = 86400,
-          .def = 60,
+          .def = 60 * USEC_PER_SEC,
           .pass = 1 },
         { .name = "control_group",
           .kind = CONFIG_STRING,

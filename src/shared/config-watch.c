@@ -16,6 +16,7 @@
 
 #include "shared/config-private.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 static int parse_variants(struct parser *p, const char *name, const config_setting_t *s,
                           struct pipeline *ret)
@@ -147,7 +148,8 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         const char *hook = NULL;
         const struct config_setting *hook_timeout_e =
                 config_schema_find(config_schema_watch, "hook_timeout");
-        long long hook_timeout = (long long)hook_timeout_e->def;
+        /* In the file's unit (seconds); stored as microseconds (.scale). */
+        long long hook_timeout = (long long)(hook_timeout_e->def / hook_timeout_e->scale);
         const config_setting_t *pipeline_s = NULL, *path_s;
         const struct pipeline *pipeline;
         const char *pname = NULL;
@@ -239,7 +241,7 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         ret->quarantine = TAKE_PTR(quarantine);
         ret->on_done = TAKE_PTR(on_done);
         ret->on_dead = TAKE_PTR(on_dead);
-        ret->hook_timeout_s = (unsigned)hook_timeout;
+        ret->hook_timeout_usec = (usec_t)hook_timeout * hook_timeout_e->scale;
         ret->path = TAKE_PTR(path);
         ret->output = TAKE_PTR(output);
         ret->pipeline_name = TAKE_PTR(pipeline_name);

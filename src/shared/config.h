@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "shared/health.h"
+#include "shared/time-util.h"
 #include "shared/variant.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/imgd/imgd.conf"
@@ -39,16 +40,16 @@ struct watch_config {
         char *pipeline_name;
         const struct pipeline *pipeline; /* points into config.pipelines */
         bool recursive;
-        char *quarantine;        /* dead sources are moved here; NULL: left in place */
-        char *on_done, *on_dead; /* hook programs; NULL: none */
-        unsigned hook_timeout_s; /* default 30 */
-        int line;                /* where it was defined, for messages */
+        char *quarantine;         /* dead sources are moved here; NULL: left in place */
+        char *on_done, *on_dead;  /* hook programs; NULL: none */
+        usec_t hook_timeout_usec; /* hook_timeout, written in seconds; default 30 s */
+        int line;                 /* where it was defined, for messages */
 };
 
 struct config_limits {
         uint64_t max_file_bytes;  /* sources larger than this are refused; default 256 MiB */
         uint64_t max_pixels;      /* default 100 000 000 */
-        unsigned job_timeout_s;   /* wall-clock limit of one render; default 120 */
+        usec_t job_timeout_usec;  /* job_timeout (seconds): limit of one render; default 120 s */
         uint64_t worker_memory;   /* resident bytes a worker may use; default 1 GiB */
         unsigned worker_max_jobs; /* jobs before a worker is replaced; default 200 */
         bool allow_hardlinks;     /* take sources with st_nlink > 1; default false */
@@ -59,15 +60,15 @@ struct config_breaker {
         unsigned output_failures;    /* consecutive output failures that open it; default 3 */
         double worker_failure_rate;  /* over the window; default 0.5 */
         unsigned worker_min_samples; /* default 10 */
-        unsigned window_ms;          /* default 60000 */
-        unsigned cooldown_ms;        /* default 30000, doubling per failed probe */
-        unsigned max_cooldown_ms;    /* default 600000 */
+        usec_t window_usec;          /* window_ms; default 60 s */
+        usec_t cooldown_usec;        /* cooldown_ms; default 30 s, doubling per failed probe */
+        usec_t max_cooldown_usec;    /* max_cooldown_ms; default 600 s */
 };
 
 struct config_retry {
         unsigned max_attempts;  /* default 5 */
-        unsigned base_delay_ms; /* default 1000 */
-        unsigned max_delay_ms;  /* default 300000 */
+        usec_t base_delay_usec; /* base_delay_ms; default 1 s */
+        usec_t max_delay_usec;  /* max_delay_ms; default 300 s */
         double jitter;          /* 0..1, default 0.2 */
 };
 
@@ -102,8 +103,8 @@ struct config {
         struct config_retry retry;
         struct config_breaker breaker;
         unsigned prune_after_days; /* finished jobs older than this are pruned; 0: never */
-        /* Seconds between scans of the folders that could not be watched; default 60. */
-        unsigned unwatched_scan_interval_s;
+        /* Between scans of the folders that could not be watched (written in seconds); 60 s. */
+        usec_t unwatched_scan_interval_usec;
         bool degradation;                   /* graceful degradation on; default true */
         struct health_config health;        /* its thresholds (health.h) */
         struct health_alerts_config alerts; /* when status reports an alert (health.h) */

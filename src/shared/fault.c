@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "shared/fault.h"
+#include "shared/time-util.h"
 
 #ifdef IMGD_FAULT_INJECTION
 static bool listed(const char *var, const char *name)
@@ -58,7 +59,8 @@ void fault_delay(const char *name)
 {
         const char *ms = getenv("IMGD_FAULT_DELAY_MS");
         long n = ms && *ms ? strtol(ms, NULL, 10) : 1000;
-        struct timespec left = { .tv_sec = n / 1000, .tv_nsec = (n % 1000) * 1000000L };
+        struct timespec left = { .tv_sec = n / (long)MSEC_PER_SEC,
+                                 .tv_nsec = (n % (long)MSEC_PER_SEC) * (long)NSEC_PER_MSEC };
 
         if (!listed("IMGD_FAULT_DELAY", name) || n <= 0 || !first_time())
                 return;

@@ -16,14 +16,13 @@
 #include "shared/health.h"
 #include "shared/macro.h"
 #include "shared/string-table.h"
-
-#define MIN_US (UINT64_C(60) * 1000000)
+#include "shared/time-util.h"
 
 struct health {
         struct health_config cfg;
         enum health_level level;
-        bool recovering;      /* every sample since below_since was below level's thresholds */
-        uint64_t below_since; /* when recovering: the start of the wait for the next step */
+        bool recovering; /* every sample since below_since_usec was below level's thresholds */
+        uint64_t below_since_usec; /* when recovering: the start of the wait for the next step */
         char reason[HEALTH_REASON_MAX];
 };
 
@@ -31,18 +30,18 @@ void health_config_init(struct health_config *c)
 {
         *c = (struct health_config){
                 .reduced = { .queued = 500,
-                             .oldest_age_us = 5 * MIN_US,
+                             .oldest_age_usec = 5 * USEC_PER_MINUTE,
                              .memory_pressure = 0.85,
                              .error_rate = 0.25 },
                 .essential = { .queued = 2000,
-                               .oldest_age_us = 15 * MIN_US,
+                               .oldest_age_usec = 15 * USEC_PER_MINUTE,
                                .memory_pressure = 0.92,
                                .error_rate = 0.5 },
                 .paused = { .queued = 10000,
-                            .oldest_age_us = 60 * MIN_US,
+                            .oldest_age_usec = 60 * USEC_PER_MINUTE,
                             .memory_pressure = 0.97,
                             .error_rate = 0.8 },
-                .recover_us = MIN_US,
+                .recover_usec = USEC_PER_MINUTE,
         };
 }
 
@@ -68,9 +67,9 @@ static const struct health_thresholds *thresholds(const struct health_config *c,
 static bool thresholds_valid(const struct health_thresholds *lo, const struct health_thresholds *hi)
 {
         /* Written so that NaN is refused. */
-        return lo->queued > 0 && lo->oldest_age_us > 0 && lo->memory_pressure > 0 &&
+        return lo->queued > 0 && lo->oldest_age_usec > 0 && lo->memory_pressure > 0 &&
                lo->error_rate > 0 && hi->queued >= lo->queued &&
-               hi->oldest_age_us >= lo->oldest_age_us &&
+               hi->oldest_age_usec >= lo->oldest_age_usec &&
                hi->memory_pressure >= lo->memory_pressure && hi->error_rate >= lo->error_rate;
 }
 
@@ -129,7 +128,7 @@ static unsigned crossed(const struct health_config *c, const struct health_input
 
         if (in->queued >= t->queued)
                 bits |= IN_QUEUED;
-        if (in->oldest_queued_age_us >= t->oldest_age_us)
+        if (in->oldest_queued_age_usec >= t->oldest_age_usec)
                 bits |= IN_AGE;
         if (ratio(in->memory_pressure) >= t->memory_pressure)
                 bits |= IN_MEMORY;
@@ -148,16 +147,16 @@ static enum health_level target_level(const struct health_config *c, const struc
 }
 
 /* "250 ms", "90 s", "7 min", "3 h": the largest unit that leaves at least 2 of it, rounded down. */
-static void format_duration(char *buf, size_t size, uint64_t us)
+static void format_duration(char *buf, size_t size, uint64_t usec)
 {
-        if (us < 2 * UINT64_C(1000000))
-                snprintf(buf, size, "%" PRIu64 " ms", us / 1000);
-        else if (us < 2 * MIN_US)
-                snprintf(buf, size, "%" PRIu64 " s", us / 1000000);
-        else if (us < 120 * MIN_US)
-                snprintf(buf, size, "%" PRIu64 " min", us / MIN_US);
+        if (usec < 2 * USEC_PER_SEC)
+                snprintf(buf, size, "%" PRIu64 " ms", usec / USEC_PER_MSEC);
+        else if (usec < 2 * USEC_PER_MINUTE)
+                snprintf(buf, size, "%" PRIu64 " s", usec / USEC_PER_SEC);
+        else if (usec < 120 * USEC_PER_MINUTE)
+                snprintf(buf, size, "%" PRIu64 " min", usec / USEC_PER_MINUTE);
         else
-                snprintf(buf, size, "%" PRIu64 " h", us / (60 * MIN_US));
+                snprintf(buf, size, "%" PRIu64 " h", usec / (60 * USEC_PER_MINUTE));
 }
 
 /* Appends to h->reason, with "; " before all but the first part; cuts at the end. */
@@ -188,8 +187,8 @@ static void describe_level(health *h, const struct health_inputs *in, enum healt
                 reason_append(h, "%" PRIu64 " jobs queued (%s at %" PRIu64 ")", in->queued, name,
                               t->queued);
         if (bits & IN_AGE) {
-                format_duration(a, sizeof a, in->oldest_queued_age_us);
-                format_duration(b, sizeof b, t->oldest_age_us);
+                format_duration(a, sizeof a, in->oldest_queued_age_usec);
+                format_duration(b, sizeof b, t->oldest_age_usec);
                 reason_append(h, "oldest queued job %s old (%s at %s)", a, name, b);
         }
         if (bits & IN_MEMORY)
@@ -200,18 +199,19 @@ static void describe_level(health *h, const struct health_inputs *in, enum healt
                               name, 100 * t->error_rate);
 }
 
-static void describe_recovery(health *h, uint64_t now_us)
+static void describe_recovery(health *h, uint64_t now_usec)
 {
         char a[32], b[32];
 
-        format_duration(a, sizeof a, now_us >= h->below_since ? now_us - h->below_since : 0);
-        format_duration(b, sizeof b, h->cfg.recover_us);
+        format_duration(a, sizeof a,
+                        now_usec >= h->below_since_usec ? now_usec - h->below_since_usec : 0);
+        format_duration(b, sizeof b, h->cfg.recover_usec);
         snprintf(h->reason, sizeof h->reason,
                  "recovering from %s: below its thresholds for %s of %s",
                  health_level_name(h->level), a, b);
 }
 
-enum health_level health_update(health *h, const struct health_inputs *in, uint64_t now_us)
+enum health_level health_update(health *h, const struct health_inputs *in, uint64_t now_usec)
 {
         enum health_level target = target_level(&h->cfg, in);
 
@@ -219,7 +219,7 @@ enum health_level health_update(health *h, const struct health_inputs *in, uint6
                 /* Worse at once; at the same level the wait for recovery starts over. */
                 h->level = target;
                 h->recovering = false;
-                h->below_since = 0;
+                h->below_since_usec = 0;
                 if (target == HEALTH_FULL)
                         h->reason[0] = '\0';
                 else
@@ -229,16 +229,17 @@ enum health_level health_update(health *h, const struct health_inputs *in, uint6
 
         if (!h->recovering) {
                 h->recovering = true;
-                h->below_since = now_us;
+                h->below_since_usec = now_usec;
         }
-        if (now_us >= h->below_since && now_us - h->below_since >= h->cfg.recover_us) {
-                /* One level better; the next step needs its own recover_us. */
+        if (now_usec >= h->below_since_usec &&
+            now_usec - h->below_since_usec >= h->cfg.recover_usec) {
+                /* One level better; the next step needs its own recover_usec. */
                 h->level--;
                 h->recovering = target < h->level;
-                h->below_since = h->recovering ? now_us : 0;
+                h->below_since_usec = h->recovering ? now_usec : 0;
         }
         if (h->recovering)
-                describe_recovery(h, now_us);
+                describe_recovery(h, now_usec);
         else if (h->level == HEALTH_FULL)
                 h->reason[0] = '\0';
         else
@@ -267,9 +268,9 @@ const char *health_reason(const health *h)
         return h->reason;
 }
 
-uint64_t health_recover_at(const health *h)
+uint64_t health_recover_at_usec(const health *h)
 {
-        return h->recovering ? h->below_since + h->cfg.recover_us : 0;
+        return h->recovering ? h->below_since_usec + h->cfg.recover_usec : 0;
 }
 
 /* 0 at 0, 1/3 at r, 2/3 at e, 1 at p and above, linear in between (r <= e <= p, r > 0). */
@@ -293,8 +294,8 @@ double health_score(const struct health_inputs *in, const struct health_config *
 
         worst = fmax(worst, pressure((double)in->queued, (double)r->queued, (double)e->queued,
                                      (double)p->queued));
-        worst = fmax(worst, pressure((double)in->oldest_queued_age_us, (double)r->oldest_age_us,
-                                     (double)e->oldest_age_us, (double)p->oldest_age_us));
+        worst = fmax(worst, pressure((double)in->oldest_queued_age_usec, (double)r->oldest_age_usec,
+                                     (double)e->oldest_age_usec, (double)p->oldest_age_usec));
         worst = fmax(worst, pressure(in->memory_pressure, r->memory_pressure, e->memory_pressure,
                                      p->memory_pressure));
         worst = fmax(worst, pressure(in->error_rate, r->error_rate, e->error_rate, p->error_rate));
@@ -358,23 +359,23 @@ void health_alerts_config_init(struct health_alerts_config *c)
         *c = (struct health_alerts_config){
                 .error_rate = 0.10,
                 .queued = 1000,
-                .oldest_us = 10 * MIN_US,
-                .drain_us = 60 * MIN_US,
+                .oldest_usec = 10 * USEC_PER_MINUTE,
+                .drain_usec = 60 * USEC_PER_MINUTE,
                 .breaker = true,
                 .degraded = true,
         };
 }
 
-uint64_t health_drain_us(uint64_t backlog, double per_s)
+uint64_t health_drain_usec(uint64_t backlog, double per_s)
 {
-        double us;
+        double usec;
 
         if (backlog == 0)
                 return 0;
         if (!(per_s > 0))
                 return HEALTH_DRAIN_NEVER;
-        us = (double)backlog / per_s * 1e6;
-        return us >= (double)(HEALTH_DRAIN_NEVER - 1) ? HEALTH_DRAIN_NEVER - 1 : (uint64_t)us;
+        usec = (double)backlog / per_s * (double)USEC_PER_SEC;
+        return usec >= (double)(HEALTH_DRAIN_NEVER - 1) ? HEALTH_DRAIN_NEVER - 1 : (uint64_t)usec;
 }
 
 _printf_(3, 4) static void alert_set(struct health_alert_report *r, enum health_alert a,
@@ -396,7 +397,7 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
         double rate = ratio(h->error_rate);
 
         memset(ret, 0, sizeof *ret);
-        ret->drain_us = health_drain_us(in->backlog, in->finished_per_s);
+        ret->drain_usec = health_drain_usec(in->backlog, in->finished_per_s);
 
         if (c->error_rate > 0 && rate >= c->error_rate)
                 alert_set(ret, HEALTH_ALERT_ERROR_RATE,
@@ -405,23 +406,23 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
         if (c->queued > 0 && h->queued >= c->queued)
                 alert_set(ret, HEALTH_ALERT_QUEUED,
                           "%" PRIu64 " jobs waiting (alert at %" PRIu64 ")", h->queued, c->queued);
-        if (c->oldest_us > 0 && h->queued > 0 && h->oldest_queued_age_us >= c->oldest_us) {
-                format_duration(a, sizeof a, h->oldest_queued_age_us);
-                format_duration(b, sizeof b, c->oldest_us);
+        if (c->oldest_usec > 0 && h->queued > 0 && h->oldest_queued_age_usec >= c->oldest_usec) {
+                format_duration(a, sizeof a, h->oldest_queued_age_usec);
+                format_duration(b, sizeof b, c->oldest_usec);
                 alert_set(ret, HEALTH_ALERT_OLDEST, "oldest queued job waiting %s (alert at %s)", a,
                           b);
         }
-        if (c->drain_us > 0 && ret->drain_us == HEALTH_DRAIN_NEVER) {
-                if (h->queued > 0 && h->oldest_queued_age_us >= HEALTH_STALL_US) {
-                        format_duration(w, sizeof w, in->rate_window_us);
+        if (c->drain_usec > 0 && ret->drain_usec == HEALTH_DRAIN_NEVER) {
+                if (h->queued > 0 && h->oldest_queued_age_usec >= HEALTH_STALL_USEC) {
+                        format_duration(w, sizeof w, in->rate_window_usec);
                         alert_set(ret, HEALTH_ALERT_DRAIN,
                                   "backlog of %" PRIu64 " jobs is not draining: none finished "
                                   "in the last %s",
                                   in->backlog, w);
                 }
-        } else if (c->drain_us > 0 && ret->drain_us > c->drain_us) {
-                format_duration(a, sizeof a, ret->drain_us);
-                format_duration(b, sizeof b, c->drain_us);
+        } else if (c->drain_usec > 0 && ret->drain_usec > c->drain_usec) {
+                format_duration(a, sizeof a, ret->drain_usec);
+                format_duration(b, sizeof b, c->drain_usec);
                 alert_set(ret, HEALTH_ALERT_DRAIN,
                           "backlog of %" PRIu64 " jobs drains in about %s at %.2f jobs/s "
                           "(alert at %s)",
@@ -456,13 +457,15 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                           "instead",
                           in->unwatched, in->unwatched_first ? " (first: " : "",
                           in->unwatched_first ? in->unwatched_first : "",
-                          in->unwatched_first ? ")" : "", why, in->unwatched_scan_s);
+                          in->unwatched_first ? ")" : "", why,
+                          (unsigned)(in->unwatched_scan_usec / USEC_PER_SEC));
         }
         if (in->ledger_failure)
                 alert_set(ret, HEALTH_ALERT_LEDGER,
                           "the job ledger cannot be written (for %.0f s): %s; no job is failed "
                           "for it: work waits and uploads are retried until it can",
-                          (double)in->ledger_failing_us / 1e6, in->ledger_failure);
+                          (double)in->ledger_failing_usec / (double)USEC_PER_SEC,
+                          in->ledger_failure);
 }
 
 static const char *const health_alert_table[_HEALTH_ALERT_MAX] = {

@@ -13,13 +13,13 @@
  *      | FULL |      | REDUCED |      | ESSENTIAL |      | PAUSED |
  *      +------+ <--- +---------+ <--- +-----------+ <--- +--------+
  *            health_update(): every input below the current level's thresholds
- *            for recover_us; one level per step, and the next step needs another
- *            recover_us below the new level's thresholds
+ *            for recover_usec; one level per step, and the next step needs another
+ *            recover_usec below the new level's thresholds
  *
  * A level is entered when any input is at or above that level's threshold. It is left for
- * the level below only after every call to health_update() for recover_us has seen all the
+ * the level below only after every call to health_update() for recover_usec has seen all the
  * inputs below its thresholds (a call at or above them restarts the wait). Recovery is
- * stepwise: paused -> essential -> reduced -> full takes at least 3 * recover_us.
+ * stepwise: paused -> essential -> reduced -> full takes at least 3 * recover_usec.
  *
  * What the levels mean (the caller acts on them): REDUCED renders every variant at a lower
  * quality (health_quality) and the fastest encoder effort (health_effort); ESSENTIAL also
@@ -36,12 +36,13 @@
  *      essential     2000   15 min          0.92              0.50
  *      paused       10000   60 min          0.97              0.80
  *
- *      recover_us = 60 s
+ *      recover_usec = 60 s
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "shared/time-util.h"
 
 #define HEALTH_REASON_MAX 512    /* bytes of health_reason(), with its NUL; longer is cut */
 #define HEALTH_QUALITY_FACTOR 85 /* percent of the configured quality, from REDUCED on */
@@ -58,9 +59,9 @@ enum health_level {
 };
 
 struct health_inputs {
-        uint64_t queued;               /* jobs waiting to be claimed (held ones are not: they
-                                        * cannot run until their watch is configured again) */
-        uint64_t oldest_queued_age_us; /* how long the oldest of them has waited */
+        uint64_t queued;                 /* jobs waiting to be claimed (held ones are not: they
+                                          * cannot run until their watch is configured again) */
+        uint64_t oldest_queued_age_usec; /* how long the oldest of them has waited */
         double memory_pressure; /* 0..1, e.g. 1 - MemAvailable/MemTotal, or PSI some avg10/100 */
         double error_rate;      /* failures / completions over the recent window, 0..1 */
 };
@@ -72,14 +73,14 @@ struct health_inputs {
  */
 struct health_thresholds {
         uint64_t queued;
-        uint64_t oldest_age_us;
+        uint64_t oldest_age_usec;
         double memory_pressure;
         double error_rate;
 };
 
 struct health_config {
         struct health_thresholds reduced, essential, paused;
-        uint64_t recover_us; /* time below a level's thresholds before it is left; 0: at once */
+        uint64_t recover_usec; /* time below a level's thresholds before it is left; 0: at once */
 };
 
 typedef struct health health;
@@ -97,12 +98,12 @@ int health_new(const struct health_config *cfg, health **ret);
 health *health_free(health *h);
 
 /*
- * Feeds one sample of the inputs taken at now_us and returns the level after it: worse at
+ * Feeds one sample of the inputs taken at now_usec and returns the level after it: worse at
  * once when a worse level's threshold is reached, better by one level once the inputs have
- * stayed below the current level's thresholds for recover_us (see above). Negative and NaN
+ * stayed below the current level's thresholds for recover_usec (see above). Negative and NaN
  * ratios count as 0.
  */
-enum health_level health_update(health *h, const struct health_inputs *in, uint64_t now_us);
+enum health_level health_update(health *h, const struct health_inputs *in, uint64_t now_usec);
 
 enum health_level health_level(const health *h);
 /* "full", "reduced", "essential", "paused"; NULL for a value out of range. */
@@ -121,7 +122,7 @@ int health_level_from_name(const char *name);
 const char *health_reason(const health *h);
 
 /* While waiting to step down: when the next step happens if the inputs stay below. Else 0. */
-uint64_t health_recover_at(const health *h);
+uint64_t health_recover_at_usec(const health *h);
 
 /*
  * 0..100, 100 = healthy, from the inputs alone (no hysteresis). Each input's pressure is 0
@@ -170,9 +171,9 @@ bool health_check(const health *h);
  *
  *      error_rate   0.10    failed share of the recent attempts (the health input above)
  *      queued       1000    jobs waiting (queued and retry)
- *      oldest_us    10 min  age of the oldest queued job
- *      drain_us     60 min  predicted time to finish the backlog at the recent rate, or
- *                           a backlog that is not draining at all (see health_drain_us)
+ *      oldest_usec    10 min  age of the oldest queued job
+ *      drain_usec     60 min  predicted time to finish the backlog at the recent rate, or
+ *                           a backlog that is not draining at all (see health_drain_usec)
  *      breaker      true    the circuit breaker is not closed
  *      degraded     true    the degradation level is not full
  *
@@ -200,41 +201,41 @@ enum health_alert {
 
 #define HEALTH_ALERT_TEXT_MAX 512 /* bytes of one alert's message, with its NUL */
 /* A backlog with no job finished this long, its oldest job waiting this long, is stalled. */
-#define HEALTH_STALL_US (60 * UINT64_C(1000000))
+#define HEALTH_STALL_USEC (60 * USEC_PER_SEC)
 #define HEALTH_DRAIN_NEVER UINT64_MAX
 
 struct health_alerts_config {
         double error_rate;
         uint64_t queued;
-        uint64_t oldest_us;
-        uint64_t drain_us;
+        uint64_t oldest_usec;
+        uint64_t drain_usec;
         bool breaker;
         bool degraded;
 };
 
 struct health_alert_inputs {
-        struct health_inputs health; /* queued, oldest_queued_age_us, error_rate are used */
+        struct health_inputs health; /* queued, oldest_queued_age_usec, error_rate are used */
         uint64_t backlog;            /* jobs still to finish: queued, retry and running, not held */
         double finished_per_s;       /* jobs finished (done or dead) per second, recently */
-        uint64_t rate_window_us;     /* what "recently" is, for the message */
+        uint64_t rate_window_usec;   /* what "recently" is, for the message */
         const char *breaker_state;   /* "closed", "half-open", "open" */
         const char *breaker_reason;  /* may be NULL or "" */
         enum health_level level;
-        const char *level_reason;    /* health_reason(); may be NULL or "" */
-        uint64_t intake_retry;       /* uploads waiting to be taken in again */
-        const char *intake_reason;   /* why the last of them failed; may be NULL */
-        uint64_t unwatched;          /* folders that could not be watched */
-        int unwatched_error;         /* negative errno of the last such failure */
-        const char *unwatched_first; /* the first of them by path; may be NULL */
-        unsigned unwatched_scan_s;   /* how often they are scanned instead */
-        const char *ledger_failure;  /* why the ledger cannot be written; NULL: it can */
-        uint64_t ledger_failing_us;  /* for how long */
+        const char *level_reason;     /* health_reason(); may be NULL or "" */
+        uint64_t intake_retry;        /* uploads waiting to be taken in again */
+        const char *intake_reason;    /* why the last of them failed; may be NULL */
+        uint64_t unwatched;           /* folders that could not be watched */
+        int unwatched_error;          /* negative errno of the last such failure */
+        const char *unwatched_first;  /* the first of them by path; may be NULL */
+        usec_t unwatched_scan_usec;   /* how often they are scanned instead */
+        const char *ledger_failure;   /* why the ledger cannot be written; NULL: it can */
+        uint64_t ledger_failing_usec; /* for how long */
 };
 
 struct health_alert_report {
         unsigned active;                                     /* bit (1 << enum health_alert) */
         char text[_HEALTH_ALERT_MAX][HEALTH_ALERT_TEXT_MAX]; /* "" where not active */
-        uint64_t drain_us;                                   /* health_drain_us() of the inputs */
+        uint64_t drain_usec;                                 /* health_drain_usec() of the inputs */
 };
 
 void health_alerts_config_init(struct health_alerts_config *c);
@@ -243,13 +244,13 @@ void health_alerts_config_init(struct health_alerts_config *c);
  * The predicted time to finish backlog jobs at per_s jobs a second: 0 for an empty backlog,
  * HEALTH_DRAIN_NEVER when there is a backlog and no job finishes (per_s <= 0 or NaN).
  */
-uint64_t health_drain_us(uint64_t backlog, double per_s);
+uint64_t health_drain_usec(uint64_t backlog, double per_s);
 
 /*
  * Evaluates every alert of c on in into *ret, each active one with a message naming the value
  * and the threshold ("1200 jobs waiting (alert at 1000)"). The drain alert is active when the
- * predicted drain time is over c->drain_us, or when the backlog is not draining (no job
- * finished recently) while its oldest queued job has waited HEALTH_STALL_US or more.
+ * predicted drain time is over c->drain_usec, or when the backlog is not draining (no job
+ * finished recently) while its oldest queued job has waited HEALTH_STALL_USEC or more.
  */
 void health_alerts_evaluate(const struct health_alert_inputs *in,
                             const struct health_alerts_config *c, struct health_alert_report *ret);

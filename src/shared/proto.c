@@ -246,14 +246,14 @@ int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_er
         return 0;
 }
 
-char *proto_format_event(const char *event, int64_t at_us, const json_t *job)
+char *proto_format_event(const char *event, int64_t at_usec, const json_t *job)
 {
         _cleanup_(json_decrefp) json_t *ev = NULL;
 
         assert(event);
         assert(job);
         ev = json_pack("{s:i, s:s, s:I, s:O}", "v", PROTO_VERSION, "event", event, "at_us",
-                       (json_int_t)at_us, "job", (json_t *)job);
+                       (json_int_t)at_usec, "job", (json_t *)job);
         if (!ev)
                 return NULL;
         return dump_line(ev);

@@ -58,7 +58,7 @@ int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_er
  * Encodes an event line {"v":1,"event":event,"at_us":at_us,"job":job} ending in "\n"; job is
  * borrowed. Returns a new string, or NULL on allocation failure.
  */
-char *proto_format_event(const char *event, int64_t at_us, const json_t *job);
+char *proto_format_event(const char *event, int64_t at_usec, const json_t *job);
 
 /*
  * Parses one event line. Returns 0 with the whole event object in *ret (owned by the

@@ -17,6 +17,7 @@
 
 #include "daemon/metrics.h"
 #include "testutil.h"
+#include "shared/time-util.h"
 
 /* The whole exposition of m with gauges g (or zeros); caller frees. */
 static char *render(const metrics *m, const struct metrics_gauges *g)
@@ -190,7 +191,7 @@ static void test_gauges_rendered(void **state)
 {
         struct metrics_gauges g = {
                 .jobs_by_state = { 3, 2, 1, 40, 5, 6 },
-                .oldest_queued_age_s = 12.5,
+                .oldest_queued_age_usec = 12500 * USEC_PER_MSEC,
                 .breaker_state = 2,
                 .degradation_level = 1,
                 .health_score = 87.5,

@@ -43,6 +43,7 @@
 #include "shared/config.h"
 #include "shared/imgformat.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 #include "worker/render.h"
 #include "shared/variant.h"
 

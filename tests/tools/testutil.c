@@ -19,6 +19,7 @@
 #include <vips/vips.h>
 
 #include "shared/macro.h"
+#include "shared/time-util.h"
 #include "worker/render.h"
 #include "testutil.h"
 

@@ -21,9 +21,9 @@
 
 #include "daemon/breaker.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
-#define S_US UINT64_C(1000000)
-#define T0 (UINT64_C(1000) * S_US) /* an arbitrary monotonic start */
+#define T0 (UINT64_C(1000) * USEC_PER_SEC) /* an arbitrary monotonic start */
 
 static const char enospc[] = "publish /srv/media/x.webp: No space left on device";
 
@@ -38,17 +38,17 @@ static breaker *new_default(void)
         return b;
 }
 
-static void record_n(breaker *b, enum breaker_outcome o, unsigned n, uint64_t now_us)
+static void record_n(breaker *b, enum breaker_outcome o, unsigned n, uint64_t now_usec)
 {
         for (unsigned i = 0; i < n; i++)
-                breaker_record(b, o, NULL, now_us);
+                breaker_record(b, o, NULL, now_usec);
 }
 
 /* Opens a default breaker at `now` with three output failures. */
-static void open_by_output(breaker *b, uint64_t now_us)
+static void open_by_output(breaker *b, uint64_t now_usec)
 {
-        record_n(b, BREAKER_OUTPUT_FAILURE, 2, now_us);
-        breaker_record(b, BREAKER_OUTPUT_FAILURE, enospc, now_us);
+        record_n(b, BREAKER_OUTPUT_FAILURE, 2, now_usec);
+        breaker_record(b, BREAKER_OUTPUT_FAILURE, enospc, now_usec);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
 }
 
@@ -61,9 +61,9 @@ static void test_config(void **state)
         assert_int_equal(c.output_failures, 3);
         assert_true(c.worker_failure_rate == 0.5);
         assert_int_equal(c.worker_min_samples, 10);
-        assert_int_equal(c.window_us, 60 * S_US);
-        assert_int_equal(c.cooldown_us, 30 * S_US);
-        assert_int_equal(c.max_cooldown_us, 600 * S_US);
+        assert_int_equal(c.window_usec, 60 * USEC_PER_SEC);
+        assert_int_equal(c.cooldown_usec, 30 * USEC_PER_SEC);
+        assert_int_equal(c.max_cooldown_usec, 600 * USEC_PER_SEC);
 
         bad = c;
         bad.output_failures = 0;
@@ -84,20 +84,20 @@ static void test_config(void **state)
         bad.worker_min_samples = BREAKER_MAX_SAMPLES + 1;
         assert_int_equal(breaker_new(&bad, &b), -EINVAL);
         bad = c;
-        bad.window_us = 0;
+        bad.window_usec = 0;
         assert_int_equal(breaker_new(&bad, &b), -EINVAL);
         bad = c;
-        bad.cooldown_us = 0;
+        bad.cooldown_usec = 0;
         assert_int_equal(breaker_new(&bad, &b), -EINVAL);
         bad = c;
-        bad.max_cooldown_us = c.cooldown_us - 1;
+        bad.max_cooldown_usec = c.cooldown_usec - 1;
         assert_int_equal(breaker_new(&bad, &b), -EINVAL);
         assert_ptr_equal(b, (breaker *)&c);
 
         bad = c;
         bad.worker_failure_rate = 1;
         bad.worker_min_samples = BREAKER_MAX_SAMPLES;
-        bad.max_cooldown_us = c.cooldown_us;
+        bad.max_cooldown_usec = c.cooldown_usec;
         b = NULL;
         assert_int_equal(breaker_new(&bad, &b), 0);
         assert_non_null(b);
@@ -123,10 +123,10 @@ static void test_closed_allows(void **state)
 {
         breaker *b = new_default();
 
-        for (uint64_t t = T0; t < T0 + 10 * S_US; t += S_US)
+        for (uint64_t t = T0; t < T0 + 10 * USEC_PER_SEC; t += USEC_PER_SEC)
                 assert_true(breaker_allow(b, t));
         assert_string_equal(breaker_reason(b), "");
-        assert_int_equal(breaker_retry_at(b), 0);
+        assert_int_equal(breaker_retry_at_usec(b), 0);
         assert_int_equal(breaker_transitions(b), 0);
         breaker_free(b);
 }
@@ -145,8 +145,8 @@ static void test_open_by_consecutive_output_failures(void **state)
         assert_string_equal(breaker_reason(b),
                             "3 consecutive output failures: publish /srv/media/x.webp: No space "
                             "left on device");
-        assert_int_equal(breaker_retry_at(b), T0 + 3 + 30 * S_US);
-        assert_int_equal(breaker_cooldown(b), 30 * S_US);
+        assert_int_equal(breaker_retry_at_usec(b), T0 + 3 + 30 * USEC_PER_SEC);
+        assert_int_equal(breaker_cooldown_usec(b), 30 * USEC_PER_SEC);
         assert_int_equal(breaker_transitions(b), 1);
         assert_false(breaker_allow(b, T0 + 4));
         assert_true(breaker_check(b));
@@ -195,15 +195,15 @@ static void test_open_by_worker_rate(void **state)
         /* The brief's example: 3 successes, then 7 worker failures = 70% of 10. */
         record_n(b, BREAKER_SUCCESS, 3, t);
         for (int i = 0; i < 6; i++) {
-                breaker_record(b, BREAKER_WORKER_FAILURE, NULL, t += S_US);
+                breaker_record(b, BREAKER_WORKER_FAILURE, NULL, t += USEC_PER_SEC);
                 /* 9 samples at most: under worker_min_samples, whatever the rate. */
                 assert_int_equal(breaker_state(b), BREAKER_CLOSED);
         }
-        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, t += S_US);
+        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, t += USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
         assert_string_equal(breaker_reason(b),
                             "worker failure rate 70% over the last 60 s (7 of 10)");
-        assert_int_equal(breaker_retry_at(b), t + 30 * S_US);
+        assert_int_equal(breaker_retry_at_usec(b), t + 30 * USEC_PER_SEC);
         assert_int_equal(breaker_transitions(b), 1);
         breaker_free(b);
 
@@ -233,7 +233,7 @@ static void test_open_by_worker_rate(void **state)
         /* A sub-second window is named in ms. */
         struct breaker_config c;
         breaker_config_init(&c);
-        c.window_us = 1500 * 1000;
+        c.window_usec = 1500 * 1000;
         c.worker_min_samples = 2;
         assert_int_equal(breaker_new(&c, &b), 0);
         record_n(b, BREAKER_WORKER_FAILURE, 2, T0);
@@ -248,12 +248,12 @@ static void test_worker_rate_window(void **state)
 
         /* 9 failures, then a 10th exactly one window later: the 9 have left it. */
         record_n(b, BREAKER_WORKER_FAILURE, 9, T0);
-        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 60 * S_US);
+        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 60 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
         /* 9 more within the window of the last: 10 of 10. */
-        record_n(b, BREAKER_WORKER_FAILURE, 8, T0 + 61 * S_US);
+        record_n(b, BREAKER_WORKER_FAILURE, 8, T0 + 61 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
-        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 119 * S_US);
+        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 119 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
         assert_string_equal(breaker_reason(b),
                             "worker failure rate 100% over the last 60 s (10 of 10)");
@@ -262,16 +262,16 @@ static void test_worker_rate_window(void **state)
         /* One microsecond inside the window, the 9 still count. */
         b = new_default();
         record_n(b, BREAKER_WORKER_FAILURE, 9, T0);
-        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 60 * S_US - 1);
+        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 60 * USEC_PER_SEC - 1);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
         breaker_free(b);
 
         /* Old successes leave the window too, so the rate is of recent outcomes only. */
         b = new_default();
         record_n(b, BREAKER_SUCCESS, 50, T0);
-        record_n(b, BREAKER_WORKER_FAILURE, 9, T0 + 30 * S_US);
+        record_n(b, BREAKER_WORKER_FAILURE, 9, T0 + 30 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED); /* 9 of 59 */
-        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 60 * S_US);
+        breaker_record(b, BREAKER_WORKER_FAILURE, NULL, T0 + 60 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN); /* 10 of 10 */
         breaker_free(b);
 }
@@ -297,8 +297,8 @@ static void test_half_open_single_probe(void **state)
         uint64_t retry;
 
         open_by_output(b, T0);
-        retry = breaker_retry_at(b);
-        assert_int_equal(retry, T0 + 30 * S_US);
+        retry = breaker_retry_at_usec(b);
+        assert_int_equal(retry, T0 + 30 * USEC_PER_SEC);
         assert_false(breaker_allow(b, T0));
         assert_false(breaker_allow(b, retry - 1));
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
@@ -306,9 +306,9 @@ static void test_half_open_single_probe(void **state)
         /* Exactly one probe, however often and however late it is asked. */
         assert_true(breaker_allow(b, retry));
         assert_int_equal(breaker_state(b), BREAKER_HALF_OPEN);
-        assert_int_equal(breaker_retry_at(b), 0);
+        assert_int_equal(breaker_retry_at_usec(b), 0);
         assert_int_equal(breaker_transitions(b), 2);
-        for (uint64_t t = retry; t < retry + 3600 * S_US; t += 7 * S_US)
+        for (uint64_t t = retry; t < retry + 3600 * USEC_PER_SEC; t += 7 * USEC_PER_SEC)
                 assert_false(breaker_allow(b, t));
         assert_int_equal(breaker_state(b), BREAKER_HALF_OPEN);
         /* The reason that opened it stays visible while probing. */
@@ -321,8 +321,8 @@ static void test_half_open_single_probe(void **state)
         /* A late first call also lets the probe through. */
         b = new_default();
         open_by_output(b, T0);
-        assert_true(breaker_allow(b, T0 + 3600 * S_US));
-        assert_false(breaker_allow(b, T0 + 3600 * S_US));
+        assert_true(breaker_allow(b, T0 + 3600 * USEC_PER_SEC));
+        assert_false(breaker_allow(b, T0 + 3600 * USEC_PER_SEC));
         breaker_free(b);
 }
 
@@ -334,33 +334,33 @@ static void test_half_open_success_closes(void **state)
         /* Opened by the worker rate; the probe succeeds. */
         record_n(b, BREAKER_WORKER_FAILURE, 10, T0);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
-        t = breaker_retry_at(b);
+        t = breaker_retry_at_usec(b);
         assert_true(breaker_allow(b, t));
-        breaker_record(b, BREAKER_SUCCESS, NULL, t + S_US);
+        breaker_record(b, BREAKER_SUCCESS, NULL, t + USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
         assert_string_equal(breaker_reason(b), "");
-        assert_int_equal(breaker_retry_at(b), 0);
+        assert_int_equal(breaker_retry_at_usec(b), 0);
         assert_int_equal(breaker_transitions(b), 3);
-        assert_true(breaker_allow(b, t + S_US));
-        assert_true(breaker_allow(b, t + S_US));
+        assert_true(breaker_allow(b, t + USEC_PER_SEC));
+        assert_true(breaker_allow(b, t + USEC_PER_SEC));
 
         /* The failures from before the opening are forgotten although still in the window. */
-        record_n(b, BREAKER_WORKER_FAILURE, 9, t + 2 * S_US);
+        record_n(b, BREAKER_WORKER_FAILURE, 9, t + 2 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
-        record_n(b, BREAKER_OUTPUT_FAILURE, 2, t + 2 * S_US);
+        record_n(b, BREAKER_OUTPUT_FAILURE, 2, t + 2 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
         breaker_free(b);
 
         /* The output failure count starts over too: two after closing do not open it. */
         b = new_default();
         open_by_output(b, T0);
-        assert_true(breaker_allow(b, breaker_retry_at(b)));
-        breaker_record(b, BREAKER_SUCCESS, NULL, T0 + 31 * S_US);
-        record_n(b, BREAKER_OUTPUT_FAILURE, 2, T0 + 32 * S_US);
+        assert_true(breaker_allow(b, breaker_retry_at_usec(b)));
+        breaker_record(b, BREAKER_SUCCESS, NULL, T0 + 31 * USEC_PER_SEC);
+        record_n(b, BREAKER_OUTPUT_FAILURE, 2, T0 + 32 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
-        breaker_record(b, BREAKER_OUTPUT_FAILURE, NULL, T0 + 32 * S_US);
+        breaker_record(b, BREAKER_OUTPUT_FAILURE, NULL, T0 + 32 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
-        assert_int_equal(breaker_retry_at(b), T0 + 62 * S_US);
+        assert_int_equal(breaker_retry_at_usec(b), T0 + 62 * USEC_PER_SEC);
         breaker_free(b);
 }
 
@@ -371,19 +371,19 @@ static void test_half_open_failure_doubles_cooldown(void **state)
         uint64_t t = T0;
 
         open_by_output(b, t);
-        assert_int_equal(breaker_retry_at(b), t + 30 * S_US);
+        assert_int_equal(breaker_retry_at_usec(b), t + 30 * USEC_PER_SEC);
         for (size_t i = 0; i < ELEMENTSOF(expected_s); i++) {
                 enum breaker_outcome o = i % 2 ? BREAKER_WORKER_FAILURE : BREAKER_OUTPUT_FAILURE;
                 uint64_t transitions = breaker_transitions(b);
 
-                t = breaker_retry_at(b);
+                t = breaker_retry_at_usec(b);
                 assert_false(breaker_allow(b, t - 1));
                 assert_true(breaker_allow(b, t));
-                t += 5 * S_US;
+                t += 5 * USEC_PER_SEC;
                 breaker_record(b, o, i == 0 ? enospc : NULL, t);
                 assert_int_equal(breaker_state(b), BREAKER_OPEN);
-                assert_int_equal(breaker_cooldown(b), expected_s[i] * S_US);
-                assert_int_equal(breaker_retry_at(b), t + expected_s[i] * S_US);
+                assert_int_equal(breaker_cooldown_usec(b), expected_s[i] * USEC_PER_SEC);
+                assert_int_equal(breaker_retry_at_usec(b), t + expected_s[i] * USEC_PER_SEC);
                 assert_int_equal(breaker_transitions(b), transitions + 2);
                 if (i == 0)
                         assert_string_equal(breaker_reason(b), "probe failed: publish "
@@ -397,23 +397,23 @@ static void test_half_open_failure_doubles_cooldown(void **state)
         }
 
         /* A successful probe resets the cool-down: the next opening waits 30 s again. */
-        t = breaker_retry_at(b);
+        t = breaker_retry_at_usec(b);
         assert_true(breaker_allow(b, t));
         breaker_record(b, BREAKER_SUCCESS, NULL, t);
         assert_int_equal(breaker_state(b), BREAKER_CLOSED);
-        assert_int_equal(breaker_cooldown(b), 30 * S_US);
-        open_by_output(b, t + S_US);
-        assert_int_equal(breaker_retry_at(b), t + 31 * S_US);
+        assert_int_equal(breaker_cooldown_usec(b), 30 * USEC_PER_SEC);
+        open_by_output(b, t + USEC_PER_SEC);
+        assert_int_equal(breaker_retry_at_usec(b), t + 31 * USEC_PER_SEC);
         breaker_free(b);
 
         /* A worker failure as the probe's outcome also re-opens. */
         b = new_default();
         open_by_output(b, T0);
-        assert_true(breaker_allow(b, T0 + 30 * S_US));
-        breaker_record(b, BREAKER_WORKER_FAILURE, "timed out after 30 s", T0 + 40 * S_US);
+        assert_true(breaker_allow(b, T0 + 30 * USEC_PER_SEC));
+        breaker_record(b, BREAKER_WORKER_FAILURE, "timed out after 30 s", T0 + 40 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
         assert_string_equal(breaker_reason(b), "probe failed: timed out after 30 s");
-        assert_int_equal(breaker_retry_at(b), T0 + 100 * S_US);
+        assert_int_equal(breaker_retry_at_usec(b), T0 + 100 * USEC_PER_SEC);
         breaker_free(b);
 }
 
@@ -434,7 +434,7 @@ static void test_job_failures_never_open(void **state)
         /* In half-open a job failure decides nothing: another probe may go out. */
         b = new_default();
         open_by_output(b, T0);
-        t = breaker_retry_at(b);
+        t = breaker_retry_at_usec(b);
         assert_true(breaker_allow(b, t));
         assert_false(breaker_allow(b, t));
         breaker_record(b, BREAKER_JOB_FAILURE, "not an image", t + 1);
@@ -452,14 +452,14 @@ static void test_open_ignores_outcomes(void **state)
         uint64_t retry;
 
         open_by_output(b, T0);
-        retry = breaker_retry_at(b);
+        retry = breaker_retry_at_usec(b);
         /* Jobs that were running when it opened finish: nothing changes. */
-        breaker_record(b, BREAKER_SUCCESS, NULL, T0 + S_US);
-        breaker_record(b, BREAKER_OUTPUT_FAILURE, "other", T0 + 2 * S_US);
-        breaker_record(b, BREAKER_WORKER_FAILURE, "other", T0 + 3 * S_US);
-        breaker_record(b, BREAKER_JOB_FAILURE, "other", T0 + 4 * S_US);
+        breaker_record(b, BREAKER_SUCCESS, NULL, T0 + USEC_PER_SEC);
+        breaker_record(b, BREAKER_OUTPUT_FAILURE, "other", T0 + 2 * USEC_PER_SEC);
+        breaker_record(b, BREAKER_WORKER_FAILURE, "other", T0 + 3 * USEC_PER_SEC);
+        breaker_record(b, BREAKER_JOB_FAILURE, "other", T0 + 4 * USEC_PER_SEC);
         assert_int_equal(breaker_state(b), BREAKER_OPEN);
-        assert_int_equal(breaker_retry_at(b), retry);
+        assert_int_equal(breaker_retry_at_usec(b), retry);
         assert_int_equal(breaker_transitions(b), 1);
         assert_string_equal(breaker_reason(b),
                             "3 consecutive output failures: publish /srv/media/x.webp: No space "

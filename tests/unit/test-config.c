@@ -28,6 +28,7 @@
 
 #include "shared/config.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 static char *tmp;
 
@@ -216,10 +217,10 @@ static void test_full(void **state)
         assert_int_equal(c->workers, 3);
         assert_int_equal(c->limits.max_file_bytes, 1073741824ULL);
         assert_int_equal(c->limits.max_pixels, 5000);
-        assert_int_equal(c->limits.job_timeout_s, 30);
+        assert_int_equal(c->limits.job_timeout_usec, 30 * USEC_PER_SEC);
         assert_int_equal(c->retry.max_attempts, 7);
-        assert_int_equal(c->retry.base_delay_ms, 50);
-        assert_int_equal(c->retry.max_delay_ms, 60000);
+        assert_int_equal(c->retry.base_delay_usec, 50 * USEC_PER_MSEC);
+        assert_int_equal(c->retry.max_delay_usec, 60000 * USEC_PER_MSEC);
         assert_true(c->retry.jitter == 1.0);
 
         assert_int_equal(c->n_watches, 2);
@@ -294,10 +295,10 @@ static void test_defaults(void **state)
         assert_int_equal(c->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
         assert_int_equal(c->limits.max_file_bytes, 256ULL * 1024 * 1024);
         assert_int_equal(c->limits.max_pixels, 100000000ULL);
-        assert_int_equal(c->limits.job_timeout_s, 120);
+        assert_int_equal(c->limits.job_timeout_usec, 120 * USEC_PER_SEC);
         assert_int_equal(c->retry.max_attempts, 5);
-        assert_int_equal(c->retry.base_delay_ms, 1000);
-        assert_int_equal(c->retry.max_delay_ms, 300000);
+        assert_int_equal(c->retry.base_delay_usec, 1000 * USEC_PER_MSEC);
+        assert_int_equal(c->retry.max_delay_usec, 300000 * USEC_PER_MSEC);
         assert_true(c->retry.jitter > 0.199 && c->retry.jitter < 0.201);
         assert_false(c->watches[0].recursive);
         /* The alerts' defaults are health.h's. */
@@ -307,8 +308,8 @@ static void test_defaults(void **state)
                 health_alerts_config_init(&a);
                 assert_true(c->alerts.error_rate == a.error_rate);
                 assert_int_equal(c->alerts.queued, a.queued);
-                assert_int_equal(c->alerts.oldest_us, a.oldest_us);
-                assert_int_equal(c->alerts.drain_us, a.drain_us);
+                assert_int_equal(c->alerts.oldest_usec, a.oldest_usec);
+                assert_int_equal(c->alerts.drain_usec, a.drain_usec);
                 assert_true(c->alerts.breaker == a.breaker && a.breaker);
                 assert_true(c->alerts.degraded == a.degraded && a.degraded);
         }
@@ -326,7 +327,7 @@ static void test_defaults(void **state)
         c = expect_ok("limits = { max_pixels = 7; };\nretry = { jitter = 0.0; };\n" WATCH PIPE);
         assert_int_equal(c->limits.max_pixels, 7);
         assert_int_equal(c->limits.max_file_bytes, 256ULL * 1024 * 1024);
-        assert_int_equal(c->limits.job_timeout_s, 120);
+        assert_int_equal(c->limits.job_timeout_usec, 120 * USEC_PER_SEC);
         assert_true(c->retry.jitter == 0.0);
         assert_int_equal(c->retry.max_attempts, 5);
         config_free(c);
@@ -373,8 +374,8 @@ static void test_alerts(void **state)
         (void)state;
         assert_true(c->alerts.error_rate > 0.199 && c->alerts.error_rate < 0.201);
         assert_int_equal(c->alerts.queued, 50);
-        assert_int_equal(c->alerts.oldest_us, 120 * 1000000ULL);
-        assert_int_equal(c->alerts.drain_us, 0);
+        assert_int_equal(c->alerts.oldest_usec, 120 * 1000000ULL);
+        assert_int_equal(c->alerts.drain_usec, 0);
         assert_false(c->alerts.breaker);
         assert_true(c->alerts.degraded);
         config_free(c);

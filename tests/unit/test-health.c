@@ -2,7 +2,7 @@
 /*
  * test-health.c - graceful degradation with an injected clock: each input alone selects
  * each level at its thresholds (and not just below them), escalation is immediate, recovery
- * waits recover_us and goes one level per recover_us, a sample at the level restarts the
+ * waits recover_usec and goes one level per recover_usec, a sample at the level restarts the
  * wait, reason strings, the health score (100 when idle, at the level boundaries, monotonic
  * in each input), the quality, effort and variant helpers, configuration checks, and the
  * alerts (each at its threshold and not below it, turned off by 0, the drain prediction and
@@ -21,11 +21,10 @@
 
 #include "shared/health.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
-#define S_US UINT64_C(1000000)
-#define MIN_US (60 * S_US)
-#define T0 (UINT64_C(5000) * S_US) /* an arbitrary monotonic start */
-#define R (60 * S_US)              /* the default recover_us */
+#define T0 (UINT64_C(5000) * USEC_PER_SEC) /* an arbitrary monotonic start */
+#define R (60 * USEC_PER_SEC)              /* the default recover_usec */
 
 static const struct health_inputs idle = { 0 };
 
@@ -57,18 +56,18 @@ static void test_config(void **state)
 
         health_config_init(&c);
         assert_int_equal(c.reduced.queued, 500);
-        assert_int_equal(c.reduced.oldest_age_us, 5 * MIN_US);
+        assert_int_equal(c.reduced.oldest_age_usec, 5 * USEC_PER_MINUTE);
         assert_true(c.reduced.memory_pressure == 0.85);
         assert_true(c.reduced.error_rate == 0.25);
         assert_int_equal(c.essential.queued, 2000);
-        assert_int_equal(c.essential.oldest_age_us, 15 * MIN_US);
+        assert_int_equal(c.essential.oldest_age_usec, 15 * USEC_PER_MINUTE);
         assert_true(c.essential.memory_pressure == 0.92);
         assert_true(c.essential.error_rate == 0.5);
         assert_int_equal(c.paused.queued, 10000);
-        assert_int_equal(c.paused.oldest_age_us, 60 * MIN_US);
+        assert_int_equal(c.paused.oldest_age_usec, 60 * USEC_PER_MINUTE);
         assert_true(c.paused.memory_pressure == 0.97);
         assert_true(c.paused.error_rate == 0.8);
-        assert_int_equal(c.recover_us, 60 * S_US);
+        assert_int_equal(c.recover_usec, 60 * USEC_PER_SEC);
 
         bad = c;
         bad.reduced.queued = 0;
@@ -80,7 +79,7 @@ static void test_config(void **state)
         bad.essential.queued = c.reduced.queued - 1;
         assert_int_equal(health_new(&bad, &h), -EINVAL);
         bad = c;
-        bad.paused.oldest_age_us = c.essential.oldest_age_us - 1;
+        bad.paused.oldest_age_usec = c.essential.oldest_age_usec - 1;
         assert_int_equal(health_new(&bad, &h), -EINVAL);
         bad = c;
         bad.paused.memory_pressure = 0.9;
@@ -95,7 +94,7 @@ static void test_config(void **state)
         bad.essential = bad.reduced;
         bad.paused.queued = UINT64_MAX;
         bad.paused.memory_pressure = 2;
-        bad.recover_us = 0;
+        bad.recover_usec = 0;
         h = NULL;
         assert_int_equal(health_new(&bad, &h), 0);
         assert_non_null(h);
@@ -133,12 +132,12 @@ static void test_each_input_alone(void **state)
                 { { .queued = 9999 }, HEALTH_ESSENTIAL },
                 { { .queued = 10000 }, HEALTH_PAUSED },
                 { { .queued = UINT64_MAX }, HEALTH_PAUSED },
-                { { .oldest_queued_age_us = 5 * MIN_US - 1 }, HEALTH_FULL },
-                { { .oldest_queued_age_us = 5 * MIN_US }, HEALTH_REDUCED },
-                { { .oldest_queued_age_us = 15 * MIN_US - 1 }, HEALTH_REDUCED },
-                { { .oldest_queued_age_us = 15 * MIN_US }, HEALTH_ESSENTIAL },
-                { { .oldest_queued_age_us = 60 * MIN_US - 1 }, HEALTH_ESSENTIAL },
-                { { .oldest_queued_age_us = 60 * MIN_US }, HEALTH_PAUSED },
+                { { .oldest_queued_age_usec = 5 * USEC_PER_MINUTE - 1 }, HEALTH_FULL },
+                { { .oldest_queued_age_usec = 5 * USEC_PER_MINUTE }, HEALTH_REDUCED },
+                { { .oldest_queued_age_usec = 15 * USEC_PER_MINUTE - 1 }, HEALTH_REDUCED },
+                { { .oldest_queued_age_usec = 15 * USEC_PER_MINUTE }, HEALTH_ESSENTIAL },
+                { { .oldest_queued_age_usec = 60 * USEC_PER_MINUTE - 1 }, HEALTH_ESSENTIAL },
+                { { .oldest_queued_age_usec = 60 * USEC_PER_MINUTE }, HEALTH_PAUSED },
                 { { .memory_pressure = 0.84 }, HEALTH_FULL },
                 { { .memory_pressure = 0.85 }, HEALTH_REDUCED },
                 { { .memory_pressure = 0.91 }, HEALTH_REDUCED },
@@ -170,7 +169,7 @@ static void test_each_input_alone(void **state)
                 assert_int_equal(l, cases[i].level);
                 assert_int_equal(health_level(h), cases[i].level);
                 assert_int_equal(health_reason(h)[0] == '\0', cases[i].level == HEALTH_FULL);
-                assert_int_equal(health_recover_at(h), 0);
+                assert_int_equal(health_recover_at_usec(h), 0);
                 health_free(h);
         }
 }
@@ -182,18 +181,20 @@ static void test_reasons(void **state)
                 const char *reason;
         } cases[] = {
                 { { .queued = 600 }, "600 jobs queued (reduced at 500)" },
-                { { .oldest_queued_age_us = 7 * MIN_US + 30 * S_US },
+                { { .oldest_queued_age_usec = 7 * USEC_PER_MINUTE + 30 * USEC_PER_SEC },
                   "oldest queued job 7 min old (reduced at 5 min)" },
-                { { .oldest_queued_age_us = 3 * 60 * MIN_US },
+                { { .oldest_queued_age_usec = 3 * 60 * USEC_PER_MINUTE },
                   "oldest queued job 3 h old (paused at 60 min)" },
                 { { .memory_pressure = 0.93 }, "memory pressure 93% (essential at 92%)" },
                 { { .error_rate = 0.3 }, "error rate 30% (reduced at 25%)" },
                 /* Each input at the level's threshold, in a fixed order (the age is only at
                  * reduced here, so it is left out). */
-                { { .queued = 2400, .oldest_queued_age_us = 7 * MIN_US, .memory_pressure = 0.93 },
+                { { .queued = 2400,
+                    .oldest_queued_age_usec = 7 * USEC_PER_MINUTE,
+                    .memory_pressure = 0.93 },
                   "2400 jobs queued (essential at 2000); memory pressure 93% (essential at 92%)" },
                 { { .queued = 20000,
-                    .oldest_queued_age_us = 61 * MIN_US,
+                    .oldest_queued_age_usec = 61 * USEC_PER_MINUTE,
                     .memory_pressure = 0.99,
                     .error_rate = 0.9 },
                   "20000 jobs queued (paused at 10000); oldest queued job 61 min old (paused at 60 "
@@ -228,11 +229,11 @@ static void test_escalation_is_immediate(void **state)
         /* While waiting to recover, a worse sample still escalates at once. */
         h = new_default();
         health_update(h, IN(.queued = 500), T0);
-        health_update(h, &idle, T0 + S_US);
+        health_update(h, &idle, T0 + USEC_PER_SEC);
         assert_int_equal(health_level(h), HEALTH_REDUCED);
-        assert_int_equal(health_update(h, IN(.memory_pressure = 0.98), T0 + 2 * S_US),
+        assert_int_equal(health_update(h, IN(.memory_pressure = 0.98), T0 + 2 * USEC_PER_SEC),
                          HEALTH_PAUSED);
-        assert_int_equal(health_recover_at(h), 0);
+        assert_int_equal(health_recover_at_usec(h), 0);
         health_free(h);
 }
 
@@ -241,20 +242,20 @@ static void test_stepwise_recovery(void **state)
         health *h = new_default();
         uint64_t t;
 
-        health_update(h, IN(.oldest_queued_age_us = 2 * 60 * MIN_US), T0);
+        health_update(h, IN(.oldest_queued_age_usec = 2 * 60 * USEC_PER_MINUTE), T0);
         assert_int_equal(health_level(h), HEALTH_PAUSED);
 
-        /* Idle from T0 + 1 s: not before recover_us... */
-        t = T0 + S_US;
+        /* Idle from T0 + 1 s: not before recover_usec... */
+        t = T0 + USEC_PER_SEC;
         assert_int_equal(health_update(h, &idle, t), HEALTH_PAUSED);
-        assert_int_equal(health_recover_at(h), t + R);
-        assert_int_equal(health_update(h, &idle, t + 30 * S_US), HEALTH_PAUSED);
+        assert_int_equal(health_recover_at_usec(h), t + R);
+        assert_int_equal(health_update(h, &idle, t + 30 * USEC_PER_SEC), HEALTH_PAUSED);
         assert_string_equal(health_reason(h), "recovering from paused: below its thresholds for "
                                               "30 s of 60 s");
         assert_int_equal(health_update(h, &idle, t + R - 1), HEALTH_PAUSED);
-        /* ...then one level per recover_us. */
+        /* ...then one level per recover_usec. */
         assert_int_equal(health_update(h, &idle, t + R), HEALTH_ESSENTIAL);
-        assert_int_equal(health_recover_at(h), t + 2 * R);
+        assert_int_equal(health_recover_at_usec(h), t + 2 * R);
         assert_int_equal(health_update(h, &idle, t + R + 1), HEALTH_ESSENTIAL);
         assert_int_equal(health_update(h, &idle, t + 2 * R - 1), HEALTH_ESSENTIAL);
         assert_int_equal(health_update(h, &idle, t + 2 * R), HEALTH_REDUCED);
@@ -263,7 +264,7 @@ static void test_stepwise_recovery(void **state)
                                               "59 s of 60 s");
         assert_int_equal(health_update(h, &idle, t + 3 * R), HEALTH_FULL);
         assert_string_equal(health_reason(h), "");
-        assert_int_equal(health_recover_at(h), 0);
+        assert_int_equal(health_recover_at_usec(h), 0);
         assert_int_equal(health_update(h, &idle, t + 100 * R), HEALTH_FULL);
         assert_true(health_check(h));
         health_free(h);
@@ -284,12 +285,13 @@ static void test_recovery_restarts(void **state)
         health_update(h, IN(.queued = 10000), T0);
         health_update(h, &idle, T0);
         /* A sample back at paused 50 s in restarts the wait. */
-        assert_int_equal(health_update(h, IN(.queued = 10000), T0 + 50 * S_US), HEALTH_PAUSED);
-        assert_int_equal(health_recover_at(h), 0);
-        assert_int_equal(health_update(h, &idle, T0 + 51 * S_US), HEALTH_PAUSED);
+        assert_int_equal(health_update(h, IN(.queued = 10000), T0 + 50 * USEC_PER_SEC),
+                         HEALTH_PAUSED);
+        assert_int_equal(health_recover_at_usec(h), 0);
+        assert_int_equal(health_update(h, &idle, T0 + 51 * USEC_PER_SEC), HEALTH_PAUSED);
         assert_int_equal(health_update(h, &idle, T0 + R), HEALTH_PAUSED);
-        assert_int_equal(health_update(h, &idle, T0 + 51 * S_US + R - 1), HEALTH_PAUSED);
-        assert_int_equal(health_update(h, &idle, T0 + 51 * S_US + R), HEALTH_ESSENTIAL);
+        assert_int_equal(health_update(h, &idle, T0 + 51 * USEC_PER_SEC + R - 1), HEALTH_PAUSED);
+        assert_int_equal(health_update(h, &idle, T0 + 51 * USEC_PER_SEC + R), HEALTH_ESSENTIAL);
         health_free(h);
 
         /* Inputs in the reduced band: recovery stops at reduced and holds there. */
@@ -300,9 +302,9 @@ static void test_recovery_restarts(void **state)
         assert_int_equal(health_update(h, &busy, T0 + R), HEALTH_ESSENTIAL);
         assert_int_equal(health_update(h, &busy, T0 + 2 * R), HEALTH_REDUCED);
         assert_string_equal(health_reason(h), "600 jobs queued (reduced at 500)");
-        assert_int_equal(health_recover_at(h), 0);
+        assert_int_equal(health_recover_at_usec(h), 0);
         assert_int_equal(health_update(h, &busy, T0 + 50 * R), HEALTH_REDUCED);
-        /* ...and leaves it recover_us after the inputs drop. */
+        /* ...and leaves it recover_usec after the inputs drop. */
         assert_int_equal(health_update(h, &idle, T0 + 51 * R), HEALTH_REDUCED);
         assert_int_equal(health_update(h, &idle, T0 + 52 * R - 1), HEALTH_REDUCED);
         assert_int_equal(health_update(h, &idle, T0 + 52 * R), HEALTH_FULL);
@@ -315,7 +317,7 @@ static void test_recover_zero(void **state)
         health *h;
 
         health_config_init(&c);
-        c.recover_us = 0;
+        c.recover_usec = 0;
         assert_int_equal(health_new(&c, &h), 0);
         health_update(h, IN(.memory_pressure = 0.99), T0);
         assert_int_equal(health_level(h), HEALTH_PAUSED);
@@ -339,7 +341,8 @@ static void test_score(void **state)
         assert_close(health_score(IN(.queued = 250), &c), 100 - 100.0 / 6);
         assert_close(health_score(IN(.queued = 500), &c), 200.0 / 3);
         assert_close(health_score(IN(.queued = 1250), &c), 50);
-        assert_close(health_score(IN(.oldest_queued_age_us = 15 * MIN_US), &c), 100.0 / 3);
+        assert_close(health_score(IN(.oldest_queued_age_usec = 15 * USEC_PER_MINUTE), &c),
+                     100.0 / 3);
         assert_close(health_score(IN(.memory_pressure = 0.97), &c), 0);
         assert_close(health_score(IN(.error_rate = 0.5), &c), 100.0 / 3);
         assert_close(health_score(IN(.queued = 1000000), &c), 0);
@@ -358,7 +361,8 @@ static void test_score_monotonic(void **state)
                 double f = 1.25 * i / 500;
                 struct health_inputs in[4] = {
                         { .queued = (uint64_t)(f * (double)c.paused.queued) },
-                        { .oldest_queued_age_us = (uint64_t)(f * (double)c.paused.oldest_age_us) },
+                        { .oldest_queued_age_usec =
+                                  (uint64_t)(f * (double)c.paused.oldest_age_usec) },
                         { .memory_pressure = f * c.paused.memory_pressure },
                         { .error_rate = f * c.paused.error_rate },
                 };
@@ -449,7 +453,7 @@ static struct health_alert_inputs quiet(void)
 {
         return (struct health_alert_inputs){ .breaker_state = "closed",
                                              .level = HEALTH_FULL,
-                                             .rate_window_us = 5 * MIN_US };
+                                             .rate_window_usec = 5 * USEC_PER_MINUTE };
 }
 
 static unsigned alerts_of(const struct health_alert_inputs *in,
@@ -481,12 +485,12 @@ static void test_alerts_defaults_and_names(void **state)
         health_alerts_config_init(&c);
         assert_close(c.error_rate, 0.10);
         assert_int_equal(c.queued, 1000);
-        assert_int_equal(c.oldest_us, 10 * MIN_US);
-        assert_int_equal(c.drain_us, 60 * MIN_US);
+        assert_int_equal(c.oldest_usec, 10 * USEC_PER_MINUTE);
+        assert_int_equal(c.drain_usec, 60 * USEC_PER_MINUTE);
         assert_true(c.breaker);
         assert_true(c.degraded);
         assert_int_equal(alerts_of(&in, &c, &r), 0);
-        assert_int_equal(r.drain_us, 0);
+        assert_int_equal(r.drain_usec, 0);
 
         assert_string_equal(health_alert_name(HEALTH_ALERT_ERROR_RATE), "error_rate");
         assert_string_equal(health_alert_name(HEALTH_ALERT_QUEUED), "queue_depth");
@@ -538,15 +542,15 @@ static void test_alerts_thresholds(void **state)
         in = quiet();
         in.health.queued = in.backlog = 3;
         in.finished_per_s = 1;
-        in.health.oldest_queued_age_us = 10 * MIN_US - 1;
+        in.health.oldest_queued_age_usec = 10 * USEC_PER_MINUTE - 1;
         assert_int_equal(alerts_of(&in, &c, &r), 0);
-        in.health.oldest_queued_age_us = 12 * MIN_US;
+        in.health.oldest_queued_age_usec = 12 * USEC_PER_MINUTE;
         assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_OLDEST));
         assert_string_equal(r.text[HEALTH_ALERT_OLDEST],
                             "oldest queued job waiting 12 min (alert at 10 min)");
         in.health.queued = 0;
         assert_int_equal(alerts_of(&in, &c, &r), 0);
-        c.oldest_us = 0;
+        c.oldest_usec = 0;
         in.health.queued = 3;
         assert_int_equal(alerts_of(&in, &c, &r), 0);
 }
@@ -558,33 +562,33 @@ static void test_alerts_drain(void **state)
         struct health_alert_report r;
 
         (void)state;
-        assert_int_equal(health_drain_us(0, 0), 0);
-        assert_int_equal(health_drain_us(0, 5), 0);
-        assert_true(health_drain_us(10, 0) == HEALTH_DRAIN_NEVER);
-        assert_true(health_drain_us(10, -1) == HEALTH_DRAIN_NEVER);
-        assert_true(health_drain_us(10, NAN) == HEALTH_DRAIN_NEVER);
-        assert_int_equal(health_drain_us(10, 2.0), 5 * S_US);
-        assert_true(health_drain_us(UINT64_MAX, 1e-300) < HEALTH_DRAIN_NEVER);
+        assert_int_equal(health_drain_usec(0, 0), 0);
+        assert_int_equal(health_drain_usec(0, 5), 0);
+        assert_true(health_drain_usec(10, 0) == HEALTH_DRAIN_NEVER);
+        assert_true(health_drain_usec(10, -1) == HEALTH_DRAIN_NEVER);
+        assert_true(health_drain_usec(10, NAN) == HEALTH_DRAIN_NEVER);
+        assert_int_equal(health_drain_usec(10, 2.0), 5 * USEC_PER_SEC);
+        assert_true(health_drain_usec(UINT64_MAX, 1e-300) < HEALTH_DRAIN_NEVER);
 
         health_alerts_config_init(&c);
         /* 100 jobs at 1 a second: 100 s, fine; at 0.01 a second: 10000 s, over an hour. */
         in.health.queued = in.backlog = 100;
         in.finished_per_s = 1;
         assert_int_equal(alerts_of(&in, &c, &r), 0);
-        assert_int_equal(r.drain_us, 100 * S_US);
+        assert_int_equal(r.drain_usec, 100 * USEC_PER_SEC);
         in.finished_per_s = 0.01;
         assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_DRAIN));
-        assert_int_equal(r.drain_us, 10000 * S_US);
+        assert_int_equal(r.drain_usec, 10000 * USEC_PER_SEC);
         assert_has(r.text[HEALTH_ALERT_DRAIN], "backlog of 100 jobs drains in about 2 h at 0.01 "
                                                "jobs/s (alert at 60 min)");
 
         /* Nothing finishing: not an alert while the oldest job is fresh (it may just have
-         * arrived), an alert once it has waited HEALTH_STALL_US. */
+         * arrived), an alert once it has waited HEALTH_STALL_USEC. */
         in.finished_per_s = 0;
-        in.health.oldest_queued_age_us = HEALTH_STALL_US - 1;
+        in.health.oldest_queued_age_usec = HEALTH_STALL_USEC - 1;
         assert_int_equal(alerts_of(&in, &c, &r), 0);
-        assert_true(r.drain_us == HEALTH_DRAIN_NEVER);
-        in.health.oldest_queued_age_us = HEALTH_STALL_US;
+        assert_true(r.drain_usec == HEALTH_DRAIN_NEVER);
+        in.health.oldest_queued_age_usec = HEALTH_STALL_USEC;
         assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_DRAIN));
         assert_string_equal(r.text[HEALTH_ALERT_DRAIN], "backlog of 100 jobs is not draining: "
                                                         "none finished in the last 5 min");
@@ -594,7 +598,7 @@ static void test_alerts_drain(void **state)
         assert_int_equal(alerts_of(&in, &c, &r), 0);
         /* Off. */
         in.health.queued = 100;
-        c.drain_us = 0;
+        c.drain_usec = 0;
         assert_int_equal(alerts_of(&in, &c, &r), 0);
 }
 
@@ -663,7 +667,7 @@ static void test_alerts_intake(void **state)
         in.unwatched = 250;
         in.unwatched_error = -ENOSPC;
         in.unwatched_first = "/srv/up/a/b";
-        in.unwatched_scan_s = 60;
+        in.unwatched_scan_usec = 60 * USEC_PER_SEC;
         assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_UNWATCHED));
         assert_string_equal(r.text[HEALTH_ALERT_UNWATCHED],
                             "250 folder(s) not watched (first: /srv/up/a/b): inotify watch limit "

@@ -20,6 +20,7 @@
 
 #include "daemon/jobprep.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 static struct variant make(const char *name, enum image_format f, bool essential)
 {
@@ -228,7 +229,7 @@ static void test_paths_and_request(void **state)
         cfg.limits.max_pixels = 1000;
         cfg.limits.worker_memory = 400;
         cfg.limits.max_file_bytes = 77;
-        cfg.limits.job_timeout_s = 9;
+        cfg.limits.job_timeout_usec = 9 * USEC_PER_SEC;
         pl.placeholder = true;
         req = jobprep_request(&cfg, &pl, 42, variants);
         assert_non_null(req);

@@ -373,9 +373,9 @@ static void test_create_reopen(void **state)
         assert_int_equal(d->job.ino, 49);
         assert_int_equal(d->job.state, JOB_QUEUED);
         assert_int_equal(d->job.attempts, 0);
-        assert_int_equal(d->job.created_us, 1000);
-        assert_int_equal(d->job.updated_us, 1000);
-        assert_int_equal(d->job.next_at_us, 1000);
+        assert_int_equal(d->job.created_usec, 1000);
+        assert_int_equal(d->job.updated_usec, 1000);
+        assert_int_equal(d->job.next_at_usec, 1000);
         assert_null(d->job.last_error);
         assert_int_equal(d->n_outputs, 0);
         assert_int_equal(d->n_errors, 0);
@@ -576,7 +576,7 @@ static void test_enqueue_dedupe(void **state)
         assert_int_equal(d->job.mtime_ns, 6);
         assert_int_equal(d->job.ino, 7);
         assert_int_equal(d->job.state, JOB_QUEUED);
-        assert_int_equal(d->job.created_us, 1000);
+        assert_int_equal(d->job.created_usec, 1000);
         job_detail_free(d);
 
         /* Same content under another path is another job. */
@@ -681,7 +681,7 @@ static void test_enqueue_supersedes(void **state)
         d = get(f->l, q1);
         assert_int_equal(d->job.state, JOB_CANCELLED);
         assert_string_equal(d->job.last_error, expect);
-        assert_int_equal(d->job.updated_us, 700);
+        assert_int_equal(d->job.updated_usec, 700);
         job_detail_free(d);
         d = get(f->l, r1);
         assert_int_equal(d->job.state, JOB_CANCELLED);
@@ -752,8 +752,8 @@ static void test_claim_fields_and_attempts(void **state)
         assert_int_equal(j->ino, s.ino);
         assert_int_equal(j->state, JOB_RUNNING);
         assert_int_equal(j->attempts, 1);
-        assert_int_equal(j->created_us, 1000);
-        assert_int_equal(j->updated_us, 1500);
+        assert_int_equal(j->created_usec, 1000);
+        assert_int_equal(j->updated_usec, 1500);
         assert_null(j->last_error);
         j = job_free(j);
         assert_null(j);
@@ -865,8 +865,8 @@ static void test_fail_retry_then_dead(void **state)
         assert_int_equal(ledger_fail(f->l, id, "decode failed", true, 3000, 1500), 0);
         d = get(f->l, id);
         assert_int_equal(d->job.state, JOB_RETRY);
-        assert_int_equal(d->job.next_at_us, 3000);
-        assert_int_equal(d->job.updated_us, 1500);
+        assert_int_equal(d->job.next_at_usec, 3000);
+        assert_int_equal(d->job.updated_usec, 1500);
         assert_string_equal(d->job.last_error, "decode failed");
         job_detail_free(d);
 
@@ -876,14 +876,14 @@ static void test_fail_retry_then_dead(void **state)
         d = get(f->l, id);
         assert_int_equal(d->job.state, JOB_DEAD);
         assert_int_equal(d->job.attempts, 2);
-        assert_int_equal(d->job.next_at_us, 3000); /* unchanged for dead */
+        assert_int_equal(d->job.next_at_usec, 3000); /* unchanged for dead */
         assert_string_equal(d->job.last_error, "worker crashed");
         assert_int_equal(d->n_errors, 2);
         assert_int_equal(d->errors[0].attempt, 1);
-        assert_int_equal(d->errors[0].at_us, 1500);
+        assert_int_equal(d->errors[0].at_usec, 1500);
         assert_string_equal(d->errors[0].message, "decode failed");
         assert_int_equal(d->errors[1].attempt, 2);
-        assert_int_equal(d->errors[1].at_us, 3500);
+        assert_int_equal(d->errors[1].at_usec, 3500);
         assert_string_equal(d->errors[1].message, "worker crashed");
         job_detail_free(d);
         assert_int_equal(raw_int(f->db, "SELECT finished_us FROM jobs"), 3500);
@@ -1060,12 +1060,12 @@ static void test_degraded_rerender(void **state)
 }
 
 /* The rest of a prune pass from *cursor in batches of `batch` ids; returns how many went. */
-static int prune_all_from(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigned batch)
+static int prune_all_from(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch)
 {
         int total = 0, k, calls = 0;
 
         do {
-                k = ledger_prune(l, cutoff_us, cursor, batch);
+                k = ledger_prune(l, cutoff_usec, cursor, batch);
                 if (k < 0)
                         return k;
                 total += k;
@@ -1075,11 +1075,11 @@ static int prune_all_from(ledger *l, int64_t cutoff_us, int64_t *cursor, unsigne
 }
 
 /* A whole prune pass in batches of `batch` ids; returns how many were deleted. */
-static int prune_all(ledger *l, int64_t cutoff_us, unsigned batch)
+static int prune_all(ledger *l, int64_t cutoff_usec, unsigned batch)
 {
         int64_t cursor = 0;
 
-        return prune_all_from(l, cutoff_us, &cursor, batch);
+        return prune_all_from(l, cutoff_usec, &cursor, batch);
 }
 
 /* Pruning keeps each source's newest job and dead jobs; it deletes older finished ones. */
@@ -1201,7 +1201,7 @@ static void test_complete_outputs(void **state)
 
         d = get(f->l, id);
         assert_int_equal(d->job.state, JOB_DONE);
-        assert_int_equal(d->job.updated_us, 2000);
+        assert_int_equal(d->job.updated_usec, 2000);
         assert_int_equal(d->n_outputs, 2);
         assert_string_equal(d->outputs[0].variant, "small");
         assert_string_equal(d->outputs[0].path, "/m/a-small.webp");
@@ -1271,8 +1271,8 @@ static void test_not_running_is_stale(void **state)
         assert_int_equal(ledger_release(f->l, 9999, 5, 1100), -ENOENT);
         d = get(f->l, id);
         assert_int_equal(d->job.state, JOB_QUEUED);
-        assert_int_equal(d->job.next_at_us, 1000);
-        assert_int_equal(d->job.updated_us, 1000);
+        assert_int_equal(d->job.next_at_usec, 1000);
+        assert_int_equal(d->job.updated_usec, 1000);
         assert_null(d->job.last_error);
         assert_int_equal(d->n_errors, 0);
         job_detail_free(d);
@@ -1320,8 +1320,8 @@ static void test_release(void **state)
         d = get(f->l, id);
         assert_int_equal(d->job.state, JOB_QUEUED);
         assert_int_equal(d->job.attempts, 0);
-        assert_int_equal(d->job.next_at_us, 7000);
-        assert_int_equal(d->job.updated_us, 1200);
+        assert_int_equal(d->job.next_at_usec, 7000);
+        assert_int_equal(d->job.updated_usec, 1200);
         job_detail_free(d);
         assert_int_equal(raw_int(f->db, "SELECT lease_owner IS NULL AND lease_expires_us IS NULL "
                                         "FROM jobs"),
@@ -1396,8 +1396,8 @@ static void test_retry_dead(void **state)
         d = get(f->l, id);
         assert_int_equal(d->job.state, JOB_QUEUED);
         assert_int_equal(d->job.attempts, 0);
-        assert_int_equal(d->job.next_at_us, 5000);
-        assert_int_equal(d->job.updated_us, 5000);
+        assert_int_equal(d->job.next_at_usec, 5000);
+        assert_int_equal(d->job.updated_usec, 5000);
         assert_int_equal(d->n_errors, 1);
         job_detail_free(d);
         assert_int_equal(raw_int(f->db, "SELECT finished_us IS NULL FROM jobs"), 1);
@@ -1438,10 +1438,10 @@ static void test_cancel(void **state)
         d = get(f->l, q);
         assert_int_equal(d->job.state, JOB_CANCELLED);
         assert_string_equal(d->job.last_error, "by operator");
-        assert_int_equal(d->job.updated_us, 3000);
+        assert_int_equal(d->job.updated_usec, 3000);
         assert_int_equal(d->n_errors, 1);
         assert_string_equal(d->errors[0].message, "by operator");
-        assert_int_equal(d->errors[0].at_us, 3000);
+        assert_int_equal(d->errors[0].at_usec, 3000);
         job_detail_free(d);
 
         assert_int_equal(ledger_cancel(f->l, r, "x", 3001), 0);
@@ -1885,14 +1885,14 @@ static void test_list(void **state)
         assert_int_equal(jobs[1].id, 60);
         assert_int_equal(jobs[49].id, 12);
         for (size_t i = 1; i < n; i++)
-                assert_true(jobs[i - 1].updated_us >= jobs[i].updated_us);
+                assert_true(jobs[i - 1].updated_usec >= jobs[i].updated_usec);
         for (size_t i = 0; i < n; i++)
                 job_clear(&jobs[i]);
         free(jobs);
 
         /* State, watch, since and limit together. */
         flt = (struct ledger_filter){
-                .state = JOB_QUEUED, .watch = "/w2", .since_us = 1050, .limit = 3
+                .state = JOB_QUEUED, .watch = "/w2", .since_usec = 1050, .limit = 3
         };
         assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
         assert_int_equal(n, 3);
@@ -1905,7 +1905,7 @@ static void test_list(void **state)
         }
         free(jobs);
 
-        flt = (struct ledger_filter){ .state = JOB_QUEUED, .watch = "/w1", .since_us = 1050 };
+        flt = (struct ledger_filter){ .state = JOB_QUEUED, .watch = "/w1", .since_usec = 1050 };
         assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
         assert_int_equal(n, 5); /* 1050, 1052, ..., 1058 */
         assert_int_equal(jobs[4].id, 51);

@@ -17,11 +17,12 @@
 
 #include "daemon/retry.h"
 #include "shared/macro.h"
+#include "shared/time-util.h"
 
 static const struct config_retry defaults = {
         .max_attempts = 5,
-        .base_delay_ms = 1000,
-        .max_delay_ms = 300000,
+        .base_delay_usec = 1000 * USEC_PER_MSEC,
+        .max_delay_usec = 300000 * USEC_PER_MSEC,
         .jitter = 0.2,
 };
 
@@ -31,21 +32,21 @@ static void test_backoff_doubles(void **state)
 
         r.jitter = 0;
         /* Attempt 0 and 1 wait the base delay; each further failure doubles it. */
-        assert_int_equal(retry_backoff_ms(&r, 0, 0.5), 1000);
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.5), 1000);
-        assert_int_equal(retry_backoff_ms(&r, 2, 0.5), 2000);
-        assert_int_equal(retry_backoff_ms(&r, 3, 0.5), 4000);
-        assert_int_equal(retry_backoff_ms(&r, 5, 0.5), 16000);
-        assert_int_equal(retry_backoff_ms(&r, 9, 0.5), 256000);
+        assert_int_equal(retry_backoff_usec(&r, 0, 0.5), 1000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.5), 1000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 2, 0.5), 2000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 3, 0.5), 4000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 5, 0.5), 16000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 9, 0.5), 256000 * USEC_PER_MSEC);
         /* Capped at the maximum, also for attempt counts whose 2^n would overflow. */
-        assert_int_equal(retry_backoff_ms(&r, 10, 0.5), 300000);
-        assert_int_equal(retry_backoff_ms(&r, 1000, 0.5), 300000);
-        assert_int_equal(retry_backoff_ms(&r, UINT32_MAX, 0.5), 300000);
-        r.max_delay_ms = 1500;
-        assert_int_equal(retry_backoff_ms(&r, 2, 0.5), 1500);
+        assert_int_equal(retry_backoff_usec(&r, 10, 0.5), 300000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 1000, 0.5), 300000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, UINT32_MAX, 0.5), 300000 * USEC_PER_MSEC);
+        r.max_delay_usec = 1500 * USEC_PER_MSEC;
+        assert_int_equal(retry_backoff_usec(&r, 2, 0.5), 1500 * USEC_PER_MSEC);
         /* A maximum below the base caps the base too. */
-        r.max_delay_ms = 500;
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.5), 500);
+        r.max_delay_usec = 500 * USEC_PER_MSEC;
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.5), 500 * USEC_PER_MSEC);
 }
 
 static void test_backoff_jitter(void **state)
@@ -53,23 +54,23 @@ static void test_backoff_jitter(void **state)
         struct config_retry r = defaults;
 
         /* 0.5 is the middle: no change; the draw's ends give -jitter and (almost) +jitter. */
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.5), 1000);
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.0), 800);
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.999999), 1200);
-        assert_int_equal(retry_backoff_ms(&r, 3, 0.25), 3600);
-        assert_int_equal(retry_backoff_ms(&r, 3, 0.75), 4400);
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.5), 1000 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.0), 800 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.999999), 1200 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 3, 0.25), 3600 * USEC_PER_MSEC);
+        assert_int_equal(retry_backoff_usec(&r, 3, 0.75), 4400 * USEC_PER_MSEC);
         /* Jitter applies after the cap: the maximum is spread too. */
-        assert_int_equal(retry_backoff_ms(&r, 20, 0.0), 240000);
+        assert_int_equal(retry_backoff_usec(&r, 20, 0.0), 240000 * USEC_PER_MSEC);
         /* Rounded to the nearest millisecond. */
-        r.base_delay_ms = 3;
+        r.base_delay_usec = 3 * USEC_PER_MSEC;
         r.jitter = 0.5;
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.25), 2); /* 2.25 */
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.45), 3); /* 2.85 */
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.25), 2 * USEC_PER_MSEC); /* 2.25 */
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.45), 3 * USEC_PER_MSEC); /* 2.85 */
         /* Full jitter at the low end is 0, never negative. */
-        r.base_delay_ms = 1000;
+        r.base_delay_usec = 1000 * USEC_PER_MSEC;
         r.jitter = 1.0;
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.0), 0);
-        assert_int_equal(retry_backoff_ms(&r, 1, 0.75), 1500);
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.0), 0);
+        assert_int_equal(retry_backoff_usec(&r, 1, 0.75), 1500 * USEC_PER_MSEC);
 }
 
 static void test_random01(void **state)
