@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ledger-fixture.h - helpers of the test-ledger-* programs, which test the job ledger on real
+ * SQLite files in a temporary directory. ledfx_setup() opens a fresh ledger as the cmocka state
+ * (a struct ledfx), ledfx_teardown() frees it and removes the directory. The other helpers fail
+ * the running test (cmocka) when what they assert does not hold.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/ledger.h"
+#include "shared/macro.h"
+
+/* The lease every claim of these tests takes. */
+#define LEDFX_LEASE_US (60 * 1000000LL)
+
+struct ledfx {
+        char *dir;
+        char *db;
+        ledger *l;
+};
+
+char *ledfx_xasprintf(const char *fmt, ...) _printf_(1, 2);
+
+/* Removes a directory tree; a NULL path is nothing to do. */
+void ledfx_rm_rf(const char *path);
+
+/* Runs SQL on a second connection to the database file. */
+void ledfx_raw_exec(const char *db, const char *sql);
+
+/* The first column of the first row of a query on a second connection. */
+int64_t ledfx_raw_int(const char *db, const char *sql);
+
+/* Inserts n done jobs in one transaction, straight into the table. */
+void ledfx_raw_bulk_done(const char *db, unsigned n);
+
+/* A source whose content hash is made from `content`. */
+struct source_info ledfx_src_make(const char *path, const char *output_key, unsigned content);
+
+/* Enqueues a new job (asserted new) and returns its id. */
+int64_t ledfx_enqueue(ledger *l, const char *path, const char *key, unsigned content, int64_t now);
+
+/* Claims a job (asserted there is one, now running) and returns its id. */
+int64_t ledfx_claim(ledger *l, int64_t now);
+
+/* Asserts that nothing is claimable at now. */
+void ledfx_assert_no_claim(ledger *l, int64_t now);
+
+/* The stored job id (asserted present); free with job_detail_free(). */
+struct job_detail *ledfx_get(ledger *l, int64_t id);
+enum job_state ledfx_state_of(ledger *l, int64_t id);
+unsigned ledfx_attempts_of(ledger *l, int64_t id);
+
+/* ledger_counts() agrees with a count of the table, and so does ledger_integrity_check(). */
+void ledfx_assert_counts_real(struct ledfx *f);
+
+/* ledger_counts() returns exactly these counts. */
+void ledfx_assert_counts(ledger *l, uint64_t queued, uint64_t running, uint64_t retry,
+                         uint64_t done, uint64_t dead, uint64_t cancelled);
+
+/* Closes the ledger recording a clean stop, and opens it again. */
+void ledfx_reopen_clean(struct ledfx *f);
+
+/* Frees the ledger (no clean stop recorded) and opens it again. */
+void ledfx_reopen(struct ledfx *f);
+
+/* The rest of a prune pass from *cursor in batches of `batch` ids; returns how many went. */
+int ledfx_prune_all_from(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch);
+
+/* A whole prune pass in batches of `batch` ids; returns how many were deleted. */
+int ledfx_prune_all(ledger *l, int64_t cutoff_usec, unsigned batch);
+
+int ledfx_setup(void **state);
+int ledfx_teardown(void **state);

@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-ledger-open.c - opening the job ledger on real SQLite files: creation and reopening,
+ * the schema version, persistence across a crash, a missing parent folder, the refusal to open
+ * corrupt, foreign or newer databases without touching them, the migration from the released
+ * schema version 1, and the integrity check at open (whole file unless a clean stop of the file
+ * exactly as it is was recorded).
+ * Tests look at the stored values (through ledger_get() or a second SQLite connection), not
+ * only at return codes; the shared helpers are in tests/tools/ledger-fixture.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "daemon/ledger.h"
+#include "shared/macro.h"
+
+#include "ledger-fixture.h"
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+        FILE *f = fopen(path, "we");
+
+        assert_non_null(f);
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        assert_int_equal(fclose(f), 0);
+}
+
+static void *read_file(const char *path, size_t *ret_len)
+{
+        struct stat st;
+        char *buf;
+        FILE *f = fopen(path, "re");
+
+        assert_non_null(f);
+        assert_int_equal(fstat(fileno(f), &st), 0);
+        buf = malloc((size_t)st.st_size + 1);
+        assert_non_null(buf);
+        assert_int_equal(fread(buf, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+        fclose(f);
+        *ret_len = (size_t)st.st_size;
+        return buf;
+}
+
+static bool exists(const char *path)
+{
+        return access(path, F_OK) == 0;
+}
+
+/* The schema of version 1, as imgd 0.1 created it (ledger.c migrations[0], released). */
+static const char schema_v1[] =
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        "CREATE TABLE jobs ("
+        "  id INTEGER PRIMARY KEY, watch TEXT NOT NULL, source_path TEXT NOT NULL,"
+        "  source_sha256 TEXT NOT NULL, source_size INTEGER NOT NULL,"
+        "  source_mtime_ns INTEGER NOT NULL, source_ino INTEGER NOT NULL,"
+        "  output_key TEXT NOT NULL, pipeline TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN"
+        "    ('queued', 'running', 'retry', 'done', 'dead', 'cancelled')),"
+        "  attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),"
+        "  created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL,"
+        "  next_at_us INTEGER NOT NULL, finished_us INTEGER, lease_owner TEXT,"
+        "  lease_expires_us INTEGER, last_error TEXT,"
+        "  stage TEXT CHECK (stage IS NULL OR stage = 'verified'),"
+        "  degraded INTEGER NOT NULL DEFAULT 0, info TEXT,"
+        "  CHECK (length(source_sha256) = 64));"
+        "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
+        "CREATE INDEX jobs_due ON jobs (next_at_us) WHERE state IN ('queued', 'retry');"
+        "CREATE INDEX jobs_path ON jobs (source_path, id);"
+        "CREATE INDEX jobs_output_key ON jobs (output_key, state);"
+        "CREATE INDEX jobs_updated ON jobs (updated_us, id);"
+        "CREATE INDEX jobs_degraded ON jobs (id) WHERE state = 'done' AND degraded = 1;"
+        "CREATE TABLE job_errors ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  attempt INTEGER NOT NULL, at_us INTEGER NOT NULL, message TEXT NOT NULL);"
+        "CREATE INDEX job_errors_job ON job_errors (job_id);"
+        "CREATE TABLE outputs ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+        "  variant TEXT NOT NULL, path TEXT NOT NULL, format TEXT NOT NULL,"
+        "  width INTEGER NOT NULL, height INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+        "  sha256 TEXT NOT NULL, tmp_path TEXT,"
+        "  PRIMARY KEY (job_id, variant));"
+        "CREATE INDEX outputs_path ON outputs (path);"
+        "INSERT INTO schema_version (version) VALUES (1);";
+
+static bool checked_whole(ledger *l)
+{
+        const char *what = ledger_open_check(l);
+
+        assert_non_null(what);
+        return strstr(what, "whole file") != NULL;
+}
+
+/* Opening, persistence, schema */
+
+static void test_create_reopen(void **state)
+{
+        struct ledfx *f = *state;
+        struct source_info s = ledfx_src_make("/srv/uploads/a.jpg", "/srv/media/a", 7);
+        struct job_detail *d;
+        struct stat st;
+        int64_t id;
+
+        assert_int_equal(stat(f->db, &st), 0);
+        assert_true(S_ISREG(st.st_mode));
+        assert_int_equal(st.st_mode & 0777, 0640 & ~(mode_t)022);
+
+        assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id), 1);
+        ledfx_reopen(f);
+
+        d = ledfx_get(f->l, id);
+        assert_string_equal(d->job.watch, "/srv/uploads");
+        assert_string_equal(d->job.source_path, "/srv/uploads/a.jpg");
+        assert_string_equal(d->job.output_key, "/srv/media/a");
+        assert_string_equal(d->job.pipeline, "default");
+        assert_string_equal(d->job.sha256, s.sha256);
+        assert_int_equal(d->job.size, 1007);
+        assert_int_equal(d->job.mtime_ns, 1700000000000000007LL);
+        assert_int_equal(d->job.ino, 49);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.attempts, 0);
+        assert_int_equal(d->job.created_usec, 1000);
+        assert_int_equal(d->job.updated_usec, 1000);
+        assert_int_equal(d->job.next_at_usec, 1000);
+        assert_null(d->job.last_error);
+        assert_int_equal(d->n_outputs, 0);
+        assert_int_equal(d->n_errors, 0);
+        job_detail_free(d);
+
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+}
+
+static void test_schema_version(void **state)
+{
+        struct ledfx *f = *state;
+
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 2);
+        /* journal_mode=WAL is stored in the file: byte 18 of the header is 2. */
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM pragma_journal_mode "
+                                              "WHERE journal_mode = 'wal'"),
+                         1);
+        ledfx_reopen(f);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 2);
+}
+
+static void test_crash_persists(void **state)
+{
+        struct ledfx *f = *state;
+        int64_t id = 0;
+        int status;
+        pid_t pid;
+
+        f->l = ledger_free(f->l);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct source_info s = ledfx_src_make("/srv/uploads/c.jpg", "/srv/media/c", 1);
+                struct job *j = NULL;
+                ledger *l = NULL;
+
+                if (ledger_open(f->db, &l, NULL) < 0 || ledger_enqueue(l, &s, 10, &id) != 1 ||
+                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, &j) != 1)
+                        _exit(1);
+                _exit(j->id == id ? 0 : 2); /* no close, no checkpoint */
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+
+        ledfx_reopen(f);
+        assert_int_equal(ledfx_state_of(f->l, 1), JOB_RUNNING);
+        assert_int_equal(ledfx_attempts_of(f->l, 1), 1);
+        assert_int_equal(ledger_recover(f->l, 30), 1);
+        assert_int_equal(ledfx_state_of(f->l, 1), JOB_QUEUED);
+}
+
+static void test_missing_parent(void **state)
+{
+        struct ledfx *f = *state;
+        char *dir = ledfx_xasprintf("%s/no/such", f->dir);
+        char *path = ledfx_xasprintf("%s/imgd.db", dir);
+        ledger *l = NULL;
+        char *err = NULL;
+
+        assert_int_equal(ledger_open(path, &l, &err), -ENOENT);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, path));
+        assert_non_null(strstr(err, dir));
+        assert_false(exists(dir));
+        free(err);
+        free(path);
+        free(dir);
+}
+
+/* Opens path expecting -EBADMSG with the corruption message, and the file unchanged. */
+static void assert_refused_corrupt(const char *path)
+{
+        size_t n_before, n_after;
+        char *before = read_file(path, &n_before);
+        char *wal = ledfx_xasprintf("%s-wal", path);
+        ledger *l = NULL;
+        char *err = NULL, *after;
+
+        assert_int_equal(ledger_open(path, &l, &err), -EBADMSG);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, path));
+        assert_non_null(strstr(err, "corrupt"));
+        assert_non_null(strstr(err, ".recover"));
+        assert_non_null(strstr(err, "quick_check: "));
+
+        after = read_file(path, &n_after);
+        assert_int_equal(n_before, n_after);
+        assert_memory_equal(before, after, n_before);
+        assert_false(exists(wal));
+
+        free(err);
+        free(before);
+        free(after);
+        free(wal);
+}
+
+static void test_corrupt_garbage(void **state)
+{
+        struct ledfx *f = *state;
+        char garbage[8192];
+
+        f->l = ledger_free(f->l);
+        assert_int_equal(unlink(f->db), 0);
+        for (size_t i = 0; i < sizeof garbage; i++)
+                garbage[i] = (char)(i * 131 + 7);
+        write_file(f->db, garbage, sizeof garbage);
+
+        assert_refused_corrupt(f->db);
+}
+
+static void test_corrupt_pages(void **state)
+{
+        struct ledfx *f = *state;
+        size_t len;
+        char *buf;
+        int fd;
+
+        /* Enough rows for many b-tree pages; then closed, so the WAL is checkpointed. */
+        ledfx_raw_bulk_done(f->db, 2000);
+        ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        f->l = ledger_free(f->l);
+        buf = read_file(f->db, &len);
+        free(buf);
+        assert_true(len >= 20 * 4096);
+
+        fd = open(f->db, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        for (size_t off = (len / 4096 / 2) * 4096; off < (len / 4096 / 2 + 3) * 4096; off++) {
+                char c = (char)(off * 37 + 11);
+                assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+        }
+        close(fd);
+
+        assert_refused_corrupt(f->db);
+}
+
+static void test_future_schema(void **state)
+{
+        struct ledfx *f = *state;
+        ledger *l = NULL;
+        char *err = NULL;
+
+        f->l = ledger_free(f->l);
+        ledfx_raw_exec(f->db, "UPDATE schema_version SET version = 3");
+
+        assert_int_equal(ledger_open(f->db, &l, &err), -EPROTONOSUPPORT);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, f->db));
+        assert_non_null(strstr(err, "version 3"));
+        free(err);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 3);
+}
+
+static void test_foreign_database(void **state)
+{
+        struct ledfx *f = *state;
+        char *path = ledfx_xasprintf("%s/other.db", f->dir);
+        ledger *l = NULL;
+        char *err = NULL;
+
+        write_file(path, "", 0);
+        ledfx_raw_exec(path, "CREATE TABLE notes (x TEXT)");
+        assert_int_equal(ledger_open(path, &l, &err), -EMEDIUMTYPE);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, path));
+        free(err);
+        assert_int_equal(ledfx_raw_int(path, "SELECT count(*) FROM sqlite_master"), 1);
+        free(path);
+}
+
+/* A ledger of schema version 1 is migrated at open: indexes replaced, counts filled from
+ * the jobs it holds, and kept from then on. */
+static void test_migrate_v1(void **state)
+{
+        struct ledfx *f = *state;
+        struct ledger_filter flt = { .state = JOB_DONE, .limit = 2 };
+        struct job *jobs = NULL;
+        size_t n = 0;
+        int64_t id;
+
+        f->l = ledger_free(f->l);
+        assert_int_equal(unlink(f->db), 0);
+        write_file(f->db, "", 0);
+        ledfx_raw_exec(f->db, schema_v1);
+        ledfx_raw_exec(f->db, "PRAGMA journal_mode = WAL");
+        ledfx_raw_bulk_done(f->db, 30);
+        ledfx_raw_exec(f->db, "UPDATE jobs SET state = 'queued' WHERE id <= 3;"
+                              "UPDATE jobs SET state = 'dead', finished_us = 7 WHERE id = 4;"
+                              "UPDATE jobs SET state = 'cancelled' WHERE id = 5;"
+                              "UPDATE jobs SET state = 'running', lease_owner = 'x' WHERE id = 6;");
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 1);
+
+        ledfx_reopen(f);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 2);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM sqlite_master "
+                                              "WHERE name = 'jobs_state_next'"),
+                         0);
+        assert_int_equal(ledfx_raw_int(f->db,
+                                       "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                       "AND name IN ('jobs_state_updated', 'jobs_path')"),
+                         2);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM sqlite_master "
+                                              "WHERE type = 'trigger'"),
+                         3);
+        ledfx_assert_counts(f->l, 3, 1, 0, 24, 1, 1);
+        ledfx_assert_counts_real(f);
+
+        /* The migrated ledger works as a new one: lookups, lists, transitions, counts. */
+        assert_int_equal(ledger_known_stat(f->l, "/bulk/9.jpg", 1, 1, 9), 1);
+        assert_int_equal(ledger_known_stat(f->l, "/bulk/9.jpg", 1, 1, 10), 0);
+        assert_int_equal(ledger_known_stat(f->l, "/bulk/5.jpg", 1, 1, 5), 0); /* cancelled */
+        assert_int_equal(ledger_list(f->l, &flt, &jobs, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(jobs[0].id, 30);
+        assert_int_equal(jobs[1].id, 29);
+        for (size_t i = 0; i < n; i++)
+                job_clear(&jobs[i]);
+        free(jobs);
+        assert_int_equal(ledger_recover(f->l, 100), 1);
+        id = ledfx_enqueue(f->l, "/u/new.jpg", "/m/new", 77, 200);
+        assert_int_equal(ledfx_claim(f->l, 200), 1);
+        ledfx_assert_counts(f->l, 4, 1, 0, 24, 1, 1);
+        assert_int_equal(ledfx_state_of(f->l, id), JOB_QUEUED);
+
+        /* Opened again, nothing is migrated twice. */
+        ledfx_reopen(f);
+        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 2);
+        ledfx_assert_counts_real(f);
+}
+
+/* Past this size (ledger.c's LEDGER_ALWAYS_CHECK_BYTES) the clean-stop record decides. */
+static void make_large(struct ledfx *f)
+{
+        struct stat st;
+
+        ledfx_raw_bulk_done(f->db, 40000);
+        ledfx_reopen(f); /* checkpointed into the file */
+        assert_int_equal(stat(f->db, &st), 0);
+        assert_true(st.st_size > 4 << 20);
+}
+
+/* The whole file is checked at open unless imgd recorded a clean stop of the file exactly as
+ * it is; the record is used once. */
+static void test_clean_stop(void **state)
+{
+        struct ledfx *f = *state;
+        char *closed = ledfx_xasprintf("%s.closed", f->db);
+        char *wal = ledfx_xasprintf("%s-wal", f->db);
+        struct timespec times[2] = { { .tv_nsec = UTIME_OMIT } };
+        sqlite3 *h = NULL;
+        char *err = NULL;
+        struct stat st;
+
+        /* A small ledger is checked in full, record or not. */
+        assert_true(checked_whole(f->l));
+        ledfx_reopen_clean(f);
+        assert_true(checked_whole(f->l));
+        assert_false(exists(closed));
+
+        make_large(f);
+        assert_true(checked_whole(f->l)); /* closed without a record */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_true(exists(closed));
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_false(checked_whole(f->l));
+        assert_false(exists(closed)); /* gone before the first write */
+        ledfx_assert_counts(f->l, 0, 0, 0, 40000, 0, 0);
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+
+        /* Killed, or closed without ledger_close(): in full. */
+        ledfx_reopen(f);
+        assert_true(checked_whole(f->l));
+
+        /* A WAL left beside the file: in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        write_file(wal, "not a WAL", 9);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+
+        /* A record of another file, or of this one before it changed: in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        write_file(closed, "imgd-ledger-closed-v1 dev=1 ino=2 size=3 mtime=4.0 ctime=5.0\n", 61);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(stat(f->db, &st), 0);
+        times[1] = (struct timespec){ .tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0 };
+        assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+
+        /* Another program writing to it after the clean stop (and still holding it open,
+         * so that its WAL stays): in full. */
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(
+                sqlite3_exec(h, "UPDATE jobs SET attempts = 2 WHERE id = 1", NULL, NULL, NULL),
+                SQLITE_OK);
+        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
+        assert_true(checked_whole(f->l));
+        sqlite3_close(h);
+        ledfx_assert_counts_real(f);
+
+        free(wal);
+        free(closed);
+}
+
+/* Pages corrupted after a clean stop: the write moved the file's times, so the record no
+ * longer matches and the whole file is checked. */
+static void test_clean_stop_then_changed(void **state)
+{
+        struct ledfx *f = *state;
+        struct timespec times[2] = { { .tv_nsec = UTIME_OMIT } };
+        char *err = NULL;
+        struct stat st;
+        int fd;
+
+        make_large(f);
+        assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
+        assert_int_equal(stat(f->db, &st), 0);
+
+        fd = open(f->db, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        for (off_t off = (st.st_size / 4096 / 2) * 4096; off < (st.st_size / 4096 / 2 + 3) * 4096;
+             off++) {
+                char c = (char)(off * 37 + 11);
+                assert_int_equal(pwrite(fd, &c, 1, off), 1);
+        }
+        close(fd);
+        /* The write moved mtime, unless within one tick of the file system's clock: move it
+         * for certain. */
+        times[1] = (struct timespec){ .tv_sec = st.st_mtim.tv_sec - 1, .tv_nsec = 0 };
+        assert_int_equal(utimensat(AT_FDCWD, f->db, times, 0), 0);
+
+        assert_refused_corrupt(f->db);
+}
+
+int main(void)
+{
+#define T(t) cmocka_unit_test_setup_teardown(t, ledfx_setup, ledfx_teardown)
+        const struct CMUnitTest tests[] = {
+                T(test_create_reopen),  T(test_schema_version),          T(test_crash_persists),
+                T(test_missing_parent), T(test_corrupt_garbage),         T(test_corrupt_pages),
+                T(test_future_schema),  T(test_foreign_database),        T(test_migrate_v1),
+                T(test_clean_stop),     T(test_clean_stop_then_changed),
+        };
+#undef T
+
+        umask(022);
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
