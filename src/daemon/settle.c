@@ -16,6 +16,7 @@
 #include "shared/macro.h"
 #include "shared/time-util.h"
 #include "daemon/settle.h"
+#include "daemon/source.h"
 
 /* A file waiting until it stops changing. */
 struct settling {
@@ -33,16 +34,11 @@ struct settle {
         size_t n_settling, a_settling;
 };
 
-static int64_t mtime_ns_of(const struct stat *st)
-{
-        return (int64_t)st->st_mtim.tv_sec * (int64_t)NSEC_PER_SEC + st->st_mtim.tv_nsec;
-}
-
 /* Whether st was modified within SETTLE_USEC (a time in the future does not count: it
  * was set, not written). */
 static bool changed_lately(const struct stat *st)
 {
-        int64_t age_usec = wall_usec() - mtime_ns_of(st) / (int64_t)NSEC_PER_USEC;
+        int64_t age_usec = wall_usec() - source_mtime_ns(st) / (int64_t)NSEC_PER_USEC;
 
         return age_usec >= -(int64_t)USEC_PER_SEC && age_usec < SETTLE_USEC;
 }
@@ -80,7 +76,7 @@ static int settle_add(settle *set, const struct watch_config *wc, const char *pa
                 .wc = wc,
                 .path = copy,
                 .size = (int64_t)st->st_size,
-                .mtime_ns = mtime_ns_of(st),
+                .mtime_ns = source_mtime_ns(st),
                 .due_usec = mono_usec() + SETTLE_USEC,
         };
         if (set->n_settling == 1)
@@ -127,9 +123,9 @@ static int on_settle_timer(sd_event_source *s, uint64_t usec, void *userdata)
                         continue;
                 }
                 if (lstat(f->path, &st) == 0 && S_ISREG(st.st_mode) &&
-                    ((int64_t)st.st_size != f->size || mtime_ns_of(&st) != f->mtime_ns)) {
+                    ((int64_t)st.st_size != f->size || source_mtime_ns(&st) != f->mtime_ns)) {
                         f->size = (int64_t)st.st_size;
-                        f->mtime_ns = mtime_ns_of(&st);
+                        f->mtime_ns = source_mtime_ns(&st);
                         f->due_usec = now + SETTLE_USEC;
                         set->settling[kept++] = *f;
                         continue;
