@@ -594,6 +594,18 @@ static void test_bad_arguments(void **state)
                   "/nonexistent-imgd-test/a.jpg: No such file or directory" },
                 { "\"cmd\":\"frobnicate\",\"id\":1", "unknown command 'frobnicate'" },
         };
+        /* Each with a70 in place of %s. */
+        static const struct {
+                const char *request;
+                const char *error;
+        } cut[] = {
+                { "{\"v\":1,\"cmd\":\"jobs\",\"state\":\"%s\"}\n",
+                  "unknown state '%.64s...' (expected one of queued, running, retry, done, dead, "
+                  "cancelled)" },
+                { "{\"v\":1,\"cmd\":\"enqueue\",\"path\":\"%s\"}\n",
+                  "\"path\" must be absolute, not '%.64s...'" },
+                { "{\"v\":1,\"cmd\":\"%s\"}\n", "unknown command '%.64s...'" },
+        };
         struct tu_daemon d;
         struct raw c;
         char *error, *request, *long_path;
@@ -614,29 +626,16 @@ static void test_bad_arguments(void **state)
         }
 
         /* What is repeated of a client's text is cut at 64 bytes. */
-        request = tu_path("{\"v\":1,\"cmd\":\"jobs\",\"state\":\"%s\"}\n", a70);
-        error = raw_call_error(&c, request);
-        long_path = tu_path("unknown state '%.64s...' (expected one of queued, running, retry, "
-                            "done, dead, cancelled)",
-                            a70);
-        assert_string_equal(error, long_path);
-        free(long_path);
-        free(error);
-        free(request);
-        request = tu_path("{\"v\":1,\"cmd\":\"enqueue\",\"path\":\"%s\"}\n", a70);
-        error = raw_call_error(&c, request);
-        long_path = tu_path("\"path\" must be absolute, not '%.64s...'", a70);
-        assert_string_equal(error, long_path);
-        free(long_path);
-        free(error);
-        free(request);
-        request = tu_path("{\"v\":1,\"cmd\":\"%s\"}\n", a70);
-        error = raw_call_error(&c, request);
-        long_path = tu_path("unknown command '%.64s...'", a70);
-        assert_string_equal(error, long_path);
-        free(long_path);
-        free(error);
-        free(request);
+        for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+                char *expected = tu_path(cut[i].error, a70);
+
+                request = tu_path(cut[i].request, a70);
+                error = raw_call_error(&c, request);
+                assert_string_equal(error, expected);
+                free(expected);
+                free(error);
+                free(request);
+        }
 
         /* A path of PATH_MAX bytes or more. */
         long_path = malloc(5001);
