@@ -4,12 +4,16 @@
 # (build/imgd-bench-pipeline: imgd's own render code without daemon, ledger, verify or disk
 # writes), vipsthumbnail run once per variant, ImageMagick's convert at its best and sharp,
 # every contender at parallelism = JOBS (default: nproc), all in one invocation so that the
-# ratios hold on a noisy machine, for the avatar and web pipelines of issue 7. Then the
+# ratios hold on a noisy machine, for the avatar and web pipelines of issue 7, and the small
+# pipeline of issue 16 (one 32x32 JPEG from each of 2,000 distinct 64x64 PNGs: small jobs,
+# where the daemon's own cost per job shows; imgd and the bare pipeline only), for which imgd's
+# row also gives the supervisor's fsync and fdatasync calls per job (counted by perf stat on
+# the syscall tracepoints, the supervisor alone) and its CPU time per job. Then the
 # drop-to-published latency of one 12-megapixel JPEG on an idle imgd against the bare
 # pipeline's time for it, and (--profile) where the bare pipeline spends its time.
 #
 #   scripts/bench.sh [--quick] [--corpus DIR] [--out DIR] [--build DIR] [--jobs N]
-#                    [--pipelines "avatar web"] [--contenders "imgd bare vipsthumbnail
+#                    [--pipelines "avatar web small"] [--contenders "imgd bare vipsthumbnail
 #                    imagemagick sharp"] [--rounds N] [--no-latency] [--profile] [--no-install]
 #
 # --rounds N runs every contender N times, in turns (the order reversed every round, so that
@@ -36,7 +40,7 @@ corpus=${IMGD_BENCH_CORPUS:-$HOME/.cache/imgd-bench}
 out=$top/build/bench
 build=${IMGD_BUILD:-$top/build}
 jobs=$(nproc)
-pipelines="avatar web"
+pipelines="avatar web small"
 rounds=1
 contenders="imgd bare vipsthumbnail imagemagick sharp"
 latency=1
@@ -307,7 +311,8 @@ def pct(xs, p):
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
-VARIANTS = {"avatar": ["small", "medium", "large"], "web": ["1600", "800", "card"]}
+VARIANTS = {"avatar": ["small", "medium", "large"], "web": ["1600", "800", "card"],
+            "small": ["thumb"]}
 NAMES = {"imgd": "imgd end to end", "bare": "bare pipeline", "vipsthumbnail": "vipsthumbnail",
          "imagemagick": "ImageMagick", "sharp": "sharp"}
 
@@ -319,7 +324,7 @@ def rounds_of(out, pl, c):
     except OSError:
         return []
 
-MEDIAN_KEYS = ("wall_s", "cpu_s", "p50_ms", "p99_ms", "supervisor_cpu_s")
+MEDIAN_KEYS = ("wall_s", "cpu_s", "p50_ms", "p99_ms", "supervisor_cpu_s", "supervisor_syncs")
 
 def median_result(rs):
     """One result from several rounds: the median of each timing, the largest peak RSS."""
@@ -389,6 +394,12 @@ def cmd_report(out, pipelines, contenders):
                 say("    %-15s %.2f..%.2f (%.2f..%.2f): %s" % (
                     NAMES.get(c, c), min(w), max(w), min(u), max(u),
                     " ".join("%.2f" % x for x in w)))
+        if "imgd" in res and "supervisor_syncs" in res["imgd"]:
+            n = max(1, int(res["imgd"]["images"]))
+            say("  imgd: supervisor fsync+fdatasync %.2f per job (%s in all), supervisor CPU "
+                "%.3f ms per job" % (float(res["imgd"]["supervisor_syncs"]) / n,
+                                     res["imgd"]["supervisor_syncs"],
+                                     float(res["imgd"]["supervisor_cpu_s"]) * 1000.0 / n))
         if "imgd" in res and "supervisor_hwm_kb" in res["imgd"]:
             say("  imgd: supervisor peak RSS %.1f MB, worker peak RSS %.1f MB (largest), "
                 "CPU split supervisor %.1f s / workers %.1f s" % (
@@ -494,6 +505,8 @@ def cmd_need(pipeline, w, h):
     w, h = int(w), int(h)
     if pipeline == "avatar":
         s = min(1.0, max(400 / w, 400 / h))
+    elif pipeline == "small":
+        s = min(1.0, max(32 / w, 32 / h))
     else:
         s = max(min(1.0, 1600 / w, 1600 / h), min(1.0, max(320 / w, 320 / h)))
     ceil = lambda x: int(-(-x // 1))
@@ -548,6 +561,14 @@ if [ ! -s "$corpus/corpus.tsv" ]; then
         printf '%s\t%s\t%s\t%s\n' "$(basename "$f")" "$(vipsheader -f width "$f" 2>/dev/null)" \
             "$(vipsheader -f height "$f" 2>/dev/null)" "$(stat -c %s "$f")"
     done > "$corpus/corpus.tsv"
+fi
+# The small jobs of issue 16: 2,000 distinct 64x64 PNGs, made once.
+small_dir=$corpus/small
+if [ "$(find "$small_dir" -name 's*.png' 2>/dev/null | wc -l)" -ne 2000 ]; then
+    log "building the small-job corpus in $small_dir"
+    rm -rf "$small_dir"
+    mkdir -p "$small_dir"
+    "$build/imgd-mksample" "$small_dir/s%04d.png" 64 64 --count 2000 --seed 100
 fi
 if [ "$quick" = 1 ]; then
     # 12 images: 8 JPEGs and 3 PNGs spread over the sorted list, plus one generated giant.
@@ -605,6 +626,10 @@ pipelines = {
           format = "jpeg"; quality = 82; },
         { name = "card"; width = 320;  height = 320;  fit = "cover";
           format = "webp"; quality = 80; }
+    );
+    small = (
+        { name = "thumb"; width = 32; height = 32; fit = "cover";
+          format = "jpeg"; quality = 80; }
     );
 };
 EOF
@@ -665,12 +690,26 @@ run_imgd() { # PIPELINE DIR
     local sup0
     sup0=$(awk '{ print $14 + $15 }' "/proc/$imgd_pid/stat")
     follow_start "$t/imgd.sock" "$n" 3600
+    # The supervisor's fsync and fdatasync calls (perf stat -p counts that process alone,
+    # not the workers it starts), from in-kernel counters: no cost to the run.
+    local perf_pid=
+    if perf stat -e syscalls:sys_enter_fsync true >/dev/null 2>&1; then
+        perf stat -x, -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync \
+            -p "$imgd_pid" -o "$d/syncs.csv" &
+        perf_pid=$!
+        sleep 0.5
+    fi
     t0=$(now_us)
-    mv "$t/stage-$p"/* "$t/up-$p/"
+    find "$t/stage-$p" -mindepth 1 -maxdepth 1 -exec mv -t "$t/up-$p/" {} +
     follow_wait
     after=$(py cpu "$imgd_pid")
-    local sup1
+    local sup1 syncs=
     sup1=$(awk '{ print $14 + $15 }' "/proc/$imgd_pid/stat")
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+        syncs=$(awk -F, '/sys_enter_f(data)?sync/ { t += $1 } END { print t + 0 }' "$d/syncs.csv")
+    fi
     py jobs "$t/imgd.sock" 1 "$n" > "$d/jobs.tsv"
     local supervisor_hwm
     supervisor_hwm=$(grep VmHWM "/proc/$imgd_pid/status" | awk '{ print $2 }')
@@ -691,12 +730,14 @@ run_imgd() { # PIPELINE DIR
     tick=$(getconf CLK_TCK)
     awk -v n="$ndone" -v errs="$dead" -v j="$jobs" -v t0="$t0" -v end="$end" -v c0="$cpu0" \
         -v c1="$cpu1" -v rss="${maxrss:-0}" -v lat="$lat" -v sh="$supervisor_hwm" \
-        -v s0="$sup0" -v s1="$sup1" -v tick="$tick" 'BEGIN {
+        -v s0="$sup0" -v s1="$sup1" -v tick="$tick" -v syncs="$syncs" 'BEGIN {
             wall = (end - t0) / 1e6
             split(lat, a, /[ =]/)
             printf "images=%d errors=%d jobs=%d wall_s=%.3f cpu_s=%.3f maxrss_kb=%d ", n, errs, j, wall, c1 - c0, rss
             printf "images_per_s=%.3f p50_ms=%.0f p99_ms=%.0f supervisor_hwm_kb=%d ", n / wall, a[4], a[6], sh
-            printf "supervisor_cpu_s=%.2f note=latency_is_job_created->published_of_a_batch_drop_(queueing_included)\n", (s1 - s0) / tick
+            printf "supervisor_cpu_s=%.3f note=latency_is_job_created->published_of_a_batch_drop_(queueing_included)", (s1 - s0) / tick
+            if (syncs != "") printf " supervisor_syncs=%d", syncs
+            printf "\n"
         }' > "$d/result.txt"
 }
 
@@ -790,12 +831,23 @@ run_sharp() { # PIPELINE DIR
 
 # --- run -----------------------------------------------------------------------------------
 log "load before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall times)"
+photos=("${files[@]}")
 for p in $pipelines; do
     conf_for_bare=$out/$p/imgd.conf
     rm -rf "${out:?}/$p"
     mkdir -p "$out/$p"
     write_config "$out/$p" "$p"
     order=$contenders
+    files=("${photos[@]}")
+    if [ "$p" = small ]; then
+        # Issue 16's small jobs: imgd against its bare pipeline, which is what it is about.
+        mapfile -t files < <(find "$small_dir" -name 's*.png' | sort)
+        order=
+        for c in $contenders; do
+            case $c in imgd|bare) order="$order $c" ;; esac
+        done
+    fi
+    n=${#files[@]}
     for c in $contenders; do : > "$out/$p/rounds-$c.txt"; done
     for ((round = 1; round <= rounds; round++)); do
         for c in $order; do
@@ -815,14 +867,16 @@ if [ "$latency" = 1 ]; then
     d=$out/latency
     rm -rf "$d"
     mkdir -p "$d"
-    write_config "$d" $pipelines
+    # The latency of one big photograph: the small pipeline has no part in it.
+    lat_pipelines=$(printf '%s\n' $pipelines | grep -vx small | tr '\n' ' ')
+    write_config "$d" $lat_pipelines
     big=$corpus/12mp.jpg
     drops=11
     start_imgd "$d"
     sleep 1
     total=0  # jobs so far: the ledger is new, so the next job's id is total + 1
     res="image=12mp.jpg megapixels=$(( $(vipsheader -f width "$big") * $(vipsheader -f height "$big") / 1000000 )) drops=$(( drops - 1 ))"
-    for p in $pipelines; do
+    for p in $lat_pipelines; do
         log "latency: $p, $drops drops of $big"
         : > "$d/$p.tsv"
         for i in $(seq "$drops"); do

@@ -25,8 +25,9 @@
  * Transactions: every write transition is LEDGER_WRITE(l, x_locked(...)): one transaction
  * begun by ledger_tx_begin() (BEGIN IMMEDIATE, flushed) and ended by ledger_tx_end(), which
  * commits on success and rolls back on every failure, so that a failed call leaves the
- * database as it was. That pair is the one place where transitions begin and commit (where
- * group commit, issue 16, would gather several into one transaction). The work inside is
+ * database as it was. That pair is the one place where transitions begin and commit; inside a
+ * group commit (ledger_batch_begin()) the same pair makes a savepoint of the batch's
+ * transaction instead, released on success and rolled back to on failure. The work inside is
  * done by *_locked() helpers whose statements are reset (by their cleanup attribute) before
  * the commit.
  *
@@ -123,6 +124,11 @@ struct ledger {
         bool saw_corrupt; /* SQLite reported corruption: the next open checks everything */
         bool lazy_sync;   /* synchronous=NORMAL (set by ledger_claim()) is in force */
         bool in_write;    /* between ledger_tx_begin_sync() and ledger_tx_end() */
+        /* Between ledger_batch_begin() and ledger_batch_commit(): each transition is a
+         * savepoint of the batch's transaction; batch_error is the error that made SQLite
+         * abandon it (then the rest of the batch fails with it). */
+        bool batch;
+        int batch_error;
         sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() at the write's BEGIN */
         /* The WAL this connection writes to (dev, ino: ledger_aux_note()), and whether it was
          * seen gone from its path: then every commit is checkpointed at once, until

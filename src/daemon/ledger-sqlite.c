@@ -349,10 +349,42 @@ static void wal_commit_durable(ledger *l)
  * stays until a transaction needs the other one (l->lazy_sync says which is in force), and
  * it can only change outside a transaction, hence after read_pause().
  */
+/*
+ * Inside a group commit (ledger_batch_begin()), a transition is a savepoint of the batch's
+ * transaction: released when it succeeds, rolled back to when it fails, so that it is all or
+ * nothing by itself and the others stand. SQLite abandons the whole transaction after some
+ * errors (SQLITE_FULL, SQLITE_IOERR, ...): then the batch is lost, and the rest of it fails
+ * with that error (batch_error), its commit too.
+ */
+static int savepoint_begin(ledger *l)
+{
+        if (l->batch_error < 0)
+                return l->batch_error;
+        return ledger_exec(l, "SAVEPOINT tx");
+}
+
+static int savepoint_end(ledger *l, int r)
+{
+        if (r >= 0) {
+                int k = ledger_exec(l, "RELEASE tx");
+                if (k >= 0)
+                        return r;
+                r = k;
+        }
+        if (sqlite3_get_autocommit(l->db)) {
+                l->batch_error = r;
+                return r;
+        }
+        (void)sqlite3_exec(l->db, "ROLLBACK TO tx; RELEASE tx", NULL, NULL, NULL);
+        return r;
+}
+
 int ledger_tx_begin_sync(ledger *l, bool flush)
 {
         int r;
 
+        if (l->batch)
+                return savepoint_begin(l);
         read_pause(l);
         if (l->lazy_sync == flush) {
                 r = ledger_exec(l, flush ? "PRAGMA synchronous = FULL"
@@ -382,6 +414,8 @@ int ledger_tx_begin_read(ledger *l)
 {
         int r;
 
+        if (l->batch)
+                return 1; /* the batch's transaction is one snapshot, with its own writes */
         if (l->read_open && !sqlite3_get_autocommit(l->db))
                 return 1;
         l->read_open = false;
@@ -397,6 +431,9 @@ int ledger_tx_begin_read(ledger *l)
 int ledger_tx_end(ledger *l, int r)
 {
         bool wrote = l->in_write;
+
+        if (l->batch)
+                return savepoint_end(l, r);
 
         l->in_write = false;
         if (r >= 0) {
@@ -422,6 +459,36 @@ int ledger_tx_end(ledger *l, int r)
 out:
         read_resume(l);
         return r;
+}
+
+int ledger_batch_begin(ledger *l)
+{
+        int r;
+
+        assert(l);
+        assert(!l->batch);
+        assert(!l->read_batch);
+        r = ledger_tx_begin(l);
+        if (r < 0)
+                return r;
+        l->batch = true;
+        l->batch_error = 0;
+        return 0;
+}
+
+int ledger_batch_commit(ledger *l)
+{
+        assert(l);
+        assert(l->batch);
+        l->batch = false;
+        /* The batch's own transaction, begun by ledger_batch_begin(): committed, or rolled
+         * back when a transition made SQLite abandon it. */
+        return ledger_tx_end(l, l->batch_error);
+}
+
+bool ledger_in_batch(const ledger *l)
+{
+        return l->batch;
 }
 
 void ledger_read_begin(ledger *l)

@@ -335,6 +335,23 @@ int ledger_output_owner(ledger *l, const char *output_key, const char *source_pa
 void ledger_read_begin(ledger *l);
 void ledger_read_end(ledger *l);
 
+/*
+ * Group commit: the transitions made between ledger_batch_begin() and ledger_batch_commit()
+ * share one transaction and one flush to disk. Each is still all or nothing by itself (a
+ * transition that fails inside the batch leaves it as it was, and the others stand), and
+ * reads see them at once; but none is durable, and so none may be acted on outside the ledger
+ * (a file renamed, an event told, a job handed to a worker), until ledger_batch_commit()
+ * returned 0. If the commit fails, every transition of the batch is undone, as if none had
+ * been made: the caller makes them again (or gives up) one by one. A transition whose failure
+ * made SQLite abandon the whole transaction (a full or failing disk) makes the rest of the
+ * batch fail with its error, and the commit too. Batches do not nest, and a read batch
+ * must not be open; call ledger_batch_commit() before returning to the event loop.
+ */
+int ledger_batch_begin(ledger *l);
+int ledger_batch_commit(ledger *l);
+/* Whether a batch is open. */
+bool ledger_in_batch(const ledger *l);
+
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
 

@@ -28,6 +28,7 @@
 #include "shared/config.h"
 #include "daemon/control.h"
 #include "daemon/http.h"
+#include "daemon/intake-batch.h"
 #include "daemon/intake.h"
 #include "daemon/ledger.h"
 #include "daemon/lockfile.h"
@@ -51,7 +52,8 @@ struct daemon {
         ledger *ledger;
         scheduler *scheduler;
         watch *watch;
-        intake_retry *retry; /* uploads whose intake failed for a transient reason */
+        intake_retry *retry;  /* uploads whose intake failed for a transient reason */
+        intake_batch *intake; /* group commit of uploads taken in together */
         control *control;
         http *http;  /* GET /metrics and /health; NULL: not configured */
         int http_fd; /* the socket systemd passed for it until http_new() takes it */
@@ -108,15 +110,38 @@ static void help(void)
 static int take_in(struct daemon *d, const struct watch_config *w, const char *path,
                    char **ret_error)
 {
-        int64_t id = 0;
-        int r = intake_file(d->ledger, d->config, w, path, wall_usec(), &id, ret_error);
+        return intake_batch_add(d->intake, d->config, w, path, wall_usec(), ret_error);
+}
 
-        if (r > 0) {
-                log_job(LOG_INFO, LOG_JOB_QUEUED, id, path, w->pipeline_name,
-                        "job %" PRId64 " %s: queued", id, path);
-                scheduler_enqueued(d->scheduler, id);
+/* An intake failed for a transient reason (the machine's fault, not the file's): nothing
+ * else would take the file in again. */
+static void keep_for_retry(struct daemon *d, const struct watch_config *w, const char *path,
+                           const char *error)
+{
+        if (intake_retry_add(d->retry, w->path, path, error) < 0)
+                log_warning("intake %s; not kept for a retry (too many), a rescan will find it",
+                            error ?: path);
+        else
+                log_warning("intake %s; retrying", error ?: path);
+}
+
+/* An intake_batch_fn: a new job is durable (announced), or its batch was lost (retried). */
+static void on_taken_in(const struct watch_config *w, const char *path, int64_t id, int r,
+                        const char *error, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (r < 0) {
+                _cleanup_free_ char *msg = NULL;
+
+                if (asprintf(&msg, "%s: %s", path, error ?: strerror(-r)) < 0)
+                        msg = NULL;
+                keep_for_retry(d, w, path, msg);
+                return;
         }
-        return r;
+        log_job(LOG_INFO, LOG_JOB_QUEUED, id, path, w->pipeline_name, "job %" PRId64 " %s: queued",
+                id, path);
+        scheduler_enqueued(d->scheduler, id);
 }
 
 /* A running job's source was rewritten while it ran (scheduler_set_changed_handler()): the
@@ -142,12 +167,7 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
                 log_warning("intake %s", error ?: path);
                 return;
         }
-        /* The machine's fault, not the file's: nothing else would take it in again. */
-        if (intake_retry_add(d->retry, w->path, path, error) < 0)
-                log_warning("intake %s; not kept for a retry (too many), a rescan will find it",
-                            error ?: path);
-        else
-                log_warning("intake %s; retrying", error ?: path);
+        keep_for_retry(d, w, path, error);
 }
 
 /* An intake_retry_fn: the watch is looked up again, the configuration may have changed. */
@@ -169,27 +189,28 @@ static void on_retry_rescan(void *userdata)
                 watch_rescan(d->watch);
 }
 
-/* A watch_batch_fn: a slice of a background walk shares one read transaction. */
+/* A watch_batch_fn: the files of a turn of events or of a slice of a walk are taken in
+ * together, in one group commit of the ledger (which their lookups share). */
 static void on_batch(bool begin, void *userdata)
 {
         struct daemon *d = userdata;
 
         if (begin)
-                ledger_read_begin(d->ledger);
+                intake_batch_begin(d->intake);
         else
-                ledger_read_end(d->ledger);
+                intake_batch_end(d->intake);
 }
 
-/* Scans the watched trees for files that arrived while imgd was not watching; the lookups
- * share one read transaction of the ledger. Returns the files found, or a negative errno. */
+/* Scans the watched trees for files that arrived while imgd was not watching, in group
+ * commits. Returns the files found, or a negative errno. */
 static int scan(struct daemon *d)
 {
         int r;
 
         watch_set_batch_fn(d->watch, on_batch);
-        ledger_read_begin(d->ledger);
+        intake_batch_begin(d->intake);
         r = watch_scan(d->watch);
-        ledger_read_end(d->ledger);
+        intake_batch_end(d->intake);
         return r;
 }
 
@@ -568,6 +589,11 @@ static int run(struct daemon *d)
                 log_error_errno(r, "intake retries: %m");
                 goto out;
         }
+        r = intake_batch_new(d->ledger, on_taken_in, d, &d->intake);
+        if (r < 0) {
+                log_error_errno(r, "intake: %m");
+                goto out;
+        }
         r = watch_new(e, d->config, on_file, d, &d->watch);
         if (r < 0)
                 goto out;
@@ -624,6 +650,7 @@ out:
         d->api.control = NULL;
         d->api.watch = NULL;
         d->watch = watch_free(d->watch);
+        d->intake = intake_batch_free(d->intake);
         d->api.retry = NULL;
         d->retry = intake_retry_free(d->retry);
         d->scheduler = scheduler_free(d->scheduler);

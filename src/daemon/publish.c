@@ -135,8 +135,52 @@ void publish_tmp_discard(struct publish_tmp *t)
         *t = (struct publish_tmp){ .fd = -1 };
 }
 
-int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
-                   const char **ret_failed_path)
+int publish_dirs_add(struct publish_dirs *d, const char *path)
+{
+        _cleanup_free_ char *dir = dir_of(path);
+
+        if (!dir)
+                return -ENOMEM;
+        for (size_t i = 0; i < d->n; i++)
+                if (strcmp(d->paths[i], dir) == 0)
+                        return 0;
+        if (d->n == d->allocated) {
+                size_t k = d->allocated ? 2 * d->allocated : 8;
+                char **p = reallocarray(d->paths, k, sizeof *p);
+
+                if (!p)
+                        return -ENOMEM;
+                d->paths = p;
+                d->allocated = k;
+        }
+        d->paths[d->n++] = TAKE_PTR(dir);
+        return 0;
+}
+
+int publish_dirs_sync(struct publish_dirs *d, const char **ret_failed_dir)
+{
+        for (size_t i = 0; i < d->n; i++) {
+                int r = fsync_dir(d->paths[i]);
+
+                if (r < 0) {
+                        *ret_failed_dir = d->paths[i];
+                        return r;
+                }
+        }
+        fault_point("publish.after_dir_fsync");
+        return 0;
+}
+
+void publish_dirs_clear(struct publish_dirs *d)
+{
+        for (size_t i = 0; i < d->n; i++)
+                free(d->paths[i]);
+        free(d->paths);
+        *d = (struct publish_dirs){};
+}
+
+int publish_rename(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
+                   struct publish_dirs *dirs, const char **ret_failed_path)
 {
         int r;
 
@@ -166,6 +210,9 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
                 /* Renamed: nothing left to unlink under the temporary name. */
                 free(tmps[i].tmp_path);
                 tmps[i].tmp_path = NULL;
+                r = publish_dirs_add(dirs, tmps[i].final_path);
+                if (r < 0)
+                        goto fail_at;
                 continue;
         fail_at:
                 *ret_failed_path = tmps[i].final_path;
@@ -174,31 +221,36 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
                 *ret_failed_path = tmps[i].tmp_path;
                 return r;
         }
-
-        for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *dir = dir_of(tmps[i].final_path);
-                bool seen = false;
-
-                if (!dir)
-                        return -ENOMEM;
-                for (size_t j = 0; j < i && !seen; j++) {
-                        _cleanup_free_ char *other = dir_of(tmps[j].final_path);
-                        seen = other && strcmp(other, dir) == 0;
-                }
-                if (seen)
-                        continue;
-                r = fsync_dir(dir);
-                if (r < 0) {
-                        *ret_failed_path = tmps[i].final_path;
-                        return r;
-                }
-        }
-        fault_point("publish.after_dir_fsync");
         return 0;
 }
 
+int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
+                   const char **ret_failed_path)
+{
+        struct publish_dirs dirs = {};
+        int r;
+
+        r = publish_rename(tmps, sizes, n, &dirs, ret_failed_path);
+        if (r >= 0) {
+                const char *dir = NULL;
+
+                r = publish_dirs_sync(&dirs, &dir);
+                /* The first of the job's files in the failing directory. */
+                for (size_t i = 0; r < 0 && i < n; i++) {
+                        _cleanup_free_ char *other = dir_of(tmps[i].final_path);
+
+                        if (other && strcmp(other, dir) == 0) {
+                                *ret_failed_path = tmps[i].final_path;
+                                break;
+                        }
+                }
+        }
+        publish_dirs_clear(&dirs);
+        return r;
+}
+
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
-                     const json_t *extra)
+                     const json_t *extra, struct publish_dirs *dirs)
 {
         const struct manifest_source src = {
                 .job = job->id,
@@ -255,7 +307,8 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
                 goto out;
         }
         size = len;
-        r = publish_commit(&tmp, &size, 1, &failed);
+        r = dirs ? publish_rename(&tmp, &size, 1, dirs, &failed)
+                 : publish_commit(&tmp, &size, 1, &failed);
 out:
         publish_tmp_discard(&tmp);
         return r;

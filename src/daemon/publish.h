@@ -40,18 +40,42 @@ int publish_mkdir_parents(const char *dir, mode_t mode);
 void publish_tmp_discard(struct publish_tmp *t);
 
 /*
- * Publishes tmps[0..n): checks each file has `sizes[i]` bytes, closes it (checking for a
- * deferred write error), renames each over its
- * final path, then fsyncs each distinct directory once. On failure returns a negative errno
- * with the failing path in *ret_failed_path (borrowed from tmps); files renamed before the
- * failure stay published. Frees nothing: call publish_tmp_discard() on each afterwards.
+ * The directories whose entries a publication changed, each once: fsynced together
+ * (publish_dirs_sync()) after the renames of several jobs, before any of them is completed.
  */
+struct publish_dirs {
+        char **paths;
+        size_t n, allocated;
+};
+
+/* Adds the directory holding file `path`, unless it is there already. 0 or -ENOMEM. */
+int publish_dirs_add(struct publish_dirs *d, const char *path);
+
+/* Fsyncs each directory. On failure returns a negative errno with the failing directory in
+ * *ret_failed_dir (borrowed from d, valid until publish_dirs_clear()). */
+int publish_dirs_sync(struct publish_dirs *d, const char **ret_failed_dir);
+
+/* Frees the list; d is empty again. */
+void publish_dirs_clear(struct publish_dirs *d);
+
+/*
+ * Renames tmps[0..n) over their final paths: checks each file has `sizes[i]` bytes, closes it
+ * (checking for a deferred write error), renames it, and adds its directory to `dirs`, to be
+ * fsynced before the job is completed. On failure returns a negative errno with the failing
+ * path in *ret_failed_path (borrowed from tmps); files renamed before the failure stay
+ * published. Frees nothing: call publish_tmp_discard() on each afterwards.
+ */
+int publish_rename(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
+                   struct publish_dirs *dirs, const char **ret_failed_path);
+
+/* publish_rename(), then the fsync of each distinct directory: the publication of one job. */
 int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
                    const char **ret_failed_path);
 
 /*
  * The manifest of a source's outputs: "<output key>.manifest.json", published after all of
- * its variants (written to a temporary file, fsynced, renamed, directory fsynced). It lists
+ * its variants (written to a temporary file, fsynced, renamed; its directory is added to
+ * `dirs`, or fsynced at once when dirs is NULL). It lists
  * every variant's file, format, dimensions, bytes and SHA-256, with the source's path and
  * SHA-256, the job id and the pipeline; members of `extra` (may be NULL) are added (the
  * format: shared/manifest.h, which imgctl verify reads it with). A reader that needs all
@@ -59,7 +83,7 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
  * until the next manifest of the source replaces it. Returns 0 or a negative errno.
  */
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
-                     const json_t *extra);
+                     const json_t *extra, struct publish_dirs *dirs);
 
 /*
  * Removes imgd's temporary files (pathmap_is_own_temp()) below `root`, not following

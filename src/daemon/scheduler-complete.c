@@ -150,25 +150,22 @@ void scheduler_job_failure(scheduler *s, const struct job *job, const char *erro
                 scheduler_job_failed(s, job, error, permanent);
 }
 
-/* Completes a job whose worker reported success: publish, then commit. */
-void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
+/*
+ * A job of a publication: checks what its worker reported and builds its rows (run->rows,
+ * run->sizes, run->info). Returns true when the job is to be published; false when it was
+ * finished here (superseded, its source changed, a malformed result).
+ */
+static bool finish_prepare(scheduler *s, struct running *run)
 {
         const struct job *job = run->job;
+        const json_t *reply = run->reply;
         json_t *outs = json_object_get(reply, "outputs");
         const char *src_sha = NULL;
-        struct job_output *rows = NULL;
-        uint64_t *sizes = NULL;
-        const char *failed = NULL;
-        _cleanup_(json_decrefp) json_t *info = NULL;
-        _cleanup_free_ char *info_text = NULL;
-        char why[512];
-        int64_t now;
-        int r;
 
         (void)json_unpack((json_t *)reply, "{s:{s:s}}", "source", "sha256", &src_sha);
         if (!json_is_array(outs) || json_array_size(outs) != run->n) {
                 scheduler_job_failed(s, job, "worker returned a malformed result", false);
-                return;
+                return false;
         }
         if (ledger_superseded(s->ledger, job->id) > 0) {
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
@@ -178,7 +175,7 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
                     0)
                         scheduler_emit(s, "cancelled", job,
                                        json_pack("{s:s}", "error", "superseded by newer content"));
-                return;
+                return false;
         }
         if (!src_sha || strcmp(src_sha, job->sha256) != 0) {
                 /* The file was rewritten in place while we worked on it: take in the new
@@ -192,14 +189,14 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
                                     wall_usec());
                 if (wc && s->changed_fn)
                         s->changed_fn(wc, job->source_path, s->changed_userdata);
-                return;
+                return false;
         }
 
-        rows = calloc(run->n, sizeof *rows);
-        sizes = calloc(run->n, sizeof *sizes);
-        if (!rows || !sizes) {
+        run->rows = calloc(run->n, sizeof *run->rows);
+        run->sizes = calloc(run->n, sizeof *run->sizes);
+        if (!run->rows || !run->sizes) {
                 scheduler_job_failed(s, job, "out of memory", false);
-                goto out;
+                return false;
         }
         for (size_t i = 0; i < run->n; i++) {
                 json_int_t w, h, bytes;
@@ -209,9 +206,9 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
                                 "height", &h, "bytes", &bytes, "sha256", &sha) < 0 ||
                     strlen(sha) != HASH_HEX_SIZE - 1) {
                         scheduler_job_failed(s, job, "worker returned a malformed output", false);
-                        goto out;
+                        return false;
                 }
-                rows[i] = (struct job_output){
+                run->rows[i] = (struct job_output){
                         .variant = run->variants[i].name,
                         .path = run->tmps[i].final_path,
                         .tmp_path = run->tmps[i].tmp_path,
@@ -220,54 +217,56 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
                         .height = (unsigned)h,
                         .bytes = (uint64_t)bytes,
                 };
-                memcpy(rows[i].sha256, sha, HASH_HEX_SIZE);
-                sizes[i] = (uint64_t)bytes;
+                memcpy(run->rows[i].sha256, sha, HASH_HEX_SIZE);
+                run->sizes[i] = (uint64_t)bytes;
         }
 
         /* What the worker reported beyond the files: the placeholder, and per output the
          * quality it used and any warning (max_bytes not reached). */
-        info = json_object();
-        if (info && json_object_get(reply, "placeholder"))
-                json_object_set(info, "placeholder", json_object_get(reply, "placeholder"));
-        for (size_t i = 0; info && i < run->n; i++) {
+        run->info = json_object();
+        if (run->info && json_object_get(reply, "placeholder"))
+                json_object_set(run->info, "placeholder", json_object_get(reply, "placeholder"));
+        for (size_t i = 0; run->info && i < run->n; i++) {
                 json_t *o = json_array_get(outs, i), *q = json_object_get(o, "quality"),
                        *w = json_object_get(o, "warning");
                 if (!q && !w)
                         continue;
-                if (!json_object_get(info, "variants"))
-                        json_object_set_new(info, "variants", json_object());
-                json_object_set_new(json_object_get(info, "variants"), run->variants[i].name,
+                if (!json_object_get(run->info, "variants"))
+                        json_object_set_new(run->info, "variants", json_object());
+                json_object_set_new(json_object_get(run->info, "variants"), run->variants[i].name,
                                     json_pack("{s:O?, s:O?}", "quality", q, "warning", w));
         }
-        if (info && run->degraded)
-                json_object_set_new(info, "degraded", json_true());
-        info_text = info && json_object_size(info) > 0 ? json_dumps(info, JSON_COMPACT) : NULL;
+        if (run->info && run->degraded)
+                json_object_set_new(run->info, "degraded", json_true());
+        return true;
+}
 
-        /* Checkpoint "verified": after a crash from here on, the staged files are published
-         * without rendering them again. */
-        now = wall_usec();
-        r = ledger_stage(s->ledger, job->id, rows, run->n, run->degraded, info_text, now);
-        if (r < 0) {
+/* Checkpoint "verified": after a crash from here on, the staged files are published without
+ * rendering them again. `alone`: not in a group commit, so a failure is the job's to handle. */
+static int step_stage(scheduler *s, struct running *run, bool alone)
+{
+        const struct job *job = run->job;
+        _cleanup_free_ char *info_text = NULL;
+        char why[512];
+        int r;
+
+        if (run->info && json_object_size(run->info) > 0)
+                info_text = json_dumps(run->info, JSON_COMPACT);
+        r = ledger_stage(s->ledger, job->id, run->rows, run->n, run->degraded, info_text,
+                         wall_usec());
+        if (r < 0 && alone) {
                 snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
                 scheduler_job_blocked(s, job, why);
-                goto out;
         }
-        fault_point("stage.after_commit");
+        return r;
+}
 
-        r = publish_commit(run->tmps, sizes, run->n, &failed);
-        if (r >= 0) {
-                failed = NULL;
-                r = publish_manifest(job, rows, run->n, info);
-        }
-        if (r < 0) {
-                snprintf(why, sizeof why, "publish %s: %s", failed ?: "manifest", strerror(-r));
-                scheduler_job_failure(s, job, why, r, false);
-                goto out;
-        }
-        fault_point("ledger.before_complete");
-        fault_delay("ledger.before_complete");
-        r = ledger_complete(s->ledger, job->id, NULL, 0, wall_usec());
-        if (r < 0) {
+/* Done: recorded once every file and directory of the job is durable. */
+static int step_complete(scheduler *s, struct running *run, bool alone)
+{
+        int r = ledger_complete(s->ledger, run->job->id, NULL, 0, wall_usec());
+
+        if (r < 0 && alone) {
                 /* Published: the completion is recorded once the ledger can write (the
                  * outputs stay staged in it meanwhile, for the recovery after a crash). */
                 struct handback *h = calloc(1, sizeof *h);
@@ -276,46 +275,155 @@ void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply)
                                 "ledger: complete job %" PRId64 ": %s; its outputs are "
                                 "published, the completion is recorded once the ledger can "
                                 "be written",
-                                job->id, ledger_errmsg(s->ledger));
+                                run->job->id, ledger_errmsg(s->ledger));
                 if (h) {
-                        h->id = job->id;
+                        h->id = run->job->id;
                         h->done = TAKE_PTR(run->job);
                         scheduler_handback_keep(s, h);
                 }
-                goto out;
         }
-        fault_point("ledger.after_complete");
+        return r;
+}
+
+/*
+ * Group commit: runs `step` for each job in runs[0..n) still in the publication (ok[i]) inside
+ * one transaction of the ledger, committed with one flush. A job whose step failed in the
+ * group, or every job when the commit failed (which undid them all), runs it again alone,
+ * which handles its failure as it would without the group. ok[i] is cleared for the jobs whose
+ * step failed alone.
+ */
+static void group_commit(scheduler *s, struct running **runs, bool *ok, size_t n,
+                         int (*step)(scheduler *s, struct running *run, bool alone))
+{
+        size_t live = 0;
+        bool *again = calloc(n, sizeof *again);
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                live += ok[i];
+        r = again && live > 1 ? ledger_batch_begin(s->ledger) : -EAGAIN;
+        if (r >= 0) {
+                for (size_t i = 0; i < n; i++)
+                        again[i] = ok[i] && step(s, runs[i], false) < 0;
+                r = ledger_batch_commit(s->ledger);
+        }
+        for (size_t i = 0; i < n; i++)
+                if (ok[i] && (r < 0 || again[i]) && step(s, runs[i], true) < 0)
+                        ok[i] = false;
+        free(again);
+}
+
+/* Renames a staged job's outputs and then its manifest; their directories go to `dirs`. */
+static bool publish_files(scheduler *s, struct running *run, struct publish_dirs *dirs)
+{
+        const char *failed = NULL;
+        char why[512];
+        int r;
+
+        r = publish_rename(run->tmps, run->sizes, run->n, dirs, &failed);
+        if (r >= 0) {
+                failed = NULL;
+                r = publish_manifest(run->job, run->rows, run->n, run->info, dirs);
+        }
+        if (r < 0) {
+                snprintf(why, sizeof why, "publish %s: %s", failed ?: "manifest", strerror(-r));
+                scheduler_job_failure(s, run->job, why, r, false);
+                return false;
+        }
+        return true;
+}
+
+/* A job completed: logged, counted, told. */
+static void finish_done(scheduler *s, struct running *run)
+{
+        const struct job *job = run->job;
+        double seconds = (double)(wall_usec() - job->updated_usec) / (double)USEC_PER_SEC;
+        _cleanup_free_ char *manifest = NULL;
+        json_t *list, *ph;
+
         s->env_failures = 0;
         scheduler_breaker_note(s, BREAKER_SUCCESS, NULL);
         scheduler_note_finished(s);
-        double seconds = (double)(wall_usec() - job->updated_usec) / (double)USEC_PER_SEC;
         log_job(LOG_INFO, LOG_JOB_DONE, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: done, %zu outputs in %.0f ms", job->id, job->source_path,
                 run->n, seconds * (double)MSEC_PER_SEC);
         metrics_job_done(s->metrics, job->pipeline, seconds);
-        {
-                json_t *list = json_array();
-                for (size_t i = 0; list && i < run->n; i++)
-                        json_array_append_new(list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}",
-                                                              "variant", rows[i].variant, "path",
-                                                              proto_string_lossy(rows[i].path),
-                                                              "width", (json_int_t)rows[i].width,
-                                                              "height", (json_int_t)rows[i].height,
-                                                              "bytes", (json_int_t)rows[i].bytes,
-                                                              "sha256", rows[i].sha256));
-                /* And what an application needs next without asking: the manifest and the
-                 * placeholder (null when the pipeline has none). */
-                _cleanup_free_ char *manifest = NULL;
-                json_t *ph = info ? json_object_get(info, "placeholder") : NULL;
+        list = json_array();
+        for (size_t i = 0; list && i < run->n; i++)
+                json_array_append_new(list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant",
+                                                      run->rows[i].variant, "path",
+                                                      proto_string_lossy(run->rows[i].path),
+                                                      "width", (json_int_t)run->rows[i].width,
+                                                      "height", (json_int_t)run->rows[i].height,
+                                                      "bytes", (json_int_t)run->rows[i].bytes,
+                                                      "sha256", run->rows[i].sha256));
+        /* And what an application needs next without asking: the manifest and the placeholder
+         * (null when the pipeline has none). */
+        ph = run->info ? json_object_get(run->info, "placeholder") : NULL;
+        if (manifest_path(job->output_key, &manifest) < 0)
+                manifest = NULL;
+        scheduler_emit(s, "done", job,
+                       json_pack("{s:o, s:o, s:O?}", "outputs", list, "manifest",
+                                 manifest ? proto_string_lossy(manifest) : json_null(),
+                                 "placeholder", json_is_object(ph) ? ph : NULL));
+}
 
-                if (manifest_path(job->output_key, &manifest) < 0)
-                        manifest = NULL;
-                scheduler_emit(s, "done", job,
-                               json_pack("{s:o, s:o, s:O?}", "outputs", list, "manifest",
-                                         manifest ? proto_string_lossy(manifest) : json_null(),
-                                         "placeholder", json_is_object(ph) ? ph : NULL));
+/*
+ * Publishes the jobs whose workers reported success, all at once (issue 16): their outputs are
+ * staged in one group commit (checkpoint "verified"), renamed with their manifests, each
+ * directory touched is fsynced once, and they are completed in a second group commit; only
+ * then is any of them logged done and told to subscribers. A job that fails a step leaves the
+ * publication on its own (retried, blocked or handed back), the others go on.
+ */
+void scheduler_publish(scheduler *s, struct running **runs, size_t n)
+{
+        _cleanup_free_ bool *ok = calloc(n, sizeof *ok);
+        struct publish_dirs dirs = {};
+        const char *failed_dir = NULL;
+        size_t live = 0;
+        int r;
+
+        if (!ok) {
+                for (size_t i = 0; i < n; i++)
+                        scheduler_job_failed(s, runs[i]->job, "out of memory", false);
+                return;
         }
-out:
-        free(rows);
-        free(sizes);
+        for (size_t i = 0; i < n; i++)
+                ok[i] = finish_prepare(s, runs[i]);
+
+        group_commit(s, runs, ok, n, step_stage);
+        for (size_t i = 0; i < n; i++)
+                if (ok[i])
+                        fault_point("stage.after_commit");
+
+        for (size_t i = 0; i < n; i++)
+                if (ok[i] && !publish_files(s, runs[i], &dirs))
+                        ok[i] = false;
+        r = publish_dirs_sync(&dirs, &failed_dir);
+        for (size_t i = 0; i < n; i++) {
+                char why[512];
+
+                if (!ok[i] || r >= 0)
+                        continue;
+                /* Which of them the failing directory held is not worth telling apart: a
+                 * directory that cannot be synced is a failing disk. */
+                snprintf(why, sizeof why, "publish %s: %s", failed_dir, strerror(-r));
+                scheduler_job_failure(s, runs[i]->job, why, r, false);
+                ok[i] = false;
+        }
+        publish_dirs_clear(&dirs);
+
+        for (size_t i = 0; i < n; i++)
+                live += ok[i];
+        if (live > 0) {
+                fault_point("ledger.before_complete");
+                fault_delay("ledger.before_complete");
+        }
+        group_commit(s, runs, ok, n, step_complete);
+        for (size_t i = 0; i < n; i++) {
+                if (!ok[i])
+                        continue;
+                fault_point("ledger.after_complete");
+                finish_done(s, runs[i]);
+        }
 }

@@ -5,7 +5,8 @@
  *
  *   scheduler.c           the hub: the claim loop (on_kick), a job's preparation and
  *                         dispatch (start_job), the worker's answers, lease checks, wiring
- *   scheduler-complete.c  a job's end: publish and complete, or retry, dead, blocked
+ *   scheduler-complete.c  a job's end: publish and complete (a batch at a time, in group
+ *                         commits), or retry, dead, blocked
  *   scheduler-handback.c  jobs handed back to the ledger (running -> queued) when it could not
  *                         record them at once, and all of them at stop
  *   scheduler-health.c    the breaker's and the health score's inputs, the report, the health
@@ -35,6 +36,11 @@ struct running {
         struct variant *variants; /* formats resolved */
         size_t n;
         json_t *reply; /* the worker's result while waiting in `finished` */
+        /* While it is published (scheduler_publish()): the outputs' rows and sizes as the
+         * worker reported them, and what it reported beyond them (the ledger's `info`). */
+        struct job_output *rows;
+        uint64_t *sizes;
+        json_t *info;
         struct running *next;
 };
 
@@ -56,6 +62,7 @@ struct scheduler {
         ledger *ledger;
         worker_pool *pool;
         sd_event_source *kick, *due, *leases, *publish;
+        sd_event_source *publish_timer; /* publish_soon()'s deadline for a batch */
         struct running *running;
         unsigned n_running;
         /* Rendered and verified, oldest first, published by on_publish() once the idle
@@ -103,8 +110,10 @@ const struct watch_config *scheduler_find_watch(const struct config *cfg, const 
 void scheduler_running_free(struct running *run);
 
 /* scheduler-complete.c */
-/* Completes a job whose worker reported success: publish, then commit. */
-void scheduler_finish_ok(scheduler *s, struct running *run, const json_t *reply);
+/* Publishes and completes runs[0..n), the jobs whose workers reported success (their
+ * results in run->reply), together: one group commit of the ledger to stage them, one fsync
+ * per directory touched, one to complete them (the runs stay the caller's to free). */
+void scheduler_publish(scheduler *s, struct running **runs, size_t n);
 /* Records a failed attempt: retry after a backoff, or dead when permanent or out of
  * attempts; cancelled as superseded when its path has newer content. */
 void scheduler_job_failed(scheduler *s, const struct job *job, const char *error, bool permanent);

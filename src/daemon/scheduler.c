@@ -40,12 +40,19 @@
 #define LEASE_CHECK_USEC (30 * USEC_PER_SEC)
 /* A claim the ledger could not record (its disk read-only, full) is tried again after this. */
 #define CLAIM_RETRY_USEC USEC_PER_SEC
+/* A job rendered while others still render waits this long at most to be published with
+ * them (publish_soon()); a batch this large goes at once. */
+#define PUBLISH_DELAY_USEC (5 * USEC_PER_MSEC)
+#define PUBLISH_BATCH_MAX 64
 
 void scheduler_running_free(struct running *run)
 {
         if (!run)
                 return;
         json_decref(run->reply);
+        json_decref(run->info);
+        free(run->rows);
+        free(run->sizes);
         for (size_t i = 0; i < run->n; i++)
                 publish_tmp_discard(&run->tmps[i]);
         free(run->tmps);
@@ -398,28 +405,75 @@ static struct running *take_running(scheduler *s, int64_t id)
         return NULL;
 }
 
-/* Publishes every job waiting in `finished`, oldest first. */
+/* Publishes every job waiting in `finished` together, oldest first. */
 static void publish_finished(scheduler *s)
 {
-        while (s->finished) {
+        _cleanup_free_ struct running **runs = NULL;
+        size_t n = 0;
+
+        if (!s->finished)
+                return;
+        runs = calloc(s->n_finished, sizeof *runs);
+        if (!runs) {
+                /* One at a time, then. */
                 struct running *run = s->finished;
 
                 s->finished = run->next;
                 if (!s->finished)
                         s->finished_tail = &s->finished;
                 s->n_finished--;
-                scheduler_finish_ok(s, run, run->reply);
+                scheduler_publish(s, &run, 1);
                 scheduler_running_free(run);
+                if (s->finished)
+                        sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
+                return;
         }
+        for (struct running *run = s->finished; run; run = run->next)
+                runs[n++] = run;
+        s->finished = NULL;
+        s->finished_tail = &s->finished;
+        s->n_finished = 0;
+        scheduler_publish(s, runs, n);
+        for (size_t i = 0; i < n; i++)
+                scheduler_running_free(runs[i]);
 }
 
 static int on_publish(sd_event_source *es, void *userdata)
 {
         scheduler *s = userdata;
 
+        sd_event_source_set_enabled(s->publish_timer, SD_EVENT_OFF);
         publish_finished(s);
         scheduler_kick(s); /* a published job frees its output_key for the next one */
         return 0;
+}
+
+static int on_publish_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler *s = userdata;
+
+        sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/*
+ * Group commit (issue 16): a job that finishes while other workers are still rendering waits
+ * up to PUBLISH_DELAY_USEC for theirs, to be published with them (one commit, one fsync per
+ * directory, for all); with no other job rendering, or a batch of PUBLISH_BATCH_MAX, it is
+ * published at once. A lone job never waits.
+ */
+static void publish_soon(scheduler *s)
+{
+        int enabled = SD_EVENT_OFF;
+
+        if (worker_pool_busy(s->pool) == 0 || s->n_finished >= PUBLISH_BATCH_MAX) {
+                sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
+                return;
+        }
+        if (sd_event_source_get_enabled(s->publish_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return; /* the first of the batch set the deadline */
+        sd_event_source_set_time(s->publish_timer, mono_usec() + PUBLISH_DELAY_USEC);
+        sd_event_source_set_enabled(s->publish_timer, SD_EVENT_ONESHOT);
 }
 
 /* A worker is being replaced: counted in imgd_worker_restarts_total{cause}. */
@@ -460,7 +514,7 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
                 *s->finished_tail = run;
                 s->finished_tail = &run->next;
                 s->n_finished++;
-                sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
+                publish_soon(s);
                 scheduler_kick(s);
                 return;
         } else {
@@ -553,6 +607,11 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         r = sd_event_source_set_priority(s->publish, SD_EVENT_PRIORITY_NORMAL + 1);
         if (r < 0)
                 goto fail;
+        r = sd_event_add_time(e, &s->publish_timer, CLOCK_MONOTONIC, UINT64_MAX, 0,
+                              on_publish_timer, s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->publish_timer, SD_EVENT_OFF);
         r = sd_event_add_time(e, &s->due, CLOCK_REALTIME, UINT64_MAX, 1000, on_due, s);
         if (r < 0)
                 goto fail;
@@ -585,6 +644,7 @@ scheduler *scheduler_free(scheduler *s)
         scheduler_handback_all(s, now);
         sd_event_source_disable_unref(s->kick);
         sd_event_source_disable_unref(s->publish);
+        sd_event_source_disable_unref(s->publish_timer);
         sd_event_source_disable_unref(s->due);
         sd_event_source_disable_unref(s->leases);
         metrics_free(s->metrics);

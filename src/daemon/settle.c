@@ -29,6 +29,7 @@ struct settling {
 struct settle {
         sd_event_source *timer;
         watch_file_fn fn;
+        watch_batch_fn batch_fn;
         void *userdata;
         struct settling *settling;
         size_t n_settling, a_settling;
@@ -47,6 +48,8 @@ static void settle_arm(settle *set)
 {
         uint64_t due = UINT64_MAX;
 
+        if (!set->timer)
+                return;
         for (size_t i = 0; i < set->n_settling; i++)
                 if (set->settling[i].due_usec < due)
                         due = set->settling[i].due_usec;
@@ -114,11 +117,15 @@ static int on_settle_timer(sd_event_source *s, uint64_t usec, void *userdata)
         size_t kept = 0;
 
         (void)s, (void)usec;
+        if (set->batch_fn)
+                set->batch_fn(true, set->userdata);
         for (size_t i = 0; i < set->n_settling; i++) {
                 struct settling *f = &set->settling[i];
                 struct stat st;
 
-                if (f->due_usec > now) {
+                /* Past the turn, the rest waits for the next one (the timer fires again at
+                 * once, after the loop's other work). */
+                if (f->due_usec > now || mono_usec() - now >= SETTLE_TURN_USEC) {
                         set->settling[kept++] = *f;
                         continue;
                 }
@@ -136,8 +143,15 @@ static int on_settle_timer(sd_event_source *s, uint64_t usec, void *userdata)
                 free(f->path);
         }
         set->n_settling = kept;
+        if (set->batch_fn)
+                set->batch_fn(false, set->userdata);
         settle_arm(set);
         return 0;
+}
+
+void settle_set_batch_fn(settle *set, watch_batch_fn fn)
+{
+        set->batch_fn = fn;
 }
 
 int settle_new(sd_event *e, watch_file_fn fn, void *userdata, settle **ret)

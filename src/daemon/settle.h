@@ -32,6 +32,12 @@ typedef struct settle settle;
 int settle_new(sd_event *e, watch_file_fn fn, void *userdata, settle **ret);
 settle *settle_free(settle *s);
 
+/* The files due at one time are reported in turns of at most SETTLE_TURN_USEC, each turn
+ * between fn(true, userdata) and fn(false, userdata) (as watch.h's watch_batch_fn; NULL:
+ * none), so that thousands found at once share batches and leave the loop its turns. */
+#define SETTLE_TURN_USEC (10 * USEC_PER_MSEC)
+void settle_set_batch_fn(settle *s, watch_batch_fn fn);
+
 /* A file found by a walk of watch wc: reported now, or once it has stopped changing. */
 void settle_found(settle *s, const struct watch_config *wc, const char *path);
 

@@ -469,7 +469,7 @@ int watch_scan(watch *w)
 }
 
 /*
- * Runs the background walk for at most WATCH_TURN_USEC, inside one read batch (see
+ * Runs the background walk for at most WATCH_TURN_USEC, inside one batch (see
  * watch_set_batch_fn()), then returns to the loop, which comes back while there is more.
  */
 static int on_background(sd_event_source *s, void *userdata)
@@ -609,9 +609,11 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
                 __attribute__((aligned(__alignof__(struct inotify_event))));
         uint64_t start = mono_usec();
 
+        if (w->batch_fn)
+                w->batch_fn(true, w->userdata);
         for (;;) {
                 if (mono_usec() - start >= WATCH_TURN_USEC)
-                        return 0;
+                        break;
                 ssize_t n = read(fd, buf, sizeof buf);
 
                 if (n < 0) {
@@ -619,7 +621,7 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
                                 continue;
                         if (errno != EAGAIN)
                                 log_error_errno(errno, "read inotify events: %m");
-                        return 0;
+                        break;
                 }
                 for (char *p = buf; p < buf + n;) {
                         const struct inotify_event *ev = (const struct inotify_event *)p;
@@ -627,6 +629,9 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
                         p += sizeof *ev + ev->len;
                 }
         }
+        if (w->batch_fn)
+                w->batch_fn(false, w->userdata);
+        return 0;
 }
 
 int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *userdata, watch **ret)
@@ -708,6 +713,8 @@ watch *watch_free(watch *w)
 void watch_set_batch_fn(watch *w, watch_batch_fn fn)
 {
         w->batch_fn = fn;
+        if (w->settle)
+                settle_set_batch_fn(w->settle, fn);
 }
 
 bool watch_intake_pending(const watch *w)

@@ -26,8 +26,9 @@ typedef struct watch watch;
 
 /* Called for each complete file; w is the watch it belongs to. */
 typedef void (*watch_file_fn)(const struct watch_config *w, const char *path, void *userdata);
-/* Called with begin = true before a slice of the background walk reports files, and with
- * begin = false after it, before the module returns to the event loop (for a read batch). */
+/* Called with begin = true before a turn of inotify events or a slice of the background walk
+ * reports files, and with begin = false after it, before the module returns to the event loop
+ * (for a batch of the ledger). */
 typedef void (*watch_batch_fn)(bool begin, void *userdata);
 
 /* Sets up the inotify watches. Returns 0 and *ret, or a negative errno (logged, naming the
@@ -35,8 +36,8 @@ typedef void (*watch_batch_fn)(bool begin, void *userdata);
 int watch_new(sd_event *e, const struct config *cfg, watch_file_fn fn, void *userdata, watch **ret);
 watch *watch_free(watch *w);
 
-/* Sets the function called around the slices of the background walk (NULL: none); it gets
- * the userdata of watch_new(). */
+/* Sets the function called around the turns of events and the slices of the background walk
+ * (NULL: none); it gets the userdata of watch_new(). */
 void watch_set_batch_fn(watch *w, watch_batch_fn fn);
 
 /* Reports every file below every watched folder, now. Returns the number of files reported. */

@@ -5,7 +5,10 @@
  * tests and the benchmarks. Not installed.
  *
  *   imgd-mksample OUT.{jpg,png,webp,tif,gif} WIDTH HEIGHT [--alpha] [--orientation N]
- *                 [--seed N] [--quality Q]
+ *                 [--seed N] [--quality Q] [--count N]
+ *
+ * --count N writes N different images (seeds SEED, SEED+1, ...) in one process: OUT is then a
+ * pattern with one %d (or %0Nd) for the number, 0 to N-1, as "small/s%04d.png".
  *
  * --orientation writes an EXIF orientation tag (1-8) into a JPEG, leaving its pixels as they
  * are, as a camera does.
@@ -19,49 +22,16 @@
 static int usage(void)
 {
         fprintf(stderr, "usage: imgd-mksample OUT WIDTH HEIGHT [--alpha] [--orientation N] "
-                        "[--seed N] [--quality Q]\n");
+                        "[--seed N] [--quality Q] [--count N]\n");
         return 2;
 }
 
-int main(int argc, char **argv)
+/* Writes one sample image to `out`; exits on a libvips error. */
+static int make_one(const char *out, int w, int h, int alpha, int orientation, int seed,
+                    int quality)
 {
-        static const struct option options[] = {
-                { "alpha", no_argument, NULL, 'a' },
-                { "orientation", required_argument, NULL, 'o' },
-                { "seed", required_argument, NULL, 's' },
-                { "quality", required_argument, NULL, 'q' },
-                {},
-        };
-        int alpha = 0, orientation = 0, seed = 1, quality = 90, c;
         VipsImage *base, **t;
         char *target;
-
-        if (VIPS_INIT(argv[0]))
-                vips_error_exit(NULL);
-        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
-                switch (c) {
-                case 'a':
-                        alpha = 1;
-                        break;
-                case 'o':
-                        orientation = atoi(optarg);
-                        break;
-                case 's':
-                        seed = atoi(optarg);
-                        break;
-                case 'q':
-                        quality = atoi(optarg);
-                        break;
-                default:
-                        return usage();
-                }
-        }
-        if (argc - optind != 3)
-                return usage();
-        const char *out = argv[optind];
-        int w = atoi(argv[optind + 1]), h = atoi(argv[optind + 2]);
-        if (w <= 0 || h <= 0)
-                return usage();
 
         base = vips_image_new();
         t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 20);
@@ -110,6 +80,71 @@ int main(int argc, char **argv)
                 vips_error_exit("%s", out);
         g_free(target);
         g_object_unref(base);
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        static const struct option options[] = {
+                { "alpha", no_argument, NULL, 'a' },
+                { "orientation", required_argument, NULL, 'o' },
+                { "seed", required_argument, NULL, 's' },
+                { "quality", required_argument, NULL, 'q' },
+                { "count", required_argument, NULL, 'n' },
+                {},
+        };
+        int alpha = 0, orientation = 0, seed = 1, quality = 90, count = 0, c;
+
+        if (VIPS_INIT(argv[0]))
+                vips_error_exit(NULL);
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                switch (c) {
+                case 'a':
+                        alpha = 1;
+                        break;
+                case 'o':
+                        orientation = atoi(optarg);
+                        break;
+                case 's':
+                        seed = atoi(optarg);
+                        break;
+                case 'n':
+                        count = atoi(optarg);
+                        if (count <= 0)
+                                return usage();
+                        break;
+                case 'q':
+                        quality = atoi(optarg);
+                        break;
+                default:
+                        return usage();
+                }
+        }
+        if (argc - optind != 3)
+                return usage();
+        const char *out = argv[optind];
+        int w = atoi(argv[optind + 1]), h = atoi(argv[optind + 2]);
+        if (w <= 0 || h <= 0)
+                return usage();
+
+        if (count == 0) {
+                make_one(out, w, h, alpha, orientation, seed, quality);
+                vips_shutdown();
+                return 0;
+        }
+        /* One number in the pattern, as %d or %0Nd, and nothing else for printf. */
+        const char *pc = strchr(out, '%'), *d = pc ? strchr(pc, 'd') : NULL;
+        if (!pc || !d || strchr(pc + 1, '%') ||
+            strspn(pc + 1, "0123456789") != (size_t)(d - pc - 1)) {
+                fprintf(stderr, "imgd-mksample: with --count, OUT needs one %%d: %s\n", out);
+                return 2;
+        }
+        for (int i = 0; i < count; i++) {
+                char *name = g_strdup_printf(out, i);
+
+                make_one(name, w, h, alpha, orientation, seed + i, quality);
+                g_free(name);
+        }
         vips_shutdown();
         return 0;
 }
