@@ -196,7 +196,8 @@ def proc_tree(pid):
     return pids
 
 def cmd_cpu(pid):
-    """CPU seconds (user + system) of pid and its descendants, their pids and VmHWM (kB)."""
+    """CPU seconds (user + system) of pid and its descendants, the ones that ended too
+    (workers replaced: the supervisor's cutime and cstime), their pids and VmHWM (kB)."""
     tick = os.sysconf("SC_CLK_TCK")
     total, hwm = 0.0, []
     for p in proc_tree(pid):
@@ -204,6 +205,8 @@ def cmd_cpu(pid):
             st = open("/proc/%d/stat" % p).read()
             fields = st[st.rindex(")") + 2:].split()
             total += (int(fields[11]) + int(fields[12])) / tick
+            if p == int(pid):
+                total += (int(fields[13]) + int(fields[14])) / tick
             for line in open("/proc/%d/status" % p):
                 if line.startswith("VmHWM:"):
                     hwm.append("%d:%s" % (p, line.split()[1]))

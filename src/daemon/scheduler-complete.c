@@ -388,6 +388,7 @@ void scheduler_publish(scheduler *s, struct running **runs, size_t n)
                         scheduler_job_failed(s, runs[i]->job, "out of memory", false);
                 return;
         }
+        log_debug("publishing %zu job(s) together", n);
         for (size_t i = 0; i < n; i++)
                 ok[i] = finish_prepare(s, runs[i]);
 

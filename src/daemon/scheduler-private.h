@@ -62,7 +62,7 @@ struct scheduler {
         ledger *ledger;
         worker_pool *pool;
         sd_event_source *kick, *due, *leases, *publish;
-        sd_event_source *publish_timer; /* publish_soon()'s deadline for a batch */
+        sd_event_source *publish_timer; /* on_publish()'s deadline for a batch */
         struct running *running;
         unsigned n_running;
         /* Rendered and verified, oldest first, published by on_publish() once the idle
@@ -70,6 +70,7 @@ struct scheduler {
          * Still running in the ledger and counted in scheduler_running(). */
         struct running *finished, **finished_tail;
         unsigned n_finished;
+        uint64_t finished_since_usec; /* CLOCK_MONOTONIC: the first of `finished` came */
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
         /* Jobs whose hand-back to the ledger failed (scheduler_hand_back()): still ours,
          * retried. */

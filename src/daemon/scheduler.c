@@ -41,7 +41,7 @@
 /* A claim the ledger could not record (its disk read-only, full) is tried again after this. */
 #define CLAIM_RETRY_USEC USEC_PER_SEC
 /* A job rendered while others still render waits this long at most to be published with
- * them (publish_soon()); a batch this large goes at once. */
+ * them (on_publish()); a batch this large goes at once. */
 #define PUBLISH_DELAY_USEC (5 * USEC_PER_MSEC)
 #define PUBLISH_BATCH_MAX 64
 
@@ -275,7 +275,8 @@ static int on_kick(sd_event_source *es, void *userdata)
         unsigned max_running = health_max_running(worker_pool_size(s->pool), level);
         bool claim_failed = false;
 
-        while (!s->paused && worker_pool_idle(s->pool) > 0 && scheduler_running(s) < max_running) {
+        /* Jobs rendered and waiting to be published hold no worker: they do not count. */
+        while (!s->paused && worker_pool_idle(s->pool) > 0 && s->n_running < max_running) {
                 struct job *job = NULL;
                 int64_t now = wall_usec(), due;
                 int r;
@@ -438,42 +439,44 @@ static void publish_finished(scheduler *s)
                 scheduler_running_free(runs[i]);
 }
 
-static int on_publish(sd_event_source *es, void *userdata)
+static void publish_now(scheduler *s)
 {
-        scheduler *s = userdata;
-
         sd_event_source_set_enabled(s->publish_timer, SD_EVENT_OFF);
         publish_finished(s);
         scheduler_kick(s); /* a published job frees its output_key for the next one */
+}
+
+/*
+ * Group commit (issue 16): runs after the claims, so a worker that just reported a result has
+ * its next job by now. While any worker renders, the jobs rendered wait up to
+ * PUBLISH_DELAY_USEC (from the first of them) for more to join them: all are then published
+ * together (one commit, one fsync per directory). With no worker rendering, or a batch of
+ * PUBLISH_BATCH_MAX, they are published at once: a lone job never waits.
+ */
+static int on_publish(sd_event_source *es, void *userdata)
+{
+        scheduler *s = userdata;
+        uint64_t deadline = s->finished_since_usec + PUBLISH_DELAY_USEC;
+        int enabled = SD_EVENT_OFF;
+
+        if (!s->finished)
+                return 0;
+        if (worker_pool_busy(s->pool) == 0 || s->n_finished >= PUBLISH_BATCH_MAX ||
+            mono_usec() >= deadline) {
+                publish_now(s);
+                return 0;
+        }
+        if (sd_event_source_get_enabled(s->publish_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return 0;
+        sd_event_source_set_time(s->publish_timer, deadline);
+        sd_event_source_set_enabled(s->publish_timer, SD_EVENT_ONESHOT);
         return 0;
 }
 
 static int on_publish_timer(sd_event_source *es, uint64_t usec, void *userdata)
 {
-        scheduler *s = userdata;
-
-        sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
+        publish_now(userdata);
         return 0;
-}
-
-/*
- * Group commit (issue 16): a job that finishes while other workers are still rendering waits
- * up to PUBLISH_DELAY_USEC for theirs, to be published with them (one commit, one fsync per
- * directory, for all); with no other job rendering, or a batch of PUBLISH_BATCH_MAX, it is
- * published at once. A lone job never waits.
- */
-static void publish_soon(scheduler *s)
-{
-        int enabled = SD_EVENT_OFF;
-
-        if (worker_pool_busy(s->pool) == 0 || s->n_finished >= PUBLISH_BATCH_MAX) {
-                sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
-                return;
-        }
-        if (sd_event_source_get_enabled(s->publish_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
-                return; /* the first of the batch set the deadline */
-        sd_event_source_set_time(s->publish_timer, mono_usec() + PUBLISH_DELAY_USEC);
-        sd_event_source_set_enabled(s->publish_timer, SD_EVENT_ONESHOT);
 }
 
 /* A worker is being replaced: counted in imgd_worker_restarts_total{cause}. */
@@ -511,10 +514,12 @@ static void on_worker_done(worker_pool *p, int64_t id, const json_t *reply, cons
                 /* Published by on_publish(), after on_kick() gave the worker its next job. */
                 run->reply = json_incref((json_t *)reply);
                 run->next = NULL;
+                if (!s->finished)
+                        s->finished_since_usec = mono_usec();
                 *s->finished_tail = run;
                 s->finished_tail = &run->next;
                 s->n_finished++;
-                publish_soon(s);
+                sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
                 scheduler_kick(s);
                 return;
         } else {
