@@ -29,9 +29,10 @@
         "  { name = \"large\"; width = 400; height = 400; fit = \"cover\"; format = \"webp\"; "    \
         "quality = 80; mask = \"circle\"; } )"
 
+/* Jobs in `state` (an alert active, as after a burst, changes nothing to the count). */
 static json_int_t count_state(struct tu_daemon *d, const char *state)
 {
-        json_t *st = tu_imgctl_json(d, "status", NULL, NULL);
+        json_t *st = tu_status_json(d, NULL);
         json_t *n = json_object_get(json_object_get(st, "jobs"), state);
         json_int_t v;
 
