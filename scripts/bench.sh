@@ -693,11 +693,11 @@ run_imgd() { # PIPELINE DIR
     local sup0
     sup0=$(awk '{ print $14 + $15 }' "/proc/$imgd_pid/stat")
     follow_start "$t/imgd.sock" "$n" 3600
-    # The supervisor's fsync and fdatasync calls (perf stat -p counts that process alone,
-    # not the workers it starts), from in-kernel counters: no cost to the run.
+    # The supervisor's fsync and fdatasync calls (perf stat -p --no-inherit counts that
+    # process alone, not the workers it starts), from in-kernel counters: no cost to the run.
     local perf_pid=
     if perf stat -e syscalls:sys_enter_fsync true >/dev/null 2>&1; then
-        perf stat -x, -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync \
+        perf stat --no-inherit -x, -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync \
             -p "$imgd_pid" -o "$d/syncs.csv" &
         perf_pid=$!
         sleep 0.5

@@ -3,9 +3,13 @@
  * jobprep.c - the variants, paths and request of a claimed job; see jobprep.h.
  */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "daemon/jobprep.h"
+#include "shared/macro.h"
 #include "shared/pathmap.h"
+#include "shared/proto.h"
 #include "shared/time-util.h"
 
 enum image_format jobprep_format(const struct variant *v, enum image_format src)
@@ -77,4 +81,29 @@ json_t *jobprep_request(const struct config *cfg, const struct pipeline *pl, int
                          "placeholder", (int)pl->placeholder, "allow_heif",
                          (int)cfg->limits.allow_heif, "timeout_s",
                          (int)(cfg->limits.job_timeout_usec / USEC_PER_SEC));
+}
+
+json_t *jobprep_manifest(int64_t id, const char *source_path, const char *pipeline,
+                         const char *const *final_paths, size_t n, bool degraded)
+{
+        _cleanup_free_ char *source = proto_hex_encode(source_path);
+        json_t *files = json_array();
+
+        if (!source || !files) {
+                json_decref(files);
+                return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const char *slash = strrchr(final_paths[i], '/');
+                char *hex = proto_hex_encode(slash ? slash + 1 : final_paths[i]);
+
+                if (!hex || json_array_append_new(files, json_string(hex)) < 0) {
+                        free(hex);
+                        json_decref(files);
+                        return NULL;
+                }
+                free(hex);
+        }
+        return json_pack("{s:I, s:s, s:s, s:o, s:b}", "job", (json_int_t)id, "source", source,
+                         "pipeline", pipeline, "files", files, "degraded", (int)degraded);
 }

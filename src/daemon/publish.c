@@ -250,7 +250,7 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
 }
 
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
-                     const json_t *extra, struct publish_dirs *dirs)
+                     const json_t *extra)
 {
         const struct manifest_source src = {
                 .job = job->id,
@@ -289,7 +289,7 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
         r = manifest_path(job->output_key, &path);
         if (r < 0)
                 return r;
-        r = publish_tmp_open(path, job->id, 9999, &tmp);
+        r = publish_tmp_open(path, job->id, PUBLISH_MANIFEST_INDEX, &tmp);
         if (r < 0)
                 return r;
         while (off < len) {
@@ -307,8 +307,7 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
                 goto out;
         }
         size = len;
-        r = dirs ? publish_rename(&tmp, &size, 1, dirs, &failed)
-                 : publish_commit(&tmp, &size, 1, &failed);
+        r = publish_commit(&tmp, &size, 1, &failed);
 out:
         publish_tmp_discard(&tmp);
         return r;

@@ -15,6 +15,9 @@
 
 #include "daemon/ledger.h"
 
+/* The `index` of a manifest's temporary file (publish_tmp_open()). */
+#define PUBLISH_MANIFEST_INDEX 9999
+
 struct publish_tmp {
         char *final_path; /* where it goes */
         char *tmp_path;   /* where it is being written */
@@ -74,16 +77,16 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
 
 /*
  * The manifest of a source's outputs: "<output key>.manifest.json", published after all of
- * its variants (written to a temporary file, fsynced, renamed; its directory is added to
- * `dirs`, or fsynced at once when dirs is NULL). It lists
- * every variant's file, format, dimensions, bytes and SHA-256, with the source's path and
- * SHA-256, the job id and the pipeline; members of `extra` (may be NULL) are added (the
+ * its variants (written to a temporary file, fsynced, renamed, its directory fsynced), by the
+ * recovery at start (a job in the scheduler has its worker write it: jobprep_manifest()). It
+ * lists every variant's file, format, dimensions, bytes and SHA-256, with the source's path
+ * and SHA-256, the job id and the pipeline; members of `extra` (may be NULL) are added (the
  * format: shared/manifest.h, which imgctl verify reads it with). A reader that needs all
  * variants of one content reads the manifest first: every file it lists has that content
  * until the next manifest of the source replaces it. Returns 0 or a negative errno.
  */
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
-                     const json_t *extra, struct publish_dirs *dirs);
+                     const json_t *extra);
 
 /*
  * Removes imgd's temporary files (pathmap_is_own_temp()) below `root`, not following

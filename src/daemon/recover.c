@@ -95,7 +95,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
 
         r = publish_commit(tmps, sizes, n_tmps, &failed);
         if (r >= 0)
-                r = publish_manifest(&d->job, d->outputs, d->n_outputs, NULL, NULL);
+                r = publish_manifest(&d->job, d->outputs, d->n_outputs, NULL);
         if (r < 0) {
                 log_warning_errno(r, "job %" PRId64 ": publish %s: %m; rendering again", id,
                                   failed ? failed : "manifest");

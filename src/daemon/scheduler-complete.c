@@ -161,9 +161,12 @@ static bool finish_prepare(scheduler *s, struct running *run)
         const json_t *reply = run->reply;
         json_t *outs = json_object_get(reply, "outputs");
         const char *src_sha = NULL;
+        json_int_t manifest_bytes = -1;
+        _cleanup_free_ const char **names = NULL;
 
         (void)json_unpack((json_t *)reply, "{s:{s:s}}", "source", "sha256", &src_sha);
-        if (!json_is_array(outs) || json_array_size(outs) != run->n) {
+        (void)json_unpack((json_t *)reply, "{s:{s:I}}", "manifest", "bytes", &manifest_bytes);
+        if (!json_is_array(outs) || json_array_size(outs) != run->n || manifest_bytes < 0) {
                 scheduler_job_failed(s, job, "worker returned a malformed result", false);
                 return false;
         }
@@ -221,23 +224,16 @@ static bool finish_prepare(scheduler *s, struct running *run)
                 run->sizes[i] = (uint64_t)bytes;
         }
 
+        run->manifest_bytes = (uint64_t)manifest_bytes;
+
         /* What the worker reported beyond the files: the placeholder, and per output the
-         * quality it used and any warning (max_bytes not reached). */
-        run->info = json_object();
-        if (run->info && json_object_get(reply, "placeholder"))
-                json_object_set(run->info, "placeholder", json_object_get(reply, "placeholder"));
-        for (size_t i = 0; run->info && i < run->n; i++) {
-                json_t *o = json_array_get(outs, i), *q = json_object_get(o, "quality"),
-                       *w = json_object_get(o, "warning");
-                if (!q && !w)
-                        continue;
-                if (!json_object_get(run->info, "variants"))
-                        json_object_set_new(run->info, "variants", json_object());
-                json_object_set_new(json_object_get(run->info, "variants"), run->variants[i].name,
-                                    json_pack("{s:O?, s:O?}", "quality", q, "warning", w));
-        }
-        if (run->info && run->degraded)
-                json_object_set_new(run->info, "degraded", json_true());
+         * quality it used and any warning (max_bytes not reached); its manifest has the same. */
+        names = calloc(run->n, sizeof *names);
+        for (size_t i = 0; names && i < run->n; i++)
+                names[i] = run->variants[i].name;
+        run->info = names ? manifest_extra(outs, names, json_object_get(reply, "placeholder"),
+                                           run->degraded)
+                          : NULL;
         return true;
 }
 
@@ -321,10 +317,8 @@ static bool publish_files(scheduler *s, struct running *run, struct publish_dirs
         int r;
 
         r = publish_rename(run->tmps, run->sizes, run->n, dirs, &failed);
-        if (r >= 0) {
-                failed = NULL;
-                r = publish_manifest(run->job, run->rows, run->n, run->info, dirs);
-        }
+        if (r >= 0)
+                r = publish_rename(&run->manifest, &run->manifest_bytes, 1, dirs, &failed);
         if (r < 0) {
                 snprintf(why, sizeof why, "publish %s: %s", failed ?: "manifest", strerror(-r));
                 scheduler_job_failure(s, run->job, why, r, false);

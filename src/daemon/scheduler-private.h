@@ -33,6 +33,10 @@ struct running {
         struct job *job;
         bool degraded; /* rendered below full quality, or without its non-essential variants */
         struct publish_tmp *tmps;
+        /* The manifest, written and fsynced by the worker beside the outputs, and its size
+         * as the worker reported it. */
+        struct publish_tmp manifest;
+        uint64_t manifest_bytes;
         struct variant *variants; /* formats resolved */
         size_t n;
         json_t *reply; /* the worker's result while waiting in `finished` */

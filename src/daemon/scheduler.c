@@ -55,6 +55,7 @@ void scheduler_running_free(struct running *run)
         free(run->sizes);
         for (size_t i = 0; i < run->n; i++)
                 publish_tmp_discard(&run->tmps[i]);
+        publish_tmp_discard(&run->manifest);
         free(run->tmps);
         free(run->variants);
         job_free(run->job);
@@ -182,6 +183,7 @@ static int start_job(scheduler *s, struct job *job_in)
         run = calloc(1, sizeof *run);
         if (!run)
                 return -ENOMEM;
+        run->manifest.fd = -1;
         run->tmps = calloc(pl->n_variants, sizeof *run->tmps);
         run->variants = calloc(pl->n_variants, sizeof *run->variants);
         jvariants = json_array();
@@ -189,7 +191,8 @@ static int start_job(scheduler *s, struct job *job_in)
                 scheduler_running_free(run);
                 return -ENOMEM;
         }
-        int fds[1 + JOBPREP_MAX_VARIANTS];
+        int fds[2 + JOBPREP_MAX_VARIANTS];
+        _cleanup_free_ const char **finals = NULL;
         enum health_level level = s->cfg->degradation ? health_level(s->health) : HEALTH_FULL;
         struct jobprep_selection sel;
 
@@ -227,13 +230,31 @@ static int start_job(scheduler *s, struct job *job_in)
                         s, job, "not a supported image: its content matches no known format", true);
                 return 0;
         }
-
-        req = jobprep_request(s->cfg, pl, job->id, jvariants);
-        if (!req) {
+        /* The manifest: written by the worker too, so that its fsync is not the supervisor's. */
+        r = publish_tmp_open(manifest, job->id, PUBLISH_MANIFEST_INDEX, &run->manifest);
+        if (r < 0) {
+                snprintf(why, sizeof why, "create output %s: %s", manifest, strerror(-r));
+                scheduler_running_free(run);
+                scheduler_job_failure(s, job, why, r, false);
+                return 0;
+        }
+        fds[1 + run->n] = run->manifest.fd;
+        finals = calloc(run->n ? run->n : 1, sizeof *finals);
+        if (!finals) {
                 scheduler_running_free(run);
                 return -ENOMEM;
         }
-        r = worker_pool_dispatch(s->pool, job->id, req, fds, 1 + run->n);
+        for (size_t i = 0; i < run->n; i++)
+                finals[i] = run->tmps[i].final_path;
+
+        req = jobprep_request(s->cfg, pl, job->id, jvariants);
+        if (!req || json_object_set_new(req, "manifest",
+                                        jobprep_manifest(job->id, job->source_path, job->pipeline,
+                                                         finals, run->n, run->degraded)) < 0) {
+                scheduler_running_free(run);
+                return -ENOMEM;
+        }
+        r = worker_pool_dispatch(s->pool, job->id, req, fds, 2 + run->n);
         if (r < 0) {
                 scheduler_running_free(run);
                 log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);

@@ -29,21 +29,46 @@ int manifest_path(const char *output_key, char **ret)
  */
 static int add_raw_name(json_t *o, const char *key, const char *name)
 {
-        static const char digits[] = "0123456789abcdef";
         _cleanup_free_ char *hex = NULL;
-        size_t n = strlen(name);
 
         if (proto_utf8_valid(name))
                 return 0;
-        hex = malloc(2 * n + 1);
+        hex = proto_hex_encode(name);
         if (!hex)
                 return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                hex[2 * i] = digits[(unsigned char)name[i] >> 4];
-                hex[2 * i + 1] = digits[(unsigned char)name[i] & 0xf];
-        }
-        hex[2 * n] = '\0';
         return json_object_set_new(o, key, json_string(hex)) < 0 ? -ENOMEM : 0;
+}
+
+json_t *manifest_extra(const json_t *outputs, const char *const *names, const json_t *placeholder,
+                       bool degraded)
+{
+        json_t *info = json_object(), *variants = NULL;
+
+        if (!info)
+                return NULL;
+        if (placeholder && json_object_set(info, "placeholder", (json_t *)placeholder) < 0)
+                goto fail;
+        for (size_t i = 0; i < json_array_size(outputs); i++) {
+                json_t *o = json_array_get(outputs, i), *q = json_object_get(o, "quality"),
+                       *w = json_object_get(o, "warning");
+
+                if (!q && !w)
+                        continue;
+                if (!variants) {
+                        variants = json_object();
+                        if (!variants || json_object_set_new(info, "variants", variants) < 0)
+                                goto fail;
+                }
+                if (json_object_set_new(variants, names[i],
+                                        json_pack("{s:O?, s:O?}", "quality", q, "warning", w)) < 0)
+                        goto fail;
+        }
+        if (degraded && json_object_set_new(info, "degraded", json_true()) < 0)
+                goto fail;
+        return info;
+fail:
+        json_decref(info);
+        return NULL;
 }
 
 int manifest_format(const struct manifest_source *src, const struct manifest_output *outs, size_t n,
@@ -119,31 +144,14 @@ static const char *get_str(const json_t *o, const char *key, const char *fallbac
 static int entry_name(const json_t *o, char **ret)
 {
         const char *hex = get_str(o, "file_hex", NULL), *file = get_str(o, "file", NULL);
-        _cleanup_free_ char *name = NULL;
-        size_t n;
 
         if (!hex) {
                 *ret = file ? strdup(file) : NULL;
                 return file && !*ret ? -ENOMEM : 0;
         }
-        n = strlen(hex);
-        if (n == 0 || n % 2 != 0)
+        if (hex[0] == '\0')
                 return -EBADMSG;
-        name = malloc(n / 2 + 1);
-        if (!name)
-                return -ENOMEM;
-        for (size_t i = 0; i < n / 2; i++) {
-                unsigned v;
-
-                if (!isxdigit((unsigned char)hex[2 * i]) ||
-                    !isxdigit((unsigned char)hex[2 * i + 1]) ||
-                    sscanf(hex + 2 * i, "%2x", &v) != 1 || v == 0)
-                        return -EBADMSG;
-                name[i] = (char)v;
-        }
-        name[n / 2] = '\0';
-        *ret = TAKE_PTR(name);
-        return 0;
+        return proto_hex_decode(hex, ret);
 }
 
 int manifest_parse(const char *text, size_t n, struct manifest **ret, char **ret_error)

@@ -50,6 +50,16 @@ struct manifest_source {
 int manifest_path(const char *output_key, char **ret);
 
 /*
+ * What a job reported beyond its files, as the manifest's extra members and the ledger's
+ * `info` keep it: {"placeholder": placeholder (when not NULL), "variants": {NAME: {"quality":
+ * Q or null, "warning": W or null}} for the outputs that have a quality or a warning, "degraded":
+ * true (when degraded)}. outputs is the worker's list of outputs (objects with "quality" and
+ * "warning" when they have one), names[i] the variant of outputs[i]. NULL when out of memory.
+ */
+json_t *manifest_extra(const json_t *outputs, const char *const *names, const json_t *placeholder,
+                       bool degraded);
+
+/*
  * The text of a manifest of src and its n outputs, members of `extra` (may be NULL) added at
  * the top level (replacing the standard ones of the same name). Returns 0 with the text
  * (NUL-terminated, ending in a newline; owned by the caller) in *ret_text and its length in

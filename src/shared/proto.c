@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -373,4 +374,55 @@ json_t *proto_string_lossy(const char *s)
         }
         *q = '\0';
         return json_string_nocheck(fixed);
+}
+
+char *proto_hex_encode(const char *s)
+{
+        static const char digits[] = "0123456789abcdef";
+        size_t n = strlen(s);
+        char *hex = malloc(2 * n + 1);
+
+        if (!hex)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                hex[2 * i] = digits[(unsigned char)s[i] >> 4];
+                hex[2 * i + 1] = digits[(unsigned char)s[i] & 0xf];
+        }
+        hex[2 * n] = '\0';
+        return hex;
+}
+
+static int hex_digit(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+int proto_hex_decode(const char *hex, char **ret)
+{
+        size_t n = strlen(hex);
+        char *s;
+
+        if (n % 2 != 0)
+                return -EBADMSG;
+        s = malloc(n / 2 + 1);
+        if (!s)
+                return -ENOMEM;
+        for (size_t i = 0; i < n / 2; i++) {
+                int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+
+                if (hi < 0 || lo < 0 || (hi | lo) == 0) {
+                        free(s);
+                        return -EBADMSG;
+                }
+                s[i] = (char)(hi << 4 | lo);
+        }
+        s[n / 2] = '\0';
+        *ret = s;
+        return 0;
 }

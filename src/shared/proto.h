@@ -47,6 +47,14 @@ json_t *proto_string_lossy(const char *s);
 /* Whether s is valid UTF-8 in full, so that JSON can carry it unchanged. */
 bool proto_utf8_valid(const char *s);
 
+/* The bytes of s (a name in any encoding) as lowercase hex, which JSON carries exactly; NULL
+ * when out of memory. */
+char *proto_hex_encode(const char *s);
+
+/* The bytes of hex (proto_hex_encode()'s) back: 0 and *ret (owned by the caller), -EBADMSG
+ * when hex is not the hex of bytes without a NUL (odd length, another character), -ENOMEM. */
+int proto_hex_decode(const char *hex, char **ret);
+
 /*
  * Parses one response line. Returns 0 with the result in *ret (owned by the caller), or
  * -EREMOTEIO when the daemon answered with an error (message in *ret_error), or -EBADMSG

@@ -40,8 +40,11 @@
 #include "shared/fault.h"
 #include "shared/fileio.h"
 #include "shared/hash.h"
+#include "shared/imgformat.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/manifest.h"
+#include "shared/proto.h"
 #include "worker/render.h"
 #include "shared/variant.h"
 #include "shared/wire.h"
@@ -286,7 +289,86 @@ static int job_placeholder(render_base *base, const uint8_t background[3], json_
 }
 
 /*
- * Runs one job. fds[0] is the source, fds[1 + i] the output for variant i. Returns 0 and
+ * Writes the job's manifest (shared/manifest.h) to fd and fsyncs it, as the daemon asked in
+ * the request's "manifest" ({"job", "source" and "files" as hex, "pipeline", "degraded"}), for
+ * the outputs just written: what the daemon would write, without its fsync in the daemon.
+ * Returns 0 and {"bytes": N} in *ret, or a negative errno with e filled in.
+ */
+static int job_manifest(const json_t *jm, const char *src_hex, const struct variant *variants,
+                        size_t n, const json_t *outputs, const json_t *placeholder, int fd,
+                        json_t **ret, struct job_error *e)
+{
+        _cleanup_free_ char *source = NULL, *text = NULL;
+        _cleanup_free_ struct manifest_output *list = NULL;
+        _cleanup_free_ const char **names = NULL;
+        _cleanup_json_ json_t *extra = NULL;
+        char **files = NULL;
+        const char *source_hex, *pipeline;
+        json_t *jfiles;
+        json_int_t job;
+        int degraded = 0, r;
+        size_t len = 0;
+
+        if (json_unpack((json_t *)jm, "{s:I, s:s, s:s, s:o, s?b}", "job", &job, "source",
+                        &source_hex, "pipeline", &pipeline, "files", &jfiles, "degraded",
+                        &degraded) < 0 ||
+            !json_is_array(jfiles) || json_array_size(jfiles) != n ||
+            proto_hex_decode(source_hex, &source) < 0)
+                return job_fail(e, -EINVAL, true, "malformed job: bad manifest");
+        files = calloc(n, sizeof *files);
+        list = calloc(n, sizeof *list);
+        names = calloc(n, sizeof *names);
+        if (!files || !list || !names) {
+                free(files);
+                return job_fail(e, -ENOMEM, false, "out of memory");
+        }
+        r = 0;
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                const json_t *o = json_array_get(outputs, i);
+                const char *f = json_string_value(json_array_get(jfiles, i));
+
+                r = f ? proto_hex_decode(f, &files[i]) : -EINVAL;
+                names[i] = variants[i].name;
+                list[i] = (struct manifest_output){
+                        .variant = variants[i].name,
+                        .file = files[i],
+                        .format = image_format_name(variants[i].format),
+                        .width = (unsigned)json_integer_value(json_object_get(o, "width")),
+                        .height = (unsigned)json_integer_value(json_object_get(o, "height")),
+                        .bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes")),
+                        .sha256 = json_string_value(json_object_get(o, "sha256")),
+                };
+        }
+        if (r >= 0) {
+                const struct manifest_source src = {
+                        .job = job, .path = source, .sha256 = src_hex, .pipeline = pipeline
+                };
+
+                extra = manifest_extra(outputs, names, placeholder, degraded);
+                r = extra ? manifest_format(&src, list, n, extra, &text, &len) : -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+                free(files[i]);
+        free(files);
+        if (r == -ENOMEM)
+                return job_fail(e, r, false, "out of memory");
+        if (r < 0)
+                return job_fail(e, -EINVAL, true, "malformed job: bad manifest");
+
+        r = write_fd_all(fd, text, len);
+        if (r < 0)
+                return job_fail(e, r, false, "manifest: write: %s", strerror(-r));
+        if (!fault_skip("worker.file_fsync") && fsync(fd) < 0) {
+                r = negative_errno();
+                return job_fail(e, r, false, "manifest: fsync: %s", strerror(-r));
+        }
+        *ret = json_pack("{s:I}", "bytes", (json_int_t)len);
+        return *ret ? 0 : job_fail(e, -ENOMEM, false, "out of memory");
+}
+
+/*
+ * Runs one job. fds[0] is the source, fds[1 + i] the output for variant i, and, when the
+ * request has a "manifest", fds[1 + n] the manifest. Returns 0 and
  * the body of an ok result (without type and id) in *ret_body, or a negative errno with e
  * filled in.
  */
@@ -305,6 +387,7 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
         const json_t *jplaceholder = json_object_get(msg, "placeholder");
         const json_t *jheif = json_object_get(msg, "allow_heif");
         const json_t *jtimeout = json_object_get(msg, "timeout_s");
+        const json_t *jmanifest = json_object_get(msg, "manifest");
         const struct render_info *info;
         struct render_limits limits = {};
         struct render_error rerr = {};
@@ -316,7 +399,7 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
         if (!json_is_array(jvariants) || json_array_size(jvariants) == 0)
                 return job_fail(e, -EINVAL, true, "malformed job: no variants");
         n = json_array_size(jvariants);
-        if (n_fds != 1 + n)
+        if (n_fds != 1 + n + (jmanifest ? 1 : 0))
                 return job_fail(e, -EINVAL, true, "malformed job: %zu variants but %zu descriptors",
                                 n, n_fds);
         if ((jmax_pixels &&
@@ -414,6 +497,16 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
                 if (r < 0)
                         return r;
                 if (json_object_set_new(body, "placeholder", ph) < 0)
+                        return job_fail(e, -ENOMEM, false, "out of memory");
+        }
+        if (jmanifest) {
+                json_t *m = NULL;
+
+                r = job_manifest(jmanifest, src_hex, variants, n, outputs,
+                                 json_object_get(body, "placeholder"), fds[1 + n], &m, e);
+                if (r < 0)
+                        return r;
+                if (json_object_set_new(body, "manifest", m) < 0)
                         return job_fail(e, -ENOMEM, false, "out of memory");
         }
         *ret_body = TAKE_PTR(body);

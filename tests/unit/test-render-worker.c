@@ -26,6 +26,8 @@
 #include <vips/vips.h>
 
 #include "shared/hash.h"
+#include "shared/manifest.h"
+#include "shared/proto.h"
 #include "shared/macro.h"
 #include "worker/render.h"
 #include "shared/variant.h"
@@ -486,12 +488,97 @@ static void test_worker_unknown_message(void **state)
         close(w.sock);
 }
 
+/*
+ * The manifest the daemon has the worker write (the request's "manifest", the descriptor after
+ * the outputs'): fsynced, of the size it reports, parsed by imgctl verify's reader, naming
+ * the job, the source (a name that is not UTF-8, byte for byte), the content the worker read,
+ * each output's file, size and SHA-256 as in its reply, the placeholder and "degraded".
+ */
+static void test_worker_writes_manifest(void **state)
+{
+        char dir[] = "/tmp/test-render-XXXXXX";
+        _cleanup_image_ VipsImage *src = renderfx_make_gradient(160, 120, false);
+        _cleanup_gfree_ void *img = NULL;
+        _cleanup_free_ char *mtext = NULL, *src_hex = NULL, *f0 = NULL, *f1 = NULL;
+        const char *source = "/srv/up/caf\xe9.jpg"; /* Latin-1: not UTF-8 */
+        const char *finals[2] = { "/srv/out/caf\xe9_a.jpg", "/srv/out/caf\xe9_b.png" };
+        struct variant vs[2] = {
+                renderfx_make_variant(40, 30, VARIANT_FIT_INSIDE, IMAGE_FORMAT_JPEG),
+                renderfx_make_variant(20, 20, VARIANT_FIT_COVER, IMAGE_FORMAT_PNG),
+        };
+        struct manifest *m = NULL;
+        char *err = NULL, sha[HASH_HEX_SIZE];
+        struct worker w;
+        json_t *job, *reply, *outs, *ph;
+        json_int_t bytes;
+        size_t len = 0;
+        int fds[4];
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(vs[0].name, sizeof vs[0].name, "a");
+        snprintf(vs[1].name, sizeof vs[1].name, "b");
+        img = renderfx_encode(src, ".jpg", &len);
+        fds[0] = open_tmp(dir, "src.jpg", O_RDWR | O_CREAT);
+        assert_int_equal(write(fds[0], img, len), (ssize_t)len);
+        hash_sha256_buf(img, len, sha);
+        fds[1] = open_tmp(dir, "a.jpg", O_RDWR | O_CREAT);
+        fds[2] = open_tmp(dir, "b.png", O_RDWR | O_CREAT);
+        fds[3] = open_tmp(dir, "m.json", O_RDWR | O_CREAT);
+
+        job = make_job(77, vs, 2, 0);
+        json_object_set_new(job, "placeholder", json_true());
+        src_hex = proto_hex_encode(source);
+        f0 = proto_hex_encode(strrchr(finals[0], '/') + 1);
+        f1 = proto_hex_encode(strrchr(finals[1], '/') + 1);
+        json_object_set_new(job, "manifest",
+                            json_pack("{s:i, s:s, s:s, s:[s,s], s:b}", "job", 77, "source", src_hex,
+                                      "pipeline", "p", "files", f0, f1, "degraded", 1));
+        worker_start(&w);
+        reply = worker_call(&w, job, fds, 4);
+        assert_true(json_is_true(json_object_get(reply, "ok")));
+        assert_int_equal(json_unpack(reply, "{s:{s:I}}", "manifest", "bytes", &bytes), 0);
+
+        mtext = calloc(1, (size_t)bytes + 1);
+        assert_non_null(mtext);
+        assert_int_equal(pread(fds[3], mtext, (size_t)bytes + 1, 0), bytes);
+        assert_int_equal(manifest_parse(mtext, (size_t)bytes, &m, &err), 0);
+        assert_int_equal(m->job, 77);
+        assert_string_equal(m->source_sha256, sha);
+        assert_int_equal(m->n_entries, 2);
+        outs = json_object_get(reply, "outputs");
+        for (size_t i = 0; i < 2; i++) {
+                const json_t *o = json_array_get(outs, i);
+
+                assert_string_equal(m->entries[i].name, strrchr(finals[i], '/') + 1);
+                assert_string_equal(m->entries[i].sha256,
+                                    json_string_value(json_object_get(o, "sha256")));
+                assert_int_equal(m->entries[i].bytes,
+                                 json_integer_value(json_object_get(o, "bytes")));
+        }
+        assert_string_equal(json_string_value(json_object_get(m->json, "source_hex")), src_hex);
+        assert_string_equal(json_string_value(json_object_get(m->json, "pipeline")), "p");
+        assert_true(json_is_true(json_object_get(m->json, "degraded")));
+        ph = json_object_get(reply, "placeholder");
+        assert_non_null(ph);
+        assert_true(json_equal(json_object_get(m->json, "placeholder"), ph));
+
+        manifest_free(m);
+        json_decref(reply);
+        json_decref(job);
+        for (size_t i = 0; i < 4; i++)
+                close(fds[i]);
+        close(w.sock);
+        worker_wait(&w);
+        renderfx_rm_tree(strdup(dir));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_worker_end_to_end),
                 cmocka_unit_test(test_worker_image_options),
                 cmocka_unit_test(test_worker_unknown_message),
+                cmocka_unit_test(test_worker_writes_manifest),
         };
 
         int r = cmocka_run_group_tests(tests, renderfx_setup, NULL);
