@@ -272,17 +272,6 @@ int config_get_dir(struct parser *p, const config_setting_t *group, const char *
         return 1;
 }
 
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Parses "#rrggbb" or "#rgb". */
 static int parse_colour(const char *s, uint8_t ret[3])
 {
@@ -292,13 +281,13 @@ static int parse_colour(const char *s, uint8_t ret[3])
         if (s[0] != '#' || (n != 7 && n != 4))
                 return -EINVAL;
         for (size_t i = 1; i < n; i++)
-                if (hexval(s[i]) < 0)
+                if (unhexchar(s[i]) < 0)
                         return -EINVAL;
         for (int i = 0; i < 3; i++) {
                 if (n == 7)
-                        c[i] = (uint8_t)(hexval(s[1 + 2 * i]) << 4 | hexval(s[2 + 2 * i]));
+                        c[i] = (uint8_t)(unhexchar(s[1 + 2 * i]) << 4 | unhexchar(s[2 + 2 * i]));
                 else
-                        c[i] = (uint8_t)(hexval(s[1 + i]) * 17);
+                        c[i] = (uint8_t)(unhexchar(s[1 + i]) * 17);
         }
         memcpy(ret, c, sizeof c);
         return 0;
