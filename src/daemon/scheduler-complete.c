@@ -162,7 +162,6 @@ static bool finish_prepare(scheduler *s, struct running *run)
         json_t *outs = json_object_get(reply, "outputs");
         const char *src_sha = NULL;
         json_int_t manifest_bytes = -1;
-        _cleanup_free_ const char **names = NULL;
 
         (void)json_unpack((json_t *)reply, "{s:{s:s}}", "source", "sha256", &src_sha);
         (void)json_unpack((json_t *)reply, "{s:{s:I}}", "manifest", "bytes", &manifest_bytes);
@@ -228,12 +227,8 @@ static bool finish_prepare(scheduler *s, struct running *run)
 
         /* What the worker reported beyond the files: the placeholder, and per output the
          * quality it used and any warning (max_bytes not reached); its manifest has the same. */
-        names = calloc(run->n, sizeof *names);
-        for (size_t i = 0; names && i < run->n; i++)
-                names[i] = run->variants[i].name;
-        run->info = names ? manifest_extra(outs, names, json_object_get(reply, "placeholder"),
-                                           run->degraded)
-                          : NULL;
+        run->info = manifest_extra(outs, run->variants, json_object_get(reply, "placeholder"),
+                                   run->degraded);
         return true;
 }
 
@@ -282,31 +277,29 @@ static int step_complete(scheduler *s, struct running *run, bool alone)
 }
 
 /*
- * Group commit: runs `step` for each job in runs[0..n) still in the publication (ok[i]) inside
- * one transaction of the ledger, committed with one flush. A job whose step failed in the
- * group, or every job when the commit failed (which undid them all), runs it again alone,
- * which handles its failure as it would without the group. ok[i] is cleared for the jobs whose
- * step failed alone.
+ * Group commit: runs `step` for each job of the list still in the publication inside one
+ * transaction of the ledger, committed with one flush. A job whose step failed in the group,
+ * or every job when the commit failed (which undid them all), runs it again alone, which
+ * handles its failure as it would without the group; a job whose step fails alone leaves the
+ * publication.
  */
-static void group_commit(scheduler *s, struct running **runs, bool *ok, size_t n,
+static void group_commit(scheduler *s, struct running *list,
                          int (*step)(scheduler *s, struct running *run, bool alone))
 {
         size_t live = 0;
-        bool *again = calloc(n, sizeof *again);
         int r;
 
-        for (size_t i = 0; i < n; i++)
-                live += ok[i];
-        r = again && live > 1 ? ledger_batch_begin(s->ledger) : -EAGAIN;
+        for (struct running *run = list; run; run = run->next)
+                live += !run->dropped;
+        r = live > 1 ? ledger_batch_begin(s->ledger) : -EAGAIN;
         if (r >= 0) {
-                for (size_t i = 0; i < n; i++)
-                        again[i] = ok[i] && step(s, runs[i], false) < 0;
+                for (struct running *run = list; run; run = run->next)
+                        run->redo = !run->dropped && step(s, run, false) < 0;
                 r = ledger_batch_commit(s->ledger);
         }
-        for (size_t i = 0; i < n; i++)
-                if (ok[i] && (r < 0 || again[i]) && step(s, runs[i], true) < 0)
-                        ok[i] = false;
-        free(again);
+        for (struct running *run = list; run; run = run->next)
+                if (!run->dropped && (r < 0 || run->redo) && step(s, run, true) < 0)
+                        run->dropped = true;
 }
 
 /* Renames a staged job's outputs and then its manifest; their directories go to `dirs`. */
@@ -369,56 +362,51 @@ static void finish_done(scheduler *s, struct running *run)
  * then is any of them logged done and told to subscribers. A job that fails a step leaves the
  * publication on its own (retried, blocked or handed back), the others go on.
  */
-void scheduler_publish(scheduler *s, struct running **runs, size_t n)
+void scheduler_publish(scheduler *s, struct running *list)
 {
-        _cleanup_free_ bool *ok = calloc(n, sizeof *ok);
         struct publish_dirs dirs = {};
         const char *failed_dir = NULL;
-        size_t live = 0;
+        bool live = false;
+        size_t n = 0;
         int r;
 
-        if (!ok) {
-                for (size_t i = 0; i < n; i++)
-                        scheduler_job_failed(s, runs[i]->job, "out of memory", false);
-                return;
-        }
-        log_debug("publishing %zu job(s) together", n);
-        for (size_t i = 0; i < n; i++)
-                ok[i] = finish_prepare(s, runs[i]);
+        for (struct running *run = list; run; run = run->next, n++)
+                run->dropped = !finish_prepare(s, run);
+        log_debug("published together: %zu job(s)", n);
 
-        group_commit(s, runs, ok, n, step_stage);
-        for (size_t i = 0; i < n; i++)
-                if (ok[i])
+        group_commit(s, list, step_stage);
+        for (struct running *run = list; run; run = run->next)
+                if (!run->dropped)
                         fault_point("stage.after_commit");
 
-        for (size_t i = 0; i < n; i++)
-                if (ok[i] && !publish_files(s, runs[i], &dirs))
-                        ok[i] = false;
+        for (struct running *run = list; run; run = run->next)
+                if (!run->dropped && !publish_files(s, run, &dirs))
+                        run->dropped = true;
         r = publish_dirs_sync(&dirs, &failed_dir);
-        for (size_t i = 0; i < n; i++) {
+        for (struct running *run = list; run; run = run->next) {
                 char why[512];
 
-                if (!ok[i] || r >= 0)
+                if (run->dropped || r >= 0)
                         continue;
                 /* Which of them the failing directory held is not worth telling apart: a
                  * directory that cannot be synced is a failing disk. */
                 snprintf(why, sizeof why, "publish %s: %s", failed_dir, strerror(-r));
-                scheduler_job_failure(s, runs[i]->job, why, r, false);
-                ok[i] = false;
+                scheduler_job_failure(s, run->job, why, r, false);
+                run->dropped = true;
         }
         publish_dirs_clear(&dirs);
 
-        for (size_t i = 0; i < n; i++)
-                live += ok[i];
-        if (live > 0) {
+        for (struct running *run = list; run; run = run->next)
+                live = live || !run->dropped;
+        if (live) {
                 fault_point("ledger.before_complete");
                 fault_delay("ledger.before_complete");
         }
-        group_commit(s, runs, ok, n, step_complete);
-        for (size_t i = 0; i < n; i++) {
-                if (!ok[i])
+        group_commit(s, list, step_complete);
+        for (struct running *run = list; run; run = run->next) {
+                if (run->dropped)
                         continue;
                 fault_point("ledger.after_complete");
-                finish_done(s, runs[i]);
+                finish_done(s, run);
         }
 }

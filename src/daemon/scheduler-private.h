@@ -45,6 +45,8 @@ struct running {
         struct job_output *rows;
         uint64_t *sizes;
         json_t *info;
+        bool dropped; /* left the publication (cancelled, failed, handed back) */
+        bool redo;    /* its step failed inside a group commit: done again alone */
         struct running *next;
 };
 
@@ -115,10 +117,10 @@ const struct watch_config *scheduler_find_watch(const struct config *cfg, const 
 void scheduler_running_free(struct running *run);
 
 /* scheduler-complete.c */
-/* Publishes and completes runs[0..n), the jobs whose workers reported success (their
- * results in run->reply), together: one group commit of the ledger to stage them, one fsync
- * per directory touched, one to complete them (the runs stay the caller's to free). */
-void scheduler_publish(scheduler *s, struct running **runs, size_t n);
+/* Publishes and completes the list of jobs (linked by `next`) whose workers reported success
+ * (their results in run->reply), together: one group commit of the ledger to stage them, one
+ * fsync per directory touched, one to complete them (the runs stay the caller's to free). */
+void scheduler_publish(scheduler *s, struct running *list);
 /* Records a failed attempt: retry after a backoff, or dead when permanent or out of
  * attempts; cancelled as superseded when its path has newer content. */
 void scheduler_job_failed(scheduler *s, const struct job *job, const char *error, bool permanent);

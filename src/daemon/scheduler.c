@@ -430,34 +430,18 @@ static struct running *take_running(scheduler *s, int64_t id)
 /* Publishes every job waiting in `finished` together, oldest first. */
 static void publish_finished(scheduler *s)
 {
-        _cleanup_free_ struct running **runs = NULL;
-        size_t n = 0;
+        struct running *list = s->finished;
 
-        if (!s->finished)
-                return;
-        runs = calloc(s->n_finished, sizeof *runs);
-        if (!runs) {
-                /* One at a time, then. */
-                struct running *run = s->finished;
-
-                s->finished = run->next;
-                if (!s->finished)
-                        s->finished_tail = &s->finished;
-                s->n_finished--;
-                scheduler_publish(s, &run, 1);
-                scheduler_running_free(run);
-                if (s->finished)
-                        sd_event_source_set_enabled(s->publish, SD_EVENT_ONESHOT);
-                return;
-        }
-        for (struct running *run = s->finished; run; run = run->next)
-                runs[n++] = run;
         s->finished = NULL;
         s->finished_tail = &s->finished;
         s->n_finished = 0;
-        scheduler_publish(s, runs, n);
-        for (size_t i = 0; i < n; i++)
-                scheduler_running_free(runs[i]);
+        scheduler_publish(s, list);
+        while (list) {
+                struct running *next = list->next;
+
+                scheduler_running_free(list);
+                list = next;
+        }
 }
 
 static void publish_now(scheduler *s)

@@ -39,10 +39,10 @@ static int add_raw_name(json_t *o, const char *key, const char *name)
         return json_object_set_new(o, key, json_string(hex)) < 0 ? -ENOMEM : 0;
 }
 
-json_t *manifest_extra(const json_t *outputs, const char *const *names, const json_t *placeholder,
-                       bool degraded)
+json_t *manifest_extra(const json_t *outputs, const struct variant *variants,
+                       const json_t *placeholder, bool degraded)
 {
-        json_t *info = json_object(), *variants = NULL;
+        json_t *info = json_object(), *by_name = NULL;
 
         if (!info)
                 return NULL;
@@ -54,12 +54,12 @@ json_t *manifest_extra(const json_t *outputs, const char *const *names, const js
 
                 if (!q && !w)
                         continue;
-                if (!variants) {
-                        variants = json_object();
-                        if (!variants || json_object_set_new(info, "variants", variants) < 0)
+                if (!by_name) {
+                        by_name = json_object();
+                        if (!by_name || json_object_set_new(info, "variants", by_name) < 0)
                                 goto fail;
                 }
-                if (json_object_set_new(variants, names[i],
+                if (json_object_set_new(by_name, variants[i].name,
                                         json_pack("{s:O?, s:O?}", "quality", q, "warning", w)) < 0)
                         goto fail;
         }

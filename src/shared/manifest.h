@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "shared/macro.h"
+#include "shared/variant.h"
 
 #define MANIFEST_SUFFIX ".manifest.json"
 #define MANIFEST_VERSION 1
@@ -54,10 +55,10 @@ int manifest_path(const char *output_key, char **ret);
  * `info` keep it: {"placeholder": placeholder (when not NULL), "variants": {NAME: {"quality":
  * Q or null, "warning": W or null}} for the outputs that have a quality or a warning, "degraded":
  * true (when degraded)}. outputs is the worker's list of outputs (objects with "quality" and
- * "warning" when they have one), names[i] the variant of outputs[i]. NULL when out of memory.
+ * "warning" when they have one), variants[i] the variant of outputs[i]. NULL when out of memory.
  */
-json_t *manifest_extra(const json_t *outputs, const char *const *names, const json_t *placeholder,
-                       bool degraded);
+json_t *manifest_extra(const json_t *outputs, const struct variant *variants,
+                       const json_t *placeholder, bool degraded);
 
 /*
  * The text of a manifest of src and its n outputs, members of `extra` (may be NULL) added at

@@ -300,7 +300,6 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
 {
         _cleanup_free_ char *source = NULL, *text = NULL;
         _cleanup_free_ struct manifest_output *list = NULL;
-        _cleanup_free_ const char **names = NULL;
         _cleanup_json_ json_t *extra = NULL;
         char **files = NULL;
         const char *source_hex, *pipeline;
@@ -317,8 +316,7 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
                 return job_fail(e, -EINVAL, true, "malformed job: bad manifest");
         files = calloc(n, sizeof *files);
         list = calloc(n, sizeof *list);
-        names = calloc(n, sizeof *names);
-        if (!files || !list || !names) {
+        if (!files || !list) {
                 free(files);
                 return job_fail(e, -ENOMEM, false, "out of memory");
         }
@@ -328,7 +326,6 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
                 const char *f = json_string_value(json_array_get(jfiles, i));
 
                 r = f ? proto_hex_decode(f, &files[i]) : -EINVAL;
-                names[i] = variants[i].name;
                 list[i] = (struct manifest_output){
                         .variant = variants[i].name,
                         .file = files[i],
@@ -344,7 +341,7 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
                         .job = job, .path = source, .sha256 = src_hex, .pipeline = pipeline
                 };
 
-                extra = manifest_extra(outputs, names, placeholder, degraded);
+                extra = manifest_extra(outputs, variants, placeholder, degraded);
                 r = extra ? manifest_format(&src, list, n, extra, &text, &len) : -ENOMEM;
         }
         for (size_t i = 0; i < n; i++)
