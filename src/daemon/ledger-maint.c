@@ -154,8 +154,8 @@ int ledger_check_files(ledger *l)
         int r, found = 0;
 
         assert(l);
-        /* Only between transactions and read batches (the event loop's top level). */
-        if (l->in_write || l->read_open || !sqlite3_get_autocommit(l->db))
+        /* Only between transactions (the event loop's top level). */
+        if (l->in_write || !sqlite3_get_autocommit(l->db))
                 return 0;
         if (l->write_failed_since_usec != 0)
                 write_probe(l);

@@ -7,7 +7,7 @@
  *   ledger.c         engine-independent: state names, job_free(), the message of the last
  *                    failure, the file system's failures
  *   ledger-sqlite.c  the SQLite engine: errors -> negative errno + message, statements,
- *                    transactions and read batches, the WAL and synchronous settings, rows
+ *                    transactions and group commits, the WAL and synchronous settings, rows
  *   ledger-schema.c  the schema, its migrations, and the SQL of every prepared statement
  *   ledger-open.c    open (the check at open, a corrupt file refused), close, reconnect,
  *                    ledger_integrity_check()
@@ -119,8 +119,6 @@ struct ledger {
         sqlite3_stmt *stmts[_STMT_MAX];
         char *wal_path; /* <path>-wal, the WAL, and <path>-shm, its index */
         char *shm_path;
-        bool read_batch;  /* between ledger_read_begin() and ledger_read_end() */
-        bool read_open;   /* ... and its read transaction is open */
         bool saw_corrupt; /* SQLite reported corruption: the next open checks everything */
         bool lazy_sync;   /* synchronous=NORMAL (set by ledger_claim()) is in force */
         bool in_write;    /* between ledger_tx_begin_sync() and ledger_tx_end() */

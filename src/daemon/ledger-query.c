@@ -4,8 +4,8 @@
  * (known_stat, next_due, oldest_queued, superseded, output_owner, the staged and expired
  * ids), the counts, the newest jobs (ledger_list()) and one job's detail (ledger_get()).
  *
- * Nothing here writes. A query runs in the open read batch's transaction when there is one
- * (ledger_read_begin()), else in its own; ledger_get() reads the job, its outputs and its
+ * Nothing here writes. A query runs in the open group commit's transaction when there is one
+ * (ledger_batch_begin()), else in its own; ledger_get() reads the job, its outputs and its
  * errors from one snapshot. Arrays handed to the caller are owned by the caller.
  */
 #include <errno.h>
@@ -346,7 +346,7 @@ int ledger_get(ledger *l, int64_t id, struct job_detail **ret)
         if (r < 0)
                 return r;
         if (r > 0)
-                r = get_locked(l, id, &d); /* inside the open read batch */
+                r = get_locked(l, id, &d); /* inside the open group commit */
         else
                 r = ledger_tx_end(l, get_locked(l, id, &d));
         if (r <= 0)

@@ -15,8 +15,8 @@
  * another index and sort every due job on each claim. Counting jobs by state reads the six
  * rows of job_counts (kept by triggers); listing the newest jobs of a state walks
  * jobs_state_updated; ledger_known_stat() is answered by jobs_path alone. A caller that
- * makes many lookups in a row (the start-up scan) wraps them in ledger_read_begin() and
- * ledger_read_end(): one read transaction instead of one per lookup.
+ * makes many lookups in a row (the start-up scan) makes them inside a group commit
+ * (ledger_batch_begin()): one transaction instead of one per lookup.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -2,7 +2,7 @@
 /*
  * ledger-sqlite.c - the ledger's SQLite engine: a connection and its settings, SQLite's
  * errors turned into a negative errno and a message, the statement helpers, transactions and
- * read batches, the watch on the WAL files, and the reading of rows.
+ * group commits, the watch on the WAL files, and the reading of rows.
  *
  * Promises:
  * - Every transition is one transaction started with BEGIN IMMEDIATE (ledger_tx_begin()) and
@@ -246,32 +246,6 @@ int ledger_stmt_changes(ledger *l, enum ledger_stmt id, const char *types, ...)
 
 /* Transactions */
 
-/*
- * Read batches (ledger_read_begin()): while one is open, l->read_open says that a read
- * transaction (BEGIN DEFERRED) is open for the lookups to share. A write transition ends it
- * (read_pause()) before its BEGIN IMMEDIATE, so that it writes on the newest snapshot, and
- * ledger_tx_end() opens a new one after the commit (read_resume()); so a batch never holds back a
- * write, and its reads see every write made through l.
- */
-static void read_pause(ledger *l)
-{
-        if (!l->read_open)
-                return;
-        l->read_open = false;
-        /* A read transaction has nothing to commit; COMMIT just ends it. SQLite may have
-         * ended it already after an I/O error. */
-        if (!sqlite3_get_autocommit(l->db))
-                (void)sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL);
-}
-
-static void read_resume(ledger *l)
-{
-        if (!l->read_batch || l->read_open)
-                return;
-        /* Without it the lookups run in their own transactions: slower, not wrong. */
-        l->read_open = sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
-}
-
 /* The WAL files */
 
 /*
@@ -347,7 +321,7 @@ static void wal_commit_durable(ledger *l)
  * Begins a write transaction whose commit is flushed to disk (flush: synchronous=FULL, every
  * transition) or not (synchronous=NORMAL, a claim; see the top of this file). The setting
  * stays until a transaction needs the other one (l->lazy_sync says which is in force), and
- * it can only change outside a transaction, hence after read_pause().
+ * it can only change outside a transaction.
  */
 /*
  * Inside a group commit (ledger_batch_begin()), a transition is a savepoint of the batch's
@@ -385,20 +359,15 @@ int ledger_tx_begin_sync(ledger *l, bool flush)
 
         if (l->batch)
                 return savepoint_begin(l);
-        read_pause(l);
         if (l->lazy_sync == flush) {
                 r = ledger_exec(l, flush ? "PRAGMA synchronous = FULL"
                                          : "PRAGMA synchronous = NORMAL");
-                if (r < 0) {
-                        read_resume(l);
+                if (r < 0)
                         return r;
-                }
                 l->lazy_sync = !flush;
         }
         r = ledger_exec(l, "BEGIN IMMEDIATE");
-        if (r < 0)
-                read_resume(l);
-        else {
+        if (r >= 0) {
                 l->in_write = true;
                 l->changes_at_begin = sqlite3_total_changes64(l->db);
         }
@@ -407,8 +376,8 @@ int ledger_tx_begin_sync(ledger *l, bool flush)
 
 /*
  * Begins a read transaction for a group of reads that must see one snapshot; returns 1 when
- * the open read batch already provides one (the caller then must not call ledger_tx_end()), 0 when
- * it began one for ledger_tx_end() to end.
+ * an open group commit already provides one (the caller then must not call ledger_tx_end()), 0
+ * when it began one for ledger_tx_end() to end.
  */
 int ledger_tx_begin_read(ledger *l)
 {
@@ -416,9 +385,6 @@ int ledger_tx_begin_read(ledger *l)
 
         if (l->batch)
                 return 1; /* the batch's transaction is one snapshot, with its own writes */
-        if (l->read_open && !sqlite3_get_autocommit(l->db))
-                return 1;
-        l->read_open = false;
         r = ledger_exec(l, "BEGIN");
         return r < 0 ? r : 0;
 }
@@ -426,7 +392,7 @@ int ledger_tx_begin_read(ledger *l)
 /*
  * Ends the transaction begun by ledger_tx_begin(): commits when r >= 0 and returns r, or returns
  * the commit's error; rolls back when r < 0 or the commit failed. The one way out of every
- * transaction. An open read batch gets its read transaction back.
+ * transaction.
  */
 int ledger_tx_end(ledger *l, int r)
 {
@@ -444,7 +410,7 @@ int ledger_tx_end(ledger *l, int r)
                         /* Only a commit that wrote something says the disk takes writes. */
                         if (wrote && sqlite3_total_changes64(l->db) != l->changes_at_begin)
                                 l->write_failed_since_usec = 0;
-                        goto out;
+                        return r;
                 }
                 r = k;
         }
@@ -456,8 +422,6 @@ int ledger_tx_end(ledger *l, int r)
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
                 (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-out:
-        read_resume(l);
         return r;
 }
 
@@ -467,7 +431,6 @@ int ledger_batch_begin(ledger *l)
 
         assert(l);
         assert(!l->batch);
-        assert(!l->read_batch);
         r = ledger_tx_begin(l);
         if (r < 0)
                 return r;
@@ -489,21 +452,6 @@ int ledger_batch_commit(ledger *l)
 bool ledger_in_batch(const ledger *l)
 {
         return l->batch;
-}
-
-void ledger_read_begin(ledger *l)
-{
-        assert(l);
-        assert(!l->read_batch);
-        l->read_batch = true;
-        read_resume(l);
-}
-
-void ledger_read_end(ledger *l)
-{
-        assert(l);
-        read_pause(l);
-        l->read_batch = false;
 }
 
 /* Rows */
@@ -653,8 +601,6 @@ int ledger_close_db(ledger *l)
 {
         int rc;
 
-        read_pause(l);
-        l->read_batch = false;
         for (size_t i = 0; i < _STMT_MAX; i++)
                 l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
         /* Every statement is finalized, so a failure here means the close did not happen:

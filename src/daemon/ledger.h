@@ -326,16 +326,6 @@ int ledger_output_owner(ledger *l, const char *output_key, const char *source_pa
                         char **ret_source);
 
 /*
- * Read batch: between ledger_read_begin() and ledger_read_end(), lookups (ledger_known_stat(),
- * ledger_get(), ...) share one read transaction instead of one each, which is what makes a
- * scan of many files cheap. Transitions made meanwhile work as usual: each ends the read
- * transaction before it writes and starts a new one after, so reads see every write made
- * through l. Batches do not nest. Call ledger_read_end() before returning to the event loop.
- */
-void ledger_read_begin(ledger *l);
-void ledger_read_end(ledger *l);
-
-/*
  * Group commit: the transitions made between ledger_batch_begin() and ledger_batch_commit()
  * share one transaction and one flush to disk. Each is still all or nothing by itself (a
  * transition that fails inside the batch leaves it as it was, and the others stand), and
@@ -344,8 +334,9 @@ void ledger_read_end(ledger *l);
  * returned 0. If the commit fails, every transition of the batch is undone, as if none had
  * been made: the caller makes them again (or gives up) one by one. A transition whose failure
  * made SQLite abandon the whole transaction (a full or failing disk) makes the rest of the
- * batch fail with its error, and the commit too. Batches do not nest, and a read batch
- * must not be open; call ledger_batch_commit() before returning to the event loop.
+ * batch fail with its error, and the commit too. Lookups inside a batch share its snapshot,
+ * which is what makes a scan of many files cheap. Batches do not nest; call
+ * ledger_batch_commit() before returning to the event loop.
  */
 int ledger_batch_begin(ledger *l);
 int ledger_batch_commit(ledger *l);
