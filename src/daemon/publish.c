@@ -17,6 +17,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include "shared/alloc.h"
 #include "shared/fault.h"
 #include "shared/log.h"
 #include "shared/manifest.h"
@@ -144,15 +145,8 @@ int publish_dirs_add(struct publish_dirs *d, const char *path)
         for (size_t i = 0; i < d->n; i++)
                 if (strcmp(d->paths[i], dir) == 0)
                         return 0;
-        if (d->n == d->allocated) {
-                size_t k = d->allocated ? 2 * d->allocated : 8;
-                char **p = reallocarray(d->paths, k, sizeof *p);
-
-                if (!p)
-                        return -ENOMEM;
-                d->paths = p;
-                d->allocated = k;
-        }
+        if (GROW_ARRAY(d->paths, d->allocated, d->n + 1) < 0)
+                return -ENOMEM;
         d->paths[d->n++] = TAKE_PTR(dir);
         return 0;
 }

@@ -47,9 +47,6 @@ static bool changed_lately(const struct stat *st)
 static void settle_arm(settle *set)
 {
         uint64_t due = UINT64_MAX;
-
-        if (!set->timer)
-                return;
         for (size_t i = 0; i < set->n_settling; i++)
                 if (set->settling[i].due_usec < due)
                         due = set->settling[i].due_usec;
