@@ -239,8 +239,9 @@ void hooks_run(hooks *h, const char *program, usec_t timeout_usec, const char *e
         h->n++;
         r = sd_event_add_child(h->event, &k->child, pid, WEXITED, on_hook_exit, k);
         if (r >= 0)
-                r = sd_event_add_time_relative(h->event, &k->timer, CLOCK_MONOTONIC, timeout_usec,
-                                               0, on_hook_timeout, k);
+                /* From the clock, not the loop's wake-up: a late daemon does not shorten it. */
+                r = sd_event_add_time(h->event, &k->timer, CLOCK_MONOTONIC,
+                                      mono_usec() + timeout_usec, 0, on_hook_timeout, k);
         if (r < 0) {
                 log_warning_errno(r, "hook %s for job %s: cannot watch it: %m", program, id);
                 kill(pid, SIGKILL);

@@ -35,6 +35,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "shared/fault.h"
 #include "shared/log.h"
 #include "shared/string-table.h"
 #include "shared/time-util.h"
@@ -335,6 +336,17 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
 }
 
 /*
+ * Arms the worker's timer for job_timeout from now: from the clock, not from when the event
+ * loop woke up (sd_event_add_time_relative), so that a daemon held up in between (stopped,
+ * overloaded, a long commit) does not spend the worker's time.
+ */
+static int arm_limit(struct worker *w, sd_event_time_handler_t handler)
+{
+        return sd_event_add_time(w->pool->event, &w->timer, CLOCK_MONOTONIC,
+                                 mono_usec() + w->pool->job_timeout_usec, 0, handler, w);
+}
+
+/*
  * The wall-clock limit of the job the timer was armed for. Only that job, still on this
  * worker, is timed out; and a result already waiting in the socket (the daemon was late to
  * look, not the worker to answer) finishes the job instead.
@@ -469,8 +481,7 @@ static int worker_start(struct worker *w)
         if (r >= 0)
                 r = sd_event_add_io(w->pool->event, &w->io, w->sock, EPOLLIN, on_worker_io, w);
         if (r >= 0)
-                r = sd_event_add_time_relative(w->pool->event, &w->timer, CLOCK_MONOTONIC,
-                                               w->pool->job_timeout_usec, 0, on_start_timeout, w);
+                r = arm_limit(w, on_start_timeout);
         if (r < 0) {
                 log_error_errno(r, "watch worker %d: %m", (int)pid);
                 kill(pid, SIGKILL);
@@ -640,6 +651,7 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
         if (!w)
                 return -EBUSY;
 
+        fault_delay("pool.dispatch");
         r = wire_send(w->sock, request, fds, n_fds);
         if (r < 0) {
                 log_warning_errno(r, "send job %" PRId64 " to worker %d: %m; replacing it", job_id,
@@ -648,8 +660,7 @@ int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, 
                 w->state = WORKER_DOWN; /* the child handler replaces it */
                 return r;
         }
-        r = sd_event_add_time_relative(p->event, &w->timer, CLOCK_MONOTONIC, p->job_timeout_usec, 0,
-                                       on_timeout, w);
+        r = arm_limit(w, on_timeout);
         if (r < 0)
                 log_warning_errno(r, "job %" PRId64 ": cannot arm its timeout: %m", job_id);
         w->state = WORKER_BUSY;

@@ -462,6 +462,45 @@ static void test_worker_hangs_at_start(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * The daemon is late to hand a job over: a delay at the fault point pool.dispatch (3 s, the
+ * first dispatch only) holds it between waking up for the job and sending it, as a stopped
+ * or overloaded daemon would be. The job's limit (job_timeout 2 s) counts from when the
+ * worker got the job, not from when the daemon woke up: the job is done at its first
+ * attempt. Before the fix the timeout was armed against the loop's wake-up time, already
+ * past, and the worker was killed at once ("timed out after 2 s").
+ */
+static void test_dispatch_late(void **state)
+{
+        struct tu_daemon d;
+        char *once, *src;
+        json_t *all, *job;
+
+        (void)state;
+        tu_daemon_setup(&d, ONE_VARIANT, 1, "limits = { job_timeout = 2; };");
+        once = tu_path("%s/fault-once", d.root);
+        setenv("IMGD_FAULT_DELAY", "pool.dispatch", 1);
+        setenv("IMGD_FAULT_DELAY_MS", "3000", 1);
+        setenv("IMGD_FAULT_ONCE", once, 1);
+        tu_daemon_start(&d);
+        unsetenv("IMGD_FAULT_ONCE");
+        unsetenv("IMGD_FAULT_DELAY_MS");
+        unsetenv("IMGD_FAULT_DELAY");
+        src = tu_path("%s/a.png", d.uploads);
+        tu_make_image(src, 80, 60, "png", false);
+        tu_daemon_wait_idle(&d, 30);
+        assert_true(access(once, F_OK) == 0); /* the delay did happen */
+        all = tu_imgctl_json(&d, "jobs", NULL, NULL);
+        assert_int_equal(json_array_size(json_object_get(all, "jobs")), 1);
+        job = json_array_get(json_object_get(all, "jobs"), 0);
+        assert_string_equal(json_string_value(json_object_get(job, "state")), "done");
+        assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
+        json_decref(all);
+        assert_false(tu_log_contains(&d, "timed out after"));
+        free(src), free(once);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -472,6 +511,7 @@ int main(void)
                 cmocka_unit_test(test_cancelled_then_restart),
                 cmocka_unit_test(test_stopped_past_timeout),
                 cmocka_unit_test(test_worker_hangs_at_start),
+                cmocka_unit_test(test_dispatch_late),
         };
 
         /* IMGD_TEST_FILTER=test_worker_* runs only the cases whose names match. */
