@@ -276,30 +276,39 @@ static int step_complete(scheduler *s, struct running *run, bool alone)
         return r;
 }
 
+/* A share of a group commit: the jobs of a list, and the step each of them takes in it. */
+struct group_part {
+        struct running *list;
+        int (*step)(scheduler *s, struct running *run, bool alone);
+};
+
 /*
- * Group commit: runs `step` for each job of the list still in the publication inside one
- * transaction of the ledger, committed with one flush. A job whose step failed in the group,
- * or every job when the commit failed (which undid them all), runs it again alone, which
- * handles its failure as it would without the group; a job whose step fails alone leaves the
- * publication.
+ * Group commit: runs each part's step for each job of its list still in the publication
+ * inside one transaction of the ledger, committed with one flush. A job whose step failed in
+ * the group, or every job when the commit failed (which undid them all), runs it again alone,
+ * which handles its failure as it would without the group; a job whose step fails alone
+ * leaves the publication.
  */
-static void group_commit(scheduler *s, struct running *list,
-                         int (*step)(scheduler *s, struct running *run, bool alone))
+static void group_commit(scheduler *s, const struct group_part *parts, size_t n_parts)
 {
         size_t live = 0;
         int r;
 
-        for (struct running *run = list; run; run = run->next)
-                live += !run->dropped;
+        for (size_t p = 0; p < n_parts; p++)
+                for (struct running *run = parts[p].list; run; run = run->next)
+                        live += !run->dropped;
         r = live > 1 ? ledger_batch_begin(s->ledger) : -EAGAIN;
         if (r >= 0) {
-                for (struct running *run = list; run; run = run->next)
-                        run->redo = !run->dropped && step(s, run, false) < 0;
+                for (size_t p = 0; p < n_parts; p++)
+                        for (struct running *run = parts[p].list; run; run = run->next)
+                                run->redo = !run->dropped && parts[p].step(s, run, false) < 0;
                 r = ledger_batch_commit(s->ledger);
         }
-        for (struct running *run = list; run; run = run->next)
-                if (!run->dropped && (r < 0 || run->redo) && step(s, run, true) < 0)
-                        run->dropped = true;
+        for (size_t p = 0; p < n_parts; p++)
+                for (struct running *run = parts[p].list; run; run = run->next)
+                        if (!run->dropped && (r < 0 || run->redo) &&
+                            parts[p].step(s, run, true) < 0)
+                                run->dropped = true;
 }
 
 /* Renames a staged job's outputs and then its manifest; their directories go to `dirs`. */
@@ -355,26 +364,69 @@ static void finish_done(scheduler *s, struct running *run)
                                  "placeholder", json_is_object(ph) ? ph : NULL));
 }
 
+static bool any_live(const struct running *list)
+{
+        for (const struct running *run = list; run; run = run->next)
+                if (!run->dropped)
+                        return true;
+        return false;
+}
+
+static void free_runs(struct running *list)
+{
+        while (list) {
+                struct running *next = list->next;
+
+                scheduler_running_free(list);
+                list = next;
+        }
+}
+
+/*
+ * One group commit completes the published jobs `done` (each then logged done and told to
+ * subscribers) and stages the jobs `staged`; either list may be empty. Frees `done`.
+ */
+static void commit_pass(scheduler *s, struct running *done, struct running *staged)
+{
+        const struct group_part parts[] = { { done, step_complete }, { staged, step_stage } };
+
+        if (any_live(done)) {
+                fault_point("ledger.before_complete");
+                fault_delay("ledger.before_complete");
+        }
+        group_commit(s, parts, ELEMENTSOF(parts));
+        for (struct running *run = done; run; run = run->next) {
+                if (run->dropped)
+                        continue;
+                fault_point("ledger.after_complete");
+                finish_done(s, run);
+        }
+        free_runs(done);
+}
+
 /*
  * Publishes the jobs whose workers reported success, all at once (issue 16): their outputs are
- * staged in one group commit (checkpoint "verified"), renamed with their manifests, each
- * directory touched is fsynced once, and they are completed in a second group commit; only
- * then is any of them logged done and told to subscribers. A job that fails a step leaves the
- * publication on its own (retried, blocked or handed back), the others go on.
+ * staged in one group commit (checkpoint "verified"), which also completes the jobs published
+ * before them (s->published); then renamed with their manifests, each directory touched
+ * fsynced once, and kept in s->published for the next such commit, or for
+ * scheduler_complete_published(). Only a completed job is logged done and told to
+ * subscribers. A job that fails a step leaves the publication on its own (retried, blocked or
+ * handed back), the others go on.
  */
 void scheduler_publish(scheduler *s, struct running *list)
 {
+        struct running *done = TAKE_PTR(s->published), **tail;
         struct publish_dirs dirs = {};
         const char *failed_dir = NULL;
-        bool live = false;
         size_t n = 0;
         int r;
 
+        s->n_published = 0;
         for (struct running *run = list; run; run = run->next, n++)
                 run->dropped = !finish_prepare(s, run);
         log_debug("published together: %zu job(s)", n);
 
-        group_commit(s, list, step_stage);
+        commit_pass(s, done, list);
         for (struct running *run = list; run; run = run->next)
                 if (!run->dropped)
                         fault_point("stage.after_commit");
@@ -396,17 +448,26 @@ void scheduler_publish(scheduler *s, struct running *list)
         }
         publish_dirs_clear(&dirs);
 
-        for (struct running *run = list; run; run = run->next)
-                live = live || !run->dropped;
-        if (live) {
-                fault_point("ledger.before_complete");
-                fault_delay("ledger.before_complete");
-        }
-        group_commit(s, list, step_complete);
-        for (struct running *run = list; run; run = run->next) {
-                if (run->dropped)
+        tail = &s->published;
+        while (list) {
+                struct running *run = list;
+
+                list = run->next;
+                run->next = NULL;
+                if (run->dropped) {
+                        scheduler_running_free(run);
                         continue;
-                fault_point("ledger.after_complete");
-                finish_done(s, run);
+                }
+                *tail = run;
+                tail = &run->next;
+                s->n_published++;
         }
+        if (s->published)
+                s->published_since_usec = mono_usec();
+}
+
+void scheduler_complete_published(scheduler *s)
+{
+        s->n_published = 0;
+        commit_pass(s, TAKE_PTR(s->published), NULL);
 }

@@ -77,6 +77,12 @@ struct scheduler {
         struct running *finished, **finished_tail;
         unsigned n_finished;
         uint64_t finished_since_usec; /* CLOCK_MONOTONIC: the first of `finished` came */
+        /* Published (renamed, their directories synced), oldest first, waiting for the commit
+         * that completes them: the next batch's staging commit, or on_publish()'s deadline.
+         * Still running in the ledger and counted in scheduler_running(). */
+        struct running *published;
+        unsigned n_published;
+        uint64_t published_since_usec; /* CLOCK_MONOTONIC: they were published */
         unsigned env_failures; /* consecutive failures of the environment (disk, permissions) */
         /* Jobs whose hand-back to the ledger failed (scheduler_hand_back()): still ours,
          * retried. */
@@ -117,10 +123,13 @@ const struct watch_config *scheduler_find_watch(const struct config *cfg, const 
 void scheduler_running_free(struct running *run);
 
 /* scheduler-complete.c */
-/* Publishes and completes the list of jobs (linked by `next`) whose workers reported success
- * (their results in run->reply), together: one group commit of the ledger to stage them, one
- * fsync per directory touched, one to complete them (the runs stay the caller's to free). */
+/* Publishes the list of jobs (linked by `next`, taken over) whose workers reported success
+ * (their results in run->reply), together: one group commit of the ledger stages them and
+ * completes the jobs published before them, then one fsync per directory touched; they wait
+ * in s->published for the next such commit. */
 void scheduler_publish(scheduler *s, struct running *list);
+/* Completes the jobs in s->published in one group commit: logged done, told to subscribers. */
+void scheduler_complete_published(scheduler *s);
 /* Records a failed attempt: retry after a backoff, or dead when permanent or out of
  * attempts; cancelled as superseded when its path has newer content. */
 void scheduler_job_failed(scheduler *s, const struct job *job, const char *error, bool permanent);

@@ -8,7 +8,8 @@
  * outputs that would overwrite another source's, creates one temporary file per variant next to its
  * final name, and hands the worker the descriptors. When the worker answers (on_worker_done), the
  * job waits in `finished` while the next pass hands the worker its next job; then (on_publish) the
- * outputs are published (rename, directory fsync) and only then is the job completed in the ledger;
+ * outputs are published (rename, directory fsync) and only then is the job completed in the ledger
+ * (in the commit that stages the next batch, or alone when none comes soon);
  * on failure the temporary files are removed and the job is retried after a backoff or, once its
  * attempts are used up or the error is permanent, marked dead (scheduler-complete.c, as retry.h
  * decides). A job whose source changed while it ran is cancelled as superseded and the source taken
@@ -44,6 +45,9 @@
  * them (on_publish()); a batch this large goes at once. */
 #define PUBLISH_DELAY_USEC (5 * USEC_PER_MSEC)
 #define PUBLISH_BATCH_MAX 64
+/* Published jobs wait this long at most for the next batch's staging commit to complete them
+ * (on_publish()): long enough for the next batch to form while workers render. */
+#define COMPLETE_DELAY_USEC (2 * PUBLISH_DELAY_USEC)
 
 void scheduler_running_free(struct running *run)
 {
@@ -364,6 +368,9 @@ static bool is_running(const scheduler *s, int64_t id)
         for (const struct running *run = s->finished; run; run = run->next)
                 if (run->job->id == id)
                         return true;
+        for (const struct running *run = s->published; run; run = run->next)
+                if (run->job->id == id)
+                        return true;
         for (const struct handback *h = s->handbacks; h; h = h->next)
                 if (h->id == id)
                         return true;
@@ -436,51 +443,59 @@ static void publish_finished(scheduler *s)
         s->finished_tail = &s->finished;
         s->n_finished = 0;
         scheduler_publish(s, list);
-        while (list) {
-                struct running *next = list->next;
-
-                scheduler_running_free(list);
-                list = next;
-        }
-}
-
-static void publish_now(scheduler *s)
-{
-        sd_event_source_set_enabled(s->publish_timer, SD_EVENT_OFF);
-        publish_finished(s);
-        scheduler_kick(s); /* a published job frees its output_key for the next one */
 }
 
 /*
  * Group commit (issue 16): runs after the claims, so a worker that just reported a result has
  * its next job by now. While any worker renders, the jobs rendered wait up to
  * PUBLISH_DELAY_USEC (from the first of them) for more to join them: all are then published
- * together (one commit, one fsync per directory). With no worker rendering, or a batch of
- * PUBLISH_BATCH_MAX, they are published at once: a lone job never waits.
+ * together (one commit, one fsync per directory), in the commit that completes the batch
+ * published before them; a batch published waits up to COMPLETE_DELAY_USEC for that commit.
+ * With no worker rendering, or a batch of PUBLISH_BATCH_MAX, nothing waits: a lone job is
+ * published and completed at once.
  */
+static void publish_pass(scheduler *s)
+{
+        uint64_t now = mono_usec(), next = UINT64_MAX;
+        bool idle = worker_pool_busy(s->pool) == 0, kick = false;
+
+        if (s->finished) {
+                uint64_t deadline = s->finished_since_usec + PUBLISH_DELAY_USEC;
+
+                if (idle || s->n_finished >= PUBLISH_BATCH_MAX || now >= deadline) {
+                        publish_finished(s);
+                        kick = true;
+                } else
+                        next = deadline;
+        }
+        if (s->published) {
+                uint64_t deadline = s->published_since_usec + COMPLETE_DELAY_USEC;
+
+                if (idle || now >= deadline) {
+                        scheduler_complete_published(s);
+                        kick = true;
+                } else
+                        next = deadline < next ? deadline : next;
+        }
+        if (next == UINT64_MAX)
+                sd_event_source_set_enabled(s->publish_timer, SD_EVENT_OFF);
+        else {
+                sd_event_source_set_time(s->publish_timer, next);
+                sd_event_source_set_enabled(s->publish_timer, SD_EVENT_ONESHOT);
+        }
+        if (kick)
+                scheduler_kick(s); /* a completed job frees its output_key for the next one */
+}
+
 static int on_publish(sd_event_source *es, void *userdata)
 {
-        scheduler *s = userdata;
-        uint64_t deadline = s->finished_since_usec + PUBLISH_DELAY_USEC;
-        int enabled = SD_EVENT_OFF;
-
-        if (!s->finished)
-                return 0;
-        if (worker_pool_busy(s->pool) == 0 || s->n_finished >= PUBLISH_BATCH_MAX ||
-            mono_usec() >= deadline) {
-                publish_now(s);
-                return 0;
-        }
-        if (sd_event_source_get_enabled(s->publish_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
-                return 0;
-        sd_event_source_set_time(s->publish_timer, deadline);
-        sd_event_source_set_enabled(s->publish_timer, SD_EVENT_ONESHOT);
+        publish_pass(userdata);
         return 0;
 }
 
 static int on_publish_timer(sd_event_source *es, uint64_t usec, void *userdata)
 {
-        publish_now(userdata);
+        publish_pass(userdata);
         return 0;
 }
 
@@ -651,6 +666,7 @@ scheduler *scheduler_free(scheduler *s)
         /* Rendered and verified: publish rather than render again at the next start. */
         if (s->finished_tail)
                 publish_finished(s);
+        scheduler_complete_published(s);
         scheduler_handback_all(s, now);
         sd_event_source_disable_unref(s->kick);
         sd_event_source_disable_unref(s->publish);
@@ -781,5 +797,5 @@ const worker_pool *scheduler_pool(const scheduler *s)
 
 unsigned scheduler_running(const scheduler *s)
 {
-        return s->n_running + s->n_finished;
+        return s->n_running + s->n_finished + s->n_published;
 }

@@ -530,7 +530,7 @@ static const struct config_setting limits_settings[] = {
           .offset = L(worker_max_jobs),
           .min = 0,
           .max = 1000000,
-          .def = 200 },
+          .def = 2000 },
         { .name = "allow_hardlinks", .kind = CONFIG_BOOL, .offset = L(allow_hardlinks) },
         { .name = "allow_heif", .kind = CONFIG_BOOL, .offset = L(allow_heif), .def = true },
         {},

@@ -51,7 +51,7 @@ struct config_limits {
         uint64_t max_pixels;      /* default 100 000 000 */
         usec_t job_timeout_usec;  /* job_timeout (seconds): limit of one render; default 120 s */
         uint64_t worker_memory;   /* resident bytes a worker may use; default 1 GiB */
-        unsigned worker_max_jobs; /* jobs before a worker is replaced; default 200 */
+        unsigned worker_max_jobs; /* jobs before a worker is replaced; default 2000 */
         bool allow_hardlinks;     /* take sources with st_nlink > 1; default false */
         bool allow_heif;          /* decode HEIF/AVIF sources; default true */
 };
