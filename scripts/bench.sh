@@ -2,19 +2,23 @@
 # SPDX-License-Identifier: MIT
 # The benchmark of issue 7 (a script, not a test): imgd end to end against the bare pipeline
 # (build/imgd-bench-pipeline: imgd's own render code without daemon, ledger, verify or disk
-# writes), vipsthumbnail run once per variant, ImageMagick's convert at its best and sharp,
+# writes), the same bare pipeline writing each output durably (durable: a temporary file,
+# fsync, rename, inside the timed work: the least imgd's guarantee costs), vipsthumbnail run
+# once per variant, ImageMagick's convert at its best and sharp,
 # every contender at parallelism = JOBS (default: nproc), all in one invocation so that the
 # ratios hold on a noisy machine, for the avatar and web pipelines of issue 7, and the small
 # pipeline of issue 16 (one 32x32 JPEG from each of 2,000 distinct 64x64 PNGs: small jobs,
-# where the daemon's own cost per job shows; imgd and the bare pipeline only), for which imgd's
+# where the daemon's own cost per job shows; imgd, bare and durable, and for its scaling
+# table imgd1, bare1 and noop, which are not in the default contenders), for which imgd's
 # row also gives the supervisor's fsync and fdatasync calls per job (counted by perf stat on
 # the syscall tracepoints, the supervisor alone) and its CPU time per job. Then the
 # drop-to-published latency of one 12-megapixel JPEG on an idle imgd against the bare
 # pipeline's time for it, and (--profile) where the bare pipeline spends its time.
 #
 #   scripts/bench.sh [--quick] [--corpus DIR] [--out DIR] [--build DIR] [--jobs N]
-#                    [--pipelines "avatar web small"] [--contenders "imgd bare vipsthumbnail
-#                    imagemagick sharp"] [--rounds N] [--no-latency] [--profile] [--no-install]
+#                    [--pipelines "avatar web small"] [--contenders "imgd bare durable
+#                    vipsthumbnail imagemagick sharp" (and imgd1 bare1 noop)] [--rounds N]
+#                    [--no-latency] [--profile] [--no-install]
 #
 # --rounds N runs every contender N times, in turns (the order reversed every round, so that
 # a drift of the machine's speed falls on every contender alike), and reports the median of
@@ -42,7 +46,7 @@ build=${IMGD_BUILD:-$top/build}
 jobs=$(nproc)
 pipelines="avatar web small"
 rounds=1
-contenders="imgd bare vipsthumbnail imagemagick sharp"
+contenders="imgd bare durable vipsthumbnail imagemagick sharp"
 latency=1
 profile=0
 install=1
@@ -316,7 +320,9 @@ def pct(xs, p):
 
 VARIANTS = {"avatar": ["small", "medium", "large"], "web": ["1600", "800", "card"],
             "small": ["thumb"]}
-NAMES = {"imgd": "imgd end to end", "bare": "bare pipeline", "vipsthumbnail": "vipsthumbnail",
+NAMES = {"imgd": "imgd end to end", "bare": "bare pipeline",
+         "durable": "bare, outputs fsynced", "imgd1": "imgd, 1 worker",
+         "bare1": "bare, 1 process", "noop": "imgd, no-op render", "vipsthumbnail": "vipsthumbnail",
          "imagemagick": "ImageMagick", "sharp": "sharp"}
 
 def rounds_of(out, pl, c):
@@ -426,7 +432,9 @@ def cmd_report(out, pipelines, contenders):
                     continue
                 man = os.path.join(out, pl, c, "manifest.tsv")
                 odir = os.path.join(out, pl, c, "out")
-                if c == "bare" and os.path.exists(man):
+                if not os.path.isdir(odir):  # imgd1, noop: an imgd tree
+                    odir = os.path.join(out, pl, c, "tree", "out")
+                if c in ("bare", "durable", "bare1") and os.path.exists(man):
                     got = outputs_from_manifest(man)
                 else:
                     got = outputs_from_dir(odir, variants)
@@ -599,7 +607,7 @@ write_config() { # DIR PIPELINE...
     mkdir -p "$d"
     {
         printf 'state_dir = "%s/state";\nsocket = "%s/imgd.sock";\nworkers = %d;\n' \
-            "$d" "$d" "$jobs"
+            "$d" "$d" "${workers:-$jobs}"
         printf 'watch = (\n'
         local sep=""
         for p in "$@"; do
@@ -749,6 +757,36 @@ run_bare() { # PIPELINE DIR
         -m "$2/manifest.tsv" "${files[@]}" > "$2/result.txt" 2> "$2/log.txt" || true
 }
 
+# The scaling table of issue 16 (small pipeline): imgd and the bare pipeline on one core, and
+# imgd with a no-op render (imgd-worker's benchmark hook, in builds with the fault points:
+# every job after a worker's first gets that job's outputs without decoding or rendering,
+# still written, verified and synced) and twice as many workers as cores, so that the
+# supervisor is what limits: the jobs a second one supervisor can feed.
+run_imgd1() { workers=1 run_imgd "$@"; }
+run_bare1() { # PIPELINE DIR
+    "$build/imgd-bench-pipeline" -c "$conf_for_bare" -p "$1" -j 1 -t 1 \
+        -m "$2/manifest.tsv" "${files[@]}" > "$2/result.txt" 2> "$2/log.txt" || true
+}
+run_noop() { # PIPELINE DIR
+    if ! grep -q IMGD_FAULT_INJECTION "$build/CMakeCache.txt" 2>/dev/null ||
+        ! grep -q 'IMGD_FAULT_INJECTION:BOOL=ON' "$build/CMakeCache.txt"; then
+        log "no-op render skipped: $build is not built with -DIMGD_FAULT_INJECTION=ON"
+        : > "$2/result.txt"
+        return 0
+    fi
+    IMGD_FAULT_SKIP=worker.render workers=$((jobs * 2)) run_imgd "$@"
+    sed -i 's/note=[^ ]*/note=no-op_render,_2_workers_per_core/' "$2/result.txt"
+}
+
+# The bare pipeline writing each output durably (a temporary file, fsync, rename) inside its
+# timed work: the ceiling of anything that keeps imgd's first guarantee, before imgd's own
+# verify, directory fsync and ledger.
+run_durable() { # PIPELINE DIR
+    mkdir -p "$2/out"
+    "$build/imgd-bench-pipeline" -c "$conf_for_bare" -p "$1" -j "$jobs" -t 1 -s -o "$2/out" \
+        -m "$2/manifest.tsv" "${files[@]}" > "$2/result.txt" 2> "$2/log.txt" || true
+}
+
 run_vipsthumbnail() { # PIPELINE DIR
     local p=$1 d=$2
     mkdir -p "$d/out"
@@ -847,7 +885,7 @@ for p in $pipelines; do
         mapfile -t files < <(find "$small_dir" -name 's*.png' | sort)
         order=
         for c in $contenders; do
-            case $c in imgd|bare) order="$order $c" ;; esac
+            case $c in imgd|bare|durable|imgd1|bare1|noop) order="$order $c" ;; esac
         done
     fi
     n=${#files[@]}

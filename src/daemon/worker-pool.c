@@ -74,8 +74,9 @@ struct worker {
         uint64_t started_usec;
         unsigned quick_deaths;
         unsigned jobs_done;
-        uint64_t rss, peak_rss; /* bytes, sampled while busy and after each job */
-        bool recycling;         /* retired on purpose: its exit is not a failure */
+        uint64_t rss, peak_rss;  /* bytes, sampled while busy and after jobs */
+        uint64_t rss_after_usec; /* when it was last sampled after a job */
+        bool recycling;          /* retired on purpose: its exit is not a failure */
 };
 
 struct worker_pool {
@@ -197,7 +198,17 @@ static void worker_finish_job(struct worker *w, const json_t *reply, const char 
                 w->state = w->killed ? WORKER_DOWN : WORKER_IDLE;
         w->jobs_done++;
         if (w->state == WORKER_IDLE) {
-                sample_rss(w);
+                /* After a job, at most every RSS_POLL_USEC (reading /proc after each of a
+                 * thousand small jobs a second costs 4% of the supervisor's CPU); in
+                 * between, the checks below use the last sample, so a worker grown by a
+                 * short job is replaced after at most RSS_POLL_USEC more of them (a long
+                 * job is sampled by the timer while it runs, and again when it ends). */
+                uint64_t now = mono_usec();
+
+                if (now - w->rss_after_usec >= RSS_POLL_USEC) {
+                        sample_rss(w);
+                        w->rss_after_usec = now;
+                }
                 /* Long-running libvips processes fragment their heap: start afresh. */
                 if (w->pool->max_jobs > 0 && w->jobs_done >= w->pool->max_jobs)
                         worker_recycle(w, "job limit");
