@@ -108,13 +108,16 @@ static json_t *outputs_to_json(const struct job_detail *d)
         for (size_t i = 0; i < d->n_outputs; i++) {
                 const struct job_output *o = &d->outputs[i];
 
+                /* recipe: null when unknown (made before recipes were kept). */
                 if (json_array_append_new(
-                            arr, json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:s}", "variant",
-                                           api_text_or_null(o->variant), "path",
-                                           api_text_or_null(o->path), "format",
-                                           api_text_or_null(o->format), "width",
-                                           (json_int_t)o->width, "height", (json_int_t)o->height,
-                                           "bytes", (json_int_t)o->bytes, "sha256", o->sha256)) < 0)
+                            arr,
+                            json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:s, s:o}", "variant",
+                                      api_text_or_null(o->variant), "path",
+                                      api_text_or_null(o->path), "format",
+                                      api_text_or_null(o->format), "width", (json_int_t)o->width,
+                                      "height", (json_int_t)o->height, "bytes",
+                                      (json_int_t)o->bytes, "sha256", o->sha256, "recipe",
+                                      o->recipe[0] ? json_string(o->recipe) : json_null())) < 0)
                         return NULL;
         }
         return TAKE_PTR(arr);

@@ -84,15 +84,23 @@ json_t *jobprep_request(const struct config *cfg, const struct pipeline *pl, int
 }
 
 json_t *jobprep_manifest(int64_t id, const char *source_path, const char *pipeline,
-                         const char *const *final_paths, size_t n, bool degraded)
+                         const char *const *final_paths, const struct variant *variants, size_t n,
+                         bool degraded)
 {
         _cleanup_free_ char *source = proto_hex_encode(source_path);
-        json_t *files = json_array();
+        json_t *files = json_array(), *recipes = json_array();
 
-        if (!source || !files) {
+        if (!source || !files || !recipes) {
                 json_decref(files);
+                json_decref(recipes);
                 return NULL;
         }
+        for (size_t i = 0; i < n; i++)
+                if (json_array_append_new(recipes, json_string(variants[i].recipe)) < 0) {
+                        json_decref(files);
+                        json_decref(recipes);
+                        return NULL;
+                }
         for (size_t i = 0; i < n; i++) {
                 const char *slash = strrchr(final_paths[i], '/');
                 char *hex = proto_hex_encode(slash ? slash + 1 : final_paths[i]);
@@ -100,10 +108,12 @@ json_t *jobprep_manifest(int64_t id, const char *source_path, const char *pipeli
                 if (!hex || json_array_append_new(files, json_string(hex)) < 0) {
                         free(hex);
                         json_decref(files);
+                        json_decref(recipes);
                         return NULL;
                 }
                 free(hex);
         }
-        return json_pack("{s:I, s:s, s:s, s:o, s:b}", "job", (json_int_t)id, "source", source,
-                         "pipeline", pipeline, "files", files, "degraded", (int)degraded);
+        return json_pack("{s:I, s:s, s:s, s:o, s:o, s:b}", "job", (json_int_t)id, "source", source,
+                         "pipeline", pipeline, "files", files, "recipes", recipes, "degraded",
+                         (int)degraded);
 }

@@ -56,9 +56,10 @@ json_t *jobprep_request(const struct config *cfg, const struct pipeline *pl, int
 /*
  * The request's "manifest" member, which has the worker write the job's manifest (to the
  * descriptor after the outputs', and fsync it) beside its outputs: {"job": id, "source": hex of
- * source_path, "pipeline": pipeline, "files": [hex of the name of each final path], "degraded":
- * degraded}; names are hex (proto_hex_encode()) as they need not be UTF-8. NULL when out of
- * memory.
+ * source_path, "pipeline": pipeline, "files": [hex of the name of each final path], "recipes":
+ * [the recipe of each of `variants`, "" when unknown], "degraded": degraded}; names are hex
+ * (proto_hex_encode()) as they need not be UTF-8. NULL when out of memory.
  */
 json_t *jobprep_manifest(int64_t id, const char *source_path, const char *pipeline,
-                         const char *const *final_paths, size_t n, bool degraded);
+                         const char *const *final_paths, const struct variant *variants, size_t n,
+                         bool degraded);

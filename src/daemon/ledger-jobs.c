@@ -83,9 +83,12 @@ static int insert_outputs_locked(ledger *l, int64_t id, const struct job_output 
                         return ledger_error(l, -EINVAL, "incomplete output %zu", i);
                 if (staged && !o->tmp_path)
                         return ledger_error(l, -EINVAL, "staged output %zu has no file", i);
-                r = ledger_stmt_exec(l, STMT_INSERT_OUTPUT, "itttiiitt", id, o->variant, o->path,
+                if (strnlen(o->recipe, sizeof o->recipe) >= sizeof o->recipe)
+                        return ledger_error(l, -EINVAL, "output %zu: bad recipe", i);
+                r = ledger_stmt_exec(l, STMT_INSERT_OUTPUT, "itttiiittt", id, o->variant, o->path,
                                      o->format, (int64_t)o->width, (int64_t)o->height,
-                                     (int64_t)o->bytes, o->sha256, staged ? o->tmp_path : NULL);
+                                     (int64_t)o->bytes, o->sha256, staged ? o->tmp_path : NULL,
+                                     o->recipe);
                 if (r < 0)
                         return r;
         }

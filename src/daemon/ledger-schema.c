@@ -118,6 +118,12 @@ static const char *const migrations[] = {
         "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
         "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
         "END;",
+        /*
+         * 2 -> 3: recipes (issue 17). Each output records the recipe it was made with
+         * (daemon/recipe.h); NULL for outputs made before, which reconciliation treats as
+         * of unknown recipe.
+         */
+        "ALTER TABLE outputs ADD COLUMN recipe TEXT;",
 };
 #define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 
@@ -160,8 +166,8 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                           "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
                           "WHERE id = ?1",
         [STMT_INSERT_OUTPUT] = "INSERT INTO outputs (job_id, variant, path, format, width, "
-                               "height, bytes, sha256, tmp_path) "
-                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                               "height, bytes, sha256, tmp_path, recipe) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, ''))",
         [STMT_INSERT_ERROR] = "INSERT INTO job_errors (job_id, attempt, at_us, message) "
                               "SELECT id, attempts, ?2, ?3 FROM jobs WHERE id = ?1",
         [STMT_SET_FAILED] = "UPDATE jobs SET state = ?2, last_error = ?3, "
@@ -192,7 +198,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                              "FROM job_counts AS c",
         [STMT_GET_JOB] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
         [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256, "
-                             "tmp_path FROM outputs WHERE job_id = ?1 ORDER BY rowid",
+                             "tmp_path, recipe FROM outputs WHERE job_id = ?1 ORDER BY rowid",
         [STMT_GET_ERRORS] = "SELECT attempt, at_us, message FROM job_errors WHERE job_id = ?1 "
                             "ORDER BY rowid",
         [STMT_SET_STAGED] = "UPDATE jobs SET stage = 'verified', updated_us = ?2, degraded = ?3, "

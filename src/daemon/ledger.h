@@ -62,6 +62,7 @@
 #include <stdint.h>
 
 #include "shared/hash.h"
+#include "shared/variant.h"
 
 typedef struct ledger ledger;
 
@@ -119,6 +120,7 @@ struct job_output {
         uint64_t bytes;
         char sha256[HASH_HEX_SIZE];
         char *tmp_path; /* staged: the temporary file it waits in; NULL once published */
+        char recipe[VARIANT_RECIPE_SIZE]; /* what it was made with (recipe.h); "": unknown */
 };
 
 struct job_error {

@@ -36,6 +36,7 @@
 #include "shared/macro.h"
 #include "shared/time-util.h"
 #include "daemon/notify.h"
+#include "daemon/recipe.h"
 #include "daemon/recover.h"
 #include "daemon/scheduler.h"
 #include "daemon/watch.h"
@@ -366,6 +367,8 @@ static int reload(struct daemon *d, char **ret_error)
         r = config_load(d->config->file, &next, &error);
         if (r >= 0)
                 r = config_check_paths(next, &error);
+        if (r >= 0)
+                r = recipe_config(next, &error);
         if (r >= 0) {
                 r = watch_new(d->event, next, on_file, d, &w);
                 if (r < 0)
@@ -724,6 +727,8 @@ int main(int argc, char **argv)
         r = config_load(config_path, &d.config, &error);
         if (r >= 0)
                 r = config_check_paths(d.config, &error);
+        if (r >= 0)
+                r = recipe_config(d.config, &error);
         if (r < 0) {
                 log_error("%s", error ?: config_path);
                 config_free(d.config);

@@ -274,6 +274,7 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
                         .height = outs[i].height,
                         .bytes = outs[i].bytes,
                         .sha256 = outs[i].sha256,
+                        .recipe = outs[i].recipe,
                 };
         }
         r = manifest_format(&src, list, n, extra, &text, &len);

@@ -98,6 +98,15 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
         scheduler_emit(s, retry ? "retry" : "dead", job, extra);
 }
 
+/* One output as the done event tells it (recipe: null when unknown). */
+static json_t *output_event_json(const struct job_output *o)
+{
+        return json_pack("{s:s, s:o, s:I, s:I, s:I, s:s, s:o}", "variant", o->variant, "path",
+                         proto_string_lossy(o->path), "width", (json_int_t)o->width, "height",
+                         (json_int_t)o->height, "bytes", (json_int_t)o->bytes, "sha256", o->sha256,
+                         "recipe", o->recipe[0] ? json_string(o->recipe) : json_null());
+}
+
 /* A job whose completion the ledger recorded late (a kept handback with `done`): what
  * finish_ok() does after a completion, with the outputs the ledger holds. */
 void scheduler_completed_late(scheduler *s, const struct job *job)
@@ -115,12 +124,7 @@ void scheduler_completed_late(scheduler *s, const struct job *job)
                 for (size_t i = 0; i < d->n_outputs; i++) {
                         const struct job_output *o = &d->outputs[i];
 
-                        json_array_append_new(
-                                list,
-                                json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant", o->variant,
-                                          "path", proto_string_lossy(o->path), "width",
-                                          (json_int_t)o->width, "height", (json_int_t)o->height,
-                                          "bytes", (json_int_t)o->bytes, "sha256", o->sha256));
+                        json_array_append_new(list, output_event_json(o));
                 }
         scheduler_emit(s, "done", job, list ? json_pack("{s:o}", "outputs", list) : NULL);
 }
@@ -220,6 +224,7 @@ static bool finish_prepare(scheduler *s, struct running *run)
                         .bytes = (uint64_t)bytes,
                 };
                 memcpy(run->rows[i].sha256, sha, HASH_HEX_SIZE);
+                memcpy(run->rows[i].recipe, run->variants[i].recipe, VARIANT_RECIPE_SIZE);
                 run->sizes[i] = (uint64_t)bytes;
         }
 
@@ -346,13 +351,7 @@ static void finish_done(scheduler *s, struct running *run)
         metrics_job_done(s->metrics, job->pipeline, seconds);
         list = json_array();
         for (size_t i = 0; list && i < run->n; i++)
-                json_array_append_new(list, json_pack("{s:s, s:o, s:I, s:I, s:I, s:s}", "variant",
-                                                      run->rows[i].variant, "path",
-                                                      proto_string_lossy(run->rows[i].path),
-                                                      "width", (json_int_t)run->rows[i].width,
-                                                      "height", (json_int_t)run->rows[i].height,
-                                                      "bytes", (json_int_t)run->rows[i].bytes,
-                                                      "sha256", run->rows[i].sha256));
+                json_array_append_new(list, output_event_json(&run->rows[i]));
         /* And what an application needs next without asking: the manifest and the placeholder
          * (null when the pipeline has none). */
         ph = run->info ? json_object_get(run->info, "placeholder") : NULL;

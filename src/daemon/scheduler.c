@@ -252,9 +252,10 @@ static int start_job(scheduler *s, struct job *job_in)
                 finals[i] = run->tmps[i].final_path;
 
         req = jobprep_request(s->cfg, pl, job->id, jvariants);
-        if (!req || json_object_set_new(req, "manifest",
-                                        jobprep_manifest(job->id, job->source_path, job->pipeline,
-                                                         finals, run->n, run->degraded)) < 0) {
+        if (!req ||
+            json_object_set_new(req, "manifest",
+                                jobprep_manifest(job->id, job->source_path, job->pipeline, finals,
+                                                 run->variants, run->n, run->degraded)) < 0) {
                 scheduler_running_free(run);
                 return -ENOMEM;
         }

@@ -219,8 +219,8 @@ static void print_job(const json_t *job)
         if (json_array_size(outputs) == 0) {
                 printf("  none\n");
         } else {
-                output_table_init(&t, 5);
-                output_table_add(&t, "VARIANT", "FORMAT", "SIZE", "BYTES", "PATH");
+                output_table_init(&t, 6);
+                output_table_add(&t, "VARIANT", "FORMAT", "SIZE", "BYTES", "RECIPE", "PATH");
                 for (size_t i = 0; i < json_array_size(outputs); i++) {
                         const json_t *o = json_array_get(outputs, i);
                         char size[48], bytes[32];
@@ -230,6 +230,7 @@ static void print_job(const json_t *job)
                         output_bytes((uint64_t)client_get_int(o, "bytes"), bytes, sizeof bytes);
                         output_table_add(&t, client_get_str(o, "variant", NULL),
                                          client_get_str(o, "format", NULL), size, bytes,
+                                         client_get_str(o, "recipe", "-"),
                                          client_get_str(o, "path", NULL));
                 }
                 output_table_print(&t, "  ");

@@ -91,6 +91,9 @@ int manifest_format(const struct manifest_source *src, const struct manifest_out
 
                 if (!o || json_array_append_new(list, o) < 0)
                         return -ENOMEM;
+                if (outs[i].recipe && outs[i].recipe[0] &&
+                    json_object_set_new(o, "recipe", json_string(outs[i].recipe)) < 0)
+                        return -ENOMEM;
                 r = add_raw_name(o, "file_hex", outs[i].file);
                 if (r < 0)
                         return r;

@@ -7,7 +7,10 @@
  *
  *   {"version": 1, "job": ID, "source": PATH, "source_sha256": HEX, "pipeline": NAME,
  *    "degraded": false, "outputs": [{"variant": NAME, "file": NAME, "format": FORMAT,
- *    "width": N, "height": N, "bytes": N, "sha256": HEX}, ...], ...extra members}
+ *    "width": N, "height": N, "bytes": N, "sha256": HEX, "recipe": HEX}, ...],
+ *    ...extra members}
+ *
+ * "recipe" is the recipe the output was made with (daemon/recipe.h), absent when unknown.
  *
  * "file" is the output's name in the manifest's own directory (never a path). A name that is
  * not UTF-8 is written twice: lossily (U+FFFD for each byte that is not UTF-8) under "file",
@@ -37,6 +40,7 @@ struct manifest_output {
         unsigned width, height;
         uint64_t bytes;
         const char *sha256;
+        const char *recipe; /* NULL or "": not recorded (made before recipes were kept) */
 };
 
 /* What the writer records of the source. All strings borrowed. */

@@ -18,9 +18,10 @@
 
 #define VARIANT_NAME_MAX 64
 #define VARIANT_DIMENSION_MAX 16384
-#define VARIANT_PATH_MAX 1024 /* watermark image path, with its NUL */
-#define VARIANT_TEXT_MAX 256  /* watermark text (UTF-8), with its NUL */
-#define VARIANT_FONT_MAX 128  /* watermark font (a Pango description), with its NUL */
+#define VARIANT_PATH_MAX 1024  /* watermark image path, with its NUL */
+#define VARIANT_TEXT_MAX 256   /* watermark text (UTF-8), with its NUL */
+#define VARIANT_FONT_MAX 128   /* watermark font (a Pango description), with its NUL */
+#define VARIANT_RECIPE_SIZE 17 /* a recipe's 16 hex digits, with the NUL (daemon/recipe.h) */
 #define VARIANT_MARGIN_MAX 4096
 #define VARIANT_WATERMARK_FILE_MAX (32 * 1024 * 1024) /* bytes of a watermark image file */
 #define VARIANT_EFFORT_DEFAULT 4
@@ -126,6 +127,8 @@ struct variant {
         bool essential;               /* still rendered at the "essential" degradation level
                                          (daemon-side only: not sent to workers) */
         struct variant_watermark watermark;
+        char recipe[VARIANT_RECIPE_SIZE]; /* daemon-side, like essential: its recipe
+                                           * (daemon/recipe.h), "" when not computed */
 };
 
 /* The values of a variant that sets nothing but its name, size, fit and format. */

@@ -317,15 +317,16 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
         _cleanup_json_ json_t *extra = NULL;
         char **files = NULL;
         const char *source_hex, *pipeline;
-        json_t *jfiles;
+        json_t *jfiles, *jrecipes = NULL;
         json_int_t job;
         int degraded = 0, r;
         size_t len = 0;
 
-        if (json_unpack((json_t *)jm, "{s:I, s:s, s:s, s:o, s?b}", "job", &job, "source",
-                        &source_hex, "pipeline", &pipeline, "files", &jfiles, "degraded",
-                        &degraded) < 0 ||
+        if (json_unpack((json_t *)jm, "{s:I, s:s, s:s, s:o, s?o, s?b}", "job", &job, "source",
+                        &source_hex, "pipeline", &pipeline, "files", &jfiles, "recipes", &jrecipes,
+                        "degraded", &degraded) < 0 ||
             !json_is_array(jfiles) || json_array_size(jfiles) != n ||
+            (jrecipes && (!json_is_array(jrecipes) || json_array_size(jrecipes) != n)) ||
             proto_hex_decode(source_hex, &source) < 0)
                 return job_fail(e, -EINVAL, true, "malformed job: bad manifest");
         files = calloc(n, sizeof *files);
@@ -348,6 +349,7 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
                         .height = (unsigned)json_integer_value(json_object_get(o, "height")),
                         .bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes")),
                         .sha256 = json_string_value(json_object_get(o, "sha256")),
+                        .recipe = json_string_value(json_array_get(jrecipes, i)),
                 };
         }
         if (r >= 0) {

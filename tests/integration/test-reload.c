@@ -4,7 +4,10 @@
  * the real daemon: jobs queued before it run under the configuration as it is when they are
  * claimed. A renamed pipeline: all of them done, none dead. A watch's new output folder:
  * they publish there. A removed watch: its jobs are held (no attempt used, not dead, not
- * quarantined, 'imgctl wait' returns) until a reload configures it again, then done.
+ * quarantined, 'imgctl wait' returns) until a reload configures it again, then done. Each
+ * output records the recipe it was made with (issue 17), in the ledger (imgctl show) and in
+ * its manifest alike; a reload that changes one variant's quality changes that variant's
+ * recipe only.
  */
 #include <jansson.h>
 #include <signal.h>
@@ -156,6 +159,78 @@ static void test_output_moved(void **state)
         tu_daemon_cleanup(&d);
 }
 
+#define PIPE_2(q)                                                                                  \
+        "( { name = \"s\"; width = 16; height = 16; fit = \"cover\"; format = \"webp\"; },"        \
+        "  { name = \"m\"; width = 20; height = 20; format = \"jpeg\"; quality = " q "; } )"
+
+/* The recipe of each output of job `id` by variant (s, m), as imgctl show --json tells them,
+ * and checks the job's manifest says the same. */
+static void recipes_of(struct tu_daemon *d, const char *id, const char *stem, char s[17],
+                       char m[17])
+{
+        json_t *show = tu_imgctl_json(d, "show", id, NULL);
+        json_t *outs = json_object_get(json_object_get(show, "job"), "outputs");
+        char *mpath = tu_path("%s/%s.manifest.json", d->media, stem);
+        json_t *man = json_load_file(mpath, 0, NULL);
+        json_t *mouts = json_object_get(man, "outputs");
+
+        assert_non_null(man);
+        assert_int_equal(json_array_size(outs), 2);
+        assert_int_equal(json_array_size(mouts), 2);
+        for (size_t i = 0; i < 2; i++) {
+                const json_t *o = json_array_get(outs, i);
+                const char *variant = json_string_value(json_object_get(o, "variant"));
+                const char *recipe = json_string_value(json_object_get(o, "recipe"));
+                const char *in_manifest = NULL;
+
+                assert_non_null(variant);
+                assert_non_null(recipe);
+                assert_int_equal(strlen(recipe), 16);
+                for (size_t k = 0; k < 2; k++) {
+                        const json_t *mo = json_array_get(mouts, k);
+                        if (strcmp(json_string_value(json_object_get(mo, "variant")), variant) == 0)
+                                in_manifest = json_string_value(json_object_get(mo, "recipe"));
+                }
+                assert_non_null(in_manifest);
+                assert_string_equal(in_manifest, recipe);
+                strcpy(strcmp(variant, "s") == 0 ? s : m, recipe);
+        }
+        json_decref(man);
+        json_decref(show);
+        free(mpath);
+}
+
+/* Recipes: recorded for each output; a changed quality changes that variant's only. */
+static void test_recipes(void **state)
+{
+        struct tu_daemon d;
+        char s1[17], m1[17], s2[17], m2[17];
+        char *conf, *text;
+
+        (void)state;
+        tu_daemon_setup(&d, PIPE_2("80"), 2, NULL);
+        tu_daemon_start(&d);
+        drop(d.uploads, "a", 1);
+        tu_daemon_wait_idle(&d, 60);
+        recipes_of(&d, "1", "a0", s1, m1);
+        assert_string_not_equal(s1, m1);
+
+        text = tu_read_file(d.config, NULL);
+        conf = strstr(text, "quality = 80;");
+        assert_non_null(conf);
+        memcpy(conf, "quality = 60;", 13);
+        tu_write_file(d.config, text, (size_t)-1);
+        free(text);
+        reload(&d);
+        drop(d.uploads, "b", 1);
+        tu_daemon_wait_idle(&d, 60);
+        recipes_of(&d, "2", "b0", s2, m2);
+        assert_string_equal(s1, s2);
+        assert_string_not_equal(m1, m2);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(DISTINCT recipe) FROM outputs"), 3);
+        tu_daemon_cleanup(&d);
+}
+
 /*
  * Two watches removed with jobs queued: their jobs are held, not dead, none quarantined (the
  * watches had a quarantine folder), 'imgctl wait' returns, status counts them as held, the
@@ -269,6 +344,7 @@ int main(void)
                 cmocka_unit_test(test_pipeline_renamed),
                 cmocka_unit_test(test_output_moved),
                 cmocka_unit_test(test_watch_removed),
+                cmocka_unit_test(test_recipes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

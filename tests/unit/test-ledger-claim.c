@@ -228,7 +228,8 @@ static void test_stage_checkpoint(void **state)
                   .width = 10,
                   .height = 10,
                   .bytes = 100,
-                  .tmp_path = "/m/.imgd-1-0-aa.tmp" },
+                  .tmp_path = "/m/.imgd-1-0-aa.tmp",
+                  .recipe = "0123456789abcdef" },
                 { .variant = "l",
                   .path = "/m/a_l.webp",
                   .format = "webp",
@@ -266,6 +267,9 @@ static void test_stage_checkpoint(void **state)
         assert_string_equal(d->job.info, "{\"placeholder\":{\"blurhash\":\"x\"}}");
         assert_string_equal(d->outputs[1].tmp_path, "/m/.imgd-1-1-bb.tmp");
         assert_string_equal(d->outputs[1].sha256, outs[1].sha256);
+        /* Each output's recipe as staged; "" for one made without. */
+        assert_string_equal(d->outputs[0].recipe, "0123456789abcdef");
+        assert_string_equal(d->outputs[1].recipe, "");
         job_detail_free(d);
 
         /* Published: complete without outputs keeps the staged ones, minus their tmp files. */
@@ -275,6 +279,7 @@ static void test_stage_checkpoint(void **state)
         assert_int_equal(d->n_outputs, 2);
         assert_null(d->outputs[0].tmp_path);
         assert_string_equal(d->outputs[0].path, "/m/a_s.webp");
+        assert_string_equal(d->outputs[0].recipe, "0123456789abcdef");
         job_detail_free(d);
         assert_int_equal(ledger_list_staged(f->l, &ids, &n), 0);
         assert_int_equal(n, 0);

@@ -29,8 +29,8 @@ static const struct manifest_source source = {
 };
 
 static const struct manifest_output outputs[] = {
-        { "small", "photo_small.webp", "webp", 100, 100, 3, SHA_A },
-        { "medium", "caf\xe9_m.jpg", "jpeg", 200, 150, 1234567, SHA_B },
+        { "small", "photo_small.webp", "webp", 100, 100, 3, SHA_A, "0123456789abcdef" },
+        { "medium", "caf\xe9_m.jpg", "jpeg", 200, 150, 1234567, SHA_B, NULL },
 };
 
 static struct manifest *parse_ok(const char *text)
@@ -97,12 +97,14 @@ static void test_format(void **state)
         assert_int_equal(json_integer_value(json_object_get(o, "height")), 100);
         assert_int_equal(json_integer_value(json_object_get(o, "bytes")), 3);
         assert_string_equal(json_string_value(json_object_get(o, "sha256")), SHA_A);
-        assert_int_equal(json_object_size(o), 7);
+        assert_string_equal(json_string_value(json_object_get(o, "recipe")), "0123456789abcdef");
+        assert_int_equal(json_object_size(o), 8);
 
         o = json_array_get(json_object_get(doc, "outputs"), 1);
         assert_string_equal(json_string_value(json_object_get(o, "file")), "caf\xef\xbf\xbd_m.jpg");
         assert_string_equal(json_string_value(json_object_get(o, "file_hex")),
                             "636166e95f6d2e6a7067");
+        assert_null(json_object_get(o, "recipe")); /* unknown: not written */
 }
 
 /* What the writer writes, the reader reads: names by their bytes. */
