@@ -16,7 +16,7 @@ _imgctl()
         COMPREPLY=()
 
         local commands='status jobs show wait retry cancel pause resume drain enqueue reload
-                metrics events top verify help'
+                metrics events top verify plan reconcile help'
         local global_opts='-c --config -s --socket --connect-timeout -h --help --version'
         local states='queued running retry done dead cancelled'
 
@@ -97,8 +97,15 @@ _imgctl()
         retry)
                 [[ $cur == -* ]] && COMPREPLY=($(compgen -W '--dead --json --help' -- "$cur"))
                 ;;
-        pause | resume | reload | metrics)
+        pause | resume | reload | metrics | plan)
                 COMPREPLY=($(compgen -W '--json --help' -- "$cur"))
+                ;;
+        reconcile)
+                if [[ $cur == -* ]]; then
+                        COMPREPLY=($(compgen -W '--json --help' -- "$cur"))
+                else
+                        COMPREPLY=($(compgen -W 'pause resume' -- "$cur"))
+                fi
                 ;;
         wait | drain)
                 case $prev in

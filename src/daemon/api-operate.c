@@ -392,3 +392,24 @@ int api_reload(struct api_context *ctx, const struct api_args *args, json_t **re
         *ret_result = result;
         return 0;
 }
+
+int api_reconcile_pause(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
+                        char **ret_error)
+{
+        (void)args;
+        (void)ret_error;
+        reconciler_pause(ctx->reconciler, true);
+        *ret_result = reconciler_plan(ctx->reconciler);
+        return *ret_result ? 0 : -ENOMEM;
+}
+
+int api_reconcile_resume(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
+                         char **ret_error)
+{
+        (void)args;
+        (void)ret_error;
+        reconciler_pause(ctx->reconciler, false);
+        reconciler_start(ctx->reconciler, ctx->config);
+        *ret_result = reconciler_plan(ctx->reconciler);
+        return *ret_result ? 0 : -ENOMEM;
+}

@@ -32,9 +32,10 @@
 
 /* What a command needs before it can run, checked in this order (api_require()). */
 enum {
-        API_NEED_LEDGER = 1u << 0,    /* "the job ledger is not open" */
-        API_NEED_SCHEDULER = 1u << 1, /* "the scheduler is not running" */
-        API_NEED_RELOAD = 1u << 2,    /* "reload is not available" */
+        API_NEED_LEDGER = 1u << 0,     /* "the job ledger is not open" */
+        API_NEED_SCHEDULER = 1u << 1,  /* "the scheduler is not running" */
+        API_NEED_RELOAD = 1u << 2,     /* "reload is not available" */
+        API_NEED_RECONCILER = 1u << 3, /* "reconciliation is not running" */
 };
 
 /*
@@ -101,5 +102,11 @@ int api_drain(struct api_context *ctx, const struct api_args *args, json_t **ret
               char **ret_error);
 int api_enqueue(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
                 char **ret_error);
+int api_plan(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
+             char **ret_error);
+int api_reconcile_pause(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
+                        char **ret_error);
+int api_reconcile_resume(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
+                         char **ret_error);
 int api_reload(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
                char **ret_error);

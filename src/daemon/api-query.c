@@ -214,3 +214,12 @@ int api_show(struct api_context *ctx, const struct api_args *args, json_t **ret_
         *ret_result = result;
         return 0;
 }
+
+int api_plan(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
+             char **ret_error)
+{
+        (void)args;
+        (void)ret_error;
+        *ret_result = reconciler_plan(ctx->reconciler);
+        return *ret_result ? 0 : -ENOMEM;
+}

@@ -84,6 +84,8 @@ int api_require(const struct api_context *ctx, unsigned needs, char **ret_error)
                 return api_error(ret_error, -ENODEV, "the job ledger is not open");
         if ((needs & API_NEED_SCHEDULER) && !ctx->scheduler)
                 return api_error(ret_error, -ENODEV, "the scheduler is not running");
+        if ((needs & API_NEED_RECONCILER) && !ctx->reconciler)
+                return api_error(ret_error, -ENODEV, "reconciliation is not running");
         if ((needs & API_NEED_RELOAD) && !ctx->reload)
                 return api_error(ret_error, -EOPNOTSUPP, "reload is not available");
         return 0;
@@ -271,6 +273,9 @@ static const struct api_command {
           api_args_enqueue },
         { "metrics", api_metrics, API_ROLE_READ_ONLY, API_NEED_LEDGER | API_NEED_SCHEDULER, NULL },
         { "reload", api_reload, API_ROLE_OPERATOR, API_NEED_RELOAD, NULL },
+        { "plan", api_plan, API_ROLE_READ_ONLY, API_NEED_RECONCILER, NULL },
+        { "reconcile-pause", api_reconcile_pause, API_ROLE_OPERATOR, API_NEED_RECONCILER, NULL },
+        { "reconcile-resume", api_reconcile_resume, API_ROLE_OPERATOR, API_NEED_RECONCILER, NULL },
 };
 
 static const struct api_command *api_command_find(const char *cmd)

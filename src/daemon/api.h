@@ -15,6 +15,7 @@
 #include "daemon/control.h"
 #include "daemon/intake.h"
 #include "daemon/ledger.h"
+#include "daemon/reconcile.h"
 #include "daemon/scheduler.h"
 #include "daemon/watch.h"
 
@@ -22,11 +23,12 @@ struct api_context {
         const struct config *config;
         ledger *ledger;
         scheduler *scheduler;
-        control *control;     /* for api_on_event(); NULL: events go nowhere */
-        watch *watch;         /* for status' "intake_pending"; NULL: none (stopping) */
-        intake_retry *retry;  /* for status' "intake_retry"; NULL: none */
-        const char *state;    /* "starting", "running", "stopping" */
-        int64_t started_usec; /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
+        reconciler *reconciler; /* for plan and reconcile-pause/resume; NULL: none */
+        control *control;       /* for api_on_event(); NULL: events go nowhere */
+        watch *watch;           /* for status' "intake_pending"; NULL: none (stopping) */
+        intake_retry *retry;    /* for status' "intake_retry"; NULL: none */
+        const char *state;      /* "starting", "running", "stopping" */
+        int64_t started_usec;   /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
         /* "reload": loads the configuration again (main.c); returns 0, or a negative errno
          * and the reason in *ret_error (caller frees) when the new one is rejected and the
          * running one stays in force. May replace config and watch. NULL: not offered. */

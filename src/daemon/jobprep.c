@@ -117,3 +117,50 @@ json_t *jobprep_manifest(int64_t id, const char *source_path, const char *pipeli
                          "pipeline", pipeline, "files", files, "recipes", recipes, "degraded",
                          (int)degraded);
 }
+
+size_t jobprep_only(struct variant *variants, size_t n, const char *redo)
+{
+        _cleanup_(json_decrefp) json_t *names = json_loads(redo, 0, NULL);
+        size_t kept = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                bool wanted = false;
+
+                for (size_t k = 0; json_is_array(names) && k < json_array_size(names); k++) {
+                        const char *name = json_string_value(json_array_get(names, k));
+                        wanted |= name && strcmp(name, variants[i].name) == 0;
+                }
+                if (wanted)
+                        variants[kept++] = variants[i];
+        }
+        return kept;
+}
+
+int jobprep_manifest_carry(json_t *manifest, const struct job_output *outs, size_t n_outs,
+                           const struct variant *variants, size_t n)
+{
+        _cleanup_(json_decrefp) json_t *carry = json_array();
+
+        if (!carry)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_outs; i++) {
+                const char *slash = strrchr(outs[i].path, '/');
+                _cleanup_free_ char *hex = proto_hex_encode(slash ? slash + 1 : outs[i].path);
+                bool rendered = false;
+
+                for (size_t k = 0; k < n; k++)
+                        rendered |= strcmp(variants[k].name, outs[i].variant) == 0;
+                if (rendered)
+                        continue;
+                if (!hex ||
+                    json_array_append_new(
+                            carry, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "variant",
+                                             outs[i].variant, "file", hex, "format", outs[i].format,
+                                             "width", (json_int_t)outs[i].width, "height",
+                                             (json_int_t)outs[i].height, "bytes",
+                                             (json_int_t)outs[i].bytes, "sha256", outs[i].sha256,
+                                             "recipe", outs[i].recipe)) < 0)
+                        return -ENOMEM;
+        }
+        return json_object_set(manifest, "carry", carry) < 0 ? -ENOMEM : 0;
+}

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/ledger.h"
 #include "shared/config.h"
 #include "shared/health.h"
 #include "shared/imgformat.h"
@@ -43,6 +44,21 @@ struct jobprep_selection {
 void jobprep_select(const struct pipeline *pl, enum image_format src_format,
                     enum health_level level, struct variant *variants,
                     struct jobprep_selection *ret);
+
+/*
+ * Keeps of variants[0..n) those named in `redo` (a reconciliation job's JSON list of variant
+ * names), in their order; returns how many. A malformed list keeps none.
+ */
+size_t jobprep_only(struct variant *variants, size_t n, const char *redo);
+
+/*
+ * Adds to a request's "manifest" member the outputs a reconciliation job carries over
+ * (outs[0..n_outs) but those of the variants it renders, variants[0..n)): "carry": [{"variant",
+ * "file" (hex of the name), "format", "width", "height", "bytes", "sha256", "recipe"}], so
+ * that the worker's manifest lists the source's every output. 0 or -ENOMEM.
+ */
+int jobprep_manifest_carry(json_t *manifest, const struct job_output *outs, size_t n_outs,
+                           const struct variant *variants, size_t n);
 
 /* The final path of variant v (format resolved) of the outputs `output_key`: 0 and *ret
  * (caller frees), or -ENOMEM. The name may still be too long (pathmap_name_too_long()). */

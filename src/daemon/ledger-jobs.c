@@ -172,13 +172,13 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
 /* Running: claim, the checkpoint "verified", done */
 
 static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t expires_usec,
-                        struct job **ret)
+                        enum job_priority max_priority, struct job **ret)
 {
         _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_CLAIM);
         _cleanup_(job_freep) struct job *j = NULL;
         int r;
 
-        r = ledger_bind_step(l, st, "iti", now_usec, owner, expires_usec);
+        r = ledger_bind_step(l, st, "itii", now_usec, owner, expires_usec, (int64_t)max_priority);
         if (r <= 0)
                 return r;
 
@@ -197,7 +197,7 @@ static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t 
 }
 
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
-                 struct job **ret)
+                 enum job_priority max_priority, struct job **ret)
 {
         _cleanup_(job_freep) struct job *j = NULL;
         int64_t expires_usec;
@@ -217,7 +217,7 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
         r = ledger_tx_begin_sync(l, false);
         if (r < 0)
                 return r;
-        r = ledger_tx_end(l, claim_locked(l, owner, now_usec, expires_usec, &j));
+        r = ledger_tx_end(l, claim_locked(l, owner, now_usec, expires_usec, max_priority, &j));
         if (r <= 0)
                 return r;
         *ret = TAKE_PTR(j);
@@ -269,6 +269,10 @@ static int complete_locked(ledger *l, int64_t id, const struct job_output *outs,
                 if (r < 0)
                         return r;
         }
+        /* A reconciliation job: the source's outputs it did not render stay as they were. */
+        r = ledger_carry_locked(l, id);
+        if (r < 0)
+                return r;
 
         return ledger_stmt_exec(l, STMT_SET_DONE, "ii", id, now_usec);
 }

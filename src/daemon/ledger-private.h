@@ -57,7 +57,7 @@
 #define JOB_COLUMNS                                                                                \
         "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "               \
         "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "       \
-        "last_error, degraded, info"
+        "last_error, degraded, info, priority, redo"
 
 /* The prepared statements; their SQL is ledger_stmt_sql[] (ledger-schema.c). */
 enum ledger_stmt {
@@ -98,6 +98,11 @@ enum ledger_stmt {
         STMT_UNHOLD,
         STMT_COUNT_HELD,
         STMT_RELOCATE,
+        STMT_SCAN_DONE,
+        STMT_ADOPT_RECIPE,
+        STMT_RECONCILE,
+        STMT_CARRY,
+        STMT_CARRIED,
         _STMT_MAX,
 };
 
@@ -262,6 +267,13 @@ int ledger_wal_checkpoint(ledger *l, int mode);
 int ledger_column_strdup(ledger *l, sqlite3_stmt *st, int col, char **ret);
 int ledger_column_sha256(ledger *l, sqlite3_stmt *st, int col, char ret[static HASH_HEX_SIZE]);
 int ledger_column_state(ledger *l, sqlite3_stmt *st, int col, enum job_state *ret);
+
+/* Appends the rows of st (the columns of STMT_GET_OUTPUTS) to d's outputs: 0 or a negative
+ * errno (what was read stays in d for job_detail_free()). */
+int ledger_read_outputs(ledger *l, sqlite3_stmt *st, struct job_detail *d);
+
+/* ledger-reconcile.c: a reconciliation job done, the outputs it carries over recorded. */
+int ledger_carry_locked(ledger *l, int64_t id);
 
 /* Reads a row of JOB_COLUMNS into *ret (whose members are overwritten, not freed). */
 int ledger_read_job(ledger *l, sqlite3_stmt *st, struct job *ret);

@@ -239,15 +239,11 @@ static void free_detailp(struct job_detail **d)
         job_detail_free(*d);
 }
 
-static int get_outputs_locked(ledger *l, int64_t id, struct job_detail *d)
+int ledger_read_outputs(ledger *l, sqlite3_stmt *st, struct job_detail *d)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_OUTPUTS);
-        size_t allocated = 0;
+        size_t allocated = d->n_outputs;
         int r;
 
-        r = ledger_stmt_bind(l, st, "i", id);
-        if (r < 0)
-                return r;
         while ((r = ledger_stmt_step(l, st)) > 0) {
                 struct job_output *o;
 
@@ -278,6 +274,14 @@ static int get_outputs_locked(ledger *l, int64_t id, struct job_detail *d)
                                (size_t)sqlite3_column_bytes(st, 8) + 1);
         }
         return r;
+}
+
+static int get_outputs_locked(ledger *l, int64_t id, struct job_detail *d)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_OUTPUTS);
+        int r = ledger_stmt_bind(l, st, "i", id);
+
+        return r < 0 ? r : ledger_read_outputs(l, st, d);
 }
 
 static int get_errors_locked(ledger *l, int64_t id, struct job_detail *d)

@@ -60,7 +60,8 @@ static const char *const migrations[] = {
         "  info TEXT,"
         "  CHECK (length(source_sha256) = 64));"
         "CREATE INDEX jobs_state_next ON jobs (state, next_at_us);"
-        /* Only the claimable states, ordered by (next_at_us, id): what ledger_claim() walks. */
+        /* Only the claimable states, ordered by (next_at_us, id): what ledger_claim() walks
+         * (from version 3 by (priority, next_at_us)). */
         "CREATE INDEX jobs_due ON jobs (next_at_us) WHERE state IN ('queued', 'retry');"
         "CREATE INDEX jobs_path ON jobs (source_path, id);"
         "CREATE INDEX jobs_output_key ON jobs (output_key, state);"
@@ -119,13 +120,34 @@ static const char *const migrations[] = {
         "  UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;"
         "END;",
         /*
-         * 2 -> 3: recipes (issue 17). Each output records the recipe it was made with
-         * (daemon/recipe.h); NULL for outputs made before, which reconciliation treats as
-         * of unknown recipe.
+         * 2 -> 3: recipes, priorities and partial renders (issue 17).
+         * - outputs.recipe: the recipe each output was made with (daemon/recipe.h); NULL for
+         *   outputs made before, which reconciliation adopts as made with the current one.
+         * - jobs.priority: the order of claims (ledger.h, enum job_priority); jobs_due now
+         *   leads with it, so that a claim walks live work first.
+         * - jobs.redo: NULL (every variant) or the JSON list of the variants a
+         *   reconciliation job renders; the source's other outputs are carried over.
          */
-        "ALTER TABLE outputs ADD COLUMN recipe TEXT;",
+        "ALTER TABLE outputs ADD COLUMN recipe TEXT;"
+        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE jobs ADD COLUMN redo TEXT;"
+        "DROP INDEX jobs_due;"
+        "CREATE INDEX jobs_due ON jobs (priority, next_at_us) WHERE state IN ('queued', 'retry');",
 };
 #define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
+
+/* Whether done job `j` is its source's current job: no newer job of the path but failed or
+ * cancelled reconciliations of the same content. */
+#define CURRENT_DONE_SQL(j)                                                                        \
+        "NOT EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = " j ".source_path "             \
+        "AND n.id > " j ".id AND NOT (n.state IN ('dead', 'cancelled') "                           \
+        "AND n.source_sha256 = " j ".source_sha256))"
+/* The done job before reconciliation job ?1 whose outputs it carries over (none unless ?1 is
+ * one: redo not NULL). */
+#define PREVIOUS_DONE_SQL                                                                          \
+        "SELECT max(p.id) FROM jobs AS p, jobs AS r WHERE r.id = ?1 AND r.redo IS NOT NULL "       \
+        "AND p.source_path = r.source_path AND p.id < r.id AND p.state = 'done' "                  \
+        "AND p.source_sha256 = r.source_sha256"
 
 /* LEDGER_HELD in SQL. */
 #define HELD_SQL "9223372036854775807"
@@ -152,15 +174,27 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
         [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, degraded = 0, "
                        "lease_owner = ?2, lease_expires_us = ?3, updated_us = ?1 "
                        "WHERE id = (SELECT j.id FROM jobs AS j INDEXED BY jobs_due "
-                       "            WHERE j.state IN ('queued', 'retry') AND j.next_at_us <= ?1 "
+                       "            WHERE j.state IN ('queued', 'retry') AND j.priority <= ?4 "
+                       "              AND j.next_at_us <= ?1 "
                        "              AND NOT EXISTS (SELECT 1 FROM jobs AS r "
                        "                              WHERE r.output_key = j.output_key "
                        "                                AND r.state = 'running') "
-                       "            ORDER BY j.next_at_us, j.id LIMIT 1) "
+                       "            ORDER BY j.priority, j.next_at_us, j.id LIMIT 1) "
                        "RETURNING " JOB_COLUMNS,
-        [STMT_NEXT_DUE] = "SELECT next_at_us FROM jobs INDEXED BY jobs_due "
-                          "WHERE state IN ('queued', 'retry') AND next_at_us < " HELD_SQL " "
-                          "ORDER BY next_at_us LIMIT 1",
+        /* The earliest of each priority's earliest: one index seek each. */
+        [STMT_NEXT_DUE] =
+                "SELECT n FROM (SELECT min(next_at_us) AS n FROM jobs INDEXED BY jobs_due "
+                "               WHERE state IN ('queued', 'retry') AND priority = 0 "
+                "                 AND next_at_us < " HELD_SQL " "
+                "               UNION ALL "
+                "               SELECT min(next_at_us) FROM jobs INDEXED BY jobs_due "
+                "               WHERE state IN ('queued', 'retry') AND priority = 1 "
+                "                 AND next_at_us < " HELD_SQL " "
+                "               UNION ALL "
+                "               SELECT min(next_at_us) FROM jobs INDEXED BY jobs_due "
+                "               WHERE state IN ('queued', 'retry') AND priority = 2 "
+                "                 AND next_at_us < " HELD_SQL ") "
+                "WHERE n IS NOT NULL ORDER BY n LIMIT 1",
         [STMT_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
         [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
                           "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
@@ -170,7 +204,9 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, ''))",
         [STMT_INSERT_ERROR] = "INSERT INTO job_errors (job_id, attempt, at_us, message) "
                               "SELECT id, attempts, ?2, ?3 FROM jobs WHERE id = ?1",
+        /* A live job waits behind live work once it failed; background work stays behind. */
         [STMT_SET_FAILED] = "UPDATE jobs SET state = ?2, last_error = ?3, "
+                            "priority = max(priority, 1), "
                             "next_at_us = CASE WHEN ?2 = 'retry' THEN ?4 ELSE next_at_us END, "
                             "finished_us = CASE WHEN ?2 = 'dead' THEN ?5 END, "
                             "updated_us = ?5, stage = NULL, lease_owner = NULL, "
@@ -226,9 +262,10 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                             "WHERE state IN ('queued', 'retry') AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = ?2, output_key = ?3 "
                           "WHERE id = ?1 AND state = 'running'",
-        /* Degraded done jobs that are still their source's newest go back to the queue. */
+        /* Degraded done jobs that are still their source's newest go back to the queue, to
+         * render every variant (a reconciliation job too: what it carried over is its own). */
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "
-                          "updated_us = ?1, finished_us = NULL "
+                          "updated_us = ?1, finished_us = NULL, priority = 2, redo = NULL "
                           "WHERE id IN (SELECT j.id FROM jobs AS j INDEXED BY jobs_degraded "
                           "             WHERE j.state = 'done' AND j.degraded = 1 "
                           "               AND NOT EXISTS (SELECT 1 FROM jobs AS n "
@@ -236,7 +273,9 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                           "                                 AND n.id > j.id) "
                           "             ORDER BY j.id LIMIT ?2)",
         /* Finished jobs older than the cut-off that are not their source's newest job (the
-         * newest is what tells a start-up scan that a file is done). Dead jobs stay. A done or
+         * newest is what tells a start-up scan that a file is done); a done job stays while
+         * the jobs after it are reconciliations of its content (their outputs are carried
+         * over from it, or it stays the current one if they fail). Dead jobs stay. A done or
          * cancelled job's updated_us is its finished_us (every statement sets both): the
          * bound on it lets jobs_state_updated skip the jobs finished since the cut-off. */
         /* One batch of ids (?2, ?3]: the rowid range, never an index over all the old jobs
@@ -245,8 +284,36 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                        "AND +state IN ('done', 'cancelled') "
                        "AND +updated_us < ?1 AND finished_us < ?1 "
                        "AND EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = jobs.source_path "
-                       "            AND n.id > jobs.id)",
+                       "            AND n.id > jobs.id AND (jobs.state = 'cancelled' "
+                       "            OR n.state = 'done' OR n.source_sha256 <> jobs.source_sha256))",
         [STMT_ID_RANGE] = "SELECT min(id), max(id) FROM jobs",
+        /* Reconciliation (ledger-reconcile.c). A done job is its source's current one when no
+         * newer job of the path is there but failed or cancelled reconciliations of the same
+         * content (CURRENT_DONE_SQL). */
+        [STMT_SCAN_DONE] = "SELECT j.id, j.watch, o.variant, o.recipe FROM jobs AS j "
+                           "LEFT JOIN outputs AS o ON o.job_id = j.id "
+                           "WHERE j.id > ?1 AND j.id <= ?2 AND j.state = 'done' "
+                           "AND " CURRENT_DONE_SQL("j") " ORDER BY j.id, o.variant",
+        [STMT_ADOPT_RECIPE] = "UPDATE outputs SET recipe = ?3 "
+                              "WHERE job_id = ?1 AND variant = ?2 AND recipe IS NULL",
+        [STMT_RECONCILE] = "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                           "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, "
+                           "created_us, updated_us, next_at_us, priority, redo) "
+                           "SELECT watch, source_path, source_sha256, source_size, "
+                           "source_mtime_ns, source_ino, output_key, pipeline, 'queued', 0, "
+                           "?3, ?3, ?3, 2, ?2 FROM jobs AS j "
+                           "WHERE j.id = ?1 AND j.state = 'done' AND " CURRENT_DONE_SQL("j"),
+        /* A reconciliation job done: the outputs of its source's previous done job that it
+         * did not render are its own too (published, unchanged). */
+        [STMT_CARRY] = "INSERT INTO outputs (job_id, variant, path, format, width, height, bytes, "
+                       "sha256, tmp_path, recipe) "
+                       "SELECT ?1, o.variant, o.path, o.format, o.width, o.height, o.bytes, "
+                       "o.sha256, NULL, o.recipe FROM outputs AS o "
+                       "WHERE o.job_id = (" PREVIOUS_DONE_SQL ") "
+                       "AND o.variant NOT IN (SELECT variant FROM outputs WHERE job_id = ?1)",
+        [STMT_CARRIED] = "SELECT variant, path, format, width, height, bytes, sha256, tmp_path, "
+                         "recipe FROM outputs WHERE job_id = (" PREVIOUS_DONE_SQL ") "
+                         "ORDER BY rowid",
 };
 
 /* Migrations */

@@ -531,6 +531,10 @@ int ledger_read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
         r = ledger_column_strdup(l, st, 16, &j.info);
         if (r < 0)
                 goto fail;
+        j.priority = (enum job_priority)sqlite3_column_int(st, 17);
+        r = ledger_column_strdup(l, st, 18, &j.redo);
+        if (r < 0)
+                goto fail;
         r = ledger_column_state(l, st, 9, &j.state);
         if (r < 0)
                 goto fail;

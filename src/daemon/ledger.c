@@ -42,7 +42,9 @@ void job_clear(struct job *j)
         free(j->pipeline);
         free(j->last_error);
         free(j->info);
+        free(j->redo);
         j->watch = j->source_path = j->output_key = j->pipeline = j->last_error = j->info = NULL;
+        j->redo = NULL;
 }
 
 struct job *job_free(struct job *j)
@@ -54,13 +56,20 @@ struct job *job_free(struct job *j)
         return NULL;
 }
 
-static void job_output_clear(struct job_output *o)
+void job_output_clear(struct job_output *o)
 {
         free(o->variant);
         free(o->path);
         free(o->format);
         free(o->tmp_path);
         o->variant = o->path = o->format = o->tmp_path = NULL;
+}
+
+void job_outputs_free(struct job_output *v, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                job_output_clear(&v[i]);
+        free(v);
 }
 
 struct job_detail *job_detail_free(struct job_detail *d)

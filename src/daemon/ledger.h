@@ -91,6 +91,14 @@ struct source_info {
         uint64_t ino;
 };
 
+/* The order in which jobs are claimed: live uploads first, then retries of them, then
+ * background work (reconciliation, degraded jobs rendered again). */
+enum job_priority {
+        JOB_PRIORITY_LIVE = 0,
+        JOB_PRIORITY_RETRY = 1,
+        JOB_PRIORITY_BACKGROUND = 2,
+};
+
 struct job {
         int64_t id;
         char *watch;
@@ -109,6 +117,9 @@ struct job {
         char *last_error;     /* NULL if none */
         bool degraded;        /* rendered below full quality */
         char *info;           /* JSON the render reported (placeholder, warnings); NULL if none */
+        enum job_priority priority;
+        char *redo; /* NULL: every variant; else the JSON list of the variants to render (a
+                     * reconciliation job: the source's other outputs are carried over) */
 };
 
 struct job_output {
@@ -139,6 +150,8 @@ struct job_detail {
 };
 
 struct job *job_free(struct job *j);
+void job_output_clear(struct job_output *o); /* frees its members */
+void job_outputs_free(struct job_output *v, size_t n);
 void job_clear(struct job *j); /* frees the members of an embedded struct job */
 struct job_detail *job_detail_free(struct job_detail *d);
 
@@ -218,14 +231,16 @@ int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_
 int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, int64_t *ret_id);
 
 /*
- * Claims the claimable job (queued or retry, next_at <= now, no running job with the same
- * output_key) that has waited longest: state becomes running, attempts += 1, a lease of
- * `lease_usec` is recorded for `owner`, all in one transaction. Returns 1 and the job in
- * *ret (owned by the caller), or 0 when none is claimable. The one transition not flushed
- * to disk before it returns: a power cut (not a crash) may undo it, leaving the job queued.
+ * Claims the claimable job (queued or retry, of priority max_priority or more urgent,
+ * next_at <= now, no running job with the same output_key) that comes first: the most
+ * urgent priority, then the one that has waited longest. Its state becomes running,
+ * attempts += 1, a lease of `lease_usec` is recorded for `owner`, all in one transaction.
+ * Returns 1 and the job in *ret (owned by the caller), or 0 when none is claimable. The one
+ * transition not flushed to disk before it returns: a power cut (not a crash) may undo it,
+ * leaving the job queued.
  */
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
-                 struct job **ret);
+                 enum job_priority max_priority, struct job **ret);
 
 /* Returns 1 and the earliest next_at of a queued or retry job (not held) in *ret_usec, or 0
  * if none. */
@@ -344,6 +359,54 @@ int ledger_batch_begin(ledger *l);
 int ledger_batch_commit(ledger *l);
 /* Whether a batch is open. */
 bool ledger_in_batch(const ledger *l);
+
+/*
+ * Reconciliation (issue 17, ledger-reconcile.c). A done job is its source's current one when
+ * no newer job of the same path is there but failed or cancelled reconciliations of the same
+ * content: a reconciliation that fails leaves the source's outputs as they were.
+ */
+
+/* An output's variant and recipe ("" when unknown). */
+struct ledger_output_recipe {
+        char *variant;
+        char recipe[VARIANT_RECIPE_SIZE];
+};
+
+/* A current done job and its outputs. */
+struct ledger_done_source {
+        int64_t id;
+        char *watch;
+        struct ledger_output_recipe *outputs;
+        size_t n_outputs;
+};
+void ledger_done_sources_free(struct ledger_done_source *v, size_t n);
+
+/*
+ * The current done jobs with ids in (after_id, upto_id], in id order, with their outputs, from
+ * one snapshot: *ret (free with ledger_done_sources_free()) and *ret_n. A range of ids, not a
+ * count of rows: a scan of a million jobs in ranges walks each part of the table once.
+ */
+int ledger_scan_done(ledger *l, int64_t after_id, int64_t upto_id, struct ledger_done_source **ret,
+                     size_t *ret_n);
+
+/* The smallest and largest job id (0 and 0 when there is none). */
+int ledger_id_range(ledger *l, int64_t *ret_min, int64_t *ret_max);
+
+/* Records `recipe` for job id's output of `variant` if it has none (made before recipes were
+ * kept: adopted as made with its variant's recipe now). Returns 1 if it had none, else 0. */
+int ledger_adopt_recipe(ledger *l, int64_t id, const char *variant, const char *recipe);
+
+/*
+ * Queues a reconciliation job for done job id's source: a new job of the same source and
+ * content, priority JOB_PRIORITY_BACKGROUND, that renders the variants in `redo` (a JSON
+ * list of names) and, once done, carries over the other outputs of job id. Returns 1 and its
+ * id in *ret_id (may be NULL), or 0 when job id is not a current done job (any more).
+ */
+int ledger_reconcile(ledger *l, int64_t id, const char *redo, int64_t now_usec, int64_t *ret_id);
+
+/* The outputs reconciliation job id will carry over (those of the done job before it; none
+ * for another job): *ret (free with job_outputs_free()) and *ret_n. */
+int ledger_carried_outputs(ledger *l, int64_t id, struct job_output **ret, size_t *ret_n);
 
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);

@@ -37,6 +37,7 @@
 #include "shared/time-util.h"
 #include "daemon/notify.h"
 #include "daemon/recipe.h"
+#include "daemon/reconcile.h"
 #include "daemon/recover.h"
 #include "daemon/scheduler.h"
 #include "daemon/watch.h"
@@ -52,6 +53,7 @@ struct daemon {
         lockfile *state_lock, *socket_lock;
         ledger *ledger;
         scheduler *scheduler;
+        reconciler *reconciler;
         watch *watch;
         intake_retry *retry;  /* uploads whose intake failed for a transient reason */
         intake_batch *intake; /* group commit of uploads taken in together */
@@ -395,6 +397,7 @@ static int reload(struct daemon *d, char **ret_error)
         d->api.watch = w;
         wake_held(d->ledger);
         scheduler_set_config(d->scheduler, next);
+        reconciler_start(d->reconciler, next);
         d->api.config = next;
         config_free(d->config);
         d->config = next;
@@ -406,6 +409,14 @@ static int reload(struct daemon *d, char **ret_error)
         notify_ready();
         update_status(d);
         return 0;
+}
+
+/* Reconciliation queued jobs: the workers may take them. */
+static void on_reconcile_queued(void *userdata)
+{
+        struct daemon *d = userdata;
+
+        scheduler_kick(d->scheduler);
 }
 
 /* The api's reload hook (api.h): refused while stopping, when the watches are gone. */
@@ -587,6 +598,11 @@ static int run(struct daemon *d)
                 log_error_errno(r, "start workers (%s): %m", worker_path);
                 goto out;
         }
+        r = reconciler_new(e, d->ledger, on_reconcile_queued, d, &d->reconciler);
+        if (r < 0) {
+                log_error_errno(r, "reconciliation: %m");
+                goto out;
+        }
         r = intake_retry_new(e, on_retry, on_retry_rescan, d, &d->retry);
         if (r < 0) {
                 log_error_errno(r, "intake retries: %m");
@@ -604,6 +620,7 @@ static int run(struct daemon *d)
                 .config = d->config,
                 .ledger = d->ledger,
                 .scheduler = d->scheduler,
+                .reconciler = d->reconciler,
                 .state = "starting",
                 .started_usec = wall_usec(),
                 .watch = d->watch,
@@ -628,6 +645,7 @@ static int run(struct daemon *d)
         log_info("watching %u folder(s), %d file(s) found at start, %u worker(s)",
                  watch_count(d->watch), r < 0 ? 0 : r, d->config->workers);
         scheduler_kick(d->scheduler);
+        reconciler_start(d->reconciler, d->config);
 
         (void)sd_event_add_time_relative(e, &d->status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC,
                                          0, on_status_timer, d);
@@ -656,6 +674,8 @@ out:
         d->intake = intake_batch_free(d->intake);
         d->api.retry = NULL;
         d->retry = intake_retry_free(d->retry);
+        d->api.reconciler = NULL;
+        d->reconciler = reconciler_free(d->reconciler);
         d->scheduler = scheduler_free(d->scheduler);
         if (d->ledger) {
                 _cleanup_free_ char *why = NULL;

@@ -35,6 +35,40 @@ static void unlink_staged(const struct job_detail *d)
                         (void)unlink(d->outputs[i].tmp_path);
 }
 
+/* Writes the manifest of staged job d: its outputs, and those a reconciliation job carries
+ * over from the done job before it. */
+static int recover_manifest(ledger *l, const struct job_detail *d)
+{
+        struct job_output *carried = NULL, *all = NULL;
+        size_t n_carried = 0, n = 0;
+        int r;
+
+        if (!d->job.redo)
+                return publish_manifest(&d->job, d->outputs, d->n_outputs, NULL);
+        r = ledger_carried_outputs(l, d->job.id, &carried, &n_carried);
+        if (r < 0)
+                return r;
+        all = calloc(d->n_outputs + n_carried + 1, sizeof *all);
+        if (!all) {
+                job_outputs_free(carried, n_carried);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < d->n_outputs; i++)
+                all[n++] = d->outputs[i]; /* borrowed */
+        for (size_t i = 0; i < n_carried; i++) {
+                bool rendered = false;
+
+                for (size_t k = 0; k < d->n_outputs; k++)
+                        rendered |= strcmp(d->outputs[k].variant, carried[i].variant) == 0;
+                if (!rendered)
+                        all[n++] = carried[i];
+        }
+        r = publish_manifest(&d->job, all, n, NULL);
+        free(all);
+        job_outputs_free(carried, n_carried);
+        return r;
+}
+
 /* Publishes one verified job. Returns 1 if completed, 0 if handed back, <0 on ledger error. */
 static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
 {
@@ -95,7 +129,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
 
         r = publish_commit(tmps, sizes, n_tmps, &failed);
         if (r >= 0)
-                r = publish_manifest(&d->job, d->outputs, d->n_outputs, NULL);
+                r = recover_manifest(l, d);
         if (r < 0) {
                 log_warning_errno(r, "job %" PRId64 ": publish %s: %m; rendering again", id,
                                   failed ? failed : "manifest");

@@ -90,6 +90,7 @@ struct scheduler {
         sd_event_source *handback_timer;
         uint64_t handback_delay_usec;
         uint64_t claim_failure_logged_usec; /* CLOCK_MONOTONIC; 0: the last claim worked */
+        uint64_t live_claimed_usec; /* CLOCK_MONOTONIC: the last claim of live work (or 0) */
         bool paused;
         /* CLOCK_REALTIME of the operator's last resume (0: none): a job's wait is counted
          * from then, as the operator's pause is not the system's ill health. */

@@ -41,6 +41,10 @@
 #define LEASE_CHECK_USEC (30 * USEC_PER_SEC)
 /* A claim the ledger could not record (its disk read-only, full) is tried again after this. */
 #define CLAIM_RETRY_USEC USEC_PER_SEC
+/* While live work comes (claimed within LIVE_RECENT_USEC), background work holds at most
+ * this share of the workers (at least one): claim_priority(). */
+#define BACKGROUND_SHARE 0.5
+#define LIVE_RECENT_USEC (2 * USEC_PER_SEC)
 /* A job rendered while others still render waits this long at most to be published with
  * them (on_publish()); a batch this large goes at once. */
 #define PUBLISH_DELAY_USEC (5 * USEC_PER_MSEC)
@@ -83,7 +87,7 @@ static int start_job(scheduler *s, struct job *job_in)
 {
         _cleanup_(job_freep) struct job *job = job_in;
         _cleanup_close_ int src = -1;
-        _cleanup_(json_decrefp) json_t *req = NULL, *jvariants = NULL;
+        _cleanup_(json_decrefp) json_t *req = NULL, *jvariants = NULL, *jmanifest = NULL;
         const struct watch_config *wc = scheduler_find_watch(s->cfg, job->watch);
         /* The watch's pipeline and output folder as configured now, not at intake: a reload
          * that renamed the pipeline or moved the output applies to the jobs already queued. */
@@ -202,6 +206,22 @@ static int start_job(scheduler *s, struct job *job_in)
 
         jobprep_select(pl, src_format, level, run->variants, &sel);
         run->degraded = sel.degraded;
+        if (job->redo) {
+                /* A reconciliation job: only the variants it was queued for, those still
+                 * configured; the source's other outputs are carried over. */
+                sel.n = jobprep_only(run->variants, sel.n, job->redo);
+                if (sel.n == 0 && !sel.unsupported) {
+                        scheduler_running_free(run);
+                        log_info("job %" PRId64 " %s: nothing left to reconcile", job->id,
+                                 job->source_path);
+                        r = ledger_cancel(s->ledger, job->id,
+                                          "nothing to render: its variants are no longer "
+                                          "configured",
+                                          wall_usec());
+                        return r < 0 ? log_error_errno(r, "ledger: %s", ledger_errmsg(s->ledger))
+                                     : 0;
+                }
+        }
         fds[0] = src;
         for (size_t n = 0; n < sel.n; n++) {
                 _cleanup_free_ char *final = NULL;
@@ -252,10 +272,26 @@ static int start_job(scheduler *s, struct job *job_in)
                 finals[i] = run->tmps[i].final_path;
 
         req = jobprep_request(s->cfg, pl, job->id, jvariants);
-        if (!req ||
-            json_object_set_new(req, "manifest",
-                                jobprep_manifest(job->id, job->source_path, job->pipeline, finals,
-                                                 run->variants, run->n, run->degraded)) < 0) {
+        jmanifest = jobprep_manifest(job->id, job->source_path, job->pipeline, finals,
+                                     run->variants, run->n, run->degraded);
+        if (job->redo && jmanifest) {
+                struct job_output *carried = NULL;
+                size_t n_carried = 0;
+
+                r = ledger_carried_outputs(s->ledger, job->id, &carried, &n_carried);
+                if (r >= 0)
+                        r = jobprep_manifest_carry(jmanifest, carried, n_carried, run->variants,
+                                                   run->n);
+                job_outputs_free(carried, n_carried);
+                if (r < 0) {
+                        log_error_errno(r, "job %" PRId64 ": the outputs it carries over: %s",
+                                        job->id, ledger_errmsg(s->ledger));
+                        scheduler_running_free(run);
+                        scheduler_hand_back(s, job->id, USEC_PER_SEC);
+                        return r;
+                }
+        }
+        if (!req || !jmanifest || json_object_set(req, "manifest", jmanifest) < 0) {
                 scheduler_running_free(run);
                 return -ENOMEM;
         }
@@ -291,6 +327,27 @@ static void arm_due_timer(scheduler *s)
         sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
 }
 
+/*
+ * The least urgent priority the next claim may take (issue 17): background work
+ * (reconciliation, degraded jobs rendered again) only while it holds fewer than
+ * BACKGROUND_SHARE of the workers, or live work has not been claimed for LIVE_RECENT_USEC
+ * (an idle machine gives background work every worker). A claim takes live work first in
+ * any case, so an upload waits at most for one job to finish.
+ */
+static enum job_priority claim_priority(scheduler *s)
+{
+        unsigned background = 0,
+                 limit = (unsigned)((double)worker_pool_size(s->pool) * BACKGROUND_SHARE);
+
+        for (const struct running *run = s->running; run; run = run->next)
+                background += run->job->priority >= JOB_PRIORITY_BACKGROUND;
+        if (limit < 1)
+                limit = 1;
+        if (background >= limit && mono_usec() - s->live_claimed_usec < LIVE_RECENT_USEC)
+                return JOB_PRIORITY_RETRY;
+        return JOB_PRIORITY_BACKGROUND;
+}
+
 static int on_kick(sd_event_source *es, void *userdata)
 {
         scheduler *s = userdata;
@@ -299,7 +356,8 @@ static int on_kick(sd_event_source *es, void *userdata)
          * took it there drains, and the level can be left again. */
         enum health_level level = s->cfg->degradation ? health_level(s->health) : HEALTH_FULL;
         unsigned max_running = health_max_running(worker_pool_size(s->pool), level);
-        bool claim_failed = false;
+        bool claim_failed = false, capped = false;
+        enum job_priority max_priority = JOB_PRIORITY_BACKGROUND;
 
         /* Jobs rendered and waiting to be published hold no worker: they do not count. */
         while (!s->paused && worker_pool_idle(s->pool) > 0 && s->n_running < max_running) {
@@ -323,9 +381,10 @@ static int on_kick(sd_event_source *es, void *userdata)
                         }
                         log_notice("circuit breaker half-open: probing with one job");
                 }
+                max_priority = claim_priority(s);
                 r = ledger_claim(s->ledger, s->owner, now,
                                  (int64_t)(s->cfg->limits.job_timeout_usec + 60 * USEC_PER_SEC),
-                                 &job);
+                                 max_priority, &job);
                 if (r < 0) {
                         /* Tried every second while it fails: logged once a minute. */
                         if (mono_usec() - s->claim_failure_logged_usec >= 60 * USEC_PER_SEC ||
@@ -345,8 +404,11 @@ static int on_kick(sd_event_source *es, void *userdata)
                         if (breaker_state(s->breaker) == BREAKER_HALF_OPEN)
                                 breaker_record(s->breaker, BREAKER_JOB_FAILURE, NULL,
                                                mono_usec()); /* probe unspent */
+                        capped = max_priority < JOB_PRIORITY_BACKGROUND;
                         break;
                 }
+                if (job->priority < JOB_PRIORITY_BACKGROUND)
+                        s->live_claimed_usec = mono_usec();
                 if (start_job(s, job) < 0)
                         break;
         }
@@ -358,6 +420,21 @@ static int on_kick(sd_event_source *es, void *userdata)
                 return 0;
         }
         arm_due_timer(s);
+        if (capped) {
+                /* Background work waits for live work to pause: look again when the live
+                 * window has passed, unless the due timer comes sooner. */
+                uint64_t since = mono_usec() - s->live_claimed_usec, armed = 0;
+                uint64_t at = (uint64_t)wall_usec() +
+                              (since < LIVE_RECENT_USEC ? LIVE_RECENT_USEC - since : 0);
+                int enabled = SD_EVENT_OFF;
+
+                (void)sd_event_source_get_enabled(s->due, &enabled);
+                (void)sd_event_source_get_time(s->due, &armed);
+                if (enabled == SD_EVENT_OFF || armed > at) {
+                        sd_event_source_set_time(s->due, at);
+                        sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
+                }
+        }
         return 0;
 }
 

@@ -51,6 +51,7 @@ enum verb_operands {
         OPERANDS_JOB_OR_DEAD, /* JOB, or none with --dead */
         OPERANDS_FILE,        /* PATH */
         OPERANDS_PATH_OR_ALL, /* PATH or none, not PATH with --all */
+        OPERANDS_WORD,        /* one word (reconcile pause|resume) */
         OPERANDS_UNPARSED,    /* help: the verb reads its argv itself */
 };
 
@@ -111,6 +112,7 @@ struct verb_args {
         /* operands */
         int64_t job;      /* OPERANDS_JOB*, 0 with --dead */
         const char *path; /* OPERANDS_FILE, OPERANDS_PATH_OR_ALL; NULL when none */
+        const char *word; /* OPERANDS_WORD */
 };
 
 enum {
@@ -232,10 +234,12 @@ int query_jobs(struct client *ctl, const struct verb_args *a);
 int query_show(struct client *ctl, const struct verb_args *a);
 int query_wait(struct client *ctl, const struct verb_args *a);
 int query_metrics(struct client *ctl, const struct verb_args *a);
+int query_plan(struct client *ctl, const struct verb_args *a);
 
 int operate_retry(struct client *ctl, const struct verb_args *a);
 int operate_cancel(struct client *ctl, const struct verb_args *a);
 int operate_intake(struct client *ctl, const struct verb_args *a); /* pause, resume */
+int operate_reconcile(struct client *ctl, const struct verb_args *a);
 int operate_drain(struct client *ctl, const struct verb_args *a);
 int operate_enqueue(struct client *ctl, const struct verb_args *a);
 int operate_reload(struct client *ctl, const struct verb_args *a);

@@ -184,6 +184,22 @@ static const char help_verify[] =
         "    --all     every watch's output folder (the default)\n"
         "    --json    print a report object: ok, counts, and the lists of problems\n";
 
+static const char help_plan[] =
+        "    Show how the outputs stand against the configuration now, per watch and\n"
+        "    variant: current, missing (a variant added), stale (made with an earlier\n"
+        "    recipe: other settings, watermark or imgd) and removed (a variant no longer\n"
+        "    configured; its files are kept). Counted by imgd's reconciliation pass over\n"
+        "    the ledger at start and at each reload, which also queues the missing and\n"
+        "    stale variants to be rendered; changes nothing itself.\n"
+        "\n"
+        "    --json    print the daemon's answer as indented JSON instead\n";
+
+static const char help_reconcile[] =
+        "    pause: stop queueing reconciliation jobs (passes still count for plan);\n"
+        "    those queued already still run. resume: queue them again, from a new pass.\n"
+        "\n"
+        "    --json    print the daemon's answer (the plan) as indented JSON instead\n";
+
 static const char help_help[] = "    Show this text, or the text of one COMMAND.\n";
 
 /* ---- the verb table --------------------------------------------------------------------- */
@@ -227,6 +243,10 @@ static const struct verb verbs[] = {
           "events [--follow] [--json]", help_events },
         { "top", top_run, OPTIONS(OPTION_ITERATIONS, OPTION_HELP), OPERANDS_NONE,
           "top [--iterations N]", help_top },
+        { "plan", query_plan, OPTIONS(OPTION_JSON, OPTION_HELP), OPERANDS_NONE, "plan [--json]",
+          help_plan },
+        { "reconcile", operate_reconcile, OPTIONS(OPTION_JSON, OPTION_HELP), OPERANDS_WORD,
+          "reconcile pause|resume [--json]", help_reconcile },
         { "verify", verify_run, OPTIONS(OPTION_ALL, OPTION_JSON, OPTION_HELP), OPERANDS_PATH_OR_ALL,
           "verify [PATH|--all] [--json]", help_verify },
         { "help", NULL, OPTIONS(OPTION_HELP), OPERANDS_UNPARSED, "help [COMMAND]", help_help },

@@ -223,3 +223,23 @@ int operate_reload(struct client *ctl, const struct verb_args *a)
         }
         return EXIT_OK;
 }
+int operate_reconcile(struct client *ctl, const struct verb_args *a)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        bool pause = strcmp(a->word, "pause") == 0;
+        int r;
+
+        if (!pause && strcmp(a->word, "resume") != 0) {
+                options_usage_error(a->verb->name, "'%s' is neither pause nor resume", a->word);
+                return EXIT_USAGE;
+        }
+        r = client_request(ctl, proto_request_new(pause ? "reconcile-pause" : "reconcile-resume"),
+                           &result);
+        if (r != EXIT_OK)
+                return r;
+        if (a->json)
+                return output_json(result);
+        puts(pause ? "reconciliation paused: no new reconciliation jobs are queued"
+                   : "reconciliation resumed: a new pass queues what is missing or stale");
+        return EXIT_OK;
+}

@@ -383,6 +383,18 @@ static int parse_operands(const struct verb *v, int first, int argc, char **argv
                 }
                 a->path = first < argc ? argv[first] : NULL;
                 return 0;
+        case OPERANDS_WORD:
+                if (first >= argc) {
+                        options_usage_error(v->name, "what should it do? See: imgctl help %s",
+                                            v->name);
+                        return -EINVAL;
+                }
+                if (first + 1 < argc) {
+                        first++;
+                        break;
+                }
+                a->word = argv[first];
+                return 0;
         case OPERANDS_UNPARSED:
                 return 0;
         }

@@ -329,3 +329,48 @@ int query_metrics(struct client *ctl, const struct verb_args *a)
         }
         return EXIT_OK;
 }
+int query_plan(struct client *ctl, const struct verb_args *a)
+{
+        _cleanup_(json_decrefp) json_t *result = NULL;
+        const json_t *watches;
+        struct output_table t;
+        int r;
+
+        r = client_request(ctl, proto_request_new("plan"), &result);
+        if (r != EXIT_OK)
+                return r;
+        if (a->json)
+                return output_json(result);
+        printf("reconciliation: %s%s, %" PRId64 " done source(s) looked at, %" PRId64
+               " job(s) queued, %" PRId64 " recipe(s) adopted\n\n",
+               json_is_true(json_object_get(result, "scanning")) ? "scanning" : "pass complete",
+               json_is_true(json_object_get(result, "paused")) ? " (paused)" : "",
+               client_get_int(result, "scanned"), client_get_int(result, "queued"),
+               client_get_int(result, "adopted"));
+        watches = json_object_get(result, "watches");
+        output_table_init(&t, 8);
+        output_table_add(&t, "WATCH", "PIPELINE", "VARIANT", "RECIPE", "CURRENT", "MISSING",
+                         "STALE", "REMOVED");
+        for (size_t i = 0; i < json_array_size(watches); i++) {
+                const json_t *w = json_array_get(watches, i);
+                const json_t *vs = json_object_get(w, "variants");
+
+                for (size_t k = 0; k < json_array_size(vs); k++) {
+                        const json_t *v = json_array_get(vs, k);
+                        char n[4][24];
+
+                        snprintf(n[0], sizeof n[0], "%" PRId64, client_get_int(v, "current"));
+                        snprintf(n[1], sizeof n[1], "%" PRId64, client_get_int(v, "missing"));
+                        snprintf(n[2], sizeof n[2], "%" PRId64, client_get_int(v, "stale"));
+                        snprintf(n[3], sizeof n[3], "%" PRId64, client_get_int(v, "removed"));
+                        output_table_add(&t, client_get_str(w, "watch", NULL),
+                                         client_get_str(w, "pipeline", NULL),
+                                         client_get_str(v, "variant", NULL),
+                                         client_get_str(v, "recipe", "(removed)"), n[0], n[1], n[2],
+                                         n[3]);
+                }
+        }
+        output_table_print(&t, "");
+        output_table_clear(&t);
+        return EXIT_OK;
+}

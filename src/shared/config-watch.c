@@ -153,7 +153,7 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         const config_setting_t *pipeline_s = NULL, *path_s;
         const struct pipeline *pipeline;
         const char *pname = NULL;
-        bool recursive = false;
+        bool recursive = false, reconcile = true;
         int r;
 
         if (!config_setting_is_group(s))
@@ -203,6 +203,9 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         r = config_get_bool(p, s, "recursive", prefix, &recursive);
         if (r < 0)
                 return r;
+        r = config_get_bool(p, s, "reconcile", prefix, &reconcile);
+        if (r < 0)
+                return r;
 
         r = config_get_dir(p, s, "quarantine", prefix, &quarantine);
         if (r < 0)
@@ -247,6 +250,7 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         ret->pipeline_name = TAKE_PTR(pipeline_name);
         ret->pipeline = pipeline;
         ret->recursive = recursive;
+        ret->reconcile = reconcile;
         ret->line = config_setting_source_line(s);
         return 0;
 }

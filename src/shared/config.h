@@ -40,6 +40,7 @@ struct watch_config {
         char *pipeline_name;
         const struct pipeline *pipeline; /* points into config.pipelines */
         bool recursive;
+        bool reconcile;           /* outputs kept in step with the pipeline (issue 17) */
         char *quarantine;         /* dead sources are moved here; NULL: left in place */
         char *on_done, *on_dead;  /* hook programs; NULL: none */
         usec_t hook_timeout_usec; /* hook_timeout, written in seconds; default 30 s */

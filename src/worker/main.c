@@ -317,20 +317,24 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
         _cleanup_json_ json_t *extra = NULL;
         char **files = NULL;
         const char *source_hex, *pipeline;
-        json_t *jfiles, *jrecipes = NULL;
+        json_t *jfiles, *jrecipes = NULL, *jcarry = NULL;
         json_int_t job;
         int degraded = 0, r;
         size_t len = 0;
 
-        if (json_unpack((json_t *)jm, "{s:I, s:s, s:s, s:o, s?o, s?b}", "job", &job, "source",
+        size_t n_carry;
+
+        if (json_unpack((json_t *)jm, "{s:I, s:s, s:s, s:o, s?o, s?o, s?b}", "job", &job, "source",
                         &source_hex, "pipeline", &pipeline, "files", &jfiles, "recipes", &jrecipes,
-                        "degraded", &degraded) < 0 ||
+                        "carry", &jcarry, "degraded", &degraded) < 0 ||
             !json_is_array(jfiles) || json_array_size(jfiles) != n ||
             (jrecipes && (!json_is_array(jrecipes) || json_array_size(jrecipes) != n)) ||
-            proto_hex_decode(source_hex, &source) < 0)
+            (jcarry && !json_is_array(jcarry)) || proto_hex_decode(source_hex, &source) < 0)
                 return job_fail(e, -EINVAL, true, "malformed job: bad manifest");
-        files = calloc(n, sizeof *files);
-        list = calloc(n, sizeof *list);
+        /* A reconciliation job's manifest lists the outputs it carries over too. */
+        n_carry = json_array_size(jcarry);
+        files = calloc(n + n_carry, sizeof *files);
+        list = calloc(n + n_carry, sizeof *list);
         if (!files || !list) {
                 free(files);
                 return job_fail(e, -ENOMEM, false, "out of memory");
@@ -352,15 +356,40 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
                         .recipe = json_string_value(json_array_get(jrecipes, i)),
                 };
         }
+        for (size_t i = 0; i < n_carry && r >= 0; i++) {
+                const json_t *c = json_array_get(jcarry, i);
+                const char *variant = NULL, *file = NULL, *format = NULL, *sha = NULL,
+                           *recipe = NULL;
+                json_int_t w = 0, h = 0, bytes = 0;
+
+                if (json_unpack((json_t *)c, "{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s?s}", "variant",
+                                &variant, "file", &file, "format", &format, "width", &w, "height",
+                                &h, "bytes", &bytes, "sha256", &sha, "recipe", &recipe) < 0 ||
+                    w < 0 || h < 0 || bytes < 0) {
+                        r = -EINVAL;
+                        break;
+                }
+                r = proto_hex_decode(file, &files[n + i]);
+                list[n + i] = (struct manifest_output){
+                        .variant = variant,
+                        .file = files[n + i],
+                        .format = format,
+                        .width = (unsigned)w,
+                        .height = (unsigned)h,
+                        .bytes = (uint64_t)bytes,
+                        .sha256 = sha,
+                        .recipe = recipe,
+                };
+        }
         if (r >= 0) {
                 const struct manifest_source src = {
                         .job = job, .path = source, .sha256 = src_hex, .pipeline = pipeline
                 };
 
                 extra = manifest_extra(outputs, variants, placeholder, degraded);
-                r = extra ? manifest_format(&src, list, n, extra, &text, &len) : -ENOMEM;
+                r = extra ? manifest_format(&src, list, n + n_carry, extra, &text, &len) : -ENOMEM;
         }
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n + n_carry; i++)
                 free(files[i]);
         free(files);
         if (r == -ENOMEM)

@@ -177,9 +177,10 @@ static void test_completion(void **state)
 
         assert_completes(complete("st"), "status\n");
         assert_completes(complete(""), "cancel\ndrain\nenqueue\nevents\nhelp\njobs\nmetrics\n"
-                                       "pause\nreload\nresume\nretry\nshow\nstatus\ntop\nverify\n"
-                                       "wait\n");
-        assert_completes(complete("re"), "reload\nresume\nretry\n");
+                                       "pause\nplan\nreconcile\nreload\nresume\nretry\nshow\n"
+                                       "status\ntop\nverify\nwait\n");
+        assert_completes(complete("re"), "reconcile\nreload\nresume\nretry\n");
+        assert_completes(complete("reconcile", ""), "pause\nresume\n");
         assert_completes(complete("--v"), "--version\n");
         assert_completes(complete("-"),
                          "--config\n--connect-timeout\n--help\n--socket\n--version\n-c\n-h\n-s\n");

@@ -128,7 +128,8 @@ int64_t ledfx_claim(ledger *l, int64_t now)
         struct job *j = NULL;
         int64_t id;
 
-        assert_int_equal(ledger_claim(l, "test", now, LEDFX_LEASE_US, &j), 1);
+        assert_int_equal(ledger_claim(l, "test", now, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j),
+                         1);
         assert_non_null(j);
         assert_int_equal(j->state, JOB_RUNNING);
         id = j->id;
@@ -140,7 +141,8 @@ void ledfx_assert_no_claim(ledger *l, int64_t now)
 {
         struct job *j = NULL;
 
-        assert_int_equal(ledger_claim(l, "test", now, LEDFX_LEASE_US, &j), 0);
+        assert_int_equal(ledger_claim(l, "test", now, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j),
+                         0);
         assert_null(j);
 }
 

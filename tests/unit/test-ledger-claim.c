@@ -38,7 +38,8 @@ static void test_claim_fields_and_attempts(void **state)
         int64_t id;
 
         assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id), 1);
-        assert_int_equal(ledger_claim(f->l, "w1", 1500, LEDFX_LEASE_US, &j), 1);
+        assert_int_equal(
+                ledger_claim(f->l, "w1", 1500, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j), 1);
         assert_int_equal(j->id, id);
         assert_string_equal(j->watch, s.watch);
         assert_string_equal(j->source_path, s.path);
@@ -64,7 +65,8 @@ static void test_claim_fields_and_attempts(void **state)
         ledfx_assert_no_claim(f->l, 1600);
 
         assert_int_equal(ledger_fail(f->l, id, "oops", true, 2000, 1700), 0);
-        assert_int_equal(ledger_claim(f->l, "w2", 2000, LEDFX_LEASE_US, &j), 1);
+        assert_int_equal(
+                ledger_claim(f->l, "w2", 2000, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j), 1);
         assert_int_equal(j->attempts, 2);
         assert_string_equal(j->last_error, "oops");
         job_free(j);

@@ -173,7 +173,7 @@ static void test_crash_persists(void **state)
                 ledger *l = NULL;
 
                 if (ledger_open(f->db, &l, NULL) < 0 || ledger_enqueue(l, &s, 10, &id) != 1 ||
-                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, &j) != 1)
+                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j) != 1)
                         _exit(1);
                 _exit(j->id == id ? 0 : 2); /* no close, no checkpoint */
         }

@@ -114,7 +114,9 @@ static void test_counts_kept(void **state)
         assert_int_equal(ledger_rerender_degraded(f->l, 1400, 10), 1); /* a: done -> queued */
         ledfx_assert_counts(f->l, 4, 0, 0, 0, 0, 2);
         for (int i = 0; i < 2; i++) {
-                assert_int_equal(ledger_claim(f->l, "test", 1500, LEDFX_LEASE_US, &j), 1);
+                assert_int_equal(ledger_claim(f->l, "test", 1500, LEDFX_LEASE_US,
+                                              JOB_PRIORITY_BACKGROUND, &j),
+                                 1);
                 j = job_free(j);
         }
         ledfx_assert_counts(f->l, 2, 2, 0, 0, 0, 2);
@@ -129,7 +131,9 @@ static void test_counts_kept(void **state)
         /* Pruning deletes counted jobs: a's old one and b's cancelled one, no longer their
          * sources' newest; e's cancelled job is its source's newest and stays. */
         for (int i = 0; i < 4; i++) {
-                assert_int_equal(ledger_claim(f->l, "test", 1700, LEDFX_LEASE_US, &j), 1);
+                assert_int_equal(ledger_claim(f->l, "test", 1700, LEDFX_LEASE_US,
+                                              JOB_PRIORITY_BACKGROUND, &j),
+                                 1);
                 assert_int_equal(ledger_complete(f->l, j->id, NULL, 0, 1710), 0);
                 j = job_free(j);
         }

@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reconcile.c - the reconciliation pass; see reconcile.h.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/reconcile.h"
+#include "shared/alloc.h"
+#include "shared/log.h"
+#include "shared/macro.h"
+#include "shared/time-util.h"
+
+/* Job ids looked at per turn of the event loop. */
+#define RECONCILE_RANGE 2000
+
+/* One variant of one watch (configured, or found in outputs but removed). */
+struct tally {
+        const struct watch_config *watch; /* borrowed from cfg */
+        char variant[VARIANT_NAME_MAX];
+        const char *recipe; /* the configured variant's, borrowed; NULL: removed */
+        uint64_t current, missing, stale, removed;
+};
+
+struct reconciler {
+        sd_event_source *step; /* defer: the next range */
+        ledger *ledger;
+        const struct config *cfg;
+        reconciler_queued_fn queued;
+        void *userdata;
+        bool scanning, paused;
+        int64_t cursor, last_id; /* ids (cursor, last_id] remain */
+        uint64_t scanned, adopted, enqueued;
+        struct tally *tallies;
+        size_t n_tallies, allocated;
+};
+
+static const struct watch_config *find_watch(const struct config *cfg, const char *path)
+{
+        for (size_t i = 0; i < cfg->n_watches; i++)
+                if (strcmp(cfg->watches[i].path, path) == 0)
+                        return &cfg->watches[i];
+        return NULL;
+}
+
+static struct tally *tally_of(reconciler *r, const struct watch_config *w, const char *variant,
+                              const char *recipe)
+{
+        for (size_t i = 0; i < r->n_tallies; i++)
+                if (r->tallies[i].watch == w && strcmp(r->tallies[i].variant, variant) == 0)
+                        return &r->tallies[i];
+        if (strlen(variant) >= VARIANT_NAME_MAX ||
+            GROW_ARRAY(r->tallies, r->allocated, r->n_tallies + 1) < 0)
+                return NULL;
+        r->tallies[r->n_tallies] = (struct tally){ .watch = w, .recipe = recipe };
+        strcpy(r->tallies[r->n_tallies].variant, variant);
+        return &r->tallies[r->n_tallies++];
+}
+
+/* The recipe of source src's output of `variant`, NULL if it has none; *ret_index its index. */
+static const char *output_recipe(const struct ledger_done_source *src, const char *variant,
+                                 size_t *ret_index)
+{
+        for (size_t i = 0; i < src->n_outputs; i++)
+                if (strcmp(src->outputs[i].variant, variant) == 0) {
+                        *ret_index = i;
+                        return src->outputs[i].recipe;
+                }
+        return NULL;
+}
+
+/*
+ * Compares one source with its watch's pipeline: counts, adopts recipes of outputs that have
+ * none, and returns in *ret_redo (caller frees; NULL when nothing is to render) the JSON list
+ * of the variants to render again. 0 or a negative errno.
+ */
+static int reconcile_source(reconciler *r, const struct ledger_done_source *src, char **ret_redo)
+{
+        const struct watch_config *w = find_watch(r->cfg, src->watch);
+        const struct pipeline *pl = w ? w->pipeline : NULL;
+        _cleanup_(json_decrefp) json_t *redo = NULL;
+
+        *ret_redo = NULL;
+        if (!pl)
+                return 0; /* its watch is gone: its jobs are held, not reconciled */
+        redo = json_array();
+        if (!redo)
+                return -ENOMEM;
+        for (size_t i = 0; i < pl->n_variants; i++) {
+                const struct variant *v = &pl->variants[i];
+                struct tally *t = tally_of(r, w, v->name, v->recipe);
+                size_t k = 0;
+                const char *have = output_recipe(src, v->name, &k);
+                int q;
+
+                if (!t)
+                        return -ENOMEM;
+                t->recipe = v->recipe;
+                if (have && have[0] == '\0') {
+                        /* Made before recipes were kept: taken as made with this one. */
+                        q = ledger_adopt_recipe(r->ledger, src->id, v->name, v->recipe);
+                        if (q < 0)
+                                return q;
+                        r->adopted += (uint64_t)q;
+                        have = v->recipe;
+                }
+                if (have && strcmp(have, v->recipe) == 0) {
+                        t->current++;
+                        continue;
+                }
+                if (have)
+                        t->stale++;
+                else
+                        t->missing++;
+                if (json_array_append_new(redo, json_string(v->name)) < 0)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < src->n_outputs; i++) {
+                const char *name = src->outputs[i].variant;
+                bool configured = false;
+                struct tally *t;
+
+                for (size_t k = 0; k < pl->n_variants; k++)
+                        configured |= strcmp(pl->variants[k].name, name) == 0;
+                if (configured)
+                        continue;
+                t = tally_of(r, w, name, NULL);
+                if (!t)
+                        return -ENOMEM;
+                t->removed++;
+        }
+        if (json_array_size(redo) > 0 && w->reconcile && !r->paused) {
+                *ret_redo = json_dumps(redo, JSON_COMPACT);
+                if (!*ret_redo)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Looks at the next range of ids; queues what it found in one group commit. */
+static int reconcile_range(reconciler *r)
+{
+        struct ledger_done_source *v = NULL;
+        int64_t upto = r->cursor + RECONCILE_RANGE, now = wall_usec();
+        size_t n = 0;
+        unsigned queued = 0;
+        int k, q = 0;
+
+        if (upto > r->last_id)
+                upto = r->last_id;
+        k = ledger_scan_done(r->ledger, r->cursor, upto, &v, &n);
+        if (k < 0)
+                return k;
+        k = ledger_batch_begin(r->ledger);
+        for (size_t i = 0; i < n && k >= 0; i++) {
+                _cleanup_free_ char *redo = NULL;
+
+                r->scanned++;
+                k = reconcile_source(r, &v[i], &redo);
+                if (k >= 0 && redo) {
+                        q = ledger_reconcile(r->ledger, v[i].id, redo, now, NULL);
+                        if (q < 0)
+                                k = q;
+                        queued += q > 0;
+                }
+        }
+        if (k >= 0)
+                k = ledger_batch_commit(r->ledger);
+        else if (ledger_in_batch(r->ledger))
+                (void)ledger_batch_commit(r->ledger);
+        ledger_done_sources_free(v, n);
+        if (k < 0)
+                return k;
+        r->enqueued += queued;
+        r->cursor = upto;
+        if (queued > 0 && r->queued)
+                r->queued(r->userdata);
+        return 0;
+}
+
+static int on_step(sd_event_source *es, void *userdata)
+{
+        reconciler *r = userdata;
+        int k;
+
+        if (!r->scanning)
+                return 0;
+        k = reconcile_range(r);
+        if (k < 0) {
+                /* Tried again from the same range at the next pass (a reload, a restart). */
+                log_error_errno(k, "reconciliation stopped at job %" PRId64 ": %s", r->cursor,
+                                ledger_errmsg(r->ledger));
+                r->scanning = false;
+                return 0;
+        }
+        if (r->cursor >= r->last_id) {
+                r->scanning = false;
+                log_info("reconciliation: %" PRIu64 " done source(s) looked at, %" PRIu64
+                         " job(s) queued, %" PRIu64 " recipe(s) adopted",
+                         r->scanned, r->enqueued, r->adopted);
+                return 0;
+        }
+        sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+int reconciler_new(sd_event *e, ledger *l, reconciler_queued_fn queued, void *userdata,
+                   reconciler **ret)
+{
+        reconciler *r = calloc(1, sizeof *r);
+        int k;
+
+        if (!r)
+                return -ENOMEM;
+        r->ledger = l;
+        r->queued = queued;
+        r->userdata = userdata;
+        k = sd_event_add_defer(e, &r->step, on_step, r);
+        if (k < 0) {
+                free(r);
+                return k;
+        }
+        /* Below the intake and the scheduler: a range waits for their work of the turn. */
+        (void)sd_event_source_set_priority(r->step, SD_EVENT_PRIORITY_IDLE);
+        sd_event_source_set_enabled(r->step, SD_EVENT_OFF);
+        *ret = r;
+        return 0;
+}
+
+reconciler *reconciler_free(reconciler *r)
+{
+        if (!r)
+                return NULL;
+        sd_event_source_disable_unref(r->step);
+        free(r->tallies);
+        free(r);
+        return NULL;
+}
+
+void reconciler_start(reconciler *r, const struct config *cfg)
+{
+        int64_t min_id = 0, max_id = 0;
+
+        r->cfg = cfg;
+        r->n_tallies = 0;
+        r->scanned = r->adopted = r->enqueued = 0;
+        if (ledger_id_range(r->ledger, &min_id, &max_id) < 0) {
+                log_error("reconciliation: %s", ledger_errmsg(r->ledger));
+                r->scanning = false;
+                return;
+        }
+        /* Every configured variant is in the plan, with no source yet. */
+        for (size_t i = 0; i < cfg->n_watches; i++) {
+                const struct watch_config *w = &cfg->watches[i];
+
+                for (size_t k = 0; w->pipeline && k < w->pipeline->n_variants; k++)
+                        (void)tally_of(r, w, w->pipeline->variants[k].name,
+                                       w->pipeline->variants[k].recipe);
+        }
+        r->cursor = min_id > 0 ? min_id - 1 : 0;
+        r->last_id = max_id;
+        r->scanning = true;
+        sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
+}
+
+void reconciler_pause(reconciler *r, bool paused)
+{
+        r->paused = paused;
+}
+
+json_t *reconciler_plan(const reconciler *r)
+{
+        _cleanup_(json_decrefp) json_t *watches = json_array();
+
+        if (!watches || !r->cfg)
+                return NULL;
+        for (size_t i = 0; i < r->cfg->n_watches; i++) {
+                const struct watch_config *w = &r->cfg->watches[i];
+                json_t *vs = json_array();
+
+                if (!vs || json_array_append_new(
+                                   watches, json_pack("{s:s, s:s, s:b, s:o}", "watch", w->path,
+                                                      "pipeline", w->pipeline_name, "reconcile",
+                                                      w->reconcile, "variants", vs)) < 0)
+                        return NULL;
+                for (size_t k = 0; k < r->n_tallies; k++) {
+                        const struct tally *t = &r->tallies[k];
+
+                        if (t->watch != w)
+                                continue;
+                        if (json_array_append_new(
+                                    vs,
+                                    json_pack("{s:s, s:o, s:I, s:I, s:I, s:I}", "variant",
+                                              t->variant, "recipe",
+                                              t->recipe ? json_string(t->recipe) : json_null(),
+                                              "current", (json_int_t)t->current, "missing",
+                                              (json_int_t)t->missing, "stale", (json_int_t)t->stale,
+                                              "removed", (json_int_t)t->removed)) < 0)
+                                return NULL;
+                }
+        }
+        return json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "scanning", r->scanning, "paused",
+                         r->paused, "scanned", (json_int_t)r->scanned, "adopted",
+                         (json_int_t)r->adopted, "queued", (json_int_t)r->enqueued, "watches",
+                         watches);
+}

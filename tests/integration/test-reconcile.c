@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-reconcile.c - the output tree follows the configuration (issue 17), with the real
+ * daemon: a variant added to a pipeline is rendered for every done source, and only it (the
+ * other outputs keep their files); a variant whose settings changed is rendered again; a
+ * variant removed is counted, its files kept and still listed; `imgctl plan` shows the counts;
+ * a watch with reconcile = false, or reconciliation paused, only counts. imgctl verify agrees
+ * with the result every time.
+ */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define V_S(q)                                                                                     \
+        "{ name = \"s\"; width = 16; height = 16; fit = \"cover\"; format = \"webp\"; quality "    \
+        "= " q "; }"
+#define V_M "{ name = \"m\"; width = 20; height = 20; format = \"jpeg\"; }"
+
+static void write_conf(struct tu_daemon *d, const char *variants, const char *watch_extra)
+{
+        char *conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 2;\n"
+                             "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
+                             "recursive = true; %s } );\n"
+                             "pipelines = { p = ( %s ); };\n",
+                             d->state, d->socket, d->uploads, d->media, watch_extra, variants);
+
+        tu_write_file(d->config, conf, (size_t)-1);
+        free(conf);
+}
+
+/* imgctl reload, then the reconciliation pass to its end and the jobs it queued done. */
+static json_t *reload_and_settle(struct tu_daemon *d)
+{
+        json_t *plan = NULL;
+
+        assert_int_equal(tu_imgctl(d, NULL, "reload", NULL), 0);
+        for (int waited = 0;; waited += 50) {
+                json_decref(plan);
+                plan = tu_imgctl_json(d, "plan", NULL, NULL);
+                if (!json_is_true(json_object_get(plan, "scanning")))
+                        break;
+                if (waited > 30000)
+                        fail_msg("the reconciliation pass did not end");
+                usleep(50 * 1000);
+        }
+        tu_daemon_wait_idle(d, 120);
+        return plan;
+}
+
+/* The plan's counts for `variant` (of the one watch): current, missing, stale, removed. */
+static void counts(const json_t *plan, const char *variant, long long c[4])
+{
+        const json_t *vs =
+                json_object_get(json_array_get(json_object_get(plan, "watches"), 0), "variants");
+
+        for (size_t i = 0; i < json_array_size(vs); i++) {
+                const json_t *v = json_array_get(vs, i);
+
+                if (strcmp(json_string_value(json_object_get(v, "variant")), variant) != 0)
+                        continue;
+                c[0] = json_integer_value(json_object_get(v, "current"));
+                c[1] = json_integer_value(json_object_get(v, "missing"));
+                c[2] = json_integer_value(json_object_get(v, "stale"));
+                c[3] = json_integer_value(json_object_get(v, "removed"));
+                return;
+        }
+        fail_msg("variant %s is not in the plan", variant);
+}
+
+#define ASSERT_COUNTS(plan, variant, cur, miss, stl, rem)                                          \
+        do {                                                                                       \
+                long long c_[4] = { -1, -1, -1, -1 };                                              \
+                counts(plan, variant, c_);                                                         \
+                if (c_[0] != (cur) || c_[1] != (miss) || c_[2] != (stl) || c_[3] != (rem))         \
+                        fail_msg("plan %s: current %lld missing %lld stale %lld removed %lld, "    \
+                                 "expected %d %d %d %d",                                           \
+                                 variant, c_[0], c_[1], c_[2], c_[3], cur, miss, stl, rem);        \
+        } while (0)
+
+static void drop(struct tu_daemon *d, unsigned n)
+{
+        for (unsigned i = 0; i < n; i++) {
+                char *p = tu_path("%s/a%u.png", d->uploads, i);
+                tu_make_image(p, 24 + i, 16, "png", false);
+                free(p);
+        }
+}
+
+static void stat_output(struct tu_daemon *d, const char *name, struct stat *st)
+{
+        char *p = tu_path("%s/%s", d->media, name);
+
+        if (stat(p, st) < 0)
+                fail_msg("%s: missing", p);
+        free(p);
+}
+
+/* The variants a manifest lists, as "m,s" (sorted), into buf. */
+static void manifest_variants(struct tu_daemon *d, const char *stem, char *buf, size_t size)
+{
+        char *p = tu_path("%s/%s.manifest.json", d->media, stem);
+        json_t *m = json_load_file(p, 0, NULL);
+        const json_t *outs = json_object_get(m, "outputs");
+        char names[8][16];
+        size_t n = json_array_size(outs);
+
+        assert_non_null(m);
+        assert_true(n <= 8);
+        for (size_t i = 0; i < n; i++) {
+                const json_t *o = json_array_get(outs, i);
+                snprintf(names[i], sizeof names[i], "%s",
+                         json_string_value(json_object_get(o, "variant")));
+                assert_non_null(json_string_value(json_object_get(o, "recipe")));
+        }
+        qsort(names, n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+        buf[0] = '\0';
+        for (size_t i = 0; i < n; i++)
+                snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", i ? "," : "", names[i]);
+        json_decref(m);
+        free(p);
+}
+
+static void assert_verified(struct tu_daemon *d)
+{
+        char *out = NULL;
+        int r = tu_imgctl(d, &out, "verify", NULL);
+
+        if (r != 0)
+                fail_msg("imgctl verify: %d: %s", r, out ? out : "");
+        free(out);
+}
+
+/* A variant added: rendered for every done source, and nothing else is. */
+static void test_added_variant(void **state)
+{
+        struct tu_daemon d;
+        struct stat before, after, m;
+        json_t *plan;
+        char names[64];
+
+        (void)state;
+        tu_daemon_setup(&d, "( " V_S("80") " )", 2, NULL);
+        tu_daemon_start(&d);
+        drop(&d, 5);
+        tu_daemon_wait_idle(&d, 60);
+        stat_output(&d, "a0_s.webp", &before);
+
+        write_conf(&d, V_S("80") ", " V_M, "");
+        plan = reload_and_settle(&d);
+        ASSERT_COUNTS(plan, "s", 5, 0, 0, 0);
+        ASSERT_COUNTS(plan, "m", 0, 5, 0, 0);
+        assert_int_equal(json_integer_value(json_object_get(plan, "queued")), 5);
+        json_decref(plan);
+
+        for (unsigned i = 0; i < 5; i++) {
+                char *name = tu_path("a%u_m.jpg", i), *stem = tu_path("a%u", i);
+                stat_output(&d, name, &m);
+                manifest_variants(&d, stem, names, sizeof names);
+                assert_string_equal(names, "m,s");
+                free(name);
+                free(stem);
+        }
+        /* Only m was rendered: s is the same file, not written again. */
+        stat_output(&d, "a0_s.webp", &after);
+        assert_int_equal(after.st_ino, before.st_ino);
+        assert_int_equal(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE redo IS NOT NULL "
+                                           "AND state = 'done'"),
+                         5);
+        assert_verified(&d);
+
+        /* The next pass finds everything current and queues nothing. */
+        plan = reload_and_settle(&d);
+        ASSERT_COUNTS(plan, "s", 5, 0, 0, 0);
+        ASSERT_COUNTS(plan, "m", 5, 0, 0, 0);
+        assert_int_equal(json_integer_value(json_object_get(plan, "queued")), 0);
+        json_decref(plan);
+        tu_daemon_cleanup(&d);
+}
+
+/* A variant changed and one removed: the first rendered again, the second kept and listed. */
+static void test_changed_and_removed(void **state)
+{
+        struct tu_daemon d;
+        struct stat s_before, s_after, m_before, m_after;
+        json_t *plan;
+        char names[64];
+
+        (void)state;
+        tu_daemon_setup(&d, "( " V_S("80") ", " V_M " )", 2, NULL);
+        tu_daemon_start(&d);
+        drop(&d, 3);
+        tu_daemon_wait_idle(&d, 60);
+        stat_output(&d, "a1_s.webp", &s_before);
+        stat_output(&d, "a1_m.jpg", &m_before);
+
+        write_conf(&d, V_S("40"), "");
+        plan = reload_and_settle(&d);
+        ASSERT_COUNTS(plan, "s", 0, 0, 3, 0);
+        ASSERT_COUNTS(plan, "m", 0, 0, 0, 3);
+        json_decref(plan);
+
+        stat_output(&d, "a1_s.webp", &s_after);
+        stat_output(&d, "a1_m.jpg", &m_after);
+        assert_int_not_equal(s_after.st_ino, s_before.st_ino); /* published anew */
+        assert_int_equal(m_after.st_ino, m_before.st_ino);     /* kept as it was */
+        manifest_variants(&d, "a1", names, sizeof names);
+        assert_string_equal(names, "m,s");
+        assert_verified(&d);
+
+        plan = reload_and_settle(&d);
+        ASSERT_COUNTS(plan, "s", 3, 0, 0, 0);
+        ASSERT_COUNTS(plan, "m", 0, 0, 0, 3);
+        assert_int_equal(json_integer_value(json_object_get(plan, "queued")), 0);
+        json_decref(plan);
+        tu_daemon_cleanup(&d);
+}
+
+/* reconcile = false, and a paused reconciliation: counted, nothing queued; resumed: done. */
+static void test_off_and_paused(void **state)
+{
+        struct tu_daemon d;
+        json_t *plan;
+        char *out = NULL;
+
+        (void)state;
+        tu_daemon_setup(&d, "( " V_S("80") " )", 2, NULL);
+        tu_daemon_start(&d);
+        drop(&d, 2);
+        tu_daemon_wait_idle(&d, 60);
+
+        write_conf(&d, V_S("80") ", " V_M, "reconcile = false;");
+        plan = reload_and_settle(&d);
+        ASSERT_COUNTS(plan, "m", 0, 2, 0, 0);
+        assert_int_equal(json_integer_value(json_object_get(plan, "queued")), 0);
+        json_decref(plan);
+        assert_int_equal(tu_count_files(d.media, "*_m.jpg"), 0);
+
+        assert_int_equal(tu_imgctl(&d, NULL, "reconcile", "pause", NULL), 0);
+        write_conf(&d, V_S("80") ", " V_M, "");
+        plan = reload_and_settle(&d);
+        ASSERT_COUNTS(plan, "m", 0, 2, 0, 0);
+        assert_true(json_is_true(json_object_get(plan, "paused")));
+        assert_int_equal(json_integer_value(json_object_get(plan, "queued")), 0);
+        json_decref(plan);
+        assert_int_equal(tu_count_files(d.media, "*_m.jpg"), 0);
+
+        /* The text form names the counts. */
+        assert_int_equal(tu_imgctl(&d, &out, "plan", NULL), 0);
+        assert_non_null(strstr(out, "MISSING"));
+        assert_non_null(strstr(out, "(paused)"));
+        free(out);
+
+        assert_int_equal(tu_imgctl(&d, NULL, "reconcile", "resume", NULL), 0);
+        plan = reload_and_settle(&d);
+        json_decref(plan);
+        assert_int_equal(tu_count_files(d.media, "*_m.jpg"), 2);
+        assert_verified(&d);
+        tu_daemon_cleanup(&d);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_added_variant),
+                cmocka_unit_test(test_changed_and_removed),
+                cmocka_unit_test(test_off_and_paused),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
