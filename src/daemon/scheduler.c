@@ -41,9 +41,8 @@
 #define LEASE_CHECK_USEC (30 * USEC_PER_SEC)
 /* A claim the ledger could not record (its disk read-only, full) is tried again after this. */
 #define CLAIM_RETRY_USEC USEC_PER_SEC
-/* While live work comes (claimed within LIVE_RECENT_USEC), background work holds at most
- * this share of the workers (at least one): claim_priority(). */
-#define BACKGROUND_SHARE 0.5
+/* Live work comes while some was claimed within this: background work then holds at most
+ * limits.background_share of the workers (claim_priority()). */
 #define LIVE_RECENT_USEC (2 * USEC_PER_SEC)
 /* A job rendered while others still render waits this long at most to be published with
  * them (on_publish()); a batch this large goes at once. */
@@ -330,14 +329,14 @@ static void arm_due_timer(scheduler *s)
 /*
  * The least urgent priority the next claim may take (issue 17): background work
  * (reconciliation, degraded jobs rendered again) only while it holds fewer than
- * BACKGROUND_SHARE of the workers, or live work has not been claimed for LIVE_RECENT_USEC
+ * limits.background_share of the workers, or live work was not claimed for LIVE_RECENT_USEC
  * (an idle machine gives background work every worker). A claim takes live work first in
  * any case, so an upload waits at most for one job to finish.
  */
 static enum job_priority claim_priority(scheduler *s)
 {
-        unsigned background = 0,
-                 limit = (unsigned)((double)worker_pool_size(s->pool) * BACKGROUND_SHARE);
+        unsigned background = 0, limit = (unsigned)((double)worker_pool_size(s->pool) *
+                                                    s->cfg->limits.background_share);
 
         for (const struct running *run = s->running; run; run = run->next)
                 background += run->job->priority >= JOB_PRIORITY_BACKGROUND;

@@ -537,6 +537,12 @@ static const struct config_setting limits_settings[] = {
           .def = 2000 },
         { .name = "allow_hardlinks", .kind = CONFIG_BOOL, .offset = L(allow_hardlinks) },
         { .name = "allow_heif", .kind = CONFIG_BOOL, .offset = L(allow_heif), .def = true },
+        { .name = "background_share",
+          .kind = CONFIG_DOUBLE,
+          .offset = L(background_share),
+          .max_double = 1.0,
+          .range = "above 0 and at most 1",
+          .def_double = 0.5 },
         {},
 };
 

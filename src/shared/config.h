@@ -55,6 +55,8 @@ struct config_limits {
         unsigned worker_max_jobs; /* jobs before a worker is replaced; default 2000 */
         bool allow_hardlinks;     /* take sources with st_nlink > 1; default false */
         bool allow_heif;          /* decode HEIF/AVIF sources; default true */
+        double background_share;  /* of the workers for background work while live work
+                                   * comes (issue 17); default 0.5 */
 };
 
 struct config_breaker {

@@ -7,6 +7,7 @@
  * a watch with reconcile = false, or reconciliation paused, only counts. imgctl verify agrees
  * with the result every time.
  */
+#include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,16 +23,25 @@
         "= " q "; }"
 #define V_M "{ name = \"m\"; width = 20; height = 20; format = \"jpeg\"; }"
 
-static void write_conf(struct tu_daemon *d, const char *variants, const char *watch_extra)
+/* The configuration of tu_daemon_setup() with these variants, and watch_extra in the watch,
+ * and `extra` (may be NULL) at the end. */
+static void write_conf_extra(struct tu_daemon *d, const char *variants, const char *watch_extra,
+                             const char *extra)
 {
         char *conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 2;\n"
                              "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
                              "recursive = true; %s } );\n"
-                             "pipelines = { p = ( %s ); };\n",
-                             d->state, d->socket, d->uploads, d->media, watch_extra, variants);
+                             "pipelines = { p = ( %s ); };\n%s\n",
+                             d->state, d->socket, d->uploads, d->media, watch_extra, variants,
+                             extra ? extra : "");
 
         tu_write_file(d->config, conf, (size_t)-1);
         free(conf);
+}
+
+static void write_conf(struct tu_daemon *d, const char *variants, const char *watch_extra)
+{
+        write_conf_extra(d, variants, watch_extra, NULL);
 }
 
 /* imgctl reload, then the reconciliation pass to its end and the jobs it queued done. */
@@ -265,12 +275,71 @@ static void test_off_and_paused(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * Priorities: with a backfill of 16 jobs queued and every render taking 400 ms (the fault
+ * delay), uploads that arrive one after the other are each done within two renders (one
+ * to wait for a worker, its own) and a margin. background_share = 1 lets the backfill take
+ * every worker, so that only the order of claims keeps uploads ahead: first in, first out
+ * would keep the first of them behind the whole backfill (16 renders on 2 workers: 3.2 s).
+ */
+#define SHARE_ALL "limits = { background_share = 1.0; };"
+static void test_live_first(void **state)
+{
+        const int64_t render_ms = 400;
+        struct tu_daemon d;
+        json_t *plan = NULL;
+        int64_t worst;
+
+        (void)state;
+        tu_daemon_setup(&d, "( " V_S("80") " )", 2, SHARE_ALL);
+        setenv("IMGD_FAULT_DELAY", "worker.job", 1);
+        setenv("IMGD_FAULT_DELAY_MS", "400", 1);
+        tu_daemon_start(&d);
+        unsetenv("IMGD_FAULT_DELAY");
+        unsetenv("IMGD_FAULT_DELAY_MS");
+        drop(&d, 16);
+        tu_daemon_wait_idle(&d, 120);
+
+        write_conf_extra(&d, V_S("80") ", " V_M, "", SHARE_ALL);
+        assert_int_equal(tu_imgctl(&d, NULL, "reload", NULL), 0);
+        for (int waited = 0;; waited += 20) {
+                json_decref(plan);
+                plan = tu_imgctl_json(&d, "plan", NULL, NULL);
+                if (!json_is_true(json_object_get(plan, "scanning")))
+                        break;
+                if (waited > 30000)
+                        fail_msg("the reconciliation pass did not end");
+                usleep(20 * 1000);
+        }
+        assert_int_equal(json_integer_value(json_object_get(plan, "queued")), 16);
+        json_decref(plan);
+        for (unsigned i = 0; i < 6; i++) {
+                char *p = tu_path("%s/live%u.png", d.uploads, i);
+                tu_make_image(p, 30, 20 + i, "png", false);
+                free(p);
+                usleep(300 * 1000);
+        }
+        tu_daemon_wait_idle(&d, 120);
+
+        worst = tu_ledger_int(&d, "SELECT max(finished_us - created_us) FROM jobs "
+                                  "WHERE source_path LIKE '%/live%'");
+        print_message("slowest upload during the backfill: %.0f ms (renders take %" PRId64 " ms)\n",
+                      (double)worst / 1000.0, render_ms);
+        assert_true(worst > 0);
+        assert_true(worst <= (2 * render_ms + 500) * 1000);
+        assert_int_equal(tu_count_files(d.media, "*_m.jpg"), 22);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE state <> 'done'"), 0);
+        assert_verified(&d);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_added_variant),
                 cmocka_unit_test(test_changed_and_removed),
                 cmocka_unit_test(test_off_and_paused),
+                cmocka_unit_test(test_live_first),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
