@@ -16,6 +16,7 @@
  * After each scenario check() walks the tree and the ledger and counts what is wrong.
  */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <fnmatch.h>
 #include <ftw.h>
 #include <signal.h>
@@ -33,6 +34,17 @@
         "mask = \"circle\"; },"                                                                    \
         "  { name = \"m\"; width = 160; height = 160; fit = \"inside\"; format = \"jpeg\"; },"     \
         "  { name = \"l\"; width = 320; height = 320; fit = \"inside\"; format = \"png\"; } )"
+
+/* PIPE_3 and one variant more: what a backfill adds (test_kill9_backfill). */
+#define PIPE_4                                                                                     \
+        "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; "          \
+        "mask = \"circle\"; },"                                                                    \
+        "  { name = \"m\"; width = 160; height = 160; fit = \"inside\"; format = \"jpeg\"; },"     \
+        "  { name = \"l\"; width = 320; height = 320; fit = \"inside\"; format = \"png\"; },"      \
+        "  { name = \"x\"; width = 48; height = 48; fit = \"cover\"; format = \"jpeg\"; } )"
+
+/* The outputs check() expects of every done source. */
+static unsigned outputs_per_source = 3;
 
 /* Fast retries, and enough attempts that killed workers never make a job dead. */
 #define RETRY_FAST "retry = { max_attempts = 100; base_delay_ms = 20; max_delay_ms = 200; };"
@@ -120,11 +132,12 @@ static struct counts check(struct tu_daemon *d, bool verbose)
         c.stuck = (unsigned)sqlite3_column_int(st, 1);
         sqlite3_finalize(st);
 
-        /* The same content done twice for one path is a duplicate publication. */
+        /* The same content done twice for one path is a duplicate publication (a
+         * reconciliation job of it aside, once: its outputs are the source's from then on). */
         assert_int_equal(sqlite3_prepare_v2(db,
                                             "SELECT count(*) FROM (SELECT 1 FROM jobs "
                                             "WHERE state = 'done' GROUP BY source_path, "
-                                            "source_sha256 HAVING count(*) > 1)",
+                                            "source_sha256, redo IS NULL HAVING count(*) > 1)",
                                             -1, &st, NULL),
                          0);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -196,7 +209,7 @@ static struct counts check(struct tu_daemon *d, bool verbose)
                         }
                 }
                 sqlite3_finalize(st);
-                if (n_out != 3) {
+                if (n_out != outputs_per_source) {
                         if (verbose)
                                 fprintf(stderr, "corrupt: job %lld has %u outputs\n", (long long)id,
                                         n_out);
@@ -419,6 +432,106 @@ static void test_kill9_battery(void **state)
                 "ready %.0f ms\n",
                 kills, worker_kills, (double)recovery_us / 1e3);
         assert_clean(&c, n_images);
+        tu_daemon_cleanup(&d);
+}
+
+/*
+ * kill -9 during a backfill (issue 17): sources done with three variants, a fourth added;
+ * the daemon is killed at random moments while the reconciliation pass queues and the jobs
+ * render the new variant, and restarted each time (a new pass at every start). At the end
+ * every source has its four outputs, the three old ones unchanged, nothing lost, corrupt,
+ * published twice or left over, and the plan has nothing missing.
+ */
+static void test_kill9_backfill(void **state)
+{
+        bool full = getenv("IMGD_CRASH_BATTERY") && !strcmp(getenv("IMGD_CRASH_BATTERY"), "full");
+        unsigned n_images = full ? 60 : 20, rounds = full ? 60 : 10, kills = 0, worker_kills = 0;
+        struct tu_daemon d;
+        struct counts c;
+        json_t *plan = NULL;
+        char *conf;
+
+        srandom((unsigned)tu_now_us());
+        tu_daemon_setup(&d, PIPE_3, 2, RETRY_FAST);
+        tu_daemon_start(&d);
+        for (unsigned i = 0; i < n_images; i++)
+                drop(&d, i);
+        tu_daemon_wait_idle(&d, full ? 600 : 240);
+        tu_daemon_stop(&d, SIGTERM);
+
+        conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 2;\n"
+                       "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
+                       "recursive = true; } );\npipelines = { p = %s; };\n%s\n",
+                       d.state, d.socket, d.uploads, d.media, PIPE_4, RETRY_FAST);
+        tu_write_file(d.config, conf, (size_t)-1);
+        free(conf);
+        for (unsigned r = 0; r < rounds; r++) {
+                tu_daemon_start(&d);
+                if (r % 3 == 2) {
+                        pid_t pids[16];
+                        unsigned n;
+
+                        usleep(20000 + rnd(100000));
+                        n = tu_daemon_children(&d, pids, 16);
+                        if (n > 0 && kill(pids[rnd(n)], SIGKILL) == 0)
+                                worker_kills++;
+                }
+                usleep(10000 + rnd(200000));
+                tu_daemon_stop(&d, SIGKILL);
+                kills++;
+        }
+        tu_daemon_start(&d);
+        for (int waited = 0;; waited += 50) {
+                json_decref(plan);
+                plan = tu_imgctl_json(&d, "plan", NULL, NULL);
+                if (!json_is_true(json_object_get(plan, "scanning")))
+                        break;
+                if (waited > 60000)
+                        fail_msg("the reconciliation pass did not end");
+                usleep(50 * 1000);
+        }
+        json_decref(plan);
+        tu_daemon_wait_idle(&d, full ? 600 : 240);
+        outputs_per_source = 4;
+        c = check(&d, true);
+        outputs_per_source = 3;
+        print_counts("kill -9 during a backfill", &c, kills + worker_kills);
+        fprintf(stderr,
+                "kill -9 during a backfill: %u daemon kills, %u worker kills; %" PRId64
+                " reconciliation job(s) needed more than one attempt\n",
+                kills, worker_kills,
+                tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE redo IS NOT NULL "
+                                  "AND attempts > 1"));
+        assert_clean(&c, n_images);
+        assert_int_equal(tu_count_files(d.media, "*_x.jpg") +
+                                 tu_count_files(d.media, "sub/*_x.jpg"),
+                         n_images);
+        /* A new pass finds every output current. */
+        assert_int_equal(tu_imgctl(&d, NULL, "reload", NULL), 0);
+        for (int waited = 0;; waited += 50) {
+                const json_t *vs;
+
+                plan = tu_imgctl_json(&d, "plan", NULL, NULL);
+                if (json_is_true(json_object_get(plan, "scanning"))) {
+                        json_decref(plan);
+                        assert_true(waited < 60000);
+                        usleep(50 * 1000);
+                        continue;
+                }
+                vs = json_object_get(json_array_get(json_object_get(plan, "watches"), 0),
+                                     "variants");
+                assert_int_equal(json_array_size(vs), 4);
+                for (size_t i = 0; i < 4; i++) {
+                        const json_t *v = json_array_get(vs, i);
+                        assert_int_equal(json_integer_value(json_object_get(v, "current")),
+                                         n_images);
+                        assert_int_equal(json_integer_value(json_object_get(v, "missing")), 0);
+                        assert_int_equal(json_integer_value(json_object_get(v, "stale")), 0);
+                }
+                assert_int_equal(json_integer_value(json_object_get(plan, "queued")), 0);
+                json_decref(plan);
+                break;
+        }
         tu_daemon_cleanup(&d);
 }
 
@@ -719,9 +832,9 @@ static void test_fsync_error(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_crash_points), cmocka_unit_test(test_kill9_battery),
-                cmocka_unit_test(test_power_cut),    cmocka_unit_test(test_disk_full),
-                cmocka_unit_test(test_fsync_error),
+                cmocka_unit_test(test_crash_points),   cmocka_unit_test(test_kill9_battery),
+                cmocka_unit_test(test_kill9_backfill), cmocka_unit_test(test_power_cut),
+                cmocka_unit_test(test_disk_full),      cmocka_unit_test(test_fsync_error),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
