@@ -195,6 +195,9 @@ int api_status(struct api_context *ctx, const struct api_args *args, json_t **re
                 r |= json_object_set_new(result, "health", hj);
                 r |= intake_counts(ctx, result);
                 r |= json_object_set_new(result, "alerts", alerts);
+                if (ctx->reconciler)
+                        r |= json_object_set_new(result, "reconcile",
+                                                 reconciler_progress(ctx->reconciler));
                 if (r < 0) {
                         json_decref(result);
                         return -ENOMEM;
@@ -256,6 +259,8 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
         g.finished_per_s = rep.finished_per_s;
         g.intake_retry_pending = intake_retry_pending(ctx->retry, NULL);
         g.unwatched_folders = watch_unwatched(ctx->watch, NULL);
+        if (ctx->reconciler)
+                g.background_remaining = reconciler_remaining(ctx->reconciler);
 
         f = open_memstream(&text, &size);
         if (!f)

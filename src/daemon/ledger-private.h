@@ -103,6 +103,7 @@ enum ledger_stmt {
         STMT_RECONCILE,
         STMT_CARRY,
         STMT_CARRIED,
+        STMT_COUNT_BACKGROUND,
         _STMT_MAX,
 };
 

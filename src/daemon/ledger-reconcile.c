@@ -120,6 +120,17 @@ int ledger_id_range(ledger *l, int64_t *ret_min, int64_t *ret_max)
         return 0;
 }
 
+int ledger_count_background(ledger *l, uint64_t *ret_n)
+{
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_COUNT_BACKGROUND);
+        int r = ledger_stmt_step(l, st);
+
+        if (r < 0)
+                return r;
+        *ret_n = r > 0 ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        return 0;
+}
+
 int ledger_adopt_recipe(ledger *l, int64_t id, const char *variant, const char *recipe)
 {
         assert(l);

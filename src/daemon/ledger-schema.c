@@ -311,6 +311,11 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                        "o.sha256, NULL, o.recipe FROM outputs AS o "
                        "WHERE o.job_id = (" PREVIOUS_DONE_SQL ") "
                        "AND o.variant NOT IN (SELECT variant FROM outputs WHERE job_id = ?1)",
+        /* From jobs_due for the queued and retried, the running few from jobs_state_updated. */
+        [STMT_COUNT_BACKGROUND] = "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_due "
+                                  "        WHERE state IN ('queued', 'retry') AND priority = 2) "
+                                  "     + (SELECT count(*) FROM jobs WHERE state = 'running' "
+                                  "        AND priority = 2)",
         [STMT_CARRIED] = "SELECT variant, path, format, width, height, bytes, sha256, tmp_path, "
                          "recipe FROM outputs WHERE job_id = (" PREVIOUS_DONE_SQL ") "
                          "ORDER BY rowid",

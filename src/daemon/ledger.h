@@ -389,6 +389,9 @@ void ledger_done_sources_free(struct ledger_done_source *v, size_t n);
 int ledger_scan_done(ledger *l, int64_t after_id, int64_t upto_id, struct ledger_done_source **ret,
                      size_t *ret_n);
 
+/* Jobs of priority JOB_PRIORITY_BACKGROUND queued, running or waiting for a retry. */
+int ledger_count_background(ledger *l, uint64_t *ret_n);
+
 /* The smallest and largest job id (0 and 0 when there is none). */
 int ledger_id_range(ledger *l, int64_t *ret_min, int64_t *ret_max);
 

@@ -253,8 +253,13 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 "# HELP imgd_unwatched_folders Folders that could not be watched (inotify watch "
                 "limit), scanned periodically instead.\n"
                 "# TYPE imgd_unwatched_folders gauge\n"
-                "imgd_unwatched_folders %llu\n",
+                "imgd_unwatched_folders %llu\n"
+                "# HELP imgd_background_jobs_remaining Background jobs (reconciliation, degraded "
+                "jobs rendered again) queued, running or waiting for a retry.\n"
+                "# TYPE imgd_background_jobs_remaining gauge\n"
+                "imgd_background_jobs_remaining %llu\n",
                 (unsigned long long)g->intake_retry_pending,
-                (unsigned long long)g->unwatched_folders);
+                (unsigned long long)g->unwatched_folders,
+                (unsigned long long)g->background_remaining);
         return ferror(f) ? -EIO : 0;
 }

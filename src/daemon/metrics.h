@@ -47,6 +47,7 @@ struct metrics_gauges {
         uint64_t workers_total; /* the pool's size: the rest are starting or being replaced */
         uint64_t intake_retry_pending; /* uploads waiting to be taken in again */
         uint64_t unwatched_folders;    /* folders past the inotify watch limit */
+        uint64_t background_remaining; /* reconciliation and re-render jobs still to do */
 };
 
 /* Writes the whole exposition (HELP, TYPE, samples) to f. Returns 0 or -EIO. */

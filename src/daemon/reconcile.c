@@ -33,6 +33,8 @@ struct reconciler {
         bool scanning, paused;
         int64_t cursor, last_id; /* ids (cursor, last_id] remain */
         uint64_t scanned, adopted, enqueued;
+        uint64_t enqueued_total;      /* since imgd started */
+        uint64_t first_enqueued_usec; /* CLOCK_MONOTONIC; 0: none yet */
         struct tally *tallies;
         size_t n_tallies, allocated;
 };
@@ -174,6 +176,9 @@ static int reconcile_range(reconciler *r)
         if (k < 0)
                 return k;
         r->enqueued += queued;
+        r->enqueued_total += queued;
+        if (queued > 0 && r->first_enqueued_usec == 0)
+                r->first_enqueued_usec = mono_usec();
         r->cursor = upto;
         if (queued > 0 && r->queued)
                 r->queued(r->userdata);
@@ -305,4 +310,31 @@ json_t *reconciler_plan(const reconciler *r)
                          r->paused, "scanned", (json_int_t)r->scanned, "adopted",
                          (json_int_t)r->adopted, "queued", (json_int_t)r->enqueued, "watches",
                          watches);
+}
+
+uint64_t reconciler_remaining(reconciler *r)
+{
+        uint64_t n = 0;
+
+        return ledger_count_background(r->ledger, &n) < 0 ? 0 : n;
+}
+
+json_t *reconciler_progress(reconciler *r)
+{
+        uint64_t remaining = 0, done = 0, now = mono_usec();
+        double per_s = 0;
+        json_t *eta = json_null();
+
+        if (ledger_count_background(r->ledger, &remaining) < 0)
+                return NULL;
+        if (r->enqueued_total > remaining)
+                done = r->enqueued_total - remaining;
+        if (done > 0 && now > r->first_enqueued_usec)
+                per_s = (double)done * (double)USEC_PER_SEC /
+                        (double)(now - r->first_enqueued_usec);
+        if (per_s > 0)
+                eta = json_integer((json_int_t)((double)remaining / per_s + 0.5));
+        return json_pack("{s:b, s:b, s:I, s:I, s:f, s:o}", "scanning", r->scanning, "paused",
+                         r->paused, "remaining", (json_int_t)remaining, "done", (json_int_t)done,
+                         "per_s", per_s, "eta_s", eta);
 }

@@ -41,6 +41,17 @@ void reconciler_start(reconciler *r, const struct config *cfg);
 void reconciler_pause(reconciler *r, bool paused);
 
 /*
+ * Progress for status and metrics: {"scanning", "paused", "remaining" (background jobs queued,
+ * running or to retry), "done" (of those queued since imgd started), "per_s" (their rate so
+ * far), "eta_s" (remaining at that rate; null when unknown)}. NULL when out of memory or the
+ * ledger cannot be read.
+ */
+json_t *reconciler_progress(reconciler *r);
+
+/* Background jobs remaining (see reconciler_progress()); 0 when unknown. */
+uint64_t reconciler_remaining(reconciler *r);
+
+/*
  * The plan as JSON: {"scanning": bool, "paused": bool, "scanned": N (current done jobs seen
  * in this pass), "adopted": N, "queued": N, "watches": [{"watch", "pipeline", "reconcile":
  * bool, "variants": [{"variant", "recipe" (null for a removed one), "current", "missing",

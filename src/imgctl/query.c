@@ -86,6 +86,19 @@ int query_status(struct client *ctl, const struct verb_args *a)
                        json_number_value(json_object_get(v, "finished_per_s")),
                        100 * json_number_value(json_object_get(v, "error_rate")));
         }
+        v = json_object_get(result, "reconcile");
+        if (json_is_object(v) &&
+            (client_get_int(v, "remaining") > 0 || json_is_true(json_object_get(v, "scanning")))) {
+                const json_t *eta = json_object_get(v, "eta_s");
+
+                printf("reconcile %s%" PRId64 " job(s) remaining, %" PRId64 " done (%.1f/s)",
+                       json_is_true(json_object_get(v, "scanning")) ? "scanning; " : "",
+                       client_get_int(v, "remaining"), client_get_int(v, "done"),
+                       json_number_value(json_object_get(v, "per_s")));
+                if (json_is_integer(eta))
+                        printf(", about %" PRId64 " s left", (int64_t)json_integer_value(eta));
+                printf("%s\n", json_is_true(json_object_get(v, "paused")) ? " (paused)" : "");
+        }
         for (size_t i = 0; i < json_array_size(alerts); i++) {
                 _cleanup_free_ char *msg =
                         output_clean(client_get_str(json_array_get(alerts, i), "message", "?"), 0);

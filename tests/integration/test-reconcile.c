@@ -184,6 +184,20 @@ static void test_added_variant(void **state)
                                            "AND state = 'done'"),
                          5);
         assert_verified(&d);
+        /* Status tells the progress: all 5 done, none remaining; so do the metrics. */
+        {
+                json_t *st = tu_status_json(&d, NULL);
+                const json_t *rc = json_object_get(st, "reconcile");
+                char *text = NULL;
+
+                assert_int_equal(json_integer_value(json_object_get(rc, "done")), 5);
+                assert_int_equal(json_integer_value(json_object_get(rc, "remaining")), 0);
+                assert_true(json_number_value(json_object_get(rc, "per_s")) > 0);
+                json_decref(st);
+                assert_int_equal(tu_imgctl(&d, &text, "metrics", NULL), 0);
+                assert_non_null(strstr(text, "\nimgd_background_jobs_remaining 0\n"));
+                free(text);
+        }
 
         /* The next pass finds everything current and queues nothing. */
         plan = reload_and_settle(&d);
