@@ -13,8 +13,12 @@
 #include "shared/macro.h"
 #include "shared/time-util.h"
 
-/* Job ids looked at per turn of the event loop. */
-#define RECONCILE_RANGE 2000
+/* Job ids looked at per turn of the event loop: adjusted after each turn so that one takes
+ * about RECONCILE_TURN_USEC (a pass that adopts recipes writes, and is slower per id). */
+#define RECONCILE_RANGE_FIRST 2000
+#define RECONCILE_RANGE_MIN 50
+#define RECONCILE_RANGE_MAX 50000
+#define RECONCILE_TURN_USEC (20 * USEC_PER_MSEC)
 
 /* One variant of one watch (configured, or found in outputs but removed). */
 struct tally {
@@ -32,6 +36,7 @@ struct reconciler {
         void *userdata;
         bool scanning, paused;
         int64_t cursor, last_id; /* ids (cursor, last_id] remain */
+        int64_t range;           /* ids per turn */
         uint64_t scanned, adopted, enqueued;
         uint64_t enqueued_total;      /* since imgd started */
         uint64_t first_enqueued_usec; /* CLOCK_MONOTONIC; 0: none yet */
@@ -145,7 +150,8 @@ static int reconcile_source(reconciler *r, const struct ledger_done_source *src,
 static int reconcile_range(reconciler *r)
 {
         struct ledger_done_source *v = NULL;
-        int64_t upto = r->cursor + RECONCILE_RANGE, now = wall_usec();
+        int64_t upto = r->cursor + r->range, now = wall_usec();
+        uint64_t t0 = mono_usec(), took;
         size_t n = 0;
         unsigned queued = 0;
         int k, q = 0;
@@ -175,6 +181,15 @@ static int reconcile_range(reconciler *r)
         ledger_done_sources_free(v, n);
         if (k < 0)
                 return k;
+        took = mono_usec() - t0;
+        if (took <= RECONCILE_TURN_USEC / 2)
+                r->range *= 2;
+        else
+                r->range = r->range * (int64_t)RECONCILE_TURN_USEC / (int64_t)took;
+        if (r->range < RECONCILE_RANGE_MIN)
+                r->range = RECONCILE_RANGE_MIN;
+        if (r->range > RECONCILE_RANGE_MAX)
+                r->range = RECONCILE_RANGE_MAX;
         r->enqueued += queued;
         r->enqueued_total += queued;
         if (queued > 0 && r->first_enqueued_usec == 0)
@@ -265,6 +280,7 @@ void reconciler_start(reconciler *r, const struct config *cfg)
                                        w->pipeline->variants[k].recipe);
         }
         r->cursor = min_id > 0 ? min_id - 1 : 0;
+        r->range = RECONCILE_RANGE_FIRST;
         r->last_id = max_id;
         r->scanning = true;
         sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
