@@ -37,13 +37,8 @@ static VipsForeignSubsample render_subsample(enum variant_chroma c)
         }
 }
 
-/*
- * Encodes in as v's format at quality q with v's encoder settings. `strip`: no metadata at
- * all (else what is attached to in is written: only what the variant keeps). Returns 0,
- * *ret_buf (g_free()) and *ret_len, or a negative errno with err filled in.
- */
-static int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, void **ret_buf,
-                         size_t *ret_len, struct render_error *err)
+int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, void **ret_buf,
+                  size_t *ret_len, struct render_error *err)
 {
         void *buf = NULL;
         size_t len = 0;
@@ -93,6 +88,11 @@ static int render_encode(VipsImage *in, const struct variant *v, int q, bool str
                 if (r != 0)
                         return render_fail_vips(err, -ENOTSUP, "encode avif (AV1 encoder)");
                 break;
+        case IMAGE_FORMAT_JXL:
+                /* libjxl's effort runs 1..9: 0 is its fastest, 1. No metadata is kept. */
+                r = vips_jxlsave_buffer(in, &buf, &len, "Q", q, "effort", MAX((int)v->effort, 1),
+                                        "strip", TRUE, NULL);
+                break;
         default:
                 return render_fail(err, -EINVAL, true, "cannot write %s",
                                    image_format_name(v->format));
@@ -114,7 +114,13 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
         _cleanup_gfree_ void *best = NULL;
         size_t best_len = 0;
         int q = (int)v->quality, lo, hi, steps = 0, r;
+        unsigned trials = 0;
 
+        if (v->quality_auto) {
+                r = render_auto_quality(in, v, &q, &trials, err);
+                if (r < 0)
+                        return r;
+        }
         r = render_encode(in, v, q, strip, &best, &best_len, err);
         if (r < 0)
                 return r;
@@ -168,8 +174,20 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                         q = lo;
                 }
         }
+        ret->score = -1;
+        if (v->quality_auto) {
+                r = render_score(in, best, best_len, v->format, v->background, &ret->score, err);
+                if (r < 0)
+                        return r;
+                if (ret->score > v->target && !ret->warning[0])
+                        snprintf(ret->warning, sizeof(ret->warning),
+                                 "target %g not met: DSSIM %.5f at quality %d", v->target,
+                                 ret->score, q);
+        }
         ret->buf = TAKE_PTR(best);
         ret->size = best_len;
+        ret->format = v->format;
         ret->quality = variant_uses_quality(v) ? q : -1;
+        ret->encodes = (unsigned)steps + trials;
         return 0;
 }
