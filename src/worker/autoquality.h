@@ -8,7 +8,8 @@
  * and their scores, the next quality to try, or none. It keeps the highest quality known to
  * miss the target and the lowest known to meet it, and aims between them by interpolating
  * log(DSSIM) linearly in the quality (a line through the two, or one point and a typical
- * slope), so that a good first guess converges in two or three encodes; it stops when the two
+ * slope; the bracket halved instead after two trials in a row on one side of the target), so
+ * that a good first guess converges in two or three encodes; it stops when the two
  * are within AUTOQUALITY_RESOLUTION of each other, at the bounds, or when its encodes are
  * spent. The result is the lowest quality known to meet the target.
  *
@@ -26,7 +27,7 @@
 /* The search stops when the bracket [miss, meet] is this narrow. */
 #define AUTOQUALITY_RESOLUTION 2
 /* The assumed fall of ln(DSSIM) per quality step while only one side is known. */
-#define AUTOQUALITY_SLOPE 0.035
+#define AUTOQUALITY_SLOPE 0.023 /* DSSIM doubles about every 30 steps down */
 
 struct autoquality_search {
         double target;
@@ -36,6 +37,8 @@ struct autoquality_search {
         int meet_q;        /* lowest quality known to meet it; max_q + 1: none */
         double meet_score; /* its score */
         unsigned tried, budget;
+        bool last_met;      /* the last trial met the target */
+        unsigned same_side; /* trials in a row on that side */
 };
 
 /* A search for target over [min_q, max_q] with at most `budget` trials. */

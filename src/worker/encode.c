@@ -7,12 +7,18 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 
 #include <vips/vips.h>
 
 #include "shared/macro.h"
+#include "worker/autoquality.h"
 #include "worker/render-private.h"
+
+/* quality = "auto": encodes of the whole image at a higher quality when it misses the target
+ * that its sample met, within auto_encodes. */
+#define AUTO_CORRECTIONS 2
 
 int render_flatten(VipsImage *in, const uint8_t background[3], VipsImage **ret)
 {
@@ -179,6 +185,30 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                 r = render_score(in, best, best_len, v->format, v->background, &ret->score, err);
                 if (r < 0)
                         return r;
+                /*
+                 * The whole image misses the target its sample met: up by the quality the
+                 * score's distance asks for (autoquality.h's slope), at most
+                 * AUTO_CORRECTIONS times, and not against max_bytes.
+                 */
+                for (int c = 0; c < AUTO_CORRECTIONS && ret->score > v->target && q < 100 &&
+                                v->max_bytes == 0 && (unsigned)steps + trials < v->auto_encodes;
+                     c++) {
+                        _cleanup_gfree_ void *buf = NULL;
+                        size_t len = 0;
+                        double up = ceil((log(ret->score) - log(v->target)) / AUTOQUALITY_SLOPE);
+
+                        q = MIN(q + MAX((int)up, 2), 100);
+                        r = render_encode(in, v, q, strip, &buf, &len, err);
+                        if (r < 0)
+                                return r;
+                        steps++;
+                        r = render_score(in, buf, len, v->format, v->background, &ret->score, err);
+                        if (r < 0)
+                                return r;
+                        g_free(best);
+                        best = TAKE_PTR(buf);
+                        best_len = len;
+                }
                 if (ret->score > v->target && !ret->warning[0])
                         snprintf(ret->warning, sizeof(ret->warning),
                                  "target %g not met: DSSIM %.5f at quality %d", v->target,

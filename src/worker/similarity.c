@@ -23,6 +23,12 @@ static inline void gfreep(void *p)
 #define HALF (SIMILARITY_WINDOW / 2)
 #define C1 ((0.01 * 255) * (0.01 * 255))
 #define C2 ((0.03 * 255) * (0.03 * 255))
+/*
+ * The luma planes hold Y' - SHIFT: variances computed as E[x^2] - E[x]^2 in float lose less
+ * to cancellation around 0 than around 128 (a flat area must not score above 1); the means
+ * get SHIFT back for the luminance term, which is not shift-invariant.
+ */
+#define SHIFT 128.0f
 
 static const double weights[SIMILARITY_SCALES] = { 0.0448, 0.2856, 0.3001, 0.2363, 0.1333 };
 
@@ -68,10 +74,10 @@ static float *luma(VipsImage *in)
                 if (bands >= 3)
                         for (int x = 0; x < w; x++)
                                 o[x] = 0.299f * p[x * bands] + 0.587f * p[x * bands + 1] +
-                                       0.114f * p[x * bands + 2];
+                                       0.114f * p[x * bands + 2] - SHIFT;
                 else
                         for (int x = 0; x < w; x++)
-                                o[x] = p[x * bands];
+                                o[x] = p[x * bands] - SHIFT;
         }
         g_object_unref(mem);
         return out;
@@ -160,9 +166,10 @@ static int scale_terms(const float *a, const float *b, int w, int h, double *ret
                         float mx = m[i], my = m[n + i];
                         float vx = m[2 * n + i] - mx * mx, vy = m[3 * n + i] - my * my;
                         float cov = m[4 * n + i] - mx * my;
+                        float ux = mx + SHIFT, uy = my + SHIFT;
 
                         cs_f += (2 * cov + (float)C2) / (vx + vy + (float)C2);
-                        l_f += (2 * mx * my + (float)C1) / (mx * mx + my * my + (float)C1);
+                        l_f += (2 * ux * uy + (float)C1) / (ux * ux + uy * uy + (float)C1);
                 }
                 cs_row = cs_f;
                 l_row = l_f;
@@ -227,7 +234,8 @@ int similarity_msssim(VipsImage *a, VipsImage *b, double *ret)
         l = MAX(l, 0.0);
         for (int s = 0; s < scales; s++)
                 result *= pow(s == scales - 1 ? cs[s] * l : cs[s], weights[s] / total);
-        *ret = result;
+        /* Rounding may leave an identical or flat image a hair above 1. */
+        *ret = MIN(result, 1.0);
         return 0;
 }
 
