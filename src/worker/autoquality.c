@@ -24,9 +24,10 @@
 #define AUTO_TILE 256
 #define AUTO_TILES 6
 #define AUTO_SAMPLE_MIN_PIXELS (3 * AUTO_TILES * AUTO_TILE * AUTO_TILE)
-/* A sample scores within about 15% of the whole image: the search on one aims this much
- * below the target, so that the whole image meets it too. */
-#define AUTO_SAMPLE_MARGIN 0.85
+/* A sample scores within about 10% of the whole image, either way: the search on one aims
+ * 5% below the target, and the whole image, scored as published, is encoded once more at a
+ * higher quality when it still misses (render_encode_fit()). */
+#define AUTO_SAMPLE_MARGIN 0.95
 
 void autoquality_start(struct autoquality_search *s, double target, int min_q, int max_q,
                        unsigned budget)
@@ -57,9 +58,11 @@ int autoquality_next(const struct autoquality_search *s, int guess)
                 q = s->miss_q + (s->meet_q - s->miss_q) * (log(s->miss_score) - aim) /
                                         (log(s->miss_score) - log(s->meet_score));
         else if (miss)
-                q = s->miss_q + MAX((log(s->miss_score) - aim) / AUTOQUALITY_SLOPE, 3.0);
+                q = s->miss_q + CLAMP((log(s->miss_score) - aim) / AUTOQUALITY_SLOPE, 3.0,
+                                      AUTOQUALITY_STEP_MAX);
         else
-                q = s->meet_q - MAX((aim - log(s->meet_score)) / AUTOQUALITY_SLOPE, 3.0);
+                q = s->meet_q - CLAMP((aim - log(s->meet_score)) / AUTOQUALITY_SLOPE, 3.0,
+                                      AUTOQUALITY_STEP_MAX);
         /* Two trials in a row on one side: the line is off, halve the bracket instead. */
         if (!isfinite(q) || (miss && meet && s->same_side >= 2))
                 q = (s->miss_q + s->meet_q) / 2.0;
@@ -91,7 +94,18 @@ void autoquality_record(struct autoquality_search *s, int q, double score)
 
 int autoquality_result(const struct autoquality_search *s)
 {
-        return s->meet_q <= s->max_q ? s->meet_q : -1;
+        double q;
+
+        if (s->meet_q > s->max_q)
+                return -1;
+        if (s->miss_q < s->min_q || s->meet_q - s->miss_q <= AUTOQUALITY_BRACKET_MAX)
+                return s->meet_q;
+        /* Out of trials with a wide bracket: where the line crosses the target, rounded up. */
+        q = s->miss_q + (s->meet_q - s->miss_q) * (log(s->miss_score) - log(s->target)) /
+                                (log(s->miss_score) - log(s->meet_score));
+        if (!isfinite(q))
+                return s->meet_q;
+        return (int)CLAMP(ceil(q), s->miss_q + 1.0, (double)s->meet_q);
 }
 
 int autoquality_guess(enum image_format f, double target)

@@ -11,7 +11,8 @@
  * slope; the bracket halved instead after two trials in a row on one side of the target), so
  * that a good first guess converges in two or three encodes; it stops when the two
  * are within AUTOQUALITY_RESOLUTION of each other, at the bounds, or when its encodes are
- * spent. The result is the lowest quality known to meet the target.
+ * spent. The result is the lowest quality known to meet the target, or, when the trials ran
+ * out with the two far apart, the interpolated crossing between them.
  *
  * render_encode_auto (render-private.h) runs it: the search encodes a sample of the image
  * (a mosaic of tiles taken on the encoders' block grid; the whole image when it is small),
@@ -28,6 +29,11 @@
 #define AUTOQUALITY_RESOLUTION 2
 /* The assumed fall of ln(DSSIM) per quality step while only one side is known. */
 #define AUTOQUALITY_SLOPE 0.023 /* DSSIM doubles about every 30 steps down */
+/* A step from one side of the target goes at most this far: the fall steepens near 100. */
+#define AUTOQUALITY_STEP_MAX 12.0
+/* Out of trials, a bracket wider than this gives where the line through its ends crosses the
+ * target (not known to meet it: the caller scores what it encodes) instead of its top. */
+#define AUTOQUALITY_BRACKET_MAX 4
 
 struct autoquality_search {
         double target;
@@ -51,7 +57,8 @@ int autoquality_next(const struct autoquality_search *s, int guess);
 /* Records the score of quality q. */
 void autoquality_record(struct autoquality_search *s, int q, double score);
 
-/* The lowest quality known to meet the target, or -1 when none was found. */
+/* The lowest quality known to meet the target (or the crossing of a bracket wider than
+ * AUTOQUALITY_BRACKET_MAX), or -1 when none was found. */
 int autoquality_result(const struct autoquality_search *s);
 
 /*
