@@ -61,8 +61,7 @@ int autoquality_next(const struct autoquality_search *s, int guess)
                 q = s->miss_q + CLAMP((log(s->miss_score) - aim) / AUTOQUALITY_SLOPE, 3.0,
                                       AUTOQUALITY_STEP_MAX);
         else
-                q = s->meet_q - CLAMP((aim - log(s->meet_score)) / AUTOQUALITY_SLOPE, 3.0,
-                                      AUTOQUALITY_STEP_MAX);
+                q = s->meet_q - MAX((aim - log(s->meet_score)) / AUTOQUALITY_SLOPE, 3.0);
         /* Two trials in a row on one side: the line is off, halve the bracket instead. */
         if (!isfinite(q) || (miss && meet && s->same_side >= 2))
                 q = (s->miss_q + s->meet_q) / 2.0;
@@ -233,7 +232,9 @@ int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsi
                         return r;
                 autoquality_record(&s, q, d);
         }
-        q = autoquality_result(&s);
+        /* A small image is its own sample: no correction follows, so only a quality known
+         * to meet the target will do. */
+        q = sample == in ? (s.meet_q <= s.max_q ? s.meet_q : -1) : autoquality_result(&s);
         /* None met it: the highest quality not known to miss (the range's top at worst). */
         *ret_q = q > 0 ? q : MIN(s.miss_q + AUTOQUALITY_RESOLUTION, 100);
         *ret_trials = s.tried;

@@ -29,8 +29,8 @@
 #define AUTOQUALITY_RESOLUTION 2
 /* The assumed fall of ln(DSSIM) per quality step while only one side is known. */
 #define AUTOQUALITY_SLOPE 0.023 /* DSSIM doubles about every 30 steps down */
-/* A step from one side of the target goes at most this far: the fall steepens near 100. */
-#define AUTOQUALITY_STEP_MAX 12.0
+/* A step up from a miss goes at most this far: the fall of DSSIM steepens near 100. */
+#define AUTOQUALITY_STEP_MAX 20.0
 /* Out of trials, a bracket wider than this gives where the line through its ends crosses the
  * target (not known to meet it: the caller scores what it encodes) instead of its top. */
 #define AUTOQUALITY_BRACKET_MAX 4
