@@ -5,13 +5,17 @@
  * an auto JPEG, a JPEG XL and a best-of (webp, jpeg) variant; the published files are the
  * formats they claim (JPEG XL decoded back), the best one is named for the format chosen,
  * the flat image's auto quality is far below the busy one's, and the chosen quality and
- * DSSIM are in the manifest, in `imgctl show` (JSON and the QUALITY and DSSIM columns) and
- * in the ledger's job.
+ * DSSIM are in the manifest, in `imgctl show` (JSON and the QUALITY and DSSIM columns, from
+ * the ledger's job) and in the done event.
  */
 #include <jansson.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <vips/vips.h>
 
@@ -111,20 +115,74 @@ static enum image_format published(struct tu_daemon *d, const char *file, int w,
         return f;
 }
 
+/* Connects to d's socket and subscribes to its events; returns the descriptor. */
+static int subscribe(struct tu_daemon *d)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        static const char req[] = "{\"v\":1,\"cmd\":\"events\"}\n";
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket);
+        assert_true(fd >= 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
+        return fd;
+}
+
+/* The jobs of the next n done events on fd (a JSON array; caller decrefs); fails after 120 s. */
+static json_t *done_events(int fd, size_t n)
+{
+        static char buf[1 << 18];
+        size_t len = 0;
+        json_t *jobs = json_array();
+        int64_t deadline = tu_now_us() + 120 * 1000000LL;
+
+        while (json_array_size(jobs) < n) {
+                char *nl = memchr(buf, '\n', len);
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                ssize_t k;
+
+                if (nl) {
+                        json_t *ev = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+
+                        if (ev && strcmp(json_string_value(json_object_get(ev, "event")) ?: "",
+                                         "done") == 0)
+                                json_array_append(jobs, json_object_get(ev, "job"));
+                        json_decref(ev);
+                        len -= (size_t)(nl - buf) + 1;
+                        memmove(buf, nl + 1, len);
+                        continue;
+                }
+                if (tu_now_us() > deadline || poll(&p, 1, 1000) < 0)
+                        fail_msg("%zu of %zu done events within 120 s", json_array_size(jobs), n);
+                if (!(p.revents & POLLIN))
+                        continue;
+                k = recv(fd, buf + len, sizeof buf - len, 0);
+                if (k <= 0)
+                        fail_msg("events: connection closed");
+                len += (size_t)k;
+        }
+        return jobs;
+}
+
 static void test_auto_jxl_best(void **state)
 {
         struct tu_daemon d;
-        json_t *mb, *mf, *show;
+        json_t *mb, *mf, *show, *events;
         const json_t *info, *o;
         const char *best_file;
         long q_busy, q_flat;
         char *out = NULL;
+        int fd;
 
         (void)state;
         tu_daemon_setup(&d, PIPELINE, 1, NULL);
         tu_daemon_start(&d);
+        fd = subscribe(&d);
         drop(&d, "busy.png", true);
         drop(&d, "flat.png", false);
+        events = done_events(fd, 2);
+        close(fd);
         tu_daemon_wait_idle(&d, 120);
 
         mb = manifest(&d, "busy");
@@ -175,6 +233,23 @@ static void test_auto_jxl_best(void **state)
         assert_non_null(strstr(out, "DSSIM"));
         print_message("%s", out);
 
+        /* The done event: each output's format, and what the render reported per variant. */
+        for (size_t i = 0; i < 2; i++) {
+                const json_t *job = json_array_get(events, i);
+                const json_t *auto_info = json_object_get(json_object_get(job, "variants"), "auto");
+                const json_t *best = output_of(json_object_get(job, "outputs"), "best");
+                const char *path = json_string_value(json_object_get(best, "path"));
+                const char *format = json_string_value(json_object_get(best, "format"));
+
+                assert_true(json_is_integer(json_object_get(auto_info, "quality")));
+                assert_true(json_is_real(json_object_get(auto_info, "dssim")));
+                assert_non_null(path);
+                assert_non_null(format);
+                assert_string_equal(strrchr(path, '.') + 1,
+                                    image_format_extension(image_format_from_name(format)));
+        }
+
+        json_decref(events);
         free(out);
         json_decref(show);
         json_decref(mb);
