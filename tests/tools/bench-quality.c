@@ -54,6 +54,7 @@ struct stats {
         uint64_t cpu_usec[_MODE_MAX];
         double dssim[_MODE_MAX][MAX_SAMPLES];
         int quality[MAX_SAMPLES];
+        double saving[MAX_SAMPLES]; /* 1 - auto bytes / fixed bytes, per output */
         unsigned encodes;
         unsigned n, meets, meets_fixed, reported_off;
 };
@@ -314,6 +315,7 @@ int main(int argc, char **argv)
                                 if (d < 0)
                                         continue;
                                 t->bytes[MODE_FIXED] += o.size;
+                                t->saving[t->n] = (double)o.size;
                                 t->cpu_usec[MODE_FIXED] += cpu;
                                 t->dssim[MODE_FIXED][t->n] = d;
                                 t->meets_fixed += d <= target;
@@ -324,6 +326,7 @@ int main(int argc, char **argv)
                                 if (d < 0)
                                         continue;
                                 t->bytes[MODE_AUTO] += o.size;
+                                t->saving[t->n] = 1 - (double)o.size / t->saving[t->n];
                                 t->cpu_usec[MODE_AUTO] += cpu;
                                 t->dssim[MODE_AUTO][t->n] = d;
                                 t->quality[t->n] = o.quality;
@@ -375,10 +378,10 @@ int main(int argc, char **argv)
         for (int s = 0; s < n_sizes; s++)
                 printf(" %s", sizes[s]);
         printf(", outputs in %s\n\n", outdir);
-        printf("%-6s %7s %12s %12s %7s %10s %10s %10s %10s %6s %6s %9s %7s %9s %9s %6s\n", "format",
-               "outputs", "bytes_q", "bytes_auto", "saving", "dssim_q", "max_q", "dssim_auto",
-               "max_auto", "med_q", "meets", "meets_q", "encodes", "cpu_q_s", "cpu_auto_s",
-               "ratio");
+        printf("%-6s %7s %12s %12s %7s %7s %10s %10s %10s %10s %6s %6s %9s %7s %9s %9s %6s\n",
+               "format", "outputs", "bytes_q", "bytes_auto", "saving", "med_sav", "dssim_q",
+               "max_q", "dssim_auto", "max_auto", "med_q", "meets", "meets_q", "encodes", "cpu_q_s",
+               "cpu_auto_s", "ratio");
         for (int f = 0; f < n_formats; f++) {
                 struct stats *t = &st[f];
                 double mq = 0, mmq, ma, mma;
@@ -390,13 +393,13 @@ int main(int argc, char **argv)
                 mq = median(t->dssim[MODE_FIXED], t->n);
                 ma = median(t->dssim[MODE_AUTO], t->n);
                 qsort(t->quality, t->n, sizeof(int), cmp_int);
-                printf("%-6s %7u %12" PRIu64 " %12" PRIu64 " %6.1f%% %10.5f %10.5f %10.5f %10.5f "
-                       "%6d %3u/%-3u %4u/%-4u %7.2f %9.2f %9.2f %6.2f\n",
+                printf("%-6s %7u %12" PRIu64 " %12" PRIu64 " %6.1f%% %6.1f%% %10.5f %10.5f %10.5f "
+                       "%10.5f %6d %3u/%-3u %4u/%-4u %7.2f %9.2f %9.2f %6.2f\n",
                        formats[f], t->n, t->bytes[MODE_FIXED], t->bytes[MODE_AUTO],
-                       100.0 * (1 - (double)t->bytes[MODE_AUTO] / (double)t->bytes[MODE_FIXED]), mq,
-                       mmq, ma, mma, t->quality[t->n / 2], t->meets, t->n, t->meets_fixed, t->n,
-                       (double)t->encodes / t->n, t->cpu_usec[MODE_FIXED] / 1e6,
-                       t->cpu_usec[MODE_AUTO] / 1e6,
+                       100.0 * (1 - (double)t->bytes[MODE_AUTO] / (double)t->bytes[MODE_FIXED]),
+                       100.0 * median(t->saving, t->n), mq, mmq, ma, mma, t->quality[t->n / 2],
+                       t->meets, t->n, t->meets_fixed, t->n, (double)t->encodes / t->n,
+                       t->cpu_usec[MODE_FIXED] / 1e6, t->cpu_usec[MODE_AUTO] / 1e6,
                        (double)t->cpu_usec[MODE_AUTO] / (double)MAX(t->cpu_usec[MODE_FIXED], 1));
                 if (t->reported_off)
                         printf("       %u outputs' reported score differs from the check\n",
