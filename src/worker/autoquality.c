@@ -199,8 +199,18 @@ static int make_sample(VipsImage *in, VipsImage **ret)
         return r;
 }
 
+double autoquality_slope(const struct autoquality_search *s)
+{
+        double slope;
+
+        if (s->miss_q < s->min_q || s->meet_q > s->max_q || s->meet_score <= 0)
+                return AUTOQUALITY_SLOPE;
+        slope = (log(s->miss_score) - log(s->meet_score)) / (s->meet_q - s->miss_q);
+        return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : AUTOQUALITY_SLOPE;
+}
+
 int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsigned *ret_trials,
-                        struct render_error *err)
+                        double *ret_slope, struct render_error *err)
 {
         _cleanup_image_ VipsImage *sample = NULL;
         struct autoquality_search s;
@@ -210,6 +220,7 @@ int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsi
         if (v->auto_encodes <= 1) {
                 *ret_q = MIN((int)v->quality, autoquality_guess(v->format, v->target));
                 *ret_trials = 0;
+                *ret_slope = AUTOQUALITY_SLOPE;
                 return 0;
         }
         if (make_sample(in, &sample) < 0)
@@ -238,5 +249,6 @@ int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsi
         /* None met it: the highest quality not known to miss (the range's top at worst). */
         *ret_q = q > 0 ? q : MIN(s.miss_q + AUTOQUALITY_RESOLUTION, 100);
         *ret_trials = s.tried;
+        *ret_slope = autoquality_slope(&s);
         return 0;
 }

@@ -62,6 +62,12 @@ void autoquality_record(struct autoquality_search *s, int q, double score);
 int autoquality_result(const struct autoquality_search *s);
 
 /*
+ * The fall of ln(DSSIM) per quality step where the search ended: measured between the ends of
+ * its bracket when it has both (between 0.01 and 0.5), else AUTOQUALITY_SLOPE.
+ */
+double autoquality_slope(const struct autoquality_search *s);
+
+/*
  * The first guess for format f at target t: the median quality the benchmark's photos ended
  * at, for the level nearest t (README, "Quality per byte").
  */

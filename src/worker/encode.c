@@ -17,8 +17,10 @@
 #include "worker/render-private.h"
 
 /* quality = "auto": encodes of the whole image at a higher quality when it misses the target
- * that its sample met, within auto_encodes. */
+ * that its sample met: the search keeps one of auto_encodes for the first, the second may
+ * go one over (the target is met rather than the count). */
 #define AUTO_CORRECTIONS 2
+#define AUTO_CORRECTION_MAX 10.0
 
 int render_flatten(VipsImage *in, const uint8_t background[3], VipsImage **ret)
 {
@@ -121,9 +123,10 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
         size_t best_len = 0;
         int q = (int)v->quality, lo, hi, steps = 0, r;
         unsigned trials = 0;
+        double slope = 0;
 
         if (v->quality_auto) {
-                r = render_auto_quality(in, v, &q, &trials, err);
+                r = render_auto_quality(in, v, &q, &trials, &slope, err);
                 if (r < 0)
                         return r;
         }
@@ -186,18 +189,21 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                 if (r < 0)
                         return r;
                 /*
-                 * The whole image misses the target its sample met: up by the quality the
-                 * score's distance asks for (autoquality.h's slope), at most
-                 * AUTO_CORRECTIONS times, and not against max_bytes.
+                 * The whole image misses the target its sample met: up by the qualities the
+                 * score's distance to 90% of the target asks for at the slope the search
+                 * measured (a correction that lands just short is an encode wasted; near
+                 * quality 100 the score falls steeply), 1 to AUTO_CORRECTION_MAX steps, at
+                 * most AUTO_CORRECTIONS times, and not against max_bytes.
                  */
                 for (int c = 0; c < AUTO_CORRECTIONS && ret->score > v->target && q < 100 &&
-                                v->max_bytes == 0 && (unsigned)steps + trials < v->auto_encodes;
+                                v->max_bytes == 0 && v->auto_encodes > 1 &&
+                                (unsigned)steps + trials < v->auto_encodes + AUTO_CORRECTIONS - 1;
                      c++) {
                         _cleanup_gfree_ void *buf = NULL;
                         size_t len = 0;
-                        double up = ceil((log(ret->score) - log(v->target)) / AUTOQUALITY_SLOPE);
+                        double up = ceil((log(ret->score) - log(v->target * 0.9)) / slope);
 
-                        q = MIN(q + MAX((int)up, 2), 100);
+                        q = MIN(q + (int)CLAMP(up, 1.0, AUTO_CORRECTION_MAX), 100);
                         r = render_encode(in, v, q, strip, &buf, &len, err);
                         if (r < 0)
                                 return r;

@@ -237,12 +237,15 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
  * The quality for v (quality_auto) of in: the lowest found by the bounded search
  * (autoquality.h) on a sample of in, with v->auto_encodes - 2 trial encodes of the sample
  * (the caller's encode of the whole image is one more, and one is kept for a correction
- * when the whole image misses the target: render_encode_fit()); of a small image, which is
- * its own sample, auto_encodes - 1; with auto_encodes 1, the first guess without a trial. Returns
+ * when the whole image misses the target: render_encode_fit(), which may make one more
+ * after it, auto_encodes + 1 in all); of a small image, which is
+ * its own sample, auto_encodes - 1; with auto_encodes 1, the first guess without a trial.
+ * *ret_slope is the fall of ln(DSSIM) per quality step there (autoquality_slope()), for the
+ * correction. Returns
  * 0, *ret_q and *ret_trials, or a negative errno with err filled in.
  */
 int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsigned *ret_trials,
-                        struct render_error *err);
+                        double *ret_slope, struct render_error *err);
 
 /*
  * The DSSIM (similarity.h) of buf[0..len), an encoding of ref in format f, decoded, against

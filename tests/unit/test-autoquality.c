@@ -137,6 +137,7 @@ static void test_flat_low_noisy_high(void **state)
                 assert_int_equal(of.format, formats[i]);
                 assert_true(of.quality <= 30);
                 assert_true(on.quality >= 60 && on.quality >= of.quality + 30);
+                /* Their own sample (under 1.2 megapixels): no correction, auto_encodes at most. */
                 assert_true(of.encodes <= v.auto_encodes && on.encodes <= v.auto_encodes);
                 /* The score is of the output as published, and meets the target. */
                 assert_true(of.score >= 0 && of.score <= v.target);
@@ -152,6 +153,46 @@ static void test_flat_low_noisy_high(void **state)
                 assert_int_equal(render_verify(of.buf, of.size, formats[i], 640, 480, &err), 0);
                 g_free(of.buf);
                 g_free(on.buf);
+        }
+}
+
+/*
+ * An image over 1.2 megapixels is searched on a sample of tiles: the published output still
+ * meets the target (corrected on the whole image when the sample misled), in auto_encodes
+ * and one more at most.
+ */
+static void test_sampled(void **state)
+{
+        _cleanup_image_ VipsImage *g = renderfx_make_gradient(1600, 1000, false), *n = NULL,
+                                  *n2 = NULL, *mix = NULL, *u8 = NULL;
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        const enum image_format formats[] = { IMAGE_FORMAT_JPEG, IMAGE_FORMAT_WEBP };
+
+        /* Noise on the left half only: tiles differ, as the parts of a photograph do. */
+        n = renderfx_make_noise(800, 1000, 9);
+        VIPS_OK(vips_embed(n, &n2, 0, 0, 1600, 1000, NULL));
+        VIPS_OK(vips_linear1(n2, &mix, 0.15, 0, NULL));
+        {
+                _cleanup_image_ VipsImage *sum = NULL;
+
+                VIPS_OK(vips_add(g, mix, &sum, NULL));
+                VIPS_OK(vips_cast(sum, &u8, VIPS_FORMAT_UCHAR, NULL));
+        }
+        png = renderfx_encode(u8, ".png", &len);
+        for (size_t i = 0; i < sizeof formats / sizeof *formats; i++) {
+                struct variant v = auto_variant(formats[i], 0.005);
+                _cleanup_base_ render_base *b = renderfx_base_ok(png, len, &v, 1);
+                struct render_output o = {};
+                struct render_error err = {};
+
+                assert_int_equal(render_variant_full(b, &v, NULL, &o, &err), 0);
+                print_message("%s 1600x1000: q %d DSSIM %.5f, %u encodes\n",
+                              image_format_name(formats[i]), o.quality, o.score, o.encodes);
+                assert_true(o.score >= 0 && o.score <= v.target);
+                assert_true(o.encodes >= 2 && o.encodes <= v.auto_encodes + 1);
+                assert_in_range(o.quality, VARIANT_AUTO_QUALITY_MIN, 100);
+                g_free(o.buf);
         }
 }
 
@@ -254,6 +295,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_search_policy),
                 cmocka_unit_test(test_flat_low_noisy_high),
+                cmocka_unit_test(test_sampled),
                 cmocka_unit_test(test_max_bytes_and_one_encode),
                 cmocka_unit_test(test_best),
                 cmocka_unit_test(test_jxl_verified),
