@@ -99,25 +99,37 @@ free_jobs:
         return r;
 }
 
+/*
+ * The outputs of d, each with what the render reported for its variant in the job's "info"
+ * (manifest_extra()): "quality" (the encoder's, null when none) and "dssim" (quality =
+ * "auto": the output's score, else null). NULL when out of memory.
+ */
 static json_t *outputs_to_json(const struct job_detail *d)
 {
-        _cleanup_(json_decrefp) json_t *arr = json_array();
+        _cleanup_(json_decrefp) json_t *arr = json_array(), *info = NULL;
+        const json_t *by_name;
 
         if (!arr)
                 return NULL;
+        info = d->job.info ? json_loads(d->job.info, 0, NULL) : NULL;
+        by_name = json_object_get(info, "variants");
         for (size_t i = 0; i < d->n_outputs; i++) {
                 const struct job_output *o = &d->outputs[i];
+                const json_t *r = o->variant ? json_object_get(by_name, o->variant) : NULL;
+                json_t *q = json_object_get(r, "quality"), *s = json_object_get(r, "dssim");
 
                 /* recipe: null when unknown (made before recipes were kept). */
                 if (json_array_append_new(
-                            arr,
-                            json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:s, s:o}", "variant",
-                                      api_text_or_null(o->variant), "path",
-                                      api_text_or_null(o->path), "format",
-                                      api_text_or_null(o->format), "width", (json_int_t)o->width,
-                                      "height", (json_int_t)o->height, "bytes",
-                                      (json_int_t)o->bytes, "sha256", o->sha256, "recipe",
-                                      o->recipe[0] ? json_string(o->recipe) : json_null())) < 0)
+                            arr, json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:s, s:O, s:O, s:o}",
+                                           "variant", api_text_or_null(o->variant), "path",
+                                           api_text_or_null(o->path), "format",
+                                           api_text_or_null(o->format), "width",
+                                           (json_int_t)o->width, "height", (json_int_t)o->height,
+                                           "bytes", (json_int_t)o->bytes, "sha256", o->sha256,
+                                           "quality", json_is_integer(q) ? q : json_null(), "dssim",
+                                           json_is_number(s) ? s : json_null(), "recipe",
+                                           o->recipe[0] ? json_string(o->recipe) : json_null())) <
+                    0)
                         return NULL;
         }
         return TAKE_PTR(arr);

@@ -49,16 +49,25 @@ void jobprep_select(const struct pipeline *pl, enum image_format src_format,
                 if (level != HEALTH_FULL) {
                         /* Quality where the encoder has one; effort for webp and avif. */
                         bool lossy = v->format == IMAGE_FORMAT_JPEG ||
+                                     v->format == VARIANT_FORMAT_BEST ||
                                      v->format == IMAGE_FORMAT_AVIF ||
+                                     v->format == IMAGE_FORMAT_JXL ||
                                      (v->format == IMAGE_FORMAT_WEBP && !v->lossless);
-                        bool effort =
-                                v->format == IMAGE_FORMAT_WEBP || v->format == IMAGE_FORMAT_AVIF;
+                        bool effort = v->format == IMAGE_FORMAT_WEBP ||
+                                      v->format == IMAGE_FORMAT_AVIF ||
+                                      v->format == IMAGE_FORMAT_JXL;
                         unsigned q = lossy ? health_quality(v->quality, level) : v->quality;
                         unsigned e =
                                 effort ? (unsigned)health_effort((int)v->effort, level) : v->effort;
                         sel.degraded |= q != v->quality || e != v->effort;
                         v->quality = q;
                         v->effort = e;
+                        /* quality = "auto": one encode, at the first guess (or the lowered
+                         * quality, when lower); format "best": its first candidate only. */
+                        if (v->quality_auto && v->auto_encodes > 1) {
+                                v->auto_encodes = 1;
+                                sel.degraded = true;
+                        }
                 }
                 sel.n++;
         }
@@ -67,7 +76,33 @@ void jobprep_select(const struct pipeline *pl, enum image_format src_format,
 
 int jobprep_output_path(const char *output_key, const struct variant *v, char **ret)
 {
-        return pathmap_output_path(output_key, v->name, image_format_extension(v->format), ret);
+        const char *ext = image_format_extension(v->format);
+
+        /* Format "best": the worker chooses, the name gets its extension when the job is
+         * published; until then the longest of the candidates', for the NAME_MAX check. */
+        for (unsigned i = 0; v->format == VARIANT_FORMAT_BEST && i < v->n_candidates; i++) {
+                const char *e = image_format_extension(v->candidates[i]);
+
+                if (i == 0 || strlen(e) > strlen(ext))
+                        ext = e;
+        }
+        return pathmap_output_path(output_key, v->name, ext, ret);
+}
+
+int jobprep_output_format(const struct variant *v, const char *reported, enum image_format *ret)
+{
+        enum image_format f = image_format_from_name(reported);
+
+        if (!reported || f == v->format) {
+                *ret = v->format;
+                return 0;
+        }
+        for (unsigned i = 0; v->format == VARIANT_FORMAT_BEST && i < v->n_candidates; i++)
+                if (v->candidates[i] == f) {
+                        *ret = f;
+                        return 0;
+                }
+        return -EBADMSG;
 }
 
 json_t *jobprep_request(const struct config *cfg, const struct pipeline *pl, int64_t id,

@@ -37,9 +37,10 @@ struct jobprep_selection {
  * The variants a job of pipeline pl renders for a source in src_format at health level
  * `level`, in pipeline order, formats resolved, at most JOBPREP_MAX_VARIANTS of the
  * pipeline's: at "essential" and worse only the variants marked essential (all of them when
- * none is); at "reduced" and worse the quality of lossy formats and the effort of webp and
- * avif lowered (health_quality(), health_effort()). Writes them to `variants` (room for
- * pl->n_variants) and what was chosen to *ret.
+ * none is); at "reduced" and worse the quality of lossy formats and the effort of webp, avif
+ * and jxl lowered (health_quality(), health_effort()), and quality = "auto" capped at one
+ * encode (auto_encodes 1: no search; format "best" tries its first candidate only). Writes them to
+ * `variants` (room for pl->n_variants) and what was chosen to *ret.
  */
 void jobprep_select(const struct pipeline *pl, enum image_format src_format,
                     enum health_level level, struct variant *variants,
@@ -61,8 +62,17 @@ int jobprep_manifest_carry(json_t *manifest, const struct job_output *outs, size
                            const struct variant *variants, size_t n);
 
 /* The final path of variant v (format resolved) of the outputs `output_key`: 0 and *ret
- * (caller frees), or -ENOMEM. The name may still be too long (pathmap_name_too_long()). */
+ * (caller frees), or -ENOMEM. The name may still be too long (pathmap_name_too_long()). For
+ * format "best", with the longest extension of its candidates: the name is given the chosen
+ * format's extension when the job is published (pathmap_replace_extension()). */
 int jobprep_output_path(const char *output_key, const struct variant *v, char **ret);
+
+/*
+ * The format of variant v's output as the worker reported it (`reported`, a format's name;
+ * NULL: not reported, v's own): v's own format, or for format "best" one of its candidates.
+ * Returns 0 and *ret, or -EBADMSG for any other.
+ */
+int jobprep_output_format(const struct variant *v, const char *reported, enum image_format *ret);
 
 /* The worker's request for job `id` of pipeline pl with `variants` (variant_to_json()s, a
  * reference taken): limits from cfg. NULL when out of memory. */

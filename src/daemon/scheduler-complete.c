@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/jobprep.h"
 #include "daemon/quarantine.h"
 #include "daemon/retry.h"
 #include "daemon/scheduler-private.h"
@@ -23,6 +24,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/manifest.h"
+#include "shared/pathmap.h"
 #include "shared/proto.h"
 #include "shared/time-util.h"
 
@@ -101,10 +103,11 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
 /* One output as the done event tells it (recipe: null when unknown). */
 static json_t *output_event_json(const struct job_output *o)
 {
-        return json_pack("{s:s, s:o, s:I, s:I, s:I, s:s, s:o}", "variant", o->variant, "path",
-                         proto_string_lossy(o->path), "width", (json_int_t)o->width, "height",
-                         (json_int_t)o->height, "bytes", (json_int_t)o->bytes, "sha256", o->sha256,
-                         "recipe", o->recipe[0] ? json_string(o->recipe) : json_null());
+        return json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:s, s:o}", "variant", o->variant, "path",
+                         proto_string_lossy(o->path), "format", o->format, "width",
+                         (json_int_t)o->width, "height", (json_int_t)o->height, "bytes",
+                         (json_int_t)o->bytes, "sha256", o->sha256, "recipe",
+                         o->recipe[0] ? json_string(o->recipe) : json_null());
 }
 
 /* A job whose completion the ledger recorded late (a kept handback with `done`): what
@@ -206,19 +209,34 @@ static bool finish_prepare(scheduler *s, struct running *run)
         }
         for (size_t i = 0; i < run->n; i++) {
                 json_int_t w, h, bytes;
-                const char *sha;
+                const char *sha, *reported = NULL;
+                enum image_format f;
 
-                if (json_unpack(json_array_get(outs, i), "{s:I, s:I, s:I, s:s}", "width", &w,
-                                "height", &h, "bytes", &bytes, "sha256", &sha) < 0 ||
-                    strlen(sha) != HASH_HEX_SIZE - 1) {
+                if (json_unpack(json_array_get(outs, i), "{s:I, s:I, s:I, s:s, s?s}", "width", &w,
+                                "height", &h, "bytes", &bytes, "sha256", &sha, "format",
+                                &reported) < 0 ||
+                    strlen(sha) != HASH_HEX_SIZE - 1 ||
+                    jobprep_output_format(&run->variants[i], reported, &f) < 0) {
                         scheduler_job_failed(s, job, "worker returned a malformed output", false);
                         return false;
+                }
+                /* Format "best": the file is named for the format the worker chose. */
+                if (f != run->variants[i].format) {
+                        char *named = NULL;
+
+                        if (pathmap_replace_extension(run->tmps[i].final_path,
+                                                      image_format_extension(f), &named) < 0) {
+                                scheduler_job_failed(s, job, "out of memory", false);
+                                return false;
+                        }
+                        free(run->tmps[i].final_path);
+                        run->tmps[i].final_path = named;
                 }
                 run->rows[i] = (struct job_output){
                         .variant = run->variants[i].name,
                         .path = run->tmps[i].final_path,
                         .tmp_path = run->tmps[i].tmp_path,
-                        .format = (char *)image_format_name(run->variants[i].format),
+                        .format = (char *)image_format_name(f),
                         .width = (unsigned)w,
                         .height = (unsigned)h,
                         .bytes = (uint64_t)bytes,
@@ -358,9 +376,10 @@ static void finish_done(scheduler *s, struct running *run)
         if (manifest_path(job->output_key, &manifest) < 0)
                 manifest = NULL;
         scheduler_emit(s, "done", job,
-                       json_pack("{s:o, s:o, s:O?}", "outputs", list, "manifest",
+                       json_pack("{s:o, s:o, s:O?, s:O?}", "outputs", list, "manifest",
                                  manifest ? proto_string_lossy(manifest) : json_null(),
-                                 "placeholder", json_is_object(ph) ? ph : NULL));
+                                 "placeholder", json_is_object(ph) ? ph : NULL, "variants",
+                                 run->info ? json_object_get(run->info, "variants") : NULL));
 }
 
 static bool any_live(const struct running *list)

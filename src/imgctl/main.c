@@ -68,7 +68,8 @@ static const char help_show[] =
         "    output key, content SHA-256, state, attempts, times, and last error; the\n"
         "    placeholder (BlurHash, dominant colour, data: URI) where its pipeline has\n"
         "    placeholder = true; then the outputs it published (variant, format, size,\n"
-        "    path) and the error of every failed attempt.\n"
+        "    bytes, quality, the DSSIM of quality = \"auto\", path) and the error of\n"
+        "    every failed attempt.\n"
         "\n"
         "    --json    print the daemon's answer as indented JSON instead\n";
 

@@ -232,18 +232,26 @@ static void print_job(const json_t *job)
         if (json_array_size(outputs) == 0) {
                 printf("  none\n");
         } else {
-                output_table_init(&t, 6);
-                output_table_add(&t, "VARIANT", "FORMAT", "SIZE", "BYTES", "RECIPE", "PATH");
+                output_table_init(&t, 8);
+                output_table_add(&t, "VARIANT", "FORMAT", "SIZE", "BYTES", "QUALITY", "DSSIM",
+                                 "RECIPE", "PATH");
                 for (size_t i = 0; i < json_array_size(outputs); i++) {
                         const json_t *o = json_array_get(outputs, i);
-                        char size[48], bytes[32];
+                        const json_t *q = json_object_get(o, "quality");
+                        const json_t *d = json_object_get(o, "dssim");
+                        char size[48], bytes[32], quality[24] = "-", dssim[32] = "-";
 
                         snprintf(size, sizeof size, "%" PRId64 "x%" PRId64,
                                  client_get_int(o, "width"), client_get_int(o, "height"));
                         output_bytes((uint64_t)client_get_int(o, "bytes"), bytes, sizeof bytes);
+                        if (json_is_integer(q))
+                                snprintf(quality, sizeof quality, "%" JSON_INTEGER_FORMAT,
+                                         json_integer_value(q));
+                        if (json_is_number(d))
+                                snprintf(dssim, sizeof dssim, "%.5f", json_number_value(d));
                         output_table_add(&t, client_get_str(o, "variant", NULL),
-                                         client_get_str(o, "format", NULL), size, bytes,
-                                         client_get_str(o, "recipe", "-"),
+                                         client_get_str(o, "format", NULL), size, bytes, quality,
+                                         dssim, client_get_str(o, "recipe", "-"),
                                          client_get_str(o, "path", NULL));
                 }
                 output_table_print(&t, "  ");

@@ -140,7 +140,38 @@ static void dump_setting(FILE *f, const struct config_setting *s, const void *ba
         case CONFIG_FORMAT: {
                 enum image_format fmt = *AT(base, s->offset, enum image_format);
 
-                put_string(f, fmt == VARIANT_FORMAT_SAME ? "same" : image_format_name(fmt));
+                put_string(f, variant_format_name(fmt));
+                break;
+        }
+        case CONFIG_QUALITY: {
+                const struct variant *v =
+                        AT(base, s->offset - offsetof(struct variant, quality), struct variant);
+
+                if (v->quality_auto)
+                        put_string(f, "auto");
+                else
+                        put_uint(f, v->quality);
+                break;
+        }
+        case CONFIG_TARGET: {
+                double t = *AT(base, s->offset, double);
+
+                if (variant_target_name(t))
+                        put_string(f, variant_target_name(t));
+                else
+                        put_double(f, t);
+                break;
+        }
+        case CONFIG_FORMATS: {
+                const struct variant *v =
+                        AT(base, s->offset - offsetof(struct variant, candidates), struct variant);
+
+                fputc('[', f);
+                for (unsigned i = 0; i < v->n_candidates; i++) {
+                        fputs(i ? ", " : " ", f);
+                        put_string(f, image_format_name(v->candidates[i]));
+                }
+                fputs(v->n_candidates ? " ]" : "]", f);
                 break;
         }
         case CONFIG_KEEP: {

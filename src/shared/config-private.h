@@ -35,20 +35,23 @@ struct parser {
 
 /* The kind of a setting's value: how it is read, stored and written back. */
 enum config_kind {
-        CONFIG_STRING, /* char *; NULL: not set */
-        CONFIG_CHARS,  /* char[] inside the struct; "": not set */
-        CONFIG_UINT,   /* unsigned */
-        CONFIG_U64,    /* uint64_t */
-        CONFIG_DOUBLE, /* double */
-        CONFIG_BOOL,   /* bool */
-        CONFIG_COLOUR, /* uint8_t[3], written "#rrggbb" */
-        CONFIG_ENUM,   /* an enum, written by its name (.enum_name) */
-        CONFIG_FORMAT, /* enum image_format or VARIANT_FORMAT_SAME */
-        CONFIG_KEEP,   /* unsigned VARIANT_KEEP_* bits, written [ "icc", ... ] */
-        CONFIG_ALERTS, /* unsigned bits (1 << enum health_alert) and CONFIG_HTTP_PAUSED */
-        CONFIG_GROUP,  /* name = { .members }; a struct at .offset (the degradation group: 0) */
-        CONFIG_LIST,   /* name = ( { .members }, ... ); an array of elements */
-        CONFIG_NAMED,  /* name = { NAME = { .members }; ... }; NAME at .name_offset */
+        CONFIG_STRING,  /* char *; NULL: not set */
+        CONFIG_CHARS,   /* char[] inside the struct; "": not set */
+        CONFIG_UINT,    /* unsigned */
+        CONFIG_U64,     /* uint64_t */
+        CONFIG_DOUBLE,  /* double */
+        CONFIG_BOOL,    /* bool */
+        CONFIG_COLOUR,  /* uint8_t[3], written "#rrggbb" */
+        CONFIG_ENUM,    /* an enum, written by its name (.enum_name) */
+        CONFIG_FORMAT,  /* enum image_format, VARIANT_FORMAT_SAME or VARIANT_FORMAT_BEST */
+        CONFIG_QUALITY, /* a struct variant's quality, at .offset: its number or "auto" */
+        CONFIG_TARGET,  /* double: a DSSIM target, written by its level's name where it has one */
+        CONFIG_FORMATS, /* the candidates of a struct variant, at .offset: [ "avif", ... ] */
+        CONFIG_KEEP,    /* unsigned VARIANT_KEEP_* bits, written [ "icc", ... ] */
+        CONFIG_ALERTS,  /* unsigned bits (1 << enum health_alert) and CONFIG_HTTP_PAUSED */
+        CONFIG_GROUP,   /* name = { .members }; a struct at .offset (the degradation group: 0) */
+        CONFIG_LIST,    /* name = ( { .members }, ... ); an array of elements */
+        CONFIG_NAMED,   /* name = { NAME = { .members }; ... }; NAME at .name_offset */
 };
 
 struct config_setting;

@@ -365,6 +365,16 @@ static bool chroma_applies(const void *base)
         return variant_chroma_applies(base);
 }
 
+static bool auto_applies(const void *base)
+{
+        return ((const struct variant *)base)->quality_auto;
+}
+
+static bool candidates_applies(const void *base)
+{
+        return variant_candidates_applies(base);
+}
+
 static bool watermark_unset(const void *base)
 {
         return ((const struct variant *)base)->watermark.kind == VARIANT_WATERMARK_NONE;
@@ -426,7 +436,24 @@ const struct config_setting config_schema_variant[] = {
           .enum_name = config_gravity_name,
           .applies = gravity_applies },
         { .name = "format", .kind = CONFIG_FORMAT, .offset = S(struct variant, format) },
-        { .name = "quality", .kind = CONFIG_UINT, .offset = S(struct variant, quality) },
+        { .name = "quality", .kind = CONFIG_QUALITY, .offset = S(struct variant, quality) },
+        { .name = "target",
+          .kind = CONFIG_TARGET,
+          .offset = S(struct variant, target),
+          .applies = auto_applies },
+        { .name = "auto_encodes",
+          .kind = CONFIG_UINT,
+          .offset = S(struct variant, auto_encodes),
+          .applies = auto_applies },
+        { .name = "candidates",
+          .kind = CONFIG_FORMATS,
+          .offset = S(struct variant, candidates),
+          .applies = candidates_applies },
+        { .name = "best_time_limit_ms",
+          .kind = CONFIG_U64,
+          .offset = S(struct variant, best_time_limit_usec),
+          .scale = USEC_PER_MSEC,
+          .applies = candidates_applies },
         { .name = "effort",
           .kind = CONFIG_UINT,
           .offset = S(struct variant, effort),

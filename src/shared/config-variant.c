@@ -77,8 +77,8 @@ static bool format_lossy(enum image_format f)
 static const char *format_list(char *buf, size_t size, bool (*pred)(enum image_format), bool same)
 {
         static const enum image_format order[] = { IMAGE_FORMAT_JPEG, IMAGE_FORMAT_WEBP,
-                                                   IMAGE_FORMAT_PNG, IMAGE_FORMAT_AVIF,
-                                                   IMAGE_FORMAT_GIF };
+                                                   IMAGE_FORMAT_PNG,  IMAGE_FORMAT_AVIF,
+                                                   IMAGE_FORMAT_JXL,  IMAGE_FORMAT_GIF };
         size_t n = 0;
 
         buf[0] = '\0';
@@ -95,7 +95,7 @@ static const char *format_list(char *buf, size_t size, bool (*pred)(enum image_f
 
 static const char *format_name(enum image_format f)
 {
-        return f == VARIANT_FORMAT_SAME ? "same" : image_format_name(f);
+        return variant_format_name(f);
 }
 
 /*
@@ -291,6 +291,163 @@ static int parse_keep(struct parser *p, const config_setting_t *variant, const c
         return 0;
 }
 
+/* "high" (0.0025), "good" (0.005), "low" (0.01), into buf. */
+static const char *target_list(char *buf, size_t size)
+{
+        size_t n = 0;
+
+        buf[0] = '\0';
+        for (size_t i = 0; variant_target_levels[i].name && n < size; i++)
+                n += (size_t)snprintf(buf + n, size - n, "%s\"%s\" (%g)", i ? ", " : "",
+                                      variant_target_levels[i].name,
+                                      variant_target_levels[i].target);
+        return buf;
+}
+
+/*
+ * quality = "auto" or 1..100 (format "best" implies "auto" and takes no number); with auto,
+ * target (a DSSIM number or a level's name) and auto_encodes; with format "best",
+ * candidates and best_time_limit_ms.
+ */
+static int parse_auto(struct parser *p, const config_setting_t *s, const char *prefix,
+                      struct variant *v)
+{
+        static const enum image_format default_candidates[] = { IMAGE_FORMAT_AVIF,
+                                                                IMAGE_FORMAT_WEBP,
+                                                                IMAGE_FORMAT_JPEG };
+        const config_setting_t *q = config_setting_get_member(s, "quality"), *set = NULL;
+        long long quality = 80, n = 0;
+        double target = 0;
+        char list[128];
+        int r;
+
+        if (q && config_setting_type(q) == CONFIG_TYPE_STRING) {
+                if (strcmp(config_setting_get_string(q), "auto") != 0)
+                        return config_fail(p, q, -EINVAL,
+                                           "%s'quality' must be 1 to 100 or \"auto\", not \"%s\"",
+                                           prefix, config_setting_get_string(q));
+                if (!variant_auto_applies(v))
+                        return config_fail(
+                                p, q, -EINVAL,
+                                "%squality = \"auto\" needs a format encoded with a quality "
+                                "(%s, best), not %s%s",
+                                prefix, format_list(list, sizeof list, format_lossy, false),
+                                v->lossless ? "lossless " : "", format_name(v->format));
+                v->quality_auto = true;
+        } else {
+                r = config_get_int_range(p, s, "quality", prefix, 1, 100, &quality);
+                if (r < 0)
+                        return r;
+                if (r > 0 && v->format == VARIANT_FORMAT_BEST)
+                        return config_fail(p, q, -EINVAL,
+                                           "%sformat = \"best\" searches the quality of each "
+                                           "candidate: write quality = \"auto\" or leave it out",
+                                           prefix);
+                v->quality = (unsigned)quality;
+                v->quality_auto = v->format == VARIANT_FORMAT_BEST;
+        }
+
+        set = config_setting_get_member(s, "target");
+        if (set && config_setting_type(set) == CONFIG_TYPE_STRING) {
+                target = variant_target_from_name(config_setting_get_string(set));
+                if (target < 0)
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'target' must be a DSSIM above 0 and at most %g, or "
+                                           "one of %s, not \"%s\"",
+                                           prefix, VARIANT_TARGET_MAX,
+                                           target_list(list, sizeof list),
+                                           config_setting_get_string(set));
+        } else if (set) {
+                r = config_get_number(p, s, "target", prefix, NULL, &target);
+                if (r < 0)
+                        return r;
+                if (!(target > 0 && target <= VARIANT_TARGET_MAX))
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'target' must be a DSSIM above 0 and at most %g, or "
+                                           "one of %s, not %g",
+                                           prefix, VARIANT_TARGET_MAX,
+                                           target_list(list, sizeof list), target);
+        }
+        if (set && !v->quality_auto)
+                return config_fail(p, set, -EINVAL, "%s'target' needs quality = \"auto\"", prefix);
+        if (v->quality_auto)
+                v->target = set ? target : variant_target_from_name(VARIANT_TARGET_DEFAULT_LEVEL);
+
+        r = config_get_int(p, s, "auto_encodes", prefix, &set, &n);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!v->quality_auto)
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'auto_encodes' needs quality = \"auto\"", prefix);
+                if (n < 1 || n > VARIANT_AUTO_ENCODES_MAX)
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'auto_encodes' must be between 1 and %d, not %lld",
+                                           prefix, VARIANT_AUTO_ENCODES_MAX, n);
+                v->auto_encodes = (unsigned)n;
+        }
+
+        set = config_setting_get_member(s, "candidates");
+        if (set && !variant_candidates_applies(v))
+                return config_fail(p, set, -EINVAL, "%s'candidates' needs format = \"best\"",
+                                   prefix);
+        if (set) {
+                if (!config_setting_is_array(set) && !config_setting_is_list(set))
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'candidates' must be a list of formats: "
+                                           "candidates = [ \"avif\", \"webp\", \"jpeg\" ];",
+                                           prefix);
+                n = config_setting_length(set);
+                if (n < 1 || n > VARIANT_CANDIDATES_MAX)
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'candidates' must list 1 to %d formats, not %lld",
+                                           prefix, VARIANT_CANDIDATES_MAX, n);
+                for (int i = 0; i < n; i++) {
+                        const config_setting_t *e = config_setting_get_elem(set, (unsigned)i);
+                        const char *name = config_setting_type(e) == CONFIG_TYPE_STRING
+                                                   ? config_setting_get_string(e)
+                                                   : NULL;
+                        enum image_format f = image_format_from_name(name);
+
+                        if (!variant_format_candidate(f))
+                                return config_fail(p, e, -EINVAL,
+                                                   "%s'candidates' entries must be formats "
+                                                   "encoded with a quality (jpeg, webp, avif, "
+                                                   "jxl), not %s%s%s",
+                                                   prefix, name ? "\"" : "",
+                                                   name ? name : "a non-string", name ? "\"" : "");
+                        for (unsigned k = 0; k < v->n_candidates; k++)
+                                if (v->candidates[k] == f)
+                                        return config_fail(p, e, -EINVAL,
+                                                           "%s'candidates' lists \"%s\" twice",
+                                                           prefix, name);
+                        v->candidates[v->n_candidates++] = f;
+                }
+        } else if (variant_candidates_applies(v)) {
+                for (size_t i = 0; i < ELEMENTSOF(default_candidates); i++)
+                        v->candidates[v->n_candidates++] = default_candidates[i];
+        }
+
+        r = config_get_int(p, s, "best_time_limit_ms", prefix, &set, &n);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!variant_candidates_applies(v))
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'best_time_limit_ms' needs format = \"best\"",
+                                           prefix);
+                if (n < 1 || (uint64_t)n > VARIANT_BEST_TIME_LIMIT_MAX_USEC / 1000)
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'best_time_limit_ms' must be between 1 and %llu, "
+                                           "not %lld",
+                                           prefix, VARIANT_BEST_TIME_LIMIT_MAX_USEC / 1000, n);
+                v->best_time_limit_usec = (uint64_t)n * 1000;
+        } else if (variant_candidates_applies(v)) {
+                v->best_time_limit_usec = VARIANT_BEST_TIME_LIMIT_DEFAULT_USEC;
+        }
+        return 0;
+}
+
 /* The encoder settings of a variant: effort, progressive, lossless, chroma, max_bytes. */
 static int parse_encoder(struct parser *p, const config_setting_t *s, const char *prefix,
                          struct variant *v)
@@ -339,6 +496,11 @@ static int parse_encoder(struct parser *p, const config_setting_t *s, const char
                                         variant_format_lossless);
                 if (r < 0)
                         return r;
+                if (v->quality_auto)
+                        return config_fail(p, set, -EINVAL,
+                                           "%s'lossless' has no quality to search: it does not go "
+                                           "with quality = \"auto\"",
+                                           prefix);
         }
 
         r = config_get_string(p, s, "chroma", prefix, &set, &chroma);
@@ -394,7 +556,7 @@ int config_parse_variant(struct parser *p, const char *pipeline, const config_se
         _cleanup_free_ char *prefix = NULL, *where = NULL, *pipeline_prefix = NULL, *in = NULL;
         _cleanup_free_ char *check_error = NULL;
         const char *name = NULL, *fit = NULL, *format = NULL, *mask = NULL, *gravity = NULL;
-        long long width = 0, height = 0, quality = 80;
+        long long width = 0, height = 0;
         struct variant v;
         char list[192];
         int r, has_w, has_h;
@@ -509,21 +671,25 @@ int config_parse_variant(struct parser *p, const char *pipeline, const config_se
         if (r < 0)
                 return r;
         if (r == 0)
-                return config_fail(p, s, -EINVAL, "%s'format' is required (one of %s)", prefix,
+                return config_fail(p, s, -EINVAL, "%s'format' is required (one of %s, best)",
+                                   prefix,
                                    format_list(list, sizeof list, variant_format_writable, true));
         if (strcmp(format, "same") == 0)
                 v.format = VARIANT_FORMAT_SAME;
+        else if (strcmp(format, "best") == 0)
+                v.format = VARIANT_FORMAT_BEST;
         else if (variant_format_writable(image_format_from_name(format)))
                 v.format = image_format_from_name(format);
         else
-                return config_fail(
-                        p, format_s, -EINVAL, "%sformat must be one of %s, not \"%s\"", prefix,
-                        format_list(list, sizeof list, variant_format_writable, true), format);
+                return config_fail(p, format_s, -EINVAL,
+                                   "%sformat must be one of %s, best, not \"%s\"", prefix,
+                                   format_list(list, sizeof list, variant_format_writable, true),
+                                   format);
 
-        r = config_get_int_range(p, s, "quality", prefix, 1, 100, &quality);
+        /* lossless comes later: quality = "auto" with it is refused by variant_check(). */
+        r = parse_auto(p, s, prefix, &v);
         if (r < 0)
                 return r;
-        v.quality = (unsigned)quality;
 
         r = config_get_bool(p, s, "essential", prefix, &v.essential);
         if (r < 0)

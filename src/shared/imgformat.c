@@ -4,7 +4,8 @@
  * imgformat.h. The magic numbers are those of the formats' specifications: JPEG SOI
  * (FF D8 FF), the PNG signature, RIFF....WEBP, GIF87a/GIF89a, TIFF II*\0 / MM\0*, and the
  * ISO-BMFF "ftyp" box whose major or compatible brands say AVIF (avif, avis) or HEIF
- * (heic, heix, hevc, hevx, mif1, msf1).
+ * (heic, heix, hevc, hevx, mif1, msf1), and JPEG XL's bare codestream (FF 0A) or its
+ * container's signature box (00 00 00 0C "JXL " 0D 0A 87 0A).
  */
 #include <string.h>
 
@@ -25,6 +26,7 @@ static const struct {
         [IMAGE_FORMAT_TIFF] = { "tiff", "tif", false, true },
         [IMAGE_FORMAT_HEIF] = { "heif", "heic", false, true },
         [IMAGE_FORMAT_AVIF] = { "avif", "avif", true, true },
+        [IMAGE_FORMAT_JXL] = { "jxl", "jxl", true, true },
 };
 
 static bool valid(enum image_format f)
@@ -106,5 +108,8 @@ enum image_format image_format_sniff(const void *buf, size_t n)
                 return IMAGE_FORMAT_GIF;
         if (n >= 4 && (memcmp(p, "II*\0", 4) == 0 || memcmp(p, "MM\0*", 4) == 0))
                 return IMAGE_FORMAT_TIFF;
+        if ((n >= 2 && p[0] == 0xFF && p[1] == 0x0A) ||
+            (n >= 12 && memcmp(p, "\0\0\0\x0cJXL \r\n\x87\n", 12) == 0))
+                return IMAGE_FORMAT_JXL;
         return sniff_ftyp(p, n < IMAGE_FORMAT_SNIFF_BYTES ? n : IMAGE_FORMAT_SNIFF_BYTES);
 }

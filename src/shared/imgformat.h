@@ -20,13 +20,14 @@ enum image_format {
         IMAGE_FORMAT_TIFF,
         IMAGE_FORMAT_HEIF,
         IMAGE_FORMAT_AVIF,
+        IMAGE_FORMAT_JXL, /* JPEG XL: written, never decoded as a source */
         _IMAGE_FORMAT_MAX,
 };
 
 /* How many leading bytes image_format_sniff() looks at, at most. */
 #define IMAGE_FORMAT_SNIFF_BYTES 32
 
-/* "jpeg", "png", "webp", "gif", "tiff", "heif", "avif"; "unknown" for UNKNOWN. */
+/* "jpeg", "png", "webp", "gif", "tiff", "heif", "avif", "jxl"; "unknown" for UNKNOWN. */
 const char *image_format_name(enum image_format f);
 
 /* The format named `name`, or IMAGE_FORMAT_UNKNOWN. */
@@ -35,7 +36,7 @@ enum image_format image_format_from_name(const char *name);
 /* File extension without the dot: "jpg" for jpeg, "png", "webp", ... */
 const char *image_format_extension(enum image_format f);
 
-/* True where imgd can write the format as an output (jpeg, png, webp, avif). */
+/* True where imgd can write the format as an output (jpeg, png, webp, avif, jxl). */
 bool image_format_writable(enum image_format f);
 
 /* True where the format can carry an alpha channel. */

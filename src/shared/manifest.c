@@ -50,9 +50,9 @@ json_t *manifest_extra(const json_t *outputs, const struct variant *variants,
                 goto fail;
         for (size_t i = 0; i < json_array_size(outputs); i++) {
                 json_t *o = json_array_get(outputs, i), *q = json_object_get(o, "quality"),
-                       *w = json_object_get(o, "warning");
+                       *w = json_object_get(o, "warning"), *d = json_object_get(o, "dssim");
 
-                if (!q && !w)
+                if (!q && !w && !d)
                         continue;
                 if (!by_name) {
                         by_name = json_object();
@@ -61,6 +61,11 @@ json_t *manifest_extra(const json_t *outputs, const struct variant *variants,
                 }
                 if (json_object_set_new(by_name, variants[i].name,
                                         json_pack("{s:O?, s:O?}", "quality", q, "warning", w)) < 0)
+                        goto fail;
+                /* quality = "auto": the score of the output, and the target it was held to. */
+                if (d && json_object_update_new(json_object_get(by_name, variants[i].name),
+                                                json_pack("{s:O, s:f}", "dssim", d, "target",
+                                                          variants[i].target)) < 0)
                         goto fail;
         }
         if (degraded && json_object_set_new(info, "degraded", json_true()) < 0)

@@ -57,9 +57,11 @@ int manifest_path(const char *output_key, char **ret);
 /*
  * What a job reported beyond its files, as the manifest's extra members and the ledger's
  * `info` keep it: {"placeholder": placeholder (when not NULL), "variants": {NAME: {"quality":
- * Q or null, "warning": W or null}} for the outputs that have a quality or a warning, "degraded":
- * true (when degraded)}. outputs is the worker's list of outputs (objects with "quality" and
- * "warning" when they have one), variants[i] the variant of outputs[i]. NULL when out of memory.
+ * Q or null, "warning": W or null, and with quality = "auto" "dssim": the output's DSSIM and
+ * "target": its target}} for the outputs that have a quality, a score or a warning,
+ * "degraded": true (when degraded)}. outputs is the worker's list of outputs (objects with
+ * "quality", "dssim" and "warning" when they have one), variants[i] the variant of outputs[i].
+ * NULL when out of memory.
  */
 json_t *manifest_extra(const json_t *outputs, const struct variant *variants,
                        const json_t *placeholder, bool degraded);

@@ -137,6 +137,18 @@ int pathmap_output_path(const char *key, const char *variant, const char *ext, c
         return 0;
 }
 
+int pathmap_replace_extension(const char *path, const char *ext, char **ret)
+{
+        const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+        size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - path) : strlen(path);
+        char *s;
+
+        if (asprintf(&s, "%.*s.%s", (int)stem, path, ext) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
 bool pathmap_name_too_long(const char *path)
 {
         const char *name = strrchr(path, '/');

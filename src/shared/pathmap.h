@@ -30,6 +30,13 @@ int pathmap_output_key(const char *watch_path, const char *output_root, const ch
 int pathmap_output_path(const char *key, const char *variant, const char *ext, char **ret);
 
 /*
+ * path with the extension of its last component (after its last '.') replaced by ext, or
+ * ext appended after a '.' when it has none: for an output whose format the worker chose
+ * (format "best"). Returns 0 and a new string in *ret, or -ENOMEM.
+ */
+int pathmap_replace_extension(const char *path, const char *ext, char **ret);
+
+/*
  * True when the last component of `path` is longer than NAME_MAX (255 bytes): no Linux file
  * system can hold it, so the output cannot be published under that name.
  */

@@ -54,6 +54,50 @@ static const struct {
         { VARIANT_KEEP_COPYRIGHT, "copyright" },
 };
 
+/*
+ * The named targets, DSSIM = 1 / MS-SSIM - 1 of the luma (similarity.h). Calibrated on the
+ * benchmark's photos at 1600 px (scripts/bench-quality.sh; README "Quality per byte"): the
+ * median JPEG quality chosen is about 66 at "good", 58 at 0.006 and 51 at 0.007; "high" and
+ * "low" sit about 12 and 15 steps either side.
+ */
+const struct variant_target_level variant_target_levels[] = {
+        { "high", 0.0035 },
+        { "good", 0.005 },
+        { "low", 0.0075 },
+        {},
+};
+
+double variant_target_from_name(const char *name)
+{
+        for (size_t i = 0; name && variant_target_levels[i].name; i++)
+                if (strcmp(variant_target_levels[i].name, name) == 0)
+                        return variant_target_levels[i].target;
+        return -1;
+}
+
+const char *variant_target_name(double t)
+{
+        for (size_t i = 0; variant_target_levels[i].name; i++)
+                if (variant_target_levels[i].target == t)
+                        return variant_target_levels[i].name;
+        return NULL;
+}
+
+const char *variant_format_name(enum image_format f)
+{
+        if (f == VARIANT_FORMAT_SAME)
+                return "same";
+        if (f == VARIANT_FORMAT_BEST)
+                return "best";
+        return image_format_name(f);
+}
+
+bool variant_format_candidate(enum image_format f)
+{
+        return f == IMAGE_FORMAT_JPEG || f == IMAGE_FORMAT_WEBP || f == IMAGE_FORMAT_AVIF ||
+               f == IMAGE_FORMAT_JXL;
+}
+
 void variant_init(struct variant *v)
 {
         *v = (struct variant){
@@ -64,6 +108,7 @@ void variant_init(struct variant *v)
                 .gravity = VARIANT_GRAVITY_CENTRE,
                 .effort = VARIANT_EFFORT_DEFAULT,
                 .chroma = VARIANT_CHROMA_AUTO,
+                .auto_encodes = VARIANT_AUTO_ENCODES_DEFAULT,
         };
 }
 
@@ -102,6 +147,7 @@ unsigned variant_format_effort_max(enum image_format f)
         case IMAGE_FORMAT_WEBP:
                 return 6;
         case IMAGE_FORMAT_AVIF:
+        case IMAGE_FORMAT_JXL:
                 return 9;
         default:
                 return 0;
@@ -136,9 +182,12 @@ bool variant_format_animated(enum image_format f)
 
 bool variant_uses_quality(const struct variant *v)
 {
+        if (v->format == VARIANT_FORMAT_BEST) /* every candidate is */
+                return true;
         switch (v->format) {
         case IMAGE_FORMAT_JPEG:
         case IMAGE_FORMAT_AVIF:
+        case IMAGE_FORMAT_JXL:
                 return true;
         case IMAGE_FORMAT_WEBP:
                 return !v->lossless;
@@ -204,6 +253,16 @@ bool variant_animated_applies(const struct variant *v)
         return v->format == VARIANT_FORMAT_SAME || variant_format_animated(v->format);
 }
 
+bool variant_auto_applies(const struct variant *v)
+{
+        return v->format != VARIANT_FORMAT_SAME && variant_uses_quality(v);
+}
+
+bool variant_candidates_applies(const struct variant *v)
+{
+        return v->format == VARIANT_FORMAT_BEST;
+}
+
 static json_t *watermark_to_json(const struct variant_watermark *w)
 {
         json_t *j = json_pack("{s:s, s:I, s:f, s:f}", "position", variant_gravity_name(w->position),
@@ -231,9 +290,8 @@ static json_t *watermark_to_json(const struct variant_watermark *w)
 
 json_t *variant_to_json(const struct variant *v)
 {
-        const char *format =
-                v->format == VARIANT_FORMAT_SAME ? "same" : image_format_name(v->format);
-        json_t *j, *keep;
+        const char *format = variant_format_name(v->format);
+        json_t *j, *keep, *candidates;
 
         keep = json_array();
         if (!keep)
@@ -244,9 +302,20 @@ json_t *variant_to_json(const struct variant *v)
                         json_decref(keep);
                         return NULL;
                 }
+        candidates = json_array();
+        for (unsigned i = 0; candidates && i < v->n_candidates; i++)
+                if (json_array_append_new(candidates,
+                                          json_string(image_format_name(v->candidates[i]))) < 0) {
+                        json_decref(candidates);
+                        candidates = NULL;
+                }
+        if (!candidates) {
+                json_decref(keep);
+                return NULL;
+        }
 
         j = json_pack("{s:s, s:I, s:I, s:s, s:s, s:I, s:s, s:[I,I,I], s:s, s:I, s:b, s:b, s:s, "
-                      "s:o, s:I, s:b, s:b}",
+                      "s:o, s:I, s:b, s:b, s:b, s:f, s:I, s:o, s:I}",
                       "name", v->name, "width", (json_int_t)v->width, "height",
                       (json_int_t)v->height, "fit", variant_fit_name(v->fit), "format", format,
                       "quality", (json_int_t)v->quality, "mask", variant_mask_name(v->mask),
@@ -255,7 +324,10 @@ json_t *variant_to_json(const struct variant *v)
                       "effort", (json_int_t)v->effort, "progressive", (int)v->progressive,
                       "lossless", (int)v->lossless, "chroma", variant_chroma_name(v->chroma),
                       "keep", keep, "max_bytes", (json_int_t)v->max_bytes, "max_bytes_strict",
-                      (int)v->max_bytes_strict, "animated", (int)v->animated);
+                      (int)v->max_bytes_strict, "animated", (int)v->animated, "quality_auto",
+                      (int)v->quality_auto, "target", v->target, "auto_encodes",
+                      (json_int_t)v->auto_encodes, "candidates", candidates, "best_time_limit_us",
+                      (json_int_t)v->best_time_limit_usec);
         if (!j)
                 return NULL;
         if (v->watermark.kind != VARIANT_WATERMARK_NONE) {
@@ -284,7 +356,52 @@ _printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...)
 
 static const char *format_name(enum image_format f)
 {
-        return f == VARIANT_FORMAT_SAME ? "same" : image_format_name(f);
+        return variant_format_name(f);
+}
+
+/* The rules of quality = "auto" and format = "best". */
+static int auto_check(const struct variant *v, char **ret_error)
+{
+        const char *n = v->name;
+
+        if (v->quality_auto) {
+                if (!variant_auto_applies(v))
+                        return fail(ret_error, "variant '%s': quality auto does not apply to %s%s",
+                                    n, v->lossless ? "lossless " : "", format_name(v->format));
+                if (!(v->target > 0 && v->target <= VARIANT_TARGET_MAX))
+                        return fail(ret_error, "variant '%s': target out of range", n);
+                if (v->auto_encodes < 1 || v->auto_encodes > VARIANT_AUTO_ENCODES_MAX)
+                        return fail(ret_error, "variant '%s': auto_encodes out of range", n);
+        } else if (v->target != 0 || v->auto_encodes != VARIANT_AUTO_ENCODES_DEFAULT) {
+                return fail(ret_error, "variant '%s': target and auto_encodes need quality auto",
+                            n);
+        }
+        if (!variant_candidates_applies(v)) {
+                if (v->n_candidates != 0 || v->best_time_limit_usec != 0)
+                        return fail(ret_error,
+                                    "variant '%s': candidates and best_time_limit need format "
+                                    "best",
+                                    n);
+                return 0;
+        }
+        if (!v->quality_auto)
+                return fail(ret_error, "variant '%s': format best needs quality auto", n);
+        if (v->n_candidates < 1 || v->n_candidates > VARIANT_CANDIDATES_MAX)
+                return fail(ret_error, "variant '%s': format best needs 1 to %d candidates", n,
+                            VARIANT_CANDIDATES_MAX);
+        for (unsigned i = 0; i < v->n_candidates; i++) {
+                if (!variant_format_candidate(v->candidates[i]))
+                        return fail(ret_error, "variant '%s': %s cannot be a candidate", n,
+                                    image_format_name(v->candidates[i]));
+                for (unsigned k = 0; k < i; k++)
+                        if (v->candidates[k] == v->candidates[i])
+                                return fail(ret_error, "variant '%s': candidate %s given twice", n,
+                                            image_format_name(v->candidates[i]));
+        }
+        if (v->best_time_limit_usec == 0 ||
+            v->best_time_limit_usec > VARIANT_BEST_TIME_LIMIT_MAX_USEC)
+                return fail(ret_error, "variant '%s': best_time_limit out of range", n);
+        return 0;
 }
 
 /* Whether the bytes of s form valid UTF-8 (no overlong forms, surrogates or > U+10FFFF). */
@@ -375,9 +492,10 @@ static int watermark_check(const struct variant *v, char **ret_error)
 int variant_check(const struct variant *v, char **ret_error)
 {
         enum image_format f = v->format;
-        bool same = f == VARIANT_FORMAT_SAME;
+        bool same = f == VARIANT_FORMAT_SAME || f == VARIANT_FORMAT_BEST;
         const char *n = v->name;
         size_t len = strnlen(v->name, sizeof v->name);
+        int r;
 
         if (len == 0 || len >= sizeof v->name)
                 return fail(ret_error, "invalid variant name");
@@ -434,6 +552,9 @@ int variant_check(const struct variant *v, char **ret_error)
         }
         if (v->max_bytes_strict && !variant_max_bytes_strict_applies(v))
                 return fail(ret_error, "variant '%s': max_bytes_strict without max_bytes", n);
+        r = auto_check(v, ret_error);
+        if (r < 0)
+                return r;
         /*
          * animated is not checked against the format: "same" resolves to a format without
          * frames for still sources (a JPEG stays a JPEG), and there it means the first frame.
@@ -506,9 +627,10 @@ static int watermark_from_json(const json_t *j, const char *name, struct variant
 int variant_from_json(const json_t *j, struct variant *ret, char **ret_error)
 {
         const char *name, *fit, *format, *mask, *gravity, *chroma;
-        json_int_t w, h, q, bg[3], effort, max_bytes;
-        int progressive, lossless, strict, animated;
-        json_t *keep, *watermark = NULL;
+        json_int_t w, h, q, bg[3], effort, max_bytes, auto_encodes, best_time;
+        int progressive, lossless, strict, animated, quality_auto;
+        json_t *keep, *watermark = NULL, *candidates;
+        double target;
         json_error_t jerr;
         struct variant v;
         size_t i;
@@ -518,13 +640,15 @@ int variant_from_json(const json_t *j, struct variant *ret, char **ret_error)
         variant_init(&v);
         if (json_unpack_ex((json_t *)j, &jerr, JSON_STRICT,
                            "{s:s, s:I, s:I, s:s, s:s, s:I, s:s, s:[III], s:s, s:I, s:b, s:b, s:s, "
-                           "s:o, s:I, s:b, s:b, s?o}",
+                           "s:o, s:I, s:b, s:b, s:b, s:F, s:I, s:o, s:I, s?o}",
                            "name", &name, "width", &w, "height", &h, "fit", &fit, "format", &format,
                            "quality", &q, "mask", &mask, "background", &bg[0], &bg[1], &bg[2],
                            "gravity", &gravity, "effort", &effort, "progressive", &progressive,
                            "lossless", &lossless, "chroma", &chroma, "keep", &keep, "max_bytes",
                            &max_bytes, "max_bytes_strict", &strict, "animated", &animated,
-                           "watermark", &watermark) < 0)
+                           "quality_auto", &quality_auto, "target", &target, "auto_encodes",
+                           &auto_encodes, "candidates", &candidates, "best_time_limit_us",
+                           &best_time, "watermark", &watermark) < 0)
                 return fail(ret_error, "malformed variant: %s", jerr.text);
 
         if (!copy_string(v.name, sizeof v.name, name) || v.name[0] == '\0')
@@ -539,6 +663,8 @@ int variant_from_json(const json_t *j, struct variant *ret, char **ret_error)
         v.fit = r;
         if (strcmp(format, "same") == 0)
                 v.format = VARIANT_FORMAT_SAME;
+        else if (strcmp(format, "best") == 0)
+                v.format = VARIANT_FORMAT_BEST;
         else if (variant_format_writable(image_format_from_name(format)))
                 v.format = image_format_from_name(format);
         else
@@ -582,6 +708,25 @@ int variant_from_json(const json_t *j, struct variant *ret, char **ret_error)
         v.max_bytes = (uint64_t)max_bytes;
         v.max_bytes_strict = strict;
         v.animated = animated;
+        v.quality_auto = quality_auto;
+        v.target = target;
+        if (auto_encodes < 0 || auto_encodes > VARIANT_AUTO_ENCODES_MAX)
+                return fail(ret_error, "variant '%s': auto_encodes out of range", name);
+        v.auto_encodes = (unsigned)auto_encodes;
+        if (!json_is_array(candidates) || json_array_size(candidates) > VARIANT_CANDIDATES_MAX)
+                return fail(ret_error, "variant '%s': candidates must be an array of at most %d",
+                            name, VARIANT_CANDIDATES_MAX);
+        json_array_foreach(candidates, i, k)
+        {
+                enum image_format c = image_format_from_name(json_string_value(k));
+
+                if (!variant_format_candidate(c))
+                        return fail(ret_error, "variant '%s': invalid candidate", name);
+                v.candidates[v.n_candidates++] = c;
+        }
+        if (best_time < 0 || (uint64_t)best_time > VARIANT_BEST_TIME_LIMIT_MAX_USEC)
+                return fail(ret_error, "variant '%s': best_time_limit out of range", name);
+        v.best_time_limit_usec = (uint64_t)best_time;
         if (watermark) {
                 r = watermark_from_json(watermark, v.name, &v.watermark, ret_error);
                 if (r < 0)

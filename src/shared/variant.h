@@ -28,6 +28,15 @@
 #define VARIANT_MAX_BYTES_MIN 1024       /* the smallest max_bytes accepted */
 #define VARIANT_MAX_BYTES_QUALITY_MIN 30 /* max_bytes lowers quality down to this, no lower */
 #define VARIANT_MAX_BYTES_STEPS 9 /* encodes at most for max_bytes (enough to bisect 30..100) */
+/* quality = "auto": the lowest quality whose DSSIM (similarity.h) is at most target. */
+#define VARIANT_AUTO_ENCODES_DEFAULT 6 /* encodes of the search at most, by default */
+#define VARIANT_AUTO_ENCODES_MAX 16
+#define VARIANT_AUTO_QUALITY_MIN 20 /* the search goes no lower */
+#define VARIANT_TARGET_MAX 1.0      /* targets are in (0, VARIANT_TARGET_MAX] */
+/* format = "best": the candidate formats tried, and the time they may take together. */
+#define VARIANT_CANDIDATES_MAX 4
+#define VARIANT_BEST_TIME_LIMIT_DEFAULT_USEC (10 * 1000 * 1000ull)
+#define VARIANT_BEST_TIME_LIMIT_MAX_USEC (600 * 1000 * 1000ull)
 
 enum variant_fit {
         VARIANT_FIT_COVER,   /* fill the box, crop the overflow (where gravity says) */
@@ -98,8 +107,18 @@ struct variant_watermark {
         double width; /* fraction of the output's width, (0, 1]; 0: text at its font size */
 };
 
-/* Output format of a variant: an image_format, or "same as the source". */
+/* Output format of a variant: an image_format, "same as the source", or "the smallest of
+ * the candidates that meets the target" (chosen by the worker, per source). */
 #define VARIANT_FORMAT_SAME ((enum image_format) - 1)
+#define VARIANT_FORMAT_BEST ((enum image_format) - 2)
+
+/* The named targets of quality = "auto" (target = "good"), DSSIM values. */
+struct variant_target_level {
+        const char *name;
+        double target;
+};
+extern const struct variant_target_level variant_target_levels[];
+#define VARIANT_TARGET_DEFAULT_LEVEL "good"
 
 /*
  * A plain value (no pointers): it is copied freely, e.g. from the configuration into a
@@ -111,12 +130,19 @@ struct variant {
         unsigned width;  /* 0 where fit = none */
         unsigned height; /* 0 where fit = none */
         enum variant_fit fit;
-        enum image_format format; /* or VARIANT_FORMAT_SAME */
-        unsigned quality;         /* 1..100 */
+        enum image_format format; /* or VARIANT_FORMAT_SAME, VARIANT_FORMAT_BEST */
+        unsigned quality;         /* 1..100; with quality_auto the search's first guess */
+        bool quality_auto;        /* quality = "auto": searched for the target */
+        double target;            /* DSSIM the output may have at most (quality_auto), else 0 */
+        unsigned auto_encodes;    /* encodes of the search at most (quality_auto) */
+        /* format "best": the formats tried, in order (jpeg, webp, avif, jxl), else none */
+        enum image_format candidates[VARIANT_CANDIDATES_MAX];
+        unsigned n_candidates;
+        uint64_t best_time_limit_usec; /* format "best": the candidates' time together */
         enum variant_mask mask;
         uint8_t background[3];        /* sRGB colour that alpha is flattened onto */
         enum variant_gravity gravity; /* only other than centre with fit = cover */
-        unsigned effort;              /* webp 0..6, avif 0..9; default 4 */
+        unsigned effort;              /* webp 0..6, avif 0..9, jxl 1..9; default 4 */
         bool progressive;             /* jpeg, png, gif: interlaced */
         bool lossless;                /* webp */
         enum variant_chroma chroma;   /* jpeg, avif */
@@ -171,7 +197,7 @@ bool variant_uses_quality(const struct variant *v);
 bool variant_size_applies(const struct variant *v);        /* width, height: fit other than none */
 bool variant_gravity_applies(const struct variant *v);     /* fit cover */
 bool variant_mask_applies(const struct variant *v);        /* a format with alpha */
-bool variant_effort_applies(const struct variant *v);      /* webp, avif */
+bool variant_effort_applies(const struct variant *v);      /* webp, avif, jxl */
 bool variant_progressive_applies(const struct variant *v); /* jpeg, png, gif */
 bool variant_lossless_applies(const struct variant *v);    /* webp */
 bool variant_chroma_applies(const struct variant *v);      /* jpeg, avif */
@@ -179,6 +205,17 @@ bool variant_keep_applies(const struct variant *v);        /* same, jpeg, png, w
 bool variant_max_bytes_applies(const struct variant *v);   /* encoded with a quality */
 bool variant_max_bytes_strict_applies(const struct variant *v); /* max_bytes set */
 bool variant_animated_applies(const struct variant *v);         /* same, webp, gif */
+bool variant_auto_applies(const struct variant *v);       /* quality = "auto": a lossy format */
+bool variant_candidates_applies(const struct variant *v); /* candidates: format best */
+
+/* The name of format f as the configuration writes it: "same", "best" or image_format_name(). */
+const char *variant_format_name(enum image_format f);
+/* Whether f can be a candidate of format "best": a format encoded with a quality. */
+bool variant_format_candidate(enum image_format f);
+/* The target of the named level, or -1 when there is none of that name. */
+double variant_target_from_name(const char *name);
+/* The name of the level whose target is t, or NULL. */
+const char *variant_target_name(double t);
 
 /* New JSON object describing v; NULL on allocation failure. */
 json_t *variant_to_json(const struct variant *v);

@@ -92,6 +92,11 @@ int render_open(const void *data, size_t size, enum image_format f, int shrink, 
                 r = vips_heifload_buffer(buf, size, &out, "access", VIPS_ACCESS_SEQUENTIAL,
                                          "fail_on", VIPS_FAIL_ON_ERROR, NULL);
                 break;
+        case IMAGE_FORMAT_JXL:
+                /* Only the worker's own outputs: JXL is on no source allowlist. */
+                r = vips_jxlload_buffer(buf, size, &out, "access", VIPS_ACCESS_SEQUENTIAL,
+                                        "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+                break;
         default:
                 vips_error("render", "no loader for %s", image_format_name(f));
                 return -1;

@@ -7,12 +7,20 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 
 #include <vips/vips.h>
 
 #include "shared/macro.h"
+#include "worker/autoquality.h"
 #include "worker/render-private.h"
+
+/* quality = "auto": encodes of the whole image at a higher quality when it misses the target
+ * that its sample met: the search keeps one of auto_encodes for the first, the second may
+ * go one over (the target is met rather than the count). */
+#define AUTO_CORRECTIONS 2
+#define AUTO_CORRECTION_MAX 10.0
 
 int render_flatten(VipsImage *in, const uint8_t background[3], VipsImage **ret)
 {
@@ -37,13 +45,8 @@ static VipsForeignSubsample render_subsample(enum variant_chroma c)
         }
 }
 
-/*
- * Encodes in as v's format at quality q with v's encoder settings. `strip`: no metadata at
- * all (else what is attached to in is written: only what the variant keeps). Returns 0,
- * *ret_buf (g_free()) and *ret_len, or a negative errno with err filled in.
- */
-static int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, void **ret_buf,
-                         size_t *ret_len, struct render_error *err)
+int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, void **ret_buf,
+                  size_t *ret_len, struct render_error *err)
 {
         void *buf = NULL;
         size_t len = 0;
@@ -93,6 +96,11 @@ static int render_encode(VipsImage *in, const struct variant *v, int q, bool str
                 if (r != 0)
                         return render_fail_vips(err, -ENOTSUP, "encode avif (AV1 encoder)");
                 break;
+        case IMAGE_FORMAT_JXL:
+                /* libjxl's effort runs 1..9: 0 is its fastest, 1. No metadata is kept. */
+                r = vips_jxlsave_buffer(in, &buf, &len, "Q", q, "effort", MAX((int)v->effort, 1),
+                                        "strip", TRUE, NULL);
+                break;
         default:
                 return render_fail(err, -EINVAL, true, "cannot write %s",
                                    image_format_name(v->format));
@@ -114,7 +122,14 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
         _cleanup_gfree_ void *best = NULL;
         size_t best_len = 0;
         int q = (int)v->quality, lo, hi, steps = 0, r;
+        unsigned trials = 0;
+        double slope = 0;
 
+        if (v->quality_auto) {
+                r = render_auto_quality(in, v, &q, &trials, &slope, err);
+                if (r < 0)
+                        return r;
+        }
         r = render_encode(in, v, q, strip, &best, &best_len, err);
         if (r < 0)
                 return r;
@@ -168,8 +183,47 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                         q = lo;
                 }
         }
+        ret->score = -1;
+        if (v->quality_auto) {
+                r = render_score(in, best, best_len, v->format, v->background, &ret->score, err);
+                if (r < 0)
+                        return r;
+                /*
+                 * The whole image misses the target its sample met: up by the qualities the
+                 * score's distance to 90% of the target asks for at the slope the search
+                 * measured (a correction that lands just short is an encode wasted; near
+                 * quality 100 the score falls steeply), 1 to AUTO_CORRECTION_MAX steps, at
+                 * most AUTO_CORRECTIONS times, and not against max_bytes.
+                 */
+                for (int c = 0; c < AUTO_CORRECTIONS && ret->score > v->target && q < 100 &&
+                                v->max_bytes == 0 && v->auto_encodes > 1 &&
+                                (unsigned)steps + trials < v->auto_encodes + AUTO_CORRECTIONS - 1;
+                     c++) {
+                        _cleanup_gfree_ void *buf = NULL;
+                        size_t len = 0;
+                        double up = ceil((log(ret->score) - log(v->target * 0.9)) / slope);
+
+                        q = MIN(q + (int)CLAMP(up, 1.0, AUTO_CORRECTION_MAX), 100);
+                        r = render_encode(in, v, q, strip, &buf, &len, err);
+                        if (r < 0)
+                                return r;
+                        steps++;
+                        r = render_score(in, buf, len, v->format, v->background, &ret->score, err);
+                        if (r < 0)
+                                return r;
+                        g_free(best);
+                        best = TAKE_PTR(buf);
+                        best_len = len;
+                }
+                if (ret->score > v->target && !ret->warning[0])
+                        snprintf(ret->warning, sizeof(ret->warning),
+                                 "target %g not met: DSSIM %.5f at quality %d", v->target,
+                                 ret->score, q);
+        }
         ret->buf = TAKE_PTR(best);
         ret->size = best_len;
+        ret->format = v->format;
         ret->quality = variant_uses_quality(v) ? q : -1;
+        ret->encodes = (unsigned)steps + trials;
         return 0;
 }

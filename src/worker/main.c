@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -44,6 +45,7 @@
 #include "shared/log.h"
 #include "shared/macro.h"
 #include "shared/manifest.h"
+#include "shared/pathmap.h"
 #include "shared/proto.h"
 #include "worker/render.h"
 #include "shared/variant.h"
@@ -255,21 +257,27 @@ static int job_variant(render_base *base, const struct variant *v, size_t i, int
                                 v->name);
 
         hash_sha256_buf(back, back_len, hex);
-        r = render_verify_pages(back, back_len, v->format, ro.width, ro.height, ro.pages, &rerr);
+        r = render_verify_pages(back, back_len, ro.format, ro.width, ro.height, ro.pages, &rerr);
         if (r < 0)
                 return job_fail(e, r, rerr.permanent, "variant %s: %s", v->name, rerr.message);
 
-        out = json_pack("{s:I, s:I, s:I, s:s}", "width", (json_int_t)ro.width, "height",
-                        (json_int_t)ro.height, "bytes", (json_int_t)len, "sha256", hex);
+        out = json_pack("{s:I, s:I, s:I, s:s, s:s}", "width", (json_int_t)ro.width, "height",
+                        (json_int_t)ro.height, "bytes", (json_int_t)len, "sha256", hex, "format",
+                        image_format_name(ro.format));
         if (!out ||
             (ro.quality >= 0 &&
              json_object_set_new(out, "quality", json_integer(ro.quality)) < 0) ||
+            (ro.score >= 0 &&
+             (json_object_set_new(out, "dssim", json_real(round(ro.score * 1e6) / 1e6)) < 0 ||
+              json_object_set_new(out, "encodes", json_integer(ro.encodes)) < 0)) ||
             (ro.warning[0] && json_object_set_new(out, "warning", json_string(ro.warning)) < 0))
                 return job_fail(e, -ENOMEM, false, "out of memory");
         if (ro.warning[0])
                 log_warning("variant %s: %s", v->name, ro.warning);
-        log_debug("job variant %zu (%s): %ux%u x %u frames, %zu bytes, quality %d", i, v->name,
-                  ro.width, ro.height, ro.pages, len, ro.quality);
+        log_debug("job variant %zu (%s): %s %ux%u x %u frames, %zu bytes, quality %d, DSSIM %g, "
+                  "%u encodes",
+                  i, v->name, image_format_name(ro.format), ro.width, ro.height, ro.pages, len,
+                  ro.quality, ro.score, ro.encodes);
         *ret_out = TAKE_PTR(out);
         return 0;
 }
@@ -343,12 +351,23 @@ static int job_manifest(const json_t *jm, const char *src_hex, const struct vari
         for (size_t i = 0; i < n && r >= 0; i++) {
                 const json_t *o = json_array_get(outputs, i);
                 const char *f = json_string_value(json_array_get(jfiles, i));
+                const char *format = json_string_value(json_object_get(o, "format"));
 
                 r = f ? proto_hex_decode(f, &files[i]) : -EINVAL;
+                /* Format "best": the file is named for the format chosen. */
+                if (r >= 0 && variants[i].format == VARIANT_FORMAT_BEST) {
+                        char *named = NULL;
+
+                        r = pathmap_replace_extension(
+                                files[i], image_format_extension(image_format_from_name(format)),
+                                &named);
+                        free(files[i]);
+                        files[i] = named;
+                }
                 list[i] = (struct manifest_output){
                         .variant = variants[i].name,
                         .file = files[i],
-                        .format = image_format_name(variants[i].format),
+                        .format = format,
                         .width = (unsigned)json_integer_value(json_object_get(o, "width")),
                         .height = (unsigned)json_integer_value(json_object_get(o, "height")),
                         .bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes")),

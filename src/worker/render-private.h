@@ -11,6 +11,8 @@
  *   overlay.c      the watermark cache, watermark overlays and the circle mask
  *   metadata.c     metadata removed from a base, kept for a variant, stripped from a WebP
  *   encode.c       flattening and encoding, with the max_bytes quality search
+ *   autoquality.c  quality = "auto": the search on a sample, and an output's score
+ *   similarity.c   the metric (MS-SSIM, DSSIM) of the scores (its own header)
  *   verify.c       output verification (libjpeg, libwebp, libvips)
  *   placeholder.c  BlurHash, dominant colour and the tiny WebP of a placeholder
  *
@@ -205,14 +207,50 @@ int render_attach_kept(render_base *b, VipsImage *in, const struct variant *v, V
 int render_flatten(VipsImage *in, const uint8_t background[3], VipsImage **ret);
 
 /*
- * Encodes in for v into *ret (buf, size, quality, warning). Without max_bytes, one encode at
- * v's quality. With it: v's quality if that fits; else the lowest allowed quality
- * (VARIANT_MAX_BYTES_QUALITY_MIN, or v's own if lower) and, when that fits, a bisection for
- * the highest quality that fits, VARIANT_MAX_BYTES_STEPS encodes in all at most. An output
- * that does not fit even at the lowest quality is returned with a warning, or fails with
- * -EFBIG (permanent) when max_bytes_strict. `strip`: no metadata at all (else what is
+ * Encodes in as v's format at quality q (1..100; else 80) with v's encoder settings.
+ * `strip`: no metadata at all (else what is attached to in is written: only what the
+ * variant keeps). Returns 0, *ret_buf (g_free()) and *ret_len, or a negative errno with err
+ * filled in.
+ */
+int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, void **ret_buf,
+                  size_t *ret_len, struct render_error *err);
+
+/*
+ * Encodes in for v into *ret (buf, size, quality, score, warning). With quality = "auto",
+ * the quality is the one render_auto_quality() finds, and the output is scored
+ * (render_score()); a score over the target is published with a warning. Without max_bytes,
+ * one encode at that quality (v's own without auto). With it: v's quality if that fits; else the
+ * lowest allowed quality (VARIANT_MAX_BYTES_QUALITY_MIN, or v's own if lower) and, when that fits,
+ * a bisection for the highest quality that fits, VARIANT_MAX_BYTES_STEPS encodes in all at most. An
+ * output that does not fit even at the lowest quality is returned with a warning, or fails with
+ * -EFBIG (permanent) when max_bytes_strict (max_bytes starts from the quality auto found, so
+ * the smaller of the two wins). `strip`: no metadata at all (else what is
  * attached to in is written: only what the variant keeps). Returns 0 or a negative errno
  * with err filled in.
  */
 int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct render_output *ret,
                       struct render_error *err);
+
+/* ---- autoquality.c --------------------------------------------------------------------- */
+
+/*
+ * The quality for v (quality_auto) of in: the lowest found by the bounded search
+ * (autoquality.h) on a sample of in, with v->auto_encodes - 2 trial encodes of the sample
+ * (the caller's encode of the whole image is one more, and one is kept for a correction
+ * when the whole image misses the target: render_encode_fit(), which may make one more
+ * after it, auto_encodes + 1 in all); of a small image, which is
+ * its own sample, auto_encodes - 1; with auto_encodes 1, the first guess without a trial.
+ * *ret_slope is the fall of ln(DSSIM) per quality step there (autoquality_slope()), for the
+ * correction. Returns
+ * 0, *ret_q and *ret_trials, or a negative errno with err filled in.
+ */
+int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsigned *ret_trials,
+                        double *ret_slope, struct render_error *err);
+
+/*
+ * The DSSIM (similarity.h) of buf[0..len), an encoding of ref in format f, decoded, against
+ * ref; images with alpha are compared flattened onto bg. Returns 0 and *ret, or a negative
+ * errno with err filled in.
+ */
+int render_score(VipsImage *ref, const void *buf, size_t len, enum image_format f,
+                 const uint8_t bg[3], double *ret, struct render_error *err);

@@ -123,6 +123,14 @@ int render_init(const char *argv0, unsigned threads)
         /* One decode per job and no sharing between jobs: the cache would only hold memory. */
         vips_cache_set_max(0);
         vips_block_untrusted_set(TRUE);
+        /*
+         * libvips marks its JPEG XL saver and loader untrusted (libjxl is young). The saver
+         * writes our own pixels, and the loader only ever reads back our own outputs (to
+         * verify them, and to score them for quality = "auto"): sources are opened by magic
+         * from an allowlist that has no JPEG XL (render_format_allowed()).
+         */
+        vips_operation_block_set("VipsForeignSaveJxlBuffer", FALSE);
+        vips_operation_block_set("VipsForeignLoadJxlBuffer", FALSE);
         g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
                           render_log_handler, NULL);
         return 0;
@@ -193,20 +201,111 @@ static void render_frames_freep(VipsImage ***p)
         free(*p);
 }
 
+/*
+ * The end of a variant's pipeline for one output format (v->format): alpha flattened where the
+ * format has none, the metadata to keep attached, encoded (render_encode_fit()). Fills the
+ * encoder's members of *out. Returns 0, or a negative errno with err filled in.
+ */
+static int render_finish(render_base *b, VipsImage *in, const struct variant *v,
+                         struct render_output *out, struct render_error *err)
+{
+        _cleanup_image_ VipsImage *flat = NULL, *flat8 = NULL, *kept = NULL;
+        VipsImage *cur = in;
+        bool keep_any = false;
+
+        if (!image_format_has_alpha(v->format) && vips_image_hasalpha(cur)) {
+                if (render_flatten(cur, v->background, &flat) < 0)
+                        return render_fail_vips(err, -EBADMSG, "flatten");
+                cur = flat;
+                if (cur->BandFmt != VIPS_FORMAT_UCHAR) {
+                        if (vips_cast(cur, &flat8, VIPS_FORMAT_UCHAR, NULL) < 0)
+                                return render_fail_vips(err, -EBADMSG, "flatten");
+                        cur = flat8;
+                }
+        }
+        if (v->keep) {
+                if (render_attach_kept(b, cur, v, &kept, &keep_any) < 0)
+                        return render_fail_vips(err, -EBADMSG, "metadata");
+                cur = kept;
+        }
+        return render_encode_fit(cur, v, !keep_any, out, err);
+}
+
+/*
+ * Format "best": each candidate in turn at its auto quality, until all are done or
+ * best_time_limit has passed (the candidate running then is finished); the smallest output
+ * that meets the target wins, else the one that comes closest. Fills the encoder's members of
+ * *out, with the winner's format. Returns 0, or a negative errno with err filled in.
+ */
+static int render_best(render_base *b, VipsImage *in, const struct variant *v,
+                       struct render_output *out, struct render_error *err)
+{
+        const int64_t start = g_get_monotonic_time();
+        struct render_output best = { .quality = -1, .score = -1 };
+        unsigned encodes = 0, tried = 0;
+
+        for (unsigned i = 0; i < v->n_candidates; i++) {
+                struct render_output o = { .quality = -1, .score = -1 };
+                struct variant c = *v;
+                bool better;
+                int r;
+
+                if (i > 0 && (uint64_t)(g_get_monotonic_time() - start) >= v->best_time_limit_usec)
+                        break;
+                /* At one encode in all (degraded), the first candidate only. */
+                if (i > 0 && v->auto_encodes <= 1)
+                        break;
+                c.format = v->candidates[i];
+                c.n_candidates = 0;
+                c.best_time_limit_usec = 0;
+                r = render_finish(b, in, &c, &o, err);
+                if (r < 0) {
+                        g_free(best.buf);
+                        return r;
+                }
+                encodes += o.encodes;
+                tried++;
+                if (!best.buf)
+                        better = true;
+                else if ((o.score <= v->target) != (best.score <= v->target))
+                        better = o.score <= v->target;
+                else if (o.score <= v->target)
+                        better = o.size < best.size;
+                else
+                        better = o.score < best.score;
+                if (better) {
+                        g_free(best.buf);
+                        best = o;
+                } else {
+                        g_free(o.buf);
+                }
+        }
+        best.encodes = encodes;
+        if (tried < v->n_candidates && !best.warning[0])
+                snprintf(best.warning, sizeof best.warning,
+                         "format best: %u of %u candidates tried (best_time_limit or degraded)",
+                         tried, v->n_candidates);
+        best.width = out->width;
+        best.height = out->height;
+        best.pages = out->pages;
+        *out = best;
+        return 0;
+}
+
 int render_variant_full(render_base *b, const struct variant *v, render_cache *cache,
                         struct render_output *ret, struct render_error *err)
 {
         _cleanup_(render_cache_freep) render_cache *own_cache = NULL;
-        _cleanup_image_ VipsImage *overlay = NULL, *joined = NULL, *flat = NULL, *flat8 = NULL,
-                                  *kept = NULL;
+        _cleanup_image_ VipsImage *overlay = NULL, *joined = NULL;
         /* Filled in order, so the ones made so far are always followed by a NULL. */
         _cleanup_(render_frames_freep) VipsImage **frames = NULL;
-        struct render_output out = { .quality = -1 };
-        bool animate, keep_any = false;
+        struct render_output out = { .quality = -1, .score = -1 };
+        bool animate;
         int n = 1, ox = 0, oy = 0, r;
         VipsImage *cur;
 
-        if (!variant_format_writable(v->format))
+        if (!variant_format_writable(v->format) &&
+            !(v->format == VARIANT_FORMAT_BEST && v->n_candidates > 0))
                 return render_fail(err, -EINVAL, true, "variant %s: cannot write format %s",
                                    v->name, image_format_name(v->format));
         if (v->fit != VARIANT_FIT_NONE &&
@@ -253,22 +352,10 @@ int render_variant_full(render_base *b, const struct variant *v, render_cache *c
         out.height = (unsigned)frames[0]->Ysize;
         out.pages = (unsigned)n;
 
-        if (!image_format_has_alpha(v->format) && vips_image_hasalpha(cur)) {
-                if (render_flatten(cur, v->background, &flat) < 0)
-                        return render_fail_vips(err, -EBADMSG, "flatten");
-                cur = flat;
-                if (cur->BandFmt != VIPS_FORMAT_UCHAR) {
-                        if (vips_cast(cur, &flat8, VIPS_FORMAT_UCHAR, NULL) < 0)
-                                return render_fail_vips(err, -EBADMSG, "flatten");
-                        cur = flat8;
-                }
-        }
-        if (v->keep) {
-                if (render_attach_kept(b, cur, v, &kept, &keep_any) < 0)
-                        return render_fail_vips(err, -EBADMSG, "metadata");
-                cur = kept;
-        }
-        r = render_encode_fit(cur, v, !keep_any, &out, err);
+        if (v->format == VARIANT_FORMAT_BEST)
+                r = render_best(b, cur, v, &out, err);
+        else
+                r = render_finish(b, cur, v, &out, err);
         if (r < 0)
                 return r;
         *ret = out;

@@ -74,8 +74,11 @@ struct render_output {
         size_t size;
         unsigned width; /* of a frame */
         unsigned height;
-        unsigned pages;    /* frames: more than 1 for an animated output */
+        unsigned pages;           /* frames: more than 1 for an animated output */
+        enum image_format format; /* the format written (format "best": the one chosen) */
         int quality;       /* the encoder quality used (max_bytes may have lowered it); -1: none */
+        double score;      /* quality = "auto": the output's DSSIM (similarity.h); else -1 */
+        unsigned encodes;  /* encodes made, trials of a quality search included */
         char warning[256]; /* "" or why the output is not quite what was asked */
 };
 

@@ -37,6 +37,8 @@ static const char *render_loader_stem(enum image_format f)
         case IMAGE_FORMAT_HEIF:
         case IMAGE_FORMAT_AVIF:
                 return "heif";
+        case IMAGE_FORMAT_JXL:
+                return "jxl";
         default:
                 return NULL;
         }

@@ -255,7 +255,11 @@ static const char full_conf[] =
         "      effort = 6; mask = \"circle\"; gravity = \"entropy\";\n"
         "      watermark = { image = \"@/logo.png\"; width = 0.3; }; }\n"
         "  ); };\n"
-        "  q = ( { name = \"x\"; width = 1; height = 1; format = \"avif\"; effort = 9; } );\n"
+        "  q = ( { name = \"x\"; width = 1; height = 1; format = \"avif\"; effort = 9; },\n"
+        "        { name = \"y\"; width = 9; height = 9; format = \"jxl\"; quality = \"auto\";\n"
+        "          target = 0.0123; auto_encodes = 3; },\n"
+        "        { name = \"z\"; width = 9; height = 9; format = \"best\"; target = \"high\";\n"
+        "          candidates = [ \"jxl\", \"jpeg\" ]; best_time_limit_ms = 2500; } );\n"
         "};\n";
 
 /*
@@ -331,6 +335,14 @@ static void test_every_setting(void **state)
         assert_has(text, "format = \"same\";");
         assert_has(text, "animated = true;");
         assert_has(text, "effort = 9;");
+        assert_has(text, "format = \"jxl\";");
+        assert_has(text, "quality = \"auto\";");
+        assert_has(text, "target = 0.0123;");
+        assert_has(text, "auto_encodes = 3;");
+        assert_has(text, "format = \"best\";");
+        assert_has(text, "target = \"high\";");
+        assert_has(text, "candidates = [ \"jxl\", \"jpeg\" ];");
+        assert_has(text, "best_time_limit_ms = 2500;");
 
         keys = config_keys();
         for (char *k = strtok_r(keys, " ", &save); k; k = strtok_r(NULL, " ", &save)) {

@@ -7,8 +7,10 @@
  * effort for webp and avif only from reduced on, and the degraded flag exactly when
  * something was left out or lowered; a variant that keeps an unknown source format stops
  * the selection after the variants before it; at most JOBPREP_MAX_VARIANTS; the output
- * paths and the worker's request.
+ * paths and the worker's request; quality = "auto" capped at one encode from reduced on,
+ * and format = "best" named for the format its worker reports.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 
 #include "daemon/jobprep.h"
 #include "shared/macro.h"
+#include "shared/pathmap.h"
 #include "shared/time-util.h"
 
 static struct variant make(const char *name, enum image_format f, bool essential)
@@ -247,6 +250,58 @@ static void test_paths_and_request(void **state)
         pl.placeholder = false;
 }
 
+/* quality = "auto" and format = "best": reduced caps the search at one encode (degraded),
+ * best keeps its format and candidates, and its file takes the format the worker chose. */
+static void test_auto_and_best(void **state)
+{
+        struct variant vars[2], out[2];
+        struct pipeline ap = { .name = (char *)"a", .variants = vars, .n_variants = 2 };
+        struct jobprep_selection sel;
+        enum image_format f;
+        char *path = NULL, *named = NULL;
+
+        vars[0] = make("auto", IMAGE_FORMAT_JPEG, false);
+        vars[0].quality_auto = true;
+        vars[0].target = 0.005;
+        vars[1] = make("best", VARIANT_FORMAT_BEST, false);
+        vars[1].quality_auto = true;
+        vars[1].target = 0.005;
+        vars[1].n_candidates = 2;
+        vars[1].candidates[0] = IMAGE_FORMAT_JPEG;
+        vars[1].candidates[1] = IMAGE_FORMAT_AVIF;
+        vars[1].best_time_limit_usec = VARIANT_BEST_TIME_LIMIT_DEFAULT_USEC;
+
+        jobprep_select(&ap, IMAGE_FORMAT_PNG, HEALTH_FULL, out, &sel);
+        assert_int_equal(sel.n, 2);
+        assert_false(sel.degraded);
+        assert_int_equal(out[0].auto_encodes, VARIANT_AUTO_ENCODES_DEFAULT);
+        assert_int_equal(out[1].format, VARIANT_FORMAT_BEST);
+
+        jobprep_select(&ap, IMAGE_FORMAT_PNG, HEALTH_REDUCED, out, &sel);
+        assert_true(sel.degraded);
+        for (size_t i = 0; i < 2; i++) {
+                assert_int_equal(out[i].auto_encodes, 1);
+                assert_int_equal(variant_check(&out[i], NULL), 0);
+        }
+        assert_int_equal(out[1].format, VARIANT_FORMAT_BEST);
+        assert_int_equal(out[1].effort, VARIANT_EFFORT_DEFAULT); /* none applies to best */
+
+        /* The name before the render has the longest extension of the candidates. */
+        assert_int_equal(jobprep_output_path("/srv/out/photo", &vars[1], &path), 0);
+        assert_string_equal(path, "/srv/out/photo_best.avif");
+        assert_int_equal(jobprep_output_format(&vars[1], "jpeg", &f), 0);
+        assert_int_equal(f, IMAGE_FORMAT_JPEG);
+        assert_int_equal(pathmap_replace_extension(path, image_format_extension(f), &named), 0);
+        assert_string_equal(named, "/srv/out/photo_best.jpg");
+        /* A format that is not a candidate, or another than a plain variant's, is refused. */
+        assert_int_equal(jobprep_output_format(&vars[1], "webp", &f), -EBADMSG);
+        assert_int_equal(jobprep_output_format(&vars[0], "webp", &f), -EBADMSG);
+        assert_int_equal(jobprep_output_format(&vars[0], NULL, &f), 0);
+        assert_int_equal(f, IMAGE_FORMAT_JPEG);
+        free(path);
+        free(named);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -257,6 +312,7 @@ int main(void)
                 cmocka_unit_test_setup(test_unsupported, setup),
                 cmocka_unit_test(test_max_variants),
                 cmocka_unit_test_setup(test_paths_and_request, setup),
+                cmocka_unit_test(test_auto_and_best),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

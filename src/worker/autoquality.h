@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * autoquality.h - quality = "auto": the bounded search for the lowest encoder quality whose
+ * output still scores at most a DSSIM target (similarity.h) against the image it was
+ * encoded from.
+ *
+ * The search itself is a pure policy (autoquality_search): given the qualities tried so far
+ * and their scores, the next quality to try, or none. It keeps the highest quality known to
+ * miss the target and the lowest known to meet it, and aims between them by interpolating
+ * log(DSSIM) linearly in the quality (a line through the two, or one point and a typical
+ * slope; the bracket halved instead after two trials in a row on one side of the target), so
+ * that a good first guess converges in two or three encodes; it stops when the two
+ * are within AUTOQUALITY_RESOLUTION of each other, at the bounds, or when its encodes are
+ * spent. The result is the lowest quality known to meet the target, or, when the trials ran
+ * out with the two far apart, the interpolated crossing between them.
+ *
+ * render_encode_auto (render-private.h) runs it: the search encodes a sample of the image
+ * (a mosaic of tiles taken on the encoders' block grid; the whole image when it is small),
+ * decodes and scores each trial, then the whole image is encoded once at the quality found
+ * and scored as published.
+ */
+#pragma once
+
+#include <stdbool.h>
+
+#include "shared/imgformat.h"
+
+/* The search stops when the bracket [miss, meet] is this narrow. */
+#define AUTOQUALITY_RESOLUTION 2
+/* The assumed fall of ln(DSSIM) per quality step while only one side is known. */
+#define AUTOQUALITY_SLOPE 0.023 /* DSSIM doubles about every 30 steps down */
+/* A step up from a miss goes at most this far: the fall of DSSIM steepens near 100. */
+#define AUTOQUALITY_STEP_MAX 20.0
+/* Out of trials, a bracket wider than this gives where the line through its ends crosses the
+ * target (not known to meet it: the caller scores what it encodes) instead of its top. */
+#define AUTOQUALITY_BRACKET_MAX 4
+
+struct autoquality_search {
+        double target;
+        int min_q, max_q;  /* the qualities that may be tried */
+        int miss_q;        /* highest quality known to miss the target; min_q - 1: none */
+        double miss_score; /* its score */
+        int meet_q;        /* lowest quality known to meet it; max_q + 1: none */
+        double meet_score; /* its score */
+        unsigned tried, budget;
+        bool last_met;      /* the last trial met the target */
+        unsigned same_side; /* trials in a row on that side */
+};
+
+/* A search for target over [min_q, max_q] with at most `budget` trials. */
+void autoquality_start(struct autoquality_search *s, double target, int min_q, int max_q,
+                       unsigned budget);
+
+/* The quality to try next (`guess` first, clamped to the range), or 0 when the search is done. */
+int autoquality_next(const struct autoquality_search *s, int guess);
+
+/* Records the score of quality q. */
+void autoquality_record(struct autoquality_search *s, int q, double score);
+
+/* The lowest quality known to meet the target (or the crossing of a bracket wider than
+ * AUTOQUALITY_BRACKET_MAX), or -1 when none was found. */
+int autoquality_result(const struct autoquality_search *s);
+
+/*
+ * The fall of ln(DSSIM) per quality step where the search ended: measured between the ends of
+ * its bracket when it has both (between 0.01 and 0.5), else AUTOQUALITY_SLOPE.
+ */
+double autoquality_slope(const struct autoquality_search *s);
+
+/*
+ * The first guess for format f at target t: the median quality the benchmark's photos ended
+ * at, for the level nearest t (README, "Quality per byte").
+ */
+int autoquality_guess(enum image_format f, double target);
