@@ -350,6 +350,7 @@ int query_metrics(struct client *ctl, const struct verb_args *a)
         }
         return EXIT_OK;
 }
+
 int query_plan(struct client *ctl, const struct verb_args *a)
 {
         _cleanup_(json_decrefp) json_t *result = NULL;

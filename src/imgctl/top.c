@@ -177,8 +177,27 @@ static void top_render(struct top *t, const json_t *status, int64_t now_mono)
                left);
         printf("throughput %.2f jobs/s (last 10 s), backlog drained in about %s\n", rate, eta);
         printf("jobs       queued %" PRId64 "  running %" PRId64 "  retry %" PRId64
-               "  done %" PRId64 "  dead %" PRId64 "  cancelled %" PRId64 "\n\n",
+               "  done %" PRId64 "  dead %" PRId64 "  cancelled %" PRId64 "\n",
                queued, running, retry, done, dead, cancelled);
+        {
+                /* Background work (reconciliation): what is left of it, at its own rate. */
+                const json_t *rc = json_object_get(status, "reconcile");
+                const json_t *rc_eta = json_object_get(rc, "eta_s");
+
+                if (client_get_int(rc, "remaining") > 0 ||
+                    json_is_true(json_object_get(rc, "scanning"))) {
+                        printf("reconcile  %s%" PRId64 " left, %" PRId64 " done, %.1f/s",
+                               json_is_true(json_object_get(rc, "scanning")) ? "scanning; " : "",
+                               client_get_int(rc, "remaining"), client_get_int(rc, "done"),
+                               json_number_value(json_object_get(rc, "per_s")));
+                        if (json_is_integer(rc_eta))
+                                printf(", about %" PRId64 " s left",
+                                       (int64_t)json_integer_value(rc_eta));
+                        printf("%s\n",
+                               json_is_true(json_object_get(rc, "paused")) ? " (paused)" : "");
+                }
+        }
+        printf("\n");
         for (size_t i = 0; i < json_array_size(alerts); i++) {
                 _cleanup_free_ char *msg =
                         output_clean(client_get_str(json_array_get(alerts, i), "message", "?"),
