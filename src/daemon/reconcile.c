@@ -294,8 +294,9 @@ void reconciler_pause(reconciler *r, bool paused)
 json_t *reconciler_plan(const reconciler *r)
 {
         _cleanup_(json_decrefp) json_t *watches = json_array();
+        uint64_t remaining = 0;
 
-        if (!watches || !r->cfg)
+        if (!watches || !r->cfg || ledger_count_background(r->ledger, &remaining) < 0)
                 return NULL;
         for (size_t i = 0; i < r->cfg->n_watches; i++) {
                 const struct watch_config *w = &r->cfg->watches[i];
@@ -322,10 +323,10 @@ json_t *reconciler_plan(const reconciler *r)
                                 return NULL;
                 }
         }
-        return json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "scanning", r->scanning, "paused",
+        return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:O}", "scanning", r->scanning, "paused",
                          r->paused, "scanned", (json_int_t)r->scanned, "adopted",
-                         (json_int_t)r->adopted, "queued", (json_int_t)r->enqueued, "watches",
-                         watches);
+                         (json_int_t)r->adopted, "queued", (json_int_t)r->enqueued, "remaining",
+                         (json_int_t)remaining, "watches", watches);
 }
 
 uint64_t reconciler_remaining(reconciler *r)

@@ -53,7 +53,8 @@ uint64_t reconciler_remaining(reconciler *r);
 
 /*
  * The plan as JSON: {"scanning": bool, "paused": bool, "scanned": N (current done jobs seen
- * in this pass), "adopted": N, "queued": N, "watches": [{"watch", "pipeline", "reconcile":
+ * in this pass), "adopted": N, "queued": N (by this pass), "remaining": N (background jobs
+ * still to do, reconciler_progress()), "watches": [{"watch", "pipeline", "reconcile":
  * bool, "variants": [{"variant", "recipe" (null for a removed one), "current", "missing",
  * "stale", "removed"}]}]}. NULL when out of memory.
  */

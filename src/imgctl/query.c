@@ -364,11 +364,13 @@ int query_plan(struct client *ctl, const struct verb_args *a)
         if (a->json)
                 return output_json(result);
         printf("reconciliation: %s%s, %" PRId64 " done source(s) looked at, %" PRId64
-               " job(s) queued, %" PRId64 " recipe(s) adopted\n\n",
+               " job(s) queued, %" PRId64 " recipe(s) adopted; %" PRId64
+               " background job(s) remaining\n"
+               "(the counts below are the pass's, before the jobs it queued ran)\n\n",
                json_is_true(json_object_get(result, "scanning")) ? "scanning" : "pass complete",
                json_is_true(json_object_get(result, "paused")) ? " (paused)" : "",
                client_get_int(result, "scanned"), client_get_int(result, "queued"),
-               client_get_int(result, "adopted"));
+               client_get_int(result, "adopted"), client_get_int(result, "remaining"));
         watches = json_object_get(result, "watches");
         output_table_init(&t, 8);
         output_table_add(&t, "WATCH", "PIPELINE", "VARIANT", "RECIPE", "CURRENT", "MISSING",
