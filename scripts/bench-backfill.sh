@@ -137,6 +137,7 @@ try:
     print("live upload, drop to manifest (both variants): during the backfill %s (%d uploads, "
           "the first %d s of it); idle %s" % (st(during), len(during),
                                               min(backfill_s, n_live * 0.5), st(idle)))
+    print("  during, in drop order (ms): %s" % " ".join("%.0f" % x for x in during))
     print("imgctl plan after the backfill:")
     print(plan.rstrip())
 finally:

@@ -15,7 +15,7 @@
 
 /* Job ids looked at per turn of the event loop: adjusted after each turn so that one takes
  * about RECONCILE_TURN_USEC (a pass that adopts recipes writes, and is slower per id). */
-#define RECONCILE_RANGE_FIRST 2000
+#define RECONCILE_RANGE_FIRST 200
 #define RECONCILE_RANGE_MIN 50
 #define RECONCILE_RANGE_MAX 50000
 #define RECONCILE_TURN_USEC (20 * USEC_PER_MSEC)

@@ -529,8 +529,18 @@ static void publish_finished(scheduler *s)
  * together (one commit, one fsync per directory), in the commit that completes the batch
  * published before them; a batch published waits up to COMPLETE_DELAY_USEC for that commit.
  * With no worker rendering, or a batch of PUBLISH_BATCH_MAX, nothing waits: a lone job is
- * published and completed at once.
+ * published and completed at once; so is a batch with an upload in it while only background
+ * work renders.
  */
+/* Whether a live job (an upload, not background work) is among `list`. */
+static bool has_live(const struct running *list)
+{
+        for (const struct running *run = list; run; run = run->next)
+                if (run->job->priority < JOB_PRIORITY_BACKGROUND)
+                        return true;
+        return false;
+}
+
 static void publish_pass(scheduler *s)
 {
         uint64_t now = mono_usec(), next = UINT64_MAX;
@@ -538,8 +548,11 @@ static void publish_pass(scheduler *s)
 
         if (s->finished) {
                 uint64_t deadline = s->finished_since_usec + PUBLISH_DELAY_USEC;
+                /* An upload does not wait for background work to join its batch: only other
+                 * uploads are worth the wait (issue 17). */
+                bool live_alone = has_live(s->finished) && !has_live(s->running);
 
-                if (idle || s->n_finished >= PUBLISH_BATCH_MAX || now >= deadline) {
+                if (idle || live_alone || s->n_finished >= PUBLISH_BATCH_MAX || now >= deadline) {
                         publish_finished(s);
                         kick = true;
                 } else
