@@ -268,6 +268,8 @@ int ledger_wal_checkpoint(ledger *l, int mode);
 int ledger_column_strdup(ledger *l, sqlite3_stmt *st, int col, char **ret);
 int ledger_column_sha256(ledger *l, sqlite3_stmt *st, int col, char ret[static HASH_HEX_SIZE]);
 int ledger_column_state(ledger *l, sqlite3_stmt *st, int col, enum job_state *ret);
+/* An output's recipe; "" for NULL (recorded before recipes were kept) or one too long. */
+void ledger_column_recipe(sqlite3_stmt *st, int col, char ret[static VARIANT_RECIPE_SIZE]);
 
 /* Appends the rows of st (the columns of STMT_GET_OUTPUTS) to d's outputs: 0 or a negative
  * errno (what was read stays in d for job_detail_free()). */

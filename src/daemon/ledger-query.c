@@ -268,10 +268,7 @@ int ledger_read_outputs(ledger *l, sqlite3_stmt *st, struct job_detail *d)
                         r = ledger_column_strdup(l, st, 7, &o->tmp_path);
                 if (r < 0)
                         return r;
-                if (sqlite3_column_type(st, 8) == SQLITE_TEXT &&
-                    (size_t)sqlite3_column_bytes(st, 8) < sizeof o->recipe)
-                        memcpy(o->recipe, sqlite3_column_text(st, 8),
-                               (size_t)sqlite3_column_bytes(st, 8) + 1);
+                ledger_column_recipe(st, 8, o->recipe);
         }
         return r;
 }

@@ -67,10 +67,7 @@ static int scan_done_locked(ledger *l, int64_t after_id, int64_t upto_id,
                 if (r < 0)
                         break;
                 src->n_outputs++;
-                if (sqlite3_column_type(st, 3) == SQLITE_TEXT &&
-                    (size_t)sqlite3_column_bytes(st, 3) < sizeof o->recipe)
-                        memcpy(o->recipe, sqlite3_column_text(st, 3),
-                               (size_t)sqlite3_column_bytes(st, 3) + 1);
+                ledger_column_recipe(st, 3, o->recipe);
         }
         if (r < 0) {
                 ledger_done_sources_free(v, n);

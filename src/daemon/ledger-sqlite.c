@@ -487,6 +487,16 @@ int ledger_column_sha256(ledger *l, sqlite3_stmt *st, int col, char ret[static H
         return 0;
 }
 
+void ledger_column_recipe(sqlite3_stmt *st, int col, char ret[static VARIANT_RECIPE_SIZE])
+{
+        int n = sqlite3_column_bytes(st, col);
+
+        if (sqlite3_column_type(st, col) == SQLITE_TEXT && n < VARIANT_RECIPE_SIZE)
+                memcpy(ret, sqlite3_column_text(st, col), (size_t)n + 1);
+        else
+                ret[0] = '\0';
+}
+
 int ledger_column_state(ledger *l, sqlite3_stmt *st, int col, enum job_state *ret)
 {
         int s = job_state_from_name((const char *)sqlite3_column_text(st, col));

@@ -522,6 +522,15 @@ static void publish_finished(scheduler *s)
         scheduler_publish(s, list);
 }
 
+/* Whether a live job (an upload, not background work) is among `list`. */
+static bool has_upload(const struct running *list)
+{
+        for (const struct running *run = list; run; run = run->next)
+                if (run->job->priority < JOB_PRIORITY_BACKGROUND)
+                        return true;
+        return false;
+}
+
 /*
  * Group commit (issue 16): runs after the claims, so a worker that just reported a result has
  * its next job by now. While any worker renders, the jobs rendered wait up to
@@ -532,15 +541,6 @@ static void publish_finished(scheduler *s)
  * published and completed at once; so is a batch with an upload in it while only background
  * work renders.
  */
-/* Whether a live job (an upload, not background work) is among `list`. */
-static bool has_live(const struct running *list)
-{
-        for (const struct running *run = list; run; run = run->next)
-                if (run->job->priority < JOB_PRIORITY_BACKGROUND)
-                        return true;
-        return false;
-}
-
 static void publish_pass(scheduler *s)
 {
         uint64_t now = mono_usec(), next = UINT64_MAX;
@@ -550,9 +550,9 @@ static void publish_pass(scheduler *s)
                 uint64_t deadline = s->finished_since_usec + PUBLISH_DELAY_USEC;
                 /* An upload does not wait for background work to join its batch: only other
                  * uploads are worth the wait (issue 17). */
-                bool live_alone = has_live(s->finished) && !has_live(s->running);
+                bool upload_alone = has_upload(s->finished) && !has_upload(s->running);
 
-                if (idle || live_alone || s->n_finished >= PUBLISH_BATCH_MAX || now >= deadline) {
+                if (idle || upload_alone || s->n_finished >= PUBLISH_BATCH_MAX || now >= deadline) {
                         publish_finished(s);
                         kick = true;
                 } else
