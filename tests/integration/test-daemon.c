@@ -221,7 +221,7 @@ static void test_end_to_end(void **state)
  */
 static void test_burst_worked_while_taken_in(void **state)
 {
-        enum { N = 1000 };
+        enum { N = 3000 };
         struct tu_daemon d;
         _cleanup_free_ char *stage = NULL, *src = NULL, *sql = NULL;
         void *img;
