@@ -104,7 +104,7 @@ _imgctl()
                 if [[ $cur == -* ]]; then
                         COMPREPLY=($(compgen -W '--json --help' -- "$cur"))
                 else
-                        COMPREPLY=($(compgen -W 'pause resume' -- "$cur"))
+                        COMPREPLY=($(compgen -W 'pause resume retract-removed' -- "$cur"))
                 fi
                 ;;
         wait | drain)

@@ -2,7 +2,8 @@
 /*
  * api-events.c - the scheduler's job transitions, and the ones the commands make themselves
  * ("cancelled"), as event lines for the control socket's subscribers (api_on_event(), a
- * scheduler_event_fn). An event never fails and never blocks its caller: a line that cannot
+ * scheduler_event_fn); and the reconciliation's (api_on_reconcile_event(), a
+ * reconciler_event_fn). An event never fails and never blocks its caller: a line that cannot
  * be made or sent is logged and dropped.
  */
 #include <assert.h>
@@ -24,9 +25,9 @@ json_t *api_job_event_json(const struct job *j)
                          (json_int_t)j->attempts);
 }
 
-void api_on_event(const char *event, const json_t *job, void *userdata)
+static void send_event(struct api_context *ctx, const char *event, const char *member,
+                       const json_t *job)
 {
-        struct api_context *ctx = userdata;
         _cleanup_free_ char *line = NULL;
         int r;
 
@@ -35,7 +36,7 @@ void api_on_event(const char *event, const json_t *job, void *userdata)
         if (!ctx || !ctx->control || control_subscribers(ctx->control) == 0)
                 return;
 
-        line = proto_format_event(event, wall_usec(), job);
+        line = proto_format_event_of(event, wall_usec(), member, job);
         if (line && strlen(line) > PROTO_MAX_LINE + 1) {
                 /* Hundreds of outputs: tell the event, subscribers can "show" the job. */
                 _cleanup_(json_decrefp) json_t *small = json_copy((json_t *)job);
@@ -44,7 +45,7 @@ void api_on_event(const char *event, const json_t *job, void *userdata)
                 line = NULL;
                 if (small && json_object_del(small, "outputs") == 0 &&
                     json_object_set_new(small, "outputs_omitted", json_true()) == 0)
-                        line = proto_format_event(event, wall_usec(), small);
+                        line = proto_format_event_of(event, wall_usec(), member, small);
                 if (line && strlen(line) > PROTO_MAX_LINE + 1) {
                         log_warning("event %s: too large to send", event);
                         return;
@@ -57,4 +58,14 @@ void api_on_event(const char *event, const json_t *job, void *userdata)
         r = control_broadcast(ctx->control, line);
         if (r < 0)
                 log_warning_errno(r, "event %s: cannot send it to subscribers: %m", event);
+}
+
+void api_on_event(const char *event, const json_t *job, void *userdata)
+{
+        send_event(userdata, event, "job", job);
+}
+
+void api_on_reconcile_event(const char *event, const json_t *data, void *userdata)
+{
+        send_event(userdata, event, "reconcile", data);
 }

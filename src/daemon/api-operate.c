@@ -403,6 +403,16 @@ int api_reconcile_pause(struct api_context *ctx, const struct api_args *args, js
         return *ret_result ? 0 : -ENOMEM;
 }
 
+int api_reconcile_retract_removed(struct api_context *ctx, const struct api_args *args,
+                                  json_t **ret_result, char **ret_error)
+{
+        (void)args;
+        (void)ret_error;
+        reconciler_start_dropping(ctx->reconciler, ctx->config);
+        *ret_result = reconciler_plan(ctx->reconciler);
+        return *ret_result ? 0 : -ENOMEM;
+}
+
 int api_reconcile_resume(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
                          char **ret_error)
 {

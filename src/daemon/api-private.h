@@ -106,6 +106,8 @@ int api_plan(struct api_context *ctx, const struct api_args *args, json_t **ret_
              char **ret_error);
 int api_reconcile_pause(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
                         char **ret_error);
+int api_reconcile_retract_removed(struct api_context *ctx, const struct api_args *args,
+                                  json_t **ret_result, char **ret_error);
 int api_reconcile_resume(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
                          char **ret_error);
 int api_reload(struct api_context *ctx, const struct api_args *args, json_t **ret_result,

@@ -276,6 +276,8 @@ static const struct api_command {
         { "plan", api_plan, API_ROLE_READ_ONLY, API_NEED_RECONCILER, NULL },
         { "reconcile-pause", api_reconcile_pause, API_ROLE_OPERATOR, API_NEED_RECONCILER, NULL },
         { "reconcile-resume", api_reconcile_resume, API_ROLE_OPERATOR, API_NEED_RECONCILER, NULL },
+        { "reconcile-retract-removed", api_reconcile_retract_removed, API_ROLE_OPERATOR,
+          API_NEED_RECONCILER, NULL },
 };
 
 static const struct api_command *api_command_find(const char *cmd)

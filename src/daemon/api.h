@@ -61,3 +61,6 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
  * without its "outputs" (and with "outputs_omitted": true). Never fails, never blocks.
  */
 void api_on_event(const char *event, const json_t *job, void *userdata);
+/* The same for the reconciliation's events (a reconciler_event_fn): the line carries `data`
+ * as "reconcile" instead of "job". */
+void api_on_reconcile_event(const char *event, const json_t *data, void *userdata);

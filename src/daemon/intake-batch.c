@@ -83,6 +83,11 @@ void intake_batch_end(intake_batch *b)
         b->open = false;
 }
 
+void intake_batch_flush(intake_batch *b)
+{
+        commit(b);
+}
+
 int intake_batch_add(intake_batch *b, const struct config *cfg, const struct watch_config *w,
                      const char *path, int64_t now_usec, char **ret_error)
 {

@@ -36,6 +36,9 @@ intake_batch *intake_batch_free(intake_batch *b);
 void intake_batch_begin(intake_batch *b);
 /* Commits the open batch (if any file was taken in) and announces its files; closes it. */
 void intake_batch_end(intake_batch *b);
+/* Commits and announces what the open batch holds so far; it stays open. For a transition
+ * made in a transaction of its own (a retraction) that must come after the files before it. */
+void intake_batch_flush(intake_batch *b);
 
 /*
  * Takes in `path`, a file below watch `w`, as intake_file() does (same return values); inside

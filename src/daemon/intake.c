@@ -161,6 +161,33 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
         return r;
 }
 
+int intake_moved(ledger *l, const struct watch_config *w, const char *from, const char *to,
+                 int64_t now_usec, int64_t *ret_id, char **ret_error)
+{
+        _cleanup_free_ char *key = NULL;
+        struct source_info src;
+        struct stat st;
+        int r;
+
+        if (lstat(to, &st) < 0 || !S_ISREG(st.st_mode) ||
+            pathmap_output_key(w->path, w->output, to, &key) < 0)
+                return 0;
+        src = (struct source_info){
+                .watch = w->path,
+                .path = to,
+                .output_key = key,
+                .pipeline = w->pipeline_name,
+                .size = (uint64_t)st.st_size,
+                .mtime_ns = source_mtime_ns(&st),
+                .ino = (uint64_t)st.st_ino,
+        };
+        r = ledger_move(l, from, &src, now_usec, ret_id);
+        if (r < 0 &&
+            asprintf(ret_error, "%s: move the outputs of %s: %s", to, from, ledger_errmsg(l)) < 0)
+                *ret_error = NULL;
+        return r;
+}
+
 bool intake_error_transient(int r)
 {
         /* The errors of the machine that block a job (retry.h), and passing shortages. */

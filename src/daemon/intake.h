@@ -25,6 +25,16 @@ int intake_file(ledger *l, const struct config *cfg, const struct watch_config *
                 int64_t now_usec, int64_t *ret_id, char **ret_error);
 
 /*
+ * `from`, a file below watch `w` with published outputs, was renamed to `to` in the same tree
+ * (on_delete = "retract"): queues the move of its outputs (ledger_move()) when `to` is the
+ * same file (its stat as recorded). Returns 1 and the move job's id in *ret_id; 0 when it is
+ * not a move imgd can make (retract `from` and take `to` in); or a negative errno with a
+ * message naming the files in *ret_error (owned by the caller).
+ */
+int intake_moved(ledger *l, const struct watch_config *w, const char *from, const char *to,
+                 int64_t now_usec, int64_t *ret_id, char **ret_error);
+
+/*
  * Whether an error of intake_file() is the machine's rather than the file's (the ledger's
  * disk is full or read-only, the process is out of descriptors or memory, an I/O error), so
  * that taking the file in again later can succeed. Refusals (a symlink, not a regular file,

@@ -247,7 +247,7 @@ int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_
         return LEDGER_WRITE(l, stage_locked(l, id, outs, n_outs, degraded, info, now_usec));
 }
 
-static int complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+int ledger_complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
                            int64_t now_usec)
 {
         int r;
@@ -283,7 +283,7 @@ int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, complete_locked(l, id, outs, n_outs, now_usec));
+        return LEDGER_WRITE(l, ledger_complete_locked(l, id, outs, n_outs, now_usec));
 }
 
 static int relocate_locked(ledger *l, int64_t id, const char *pipeline, const char *output_key)

@@ -14,6 +14,7 @@
  *   ledger-jobs.c    the state machine: enqueue, claim, stage, complete, fail, release,
  *                    cancel, retry, hold, recover, re-render
  *   ledger-query.c   read-only queries: lookups, lists, counts, a job's detail
+ *   ledger-retract.c retraction: retract, drop and move jobs queued and completed
  *   ledger-maint.c   maintenance: pruning, the clean-stop record, the check of the WAL files
  *
  * The engine: the contract of ledger.h (states, checkpoints, recovery) is written once in
@@ -57,7 +58,7 @@
 #define JOB_COLUMNS                                                                                \
         "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "               \
         "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "       \
-        "last_error, degraded, info, priority, redo"
+        "last_error, degraded, info, priority, redo, kind, origin"
 
 /* The prepared statements; their SQL is ledger_stmt_sql[] (ledger-schema.c). */
 enum ledger_stmt {
@@ -104,6 +105,14 @@ enum ledger_stmt {
         STMT_CARRY,
         STMT_CARRIED,
         STMT_COUNT_BACKGROUND,
+        STMT_ORIGIN,
+        STMT_INSERT_RETRACT,
+        STMT_INSERT_MOVE,
+        STMT_NEWEST_OF_PATH,
+        STMT_PUBLISHED_OF_PATH,
+        STMT_PATHS_BELOW,
+        STMT_MOVE_TO_RENDER,
+        STMT_COPY_RENDER_INFO,
         _STMT_MAX,
 };
 
@@ -274,6 +283,10 @@ void ledger_column_recipe(sqlite3_stmt *st, int col, char ret[static VARIANT_REC
 /* Appends the rows of st (the columns of STMT_GET_OUTPUTS) to d's outputs: 0 or a negative
  * errno (what was read stays in d for job_detail_free()). */
 int ledger_read_outputs(ledger *l, sqlite3_stmt *st, struct job_detail *d);
+
+/* ledger-jobs.c: ledger_complete() inside a transaction. */
+int ledger_complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                           int64_t now_usec);
 
 /* ledger-reconcile.c: a reconciliation job done, the outputs it carries over recorded. */
 int ledger_carry_locked(ledger *l, int64_t id);

@@ -18,6 +18,7 @@ void ledger_done_sources_free(struct ledger_done_source *v, size_t n)
 {
         for (size_t i = 0; i < n; i++) {
                 free(v[i].watch);
+                free(v[i].source_path);
                 for (size_t k = 0; k < v[i].n_outputs; k++)
                         free(v[i].outputs[k].variant);
                 free(v[i].outputs);
@@ -50,11 +51,13 @@ static int scan_done_locked(ledger *l, int64_t after_id, int64_t upto_id,
                         v[n] = (struct ledger_done_source){ .id = id };
                         n++;
                         r = ledger_column_strdup(l, st, 1, &v[n - 1].watch);
+                        if (r >= 0)
+                                r = ledger_column_strdup(l, st, 2, &v[n - 1].source_path);
                         if (r < 0)
                                 break;
                 }
                 src = &v[n - 1];
-                if (sqlite3_column_type(st, 2) == SQLITE_NULL)
+                if (sqlite3_column_type(st, 3) == SQLITE_NULL)
                         continue; /* a done job without outputs */
                 allocated_outputs = src->n_outputs;
                 if (GROW_ARRAY(src->outputs, allocated_outputs, src->n_outputs + 1) < 0) {
@@ -63,11 +66,11 @@ static int scan_done_locked(ledger *l, int64_t after_id, int64_t upto_id,
                 }
                 o = &src->outputs[src->n_outputs];
                 *o = (struct ledger_output_recipe){};
-                r = ledger_column_strdup(l, st, 2, &o->variant);
+                r = ledger_column_strdup(l, st, 3, &o->variant);
                 if (r < 0)
                         break;
                 src->n_outputs++;
-                ledger_column_recipe(st, 3, o->recipe);
+                ledger_column_recipe(st, 4, o->recipe);
         }
         if (r < 0) {
                 ledger_done_sources_free(v, n);

@@ -133,21 +133,36 @@ static const char *const migrations[] = {
         "ALTER TABLE jobs ADD COLUMN redo TEXT;"
         "DROP INDEX jobs_due;"
         "CREATE INDEX jobs_due ON jobs (priority, next_at_us) WHERE state IN ('queued', 'retry');",
+        /*
+         * 3 -> 4: retraction (issue 17).
+         * - jobs.kind: NULL for a render; 'retract' (the source is gone: its outputs and
+         *   manifest are removed), 'drop' (the outputs of the variants in `redo` are removed,
+         *   the others kept) or 'move' (the source was renamed: the outputs of job `origin`,
+         *   of its old path, are moved to its new names). The supervisor carries these out
+         *   without a worker (daemon/retract.h). A done 'retract' job is its path's newest: it
+         *   says that nothing of the path is published. Its stat columns are 0 (no file: a
+         *   start-up scan never takes it for a file it knows).
+         * - jobs.origin: the done job a 'retract', 'drop' or 'move' job was queued from.
+         */
+        "ALTER TABLE jobs ADD COLUMN kind TEXT CHECK (kind IS NULL OR kind IN "
+        "  ('retract', 'drop', 'move'));"
+        "ALTER TABLE jobs ADD COLUMN origin INTEGER;",
 };
 #define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 
 /* Whether done job `j` is its source's current job: no newer job of the path but failed or
  * cancelled reconciliations of the same content. */
 #define CURRENT_DONE_SQL(j)                                                                        \
-        "NOT EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = " j ".source_path "             \
-        "AND n.id > " j ".id AND NOT (n.state IN ('dead', 'cancelled') "                           \
-        "AND n.source_sha256 = " j ".source_sha256))"
+        j ".kind IS NOT 'retract' AND "                                                            \
+          "NOT EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = " j ".source_path "           \
+          "AND n.id > " j ".id AND NOT (n.state IN ('dead', 'cancelled') "                         \
+          "AND n.source_sha256 = " j ".source_sha256))"
 /* The done job before reconciliation job ?1 whose outputs it carries over (none unless ?1 is
  * one: redo not NULL). */
 #define PREVIOUS_DONE_SQL                                                                          \
         "SELECT max(p.id) FROM jobs AS p, jobs AS r WHERE r.id = ?1 AND r.redo IS NOT NULL "       \
-        "AND p.source_path = r.source_path AND p.id < r.id AND p.state = 'done' "                  \
-        "AND p.source_sha256 = r.source_sha256"
+        "AND r.kind IS NULL AND p.source_path = r.source_path AND p.id < r.id "                    \
+        "AND p.state = 'done' AND p.kind IS NOT 'retract' AND p.source_sha256 = r.source_sha256"
 
 /* LEDGER_HELD in SQL. */
 #define HELD_SQL "9223372036854775807"
@@ -160,7 +175,8 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
         /* The newest job of the path: content is "known" only if it is that job's, and that
          * job was not cancelled (the content coming back after its file went away, or after
          * an operator's cancel, is work to do again). */
-        [STMT_FIND_SOURCE] = "SELECT id, source_sha256 = ?2 AND state <> 'cancelled' FROM jobs "
+        [STMT_FIND_SOURCE] = "SELECT id, source_sha256 = ?2 AND state <> 'cancelled' "
+                             "AND kind IS NOT 'retract' FROM jobs "
                              "WHERE source_path = ?1 ORDER BY id DESC LIMIT 1",
         [STMT_REFRESH_STAT] = "UPDATE jobs SET source_size = ?2, source_mtime_ns = ?3, "
                               "source_ino = ?4 WHERE id = ?1",
@@ -224,8 +240,14 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
         [STMT_SUPERSEDED] = "SELECT EXISTS (SELECT 1 FROM jobs AS n "
                             "               WHERE n.source_path = j.source_path AND n.id > j.id) "
                             "FROM jobs AS j WHERE j.id = ?1",
+        /* A retracted source owns nothing: neither its retraction nor the jobs before it. */
         [STMT_OUTPUT_OWNER] = "SELECT source_path FROM jobs WHERE output_key = ?1 "
                               "AND state = 'done' AND source_path <> ?2 "
+                              "AND kind IS NOT 'retract' "
+                              "AND NOT EXISTS (SELECT 1 FROM jobs AS n "
+                              "                WHERE n.source_path = jobs.source_path "
+                              "                  AND n.id > jobs.id AND n.kind = 'retract' "
+                              "                  AND n.state = 'done') "
                               "ORDER BY finished_us DESC, id DESC LIMIT 1",
         [STMT_COUNTS] = "SELECT state, n FROM job_counts",
         /* What ledger_integrity_check() compares job_counts with. */
@@ -265,7 +287,8 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
         /* Degraded done jobs that are still their source's newest go back to the queue, to
          * render every variant (a reconciliation job too: what it carried over is its own). */
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "
-                          "updated_us = ?1, finished_us = NULL, priority = 2, redo = NULL "
+                          "updated_us = ?1, finished_us = NULL, priority = 2, redo = NULL, "
+                          "kind = NULL, origin = NULL "
                           "WHERE id IN (SELECT j.id FROM jobs AS j INDEXED BY jobs_degraded "
                           "             WHERE j.state = 'done' AND j.degraded = 1 "
                           "               AND NOT EXISTS (SELECT 1 FROM jobs AS n "
@@ -292,7 +315,8 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
          * content (CURRENT_DONE_SQL). The unary + keeps the scan on the rowid range (on
          * jobs_state_updated it read every done job's entry: 180 ms instead of 20 for a range
          * of 2,000 in a ledger of a million). */
-        [STMT_SCAN_DONE] = "SELECT j.id, j.watch, o.variant, o.recipe FROM jobs AS j "
+        [STMT_SCAN_DONE] = "SELECT j.id, j.watch, j.source_path, o.variant, o.recipe "
+                           "FROM jobs AS j "
                            "LEFT JOIN outputs AS o ON o.job_id = j.id "
                            "WHERE j.id > ?1 AND j.id <= ?2 AND +j.state = 'done' "
                            "AND " CURRENT_DONE_SQL("j") " ORDER BY j.id, o.variant",
@@ -318,6 +342,47 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                                   "        WHERE state IN ('queued', 'retry') AND priority = 2) "
                                   "     + (SELECT count(*) FROM jobs WHERE state = 'running' "
                                   "        AND priority = 2)",
+        /* Retraction (ledger-retract.c). The job a 'retract', 'drop' or 'move' job ?1 works
+         * from: the newest done job before it of its path (a move: of its origin's path),
+         * unless that one is a retraction (then nothing is published). */
+        [STMT_ORIGIN] = "SELECT p.id, p.kind IS 'retract' FROM jobs AS r, jobs AS o, jobs AS p "
+                        "WHERE r.id = ?1 AND o.id = coalesce(r.origin, r.id) "
+                        "AND p.source_path = o.source_path AND p.id < r.id "
+                        "AND p.state = 'done' ORDER BY p.id DESC LIMIT 1",
+        /* A retraction or drop queued from job ?1 of the path (?2 the kind): a retraction
+         * records no file (stat 0). */
+        [STMT_INSERT_RETRACT] = "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                                "source_mtime_ns, source_ino, output_key, pipeline, state, "
+                                "attempts, created_us, updated_us, next_at_us, priority, redo, "
+                                "kind, origin) "
+                                "SELECT watch, source_path, source_sha256, "
+                                "CASE WHEN ?2 = 'retract' THEN 0 ELSE source_size END, "
+                                "CASE WHEN ?2 = 'retract' THEN 0 ELSE source_mtime_ns END, "
+                                "CASE WHEN ?2 = 'retract' THEN 0 ELSE source_ino END, "
+                                "output_key, pipeline, 'queued', 0, ?3, ?3, ?3, ?4, ?5, ?2, id "
+                                "FROM jobs WHERE id = ?1",
+        [STMT_INSERT_MOVE] = "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                             "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, "
+                             "created_us, updated_us, next_at_us, kind, origin) "
+                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?9, ?9, "
+                             "'move', ?10)",
+        /* The newest job of a path: its id, whether it is done, a retraction, running. */
+        [STMT_NEWEST_OF_PATH] = "SELECT id, state = 'done', kind IS 'retract', source_sha256, "
+                                "state = 'running' "
+                                "FROM jobs WHERE source_path = ?1 ORDER BY id DESC LIMIT 1",
+        /* The newest done job of a path that is not a retraction, unless a retraction came
+         * after it. */
+        [STMT_PUBLISHED_OF_PATH] = "SELECT id, kind IS 'retract' FROM jobs WHERE source_path = ?1 "
+                                   "AND state = 'done' ORDER BY id DESC LIMIT 1",
+        /* The paths below a directory (?1 "dir/", ?2 "dir0": '/' + 1) that have jobs. */
+        [STMT_PATHS_BELOW] = "SELECT DISTINCT source_path FROM jobs "
+                             "WHERE source_path >= ?1 AND source_path < ?2 ORDER BY source_path",
+        /* A move that cannot be made: a render of the source instead. */
+        [STMT_MOVE_TO_RENDER] = "UPDATE jobs SET kind = NULL, origin = NULL WHERE id = ?1 "
+                                "AND kind = 'move' AND state = 'running'",
+        [STMT_COPY_RENDER_INFO] = "UPDATE jobs SET (degraded, info) = (SELECT degraded, info "
+                                  "                     FROM jobs AS o WHERE o.id = ?2) "
+                                  "WHERE id = ?1",
         [STMT_CARRIED] = "SELECT variant, path, format, width, height, bytes, sha256, tmp_path, "
                          "recipe FROM outputs WHERE job_id = (" PREVIOUS_DONE_SQL ") "
                          "ORDER BY rowid",

@@ -545,6 +545,15 @@ int ledger_read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
         r = ledger_column_strdup(l, st, 18, &j.redo);
         if (r < 0)
                 goto fail;
+        if (sqlite3_column_type(st, 19) != SQLITE_NULL) {
+                r = job_kind_from_name((const char *)sqlite3_column_text(st, 19));
+                if (r <= 0) {
+                        r = ledger_error(l, -EBADMSG, "job %" PRId64 " has an unknown kind", j.id);
+                        goto fail;
+                }
+                j.kind = (enum job_kind)r;
+        }
+        j.origin = sqlite3_column_int64(st, 20);
         r = ledger_column_state(l, st, 9, &j.state);
         if (r < 0)
                 goto fail;

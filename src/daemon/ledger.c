@@ -32,6 +32,14 @@ static const char *const job_state_table[_JOB_STATE_MAX] = {
 
 DEFINE_STRING_TABLE_LOOKUP(job_state, enum job_state, NULL)
 
+/* JOB_RENDER has no name: it is NULL in the ledger. */
+static const char *const job_kind_table[_JOB_KIND_MAX] = {
+        [JOB_RETRACT] = "retract",
+        [JOB_DROP] = "drop",
+        [JOB_MOVE] = "move",
+};
+DEFINE_STRING_TABLE_LOOKUP(job_kind, enum job_kind, NULL)
+
 void job_clear(struct job *j)
 {
         if (!j)

@@ -99,6 +99,29 @@ enum job_priority {
         JOB_PRIORITY_BACKGROUND = 2,
 };
 
+/*
+ * What a job does (issue 17). A render (the worker renders its source); the others are carried
+ * out by the supervisor without a worker (daemon/retract.h), from `origin`, the done job they
+ * were queued from, which is its path's (a move: its old path's) published one:
+ *   JOB_RETRACT  the source is gone: its outputs and manifest are removed. Done, it is its
+ *                path's newest job and says that nothing of the path is published.
+ *   JOB_DROP     the outputs of the variants listed in `redo` are removed (no longer
+ *                configured, on the operator's word); the others are kept as its own.
+ *   JOB_MOVE     the source was renamed within its tree (same content): the outputs of the
+ *                old path are moved to the new path's names and become this job's; the old
+ *                path gets a done retraction.
+ */
+enum job_kind {
+        JOB_RENDER,
+        JOB_RETRACT,
+        JOB_DROP,
+        JOB_MOVE,
+        _JOB_KIND_MAX,
+};
+
+const char *job_kind_name(enum job_kind k); /* NULL for JOB_RENDER */
+int job_kind_from_name(const char *name);   /* enum value, or -EINVAL */
+
 struct job {
         int64_t id;
         char *watch;
@@ -119,7 +142,10 @@ struct job {
         char *info;           /* JSON the render reported (placeholder, warnings); NULL if none */
         enum job_priority priority;
         char *redo; /* NULL: every variant; else the JSON list of the variants to render (a
-                     * reconciliation job: the source's other outputs are carried over) */
+                     * reconciliation job: the source's other outputs are carried over), or
+                     * for JOB_DROP to remove */
+        enum job_kind kind;
+        int64_t origin; /* the done job a retract, drop or move job works from; 0: none */
 };
 
 struct job_output {
@@ -376,6 +402,7 @@ struct ledger_output_recipe {
 struct ledger_done_source {
         int64_t id;
         char *watch;
+        char *source_path;
         struct ledger_output_recipe *outputs;
         size_t n_outputs;
 };
@@ -410,6 +437,62 @@ int ledger_reconcile(ledger *l, int64_t id, const char *redo, int64_t now_usec, 
 /* The outputs reconciliation job id will carry over (those of the done job before it; none
  * for another job): *ret (free with job_outputs_free()) and *ret_n. */
 int ledger_carried_outputs(ledger *l, int64_t id, struct job_output **ret, size_t *ret_n);
+
+/*
+ * Retraction (issue 17, ledger-retract.c): jobs of kind retract, drop and move (see enum
+ * job_kind), queued here, carried out by the supervisor (daemon/retract.h) and completed with
+ * ledger_complete_retract().
+ */
+
+/*
+ * The source at `path` is gone: queues a JOB_RETRACT job (priority live) for what of it is
+ * published, and cancels the path's queued and retried jobs as superseded. Returns 1 and its
+ * id in *ret_id (may be NULL); 0 when nothing of the path is published (its queued and
+ * retried jobs are cancelled all the same) or a retraction is queued already.
+ */
+int ledger_retract(ledger *l, const char *path, int64_t now_usec, int64_t *ret_id);
+
+/* Queues a JOB_DROP job for done job id: the outputs of the variants in `variants` (a JSON
+ * list of names) are removed. Returns 1 and its id, or 0 when id is not its source's current
+ * done job (any more). */
+int ledger_drop(ledger *l, int64_t id, const char *variants, int64_t now_usec, int64_t *ret_id);
+
+/*
+ * The source at `old_path` was renamed to src->path within its tree: queues a JOB_MOVE job
+ * for src (priority live) that moves old_path's published outputs, superseding src->path's
+ * queued and retried jobs. The file is old_path's published content when it has the size,
+ * mtime and inode recorded for it (a rename keeps them; src->sha256 is not read: the move job
+ * takes the recorded one). Returns 1 and its id; 0 when nothing of old_path is published, a
+ * newer job of old_path came since, or the file is not the same (take src in as an upload).
+ */
+int ledger_move(ledger *l, const char *old_path, const struct source_info *src, int64_t now_usec,
+                int64_t *ret_id);
+
+/* The paths of sources below directory `dir` (absolute, no trailing slash) that have jobs:
+ * *ret (an array of *ret_n strings, free each and the array). */
+int ledger_paths_below(ledger *l, const char *dir, char ***ret, size_t *ret_n);
+
+/*
+ * The job a retract, drop or move job `id` works from: its path's (a move: its old path's)
+ * newest done job before it. Returns 1 and it with its outputs in *ret; 0 when there is none
+ * or it is a retraction (nothing is published).
+ */
+int ledger_origin(ledger *l, int64_t id, struct job_detail **ret);
+
+/*
+ * running -> done for retract, drop or move job id, whose outputs are now `outs` (none for a
+ * retraction; the kept ones for a drop; for a move, at their new names). A drop or move takes
+ * its origin's degraded mark and `info` (what its render reported); a move's old path gets a
+ * done retraction unless newer jobs came for it meanwhile (nothing of it is published any
+ * more). -ESTALE if the job is not running.
+ */
+int ledger_complete_retract(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
+                            int64_t now_usec);
+
+/* A move job whose outputs cannot be moved (missing, altered) becomes a render of its source
+ * (running -> queued, no attempt used), and the old path's published outputs are queued for
+ * retraction. -ESTALE if the job is not a running move. */
+int ledger_move_to_render(ledger *l, int64_t id, int64_t now_usec);
 
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);

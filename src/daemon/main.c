@@ -173,6 +173,111 @@ static void on_file(const struct watch_config *w, const char *path, void *userda
         keep_for_retry(d, w, path, error);
 }
 
+/* Queues the retraction of what is published of `path` (its source is gone). */
+static void retract_path(struct daemon *d, const struct watch_config *w, const char *path)
+{
+        int64_t id = 0;
+        int r = ledger_retract(d->ledger, path, wall_usec(), &id);
+
+        if (r < 0) {
+                log_error("ledger: retract the outputs of %s: %s; the next reconciliation pass "
+                          "(at a restart or reload) retracts them",
+                          path, ledger_errmsg(d->ledger));
+                return;
+        }
+        if (r == 0)
+                return;
+        log_job(LOG_INFO, LOG_JOB_QUEUED, id, path, w->pipeline_name,
+                "job %" PRId64 " %s: source gone; its outputs are to be retracted", id, path);
+        scheduler_enqueued(d->scheduler, id);
+}
+
+/* Queues the move of what is published of `from` to the names of `to` (renamed); if that is
+ * not a move imgd can make, `from` is retracted and (file_too) `to` taken in. */
+static void move_path(struct daemon *d, const struct watch_config *w, const char *from,
+                      const char *to, bool file_too)
+{
+        _cleanup_free_ char *error = NULL;
+        int64_t id = 0;
+        int r = intake_moved(d->ledger, w, from, to, wall_usec(), &id, &error);
+
+        if (r > 0) {
+                log_job(LOG_INFO, LOG_JOB_QUEUED, id, to, w->pipeline_name,
+                        "job %" PRId64 " %s: renamed from %s; its outputs are to be moved", id, to,
+                        from);
+                scheduler_enqueued(d->scheduler, id);
+                return;
+        }
+        if (r < 0)
+                log_error("%s", error ?: to);
+        retract_path(d, w, from);
+        if (file_too)
+                on_file(w, to, d);
+}
+
+/* A watch_gone_fn: with on_delete = "retract", what is published of the file (of every file
+ * below the directory) is retracted. */
+static void on_gone(const struct watch_config *w, const char *path, bool is_dir, void *userdata)
+{
+        struct daemon *d = userdata;
+        char **paths = NULL;
+        size_t n = 0;
+
+        if (w->on_delete != WATCH_ON_DELETE_RETRACT)
+                return;
+        intake_batch_flush(d->intake); /* the uploads before it come first */
+        if (!is_dir) {
+                retract_path(d, w, path);
+                return;
+        }
+        if (ledger_paths_below(d->ledger, path, &paths, &n) < 0) {
+                log_error("ledger: the sources below %s: %s; the next reconciliation pass "
+                          "retracts their outputs",
+                          path, ledger_errmsg(d->ledger));
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                retract_path(d, w, paths[i]);
+                free(paths[i]);
+        }
+        free(paths);
+}
+
+/* A watch_moved_fn: with on_delete = "retract", the outputs follow their source's new name;
+ * otherwise a renamed file is an upload (and its old outputs stay). */
+static void on_moved(const struct watch_config *w, const char *from, const char *to, bool is_dir,
+                     void *userdata)
+{
+        struct daemon *d = userdata;
+        char **paths = NULL;
+        size_t n = 0, len = strlen(from);
+
+        if (w->on_delete != WATCH_ON_DELETE_RETRACT) {
+                if (!is_dir)
+                        on_file(w, to, d);
+                return;
+        }
+        intake_batch_flush(d->intake);
+        if (!is_dir) {
+                move_path(d, w, from, to, true);
+                return;
+        }
+        /* The files below are taken in by the walk of the new tree, after their moves. */
+        if (ledger_paths_below(d->ledger, from, &paths, &n) < 0) {
+                log_error("ledger: the sources below %s: %s; they are rendered again under %s",
+                          from, ledger_errmsg(d->ledger), to);
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *new_path = NULL;
+
+                if (asprintf(&new_path, "%s%s", to, paths[i] + len) >= 0)
+                        move_path(d, w, paths[i], new_path, false);
+                free(paths[i]);
+        }
+        free(paths);
+}
+
 /* An intake_retry_fn: the watch is looked up again, the configuration may have changed. */
 static int on_retry(const char *watch_path, const char *path, char **ret_error, void *userdata)
 {
@@ -375,6 +480,8 @@ static int reload(struct daemon *d, char **ret_error)
                 r = watch_new(d->event, next, on_file, d, &w);
                 if (r < 0)
                         error = strdup("cannot watch the new folders (see above)");
+                else
+                        watch_set_removal_fns(w, on_gone, on_moved);
         }
         if (r < 0) {
                 log_error("reload rejected, the running configuration stays in force: %s",
@@ -417,6 +524,14 @@ static void on_reconcile_queued(void *userdata)
         struct daemon *d = userdata;
 
         scheduler_kick(d->scheduler);
+}
+
+/* The reconciliation's events, to the subscribers. */
+static void on_reconcile_event(const char *event, const json_t *data, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        api_on_reconcile_event(event, data, &d->api);
 }
 
 /* The api's reload hook (api.h): refused while stopping, when the watches are gone. */
@@ -603,6 +718,7 @@ static int run(struct daemon *d)
                 log_error_errno(r, "reconciliation: %m");
                 goto out;
         }
+        reconciler_set_event_fn(d->reconciler, on_reconcile_event);
         r = intake_retry_new(e, on_retry, on_retry_rescan, d, &d->retry);
         if (r < 0) {
                 log_error_errno(r, "intake retries: %m");
@@ -616,6 +732,7 @@ static int run(struct daemon *d)
         r = watch_new(e, d->config, on_file, d, &d->watch);
         if (r < 0)
                 goto out;
+        watch_set_removal_fns(d->watch, on_gone, on_moved);
         d->api = (struct api_context){
                 .config = d->config,
                 .ledger = d->ledger,

@@ -19,6 +19,7 @@
 
 #include "shared/alloc.h"
 #include "shared/fault.h"
+#include "shared/hash.h"
 #include "shared/log.h"
 #include "shared/manifest.h"
 #include "shared/pathmap.h"
@@ -357,4 +358,17 @@ int publish_sweep(const char *root)
         if (fd < 0)
                 return errno == ENOENT ? 0 : negative_errno();
         return sweep_dir(fd, root, 0);
+}
+
+int publish_file_has(const char *path, const char *sha256)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        char got[HASH_HEX_SIZE];
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        if (hash_sha256_fd(fd, 0, got) < 0)
+                return 0;
+        return strcmp(got, sha256) == 0;
 }

@@ -88,6 +88,10 @@ int publish_commit(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
 int publish_manifest(const struct job *job, const struct job_output *outs, size_t n,
                      const json_t *extra);
 
+/* 1 if the file at `path` is a regular file (not followed if a symlink) whose SHA-256 is
+ * `sha256` (hex), 0 if not, or missing, or unreadable. */
+int publish_file_has(const char *path, const char *sha256);
+
 /*
  * Removes imgd's temporary files (pathmap_is_own_temp()) below `root`, not following
  * symlinks. Returns the number removed, or a negative errno if root cannot be read.

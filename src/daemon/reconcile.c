@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "daemon/reconcile.h"
 #include "shared/alloc.h"
@@ -19,6 +20,11 @@
 #define RECONCILE_RANGE_MIN 50
 #define RECONCILE_RANGE_MAX 50000
 #define RECONCILE_TURN_USEC (20 * USEC_PER_MSEC)
+/* While removed variants wait for sources' reconciliation jobs, a pass to retract them starts
+ * again this often once no background job remains. */
+#define RECONCILE_DROP_RETRY_USEC (2 * USEC_PER_SEC)
+/* How often the end of the jobs a pass queued is looked for. */
+#define RECONCILE_DONE_USEC (500 * USEC_PER_MSEC)
 
 /* One variant of one watch (configured, or found in outputs but removed). */
 struct tally {
@@ -28,13 +34,30 @@ struct tally {
         uint64_t current, missing, stale, removed;
 };
 
+/* Per watch: done sources found gone (on_delete = "retract"), their outputs retracted. */
+struct gone {
+        const struct watch_config *watch;
+        uint64_t n;
+};
+
 struct reconciler {
         sd_event_source *step; /* defer: the next range */
+        sd_event_source *drop_timer;
         ledger *ledger;
         const struct config *cfg;
         reconciler_queued_fn queued;
+        reconciler_event_fn event;
+        sd_event_source *done_timer; /* while jobs a pass queued remain */
+        uint64_t pass_started_usec;  /* CLOCK_MONOTONIC */
         void *userdata;
         bool scanning, paused;
+        /* The operator asked for the outputs of removed variants to be retracted: drop jobs
+         * are queued (until the next reload); `deferred` sources of this pass first wait for
+         * a reconciliation job of theirs, and a later pass drops theirs. */
+        bool drop_removed;
+        uint64_t dropped, deferred, retracted;
+        struct gone *gone;
+        size_t n_gone, allocated_gone;
         int64_t cursor, last_id; /* ids (cursor, last_id] remain */
         int64_t range;           /* ids per turn */
         uint64_t scanned, adopted, enqueued;
@@ -83,17 +106,20 @@ static const char *output_recipe(const struct ledger_done_source *src, const cha
  * none, and returns in *ret_redo (caller frees; NULL when nothing is to render) the JSON list
  * of the variants to render again. 0 or a negative errno.
  */
-static int reconcile_source(reconciler *r, const struct ledger_done_source *src, char **ret_redo)
+static int reconcile_source(reconciler *r, const struct ledger_done_source *src, char **ret_redo,
+                            char **ret_drop)
 {
         const struct watch_config *w = find_watch(r->cfg, src->watch);
         const struct pipeline *pl = w ? w->pipeline : NULL;
-        _cleanup_(json_decrefp) json_t *redo = NULL;
+        _cleanup_(json_decrefp) json_t *redo = NULL, *drop = NULL;
 
         *ret_redo = NULL;
+        *ret_drop = NULL;
         if (!pl)
                 return 0; /* its watch is gone: its jobs are held, not reconciled */
         redo = json_array();
-        if (!redo)
+        drop = json_array();
+        if (!redo || !drop)
                 return -ENOMEM;
         for (size_t i = 0; i < pl->n_variants; i++) {
                 const struct variant *v = &pl->variants[i];
@@ -137,13 +163,54 @@ static int reconcile_source(reconciler *r, const struct ledger_done_source *src,
                 if (!t)
                         return -ENOMEM;
                 t->removed++;
+                if (json_array_append_new(drop, json_string(name)) < 0)
+                        return -ENOMEM;
         }
-        if (json_array_size(redo) > 0 && w->reconcile && !r->paused) {
+        if (r->paused)
+                return 0;
+        if (json_array_size(redo) > 0 && w->reconcile) {
                 *ret_redo = json_dumps(redo, JSON_COMPACT);
                 if (!*ret_redo)
                         return -ENOMEM;
+        } else if (json_array_size(drop) > 0 && r->drop_removed) {
+                *ret_drop = json_dumps(drop, JSON_COMPACT);
+                if (!*ret_drop)
+                        return -ENOMEM;
         }
+        if (*ret_redo && json_array_size(drop) > 0 && r->drop_removed)
+                r->deferred++; /* dropped by a pass after its reconciliation job */
         return 0;
+}
+
+/* A done source of a watch with on_delete = "retract" whose file is gone (deleted or moved
+ * while imgd was not running): its outputs are retracted. 1 if so, 0 if not, or a negative
+ * errno. One lstat() per such source. */
+static int retract_gone(reconciler *r, const struct ledger_done_source *src, int64_t now)
+{
+        const struct watch_config *w = find_watch(r->cfg, src->watch);
+        struct gone *g = NULL;
+        struct stat st;
+        int q;
+
+        if (!w || w->on_delete != WATCH_ON_DELETE_RETRACT || r->paused)
+                return 0;
+        if (lstat(src->source_path, &st) == 0 || errno != ENOENT)
+                return 0;
+        q = ledger_retract(r->ledger, src->source_path, now, NULL);
+        if (q <= 0)
+                return q;
+        for (size_t i = 0; i < r->n_gone && !g; i++)
+                if (r->gone[i].watch == w)
+                        g = &r->gone[i];
+        if (!g) {
+                if (GROW_ARRAY(r->gone, r->allocated_gone, r->n_gone + 1) < 0)
+                        return -ENOMEM;
+                g = &r->gone[r->n_gone++];
+                *g = (struct gone){ .watch = w };
+        }
+        g->n++;
+        r->retracted++;
+        return 1;
 }
 
 /* Looks at the next range of ids; queues what it found in one group commit. */
@@ -163,17 +230,30 @@ static int reconcile_range(reconciler *r)
                 return k;
         k = ledger_batch_begin(r->ledger);
         for (size_t i = 0; i < n && k >= 0; i++) {
-                _cleanup_free_ char *redo = NULL;
+                _cleanup_free_ char *redo = NULL, *drop = NULL;
 
                 r->scanned++;
-                k = reconcile_source(r, &v[i], &redo);
+                k = q = retract_gone(r, &v[i], now);
+                queued += q > 0;
+                if (k != 0)
+                        continue;
+                k = reconcile_source(r, &v[i], &redo, &drop);
                 if (k >= 0 && redo) {
                         q = ledger_reconcile(r->ledger, v[i].id, redo, now, NULL);
                         if (q < 0)
                                 k = q;
                         queued += q > 0;
                 }
+                if (k >= 0 && drop) {
+                        q = ledger_drop(r->ledger, v[i].id, drop, now, NULL);
+                        if (q < 0)
+                                k = q;
+                        queued += q > 0;
+                        r->dropped += q > 0;
+                }
         }
+        if (k > 0)
+                k = 0;
         if (k >= 0)
                 k = ledger_batch_commit(r->ledger);
         else if (ledger_in_batch(r->ledger))
@@ -200,6 +280,14 @@ static int reconcile_range(reconciler *r)
         return 0;
 }
 
+/* Tells the event handler (data taken over). */
+static void tell(reconciler *r, const char *event, json_t *data)
+{
+        if (r->event && data)
+                r->event(event, data, r->userdata);
+        json_decref(data);
+}
+
 static int on_step(sd_event_source *es, void *userdata)
 {
         reconciler *r = userdata;
@@ -218,11 +306,75 @@ static int on_step(sd_event_source *es, void *userdata)
         if (r->cursor >= r->last_id) {
                 r->scanning = false;
                 log_info("reconciliation: %" PRIu64 " done source(s) looked at, %" PRIu64
-                         " job(s) queued, %" PRIu64 " recipe(s) adopted",
-                         r->scanned, r->enqueued, r->adopted);
+                         " job(s) queued, %" PRIu64 " recipe(s) adopted, %" PRIu64
+                         " source(s) gone retracted%s",
+                         r->scanned, r->enqueued, r->adopted, r->retracted,
+                         r->deferred > 0 ? "; removed variants of sources being reconciled "
+                                           "are retracted by a later pass"
+                                         : "");
+                if (r->deferred > 0) {
+                        sd_event_source_set_time_relative(r->drop_timer, RECONCILE_DROP_RETRY_USEC);
+                        sd_event_source_set_enabled(r->drop_timer, SD_EVENT_ONESHOT);
+                }
+                tell(r, "reconcile-pass",
+                     json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "scanned",
+                               (json_int_t)r->scanned, "queued", (json_int_t)r->enqueued, "adopted",
+                               (json_int_t)r->adopted, "retracted", (json_int_t)r->retracted,
+                               "dropped", (json_int_t)r->dropped, "deferred",
+                               (json_int_t)r->deferred, "seconds",
+                               (double)(mono_usec() - r->pass_started_usec) /
+                                       (double)USEC_PER_SEC));
+                if (r->enqueued > 0) {
+                        sd_event_source_set_time_relative(r->done_timer, RECONCILE_DONE_USEC);
+                        sd_event_source_set_enabled(r->done_timer, SD_EVENT_ONESHOT);
+                }
                 return 0;
         }
         sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* The jobs of the passes since imgd started have all finished: told once per pass that
+ * queued some. */
+static int on_done_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        reconciler *r = userdata;
+        uint64_t remaining = 0;
+
+        (void)usec;
+        if (ledger_count_background(r->ledger, &remaining) < 0 || remaining > 0 || r->scanning) {
+                if (!r->scanning) {
+                        sd_event_source_set_time_relative(es, RECONCILE_DONE_USEC);
+                        sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
+                }
+                return 0;
+        }
+        log_info("reconciliation: the %" PRIu64 " job(s) queued since imgd started are done",
+                 r->enqueued_total);
+        tell(r, "reconcile-done",
+             json_pack("{s:I, s:f}", "done", (json_int_t)r->enqueued_total, "seconds",
+                       r->first_enqueued_usec ? (double)(mono_usec() - r->first_enqueued_usec) /
+                                                        (double)USEC_PER_SEC
+                                              : 0.0));
+        return 0;
+}
+
+/* Sources whose removed variants waited for their reconciliation: a new pass once no
+ * background job remains. */
+static int on_drop_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        reconciler *r = userdata;
+        uint64_t remaining = 0;
+
+        if (!r->drop_removed || r->scanning || !r->cfg)
+                return 0;
+        if (ledger_count_background(r->ledger, &remaining) < 0 || remaining > 0) {
+                sd_event_source_set_time_relative(es, RECONCILE_DROP_RETRY_USEC);
+                sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
+                return 0;
+        }
+        (void)usec;
+        reconciler_start_dropping(r, r->cfg);
         return 0;
 }
 
@@ -238,10 +390,20 @@ int reconciler_new(sd_event *e, ledger *l, reconciler_queued_fn queued, void *us
         r->queued = queued;
         r->userdata = userdata;
         k = sd_event_add_defer(e, &r->step, on_step, r);
+        if (k >= 0)
+                k = sd_event_add_time_relative(e, &r->drop_timer, CLOCK_MONOTONIC,
+                                               RECONCILE_DROP_RETRY_USEC, 0, on_drop_timer, r);
+        if (k >= 0)
+                k = sd_event_add_time_relative(e, &r->done_timer, CLOCK_MONOTONIC,
+                                               RECONCILE_DONE_USEC, 0, on_done_timer, r);
         if (k < 0) {
+                sd_event_source_disable_unref(r->step);
+                sd_event_source_disable_unref(r->drop_timer);
                 free(r);
                 return k;
         }
+        sd_event_source_set_enabled(r->drop_timer, SD_EVENT_OFF);
+        sd_event_source_set_enabled(r->done_timer, SD_EVENT_OFF);
         /* Below the intake and the scheduler: a range waits for their work of the turn. */
         (void)sd_event_source_set_priority(r->step, SD_EVENT_PRIORITY_IDLE);
         sd_event_source_set_enabled(r->step, SD_EVENT_OFF);
@@ -254,18 +416,25 @@ reconciler *reconciler_free(reconciler *r)
         if (!r)
                 return NULL;
         sd_event_source_disable_unref(r->step);
+        sd_event_source_disable_unref(r->drop_timer);
+        sd_event_source_disable_unref(r->done_timer);
         free(r->tallies);
+        free(r->gone);
         free(r);
         return NULL;
 }
 
-void reconciler_start(reconciler *r, const struct config *cfg)
+static void start(reconciler *r, const struct config *cfg)
 {
         int64_t min_id = 0, max_id = 0;
 
         r->cfg = cfg;
         r->n_tallies = 0;
+        r->n_gone = 0;
         r->scanned = r->adopted = r->enqueued = 0;
+        r->dropped = r->deferred = r->retracted = 0;
+        r->pass_started_usec = mono_usec();
+        sd_event_source_set_enabled(r->drop_timer, SD_EVENT_OFF);
         if (ledger_id_range(r->ledger, &min_id, &max_id) < 0) {
                 log_error("reconciliation: %s", ledger_errmsg(r->ledger));
                 r->scanning = false;
@@ -286,6 +455,23 @@ void reconciler_start(reconciler *r, const struct config *cfg)
         sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
 }
 
+void reconciler_start(reconciler *r, const struct config *cfg)
+{
+        r->drop_removed = false;
+        start(r, cfg);
+}
+
+void reconciler_start_dropping(reconciler *r, const struct config *cfg)
+{
+        r->drop_removed = true;
+        start(r, cfg);
+}
+
+void reconciler_set_event_fn(reconciler *r, reconciler_event_fn fn)
+{
+        r->event = fn;
+}
+
 void reconciler_pause(reconciler *r, bool paused)
 {
         r->paused = paused;
@@ -302,10 +488,17 @@ json_t *reconciler_plan(const reconciler *r)
                 const struct watch_config *w = &r->cfg->watches[i];
                 json_t *vs = json_array();
 
+                uint64_t gone = 0;
+
+                for (size_t k = 0; k < r->n_gone; k++)
+                        if (r->gone[k].watch == w)
+                                gone = r->gone[k].n;
                 if (!vs || json_array_append_new(
-                                   watches, json_pack("{s:s, s:s, s:b, s:o}", "watch", w->path,
-                                                      "pipeline", w->pipeline_name, "reconcile",
-                                                      w->reconcile, "variants", vs)) < 0)
+                                   watches, json_pack("{s:s, s:s, s:b, s:s, s:I, s:o}", "watch",
+                                                      w->path, "pipeline", w->pipeline_name,
+                                                      "reconcile", w->reconcile, "on_delete",
+                                                      watch_on_delete_name(w->on_delete), "gone",
+                                                      (json_int_t)gone, "variants", vs)) < 0)
                         return NULL;
                 for (size_t k = 0; k < r->n_tallies; k++) {
                         const struct tally *t = &r->tallies[k];
@@ -323,10 +516,12 @@ json_t *reconciler_plan(const reconciler *r)
                                 return NULL;
                 }
         }
-        return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:O}", "scanning", r->scanning, "paused",
-                         r->paused, "scanned", (json_int_t)r->scanned, "adopted",
-                         (json_int_t)r->adopted, "queued", (json_int_t)r->enqueued, "remaining",
-                         (json_int_t)remaining, "watches", watches);
+        return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:O}", "scanning",
+                         r->scanning, "paused", r->paused, "scanned", (json_int_t)r->scanned,
+                         "adopted", (json_int_t)r->adopted, "queued", (json_int_t)r->enqueued,
+                         "remaining", (json_int_t)remaining, "retract_removed", r->drop_removed,
+                         "dropped", (json_int_t)r->dropped, "deferred", (json_int_t)r->deferred,
+                         "retracted", (json_int_t)r->retracted, "watches", watches);
 }
 
 uint64_t reconciler_remaining(reconciler *r)

@@ -11,7 +11,12 @@
  * and reconciliation not paused, each source with missing or stale outputs gets a
  * reconciliation job (ledger_reconcile(): priority background, only those variants; the
  * scheduler gives it at most a share of the workers while live uploads come). Removed
- * variants' outputs are counted, never deleted. Only the ledger is read: no source file.
+ * variants' outputs are counted, and deleted only on the operator's word
+ * (reconciler_start_dropping(): a drop job per source, ledger_drop(); a source that also gets
+ * a reconciliation job waits for it, and a pass started once no background job remains drops
+ * its outputs). Only the ledger is read, no source file; except that for a watch with
+ * on_delete = "retract" each source is looked up (lstat()): one gone while imgd was not
+ * watching has its outputs retracted (ledger_retract()). Nothing is queued while paused.
  *
  * A pass starts at start-up and after every reload (reconciler_start()); a pass running then
  * starts over under the new configuration.
@@ -29,6 +34,14 @@ typedef struct reconciler reconciler;
 
 /* Called after a range queued jobs (the scheduler's kick). */
 typedef void (*reconciler_queued_fn)(void *userdata);
+/*
+ * Called with the reconciliation's events (`data` borrowed): "reconcile-pass" when a pass has
+ * looked at every done source ({"scanned", "queued", "adopted", "retracted", "dropped",
+ * "deferred": as in reconciler_plan(), "seconds": how long the pass took}), and
+ * "reconcile-done" once the jobs queued by a pass that queued some have all finished, none
+ * remaining ({"done": background jobs queued since imgd started, "seconds": since the first}).
+ */
+typedef void (*reconciler_event_fn)(const char *event, const json_t *data, void *userdata);
 
 int reconciler_new(sd_event *e, ledger *l, reconciler_queued_fn queued, void *userdata,
                    reconciler **ret);
@@ -36,6 +49,14 @@ reconciler *reconciler_free(reconciler *r);
 
 /* Starts a pass under cfg (borrowed until the next call or reconciler_free()). */
 void reconciler_start(reconciler *r, const struct config *cfg);
+/* The same, and the outputs of variants no longer configured are retracted (the operator's
+ * `imgctl reconcile retract-removed`), in this pass and the ones it starts, until the next
+ * reconciler_start(). */
+void reconciler_start_dropping(reconciler *r, const struct config *cfg);
+
+/* Sets the function told of the reconciliation's events (NULL: none); it gets the userdata
+ * of reconciler_new(). */
+void reconciler_set_event_fn(reconciler *r, reconciler_event_fn fn);
 
 /* Paused: passes count, but queue nothing (the operator's `imgctl reconcile pause`). */
 void reconciler_pause(reconciler *r, bool paused);
@@ -54,8 +75,11 @@ uint64_t reconciler_remaining(reconciler *r);
 /*
  * The plan as JSON: {"scanning": bool, "paused": bool, "scanned": N (current done jobs seen
  * in this pass), "adopted": N, "queued": N (by this pass), "remaining": N (background jobs
- * still to do, reconciler_progress()), "watches": [{"watch", "pipeline", "reconcile":
- * bool, "variants": [{"variant", "recipe" (null for a removed one), "current", "missing",
- * "stale", "removed"}]}]}. NULL when out of memory.
+ * still to do, reconciler_progress()), "retract_removed": bool (removed variants are being
+ * retracted), "dropped": N (drop jobs queued by this pass), "deferred": N (sources whose
+ * removed variants wait for their reconciliation job), "retracted": N (sources found gone),
+ * "watches": [{"watch", "pipeline", "reconcile": bool, "on_delete", "gone": N (of its
+ * sources found gone), "variants": [{"variant", "recipe" (null for a removed one), "current",
+ * "missing", "stale", "removed"}]}]}. NULL when out of memory.
  */
 json_t *reconciler_plan(const reconciler *r);

@@ -9,24 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "shared/hash.h"
 #include "shared/log.h"
 #include "daemon/publish.h"
 #include "daemon/recover.h"
-
-/* 1 if the file at path is a regular file whose SHA-256 is sha, 0 if not (or missing). */
-static int file_has(const char *path, const char *sha)
-{
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-        char got[HASH_HEX_SIZE];
-        struct stat st;
-
-        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-                return 0;
-        if (hash_sha256_fd(fd, 0, got) < 0)
-                return 0;
-        return strcmp(got, sha) == 0;
-}
 
 static void unlink_staged(const struct job_detail *d)
 {
@@ -103,7 +88,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
         for (size_t i = 0; i < d->n_outputs; i++) {
                 const struct job_output *o = &d->outputs[i];
 
-                if (o->tmp_path && file_has(o->tmp_path, o->sha256)) {
+                if (o->tmp_path && publish_file_has(o->tmp_path, o->sha256)) {
                         int fd = open(o->tmp_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
                         if (fd < 0)
                                 goto redo;
@@ -119,7 +104,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
                         }
                         continue;
                 }
-                if (file_has(o->path, o->sha256))
+                if (publish_file_has(o->path, o->sha256))
                         continue; /* renamed before the crash: already published */
                 log_warning("job %" PRId64 ": staged output %s is missing or altered; "
                             "rendering again",

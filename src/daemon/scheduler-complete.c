@@ -87,12 +87,15 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
                 return;
         }
         metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
-        if (!retry) {
+        if (!retry)
                 scheduler_note_finished(s);
+        /* A retraction's failure is the output tree's, never its source's nor the pipeline's. */
+        if (!retry && job->kind == JOB_RENDER)
                 moved = quarantine_move(scheduler_find_watch(s->cfg, job->watch), job,
                                         s->cfg->limits.max_file_bytes);
-        }
-        scheduler_breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE, error);
+        if (job->kind == JOB_RENDER)
+                scheduler_breaker_note(s, permanent ? BREAKER_JOB_FAILURE : BREAKER_WORKER_FAILURE,
+                                       error);
         extra = json_pack("{s:o, s:I}", "error", proto_string_lossy(msg ?: error), "next_at_us",
                           (json_int_t)next);
         if (extra && moved)
@@ -100,8 +103,7 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
         scheduler_emit(s, retry ? "retry" : "dead", job, extra);
 }
 
-/* One output as the done event tells it (recipe: null when unknown). */
-static json_t *output_event_json(const struct job_output *o)
+json_t *scheduler_output_json(const struct job_output *o)
 {
         return json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:s, s:o}", "variant", o->variant, "path",
                          proto_string_lossy(o->path), "format", o->format, "width",
@@ -127,7 +129,7 @@ void scheduler_completed_late(scheduler *s, const struct job *job)
                 for (size_t i = 0; i < d->n_outputs; i++) {
                         const struct job_output *o = &d->outputs[i];
 
-                        json_array_append_new(list, output_event_json(o));
+                        json_array_append_new(list, scheduler_output_json(o));
                 }
         scheduler_emit(s, "done", job, list ? json_pack("{s:o}", "outputs", list) : NULL);
 }
@@ -369,7 +371,7 @@ static void finish_done(scheduler *s, struct running *run)
         metrics_job_done(s->metrics, job->pipeline, seconds);
         list = json_array();
         for (size_t i = 0; list && i < run->n; i++)
-                json_array_append_new(list, output_event_json(&run->rows[i]));
+                json_array_append_new(list, scheduler_output_json(&run->rows[i]));
         /* And what an application needs next without asking: the manifest and the placeholder
          * (null when the pipeline has none). */
         ph = run->info ? json_object_get(run->info, "placeholder") : NULL;

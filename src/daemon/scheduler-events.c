@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * scheduler-events.c - a job's transitions told to the subscribers (imgctl events, through
- * the handler main.c registers) and to the hooks of its watch (on_done, on_dead); see
+ * the handler main.c registers) and to the hooks of its watch (on_done, on_dead, on_retract); see
  * scheduler_set_event_handler() in scheduler.h for the JSON each event carries.
  */
 #include <stdlib.h>
@@ -12,14 +12,17 @@
 #include "shared/macro.h"
 #include "shared/proto.h"
 
-void scheduler_emit(scheduler *s, const char *event, const struct job *job, json_t *extra)
+static void emit(scheduler *s, const char *event, const struct job *job, json_t *extra,
+                 const char *const *files, size_t n_files)
 {
         _cleanup_(json_decrefp) json_t *j = NULL;
         const struct watch_config *wc = scheduler_find_watch(s->cfg, job->watch);
-        const char *hook = !wc                          ? NULL
-                           : strcmp(event, "done") == 0 ? wc->on_done
-                           : strcmp(event, "dead") == 0 ? wc->on_dead
-                                                        : NULL;
+        const char *hook = !wc                               ? NULL
+                           : strcmp(event, "done") == 0      ? wc->on_done
+                           : strcmp(event, "dead") == 0      ? wc->on_dead
+                           : strcmp(event, "retracted") == 0 ? wc->on_retract
+                           : strcmp(event, "moved") == 0     ? wc->on_retract
+                                                             : NULL;
 
         if (!s->event_fn && !hook) {
                 json_decref(extra);
@@ -53,9 +56,12 @@ void scheduler_emit(scheduler *s, const char *event, const struct job *job, json
                         if (lossy && strcmp(json_string_value(lossy), reported) == 0)
                                 names.quarantined = moved;
                 }
-                if (json_array_size(list) > 0 && ledger_get(s->ledger, job->id, &d) > 0 &&
-                    d->n_outputs == json_array_size(list) &&
-                    (outputs = calloc(d->n_outputs, sizeof *outputs))) {
+                if (files) {
+                        names.outputs = files;
+                        names.n_outputs = n_files;
+                } else if (json_array_size(list) > 0 && ledger_get(s->ledger, job->id, &d) > 0 &&
+                           d->n_outputs == json_array_size(list) &&
+                           (outputs = calloc(d->n_outputs, sizeof *outputs))) {
                         for (size_t i = 0; i < d->n_outputs; i++)
                                 outputs[i] = d->outputs[i].path;
                         names.outputs = outputs;
@@ -63,6 +69,17 @@ void scheduler_emit(scheduler *s, const char *event, const struct job *job, json
                 }
                 hooks_run(s->hooks, hook, wc->hook_timeout_usec, event, j, &names);
         }
+}
+
+void scheduler_emit(scheduler *s, const char *event, const struct job *job, json_t *extra)
+{
+        emit(s, event, job, extra, NULL, 0);
+}
+
+void scheduler_emit_files(scheduler *s, const char *event, const struct job *job, json_t *extra,
+                          const char *const *files, size_t n_files)
+{
+        emit(s, event, job, extra, files ?: (const char *const[]){ NULL }, n_files);
 }
 
 void scheduler_set_event_handler(scheduler *s, scheduler_event_fn fn, void *userdata)

@@ -12,6 +12,7 @@
  *   scheduler-health.c    the breaker's and the health score's inputs, the report, the health
  *                         (re-render) and prune timers
  *   scheduler-events.c    transitions told to subscribers and the watch's hooks
+ *   scheduler-retract.c   retract, drop and move jobs: carried out at once (retract.h), told
  */
 #pragma once
 
@@ -141,6 +142,8 @@ void scheduler_job_blocked(scheduler *s, const struct job *job, const char *erro
  * negative errno, 0 when none is known). */
 void scheduler_job_failure(scheduler *s, const struct job *job, const char *error, int r,
                            bool permanent);
+/* One output as the done event tells it (recipe: null when unknown). */
+json_t *scheduler_output_json(const struct job_output *o);
 /* A job whose completion the ledger recorded late (a kept handback with `done`). */
 void scheduler_completed_late(scheduler *s, const struct job *job);
 
@@ -166,7 +169,15 @@ uint64_t scheduler_health_interval_usec(const scheduler *s);
 int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata);
 int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata);
 
+/* scheduler-retract.c */
+/* Carries out claimed job `job` (kind retract, drop or move; taken over) at once: done and
+ * told ("retracted", "moved"), a render queued instead of a move, or failed like a render. */
+void scheduler_retract(scheduler *s, struct job *job);
+
 /* scheduler-events.c */
 /* Tells subscribers and the watch's hooks about a transition of `job`; extra members (may be
  * NULL, taken over) are added. */
 void scheduler_emit(scheduler *s, const char *event, const struct job *job, json_t *extra);
+/* The same, the hook given `files` (exact bytes) as its outputs instead of the job's. */
+void scheduler_emit_files(scheduler *s, const char *event, const struct job *job, json_t *extra,
+                          const char *const *files, size_t n_files);

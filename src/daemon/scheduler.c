@@ -100,6 +100,11 @@ static int start_job(scheduler *s, struct job *job_in)
         ssize_t k;
         int r;
 
+        if (job->kind != JOB_RENDER) {
+                /* Files removed or moved by the supervisor itself: no worker, no source. */
+                scheduler_retract(s, TAKE_PTR(job));
+                return 0;
+        }
         if (!wc || !pl) {
                 /* Not the job's fault: held, no attempt used, never dead or quarantined; a
                  * reload that configures the watch again, or `imgctl retry`, wakes it. */

@@ -42,8 +42,11 @@
 #define WATCH_TURN_USEC 10000
 
 #define DIR_MASK                                                                                   \
-        (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE_SELF |               \
+        (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_DELETE_SELF |   \
          IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+/* Renames out of a folder waiting for their other half (IN_MOVED_TO with the same cookie);
+ * those still unmatched once the queue is read to its end moved out of the trees. */
+#define WATCH_MOVES_MAX 64
 
 /* A directory entry waiting in a walk's batch. */
 struct entry {
@@ -64,6 +67,14 @@ struct frame {
         size_t n, i;
         bool more; /* more entries to read after this batch */
         unsigned depth;
+};
+
+/* An IN_MOVED_FROM waiting for its IN_MOVED_TO. */
+struct move_from {
+        uint32_t cookie;
+        const struct watch_config *wc;
+        char *path;
+        bool is_dir;
 };
 
 /* A tree queued for a walk. */
@@ -94,7 +105,11 @@ struct watch {
         sd_event_source *source;
         watch_file_fn fn;
         watch_batch_fn batch_fn;
+        watch_gone_fn gone_fn;
+        watch_moved_fn moved_fn;
         void *userdata;
+        struct move_from moves[WATCH_MOVES_MAX];
+        size_t n_moves;
         struct wdir *dirs; /* indexed by wd */
         size_t n_dirs;     /* allocated slots */
         unsigned count;    /* slots in use */
@@ -543,10 +558,48 @@ static int on_unwatched_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
+/* A file, or a directory with everything below it, left its tree (deleted, moved out). */
+static void report_gone(watch *w, const struct watch_config *wc, const char *path, bool is_dir)
+{
+        if (!is_dir)
+                settle_forget(w->settle, path);
+        if (w->gone_fn)
+                w->gone_fn(wc, path, is_dir, w->userdata);
+}
+
+/* The renames out of a folder that found no other half: moved out of the trees. */
+static void flush_moves(watch *w, size_t keep)
+{
+        while (w->n_moves > keep) {
+                struct move_from m = w->moves[0];
+
+                memmove(w->moves, w->moves + 1, (w->n_moves - 1) * sizeof *w->moves);
+                w->n_moves--;
+                report_gone(w, m.wc, m.path, m.is_dir);
+                free(m.path);
+        }
+}
+
+/* Takes the waiting IN_MOVED_FROM of `cookie` (its path owned by the caller); false if none. */
+static bool take_move(watch *w, uint32_t cookie, struct move_from *ret)
+{
+        for (size_t i = 0; i < w->n_moves; i++)
+                if (w->moves[i].cookie == cookie) {
+                        *ret = w->moves[i];
+                        memmove(w->moves + i, w->moves + i + 1,
+                                (w->n_moves - i - 1) * sizeof *w->moves);
+                        w->n_moves--;
+                        return true;
+                }
+        return false;
+}
+
 static void handle_event(watch *w, const struct inotify_event *ev)
 {
-        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ char *path = NULL, *from_path = NULL;
         const struct wdir *dir;
+        struct move_from from = {};
+        bool moved = false;
 
         if (ev->mask & IN_Q_OVERFLOW) {
                 rescan(w);
@@ -566,21 +619,53 @@ static void handle_event(watch *w, const struct inotify_event *ev)
                                   dir->path, ev->mask & IN_DELETE_SELF ? "removed" : "moved");
                 return;
         }
-        if (ev->len == 0 || ev->name[0] == '.')
+        if (ev->len == 0)
                 return;
+        if (ev->mask & IN_MOVED_TO) {
+                moved = take_move(w, ev->cookie, &from);
+                from_path = from.path;
+        }
+        if (ev->name[0] == '.' || (!(ev->mask & IN_ISDIR) && pathmap_is_ignored(ev->name))) {
+                /* Renamed to a name imgd ignores: gone from the tree all the same. */
+                if (moved)
+                        report_gone(w, from.wc, from_path, from.is_dir);
+                return;
+        }
         path = join(dir->path, ev->name);
         if (!path)
                 return;
 
-        if (ev->mask & IN_ISDIR) {
-                if (ev->mask & IN_MOVED_FROM)
+        if (ev->mask & IN_MOVED_FROM) {
+                if (ev->mask & IN_ISDIR)
                         drop_tree(w, path);
-                else if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && dir->wc->recursive)
+                if (w->n_moves == WATCH_MOVES_MAX)
+                        flush_moves(w, WATCH_MOVES_MAX - 1);
+                w->moves[w->n_moves++] = (struct move_from){
+                        .cookie = ev->cookie,
+                        .wc = dir->wc,
+                        .path = TAKE_PTR(path),
+                        .is_dir = (ev->mask & IN_ISDIR) != 0,
+                };
+                return;
+        }
+        if (ev->mask & IN_DELETE) {
+                /* A directory's files were reported one by one before it (rm -r). */
+                if (!(ev->mask & IN_ISDIR))
+                        report_gone(w, dir->wc, path, false);
+                return;
+        }
+        if (moved && (from.wc != dir->wc || !w->moved_fn)) {
+                /* From another watch (or without a mover): gone there, new here. */
+                report_gone(w, from.wc, from_path, from.is_dir);
+                moved = false;
+        }
+        if (ev->mask & IN_ISDIR) {
+                if (moved)
+                        w->moved_fn(dir->wc, from_path, path, true, w->userdata);
+                if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && dir->wc->recursive)
                         walk_later(w, dir->wc, path); /* a whole tree may have moved in */
                 return;
         }
-        if (pathmap_is_ignored(ev->name))
-                return;
         if (ev->mask & IN_CREATE) {
                 /* A regular file is reported when it is closed after writing; anything else
                  * (a symlink, a FIFO, a device, a hard link) never will be: report it now. */
@@ -592,7 +677,10 @@ static void handle_event(watch *w, const struct inotify_event *ev)
                 return;
         }
         settle_forget(w->settle, path);
-        w->fn(dir->wc, path, w->userdata);
+        if (moved)
+                w->moved_fn(dir->wc, from_path, path, false, w->userdata);
+        else
+                w->fn(dir->wc, path, w->userdata);
 }
 
 /*
@@ -621,6 +709,8 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
                                 continue;
                         if (errno != EAGAIN)
                                 log_error_errno(errno, "read inotify events: %m");
+                        else
+                                flush_moves(w, 0); /* read to its end: moved out */
                         break;
                 }
                 for (char *p = buf; p < buf + n;) {
@@ -697,6 +787,8 @@ watch *watch_free(watch *w)
         sd_event_source_disable_unref(w->unwatched_timer);
         settle_free(w->settle);
         walk_clear(&w->bg);
+        for (size_t i = 0; i < w->n_moves; i++)
+                free(w->moves[i].path);
         if (w->fd >= 0)
                 close(w->fd);
         for (size_t i = 0; i < w->n_dirs; i++)
@@ -715,6 +807,12 @@ void watch_set_batch_fn(watch *w, watch_batch_fn fn)
         w->batch_fn = fn;
         if (w->settle)
                 settle_set_batch_fn(w->settle, fn);
+}
+
+void watch_set_removal_fns(watch *w, watch_gone_fn gone, watch_moved_fn moved)
+{
+        w->gone_fn = gone;
+        w->moved_fn = moved;
 }
 
 bool watch_intake_pending(const watch *w)

@@ -26,11 +26,34 @@ static void print_event(const json_t *ev)
         _cleanup_free_ char *source = output_clean(client_get_str(job, "source", "-"), 0);
         _cleanup_free_ char *error = NULL;
 
+        const json_t *rc = json_object_get(ev, "reconcile");
+
+        if (rc) {
+                /* The reconciliation's: a pass looked at everything, or its jobs are done. */
+                if (strcmp(name, "reconcile-pass") == 0)
+                        printf("%s  %" PRId64 " source(s) looked at, %" PRId64
+                               " job(s) queued, %" PRId64 " gone retracted, %" PRId64
+                               " dropping removed variants\n",
+                               event, client_get_int(rc, "scanned"), client_get_int(rc, "queued"),
+                               client_get_int(rc, "retracted"), client_get_int(rc, "dropped"));
+                else
+                        printf("%s  %" PRId64 " job(s) done\n", event, client_get_int(rc, "done"));
+                return;
+        }
         printf("%-9s #%-5" PRId64 " %s", event, client_get_int(job, "id"), source);
-        if (strcmp(name, "done") == 0) {
+        if (strcmp(name, "done") == 0 || strcmp(name, "moved") == 0) {
                 size_t n = json_array_size(json_object_get(job, "outputs"));
 
                 printf("  %zu output%s", n, n == 1 ? "" : "s");
+                if (json_is_string(json_object_get(job, "from"))) {
+                        _cleanup_free_ char *from =
+                                output_clean(client_get_str(job, "from", ""), 0);
+                        printf(" (from %s)", from);
+                }
+        } else if (strcmp(name, "retracted") == 0) {
+                size_t n = json_array_size(json_object_get(job, "removed"));
+
+                printf("  %zu file%s removed", n, n == 1 ? "" : "s");
         } else if (json_is_string(json_object_get(job, "error"))) {
                 error = output_clean(client_get_str(job, "error", ""), 0);
                 printf("  %s", error);

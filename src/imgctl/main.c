@@ -198,6 +198,10 @@ static const char help_plan[] =
 static const char help_reconcile[] =
         "    pause: stop queueing reconciliation jobs (passes still count for plan);\n"
         "    those queued already still run. resume: queue them again, from a new pass.\n"
+        "    retract-removed: a new pass also removes the outputs of variants no longer\n"
+        "    configured (which imgd otherwise keeps), each source's manifest written again\n"
+        "    without them; a source that also has variants to render is done after them.\n"
+        "    Only files imgd recorded, with the content it recorded, are removed.\n"
         "\n"
         "    --json    print the daemon's answer (the plan) as indented JSON instead\n";
 
@@ -247,7 +251,7 @@ static const struct verb verbs[] = {
         { "plan", query_plan, OPTIONS(OPTION_JSON, OPTION_HELP), OPERANDS_NONE, "plan [--json]",
           help_plan },
         { "reconcile", operate_reconcile, OPTIONS(OPTION_JSON, OPTION_HELP), OPERANDS_WORD,
-          "reconcile pause|resume [--json]", help_reconcile },
+          "reconcile pause|resume|retract-removed [--json]", help_reconcile },
         { "verify", verify_run, OPTIONS(OPTION_ALL, OPTION_JSON, OPTION_HELP), OPERANDS_PATH_OR_ALL,
           "verify [PATH|--all] [--json]", help_verify },
         { "help", NULL, OPTIONS(OPTION_HELP), OPERANDS_UNPARSED, "help [COMMAND]", help_help },

@@ -223,23 +223,36 @@ int operate_reload(struct client *ctl, const struct verb_args *a)
         }
         return EXIT_OK;
 }
+/* The words of `imgctl reconcile`, the request each makes and what it prints. */
+static const struct {
+        const char *word, *request, *done;
+} reconcile_words[] = {
+        { "pause", "reconcile-pause",
+          "reconciliation paused: no new reconciliation jobs are queued" },
+        { "resume", "reconcile-resume",
+          "reconciliation resumed: a new pass queues what is missing or stale" },
+        { "retract-removed", "reconcile-retract-removed",
+          "a new pass retracts the outputs of variants no longer configured" },
+};
+
 int operate_reconcile(struct client *ctl, const struct verb_args *a)
 {
         _cleanup_(json_decrefp) json_t *result = NULL;
-        bool pause = strcmp(a->word, "pause") == 0;
+        size_t i = 0;
         int r;
 
-        if (!pause && strcmp(a->word, "resume") != 0) {
-                options_usage_error(a->verb->name, "'%s' is neither pause nor resume", a->word);
+        while (i < ELEMENTSOF(reconcile_words) && strcmp(a->word, reconcile_words[i].word) != 0)
+                i++;
+        if (i == ELEMENTSOF(reconcile_words)) {
+                options_usage_error(a->verb->name,
+                                    "'%s' is not one of pause, resume, retract-removed", a->word);
                 return EXIT_USAGE;
         }
-        r = client_request(ctl, proto_request_new(pause ? "reconcile-pause" : "reconcile-resume"),
-                           &result);
+        r = client_request(ctl, proto_request_new(reconcile_words[i].request), &result);
         if (r != EXIT_OK)
                 return r;
         if (a->json)
                 return output_json(result);
-        puts(pause ? "reconciliation paused: no new reconciliation jobs are queued"
-                   : "reconciliation resumed: a new pass queues what is missing or stale");
+        puts(reconcile_words[i].done);
         return EXIT_OK;
 }

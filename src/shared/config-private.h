@@ -134,6 +134,11 @@ static inline const char *config_mask_name(int i)
         return variant_mask_name((enum variant_mask)i);
 }
 
+static inline const char *config_on_delete_name(int i)
+{
+        return watch_on_delete_name((enum watch_on_delete)i);
+}
+
 static inline const char *config_gravity_name(int i)
 {
         return variant_gravity_name((enum variant_gravity)i);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "shared/config-private.h"
+#include "shared/string-table.h"
 #include "shared/macro.h"
 #include "shared/time-util.h"
 
@@ -143,7 +144,7 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
 {
         _cleanup_free_ char *prefix = NULL, *where = NULL, *in = NULL, *path = NULL, *output = NULL,
                             *pipeline_name = NULL, *quarantine = NULL, *on_done = NULL,
-                            *on_dead = NULL;
+                            *on_dead = NULL, *on_retract = NULL;
         const config_setting_t *hook_s = NULL;
         const char *hook = NULL;
         const struct config_setting *hook_timeout_e =
@@ -154,6 +155,9 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         const struct pipeline *pipeline;
         const char *pname = NULL;
         bool recursive = false, reconcile = true;
+        const config_setting_t *on_delete_s = NULL;
+        const char *on_delete_name = NULL;
+        int on_delete = WATCH_ON_DELETE_KEEP;
         int r;
 
         if (!config_setting_is_group(s))
@@ -207,6 +211,18 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         if (r < 0)
                 return r;
 
+        r = config_get_string(p, s, "on_delete", prefix, &on_delete_s, &on_delete_name);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                on_delete = watch_on_delete_from_name(on_delete_name);
+                if (on_delete < 0)
+                        return config_fail(p, on_delete_s, -EINVAL,
+                                           "%s'on_delete' must be \"keep\" or \"retract\", not "
+                                           "\"%s\"",
+                                           prefix, on_delete_name);
+        }
+
         r = config_get_dir(p, s, "quarantine", prefix, &quarantine);
         if (r < 0)
                 return r;
@@ -216,8 +232,9 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
                         p, config_setting_get_member(s, "quarantine"), -EINVAL,
                         "%squarantine %s must be outside the watched path and the output", prefix,
                         quarantine);
-        for (int k = 0; k < 2; k++) {
-                const char *key = k == 0 ? "on_done" : "on_dead";
+        for (int k = 0; k < 3; k++) {
+                static const char *const keys[] = { "on_done", "on_dead", "on_retract" };
+                const char *key = keys[k];
                 r = config_get_string(p, s, key, prefix, &hook_s, &hook);
                 if (r < 0)
                         return r;
@@ -233,8 +250,10 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
                         return config_oom(p);
                 if (k == 0)
                         on_done = copy;
-                else
+                else if (k == 1)
                         on_dead = copy;
+                else
+                        on_retract = copy;
         }
         r = config_get_int_range(p, s, hook_timeout_e->name, prefix, hook_timeout_e->min,
                                  hook_timeout_e->max, &hook_timeout);
@@ -244,6 +263,8 @@ static int parse_watch(struct parser *p, const struct config *c, const config_se
         ret->quarantine = TAKE_PTR(quarantine);
         ret->on_done = TAKE_PTR(on_done);
         ret->on_dead = TAKE_PTR(on_dead);
+        ret->on_retract = TAKE_PTR(on_retract);
+        ret->on_delete = (enum watch_on_delete)on_delete;
         ret->hook_timeout_usec = (usec_t)hook_timeout * hook_timeout_e->scale;
         ret->path = TAKE_PTR(path);
         ret->output = TAKE_PTR(output);
@@ -351,3 +372,9 @@ int config_parse_watches(struct parser *p, const config_setting_t *root,
         }
         return check_watch_overlaps(p, s, c);
 }
+
+static const char *const watch_on_delete_table[_WATCH_ON_DELETE_MAX] = {
+        [WATCH_ON_DELETE_KEEP] = "keep",
+        [WATCH_ON_DELETE_RETRACT] = "retract",
+};
+DEFINE_STRING_TABLE_LOOKUP(watch_on_delete, enum watch_on_delete, NULL)

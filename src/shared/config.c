@@ -156,6 +156,7 @@ struct config *config_free(struct config *c)
                 free(c->watches[i].quarantine);
                 free(c->watches[i].on_done);
                 free(c->watches[i].on_dead);
+                free(c->watches[i].on_retract);
         }
         free(c->watches);
         free(c->control_group);

@@ -34,15 +34,28 @@ struct pipeline {
         bool placeholder; /* also compute a BlurHash, dominant colour and tiny data URI */
 };
 
+/* What happens to a source's outputs when the source is deleted or moved out of its watched
+ * folder (issue 17). */
+enum watch_on_delete {
+        WATCH_ON_DELETE_KEEP,    /* they stay (the default: some applications delete uploads
+                                  * once processed and still serve the variants) */
+        WATCH_ON_DELETE_RETRACT, /* removed with the manifest; renames within the tree move them */
+        _WATCH_ON_DELETE_MAX,
+};
+const char *watch_on_delete_name(enum watch_on_delete d);
+int watch_on_delete_from_name(const char *name); /* the enum value, or -EINVAL */
+
 struct watch_config {
         char *path;   /* absolute, no trailing slash */
         char *output; /* absolute, no trailing slash */
         char *pipeline_name;
         const struct pipeline *pipeline; /* points into config.pipelines */
         bool recursive;
-        bool reconcile;           /* outputs kept in step with the pipeline (issue 17) */
-        char *quarantine;         /* dead sources are moved here; NULL: left in place */
+        bool reconcile;   /* outputs kept in step with the pipeline (issue 17) */
+        char *quarantine; /* dead sources are moved here; NULL: left in place */
+        enum watch_on_delete on_delete;
         char *on_done, *on_dead;  /* hook programs; NULL: none */
+        char *on_retract;         /* hook program run when outputs are retracted or moved */
         usec_t hook_timeout_usec; /* hook_timeout, written in seconds; default 30 s */
         int line;                 /* where it was defined, for messages */
 };

@@ -247,17 +247,24 @@ int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_er
         return 0;
 }
 
-char *proto_format_event(const char *event, int64_t at_usec, const json_t *job)
+char *proto_format_event_of(const char *event, int64_t at_usec, const char *member,
+                            const json_t *obj)
 {
         _cleanup_(json_decrefp) json_t *ev = NULL;
 
         assert(event);
-        assert(job);
+        assert(member);
+        assert(obj);
         ev = json_pack("{s:i, s:s, s:I, s:O}", "v", PROTO_VERSION, "event", event, "at_us",
-                       (json_int_t)at_usec, "job", (json_t *)job);
+                       (json_int_t)at_usec, member, (json_t *)obj);
         if (!ev)
                 return NULL;
         return dump_line(ev);
+}
+
+char *proto_format_event(const char *event, int64_t at_usec, const json_t *job)
+{
+        return proto_format_event_of(event, at_usec, "job", job);
 }
 
 int proto_parse_event(const char *line, size_t n, json_t **ret, char **ret_error)
@@ -284,8 +291,10 @@ int proto_parse_event(const char *line, size_t n, json_t **ret, char **ret_error
         if (!json_is_string(event) || json_string_length(event) == 0 ||
             strlen(json_string_value(event)) != json_string_length(event))
                 return fail(-EBADMSG, ret_error, msg("event has no \"event\" name"));
-        if (!json_is_object(json_object_get(ev, "job")))
-                return fail(-EBADMSG, ret_error, msg("event has no \"job\" object"));
+        if (!json_is_object(json_object_get(ev, "job")) &&
+            !json_is_object(json_object_get(ev, "reconcile")))
+                return fail(-EBADMSG, ret_error,
+                            msg("event has no \"job\" or \"reconcile\" object"));
         *ret = TAKE_PTR(ev);
         return 0;
 }

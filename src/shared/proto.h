@@ -68,9 +68,14 @@ int proto_parse_response(const char *line, size_t n, json_t **ret, char **ret_er
  */
 char *proto_format_event(const char *event, int64_t at_usec, const json_t *job);
 
+/* The same with the object under `member`: "job" for a job's transition, "reconcile" for the
+ * reconciliation's events ("reconcile-pass", "reconcile-done"). */
+char *proto_format_event_of(const char *event, int64_t at_usec, const char *member,
+                            const json_t *obj);
+
 /*
  * Parses one event line. Returns 0 with the whole event object in *ret (owned by the
- * caller; "event" is a non-empty string, "job" an object), or -EBADMSG with what was wrong
- * in *ret_error (may be NULL). A response line is not an event: -EBADMSG.
+ * caller; "event" is a non-empty string, and "job" or "reconcile" an object), or -EBADMSG
+ * with what was wrong in *ret_error (may be NULL). A response line is not an event: -EBADMSG.
  */
 int proto_parse_event(const char *line, size_t n, json_t **ret, char **ret_error);

@@ -90,11 +90,14 @@ static void check_event(const char *line, size_t n)
         if (r == 0) {
                 char *formatted;
 
+                const char *member =
+                        json_is_object(json_object_get(ev, "job")) ? "job" : "reconcile";
+
                 CHECK(json_is_string(json_object_get(ev, "event")));
-                CHECK(json_is_object(json_object_get(ev, "job")));
-                formatted = proto_format_event(json_string_value(json_object_get(ev, "event")),
-                                               json_integer_value(json_object_get(ev, "at_us")),
-                                               json_object_get(ev, "job"));
+                CHECK(json_is_object(json_object_get(ev, member)));
+                formatted = proto_format_event_of(json_string_value(json_object_get(ev, "event")),
+                                                  json_integer_value(json_object_get(ev, "at_us")),
+                                                  member, json_object_get(ev, member));
                 CHECK(formatted);
                 free(formatted);
                 json_decref(ev);

@@ -180,7 +180,7 @@ static void test_completion(void **state)
                                        "pause\nplan\nreconcile\nreload\nresume\nretry\nshow\n"
                                        "status\ntop\nverify\nwait\n");
         assert_completes(complete("re"), "reconcile\nreload\nresume\nretry\n");
-        assert_completes(complete("reconcile", ""), "pause\nresume\n");
+        assert_completes(complete("reconcile", ""), "pause\nresume\nretract-removed\n");
         assert_completes(complete("--v"), "--version\n");
         assert_completes(complete("-"),
                          "--config\n--connect-timeout\n--help\n--socket\n--version\n-c\n-h\n-s\n");
