@@ -113,6 +113,7 @@ enum ledger_stmt {
         STMT_PATHS_BELOW,
         STMT_MOVE_TO_RENDER,
         STMT_COPY_RENDER_INFO,
+        STMT_IS_CURRENT_DONE,
         _STMT_MAX,
 };
 

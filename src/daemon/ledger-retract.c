@@ -105,33 +105,15 @@ int ledger_retract(ledger *l, const char *path, int64_t now_usec, int64_t *ret_i
 static int drop_locked(ledger *l, int64_t id, const char *variants, int64_t now_usec,
                        int64_t *ret_id)
 {
-        _cleanup_free_ char *path = NULL;
-        int64_t current = 0, new_id = 0;
+        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_IS_CURRENT_DONE);
+        int64_t new_id = 0;
         int r;
 
-        {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_JOB);
-
-                r = ledger_bind_step(l, st, "i", id);
-                if (r <= 0)
-                        return r;
-                r = ledger_column_strdup(l, st, 2, &path);
-                if (r < 0)
-                        return r;
-        }
-        {
-                /* Only from the path's newest job, done: nothing else may be waiting. */
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
-
-                r = ledger_bind_step(l, st, "t", path);
-                if (r <= 0)
-                        return r;
-                if (sqlite3_column_int64(st, 0) != id || !sqlite3_column_int(st, 1) ||
-                    sqlite3_column_int(st, 2))
-                        return 0;
-                current = id;
-        }
-        r = insert_retract_locked(l, current, "drop", variants, JOB_PRIORITY_BACKGROUND, now_usec,
+        /* Only from the source's current done job: nothing else may be waiting. */
+        r = ledger_bind_step(l, st, "i", id);
+        if (r <= 0)
+                return r;
+        r = insert_retract_locked(l, id, "drop", variants, JOB_PRIORITY_BACKGROUND, now_usec,
                                   &new_id);
         if (r < 0)
                 return r;

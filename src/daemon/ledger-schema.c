@@ -169,9 +169,12 @@ static const char *const migrations[] = {
 static_assert(LEDGER_HELD == 9223372036854775807, "HELD_SQL is LEDGER_HELD");
 
 const char *const ledger_stmt_sql[_STMT_MAX] = {
+        /* Not a job before a retraction of the path: the file come back is new work. */
         [STMT_KNOWN_STAT] = "SELECT 1 FROM jobs WHERE source_path = ?1 AND source_size = ?2 "
                             "AND source_mtime_ns = ?3 AND source_ino = ?4 "
-                            "AND state <> 'cancelled' LIMIT 1",
+                            "AND state <> 'cancelled' "
+                            "AND NOT EXISTS (SELECT 1 FROM jobs AS n WHERE n.source_path = ?1 "
+                            "                AND n.id > jobs.id AND n.kind = 'retract') LIMIT 1",
         /* The newest job of the path: content is "known" only if it is that job's, and that
          * job was not cancelled (the content coming back after its file went away, or after
          * an operator's cancel, is work to do again). */
@@ -374,6 +377,8 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
          * after it. */
         [STMT_PUBLISHED_OF_PATH] = "SELECT id, kind IS 'retract' FROM jobs WHERE source_path = ?1 "
                                    "AND state = 'done' ORDER BY id DESC LIMIT 1",
+        [STMT_IS_CURRENT_DONE] = "SELECT 1 FROM jobs AS j WHERE j.id = ?1 AND j.state = 'done' "
+                                 "AND " CURRENT_DONE_SQL("j"),
         /* The paths below a directory (?1 "dir/", ?2 "dir0": '/' + 1) that have jobs. */
         [STMT_PATHS_BELOW] = "SELECT DISTINCT source_path FROM jobs "
                              "WHERE source_path >= ?1 AND source_path < ?2 ORDER BY source_path",

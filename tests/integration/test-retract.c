@@ -161,6 +161,16 @@ static void test_moved_out_and_renamed(void **state)
         wait_kind_done(&d, "retract", 1);
         assert_false(media_has(&d, "a1_s.webp"));
         assert_false(media_has(&d, "a1.manifest.json"));
+        /* Moved back (the same file, the same stat): rendered again, not taken as known. */
+        assert_int_equal(rename(to, from), 0);
+        for (int waited = 0; !media_has(&d, "a1.manifest.json"); waited += 20) {
+                if (waited > 20000)
+                        fail_msg("a1 moved back was not rendered again");
+                usleep(20 * 1000);
+        }
+        tu_daemon_wait_idle(&d, 60);
+        assert_true(media_has(&d, "a1_s.webp"));
+        assert_int_equal(renders(&d), 4);
         free(from);
         free(to);
 
@@ -176,7 +186,7 @@ static void test_moved_out_and_renamed(void **state)
         /* The same files under their new names: moved, not rendered. */
         assert_int_equal(media_ino(&d, "b2_s.webp"), s_ino);
         assert_int_equal(media_ino(&d, "b2_m.jpg"), m_ino);
-        assert_int_equal(renders(&d), 3);
+        assert_int_equal(renders(&d), 4);
         mpath = tu_path("%s/b2.manifest.json", d.media);
         manifest = json_load_file(mpath, 0, NULL);
         assert_non_null(manifest);
