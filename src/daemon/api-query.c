@@ -217,7 +217,14 @@ int api_show(struct api_context *ctx, const struct api_args *args, json_t **ret_
             json_object_set_new(job, "outputs", outputs_to_json(d)) < 0 ||
             json_object_set_new(job, "errors", errors_to_json(d)) < 0 ||
             json_object_set_new(job, "placeholder", placeholder_to_json(&d->job)) < 0 ||
-            json_object_set_new(job, "manifest", manifest_to_json(&d->job)) < 0)
+            json_object_set_new(job, "manifest", manifest_to_json(&d->job)) < 0 ||
+            json_object_set_new(job, "kind", json_string(job_kind_name(d->job.kind) ?: "render")) <
+                    0 ||
+            json_object_set_new(job, "origin",
+                                d->job.origin > 0 ? json_integer((json_int_t)d->job.origin)
+                                                  : json_null()) < 0 ||
+            json_object_set_new(job, "redo",
+                                d->job.redo ? json_loads(d->job.redo, 0, NULL) : json_null()) < 0)
                 return -ENOMEM;
 
         result = json_pack("{s:O}", "job", job);

@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/publish.h"
 #include "daemon/retract.h"
+#include "daemon/source.h"
 #include "shared/alloc.h"
 #include "shared/fault.h"
 #include "shared/log.h"
@@ -277,6 +279,17 @@ static int move(const struct job *job, const struct job_detail *d, struct publis
         return 1;
 }
 
+/* Whether the file at a move job's path is still the one renamed there (its stat as the job
+ * recorded it). */
+static bool same_file(const struct job *job)
+{
+        struct stat st;
+
+        return lstat(job->source_path, &st) == 0 && S_ISREG(st.st_mode) &&
+               (uint64_t)st.st_size == job->size && (uint64_t)st.st_ino == job->ino &&
+               source_mtime_ns(&st) == job->mtime_ns;
+}
+
 int retract_run(ledger *l, const struct job *job, int64_t now_usec, struct retract_result *ret,
                 char **ret_error)
 {
@@ -293,6 +306,12 @@ int retract_run(ledger *l, const struct job *job, int64_t now_usec, struct retra
         assert(ret_error);
 
         *ret_error = NULL;
+        if (job->kind == JOB_MOVE && !same_file(job)) {
+                /* Gone or replaced since the rename (while imgd was not running, say): the
+                 * old names are retracted, and the file, if any, rendered as an upload. */
+                r = 0;
+                goto render;
+        }
         r = ledger_origin(l, job->id, &d);
         if (r < 0) {
                 r = fail(ret_error, r, "ledger: the outputs of job %" PRId64 ": %s", job->id,

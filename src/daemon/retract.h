@@ -11,6 +11,8 @@
  *            again with the others (removed when none is left);
  *   move     each output is renamed to its name under the job's output key (the old path's
  *            key replaced by the new one); a new manifest is written and the old one unlinked.
+ *            A source gone or replaced since the rename (its stat not the one recorded) makes
+ *            the job a render of whatever is there, and the old path's outputs are retracted.
  *            An output already at its new name with its SHA-256 was moved before a crash; one
  *            found at neither name makes the job a render of its source
  *            (ledger_move_to_render()), and the old path's outputs are retracted;

@@ -203,6 +203,19 @@ static void print_job(const json_t *job)
         snprintf(buf, sizeof buf, "%" PRId64, client_get_int(job, "id"));
         output_field("id:", buf);
         output_field("state:", state);
+        if (strcmp(client_get_str(job, "kind", "render"), "render") != 0) {
+                /* A retraction, drop or move: what it works from. */
+                snprintf(buf, sizeof buf, "%s (from job %" PRId64 ")",
+                         client_get_str(job, "kind", "?"), client_get_int(job, "origin"));
+                output_field("kind:", buf);
+        }
+        if (json_is_array(json_object_get(job, "redo"))) {
+                _cleanup_free_ char *list = json_dumps(json_object_get(job, "redo"), JSON_COMPACT);
+                output_field(strcmp(client_get_str(job, "kind", "render"), "drop") == 0
+                                     ? "drops:"
+                                     : "renders:",
+                             list ?: "?");
+        }
         output_field("source:", client_get_str(job, "source", "-"));
         output_field("watch:", client_get_str(job, "watch", "-"));
         output_field("pipeline:", client_get_str(job, "pipeline", "-"));

@@ -951,5 +951,8 @@ int main(void)
                 cmocka_unit_test(test_power_cut),      cmocka_unit_test(test_disk_full),
                 cmocka_unit_test(test_fsync_error),
         };
+        /* IMGD_TEST_FILTER=test_kill9_* runs only the cases whose names match. */
+        if (getenv("IMGD_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("IMGD_TEST_FILTER"));
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

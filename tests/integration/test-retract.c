@@ -194,10 +194,27 @@ static void test_moved_out_and_renamed(void **state)
         assert_int_equal(json_array_size(json_object_get(manifest, "outputs")), 2);
         json_decref(manifest);
         assert_verified(&d);
-        /* imgctl show tells the move. */
+        /* imgctl jobs lists it, imgctl show tells the move and what it moved from. */
         assert_int_equal(tu_imgctl(&d, &out, "jobs", "--state", "done", NULL), 0);
         assert_non_null(strstr(out, "b2.png"));
         free(out);
+        {
+                char *id = tu_path("%" PRId64, tu_ledger_int(&d, "SELECT id FROM jobs WHERE "
+                                                                 "kind = 'move'"));
+                json_t *show = tu_imgctl_json(&d, "show", id, NULL);
+                const json_t *job = json_object_get(show, "job");
+
+                assert_string_equal(json_string_value(json_object_get(job, "kind")), "move");
+                assert_int_equal(json_integer_value(json_object_get(job, "origin")),
+                                 tu_ledger_int(&d, "SELECT id FROM jobs WHERE source_path LIKE "
+                                                   "'%/a2.png' AND kind IS NULL"));
+                assert_int_equal(json_array_size(json_object_get(job, "outputs")), 2);
+                json_decref(show);
+                assert_int_equal(tu_imgctl(&d, &out, "show", id, NULL), 0);
+                assert_non_null(strstr(out, "move (from job"));
+                free(out);
+                free(id);
+        }
         free(mpath);
         free(from);
         free(to);
