@@ -372,3 +372,31 @@ int publish_file_has(const char *path, const char *sha256)
                 return 0;
         return strcmp(got, sha256) == 0;
 }
+
+int publish_unlink_own(const char *path, const char *sha256, struct publish_dirs *dirs)
+{
+        if (!publish_file_has(path, sha256))
+                return access(path, F_OK) < 0 && errno == ENOENT ? 0 : -EEXIST;
+        if (unlink(path) < 0)
+                return errno == ENOENT ? 0 : negative_errno();
+        return publish_dirs_add(dirs, path) < 0 ? -ENOMEM : 1;
+}
+
+int publish_unlink_replaced(const struct job_output *prev, size_t n_prev,
+                            const struct job_output *now, size_t n_now, struct publish_dirs *dirs)
+{
+        int ret = 0;
+
+        for (size_t i = 0; i < n_prev; i++)
+                for (size_t k = 0; k < n_now; k++) {
+                        int r;
+
+                        if (strcmp(prev[i].variant, now[k].variant) != 0 ||
+                            strcmp(prev[i].path, now[k].path) == 0)
+                                continue;
+                        r = publish_unlink_own(prev[i].path, prev[i].sha256, dirs);
+                        if (r < 0 && r != -EEXIST && ret == 0)
+                                ret = r;
+                }
+        return ret;
+}

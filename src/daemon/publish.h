@@ -93,6 +93,24 @@ int publish_manifest(const struct job *job, const struct job_output *outs, size_
 int publish_file_has(const char *path, const char *sha256);
 
 /*
+ * Unlinks the output at `path` if it still has the content imgd recorded (`sha256`) and adds
+ * its directory to `dirs`, to be fsynced before the removal is recorded. Returns 1 if removed,
+ * 0 if it was gone already, -EEXIST if its content changed since (it is not imgd's any more:
+ * left in place), or a negative errno.
+ */
+int publish_unlink_own(const char *path, const char *sha256, struct publish_dirs *dirs);
+
+/*
+ * After a job rendered the variants of `now` again: unlinks (publish_unlink_own()) the files of
+ * `prev`, the outputs of the source's previous done job, whose variant is in `now` under
+ * another name (a format changed, or format "best" chose another), which no manifest lists
+ * any more. Returns 0 or a negative errno (the first failure; the others are still tried);
+ * files changed since stay.
+ */
+int publish_unlink_replaced(const struct job_output *prev, size_t n_prev,
+                            const struct job_output *now, size_t n_now, struct publish_dirs *dirs);
+
+/*
  * Removes imgd's temporary files (pathmap_is_own_temp()) below `root`, not following
  * symlinks. Returns the number removed, or a negative errno if root cannot be read.
  */

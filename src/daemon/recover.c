@@ -54,6 +54,28 @@ static int recover_manifest(ledger *l, const struct job_detail *d)
         return r;
 }
 
+/* A reconciliation job published: the files of its variants under their former names (a
+ * format changed) are unlinked, as the scheduler does after publishing it. */
+static int recover_replaced(ledger *l, const struct job_detail *d)
+{
+        struct job_output *carried = NULL;
+        struct publish_dirs dirs = {};
+        const char *failed = NULL;
+        size_t n_carried = 0;
+        int r;
+
+        if (!d->job.redo)
+                return 0;
+        r = ledger_carried_outputs(l, d->job.id, &carried, &n_carried);
+        if (r >= 0)
+                r = publish_unlink_replaced(carried, n_carried, d->outputs, d->n_outputs, &dirs);
+        if (r >= 0)
+                r = publish_dirs_sync(&dirs, &failed);
+        job_outputs_free(carried, n_carried);
+        publish_dirs_clear(&dirs);
+        return r;
+}
+
 /* Publishes one verified job. Returns 1 if completed, 0 if handed back, <0 on ledger error. */
 static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
 {
@@ -115,6 +137,15 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
         r = publish_commit(tmps, sizes, n_tmps, &failed);
         if (r >= 0)
                 r = recover_manifest(l, d);
+        if (r >= 0) {
+                int k = recover_replaced(l, d);
+
+                if (k < 0)
+                        log_warning_errno(k,
+                                          "job %" PRId64 ": remove the outputs it replaced under "
+                                          "other names: %m",
+                                          id);
+        }
         if (r < 0) {
                 log_warning_errno(r, "job %" PRId64 ": publish %s: %m; rendering again", id,
                                   failed ? failed : "manifest");

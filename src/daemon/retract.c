@@ -100,18 +100,14 @@ static int fail(char **ret_error, int r, const char *fmt, ...)
         return r;
 }
 
-/*
- * Unlinks output o if its file still has the content imgd recorded: 1 if removed, 0 if it was
- * gone already, -EEXIST if its content changed (left in place), or a negative errno.
- */
+/* Unlinks output o if its file still has the content imgd recorded (publish_unlink_own()). */
 static int remove_output(const struct job_output *o, struct publish_dirs *dirs)
 {
-        if (!publish_file_has(o->path, o->sha256))
-                return access(o->path, F_OK) < 0 && errno == ENOENT ? 0 : -EEXIST;
-        if (unlink(o->path) < 0)
-                return errno == ENOENT ? 0 : -errno;
-        fault_point("retract.after_unlink");
-        return publish_dirs_add(dirs, o->path) < 0 ? -ENOMEM : 1;
+        int r = publish_unlink_own(o->path, o->sha256, dirs);
+
+        if (r > 0)
+                fault_point("retract.after_unlink");
+        return r;
 }
 
 /* The manifest at output_key: unlinked if job `writer` wrote it; left alone otherwise (another

@@ -351,6 +351,11 @@ static bool publish_files(scheduler *s, struct running *run, struct publish_dirs
                 scheduler_job_failure(s, run->job, why, r, false);
                 return false;
         }
+        /* The files its variants had under other names: listed by no manifest now. */
+        r = publish_unlink_replaced(run->prev, run->n_prev, run->rows, run->n, dirs);
+        if (r < 0)
+                log_warning_errno(r, "job %" PRId64 " %s: remove the outputs it replaced: %m",
+                                  run->job->id, run->job->source_path);
         return true;
 }
 

@@ -46,6 +46,11 @@ struct running {
         struct job_output *rows;
         uint64_t *sizes;
         json_t *info;
+        /* A reconciliation job: the outputs of the source's previous done job, whose files
+         * of the variants rendered again under other names are unlinked once it is published
+         * (publish_unlink_replaced()). */
+        struct job_output *prev;
+        size_t n_prev;
         bool dropped; /* left the publication (cancelled, failed, handed back) */
         bool redo;    /* its step failed inside a group commit: done again alone */
         struct running *next;

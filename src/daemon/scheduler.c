@@ -58,6 +58,7 @@ void scheduler_running_free(struct running *run)
                 return;
         json_decref(run->reply);
         json_decref(run->info);
+        job_outputs_free(run->prev, run->n_prev);
         free(run->rows);
         free(run->sizes);
         for (size_t i = 0; i < run->n; i++)
@@ -279,14 +280,10 @@ static int start_job(scheduler *s, struct job *job_in)
         jmanifest = jobprep_manifest(job->id, job->source_path, job->pipeline, finals,
                                      run->variants, run->n, run->degraded);
         if (job->redo && jmanifest) {
-                struct job_output *carried = NULL;
-                size_t n_carried = 0;
-
-                r = ledger_carried_outputs(s->ledger, job->id, &carried, &n_carried);
+                r = ledger_carried_outputs(s->ledger, job->id, &run->prev, &run->n_prev);
                 if (r >= 0)
-                        r = jobprep_manifest_carry(jmanifest, carried, n_carried, run->variants,
+                        r = jobprep_manifest_carry(jmanifest, run->prev, run->n_prev, run->variants,
                                                    run->n);
-                job_outputs_free(carried, n_carried);
                 if (r < 0) {
                         log_error_errno(r, "job %" PRId64 ": the outputs it carries over: %s",
                                         job->id, ledger_errmsg(s->ledger));

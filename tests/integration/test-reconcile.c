@@ -246,6 +246,33 @@ static void test_changed_and_removed(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* A variant's format changed: rendered again under its new name, and the file under the old
+ * one, which no manifest lists any more, removed (imgctl verify finds no orphan). */
+static void test_format_changed(void **state)
+{
+        struct tu_daemon d;
+        json_t *plan;
+
+        (void)state;
+        tu_daemon_setup(&d, "( " V_S("80") " )", 2, NULL);
+        tu_daemon_start(&d);
+        drop(&d, 2);
+        tu_daemon_wait_idle(&d, 60);
+        assert_true(tu_count_files(d.media, "*_s.webp") == 2);
+
+        write_conf(&d,
+                   "{ name = \"s\"; width = 16; height = 16; fit = \"cover\"; format = "
+                   "\"jpeg\"; quality = 80; }",
+                   "");
+        plan = reload_and_settle(&d);
+        ASSERT_COUNTS(plan, "s", 0, 0, 2, 0);
+        json_decref(plan);
+        assert_int_equal(tu_count_files(d.media, "*_s.jpg"), 2);
+        assert_int_equal(tu_count_files(d.media, "*_s.webp"), 0);
+        assert_verified(&d);
+        tu_daemon_cleanup(&d);
+}
+
 /* reconcile = false, and a paused reconciliation: counted, nothing queued; resumed: done. */
 static void test_off_and_paused(void **state)
 {
@@ -350,9 +377,8 @@ static void test_live_first(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_added_variant),
-                cmocka_unit_test(test_changed_and_removed),
-                cmocka_unit_test(test_off_and_paused),
+                cmocka_unit_test(test_added_variant),  cmocka_unit_test(test_changed_and_removed),
+                cmocka_unit_test(test_format_changed), cmocka_unit_test(test_off_and_paused),
                 cmocka_unit_test(test_live_first),
         };
 
