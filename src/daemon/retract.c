@@ -275,6 +275,28 @@ static int move(const struct job *job, const struct job_detail *d, struct publis
         return 1;
 }
 
+/* Unlinks the outputs of `d` at the names of move job `job` that still have d's content (moved
+ * there by an earlier attempt, or by this one before it found an output missing). */
+static int unmove(const struct job *job, const struct job_detail *d, struct publish_dirs *dirs)
+{
+        size_t key_len = strlen(d->job.output_key);
+
+        for (size_t i = 0; i < d->n_outputs; i++) {
+                const struct job_output *o = &d->outputs[i];
+                _cleanup_free_ char *to = NULL;
+                int r;
+
+                if (strncmp(o->path, d->job.output_key, key_len) != 0)
+                        continue;
+                if (asprintf(&to, "%s%s", job->output_key, o->path + key_len) < 0)
+                        return -ENOMEM;
+                r = publish_unlink_own(to, o->sha256, dirs);
+                if (r < 0 && r != -EEXIST)
+                        return r;
+        }
+        return 0;
+}
+
 /* Whether the file at a move job's path is still the one renamed there (its stat as the job
  * recorded it). */
 static bool same_file(const struct job *job)
@@ -302,33 +324,28 @@ int retract_run(ledger *l, const struct job *job, int64_t now_usec, struct retra
         assert(ret_error);
 
         *ret_error = NULL;
-        if (job->kind == JOB_MOVE && !same_file(job)) {
-                /* Gone or replaced since the rename (while imgd was not running, say): the
-                 * old names are retracted, and the file, if any, rendered as an upload. */
-                r = 0;
-                goto render;
-        }
         r = ledger_origin(l, job->id, &d);
         if (r < 0) {
                 r = fail(ret_error, r, "ledger: the outputs of job %" PRId64 ": %s", job->id,
                          ledger_errmsg(l));
                 goto out;
         }
-        if (r == 0 && job->kind == JOB_MOVE) {
-                /* Nothing of the old path is published (any more): render the new one. */
-                r = 0;
-                goto render;
-        }
-        if (r > 0) {
-                if (job->kind == JOB_MOVE) {
-                        r = move(job, d, &dirs, &res, ret_error);
-                        if (r == 0)
-                                goto render;
-                } else
-                        r = retract_or_drop(job, d, &dirs, &res, ret_error);
-                if (r < 0)
-                        goto out;
-        }
+        if (job->kind == JOB_MOVE) {
+                /* Nothing of the old path published (any more), or the file gone or replaced
+                 * since the rename (while imgd was not running, say), or an output found at
+                 * neither name: the old names are retracted, and the file, if any, rendered
+                 * as an upload. */
+                if (r == 0 && job->origin > 0 && ledger_get(l, job->origin, &d) < 0)
+                        d = NULL; /* retracted meanwhile: what it had, for unmove() */
+                if (r == 0 || !same_file(job))
+                        goto render;
+                r = move(job, d, &dirs, &res, ret_error);
+                if (r == 0)
+                        goto render;
+        } else if (r > 0)
+                r = retract_or_drop(job, d, &dirs, &res, ret_error);
+        if (r < 0)
+                goto out;
         r = publish_dirs_sync(&dirs, &failed_dir);
         if (r < 0) {
                 r = fail(ret_error, r, "fsync %s: %s", failed_dir, strerror(-r));
@@ -344,7 +361,13 @@ int retract_run(ledger *l, const struct job *job, int64_t now_usec, struct retra
         goto done;
 
 render:
-        /* What was moved stays at its new name: the render writes over it. */
+        /* What an attempt of it moved to the new names goes too (the render makes its own). */
+        r = d ? unmove(job, d, &dirs) : 0;
+        if (r < 0) {
+                r = fail(ret_error, r, "remove the outputs moved for %s: %s", job->source_path,
+                         strerror(-r));
+                goto out;
+        }
         r = publish_dirs_sync(&dirs, &failed_dir);
         if (r < 0) {
                 r = fail(ret_error, r, "fsync %s: %s", failed_dir, strerror(-r));

@@ -15,7 +15,8 @@
  *            the job a render of whatever is there, and the old path's outputs are retracted.
  *            An output already at its new name with its SHA-256 was moved before a crash; one
  *            found at neither name makes the job a render of its source
- *            (ledger_move_to_render()), and the old path's outputs are retracted;
+ *            (ledger_move_to_render()): what it moved to the new names is removed (the render
+ *            makes its own) and the old path's outputs are retracted;
  *
  * then every directory touched is fsynced, and only then is the job completed
  * (ledger_complete_retract()). Each step can be done again: a job interrupted at any point
