@@ -6,7 +6,7 @@
  *
  * Each public transition checks its arguments and runs its *_locked() helper inside
  * LEDGER_WRITE() (ledger_claim() alone in a transaction not flushed to disk: see
- * ledger-sqlite.c). A *_locked() helper first checks the job's state where the contract asks
+ * ledger-stmt.c). A *_locked() helper first checks the job's state where the contract asks
  * for one (job_require_locked(): -ESTALE with the state it found), then changes it with the
  * prepared statements of ledger-schema.c; a failure anywhere rolls the whole transition back.
  * Leaving `running` other than by ledger_complete() forgets the staged outputs
@@ -23,15 +23,15 @@
 /* Looks up job id's state: -ENOENT if there is no such job. */
 static int job_state_locked(ledger *l, int64_t id, enum job_state *ret)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_JOB_STATE);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_JOB_STATE);
         int r;
 
-        r = ledger_bind_step(l, st, "i", id);
+        r = ledger_bind_step(l, &st, "i", id);
         if (r < 0)
                 return r;
         if (r == 0)
                 return ledger_error(l, -ENOENT, "no job %" PRId64, id);
-        return ledger_column_state(l, st, 0, ret);
+        return ledger_column_state(l, &st, 0, ret);
 }
 
 /* -ESTALE unless job id is in one of the states of `mask` (bits 1 << enum job_state). */
@@ -114,14 +114,14 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
         int r;
 
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_FIND_SOURCE);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_FIND_SOURCE);
 
-                r = ledger_bind_step(l, st, "tt", src->path, src->sha256);
+                r = ledger_bind_step(l, &st, "tt", src->path, src->sha256);
                 if (r < 0)
                         return r;
                 /* A -> B -> A: A's old job is superseded, so A needs a new job; so does
                  * content whose job was cancelled. */
-                id = r > 0 && sqlite3_column_int(st, 1) ? sqlite3_column_int64(st, 0) : 0;
+                id = r > 0 && ledger_column_int64(&st, 1) ? ledger_column_int64(&st, 0) : 0;
         }
 
         if (id > 0) {
@@ -133,12 +133,13 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
                 return 0;
         }
 
-        r = ledger_stmt_exec(l, STMT_INSERT_JOB, "tttiiitti", src->watch, src->path, src->sha256,
-                             (int64_t)src->size, src->mtime_ns, (int64_t)src->ino, src->output_key,
-                             src->pipeline, now_usec);
+        r = ledger_stmt_insert(l, STMT_INSERT_JOB, &id, "tttiiitti", src->watch, src->path,
+                               src->sha256, (int64_t)src->size, src->mtime_ns, (int64_t)src->ino,
+                               src->output_key, src->pipeline, now_usec);
         if (r < 0)
                 return r;
-        id = sqlite3_last_insert_rowid(l->db);
+        if (r == 0)
+                return ledger_error(l, -EIO, "no job was inserted");
 
         snprintf(reason, sizeof reason, "superseded by job %" PRId64, id);
         r = ledger_stmt_exec(l, STMT_SUPERSEDE, "titi", src->path, id, reason, now_usec);
@@ -174,22 +175,22 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
 static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t expires_usec,
                         enum job_priority max_priority, struct job **ret)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_CLAIM);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_CLAIM);
         _cleanup_(job_freep) struct job *j = NULL;
         int r;
 
-        r = ledger_bind_step(l, st, "itii", now_usec, owner, expires_usec, (int64_t)max_priority);
+        r = ledger_bind_step(l, &st, "itii", now_usec, owner, expires_usec, (int64_t)max_priority);
         if (r <= 0)
                 return r;
 
         j = calloc(1, sizeof *j);
         if (!j)
                 return ledger_error(l, -ENOMEM, "out of memory");
-        r = ledger_read_job(l, st, j);
+        r = ledger_read_job(l, &st, j);
         if (r < 0)
                 return r;
         /* Run the statement to its end so the update is complete before the commit. */
-        r = ledger_stmt_step(l, st);
+        r = ledger_stmt_step(l, &st);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(j);
@@ -212,7 +213,7 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
         if (__builtin_add_overflow(now_usec, lease_usec, &expires_usec))
                 expires_usec = INT64_MAX;
 
-        /* Not flushed (see ledger-sqlite.c): losing it to a power cut loses nothing. The next
+        /* Not flushed (see ledger.c): losing it to a power cut loses nothing. The next
          * transition's ledger_tx_begin() sets FULL again before it begins. */
         r = ledger_tx_begin_sync(l, false);
         if (r < 0)
@@ -401,10 +402,10 @@ int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 /* 1 if job id is held (see ledger_hold()), 0 if not. */
 static int held_locked(ledger *l, int64_t id)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_IS_HELD);
-        int r = ledger_bind_step(l, st, "i", id);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_IS_HELD);
+        int r = ledger_bind_step(l, &st, "i", id);
 
-        return r <= 0 ? r : sqlite3_column_int64(st, 0) != 0;
+        return r <= 0 ? r : ledger_column_int64(&st, 0) != 0;
 }
 
 static int retry_locked(ledger *l, int64_t id, int64_t now_usec)

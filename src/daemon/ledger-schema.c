@@ -338,7 +338,7 @@ static int ledger_read_version(ledger *l, int64_t *ret)
                                 -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
-        r = ledger_stmt_step(l, st);
+        r = ledger_sqlite_step(l, st);
         if (r <= 0)
                 return r < 0 ? r : ledger_error(l, -EIO, "no answer from sqlite_master");
         if (sqlite3_column_int64(st, 0) == 0) {
@@ -355,7 +355,7 @@ static int ledger_read_version(ledger *l, int64_t *ret)
                                 NULL);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
-        r = ledger_stmt_step(l, st);
+        r = ledger_sqlite_step(l, st);
         if (r <= 0)
                 return r < 0 ? r : ledger_error(l, -EIO, "no answer from schema_version");
         if (sqlite3_column_int64(st, 1) != 1 || sqlite3_column_int64(st, 0) < 1)

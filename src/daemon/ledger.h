@@ -2,8 +2,24 @@
 /*
  * ledger.h - the durable job ledger: every job, its outputs and its error history. This is
  * the ledger's contract (its states, checkpoints, recovery and transactions), which every
- * engine implements; the engine today is SQLite, one database (WAL, synchronous=FULL) at
- * <state_dir>/imgd.db (ledger-private.h says how the files of the ledger divide the work).
+ * engine implements, tested by one suite (tests/unit/test-ledger-*.c run on both):
+ *
+ *   SQLite      one database (WAL, synchronous=FULL) at <state_dir>/imgd.db; the default
+ *   PostgreSQL  a database (or a schema of one) that libpq's connection string names
+ *               (ledger = { engine = "postgresql"; conninfo = "..."; }), which several imgd
+ *               nodes may share: claims take rows with FOR UPDATE SKIP LOCKED
+ *
+ * (ledger-private.h says how the files of the ledger divide the work.) Where the engines
+ * differ, each function says so; in short, on PostgreSQL:
+ * - the database's clock decides lease expiry: ledger_claim() records the lease as the
+ *   database's now plus lease_usec, and ledger_list_expired() compares with the database's
+ *   now (the caller's now_usec is not used there); every other time (created, updated,
+ *   next_at, finished, errors) is the caller's now_usec, as on SQLite;
+ * - there is no file to check at open or close (no PRAGMA quick_check, no clean-stop record,
+ *   no WAL files: ledger_check_files() has nothing to do), and ledger_integrity_check()
+ *   compares the kept counts with the table only (the server checks its own pages);
+ * - the claim's commit is not waited for (synchronous_commit = off for that transaction):
+ *   the same promise as SQLite's unflushed claim.
  *
  * A job is one (source path, content SHA-256). Its states and the function that performs
  * each transition:
@@ -47,13 +63,14 @@
  * or altered, hands them back with ledger_release(). fail, release and cancel forget staged
  * outputs.
  *
- * Every transition is one transaction (SQLite: BEGIN IMMEDIATE). A job is only `done` once
+ * Every transition is one transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the job's row
+ * locked with FOR UPDATE before it is read and changed). A job is only `done` once
  * all of its outputs are published; its output rows are committed with it.
  * queued, running and retry are "active"; done, dead and cancelled are "finished".
  *
  * Every function returns 0 (or a documented positive value) on success, or a negative errno;
- * after a failure ledger_errmsg() says what the engine (SQLite) reported. Functions leave the
- * ledger unchanged on failure.
+ * after a failure ledger_errmsg() says what the engine (SQLite, PostgreSQL) reported.
+ * Functions leave the ledger unchanged on failure.
  */
 #pragma once
 
@@ -155,8 +172,37 @@ void job_outputs_free(struct job_output *v, size_t n);
 void job_clear(struct job *j); /* frees the members of an embedded struct job */
 struct job_detail *job_detail_free(struct job_detail *d);
 
+/* The engines. */
+enum ledger_engine_kind {
+        LEDGER_ENGINE_SQLITE,
+        LEDGER_ENGINE_POSTGRESQL,
+        _LEDGER_ENGINE_MAX,
+};
+const char *ledger_engine_kind_name(enum ledger_engine_kind e);
+int ledger_engine_kind_from_name(const char *name); /* enum value, or -EINVAL */
+
+/* Which ledger to open. */
+struct ledger_params {
+        enum ledger_engine_kind engine;
+        const char *path;     /* SQLite: the database file */
+        const char *conninfo; /* PostgreSQL: libpq's connection string (keywords or a URI) and
+                               * its environment (PGHOST, PGPASSFILE, ...) */
+};
+
 /*
- * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check
+ * Opens the ledger p describes: ledger_open() for SQLite; for PostgreSQL it connects, creates
+ * or migrates imgd's schema in the connection's schema (the first of its search_path), and
+ * refuses a schema newer than it knows (-EPROTONOSUPPORT) or a schema that holds other
+ * tables but not imgd's (-EMEDIUMTYPE). Returns 0 and *ret, or a negative errno and a message
+ * in *ret_error (owned by the caller) that never holds a password.
+ */
+int ledger_open_params(const struct ledger_params *p, ledger **ret, char **ret_error);
+
+/* The name of l's engine ("sqlite", "postgresql"). */
+const char *ledger_engine_name(const ledger *l);
+
+/*
+ * Opens (creating or migrating) the SQLite ledger at `path`, checks it with PRAGMA quick_check
  * before writing anything: the whole file, unless ledger_close() recorded a clean stop of
  * the file exactly as it is now (then the schema only; small ledgers are always checked in
  * full). A corrupt database is -EBADMSG with a message that names the file and how to
@@ -165,11 +211,12 @@ struct job_detail *job_detail_free(struct job_detail *d);
  */
 int ledger_open(const char *path, ledger **ret, char **ret_error);
 
-/* What ledger_open() checked and why, as a phrase for the log. */
+/* What ledger_open() checked and why, as a phrase for the log (PostgreSQL: the server and
+ * the schema's version). */
 const char *ledger_open_check(const ledger *l);
 
 /*
- * Closes l and frees it (in every case), then records the clean stop in <path>.closed so
+ * Closes l and frees it (in every case); SQLite: then records the clean stop in <path>.closed so
  * that the next ledger_open() need not check the whole file. Returns 0, or a negative errno
  * and a message in *ret_error (owned by the caller; may be NULL) when no record was made
  * (the close failed, SQLite reported corruption meanwhile, another program holds the file
@@ -181,7 +228,7 @@ int ledger_close(ledger *l, char **ret_error);
 ledger *ledger_free(ledger *l);
 
 /*
- * Checks that the WAL (<path>-wal) and the WAL index (<path>-shm) at their paths are the
+ * SQLite: checks that the WAL (<path>-wal) and the WAL index (<path>-shm) at their paths are the
  * files the connection uses; to be called every few seconds, outside transactions and read
  * batches. A WAL removed from under the connection holds commits that would be lost with the
  * next crash (SQLite keeps writing to the unlinked file): it is checkpointed into the database
@@ -191,7 +238,8 @@ ledger *ledger_free(ledger *l);
  * durable, only other programs reading the file are affected, until a restart. Returns 0
  * when nothing was found, else the bits LEDGER_WAL_RESTORED and LEDGER_SHM_LOST (each
  * reported once) with a message naming the files in ledger_errmsg(); or a negative errno
- * and the message when the WAL's content could not be saved.
+ * and the message when the WAL's content could not be saved. PostgreSQL: returns 0 (the
+ * server keeps its own files).
  */
 #define LEDGER_WAL_RESTORED 1
 #define LEDGER_SHM_LOST 2
@@ -237,7 +285,9 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
  * attempts += 1, a lease of `lease_usec` is recorded for `owner`, all in one transaction.
  * Returns 1 and the job in *ret (owned by the caller), or 0 when none is claimable. The one
  * transition not flushed to disk before it returns: a power cut (not a crash) may undo it,
- * leaving the job queued.
+ * leaving the job queued. PostgreSQL: the job's row is taken with FOR UPDATE SKIP LOCKED (a
+ * job another node is claiming is passed over) and the lease ends lease_usec after the
+ * database's now; the caller's now_usec decides next_at and is recorded as updated.
  */
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
                  enum job_priority max_priority, struct job **ret);
@@ -285,7 +335,8 @@ int ledger_prune(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch
 /* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
 int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
 
-/* Ids of running jobs, not verified, whose lease expired before now (owned by the caller). */
+/* Ids of running jobs, not verified, whose lease expired before now (owned by the caller).
+ * PostgreSQL: before the database's now; now_usec is not used. */
 int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *ret_n);
 
 /*
@@ -428,8 +479,9 @@ int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size
 /* Returns 1 and the job with its outputs and errors, or 0 if no job has that id. */
 int ledger_get(ledger *l, int64_t id, struct job_detail **ret);
 
-/* Runs PRAGMA integrity_check and compares the kept counts by state with a count of the
- * jobs; returns 0 if both agree, -EBADMSG otherwise. Reads the whole file. */
+/* SQLite: runs PRAGMA integrity_check and compares the kept counts by state with a count of
+ * the jobs; returns 0 if both agree, -EBADMSG otherwise. Reads the whole file. PostgreSQL:
+ * compares the counts only. */
 int ledger_integrity_check(ledger *l);
 
 #include "shared/macro.h"

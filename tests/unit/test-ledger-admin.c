@@ -163,7 +163,7 @@ static void test_retry_dead(void **state)
         assert_int_equal(ledfx_claim(f->l, 1000), id);
         assert_int_equal(ledger_retry(f->l, id, 1100), -ESTALE);
         assert_int_equal(ledger_fail(f->l, id, "bad", false, 0, 1200), 0);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT finished_us FROM jobs"), 1200);
+        assert_int_equal(ledfx_raw_int(f, "SELECT finished_us FROM jobs"), 1200);
 
         assert_int_equal(ledger_retry(f->l, id, 5000), 0);
         d = ledfx_get(f->l, id);
@@ -173,7 +173,7 @@ static void test_retry_dead(void **state)
         assert_int_equal(d->job.updated_usec, 5000);
         assert_int_equal(d->n_errors, 1);
         job_detail_free(d);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT finished_us IS NULL FROM jobs"), 1);
+        assert_int_equal(ledfx_raw_int(f, "SELECT finished_us IS NULL FROM jobs"), 1);
         assert_int_equal(ledger_retry(f->l, id, 5100), -ESTALE);
 
         ledfx_assert_no_claim(f->l, 4999);
@@ -232,7 +232,7 @@ static void test_cancel(void **state)
         assert_int_equal(ledger_cancel(f->l, q, "again", 3006), -ESTALE);
         assert_int_equal(ledger_cancel(f->l, 9999, "x", 3007), -ENOENT);
         assert_int_equal(
-                ledfx_raw_int(f->db, "SELECT count(*) FROM job_errors WHERE message = 'again'"), 0);
+                ledfx_raw_int(f, "SELECT count(*) FROM job_errors WHERE message = 'again'"), 0);
 
         /* Nothing cancelled is claimable. */
         ledfx_assert_no_claim(f->l, 1000000);
@@ -248,5 +248,5 @@ int main(void)
 #undef T
 
         umask(022);
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return ledfx_run("ledger-admin", tests, ELEMENTSOF(tests), NULL, 0);
 }

@@ -60,7 +60,7 @@ static void test_enqueue_dedupe(void **state)
 
         assert_int_equal(ledger_counts(f->l, counts), 0);
         assert_int_equal(counts[JOB_QUEUED], 2);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM jobs"), 2);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM jobs"), 2);
 
         /* A bad hash is refused. */
         s.sha256[10] = '\0';
@@ -217,5 +217,5 @@ int main(void)
 #undef T
 
         umask(022);
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return ledfx_run("ledger-enqueue", tests, ELEMENTSOF(tests), NULL, 0);
 }

@@ -184,7 +184,7 @@ static void test_adopt(void **state)
         struct ledger_done_source *v = NULL;
         size_t n = 0;
 
-        ledfx_raw_exec(f->db, "UPDATE outputs SET recipe = NULL WHERE variant = 's'");
+        ledfx_raw_exec(f, "UPDATE outputs SET recipe = NULL WHERE variant = 's'");
         ledfx_reopen(f);
         assert_int_equal(ledger_scan_done(f->l, 0, INT64_MAX, &v, &n), 0);
         assert_int_equal(n, 1);
@@ -196,8 +196,8 @@ static void test_adopt(void **state)
         assert_int_equal(ledger_adopt_recipe(f->l, id, "s", "4444444444444444"), 1);
         assert_int_equal(ledger_adopt_recipe(f->l, id, "s", "5555555555555555"), 0);
         assert_int_equal(ledger_adopt_recipe(f->l, id, "m", "5555555555555555"), 0);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM outputs WHERE recipe = "
-                                              "'4444444444444444'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM outputs WHERE recipe = "
+                                          "'4444444444444444'"),
                          1);
 }
 
@@ -211,5 +211,5 @@ int main(void)
                 T(test_adopt),
         };
 
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return ledfx_run("ledger-reconcile", tests, ELEMENTSOF(tests), NULL, 0);
 }
