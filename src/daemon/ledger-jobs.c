@@ -7,7 +7,8 @@
  * Each public transition checks its arguments and runs its *_locked() helper inside
  * LEDGER_WRITE() (ledger_claim() alone in a transaction not flushed to disk: see
  * ledger-stmt.c). A *_locked() helper first checks the job's state where the contract asks
- * for one (job_require_locked(): -ESTALE with the state it found), then changes it with the
+ * for one, and the fencing token of the claim it acts for (job_require_locked(): -ESTALE with
+ * the state or token it found), then changes it with the
  * prepared statements of ledger-schema.c; a failure anywhere rolls the whole transition back.
  * Leaving `running` other than by ledger_complete() forgets the staged outputs
  * (drop_staged_locked()).
@@ -20,8 +21,9 @@
 
 #include "daemon/ledger-private.h"
 
-/* Looks up job id's state: -ENOENT if there is no such job. */
-static int job_state_locked(ledger *l, int64_t id, enum job_state *ret)
+/* Looks up job id's state and fencing token (PostgreSQL: locking its row): -ENOENT if there
+ * is no such job. */
+static int job_state_locked(ledger *l, int64_t id, enum job_state *ret, int64_t *ret_fence)
 {
         _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_JOB_STATE);
         int r;
@@ -31,21 +33,33 @@ static int job_state_locked(ledger *l, int64_t id, enum job_state *ret)
                 return r;
         if (r == 0)
                 return ledger_error(l, -ENOENT, "no job %" PRId64, id);
+        *ret_fence = ledger_column_int64(&st, 1);
         return ledger_column_state(l, &st, 0, ret);
 }
 
-/* -ESTALE unless job id is in one of the states of `mask` (bits 1 << enum job_state). */
-static int job_require_locked(ledger *l, int64_t id, unsigned mask, const char *wanted)
+/* The fence of a transition that acts for no claim (an operator's cancel, a retry). */
+#define ANY_FENCE (-1)
+
+/* -ESTALE unless job id is in one of the states of `mask` (bits 1 << enum job_state) and,
+ * unless fence is ANY_FENCE, its latest claim's token is fence. */
+static int job_require_locked(ledger *l, int64_t id, int64_t fence, unsigned mask,
+                              const char *wanted)
 {
         enum job_state s;
+        int64_t f = 0;
         int r;
 
-        r = job_state_locked(l, id, &s);
+        r = job_state_locked(l, id, &s, &f);
         if (r < 0)
                 return r;
         if (!(mask & (1u << s)))
                 return ledger_error(l, -ESTALE, "job %" PRId64 " is %s, not %s", id,
                                     job_state_name(s), wanted);
+        if (fence != ANY_FENCE && fence != f)
+                return ledger_error(l, -ESTALE,
+                                    "job %" PRId64 " was claimed again (fencing token %" PRId64
+                                    ", not %" PRId64 ")",
+                                    id, f, fence);
         return 0;
 }
 
@@ -61,11 +75,11 @@ static int add_error_locked(ledger *l, int64_t id, const char *message, int64_t 
         return ledger_stmt_exec(l, STMT_INSERT_ERROR, "iim", id, now_usec, message);
 }
 
-/* -ESTALE unless job id is running; then forgets its staged outputs: how a transition out
- * of running (other than to done) and a new stage begin. */
-static int leave_running_locked(ledger *l, int64_t id)
+/* -ESTALE unless job id is running under the claim of fence; then forgets its staged outputs:
+ * how a transition out of running (other than to done) and a new stage begin. */
+static int leave_running_locked(ledger *l, int64_t id, int64_t fence)
 {
-        int r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        int r = job_require_locked(l, id, fence, 1u << JOB_RUNNING, "running");
 
         return r < 0 ? r : drop_staged_locked(l, id);
 }
@@ -225,12 +239,12 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
         return 1;
 }
 
-static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                        bool degraded, const char *info, int64_t now_usec)
+static int stage_locked(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                        size_t n_outs, bool degraded, const char *info, int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         r = insert_outputs_locked(l, id, outs, n_outs, true);
@@ -239,21 +253,21 @@ static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, si
         return ledger_stmt_exec(l, STMT_SET_STAGED, "iiit", id, now_usec, (int64_t)degraded, info);
 }
 
-int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
-                 const char *info, int64_t now_usec)
+int ledger_stage(ledger *l, int64_t id, int64_t fence, const struct job_output *outs, size_t n_outs,
+                 bool degraded, const char *info, int64_t now_usec)
 {
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, stage_locked(l, id, outs, n_outs, degraded, info, now_usec));
+        return LEDGER_WRITE(l, stage_locked(l, id, fence, outs, n_outs, degraded, info, now_usec));
 }
 
-static int complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                           int64_t now_usec)
+static int complete_locked(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                           size_t n_outs, int64_t now_usec)
 {
         int r;
 
-        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        r = job_require_locked(l, id, fence, 1u << JOB_RUNNING, "running");
         if (r < 0)
                 return r;
 
@@ -278,13 +292,13 @@ static int complete_locked(ledger *l, int64_t id, const struct job_output *outs,
         return ledger_stmt_exec(l, STMT_SET_DONE, "ii", id, now_usec);
 }
 
-int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                    int64_t now_usec)
+int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                    size_t n_outs, int64_t now_usec)
 {
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, complete_locked(l, id, outs, n_outs, now_usec));
+        return LEDGER_WRITE(l, complete_locked(l, id, fence, outs, n_outs, now_usec));
 }
 
 static int relocate_locked(ledger *l, int64_t id, const char *pipeline, const char *output_key)
@@ -307,12 +321,12 @@ int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *out
 
 /* Leaving running: retry, dead, released, held */
 
-static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
-                       int64_t now_usec)
+static int fail_locked(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                       int64_t next_at_usec, int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         r = add_error_locked(l, id, error, now_usec);
@@ -323,48 +337,49 @@ static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int
                                 now_usec);
 }
 
-int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
-                int64_t now_usec)
+int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                int64_t next_at_usec, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, fail_locked(l, id, error ? error : "unknown error", retry,
+        return LEDGER_WRITE(l, fail_locked(l, id, fence, error ? error : "unknown error", retry,
                                            next_at_usec, now_usec));
 }
 
-static int release_locked(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec)
+static int release_locked(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec,
+                          int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_usec, now_usec);
 }
 
-int ledger_release(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec)
+int ledger_release(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, release_locked(l, id, next_at_usec, now_usec));
+        return LEDGER_WRITE(l, release_locked(l, id, fence, next_at_usec, now_usec));
 }
 
-static int hold_locked(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+static int hold_locked(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_HELD, "imi", id, reason, now_usec);
 }
 
-int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+int ledger_hold(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec)
 {
         assert(l);
         assert(reason);
 
-        return LEDGER_WRITE(l, hold_locked(l, id, reason, now_usec));
+        return LEDGER_WRITE(l, hold_locked(l, id, fence, reason, now_usec));
 }
 
 int ledger_unhold(ledger *l, int64_t now_usec)
@@ -378,9 +393,10 @@ static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_
 {
         int r;
 
-        r = job_require_locked(
-                l, id, 1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD | 1u << JOB_RUNNING,
-                "queued, retry, dead or running");
+        r = job_require_locked(l, id, ANY_FENCE,
+                               1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD |
+                                       1u << JOB_RUNNING,
+                               "queued, retry, dead or running");
         if (r < 0)
                 return r;
         r = drop_staged_locked(l, id);
@@ -414,7 +430,7 @@ static int retry_locked(ledger *l, int64_t id, int64_t now_usec)
 
         r = held_locked(l, id);
         if (r == 0)
-                r = job_require_locked(l, id, 1u << JOB_DEAD, "dead (or held)");
+                r = job_require_locked(l, id, ANY_FENCE, 1u << JOB_DEAD, "dead (or held)");
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_REQUEUED, "ii", id, now_usec);

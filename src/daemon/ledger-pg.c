@@ -104,7 +104,7 @@ static void pg_conn_message(const PGconn *conn, char *buf, size_t size)
 
         snprintf(buf, size, "%s", m && *m ? m : "no connection to the server");
         for (char *p = buf; *p; p++)
-                if (*p == '\n')
+                if (*p == '\n' || *p == '\t')
                         *p = *(p + 1) ? ' ' : '\0';
 }
 

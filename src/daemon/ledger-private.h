@@ -75,7 +75,7 @@
 #define JOB_COLUMNS                                                                                \
         "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "               \
         "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "       \
-        "last_error, degraded, info, priority, redo"
+        "last_error, degraded, info, priority, redo, fence"
 
 /* The prepared statements; each engine's SQL for them is its ledger_*_stmt_sql[]. Their
  * parameters and columns are the same in every engine (ledger-schema.c says what they are). */

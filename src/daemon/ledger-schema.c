@@ -133,6 +133,12 @@ static const char *const migrations[] = {
         "ALTER TABLE jobs ADD COLUMN redo TEXT;"
         "DROP INDEX jobs_due;"
         "CREATE INDEX jobs_due ON jobs (priority, next_at_us) WHERE state IN ('queued', 'retry');",
+        /*
+         * 3 -> 4: fencing tokens (issue 18). jobs.fence is incremented by every claim; the
+         * transitions of a running job (stage, complete, fail, release, hold) name the token
+         * of the claim they act for and are refused when the job was claimed again since.
+         */
+        "ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;",
 };
 #define LEDGER_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 
@@ -172,6 +178,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                            "updated_us = ?4, finished_us = ?4 "
                            "WHERE source_path = ?1 AND id < ?2 AND state IN ('queued', 'retry')",
         [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, degraded = 0, "
+                       "fence = fence + 1, "
                        "lease_owner = ?2, lease_expires_us = ?3, updated_us = ?1 "
                        "WHERE id = (SELECT j.id FROM jobs AS j INDEXED BY jobs_due "
                        "            WHERE j.state IN ('queued', 'retry') AND j.priority <= ?4 "
@@ -195,7 +202,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                 "               WHERE state IN ('queued', 'retry') AND priority = 2 "
                 "                 AND next_at_us < " HELD_SQL ") "
                 "WHERE n IS NOT NULL ORDER BY n LIMIT 1",
-        [STMT_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+        [STMT_JOB_STATE] = "SELECT state, fence FROM jobs WHERE id = ?1",
         [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
                           "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
                           "WHERE id = ?1",

@@ -321,6 +321,7 @@ int ledger_read_job(ledger *l, const struct ledger_cursor *c, struct job *ret)
         if (r < 0)
                 goto fail;
         j.priority = (enum job_priority)ledger_column_int64(c, 17);
+        j.fence = ledger_column_int64(c, 19);
         r = ledger_column_strdup(l, c, 18, &j.redo);
         if (r < 0)
                 goto fail;

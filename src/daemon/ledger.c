@@ -151,6 +151,11 @@ const char *ledger_engine_name(const ledger *l)
         return l->engine->name;
 }
 
+const char *ledger_name(const ledger *l)
+{
+        return l->path;
+}
+
 int ledger_open(const char *path, ledger **ret, char **ret_error)
 {
         return ledger_sqlite_open(path, ret, ret_error);

@@ -135,8 +135,9 @@ struct job {
         bool degraded;        /* rendered below full quality */
         char *info;           /* JSON the render reported (placeholder, warnings); NULL if none */
         enum job_priority priority;
-        char *redo; /* NULL: every variant; else the JSON list of the variants to render (a
-                     * reconciliation job: the source's other outputs are carried over) */
+        char *redo;    /* NULL: every variant; else the JSON list of the variants to render (a
+                        * reconciliation job: the source's other outputs are carried over) */
+        int64_t fence; /* the fencing token of the job's latest claim (see ledger_claim()) */
 };
 
 struct job_output {
@@ -200,6 +201,10 @@ int ledger_open_params(const struct ledger_params *p, ledger **ret, char **ret_e
 
 /* The name of l's engine ("sqlite", "postgresql"). */
 const char *ledger_engine_name(const ledger *l);
+
+/* What l is, for messages: SQLite's file, or PostgreSQL's postgresql://USER@HOST:PORT/DB
+ * (never a password). */
+const char *ledger_name(const ledger *l);
 
 /*
  * Opens (creating or migrating) the SQLite ledger at `path`, checks it with PRAGMA quick_check
@@ -289,6 +294,13 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
  * job another node is claiming is passed over) and the lease ends lease_usec after the
  * database's now; the caller's now_usec decides next_at and is recorded as updated.
  */
+/*
+ * Fencing: every claim gives the job a new token (job.fence, larger than the one before). The
+ * transitions of a running job made for that claim (ledger_stage(), ledger_complete(),
+ * ledger_fail(), ledger_release(), ledger_hold()) name it, and are refused with -ESTALE when
+ * the job was claimed again since (a lease taken over, a job recovered and claimed anew), so a
+ * worker that lost its claim can never stage, publish or finish the job under the new one.
+ */
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
                  enum job_priority max_priority, struct job **ret);
 
@@ -300,17 +312,18 @@ int ledger_next_due(ledger *l, int64_t *ret_usec);
  * Checkpoint "verified": records the job's outputs (with their tmp_path) as staged, whether
  * they were rendered degraded (below full quality; claims reset the mark), and `info` (JSON
  * text, may be NULL); the job stays running. Replaces outputs staged earlier. -ESTALE if
- * the job is not running.
+ * the job is not running or fence is not its claim's.
  */
-int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
-                 const char *info, int64_t now_usec);
+int ledger_stage(ledger *l, int64_t id, int64_t fence, const struct job_output *outs, size_t n_outs,
+                 bool degraded, const char *info, int64_t now_usec);
 
 /*
  * running -> done, in one transaction. With n_outs == 0 the staged outputs become the
- * published ones; otherwise outs replace them. -ESTALE if the job is not running.
+ * published ones; otherwise outs replace them. -ESTALE if the job is not running or fence is not
+ * its claim's.
  */
-int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                    int64_t now_usec);
+int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                    size_t n_outs, int64_t now_usec);
 
 /*
  * done -> queued for up to `limit` degraded jobs that are still their source's newest
@@ -341,16 +354,18 @@ int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *
 
 /*
  * running -> retry (retry = true; claimable from next_at_us) or dead. The error is recorded
- * as last_error and appended to the job's error history. -ESTALE if the job is not running.
+ * as last_error and appended to the job's error history. -ESTALE if the job is not running or
+ * fence is not its claim's.
  */
-int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
-                int64_t now_usec);
+int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                int64_t next_at_usec, int64_t now_usec);
 
 /*
  * running -> queued without consuming an attempt (the attempt counter is decremented): for
- * work handed back unfinished, e.g. at shutdown or when the failure was not the job's.
+ * work handed back unfinished, e.g. at shutdown or when the failure was not the job's. -ESTALE
+ * if the job is not running or fence is not its claim's.
  */
-int ledger_release(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec);
+int ledger_release(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec, int64_t now_usec);
 
 /* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
 int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec);
@@ -367,9 +382,10 @@ int ledger_retry(ledger *l, int64_t id, int64_t now_usec);
 /*
  * running -> queued and held, without consuming an attempt (as ledger_release()), `reason`
  * recorded as last_error: for a job that cannot run in the configuration as it is (its watch
- * was removed), to be woken when the configuration changes. -ESTALE if the job is not running.
+ * was removed), to be woken when the configuration changes. -ESTALE if the job is not running
+ * or fence is not its claim's.
  */
-int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_usec);
+int ledger_hold(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec);
 
 /* Makes every held job claimable from now_usec. Returns how many were held. */
 int ledger_unhold(ledger *l, int64_t now_usec);

@@ -105,12 +105,12 @@ int main(int argc, char **argv)
                         snprintf(outs[k].sha256, sizeof outs[k].sha256, "%064x", k);
                 }
                 a = mono_usec();
-                r = ledger_stage(l, j->id, outs, 3, false, NULL, 10000001);
+                r = ledger_stage(l, j->id, j->fence, outs, 3, false, NULL, 10000001);
                 if (r < 0)
                         die(l, "stage", r);
                 stage += mono_usec() - a;
                 a = mono_usec();
-                r = ledger_complete(l, j->id, NULL, 0, 10000002);
+                r = ledger_complete(l, j->id, j->fence, NULL, 0, 10000002);
                 if (r < 0)
                         die(l, "complete", r);
                 complete += mono_usec() - a;

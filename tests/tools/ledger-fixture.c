@@ -174,6 +174,18 @@ int64_t ledfx_claim(ledger *l, int64_t now)
         return id;
 }
 
+int64_t ledfx_fence_of(ledger *l, int64_t id)
+{
+        struct job_detail *d = NULL;
+        int64_t fence;
+
+        if (ledger_get(l, id, &d) <= 0)
+                return 0;
+        fence = d->job.fence;
+        job_detail_free(d);
+        return fence;
+}
+
 void ledfx_assert_no_claim(ledger *l, int64_t now)
 {
         struct job *j = NULL;

@@ -64,6 +64,10 @@ int64_t ledfx_enqueue(ledger *l, const char *path, const char *key, unsigned con
 /* Claims a job (asserted there is one, now running) and returns its id. */
 int64_t ledfx_claim(ledger *l, int64_t now);
 
+/* The fencing token of job id's latest claim (0 if there is no such job): what the
+ * transitions of a running job name (ledger_claim()). */
+int64_t ledfx_fence_of(ledger *l, int64_t id);
+
 /* Asserts that nothing is claimable at now. */
 void ledfx_assert_no_claim(ledger *l, int64_t now);
 

@@ -124,10 +124,10 @@ static void test_failure_inside_undone_alone(void **state)
         assert_int_equal(ledfx_claim(f->l, 1100), b);
 
         assert_int_equal(ledger_batch_begin(f->l), 0);
-        assert_int_equal(ledger_complete(f->l, a, &out, 1, 1200), 0);
+        assert_int_equal(ledger_complete(f->l, a, ledfx_fence_of(f->l, a), &out, 1, 1200), 0);
         /* Completed again: refused (it is no longer running), and only this transition is
          * undone. */
-        assert_int_equal(ledger_complete(f->l, a, &out, 1, 1200), -ESTALE);
+        assert_int_equal(ledger_complete(f->l, a, ledfx_fence_of(f->l, a), &out, 1, 1200), -ESTALE);
         queued = ledfx_enqueue(f->l, "/srv/up/c.jpg", "/srv/media/c", 3, 1300);
         assert_int_equal(ledger_batch_commit(f->l), 0);
 

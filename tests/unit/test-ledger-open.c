@@ -149,14 +149,14 @@ static void test_schema_version(void **state)
         struct ledfx *f = *state;
 
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 3);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 4);
         /* journal_mode=WAL is stored in the file: byte 18 of the header is 2. */
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pragma_journal_mode "
                                           "WHERE journal_mode = 'wal'"),
                          1);
         ledfx_reopen(f);
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 3);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 4);
 }
 
 static void test_crash_persists(void **state)
@@ -284,15 +284,15 @@ static void test_future_schema(void **state)
         char *err = NULL;
 
         f->l = ledger_free(f->l);
-        ledfx_raw_exec(f, "UPDATE schema_version SET version = 4");
+        ledfx_raw_exec(f, "UPDATE schema_version SET version = 5");
 
         assert_int_equal(ledger_open(f->db, &l, &err), -EPROTONOSUPPORT);
         assert_null(l);
         assert_non_null(err);
         assert_non_null(strstr(err, f->db));
-        assert_non_null(strstr(err, "version 4"));
+        assert_non_null(strstr(err, "version 5"));
         free(err);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 4);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 5);
 }
 
 static void test_foreign_database(void **state)
@@ -338,7 +338,7 @@ static void test_migrate_v1(void **state)
         assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 1);
 
         ledfx_reopen(f);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 3);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 4);
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pragma_table_info('outputs') "
                                           "WHERE name = 'recipe'"),
                          1);
@@ -373,7 +373,7 @@ static void test_migrate_v1(void **state)
 
         /* Opened again, nothing is migrated twice. */
         ledfx_reopen(f);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 3);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 4);
         ledfx_assert_counts_real(f);
 }
 

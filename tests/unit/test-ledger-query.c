@@ -51,9 +51,9 @@ static void test_counts(void **state)
         assert_int_equal(ledfx_claim(f->l, 1000), b);
         assert_int_equal(ledfx_claim(f->l, 1000), c);
         assert_int_equal(ledfx_claim(f->l, 1000), d);
-        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1100), 0);
-        assert_int_equal(ledger_fail(f->l, b, "e", true, 5000, 1100), 0);
-        assert_int_equal(ledger_fail(f->l, c, "e", false, 0, 1100), 0);
+        assert_int_equal(ledger_complete(f->l, a, ledfx_fence_of(f->l, a), NULL, 0, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, b, ledfx_fence_of(f->l, b), "e", true, 5000, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, c, ledfx_fence_of(f->l, c), "e", false, 0, 1100), 0);
         ledfx_enqueue(f->l, "/u/f.jpg", "/m/f", 7, 1200); /* cancels the queued f */
 
         assert_int_equal(ledger_counts(f->l, counts), 0);
@@ -93,14 +93,15 @@ static void test_counts_kept(void **state)
         assert_int_equal(ledfx_claim(f->l, 1000), c);
         assert_int_equal(ledfx_claim(f->l, 1000), d);
         ledfx_assert_counts(f->l, 1, 4, 0, 0, 0, 0);
-        assert_int_equal(ledger_stage(f->l, a, NULL, 0, true, NULL, 1050), 0);
-        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1100), 0);
-        assert_int_equal(ledger_fail(f->l, b, "e", true, 5000, 1100), 0);
-        assert_int_equal(ledger_fail(f->l, c, "e", false, 0, 1100), 0);
-        assert_int_equal(ledger_release(f->l, d, 1200, 1100), 0);
+        assert_int_equal(ledger_stage(f->l, a, ledfx_fence_of(f->l, a), NULL, 0, true, NULL, 1050),
+                         0);
+        assert_int_equal(ledger_complete(f->l, a, ledfx_fence_of(f->l, a), NULL, 0, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, b, ledfx_fence_of(f->l, b), "e", true, 5000, 1100), 0);
+        assert_int_equal(ledger_fail(f->l, c, ledfx_fence_of(f->l, c), "e", false, 0, 1100), 0);
+        assert_int_equal(ledger_release(f->l, d, ledfx_fence_of(f->l, d), 1200, 1100), 0);
         ledfx_assert_counts(f->l, 2, 0, 1, 1, 1, 0);
         /* Refused transitions change nothing. */
-        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1150), -ESTALE);
+        assert_int_equal(ledger_complete(f->l, a, ledfx_fence_of(f->l, a), NULL, 0, 1150), -ESTALE);
         assert_int_equal(ledger_retry(f->l, b, 1150), -ESTALE);
         assert_int_equal(ledger_cancel(f->l, 999, "x", 1150), -ENOENT);
         ledfx_assert_counts(f->l, 2, 0, 1, 1, 1, 0);
@@ -134,7 +135,9 @@ static void test_counts_kept(void **state)
                 assert_int_equal(ledger_claim(f->l, "test", 1700, LEDFX_LEASE_US,
                                               JOB_PRIORITY_BACKGROUND, &j),
                                  1);
-                assert_int_equal(ledger_complete(f->l, j->id, NULL, 0, 1710), 0);
+                assert_int_equal(
+                        ledger_complete(f->l, j->id, ledfx_fence_of(f->l, j->id), NULL, 0, 1710),
+                        0);
                 j = job_free(j);
         }
         ledfx_assert_counts(f->l, 0, 0, 0, 4, 0, 2);
@@ -191,7 +194,7 @@ static void test_lookups_in_batch(void **state)
         d = job_detail_free(d);
         assert_int_equal(ledger_get(f->l, 999, &d), 0);
         ledfx_assert_counts(f->l, 1, 1, 0, 0, 0, 0);
-        assert_int_equal(ledger_complete(f->l, a, NULL, 0, 1300), 0);
+        assert_int_equal(ledger_complete(f->l, a, ledfx_fence_of(f->l, a), NULL, 0, 1300), 0);
         ledfx_assert_counts(f->l, 1, 0, 0, 1, 0, 0);
         assert_int_equal(ledger_batch_commit(f->l), 0);
 
@@ -372,7 +375,7 @@ static void test_output_owner(void **state)
         assert_int_equal(ledfx_claim(f->l, 1000), jpg);
         /* Running is not done. */
         assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.png", &owner), 0);
-        assert_int_equal(ledger_complete(f->l, jpg, NULL, 0, 1100), 0);
+        assert_int_equal(ledger_complete(f->l, jpg, ledfx_fence_of(f->l, jpg), NULL, 0, 1100), 0);
 
         assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.png", &owner), 1);
         assert_string_equal(owner, "/u/a.jpg");
@@ -385,7 +388,7 @@ static void test_output_owner(void **state)
         /* The most recent done job wins. */
         png = ledfx_enqueue(f->l, "/u/a.png", "/m/a", 2, 1200);
         assert_int_equal(ledfx_claim(f->l, 1200), png);
-        assert_int_equal(ledger_complete(f->l, png, NULL, 0, 1300), 0);
+        assert_int_equal(ledger_complete(f->l, png, ledfx_fence_of(f->l, png), NULL, 0, 1300), 0);
         gif = ledfx_enqueue(f->l, "/u/a.gif", "/m/a", 3, 1400);
         assert_int_equal(ledger_output_owner(f->l, "/m/a", "/u/a.gif", &owner), 1);
         assert_string_equal(owner, "/u/a.png");
