@@ -11,6 +11,7 @@
  *
  * FILE is a new SQLite ledger (it must not exist).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +85,7 @@ int main(int argc, char **argv)
                 struct job *j = NULL;
                 struct job_output outs[3];
                 static const char *const names[] = { "small", "medium", "large" };
-                char paths[3][64], tmps[3][64];
+                char paths[3][64], tmps[3][72];
                 usec_t a;
 
                 a = mono_usec();
