@@ -8,15 +8,18 @@
 set -euo pipefail
 
 packages=(gcc make cmake pkg-config libvips-dev libsqlite3-dev libconfig-dev libsystemd-dev
-          libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev libmicrohttpd-dev
+          libjansson-dev libssl-dev libwebp-dev libjpeg62-turbo-dev libmicrohttpd-dev libpq-dev
           fonts-dejavu-core)
 # clang-format (with --tests): scripts/format.sh --check fails the tests on a formatting diff.
 # prometheus (with --tests): for its promtool (test-http-promtool lints GET /metrics); Debian
 # ships no smaller package with it.
+# postgresql (with --tests): the ledger's tests run on both engines, SQLite and a PostgreSQL
+# server of their own (tests/tools/pg-fixture.c: initdb and pg_ctl on a Unix socket).
+# libpq-dev: the ledger's PostgreSQL engine (ledger = { engine = "postgresql"; ... }).
 for arg in "$@"; do
     case "$arg" in
     --tests) packages+=(libcmocka-dev clang-format sqlite3 systemd groff-base man-db procps zsh nodejs python3
-                        prometheus) ;;
+                        prometheus postgresql) ;;
     --package) packages+=(build-essential dpkg-dev debhelper fakeroot lintian) ;;
     *) echo "deps.sh: unknown option $arg (--tests, --package)" >&2; exit 2 ;;
     esac

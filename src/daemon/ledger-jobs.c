@@ -6,8 +6,9 @@
  *
  * Each public transition checks its arguments and runs its *_locked() helper inside
  * LEDGER_WRITE() (ledger_claim() alone in a transaction not flushed to disk: see
- * ledger-sqlite.c). A *_locked() helper first checks the job's state where the contract asks
- * for one (job_require_locked(): -ESTALE with the state it found), then changes it with the
+ * ledger-stmt.c). A *_locked() helper first checks the job's state where the contract asks
+ * for one, and the fencing token of the claim it acts for (job_require_locked(): -ESTALE with
+ * the state or token it found), then changes it with the
  * prepared statements of ledger-schema.c; a failure anywhere rolls the whole transition back.
  * Leaving `running` other than by ledger_complete() forgets the staged outputs
  * (drop_staged_locked()).
@@ -20,32 +21,45 @@
 
 #include "daemon/ledger-private.h"
 
-/* Looks up job id's state: -ENOENT if there is no such job. */
-static int job_state_locked(ledger *l, int64_t id, enum job_state *ret)
+/* Looks up job id's state and fencing token (PostgreSQL: locking its row): -ENOENT if there
+ * is no such job. */
+static int job_state_locked(ledger *l, int64_t id, enum job_state *ret, int64_t *ret_fence)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_JOB_STATE);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_JOB_STATE);
         int r;
 
-        r = ledger_bind_step(l, st, "i", id);
+        r = ledger_bind_step(l, &st, "i", id);
         if (r < 0)
                 return r;
         if (r == 0)
                 return ledger_error(l, -ENOENT, "no job %" PRId64, id);
-        return ledger_column_state(l, st, 0, ret);
+        *ret_fence = ledger_column_int64(&st, 1);
+        return ledger_column_state(l, &st, 0, ret);
 }
 
-/* -ESTALE unless job id is in one of the states of `mask` (bits 1 << enum job_state). */
-static int job_require_locked(ledger *l, int64_t id, unsigned mask, const char *wanted)
+/* The fence of a transition that acts for no claim (an operator's cancel, a retry). */
+#define ANY_FENCE (-1)
+
+/* -ESTALE unless job id is in one of the states of `mask` (bits 1 << enum job_state) and,
+ * unless fence is ANY_FENCE, its latest claim's token is fence. */
+static int job_require_locked(ledger *l, int64_t id, int64_t fence, unsigned mask,
+                              const char *wanted)
 {
         enum job_state s;
+        int64_t f = 0;
         int r;
 
-        r = job_state_locked(l, id, &s);
+        r = job_state_locked(l, id, &s, &f);
         if (r < 0)
                 return r;
         if (!(mask & (1u << s)))
                 return ledger_error(l, -ESTALE, "job %" PRId64 " is %s, not %s", id,
                                     job_state_name(s), wanted);
+        if (fence != ANY_FENCE && fence != f)
+                return ledger_error(l, -ESTALE,
+                                    "job %" PRId64 " was claimed again (fencing token %" PRId64
+                                    ", not %" PRId64 ")",
+                                    id, f, fence);
         return 0;
 }
 
@@ -61,11 +75,11 @@ static int add_error_locked(ledger *l, int64_t id, const char *message, int64_t 
         return ledger_stmt_exec(l, STMT_INSERT_ERROR, "iim", id, now_usec, message);
 }
 
-/* -ESTALE unless job id is running; then forgets its staged outputs: how a transition out
- * of running (other than to done) and a new stage begin. */
-static int leave_running_locked(ledger *l, int64_t id)
+/* -ESTALE unless job id is running under the claim of fence; then forgets its staged outputs:
+ * how a transition out of running (other than to done) and a new stage begin. */
+static int leave_running_locked(ledger *l, int64_t id, int64_t fence)
 {
-        int r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        int r = job_require_locked(l, id, fence, 1u << JOB_RUNNING, "running");
 
         return r < 0 ? r : drop_staged_locked(l, id);
 }
@@ -114,14 +128,14 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
         int r;
 
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_FIND_SOURCE);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_FIND_SOURCE);
 
-                r = ledger_bind_step(l, st, "tt", src->path, src->sha256);
+                r = ledger_bind_step(l, &st, "tt", src->path, src->sha256);
                 if (r < 0)
                         return r;
                 /* A -> B -> A: A's old job is superseded, so A needs a new job; so does
                  * content whose job was cancelled. */
-                id = r > 0 && sqlite3_column_int(st, 1) ? sqlite3_column_int64(st, 0) : 0;
+                id = r > 0 && ledger_column_int64(&st, 1) ? ledger_column_int64(&st, 0) : 0;
         }
 
         if (id > 0) {
@@ -133,12 +147,13 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
                 return 0;
         }
 
-        r = ledger_stmt_exec(l, STMT_INSERT_JOB, "tttiiitti", src->watch, src->path, src->sha256,
-                             (int64_t)src->size, src->mtime_ns, (int64_t)src->ino, src->output_key,
-                             src->pipeline, now_usec);
+        r = ledger_stmt_insert(l, STMT_INSERT_JOB, &id, "tttiiitti", src->watch, src->path,
+                               src->sha256, (int64_t)src->size, src->mtime_ns, (int64_t)src->ino,
+                               src->output_key, src->pipeline, now_usec);
         if (r < 0)
                 return r;
-        id = sqlite3_last_insert_rowid(l->db);
+        if (r == 0)
+                return ledger_error(l, -EIO, "no job was inserted");
 
         snprintf(reason, sizeof reason, "superseded by job %" PRId64, id);
         r = ledger_stmt_exec(l, STMT_SUPERSEDE, "titi", src->path, id, reason, now_usec);
@@ -174,22 +189,22 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
 static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t expires_usec,
                         enum job_priority max_priority, struct job **ret)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_CLAIM);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_CLAIM);
         _cleanup_(job_freep) struct job *j = NULL;
         int r;
 
-        r = ledger_bind_step(l, st, "itii", now_usec, owner, expires_usec, (int64_t)max_priority);
+        r = ledger_bind_step(l, &st, "itii", now_usec, owner, expires_usec, (int64_t)max_priority);
         if (r <= 0)
                 return r;
 
         j = calloc(1, sizeof *j);
         if (!j)
                 return ledger_error(l, -ENOMEM, "out of memory");
-        r = ledger_read_job(l, st, j);
+        r = ledger_read_job(l, &st, j);
         if (r < 0)
                 return r;
         /* Run the statement to its end so the update is complete before the commit. */
-        r = ledger_stmt_step(l, st);
+        r = ledger_stmt_step(l, &st);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(j);
@@ -212,7 +227,7 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
         if (__builtin_add_overflow(now_usec, lease_usec, &expires_usec))
                 expires_usec = INT64_MAX;
 
-        /* Not flushed (see ledger-sqlite.c): losing it to a power cut loses nothing. The next
+        /* Not flushed (see ledger.c): losing it to a power cut loses nothing. The next
          * transition's ledger_tx_begin() sets FULL again before it begins. */
         r = ledger_tx_begin_sync(l, false);
         if (r < 0)
@@ -224,12 +239,12 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
         return 1;
 }
 
-static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                        bool degraded, const char *info, int64_t now_usec)
+static int stage_locked(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                        size_t n_outs, bool degraded, const char *info, int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         r = insert_outputs_locked(l, id, outs, n_outs, true);
@@ -238,21 +253,21 @@ static int stage_locked(ledger *l, int64_t id, const struct job_output *outs, si
         return ledger_stmt_exec(l, STMT_SET_STAGED, "iiit", id, now_usec, (int64_t)degraded, info);
 }
 
-int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
-                 const char *info, int64_t now_usec)
+int ledger_stage(ledger *l, int64_t id, int64_t fence, const struct job_output *outs, size_t n_outs,
+                 bool degraded, const char *info, int64_t now_usec)
 {
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, stage_locked(l, id, outs, n_outs, degraded, info, now_usec));
+        return LEDGER_WRITE(l, stage_locked(l, id, fence, outs, n_outs, degraded, info, now_usec));
 }
 
-int ledger_complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                           int64_t now_usec)
+int ledger_complete_locked(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                           size_t n_outs, int64_t now_usec)
 {
         int r;
 
-        r = job_require_locked(l, id, 1u << JOB_RUNNING, "running");
+        r = job_require_locked(l, id, fence, 1u << JOB_RUNNING, "running");
         if (r < 0)
                 return r;
 
@@ -277,13 +292,13 @@ int ledger_complete_locked(ledger *l, int64_t id, const struct job_output *outs,
         return ledger_stmt_exec(l, STMT_SET_DONE, "ii", id, now_usec);
 }
 
-int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                    int64_t now_usec)
+int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                    size_t n_outs, int64_t now_usec)
 {
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, ledger_complete_locked(l, id, outs, n_outs, now_usec));
+        return LEDGER_WRITE(l, ledger_complete_locked(l, id, fence, outs, n_outs, now_usec));
 }
 
 static int relocate_locked(ledger *l, int64_t id, const char *pipeline, const char *output_key)
@@ -306,12 +321,12 @@ int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *out
 
 /* Leaving running: retry, dead, released, held */
 
-static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
-                       int64_t now_usec)
+static int fail_locked(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                       int64_t next_at_usec, int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         r = add_error_locked(l, id, error, now_usec);
@@ -322,48 +337,49 @@ static int fail_locked(ledger *l, int64_t id, const char *error, bool retry, int
                                 now_usec);
 }
 
-int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
-                int64_t now_usec)
+int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                int64_t next_at_usec, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, fail_locked(l, id, error ? error : "unknown error", retry,
+        return LEDGER_WRITE(l, fail_locked(l, id, fence, error ? error : "unknown error", retry,
                                            next_at_usec, now_usec));
 }
 
-static int release_locked(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec)
+int ledger_release_locked(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec,
+                          int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_usec, now_usec);
 }
 
-int ledger_release(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec)
+int ledger_release(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, release_locked(l, id, next_at_usec, now_usec));
+        return LEDGER_WRITE(l, ledger_release_locked(l, id, fence, next_at_usec, now_usec));
 }
 
-static int hold_locked(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+static int hold_locked(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec)
 {
         int r;
 
-        r = leave_running_locked(l, id);
+        r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_HELD, "imi", id, reason, now_usec);
 }
 
-int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+int ledger_hold(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec)
 {
         assert(l);
         assert(reason);
 
-        return LEDGER_WRITE(l, hold_locked(l, id, reason, now_usec));
+        return LEDGER_WRITE(l, hold_locked(l, id, fence, reason, now_usec));
 }
 
 int ledger_unhold(ledger *l, int64_t now_usec)
@@ -377,9 +393,10 @@ static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_
 {
         int r;
 
-        r = job_require_locked(
-                l, id, 1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD | 1u << JOB_RUNNING,
-                "queued, retry, dead or running");
+        r = job_require_locked(l, id, ANY_FENCE,
+                               1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD |
+                                       1u << JOB_RUNNING,
+                               "queued, retry, dead or running");
         if (r < 0)
                 return r;
         r = drop_staged_locked(l, id);
@@ -401,10 +418,10 @@ int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 /* 1 if job id is held (see ledger_hold()), 0 if not. */
 static int held_locked(ledger *l, int64_t id)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_IS_HELD);
-        int r = ledger_bind_step(l, st, "i", id);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_IS_HELD);
+        int r = ledger_bind_step(l, &st, "i", id);
 
-        return r <= 0 ? r : sqlite3_column_int64(st, 0) != 0;
+        return r <= 0 ? r : ledger_column_int64(&st, 0) != 0;
 }
 
 static int retry_locked(ledger *l, int64_t id, int64_t now_usec)
@@ -413,7 +430,7 @@ static int retry_locked(ledger *l, int64_t id, int64_t now_usec)
 
         r = held_locked(l, id);
         if (r == 0)
-                r = job_require_locked(l, id, 1u << JOB_DEAD, "dead (or held)");
+                r = job_require_locked(l, id, ANY_FENCE, 1u << JOB_DEAD, "dead (or held)");
         if (r < 0)
                 return r;
         return ledger_stmt_exec(l, STMT_SET_REQUEUED, "ii", id, now_usec);

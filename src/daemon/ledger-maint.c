@@ -148,7 +148,7 @@ static void write_probe(ledger *l)
                                   "UPDATE job_counts SET n = n - 1 WHERE state = 'queued'"));
 }
 
-int ledger_check_files(ledger *l)
+int ledger_sqlite_check_files(ledger *l)
 {
         bool wal, shm;
         int r, found = 0;
@@ -222,14 +222,14 @@ int ledger_prune(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch
 
         assert(batch > 0);
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_ID_RANGE);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ID_RANGE);
 
-                r = ledger_stmt_step(l, st);
+                r = ledger_stmt_step(l, &st);
                 if (r < 0)
                         return r;
                 if (r > 0) {
-                        min_id = sqlite3_column_int64(st, 0);
-                        max_id = sqlite3_column_int64(st, 1);
+                        min_id = ledger_column_int64(&st, 0);
+                        max_id = ledger_column_int64(&st, 1);
                 }
         }
         /* A pass starts at the oldest job, not at id 1: years of pruning leave no gap to walk. */

@@ -51,7 +51,7 @@ static int ledger_check_pragma(ledger *l, const char *name)
         for (unsigned rows = 0;; rows++) {
                 const char *s;
 
-                r = ledger_stmt_step(l, st);
+                r = ledger_sqlite_step(l, st);
                 if (r < 0)
                         goto could_not_run;
                 if (r == 0)
@@ -118,33 +118,7 @@ static int ledger_check_at_open(ledger *l)
         return 0;
 }
 
-/* -EBADMSG unless every row of job_counts equals a count of the jobs table. */
-static int counts_check(ledger *l)
-{
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_COUNTS_SCAN);
-        unsigned rows = 0;
-        int r;
-
-        while ((r = ledger_stmt_step(l, st)) > 0) {
-                const char *state = (const char *)sqlite3_column_text(st, 0);
-                int64_t kept = sqlite3_column_int64(st, 1), real = sqlite3_column_int64(st, 2);
-
-                if (kept != real)
-                        return ledger_error(l, -EBADMSG,
-                                            "job_counts: %s holds %" PRId64 ", the jobs table has "
-                                            "%" PRId64,
-                                            state ? state : "(null)", kept, real);
-                rows++;
-        }
-        if (r < 0)
-                return r;
-        if (rows != _JOB_STATE_MAX)
-                return ledger_error(l, -EBADMSG, "job_counts: %u rows, not %d", rows,
-                                    _JOB_STATE_MAX);
-        return 0;
-}
-
-int ledger_integrity_check(ledger *l)
+int ledger_sqlite_integrity_check(ledger *l)
 {
         int r;
 
@@ -152,7 +126,7 @@ int ledger_integrity_check(ledger *l)
         r = ledger_check_pragma(l, "integrity_check");
         if (r < 0)
                 return r;
-        return counts_check(l);
+        return ledger_counts_check(l);
 }
 
 /* Opening and closing */
@@ -244,44 +218,20 @@ static char *path_with(const char *path, const char *suffix)
         return asprintf(&s, "%s%s", path, suffix) < 0 ? NULL : s;
 }
 
-static ledger *ledger_dispose(ledger *l)
+int ledger_sqlite_close(ledger *l, bool clean)
 {
-        free(l->closed_path);
-        free(l->wal_path);
-        free(l->shm_path);
-        free(l->path);
-        free(l);
-        return NULL;
-}
+        int rc = ledger_close_db(l);
 
-ledger *ledger_free(ledger *l)
-{
-        if (!l)
-                return NULL;
-        (void)ledger_close_db(l);
-        return ledger_dispose(l);
-}
-
-int ledger_close(ledger *l, char **ret_error)
-{
-        int rc, r = 0;
-
-        if (!l)
+        if (!clean)
                 return 0;
-        rc = ledger_close_db(l);
         if (rc != SQLITE_OK)
-                r = ledger_error(l, ledger_errno_from_sqlite(NULL, rc), "close: %s",
-                                 sqlite3_errstr(rc));
-        else if (!l->open_check)
-                r = ledger_error(l, -EINVAL, "the ledger was not opened");
-        else if (l->saw_corrupt)
-                r = ledger_error(l, -EBADMSG, "SQLite reported corruption while it was open");
-        else
-                r = ledger_closed_record_write(l);
-        if (r < 0 && ret_error && asprintf(ret_error, "%s: %s", l->path, l->errmsg) < 0)
-                *ret_error = NULL;
-        ledger_dispose(l);
-        return r;
+                return ledger_error(l, ledger_errno_from_sqlite(NULL, rc), "close: %s",
+                                    sqlite3_errstr(rc));
+        if (!l->open_check)
+                return ledger_error(l, -EINVAL, "the ledger was not opened");
+        if (l->saw_corrupt)
+                return ledger_error(l, -EBADMSG, "SQLite reported corruption while it was open");
+        return ledger_closed_record_write(l);
 }
 
 /*
@@ -330,7 +280,7 @@ static void free_ledgerp(ledger **l)
         ledger_free(*l);
 }
 
-int ledger_open(const char *path, ledger **ret, char **ret_error)
+int ledger_sqlite_open(const char *path, ledger **ret, char **ret_error)
 {
         _cleanup_(free_ledgerp) ledger *l = NULL;
         _cleanup_free_ char *msg = NULL;
@@ -344,6 +294,8 @@ int ledger_open(const char *path, ledger **ret, char **ret_error)
                 goto fail;
 
         l = calloc(1, sizeof *l);
+        if (l)
+                l->engine = &ledger_engine_sqlite;
         if (!l || !(l->path = strdup(path)) || !(l->closed_path = path_with(path, ".closed")) ||
             !(l->wal_path = path_with(path, "-wal")) || !(l->shm_path = path_with(path, "-shm"))) {
                 r = -ENOMEM;

@@ -1,30 +1,43 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ledger-private.h - what the files of the ledger share and nothing outside src/daemon/ledger*.c
- * may include (as SQLite's btreeInt.h): the struct ledger, the prepared statements, and the
- * helpers every transition and query is written with. ledger.h stays the public contract.
+ * may include (as SQLite's btreeInt.h): the struct ledger, the engines' interface, the
+ * prepared statements, and the helpers every transition and query is written with. ledger.h
+ * stays the public contract.
  *
- *   ledger.c         engine-independent: state names, job_free(), the message of the last
- *                    failure, the file system's failures
- *   ledger-sqlite.c  the SQLite engine: errors -> negative errno + message, statements,
- *                    transactions and group commits, the WAL and synchronous settings, rows
- *   ledger-schema.c  the schema, its migrations, and the SQL of every prepared statement
- *   ledger-open.c    open (the check at open, a corrupt file refused), close, reconnect,
- *                    ledger_integrity_check()
- *   ledger-jobs.c    the state machine: enqueue, claim, stage, complete, fail, release,
- *                    cancel, retry, hold, recover, re-render
- *   ledger-query.c   read-only queries: lookups, lists, counts, a job's detail
- *   ledger-retract.c retraction: retract, drop and move jobs queued and completed
- *   ledger-maint.c   maintenance: pruning, the clean-stop record, the check of the WAL files
+ *   ledger.c            engine-independent: state names, job_free(), the message of the last
+ *                       failure, the file system's failures, ledger_open_params() and the
+ *                       public functions that are the engine's alone (close, checks)
+ *   ledger-stmt.c       the engine-neutral statement layer: a cursor over one engine's
+ *                       statement (bind, step, read), transactions and group commits, rows
+ *                       read into struct job
+ *   ledger-jobs.c       the state machine: enqueue, claim, stage, complete, fail, release,
+ *                       cancel, retry, hold, recover, re-render
+ *   ledger-query.c      read-only queries: lookups, lists, counts, a job's detail
+ *   ledger-reconcile.c  what reconciliation asks of the ledger (issue 17)
+ *   ledger-retract.c    retraction: retract, drop and move jobs queued and completed
+ *   ledger-maint.c      pruning; SQLite's clean-stop record and check of the WAL files
  *
- * The engine: the contract of ledger.h (states, checkpoints, recovery) is written once in
- * ledger-jobs.c and ledger-query.c as *_locked() helpers over the statement layer below;
- * SQLite is the one engine today. A second engine (PostgreSQL, issue 18) implements the
- * statement and transaction layer of its own (ledger-sqlite.c's counterpart) and its own
- * schema; the fields of struct ledger are grouped by which side they belong to.
+ *   ledger-sqlite.c     the SQLite engine: errors -> negative errno + message, statements,
+ *                       transactions and group commits, the WAL and synchronous settings
+ *   ledger-schema.c     SQLite's schema, its migrations, and the SQL of every statement
+ *   ledger-open.c       SQLite's open (the check at open, a corrupt file refused), close,
+ *                       reconnect, integrity check
+ *   ledger-pg.c         the PostgreSQL engine (libpq): the connection, errors, statements
+ *                       prepared per connection, transactions and group commits
+ *   ledger-pg-schema.c  PostgreSQL's schema, its migrations, and the SQL of every statement
+ *
+ * The engines: the contract of ledger.h (states, checkpoints, recovery, reconciliation, group
+ * commit) is written once, in ledger-jobs.c, ledger-query.c and ledger-reconcile.c, as
+ * *_locked() helpers over the statement layer below. Each engine supplies the SQL text of
+ * every statement of enum ledger_stmt (same parameters, same columns, in its own dialect), its
+ * schema and migrations, and a struct ledger_engine: the primitives of statements and
+ * transactions, and what only it has (SQLite's WAL files and clean-stop record). The fields of
+ * struct ledger are grouped by which side they belong to.
  *
  * Transactions: every write transition is LEDGER_WRITE(l, x_locked(...)): one transaction
- * begun by ledger_tx_begin() (BEGIN IMMEDIATE, flushed) and ended by ledger_tx_end(), which
+ * begun by ledger_tx_begin() (SQLite: BEGIN IMMEDIATE; PostgreSQL: BEGIN, rows locked with
+ * FOR UPDATE where the transition reads before it writes) and ended by ledger_tx_end(), which
  * commits on success and rolls back on every failure, so that a failed call leaves the
  * database as it was. That pair is the one place where transitions begin and commit; inside a
  * group commit (ledger_batch_begin()) the same pair makes a savepoint of the batch's
@@ -32,14 +45,16 @@
  * done by *_locked() helpers whose statements are reset (by their cleanup attribute) before
  * the commit.
  *
- * Statements are prepared once when the connection is made (ledger_prepare(), from the SQL
- * of ledger-schema.c) and kept in the struct; a user takes one with ledger_stmt_get() into a
- * variable declared _cleanup_stmt_reset_, which resets it and clears its bindings when it
- * goes out of scope, or runs a whole statement with ledger_stmt_exec().
+ * Statements are prepared once per connection (SQLite: all when the connection is made;
+ * PostgreSQL: each at its first use on the connection) and kept by the engine; a user takes
+ * one with ledger_stmt_get() into a struct ledger_cursor declared _cleanup_cursor_, which
+ * resets it and clears its bindings when it goes out of scope, or runs a whole statement with
+ * ledger_stmt_exec(). A cursor is two pointers on the stack: taking one allocates nothing.
  */
 #pragma once
 
 #include <assert.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,13 +69,17 @@
 /* The mode of the files the ledger creates (the database, its clean-stop record). */
 #define LEDGER_FILE_MODE 0640
 
+/* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */
+#define LEDGER_MESSAGE_MAX 4096
+
 /* The columns ledger_read_job() expects, in this order. */
 #define JOB_COLUMNS                                                                                \
         "id, watch, source_path, output_key, pipeline, source_sha256, source_size, "               \
         "source_mtime_ns, source_ino, state, attempts, created_us, updated_us, next_at_us, "       \
-        "last_error, degraded, info, priority, redo, kind, origin"
+        "last_error, degraded, info, priority, redo, fence, kind, origin"
 
-/* The prepared statements; their SQL is ledger_stmt_sql[] (ledger-schema.c). */
+/* The prepared statements; each engine's SQL for them is its ledger_*_stmt_sql[]. Their
+ * parameters and columns are the same in every engine (ledger-schema.c says what they are). */
 enum ledger_stmt {
         STMT_KNOWN_STAT,
         STMT_FIND_SOURCE,
@@ -117,32 +136,89 @@ enum ledger_stmt {
         _STMT_MAX,
 };
 
+/* SQLite's SQL of every statement (ledger-schema.c). */
 extern const char *const ledger_stmt_sql[_STMT_MAX];
 
+struct ledger_pg;      /* the PostgreSQL engine's state (ledger-pg.c) */
+struct ledger_pg_stmt; /* one of its statements */
+
+/*
+ * A statement in use: taken with ledger_stmt_get() (or prepared for one use with
+ * ledger_stmt_prepare()), bound, stepped, its columns read, and reset by its cleanup
+ * attribute. Exactly one of sq and pg is set, by the engine of l.
+ */
+struct ledger_cursor {
+        ledger *l;
+        sqlite3_stmt *sq;
+        struct ledger_pg_stmt *pg;
+        bool once; /* prepared for this use only: the reset finalizes it */
+};
+
+/*
+ * An engine: the primitives the statement layer (ledger-stmt.c) and the public functions
+ * that are the engine's own call. Statements: bind one parameter (1-based; text NULL binds
+ * NULL; len -1 for the whole string, else its first len bytes), step (1 for a row, 0 done, or
+ * a negative errno), the rows the statement just run changed, the id of the row the last
+ * INSERT made (used when the INSERT returned no row of its own), the number of parameters,
+ * reset (finalizing a statement prepared for one use), prepare SQL for one use. Transactions:
+ * see ledger_tx_begin_sync(), ledger_tx_begin_read() and ledger_tx_end().
+ */
+struct ledger_engine {
+        const char *name;
+        char param; /* the parameter mark before a number: '?' (?1) or '$' ($1) */
+        int (*bind_text)(ledger *l, struct ledger_cursor *c, int i, const char *s, int len);
+        int (*bind_int64)(ledger *l, struct ledger_cursor *c, int i, int64_t v);
+        int (*step)(ledger *l, struct ledger_cursor *c);
+        int (*changes)(ledger *l, struct ledger_cursor *c);
+        int64_t (*last_insert_id)(ledger *l);
+        int (*nparams)(const struct ledger_cursor *c);
+        void (*reset)(struct ledger_cursor *c);
+        int (*prepare)(ledger *l, const char *sql, struct ledger_cursor *ret);
+        int (*exec)(ledger *l, const char *sql);
+
+        int (*tx_begin_sync)(ledger *l, bool flush);
+        int (*tx_begin_read)(ledger *l);
+        int (*tx_end)(ledger *l, int r);
+
+        /* ledger.h's functions of the same names; check_files may be NULL (nothing to do). */
+        int (*check_files)(ledger *l);
+        int (*integrity_check)(ledger *l);
+        /* Closes the connection and frees the engine's state (not l): clean (ledger_close(),
+         * which may record a clean stop) or not (ledger_free()). 0 or a negative errno with
+         * the message in l->errmsg. */
+        int (*close)(ledger *l, bool clean);
+};
+
+extern const struct ledger_engine ledger_engine_sqlite;
+extern const struct ledger_engine ledger_engine_pg;
+
 struct ledger {
-        /* Engine-independent: the file, the last failure, what the open checked. */
-        char *path;
-        char *closed_path;      /* <path>.closed, the clean-stop record */
+        /* Engine-independent: the engine, what the ledger is (a file, a database), the last
+         * failure, what the open checked. */
+        const struct ledger_engine *engine;
+        char *path;             /* SQLite: the file; PostgreSQL: a description of the database */
         const char *open_check; /* what ledger_open() checked, for ledger_open_check() */
         char errmsg[512];
-        /* The file system refused the last write transaction (ledger_storage_errno()): its
-         * message and since when (wall clock), until a write transaction commits again. */
+        /* The file system (or the database server) refused the last write transaction
+         * (ledger_storage_errno()): its message and since when (wall clock), until a write
+         * transaction commits again. */
         char write_failure[512];
         int64_t write_failed_since_usec;
+        /* Between ledger_batch_begin() and ledger_batch_commit(): each transition is a
+         * savepoint of the batch's transaction; batch_error is the error that made the engine
+         * abandon it (then the rest of the batch fails with it). */
+        bool batch;
+        int batch_error;
+        bool in_write; /* between ledger_tx_begin_sync() and ledger_tx_end() */
 
         /* The SQLite engine: the connection and its statements. */
         sqlite3 *db;
         sqlite3_stmt *stmts[_STMT_MAX];
-        char *wal_path; /* <path>-wal, the WAL, and <path>-shm, its index */
+        char *closed_path; /* <path>.closed, the clean-stop record */
+        char *wal_path;    /* <path>-wal, the WAL, and <path>-shm, its index */
         char *shm_path;
         bool saw_corrupt; /* SQLite reported corruption: the next open checks everything */
         bool lazy_sync;   /* synchronous=NORMAL (set by ledger_claim()) is in force */
-        bool in_write;    /* between ledger_tx_begin_sync() and ledger_tx_end() */
-        /* Between ledger_batch_begin() and ledger_batch_commit(): each transition is a
-         * savepoint of the batch's transaction; batch_error is the error that made SQLite
-         * abandon it (then the rest of the batch fails with it). */
-        bool batch;
-        int batch_error;
         sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() at the write's BEGIN */
         /* The WAL this connection writes to (dev, ino: ledger_aux_note()), and whether it was
          * seen gone from its path: then every commit is checkpointed at once, until
@@ -154,6 +230,9 @@ struct ledger {
         dev_t shm_dev;
         ino_t shm_ino;
         bool shm_known, shm_lost;
+
+        /* The PostgreSQL engine. */
+        struct ledger_pg *pg;
 };
 
 /* ledger.c */
@@ -165,37 +244,24 @@ int ledger_error(ledger *l, int r, const char *fmt, ...) _printf_(3, 4);
  * (EROFS, ENOSPC, EDQUOT, EIO, EACCES, EPERM). */
 bool ledger_storage_errno(int e);
 
-/* ledger-sqlite.c: errors */
+/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
+int ledger_message_len(const char *s, size_t max);
 
-/* SQLite's rc as a negative errno (db, may be NULL, tells EACCES from ENOENT for CANTOPEN). */
-int ledger_errno_from_sqlite(sqlite3 *db, int rc);
+/* ledger-stmt.c: statements */
 
-/* Records SQLite's message for rc (see ledger-sqlite.c) and returns rc as a negative errno;
- * the first thing called after the failing SQLite call (for its errno). */
-int ledger_sqlite_error(ledger *l, int rc);
+/* Takes prepared statement id of l's engine. */
+struct ledger_cursor ledger_stmt_get(ledger *l, enum ledger_stmt id);
 
-/* ledger-sqlite.c: statements */
+/* Prepares SQL (parameters written with l->engine->param) for one use into *ret. */
+int ledger_stmt_prepare(ledger *l, const char *sql, struct ledger_cursor *ret);
+
+/* Resets a statement and clears its bindings (a prepared one stays prepared; one prepared
+ * for one use is finalized). */
+void ledger_cursor_reset(struct ledger_cursor *c);
+#define _cleanup_cursor_ _cleanup_(ledger_cursor_reset)
 
 /* Runs SQL text (several statements, no parameters); returns 0 or a negative errno. */
 int ledger_exec(ledger *l, const char *sql);
-
-static inline sqlite3_stmt *ledger_stmt_get(ledger *l, enum ledger_stmt id)
-{
-        assert(id < _STMT_MAX && l->stmts[id]);
-        return l->stmts[id];
-}
-
-/* Resets a cached statement and clears its bindings; it stays prepared. */
-static inline void ledger_stmt_resetp(sqlite3_stmt **p)
-{
-        if (*p) {
-                sqlite3_reset(*p);
-                sqlite3_clear_bindings(*p);
-        }
-}
-#define _cleanup_stmt_reset_ _cleanup_(ledger_stmt_resetp)
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
 
 /*
  * Binds the arguments to parameters 1, 2, ... by the letters of `types`:
@@ -203,17 +269,17 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
  *   at a UTF-8 boundary), 'i' int64_t.
  * Strings are bound without copying: they must outlive the use of the statement.
  */
-int ledger_stmt_bind(ledger *l, sqlite3_stmt *st, const char *types, ...);
+int ledger_stmt_bind(ledger *l, struct ledger_cursor *c, const char *types, ...);
 
-/* Steps st: returns 1 for a row, 0 when done, or a negative errno. */
-int ledger_stmt_step(ledger *l, sqlite3_stmt *st);
+/* Steps c: returns 1 for a row, 0 when done, or a negative errno. */
+int ledger_stmt_step(ledger *l, struct ledger_cursor *c);
 
 /* Steps a statement that returns no rows: 0 or a negative errno. */
-int ledger_stmt_run(ledger *l, sqlite3_stmt *st);
+int ledger_stmt_run(ledger *l, struct ledger_cursor *c);
 
-/* ledger_stmt_bind() then ledger_stmt_step(): 1 for a row (read it from st), 0, or a
- * negative errno. The caller's _cleanup_stmt_reset_ variable resets st. */
-int ledger_bind_step(ledger *l, sqlite3_stmt *st, const char *types, ...);
+/* ledger_stmt_bind() then ledger_stmt_step(): 1 for a row (read it from c), 0, or a
+ * negative errno. The caller's _cleanup_cursor_ variable resets c. */
+int ledger_bind_step(ledger *l, struct ledger_cursor *c, const char *types, ...);
 
 /* Takes statement `id`, binds the arguments (as ledger_stmt_bind()), runs it (no rows) and
  * resets it: 0 or a negative errno. */
@@ -222,10 +288,46 @@ int ledger_stmt_exec(ledger *l, enum ledger_stmt id, const char *types, ...);
 /* As ledger_stmt_exec(), returning the number of rows the statement changed. */
 int ledger_stmt_changes(ledger *l, enum ledger_stmt id, const char *types, ...);
 
-/* ledger-sqlite.c: transactions */
+/* As ledger_stmt_changes() for an INSERT of at most one row: 1 and its id in *ret_id, or 0
+ * when it inserted nothing (*ret_id unchanged). An engine's SQL may return the id as its one
+ * column (PostgreSQL: RETURNING id); otherwise the engine's last insert id is taken. */
+int ledger_stmt_insert(ledger *l, enum ledger_stmt id, int64_t *ret_id, const char *types, ...);
 
-/* Begins a write transaction whose commit is flushed to disk (flush: synchronous=FULL, every
- * transition) or not (synchronous=NORMAL: a claim). */
+/* The columns of the current row (0-based). Inline: a row of a job reads twenty of them, and
+ * SQLite's, the hot path, go straight to SQLite. */
+int64_t ledger_pg_column_int64(const struct ledger_pg_stmt *st, int col);
+const char *ledger_pg_column_text(const struct ledger_pg_stmt *st, int col);
+int ledger_pg_column_bytes(const struct ledger_pg_stmt *st, int col);
+
+static inline int64_t ledger_column_int64(const struct ledger_cursor *c, int col)
+{
+        return c->sq ? sqlite3_column_int64(c->sq, col) : ledger_pg_column_int64(c->pg, col);
+}
+
+/* The text of a column, NULL for NULL (valid until the next step or reset). */
+static inline const char *ledger_column_text(const struct ledger_cursor *c, int col)
+{
+        return c->sq ? (const char *)sqlite3_column_text(c->sq, col)
+                     : ledger_pg_column_text(c->pg, col);
+}
+
+static inline bool ledger_column_null(const struct ledger_cursor *c, int col)
+{
+        return c->sq ? sqlite3_column_type(c->sq, col) == SQLITE_NULL
+                     : ledger_pg_column_text(c->pg, col) == NULL;
+}
+
+/* The length of a text column in bytes. */
+static inline int ledger_column_bytes(const struct ledger_cursor *c, int col)
+{
+        return c->sq ? sqlite3_column_bytes(c->sq, col) : ledger_pg_column_bytes(c->pg, col);
+}
+
+/* ledger-stmt.c: transactions */
+
+/* Begins a write transaction whose commit is flushed to disk (flush: every transition) or
+ * not (a claim: SQLite synchronous=NORMAL, PostgreSQL synchronous_commit=off). Inside a
+ * group commit: a savepoint. */
 int ledger_tx_begin_sync(ledger *l, bool flush);
 static inline int ledger_tx_begin(ledger *l)
 {
@@ -252,6 +354,42 @@ int ledger_tx_end(ledger *l, int r);
                 _r_ < 0 ? _r_ : ledger_tx_end(_l_, (expr));                                        \
         })
 
+/* ledger-stmt.c: rows */
+
+/* Copies a text column; a NULL column gives NULL. */
+int ledger_column_strdup(ledger *l, const struct ledger_cursor *c, int col, char **ret);
+int ledger_column_sha256(ledger *l, const struct ledger_cursor *c, int col,
+                         char ret[static HASH_HEX_SIZE]);
+int ledger_column_state(ledger *l, const struct ledger_cursor *c, int col, enum job_state *ret);
+/* An output's recipe; "" for NULL (recorded before recipes were kept) or one too long. */
+void ledger_column_recipe(const struct ledger_cursor *c, int col,
+                          char ret[static VARIANT_RECIPE_SIZE]);
+
+/* Reads a row of JOB_COLUMNS into *ret (whose members are overwritten, not freed). */
+int ledger_read_job(ledger *l, const struct ledger_cursor *c, struct job *ret);
+
+/* Appends the rows of c (the columns of STMT_GET_OUTPUTS) to d's outputs: 0 or a negative
+ * errno (what was read stays in d for job_detail_free()). */
+int ledger_read_outputs(ledger *l, struct ledger_cursor *c, struct job_detail *d);
+
+/* ledger-reconcile.c: a reconciliation job done, the outputs it carries over recorded. */
+int ledger_carry_locked(ledger *l, int64_t id);
+
+/* ledger-sqlite.c: errors */
+
+/* SQLite's rc as a negative errno (db, may be NULL, tells EACCES from ENOENT for CANTOPEN). */
+int ledger_errno_from_sqlite(sqlite3 *db, int rc);
+
+/* Records SQLite's message for rc (see ledger-sqlite.c) and returns rc as a negative errno;
+ * the first thing called after the failing SQLite call (for its errno). */
+int ledger_sqlite_error(ledger *l, int rc);
+
+/* Steps a statement of SQLite's own (a PRAGMA): 1 for a row, 0 when done, or a negative
+ * errno. */
+int ledger_sqlite_step(ledger *l, sqlite3_stmt *st);
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
+
 /* ledger-sqlite.c: the connection and its WAL */
 
 /* Opens a connection to l->path into l->db (extended result codes, the busy timeout). */
@@ -272,28 +410,11 @@ void ledger_aux_note(ledger *l, bool wal_too, bool shm_too);
 /* Checkpoints the whole WAL into the database file (mode: SQLITE_CHECKPOINT_*). */
 int ledger_wal_checkpoint(ledger *l, int mode);
 
-/* ledger-sqlite.c: rows */
-
-/* Copies a text column; a NULL column gives NULL. */
-int ledger_column_strdup(ledger *l, sqlite3_stmt *st, int col, char **ret);
-int ledger_column_sha256(ledger *l, sqlite3_stmt *st, int col, char ret[static HASH_HEX_SIZE]);
-int ledger_column_state(ledger *l, sqlite3_stmt *st, int col, enum job_state *ret);
-/* An output's recipe; "" for NULL (recorded before recipes were kept) or one too long. */
-void ledger_column_recipe(sqlite3_stmt *st, int col, char ret[static VARIANT_RECIPE_SIZE]);
-
-/* Appends the rows of st (the columns of STMT_GET_OUTPUTS) to d's outputs: 0 or a negative
- * errno (what was read stays in d for job_detail_free()). */
-int ledger_read_outputs(ledger *l, sqlite3_stmt *st, struct job_detail *d);
-
-/* ledger-jobs.c: ledger_complete() inside a transaction. */
-int ledger_complete_locked(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                           int64_t now_usec);
-
-/* ledger-reconcile.c: a reconciliation job done, the outputs it carries over recorded. */
-int ledger_carry_locked(ledger *l, int64_t id);
-
-/* Reads a row of JOB_COLUMNS into *ret (whose members are overwritten, not freed). */
-int ledger_read_job(ledger *l, sqlite3_stmt *st, struct job *ret);
+/* ledger-jobs.c: ledger_complete() and ledger_release() inside a transaction. */
+int ledger_complete_locked(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                           size_t n_outs, int64_t now_usec);
+int ledger_release_locked(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec,
+                          int64_t now_usec);
 
 /* ledger-schema.c */
 
@@ -305,10 +426,22 @@ int ledger_prepare(ledger *l);
 
 /* ledger-open.c */
 
+/* Opens the SQLite ledger at path (ledger_open()). */
+int ledger_sqlite_open(const char *path, ledger **ret, char **ret_error);
+
 /* Replaces l's connection by a new one (a new WAL); on failure l keeps the old one. */
 int ledger_reconnect(ledger *l);
 
-/* ledger-maint.c: the clean-stop record */
+/* SQLite's ledger_integrity_check(): PRAGMA integrity_check, then the counts. */
+int ledger_sqlite_integrity_check(ledger *l);
+
+/* SQLite's close: finalizes, closes, and (clean) records the clean stop. */
+int ledger_sqlite_close(ledger *l, bool clean);
+
+/* -EBADMSG unless every row of job_counts equals a count of the jobs table (both engines). */
+int ledger_counts_check(ledger *l);
+
+/* ledger-maint.c: the clean-stop record and the WAL files */
 
 /* Whether <path>.closed records a clean stop of the file exactly as st describes it, with
  * no WAL left beside it. */
@@ -320,3 +453,29 @@ int ledger_closed_record_write(ledger *l);
 
 /* Fsyncs the directory holding path, so that a rename or unlink in it is durable. */
 int ledger_fsync_parent(const char *path);
+
+/* SQLite's ledger_check_files(). */
+int ledger_sqlite_check_files(ledger *l);
+
+/* ledger-pg.c */
+
+/* Takes prepared statement id of l's PostgreSQL engine. */
+struct ledger_cursor ledger_pg_stmt_get(ledger *l, enum ledger_stmt id);
+
+/* Opens the PostgreSQL ledger that conninfo names (ledger_open_params()). */
+int ledger_pg_open(const char *conninfo, ledger **ret, char **ret_error);
+
+/* ledger-pg-schema.c */
+
+/* PostgreSQL's SQL of every statement. */
+extern const char *const ledger_pg_stmt_sql[_STMT_MAX];
+
+/* Applies the missing migration steps of the PostgreSQL schema (each one transaction, under
+ * an advisory lock so that nodes starting together migrate once); refuses a newer schema. */
+int ledger_pg_migrate(ledger *l);
+
+/* Reads the schema's version into *ret (0: no schema yet). */
+int ledger_pg_schema_version(ledger *l, int64_t *ret);
+
+/* The version this imgd creates and migrates to. */
+int64_t ledger_pg_schema_latest(void);

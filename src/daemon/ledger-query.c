@@ -24,67 +24,67 @@
 
 int ledger_known_stat(ledger *l, const char *path, uint64_t size, int64_t mtime_ns, uint64_t ino)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_KNOWN_STAT);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_KNOWN_STAT);
 
         assert(path);
 
-        return ledger_bind_step(l, st, "tiii", path, (int64_t)size, mtime_ns, (int64_t)ino);
+        return ledger_bind_step(l, &st, "tiii", path, (int64_t)size, mtime_ns, (int64_t)ino);
 }
 
 int ledger_next_due(ledger *l, int64_t *ret_usec)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_NEXT_DUE);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEXT_DUE);
         int r;
 
-        r = ledger_stmt_step(l, st);
+        r = ledger_stmt_step(l, &st);
         if (r <= 0)
                 return r;
         if (ret_usec)
-                *ret_usec = sqlite3_column_int64(st, 0);
+                *ret_usec = ledger_column_int64(&st, 0);
         return 1;
 }
 
 int ledger_oldest_queued(ledger *l, int64_t *ret_usec)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_OLDEST_QUEUED);
-        int r = ledger_stmt_step(l, st);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_OLDEST_QUEUED);
+        int r = ledger_stmt_step(l, &st);
 
         if (r <= 0)
                 return r;
-        if (sqlite3_column_type(st, 0) == SQLITE_NULL)
+        if (ledger_column_null(&st, 0))
                 return 0;
-        *ret_usec = sqlite3_column_int64(st, 0);
+        *ret_usec = ledger_column_int64(&st, 0);
         return 1;
 }
 
 int ledger_superseded(ledger *l, int64_t id)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_SUPERSEDED);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_SUPERSEDED);
         int r;
 
-        r = ledger_bind_step(l, st, "i", id);
+        r = ledger_bind_step(l, &st, "i", id);
         if (r < 0)
                 return r;
         if (r == 0)
                 return ledger_error(l, -ENOENT, "no job %" PRId64, id);
-        return sqlite3_column_int64(st, 0) != 0;
+        return ledger_column_int64(&st, 0) != 0;
 }
 
 int ledger_output_owner(ledger *l, const char *output_key, const char *source_path,
                         char **ret_source)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_OUTPUT_OWNER);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_OUTPUT_OWNER);
         char *s = NULL;
         int r;
 
         assert(output_key);
         assert(source_path);
 
-        r = ledger_bind_step(l, st, "tt", output_key, source_path);
+        r = ledger_bind_step(l, &st, "tt", output_key, source_path);
         if (r <= 0)
                 return r;
         if (ret_source) {
-                r = ledger_column_strdup(l, st, 0, &s);
+                r = ledger_column_strdup(l, &st, 0, &s);
                 if (r < 0)
                         return r;
                 *ret_source = s;
@@ -95,20 +95,20 @@ int ledger_output_owner(ledger *l, const char *output_key, const char *source_pa
 /* Ids from a one-column query bound to (?1 = arg, if the statement has a parameter). */
 static int list_ids(ledger *l, enum ledger_stmt which, int64_t arg, int64_t **ret, size_t *ret_n)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, which);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, which);
         _cleanup_free_ int64_t *ids = NULL;
         size_t n = 0, allocated = 0;
         int r;
 
-        if (sqlite3_bind_parameter_count(st) > 0) {
-                r = ledger_stmt_bind(l, st, "i", arg);
+        if (l->engine->nparams(&st) > 0) {
+                r = ledger_stmt_bind(l, &st, "i", arg);
                 if (r < 0)
                         return r;
         }
-        while ((r = ledger_stmt_step(l, st)) > 0) {
+        while ((r = ledger_stmt_step(l, &st)) > 0) {
                 if (GROW_ARRAY(ids, allocated, n + 1) < 0)
                         return ledger_error(l, -ENOMEM, "out of memory");
-                ids[n++] = sqlite3_column_int64(st, 0);
+                ids[n++] = ledger_column_int64(&st, 0);
         }
         if (r < 0)
                 return r;
@@ -131,38 +131,64 @@ int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *
 
 int ledger_count_held(ledger *l, uint64_t *ret_n)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_COUNT_HELD);
-        int r = ledger_stmt_step(l, st);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_COUNT_HELD);
+        int r = ledger_stmt_step(l, &st);
 
         if (r < 0)
                 return r;
-        *ret_n = r > 0 ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        *ret_n = r > 0 ? (uint64_t)ledger_column_int64(&st, 0) : 0;
         return 0;
 }
 
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX])
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_COUNTS);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_COUNTS);
         uint64_t c[_JOB_STATE_MAX] = { 0 };
         int r;
 
         for (;;) {
                 enum job_state s;
 
-                r = ledger_stmt_step(l, st);
+                r = ledger_stmt_step(l, &st);
                 if (r < 0)
                         return r;
                 if (r == 0)
                         break;
-                r = ledger_column_state(l, st, 0, &s);
+                r = ledger_column_state(l, &st, 0, &s);
                 if (r < 0)
                         return r;
-                if (sqlite3_column_int64(st, 1) < 0)
+                if (ledger_column_int64(&st, 1) < 0)
                         return ledger_error(l, -EBADMSG, "job_counts: %s is negative",
                                             job_state_name(s));
-                c[s] = (uint64_t)sqlite3_column_int64(st, 1);
+                c[s] = (uint64_t)ledger_column_int64(&st, 1);
         }
         memcpy(counts, c, sizeof c);
+        return 0;
+}
+
+/* -EBADMSG unless every row of job_counts equals a count of the jobs table. */
+int ledger_counts_check(ledger *l)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_COUNTS_SCAN);
+        unsigned rows = 0;
+        int r;
+
+        while ((r = ledger_stmt_step(l, &st)) > 0) {
+                const char *state = ledger_column_text(&st, 0);
+                int64_t kept = ledger_column_int64(&st, 1), real = ledger_column_int64(&st, 2);
+
+                if (kept != real)
+                        return ledger_error(l, -EBADMSG,
+                                            "job_counts: %s holds %" PRId64 ", the jobs table has "
+                                            "%" PRId64,
+                                            state ? state : "(null)", kept, real);
+                rows++;
+        }
+        if (r < 0)
+                return r;
+        if (rows != _JOB_STATE_MAX)
+                return ledger_error(l, -EBADMSG, "job_counts: %u rows, not %d", rows,
+                                    _JOB_STATE_MAX);
         return 0;
 }
 
@@ -177,13 +203,14 @@ static void job_array_free(struct job *jobs, size_t n)
 
 int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size_t *ret_n)
 {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        _cleanup_cursor_ struct ledger_cursor st = {};
         struct ledger_filter none = { .state = -1 };
         struct job *jobs = NULL;
         size_t n = 0, allocated = 0;
         unsigned limit;
-        char sql[512];
-        int rc, r;
+        char sql[512], where[160] = "";
+        const char p = l->engine->param;
+        int k = 0, r;
 
         assert(l);
         assert(ret);
@@ -196,21 +223,37 @@ int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size
         limit = f->limit == 0 ? LEDGER_LIST_DEFAULT
                               : (f->limit > LEDGER_LIST_MAX ? LEDGER_LIST_MAX : f->limit);
 
+        /* Only the filters given, their parameters numbered in order: an index on each. */
+        if (f->state >= 0)
+                snprintf(where + strlen(where), sizeof where - strlen(where), " AND state = %c%d",
+                         p, ++k);
+        if (f->watch)
+                snprintf(where + strlen(where), sizeof where - strlen(where), " AND watch = %c%d",
+                         p, ++k);
+        if (f->since_usec != 0)
+                snprintf(where + strlen(where), sizeof where - strlen(where),
+                         " AND updated_us >= %c%d", p, ++k);
         snprintf(sql, sizeof sql,
-                 "SELECT " JOB_COLUMNS " FROM jobs WHERE 1%s%s%s "
-                 "ORDER BY updated_us DESC, id DESC LIMIT ?4",
-                 f->state >= 0 ? " AND state = ?1" : "", f->watch ? " AND watch = ?2" : "",
-                 f->since_usec != 0 ? " AND updated_us >= ?3" : "");
-        rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
-        if (rc != SQLITE_OK)
-                return ledger_sqlite_error(l, rc);
-        r = ledger_stmt_bind(l, st, "ttii", f->state >= 0 ? job_state_name(f->state) : NULL,
-                             f->watch, f->since_usec, (int64_t)limit);
+                 "SELECT " JOB_COLUMNS " FROM jobs WHERE TRUE%s "
+                 "ORDER BY updated_us DESC, id DESC LIMIT %c%d",
+                 where, p, ++k);
+        r = ledger_stmt_prepare(l, sql, &st);
+        if (r < 0)
+                return r;
+        k = 0;
+        if (f->state >= 0)
+                r = l->engine->bind_text(l, &st, ++k, job_state_name(f->state), -1);
+        if (r >= 0 && f->watch)
+                r = l->engine->bind_text(l, &st, ++k, f->watch, -1);
+        if (r >= 0 && f->since_usec != 0)
+                r = l->engine->bind_int64(l, &st, ++k, f->since_usec);
+        if (r >= 0)
+                r = l->engine->bind_int64(l, &st, ++k, (int64_t)limit);
         if (r < 0)
                 return r;
 
         for (;;) {
-                r = ledger_stmt_step(l, st);
+                r = ledger_stmt_step(l, &st);
                 if (r < 0)
                         goto fail;
                 if (r == 0)
@@ -219,7 +262,7 @@ int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size
                         r = ledger_error(l, -ENOMEM, "out of memory");
                         goto fail;
                 }
-                r = ledger_read_job(l, st, &jobs[n]);
+                r = ledger_read_job(l, &st, &jobs[n]);
                 if (r < 0)
                         goto fail;
                 n++;
@@ -239,69 +282,69 @@ static void free_detailp(struct job_detail **d)
         job_detail_free(*d);
 }
 
-int ledger_read_outputs(ledger *l, sqlite3_stmt *st, struct job_detail *d)
+int ledger_read_outputs(ledger *l, struct ledger_cursor *c, struct job_detail *d)
 {
         size_t allocated = d->n_outputs;
         int r;
 
-        while ((r = ledger_stmt_step(l, st)) > 0) {
+        while ((r = ledger_stmt_step(l, c)) > 0) {
                 struct job_output *o;
 
                 if (GROW_ARRAY(d->outputs, allocated, d->n_outputs + 1) < 0)
                         return ledger_error(l, -ENOMEM, "out of memory");
                 o = &d->outputs[d->n_outputs];
                 *o = (struct job_output){
-                        .width = (unsigned)sqlite3_column_int64(st, 3),
-                        .height = (unsigned)sqlite3_column_int64(st, 4),
-                        .bytes = (uint64_t)sqlite3_column_int64(st, 5),
+                        .width = (unsigned)ledger_column_int64(c, 3),
+                        .height = (unsigned)ledger_column_int64(c, 4),
+                        .bytes = (uint64_t)ledger_column_int64(c, 5),
                 };
                 /* Counted first so that job_detail_free() frees what was copied. */
                 d->n_outputs++;
-                r = ledger_column_strdup(l, st, 0, &o->variant);
+                r = ledger_column_strdup(l, c, 0, &o->variant);
                 if (r >= 0)
-                        r = ledger_column_strdup(l, st, 1, &o->path);
+                        r = ledger_column_strdup(l, c, 1, &o->path);
                 if (r >= 0)
-                        r = ledger_column_strdup(l, st, 2, &o->format);
+                        r = ledger_column_strdup(l, c, 2, &o->format);
                 if (r >= 0)
-                        r = ledger_column_sha256(l, st, 6, o->sha256);
+                        r = ledger_column_sha256(l, c, 6, o->sha256);
                 if (r >= 0)
-                        r = ledger_column_strdup(l, st, 7, &o->tmp_path);
+                        r = ledger_column_strdup(l, c, 7, &o->tmp_path);
                 if (r < 0)
                         return r;
-                ledger_column_recipe(st, 8, o->recipe);
+                ledger_column_recipe(c, 8, o->recipe);
         }
         return r;
 }
 
 static int get_outputs_locked(ledger *l, int64_t id, struct job_detail *d)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_OUTPUTS);
-        int r = ledger_stmt_bind(l, st, "i", id);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_OUTPUTS);
+        int r = ledger_stmt_bind(l, &st, "i", id);
 
-        return r < 0 ? r : ledger_read_outputs(l, st, d);
+        return r < 0 ? r : ledger_read_outputs(l, &st, d);
 }
 
 static int get_errors_locked(ledger *l, int64_t id, struct job_detail *d)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_ERRORS);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_ERRORS);
         size_t allocated = 0;
         int r;
 
-        r = ledger_stmt_bind(l, st, "i", id);
+        r = ledger_stmt_bind(l, &st, "i", id);
         if (r < 0)
                 return r;
-        while ((r = ledger_stmt_step(l, st)) > 0) {
+        while ((r = ledger_stmt_step(l, &st)) > 0) {
                 struct job_error *e;
 
                 if (GROW_ARRAY(d->errors, allocated, d->n_errors + 1) < 0)
                         return ledger_error(l, -ENOMEM, "out of memory");
                 e = &d->errors[d->n_errors];
                 *e = (struct job_error){
-                        .attempt = (unsigned)sqlite3_column_int64(st, 0),
-                        .at_usec = sqlite3_column_int64(st, 1),
+                        .attempt = (unsigned)ledger_column_int64(&st, 0),
+                        .at_usec = ledger_column_int64(&st, 1),
                 };
                 d->n_errors++;
-                r = ledger_column_strdup(l, st, 2, &e->message);
+                r = ledger_column_strdup(l, &st, 2, &e->message);
                 if (r < 0)
                         return r;
         }
@@ -314,15 +357,15 @@ static int get_locked(ledger *l, int64_t id, struct job_detail **ret)
         int r;
 
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_JOB);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
 
-                r = ledger_bind_step(l, st, "i", id);
+                r = ledger_bind_step(l, &st, "i", id);
                 if (r <= 0)
                         return r;
                 d = calloc(1, sizeof *d);
                 if (!d)
                         return ledger_error(l, -ENOMEM, "out of memory");
-                r = ledger_read_job(l, st, &d->job);
+                r = ledger_read_job(l, &st, &d->job);
                 if (r < 0)
                         return r;
         }

@@ -29,16 +29,16 @@ void ledger_done_sources_free(struct ledger_done_source *v, size_t n)
 static int scan_done_locked(ledger *l, int64_t after_id, int64_t upto_id,
                             struct ledger_done_source **ret, size_t *ret_n)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_SCAN_DONE);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_SCAN_DONE);
         struct ledger_done_source *v = NULL;
         size_t n = 0, allocated = 0;
         int r;
 
-        r = ledger_stmt_bind(l, st, "ii", after_id, upto_id);
+        r = ledger_stmt_bind(l, &st, "ii", after_id, upto_id);
         if (r < 0)
                 return r;
-        while ((r = ledger_stmt_step(l, st)) > 0) {
-                int64_t id = sqlite3_column_int64(st, 0);
+        while ((r = ledger_stmt_step(l, &st)) > 0) {
+                int64_t id = ledger_column_int64(&st, 0);
                 struct ledger_done_source *src;
                 struct ledger_output_recipe *o;
                 size_t allocated_outputs;
@@ -50,14 +50,14 @@ static int scan_done_locked(ledger *l, int64_t after_id, int64_t upto_id,
                         }
                         v[n] = (struct ledger_done_source){ .id = id };
                         n++;
-                        r = ledger_column_strdup(l, st, 1, &v[n - 1].watch);
+                        r = ledger_column_strdup(l, &st, 1, &v[n - 1].watch);
                         if (r >= 0)
-                                r = ledger_column_strdup(l, st, 2, &v[n - 1].source_path);
+                                r = ledger_column_strdup(l, &st, 2, &v[n - 1].source_path);
                         if (r < 0)
                                 break;
                 }
                 src = &v[n - 1];
-                if (sqlite3_column_type(st, 3) == SQLITE_NULL)
+                if (ledger_column_null(&st, 3))
                         continue; /* a done job without outputs */
                 allocated_outputs = src->n_outputs;
                 if (GROW_ARRAY(src->outputs, allocated_outputs, src->n_outputs + 1) < 0) {
@@ -66,11 +66,11 @@ static int scan_done_locked(ledger *l, int64_t after_id, int64_t upto_id,
                 }
                 o = &src->outputs[src->n_outputs];
                 *o = (struct ledger_output_recipe){};
-                r = ledger_column_strdup(l, st, 3, &o->variant);
+                r = ledger_column_strdup(l, &st, 3, &o->variant);
                 if (r < 0)
                         break;
                 src->n_outputs++;
-                ledger_column_recipe(st, 4, o->recipe);
+                ledger_column_recipe(&st, 4, o->recipe);
         }
         if (r < 0) {
                 ledger_done_sources_free(v, n);
@@ -110,24 +110,24 @@ int ledger_scan_done(ledger *l, int64_t after_id, int64_t upto_id, struct ledger
 
 int ledger_id_range(ledger *l, int64_t *ret_min, int64_t *ret_max)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_ID_RANGE);
-        int r = ledger_stmt_step(l, st);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ID_RANGE);
+        int r = ledger_stmt_step(l, &st);
 
         if (r < 0)
                 return r;
-        *ret_min = r > 0 ? sqlite3_column_int64(st, 0) : 0;
-        *ret_max = r > 0 ? sqlite3_column_int64(st, 1) : 0;
+        *ret_min = r > 0 ? ledger_column_int64(&st, 0) : 0;
+        *ret_max = r > 0 ? ledger_column_int64(&st, 1) : 0;
         return 0;
 }
 
 int ledger_count_background(ledger *l, uint64_t *ret_n)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_COUNT_BACKGROUND);
-        int r = ledger_stmt_step(l, st);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_COUNT_BACKGROUND);
+        int r = ledger_stmt_step(l, &st);
 
         if (r < 0)
                 return r;
-        *ret_n = r > 0 ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        *ret_n = r > 0 ? (uint64_t)ledger_column_int64(&st, 0) : 0;
         return 0;
 }
 
@@ -144,12 +144,13 @@ int ledger_adopt_recipe(ledger *l, int64_t id, const char *variant, const char *
 static int reconcile_locked(ledger *l, int64_t id, const char *redo, int64_t now_usec,
                             int64_t *ret_id)
 {
-        int r = ledger_stmt_changes(l, STMT_RECONCILE, "iti", id, redo, now_usec);
+        int64_t new_id = 0;
+        int r = ledger_stmt_insert(l, STMT_RECONCILE, &new_id, "iti", id, redo, now_usec);
 
         if (r <= 0)
                 return r;
         if (ret_id)
-                *ret_id = sqlite3_last_insert_rowid(l->db);
+                *ret_id = new_id;
         return 1;
 }
 
@@ -168,7 +169,7 @@ int ledger_carry_locked(ledger *l, int64_t id)
 
 int ledger_carried_outputs(ledger *l, int64_t id, struct job_output **ret, size_t *ret_n)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_CARRIED);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_CARRIED);
         struct job_detail d = {};
         int r;
 
@@ -176,9 +177,9 @@ int ledger_carried_outputs(ledger *l, int64_t id, struct job_output **ret, size_
         assert(ret);
         assert(ret_n);
 
-        r = ledger_stmt_bind(l, st, "i", id);
+        r = ledger_stmt_bind(l, &st, "i", id);
         if (r >= 0)
-                r = ledger_read_outputs(l, st, &d);
+                r = ledger_read_outputs(l, &st, &d);
         if (r < 0) {
                 job_outputs_free(d.outputs, d.n_outputs);
                 return r;

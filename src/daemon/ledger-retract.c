@@ -19,14 +19,14 @@
  * retraction. */
 static int published_of_path_locked(ledger *l, const char *path, int64_t *ret_id)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_PUBLISHED_OF_PATH);
-        int r = ledger_bind_step(l, st, "t", path);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_PUBLISHED_OF_PATH);
+        int r = ledger_bind_step(l, &st, "t", path);
 
         if (r <= 0)
                 return r;
-        if (sqlite3_column_int(st, 1))
+        if (ledger_column_int64(&st, 1))
                 return 0;
-        *ret_id = sqlite3_column_int64(st, 0);
+        *ret_id = ledger_column_int64(&st, 0);
         return 1;
 }
 
@@ -44,14 +44,13 @@ static int supersede_locked(ledger *l, const char *path, int64_t id, int64_t now
 static int insert_retract_locked(ledger *l, int64_t origin, const char *kind, const char *redo,
                                  enum job_priority priority, int64_t now_usec, int64_t *ret_id)
 {
-        int r = ledger_stmt_changes(l, STMT_INSERT_RETRACT, "itiit", origin, kind, now_usec,
-                                    (int64_t)priority, redo);
+        int r = ledger_stmt_insert(l, STMT_INSERT_RETRACT, ret_id, "itiit", origin, kind, now_usec,
+                                   (int64_t)priority, redo);
 
         if (r < 0)
                 return r;
         if (r == 0)
                 return ledger_error(l, -ENOENT, "job %" PRId64 " is gone", origin);
-        *ret_id = sqlite3_last_insert_rowid(l->db);
         return 0;
 }
 
@@ -62,15 +61,15 @@ static int retract_locked(ledger *l, const char *path, int64_t now_usec, int64_t
         int r;
 
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
 
-                r = ledger_bind_step(l, st, "t", path);
+                r = ledger_bind_step(l, &st, "t", path);
                 if (r <= 0)
                         return r;
-                if (sqlite3_column_int(st, 2))
+                if (ledger_column_int64(&st, 2))
                         return 0; /* retracted, or a retraction waits already */
-                newest = sqlite3_column_int64(st, 0);
-                running = sqlite3_column_int(st, 4) != 0;
+                newest = ledger_column_int64(&st, 0);
+                running = ledger_column_int64(&st, 4) != 0;
         }
         r = published_of_path_locked(l, path, &origin);
         if (r < 0)
@@ -105,12 +104,12 @@ int ledger_retract(ledger *l, const char *path, int64_t now_usec, int64_t *ret_i
 static int drop_locked(ledger *l, int64_t id, const char *variants, int64_t now_usec,
                        int64_t *ret_id)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_IS_CURRENT_DONE);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_IS_CURRENT_DONE);
         int64_t new_id = 0;
         int r;
 
         /* Only from the source's current done job: nothing else may be waiting. */
-        r = ledger_bind_step(l, st, "i", id);
+        r = ledger_bind_step(l, &st, "i", id);
         if (r <= 0)
                 return r;
         r = insert_retract_locked(l, id, "drop", variants, JOB_PRIORITY_BACKGROUND, now_usec,
@@ -143,35 +142,36 @@ static int move_locked(ledger *l, const char *old_path, const struct source_info
         {
                 /* The old path's newest job: else a newer file came there, and this one is
                  * an upload. */
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
 
-                r = ledger_bind_step(l, st, "t", old_path);
+                r = ledger_bind_step(l, &st, "t", old_path);
                 if (r <= 0)
                         return r;
-                if (sqlite3_column_int64(st, 0) != origin)
+                if (ledger_column_int64(&st, 0) != origin)
                         return 0;
         }
         {
                 /* The same file: a rename keeps its inode, size and mtime. */
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_JOB);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
 
-                r = ledger_bind_step(l, st, "i", origin);
+                r = ledger_bind_step(l, &st, "i", origin);
                 if (r <= 0)
                         return r;
-                if ((uint64_t)sqlite3_column_int64(st, 6) != src->size ||
-                    sqlite3_column_int64(st, 7) != src->mtime_ns ||
-                    (uint64_t)sqlite3_column_int64(st, 8) != src->ino)
+                if ((uint64_t)ledger_column_int64(&st, 6) != src->size ||
+                    ledger_column_int64(&st, 7) != src->mtime_ns ||
+                    (uint64_t)ledger_column_int64(&st, 8) != src->ino)
                         return 0;
-                r = ledger_column_sha256(l, st, 5, sha256);
+                r = ledger_column_sha256(l, &st, 5, sha256);
                 if (r < 0)
                         return r;
         }
-        r = ledger_stmt_exec(l, STMT_INSERT_MOVE, "tttiiittii", src->watch, src->path, sha256,
-                             (int64_t)src->size, src->mtime_ns, (int64_t)src->ino, src->output_key,
-                             src->pipeline, now_usec, origin);
+        r = ledger_stmt_insert(l, STMT_INSERT_MOVE, &id, "tttiiittii", src->watch, src->path,
+                               sha256, (int64_t)src->size, src->mtime_ns, (int64_t)src->ino,
+                               src->output_key, src->pipeline, now_usec, origin);
         if (r < 0)
                 return r;
-        id = sqlite3_last_insert_rowid(l->db);
+        if (r == 0)
+                return ledger_error(l, -EIO, "the move job was not recorded");
         r = supersede_locked(l, src->path, id, now_usec);
         if (r < 0)
                 return r;
@@ -194,7 +194,7 @@ int ledger_move(ledger *l, const char *old_path, const struct source_info *src, 
 
 int ledger_paths_below(ledger *l, const char *dir, char ***ret, size_t *ret_n)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_PATHS_BELOW);
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_PATHS_BELOW);
         _cleanup_free_ char *from = NULL, *to = NULL;
         char **v = NULL;
         size_t n = 0, allocated = 0;
@@ -208,13 +208,13 @@ int ledger_paths_below(ledger *l, const char *dir, char ***ret, size_t *ret_n)
         /* [dir/, dir0): every path that begins with "dir/" ('0' follows '/'). */
         if (asprintf(&from, "%s/", dir) < 0 || asprintf(&to, "%s0", dir) < 0)
                 return ledger_error(l, -ENOMEM, "out of memory");
-        r = ledger_stmt_bind(l, st, "tt", from, to);
-        while (r >= 0 && (r = ledger_stmt_step(l, st)) > 0) {
+        r = ledger_stmt_bind(l, &st, "tt", from, to);
+        while (r >= 0 && (r = ledger_stmt_step(l, &st)) > 0) {
                 if (GROW_ARRAY(v, allocated, n + 1) < 0) {
                         r = ledger_error(l, -ENOMEM, "out of memory");
                         break;
                 }
-                r = ledger_column_strdup(l, st, 0, &v[n]);
+                r = ledger_column_strdup(l, &st, 0, &v[n]);
                 if (r < 0)
                         break;
                 n++;
@@ -239,20 +239,20 @@ int ledger_origin(ledger *l, int64_t id, struct job_detail **ret)
         assert(ret);
 
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_ORIGIN);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ORIGIN);
 
-                r = ledger_bind_step(l, st, "i", id);
+                r = ledger_bind_step(l, &st, "i", id);
                 if (r <= 0)
                         return r;
-                if (sqlite3_column_int(st, 1))
+                if (ledger_column_int64(&st, 1))
                         return 0;
-                origin = sqlite3_column_int64(st, 0);
+                origin = ledger_column_int64(&st, 0);
         }
         return ledger_get(l, origin, ret);
 }
 
-static int complete_retract_locked(ledger *l, int64_t id, const struct job_output *outs,
-                                   size_t n_outs, int64_t now_usec)
+static int complete_retract_locked(ledger *l, int64_t id, int64_t fence,
+                                   const struct job_output *outs, size_t n_outs, int64_t now_usec)
 {
         _cleanup_free_ char *old_path = NULL;
         int64_t origin = 0, newest = 0, marker;
@@ -260,52 +260,51 @@ static int complete_retract_locked(ledger *l, int64_t id, const struct job_outpu
         int r;
 
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_JOB);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
 
-                r = ledger_bind_step(l, st, "i", id);
+                r = ledger_bind_step(l, &st, "i", id);
                 if (r < 0)
                         return r;
                 if (r == 0)
                         return ledger_error(l, -ESTALE, "job %" PRId64 " is gone", id);
-                r = sqlite3_column_type(st, 19) == SQLITE_NULL
-                            ? JOB_RENDER
-                            : job_kind_from_name((const char *)sqlite3_column_text(st, 19));
+                r = ledger_column_null(&st, 20) ? JOB_RENDER
+                                                : job_kind_from_name(ledger_column_text(&st, 20));
                 if (r <= 0)
                         return ledger_error(l, -ESTALE, "job %" PRId64 " is not a retraction", id);
                 kind = (enum job_kind)r;
         }
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_ORIGIN);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ORIGIN);
 
-                r = ledger_bind_step(l, st, "i", id);
+                r = ledger_bind_step(l, &st, "i", id);
                 if (r < 0)
                         return r;
-                if (r > 0 && !sqlite3_column_int(st, 1))
-                        origin = sqlite3_column_int64(st, 0);
+                if (r > 0 && !ledger_column_int64(&st, 1))
+                        origin = ledger_column_int64(&st, 0);
         }
-        r = ledger_complete_locked(l, id, outs, n_outs, now_usec);
+        r = ledger_complete_locked(l, id, fence, outs, n_outs, now_usec);
         if (r < 0 || origin == 0 || kind == JOB_RETRACT)
                 return r;
         r = ledger_stmt_exec(l, STMT_COPY_RENDER_INFO, "ii", id, origin);
         if (r < 0 || kind != JOB_MOVE)
                 return r;
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_JOB);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
 
-                r = ledger_bind_step(l, st, "i", origin);
+                r = ledger_bind_step(l, &st, "i", origin);
                 if (r <= 0)
                         return r;
-                r = ledger_column_strdup(l, st, 2, &old_path);
+                r = ledger_column_strdup(l, &st, 2, &old_path);
                 if (r < 0)
                         return r;
         }
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
 
-                r = ledger_bind_step(l, st, "t", old_path);
+                r = ledger_bind_step(l, &st, "t", old_path);
                 if (r <= 0)
                         return r;
-                newest = sqlite3_column_int64(st, 0);
+                newest = ledger_column_int64(&st, 0);
         }
         /* A newer job of the old path (a new file there) replaces its outputs itself. */
         if (newest != origin)
@@ -316,45 +315,45 @@ static int complete_retract_locked(ledger *l, int64_t id, const struct job_outpu
         return ledger_stmt_exec(l, STMT_SET_DONE, "ii", marker, now_usec);
 }
 
-int ledger_complete_retract(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                            int64_t now_usec)
+int ledger_complete_retract(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                            size_t n_outs, int64_t now_usec)
 {
         assert(l);
         assert(outs || n_outs == 0);
 
-        return LEDGER_WRITE(l, complete_retract_locked(l, id, outs, n_outs, now_usec));
+        return LEDGER_WRITE(l, complete_retract_locked(l, id, fence, outs, n_outs, now_usec));
 }
 
-static int move_to_render_locked(ledger *l, int64_t id, int64_t now_usec)
+static int move_to_render_locked(ledger *l, int64_t id, int64_t fence, int64_t now_usec)
 {
         _cleanup_free_ char *old_path = NULL;
         int64_t origin = 0, ignored;
         int r;
 
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_ORIGIN);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ORIGIN);
 
-                r = ledger_bind_step(l, st, "i", id);
+                r = ledger_bind_step(l, &st, "i", id);
                 if (r < 0)
                         return r;
-                if (r > 0 && !sqlite3_column_int(st, 1))
-                        origin = sqlite3_column_int64(st, 0);
+                if (r > 0 && !ledger_column_int64(&st, 1))
+                        origin = ledger_column_int64(&st, 0);
         }
         r = ledger_stmt_changes(l, STMT_MOVE_TO_RENDER, "i", id);
         if (r < 0)
                 return r;
         if (r == 0)
                 return ledger_error(l, -ESTALE, "job %" PRId64 " is not a move", id);
-        r = ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, now_usec, now_usec);
+        r = ledger_release_locked(l, id, fence, now_usec, now_usec);
         if (r < 0 || origin == 0)
                 return r;
         {
-                _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, STMT_GET_JOB);
+                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
 
-                r = ledger_bind_step(l, st, "i", origin);
+                r = ledger_bind_step(l, &st, "i", origin);
                 if (r <= 0)
                         return r;
-                r = ledger_column_strdup(l, st, 2, &old_path);
+                r = ledger_column_strdup(l, &st, 2, &old_path);
                 if (r < 0)
                         return r;
         }
@@ -362,9 +361,9 @@ static int move_to_render_locked(ledger *l, int64_t id, int64_t now_usec)
         return r < 0 ? r : 0;
 }
 
-int ledger_move_to_render(ledger *l, int64_t id, int64_t now_usec)
+int ledger_move_to_render(ledger *l, int64_t id, int64_t fence, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, move_to_render_locked(l, id, now_usec));
+        return LEDGER_WRITE(l, move_to_render_locked(l, id, fence, now_usec));
 }

@@ -134,7 +134,13 @@ static const char *const migrations[] = {
         "DROP INDEX jobs_due;"
         "CREATE INDEX jobs_due ON jobs (priority, next_at_us) WHERE state IN ('queued', 'retry');",
         /*
-         * 3 -> 4: retraction (issue 17).
+         * 3 -> 4: fencing tokens (issue 18). jobs.fence is incremented by every claim; the
+         * transitions of a running job (stage, complete, fail, release, hold) name the token
+         * of the claim they act for and are refused when the job was claimed again since.
+         */
+        "ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;",
+        /*
+         * 4 -> 5: retraction (issue 17).
          * - jobs.kind: NULL for a render; 'retract' (the source is gone: its outputs and
          *   manifest are removed), 'drop' (the outputs of the variants in `redo` are removed,
          *   the others kept) or 'move' (the source was renamed: the outputs of job `origin`,
@@ -191,6 +197,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                            "updated_us = ?4, finished_us = ?4 "
                            "WHERE source_path = ?1 AND id < ?2 AND state IN ('queued', 'retry')",
         [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, degraded = 0, "
+                       "fence = fence + 1, "
                        "lease_owner = ?2, lease_expires_us = ?3, updated_us = ?1 "
                        "WHERE id = (SELECT j.id FROM jobs AS j INDEXED BY jobs_due "
                        "            WHERE j.state IN ('queued', 'retry') AND j.priority <= ?4 "
@@ -214,7 +221,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                 "               WHERE state IN ('queued', 'retry') AND priority = 2 "
                 "                 AND next_at_us < " HELD_SQL ") "
                 "WHERE n IS NOT NULL ORDER BY n LIMIT 1",
-        [STMT_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+        [STMT_JOB_STATE] = "SELECT state, fence FROM jobs WHERE id = ?1",
         [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
                           "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
                           "WHERE id = ?1",
@@ -408,7 +415,7 @@ static int ledger_read_version(ledger *l, int64_t *ret)
                                 -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
-        r = ledger_stmt_step(l, st);
+        r = ledger_sqlite_step(l, st);
         if (r <= 0)
                 return r < 0 ? r : ledger_error(l, -EIO, "no answer from sqlite_master");
         if (sqlite3_column_int64(st, 0) == 0) {
@@ -425,7 +432,7 @@ static int ledger_read_version(ledger *l, int64_t *ret)
                                 NULL);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
-        r = ledger_stmt_step(l, st);
+        r = ledger_sqlite_step(l, st);
         if (r <= 0)
                 return r < 0 ? r : ledger_error(l, -EIO, "no answer from schema_version");
         if (sqlite3_column_int64(st, 1) != 1 || sqlite3_column_int64(st, 0) < 1)

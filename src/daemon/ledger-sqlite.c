@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ledger-sqlite.c - the ledger's SQLite engine: a connection and its settings, SQLite's
- * errors turned into a negative errno and a message, the statement helpers, transactions and
- * group commits, the watch on the WAL files, and the reading of rows.
+ * ledger-sqlite.c - the ledger's SQLite engine (struct ledger_engine ledger_engine_sqlite): a
+ * connection and its settings, SQLite's errors turned into a negative errno and a message,
+ * the statement primitives under ledger-stmt.c, transactions and group commits, and the watch
+ * on the WAL files.
  *
  * Promises:
  * - Every transition is one transaction started with BEGIN IMMEDIATE (ledger_tx_begin()) and
@@ -29,8 +30,6 @@
 #include "shared/time-util.h"
 
 #define LEDGER_BUSY_TIMEOUT_MS 5000
-/* Longest error message or cancel reason stored; longer ones are cut at a UTF-8 boundary. */
-#define LEDGER_MESSAGE_MAX 4096
 
 /* Errors */
 
@@ -99,7 +98,7 @@ int ledger_sqlite_error(ledger *l, int rc)
 
 /* Statements */
 
-int ledger_exec(ledger *l, const char *sql)
+static int sqlite_exec(ledger *l, const char *sql)
 {
         char *m = NULL;
         int rc, r, saved_errno;
@@ -114,65 +113,23 @@ int ledger_exec(ledger *l, const char *sql)
         return r;
 }
 
-/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
-static int message_len(const char *s, size_t max)
+static int sqlite_bind_text(ledger *l, struct ledger_cursor *c, int i, const char *s, int len)
 {
-        size_t n = strlen(s);
+        int rc = s ? sqlite3_bind_text(c->sq, i, s, len, SQLITE_STATIC)
+                   : sqlite3_bind_null(c->sq, i);
 
-        if (n <= max)
-                return (int)n;
-        n = max;
-        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-                n--;
-        return (int)n;
+        return rc == SQLITE_OK ? 0 : ledger_sqlite_error(l, rc);
 }
 
-/* ledger_stmt_bind() with a va_list. */
-static int stmt_bindv(ledger *l, sqlite3_stmt *st, const char *types, va_list ap)
+static int sqlite_bind_int64(ledger *l, struct ledger_cursor *c, int i, int64_t v)
 {
-        int rc = SQLITE_OK;
+        int rc = sqlite3_bind_int64(c->sq, i, v);
 
-        assert(strlen(types) == (size_t)sqlite3_bind_parameter_count(st));
-        for (int i = 1; *types && rc == SQLITE_OK; types++, i++) {
-                switch (*types) {
-                case 't': {
-                        const char *s = va_arg(ap, const char *);
-                        rc = s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC)
-                               : sqlite3_bind_null(st, i);
-                        break;
-                }
-                case 'm': {
-                        const char *s = va_arg(ap, const char *);
-                        rc = sqlite3_bind_text(st, i, s, message_len(s, LEDGER_MESSAGE_MAX),
-                                               SQLITE_STATIC);
-                        break;
-                }
-                case 'i':
-                        rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
-                        break;
-                default:
-                        assert(!"bad ledger_stmt_bind type");
-                        rc = SQLITE_MISUSE;
-                }
-        }
-        if (rc != SQLITE_OK)
-                return ledger_sqlite_error(l, rc);
-        return 0;
-}
-
-int ledger_stmt_bind(ledger *l, sqlite3_stmt *st, const char *types, ...)
-{
-        va_list ap;
-        int r;
-
-        va_start(ap, types);
-        r = stmt_bindv(l, st, types, ap);
-        va_end(ap);
-        return r;
+        return rc == SQLITE_OK ? 0 : ledger_sqlite_error(l, rc);
 }
 
 /* Returns 1 for a row, 0 when done, or a negative errno. */
-int ledger_stmt_step(ledger *l, sqlite3_stmt *st)
+int ledger_sqlite_step(ledger *l, sqlite3_stmt *st)
 {
         int rc;
 
@@ -186,62 +143,49 @@ int ledger_stmt_step(ledger *l, sqlite3_stmt *st)
         return ledger_sqlite_error(l, rc);
 }
 
-/* Steps a statement that returns no rows. */
-int ledger_stmt_run(ledger *l, sqlite3_stmt *st)
+static int sqlite_step(ledger *l, struct ledger_cursor *c)
 {
-        int r = ledger_stmt_step(l, st);
-
-        if (r > 0)
-                return ledger_error(l, -EIO, "statement returned a row unexpectedly");
-        return r;
+        return ledger_sqlite_step(l, c->sq);
 }
 
-int ledger_bind_step(ledger *l, sqlite3_stmt *st, const char *types, ...)
+static int sqlite_changes(ledger *l, struct ledger_cursor *c)
 {
-        va_list ap;
-        int r;
-
-        va_start(ap, types);
-        r = stmt_bindv(l, st, types, ap);
-        va_end(ap);
-        if (r < 0)
-                return r;
-        return ledger_stmt_step(l, st);
+        return sqlite3_changes(l->db);
 }
 
-/* Takes statement id, binds ap, runs it (no rows) and resets it: the number of rows it
- * changed, or a negative errno. */
-static int stmt_execv(ledger *l, enum ledger_stmt id, const char *types, va_list ap)
+static int64_t sqlite_last_insert_id(ledger *l)
 {
-        _cleanup_stmt_reset_ sqlite3_stmt *st = ledger_stmt_get(l, id);
-        int r;
-
-        r = stmt_bindv(l, st, types, ap);
-        if (r >= 0)
-                r = ledger_stmt_run(l, st);
-        return r < 0 ? r : sqlite3_changes(l->db);
+        return sqlite3_last_insert_rowid(l->db);
 }
 
-int ledger_stmt_exec(ledger *l, enum ledger_stmt id, const char *types, ...)
+static int sqlite_nparams(const struct ledger_cursor *c)
 {
-        va_list ap;
-        int r;
-
-        va_start(ap, types);
-        r = stmt_execv(l, id, types, ap);
-        va_end(ap);
-        return r < 0 ? r : 0;
+        return sqlite3_bind_parameter_count(c->sq);
 }
 
-int ledger_stmt_changes(ledger *l, enum ledger_stmt id, const char *types, ...)
+static void sqlite_reset(struct ledger_cursor *c)
 {
-        va_list ap;
-        int r;
+        if (!c->sq)
+                return;
+        if (c->once) {
+                sqlite3_finalize(c->sq);
+                c->sq = NULL;
+                return;
+        }
+        sqlite3_reset(c->sq);
+        sqlite3_clear_bindings(c->sq);
+}
 
-        va_start(ap, types);
-        r = stmt_execv(l, id, types, ap);
-        va_end(ap);
-        return r;
+static int sqlite_prepare(ledger *l, const char *sql, struct ledger_cursor *ret)
+{
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return ledger_sqlite_error(l, rc);
+        *ret = (struct ledger_cursor){ .l = l, .sq = st, .once = true };
+        return 0;
 }
 
 /* Transactions */
@@ -334,13 +278,13 @@ static int savepoint_begin(ledger *l)
 {
         if (l->batch_error < 0)
                 return l->batch_error;
-        return ledger_exec(l, "SAVEPOINT tx");
+        return sqlite_exec(l, "SAVEPOINT tx");
 }
 
 static int savepoint_end(ledger *l, int r)
 {
         if (r >= 0) {
-                int k = ledger_exec(l, "RELEASE tx");
+                int k = sqlite_exec(l, "RELEASE tx");
                 if (k >= 0)
                         return r;
                 r = k;
@@ -353,20 +297,20 @@ static int savepoint_end(ledger *l, int r)
         return r;
 }
 
-int ledger_tx_begin_sync(ledger *l, bool flush)
+static int sqlite_tx_begin_sync(ledger *l, bool flush)
 {
         int r;
 
         if (l->batch)
                 return savepoint_begin(l);
         if (l->lazy_sync == flush) {
-                r = ledger_exec(l, flush ? "PRAGMA synchronous = FULL"
+                r = sqlite_exec(l, flush ? "PRAGMA synchronous = FULL"
                                          : "PRAGMA synchronous = NORMAL");
                 if (r < 0)
                         return r;
                 l->lazy_sync = !flush;
         }
-        r = ledger_exec(l, "BEGIN IMMEDIATE");
+        r = sqlite_exec(l, "BEGIN IMMEDIATE");
         if (r >= 0) {
                 l->in_write = true;
                 l->changes_at_begin = sqlite3_total_changes64(l->db);
@@ -379,13 +323,13 @@ int ledger_tx_begin_sync(ledger *l, bool flush)
  * an open group commit already provides one (the caller then must not call ledger_tx_end()), 0
  * when it began one for ledger_tx_end() to end.
  */
-int ledger_tx_begin_read(ledger *l)
+static int sqlite_tx_begin_read(ledger *l)
 {
         int r;
 
         if (l->batch)
                 return 1; /* the batch's transaction is one snapshot, with its own writes */
-        r = ledger_exec(l, "BEGIN");
+        r = sqlite_exec(l, "BEGIN");
         return r < 0 ? r : 0;
 }
 
@@ -394,7 +338,7 @@ int ledger_tx_begin_read(ledger *l)
  * the commit's error; rolls back when r < 0 or the commit failed. The one way out of every
  * transaction.
  */
-int ledger_tx_end(ledger *l, int r)
+static int sqlite_tx_end(ledger *l, int r)
 {
         bool wrote = l->in_write;
 
@@ -403,7 +347,7 @@ int ledger_tx_end(ledger *l, int r)
 
         l->in_write = false;
         if (r >= 0) {
-                int k = ledger_exec(l, "COMMIT");
+                int k = sqlite_exec(l, "COMMIT");
                 if (k >= 0) {
                         if (wrote)
                                 wal_commit_durable(l);
@@ -422,152 +366,6 @@ int ledger_tx_end(ledger *l, int r)
         /* SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...). */
         if (!sqlite3_get_autocommit(l->db))
                 (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-        return r;
-}
-
-int ledger_batch_begin(ledger *l)
-{
-        int r;
-
-        assert(l);
-        assert(!l->batch);
-        r = ledger_tx_begin(l);
-        if (r < 0)
-                return r;
-        l->batch = true;
-        l->batch_error = 0;
-        return 0;
-}
-
-int ledger_batch_commit(ledger *l)
-{
-        assert(l);
-        assert(l->batch);
-        l->batch = false;
-        /* The batch's own transaction, begun by ledger_batch_begin(): committed, or rolled
-         * back when a transition made SQLite abandon it. */
-        return ledger_tx_end(l, l->batch_error);
-}
-
-bool ledger_in_batch(const ledger *l)
-{
-        return l->batch;
-}
-
-/* Rows */
-
-/* Copies a text column; a NULL column gives NULL. */
-int ledger_column_strdup(ledger *l, sqlite3_stmt *st, int col, char **ret)
-{
-        const unsigned char *s;
-        char *p;
-
-        if (sqlite3_column_type(st, col) == SQLITE_NULL) {
-                *ret = NULL;
-                return 0;
-        }
-        s = sqlite3_column_text(st, col);
-        if (!s)
-                return ledger_error(l, -ENOMEM, "out of memory");
-        p = strdup((const char *)s);
-        if (!p)
-                return ledger_error(l, -ENOMEM, "out of memory");
-        *ret = p;
-        return 0;
-}
-
-int ledger_column_sha256(ledger *l, sqlite3_stmt *st, int col, char ret[static HASH_HEX_SIZE])
-{
-        const unsigned char *s = sqlite3_column_text(st, col);
-        int n = sqlite3_column_bytes(st, col);
-
-        if (!s || n >= HASH_HEX_SIZE)
-                return ledger_error(l, -EBADMSG, "bad sha256 in the ledger");
-        memcpy(ret, s, (size_t)n + 1);
-        return 0;
-}
-
-void ledger_column_recipe(sqlite3_stmt *st, int col, char ret[static VARIANT_RECIPE_SIZE])
-{
-        int n = sqlite3_column_bytes(st, col);
-
-        if (sqlite3_column_type(st, col) == SQLITE_TEXT && n < VARIANT_RECIPE_SIZE)
-                memcpy(ret, sqlite3_column_text(st, col), (size_t)n + 1);
-        else
-                ret[0] = '\0';
-}
-
-int ledger_column_state(ledger *l, sqlite3_stmt *st, int col, enum job_state *ret)
-{
-        int s = job_state_from_name((const char *)sqlite3_column_text(st, col));
-
-        if (s < 0)
-                return ledger_error(l, -EBADMSG, "unknown job state in the ledger");
-        *ret = s;
-        return 0;
-}
-
-/* Reads a row of JOB_COLUMNS into *ret (whose members are overwritten, not freed). */
-int ledger_read_job(ledger *l, sqlite3_stmt *st, struct job *ret)
-{
-        struct job j = {
-                .id = sqlite3_column_int64(st, 0),
-                .size = (uint64_t)sqlite3_column_int64(st, 6),
-                .mtime_ns = sqlite3_column_int64(st, 7),
-                .ino = (uint64_t)sqlite3_column_int64(st, 8),
-                .attempts = (unsigned)sqlite3_column_int64(st, 10),
-                .created_usec = sqlite3_column_int64(st, 11),
-                .updated_usec = sqlite3_column_int64(st, 12),
-                .next_at_usec = sqlite3_column_int64(st, 13),
-        };
-        int r;
-
-        r = ledger_column_strdup(l, st, 1, &j.watch);
-        if (r < 0)
-                goto fail;
-        r = ledger_column_strdup(l, st, 2, &j.source_path);
-        if (r < 0)
-                goto fail;
-        r = ledger_column_strdup(l, st, 3, &j.output_key);
-        if (r < 0)
-                goto fail;
-        r = ledger_column_strdup(l, st, 4, &j.pipeline);
-        if (r < 0)
-                goto fail;
-        r = ledger_column_sha256(l, st, 5, j.sha256);
-        if (r < 0)
-                goto fail;
-        j.degraded = sqlite3_column_int(st, 15) != 0;
-        r = ledger_column_strdup(l, st, 16, &j.info);
-        if (r < 0)
-                goto fail;
-        j.priority = (enum job_priority)sqlite3_column_int(st, 17);
-        r = ledger_column_strdup(l, st, 18, &j.redo);
-        if (r < 0)
-                goto fail;
-        if (sqlite3_column_type(st, 19) != SQLITE_NULL) {
-                r = job_kind_from_name((const char *)sqlite3_column_text(st, 19));
-                if (r <= 0) {
-                        r = ledger_error(l, -EBADMSG, "job %" PRId64 " has an unknown kind", j.id);
-                        goto fail;
-                }
-                j.kind = (enum job_kind)r;
-        }
-        j.origin = sqlite3_column_int64(st, 20);
-        r = ledger_column_state(l, st, 9, &j.state);
-        if (r < 0)
-                goto fail;
-        r = ledger_column_strdup(l, st, 14, &j.last_error);
-        if (r < 0)
-                goto fail;
-        if (!j.watch || !j.source_path || !j.output_key || !j.pipeline) {
-                r = ledger_error(l, -EBADMSG, "job %" PRId64 " has a NULL column", j.id);
-                goto fail;
-        }
-        *ret = j;
-        return 0;
-fail:
-        job_clear(&j);
         return r;
 }
 
@@ -598,7 +396,7 @@ int ledger_configure(ledger *l)
         rc = sqlite3_prepare_v2(l->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
-        r = ledger_stmt_step(l, st);
+        r = ledger_sqlite_step(l, st);
         if (r < 0)
                 return r;
         mode = (const char *)sqlite3_column_text(st, 0);
@@ -612,11 +410,11 @@ int ledger_configure(ledger *l)
          * the crash-safety promise needs (NORMAL may lose the last commits); the cost is one
          * fsync of the WAL per commit.
          */
-        r = ledger_exec(l, "PRAGMA synchronous = FULL");
+        r = sqlite_exec(l, "PRAGMA synchronous = FULL");
         if (r < 0)
                 return r;
         l->lazy_sync = false;
-        return ledger_exec(l, "PRAGMA foreign_keys = ON");
+        return sqlite_exec(l, "PRAGMA foreign_keys = ON");
 }
 
 /* Finalizes the statements and closes the connection; returns SQLite's rc of the close. */
@@ -634,3 +432,23 @@ int ledger_close_db(ledger *l)
         l->db = NULL;
         return rc;
 }
+
+const struct ledger_engine ledger_engine_sqlite = {
+        .name = "sqlite",
+        .param = '?',
+        .bind_text = sqlite_bind_text,
+        .bind_int64 = sqlite_bind_int64,
+        .step = sqlite_step,
+        .changes = sqlite_changes,
+        .last_insert_id = sqlite_last_insert_id,
+        .nparams = sqlite_nparams,
+        .reset = sqlite_reset,
+        .prepare = sqlite_prepare,
+        .exec = sqlite_exec,
+        .tx_begin_sync = sqlite_tx_begin_sync,
+        .tx_begin_read = sqlite_tx_begin_read,
+        .tx_end = sqlite_tx_end,
+        .check_files = ledger_sqlite_check_files,
+        .integrity_check = ledger_sqlite_integrity_check,
+        .close = ledger_sqlite_close,
+};

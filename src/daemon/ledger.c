@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "daemon/ledger-private.h"
 #include "shared/string-table.h"
@@ -130,4 +131,100 @@ const char *ledger_write_failure(const ledger *l, int64_t *ret_since_usec)
         if (ret_since_usec)
                 *ret_since_usec = l->write_failed_since_usec;
         return l->write_failure;
+}
+
+int ledger_message_len(const char *s, size_t max)
+{
+        size_t n = strlen(s);
+
+        if (n <= max)
+                return (int)n;
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+                n--;
+        return (int)n;
+}
+
+/* Engines */
+
+static const char *const ledger_engine_kind_table[_LEDGER_ENGINE_MAX] = {
+        [LEDGER_ENGINE_SQLITE] = "sqlite",
+        [LEDGER_ENGINE_POSTGRESQL] = "postgresql",
+};
+
+DEFINE_STRING_TABLE_LOOKUP(ledger_engine_kind, enum ledger_engine_kind, NULL)
+
+const char *ledger_engine_name(const ledger *l)
+{
+        return l->engine->name;
+}
+
+const char *ledger_name(const ledger *l)
+{
+        return l->path;
+}
+
+int ledger_open(const char *path, ledger **ret, char **ret_error)
+{
+        return ledger_sqlite_open(path, ret, ret_error);
+}
+
+int ledger_open_params(const struct ledger_params *p, ledger **ret, char **ret_error)
+{
+        assert(p);
+
+        switch (p->engine) {
+        case LEDGER_ENGINE_SQLITE:
+                assert(p->path);
+                return ledger_sqlite_open(p->path, ret, ret_error);
+        case LEDGER_ENGINE_POSTGRESQL:
+                assert(p->conninfo);
+                return ledger_pg_open(p->conninfo, ret, ret_error);
+        default:
+                return -EINVAL;
+        }
+}
+
+/* Frees l and what every engine keeps in it, after the engine's close. */
+static ledger *ledger_dispose(ledger *l)
+{
+        free(l->closed_path);
+        free(l->wal_path);
+        free(l->shm_path);
+        free(l->path);
+        free(l);
+        return NULL;
+}
+
+ledger *ledger_free(ledger *l)
+{
+        if (!l)
+                return NULL;
+        (void)l->engine->close(l, false);
+        return ledger_dispose(l);
+}
+
+int ledger_close(ledger *l, char **ret_error)
+{
+        int r;
+
+        if (!l)
+                return 0;
+        r = l->engine->close(l, true);
+        if (r < 0 && ret_error && asprintf(ret_error, "%s: %s", l->path, l->errmsg) < 0)
+                *ret_error = NULL;
+        ledger_dispose(l);
+        return r;
+}
+
+int ledger_check_files(ledger *l)
+{
+        assert(l);
+        return l->engine->check_files ? l->engine->check_files(l) : 0;
+}
+
+int ledger_integrity_check(ledger *l)
+{
+        assert(l);
+        return l->engine->integrity_check(l);
 }

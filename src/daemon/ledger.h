@@ -2,8 +2,24 @@
 /*
  * ledger.h - the durable job ledger: every job, its outputs and its error history. This is
  * the ledger's contract (its states, checkpoints, recovery and transactions), which every
- * engine implements; the engine today is SQLite, one database (WAL, synchronous=FULL) at
- * <state_dir>/imgd.db (ledger-private.h says how the files of the ledger divide the work).
+ * engine implements, tested by one suite (tests/unit/test-ledger-*.c run on both):
+ *
+ *   SQLite      one database (WAL, synchronous=FULL) at <state_dir>/imgd.db; the default
+ *   PostgreSQL  a database (or a schema of one) that libpq's connection string names
+ *               (ledger = { engine = "postgresql"; conninfo = "..."; }), which several imgd
+ *               nodes may share: claims take rows with FOR UPDATE SKIP LOCKED
+ *
+ * (ledger-private.h says how the files of the ledger divide the work.) Where the engines
+ * differ, each function says so; in short, on PostgreSQL:
+ * - the database's clock decides lease expiry: ledger_claim() records the lease as the
+ *   database's now plus lease_usec, and ledger_list_expired() compares with the database's
+ *   now (the caller's now_usec is not used there); every other time (created, updated,
+ *   next_at, finished, errors) is the caller's now_usec, as on SQLite;
+ * - there is no file to check at open or close (no PRAGMA quick_check, no clean-stop record,
+ *   no WAL files: ledger_check_files() has nothing to do), and ledger_integrity_check()
+ *   compares the kept counts with the table only (the server checks its own pages);
+ * - the claim's commit is not waited for (synchronous_commit = off for that transaction):
+ *   the same promise as SQLite's unflushed claim.
  *
  * A job is one (source path, content SHA-256). Its states and the function that performs
  * each transition:
@@ -47,13 +63,14 @@
  * or altered, hands them back with ledger_release(). fail, release and cancel forget staged
  * outputs.
  *
- * Every transition is one transaction (SQLite: BEGIN IMMEDIATE). A job is only `done` once
+ * Every transition is one transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the job's row
+ * locked with FOR UPDATE before it is read and changed). A job is only `done` once
  * all of its outputs are published; its output rows are committed with it.
  * queued, running and retry are "active"; done, dead and cancelled are "finished".
  *
  * Every function returns 0 (or a documented positive value) on success, or a negative errno;
- * after a failure ledger_errmsg() says what the engine (SQLite) reported. Functions leave the
- * ledger unchanged on failure.
+ * after a failure ledger_errmsg() says what the engine (SQLite, PostgreSQL) reported.
+ * Functions leave the ledger unchanged on failure.
  */
 #pragma once
 
@@ -141,9 +158,10 @@ struct job {
         bool degraded;        /* rendered below full quality */
         char *info;           /* JSON the render reported (placeholder, warnings); NULL if none */
         enum job_priority priority;
-        char *redo; /* NULL: every variant; else the JSON list of the variants to render (a
-                     * reconciliation job: the source's other outputs are carried over), or
-                     * for JOB_DROP to remove */
+        char *redo;    /* NULL: every variant; else the JSON list of the variants to render (a
+                        * reconciliation job: the source's other outputs are carried over), or
+                        * for JOB_DROP to remove */
+        int64_t fence; /* the fencing token of the job's latest claim (see ledger_claim()) */
         enum job_kind kind;
         int64_t origin; /* the done job a retract, drop or move job works from; 0: none */
 };
@@ -181,8 +199,41 @@ void job_outputs_free(struct job_output *v, size_t n);
 void job_clear(struct job *j); /* frees the members of an embedded struct job */
 struct job_detail *job_detail_free(struct job_detail *d);
 
+/* The engines. */
+enum ledger_engine_kind {
+        LEDGER_ENGINE_SQLITE,
+        LEDGER_ENGINE_POSTGRESQL,
+        _LEDGER_ENGINE_MAX,
+};
+const char *ledger_engine_kind_name(enum ledger_engine_kind e);
+int ledger_engine_kind_from_name(const char *name); /* enum value, or -EINVAL */
+
+/* Which ledger to open. */
+struct ledger_params {
+        enum ledger_engine_kind engine;
+        const char *path;     /* SQLite: the database file */
+        const char *conninfo; /* PostgreSQL: libpq's connection string (keywords or a URI) and
+                               * its environment (PGHOST, PGPASSFILE, ...) */
+};
+
 /*
- * Opens (creating or migrating) the ledger at `path`, checks it with PRAGMA quick_check
+ * Opens the ledger p describes: ledger_open() for SQLite; for PostgreSQL it connects, creates
+ * or migrates imgd's schema in the connection's schema (the first of its search_path), and
+ * refuses a schema newer than it knows (-EPROTONOSUPPORT) or a schema that holds other
+ * tables but not imgd's (-EMEDIUMTYPE). Returns 0 and *ret, or a negative errno and a message
+ * in *ret_error (owned by the caller) that never holds a password.
+ */
+int ledger_open_params(const struct ledger_params *p, ledger **ret, char **ret_error);
+
+/* The name of l's engine ("sqlite", "postgresql"). */
+const char *ledger_engine_name(const ledger *l);
+
+/* What l is, for messages: SQLite's file, or PostgreSQL's postgresql://USER@HOST:PORT/DB
+ * (never a password). */
+const char *ledger_name(const ledger *l);
+
+/*
+ * Opens (creating or migrating) the SQLite ledger at `path`, checks it with PRAGMA quick_check
  * before writing anything: the whole file, unless ledger_close() recorded a clean stop of
  * the file exactly as it is now (then the schema only; small ledgers are always checked in
  * full). A corrupt database is -EBADMSG with a message that names the file and how to
@@ -191,11 +242,12 @@ struct job_detail *job_detail_free(struct job_detail *d);
  */
 int ledger_open(const char *path, ledger **ret, char **ret_error);
 
-/* What ledger_open() checked and why, as a phrase for the log. */
+/* What ledger_open() checked and why, as a phrase for the log (PostgreSQL: the server and
+ * the schema's version). */
 const char *ledger_open_check(const ledger *l);
 
 /*
- * Closes l and frees it (in every case), then records the clean stop in <path>.closed so
+ * Closes l and frees it (in every case); SQLite: then records the clean stop in <path>.closed so
  * that the next ledger_open() need not check the whole file. Returns 0, or a negative errno
  * and a message in *ret_error (owned by the caller; may be NULL) when no record was made
  * (the close failed, SQLite reported corruption meanwhile, another program holds the file
@@ -207,7 +259,7 @@ int ledger_close(ledger *l, char **ret_error);
 ledger *ledger_free(ledger *l);
 
 /*
- * Checks that the WAL (<path>-wal) and the WAL index (<path>-shm) at their paths are the
+ * SQLite: checks that the WAL (<path>-wal) and the WAL index (<path>-shm) at their paths are the
  * files the connection uses; to be called every few seconds, outside transactions and read
  * batches. A WAL removed from under the connection holds commits that would be lost with the
  * next crash (SQLite keeps writing to the unlinked file): it is checkpointed into the database
@@ -217,7 +269,8 @@ ledger *ledger_free(ledger *l);
  * durable, only other programs reading the file are affected, until a restart. Returns 0
  * when nothing was found, else the bits LEDGER_WAL_RESTORED and LEDGER_SHM_LOST (each
  * reported once) with a message naming the files in ledger_errmsg(); or a negative errno
- * and the message when the WAL's content could not be saved.
+ * and the message when the WAL's content could not be saved. PostgreSQL: returns 0 (the
+ * server keeps its own files).
  */
 #define LEDGER_WAL_RESTORED 1
 #define LEDGER_SHM_LOST 2
@@ -263,7 +316,16 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
  * attempts += 1, a lease of `lease_usec` is recorded for `owner`, all in one transaction.
  * Returns 1 and the job in *ret (owned by the caller), or 0 when none is claimable. The one
  * transition not flushed to disk before it returns: a power cut (not a crash) may undo it,
- * leaving the job queued.
+ * leaving the job queued. PostgreSQL: the job's row is taken with FOR UPDATE SKIP LOCKED (a
+ * job another node is claiming is passed over) and the lease ends lease_usec after the
+ * database's now; the caller's now_usec decides next_at and is recorded as updated.
+ */
+/*
+ * Fencing: every claim gives the job a new token (job.fence, larger than the one before). The
+ * transitions of a running job made for that claim (ledger_stage(), ledger_complete(),
+ * ledger_fail(), ledger_release(), ledger_hold()) name it, and are refused with -ESTALE when
+ * the job was claimed again since (a lease taken over, a job recovered and claimed anew), so a
+ * worker that lost its claim can never stage, publish or finish the job under the new one.
  */
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
                  enum job_priority max_priority, struct job **ret);
@@ -276,17 +338,18 @@ int ledger_next_due(ledger *l, int64_t *ret_usec);
  * Checkpoint "verified": records the job's outputs (with their tmp_path) as staged, whether
  * they were rendered degraded (below full quality; claims reset the mark), and `info` (JSON
  * text, may be NULL); the job stays running. Replaces outputs staged earlier. -ESTALE if
- * the job is not running.
+ * the job is not running or fence is not its claim's.
  */
-int ledger_stage(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs, bool degraded,
-                 const char *info, int64_t now_usec);
+int ledger_stage(ledger *l, int64_t id, int64_t fence, const struct job_output *outs, size_t n_outs,
+                 bool degraded, const char *info, int64_t now_usec);
 
 /*
  * running -> done, in one transaction. With n_outs == 0 the staged outputs become the
- * published ones; otherwise outs replace them. -ESTALE if the job is not running.
+ * published ones; otherwise outs replace them. -ESTALE if the job is not running or fence is not
+ * its claim's.
  */
-int ledger_complete(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                    int64_t now_usec);
+int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                    size_t n_outs, int64_t now_usec);
 
 /*
  * done -> queued for up to `limit` degraded jobs that are still their source's newest
@@ -311,21 +374,24 @@ int ledger_prune(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch
 /* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
 int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
 
-/* Ids of running jobs, not verified, whose lease expired before now (owned by the caller). */
+/* Ids of running jobs, not verified, whose lease expired before now (owned by the caller).
+ * PostgreSQL: before the database's now; now_usec is not used. */
 int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *ret_n);
 
 /*
  * running -> retry (retry = true; claimable from next_at_us) or dead. The error is recorded
- * as last_error and appended to the job's error history. -ESTALE if the job is not running.
+ * as last_error and appended to the job's error history. -ESTALE if the job is not running or
+ * fence is not its claim's.
  */
-int ledger_fail(ledger *l, int64_t id, const char *error, bool retry, int64_t next_at_usec,
-                int64_t now_usec);
+int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                int64_t next_at_usec, int64_t now_usec);
 
 /*
  * running -> queued without consuming an attempt (the attempt counter is decremented): for
- * work handed back unfinished, e.g. at shutdown or when the failure was not the job's.
+ * work handed back unfinished, e.g. at shutdown or when the failure was not the job's. -ESTALE
+ * if the job is not running or fence is not its claim's.
  */
-int ledger_release(ledger *l, int64_t id, int64_t next_at_usec, int64_t now_usec);
+int ledger_release(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec, int64_t now_usec);
 
 /* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
 int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec);
@@ -342,9 +408,10 @@ int ledger_retry(ledger *l, int64_t id, int64_t now_usec);
 /*
  * running -> queued and held, without consuming an attempt (as ledger_release()), `reason`
  * recorded as last_error: for a job that cannot run in the configuration as it is (its watch
- * was removed), to be woken when the configuration changes. -ESTALE if the job is not running.
+ * was removed), to be woken when the configuration changes. -ESTALE if the job is not running
+ * or fence is not its claim's.
  */
-int ledger_hold(ledger *l, int64_t id, const char *reason, int64_t now_usec);
+int ledger_hold(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec);
 
 /* Makes every held job claimable from now_usec. Returns how many were held. */
 int ledger_unhold(ledger *l, int64_t now_usec);
@@ -484,15 +551,15 @@ int ledger_origin(ledger *l, int64_t id, struct job_detail **ret);
  * retraction; the kept ones for a drop; for a move, at their new names). A drop or move takes
  * its origin's degraded mark and `info` (what its render reported); a move's old path gets a
  * done retraction unless newer jobs came for it meanwhile (nothing of it is published any
- * more). -ESTALE if the job is not running.
+ * more). -ESTALE if the job is not running under the claim of `fence`.
  */
-int ledger_complete_retract(ledger *l, int64_t id, const struct job_output *outs, size_t n_outs,
-                            int64_t now_usec);
+int ledger_complete_retract(ledger *l, int64_t id, int64_t fence, const struct job_output *outs,
+                            size_t n_outs, int64_t now_usec);
 
 /* A move job whose outputs cannot be moved (missing, altered) becomes a render of its source
  * (running -> queued, no attempt used), and the old path's published outputs are queued for
- * retraction. -ESTALE if the job is not a running move. */
-int ledger_move_to_render(ledger *l, int64_t id, int64_t now_usec);
+ * retraction. -ESTALE if the job is not a running move under the claim of `fence`. */
+int ledger_move_to_render(ledger *l, int64_t id, int64_t fence, int64_t now_usec);
 
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
@@ -511,8 +578,9 @@ int ledger_list(ledger *l, const struct ledger_filter *f, struct job **ret, size
 /* Returns 1 and the job with its outputs and errors, or 0 if no job has that id. */
 int ledger_get(ledger *l, int64_t id, struct job_detail **ret);
 
-/* Runs PRAGMA integrity_check and compares the kept counts by state with a count of the
- * jobs; returns 0 if both agree, -EBADMSG otherwise. Reads the whole file. */
+/* SQLite: runs PRAGMA integrity_check and compares the kept counts by state with a count of
+ * the jobs; returns 0 if both agree, -EBADMSG otherwise. Reads the whole file. PostgreSQL:
+ * compares the counts only. */
 int ledger_integrity_check(ledger *l);
 
 #include "shared/macro.h"

@@ -421,6 +421,11 @@ static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata)
  * Jobs held because their watch was gone are tried again under the configuration loaded now
  * (at start or reload); they are held again at their claim if it is still gone.
  */
+static bool streq_ptr(const char *a, const char *b)
+{
+        return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 static void wake_held(ledger *l)
 {
         int r = ledger_unhold(l, wall_usec());
@@ -495,6 +500,10 @@ static int reload(struct daemon *d, char **ret_error)
         if (strcmp(next->socket, d->config->socket) != 0 ||
             strcmp(next->state_dir, d->config->state_dir) != 0)
                 log_warning("reload: socket and state_dir changes take effect at the next start");
+        if (next->ledger.engine != d->config->ledger.engine ||
+            !streq_ptr(next->ledger.conninfo, d->config->ledger.conninfo) ||
+            !streq_ptr(next->ledger.node, d->config->ledger.node))
+                log_warning("reload: ledger changes take effect at the next start");
         if (!next->http.listen != !d->config->http.listen ||
             (next->http.listen && strcmp(next->http.listen, d->config->http.listen) != 0))
                 log_warning("reload: an http.listen change takes effect at the next start");
@@ -644,9 +653,30 @@ static int take_locks(struct daemon *d)
         return take_lock(socket, what, &d->socket_lock);
 }
 
+/*
+ * Opens the ledger the configuration names: SQLite's STATE_DIR/imgd.db, or the PostgreSQL
+ * database of ledger.conninfo. Returns 0 and *ret, or a negative errno and a message in
+ * *ret_error (never with a password: see ledger_open_params()).
+ */
+static int open_ledger(const struct config *c, ledger **ret, char **ret_error)
+{
+        _cleanup_free_ char *db = NULL;
+        struct ledger_params p = { .engine = LEDGER_ENGINE_SQLITE };
+
+        if (c->ledger.engine == CONFIG_LEDGER_POSTGRESQL) {
+                p.engine = LEDGER_ENGINE_POSTGRESQL;
+                p.conninfo = c->ledger.conninfo;
+        } else {
+                if (asprintf(&db, "%s/imgd.db", c->state_dir) < 0)
+                        return -ENOMEM;
+                p.path = db;
+        }
+        return ledger_open_params(&p, ret, ret_error);
+}
+
 static int run(struct daemon *d)
 {
-        _cleanup_free_ char *db = NULL, *error = NULL, *worker_path = NULL;
+        _cleanup_free_ char *error = NULL, *worker_path = NULL;
         struct recover_stats rs;
         sd_event *e = NULL;
         sigset_t mask;
@@ -678,19 +708,16 @@ static int run(struct daemon *d)
         (void)sd_event_add_signal(e, NULL, SIGINT, on_signal, d);
         (void)sd_event_add_signal(e, NULL, SIGHUP, on_signal, d);
 
-        if (asprintf(&db, "%s/imgd.db", d->config->state_dir) < 0) {
-                r = -ENOMEM;
-                goto out;
-        }
-        r = ledger_open(db, &d->ledger, &error);
+        r = open_ledger(d->config, &d->ledger, &error);
         if (r < 0) {
-                log_error("%s", error ?: db);
+                log_error("%s", error ?: "ledger: cannot open");
                 /* The environment's fault, as a configuration's is: restarting cannot help. */
-                if (r == -EROFS || r == -EACCES || r == -EPERM)
+                if (r == -EROFS || r == -EACCES || r == -EPERM || r == -EPROTONOSUPPORT ||
+                    r == -EMEDIUMTYPE)
                         d->exit_status = EX_CONFIG;
                 goto out;
         }
-        log_info("ledger %s: %s", db, ledger_open_check(d->ledger));
+        log_info("ledger %s: %s", ledger_name(d->ledger), ledger_open_check(d->ledger));
         r = recover_run(d->ledger, d->config, wall_usec(), &rs);
         if (r < 0)
                 goto out;
@@ -882,6 +909,21 @@ int main(int argc, char **argv)
                 return r < 0 ? 1 : 0;
         }
         if (check_only) {
+                /* A database ledger is checked where it is: reached, and of a schema this imgd
+                 * reads (created or migrated if need be, as at start). */
+                if (d.config->ledger.engine == CONFIG_LEDGER_POSTGRESQL) {
+                        ledger *l = NULL;
+
+                        r = open_ledger(d.config, &l, &error);
+                        if (r < 0) {
+                                log_error("%s: ledger: %s", d.config->file, error ?: strerror(-r));
+                                config_free(d.config);
+                                return 1;
+                        }
+                        printf("%s: ledger %s: %s\n", d.config->file, ledger_name(l),
+                               ledger_open_check(l));
+                        ledger_free(l);
+                }
                 printf("%s: configuration OK (%zu watch(es), %zu pipeline(s), %u worker(s))\n",
                        d.config->file, d.config->n_watches, d.config->n_pipelines,
                        d.config->workers);

@@ -151,7 +151,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
                                   failed ? failed : "manifest");
                 goto redo;
         }
-        r = ledger_complete(l, id, NULL, 0, now_usec);
+        r = ledger_complete(l, id, d->job.fence, NULL, 0, now_usec);
         if (r >= 0) {
                 log_job(LOG_INFO, LOG_JOB_DONE, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: published from staging after restart", id,
@@ -162,7 +162,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
 
 redo:
         unlink_staged(d);
-        r = ledger_release(l, id, now_usec, now_usec);
+        r = ledger_release(l, id, d->job.fence, now_usec, now_usec);
 out:
         for (size_t i = 0; i < n_tmps; i++) {
                 tmps[i].final_path = NULL; /* borrowed from d */

@@ -352,7 +352,7 @@ int retract_run(ledger *l, const struct job *job, int64_t now_usec, struct retra
                 goto out;
         }
         fault_point("retract.before_complete");
-        r = ledger_complete_retract(l, job->id, res.outputs, res.n_outputs, now_usec);
+        r = ledger_complete_retract(l, job->id, job->fence, res.outputs, res.n_outputs, now_usec);
         if (r < 0) {
                 r = fail(ret_error, r, "ledger: complete job %" PRId64 ": %s", job->id,
                          ledger_errmsg(l));
@@ -373,7 +373,7 @@ render:
                 r = fail(ret_error, r, "fsync %s: %s", failed_dir, strerror(-r));
                 goto out;
         }
-        r = ledger_move_to_render(l, job->id, now_usec);
+        r = ledger_move_to_render(l, job->id, job->fence, now_usec);
         if (r < 0) {
                 r = fail(ret_error, r, "ledger: job %" PRId64 ": render instead of moving: %s",
                          job->id, ledger_errmsg(l));

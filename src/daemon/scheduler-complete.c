@@ -75,7 +75,7 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
                 log_job(LOG_ERR, LOG_JOB_DEAD, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: %s", job->id, job->source_path, error);
         }
-        r = ledger_fail(s->ledger, job->id, msg ?: error, retry, next, now);
+        r = ledger_fail(s->ledger, job->id, job->fence, msg ?: error, retry, next, now);
         if (r < 0) {
                 /* Unrecorded, the attempt is given back: the job is handed back (as soon as
                  * the ledger can write) rather than left running until its lease expires. */
@@ -83,7 +83,7 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
                                 "ledger: record failure of job %" PRId64 ": %s; handing it "
                                 "back without using an attempt",
                                 job->id, ledger_errmsg(s->ledger));
-                scheduler_hand_back(s, job->id, next - now);
+                scheduler_hand_back(s, job->id, job->fence, next - now);
                 return;
         }
         metrics_job_failed(s->metrics, permanent ? "permanent" : "transient");
@@ -145,7 +145,7 @@ void scheduler_job_blocked(scheduler *s, const struct job *job, const char *erro
         log_job(LOG_ERR, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
                 "job %" PRId64 " %s: %s; no attempt used, trying again in %.1f s", job->id,
                 job->source_path, error, (double)delay_usec / (double)USEC_PER_SEC);
-        scheduler_hand_back(s, job->id, (int64_t)delay_usec);
+        scheduler_hand_back(s, job->id, job->fence, (int64_t)delay_usec);
         metrics_job_failed(s->metrics, "environmental");
         scheduler_breaker_note(s, BREAKER_OUTPUT_FAILURE, error);
 }
@@ -268,8 +268,8 @@ static int step_stage(scheduler *s, struct running *run, bool alone)
 
         if (run->info && json_object_size(run->info) > 0)
                 info_text = json_dumps(run->info, JSON_COMPACT);
-        r = ledger_stage(s->ledger, job->id, run->rows, run->n, run->degraded, info_text,
-                         wall_usec());
+        r = ledger_stage(s->ledger, job->id, job->fence, run->rows, run->n, run->degraded,
+                         info_text, wall_usec());
         if (r < 0 && alone) {
                 snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
                 scheduler_job_blocked(s, job, why);
@@ -280,7 +280,7 @@ static int step_stage(scheduler *s, struct running *run, bool alone)
 /* Done: recorded once every file and directory of the job is durable. */
 static int step_complete(scheduler *s, struct running *run, bool alone)
 {
-        int r = ledger_complete(s->ledger, run->job->id, NULL, 0, wall_usec());
+        int r = ledger_complete(s->ledger, run->job->id, run->job->fence, NULL, 0, wall_usec());
 
         if (r < 0 && alone) {
                 /* Published: the completion is recorded once the ledger can write (the
@@ -294,6 +294,7 @@ static int step_complete(scheduler *s, struct running *run, bool alone)
                                 run->job->id, ledger_errmsg(s->ledger));
                 if (h) {
                         h->id = run->job->id;
+                        h->fence = run->job->fence;
                         h->done = TAKE_PTR(run->job);
                         scheduler_handback_keep(s, h);
                 }

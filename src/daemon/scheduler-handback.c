@@ -26,8 +26,9 @@ static int on_handback_timer(sd_event_source *es, uint64_t usec, void *userdata)
 
         for (struct handback **p = &s->handbacks; *p;) {
                 struct handback *h = *p;
-                int r = h->done ? ledger_complete(s->ledger, h->id, NULL, 0, now)
-                                : ledger_release(s->ledger, h->id, now + h->delay_usec, now);
+                int r = h->done ? ledger_complete(s->ledger, h->id, h->fence, NULL, 0, now)
+                                : ledger_release(s->ledger, h->id, h->fence, now + h->delay_usec,
+                                                 now);
 
                 /* -ESTALE: not running any more (a reset of the ledger); nothing to hand back. */
                 if (r < 0 && r != -ESTALE) {
@@ -77,11 +78,11 @@ void scheduler_handback_keep(scheduler *s, struct handback *h)
         }
 }
 
-void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_usec)
+void scheduler_hand_back(scheduler *s, int64_t id, int64_t fence, int64_t delay_usec)
 {
         int64_t now = wall_usec();
         struct handback *h;
-        int r = ledger_release(s->ledger, id, now + delay_usec, now);
+        int r = ledger_release(s->ledger, id, fence, now + delay_usec, now);
 
         if (r >= 0 || r == -ESTALE)
                 return;
@@ -91,7 +92,7 @@ void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_usec)
                                 ledger_errmsg(s->ledger));
                 return;
         }
-        *h = (struct handback){ .id = id, .delay_usec = delay_usec };
+        *h = (struct handback){ .id = id, .fence = fence, .delay_usec = delay_usec };
         scheduler_handback_keep(s, h);
         log_error_errno(r, "ledger: hand back job %" PRId64 ": %s; trying again in %.0f s", id,
                         ledger_errmsg(s->ledger),
@@ -104,7 +105,7 @@ void scheduler_handback_all(scheduler *s, int64_t now)
         while (s->running) {
                 struct running *run = s->running;
                 s->running = run->next;
-                (void)ledger_release(s->ledger, run->job->id, now, now);
+                (void)ledger_release(s->ledger, run->job->id, run->job->fence, now, now);
                 scheduler_running_free(run);
         }
         /* Hand-backs that failed: once more (if not, the next start requeues them). */
@@ -112,9 +113,9 @@ void scheduler_handback_all(scheduler *s, int64_t now)
                 struct handback *h = s->handbacks;
                 s->handbacks = h->next;
                 if (h->done)
-                        (void)ledger_complete(s->ledger, h->id, NULL, 0, now);
+                        (void)ledger_complete(s->ledger, h->id, h->fence, NULL, 0, now);
                 else
-                        (void)ledger_release(s->ledger, h->id, now, now);
+                        (void)ledger_release(s->ledger, h->id, h->fence, now, now);
                 job_free(h->done);
                 free(h);
         }

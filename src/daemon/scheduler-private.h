@@ -63,6 +63,7 @@ struct running {
  */
 struct handback {
         int64_t id;
+        int64_t fence;      /* the claim's fencing token (ledger_claim()) */
         int64_t delay_usec; /* claimable this long after the hand-back */
         struct job *done;   /* the job to complete (owned), or NULL to hand back */
         struct handback *next;
@@ -153,9 +154,10 @@ json_t *scheduler_output_json(const struct job_output *o);
 void scheduler_completed_late(scheduler *s, const struct job *job);
 
 /* scheduler-handback.c */
-/* Hands job `id` back to the ledger (running -> queued without using an attempt), claimable
+/* Hands job `id` (of the claim `fence`) back to the ledger (running -> queued without using
+ * an attempt), claimable
  * delay_usec from now; kept and tried again with a backoff if the ledger cannot record it. */
-void scheduler_hand_back(scheduler *s, int64_t id, int64_t delay_usec);
+void scheduler_hand_back(scheduler *s, int64_t id, int64_t fence, int64_t delay_usec);
 /* Keeps h (a failed hand-back or completion, owned from now on) for a retry. */
 void scheduler_handback_keep(scheduler *s, struct handback *h);
 /* At stop: every running job handed back (claimable at `now`), every kept hand-back or

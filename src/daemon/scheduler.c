@@ -121,7 +121,7 @@ static int start_job(scheduler *s, struct job *job_in)
                                  wc->pipeline_name, job->watch, job->id);
                 log_job(LOG_WARNING, LOG_JOB_RELEASED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: %s", job->id, job->source_path, why);
-                r = ledger_hold(s->ledger, job->id, why, wall_usec());
+                r = ledger_hold(s->ledger, job->id, job->fence, why, wall_usec());
                 return r < 0 ? log_error_errno(r, "ledger: hold job %" PRId64 ": %s", job->id,
                                                ledger_errmsg(s->ledger))
                              : 0;
@@ -142,7 +142,8 @@ static int start_job(scheduler *s, struct job *job_in)
                         free(pipeline);
                         log_error_errno(r, "ledger: job %" PRId64 ": record its new output %s: %s",
                                         job->id, key, ledger_errmsg(s->ledger));
-                        (void)ledger_release(s->ledger, job->id, now + (int64_t)USEC_PER_SEC, now);
+                        (void)ledger_release(s->ledger, job->id, job->fence,
+                                             now + (int64_t)USEC_PER_SEC, now);
                         return r;
                 }
                 log_info("job %" PRId64 " %s: configuration changed since intake: pipeline '%s', "
@@ -288,7 +289,7 @@ static int start_job(scheduler *s, struct job *job_in)
                         log_error_errno(r, "job %" PRId64 ": the outputs it carries over: %s",
                                         job->id, ledger_errmsg(s->ledger));
                         scheduler_running_free(run);
-                        scheduler_hand_back(s, job->id, USEC_PER_SEC);
+                        scheduler_hand_back(s, job->id, job->fence, USEC_PER_SEC);
                         return r;
                 }
         }
@@ -300,7 +301,7 @@ static int start_job(scheduler *s, struct job *job_in)
         if (r < 0) {
                 scheduler_running_free(run);
                 log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);
-                scheduler_hand_back(s, job->id, USEC_PER_SEC);
+                scheduler_hand_back(s, job->id, job->fence, USEC_PER_SEC);
                 return r;
         }
         log_debug("job %" PRId64 " %s: dispatched (attempt %u)", job->id, job->source_path,
@@ -670,7 +671,17 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         s->cfg = cfg;
         s->ledger = l;
         s->last_progress_usec = mono_usec();
-        snprintf(s->owner, sizeof s->owner, "imgd:%d", (int)getpid());
+        /* The lease owner: this node (ledger.node, by default the host name) and process. */
+        if (cfg->ledger.node)
+                snprintf(s->owner, sizeof s->owner, "%s:%d", cfg->ledger.node, (int)getpid());
+        else {
+                char host[HOST_NAME_MAX + 1] = "";
+
+                if (gethostname(host, sizeof host) < 0 || !host[0])
+                        snprintf(host, sizeof host, "imgd");
+                host[sizeof host - 1] = '\0';
+                snprintf(s->owner, sizeof s->owner, "%.50s:%d", host, (int)getpid());
+        }
         o.userdata = s;
 
         r = outcomes_new(mono_usec(), &s->outcomes);

@@ -754,6 +754,148 @@ static const struct config_setting http_settings[] = {
         {},
 };
 
+/* ---- ledger = { engine; conninfo; node; } */
+
+static const char *const ledger_engine_table[_CONFIG_LEDGER_ENGINE_MAX] = {
+        [CONFIG_LEDGER_SQLITE] = "sqlite",
+        [CONFIG_LEDGER_POSTGRESQL] = "postgresql",
+};
+
+const char *config_ledger_engine_name(int e)
+{
+        return e >= 0 && e < _CONFIG_LEDGER_ENGINE_MAX ? ledger_engine_table[e] : NULL;
+}
+
+static int parse_ledger_engine(struct parser *p, const config_setting_t *group,
+                               const struct config_setting *e, const char *prefix, void *base)
+{
+        struct config_ledger *c = base;
+        const config_setting_t *s = NULL;
+        const char *v = NULL;
+        int r;
+
+        c->line = (int)config_setting_source_line(group);
+        r = config_get_string(p, group, e->name, prefix, &s, &v);
+        if (r <= 0)
+                return r;
+        for (int i = 0; i < _CONFIG_LEDGER_ENGINE_MAX; i++)
+                if (strcmp(v, ledger_engine_table[i]) == 0) {
+                        c->engine = i;
+                        return 0;
+                }
+        return config_fail(p, s, -EINVAL,
+                           "%s'engine' must be \"sqlite\" or \"postgresql\", not "
+                           "\"%s\"",
+                           prefix, v);
+}
+
+/* Whether a libpq connection string carries a password: a password keyword, or a URI's
+ * user:password@ (both forms libpq reads, PQconninfoParse()). */
+static bool conninfo_has_password(const char *v)
+{
+        const char *at, *scheme = strstr(v, "://");
+
+        if (scheme &&
+            (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0)) {
+                at = strchr(scheme + 3, '@');
+                if (at && memchr(scheme + 3, ':', (size_t)(at - scheme - 3)))
+                        return true;
+                return strstr(v, "password=") != NULL;
+        }
+        for (const char *q = v; (q = strstr(q, "password")); q += 8) {
+                const char *after = q + 8;
+
+                if (q != v && !strchr(" \t\n", q[-1]))
+                        continue;
+                while (*after == ' ' || *after == '\t')
+                        after++;
+                if (*after == '=')
+                        return true;
+        }
+        return false;
+}
+
+static int parse_ledger_conninfo(struct parser *p, const config_setting_t *group,
+                                 const struct config_setting *e, const char *prefix, void *base)
+{
+        struct config_ledger *c = base;
+        const config_setting_t *s = NULL;
+        const char *v = NULL;
+        int r;
+
+        r = config_get_string(p, group, e->name, prefix, &s, &v);
+        if (r <= 0)
+                return r;
+        if (!*v)
+                return config_fail(p, s, -EINVAL, "%s'conninfo' must not be empty", prefix);
+        /* The configuration is readable by more than imgd, and its settings are printed
+         * (--dump-config): a password has no place in it. */
+        if (conninfo_has_password(v))
+                return config_fail(p, s, -EINVAL,
+                                   "%s'conninfo' must not hold a password: put it in a password "
+                                   "file (~/.pgpass of the user imgd runs as, or the file "
+                                   "PGPASSFILE names)",
+                                   prefix);
+        c->conninfo = strdup(v);
+        return c->conninfo ? 0 : config_oom(p);
+}
+
+static int parse_ledger_node(struct parser *p, const config_setting_t *group,
+                             const struct config_setting *e, const char *prefix, void *base)
+{
+        struct config_ledger *c = base;
+        const config_setting_t *s = NULL;
+        const char *v = NULL;
+        int r;
+
+        r = config_get_string(p, group, e->name, prefix, &s, &v);
+        if (r <= 0)
+                return r;
+        if (!*v || strlen(v) > 63 ||
+            strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      "0123456789._-") != strlen(v))
+                return config_fail(p, s, -EINVAL,
+                                   "%s'node' must be 1 to 63 letters, digits, '.', '_' or '-', "
+                                   "not \"%s\"",
+                                   prefix, v);
+        c->node = strdup(v);
+        return c->node ? 0 : config_oom(p);
+}
+
+/* After the group: postgresql needs a conninfo, which only postgresql takes. */
+static int check_ledger(struct parser *p, const config_setting_t *group, void *base)
+{
+        const struct config_ledger *c = base;
+
+        if (c->engine == CONFIG_LEDGER_POSTGRESQL && !c->conninfo)
+                return config_fail(p, group, -EINVAL,
+                                   "ledger: engine = \"postgresql\" needs a 'conninfo' (libpq's "
+                                   "connection string, e.g. \"host=db.example dbname=imgd\")");
+        if (c->engine != CONFIG_LEDGER_POSTGRESQL && c->conninfo)
+                return config_fail(p, config_setting_get_member(group, "conninfo"), -EINVAL,
+                                   "ledger: 'conninfo' is for engine = \"postgresql\"");
+        return 0;
+}
+
+#define LG(field) offsetof(struct config_ledger, field)
+static const struct config_setting ledger_settings[] = {
+        { .name = "engine",
+          .kind = CONFIG_ENUM,
+          .offset = LG(engine),
+          .enum_name = config_ledger_engine_name,
+          .parse = parse_ledger_engine },
+        { .name = "conninfo",
+          .kind = CONFIG_STRING,
+          .offset = LG(conninfo),
+          .parse = parse_ledger_conninfo },
+        { .name = "node",
+          .kind = CONFIG_STRING,
+          .offset = LG(node),
+          .parse = parse_ledger_node,
+          .check = check_ledger },
+        {},
+};
+
 /* The top level, in the order of etc/imgd.conf; read in the passes .pass says. */
 const struct config_setting config_schema[] = {
         { .name = "state_dir",
@@ -833,6 +975,11 @@ const struct config_setting config_schema[] = {
           .offset = S(struct config, http),
           .not_group = "'http' must be a group: http = { listen = \"127.0.0.1:9118\"; };",
           .members = http_settings },
+        { .name = "ledger",
+          .kind = CONFIG_GROUP,
+          .offset = S(struct config, ledger),
+          .not_group = "'ledger' must be a group: ledger = { engine = \"postgresql\"; ... };",
+          .members = ledger_settings },
         { .name = "watch",
           .kind = CONFIG_LIST,
           .offset = S(struct config, watches),

@@ -169,6 +169,8 @@ struct config *config_free(struct config *c)
         free(c->pipelines);
         free(c->file);
         free(c->state_dir);
+        free(c->ledger.conninfo);
+        free(c->ledger.node);
         free(c->socket);
         free(c);
         return NULL;

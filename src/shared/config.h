@@ -104,6 +104,28 @@ struct config_http {
         unsigned health_alerts;
 };
 
+/*
+ * ledger = { engine = "postgresql"; conninfo = "host=db.example dbname=imgd"; node = "web1"; };
+ * (daemon/ledger.h). engine "sqlite" (the default) keeps the ledger in <state_dir>/imgd.db;
+ * "postgresql" in the database that conninfo (libpq's connection string, with libpq's
+ * environment) names, which several nodes may share. A password never goes in conninfo: it
+ * belongs in a password file (~/.pgpass, or PGPASSFILE). node names this imgd among them
+ * (lease owners); by default the host name.
+ */
+enum config_ledger_engine {
+        CONFIG_LEDGER_SQLITE,
+        CONFIG_LEDGER_POSTGRESQL,
+        _CONFIG_LEDGER_ENGINE_MAX,
+};
+const char *config_ledger_engine_name(int e);
+
+struct config_ledger {
+        int engine;     /* enum config_ledger_engine */
+        char *conninfo; /* postgresql: NULL until set (required) */
+        char *node;     /* NULL: the host name */
+        int line;       /* where the group was written, for messages; 0: not written */
+};
+
 struct config {
         char *file; /* the file it was loaded from */
         char *state_dir;
@@ -128,6 +150,7 @@ struct config {
                               */
         char *read_group;    /* group whose members may send read-only commands; NULL: none */
         struct config_http http;
+        struct config_ledger ledger;
 };
 
 /*

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ledger-fixture.c - helpers of the test-ledger-* programs: a job ledger opened on a real
- * SQLite file in a temporary directory (ledfx_setup(), ledfx_teardown()), SQL run on a second
- * connection to the same file, sources, enqueue and claim asserted to succeed, a job's stored
- * state and attempts, the counts checked against the table, reopening, and whole prune passes.
+ * SQLite file in a temporary directory or on a schema of a real PostgreSQL server
+ * (ledfx_setup(), ledfx_teardown()), SQL run on a second connection to the same database, sources,
+ * enqueue and claim asserted to succeed, a job's stored state and attempts, the counts checked
+ * against the table, reopening, and whole prune passes.
  */
 #include <ftw.h>
 #include <inttypes.h>
@@ -19,6 +20,7 @@
 #include <cmocka.h>
 
 #include "ledger-fixture.h"
+#include "pg-fixture.h"
 
 char *ledfx_xasprintf(const char *fmt, ...)
 {
@@ -48,8 +50,22 @@ void ledfx_rm_rf(const char *path)
                 nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Runs SQL on a second connection to the database file. */
-void ledfx_raw_exec(const char *db, const char *sql)
+enum ledger_engine_kind ledfx_engine(void)
+{
+        const char *e = getenv("IMGD_TEST_LEDGER_ENGINE");
+        int k;
+
+        if (!e || !*e)
+                return LEDGER_ENGINE_SQLITE;
+        k = ledger_engine_kind_from_name(e);
+        if (k < 0) {
+                fprintf(stderr, "IMGD_TEST_LEDGER_ENGINE=%s: not sqlite or postgresql\n", e);
+                abort();
+        }
+        return (enum ledger_engine_kind)k;
+}
+
+static void sqlite_exec(const char *db, const char *sql)
 {
         sqlite3 *h = NULL;
         char *m = NULL;
@@ -63,14 +79,23 @@ void ledfx_raw_exec(const char *db, const char *sql)
         sqlite3_close(h);
 }
 
-/* The first column of the first row of a query on a second connection. */
-int64_t ledfx_raw_int(const char *db, const char *sql)
+void ledfx_raw_exec(struct ledfx *f, const char *sql)
+{
+        if (f->engine == LEDGER_ENGINE_POSTGRESQL)
+                pgfx_exec(f->conninfo, sql);
+        else
+                sqlite_exec(f->db, sql);
+}
+
+int64_t ledfx_raw_int(struct ledfx *f, const char *sql)
 {
         sqlite3 *h = NULL;
         sqlite3_stmt *st = NULL;
         int64_t v;
 
-        assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        if (f->engine == LEDGER_ENGINE_POSTGRESQL)
+                return pgfx_int(f->conninfo, sql);
+        assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
         v = sqlite3_column_int64(st, 0);
@@ -79,20 +104,32 @@ int64_t ledfx_raw_int(const char *db, const char *sql)
         return v;
 }
 
-/* Inserts n done jobs in one transaction, straight into the table. */
-void ledfx_raw_bulk_done(const char *db, unsigned n)
+void ledfx_raw_bulk_done(struct ledfx *f, unsigned n)
 {
-        char *sql = ledfx_xasprintf(
-                "BEGIN;"
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %u) "
-                "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
-                "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, created_us, "
-                "updated_us, next_at_us, finished_us) "
-                "SELECT 'bulk', '/bulk/' || x || '.jpg', printf('%%064d', x), 1, 1, x, "
-                "'/out/bulk/' || x, 'p', 'done', 1, x, x, x, x FROM c;"
-                "COMMIT;",
-                n);
-        ledfx_raw_exec(db, sql);
+        char *sql;
+
+        if (f->engine == LEDGER_ENGINE_POSTGRESQL)
+                sql = ledfx_xasprintf(
+                        "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                        "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, "
+                        "created_us, updated_us, next_at_us, finished_us) "
+                        "SELECT 'bulk', '/bulk/' || x || '.jpg', lpad(x::text, 64, '0'), 1, 1, x, "
+                        "'/out/bulk/' || x, 'p', 'done', 1, x, x, x, x "
+                        "FROM generate_series(1, %u) AS x",
+                        n);
+        else
+                sql = ledfx_xasprintf(
+                        "BEGIN;"
+                        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < "
+                        "%u) "
+                        "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
+                        "source_mtime_ns, source_ino, output_key, pipeline, state, attempts, "
+                        "created_us, updated_us, next_at_us, finished_us) "
+                        "SELECT 'bulk', '/bulk/' || x || '.jpg', printf('%%064d', x), 1, 1, x, "
+                        "'/out/bulk/' || x, 'p', 'done', 1, x, x, x, x FROM c;"
+                        "COMMIT;",
+                        n);
+        ledfx_raw_exec(f, sql);
         free(sql);
 }
 
@@ -135,6 +172,18 @@ int64_t ledfx_claim(ledger *l, int64_t now)
         id = j->id;
         job_free(j);
         return id;
+}
+
+int64_t ledfx_fence_of(ledger *l, int64_t id)
+{
+        struct job_detail *d = NULL;
+        int64_t fence;
+
+        if (ledger_get(l, id, &d) <= 0)
+                return 0;
+        fence = d->job.fence;
+        job_detail_free(d);
+        return fence;
 }
 
 void ledfx_assert_no_claim(ledger *l, int64_t now)
@@ -183,7 +232,7 @@ void ledfx_assert_counts_real(struct ledfx *f)
         for (int i = 0; i < _JOB_STATE_MAX; i++) {
                 char *sql = ledfx_xasprintf("SELECT count(*) FROM jobs WHERE state = '%s'",
                                             job_state_name(i));
-                int64_t real = ledfx_raw_int(f->db, sql);
+                int64_t real = ledfx_raw_int(f, sql);
 
                 if ((int64_t)counts[i] != real)
                         fail_msg("%s: counted %" PRIu64 ", the table has %" PRId64,
@@ -207,6 +256,17 @@ void ledfx_assert_counts(ledger *l, uint64_t queued, uint64_t running, uint64_t 
         assert_int_equal(c[JOB_CANCELLED], cancelled);
 }
 
+void ledfx_open(struct ledfx *f)
+{
+        struct ledger_params p = { .engine = f->engine, .path = f->db, .conninfo = f->conninfo };
+        char *err = NULL;
+        int r = ledger_open_params(&p, &f->l, &err);
+
+        if (r < 0)
+                fail_msg("ledger_open: %s (%s)", strerror(-r), err ? err : "no message");
+        assert_null(err);
+}
+
 /* Closes the ledger recording a clean stop, and opens it again. */
 void ledfx_reopen_clean(struct ledfx *f)
 {
@@ -214,32 +274,29 @@ void ledfx_reopen_clean(struct ledfx *f)
 
         assert_int_equal(ledger_close(TAKE_PTR(f->l), &err), 0);
         assert_null(err);
-        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
-        assert_null(err);
+        ledfx_open(f);
 }
 
 void ledfx_reopen(struct ledfx *f)
 {
-        char *err = NULL;
-
         f->l = ledger_free(f->l);
-        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
-        assert_null(err);
+        ledfx_open(f);
 }
 
 int ledfx_setup(void **state)
 {
         struct ledfx *f = calloc(1, sizeof *f);
         const char *tmp = getenv("TMPDIR");
-        char *err = NULL;
 
         assert_non_null(f);
+        f->engine = ledfx_engine();
         f->dir = ledfx_xasprintf("%s/test-ledger.XXXXXX", tmp && *tmp ? tmp : "/tmp");
         assert_non_null(mkdtemp(f->dir));
         f->db = ledfx_xasprintf("%s/imgd.db", f->dir);
-        assert_int_equal(ledger_open(f->db, &f->l, &err), 0);
-        assert_null(err);
+        if (f->engine == LEDGER_ENGINE_POSTGRESQL)
+                f->conninfo = pgfx_schema_new();
         *state = f;
+        ledfx_open(f);
         return 0;
 }
 
@@ -251,6 +308,7 @@ int ledfx_teardown(void **state)
         ledfx_rm_rf(f->dir);
         free(f->dir);
         free(f->db);
+        free(f->conninfo);
         free(f);
         return 0;
 }
@@ -276,4 +334,20 @@ int ledfx_prune_all(ledger *l, int64_t cutoff_usec, unsigned batch)
         int64_t cursor = 0;
 
         return ledfx_prune_all_from(l, cutoff_usec, &cursor, batch);
+}
+
+int ledfx_run(const char *name, const struct CMUnitTest *tests, size_t n,
+              const struct CMUnitTest *sqlite_only, size_t n_sqlite_only)
+{
+        char group[128];
+        int failed;
+
+        snprintf(group, sizeof group, "%s (%s)", name, ledger_engine_kind_name(ledfx_engine()));
+        failed = _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+        if (ledfx_engine() == LEDGER_ENGINE_SQLITE && n_sqlite_only > 0) {
+                snprintf(group, sizeof group, "%s (sqlite only)", name);
+                failed += _cmocka_run_group_tests(group, sqlite_only, n_sqlite_only, NULL, NULL);
+        }
+        pgfx_server_stop();
+        return failed;
 }

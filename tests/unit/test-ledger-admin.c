@@ -34,13 +34,16 @@ static void test_prune(void **state)
 
         old_done = ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 100);
         assert_int_equal(ledfx_claim(f->l, 100), old_done);
-        assert_int_equal(ledger_complete(f->l, old_done, NULL, 0, 150), 0);
+        assert_int_equal(
+                ledger_complete(f->l, old_done, ledfx_fence_of(f->l, old_done), NULL, 0, 150), 0);
         newest = ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 2, 200);
         assert_int_equal(ledfx_claim(f->l, 200), newest);
-        assert_int_equal(ledger_complete(f->l, newest, NULL, 0, 250), 0);
+        assert_int_equal(ledger_complete(f->l, newest, ledfx_fence_of(f->l, newest), NULL, 0, 250),
+                         0);
         dead = ledfx_enqueue(f->l, "/u/d.jpg", "/m/d", 3, 100);
         assert_int_equal(ledfx_claim(f->l, 100), dead);
-        assert_int_equal(ledger_fail(f->l, dead, "bad", false, 0, 150), 0);
+        assert_int_equal(ledger_fail(f->l, dead, ledfx_fence_of(f->l, dead), "bad", false, 0, 150),
+                         0);
         other = ledfx_enqueue(f->l, "/u/d.jpg", "/m/d", 4, 160); /* dead job superseded */
 
         assert_int_equal(ledfx_prune_all(f->l, 100, 1000), 0); /* nothing finished before 100 */
@@ -74,7 +77,9 @@ static void test_prune_batches(void **state)
                         snprintf(path, sizeof path, "/u/s%d.jpg", i);
                         id = ledfx_enqueue(f->l, path, path, (unsigned)(round * 10 + i + 1), 100);
                         assert_int_equal(ledfx_claim(f->l, 100), id);
-                        assert_int_equal(ledger_complete(f->l, id, NULL, 0, 150), 0);
+                        assert_int_equal(
+                                ledger_complete(f->l, id, ledfx_fence_of(f->l, id), NULL, 0, 150),
+                                0);
                         ids[round * 10 + i] = id;
                 }
         }
@@ -121,10 +126,12 @@ static void test_hold_and_relocate(void **state)
         uint64_t held;
 
         id = ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
-        assert_int_equal(ledger_hold(f->l, id, "watch /u is gone", 1100), -ESTALE);
+        assert_int_equal(ledger_hold(f->l, id, ledfx_fence_of(f->l, id), "watch /u is gone", 1100),
+                         -ESTALE);
         assert_int_equal(ledfx_claim(f->l, 1000), id);
         assert_int_equal(ledger_relocate(f->l, id, "q", "/n/a"), 0);
-        assert_int_equal(ledger_hold(f->l, id, "watch /u is gone", 1100), 0);
+        assert_int_equal(ledger_hold(f->l, id, ledfx_fence_of(f->l, id), "watch /u is gone", 1100),
+                         0);
         d = ledfx_get(f->l, id);
         assert_int_equal(d->job.state, JOB_QUEUED);
         assert_int_equal(d->job.attempts, 0);
@@ -143,7 +150,8 @@ static void test_hold_and_relocate(void **state)
         assert_int_equal(ledger_count_held(f->l, &held), 0);
         assert_int_equal(held, 0);
         assert_int_equal(ledfx_claim(f->l, 2000), id);
-        assert_int_equal(ledger_hold(f->l, id, "watch /u is gone", 2100), 0);
+        assert_int_equal(ledger_hold(f->l, id, ledfx_fence_of(f->l, id), "watch /u is gone", 2100),
+                         0);
         assert_int_equal(ledger_retry(f->l, id, 3000), 0);
         assert_int_equal(ledfx_state_of(f->l, id), JOB_QUEUED);
         assert_int_equal(ledfx_claim(f->l, 3000), id);
@@ -162,8 +170,8 @@ static void test_retry_dead(void **state)
         assert_int_equal(ledger_retry(f->l, 9999, 1100), -ENOENT);
         assert_int_equal(ledfx_claim(f->l, 1000), id);
         assert_int_equal(ledger_retry(f->l, id, 1100), -ESTALE);
-        assert_int_equal(ledger_fail(f->l, id, "bad", false, 0, 1200), 0);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT finished_us FROM jobs"), 1200);
+        assert_int_equal(ledger_fail(f->l, id, ledfx_fence_of(f->l, id), "bad", false, 0, 1200), 0);
+        assert_int_equal(ledfx_raw_int(f, "SELECT finished_us FROM jobs"), 1200);
 
         assert_int_equal(ledger_retry(f->l, id, 5000), 0);
         d = ledfx_get(f->l, id);
@@ -173,7 +181,7 @@ static void test_retry_dead(void **state)
         assert_int_equal(d->job.updated_usec, 5000);
         assert_int_equal(d->n_errors, 1);
         job_detail_free(d);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT finished_us IS NULL FROM jobs"), 1);
+        assert_int_equal(ledfx_raw_int(f, "SELECT finished_us IS NULL FROM jobs"), 1);
         assert_int_equal(ledger_retry(f->l, id, 5100), -ESTALE);
 
         ledfx_assert_no_claim(f->l, 4999);
@@ -194,14 +202,14 @@ static void test_cancel(void **state)
         done = ledfx_enqueue(f->l, "/u/done.jpg", "/m/done", 5, 1004);
         /* q is claimed and handed back with a far next_at, out of the way. */
         assert_int_equal(ledfx_claim(f->l, 2000), q);
-        assert_int_equal(ledger_release(f->l, q, 1000000, 2001), 0);
+        assert_int_equal(ledger_release(f->l, q, ledfx_fence_of(f->l, q), 1000000, 2001), 0);
         assert_int_equal(ledfx_claim(f->l, 2000), r);
-        assert_int_equal(ledger_fail(f->l, r, "e", true, 9000, 2002), 0);
+        assert_int_equal(ledger_fail(f->l, r, ledfx_fence_of(f->l, r), "e", true, 9000, 2002), 0);
         assert_int_equal(ledfx_claim(f->l, 2000), dd);
-        assert_int_equal(ledger_fail(f->l, dd, "e", false, 0, 2003), 0);
+        assert_int_equal(ledger_fail(f->l, dd, ledfx_fence_of(f->l, dd), "e", false, 0, 2003), 0);
         assert_int_equal(ledfx_claim(f->l, 2000), run);
         assert_int_equal(ledfx_claim(f->l, 2000), done);
-        assert_int_equal(ledger_complete(f->l, done, NULL, 0, 2004), 0);
+        assert_int_equal(ledger_complete(f->l, done, ledfx_fence_of(f->l, done), NULL, 0, 2004), 0);
         assert_int_equal(ledfx_state_of(f->l, q), JOB_QUEUED);
         assert_int_equal(ledfx_state_of(f->l, r), JOB_RETRY);
         assert_int_equal(ledfx_state_of(f->l, dd), JOB_DEAD);
@@ -224,7 +232,8 @@ static void test_cancel(void **state)
         assert_int_equal(ledger_cancel(f->l, run, "x", 3003), 0);
         assert_int_equal(ledfx_state_of(f->l, run), JOB_CANCELLED);
         /* The worker's late result is refused. */
-        assert_int_equal(ledger_complete(f->l, run, NULL, 0, 3004), -ESTALE);
+        assert_int_equal(ledger_complete(f->l, run, ledfx_fence_of(f->l, run), NULL, 0, 3004),
+                         -ESTALE);
         assert_int_equal(ledfx_state_of(f->l, run), JOB_CANCELLED);
 
         assert_int_equal(ledger_cancel(f->l, done, "x", 3005), -ESTALE);
@@ -232,7 +241,7 @@ static void test_cancel(void **state)
         assert_int_equal(ledger_cancel(f->l, q, "again", 3006), -ESTALE);
         assert_int_equal(ledger_cancel(f->l, 9999, "x", 3007), -ENOENT);
         assert_int_equal(
-                ledfx_raw_int(f->db, "SELECT count(*) FROM job_errors WHERE message = 'again'"), 0);
+                ledfx_raw_int(f, "SELECT count(*) FROM job_errors WHERE message = 'again'"), 0);
 
         /* Nothing cancelled is claimable. */
         ledfx_assert_no_claim(f->l, 1000000);
@@ -248,5 +257,5 @@ int main(void)
 #undef T
 
         umask(022);
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return ledfx_run("ledger-admin", tests, ELEMENTSOF(tests), NULL, 0);
 }

@@ -60,7 +60,7 @@ static void test_enqueue_dedupe(void **state)
 
         assert_int_equal(ledger_counts(f->l, counts), 0);
         assert_int_equal(counts[JOB_QUEUED], 2);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM jobs"), 2);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM jobs"), 2);
 
         /* A bad hash is refused. */
         s.sha256[10] = '\0';
@@ -115,7 +115,8 @@ static void test_enqueue_after_cancel(void **state)
         assert_int_equal(ledger_enqueue(f->l, &s, 600, &third), 1);
         assert_true(third > second);
         assert_int_equal(ledfx_claim(f->l, 700), third);
-        assert_int_equal(ledger_complete(f->l, third, NULL, 0, 710), 0);
+        assert_int_equal(ledger_complete(f->l, third, ledfx_fence_of(f->l, third), NULL, 0, 710),
+                         0);
         /* Done: known again. */
         assert_int_equal(ledger_enqueue(f->l, &s, 800, &again), 0);
         assert_int_equal(again, third);
@@ -132,7 +133,8 @@ static void test_enqueue_supersedes(void **state)
         /* A dead job and a running one for the path, plus a job for another path. */
         dead = ledfx_enqueue(f->l, p, "/srv/media/a", 1, 100);
         assert_int_equal(ledfx_claim(f->l, 100), dead);
-        assert_int_equal(ledger_fail(f->l, dead, "bad", false, 0, 110), 0);
+        assert_int_equal(ledger_fail(f->l, dead, ledfx_fence_of(f->l, dead), "bad", false, 0, 110),
+                         0);
         running = ledfx_enqueue(f->l, p, "/srv/media/a", 2, 200);
         assert_int_equal(ledfx_claim(f->l, 200), running);
         other = ledfx_enqueue(f->l, "/srv/uploads/other.jpg", "/srv/media/other", 3, 300);
@@ -144,8 +146,10 @@ static void test_enqueue_supersedes(void **state)
 
         /* One in retry. */
         assert_int_equal(ledfx_claim(f->l, 500), other);
-        assert_int_equal(ledger_complete(f->l, other, NULL, 0, 510), 0);
-        assert_int_equal(ledger_fail(f->l, running, "x", true, 600, 520), 0);
+        assert_int_equal(ledger_complete(f->l, other, ledfx_fence_of(f->l, other), NULL, 0, 510),
+                         0);
+        assert_int_equal(
+                ledger_fail(f->l, running, ledfx_fence_of(f->l, running), "x", true, 600, 520), 0);
         r1 = running;
         assert_int_equal(ledfx_state_of(f->l, r1), JOB_RETRY);
 
@@ -217,5 +221,5 @@ int main(void)
 #undef T
 
         umask(022);
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return ledfx_run("ledger-enqueue", tests, ELEMENTSOF(tests), NULL, 0);
 }

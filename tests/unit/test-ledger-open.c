@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-ledger-open.c - opening the job ledger on real SQLite files: creation and reopening,
+ * test-ledger-open.c - opening the job ledger. On real SQLite files: creation and reopening,
  * the schema version, persistence across a crash, a missing parent folder, the refusal to open
  * corrupt, foreign or newer databases without touching them, the migration from the released
  * schema version 1, and the integrity check at open (whole file unless a clean stop of the file
- * exactly as it is was recorded).
+ * exactly as it is was recorded). On a real PostgreSQL server (a schema of the test's own):
+ * the schema created and kept, persistence across a crash, the refusal of a newer schema and of
+ * a foreign one, and a server that cannot be reached, named without the password.
  * Tests look at the stored values (through ledger_get() or a second SQLite connection), not
  * only at return codes; the shared helpers are in tests/tools/ledger-fixture.h.
  */
@@ -146,15 +148,15 @@ static void test_schema_version(void **state)
 {
         struct ledfx *f = *state;
 
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 4);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 5);
         /* journal_mode=WAL is stored in the file: byte 18 of the header is 2. */
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM pragma_journal_mode "
-                                              "WHERE journal_mode = 'wal'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pragma_journal_mode "
+                                          "WHERE journal_mode = 'wal'"),
                          1);
         ledfx_reopen(f);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 4);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 5);
 }
 
 static void test_crash_persists(void **state)
@@ -257,7 +259,7 @@ static void test_corrupt_pages(void **state)
         int fd;
 
         /* Enough rows for many b-tree pages; then closed, so the WAL is checkpointed. */
-        ledfx_raw_bulk_done(f->db, 2000);
+        ledfx_raw_bulk_done(f, 2000);
         ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
         f->l = ledger_free(f->l);
         buf = read_file(f->db, &len);
@@ -282,15 +284,15 @@ static void test_future_schema(void **state)
         char *err = NULL;
 
         f->l = ledger_free(f->l);
-        ledfx_raw_exec(f->db, "UPDATE schema_version SET version = 5");
+        ledfx_raw_exec(f, "UPDATE schema_version SET version = 6");
 
         assert_int_equal(ledger_open(f->db, &l, &err), -EPROTONOSUPPORT);
         assert_null(l);
         assert_non_null(err);
         assert_non_null(strstr(err, f->db));
-        assert_non_null(strstr(err, "version 5"));
+        assert_non_null(strstr(err, "version 6"));
         free(err);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 5);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 6);
 }
 
 static void test_foreign_database(void **state)
@@ -300,14 +302,16 @@ static void test_foreign_database(void **state)
         ledger *l = NULL;
         char *err = NULL;
 
+        struct ledfx other = { .engine = LEDGER_ENGINE_SQLITE, .db = path };
+
         write_file(path, "", 0);
-        ledfx_raw_exec(path, "CREATE TABLE notes (x TEXT)");
+        ledfx_raw_exec(&other, "CREATE TABLE notes (x TEXT)");
         assert_int_equal(ledger_open(path, &l, &err), -EMEDIUMTYPE);
         assert_null(l);
         assert_non_null(err);
         assert_non_null(strstr(err, path));
         free(err);
-        assert_int_equal(ledfx_raw_int(path, "SELECT count(*) FROM sqlite_master"), 1);
+        assert_int_equal(ledfx_raw_int(&other, "SELECT count(*) FROM sqlite_master"), 1);
         free(path);
 }
 
@@ -324,32 +328,31 @@ static void test_migrate_v1(void **state)
         f->l = ledger_free(f->l);
         assert_int_equal(unlink(f->db), 0);
         write_file(f->db, "", 0);
-        ledfx_raw_exec(f->db, schema_v1);
-        ledfx_raw_exec(f->db, "PRAGMA journal_mode = WAL");
-        ledfx_raw_bulk_done(f->db, 30);
-        ledfx_raw_exec(f->db, "UPDATE jobs SET state = 'queued' WHERE id <= 3;"
-                              "UPDATE jobs SET state = 'dead', finished_us = 7 WHERE id = 4;"
-                              "UPDATE jobs SET state = 'cancelled' WHERE id = 5;"
-                              "UPDATE jobs SET state = 'running', lease_owner = 'x' WHERE id = 6;");
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 1);
+        ledfx_raw_exec(f, schema_v1);
+        ledfx_raw_exec(f, "PRAGMA journal_mode = WAL");
+        ledfx_raw_bulk_done(f, 30);
+        ledfx_raw_exec(f, "UPDATE jobs SET state = 'queued' WHERE id <= 3;"
+                          "UPDATE jobs SET state = 'dead', finished_us = 7 WHERE id = 4;"
+                          "UPDATE jobs SET state = 'cancelled' WHERE id = 5;"
+                          "UPDATE jobs SET state = 'running', lease_owner = 'x' WHERE id = 6;");
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 1);
 
         ledfx_reopen(f);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 4);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM pragma_table_info('outputs') "
-                                              "WHERE name = 'recipe'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 5);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pragma_table_info('outputs') "
+                                          "WHERE name = 'recipe'"),
                          1);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM pragma_table_info('jobs') "
-                                              "WHERE name IN ('kind', 'origin')"),
-                         2);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM sqlite_master "
-                                              "WHERE name = 'jobs_state_next'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pragma_table_info('jobs') "
+                                          "WHERE name IN ('fence', 'kind', 'origin')"),
+                         3);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM sqlite_master "
+                                          "WHERE name = 'jobs_state_next'"),
                          0);
-        assert_int_equal(ledfx_raw_int(f->db,
-                                       "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
-                                       "AND name IN ('jobs_state_updated', 'jobs_path')"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                          "AND name IN ('jobs_state_updated', 'jobs_path')"),
                          2);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM sqlite_master "
-                                              "WHERE type = 'trigger'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM sqlite_master "
+                                          "WHERE type = 'trigger'"),
                          3);
         ledfx_assert_counts(f->l, 3, 1, 0, 24, 1, 1);
         ledfx_assert_counts_real(f);
@@ -373,7 +376,7 @@ static void test_migrate_v1(void **state)
 
         /* Opened again, nothing is migrated twice. */
         ledfx_reopen(f);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT version FROM schema_version"), 4);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 5);
         ledfx_assert_counts_real(f);
 }
 
@@ -382,7 +385,7 @@ static void make_large(struct ledfx *f)
 {
         struct stat st;
 
-        ledfx_raw_bulk_done(f->db, 40000);
+        ledfx_raw_bulk_done(f, 40000);
         ledfx_reopen(f); /* checkpointed into the file */
         assert_int_equal(stat(f->db, &st), 0);
         assert_true(st.st_size > 4 << 20);
@@ -484,6 +487,161 @@ static void test_clean_stop_then_changed(void **state)
         assert_refused_corrupt(f->db);
 }
 
+/* PostgreSQL */
+
+/* A schema of its own beside the test's: its conninfo. */
+static char *other_schema(struct ledfx *f, const char *name)
+{
+        char *sql = ledfx_xasprintf("CREATE SCHEMA %s", name);
+        char *conninfo;
+        const char *at = strstr(f->conninfo, "search_path=");
+
+        assert_non_null(at);
+        ledfx_raw_exec(f, sql);
+        free(sql);
+        conninfo =
+                ledfx_xasprintf("%.*ssearch_path=%s'", (int)(at - f->conninfo), f->conninfo, name);
+        return conninfo;
+}
+
+static void test_pg_create_reopen(void **state)
+{
+        struct ledfx *f = *state;
+        struct source_info s = ledfx_src_make("/srv/uploads/a.jpg", "/srv/media/a", 7);
+        struct job_detail *d;
+        int64_t id;
+
+        assert_string_equal(ledger_engine_name(f->l), "postgresql");
+        assert_non_null(strstr(ledger_open_check(f->l), "PostgreSQL"));
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 1);
+        assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id), 1);
+        ledfx_reopen_clean(f);
+        ledfx_reopen(f);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
+
+        d = ledfx_get(f->l, id);
+        assert_string_equal(d->job.source_path, "/srv/uploads/a.jpg");
+        assert_string_equal(d->job.sha256, s.sha256);
+        assert_int_equal(d->job.mtime_ns, 1700000000000000007LL);
+        assert_int_equal(d->job.state, JOB_QUEUED);
+        assert_int_equal(d->job.created_usec, 1000);
+        job_detail_free(d);
+        /* No files of its own to watch. */
+        assert_int_equal(ledger_check_files(f->l), 0);
+        assert_int_equal(ledger_integrity_check(f->l), 0);
+        ledfx_raw_exec(f, "UPDATE job_counts SET n = n + 1 WHERE state = 'done'");
+        assert_int_equal(ledger_integrity_check(f->l), -EBADMSG);
+}
+
+/* A node that dies without closing: what it committed is there for the next. */
+static void test_pg_crash_persists(void **state)
+{
+        struct ledfx *f = *state;
+        int status;
+        pid_t pid;
+
+        f->l = ledger_free(f->l);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct ledger_params p = { .engine = LEDGER_ENGINE_POSTGRESQL,
+                                           .conninfo = f->conninfo };
+                struct source_info s = ledfx_src_make("/srv/uploads/c.jpg", "/srv/media/c", 1);
+                struct job *j = NULL;
+                ledger *l = NULL;
+                int64_t id = 0;
+
+                if (ledger_open_params(&p, &l, NULL) < 0 || ledger_enqueue(l, &s, 10, &id) != 1 ||
+                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j) != 1)
+                        _exit(1);
+                _exit(j->id == id ? 0 : 2); /* no close */
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+
+        ledfx_reopen(f);
+        assert_int_equal(ledfx_state_of(f->l, 1), JOB_RUNNING);
+        assert_int_equal(ledfx_attempts_of(f->l, 1), 1);
+        assert_int_equal(ledger_recover(f->l, 30), 1);
+        assert_int_equal(ledfx_state_of(f->l, 1), JOB_QUEUED);
+}
+
+static void test_pg_future_schema(void **state)
+{
+        struct ledfx *f = *state;
+        struct ledger_params p = { .engine = LEDGER_ENGINE_POSTGRESQL, .conninfo = f->conninfo };
+        ledger *l = NULL;
+        char *err = NULL;
+
+        f->l = ledger_free(f->l);
+        ledfx_raw_exec(f, "UPDATE schema_version SET version = 99");
+        assert_int_equal(ledger_open_params(&p, &l, &err), -EPROTONOSUPPORT);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, "version 99"));
+        assert_non_null(strstr(err, "postgresql://"));
+        free(err);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 99);
+}
+
+static void test_pg_foreign_schema(void **state)
+{
+        struct ledfx *f = *state;
+        _cleanup_free_ char *conninfo = other_schema(f, "foreign_app");
+        struct ledger_params p = { .engine = LEDGER_ENGINE_POSTGRESQL, .conninfo = conninfo };
+        ledger *l = NULL;
+        char *err = NULL;
+
+        ledfx_raw_exec(f, "CREATE TABLE foreign_app.notes (x text)");
+        assert_int_equal(ledger_open_params(&p, &l, &err), -EMEDIUMTYPE);
+        assert_null(l);
+        assert_non_null(strstr(err, "not an imgd ledger"));
+        free(err);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pg_tables "
+                                          "WHERE schemaname = 'foreign_app'"),
+                         1);
+}
+
+/* A schema of its own in the same database: two ledgers side by side. */
+static void test_pg_two_schemas(void **state)
+{
+        struct ledfx *f = *state;
+        _cleanup_free_ char *conninfo = other_schema(f, "second");
+        struct ledger_params p = { .engine = LEDGER_ENGINE_POSTGRESQL, .conninfo = conninfo };
+        ledger *l = NULL;
+        char *err = NULL;
+
+        ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 100);
+        assert_int_equal(ledger_open_params(&p, &l, &err), 0);
+        ledfx_assert_counts(l, 0, 0, 0, 0, 0, 0);
+        ledfx_enqueue(l, "/u/b.jpg", "/m/b", 2, 100);
+        ledfx_enqueue(l, "/u/c.jpg", "/m/c", 3, 100);
+        ledfx_assert_counts(l, 2, 0, 0, 0, 0, 0);
+        ledfx_assert_counts(f->l, 1, 0, 0, 0, 0, 0);
+        ledger_free(l);
+}
+
+/* No server there: -ENOTCONN, a message that says so, never the password. */
+static void test_pg_unreachable(void **state)
+{
+        struct ledger_params p = {
+                .engine = LEDGER_ENGINE_POSTGRESQL,
+                .conninfo = "host=/nonexistent/imgd-test user=imgd password=sesame dbname=imgd "
+                            "connect_timeout=2",
+        };
+        ledger *l = NULL;
+        char *err = NULL;
+
+        assert_int_equal(ledger_open_params(&p, &l, &err), -ENOTCONN);
+        assert_null(l);
+        assert_non_null(err);
+        assert_non_null(strstr(err, "cannot connect to PostgreSQL"));
+        assert_null(strstr(err, "sesame"));
+        free(err);
+}
+
 int main(void)
 {
 #define T(t) cmocka_unit_test_setup_teardown(t, ledfx_setup, ledfx_teardown)
@@ -493,8 +651,17 @@ int main(void)
                 T(test_future_schema),  T(test_foreign_database),        T(test_migrate_v1),
                 T(test_clean_stop),     T(test_clean_stop_then_changed),
         };
+
+        const struct CMUnitTest pg_tests[] = {
+                T(test_pg_create_reopen),  T(test_pg_crash_persists), T(test_pg_future_schema),
+                T(test_pg_foreign_schema), T(test_pg_two_schemas),    T(test_pg_unreachable),
+        };
 #undef T
 
         umask(022);
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        /* Each engine opens its own way: SQLite's file (its checks at open, its clean-stop
+         * record, its corruption) and PostgreSQL's server and schema. */
+        if (ledfx_engine() == LEDGER_ENGINE_POSTGRESQL)
+                return ledfx_run("ledger-open", pg_tests, ELEMENTSOF(pg_tests), NULL, 0);
+        return ledfx_run("ledger-open", tests, ELEMENTSOF(tests), NULL, 0);
 }

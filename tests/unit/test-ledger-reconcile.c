@@ -46,7 +46,7 @@ static int64_t done_job(struct ledfx *f, const char *path, const char *key, unsi
         snprintf(outs[0].sha256, sizeof outs[0].sha256, "%064x", 0xa0 + content);
         snprintf(outs[1].sha256, sizeof outs[1].sha256, "%064x", 0xb0 + content);
         assert_int_equal(ledfx_claim(f->l, now), id);
-        assert_int_equal(ledger_complete(f->l, id, outs, 2, now + 1), 0);
+        assert_int_equal(ledger_complete(f->l, id, ledfx_fence_of(f->l, id), outs, 2, now + 1), 0);
         return id;
 }
 
@@ -82,7 +82,9 @@ static void test_priority_order(void **state)
         assert_int_equal(ledger_reconcile(f->l, done, "[\"m\"]", 200, &bg), 1);
         retried = ledfx_enqueue(f->l, "/u/r.jpg", "/m/r", 2, 300);
         assert_int_equal(ledfx_claim(f->l, 300), retried);
-        assert_int_equal(ledger_fail(f->l, retried, "transient", true, 400, 400), 0);
+        assert_int_equal(ledger_fail(f->l, retried, ledfx_fence_of(f->l, retried), "transient",
+                                     true, 400, 400),
+                         0);
         live = ledfx_enqueue(f->l, "/u/l.jpg", "/m/l", 3, 500);
 
         /* Background work is not taken under a ceiling of retries. */
@@ -135,8 +137,9 @@ static void test_carry_and_prune(void **state)
         assert_int_equal(ledfx_state_of(f->l, done), JOB_DONE);
 
         assert_int_equal(ledfx_claim(f->l, 300), bg);
-        assert_int_equal(ledger_stage(f->l, bg, &m, 1, false, NULL, 310), 0);
-        assert_int_equal(ledger_complete(f->l, bg, NULL, 0, 320), 0);
+        assert_int_equal(ledger_stage(f->l, bg, ledfx_fence_of(f->l, bg), &m, 1, false, NULL, 310),
+                         0);
+        assert_int_equal(ledger_complete(f->l, bg, ledfx_fence_of(f->l, bg), NULL, 0, 320), 0);
         d = ledfx_get(f->l, bg);
         assert_int_equal(d->job.state, JOB_DONE);
         assert_int_equal(d->n_outputs, 2);
@@ -164,7 +167,8 @@ static void test_failed_and_superseded(void **state)
 
         assert_int_equal(ledger_reconcile(f->l, done, "[\"m\"]", 200, &bg), 1);
         assert_int_equal(ledfx_claim(f->l, 300), bg);
-        assert_int_equal(ledger_fail(f->l, bg, "broken", false, 0, 310), 0);
+        assert_int_equal(ledger_fail(f->l, bg, ledfx_fence_of(f->l, bg), "broken", false, 0, 310),
+                         0);
         assert_int_equal(ledfx_state_of(f->l, bg), JOB_DEAD);
         assert_int_equal(scan_ids(f, ids, 4), 1);
         assert_int_equal(ids[0], done);
@@ -184,7 +188,7 @@ static void test_adopt(void **state)
         struct ledger_done_source *v = NULL;
         size_t n = 0;
 
-        ledfx_raw_exec(f->db, "UPDATE outputs SET recipe = NULL WHERE variant = 's'");
+        ledfx_raw_exec(f, "UPDATE outputs SET recipe = NULL WHERE variant = 's'");
         ledfx_reopen(f);
         assert_int_equal(ledger_scan_done(f->l, 0, INT64_MAX, &v, &n), 0);
         assert_int_equal(n, 1);
@@ -196,8 +200,8 @@ static void test_adopt(void **state)
         assert_int_equal(ledger_adopt_recipe(f->l, id, "s", "4444444444444444"), 1);
         assert_int_equal(ledger_adopt_recipe(f->l, id, "s", "5555555555555555"), 0);
         assert_int_equal(ledger_adopt_recipe(f->l, id, "m", "5555555555555555"), 0);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM outputs WHERE recipe = "
-                                              "'4444444444444444'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM outputs WHERE recipe = "
+                                          "'4444444444444444'"),
                          1);
 }
 
@@ -211,5 +215,5 @@ int main(void)
                 T(test_adopt),
         };
 
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return ledfx_run("ledger-reconcile", tests, ELEMENTSOF(tests), NULL, 0);
 }

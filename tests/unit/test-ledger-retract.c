@@ -41,7 +41,7 @@ static int64_t done_job(struct ledfx *f, const char *path, const char *key, unsi
         snprintf(outs[0].sha256, sizeof outs[0].sha256, "%064x", 0xa0 + content);
         snprintf(outs[1].sha256, sizeof outs[1].sha256, "%064x", 0xb0 + content);
         assert_int_equal(ledfx_claim(f->l, now), id);
-        assert_int_equal(ledger_complete(f->l, id, outs, 2, now + 1), 0);
+        assert_int_equal(ledger_complete(f->l, id, ledfx_fence_of(f->l, id), outs, 2, now + 1), 0);
         return id;
 }
 
@@ -91,7 +91,8 @@ static void test_retract(void **state)
         assert_int_equal(d->n_outputs, 2);
         d = job_detail_free(d);
         job_free(j);
-        assert_int_equal(ledger_complete_retract(f->l, rid, NULL, 0, 500), 0);
+        assert_int_equal(
+                ledger_complete_retract(f->l, rid, ledfx_fence_of(f->l, rid), NULL, 0, 500), 0);
 
         /* Nothing of the path is published any more. */
         assert_int_equal(scan_count(f), 0);
@@ -124,7 +125,8 @@ static void test_retract_nothing_published(void **state)
         j = claim_kind(f, rid, JOB_RETRACT, 600);
         job_free(j);
         assert_int_equal(ledger_origin(f->l, rid, &(struct job_detail *){ NULL }), 0);
-        assert_int_equal(ledger_complete_retract(f->l, rid, NULL, 0, 700), 0);
+        assert_int_equal(
+                ledger_complete_retract(f->l, rid, ledfx_fence_of(f->l, rid), NULL, 0, 700), 0);
         assert_int_equal(scan_count(f), 0);
 }
 
@@ -155,13 +157,14 @@ static void test_move(void **state)
                 outs[i].path = i == 0 ? "/m/b_s.webp" : "/m/b_m.jpg";
                 outs[i].tmp_path = NULL;
         }
-        assert_int_equal(ledger_complete_retract(f->l, mid, outs, 2, 400), 0);
+        assert_int_equal(
+                ledger_complete_retract(f->l, mid, ledfx_fence_of(f->l, mid), outs, 2, 400), 0);
         d = job_detail_free(d);
 
         /* The new path is current with the outputs; the old one is retracted. */
         assert_int_equal(scan_count(f), 1);
-        assert_int_equal(ledfx_raw_int(f->db, "SELECT count(*) FROM jobs WHERE source_path = "
-                                              "'/u/a.jpg' AND kind = 'retract' AND state = 'done'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM jobs WHERE source_path = "
+                                          "'/u/a.jpg' AND kind = 'retract' AND state = 'done'"),
                          1);
         d = ledfx_get(f->l, mid);
         assert_int_equal(d->n_outputs, 2);
@@ -191,7 +194,9 @@ static void test_move_over_newer_and_to_render(void **state)
         j = claim_kind(f, mid, JOB_MOVE, 300);
         job_free(j);
         assert_int_equal(ledger_origin(f->l, mid, &d), 1);
-        assert_int_equal(ledger_complete_retract(f->l, mid, d->outputs, d->n_outputs, 400), 0);
+        assert_int_equal(ledger_complete_retract(f->l, mid, ledfx_fence_of(f->l, mid), d->outputs,
+                                                 d->n_outputs, 400),
+                         0);
         d = job_detail_free(d);
         assert_int_equal(ledfx_state_of(f->l, newer), JOB_QUEUED);
         assert_int_equal(ledger_superseded(f->l, newer), 0);
@@ -202,16 +207,15 @@ static void test_move_over_newer_and_to_render(void **state)
         assert_int_equal(ledfx_claim(f->l, 700), newer); /* live, older */
         j = claim_kind(f, m2, JOB_MOVE, 700);
         job_free(j);
-        assert_int_equal(ledger_move_to_render(f->l, m2, 800), 0);
-        assert_int_equal(ledger_move_to_render(f->l, m2, 800), -ESTALE);
+        assert_int_equal(ledger_move_to_render(f->l, m2, ledfx_fence_of(f->l, m2), 800), 0);
+        assert_int_equal(ledger_move_to_render(f->l, m2, ledfx_fence_of(f->l, m2), 800), -ESTALE);
         d = ledfx_get(f->l, m2);
         assert_int_equal(d->job.state, JOB_QUEUED);
         assert_int_equal(d->job.kind, JOB_RENDER);
         assert_int_equal(d->job.attempts, 0);
         job_detail_free(d);
-        assert_int_equal(ledfx_raw_int(f->db,
-                                       "SELECT count(*) FROM jobs WHERE source_path = "
-                                       "'/u/c.jpg' AND kind = 'retract' AND state = 'queued'"),
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM jobs WHERE source_path = "
+                                          "'/u/c.jpg' AND kind = 'retract' AND state = 'queued'"),
                          1);
         ledfx_assert_counts_real(f);
 }
@@ -237,7 +241,9 @@ static void test_drop(void **state)
         /* Kept: s only. */
         for (size_t i = 0; i < d->n_outputs; i++)
                 if (strcmp(d->outputs[i].variant, "s") == 0)
-                        assert_int_equal(ledger_complete_retract(f->l, did, &d->outputs[i], 1, 400),
+                        assert_int_equal(ledger_complete_retract(f->l, did,
+                                                                 ledfx_fence_of(f->l, did),
+                                                                 &d->outputs[i], 1, 400),
                                          0);
         job_detail_free(d);
         d = ledfx_get(f->l, did);
