@@ -8,7 +8,9 @@
  *
  * A process that finds the lock held reads the pid from the file; the holder writes it only
  * after taking the lock, so a reader racing a starting holder may see an empty file (the
- * holder is then reported as pid 0, unknown).
+ * holder is then reported as pid 0, unknown). A lock held while the pid it names is dead is
+ * held by a process the dead holder left (a child it forked, between fork and exec, when it
+ * was killed): lockfile_take() waits up to LOCKFILE_ORPHAN_WAIT_MS for it to let go.
  */
 #include <assert.h>
 #include <errno.h>
@@ -17,11 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/lockfile.h"
 #include "shared/macro.h"
+
+#define LOCKFILE_ORPHAN_WAIT_MS 2000
+#define LOCKFILE_ORPHAN_POLL_MS 10
 
 struct lockfile {
         int fd; /* open on the file, holding the flock() */
@@ -71,10 +77,25 @@ int lockfile_take(const char *path, lockfile **ret, pid_t *ret_holder)
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
         if (fd < 0)
                 return negative_errno();
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        for (unsigned waited = 0;; waited += LOCKFILE_ORPHAN_POLL_MS) {
+                pid_t holder;
+
+                if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+                        break;
                 r = negative_errno();
-                if (r == -EWOULDBLOCK && ret_holder)
-                        *ret_holder = lockfile_read_holder(fd);
+                if (r != -EWOULDBLOCK)
+                        return r;
+                holder = lockfile_read_holder(fd);
+                /* The holder it names is dead: what holds the lock is a process it left,
+                 * which inherited the descriptor (a child between fork and exec when it was
+                 * killed) and lets go of it when it execs or exits, within moments. */
+                if (holder > 0 && kill(holder, 0) < 0 && errno == ESRCH &&
+                    waited < LOCKFILE_ORPHAN_WAIT_MS) {
+                        usleep(LOCKFILE_ORPHAN_POLL_MS * 1000);
+                        continue;
+                }
+                if (ret_holder)
+                        *ret_holder = holder;
                 return r;
         }
         r = lockfile_write_pid(fd);

@@ -16,7 +16,9 @@
 typedef struct lockfile lockfile;
 
 /*
- * Takes the lock on `path` without waiting. Returns 0 and *ret (owned by the caller; the
+ * Takes the lock on `path` without waiting for a live holder (a lock whose recorded holder
+ * is dead is waited for up to 2 s: a child that holder forked lets go of it when it execs or
+ * exits). Returns 0 and *ret (owned by the caller; the
  * lock is held until lockfile_free()); -EWOULDBLOCK when another process holds it, with that
  * process's pid in *ret_holder (0 when it cannot be told: it has not written it yet, or it
  * is in another pid namespace); or another negative errno (open, flock, write). ret_holder

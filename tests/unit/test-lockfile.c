@@ -159,6 +159,62 @@ static void test_same_file(void **state)
         free(dir);
 }
 
+/* The holder killed between a fork and its child's exec: the child holds the lock a moment
+ * longer, and the next taker waits for it instead of refusing (after a kill -9, a restart);
+ * one that holds it for long is refused all the same, naming the dead holder. */
+static void test_orphaned_by_dead_holder(void **state)
+{
+        char *dir = tu_mkdtemp(), *path = tu_path("%s/imgd.lock", dir);
+
+        (void)state;
+        for (int hold_ms = 300; hold_ms <= 4000; hold_ms += 3700) {
+                int pipefd[2], status;
+                pid_t holder, orphan = 0;
+                lockfile *l = NULL;
+                int64_t t0;
+                char c;
+
+                assert_int_equal(pipe(pipefd), 0);
+                holder = fork();
+                assert_true(holder >= 0);
+                if (holder == 0) {
+                        /* Takes the lock, forks a child that keeps the descriptor (as between
+                         * fork and exec), and dies. */
+                        if (lockfile_take(path, &l, NULL) < 0)
+                                _exit(2);
+                        if (fork() == 0) {
+                                close(pipefd[0]);
+                                if (write(pipefd[1], "x", 1) != 1)
+                                        _exit(2);
+                                usleep((useconds_t)hold_ms * 1000);
+                                _exit(0);
+                        }
+                        _exit(0);
+                }
+                close(pipefd[1]);
+                assert_int_equal(read(pipefd[0], &c, 1), 1);
+                close(pipefd[0]);
+                assert_int_equal(waitpid(holder, &status, 0), holder);
+                assert_int_equal(WEXITSTATUS(status), 0);
+
+                t0 = tu_now_us();
+                if (hold_ms < 1000) {
+                        assert_int_equal(lockfile_take(path, &l, NULL), 0);
+                        assert_true(tu_now_us() - t0 >= 100 * 1000);
+                        l = lockfile_free(l);
+                } else {
+                        assert_int_equal(lockfile_take(path, &l, &orphan), -EWOULDBLOCK);
+                        assert_int_equal(orphan, holder);
+                        assert_true(tu_now_us() - t0 >= 1500 * 1000);
+                }
+                usleep(100 * 1000);
+                while (waitpid(-1, NULL, WNOHANG) > 0) {
+                }
+        }
+        free(path);
+        free(dir);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -166,6 +222,7 @@ int main(void)
                 cmocka_unit_test(test_not_inherited_by_exec),
                 cmocka_unit_test(test_free_after_holder_killed),
                 cmocka_unit_test(test_same_file),
+                cmocka_unit_test(test_orphaned_by_dead_holder),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
