@@ -74,9 +74,9 @@ static char *sub_line(struct sub *s, int timeout_ms)
         }
 }
 
-/* The job of the next event named `event` (the event's other members are only v and at_us);
- * fails after 60 s. Caller decrefs. */
-static json_t *sub_wait_event(struct sub *s, const char *event)
+/* The `member` ("job", or "reconcile" for the reconciliation's events) of the next event named
+ * `event` (the event's other members are only v and at_us); fails after 60 s. Caller decrefs. */
+static json_t *sub_wait_member(struct sub *s, const char *event, const char *member)
 {
         for (;;) {
                 char *line = sub_line(s, 60000);
@@ -91,13 +91,19 @@ static json_t *sub_wait_event(struct sub *s, const char *event)
                         free(line);
                         continue;
                 }
-                /* Everything the event says about the job is in "job". */
+                /* Everything the event says is in its one object. */
                 assert_int_equal(json_object_size(ev), 4);
-                job = json_incref(json_object_get(ev, "job"));
+                job = json_incref(json_object_get(ev, member));
+                assert_true(json_is_object(job));
                 json_decref(ev);
                 free(line);
                 return job;
         }
+}
+
+static json_t *sub_wait_event(struct sub *s, const char *event)
+{
+        return sub_wait_member(s, event, "job");
 }
 
 static void test_done_event(void **state)
@@ -157,6 +163,76 @@ static void test_done_event(void **state)
 }
 
 /* Display columns of the first n bytes of the UTF-8 text s. */
+/* The reconciliation tells when a pass has looked at everything and when its jobs are done;
+ * a retraction and a move are told with the files they removed and where a source came from. */
+static void test_reconcile_and_retract_events(void **state)
+{
+        struct tu_daemon d;
+        struct sub s;
+        json_t *ev;
+        char *conf, *a, *b;
+
+        (void)state;
+        tu_daemon_setup(&d, "( { name = \"s\"; width = 16; height = 16; format = \"webp\"; } )", 1,
+                        NULL);
+        conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
+                       "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
+                       "on_delete = \"retract\"; } );\npipelines = { p = ( %s ); };\n",
+                       d.state, d.socket, d.uploads, d.media, "%s");
+        {
+                char *c1 = tu_path(conf, "{ name = \"s\"; width = 16; height = 16; format = "
+                                         "\"webp\"; }");
+                tu_write_file(d.config, c1, (size_t)-1);
+                free(c1);
+        }
+        tu_daemon_start(&d);
+        a = tu_path("%s/a.png", d.uploads);
+        b = tu_path("%s/b.png", d.uploads);
+        tu_make_image(a, 40, 30, "png", false);
+        tu_make_image(b, 30, 40, "png", false);
+        tu_daemon_wait_idle(&d, 60);
+
+        sub_open(&s, &d);
+        {
+                char *c2 = tu_path(conf, "{ name = \"s\"; width = 16; height = 16; format = "
+                                         "\"webp\"; }, { name = \"m\"; width = 24; height = 24; "
+                                         "format = \"jpeg\"; }");
+                tu_write_file(d.config, c2, (size_t)-1);
+                free(c2);
+        }
+        assert_int_equal(tu_imgctl(&d, NULL, "reload", NULL), 0);
+        ev = sub_wait_member(&s, "reconcile-pass", "reconcile");
+        assert_int_equal(json_integer_value(json_object_get(ev, "scanned")), 2);
+        assert_int_equal(json_integer_value(json_object_get(ev, "queued")), 2);
+        json_decref(ev);
+        ev = sub_wait_member(&s, "reconcile-done", "reconcile");
+        assert_int_equal(json_integer_value(json_object_get(ev, "done")), 2);
+        json_decref(ev);
+
+        assert_int_equal(unlink(a), 0);
+        ev = sub_wait_event(&s, "retracted");
+        assert_string_equal(json_string_value(json_object_get(ev, "kind")), "retract");
+        assert_int_equal(json_array_size(json_object_get(ev, "removed")), 2);
+        assert_int_equal(json_array_size(json_object_get(ev, "kept")), 0);
+        json_decref(ev);
+
+        free(a);
+        a = tu_path("%s/c.png", d.uploads);
+        assert_int_equal(rename(b, a), 0);
+        ev = sub_wait_event(&s, "moved");
+        assert_string_equal(json_string_value(json_object_get(ev, "from")), b);
+        assert_string_equal(json_string_value(json_object_get(ev, "source")), a);
+        assert_int_equal(json_array_size(json_object_get(ev, "outputs")), 2);
+        assert_int_equal(json_array_size(json_object_get(ev, "removed")), 2);
+        json_decref(ev);
+
+        close(s.fd);
+        free(a);
+        free(b);
+        free(conf);
+        tu_daemon_cleanup(&d);
+}
+
 static size_t columns(const char *s, size_t n)
 {
         char *prefix = strndup(s, n);
@@ -225,6 +301,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_done_event),
+                cmocka_unit_test(test_reconcile_and_retract_events),
                 cmocka_unit_test(test_jobs_wide_names),
         };
 
