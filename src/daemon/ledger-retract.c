@@ -230,24 +230,45 @@ int ledger_paths_below(ledger *l, const char *dir, char ***ret, size_t *ret_n)
         return 0;
 }
 
+/* The job retract, drop or move job id works from (STMT_ORIGIN) into *ret_origin: 1, or 0
+ * when nothing is published (no done job, or a retraction). */
+static int origin_locked(ledger *l, int64_t id, int64_t *ret_origin)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ORIGIN);
+        int r = ledger_bind_step(l, &st, "i", id);
+
+        if (r <= 0)
+                return r;
+        if (ledger_column_int64(&st, 1))
+                return 0;
+        *ret_origin = ledger_column_int64(&st, 0);
+        return 1;
+}
+
+/* The source path of job id into *ret (owned by the caller): 1, or 0 when there is no such
+ * job. */
+static int source_path_locked(ledger *l, int64_t id, char **ret)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
+        int r = ledger_bind_step(l, &st, "i", id);
+
+        if (r <= 0)
+                return r;
+        r = ledger_column_strdup(l, &st, 2, ret);
+        return r < 0 ? r : 1;
+}
+
 int ledger_origin(ledger *l, int64_t id, struct job_detail **ret)
 {
-        int64_t origin;
+        int64_t origin = 0;
         int r;
 
         assert(l);
         assert(ret);
 
-        {
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ORIGIN);
-
-                r = ledger_bind_step(l, &st, "i", id);
-                if (r <= 0)
-                        return r;
-                if (ledger_column_int64(&st, 1))
-                        return 0;
-                origin = ledger_column_int64(&st, 0);
-        }
+        r = origin_locked(l, id, &origin);
+        if (r <= 0)
+                return r;
         return ledger_get(l, origin, ret);
 }
 
@@ -273,31 +294,18 @@ static int complete_retract_locked(ledger *l, int64_t id, int64_t fence,
                         return ledger_error(l, -ESTALE, "job %" PRId64 " is not a retraction", id);
                 kind = (enum job_kind)r;
         }
-        {
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ORIGIN);
-
-                r = ledger_bind_step(l, &st, "i", id);
-                if (r < 0)
-                        return r;
-                if (r > 0 && !ledger_column_int64(&st, 1))
-                        origin = ledger_column_int64(&st, 0);
-        }
+        r = origin_locked(l, id, &origin);
+        if (r < 0)
+                return r;
         r = ledger_complete_locked(l, id, fence, outs, n_outs, now_usec);
         if (r < 0 || origin == 0 || kind == JOB_RETRACT)
                 return r;
         r = ledger_stmt_exec(l, STMT_COPY_RENDER_INFO, "ii", id, origin);
         if (r < 0 || kind != JOB_MOVE)
                 return r;
-        {
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
-
-                r = ledger_bind_step(l, &st, "i", origin);
-                if (r <= 0)
-                        return r;
-                r = ledger_column_strdup(l, &st, 2, &old_path);
-                if (r < 0)
-                        return r;
-        }
+        r = source_path_locked(l, origin, &old_path);
+        if (r <= 0)
+                return r;
         {
                 _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
 
@@ -330,15 +338,9 @@ static int move_to_render_locked(ledger *l, int64_t id, int64_t fence, int64_t n
         int64_t origin = 0, ignored;
         int r;
 
-        {
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_ORIGIN);
-
-                r = ledger_bind_step(l, &st, "i", id);
-                if (r < 0)
-                        return r;
-                if (r > 0 && !ledger_column_int64(&st, 1))
-                        origin = ledger_column_int64(&st, 0);
-        }
+        r = origin_locked(l, id, &origin);
+        if (r < 0)
+                return r;
         r = ledger_stmt_changes(l, STMT_MOVE_TO_RENDER, "i", id);
         if (r < 0)
                 return r;
@@ -347,16 +349,9 @@ static int move_to_render_locked(ledger *l, int64_t id, int64_t fence, int64_t n
         r = ledger_release_locked(l, id, fence, now_usec, now_usec);
         if (r < 0 || origin == 0)
                 return r;
-        {
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
-
-                r = ledger_bind_step(l, &st, "i", origin);
-                if (r <= 0)
-                        return r;
-                r = ledger_column_strdup(l, &st, 2, &old_path);
-                if (r < 0)
-                        return r;
-        }
+        r = source_path_locked(l, origin, &old_path);
+        if (r <= 0)
+                return r;
         r = retract_locked(l, old_path, now_usec, &ignored);
         return r < 0 ? r : 0;
 }
