@@ -254,7 +254,8 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
         [STMT_EXPIRED] = "SELECT id FROM jobs WHERE state = 'running' AND stage IS NULL "
                          "AND lease_expires_us < " PG_NOW_US " ORDER BY id",
         [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs "
-                               "WHERE state IN ('queued', 'retry') AND next_at_us < " HELD_SQL,
+                               "WHERE state IN ('queued', 'retry') AND priority < 2 "
+                               "AND next_at_us < " HELD_SQL,
         [STMT_SET_HELD] = "UPDATE jobs SET state = 'queued', attempts = GREATEST(attempts - 1, 0), "
                           "next_at_us = " HELD_SQL ", last_error = $2::text, updated_us = $3, "
                           "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
@@ -308,6 +309,9 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
                        "AND o.variant NOT IN (SELECT variant FROM outputs "
                        "                      WHERE job_id = $1::bigint) "
                        "ORDER BY o.seq",
+        [STMT_COUNT_BACKGROUND_WAITING] = "SELECT count(*) FROM jobs "
+                                          "WHERE state IN ('queued', 'retry') AND priority = 2 "
+                                          "AND next_at_us < " HELD_SQL,
         [STMT_COUNT_BACKGROUND] = "SELECT (SELECT count(*) FROM jobs "
                                   "        WHERE state IN ('queued', 'retry') AND priority = 2) "
                                   "     + (SELECT count(*) FROM jobs WHERE state = 'running' "

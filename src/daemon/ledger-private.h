@@ -124,6 +124,7 @@ enum ledger_stmt {
         STMT_CARRY,
         STMT_CARRIED,
         STMT_COUNT_BACKGROUND,
+        STMT_COUNT_BACKGROUND_WAITING,
         STMT_ORIGIN,
         STMT_INSERT_RETRACT,
         STMT_INSERT_MOVE,

@@ -131,6 +131,18 @@ int ledger_count_background(ledger *l, uint64_t *ret_n)
         return 0;
 }
 
+int ledger_count_background_waiting(ledger *l, uint64_t *ret_n)
+{
+        _cleanup_cursor_ struct ledger_cursor st =
+                ledger_stmt_get(l, STMT_COUNT_BACKGROUND_WAITING);
+        int r = ledger_stmt_step(l, &st);
+
+        if (r < 0)
+                return r;
+        *ret_n = r > 0 ? (uint64_t)ledger_column_int64(&st, 0) : 0;
+        return 0;
+}
+
 int ledger_adopt_recipe(ledger *l, int64_t id, const char *variant, const char *recipe)
 {
         assert(l);

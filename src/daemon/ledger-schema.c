@@ -280,7 +280,8 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                          "WHERE state = 'running' AND stage IS NULL AND lease_expires_us < ?1 "
                          "ORDER BY id",
         [STMT_OLDEST_QUEUED] = "SELECT min(created_us) FROM jobs INDEXED BY jobs_due "
-                               "WHERE state IN ('queued', 'retry') AND next_at_us < " HELD_SQL,
+                               "WHERE state IN ('queued', 'retry') AND priority < 2 "
+                               "AND next_at_us < " HELD_SQL,
         /* Held (ledger_hold()): queued, the attempt given back, not claimable until woken. */
         [STMT_SET_HELD] = "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), "
                           "next_at_us = " HELD_SQL ", last_error = ?2, updated_us = ?3, "
@@ -348,6 +349,9 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                        "WHERE o.job_id = (" PREVIOUS_DONE_SQL ") "
                        "AND o.variant NOT IN (SELECT variant FROM outputs WHERE job_id = ?1)",
         /* From jobs_due for the queued and retried, the running few from jobs_state_updated. */
+        [STMT_COUNT_BACKGROUND_WAITING] = "SELECT count(*) FROM jobs INDEXED BY jobs_due "
+                                          "WHERE state IN ('queued', 'retry') AND priority = 2 "
+                                          "AND next_at_us < " HELD_SQL,
         [STMT_COUNT_BACKGROUND] = "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_due "
                                   "        WHERE state IN ('queued', 'retry') AND priority = 2) "
                                   "     + (SELECT count(*) FROM jobs WHERE state = 'running' "

@@ -358,7 +358,8 @@ int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_outpu
  */
 int ledger_rerender_degraded(ledger *l, int64_t now_usec, unsigned limit);
 
-/* Returns 1 and the creation time of the oldest queued or retry job, 0 if none. */
+/* Returns 1 and the creation time of the oldest queued or retry job that is not background
+ * work (JOB_PRIORITY_BACKGROUND: planned, not waiting through a fault), 0 if none. */
 int ledger_oldest_queued(ledger *l, int64_t *ret_usec);
 
 /*
@@ -485,6 +486,9 @@ int ledger_scan_done(ledger *l, int64_t after_id, int64_t upto_id, struct ledger
 
 /* Jobs of priority JOB_PRIORITY_BACKGROUND queued, running or waiting for a retry. */
 int ledger_count_background(ledger *l, uint64_t *ret_n);
+
+/* Jobs of priority JOB_PRIORITY_BACKGROUND queued or waiting for a retry, held ones aside. */
+int ledger_count_background_waiting(ledger *l, uint64_t *ret_n);
 
 /* The smallest and largest job id (0 and 0 when there is none). */
 int ledger_id_range(ledger *l, int64_t *ret_min, int64_t *ret_max);

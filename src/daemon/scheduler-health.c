@@ -70,13 +70,15 @@ static double memory_pressure(scheduler *s)
  * Samples the health inputs into *in, the jobs in every state into counts (the ledger is read
  * once for both) and, into *ret_held, how many of the queued are held. Held jobs are not in
  * in->queued: they cannot run until their watch is configured again, so no level or alert
- * can make them drain (ledger_oldest_queued() leaves them out too). Returns 0, or the
- * ledger's error (the inputs then hold what was read).
+ * can make them drain (ledger_oldest_queued() leaves them out too). Nor is background work
+ * (a backfill of a million sources is planned work, not a backlog of uploads: it must not
+ * degrade the renders of uploads nor raise alerts; status shows its progress apart). Returns
+ * 0, or the ledger's error (the inputs then hold what was read).
  */
 static int health_inputs_now(scheduler *s, bool for_level, uint64_t counts[static _JOB_STATE_MAX],
                              uint64_t *ret_held, struct health_inputs *in)
 {
-        uint64_t now = mono_usec(), held = 0;
+        uint64_t now = mono_usec(), held = 0, background = 0, waiting;
         int64_t oldest = 0;
         int r, k;
 
@@ -85,10 +87,15 @@ static int health_inputs_now(scheduler *s, bool for_level, uint64_t counts[stati
         k = ledger_count_held(s->ledger, &held);
         if (r >= 0 && k < 0)
                 r = k;
+        k = ledger_count_background_waiting(s->ledger, &background);
+        if (r >= 0 && k < 0)
+                r = k;
         if (held > counts[JOB_QUEUED])
                 held = counts[JOB_QUEUED];
         *ret_held = held;
-        *in = (struct health_inputs){ .queued = counts[JOB_QUEUED] - held + counts[JOB_RETRY] };
+        waiting = counts[JOB_QUEUED] - held + counts[JOB_RETRY];
+        *in = (struct health_inputs){ .queued = waiting -
+                                                (background < waiting ? background : waiting) };
         k = ledger_oldest_queued(s->ledger, &oldest);
         /* For the degradation level: while the operator holds the work, nothing waits through
          * the system's fault, and after a resume waits count from the resume. (Status, metrics

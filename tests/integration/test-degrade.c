@@ -299,6 +299,59 @@ static void test_age_over_paused_drains(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/*
+ * A backfill is planned work, not a backlog: background jobs queued far past the thresholds
+ * (here held by the operator's pause so that they stay queued) leave the level full, raise no
+ * alert about waiting jobs, and the reconciliation renders at full quality.
+ */
+static void test_backfill_is_not_a_backlog(void **state)
+{
+        struct tu_daemon d;
+        char *conf, *level;
+
+        (void)state;
+        tu_daemon_setup(&d, "( { name = \"thumb\"; width = 32; height = 32; format = \"webp\"; } )",
+                        1, DEGRADATION);
+        tu_daemon_start(&d);
+        for (unsigned i = 0; i < 10; i++) {
+                char *p = tu_path("%s/src%02u.png", d.uploads, i);
+
+                tu_make_image(p, 40 + i, 30, "png", false);
+                tu_daemon_wait_idle(&d, 60); /* one at a time: no backlog of uploads */
+                free(p);
+        }
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE degraded = 1"), 0);
+
+        conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
+                       "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; } );\n"
+                       "pipelines = { p = ( { name = \"thumb\"; width = 32; height = 32; "
+                       "format = \"webp\"; }, { name = \"x\"; width = 24; height = 24; "
+                       "format = \"jpeg\"; } ); };\n%s\n",
+                       d.state, d.socket, d.uploads, d.media, DEGRADATION);
+        tu_write_file(d.config, conf, (size_t)-1);
+        free(conf);
+        assert_int_equal(tu_imgctl(&d, NULL, "pause", NULL), 0);
+        assert_int_equal(tu_imgctl(&d, NULL, "reload", NULL), 0);
+        for (int waited = 0; tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE redo IS NOT "
+                                               "NULL AND state = 'queued'") < 10;
+             waited += 50) {
+                assert_true(waited < 20000);
+                usleep(50 * 1000);
+        }
+        /* Several health checks (recover_ms 600: one at least every 150 ms). */
+        usleep(1500 * 1000);
+        level = level_of(&d);
+        assert_string_equal(level, "full");
+        free(level);
+        assert_false(tu_log_contains(&d, "degradation level"));
+        assert_int_equal(tu_imgctl(&d, NULL, "resume", NULL), 0);
+        tu_daemon_wait_idle(&d, 120);
+        assert_int_equal(tu_ledger_int(&d, "SELECT count(*) FROM jobs WHERE redo IS NOT NULL "
+                                           "AND state = 'done' AND degraded = 0"),
+                         10);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -307,6 +360,7 @@ int main(void)
                 cmocka_unit_test(test_backlog_over_paused_drains),
                 cmocka_unit_test(test_operator_pause_is_not_ill_health),
                 cmocka_unit_test(test_age_over_paused_drains),
+                cmocka_unit_test(test_backfill_is_not_a_backlog),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
