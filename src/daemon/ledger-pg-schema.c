@@ -341,8 +341,7 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
                              "created_us, updated_us, next_at_us, kind, origin) "
                              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $9, $9, "
                              "'move', $10) RETURNING id",
-        [STMT_NEWEST_OF_PATH] = "SELECT id, (state = 'done')::int, "
-                                "(kind IS NOT DISTINCT FROM 'retract')::int, source_sha256, "
+        [STMT_NEWEST_OF_PATH] = "SELECT id, (kind IS NOT DISTINCT FROM 'retract')::int, "
                                 "(state = 'running')::int "
                                 "FROM jobs WHERE source_path = $1 ORDER BY id DESC LIMIT 1",
         [STMT_PUBLISHED_OF_PATH] = "SELECT id, (kind IS NOT DISTINCT FROM 'retract')::int "

@@ -30,6 +30,24 @@ static int published_of_path_locked(ledger *l, const char *path, int64_t *ret_id
         return 1;
 }
 
+/* The newest job of `path` into *ret_id, and whether it is a retraction and running: 1, or 0
+ * when the path has no job. */
+static int newest_of_path_locked(ledger *l, const char *path, int64_t *ret_id, bool *ret_retract,
+                                 bool *ret_running)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
+        int r = ledger_bind_step(l, &st, "t", path);
+
+        if (r <= 0)
+                return r;
+        *ret_id = ledger_column_int64(&st, 0);
+        if (ret_retract)
+                *ret_retract = ledger_column_int64(&st, 1) != 0;
+        if (ret_running)
+                *ret_running = ledger_column_int64(&st, 2) != 0;
+        return 1;
+}
+
 /* Cancels the queued and retried jobs of `path` older than job id. */
 static int supersede_locked(ledger *l, const char *path, int64_t id, int64_t now_usec)
 {
@@ -56,21 +74,15 @@ static int insert_retract_locked(ledger *l, int64_t origin, const char *kind, co
 
 static int retract_locked(ledger *l, const char *path, int64_t now_usec, int64_t *ret_id)
 {
-        int64_t newest, origin = 0, id = 0;
-        bool running;
+        int64_t newest = 0, origin = 0, id = 0;
+        bool retract = false, running = false;
         int r;
 
-        {
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
-
-                r = ledger_bind_step(l, &st, "t", path);
-                if (r <= 0)
-                        return r;
-                if (ledger_column_int64(&st, 2))
-                        return 0; /* retracted, or a retraction waits already */
-                newest = ledger_column_int64(&st, 0);
-                running = ledger_column_int64(&st, 4) != 0;
-        }
+        r = newest_of_path_locked(l, path, &newest, &retract, &running);
+        if (r <= 0)
+                return r;
+        if (retract)
+                return 0; /* retracted, or a retraction waits already */
         r = published_of_path_locked(l, path, &origin);
         if (r < 0)
                 return r;
@@ -133,23 +145,17 @@ static int move_locked(ledger *l, const char *old_path, const struct source_info
                        int64_t now_usec, int64_t *ret_id)
 {
         char sha256[HASH_HEX_SIZE];
-        int64_t origin = 0, id;
+        int64_t origin = 0, newest = 0, id;
         int r;
 
         r = published_of_path_locked(l, old_path, &origin);
         if (r <= 0)
                 return r;
-        {
-                /* The old path's newest job: else a newer file came there, and this one is
-                 * an upload. */
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
-
-                r = ledger_bind_step(l, &st, "t", old_path);
-                if (r <= 0)
-                        return r;
-                if (ledger_column_int64(&st, 0) != origin)
-                        return 0;
-        }
+        /* The old path's newest job: else a newer file came there, and this one is an
+         * upload. */
+        r = newest_of_path_locked(l, old_path, &newest, NULL, NULL);
+        if (r <= 0 || newest != origin)
+                return r < 0 ? r : 0;
         {
                 /* The same file: a rename keeps its inode, size and mtime. */
                 _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_GET_JOB);
@@ -306,14 +312,9 @@ static int complete_retract_locked(ledger *l, int64_t id, int64_t fence,
         r = source_path_locked(l, origin, &old_path);
         if (r <= 0)
                 return r;
-        {
-                _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NEWEST_OF_PATH);
-
-                r = ledger_bind_step(l, &st, "t", old_path);
-                if (r <= 0)
-                        return r;
-                newest = ledger_column_int64(&st, 0);
-        }
+        r = newest_of_path_locked(l, old_path, &newest, NULL, NULL);
+        if (r <= 0)
+                return r;
         /* A newer job of the old path (a new file there) replaces its outputs itself. */
         if (newest != origin)
                 return 0;

@@ -380,9 +380,8 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                              "created_us, updated_us, next_at_us, kind, origin) "
                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?9, ?9, "
                              "'move', ?10)",
-        /* The newest job of a path: its id, whether it is done, a retraction, running. */
-        [STMT_NEWEST_OF_PATH] = "SELECT id, state = 'done', kind IS 'retract', source_sha256, "
-                                "state = 'running' "
+        /* The newest job of a path: its id, whether it is a retraction, running. */
+        [STMT_NEWEST_OF_PATH] = "SELECT id, kind IS 'retract', state = 'running' "
                                 "FROM jobs WHERE source_path = ?1 ORDER BY id DESC LIMIT 1",
         /* The newest done job of a path that is not a retraction, unless a retraction came
          * after it. */
