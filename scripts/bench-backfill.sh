@@ -12,7 +12,9 @@
 # from the reload until no reconciliation job is left (the pass and the backfill), the rate,
 # and the drop-to-manifest latency of --live (default 20) uploads dropped one by one during
 # the backfill, against the same uploads on the idle daemon afterwards (same configuration,
-# same work per upload: both variants); then what `imgctl plan` prints.
+# same work per upload: both variants), and by how much the backfill raised it next to one
+# upload's render time (claim to done on the idle daemon, from imgd's log); then what
+# `imgctl plan` prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -45,7 +47,7 @@ rm -rf "$out"
 mkdir -p "$out"
 
 python3 -u - "$build" "$out" "$corpus" "$sources" "$live" "$(nproc)" <<'PY'
-import glob, json, os, shutil, statistics, subprocess, sys, threading, time
+import glob, json, os, re, shutil, statistics, subprocess, sys, threading, time
 
 build, out, corpus, n_sources, n_live, ncpu = sys.argv[1:7]
 n_sources, n_live, ncpu = int(n_sources), int(n_live), int(ncpu)
@@ -142,6 +144,15 @@ try:
           "the first %d s of it); idle %s" % (st(during), len(during),
                                               min(backfill_s, n_live * 0.5), st(idle)))
     print("  during, in drop order (ms): %s" % " ".join("%.0f" % x for x in during))
+    # One job's render time: the idle uploads' claim to done, as imgd logs it.
+    log.flush()
+    took = [float(m.group(1)) for m in re.finditer(
+        r"/live/idle\d+\.png: done, \d+ outputs in (\d+) ms", open(os.path.join(out, "imgd.log")).read())]
+    if took:
+        print("  latency raised by %.0f ms (p50 during - p50 idle); one upload's render time "
+              "(claim to done, idle, p50): %.0f ms" % (statistics.median(during) -
+                                                      statistics.median(idle),
+                                                      statistics.median(took)))
     print("imgctl plan after the backfill:")
     print(plan.rstrip())
 finally:

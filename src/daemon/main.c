@@ -535,6 +535,14 @@ static void on_reconcile_queued(void *userdata)
         scheduler_kick(d->scheduler);
 }
 
+/* Uploads are being processed: the reconciliation's pass yields to them. */
+static bool on_reconcile_live(void *userdata)
+{
+        struct daemon *d = userdata;
+
+        return scheduler_live_about(d->scheduler);
+}
+
 /* The reconciliation's events, to the subscribers. */
 static void on_reconcile_event(const char *event, const json_t *data, void *userdata)
 {
@@ -746,6 +754,7 @@ static int run(struct daemon *d)
                 goto out;
         }
         reconciler_set_event_fn(d->reconciler, on_reconcile_event);
+        reconciler_set_live_fn(d->reconciler, on_reconcile_live);
         r = intake_retry_new(e, on_retry, on_retry_rescan, d, &d->retry);
         if (r < 0) {
                 log_error_errno(r, "intake retries: %m");

@@ -14,12 +14,17 @@
 #include "shared/macro.h"
 #include "shared/time-util.h"
 
-/* Job ids looked at per turn of the event loop: adjusted after each turn so that one takes
- * about RECONCILE_TURN_USEC (a pass that adopts recipes writes, and is slower per id). */
+/* Job ids looked at per turn of the event loop: sized from the time per id of the turns before
+ * so that one takes about RECONCILE_TURN_USEC (a pass that queues jobs or adopts recipes
+ * writes, and is slower per id), at most twice the last range. */
 #define RECONCILE_RANGE_FIRST 200
-#define RECONCILE_RANGE_MIN 50
+#define RECONCILE_RANGE_MIN 10
 #define RECONCILE_RANGE_MAX 50000
 #define RECONCILE_TURN_USEC (20 * USEC_PER_MSEC)
+/* While live work is about (reconciler_set_live_fn()), a turn takes about this long and the
+ * next one comes this much later: the loop stays free for the uploads, and the pass goes on. */
+#define RECONCILE_LIVE_TURN_USEC (2 * USEC_PER_MSEC)
+#define RECONCILE_LIVE_GAP_USEC (50 * USEC_PER_MSEC)
 /* While removed variants wait for sources' reconciliation jobs, a pass to retract them starts
  * again this often once no background job remains. */
 #define RECONCILE_DROP_RETRY_USEC (2 * USEC_PER_SEC)
@@ -42,11 +47,13 @@ struct gone {
 
 struct reconciler {
         sd_event_source *step; /* defer: the next range */
+        sd_event_source *pace; /* timer: the next range while live work is about */
         sd_event_source *drop_timer;
         ledger *ledger;
         const struct config *cfg;
         reconciler_queued_fn queued;
         reconciler_event_fn event;
+        reconciler_live_fn live;
         sd_event_source *done_timer; /* while jobs a pass queued remain */
         uint64_t pass_started_usec;  /* CLOCK_MONOTONIC */
         void *userdata;
@@ -60,6 +67,7 @@ struct reconciler {
         size_t n_gone, allocated_gone;
         int64_t cursor, last_id; /* ids (cursor, last_id] remain */
         int64_t range;           /* ids per turn */
+        double usec_per_id;      /* of the last turn */
         uint64_t scanned, adopted, enqueued;
         uint64_t enqueued_total;      /* since imgd started */
         uint64_t first_enqueued_usec; /* CLOCK_MONOTONIC; 0: none yet */
@@ -213,6 +221,20 @@ static int retract_gone(reconciler *r, const struct ledger_done_source *src, int
         return 1;
 }
 
+/* The ids the next turn looks at to take about turn_usec: at most twice as many as the last
+ * turn did. */
+static void size_range(reconciler *r, uint64_t turn_usec)
+{
+        double ids = r->usec_per_id > 0 ? (double)turn_usec / r->usec_per_id
+                                        : (double)RECONCILE_RANGE_FIRST;
+
+        if (ids > (double)r->range * 2)
+                ids = (double)r->range * 2;
+        r->range = ids < RECONCILE_RANGE_MIN   ? RECONCILE_RANGE_MIN
+                   : ids > RECONCILE_RANGE_MAX ? RECONCILE_RANGE_MAX
+                                               : (int64_t)ids;
+}
+
 /* Looks at the next range of ids; queues what it found in one group commit. */
 static int reconcile_range(reconciler *r)
 {
@@ -262,14 +284,7 @@ static int reconcile_range(reconciler *r)
         if (k < 0)
                 return k;
         took = mono_usec() - t0;
-        if (took <= RECONCILE_TURN_USEC / 2)
-                r->range *= 2;
-        else
-                r->range = r->range * (int64_t)RECONCILE_TURN_USEC / (int64_t)took;
-        if (r->range < RECONCILE_RANGE_MIN)
-                r->range = RECONCILE_RANGE_MIN;
-        if (r->range > RECONCILE_RANGE_MAX)
-                r->range = RECONCILE_RANGE_MAX;
+        r->usec_per_id = (double)(took > 0 ? took : 1) / (double)(upto - r->cursor);
         r->enqueued += queued;
         r->enqueued_total += queued;
         if (queued > 0 && r->first_enqueued_usec == 0)
@@ -288,6 +303,22 @@ static void tell(reconciler *r, const char *event, json_t *data)
         json_decref(data);
 }
 
+/* Live work (an upload) is about: the pass takes short turns, spaced out. */
+static bool live_about(reconciler *r)
+{
+        return r->live && r->live(r->userdata);
+}
+
+/* The next turn: at once below every other event source, or later while live work is about. */
+static void schedule_step(reconciler *r)
+{
+        if (live_about(r)) {
+                sd_event_source_set_time_relative(r->pace, RECONCILE_LIVE_GAP_USEC);
+                sd_event_source_set_enabled(r->pace, SD_EVENT_ONESHOT);
+        } else
+                sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
+}
+
 static int on_step(sd_event_source *es, void *userdata)
 {
         reconciler *r = userdata;
@@ -295,6 +326,7 @@ static int on_step(sd_event_source *es, void *userdata)
 
         if (!r->scanning)
                 return 0;
+        size_range(r, live_about(r) ? RECONCILE_LIVE_TURN_USEC : RECONCILE_TURN_USEC);
         k = reconcile_range(r);
         if (k < 0) {
                 /* Tried again from the same range at the next pass (a reload, a restart). */
@@ -330,8 +362,14 @@ static int on_step(sd_event_source *es, void *userdata)
                 }
                 return 0;
         }
-        sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
+        schedule_step(r);
         return 0;
+}
+
+static int on_pace(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        (void)usec;
+        return on_step(es, userdata);
 }
 
 /* The jobs of the passes since imgd started have all finished: told once per pass that
@@ -391,6 +429,9 @@ int reconciler_new(sd_event *e, ledger *l, reconciler_queued_fn queued, void *us
         r->userdata = userdata;
         k = sd_event_add_defer(e, &r->step, on_step, r);
         if (k >= 0)
+                k = sd_event_add_time_relative(e, &r->pace, CLOCK_MONOTONIC,
+                                               RECONCILE_LIVE_GAP_USEC, 0, on_pace, r);
+        if (k >= 0)
                 k = sd_event_add_time_relative(e, &r->drop_timer, CLOCK_MONOTONIC,
                                                RECONCILE_DROP_RETRY_USEC, 0, on_drop_timer, r);
         if (k >= 0)
@@ -398,12 +439,14 @@ int reconciler_new(sd_event *e, ledger *l, reconciler_queued_fn queued, void *us
                                                RECONCILE_DONE_USEC, 0, on_done_timer, r);
         if (k < 0) {
                 sd_event_source_disable_unref(r->step);
+                sd_event_source_disable_unref(r->pace);
                 sd_event_source_disable_unref(r->drop_timer);
                 free(r);
                 return k;
         }
         sd_event_source_set_enabled(r->drop_timer, SD_EVENT_OFF);
         sd_event_source_set_enabled(r->done_timer, SD_EVENT_OFF);
+        sd_event_source_set_enabled(r->pace, SD_EVENT_OFF);
         /* Below the intake and the scheduler: a range waits for their work of the turn. */
         (void)sd_event_source_set_priority(r->step, SD_EVENT_PRIORITY_IDLE);
         sd_event_source_set_enabled(r->step, SD_EVENT_OFF);
@@ -416,6 +459,7 @@ reconciler *reconciler_free(reconciler *r)
         if (!r)
                 return NULL;
         sd_event_source_disable_unref(r->step);
+        sd_event_source_disable_unref(r->pace);
         sd_event_source_disable_unref(r->drop_timer);
         sd_event_source_disable_unref(r->done_timer);
         free(r->tallies);
@@ -449,9 +493,11 @@ static void start(reconciler *r, const struct config *cfg)
                                        w->pipeline->variants[k].recipe);
         }
         r->cursor = min_id > 0 ? min_id - 1 : 0;
-        r->range = RECONCILE_RANGE_FIRST;
+        r->range = RECONCILE_RANGE_FIRST / 2; /* doubled by the first turn */
+        r->usec_per_id = 0;
         r->last_id = max_id;
         r->scanning = true;
+        sd_event_source_set_enabled(r->pace, SD_EVENT_OFF);
         sd_event_source_set_enabled(r->step, SD_EVENT_ONESHOT);
 }
 
@@ -470,6 +516,11 @@ void reconciler_start_dropping(reconciler *r, const struct config *cfg)
 void reconciler_set_event_fn(reconciler *r, reconciler_event_fn fn)
 {
         r->event = fn;
+}
+
+void reconciler_set_live_fn(reconciler *r, reconciler_live_fn fn)
+{
+        r->live = fn;
 }
 
 void reconciler_pause(reconciler *r, bool paused)

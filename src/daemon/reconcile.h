@@ -19,7 +19,7 @@
  * watching has its outputs retracted (ledger_retract()). Nothing is queued while paused.
  *
  * A pass starts at start-up and after every reload (reconciler_start()); a pass running then
- * starts over under the new configuration.
+ * starts over under the new configuration. It yields to live work (reconciler_set_live_fn()).
  */
 #pragma once
 
@@ -57,6 +57,15 @@ void reconciler_start_dropping(reconciler *r, const struct config *cfg);
 /* Sets the function told of the reconciliation's events (NULL: none); it gets the userdata
  * of reconciler_new(). */
 void reconciler_set_event_fn(reconciler *r, reconciler_event_fn fn);
+
+/* Whether live work (an upload) is about: while it is, a pass takes turns of about 2 ms, 50 ms
+ * apart (else of about 20 ms, one after the other below every other event source), so that
+ * the event loop stays free for the uploads while the pass still goes on. */
+typedef bool (*reconciler_live_fn)(void *userdata);
+
+/* Sets the function asked before each turn (NULL: never live); it gets the userdata of
+ * reconciler_new(). */
+void reconciler_set_live_fn(reconciler *r, reconciler_live_fn fn);
 
 /* Paused: passes count, but queue nothing (the operator's `imgctl reconcile pause`). */
 void reconciler_pause(reconciler *r, bool paused);

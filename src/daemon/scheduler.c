@@ -297,7 +297,8 @@ static int start_job(scheduler *s, struct job *job_in)
                 scheduler_running_free(run);
                 return -ENOMEM;
         }
-        r = worker_pool_dispatch(s->pool, job->id, req, fds, 2 + run->n);
+        r = worker_pool_dispatch(s->pool, job->id, req, fds, 2 + run->n,
+                                 job->priority >= JOB_PRIORITY_BACKGROUND);
         if (r < 0) {
                 scheduler_running_free(run);
                 log_warning_errno(r, "job %" PRId64 ": cannot hand it to a worker: %m", job->id);
@@ -336,15 +337,22 @@ static void arm_due_timer(scheduler *s)
  * (an idle machine gives background work every worker). A claim takes live work first in
  * any case, so an upload waits at most for one job to finish.
  */
+/* The workers background work may hold while live work comes: n_workers * share, at least
+ * one. */
+static unsigned background_limit(unsigned n_workers, double share)
+{
+        unsigned limit = (unsigned)((double)n_workers * share);
+
+        return limit < 1 ? 1 : limit;
+}
+
 static enum job_priority claim_priority(scheduler *s)
 {
-        unsigned background = 0, limit = (unsigned)((double)worker_pool_size(s->pool) *
-                                                    s->cfg->limits.background_share);
+        unsigned background = 0, limit = background_limit(worker_pool_size(s->pool),
+                                                          s->cfg->limits.background_share);
 
         for (const struct running *run = s->running; run; run = run->next)
                 background += run->job->priority >= JOB_PRIORITY_BACKGROUND;
-        if (limit < 1)
-                limit = 1;
         if (background >= limit && mono_usec() - s->live_claimed_usec < LIVE_RECENT_USEC)
                 return JOB_PRIORITY_RETRY;
         return JOB_PRIORITY_BACKGROUND;
@@ -525,6 +533,32 @@ static void publish_finished(scheduler *s)
         scheduler_publish(s, list);
 }
 
+/* Publishes the uploads among the jobs rendered; background ones stay for their batch (their
+ * renames and directories are not the upload's to wait for). */
+static void publish_uploads(scheduler *s)
+{
+        struct running *list = s->finished, *uploads = NULL, **tail = &uploads;
+
+        s->finished = NULL;
+        s->finished_tail = &s->finished;
+        s->n_finished = 0;
+        while (list) {
+                struct running *run = list;
+
+                list = run->next;
+                run->next = NULL;
+                if (run->job->priority < JOB_PRIORITY_BACKGROUND) {
+                        *tail = run;
+                        tail = &run->next;
+                } else {
+                        *s->finished_tail = run;
+                        s->finished_tail = &run->next;
+                        s->n_finished++;
+                }
+        }
+        scheduler_publish(s, uploads);
+}
+
 /* Whether a live job (an upload, not background work) is among `list`. */
 static bool has_upload(const struct running *list)
 {
@@ -541,8 +575,9 @@ static bool has_upload(const struct running *list)
  * together (one commit, one fsync per directory), in the commit that completes the batch
  * published before them; a batch published waits up to COMPLETE_DELAY_USEC for that commit.
  * With no worker rendering, or a batch of PUBLISH_BATCH_MAX, nothing waits: a lone job is
- * published and completed at once; so is a batch with an upload in it while only background
- * work renders.
+ * published and completed at once. Uploads rendered while only background work renders are
+ * published at once, without the background jobs rendered with them (those keep their
+ * batch's deadline).
  */
 static void publish_pass(scheduler *s)
 {
@@ -555,9 +590,14 @@ static void publish_pass(scheduler *s)
                  * uploads are worth the wait (issue 17). */
                 bool upload_alone = has_upload(s->finished) && !has_upload(s->running);
 
-                if (idle || upload_alone || s->n_finished >= PUBLISH_BATCH_MAX || now >= deadline) {
+                if (idle || s->n_finished >= PUBLISH_BATCH_MAX || now >= deadline) {
                         publish_finished(s);
                         kick = true;
+                } else if (upload_alone) {
+                        publish_uploads(s);
+                        kick = true;
+                        if (s->finished)
+                                next = deadline;
                 } else
                         next = deadline;
         }
@@ -659,6 +699,12 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
                 .job_timeout_usec = cfg->limits.job_timeout_usec,
                 .memory_limit = cfg->limits.worker_memory,
                 .max_jobs = cfg->limits.worker_max_jobs,
+                /* As many as background work may hold while live work comes, and one worker
+                 * at least for live work (so none with a single worker). */
+                .n_background =
+                        background_limit(cfg->workers, cfg->limits.background_share) < cfg->workers
+                                ? background_limit(cfg->workers, cfg->limits.background_share)
+                                : cfg->workers - 1,
                 .max_output_bytes = cfg->limits.max_file_bytes,
                 .done = on_worker_done,
                 .restarted = on_worker_restarted,
@@ -901,4 +947,17 @@ const worker_pool *scheduler_pool(const scheduler *s)
 unsigned scheduler_running(const scheduler *s)
 {
         return s->n_running + s->n_finished + s->n_published;
+}
+
+bool scheduler_live_about(const scheduler *s)
+{
+        const struct running *lists[] = { s->running, s->finished, s->published };
+
+        if (s->live_claimed_usec > 0 && mono_usec() - s->live_claimed_usec < LIVE_RECENT_USEC)
+                return true;
+        for (size_t i = 0; i < ELEMENTSOF(lists); i++)
+                for (const struct running *run = lists[i]; run; run = run->next)
+                        if (run->job->priority < JOB_PRIORITY_BACKGROUND)
+                                return true;
+        return false;
 }

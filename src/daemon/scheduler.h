@@ -51,6 +51,11 @@ bool scheduler_stalled(scheduler *s);
 /* Jobs dispatched and not yet finished. */
 unsigned scheduler_running(const scheduler *s);
 
+/* Whether live work (an upload or its retry, not background work) is being processed, or was
+ * claimed within the last 2 s: background work then holds at most limits.background_share of
+ * the workers, and a reconciliation pass yields the event loop (reconciler_set_live_fn()). */
+bool scheduler_live_about(const scheduler *s);
+
 /*
  * Intake control for operators: a paused scheduler claims no new jobs; running jobs go on
  * and finish. (`imgctl drain` is pause, then wait for scheduler_running() to reach 0.)

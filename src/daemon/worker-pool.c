@@ -86,6 +86,7 @@ struct worker_pool {
         usec_t job_timeout_usec;
         uint64_t memory_limit;
         unsigned max_jobs;
+        unsigned n_background; /* the last slots: background workers */
         uint64_t max_output_bytes;
         worker_done_fn done;
         void (*restarted)(worker_pool *p, const char *cause, void *userdata);
@@ -413,7 +414,12 @@ static void set_limit(int resource, uint64_t soft, uint64_t hard)
         (void)setrlimit(resource, &rl);
 }
 
-static _Noreturn void worker_exec(const worker_pool *p, int sock)
+static bool is_background(const worker_pool *p, unsigned slot)
+{
+        return slot >= p->n - p->n_background;
+}
+
+static _Noreturn void worker_exec(const worker_pool *p, int sock, unsigned slot)
 {
         const char *path = p->worker_path;
         sigset_t all;
@@ -442,6 +448,16 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock)
         }
 #endif
         set_limit(RLIMIT_NOFILE, 256, 256);
+        /* A background worker: nicer than the daemon, set before exec so that every thread
+         * libvips starts inherits it (the nice value is per thread). */
+        if (is_background(p, slot)) {
+                int base;
+
+                errno = 0;
+                base = getpriority(PRIO_PROCESS, 0);
+                if (errno == 0)
+                        (void)setpriority(PRIO_PROCESS, 0, base + WORKER_BACKGROUND_NICE);
+        }
         /* A stop is the daemon's decision, never a signal to the whole process group
          * (systemd's KillMode=control-group, `kill -TERM -<pgid>`, ^C in a terminal): the
          * worker ignores SIGTERM, SIGINT and SIGHUP, set before the mask is cleared so that
@@ -474,7 +490,7 @@ static int worker_start(struct worker *w)
                 return log_error_errno(r, "fork worker: %m");
         }
         if (pid == 0)
-                worker_exec(w->pool, sv[1]);
+                worker_exec(w->pool, sv[1], w->slot);
         close(sv[1]);
         fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 
@@ -541,6 +557,7 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         p->job_timeout_usec = o->job_timeout_usec;
         p->memory_limit = o->memory_limit;
         p->max_jobs = o->max_jobs;
+        p->n_background = o->n_background < o->n_workers ? o->n_background : 0;
         p->max_output_bytes = o->max_output_bytes;
         p->done = o->done;
         p->restarted = o->restarted;
@@ -651,14 +668,19 @@ unsigned worker_pool_size(const worker_pool *p)
 }
 
 int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, const int *fds,
-                         size_t n_fds)
+                         size_t n_fds, bool background)
 {
         struct worker *w = NULL;
         int r;
 
-        for (unsigned i = 0; i < p->n && !w; i++)
+        /* Background work from the last slot down (the background workers first), live work
+         * from the first up. */
+        for (unsigned k = 0; k < p->n && !w; k++) {
+                unsigned i = background ? p->n - 1 - k : k;
+
                 if (p->workers[i].state == WORKER_IDLE)
                         w = &p->workers[i];
+        }
         if (!w)
                 return -EBUSY;
 
@@ -687,10 +709,11 @@ int worker_pool_describe(const worker_pool *p, json_t *arr)
 {
         for (unsigned i = 0; i < p->n; i++) {
                 const struct worker *w = &p->workers[i];
-                json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:I}", "pid", (int)w->pid, "state",
-                                      worker_state_name(w->state), "job", (json_int_t)w->job_id,
-                                      "jobs_done", (json_int_t)w->jobs_done, "rss",
-                                      (json_int_t)w->rss, "peak_rss", (json_int_t)w->peak_rss);
+                json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:I, s:b}", "pid", (int)w->pid,
+                                      "state", worker_state_name(w->state), "job",
+                                      (json_int_t)w->job_id, "jobs_done", (json_int_t)w->jobs_done,
+                                      "rss", (json_int_t)w->rss, "peak_rss",
+                                      (json_int_t)w->peak_rss, "background", is_background(p, i));
                 if (!o || json_array_append_new(arr, o) < 0)
                         return -ENOMEM;
         }

@@ -16,12 +16,16 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
 #include "shared/time-util.h"
 
 typedef struct worker_pool worker_pool;
+
+/* How much nicer (setpriority(2)) than the daemon the background workers run. */
+#define WORKER_BACKGROUND_NICE 10
 
 /*
  * Called once per dispatched job. reply: the worker's result (borrowed; NULL if the worker
@@ -35,8 +39,13 @@ struct worker_pool_options {
         unsigned n_workers;
         unsigned threads; /* libvips threads of each worker; 0: the CPUs shared out, at least 1 */
         usec_t job_timeout_usec;
-        uint64_t memory_limit;     /* resident bytes a busy worker may use; 0: none */
-        unsigned max_jobs;         /* jobs before a worker is replaced; 0: never */
+        uint64_t memory_limit; /* resident bytes a busy worker may use; 0: none */
+        unsigned max_jobs;     /* jobs before a worker is replaced; 0: never */
+        /* Workers for background work (issue 17), the last n_background of n_workers: they run
+         * WORKER_BACKGROUND_NICE below the daemon's CPU priority, so that a live render sharing
+         * a CPU with one of them goes first (on an idle CPU they render at full speed).
+         * Background jobs go to them first, live jobs to the others first. */
+        unsigned n_background;
         uint64_t max_output_bytes; /* RLIMIT_FSIZE of workers; 0: none */
         worker_done_fn done;       /* also called with job_id 0 when a worker becomes ready */
         /* Called when a worker process ended and is to be replaced, with the cause: "crash"
@@ -68,15 +77,17 @@ unsigned worker_pool_busy(const worker_pool *p);
 unsigned worker_pool_size(const worker_pool *p);
 
 /*
- * Hands a job to an idle worker: sends the request with the descriptors (which stay owned by
- * the caller; the worker receives duplicates). Returns 0, or -EBUSY when no worker is idle,
- * or a negative errno when sending failed (the worker is then replaced and the callback is
- * not called).
+ * Hands a job to an idle worker, a background worker first for background work and another
+ * first for live work: sends the request with the descriptors (which stay owned by the
+ * caller; the worker receives duplicates). Returns 0, or -EBUSY when no worker is idle, or a
+ * negative errno when sending failed (the worker is then replaced and the callback is not
+ * called).
  */
 int worker_pool_dispatch(worker_pool *p, int64_t job_id, const json_t *request, const int *fds,
-                         size_t n_fds);
+                         size_t n_fds, bool background);
 
-/* Appends one object per worker ({"pid":..., "state":"idle"|"busy", "job":id}) to arr. */
+/* Appends one object per worker ({"pid":..., "state":"idle"|"busy", "job":id, "background":
+ * bool, ...}) to arr. */
 int worker_pool_describe(const worker_pool *p, json_t *arr);
 
 /* Finds the imgd-worker executable: $IMGD_WORKER; else next to /proc/self/exe (the build

@@ -374,12 +374,102 @@ static void test_live_first(void **state)
         tu_daemon_cleanup(&d);
 }
 
+/* The nice value of process pid (/proc/<pid>/stat, field 19). */
+static int nice_of(pid_t pid)
+{
+        char *path = tu_path("/proc/%d/stat", (int)pid), buf[1024];
+        FILE *f = fopen(path, "re");
+        const char *p;
+        int nice = 100;
+
+        assert_non_null(f);
+        assert_non_null(fgets(buf, sizeof buf, f));
+        fclose(f);
+        free(path);
+        p = strrchr(buf, ')'); /* after the command name, which may hold spaces */
+        assert_non_null(p);
+        /* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+         * cutime cstime priority nice */
+        assert_int_equal(sscanf(p + 2,
+                                "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d "
+                                "%*d %*d %d",
+                                &nice),
+                         1);
+        return nice;
+}
+
+/*
+ * Of 2 workers, one is a background worker (background_share 0.5): it runs 10 nicer than the
+ * daemon, so that a live render sharing a CPU with it goes first; and a reconciliation job on
+ * an idle daemon goes to it, not to the worker live work takes first.
+ */
+static void test_background_worker(void **state)
+{
+        json_t *st = NULL, *list;
+        int daemon_nice, background = 0, normal = 0;
+        bool seen = false;
+        struct tu_daemon d;
+
+        (void)state;
+        tu_daemon_setup(&d, "( " V_S("80") " )", 2, NULL);
+        /* Renders slowed down, for the reconciliation job to be seen on its worker. */
+        setenv("IMGD_FAULT_DELAY", "worker.job", 1);
+        setenv("IMGD_FAULT_DELAY_MS", "1000", 1);
+        tu_daemon_start(&d);
+        unsetenv("IMGD_FAULT_DELAY");
+        unsetenv("IMGD_FAULT_DELAY_MS");
+        drop(&d, 1);
+        tu_daemon_wait_idle(&d, 60);
+        daemon_nice = nice_of(d.pid);
+
+        st = tu_imgctl_json(&d, "status", NULL, NULL);
+        list = json_object_get(json_object_get(st, "workers"), "list");
+        assert_int_equal(json_array_size(list), 2);
+        for (size_t i = 0; i < json_array_size(list); i++) {
+                json_t *w = json_array_get(list, i);
+                pid_t pid = (pid_t)json_integer_value(json_object_get(w, "pid"));
+                int want = json_is_true(json_object_get(w, "background"))
+                                   ? (daemon_nice + 10 > 19 ? 19 : daemon_nice + 10)
+                                   : daemon_nice;
+
+                background += json_is_true(json_object_get(w, "background"));
+                normal += json_is_false(json_object_get(w, "background"));
+                assert_int_equal(nice_of(pid), want);
+        }
+        assert_int_equal(background, 1);
+        assert_int_equal(normal, 1);
+        json_decref(st);
+
+        /* Both workers idle: the reconciliation job of an added variant goes to the
+         * background worker. */
+        write_conf(&d, V_S("80") ", " V_M, "");
+        assert_int_equal(tu_imgctl(&d, NULL, "reload", NULL), 0);
+        for (int waited = 0; !seen && waited < 20000; waited += 50) {
+                st = tu_imgctl_json(&d, "status", NULL, NULL);
+                list = json_object_get(json_object_get(st, "workers"), "list");
+                for (size_t i = 0; i < json_array_size(list); i++) {
+                        json_t *w = json_array_get(list, i);
+
+                        if (strcmp(json_string_value(json_object_get(w, "state")), "busy") != 0)
+                                continue;
+                        assert_true(json_is_true(json_object_get(w, "background")));
+                        seen = true;
+                }
+                json_decref(st);
+                usleep(50 * 1000);
+        }
+        assert_true(seen);
+        tu_daemon_wait_idle(&d, 60);
+        assert_int_equal(tu_count_files(d.media, "*_m.jpg"), 1);
+        tu_daemon_cleanup(&d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_added_variant),  cmocka_unit_test(test_changed_and_removed),
                 cmocka_unit_test(test_format_changed), cmocka_unit_test(test_off_and_paused),
-                cmocka_unit_test(test_live_first),
+                cmocka_unit_test(test_live_first),     cmocka_unit_test(test_background_worker),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
