@@ -200,6 +200,7 @@ bool intake_error_transient(int r)
         case EAGAIN:
         case EINTR:
         case ETIMEDOUT:
+        case ENOTCONN: /* a ledger server unreachable (PostgreSQL stopped, failing over) */
                 return true;
         default:
                 return false;

@@ -118,6 +118,21 @@ int ledger_recover(ledger *l, int64_t now_usec)
         return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RECOVER, "i", now_usec));
 }
 
+int ledger_recover_node(ledger *l, const char *node, int64_t now_usec)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RECOVER_NODE, "it", now_usec, node));
+}
+
+int ledger_lock_source_locked(ledger *l, const char *path)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_LOCK_SOURCE);
+        int r = ledger_bind_step(l, &st, "t", path);
+
+        return r < 0 ? r : 0;
+}
+
 /* Intake */
 
 static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_usec,
@@ -127,6 +142,10 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
         int64_t id;
         int r;
 
+        /* Nodes that saw the same upload take turns: the second finds the first's job. */
+        r = ledger_lock_source_locked(l, src->path);
+        if (r < 0)
+                return r;
         {
                 _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_FIND_SOURCE);
 
@@ -321,7 +340,7 @@ int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *out
 
 /* Leaving running: retry, dead, released, held */
 
-static int fail_locked(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+int ledger_fail_locked(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
                        int64_t next_at_usec, int64_t now_usec)
 {
         int r;
@@ -342,8 +361,8 @@ int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool re
 {
         assert(l);
 
-        return LEDGER_WRITE(l, fail_locked(l, id, fence, error ? error : "unknown error", retry,
-                                           next_at_usec, now_usec));
+        return LEDGER_WRITE(l, ledger_fail_locked(l, id, fence, error ? error : "unknown error",
+                                                  retry, next_at_usec, now_usec));
 }
 
 int ledger_release_locked(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec,

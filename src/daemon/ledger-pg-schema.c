@@ -18,8 +18,9 @@
  * trigger, as on SQLite.
  *
  * Times: every time is the caller's (microseconds since the epoch, bound as a parameter),
- * except a lease's expiry, which is the database's clock (PG_NOW_US): the claim records the
- * database's now plus the lease, and expired leases are listed against the database's now.
+ * except a lease's expiry and a node's heartbeat, which are the database's clock (PG_NOW_US):
+ * the claim, a heartbeat and a renewal record the database's now plus the lease, and lapsed
+ * leases are listed and rescued against the database's now.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -121,11 +122,30 @@ static const char *const migrations[] = {
         "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs"
         "  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)"
         "  EXECUTE FUNCTION jobs_count();",
+        /* 1 -> 2: nodes (issue 18). Each node's row, upserted by its heartbeat
+         * (ledger_heartbeat()): heartbeat_us is the database's clock, node_clock_us the node's
+         * at the same moment (their difference shows a node's clock off). jobs_owner finds a
+         * node's running jobs (its heartbeat renews their leases; its recovery at start takes
+         * back only its own) and the lapsed leases among all running jobs. */
+        "CREATE TABLE nodes ("
+        "  node text PRIMARY KEY,"
+        "  owner text NOT NULL,"
+        "  pid integer NOT NULL,"
+        "  started_us bigint NOT NULL,"
+        "  heartbeat_us bigint NOT NULL,"
+        "  node_clock_us bigint NOT NULL,"
+        "  workers integer NOT NULL,"
+        "  running integer NOT NULL,"
+        "  version text NOT NULL);"
+        "CREATE INDEX jobs_owner ON jobs (lease_owner, lease_expires_us) WHERE state = 'running';",
 };
 #define LEDGER_PG_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 
 /* The database's clock in microseconds since the epoch: what decides lease expiry. */
 #define PG_NOW_US "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+/* The first key of the advisory locks of source paths (STMT_LOCK_SOURCE): "imgd" in ASCII. */
+#define PG_LOCK_SOURCE_NS "1768777572"
 
 /* LEDGER_HELD in SQL. */
 #define HELD_SQL "9223372036854775807"
@@ -357,6 +377,44 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
                                   "FROM jobs AS o WHERE jobs.id = $1 AND o.id = $2",
         [STMT_IS_CURRENT_DONE] = "SELECT 1 FROM jobs AS j WHERE j.id = $1 AND j.state = 'done' "
                                  "AND " CURRENT_DONE_SQL("j"),
+        /* Leases across nodes (ledger-lease.c): the database's clock decides them (no
+         * parameter `now` where ledger-schema.c has one). A lease owner is "node:pid"; $2 of
+         * STMT_RECOVER_NODE, $1 of STMT_LIST_STAGED_NODE: a node's name, NULL for every one. */
+        [STMT_RECOVER_NODE] = "UPDATE jobs SET state = 'queued', updated_us = $1::bigint, "
+                              "lease_owner = NULL, lease_expires_us = NULL "
+                              "WHERE state = 'running' AND stage IS NULL AND ($2::text IS NULL OR "
+                              "left(lease_owner, length($2::text) + 1) = $2::text || ':')",
+        [STMT_LIST_STAGED_NODE] = "SELECT id FROM jobs WHERE state = 'running' "
+                                  "AND stage = 'verified' AND ($1::text IS NULL OR "
+                                  "left(lease_owner, length($1::text) + 1) = $1::text || ':') "
+                                  "ORDER BY id",
+        /* Enqueues of one path from several nodes (they all see the same upload) take turns:
+         * held until the transaction ends; the second then finds the first's job. */
+        [STMT_LOCK_SOURCE] = "SELECT pg_advisory_xact_lock(" PG_LOCK_SOURCE_NS ", "
+                             "hashtext($1::text))",
+        [STMT_NODE_BEAT] = "INSERT INTO nodes (node, owner, pid, started_us, workers, running, "
+                           "version, node_clock_us, heartbeat_us) "
+                           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, " PG_NOW_US ") "
+                           "ON CONFLICT (node) DO UPDATE SET owner = EXCLUDED.owner, "
+                           "pid = EXCLUDED.pid, started_us = EXCLUDED.started_us, "
+                           "workers = EXCLUDED.workers, running = EXCLUDED.running, "
+                           "version = EXCLUDED.version, node_clock_us = EXCLUDED.node_clock_us, "
+                           "heartbeat_us = EXCLUDED.heartbeat_us",
+        [STMT_RENEW_OWNED] = "UPDATE jobs SET lease_expires_us = LEAST(" PG_NOW_US "::numeric "
+                             "  + $2::bigint, " HELD_SQL ")::bigint "
+                             "WHERE state = 'running' AND lease_owner = $1::text",
+        [STMT_RENEW_ONE] = "UPDATE jobs SET lease_expires_us = LEAST(" PG_NOW_US "::numeric "
+                           "  + $3::bigint, " HELD_SQL ")::bigint "
+                           "WHERE id = $1 AND state = 'running' AND fence = $2::bigint",
+        [STMT_LEASE_OF] = "SELECT state, fence, lease_owner, lease_expires_us - " PG_NOW_US " "
+                          "FROM jobs WHERE id = $1",
+        [STMT_LAPSED] = "SELECT id, fence, lease_owner, (stage IS NOT NULL)::int FROM jobs "
+                        "WHERE state = 'running' AND lease_expires_us < " PG_NOW_US " ORDER BY id",
+        /* The row stays locked until the transaction ends: a heartbeat that would renew the
+         * lease waits, and finds the job rescued. */
+        [STMT_LAPSED_LOCK] = "SELECT 1 FROM jobs WHERE id = $1 AND state = 'running' "
+                             "AND fence = $2::bigint AND lease_expires_us < " PG_NOW_US " "
+                             "FOR UPDATE",
 };
 
 /* Migrations */

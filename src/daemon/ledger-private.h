@@ -17,6 +17,8 @@
  *   ledger-reconcile.c  what reconciliation asks of the ledger (issue 17)
  *   ledger-retract.c    retraction: retract, drop and move jobs queued and completed
  *   ledger-maint.c      pruning; SQLite's clean-stop record and check of the WAL files
+ *   ledger-lease.c      leases across nodes: heartbeats, renewals before publication, lapsed
+ *                       leases listed and rescued
  *
  *   ledger-sqlite.c     the SQLite engine: errors -> negative errno + message, statements,
  *                       transactions and group commits, the WAL and synchronous settings
@@ -134,6 +136,16 @@ enum ledger_stmt {
         STMT_MOVE_TO_RENDER,
         STMT_COPY_RENDER_INFO,
         STMT_IS_CURRENT_DONE,
+        /* Leases across nodes (ledger-lease.c) and intake from several nodes. */
+        STMT_RECOVER_NODE,
+        STMT_LIST_STAGED_NODE,
+        STMT_LOCK_SOURCE,
+        STMT_NODE_BEAT,
+        STMT_RENEW_OWNED,
+        STMT_RENEW_ONE,
+        STMT_LEASE_OF,
+        STMT_LAPSED,
+        STMT_LAPSED_LOCK,
         _STMT_MAX,
 };
 
@@ -416,6 +428,13 @@ int ledger_complete_locked(ledger *l, int64_t id, int64_t fence, const struct jo
                            size_t n_outs, int64_t now_usec);
 int ledger_release_locked(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec,
                           int64_t now_usec);
+/* ledger-jobs.c: ledger_fail() inside a transaction. */
+int ledger_fail_locked(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                       int64_t next_at_usec, int64_t now_usec);
+/* ledger-jobs.c: serializes the transitions of one source path among nodes until the
+ * transaction ends (PostgreSQL: an advisory lock of the path; SQLite: BEGIN IMMEDIATE already
+ * does). */
+int ledger_lock_source_locked(ledger *l, const char *path);
 
 /* ledger-schema.c */
 

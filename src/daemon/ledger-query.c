@@ -122,6 +122,28 @@ int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n)
         return list_ids(l, STMT_LIST_STAGED, 0, ret_ids, ret_n);
 }
 
+int ledger_list_staged_node(ledger *l, const char *node, int64_t **ret_ids, size_t *ret_n)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_LIST_STAGED_NODE);
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        r = ledger_stmt_bind(l, &st, "t", node);
+        if (r < 0)
+                return r;
+        while ((r = ledger_stmt_step(l, &st)) > 0) {
+                if (GROW_ARRAY(ids, allocated, n + 1) < 0)
+                        return ledger_error(l, -ENOMEM, "out of memory");
+                ids[n++] = ledger_column_int64(&st, 0);
+        }
+        if (r < 0)
+                return r;
+        *ret_ids = TAKE_PTR(ids);
+        *ret_n = n;
+        return 0;
+}
+
 int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *ret_n)
 {
         return list_ids(l, STMT_EXPIRED, now_usec, ret_ids, ret_n);

@@ -78,6 +78,11 @@ static int retract_locked(ledger *l, const char *path, int64_t now_usec, int64_t
         bool retract = false, running = false;
         int r;
 
+        /* Nodes that saw the same removal take turns: the second finds the retraction. */
+        r = ledger_lock_source_locked(l, path);
+        if (r < 0)
+                return r;
+
         r = newest_of_path_locked(l, path, &newest, &retract, &running);
         if (r <= 0)
                 return r;
@@ -147,6 +152,14 @@ static int move_locked(ledger *l, const char *old_path, const struct source_info
         char sha256[HASH_HEX_SIZE];
         int64_t origin = 0, newest = 0, id;
         int r;
+
+        /* Both paths, in one order whichever node takes them. */
+        r = ledger_lock_source_locked(l, strcmp(old_path, src->path) < 0 ? old_path : src->path);
+        if (r >= 0)
+                r = ledger_lock_source_locked(l, strcmp(old_path, src->path) < 0 ? src->path
+                                                                                 : old_path);
+        if (r < 0)
+                return r;
 
         r = published_of_path_locked(l, old_path, &origin);
         if (r <= 0)

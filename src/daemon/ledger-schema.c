@@ -389,6 +389,31 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                                    "AND state = 'done' ORDER BY id DESC LIMIT 1",
         [STMT_IS_CURRENT_DONE] = "SELECT 1 FROM jobs AS j WHERE j.id = ?1 AND j.state = 'done' "
                                  "AND " CURRENT_DONE_SQL("j"),
+        /* Leases across nodes (ledger-lease.c). One node uses SQLite: times are the
+         * caller's (the last parameter, now), there is no nodes table (STMT_NODE_BEAT does
+         * nothing), and a path needs no lock of its own (BEGIN IMMEDIATE serializes). ?2 of
+         * STMT_RECOVER_NODE, ?1 of STMT_LIST_STAGED_NODE: a node's name, NULL for every one. */
+        [STMT_RECOVER_NODE] = "UPDATE jobs SET state = 'queued', updated_us = ?1, "
+                              "lease_owner = NULL, lease_expires_us = NULL "
+                              "WHERE state = 'running' AND stage IS NULL AND (?2 IS NULL OR "
+                              "substr(lease_owner, 1, length(?2) + 1) = ?2 || ':')",
+        [STMT_LIST_STAGED_NODE] = "SELECT id FROM jobs INDEXED BY jobs_state_updated "
+                                  "WHERE state = 'running' AND stage = 'verified' AND (?1 IS NULL "
+                                  "OR substr(lease_owner, 1, length(?1) + 1) = ?1 || ':') "
+                                  "ORDER BY id",
+        [STMT_LOCK_SOURCE] = "SELECT ?1",
+        [STMT_NODE_BEAT] = "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE 0",
+        [STMT_RENEW_OWNED] = "UPDATE jobs SET lease_expires_us = ?3 + ?2 "
+                             "WHERE state = 'running' AND lease_owner = ?1",
+        [STMT_RENEW_ONE] = "UPDATE jobs SET lease_expires_us = ?4 + ?3 "
+                           "WHERE id = ?1 AND state = 'running' AND fence = ?2",
+        [STMT_LEASE_OF] = "SELECT state, fence, lease_owner, lease_expires_us - ?2 FROM jobs "
+                          "WHERE id = ?1",
+        [STMT_LAPSED] = "SELECT id, fence, lease_owner, stage IS NOT NULL FROM jobs "
+                        "INDEXED BY jobs_state_updated "
+                        "WHERE state = 'running' AND lease_expires_us < ?1 ORDER BY id",
+        [STMT_LAPSED_LOCK] = "SELECT 1 FROM jobs WHERE id = ?1 AND state = 'running' "
+                             "AND fence = ?2 AND lease_expires_us < ?3",
         /* The paths below a directory (?1 "dir/", ?2 "dir0": '/' + 1) that have jobs. */
         [STMT_PATHS_BELOW] = "SELECT DISTINCT source_path FROM jobs "
                              "WHERE source_path >= ?1 AND source_path < ?2 ORDER BY source_path",

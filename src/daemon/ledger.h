@@ -295,6 +295,14 @@ const char *ledger_errmsg(ledger *l);
 int ledger_recover(ledger *l, int64_t now_usec);
 
 /*
+ * As ledger_recover() for the jobs of one node: those whose lease owner is "<node>:<pid>" for
+ * any pid (every job when node is NULL). Several nodes sharing a PostgreSQL ledger each take
+ * back only their own at start; the jobs of the others stay theirs, or go by their leases
+ * (ledger_list_lapsed()). Returns the number of jobs put back.
+ */
+int ledger_recover_node(ledger *l, const char *node, int64_t now_usec);
+
+/*
  * Returns 1 if a job for `path` exists with this size, mtime and inode and is not
  * cancelled (so the file need not be hashed again), 0 if not. Answered from an index.
  */
@@ -374,6 +382,8 @@ int ledger_prune(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch
 
 /* Ids of running jobs at the checkpoint "verified" (array owned by the caller). */
 int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n);
+/* The same, of one node's claims (see ledger_recover_node(); NULL: every node's). */
+int ledger_list_staged_node(ledger *l, const char *node, int64_t **ret_ids, size_t *ret_n);
 
 /* Ids of running jobs, not verified, whose lease expired before now (owned by the caller).
  * PostgreSQL: before the database's now; now_usec is not used. */
@@ -564,6 +574,82 @@ int ledger_complete_retract(ledger *l, int64_t id, int64_t fence, const struct j
  * (running -> queued, no attempt used), and the old path's published outputs are queued for
  * retraction. -ESTALE if the job is not a running move under the claim of `fence`. */
 int ledger_move_to_render(ledger *l, int64_t id, int64_t fence, int64_t now_usec);
+
+/*
+ * Leases across nodes (issue 18, ledger-lease.c). A claim is its node's for as long as its
+ * lease is renewed: every heartbeat renews the leases of the node's running jobs, and the
+ * publication of a job renews its lease first, which is the fence check: a claim taken over
+ * (its token superseded) or a job no longer running is refused. A lease that lapsed (no
+ * heartbeat for lease_usec: the node died, stopped, lost the database) is rescued by any node
+ * with ledger_fail_lapsed(), the attempt counted as failed. PostgreSQL: the database's clock
+ * decides every lease (the caller's now_usec is not used for them); SQLite: the caller's.
+ * Renewals and heartbeats are not flushed to disk (a lease lost to a crash of the database is
+ * only shorter).
+ */
+
+/* What a heartbeat says of its node. */
+struct ledger_node_beat {
+        const char *node;  /* the node's name */
+        const char *owner; /* its lease owner: ledger_claim()'s owner, "node:pid" */
+        int64_t pid;
+        int64_t started_usec; /* wall clock */
+        unsigned workers;
+        unsigned running; /* jobs it has in hand */
+        const char *version;
+};
+
+/*
+ * A heartbeat: records the node (PostgreSQL: its row of the nodes table, the heartbeat in the
+ * database's clock; SQLite, one node: nothing) and renews the lease of every job running under
+ * b->owner to lease_usec from now, in one transaction. A lapsed lease that no node rescued yet
+ * is renewed too: the rescue and the renewal lock the job's row, and the first of them wins.
+ * Returns the number of leases renewed.
+ */
+int ledger_heartbeat(ledger *l, const struct ledger_node_beat *b, int64_t lease_usec,
+                     int64_t now_usec);
+
+/* One job of ledger_renew(). */
+struct ledger_renewal {
+        int64_t id;
+        int64_t fence; /* the token of the claim the caller holds */
+        int result;    /* out: 0 renewed, -ESTALE the claim is lost */
+        /* out, when -ESTALE: what the job is now (state, token, lease owner; "" if none) */
+        enum job_state state;
+        int64_t now_fence;
+        char owner[64];
+};
+
+/*
+ * The fence check before publication: renews the lease of each job of v to lease_usec from now
+ * if it is still running under v[i].fence, all in one transaction; v[i].result says which were
+ * (-ESTALE: taken over, rescued, cancelled). Returns 0, or a negative errno when the ledger
+ * could not answer (then nothing is known, and nothing may be published).
+ */
+int ledger_renew(ledger *l, struct ledger_renewal *v, size_t n, int64_t lease_usec,
+                 int64_t now_usec);
+
+/* A running job whose lease lapsed. */
+struct ledger_lapsed {
+        int64_t id;
+        int64_t fence;
+        char owner[64]; /* its lease owner ("" if none) */
+        bool staged;    /* at the checkpoint "verified" */
+};
+
+/* The running jobs, staged or not, whose lease lapsed before now (PostgreSQL: the database's
+ * now): *ret (caller frees) and *ret_n, by id. */
+int ledger_list_lapsed(ledger *l, int64_t now_usec, struct ledger_lapsed **ret, size_t *ret_n);
+
+/*
+ * The rescue of a lapsed lease: as ledger_fail(), only if job id is still running under the
+ * claim of fence and its lease lapsed before now (PostgreSQL: the database's now); -ESTALE
+ * otherwise (renewed meanwhile, rescued by another node, claimed again), so two rescuers
+ * never both rescue. Staged outputs are forgotten. Inside a group commit the job's row stays
+ * locked until ledger_batch_commit(): no heartbeat renews it and no claim takes it meanwhile,
+ * so the caller may remove the job's temporary files before committing.
+ */
+int ledger_fail_lapsed(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
+                       int64_t next_at_usec, int64_t now_usec);
 
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);

@@ -502,7 +502,8 @@ static int reload(struct daemon *d, char **ret_error)
                 log_warning("reload: socket and state_dir changes take effect at the next start");
         if (next->ledger.engine != d->config->ledger.engine ||
             !streq_ptr(next->ledger.conninfo, d->config->ledger.conninfo) ||
-            !streq_ptr(next->ledger.node, d->config->ledger.node))
+            !streq_ptr(next->ledger.node, d->config->ledger.node) ||
+            next->ledger.lease_usec != d->config->ledger.lease_usec)
                 log_warning("reload: ledger changes take effect at the next start");
         if (!next->http.listen != !d->config->http.listen ||
             (next->http.listen && strcmp(next->http.listen, d->config->http.listen) != 0))

@@ -39,7 +39,8 @@ struct family {
 };
 
 struct metrics {
-        struct family done, failed, restarts;
+        struct family done, failed, restarts, fenced;
+        uint64_t rescued;
 };
 
 int metrics_new(metrics **ret)
@@ -66,6 +67,7 @@ metrics *metrics_free(metrics *m)
         family_clear(&m->done);
         family_clear(&m->failed);
         family_clear(&m->restarts);
+        family_clear(&m->fenced);
         free(m);
         return NULL;
 }
@@ -117,6 +119,16 @@ void metrics_job_failed(metrics *m, const char *reason)
 void metrics_worker_restart(metrics *m, const char *why)
 {
         find(&m->restarts, why)->count++;
+}
+
+void metrics_fence_refused(metrics *m, const char *step)
+{
+        find(&m->fenced, step)->count++;
+}
+
+void metrics_lease_rescued(metrics *m)
+{
+        m->rescued++;
 }
 
 /* Writes s as a Prometheus label value: backslash, double quote and newline escaped. */
@@ -191,6 +203,23 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 label(f, m->restarts.items[i].label);
                 fprintf(f, "\"} %llu\n", (unsigned long long)m->restarts.items[i].count);
         }
+
+        fputs("# HELP imgd_fence_refused_total Steps of jobs refused to this node since start "
+              "because its claim was lost (its lease lapsed and another node took the job), by "
+              "step.\n"
+              "# TYPE imgd_fence_refused_total counter\n",
+              f);
+        for (size_t i = 0; i < m->fenced.n; i++) {
+                fputs("imgd_fence_refused_total{step=\"", f);
+                label(f, m->fenced.items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)m->fenced.items[i].count);
+        }
+        fprintf(f,
+                "# HELP imgd_leases_rescued_total Running jobs whose lease lapsed (their node "
+                "silent) rescued by this node since start.\n"
+                "# TYPE imgd_leases_rescued_total counter\n"
+                "imgd_leases_rescued_total %llu\n",
+                (unsigned long long)m->rescued);
 
         fprintf(f,
                 "# HELP imgd_oldest_queued_seconds Age of the oldest queued job.\n"

@@ -29,6 +29,11 @@ void metrics_job_failed(metrics *m, const char *reason);
 /* A worker process was replaced after dying or being killed or recycled, by cause
  * (worker-pool.h: "crash", "exit", "timeout", "memory", "recycle"). */
 void metrics_worker_restart(metrics *m, const char *why);
+/* A step of a job refused to this node because its claim was lost (fencing, issue 18), by
+ * step: "stage", "publish", "complete", "fail". */
+void metrics_fence_refused(metrics *m, const char *step);
+/* A job another node (or this one) had claimed, whose lease lapsed, rescued by this node. */
+void metrics_lease_rescued(metrics *m);
 
 /* Values that are sampled rather than counted, set before rendering. */
 struct metrics_gauges {

@@ -309,7 +309,25 @@ out:
         return r;
 }
 
-static int sweep_dir(int dfd, const char *path, unsigned depth)
+/* The job id a temporary file's name carries (".imgd-<job>-<n>-<random>.tmp"), or -1. */
+static int64_t temp_job_id(const char *name)
+{
+        char *end;
+        long long id;
+
+        if (!pathmap_is_own_temp(name))
+                return -1;
+        errno = 0;
+        id = strtoll(name + 6, &end, 10);
+        return errno == 0 && end != name + 6 && *end == '-' && id > 0 ? id : -1;
+}
+
+struct sweep {
+        publish_keep_fn keep;
+        void *userdata;
+};
+
+static int sweep_dir(int dfd, const char *path, unsigned depth, const struct sweep *sw)
 {
         DIR *d;
         struct dirent *de;
@@ -338,11 +356,13 @@ static int sweep_dir(int dfd, const char *path, unsigned depth)
                         int sub = openat(dirfd(d), de->d_name,
                                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (sub >= 0) {
-                                int k = sweep_dir(sub, path, depth + 1);
+                                int k = sweep_dir(sub, path, depth + 1, sw);
                                 if (k > 0)
                                         removed += k;
                         }
                 } else if (type == DT_REG && pathmap_is_own_temp(de->d_name)) {
+                        if (sw->keep && sw->keep(temp_job_id(de->d_name), sw->userdata))
+                                continue;
                         if (unlinkat(dirfd(d), de->d_name, 0) == 0)
                                 removed++;
                 }
@@ -351,13 +371,39 @@ static int sweep_dir(int dfd, const char *path, unsigned depth)
         return removed;
 }
 
-int publish_sweep(const char *root)
+int publish_sweep_keep(const char *root, publish_keep_fn keep, void *userdata)
 {
         int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct sweep sw = { .keep = keep, .userdata = userdata };
 
         if (fd < 0)
                 return errno == ENOENT ? 0 : negative_errno();
-        return sweep_dir(fd, root, 0);
+        return sweep_dir(fd, root, 0, &sw);
+}
+
+int publish_sweep(const char *root)
+{
+        return publish_sweep_keep(root, NULL, NULL);
+}
+
+int publish_unlink_job_temps(const char *dir, int64_t job_id)
+{
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        int removed = 0, r = 0;
+
+        if (!d)
+                return errno == ENOENT ? 0 : negative_errno();
+        while ((de = readdir(d))) {
+                if (temp_job_id(de->d_name) != job_id)
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+                        removed++;
+                else if (errno != ENOENT && r == 0)
+                        r = negative_errno();
+        }
+        closedir(d);
+        return r < 0 ? r : removed;
 }
 
 int publish_file_has(const char *path, const char *sha256)

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -115,3 +116,18 @@ int publish_unlink_replaced(const struct job_output *prev, size_t n_prev,
  * symlinks. Returns the number removed, or a negative errno if root cannot be read.
  */
 int publish_sweep(const char *root);
+
+/* Whether the temporary files of job `job_id` (-1: a name without one) are to be kept. */
+typedef bool (*publish_keep_fn)(int64_t job_id, void *userdata);
+
+/* publish_sweep(), keeping the temporary files that keep() says to keep: those of jobs other
+ * nodes of a shared ledger are working on. */
+int publish_sweep_keep(const char *root, publish_keep_fn keep, void *userdata);
+
+/*
+ * Removes the temporary files of job `job_id` in directory `dir` (not below it): those of a
+ * claim that was lost, removed by the node that rescued the job while it holds the job's row,
+ * so that the stale claim cannot rename them over the outputs of the claim after it. Returns
+ * the number removed, or a negative errno (the first failure; the others are still tried).
+ */
+int publish_unlink_job_temps(const char *dir, int64_t job_id);

@@ -173,14 +173,30 @@ out:
         return r;
 }
 
+/* Keeps the temporary files of jobs running in the ledger (this node's are not, any more:
+ * other nodes' jobs), and every file when the ledger cannot say. */
+static bool keep_running(int64_t job_id, void *userdata)
+{
+        _cleanup_(job_detail_freep) struct job_detail *d = NULL;
+        int r;
+
+        if (job_id <= 0)
+                return false;
+        r = ledger_get(userdata, job_id, &d);
+        return r < 0 || (r > 0 && d->job.state == JOB_RUNNING);
+}
+
 int recover_run(ledger *l, const struct config *cfg, int64_t now_usec, struct recover_stats *ret)
 {
         _cleanup_free_ int64_t *ids = NULL;
         struct recover_stats st = {};
+        bool shared = cfg->ledger.engine == CONFIG_LEDGER_POSTGRESQL;
+        char node_buf[64];
+        const char *node = shared ? config_ledger_node(cfg, node_buf, sizeof node_buf) : NULL;
         size_t n = 0;
         int r;
 
-        r = ledger_list_staged(l, &ids, &n);
+        r = ledger_list_staged_node(l, node, &ids, &n);
         if (r < 0)
                 return log_error_errno(r, "ledger: list staged jobs: %s", ledger_errmsg(l));
         for (size_t i = 0; i < n; i++) {
@@ -194,13 +210,14 @@ int recover_run(ledger *l, const struct config *cfg, int64_t now_usec, struct re
                         st.redone++;
         }
 
-        r = ledger_recover(l, now_usec);
+        r = ledger_recover_node(l, node, now_usec);
         if (r < 0)
                 return log_error_errno(r, "ledger: recover running jobs: %s", ledger_errmsg(l));
         st.requeued = (unsigned)r;
 
         for (size_t i = 0; i < cfg->n_watches; i++) {
-                r = publish_sweep(cfg->watches[i].output);
+                r = shared ? publish_sweep_keep(cfg->watches[i].output, keep_running, l)
+                           : publish_sweep(cfg->watches[i].output);
                 if (r < 0)
                         log_warning_errno(r, "sweep %s: %m", cfg->watches[i].output);
                 else

@@ -10,6 +10,11 @@
  *   2. jobs left claimed (running, not verified) go back to the queue, keeping their attempts;
  *   3. imgd's leftover temporary files are removed from every output tree.
  *
+ * On a ledger several nodes share (PostgreSQL), only this node's jobs (ledger.node): the jobs
+ * other nodes are running stay theirs, left to their leases (a node that is gone loses them
+ * to the rescue of lapsed leases), and the temporary files of jobs running in the ledger are
+ * left where they are.
+ *
  * Errors are logged with the job and the file concerned.
  */
 #pragma once

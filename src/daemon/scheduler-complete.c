@@ -76,6 +76,11 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
                         "job %" PRId64 " %s: %s", job->id, job->source_path, error);
         }
         r = ledger_fail(s->ledger, job->id, job->fence, msg ?: error, retry, next, now);
+        if (r == -ESTALE) {
+                /* Rescued by another node meanwhile, which counted the attempt already. */
+                scheduler_fence_refused(s, job, "fail", ledger_errmsg(s->ledger));
+                return;
+        }
         if (r < 0) {
                 /* Unrecorded, the attempt is given back: the job is handed back (as soon as
                  * the ledger can write) rather than left running until its lease expires. */
@@ -270,6 +275,10 @@ static int step_stage(scheduler *s, struct running *run, bool alone)
                 info_text = json_dumps(run->info, JSON_COMPACT);
         r = ledger_stage(s->ledger, job->id, job->fence, run->rows, run->n, run->degraded,
                          info_text, wall_usec());
+        if (r == -ESTALE && alone) {
+                scheduler_fence_refused(s, job, "stage", ledger_errmsg(s->ledger));
+                return r;
+        }
         if (r < 0 && alone) {
                 snprintf(why, sizeof why, "ledger: stage outputs: %s", ledger_errmsg(s->ledger));
                 scheduler_job_blocked(s, job, why);
@@ -282,6 +291,12 @@ static int step_complete(scheduler *s, struct running *run, bool alone)
 {
         int r = ledger_complete(s->ledger, run->job->id, run->job->fence, NULL, 0, wall_usec());
 
+        if (r == -ESTALE && alone) {
+                /* Published under a renewed lease that lapsed before this commit: the files
+                 * are the same job's, and the claim after it publishes its own over them. */
+                scheduler_fence_refused(s, run->job, "complete", ledger_errmsg(s->ledger));
+                return r;
+        }
         if (r < 0 && alone) {
                 /* Published: the completion is recorded once the ledger can write (the
                  * outputs stay staged in it meanwhile, for the recovery after a crash). */
@@ -456,6 +471,8 @@ void scheduler_publish(scheduler *s, struct running *list)
         for (struct running *run = list; run; run = run->next)
                 if (!run->dropped)
                         fault_point("stage.after_commit");
+        /* The fence check: nothing is renamed for a claim that was lost. */
+        (void)scheduler_renew(s, list);
 
         for (struct running *run = list; run; run = run->next)
                 if (!run->dropped && !publish_files(s, run, &dirs))

@@ -13,6 +13,8 @@
  *                         (re-render) and prune timers
  *   scheduler-events.c    transitions told to subscribers and the watch's hooks
  *   scheduler-retract.c   retract, drop and move jobs: carried out at once (retract.h), told
+ *   scheduler-lease.c     a node among others (PostgreSQL): heartbeat, rescue of lapsed leases,
+ *                         the fence check before publication, refused steps
  */
 #pragma once
 
@@ -120,6 +122,17 @@ struct scheduler {
         double mem_pressure;           /* memory_pressure(): the last reading */
         uint64_t mem_pressure_at_usec; /* CLOCK_MONOTONIC of it, 0: none yet */
         char owner[64];
+        /* A ledger several nodes share (PostgreSQL; scheduler-lease.c): this node's name, its
+         * heartbeat, and the lease of its claims. */
+        bool cluster;
+        char node[64];
+        usec_t lease_usec;         /* of each claim (SQLite: the job timeout plus 60 s) */
+        usec_t beat_interval_usec; /* a third of the lease */
+        sd_event_source *heartbeat;
+        uint64_t beat_ok_usec; /* CLOCK_MONOTONIC: the last heartbeat that worked was sent */
+        bool beat_failing;     /* the last heartbeat failed (logged once) */
+        bool beat_lapsed;      /* and for longer than the lease (logged once) */
+        int64_t started_usec;  /* wall clock, for the nodes table */
 };
 
 /* A failed hand-back is tried again after this, doubling up to the maximum. */
@@ -129,6 +142,9 @@ struct scheduler {
 /* scheduler.c */
 const struct watch_config *scheduler_find_watch(const struct config *cfg, const char *path);
 void scheduler_running_free(struct running *run);
+/* Whether job id is in this scheduler's hands (rendering, waiting to be published or
+ * completed, or to be handed back). */
+bool scheduler_has_job(const scheduler *s, int64_t id);
 
 /* scheduler-complete.c */
 /* Publishes the list of jobs (linked by `next`, taken over) whose workers reported success
@@ -180,6 +196,21 @@ int scheduler_on_prune_timer(sd_event_source *es, uint64_t usec, void *userdata)
 /* Carries out claimed job `job` (kind retract, drop or move; taken over) at once: done and
  * told ("retracted", "moved"), a render queued instead of a move, or failed like a render. */
 void scheduler_retract(scheduler *s, struct job *job);
+
+/* scheduler-lease.c */
+/* Starts the heartbeat (and with it the rescue of lapsed leases) on a shared ledger. */
+int scheduler_lease_start(scheduler *s);
+void scheduler_lease_stop(scheduler *s);
+/* The fence check before publication: renews the lease of each job of `list` not dropped;
+ * a job whose claim was lost is refused (scheduler_fence_refused()), one whose lease cannot be
+ * renewed (the ledger unreachable) handed back: both are marked dropped. Returns false when
+ * the ledger could not be asked. Nothing to do on a ledger of one node. */
+bool scheduler_renew(scheduler *s, struct running *list);
+/* A step ("stage", "publish", "complete", "fail") of `job` refused because its claim was lost
+ * (why: what holds the job now): logged with the job, the node and the tokens, and counted.
+ * The caller drops the attempt (its temporary files are removed with it). */
+void scheduler_fence_refused(scheduler *s, const struct job *job, const char *step,
+                             const char *why);
 
 /* scheduler-events.c */
 /* Tells subscribers and the watch's hooks about a transition of `job`; extra members (may be

@@ -392,9 +392,8 @@ static int on_kick(sd_event_source *es, void *userdata)
                         log_notice("circuit breaker half-open: probing with one job");
                 }
                 max_priority = claim_priority(s);
-                r = ledger_claim(s->ledger, s->owner, now,
-                                 (int64_t)(s->cfg->limits.job_timeout_usec + 60 * USEC_PER_SEC),
-                                 max_priority, &job);
+                r = ledger_claim(s->ledger, s->owner, now, (int64_t)s->lease_usec, max_priority,
+                                 &job);
                 if (r < 0) {
                         /* Tried every second while it fails: logged once a minute. */
                         if (mono_usec() - s->claim_failure_logged_usec >= 60 * USEC_PER_SEC ||
@@ -448,7 +447,7 @@ static int on_kick(sd_event_source *es, void *userdata)
         return 0;
 }
 
-static bool is_running(const scheduler *s, int64_t id)
+bool scheduler_has_job(const scheduler *s, int64_t id)
 {
         for (const struct running *run = s->running; run; run = run->next)
                 if (run->job->id == id)
@@ -479,7 +478,7 @@ static int on_lease_check(sd_event_source *es, uint64_t usec, void *userdata)
                 for (size_t i = 0; i < n; i++) {
                         _cleanup_(job_detail_freep) struct job_detail *d = NULL;
 
-                        if (is_running(s, ids[i]) || ledger_get(s->ledger, ids[i], &d) <= 0)
+                        if (scheduler_has_job(s, ids[i]) || ledger_get(s->ledger, ids[i], &d) <= 0)
                                 continue;
                         scheduler_job_failed(s, &d->job, "lease expired with no worker on the job",
                                              false);
@@ -718,16 +717,15 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         s->ledger = l;
         s->last_progress_usec = mono_usec();
         /* The lease owner: this node (ledger.node, by default the host name) and process. */
-        if (cfg->ledger.node)
-                snprintf(s->owner, sizeof s->owner, "%s:%d", cfg->ledger.node, (int)getpid());
-        else {
-                char host[HOST_NAME_MAX + 1] = "";
-
-                if (gethostname(host, sizeof host) < 0 || !host[0])
-                        snprintf(host, sizeof host, "imgd");
-                host[sizeof host - 1] = '\0';
-                snprintf(s->owner, sizeof s->owner, "%.50s:%d", host, (int)getpid());
-        }
+        config_ledger_node(cfg, s->node, sizeof s->node);
+        snprintf(s->owner, sizeof s->owner, "%.50s:%d", s->node, (int)getpid());
+        s->started_usec = wall_usec();
+        /* On a ledger several nodes share, a claim's lease is ledger.lease, renewed by the
+         * heartbeat (scheduler-lease.c); one node's outlasts the longest render. */
+        s->cluster = cfg->ledger.engine == CONFIG_LEDGER_POSTGRESQL;
+        s->lease_usec = s->cluster ? cfg->ledger.lease_usec
+                                   : cfg->limits.job_timeout_usec + 60 * USEC_PER_SEC;
+        s->beat_interval_usec = config_ledger_heartbeat_usec(&cfg->ledger);
         o.userdata = s;
 
         r = outcomes_new(mono_usec(), &s->outcomes);
@@ -790,12 +788,17 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         sd_event_source_set_enabled(s->due, SD_EVENT_OFF);
-        r = sd_event_add_time_relative(e, &s->leases, CLOCK_MONOTONIC, LEASE_CHECK_USEC, 0,
-                                       on_lease_check, s);
+        if (!s->cluster) {
+                r = sd_event_add_time_relative(e, &s->leases, CLOCK_MONOTONIC, LEASE_CHECK_USEC, 0,
+                                               on_lease_check, s);
+                if (r < 0)
+                        goto fail;
+                sd_event_source_set_enabled(s->leases, SD_EVENT_ON);
+        }
+        r = worker_pool_new(e, &o, &s->pool);
         if (r < 0)
                 goto fail;
-        sd_event_source_set_enabled(s->leases, SD_EVENT_ON);
-        r = worker_pool_new(e, &o, &s->pool);
+        r = scheduler_lease_start(s);
         if (r < 0)
                 goto fail;
         *ret = s;
@@ -811,6 +814,7 @@ scheduler *scheduler_free(scheduler *s)
 
         if (!s)
                 return NULL;
+        scheduler_lease_stop(s);
         s->pool = worker_pool_free(s->pool);
         /* Rendered and verified: publish rather than render again at the next start. */
         if (s->finished_tail)

@@ -754,7 +754,7 @@ static const struct config_setting http_settings[] = {
         {},
 };
 
-/* ---- ledger = { engine; conninfo; node; } */
+/* ---- ledger = { engine; conninfo; node; lease; } */
 
 static const char *const ledger_engine_table[_CONFIG_LEDGER_ENGINE_MAX] = {
         [CONFIG_LEDGER_SQLITE] = "sqlite",
@@ -893,6 +893,15 @@ static const struct config_setting ledger_settings[] = {
           .offset = LG(node),
           .parse = parse_ledger_node,
           .check = check_ledger },
+        /* PostgreSQL: how long a node's claim outlives its last heartbeat (issue 18); the
+         * heartbeat comes every third of it. At least 3 s: a heartbeat a second. */
+        { .name = "lease",
+          .kind = CONFIG_U64,
+          .offset = LG(lease_usec),
+          .scale = USEC_PER_SEC,
+          .min = 3,
+          .max = 3600,
+          .def = 30 * USEC_PER_SEC },
         {},
 };
 

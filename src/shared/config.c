@@ -21,6 +21,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libconfig.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -186,4 +188,20 @@ const struct pipeline *config_find_pipeline(const struct config *c, const char *
                 if (strcmp(c->pipelines[i].name, name) == 0)
                         return &c->pipelines[i];
         return NULL;
+}
+
+const char *config_ledger_node(const struct config *c, char *buf, size_t size)
+{
+        char host[HOST_NAME_MAX + 1] = "";
+
+        assert(buf && size > 0);
+        if (c->ledger.node) {
+                snprintf(buf, size, "%s", c->ledger.node);
+                return buf;
+        }
+        if (gethostname(host, sizeof host) < 0 || !host[0])
+                snprintf(host, sizeof host, "imgd");
+        host[sizeof host - 1] = '\0';
+        snprintf(buf, size, "%.50s", host);
+        return buf;
 }

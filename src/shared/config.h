@@ -110,7 +110,8 @@ struct config_http {
  * "postgresql" in the database that conninfo (libpq's connection string, with libpq's
  * environment) names, which several nodes may share. A password never goes in conninfo: it
  * belongs in a password file (~/.pgpass, or PGPASSFILE). node names this imgd among them
- * (lease owners); by default the host name.
+ * (lease owners); by default the host name. lease (seconds) is how long a node's claims
+ * outlive its last heartbeat.
  */
 enum config_ledger_engine {
         CONFIG_LEDGER_SQLITE,
@@ -123,8 +124,18 @@ struct config_ledger {
         int engine;     /* enum config_ledger_engine */
         char *conninfo; /* postgresql: NULL until set (required) */
         char *node;     /* NULL: the host name */
-        int line;       /* where the group was written, for messages; 0: not written */
+        /* postgresql: a claim's lease, renewed by the node's heartbeat every third of it;
+         * a node silent for longer loses its running jobs to the others (written in
+         * seconds, 3 to 3600; 30 s) */
+        usec_t lease_usec;
+        int line; /* where the group was written, for messages; 0: not written */
 };
+
+/* The heartbeat of a node of a shared ledger: a third of its lease. */
+static inline usec_t config_ledger_heartbeat_usec(const struct config_ledger *c)
+{
+        return c->lease_usec / 3;
+}
 
 struct config {
         char *file; /* the file it was loaded from */
@@ -158,6 +169,10 @@ struct config {
  * a message "FILE:LINE: problem" (or "FILE: problem") in *ret_error, owned by the caller.
  */
 int config_load(const char *path, struct config **ret, char **ret_error);
+
+/* This node's name: ledger.node, or the host name (cut to 50 bytes; "imgd" if there is none),
+ * in buf. Returns buf. */
+const char *config_ledger_node(const struct config *c, char *buf, size_t size);
 
 /* Frees c; accepts NULL; returns NULL. */
 struct config *config_free(struct config *c);

@@ -242,6 +242,41 @@ static void server_start(void)
         free(log);
 }
 
+void pgfx_server_down(void)
+{
+        char *data = xasprintf("%s/data", srv.dir), *pg_ctl = xasprintf("%s/pg_ctl", srv.bindir);
+        char *argv[] = { pg_ctl, "stop", "-D", data, "-m", "fast", "-w", "-s", NULL };
+        int r;
+
+        assert_non_null(srv.dir);
+        r = run(argv);
+        if (r != 0)
+                fail_msg("pg_ctl stop failed (exit status %d)", r);
+        free(data);
+        free(pg_ctl);
+}
+
+void pgfx_server_up(void)
+{
+        char *data = xasprintf("%s/data", srv.dir), *pg_ctl = xasprintf("%s/pg_ctl", srv.bindir);
+        char *log = xasprintf("%s/server.log", srv.dir);
+        char *opts = xasprintf("-c listen_addresses='' -c unix_socket_directories='%s' "
+                               "-c fsync=on -c shared_buffers=16MB -c max_connections=20 "
+                               "-c max_wal_size=256MB",
+                               srv.dir);
+        char *argv[] = { pg_ctl, "start", "-D", data, "-l", log, "-w",
+                         "-t",   "60",    "-s", "-o", opts, NULL };
+        int r;
+
+        r = run(argv);
+        if (r != 0)
+                fail_msg("pg_ctl start failed (exit status %d)", r);
+        free(data);
+        free(pg_ctl);
+        free(log);
+        free(opts);
+}
+
 void pgfx_server_stop(void)
 {
         if (srv.reaper <= 0)

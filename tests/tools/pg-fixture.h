@@ -23,6 +23,11 @@
  * uses it (caller frees). */
 char *pgfx_schema_new(void);
 
+/* Stops the running server (pg_ctl stop -m fast: its clients are disconnected), keeping its
+ * data, and starts it again with the same settings: an outage of the database. */
+void pgfx_server_down(void);
+void pgfx_server_up(void);
+
 /* Stops the server and removes its directory (nothing to do if none runs). */
 void pgfx_server_stop(void);
 

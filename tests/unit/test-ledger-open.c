@@ -504,6 +504,29 @@ static char *other_schema(struct ledfx *f, const char *name)
         return conninfo;
 }
 
+/* A ledger of PostgreSQL schema version 1 (before nodes) is migrated at open: its jobs kept,
+ * the nodes table and the index of running jobs by owner added. */
+static void test_pg_migrate_v1(void **state)
+{
+        struct ledfx *f = *state;
+        int64_t id = ledfx_enqueue(f->l, "/srv/uploads/a.jpg", "/srv/media/a", 7, 1000);
+
+        ledger_free(f->l);
+        f->l = NULL;
+        /* Version 2 is version 1 and these. */
+        ledfx_raw_exec(f, "DROP TABLE nodes; DROP INDEX jobs_owner; "
+                          "UPDATE schema_version SET version = 1");
+        ledfx_open(f);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 2);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM nodes"), 0);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pg_indexes "
+                                          "WHERE indexname = 'jobs_owner' "
+                                          "AND schemaname = current_schema()"),
+                         1);
+        assert_int_equal(ledfx_state_of(f->l, id), JOB_QUEUED);
+        assert_non_null(strstr(ledger_open_check(f->l), "schema version 2"));
+}
+
 static void test_pg_create_reopen(void **state)
 {
         struct ledfx *f = *state;
@@ -514,7 +537,7 @@ static void test_pg_create_reopen(void **state)
         assert_string_equal(ledger_engine_name(f->l), "postgresql");
         assert_non_null(strstr(ledger_open_check(f->l), "PostgreSQL"));
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 1);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 2);
         assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id), 1);
         ledfx_reopen_clean(f);
         ledfx_reopen(f);
@@ -655,6 +678,7 @@ int main(void)
         const struct CMUnitTest pg_tests[] = {
                 T(test_pg_create_reopen),  T(test_pg_crash_persists), T(test_pg_future_schema),
                 T(test_pg_foreign_schema), T(test_pg_two_schemas),    T(test_pg_unreachable),
+                T(test_pg_migrate_v1),
         };
 #undef T
 

@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-cluster.c - three real imgd nodes on one PostgreSQL ledger (a server of the test's own,
+ * tests/tools/pg-fixture.c), each with its own state_dir and socket, watching one upload tree
+ * and publishing into one output tree, with a lease of 3 s (issue 18):
+ *
+ *   test_kill_and_stop  300 images dropped in; while they are processed n1 is killed with
+ *                       SIGKILL and started again (its start-up recovery must take back only
+ *                       its own jobs, and sweep only their temporary files), and n2 is stopped
+ *                       with SIGSTOP for longer than its lease and continued. Every job done
+ *                       exactly once (one job per source though three nodes saw each upload),
+ *                       every output verified by imgctl verify, no hook run twice; the jobs n2
+ *                       held when it stopped were rescued and completed under a later claim,
+ *                       n2's stale attempts refused (logged naming the job, and counted in
+ *                       imgd_fence_refused_total), never completed by it; n3, never stopped,
+ *                       never had a claim taken from it.
+ *   test_database_outage  PostgreSQL stopped (pg_ctl stop -m fast) under load and started
+ *                       again 5 s later, more uploads arriving meanwhile: nothing lost, every
+ *                       upload done once it returns, each once, and the nodes alive throughout.
+ *
+ * PostgreSQL (Debian package postgresql) must be installed: a missing server fails the test.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pg-fixture.h"
+#include "testutil.h"
+
+#define NODES 3
+#define LEASE_S 3
+
+#define PIPE "( { name = \"s\"; width = 96; height = 96; fit = \"cover\"; format = \"webp\"; } )"
+
+struct cluster {
+        char *root;
+        char *uploads, *media, *stage, *hooks_log;
+        char *conninfo;
+        struct tu_daemon nodes[NODES];
+};
+
+static void cluster_setup(struct cluster *c)
+{
+        char *hook, *text;
+
+        *c = (struct cluster){};
+        c->conninfo = pgfx_schema_new();
+        c->root = tu_mkdtemp();
+        c->uploads = tu_path("%s/uploads", c->root);
+        c->media = tu_path("%s/media", c->root);
+        c->stage = tu_path("%s/stage", c->root);
+        c->hooks_log = tu_path("%s/hooks.log", c->root);
+        assert_int_equal(mkdir(c->uploads, 0755), 0);
+        assert_int_equal(mkdir(c->stage, 0755), 0);
+
+        /* Each done job, once per node that tells it: one line (appends of a line are atomic). */
+        hook = tu_path("%s/on-done.sh", c->root);
+        text = tu_path("#!/bin/sh\necho \"$IMGD_JOB_ID $IMGD_SOURCE\" >> %s\n", c->hooks_log);
+        tu_write_file(hook, text, (size_t)-1);
+        assert_int_equal(chmod(hook, 0755), 0);
+        free(text);
+
+        for (int i = 0; i < NODES; i++) {
+                struct tu_daemon *d = &c->nodes[i];
+                char *conf;
+
+                *d = (struct tu_daemon){};
+                d->root = tu_path("%s/n%d", c->root, i + 1);
+                assert_int_equal(mkdir(d->root, 0755), 0);
+                d->uploads = strdup(c->uploads);
+                d->media = strdup(c->media);
+                d->state = tu_path("%s/state", d->root);
+                d->config = tu_path("%s/imgd.conf", d->root);
+                d->socket = tu_path("%s/imgd.sock", d->root);
+                d->log = tu_path("%s/imgd.log", d->root);
+                /* conninfo quotes its options with '...': no double quote to escape. */
+                conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
+                               "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
+                               "recursive = true; on_done = \"%s\"; } );\n"
+                               "pipelines = { p = %s; };\n"
+                               "retry = { max_attempts = 20; base_delay_ms = 200; "
+                               "max_delay_ms = 1000; };\n"
+                               "ledger = { engine = \"postgresql\"; conninfo = \"%s\"; "
+                               "node = \"n%d\"; lease = %d; };\n",
+                               d->state, d->socket, c->uploads, c->media, hook, PIPE, c->conninfo,
+                               i + 1, LEASE_S);
+                tu_write_file(d->config, conf, (size_t)-1);
+                free(conf);
+        }
+        free(hook);
+}
+
+static void cluster_cleanup(struct cluster *c)
+{
+        for (int i = 0; i < NODES; i++) {
+                if (c->nodes[i].pid > 0)
+                        kill(c->nodes[i].pid, SIGCONT);
+                tu_daemon_cleanup(&c->nodes[i]);
+        }
+        tu_rm_rf(c->root);
+        free(c->root);
+        free(c->uploads);
+        free(c->media);
+        free(c->stage);
+        free(c->hooks_log);
+        free(c->conninfo);
+}
+
+/* Makes n images in the staging folder (outside the watched tree), named from `first`. */
+static void make_images(struct cluster *c, int first, int n)
+{
+        for (int i = first; i < first + n; i++) {
+                char *p = tu_path("%s/img%04d.jpg", c->stage, i);
+
+                tu_make_image(p, 480 + (unsigned)(i % 50), 360, "jpeg", false);
+                free(p);
+        }
+}
+
+/* Moves them into the upload tree (a rename: each arrives whole), spread over folders. */
+static void drop_images(struct cluster *c, int first, int n)
+{
+        for (int i = first; i < first + n; i++) {
+                char *from = tu_path("%s/img%04d.jpg", c->stage, i);
+                char *dir = tu_path("%s/d%d", c->uploads, i % 5);
+                char *to = tu_path("%s/img%04d.jpg", dir, i);
+
+                (void)mkdir(dir, 0755);
+                assert_int_equal(rename(from, to), 0);
+                free(from);
+                free(dir);
+                free(to);
+        }
+}
+
+static int64_t done_count(struct cluster *c)
+{
+        return pgfx_int(c->conninfo, "SELECT count(*) FROM jobs WHERE state = 'done'");
+}
+
+/* Waits until `n` jobs are done; fails after timeout_s. */
+static void wait_done(struct cluster *c, int64_t n, int timeout_s)
+{
+        int64_t t0 = tu_now_us();
+
+        while (done_count(c) < n) {
+                if (tu_now_us() - t0 > (int64_t)timeout_s * 1000000)
+                        fail_msg("only %lld of %lld jobs done after %d s (states: %lld queued, "
+                                 "%lld running, %lld retry, %lld dead)",
+                                 (long long)done_count(c), (long long)n, timeout_s,
+                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
+                                                                  "WHERE state = 'queued'"),
+                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
+                                                                  "WHERE state = 'running'"),
+                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
+                                                                  "WHERE state = 'retry'"),
+                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
+                                                                  "WHERE state = 'dead'"));
+                usleep(100 * 1000);
+        }
+}
+
+/* The job ids the hook was run for (seen[id]). */
+static bool seen[100000];
+
+/* The number of lines of the hook's log, and whether a job id appears on two of them. */
+static unsigned hook_lines(struct cluster *c, bool *ret_dup)
+{
+        char *text = tu_read_file(c->hooks_log, NULL);
+        unsigned n = 0;
+        bool dup = false;
+
+        memset(seen, 0, sizeof seen);
+        for (char *line = text; line && *line;) {
+                char *nl = strchr(line, '\n');
+                long id = strtol(line, NULL, 10);
+
+                if (id > 0 && id < (long)ELEMENTSOF(seen)) {
+                        dup |= seen[id];
+                        seen[id] = true;
+                }
+                n++;
+                if (!nl)
+                        break;
+                line = nl + 1;
+        }
+        free(text);
+        *ret_dup = dup;
+        return n;
+}
+
+/* Whether a node's start-up recovery completed job id from its staged files (as on one host,
+ * without telling it: the hooks of a killed node's work are not durable). */
+static bool recovered(struct cluster *c, int64_t id)
+{
+        char *needle = tu_path("job %lld %s", (long long)id, c->uploads);
+        bool found = false;
+
+        for (int i = 0; i < NODES && !found; i++) {
+                char *log = tu_read_file(c->nodes[i].log, NULL);
+
+                for (char *p = log ? strstr(log, needle) : NULL; p && !found;
+                     p = strstr(p + 1, needle)) {
+                        char *nl = strchr(p, '\n');
+                        char *r = strstr(p, "published from staging after restart");
+
+                        found = r && (!nl || r < nl);
+                }
+                free(log);
+        }
+        free(needle);
+        return found;
+}
+
+/*
+ * Waits (up to timeout_s) for the hooks of n done jobs, which run after the completion, and
+ * asserts that none ran twice. A hook is told once, by the node whose completion committed,
+ * and is not durable: a node killed with SIGKILL loses the hooks it had not run yet. So every
+ * done job had its hook, except jobs finished before killed_us (the wall clock of a kill, 0:
+ * none) and those the killed node's recovery published at its restart.
+ */
+static void wait_hooks(struct cluster *c, unsigned n, int timeout_s, int64_t killed_us)
+{
+        bool dup = false;
+        unsigned lines;
+        char *sql;
+
+        for (int waited = 0; hook_lines(c, &dup) < n && waited < timeout_s * 10; waited++)
+                usleep(100 * 1000);
+        lines = hook_lines(c, &dup);
+        assert_false(dup);
+        assert_true(lines <= n);
+        for (int64_t id = 1; id < (int64_t)ELEMENTSOF(seen); id++) {
+                if (seen[id])
+                        continue;
+                sql = tu_path("SELECT count(*) FROM jobs WHERE id = %lld AND state = 'done' "
+                              "AND finished_us > %lld",
+                              (long long)id, (long long)killed_us + 1000000);
+                if (pgfx_int(c->conninfo, sql) != 0 && !recovered(c, id))
+                        fail_msg("job %lld is done but its hook never ran", (long long)id);
+                free(sql);
+                if (id > (int64_t)n * 2)
+                        break;
+        }
+}
+
+/* Every source one job, every job done; every output in place and verified. */
+static void assert_all_done_once(struct cluster *c, int n, struct tu_daemon *verifier,
+                                 int64_t killed_us)
+{
+        char *out = NULL;
+        int r;
+
+        assert_int_equal(pgfx_int(c->conninfo, "SELECT count(*) FROM jobs"), n);
+        assert_int_equal(pgfx_int(c->conninfo, "SELECT count(DISTINCT source_path) FROM jobs"), n);
+        assert_int_equal(done_count(c), n);
+        assert_int_equal(pgfx_int(c->conninfo, "SELECT count(*) FROM outputs"), n);
+        assert_int_equal(pgfx_int(c->conninfo, "SELECT n FROM job_counts WHERE state = 'done'"), n);
+        assert_int_equal(tu_count_files(c->media, "*_s.webp"), (unsigned)n);
+        assert_int_equal(tu_count_files(c->media, "*.manifest.json"), (unsigned)n);
+        r = tu_imgctl(verifier, &out, "verify", "--all", NULL);
+        if (r != 0)
+                fail_msg("imgctl verify: %d\n%s", r, out ? out : "");
+        free(out);
+        wait_hooks(c, (unsigned)n, 20, killed_us);
+}
+
+/* The value of a counter family in a node's metrics: the sum over its labels. */
+static long metric_sum(struct tu_daemon *d, const char *family)
+{
+        char *out = NULL, *prefix = tu_path("%s{", family);
+        long sum = 0;
+
+        assert_int_equal(tu_imgctl(d, &out, "metrics", NULL), 0);
+        for (char *line = out; line && *line;) {
+                char *nl = strchr(line, '\n');
+
+                if (strncmp(line, prefix, strlen(prefix)) == 0 ||
+                    (strncmp(line, family, strlen(family)) == 0 && line[strlen(family)] == ' ')) {
+                        char *sp = memrchr(line, ' ', nl ? (size_t)(nl - line) : strlen(line));
+                        if (sp)
+                                sum += strtol(sp + 1, NULL, 10);
+                }
+                if (!nl)
+                        break;
+                line = nl + 1;
+        }
+        free(prefix);
+        free(out);
+        return sum;
+}
+
+#define IMAGES 300
+#define MAX_HELD 16
+
+static void test_kill_and_stop(void **state)
+{
+        struct cluster c;
+        struct tu_daemon *n1 = &c.nodes[0], *n2 = &c.nodes[1], *n3 = &c.nodes[2];
+        int64_t held[MAX_HELD], held_fence[MAX_HELD];
+        int n_held = 0;
+        int64_t killed_us;
+        char *log, *sql;
+
+        cluster_setup(&c);
+        make_images(&c, 0, IMAGES);
+        for (int i = 0; i < NODES; i++)
+                tu_daemon_start(&c.nodes[i]);
+        drop_images(&c, 0, IMAGES);
+
+        /* n1 dies under load, and comes back while the others work. */
+        wait_done(&c, 40, 60);
+        killed_us = pgfx_int(c.conninfo, "SELECT (extract(epoch FROM clock_timestamp()) "
+                                         "* 1000000)::bigint");
+        assert_int_equal(tu_daemon_stop(n1, SIGKILL) & 0x7f, SIGKILL);
+        wait_done(&c, 70, 60);
+        tu_daemon_start(n1);
+
+        /* n2 stops for longer than its lease, holding a job. */
+        wait_done(&c, 110, 60);
+        for (int tries = 0; tries < 100 && n_held == 0; tries++) {
+                assert_int_equal(kill(n2->pid, SIGSTOP), 0);
+                usleep(50 * 1000);
+                sql = tu_path("SELECT count(*) FROM jobs WHERE state = 'running' "
+                              "AND lease_owner LIKE 'n2:%%'");
+                n_held = (int)pgfx_int(c.conninfo, sql);
+                free(sql);
+                if (n_held == 0) {
+                        kill(n2->pid, SIGCONT);
+                        usleep(30 * 1000);
+                }
+        }
+        assert_true(n_held > 0 && n_held <= MAX_HELD);
+        for (int i = 0; i < n_held; i++) {
+                sql = tu_path("SELECT id FROM jobs WHERE state = 'running' AND lease_owner "
+                              "LIKE 'n2:%%' ORDER BY id OFFSET %d",
+                              i);
+                held[i] = pgfx_int(c.conninfo, sql);
+                free(sql);
+                sql = tu_path("SELECT fence FROM jobs WHERE id = %lld", (long long)held[i]);
+                held_fence[i] = pgfx_int(c.conninfo, sql);
+                free(sql);
+        }
+        sleep(2 * LEASE_S + 2);
+        /* Rescued by the others meanwhile: n2's claims are lost. */
+        for (int i = 0; i < n_held; i++) {
+                sql = tu_path("SELECT fence > %lld OR state <> 'running' FROM jobs WHERE id = %lld",
+                              (long long)held_fence[i], (long long)held[i]);
+                if (pgfx_int(c.conninfo, sql) != 1) {
+                        char *cmd = tu_path("grep -h -i 'lapsed\\|rescue\\|heartbeat\\|error' "
+                                            "%s %s >&2",
+                                            n1->log, n3->log);
+
+                        (void)system(cmd);
+                        free(cmd);
+                        fail_msg("job %lld, held by n2, was not rescued", (long long)held[i]);
+                }
+                free(sql);
+        }
+        assert_int_equal(kill(n2->pid, SIGCONT), 0);
+
+        wait_done(&c, IMAGES, 90);
+        assert_all_done_once(&c, IMAGES, n3, killed_us);
+        /* Every node still alive. */
+        for (int i = 0; i < NODES; i++)
+                assert_int_equal(kill(c.nodes[i].pid, 0), 0);
+
+        /* The jobs n2 held: completed under a later claim, never by n2; its stale attempt
+         * refused, logged and counted. */
+        log = tu_read_file(n2->log, NULL);
+        assert_non_null(log);
+        for (int i = 0; i < n_held; i++) {
+                char *done = tu_path("job %lld %s", (long long)held[i], c.uploads);
+                char *line;
+
+                sql = tu_path("SELECT fence > %lld FROM jobs WHERE id = %lld",
+                              (long long)held_fence[i], (long long)held[i]);
+                assert_int_equal(pgfx_int(c.conninfo, sql), 1);
+                free(sql);
+                for (line = strstr(log, done); line; line = strstr(line + 1, done)) {
+                        char *nl = strchr(line, '\n');
+                        char *d = strstr(line, ": done");
+
+                        if (d && (!nl || d < nl))
+                                fail_msg("n2 completed job %lld after losing its claim: %.*s",
+                                         (long long)held[i], nl ? (int)(nl - line) : 200, line);
+                }
+                free(done);
+        }
+        if (!strstr(log, "refused to node n2:"))
+                fail_msg("n2's stale attempt was not refused in its log:\n%s", log);
+        free(log);
+        assert_true(metric_sum(n2, "imgd_fence_refused_total") >= 1);
+        assert_true(metric_sum(n1, "imgd_leases_rescued_total") +
+                            metric_sum(n3, "imgd_leases_rescued_total") >=
+                    n_held);
+
+        /* n3 was never stopped: no claim of it was ever taken (n1's recovery at its restart
+         * took back only n1's jobs), and none of its files was swept from under it. */
+        log = tu_read_file(n3->log, NULL);
+        if (strstr(log, "refused to node") || strstr(log, "No such file"))
+                fail_msg("n3 lost work it held:\n%s", log);
+        free(log);
+        assert_int_equal(metric_sum(n3, "imgd_fence_refused_total"), 0);
+
+        for (int i = 0; i < NODES; i++)
+                assert_int_equal(tu_daemon_stop(&c.nodes[i], SIGTERM), 0);
+        cluster_cleanup(&c);
+}
+
+#define OUTAGE_FIRST 120
+#define OUTAGE_MORE 30
+
+static void test_database_outage(void **state)
+{
+        struct cluster c;
+
+        cluster_setup(&c);
+        make_images(&c, 0, OUTAGE_FIRST + OUTAGE_MORE);
+        for (int i = 0; i < NODES; i++)
+                tu_daemon_start(&c.nodes[i]);
+        drop_images(&c, 0, OUTAGE_FIRST);
+        wait_done(&c, 30, 60);
+
+        /* The database goes away under load; uploads keep coming; it returns. */
+        pgfx_server_down();
+        drop_images(&c, OUTAGE_FIRST, OUTAGE_MORE);
+        sleep(LEASE_S + 2);
+        for (int i = 0; i < NODES; i++) {
+                char *out = NULL;
+
+                assert_int_equal(kill(c.nodes[i].pid, 0), 0);
+                /* The control socket still answers (status exits 1: an alert is active). */
+                assert_true(tu_imgctl(&c.nodes[i], &out, "status", NULL) <= 1);
+                free(out);
+        }
+        pgfx_server_up();
+
+        wait_done(&c, OUTAGE_FIRST + OUTAGE_MORE, 90);
+        assert_all_done_once(&c, OUTAGE_FIRST + OUTAGE_MORE, &c.nodes[0], 0);
+        for (int i = 0; i < NODES; i++)
+                assert_int_equal(tu_daemon_stop(&c.nodes[i], SIGTERM), 0);
+        cluster_cleanup(&c);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_kill_and_stop),
+                cmocka_unit_test(test_database_outage),
+        };
+        int failed;
+
+        /* IMGD_TEST_FILTER=test_database_* runs only the cases whose names match. */
+        if (getenv("IMGD_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("IMGD_TEST_FILTER"));
+        failed = cmocka_run_group_tests(tests, NULL, NULL);
+
+        pgfx_server_stop();
+        return failed;
+}
