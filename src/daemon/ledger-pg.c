@@ -54,6 +54,7 @@ struct ledger_pg {
         PGconn *conn;
         bool prepared[_STMT_MAX]; /* on this connection */
         bool in_tx;               /* inside a transaction begun here */
+        int64_t stall_usec;       /* idle_in_transaction_session_timeout; 0: not set */
         struct ledger_pg_stmt stmts[_STMT_MAX];
         char open_check[256];
 };
@@ -157,6 +158,16 @@ static int pg_session(ledger *l)
         if (!pg_ok(res))
                 r = pg_error(l, res);
         PQclear(res);
+        if (r >= 0 && l->pg->stall_usec > 0) {
+                char sql[96];
+
+                snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %" PRId64,
+                         (l->pg->stall_usec + 999) / 1000);
+                res = PQexec(l->pg->conn, sql);
+                if (!pg_ok(res))
+                        r = pg_error(l, res);
+                PQclear(res);
+        }
         memset(l->pg->prepared, 0, sizeof l->pg->prepared);
         return r;
 }
@@ -580,7 +591,7 @@ static void free_ledgerp(ledger **l)
         ledger_free(*l);
 }
 
-int ledger_pg_open(const char *conninfo, ledger **ret, char **ret_error)
+int ledger_pg_open(const char *conninfo, int64_t stall_usec, ledger **ret, char **ret_error)
 {
         _cleanup_(free_ledgerp) ledger *l = NULL;
         int r;
@@ -595,6 +606,7 @@ int ledger_pg_open(const char *conninfo, ledger **ret, char **ret_error)
         l->pg = calloc(1, sizeof *l->pg);
         if (!l->pg)
                 return -ENOMEM;
+        l->pg->stall_usec = stall_usec;
         r = pg_open(l, conninfo);
         if (r < 0) {
                 if (ret_error && asprintf(ret_error, "%s%s%s", l->path ? l->path : "",

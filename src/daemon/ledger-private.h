@@ -483,7 +483,7 @@ int ledger_sqlite_check_files(ledger *l);
 struct ledger_cursor ledger_pg_stmt_get(ledger *l, enum ledger_stmt id);
 
 /* Opens the PostgreSQL ledger that conninfo names (ledger_open_params()). */
-int ledger_pg_open(const char *conninfo, ledger **ret, char **ret_error);
+int ledger_pg_open(const char *conninfo, int64_t stall_usec, ledger **ret, char **ret_error);
 
 /* ledger-pg-schema.c */
 

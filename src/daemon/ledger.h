@@ -214,6 +214,11 @@ struct ledger_params {
         const char *path;     /* SQLite: the database file */
         const char *conninfo; /* PostgreSQL: libpq's connection string (keywords or a URI) and
                                * its environment (PGHOST, PGPASSFILE, ...) */
+        /* PostgreSQL: a transaction of this connection left idle longer than this (the node
+         * stopped, stalled or cut off in the middle of one) is ended by the server
+         * (idle_in_transaction_session_timeout), so that the row locks it held stop other
+         * nodes for no longer; 0: the server's setting. */
+        int64_t stall_usec;
 };
 
 /*

@@ -675,6 +675,9 @@ static int open_ledger(const struct config *c, ledger **ret, char **ret_error)
         if (c->ledger.engine == CONFIG_LEDGER_POSTGRESQL) {
                 p.engine = LEDGER_ENGINE_POSTGRESQL;
                 p.conninfo = c->ledger.conninfo;
+                /* A node stopped inside a transaction holds its locks a heartbeat's interval
+                 * at most: the others' heartbeats and rescues go on. */
+                p.stall_usec = (int64_t)config_ledger_heartbeat_usec(&c->ledger);
         } else {
                 if (asprintf(&db, "%s/imgd.db", c->state_dir) < 0)
                         return -ENOMEM;
