@@ -62,10 +62,11 @@ bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 
 tmp=$(mktemp -d /tmp/imgd-bench-cluster.XXXXXX)
 pids=()
+as_pg=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    "$bindir/pg_ctl" stop -D "$tmp/pg/data" -m immediate -s >/dev/null 2>&1 || true
+    "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$tmp/pg/data" -m immediate -s >/dev/null 2>&1 || true
     [ "$keep" = 1 ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -74,23 +75,29 @@ now_us() { date +%s%6N; }
 log() { printf '%s\n' "$*" >&2; }
 
 mkdir -p "$tmp/pg"
-"$bindir/initdb" -D "$tmp/pg/data" -U imgd -A trust -E UTF8 --locale=C --no-sync \
-    --no-instructions >"$tmp/pg/setup.log" 2>&1
-"$bindir/pg_ctl" start -D "$tmp/pg/data" -l "$tmp/pg/server.log" -w -t 60 -s \
+# The server runs as nobody when this runs as root (initdb refuses root), as in pg-fixture.c.
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+    chown nobody "$tmp/pg"
+    chmod 755 "$tmp"
+    as_pg=(runuser -u nobody --)
+fi
+"${as_pg[@]}" "$bindir/initdb" -D "$tmp/pg/data" -U imgd -A trust -E UTF8 --locale=C --no-sync \
+    --no-instructions >"$tmp/pg/setup.log" 2>&1 || { cat "$tmp/pg/setup.log" >&2; exit 1; }
+"${as_pg[@]}" "$bindir/pg_ctl" start -D "$tmp/pg/data" -l "$tmp/pg/server.log" -w -t 60 -s \
     -o "-c listen_addresses='' -c unix_socket_directories='$tmp/pg' -c fsync=on -c shared_buffers=64MB -c max_connections=50" \
-    >>"$tmp/pg/setup.log" 2>&1
+    >>"$tmp/pg/setup.log" 2>&1 || { cat "$tmp/pg/setup.log" "$tmp/pg/server.log" >&2; exit 1; }
 psql() { "$bindir/psql" -h "$tmp/pg" -U imgd -d postgres -qAtX "$@"; }
 
-# One row: ENGINE NODES WORKERS PIPELINE FILES...; prints "jobs wall_s jobs_per_s".
-row=0
+# One row: ENGINE NODES WORKERS PIPELINE FILES...; prints "jobs wall_s jobs_per_s dead".
 run_row() {
     local engine=$1 nodes=$2 workers=$3 pipeline=$4
     shift 4
     local n=$# d schema conninfo
-    row=$((row + 1))
-    d=$tmp/row$row
+    # (run in a subshell: a name of its own, not a counter)
+    schema=bench_$(date +%s%N)
+    d=$tmp/$schema
     mkdir -p "$d/uploads" "$d/media" "$d/stage"
-    schema=bench$row
     psql -c "CREATE SCHEMA $schema" >/dev/null
     conninfo="host=$tmp/pg user=imgd dbname=postgres options='-c search_path=$schema'"
     cp "$@" "$d/stage/"
@@ -112,7 +119,7 @@ run_row() {
         IMGD_FAULT_SKIP=${noop_skip:-} "$imgd" -c "$d/n$i/imgd.conf" 2>"$d/n$i/imgd.log" &
         pids+=($!)
         local t=0
-        until "$imgctl" -s "$d/n$i/imgd.sock" ping >/dev/null 2>&1; do
+        until "$imgctl" -s "$d/n$i/imgd.sock" status >/dev/null 2>&1; do
             sleep 0.1; t=$((t + 1))
             [ $t -lt 300 ] || { log "node $i did not start: $(tail -3 "$d/n$i/imgd.log")"; exit 1; }
         done
