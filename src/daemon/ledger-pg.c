@@ -169,7 +169,15 @@ static int pg_session(ledger *l)
                 PQclear(res);
         }
         memset(l->pg->prepared, 0, sizeof l->pg->prepared);
-        return r;
+        if (r < 0)
+                return r;
+        /* The channels listened on before the connection broke, listened on again. */
+        return ledger_notify_session(l);
+}
+
+struct pg_conn *ledger_pg_conn(ledger *l)
+{
+        return l->pg && PQstatus(l->pg->conn) == CONNECTION_OK ? l->pg->conn : NULL;
 }
 
 /* Makes the connection again when it broke, outside transactions only. */
@@ -366,8 +374,10 @@ static int pg_tx_begin_sync(ledger *l, bool flush)
 {
         int r;
 
-        if (l->batch)
+        if (l->batch) {
+                l->wake_sp = false;
                 return l->batch_error < 0 ? l->batch_error : pg_exec(l, "SAVEPOINT tx");
+        }
         r = pg_ensure(l);
         if (r < 0)
                 return r;
@@ -402,10 +412,13 @@ static int pg_savepoint_end(ledger *l, int r)
 {
         if (r >= 0) {
                 int k = pg_exec(l, "RELEASE SAVEPOINT tx");
-                if (k >= 0)
+                if (k >= 0) {
+                        ledger_notify_savepoint_end(l, true);
                         return r;
+                }
                 r = k;
         }
+        ledger_notify_savepoint_end(l, false);
         if (!pg_tx_alive(l) || pg_exec(l, "ROLLBACK TO SAVEPOINT tx; RELEASE SAVEPOINT tx") < 0) {
                 char m[sizeof l->errmsg];
 
@@ -419,16 +432,23 @@ static int pg_savepoint_end(ledger *l, int r)
 
 static int pg_tx_end(ledger *l, int r)
 {
-        bool wrote = l->in_write;
+        bool wrote = l->in_write, wake = l->wake;
 
         if (l->batch)
                 return pg_savepoint_end(l, r);
 
         l->in_write = false;
         l->pg->in_tx = false;
+        l->wake = false;
         if (r >= 0) {
-                PGresult *res = PQexec(l->pg->conn, "COMMIT");
+                /* Other nodes are woken by the commit itself: NOTIFY in the transaction, sent
+                 * with the COMMIT in one round trip (delivered only if it commits). */
+                char sql[96];
+                PGresult *res;
                 int k = 0;
+
+                snprintf(sql, sizeof sql, "%sCOMMIT", ledger_notify_commit_sql(l, wake));
+                res = PQexec(l->pg->conn, sql);
 
                 if (!pg_ok(res))
                         k = pg_error(l, res);
@@ -576,6 +596,9 @@ static int pg_open(ledger *l, const char *conninfo)
         if (r < 0)
                 return r;
         r = ledger_pg_schema_version(l, &version);
+        if (r < 0)
+                return r;
+        r = ledger_notify_init(l);
         if (r < 0)
                 return r;
         snprintf(pg->open_check, sizeof pg->open_check,

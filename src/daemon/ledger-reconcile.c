@@ -161,6 +161,7 @@ static int reconcile_locked(ledger *l, int64_t id, const char *redo, int64_t now
 
         if (r <= 0)
                 return r;
+        ledger_wake_locked(l);
         if (ret_id)
                 *ret_id = new_id;
         return 1;
