@@ -133,6 +133,14 @@ int ledger_lock_source_locked(ledger *l, const char *path)
         return r < 0 ? r : 0;
 }
 
+int ledger_lock_source_of_locked(ledger *l, int64_t id)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_LOCK_SOURCE_OF);
+        int r = ledger_bind_step(l, &st, "i", id);
+
+        return r < 0 ? r : 0;
+}
+
 /* Intake */
 
 static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_usec,
@@ -205,16 +213,49 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
 
 /* Running: claim, the checkpoint "verified", done */
 
+/* Chooses the job to claim (PostgreSQL: its row locked, then its output's advisory lock
+ * taken): 1 and its id in *ret_id, or 0 when none is claimable. */
+static int claim_pick_locked(ledger *l, int64_t now_usec, enum job_priority max_priority,
+                             int64_t *ret_id)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_CLAIM_PICK);
+        int r;
+
+        r = ledger_bind_step(l, &st, "ii", now_usec, (int64_t)max_priority);
+        if (r <= 0)
+                return r;
+        *ret_id = ledger_column_int64(&st, 0);
+        r = ledger_stmt_step(l, &st);
+        return r < 0 ? r : 1;
+}
+
+/* A claim lost to another of the same output (see claim_locked()). */
+#define CLAIM_CONFLICT 2
+
+/*
+ * Claims in two statements, so that claims from several nodes can never both run a job of
+ * one output: the first chooses the job and (PostgreSQL) waits for the lock of its output,
+ * the second, whose snapshot is taken after the lock, takes it only if no job of its output
+ * runs, which a claim that held the lock before may have just committed. Returns 1 and the
+ * job, 0 when none is claimable, or CLAIM_CONFLICT when the job chosen lost that race: the
+ * caller ends the transaction (the locks go with it) and tries again.
+ */
 static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t expires_usec,
                         enum job_priority max_priority, struct job **ret)
 {
         _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_CLAIM);
         _cleanup_(job_freep) struct job *j = NULL;
+        int64_t id = 0;
         int r;
 
-        r = ledger_bind_step(l, &st, "itii", now_usec, owner, expires_usec, (int64_t)max_priority);
+        r = claim_pick_locked(l, now_usec, max_priority, &id);
         if (r <= 0)
                 return r;
+        r = ledger_bind_step(l, &st, "itii", now_usec, owner, expires_usec, id);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return CLAIM_CONFLICT;
 
         j = calloc(1, sizeof *j);
         if (!j)
@@ -229,6 +270,9 @@ static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t 
         *ret = TAKE_PTR(j);
         return 1;
 }
+
+/* How often a claim tries again after losing a job to a claim of the same output. */
+#define CLAIM_TRIES 8
 
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
                  enum job_priority max_priority, struct job **ret)
@@ -247,11 +291,23 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
                 expires_usec = INT64_MAX;
 
         /* Not flushed (see ledger.c): losing it to a power cut loses nothing. The next
-         * transition's ledger_tx_begin() sets FULL again before it begins. */
-        r = ledger_tx_begin_sync(l, false);
-        if (r < 0)
-                return r;
-        r = ledger_tx_end(l, claim_locked(l, owner, now_usec, expires_usec, max_priority, &j));
+         * transition's ledger_tx_begin() sets FULL again before it begins. A claim that lost
+         * its job to a claim of the same output rolls back, its locks with it, and tries
+         * again: the job it chose is passed over now that the other one runs. */
+        for (unsigned tries = 0;; tries++) {
+                bool conflict;
+
+                r = ledger_tx_begin_sync(l, false);
+                if (r < 0)
+                        return r;
+                r = claim_locked(l, owner, now_usec, expires_usec, max_priority, &j);
+                conflict = r == CLAIM_CONFLICT;
+                r = ledger_tx_end(l, conflict ? -ECANCELED : r);
+                if (!conflict)
+                        break;
+                if (tries + 1 >= CLAIM_TRIES)
+                        return 0; /* every job it chose was taken meanwhile: none for now */
+        }
         if (r <= 0)
                 return r;
         *ret = TAKE_PTR(j);

@@ -651,6 +651,29 @@ int ledger_list_lapsed(ledger *l, int64_t now_usec, struct ledger_lapsed **ret, 
 int ledger_fail_lapsed(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
                        int64_t next_at_usec, int64_t now_usec);
 
+/* A node of a cluster, as its heartbeats recorded it (ledger_list_nodes()). */
+struct ledger_node {
+        char *node;  /* its name */
+        char *owner; /* its lease owner, "node:pid" */
+        int64_t pid;
+        int64_t started_usec;   /* wall clock (the node's) */
+        int64_t heartbeat_usec; /* the last heartbeat, in the database's clock */
+        int64_t age_usec;       /* how long ago, by the database's clock */
+        bool alive;             /* a heartbeat came within the lease */
+        unsigned workers;
+        unsigned running; /* jobs running under its lease owner, counted in the ledger */
+        char *version;
+};
+void ledger_nodes_free(struct ledger_node *v, size_t n);
+
+/*
+ * The nodes that ever sent a heartbeat, by name: *ret (free with ledger_nodes_free()) and
+ * *ret_n. A node is alive while its last heartbeat is younger than lease_usec by the
+ * database's clock (the clock that decides leases; a node sends one every third of its lease,
+ * so the nodes of a cluster share one lease). SQLite: none (one node, no nodes table).
+ */
+int ledger_list_nodes(ledger *l, int64_t lease_usec, struct ledger_node **ret, size_t *ret_n);
+
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);
 
