@@ -376,22 +376,27 @@ int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_outpu
         return LEDGER_WRITE(l, ledger_complete_locked(l, id, fence, outs, n_outs, now_usec));
 }
 
-static int relocate_locked(ledger *l, int64_t id, const char *pipeline, const char *output_key)
+static int relocate_locked(ledger *l, int64_t id, int64_t fence, const char *pipeline,
+                           const char *output_key)
 {
-        int r = ledger_stmt_changes(l, STMT_RELOCATE, "itt", id, pipeline, output_key);
+        int r = job_require_locked(l, id, fence, 1u << JOB_RUNNING, "running");
 
+        if (r < 0)
+                return r;
+        r = ledger_stmt_changes(l, STMT_RELOCATE, "itti", id, pipeline, output_key, fence);
         if (r == 0)
                 return ledger_error(l, -ESTALE, "job %" PRId64 " is not running", id);
         return r < 0 ? r : 0;
 }
 
-int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key)
+int ledger_relocate(ledger *l, int64_t id, int64_t fence, const char *pipeline,
+                    const char *output_key)
 {
         assert(l);
         assert(pipeline);
         assert(output_key);
 
-        return LEDGER_WRITE(l, relocate_locked(l, id, pipeline, output_key));
+        return LEDGER_WRITE(l, relocate_locked(l, id, fence, pipeline, output_key));
 }
 
 /* Leaving running: retry, dead, released, held */
@@ -464,14 +469,14 @@ int ledger_unhold(ledger *l, int64_t now_usec)
 
 /* Operators and health: cancel, retry, re-render */
 
-static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+/* -> cancelled, if job id is in a state of mask (and, unless fence is ANY_FENCE, running
+ * under the claim of fence). */
+static int cancel_locked(ledger *l, int64_t id, int64_t fence, unsigned mask, const char *wanted,
+                         const char *reason, int64_t now_usec)
 {
         int r;
 
-        r = job_require_locked(l, id, ANY_FENCE,
-                               1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD |
-                                       1u << JOB_RUNNING,
-                               "queued, retry, dead or running");
+        r = job_require_locked(l, id, fence, mask, wanted);
         if (r < 0)
                 return r;
         r = drop_staged_locked(l, id);
@@ -483,11 +488,32 @@ static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_
         return ledger_stmt_exec(l, STMT_SET_CANCELLED, "imi", id, reason, now_usec);
 }
 
+#define WAITING_MASK (1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD)
+
 int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, cancel_locked(l, id, reason ? reason : "cancelled", now_usec));
+        return LEDGER_WRITE(l, cancel_locked(l, id, ANY_FENCE, WAITING_MASK | 1u << JOB_RUNNING,
+                                             "queued, retry, dead or running",
+                                             reason ? reason : "cancelled", now_usec));
+}
+
+int ledger_cancel_waiting(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l,
+                            cancel_locked(l, id, ANY_FENCE, WAITING_MASK, "queued, retry or dead",
+                                          reason ? reason : "cancelled", now_usec));
+}
+
+int ledger_cancel_claim(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l, cancel_locked(l, id, fence, 1u << JOB_RUNNING, "running",
+                                             reason ? reason : "cancelled", now_usec));
 }
 
 /* 1 if job id is held (see ledger_hold()), 0 if not. */

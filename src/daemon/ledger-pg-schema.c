@@ -303,7 +303,7 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
         [STMT_COUNT_HELD] = "SELECT count(*) FROM jobs "
                             "WHERE state IN ('queued', 'retry') AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = $2, output_key = $3 "
-                          "WHERE id = $1 AND state = 'running'",
+                          "WHERE id = $1 AND state = 'running' AND fence = $4::bigint",
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, "
                           "next_at_us = $1::bigint, updated_us = $1::bigint, finished_us = NULL, "
                           "priority = 2, redo = NULL, kind = NULL, origin = NULL "

@@ -301,7 +301,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
         [STMT_COUNT_HELD] = "SELECT count(*) FROM jobs INDEXED BY jobs_due "
                             "WHERE state IN ('queued', 'retry') AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = ?2, output_key = ?3 "
-                          "WHERE id = ?1 AND state = 'running'",
+                          "WHERE id = ?1 AND state = 'running' AND fence = ?4",
         /* Degraded done jobs that are still their source's newest go back to the queue, to
          * render every variant (a reconciliation job too: what it carried over is its own). */
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "

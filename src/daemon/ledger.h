@@ -404,8 +404,20 @@ int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool re
  */
 int ledger_release(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec, int64_t now_usec);
 
-/* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
+/* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. Acts for
+ * no claim: a job running on a node is cancelled under it (its stage, fence check and
+ * completion are then refused, -ESTALE), which is why neither an operator nor a node's own
+ * work uses it on a running job: */
 int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec);
+
+/* queued/retry/dead -> cancelled (an operator's cancel): -ESTALE if the job is running, on
+ * whichever node, or finished, checked in the transaction that cancels. */
+int ledger_cancel_waiting(ledger *l, int64_t id, const char *reason, int64_t now_usec);
+
+/* running -> cancelled for the claim of fence (a node dropping a job it runs: superseded, its
+ * source gone): -ESTALE if the job is not running under that claim (rescued and claimed by
+ * another node meanwhile), which then goes on untouched. */
+int ledger_cancel_claim(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec);
 
 /* dead or held -> queued (attempts reset to 0). -ESTALE if the job is neither. */
 int ledger_retry(ledger *l, int64_t id, int64_t now_usec);
@@ -432,9 +444,11 @@ int ledger_count_held(ledger *l, uint64_t *ret_n);
 
 /*
  * Sets a running job's pipeline and output_key: where the configuration as it is now sends
- * its outputs (it may have changed since intake). -ESTALE if the job is not running.
+ * its outputs (it may have changed since intake). -ESTALE if the job is not running under the
+ * claim of fence.
  */
-int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key);
+int ledger_relocate(ledger *l, int64_t id, int64_t fence, const char *pipeline,
+                    const char *output_key);
 
 /* Returns 1 if a newer job exists for the same source path as job `id`, 0 if not. */
 int ledger_superseded(ledger *l, int64_t id);

@@ -98,7 +98,8 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: superseded while staged; cancelled", id,
                         d->job.source_path);
-                return ledger_cancel(l, id, "superseded by newer content", now_usec);
+                return ledger_cancel_claim(l, id, d->job.fence, "superseded by newer content",
+                                           now_usec);
         }
 
         tmps = calloc(d->n_outputs ? d->n_outputs : 1, sizeof *tmps);

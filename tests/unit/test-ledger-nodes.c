@@ -3,7 +3,8 @@
  * test-ledger-nodes.c - what several nodes do to one ledger at the same moment, on both
  * engines, each racer a process with a connection of its own: claims never run two jobs of
  * one output at once; reconciliation and drops from every node queue one job per source; and
- * the nodes of a cluster as their heartbeats recorded them (PostgreSQL; none on SQLite).
+ * the nodes of a cluster as their heartbeats recorded them (PostgreSQL; none on SQLite); a
+ * node that lost its claim cannot cancel or relocate the job another node now runs.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -161,6 +162,73 @@ static void test_concurrent_reconcile_one_job_per_source(void **state)
         ledfx_assert_counts_real(f);
 }
 
+/* Claims the next job for `owner` with a lease of lease_us; returns it (fence and all). */
+static struct job *claim_as(ledger *l, const char *owner, int64_t now, int64_t lease_us)
+{
+        struct job *j = NULL;
+
+        assert_int_equal(ledger_claim(l, owner, now, lease_us, JOB_PRIORITY_BACKGROUND, &j), 1);
+        return j;
+}
+
+/* A node that lost its claim (rescued, claimed by another) can neither cancel nor relocate the
+ * job the other runs now; an operator's cancel never takes a running job; a cancel that does
+ * (ledger_cancel(), for no claim) makes the running node's fence check and completion
+ * refused. */
+static void test_stale_node_cannot_cancel_or_relocate(void **state)
+{
+        struct ledfx *f = *state;
+        struct ledger_renewal rn;
+        struct job *j1, *j2;
+        int64_t id;
+
+        id = ledfx_enqueue(f->l, "/srv/uploads/a.jpg", "/srv/media/a", 1, 100);
+        /* n1's lease lapses at once (1 us); n2 rescues it and claims it again. */
+        j1 = claim_as(f->l, "n1:1", 200, 1);
+        usleep(2000);
+        assert_int_equal(ledger_fail_lapsed(f->l, id, j1->fence, "lease lapsed", true, 0, 300), 0);
+        j2 = claim_as(f->l, "n2:2", 400, LEDFX_LEASE_US);
+        assert_int_equal(j2->id, id);
+        assert_true(j2->fence > j1->fence);
+
+        /* n1, stale, finds the source superseded or its watch moved: refused, n2's job stays. */
+        assert_int_equal(ledger_cancel_claim(f->l, id, j1->fence, "superseded", 500), -ESTALE);
+        assert_int_equal(ledger_relocate(f->l, id, j1->fence, "q", "/elsewhere/a"), -ESTALE);
+        assert_int_equal(ledfx_state_of(f->l, id), JOB_RUNNING);
+        assert_int_equal(ledfx_fence_of(f->l, id), j2->fence);
+        {
+                struct job_detail *d = ledfx_get(f->l, id);
+
+                assert_string_equal(d->job.output_key, "/srv/media/a");
+                job_detail_free(d);
+        }
+
+        /* An operator's cancel on any node: refused while it runs. */
+        assert_int_equal(ledger_cancel_waiting(f->l, id, "cancelled by operator", 600), -ESTALE);
+        assert_int_equal(ledfx_state_of(f->l, id), JOB_RUNNING);
+
+        /* A cancel for no claim: n2's fence check and completion are refused after it. */
+        assert_int_equal(ledger_cancel(f->l, id, "cancelled", 700), 0);
+        rn = (struct ledger_renewal){ .id = id, .fence = j2->fence };
+        assert_int_equal(ledger_renew(f->l, &rn, 1, LEDFX_LEASE_US, 800), 0);
+        assert_int_equal(rn.result, -ESTALE);
+        assert_int_equal(rn.state, JOB_CANCELLED);
+        assert_int_equal(ledger_complete(f->l, id, j2->fence, NULL, 0, 900), -ESTALE);
+        assert_int_equal(ledfx_state_of(f->l, id), JOB_CANCELLED);
+
+        /* The node's own cancel of the job it runs under its claim. */
+        id = ledfx_enqueue(f->l, "/srv/uploads/b.jpg", "/srv/media/b", 2, 1000);
+        job_free(j1);
+        j1 = claim_as(f->l, "n1:1", 1100, LEDFX_LEASE_US);
+        assert_int_equal(ledger_cancel_waiting(f->l, id, "operator", 1150), -ESTALE);
+        assert_int_equal(ledger_cancel_claim(f->l, id, j1->fence, "source removed", 1200), 0);
+        assert_int_equal(ledfx_state_of(f->l, id), JOB_CANCELLED);
+        assert_int_equal(ledger_cancel_claim(f->l, id, j1->fence, "again", 1300), -ESTALE);
+        job_free(j1);
+        job_free(j2);
+        ledfx_assert_counts_real(f);
+}
+
 static void beat(ledger *l, const char *node, const char *owner, unsigned workers)
 {
         struct ledger_node_beat b = {
@@ -228,6 +296,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 T(test_concurrent_claims_one_running_per_output),
                 T(test_concurrent_reconcile_one_job_per_source),
+                T(test_stale_node_cannot_cancel_or_relocate),
                 T(test_list_nodes),
         };
 #undef T
