@@ -326,7 +326,10 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
  * transition not flushed to disk before it returns: a power cut (not a crash) may undo it,
  * leaving the job queued. PostgreSQL: the job's row is taken with FOR UPDATE SKIP LOCKED (a
  * job another node is claiming is passed over) and the lease ends lease_usec after the
- * database's now; the caller's now_usec decides next_at and is recorded as updated.
+ * database's now; the caller's now_usec decides next_at and is recorded as updated. Claims
+ * of jobs of one output_key take turns across nodes (an advisory lock of the key, then the
+ * check that none of its jobs runs, in a snapshot taken after the lock), so that no two
+ * nodes ever run two jobs of one output; a claim that loses that race tries again.
  */
 /*
  * Fencing: every claim gives the job a new token (job.fence, larger than the one before). The

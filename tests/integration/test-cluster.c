@@ -571,6 +571,7 @@ static void test_status_and_metrics(void **state)
         assert_true(tu_imgctl(n2, &out, "status", NULL) <= 1);
         if (!strstr(out, "LAPSED") || !strstr(out, "cluster  1 node alive, 1 lapsed"))
                 fail_msg("imgctl status does not show n1 lapsed:\n%s", out);
+        print_message("imgctl status on n2 after n1 was killed:\n%s", out);
         free(out);
         assert_int_equal(tu_imgctl(n2, &out, "metrics", NULL), 0);
         assert_non_null(strstr(out, "imgd_cluster_nodes{state=\"lapsed\"} 1\n"));
