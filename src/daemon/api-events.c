@@ -4,7 +4,9 @@
  * ("cancelled"), as event lines for the control socket's subscribers (api_on_event(), a
  * scheduler_event_fn); and the reconciliation's (api_on_reconcile_event(), a
  * reconciler_event_fn). An event never fails and never blocks its caller: a line that cannot
- * be made or sent is logged and dropped.
+ * be made or sent is logged and dropped. On a shared ledger (issue 18) each event names its node
+ * and goes to the other nodes too (cluster.h), whose events come back through
+ * api_on_node_event().
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -61,6 +63,25 @@ static void send_event(struct api_context *ctx, const char *event, const char *m
 }
 
 void api_on_event(const char *event, const json_t *job, void *userdata)
+{
+        struct api_context *ctx = userdata;
+        _cleanup_(json_decrefp) json_t *copy = NULL;
+
+        if (!ctx || !ctx->node) {
+                send_event(ctx, event, "job", job);
+                return;
+        }
+        /* A node among others: its name in the event, which the other nodes tell too. */
+        copy = json_copy((json_t *)job);
+        if (!copy || json_object_set_new(copy, "node", json_string(ctx->node)) < 0) {
+                log_warning("event %s: out of memory; subscribers miss it", event);
+                return;
+        }
+        send_event(ctx, event, "job", copy);
+        cluster_publish(ctx->cluster, event, copy);
+}
+
+void api_on_node_event(const char *event, const json_t *job, void *userdata)
 {
         send_event(userdata, event, "job", job);
 }

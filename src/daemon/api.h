@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "shared/config.h"
+#include "daemon/cluster.h"
 #include "daemon/control.h"
 #include "daemon/intake.h"
 #include "daemon/ledger.h"
@@ -25,10 +26,15 @@ struct api_context {
         scheduler *scheduler;
         reconciler *reconciler; /* for plan and reconcile-pause/resume; NULL: none */
         control *control;       /* for api_on_event(); NULL: events go nowhere */
-        watch *watch;           /* for status' "intake_pending"; NULL: none (stopping) */
-        intake_retry *retry;    /* for status' "intake_retry"; NULL: none */
-        const char *state;      /* "starting", "running", "stopping" */
-        int64_t started_usec;   /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
+        /* A node of a shared ledger (issue 18): its name, added to every job event as "node"
+         * (NULL: a ledger of one node), and where its events go to the other nodes (NULL:
+         * nowhere). */
+        const char *node;
+        cluster *cluster;
+        watch *watch;         /* for status' "intake_pending"; NULL: none (stopping) */
+        intake_retry *retry;  /* for status' "intake_retry"; NULL: none */
+        const char *state;    /* "starting", "running", "stopping" */
+        int64_t started_usec; /* wall clock (CLOCK_REALTIME), microseconds since the epoch */
         /* "reload": loads the configuration again (main.c); returns 0, or a negative errno
          * and the reason in *ret_error (caller frees) when the new one is rejected and the
          * running one stays in force. May replace config and watch. NULL: not offered. */
@@ -61,6 +67,9 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
  * without its "outputs" (and with "outputs_omitted": true). Never fails, never blocks.
  */
 void api_on_event(const char *event, const json_t *job, void *userdata);
+/* An event of another node (a cluster_event_fn, cluster.h): sent to the subscribers as
+ * api_on_event() does, as it came (with its "node"), and not sent on to the other nodes. */
+void api_on_node_event(const char *event, const json_t *job, void *userdata);
 /* The same for the reconciliation's events (a reconciler_event_fn): the line carries `data`
  * as "reconcile" instead of "job". */
 void api_on_reconcile_event(const char *event, const json_t *data, void *userdata);

@@ -115,14 +115,16 @@ int ledger_recover(ledger *l, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RECOVER, "i", now_usec));
+        return LEDGER_WRITE(l,
+                            ledger_wake_if(l, ledger_stmt_changes(l, STMT_RECOVER, "i", now_usec)));
 }
 
 int ledger_recover_node(ledger *l, const char *node, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_RECOVER_NODE, "it", now_usec, node));
+        return LEDGER_WRITE(l, ledger_wake_if(l, ledger_stmt_changes(l, STMT_RECOVER_NODE, "it",
+                                                                     now_usec, node)));
 }
 
 int ledger_lock_source_locked(ledger *l, const char *path)
@@ -187,6 +189,7 @@ static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_
         if (r < 0)
                 return r;
 
+        ledger_wake_locked(l);
         *ret_id = id;
         return 1;
 }
@@ -412,9 +415,12 @@ int ledger_fail_locked(ledger *l, int64_t id, int64_t fence, const char *error, 
         r = add_error_locked(l, id, error, now_usec);
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_FAILED, "itmii", id,
-                                job_state_name(retry ? JOB_RETRY : JOB_DEAD), error, next_at_usec,
-                                now_usec);
+        r = ledger_stmt_exec(l, STMT_SET_FAILED, "itmii", id,
+                             job_state_name(retry ? JOB_RETRY : JOB_DEAD), error, next_at_usec,
+                             now_usec);
+        if (r >= 0 && retry)
+                ledger_wake_locked(l); /* due at next_at: the others arm their timers */
+        return r;
 }
 
 int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
@@ -434,7 +440,10 @@ int ledger_release_locked(ledger *l, int64_t id, int64_t fence, int64_t next_at_
         r = leave_running_locked(l, id, fence);
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_usec, now_usec);
+        r = ledger_stmt_exec(l, STMT_SET_RELEASED, "iii", id, next_at_usec, now_usec);
+        if (r >= 0)
+                ledger_wake_locked(l);
+        return r;
 }
 
 int ledger_release(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec, int64_t now_usec)
@@ -464,7 +473,8 @@ int ledger_hold(ledger *l, int64_t id, int64_t fence, const char *reason, int64_
 
 int ledger_unhold(ledger *l, int64_t now_usec)
 {
-        return LEDGER_WRITE(l, ledger_stmt_changes(l, STMT_UNHOLD, "i", now_usec));
+        return LEDGER_WRITE(l,
+                            ledger_wake_if(l, ledger_stmt_changes(l, STMT_UNHOLD, "i", now_usec)));
 }
 
 /* Operators and health: cancel, retry, re-render */
@@ -534,7 +544,10 @@ static int retry_locked(ledger *l, int64_t id, int64_t now_usec)
                 r = job_require_locked(l, id, ANY_FENCE, 1u << JOB_DEAD, "dead (or held)");
         if (r < 0)
                 return r;
-        return ledger_stmt_exec(l, STMT_SET_REQUEUED, "ii", id, now_usec);
+        r = ledger_stmt_exec(l, STMT_SET_REQUEUED, "ii", id, now_usec);
+        if (r >= 0)
+                ledger_wake_locked(l);
+        return r;
 }
 
 int ledger_retry(ledger *l, int64_t id, int64_t now_usec)
@@ -546,6 +559,6 @@ int ledger_retry(ledger *l, int64_t id, int64_t now_usec)
 
 int ledger_rerender_degraded(ledger *l, int64_t now_usec, unsigned limit)
 {
-        return LEDGER_WRITE(l,
-                            ledger_stmt_changes(l, STMT_RERENDER, "ii", now_usec, (int64_t)limit));
+        return LEDGER_WRITE(l, ledger_wake_if(l, ledger_stmt_changes(l, STMT_RERENDER, "ii",
+                                                                     now_usec, (int64_t)limit)));
 }

@@ -15,7 +15,8 @@
  * is being rendered is answered by jobs_running (running jobs only), expired leases by
  * jobs_leases (running, unverified jobs by expiry). Finished jobs are in none of them, so a
  * claim does not slow down as they accumulate. Counts by state are kept in job_counts by a
- * trigger, as on SQLite.
+ * trigger, as on SQLite, but in shares: a row per state and connection, added up when read,
+ * so that no two nodes' transitions wait for the same row.
  *
  * Times: every time is the caller's (microseconds since the epoch, bound as a parameter),
  * except a lease's expiry and a node's heartbeat, which are the database's clock (PG_NOW_US):
@@ -138,6 +139,27 @@ static const char *const migrations[] = {
         "  running integer NOT NULL,"
         "  version text NOT NULL);"
         "CREATE INDEX jobs_owner ON jobs (lease_owner, lease_expires_us) WHERE state = 'running';",
+        /* 2 -> 3: the counts by state in a row per connection (slot: its backend's pid), each
+         * a share to add up, instead of one row per state that every transition of every node
+         * updated: those rows made every transition of the cluster wait for the one before,
+         * and a node stopped inside a transaction stopped them all (test-cluster). A slot's
+         * rows are its connections' alone; the rows of slot 0 hold the counts migrated. */
+        "ALTER TABLE job_counts ADD COLUMN slot integer NOT NULL DEFAULT 0;"
+        "ALTER TABLE job_counts DROP CONSTRAINT job_counts_pkey;"
+        "ALTER TABLE job_counts ADD PRIMARY KEY (state, slot);"
+        "CREATE OR REPLACE FUNCTION jobs_count() RETURNS trigger LANGUAGE plpgsql"
+        "  SET search_path FROM CURRENT AS $$"
+        "BEGIN"
+        "  IF TG_OP IN ('UPDATE', 'DELETE') THEN"
+        "    INSERT INTO job_counts AS c (state, slot, n) VALUES (OLD.state, pg_backend_pid(), -1)"
+        "      ON CONFLICT (state, slot) DO UPDATE SET n = c.n - 1;"
+        "  END IF;"
+        "  IF TG_OP IN ('UPDATE', 'INSERT') THEN"
+        "    INSERT INTO job_counts AS c (state, slot, n) VALUES (NEW.state, pg_backend_pid(), 1)"
+        "      ON CONFLICT (state, slot) DO UPDATE SET n = c.n + 1;"
+        "  END IF;"
+        "  RETURN NULL;"
+        "END $$;",
 };
 #define LEDGER_PG_SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 
@@ -165,6 +187,11 @@ static_assert(LEDGER_HELD == 9223372036854775807, "HELD_SQL is LEDGER_HELD");
         "AND r.redo IS NOT NULL AND r.kind IS NULL AND p.source_path = r.source_path "             \
         "AND p.id < r.id AND p.state = 'done' AND p.kind IS DISTINCT FROM 'retract' "              \
         "AND p.source_sha256 = r.source_sha256"
+
+/* As ledger-schema.c's NEXT_DUE_OF: priority p's earliest due time, one index seek. */
+#define PG_NEXT_DUE_OF(p)                                                                          \
+        "SELECT (SELECT next_at_us FROM jobs WHERE state IN ('queued', 'retry') AND priority = " p \
+        "        AND next_at_us < " HELD_SQL " ORDER BY next_at_us LIMIT 1)"
 
 /* Parameters are cast where their use alone does not give them a type. */
 const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
@@ -217,18 +244,9 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
                        "                  WHERE r.output_key = jobs.output_key "
                        "                    AND r.state = 'running') "
                        "RETURNING " JOB_COLUMNS,
-        [STMT_NEXT_DUE] = "SELECT n FROM (SELECT min(next_at_us) AS n FROM jobs "
-                          "               WHERE state IN ('queued', 'retry') AND priority = 0 "
-                          "                 AND next_at_us < " HELD_SQL " "
-                          "               UNION ALL "
-                          "               SELECT min(next_at_us) FROM jobs "
-                          "               WHERE state IN ('queued', 'retry') AND priority = 1 "
-                          "                 AND next_at_us < " HELD_SQL " "
-                          "               UNION ALL "
-                          "               SELECT min(next_at_us) FROM jobs "
-                          "               WHERE state IN ('queued', 'retry') AND priority = 2 "
-                          "                 AND next_at_us < " HELD_SQL ") AS due "
-                          "WHERE n IS NOT NULL ORDER BY n LIMIT 1",
+        [STMT_NEXT_DUE] = "SELECT n FROM (" PG_NEXT_DUE_OF("0") " AS n UNION ALL " PG_NEXT_DUE_OF(
+                "1") " UNION ALL " PG_NEXT_DUE_OF("2") ") AS d WHERE n IS NOT NULL ORDER BY n "
+                                                       "LIMIT 1",
         /* Read before a transition changes the job: its row is locked until the commit. */
         [STMT_JOB_STATE] = "SELECT state, fence FROM jobs WHERE id = $1 FOR UPDATE",
         [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = $2, finished_us = $2, "
@@ -271,10 +289,11 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
                               "                  AND n.id > jobs.id AND n.kind = 'retract' "
                               "                  AND n.state = 'done') "
                               "ORDER BY finished_us DESC, id DESC LIMIT 1",
-        [STMT_COUNTS] = "SELECT state, n FROM job_counts",
+        [STMT_COUNTS] = "SELECT state, sum(n)::bigint FROM job_counts GROUP BY state",
         [STMT_COUNTS_SCAN] = "SELECT c.state, c.n, (SELECT count(*) FROM jobs "
                              "                     WHERE jobs.state = c.state) "
-                             "FROM job_counts AS c",
+                             "FROM (SELECT state, sum(n)::bigint AS n FROM job_counts "
+                             "      GROUP BY state) AS c",
         [STMT_GET_JOB] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1",
         [STMT_GET_OUTPUTS] = "SELECT variant, path, format, width, height, bytes, sha256, "
                              "tmp_path, recipe FROM outputs WHERE job_id = $1 ORDER BY seq",
@@ -301,7 +320,8 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
         [STMT_UNHOLD] = "UPDATE jobs SET next_at_us = $1::bigint, updated_us = $1::bigint "
                         "WHERE state = 'queued' AND next_at_us = " HELD_SQL,
         [STMT_COUNT_HELD] = "SELECT count(*) FROM jobs "
-                            "WHERE state IN ('queued', 'retry') AND next_at_us = " HELD_SQL,
+                            "WHERE state IN ('queued', 'retry') AND priority IN (0, 1, 2) "
+                            "AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = $2, output_key = $3 "
                           "WHERE id = $1 AND state = 'running' AND fence = $4::bigint",
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, "
@@ -439,10 +459,12 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
         [STMT_LAPSED] = "SELECT id, fence, lease_owner, (stage IS NOT NULL)::int FROM jobs "
                         "WHERE state = 'running' AND lease_expires_us < " PG_NOW_US " ORDER BY id",
         /* The row stays locked until the transaction ends: a heartbeat that would renew the
-         * lease waits, and finds the job rescued. */
+         * lease waits, and finds the job rescued. A row another transaction holds (its node
+         * stopped inside one) is passed over, not waited for: the next heartbeat's rescue
+         * takes it, once the server ended that transaction (ledger_params.stall_usec). */
         [STMT_LAPSED_LOCK] = "SELECT 1 FROM jobs WHERE id = $1 AND state = 'running' "
                              "AND fence = $2::bigint AND lease_expires_us < " PG_NOW_US " "
-                             "FOR UPDATE",
+                             "FOR UPDATE SKIP LOCKED",
 };
 
 /* Migrations */

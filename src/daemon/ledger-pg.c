@@ -54,6 +54,7 @@ struct ledger_pg {
         PGconn *conn;
         bool prepared[_STMT_MAX]; /* on this connection */
         bool in_tx;               /* inside a transaction begun here */
+        int64_t stall_usec;       /* idle_in_transaction_session_timeout; 0: not set */
         struct ledger_pg_stmt stmts[_STMT_MAX];
         char open_check[256];
 };
@@ -157,8 +158,26 @@ static int pg_session(ledger *l)
         if (!pg_ok(res))
                 r = pg_error(l, res);
         PQclear(res);
+        if (r >= 0 && l->pg->stall_usec > 0) {
+                char sql[96];
+
+                snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %" PRId64,
+                         (l->pg->stall_usec + 999) / 1000);
+                res = PQexec(l->pg->conn, sql);
+                if (!pg_ok(res))
+                        r = pg_error(l, res);
+                PQclear(res);
+        }
         memset(l->pg->prepared, 0, sizeof l->pg->prepared);
-        return r;
+        if (r < 0)
+                return r;
+        /* The channels listened on before the connection broke, listened on again. */
+        return ledger_notify_session(l);
+}
+
+struct pg_conn *ledger_pg_conn(ledger *l)
+{
+        return l->pg && PQstatus(l->pg->conn) == CONNECTION_OK ? l->pg->conn : NULL;
 }
 
 /* Makes the connection again when it broke, outside transactions only. */
@@ -355,8 +374,10 @@ static int pg_tx_begin_sync(ledger *l, bool flush)
 {
         int r;
 
-        if (l->batch)
+        if (l->batch) {
+                l->wake_sp = false;
                 return l->batch_error < 0 ? l->batch_error : pg_exec(l, "SAVEPOINT tx");
+        }
         r = pg_ensure(l);
         if (r < 0)
                 return r;
@@ -391,10 +412,13 @@ static int pg_savepoint_end(ledger *l, int r)
 {
         if (r >= 0) {
                 int k = pg_exec(l, "RELEASE SAVEPOINT tx");
-                if (k >= 0)
+                if (k >= 0) {
+                        ledger_notify_savepoint_end(l, true);
                         return r;
+                }
                 r = k;
         }
+        ledger_notify_savepoint_end(l, false);
         if (!pg_tx_alive(l) || pg_exec(l, "ROLLBACK TO SAVEPOINT tx; RELEASE SAVEPOINT tx") < 0) {
                 char m[sizeof l->errmsg];
 
@@ -408,16 +432,23 @@ static int pg_savepoint_end(ledger *l, int r)
 
 static int pg_tx_end(ledger *l, int r)
 {
-        bool wrote = l->in_write;
+        bool wrote = l->in_write, wake = l->wake;
 
         if (l->batch)
                 return pg_savepoint_end(l, r);
 
         l->in_write = false;
         l->pg->in_tx = false;
+        l->wake = false;
         if (r >= 0) {
-                PGresult *res = PQexec(l->pg->conn, "COMMIT");
+                /* Other nodes are woken by the commit itself: NOTIFY in the transaction, sent
+                 * with the COMMIT in one round trip (delivered only if it commits). */
+                char sql[96];
+                PGresult *res;
                 int k = 0;
+
+                snprintf(sql, sizeof sql, "%sCOMMIT", ledger_notify_commit_sql(l, wake));
+                res = PQexec(l->pg->conn, sql);
 
                 if (!pg_ok(res))
                         k = pg_error(l, res);
@@ -567,6 +598,9 @@ static int pg_open(ledger *l, const char *conninfo)
         r = ledger_pg_schema_version(l, &version);
         if (r < 0)
                 return r;
+        r = ledger_notify_init(l);
+        if (r < 0)
+                return r;
         snprintf(pg->open_check, sizeof pg->open_check,
                  "PostgreSQL %d.%d, schema version %" PRId64 " (the server checks its own files)",
                  PQserverVersion(pg->conn) / 10000, PQserverVersion(pg->conn) % 10000, version);
@@ -580,7 +614,7 @@ static void free_ledgerp(ledger **l)
         ledger_free(*l);
 }
 
-int ledger_pg_open(const char *conninfo, ledger **ret, char **ret_error)
+int ledger_pg_open(const char *conninfo, int64_t stall_usec, ledger **ret, char **ret_error)
 {
         _cleanup_(free_ledgerp) ledger *l = NULL;
         int r;
@@ -595,6 +629,7 @@ int ledger_pg_open(const char *conninfo, ledger **ret, char **ret_error)
         l->pg = calloc(1, sizeof *l->pg);
         if (!l->pg)
                 return -ENOMEM;
+        l->pg->stall_usec = stall_usec;
         r = pg_open(l, conninfo);
         if (r < 0) {
                 if (ret_error && asprintf(ret_error, "%s%s%s", l->path ? l->path : "",

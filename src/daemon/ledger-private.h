@@ -28,6 +28,8 @@
  *   ledger-pg.c         the PostgreSQL engine (libpq): the connection, errors, statements
  *                       prepared per connection, transactions and group commits
  *   ledger-pg-schema.c  PostgreSQL's schema, its migrations, and the SQL of every statement
+ *   ledger-notify.c     PostgreSQL's LISTEN/NOTIFY: the channels listened on (again after each
+ *                       reconnect), the notifications read, events sent to the other nodes
  *
  * The engines: the contract of ledger.h (states, checkpoints, recovery, reconciliation, group
  * commit) is written once, in ledger-jobs.c, ledger-query.c and ledger-reconcile.c, as
@@ -251,6 +253,17 @@ struct ledger {
 
         /* The PostgreSQL engine. */
         struct ledger_pg *pg;
+        /* LISTEN/NOTIFY (ledger-notify.c): the channels listened on (bits of enum
+         * ledger_channel), LISTENed again on every new connection, whose number is
+         * `generation`; whether the transaction (wake) or the savepoint of a group commit
+         * (wake_sp) made a job claimable: its commit then notifies LEDGER_CHANNEL_JOBS. */
+        unsigned listening;
+        uint64_t generation;
+        /* The channels' names in this ledger's schema ("imgd_jobs:<schema>"; notifications
+         * are per database) and the NOTIFY of the jobs channel, set by ledger_notify_init(). */
+        char channels[_LEDGER_CHANNEL_MAX][64];
+        char notify_jobs_sql[96];
+        bool wake, wake_sp;
 };
 
 /* ledger.c */
@@ -492,7 +505,47 @@ int ledger_sqlite_check_files(ledger *l);
 struct ledger_cursor ledger_pg_stmt_get(ledger *l, enum ledger_stmt id);
 
 /* Opens the PostgreSQL ledger that conninfo names (ledger_open_params()). */
-int ledger_pg_open(const char *conninfo, ledger **ret, char **ret_error);
+int ledger_pg_open(const char *conninfo, int64_t stall_usec, ledger **ret, char **ret_error);
+
+/* ledger-notify.c */
+
+/* The transition in progress made a job claimable (queued, a retry scheduled, handed back):
+ * PostgreSQL notifies LEDGER_CHANNEL_JOBS in the same transaction, as it commits (nothing on
+ * SQLite, where one node claims). */
+static inline void ledger_wake_locked(ledger *l)
+{
+        if (l->pg) {
+                if (l->batch)
+                        l->wake_sp = true;
+                else
+                        l->wake = true;
+        }
+}
+
+/* ledger_wake_locked() when r (a count of rows changed) is positive; returns r. */
+static inline int ledger_wake_if(ledger *l, int r)
+{
+        if (r > 0)
+                ledger_wake_locked(l);
+        return r;
+}
+
+/* A new connection (ledger-pg.c, once its session is set): LISTENs on the channels of
+ * l->listening and counts the generation up. 0 or a negative errno. */
+int ledger_notify_session(ledger *l);
+
+/* The SQL to run before COMMIT when the transaction made a job claimable ("" when not), and
+ * the savepoint's flag folded into the transaction's (released: kept; rolled back:
+ * forgotten, as the server forgets a NOTIFY rolled back to its savepoint). */
+const char *ledger_notify_commit_sql(ledger *l, bool wake);
+
+/* Names the channels after the connection's schema (ledger-pg.c, once it is migrated). */
+int ledger_notify_init(ledger *l);
+void ledger_notify_savepoint_end(ledger *l, bool released);
+
+/* ledger-pg.c: the connection, for ledger-notify.c (NULL on SQLite or while there is none). */
+struct pg_conn; /* libpq's PGconn */
+struct pg_conn *ledger_pg_conn(ledger *l);
 
 /* ledger-pg-schema.c */
 

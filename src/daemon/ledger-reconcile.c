@@ -168,6 +168,7 @@ static int reconcile_locked(ledger *l, int64_t id, const char *redo, int64_t now
         r = ledger_stmt_insert(l, STMT_RECONCILE, &new_id, "iti", id, redo, now_usec);
         if (r <= 0)
                 return r;
+        ledger_wake_locked(l);
         if (ret_id)
                 *ret_id = new_id;
         return 1;

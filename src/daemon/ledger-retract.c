@@ -69,6 +69,7 @@ static int insert_retract_locked(ledger *l, int64_t origin, const char *kind, co
                 return r;
         if (r == 0)
                 return ledger_error(l, -ENOENT, "job %" PRId64 " is gone", origin);
+        ledger_wake_locked(l);
         return 0;
 }
 
@@ -195,6 +196,7 @@ static int move_locked(ledger *l, const char *old_path, const struct source_info
                 return r;
         if (r == 0)
                 return ledger_error(l, -EIO, "the move job was not recorded");
+        ledger_wake_locked(l);
         r = supersede_locked(l, src->path, id, now_usec);
         if (r < 0)
                 return r;

@@ -174,6 +174,12 @@ static const char *const migrations[] = {
 #define HELD_SQL "9223372036854775807"
 static_assert(LEDGER_HELD == 9223372036854775807, "HELD_SQL is LEDGER_HELD");
 
+/* The earliest due time of priority p's queued jobs (NULL if none): one seek in jobs_due. */
+#define NEXT_DUE_OF(p)                                                                             \
+        "SELECT (SELECT next_at_us FROM jobs INDEXED BY jobs_due "                                 \
+        "        WHERE state IN ('queued', 'retry') AND priority = " p " "                         \
+        "          AND next_at_us < " HELD_SQL " ORDER BY next_at_us LIMIT 1)"
+
 const char *const ledger_stmt_sql[_STMT_MAX] = {
         /* Not a job before a retraction of the path: the file come back is new work. */
         [STMT_KNOWN_STAT] = "SELECT 1 FROM jobs WHERE source_path = ?1 AND source_size = ?2 "
@@ -214,20 +220,12 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                        "                  WHERE r.output_key = jobs.output_key "
                        "                    AND r.state = 'running') "
                        "RETURNING " JOB_COLUMNS,
-        /* The earliest of each priority's earliest: one index seek each. */
-        [STMT_NEXT_DUE] =
-                "SELECT n FROM (SELECT min(next_at_us) AS n FROM jobs INDEXED BY jobs_due "
-                "               WHERE state IN ('queued', 'retry') AND priority = 0 "
-                "                 AND next_at_us < " HELD_SQL " "
-                "               UNION ALL "
-                "               SELECT min(next_at_us) FROM jobs INDEXED BY jobs_due "
-                "               WHERE state IN ('queued', 'retry') AND priority = 1 "
-                "                 AND next_at_us < " HELD_SQL " "
-                "               UNION ALL "
-                "               SELECT min(next_at_us) FROM jobs INDEXED BY jobs_due "
-                "               WHERE state IN ('queued', 'retry') AND priority = 2 "
-                "                 AND next_at_us < " HELD_SQL ") "
-                "WHERE n IS NOT NULL ORDER BY n LIMIT 1",
+        /* The earliest of each priority's earliest: one index seek each. Written as ORDER BY
+         * ... LIMIT 1, not min(): SQLite's min() optimisation does not apply with the range on
+         * next_at_us, and min() then read every queued job's entry (12,051 VM steps instead of
+         * 83 with 2,000 queued; a backfill of 100,000 made each claim pay for all of them). */
+        [STMT_NEXT_DUE] = "SELECT n FROM (" NEXT_DUE_OF("0") " AS n UNION ALL " NEXT_DUE_OF(
+                "1") " UNION ALL " NEXT_DUE_OF("2") ") WHERE n IS NOT NULL ORDER BY n LIMIT 1",
         [STMT_JOB_STATE] = "SELECT state, fence FROM jobs WHERE id = ?1",
         [STMT_SET_DONE] = "UPDATE jobs SET state = 'done', updated_us = ?2, finished_us = ?2, "
                           "stage = NULL, lease_owner = NULL, lease_expires_us = NULL "
@@ -298,8 +296,10 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                          "WHERE id = ?1",
         [STMT_UNHOLD] = "UPDATE jobs SET next_at_us = ?1, updated_us = ?1 "
                         "WHERE state = 'queued' AND next_at_us = " HELD_SQL,
+        /* Each priority's held ones are one range of jobs_due: not a read of every queued job. */
         [STMT_COUNT_HELD] = "SELECT count(*) FROM jobs INDEXED BY jobs_due "
-                            "WHERE state IN ('queued', 'retry') AND next_at_us = " HELD_SQL,
+                            "WHERE state IN ('queued', 'retry') AND priority IN (0, 1, 2) "
+                            "AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = ?2, output_key = ?3 "
                           "WHERE id = ?1 AND state = 'running' AND fence = ?4",
         /* Degraded done jobs that are still their source's newest go back to the queue, to

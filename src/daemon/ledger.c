@@ -179,7 +179,7 @@ int ledger_open_params(const struct ledger_params *p, ledger **ret, char **ret_e
                 return ledger_sqlite_open(p->path, ret, ret_error);
         case LEDGER_ENGINE_POSTGRESQL:
                 assert(p->conninfo);
-                return ledger_pg_open(p->conninfo, ret, ret_error);
+                return ledger_pg_open(p->conninfo, p->stall_usec, ret, ret_error);
         default:
                 return -EINVAL;
         }

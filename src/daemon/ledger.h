@@ -214,6 +214,11 @@ struct ledger_params {
         const char *path;     /* SQLite: the database file */
         const char *conninfo; /* PostgreSQL: libpq's connection string (keywords or a URI) and
                                * its environment (PGHOST, PGPASSFILE, ...) */
+        /* PostgreSQL: a transaction of this connection left idle longer than this (the node
+         * stopped, stalled or cut off in the middle of one) is ended by the server
+         * (idle_in_transaction_session_timeout), so that the row locks it held stop other
+         * nodes for no longer; 0: the server's setting. */
+        int64_t stall_usec;
 };
 
 /*
@@ -690,6 +695,56 @@ void ledger_nodes_free(struct ledger_node *v, size_t n);
  * so the nodes of a cluster share one lease). SQLite: none (one node, no nodes table).
  */
 int ledger_list_nodes(ledger *l, int64_t lease_usec, struct ledger_node **ret, size_t *ret_n);
+
+/*
+ * Waking nodes and telling events across nodes (issue 18, ledger-notify.c): PostgreSQL's
+ * LISTEN/NOTIFY on the ledger's own connection. Every transaction that makes a job claimable
+ * (ledger_enqueue() of a new job, ledger_fail() with a retry, ledger_release(), ledger_retry(),
+ * ledger_unhold(), ledger_recover*(), ledger_rerender_degraded(), a reconciliation, retraction
+ * or move queued) notifies LEDGER_CHANNEL_JOBS (empty payload) as it commits, in the same
+ * transaction: a node listening claims at once instead of at its next poll. A group commit
+ * notifies once. SQLite (one node): no channel; these functions return -EOPNOTSUPP.
+ */
+enum ledger_channel {
+        LEDGER_CHANNEL_JOBS,   /* "imgd_jobs:<schema>": a job became claimable */
+        LEDGER_CHANNEL_EVENTS, /* "imgd_events:<schema>": a node's job events (ledger_notify()) */
+        _LEDGER_CHANNEL_MAX,
+};
+const char *ledger_channel_name(enum ledger_channel c); /* without the schema */
+
+/* The longest payload ledger_notify() sends (PostgreSQL's limit is 8000 bytes). */
+#define LEDGER_NOTIFY_PAYLOAD_MAX 7999
+
+/* Listens on channel c from now on, on this connection and every one made again after it
+ * broke (ledger-pg.c reconnects at the next transaction). 0 or a negative errno (the
+ * channel is listened on again with the next connection all the same). */
+int ledger_listen(ledger *l, enum ledger_channel c);
+
+/*
+ * The socket of the connection to watch for notifications (readable), and in
+ * *ret_generation (may be NULL) the connection's number, which changes with every new
+ * connection (a new socket, maybe with the same number: watch it anew). -ENOTCONN while
+ * there is no connection, -EOPNOTSUPP on SQLite.
+ */
+int ledger_notify_fd(ledger *l, uint64_t *ret_generation);
+
+/* One notification: its channel, its payload (borrowed for the call), and whether this
+ * connection sent it. */
+typedef void (*ledger_notify_fn)(enum ledger_channel c, const char *payload, bool own,
+                                 void *userdata);
+
+/*
+ * Reads what the server sent without waiting (what arrived with the answers of other
+ * statements too) and calls fn for each notification of a channel listened on. Not inside a
+ * transaction or group commit. Returns the number of notifications, or a negative errno
+ * (-ENOTCONN: the connection broke; it is made again at the next transaction).
+ */
+int ledger_notifications(ledger *l, ledger_notify_fn fn, void *userdata);
+
+/* Notifies channel c with each of the n payloads (each at most LEDGER_NOTIFY_PAYLOAD_MAX
+ * bytes, else -E2BIG and nothing is sent), in one round trip and one transaction; not inside
+ * a transaction or group commit. 0 or a negative errno. */
+int ledger_notify(ledger *l, enum ledger_channel c, const char *const *payloads, size_t n);
 
 /* Counts jobs by state into counts[_JOB_STATE_MAX] (kept in the ledger: no scan). */
 int ledger_counts(ledger *l, uint64_t counts[static _JOB_STATE_MAX]);

@@ -24,6 +24,7 @@
 #include <systemd/sd-event.h>
 
 #include "daemon/api.h"
+#include "daemon/cluster.h"
 #include "shared/confdump.h"
 #include "shared/config.h"
 #include "daemon/control.h"
@@ -58,8 +59,9 @@ struct daemon {
         intake_retry *retry;  /* uploads whose intake failed for a transient reason */
         intake_batch *intake; /* group commit of uploads taken in together */
         control *control;
-        http *http;  /* GET /metrics and /health; NULL: not configured */
-        int http_fd; /* the socket systemd passed for it until http_new() takes it */
+        cluster *cluster; /* the other nodes of a shared ledger; NULL: one node */
+        http *http;       /* GET /metrics and /health; NULL: not configured */
+        int http_fd;      /* the socket systemd passed for it until http_new() takes it */
         struct api_context api;
         sd_event_source *status_timer, *watchdog_timer, *drain_timer;
         uint64_t watchdog_usec;
@@ -544,6 +546,22 @@ static bool on_reconcile_live(void *userdata)
         return scheduler_live_about(d->scheduler);
 }
 
+/* Another node made a job claimable (cluster.h). */
+static void on_cluster_wake(void *userdata)
+{
+        struct daemon *d = userdata;
+
+        scheduler_kick(d->scheduler);
+}
+
+/* Another node's job event, to this node's subscribers. */
+static void on_cluster_event(const char *event, const json_t *job, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        api_on_node_event(event, job, &d->api);
+}
+
 /* The reconciliation's events, to the subscribers. */
 static void on_reconcile_event(const char *event, const json_t *data, void *userdata)
 {
@@ -675,6 +693,9 @@ static int open_ledger(const struct config *c, ledger **ret, char **ret_error)
         if (c->ledger.engine == CONFIG_LEDGER_POSTGRESQL) {
                 p.engine = LEDGER_ENGINE_POSTGRESQL;
                 p.conninfo = c->ledger.conninfo;
+                /* A node stopped inside a transaction holds its locks a heartbeat's interval
+                 * at most: the others' heartbeats and rescues go on. */
+                p.stall_usec = (int64_t)config_ledger_heartbeat_usec(&c->ledger);
         } else {
                 if (asprintf(&db, "%s/imgd.db", c->state_dir) < 0)
                         return -ENOMEM;
@@ -788,6 +809,19 @@ static int run(struct daemon *d)
                 goto out;
         d->api.control = d->control;
         set_control_groups(d);
+        if (d->config->ledger.engine == CONFIG_LEDGER_POSTGRESQL) {
+                /* Woken by the other nodes' work, and their events told here. */
+                r = cluster_new(e, d->ledger, scheduler_node(d->scheduler),
+                                scheduler_owner(d->scheduler), on_cluster_wake, on_cluster_event, d,
+                                &d->cluster);
+                if (r < 0) {
+                        log_error_errno(r, "ledger %s: listen for the other nodes: %m",
+                                        ledger_name(d->ledger));
+                        goto out;
+                }
+                d->api.node = scheduler_node(d->scheduler);
+                d->api.cluster = d->cluster;
+        }
         scheduler_set_event_handler(d->scheduler, api_on_event, &d->api);
         scheduler_set_intake_probe(d->scheduler, intake_probe, d);
         scheduler_set_changed_handler(d->scheduler, on_source_changed, d);
@@ -832,6 +866,9 @@ out:
         d->api.reconciler = NULL;
         d->reconciler = reconciler_free(d->reconciler);
         d->scheduler = scheduler_free(d->scheduler);
+        d->api.cluster = NULL;
+        d->api.node = NULL;
+        d->cluster = cluster_free(d->cluster);
         if (d->ledger) {
                 _cleanup_free_ char *why = NULL;
                 int k = ledger_close(TAKE_PTR(d->ledger), &why);

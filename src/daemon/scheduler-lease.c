@@ -26,6 +26,9 @@
  * that worked, it says that its jobs may have gone to other nodes. A heartbeat that works again
  * renews every lease of the node that no other node rescued meanwhile.
  *
+ * The heartbeat is also the poll behind LISTEN/NOTIFY (cluster.h): each one kicks the claim, so
+ * work whose notification was lost waits a third of the lease at most (10 s by default).
+ *
  * On SQLite (one node) none of this runs: on_lease_check() in scheduler.c fails the jobs whose
  * lease expired while no worker of this process had them.
  */
@@ -275,6 +278,9 @@ static int on_heartbeat(sd_event_source *es, uint64_t usec, void *userdata)
         heartbeat(s);
         if (!s->beat_failing)
                 rescue_lapsed(s);
+        /* The poll behind LISTEN/NOTIFY (cluster.h): work another node made claimable whose
+         * notification was lost (a connection made again) is claimed by the next beat. */
+        scheduler_kick(s);
         sd_event_source_set_time_relative(es, s->beat_interval_usec);
         sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;

@@ -448,6 +448,16 @@ static int on_kick(sd_event_source *es, void *userdata)
         return 0;
 }
 
+const char *scheduler_node(const scheduler *s)
+{
+        return s->node;
+}
+
+const char *scheduler_owner(const scheduler *s)
+{
+        return s->owner;
+}
+
 bool scheduler_has_job(const scheduler *s, int64_t id)
 {
         for (const struct running *run = s->running; run; run = run->next)

@@ -37,6 +37,11 @@ void scheduler_retried(scheduler *s, int64_t id);
 
 const worker_pool *scheduler_pool(const scheduler *s);
 
+/* This node's name (ledger.node, by default the host name) and its lease owner ("node:pid"),
+ * owned by s. */
+const char *scheduler_node(const scheduler *s);
+const char *scheduler_owner(const scheduler *s);
+
 /* A reloaded configuration (which must outlive the scheduler or the next call). Running
  * jobs keep the variants they started with; the worker count changes at the next start. */
 void scheduler_set_config(scheduler *s, const struct config *cfg);

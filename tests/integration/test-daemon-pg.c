@@ -39,10 +39,10 @@ static void test_check_config(void **state)
         r = tu_run(&out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", d.config, NULL);
         if (r != 0)
                 fail_msg("imgd --check-config: %d\n%s", r, out ? out : "");
-        assert_non_null(strstr(out, "schema version 2"));
+        assert_non_null(strstr(out, "schema version 3"));
         assert_non_null(strstr(out, "configuration OK"));
         /* imgd created the schema in the connection's schema. */
-        assert_int_equal(pgfx_int(conninfo, "SELECT version FROM schema_version"), 2);
+        assert_int_equal(pgfx_int(conninfo, "SELECT version FROM schema_version"), 3);
         tu_daemon_cleanup(&d);
 
         /* No server there: refused, and the conninfo is not repeated. */
@@ -75,7 +75,7 @@ static void test_end_to_end(void **state)
         assert_int_equal(pgfx_int(conninfo, "SELECT count(*) FROM jobs WHERE state = 'done'"), 3);
         assert_int_equal(pgfx_int(conninfo, "SELECT count(*) FROM outputs"), 3);
         assert_int_equal(pgfx_int(conninfo, "SELECT min(fence) FROM jobs"), 1);
-        assert_int_equal(pgfx_int(conninfo, "SELECT n FROM job_counts WHERE state = 'done'"), 3);
+        assert_int_equal(pgfx_int(conninfo, "SELECT sum(n) FROM job_counts WHERE state = 'done'"), 3);
         assert_int_equal(tu_daemon_stop(&d, SIGTERM), 0);
 
         /* A restart finds them done: nothing rendered again. */

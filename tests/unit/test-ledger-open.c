@@ -504,6 +504,65 @@ static char *other_schema(struct ledfx *f, const char *name)
         return conninfo;
 }
 
+/* Turns the current PostgreSQL schema (3) back into version 2: one row of job_counts per state
+ * (the shares added up), and the trigger function that updated those rows. */
+static void pg_back_to_v2(struct ledfx *f)
+{
+        ledfx_raw_exec(f, "UPDATE job_counts AS c SET n = (SELECT sum(n) FROM job_counts AS d "
+                          "                             WHERE d.state = c.state) "
+                          "WHERE slot = 0;"
+                          "DELETE FROM job_counts WHERE slot <> 0;"
+                          "ALTER TABLE job_counts DROP CONSTRAINT job_counts_pkey;"
+                          "ALTER TABLE job_counts DROP COLUMN slot;"
+                          "ALTER TABLE job_counts ADD PRIMARY KEY (state);"
+                          "CREATE OR REPLACE FUNCTION jobs_count() RETURNS trigger "
+                          "  LANGUAGE plpgsql SET search_path FROM CURRENT AS $$ "
+                          "BEGIN "
+                          "  IF TG_OP IN ('UPDATE', 'DELETE') THEN "
+                          "    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state; "
+                          "  END IF; "
+                          "  IF TG_OP IN ('UPDATE', 'INSERT') THEN "
+                          "    UPDATE job_counts SET n = n + 1 WHERE state = NEW.state; "
+                          "  END IF; "
+                          "  RETURN NULL; "
+                          "END $$;"
+                          "UPDATE schema_version SET version = 2");
+}
+
+/* A ledger of PostgreSQL schema version 2 is migrated at open: its counts kept (as the shares
+ * of slot 0), and from then on each connection's transitions counted in rows of its own. */
+static void test_pg_migrate_v2(void **state)
+{
+        struct ledfx *f = *state;
+        uint64_t counts[_JOB_STATE_MAX];
+        int64_t id;
+
+        ledfx_enqueue(f->l, "/srv/uploads/a.jpg", "/srv/media/a", 7, 1000);
+        ledfx_enqueue(f->l, "/srv/uploads/b.jpg", "/srv/media/b", 8, 1000);
+        ledger_free(f->l);
+        f->l = NULL;
+        pg_back_to_v2(f);
+        assert_int_equal(ledfx_raw_int(f, "SELECT n FROM job_counts WHERE state = 'queued'"), 2);
+        ledfx_open(f);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 3);
+        assert_non_null(strstr(ledger_open_check(f->l), "schema version 3"));
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        assert_int_equal(counts[JOB_QUEUED], 2);
+        assert_int_equal(counts[JOB_RUNNING], 0);
+
+        id = ledfx_claim(f->l, 2000);
+        assert_true(id > 0);
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        assert_int_equal(counts[JOB_QUEUED], 1);
+        assert_int_equal(counts[JOB_RUNNING], 1);
+        /* The claim was counted in this connection's rows, not in the migrated ones. */
+        assert_int_equal(ledfx_raw_int(f, "SELECT n FROM job_counts "
+                                          "WHERE state = 'queued' AND slot = 0"),
+                         2);
+        assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM job_counts WHERE slot <> 0"), 2);
+        ledfx_assert_counts_real(f);
+}
+
 /* A ledger of PostgreSQL schema version 1 (before nodes) is migrated at open: its jobs kept,
  * the nodes table and the index of running jobs by owner added. */
 static void test_pg_migrate_v1(void **state)
@@ -514,17 +573,18 @@ static void test_pg_migrate_v1(void **state)
         ledger_free(f->l);
         f->l = NULL;
         /* Version 2 is version 1 and these. */
+        pg_back_to_v2(f);
         ledfx_raw_exec(f, "DROP TABLE nodes; DROP INDEX jobs_owner; "
                           "UPDATE schema_version SET version = 1");
         ledfx_open(f);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 2);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 3);
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM nodes"), 0);
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM pg_indexes "
                                           "WHERE indexname = 'jobs_owner' "
                                           "AND schemaname = current_schema()"),
                          1);
         assert_int_equal(ledfx_state_of(f->l, id), JOB_QUEUED);
-        assert_non_null(strstr(ledger_open_check(f->l), "schema version 2"));
+        assert_non_null(strstr(ledger_open_check(f->l), "schema version 3"));
 }
 
 static void test_pg_create_reopen(void **state)
@@ -537,7 +597,7 @@ static void test_pg_create_reopen(void **state)
         assert_string_equal(ledger_engine_name(f->l), "postgresql");
         assert_non_null(strstr(ledger_open_check(f->l), "PostgreSQL"));
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM schema_version"), 1);
-        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 2);
+        assert_int_equal(ledfx_raw_int(f, "SELECT version FROM schema_version"), 3);
         assert_int_equal(ledger_enqueue(f->l, &s, 1000, &id), 1);
         ledfx_reopen_clean(f);
         ledfx_reopen(f);
@@ -678,7 +738,7 @@ int main(void)
         const struct CMUnitTest pg_tests[] = {
                 T(test_pg_create_reopen),  T(test_pg_crash_persists), T(test_pg_future_schema),
                 T(test_pg_foreign_schema), T(test_pg_two_schemas),    T(test_pg_unreachable),
-                T(test_pg_migrate_v1),
+                T(test_pg_migrate_v1),     T(test_pg_migrate_v2),
         };
 #undef T
 
