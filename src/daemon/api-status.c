@@ -131,7 +131,7 @@ static int intake_counts(const struct api_context *ctx, json_t *result)
  */
 static int cluster_to_json(struct api_context *ctx, json_t *result)
 {
-        _cleanup_(json_decrefp) json_t *cluster = NULL, *nodes = NULL;
+        _cleanup_(json_decrefp) json_t *section = NULL, *nodes = NULL;
         struct ledger_node *v = NULL;
         const char *node;
         usec_t lease_usec = 0;
@@ -139,7 +139,7 @@ static int cluster_to_json(struct api_context *ctx, json_t *result)
         unsigned alive = 0;
         int r;
 
-        node = ctx->scheduler ? scheduler_node(ctx->scheduler, &lease_usec) : NULL;
+        node = ctx->scheduler ? scheduler_cluster_node(ctx->scheduler, &lease_usec) : NULL;
         if (!node)
                 return 0;
         r = json_object_set_new(result, "node", api_text_or_null(node));
@@ -177,12 +177,12 @@ static int cluster_to_json(struct api_context *ctx, json_t *result)
                                       (int)(v[i].node && strcmp(v[i].node, node) == 0))) < 0)
                         goto finish;
         }
-        cluster = json_pack("{s:f, s:i, s:i, s:O}", "lease_s",
+        section = json_pack("{s:f, s:i, s:i, s:O}", "lease_s",
                             (double)lease_usec / (double)USEC_PER_SEC, "alive", (int)alive,
                             "lapsed", (int)(n - alive), "nodes", nodes);
-        if (!cluster)
+        if (!section)
                 goto finish;
-        r = json_object_set(result, "cluster", cluster) < 0 ? -ENOMEM : 0;
+        r = json_object_set(result, "cluster", section) < 0 ? -ENOMEM : 0;
 finish:
         ledger_nodes_free(v, n);
         return r;
@@ -303,7 +303,7 @@ static int cluster_gauges(struct api_context *ctx, struct metrics_gauges *g, cha
         size_t n = 0;
         int r;
 
-        g->node = scheduler_node(ctx->scheduler, &lease_usec);
+        g->node = scheduler_cluster_node(ctx->scheduler, &lease_usec);
         if (!g->node)
                 return 0;
         g->node_jobs_running = scheduler_running(ctx->scheduler);

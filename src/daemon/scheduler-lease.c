@@ -48,7 +48,7 @@
 #include "shared/proto.h"
 #include "shared/time-util.h"
 
-const char *scheduler_node(const scheduler *s, usec_t *ret_lease_usec)
+const char *scheduler_cluster_node(const scheduler *s, usec_t *ret_lease_usec)
 {
         if (!s->cluster)
                 return NULL;

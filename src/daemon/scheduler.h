@@ -58,7 +58,7 @@ unsigned scheduler_running(const scheduler *s);
 
 /* On a ledger several nodes share (PostgreSQL): this node's name, and the lease of its claims
  * in *ret_lease_usec (may be NULL); NULL on one node (SQLite). */
-const char *scheduler_node(const scheduler *s, usec_t *ret_lease_usec);
+const char *scheduler_cluster_node(const scheduler *s, usec_t *ret_lease_usec);
 
 /* Whether live work (an upload or its retry, not background work) is being processed, or was
  * claimed within the last 2 s: background work then holds at most limits.background_share of
