@@ -75,7 +75,8 @@ static void test_end_to_end(void **state)
         assert_int_equal(pgfx_int(conninfo, "SELECT count(*) FROM jobs WHERE state = 'done'"), 3);
         assert_int_equal(pgfx_int(conninfo, "SELECT count(*) FROM outputs"), 3);
         assert_int_equal(pgfx_int(conninfo, "SELECT min(fence) FROM jobs"), 1);
-        assert_int_equal(pgfx_int(conninfo, "SELECT sum(n) FROM job_counts WHERE state = 'done'"), 3);
+        assert_int_equal(pgfx_int(conninfo, "SELECT sum(n) FROM job_counts WHERE state = 'done'"),
+                         3);
         assert_int_equal(tu_daemon_stop(&d, SIGTERM), 0);
 
         /* A restart finds them done: nothing rendered again. */
