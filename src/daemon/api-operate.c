@@ -173,7 +173,15 @@ int api_cancel(struct api_context *ctx, const struct api_args *args, json_t **re
                                  "jobs can be cancelled",
                                  id, job_state_name(d->job.state));
         }
-        r = ledger_cancel(ctx->ledger, id, API_CANCEL_REASON, wall_usec());
+        /* Checked again where it cancels: claimed meanwhile (by another node of a cluster),
+         * the job is left to its claim, whose completion a cancel would refuse. */
+        r = ledger_cancel_waiting(ctx->ledger, id, API_CANCEL_REASON, wall_usec());
+        if (r == -ESTALE)
+                return api_error(ret_error, -EBUSY,
+                                 "job %" PRId64 " cannot be cancelled: %s (it was claimed or "
+                                 "finished meanwhile); only queued, retry or dead jobs can be "
+                                 "cancelled",
+                                 id, ledger_errmsg(ctx->ledger));
         if (r < 0)
                 return api_ledger_failure(ctx, r, "cannot cancel the job", ret_error);
         log_info("job %" PRId64 " %s: cancelled by operator", id, d->job.source_path);

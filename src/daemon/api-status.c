@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "daemon/api-private.h"
@@ -120,6 +121,73 @@ static int intake_counts(const struct api_context *ctx, json_t *result)
         return r < 0 ? -ENOMEM : 0;
 }
 
+/*
+ * Sets status' "node" (this node's name) and "cluster": {"lease_s": 30, "alive": 2,
+ * "nodes": [{"node", "owner", "pid", "alive", "heartbeat_age_s", "started", "workers",
+ * "running", "version", "self"}]} on a ledger several nodes share, and "node_jobs", this
+ * node's own jobs, next to "jobs", which are the cluster's counts (the ledger's). While the
+ * ledger cannot be asked, "cluster" is {"error": "..."} and the rest of the status stands.
+ * Nothing on one node. Returns 0 or -ENOMEM.
+ */
+static int cluster_to_json(struct api_context *ctx, json_t *result)
+{
+        _cleanup_(json_decrefp) json_t *section = NULL, *nodes = NULL;
+        struct ledger_node *v = NULL;
+        const char *node;
+        usec_t lease_usec = 0;
+        size_t n = 0;
+        unsigned alive = 0;
+        int r;
+
+        node = ctx->scheduler ? scheduler_cluster_node(ctx->scheduler, &lease_usec) : NULL;
+        if (!node)
+                return 0;
+        r = json_object_set_new(result, "node", api_text_or_null(node));
+        r |= json_object_set_new(
+                result, "node_jobs",
+                json_pack("{s:i}", "running", (int)scheduler_running(ctx->scheduler)));
+        if (r < 0)
+                return -ENOMEM;
+        r = ledger_list_nodes(ctx->ledger, (int64_t)lease_usec, &v, &n);
+        if (r < 0) {
+                /* The rest of the status stands without it (the ledger unreachable). */
+                r = json_object_set_new(
+                        result, "cluster",
+                        json_pack("{s:s+}", "error",
+                                  "cannot list the cluster's nodes: ", ledger_errmsg(ctx->ledger)));
+                return r < 0 ? -ENOMEM : 0;
+        }
+
+        r = -ENOMEM;
+        nodes = json_array();
+        if (!nodes)
+                goto finish;
+        for (size_t i = 0; i < n; i++) {
+                alive += v[i].alive;
+                if (json_array_append_new(
+                            nodes,
+                            json_pack("{s:o, s:o, s:I, s:b, s:f, s:I, s:i, s:i, s:o, s:b}", "node",
+                                      api_text_or_null(v[i].node), "owner",
+                                      api_text_or_null(v[i].owner), "pid", (json_int_t)v[i].pid,
+                                      "alive", (int)v[i].alive, "heartbeat_age_s",
+                                      (double)v[i].age_usec / (double)USEC_PER_SEC, "started",
+                                      (json_int_t)(v[i].started_usec / (int64_t)USEC_PER_SEC),
+                                      "workers", (int)v[i].workers, "running", (int)v[i].running,
+                                      "version", api_text_or_null(v[i].version), "self",
+                                      (int)(v[i].node && strcmp(v[i].node, node) == 0))) < 0)
+                        goto finish;
+        }
+        section = json_pack("{s:f, s:i, s:i, s:O}", "lease_s",
+                            (double)lease_usec / (double)USEC_PER_SEC, "alive", (int)alive,
+                            "lapsed", (int)(n - alive), "nodes", nodes);
+        if (!section)
+                goto finish;
+        r = json_object_set(result, "cluster", section) < 0 ? -ENOMEM : 0;
+finish:
+        ledger_nodes_free(v, n);
+        return r;
+}
+
 int api_status(struct api_context *ctx, const struct api_args *args, json_t **ret_result,
                char **ret_error)
 {
@@ -202,6 +270,11 @@ int api_status(struct api_context *ctx, const struct api_args *args, json_t **re
                         json_decref(result);
                         return -ENOMEM;
                 }
+                r = cluster_to_json(ctx, result);
+                if (r < 0) {
+                        json_decref(result);
+                        return r;
+                }
         }
         *ret_result = result;
         return 0;
@@ -220,6 +293,28 @@ static uint64_t rss_bytes(void)
                 resident = 0;
         fclose(f);
         return page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
+}
+
+/* The node label and the cluster's gauges (metrics.h), on a ledger several nodes share. */
+static int cluster_gauges(struct api_context *ctx, struct metrics_gauges *g, char **ret_error)
+{
+        struct ledger_node *v = NULL;
+        usec_t lease_usec = 0;
+        size_t n = 0;
+        int r;
+
+        g->node = scheduler_cluster_node(ctx->scheduler, &lease_usec);
+        if (!g->node)
+                return 0;
+        g->node_jobs_running = scheduler_running(ctx->scheduler);
+        r = ledger_list_nodes(ctx->ledger, (int64_t)lease_usec, &v, &n);
+        if (r < 0)
+                return api_ledger_failure(ctx, r, "cannot list the cluster's nodes", ret_error);
+        for (size_t i = 0; i < n; i++)
+                g->nodes_alive += v[i].alive;
+        g->nodes_lapsed = n - g->nodes_alive;
+        ledger_nodes_free(v, n);
+        return 0;
 }
 
 int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
@@ -261,6 +356,9 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
         g.unwatched_folders = watch_unwatched(ctx->watch, NULL);
         if (ctx->reconciler)
                 g.background_remaining = reconciler_remaining(ctx->reconciler);
+        r = cluster_gauges(ctx, &g, ret_error);
+        if (r < 0)
+                return r;
 
         f = open_memstream(&text, &size);
         if (!f)

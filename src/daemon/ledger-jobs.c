@@ -135,6 +135,14 @@ int ledger_lock_source_locked(ledger *l, const char *path)
         return r < 0 ? r : 0;
 }
 
+int ledger_lock_source_of_locked(ledger *l, int64_t id)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_LOCK_SOURCE_OF);
+        int r = ledger_bind_step(l, &st, "i", id);
+
+        return r < 0 ? r : 0;
+}
+
 /* Intake */
 
 static int enqueue_locked(ledger *l, const struct source_info *src, int64_t now_usec,
@@ -208,16 +216,49 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
 
 /* Running: claim, the checkpoint "verified", done */
 
+/* Chooses the job to claim (PostgreSQL: its row locked, then its output's advisory lock
+ * taken): 1 and its id in *ret_id, or 0 when none is claimable. */
+static int claim_pick_locked(ledger *l, int64_t now_usec, enum job_priority max_priority,
+                             int64_t *ret_id)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_CLAIM_PICK);
+        int r;
+
+        r = ledger_bind_step(l, &st, "ii", now_usec, (int64_t)max_priority);
+        if (r <= 0)
+                return r;
+        *ret_id = ledger_column_int64(&st, 0);
+        r = ledger_stmt_step(l, &st);
+        return r < 0 ? r : 1;
+}
+
+/* A claim lost to another of the same output (see claim_locked()). */
+#define CLAIM_CONFLICT 2
+
+/*
+ * Claims in two statements, so that claims from several nodes can never both run a job of
+ * one output: the first chooses the job and (PostgreSQL) waits for the lock of its output,
+ * the second, whose snapshot is taken after the lock, takes it only if no job of its output
+ * runs, which a claim that held the lock before may have just committed. Returns 1 and the
+ * job, 0 when none is claimable, or CLAIM_CONFLICT when the job chosen lost that race: the
+ * caller ends the transaction (the locks go with it) and tries again.
+ */
 static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t expires_usec,
                         enum job_priority max_priority, struct job **ret)
 {
         _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_CLAIM);
         _cleanup_(job_freep) struct job *j = NULL;
+        int64_t id = 0;
         int r;
 
-        r = ledger_bind_step(l, &st, "itii", now_usec, owner, expires_usec, (int64_t)max_priority);
+        r = claim_pick_locked(l, now_usec, max_priority, &id);
         if (r <= 0)
                 return r;
+        r = ledger_bind_step(l, &st, "itii", now_usec, owner, expires_usec, id);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return CLAIM_CONFLICT;
 
         j = calloc(1, sizeof *j);
         if (!j)
@@ -232,6 +273,9 @@ static int claim_locked(ledger *l, const char *owner, int64_t now_usec, int64_t 
         *ret = TAKE_PTR(j);
         return 1;
 }
+
+/* How often a claim tries again after losing a job to a claim of the same output. */
+#define CLAIM_TRIES 8
 
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
                  enum job_priority max_priority, struct job **ret)
@@ -250,11 +294,23 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
                 expires_usec = INT64_MAX;
 
         /* Not flushed (see ledger.c): losing it to a power cut loses nothing. The next
-         * transition's ledger_tx_begin() sets FULL again before it begins. */
-        r = ledger_tx_begin_sync(l, false);
-        if (r < 0)
-                return r;
-        r = ledger_tx_end(l, claim_locked(l, owner, now_usec, expires_usec, max_priority, &j));
+         * transition's ledger_tx_begin() sets FULL again before it begins. A claim that lost
+         * its job to a claim of the same output rolls back, its locks with it, and tries
+         * again: the job it chose is passed over now that the other one runs. */
+        for (unsigned tries = 0;; tries++) {
+                bool conflict;
+
+                r = ledger_tx_begin_sync(l, false);
+                if (r < 0)
+                        return r;
+                r = claim_locked(l, owner, now_usec, expires_usec, max_priority, &j);
+                conflict = r == CLAIM_CONFLICT;
+                r = ledger_tx_end(l, conflict ? -ECANCELED : r);
+                if (!conflict)
+                        break;
+                if (tries + 1 >= CLAIM_TRIES)
+                        return 0; /* every job it chose was taken meanwhile: none for now */
+        }
         if (r <= 0)
                 return r;
         *ret = TAKE_PTR(j);
@@ -323,22 +379,27 @@ int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_outpu
         return LEDGER_WRITE(l, ledger_complete_locked(l, id, fence, outs, n_outs, now_usec));
 }
 
-static int relocate_locked(ledger *l, int64_t id, const char *pipeline, const char *output_key)
+static int relocate_locked(ledger *l, int64_t id, int64_t fence, const char *pipeline,
+                           const char *output_key)
 {
-        int r = ledger_stmt_changes(l, STMT_RELOCATE, "itt", id, pipeline, output_key);
+        int r = job_require_locked(l, id, fence, 1u << JOB_RUNNING, "running");
 
+        if (r < 0)
+                return r;
+        r = ledger_stmt_changes(l, STMT_RELOCATE, "itti", id, pipeline, output_key, fence);
         if (r == 0)
                 return ledger_error(l, -ESTALE, "job %" PRId64 " is not running", id);
         return r < 0 ? r : 0;
 }
 
-int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key)
+int ledger_relocate(ledger *l, int64_t id, int64_t fence, const char *pipeline,
+                    const char *output_key)
 {
         assert(l);
         assert(pipeline);
         assert(output_key);
 
-        return LEDGER_WRITE(l, relocate_locked(l, id, pipeline, output_key));
+        return LEDGER_WRITE(l, relocate_locked(l, id, fence, pipeline, output_key));
 }
 
 /* Leaving running: retry, dead, released, held */
@@ -418,14 +479,14 @@ int ledger_unhold(ledger *l, int64_t now_usec)
 
 /* Operators and health: cancel, retry, re-render */
 
-static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+/* -> cancelled, if job id is in a state of mask (and, unless fence is ANY_FENCE, running
+ * under the claim of fence). */
+static int cancel_locked(ledger *l, int64_t id, int64_t fence, unsigned mask, const char *wanted,
+                         const char *reason, int64_t now_usec)
 {
         int r;
 
-        r = job_require_locked(l, id, ANY_FENCE,
-                               1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD |
-                                       1u << JOB_RUNNING,
-                               "queued, retry, dead or running");
+        r = job_require_locked(l, id, fence, mask, wanted);
         if (r < 0)
                 return r;
         r = drop_staged_locked(l, id);
@@ -437,11 +498,32 @@ static int cancel_locked(ledger *l, int64_t id, const char *reason, int64_t now_
         return ledger_stmt_exec(l, STMT_SET_CANCELLED, "imi", id, reason, now_usec);
 }
 
+#define WAITING_MASK (1u << JOB_QUEUED | 1u << JOB_RETRY | 1u << JOB_DEAD)
+
 int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec)
 {
         assert(l);
 
-        return LEDGER_WRITE(l, cancel_locked(l, id, reason ? reason : "cancelled", now_usec));
+        return LEDGER_WRITE(l, cancel_locked(l, id, ANY_FENCE, WAITING_MASK | 1u << JOB_RUNNING,
+                                             "queued, retry, dead or running",
+                                             reason ? reason : "cancelled", now_usec));
+}
+
+int ledger_cancel_waiting(ledger *l, int64_t id, const char *reason, int64_t now_usec)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l,
+                            cancel_locked(l, id, ANY_FENCE, WAITING_MASK, "queued, retry or dead",
+                                          reason ? reason : "cancelled", now_usec));
+}
+
+int ledger_cancel_claim(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec)
+{
+        assert(l);
+
+        return LEDGER_WRITE(l, cancel_locked(l, id, fence, 1u << JOB_RUNNING, "running",
+                                             reason ? reason : "cancelled", now_usec));
 }
 
 /* 1 if job id is held (see ledger_hold()), 0 if not. */

@@ -2,7 +2,7 @@
 /*
  * ledger-lease.c - leases across nodes (ledger.h, issue 18): a node's heartbeat, the renewal
  * of a job's lease that is the fence check before publication, and the rescue of lapsed
- * leases.
+ * leases; and the nodes of a cluster, as their heartbeats recorded them.
  *
  * A running job's lease passes these states (each arrow one transaction; PostgreSQL: the
  * job's row locked by the UPDATE or SELECT ... FOR UPDATE that makes it):
@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,4 +242,70 @@ int ledger_fail_lapsed(ledger *l, int64_t id, int64_t fence, const char *error, 
 
         return LEDGER_WRITE(l, fail_lapsed_locked(l, id, fence, error ? error : "lease lapsed",
                                                   retry, next_at_usec, now_usec));
+}
+
+/* Nodes */
+
+void ledger_nodes_free(struct ledger_node *v, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                free(v[i].node);
+                free(v[i].owner);
+                free(v[i].version);
+        }
+        free(v);
+}
+
+static int read_node(ledger *l, const struct ledger_cursor *c, struct ledger_node *ret)
+{
+        int64_t workers = ledger_column_int64(c, 7), running = ledger_column_int64(c, 9);
+        int r;
+
+        *ret = (struct ledger_node){
+                .pid = ledger_column_int64(c, 2),
+                .started_usec = ledger_column_int64(c, 3),
+                .heartbeat_usec = ledger_column_int64(c, 4),
+                .age_usec = ledger_column_int64(c, 5),
+                .alive = ledger_column_int64(c, 6) != 0,
+                .workers = workers < 0          ? 0
+                           : workers > UINT_MAX ? UINT_MAX
+                                                : (unsigned)workers,
+                .running = running < 0          ? 0
+                           : running > UINT_MAX ? UINT_MAX
+                                                : (unsigned)running,
+        };
+        r = ledger_column_strdup(l, c, 0, &ret->node);
+        if (r >= 0)
+                r = ledger_column_strdup(l, c, 1, &ret->owner);
+        if (r >= 0)
+                r = ledger_column_strdup(l, c, 8, &ret->version);
+        return r;
+}
+
+int ledger_list_nodes(ledger *l, int64_t lease_usec, struct ledger_node **ret, size_t *ret_n)
+{
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_NODES);
+        struct ledger_node *v = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        assert(l);
+        assert(ret && ret_n);
+
+        r = ledger_stmt_bind(l, &st, "i", lease_usec);
+        while (r >= 0 && (r = ledger_stmt_step(l, &st)) > 0) {
+                if (GROW_ARRAY(v, allocated, n + 1) < 0) {
+                        r = ledger_error(l, -ENOMEM, "out of memory");
+                        break;
+                }
+                r = read_node(l, &st, &v[n]);
+                n++; /* what it read is freed with the rest */
+        }
+        if (r < 0) {
+                ledger_nodes_free(v, n);
+                return r;
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
 }

@@ -169,6 +169,9 @@ static const char *const migrations[] = {
 /* The first key of the advisory locks of source paths (STMT_LOCK_SOURCE): "imgd" in ASCII. */
 #define PG_LOCK_SOURCE_NS "1768777572"
 
+/* The first key of the advisory locks of output keys (STMT_CLAIM_PICK): "imgo" in ASCII. */
+#define PG_LOCK_OUTPUT_NS "1768777583"
+
 /* LEDGER_HELD in SQL. */
 #define HELD_SQL "9223372036854775807"
 static_assert(LEDGER_HELD == 9223372036854775807, "HELD_SQL is LEDGER_HELD");
@@ -210,23 +213,36 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
         [STMT_SUPERSEDE] = "UPDATE jobs SET state = 'cancelled', last_error = $3::text, "
                            "updated_us = $4, finished_us = $4 "
                            "WHERE source_path = $1 AND id < $2 AND state IN ('queued', 'retry')",
-        /* $3 - $1 is the lease (ledger_claim() binds now and now + lease), which ends after
-         * the database's now; a job another transaction holds is passed over. */
+        /* A claim is two statements (ledger-jobs.c). STMT_CLAIM_PICK chooses the job ($1 now,
+         * $2 the least urgent priority), locks its row (a job another node is claiming is
+         * passed over) and then takes the advisory lock of its output_key, held until the
+         * transaction ends: claims of one output take turns. STMT_CLAIM, a statement of its
+         * own and so with a snapshot taken after that lock, takes the job ($4 its id) only
+         * if no job of its output is running (committed by a claim that held the lock
+         * before). $3 - $1 is the lease (ledger_claim() binds now and now + lease), which
+         * ends after the database's now. */
+        [STMT_CLAIM_PICK] =
+                "SELECT c.id, c.output_key, "
+                "  pg_advisory_xact_lock(" PG_LOCK_OUTPUT_NS ", hashtext(c.output_key)) "
+                "FROM (SELECT j.id, j.output_key FROM jobs AS j "
+                "      WHERE j.state IN ('queued', 'retry') "
+                "        AND j.priority <= $2::integer "
+                "        AND j.next_at_us <= $1::bigint "
+                "        AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                "                        WHERE r.output_key = j.output_key "
+                "                          AND r.state = 'running') "
+                "      ORDER BY j.priority, j.next_at_us, j.id LIMIT 1 "
+                "      FOR UPDATE SKIP LOCKED) AS c",
         [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, degraded = 0, "
                        "fence = fence + 1, "
                        "lease_owner = $2::text, "
                        "lease_expires_us = LEAST(" PG_NOW_US "::numeric "
                        "  + ($3::bigint - $1::bigint), " HELD_SQL ")::bigint, "
                        "updated_us = $1::bigint "
-                       "WHERE id = (SELECT j.id FROM jobs AS j "
-                       "            WHERE j.state IN ('queued', 'retry') "
-                       "              AND j.priority <= $4::integer "
-                       "              AND j.next_at_us <= $1::bigint "
-                       "              AND NOT EXISTS (SELECT 1 FROM jobs AS r "
-                       "                              WHERE r.output_key = j.output_key "
-                       "                                AND r.state = 'running') "
-                       "            ORDER BY j.priority, j.next_at_us, j.id LIMIT 1 "
-                       "            FOR UPDATE SKIP LOCKED) "
+                       "WHERE id = $4::bigint AND state IN ('queued', 'retry') "
+                       "  AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                       "                  WHERE r.output_key = jobs.output_key "
+                       "                    AND r.state = 'running') "
                        "RETURNING " JOB_COLUMNS,
         [STMT_NEXT_DUE] = "SELECT n FROM (" PG_NEXT_DUE_OF("0") " AS n UNION ALL " PG_NEXT_DUE_OF(
                 "1") " UNION ALL " PG_NEXT_DUE_OF("2") ") AS d WHERE n IS NOT NULL ORDER BY n "
@@ -307,7 +323,7 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
                             "WHERE state IN ('queued', 'retry') AND priority IN (0, 1, 2) "
                             "AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = $2, output_key = $3 "
-                          "WHERE id = $1 AND state = 'running'",
+                          "WHERE id = $1 AND state = 'running' AND fence = $4::bigint",
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, "
                           "next_at_us = $1::bigint, updated_us = $1::bigint, finished_us = NULL, "
                           "priority = 2, redo = NULL, kind = NULL, origin = NULL "
@@ -412,6 +428,18 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
          * held until the transaction ends; the second then finds the first's job. */
         [STMT_LOCK_SOURCE] = "SELECT pg_advisory_xact_lock(" PG_LOCK_SOURCE_NS ", "
                              "hashtext($1::text))",
+        /* The same lock of job $1's source path (ledger_reconcile(), ledger_drop()). */
+        [STMT_LOCK_SOURCE_OF] = "SELECT pg_advisory_xact_lock(" PG_LOCK_SOURCE_NS ", "
+                                "hashtext(source_path)) FROM jobs WHERE id = $1",
+        /* The nodes, by name; alive while a heartbeat came within the lease ($1) by the
+         * database's clock; the age of the last heartbeat; the running jobs of each node's
+         * lease owner counted in the jobs table (what its heartbeat said may be older). */
+        [STMT_NODES] = "SELECT n.node, n.owner, n.pid, n.started_us, n.heartbeat_us, "
+                       "(" PG_NOW_US " - n.heartbeat_us), "
+                       "(n.heartbeat_us + $1::bigint >= " PG_NOW_US ")::int, n.workers, "
+                       "n.version, (SELECT count(*) FROM jobs AS j WHERE j.state = 'running' "
+                       "            AND j.lease_owner = n.owner) "
+                       "FROM nodes AS n ORDER BY n.node COLLATE \"C\"",
         [STMT_NODE_BEAT] = "INSERT INTO nodes (node, owner, pid, started_us, workers, running, "
                            "version, node_clock_us, heartbeat_us) "
                            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, " PG_NOW_US ") "

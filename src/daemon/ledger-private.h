@@ -148,6 +148,11 @@ enum ledger_stmt {
         STMT_LEASE_OF,
         STMT_LAPSED,
         STMT_LAPSED_LOCK,
+        /* Serialisations across nodes (ledger-jobs.c, ledger-reconcile.c, ledger-retract.c)
+         * and the nodes of a cluster (ledger-lease.c). */
+        STMT_CLAIM_PICK,
+        STMT_LOCK_SOURCE_OF,
+        STMT_NODES,
         _STMT_MAX,
 };
 
@@ -448,6 +453,10 @@ int ledger_fail_locked(ledger *l, int64_t id, int64_t fence, const char *error, 
  * transaction ends (PostgreSQL: an advisory lock of the path; SQLite: BEGIN IMMEDIATE already
  * does). */
 int ledger_lock_source_locked(ledger *l, const char *path);
+/* The same for the source path of job id (nothing when there is no such job): what the
+ * transitions that start from a job take (ledger_reconcile(), ledger_drop()), before they
+ * read what they check, each read a statement of its own after the lock. */
+int ledger_lock_source_of_locked(ledger *l, int64_t id);
 
 /* ledger-schema.c */
 

@@ -157,8 +157,15 @@ static int reconcile_locked(ledger *l, int64_t id, const char *redo, int64_t now
                             int64_t *ret_id)
 {
         int64_t new_id = 0;
-        int r = ledger_stmt_insert(l, STMT_RECONCILE, &new_id, "iti", id, redo, now_usec);
+        int r;
 
+        /* Nodes reconciling the same source, and an upload of it, take turns (as
+         * ledger_enqueue()): the insert checks that job id is still its source's current done
+         * job in a snapshot taken after the lock, so the second finds the first's job. */
+        r = ledger_lock_source_of_locked(l, id);
+        if (r < 0)
+                return r;
+        r = ledger_stmt_insert(l, STMT_RECONCILE, &new_id, "iti", id, redo, now_usec);
         if (r <= 0)
                 return r;
         ledger_wake_locked(l);

@@ -126,7 +126,11 @@ static int drop_locked(ledger *l, int64_t id, const char *variants, int64_t now_
         int64_t new_id = 0;
         int r;
 
-        /* Only from the source's current done job: nothing else may be waiting. */
+        /* Nodes dropping from the same source take turns (as ledger_reconcile()); then only
+         * from the source's current done job: nothing else may be waiting. */
+        r = ledger_lock_source_of_locked(l, id);
+        if (r < 0)
+                return r;
         r = ledger_bind_step(l, &st, "i", id);
         if (r <= 0)
                 return r;

@@ -202,16 +202,23 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
         [STMT_SUPERSEDE] = "UPDATE jobs SET state = 'cancelled', last_error = ?3, "
                            "updated_us = ?4, finished_us = ?4 "
                            "WHERE source_path = ?1 AND id < ?2 AND state IN ('queued', 'retry')",
+        /* A claim is two statements (ledger-jobs.c): STMT_CLAIM_PICK chooses the job (?1 now,
+         * ?2 the least urgent priority; its id and output_key), STMT_CLAIM takes it (?4 its
+         * id) if no job of its output runs. On SQLite BEGIN IMMEDIATE already serialises them. */
+        [STMT_CLAIM_PICK] = "SELECT j.id, j.output_key FROM jobs AS j INDEXED BY jobs_due "
+                            "WHERE j.state IN ('queued', 'retry') AND j.priority <= ?2 "
+                            "  AND j.next_at_us <= ?1 "
+                            "  AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                            "                  WHERE r.output_key = j.output_key "
+                            "                    AND r.state = 'running') "
+                            "ORDER BY j.priority, j.next_at_us, j.id LIMIT 1",
         [STMT_CLAIM] = "UPDATE jobs SET state = 'running', attempts = attempts + 1, degraded = 0, "
                        "fence = fence + 1, "
                        "lease_owner = ?2, lease_expires_us = ?3, updated_us = ?1 "
-                       "WHERE id = (SELECT j.id FROM jobs AS j INDEXED BY jobs_due "
-                       "            WHERE j.state IN ('queued', 'retry') AND j.priority <= ?4 "
-                       "              AND j.next_at_us <= ?1 "
-                       "              AND NOT EXISTS (SELECT 1 FROM jobs AS r "
-                       "                              WHERE r.output_key = j.output_key "
-                       "                                AND r.state = 'running') "
-                       "            ORDER BY j.priority, j.next_at_us, j.id LIMIT 1) "
+                       "WHERE id = ?4 AND state IN ('queued', 'retry') "
+                       "  AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                       "                  WHERE r.output_key = jobs.output_key "
+                       "                    AND r.state = 'running') "
                        "RETURNING " JOB_COLUMNS,
         /* The earliest of each priority's earliest: one index seek each. Written as ORDER BY
          * ... LIMIT 1, not min(): SQLite's min() optimisation does not apply with the range on
@@ -294,7 +301,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                             "WHERE state IN ('queued', 'retry') AND priority IN (0, 1, 2) "
                             "AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = ?2, output_key = ?3 "
-                          "WHERE id = ?1 AND state = 'running'",
+                          "WHERE id = ?1 AND state = 'running' AND fence = ?4",
         /* Degraded done jobs that are still their source's newest go back to the queue, to
          * render every variant (a reconciliation job too: what it carried over is its own). */
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "
@@ -402,6 +409,9 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                                   "OR substr(lease_owner, 1, length(?1) + 1) = ?1 || ':') "
                                   "ORDER BY id",
         [STMT_LOCK_SOURCE] = "SELECT ?1",
+        [STMT_LOCK_SOURCE_OF] = "SELECT ?1",
+        /* One node, no nodes table: no rows (?1 the lease). */
+        [STMT_NODES] = "SELECT '', '', 0, 0, 0, 0, 0, '', 0, 0 WHERE ?1 IS NULL AND 0",
         [STMT_NODE_BEAT] = "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE 0",
         [STMT_RENEW_OWNED] = "UPDATE jobs SET lease_expires_us = ?3 + ?2 "
                              "WHERE state = 'running' AND lease_owner = ?1",

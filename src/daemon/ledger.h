@@ -331,7 +331,10 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
  * transition not flushed to disk before it returns: a power cut (not a crash) may undo it,
  * leaving the job queued. PostgreSQL: the job's row is taken with FOR UPDATE SKIP LOCKED (a
  * job another node is claiming is passed over) and the lease ends lease_usec after the
- * database's now; the caller's now_usec decides next_at and is recorded as updated.
+ * database's now; the caller's now_usec decides next_at and is recorded as updated. Claims
+ * of jobs of one output_key take turns across nodes (an advisory lock of the key, then the
+ * check that none of its jobs runs, in a snapshot taken after the lock), so that no two
+ * nodes ever run two jobs of one output; a claim that loses that race tries again.
  */
 /*
  * Fencing: every claim gives the job a new token (job.fence, larger than the one before). The
@@ -409,8 +412,20 @@ int ledger_fail(ledger *l, int64_t id, int64_t fence, const char *error, bool re
  */
 int ledger_release(ledger *l, int64_t id, int64_t fence, int64_t next_at_usec, int64_t now_usec);
 
-/* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. */
+/* queued/retry/dead/running -> cancelled with a reason. -ESTALE if already finished. Acts for
+ * no claim: a job running on a node is cancelled under it (its stage, fence check and
+ * completion are then refused, -ESTALE), which is why neither an operator nor a node's own
+ * work uses it on a running job: */
 int ledger_cancel(ledger *l, int64_t id, const char *reason, int64_t now_usec);
+
+/* queued/retry/dead -> cancelled (an operator's cancel): -ESTALE if the job is running, on
+ * whichever node, or finished, checked in the transaction that cancels. */
+int ledger_cancel_waiting(ledger *l, int64_t id, const char *reason, int64_t now_usec);
+
+/* running -> cancelled for the claim of fence (a node dropping a job it runs: superseded, its
+ * source gone): -ESTALE if the job is not running under that claim (rescued and claimed by
+ * another node meanwhile), which then goes on untouched. */
+int ledger_cancel_claim(ledger *l, int64_t id, int64_t fence, const char *reason, int64_t now_usec);
 
 /* dead or held -> queued (attempts reset to 0). -ESTALE if the job is neither. */
 int ledger_retry(ledger *l, int64_t id, int64_t now_usec);
@@ -437,9 +452,11 @@ int ledger_count_held(ledger *l, uint64_t *ret_n);
 
 /*
  * Sets a running job's pipeline and output_key: where the configuration as it is now sends
- * its outputs (it may have changed since intake). -ESTALE if the job is not running.
+ * its outputs (it may have changed since intake). -ESTALE if the job is not running under the
+ * claim of fence.
  */
-int ledger_relocate(ledger *l, int64_t id, const char *pipeline, const char *output_key);
+int ledger_relocate(ledger *l, int64_t id, int64_t fence, const char *pipeline,
+                    const char *output_key);
 
 /* Returns 1 if a newer job exists for the same source path as job `id`, 0 if not. */
 int ledger_superseded(ledger *l, int64_t id);
@@ -655,6 +672,29 @@ int ledger_list_lapsed(ledger *l, int64_t now_usec, struct ledger_lapsed **ret, 
  */
 int ledger_fail_lapsed(ledger *l, int64_t id, int64_t fence, const char *error, bool retry,
                        int64_t next_at_usec, int64_t now_usec);
+
+/* A node of a cluster, as its heartbeats recorded it (ledger_list_nodes()). */
+struct ledger_node {
+        char *node;  /* its name */
+        char *owner; /* its lease owner, "node:pid" */
+        int64_t pid;
+        int64_t started_usec;   /* wall clock (the node's) */
+        int64_t heartbeat_usec; /* the last heartbeat, in the database's clock */
+        int64_t age_usec;       /* how long ago, by the database's clock */
+        bool alive;             /* a heartbeat came within the lease */
+        unsigned workers;
+        unsigned running; /* jobs running under its lease owner, counted in the ledger */
+        char *version;
+};
+void ledger_nodes_free(struct ledger_node *v, size_t n);
+
+/*
+ * The nodes that ever sent a heartbeat, by name: *ret (free with ledger_nodes_free()) and
+ * *ret_n. A node is alive while its last heartbeat is younger than lease_usec by the
+ * database's clock (the clock that decides leases; a node sends one every third of its lease,
+ * so the nodes of a cluster share one lease). SQLite: none (one node, no nodes table).
+ */
+int ledger_list_nodes(ledger *l, int64_t lease_usec, struct ledger_node **ret, size_t *ret_n);
 
 /*
  * Waking nodes and telling events across nodes (issue 18, ledger-notify.c): PostgreSQL's

@@ -751,10 +751,11 @@ static int run(struct daemon *d)
         r = recover_run(d->ledger, d->config, wall_usec(), &rs);
         if (r < 0)
                 goto out;
-        if (rs.published + rs.redone + rs.requeued + rs.swept > 0)
+        if (rs.published + rs.redone + rs.requeued + rs.swept + rs.lost > 0)
                 log_notice("recovered after an unclean stop: %u staged job(s) published, %u to "
-                           "render again, %u put back in the queue, %u temporary file(s) removed",
-                           rs.published, rs.redone, rs.requeued, rs.swept);
+                           "render again, %u put back in the queue, %u temporary file(s) removed, "
+                           "%u taken over by other nodes meanwhile",
+                           rs.published, rs.redone, rs.requeued, rs.swept, rs.lost);
         wake_held(d->ledger);
 
         r = worker_find_executable(&worker_path);

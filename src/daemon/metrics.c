@@ -144,6 +144,21 @@ static void label(FILE *f, const char *s)
         }
 }
 
+/* Writes `name{` and, on a node of a cluster, its node label and a comma when more labels
+ * follow (more) or the closing brace when not; on one node `name{` only when more follow. */
+static void series(FILE *f, const char *name, const struct metrics_gauges *g, bool more)
+{
+        fputs(name, f);
+        if (!g->node) {
+                if (more)
+                        fputc('{', f);
+                return;
+        }
+        fputs("{node=\"", f);
+        label(f, g->node);
+        fputs(more ? "\"," : "\"}", f);
+}
+
 int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
 {
         uint64_t starting = g->workers_total > g->workers_busy + g->workers_idle
@@ -159,7 +174,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
               "# TYPE imgd_jobs_processed_total counter\n",
               f);
         for (size_t i = 0; i < m->done.n; i++) {
-                fputs("imgd_jobs_processed_total{pipeline=\"", f);
+                series(f, "imgd_jobs_processed_total", g, true);
+                fputs("pipeline=\"", f);
                 label(f, m->done.items[i].label);
                 fprintf(f, "\"} %llu\n", (unsigned long long)m->done.items[i].count);
         }
@@ -168,7 +184,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
               "# TYPE imgd_jobs_failed_total counter\n",
               f);
         for (size_t i = 0; i < m->failed.n; i++) {
-                fputs("imgd_jobs_failed_total{reason=\"", f);
+                series(f, "imgd_jobs_failed_total", g, true);
+                fputs("reason=\"", f);
                 label(f, m->failed.items[i].label);
                 fprintf(f, "\"} %llu\n", (unsigned long long)m->failed.items[i].count);
         }
@@ -179,18 +196,22 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         for (size_t i = 0; i < m->done.n; i++) {
                 const struct labelled *l = &m->done.items[i];
                 for (size_t b = 0; b < N_BUCKETS; b++) {
-                        fputs("imgd_job_duration_seconds_bucket{pipeline=\"", f);
+                        series(f, "imgd_job_duration_seconds_bucket", g, true);
+                        fputs("pipeline=\"", f);
                         label(f, l->label);
                         fprintf(f, "\",le=\"%g\"} %llu\n", buckets[b],
                                 (unsigned long long)l->bucket[b]);
                 }
-                fputs("imgd_job_duration_seconds_bucket{pipeline=\"", f);
+                series(f, "imgd_job_duration_seconds_bucket", g, true);
+                fputs("pipeline=\"", f);
                 label(f, l->label);
                 fprintf(f, "\",le=\"+Inf\"} %llu\n", (unsigned long long)l->count);
-                fputs("imgd_job_duration_seconds_sum{pipeline=\"", f);
+                series(f, "imgd_job_duration_seconds_sum", g, true);
+                fputs("pipeline=\"", f);
                 label(f, l->label);
                 fprintf(f, "\"} %.6f\n", l->sum);
-                fputs("imgd_job_duration_seconds_count{pipeline=\"", f);
+                series(f, "imgd_job_duration_seconds_count", g, true);
+                fputs("pipeline=\"", f);
                 label(f, l->label);
                 fprintf(f, "\"} %llu\n", (unsigned long long)l->count);
         }
@@ -199,7 +220,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
               "# TYPE imgd_worker_restarts_total counter\n",
               f);
         for (size_t i = 0; i < m->restarts.n; i++) {
-                fputs("imgd_worker_restarts_total{cause=\"", f);
+                series(f, "imgd_worker_restarts_total", g, true);
+                fputs("cause=\"", f);
                 label(f, m->restarts.items[i].label);
                 fprintf(f, "\"} %llu\n", (unsigned long long)m->restarts.items[i].count);
         }
@@ -210,16 +232,17 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
               "# TYPE imgd_fence_refused_total counter\n",
               f);
         for (size_t i = 0; i < m->fenced.n; i++) {
-                fputs("imgd_fence_refused_total{step=\"", f);
+                series(f, "imgd_fence_refused_total", g, true);
+                fputs("step=\"", f);
                 label(f, m->fenced.items[i].label);
                 fprintf(f, "\"} %llu\n", (unsigned long long)m->fenced.items[i].count);
         }
-        fprintf(f,
-                "# HELP imgd_leases_rescued_total Running jobs whose lease lapsed (their node "
-                "silent) rescued by this node since start.\n"
-                "# TYPE imgd_leases_rescued_total counter\n"
-                "imgd_leases_rescued_total %llu\n",
-                (unsigned long long)m->rescued);
+        fputs("# HELP imgd_leases_rescued_total Running jobs whose lease lapsed (their node "
+              "silent) rescued by this node since start.\n"
+              "# TYPE imgd_leases_rescued_total counter\n",
+              f);
+        series(f, "imgd_leases_rescued_total", g, false);
+        fprintf(f, " %llu\n", (unsigned long long)m->rescued);
 
         fprintf(f,
                 "# HELP imgd_oldest_queued_seconds Age of the oldest queued job.\n"
@@ -239,17 +262,36 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 "imgd_resident_memory_bytes %llu\n"
                 "# HELP imgd_workers Worker processes by state: busy (with a job), idle (ready "
                 "for one), starting (started or being replaced); they sum to the pool's size.\n"
-                "# TYPE imgd_workers gauge\n"
-                "imgd_workers{state=\"busy\"} %llu\n"
-                "imgd_workers{state=\"idle\"} %llu\n"
-                "imgd_workers{state=\"starting\"} %llu\n"
-                "# HELP imgd_build_info The version of imgd, as a label; always 1.\n"
-                "# TYPE imgd_build_info gauge\n"
-                "imgd_build_info{version=\"%s\"} 1\n",
+                "# TYPE imgd_workers gauge\n",
                 (double)g->oldest_queued_age_usec / (double)USEC_PER_SEC, g->breaker_state,
-                g->degradation_level, g->health_score, (unsigned long long)g->rss_bytes,
-                (unsigned long long)g->workers_busy, (unsigned long long)g->workers_idle,
-                (unsigned long long)starting, IMGD_VERSION);
+                g->degradation_level, g->health_score, (unsigned long long)g->rss_bytes);
+        series(f, "imgd_workers", g, true);
+        fprintf(f, "state=\"busy\"} %llu\n", (unsigned long long)g->workers_busy);
+        series(f, "imgd_workers", g, true);
+        fprintf(f, "state=\"idle\"} %llu\n", (unsigned long long)g->workers_idle);
+        series(f, "imgd_workers", g, true);
+        fprintf(f, "state=\"starting\"} %llu\n", (unsigned long long)starting);
+        fputs("# HELP imgd_build_info The version of imgd, as a label; always 1.\n"
+              "# TYPE imgd_build_info gauge\n",
+              f);
+        series(f, "imgd_build_info", g, true);
+        fprintf(f, "version=\"%s\"} 1\n", IMGD_VERSION);
+        if (g->node) {
+                fputs("# HELP imgd_node_jobs_running Jobs running on this node of the cluster "
+                      "(in its workers or being published).\n"
+                      "# TYPE imgd_node_jobs_running gauge\n",
+                      f);
+                series(f, "imgd_node_jobs_running", g, false);
+                fprintf(f, " %llu\n", (unsigned long long)g->node_jobs_running);
+                fprintf(f,
+                        "# HELP imgd_cluster_nodes Nodes of the cluster by the nodes table: "
+                        "alive (a heartbeat within the lease, by the database's clock) or "
+                        "lapsed.\n"
+                        "# TYPE imgd_cluster_nodes gauge\n"
+                        "imgd_cluster_nodes{state=\"alive\"} %llu\n"
+                        "imgd_cluster_nodes{state=\"lapsed\"} %llu\n",
+                        (unsigned long long)g->nodes_alive, (unsigned long long)g->nodes_lapsed);
+        }
         fputs("# HELP imgd_alert Alert conditions, 1 while active (imgctl status then exits 1).\n"
               "# TYPE imgd_alert gauge\n",
               f);

@@ -5,6 +5,12 @@
  * collector. The scheduler and the worker pool record; api-status.c renders. Single-threaded, no
  * I/O. Label values (pipelines, reasons) are bounded: at most METRICS_MAX_LABELS distinct
  * values per family, further ones are counted under "other".
+ *
+ * On a node of a cluster (metrics_gauges.node set) the series that are the node's own (its
+ * counters since start, its workers, the jobs in its hands, its build) carry a `node` label;
+ * those read from the shared ledger (imgd_jobs, imgd_oldest_queued_seconds) and the cluster's
+ * (imgd_cluster_nodes) do not: every node reports the same value. The node's state gauges
+ * (breaker, health, alerts, drain, error ratio) are told apart by the scrape's target.
  */
 #pragma once
 
@@ -53,6 +59,11 @@ struct metrics_gauges {
         uint64_t intake_retry_pending; /* uploads waiting to be taken in again */
         uint64_t unwatched_folders;    /* folders past the inotify watch limit */
         uint64_t background_remaining; /* reconciliation and re-render jobs still to do */
+        /* A node of a cluster (a PostgreSQL ledger): its name, the `node` label of the series
+         * that are its own; NULL on one node (SQLite: no label, no cluster gauges). */
+        const char *node;
+        uint64_t node_jobs_running;         /* the jobs in its hands */
+        uint64_t nodes_alive, nodes_lapsed; /* the cluster's nodes, from the nodes table */
 };
 
 /* Writes the whole exposition (HELP, TYPE, samples) to f. Returns 0 or -EIO. */

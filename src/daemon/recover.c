@@ -76,8 +76,21 @@ static int recover_replaced(ledger *l, const struct job_detail *d)
         return r;
 }
 
-/* Publishes one verified job. Returns 1 if completed, 0 if handed back, <0 on ledger error. */
-static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
+/* A transition of job id refused for its claim (-ESTALE): the job was rescued by another node
+ * while this one was down, and is that node's now. Returns 2 (lost), else r. */
+static int claim_lost(ledger *l, int64_t id, int r)
+{
+        if (r != -ESTALE)
+                return r;
+        log_warning("job %" PRId64 ": its claim was lost while this node was down (%s); left to "
+                    "the node that has it now",
+                    id, ledger_errmsg(l));
+        return 2;
+}
+
+/* Publishes one verified job (lease_usec > 0: a shared ledger, its lease renewed first).
+ * Returns 1 if completed, 0 if handed back, 2 if lost to another node, <0 on ledger error. */
+static int recover_staged_job(ledger *l, int64_t id, int64_t lease_usec, int64_t now_usec)
 {
         _cleanup_(job_detail_freep) struct job_detail *d = NULL;
         struct publish_tmp *tmps = NULL;
@@ -98,7 +111,26 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: superseded while staged; cancelled", id,
                         d->job.source_path);
-                return ledger_cancel(l, id, "superseded by newer content", now_usec);
+                return claim_lost(l, id,
+                                  ledger_cancel_claim(l, id, d->job.fence,
+                                                      "superseded by newer content", now_usec));
+        }
+        if (lease_usec > 0) {
+                /* The fence check: nothing is renamed for a claim that is not ours any more. */
+                struct ledger_renewal rn = { .id = id, .fence = d->job.fence };
+
+                r = ledger_renew(l, &rn, 1, lease_usec, now_usec);
+                if (r < 0)
+                        return r;
+                if (rn.result < 0) {
+                        log_warning("job %" PRId64 ": its claim (fencing token %" PRId64
+                                    ") was lost while this node was down: it is %s under "
+                                    "fencing token %" PRId64 "%s%s; left to the node that has "
+                                    "it now",
+                                    id, d->job.fence, job_state_name(rn.state), rn.now_fence,
+                                    rn.owner[0] ? ", lease of " : "", rn.owner);
+                        return 2;
+                }
         }
 
         tmps = calloc(d->n_outputs ? d->n_outputs : 1, sizeof *tmps);
@@ -151,8 +183,8 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
                                   failed ? failed : "manifest");
                 goto redo;
         }
-        r = ledger_complete(l, id, d->job.fence, NULL, 0, now_usec);
-        if (r >= 0) {
+        r = claim_lost(l, id, ledger_complete(l, id, d->job.fence, NULL, 0, now_usec));
+        if (r == 0) {
                 log_job(LOG_INFO, LOG_JOB_DONE, id, d->job.source_path, d->job.pipeline,
                         "job %" PRId64 " %s: published from staging after restart", id,
                         d->job.source_path);
@@ -162,7 +194,7 @@ static int recover_staged_job(ledger *l, int64_t id, int64_t now_usec)
 
 redo:
         unlink_staged(d);
-        r = ledger_release(l, id, d->job.fence, now_usec, now_usec);
+        r = claim_lost(l, id, ledger_release(l, id, d->job.fence, now_usec, now_usec));
 out:
         for (size_t i = 0; i < n_tmps; i++) {
                 tmps[i].final_path = NULL; /* borrowed from d */
@@ -200,11 +232,14 @@ int recover_run(ledger *l, const struct config *cfg, int64_t now_usec, struct re
         if (r < 0)
                 return log_error_errno(r, "ledger: list staged jobs: %s", ledger_errmsg(l));
         for (size_t i = 0; i < n; i++) {
-                r = recover_staged_job(l, ids[i], now_usec);
+                r = recover_staged_job(l, ids[i], shared ? (int64_t)cfg->ledger.lease_usec : 0,
+                                       now_usec);
                 if (r < 0)
                         return log_error_errno(r, "ledger: recover job %" PRId64 ": %s", ids[i],
                                                ledger_errmsg(l));
-                if (r > 0)
+                if (r == 2)
+                        st.lost++;
+                else if (r == 1)
                         st.published++;
                 else
                         st.redone++;

@@ -13,7 +13,10 @@
  * On a ledger several nodes share (PostgreSQL), only this node's jobs (ledger.node): the jobs
  * other nodes are running stay theirs, left to their leases (a node that is gone loses them
  * to the rescue of lapsed leases), and the temporary files of jobs running in the ledger are
- * left where they are.
+ * left where they are. A staged job of this node is published only after its lease was
+ * renewed under its claim's token (the fence check, as before any publication): while the
+ * node was down its lease may have lapsed and another node rescued the job, which then is
+ * left to the node that has it now (counted in `lost`), its files untouched by this one.
  *
  * Errors are logged with the job and the file concerned.
  */
@@ -27,6 +30,7 @@ struct recover_stats {
         unsigned redone;    /* verified jobs handed back to be rendered again */
         unsigned requeued;  /* claimed jobs put back in the queue */
         unsigned swept;     /* temporary files removed */
+        unsigned lost;      /* verified jobs rescued by another node meanwhile: not ours */
 };
 
 /* Returns 0, or a negative errno when the ledger failed (the daemon should not start). */

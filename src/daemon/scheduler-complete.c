@@ -48,7 +48,8 @@ void scheduler_job_failed(scheduler *s, const struct job *job, const char *error
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: %s; cancelled", job->id, job->source_path,
                         msg ?: error);
-                r = ledger_cancel(s->ledger, job->id, msg ?: "superseded by newer content", now);
+                r = ledger_cancel_claim(s->ledger, job->id, job->fence,
+                                        msg ?: "superseded by newer content", now);
                 if (r < 0)
                         log_error_errno(r, "ledger: cancel job %" PRId64 ": %s", job->id,
                                         ledger_errmsg(s->ledger));
@@ -187,8 +188,8 @@ static bool finish_prepare(scheduler *s, struct running *run)
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: superseded by newer content; discarded", job->id,
                         job->source_path);
-                if (ledger_cancel(s->ledger, job->id, "superseded by newer content", wall_usec()) >=
-                    0)
+                if (ledger_cancel_claim(s->ledger, job->id, job->fence,
+                                        "superseded by newer content", wall_usec()) >= 0)
                         scheduler_emit(s, "cancelled", job,
                                        json_pack("{s:s}", "error", "superseded by newer content"));
                 return false;
@@ -201,8 +202,8 @@ static bool finish_prepare(scheduler *s, struct running *run)
                 log_job(LOG_INFO, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,
                         "job %" PRId64 " %s: content changed while processing; superseded", job->id,
                         job->source_path);
-                (void)ledger_cancel(s->ledger, job->id, "source content changed during processing",
-                                    wall_usec());
+                (void)ledger_cancel_claim(s->ledger, job->id, job->fence,
+                                          "source content changed during processing", wall_usec());
                 if (wc && s->changed_fn)
                         s->changed_fn(wc, job->source_path, s->changed_userdata);
                 return false;

@@ -48,6 +48,15 @@
 #include "shared/proto.h"
 #include "shared/time-util.h"
 
+const char *scheduler_cluster_node(const scheduler *s, usec_t *ret_lease_usec)
+{
+        if (!s->cluster)
+                return NULL;
+        if (ret_lease_usec)
+                *ret_lease_usec = s->lease_usec;
+        return s->node;
+}
+
 void scheduler_fence_refused(scheduler *s, const struct job *job, const char *step, const char *why)
 {
         log_job(LOG_WARNING, LOG_JOB_CANCELLED, job->id, job->source_path, job->pipeline,

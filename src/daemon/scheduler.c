@@ -135,7 +135,8 @@ static int start_job(scheduler *s, struct job *job_in)
         if (strcmp(key, job->output_key) != 0 || strcmp(wc->pipeline_name, job->pipeline) != 0) {
                 char *pipeline = strdup(wc->pipeline_name);
 
-                r = pipeline ? ledger_relocate(s->ledger, job->id, pipeline, key) : -ENOMEM;
+                r = pipeline ? ledger_relocate(s->ledger, job->id, job->fence, pipeline, key)
+                             : -ENOMEM;
                 if (r < 0) {
                         int64_t now = wall_usec();
 
@@ -168,8 +169,8 @@ static int start_job(scheduler *s, struct job *job_in)
         if (src == -ENOENT) {
                 log_info("job %" PRId64 ": %s was removed before it was processed", job->id,
                          job->source_path);
-                r = ledger_cancel(s->ledger, job->id, "source removed before processing",
-                                  wall_usec());
+                r = ledger_cancel_claim(s->ledger, job->id, job->fence,
+                                        "source removed before processing", wall_usec());
                 return r < 0 ? log_error_errno(r, "ledger: %s", ledger_errmsg(s->ledger)) : 0;
         }
         if (src == -EINVAL) {
@@ -220,10 +221,10 @@ static int start_job(scheduler *s, struct job *job_in)
                         scheduler_running_free(run);
                         log_info("job %" PRId64 " %s: nothing left to reconcile", job->id,
                                  job->source_path);
-                        r = ledger_cancel(s->ledger, job->id,
-                                          "nothing to render: its variants are no longer "
-                                          "configured",
-                                          wall_usec());
+                        r = ledger_cancel_claim(s->ledger, job->id, job->fence,
+                                                "nothing to render: its variants are no longer "
+                                                "configured",
+                                                wall_usec());
                         return r < 0 ? log_error_errno(r, "ledger: %s", ledger_errmsg(s->ledger))
                                      : 0;
                 }

@@ -56,6 +56,10 @@ bool scheduler_stalled(scheduler *s);
 /* Jobs dispatched and not yet finished. */
 unsigned scheduler_running(const scheduler *s);
 
+/* On a ledger several nodes share (PostgreSQL): this node's name, and the lease of its claims
+ * in *ret_lease_usec (may be NULL); NULL on one node (SQLite). */
+const char *scheduler_cluster_node(const scheduler *s, usec_t *ret_lease_usec);
+
 /* Whether live work (an upload or its retry, not background work) is being processed, or was
  * claimed within the last 2 s: background work then holds at most limits.background_share of
  * the workers, and a reconciliation pass yields the event loop (reconciler_set_live_fn()). */

@@ -18,6 +18,49 @@
 /* The widest error text of the jobs table. */
 #define ERROR_COLUMN_CHARS 48
 
+/* A cluster's nodes (status' "cluster", on a ledger several nodes share), after the jobs. */
+static void print_cluster(const json_t *result)
+{
+        const json_t *cluster = json_object_get(result, "cluster"), *nodes;
+        struct output_table t;
+
+        if (!json_is_object(cluster))
+                return;
+        if (json_object_get(cluster, "error")) {
+                _cleanup_free_ char *why = output_clean(client_get_str(cluster, "error", "?"), 0);
+
+                printf("cluster  unknown: %s\n\n", why);
+                return;
+        }
+        nodes = json_object_get(cluster, "nodes");
+        printf("cluster  %" PRId64 " node%s alive, %" PRId64 " lapsed (lease %.0f s)\n",
+               client_get_int(cluster, "alive"), client_get_int(cluster, "alive") == 1 ? "" : "s",
+               client_get_int(cluster, "lapsed"),
+               json_number_value(json_object_get(cluster, "lease_s")));
+        output_table_init(&t, 7);
+        output_table_add(&t, "NODE", "STATE", "HEARTBEAT", "WORKERS", "RUNNING", "VERSION", "PID");
+        for (size_t i = 0; i < json_array_size(nodes); i++) {
+                const json_t *n = json_array_get(nodes, i);
+                char name[80], beat[48], workers[16], running[16], pid[24];
+                char age[32];
+
+                snprintf(name, sizeof name, "%s%s", client_get_str(n, "node", "?"),
+                         json_is_true(json_object_get(n, "self")) ? " (this)" : "");
+                output_uptime((int64_t)json_number_value(json_object_get(n, "heartbeat_age_s")),
+                              age, sizeof age);
+                snprintf(beat, sizeof beat, "%s ago", age);
+                snprintf(workers, sizeof workers, "%" PRId64, client_get_int(n, "workers"));
+                snprintf(running, sizeof running, "%" PRId64, client_get_int(n, "running"));
+                snprintf(pid, sizeof pid, "%" PRId64, client_get_int(n, "pid"));
+                output_table_add(&t, name,
+                                 json_is_true(json_object_get(n, "alive")) ? "alive" : "LAPSED",
+                                 beat, workers, running, client_get_str(n, "version", NULL), pid);
+        }
+        output_table_print(&t, "  ");
+        output_table_clear(&t);
+        printf("\n");
+}
+
 int query_status(struct client *ctl, const struct verb_args *a)
 {
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -108,7 +151,15 @@ int query_status(struct client *ctl, const struct verb_args *a)
 
         /* Every state the daemon reports, in its order: queued 0  running 1  retry 0 ... */
         jobs = json_object_get(result, "jobs");
-        printf("jobs     ");
+        v = json_object_get(result, "node");
+        if (json_is_string(v)) {
+                _cleanup_free_ char *node = output_clean(json_string_value(v), 0);
+
+                printf("node     %s: %" PRId64 " job(s) running here\n", node,
+                       client_get_int(json_object_get(result, "node_jobs"), "running"));
+                printf("jobs     (cluster) ");
+        } else
+                printf("jobs     ");
         first = true;
         json_object_foreach((json_t *)jobs, key, v)
         {
@@ -118,6 +169,7 @@ int query_status(struct client *ctl, const struct verb_args *a)
                 first = false;
         }
         printf("\n\n");
+        print_cluster(result);
 
         watches = json_object_get(result, "watches");
         if (json_array_size(watches) == 0) {

@@ -17,6 +17,10 @@
  *   test_database_outage  PostgreSQL stopped (pg_ctl stop -m fast) under load and started
  *                       again 5 s later, more uploads arriving meanwhile: nothing lost, every
  *                       upload done once it returns, each once, and the nodes alive throughout.
+ *   test_status_and_metrics  two nodes: imgctl status on either lists both (alive, heartbeat,
+ *                       workers, pid, version), the cluster's job counts on both; the metrics
+ *                       carry the node label and count the nodes alive (promtool accepts
+ *                       them); n1 killed shows lapsed on n2 after the lease.
  *
  * PostgreSQL (Debian package postgresql) must be installed: a missing server fails the test.
  */
@@ -492,11 +496,141 @@ static void test_database_outage(void **state)
         cluster_cleanup(&c);
 }
 
+/* n2's status until it lists `alive` nodes alive and `lapsed` lapsed; fails after 15 s. */
+static json_t *status_until(struct tu_daemon *d, int alive, int lapsed)
+{
+        int64_t t0 = tu_now_us();
+
+        for (;;) {
+                json_t *st = tu_status_json(d, NULL);
+                json_t *cl = json_object_get(st, "cluster");
+
+                if (json_integer_value(json_object_get(cl, "alive")) == alive &&
+                    json_integer_value(json_object_get(cl, "lapsed")) == lapsed)
+                        return st;
+                if (tu_now_us() - t0 > 15 * 1000000LL) {
+                        char *text = json_dumps(st, JSON_INDENT(2));
+
+                        fail_msg("status never listed %d alive and %d lapsed nodes:\n%s", alive,
+                                 lapsed, text ? text : "?");
+                }
+                json_decref(st);
+                usleep(200 * 1000);
+        }
+}
+
+/* The `node` entry of a status' cluster, by name. */
+static const json_t *node_of(const json_t *status, const char *name)
+{
+        const json_t *nodes = json_object_get(json_object_get(status, "cluster"), "nodes"), *n;
+        size_t i;
+
+        json_array_foreach(nodes, i, n)
+        {
+                if (strcmp(json_string_value(json_object_get(n, "node")) ?: "", name) == 0)
+                        return n;
+        }
+        fail_msg("node %s is not in the status", name);
+        return NULL;
+}
+
+#define STATUS_IMAGES 12
+#define STATUS_IMAGES_TEXT "12"
+
+/* imgctl status and metrics on any node show the cluster: every node (alive or lapsed by the
+ * database's clock, its heartbeat's age, workers, jobs running, version), the cluster's job
+ * counts next to the node's own; the metrics carry the node label on the node's own series and
+ * count the cluster's nodes; promtool accepts them. */
+static void test_status_and_metrics(void **state)
+{
+        struct cluster c;
+        struct tu_daemon *n1 = &c.nodes[0], *n2 = &c.nodes[1];
+        json_t *st, *st1;
+        const json_t *n;
+        char *out = NULL, *file, *cmd;
+        int status;
+
+        cluster_setup(&c);
+        make_images(&c, 0, STATUS_IMAGES);
+        tu_daemon_start(n1);
+        tu_daemon_start(n2);
+        drop_images(&c, 0, STATUS_IMAGES);
+        wait_done(&c, STATUS_IMAGES, 60);
+
+        st = status_until(n2, 2, 0);
+        assert_string_equal(json_string_value(json_object_get(st, "node")), "n2");
+        assert_true(json_is_integer(json_object_get(json_object_get(st, "node_jobs"), "running")));
+        n = node_of(st, "n1");
+        assert_true(json_is_true(json_object_get(n, "alive")));
+        assert_false(json_is_true(json_object_get(n, "self")));
+        assert_int_equal(json_integer_value(json_object_get(n, "workers")), 1);
+        assert_int_equal(json_integer_value(json_object_get(n, "pid")), n1->pid);
+        assert_true(json_number_value(json_object_get(n, "heartbeat_age_s")) < LEASE_S);
+        assert_true(strlen(json_string_value(json_object_get(n, "version")) ?: "") > 0);
+        n = node_of(st, "n2");
+        assert_true(json_is_true(json_object_get(n, "self")));
+        assert_int_equal(json_integer_value(json_object_get(n, "pid")), n2->pid);
+        /* The job counts are the cluster's: the same on both nodes. */
+        st1 = tu_status_json(n1, NULL);
+        assert_int_equal(tu_jobs_in(st, "done"), STATUS_IMAGES);
+        assert_int_equal(tu_jobs_in(st1, "done"), STATUS_IMAGES);
+        assert_string_equal(json_string_value(json_object_get(st1, "node")), "n1");
+        json_decref(st1);
+        json_decref(st);
+
+        assert_true(tu_imgctl(n1, &out, "status", NULL) <= 1);
+        if (!strstr(out, "cluster  2 nodes alive, 0 lapsed") || !strstr(out, "n1 (this)") ||
+            !strstr(out, "jobs     (cluster) ") || !strstr(out, "node     n1: "))
+                fail_msg("imgctl status does not show the cluster:\n%s", out);
+        free(out);
+
+        assert_int_equal(tu_imgctl(n2, &out, "metrics", NULL), 0);
+        if (!strstr(out, "imgd_cluster_nodes{state=\"alive\"} 2\n") ||
+            !strstr(out, "imgd_cluster_nodes{state=\"lapsed\"} 0\n") ||
+            !strstr(out, "imgd_workers{node=\"n2\",state=\"busy\"} ") ||
+            !strstr(out, "imgd_node_jobs_running{node=\"n2\"} ") ||
+            !strstr(out, "imgd_leases_rescued_total{node=\"n2\"} ") ||
+            !strstr(out, "imgd_build_info{node=\"n2\",version=") ||
+            !strstr(out, "imgd_jobs{state=\"done\"} " STATUS_IMAGES_TEXT "\n"))
+                fail_msg("the metrics of n2 do not show the cluster:\n%s", out);
+        file = tu_path("%s/metrics.txt", c.root);
+        tu_write_file(file, out, (size_t)-1);
+        free(out);
+        out = NULL;
+        cmd = tu_path("promtool check metrics < '%s' 2>&1", file);
+        status = tu_run(&out, "/bin/sh", "-c", cmd, NULL);
+        if (status != 0 || (out && *out))
+                fail_msg("promtool check metrics: exit %d:\n%s", status, out ? out : "");
+        free(out);
+        free(cmd);
+        free(file);
+
+        /* n1 dies: after a lease without heartbeat, n2 shows it lapsed. */
+        assert_int_equal(tu_daemon_stop(n1, SIGKILL) & 0x7f, SIGKILL);
+        st = status_until(n2, 1, 1);
+        n = node_of(st, "n1");
+        assert_false(json_is_true(json_object_get(n, "alive")));
+        assert_true(json_number_value(json_object_get(n, "heartbeat_age_s")) >= LEASE_S);
+        json_decref(st);
+        assert_true(tu_imgctl(n2, &out, "status", NULL) <= 1);
+        if (!strstr(out, "LAPSED") || !strstr(out, "cluster  1 node alive, 1 lapsed"))
+                fail_msg("imgctl status does not show n1 lapsed:\n%s", out);
+        print_message("imgctl status on n2 after n1 was killed:\n%s", out);
+        free(out);
+        assert_int_equal(tu_imgctl(n2, &out, "metrics", NULL), 0);
+        assert_non_null(strstr(out, "imgd_cluster_nodes{state=\"lapsed\"} 1\n"));
+        free(out);
+
+        assert_int_equal(tu_daemon_stop(n2, SIGTERM), 0);
+        cluster_cleanup(&c);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_kill_and_stop),
                 cmocka_unit_test(test_database_outage),
+                cmocka_unit_test(test_status_and_metrics),
         };
         int failed;
 

@@ -348,7 +348,17 @@ static void test_bad_input_and_ignored_names(void **state)
 
         assert_int_equal(tu_imgctl(&d, &out, "status", NULL), 0);
         assert_non_null(strstr(out, "dead"));
+        /* One node (SQLite): no cluster section. */
+        assert_null(strstr(out, "cluster"));
+        assert_null(strstr(out, "node "));
         free(out);
+        {
+                json_t *st = tu_status_json(&d, NULL);
+
+                assert_null(json_object_get(st, "cluster"));
+                assert_null(json_object_get(st, "node"));
+                json_decref(st);
+        }
         tu_daemon_cleanup(&d);
 }
 

@@ -8,8 +8,10 @@
  * Not installed.
  *
  *   imgd-bench-ledger-ops [-n N] FILE
+ *   imgd-bench-ledger-ops [-n N] -p CONNINFO
  *
- * FILE is a new SQLite ledger (it must not exist).
+ * FILE is a new SQLite ledger (it must not exist); CONNINFO names an empty PostgreSQL
+ * database or schema (libpq's connection string) for the PostgreSQL engine.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -38,22 +40,27 @@ static void report(const char *what, unsigned n, usec_t t0)
 int main(int argc, char **argv)
 {
         unsigned n = 5000;
+        struct ledger_params p = { .engine = LEDGER_ENGINE_SQLITE };
         ledger *l = NULL;
         char *err = NULL;
         usec_t t0;
         int opt, r;
 
-        while ((opt = getopt(argc, argv, "n:")) != -1) {
+        while ((opt = getopt(argc, argv, "n:p:")) != -1) {
                 if (opt == 'n')
                         n = (unsigned)strtoul(optarg, NULL, 10);
-                else
+                else if (opt == 'p') {
+                        p.engine = LEDGER_ENGINE_POSTGRESQL;
+                        p.conninfo = optarg;
+                } else
                         return 2;
         }
-        if (optind != argc - 1 || n == 0) {
-                fprintf(stderr, "usage: imgd-bench-ledger-ops [-n N] FILE\n");
+        if (optind != argc - (p.conninfo ? 0 : 1) || n == 0) {
+                fprintf(stderr, "usage: imgd-bench-ledger-ops [-n N] FILE | -p CONNINFO\n");
                 return 2;
         }
-        r = ledger_open(argv[optind], &l, &err);
+        p.path = p.conninfo ? NULL : argv[optind];
+        r = ledger_open_params(&p, &l, &err);
         if (r < 0) {
                 fprintf(stderr, "imgd-bench-ledger-ops: %s\n", err ? err : strerror(-r));
                 return 1;

@@ -381,9 +381,13 @@ void tu_daemon_start_with(struct tu_daemon *d, void (*in_child)(struct tu_daemon
                         return;
                 if (waitpid(pid, &status, WNOHANG) == pid) {
                         char *log = tu_read_file(d->log, NULL);
+                        size_t len = log ? strlen(log) : 0;
+
                         d->pid = 0;
-                        fail_msg("imgd exited during start-up (status %d):\n%s", status,
-                                 log ? log : "");
+                        /* The end of the log says why (cmocka cuts a long message short). */
+                        fail_msg("imgd exited during start-up (status %d); the end of its "
+                                 "log:\n%s",
+                                 status, log ? log + (len > 2000 ? len - 2000 : 0) : "");
                 }
                 usleep(10 * 1000);
         }

@@ -129,7 +129,7 @@ static void test_hold_and_relocate(void **state)
         assert_int_equal(ledger_hold(f->l, id, ledfx_fence_of(f->l, id), "watch /u is gone", 1100),
                          -ESTALE);
         assert_int_equal(ledfx_claim(f->l, 1000), id);
-        assert_int_equal(ledger_relocate(f->l, id, "q", "/n/a"), 0);
+        assert_int_equal(ledger_relocate(f->l, id, ledfx_fence_of(f->l, id), "q", "/n/a"), 0);
         assert_int_equal(ledger_hold(f->l, id, ledfx_fence_of(f->l, id), "watch /u is gone", 1100),
                          0);
         d = ledfx_get(f->l, id);
@@ -144,7 +144,7 @@ static void test_hold_and_relocate(void **state)
         ledfx_assert_no_claim(f->l, INT64_MAX - 1);
         assert_int_equal(ledger_next_due(f->l, &due), 0);
         assert_int_equal(ledger_oldest_queued(f->l, &oldest), 0);
-        assert_int_equal(ledger_relocate(f->l, id, "p", "/m/a"), -ESTALE);
+        assert_int_equal(ledger_relocate(f->l, id, ledfx_fence_of(f->l, id), "p", "/m/a"), -ESTALE);
 
         assert_int_equal(ledger_unhold(f->l, 2000), 1);
         assert_int_equal(ledger_count_held(f->l, &held), 0);
