@@ -83,6 +83,7 @@ struct worker_pool {
         sd_event *event;
         char *worker_path;
         char threads_arg[32]; /* "--threads=N": libvips threads of each worker */
+        char nice_arg[32];    /* "--nice=N": of the background workers */
         usec_t job_timeout_usec;
         uint64_t memory_limit;
         unsigned max_jobs;
@@ -448,16 +449,6 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock, unsigned slot)
         }
 #endif
         set_limit(RLIMIT_NOFILE, 256, 256);
-        /* A background worker: nicer than the daemon, set before exec so that every thread
-         * libvips starts inherits it (the nice value is per thread). */
-        if (is_background(p, slot)) {
-                int base;
-
-                errno = 0;
-                base = getpriority(PRIO_PROCESS, 0);
-                if (errno == 0)
-                        (void)setpriority(PRIO_PROCESS, 0, base + WORKER_BACKGROUND_NICE);
-        }
         /* A stop is the daemon's decision, never a signal to the whole process group
          * (systemd's KillMode=control-group, `kill -TERM -<pgid>`, ^C in a terminal): the
          * worker ignores SIGTERM, SIGINT and SIGHUP, set before the mask is cleared so that
@@ -470,7 +461,11 @@ static _Noreturn void worker_exec(const worker_pool *p, int sock, unsigned slot)
                                                                                      : SIG_DFL);
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
-        execl(path, "imgd-worker", p->threads_arg, (char *)NULL);
+        /* A background worker lowers its own priority once libvips is up (--nice). */
+        if (is_background(p, slot))
+                execl(path, "imgd-worker", p->threads_arg, p->nice_arg, (char *)NULL);
+        else
+                execl(path, "imgd-worker", p->threads_arg, (char *)NULL);
         _exit(127);
 }
 
@@ -563,6 +558,7 @@ int worker_pool_new(sd_event *e, const struct worker_pool_options *o, worker_poo
         p->restarted = o->restarted;
         p->userdata = o->userdata;
         p->n = o->n_workers;
+        snprintf(p->nice_arg, sizeof p->nice_arg, "--nice=%d", WORKER_BACKGROUND_NICE);
         snprintf(p->threads_arg, sizeof p->threads_arg, "--threads=%u",
                  o->threads > 0 ? o->threads : worker_threads(p->n));
         p->workers = calloc(p->n, sizeof *p->workers);

@@ -42,8 +42,10 @@ struct worker_pool_options {
         uint64_t memory_limit; /* resident bytes a busy worker may use; 0: none */
         unsigned max_jobs;     /* jobs before a worker is replaced; 0: never */
         /* Workers for background work (issue 17), the last n_background of n_workers: they run
-         * WORKER_BACKGROUND_NICE below the daemon's CPU priority, so that a live render sharing
-         * a CPU with one of them goes first (on an idle CPU they render at full speed).
+         * WORKER_BACKGROUND_NICE below the daemon's CPU priority once started (imgd-worker
+         * --nice: started nice, a worker would start slowly on a busy machine), so that a live
+         * render sharing a CPU with one of them goes first (on an idle CPU they render at full
+         * speed).
          * Background jobs go to them first, live jobs to the others first. */
         unsigned n_background;
         uint64_t max_output_bytes; /* RLIMIT_FSIZE of workers; 0: none */

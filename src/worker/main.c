@@ -19,8 +19,12 @@
  * KillMode=mixed, kill -TERM -PGID, ^C) is the daemon's to act on, which lets running jobs
  * finish or hands them back without using an attempt. A crash or an allocation
  * failure here costs one attempt of one job, never the daemon.
+ *
+ * Options (from the daemon): --threads=N, libvips threads; --nice=N, a background worker
+ * (issue 17) that lowers its threads' priority by N once libvips is up.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -660,10 +664,11 @@ static void close_all(int *fds, size_t n)
                         close(fds[i]);
 }
 
-static int parse_argv(int argc, char **argv, unsigned *ret_threads)
+static int parse_argv(int argc, char **argv, unsigned *ret_threads, int *ret_nice)
 {
         static const struct option options[] = {
                 { "threads", required_argument, NULL, 't' },
+                { "nice", required_argument, NULL, 'n' },
                 {},
         };
         unsigned threads = 0;
@@ -682,6 +687,17 @@ static int parse_argv(int argc, char **argv, unsigned *ret_threads)
                         threads = (unsigned)t;
                         break;
                 }
+                case 'n': {
+                        char *end;
+                        long n;
+
+                        errno = 0;
+                        n = strtol(optarg, &end, 10);
+                        if (errno != 0 || *end != '\0' || end == optarg || n < 0 || n > 19)
+                                return log_error_errno(EINVAL, "invalid --nice '%s'", optarg);
+                        *ret_nice = (int)n;
+                        break;
+                }
                 default:
                         return -EINVAL;
                 }
@@ -692,10 +708,42 @@ static int parse_argv(int argc, char **argv, unsigned *ret_threads)
         return 0;
 }
 
+/*
+ * A background worker (--nice): every thread of the process made `nice` nicer, once libvips
+ * is up (a worker started nice would start slowly on a busy machine, and be late for the live
+ * work it may get). The nice value is per thread on Linux: each thread is set, and the
+ * threads started later inherit it from the one that starts them. A failure only leaves the
+ * worker at the daemon's priority.
+ */
+static void renice_threads(int nice)
+{
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *de;
+
+        if (!d) {
+                log_warning_errno(errno, "/proc/self/task: %m; rendering at the daemon's priority");
+                return;
+        }
+        while ((de = readdir(d))) {
+                char *end;
+                long tid = strtol(de->d_name, &end, 10);
+                int base;
+
+                if (de->d_name[0] == '.' || *end != '\0' || tid <= 0)
+                        continue;
+                errno = 0;
+                base = getpriority(PRIO_PROCESS, (id_t)tid);
+                if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)tid, base + nice) < 0)
+                        log_warning_errno(errno, "setpriority of thread %ld: %m", tid);
+        }
+        closedir(d);
+}
+
 int main(int argc, char **argv)
 {
         pid_t parent = getppid();
         unsigned threads = 0;
+        int nice = 0;
         struct stat st;
         int r;
 
@@ -717,7 +765,7 @@ int main(int argc, char **argv)
         signal(SIGINT, SIG_IGN);
         signal(SIGHUP, SIG_IGN);
 
-        if (parse_argv(argc, argv, &threads) < 0)
+        if (parse_argv(argc, argv, &threads, &nice) < 0)
                 return EXIT_FAILURE;
         if (fstat(WORKER_SOCKET_FD, &st) < 0 || !S_ISSOCK(st.st_mode)) {
                 log_error("fd %d is not the daemon's socket; imgd-worker is started by imgd",
@@ -734,6 +782,9 @@ int main(int argc, char **argv)
                 render_shutdown();
                 return EXIT_FAILURE;
         }
+
+        if (nice > 0)
+                renice_threads(nice);
 
         /* Tell the daemon libvips is up: only now does it hand this worker jobs. */
         fault_delay("worker.before_ready");
