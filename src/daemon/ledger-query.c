@@ -92,12 +92,29 @@ int ledger_output_owner(ledger *l, const char *output_key, const char *source_pa
         return 1;
 }
 
+/* The ids a one-column query bound already returns. */
+static int step_ids(ledger *l, struct ledger_cursor *st, int64_t **ret, size_t *ret_n)
+{
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        while ((r = ledger_stmt_step(l, st)) > 0) {
+                if (GROW_ARRAY(ids, allocated, n + 1) < 0)
+                        return ledger_error(l, -ENOMEM, "out of memory");
+                ids[n++] = ledger_column_int64(st, 0);
+        }
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(ids);
+        *ret_n = n;
+        return 0;
+}
+
 /* Ids from a one-column query bound to (?1 = arg, if the statement has a parameter). */
 static int list_ids(ledger *l, enum ledger_stmt which, int64_t arg, int64_t **ret, size_t *ret_n)
 {
         _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, which);
-        _cleanup_free_ int64_t *ids = NULL;
-        size_t n = 0, allocated = 0;
         int r;
 
         if (l->engine->nparams(&st) > 0) {
@@ -105,16 +122,7 @@ static int list_ids(ledger *l, enum ledger_stmt which, int64_t arg, int64_t **re
                 if (r < 0)
                         return r;
         }
-        while ((r = ledger_stmt_step(l, &st)) > 0) {
-                if (GROW_ARRAY(ids, allocated, n + 1) < 0)
-                        return ledger_error(l, -ENOMEM, "out of memory");
-                ids[n++] = ledger_column_int64(&st, 0);
-        }
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(ids);
-        *ret_n = n;
-        return 0;
+        return step_ids(l, &st, ret, ret_n);
 }
 
 int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n)
@@ -125,23 +133,9 @@ int ledger_list_staged(ledger *l, int64_t **ret_ids, size_t *ret_n)
 int ledger_list_staged_node(ledger *l, const char *node, int64_t **ret_ids, size_t *ret_n)
 {
         _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_LIST_STAGED_NODE);
-        _cleanup_free_ int64_t *ids = NULL;
-        size_t n = 0, allocated = 0;
-        int r;
+        int r = ledger_stmt_bind(l, &st, "t", node);
 
-        r = ledger_stmt_bind(l, &st, "t", node);
-        if (r < 0)
-                return r;
-        while ((r = ledger_stmt_step(l, &st)) > 0) {
-                if (GROW_ARRAY(ids, allocated, n + 1) < 0)
-                        return ledger_error(l, -ENOMEM, "out of memory");
-                ids[n++] = ledger_column_int64(&st, 0);
-        }
-        if (r < 0)
-                return r;
-        *ret_ids = TAKE_PTR(ids);
-        *ret_n = n;
-        return 0;
+        return r < 0 ? r : step_ids(l, &st, ret_ids, ret_n);
 }
 
 int ledger_list_expired(ledger *l, int64_t now_usec, int64_t **ret_ids, size_t *ret_n)

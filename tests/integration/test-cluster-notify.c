@@ -151,54 +151,6 @@ static void test_idle_node_woken(void **state)
         pair_cleanup(&p);
 }
 
-/* A subscriber of a node's events. */
-struct sub {
-        int fd;
-        char buf[1 << 16];
-        size_t len;
-};
-
-static void sub_open(struct sub *s, struct tu_daemon *d)
-{
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        static const char req[] = "{\"v\":1,\"cmd\":\"events\"}\n";
-
-        s->len = 0;
-        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket);
-        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        assert_true(s->fd >= 0);
-        assert_int_equal(connect(s->fd, (struct sockaddr *)&sa, sizeof sa), 0);
-        assert_int_equal(send(s->fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
-}
-
-/* The next line (caller frees), or NULL after timeout_ms. */
-static char *sub_line(struct sub *s, int timeout_ms)
-{
-        int64_t deadline = tu_now_us() + (int64_t)timeout_ms * 1000;
-
-        for (;;) {
-                char *nl = memchr(s->buf, '\n', s->len);
-                struct pollfd pf = { .fd = s->fd, .events = POLLIN };
-                int64_t left = deadline - tu_now_us();
-                ssize_t k;
-
-                if (nl) {
-                        size_t n = (size_t)(nl - s->buf);
-                        char *line = strndup(s->buf, n);
-
-                        memmove(s->buf, nl + 1, s->len - n - 1);
-                        s->len -= n + 1;
-                        return line;
-                }
-                if (left <= 0 || poll(&pf, 1, (int)(left / 1000) + 1) <= 0)
-                        return NULL;
-                k = recv(s->fd, s->buf + s->len, sizeof s->buf - s->len, 0);
-                if (k <= 0)
-                        return NULL;
-                s->len += (size_t)k;
-        }
-}
-
 /* How many times each (event, job) a subscriber saw, and from which node. */
 struct seen {
         unsigned queued[8], done[8];
@@ -206,11 +158,11 @@ struct seen {
 };
 
 /* Reads s's events until `quiet_ms` pass without one. */
-static void sub_collect(struct sub *s, int64_t first_id, struct seen *ret, int quiet_ms)
+static void sub_collect(struct tu_sub *s, int64_t first_id, struct seen *ret, int quiet_ms)
 {
         char *line;
 
-        while ((line = sub_line(s, quiet_ms))) {
+        while ((line = tu_sub_line(s, quiet_ms))) {
                 json_t *ev = json_loads(line, 0, NULL);
                 const char *name = json_string_value(json_object_get(ev, "event"));
                 json_t *job = json_object_get(ev, "job");
@@ -234,7 +186,7 @@ static void sub_collect(struct sub *s, int64_t first_id, struct seen *ret, int q
 static void test_events_cluster_wide(void **state)
 {
         struct pair p;
-        struct sub s[2];
+        struct tu_sub s[2];
         struct seen seen[2] = {};
         int64_t first;
 
@@ -242,8 +194,8 @@ static void test_events_cluster_wide(void **state)
         pair_setup(&p);
         pair_start(&p);
         for (int i = 0; i < 2; i++) {
-                sub_open(&s[i], &p.n[i]);
-                free(sub_line(&s[i], 5000)); /* {"subscribed":true} */
+                tu_sub_open(&s[i], &p.n[i]);
+                free(tu_sub_line(&s[i], 5000)); /* {"subscribed":true} */
         }
         for (int i = 0; i < 3; i++)
                 drop(&p, i);

@@ -26,60 +26,12 @@
         "{ placeholder = true; variants = ( { name = \"s\"; width = 64; height = 64; "             \
         "format = \"webp\"; } ); }"
 
-/* A subscriber: connected to d's socket, subscribed to events. */
-struct sub {
-        int fd;
-        char buf[1 << 17];
-        size_t len;
-};
-
-static void sub_open(struct sub *s, struct tu_daemon *d)
-{
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        static const char req[] = "{\"v\":1,\"cmd\":\"events\"}\n";
-
-        s->len = 0;
-        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket);
-        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        assert_true(s->fd >= 0);
-        assert_int_equal(connect(s->fd, (struct sockaddr *)&sa, sizeof sa), 0);
-        assert_int_equal(send(s->fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
-}
-
-/* The next line (caller frees), or NULL after timeout_ms. */
-static char *sub_line(struct sub *s, int timeout_ms)
-{
-        int64_t deadline = tu_now_us() + (int64_t)timeout_ms * 1000;
-
-        for (;;) {
-                char *nl = memchr(s->buf, '\n', s->len);
-                struct pollfd p = { .fd = s->fd, .events = POLLIN };
-                int64_t left = deadline - tu_now_us();
-                ssize_t k;
-
-                if (nl) {
-                        size_t n = (size_t)(nl - s->buf);
-                        char *line = strndup(s->buf, n);
-
-                        memmove(s->buf, nl + 1, s->len - n - 1);
-                        s->len -= n + 1;
-                        return line;
-                }
-                if (left <= 0 || poll(&p, 1, (int)(left / 1000) + 1) <= 0)
-                        return NULL;
-                k = recv(s->fd, s->buf + s->len, sizeof s->buf - s->len, 0);
-                if (k <= 0)
-                        return NULL;
-                s->len += (size_t)k;
-        }
-}
-
 /* The `member` ("job", or "reconcile" for the reconciliation's events) of the next event named
  * `event` (the event's other members are only v and at_us); fails after 60 s. Caller decrefs. */
-static json_t *sub_wait_member(struct sub *s, const char *event, const char *member)
+static json_t *sub_wait_member(struct tu_sub *s, const char *event, const char *member)
 {
         for (;;) {
-                char *line = sub_line(s, 60000);
+                char *line = tu_sub_line(s, 60000);
                 json_t *ev, *job;
 
                 if (!line)
@@ -101,7 +53,7 @@ static json_t *sub_wait_member(struct sub *s, const char *event, const char *mem
         }
 }
 
-static json_t *sub_wait_event(struct sub *s, const char *event)
+static json_t *sub_wait_event(struct tu_sub *s, const char *event)
 {
         return sub_wait_member(s, event, "job");
 }
@@ -112,14 +64,14 @@ static void test_done_event(void **state)
         const json_t *ph, *err;
         json_t *job, *show;
         struct tu_daemon d;
-        struct sub s;
+        struct tu_sub s;
         struct stat st;
 
         (void)state;
         tu_daemon_setup(&d, PLACEHOLDER_PIPE, 1, NULL);
         tu_daemon_start(&d);
-        sub_open(&s, &d);
-        free(sub_line(&s, 5000)); /* {"subscribed":true} */
+        tu_sub_open(&s, &d);
+        free(tu_sub_line(&s, 5000)); /* {"subscribed":true} */
 
         src = tu_path("%s/photo.png", d.uploads);
         tu_make_image(src, 200, 100, "png", false);
@@ -168,7 +120,7 @@ static void test_done_event(void **state)
 static void test_reconcile_and_retract_events(void **state)
 {
         struct tu_daemon d;
-        struct sub s;
+        struct tu_sub s;
         json_t *ev;
         char *conf, *a, *b;
 
@@ -192,7 +144,7 @@ static void test_reconcile_and_retract_events(void **state)
         tu_make_image(b, 30, 40, "png", false);
         tu_daemon_wait_idle(&d, 60);
 
-        sub_open(&s, &d);
+        tu_sub_open(&s, &d);
         {
                 char *c2 = tu_path(conf, "{ name = \"s\"; width = 16; height = 16; format = "
                                          "\"webp\"; }, { name = \"m\"; width = 24; height = 24; "

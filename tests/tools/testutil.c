@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <ftw.h>
+#include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -659,4 +660,44 @@ int tu_connect_raw(const char *path)
         snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
         assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
         return fd;
+}
+
+void tu_sub_open(struct tu_sub *s, struct tu_daemon *d)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        static const char req[] = "{\"v\":1,\"cmd\":\"events\"}\n";
+
+        s->len = 0;
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket);
+        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(s->fd >= 0);
+        assert_int_equal(connect(s->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(send(s->fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
+}
+
+char *tu_sub_line(struct tu_sub *s, int timeout_ms)
+{
+        int64_t deadline = tu_now_us() + (int64_t)timeout_ms * 1000;
+
+        for (;;) {
+                char *nl = memchr(s->buf, '\n', s->len);
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                int64_t left = deadline - tu_now_us();
+                ssize_t k;
+
+                if (nl) {
+                        size_t n = (size_t)(nl - s->buf);
+                        char *line = strndup(s->buf, n);
+
+                        memmove(s->buf, nl + 1, s->len - n - 1);
+                        s->len -= n + 1;
+                        return line;
+                }
+                if (left <= 0 || poll(&p, 1, (int)(left / 1000) + 1) <= 0)
+                        return NULL;
+                k = recv(s->fd, s->buf + s->len, sizeof s->buf - s->len, 0);
+                if (k <= 0)
+                        return NULL;
+                s->len += (size_t)k;
+        }
 }

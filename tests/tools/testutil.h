@@ -144,3 +144,16 @@ int64_t tu_ledger_int(struct tu_daemon *d, const char *sql);
 /* A stream socket connected to the Unix socket at `path` (the daemon's control socket, say);
  * fails the test if it cannot connect. Caller closes. */
 int tu_connect_raw(const char *path);
+
+/* A subscriber of a daemon's events: connected to its control socket, subscribed ("events"). */
+struct tu_sub {
+        int fd;
+        char buf[1 << 17];
+        size_t len;
+};
+
+/* Connects s to d's socket and subscribes (asserted); the first line is {"subscribed":true}. */
+void tu_sub_open(struct tu_sub *s, struct tu_daemon *d);
+
+/* The next line of s's events (caller frees), or NULL after timeout_ms. */
+char *tu_sub_line(struct tu_sub *s, int timeout_ms);
