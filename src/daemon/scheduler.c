@@ -331,13 +331,6 @@ static void arm_due_timer(scheduler *s)
         sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
 }
 
-/*
- * The least urgent priority the next claim may take (issue 17): background work
- * (reconciliation, degraded jobs rendered again) only while it holds fewer than
- * limits.background_share of the workers, or live work was not claimed for LIVE_RECENT_USEC
- * (an idle machine gives background work every worker). A claim takes live work first in
- * any case, so an upload waits at most for one job to finish.
- */
 /* The workers background work may hold while live work comes: n_workers * share, at least
  * one. */
 static unsigned background_limit(unsigned n_workers, double share)
@@ -347,6 +340,22 @@ static unsigned background_limit(unsigned n_workers, double share)
         return limit < 1 ? 1 : limit;
 }
 
+/* The background workers of the pool: as many as background work may hold while live work
+ * comes, and one worker at least for live work (so none with a single worker). */
+static unsigned background_workers(const struct config *cfg)
+{
+        unsigned n = background_limit(cfg->workers, cfg->limits.background_share);
+
+        return n < cfg->workers ? n : cfg->workers - 1;
+}
+
+/*
+ * The least urgent priority the next claim may take (issue 17): background work
+ * (reconciliation, degraded jobs rendered again) only while it holds fewer than
+ * limits.background_share of the workers, or live work was not claimed for LIVE_RECENT_USEC
+ * (an idle machine gives background work every worker). A claim takes live work first in
+ * any case, so an upload waits at most for one job to finish.
+ */
 static enum job_priority claim_priority(scheduler *s)
 {
         unsigned background = 0, limit = background_limit(worker_pool_size(s->pool),
@@ -709,12 +718,7 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
                 .job_timeout_usec = cfg->limits.job_timeout_usec,
                 .memory_limit = cfg->limits.worker_memory,
                 .max_jobs = cfg->limits.worker_max_jobs,
-                /* As many as background work may hold while live work comes, and one worker
-                 * at least for live work (so none with a single worker). */
-                .n_background =
-                        background_limit(cfg->workers, cfg->limits.background_share) < cfg->workers
-                                ? background_limit(cfg->workers, cfg->limits.background_share)
-                                : cfg->workers - 1,
+                .n_background = background_workers(cfg),
                 .max_output_bytes = cfg->limits.max_file_bytes,
                 .done = on_worker_done,
                 .restarted = on_worker_restarted,
@@ -966,13 +970,7 @@ unsigned scheduler_running(const scheduler *s)
 
 bool scheduler_live_about(const scheduler *s)
 {
-        const struct running *lists[] = { s->running, s->finished, s->published };
-
         if (s->live_claimed_usec > 0 && mono_usec() - s->live_claimed_usec < LIVE_RECENT_USEC)
                 return true;
-        for (size_t i = 0; i < ELEMENTSOF(lists); i++)
-                for (const struct running *run = lists[i]; run; run = run->next)
-                        if (run->job->priority < JOB_PRIORITY_BACKGROUND)
-                                return true;
-        return false;
+        return has_upload(s->running) || has_upload(s->finished) || has_upload(s->published);
 }
