@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -350,4 +351,45 @@ int ledfx_run(const char *name, const struct CMUnitTest *tests, size_t n,
         }
         pgfx_server_stop();
         return failed;
+}
+
+void ledfx_race(struct ledfx *f, int n, ledfx_race_fn fn)
+{
+        pid_t *pids = calloc((size_t)n, sizeof *pids);
+        int go[2];
+
+        assert_non_null(pids);
+        /* The children connect first, then start together when the pipe closes. */
+        assert_int_equal(pipe(go), 0);
+        for (int k = 0; k < n; k++) {
+                pids[k] = fork();
+                assert_true(pids[k] >= 0);
+                if (pids[k] == 0) {
+                        struct ledger_params p = { .engine = f->engine,
+                                                   .path = f->db,
+                                                   .conninfo = f->conninfo };
+                        ledger *l = NULL;
+                        char *error = NULL, c;
+                        int bad;
+
+                        close(go[1]);
+                        if (ledger_open_params(&p, &l, &error) < 0)
+                                _exit(2);
+                        (void)!read(go[0], &c, 1);
+                        bad = fn(l, k);
+                        ledger_free(l);
+                        _exit(bad ? 1 : 0);
+                }
+        }
+        close(go[0]);
+        usleep(200 * 1000);
+        close(go[1]);
+        for (int k = 0; k < n; k++) {
+                int status = 0;
+
+                assert_int_equal(waitpid(pids[k], &status, 0), pids[k]);
+                assert_true(WIFEXITED(status));
+                assert_int_equal(WEXITSTATUS(status), 0);
+        }
+        free(pids);
 }

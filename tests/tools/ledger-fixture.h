@@ -105,3 +105,10 @@ int ledfx_teardown(void **state);
  */
 int ledfx_run(const char *name, const struct CMUnitTest *tests, size_t n,
               const struct CMUnitTest *sqlite_only, size_t n_sqlite_only);
+
+/* What each of ledfx_race()'s children runs, on its own connection: 0 if all went well. */
+typedef int (*ledfx_race_fn)(ledger *l, int racer);
+
+/* Runs fn in n child processes at once (they connect first, then start together), each on
+ * a new connection to f's ledger, and asserts that each returned 0. */
+void ledfx_race(struct ledfx *f, int n, ledfx_race_fn fn);

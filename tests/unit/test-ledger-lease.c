@@ -228,45 +228,29 @@ static void test_fail_lapsed_once(void **state)
 #define RACERS 3
 #define SOURCES 60
 
+static int enqueue_all(ledger *l, int racer)
+{
+        int bad = 0;
+
+        (void)racer;
+        for (int i = 0; i < SOURCES; i++) {
+                char path[64], key[64];
+                struct source_info s;
+                int64_t id;
+
+                snprintf(path, sizeof path, "/srv/uploads/%d.jpg", i);
+                snprintf(key, sizeof key, "/srv/media/%d", i);
+                s = ledfx_src_make(path, key, (unsigned)i + 1);
+                bad += ledger_enqueue(l, &s, 100 + i, &id) < 0;
+        }
+        return bad;
+}
+
 static void test_concurrent_enqueue_one_job_per_source(void **state)
 {
         struct ledfx *f = *state;
-        pid_t pids[RACERS];
 
-        for (int k = 0; k < RACERS; k++) {
-                pids[k] = fork();
-                assert_true(pids[k] >= 0);
-                if (pids[k] == 0) {
-                        struct ledger_params p = { .engine = f->engine,
-                                                   .path = f->db,
-                                                   .conninfo = f->conninfo };
-                        ledger *l = NULL;
-                        char *error = NULL;
-                        int bad = 0;
-
-                        if (ledger_open_params(&p, &l, &error) < 0)
-                                _exit(2);
-                        for (int i = 0; i < SOURCES; i++) {
-                                char path[64], key[64];
-                                struct source_info s;
-                                int64_t id;
-
-                                snprintf(path, sizeof path, "/srv/uploads/%d.jpg", i);
-                                snprintf(key, sizeof key, "/srv/media/%d", i);
-                                s = ledfx_src_make(path, key, (unsigned)i + 1);
-                                bad += ledger_enqueue(l, &s, 100 + i, &id) < 0;
-                        }
-                        ledger_free(l);
-                        _exit(bad ? 1 : 0);
-                }
-        }
-        for (int k = 0; k < RACERS; k++) {
-                int status = 0;
-
-                assert_int_equal(waitpid(pids[k], &status, 0), pids[k]);
-                assert_true(WIFEXITED(status));
-                assert_int_equal(WEXITSTATUS(status), 0);
-        }
+        ledfx_race(f, RACERS, enqueue_all);
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM jobs"), SOURCES);
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM jobs WHERE state = 'queued'"),
                          SOURCES);

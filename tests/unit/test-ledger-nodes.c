@@ -26,50 +26,6 @@
 
 #define RACERS 4
 
-/* What a racer does on its own connection; returns the number of failures. */
-typedef int (*race_fn)(ledger *l, int racer);
-
-/* Runs fn in RACERS child processes at once, each on a new connection to f's ledger, and
- * asserts that each returned 0. */
-static void race(struct ledfx *f, race_fn fn)
-{
-        pid_t pids[RACERS];
-        int go[2];
-
-        /* The children connect first, then start together when the pipe closes. */
-        assert_int_equal(pipe(go), 0);
-        for (int k = 0; k < RACERS; k++) {
-                pids[k] = fork();
-                assert_true(pids[k] >= 0);
-                if (pids[k] == 0) {
-                        struct ledger_params p = { .engine = f->engine,
-                                                   .path = f->db,
-                                                   .conninfo = f->conninfo };
-                        ledger *l = NULL;
-                        char *error = NULL, c;
-                        int bad;
-
-                        close(go[1]);
-                        if (ledger_open_params(&p, &l, &error) < 0)
-                                _exit(2);
-                        (void)!read(go[0], &c, 1);
-                        bad = fn(l, k);
-                        ledger_free(l);
-                        _exit(bad ? 1 : 0);
-                }
-        }
-        close(go[0]);
-        usleep(200 * 1000);
-        close(go[1]);
-        for (int k = 0; k < RACERS; k++) {
-                int status = 0;
-
-                assert_int_equal(waitpid(pids[k], &status, 0), pids[k]);
-                assert_true(WIFEXITED(status));
-                assert_int_equal(WEXITSTATUS(status), 0);
-        }
-}
-
 /* Pairs of jobs of one output each (two sources rendered to one output key: a source
  * replaced under another name, two watches on one output), adjacent in claim order. */
 #define OUTPUTS 40
@@ -106,7 +62,7 @@ static void test_concurrent_claims_one_running_per_output(void **state)
                         ledfx_enqueue(f->l, path, key, (unsigned)(2 * i + k + 1), 100);
                 }
 
-        race(f, claim_all);
+        ledfx_race(f, RACERS, claim_all);
 
         /* Every output claimed once, none twice: its second job waits for the first. */
         assert_int_equal(ledfx_raw_int(f, "SELECT count(*) FROM (SELECT output_key FROM jobs "
@@ -149,7 +105,7 @@ static void test_concurrent_reconcile_one_job_per_source(void **state)
 
         ledfx_raw_bulk_done(f, SOURCES);
 
-        race(f, reconcile_all);
+        ledfx_race(f, RACERS, reconcile_all);
 
         /* One reconciliation or drop per source: once one is queued the done job is no
          * longer its source's current one, and the others find that under the lock. */
