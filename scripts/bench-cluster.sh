@@ -143,10 +143,13 @@ run_row() {
 }
 
 # A state's count from imgctl status (the ledger's counts: cluster-wide on PostgreSQL).
+# imgctl status exits non-zero while the node is paused or degraded; its JSON is read all the same.
 count() {
-    "$imgctl" -s "$1" status --json 2>/dev/null |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["jobs"].get(sys.argv[1], 0))' "$2" ||
-        echo 0
+    local json
+    json=$("$imgctl" -s "$1" status --json 2>/dev/null) || true
+    printf '%s' "$json" |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["jobs"].get(sys.argv[1], 0))' "$2" \
+            2>/dev/null || echo 0
 }
 
 small='( { name = "s"; width = 32; height = 32; fit = "cover"; format = "jpeg"; quality = 80; } )'
