@@ -16,7 +16,10 @@
  *                       never had a claim taken from it.
  *   test_database_outage  PostgreSQL stopped (pg_ctl stop -m fast) under load and started
  *                       again 5 s later, more uploads arriving meanwhile: nothing lost, every
- *                       upload done once it returns, each once, and the nodes alive throughout.
+ *                       upload done once it returns, each once, and the nodes alive throughout;
+ *                       meanwhile each node's status (JSON and text) and metrics say the ledger
+ *                       is unreachable (the alert ledger_unreachable, the breaker open for it),
+ *                       and once it is back, that it is reachable again.
  *   test_status_and_metrics  two nodes: imgctl status on either lists both (alive, heartbeat,
  *                       workers, pid, version), the cluster's job counts on both; the metrics
  *                       carry the node label and count the nodes alive (promtool accepts
@@ -464,6 +467,76 @@ static void test_kill_and_stop(void **state)
 #define OUTAGE_FIRST 120
 #define OUTAGE_MORE 30
 
+/*
+ * While the database is down, every node says so: status' "ledger" is unreachable with libpq's
+ * reason, the alert ledger_unreachable is active ("ledger unreachable: ..."), the breaker is
+ * open for it, the text of imgctl status shows all three (and exits 1), and the metrics
+ * carry the alert.
+ */
+static void assert_says_unreachable(struct tu_daemon *d)
+{
+        json_t *st = tu_status_json(d, NULL);
+        const json_t *ledger = json_object_get(st, "ledger"),
+                     *breaker = json_object_get(st, "breaker");
+        const char *alert = tu_alert_message(st, "ledger_unreachable");
+        const char *why = json_string_value(json_object_get(ledger, "error"));
+        const char *reason = json_string_value(json_object_get(breaker, "reason"));
+        char *out = NULL, *text = json_dumps(st, JSON_INDENT(2));
+
+        if (!json_is_false(json_object_get(ledger, "reachable")) || !why ||
+            !strstr(why, "postgresql://") || !alert ||
+            strncmp(alert, "ledger unreachable: ", 20) != 0 || !strstr(alert, why) ||
+            strcmp(json_string_value(json_object_get(breaker, "state")) ?: "", "open") != 0 ||
+            !reason || strncmp(reason, "ledger unreachable: ", 20) != 0)
+                fail_msg("status of %s does not say the ledger is unreachable:\n%s", d->root,
+                         text ? text : "?");
+        free(text);
+        json_decref(st);
+
+        assert_int_equal(tu_imgctl(d, &out, "status", NULL), 1);
+        if (!strstr(out, "ledger   UNREACHABLE for ") ||
+            !strstr(out, "breaker  open: ledger unreachable: ") ||
+            !strstr(out, "ALERT    ledger unreachable: "))
+                fail_msg("imgctl status of %s does not say the ledger is unreachable:\n%s", d->root,
+                         out);
+        free(out);
+        out = NULL;
+        assert_int_equal(tu_imgctl(d, &out, "metrics", NULL), 0);
+        if (!strstr(out, "imgd_alert{alert=\"ledger_unreachable\"} 1\n") ||
+            !strstr(out, "imgd_breaker_state 2\n"))
+                fail_msg("the metrics of %s do not show the ledger unreachable:\n%s", d->root, out);
+        free(out);
+}
+
+/* After the database is back: within 30 s, d's status says the ledger is reachable, with no
+ * ledger_unreachable alert, and no breaker held for it. */
+static void wait_says_reachable(struct tu_daemon *d)
+{
+        int64_t t0 = tu_now_us();
+
+        for (;;) {
+                json_t *st = tu_status_json(d, NULL);
+                const char *reason = json_string_value(
+                        json_object_get(json_object_get(st, "breaker"), "reason"));
+
+                if (json_is_true(json_object_get(json_object_get(st, "ledger"), "reachable")) &&
+                    !tu_alert_message(st, "ledger_unreachable") && reason &&
+                    !strstr(reason, "ledger unreachable")) {
+                        json_decref(st);
+                        return;
+                }
+                if (tu_now_us() - t0 > 30 * 1000000LL) {
+                        char *text = json_dumps(st, JSON_INDENT(2));
+
+                        fail_msg("status of %s still says the ledger is unreachable 30 s after "
+                                 "it returned:\n%s",
+                                 d->root, text ? text : "?");
+                }
+                json_decref(st);
+                usleep(200 * 1000);
+        }
+}
+
 static void test_database_outage(void **state)
 {
         struct cluster c;
@@ -480,14 +553,13 @@ static void test_database_outage(void **state)
         drop_images(&c, OUTAGE_FIRST, OUTAGE_MORE);
         sleep(LEASE_S + 2);
         for (int i = 0; i < NODES; i++) {
-                char *out = NULL;
-
                 assert_int_equal(kill(c.nodes[i].pid, 0), 0);
-                /* The control socket still answers (status exits 1: an alert is active). */
-                assert_true(tu_imgctl(&c.nodes[i], &out, "status", NULL) <= 1);
-                free(out);
+                /* The control socket still answers, and says why nothing moves. */
+                assert_says_unreachable(&c.nodes[i]);
         }
         pgfx_server_up();
+        for (int i = 0; i < NODES; i++)
+                wait_says_reachable(&c.nodes[i]);
 
         wait_done(&c, OUTAGE_FIRST + OUTAGE_MORE, 90);
         assert_all_done_once(&c, OUTAGE_FIRST + OUTAGE_MORE, &c.nodes[0], 0);
