@@ -2,10 +2,10 @@
 /*
  * api-status.c - the commands that say how the daemon is (api-private.h): "ping" (it
  * answers), "status" (its state, version, uptime, configuration file, pause, the circuit
- * breaker, the health level and its alerts, watches, workers, intake and the number of jobs
- * in every state) and "metrics" (the Prometheus text exposition, metrics.h, which
- * api_metrics_text() also gives the HTTP endpoint). They only read: the ledger, the
- * configuration, the scheduler's report and the worker pool.
+ * breaker, the health level and its alerts, the ledger (its engine, and whether its server can
+ * be reached), watches, workers, intake and the number of jobs in every state) and "metrics" (the
+ * Prometheus text exposition, metrics.h, which api_metrics_text() also gives the HTTP endpoint).
+ * They only read: the ledger, the configuration, the scheduler's report and the worker pool.
  */
 #include <errno.h>
 #include <math.h>
@@ -56,6 +56,29 @@ static json_t *watches_to_json(const struct config *cfg)
                         return NULL;
         }
         return TAKE_PTR(arr);
+}
+
+/*
+ * {"engine": "postgresql", "reachable": true} of the ledger, and while its server cannot be
+ * reached (ledger_unreachable()) "reachable": false, "error": "postgresql://...: <libpq's
+ * reason>" and "unreachable_s": for how long. NULL when out of memory.
+ */
+static json_t *ledger_to_json(const struct api_context *ctx)
+{
+        int64_t since = 0, wall = wall_usec();
+        const char *why = ledger_unreachable(ctx->ledger, &since);
+        json_t *j = json_pack("{s:s, s:b}", "engine", ledger_engine_name(ctx->ledger), "reachable",
+                              !why);
+
+        if (j && why &&
+            (json_object_set_new(j, "error", proto_string_lossy(why)) < 0 ||
+             json_object_set_new(j, "unreachable_s",
+                                 json_integer(wall > since ? (wall - since) / USEC_PER_SEC : 0)) <
+                     0)) {
+                json_decref(j);
+                return NULL;
+        }
+        return j;
 }
 
 /* {"state": "closed", "reason": ""} of the circuit breaker; NULL when out of memory. */
@@ -198,25 +221,29 @@ int api_status(struct api_context *ctx, const struct api_args *args, json_t **re
         struct scheduler_report rep;
         int64_t uptime_usec;
         json_t *result;
+        bool unread;
         int r;
 
         (void)args;
 
-        /* The scheduler's report holds the counts; without a scheduler, ask the ledger. */
+        /* The scheduler's report holds the counts; without a scheduler, ask the ledger. While
+         * the ledger's server cannot be reached, the status stands without what only it knows
+         * ("jobs" is null): the breaker, the alerts and "ledger" say why. */
         r = ctx->scheduler ? scheduler_report(ctx->scheduler, &rep)
                            : ledger_counts(ctx->ledger, own);
-        if (r < 0)
+        unread = r < 0 && ctx->scheduler && ledger_unreachable(ctx->ledger, NULL);
+        if (r < 0 && !unread)
                 return api_ledger_failure(ctx, r, "cannot count jobs", ret_error);
         counts = ctx->scheduler ? rep.jobs : own;
 
-        jobs = json_object();
+        jobs = unread ? json_null() : json_object();
         if (!jobs)
                 return -ENOMEM;
-        for (int s = 0; s < _JOB_STATE_MAX; s++)
+        for (int s = 0; s < _JOB_STATE_MAX && !unread; s++)
                 if (json_object_set_new(jobs, job_state_name(s),
                                         json_integer((json_int_t)counts[s])) < 0)
                         return -ENOMEM;
-        {
+        if (!unread) {
                 /* Of the queued: held until their watch is configured again. */
                 uint64_t held = 0;
 
@@ -259,11 +286,12 @@ int api_status(struct api_context *ctx, const struct api_args *args, json_t **re
                 json_t *alerts = NULL, *hj = health_to_json(&rep, &alerts);
 
                 /* Each call takes its value, even on failure: no short-circuit. */
-                r = json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler));
+                r = json_object_set_new(result, "ledger", ledger_to_json(ctx));
+                r |= json_object_set_new(result, "breaker", breaker_to_json(ctx->scheduler));
                 r |= json_object_set_new(result, "health", hj);
                 r |= intake_counts(ctx, result);
                 r |= json_object_set_new(result, "alerts", alerts);
-                if (ctx->reconciler)
+                if (ctx->reconciler && !unread)
                         r |= json_object_set_new(result, "reconcile",
                                                  reconciler_progress(ctx->reconciler));
                 if (r < 0) {
@@ -307,6 +335,8 @@ static int cluster_gauges(struct api_context *ctx, struct metrics_gauges *g, cha
         if (!g->node)
                 return 0;
         g->node_jobs_running = scheduler_running(ctx->scheduler);
+        if (g->ledger_unread)
+                return 0;
         r = ledger_list_nodes(ctx->ledger, (int64_t)lease_usec, &v, &n);
         if (r < 0)
                 return api_ledger_failure(ctx, r, "cannot list the cluster's nodes", ret_error);
@@ -330,8 +360,11 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
         r = api_require(ctx, API_NEED_LEDGER | API_NEED_SCHEDULER, ret_error);
         if (r < 0)
                 return r;
+        /* While the ledger's server cannot be reached, the metrics stand without what only it
+         * knows (metrics.h: ledger_unread). */
         r = scheduler_report(ctx->scheduler, &rep);
-        if (r < 0)
+        g.ledger_unread = r < 0 && ledger_unreachable(ctx->ledger, NULL);
+        if (r < 0 && !g.ledger_unread)
                 return api_ledger_failure(ctx, r, "cannot count jobs", ret_error);
         for (int i = 0; i < _JOB_STATE_MAX && i < (int)ELEMENTSOF(g.jobs_by_state); i++)
                 g.jobs_by_state[i] = rep.jobs[i];
@@ -354,7 +387,7 @@ int api_metrics_text(struct api_context *ctx, char **ret_text, char **ret_error)
         g.finished_per_s = rep.finished_per_s;
         g.intake_retry_pending = intake_retry_pending(ctx->retry, NULL);
         g.unwatched_folders = watch_unwatched(ctx->watch, NULL);
-        if (ctx->reconciler)
+        if (ctx->reconciler && !g.ledger_unread)
                 g.background_remaining = reconciler_remaining(ctx->reconciler);
         r = cluster_gauges(ctx, &g, ret_error);
         if (r < 0)

@@ -39,6 +39,10 @@ struct breaker {
         bool probe_out;         /* HALF-OPEN: breaker_allow() let the probe through */
         char reason[BREAKER_REASON_MAX];
 
+        /* HELD (over any of the above) */
+        bool held;
+        char held_reason[BREAKER_REASON_MAX];
+
         uint64_t transitions;
 };
 
@@ -222,6 +226,8 @@ static void record_half_open(breaker *b, enum breaker_outcome o, const char *rea
 
 bool breaker_allow(breaker *b, uint64_t now_usec)
 {
+        if (b->held)
+                return false;
         switch (b->state) {
         case BREAKER_CLOSED:
                 return true;
@@ -246,6 +252,8 @@ bool breaker_allow(breaker *b, uint64_t now_usec)
 void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_usec)
 {
         assert((unsigned)o < _BREAKER_OUTCOME_MAX);
+        if (b->held)
+                return;
         switch (b->state) {
         case BREAKER_CLOSED:
                 record_closed(b, o, reason, now_usec);
@@ -260,9 +268,35 @@ void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint
         assert(breaker_check(b));
 }
 
+void breaker_hold(breaker *b, const char *reason)
+{
+        assert(reason && *reason);
+        if (!b->held && b->state != BREAKER_OPEN)
+                b->transitions++;
+        b->held = true;
+        snprintf(b->held_reason, sizeof b->held_reason, "%s", reason);
+        assert(breaker_check(b));
+}
+
+void breaker_release(breaker *b)
+{
+        if (!b->held)
+                return;
+        if (b->state != BREAKER_OPEN)
+                b->transitions++;
+        b->held = false;
+        b->held_reason[0] = '\0';
+        assert(breaker_check(b));
+}
+
+bool breaker_held(const breaker *b)
+{
+        return b->held;
+}
+
 enum breaker_state breaker_state(const breaker *b)
 {
-        return b->state;
+        return b->held ? BREAKER_OPEN : b->state;
 }
 
 static const char *const breaker_state_table[_BREAKER_STATE_MAX] = {
@@ -275,12 +309,12 @@ DEFINE_STRING_TABLE_LOOKUP(breaker_state, enum breaker_state, NULL)
 
 const char *breaker_reason(const breaker *b)
 {
-        return b->reason;
+        return b->held ? b->held_reason : b->reason;
 }
 
 uint64_t breaker_retry_at_usec(const breaker *b)
 {
-        return b->state == BREAKER_OPEN ? b->retry_at_usec : 0;
+        return b->state == BREAKER_OPEN && !b->held ? b->retry_at_usec : 0;
 }
 
 uint64_t breaker_cooldown_usec(const breaker *b)
@@ -301,7 +335,10 @@ bool breaker_check(const breaker *b)
                 return false;
         if (b->cooldown_usec < b->cfg.cooldown_usec || b->cooldown_usec > b->cfg.max_cooldown_usec)
                 return false;
-        if (memchr(b->reason, '\0', sizeof b->reason) == NULL)
+        if (memchr(b->reason, '\0', sizeof b->reason) == NULL ||
+            memchr(b->held_reason, '\0', sizeof b->held_reason) == NULL)
+                return false;
+        if (b->held != (b->held_reason[0] != '\0'))
                 return false;
         switch (b->state) {
         case BREAKER_CLOSED:

@@ -2,7 +2,8 @@
 /*
  * breaker.h - the circuit breaker that stops the scheduler from claiming work while the
  * output side keeps failing (disk full, I/O errors, a read-only or unwritable output tree)
- * or while workers keep dying. A pure state machine: no I/O, no timers, no logging; the
+ * or while workers keep dying, and, held open from outside, while the job ledger cannot be
+ * reached (breaker_hold()). A pure state machine: no I/O, no timers, no logging; the
  * caller passes the monotonic time (CLOCK_MONOTONIC, microseconds) into every call, asks
  * breaker_allow() before each claim, reports each finished attempt with breaker_record(),
  * and logs a transition by comparing breaker_state() before and after.
@@ -35,6 +36,14 @@
  * failure (a bad input says nothing about the output side) re-arms the probe, so the next
  * breaker_allow() returns true again. Opening forgets the failure count and the window, so
  * failures from before an opening cannot re-open the breaker once it has closed again.
+ *
+ * HELD: a condition outside the outcomes keeps it open (the ledger unreachable: nothing can
+ * be claimed, and the results of jobs in hand cannot be recorded): breaker_hold() with the
+ * reason. While held, breaker_state() is OPEN, breaker_reason() the hold's reason,
+ * breaker_allow() false, and outcomes change nothing (a job that failed for want of the
+ * ledger says nothing about the output side). breaker_release() ends it at once, without a
+ * probe (the condition itself said it is over): the machine above goes on in the state it
+ * was in before the hold, its cool-down and counts as they were.
  */
 #pragma once
 
@@ -99,6 +108,15 @@ bool breaker_allow(breaker *b, uint64_t now_usec);
  */
 void breaker_record(breaker *b, enum breaker_outcome o, const char *reason, uint64_t now_usec);
 
+/*
+ * Holds the breaker open for `reason` (copied, cut to BREAKER_REASON_MAX; not NULL nor ""),
+ * or, while already held, replaces the reason. breaker_release() ends the hold (nothing to
+ * do if none). breaker_held() says whether one is on.
+ */
+void breaker_hold(breaker *b, const char *reason);
+void breaker_release(breaker *b);
+bool breaker_held(const breaker *b);
+
 enum breaker_state breaker_state(const breaker *b);
 /* "closed", "open", "half-open"; NULL for a value out of range. */
 const char *breaker_state_name(enum breaker_state s);
@@ -114,13 +132,14 @@ int breaker_state_from_name(const char *name);
  */
 const char *breaker_reason(const breaker *b);
 
-/* While open: when breaker_allow() will let the probe through. Otherwise 0. */
+/* While open (and not held): when breaker_allow() will let the probe through. Otherwise 0. */
 uint64_t breaker_retry_at_usec(const breaker *b);
 
 /* The cool-down the next opening will use, or the current one while open. */
 uint64_t breaker_cooldown_usec(const breaker *b);
 
-/* State changes since breaker_new() (every arrow in the diagram counts one). */
+/* State changes since breaker_new() (every arrow in the diagram counts one; a hold and its
+ * release count one each unless the breaker was open anyway). */
 uint64_t breaker_transitions(const breaker *b);
 
 /* The breaker's invariants, for assert(breaker_check(b)). */

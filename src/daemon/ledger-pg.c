@@ -109,10 +109,32 @@ static void pg_conn_message(const PGconn *conn, char *buf, size_t size)
                         *p = *(p + 1) ? ' ' : '\0';
 }
 
+/* The server answered a command: it is reachable (ledger_unreachable() is NULL again). */
+static void pg_reached(ledger *l)
+{
+        l->unreachable_since_usec = 0;
+}
+
+/* The command failed with r: -ENOTCONN (its message in l->errmsg) makes the server
+ * unreachable for ledger_unreachable() until it answers again; any other failure is an
+ * answer. Returns r. */
+static int pg_note_reach(ledger *l, int r)
+{
+        if (r != -ENOTCONN) {
+                pg_reached(l);
+                return r;
+        }
+        snprintf(l->unreachable, sizeof l->unreachable, "%s", l->errmsg);
+        if (l->unreachable_since_usec == 0)
+                l->unreachable_since_usec = wall_usec();
+        return r;
+}
+
 /*
  * Records the failure of a command (res may be NULL: libpq could not send it) and returns it
  * as a negative errno. A failure of the server's storage names the database and is kept for
- * ledger_write_failure() by the transaction that saw it.
+ * ledger_write_failure() by the transaction that saw it; a failure to reach the server names
+ * it too, and is kept for ledger_unreachable().
  */
 static int pg_error(ledger *l, const PGresult *res)
 {
@@ -124,7 +146,7 @@ static int pg_error(ledger *l, const PGresult *res)
 
         if (!state && PQstatus(l->pg->conn) == CONNECTION_BAD) {
                 pg_conn_message(l->pg->conn, m, sizeof m);
-                return ledger_error(l, -ENOTCONN, "%s: %s", l->path, m);
+                return pg_note_reach(l, ledger_error(l, -ENOTCONN, "%s: %s", l->path, m));
         }
         r = pg_errno_from_sqlstate(state);
         if (!primary) {
@@ -132,9 +154,10 @@ static int pg_error(ledger *l, const PGresult *res)
                 primary = m;
         }
         if (ledger_storage_errno(-r) || r == -ENOTCONN)
-                return ledger_error(l, r, "%s: %s%s%s", l->path, primary, detail ? ": " : "",
-                                    detail ? detail : "");
-        return ledger_error(l, r, "%s%s%s", primary, detail ? ": " : "", detail ? detail : "");
+                return pg_note_reach(l, ledger_error(l, r, "%s: %s%s%s", l->path, primary,
+                                                     detail ? ": " : "", detail ? detail : ""));
+        return pg_note_reach(
+                l, ledger_error(l, r, "%s%s%s", primary, detail ? ": " : "", detail ? detail : ""));
 }
 
 /* Whether a command's result is a success. */
@@ -271,6 +294,7 @@ static int pg_run(ledger *l, struct ledger_pg_stmt *st)
                 PQclear(res);
                 return r;
         }
+        pg_reached(l);
         st->res = res;
         st->nrows = PQntuples(res);
         st->row = -1;
@@ -354,6 +378,8 @@ static int pg_exec(ledger *l, const char *sql)
         res = PQexec(l->pg->conn, sql);
         if (!pg_ok(res))
                 r = pg_error(l, res);
+        else
+                pg_reached(l);
         PQclear(res);
         return r;
 }
@@ -450,11 +476,14 @@ static int pg_tx_end(ledger *l, int r)
                 snprintf(sql, sizeof sql, "%sCOMMIT", ledger_notify_commit_sql(l, wake));
                 res = PQexec(l->pg->conn, sql);
 
-                if (!pg_ok(res))
+                if (!pg_ok(res)) {
                         k = pg_error(l, res);
-                else if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
-                        /* The server ends a failed transaction with a rollback. */
-                        k = ledger_error(l, -EIO, "the transaction was rolled back");
+                } else {
+                        pg_reached(l);
+                        if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
+                                /* The server ends a failed transaction with a rollback. */
+                                k = ledger_error(l, -EIO, "the transaction was rolled back");
+                }
                 PQclear(res);
                 if (k >= 0) {
                         if (wrote)

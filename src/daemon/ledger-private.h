@@ -224,6 +224,10 @@ struct ledger {
          * transaction commits again. */
         char write_failure[512];
         int64_t write_failed_since_usec;
+        /* The server could not be reached (PostgreSQL: the last command failed with
+         * -ENOTCONN): its message and since when (wall clock), until it answers again. */
+        char unreachable[512];
+        int64_t unreachable_since_usec;
         /* Between ledger_batch_begin() and ledger_batch_commit(): each transition is a
          * savepoint of the batch's transaction; batch_error is the error that made the engine
          * abandon it (then the rest of the batch fails with it). */

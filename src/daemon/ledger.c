@@ -133,6 +133,15 @@ const char *ledger_write_failure(const ledger *l, int64_t *ret_since_usec)
         return l->write_failure;
 }
 
+const char *ledger_unreachable(const ledger *l, int64_t *ret_since_usec)
+{
+        if (!l || l->unreachable_since_usec == 0)
+                return NULL;
+        if (ret_since_usec)
+                *ret_since_usec = l->unreachable_since_usec;
+        return l->unreachable;
+}
+
 int ledger_message_len(const char *s, size_t max)
 {
         size_t n = strlen(s);

@@ -289,6 +289,15 @@ int ledger_check_files(ledger *l);
  */
 const char *ledger_write_failure(const ledger *l, int64_t *ret_since_usec);
 
+/*
+ * While the ledger's server cannot be reached (PostgreSQL stopped, failing over, the network:
+ * the last command failed with -ENOTCONN, the connection broke or could not be made again):
+ * the message, naming the database and libpq's reason, and in *ret_since_usec (may be NULL)
+ * since when (wall clock). NULL again once the server answers a command. Always NULL on
+ * SQLite, whose failures (a disk I/O error, a full disk) are ledger_write_failure()'s.
+ */
+const char *ledger_unreachable(const ledger *l, int64_t *ret_since_usec);
+
 /* The message of the last failure on l: the engine's (SQLite's) or the ledger's own. */
 const char *ledger_errmsg(ledger *l);
 

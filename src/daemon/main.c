@@ -344,16 +344,19 @@ static void intake_probe(struct health_alert_inputs *in, void *userdata)
  * Keeps the unit's STATUS= line current: "12 queued, 2 running, 0 retry, 1 dead, level full,
  * health 97/100, breaker closed", with "12 queued (10 held)" while jobs are held for a removed
  * watch, ", ALERT: <names>" while alerts are active (imgctl status has their messages) and the
- * breaker's reason last.
+ * breaker's reason last; "ledger unreachable, 2 running, ..." while the ledger's server cannot
+ * be reached.
  */
 static void update_status(struct daemon *d)
 {
         struct scheduler_report rep;
         const uint64_t *counts = rep.jobs;
-        char line[512], alerts[192] = "", held[48] = "";
+        char line[512], alerts[192] = "", held[48] = "", jobs[160];
         size_t n = 0;
+        bool unread = scheduler_report(d->scheduler, &rep) < 0;
 
-        if (scheduler_report(d->scheduler, &rep) < 0)
+        /* The ledger's server unreachable: the line says so instead of the job counts. */
+        if (unread && !ledger_unreachable(d->ledger, NULL))
                 return;
         for (int i = 0; i < _HEALTH_ALERT_MAX; i++)
                 if (rep.alerts.active & (1u << i) && n < sizeof alerts)
@@ -361,12 +364,16 @@ static void update_status(struct daemon *d)
                                               n ? ", " : ", ALERT: ", health_alert_name(i));
         if (rep.held > 0)
                 snprintf(held, sizeof held, " (%llu held)", (unsigned long long)rep.held);
-        snprintf(line, sizeof line,
-                 "%s%llu queued%s, %u running, %llu retry, %llu dead, level %s, health %.0f/100%s, "
-                 "breaker %s%s%s",
-                 scheduler_paused(d->scheduler) ? "paused: " : "",
-                 (unsigned long long)counts[JOB_QUEUED], held, scheduler_running(d->scheduler),
-                 (unsigned long long)counts[JOB_RETRY], (unsigned long long)counts[JOB_DEAD],
+        if (unread)
+                snprintf(jobs, sizeof jobs, "ledger unreachable, %u running",
+                         scheduler_running(d->scheduler));
+        else
+                snprintf(jobs, sizeof jobs, "%llu queued%s, %u running, %llu retry, %llu dead",
+                         (unsigned long long)counts[JOB_QUEUED], held,
+                         scheduler_running(d->scheduler), (unsigned long long)counts[JOB_RETRY],
+                         (unsigned long long)counts[JOB_DEAD]);
+        snprintf(line, sizeof line, "%s%s, level %s, health %.0f/100%s, breaker %s%s%s",
+                 scheduler_paused(d->scheduler) ? "paused: " : "", jobs,
                  rep.level ? rep.level : "full", rep.score, alerts, rep.breaker,
                  rep.breaker_reason && *rep.breaker_reason ? ": " : "",
                  rep.breaker_reason ? rep.breaker_reason : "");

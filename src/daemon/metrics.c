@@ -166,7 +166,7 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                                     : 0;
 
         fputs("# HELP imgd_jobs Jobs in the ledger by state.\n# TYPE imgd_jobs gauge\n", f);
-        for (int i = 0; i < _JOB_STATE_MAX; i++)
+        for (int i = 0; i < _JOB_STATE_MAX && !g->ledger_unread; i++)
                 fprintf(f, "imgd_jobs{state=\"%s\"} %llu\n", job_state_name(i),
                         (unsigned long long)g->jobs_by_state[i]);
 
@@ -244,10 +244,13 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         series(f, "imgd_leases_rescued_total", g, false);
         fprintf(f, " %llu\n", (unsigned long long)m->rescued);
 
+        fputs("# HELP imgd_oldest_queued_seconds Age of the oldest queued job.\n"
+              "# TYPE imgd_oldest_queued_seconds gauge\n",
+              f);
+        if (!g->ledger_unread)
+                fprintf(f, "imgd_oldest_queued_seconds %.3f\n",
+                        (double)g->oldest_queued_age_usec / (double)USEC_PER_SEC);
         fprintf(f,
-                "# HELP imgd_oldest_queued_seconds Age of the oldest queued job.\n"
-                "# TYPE imgd_oldest_queued_seconds gauge\n"
-                "imgd_oldest_queued_seconds %.3f\n"
                 "# HELP imgd_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.\n"
                 "# TYPE imgd_breaker_state gauge\n"
                 "imgd_breaker_state %d\n"
@@ -263,8 +266,8 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 "# HELP imgd_workers Worker processes by state: busy (with a job), idle (ready "
                 "for one), starting (started or being replaced); they sum to the pool's size.\n"
                 "# TYPE imgd_workers gauge\n",
-                (double)g->oldest_queued_age_usec / (double)USEC_PER_SEC, g->breaker_state,
-                g->degradation_level, g->health_score, (unsigned long long)g->rss_bytes);
+                g->breaker_state, g->degradation_level, g->health_score,
+                (unsigned long long)g->rss_bytes);
         series(f, "imgd_workers", g, true);
         fprintf(f, "state=\"busy\"} %llu\n", (unsigned long long)g->workers_busy);
         series(f, "imgd_workers", g, true);
@@ -283,14 +286,17 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                       f);
                 series(f, "imgd_node_jobs_running", g, false);
                 fprintf(f, " %llu\n", (unsigned long long)g->node_jobs_running);
-                fprintf(f,
-                        "# HELP imgd_cluster_nodes Nodes of the cluster by the nodes table: "
-                        "alive (a heartbeat within the lease, by the database's clock) or "
-                        "lapsed.\n"
-                        "# TYPE imgd_cluster_nodes gauge\n"
-                        "imgd_cluster_nodes{state=\"alive\"} %llu\n"
-                        "imgd_cluster_nodes{state=\"lapsed\"} %llu\n",
-                        (unsigned long long)g->nodes_alive, (unsigned long long)g->nodes_lapsed);
+                fputs("# HELP imgd_cluster_nodes Nodes of the cluster by the nodes table: "
+                      "alive (a heartbeat within the lease, by the database's clock) or "
+                      "lapsed.\n"
+                      "# TYPE imgd_cluster_nodes gauge\n",
+                      f);
+                if (!g->ledger_unread)
+                        fprintf(f,
+                                "imgd_cluster_nodes{state=\"alive\"} %llu\n"
+                                "imgd_cluster_nodes{state=\"lapsed\"} %llu\n",
+                                (unsigned long long)g->nodes_alive,
+                                (unsigned long long)g->nodes_lapsed);
         }
         fputs("# HELP imgd_alert Alert conditions, 1 while active (imgctl status then exits 1).\n"
               "# TYPE imgd_alert gauge\n",
@@ -327,10 +333,11 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
                 "imgd_unwatched_folders %llu\n"
                 "# HELP imgd_background_jobs_remaining Background jobs (reconciliation, degraded "
                 "jobs rendered again) queued, running or waiting for a retry.\n"
-                "# TYPE imgd_background_jobs_remaining gauge\n"
-                "imgd_background_jobs_remaining %llu\n",
+                "# TYPE imgd_background_jobs_remaining gauge\n",
                 (unsigned long long)g->intake_retry_pending,
-                (unsigned long long)g->unwatched_folders,
-                (unsigned long long)g->background_remaining);
+                (unsigned long long)g->unwatched_folders);
+        if (!g->ledger_unread)
+                fprintf(f, "imgd_background_jobs_remaining %llu\n",
+                        (unsigned long long)g->background_remaining);
         return ferror(f) ? -EIO : 0;
 }

@@ -64,6 +64,11 @@ struct metrics_gauges {
         const char *node;
         uint64_t node_jobs_running;         /* the jobs in its hands */
         uint64_t nodes_alive, nodes_lapsed; /* the cluster's nodes, from the nodes table */
+        /* The ledger could not be read (its server unreachable): the series read from it
+         * (imgd_jobs, imgd_oldest_queued_seconds, imgd_cluster_nodes,
+         * imgd_background_jobs_remaining) have no sample, rather
+         * than a made-up 0; imgd_alert{alert="ledger_unreachable"} says why. */
+        bool ledger_unread;
 };
 
 /* Writes the whole exposition (HELP, TYPE, samples) to f. Returns 0 or -EIO. */

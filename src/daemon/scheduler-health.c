@@ -7,6 +7,7 @@
  * (the degradation level, and degraded jobs rendered again once health is back) and the
  * prune timer (prune.h).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "daemon/meminfo.h"
@@ -45,6 +46,30 @@ void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *re
                 log_notice("circuit breaker closed: the probe succeeded, work resumes");
                 scheduler_kick(s);
         }
+}
+
+bool scheduler_ledger_sync(scheduler *s)
+{
+        const char *why = ledger_unreachable(s->ledger, NULL);
+        char reason[BREAKER_REASON_MAX];
+
+        if (why) {
+                bool was = breaker_held(s->breaker);
+
+                snprintf(reason, sizeof reason, "ledger unreachable: %s", why);
+                breaker_hold(s->breaker, reason);
+                if (!was)
+                        log_error("circuit breaker open: %s; no job is claimed until it is back",
+                                  reason);
+                return true;
+        }
+        if (breaker_held(s->breaker)) {
+                breaker_release(s->breaker);
+                log_notice("circuit breaker %s: the ledger is reachable again",
+                           breaker_state_name(breaker_state(s->breaker)));
+                scheduler_kick(s);
+        }
+        return false;
 }
 
 void scheduler_note_finished(scheduler *s)
@@ -120,6 +145,7 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
         int r;
 
         r = health_inputs_now(s, false, counts, &held, &in);
+        (void)scheduler_ledger_sync(s);
         *ret = (struct scheduler_report){
                 .score = health_score(&in, &s->cfg->health),
                 .level_value = health_level(s->health),
@@ -152,6 +178,9 @@ int scheduler_report(scheduler *s, struct scheduler_report *ret)
                 ai.ledger_failure = ledger_write_failure(s->ledger, &since);
                 if (ai.ledger_failure && wall > since)
                         ai.ledger_failing_usec = (uint64_t)(wall - since);
+                ai.ledger_unreachable = ledger_unreachable(s->ledger, &since);
+                if (ai.ledger_unreachable && wall > since)
+                        ai.ledger_unreachable_usec = (uint64_t)(wall - since);
         }
         health_alerts_evaluate(&ai, &s->cfg->alerts, &ret->alerts);
         memcpy(ret->jobs, counts, sizeof ret->jobs);
@@ -186,6 +215,7 @@ int scheduler_on_health_timer(sd_event_source *es, uint64_t usec, void *userdata
         enum health_level before = health_level(s->health), after;
 
         (void)health_inputs_now(s, true, counts, &held, &in);
+        (void)scheduler_ledger_sync(s);
         after = s->cfg->degradation ? health_update(s->health, &in, mono_usec()) : before;
         if (after != before) {
                 if (after > before)

@@ -19,7 +19,8 @@
  *              counted in imgd_fence_refused_total, its files removed, nothing published), as
  *              are its stage and completion (-ESTALE from the ledger).
  *
- * When a heartbeat fails (the database unreachable), the node says so once, and goes on with
+ * When a heartbeat fails (the database unreachable), the node says so once, holds its circuit
+ * breaker open ("ledger unreachable: ...", scheduler_ledger_sync()), and goes on with
  * the jobs in its hands; but it publishes nothing without the renewal before it, which needs
  * the ledger: a render finished meanwhile is handed back (no attempt used) rather than
  * published on a lease that may have lapsed. When the lease has passed since the last heartbeat
@@ -276,6 +277,7 @@ static int on_heartbeat(sd_event_source *es, uint64_t usec, void *userdata)
         scheduler *s = userdata;
 
         heartbeat(s);
+        (void)scheduler_ledger_sync(s);
         if (!s->beat_failing)
                 rescue_lapsed(s);
         /* The poll behind LISTEN/NOTIFY (cluster.h): work another node made claimable whose

@@ -186,6 +186,12 @@ void scheduler_handback_all(scheduler *s, int64_t now);
 void scheduler_breaker_note(scheduler *s, enum breaker_outcome o, const char *reason);
 /* A job left the backlog for good (done or dead). */
 void scheduler_note_finished(scheduler *s);
+/* Holds the breaker open while the ledger cannot be reached (ledger_unreachable(): the last
+ * command failed with -ENOTCONN), with the reason "ledger unreachable: ...", and releases it
+ * (and kicks the claim) once the ledger answered again; logs both. Called after ledger work
+ * that may have failed: a claim, the heartbeat, the health timer, a report. Returns whether
+ * the breaker is held. */
+bool scheduler_ledger_sync(scheduler *s);
 /* How often the health timer runs: often enough to notice recovery within a quarter of
  * recover_usec. */
 uint64_t scheduler_health_interval_usec(const scheduler *s);

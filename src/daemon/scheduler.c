@@ -385,6 +385,16 @@ static int on_kick(sd_event_source *es, void *userdata)
                 int64_t now = wall_usec(), due;
                 int r;
 
+                if (scheduler_ledger_sync(s)) {
+                        /* The ledger unreachable: nothing can be claimed. A read says whether
+                         * it is back (the connection is made again if it can be); if not,
+                         * look again in a second. */
+                        (void)ledger_next_due(s->ledger, &due);
+                        if (scheduler_ledger_sync(s)) {
+                                claim_failed = true;
+                                break;
+                        }
+                }
                 if (breaker_state(s->breaker) != BREAKER_CLOSED) {
                         /* Open: nothing is claimed until the cool-down has passed; then one
                          * job at a time probes the way (spend the probe only on real work). */
@@ -416,6 +426,8 @@ static int on_kick(sd_event_source *es, void *userdata)
                                 s->claim_failure_logged_usec = mono_usec();
                         }
                         claim_failed = true;
+                        /* Unreachable: the breaker says so from this failure on. */
+                        (void)scheduler_ledger_sync(s);
                         break;
                 }
                 s->claim_failure_logged_usec = 0;

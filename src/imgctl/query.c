@@ -94,6 +94,14 @@ int query_status(struct client *ctl, const struct verb_args *a)
                 printf("config   %s\n", config);
         }
 
+        v = json_object_get(result, "ledger");
+        if (json_is_object(v) && json_is_false(json_object_get(v, "reachable"))) {
+                _cleanup_free_ char *why = output_clean(client_get_str(v, "error", "?"), 0);
+                char age[32];
+
+                output_uptime(client_get_int(v, "unreachable_s"), age, sizeof age);
+                printf("ledger   UNREACHABLE for %s: %s\n", age, why);
+        }
         workers = json_object_get(result, "workers");
         printf("workers  %" PRId64 " (%" PRId64 " busy)\n", client_get_int(workers, "total"),
                client_get_int(workers, "busy"));
@@ -161,6 +169,8 @@ int query_status(struct client *ctl, const struct verb_args *a)
         } else
                 printf("jobs     ");
         first = true;
+        if (!json_is_object(jobs))
+                printf("unknown: the ledger cannot be read");
         json_object_foreach((json_t *)jobs, key, v)
         {
                 _cleanup_free_ char *name = output_clean(key, 0);

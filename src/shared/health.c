@@ -466,14 +466,25 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                           "for it: work waits and uploads are retried until it can",
                           (double)in->ledger_failing_usec / (double)USEC_PER_SEC,
                           in->ledger_failure);
+        if (in->ledger_unreachable)
+                alert_set(ret, HEALTH_ALERT_LEDGER_UNREACHABLE,
+                          "ledger unreachable: %s (for %.0f s); nothing is claimed or published "
+                          "until it is back, and uploads wait to be taken in",
+                          in->ledger_unreachable,
+                          (double)in->ledger_unreachable_usec / (double)USEC_PER_SEC);
 }
 
 static const char *const health_alert_table[_HEALTH_ALERT_MAX] = {
-        [HEALTH_ALERT_ERROR_RATE] = "error_rate", [HEALTH_ALERT_QUEUED] = "queue_depth",
-        [HEALTH_ALERT_OLDEST] = "queue_age",      [HEALTH_ALERT_DRAIN] = "drain_time",
-        [HEALTH_ALERT_BREAKER] = "breaker",       [HEALTH_ALERT_DEGRADED] = "degraded",
-        [HEALTH_ALERT_INTAKE] = "intake_failing", [HEALTH_ALERT_UNWATCHED] = "unwatched_folders",
+        [HEALTH_ALERT_ERROR_RATE] = "error_rate",
+        [HEALTH_ALERT_QUEUED] = "queue_depth",
+        [HEALTH_ALERT_OLDEST] = "queue_age",
+        [HEALTH_ALERT_DRAIN] = "drain_time",
+        [HEALTH_ALERT_BREAKER] = "breaker",
+        [HEALTH_ALERT_DEGRADED] = "degraded",
+        [HEALTH_ALERT_INTAKE] = "intake_failing",
+        [HEALTH_ALERT_UNWATCHED] = "unwatched_folders",
         [HEALTH_ALERT_LEDGER] = "ledger_failing",
+        [HEALTH_ALERT_LEDGER_UNREACHABLE] = "ledger_unreachable",
 };
 
 DEFINE_STRING_TABLE_LOOKUP(health_alert, enum health_alert, NULL)

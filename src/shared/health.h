@@ -177,14 +177,16 @@ bool health_check(const health *h);
  *      breaker      true    the circuit breaker is not closed
  *      degraded     true    the degradation level is not full
  *
- * and three that are always on, about uploads that intake could not take in the usual way
- * and a ledger that cannot be written:
+ * and four that are always on, about uploads that intake could not take in the usual way
+ * and a ledger that cannot be written or reached:
  *
  *      intake_failing      uploads wait for a retry after a transient failure (EMFILE, a
  *                          full ledger disk, ...)
  *      unwatched_folders   folders that could not be watched (the inotify watch limit), found
  *                          by a periodic scan instead
  *      ledger_failing      the file system refuses the ledger's writes (ledger_write_failure())
+ *      ledger_unreachable  the ledger's server cannot be reached (PostgreSQL stopped, failing
+ *                          over: ledger_unreachable()); never on SQLite
  */
 enum health_alert {
         HEALTH_ALERT_ERROR_RATE,
@@ -196,6 +198,7 @@ enum health_alert {
         HEALTH_ALERT_INTAKE,
         HEALTH_ALERT_UNWATCHED,
         HEALTH_ALERT_LEDGER,
+        HEALTH_ALERT_LEDGER_UNREACHABLE,
         _HEALTH_ALERT_MAX,
 };
 
@@ -221,15 +224,17 @@ struct health_alert_inputs {
         const char *breaker_state;   /* "closed", "half-open", "open" */
         const char *breaker_reason;  /* may be NULL or "" */
         enum health_level level;
-        const char *level_reason;     /* health_reason(); may be NULL or "" */
-        uint64_t intake_retry;        /* uploads waiting to be taken in again */
-        const char *intake_reason;    /* why the last of them failed; may be NULL */
-        uint64_t unwatched;           /* folders that could not be watched */
-        int unwatched_error;          /* negative errno of the last such failure */
-        const char *unwatched_first;  /* the first of them by path; may be NULL */
-        usec_t unwatched_scan_usec;   /* how often they are scanned instead */
-        const char *ledger_failure;   /* why the ledger cannot be written; NULL: it can */
-        uint64_t ledger_failing_usec; /* for how long */
+        const char *level_reason;         /* health_reason(); may be NULL or "" */
+        uint64_t intake_retry;            /* uploads waiting to be taken in again */
+        const char *intake_reason;        /* why the last of them failed; may be NULL */
+        uint64_t unwatched;               /* folders that could not be watched */
+        int unwatched_error;              /* negative errno of the last such failure */
+        const char *unwatched_first;      /* the first of them by path; may be NULL */
+        usec_t unwatched_scan_usec;       /* how often they are scanned instead */
+        const char *ledger_failure;       /* why the ledger cannot be written; NULL: it can */
+        uint64_t ledger_failing_usec;     /* for how long */
+        const char *ledger_unreachable;   /* why the ledger cannot be reached; NULL: it can */
+        uint64_t ledger_unreachable_usec; /* for how long */
 };
 
 struct health_alert_report {
@@ -256,7 +261,8 @@ void health_alerts_evaluate(const struct health_alert_inputs *in,
                             const struct health_alerts_config *c, struct health_alert_report *ret);
 
 /* "error_rate", "queue_depth", "queue_age", "drain_time", "breaker", "degraded",
- * "intake_failing", "unwatched_folders", "ledger_failing"; NULL for a value out of range. These are
+ * "intake_failing", "unwatched_folders", "ledger_failing", "ledger_unreachable"; NULL for a value
+ * out of range. These are
  * the label values of imgd_alert in the metrics and the "alert" names of imgctl status. */
 const char *health_alert_name(enum health_alert a);
 /* The alert named, or -EINVAL. */

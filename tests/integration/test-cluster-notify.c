@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-cluster-notify.c - two real imgd nodes on one PostgreSQL ledger (tests/tools/pg-fixture.c)
- * hear each other through LISTEN/NOTIFY (issue 18). n1 watches the upload tree recursively and
- * is paused (it records jobs and claims none); n2 has the same watch without recursion, so it
- * never sees the uploads in a subfolder, and its workers are the only ones free. Its poll (the
- * heartbeat, a third of its 60 s lease) comes every 20 s.
+ * test-cluster-notify.c - two real imgd nodes on one PostgreSQL ledger
+ * (tests/tools/cluster-fixture.c) hear each other through LISTEN/NOTIFY (issue 18). n1 watches the
+ * upload tree recursively and is paused (it records jobs and claims none); n2 has the same watch
+ * without recursion, so it never sees the uploads in a subfolder, and its workers are the only ones
+ * free. Its poll (the heartbeat, a third of its 60 s lease) comes every 20 s.
  *
  *   test_idle_node_woken  three uploads, one after the other: each is rendered by n2 within
  *                         3 s of its arrival, far sooner than its poll (n2 can only have
@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cluster-fixture.h"
 #include "pg-fixture.h"
 #include "testutil.h"
 
@@ -32,75 +33,37 @@
 #define WOKEN_WITHIN_US (3 * 1000000)
 #define PIPE "( { name = \"s\"; width = 64; height = 64; fit = \"cover\"; format = \"webp\"; } )"
 
-struct pair {
-        char *root, *uploads, *sub, *media, *stage, *conninfo;
-        struct tu_daemon n[2];
-};
-
-static void pair_setup(struct pair *p)
+/* n1 watches the uploads recursively, n2 not: only n1 sees the subfolder "sub". */
+static void pair_setup(struct clfx *c)
 {
-        *p = (struct pair){};
-        p->conninfo = pgfx_schema_new();
-        p->root = tu_mkdtemp();
-        p->uploads = tu_path("%s/uploads", p->root);
-        p->sub = tu_path("%s/uploads/sub", p->root);
-        p->media = tu_path("%s/media", p->root);
-        p->stage = tu_path("%s/stage", p->root);
-        assert_int_equal(mkdir(p->uploads, 0755), 0);
-        assert_int_equal(mkdir(p->sub, 0755), 0);
-        assert_int_equal(mkdir(p->stage, 0755), 0);
-        for (int i = 0; i < 2; i++) {
-                struct tu_daemon *d = &p->n[i];
-                char *conf;
+        char *sub;
 
-                *d = (struct tu_daemon){};
-                d->root = tu_path("%s/n%d", p->root, i + 1);
-                assert_int_equal(mkdir(d->root, 0755), 0);
-                d->uploads = strdup(p->uploads);
-                d->media = strdup(p->media);
-                d->state = tu_path("%s/state", d->root);
-                d->config = tu_path("%s/imgd.conf", d->root);
-                d->socket = tu_path("%s/imgd.sock", d->root);
-                d->log = tu_path("%s/imgd.log", d->root);
-                conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
-                               "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
-                               "recursive = %s; } );\n"
-                               "pipelines = { p = %s; };\n"
-                               "ledger = { engine = \"postgresql\"; conninfo = \"%s\"; "
-                               "node = \"n%d\"; lease = %d; };\n",
-                               d->state, d->socket, p->uploads, p->media, i == 0 ? "true" : "false",
-                               PIPE, p->conninfo, i + 1, LEASE_S);
-                tu_write_file(d->config, conf, (size_t)-1);
-                free(conf);
-        }
-}
-
-static void pair_cleanup(struct pair *p)
-{
-        for (int i = 0; i < 2; i++)
-                tu_daemon_cleanup(&p->n[i]);
-        tu_rm_rf(p->root);
-        free(p->root);
-        free(p->uploads);
-        free(p->sub);
-        free(p->media);
-        free(p->stage);
-        free(p->conninfo);
+        clfx_setup(c, 2);
+        sub = tu_path("%s/sub", c->uploads);
+        assert_int_equal(mkdir(sub, 0755), 0);
+        free(sub);
+        for (unsigned i = 0; i < 2; i++)
+                clfx_configure(c, i,
+                               &(struct clfx_node_config){
+                                       .pipeline = PIPE,
+                                       .watch = i == 0 ? "recursive = true;" : "recursive = false;",
+                                       .lease_s = LEASE_S,
+                               });
 }
 
 /* Starts both nodes, n1 paused: only n2 claims. */
-static void pair_start(struct pair *p)
+static void pair_start(struct clfx *c)
 {
-        tu_daemon_start(&p->n[0]);
-        assert_int_equal(tu_imgctl(&p->n[0], NULL, "pause", NULL), 0);
-        tu_daemon_start(&p->n[1]);
+        tu_daemon_start(&c->nodes[0]);
+        assert_int_equal(tu_imgctl(&c->nodes[0], NULL, "pause", NULL), 0);
+        tu_daemon_start(&c->nodes[1]);
 }
 
 /* Drops image i into the subfolder (made outside the tree, then renamed in). */
-static void drop(struct pair *p, int i)
+static void drop(struct clfx *c, int i)
 {
-        char *from = tu_path("%s/img%d.jpg", p->stage, i);
-        char *to = tu_path("%s/img%d.jpg", p->sub, i);
+        char *from = tu_path("%s/img%d.jpg", c->stage, i);
+        char *to = tu_path("%s/sub/img%d.jpg", c->uploads, i);
 
         tu_make_image(from, 320, 240, "jpeg", false);
         assert_int_equal(rename(from, to), 0);
@@ -108,28 +71,9 @@ static void drop(struct pair *p, int i)
         free(to);
 }
 
-static int64_t done_count(struct pair *p)
-{
-        return pgfx_int(p->conninfo, "SELECT count(*) FROM jobs WHERE state = 'done'");
-}
-
-/* Waits for `n` done jobs; returns how long it took (microseconds) or fails after 60 s. */
-static int64_t wait_done(struct pair *p, int64_t n)
-{
-        int64_t t0 = tu_now_us();
-
-        while (done_count(p) < n) {
-                if (tu_now_us() - t0 > 60 * 1000000LL)
-                        fail_msg("only %lld of %lld jobs done after 60 s", (long long)done_count(p),
-                                 (long long)n);
-                usleep(20 * 1000);
-        }
-        return tu_now_us() - t0;
-}
-
 static void test_idle_node_woken(void **state)
 {
-        struct pair p;
+        struct clfx p;
 
         (void)state;
         pair_setup(&p);
@@ -140,7 +84,7 @@ static void test_idle_node_woken(void **state)
                 int64_t took;
 
                 drop(&p, i);
-                took = wait_done(&p, i + 1);
+                took = clfx_wait_done(&p, i + 1, 60);
                 printf("upload %d rendered by the idle node %.3f s after it arrived\n", i,
                        (double)took / 1e6);
                 if (took > WOKEN_WITHIN_US)
@@ -148,7 +92,7 @@ static void test_idle_node_woken(void **state)
                                  "comes every %d s)",
                                  i, (double)took / 1e6, LEASE_S / 3);
         }
-        pair_cleanup(&p);
+        clfx_cleanup(&p);
 }
 
 /* How many times each (event, job) a subscriber saw, and from which node. */
@@ -185,7 +129,7 @@ static void sub_collect(struct tu_sub *s, int64_t first_id, struct seen *ret, in
 
 static void test_events_cluster_wide(void **state)
 {
-        struct pair p;
+        struct clfx p;
         struct tu_sub s[2];
         struct seen seen[2] = {};
         int64_t first;
@@ -194,12 +138,12 @@ static void test_events_cluster_wide(void **state)
         pair_setup(&p);
         pair_start(&p);
         for (int i = 0; i < 2; i++) {
-                tu_sub_open(&s[i], &p.n[i]);
+                tu_sub_open(&s[i], &p.nodes[i]);
                 free(tu_sub_line(&s[i], 5000)); /* {"subscribed":true} */
         }
         for (int i = 0; i < 3; i++)
                 drop(&p, i);
-        wait_done(&p, 3);
+        clfx_wait_done(&p, 3, 60);
         first = pgfx_int(p.conninfo, "SELECT min(id) FROM jobs");
         for (int i = 0; i < 2; i++)
                 sub_collect(&s[i], first, &seen[i], 1500);
@@ -215,7 +159,7 @@ static void test_events_cluster_wide(void **state)
                 }
                 close(s[i].fd);
         }
-        pair_cleanup(&p);
+        clfx_cleanup(&p);
 }
 
 int main(void)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-cluster.c - three real imgd nodes on one PostgreSQL ledger (a server of the test's own,
- * tests/tools/pg-fixture.c), each with its own state_dir and socket, watching one upload tree
+ * tests/tools/cluster-fixture.c), each with its own state_dir and socket, watching one upload tree
  * and publishing into one output tree, with a lease of 3 s (issue 18):
  *
  *   test_kill_and_stop  300 images dropped in; while they are processed n1 is killed with
@@ -16,7 +16,10 @@
  *                       never had a claim taken from it.
  *   test_database_outage  PostgreSQL stopped (pg_ctl stop -m fast) under load and started
  *                       again 5 s later, more uploads arriving meanwhile: nothing lost, every
- *                       upload done once it returns, each once, and the nodes alive throughout.
+ *                       upload done once it returns, each once, and the nodes alive throughout;
+ *                       meanwhile each node's status (JSON and text) and metrics say the ledger
+ *                       is unreachable (the alert ledger_unreachable, the breaker open for it),
+ *                       and once it is back, that it is reachable again.
  *   test_status_and_metrics  two nodes: imgctl status on either lists both (alive, heartbeat,
  *                       workers, pid, version), the cluster's job counts on both; the metrics
  *                       carry the node label and count the nodes alive (promtool accepts
@@ -33,6 +36,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cluster-fixture.h"
 #include "pg-fixture.h"
 #include "testutil.h"
 
@@ -41,82 +45,41 @@
 
 #define PIPE "( { name = \"s\"; width = 96; height = 96; fit = \"cover\"; format = \"webp\"; } )"
 
-struct cluster {
-        char *root;
-        char *uploads, *media, *stage, *hooks_log;
-        char *conninfo;
-        struct tu_daemon nodes[NODES];
-};
-
-static void cluster_setup(struct cluster *c)
+/* The hook's log, beside the trees (caller frees). */
+static char *hooks_log(const struct clfx *c)
 {
-        char *hook, *text;
+        return tu_path("%s/hooks.log", c->root);
+}
 
-        *c = (struct cluster){};
-        c->conninfo = pgfx_schema_new();
-        c->root = tu_mkdtemp();
-        c->uploads = tu_path("%s/uploads", c->root);
-        c->media = tu_path("%s/media", c->root);
-        c->stage = tu_path("%s/stage", c->root);
-        c->hooks_log = tu_path("%s/hooks.log", c->root);
-        assert_int_equal(mkdir(c->uploads, 0755), 0);
-        assert_int_equal(mkdir(c->stage, 0755), 0);
+static void cluster_setup(struct clfx *c)
+{
+        char *hook, *text, *log, *watch;
 
+        clfx_setup(c, NODES);
         /* Each done job, once per node that tells it: one line (appends of a line are atomic). */
         hook = tu_path("%s/on-done.sh", c->root);
-        text = tu_path("#!/bin/sh\necho \"$IMGD_JOB_ID $IMGD_SOURCE\" >> %s\n", c->hooks_log);
+        log = hooks_log(c);
+        text = tu_path("#!/bin/sh\necho \"$IMGD_JOB_ID $IMGD_SOURCE\" >> %s\n", log);
         tu_write_file(hook, text, (size_t)-1);
         assert_int_equal(chmod(hook, 0755), 0);
+        watch = tu_path("recursive = true; on_done = \"%s\";", hook);
+        for (unsigned i = 0; i < NODES; i++)
+                clfx_configure(c, i,
+                               &(struct clfx_node_config){
+                                       .pipeline = PIPE,
+                                       .watch = watch,
+                                       .extra = "retry = { max_attempts = 20; base_delay_ms = 200; "
+                                                "max_delay_ms = 1000; };",
+                                       .lease_s = LEASE_S,
+                               });
         free(text);
-
-        for (int i = 0; i < NODES; i++) {
-                struct tu_daemon *d = &c->nodes[i];
-                char *conf;
-
-                *d = (struct tu_daemon){};
-                d->root = tu_path("%s/n%d", c->root, i + 1);
-                assert_int_equal(mkdir(d->root, 0755), 0);
-                d->uploads = strdup(c->uploads);
-                d->media = strdup(c->media);
-                d->state = tu_path("%s/state", d->root);
-                d->config = tu_path("%s/imgd.conf", d->root);
-                d->socket = tu_path("%s/imgd.sock", d->root);
-                d->log = tu_path("%s/imgd.log", d->root);
-                /* conninfo quotes its options with '...': no double quote to escape. */
-                conf = tu_path("state_dir = \"%s\";\nsocket = \"%s\";\nworkers = 1;\n"
-                               "watch = ( { path = \"%s\"; output = \"%s\"; pipeline = \"p\"; "
-                               "recursive = true; on_done = \"%s\"; } );\n"
-                               "pipelines = { p = %s; };\n"
-                               "retry = { max_attempts = 20; base_delay_ms = 200; "
-                               "max_delay_ms = 1000; };\n"
-                               "ledger = { engine = \"postgresql\"; conninfo = \"%s\"; "
-                               "node = \"n%d\"; lease = %d; };\n",
-                               d->state, d->socket, c->uploads, c->media, hook, PIPE, c->conninfo,
-                               i + 1, LEASE_S);
-                tu_write_file(d->config, conf, (size_t)-1);
-                free(conf);
-        }
+        free(log);
+        free(watch);
         free(hook);
 }
 
-static void cluster_cleanup(struct cluster *c)
-{
-        for (int i = 0; i < NODES; i++) {
-                if (c->nodes[i].pid > 0)
-                        kill(c->nodes[i].pid, SIGCONT);
-                tu_daemon_cleanup(&c->nodes[i]);
-        }
-        tu_rm_rf(c->root);
-        free(c->root);
-        free(c->uploads);
-        free(c->media);
-        free(c->stage);
-        free(c->hooks_log);
-        free(c->conninfo);
-}
-
 /* Makes n images in the staging folder (outside the watched tree), named from `first`. */
-static void make_images(struct cluster *c, int first, int n)
+static void make_images(struct clfx *c, int first, int n)
 {
         for (int i = first; i < first + n; i++) {
                 char *p = tu_path("%s/img%04d.jpg", c->stage, i);
@@ -127,7 +90,7 @@ static void make_images(struct cluster *c, int first, int n)
 }
 
 /* Moves them into the upload tree (a rename: each arrives whole), spread over folders. */
-static void drop_images(struct cluster *c, int first, int n)
+static void drop_images(struct clfx *c, int first, int n)
 {
         for (int i = first; i < first + n; i++) {
                 char *from = tu_path("%s/img%04d.jpg", c->stage, i);
@@ -142,40 +105,14 @@ static void drop_images(struct cluster *c, int first, int n)
         }
 }
 
-static int64_t done_count(struct cluster *c)
-{
-        return pgfx_int(c->conninfo, "SELECT count(*) FROM jobs WHERE state = 'done'");
-}
-
-/* Waits until `n` jobs are done; fails after timeout_s. */
-static void wait_done(struct cluster *c, int64_t n, int timeout_s)
-{
-        int64_t t0 = tu_now_us();
-
-        while (done_count(c) < n) {
-                if (tu_now_us() - t0 > (int64_t)timeout_s * 1000000)
-                        fail_msg("only %lld of %lld jobs done after %d s (states: %lld queued, "
-                                 "%lld running, %lld retry, %lld dead)",
-                                 (long long)done_count(c), (long long)n, timeout_s,
-                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
-                                                                  "WHERE state = 'queued'"),
-                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
-                                                                  "WHERE state = 'running'"),
-                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
-                                                                  "WHERE state = 'retry'"),
-                                 (long long)pgfx_int(c->conninfo, "SELECT count(*) FROM jobs "
-                                                                  "WHERE state = 'dead'"));
-                usleep(100 * 1000);
-        }
-}
-
 /* The job ids the hook was run for (seen[id]). */
 static bool seen[100000];
 
 /* The number of lines of the hook's log, and whether a job id appears on two of them. */
-static unsigned hook_lines(struct cluster *c, bool *ret_dup)
+static unsigned hook_lines(struct clfx *c, bool *ret_dup)
 {
-        char *text = tu_read_file(c->hooks_log, NULL);
+        char *log = hooks_log(c);
+        char *text = tu_read_file(log, NULL);
         unsigned n = 0;
         bool dup = false;
 
@@ -194,13 +131,14 @@ static unsigned hook_lines(struct cluster *c, bool *ret_dup)
                 line = nl + 1;
         }
         free(text);
+        free(log);
         *ret_dup = dup;
         return n;
 }
 
 /* Whether a node's start-up recovery completed job id from its staged files (as on one host,
  * without telling it: the hooks of a killed node's work are not durable). */
-static bool recovered(struct cluster *c, int64_t id)
+static bool recovered(struct clfx *c, int64_t id)
 {
         char *needle = tu_path("job %lld %s", (long long)id, c->uploads);
         bool found = false;
@@ -228,7 +166,7 @@ static bool recovered(struct cluster *c, int64_t id)
  * done job had its hook, except jobs finished before killed_us (the wall clock of a kill, 0:
  * none) and those the killed node's recovery published at its restart.
  */
-static void wait_hooks(struct cluster *c, unsigned n, int timeout_s, int64_t killed_us)
+static void wait_hooks(struct clfx *c, unsigned n, int timeout_s, int64_t killed_us)
 {
         bool dup = false;
         unsigned lines;
@@ -254,7 +192,7 @@ static void wait_hooks(struct cluster *c, unsigned n, int timeout_s, int64_t kil
 }
 
 /* Every source one job, every job done; every output in place and verified. */
-static void assert_all_done_once(struct cluster *c, int n, struct tu_daemon *verifier,
+static void assert_all_done_once(struct clfx *c, int n, struct tu_daemon *verifier,
                                  int64_t killed_us)
 {
         char *out = NULL;
@@ -262,7 +200,7 @@ static void assert_all_done_once(struct cluster *c, int n, struct tu_daemon *ver
 
         assert_int_equal(pgfx_int(c->conninfo, "SELECT count(*) FROM jobs"), n);
         assert_int_equal(pgfx_int(c->conninfo, "SELECT count(DISTINCT source_path) FROM jobs"), n);
-        assert_int_equal(done_count(c), n);
+        assert_int_equal(clfx_done(c), n);
         assert_int_equal(pgfx_int(c->conninfo, "SELECT count(*) FROM outputs"), n);
         assert_int_equal(
                 pgfx_int(c->conninfo, "SELECT sum(n) FROM job_counts WHERE state = 'done'"), n);
@@ -300,7 +238,7 @@ static long metric_sum(struct tu_daemon *d, const char *family)
         return sum;
 }
 
-static void x_dump(struct cluster *c)
+static void x_dump(struct clfx *c)
 {
         for (int i = 0; i < NODES; i++) {
                 char *cmd = tu_path("echo '--- n%d'; tail -15 %s >&2", i + 1, c->nodes[i].log);
@@ -314,7 +252,7 @@ static void x_dump(struct cluster *c)
 
 static void test_kill_and_stop(void **state)
 {
-        struct cluster c;
+        struct clfx c;
         struct tu_daemon *n1 = &c.nodes[0], *n2 = &c.nodes[1], *n3 = &c.nodes[2];
         int64_t held[MAX_HELD], held_fence[MAX_HELD];
         int n_held = 0;
@@ -323,20 +261,19 @@ static void test_kill_and_stop(void **state)
 
         cluster_setup(&c);
         make_images(&c, 0, IMAGES);
-        for (int i = 0; i < NODES; i++)
-                tu_daemon_start(&c.nodes[i]);
+        clfx_start(&c);
         drop_images(&c, 0, IMAGES);
 
         /* n1 dies under load, and comes back while the others work. */
-        wait_done(&c, 40, 60);
+        clfx_wait_done(&c, 40, 60);
         killed_us = pgfx_int(c.conninfo, "SELECT (extract(epoch FROM clock_timestamp()) "
                                          "* 1000000)::bigint");
         assert_int_equal(tu_daemon_stop(n1, SIGKILL) & 0x7f, SIGKILL);
-        wait_done(&c, 70, 60);
+        clfx_wait_done(&c, 70, 60);
         tu_daemon_start(n1);
 
         /* n2 stops for longer than its lease, holding a job. */
-        wait_done(&c, 110, 60);
+        clfx_wait_done(&c, 110, 60);
         for (int tries = 0; tries < 100 && n_held == 0; tries++) {
                 assert_int_equal(kill(n2->pid, SIGSTOP), 0);
                 usleep(50 * 1000);
@@ -405,7 +342,7 @@ static void test_kill_and_stop(void **state)
         }
         assert_int_equal(kill(n2->pid, SIGCONT), 0);
 
-        wait_done(&c, IMAGES, 90);
+        clfx_wait_done(&c, IMAGES, 90);
         assert_all_done_once(&c, IMAGES, n3, killed_us);
         /* Every node still alive. */
         for (int i = 0; i < NODES; i++)
@@ -456,44 +393,110 @@ static void test_kill_and_stop(void **state)
         free(log);
         assert_int_equal(metric_sum(n3, "imgd_fence_refused_total"), 0);
 
-        for (int i = 0; i < NODES; i++)
-                assert_int_equal(tu_daemon_stop(&c.nodes[i], SIGTERM), 0);
-        cluster_cleanup(&c);
+        clfx_stop(&c);
+        clfx_cleanup(&c);
 }
 
 #define OUTAGE_FIRST 120
 #define OUTAGE_MORE 30
 
+/*
+ * While the database is down, every node says so: status' "ledger" is unreachable with libpq's
+ * reason, the alert ledger_unreachable is active ("ledger unreachable: ..."), the breaker is
+ * open for it, the text of imgctl status shows all three (and exits 1), and the metrics
+ * carry the alert.
+ */
+static void assert_says_unreachable(struct tu_daemon *d)
+{
+        json_t *st = tu_status_json(d, NULL);
+        const json_t *ledger = json_object_get(st, "ledger"),
+                     *breaker = json_object_get(st, "breaker");
+        const char *alert = tu_alert_message(st, "ledger_unreachable");
+        const char *why = json_string_value(json_object_get(ledger, "error"));
+        const char *reason = json_string_value(json_object_get(breaker, "reason"));
+        char *out = NULL, *text = json_dumps(st, JSON_INDENT(2));
+
+        if (!json_is_false(json_object_get(ledger, "reachable")) || !why ||
+            !strstr(why, "postgresql://") || !alert ||
+            strncmp(alert, "ledger unreachable: ", 20) != 0 || !strstr(alert, why) ||
+            strcmp(json_string_value(json_object_get(breaker, "state")) ?: "", "open") != 0 ||
+            !reason || strncmp(reason, "ledger unreachable: ", 20) != 0)
+                fail_msg("status of %s does not say the ledger is unreachable:\n%s", d->root,
+                         text ? text : "?");
+        free(text);
+        json_decref(st);
+
+        assert_int_equal(tu_imgctl(d, &out, "status", NULL), 1);
+        if (!strstr(out, "ledger   UNREACHABLE for ") ||
+            !strstr(out, "breaker  open: ledger unreachable: ") ||
+            !strstr(out, "ALERT    ledger unreachable: "))
+                fail_msg("imgctl status of %s does not say the ledger is unreachable:\n%s", d->root,
+                         out);
+        free(out);
+        out = NULL;
+        assert_int_equal(tu_imgctl(d, &out, "metrics", NULL), 0);
+        if (!strstr(out, "imgd_alert{alert=\"ledger_unreachable\"} 1\n") ||
+            !strstr(out, "imgd_breaker_state 2\n"))
+                fail_msg("the metrics of %s do not show the ledger unreachable:\n%s", d->root, out);
+        free(out);
+}
+
+/* After the database is back: within 30 s, d's status says the ledger is reachable, with no
+ * ledger_unreachable alert, and no breaker held for it. */
+static void wait_says_reachable(struct tu_daemon *d)
+{
+        int64_t t0 = tu_now_us();
+
+        for (;;) {
+                json_t *st = tu_status_json(d, NULL);
+                const char *reason = json_string_value(
+                        json_object_get(json_object_get(st, "breaker"), "reason"));
+
+                if (json_is_true(json_object_get(json_object_get(st, "ledger"), "reachable")) &&
+                    !tu_alert_message(st, "ledger_unreachable") && reason &&
+                    !strstr(reason, "ledger unreachable")) {
+                        json_decref(st);
+                        return;
+                }
+                if (tu_now_us() - t0 > 30 * 1000000LL) {
+                        char *text = json_dumps(st, JSON_INDENT(2));
+
+                        fail_msg("status of %s still says the ledger is unreachable 30 s after "
+                                 "it returned:\n%s",
+                                 d->root, text ? text : "?");
+                }
+                json_decref(st);
+                usleep(200 * 1000);
+        }
+}
+
 static void test_database_outage(void **state)
 {
-        struct cluster c;
+        struct clfx c;
 
         cluster_setup(&c);
         make_images(&c, 0, OUTAGE_FIRST + OUTAGE_MORE);
-        for (int i = 0; i < NODES; i++)
-                tu_daemon_start(&c.nodes[i]);
+        clfx_start(&c);
         drop_images(&c, 0, OUTAGE_FIRST);
-        wait_done(&c, 30, 60);
+        clfx_wait_done(&c, 30, 60);
 
         /* The database goes away under load; uploads keep coming; it returns. */
         pgfx_server_down();
         drop_images(&c, OUTAGE_FIRST, OUTAGE_MORE);
         sleep(LEASE_S + 2);
         for (int i = 0; i < NODES; i++) {
-                char *out = NULL;
-
                 assert_int_equal(kill(c.nodes[i].pid, 0), 0);
-                /* The control socket still answers (status exits 1: an alert is active). */
-                assert_true(tu_imgctl(&c.nodes[i], &out, "status", NULL) <= 1);
-                free(out);
+                /* The control socket still answers, and says why nothing moves. */
+                assert_says_unreachable(&c.nodes[i]);
         }
         pgfx_server_up();
-
-        wait_done(&c, OUTAGE_FIRST + OUTAGE_MORE, 90);
-        assert_all_done_once(&c, OUTAGE_FIRST + OUTAGE_MORE, &c.nodes[0], 0);
         for (int i = 0; i < NODES; i++)
-                assert_int_equal(tu_daemon_stop(&c.nodes[i], SIGTERM), 0);
-        cluster_cleanup(&c);
+                wait_says_reachable(&c.nodes[i]);
+
+        clfx_wait_done(&c, OUTAGE_FIRST + OUTAGE_MORE, 90);
+        assert_all_done_once(&c, OUTAGE_FIRST + OUTAGE_MORE, &c.nodes[0], 0);
+        clfx_stop(&c);
+        clfx_cleanup(&c);
 }
 
 /* n2's status until it lists `alive` nodes alive and `lapsed` lapsed; fails after 15 s. */
@@ -543,7 +546,7 @@ static const json_t *node_of(const json_t *status, const char *name)
  * count the cluster's nodes; promtool accepts them. */
 static void test_status_and_metrics(void **state)
 {
-        struct cluster c;
+        struct clfx c;
         struct tu_daemon *n1 = &c.nodes[0], *n2 = &c.nodes[1];
         json_t *st, *st1;
         const json_t *n;
@@ -555,7 +558,7 @@ static void test_status_and_metrics(void **state)
         tu_daemon_start(n1);
         tu_daemon_start(n2);
         drop_images(&c, 0, STATUS_IMAGES);
-        wait_done(&c, STATUS_IMAGES, 60);
+        clfx_wait_done(&c, STATUS_IMAGES, 60);
 
         st = status_until(n2, 2, 0);
         assert_string_equal(json_string_value(json_object_get(st, "node")), "n2");
@@ -622,7 +625,7 @@ static void test_status_and_metrics(void **state)
         free(out);
 
         assert_int_equal(tu_daemon_stop(n2, SIGTERM), 0);
-        cluster_cleanup(&c);
+        clfx_cleanup(&c);
 }
 
 int main(void)

@@ -3,7 +3,8 @@
  * test-daemon-pg.c - the real imgd on the PostgreSQL engine (ledger = { engine =
  * "postgresql"; ... }), on a server of the test's own (tests/tools/pg-fixture.c):
  * `imgd --check-config` connects and reports the schema's version (and refuses a database it
- * cannot reach, without the conninfo in its message), and uploads dropped into the watched
+ * cannot reach, without the conninfo in its message, and a schema newer than this imgd,
+ * leaving it as it is, as the start does), and uploads dropped into the watched
  * tree end done, with their outputs, recorded in the database, leases owned by the configured
  * node; after a restart the daemon finds them done and renders nothing again.
  *
@@ -28,31 +29,55 @@ static char *ledger_conf(const char *conninfo)
                        conninfo);
 }
 
+/* Runs imgd --check-config on d's configuration; its output in *out (the previous freed). */
+static int check_config(const struct tu_daemon *d, char **out)
+{
+        free(*out);
+        *out = NULL;
+        return tu_run(out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", d->config, NULL);
+}
+
 static void test_check_config(void **state)
 {
         _cleanup_free_ char *conninfo = pgfx_schema_new(), *extra = ledger_conf(conninfo);
-        _cleanup_free_ char *out = NULL, *bad = NULL, *bad_conf = NULL;
+        _cleanup_free_ char *out = NULL, *bad = NULL;
         struct tu_daemon d = {};
         int r;
 
         tu_daemon_setup(&d, AVATAR, 1, extra);
-        r = tu_run(&out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", d.config, NULL);
+        r = check_config(&d, &out);
         if (r != 0)
                 fail_msg("imgd --check-config: %d\n%s", r, out ? out : "");
         assert_non_null(strstr(out, "schema version 3"));
         assert_non_null(strstr(out, "configuration OK"));
         /* imgd created the schema in the connection's schema. */
         assert_int_equal(pgfx_int(conninfo, "SELECT version FROM schema_version"), 3);
-        tu_daemon_cleanup(&d);
 
-        /* No server there: refused, and the conninfo is not repeated. */
-        bad = ledger_conf("host=/nonexistent/imgd-test dbname=secretdb connect_timeout=2");
-        tu_daemon_setup(&d, AVATAR, 1, bad);
+        /* A schema newer than this imgd (written by a later version): refused, naming both
+         * versions, and left as it is; so does the start. */
+        pgfx_exec(conninfo, "UPDATE schema_version SET version = 99");
+        r = check_config(&d, &out);
+        if (r != 1 || !strstr(out, "schema version 99 is newer than this imgd supports (3)") ||
+            strstr(out, "configuration OK"))
+                fail_msg("imgd --check-config on a newer schema: %d\n%s", r, out);
+        assert_int_equal(pgfx_int(conninfo, "SELECT version FROM schema_version"), 99);
         free(out);
         out = NULL;
-        r = tu_run(&out, IMGD_BUILD_DIR "/imgd", "--check-config", "-c", d.config, NULL);
-        assert_int_equal(r, 1);
-        assert_non_null(strstr(out, "cannot connect to PostgreSQL"));
+        /* (Bounded: an imgd that started would run until stopped.) */
+        r = tu_run(&out, "/usr/bin/timeout", "30", IMGD_BUILD_DIR "/imgd", "-c", d.config, NULL);
+        if (r == 0 || !strstr(out, "schema version 99 is newer than this imgd"))
+                fail_msg("imgd started on a newer schema: %d\n%s", r, out);
+        assert_int_equal(pgfx_int(conninfo, "SELECT version FROM schema_version"), 99);
+        tu_daemon_cleanup(&d);
+
+        /* No server there: refused, and the conninfo is not repeated (a password in it is
+         * refused before: the configuration's own check). */
+        bad = ledger_conf("host=/nonexistent/imgd-test dbname=secretdb connect_timeout=2");
+        tu_daemon_setup(&d, AVATAR, 1, bad);
+        r = check_config(&d, &out);
+        if (r != 1 || !strstr(out, "cannot connect to PostgreSQL") || strstr(out, "secretdb") ||
+            strstr(out, "configuration OK"))
+                fail_msg("imgd --check-config on a server not there: %d\n%s", r, out);
         tu_daemon_cleanup(&d);
 }
 

@@ -6,7 +6,8 @@
  * than the ring holds), open -> half-open after the cool-down with exactly one probe,
  * half-open -> closed on success and -> open with a doubled, capped cool-down on failure,
  * job failures that never open it, outcomes ignored while open, reason strings, names and
- * configuration checks.
+ * configuration checks; held open from outside (the ledger unreachable) over closed and over
+ * open, and released without a probe.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -482,6 +483,76 @@ static void test_long_reason_is_cut(void **state)
         breaker_free(b);
 }
 
+static const char unreachable[] = "ledger unreachable: postgresql://imgd@db:5432/imgd: "
+                                  "connection to server failed: Connection refused";
+
+/* Held from closed: open with the hold's reason, no claim, outcomes ignored (the failures
+ * of jobs that could not reach the ledger do not count towards opening it later); released:
+ * closed at once, without a probe, as if nothing had happened. */
+static void test_hold_from_closed(void **state)
+{
+        breaker *b = new_default();
+
+        record_n(b, BREAKER_OUTPUT_FAILURE, 2, T0);
+        breaker_hold(b, unreachable);
+        assert_true(breaker_held(b));
+        assert_true(breaker_check(b));
+        assert_int_equal(breaker_state(b), BREAKER_OPEN);
+        assert_string_equal(breaker_reason(b), unreachable);
+        assert_int_equal(breaker_retry_at_usec(b), 0);
+        assert_int_equal(breaker_transitions(b), 1);
+        assert_false(breaker_allow(b, T0 + 3600 * USEC_PER_SEC));
+        record_n(b, BREAKER_OUTPUT_FAILURE, 5, T0 + USEC_PER_SEC);
+        record_n(b, BREAKER_WORKER_FAILURE, 20, T0 + USEC_PER_SEC);
+        assert_int_equal(breaker_state(b), BREAKER_OPEN);
+        assert_string_equal(breaker_reason(b), unreachable);
+
+        /* Held again: the reason is replaced, no transition. */
+        breaker_hold(b, "ledger unreachable: other");
+        assert_string_equal(breaker_reason(b), "ledger unreachable: other");
+        assert_int_equal(breaker_transitions(b), 1);
+
+        breaker_release(b);
+        assert_false(breaker_held(b));
+        assert_true(breaker_check(b));
+        assert_int_equal(breaker_state(b), BREAKER_CLOSED);
+        assert_string_equal(breaker_reason(b), "");
+        assert_int_equal(breaker_transitions(b), 2);
+        assert_true(breaker_allow(b, T0 + 2 * USEC_PER_SEC));
+        /* The two output failures before the hold still count: one more opens it. */
+        breaker_record(b, BREAKER_OUTPUT_FAILURE, enospc, T0 + 3 * USEC_PER_SEC);
+        assert_int_equal(breaker_state(b), BREAKER_OPEN);
+        breaker_release(b); /* no hold: nothing to do */
+        assert_int_equal(breaker_state(b), BREAKER_OPEN);
+        assert_int_equal(breaker_transitions(b), 3);
+        breaker_free(b);
+}
+
+/* Held while open for the output side: the hold's reason shows, no probe goes out even after
+ * the cool-down; released, the open breaker is back with its own reason and probe time. */
+static void test_hold_over_open(void **state)
+{
+        breaker *b = new_default();
+        uint64_t retry;
+
+        open_by_output(b, T0);
+        retry = breaker_retry_at_usec(b);
+        breaker_hold(b, unreachable);
+        assert_int_equal(breaker_transitions(b), 1);
+        assert_string_equal(breaker_reason(b), unreachable);
+        assert_false(breaker_allow(b, retry + USEC_PER_SEC));
+        breaker_release(b);
+        assert_int_equal(breaker_transitions(b), 1);
+        assert_int_equal(breaker_state(b), BREAKER_OPEN);
+        assert_int_equal(breaker_retry_at_usec(b), retry);
+        assert_string_equal(breaker_reason(b),
+                            "3 consecutive output failures: publish /srv/media/x.webp: No space "
+                            "left on device");
+        assert_true(breaker_allow(b, retry + USEC_PER_SEC));
+        assert_int_equal(breaker_state(b), BREAKER_HALF_OPEN);
+        breaker_free(b);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -499,6 +570,8 @@ int main(void)
                 cmocka_unit_test(test_job_failures_never_open),
                 cmocka_unit_test(test_open_ignores_outcomes),
                 cmocka_unit_test(test_long_reason_is_cut),
+                cmocka_unit_test(test_hold_from_closed),
+                cmocka_unit_test(test_hold_over_open),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -500,6 +500,11 @@ static void test_alerts_defaults_and_names(void **state)
         assert_string_equal(health_alert_name(HEALTH_ALERT_DEGRADED), "degraded");
         assert_string_equal(health_alert_name(HEALTH_ALERT_INTAKE), "intake_failing");
         assert_string_equal(health_alert_name(HEALTH_ALERT_UNWATCHED), "unwatched_folders");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_LEDGER), "ledger_failing");
+        assert_string_equal(health_alert_name(HEALTH_ALERT_LEDGER_UNREACHABLE),
+                            "ledger_unreachable");
+        assert_int_equal(health_alert_from_name("ledger_unreachable"),
+                         HEALTH_ALERT_LEDGER_UNREACHABLE);
         for (int a = 0; a < _HEALTH_ALERT_MAX; a++)
                 assert_non_null(health_alert_name(a));
         assert_null(health_alert_name(_HEALTH_ALERT_MAX));
@@ -680,10 +685,38 @@ static void test_alerts_intake(void **state)
         assert_has(r.text[HEALTH_ALERT_UNWATCHED], strerror(ENOMEM));
 }
 
+/* Issue 18: the ledger's server unreachable is an alert of its own, always on, naming libpq's
+ * reason and how long it has lasted; it is not ledger_failing (a file system that refuses the
+ * writes), and the two are independent. */
+static void test_alerts_ledger_unreachable(void **state)
+{
+        struct health_alerts_config c = { 0 }; /* every configurable alert off */
+        struct health_alert_inputs in = quiet();
+        struct health_alert_report r;
+
+        (void)state;
+        in.ledger_unreachable = "postgresql://imgd@/run/pg:5432/imgd: connection to server "
+                                "failed: No such file or directory";
+        in.ledger_unreachable_usec = 12 * USEC_PER_SEC;
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_LEDGER_UNREACHABLE));
+        assert_string_equal(r.text[HEALTH_ALERT_LEDGER_UNREACHABLE],
+                            "ledger unreachable: postgresql://imgd@/run/pg:5432/imgd: connection "
+                            "to server failed: No such file or directory (for 12 s); nothing is "
+                            "claimed or published until it is back, and uploads wait to be taken "
+                            "in");
+        assert_string_equal(r.text[HEALTH_ALERT_LEDGER], "");
+
+        in = quiet();
+        in.ledger_failure = "/var/lib/imgd/jobs.db: disk I/O error";
+        assert_int_equal(alerts_of(&in, &c, &r), BIT(HEALTH_ALERT_LEDGER));
+        assert_string_equal(r.text[HEALTH_ALERT_LEDGER_UNREACHABLE], "");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_alerts_intake),
+                cmocka_unit_test(test_alerts_ledger_unreachable),
                 cmocka_unit_test(test_config),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_each_input_alone),

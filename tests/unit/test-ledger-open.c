@@ -30,6 +30,7 @@
 #include "shared/macro.h"
 
 #include "ledger-fixture.h"
+#include "pg-fixture.h"
 
 static void write_file(const char *path, const void *data, size_t len)
 {
@@ -725,6 +726,41 @@ static void test_pg_unreachable(void **state)
         free(err);
 }
 
+/*
+ * The server goes away under an open ledger (pg_ctl stop -m fast) and comes back: every
+ * command fails with -ENOTCONN meanwhile, and ledger_unreachable() names the database and
+ * libpq's reason from the first failure on, since when, until the server answers again; it is
+ * not a failure of the server's storage (ledger_write_failure() stays NULL).
+ */
+static void test_pg_server_gone(void **state)
+{
+        struct ledfx *f = *state;
+        uint64_t counts[_JOB_STATE_MAX];
+        struct source_info src = ledfx_src_make("/u/b.jpg", "/m/b", 2);
+        int64_t since = 0, before = 0, id = 0;
+        const char *why;
+
+        ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 100);
+        assert_null(ledger_unreachable(f->l, NULL));
+
+        pgfx_server_down();
+        assert_int_equal(ledger_counts(f->l, counts), -ENOTCONN);
+        why = ledger_unreachable(f->l, &since);
+        assert_non_null(why);
+        assert_non_null(strstr(why, ledger_name(f->l)));
+        assert_true(since > 0);
+        /* A write fails the same way; the first failure's time is kept. */
+        assert_int_equal(ledger_enqueue(f->l, &src, 200, &id), -ENOTCONN);
+        assert_non_null(ledger_unreachable(f->l, &before));
+        assert_int_equal(before, since);
+        assert_null(ledger_write_failure(f->l, NULL));
+
+        pgfx_server_up();
+        assert_int_equal(ledger_counts(f->l, counts), 0);
+        assert_null(ledger_unreachable(f->l, NULL));
+        assert_int_equal(counts[JOB_QUEUED], 1);
+}
+
 int main(void)
 {
 #define T(t) cmocka_unit_test_setup_teardown(t, ledfx_setup, ledfx_teardown)
@@ -738,7 +774,7 @@ int main(void)
         const struct CMUnitTest pg_tests[] = {
                 T(test_pg_create_reopen),  T(test_pg_crash_persists), T(test_pg_future_schema),
                 T(test_pg_foreign_schema), T(test_pg_two_schemas),    T(test_pg_unreachable),
-                T(test_pg_migrate_v1),     T(test_pg_migrate_v2),
+                T(test_pg_migrate_v1),     T(test_pg_migrate_v2),     T(test_pg_server_gone),
         };
 #undef T
 
