@@ -293,19 +293,22 @@ int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_u
         if (__builtin_add_overflow(now_usec, lease_usec, &expires_usec))
                 expires_usec = INT64_MAX;
 
-        /* Not flushed (see ledger.c): losing it to a power cut loses nothing. The next
-         * transition's ledger_tx_begin() sets FULL again before it begins. A claim that lost
-         * its job to a claim of the same output rolls back, its locks with it, and tries
-         * again: the job it chose is passed over now that the other one runs. */
+        /* Not flushed (see ledger.h): losing it to a crash or a power cut loses nothing. On
+         * SQLite it waits for the next commit (claim_begin); on PostgreSQL it commits at once,
+         * without waiting for the server's flush. A claim that lost its job to a claim of the
+         * same output rolls back, its locks with it, and tries again: the job it chose is
+         * passed over now that the other one runs. */
         for (unsigned tries = 0;; tries++) {
+                const struct ledger_engine *e = l->engine;
                 bool conflict;
 
-                r = ledger_tx_begin_sync(l, false);
+                r = e->claim_begin ? e->claim_begin(l) : ledger_tx_begin_sync(l, false);
                 if (r < 0)
                         return r;
                 r = claim_locked(l, owner, now_usec, expires_usec, max_priority, &j);
                 conflict = r == CLAIM_CONFLICT;
-                r = ledger_tx_end(l, conflict ? -ECANCELED : r);
+                r = conflict ? -ECANCELED : r;
+                r = e->claim_end ? e->claim_end(l, r) : ledger_tx_end(l, r);
                 if (!conflict)
                         break;
                 if (tries + 1 >= CLAIM_TRIES)

@@ -220,7 +220,13 @@ static char *path_with(const char *path, const char *suffix)
 
 int ledger_sqlite_close(ledger *l, bool clean)
 {
-        int rc = ledger_close_db(l);
+        int rc;
+
+        /* A clean stop keeps the claims still waiting for a commit (ledger_free() is a crash:
+         * it forgets them, as a crash would). */
+        if (clean)
+                (void)l->engine->claims_commit(l);
+        rc = ledger_close_db(l);
 
         if (!clean)
                 return 0;

@@ -199,6 +199,13 @@ struct ledger_engine {
         int (*tx_begin_sync)(ledger *l, bool flush);
         int (*tx_begin_read)(ledger *l);
         int (*tx_end)(ledger *l, int r);
+        /* A claim's transaction, when the engine lets claims ride on the next commit (NULL:
+         * a claim is a transaction of its own, ledger_tx_begin_sync(l, false)): claim_begin
+         * opens (or joins) the transaction the claims wait in, claim_end ends the claim's part
+         * of it (all or nothing) and leaves it open; claims_commit commits what waits. */
+        int (*claim_begin)(ledger *l);
+        int (*claim_end)(ledger *l, int r);
+        int (*claims_commit)(ledger *l);
 
         /* ledger.h's functions of the same names; check_files may be NULL (nothing to do). */
         int (*check_files)(ledger *l);
@@ -242,7 +249,12 @@ struct ledger {
         char *wal_path;    /* <path>-wal, the WAL, and <path>-shm, its index */
         char *shm_path;
         bool saw_corrupt; /* SQLite reported corruption: the next open checks everything */
-        bool lazy_sync;   /* synchronous=NORMAL (set by ledger_claim()) is in force */
+        bool lazy_sync;   /* synchronous=NORMAL (set by a transaction not flushed) is in force */
+        /* Claims ride on the next commit (ledger_claim()): claims_open while a write
+         * transaction holding only claims is open; adopted while the transition in progress
+         * (or group commit) is a savepoint of that transaction, which its end commits. */
+        bool claims_open;
+        bool adopted;
         sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() at the write's BEGIN */
         /* The WAL this connection writes to (dev, ino: ledger_aux_note()), and whether it was
          * seen gone from its path: then every commit is checkpointed at once, until

@@ -9,11 +9,18 @@
  * - Every transition is one transaction started with BEGIN IMMEDIATE (ledger_tx_begin()) and
  *   ended by ledger_tx_end(), which commits on success and rolls back on every failure.
  * - The database runs in WAL mode with synchronous=FULL: a transition that returned success
- *   survives a crash or a power loss. One exception, ledger_claim(), commits without waiting
- *   for the disk (synchronous=NORMAL for that transaction): it survives a crash of imgd, and
- *   the next transition's sync makes it durable; a power cut before that can only lose the
- *   claim, which leaves the job queued as before it (to be claimed again), never a half of
- *   it. It saves a disk flush in front of every job a worker waits for.
+ *   survives a crash or a power loss. One exception, ledger_claim(), does not commit: its
+ *   claim waits in an open transaction, and the next transition (or group commit) is a
+ *   savepoint of that transaction, whose commit (one flush) then carries every claim made
+ *   since the last one (issue 16: the claim was the supervisor's costliest step, nine WAL
+ *   frames in a transaction of its own; a claim that rides writes its pages once with the
+ *   commit that follows). Until then a crash of imgd or a power cut forgets the claim,
+ *   which leaves the job queued as before it (to be claimed again, the attempt not counted),
+ *   never a half of it; ledger_commit_claims() commits the claims alone. A transaction that
+ *   fails to commit loses the claims it carried: their later transitions are refused with
+ *   -ESTALE (the job is queued, not running), as for a claim taken over.
+ * - Savepoints keep their journal in memory (temp_store = MEMORY): a group commit's
+ *   savepoints would otherwise spill it to a file in /var/tmp.
  * - An SQLite failure becomes a negative errno and a message in l->errmsg; a failure of the
  *   file system names the ledger file and the system's error, and is remembered (for
  *   ledger_write_failure()) while write transactions fail.
@@ -231,11 +238,17 @@ void ledger_aux_note(ledger *l, bool wal_too, bool shm_too)
         }
 }
 
-/* Checkpoints the whole WAL into the database file; returns 0 or a negative errno. */
+static int sqlite_claims_commit(ledger *l);
+
+/* Checkpoints the whole WAL into the database file (after committing the claims that wait);
+ * returns 0 or a negative errno. */
 int ledger_wal_checkpoint(ledger *l, int mode)
 {
         int log = 0, done = 0, rc;
 
+        rc = sqlite_claims_commit(l);
+        if (rc < 0)
+                return rc;
         rc = sqlite3_wal_checkpoint_v2(l->db, NULL, mode, &log, &done);
         if (rc != SQLITE_OK)
                 return ledger_sqlite_error(l, rc);
@@ -303,6 +316,14 @@ static int sqlite_tx_begin_sync(ledger *l, bool flush)
 
         if (l->batch)
                 return savepoint_begin(l);
+        if (l->claims_open) {
+                /* The claims' transaction becomes this transition's (synchronous=FULL: it
+                 * began as one to be flushed), the transition a savepoint of it. */
+                r = sqlite_exec(l, "SAVEPOINT tx");
+                if (r >= 0)
+                        l->adopted = true;
+                return r;
+        }
         if (l->lazy_sync == flush) {
                 r = sqlite_exec(l, flush ? "PRAGMA synchronous = FULL"
                                          : "PRAGMA synchronous = NORMAL");
@@ -327,8 +348,8 @@ static int sqlite_tx_begin_read(ledger *l)
 {
         int r;
 
-        if (l->batch)
-                return 1; /* the batch's transaction is one snapshot, with its own writes */
+        if (l->batch || l->claims_open)
+                return 1; /* the open transaction is one snapshot, with its own writes */
         r = sqlite_exec(l, "BEGIN");
         return r < 0 ? r : 0;
 }
@@ -344,7 +365,17 @@ static int sqlite_tx_end(ledger *l, int r)
 
         if (l->batch)
                 return savepoint_end(l, r);
-
+        if (l->adopted) {
+                /* The transition, all or nothing, then the commit of it with the claims it
+                 * rode on: a transition that failed by itself still commits them. */
+                l->adopted = false;
+                r = savepoint_end(l, r);
+                if (r < 0 && !sqlite3_get_autocommit(l->db)) {
+                        (void)sqlite_tx_end(l, 0);
+                        return r;
+                }
+        }
+        l->claims_open = false;
         l->in_write = false;
         if (r >= 0) {
                 int k = sqlite_exec(l, "COMMIT");
@@ -367,6 +398,51 @@ static int sqlite_tx_end(ledger *l, int r)
         if (!sqlite3_get_autocommit(l->db))
                 (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
         return r;
+}
+
+/* Claims: each a savepoint of the transaction they wait in (see the top of this file). */
+static int sqlite_claim_begin(ledger *l)
+{
+        int r;
+
+        if (l->batch)
+                return savepoint_begin(l);
+        if (!l->claims_open) {
+                r = sqlite_tx_begin_sync(l, true);
+                if (r < 0)
+                        return r;
+                l->claims_open = true;
+        }
+        r = sqlite_exec(l, "SAVEPOINT claim");
+        if (r < 0 && sqlite3_get_autocommit(l->db))
+                l->claims_open = l->in_write = false;
+        return r;
+}
+
+static int sqlite_claim_end(ledger *l, int r)
+{
+        if (l->batch)
+                return savepoint_end(l, r);
+        if (r >= 0) {
+                int k = sqlite_exec(l, "RELEASE claim");
+                if (k >= 0)
+                        return r;
+                r = k;
+        }
+        if (sqlite3_get_autocommit(l->db)) {
+                /* SQLite abandoned the transaction: the claims before this one with it. */
+                l->claims_open = l->in_write = false;
+                return r;
+        }
+        (void)sqlite3_exec(l->db, "ROLLBACK TO claim; RELEASE claim", NULL, NULL, NULL);
+        return r;
+}
+
+static int sqlite_claims_commit(ledger *l)
+{
+        if (!l->claims_open || l->batch || l->adopted)
+                return 0;
+        return sqlite_tx_end(l, 0);
 }
 
 /* The connection */
@@ -410,6 +486,9 @@ int ledger_configure(ledger *l)
          * the crash-safety promise needs (NORMAL may lose the last commits); the cost is one
          * fsync of the WAL per commit.
          */
+        r = sqlite_exec(l, "PRAGMA temp_store = MEMORY");
+        if (r < 0)
+                return r;
         r = sqlite_exec(l, "PRAGMA synchronous = FULL");
         if (r < 0)
                 return r;
@@ -450,5 +529,8 @@ const struct ledger_engine ledger_engine_sqlite = {
         .tx_end = sqlite_tx_end,
         .check_files = ledger_sqlite_check_files,
         .integrity_check = ledger_sqlite_integrity_check,
+        .claim_begin = sqlite_claim_begin,
+        .claim_end = sqlite_claim_end,
+        .claims_commit = sqlite_claims_commit,
         .close = ledger_sqlite_close,
 };

@@ -226,6 +226,18 @@ int ledger_close(ledger *l, char **ret_error)
         return r;
 }
 
+int ledger_commit_claims(ledger *l)
+{
+        assert(l);
+        return l->engine->claims_commit ? l->engine->claims_commit(l) : 0;
+}
+
+bool ledger_claims_waiting(const ledger *l)
+{
+        assert(l);
+        return l->claims_open;
+}
+
 int ledger_check_files(ledger *l)
 {
         assert(l);

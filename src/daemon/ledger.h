@@ -49,6 +49,7 @@
  * Inside `running`, a job passes checkpoints, each committed in its own transaction:
  *
  *   claimed   ledger_claim(): attempts += 1 before any byte is decoded, lease recorded
+ *             (on SQLite committed with the transition that follows it)
  *   verified  ledger_stage(): the worker rendered every output into a temporary file in its
  *             destination directory, fsynced it, read it back and decoded it; the ledger
  *             records each output's final path, temporary path, size and SHA-256
@@ -337,8 +338,16 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
  * urgent priority, then the one that has waited longest. Its state becomes running,
  * attempts += 1, a lease of `lease_usec` is recorded for `owner`, all in one transaction.
  * Returns 1 and the job in *ret (owned by the caller), or 0 when none is claimable. The one
- * transition not flushed to disk before it returns: a power cut (not a crash) may undo it,
- * leaving the job queued. PostgreSQL: the job's row is taken with FOR UPDATE SKIP LOCKED (a
+ * transition not flushed to disk before it returns. SQLite: it is not even committed: it
+ * rides on the next transition's commit (that transition, or group commit, is then a
+ * savepoint of the transaction the claims wait in, so one commit and one flush carry
+ * them; see ledger_commit_claims()); until then it is visible to this ledger's own reads
+ * and transitions only, and a crash of imgd or a power cut forgets it, leaving the job
+ * queued with its attempt not counted. If the commit that carries it fails, the claim is
+ * undone with it: the job's later transitions for it are refused with -ESTALE (queued, not
+ * running), as for a claim taken over, and a new claim of the job gives it the same token
+ * again. PostgreSQL: it commits at once without waiting for the server's flush (a power cut
+ * of the server may undo it); the job's row is taken with FOR UPDATE SKIP LOCKED (a
  * job another node is claiming is passed over) and the lease ends lease_usec after the
  * database's now; the caller's now_usec decides next_at and is recorded as updated. Claims
  * of jobs of one output_key take turns across nodes (an advisory lock of the key, then the
@@ -354,6 +363,14 @@ int ledger_enqueue(ledger *l, const struct source_info *src, int64_t now_usec, i
  */
 int ledger_claim(ledger *l, const char *owner, int64_t now_usec, int64_t lease_usec,
                  enum job_priority max_priority, struct job **ret);
+
+/*
+ * Commits the claims that wait for a commit to ride on (SQLite; nothing to do on
+ * PostgreSQL, or when none waits), with one flush. 0, or a negative errno: the claims are
+ * then undone (see ledger_claim()). ledger_claims_waiting(): whether any waits.
+ */
+int ledger_commit_claims(ledger *l);
+bool ledger_claims_waiting(const ledger *l);
 
 /* Returns 1 and the earliest next_at of a queued or retry job (not held) in *ret_usec, or 0
  * if none. */

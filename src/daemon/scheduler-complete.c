@@ -345,6 +345,13 @@ static void group_commit(scheduler *s, const struct group_part *parts, size_t n_
                         for (struct running *run = parts[p].list; run; run = run->next)
                                 run->redo = !run->dropped && parts[p].step(s, run, false) < 0;
                 r = ledger_batch_commit(s->ledger);
+                /* Logged here: the claims it carried are undone with it (ledger_claim()), so
+                 * their jobs' steps alone may only be refused, not fail with the cause. */
+                if (r < 0)
+                        log_error_errno(r,
+                                        "ledger: group commit of %zu job(s): %s; each is "
+                                        "recorded again on its own",
+                                        live, ledger_errmsg(s->ledger));
         }
         for (size_t p = 0; p < n_parts; p++)
                 for (struct running *run = parts[p].list; run; run = run->next)

@@ -78,6 +78,7 @@ struct scheduler {
         worker_pool *pool;
         sd_event_source *kick, *due, *leases, *publish;
         sd_event_source *publish_timer; /* on_publish()'s deadline for a batch */
+        sd_event_source *claims_timer;  /* commits claims no transition carried in time */
         struct running *running;
         unsigned n_running;
         /* Rendered and verified, oldest first, published by on_publish() once the idle

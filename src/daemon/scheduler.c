@@ -44,6 +44,10 @@
 /* Live work comes while some was claimed within this: background work then holds at most
  * limits.background_share of the workers (claim_priority()). */
 #define LIVE_RECENT_USEC (2 * USEC_PER_SEC)
+/* How long a claim waits for a transition to carry its commit (ledger_claim()): after that
+ * (a long render, nothing else happening) it is committed alone, so that it is recorded
+ * within this time at most. */
+#define CLAIMS_COMMIT_USEC (500 * USEC_PER_MSEC)
 /* A job rendered while others still render waits this long at most to be published with
  * them (on_publish()); a batch this large goes at once. */
 #define PUBLISH_DELAY_USEC (5 * USEC_PER_MSEC)
@@ -368,6 +372,58 @@ static enum job_priority claim_priority(scheduler *s)
         return JOB_PRIORITY_BACKGROUND;
 }
 
+/*
+ * A job claimed while a render of it is still here: the commit that carried its earlier claim
+ * failed (ledger_claim()), so the ledger took it back to queued and this claim gave it the
+ * same token again. The render under way goes on under this claim; a claim with another token
+ * (never expected) is handed back.
+ */
+static void claimed_again(scheduler *s, struct job *job)
+{
+        const struct running *lists[] = { s->running, s->finished };
+
+        for (size_t i = 0; i < ELEMENTSOF(lists); i++)
+                for (const struct running *run = lists[i]; run; run = run->next)
+                        if (run->job->id == job->id && run->job->fence == job->fence) {
+                                log_info("job %" PRId64 " %s: claimed again after the commit "
+                                         "of its claim failed; its render goes on",
+                                         job->id, job->source_path);
+                                job_free(job);
+                                return;
+                        }
+        log_warning("job %" PRId64 " %s: claimed while a render of an earlier claim is under "
+                    "way; handed back",
+                    job->id, job->source_path);
+        scheduler_hand_back(s, job->id, job->fence, USEC_PER_SEC);
+        job_free(job);
+}
+
+static int on_claims_timer(sd_event_source *es, uint64_t usec, void *userdata)
+{
+        scheduler *s = userdata;
+        int r;
+
+        r = ledger_commit_claims(s->ledger);
+        if (r < 0)
+                log_error_errno(r, "ledger: commit the claims of the jobs rendering: %s",
+                                ledger_errmsg(s->ledger));
+        return 0;
+}
+
+/* Claims wait for the next transition to carry their commit, at most CLAIMS_COMMIT_USEC. */
+static void arm_claims_timer(scheduler *s)
+{
+        int enabled = SD_EVENT_OFF;
+
+        if (!ledger_claims_waiting(s->ledger))
+                return;
+        (void)sd_event_source_get_enabled(s->claims_timer, &enabled);
+        if (enabled != SD_EVENT_OFF)
+                return;
+        sd_event_source_set_time(s->claims_timer, mono_usec() + CLAIMS_COMMIT_USEC);
+        sd_event_source_set_enabled(s->claims_timer, SD_EVENT_ONESHOT);
+}
+
 static int on_kick(sd_event_source *es, void *userdata)
 {
         scheduler *s = userdata;
@@ -438,11 +494,16 @@ static int on_kick(sd_event_source *es, void *userdata)
                         capped = max_priority < JOB_PRIORITY_BACKGROUND;
                         break;
                 }
+                if (scheduler_has_job(s, job->id)) {
+                        claimed_again(s, job);
+                        continue;
+                }
                 if (job->priority < JOB_PRIORITY_BACKGROUND)
                         s->live_claimed_usec = mono_usec();
                 if (start_job(s, job) < 0)
                         break;
         }
+        arm_claims_timer(s);
         if (claim_failed) {
                 /* Nothing else may kick again (no job finishes, no upload comes): look again
                  * in a second, until the ledger can be written. */
@@ -811,6 +872,11 @@ int scheduler_new(sd_event *e, const struct config *cfg, ledger *l, const char *
         if (r < 0)
                 goto fail;
         sd_event_source_set_enabled(s->publish_timer, SD_EVENT_OFF);
+        r = sd_event_add_time(e, &s->claims_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_claims_timer,
+                              s);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(s->claims_timer, SD_EVENT_OFF);
         r = sd_event_add_time(e, &s->due, CLOCK_REALTIME, UINT64_MAX, 1000, on_due, s);
         if (r < 0)
                 goto fail;
@@ -851,6 +917,7 @@ scheduler *scheduler_free(scheduler *s)
         sd_event_source_disable_unref(s->kick);
         sd_event_source_disable_unref(s->publish);
         sd_event_source_disable_unref(s->publish_timer);
+        sd_event_source_disable_unref(s->claims_timer);
         sd_event_source_disable_unref(s->due);
         sd_event_source_disable_unref(s->leases);
         metrics_free(s->metrics);

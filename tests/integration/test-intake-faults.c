@@ -276,6 +276,12 @@ static void test_handback_retried(void **state)
                 st = wait_status(&d, 60, "the job running", one_running, NULL);
                 json_decref(st);
                 signal_workers(&d, SIGSTOP);
+                /* Its claim committed (a claim waits for the next commit, 500 ms at most):
+                 * the stage, not the claim, is what finds the ledger full. */
+                for (int i = 0; i < 100 && tu_ledger_int(&d, "SELECT count(*) FROM jobs "
+                                                             "WHERE state = 'running'") == 0;
+                     i++)
+                        usleep(50 * 1000);
                 st = tu_status_json(&d, NULL);
                 if (tu_jobs_in(st, "running") == 1) {
                         tu_write_file(flag, "", 0); /* the ledger's disk fills up */

@@ -82,6 +82,8 @@ static void sqlite_exec(const char *db, const char *sql)
 
 void ledfx_raw_exec(struct ledfx *f, const char *sql)
 {
+        if (f->l)
+                assert_int_equal(ledger_commit_claims(f->l), 0);
         if (f->engine == LEDGER_ENGINE_POSTGRESQL)
                 pgfx_exec(f->conninfo, sql);
         else
@@ -94,6 +96,8 @@ int64_t ledfx_raw_int(struct ledfx *f, const char *sql)
         sqlite3_stmt *st = NULL;
         int64_t v;
 
+        if (f->l)
+                assert_int_equal(ledger_commit_claims(f->l), 0);
         if (f->engine == LEDGER_ENGINE_POSTGRESQL)
                 return pgfx_int(f->conninfo, sql);
         assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
@@ -109,6 +113,8 @@ void ledfx_raw_bulk_done(struct ledfx *f, unsigned n)
 {
         char *sql;
 
+        if (f->l)
+                assert_int_equal(ledger_commit_claims(f->l), 0);
         if (f->engine == LEDGER_ENGINE_POSTGRESQL)
                 sql = ledfx_xasprintf(
                         "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
@@ -279,6 +285,13 @@ void ledfx_reopen_clean(struct ledfx *f)
 }
 
 void ledfx_reopen(struct ledfx *f)
+{
+        if (f->l)
+                assert_int_equal(ledger_commit_claims(f->l), 0);
+        ledfx_crash(f);
+}
+
+void ledfx_crash(struct ledfx *f)
 {
         f->l = ledger_free(f->l);
         ledfx_open(f);

@@ -46,7 +46,10 @@ char *ledfx_xasprintf(const char *fmt, ...) _printf_(1, 2);
 /* Removes a directory tree; a NULL path is nothing to do. */
 void ledfx_rm_rf(const char *path);
 
-/* Runs SQL (written for both engines) on a second connection to f's database. */
+/* Runs SQL (written for both engines) on a second connection to f's database. A second
+ * connection sees what is committed: the claims that wait for a commit (ledger_claim() on
+ * SQLite) are committed first (ledger_commit_claims()), here and in ledfx_raw_int() and
+ * ledfx_raw_bulk_done(). */
 void ledfx_raw_exec(struct ledfx *f, const char *sql);
 
 /* The first column of the first row of a query on a second connection (true is 1). */
@@ -86,8 +89,13 @@ void ledfx_assert_counts(ledger *l, uint64_t queued, uint64_t running, uint64_t 
 /* Closes the ledger recording a clean stop, and opens it again. */
 void ledfx_reopen_clean(struct ledfx *f);
 
-/* Frees the ledger (no clean stop recorded) and opens it again. */
+/* Frees the ledger (no clean stop recorded) and opens it again: a crash after the claims
+ * made were committed (ledger_commit_claims() first; ledfx_crash() forgets them). */
 void ledfx_reopen(struct ledfx *f);
+
+/* Frees the ledger as ledfx_reopen() does, without committing the claims that wait: a crash
+ * of imgd at that moment. */
+void ledfx_crash(struct ledfx *f);
 
 /* The rest of a prune pass from *cursor in batches of `batch` ids; returns how many went. */
 int ledfx_prune_all_from(ledger *l, int64_t cutoff_usec, int64_t *cursor, unsigned batch);

@@ -525,6 +525,65 @@ static void test_not_running_is_stale(void **state)
         job_detail_free(d);
 }
 
+static unsigned attempts_of(ledger *l, int64_t id)
+{
+        struct job_detail *d = ledfx_get(l, id);
+        unsigned n = d->job.attempts;
+
+        job_detail_free(d);
+        return n;
+}
+
+/*
+ * A claim rides on the next commit (SQLite; PostgreSQL commits it at once): the ledger's own
+ * reads see it at once; a crash before a commit carried it forgets it (the job queued, its
+ * attempt not counted, and the next claim gives it the same token again); the transition
+ * that follows, whatever its job, or ledger_commit_claims(), commits it.
+ */
+static void test_claim_rides_on_next_commit(void **state)
+{
+        struct ledfx *f = *state;
+        bool rides = f->engine == LEDGER_ENGINE_SQLITE;
+        int64_t a = ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000), c, fence;
+
+        assert_int_equal(ledfx_claim(f->l, 1000), a);
+        assert_int_equal(ledfx_state_of(f->l, a), JOB_RUNNING);
+        fence = ledfx_fence_of(f->l, a);
+        assert_int_equal(ledger_claims_waiting(f->l), rides);
+
+        ledfx_crash(f);
+        assert_int_equal(ledger_recover(f->l, 2000), rides ? 0 : 1);
+        assert_int_equal(ledfx_state_of(f->l, a), JOB_QUEUED);
+        assert_int_equal(attempts_of(f->l, a), rides ? 0 : 1);
+
+        /* An upload's enqueue commits the claim made before it. */
+        assert_int_equal(ledfx_claim(f->l, 3000), a);
+        assert_int_equal(ledfx_fence_of(f->l, a), rides ? fence : fence + 1);
+        c = ledfx_enqueue(f->l, "/u/c.jpg", "/m/c", 3, 3000);
+        assert_false(ledger_claims_waiting(f->l));
+        ledfx_crash(f);
+        assert_int_equal(ledger_recover(f->l, 4000), 1);
+        assert_int_equal(attempts_of(f->l, a), rides ? 1 : 2);
+        assert_int_equal(ledfx_state_of(f->l, c), JOB_QUEUED);
+
+        /* A transition that fails commits the claims all the same. */
+        assert_int_equal(ledfx_claim(f->l, 5000), a);
+        assert_int_equal(ledger_complete(f->l, c, 0, NULL, 0, 5000), -ESTALE);
+        assert_false(ledger_claims_waiting(f->l));
+        ledfx_crash(f);
+        assert_int_equal(ledger_recover(f->l, 6000), 1);
+        assert_int_equal(attempts_of(f->l, a), rides ? 2 : 3);
+
+        /* And ledger_commit_claims() alone. */
+        assert_int_equal(ledfx_claim(f->l, 7000), a);
+        assert_int_equal(ledger_commit_claims(f->l), 0);
+        assert_false(ledger_claims_waiting(f->l));
+        ledfx_crash(f);
+        assert_int_equal(ledger_recover(f->l, 8000), 1);
+        assert_int_equal(attempts_of(f->l, a), rides ? 3 : 4);
+        ledfx_assert_counts_real(f);
+}
+
 static void test_recover(void **state)
 {
         struct ledfx *f = *state;
@@ -686,6 +745,7 @@ int main(void)
                 T(test_complete_outputs),
                 T(test_complete_is_atomic),
                 T(test_not_running_is_stale),
+                T(test_claim_rides_on_next_commit),
                 T(test_recover),
                 T(test_release),
                 T(test_fencing),

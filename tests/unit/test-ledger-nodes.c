@@ -45,6 +45,10 @@ static int claim_all(ledger *l, int racer)
                         break;
                 }
                 job_free(j);
+                /* Committed as the daemon's next transition would: an SQLite ledger's claims
+                 * wait in a write transaction, which holds the file's write lock (one imgd
+                 * per ledger file), and the racers are processes of their own. */
+                bad += ledger_commit_claims(l) < 0;
         }
         return bad;
 }

@@ -176,9 +176,13 @@ static void test_crash_persists(void **state)
                 ledger *l = NULL;
 
                 if (ledger_open(f->db, &l, NULL) < 0 || ledger_enqueue(l, &s, 10, &id) != 1 ||
-                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j) != 1)
+                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j) !=
+                            1 ||
+                    ledger_commit_claims(l) < 0)
                         _exit(1);
-                _exit(j->id == id ? 0 : 2); /* no close, no checkpoint */
+                /* Committed (on SQLite a claim waits for a commit), then no close, no checkpoint.
+                 */
+                _exit(j->id == id ? 0 : 2);
         }
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFEXITED(status));
@@ -637,7 +641,9 @@ static void test_pg_crash_persists(void **state)
                 int64_t id = 0;
 
                 if (ledger_open_params(&p, &l, NULL) < 0 || ledger_enqueue(l, &s, 10, &id) != 1 ||
-                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j) != 1)
+                    ledger_claim(l, "child", 20, LEDFX_LEASE_US, JOB_PRIORITY_BACKGROUND, &j) !=
+                            1 ||
+                    ledger_commit_claims(l) < 0)
                         _exit(1);
                 _exit(j->id == id ? 0 : 2); /* no close */
         }
