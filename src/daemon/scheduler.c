@@ -84,9 +84,11 @@ const struct watch_config *scheduler_find_watch(const struct config *cfg, const 
 
 /*
  * Prepares and dispatches one claimed job. Returns 0 when the job went to a worker or was
- * finished here (dead, cancelled), a negative errno when it could not be started (the job
- * has been put back).
+ * finished here (dead, cancelled), START_CLAIM_UNDONE when its claim could not be committed
+ * (undone: the job is queued, and on_kick() says why), a negative errno when it could not be
+ * started (the job has been put back).
  */
+#define START_CLAIM_UNDONE 1
 static int start_job(scheduler *s, struct job *job_in)
 {
         _cleanup_(job_freep) struct job *job = job_in;
@@ -106,7 +108,12 @@ static int start_job(scheduler *s, struct job *job_in)
         int r;
 
         if (job->kind != JOB_RENDER) {
-                /* Files removed or moved by the supervisor itself: no worker, no source. */
+                /* Files removed or moved by the supervisor itself: no worker, no source. They
+                 * change the published tree, so the claim is committed first (it rides on
+                 * the next commit otherwise: a crash would forget a claim whose job had
+                 * already moved files, and recovery would not know it was under way). */
+                if (ledger_commit_claims(s->ledger) < 0)
+                        return START_CLAIM_UNDONE;
                 scheduler_retract(s, TAKE_PTR(job));
                 return 0;
         }
@@ -424,6 +431,21 @@ static void arm_claims_timer(scheduler *s)
         sd_event_source_set_enabled(s->claims_timer, SD_EVENT_ONESHOT);
 }
 
+/* A claim that failed (or could not be committed): tried every second while it fails,
+ * logged once a minute. */
+static void claim_failure(scheduler *s, int r)
+{
+        if (mono_usec() - s->claim_failure_logged_usec >= 60 * USEC_PER_SEC ||
+            s->claim_failure_logged_usec == 0) {
+                log_error_errno(r, "ledger: claim a job: %s; trying again every %.0f s",
+                                ledger_errmsg(s->ledger),
+                                (double)CLAIM_RETRY_USEC / (double)USEC_PER_SEC);
+                s->claim_failure_logged_usec = mono_usec();
+        }
+        /* Unreachable: the breaker says so from this failure on. */
+        (void)scheduler_ledger_sync(s);
+}
+
 static int on_kick(sd_event_source *es, void *userdata)
 {
         scheduler *s = userdata;
@@ -471,19 +493,8 @@ static int on_kick(sd_event_source *es, void *userdata)
                 r = ledger_claim(s->ledger, s->owner, now, (int64_t)s->lease_usec, max_priority,
                                  &job);
                 if (r < 0) {
-                        /* Tried every second while it fails: logged once a minute. */
-                        if (mono_usec() - s->claim_failure_logged_usec >= 60 * USEC_PER_SEC ||
-                            s->claim_failure_logged_usec == 0) {
-                                log_error_errno(r,
-                                                "ledger: claim a job: %s; trying again every "
-                                                "%.0f s",
-                                                ledger_errmsg(s->ledger),
-                                                (double)CLAIM_RETRY_USEC / (double)USEC_PER_SEC);
-                                s->claim_failure_logged_usec = mono_usec();
-                        }
+                        claim_failure(s, r);
                         claim_failed = true;
-                        /* Unreachable: the breaker says so from this failure on. */
-                        (void)scheduler_ledger_sync(s);
                         break;
                 }
                 s->claim_failure_logged_usec = 0;
@@ -500,7 +511,13 @@ static int on_kick(sd_event_source *es, void *userdata)
                 }
                 if (job->priority < JOB_PRIORITY_BACKGROUND)
                         s->live_claimed_usec = mono_usec();
-                if (start_job(s, job) < 0)
+                r = start_job(s, job);
+                if (r == START_CLAIM_UNDONE) {
+                        claim_failure(s, -EIO);
+                        claim_failed = true;
+                        break;
+                }
+                if (r < 0)
                         break;
         }
         arm_claims_timer(s);
