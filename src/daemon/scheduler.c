@@ -528,7 +528,10 @@ static int on_kick(sd_event_source *es, void *userdata)
                 sd_event_source_set_enabled(s->due, SD_EVENT_ONESHOT);
                 return 0;
         }
-        arm_due_timer(s);
+        /* With every worker busy a result kicks again: the next due time is asked (one query
+         * per priority) only when a worker is left for it. */
+        if (!s->paused && worker_pool_idle(s->pool) > 0 && s->n_running < max_running)
+                arm_due_timer(s);
         if (capped) {
                 /* Background work waits for live work to pause: look again when the live
                  * window has passed, unless the due timer comes sooner. */
