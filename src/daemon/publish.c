@@ -82,6 +82,52 @@ static char *dir_of(const char *path)
         return strndup(path, (size_t)(slash - path));
 }
 
+/* A new temporary name beside final_path (in dir) for job_id's output `index`. */
+static char *tmp_name(const char *dir, int64_t job_id, unsigned index, int tries)
+{
+        uint32_t rnd;
+        char *tmp;
+
+        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+                rnd = (uint32_t)getpid() ^ (uint32_t)tries;
+        if (asprintf(&tmp, "%s/.imgd-%" PRId64 "-%u-%08x.tmp", dir, job_id, index, rnd) < 0)
+                return NULL;
+        return tmp;
+}
+
+int publish_tmp_name(const char *final_path, int64_t job_id, unsigned index,
+                     struct publish_tmp *ret)
+{
+        _cleanup_free_ char *dir = dir_of(final_path), *tmp = NULL, *final = NULL;
+
+        if (!dir)
+                return -ENOMEM;
+        final = strdup(final_path);
+        tmp = tmp_name(dir, job_id, index, 0);
+        if (!final || !tmp)
+                return -ENOMEM;
+        *ret = (struct publish_tmp){
+                .final_path = TAKE_PTR(final),
+                .tmp_path = TAKE_PTR(tmp),
+                .fd = -1,
+        };
+        return 0;
+}
+
+int publish_dir_open(const char *final_path)
+{
+        _cleanup_free_ char *dir = dir_of(final_path);
+        int r, fd;
+
+        if (!dir)
+                return -ENOMEM;
+        r = publish_mkdir_parents(dir, 0755);
+        if (r < 0)
+                return r;
+        fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? negative_errno() : fd;
+}
+
 int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
                      struct publish_tmp *ret)
 {
@@ -98,17 +144,12 @@ int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
                 return -ENOMEM;
 
         for (int tries = 0; tries < 16; tries++) {
-                uint32_t rnd;
                 int fd;
 
-                if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-                        rnd = (uint32_t)getpid() ^ (uint32_t)tries;
                 free(tmp);
-                if (asprintf(&tmp, "%s/.imgd-%" PRId64 "-%u-%08x.tmp", dir, job_id, index, rnd) <
-                    0) {
-                        tmp = NULL;
+                tmp = tmp_name(dir, job_id, index, tries);
+                if (!tmp)
                         return -ENOMEM;
-                }
                 fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
                 if (fd < 0 && errno == EEXIST)
                         continue;
@@ -182,20 +223,24 @@ int publish_rename(struct publish_tmp *tmps, const uint64_t *sizes, size_t n,
         for (size_t i = 0; i < n; i++) {
                 struct stat st;
 
-                if (fstat(tmps[i].fd, &st) < 0) {
+                /* Made by a worker (fd -1): the file at the name, which a link there cannot
+                 * pass for (lstat). */
+                if ((tmps[i].fd >= 0 ? fstat(tmps[i].fd, &st) : lstat(tmps[i].tmp_path, &st)) < 0) {
                         r = negative_errno();
                         goto fail;
                 }
-                if ((uint64_t)st.st_size != sizes[i]) {
+                if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sizes[i]) {
                         r = -EBADMSG;
                         goto fail_at;
                 }
                 /* Close and check: a deferred write error surfaces here, before publishing. */
-                r = close(tmps[i].fd);
-                tmps[i].fd = -1;
-                if (r < 0) {
-                        r = negative_errno();
-                        goto fail;
+                if (tmps[i].fd >= 0) {
+                        r = close(tmps[i].fd);
+                        tmps[i].fd = -1;
+                        if (r < 0) {
+                                r = negative_errno();
+                                goto fail;
+                        }
                 }
                 if (rename(tmps[i].tmp_path, tmps[i].final_path) < 0) {
                         r = negative_errno();

@@ -40,6 +40,19 @@ int publish_tmp_open(const char *final_path, int64_t job_id, unsigned index,
  */
 int publish_mkdir_parents(const char *dir, mode_t mode);
 
+/*
+ * The same name as publish_tmp_open() would give, without creating the file (fd -1): for a
+ * worker that creates it, O_EXCL, in the directory publish_dir_open() opened (issue 16: the
+ * creation costs the single-threaded supervisor an inode allocation per file). Returns 0 or
+ * -ENOMEM.
+ */
+int publish_tmp_name(const char *final_path, int64_t job_id, unsigned index,
+                     struct publish_tmp *ret);
+
+/* Creates the directory of final_path as publish_tmp_open() does and opens it (O_PATH): the
+ * descriptor a worker creates its files in. Returns it, or a negative errno. */
+int publish_dir_open(const char *final_path);
+
 /* Closes and unlinks the temporary file if it still exists, frees the members. */
 void publish_tmp_discard(struct publish_tmp *t);
 
@@ -63,8 +76,9 @@ int publish_dirs_sync(struct publish_dirs *d, const char **ret_failed_dir);
 void publish_dirs_clear(struct publish_dirs *d);
 
 /*
- * Renames tmps[0..n) over their final paths: checks each file has `sizes[i]` bytes, closes it
- * (checking for a deferred write error), renames it, and adds its directory to `dirs`, to be
+ * Renames tmps[0..n) over their final paths: checks each file has `sizes[i]` bytes (and, one
+ * a worker created, fd -1, is a regular file), closes it (checking for a deferred write
+ * error), renames it, and adds its directory to `dirs`, to be
  * fsynced before the job is completed. On failure returns a negative errno with the failing
  * path in *ret_failed_path (borrowed from tmps); files renamed before the failure stay
  * published. Frees nothing: call publish_tmp_discard() on each afterwards.

@@ -33,6 +33,7 @@
 #include "daemon/source.h"
 #include "shared/health.h"
 #include "shared/log.h"
+#include "shared/proto.h"
 #include "shared/macro.h"
 #include "shared/manifest.h"
 #include "shared/pathmap.h"
@@ -89,11 +90,20 @@ const struct watch_config *scheduler_find_watch(const struct config *cfg, const 
  * started (the job has been put back).
  */
 #define START_CLAIM_UNDONE 1
+/* A file the worker creates: its final path (for messages; a name that is not UTF-8 made
+ * readable) and its temporary name (ASCII). */
+static json_t *file_json(const struct publish_tmp *t)
+{
+        return json_pack("{s:o, s:s}", "path", proto_string_lossy(t->final_path), "tmp",
+                         strrchr(t->tmp_path, '/') + 1);
+}
+
 static int start_job(scheduler *s, struct job *job_in)
 {
         _cleanup_(job_freep) struct job *job = job_in;
-        _cleanup_close_ int src = -1;
-        _cleanup_(json_decrefp) json_t *req = NULL, *jvariants = NULL, *jmanifest = NULL;
+        _cleanup_close_ int src = -1, dir = -1;
+        _cleanup_(json_decrefp) json_t *req = NULL, *jvariants = NULL, *jmanifest = NULL,
+                                       *jfiles = NULL;
         const struct watch_config *wc = scheduler_find_watch(s->cfg, job->watch);
         /* The watch's pipeline and output folder as configured now, not at intake: a reload
          * that renamed the pipeline or moved the output applies to the jobs already queued. */
@@ -213,11 +223,12 @@ static int start_job(scheduler *s, struct job *job_in)
         run->tmps = calloc(pl->n_variants, sizeof *run->tmps);
         run->variants = calloc(pl->n_variants, sizeof *run->variants);
         jvariants = json_array();
-        if (!run->tmps || !run->variants || !jvariants) {
+        jfiles = json_array();
+        if (!run->tmps || !run->variants || !jvariants || !jfiles) {
                 scheduler_running_free(run);
                 return -ENOMEM;
         }
-        int fds[2 + JOBPREP_MAX_VARIANTS];
+        int fds[2];
         _cleanup_free_ const char **finals = NULL;
         enum health_level level = s->cfg->degradation ? health_level(s->health) : HEALTH_FULL;
         struct jobprep_selection sel;
@@ -240,7 +251,18 @@ static int start_job(scheduler *s, struct job *job_in)
                                      : 0;
                 }
         }
+        /* The worker creates the files (publish_tmp_name()), in their directory: the job's
+         * output key's, made here. */
+        dir = publish_dir_open(manifest);
+        if (dir < 0) {
+                snprintf(why, sizeof why, "create the output folder of %s: %s", manifest,
+                         strerror(-dir));
+                scheduler_running_free(run);
+                scheduler_job_failure(s, job, why, dir, false);
+                return 0;
+        }
         fds[0] = src;
+        fds[1] = dir;
         for (size_t n = 0; n < sel.n; n++) {
                 _cleanup_free_ char *final = NULL;
                 const struct variant *v = &run->variants[n];
@@ -249,7 +271,7 @@ static int start_job(scheduler *s, struct job *job_in)
                 if (r >= 0 && pathmap_name_too_long(final))
                         r = -ENAMETOOLONG;
                 if (r >= 0)
-                        r = publish_tmp_open(final, job->id, (unsigned)n, &run->tmps[n]);
+                        r = publish_tmp_name(final, job->id, (unsigned)n, &run->tmps[n]);
                 if (r == -ENAMETOOLONG && final)
                         snprintf(why, sizeof why, "output name too long: %s (NAME_MAX %d)",
                                  strrchr(final, '/') + 1, NAME_MAX);
@@ -262,7 +284,10 @@ static int start_job(scheduler *s, struct job *job_in)
                         return 0;
                 }
                 run->n = n + 1;
-                fds[n + 1] = run->tmps[n].fd;
+                if (json_array_append_new(jfiles, file_json(&run->tmps[n])) < 0) {
+                        scheduler_running_free(run);
+                        return -ENOMEM;
+                }
                 json_array_append_new(jvariants, variant_to_json(v));
         }
         if (sel.unsupported) {
@@ -273,16 +298,15 @@ static int start_job(scheduler *s, struct job *job_in)
                 return 0;
         }
         /* The manifest: written by the worker too, so that its fsync is not the supervisor's. */
-        r = publish_tmp_open(manifest, job->id, PUBLISH_MANIFEST_INDEX, &run->manifest);
+        r = publish_tmp_name(manifest, job->id, PUBLISH_MANIFEST_INDEX, &run->manifest);
         if (r < 0) {
                 snprintf(why, sizeof why, "create output %s: %s", manifest, strerror(-r));
                 scheduler_running_free(run);
                 scheduler_job_failure(s, job, why, r, false);
                 return 0;
         }
-        fds[1 + run->n] = run->manifest.fd;
         finals = calloc(run->n ? run->n : 1, sizeof *finals);
-        if (!finals) {
+        if (!finals || json_array_append_new(jfiles, file_json(&run->manifest)) < 0) {
                 scheduler_running_free(run);
                 return -ENOMEM;
         }
@@ -305,11 +329,12 @@ static int start_job(scheduler *s, struct job *job_in)
                         return r;
                 }
         }
-        if (!req || !jmanifest || json_object_set(req, "manifest", jmanifest) < 0) {
+        if (!req || !jmanifest || json_object_set(req, "manifest", jmanifest) < 0 ||
+            json_object_set(req, "files", jfiles) < 0) {
                 scheduler_running_free(run);
                 return -ENOMEM;
         }
-        r = worker_pool_dispatch(s->pool, job->id, req, fds, 2 + run->n,
+        r = worker_pool_dispatch(s->pool, job->id, req, fds, ELEMENTSOF(fds),
                                  job->priority >= JOB_PRIORITY_BACKGROUND);
         if (r < 0) {
                 scheduler_running_free(run);

@@ -472,7 +472,8 @@ static void can_outputs(render_base *base, const struct variant *variants, size_
 
 /*
  * Runs one job. fds[0] is the source, fds[1 + i] the output for variant i, and, when the
- * request has a "manifest", fds[1 + n] the manifest. Returns 0 and
+ * request has a "manifest", fds[1 + n] the manifest (passed open, or created by
+ * job_create_files()). Returns 0 and
  * the body of an ok result (without type and id) in *ret_body, or a negative errno with e
  * filled in.
  */
@@ -630,17 +631,72 @@ static int job_run(const json_t *msg, const int *fds, size_t n_fds, json_t **ret
         return 0;
 }
 
+static void close_all(int *fds, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+}
+
+/*
+ * The files of a job whose daemon names them ("files": each output's final path, for
+ * messages, and its temporary name, in the directory of descriptor 1) instead of passing them
+ * open: created here, O_EXCL, so that their creation runs in the workers, in parallel, not in
+ * the daemon's one thread (issue 16). out[1 + i] becomes file i, out[0] the source (borrowed);
+ * returns how many descriptors out holds, or a negative errno with e filled in (the files
+ * made so far closed; the daemon removes them by name).
+ */
+static int job_create_files(const json_t *jfiles, const int *fds, size_t n_fds,
+                            int out[static WIRE_MAX_FDS], struct job_error *e)
+{
+        size_t n = json_array_size(jfiles);
+
+        if (n_fds != 2 || n == 0 || n >= WIRE_MAX_FDS)
+                return job_fail(e, -EINVAL, true,
+                                "malformed job: %zu files in a folder, %zu descriptors", n, n_fds);
+        out[0] = fds[0];
+        for (size_t i = 0; i < n; i++) {
+                const char *path = NULL, *tmp = NULL;
+                int r;
+
+                if (json_unpack(json_array_get(jfiles, i), "{s:s, s:s}", "path", &path, "tmp",
+                                &tmp) < 0 ||
+                    !*tmp || strchr(tmp, '/')) {
+                        close_all(out + 1, i);
+                        return job_fail(e, -EINVAL, true, "malformed job: bad file %zu", i);
+                }
+                out[1 + i] = openat(fds[1], tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                    0644);
+                if (out[1 + i] < 0) {
+                        r = negative_errno();
+                        close_all(out + 1, i);
+                        return job_fail(e, r, r == -ENAMETOOLONG, "create output %s: %s", path,
+                                        strerror(-r));
+                }
+        }
+        return (int)(1 + n);
+}
+
 /* Handles one job message and sends its result. Returns 0, or a negative errno from sending. */
 static int job_handle(const json_t *msg, const int *fds, size_t n_fds)
 {
         _cleanup_json_ json_t *reply = NULL;
         json_t *body = NULL;
         json_t *id = json_object_get(msg, "id");
+        const json_t *jfiles = json_object_get(msg, "files");
         struct job_error e = {};
+        int made[WIRE_MAX_FDS];
         int r;
 
         fault_delay("worker.job");
-        r = job_run(msg, fds, n_fds, &body, &e);
+        r = jfiles ? job_create_files(jfiles, fds, n_fds, made, &e) : 0;
+        if (r > 0) {
+                n_fds = (size_t)r;
+                r = job_run(msg, made, n_fds, &body, &e);
+                close_all(made + 1, n_fds - 1);
+        } else if (r == 0) {
+                r = job_run(msg, fds, n_fds, &body, &e);
+        }
         if (r < 0) {
                 log_debug("job %" JSON_INTEGER_FORMAT ": %s", json_integer_value(id), e.message);
                 body = json_pack("{s:b, s:s, s:b, s:i}", "ok", 0, "error", e.message, "permanent",
@@ -655,13 +711,6 @@ static int job_handle(const json_t *msg, const int *fds, size_t n_fds)
         }
         json_decref(body);
         return wire_send(WORKER_SOCKET_FD, reply, NULL, 0);
-}
-
-static void close_all(int *fds, size_t n)
-{
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] >= 0)
-                        close(fds[i]);
 }
 
 static int parse_argv(int argc, char **argv, unsigned *ret_threads, int *ret_nice)

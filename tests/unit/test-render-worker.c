@@ -572,9 +572,97 @@ static void test_worker_writes_manifest(void **state)
         renderfx_rm_tree(strdup(dir));
 }
 
+/* A job whose files the worker creates ("files" in the folder of descriptor 1; issue 16). */
+static json_t *call_with_files(struct worker *w, int id, const struct variant *v, int src,
+                               int dirfd, const char *tmp)
+{
+        json_t *job = make_job(id, v, 1, 268435456), *reply;
+        int fds[2] = { src, dirfd };
+
+        json_object_set_new(job, "files",
+                            json_pack("[{s:s, s:s}]", "path", "/srv/media/a_x.webp", "tmp", tmp));
+        reply = worker_call(w, job, fds, 2);
+        json_decref(job);
+        assert_int_equal(json_integer_value(json_object_get(reply, "id")), id);
+        return reply;
+}
+
+/*
+ * Files the daemon names instead of passing open: the worker creates each in the folder it is
+ * given, O_EXCL and no further (a name taken, or one that leaves the folder, fails the job,
+ * naming the output), writes and fsyncs it, and reports it as it does a file passed open.
+ */
+static void test_worker_creates_files(void **state)
+{
+        char dir[] = "/tmp/test-render-XXXXXX", path[4096];
+        _cleanup_image_ VipsImage *src = renderfx_make_gradient(320, 240, false);
+        _cleanup_gfree_ void *jpg = NULL;
+        struct variant v = renderfx_make_variant(120, 120, VARIANT_FIT_COVER, IMAGE_FORMAT_WEBP);
+        char hex[HASH_HEX_SIZE];
+        struct worker w;
+        struct stat st;
+        size_t len;
+        int srcfd, dirfd, fd;
+        json_t *reply, *o;
+
+        assert_non_null(mkdtemp(dir));
+        jpg = renderfx_encode(src, ".jpg", &len);
+        srcfd = open_tmp(dir, "source.jpg", O_RDWR | O_CREAT | O_EXCL);
+        assert_int_equal(write(srcfd, jpg, len), (ssize_t)len);
+        dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        assert_true(dirfd >= 0);
+        worker_start(&w);
+
+        reply = call_with_files(&w, 9, &v, srcfd, dirfd, ".imgd-9-0-0000abcd.tmp");
+        if (!json_is_true(json_object_get(reply, "ok")))
+                fail_msg("job failed: %s", json_string_value(json_object_get(reply, "error")));
+        o = json_array_get(json_object_get(reply, "outputs"), 0);
+        snprintf(path, sizeof path, "%s/.imgd-9-0-0000abcd.tmp", dir);
+        assert_int_equal(lstat(path, &st), 0);
+        assert_true(S_ISREG(st.st_mode));
+        assert_int_equal(st.st_mode & 07777, 0644 & ~(mode_t)022);
+        assert_int_equal(json_integer_value(json_object_get(o, "bytes")), st.st_size);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        assert_int_equal(hash_sha256_fd(fd, 0, hex), 0);
+        close(fd);
+        assert_string_equal(json_string_value(json_object_get(o, "sha256")), hex);
+        json_decref(reply);
+
+        /* The name taken: nothing written over it. */
+        reply = call_with_files(&w, 10, &v, srcfd, dirfd, ".imgd-9-0-0000abcd.tmp");
+        assert_false(json_is_true(json_object_get(reply, "ok")));
+        assert_int_equal(json_integer_value(json_object_get(reply, "errno")), EEXIST);
+        assert_false(json_is_true(json_object_get(reply, "permanent")));
+        assert_non_null(strstr(json_string_value(json_object_get(reply, "error")),
+                               "create output /srv/media/a_x.webp: File exists"));
+        json_decref(reply);
+        {
+                struct stat again;
+
+                assert_int_equal(lstat(path, &again), 0);
+                assert_int_equal(again.st_size, st.st_size);
+                assert_int_equal(again.st_mtim.tv_nsec, st.st_mtim.tv_nsec);
+        }
+
+        /* A name that leaves the folder: refused, nothing created. */
+        reply = call_with_files(&w, 11, &v, srcfd, dirfd, "../escape.tmp");
+        assert_false(json_is_true(json_object_get(reply, "ok")));
+        assert_true(json_is_true(json_object_get(reply, "permanent")));
+        json_decref(reply);
+        snprintf(path, sizeof path, "%s/../escape.tmp", dir);
+        assert_int_equal(access(path, F_OK), -1);
+
+        close(srcfd);
+        close(dirfd);
+        close(w.sock);
+        worker_wait(&w);
+        renderfx_rm_tree(strdup(dir));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_worker_creates_files),
                 cmocka_unit_test(test_worker_end_to_end),
                 cmocka_unit_test(test_worker_image_options),
                 cmocka_unit_test(test_worker_unknown_message),
