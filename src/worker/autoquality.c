@@ -209,18 +209,28 @@ double autoquality_slope(const struct autoquality_search *s)
         return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : AUTOQUALITY_SLOPE;
 }
 
-int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsigned *ret_trials,
-                        double *ret_slope, struct render_error *err)
+/* Whether deadline_usec (g_get_monotonic_time(); 0: none) is reached. */
+static bool deadline_reached(uint64_t deadline_usec)
+{
+        return deadline_usec != 0 && (uint64_t)g_get_monotonic_time() >= deadline_usec;
+}
+
+int render_auto_quality(VipsImage *in, const struct variant *v, uint64_t deadline_usec, int *ret_q,
+                        unsigned *ret_trials, double *ret_slope, bool *ret_cut,
+                        struct render_error *err)
 {
         _cleanup_image_ VipsImage *sample = NULL;
         struct autoquality_search s;
+        const int guess = autoquality_guess(v->format, v->target);
+        bool cut = false;
         int q, r;
 
         /* One encode in all: the guess, and no search (degraded, or asked so). */
         if (v->auto_encodes <= 1) {
-                *ret_q = MIN((int)v->quality, autoquality_guess(v->format, v->target));
+                *ret_q = MIN((int)v->quality, guess);
                 *ret_trials = 0;
                 *ret_slope = AUTOQUALITY_SLOPE;
+                *ret_cut = false;
                 return 0;
         }
         if (make_sample(in, &sample) < 0)
@@ -230,11 +240,15 @@ int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsi
                           VARIANT_AUTO_QUALITY_MIN, 100,
                           sample == in || v->auto_encodes < 3 ? v->auto_encodes - 1
                                                               : v->auto_encodes - 2);
-        while ((q = autoquality_next(&s, autoquality_guess(v->format, v->target))) > 0) {
+        while ((q = autoquality_next(&s, guess)) > 0) {
                 _cleanup_gfree_ void *buf = NULL;
                 size_t len = 0;
                 double d;
 
+                if (deadline_reached(deadline_usec)) {
+                        cut = true;
+                        break;
+                }
                 r = render_encode(sample, v, q, true, &buf, &len, err);
                 if (r < 0)
                         return r;
@@ -246,9 +260,14 @@ int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsi
         /* A small image is its own sample: no correction follows, so only a quality known
          * to meet the target will do. */
         q = sample == in ? (s.meet_q <= s.max_q ? s.meet_q : -1) : autoquality_result(&s);
+        /* Cut short before any met it: the quality the search would have tried next (the
+         * guess when none was tried). */
+        if (q <= 0 && cut)
+                q = autoquality_next(&s, guess);
         /* None met it: the highest quality not known to miss (the range's top at worst). */
         *ret_q = q > 0 ? q : MIN(s.miss_q + AUTOQUALITY_RESOLUTION, 100);
         *ret_trials = s.tried;
         *ret_slope = autoquality_slope(&s);
+        *ret_cut = cut;
         return 0;
 }

@@ -216,6 +216,19 @@ int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, voi
                   size_t *ret_len, struct render_error *err);
 
 /*
+ * When the encodes of one output may start (format "best": best_time_limit). No encode of a
+ * search (a trial of the quality search, a correction of the whole image, a step of the
+ * max_bytes bisection) starts at or after at_usec (g_get_monotonic_time()); the output is
+ * then the best one made so far: the one that meets the target, else the most faithful,
+ * scored as published. The whole image is still encoded once, at the best quality the search
+ * knows, unless `optional` (the caller has another output): then nothing is made.
+ */
+struct render_deadline {
+        uint64_t at_usec; /* 0: none */
+        bool optional;
+};
+
+/*
  * Encodes in for v into *ret (buf, size, quality, score, warning). With quality = "auto",
  * the quality is the one render_auto_quality() finds, and the output is scored
  * (render_score()); a score over the target is published with a warning. Without max_bytes,
@@ -225,10 +238,12 @@ int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, voi
  * output that does not fit even at the lowest quality is returned with a warning, or fails with
  * -EFBIG (permanent) when max_bytes_strict (max_bytes starts from the quality auto found, so
  * the smaller of the two wins). `strip`: no metadata at all (else what is
- * attached to in is written: only what the variant keeps). Returns 0 or a negative errno
- * with err filled in.
+ * attached to in is written: only what the variant keeps). dl: a deadline (above), or NULL.
+ * Returns 0, -ETIMEDOUT when dl is optional and was reached before the whole image was
+ * encoded (nothing made), or another negative errno with err filled in.
  */
-int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct render_output *ret,
+int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
+                      const struct render_deadline *dl, struct render_output *ret,
                       struct render_error *err);
 
 /* ---- autoquality.c --------------------------------------------------------------------- */
@@ -241,11 +256,14 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
  * after it, auto_encodes + 1 in all); of a small image, which is
  * its own sample, auto_encodes - 1; with auto_encodes 1, the first guess without a trial.
  * *ret_slope is the fall of ln(DSSIM) per quality step there (autoquality_slope()), for the
- * correction. Returns
- * 0, *ret_q and *ret_trials, or a negative errno with err filled in.
+ * correction. No trial starts at or after deadline_usec (g_get_monotonic_time(); 0: none):
+ * the search is then cut short (*ret_cut), and *ret_q is the lowest quality known to meet the
+ * target, else the one the search would have tried next. Returns
+ * 0, *ret_q, *ret_trials and *ret_cut, or a negative errno with err filled in.
  */
-int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsigned *ret_trials,
-                        double *ret_slope, struct render_error *err);
+int render_auto_quality(VipsImage *in, const struct variant *v, uint64_t deadline_usec, int *ret_q,
+                        unsigned *ret_trials, double *ret_slope, bool *ret_cut,
+                        struct render_error *err);
 
 /*
  * The DSSIM (similarity.h) of buf[0..len), an encoding of ref in format f, decoded, against

@@ -150,7 +150,7 @@ static double run(VipsImage *in, const struct variant *v, const char *stem, cons
                         c.format = v->candidates[i];
                         c.n_candidates = 0;
                         c.best_time_limit_usec = 0;
-                        if (render_encode_fit(in, &c, true, &t, &err) < 0) {
+                        if (render_encode_fit(in, &c, true, NULL, &t, &err) < 0) {
                                 fprintf(stderr, "imgd-bench-quality: %s: %s\n", stem, err.message);
                                 g_free(best.buf);
                                 return -1;
@@ -168,7 +168,7 @@ static double run(VipsImage *in, const struct variant *v, const char *stem, cons
                 }
                 best.encodes = o.encodes;
                 o = best;
-        } else if (render_encode_fit(in, v, true, &o, &err) < 0) {
+        } else if (render_encode_fit(in, v, true, NULL, &o, &err) < 0) {
                 fprintf(stderr, "imgd-bench-quality: %s: %s\n", stem, err.message);
                 return -1;
         }
