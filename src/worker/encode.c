@@ -128,25 +128,35 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
         _cleanup_gfree_ void *best = NULL;
         size_t best_len = 0;
         int q = (int)v->quality, lo, hi, steps = 0, r;
-        unsigned trials = 0;
-        double slope = 0;
+        struct render_auto au = { .score = -1 };
+        /* The score of best when the search made it already, else -1. */
+        double known = -1;
         bool cut = false;
 
         if (v->quality_auto) {
-                r = render_auto_quality(in, v, dl ? dl->at_usec : 0, &q, &trials, &slope, &cut,
-                                        err);
+                r = render_auto_quality(in, v, strip, dl ? dl->at_usec : 0, &au, err);
                 if (r < 0)
                         return r;
-                if (cut && dl->optional)
+                q = au.quality;
+                cut = au.cut;
+                if (cut && dl->optional) {
+                        g_free(au.buf);
                         return render_fail(err, -ETIMEDOUT, true,
                                            "best_time_limit reached during the search");
+                }
         } else if (deadline_reached(dl) && dl->optional) {
                 return render_fail(err, -ETIMEDOUT, true, "best_time_limit reached");
         }
-        r = render_encode(in, v, q, strip, &best, &best_len, err);
-        if (r < 0)
-                return r;
-        steps++;
+        if (au.buf) {
+                best = TAKE_PTR(au.buf);
+                best_len = au.size;
+                known = au.score;
+        } else {
+                r = render_encode(in, v, q, strip, &best, &best_len, err);
+                if (r < 0)
+                        return r;
+                steps++;
+        }
         if (v->max_bytes > 0 && variant_uses_quality(v) && best_len > v->max_bytes) {
                 lo = MIN(q, VARIANT_MAX_BYTES_QUALITY_MIN);
                 hi = q; /* does not fit */
@@ -161,6 +171,7 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
                         g_free(best);
                         best = TAKE_PTR(buf);
                         best_len = len;
+                        known = -1;
                         q = lo;
                 }
                 if (best_len > v->max_bytes) {
@@ -192,6 +203,7 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
                                         g_free(best);
                                         best = TAKE_PTR(buf);
                                         best_len = len;
+                                        known = -1;
                                         lo = mid;
                                 } else {
                                         hi = mid;
@@ -202,7 +214,10 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
         }
         ret->score = -1;
         if (v->quality_auto) {
-                r = render_score(in, best, best_len, v->format, v->background, &ret->score, err);
+                ret->score = known;
+                r = known >= 0 ? 0
+                               : render_score(in, best, best_len, v->format, v->background,
+                                              &ret->score, err);
                 if (r < 0)
                         return r;
                 /*
@@ -216,11 +231,11 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
                 for (int c = 0, at = q;
                      c < AUTO_CORRECTIONS && ret->score > v->target && at < 100 &&
                      v->max_bytes == 0 && v->auto_encodes > 1 &&
-                     (unsigned)steps + trials < v->auto_encodes + AUTO_CORRECTIONS - 1;
+                     (unsigned)steps + au.trials < v->auto_encodes + AUTO_CORRECTIONS - 1;
                      c++) {
                         _cleanup_gfree_ void *buf = NULL;
                         size_t len = 0;
-                        double up = ceil((log(ret->score) - log(v->target * 0.9)) / slope), d;
+                        double up = ceil((log(ret->score) - log(v->target * 0.9)) / au.slope), d;
 
                         if (deadline_reached(dl)) {
                                 cut = true;
@@ -251,6 +266,6 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
         ret->size = best_len;
         ret->format = v->format;
         ret->quality = variant_uses_quality(v) ? q : -1;
-        ret->encodes = (unsigned)steps + trials;
+        ret->encodes = (unsigned)steps + au.trials;
         return 0;
 }

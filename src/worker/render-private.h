@@ -248,22 +248,34 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
 
 /* ---- autoquality.c --------------------------------------------------------------------- */
 
+/* What render_auto_quality() found. */
+struct render_auto {
+        int quality;     /* the quality to publish at */
+        unsigned trials; /* encodes made */
+        double slope;    /* the fall of ln(DSSIM) per quality step there (autoquality_slope()) */
+        bool cut;        /* the deadline cut the search short */
+        void *buf;       /* the output at that quality, already encoded and scored (an image that is
+                          * its own sample), or NULL; g_free() */
+        size_t size;
+        double score; /* buf's DSSIM */
+};
+
 /*
  * The quality for v (quality_auto) of in: the lowest found by the bounded search
  * (autoquality.h) on a sample of in, with v->auto_encodes - 2 trial encodes of the sample
  * (the caller's encode of the whole image is one more, and one is kept for a correction
  * when the whole image misses the target: render_encode_fit(), which may make one more
- * after it, auto_encodes + 1 in all); of a small image, which is
- * its own sample, auto_encodes - 1; with auto_encodes 1, the first guess without a trial.
- * *ret_slope is the fall of ln(DSSIM) per quality step there (autoquality_slope()), for the
- * correction. No trial starts at or after deadline_usec (g_get_monotonic_time(); 0: none):
- * the search is then cut short (*ret_cut), and *ret_q is the lowest quality known to meet the
- * target, else the one the search would have tried next. Returns
- * 0, *ret_q, *ret_trials and *ret_cut, or a negative errno with err filled in.
+ * after it, auto_encodes + 1 in all); of a small image, which is its own sample,
+ * auto_encodes - 1, and the trial at the quality found is the output (ret->buf, encoded with
+ * `strip`: the caller need not encode it again); with auto_encodes 1, the first guess
+ * without a trial. The sample is prepared once as the reference of every trial's score
+ * (similarity_ref). No trial starts at or after deadline_usec (g_get_monotonic_time(); 0:
+ * none): the search is then cut short (ret->cut), and the quality is the lowest known to
+ * meet the target, else the one the search would have tried next. Returns 0 and *ret, or a
+ * negative errno with err filled in.
  */
-int render_auto_quality(VipsImage *in, const struct variant *v, uint64_t deadline_usec, int *ret_q,
-                        unsigned *ret_trials, double *ret_slope, bool *ret_cut,
-                        struct render_error *err);
+int render_auto_quality(VipsImage *in, const struct variant *v, bool strip, uint64_t deadline_usec,
+                        struct render_auto *ret, struct render_error *err);
 
 /*
  * The DSSIM (similarity.h) of buf[0..len), an encoding of ref in format f, decoded, against
