@@ -42,6 +42,30 @@ void autoquality_start(struct autoquality_search *s, double target, int min_q, i
         };
 }
 
+/*
+ * The fall of ln(DSSIM) per quality step around quality q, while only one side of the target
+ * is known: steeper at higher qualities, about 0.039 at 70, doubling every 15 steps (fitted
+ * on the steps of the searches of bench-quality --quick, JPEG, WebP and JPEG XL together).
+ * From one point the next trial aims at the target by the slope there, which is steeper than
+ * below it and shallower than above it: the step falls short rather than overshoots.
+ */
+static double typical_slope(int q)
+{
+        return AUTOQUALITY_SLOPE_70 * exp2((q - 70) / AUTOQUALITY_SLOPE_DOUBLING);
+}
+
+/* While one side is known: the slope between its two nearest trials to the target (q, score
+ * and the one before), when there are two, else the typical one at q. */
+static double one_side_slope(const struct autoquality_search *s, int q, double score)
+{
+        double slope;
+
+        if (s->prev_q == 0)
+                return typical_slope(q);
+        slope = fabs(log(score) - log(s->prev_score)) / abs(q - s->prev_q);
+        return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : typical_slope(q);
+}
+
 int autoquality_next(const struct autoquality_search *s, int guess)
 {
         bool miss = s->miss_q >= s->min_q, meet = s->meet_q <= s->max_q;
@@ -52,16 +76,22 @@ int autoquality_next(const struct autoquality_search *s, int guess)
                 return 0;
         if (meet && miss && s->meet_q - s->miss_q <= AUTOQUALITY_RESOLUTION)
                 return 0;
+        /* Close enough: the lowest quality that meets it is within about two steps. */
+        if (meet && s->meet_score >= s->target * AUTOQUALITY_CLOSE)
+                return 0;
         if (!miss && !meet)
                 q = guess;
         else if (miss && meet)
                 q = s->miss_q + (s->meet_q - s->miss_q) * (log(s->miss_score) - aim) /
                                         (log(s->miss_score) - log(s->meet_score));
         else if (miss)
-                q = s->miss_q + CLAMP((log(s->miss_score) - aim) / AUTOQUALITY_SLOPE, 3.0,
-                                      AUTOQUALITY_STEP_MAX);
+                q = s->miss_q +
+                    CLAMP((log(s->miss_score) - aim) / one_side_slope(s, s->miss_q, s->miss_score),
+                          3.0, AUTOQUALITY_STEP_MAX);
         else
-                q = s->meet_q - MAX((aim - log(s->meet_score)) / AUTOQUALITY_SLOPE, 3.0);
+                q = s->meet_q -
+                    MAX((aim - log(s->meet_score)) / one_side_slope(s, s->meet_q, s->meet_score),
+                        3.0);
         /* Two trials in a row on one side: the line is off, halve the bracket instead. */
         if (!isfinite(q) || (miss && meet && s->same_side >= 2))
                 q = (s->miss_q + s->meet_q) / 2.0;
@@ -82,10 +112,18 @@ void autoquality_record(struct autoquality_search *s, int q, double score)
         s->tried++;
         if (meets) {
                 if (q < s->meet_q) {
+                        if (s->meet_q <= s->max_q) {
+                                s->prev_q = s->meet_q;
+                                s->prev_score = s->meet_score;
+                        }
                         s->meet_q = q;
-                        s->meet_score = score;
+                        s->meet_score = MAX(score, 1e-9);
                 }
         } else if (q > s->miss_q) {
+                if (s->miss_q >= s->min_q) {
+                        s->prev_q = s->miss_q;
+                        s->prev_score = s->miss_score;
+                }
                 s->miss_q = q;
                 s->miss_score = MAX(score, 1e-9);
         }

@@ -77,6 +77,19 @@ static void test_search_policy(void **state)
                 assert_int_equal(last, 100);
                 assert_int_equal(autoquality_result(&s), -1);
         }
+        /* A trial that meets the target by a hair ends the search; one well below does not. */
+        {
+                struct autoquality_search s;
+
+                autoquality_start(&s, 0.01, 20, 100, 6);
+                assert_int_equal(autoquality_next(&s, 64), 64);
+                autoquality_record(&s, 64, 0.0097);
+                assert_int_equal(autoquality_next(&s, 64), 0);
+                assert_int_equal(autoquality_result(&s), 64);
+                autoquality_start(&s, 0.01, 20, 100, 6);
+                autoquality_record(&s, 64, 0.008);
+                assert_in_range(autoquality_next(&s, 64), 20, 61);
+        }
         /* A budget of 1: the guess only. */
         {
                 struct autoquality_search s;
