@@ -8,8 +8,10 @@
  * represented by AUTO_TILES tiles of AUTO_TILE x AUTO_TILE pixels, spread over it on a
  * grid aligned to 16 pixels (a JPEG MCU at 4:2:0, and a multiple of the other encoders'
  * blocks, so each tile is cut up as the whole image is), joined into one mosaic. Each trial
- * encodes and scores the mosaic only; the caller encodes the whole image once, at the
- * quality found, and scores that.
+ * encodes and scores the mosaic only, against the mosaic prepared once as the metric's
+ * reference (similarity_ref); the caller encodes the whole image once, at the quality found,
+ * and scores that. A small image is its own sample: the trial at the quality found is then
+ * handed to the caller as the output, already scored.
  */
 #include <errno.h>
 #include <math.h>

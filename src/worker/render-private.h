@@ -232,7 +232,8 @@ struct render_deadline {
  * Encodes in for v into *ret (buf, size, quality, score, warning). With quality = "auto",
  * the quality is the one render_auto_quality() finds, and the output is scored
  * (render_score()); a score over the target is published with a warning. Without max_bytes,
- * one encode at that quality (v's own without auto). With it: v's quality if that fits; else the
+ * one encode at that quality (v's own without auto; none when the search's trial at that
+ * quality is the output, already scored: render_auto). With it: v's quality if that fits; else the
  * lowest allowed quality (VARIANT_MAX_BYTES_QUALITY_MIN, or v's own if lower) and, when that fits,
  * a bisection for the highest quality that fits, VARIANT_MAX_BYTES_STEPS encodes in all at most. An
  * output that does not fit even at the lowest quality is returned with a warning, or fails with

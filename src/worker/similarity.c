@@ -37,10 +37,12 @@
 /*
  * The loops below are written to be vectorised (CMakeLists.txt builds this file at -O3); on
  * x86-64 each is also compiled for AVX2, eight floats at a time, picked at load time when the
- * CPU has it (GCC's function multi-versioning). AVX2 alone brings no fused multiply-add, so
- * every product and sum is rounded as in the baseline build.
+ * CPU has it (GCC's function multi-versioning, which needs glibc's ifunc). AVX2 alone brings
+ * no fused multiply-add, so every product is rounded as in the baseline build; the sums along
+ * a row are ordered by the vector width, so the last bits of a score may differ between CPUs
+ * (about 1e-8 on test-similarity's pair), never between two scores on one machine.
  */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
 #define VECTORISED __attribute__((target_clones("avx2", "default")))
 #else
 #define VECTORISED
