@@ -5,7 +5,7 @@
 # imgd's own render code (build/imgd-bench-quality; see its header for what it measures).
 #
 #   scripts/bench-quality.sh [--quick] [--corpus DIR] [--build DIR] [--target T]
-#                            [--formats "jpeg,webp,avif,jxl"] [--no-best] [--out DIR]
+#                            [--formats "jpeg,webp,avif,jxl"] [--no-best] [--levels] [--out DIR]
 #
 # The corpus is the one scripts/bench.sh builds (default $IMGD_BENCH_CORPUS or
 # ~/.cache/imgd-bench; run `scripts/bench.sh --quick --pipelines small` once to build it):
@@ -13,8 +13,11 @@
 # It prints, per format, the bytes and DSSIM at quality 80 and with quality = "auto" at the
 # target (default "good"), how many outputs meet the target as checked on the published
 # files, the median quality chosen, the encode CPU of both and its ratio; and which format
-# format = "best" (avif, webp, jpeg) chose how often. The per-output figures go to
-# OUT/outputs.tsv (default: a new folder under /tmp).
+# format = "best" (avif, webp, jpeg) chose how often; then the evidence on bytes: the spread of
+# the DSSIM of the quality-80 outputs (10th percentile, median, 90th) and the share of them that
+# miss the target, and with --levels the bytes of auto at each named level (high, good, low)
+# relative to quality 80. The per-output figures go to OUT/outputs.tsv (default: a new folder
+# under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,7 @@ target=good
 formats=jpeg,webp,avif,jxl
 quick=0
 best=-b
+levels=
 out=
 
 while [ $# -gt 0 ]; do
@@ -34,6 +38,7 @@ while [ $# -gt 0 ]; do
         --target) target=$2; shift ;;
         --formats) formats=$2; shift ;;
         --no-best) best= ;;
+        --levels) levels=-L ;;
         --out) out=$2; shift ;;
         *) echo "bench-quality.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -58,5 +63,5 @@ mkdir -p "$out"
 
 echo "bench-quality: ${#images[@]} images of $corpus, formats $formats, target $target" >&2
 cd "$corpus/images"
-exec "$build/imgd-bench-quality" -t "$target" -f "$formats" -s 1600,800 $best \
+exec "$build/imgd-bench-quality" -t "$target" -f "$formats" -s 1600,800 $best $levels \
     -o "$out" -l "$out/outputs.tsv" "${images[@]}"

@@ -8,8 +8,10 @@
  * represented by AUTO_TILES tiles of AUTO_TILE x AUTO_TILE pixels, spread over it on a
  * grid aligned to 16 pixels (a JPEG MCU at 4:2:0, and a multiple of the other encoders'
  * blocks, so each tile is cut up as the whole image is), joined into one mosaic. Each trial
- * encodes and scores the mosaic only; the caller encodes the whole image once, at the
- * quality found, and scores that.
+ * encodes and scores the mosaic only, against the mosaic prepared once as the metric's
+ * reference (similarity_ref); the caller encodes the whole image once, at the quality found,
+ * and scores that. A small image is its own sample: the trial at the quality found is then
+ * handed to the caller as the output, already scored.
  */
 #include <errno.h>
 #include <math.h>
@@ -42,6 +44,30 @@ void autoquality_start(struct autoquality_search *s, double target, int min_q, i
         };
 }
 
+/*
+ * The fall of ln(DSSIM) per quality step around quality q, while only one side of the target
+ * is known: steeper at higher qualities, about 0.039 at 70, doubling every 15 steps (fitted
+ * on the steps of the searches of bench-quality --quick, JPEG, WebP and JPEG XL together).
+ * From one point the next trial aims at the target by the slope there, which is steeper than
+ * below it and shallower than above it: the step falls short rather than overshoots.
+ */
+static double typical_slope(int q)
+{
+        return AUTOQUALITY_SLOPE_70 * exp2((q - 70) / AUTOQUALITY_SLOPE_DOUBLING);
+}
+
+/* While one side is known: the slope between its two nearest trials to the target (q, score
+ * and the one before), when there are two, else the typical one at q. */
+static double one_side_slope(const struct autoquality_search *s, int q, double score)
+{
+        double slope;
+
+        if (s->prev_q == 0)
+                return typical_slope(q);
+        slope = fabs(log(score) - log(s->prev_score)) / abs(q - s->prev_q);
+        return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : typical_slope(q);
+}
+
 int autoquality_next(const struct autoquality_search *s, int guess)
 {
         bool miss = s->miss_q >= s->min_q, meet = s->meet_q <= s->max_q;
@@ -52,16 +78,22 @@ int autoquality_next(const struct autoquality_search *s, int guess)
                 return 0;
         if (meet && miss && s->meet_q - s->miss_q <= AUTOQUALITY_RESOLUTION)
                 return 0;
+        /* Close enough: the lowest quality that meets it is within about two steps. */
+        if (meet && s->meet_score >= s->target * AUTOQUALITY_CLOSE)
+                return 0;
         if (!miss && !meet)
                 q = guess;
         else if (miss && meet)
                 q = s->miss_q + (s->meet_q - s->miss_q) * (log(s->miss_score) - aim) /
                                         (log(s->miss_score) - log(s->meet_score));
         else if (miss)
-                q = s->miss_q + CLAMP((log(s->miss_score) - aim) / AUTOQUALITY_SLOPE, 3.0,
-                                      AUTOQUALITY_STEP_MAX);
+                q = s->miss_q +
+                    CLAMP((log(s->miss_score) - aim) / one_side_slope(s, s->miss_q, s->miss_score),
+                          3.0, AUTOQUALITY_STEP_MAX);
         else
-                q = s->meet_q - MAX((aim - log(s->meet_score)) / AUTOQUALITY_SLOPE, 3.0);
+                q = s->meet_q -
+                    MAX((aim - log(s->meet_score)) / one_side_slope(s, s->meet_q, s->meet_score),
+                        3.0);
         /* Two trials in a row on one side: the line is off, halve the bracket instead. */
         if (!isfinite(q) || (miss && meet && s->same_side >= 2))
                 q = (s->miss_q + s->meet_q) / 2.0;
@@ -82,10 +114,18 @@ void autoquality_record(struct autoquality_search *s, int q, double score)
         s->tried++;
         if (meets) {
                 if (q < s->meet_q) {
+                        if (s->meet_q <= s->max_q) {
+                                s->prev_q = s->meet_q;
+                                s->prev_score = s->meet_score;
+                        }
                         s->meet_q = q;
-                        s->meet_score = score;
+                        s->meet_score = MAX(score, 1e-9);
                 }
         } else if (q > s->miss_q) {
+                if (s->miss_q >= s->min_q) {
+                        s->prev_q = s->miss_q;
+                        s->prev_score = s->miss_score;
+                }
                 s->miss_q = q;
                 s->miss_score = MAX(score, 1e-9);
         }
@@ -144,20 +184,57 @@ static int flat_ref(VipsImage *in, const uint8_t bg[3], VipsImage **ret)
         return vips_cast(flat, ret, VIPS_FORMAT_UCHAR, NULL);
 }
 
-int render_score(VipsImage *ref, const void *buf, size_t len, enum image_format f,
-                 const uint8_t bg[3], double *ret, struct render_error *err)
+/* buf decoded as format f, flattened onto bg when it has alpha, in memory. */
+static int decode_flat(const void *buf, size_t len, enum image_format f, const uint8_t bg[3],
+                       VipsImage **ret, struct render_error *err)
 {
-        _cleanup_image_ VipsImage *dec = NULL, *mem = NULL, *a = NULL, *b = NULL;
-        double d;
+        _cleanup_image_ VipsImage *dec = NULL, *mem = NULL;
 
         if (render_open(buf, len, f, 1, 1.0, 1, &dec) < 0 || !(mem = vips_image_copy_memory(dec)))
                 return render_fail_vips(err, -EBADMSG, "auto quality: decode");
-        if (flat_ref(ref, bg, &a) < 0 || flat_ref(mem, bg, &b) < 0)
+        if (flat_ref(mem, bg, ret) < 0)
+                return render_fail_vips(err, -EBADMSG, "auto quality: flatten");
+        return 0;
+}
+
+int render_score(VipsImage *ref, const void *buf, size_t len, enum image_format f,
+                 const uint8_t bg[3], double *ret, struct render_error *err)
+{
+        _cleanup_image_ VipsImage *a = NULL, *b = NULL;
+        double d;
+        int r;
+
+        r = decode_flat(buf, len, f, bg, &b, err);
+        if (r < 0)
+                return r;
+        if (flat_ref(ref, bg, &a) < 0)
                 return render_fail_vips(err, -EBADMSG, "auto quality: flatten");
         if (similarity_dssim(a, b, &d) < 0)
                 return render_fail_vips(err, -EBADMSG, "auto quality: score");
         *ret = d;
         return 0;
+}
+
+/* render_score() against a prepared reference. */
+static int score_ref(const similarity_ref *ref, const void *buf, size_t len, enum image_format f,
+                     const uint8_t bg[3], double *ret, struct render_error *err)
+{
+        _cleanup_image_ VipsImage *b = NULL;
+        double d;
+        int r;
+
+        r = decode_flat(buf, len, f, bg, &b, err);
+        if (r < 0)
+                return r;
+        if (similarity_dssim_ref(ref, b, &d) < 0)
+                return render_fail_vips(err, -EBADMSG, "auto quality: score");
+        *ret = d;
+        return 0;
+}
+
+static void similarity_ref_freep(similarity_ref **r)
+{
+        *r = similarity_ref_free(*r);
 }
 
 /*
@@ -209,46 +286,79 @@ double autoquality_slope(const struct autoquality_search *s)
         return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : AUTOQUALITY_SLOPE;
 }
 
-int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsigned *ret_trials,
-                        double *ret_slope, struct render_error *err)
+int render_auto_quality(VipsImage *in, const struct variant *v, bool strip, uint64_t deadline_usec,
+                        struct render_auto *ret, struct render_error *err)
 {
-        _cleanup_image_ VipsImage *sample = NULL;
+        _cleanup_image_ VipsImage *sample = NULL, *flat = NULL;
+        _cleanup_(similarity_ref_freep) similarity_ref *ref = NULL;
+        _cleanup_gfree_ void *kept = NULL;
+        size_t kept_len = 0;
+        double kept_score = -1;
         struct autoquality_search s;
+        const int guess = autoquality_guess(v->format, v->target);
+        bool cut = false, own;
         int q, r;
 
         /* One encode in all: the guess, and no search (degraded, or asked so). */
         if (v->auto_encodes <= 1) {
-                *ret_q = MIN((int)v->quality, autoquality_guess(v->format, v->target));
-                *ret_trials = 0;
-                *ret_slope = AUTOQUALITY_SLOPE;
+                *ret = (struct render_auto){ .quality = MIN((int)v->quality, guess),
+                                             .slope = AUTOQUALITY_SLOPE,
+                                             .score = -1 };
                 return 0;
         }
         if (make_sample(in, &sample) < 0)
                 return render_fail_vips(err, -EBADMSG, "auto quality: sample");
+        own = sample == in;
+        if (flat_ref(sample, v->background, &flat) < 0 || similarity_ref_new(flat, &ref) < 0)
+                return render_fail_vips(err, -EBADMSG, "auto quality: sample");
         /* On a sample, one encode is kept for a correction of the whole image. */
-        autoquality_start(&s, sample == in ? v->target : v->target * AUTO_SAMPLE_MARGIN,
+        autoquality_start(&s, own ? v->target : v->target * AUTO_SAMPLE_MARGIN,
                           VARIANT_AUTO_QUALITY_MIN, 100,
-                          sample == in || v->auto_encodes < 3 ? v->auto_encodes - 1
-                                                              : v->auto_encodes - 2);
-        while ((q = autoquality_next(&s, autoquality_guess(v->format, v->target))) > 0) {
+                          own || v->auto_encodes < 3 ? v->auto_encodes - 1 : v->auto_encodes - 2);
+        while ((q = autoquality_next(&s, guess)) > 0) {
                 _cleanup_gfree_ void *buf = NULL;
                 size_t len = 0;
-                double d;
+                double d = 0;
 
-                r = render_encode(sample, v, q, true, &buf, &len, err);
+                if (deadline_usec != 0 && (uint64_t)g_get_monotonic_time() >= deadline_usec) {
+                        cut = true;
+                        break;
+                }
+                /* The whole image as it would be published; a sample needs no metadata. */
+                r = render_encode(sample, v, q, own ? strip : true, &buf, &len, err);
                 if (r < 0)
                         return r;
-                r = render_score(sample, buf, len, v->format, v->background, &d, err);
+                r = score_ref(ref, buf, len, v->format, v->background, &d, err);
                 if (r < 0)
                         return r;
                 autoquality_record(&s, q, d);
+                /* The lowest quality that meets the target so far: the output, if it stays. */
+                if (own && s.meet_q == q) {
+                        g_free(kept);
+                        kept = TAKE_PTR(buf);
+                        kept_len = len;
+                        kept_score = d;
+                }
         }
         /* A small image is its own sample: no correction follows, so only a quality known
          * to meet the target will do. */
-        q = sample == in ? (s.meet_q <= s.max_q ? s.meet_q : -1) : autoquality_result(&s);
+        q = own ? (s.meet_q <= s.max_q ? s.meet_q : -1) : autoquality_result(&s);
+        /* Cut short before any met it: the quality the search would have tried next (the
+         * guess when none was tried). */
+        if (q <= 0 && cut)
+                q = autoquality_next(&s, guess);
         /* None met it: the highest quality not known to miss (the range's top at worst). */
-        *ret_q = q > 0 ? q : MIN(s.miss_q + AUTOQUALITY_RESOLUTION, 100);
-        *ret_trials = s.tried;
-        *ret_slope = autoquality_slope(&s);
+        *ret = (struct render_auto){
+                .quality = q > 0 ? q : MIN(s.miss_q + AUTOQUALITY_RESOLUTION, 100),
+                .trials = s.tried,
+                .slope = autoquality_slope(&s),
+                .cut = cut,
+                .score = -1,
+        };
+        if (kept && ret->quality == s.meet_q) {
+                ret->buf = TAKE_PTR(kept);
+                ret->size = kept_len;
+                ret->score = kept_score;
+        }
         return 0;
 }

@@ -7,12 +7,14 @@
  * The search itself is a pure policy (autoquality_search): given the qualities tried so far
  * and their scores, the next quality to try, or none. It keeps the highest quality known to
  * miss the target and the lowest known to meet it, and aims between them by interpolating
- * log(DSSIM) linearly in the quality (a line through the two, or one point and a typical
- * slope; the bracket halved instead after two trials in a row on one side of the target), so
- * that a good first guess converges in two or three encodes; it stops when the two
- * are within AUTOQUALITY_RESOLUTION of each other, at the bounds, or when its encodes are
- * spent. The result is the lowest quality known to meet the target, or, when the trials ran
- * out with the two far apart, the interpolated crossing between them.
+ * log(DSSIM) linearly in the quality (a line through the two; while one side only is known,
+ * a line through its two nearest trials, or one point and the typical slope at its quality; the
+ * bracket halved instead after two trials in a row on one side of the target), so that a good first
+ * guess converges in two or three encodes; it stops when the two are within AUTOQUALITY_RESOLUTION
+ * of each other, when a quality meets the target with a score close to it (AUTOQUALITY_CLOSE), at
+ * the bounds, or when its encodes are spent. The result is the lowest quality known to meet the
+ * target, or, when the trials ran out with the two far apart, the interpolated crossing between
+ * them.
  *
  * render_encode_auto (render-private.h) runs it: the search encodes a sample of the image
  * (a mosaic of tiles taken on the encoders' block grid; the whole image when it is small),
@@ -27,8 +29,15 @@
 
 /* The search stops when the bracket [miss, meet] is this narrow. */
 #define AUTOQUALITY_RESOLUTION 2
-/* The assumed fall of ln(DSSIM) per quality step while only one side is known. */
+/* A quality that meets the target with a score at least this fraction of it ends the search:
+ * at the slopes measured (ln(DSSIM) falls 0.02 to 0.06 a step) the lowest that meets it is at
+ * most about two steps lower, as with AUTOQUALITY_RESOLUTION. */
+#define AUTOQUALITY_CLOSE 0.95
+/* The assumed fall of ln(DSSIM) per quality step where the search measured none. */
 #define AUTOQUALITY_SLOPE 0.023 /* DSSIM doubles about every 30 steps down */
+/* While only one side is known: the fall at quality 70, and the steps in which it doubles. */
+#define AUTOQUALITY_SLOPE_70 0.039
+#define AUTOQUALITY_SLOPE_DOUBLING 15.0
 /* A step up from a miss goes at most this far: the fall of DSSIM steepens near 100. */
 #define AUTOQUALITY_STEP_MAX 20.0
 /* Out of trials, a bracket wider than this gives where the line through its ends crosses the
@@ -42,6 +51,8 @@ struct autoquality_search {
         double miss_score; /* its score */
         int meet_q;        /* lowest quality known to meet it; max_q + 1: none */
         double meet_score; /* its score */
+        int prev_q;        /* the one before meet_q or miss_q, on its side; 0: none */
+        double prev_score; /* its score */
         unsigned tried, budget;
         bool last_met;      /* the last trial met the target */
         unsigned same_side; /* trials in a row on that side */

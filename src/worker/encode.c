@@ -116,24 +116,47 @@ int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, voi
         return 0;
 }
 
-int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct render_output *ret,
+static bool deadline_reached(const struct render_deadline *dl)
+{
+        return dl && dl->at_usec != 0 && (uint64_t)g_get_monotonic_time() >= dl->at_usec;
+}
+
+int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
+                      const struct render_deadline *dl, struct render_output *ret,
                       struct render_error *err)
 {
         _cleanup_gfree_ void *best = NULL;
         size_t best_len = 0;
         int q = (int)v->quality, lo, hi, steps = 0, r;
-        unsigned trials = 0;
-        double slope = 0;
+        struct render_auto au = { .score = -1 };
+        /* The score of best when the search made it already, else -1. */
+        double known = -1;
+        bool cut = false;
 
         if (v->quality_auto) {
-                r = render_auto_quality(in, v, &q, &trials, &slope, err);
+                r = render_auto_quality(in, v, strip, dl ? dl->at_usec : 0, &au, err);
                 if (r < 0)
                         return r;
+                q = au.quality;
+                cut = au.cut;
+                if (cut && dl->optional) {
+                        g_free(au.buf);
+                        return render_fail(err, -ETIMEDOUT, true,
+                                           "best_time_limit reached during the search");
+                }
+        } else if (deadline_reached(dl) && dl->optional) {
+                return render_fail(err, -ETIMEDOUT, true, "best_time_limit reached");
         }
-        r = render_encode(in, v, q, strip, &best, &best_len, err);
-        if (r < 0)
-                return r;
-        steps++;
+        if (au.buf) {
+                best = TAKE_PTR(au.buf);
+                best_len = au.size;
+                known = au.score;
+        } else {
+                r = render_encode(in, v, q, strip, &best, &best_len, err);
+                if (r < 0)
+                        return r;
+                steps++;
+        }
         if (v->max_bytes > 0 && variant_uses_quality(v) && best_len > v->max_bytes) {
                 lo = MIN(q, VARIANT_MAX_BYTES_QUALITY_MIN);
                 hi = q; /* does not fit */
@@ -148,6 +171,7 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                         g_free(best);
                         best = TAKE_PTR(buf);
                         best_len = len;
+                        known = -1;
                         q = lo;
                 }
                 if (best_len > v->max_bytes) {
@@ -161,12 +185,16 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                                  "published at %zu bytes",
                                  v->max_bytes, q, best_len);
                 } else {
-                        /* lo fits, hi does not: bisect while steps remain. */
+                        /* lo fits, hi does not: bisect while steps and time remain. */
                         while (hi - lo > 1 && steps < VARIANT_MAX_BYTES_STEPS) {
                                 _cleanup_gfree_ void *buf = NULL;
                                 size_t len = 0;
                                 int mid = lo + (hi - lo) / 2;
 
+                                if (deadline_reached(dl)) {
+                                        cut = true;
+                                        break;
+                                }
                                 r = render_encode(in, v, mid, strip, &buf, &len, err);
                                 if (r < 0)
                                         return r;
@@ -175,6 +203,7 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                                         g_free(best);
                                         best = TAKE_PTR(buf);
                                         best_len = len;
+                                        known = -1;
                                         lo = mid;
                                 } else {
                                         hi = mid;
@@ -185,7 +214,10 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
         }
         ret->score = -1;
         if (v->quality_auto) {
-                r = render_score(in, best, best_len, v->format, v->background, &ret->score, err);
+                ret->score = known;
+                r = known >= 0 ? 0
+                               : render_score(in, best, best_len, v->format, v->background,
+                                              &ret->score, err);
                 if (r < 0)
                         return r;
                 /*
@@ -193,37 +225,47 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct
                  * score's distance to 90% of the target asks for at the slope the search
                  * measured (a correction that lands just short is an encode wasted; near
                  * quality 100 the score falls steeply), 1 to AUTO_CORRECTION_MAX steps, at
-                 * most AUTO_CORRECTIONS times, and not against max_bytes.
+                 * most AUTO_CORRECTIONS times, not against max_bytes, and not past the
+                 * deadline. A correction that still misses is kept only when it comes closer.
                  */
-                for (int c = 0; c < AUTO_CORRECTIONS && ret->score > v->target && q < 100 &&
-                                v->max_bytes == 0 && v->auto_encodes > 1 &&
-                                (unsigned)steps + trials < v->auto_encodes + AUTO_CORRECTIONS - 1;
+                for (int c = 0, at = q;
+                     c < AUTO_CORRECTIONS && ret->score > v->target && at < 100 &&
+                     v->max_bytes == 0 && v->auto_encodes > 1 &&
+                     (unsigned)steps + au.trials < v->auto_encodes + AUTO_CORRECTIONS - 1;
                      c++) {
                         _cleanup_gfree_ void *buf = NULL;
                         size_t len = 0;
-                        double up = ceil((log(ret->score) - log(v->target * 0.9)) / slope);
+                        double up = ceil((log(ret->score) - log(v->target * 0.9)) / au.slope), d;
 
-                        q = MIN(q + (int)CLAMP(up, 1.0, AUTO_CORRECTION_MAX), 100);
-                        r = render_encode(in, v, q, strip, &buf, &len, err);
+                        if (deadline_reached(dl)) {
+                                cut = true;
+                                break;
+                        }
+                        at = MIN(at + (int)CLAMP(up, 1.0, AUTO_CORRECTION_MAX), 100);
+                        r = render_encode(in, v, at, strip, &buf, &len, err);
                         if (r < 0)
                                 return r;
                         steps++;
-                        r = render_score(in, buf, len, v->format, v->background, &ret->score, err);
+                        r = render_score(in, buf, len, v->format, v->background, &d, err);
                         if (r < 0)
                                 return r;
-                        g_free(best);
-                        best = TAKE_PTR(buf);
-                        best_len = len;
+                        if (d < ret->score) {
+                                g_free(best);
+                                best = TAKE_PTR(buf);
+                                best_len = len;
+                                ret->score = d;
+                                q = at;
+                        }
                 }
                 if (ret->score > v->target && !ret->warning[0])
                         snprintf(ret->warning, sizeof(ret->warning),
-                                 "target %g not met: DSSIM %.5f at quality %d", v->target,
-                                 ret->score, q);
+                                 "target %g not met: DSSIM %.5f at quality %d%s", v->target,
+                                 ret->score, q, cut ? " (best_time_limit reached)" : "");
         }
         ret->buf = TAKE_PTR(best);
         ret->size = best_len;
         ret->format = v->format;
         ret->quality = variant_uses_quality(v) ? q : -1;
-        ret->encodes = (unsigned)steps + trials;
+        ret->encodes = (unsigned)steps + au.trials;
         return 0;
 }

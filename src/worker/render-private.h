@@ -216,36 +216,67 @@ int render_encode(VipsImage *in, const struct variant *v, int q, bool strip, voi
                   size_t *ret_len, struct render_error *err);
 
 /*
+ * When the encodes of one output may start (format "best": best_time_limit). No encode of a
+ * search (a trial of the quality search, a correction of the whole image, a step of the
+ * max_bytes bisection) starts at or after at_usec (g_get_monotonic_time()); the output is
+ * then the best one made so far: the one that meets the target, else the most faithful,
+ * scored as published. The whole image is still encoded once, at the best quality the search
+ * knows, unless `optional` (the caller has another output): then nothing is made.
+ */
+struct render_deadline {
+        uint64_t at_usec; /* 0: none */
+        bool optional;
+};
+
+/*
  * Encodes in for v into *ret (buf, size, quality, score, warning). With quality = "auto",
  * the quality is the one render_auto_quality() finds, and the output is scored
  * (render_score()); a score over the target is published with a warning. Without max_bytes,
- * one encode at that quality (v's own without auto). With it: v's quality if that fits; else the
+ * one encode at that quality (v's own without auto; none when the search's trial at that
+ * quality is the output, already scored: render_auto). With it: v's quality if that fits; else the
  * lowest allowed quality (VARIANT_MAX_BYTES_QUALITY_MIN, or v's own if lower) and, when that fits,
  * a bisection for the highest quality that fits, VARIANT_MAX_BYTES_STEPS encodes in all at most. An
  * output that does not fit even at the lowest quality is returned with a warning, or fails with
  * -EFBIG (permanent) when max_bytes_strict (max_bytes starts from the quality auto found, so
  * the smaller of the two wins). `strip`: no metadata at all (else what is
- * attached to in is written: only what the variant keeps). Returns 0 or a negative errno
- * with err filled in.
+ * attached to in is written: only what the variant keeps). dl: a deadline (above), or NULL.
+ * Returns 0, -ETIMEDOUT when dl is optional and was reached before the whole image was
+ * encoded (nothing made), or another negative errno with err filled in.
  */
-int render_encode_fit(VipsImage *in, const struct variant *v, bool strip, struct render_output *ret,
+int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
+                      const struct render_deadline *dl, struct render_output *ret,
                       struct render_error *err);
 
 /* ---- autoquality.c --------------------------------------------------------------------- */
+
+/* What render_auto_quality() found. */
+struct render_auto {
+        int quality;     /* the quality to publish at */
+        unsigned trials; /* encodes made */
+        double slope;    /* the fall of ln(DSSIM) per quality step there (autoquality_slope()) */
+        bool cut;        /* the deadline cut the search short */
+        void *buf;       /* the output at that quality, already encoded and scored (an image that is
+                          * its own sample), or NULL; g_free() */
+        size_t size;
+        double score; /* buf's DSSIM */
+};
 
 /*
  * The quality for v (quality_auto) of in: the lowest found by the bounded search
  * (autoquality.h) on a sample of in, with v->auto_encodes - 2 trial encodes of the sample
  * (the caller's encode of the whole image is one more, and one is kept for a correction
  * when the whole image misses the target: render_encode_fit(), which may make one more
- * after it, auto_encodes + 1 in all); of a small image, which is
- * its own sample, auto_encodes - 1; with auto_encodes 1, the first guess without a trial.
- * *ret_slope is the fall of ln(DSSIM) per quality step there (autoquality_slope()), for the
- * correction. Returns
- * 0, *ret_q and *ret_trials, or a negative errno with err filled in.
+ * after it, auto_encodes + 1 in all); of a small image, which is its own sample,
+ * auto_encodes - 1, and the trial at the quality found is the output (ret->buf, encoded with
+ * `strip`: the caller need not encode it again); with auto_encodes 1, the first guess
+ * without a trial. The sample is prepared once as the reference of every trial's score
+ * (similarity_ref). No trial starts at or after deadline_usec (g_get_monotonic_time(); 0:
+ * none): the search is then cut short (ret->cut), and the quality is the lowest known to
+ * meet the target, else the one the search would have tried next. Returns 0 and *ret, or a
+ * negative errno with err filled in.
  */
-int render_auto_quality(VipsImage *in, const struct variant *v, int *ret_q, unsigned *ret_trials,
-                        double *ret_slope, struct render_error *err);
+int render_auto_quality(VipsImage *in, const struct variant *v, bool strip, uint64_t deadline_usec,
+                        struct render_auto *ret, struct render_error *err);
 
 /*
  * The DSSIM (similarity.h) of buf[0..len), an encoding of ref in format f, decoded, against

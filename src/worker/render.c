@@ -203,11 +203,13 @@ static void render_frames_freep(VipsImage ***p)
 
 /*
  * The end of a variant's pipeline for one output format (v->format): alpha flattened where the
- * format has none, the metadata to keep attached, encoded (render_encode_fit()). Fills the
- * encoder's members of *out. Returns 0, or a negative errno with err filled in.
+ * format has none, the metadata to keep attached, encoded (render_encode_fit(), with the
+ * deadline dl or NULL). Fills the encoder's members of *out. Returns 0, or a negative errno with
+ * err filled in.
  */
 static int render_finish(render_base *b, VipsImage *in, const struct variant *v,
-                         struct render_output *out, struct render_error *err)
+                         const struct render_deadline *dl, struct render_output *out,
+                         struct render_error *err)
 {
         _cleanup_image_ VipsImage *flat = NULL, *flat8 = NULL, *kept = NULL;
         VipsImage *cur = in;
@@ -228,29 +230,33 @@ static int render_finish(render_base *b, VipsImage *in, const struct variant *v,
                         return render_fail_vips(err, -EBADMSG, "metadata");
                 cur = kept;
         }
-        return render_encode_fit(cur, v, !keep_any, out, err);
+        return render_encode_fit(cur, v, !keep_any, dl, out, err);
 }
 
 /*
  * Format "best": each candidate in turn at its auto quality, until all are done or
- * best_time_limit has passed (the candidate running then is finished); the smallest output
- * that meets the target wins, else the one that comes closest. Fills the encoder's members of
+ * best_time_limit has passed. The limit is checked before every encode of a candidate's
+ * search too: the first candidate then publishes the best output its search has made (one
+ * encode of the whole image at least), a later one gives up (render_encode_fit() returns
+ * -ETIMEDOUT) and is not counted as tried. The smallest output that meets the target wins,
+ * else the one that comes closest. Fills the encoder's members of
  * *out, with the winner's format. Returns 0, or a negative errno with err filled in.
  */
 static int render_best(render_base *b, VipsImage *in, const struct variant *v,
                        struct render_output *out, struct render_error *err)
 {
-        const int64_t start = g_get_monotonic_time();
+        const uint64_t start = (uint64_t)g_get_monotonic_time();
         struct render_output best = { .quality = -1, .score = -1 };
         unsigned encodes = 0, tried = 0;
 
         for (unsigned i = 0; i < v->n_candidates; i++) {
                 struct render_output o = { .quality = -1, .score = -1 };
+                struct render_deadline dl = { .at_usec = start + v->best_time_limit_usec };
                 struct variant c = *v;
                 bool better;
                 int r;
 
-                if (i > 0 && (uint64_t)(g_get_monotonic_time() - start) >= v->best_time_limit_usec)
+                if (i > 0 && (uint64_t)g_get_monotonic_time() >= dl.at_usec)
                         break;
                 /* At one encode in all (degraded), the first candidate only. */
                 if (i > 0 && v->auto_encodes <= 1)
@@ -258,7 +264,10 @@ static int render_best(render_base *b, VipsImage *in, const struct variant *v,
                 c.format = v->candidates[i];
                 c.n_candidates = 0;
                 c.best_time_limit_usec = 0;
-                r = render_finish(b, in, &c, &o, err);
+                dl.optional = best.buf != NULL;
+                r = render_finish(b, in, &c, &dl, &o, err);
+                if (r == -ETIMEDOUT && dl.optional)
+                        break;
                 if (r < 0) {
                         g_free(best.buf);
                         return r;
@@ -355,7 +364,7 @@ int render_variant_full(render_base *b, const struct variant *v, render_cache *c
         if (v->format == VARIANT_FORMAT_BEST)
                 r = render_best(b, cur, v, &out, err);
         else
-                r = render_finish(b, cur, v, &out, err);
+                r = render_finish(b, cur, v, NULL, &out, err);
         if (r < 0)
                 return r;
         *ret = out;

@@ -3,7 +3,7 @@
  * imgd-bench-quality - quality = "auto" and format = "best" against a fixed quality, with
  * imgd's own libvips code (imgd-render), for scripts/bench-quality.sh. Not installed.
  *
- *   imgd-bench-quality [-t TARGET] [-q QUALITY] [-f FORMATS] [-s SIZES] [-b] [-o OUTDIR]
+ *   imgd-bench-quality [-t TARGET] [-q QUALITY] [-f FORMATS] [-s SIZES] [-b] [-L] [-o OUTDIR]
  *                      [-l LOG] FILE...
  *
  * Each FILE is decoded once (render_base_new) and resized for each size of SIZES (default
@@ -22,7 +22,11 @@
  *
  * It prints a table per format: outputs, bytes at QUALITY and auto, the saving, the median
  * and largest DSSIM of each, the median quality auto chose, how many outputs meet the target,
- * and the encode CPU of both and its ratio; and for best which format won how often.
+ * and the encode CPU of both and its ratio; and for best which format won how often. Then the
+ * evidence on bytes, per format: the DSSIM of the fixed-quality outputs (10th percentile,
+ * median, 90th percentile) and the share of them that miss TARGET; and, with -L, the bytes of
+ * auto at each named level (high, good, low; encoded for each, checked like the others)
+ * relative to the fixed quality, with how many outputs meet that level.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -49,14 +53,21 @@
 
 enum mode { MODE_FIXED, MODE_AUTO, _MODE_MAX };
 
+/* The named levels, as -L encodes them. */
+static const char *const level_names[] = { "high", "good", "low" };
+#define N_LEVELS (sizeof level_names / sizeof *level_names)
+
 struct stats {
         uint64_t bytes[_MODE_MAX];
         uint64_t cpu_usec[_MODE_MAX];
         double dssim[_MODE_MAX][MAX_SAMPLES];
         int quality[MAX_SAMPLES];
         double saving[MAX_SAMPLES]; /* 1 - auto bytes / fixed bytes, per output */
+        size_t fixed_size;          /* of the output being measured */
         unsigned encodes;
         unsigned n, meets, meets_fixed, reported_off;
+        uint64_t level_bytes[N_LEVELS], level_fixed_bytes; /* -L: outputs with every level */
+        unsigned level_meets[N_LEVELS], level_n;
 };
 
 static double target = -1;
@@ -90,6 +101,15 @@ static double median(double *v, unsigned n)
                 return 0;
         qsort(v, n, sizeof *v, cmp_double);
         return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The p-th quantile (0..1, nearest rank) of v[0..n), sorted in place. */
+static double quantile(double *v, unsigned n, double p)
+{
+        if (n == 0)
+                return 0;
+        qsort(v, n, sizeof *v, cmp_double);
+        return v[(unsigned)CLAMP(lround(p * (n - 1)), 0, (long)n - 1)];
 }
 
 static double largest(const double *v, unsigned n)
@@ -150,7 +170,7 @@ static double run(VipsImage *in, const struct variant *v, const char *stem, cons
                         c.format = v->candidates[i];
                         c.n_candidates = 0;
                         c.best_time_limit_usec = 0;
-                        if (render_encode_fit(in, &c, true, &t, &err) < 0) {
+                        if (render_encode_fit(in, &c, true, NULL, &t, &err) < 0) {
                                 fprintf(stderr, "imgd-bench-quality: %s: %s\n", stem, err.message);
                                 g_free(best.buf);
                                 return -1;
@@ -168,7 +188,7 @@ static double run(VipsImage *in, const struct variant *v, const char *stem, cons
                 }
                 best.encodes = o.encodes;
                 o = best;
-        } else if (render_encode_fit(in, v, true, &o, &err) < 0) {
+        } else if (render_encode_fit(in, v, true, NULL, &o, &err) < 0) {
                 fprintf(stderr, "imgd-bench-quality: %s: %s\n", stem, err.message);
                 return -1;
         }
@@ -208,11 +228,11 @@ int main(int argc, char **argv)
         int n_sizes = parse_list("1600,800", sizes, MAX_SIZES);
         static struct stats st[MAX_FORMATS], best_st;
         unsigned wins[_IMAGE_FORMAT_MAX] = {};
-        bool best = false;
+        bool best = false, levels = false;
         char tmpl[] = "/tmp/imgd-bench-quality-XXXXXX";
         int c;
 
-        while ((c = getopt(argc, argv, "t:q:f:s:bo:l:")) != -1) {
+        while ((c = getopt(argc, argv, "t:q:f:s:bLo:l:")) != -1) {
                 switch (c) {
                 case 't':
                         target = variant_target_from_name(optarg);
@@ -231,6 +251,9 @@ int main(int argc, char **argv)
                 case 'b':
                         best = true;
                         break;
+                case 'L':
+                        levels = true;
+                        break;
                 case 'o':
                         outdir = optarg;
                         break;
@@ -239,7 +262,7 @@ int main(int argc, char **argv)
                         break;
                 default:
                         fprintf(stderr, "usage: imgd-bench-quality [-t TARGET] [-q QUALITY] "
-                                        "[-f FORMATS] [-s SIZES] [-b] [-o OUTDIR] [-l LOG] "
+                                        "[-f FORMATS] [-s SIZES] [-b] [-L] [-o OUTDIR] [-l LOG] "
                                         "FILE...\n");
                         return 2;
                 }
@@ -315,6 +338,7 @@ int main(int argc, char **argv)
                                 if (d < 0)
                                         continue;
                                 t->bytes[MODE_FIXED] += o.size;
+                                t->fixed_size = o.size;
                                 t->saving[t->n] = (double)o.size;
                                 t->cpu_usec[MODE_FIXED] += cpu;
                                 t->dssim[MODE_FIXED][t->n] = d;
@@ -333,6 +357,42 @@ int main(int argc, char **argv)
                                 t->encodes += o.encodes;
                                 t->meets += d <= target;
                                 t->reported_off += fabs(d - o.score) > 1e-5;
+                                if (levels) {
+                                        const uint64_t auto_size = o.size;
+                                        const bool auto_meets = d <= target;
+                                        uint64_t bytes[N_LEVELS];
+                                        unsigned meets[N_LEVELS];
+                                        size_t l;
+
+                                        for (l = 0; l < N_LEVELS; l++) {
+                                                char mode[32];
+                                                uint64_t c2 = 0;
+                                                double d2;
+
+                                                v.target = variant_target_from_name(level_names[l]);
+                                                /* The level of -t: the output above. */
+                                                if (v.target == target) {
+                                                        bytes[l] = auto_size;
+                                                        meets[l] = auto_meets;
+                                                        continue;
+                                                }
+                                                snprintf(mode, sizeof mode, "auto-%s",
+                                                         level_names[l]);
+                                                d2 = run(in, &v, stem, mode, &o, &c2);
+                                                if (d2 < 0)
+                                                        break;
+                                                bytes[l] = o.size;
+                                                meets[l] = d2 <= v.target;
+                                        }
+                                        if (l == N_LEVELS) {
+                                                for (l = 0; l < N_LEVELS; l++) {
+                                                        t->level_bytes[l] += bytes[l];
+                                                        t->level_meets[l] += meets[l];
+                                                }
+                                                t->level_fixed_bytes += (uint64_t)t->fixed_size;
+                                                t->level_n++;
+                                        }
+                                }
                                 t->n++;
                         }
                         if (best && best_st.n < MAX_SAMPLES) {
@@ -404,6 +464,37 @@ int main(int argc, char **argv)
                 if (t->reported_off)
                         printf("       %u outputs' reported score differs from the check\n",
                                t->reported_off);
+        }
+        printf("\nevidence on bytes: the fixed quality %d against target %g", fixed_q, target);
+        if (levels)
+                printf("; auto at each level (high %g, good %g, low %g), bytes relative to "
+                       "quality %d",
+                       variant_target_from_name("high"), variant_target_from_name("good"),
+                       variant_target_from_name("low"), fixed_q);
+        printf("\n%-6s %7s %9s %9s %9s %9s", "format", "outputs", "dssim_p10", "dssim_med",
+               "dssim_p90", "q_misses");
+        if (levels)
+                for (size_t l = 0; l < N_LEVELS; l++)
+                        printf(" %8s %7s", level_names[l], "meets");
+        printf("\n");
+        for (int f = 0; f < n_formats; f++) {
+                struct stats *t = &st[f];
+
+                if (t->n == 0)
+                        continue;
+                printf("%-6s %7u %9.5f %9.5f %9.5f %8.1f%%", formats[f], t->n,
+                       quantile(t->dssim[MODE_FIXED], t->n, 0.1),
+                       quantile(t->dssim[MODE_FIXED], t->n, 0.5),
+                       quantile(t->dssim[MODE_FIXED], t->n, 0.9),
+                       100.0 * (t->n - t->meets_fixed) / t->n);
+                if (levels && t->level_n > 0)
+                        for (size_t l = 0; l < N_LEVELS; l++)
+                                printf(" %+7.1f%% %3u/%-3u",
+                                       100.0 * ((double)t->level_bytes[l] /
+                                                        (double)t->level_fixed_bytes -
+                                                1),
+                                       t->level_meets[l], t->level_n);
+                printf("\n");
         }
         if (best && best_st.n > 0) {
                 printf("\nbest (avif, webp, jpeg): %u outputs, %" PRIu64 " bytes, median DSSIM "

@@ -4,7 +4,8 @@
  * is bounded and lands on the lowest quality that meets the target on a monotone score; a
  * flat image ends at a low quality and a noisy one at a high one, every format scoring its
  * output as published; max_bytes still wins when smaller; one encode when asked so; format
- * best picks a candidate and says which; JPEG XL outputs verify, a damaged one does not.
+ * best picks a candidate and says which, and its time limit cuts a candidate's search short; JPEG
+ * XL outputs verify, a damaged one does not.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,6 +76,19 @@ static void test_search_policy(void **state)
                 }
                 assert_int_equal(last, 100);
                 assert_int_equal(autoquality_result(&s), -1);
+        }
+        /* A trial that meets the target by a hair ends the search; one well below does not. */
+        {
+                struct autoquality_search s;
+
+                autoquality_start(&s, 0.01, 20, 100, 6);
+                assert_int_equal(autoquality_next(&s, 64), 64);
+                autoquality_record(&s, 64, 0.0097);
+                assert_int_equal(autoquality_next(&s, 64), 0);
+                assert_int_equal(autoquality_result(&s), 64);
+                autoquality_start(&s, 0.01, 20, 100, 6);
+                autoquality_record(&s, 64, 0.008);
+                assert_in_range(autoquality_next(&s, 64), 20, 61);
         }
         /* A budget of 1: the guess only. */
         {
@@ -196,6 +210,54 @@ static void test_sampled(void **state)
         }
 }
 
+/*
+ * best_time_limit is checked before every encode of a candidate's search, not only between
+ * candidates: reached before the first trial (a limit of 1 us, spent on cutting the sample of
+ * a 1600 x 1000 image), the first candidate is encoded once at its first guess, with no trial
+ * and no correction, and scored as published; no other candidate is started.
+ */
+static void test_best_time_limit_in_search(void **state)
+{
+        _cleanup_image_ VipsImage *g = renderfx_make_gradient(1600, 1000, false), *n = NULL,
+                                  *mix = NULL, *u8 = NULL, *src = NULL, *back = NULL;
+        _cleanup_gfree_ void *png = NULL;
+        size_t len;
+        struct variant v = auto_variant(VARIANT_FORMAT_BEST, 0.005);
+        _cleanup_base_ render_base *b = NULL;
+        struct render_output o = {};
+        struct render_error err = {};
+        double d;
+
+        n = renderfx_make_noise(1600, 1000, 4);
+        VIPS_OK(vips_linear1(n, &mix, 0.1, 0, NULL));
+        {
+                _cleanup_image_ VipsImage *sum = NULL;
+
+                VIPS_OK(vips_add(g, mix, &sum, NULL));
+                VIPS_OK(vips_cast(sum, &u8, VIPS_FORMAT_UCHAR, NULL));
+        }
+        png = renderfx_encode(u8, ".png", &len);
+        v.n_candidates = 3;
+        v.candidates[0] = IMAGE_FORMAT_JPEG;
+        v.candidates[1] = IMAGE_FORMAT_WEBP;
+        v.candidates[2] = IMAGE_FORMAT_JXL;
+        v.best_time_limit_usec = 1;
+        b = renderfx_base_ok(png, len, &v, 1);
+        assert_int_equal(render_variant_full(b, &v, NULL, &o, &err), 0);
+        print_message("best, 1 us: %s q %d DSSIM %.5f, %u encodes, \"%s\"\n",
+                      image_format_name(o.format), o.quality, o.score, o.encodes, o.warning);
+        assert_int_equal(o.format, IMAGE_FORMAT_JPEG);
+        assert_int_equal(o.encodes, 1);
+        assert_int_equal(o.quality, autoquality_guess(IMAGE_FORMAT_JPEG, 0.005));
+        assert_non_null(strstr(o.warning, "best_time_limit"));
+        /* The score reported is the published output's, met or not. */
+        src = renderfx_decode(png, len);
+        back = renderfx_decode(o.buf, o.size);
+        assert_int_equal(similarity_dssim(src, back, &d), 0);
+        assert_true(fabs(d - o.score) < 1e-6);
+        g_free(o.buf);
+}
+
 /* max_bytes below what auto finds: the smaller wins; auto_encodes 1: the guess, no search. */
 static void test_max_bytes_and_one_encode(void **state)
 {
@@ -298,6 +360,7 @@ int main(void)
                 cmocka_unit_test(test_sampled),
                 cmocka_unit_test(test_max_bytes_and_one_encode),
                 cmocka_unit_test(test_best),
+                cmocka_unit_test(test_best_time_limit_in_search),
                 cmocka_unit_test(test_jxl_verified),
         };
         int r = cmocka_run_group_tests(tests, renderfx_setup, NULL);

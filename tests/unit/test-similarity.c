@@ -2,8 +2,8 @@
 /*
  * test-similarity.c - the perceptual metric of the worker (similarity.c): identical images
  * score 0, the value agrees with the independent reference tests/tools/ssim-reference.py on a
- * known pair, the score grows with the distortion, and images of different sizes or too small
- * are refused.
+ * known pair, a prepared reference scores as the one-off computation, the score grows with the
+ * distortion, and images of different sizes or too small are refused.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -117,6 +117,45 @@ static void test_monotone_in_distortion(void **state)
         }
 }
 
+/*
+ * A prepared reference scores as the one-off computation does, to the last bit, whatever the
+ * image is scored against and however many times (sizes with 5, 3 and 1 scales, odd sides).
+ */
+static void test_reference_reused(void **state)
+{
+        const int sizes[][2] = { { 200, 190 }, { 61, 97 }, { 21, 11 } };
+
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+                const int w = sizes[i][0], h = sizes[i][1];
+                _cleanup_image_ VipsImage *a = reference_image(w, h, false),
+                                          *b = reference_image(w, h, true),
+                                          *c = renderfx_make_noise(w, h, 2);
+                similarity_ref *r = NULL;
+                double once, again, other, d;
+
+                assert_int_equal(similarity_ref_new(a, &r), 0);
+                assert_int_equal(similarity_msssim(a, b, &once), 0);
+                assert_int_equal(similarity_msssim_ref(r, b, &again), 0);
+                print_message("%dx%d: %.12f %.12f\n", w, h, once, again);
+                assert_true(once == again);
+                assert_int_equal(similarity_msssim(a, c, &once), 0);
+                assert_int_equal(similarity_msssim_ref(r, c, &other), 0);
+                assert_true(once == other);
+                assert_int_equal(similarity_msssim_ref(r, b, &d), 0);
+                assert_true(d == again);
+                assert_int_equal(similarity_dssim_ref(r, a, &d), 0);
+                assert_true(d == 0);
+                /* Another size is refused. */
+                {
+                        _cleanup_image_ VipsImage *big = reference_image(w + 1, h, false);
+
+                        assert_int_equal(similarity_msssim_ref(r, big, &d), -1);
+                        vips_error_clear();
+                }
+                r = similarity_ref_free(r);
+        }
+}
+
 static void test_refused(void **state)
 {
         _cleanup_image_ VipsImage *a = renderfx_make_noise(64, 64, 1),
@@ -138,6 +177,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_identical_is_zero),
                 cmocka_unit_test(test_reference_pair),
+                cmocka_unit_test(test_reference_reused),
                 cmocka_unit_test(test_monotone_in_distortion),
                 cmocka_unit_test(test_refused),
         };
