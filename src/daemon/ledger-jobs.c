@@ -385,13 +385,21 @@ int ledger_complete(ledger *l, int64_t id, int64_t fence, const struct job_outpu
 static int relocate_locked(ledger *l, int64_t id, int64_t fence, const char *pipeline,
                            const char *output_key)
 {
+        _cleanup_cursor_ struct ledger_cursor st = ledger_stmt_get(l, STMT_LOCK_OUTPUT);
         int r = job_require_locked(l, id, fence, 1u << JOB_RUNNING, "running");
 
         if (r < 0)
                 return r;
+        /* PostgreSQL: the output's lock, as a claim of one of its jobs takes it, so that the
+         * check below sees every claim of the key that committed before. */
+        r = ledger_bind_step(l, &st, "t", output_key);
+        if (r < 0)
+                return r;
         r = ledger_stmt_changes(l, STMT_RELOCATE, "itti", id, pipeline, output_key, fence);
         if (r == 0)
-                return ledger_error(l, -ESTALE, "job %" PRId64 " is not running", id);
+                return ledger_error(l, -EBUSY,
+                                    "job %" PRId64 ": another running job has the outputs %s_*", id,
+                                    output_key);
         return r < 0 ? r : 0;
 }
 

@@ -323,7 +323,10 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
                             "WHERE state IN ('queued', 'retry') AND priority IN (0, 1, 2) "
                             "AND next_at_us = " HELD_SQL,
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = $2, output_key = $3 "
-                          "WHERE id = $1 AND state = 'running' AND fence = $4::bigint",
+                          "WHERE id = $1 AND state = 'running' AND fence = $4::bigint "
+                          "  AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                          "                  WHERE r.output_key = $3 AND r.state = 'running' "
+                          "                    AND r.id <> $1)",
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, "
                           "next_at_us = $1::bigint, updated_us = $1::bigint, finished_us = NULL, "
                           "priority = 2, redo = NULL, kind = NULL, origin = NULL "
@@ -431,6 +434,10 @@ const char *const ledger_pg_stmt_sql[_STMT_MAX] = {
         /* The same lock of job $1's source path (ledger_reconcile(), ledger_drop()). */
         [STMT_LOCK_SOURCE_OF] = "SELECT pg_advisory_xact_lock(" PG_LOCK_SOURCE_NS ", "
                                 "hashtext(source_path)) FROM jobs WHERE id = $1",
+        /* The lock of output key $1 that a claim takes (STMT_CLAIM_PICK): a relocation onto
+         * the key (ledger_relocate()) takes turns with the claims of the key's jobs. */
+        [STMT_LOCK_OUTPUT] = "SELECT pg_advisory_xact_lock(" PG_LOCK_OUTPUT_NS ", "
+                             "hashtext($1::text))",
         /* The nodes, by name; alive while a heartbeat came within the lease ($1) by the
          * database's clock; the age of the last heartbeat; the running jobs of each node's
          * lease owner counted in the jobs table (what its heartbeat said may be older). */

@@ -152,6 +152,7 @@ enum ledger_stmt {
          * and the nodes of a cluster (ledger-lease.c). */
         STMT_CLAIM_PICK,
         STMT_LOCK_SOURCE_OF,
+        STMT_LOCK_OUTPUT,
         STMT_NODES,
         _STMT_MAX,
 };

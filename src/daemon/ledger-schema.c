@@ -300,8 +300,12 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
         [STMT_COUNT_HELD] = "SELECT count(*) FROM jobs INDEXED BY jobs_due "
                             "WHERE state IN ('queued', 'retry') AND priority IN (0, 1, 2) "
                             "AND next_at_us = " HELD_SQL,
+        /* Not onto an output another running job has (as a claim, STMT_CLAIM). */
         [STMT_RELOCATE] = "UPDATE jobs SET pipeline = ?2, output_key = ?3 "
-                          "WHERE id = ?1 AND state = 'running' AND fence = ?4",
+                          "WHERE id = ?1 AND state = 'running' AND fence = ?4 "
+                          "  AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                          "                  WHERE r.output_key = ?3 AND r.state = 'running' "
+                          "                    AND r.id <> ?1)",
         /* Degraded done jobs that are still their source's newest go back to the queue, to
          * render every variant (a reconciliation job too: what it carried over is its own). */
         [STMT_RERENDER] = "UPDATE jobs SET state = 'queued', attempts = 0, next_at_us = ?1, "
@@ -410,6 +414,7 @@ const char *const ledger_stmt_sql[_STMT_MAX] = {
                                   "ORDER BY id",
         [STMT_LOCK_SOURCE] = "SELECT ?1",
         [STMT_LOCK_SOURCE_OF] = "SELECT ?1",
+        [STMT_LOCK_OUTPUT] = "SELECT ?1",
         /* One node, no nodes table: no rows (?1 the lease). */
         [STMT_NODES] = "SELECT '', '', 0, 0, 0, 0, 0, '', 0, 0 WHERE ?1 IS NULL AND 0",
         [STMT_NODE_BEAT] = "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE 0",

@@ -479,7 +479,8 @@ int ledger_count_held(ledger *l, uint64_t *ret_n);
 /*
  * Sets a running job's pipeline and output_key: where the configuration as it is now sends
  * its outputs (it may have changed since intake). -ESTALE if the job is not running under the
- * claim of fence.
+ * claim of fence; -EBUSY if another job of that output_key is running (as a claim would not
+ * take it: PostgreSQL takes the key's lock first, as a claim does).
  */
 int ledger_relocate(ledger *l, int64_t id, int64_t fence, const char *pipeline,
                     const char *output_key);

@@ -162,7 +162,14 @@ static int start_job(scheduler *s, struct job *job_in)
                         int64_t now = wall_usec();
 
                         free(pipeline);
-                        log_error_errno(r, "ledger: job %" PRId64 ": record its new output %s: %s",
+                        if (r == -EBUSY)
+                                log_info("job %" PRId64 " %s: its outputs moved to %s_*, which "
+                                         "another running job renders; handed back for a "
+                                         "second",
+                                         job->id, job->source_path, key);
+                        else
+                                log_error_errno(
+                                        r, "ledger: job %" PRId64 ": record its new output %s: %s",
                                         job->id, key, ledger_errmsg(s->ledger));
                         (void)ledger_release(s->ledger, job->id, job->fence,
                                              now + (int64_t)USEC_PER_SEC, now);

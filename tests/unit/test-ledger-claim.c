@@ -584,6 +584,34 @@ static void test_claim_rides_on_next_commit(void **state)
         ledfx_assert_counts_real(f);
 }
 
+/* A relocation (the configuration moved a job's outputs since intake) never puts two running
+ * jobs on one output: refused with -EBUSY, the job unchanged, while the other runs. */
+static void test_relocate_not_onto_running_output(void **state)
+{
+        struct ledfx *f = *state;
+        int64_t a = ledfx_enqueue(f->l, "/u/a.jpg", "/m/a", 1, 1000);
+        int64_t b = ledfx_enqueue(f->l, "/u/b.jpg", "/m/b", 2, 1000);
+        struct job_detail *d;
+
+        assert_int_equal(ledfx_claim(f->l, 1000), a);
+        assert_int_equal(ledfx_claim(f->l, 1000), b);
+        assert_int_equal(ledger_relocate(f->l, b, ledfx_fence_of(f->l, b), "p2", "/m/a"), -EBUSY);
+        d = ledfx_get(f->l, b);
+        assert_string_equal(d->job.output_key, "/m/b");
+        assert_string_equal(d->job.pipeline, "default");
+        job_detail_free(d);
+        /* Its own output again is no conflict. */
+        assert_int_equal(ledger_relocate(f->l, b, ledfx_fence_of(f->l, b), "p2", "/m/b"), 0);
+
+        assert_int_equal(ledger_complete(f->l, a, ledfx_fence_of(f->l, a), NULL, 0, 2000), 0);
+        assert_int_equal(ledger_relocate(f->l, b, ledfx_fence_of(f->l, b), "p3", "/m/a"), 0);
+        d = ledfx_get(f->l, b);
+        assert_string_equal(d->job.output_key, "/m/a");
+        assert_string_equal(d->job.pipeline, "p3");
+        job_detail_free(d);
+        ledfx_assert_counts_real(f);
+}
+
 static void test_recover(void **state)
 {
         struct ledfx *f = *state;
@@ -746,6 +774,7 @@ int main(void)
                 T(test_complete_is_atomic),
                 T(test_not_running_is_stale),
                 T(test_claim_rides_on_next_commit),
+                T(test_relocate_not_onto_running_output),
                 T(test_recover),
                 T(test_release),
                 T(test_fencing),
