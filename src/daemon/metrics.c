@@ -159,6 +159,18 @@ static void series(FILE *f, const char *name, const struct metrics_gauges *g, bo
         fputs(more ? "\"," : "\"}", f);
 }
 
+/* One series of `name` per label of fam: name{[node,]key="label"} count. */
+static void family_render(FILE *f, const struct metrics_gauges *g, const char *name,
+                          const char *key, const struct family *fam)
+{
+        for (size_t i = 0; i < fam->n; i++) {
+                series(f, name, g, true);
+                fprintf(f, "%s=\"", key);
+                label(f, fam->items[i].label);
+                fprintf(f, "\"} %llu\n", (unsigned long long)fam->items[i].count);
+        }
+}
+
 int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
 {
         uint64_t starting = g->workers_total > g->workers_busy + g->workers_idle
@@ -173,22 +185,12 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         fputs("# HELP imgd_jobs_processed_total Jobs completed since start, by pipeline.\n"
               "# TYPE imgd_jobs_processed_total counter\n",
               f);
-        for (size_t i = 0; i < m->done.n; i++) {
-                series(f, "imgd_jobs_processed_total", g, true);
-                fputs("pipeline=\"", f);
-                label(f, m->done.items[i].label);
-                fprintf(f, "\"} %llu\n", (unsigned long long)m->done.items[i].count);
-        }
+        family_render(f, g, "imgd_jobs_processed_total", "pipeline", &m->done);
 
         fputs("# HELP imgd_jobs_failed_total Failed attempts since start, by reason.\n"
               "# TYPE imgd_jobs_failed_total counter\n",
               f);
-        for (size_t i = 0; i < m->failed.n; i++) {
-                series(f, "imgd_jobs_failed_total", g, true);
-                fputs("reason=\"", f);
-                label(f, m->failed.items[i].label);
-                fprintf(f, "\"} %llu\n", (unsigned long long)m->failed.items[i].count);
-        }
+        family_render(f, g, "imgd_jobs_failed_total", "reason", &m->failed);
 
         fputs("# HELP imgd_job_duration_seconds Processing time from claim to done.\n"
               "# TYPE imgd_job_duration_seconds histogram\n",
@@ -219,24 +221,14 @@ int metrics_render(const metrics *m, const struct metrics_gauges *g, FILE *f)
         fputs("# HELP imgd_worker_restarts_total Worker processes replaced, by cause.\n"
               "# TYPE imgd_worker_restarts_total counter\n",
               f);
-        for (size_t i = 0; i < m->restarts.n; i++) {
-                series(f, "imgd_worker_restarts_total", g, true);
-                fputs("cause=\"", f);
-                label(f, m->restarts.items[i].label);
-                fprintf(f, "\"} %llu\n", (unsigned long long)m->restarts.items[i].count);
-        }
+        family_render(f, g, "imgd_worker_restarts_total", "cause", &m->restarts);
 
         fputs("# HELP imgd_fence_refused_total Steps of jobs refused to this node since start "
               "because its claim was lost (its lease lapsed and another node took the job), by "
               "step.\n"
               "# TYPE imgd_fence_refused_total counter\n",
               f);
-        for (size_t i = 0; i < m->fenced.n; i++) {
-                series(f, "imgd_fence_refused_total", g, true);
-                fputs("step=\"", f);
-                label(f, m->fenced.items[i].label);
-                fprintf(f, "\"} %llu\n", (unsigned long long)m->fenced.items[i].count);
-        }
+        family_render(f, g, "imgd_fence_refused_total", "step", &m->fenced);
         fputs("# HELP imgd_leases_rescued_total Running jobs whose lease lapsed (their node "
               "silent) rescued by this node since start.\n"
               "# TYPE imgd_leases_rescued_total counter\n",
