@@ -294,7 +294,10 @@ static int savepoint_begin(ledger *l)
         return sqlite_exec(l, "SAVEPOINT tx");
 }
 
-static int savepoint_end(ledger *l, int r)
+/* Ends savepoint tx: released when r >= 0, rolled back to otherwise; returns r or the
+ * release's error. The caller sees with sqlite3_get_autocommit() whether SQLite abandoned
+ * the whole transaction, leaving nothing to roll back to. */
+static int savepoint_finish(ledger *l, int r)
 {
         if (r >= 0) {
                 int k = sqlite_exec(l, "RELEASE tx");
@@ -302,11 +305,16 @@ static int savepoint_end(ledger *l, int r)
                         return r;
                 r = k;
         }
-        if (sqlite3_get_autocommit(l->db)) {
+        if (!sqlite3_get_autocommit(l->db))
+                (void)sqlite3_exec(l->db, "ROLLBACK TO tx; RELEASE tx", NULL, NULL, NULL);
+        return r;
+}
+
+static int savepoint_end(ledger *l, int r)
+{
+        r = savepoint_finish(l, r);
+        if (r < 0 && sqlite3_get_autocommit(l->db))
                 l->batch_error = r;
-                return r;
-        }
-        (void)sqlite3_exec(l->db, "ROLLBACK TO tx; RELEASE tx", NULL, NULL, NULL);
         return r;
 }
 
@@ -369,7 +377,7 @@ static int sqlite_tx_end(ledger *l, int r)
                 /* The transition, all or nothing, then the commit of it with the claims it
                  * rode on: a transition that failed by itself still commits them. */
                 l->adopted = false;
-                r = savepoint_end(l, r);
+                r = savepoint_finish(l, r);
                 if (r < 0 && !sqlite3_get_autocommit(l->db)) {
                         (void)sqlite_tx_end(l, 0);
                         return r;
@@ -413,7 +421,7 @@ static int sqlite_claim_begin(ledger *l)
                         return r;
                 l->claims_open = true;
         }
-        r = sqlite_exec(l, "SAVEPOINT claim");
+        r = sqlite_exec(l, "SAVEPOINT tx");
         if (r < 0 && sqlite3_get_autocommit(l->db))
                 l->claims_open = l->in_write = false;
         return r;
@@ -423,18 +431,10 @@ static int sqlite_claim_end(ledger *l, int r)
 {
         if (l->batch)
                 return savepoint_end(l, r);
-        if (r >= 0) {
-                int k = sqlite_exec(l, "RELEASE claim");
-                if (k >= 0)
-                        return r;
-                r = k;
-        }
-        if (sqlite3_get_autocommit(l->db)) {
-                /* SQLite abandoned the transaction: the claims before this one with it. */
+        r = savepoint_finish(l, r);
+        /* SQLite abandoned the transaction: the claims before this one with it. */
+        if (r < 0 && sqlite3_get_autocommit(l->db))
                 l->claims_open = l->in_write = false;
-                return r;
-        }
-        (void)sqlite3_exec(l->db, "ROLLBACK TO claim; RELEASE claim", NULL, NULL, NULL);
         return r;
 }
 
