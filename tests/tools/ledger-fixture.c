@@ -80,10 +80,17 @@ static void sqlite_exec(const char *db, const char *sql)
         sqlite3_close(h);
 }
 
-void ledfx_raw_exec(struct ledfx *f, const char *sql)
+/* What a second connection or a crash is to see committed: the claims that wait for a
+ * commit (ledger_claim() on SQLite). */
+static void commit_claims(struct ledfx *f)
 {
         if (f->l)
                 assert_int_equal(ledger_commit_claims(f->l), 0);
+}
+
+void ledfx_raw_exec(struct ledfx *f, const char *sql)
+{
+        commit_claims(f);
         if (f->engine == LEDGER_ENGINE_POSTGRESQL)
                 pgfx_exec(f->conninfo, sql);
         else
@@ -96,8 +103,7 @@ int64_t ledfx_raw_int(struct ledfx *f, const char *sql)
         sqlite3_stmt *st = NULL;
         int64_t v;
 
-        if (f->l)
-                assert_int_equal(ledger_commit_claims(f->l), 0);
+        commit_claims(f);
         if (f->engine == LEDGER_ENGINE_POSTGRESQL)
                 return pgfx_int(f->conninfo, sql);
         assert_int_equal(sqlite3_open_v2(f->db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
@@ -113,8 +119,7 @@ void ledfx_raw_bulk_done(struct ledfx *f, unsigned n)
 {
         char *sql;
 
-        if (f->l)
-                assert_int_equal(ledger_commit_claims(f->l), 0);
+        commit_claims(f);
         if (f->engine == LEDGER_ENGINE_POSTGRESQL)
                 sql = ledfx_xasprintf(
                         "INSERT INTO jobs (watch, source_path, source_sha256, source_size, "
@@ -286,8 +291,7 @@ void ledfx_reopen_clean(struct ledfx *f)
 
 void ledfx_reopen(struct ledfx *f)
 {
-        if (f->l)
-                assert_int_equal(ledger_commit_claims(f->l), 0);
+        commit_claims(f);
         ledfx_crash(f);
 }
 
