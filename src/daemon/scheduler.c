@@ -33,10 +33,10 @@
 #include "daemon/source.h"
 #include "shared/health.h"
 #include "shared/log.h"
-#include "shared/proto.h"
 #include "shared/macro.h"
 #include "shared/manifest.h"
 #include "shared/pathmap.h"
+#include "shared/proto.h"
 #include "shared/time-util.h"
 
 #define LEASE_CHECK_USEC (30 * USEC_PER_SEC)
@@ -83,13 +83,6 @@ const struct watch_config *scheduler_find_watch(const struct config *cfg, const 
         return NULL;
 }
 
-/*
- * Prepares and dispatches one claimed job. Returns 0 when the job went to a worker or was
- * finished here (dead, cancelled), START_CLAIM_UNDONE when its claim could not be committed
- * (undone: the job is queued, and on_kick() says why), a negative errno when it could not be
- * started (the job has been put back).
- */
-#define START_CLAIM_UNDONE 1
 /* A file the worker creates: its final path (for messages; a name that is not UTF-8 made
  * readable) and its temporary name (ASCII). */
 static json_t *file_json(const struct publish_tmp *t)
@@ -98,6 +91,13 @@ static json_t *file_json(const struct publish_tmp *t)
                          strrchr(t->tmp_path, '/') + 1);
 }
 
+/*
+ * Prepares and dispatches one claimed job. Returns 0 when the job went to a worker or was
+ * finished here (dead, cancelled), START_CLAIM_UNDONE when its claim could not be committed
+ * (undone: the job is queued, and on_kick() says why), a negative errno when it could not be
+ * started (the job has been put back).
+ */
+#define START_CLAIM_UNDONE 1
 static int start_job(scheduler *s, struct job *job_in)
 {
         _cleanup_(job_freep) struct job *job = job_in;
