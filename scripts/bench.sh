@@ -11,7 +11,9 @@
 # where the daemon's own cost per job shows; imgd, bare and durable, and for its scaling
 # table imgd1, bare1 and noop, which are not in the default contenders), for which imgd's
 # row also gives the supervisor's fsync and fdatasync calls per job (counted by perf stat on
-# the syscall tracepoints, the supervisor alone) and its CPU time per job. Then the
+# the syscall tracepoints, the supervisor alone) and its CPU time per job (and how much of it
+# the kernel's: the system calls). IMGD_BENCH_PERF=1 also samples where the supervisor's CPU
+# goes (perf record, call graphs, into <out>/<pipeline>/<contender>/perf.data). Then the
 # drop-to-published latency of one 12-megapixel JPEG on an idle imgd against the bare
 # pipeline's time for it, and (--profile) where the bare pipeline spends its time.
 #
@@ -333,7 +335,8 @@ def rounds_of(out, pl, c):
     except OSError:
         return []
 
-MEDIAN_KEYS = ("wall_s", "cpu_s", "p50_ms", "p99_ms", "supervisor_cpu_s", "supervisor_syncs")
+MEDIAN_KEYS = ("wall_s", "cpu_s", "p50_ms", "p99_ms", "supervisor_cpu_s", "supervisor_sys_s",
+               "supervisor_syncs")
 
 def median_result(rs):
     """One result from several rounds: the median of each timing, the largest peak RSS."""
@@ -406,9 +409,10 @@ def cmd_report(out, pipelines, contenders):
         if "imgd" in res and "supervisor_syncs" in res["imgd"]:
             n = max(1, int(res["imgd"]["images"]))
             say("  imgd: supervisor fsync+fdatasync %.2f per job (%s in all), supervisor CPU "
-                "%.3f ms per job" % (float(res["imgd"]["supervisor_syncs"]) / n,
-                                     res["imgd"]["supervisor_syncs"],
-                                     float(res["imgd"]["supervisor_cpu_s"]) * 1000.0 / n))
+                "%.3f ms per job (%.3f of it in the kernel)" % (
+                    float(res["imgd"]["supervisor_syncs"]) / n, res["imgd"]["supervisor_syncs"],
+                    float(res["imgd"]["supervisor_cpu_s"]) * 1000.0 / n,
+                    float(res["imgd"].get("supervisor_sys_s", 0)) * 1000.0 / n))
         if "imgd" in res and "supervisor_hwm_kb" in res["imgd"]:
             say("  imgd: supervisor peak RSS %.1f MB, worker peak RSS %.1f MB (largest), "
                 "CPU split supervisor %.1f s / workers %.1f s" % (
@@ -699,7 +703,7 @@ run_imgd() { # PIPELINE DIR
     local before t0 after
     before=$(py cpu "$imgd_pid")
     local sup0
-    sup0=$(awk '{ print $14 + $15 }' "/proc/$imgd_pid/stat")
+    sup0=$(awk '{ print $14 + $15, $15 }' "/proc/$imgd_pid/stat")
     follow_start "$t/imgd.sock" "$n" 3600
     # The supervisor's fsync and fdatasync calls (perf stat -p --no-inherit counts that
     # process alone, not the workers it starts), from in-kernel counters: no cost to the run.
@@ -710,12 +714,24 @@ run_imgd() { # PIPELINE DIR
         perf_pid=$!
         sleep 0.5
     fi
+    # IMGD_BENCH_PERF=1: where the supervisor's CPU goes, sampled with call graphs for the
+    # run (perf record -p, the supervisor alone), into DIR/perf.data (perf report -i).
+    local rec_pid=
+    if [ -n "${IMGD_BENCH_PERF:-}" ]; then
+        perf record -q -F 1999 --call-graph dwarf,16384 --no-inherit -p "$imgd_pid" -o "$d/perf.data" 2>/dev/null &
+        rec_pid=$!
+        sleep 0.5
+    fi
     t0=$(now_us)
     find "$t/stage-$p" -mindepth 1 -maxdepth 1 -exec mv -t "$t/up-$p/" {} +
     follow_wait
+    if [ -n "$rec_pid" ]; then
+        kill -INT "$rec_pid"
+        wait "$rec_pid" || true
+    fi
     after=$(py cpu "$imgd_pid")
     local sup1 syncs=
-    sup1=$(awk '{ print $14 + $15 }' "/proc/$imgd_pid/stat")
+    sup1=$(awk '{ print $14 + $15, $15 }' "/proc/$imgd_pid/stat")
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid"
         wait "$perf_pid" || true
@@ -746,7 +762,9 @@ run_imgd() { # PIPELINE DIR
             split(lat, a, /[ =]/)
             printf "images=%d errors=%d jobs=%d wall_s=%.3f cpu_s=%.3f maxrss_kb=%d ", n, errs, j, wall, c1 - c0, rss
             printf "images_per_s=%.3f p50_ms=%.0f p99_ms=%.0f supervisor_hwm_kb=%d ", n / wall, a[4], a[6], sh
-            printf "supervisor_cpu_s=%.3f note=latency_is_job_created->published_of_a_batch_drop_(queueing_included)", (s1 - s0) / tick
+            split(s0, b, " "); split(s1, e, " ")
+            printf "supervisor_cpu_s=%.3f supervisor_sys_s=%.3f ", (e[1] - b[1]) / tick, (e[2] - b[2]) / tick
+            printf "note=latency_is_job_created->published_of_a_batch_drop_(queueing_included)"
             if (syncs != "") printf " supervisor_syncs=%d", syncs
             printf "\n"
         }' > "$d/result.txt"

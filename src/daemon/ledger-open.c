@@ -249,7 +249,7 @@ int ledger_sqlite_close(ledger *l, bool clean)
 int ledger_reconnect(ledger *l)
 {
         sqlite3 *old_db = l->db;
-        sqlite3_stmt *old_stmts[_STMT_MAX];
+        sqlite3_stmt *old_stmts[ELEMENTSOF(l->stmts)];
         bool old_lazy_sync = l->lazy_sync;
         int r;
 
@@ -265,7 +265,7 @@ int ledger_reconnect(ledger *l)
                 char msg[sizeof l->errmsg];
 
                 snprintf(msg, sizeof msg, "%s", l->errmsg);
-                for (size_t i = 0; i < _STMT_MAX; i++)
+                for (size_t i = 0; i < ELEMENTSOF(l->stmts); i++)
                         l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
                 sqlite3_close_v2(l->db);
                 l->db = old_db;
@@ -273,7 +273,7 @@ int ledger_reconnect(ledger *l)
                 memcpy(l->stmts, old_stmts, sizeof old_stmts);
                 return ledger_error(l, r, "%s", msg);
         }
-        for (size_t i = 0; i < _STMT_MAX; i++)
+        for (size_t i = 0; i < ELEMENTSOF(l->stmts); i++)
                 sqlite3_finalize(old_stmts[i]);
         if (sqlite3_close(old_db) != SQLITE_OK)
                 sqlite3_close_v2(old_db);

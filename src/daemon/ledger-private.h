@@ -160,6 +160,19 @@ enum ledger_stmt {
 /* SQLite's SQL of every statement (ledger-schema.c). */
 extern const char *const ledger_stmt_sql[_STMT_MAX];
 
+/* The SQLite engine's transaction control, prepared once with the statements above (after
+ * them in ledger.stmts[]) instead of parsed at every transition by sqlite3_exec(). Pragmas
+ * are not among them: SQLite applies a pragma's value when it compiles the statement. */
+enum ledger_tx_stmt {
+        TX_BEGIN = _STMT_MAX,
+        TX_BEGIN_IMMEDIATE,
+        TX_COMMIT,
+        TX_SAVEPOINT,
+        TX_RELEASE,
+        _TX_STMT_END,
+};
+extern const char *const ledger_tx_stmt_sql[_TX_STMT_END - _STMT_MAX];
+
 struct ledger_pg;      /* the PostgreSQL engine's state (ledger-pg.c) */
 struct ledger_pg_stmt; /* one of its statements */
 
@@ -245,9 +258,9 @@ struct ledger {
 
         /* The SQLite engine: the connection and its statements. */
         sqlite3 *db;
-        sqlite3_stmt *stmts[_STMT_MAX];
-        char *closed_path; /* <path>.closed, the clean-stop record */
-        char *wal_path;    /* <path>-wal, the WAL, and <path>-shm, its index */
+        sqlite3_stmt *stmts[_TX_STMT_END]; /* enum ledger_stmt, then enum ledger_tx_stmt */
+        char *closed_path;                 /* <path>.closed, the clean-stop record */
+        char *wal_path;                    /* <path>-wal, the WAL, and <path>-shm, its index */
         char *shm_path;
         bool saw_corrupt; /* SQLite reported corruption: the next open checks everything */
         bool lazy_sync;   /* synchronous=NORMAL (set by a transaction not flushed) is in force */

@@ -525,11 +525,21 @@ int ledger_migrate(ledger *l)
         }
 }
 
+const char *const ledger_tx_stmt_sql[_TX_STMT_END - _STMT_MAX] = {
+        [TX_BEGIN - _STMT_MAX] = "BEGIN",
+        [TX_BEGIN_IMMEDIATE - _STMT_MAX] = "BEGIN IMMEDIATE",
+        [TX_COMMIT - _STMT_MAX] = "COMMIT",
+        [TX_SAVEPOINT - _STMT_MAX] = "SAVEPOINT tx",
+        [TX_RELEASE - _STMT_MAX] = "RELEASE tx",
+};
+
 int ledger_prepare(ledger *l)
 {
-        for (size_t i = 0; i < _STMT_MAX; i++) {
-                int rc = sqlite3_prepare_v3(l->db, ledger_stmt_sql[i], -1,
-                                            SQLITE_PREPARE_PERSISTENT, &l->stmts[i], NULL);
+        for (size_t i = 0; i < _TX_STMT_END; i++) {
+                const char *sql =
+                        i < _STMT_MAX ? ledger_stmt_sql[i] : ledger_tx_stmt_sql[i - _STMT_MAX];
+                int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &l->stmts[i],
+                                            NULL);
                 if (rc != SQLITE_OK)
                         return ledger_sqlite_error(l, rc);
         }

@@ -120,6 +120,22 @@ static int sqlite_exec(ledger *l, const char *sql)
         return r;
 }
 
+/* Runs transaction control statement `id`, prepared once by ledger_prepare() (parsed each
+ * time before that: opening checks and migrations); as sqlite_exec(). */
+static int sqlite_tx(ledger *l, enum ledger_tx_stmt id)
+{
+        sqlite3_stmt *st = l->stmts[id];
+        int r, rc;
+
+        if (!st)
+                return sqlite_exec(l, ledger_tx_stmt_sql[id - _STMT_MAX]);
+        errno = 0;
+        rc = sqlite3_step(st);
+        r = rc == SQLITE_DONE ? 0 : ledger_sqlite_error(l, rc);
+        sqlite3_reset(st);
+        return r;
+}
+
 static int sqlite_bind_text(ledger *l, struct ledger_cursor *c, int i, const char *s, int len)
 {
         int rc = s ? sqlite3_bind_text(c->sq, i, s, len, SQLITE_STATIC)
@@ -291,7 +307,7 @@ static int savepoint_begin(ledger *l)
 {
         if (l->batch_error < 0)
                 return l->batch_error;
-        return sqlite_exec(l, "SAVEPOINT tx");
+        return sqlite_tx(l, TX_SAVEPOINT);
 }
 
 /* Ends savepoint tx: released when r >= 0, rolled back to otherwise; returns r or the
@@ -300,7 +316,7 @@ static int savepoint_begin(ledger *l)
 static int savepoint_finish(ledger *l, int r)
 {
         if (r >= 0) {
-                int k = sqlite_exec(l, "RELEASE tx");
+                int k = sqlite_tx(l, TX_RELEASE);
                 if (k >= 0)
                         return r;
                 r = k;
@@ -327,7 +343,7 @@ static int sqlite_tx_begin_sync(ledger *l, bool flush)
         if (l->claims_open) {
                 /* The claims' transaction becomes this transition's (synchronous=FULL: it
                  * began as one to be flushed), the transition a savepoint of it. */
-                r = sqlite_exec(l, "SAVEPOINT tx");
+                r = sqlite_tx(l, TX_SAVEPOINT);
                 if (r >= 0)
                         l->adopted = true;
                 return r;
@@ -339,7 +355,7 @@ static int sqlite_tx_begin_sync(ledger *l, bool flush)
                         return r;
                 l->lazy_sync = !flush;
         }
-        r = sqlite_exec(l, "BEGIN IMMEDIATE");
+        r = sqlite_tx(l, TX_BEGIN_IMMEDIATE);
         if (r >= 0) {
                 l->in_write = true;
                 l->changes_at_begin = sqlite3_total_changes64(l->db);
@@ -358,7 +374,7 @@ static int sqlite_tx_begin_read(ledger *l)
 
         if (l->batch || l->claims_open)
                 return 1; /* the open transaction is one snapshot, with its own writes */
-        r = sqlite_exec(l, "BEGIN");
+        r = sqlite_tx(l, TX_BEGIN);
         return r < 0 ? r : 0;
 }
 
@@ -386,7 +402,7 @@ static int sqlite_tx_end(ledger *l, int r)
         l->claims_open = false;
         l->in_write = false;
         if (r >= 0) {
-                int k = sqlite_exec(l, "COMMIT");
+                int k = sqlite_tx(l, TX_COMMIT);
                 if (k >= 0) {
                         if (wrote)
                                 wal_commit_durable(l);
@@ -421,7 +437,7 @@ static int sqlite_claim_begin(ledger *l)
                         return r;
                 l->claims_open = true;
         }
-        r = sqlite_exec(l, "SAVEPOINT tx");
+        r = sqlite_tx(l, TX_SAVEPOINT);
         if (r < 0 && sqlite3_get_autocommit(l->db))
                 l->claims_open = l->in_write = false;
         return r;
@@ -501,7 +517,7 @@ int ledger_close_db(ledger *l)
 {
         int rc;
 
-        for (size_t i = 0; i < _STMT_MAX; i++)
+        for (size_t i = 0; i < ELEMENTSOF(l->stmts); i++)
                 l->stmts[i] = (sqlite3_finalize(l->stmts[i]), NULL);
         /* Every statement is finalized, so a failure here means the close did not happen:
          * then close_v2 closes once the stragglers are gone. */
