@@ -286,6 +286,38 @@ double autoquality_slope(const struct autoquality_search *s)
         return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : AUTOQUALITY_SLOPE;
 }
 
+void autoquality_fix_start(struct autoquality_fix *f, double target, double sample_slope, int q,
+                           double score)
+{
+        *f = (struct autoquality_fix){ .target = target,
+                                       .slope = sample_slope,
+                                       .max_step = AUTOQUALITY_FIX_MAX,
+                                       .last_q = q,
+                                       .last_score = score };
+}
+
+int autoquality_fix_next(const struct autoquality_fix *f, double best_score)
+{
+        double up = ceil((log(best_score) - log(f->target * 0.9)) / f->slope);
+
+        return MIN(f->last_q + (int)CLAMP(isfinite(up) ? up : 1.0, 1.0, f->max_step), 100);
+}
+
+void autoquality_fix_record(struct autoquality_fix *f, int q, double score)
+{
+        if (score < f->last_score && q > f->last_q) {
+                double m = (log(f->last_score) - log(score)) / (q - f->last_q);
+
+                if (isfinite(m) &&
+                    (m >= AUTOQUALITY_FIX_SLOPE_MIN || q - f->last_q >= AUTOQUALITY_FIX_SPAN)) {
+                        f->slope = CLAMP(m, AUTOQUALITY_FIX_SLOPE_MIN, 0.5);
+                        f->max_step = AUTOQUALITY_FIX_MAX_MEASURED;
+                }
+        }
+        f->last_q = q;
+        f->last_score = score;
+}
+
 int render_auto_quality(VipsImage *in, const struct variant *v, bool strip, uint64_t deadline_usec,
                         struct render_auto *ret, struct render_error *err)
 {

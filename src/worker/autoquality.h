@@ -79,6 +79,38 @@ int autoquality_result(const struct autoquality_search *s);
 double autoquality_slope(const struct autoquality_search *s);
 
 /*
+ * The correction of a whole image that misses the target its sample met (render_encode_fit()):
+ * each step up goes by the qualities the score's distance to 90% of the target asks for at
+ * `slope`, 1 to `max_step` of them. The first uses the slope the search measured on the
+ * sample (at most AUTOQUALITY_FIX_MAX); once two encodes of the whole image are known and the
+ * higher scored better, the next uses the slope through them (at least
+ * AUTOQUALITY_FIX_SLOPE_MIN; at most AUTOQUALITY_FIX_MAX_MEASURED steps): the sample's can be
+ * far from the image's (JPEG XL's score of a whole image barely moves over a range of
+ * qualities where its sample's fell). A slope flatter than that minimum between encodes less
+ * than AUTOQUALITY_FIX_SPAN apart is the noise of the score, not its slope, and is not used
+ * (a WebP output's moved 0.4% from quality 87 to 89, then fell by three quarters at 100).
+ */
+#define AUTOQUALITY_FIX_MAX 10.0
+#define AUTOQUALITY_FIX_MAX_MEASURED 25.0
+#define AUTOQUALITY_FIX_SLOPE_MIN 0.01
+#define AUTOQUALITY_FIX_SPAN 5
+
+struct autoquality_fix {
+        double target;
+        double slope, max_step;
+        int last_q;        /* the last quality encoded */
+        double last_score; /* its score */
+};
+
+/* A correction from quality q of score `score`, at the sample's slope. */
+void autoquality_fix_start(struct autoquality_fix *f, double target, double sample_slope, int q,
+                           double score);
+/* The next quality to encode, given the best score so far (at most 100). */
+int autoquality_fix_next(const struct autoquality_fix *f, double best_score);
+/* Records the score of quality q. */
+void autoquality_fix_record(struct autoquality_fix *f, int q, double score);
+
+/*
  * The first guess for format f at target t: the median quality the benchmark's photos ended
  * at, for the level nearest t (README, "Quality per byte").
  */

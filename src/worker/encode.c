@@ -20,7 +20,6 @@
  * that its sample met: the search keeps one of auto_encodes for the first, the second may
  * go one over (the target is met rather than the count). */
 #define AUTO_CORRECTIONS 2
-#define AUTO_CORRECTION_MAX 10.0
 
 int render_flatten(VipsImage *in, const uint8_t background[3], VipsImage **ret)
 {
@@ -221,13 +220,15 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
                 if (r < 0)
                         return r;
                 /*
-                 * The whole image misses the target its sample met: up by the qualities the
-                 * score's distance to 90% of the target asks for at the slope the search
-                 * measured (a correction that lands just short is an encode wasted; near
-                 * quality 100 the score falls steeply), 1 to AUTO_CORRECTION_MAX steps, at
-                 * most AUTO_CORRECTIONS times, not against max_bytes, and not past the
-                 * deadline. A correction that still misses is kept only when it comes closer.
+                 * The whole image misses the target its sample met: up as
+                 * autoquality_fix_next() says (a correction that lands just short is an
+                 * encode wasted; near quality 100 the score falls steeply), at most
+                 * AUTO_CORRECTIONS times, not against max_bytes, and not past the deadline. A
+                 * correction that still misses is kept only when it comes closer.
                  */
+                struct autoquality_fix fix;
+
+                autoquality_fix_start(&fix, v->target, au.slope, q, ret->score);
                 for (int c = 0, at = q;
                      c < AUTO_CORRECTIONS && ret->score > v->target && at < 100 &&
                      v->max_bytes == 0 && v->auto_encodes > 1 &&
@@ -235,13 +236,13 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
                      c++) {
                         _cleanup_gfree_ void *buf = NULL;
                         size_t len = 0;
-                        double up = ceil((log(ret->score) - log(v->target * 0.9)) / au.slope), d;
+                        double d;
 
                         if (deadline_reached(dl)) {
                                 cut = true;
                                 break;
                         }
-                        at = MIN(at + (int)CLAMP(up, 1.0, AUTO_CORRECTION_MAX), 100);
+                        at = autoquality_fix_next(&fix, ret->score);
                         r = render_encode(in, v, at, strip, &buf, &len, err);
                         if (r < 0)
                                 return r;
@@ -249,6 +250,7 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
                         r = render_score(in, buf, len, v->format, v->background, &d, err);
                         if (r < 0)
                                 return r;
+                        autoquality_fix_record(&fix, at, d);
                         if (d < ret->score) {
                                 g_free(best);
                                 best = TAKE_PTR(buf);

@@ -3,7 +3,8 @@
  * test-autoquality.c - quality = "auto" (autoquality.c) and format = "best": the search policy
  * is bounded and lands on the lowest quality that meets the target on a monotone score; a
  * flat image ends at a low quality and a noisy one at a high one, every format scoring its
- * output as published; max_bytes still wins when smaller; one encode when asked so; format
+ * output as published; a whole image that misses what its sample met is corrected by its own
+ * measured slope; max_bytes still wins when smaller; one encode when asked so; format
  * best picks a candidate and says which, and its time limit cuts a candidate's search short; JPEG
  * XL outputs verify, a damaged one does not.
  */
@@ -168,6 +169,63 @@ static void test_flat_low_noisy_high(void **state)
                 g_free(of.buf);
                 g_free(on.buf);
         }
+}
+
+/* A whole image whose score falls far slower than its sample's did: ln(DSSIM) 0.0098 a step
+ * (as a JPEG XL photograph's between qualities 20 and 55), 0.016 at 20. */
+static double flat_image(int q)
+{
+        return 0.016 * exp(-0.0098 * (q - 20));
+}
+
+/*
+ * The correction of a whole image that missed the target its sample met at quality 20 (the
+ * search's slope, 0.023, steeper than the image's): the first step goes by the sample's slope
+ * and misses, the second by the slope through the image's own two encodes, and meets it
+ * within the two corrections the encoder allows (by the sample's slope, 10 steps at a time,
+ * it would still miss at 40). A step never goes past 100, nor down.
+ */
+static void test_correction_measured_slope(void **state)
+{
+        const double target = 0.0125;
+        struct autoquality_fix f;
+        double best = flat_image(20);
+        int q = 20;
+
+        autoquality_fix_start(&f, target, AUTOQUALITY_SLOPE, q, best);
+        for (int c = 0; c < 2 && best > target; c++) {
+                int at = autoquality_fix_next(&f, best);
+
+                assert_true(at > f.last_q);
+                assert_true(at <= 100);
+                autoquality_fix_record(&f, at, flat_image(at));
+                print_message("correction %d: q %d DSSIM %.5f\n", c + 1, at, flat_image(at));
+                if (flat_image(at) < best) {
+                        best = flat_image(at);
+                        q = at;
+                }
+        }
+        assert_true(best <= target);
+        assert_in_range(q, 41, 70);
+
+        /* Near the top: no step past 100. */
+        autoquality_fix_start(&f, 0.001, 0.01, 95, 0.01);
+        assert_int_equal(autoquality_fix_next(&f, 0.01), 100);
+        /* A score that did not fall teaches no slope: the next step is still the sample's. */
+        autoquality_fix_start(&f, target, AUTOQUALITY_SLOPE, 20, 0.016);
+        autoquality_fix_record(&f, 30, 0.017);
+        assert_int_equal(autoquality_fix_next(&f, 0.016), 30 + (int)AUTOQUALITY_FIX_MAX);
+        /* Nor does one that barely moved over two qualities (the score's noise: a WebP output
+         * at 87 and 89, 0.00519 and 0.00517, met 0.005 at 91 by the sample's slope, 0.076;
+         * by the noise's it would have gone to 100 at three times the bytes)... */
+        autoquality_fix_start(&f, 0.005, 0.076, 87, 0.00519);
+        autoquality_fix_record(&f, 89, 0.00517);
+        assert_int_equal(autoquality_fix_next(&f, 0.00517), 91);
+        /* ...while a plausible slope over two qualities is the image's (a JPEG XL output at 63
+         * and 65, 0.01099 and 0.01048 against 0.01: on to 72, not 66 by the sample's 0.18). */
+        autoquality_fix_start(&f, 0.01, 0.184, 63, 0.01099);
+        autoquality_fix_record(&f, 65, 0.01048);
+        assert_in_range(autoquality_fix_next(&f, 0.01048), 70, 75);
 }
 
 /*
@@ -357,6 +415,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_search_policy),
                 cmocka_unit_test(test_flat_low_noisy_high),
+                cmocka_unit_test(test_correction_measured_slope),
                 cmocka_unit_test(test_sampled),
                 cmocka_unit_test(test_max_bytes_and_one_encode),
                 cmocka_unit_test(test_best),
