@@ -13,7 +13,8 @@
 # row also gives the supervisor's fsync and fdatasync calls per job (counted by perf stat on
 # the syscall tracepoints, the supervisor alone) and its CPU time per job (and how much of it
 # the kernel's: the system calls). IMGD_BENCH_PERF=1 also samples where the supervisor's CPU
-# goes (perf record, call graphs, into <out>/<pipeline>/<contender>/perf.data). Then the
+# goes (perf record, call graphs, into <out>/<pipeline>/<contender>/perf.data; the sampling
+# slows the supervisor: quote figures from runs without it). Then the
 # drop-to-published latency of one 12-megapixel JPEG on an idle imgd against the bare
 # pipeline's time for it, and (--profile) where the bare pipeline spends its time.
 #
@@ -715,9 +716,11 @@ run_imgd() { # PIPELINE DIR
         sleep 0.5
     fi
     # IMGD_BENCH_PERF=1: where the supervisor's CPU goes, sampled with call graphs for the
-    # run (perf record -p, the supervisor alone), into DIR/perf.data (perf report -i).
+    # run (perf record -p, the supervisor alone), into DIR/perf.data (perf report -i). The
+    # sampling costs the supervisor CPU of its own: a profiled run's figures are not results.
     local rec_pid=
-    if [ -n "${IMGD_BENCH_PERF:-}" ]; then
+    if [ -n "${IMGD_BENCH_PERF:-}" ] &&
+        perf record -q -o /dev/null --call-graph dwarf true >/dev/null 2>&1; then
         perf record -q -F 1999 --call-graph dwarf,16384 --no-inherit -p "$imgd_pid" -o "$d/perf.data" 2>/dev/null &
         rec_pid=$!
         sleep 0.5
@@ -726,7 +729,7 @@ run_imgd() { # PIPELINE DIR
     find "$t/stage-$p" -mindepth 1 -maxdepth 1 -exec mv -t "$t/up-$p/" {} +
     follow_wait
     if [ -n "$rec_pid" ]; then
-        kill -INT "$rec_pid"
+        kill -INT "$rec_pid" 2>/dev/null || true
         wait "$rec_pid" || true
     fi
     after=$(py cpu "$imgd_pid")

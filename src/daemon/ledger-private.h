@@ -493,7 +493,8 @@ int ledger_lock_source_of_locked(ledger *l, int64_t id);
 /* Applies the missing migration steps, one transaction each; refuses a newer schema. */
 int ledger_migrate(ledger *l);
 
-/* Prepares every statement of ledger_stmt_sql[] on l->db into l->stmts. */
+/* Prepares every statement of ledger_stmt_sql[], then of ledger_tx_stmt_sql[], on l->db into
+ * l->stmts. */
 int ledger_prepare(ledger *l);
 
 /* ledger-open.c */

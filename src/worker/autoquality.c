@@ -308,8 +308,7 @@ void autoquality_fix_record(struct autoquality_fix *f, int q, double score)
         if (score < f->last_score && q > f->last_q) {
                 double m = (log(f->last_score) - log(score)) / (q - f->last_q);
 
-                if (isfinite(m) &&
-                    (m >= AUTOQUALITY_FIX_SLOPE_MIN || q - f->last_q >= AUTOQUALITY_FIX_SPAN)) {
+                if (isfinite(m) && m >= AUTOQUALITY_FIX_SLOPE_SEEN) {
                         f->slope = CLAMP(m, AUTOQUALITY_FIX_SLOPE_MIN, 0.5);
                         f->max_step = AUTOQUALITY_FIX_MAX_MEASURED;
                 }

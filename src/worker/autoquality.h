@@ -85,15 +85,16 @@ double autoquality_slope(const struct autoquality_search *s);
  * sample (at most AUTOQUALITY_FIX_MAX); once two encodes of the whole image are known and the
  * higher scored better, the next uses the slope through them (at least
  * AUTOQUALITY_FIX_SLOPE_MIN; at most AUTOQUALITY_FIX_MAX_MEASURED steps): the sample's can be
- * far from the image's (JPEG XL's score of a whole image barely moves over a range of
- * qualities where its sample's fell). A slope flatter than that minimum between encodes less
- * than AUTOQUALITY_FIX_SPAN apart is the noise of the score, not its slope, and is not used
- * (a WebP output's moved 0.4% from quality 87 to 89, then fell by three quarters at 100).
+ * far from the image's (JPEG XL's score of a whole image fell 0.0098 a step from quality 20
+ * to 30 where its sample's fell 0.023, another's 0.0038). A slope under
+ * AUTOQUALITY_FIX_SLOPE_SEEN is a plateau or the score's noise, not where the score goes
+ * next, and is not used (a WebP output's moved 0.4% from quality 87 to 89, then fell by a
+ * fifth at 91 and three quarters at 100).
  */
 #define AUTOQUALITY_FIX_MAX 10.0
 #define AUTOQUALITY_FIX_MAX_MEASURED 25.0
 #define AUTOQUALITY_FIX_SLOPE_MIN 0.01
-#define AUTOQUALITY_FIX_SPAN 5
+#define AUTOQUALITY_FIX_SLOPE_SEEN 0.003
 
 struct autoquality_fix {
         double target;

@@ -127,8 +127,8 @@ static void run_grouped(ledger *l, unsigned n, unsigned k, unsigned n_outs)
                 }
                 r = ledger_batch_begin(l);
                 for (unsigned i = 0; i < m && r >= 0; i++)
-                        r = ledger_stage(l, jobs[i]->id, jobs[i]->fence, b[i].outs, 3, false, NULL,
-                                         10000001);
+                        r = ledger_stage(l, jobs[i]->id, jobs[i]->fence, b[i].outs, n_outs, false,
+                                         NULL, 10000001);
                 if (r >= 0)
                         r = ledger_batch_commit(l);
                 if (r < 0)

@@ -221,6 +221,11 @@ static void test_correction_measured_slope(void **state)
         autoquality_fix_start(&f, 0.005, 0.076, 87, 0.00519);
         autoquality_fix_record(&f, 89, 0.00517);
         assert_int_equal(autoquality_fix_next(&f, 0.00517), 91);
+        /* ...or over ten (a plateau says nothing of the fall beyond it: the sample's slope
+         * and step stay, not a jump to 100)... */
+        autoquality_fix_start(&f, 0.005, 0.076, 80, 0.00525);
+        autoquality_fix_record(&f, 90, 0.00523);
+        assert_int_equal(autoquality_fix_next(&f, 0.00523), 92);
         /* ...while a plausible slope over two qualities is the image's (a JPEG XL output at 63
          * and 65, 0.01099 and 0.01048 against 0.01: on to 72, not 66 by the sample's 0.18). */
         autoquality_fix_start(&f, 0.01, 0.184, 63, 0.01099);
