@@ -144,8 +144,9 @@ static void run_grouped(ledger *l, unsigned n, unsigned k, unsigned n_outs)
                         jobs[i] = job_free(jobs[i]);
         }
         cpu1 = cpu_usec(&sys1);
-        printf("groups of %u: %u jobs, per job: CPU %.1f us (system %.1f us), wall %.1f us\n", k, n,
-               (double)(cpu1 - cpu0) / n, (double)(sys1 - sys0) / n,
+        printf("groups of %u: %u jobs of %u output(s), per job: CPU %.1f us (system %.1f us), "
+               "wall %.1f us\n",
+               k, n, n_outs, (double)(cpu1 - cpu0) / n, (double)(sys1 - sys0) / n,
                (double)(mono_usec() - t0) / n);
         free(jobs);
         free(b);
