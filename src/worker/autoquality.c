@@ -56,6 +56,13 @@ static double typical_slope(int q)
         return AUTOQUALITY_SLOPE_70 * exp2((q - 70) / AUTOQUALITY_SLOPE_DOUBLING);
 }
 
+/* The fall of ln(DSSIM) per quality step from (q0, s0) to (q1, s1), as measured (negative
+ * when the score rose; not finite when a score is 0 or q0 == q1). */
+static double slope_between(int q0, double s0, int q1, double s1)
+{
+        return (log(s0) - log(s1)) / (q1 - q0);
+}
+
 /* While one side is known: the slope between its two nearest trials to the target (q, score
  * and the one before), when there are two, else the typical one at q. */
 static double one_side_slope(const struct autoquality_search *s, int q, double score)
@@ -64,8 +71,9 @@ static double one_side_slope(const struct autoquality_search *s, int q, double s
 
         if (s->prev_q == 0)
                 return typical_slope(q);
-        slope = fabs(log(score) - log(s->prev_score)) / abs(q - s->prev_q);
-        return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : typical_slope(q);
+        slope = fabs(slope_between(s->prev_q, s->prev_score, q, score));
+        return isfinite(slope) ? CLAMP(slope, AUTOQUALITY_SLOPE_MIN, AUTOQUALITY_SLOPE_MAX)
+                               : typical_slope(q);
 }
 
 int autoquality_next(const struct autoquality_search *s, int guess)
@@ -282,8 +290,9 @@ double autoquality_slope(const struct autoquality_search *s)
 
         if (s->miss_q < s->min_q || s->meet_q > s->max_q || s->meet_score <= 0)
                 return AUTOQUALITY_SLOPE;
-        slope = (log(s->miss_score) - log(s->meet_score)) / (s->meet_q - s->miss_q);
-        return isfinite(slope) ? CLAMP(slope, 0.01, 0.5) : AUTOQUALITY_SLOPE;
+        slope = slope_between(s->miss_q, s->miss_score, s->meet_q, s->meet_score);
+        return isfinite(slope) ? CLAMP(slope, AUTOQUALITY_SLOPE_MIN, AUTOQUALITY_SLOPE_MAX)
+                               : AUTOQUALITY_SLOPE;
 }
 
 void autoquality_fix_start(struct autoquality_fix *f, double target, double sample_slope, int q,
@@ -306,10 +315,10 @@ int autoquality_fix_next(const struct autoquality_fix *f, double best_score)
 void autoquality_fix_record(struct autoquality_fix *f, int q, double score)
 {
         if (score < f->last_score && q > f->last_q) {
-                double m = (log(f->last_score) - log(score)) / (q - f->last_q);
+                double m = slope_between(f->last_q, f->last_score, q, score);
 
                 if (isfinite(m) && m >= AUTOQUALITY_FIX_SLOPE_SEEN) {
-                        f->slope = CLAMP(m, AUTOQUALITY_FIX_SLOPE_MIN, 0.5);
+                        f->slope = CLAMP(m, AUTOQUALITY_SLOPE_MIN, AUTOQUALITY_SLOPE_MAX);
                         f->max_step = AUTOQUALITY_FIX_MAX_MEASURED;
                 }
         }

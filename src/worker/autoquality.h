@@ -33,6 +33,10 @@
  * at the slopes measured (ln(DSSIM) falls 0.02 to 0.06 a step) the lowest that meets it is at
  * most about two steps lower, as with AUTOQUALITY_RESOLUTION. */
 #define AUTOQUALITY_CLOSE 0.95
+/* The fall of ln(DSSIM) per quality step that a slope measured between two trials is held
+ * to (autoquality.c, slope_between()). */
+#define AUTOQUALITY_SLOPE_MIN 0.01
+#define AUTOQUALITY_SLOPE_MAX 0.5
 /* The assumed fall of ln(DSSIM) per quality step where the search measured none. */
 #define AUTOQUALITY_SLOPE 0.023 /* DSSIM doubles about every 30 steps down */
 /* While only one side is known: the fall at quality 70, and the steps in which it doubles. */
@@ -74,7 +78,7 @@ int autoquality_result(const struct autoquality_search *s);
 
 /*
  * The fall of ln(DSSIM) per quality step where the search ended: measured between the ends of
- * its bracket when it has both (between 0.01 and 0.5), else AUTOQUALITY_SLOPE.
+ * its bracket when it has both (between AUTOQUALITY_SLOPE_MIN and _MAX), else AUTOQUALITY_SLOPE.
  */
 double autoquality_slope(const struct autoquality_search *s);
 
@@ -84,7 +88,7 @@ double autoquality_slope(const struct autoquality_search *s);
  * `slope`, 1 to `max_step` of them. The first uses the slope the search measured on the
  * sample (at most AUTOQUALITY_FIX_MAX); once two encodes of the whole image are known and the
  * higher scored better, the next uses the slope through them (at least
- * AUTOQUALITY_FIX_SLOPE_MIN; at most AUTOQUALITY_FIX_MAX_MEASURED steps): the sample's can be
+ * AUTOQUALITY_SLOPE_MIN; at most AUTOQUALITY_FIX_MAX_MEASURED steps): the sample's can be
  * far from the image's (JPEG XL's score of a whole image fell 0.0098 a step from quality 20
  * to 30 where its sample's fell 0.023, another's 0.0038). A slope under
  * AUTOQUALITY_FIX_SLOPE_SEEN is a plateau or the score's noise, not where the score goes
@@ -93,7 +97,6 @@ double autoquality_slope(const struct autoquality_search *s);
  */
 #define AUTOQUALITY_FIX_MAX 10.0
 #define AUTOQUALITY_FIX_MAX_MEASURED 25.0
-#define AUTOQUALITY_FIX_SLOPE_MIN 0.01
 #define AUTOQUALITY_FIX_SLOPE_SEEN 0.003
 
 struct autoquality_fix {

@@ -229,14 +229,15 @@ int render_encode_fit(VipsImage *in, const struct variant *v, bool strip,
                 struct autoquality_fix fix;
 
                 autoquality_fix_start(&fix, v->target, au.slope, q, ret->score);
-                for (int c = 0, at = q;
-                     c < AUTO_CORRECTIONS && ret->score > v->target && at < 100 &&
+                for (int c = 0;
+                     c < AUTO_CORRECTIONS && ret->score > v->target && fix.last_q < 100 &&
                      v->max_bytes == 0 && v->auto_encodes > 1 &&
                      (unsigned)steps + au.trials < v->auto_encodes + AUTO_CORRECTIONS - 1;
                      c++) {
                         _cleanup_gfree_ void *buf = NULL;
                         size_t len = 0;
                         double d;
+                        int at;
 
                         if (deadline_reached(dl)) {
                                 cut = true;
