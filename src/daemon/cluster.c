@@ -17,9 +17,11 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/cluster.h"
 #include "shared/log.h"
@@ -128,19 +130,33 @@ static int on_io(sd_event_source *es, int fd, uint32_t revents, void *userdata)
         return 0;
 }
 
-/* Watches the ledger's connection if it is a new one; returns whether it is. */
+/*
+ * Watches the ledger's connection if it is a new one; returns whether it is. The watch is on a
+ * descriptor of its own (a duplicate of libpq's, closed with the watch): libpq closes its
+ * socket when it connects again, and an epoll registration lives as long as the socket does,
+ * which a worker or hook forked at that moment keeps open until its exec; removing the watch
+ * by libpq's number then failed or missed it, and epoll reported the socket with the freed
+ * watch as its data (sd-event aborted in process_epoll() during a database outage under load).
+ */
 static bool watch_connection(cluster *c)
 {
         uint64_t generation = 0;
-        int fd = ledger_notify_fd(c->ledger, &generation);
+        int fd = ledger_notify_fd(c->ledger, &generation), own;
         int r;
 
         if (fd < 0 || generation == c->generation)
                 return false;
         c->io = sd_event_source_disable_unref(c->io);
         c->generation = 0;
-        r = sd_event_add_io(c->event, &c->io, fd, EPOLLIN, on_io, c);
+        own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        r = own < 0 ? -errno : sd_event_add_io(c->event, &c->io, own, EPOLLIN, on_io, c);
+        if (r >= 0)
+                r = sd_event_source_set_io_fd_own(c->io, true);
         if (r < 0) {
+                /* The watch, if made, does not own the duplicate yet. */
+                c->io = sd_event_source_disable_unref(c->io);
+                if (own >= 0)
+                        close(own);
                 log_warning_errno(r, "ledger: watch its connection for notifications: %m; other "
                                      "nodes' work is found by polling");
                 return false;
